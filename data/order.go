@@ -1,0 +1,97 @@
+package data
+
+import "math/rand/v2"
+
+// Stream constants keep the random streams of shuffling, augmentation and
+// dropout apart although they share the recipe's seed.
+const (
+	streamShuffle uint64 = 0x53485546464c45 // "SHUFFLE"
+	streamAugment uint64 = 0x4155474d454e54 // "AUGMENT"
+)
+
+// Order returns the sample order of one epoch: a permutation of [0, n) that
+// is a pure function of (seed, epoch, n).
+func Order(seed uint64, epoch, n int) []int {
+	r := rand.New(rand.NewPCG(seed^streamShuffle, uint64(epoch)))
+	p := make([]int, n)
+	for i := range p {
+		p[i] = i
+	}
+	r.Shuffle(n, func(i, j int) { p[i], p[j] = p[j], p[i] })
+	return p
+}
+
+// Steps is the number of full batches of size batch in an epoch of n samples
+// (the last partial batch is dropped in training).
+func Steps(n, batch int) int { return n / batch }
+
+// BatchIndices returns the sample indices of step s of an epoch's order.
+func BatchIndices(order []int, batch, s int) []int { return order[s*batch : (s+1)*batch] }
+
+// Share returns worker k of n's contiguous share of a batch: samples
+// [k·B/n, (k+1)·B/n). The shares of k = 0..n-1 partition the batch.
+func Share(batch []int, k, n int) []int {
+	if n <= 0 || k < 0 || k >= n {
+		panic("data: Share: worker index out of range")
+	}
+	b := len(batch)
+	return batch[k*b/n : (k+1)*b/n]
+}
+
+// Augment describes input augmentation.
+type Augment struct {
+	// Shift is the largest random translation in pixels, in each direction
+	// (0 disables augmentation). Pixels shifted in are 0.
+	Shift int
+}
+
+// Batcher fills input and label buffers for a list of sample indices.
+type Batcher struct {
+	Set     *Set
+	Augment Augment
+	Seed    uint64
+}
+
+// Fill writes the samples idx into x ([len(idx), Features()] as pixel/255)
+// and their labels into y (as float32 class numbers). With augmentation on,
+// each sample's shift is a pure function of (seed, epoch, sample index), so
+// any worker filling any share of a batch produces the same pixels.
+func (b *Batcher) Fill(x, y []float32, idx []int, epoch int) {
+	s := b.Set
+	f := s.Features()
+	for i, id := range idx {
+		dst := x[i*f : (i+1)*f]
+		src := s.Images[id*f : (id+1)*f]
+		if b.Augment.Shift == 0 {
+			for j, p := range src {
+				dst[j] = float32(p) * (1.0 / 255)
+			}
+		} else {
+			r := rand.New(rand.NewPCG(b.Seed^streamAugment, uint64(epoch)<<32|uint64(id)))
+			span := 2*b.Augment.Shift + 1
+			dy, dx := r.IntN(span)-b.Augment.Shift, r.IntN(span)-b.Augment.Shift
+			shift(dst, src, s.Rows, s.Cols, dy, dx)
+		}
+		y[i] = float32(s.Labels[id])
+	}
+}
+
+// shift writes src translated by (dy, dx) pixels into dst, zero-filling.
+func shift(dst []float32, src []byte, rows, cols, dy, dx int) {
+	for r := 0; r < rows; r++ {
+		sr := r - dy
+		row := dst[r*cols : (r+1)*cols]
+		if sr < 0 || sr >= rows {
+			clear(row)
+			continue
+		}
+		for c := 0; c < cols; c++ {
+			sc := c - dx
+			if sc < 0 || sc >= cols {
+				row[c] = 0
+			} else {
+				row[c] = float32(src[sr*cols+sc]) * (1.0 / 255)
+			}
+		}
+	}
+}

@@ -1,0 +1,7 @@
+package model
+
+import "gorgonia.org/tensor"
+
+func tensorFrom(x []float32, shape ...int) *tensor.Dense {
+	return tensor.New(tensor.WithShape(shape...), tensor.WithBacking(x))
+}

@@ -1,0 +1,384 @@
+package model
+
+import (
+	"fmt"
+	"hash/fnv"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/lathe-ml/lathe/compute"
+)
+
+// Group names a kind of prunable structure of a weight.
+type Group string
+
+const (
+	Rows     Group = "rows"     // output neurons of a linear layer
+	Columns  Group = "columns"  // inputs of a linear layer
+	Filters  Group = "filters"  // output channels of a convolution
+	Channels Group = "channels" // input channels of a convolution
+)
+
+// Param is one named parameter tensor. Its Value is shared by every graph
+// built from the model.
+type Param struct {
+	Name   string  // "fc1", "fc1.bias", "conv2", …
+	Layer  string  // the layer it belongs to
+	Shape  []int   // e.g. [300 784] for fc1 of LeNet-300-100
+	Bias   bool    // a bias vector rather than a weight
+	Groups []Group // prunable structures (none for biases)
+	Value  *tensor.Dense
+
+	biasFan int // a bias's weight fan-in, for initialisation
+}
+
+// Data is the parameter's float32 backing slice.
+func (p *Param) Data() []float32 { return p.Value.Float32s() }
+
+// Size is the number of elements.
+func (p *Param) Size() int { return p.Value.Shape().TotalSize() }
+
+// Spec is what a recipe's model block decides.
+type Spec struct {
+	Arch         string  // "mlp", "lenet300", "lenet5", "teacher"
+	Hidden       []int   // hidden sizes for "mlp"
+	Dropout      float64 // on hidden activations, in training only
+	InputDropout float64 // on the input pixels, in training only
+	Init         string  // "uniform" (PyTorch's default) or "kaiming"
+}
+
+// Archs lists the known architectures.
+var Archs = []string{"mlp", "lenet300", "lenet5", "teacher"}
+
+// Input describes the images a model takes.
+type Input struct {
+	Rows, Cols, Channels, Classes int
+}
+
+// MNISTInput is 28×28 grey-scale with 10 classes (MNIST and Fashion-MNIST).
+var MNISTInput = Input{Rows: 28, Cols: 28, Channels: 1, Classes: 10}
+
+// layerKind is how a layer computes.
+type layerKind int
+
+const (
+	kindLinear layerKind = iota
+	kindConv
+	kindPool
+)
+
+type layerDef struct {
+	name    string
+	kind    layerKind
+	in      Geometry // conv/pool input geometry
+	out     int      // linear outputs or conv filters
+	k       int      // conv kernel
+	act     Activation
+	dropout float64 // after this layer, in training
+}
+
+// Model is an architecture with its parameters.
+type Model struct {
+	Spec   Spec
+	Input  Input
+	Params []*Param
+	layers []layerDef
+}
+
+// Canonical resolves presets: lenet300 is mlp [300 100]; teacher is mlp
+// [1200 1200] with dropout 0.5 unless the spec sets its own.
+func (s Spec) Canonical() Spec {
+	switch s.Arch {
+	case "lenet300":
+		if len(s.Hidden) == 0 {
+			s.Hidden = []int{300, 100}
+		}
+	case "teacher":
+		if len(s.Hidden) == 0 {
+			s.Hidden = []int{1200, 1200}
+		}
+		if s.Dropout == 0 {
+			s.Dropout = 0.5
+		}
+	}
+	if s.Init == "" {
+		s.Init = "uniform"
+	}
+	return s
+}
+
+// Validate reports a spec lathe cannot build.
+func (s Spec) Validate() error {
+	if !slices.Contains(Archs, s.Arch) {
+		return fmt.Errorf("model: unknown arch %q (known: %s)", s.Arch, strings.Join(Archs, ", "))
+	}
+	if s.Arch == "mlp" && len(s.Hidden) == 0 {
+		return fmt.Errorf("model: arch mlp needs hidden sizes")
+	}
+	for _, h := range s.Hidden {
+		if h <= 0 {
+			return fmt.Errorf("model: hidden size %d must be positive", h)
+		}
+	}
+	if s.Arch == "lenet5" && len(s.Hidden) > 0 {
+		return fmt.Errorf("model: arch lenet5 has a fixed shape; hidden is not allowed")
+	}
+	if s.Dropout < 0 || s.Dropout >= 1 || s.InputDropout < 0 || s.InputDropout >= 1 {
+		return fmt.Errorf("model: dropout must be in [0, 1)")
+	}
+	if s.Init != "uniform" && s.Init != "kaiming" {
+		return fmt.Errorf("model: unknown init %q (uniform, kaiming)", s.Init)
+	}
+	return nil
+}
+
+// New builds a model and initialises its parameters from seed. The values
+// are a pure function of (spec, seed): each tensor draws from its own stream
+// keyed by its name.
+func New(spec Spec, in Input, seed uint64) (*Model, error) {
+	spec = spec.Canonical()
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	m := &Model{Spec: spec, Input: in}
+	switch spec.Arch {
+	case "mlp", "lenet300", "teacher":
+		prev := in.Rows * in.Cols * in.Channels
+		sizes := append(slices.Clone(spec.Hidden), in.Classes)
+		for i, h := range sizes {
+			d := layerDef{name: fmt.Sprintf("fc%d", i+1), kind: kindLinear, out: h, act: ReLU, dropout: spec.Dropout}
+			if i == len(sizes)-1 {
+				d.act, d.dropout = Identity, 0
+			}
+			m.layers = append(m.layers, d)
+			m.addLinear(d.name, prev, h)
+			prev = h
+		}
+	case "lenet5":
+		g := Geometry{H: in.Rows, W: in.Cols, C: in.Channels}
+		add := func(name string, f int) {
+			m.layers = append(m.layers, layerDef{name: name, kind: kindConv, in: g, out: f, k: 5, act: ReLU})
+			m.addConv(name, f, 5, g.C)
+			g = Geometry{H: g.H - 4, W: g.W - 4, C: f}
+			m.layers = append(m.layers, layerDef{name: name + ".pool", kind: kindPool, in: g})
+			g = Geometry{H: g.H / 2, W: g.W / 2, C: f}
+		}
+		add("conv1", 20)
+		add("conv2", 50)
+		m.layers = append(m.layers, layerDef{name: "fc1", kind: kindLinear, out: 500, act: ReLU, dropout: spec.Dropout})
+		m.addLinear("fc1", g.Size(), 500)
+		m.layers = append(m.layers, layerDef{name: "fc2", kind: kindLinear, out: in.Classes})
+		m.addLinear("fc2", 500, in.Classes)
+	}
+	for _, p := range m.Params {
+		initParam(p, spec.Init, seed)
+	}
+	return m, nil
+}
+
+func newParam(name, layer string, bias bool, groups []Group, shape ...int) *Param {
+	return &Param{Name: name, Layer: layer, Shape: shape, Bias: bias, Groups: groups,
+		Value: tensor.New(tensor.Of(tensor.Float32), tensor.WithShape(shape...))}
+}
+
+func (m *Model) addLinear(name string, in, out int) {
+	b := newParam(name+".bias", name, true, nil, out)
+	b.biasFan = in
+	m.Params = append(m.Params, newParam(name, name, false, []Group{Rows, Columns}, out, in), b)
+}
+
+func (m *Model) addConv(name string, f, k, c int) {
+	b := newParam(name+".bias", name, true, nil, f)
+	b.biasFan = k * k * c
+	m.Params = append(m.Params, newParam(name, name, false, []Group{Filters, Channels}, f, k, k, c), b)
+}
+
+// fanIn is the number of inputs each output of a weight sees.
+func fanIn(shape []int) int {
+	n := 1
+	for _, d := range shape[1:] {
+		n *= d
+	}
+	return n
+}
+
+// initParam fills a parameter from its own seeded stream. "uniform" is
+// PyTorch's default for Linear and Conv2d: weights and biases uniform in
+// ±1/√fan_in. "kaiming" draws weights from N(0, 2/fan_in) and zeroes biases.
+func initParam(p *Param, kind string, seed uint64) {
+	h := fnv.New64a()
+	h.Write([]byte(p.Name))
+	r := rand.New(rand.NewPCG(seed, h.Sum64()))
+	fan := fanIn(p.Shape)
+	if p.Bias {
+		fan = p.biasFan // a bias shares its weight's fan-in
+	}
+	d := p.Data()
+	switch {
+	case kind == "kaiming" && p.Bias:
+		clear(d)
+	case kind == "kaiming":
+		std := math.Sqrt(2 / float64(fan))
+		for i := range d {
+			d[i] = float32(r.NormFloat64() * std)
+		}
+	default:
+		bound := 1 / math.Sqrt(float64(fan))
+		for i := range d {
+			d[i] = float32((2*r.Float64() - 1) * bound)
+		}
+	}
+}
+
+// Param returns the parameter with the given name, or nil.
+func (m *Model) Param(name string) *Param {
+	for _, p := range m.Params {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// Weights returns the weight (non-bias) parameters: what compression acts on.
+func (m *Model) Weights() []*Param {
+	var w []*Param
+	for _, p := range m.Params {
+		if !p.Bias {
+			w = append(w, p)
+		}
+	}
+	return w
+}
+
+// NumParams counts all parameter elements.
+func (m *Model) NumParams() int {
+	n := 0
+	for _, p := range m.Params {
+		n += p.Size()
+	}
+	return n
+}
+
+// Net is one graph built from a model for a fixed batch size.
+type Net struct {
+	Graph  *G.ExprGraph
+	X      *G.Node   // input images [batch, features]
+	Y      *G.Node   // labels [batch] (training graphs only)
+	Logits *G.Node   // [batch, classes]
+	Loss   *G.Node   // scalar mean cross-entropy (training graphs only)
+	Params []*G.Node // in the order of Model.Params
+	Batch  int
+
+	XValue, YValue *tensor.Dense // bound to X and Y; overwrite their data to feed a batch
+	Dropouts       []*DropoutOp
+	ce             *softmaxCEOp
+}
+
+// Correct is the number of correct top-1 predictions in the last training
+// batch run through the graph.
+func (n *Net) Correct() int { return n.ce.Correct }
+
+// Build adds the model's forward pass to a new graph for batch samples. A
+// training graph has dropout and a loss; an evaluation graph has neither.
+// seed feeds dropout masks.
+func (m *Model) Build(eng compute.Engine, batch int, train bool, seed uint64) (*Net, error) {
+	g := G.NewGraph()
+	features := m.Input.Rows * m.Input.Cols * m.Input.Channels
+	net := &Net{Graph: g, Batch: batch}
+	net.XValue = tensor.New(tensor.Of(tensor.Float32), tensor.WithShape(batch, features))
+	net.X = G.NewMatrix(g, tensor.Float32, G.WithShape(batch, features), G.WithName("x"), G.WithValue(net.XValue))
+	byName := map[string]*G.Node{}
+	for _, p := range m.Params {
+		n := G.NewTensor(g, tensor.Float32, len(p.Shape), G.WithShape(p.Shape...), G.WithName(p.Name), G.WithValue(p.Value))
+		net.Params = append(net.Params, n)
+		byName[p.Name] = n
+	}
+	h := net.X
+	var err error
+	dropout := func(x *G.Node, p float64, name string) (*G.Node, error) {
+		if !train || p == 0 {
+			return x, nil
+		}
+		op := &DropoutOp{opBase: newBase(name, eng), P: float32(p), Seed: seed ^ hashName(name)}
+		net.Dropouts = append(net.Dropouts, op)
+		return G.ApplyOp(op, x)
+	}
+	if h, err = dropout(h, m.Spec.InputDropout, "input.dropout"); err != nil {
+		return nil, err
+	}
+	first := true // no gradient for the input images
+	for _, l := range m.layers {
+		switch l.kind {
+		case kindLinear:
+			op := &linearOp{opBase: newBase(l.name, eng), act: l.act, needDX: !first}
+			h, err = G.ApplyOp(op, h, byName[l.name], byName[l.name+".bias"])
+		case kindConv:
+			op := &conv2dOp{opBase: newBase(l.name, eng), in: l.in, f: l.out, k: l.k, act: l.act, needDX: !first}
+			h, err = G.ApplyOp(op, h, byName[l.name], byName[l.name+".bias"])
+		case kindPool:
+			h, err = G.ApplyOp(&maxPoolOp{opBase: newBase(l.name, eng), in: l.in}, h)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("model: layer %s: %w", l.name, err)
+		}
+		first = false
+		if h, err = dropout(h, l.dropout, l.name+".dropout"); err != nil {
+			return nil, err
+		}
+	}
+	net.Logits = h
+	if train {
+		net.YValue = tensor.New(tensor.Of(tensor.Float32), tensor.WithShape(batch))
+		net.Y = G.NewVector(g, tensor.Float32, G.WithShape(batch), G.WithName("y"), G.WithValue(net.YValue))
+		net.ce = &softmaxCEOp{opBase: newBase("softmax_ce", eng)}
+		if net.Loss, err = G.ApplyOp(net.ce, net.Logits, net.Y); err != nil {
+			return nil, fmt.Errorf("model: loss: %w", err)
+		}
+	}
+	return net, nil
+}
+
+func hashName(s string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(s))
+	return h.Sum64()
+}
+
+// LayerInfo describes one parameterised layer for summaries.
+type LayerInfo struct {
+	Name    string `json:"name"`
+	Shape   []int  `json:"shape"`
+	Params  int    `json:"params"`
+	Nonzero int    `json:"nonzero"`
+}
+
+// Layers summarises each weight with its bias: shape (the weight's), total
+// parameters and non-zero parameters.
+func (m *Model) Layers() []LayerInfo {
+	var out []LayerInfo
+	for _, p := range m.Params {
+		if p.Bias {
+			continue
+		}
+		li := LayerInfo{Name: p.Layer, Shape: slices.Clone(p.Shape)}
+		for _, q := range m.Params {
+			if q.Layer != p.Layer {
+				continue
+			}
+			li.Params += q.Size()
+			for _, v := range q.Data() {
+				if v != 0 {
+					li.Nonzero++
+				}
+			}
+		}
+		out = append(out, li)
+	}
+	return out
+}

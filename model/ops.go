@@ -1,0 +1,474 @@
+package model
+
+import (
+	"fmt"
+	"hash"
+	"hash/fnv"
+	"math"
+	"math/rand/v2"
+	"sync/atomic"
+
+	"github.com/chewxy/hm"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/lathe-ml/lathe/compute"
+)
+
+var opSerial atomic.Int64
+
+// opBase carries what every project op shares. Each op instance has a
+// unique hash: ops own their output buffers, and gorgonia merges nodes whose
+// op and children hash alike.
+type opBase struct {
+	id   int64
+	name string
+	eng  compute.Engine
+}
+
+func newBase(name string, eng compute.Engine) opBase {
+	return opBase{id: opSerial.Add(1), name: name, eng: eng}
+}
+
+func (o *opBase) WriteHash(h hash.Hash) { fmt.Fprintf(h, "lathe.%s#%d", o.name, o.id) }
+func (o *opBase) Hashcode() uint32 {
+	h := fnv.New32a()
+	o.WriteHash(h)
+	return h.Sum32()
+}
+func (o *opBase) String() string       { return o.name }
+func (o *opBase) ReturnsPtr() bool     { return true }
+func (o *opBase) CallsExtern() bool    { return false }
+func (o *opBase) OverwritesInput() int { return -1 }
+func (o *opBase) shapeErr(f string, a ...any) error {
+	return fmt.Errorf("model: %s: %s", o.name, fmt.Sprintf(f, a...))
+}
+
+func f32T(dims int) hm.Type {
+	if dims == 0 {
+		return tensor.Float32
+	}
+	return G.TensorType{Dims: dims, Of: tensor.Float32}
+}
+
+func fnType(out hm.Type, ins ...hm.Type) hm.Type {
+	return hm.NewFnType(append(ins, out)...)
+}
+
+// data returns a value's float32 backing slice.
+func data(v G.Value) []float32 {
+	switch t := v.(type) {
+	case *tensor.Dense:
+		return t.Float32s()
+	case *G.F32:
+		return []float32{float32(*t)}
+	}
+	panic(fmt.Sprintf("model: unexpected value type %T", v))
+}
+
+// scalar reads a float32 scalar value (a gradient seed).
+func scalar(v G.Value) float32 {
+	switch t := v.(type) {
+	case *G.F32:
+		return float32(*t)
+	case *tensor.Dense:
+		return t.Float32s()[0]
+	}
+	panic(fmt.Sprintf("model: unexpected scalar type %T", v))
+}
+
+// buffer is an op-owned output, allocated on first use and reused.
+type buffer struct{ t *tensor.Dense }
+
+func (b *buffer) get(shape ...int) *tensor.Dense {
+	if b.t == nil || !b.t.Shape().Eq(tensor.Shape(shape)) {
+		b.t = tensor.New(tensor.Of(tensor.Float32), tensor.WithShape(shape...))
+	}
+	return b.t
+}
+
+func (b *buffer) scalar() *tensor.Dense {
+	if b.t == nil {
+		b.t = tensor.New(tensor.Of(tensor.Float32), tensor.FromScalar(float32(0)))
+	}
+	return b.t
+}
+
+// Activation names a fused activation.
+type Activation int
+
+const (
+	Identity Activation = iota
+	ReLU
+)
+
+// biasAct adds the bias to each row of y (rows×cols) and applies act.
+func biasAct(eng compute.Engine, y, b []float32, rows, cols int, act Activation) {
+	eng.Parallel(rows, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			row := y[i*cols : (i+1)*cols]
+			bb := b[:len(row)]
+			if act == ReLU {
+				for j := range row {
+					row[j] = max(row[j]+bb[j], 0)
+				}
+			} else {
+				for j := range row {
+					row[j] += bb[j]
+				}
+			}
+		}
+	})
+}
+
+// ---------------------------------------------------------------- linear
+
+// linearOp computes act(x·Wᵀ + b) for x [batch, in], W [out, in], b [out].
+type linearOp struct {
+	opBase
+	act    Activation
+	needDX bool // false for a first layer: no gradient for the input images
+	out    buffer
+}
+
+func (o *linearOp) Arity() int { return 3 }
+func (o *linearOp) Type() hm.Type {
+	return fnType(f32T(2), f32T(2), f32T(2), f32T(1))
+}
+func (o *linearOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
+	x, w := in[0].(tensor.Shape), in[1].(tensor.Shape)
+	if len(x) != 2 || len(w) != 2 || x[1] != w[1] {
+		return nil, o.shapeErr("x %v and W %v do not match", x, w)
+	}
+	return tensor.Shape{x[0], w[0]}, nil
+}
+func (o *linearOp) Do(vs ...G.Value) (G.Value, error) {
+	xs, ws := vs[0].Shape(), vs[1].Shape()
+	n, in, out := xs[0], xs[1], ws[0]
+	if ws[1] != in || vs[2].Shape().TotalSize() != out {
+		return nil, o.shapeErr("x %v, W %v, b %v", xs, ws, vs[2].Shape())
+	}
+	y := o.out.get(n, out)
+	yd := y.Float32s()
+	o.eng.Sgemm(false, true, n, out, in, 1, data(vs[0]), in, data(vs[1]), in, 0, yd, out)
+	biasAct(o.eng, yd, data(vs[2]), n, out, o.act)
+	return y, nil
+}
+func (o *linearOp) DiffWRT(int) []bool { return []bool{o.needDX, true, true} }
+func (o *linearOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	dz := grad
+	var err error
+	if o.act == ReLU {
+		if dz, err = G.ApplyOp(&reluGradOp{opBase: newBase(o.name+".relugrad", o.eng)}, output, grad); err != nil {
+			return nil, err
+		}
+	}
+	dw, err := G.ApplyOp(&linearGradWOp{opBase: newBase(o.name+".dW", o.eng)}, dz, in[0])
+	if err != nil {
+		return nil, err
+	}
+	db, err := G.ApplyOp(&colSumOp{opBase: newBase(o.name+".db", o.eng)}, dz)
+	if err != nil {
+		return nil, err
+	}
+	var dx *G.Node
+	if o.needDX {
+		if dx, err = G.ApplyOp(&linearGradXOp{opBase: newBase(o.name+".dx", o.eng)}, dz, in[1]); err != nil {
+			return nil, err
+		}
+	}
+	return G.Nodes{dx, dw, db}, nil
+}
+
+// reluGradOp computes dy where y > 0, else 0 (inputs y, dy).
+type reluGradOp struct {
+	opBase
+	out buffer
+}
+
+func (o *reluGradOp) Arity() int    { return 2 }
+func (o *reluGradOp) Type() hm.Type { return fnType(f32T(2), f32T(2), f32T(2)) }
+func (o *reluGradOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
+	return in[0].(tensor.Shape).Clone(), nil
+}
+func (o *reluGradOp) Do(vs ...G.Value) (G.Value, error) {
+	s := vs[0].Shape()
+	dz := o.out.get(s...)
+	y, dy, d := data(vs[0]), data(vs[1]), dz.Float32s()
+	if len(dy) != len(y) {
+		return nil, o.shapeErr("y %v, dy %v", s, vs[1].Shape())
+	}
+	o.eng.Parallel(len(y), func(lo, hi int) { reluGrad(d[lo:hi], y[lo:hi], dy[lo:hi]) })
+	return dz, nil
+}
+
+// reluGrad sets dst[i] = dy[i] where y[i] > 0 and 0 elsewhere, without
+// branches: the sign-and-zero test is a bit mask.
+func reluGrad(dst, y, dy []float32) {
+	dy = dy[:len(y)]
+	dst = dst[:len(y)]
+	for i, v := range y {
+		b := int32(math.Float32bits(v))
+		mask := uint32((^b & -b) >> 31) // all ones iff b > 0, i.e. v > 0
+		dst[i] = math.Float32frombits(math.Float32bits(dy[i]) & mask)
+	}
+}
+
+// linearGradWOp computes dzᵀ·x: [out, in] from dz [n, out] and x [n, in].
+type linearGradWOp struct {
+	opBase
+	out buffer
+}
+
+func (o *linearGradWOp) Arity() int    { return 2 }
+func (o *linearGradWOp) Type() hm.Type { return fnType(f32T(2), f32T(2), f32T(2)) }
+func (o *linearGradWOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
+	return tensor.Shape{in[0].(tensor.Shape)[1], in[1].(tensor.Shape)[1]}, nil
+}
+func (o *linearGradWOp) Do(vs ...G.Value) (G.Value, error) {
+	ds, xs := vs[0].Shape(), vs[1].Shape()
+	n, out, in := ds[0], ds[1], xs[1]
+	dw := o.out.get(out, in)
+	o.eng.Sgemm(true, false, out, in, n, 1, data(vs[0]), out, data(vs[1]), in, 0, dw.Float32s(), in)
+	return dw, nil
+}
+
+// linearGradXOp computes dz·W: [n, in] from dz [n, out] and W [out, in].
+type linearGradXOp struct {
+	opBase
+	out buffer
+}
+
+func (o *linearGradXOp) Arity() int    { return 2 }
+func (o *linearGradXOp) Type() hm.Type { return fnType(f32T(2), f32T(2), f32T(2)) }
+func (o *linearGradXOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
+	return tensor.Shape{in[0].(tensor.Shape)[0], in[1].(tensor.Shape)[1]}, nil
+}
+func (o *linearGradXOp) Do(vs ...G.Value) (G.Value, error) {
+	ds, ws := vs[0].Shape(), vs[1].Shape()
+	n, out, in := ds[0], ds[1], ws[1]
+	dx := o.out.get(n, in)
+	o.eng.Sgemm(false, false, n, in, out, 1, data(vs[0]), out, data(vs[1]), in, 0, dx.Float32s(), in)
+	return dx, nil
+}
+
+// colSumOp sums the rows of a matrix [n, c] into [c] (bias gradients). Each
+// thread owns a range of columns, so the summation order is fixed.
+type colSumOp struct {
+	opBase
+	cols int // columns of the matrix view; 0: the input's second dimension
+	out  buffer
+}
+
+func (o *colSumOp) Arity() int    { return 1 }
+func (o *colSumOp) Type() hm.Type { return fnType(f32T(1), f32T(2)) }
+func (o *colSumOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
+	if o.cols > 0 {
+		return tensor.Shape{o.cols}, nil
+	}
+	return tensor.Shape{in[0].(tensor.Shape)[1]}, nil
+}
+func (o *colSumOp) Do(vs ...G.Value) (G.Value, error) {
+	s := vs[0].Shape()
+	n, c := s[0], s[1]
+	if o.cols > 0 {
+		c = o.cols
+		n = s.TotalSize() / c
+	}
+	db := o.out.get(c)
+	src, dst := data(vs[0]), db.Float32s()
+	colSum(dst, src, n, c)
+	return db, nil
+}
+
+func colSum(dst, src []float32, n, c int) {
+	clear(dst)
+	for i := 0; i < n; i++ {
+		row := src[i*c : (i+1)*c]
+		d := dst[:len(row)]
+		for j, v := range row {
+			d[j] += v
+		}
+	}
+}
+
+// ---------------------------------------------------------------- softmax cross-entropy
+
+// softmaxCEOp computes the mean cross-entropy of softmax(logits) against
+// class labels: inputs logits [n, classes] and labels [n] (class numbers as
+// float32). It keeps the probabilities for the backward pass and counts the
+// batch's correct predictions.
+type softmaxCEOp struct {
+	opBase
+	loss    buffer
+	probs   []float32
+	Correct int // correct top-1 predictions in the last batch
+}
+
+func (o *softmaxCEOp) Arity() int    { return 2 }
+func (o *softmaxCEOp) Type() hm.Type { return fnType(f32T(0), f32T(2), f32T(1)) }
+func (o *softmaxCEOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
+	return tensor.ScalarShape(), nil
+}
+func (o *softmaxCEOp) Do(vs ...G.Value) (G.Value, error) {
+	s := vs[0].Shape()
+	n, c := s[0], s[1]
+	logits, labels := data(vs[0]), data(vs[1])
+	if len(labels) != n {
+		return nil, o.shapeErr("%d labels for %d rows", len(labels), n)
+	}
+	if len(o.probs) != n*c {
+		o.probs = make([]float32, n*c)
+	}
+	var sum float64
+	correct := 0
+	for i := 0; i < n; i++ {
+		row := logits[i*c : (i+1)*c]
+		p := o.probs[i*c : (i+1)*c]
+		m, arg := row[0], 0
+		for j, v := range row {
+			if v > m {
+				m, arg = v, j
+			}
+		}
+		var z float32
+		for j, v := range row {
+			e := float32(math.Exp(float64(v - m)))
+			p[j] = e
+			z += e
+		}
+		inv := 1 / z
+		for j := range p {
+			p[j] *= inv
+		}
+		y := int(labels[i])
+		if y < 0 || y >= c {
+			return nil, o.shapeErr("label %d outside [0,%d)", y, c)
+		}
+		if arg == y {
+			correct++
+		}
+		// log softmax of the true class, computed from the logits for accuracy.
+		sum += float64(m-row[y]) + math.Log(float64(z))
+	}
+	o.Correct = correct
+	l := o.loss.scalar()
+	l.Float32s()[0] = float32(sum / float64(n))
+	return l, nil
+}
+func (o *softmaxCEOp) DiffWRT(int) []bool { return []bool{true, false} }
+func (o *softmaxCEOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	d, err := G.ApplyOp(&softmaxCEGradOp{opBase: newBase(o.name+".grad", o.eng), fwd: o}, in[0], in[1], grad)
+	if err != nil {
+		return nil, err
+	}
+	return G.Nodes{d, nil}, nil
+}
+
+// softmaxCEGradOp computes (softmax − onehot)·dloss/n from the forward op's
+// probabilities; inputs logits (for the shape), labels and dloss.
+type softmaxCEGradOp struct {
+	opBase
+	fwd *softmaxCEOp
+	out buffer
+}
+
+func (o *softmaxCEGradOp) Arity() int    { return 3 }
+func (o *softmaxCEGradOp) Type() hm.Type { return fnType(f32T(2), f32T(2), f32T(1), f32T(0)) }
+func (o *softmaxCEGradOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
+	return in[0].(tensor.Shape).Clone(), nil
+}
+func (o *softmaxCEGradOp) Do(vs ...G.Value) (G.Value, error) {
+	labels := data(vs[1])
+	s := vs[0].Shape()
+	n, c := s[0], s[1]
+	d := o.out.get(n, c)
+	dd := d.Float32s()
+	scale := scalar(vs[2]) / float32(n)
+	copy(dd, o.fwd.probs)
+	for i, l := range labels {
+		dd[i*c+int(l)] -= 1
+	}
+	for i := range dd {
+		dd[i] *= scale
+	}
+	return d, nil
+}
+
+// ---------------------------------------------------------------- dropout
+
+// DropoutOp zeroes each input with probability P during training and scales
+// the survivors by 1/(1−P). Its masks come from a stream seeded by Seed and
+// advanced once per call (Calls), so a run's masks are a pure function of
+// the seed and the step.
+type DropoutOp struct {
+	opBase
+	P     float32
+	Seed  uint64
+	Calls uint64
+	mask  []float32
+	out   buffer
+}
+
+func (o *DropoutOp) Arity() int    { return 1 }
+func (o *DropoutOp) Type() hm.Type { return fnType(f32T(2), f32T(2)) }
+func (o *DropoutOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
+	return in[0].(tensor.Shape).Clone(), nil
+}
+func (o *DropoutOp) Do(vs ...G.Value) (G.Value, error) {
+	s := vs[0].Shape()
+	x := data(vs[0])
+	y := o.out.get(s...)
+	yd := y.Float32s()
+	if len(o.mask) != len(x) {
+		o.mask = make([]float32, len(x))
+	}
+	r := rand.New(rand.NewPCG(o.Seed, o.Calls))
+	o.Calls++
+	keep := 1 / (1 - o.P)
+	// 24 random bits per element against the threshold: exact to 2^-24.
+	thr := uint32(float64(o.P) * (1 << 24))
+	m := o.mask
+	for i := 0; i < len(m); {
+		bits := r.Uint64()
+		for k := 0; k < 2 && i < len(m); k++ {
+			u := uint32(bits>>(32*k)) >> 8
+			if u >= thr {
+				m[i] = keep
+			} else {
+				m[i] = 0
+			}
+			i++
+		}
+	}
+	for i, v := range x {
+		yd[i] = v * m[i]
+	}
+	return y, nil
+}
+func (o *DropoutOp) DiffWRT(int) []bool { return []bool{true} }
+func (o *DropoutOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	d, err := G.ApplyOp(&dropoutGradOp{opBase: newBase(o.name+".grad", o.eng), fwd: o}, grad)
+	return G.Nodes{d}, err
+}
+
+type dropoutGradOp struct {
+	opBase
+	fwd *DropoutOp
+	out buffer
+}
+
+func (o *dropoutGradOp) Arity() int    { return 1 }
+func (o *dropoutGradOp) Type() hm.Type { return fnType(f32T(2), f32T(2)) }
+func (o *dropoutGradOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
+	return in[0].(tensor.Shape).Clone(), nil
+}
+func (o *dropoutGradOp) Do(vs ...G.Value) (G.Value, error) {
+	dy := data(vs[0])
+	d := o.out.get(vs[0].Shape()...)
+	dd := d.Float32s()
+	for i, v := range dy {
+		dd[i] = v * o.fwd.mask[i]
+	}
+	return d, nil
+}

@@ -1,0 +1,102 @@
+package recipes
+
+import (
+	"fmt"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+// Job is a decoded, validated recipe.
+type Job struct {
+	Name       string
+	Dataset    string // "mnist" or "fashion-mnist"
+	Seed       uint64
+	Epochs     int
+	Batch      int // training samples per step
+	EvalBatch  int // samples per evaluation forward pass
+	Validation int // training samples held out as the validation split
+	Threads    int // compute threads; 0: all cores
+
+	Augment   Augment
+	Model     Model
+	Optimizer Optimizer
+
+	// File is the recipe's path; Variables the resolved variable values
+	// (defaults with -var overrides applied), by name.
+	File      string
+	Variables map[string]string
+	// Ranges maps a field path ("optimizer.lr", "model.arch", "batch") to
+	// where it was set in the recipe; fields left at their defaults point at
+	// the job block.
+	Ranges map[string]hcl.Range
+}
+
+// Augment is the job's input augmentation.
+type Augment struct {
+	Shift int // largest random translation in pixels (0: none)
+}
+
+// Model is the job's model block.
+type Model struct {
+	Arch         string
+	Hidden       []int
+	Dropout      float64
+	InputDropout float64
+	Init         string
+}
+
+// Optimizer is the job's optimizer block (labelled with its kind).
+type Optimizer struct {
+	Kind         string // "sgd", "adam", "adamw"
+	LR           float64
+	Momentum     float64
+	Nesterov     bool
+	WeightDecay  float64
+	Beta1, Beta2 float64
+	Eps          float64
+	Schedule     string  // "constant", "step", "cosine"
+	WarmupEpochs float64 // linear warm-up, in epochs
+	MinLR        float64 // cosine's floor
+	StepEpochs   float64 // step: decay every this many epochs
+	Gamma        float64 // step: decay factor
+}
+
+// Defaults returns a job with every default filled: the one place defaults
+// live.
+func Defaults() Job {
+	return Job{
+		Dataset:    "mnist",
+		Seed:       1,
+		Epochs:     10,
+		Batch:      128,
+		EvalBatch:  1000,
+		Validation: 5000,
+		Model:      Model{Init: "uniform"},
+		Optimizer: Optimizer{
+			Kind: "sgd", LR: 0.05, Momentum: 0.9, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8,
+			Schedule: "cosine", StepEpochs: 10, Gamma: 0.1,
+		},
+	}
+}
+
+// Pos returns where a field was set, as "file:line,col", or the job block's
+// position when the field kept its default.
+func (j *Job) Pos(field string) string {
+	if r, ok := j.Ranges[field]; ok {
+		return fmt.Sprintf("%s:%d,%d", r.Filename, r.Start.Line, r.Start.Column)
+	}
+	if r, ok := j.Ranges["job"]; ok {
+		return fmt.Sprintf("%s:%d,%d", r.Filename, r.Start.Line, r.Start.Column)
+	}
+	return j.File
+}
+
+// Errorf returns a diagnostic error for a field, for checks made after
+// loading (e.g. a layer name the model lacks).
+func (j *Job) Errorf(field, format string, args ...any) error {
+	r, ok := j.Ranges[field]
+	if !ok {
+		r = j.Ranges["job"]
+	}
+	return &Error{Diags: hcl.Diagnostics{{Severity: hcl.DiagError, Summary: fmt.Sprintf(format, args...), Subject: &r}}}
+}

@@ -1,0 +1,418 @@
+package recipes
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/convert"
+	"github.com/zclconf/go-cty/cty/gocty"
+
+	"github.com/lathe-ml/lathe/data"
+	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/schedule"
+	"github.com/lathe-ml/lathe/trainer"
+)
+
+// Error carries a recipe's diagnostics; its message lists each with its
+// position ("recipe.hcl:12,3: ...").
+type Error struct {
+	Diags hcl.Diagnostics
+}
+
+func (e *Error) Error() string {
+	var lines []string
+	for _, d := range e.Diags {
+		if d.Severity != hcl.DiagError {
+			continue
+		}
+		msg := d.Summary
+		if d.Detail != "" {
+			msg += "; " + d.Detail
+		}
+		if d.Subject != nil {
+			msg = fmt.Sprintf("%s:%d,%d: %s", d.Subject.Filename, d.Subject.Start.Line, d.Subject.Start.Column, msg)
+		}
+		lines = append(lines, msg)
+	}
+	return "recipe: " + strings.Join(lines, "\n  ")
+}
+
+// Load reads and validates a recipe file. vars holds -var overrides as
+// name=value strings.
+func Load(path string, vars []string) (*Job, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("recipe: %w", err)
+	}
+	return Parse(src, path, vars)
+}
+
+// Parse decodes a recipe held in memory; filename is used in diagnostics.
+func Parse(src []byte, filename string, vars []string) (*Job, error) {
+	file, diags := hclparse.NewParser().ParseHCL(src, filename)
+	if diags.HasErrors() {
+		return nil, &Error{diags}
+	}
+	content, diags := file.Body.Content(&hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{
+		{Type: "variable", LabelNames: []string{"name"}},
+		{Type: "job", LabelNames: []string{"name"}},
+	}})
+	if diags.HasErrors() {
+		return nil, &Error{diags}
+	}
+	d := &decoder{ranges: map[string]hcl.Range{}}
+	values, resolved := d.variables(content.Blocks, vars, filename)
+	if d.diags.HasErrors() {
+		return nil, &Error{d.diags}
+	}
+	d.ctx = &hcl.EvalContext{Variables: map[string]cty.Value{"var": cty.ObjectVal(values)}}
+	var jobs []*hcl.Block
+	for _, b := range content.Blocks {
+		if b.Type == "job" {
+			jobs = append(jobs, b)
+		}
+	}
+	if len(jobs) != 1 {
+		r := hcl.Range{Filename: filename, Start: hcl.InitialPos, End: hcl.InitialPos}
+		if len(jobs) > 1 {
+			r = jobs[1].DefRange
+		}
+		return nil, &Error{hcl.Diagnostics{{Severity: hcl.DiagError, Summary: fmt.Sprintf("a recipe holds exactly one job block, found %d", len(jobs)), Subject: &r}}}
+	}
+	job := Defaults()
+	job.File, job.Variables, job.Ranges = filename, resolved, d.ranges
+	d.job(jobs[0], &job)
+	if d.diags.HasErrors() {
+		return nil, &Error{d.diags}
+	}
+	return &job, nil
+}
+
+type decoder struct {
+	ctx    *hcl.EvalContext
+	diags  hcl.Diagnostics
+	ranges map[string]hcl.Range
+}
+
+func (d *decoder) errorf(r hcl.Range, summary, detail string, args ...any) {
+	d.diags = append(d.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: summary, Detail: fmt.Sprintf(detail, args...), Subject: r.Ptr()})
+}
+
+// variables evaluates the variable blocks and applies -var overrides.
+func (d *decoder) variables(blocks hcl.Blocks, overrides []string, filename string) (map[string]cty.Value, map[string]string) {
+	values := map[string]cty.Value{}
+	for _, b := range blocks {
+		if b.Type != "variable" {
+			continue
+		}
+		name := b.Labels[0]
+		if _, dup := values[name]; dup {
+			d.errorf(b.DefRange, "duplicate variable", "variable %q is declared twice", name)
+			continue
+		}
+		c, diags := b.Body.Content(&hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "default", Required: true}, {Name: "description"}}})
+		d.diags = append(d.diags, diags...)
+		if diags.HasErrors() {
+			continue
+		}
+		v, diags := c.Attributes["default"].Expr.Value(nil)
+		d.diags = append(d.diags, diags...)
+		values[name] = v
+	}
+	for _, kv := range overrides {
+		name, raw, ok := strings.Cut(kv, "=")
+		r := hcl.Range{Filename: "-var " + kv}
+		if !ok {
+			d.errorf(r, "invalid -var", "want -var name=value, got %q", kv)
+			continue
+		}
+		old, declared := values[name]
+		if !declared {
+			var known []string
+			for k := range values {
+				known = append(known, k)
+			}
+			sort.Strings(known)
+			d.errorf(r, "undeclared variable", "%s declares no variable %q (declared: %s)", filename, name, strings.Join(known, ", "))
+			continue
+		}
+		v := cty.StringVal(raw)
+		if !old.Type().Equals(cty.String) {
+			// Non-string variables take an HCL expression: 12, 0.5, true, [300, 100].
+			expr, diags := hclsyntax.ParseExpression([]byte(raw), r.Filename, hcl.InitialPos)
+			if diags.HasErrors() {
+				d.errorf(r, "invalid -var value", "%q is not a valid value for %s", raw, name)
+				continue
+			}
+			if v, diags = expr.Value(nil); diags.HasErrors() {
+				d.diags = append(d.diags, diags...)
+				continue
+			}
+		}
+		if cv, err := convert.Convert(v, old.Type()); err == nil {
+			v = cv
+		} else {
+			d.errorf(r, "invalid -var value", "%s: %q is not a %s (the type of its default)", name, raw, old.Type().FriendlyName())
+			continue
+		}
+		values[name] = v
+	}
+	resolved := map[string]string{}
+	for k, v := range values {
+		resolved[k] = string(ctyString(v))
+	}
+	return values, resolved
+}
+
+// ctyString renders a value as HCL source.
+func ctyString(v cty.Value) []byte {
+	tokens := hclwriteTokens(v)
+	return tokens
+}
+
+// attrs decodes one block's attributes into typed fields, recording ranges.
+type attrs struct {
+	d      *decoder
+	prefix string
+	m      hcl.Attributes
+}
+
+func (a attrs) value(name string, ty cty.Type) (cty.Value, *hcl.Attribute, bool) {
+	at, ok := a.m[name]
+	if !ok {
+		return cty.NilVal, nil, false
+	}
+	a.d.ranges[a.prefix+name] = at.Expr.Range()
+	v, diags := at.Expr.Value(a.d.ctx)
+	if diags.HasErrors() {
+		a.d.diags = append(a.d.diags, diags...)
+		return cty.NilVal, at, false
+	}
+	cv, err := convert.Convert(v, ty)
+	if err != nil || cv.IsNull() || !cv.IsKnown() {
+		a.d.errorf(at.Expr.Range(), "incorrect attribute value type", "%s must be %s, got %s", a.prefix+name, ty.FriendlyName(), v.Type().FriendlyName())
+		return cty.NilVal, at, false
+	}
+	return cv, at, true
+}
+
+func (a attrs) float(name string, dst *float64, lo, hi float64, loOpen bool) {
+	v, at, ok := a.value(name, cty.Number)
+	if !ok {
+		return
+	}
+	var f float64
+	if err := gocty.FromCtyValue(v, &f); err != nil {
+		a.d.errorf(at.Expr.Range(), "invalid number", "%s: %v", a.prefix+name, err)
+		return
+	}
+	if math.IsNaN(f) || f < lo || f > hi || (loOpen && f == lo) {
+		left := "["
+		if loOpen {
+			left = "("
+		}
+		a.d.errorf(at.Expr.Range(), "value out of range", "%s = %v is outside %s%v, %v]", a.prefix+name, f, left, lo, hi)
+		return
+	}
+	*dst = f
+}
+
+func (a attrs) int(name string, dst *int, lo, hi int) {
+	v, at, ok := a.value(name, cty.Number)
+	if !ok {
+		return
+	}
+	var n int
+	if err := gocty.FromCtyValue(v, &n); err != nil {
+		a.d.errorf(at.Expr.Range(), "invalid integer", "%s must be a whole number, got %s", a.prefix+name, v.AsBigFloat().String())
+		return
+	}
+	if n < lo || n > hi {
+		a.d.errorf(at.Expr.Range(), "value out of range", "%s = %d is outside [%d, %d]", a.prefix+name, n, lo, hi)
+		return
+	}
+	*dst = n
+}
+
+func (a attrs) bool(name string, dst *bool) {
+	if v, _, ok := a.value(name, cty.Bool); ok {
+		*dst = v.True()
+	}
+}
+
+func (a attrs) choice(name string, dst *string, allowed []string) {
+	v, at, ok := a.value(name, cty.String)
+	if !ok {
+		return
+	}
+	s := v.AsString()
+	if !slices.Contains(allowed, s) {
+		a.d.errorf(at.Expr.Range(), "unknown value", "%s = %q; allowed: %s", a.prefix+name, s, strings.Join(allowed, ", "))
+		return
+	}
+	*dst = s
+}
+
+func (a attrs) ints(name string, dst *[]int, lo, hi int) {
+	v, at, ok := a.value(name, cty.List(cty.Number))
+	if !ok {
+		return
+	}
+	var out []int
+	if err := gocty.FromCtyValue(v, &out); err != nil {
+		a.d.errorf(at.Expr.Range(), "invalid list", "%s must be a list of whole numbers", a.prefix+name)
+		return
+	}
+	for _, n := range out {
+		if n < lo || n > hi {
+			a.d.errorf(at.Expr.Range(), "value out of range", "%s holds %d, outside [%d, %d]", a.prefix+name, n, lo, hi)
+			return
+		}
+	}
+	*dst = out
+}
+
+// content decodes a body against a schema, recording the block's range.
+func (d *decoder) content(body hcl.Body, s *hcl.BodySchema) (*hcl.BodyContent, bool) {
+	c, diags := body.Content(s)
+	d.diags = append(d.diags, diags...)
+	return c, !diags.HasErrors()
+}
+
+func names(ns ...string) []hcl.AttributeSchema {
+	out := make([]hcl.AttributeSchema, len(ns))
+	for i, n := range ns {
+		out[i] = hcl.AttributeSchema{Name: n}
+	}
+	return out
+}
+
+func (d *decoder) job(b *hcl.Block, j *Job) {
+	j.Name = b.Labels[0]
+	d.ranges["job"] = b.DefRange
+	c, ok := d.content(b.Body, &hcl.BodySchema{
+		Attributes: names("dataset", "seed", "epochs", "batch", "eval_batch", "validation", "threads"),
+		Blocks: []hcl.BlockHeaderSchema{
+			{Type: "model"}, {Type: "optimizer", LabelNames: []string{"kind"}}, {Type: "augment"},
+		},
+	})
+	if !ok {
+		return
+	}
+	a := attrs{d: d, m: c.Attributes}
+	a.choice("dataset", &j.Dataset, data.Datasets)
+	var seed int
+	seed = int(j.Seed)
+	a.int("seed", &seed, 0, math.MaxInt32)
+	j.Seed = uint64(seed)
+	a.int("epochs", &j.Epochs, 1, 10000)
+	a.int("batch", &j.Batch, 1, 60000)
+	a.int("eval_batch", &j.EvalBatch, 1, 60000)
+	a.int("validation", &j.Validation, 0, 59999)
+	a.int("threads", &j.Threads, 0, 1024)
+	seen := map[string]hcl.Range{}
+	for _, blk := range c.Blocks {
+		if prev, dup := seen[blk.Type]; dup {
+			d.errorf(blk.DefRange, "duplicate block", "only one %s block is allowed (first at line %d)", blk.Type, prev.Start.Line)
+			continue
+		}
+		seen[blk.Type] = blk.DefRange
+		d.ranges[blk.Type] = blk.DefRange
+		switch blk.Type {
+		case "model":
+			d.model(blk, &j.Model)
+		case "optimizer":
+			d.optimizer(blk, &j.Optimizer)
+		case "augment":
+			if c, ok := d.content(blk.Body, &hcl.BodySchema{Attributes: names("shift")}); ok {
+				attrs{d: d, prefix: "augment.", m: c.Attributes}.int("shift", &j.Augment.Shift, 0, 8)
+			}
+		}
+	}
+	if _, ok := seen["model"]; !ok {
+		d.errorf(b.DefRange, "missing model block", "job %q needs a model block with an arch (%s)", j.Name, strings.Join(model.Archs, ", "))
+	}
+	if d.diags.HasErrors() {
+		return
+	}
+	if j.Batch > 60000-j.Validation {
+		d.errorf(d.rangeOf("batch"), "value out of range", "batch %d is larger than the %d training samples left after validation", j.Batch, 60000-j.Validation)
+	}
+	spec := model.Spec{Arch: j.Model.Arch, Hidden: j.Model.Hidden, Dropout: j.Model.Dropout, InputDropout: j.Model.InputDropout, Init: j.Model.Init}
+	if err := spec.Validate(); err != nil {
+		d.errorf(d.rangeOf("model.arch"), "invalid model", "%v", err)
+	}
+}
+
+func (d *decoder) rangeOf(field string) hcl.Range {
+	if r, ok := d.ranges[field]; ok {
+		return r
+	}
+	return d.ranges["job"]
+}
+
+func (d *decoder) model(b *hcl.Block, m *Model) {
+	c, ok := d.content(b.Body, &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+		{Name: "arch", Required: true}, {Name: "hidden"}, {Name: "dropout"}, {Name: "input_dropout"}, {Name: "init"},
+	}})
+	if !ok {
+		return
+	}
+	a := attrs{d: d, prefix: "model.", m: c.Attributes}
+	a.choice("arch", &m.Arch, model.Archs)
+	a.ints("hidden", &m.Hidden, 1, 1<<16)
+	a.float("dropout", &m.Dropout, 0, 0.95, false)
+	a.float("input_dropout", &m.InputDropout, 0, 0.95, false)
+	a.choice("init", &m.Init, []string{"uniform", "kaiming"})
+}
+
+func (d *decoder) optimizer(b *hcl.Block, o *Optimizer) {
+	kind := b.Labels[0]
+	if !slices.Contains(trainer.OptimizerKinds, kind) {
+		d.errorf(b.LabelRanges[0], "unknown optimizer", "optimizer %q; allowed: %s", kind, strings.Join(trainer.OptimizerKinds, ", "))
+		return
+	}
+	o.Kind = kind
+	d.ranges["optimizer.kind"] = b.LabelRanges[0]
+	fields := []string{"lr", "weight_decay", "lr_schedule", "warmup_epochs", "min_lr", "step_epochs", "gamma"}
+	if kind == "sgd" {
+		fields = append(fields, "momentum", "nesterov")
+	} else {
+		o.Momentum = 0
+		fields = append(fields, "beta1", "beta2", "eps")
+		if o.LR == Defaults().Optimizer.LR {
+			o.LR = 1e-3 // Adam's customary rate
+		}
+	}
+	c, ok := d.content(b.Body, &hcl.BodySchema{Attributes: names(fields...)})
+	if !ok {
+		return
+	}
+	a := attrs{d: d, prefix: "optimizer.", m: c.Attributes}
+	a.float("lr", &o.LR, 0, 100, true)
+	a.float("momentum", &o.Momentum, 0, 0.9999, false)
+	a.bool("nesterov", &o.Nesterov)
+	a.float("weight_decay", &o.WeightDecay, 0, 1, false)
+	a.float("beta1", &o.Beta1, 0, 0.9999, false)
+	a.float("beta2", &o.Beta2, 0, 0.999999, false)
+	a.float("eps", &o.Eps, 0, 1, true)
+	a.choice("lr_schedule", &o.Schedule, schedule.LRKinds)
+	a.float("warmup_epochs", &o.WarmupEpochs, 0, 10000, false)
+	a.float("min_lr", &o.MinLR, 0, 100, false)
+	a.float("step_epochs", &o.StepEpochs, 0, 10000, true)
+	a.float("gamma", &o.Gamma, 0, 1, true)
+	if o.Nesterov && o.Momentum == 0 {
+		d.errorf(d.rangeOf("optimizer.nesterov"), "invalid optimizer", "nesterov needs momentum > 0")
+	}
+	if o.MinLR > o.LR {
+		d.errorf(d.rangeOf("optimizer.min_lr"), "value out of range", "min_lr %v exceeds lr %v", o.MinLR, o.LR)
+	}
+}

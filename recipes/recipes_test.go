@@ -1,0 +1,123 @@
+package recipes
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestShippedRecipesLoad(t *testing.T) {
+	files, err := filepath.Glob("*.hcl")
+	if err != nil || len(files) < 4 {
+		t.Fatalf("shipped recipes: %v %v", files, err)
+	}
+	for _, f := range files {
+		t.Run(f, func(t *testing.T) {
+			j, err := Load(f, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Every shipped recipe declares epochs and batch.
+			j2, err := Load(f, []string{"epochs=1", "batch=256"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if j2.Epochs != 1 || j2.Batch != 256 {
+				t.Fatalf("-var epochs=1 -var batch=256 gave epochs %d batch %d", j2.Epochs, j2.Batch)
+			}
+			if j.Name+".hcl" != f {
+				t.Errorf("job %q lives in %s", j.Name, f)
+			}
+			// The resolved recipe reads back to the same job.
+			back, err := Parse(j.HCL(), "resolved.hcl", nil)
+			if err != nil {
+				t.Fatalf("resolved recipe does not load: %v\n%s", err, j.HCL())
+			}
+			back.File, back.Ranges, back.Variables = j.File, j.Ranges, j.Variables
+			if !reflect.DeepEqual(j, back) {
+				t.Fatalf("resolved recipe differs:\n%+v\n%+v", j, back)
+			}
+		})
+	}
+	for _, want := range []string{"mnist-lenet300.hcl", "mnist-lenet5.hcl", "fashion-lenet5.hcl", "mnist-teacher.hcl"} {
+		if _, err := os.Stat(want); err != nil {
+			t.Errorf("missing shipped recipe %s", want)
+		}
+	}
+}
+
+const base = `variable "epochs" {
+  default = 3
+}
+variable "batch" {
+  default = 64
+}
+job "t" {
+  epochs = var.epochs
+  batch  = var.batch
+  model {
+    arch = "lenet300"
+  }
+  optimizer "sgd" {
+    lr = 0.1
+  }
+}
+`
+
+func TestDefaultsAndVariables(t *testing.T) {
+	j, err := Parse([]byte(base), "r.hcl", []string{"epochs=7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := Defaults()
+	if j.Epochs != 7 || j.Batch != 64 || j.Dataset != d.Dataset || j.Optimizer.Momentum != d.Optimizer.Momentum || j.Optimizer.LR != 0.1 {
+		t.Fatalf("%+v", j)
+	}
+	if got := j.Pos("optimizer.lr"); got != "r.hcl:14,10" {
+		t.Fatalf("optimizer.lr position %q", got)
+	}
+	if got := j.Pos("dataset"); got != "r.hcl:7,1" {
+		t.Fatalf("default field position %q, want the job block", got)
+	}
+	err = j.Errorf("model.arch", "layer %q not in model", "fc9")
+	if !strings.Contains(err.Error(), "r.hcl:11,12") {
+		t.Fatalf("later check lost its position: %v", err)
+	}
+}
+
+func TestRecipeMistakes(t *testing.T) {
+	for _, tc := range []struct {
+		name, src string
+		vars      []string
+		want      string
+	}{
+		{"negative lr", strings.Replace(base, "lr = 0.1", "lr = -0.1", 1), nil, "r.hcl:14,10: value out of range; optimizer.lr = -0.1 is outside (0, 100]"},
+		{"batch zero", base, []string{"batch=0"}, "r.hcl:9,12: value out of range; batch = 0"},
+		{"unknown dataset", strings.Replace(base, "epochs = var.epochs", "epochs = var.epochs\n  dataset = \"cifar\"", 1), nil, "r.hcl:9,13: unknown value; dataset = \"cifar\"; allowed: mnist, fashion-mnist"},
+		{"unknown arch", strings.Replace(base, `"lenet300"`, `"resnet"`, 1), nil, "r.hcl:11,12: unknown value; model.arch = \"resnet\""},
+		{"unknown attribute", strings.Replace(base, "lr = 0.1", "lr = 0.1\n    mommentum = 0.9", 1), nil, "r.hcl:15,5: Unsupported argument"},
+		{"unknown block", strings.Replace(base, "model {", "prune {\n  }\n  model {", 1), nil, "r.hcl:10,3: Unsupported block type"},
+		{"wrong type", strings.Replace(base, "lr = 0.1", `lr = "fast"`, 1), nil, "r.hcl:14,10: incorrect attribute value type; optimizer.lr must be number, got string"},
+		{"fractional int", base, []string{"epochs=1.5"}, "r.hcl:8,12: invalid integer"},
+		{"unknown optimizer", strings.Replace(base, `"sgd"`, `"lion"`, 1), nil, "r.hcl:13,13: unknown optimizer"},
+		{"undeclared var", base, []string{"lr=0.1"}, "declares no variable \"lr\" (declared: batch, epochs)"},
+		{"bad var", base, []string{"epochs"}, "want -var name=value"},
+		{"var wrong type", base, []string{"epochs=abc"}, "epochs"},
+		{"no model", strings.Replace(base, "model {\n    arch = \"lenet300\"\n  }\n", "", 1), nil, "r.hcl:7,1: missing model block"},
+		{"syntax", base + "job {", nil, "r.hcl:17"},
+		{"two jobs", base + "job \"u\" {\n}\n", nil, "r.hcl:17,1: a recipe holds exactly one job block, found 2"},
+		{"hidden on lenet5", strings.Replace(base, `arch = "lenet300"`, "arch = \"lenet5\"\n    hidden = [10]", 1), nil, "hidden is not allowed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.src), "r.hcl", tc.vars)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error\n  %v\nlacks\n  %s", err, tc.want)
+			}
+		})
+	}
+}

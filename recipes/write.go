@@ -1,0 +1,71 @@
+package recipes
+
+import (
+	"sort"
+
+	"github.com/hashicorp/hcl/v2/hclwrite"
+	"github.com/zclconf/go-cty/cty"
+)
+
+func hclwriteTokens(v cty.Value) []byte { return hclwrite.TokensForValue(v).Bytes() }
+
+// HCL renders the resolved job — variables applied, every default filled —
+// as a recipe that Load reads back to an equal Job.
+func (j *Job) HCL() []byte {
+	f := hclwrite.NewEmptyFile()
+	root := f.Body()
+	if len(j.Variables) > 0 {
+		var names []string
+		for k := range j.Variables {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		root.AppendUnstructuredTokens(hclwrite.Tokens{{Type: 0, Bytes: []byte("# resolved variables (already applied below):\n")}})
+		for _, k := range names {
+			root.AppendUnstructuredTokens(hclwrite.Tokens{{Bytes: []byte("#   " + k + " = " + j.Variables[k] + "\n")}})
+		}
+	}
+	jb := root.AppendNewBlock("job", []string{j.Name}).Body()
+	jb.SetAttributeValue("dataset", cty.StringVal(j.Dataset))
+	jb.SetAttributeValue("seed", cty.NumberUIntVal(j.Seed))
+	jb.SetAttributeValue("epochs", cty.NumberIntVal(int64(j.Epochs)))
+	jb.SetAttributeValue("batch", cty.NumberIntVal(int64(j.Batch)))
+	jb.SetAttributeValue("eval_batch", cty.NumberIntVal(int64(j.EvalBatch)))
+	jb.SetAttributeValue("validation", cty.NumberIntVal(int64(j.Validation)))
+	jb.SetAttributeValue("threads", cty.NumberIntVal(int64(j.Threads)))
+
+	ab := jb.AppendNewBlock("augment", nil).Body()
+	ab.SetAttributeValue("shift", cty.NumberIntVal(int64(j.Augment.Shift)))
+
+	mb := jb.AppendNewBlock("model", nil).Body()
+	mb.SetAttributeValue("arch", cty.StringVal(j.Model.Arch))
+	if len(j.Model.Hidden) > 0 {
+		var hs []cty.Value
+		for _, h := range j.Model.Hidden {
+			hs = append(hs, cty.NumberIntVal(int64(h)))
+		}
+		mb.SetAttributeValue("hidden", cty.ListVal(hs))
+	}
+	mb.SetAttributeValue("dropout", cty.NumberFloatVal(j.Model.Dropout))
+	mb.SetAttributeValue("input_dropout", cty.NumberFloatVal(j.Model.InputDropout))
+	mb.SetAttributeValue("init", cty.StringVal(j.Model.Init))
+
+	o := j.Optimizer
+	ob := jb.AppendNewBlock("optimizer", []string{o.Kind}).Body()
+	ob.SetAttributeValue("lr", cty.NumberFloatVal(o.LR))
+	if o.Kind == "sgd" {
+		ob.SetAttributeValue("momentum", cty.NumberFloatVal(o.Momentum))
+		ob.SetAttributeValue("nesterov", cty.BoolVal(o.Nesterov))
+	} else {
+		ob.SetAttributeValue("beta1", cty.NumberFloatVal(o.Beta1))
+		ob.SetAttributeValue("beta2", cty.NumberFloatVal(o.Beta2))
+		ob.SetAttributeValue("eps", cty.NumberFloatVal(o.Eps))
+	}
+	ob.SetAttributeValue("weight_decay", cty.NumberFloatVal(o.WeightDecay))
+	ob.SetAttributeValue("lr_schedule", cty.StringVal(o.Schedule))
+	ob.SetAttributeValue("warmup_epochs", cty.NumberFloatVal(o.WarmupEpochs))
+	ob.SetAttributeValue("min_lr", cty.NumberFloatVal(o.MinLR))
+	ob.SetAttributeValue("step_epochs", cty.NumberFloatVal(o.StepEpochs))
+	ob.SetAttributeValue("gamma", cty.NumberFloatVal(o.Gamma))
+	return f.Bytes()
+}

@@ -1,0 +1,46 @@
+package trainer
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"github.com/lathe-ml/lathe/compute/cpu"
+	"github.com/lathe-ml/lathe/model"
+)
+
+// benchmarkStep times one training step (forward, backward, SGD-momentum
+// update) at a batch size, on random inputs like the PyTorch anchor's.
+func benchmarkStep(b *testing.B, spec model.Spec, batch int) {
+	m, err := model.New(spec, model.MNISTInput, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	o, _ := NewOptimizer(OptimConfig{Kind: "sgd", Momentum: 0.9}, sizes(m))
+	train := synthetic(batch, 1)
+	tr, err := New(Config{Model: m, Engine: cpu.New(cpu.Options{}), Train: train, Batch: batch, Epochs: 1, Seed: 1, Optimizer: o})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tr.Close()
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range tr.net.XValue.Float32s() {
+		tr.net.XValue.Float32s()[i] = float32(r.NormFloat64())
+	}
+	for i := range tr.net.YValue.Float32s() {
+		tr.net.YValue.Float32s()[i] = float32(r.IntN(10))
+	}
+	tr.state.LR = 0.01
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := tr.step(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(batch*b.N)/b.Elapsed().Seconds(), "samples/s")
+}
+
+func BenchmarkStepLeNet300B256(b *testing.B) { benchmarkStep(b, model.Spec{Arch: "lenet300"}, 256) }
+func BenchmarkStepLeNet300B64(b *testing.B)  { benchmarkStep(b, model.Spec{Arch: "lenet300"}, 64) }
+func BenchmarkStepLeNet5B256(b *testing.B)   { benchmarkStep(b, model.Spec{Arch: "lenet5"}, 256) }
+func BenchmarkStepTeacherB256(b *testing.B)  { benchmarkStep(b, model.Spec{Arch: "teacher"}, 256) }

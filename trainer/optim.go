@@ -1,0 +1,154 @@
+package trainer
+
+import (
+	"fmt"
+	"math"
+	"slices"
+)
+
+// Optimizer kinds a recipe can name.
+var OptimizerKinds = []string{"sgd", "adam", "adamw"}
+
+// OptimConfig holds an optimizer's hyper-parameters.
+type OptimConfig struct {
+	Kind        string  // "sgd", "adam", "adamw"
+	Momentum    float64 // sgd
+	Nesterov    bool    // sgd
+	WeightDecay float64 // L2 added to the gradient (sgd, adam) or decoupled (adamw)
+	Beta1       float64 // adam, adamw
+	Beta2       float64
+	Eps         float64
+}
+
+// Optimizer updates parameters in place from their gradients.
+//
+// masks[i], when not nil, holds one byte per element of params[i]; where it
+// is 0 the parameter, its gradient's effect and the optimizer's state for
+// that element are all held at exactly zero — so a pruned weight stays
+// pruned through momentum and Adam's moments.
+type Optimizer interface {
+	Step(params, grads [][]float32, masks [][]byte, lr float32)
+	// State returns the optimizer's per-parameter buffers (for checkpoints
+	// and tests), in a fixed order.
+	State() [][]float32
+}
+
+// NewOptimizer builds an optimizer for parameters of the given sizes.
+func NewOptimizer(c OptimConfig, sizes []int) (Optimizer, error) {
+	switch c.Kind {
+	case "sgd":
+		o := &sgd{c: c}
+		if c.Momentum != 0 {
+			o.v = alloc(sizes)
+		}
+		return o, nil
+	case "adam", "adamw":
+		if c.Beta1 == 0 && c.Beta2 == 0 {
+			c.Beta1, c.Beta2 = 0.9, 0.999
+		}
+		if c.Eps == 0 {
+			c.Eps = 1e-8
+		}
+		return &adam{c: c, m: alloc(sizes), v: alloc(sizes)}, nil
+	}
+	return nil, fmt.Errorf("trainer: unknown optimizer %q (sgd, adam, adamw)", c.Kind)
+}
+
+func alloc(sizes []int) [][]float32 {
+	out := make([][]float32, len(sizes))
+	for i, n := range sizes {
+		out[i] = make([]float32, n)
+	}
+	return out
+}
+
+// sgd is SGD with optional momentum (PyTorch's form: v = μv + g; w -= lr·v),
+// Nesterov momentum (w -= lr·(g + μv)) and L2 weight decay.
+type sgd struct {
+	c OptimConfig
+	v [][]float32
+}
+
+func (o *sgd) State() [][]float32 { return o.v }
+
+func (o *sgd) Step(params, grads [][]float32, masks [][]byte, lr float32) {
+	mu, wd := float32(o.c.Momentum), float32(o.c.WeightDecay)
+	for i, w := range params {
+		g := grads[i][:len(w)]
+		switch {
+		case o.v == nil:
+			for j := range w {
+				w[j] -= lr * (g[j] + wd*w[j])
+			}
+		case o.c.Nesterov:
+			v := o.v[i][:len(w)]
+			for j := range w {
+				d := g[j] + wd*w[j]
+				v[j] = mu*v[j] + d
+				w[j] -= lr * (d + mu*v[j])
+			}
+		default:
+			v := o.v[i][:len(w)]
+			for j := range w {
+				v[j] = mu*v[j] + g[j] + wd*w[j]
+				w[j] -= lr * v[j]
+			}
+		}
+		if masks != nil && masks[i] != nil {
+			applyMask(masks[i], w)
+			if o.v != nil {
+				applyMask(masks[i], o.v[i])
+			}
+		}
+	}
+}
+
+// adam is Adam with bias correction; with Kind "adamw" the weight decay is
+// decoupled (w -= lr·wd·w) instead of added to the gradient.
+type adam struct {
+	c    OptimConfig
+	m, v [][]float32
+	t    int
+}
+
+func (o *adam) State() [][]float32 { return slices.Concat(o.m, o.v) }
+
+func (o *adam) Step(params, grads [][]float32, masks [][]byte, lr float32) {
+	o.t++
+	b1, b2 := o.c.Beta1, o.c.Beta2
+	c1 := float32(1 - math.Pow(b1, float64(o.t)))
+	c2 := float32(1 - math.Pow(b2, float64(o.t)))
+	fb1, fb2, eps, wd := float32(b1), float32(b2), float32(o.c.Eps), float32(o.c.WeightDecay)
+	decoupled := o.c.Kind == "adamw"
+	sc2 := float32(1 / math.Sqrt(float64(c2)))
+	for i, w := range params {
+		g, m, v := grads[i][:len(w)], o.m[i][:len(w)], o.v[i][:len(w)]
+		for j := range w {
+			d := g[j]
+			if decoupled {
+				w[j] -= lr * wd * w[j]
+			} else {
+				d += wd * w[j]
+			}
+			m[j] = fb1*m[j] + (1-fb1)*d
+			v[j] = fb2*v[j] + (1-fb2)*d*d
+			denom := float32(math.Sqrt(float64(v[j])))*sc2 + eps
+			w[j] -= lr * (m[j] / c1) / denom
+		}
+		if masks != nil && masks[i] != nil {
+			applyMask(masks[i], w)
+			applyMask(masks[i], m)
+			applyMask(masks[i], v)
+		}
+	}
+}
+
+// applyMask zeroes x where mask is 0.
+func applyMask(mask []byte, x []float32) {
+	x = x[:len(mask)]
+	for j, keep := range mask {
+		if keep == 0 {
+			x[j] = 0
+		}
+	}
+}

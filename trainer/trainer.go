@@ -1,0 +1,341 @@
+package trainer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"runtime/debug"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/lathe-ml/lathe/compute"
+	"github.com/lathe-ml/lathe/data"
+	"github.com/lathe-ml/lathe/model"
+)
+
+// Config is everything one training run needs. Train, Model, Engine and
+// Optimizer are required; Val and Test may be nil.
+type Config struct {
+	Model     *model.Model
+	Engine    compute.Engine
+	Train     *data.Set
+	Val, Test *data.Set
+	Batch     int // training batch (samples per step)
+	EvalBatch int // evaluation batch; 0 means 1000
+	Epochs    int
+	Seed      uint64
+	Augment   data.Augment
+	Optimizer Optimizer
+	Policies  []Policy
+	Logger    hclog.Logger
+	// Progress, if set, is called after every step.
+	Progress func(Progress)
+	// EndEpoch, if set, is called after each epoch's evaluation; an error
+	// stops the run.
+	EndEpoch func(EpochMetrics) error
+}
+
+// Progress reports one step.
+type Progress struct {
+	Epoch, Epochs int
+	Step, Steps   int // step within the epoch (1-based) and steps per epoch
+	Loss          float64
+	SamplesPerSec float64 // training throughput so far in this epoch
+	ETA           time.Duration
+}
+
+// EpochMetrics is one row of metrics.csv.
+type EpochMetrics struct {
+	Epoch         int     `json:"epoch"` // 1-based
+	Steps         int64   `json:"steps"` // total steps so far
+	SamplesSeen   int64   `json:"samples_seen"`
+	LR            float64 `json:"lr"` // at the epoch's last step
+	TrainLoss     float64 `json:"train_loss"`
+	TrainAccuracy float64 `json:"train_accuracy"`
+	ValLoss       float64 `json:"val_loss"`
+	ValAccuracy   float64 `json:"val_accuracy"`
+	TrainSeconds  float64 `json:"train_seconds"` // forward, backward and update only
+	SamplesPerSec float64 `json:"samples_per_second"`
+}
+
+// Result is the outcome of a run.
+type Result struct {
+	Epochs        []EpochMetrics
+	Steps         int64
+	SamplesSeen   int64
+	TrainSeconds  float64 // time in training steps only
+	SamplesPerSec float64 // SamplesSeen / TrainSeconds
+	ValAccuracy   float64
+	ValLoss       float64
+	TestAccuracy  float64
+	TestLoss      float64
+}
+
+// ErrNonFinite reports a NaN or Inf loss.
+var ErrNonFinite = errors.New("trainer: non-finite loss")
+
+// Trainer runs training steps on one graph.
+type Trainer struct {
+	cfg    Config
+	log    hclog.Logger
+	net    *model.Net
+	grads  G.Nodes
+	vm     G.VM
+	state  State
+	batch  data.Batcher
+	evalNt *model.Net
+	evalVM G.VM
+}
+
+// New validates the configuration and builds the training graph.
+func New(cfg Config) (*Trainer, error) {
+	switch {
+	case cfg.Model == nil || cfg.Engine == nil || cfg.Train == nil || cfg.Optimizer == nil:
+		return nil, errors.New("trainer: Model, Engine, Train and Optimizer are required")
+	case cfg.Batch <= 0 || cfg.Batch > cfg.Train.Len():
+		return nil, fmt.Errorf("trainer: batch %d outside [1, %d]", cfg.Batch, cfg.Train.Len())
+	case cfg.Epochs <= 0:
+		return nil, fmt.Errorf("trainer: epochs %d must be positive", cfg.Epochs)
+	}
+	if cfg.EvalBatch <= 0 {
+		cfg.EvalBatch = 1000
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	t := &Trainer{cfg: cfg, log: log}
+	net, err := cfg.Model.Build(cfg.Engine, cfg.Batch, true, cfg.Seed)
+	if err != nil {
+		return nil, err
+	}
+	t.net = net
+	if t.grads, err = G.Grad(net.Loss, net.Params...); err != nil {
+		return nil, fmt.Errorf("trainer: gradients: %w", err)
+	}
+	t.vm = G.NewTapeMachine(net.Graph, G.WithEngine(engineOf(cfg.Engine)))
+	t.batch = data.Batcher{Set: cfg.Train, Augment: cfg.Augment, Seed: cfg.Seed}
+	t.state = State{Model: cfg.Model, Masks: make([][]byte, len(cfg.Model.Params))}
+	for _, p := range cfg.Model.Params {
+		t.state.Params = append(t.state.Params, p.Data())
+	}
+	t.state.Grads = make([][]float32, len(cfg.Model.Params))
+	steps := int64(data.Steps(cfg.Train.Len(), cfg.Batch))
+	t.state.TotalSamples = steps * int64(cfg.Batch) * int64(cfg.Epochs)
+	return t, nil
+}
+
+// engineOf returns the tensor.Engine to hand the TapeMachine: an engine that
+// is one (the CPU engine embeds tensor.StdEng) is passed as itself.
+func engineOf(e compute.Engine) tensorEngine {
+	if te, ok := e.(tensorEngine); ok {
+		return te
+	}
+	return defaultEngine
+}
+
+// Close releases the machines.
+func (t *Trainer) Close() {
+	t.vm.Close()
+	if t.evalVM != nil {
+		t.evalVM.Close()
+	}
+}
+
+// State exposes the hook state (read-only for callers outside hooks).
+func (t *Trainer) State() *State { return &t.state }
+
+// Run trains for the configured epochs, evaluating the validation split
+// after each and the test split at the end.
+func (t *Trainer) Run(ctx context.Context) (res *Result, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("trainer: panic at step %d: %v\n%s", t.state.Step+1, r, debug.Stack())
+		}
+	}()
+	cfg := t.cfg
+	res = &Result{}
+	steps := data.Steps(cfg.Train.Len(), cfg.Batch)
+	x, y := t.net.XValue.Float32s(), t.net.YValue.Float32s()
+	for epoch := 0; epoch < cfg.Epochs; epoch++ {
+		order := data.Order(cfg.Seed, epoch, cfg.Train.Len())
+		var lossSum float64
+		correct := 0
+		var trainDur time.Duration
+		for s := 0; s < steps; s++ {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			t.batch.Fill(x, y, data.BatchIndices(order, cfg.Batch, s), epoch)
+			start := time.Now()
+			t.state.Epoch = epoch
+			if err := t.step(); err != nil {
+				return nil, err
+			}
+			trainDur += time.Since(start)
+			lossSum += t.state.Loss
+			correct += t.net.Correct()
+			if cfg.Progress != nil {
+				sps := float64((s+1)*cfg.Batch) / trainDur.Seconds()
+				left := float64((steps-s-1)*cfg.Batch) / sps
+				cfg.Progress(Progress{Epoch: epoch + 1, Epochs: cfg.Epochs, Step: s + 1, Steps: steps,
+					Loss: lossSum / float64(s+1), SamplesPerSec: sps, ETA: time.Duration(left * float64(time.Second))})
+			}
+		}
+		em := EpochMetrics{
+			Epoch: epoch + 1, Steps: t.state.Step, SamplesSeen: t.state.SamplesSeen, LR: t.state.LR,
+			TrainLoss: lossSum / float64(steps), TrainAccuracy: float64(correct) / float64(steps*cfg.Batch),
+			TrainSeconds: trainDur.Seconds(), SamplesPerSec: float64(steps*cfg.Batch) / trainDur.Seconds(),
+		}
+		res.TrainSeconds += trainDur.Seconds()
+		if cfg.Val != nil {
+			if em.ValAccuracy, em.ValLoss, err = t.Evaluate(cfg.Val); err != nil {
+				return nil, err
+			}
+		}
+		res.Epochs = append(res.Epochs, em)
+		t.log.Info("epoch done", "epoch", em.Epoch, "train_loss", em.TrainLoss, "train_accuracy", em.TrainAccuracy,
+			"val_accuracy", em.ValAccuracy, "samples_per_second", int(em.SamplesPerSec))
+		for _, p := range cfg.Policies {
+			if h, ok := p.(EpochEnder); ok {
+				if err := h.EndEpoch(&t.state, em); err != nil {
+					return nil, fmt.Errorf("trainer: %s: %w", p.Name(), err)
+				}
+			}
+		}
+		if cfg.EndEpoch != nil {
+			if err := cfg.EndEpoch(em); err != nil {
+				return nil, err
+			}
+		}
+	}
+	res.Steps, res.SamplesSeen = t.state.Step, t.state.SamplesSeen
+	res.SamplesPerSec = float64(res.SamplesSeen) / res.TrainSeconds
+	if n := len(res.Epochs); n > 0 {
+		res.ValAccuracy, res.ValLoss = res.Epochs[n-1].ValAccuracy, res.Epochs[n-1].ValLoss
+	}
+	if cfg.Test != nil {
+		if res.TestAccuracy, res.TestLoss, err = t.Evaluate(cfg.Test); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// step runs one training step on the batch already in the input buffers.
+func (t *Trainer) step() error {
+	s := &t.state
+	for _, p := range t.cfg.Policies {
+		if h, ok := p.(BeforeStepper); ok {
+			if err := h.BeforeStep(s); err != nil {
+				return fmt.Errorf("trainer: step %d: %s: %w", s.Step+1, p.Name(), err)
+			}
+		}
+	}
+	t.vm.Reset()
+	if err := t.vm.RunAll(); err != nil {
+		return fmt.Errorf("trainer: step %d: %w", s.Step+1, err)
+	}
+	s.Loss = float64(f32s(t.net.Loss.Value())[0])
+	for i, g := range t.grads {
+		s.Grads[i] = f32s(g.Value())
+	}
+	s.ExtraLoss = 0
+	for _, p := range t.cfg.Policies {
+		if h, ok := p.(ExtraLosser); ok {
+			v, err := h.ExtraLoss(s)
+			if err != nil {
+				return fmt.Errorf("trainer: step %d: %s: %w", s.Step+1, p.Name(), err)
+			}
+			s.ExtraLoss += v
+		}
+	}
+	if l := s.Loss + s.ExtraLoss; math.IsNaN(l) || math.IsInf(l, 0) {
+		return fmt.Errorf("%w at step %d (epoch %d, %d samples seen): loss %v; lower the learning rate or check the data",
+			ErrNonFinite, s.Step+1, s.Epoch+1, s.SamplesSeen, l)
+	}
+	t.cfg.Optimizer.Step(s.Params, s.Grads, s.Masks, float32(s.LR))
+	for _, p := range t.cfg.Policies {
+		if h, ok := p.(AfterUpdater); ok {
+			if err := h.AfterUpdate(s); err != nil {
+				return fmt.Errorf("trainer: step %d: %s: %w", s.Step+1, p.Name(), err)
+			}
+		}
+	}
+	s.Step++
+	s.SamplesSeen += int64(t.cfg.Batch)
+	return nil
+}
+
+// f32s returns a value's float32 backing slice without copying.
+func f32s(v G.Value) []float32 {
+	if d, ok := v.(*tensor.Dense); ok {
+		return d.Float32s()
+	}
+	if f, ok := v.(*G.F32); ok {
+		return []float32{float32(*f)}
+	}
+	panic(fmt.Sprintf("trainer: unexpected value %T", v))
+}
+
+// Evaluate returns top-1 accuracy (a fraction) and mean cross-entropy on a
+// set, in evaluation mode (no dropout, no augmentation). The last partial
+// batch is padded and the padding ignored.
+func (t *Trainer) Evaluate(set *data.Set) (acc, loss float64, err error) {
+	if t.evalNt == nil {
+		if t.evalNt, err = t.cfg.Model.Build(t.cfg.Engine, t.cfg.EvalBatch, false, 0); err != nil {
+			return 0, 0, err
+		}
+		t.evalVM = G.NewTapeMachine(t.evalNt.Graph, G.WithEngine(engineOf(t.cfg.Engine)))
+	}
+	return evaluate(t.evalNt, t.evalVM, set)
+}
+
+func evaluate(net *model.Net, vm G.VM, set *data.Set) (acc, loss float64, err error) {
+	b := net.Batch
+	f := set.Features()
+	x := net.XValue.Float32s()
+	labels := make([]float32, b)
+	batcher := data.Batcher{Set: set}
+	idx := make([]int, 0, b)
+	correct := 0
+	var lossSum float64
+	for lo := 0; lo < set.Len(); lo += b {
+		hi := min(lo+b, set.Len())
+		idx = idx[:0]
+		for i := lo; i < hi; i++ {
+			idx = append(idx, i)
+		}
+		batcher.Fill(x, labels, idx, 0)
+		clear(x[len(idx)*f:])
+		vm.Reset()
+		if err := vm.RunAll(); err != nil {
+			return 0, 0, fmt.Errorf("trainer: evaluate %s: %w", set.Name, err)
+		}
+		logits := f32s(net.Logits.Value())
+		c := len(logits) / b
+		for i := range idx {
+			row := logits[i*c : (i+1)*c]
+			arg, m := 0, row[0]
+			for j, v := range row {
+				if v > m {
+					arg, m = j, v
+				}
+			}
+			if arg == int(labels[i]) {
+				correct++
+			}
+			var z float64
+			for _, v := range row {
+				z += math.Exp(float64(v - m))
+			}
+			lossSum += float64(m-row[int(labels[i])]) + math.Log(z)
+		}
+	}
+	n := float64(set.Len())
+	return float64(correct) / n, lossSum / n, nil
+}

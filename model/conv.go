@@ -106,18 +106,11 @@ func col2im(dx, col []float32, g Geometry, k int) {
 
 func (o *conv2dOp) DiffWRT(int) []bool { return []bool{o.needDX, true, true} }
 func (o *conv2dOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	dz := grad
-	var err error
-	if o.act == ReLU {
-		if dz, err = G.ApplyOp(&reluGradOp{opBase: newBase(o.name+".relugrad", o.eng)}, output, grad); err != nil {
-			return nil, err
-		}
-	}
-	dw, err := G.ApplyOp(&convGradWOp{opBase: newBase(o.name+".dW", o.eng), fwd: o}, dz, in[1])
+	dz, db, err := reluAndBiasGrad(o.name, o.eng, o.act, output, grad, o.f)
 	if err != nil {
 		return nil, err
 	}
-	db, err := G.ApplyOp(&colSumOp{opBase: newBase(o.name+".db", o.eng), cols: o.f}, dz)
+	dw, err := G.ApplyOp(&convGradWOp{opBase: newBase(o.name+".dW", o.eng), fwd: o}, dz, in[1])
 	if err != nil {
 		return nil, err
 	}

@@ -104,13 +104,13 @@ const (
 
 // biasAct adds the bias to each row of y (rows×cols) and applies act.
 func biasAct(eng compute.Engine, y, b []float32, rows, cols int, act Activation) {
-	eng.Parallel(rows, func(lo, hi int) {
+	compute.ParallelFor(eng.Threads(), rows, max(1, minParallel/cols), func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			row := y[i*cols : (i+1)*cols]
 			bb := b[:len(row)]
 			if act == ReLU {
 				for j := range row {
-					row[j] = max(row[j]+bb[j], 0)
+					row[j] = relu(row[j] + bb[j])
 				}
 			} else {
 				for j := range row {
@@ -119,6 +119,17 @@ func biasAct(eng compute.Engine, y, b []float32, rows, cols int, act Activation)
 			}
 		}
 	})
+}
+
+// minParallel is the fewest elements an elementwise kernel splits across
+// threads: below it, waking a second thread costs more than it saves.
+const minParallel = 1 << 14
+
+// relu is max(v, 0) without branches: the sign bit, smeared, masks v. It
+// maps −0 to +0 and keeps positive NaNs.
+func relu(v float32) float32 {
+	b := math.Float32bits(v)
+	return math.Float32frombits(b &^ uint32(int32(b)>>31))
 }
 
 // ---------------------------------------------------------------- linear
@@ -156,18 +167,11 @@ func (o *linearOp) Do(vs ...G.Value) (G.Value, error) {
 }
 func (o *linearOp) DiffWRT(int) []bool { return []bool{o.needDX, true, true} }
 func (o *linearOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	dz := grad
-	var err error
-	if o.act == ReLU {
-		if dz, err = G.ApplyOp(&reluGradOp{opBase: newBase(o.name+".relugrad", o.eng)}, output, grad); err != nil {
-			return nil, err
-		}
-	}
-	dw, err := G.ApplyOp(&linearGradWOp{opBase: newBase(o.name+".dW", o.eng)}, dz, in[0])
+	dz, db, err := reluAndBiasGrad(o.name, o.eng, o.act, output, grad, 0)
 	if err != nil {
 		return nil, err
 	}
-	db, err := G.ApplyOp(&colSumOp{opBase: newBase(o.name+".db", o.eng)}, dz)
+	dw, err := G.ApplyOp(&linearGradWOp{opBase: newBase(o.name+".dW", o.eng)}, dz, in[0])
 	if err != nil {
 		return nil, err
 	}
@@ -180,10 +184,32 @@ func (o *linearOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	return G.Nodes{dx, dw, db}, nil
 }
 
-// reluGradOp computes dy where y > 0, else 0 (inputs y, dy).
+// reluAndBiasGrad adds the nodes that turn an activation's output gradient
+// into the pre-activation gradient dz and the bias gradient db (the column
+// sums of dz viewed as [rows, cols]; cols 0 means the output's second
+// dimension). With ReLU both come from one fused pass.
+func reluAndBiasGrad(name string, eng compute.Engine, act Activation, output, grad *G.Node, cols int) (dz, db *G.Node, err error) {
+	if act != ReLU {
+		db, err = G.ApplyOp(&colSumOp{opBase: newBase(name+".db", eng), cols: cols}, grad)
+		return grad, db, err
+	}
+	op := &reluGradOp{opBase: newBase(name+".relugrad", eng), cols: cols}
+	if dz, err = G.ApplyOp(op, output, grad); err != nil {
+		return nil, nil, err
+	}
+	db, err = G.ApplyOp(&biasOfOp{opBase: newBase(name+".db", eng), src: op}, dz)
+	return dz, db, err
+}
+
+// reluGradOp computes dz = dy where y > 0, else 0 (inputs y, dy), and in
+// the same pass the column sums of dz (the bias gradient, handed out by a
+// biasOfOp). Threads own ranges of columns, so the sums' order is fixed
+// whatever the thread count.
 type reluGradOp struct {
 	opBase
-	out buffer
+	cols int
+	out  buffer
+	db   buffer
 }
 
 func (o *reluGradOp) Arity() int    { return 2 }
@@ -198,9 +224,43 @@ func (o *reluGradOp) Do(vs ...G.Value) (G.Value, error) {
 	if len(dy) != len(y) {
 		return nil, o.shapeErr("y %v, dy %v", s, vs[1].Shape())
 	}
-	o.eng.Parallel(len(y), func(lo, hi int) { reluGrad(d[lo:hi], y[lo:hi], dy[lo:hi]) })
+	cols := o.cols
+	if cols == 0 {
+		cols = s[1]
+	}
+	rows := len(y) / cols
+	db := o.db.get(cols).Float32s()
+	clear(db)
+	compute.ParallelFor(o.eng.Threads(), cols, max(1, minParallel/rows), func(c0, c1 int) {
+		acc := db[c0:c1]
+		for i := 0; i < rows; i++ {
+			off := i*cols + c0
+			dst := d[off : off+len(acc)]
+			reluGrad(dst, y[off:off+len(acc)], dy[off:off+len(acc)])
+			for j, v := range dst {
+				acc[j] += v
+			}
+		}
+	})
 	return dz, nil
 }
+
+// biasOfOp returns the bias gradient its reluGradOp computed; its input (dz)
+// only orders it after that op.
+type biasOfOp struct {
+	opBase
+	src *reluGradOp
+}
+
+func (o *biasOfOp) Arity() int    { return 1 }
+func (o *biasOfOp) Type() hm.Type { return fnType(f32T(1), f32T(2)) }
+func (o *biasOfOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
+	if o.src.cols > 0 {
+		return tensor.Shape{o.src.cols}, nil
+	}
+	return tensor.Shape{in[0].(tensor.Shape)[1]}, nil
+}
+func (o *biasOfOp) Do(...G.Value) (G.Value, error) { return o.src.db.t, nil }
 
 // reluGrad sets dst[i] = dy[i] where y[i] > 0 and 0 elsewhere, without
 // branches: the sign-and-zero test is a bit mask.

@@ -15,7 +15,7 @@ func benchmarkStep(b *testing.B, spec model.Spec, batch int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	o, _ := NewOptimizer(OptimConfig{Kind: "sgd", Momentum: 0.9}, sizes(m))
+	o, _ := NewOptimizer(OptimConfig{Kind: "sgd", Momentum: 0.9, Threads: 2}, sizes(m))
 	train := synthetic(batch, 1)
 	tr, err := New(Config{Model: m, Engine: cpu.New(cpu.Options{}), Train: train, Batch: batch, Epochs: 1, Seed: 1, Optimizer: o})
 	if err != nil {

@@ -2,6 +2,8 @@ package trainer
 
 import (
 	"fmt"
+
+	"github.com/lathe-ml/lathe/compute"
 	"math"
 	"slices"
 )
@@ -18,6 +20,7 @@ type OptimConfig struct {
 	Beta1       float64 // adam, adamw
 	Beta2       float64
 	Eps         float64
+	Threads     int // threads for the update loops (elementwise, so any count gives the same bits); 0 means 1
 }
 
 // Optimizer updates parameters in place from their gradients.
@@ -72,32 +75,63 @@ type sgd struct {
 func (o *sgd) State() [][]float32 { return o.v }
 
 func (o *sgd) Step(params, grads [][]float32, masks [][]byte, lr float32) {
+	spans(o.c.Threads, params, func(i, lo, hi int) { o.update(i, lo, hi, params, grads, masks, lr) })
+}
+
+// minChunk keeps small updates on one goroutine.
+const minChunk = 1 << 15
+
+// spans runs fn over every element of every tensor in one parallel region:
+// the concatenation of the tensors is split into contiguous ranges, and fn
+// receives each range's piece of tensor i as [lo, hi).
+func spans(threads int, tensors [][]float32, fn func(i, lo, hi int)) {
+	total := 0
+	for _, t := range tensors {
+		total += len(t)
+	}
+	compute.ParallelFor(threads, total, minChunk, func(glo, ghi int) {
+		base := 0
+		for i, t := range tensors {
+			lo, hi := max(glo-base, 0), min(ghi-base, len(t))
+			if lo < hi {
+				fn(i, lo, hi)
+			}
+			base += len(t)
+			if base >= ghi {
+				return
+			}
+		}
+	})
+}
+
+func (o *sgd) update(i, lo, hi int, params, grads [][]float32, masks [][]byte, lr float32) {
 	mu, wd := float32(o.c.Momentum), float32(o.c.WeightDecay)
-	for i, w := range params {
-		g := grads[i][:len(w)]
+	{
+		w := params[i][lo:hi]
+		g := grads[i][lo:hi]
 		switch {
 		case o.v == nil:
 			for j := range w {
 				w[j] -= lr * (g[j] + wd*w[j])
 			}
 		case o.c.Nesterov:
-			v := o.v[i][:len(w)]
+			v := o.v[i][lo:hi]
 			for j := range w {
 				d := g[j] + wd*w[j]
 				v[j] = mu*v[j] + d
 				w[j] -= lr * (d + mu*v[j])
 			}
 		default:
-			v := o.v[i][:len(w)]
+			v := o.v[i][lo:hi]
 			for j := range w {
 				v[j] = mu*v[j] + g[j] + wd*w[j]
 				w[j] -= lr * v[j]
 			}
 		}
 		if masks != nil && masks[i] != nil {
-			applyMask(masks[i], w)
+			applyMask(masks[i][lo:hi], w)
 			if o.v != nil {
-				applyMask(masks[i], o.v[i])
+				applyMask(masks[i][lo:hi], o.v[i][lo:hi])
 			}
 		}
 	}
@@ -115,14 +149,18 @@ func (o *adam) State() [][]float32 { return slices.Concat(o.m, o.v) }
 
 func (o *adam) Step(params, grads [][]float32, masks [][]byte, lr float32) {
 	o.t++
-	b1, b2 := o.c.Beta1, o.c.Beta2
-	c1 := float32(1 - math.Pow(b1, float64(o.t)))
-	c2 := float32(1 - math.Pow(b2, float64(o.t)))
-	fb1, fb2, eps, wd := float32(b1), float32(b2), float32(o.c.Eps), float32(o.c.WeightDecay)
-	decoupled := o.c.Kind == "adamw"
+	c1 := float32(1 - math.Pow(o.c.Beta1, float64(o.t)))
+	c2 := float32(1 - math.Pow(o.c.Beta2, float64(o.t)))
 	sc2 := float32(1 / math.Sqrt(float64(c2)))
-	for i, w := range params {
-		g, m, v := grads[i][:len(w)], o.m[i][:len(w)], o.v[i][:len(w)]
+	spans(o.c.Threads, params, func(i, lo, hi int) { o.update(i, lo, hi, params, grads, masks, lr, c1, sc2) })
+}
+
+func (o *adam) update(i, lo, hi int, params, grads [][]float32, masks [][]byte, lr, c1, sc2 float32) {
+	fb1, fb2, eps, wd := float32(o.c.Beta1), float32(o.c.Beta2), float32(o.c.Eps), float32(o.c.WeightDecay)
+	decoupled := o.c.Kind == "adamw"
+	{
+		w := params[i][lo:hi]
+		g, m, v := grads[i][lo:hi], o.m[i][lo:hi], o.v[i][lo:hi]
 		for j := range w {
 			d := g[j]
 			if decoupled {
@@ -136,9 +174,9 @@ func (o *adam) Step(params, grads [][]float32, masks [][]byte, lr float32) {
 			w[j] -= lr * (m[j] / c1) / denom
 		}
 		if masks != nil && masks[i] != nil {
-			applyMask(masks[i], w)
-			applyMask(masks[i], m)
-			applyMask(masks[i], v)
+			applyMask(masks[i][lo:hi], w)
+			applyMask(masks[i][lo:hi], m)
+			applyMask(masks[i][lo:hi], v)
 		}
 	}
 }

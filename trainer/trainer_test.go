@@ -206,4 +206,3 @@ func TestNonFiniteLossStopsWithStep(t *testing.T) {
 		t.Fatalf("error %q does not name %q", err, want)
 	}
 }
-

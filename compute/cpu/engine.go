@@ -32,6 +32,7 @@ type Engine struct {
 	threads int
 	blas    *openBLAS // nil: gonum
 	gonum   gonum.Implementation
+	blasN   int // thread count last given to OpenBLAS
 }
 
 var (
@@ -62,7 +63,7 @@ func New(opts Options) *Engine {
 			})
 		} else {
 			e.blas = lib
-			lib.setNum(int32(threads))
+			e.setBLASThreads(1) // Sgemm sets the count per product
 		}
 	}
 	return e
@@ -127,10 +128,54 @@ func (e *Engine) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []floa
 	if transB {
 		tb = cblasTrans
 	}
-	e.blas.sgemm(cblasRowMajor, ta, tb, int32(m), int32(n), int32(k), alpha,
-		unsafe.Pointer(&a[0]), int32(lda), unsafe.Pointer(&b[0]), int32(ldb), beta,
-		unsafe.Pointer(&c[0]), int32(ldc))
+	call := func(m0, m1, n0, n1 int) {
+		ao, bo := m0*lda, n0 // row m0 of op(A), column n0 of op(B)
+		if transA {
+			ao = m0
+		}
+		if transB {
+			bo = n0 * ldb
+		}
+		ap, bp := &a[ao], &b[bo]
+		e.blas.sgemm(cblasRowMajor, ta, tb, int32(m1-m0), int32(n1-n0), int32(k), alpha,
+			unsafe.Pointer(ap), int32(lda), unsafe.Pointer(bp), int32(ldb), beta,
+			unsafe.Pointer(&c[m0*ldc+n0]), int32(ldc))
+	}
+	// Two ways to use several threads, chosen by shape (measured on
+	// LeNet-300-100 and LeNet-5 steps; BENCHMARKS.md): products whose three
+	// dimensions are all moderate go to OpenBLAS's own threads, which share
+	// the packed operands; skewed ones (a thin convolution GEMM, a weight
+	// gradient reduced over a whole batch of pixels) are split here into
+	// row or column blocks run concurrently on single-threaded OpenBLAS.
+	// Either way the work partition depends only on the shape and the thread
+	// count, so results are run-to-run identical.
+	if e.threads == 1 || 2*m*n*k < splitFlops {
+		e.setBLASThreads(1)
+		call(0, m, 0, n)
+		return
+	}
+	if min(m, n, k) >= 64 {
+		e.setBLASThreads(e.threads)
+		call(0, m, 0, n)
+		return
+	}
+	e.setBLASThreads(1)
+	if m >= n || m >= 8*e.threads {
+		compute.ParallelFor(e.threads, m, 8, func(lo, hi int) { call(lo, hi, 0, n) })
+	} else {
+		compute.ParallelFor(e.threads, n, 8, func(lo, hi int) { call(0, m, lo, hi) })
+	}
 }
+
+func (e *Engine) setBLASThreads(n int) {
+	if e.blasN != n {
+		e.blas.setNum(int32(n))
+		e.blasN = n
+	}
+}
+
+// splitFlops is the smallest product worth splitting across threads.
+const splitFlops = 1 << 20
 
 // checkMat panics unless x holds a rows×cols row-major matrix (stored
 // transposed when trans) with leading dimension ld.

@@ -79,6 +79,12 @@ func doLoad() (*openBLAS, error) {
 			os.Setenv("OPENBLAS_CORETYPE", core)
 		}
 	}
+	if os.Getenv("OPENBLAS_THREAD_TIMEOUT") == "" {
+		// OpenBLAS's idle threads spin for 2^28 cycles by default, taking a
+		// core from the Go kernels that run between GEMMs; 2^20 cycles still
+		// covers back-to-back GEMMs (measured: BENCHMARKS.md).
+		os.Setenv("OPENBLAS_THREAD_TIMEOUT", "20")
+	}
 	var errs []error
 	for _, path := range libraryCandidates() {
 		h, err := purego.Dlopen(path, purego.RTLD_NOW|purego.RTLD_GLOBAL)

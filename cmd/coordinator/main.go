@@ -1,0 +1,132 @@
+// Command coordinator runs a lathe job from a recipe:
+//
+//	coordinator --recipe FILE [-var name=value]... [--run-dir DIR] [--data-dir DIR] [--threads N]
+//
+// It trains in-process (the cluster issue puts NATS under the same command
+// line), shows a progress bar per epoch on a terminal and plain log lines
+// otherwise, and leaves summary.json, metrics.csv, the resolved recipe and a
+// manifest in the run directory (default runs/<job>/).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+
+	"github.com/lathe-ml/lathe/recipes"
+	"github.com/lathe-ml/lathe/run"
+	"github.com/lathe-ml/lathe/trainer"
+)
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+func main() { os.Exit(realMain(os.Args[1:], os.Stderr)) }
+
+func realMain(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		recipe   = fs.String("recipe", "", "recipe file (HCL)")
+		runDir   = fs.String("run-dir", "", "run directory (default runs/<job>)")
+		dataDir  = fs.String("data-dir", "", "directory holding the dataset's IDX files (default: where it is installed)")
+		threads  = fs.Int("threads", 0, "compute threads (default: the recipe's, else all cores)")
+		logLevel = fs.String("log-level", "info", "trace, debug, info, warn or error")
+		logJSON  = fs.Bool("log-json", false, "log as JSON lines")
+		noBar    = fs.Bool("no-progress", false, "no progress bar, even on a terminal")
+		vars     multiFlag
+	)
+	fs.Var(&vars, "var", "set a recipe variable: -var name=value (repeatable)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: coordinator --recipe FILE [-var name=value]... [--run-dir DIR] [--data-dir DIR]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *recipe == "" || fs.NArg() > 0 {
+		fs.Usage()
+		return 2
+	}
+	tty := isTerminal(os.Stderr) && !*noBar
+	log := hclog.New(&hclog.LoggerOptions{Name: "lathe", Level: hclog.LevelFromString(*logLevel), Output: stderr,
+		JSONFormat: *logJSON, Color: hclog.AutoColor})
+
+	job, err := recipes.Load(*recipe, vars)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	opts := run.Options{RunDir: *runDir, DataDir: *dataDir, Threads: *threads, Logger: log}
+	var bar *progressBar
+	if tty {
+		bar = &progressBar{w: stderr}
+		opts.Progress = bar.update
+	}
+	sum, err := run.Execute(ctx, job, opts)
+	bar.finish()
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			log.Error("interrupted; no summary written")
+			return 130
+		}
+		log.Error("job failed", "error", err)
+		return 1
+	}
+	dir := *runDir
+	if dir == "" {
+		dir = filepath.Join("runs", job.Name)
+	}
+	fmt.Fprintf(os.Stdout, "test accuracy %.4f, val accuracy %.4f, %.0f samples/s, %.1f s\nsummary: %s\n",
+		sum.TestAccuracy, sum.ValAccuracy, sum.SamplesPerSecond, sum.WallSeconds, filepath.Join(dir, run.SummaryFile))
+	return 0
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// progressBar draws one line per epoch, redrawn at most ten times a second.
+type progressBar struct {
+	w     io.Writer
+	last  time.Time
+	epoch int
+}
+
+func (b *progressBar) update(p trainer.Progress) {
+	if p.Epoch != b.epoch && b.epoch != 0 {
+		fmt.Fprintln(b.w)
+	}
+	b.epoch = p.Epoch
+	if p.Step != p.Steps && time.Since(b.last) < 100*time.Millisecond {
+		return
+	}
+	b.last = time.Now()
+	const width = 30
+	done := width * p.Step / p.Steps
+	fmt.Fprintf(b.w, "\repoch %d/%d [%s%s] %d/%d loss %.4f %6.0f samples/s ETA %s ",
+		p.Epoch, p.Epochs, strings.Repeat("=", done), strings.Repeat(" ", width-done), p.Step, p.Steps,
+		p.Loss, p.SamplesPerSec, p.ETA.Round(time.Second))
+}
+
+func (b *progressBar) finish() {
+	if b != nil && b.epoch != 0 {
+		fmt.Fprintln(b.w)
+	}
+}

@@ -1,0 +1,85 @@
+package run
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// Names of the files in a run directory.
+const (
+	RecipeFile   = "recipe.hcl"
+	ManifestFile = "manifest.json"
+	MetricsFile  = "metrics.csv"
+	SummaryFile  = "summary.json"
+)
+
+// ErrForeignRunDir reports a run directory that holds something else.
+var ErrForeignRunDir = errors.New("run: run directory is in use")
+
+// prepareDir makes dir ready for a run of job: it creates it when missing,
+// accepts an empty directory or one holding an earlier run of the same job
+// (whose summary is removed first, so a failed rerun leaves none behind),
+// and refuses a directory holding another job's run or unrelated files.
+func prepareDir(dir, job string) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("run: create run directory: %w", err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("run: run directory: %w", err)
+	}
+	if len(entries) == 0 {
+		return nil
+	}
+	b, err := os.ReadFile(filepath.Join(dir, ManifestFile))
+	if err != nil {
+		return fmt.Errorf("%w: %s is not empty and holds no lathe run (no %s); choose another --run-dir", ErrForeignRunDir, dir, ManifestFile)
+	}
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return fmt.Errorf("%w: %s: %s is unreadable: %v", ErrForeignRunDir, dir, ManifestFile, err)
+	}
+	if m.Job != job {
+		return fmt.Errorf("%w: %s holds a run of job %q, not %q; choose another --run-dir", ErrForeignRunDir, dir, m.Job, job)
+	}
+	if err := os.Remove(filepath.Join(dir, SummaryFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("run: %w", err)
+	}
+	return nil
+}
+
+// writeFileAtomic writes data to path through a temporary file, fsync and
+// rename, so readers see the old file or the new one, never a part.
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(path, append(b, '\n'))
+}

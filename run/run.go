@@ -1,0 +1,208 @@
+package run
+
+import (
+	"context"
+	"encoding/csv"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/lathe-ml/lathe/compute/cpu"
+	"github.com/lathe-ml/lathe/data"
+	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/recipes"
+	"github.com/lathe-ml/lathe/schedule"
+	"github.com/lathe-ml/lathe/trainer"
+)
+
+// Options are the coordinator's settings beyond the recipe.
+type Options struct {
+	RunDir  string // default: runs/<job>
+	DataDir string // default: where the dataset is installed
+	Threads int    // overrides the recipe's threads when > 0
+	Logger  hclog.Logger
+	// Progress, if set, receives every training step (the coordinator draws
+	// a progress bar from it on a terminal).
+	Progress func(trainer.Progress)
+}
+
+// Summary is summary.json.
+type Summary struct {
+	Job              string                 `json:"job"`
+	Dataset          string                 `json:"dataset"`
+	Model            string                 `json:"model"`
+	Seed             uint64                 `json:"seed"`
+	Batch            int                    `json:"batch"`
+	TestAccuracy     float64                `json:"test_accuracy"`
+	TestLoss         float64                `json:"test_loss"`
+	ValAccuracy      float64                `json:"val_accuracy"`
+	ValLoss          float64                `json:"val_loss"`
+	Epochs           int                    `json:"epochs"`
+	Steps            int64                  `json:"steps"`
+	SamplesSeen      int64                  `json:"samples_seen"`
+	SamplesPerSecond float64                `json:"samples_per_second"`
+	TrainSeconds     float64                `json:"train_seconds"`
+	WallSeconds      float64                `json:"wall_seconds"`
+	ParamsTotal      int                    `json:"params_total"`
+	ParamsNonzero    int                    `json:"params_nonzero"`
+	DenseBytes       int                    `json:"dense_bytes"`
+	PeakRSSBytes     int64                  `json:"peak_rss_bytes"`
+	Engine           string                 `json:"engine"`
+	Layers           []model.LayerInfo      `json:"layers"`
+	History          []trainer.EpochMetrics `json:"history"`
+}
+
+// Execute runs a job in-process and returns its summary; the run directory
+// holds the files listed in the package comment.
+func Execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary, err error) {
+	start := time.Now()
+	log := opts.Logger
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	dir := opts.RunDir
+	if dir == "" {
+		dir = filepath.Join("runs", job.Name)
+	}
+	train, test, err := data.Load(job.Dataset, opts.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	train, val, err := data.SplitValidation(train, job.Validation)
+	if err != nil {
+		return nil, job.Errorf("validation", "%v", err)
+	}
+	if val.Len() == 0 {
+		val = nil
+	}
+	if job.Batch > train.Len() {
+		return nil, job.Errorf("batch", "batch %d exceeds the %d training samples", job.Batch, train.Len())
+	}
+	m, err := model.New(model.Spec{Arch: job.Model.Arch, Hidden: job.Model.Hidden, Dropout: job.Model.Dropout,
+		InputDropout: job.Model.InputDropout, Init: job.Model.Init}, model.MNISTInput, job.Seed)
+	if err != nil {
+		return nil, job.Errorf("model.arch", "%v", err)
+	}
+	threads := job.Threads
+	if opts.Threads > 0 {
+		threads = opts.Threads
+	}
+	eng := cpu.New(cpu.Options{Threads: threads, Logger: log})
+	info := eng.Describe()
+
+	steps := data.Steps(train.Len(), job.Batch)
+	epochSamples := int64(steps * job.Batch)
+	o := job.Optimizer
+	lr := schedule.LR{Kind: o.Schedule, Base: o.LR, Min: o.MinLR, Warmup: int64(o.WarmupEpochs * float64(epochSamples)),
+		Total: epochSamples * int64(job.Epochs), Every: int64(o.StepEpochs * float64(epochSamples)), Gamma: o.Gamma}
+	if err := lr.Validate(); err != nil {
+		return nil, job.Errorf("optimizer.lr_schedule", "%v", err)
+	}
+	var sizes []int
+	for _, p := range m.Params {
+		sizes = append(sizes, p.Size())
+	}
+	opt, err := trainer.NewOptimizer(trainer.OptimConfig{Kind: o.Kind, Momentum: o.Momentum, Nesterov: o.Nesterov,
+		WeightDecay: o.WeightDecay, Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps}, sizes)
+	if err != nil {
+		return nil, job.Errorf("optimizer.kind", "%v", err)
+	}
+
+	if err := prepareDir(dir, job.Name); err != nil {
+		return nil, err
+	}
+	man := newManifest(job.Name, job.File, job.Seed, info)
+	if err := writeJSON(filepath.Join(dir, ManifestFile), man); err != nil {
+		return nil, fmt.Errorf("run: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(dir, RecipeFile), job.HCL()); err != nil {
+		return nil, fmt.Errorf("run: %w", err)
+	}
+	metrics, err := newMetricsWriter(filepath.Join(dir, MetricsFile))
+	if err != nil {
+		return nil, err
+	}
+	defer metrics.close()
+
+	log.Info("job starting", "job", job.Name, "dataset", job.Dataset, "model", job.Model.Arch, "params", m.NumParams(),
+		"train", train.Len(), "epochs", job.Epochs, "batch", job.Batch, "engine", eng.Name(), "blas", info.BLAS,
+		"core_type", info.CoreType, "threads", info.Threads, "run_dir", dir)
+	tr, err := trainer.New(trainer.Config{
+		Model: m, Engine: eng, Train: train, Val: val, Test: test, Batch: job.Batch, EvalBatch: job.EvalBatch,
+		Epochs: job.Epochs, Seed: job.Seed, Augment: data.Augment{Shift: job.Augment.Shift}, Optimizer: opt,
+		Policies: []trainer.Policy{&trainer.LRPolicy{Schedule: lr}},
+		Logger:   log.Named("trainer"), Progress: opts.Progress, EndEpoch: metrics.write,
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer tr.Close()
+	res, err := tr.Run(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sum = &Summary{
+		Job: job.Name, Dataset: job.Dataset, Model: job.Model.Arch, Seed: job.Seed, Batch: job.Batch,
+		TestAccuracy: res.TestAccuracy, TestLoss: res.TestLoss, ValAccuracy: res.ValAccuracy, ValLoss: res.ValLoss,
+		Epochs: job.Epochs, Steps: res.Steps, SamplesSeen: res.SamplesSeen, SamplesPerSecond: res.SamplesPerSec,
+		TrainSeconds: res.TrainSeconds, Engine: eng.Name(), Layers: m.Layers(), History: res.Epochs,
+	}
+	for _, l := range sum.Layers {
+		sum.ParamsTotal += l.Params
+		sum.ParamsNonzero += l.Nonzero
+	}
+	sum.DenseBytes = 4 * sum.ParamsTotal
+	sum.PeakRSSBytes = peakRSS()
+	sum.WallSeconds = time.Since(start).Seconds()
+	if err := writeJSON(filepath.Join(dir, SummaryFile), sum); err != nil {
+		return nil, fmt.Errorf("run: %w", err)
+	}
+	log.Info("job done", "test_accuracy", sum.TestAccuracy, "val_accuracy", sum.ValAccuracy,
+		"samples_per_second", int(sum.SamplesPerSecond), "wall_seconds", sum.WallSeconds, "summary", filepath.Join(dir, SummaryFile))
+	return sum, nil
+}
+
+// peakRSS is the largest resident set of this process or its children, in bytes.
+func peakRSS() int64 {
+	var self, kids syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &self)
+	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &kids)
+	return max(self.Maxrss, kids.Maxrss) * 1024 // Linux reports KiB
+}
+
+// metricsWriter appends one CSV row per epoch and flushes it to disk.
+type metricsWriter struct {
+	f *os.File
+	w *csv.Writer
+}
+
+var metricsHeader = []string{"epoch", "steps", "samples_seen", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "train_seconds", "samples_per_second"}
+
+func newMetricsWriter(path string) (*metricsWriter, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("run: %w", err)
+	}
+	mw := &metricsWriter{f: f, w: csv.NewWriter(f)}
+	mw.w.Write(metricsHeader)
+	mw.w.Flush()
+	return mw, mw.w.Error()
+}
+
+func (mw *metricsWriter) write(m trainer.EpochMetrics) error {
+	g := func(v float64) string { return strconv.FormatFloat(v, 'g', 8, 64) }
+	mw.w.Write([]string{strconv.Itoa(m.Epoch), strconv.FormatInt(m.Steps, 10), strconv.FormatInt(m.SamplesSeen, 10),
+		g(m.LR), g(m.TrainLoss), g(m.TrainAccuracy), g(m.ValLoss), g(m.ValAccuracy), g(m.TrainSeconds), g(m.SamplesPerSec)})
+	mw.w.Flush()
+	if err := mw.w.Error(); err != nil {
+		return fmt.Errorf("run: metrics: %w", err)
+	}
+	return mw.f.Sync()
+}
+
+func (mw *metricsWriter) close() { mw.f.Close() }

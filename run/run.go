@@ -29,6 +29,9 @@ type Options struct {
 	// Progress, if set, receives every training step (the coordinator draws
 	// a progress bar from it on a terminal).
 	Progress func(trainer.Progress)
+	// Policies are attached after the recipe's own, for programs that embed
+	// lathe and add their own hooks.
+	Policies []trainer.Policy
 }
 
 // Summary is summary.json.
@@ -108,7 +111,7 @@ func Execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		sizes = append(sizes, p.Size())
 	}
 	opt, err := trainer.NewOptimizer(trainer.OptimConfig{Kind: o.Kind, Momentum: o.Momentum, Nesterov: o.Nesterov,
-		WeightDecay: o.WeightDecay, Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps}, sizes)
+		WeightDecay: o.WeightDecay, Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps, Threads: eng.Threads()}, sizes)
 	if err != nil {
 		return nil, job.Errorf("optimizer.kind", "%v", err)
 	}
@@ -135,7 +138,7 @@ func Execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	tr, err := trainer.New(trainer.Config{
 		Model: m, Engine: eng, Train: train, Val: val, Test: test, Batch: job.Batch, EvalBatch: job.EvalBatch,
 		Epochs: job.Epochs, Seed: job.Seed, Augment: data.Augment{Shift: job.Augment.Shift}, Optimizer: opt,
-		Policies: []trainer.Policy{&trainer.LRPolicy{Schedule: lr}},
+		Policies: append([]trainer.Policy{&trainer.LRPolicy{Schedule: lr}}, opts.Policies...),
 		Logger:   log.Named("trainer"), Progress: opts.Progress, EndEpoch: metrics.write,
 	})
 	if err != nil {

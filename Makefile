@@ -1,0 +1,29 @@
+# lathe — the two commands of the quickstart:
+#   make demo   installs what is missing, trains recipes/mnist-lenet300.hcl, prints where the summary is
+#   make test   installs what is missing, runs go vet and every test
+GO      ?= go
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PKGS := libopenblas0-pthread dataset-fashion-mnist
+
+.PHONY: demo test deps build bench
+deps:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	$(GO) mod download
+
+build: deps
+	$(GO) build -o bin/coordinator ./cmd/coordinator
+
+demo: build
+	./bin/coordinator --recipe recipes/mnist-lenet300.hcl
+
+test: deps
+	$(GO) vet ./...
+	$(GO) test -count=1 ./...
+
+# Training speed side by side with PyTorch (A B A B); see BENCHMARKS.md.
+bench: deps
+	bench/train-speed.sh

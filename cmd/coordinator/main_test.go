@@ -1,0 +1,36 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestUsageAndRecipeErrors(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "bad.hcl")
+	os.WriteFile(bad, []byte("job \"x\" {\n  batch = 0\n  model {\n    arch = \"lenet300\"\n  }\n}\n"), 0o644)
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"no recipe", nil, 2, "usage: coordinator"},
+		{"stray argument", []string{"--recipe", bad, "extra"}, 2, "usage"},
+		{"missing file", []string{"--recipe", "nope.hcl"}, 1, "nope.hcl"},
+		{"bad value", []string{"--recipe", bad}, 1, "bad.hcl:2,11: value out of range; batch = 0"},
+		{"unknown var", []string{"--recipe", bad, "-var", "epochs=3"}, 1, "declares no variable \"epochs\""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			if code := realMain(tc.args, &stderr); code != tc.code {
+				t.Fatalf("exit %d, want %d; stderr:\n%s", code, tc.code, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), tc.want) {
+				t.Fatalf("stderr lacks %q:\n%s", tc.want, stderr.String())
+			}
+		})
+	}
+}

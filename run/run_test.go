@@ -1,0 +1,149 @@
+package run
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/lathe-ml/lathe/recipes"
+	"github.com/lathe-ml/lathe/trainer"
+)
+
+const recipe = `variable "epochs" {
+  default = 1
+}
+variable "batch" {
+  default = 256
+}
+variable "lr" {
+  default = 0.05
+}
+job "tiny" {
+  epochs     = var.epochs
+  batch      = var.batch
+  validation = 50000
+  model {
+    arch   = "mlp"
+    hidden = [32]
+  }
+  optimizer "sgd" {
+    lr = var.lr
+  }
+}
+`
+
+func load(t *testing.T, vars ...string) *recipes.Job {
+	t.Helper()
+	j, err := recipes.Parse([]byte(recipe), "tiny.hcl", vars)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+// TestExecuteWritesRunDirectory trains a small MLP on 10 000 real MNIST
+// images and checks every file the run leaves.
+func TestExecuteWritesRunDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "run")
+	sum, err := Execute(context.Background(), load(t, "epochs=2"), Options{RunDir: dir, Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.TestAccuracy < 0.85 || sum.TestAccuracy > 1 || sum.ValAccuracy < 0.85 {
+		t.Fatalf("accuracies %v / %v", sum.TestAccuracy, sum.ValAccuracy)
+	}
+	var onDisk map[string]any
+	b, err := os.ReadFile(filepath.Join(dir, SummaryFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &onDisk); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"job", "dataset", "model", "test_accuracy", "val_accuracy", "epochs", "steps", "samples_per_second",
+		"wall_seconds", "params_total", "params_nonzero", "dense_bytes", "peak_rss_bytes", "layers"} {
+		if _, ok := onDisk[k]; !ok {
+			t.Errorf("summary.json lacks %q", k)
+		}
+	}
+	if sum.ParamsTotal != 784*32+32+32*10+10 || sum.DenseBytes != 4*sum.ParamsTotal || sum.Steps != 2*(10000/256) {
+		t.Fatalf("summary %+v", sum)
+	}
+	if len(sum.Layers) != 2 || sum.Layers[0].Name != "fc1" || sum.Layers[0].Params != 784*32+32 {
+		t.Fatalf("layers %+v", sum.Layers)
+	}
+	f, _ := os.Open(filepath.Join(dir, MetricsFile))
+	rows, err := csv.NewReader(f).ReadAll()
+	f.Close()
+	if err != nil || len(rows) != 3 || rows[0][0] != "epoch" {
+		t.Fatalf("metrics.csv: %v %v", rows, err)
+	}
+	resolved, err := recipes.Load(filepath.Join(dir, RecipeFile), nil)
+	if err != nil {
+		t.Fatalf("resolved recipe: %v", err)
+	}
+	if resolved.Epochs != 2 || resolved.Validation != 50000 {
+		t.Fatalf("resolved recipe %+v", resolved)
+	}
+	var m Manifest
+	b, _ = os.ReadFile(filepath.Join(dir, ManifestFile))
+	if err := json.Unmarshal(b, &m); err != nil || m.Job != "tiny" || m.Compute.Threads != 2 || m.GoVersion == "" {
+		t.Fatalf("manifest %+v %v", m, err)
+	}
+
+	// The same job may run again in its own directory.
+	if _, err := Execute(context.Background(), load(t), Options{RunDir: dir, Threads: 2}); err != nil {
+		t.Fatalf("rerun: %v", err)
+	}
+	// Another job may not.
+	other := load(t)
+	other.Name = "other"
+	if _, err := Execute(context.Background(), other, Options{RunDir: dir}); !errors.Is(err, ErrForeignRunDir) {
+		t.Fatalf("another job's directory: %v", err)
+	}
+	// Nor may a directory holding unrelated files.
+	junk := t.TempDir()
+	os.WriteFile(filepath.Join(junk, "notes.txt"), []byte("mine"), 0o644)
+	if _, err := Execute(context.Background(), load(t), Options{RunDir: junk}); !errors.Is(err, ErrForeignRunDir) {
+		t.Fatalf("unrelated directory: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(junk, "notes.txt")); string(b) != "mine" {
+		t.Fatal("unrelated file touched")
+	}
+}
+
+// poison puts a NaN into the first weight before a given step, as a
+// diverging run would.
+type poison struct{ at int64 }
+
+func (p poison) Name() string { return "poison" }
+func (p poison) BeforeStep(s *trainer.State) error {
+	if s.Step == p.at {
+		s.Params[0][0] = float32(math.NaN())
+	}
+	return nil
+}
+
+func TestNonFiniteLossLeavesNoSummary(t *testing.T) {
+	dir := t.TempDir()
+	_, err := Execute(context.Background(), load(t), Options{RunDir: dir, Threads: 2, Policies: []trainer.Policy{poison{at: 6}}})
+	if !errors.Is(err, trainer.ErrNonFinite) || !strings.Contains(err.Error(), "at step 7 ") {
+		t.Fatalf("error %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, SummaryFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("a summary was written for a failed run")
+	}
+}
+
+func TestMissingDatasetNamesInstall(t *testing.T) {
+	_, err := Execute(context.Background(), load(t), Options{RunDir: t.TempDir(), DataDir: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "train-images-idx3-ubyte.gz is missing") {
+		t.Fatalf("error %v", err)
+	}
+}

@@ -14,8 +14,11 @@ deps:
 	fi
 	$(GO) mod download
 
+# -buildvcs=true stamps the commit into the binary (manifest.json's git_commit) even where
+# GOFLAGS turns stamping off; outside a git checkout there is nothing to stamp.
+VCS := $(if $(wildcard .git),-buildvcs=true)
 build: deps
-	$(GO) build -o bin/coordinator ./cmd/coordinator
+	$(GO) build $(VCS) -o bin/coordinator ./cmd/coordinator
 
 demo: build
 	./bin/coordinator --recipe recipes/mnist-lenet300.hcl

@@ -17,10 +17,12 @@ type Engine interface {
 	Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int)
 
 	// Parallel calls fn over [0, n) split into at most Threads() contiguous
-	// ranges and returns when all calls have returned. The split depends only
-	// on n and Threads(), so a kernel that writes disjoint outputs per range is
-	// deterministic.
-	Parallel(n int, fn func(lo, hi int))
+	// ranges of at least grain items (or serially, when the engine judges a
+	// second thread would cost more than it saves) and returns when all calls
+	// have returned. A kernel must write disjoint outputs per range and must
+	// not depend on how [0, n) was split, so its results are the same bits
+	// whatever the split.
+	Parallel(n, grain int, fn func(lo, hi int))
 
 	// Threads is the number of threads the engine computes with.
 	Threads() int

@@ -56,7 +56,7 @@ func (o *conv2dOp) Do(vs ...G.Value) (G.Value, error) {
 	if len(x) != n*o.in.Size() {
 		return nil, o.shapeErr("input holds %d values, want %d", len(x), n*o.in.Size())
 	}
-	o.eng.Parallel(n, func(lo, hi int) {
+	o.eng.Parallel(n, 1, func(lo, hi int) {
 		for b := lo; b < hi; b++ {
 			im2col(o.col[b*og.H*og.W*p:(b+1)*og.H*og.W*p], x[b*o.in.Size():(b+1)*o.in.Size()], o.in, o.k)
 		}
@@ -168,7 +168,7 @@ func (o *convGradXOp) Do(vs ...G.Value) (G.Value, error) {
 	dx := o.out.get(n, o.fwd.in.Size())
 	dd := dx.Float32s()
 	isz, psz := o.fwd.in.Size(), og.H*og.W*p
-	o.eng.Parallel(n, func(lo, hi int) {
+	o.eng.Parallel(n, 1, func(lo, hi int) {
 		for b := lo; b < hi; b++ {
 			img := dd[b*isz : (b+1)*isz]
 			clear(img)
@@ -211,7 +211,7 @@ func (o *maxPoolOp) Do(vs ...G.Value) (G.Value, error) {
 		o.arg = make([]int32, len(yd))
 	}
 	g := o.in
-	o.eng.Parallel(n, func(lo, hi int) {
+	o.eng.Parallel(n, 1, func(lo, hi int) {
 		for b := lo; b < hi; b++ {
 			img := x[b*g.Size() : (b+1)*g.Size()]
 			out := yd[b*og.Size() : (b+1)*og.Size()]
@@ -260,7 +260,7 @@ func (o *maxPoolGradOp) Do(vs ...G.Value) (G.Value, error) {
 	isz, osz := o.fwd.in.Size(), o.fwd.outGeom().Size()
 	dx := o.out.get(n, isz)
 	dd := dx.Float32s()
-	o.eng.Parallel(n, func(lo, hi int) {
+	o.eng.Parallel(n, 1, func(lo, hi int) {
 		for b := lo; b < hi; b++ {
 			img := dd[b*isz : (b+1)*isz]
 			clear(img)

@@ -104,7 +104,7 @@ const (
 
 // biasAct adds the bias to each row of y (rows×cols) and applies act.
 func biasAct(eng compute.Engine, y, b []float32, rows, cols int, act Activation) {
-	compute.ParallelFor(eng.Threads(), rows, max(1, minParallel/cols), func(lo, hi int) {
+	eng.Parallel(rows, max(1, minParallel/cols), func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			row := y[i*cols : (i+1)*cols]
 			bb := b[:len(row)]
@@ -231,7 +231,7 @@ func (o *reluGradOp) Do(vs ...G.Value) (G.Value, error) {
 	rows := len(y) / cols
 	db := o.db.get(cols).Float32s()
 	clear(db)
-	compute.ParallelFor(o.eng.Threads(), cols, max(1, minParallel/rows), func(c0, c1 int) {
+	o.eng.Parallel(cols, max(1, minParallel/rows), func(c0, c1 int) {
 		acc := db[c0:c1]
 		for i := 0; i < rows; i++ {
 			off := i*cols + c0

@@ -111,7 +111,7 @@ func Execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		sizes = append(sizes, p.Size())
 	}
 	opt, err := trainer.NewOptimizer(trainer.OptimConfig{Kind: o.Kind, Momentum: o.Momentum, Nesterov: o.Nesterov,
-		WeightDecay: o.WeightDecay, Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps, Threads: eng.Threads()}, sizes)
+		WeightDecay: o.WeightDecay, Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps, Engine: eng}, sizes)
 	if err != nil {
 		return nil, job.Errorf("optimizer.kind", "%v", err)
 	}

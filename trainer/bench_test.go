@@ -15,9 +15,10 @@ func benchmarkStep(b *testing.B, spec model.Spec, batch int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	o, _ := NewOptimizer(OptimConfig{Kind: "sgd", Momentum: 0.9, Threads: 2}, sizes(m))
+	eng := cpu.New(cpu.Options{})
+	o, _ := NewOptimizer(OptimConfig{Kind: "sgd", Momentum: 0.9, Engine: eng}, sizes(m))
 	train := synthetic(batch, 1)
-	tr, err := New(Config{Model: m, Engine: cpu.New(cpu.Options{}), Train: train, Batch: batch, Epochs: 1, Seed: 1, Optimizer: o})
+	tr, err := New(Config{Model: m, Engine: eng, Train: train, Batch: batch, Epochs: 1, Seed: 1, Optimizer: o})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -20,7 +20,9 @@ type OptimConfig struct {
 	Beta1       float64 // adam, adamw
 	Beta2       float64
 	Eps         float64
-	Threads     int // threads for the update loops (elementwise, so any count gives the same bits); 0 means 1
+	// Engine, if set, runs the update loops in parallel (they are
+	// elementwise, so any split gives the same bits); nil runs them serially.
+	Engine compute.Engine
 }
 
 // Optimizer updates parameters in place from their gradients.
@@ -75,7 +77,7 @@ type sgd struct {
 func (o *sgd) State() [][]float32 { return o.v }
 
 func (o *sgd) Step(params, grads [][]float32, masks [][]byte, lr float32) {
-	spans(o.c.Threads, params, func(i, lo, hi int) { o.update(i, lo, hi, params, grads, masks, lr) })
+	spans(o.c.Engine, params, func(i, lo, hi int) { o.update(i, lo, hi, params, grads, masks, lr) })
 }
 
 // minChunk keeps small updates on one goroutine.
@@ -84,12 +86,12 @@ const minChunk = 1 << 15
 // spans runs fn over every element of every tensor in one parallel region:
 // the concatenation of the tensors is split into contiguous ranges, and fn
 // receives each range's piece of tensor i as [lo, hi).
-func spans(threads int, tensors [][]float32, fn func(i, lo, hi int)) {
+func spans(eng compute.Engine, tensors [][]float32, fn func(i, lo, hi int)) {
 	total := 0
 	for _, t := range tensors {
 		total += len(t)
 	}
-	compute.ParallelFor(threads, total, minChunk, func(glo, ghi int) {
+	each := func(glo, ghi int) {
 		base := 0
 		for i, t := range tensors {
 			lo, hi := max(glo-base, 0), min(ghi-base, len(t))
@@ -101,7 +103,12 @@ func spans(threads int, tensors [][]float32, fn func(i, lo, hi int)) {
 				return
 			}
 		}
-	})
+	}
+	if eng == nil {
+		each(0, total)
+		return
+	}
+	eng.Parallel(total, minChunk, each)
 }
 
 func (o *sgd) update(i, lo, hi int, params, grads [][]float32, masks [][]byte, lr float32) {
@@ -152,7 +159,7 @@ func (o *adam) Step(params, grads [][]float32, masks [][]byte, lr float32) {
 	c1 := float32(1 - math.Pow(o.c.Beta1, float64(o.t)))
 	c2 := float32(1 - math.Pow(o.c.Beta2, float64(o.t)))
 	sc2 := float32(1 / math.Sqrt(float64(c2)))
-	spans(o.c.Threads, params, func(i, lo, hi int) { o.update(i, lo, hi, params, grads, masks, lr, c1, sc2) })
+	spans(o.c.Engine, params, func(i, lo, hi int) { o.update(i, lo, hi, params, grads, masks, lr, c1, sc2) })
 }
 
 func (o *adam) update(i, lo, hi int, params, grads [][]float32, masks [][]byte, lr, c1, sc2 float32) {

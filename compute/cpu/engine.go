@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"time"
 	"unsafe"
 
 	"github.com/hashicorp/go-hclog"
@@ -33,6 +34,8 @@ type Engine struct {
 	blas    *openBLAS // nil: gonum
 	gonum   gonum.Implementation
 	blasN   int // thread count last given to OpenBLAS
+
+	lastThreaded time.Time // when a product last used OpenBLAS's threads
 }
 
 var (
@@ -88,10 +91,24 @@ func (e *Engine) Describe() compute.Info {
 	return compute.Info{Engine: "cpu", BLAS: "gonum (pure Go)", Threads: e.threads}
 }
 
-// Parallel implements compute.Engine.
-func (e *Engine) Parallel(n int, fn func(lo, hi int)) {
-	compute.ParallelFor(e.threads, n, 1, fn)
+// Parallel implements compute.Engine. Right after a GEMM that used
+// OpenBLAS's own threads, those threads are still spinning (for up to
+// OPENBLAS_THREAD_TIMEOUT) and hold the other cores; a Go kernel split across
+// threads then only fights them, so it runs on the calling thread instead
+// (measured: BENCHMARKS.md).
+func (e *Engine) Parallel(n, grain int, fn func(lo, hi int)) {
+	if e.blasN > 1 && time.Since(e.lastThreaded) < blasSpin {
+		if n > 0 {
+			fn(0, n)
+		}
+		return
+	}
+	compute.ParallelFor(e.threads, n, grain, fn)
 }
+
+// blasSpin is how long OpenBLAS's threads keep spinning after a product:
+// 2^20 cycles (the OPENBLAS_THREAD_TIMEOUT lathe sets) at ≥ 2 GHz.
+const blasSpin = 500 * time.Microsecond
 
 // Sgemm implements compute.Engine. It panics when a slice is too short for
 // the stated dimensions.
@@ -157,6 +174,7 @@ func (e *Engine) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []floa
 	if min(m, n, k) >= 64 {
 		e.setBLASThreads(e.threads)
 		call(0, m, 0, n)
+		e.lastThreaded = time.Now()
 		return
 	}
 	e.setBLASThreads(1)

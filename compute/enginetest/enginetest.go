@@ -139,7 +139,7 @@ func TestSgemmPanicsOnShortSlice(t *testing.T, e compute.Engine) {
 func TestParallel(t *testing.T, e compute.Engine) {
 	for _, n := range []int{0, 1, 7, 1000} {
 		hits := make([]int32, n)
-		e.Parallel(n, func(lo, hi int) {
+		e.Parallel(n, 1, func(lo, hi int) {
 			for i := lo; i < hi; i++ {
 				atomic.AddInt32(&hits[i], 1)
 			}

@@ -24,4 +24,11 @@ l5=$(awk '$3=="BenchmarkStepLeNet5B256"{print $4}' "$out/all" | median)
 t5=$(awk '$3=="lenet5_train_b256"{print $4}' "$out/all" | median)
 echo "median LeNet-300-100 b256: lathe $l3 samples/s, PyTorch $t3 samples/s, ratio $(awk -v a="$l3" -v b="$t3" 'BEGIN{printf "%.2f", a/b}')"
 echo "median LeNet-5       b256: lathe $l5 samples/s, PyTorch $t5 samples/s, ratio $(awk -v a="$l5" -v b="$t5" 'BEGIN{printf "%.2f", a/b}')"
+# Per-round ratios (each lathe measurement against the PyTorch one right after it): the machine's
+# speed drifts between rounds, so paired ratios are steadier than ratios of medians.
+for m in "BenchmarkStepLeNet300B256 mlp_train_b256 LeNet-300-100" "BenchmarkStepLeNet5B256 lenet5_train_b256 LeNet-5"; do
+  set -- $m
+  awk -v l="$1" -v t="$2" -v name="$3" '$1=="lathe" && $3==l {a[$2]=$4} $1=="torch" && $3==t {b[$2]=$4}
+    END {for (r in a) if (r in b) printf "%s round %s ratio %.2f\n", name, r, a[r]/b[r]}' "$out/all" | sort -k3n
+done
 rm -rf "$out"

@@ -86,7 +86,7 @@ func (e *Engine) Threads() int { return e.threads }
 // Describe implements compute.Describer.
 func (e *Engine) Describe() compute.Info {
 	if e.blas != nil {
-		return compute.Info{Engine: "cpu", BLAS: fmt.Sprintf("OpenBLAS %s (%s)", e.blas.config, e.blas.path), CoreType: e.blas.coreType, Threads: e.threads}
+		return compute.Info{Engine: "cpu", BLAS: fmt.Sprintf("%s (%s)", e.blas.config, e.blas.path), CoreType: e.blas.coreType, Threads: e.threads}
 	}
 	return compute.Info{Engine: "cpu", BLAS: "gonum (pure Go)", Threads: e.threads}
 }

@@ -102,19 +102,18 @@ func isTerminal(f *os.File) bool {
 	return err == nil
 }
 
-// progressBar draws one line per epoch, redrawn at most ten times a second.
+// progressBar draws one line per epoch, redrawn at most ten times a second
+// and ended when the epoch's last step is done, so that log lines start on
+// a line of their own.
 type progressBar struct {
-	w     io.Writer
-	last  time.Time
-	epoch int
+	w    io.Writer
+	last time.Time
+	open bool // a bar line is drawn and not yet ended
 }
 
 func (b *progressBar) update(p trainer.Progress) {
-	if p.Epoch != b.epoch && b.epoch != 0 {
-		fmt.Fprintln(b.w)
-	}
-	b.epoch = p.Epoch
-	if p.Step != p.Steps && time.Since(b.last) < 100*time.Millisecond {
+	end := p.Step == p.Steps
+	if !end && time.Since(b.last) < 100*time.Millisecond {
 		return
 	}
 	b.last = time.Now()
@@ -123,10 +122,14 @@ func (b *progressBar) update(p trainer.Progress) {
 	fmt.Fprintf(b.w, "\repoch %d/%d [%s%s] %d/%d loss %.4f %6.0f samples/s ETA %s ",
 		p.Epoch, p.Epochs, strings.Repeat("=", done), strings.Repeat(" ", width-done), p.Step, p.Steps,
 		p.Loss, p.SamplesPerSec, p.ETA.Round(time.Second))
+	b.open = !end
+	if end {
+		fmt.Fprintln(b.w)
+	}
 }
 
 func (b *progressBar) finish() {
-	if b != nil && b.epoch != 0 {
+	if b != nil && b.open {
 		fmt.Fprintln(b.w)
 	}
 }

@@ -354,8 +354,13 @@ func hashName(s string) uint64 {
 type LayerInfo struct {
 	Name    string `json:"name"`
 	Shape   []int  `json:"shape"`
-	Params  int    `json:"params"`
-	Nonzero int    `json:"nonzero"`
+	Params  int    `json:"params"`  // weight and bias
+	Nonzero int    `json:"nonzero"` // weight and bias
+	// Sparsity is the fraction of the weight's elements that are zero;
+	// StructuredSparsity the fraction of its rows (neurons) or filters that
+	// are entirely zero.
+	Sparsity           float64 `json:"sparsity"`
+	StructuredSparsity float64 `json:"structured_sparsity"`
 }
 
 // Layers summarises each weight with its bias: shape (the weight's), total
@@ -367,6 +372,22 @@ func (m *Model) Layers() []LayerInfo {
 			continue
 		}
 		li := LayerInfo{Name: p.Layer, Shape: slices.Clone(p.Shape)}
+		d := p.Data()
+		zeros, emptyRows, cols := 0, 0, len(d)/p.Shape[0]
+		for r := 0; r < p.Shape[0]; r++ {
+			rowZeros := 0
+			for _, v := range d[r*cols : (r+1)*cols] {
+				if v == 0 {
+					rowZeros++
+				}
+			}
+			zeros += rowZeros
+			if rowZeros == cols {
+				emptyRows++
+			}
+		}
+		li.Sparsity = float64(zeros) / float64(len(d))
+		li.StructuredSparsity = float64(emptyRows) / float64(p.Shape[0])
 		for _, q := range m.Params {
 			if q.Layer != p.Layer {
 				continue

@@ -20,6 +20,7 @@ type Job struct {
 	Augment   Augment
 	Model     Model
 	Optimizer Optimizer
+	Prune     []Prune // in recipe order; a layer appears in at most one
 
 	// File is the recipe's path; Variables the resolved variable values
 	// (defaults with -var overrides applied), by name.
@@ -59,6 +60,39 @@ type Optimizer struct {
 	MinLR        float64 // cosine's floor
 	StepEpochs   float64 // step: decay every this many epochs
 	Gamma        float64 // step: decay factor
+}
+
+// Prune is one prune block, labelled with its method. Window positions are
+// in epochs of training done (from_epoch = 1: after the first epoch); the
+// schedule itself runs on samples seen.
+type Prune struct {
+	Method       string   // "magnitude" (unstructured), "structured", "nm"
+	Layers       []string // weight names (fc1, conv2, …)
+	Target       float64  // final sparsity (magnitude, structured)
+	Initial      float64  // sparsity at the first event
+	Schedule     string   // agp, polynomial, linear, one_shot, iterative
+	Power        float64  // polynomial
+	FromEpoch    float64
+	ToEpoch      float64
+	EveryEpochs  float64 // exactly one of the three every_* is used;
+	EverySteps   int64   // with none set, every_epochs = 0.25
+	EverySamples int64
+	Scope        string // "layer" or "global" (magnitude)
+	Granularity  string // structured: rows, columns, filters, channels
+	Norm         string // structured: l1, l2
+	N, M         int    // nm: keep N of every M
+}
+
+// PruneDefaults fills a prune block's unset fields.
+func PruneDefaults(method string) Prune {
+	p := Prune{Method: method, Schedule: "agp", Power: 3, FromEpoch: 0, ToEpoch: 1, Scope: "layer", Norm: "l1", N: 2, M: 4}
+	switch method {
+	case "structured":
+		p.Granularity = "rows"
+	case "nm":
+		p.Schedule = "one_shot"
+	}
+	return p
 }
 
 // Defaults returns a job with every default filled: the one place defaults

@@ -302,6 +302,7 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 		Attributes: names("dataset", "seed", "epochs", "batch", "eval_batch", "validation", "threads"),
 		Blocks: []hcl.BlockHeaderSchema{
 			{Type: "model"}, {Type: "optimizer", LabelNames: []string{"kind"}}, {Type: "augment"},
+			{Type: "prune", LabelNames: []string{"method"}},
 		},
 	})
 	if !ok {
@@ -320,6 +321,10 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 	a.int("threads", &j.Threads, 0, 1024)
 	seen := map[string]hcl.Range{}
 	for _, blk := range c.Blocks {
+		if blk.Type == "prune" {
+			d.prune(blk, len(j.Prune), j)
+			continue
+		}
 		if prev, dup := seen[blk.Type]; dup {
 			d.errorf(blk.DefRange, "duplicate block", "only one %s block is allowed (first at line %d)", blk.Type, prev.Start.Line)
 			continue
@@ -415,4 +420,97 @@ func (d *decoder) optimizer(b *hcl.Block, o *Optimizer) {
 	if o.MinLR > o.LR {
 		d.errorf(d.rangeOf("optimizer.min_lr"), "value out of range", "min_lr %v exceeds lr %v", o.MinLR, o.LR)
 	}
+}
+
+// PruneMethods are the prune block labels.
+var PruneMethods = []string{"magnitude", "structured", "nm"}
+
+func (d *decoder) prune(b *hcl.Block, i int, j *Job) {
+	method := b.Labels[0]
+	prefix := fmt.Sprintf("prune.%d.", i)
+	d.ranges[prefix+"method"] = b.LabelRanges[0]
+	d.ranges[fmt.Sprintf("prune.%d", i)] = b.DefRange
+	if !slices.Contains(PruneMethods, method) {
+		d.errorf(b.LabelRanges[0], "unknown prune method", "prune %q; allowed: %s", method, strings.Join(PruneMethods, ", "))
+		return
+	}
+	p := PruneDefaults(method)
+	fields := []string{"layers", "schedule", "power", "from_epoch", "to_epoch", "every_epochs", "every_steps", "every_samples", "initial"}
+	switch method {
+	case "magnitude":
+		fields = append(fields, "target", "scope")
+	case "structured":
+		fields = append(fields, "target", "granularity", "norm")
+	case "nm":
+		fields = append(fields, "n", "m")
+	}
+	c, ok := d.content(b.Body, &hcl.BodySchema{Attributes: names(fields...)})
+	if !ok {
+		return
+	}
+	a := attrs{d: d, prefix: prefix, m: c.Attributes}
+	if _, ok := c.Attributes["layers"]; !ok {
+		d.errorf(b.DefRange, "missing attribute", "prune %q needs layers = [\"fc1\", …]", method)
+	}
+	if v, at, ok := a.value("layers", cty.List(cty.String)); ok {
+		if err := gocty.FromCtyValue(v, &p.Layers); err != nil || len(p.Layers) == 0 {
+			d.errorf(at.Expr.Range(), "invalid layers", "%slayers must be a non-empty list of layer names", prefix)
+		}
+	}
+	if method != "nm" {
+		if _, ok := c.Attributes["target"]; !ok {
+			d.errorf(b.DefRange, "missing attribute", "prune %q needs a target sparsity in [0, 1)", method)
+		}
+	}
+	a.float("target", &p.Target, 0, 1, false)
+	if p.Target >= 1 {
+		d.errorf(d.rangeOf(prefix+"target"), "value out of range", "%starget = %v; a sparsity must be in [0, 1)", prefix, p.Target)
+	}
+	a.float("initial", &p.Initial, 0, 1, false)
+	a.choice("schedule", &p.Schedule, []string{"agp", "polynomial", "linear", "one_shot", "iterative"})
+	a.float("power", &p.Power, 0, 100, true)
+	a.float("from_epoch", &p.FromEpoch, 0, 100000, false)
+	a.float("to_epoch", &p.ToEpoch, 0, 100000, false)
+	a.float("every_epochs", &p.EveryEpochs, 0, 100000, true)
+	var steps, samples int
+	a.int("every_steps", &steps, 1, math.MaxInt32)
+	a.int("every_samples", &samples, 1, math.MaxInt32)
+	p.EverySteps, p.EverySamples = int64(steps), int64(samples)
+	a.choice("scope", &p.Scope, []string{"layer", "global"})
+	a.choice("granularity", &p.Granularity, []string{"rows", "columns", "filters", "channels"})
+	a.choice("norm", &p.Norm, []string{"l1", "l2"})
+	a.int("n", &p.N, 0, 1024)
+	a.int("m", &p.M, 1, 1024)
+	set := 0
+	for _, f := range []string{"every_epochs", "every_steps", "every_samples"} {
+		if _, ok := c.Attributes[f]; ok {
+			set++
+		}
+	}
+	if set > 1 {
+		d.errorf(b.DefRange, "conflicting attributes", "set one of every_epochs, every_steps, every_samples")
+	}
+	if set == 0 {
+		p.EveryEpochs = 0.25
+	}
+	if p.Initial > p.Target && method != "nm" {
+		d.errorf(d.rangeOf(prefix+"initial"), "value out of range", "%sinitial = %v exceeds target %v", prefix, p.Initial, p.Target)
+	}
+	if p.Schedule != "one_shot" && p.ToEpoch < p.FromEpoch {
+		d.errorf(d.rangeOf(prefix+"to_epoch"), "invalid window", "%sto_epoch = %v ends before from_epoch = %v; the window must end at or after its start", prefix, p.ToEpoch, p.FromEpoch)
+	}
+	if p.Schedule != "one_shot" && p.ToEpoch > float64(j.Epochs) {
+		d.errorf(d.rangeOf(prefix+"to_epoch"), "invalid window", "%sto_epoch = %v is past the run's %d epochs", prefix, p.ToEpoch, j.Epochs)
+	}
+	if method == "nm" && p.N > p.M {
+		d.errorf(d.rangeOf(prefix+"n"), "value out of range", "%sn = %d exceeds m = %d; N:M keeps at most N of every M weights (N ≤ M)", prefix, p.N, p.M)
+	}
+	for _, other := range j.Prune {
+		for _, l := range p.Layers {
+			if slices.Contains(other.Layers, l) {
+				d.errorf(d.rangeOf(prefix+"layers"), "layer pruned twice", "layer %q is already in an earlier prune block", l)
+			}
+		}
+	}
+	j.Prune = append(j.Prune, p)
 }

@@ -98,7 +98,7 @@ func TestRecipeMistakes(t *testing.T) {
 		{"unknown dataset", strings.Replace(base, "epochs = var.epochs", "epochs = var.epochs\n  dataset = \"cifar\"", 1), nil, "r.hcl:9,13: unknown value; dataset = \"cifar\"; allowed: mnist, fashion-mnist"},
 		{"unknown arch", strings.Replace(base, `"lenet300"`, `"resnet"`, 1), nil, "r.hcl:11,12: unknown value; model.arch = \"resnet\""},
 		{"unknown attribute", strings.Replace(base, "lr = 0.1", "lr = 0.1\n    mommentum = 0.9", 1), nil, "r.hcl:15,5: Unsupported argument"},
-		{"unknown block", strings.Replace(base, "model {", "prune {\n  }\n  model {", 1), nil, "r.hcl:10,3: Unsupported block type"},
+		{"unknown block", strings.Replace(base, "model {", "sparsify {\n  }\n  model {", 1), nil, "r.hcl:10,3: Unsupported block type"},
 		{"wrong type", strings.Replace(base, "lr = 0.1", `lr = "fast"`, 1), nil, "r.hcl:14,10: incorrect attribute value type; optimizer.lr must be number, got string"},
 		{"fractional int", base, []string{"epochs=1.5"}, "r.hcl:8,12: invalid integer"},
 		{"unknown optimizer", strings.Replace(base, `"sgd"`, `"lion"`, 1), nil, "r.hcl:13,13: unknown optimizer"},

@@ -67,5 +67,38 @@ func (j *Job) HCL() []byte {
 	ob.SetAttributeValue("min_lr", cty.NumberFloatVal(o.MinLR))
 	ob.SetAttributeValue("step_epochs", cty.NumberFloatVal(o.StepEpochs))
 	ob.SetAttributeValue("gamma", cty.NumberFloatVal(o.Gamma))
+	for _, p := range j.Prune {
+		pb := jb.AppendNewBlock("prune", []string{p.Method}).Body()
+		var ls []cty.Value
+		for _, l := range p.Layers {
+			ls = append(ls, cty.StringVal(l))
+		}
+		pb.SetAttributeValue("layers", cty.ListVal(ls))
+		switch p.Method {
+		case "magnitude":
+			pb.SetAttributeValue("target", cty.NumberFloatVal(p.Target))
+			pb.SetAttributeValue("scope", cty.StringVal(p.Scope))
+		case "structured":
+			pb.SetAttributeValue("target", cty.NumberFloatVal(p.Target))
+			pb.SetAttributeValue("granularity", cty.StringVal(p.Granularity))
+			pb.SetAttributeValue("norm", cty.StringVal(p.Norm))
+		case "nm":
+			pb.SetAttributeValue("n", cty.NumberIntVal(int64(p.N)))
+			pb.SetAttributeValue("m", cty.NumberIntVal(int64(p.M)))
+		}
+		pb.SetAttributeValue("initial", cty.NumberFloatVal(p.Initial))
+		pb.SetAttributeValue("schedule", cty.StringVal(p.Schedule))
+		pb.SetAttributeValue("power", cty.NumberFloatVal(p.Power))
+		pb.SetAttributeValue("from_epoch", cty.NumberFloatVal(p.FromEpoch))
+		pb.SetAttributeValue("to_epoch", cty.NumberFloatVal(p.ToEpoch))
+		switch {
+		case p.EverySteps > 0:
+			pb.SetAttributeValue("every_steps", cty.NumberIntVal(p.EverySteps))
+		case p.EverySamples > 0:
+			pb.SetAttributeValue("every_samples", cty.NumberIntVal(p.EverySamples))
+		default:
+			pb.SetAttributeValue("every_epochs", cty.NumberFloatVal(p.EveryEpochs))
+		}
+	}
 	return f.Bytes()
 }

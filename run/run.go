@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -116,6 +117,13 @@ func Execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		return nil, job.Errorf("optimizer.kind", "%v", err)
 	}
 
+	policies := []trainer.Policy{&trainer.LRPolicy{Schedule: lr}}
+	prune, err := prunePolicies(job, m, epochSamples, log)
+	if err != nil {
+		return nil, err
+	}
+	policies = append(policies, prune...)
+
 	if err := prepareDir(dir, job.Name); err != nil {
 		return nil, err
 	}
@@ -126,7 +134,7 @@ func Execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	if err := writeFileAtomic(filepath.Join(dir, RecipeFile), job.HCL()); err != nil {
 		return nil, fmt.Errorf("run: %w", err)
 	}
-	metrics, err := newMetricsWriter(filepath.Join(dir, MetricsFile))
+	metrics, err := newMetricsWriter(filepath.Join(dir, MetricsFile), m)
 	if err != nil {
 		return nil, err
 	}
@@ -138,7 +146,7 @@ func Execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	tr, err := trainer.New(trainer.Config{
 		Model: m, Engine: eng, Train: train, Val: val, Test: test, Batch: job.Batch, EvalBatch: job.EvalBatch,
 		Epochs: job.Epochs, Seed: job.Seed, Augment: data.Augment{Shift: job.Augment.Shift}, Optimizer: opt,
-		Policies: append([]trainer.Policy{&trainer.LRPolicy{Schedule: lr}}, opts.Policies...),
+		Policies: append(policies, opts.Policies...),
 		Logger:   log.Named("trainer"), Progress: opts.Progress, EndEpoch: metrics.write,
 	})
 	if err != nil {
@@ -184,23 +192,33 @@ type metricsWriter struct {
 	w *csv.Writer
 }
 
-var metricsHeader = []string{"epoch", "steps", "samples_seen", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "train_seconds", "samples_per_second"}
+var metricsHeader = []string{"epoch", "steps", "samples_seen", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "train_seconds", "samples_per_second", "sparsity"}
 
-func newMetricsWriter(path string) (*metricsWriter, error) {
+// newMetricsWriter starts metrics.csv: the fixed columns, then one
+// sparsity_<layer> column per weight of m.
+func newMetricsWriter(path string, m *model.Model) (*metricsWriter, error) {
 	f, err := os.Create(path)
 	if err != nil {
 		return nil, fmt.Errorf("run: %w", err)
 	}
 	mw := &metricsWriter{f: f, w: csv.NewWriter(f)}
-	mw.w.Write(metricsHeader)
+	header := slices.Clone(metricsHeader)
+	for _, w := range m.Weights() {
+		header = append(header, "sparsity_"+w.Name)
+	}
+	mw.w.Write(header)
 	mw.w.Flush()
 	return mw, mw.w.Error()
 }
 
 func (mw *metricsWriter) write(m trainer.EpochMetrics) error {
 	g := func(v float64) string { return strconv.FormatFloat(v, 'g', 8, 64) }
-	mw.w.Write([]string{strconv.Itoa(m.Epoch), strconv.FormatInt(m.Steps, 10), strconv.FormatInt(m.SamplesSeen, 10),
-		g(m.LR), g(m.TrainLoss), g(m.TrainAccuracy), g(m.ValLoss), g(m.ValAccuracy), g(m.TrainSeconds), g(m.SamplesPerSec)})
+	row := []string{strconv.Itoa(m.Epoch), strconv.FormatInt(m.Steps, 10), strconv.FormatInt(m.SamplesSeen, 10),
+		g(m.LR), g(m.TrainLoss), g(m.TrainAccuracy), g(m.ValLoss), g(m.ValAccuracy), g(m.TrainSeconds), g(m.SamplesPerSec), g(m.Sparsity)}
+	for _, s := range m.LayerSparsity {
+		row = append(row, g(s))
+	}
+	mw.w.Write(row)
 	mw.w.Flush()
 	if err := mw.w.Error(); err != nil {
 		return fmt.Errorf("run: metrics: %w", err)

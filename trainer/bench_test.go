@@ -4,13 +4,18 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/lathe-ml/lathe/compress"
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/model"
 )
 
 // benchmarkStep times one training step (forward, backward, SGD-momentum
 // update) at a batch size, on random inputs like the PyTorch anchor's.
-func benchmarkStep(b *testing.B, spec model.Spec, batch int) {
+func benchmarkStep(b *testing.B, spec model.Spec, batch int) { benchmarkStepMasked(b, spec, batch, 0) }
+
+// benchmarkStepMasked is benchmarkStep with every weight held under a
+// magnitude mask of the given sparsity (0: no masks), as pruning leaves them.
+func benchmarkStepMasked(b *testing.B, spec model.Spec, batch int, sparsity float64) {
 	m, err := model.New(spec, model.MNISTInput, 1)
 	if err != nil {
 		b.Fatal(err)
@@ -31,6 +36,14 @@ func benchmarkStep(b *testing.B, spec model.Spec, batch int) {
 		tr.net.YValue.Float32s()[i] = float32(r.IntN(10))
 	}
 	tr.state.LR = 0.01
+	if sparsity > 0 {
+		for i, p := range m.Params {
+			if !p.Bias {
+				tr.state.Masks[i] = compress.Magnitude(compress.Weight{Name: p.Name, Shape: p.Shape, Data: p.Data()}, sparsity)
+				compress.Apply(tr.state.Masks[i], p.Data())
+			}
+		}
+	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -42,6 +55,9 @@ func benchmarkStep(b *testing.B, spec model.Spec, batch int) {
 }
 
 func BenchmarkStepLeNet300B256(b *testing.B) { benchmarkStep(b, model.Spec{Arch: "lenet300"}, 256) }
-func BenchmarkStepLeNet300B64(b *testing.B)  { benchmarkStep(b, model.Spec{Arch: "lenet300"}, 64) }
-func BenchmarkStepLeNet5B256(b *testing.B)   { benchmarkStep(b, model.Spec{Arch: "lenet5"}, 256) }
-func BenchmarkStepTeacherB256(b *testing.B)  { benchmarkStep(b, model.Spec{Arch: "teacher"}, 256) }
+func BenchmarkStepLeNet300B256Masked90(b *testing.B) {
+	benchmarkStepMasked(b, model.Spec{Arch: "lenet300"}, 256, 0.9)
+}
+func BenchmarkStepLeNet300B64(b *testing.B) { benchmarkStep(b, model.Spec{Arch: "lenet300"}, 64) }
+func BenchmarkStepLeNet5B256(b *testing.B)  { benchmarkStep(b, model.Spec{Arch: "lenet5"}, 256) }
+func BenchmarkStepTeacherB256(b *testing.B) { benchmarkStep(b, model.Spec{Arch: "teacher"}, 256) }

@@ -9,6 +9,7 @@ type State struct {
 	Step         int64   // steps completed before the current one
 	Epoch        int     // zero-based epoch of the current step
 	SamplesSeen  int64   // training samples consumed before the current step
+	Batch        int64   // samples each step consumes
 	TotalSamples int64   // samples the whole run will consume
 	LR           float64 // learning rate for the current step (set by the LR policy)
 	Loss         float64 // task loss of the current step (after the forward pass)

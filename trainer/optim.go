@@ -113,33 +113,55 @@ func spans(eng compute.Engine, tensors [][]float32, fn func(i, lo, hi int)) {
 
 func (o *sgd) update(i, lo, hi int, params, grads [][]float32, masks [][]byte, lr float32) {
 	mu, wd := float32(o.c.Momentum), float32(o.c.WeightDecay)
-	{
-		w := params[i][lo:hi]
-		g := grads[i][lo:hi]
-		switch {
-		case o.v == nil:
-			for j := range w {
-				w[j] -= lr * (g[j] + wd*w[j])
-			}
-		case o.c.Nesterov:
-			v := o.v[i][lo:hi]
-			for j := range w {
-				d := g[j] + wd*w[j]
-				v[j] = mu*v[j] + d
-				w[j] -= lr * (d + mu*v[j])
-			}
-		default:
-			v := o.v[i][lo:hi]
-			for j := range w {
-				v[j] = mu*v[j] + g[j] + wd*w[j]
-				w[j] -= lr * v[j]
-			}
+	w := params[i][lo:hi]
+	g := grads[i][lo:hi]
+	var mask []byte
+	if masks != nil && masks[i] != nil {
+		mask = masks[i][lo:hi]
+	}
+	switch {
+	case o.v == nil:
+		for j := range w {
+			w[j] -= lr * (g[j] + wd*w[j])
 		}
-		if masks != nil && masks[i] != nil {
-			applyMask(masks[i][lo:hi], w)
-			if o.v != nil {
-				applyMask(masks[i][lo:hi], o.v[i][lo:hi])
+		if mask != nil {
+			applyMask(mask, w)
+		}
+	case mask != nil:
+		// One pass: update, then zero w and v where the mask is 0.
+		v := o.v[i][lo:hi]
+		v = v[:len(w)]
+		mask = mask[:len(w)]
+		// The arithmetic is the unmasked paths', term for term, so an
+		// all-ones mask gives the same bits as no mask.
+		if o.c.Nesterov {
+			for j := range w {
+				keep := -uint32(mask[j]) // all ones or zero
+				d := g[j] + wd*w[j]
+				vj := mu*v[j] + d
+				v[j] = math.Float32frombits(math.Float32bits(vj) & keep)
+				w[j] = math.Float32frombits(math.Float32bits(w[j]-lr*(d+mu*vj)) & keep)
 			}
+			return
+		}
+		for j := range w {
+			keep := -uint32(mask[j])
+			vj := mu*v[j] + g[j] + wd*w[j]
+			v[j] = math.Float32frombits(math.Float32bits(vj) & keep)
+			w[j] = math.Float32frombits(math.Float32bits(w[j]-lr*vj) & keep)
+		}
+	case o.c.Nesterov:
+		v := o.v[i][lo:hi]
+		for j := range w {
+			d := g[j] + wd*w[j]
+			v[j] = mu*v[j] + d
+			w[j] -= lr * (d + mu*v[j])
+		}
+	default:
+		v := o.v[i][lo:hi]
+		for j := range w {
+			v[j] = mu*v[j] + g[j] + wd*w[j]
+			w[j] -= lr * v[j]
 		}
 	}
 }
@@ -188,12 +210,10 @@ func (o *adam) update(i, lo, hi int, params, grads [][]float32, masks [][]byte, 
 	}
 }
 
-// applyMask zeroes x where mask is 0.
+// applyMask zeroes x where mask is 0, without branches.
 func applyMask(mask []byte, x []float32) {
 	x = x[:len(mask)]
 	for j, keep := range mask {
-		if keep == 0 {
-			x[j] = 0
-		}
+		x[j] = math.Float32frombits(math.Float32bits(x[j]) & -uint32(keep))
 	}
 }

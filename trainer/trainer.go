@@ -60,6 +60,10 @@ type EpochMetrics struct {
 	ValAccuracy   float64 `json:"val_accuracy"`
 	TrainSeconds  float64 `json:"train_seconds"` // forward, backward and update only
 	SamplesPerSec float64 `json:"samples_per_second"`
+	// Sparsity is the fraction of zero weights over all weights, and
+	// LayerSparsity each weight's, in Model.Weights order.
+	Sparsity      float64   `json:"sparsity"`
+	LayerSparsity []float64 `json:"layer_sparsity"`
 }
 
 // Result is the outcome of a run.
@@ -126,6 +130,7 @@ func New(cfg Config) (*Trainer, error) {
 	t.state.Grads = make([][]float32, len(cfg.Model.Params))
 	steps := int64(data.Steps(cfg.Train.Len(), cfg.Batch))
 	t.state.TotalSamples = steps * int64(cfg.Batch) * int64(cfg.Epochs)
+	t.state.Batch = int64(cfg.Batch)
 	return t, nil
 }
 
@@ -191,6 +196,7 @@ func (t *Trainer) Run(ctx context.Context) (res *Result, err error) {
 			TrainLoss: lossSum / float64(steps), TrainAccuracy: float64(correct) / float64(steps*cfg.Batch),
 			TrainSeconds: trainDur.Seconds(), SamplesPerSec: float64(steps*cfg.Batch) / trainDur.Seconds(),
 		}
+		em.LayerSparsity, em.Sparsity = WeightSparsity(cfg.Model)
 		res.TrainSeconds += trainDur.Seconds()
 		if cfg.Val != nil {
 			if em.ValAccuracy, em.ValLoss, err = t.Evaluate(cfg.Val); err != nil {
@@ -199,7 +205,7 @@ func (t *Trainer) Run(ctx context.Context) (res *Result, err error) {
 		}
 		res.Epochs = append(res.Epochs, em)
 		t.log.Info("epoch done", "epoch", em.Epoch, "train_loss", em.TrainLoss, "train_accuracy", em.TrainAccuracy,
-			"val_accuracy", em.ValAccuracy, "samples_per_second", int(em.SamplesPerSec))
+			"val_accuracy", em.ValAccuracy, "sparsity", fmt.Sprintf("%.4f", em.Sparsity), "samples_per_second", int(em.SamplesPerSec))
 		for _, p := range cfg.Policies {
 			if h, ok := p.(EpochEnder); ok {
 				if err := h.EndEpoch(&t.state, em); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -204,5 +205,32 @@ func TestNonFiniteLossStopsWithStep(t *testing.T) {
 	}
 	if want := "at step 5"; !strings.Contains(err.Error(), want) {
 		t.Fatalf("error %q does not name %q", err, want)
+	}
+}
+
+// TestAllOnesMaskChangesNothing checks that the masked update paths do the
+// unmasked arithmetic term for term.
+func TestAllOnesMaskChangesNothing(t *testing.T) {
+	for _, c := range []OptimConfig{{Kind: "sgd", Momentum: 0.9, WeightDecay: 1e-3}, {Kind: "sgd", Momentum: 0.9, Nesterov: true, WeightDecay: 1e-3},
+		{Kind: "sgd", WeightDecay: 1e-3}, {Kind: "adam", WeightDecay: 1e-3}, {Kind: "adamw", WeightDecay: 1e-2}} {
+		r := rand.New(rand.NewPCG(1, 1))
+		n := 1000
+		w1, g := make([]float32, n), make([]float32, n)
+		ones := make([]byte, n)
+		for i := range w1 {
+			w1[i], g[i], ones[i] = float32(r.NormFloat64()), float32(r.NormFloat64()), 1
+		}
+		w2 := slices.Clone(w1)
+		a, _ := NewOptimizer(c, []int{n})
+		b, _ := NewOptimizer(c, []int{n})
+		for step := 0; step < 5; step++ {
+			a.Step([][]float32{w1}, [][]float32{g}, nil, 0.1)
+			b.Step([][]float32{w2}, [][]float32{g}, [][]byte{ones}, 0.1)
+		}
+		for i := range w1 {
+			if math.Float32bits(w1[i]) != math.Float32bits(w2[i]) {
+				t.Fatalf("%+v: element %d: %v unmasked, %v with an all-ones mask", c, i, w1[i], w2[i])
+			}
+		}
 	}
 }

@@ -1,0 +1,74 @@
+package run
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/lathe-ml/lathe/compress"
+	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/recipes"
+	"github.com/lathe-ml/lathe/schedule"
+	"github.com/lathe-ml/lathe/trainer"
+)
+
+// prunePolicies builds the job's prune blocks into policies, checking what
+// the recipe could not check alone (layer names, granularities that fit the
+// layers) and pointing at the recipe line when they are wrong.
+func prunePolicies(job *recipes.Job, m *model.Model, epochSamples int64, log hclog.Logger) ([]trainer.Policy, error) {
+	var weights []string
+	for _, w := range m.Weights() {
+		weights = append(weights, w.Name)
+	}
+	var out []trainer.Policy
+	for bi, pb := range job.Prune {
+		field := func(f string) string { return fmt.Sprintf("prune.%d.%s", bi, f) }
+		pol := &trainer.PrunePolicy{Label: fmt.Sprintf("%s#%d", pb.Method, bi+1), Norm: compress.Norm(pb.Norm),
+			Global: pb.Scope == "global", N: pb.N, M: pb.M, Logger: log.Named("prune")}
+		switch pb.Method {
+		case "magnitude":
+			pol.Granularity = compress.Element
+		case "nm":
+			pol.Granularity = compress.NM
+		default:
+			pol.Granularity = compress.Granularity(pb.Granularity)
+		}
+		for _, name := range pb.Layers {
+			i := slices.IndexFunc(m.Params, func(p *model.Param) bool { return p.Name == name && !p.Bias })
+			if i < 0 {
+				return nil, job.Errorf(field("layers"), "model %s has no layer %q to prune (its weights: %s)", job.Model.Arch, name, strings.Join(weights, ", "))
+			}
+			p := m.Params[i]
+			if pb.Method == "structured" {
+				conv := len(p.Shape) == 4
+				allowed := []string{"rows", "columns"}
+				if conv {
+					allowed = []string{"filters", "channels"}
+				}
+				if !slices.Contains(allowed, pb.Granularity) {
+					return nil, job.Errorf(field("granularity"), "granularity %q does not fit layer %s %v (allowed: %s)", pb.Granularity, name, p.Shape, strings.Join(allowed, ", "))
+				}
+			}
+			pol.Params = append(pol.Params, i)
+		}
+		every := pb.EverySamples
+		switch {
+		case pb.EverySteps > 0:
+			every = pb.EverySteps * int64(job.Batch)
+		case every == 0:
+			every = max(1, int64(pb.EveryEpochs*float64(epochSamples)))
+		}
+		pol.Schedule = schedule.Sparsity{Kind: pb.Schedule, Initial: pb.Initial, Final: pb.Target, Power: pb.Power,
+			Start: int64(pb.FromEpoch * float64(epochSamples)), End: int64(pb.ToEpoch * float64(epochSamples)), Every: every}
+		if pb.Method == "nm" {
+			pol.Schedule.Final, pol.Schedule.Initial = 0, 0 // the pattern, not a target, decides
+		}
+		if err := pol.Schedule.Validate(); err != nil {
+			return nil, job.Errorf(field("schedule"), "%v", err)
+		}
+		out = append(out, pol)
+	}
+	return out, nil
+}

@@ -46,9 +46,10 @@ func (w Weight) cols() int { return len(w.Data) / w.Shape[0] }
 // channels is the innermost dimension of a convolution weight [F, k, k, C].
 func (w Weight) channels() int { return w.Shape[len(w.Shape)-1] }
 
-// groups returns, for a structured granularity, the number of groups and
-// each weight's group.
-func groups(w Weight, g Granularity) (int, func(i int) int, error) {
+// Groups returns, for a structured granularity, the number of groups of w
+// and the group of each element index: rows or columns of a linear weight,
+// filters or channels of a convolution weight.
+func Groups(w Weight, g Granularity) (int, func(i int) int, error) {
 	conv := len(w.Shape) == 4
 	cols := w.cols()
 	switch {
@@ -179,7 +180,7 @@ func nthSmallest(x []float32, n int) float32 {
 // Structured returns the mask that removes the fraction sparsity of w's
 // groups (rows, columns, filters or channels) with the smallest norm.
 func Structured(w Weight, g Granularity, norm Norm, sparsity float64) ([]byte, error) {
-	n, groupOf, err := groups(w, g)
+	n, groupOf, err := Groups(w, g)
 	if err != nil {
 		return nil, err
 	}

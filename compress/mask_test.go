@@ -89,7 +89,7 @@ func TestStructured(t *testing.T) {
 			if k := count(mask); k != tc.groups/2*tc.size {
 				t.Fatalf("%s %s: kept %d weights, want %d", tc.g, norm, k, tc.groups/2*tc.size)
 			}
-			n, groupOf, _ := groups(tc.w, tc.g)
+			n, groupOf, _ := Groups(tc.w, tc.g)
 			seen := make([]int, n) // per group: -1 mixed, else the mask value + 1
 			for i, m := range mask {
 				g := groupOf(i)

@@ -17,10 +17,11 @@ type Job struct {
 	Validation int // training samples held out as the validation split
 	Threads    int // compute threads; 0: all cores
 
-	Augment   Augment
-	Model     Model
-	Optimizer Optimizer
-	Prune     []Prune // in recipe order; a layer appears in at most one
+	Augment    Augment
+	Model      Model
+	Optimizer  Optimizer
+	Prune      []Prune      // in recipe order; a layer appears in at most one
+	Regularize []Regularize // in recipe order
 
 	// File is the recipe's path; Variables the resolved variable values
 	// (defaults with -var overrides applied), by name.
@@ -81,6 +82,16 @@ type Prune struct {
 	Granularity  string // structured: rows, columns, filters, channels
 	Norm         string // structured: l1, l2
 	N, M         int    // nm: keep N of every M
+}
+
+// Regularize is one regularize block, labelled with its kind.
+type Regularize struct {
+	Kind      string   // "group_lasso", "l1", "l2"
+	Layers    []string // weight names
+	Groups    string   // group_lasso: rows, columns, filters, channels
+	Strength  float64  // λ
+	FromEpoch float64  // window in epochs of training done
+	ToEpoch   float64  // 0: to the end
 }
 
 // PruneDefaults fills a prune block's unset fields.

@@ -303,6 +303,7 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 		Blocks: []hcl.BlockHeaderSchema{
 			{Type: "model"}, {Type: "optimizer", LabelNames: []string{"kind"}}, {Type: "augment"},
 			{Type: "prune", LabelNames: []string{"method"}},
+			{Type: "regularize", LabelNames: []string{"kind"}},
 		},
 	})
 	if !ok {
@@ -323,6 +324,10 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 	for _, blk := range c.Blocks {
 		if blk.Type == "prune" {
 			d.prune(blk, len(j.Prune), j)
+			continue
+		}
+		if blk.Type == "regularize" {
+			d.regularize(blk, len(j.Regularize), j)
 			continue
 		}
 		if prev, dup := seen[blk.Type]; dup {
@@ -513,4 +518,46 @@ func (d *decoder) prune(b *hcl.Block, i int, j *Job) {
 		}
 	}
 	j.Prune = append(j.Prune, p)
+}
+
+// RegularizeKinds are the regularize block labels.
+var RegularizeKinds = []string{"group_lasso", "l1", "l2"}
+
+func (d *decoder) regularize(b *hcl.Block, i int, j *Job) {
+	kind := b.Labels[0]
+	prefix := fmt.Sprintf("regularize.%d.", i)
+	d.ranges[fmt.Sprintf("regularize.%d", i)] = b.DefRange
+	if !slices.Contains(RegularizeKinds, kind) {
+		d.errorf(b.LabelRanges[0], "unknown regularizer", "regularize %q; allowed: %s", kind, strings.Join(RegularizeKinds, ", "))
+		return
+	}
+	r := Regularize{Kind: kind}
+	fields := []string{"layers", "strength", "from_epoch", "to_epoch"}
+	if kind == "group_lasso" {
+		fields = append(fields, "groups")
+		r.Groups = "rows"
+	}
+	c, ok := d.content(b.Body, &hcl.BodySchema{Attributes: names(fields...)})
+	if !ok {
+		return
+	}
+	a := attrs{d: d, prefix: prefix, m: c.Attributes}
+	for _, req := range []string{"layers", "strength"} {
+		if _, ok := c.Attributes[req]; !ok {
+			d.errorf(b.DefRange, "missing attribute", "regularize %q needs %s", kind, req)
+		}
+	}
+	if v, at, ok := a.value("layers", cty.List(cty.String)); ok {
+		if err := gocty.FromCtyValue(v, &r.Layers); err != nil || len(r.Layers) == 0 {
+			d.errorf(at.Expr.Range(), "invalid layers", "%slayers must be a non-empty list of layer names", prefix)
+		}
+	}
+	a.float("strength", &r.Strength, 0, 1e3, false)
+	a.choice("groups", &r.Groups, []string{"rows", "columns", "filters", "channels"})
+	a.float("from_epoch", &r.FromEpoch, 0, 100000, false)
+	a.float("to_epoch", &r.ToEpoch, 0, 100000, false)
+	if r.ToEpoch > 0 && r.ToEpoch < r.FromEpoch {
+		d.errorf(d.rangeOf(prefix+"to_epoch"), "invalid window", "%sto_epoch = %v ends before from_epoch = %v", prefix, r.ToEpoch, r.FromEpoch)
+	}
+	j.Regularize = append(j.Regularize, r)
 }

@@ -108,6 +108,14 @@ func TestRecipeMistakes(t *testing.T) {
 		{"no model", strings.Replace(base, "model {\n    arch = \"lenet300\"\n  }\n", "", 1), nil, "r.hcl:7,1: missing model block"},
 		{"syntax", base + "job {", nil, "r.hcl:17"},
 		{"two jobs", base + "job \"u\" {\n}\n", nil, "r.hcl:17,1: a recipe holds exactly one job block, found 2"},
+		{"target 1", withBlock("prune \"magnitude\" {\n    layers = [\"fc1\"]\n    target = 1\n  }"), nil, "r.hcl:12,14: value out of range; prune.0.target = 1; a sparsity must be in [0, 1)"},
+		{"window backwards", withBlock("prune \"magnitude\" {\n    layers = [\"fc1\"]\n    target = 0.5\n    from_epoch = 2\n    to_epoch = 1\n  }"), nil, "r.hcl:14,16: invalid window; prune.0.to_epoch = 1 ends before from_epoch = 2"},
+		{"window past the run", withBlock("prune \"magnitude\" {\n    layers = [\"fc1\"]\n    target = 0.5\n    to_epoch = 9\n  }"), nil, "prune.0.to_epoch = 9 is past the run's 3 epochs"},
+		{"n over m", withBlock("prune \"nm\" {\n    layers = [\"fc1\"]\n    n = 5\n    m = 4\n  }"), nil, "r.hcl:12,9: value out of range; prune.0.n = 5 exceeds m = 4"},
+		{"prune twice", withBlock("prune \"magnitude\" {\n    layers = [\"fc1\"]\n    target = 0.5\n  }\n  prune \"nm\" {\n    layers = [\"fc1\"]\n  }"), nil, "layer \"fc1\" is already in an earlier prune block"},
+		{"unknown method", withBlock("prune \"taylor\" {\n    layers = [\"fc1\"]\n  }"), nil, "r.hcl:10,9: unknown prune method"},
+		{"target on nm", withBlock("prune \"nm\" {\n    layers = [\"fc1\"]\n    target = 0.5\n  }"), nil, "Unsupported argument"},
+		{"negative strength", withBlock("regularize \"group_lasso\" {\n    layers = [\"fc1\"]\n    strength = -1\n  }"), nil, "r.hcl:12,16: value out of range; regularize.0.strength = -1"},
 		{"hidden on lenet5", strings.Replace(base, `arch = "lenet300"`, "arch = \"lenet5\"\n    hidden = [10]", 1), nil, "hidden is not allowed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -120,4 +128,10 @@ func TestRecipeMistakes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// withBlock inserts a block into the base recipe's job, before its model
+// block (at line 10 of the result).
+func withBlock(block string) string {
+	return strings.Replace(base, "  model {", "  "+block+"\n  model {", 1)
 }

@@ -100,5 +100,19 @@ func (j *Job) HCL() []byte {
 			pb.SetAttributeValue("every_epochs", cty.NumberFloatVal(p.EveryEpochs))
 		}
 	}
+	for _, r := range j.Regularize {
+		rb := jb.AppendNewBlock("regularize", []string{r.Kind}).Body()
+		var ls []cty.Value
+		for _, l := range r.Layers {
+			ls = append(ls, cty.StringVal(l))
+		}
+		rb.SetAttributeValue("layers", cty.ListVal(ls))
+		if r.Kind == "group_lasso" {
+			rb.SetAttributeValue("groups", cty.StringVal(r.Groups))
+		}
+		rb.SetAttributeValue("strength", cty.NumberFloatVal(r.Strength))
+		rb.SetAttributeValue("from_epoch", cty.NumberFloatVal(r.FromEpoch))
+		rb.SetAttributeValue("to_epoch", cty.NumberFloatVal(r.ToEpoch))
+	}
 	return f.Bytes()
 }

@@ -14,14 +14,63 @@ import (
 	"github.com/lathe-ml/lathe/trainer"
 )
 
-// prunePolicies builds the job's prune blocks into policies, checking what
-// the recipe could not check alone (layer names, granularities that fit the
-// layers) and pointing at the recipe line when they are wrong.
-func prunePolicies(job *recipes.Job, m *model.Model, epochSamples int64, log hclog.Logger) ([]trainer.Policy, error) {
+// weightIndex finds a weight by name, or returns a recipe error listing the
+// model's weights.
+func weightIndex(job *recipes.Job, m *model.Model, field, name string) (int, error) {
+	i := slices.IndexFunc(m.Params, func(p *model.Param) bool { return p.Name == name && !p.Bias })
+	if i >= 0 {
+		return i, nil
+	}
 	var weights []string
 	for _, w := range m.Weights() {
 		weights = append(weights, w.Name)
 	}
+	return -1, job.Errorf(field, "model %s has no layer %q (its weights: %s)", job.Model.Arch, name, strings.Join(weights, ", "))
+}
+
+// checkGranularity rejects a structure that does not fit a layer's kind.
+func checkGranularity(job *recipes.Job, field string, p *model.Param, g string) error {
+	allowed := []string{"rows", "columns"}
+	if len(p.Shape) == 4 {
+		allowed = []string{"filters", "channels"}
+	}
+	if !slices.Contains(allowed, g) {
+		return job.Errorf(field, "granularity %q does not fit layer %s %v (allowed: %s)", g, p.Name, p.Shape, strings.Join(allowed, ", "))
+	}
+	return nil
+}
+
+// regularizePolicies builds the job's regularize blocks.
+func regularizePolicies(job *recipes.Job, m *model.Model, epochSamples int64) ([]trainer.Policy, error) {
+	var out []trainer.Policy
+	for bi, rb := range job.Regularize {
+		field := func(f string) string { return fmt.Sprintf("regularize.%d.%s", bi, f) }
+		pol := &trainer.RegularizePolicy{Kind: rb.Kind, Granularity: compress.Granularity(rb.Groups), Strength: rb.Strength,
+			Start: int64(rb.FromEpoch * float64(epochSamples))}
+		if rb.ToEpoch > 0 {
+			pol.End = int64(rb.ToEpoch * float64(epochSamples))
+		}
+		for _, name := range rb.Layers {
+			i, err := weightIndex(job, m, field("layers"), name)
+			if err != nil {
+				return nil, err
+			}
+			if rb.Kind == "group_lasso" {
+				if err := checkGranularity(job, field("groups"), m.Params[i], rb.Groups); err != nil {
+					return nil, err
+				}
+			}
+			pol.Params = append(pol.Params, i)
+		}
+		out = append(out, pol)
+	}
+	return out, nil
+}
+
+// prunePolicies builds the job's prune blocks into policies, checking what
+// the recipe could not check alone (layer names, granularities that fit the
+// layers) and pointing at the recipe line when they are wrong.
+func prunePolicies(job *recipes.Job, m *model.Model, epochSamples int64, log hclog.Logger) ([]trainer.Policy, error) {
 	var out []trainer.Policy
 	for bi, pb := range job.Prune {
 		field := func(f string) string { return fmt.Sprintf("prune.%d.%s", bi, f) }
@@ -36,19 +85,13 @@ func prunePolicies(job *recipes.Job, m *model.Model, epochSamples int64, log hcl
 			pol.Granularity = compress.Granularity(pb.Granularity)
 		}
 		for _, name := range pb.Layers {
-			i := slices.IndexFunc(m.Params, func(p *model.Param) bool { return p.Name == name && !p.Bias })
-			if i < 0 {
-				return nil, job.Errorf(field("layers"), "model %s has no layer %q to prune (its weights: %s)", job.Model.Arch, name, strings.Join(weights, ", "))
+			i, err := weightIndex(job, m, field("layers"), name)
+			if err != nil {
+				return nil, err
 			}
-			p := m.Params[i]
 			if pb.Method == "structured" {
-				conv := len(p.Shape) == 4
-				allowed := []string{"rows", "columns"}
-				if conv {
-					allowed = []string{"filters", "channels"}
-				}
-				if !slices.Contains(allowed, pb.Granularity) {
-					return nil, job.Errorf(field("granularity"), "granularity %q does not fit layer %s %v (allowed: %s)", pb.Granularity, name, p.Shape, strings.Join(allowed, ", "))
+				if err := checkGranularity(job, field("granularity"), m.Params[i], pb.Granularity); err != nil {
+					return nil, err
 				}
 			}
 			pol.Params = append(pol.Params, i)

@@ -123,6 +123,11 @@ func Execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		return nil, err
 	}
 	policies = append(policies, prune...)
+	regs, err := regularizePolicies(job, m, epochSamples)
+	if err != nil {
+		return nil, err
+	}
+	policies = append(policies, regs...)
 
 	if err := prepareDir(dir, job.Name); err != nil {
 		return nil, err
@@ -192,7 +197,7 @@ type metricsWriter struct {
 	w *csv.Writer
 }
 
-var metricsHeader = []string{"epoch", "steps", "samples_seen", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "train_seconds", "samples_per_second", "sparsity"}
+var metricsHeader = []string{"epoch", "steps", "samples_seen", "lr", "train_loss", "extra_loss", "train_accuracy", "val_loss", "val_accuracy", "train_seconds", "samples_per_second", "sparsity"}
 
 // newMetricsWriter starts metrics.csv: the fixed columns, then one
 // sparsity_<layer> column per weight of m.
@@ -214,7 +219,7 @@ func newMetricsWriter(path string, m *model.Model) (*metricsWriter, error) {
 func (mw *metricsWriter) write(m trainer.EpochMetrics) error {
 	g := func(v float64) string { return strconv.FormatFloat(v, 'g', 8, 64) }
 	row := []string{strconv.Itoa(m.Epoch), strconv.FormatInt(m.Steps, 10), strconv.FormatInt(m.SamplesSeen, 10),
-		g(m.LR), g(m.TrainLoss), g(m.TrainAccuracy), g(m.ValLoss), g(m.ValAccuracy), g(m.TrainSeconds), g(m.SamplesPerSec), g(m.Sparsity)}
+		g(m.LR), g(m.TrainLoss), g(m.ExtraLoss), g(m.TrainAccuracy), g(m.ValLoss), g(m.ValAccuracy), g(m.TrainSeconds), g(m.SamplesPerSec), g(m.Sparsity)}
 	for _, s := range m.LayerSparsity {
 		row = append(row, g(s))
 	}

@@ -1,0 +1,84 @@
+package trainer
+
+import (
+	"github.com/lathe-ml/lathe/compress"
+	"github.com/lathe-ml/lathe/regularizers"
+)
+
+// RegularizePolicy adds a penalty on a set of weights while training is
+// inside its window [Start, End) in samples (End 0: to the end): group
+// lasso and L1 as proximal steps after each update (so that groups and
+// weights reach exactly zero), L2 as a gradient term. The penalty's value
+// is reported as extra loss.
+type RegularizePolicy struct {
+	Kind        string // "group_lasso", "l1", "l2"
+	Params      []int  // indices into Model.Params (weights)
+	Granularity compress.Granularity
+	Strength    float64
+	Start, End  int64
+
+	// ZeroGroups is how many groups the last group-lasso step left at zero.
+	ZeroGroups int
+}
+
+var (
+	_ ExtraLosser  = (*RegularizePolicy)(nil)
+	_ AfterUpdater = (*RegularizePolicy)(nil)
+)
+
+// Name implements Policy.
+func (p *RegularizePolicy) Name() string { return "regularize/" + p.Kind }
+
+func (p *RegularizePolicy) active(s *State) bool {
+	return s.SamplesSeen >= p.Start && (p.End == 0 || s.SamplesSeen < p.End)
+}
+
+func (p *RegularizePolicy) weight(s *State, i int) compress.Weight {
+	prm := s.Model.Params[i]
+	return compress.Weight{Name: prm.Name, Shape: prm.Shape, Data: s.Params[i]}
+}
+
+// ExtraLoss implements ExtraLosser.
+func (p *RegularizePolicy) ExtraLoss(s *State) (float64, error) {
+	if !p.active(s) {
+		return 0, nil
+	}
+	var total float64
+	for _, i := range p.Params {
+		switch p.Kind {
+		case "l2":
+			total += regularizers.L2Grad(s.Grads[i], s.Params[i], p.Strength)
+		case "l1":
+			total += p.Strength * regularizers.L1Penalty(s.Params[i])
+		default:
+			v, err := regularizers.GroupLassoPenalty(p.weight(s, i), p.Granularity)
+			if err != nil {
+				return 0, err
+			}
+			total += p.Strength * v
+		}
+	}
+	return total, nil
+}
+
+// AfterUpdate implements AfterUpdater: the proximal step.
+func (p *RegularizePolicy) AfterUpdate(s *State) error {
+	if !p.active(s) || p.Kind == "l2" {
+		return nil
+	}
+	t := s.LR * p.Strength
+	zero := 0
+	for _, i := range p.Params {
+		if p.Kind == "l1" {
+			regularizers.L1Prox(s.Params[i], t)
+			continue
+		}
+		z, err := regularizers.GroupLassoProx(p.weight(s, i), p.Granularity, t)
+		if err != nil {
+			return err
+		}
+		zero += z
+	}
+	p.ZeroGroups = zero
+	return nil
+}

@@ -46,7 +46,8 @@ func (p *Param) Size() int { return p.Value.Shape().TotalSize() }
 // Spec is what a recipe's model block decides.
 type Spec struct {
 	Arch         string  // "mlp", "lenet300", "lenet5", "teacher"
-	Hidden       []int   // hidden sizes for "mlp"
+	Hidden       []int   // hidden sizes: "mlp"; lenet5's fully connected layers (default [500])
+	Conv         []int   // lenet5's filters per convolution (default [20 50]); set by thinning
 	Dropout      float64 // on hidden activations, in training only
 	InputDropout float64 // on the input pixels, in training only
 	Init         string  // "uniform" (PyTorch's default) or "kaiming"
@@ -98,6 +99,13 @@ func (s Spec) Canonical() Spec {
 		if len(s.Hidden) == 0 {
 			s.Hidden = []int{300, 100}
 		}
+	case "lenet5":
+		if len(s.Conv) == 0 {
+			s.Conv = []int{20, 50}
+		}
+		if len(s.Hidden) == 0 {
+			s.Hidden = []int{500}
+		}
 	case "teacher":
 		if len(s.Hidden) == 0 {
 			s.Hidden = []int{1200, 1200}
@@ -125,8 +133,16 @@ func (s Spec) Validate() error {
 			return fmt.Errorf("model: hidden size %d must be positive", h)
 		}
 	}
-	if s.Arch == "lenet5" && len(s.Hidden) > 0 {
-		return fmt.Errorf("model: arch lenet5 has a fixed shape; hidden is not allowed")
+	if s.Arch == "lenet5" && (len(s.Conv) != 2 || len(s.Hidden) != 1) {
+		return fmt.Errorf("model: arch lenet5 has two convolutions and one hidden fully connected layer")
+	}
+	if s.Arch != "lenet5" && len(s.Conv) > 0 {
+		return fmt.Errorf("model: conv widths apply to lenet5 only")
+	}
+	for _, c := range s.Conv {
+		if c <= 0 {
+			return fmt.Errorf("model: convolution width %d must be positive", c)
+		}
 	}
 	if s.Dropout < 0 || s.Dropout >= 1 || s.InputDropout < 0 || s.InputDropout >= 1 {
 		return fmt.Errorf("model: dropout must be in [0, 1)")
@@ -168,12 +184,13 @@ func New(spec Spec, in Input, seed uint64) (*Model, error) {
 			m.layers = append(m.layers, layerDef{name: name + ".pool", kind: kindPool, in: g})
 			g = Geometry{H: g.H / 2, W: g.W / 2, C: f}
 		}
-		add("conv1", 20)
-		add("conv2", 50)
-		m.layers = append(m.layers, layerDef{name: "fc1", kind: kindLinear, out: 500, act: ReLU, dropout: spec.Dropout})
-		m.addLinear("fc1", g.Size(), 500)
+		add("conv1", spec.Conv[0])
+		add("conv2", spec.Conv[1])
+		h := spec.Hidden[0]
+		m.layers = append(m.layers, layerDef{name: "fc1", kind: kindLinear, out: h, act: ReLU, dropout: spec.Dropout})
+		m.addLinear("fc1", g.Size(), h)
 		m.layers = append(m.layers, layerDef{name: "fc2", kind: kindLinear, out: in.Classes})
-		m.addLinear("fc2", 500, in.Classes)
+		m.addLinear("fc2", h, in.Classes)
 	}
 	for _, p := range m.Params {
 		initParam(p, spec.Init, seed)

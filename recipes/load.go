@@ -357,7 +357,7 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 		d.errorf(d.rangeOf("batch"), "value out of range", "batch %d is larger than the %d training samples left after validation", j.Batch, 60000-j.Validation)
 	}
 	spec := model.Spec{Arch: j.Model.Arch, Hidden: j.Model.Hidden, Dropout: j.Model.Dropout, InputDropout: j.Model.InputDropout, Init: j.Model.Init}
-	if err := spec.Validate(); err != nil {
+	if err := spec.Canonical().Validate(); err != nil {
 		d.errorf(d.rangeOf("model.arch"), "invalid model", "%v", err)
 	}
 }

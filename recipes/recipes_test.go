@@ -116,7 +116,7 @@ func TestRecipeMistakes(t *testing.T) {
 		{"unknown method", withBlock("prune \"taylor\" {\n    layers = [\"fc1\"]\n  }"), nil, "r.hcl:10,9: unknown prune method"},
 		{"target on nm", withBlock("prune \"nm\" {\n    layers = [\"fc1\"]\n    target = 0.5\n  }"), nil, "Unsupported argument"},
 		{"negative strength", withBlock("regularize \"group_lasso\" {\n    layers = [\"fc1\"]\n    strength = -1\n  }"), nil, "r.hcl:12,16: value out of range; regularize.0.strength = -1"},
-		{"hidden on lenet5", strings.Replace(base, `arch = "lenet300"`, "arch = \"lenet5\"\n    hidden = [10]", 1), nil, "hidden is not allowed"},
+		{"two hidden on lenet5", strings.Replace(base, `arch = "lenet300"`, "arch = \"lenet5\"\n    hidden = [10, 20]", 1), nil, "lenet5 has two convolutions and one hidden fully connected layer"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.src), "r.hcl", tc.vars)

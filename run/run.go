@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/lathe-ml/lathe/compute"
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/model"
@@ -37,28 +38,45 @@ type Options struct {
 
 // Summary is summary.json.
 type Summary struct {
-	Job              string                 `json:"job"`
-	Dataset          string                 `json:"dataset"`
-	Model            string                 `json:"model"`
-	Seed             uint64                 `json:"seed"`
-	Batch            int                    `json:"batch"`
-	TestAccuracy     float64                `json:"test_accuracy"`
-	TestLoss         float64                `json:"test_loss"`
-	ValAccuracy      float64                `json:"val_accuracy"`
-	ValLoss          float64                `json:"val_loss"`
-	Epochs           int                    `json:"epochs"`
-	Steps            int64                  `json:"steps"`
-	SamplesSeen      int64                  `json:"samples_seen"`
-	SamplesPerSecond float64                `json:"samples_per_second"`
-	TrainSeconds     float64                `json:"train_seconds"`
-	WallSeconds      float64                `json:"wall_seconds"`
-	ParamsTotal      int                    `json:"params_total"`
-	ParamsNonzero    int                    `json:"params_nonzero"`
-	DenseBytes       int                    `json:"dense_bytes"`
-	PeakRSSBytes     int64                  `json:"peak_rss_bytes"`
-	Engine           string                 `json:"engine"`
-	Layers           []model.LayerInfo      `json:"layers"`
-	History          []trainer.EpochMetrics `json:"history"`
+	Job              string  `json:"job"`
+	Dataset          string  `json:"dataset"`
+	Model            string  `json:"model"`
+	Seed             uint64  `json:"seed"`
+	Batch            int     `json:"batch"`
+	TestAccuracy     float64 `json:"test_accuracy"`
+	TestLoss         float64 `json:"test_loss"`
+	ValAccuracy      float64 `json:"val_accuracy"`
+	ValLoss          float64 `json:"val_loss"`
+	Epochs           int     `json:"epochs"`
+	Steps            int64   `json:"steps"`
+	SamplesSeen      int64   `json:"samples_seen"`
+	SamplesPerSecond float64 `json:"samples_per_second"`
+	TrainSeconds     float64 `json:"train_seconds"`
+	WallSeconds      float64 `json:"wall_seconds"`
+	ParamsTotal      int     `json:"params_total"`
+	ParamsNonzero    int     `json:"params_nonzero"`
+	DenseBytes       int     `json:"dense_bytes"`
+	PeakRSSBytes     int64   `json:"peak_rss_bytes"`
+	Engine           string  `json:"engine"`
+	// Thinned is set when structured pruning left whole neurons or filters
+	// at zero: the model rebuilt without them, evaluated on the test set.
+	Thinned *Thinned               `json:"thinned,omitempty"`
+	Layers  []model.LayerInfo      `json:"layers"`
+	History []trainer.EpochMetrics `json:"history"`
+}
+
+// Thinned describes the physically smaller model thinning produced.
+type Thinned struct {
+	TestAccuracy float64        `json:"test_accuracy"`
+	ParamsTotal  int            `json:"params_total"`
+	Layers       []ThinnedLayer `json:"layers"`
+}
+
+// ThinnedLayer is one layer of a thinned model.
+type ThinnedLayer struct {
+	Name    string `json:"name"`
+	Shape   []int  `json:"shape"`
+	Removed int    `json:"removed"` // neurons or filters
 }
 
 // Execute runs a job in-process and returns its summary; the run directory
@@ -173,6 +191,12 @@ func Execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		sum.ParamsNonzero += l.Nonzero
 	}
 	sum.DenseBytes = 4 * sum.ParamsTotal
+	if slices.ContainsFunc(sum.Layers, func(l model.LayerInfo) bool { return l.StructuredSparsity > 0 }) {
+		if sum.Thinned, err = thin(m, eng, test, job.EvalBatch); err != nil {
+			return nil, err
+		}
+		log.Info("thinned", "params", sum.Thinned.ParamsTotal, "of", sum.ParamsTotal, "test_accuracy", sum.Thinned.TestAccuracy)
+	}
 	sum.PeakRSSBytes = peakRSS()
 	sum.WallSeconds = time.Since(start).Seconds()
 	if err := writeJSON(filepath.Join(dir, SummaryFile), sum); err != nil {
@@ -181,6 +205,24 @@ func Execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	log.Info("job done", "test_accuracy", sum.TestAccuracy, "val_accuracy", sum.ValAccuracy,
 		"samples_per_second", int(sum.SamplesPerSecond), "wall_seconds", sum.WallSeconds, "summary", filepath.Join(dir, SummaryFile))
 	return sum, nil
+}
+
+// thin rebuilds the model without its dead neurons and filters and
+// evaluates the result.
+func thin(m *model.Model, eng compute.Engine, test *data.Set, batch int) (*Thinned, error) {
+	small, rep, err := m.Thin()
+	if err != nil {
+		return nil, err
+	}
+	acc, _, err := trainer.EvaluateModel(small, eng, test, batch)
+	if err != nil {
+		return nil, err
+	}
+	t := &Thinned{TestAccuracy: acc, ParamsTotal: small.NumParams()}
+	for i := range rep.Layers {
+		t.Layers = append(t.Layers, ThinnedLayer{Name: rep.Layers[i], Shape: rep.After[i], Removed: rep.Removed[i]})
+	}
+	return t, nil
 }
 
 // peakRSS is the largest resident set of this process or its children, in bytes.

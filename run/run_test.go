@@ -215,6 +215,14 @@ func TestPruningAndGroupLassoRun(t *testing.T) {
 	if !strings.Contains(string(b), "extra_loss") || !strings.Contains(string(b), "sparsity_fc2") {
 		t.Fatalf("metrics.csv header: %s", strings.SplitN(string(b), "\n", 2)[0])
 	}
+	if sum.Thinned == nil || sum.Thinned.ParamsTotal >= sum.ParamsTotal || sum.Thinned.Layers[0].Removed == 0 {
+		t.Fatalf("no thinned model reported: %+v", sum.Thinned)
+	}
+	// Thinning computes the same function: the same test accuracy, up to
+	// float32 rounding flipping a near-tie (at most a few of 10 000).
+	if d := math.Abs(sum.Thinned.TestAccuracy - sum.TestAccuracy); d > 5e-4 {
+		t.Fatalf("thinned accuracy %v vs %v", sum.Thinned.TestAccuracy, sum.TestAccuracy)
+	}
 	if sum.TestAccuracy < 0.7 { // still learns: a 32-unit net, 2 epochs on 10 000 images
 		t.Fatalf("test accuracy %.3f", sum.TestAccuracy)
 	}

@@ -303,6 +303,18 @@ func (t *Trainer) Evaluate(set *data.Set) (acc, loss float64, err error) {
 	return evaluate(t.evalNt, t.evalVM, set)
 }
 
+// EvaluateModel returns top-1 accuracy and mean cross-entropy of any model
+// on a set, in evaluation mode, building a forward graph of the given batch.
+func EvaluateModel(m *model.Model, eng compute.Engine, set *data.Set, batch int) (acc, loss float64, err error) {
+	net, err := m.Build(eng, batch, false, 0)
+	if err != nil {
+		return 0, 0, err
+	}
+	vm := G.NewTapeMachine(net.Graph, G.WithEngine(engineOf(eng)))
+	defer vm.Close()
+	return evaluate(net, vm, set)
+}
+
 func evaluate(net *model.Net, vm G.VM, set *data.Set) (acc, loss float64, err error) {
 	b := net.Batch
 	f := set.Features()

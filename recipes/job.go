@@ -82,6 +82,11 @@ type Prune struct {
 	Granularity  string // structured: rows, columns, filters, channels
 	Norm         string // structured: l1, l2
 	N, M         int    // nm: keep N of every M
+	// GuardTolerance > 0 pauses pruning while validation accuracy is more
+	// than this fraction below the accuracy measured just before the window;
+	// GuardUndo also undoes the last pruning step when it pauses.
+	GuardTolerance float64
+	GuardUndo      bool
 }
 
 // Regularize is one regularize block, labelled with its kind.

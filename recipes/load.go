@@ -440,7 +440,7 @@ func (d *decoder) prune(b *hcl.Block, i int, j *Job) {
 		return
 	}
 	p := PruneDefaults(method)
-	fields := []string{"layers", "schedule", "power", "from_epoch", "to_epoch", "every_epochs", "every_steps", "every_samples", "initial"}
+	fields := []string{"layers", "schedule", "power", "from_epoch", "to_epoch", "every_epochs", "every_steps", "every_samples", "initial", "guard_tolerance", "guard_undo"}
 	switch method {
 	case "magnitude":
 		fields = append(fields, "target", "scope")
@@ -486,6 +486,11 @@ func (d *decoder) prune(b *hcl.Block, i int, j *Job) {
 	a.choice("norm", &p.Norm, []string{"l1", "l2"})
 	a.int("n", &p.N, 0, 1024)
 	a.int("m", &p.M, 1, 1024)
+	a.float("guard_tolerance", &p.GuardTolerance, 0, 1, true)
+	a.bool("guard_undo", &p.GuardUndo)
+	if _, ok := c.Attributes["guard_undo"]; ok && p.GuardTolerance == 0 {
+		d.errorf(d.rangeOf(prefix+"guard_undo"), "invalid guard", "%sguard_undo needs guard_tolerance", prefix)
+	}
 	set := 0
 	for _, f := range []string{"every_epochs", "every_steps", "every_samples"} {
 		if _, ok := c.Attributes[f]; ok {

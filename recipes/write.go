@@ -91,6 +91,10 @@ func (j *Job) HCL() []byte {
 		pb.SetAttributeValue("power", cty.NumberFloatVal(p.Power))
 		pb.SetAttributeValue("from_epoch", cty.NumberFloatVal(p.FromEpoch))
 		pb.SetAttributeValue("to_epoch", cty.NumberFloatVal(p.ToEpoch))
+		if p.GuardTolerance > 0 {
+			pb.SetAttributeValue("guard_tolerance", cty.NumberFloatVal(p.GuardTolerance))
+			pb.SetAttributeValue("guard_undo", cty.BoolVal(p.GuardUndo))
+		}
 		switch {
 		case p.EverySteps > 0:
 			pb.SetAttributeValue("every_steps", cty.NumberIntVal(p.EverySteps))

@@ -108,6 +108,9 @@ func prunePolicies(job *recipes.Job, m *model.Model, epochSamples int64, log hcl
 		if pb.Method == "nm" {
 			pol.Schedule.Final, pol.Schedule.Initial = 0, 0 // the pattern, not a target, decides
 		}
+		if pb.GuardTolerance > 0 {
+			pol.Guard = &schedule.Guard{Tolerance: pb.GuardTolerance, Undo: pb.GuardUndo}
+		}
 		if err := pol.Schedule.Validate(); err != nil {
 			return nil, job.Errorf(field("schedule"), "%v", err)
 		}

@@ -57,6 +57,7 @@ type Summary struct {
 	ParamsNonzero    int     `json:"params_nonzero"`
 	DenseBytes       int     `json:"dense_bytes"`
 	PeakRSSBytes     int64   `json:"peak_rss_bytes"`
+	GuardPauses      int     `json:"guard_pauses"` // times an accuracy guard paused pruning
 	Engine           string  `json:"engine"`
 	// Thinned is set when structured pruning left whole neurons or filters
 	// at zero: the model rebuilt without them, evaluated on the test set.
@@ -191,6 +192,9 @@ func Execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		sum.ParamsNonzero += l.Nonzero
 	}
 	sum.DenseBytes = 4 * sum.ParamsTotal
+	if n := len(res.Epochs); n > 0 {
+		sum.GuardPauses = res.Epochs[n-1].GuardPauses
+	}
 	if slices.ContainsFunc(sum.Layers, func(l model.LayerInfo) bool { return l.StructuredSparsity > 0 }) {
 		if sum.Thinned, err = thin(m, eng, test, job.EvalBatch); err != nil {
 			return nil, err
@@ -239,7 +243,7 @@ type metricsWriter struct {
 	w *csv.Writer
 }
 
-var metricsHeader = []string{"epoch", "steps", "samples_seen", "lr", "train_loss", "extra_loss", "train_accuracy", "val_loss", "val_accuracy", "train_seconds", "samples_per_second", "sparsity"}
+var metricsHeader = []string{"epoch", "steps", "samples_seen", "lr", "train_loss", "extra_loss", "train_accuracy", "val_loss", "val_accuracy", "train_seconds", "samples_per_second", "sparsity", "guard_pauses"}
 
 // newMetricsWriter starts metrics.csv: the fixed columns, then one
 // sparsity_<layer> column per weight of m.
@@ -261,7 +265,7 @@ func newMetricsWriter(path string, m *model.Model) (*metricsWriter, error) {
 func (mw *metricsWriter) write(m trainer.EpochMetrics) error {
 	g := func(v float64) string { return strconv.FormatFloat(v, 'g', 8, 64) }
 	row := []string{strconv.Itoa(m.Epoch), strconv.FormatInt(m.Steps, 10), strconv.FormatInt(m.SamplesSeen, 10),
-		g(m.LR), g(m.TrainLoss), g(m.ExtraLoss), g(m.TrainAccuracy), g(m.ValLoss), g(m.ValAccuracy), g(m.TrainSeconds), g(m.SamplesPerSec), g(m.Sparsity)}
+		g(m.LR), g(m.TrainLoss), g(m.ExtraLoss), g(m.TrainAccuracy), g(m.ValLoss), g(m.ValAccuracy), g(m.TrainSeconds), g(m.SamplesPerSec), g(m.Sparsity), strconv.Itoa(m.GuardPauses)}
 	for _, s := range m.LayerSparsity {
 		row = append(row, g(s))
 	}

@@ -87,3 +87,28 @@ func TestSparsityValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestGuardPausesAndResumes(t *testing.T) {
+	g := &Guard{Tolerance: 0.01}
+	steps := []struct {
+		acc  float64
+		seen int64
+		want GuardEvent
+	}{
+		{0.95, 100, GuardBaseline},
+		{0.97, 200, GuardBaseline}, // still before the window (start 200): latest wins
+		{0.965, 300, GuardNone},    // within tolerance
+		{0.955, 400, GuardPause},   // 1.5 points below
+		{0.958, 500, GuardNone},    // still low: stays paused, no second pause
+		{0.962, 600, GuardResume},
+		{0.90, 700, GuardPause},
+	}
+	for i, s := range steps {
+		if got := g.Observe(s.acc, s.seen, 200); got != s.want {
+			t.Fatalf("observation %d: %v, want %v (guard %+v)", i, got, s.want, g)
+		}
+	}
+	if g.Baseline != 0.97 || g.Pauses != 2 || !g.Paused {
+		t.Fatalf("guard %+v", g)
+	}
+}

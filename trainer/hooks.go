@@ -19,6 +19,9 @@ type State struct {
 	Params [][]float32 // Model.Params' data, same order
 	Grads  [][]float32 // gradients of the current step, same order
 	Masks  [][]byte    // per-parameter masks (nil: unmasked); optimizers honour them
+
+	// GuardPauses counts the times an accuracy guard paused a policy.
+	GuardPauses int
 }
 
 // Policy is a compression or training policy attached at hooks. A policy

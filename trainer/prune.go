@@ -23,13 +23,27 @@ type PrunePolicy struct {
 	Global      bool                 // Element: one threshold over all Params
 	N, M        int                  // NM
 	Logger      hclog.Logger
+	// Guard, if set, pauses pruning while validation accuracy is too far
+	// below its baseline (checked at each epoch's end).
+	Guard *schedule.Guard
 
 	// Events counts the mask recomputations so far.
 	Events int
+	// undo holds, per param, the previous mask and the values the last
+	// event zeroed, for the guard's undo.
+	undo []undoEntry
+}
+
+type undoEntry struct {
+	param  int
+	mask   []byte // before the event (nil: unmasked)
+	index  []int32
+	values []float32
 }
 
 var (
 	_ BeforeStepper = (*PrunePolicy)(nil)
+	_ EpochEnder    = (*PrunePolicy)(nil)
 )
 
 // Name implements Policy.
@@ -38,7 +52,7 @@ func (p *PrunePolicy) Name() string { return "prune/" + p.Label }
 // BeforeStep recomputes the masks when an event falls in this step's samples.
 func (p *PrunePolicy) BeforeStep(s *State) error {
 	at, ok := p.Schedule.EventIn(s.SamplesSeen, s.SamplesSeen+s.Batch)
-	if !ok {
+	if !ok || (p.Guard != nil && p.Guard.Paused) {
 		return nil
 	}
 	target := p.Schedule.Target(at)
@@ -69,13 +83,52 @@ func (p *PrunePolicy) BeforeStep(s *State) error {
 			}
 		}
 	}
+	p.undo = p.undo[:0]
 	for k, i := range p.Params {
+		if p.Guard != nil && p.Guard.Undo {
+			e := undoEntry{param: i, mask: s.Masks[i]}
+			for j, keep := range masks[k] {
+				if keep == 0 && s.Params[i][j] != 0 {
+					e.index = append(e.index, int32(j))
+					e.values = append(e.values, s.Params[i][j])
+				}
+			}
+			p.undo = append(p.undo, e)
+		}
 		s.Masks[i] = masks[k]
 		compress.Apply(masks[k], s.Params[i])
 	}
 	p.Events++
 	if p.Logger != nil {
 		p.Logger.Debug("masks recomputed", "policy", p.Name(), "samples", at, "target", fmt.Sprintf("%.4f", target))
+	}
+	return nil
+}
+
+// EndEpoch implements EpochEnder: the guard's check.
+func (p *PrunePolicy) EndEpoch(s *State, m EpochMetrics) error {
+	if p.Guard == nil {
+		return nil
+	}
+	switch p.Guard.Observe(m.ValAccuracy, s.SamplesSeen, p.Schedule.Start) {
+	case schedule.GuardPause:
+		s.GuardPauses++
+		undone := len(p.undo) > 0
+		for _, e := range p.undo {
+			s.Masks[e.param] = e.mask
+			for k, j := range e.index {
+				s.Params[e.param][j] = e.values[k]
+			}
+		}
+		p.undo = p.undo[:0]
+		if p.Logger != nil {
+			p.Logger.Warn("pruning paused: validation accuracy below the guard", "policy", p.Name(),
+				"val_accuracy", m.ValAccuracy, "baseline", p.Guard.Baseline, "tolerance", p.Guard.Tolerance, "undid_last_step", undone)
+		}
+	case schedule.GuardResume:
+		if p.Logger != nil {
+			p.Logger.Info("pruning resumed", "policy", p.Name(), "val_accuracy", m.ValAccuracy, "baseline", p.Guard.Baseline)
+		}
 	}
 	return nil
 }

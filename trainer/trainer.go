@@ -65,6 +65,7 @@ type EpochMetrics struct {
 	// LayerSparsity each weight's, in Model.Weights order.
 	Sparsity      float64   `json:"sparsity"`
 	LayerSparsity []float64 `json:"layer_sparsity"`
+	GuardPauses   int       `json:"guard_pauses"` // total so far
 }
 
 // Result is the outcome of a run.
@@ -215,6 +216,8 @@ func (t *Trainer) Run(ctx context.Context) (res *Result, err error) {
 				}
 			}
 		}
+		em.GuardPauses = t.state.GuardPauses
+		res.Epochs[len(res.Epochs)-1].GuardPauses = em.GuardPauses
 		if cfg.EndEpoch != nil {
 			if err := cfg.EndEpoch(em); err != nil {
 				return nil, err

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lathe-ml/lathe/compress"
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/model"
@@ -232,5 +233,47 @@ func TestAllOnesMaskChangesNothing(t *testing.T) {
 				t.Fatalf("%+v: element %d: %v unmasked, %v with an all-ones mask", c, i, w1[i], w2[i])
 			}
 		}
+	}
+}
+
+func TestGuardPausesAndUndoesPruning(t *testing.T) {
+	m, _ := model.New(model.Spec{Arch: "mlp", Hidden: []int{16}}, model.MNISTInput, 1)
+	s := &State{Model: m, Batch: 100, Masks: make([][]byte, len(m.Params))}
+	for _, p := range m.Params {
+		s.Params = append(s.Params, p.Data())
+	}
+	orig := slices.Clone(s.Params[0])
+	pol := &PrunePolicy{Label: "t", Params: []int{0}, Granularity: "element",
+		Schedule: schedule.Sparsity{Kind: "agp", Initial: 0.5, Final: 0.9, Start: 100, End: 300, Every: 100},
+		Guard:    &schedule.Guard{Tolerance: 0.01, Undo: true}}
+	step := func(seen int64, acc float64) {
+		t.Helper()
+		s.SamplesSeen = seen
+		if err := pol.BeforeStep(s); err != nil {
+			t.Fatal(err)
+		}
+		s.SamplesSeen = seen + 100
+		if err := pol.EndEpoch(s, EpochMetrics{ValAccuracy: acc}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step(0, 0.90) // before the window: the baseline
+	if pol.Events != 0 || pol.Guard.Baseline != 0.90 {
+		t.Fatalf("events %d baseline %v", pol.Events, pol.Guard.Baseline)
+	}
+	step(100, 0.85) // the first event prunes half; accuracy falls 5 points: pause and undo
+	if pol.Events != 1 || !pol.Guard.Paused || s.GuardPauses != 1 {
+		t.Fatalf("events %d paused %v pauses %d", pol.Events, pol.Guard.Paused, s.GuardPauses)
+	}
+	if !slices.Equal(s.Params[0], orig) || s.Masks[0] != nil {
+		t.Fatal("the pruning step was not undone")
+	}
+	step(200, 0.895) // paused: the event at 200 is skipped; accuracy recovers: resume
+	if pol.Events != 1 || pol.Guard.Paused {
+		t.Fatalf("events %d paused %v", pol.Events, pol.Guard.Paused)
+	}
+	step(300, 0.90) // the event at the window's end prunes to the final target
+	if pol.Events != 2 || math.Abs(compress.Sparsity(s.Params[0])-0.9) > 1e-3 {
+		t.Fatalf("events %d sparsity %v", pol.Events, compress.Sparsity(s.Params[0]))
 	}
 }

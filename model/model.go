@@ -45,12 +45,21 @@ func (p *Param) Size() int { return p.Value.Shape().TotalSize() }
 
 // Spec is what a recipe's model block decides.
 type Spec struct {
-	Arch         string  // "mlp", "lenet300", "lenet5", "teacher"
-	Hidden       []int   // hidden sizes: "mlp"; lenet5's fully connected layers (default [500])
-	Conv         []int   // lenet5's filters per convolution (default [20 50]); set by thinning
+	Arch   string // "mlp", "lenet300", "lenet5", "teacher"
+	Hidden []int  // hidden sizes: "mlp"; lenet5's fully connected layers (default [500])
+	Conv   []int  // lenet5's filters per convolution (default [20 50]); set by thinning
+	// Factors replaces linear layers by two thinner ones (low rank): layer
+	// L becomes L.v (in→rank, no activation) then L.u (rank→out).
+	Factors      []Factor
 	Dropout      float64 // on hidden activations, in training only
 	InputDropout float64 // on the input pixels, in training only
 	Init         string  // "uniform" (PyTorch's default) or "kaiming"
+}
+
+// Factor is one factorized linear layer.
+type Factor struct {
+	Layer string
+	Rank  int
 }
 
 // Archs lists the known architectures.
@@ -144,6 +153,11 @@ func (s Spec) Validate() error {
 			return fmt.Errorf("model: convolution width %d must be positive", c)
 		}
 	}
+	for _, f := range s.Factors {
+		if f.Rank <= 0 {
+			return fmt.Errorf("model: rank %d of %s must be positive", f.Rank, f.Layer)
+		}
+	}
 	if s.Dropout < 0 || s.Dropout >= 1 || s.InputDropout < 0 || s.InputDropout >= 1 {
 		return fmt.Errorf("model: dropout must be in [0, 1)")
 	}
@@ -171,8 +185,7 @@ func New(spec Spec, in Input, seed uint64) (*Model, error) {
 			if i == len(sizes)-1 {
 				d.act, d.dropout = Identity, 0
 			}
-			m.layers = append(m.layers, d)
-			m.addLinear(d.name, prev, h)
+			m.linear(d, prev)
 			prev = h
 		}
 	case "lenet5":
@@ -187,10 +200,8 @@ func New(spec Spec, in Input, seed uint64) (*Model, error) {
 		add("conv1", spec.Conv[0])
 		add("conv2", spec.Conv[1])
 		h := spec.Hidden[0]
-		m.layers = append(m.layers, layerDef{name: "fc1", kind: kindLinear, out: h, act: ReLU, dropout: spec.Dropout})
-		m.addLinear("fc1", g.Size(), h)
-		m.layers = append(m.layers, layerDef{name: "fc2", kind: kindLinear, out: in.Classes})
-		m.addLinear("fc2", h, in.Classes)
+		m.linear(layerDef{name: "fc1", kind: kindLinear, out: h, act: ReLU, dropout: spec.Dropout}, g.Size())
+		m.linear(layerDef{name: "fc2", kind: kindLinear, out: in.Classes}, h)
 	}
 	for _, p := range m.Params {
 		initParam(p, spec.Init, seed)
@@ -201,6 +212,23 @@ func New(spec Spec, in Input, seed uint64) (*Model, error) {
 func newParam(name, layer string, bias bool, groups []Group, shape ...int) *Param {
 	return &Param{Name: name, Layer: layer, Shape: shape, Bias: bias, Groups: groups,
 		Value: tensor.New(tensor.Of(tensor.Float32), tensor.WithShape(shape...))}
+}
+
+// linear adds a linear layer with in inputs, or its two factors when the
+// spec factorizes it.
+func (m *Model) linear(d layerDef, in int) {
+	for _, f := range m.Spec.Factors {
+		if f.Layer == d.name {
+			v := layerDef{name: d.name + ".v", kind: kindLinear, out: f.Rank, act: Identity}
+			m.layers = append(m.layers, v)
+			m.addLinear(v.name, in, f.Rank)
+			d.name += ".u"
+			in = f.Rank
+			break
+		}
+	}
+	m.layers = append(m.layers, d)
+	m.addLinear(d.name, in, d.out)
 }
 
 func (m *Model) addLinear(name string, in, out int) {

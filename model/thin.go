@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // ThinReport says what thinning removed, per layer, in Model.Weights order.
@@ -84,16 +85,22 @@ func (m *Model) Thin() (*Model, ThinReport, error) {
 		rep.Removed = append(rep.Removed, removed)
 	}
 	spec := m.Spec
+	spec.Factors = nil
+	var widths []int // outputs of every layer but a factor's first half
+	for _, l := range layers[:len(layers)-1] {
+		if base, ok := strings.CutSuffix(l.def.name, ".v"); ok {
+			spec.Factors = append(spec.Factors, Factor{Layer: base, Rank: l.rows})
+			continue
+		}
+		widths = append(widths, l.rows)
+	}
 	switch spec.Arch {
 	case "lenet5":
-		spec.Conv = []int{layers[0].rows, layers[1].rows}
-		spec.Hidden = []int{layers[2].rows}
+		spec.Conv = widths[:2]
+		spec.Hidden = widths[2:]
 	default:
 		spec.Arch = "mlp"
-		spec.Hidden = nil
-		for _, l := range layers[:len(layers)-1] {
-			spec.Hidden = append(spec.Hidden, l.rows)
-		}
+		spec.Hidden = widths
 	}
 	out, err := New(spec, m.Input, 0)
 	if err != nil {

@@ -22,6 +22,7 @@ type Job struct {
 	Optimizer  Optimizer
 	Prune      []Prune      // in recipe order; a layer appears in at most one
 	Regularize []Regularize // in recipe order
+	Factorize  []Factorize  // low-rank replacements, in recipe order
 
 	// File is the recipe's path; Variables the resolved variable values
 	// (defaults with -var overrides applied), by name.
@@ -97,6 +98,16 @@ type Regularize struct {
 	Strength  float64  // λ
 	FromEpoch float64  // window in epochs of training done
 	ToEpoch   float64  // 0: to the end
+}
+
+// Factorize is one factorize block: a linear layer replaced by two
+// thinner ones through a truncated SVD at the start of an epoch, then
+// fine-tuned.
+type Factorize struct {
+	Layer   string
+	Rank    int     // the rank, or 0 to choose it by Energy
+	Energy  float64 // fraction of spectral energy to keep, in (0, 1]
+	AtEpoch int     // epochs of training done before factorizing
 }
 
 // PruneDefaults fills a prune block's unset fields.

@@ -13,6 +13,8 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/convert"
+	"github.com/zclconf/go-cty/cty/function"
+	"github.com/zclconf/go-cty/cty/function/stdlib"
 	"github.com/zclconf/go-cty/cty/gocty"
 
 	"github.com/lathe-ml/lathe/data"
@@ -20,6 +22,15 @@ import (
 	"github.com/lathe-ml/lathe/schedule"
 	"github.com/lathe-ml/lathe/trainer"
 )
+
+// functions are what recipe expressions may call: floor(var.epochs / 3).
+var functions = map[string]function.Function{
+	"floor": stdlib.FloorFunc,
+	"ceil":  stdlib.CeilFunc,
+	"min":   stdlib.MinFunc,
+	"max":   stdlib.MaxFunc,
+	"abs":   stdlib.AbsoluteFunc,
+}
 
 // Error carries a recipe's diagnostics; its message lists each with its
 // position ("recipe.hcl:12,3: ...").
@@ -73,7 +84,7 @@ func Parse(src []byte, filename string, vars []string) (*Job, error) {
 	if d.diags.HasErrors() {
 		return nil, &Error{d.diags}
 	}
-	d.ctx = &hcl.EvalContext{Variables: map[string]cty.Value{"var": cty.ObjectVal(values)}}
+	d.ctx = &hcl.EvalContext{Variables: map[string]cty.Value{"var": cty.ObjectVal(values)}, Functions: functions}
 	var jobs []*hcl.Block
 	for _, b := range content.Blocks {
 		if b.Type == "job" {
@@ -304,6 +315,7 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 			{Type: "model"}, {Type: "optimizer", LabelNames: []string{"kind"}}, {Type: "augment"},
 			{Type: "prune", LabelNames: []string{"method"}},
 			{Type: "regularize", LabelNames: []string{"kind"}},
+			{Type: "factorize"},
 		},
 	})
 	if !ok {
@@ -324,6 +336,10 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 	for _, blk := range c.Blocks {
 		if blk.Type == "prune" {
 			d.prune(blk, len(j.Prune), j)
+			continue
+		}
+		if blk.Type == "factorize" {
+			d.factorize(blk, len(j.Factorize), j)
 			continue
 		}
 		if blk.Type == "regularize" {
@@ -565,4 +581,36 @@ func (d *decoder) regularize(b *hcl.Block, i int, j *Job) {
 		d.errorf(d.rangeOf(prefix+"to_epoch"), "invalid window", "%sto_epoch = %v ends before from_epoch = %v", prefix, r.ToEpoch, r.FromEpoch)
 	}
 	j.Regularize = append(j.Regularize, r)
+}
+
+func (d *decoder) factorize(b *hcl.Block, i int, j *Job) {
+	prefix := fmt.Sprintf("factorize.%d.", i)
+	d.ranges[fmt.Sprintf("factorize.%d", i)] = b.DefRange
+	c, ok := d.content(b.Body, &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+		{Name: "layer", Required: true}, {Name: "rank"}, {Name: "energy"}, {Name: "at_epoch", Required: true}}})
+	if !ok {
+		return
+	}
+	f := Factorize{}
+	a := attrs{d: d, prefix: prefix, m: c.Attributes}
+	if v, _, ok := a.value("layer", cty.String); ok {
+		f.Layer = v.AsString()
+	}
+	a.int("rank", &f.Rank, 1, 1<<16)
+	a.float("energy", &f.Energy, 0, 1, true)
+	a.int("at_epoch", &f.AtEpoch, 0, 100000)
+	_, hasRank := c.Attributes["rank"]
+	_, hasEnergy := c.Attributes["energy"]
+	if hasRank == hasEnergy {
+		d.errorf(b.DefRange, "invalid factorize", "set exactly one of rank and energy")
+	}
+	if f.AtEpoch >= j.Epochs {
+		d.errorf(d.rangeOf(prefix+"at_epoch"), "value out of range", "%sat_epoch = %d leaves no epoch of the run's %d to fine-tune", prefix, f.AtEpoch, j.Epochs)
+	}
+	for _, other := range j.Factorize {
+		if other.Layer == f.Layer {
+			d.errorf(d.rangeOf(prefix+"layer"), "layer factorized twice", "layer %q is already factorized by an earlier block", f.Layer)
+		}
+	}
+	j.Factorize = append(j.Factorize, f)
 }

@@ -116,6 +116,8 @@ func TestRecipeMistakes(t *testing.T) {
 		{"unknown method", withBlock("prune \"taylor\" {\n    layers = [\"fc1\"]\n  }"), nil, "r.hcl:10,9: unknown prune method"},
 		{"target on nm", withBlock("prune \"nm\" {\n    layers = [\"fc1\"]\n    target = 0.5\n  }"), nil, "Unsupported argument"},
 		{"negative strength", withBlock("regularize \"group_lasso\" {\n    layers = [\"fc1\"]\n    strength = -1\n  }"), nil, "r.hcl:12,16: value out of range; regularize.0.strength = -1"},
+		{"factorize rank and energy", withBlock("factorize {\n    layer = \"fc1\"\n    rank = 3\n    energy = 0.9\n    at_epoch = 1\n  }"), nil, "r.hcl:10,3: invalid factorize; set exactly one of rank and energy"},
+		{"factorize too late", withBlock("factorize {\n    layer = \"fc1\"\n    rank = 3\n    at_epoch = 3\n  }"), nil, "r.hcl:13,16: value out of range; factorize.0.at_epoch = 3 leaves no epoch of the run's 3 to fine-tune"},
 		{"two hidden on lenet5", strings.Replace(base, `arch = "lenet300"`, "arch = \"lenet5\"\n    hidden = [10, 20]", 1), nil, "lenet5 has two convolutions and one hidden fully connected layer"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

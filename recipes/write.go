@@ -104,6 +104,16 @@ func (j *Job) HCL() []byte {
 			pb.SetAttributeValue("every_epochs", cty.NumberFloatVal(p.EveryEpochs))
 		}
 	}
+	for _, f := range j.Factorize {
+		fb := jb.AppendNewBlock("factorize", nil).Body()
+		fb.SetAttributeValue("layer", cty.StringVal(f.Layer))
+		if f.Rank > 0 {
+			fb.SetAttributeValue("rank", cty.NumberIntVal(int64(f.Rank)))
+		} else {
+			fb.SetAttributeValue("energy", cty.NumberFloatVal(f.Energy))
+		}
+		fb.SetAttributeValue("at_epoch", cty.NumberIntVal(int64(f.AtEpoch)))
+	}
 	for _, r := range j.Regularize {
 		rb := jb.AppendNewBlock("regularize", []string{r.Kind}).Body()
 		var ls []cty.Value

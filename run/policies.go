@@ -60,7 +60,7 @@ func regularizePolicies(job *recipes.Job, m *model.Model, epochSamples int64) ([
 					return nil, err
 				}
 			}
-			pol.Params = append(pol.Params, i)
+			pol.Layers = append(pol.Layers, m.Params[i].Name)
 		}
 		out = append(out, pol)
 	}
@@ -94,7 +94,7 @@ func prunePolicies(job *recipes.Job, m *model.Model, epochSamples int64, log hcl
 					return nil, err
 				}
 			}
-			pol.Params = append(pol.Params, i)
+			pol.Layers = append(pol.Layers, m.Params[i].Name)
 		}
 		every := pb.EverySamples
 		switch {
@@ -115,6 +115,28 @@ func prunePolicies(job *recipes.Job, m *model.Model, epochSamples int64, log hcl
 			return nil, job.Errorf(field("schedule"), "%v", err)
 		}
 		out = append(out, pol)
+	}
+	return out, nil
+}
+
+// factorizations checks the job's factorize blocks against the model: a
+// linear layer it has, a rank the layer allows.
+func factorizations(job *recipes.Job, m *model.Model) ([]trainer.FactorizeAt, error) {
+	var out []trainer.FactorizeAt
+	for bi, f := range job.Factorize {
+		field := func(s string) string { return fmt.Sprintf("factorize.%d.%s", bi, s) }
+		i, err := weightIndex(job, m, field("layer"), f.Layer)
+		if err != nil {
+			return nil, err
+		}
+		p := m.Params[i]
+		if len(p.Shape) != 2 {
+			return nil, job.Errorf(field("layer"), "layer %s %v is a convolution; only linear layers are factorized", p.Name, p.Shape)
+		}
+		if full := min(p.Shape[0], p.Shape[1]); f.Rank > full {
+			return nil, job.Errorf(field("rank"), "rank %d is larger than layer %s %v allows (at most %d)", f.Rank, p.Name, p.Shape, full)
+		}
+		out = append(out, trainer.FactorizeAt{Layer: f.Layer, Rank: f.Rank, Energy: f.Energy, Epoch: f.AtEpoch})
 	}
 	return out, nil
 }

@@ -57,7 +57,8 @@ type Summary struct {
 	ParamsNonzero    int     `json:"params_nonzero"`
 	DenseBytes       int     `json:"dense_bytes"`
 	PeakRSSBytes     int64   `json:"peak_rss_bytes"`
-	GuardPauses      int     `json:"guard_pauses"` // times an accuracy guard paused pruning
+	GuardPauses      int     `json:"guard_pauses"`    // times an accuracy guard paused pruning
+	Ranks            []int   `json:"ranks,omitempty"` // ranks of the factorize blocks, in order
 	Engine           string  `json:"engine"`
 	// Thinned is set when structured pruning left whole neurons or filters
 	// at zero: the model rebuilt without them, evaluated on the test set.
@@ -147,6 +148,10 @@ func Execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		return nil, err
 	}
 	policies = append(policies, regs...)
+	factors, err := factorizations(job, m)
+	if err != nil {
+		return nil, err
+	}
 
 	if err := prepareDir(dir, job.Name); err != nil {
 		return nil, err
@@ -158,7 +163,7 @@ func Execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	if err := writeFileAtomic(filepath.Join(dir, RecipeFile), job.HCL()); err != nil {
 		return nil, fmt.Errorf("run: %w", err)
 	}
-	metrics, err := newMetricsWriter(filepath.Join(dir, MetricsFile), m)
+	metrics, err := newMetricsWriter(filepath.Join(dir, MetricsFile), m, job.Factorize)
 	if err != nil {
 		return nil, err
 	}
@@ -171,7 +176,7 @@ func Execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		Model: m, Engine: eng, Train: train, Val: val, Test: test, Batch: job.Batch, EvalBatch: job.EvalBatch,
 		Epochs: job.Epochs, Seed: job.Seed, Augment: data.Augment{Shift: job.Augment.Shift}, Optimizer: opt,
 		Policies: append(policies, opts.Policies...),
-		Logger:   log.Named("trainer"), Progress: opts.Progress, EndEpoch: metrics.write,
+		Logger:   log.Named("trainer"), Progress: opts.Progress, EndEpoch: metrics.write, Factorize: factors,
 	})
 	if err != nil {
 		return nil, err
@@ -185,7 +190,7 @@ func Execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		Job: job.Name, Dataset: job.Dataset, Model: job.Model.Arch, Seed: job.Seed, Batch: job.Batch,
 		TestAccuracy: res.TestAccuracy, TestLoss: res.TestLoss, ValAccuracy: res.ValAccuracy, ValLoss: res.ValLoss,
 		Epochs: job.Epochs, Steps: res.Steps, SamplesSeen: res.SamplesSeen, SamplesPerSecond: res.SamplesPerSec,
-		TrainSeconds: res.TrainSeconds, Engine: eng.Name(), Layers: m.Layers(), History: res.Epochs,
+		TrainSeconds: res.TrainSeconds, Engine: eng.Name(), Layers: tr.Model().Layers(), History: res.Epochs, Ranks: res.Ranks,
 	}
 	for _, l := range sum.Layers {
 		sum.ParamsTotal += l.Params
@@ -196,7 +201,7 @@ func Execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		sum.GuardPauses = res.Epochs[n-1].GuardPauses
 	}
 	if slices.ContainsFunc(sum.Layers, func(l model.LayerInfo) bool { return l.StructuredSparsity > 0 }) {
-		if sum.Thinned, err = thin(m, eng, test, job.EvalBatch); err != nil {
+		if sum.Thinned, err = thin(tr.Model(), eng, test, job.EvalBatch); err != nil {
 			return nil, err
 		}
 		log.Info("thinned", "params", sum.Thinned.ParamsTotal, "of", sum.ParamsTotal, "test_accuracy", sum.Thinned.TestAccuracy)
@@ -239,15 +244,17 @@ func peakRSS() int64 {
 
 // metricsWriter appends one CSV row per epoch and flushes it to disk.
 type metricsWriter struct {
-	f *os.File
-	w *csv.Writer
+	f      *os.File
+	w      *csv.Writer
+	layers []string // the sparsity columns, by weight name
 }
 
 var metricsHeader = []string{"epoch", "steps", "samples_seen", "lr", "train_loss", "extra_loss", "train_accuracy", "val_loss", "val_accuracy", "train_seconds", "samples_per_second", "sparsity", "guard_pauses"}
 
 // newMetricsWriter starts metrics.csv: the fixed columns, then one
-// sparsity_<layer> column per weight of m.
-func newMetricsWriter(path string, m *model.Model) (*metricsWriter, error) {
+// sparsity_<layer> column per weight of m and per factor a factorize block
+// will create (empty while the weight does not exist).
+func newMetricsWriter(path string, m *model.Model, factors []recipes.Factorize) (*metricsWriter, error) {
 	f, err := os.Create(path)
 	if err != nil {
 		return nil, fmt.Errorf("run: %w", err)
@@ -255,7 +262,13 @@ func newMetricsWriter(path string, m *model.Model) (*metricsWriter, error) {
 	mw := &metricsWriter{f: f, w: csv.NewWriter(f)}
 	header := slices.Clone(metricsHeader)
 	for _, w := range m.Weights() {
-		header = append(header, "sparsity_"+w.Name)
+		mw.layers = append(mw.layers, w.Name)
+	}
+	for _, f := range factors {
+		mw.layers = append(mw.layers, f.Layer+".v", f.Layer+".u")
+	}
+	for _, l := range mw.layers {
+		header = append(header, "sparsity_"+l)
 	}
 	mw.w.Write(header)
 	mw.w.Flush()
@@ -266,8 +279,12 @@ func (mw *metricsWriter) write(m trainer.EpochMetrics) error {
 	g := func(v float64) string { return strconv.FormatFloat(v, 'g', 8, 64) }
 	row := []string{strconv.Itoa(m.Epoch), strconv.FormatInt(m.Steps, 10), strconv.FormatInt(m.SamplesSeen, 10),
 		g(m.LR), g(m.TrainLoss), g(m.ExtraLoss), g(m.TrainAccuracy), g(m.ValLoss), g(m.ValAccuracy), g(m.TrainSeconds), g(m.SamplesPerSec), g(m.Sparsity), strconv.Itoa(m.GuardPauses)}
-	for _, s := range m.LayerSparsity {
-		row = append(row, g(s))
+	for _, l := range mw.layers {
+		cell := ""
+		if k := slices.Index(m.LayerNames, l); k >= 0 {
+			cell = g(m.LayerSparsity[k])
+		}
+		row = append(row, cell)
 	}
 	mw.w.Write(row)
 	mw.w.Flush()

@@ -153,6 +153,8 @@ func TestLayerChecksPointAtTheRecipe(t *testing.T) {
 		{"prune \"magnitude\" {\n    layers = [\"fc9\"]\n    target = 0.5\n  }", "tiny.hcl:15,14: model mlp has no layer \"fc9\" (its weights: fc1, fc2)"},
 		{"prune \"structured\" {\n    layers = [\"fc1\"]\n    target = 0.5\n    granularity = \"filters\"\n  }", "tiny.hcl:17,19: granularity \"filters\" does not fit layer fc1 [32 784] (allowed: rows, columns)"},
 		{"regularize \"group_lasso\" {\n    layers = [\"fc2\"]\n    groups = \"channels\"\n    strength = 0.1\n  }", "tiny.hcl:16,14: granularity \"channels\" does not fit layer fc2"},
+		{"factorize {\n    layer = \"fc1\"\n    rank = 33\n    at_epoch = 0\n  }", "tiny.hcl:16,12: rank 33 is larger than layer fc1 [32 784] allows (at most 32)"},
+		{"factorize {\n    layer = \"fc7\"\n    rank = 3\n    at_epoch = 0\n  }", "tiny.hcl:15,13: model mlp has no layer \"fc7\""},
 	} {
 		src := strings.Replace(recipe, "  model {", "  "+tc.block+"\n  model {", 1)
 		j, err := recipes.Parse([]byte(src), "tiny.hcl", nil)

@@ -36,6 +36,23 @@ type Optimizer interface {
 	// State returns the optimizer's per-parameter buffers (for checkpoints
 	// and tests), in a fixed order.
 	State() [][]float32
+	// Remap follows a model rebuild: new parameter i (of sizes[i] elements)
+	// keeps the state of old parameter from[i], or starts from zero when
+	// from[i] < 0.
+	Remap(from, sizes []int)
+}
+
+func remap(old [][]float32, from, sizes []int) [][]float32 {
+	if old == nil {
+		return nil
+	}
+	out := alloc(sizes)
+	for i, f := range from {
+		if f >= 0 && len(old[f]) == sizes[i] {
+			copy(out[i], old[f])
+		}
+	}
+	return out
 }
 
 // NewOptimizer builds an optimizer for parameters of the given sizes.
@@ -75,6 +92,8 @@ type sgd struct {
 }
 
 func (o *sgd) State() [][]float32 { return o.v }
+
+func (o *sgd) Remap(from, sizes []int) { o.v = remap(o.v, from, sizes) }
 
 func (o *sgd) Step(params, grads [][]float32, masks [][]byte, lr float32) {
 	spans(o.c.Engine, params, func(i, lo, hi int) { o.update(i, lo, hi, params, grads, masks, lr) })
@@ -175,6 +194,8 @@ type adam struct {
 }
 
 func (o *adam) State() [][]float32 { return slices.Concat(o.m, o.v) }
+
+func (o *adam) Remap(from, sizes []int) { o.m, o.v = remap(o.m, from, sizes), remap(o.v, from, sizes) }
 
 func (o *adam) Step(params, grads [][]float32, masks [][]byte, lr float32) {
 	o.t++

@@ -2,6 +2,7 @@ package trainer
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -16,7 +17,7 @@ import (
 // the optimizer holds pruned weights and their optimizer state at zero.
 type PrunePolicy struct {
 	Label       string
-	Params      []int // indices into Model.Params (weights only)
+	Layers      []string // weight names, resolved at each event (the model may be rebuilt)
 	Schedule    schedule.Sparsity
 	Granularity compress.Granularity // Element, a structured one, or NM
 	Norm        compress.Norm        // structured ranking
@@ -56,13 +57,16 @@ func (p *PrunePolicy) BeforeStep(s *State) error {
 		return nil
 	}
 	target := p.Schedule.Target(at)
-	ws := make([]compress.Weight, len(p.Params))
-	for k, i := range p.Params {
+	params, err := s.weightIndices(p.Layers)
+	if err != nil {
+		return err
+	}
+	ws := make([]compress.Weight, len(params))
+	for k, i := range params {
 		prm := s.Model.Params[i]
 		ws[k] = compress.Weight{Name: prm.Name, Shape: prm.Shape, Data: s.Params[i]}
 	}
 	masks := make([][]byte, len(ws))
-	var err error
 	switch {
 	case p.Granularity == compress.NM:
 		for k, w := range ws {
@@ -84,7 +88,7 @@ func (p *PrunePolicy) BeforeStep(s *State) error {
 		}
 	}
 	p.undo = p.undo[:0]
-	for k, i := range p.Params {
+	for k, i := range params {
 		if p.Guard != nil && p.Guard.Undo {
 			e := undoEntry{param: i, mask: s.Masks[i]}
 			for j, keep := range masks[k] {
@@ -110,6 +114,7 @@ func (p *PrunePolicy) EndEpoch(s *State, m EpochMetrics) error {
 	if p.Guard == nil {
 		return nil
 	}
+	defer func() { p.undo = p.undo[:0] }() // only the epoch's own last step can be undone
 	switch p.Guard.Observe(m.ValAccuracy, s.SamplesSeen, p.Schedule.Start) {
 	case schedule.GuardPause:
 		s.GuardPauses++
@@ -131,6 +136,19 @@ func (p *PrunePolicy) EndEpoch(s *State, m EpochMetrics) error {
 		}
 	}
 	return nil
+}
+
+// weightIndices resolves weight names to indices into Model.Params.
+func (s *State) weightIndices(names []string) ([]int, error) {
+	out := make([]int, len(names))
+	for k, name := range names {
+		i := slices.IndexFunc(s.Model.Params, func(p *model.Param) bool { return p.Name == name && !p.Bias })
+		if i < 0 {
+			return nil, fmt.Errorf("trainer: the model has no weight %q (factorized or thinned away?)", name)
+		}
+		out[k] = i
+	}
+	return out, nil
 }
 
 // WeightSparsity returns each weight's fraction of zeros, in Model.Weights

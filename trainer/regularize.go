@@ -11,8 +11,8 @@ import (
 // weights reach exactly zero), L2 as a gradient term. The penalty's value
 // is reported as extra loss.
 type RegularizePolicy struct {
-	Kind        string // "group_lasso", "l1", "l2"
-	Params      []int  // indices into Model.Params (weights)
+	Kind        string   // "group_lasso", "l1", "l2"
+	Layers      []string // weight names
 	Granularity compress.Granularity
 	Strength    float64
 	Start, End  int64
@@ -43,8 +43,12 @@ func (p *RegularizePolicy) ExtraLoss(s *State) (float64, error) {
 	if !p.active(s) {
 		return 0, nil
 	}
+	params, err := s.weightIndices(p.Layers)
+	if err != nil {
+		return 0, err
+	}
 	var total float64
-	for _, i := range p.Params {
+	for _, i := range params {
 		switch p.Kind {
 		case "l2":
 			total += regularizers.L2Grad(s.Grads[i], s.Params[i], p.Strength)
@@ -66,9 +70,13 @@ func (p *RegularizePolicy) AfterUpdate(s *State) error {
 	if !p.active(s) || p.Kind == "l2" {
 		return nil
 	}
+	params, err := s.weightIndices(p.Layers)
+	if err != nil {
+		return err
+	}
 	t := s.LR * p.Strength
 	zero := 0
-	for _, i := range p.Params {
+	for _, i := range params {
 		if p.Kind == "l1" {
 			regularizers.L1Prox(s.Params[i], t)
 			continue

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"runtime/debug"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -37,6 +38,20 @@ type Config struct {
 	// EndEpoch, if set, is called after each epoch's evaluation; an error
 	// stops the run.
 	EndEpoch func(EpochMetrics) error
+	// Factorize replaces linear layers by low-rank pairs at the start of
+	// the given epochs (then training fine-tunes them).
+	Factorize []FactorizeAt
+}
+
+// FactorizeAt is one low-rank replacement: at the start of Epoch
+// (zero-based: 10 means after ten epochs), Layer becomes Layer.v then
+// Layer.u of rank Rank, or of the smallest rank keeping the fraction Energy
+// of its spectral energy.
+type FactorizeAt struct {
+	Layer  string
+	Rank   int
+	Energy float64
+	Epoch  int
 }
 
 // Progress reports one step.
@@ -65,11 +80,13 @@ type EpochMetrics struct {
 	// LayerSparsity each weight's, in Model.Weights order.
 	Sparsity      float64   `json:"sparsity"`
 	LayerSparsity []float64 `json:"layer_sparsity"`
+	LayerNames    []string  `json:"layer_names"`  // the weights LayerSparsity is given for
 	GuardPauses   int       `json:"guard_pauses"` // total so far
 }
 
 // Result is the outcome of a run.
 type Result struct {
+	Ranks         []int // ranks chosen for Config.Factorize, in order
 	Epochs        []EpochMetrics
 	Steps         int64
 	SamplesSeen   int64
@@ -115,15 +132,9 @@ func New(cfg Config) (*Trainer, error) {
 		log = hclog.NewNullLogger()
 	}
 	t := &Trainer{cfg: cfg, log: log}
-	net, err := cfg.Model.Build(cfg.Engine, cfg.Batch, true, cfg.Seed)
-	if err != nil {
+	if err := t.build(); err != nil {
 		return nil, err
 	}
-	t.net = net
-	if t.grads, err = G.Grad(net.Loss, net.Params...); err != nil {
-		return nil, fmt.Errorf("trainer: gradients: %w", err)
-	}
-	t.vm = G.NewTapeMachine(net.Graph, G.WithEngine(engineOf(cfg.Engine)))
 	t.batch = data.Batcher{Set: cfg.Train, Augment: cfg.Augment, Seed: cfg.Seed}
 	t.state = State{Model: cfg.Model, Masks: make([][]byte, len(cfg.Model.Params))}
 	for _, p := range cfg.Model.Params {
@@ -135,6 +146,52 @@ func New(cfg Config) (*Trainer, error) {
 	t.state.Batch = int64(cfg.Batch)
 	return t, nil
 }
+
+// build makes the training graph, its gradients and machine for cfg.Model.
+func (t *Trainer) build() error {
+	net, err := t.cfg.Model.Build(t.cfg.Engine, t.cfg.Batch, true, t.cfg.Seed)
+	if err != nil {
+		return err
+	}
+	grads, err := G.Grad(net.Loss, net.Params...)
+	if err != nil {
+		return fmt.Errorf("trainer: gradients: %w", err)
+	}
+	t.net, t.grads = net, grads
+	t.vm = G.NewTapeMachine(net.Graph, G.WithEngine(engineOf(t.cfg.Engine)))
+	return nil
+}
+
+// rebuild switches training to a new model (a factorized or thinned
+// version of the current one): graphs are rebuilt, and each parameter that
+// keeps its name and size keeps its mask and optimizer state.
+func (t *Trainer) rebuild(m *model.Model) error {
+	old := t.cfg.Model
+	t.Close()
+	t.evalNt, t.evalVM = nil, nil
+	t.cfg.Model = m
+	if err := t.build(); err != nil {
+		return err
+	}
+	from := make([]int, len(m.Params))
+	sizes := make([]int, len(m.Params))
+	masks := make([][]byte, len(m.Params))
+	t.state.Params = t.state.Params[:0]
+	for i, p := range m.Params {
+		sizes[i] = p.Size()
+		from[i] = slices.IndexFunc(old.Params, func(q *model.Param) bool { return q.Name == p.Name && q.Size() == p.Size() })
+		if from[i] >= 0 {
+			masks[i] = t.state.Masks[from[i]]
+		}
+		t.state.Params = append(t.state.Params, p.Data())
+	}
+	t.cfg.Optimizer.Remap(from, sizes)
+	t.state.Model, t.state.Masks, t.state.Grads = m, masks, make([][]float32, len(m.Params))
+	return nil
+}
+
+// Model is the model being trained (it changes when layers are factorized).
+func (t *Trainer) Model() *model.Model { return t.cfg.Model }
 
 // engineOf returns the tensor.Engine to hand the TapeMachine: an engine that
 // is one (the CPU engine embeds tensor.StdEng) is passed as itself.
@@ -169,6 +226,21 @@ func (t *Trainer) Run(ctx context.Context) (res *Result, err error) {
 	steps := data.Steps(cfg.Train.Len(), cfg.Batch)
 	x, y := t.net.XValue.Float32s(), t.net.YValue.Float32s()
 	for epoch := 0; epoch < cfg.Epochs; epoch++ {
+		for _, f := range cfg.Factorize {
+			if f.Epoch != epoch {
+				continue
+			}
+			fm, rank, err := t.cfg.Model.Factorize(f.Layer, f.Rank, f.Energy)
+			if err != nil {
+				return nil, err
+			}
+			if err := t.rebuild(fm); err != nil {
+				return nil, err
+			}
+			t.log.Info("layer factorized", "layer", f.Layer, "rank", rank, "epoch", epoch+1, "params", fm.NumParams())
+			res.Ranks = append(res.Ranks, rank)
+		}
+		x, y = t.net.XValue.Float32s(), t.net.YValue.Float32s()
 		order := data.Order(cfg.Seed, epoch, cfg.Train.Len())
 		var lossSum, extraSum float64
 		correct := 0
@@ -199,7 +271,10 @@ func (t *Trainer) Run(ctx context.Context) (res *Result, err error) {
 			TrainLoss: lossSum / float64(steps), ExtraLoss: extraSum / float64(steps), TrainAccuracy: float64(correct) / float64(steps*cfg.Batch),
 			TrainSeconds: trainDur.Seconds(), SamplesPerSec: float64(steps*cfg.Batch) / trainDur.Seconds(),
 		}
-		em.LayerSparsity, em.Sparsity = WeightSparsity(cfg.Model)
+		em.LayerSparsity, em.Sparsity = WeightSparsity(t.cfg.Model)
+		for _, w := range t.cfg.Model.Weights() {
+			em.LayerNames = append(em.LayerNames, w.Name)
+		}
 		res.TrainSeconds += trainDur.Seconds()
 		if cfg.Val != nil {
 			if em.ValAccuracy, em.ValLoss, err = t.Evaluate(cfg.Val); err != nil {

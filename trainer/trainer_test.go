@@ -243,7 +243,7 @@ func TestGuardPausesAndUndoesPruning(t *testing.T) {
 		s.Params = append(s.Params, p.Data())
 	}
 	orig := slices.Clone(s.Params[0])
-	pol := &PrunePolicy{Label: "t", Params: []int{0}, Granularity: "element",
+	pol := &PrunePolicy{Label: "t", Layers: []string{"fc1"}, Granularity: "element",
 		Schedule: schedule.Sparsity{Kind: "agp", Initial: 0.5, Final: 0.9, Start: 100, End: 300, Every: 100},
 		Guard:    &schedule.Guard{Tolerance: 0.01, Undo: true}}
 	step := func(seen int64, acc float64) {
@@ -275,5 +275,37 @@ func TestGuardPausesAndUndoesPruning(t *testing.T) {
 	step(300, 0.90) // the event at the window's end prunes to the final target
 	if pol.Events != 2 || math.Abs(compress.Sparsity(s.Params[0])-0.9) > 1e-3 {
 		t.Fatalf("events %d sparsity %v", pol.Events, compress.Sparsity(s.Params[0]))
+	}
+}
+
+// TestFactorizeMidRunComposesWithPruning factorizes fc1 after one epoch
+// while fc2 is being pruned, and checks that training goes on.
+func TestFactorizeMidRunComposesWithPruning(t *testing.T) {
+	train, val := synthetic(640, 1), synthetic(200, 2)
+	m, _ := model.New(model.Spec{Arch: "mlp", Hidden: []int{64, 32}}, model.MNISTInput, 1)
+	eng := cpu.New(cpu.Options{Threads: 2})
+	o, _ := NewOptimizer(OptimConfig{Kind: "sgd", Momentum: 0.9, Engine: eng}, sizes(m))
+	prune := &PrunePolicy{Label: "fc2", Layers: []string{"fc2"}, Granularity: "element",
+		Schedule: schedule.Sparsity{Kind: "agp", Final: 0.5, Start: 0, End: 1280, Every: 320}}
+	tr, err := New(Config{Model: m, Engine: eng, Train: train, Val: val, Batch: 32, Epochs: 3, Seed: 1, Optimizer: o,
+		Policies:  []Policy{&LRPolicy{Schedule: schedule.LR{Kind: "constant", Base: 0.05, Total: 1}}, prune},
+		Factorize: []FactorizeAt{{Layer: "fc1", Rank: 16, Epoch: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	res, err := tr.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fm := tr.Model()
+	if len(res.Ranks) != 1 || res.Ranks[0] != 16 || fm.Param("fc1.v") == nil || fm.Param("fc1") != nil {
+		t.Fatalf("ranks %v, weights %v", res.Ranks, res.Epochs[len(res.Epochs)-1].LayerNames)
+	}
+	if s := compress.Sparsity(fm.Param("fc2").Data()); math.Abs(s-0.5) > 0.01 {
+		t.Fatalf("fc2 sparsity %v after the rebuild, want 0.5", s)
+	}
+	if res.ValAccuracy < 0.9 {
+		t.Fatalf("validation accuracy %.3f after factorizing", res.ValAccuracy)
 	}
 }

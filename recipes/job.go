@@ -23,6 +23,8 @@ type Job struct {
 	Prune      []Prune      // in recipe order; a layer appears in at most one
 	Regularize []Regularize // in recipe order
 	Factorize  []Factorize  // low-rank replacements, in recipe order
+	// Sensitivity, when set, runs a sensitivity analysis during the run.
+	Sensitivity *Sensitivity
 
 	// File is the recipe's path; Variables the resolved variable values
 	// (defaults with -var overrides applied), by name.
@@ -88,6 +90,9 @@ type Prune struct {
 	// GuardUndo also undoes the last pruning step when it pauses.
 	GuardTolerance float64
 	GuardUndo      bool
+	// TargetsFrom "sensitivity" replaces Target per layer with the
+	// sensitivity analysis's suggestions.
+	TargetsFrom string
 }
 
 // Regularize is one regularize block, labelled with its kind.
@@ -108,6 +113,15 @@ type Factorize struct {
 	Rank    int     // the rank, or 0 to choose it by Energy
 	Energy  float64 // fraction of spectral energy to keep, in (0, 1]
 	AtEpoch int     // epochs of training done before factorizing
+}
+
+// Sensitivity is the sensitivity block: each layer pruned alone to each
+// sparsity at the end of epoch AtEpoch, evaluated on the validation split.
+type Sensitivity struct {
+	Layers     []string
+	Sparsities []float64
+	Tolerance  float64 // accuracy (fraction) a suggestion may lose
+	AtEpoch    int     // 1-based epoch after which it runs
 }
 
 // PruneDefaults fills a prune block's unset fields.

@@ -316,6 +316,7 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 			{Type: "prune", LabelNames: []string{"method"}},
 			{Type: "regularize", LabelNames: []string{"kind"}},
 			{Type: "factorize"},
+			{Type: "sensitivity"},
 		},
 	})
 	if !ok {
@@ -336,6 +337,14 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 	for _, blk := range c.Blocks {
 		if blk.Type == "prune" {
 			d.prune(blk, len(j.Prune), j)
+			continue
+		}
+		if blk.Type == "sensitivity" {
+			if j.Sensitivity != nil {
+				d.errorf(blk.DefRange, "duplicate block", "only one sensitivity block is allowed")
+				continue
+			}
+			d.sensitivity(blk, j)
 			continue
 		}
 		if blk.Type == "factorize" {
@@ -361,6 +370,28 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 			if c, ok := d.content(blk.Body, &hcl.BodySchema{Attributes: names("shift")}); ok {
 				attrs{d: d, prefix: "augment.", m: c.Attributes}.int("shift", &j.Augment.Shift, 0, 8)
 			}
+		}
+	}
+	for i, p := range j.Prune {
+		if p.TargetsFrom != "sensitivity" {
+			continue
+		}
+		r := d.rangeOf(fmt.Sprintf("prune.%d.targets_from", i))
+		switch {
+		case j.Sensitivity == nil:
+			d.errorf(r, "missing sensitivity block", "prune.%d takes its targets from a sensitivity analysis, but the job has no sensitivity block", i)
+		case p.Scope == "global":
+			d.errorf(r, "invalid prune", "per-layer targets from sensitivity need scope = \"layer\"")
+		case float64(j.Sensitivity.AtEpoch) > p.FromEpoch:
+			d.errorf(r, "invalid window", "prune.%d starts at epoch %v, before the sensitivity analysis (after epoch %d)", i, p.FromEpoch, j.Sensitivity.AtEpoch)
+		}
+		for _, l := range p.Layers {
+			if j.Sensitivity != nil && !slices.Contains(j.Sensitivity.Layers, l) {
+				d.errorf(r, "invalid prune", "layer %q is not in the sensitivity analysis", l)
+			}
+		}
+		if j.Prune[i].Target == 0 {
+			j.Prune[i].Target = 0.99 // the scale the per-layer targets apply to (see trainer.PrunePolicy)
 		}
 	}
 	if _, ok := seen["model"]; !ok {
@@ -456,7 +487,7 @@ func (d *decoder) prune(b *hcl.Block, i int, j *Job) {
 		return
 	}
 	p := PruneDefaults(method)
-	fields := []string{"layers", "schedule", "power", "from_epoch", "to_epoch", "every_epochs", "every_steps", "every_samples", "initial", "guard_tolerance", "guard_undo"}
+	fields := []string{"layers", "schedule", "power", "from_epoch", "to_epoch", "every_epochs", "every_steps", "every_samples", "initial", "guard_tolerance", "guard_undo", "targets_from"}
 	switch method {
 	case "magnitude":
 		fields = append(fields, "target", "scope")
@@ -478,7 +509,8 @@ func (d *decoder) prune(b *hcl.Block, i int, j *Job) {
 			d.errorf(at.Expr.Range(), "invalid layers", "%slayers must be a non-empty list of layer names", prefix)
 		}
 	}
-	if method != "nm" {
+	a.choice("targets_from", &p.TargetsFrom, []string{"sensitivity"})
+	if method != "nm" && p.TargetsFrom == "" {
 		if _, ok := c.Attributes["target"]; !ok {
 			d.errorf(b.DefRange, "missing attribute", "prune %q needs a target sparsity in [0, 1)", method)
 		}
@@ -613,4 +645,30 @@ func (d *decoder) factorize(b *hcl.Block, i int, j *Job) {
 		}
 	}
 	j.Factorize = append(j.Factorize, f)
+}
+
+func (d *decoder) sensitivity(b *hcl.Block, j *Job) {
+	prefix := "sensitivity."
+	d.ranges["sensitivity"] = b.DefRange
+	c, ok := d.content(b.Body, &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+		{Name: "layers", Required: true}, {Name: "sparsities"}, {Name: "tolerance"}, {Name: "at_epoch", Required: true}}})
+	if !ok {
+		return
+	}
+	s := &Sensitivity{Sparsities: []float64{0.5, 0.7, 0.8, 0.9, 0.95}, Tolerance: 0.005}
+	a := attrs{d: d, prefix: prefix, m: c.Attributes}
+	if v, at, ok := a.value("layers", cty.List(cty.String)); ok {
+		if err := gocty.FromCtyValue(v, &s.Layers); err != nil || len(s.Layers) == 0 {
+			d.errorf(at.Expr.Range(), "invalid layers", "sensitivity.layers must be a non-empty list of layer names")
+		}
+	}
+	if v, at, ok := a.value("sparsities", cty.List(cty.Number)); ok {
+		if err := gocty.FromCtyValue(v, &s.Sparsities); err != nil || len(s.Sparsities) == 0 ||
+			slices.ContainsFunc(s.Sparsities, func(x float64) bool { return !(x > 0 && x < 1) }) {
+			d.errorf(at.Expr.Range(), "value out of range", "sensitivity.sparsities must be a non-empty list of sparsities in (0, 1)")
+		}
+	}
+	a.float("tolerance", &s.Tolerance, 0, 1, false)
+	a.int("at_epoch", &s.AtEpoch, 1, j.Epochs)
+	j.Sensitivity = s
 }

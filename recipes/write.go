@@ -91,6 +91,9 @@ func (j *Job) HCL() []byte {
 		pb.SetAttributeValue("power", cty.NumberFloatVal(p.Power))
 		pb.SetAttributeValue("from_epoch", cty.NumberFloatVal(p.FromEpoch))
 		pb.SetAttributeValue("to_epoch", cty.NumberFloatVal(p.ToEpoch))
+		if p.TargetsFrom != "" {
+			pb.SetAttributeValue("targets_from", cty.StringVal(p.TargetsFrom))
+		}
 		if p.GuardTolerance > 0 {
 			pb.SetAttributeValue("guard_tolerance", cty.NumberFloatVal(p.GuardTolerance))
 			pb.SetAttributeValue("guard_undo", cty.BoolVal(p.GuardUndo))
@@ -103,6 +106,20 @@ func (j *Job) HCL() []byte {
 		default:
 			pb.SetAttributeValue("every_epochs", cty.NumberFloatVal(p.EveryEpochs))
 		}
+	}
+	if s := j.Sensitivity; s != nil {
+		sb := jb.AppendNewBlock("sensitivity", nil).Body()
+		var ls, sp []cty.Value
+		for _, l := range s.Layers {
+			ls = append(ls, cty.StringVal(l))
+		}
+		for _, x := range s.Sparsities {
+			sp = append(sp, cty.NumberFloatVal(x))
+		}
+		sb.SetAttributeValue("layers", cty.ListVal(ls))
+		sb.SetAttributeValue("sparsities", cty.ListVal(sp))
+		sb.SetAttributeValue("tolerance", cty.NumberFloatVal(s.Tolerance))
+		sb.SetAttributeValue("at_epoch", cty.NumberIntVal(int64(s.AtEpoch)))
 	}
 	for _, f := range j.Factorize {
 		fb := jb.AppendNewBlock("factorize", nil).Body()

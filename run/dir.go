@@ -14,6 +14,9 @@ const (
 	ManifestFile = "manifest.json"
 	MetricsFile  = "metrics.csv"
 	SummaryFile  = "summary.json"
+	// SensitivityFile and SensitivityCSV hold a sensitivity analysis.
+	SensitivityFile = "sensitivity.json"
+	SensitivityCSV  = "sensitivity.csv"
 )
 
 // ErrForeignRunDir reports a run directory that holds something else.

@@ -8,6 +8,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/lathe-ml/lathe/compress"
+	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/recipes"
 	"github.com/lathe-ml/lathe/schedule"
@@ -139,4 +140,28 @@ func factorizations(job *recipes.Job, m *model.Model) ([]trainer.FactorizeAt, er
 		out = append(out, trainer.FactorizeAt{Layer: f.Layer, Rank: f.Rank, Energy: f.Energy, Epoch: f.AtEpoch})
 	}
 	return out, nil
+}
+
+// sensitivityPolicy builds the job's sensitivity block, feeding the prune
+// policies whose targets come from it.
+func sensitivityPolicy(job *recipes.Job, m *model.Model, val *data.Set, prune []trainer.Policy, log hclog.Logger) (*trainer.SensitivityPolicy, error) {
+	sb := job.Sensitivity
+	if sb == nil {
+		return nil, nil
+	}
+	if val == nil {
+		return nil, job.Errorf("sensitivity", "a sensitivity analysis evaluates on the validation split; set validation > 0")
+	}
+	for _, l := range sb.Layers {
+		if _, err := weightIndex(job, m, "sensitivity.layers", l); err != nil {
+			return nil, err
+		}
+	}
+	p := &trainer.SensitivityPolicy{Layers: sb.Layers, Sparsities: sb.Sparsities, Tolerance: sb.Tolerance, Epoch: sb.AtEpoch, Logger: log.Named("sensitivity")}
+	for i, pb := range job.Prune {
+		if pb.TargetsFrom == "sensitivity" {
+			p.Feed = append(p.Feed, prune[i].(*trainer.PrunePolicy))
+		}
+	}
+	return p, nil
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -152,6 +153,13 @@ func Execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	if err != nil {
 		return nil, err
 	}
+	sens, err := sensitivityPolicy(job, m, val, prune, log)
+	if err != nil {
+		return nil, err
+	}
+	if sens != nil {
+		policies = append(policies, sens)
+	}
 
 	if err := prepareDir(dir, job.Name); err != nil {
 		return nil, err
@@ -182,6 +190,13 @@ func Execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		return nil, err
 	}
 	defer tr.Close()
+	if sens != nil {
+		sens.Evaluate = func() (float64, error) {
+			acc, _, err := tr.Evaluate(val)
+			return acc, err
+		}
+		sens.Write = func(t trainer.SensitivityTable) error { return writeSensitivity(dir, t) }
+	}
 	res, err := tr.Run(ctx)
 	if err != nil {
 		return nil, err
@@ -232,6 +247,22 @@ func thin(m *model.Model, eng compute.Engine, test *data.Set, batch int) (*Thinn
 		t.Layers = append(t.Layers, ThinnedLayer{Name: rep.Layers[i], Shape: rep.After[i], Removed: rep.Removed[i]})
 	}
 	return t, nil
+}
+
+// writeSensitivity writes sensitivity.json and sensitivity.csv.
+func writeSensitivity(dir string, t trainer.SensitivityTable) error {
+	if err := writeJSON(filepath.Join(dir, SensitivityFile), t); err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	var b strings.Builder
+	b.WriteString("layer,sparsity,val_accuracy,baseline_val_accuracy,suggested_target\n")
+	for _, r := range t.Rows {
+		fmt.Fprintf(&b, "%s,%g,%g,%g,%g\n", r.Layer, r.Sparsity, r.Accuracy, t.Baseline, t.Suggested[r.Layer])
+	}
+	if err := writeFileAtomic(filepath.Join(dir, SensitivityCSV), []byte(b.String())); err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	return nil
 }
 
 // peakRSS is the largest resident set of this process or its children, in bytes.

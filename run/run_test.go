@@ -229,3 +229,53 @@ func TestPruningAndGroupLassoRun(t *testing.T) {
 		t.Fatalf("test accuracy %.3f", sum.TestAccuracy)
 	}
 }
+
+func TestSensitivityFeedsPerLayerTargets(t *testing.T) {
+	block := `sensitivity {
+    layers     = ["fc1", "fc2"]
+    sparsities = [0.3, 0.6, 0.9]
+    tolerance  = 0.02
+    at_epoch   = 1
+  }
+  prune "magnitude" {
+    layers       = ["fc1", "fc2"]
+    targets_from = "sensitivity"
+    from_epoch   = 1
+    to_epoch     = 2
+    every_steps  = 10
+  }`
+	src := strings.Replace(recipe, "  model {", "  "+block+"\n  model {", 1)
+	j, err := recipes.Parse([]byte(src), "tiny.hcl", []string{"epochs=3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	sum, err := Execute(context.Background(), j, Options{RunDir: dir, Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var table trainer.SensitivityTable
+	b, err := os.ReadFile(filepath.Join(dir, SensitivityFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &table); err != nil || len(table.Rows) != 6 || table.Epoch != 1 {
+		t.Fatalf("sensitivity.json: %+v %v", table, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, SensitivityCSV)); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range sum.Layers[:2] {
+		want := table.Suggested[l.Name]
+		weights := l.Params - l.Shape[0]
+		if got := l.Sparsity; math.Abs(got-want) > 1.0/float64(weights)+1e-9 {
+			t.Fatalf("%s: sparsity %v, suggested target %v", l.Name, got, want)
+		}
+		// A suggestion keeps accuracy within the tolerance in the table.
+		for _, r := range table.Rows {
+			if r.Layer == l.Name && r.Sparsity == want && r.Accuracy < table.Baseline-table.Tolerance {
+				t.Fatalf("suggested %v for %s lost more than the tolerance", want, l.Name)
+			}
+		}
+	}
+}

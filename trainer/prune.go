@@ -27,6 +27,10 @@ type PrunePolicy struct {
 	// Guard, if set, pauses pruning while validation accuracy is too far
 	// below its baseline (checked at each epoch's end).
 	Guard *schedule.Guard
+	// LayerTargets, when set (by a sensitivity analysis), gives each layer
+	// its own final sparsity: the schedule's target is scaled by
+	// LayerTargets[layer] / Schedule.Final. Per-layer pruning only.
+	LayerTargets map[string]float64
 
 	// Events counts the mask recomputations so far.
 	Events int
@@ -78,11 +82,11 @@ func (p *PrunePolicy) BeforeStep(s *State) error {
 		masks = compress.GlobalMagnitude(ws, target)
 	case p.Granularity == compress.Element:
 		for k, w := range ws {
-			masks[k] = compress.Magnitude(w, target)
+			masks[k] = compress.Magnitude(w, p.layerTarget(w.Name, target))
 		}
 	default:
 		for k, w := range ws {
-			if masks[k], err = compress.Structured(w, p.Granularity, p.Norm, target); err != nil {
+			if masks[k], err = compress.Structured(w, p.Granularity, p.Norm, p.layerTarget(w.Name, target)); err != nil {
 				return err
 			}
 		}
@@ -107,6 +111,15 @@ func (p *PrunePolicy) BeforeStep(s *State) error {
 		p.Logger.Debug("masks recomputed", "policy", p.Name(), "samples", at, "target", fmt.Sprintf("%.4f", target))
 	}
 	return nil
+}
+
+// layerTarget scales the schedule's target for one layer.
+func (p *PrunePolicy) layerTarget(layer string, target float64) float64 {
+	if p.LayerTargets == nil || p.Schedule.Final == 0 {
+		return target
+	}
+	lt := p.LayerTargets[layer] // a layer without a suggestion is not pruned
+	return target * lt / p.Schedule.Final
 }
 
 // EndEpoch implements EpochEnder: the guard's check.

@@ -97,12 +97,14 @@ type Prune struct {
 
 // Regularize is one regularize block, labelled with its kind.
 type Regularize struct {
-	Kind      string   // "group_lasso", "l1", "l2"
-	Layers    []string // weight names
-	Groups    string   // group_lasso: rows, columns, filters, channels
-	Strength  float64  // λ
-	FromEpoch float64  // window in epochs of training done
-	ToEpoch   float64  // 0: to the end
+	Kind     string   // "group_lasso", "l1", "l2"
+	Layers   []string // weight names
+	Groups   string   // group_lasso: rows, columns, filters, channels
+	Strength float64  // λ (at from_epoch)
+	// FinalStrength ≥ 0 ramps λ linearly to it at to_epoch; −1: constant.
+	FinalStrength float64
+	FromEpoch     float64 // window in epochs of training done
+	ToEpoch       float64 // 0: to the end
 }
 
 // Factorize is one factorize block: a linear layer replaced by two

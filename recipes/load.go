@@ -584,8 +584,8 @@ func (d *decoder) regularize(b *hcl.Block, i int, j *Job) {
 		d.errorf(b.LabelRanges[0], "unknown regularizer", "regularize %q; allowed: %s", kind, strings.Join(RegularizeKinds, ", "))
 		return
 	}
-	r := Regularize{Kind: kind}
-	fields := []string{"layers", "strength", "from_epoch", "to_epoch"}
+	r := Regularize{Kind: kind, FinalStrength: -1}
+	fields := []string{"layers", "strength", "final_strength", "from_epoch", "to_epoch"}
 	if kind == "group_lasso" {
 		fields = append(fields, "groups")
 		r.Groups = "rows"
@@ -606,9 +606,13 @@ func (d *decoder) regularize(b *hcl.Block, i int, j *Job) {
 		}
 	}
 	a.float("strength", &r.Strength, 0, 1e3, false)
+	a.float("final_strength", &r.FinalStrength, 0, 1e3, false)
 	a.choice("groups", &r.Groups, []string{"rows", "columns", "filters", "channels"})
 	a.float("from_epoch", &r.FromEpoch, 0, 100000, false)
 	a.float("to_epoch", &r.ToEpoch, 0, 100000, false)
+	if _, ok := c.Attributes["final_strength"]; ok && r.ToEpoch == 0 {
+		d.errorf(d.rangeOf(prefix+"final_strength"), "invalid regularizer", "%sfinal_strength ramps toward to_epoch; set to_epoch", prefix)
+	}
 	if r.ToEpoch > 0 && r.ToEpoch < r.FromEpoch {
 		d.errorf(d.rangeOf(prefix+"to_epoch"), "invalid window", "%sto_epoch = %v ends before from_epoch = %v", prefix, r.ToEpoch, r.FromEpoch)
 	}

@@ -142,6 +142,9 @@ func (j *Job) HCL() []byte {
 			rb.SetAttributeValue("groups", cty.StringVal(r.Groups))
 		}
 		rb.SetAttributeValue("strength", cty.NumberFloatVal(r.Strength))
+		if r.FinalStrength >= 0 {
+			rb.SetAttributeValue("final_strength", cty.NumberFloatVal(r.FinalStrength))
+		}
 		rb.SetAttributeValue("from_epoch", cty.NumberFloatVal(r.FromEpoch))
 		rb.SetAttributeValue("to_epoch", cty.NumberFloatVal(r.ToEpoch))
 	}

@@ -46,7 +46,7 @@ func regularizePolicies(job *recipes.Job, m *model.Model, epochSamples int64) ([
 	var out []trainer.Policy
 	for bi, rb := range job.Regularize {
 		field := func(f string) string { return fmt.Sprintf("regularize.%d.%s", bi, f) }
-		pol := &trainer.RegularizePolicy{Kind: rb.Kind, Granularity: compress.Granularity(rb.Groups), Strength: rb.Strength,
+		pol := &trainer.RegularizePolicy{Kind: rb.Kind, Granularity: compress.Granularity(rb.Groups), Strength: rb.Strength, FinalStrength: rb.FinalStrength,
 			Start: int64(rb.FromEpoch * float64(epochSamples))}
 		if rb.ToEpoch > 0 {
 			pol.End = int64(rb.ToEpoch * float64(epochSamples))

@@ -15,7 +15,10 @@ type RegularizePolicy struct {
 	Layers      []string // weight names
 	Granularity compress.Granularity
 	Strength    float64
-	Start, End  int64
+	// FinalStrength, when ≥ 0 and End > Start, ramps the strength linearly
+	// from Strength at Start to FinalStrength at End; < 0 keeps it constant.
+	FinalStrength float64
+	Start, End    int64
 
 	// ZeroGroups is how many groups the last group-lasso step left at zero.
 	ZeroGroups int
@@ -33,6 +36,15 @@ func (p *RegularizePolicy) active(s *State) bool {
 	return s.SamplesSeen >= p.Start && (p.End == 0 || s.SamplesSeen < p.End)
 }
 
+// strength is λ after seen samples.
+func (p *RegularizePolicy) strength(seen int64) float64 {
+	if p.FinalStrength < 0 || p.End <= p.Start {
+		return p.Strength
+	}
+	f := float64(seen-p.Start) / float64(p.End-p.Start)
+	return p.Strength + (p.FinalStrength-p.Strength)*min(max(f, 0), 1)
+}
+
 func (p *RegularizePolicy) weight(s *State, i int) compress.Weight {
 	prm := s.Model.Params[i]
 	return compress.Weight{Name: prm.Name, Shape: prm.Shape, Data: s.Params[i]}
@@ -48,18 +60,19 @@ func (p *RegularizePolicy) ExtraLoss(s *State) (float64, error) {
 		return 0, err
 	}
 	var total float64
+	lambda := p.strength(s.SamplesSeen)
 	for _, i := range params {
 		switch p.Kind {
 		case "l2":
-			total += regularizers.L2Grad(s.Grads[i], s.Params[i], p.Strength)
+			total += regularizers.L2Grad(s.Grads[i], s.Params[i], lambda)
 		case "l1":
-			total += p.Strength * regularizers.L1Penalty(s.Params[i])
+			total += lambda * regularizers.L1Penalty(s.Params[i])
 		default:
 			v, err := regularizers.GroupLassoPenalty(p.weight(s, i), p.Granularity)
 			if err != nil {
 				return 0, err
 			}
-			total += p.Strength * v
+			total += lambda * v
 		}
 	}
 	return total, nil
@@ -74,7 +87,7 @@ func (p *RegularizePolicy) AfterUpdate(s *State) error {
 	if err != nil {
 		return err
 	}
-	t := s.LR * p.Strength
+	t := s.LR * p.strength(s.SamplesSeen)
 	zero := 0
 	for _, i := range params {
 		if p.Kind == "l1" {

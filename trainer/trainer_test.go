@@ -309,3 +309,19 @@ func TestFactorizeMidRunComposesWithPruning(t *testing.T) {
 		t.Fatalf("validation accuracy %.3f after factorizing", res.ValAccuracy)
 	}
 }
+
+func TestRegularizerStrengthRamp(t *testing.T) {
+	p := &RegularizePolicy{Strength: 1e-4, FinalStrength: 1e-3, Start: 100, End: 200}
+	for _, tc := range []struct {
+		seen int64
+		want float64
+	}{{0, 1e-4}, {100, 1e-4}, {150, 5.5e-4}, {200, 1e-3}, {900, 1e-3}} {
+		if got := p.strength(tc.seen); math.Abs(got-tc.want) > 1e-12 {
+			t.Fatalf("strength(%d) = %v, want %v", tc.seen, got, tc.want)
+		}
+	}
+	p.FinalStrength = -1
+	if p.strength(150) != 1e-4 {
+		t.Fatal("constant strength changed")
+	}
+}

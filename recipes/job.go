@@ -25,6 +25,10 @@ type Job struct {
 	Factorize  []Factorize  // low-rank replacements, in recipe order
 	// Sensitivity, when set, runs a sensitivity analysis during the run.
 	Sensitivity *Sensitivity
+	// ThinAtEpoch > 0 (a thin block) rebuilds the model without its dead
+	// neurons and filters after that many epochs; training goes on with the
+	// smaller model.
+	ThinAtEpoch int
 
 	// File is the recipe's path; Variables the resolved variable values
 	// (defaults with -var overrides applied), by name.

@@ -317,6 +317,7 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 			{Type: "regularize", LabelNames: []string{"kind"}},
 			{Type: "factorize"},
 			{Type: "sensitivity"},
+			{Type: "thin"},
 		},
 	})
 	if !ok {
@@ -337,6 +338,13 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 	for _, blk := range c.Blocks {
 		if blk.Type == "prune" {
 			d.prune(blk, len(j.Prune), j)
+			continue
+		}
+		if blk.Type == "thin" {
+			if c, ok := d.content(blk.Body, &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "at_epoch", Required: true}}}); ok {
+				d.ranges["thin"] = blk.DefRange
+				attrs{d: d, prefix: "thin.", m: c.Attributes}.int("at_epoch", &j.ThinAtEpoch, 1, max(1, j.Epochs-1))
+			}
 			continue
 		}
 		if blk.Type == "sensitivity" {
@@ -370,6 +378,11 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 			if c, ok := d.content(blk.Body, &hcl.BodySchema{Attributes: names("shift")}); ok {
 				attrs{d: d, prefix: "augment.", m: c.Attributes}.int("shift", &j.Augment.Shift, 0, 8)
 			}
+		}
+	}
+	for i, p := range j.Prune {
+		if j.ThinAtEpoch > 0 && p.Method != "nm" && p.ToEpoch > float64(j.ThinAtEpoch) {
+			d.errorf(d.rangeOf("thin.at_epoch"), "invalid window", "thin.at_epoch = %d falls inside prune.%d's window (to_epoch = %v); thin after pruning ends", j.ThinAtEpoch, i, p.ToEpoch)
 		}
 	}
 	for i, p := range j.Prune {

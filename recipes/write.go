@@ -107,6 +107,9 @@ func (j *Job) HCL() []byte {
 			pb.SetAttributeValue("every_epochs", cty.NumberFloatVal(p.EveryEpochs))
 		}
 	}
+	if j.ThinAtEpoch > 0 {
+		jb.AppendNewBlock("thin", nil).Body().SetAttributeValue("at_epoch", cty.NumberIntVal(int64(j.ThinAtEpoch)))
+	}
 	if s := j.Sensitivity; s != nil {
 		sb := jb.AppendNewBlock("sensitivity", nil).Body()
 		var ls, sp []cty.Value

@@ -184,7 +184,7 @@ func Execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		Model: m, Engine: eng, Train: train, Val: val, Test: test, Batch: job.Batch, EvalBatch: job.EvalBatch,
 		Epochs: job.Epochs, Seed: job.Seed, Augment: data.Augment{Shift: job.Augment.Shift}, Optimizer: opt,
 		Policies: append(policies, opts.Policies...),
-		Logger:   log.Named("trainer"), Progress: opts.Progress, EndEpoch: metrics.write, Factorize: factors,
+		Logger:   log.Named("trainer"), Progress: opts.Progress, EndEpoch: metrics.write, Factorize: factors, ThinAtEpoch: job.ThinAtEpoch,
 	})
 	if err != nil {
 		return nil, err
@@ -215,7 +215,7 @@ func Execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	if n := len(res.Epochs); n > 0 {
 		sum.GuardPauses = res.Epochs[n-1].GuardPauses
 	}
-	if slices.ContainsFunc(sum.Layers, func(l model.LayerInfo) bool { return l.StructuredSparsity > 0 }) {
+	if job.ThinAtEpoch > 0 || slices.ContainsFunc(sum.Layers, func(l model.LayerInfo) bool { return l.StructuredSparsity > 0 }) {
 		if sum.Thinned, err = thin(tr.Model(), eng, test, job.EvalBatch); err != nil {
 			return nil, err
 		}

@@ -41,6 +41,10 @@ type Config struct {
 	// Factorize replaces linear layers by low-rank pairs at the start of
 	// the given epochs (then training fine-tunes them).
 	Factorize []FactorizeAt
+	// ThinAtEpoch > 0 rebuilds the model without its dead neurons and
+	// filters at the start of that (zero-based) epoch, so the rest of the
+	// run trains the smaller model.
+	ThinAtEpoch int
 }
 
 // FactorizeAt is one low-rank replacement: at the start of Epoch
@@ -239,6 +243,16 @@ func (t *Trainer) Run(ctx context.Context) (res *Result, err error) {
 			}
 			t.log.Info("layer factorized", "layer", f.Layer, "rank", rank, "epoch", epoch+1, "params", fm.NumParams())
 			res.Ranks = append(res.Ranks, rank)
+		}
+		if cfg.ThinAtEpoch > 0 && epoch == cfg.ThinAtEpoch {
+			small, rep, err := t.cfg.Model.Thin()
+			if err != nil {
+				return nil, err
+			}
+			if err := t.rebuild(small); err != nil {
+				return nil, err
+			}
+			t.log.Info("model thinned", "epoch", epoch+1, "params", small.NumParams(), "removed", fmt.Sprint(rep.Removed))
 		}
 		x, y = t.net.XValue.Float32s(), t.net.YValue.Float32s()
 		order := data.Order(cfg.Seed, epoch, cfg.Train.Len())

@@ -325,3 +325,31 @@ func TestRegularizerStrengthRamp(t *testing.T) {
 		t.Fatal("constant strength changed")
 	}
 }
+
+// TestThinMidRun prunes half of fc1's neurons, thins after the window and
+// checks that training goes on with the smaller model.
+func TestThinMidRun(t *testing.T) {
+	train, val := synthetic(640, 1), synthetic(200, 2)
+	m, _ := model.New(model.Spec{Arch: "mlp", Hidden: []int{64, 32}}, model.MNISTInput, 1)
+	eng := cpu.New(cpu.Options{Threads: 2})
+	o, _ := NewOptimizer(OptimConfig{Kind: "sgd", Momentum: 0.9, Engine: eng}, sizes(m))
+	prune := &PrunePolicy{Label: "rows", Layers: []string{"fc1"}, Granularity: compress.Rows, Norm: compress.L2,
+		Schedule: schedule.Sparsity{Kind: "agp", Final: 0.5, Start: 0, End: 640, Every: 160}}
+	tr, err := New(Config{Model: m, Engine: eng, Train: train, Val: val, Batch: 32, Epochs: 3, Seed: 1, Optimizer: o,
+		Policies:    []Policy{&LRPolicy{Schedule: schedule.LR{Kind: "constant", Base: 0.05, Total: 1}}, prune},
+		ThinAtEpoch: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	res, err := tr.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tr.Model().Param("fc1").Shape; got[0] != 32 || tr.Model().Param("fc2").Shape[1] != 32 {
+		t.Fatalf("fc1 %v fc2 %v after thinning", got, tr.Model().Param("fc2").Shape)
+	}
+	if res.ValAccuracy < 0.9 {
+		t.Fatalf("validation accuracy %.3f after thinning", res.ValAccuracy)
+	}
+}

@@ -30,6 +30,10 @@ func (s *Set) Slice(name string, lo, hi int) *Set {
 	return &Set{Name: name, Rows: s.Rows, Cols: s.Cols, Classes: s.Classes, Images: s.Images[lo*f : hi*f], Labels: s.Labels[lo:hi]}
 }
 
+// TrainSize is the number of training images of every dataset lathe knows
+// (MNIST and Fashion-MNIST both have 60 000, and 10 000 test images).
+const TrainSize = 60000
+
 // Datasets lathe knows, by recipe name.
 var Datasets = []string{"mnist", "fashion-mnist"}
 

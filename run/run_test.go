@@ -5,6 +5,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"errors"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -277,5 +278,40 @@ func TestSensitivityFeedsPerLayerTargets(t *testing.T) {
 				t.Fatalf("suggested %v for %s lost more than the tolerance", want, l.Name)
 			}
 		}
+	}
+}
+
+func TestDryRunShowsWindowsAndGuards(t *testing.T) {
+	block := `prune "magnitude" {
+    layers          = ["fc1"]
+    target          = 0.5
+    from_epoch      = 1
+    to_epoch        = 3
+    guard_tolerance = 0.01
+  }
+  thin {
+    at_epoch = 3
+  }`
+	src := strings.Replace(recipe, "  model {", "  "+block+"\n  model {", 1)
+	j, err := recipes.Parse([]byte(src), "tiny.hcl", []string{"epochs=4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	if err := DryRun(&b, j); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2+1+4 || !strings.Contains(lines[2], "prune.0 magnitude fc1 (guarded)") {
+		t.Fatalf("dry run:\n%s", out)
+	}
+	if !strings.Contains(lines[3], " - ") || !strings.Contains(lines[6], "50.00%") || !strings.Contains(lines[6], "thin") {
+		t.Fatalf("dry run rows:\n%s", out)
+	}
+	// The same checks as a run: a layer the model lacks is an error with its position.
+	bad, _ := recipes.Parse([]byte(strings.Replace(src, `["fc1"]`, `["fc5"]`, 1)), "tiny.hcl", []string{"epochs=4"})
+	if err := DryRun(io.Discard, bad); err == nil || !strings.Contains(err.Error(), "tiny.hcl:15,23") {
+		t.Fatalf("dry run of a bad layer: %v", err)
 	}
 }

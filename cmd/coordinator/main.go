@@ -47,6 +47,7 @@ func realMain(args []string, stderr io.Writer) int {
 		logLevel = fs.String("log-level", "info", "trace, debug, info, warn or error")
 		logJSON  = fs.Bool("log-json", false, "log as JSON lines")
 		noBar    = fs.Bool("no-progress", false, "no progress bar, even on a terminal")
+		dryRun   = fs.Bool("dry-run", false, "check the recipe against the model and print what happens when, without training")
 		vars     multiFlag
 	)
 	fs.Var(&vars, "var", "set a recipe variable: -var name=value (repeatable)")
@@ -69,6 +70,13 @@ func realMain(args []string, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
+	}
+	if *dryRun {
+		if err := run.DryRun(os.Stdout, job); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		return 0
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -1,0 +1,113 @@
+package run
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/lathe-ml/lathe/data"
+	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/recipes"
+	"github.com/lathe-ml/lathe/schedule"
+	"github.com/lathe-ml/lathe/trainer"
+)
+
+// DryRun checks a job as a run would (layer names, granularities, ranks,
+// windows) without reading data or training, and prints what happens when:
+// per epoch, the learning rate at its start, each prune block's target
+// sparsity at its end (marked "guarded" where an accuracy guard may pause
+// it), each regularizer's strength, and the one-off events (sensitivity,
+// factorize, thin).
+func DryRun(w io.Writer, job *recipes.Job) error {
+	m, err := model.New(model.Spec{Arch: job.Model.Arch, Hidden: job.Model.Hidden, Dropout: job.Model.Dropout,
+		InputDropout: job.Model.InputDropout, Init: job.Model.Init}, model.MNISTInput, job.Seed)
+	if err != nil {
+		return job.Errorf("model.arch", "%v", err)
+	}
+	train := data.TrainSize - job.Validation
+	epochSamples := int64(data.Steps(train, job.Batch) * job.Batch)
+	prune, err := prunePolicies(job, m, epochSamples, hclog.NewNullLogger())
+	if err != nil {
+		return err
+	}
+	regs, err := regularizePolicies(job, m, epochSamples)
+	if err != nil {
+		return err
+	}
+	if _, err := factorizations(job, m); err != nil {
+		return err
+	}
+	o := job.Optimizer
+	lr := schedule.LR{Kind: o.Schedule, Base: o.LR, Min: o.MinLR, Warmup: int64(o.WarmupEpochs * float64(epochSamples)),
+		Total: epochSamples * int64(job.Epochs), Every: int64(o.StepEpochs * float64(epochSamples)), Gamma: o.Gamma}
+
+	fmt.Fprintf(w, "job %s: %s on %s, %d epochs of %d steps (batch %d), %s\n\n", job.Name, job.Model.Arch, job.Dataset,
+		job.Epochs, epochSamples/int64(job.Batch), job.Batch, job.File)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	head := []string{"epoch", "lr"}
+	for i, pb := range job.Prune {
+		h := fmt.Sprintf("prune.%d %s %s", i, pb.Method, strings.Join(pb.Layers, ","))
+		if pb.GuardTolerance > 0 {
+			h += " (guarded)"
+		}
+		head = append(head, h)
+	}
+	for i, rb := range job.Regularize {
+		head = append(head, fmt.Sprintf("regularize.%d %s", i, rb.Kind))
+	}
+	head = append(head, "events")
+	fmt.Fprintln(tw, strings.Join(head, "\t"))
+	for e := 1; e <= job.Epochs; e++ {
+		start, end := int64(e-1)*epochSamples, int64(e)*epochSamples
+		row := []string{fmt.Sprint(e), fmt.Sprintf("%.4g", lr.At(start))}
+		for i, p := range prune {
+			pp := p.(*trainer.PrunePolicy)
+			row = append(row, pruneCell(job.Prune[i], pp.Schedule, end))
+		}
+		for _, r := range regs {
+			rp := r.(*trainer.RegularizePolicy)
+			if start+epochSamples <= rp.Start || (rp.End > 0 && start >= rp.End) {
+				row = append(row, "-")
+			} else {
+				row = append(row, fmt.Sprintf("λ %.3g", rp.Strength))
+			}
+		}
+		var events []string
+		if s := job.Sensitivity; s != nil && s.AtEpoch == e {
+			events = append(events, "sensitivity (validation split) → per-layer targets")
+		}
+		for _, f := range job.Factorize {
+			if f.AtEpoch == e-1 {
+				if f.Rank > 0 {
+					events = append(events, fmt.Sprintf("factorize %s rank %d", f.Layer, f.Rank))
+				} else {
+					events = append(events, fmt.Sprintf("factorize %s energy %g", f.Layer, f.Energy))
+				}
+			}
+		}
+		if job.ThinAtEpoch == e-1 && job.ThinAtEpoch > 0 {
+			events = append(events, "thin")
+		}
+		row = append(row, strings.Join(events, "; "))
+		fmt.Fprintln(tw, strings.Join(row, "\t"))
+	}
+	return tw.Flush()
+}
+
+// pruneCell is the target a prune block has reached by sample end.
+func pruneCell(pb recipes.Prune, s schedule.Sparsity, end int64) string {
+	last, ok := s.EventIn(0, end)
+	if !ok {
+		return "-"
+	}
+	switch {
+	case pb.Method == "nm":
+		return fmt.Sprintf("%d:%d", pb.N, pb.M)
+	case pb.TargetsFrom == "sensitivity":
+		return fmt.Sprintf("%.1f%% of suggested", 100*s.Target(last)/s.Final)
+	}
+	return fmt.Sprintf("%.2f%%", 100*s.Target(last))
+}

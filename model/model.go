@@ -406,6 +406,9 @@ type LayerInfo struct {
 	// are entirely zero.
 	Sparsity           float64 `json:"sparsity"`
 	StructuredSparsity float64 `json:"structured_sparsity"`
+	// ThinnedShape is the weight's shape once dead neurons and filters are
+	// removed (set when the run thins the model).
+	ThinnedShape []int `json:"thinned_shape,omitempty"`
 }
 
 // Layers summarises each weight with its bias: shape (the weight's), total

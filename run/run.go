@@ -219,6 +219,13 @@ func Execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		if sum.Thinned, err = thin(tr.Model(), eng, test, job.EvalBatch); err != nil {
 			return nil, err
 		}
+		for i := range sum.Layers {
+			for _, tl := range sum.Thinned.Layers {
+				if tl.Name == sum.Layers[i].Name {
+					sum.Layers[i].ThinnedShape = tl.Shape
+				}
+			}
+		}
 		log.Info("thinned", "params", sum.Thinned.ParamsTotal, "of", sum.ParamsTotal, "test_accuracy", sum.Thinned.TestAccuracy)
 	}
 	sum.PeakRSSBytes = peakRSS()

@@ -218,7 +218,8 @@ func TestPruningAndGroupLassoRun(t *testing.T) {
 	if !strings.Contains(string(b), "extra_loss") || !strings.Contains(string(b), "sparsity_fc2") {
 		t.Fatalf("metrics.csv header: %s", strings.SplitN(string(b), "\n", 2)[0])
 	}
-	if sum.Thinned == nil || sum.Thinned.ParamsTotal >= sum.ParamsTotal || sum.Thinned.Layers[0].Removed == 0 {
+	if sum.Thinned == nil || sum.Thinned.ParamsTotal >= sum.ParamsTotal || sum.Thinned.Layers[0].Removed == 0 ||
+		sum.Layers[0].ThinnedShape[0] != sum.Layers[0].Shape[0]-sum.Thinned.Layers[0].Removed {
 		t.Fatalf("no thinned model reported: %+v", sum.Thinned)
 	}
 	// Thinning computes the same function: the same test accuracy, up to

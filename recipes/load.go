@@ -381,8 +381,10 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 		}
 	}
 	for i, p := range j.Prune {
-		if j.ThinAtEpoch > 0 && p.Method != "nm" && p.ToEpoch > float64(j.ThinAtEpoch) {
-			d.errorf(d.rangeOf("thin.at_epoch"), "invalid window", "thin.at_epoch = %d falls inside prune.%d's window (to_epoch = %v); thin after pruning ends", j.ThinAtEpoch, i, p.ToEpoch)
+		// A window's last event falls on the first step after to_epoch, so
+		// thinning must come strictly later.
+		if j.ThinAtEpoch > 0 && p.Method != "nm" && float64(j.ThinAtEpoch) <= p.ToEpoch {
+			d.errorf(d.rangeOf("thin.at_epoch"), "invalid window", "thin.at_epoch = %d is not after prune.%d's window (to_epoch = %v, whose last pruning step opens epoch %v); thin after pruning ends", j.ThinAtEpoch, i, p.ToEpoch, p.ToEpoch+1)
 		}
 	}
 	for i, p := range j.Prune {

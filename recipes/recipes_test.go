@@ -118,6 +118,7 @@ func TestRecipeMistakes(t *testing.T) {
 		{"negative strength", withBlock("regularize \"group_lasso\" {\n    layers = [\"fc1\"]\n    strength = -1\n  }"), nil, "r.hcl:12,16: value out of range; regularize.0.strength = -1"},
 		{"factorize rank and energy", withBlock("factorize {\n    layer = \"fc1\"\n    rank = 3\n    energy = 0.9\n    at_epoch = 1\n  }"), nil, "r.hcl:10,3: invalid factorize; set exactly one of rank and energy"},
 		{"factorize too late", withBlock("factorize {\n    layer = \"fc1\"\n    rank = 3\n    at_epoch = 3\n  }"), nil, "r.hcl:13,16: value out of range; factorize.0.at_epoch = 3 leaves no epoch of the run's 3 to fine-tune"},
+		{"thin inside a window", withBlock("prune \"structured\" {\n    layers = [\"fc1\"]\n    target = 0.5\n    to_epoch = 2\n  }\n  thin {\n    at_epoch = 2\n  }"), nil, "r.hcl:16,16: invalid window; thin.at_epoch = 2 is not after prune.0's window"},
 		{"two hidden on lenet5", strings.Replace(base, `arch = "lenet300"`, "arch = \"lenet5\"\n    hidden = [10, 20]", 1), nil, "lenet5 has two convolutions and one hidden fully connected layer"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -291,10 +291,10 @@ func TestDryRunShowsWindowsAndGuards(t *testing.T) {
     guard_tolerance = 0.01
   }
   thin {
-    at_epoch = 3
+    at_epoch = 4
   }`
 	src := strings.Replace(recipe, "  model {", "  "+block+"\n  model {", 1)
-	j, err := recipes.Parse([]byte(src), "tiny.hcl", []string{"epochs=4"})
+	j, err := recipes.Parse([]byte(src), "tiny.hcl", []string{"epochs=5"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,14 +304,14 @@ func TestDryRunShowsWindowsAndGuards(t *testing.T) {
 	}
 	out := b.String()
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 2+1+4 || !strings.Contains(lines[2], "prune.0 magnitude fc1 (guarded)") {
+	if len(lines) != 2+1+5 || !strings.Contains(lines[2], "prune.0 magnitude fc1 (guarded)") {
 		t.Fatalf("dry run:\n%s", out)
 	}
-	if !strings.Contains(lines[3], " - ") || !strings.Contains(lines[6], "50.00%") || !strings.Contains(lines[6], "thin") {
+	if !strings.Contains(lines[3], " - ") || !strings.Contains(lines[6], "50.00%") || !strings.Contains(lines[7], "thin") {
 		t.Fatalf("dry run rows:\n%s", out)
 	}
 	// The same checks as a run: a layer the model lacks is an error with its position.
-	bad, _ := recipes.Parse([]byte(strings.Replace(src, `["fc1"]`, `["fc5"]`, 1)), "tiny.hcl", []string{"epochs=4"})
+	bad, _ := recipes.Parse([]byte(strings.Replace(src, `["fc1"]`, `["fc5"]`, 1)), "tiny.hcl", []string{"epochs=5"})
 	if err := DryRun(io.Discard, bad); err == nil || !strings.Contains(err.Error(), "tiny.hcl:15,23") {
 		t.Fatalf("dry run of a bad layer: %v", err)
 	}

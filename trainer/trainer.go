@@ -168,7 +168,10 @@ func (t *Trainer) build() error {
 
 // rebuild switches training to a new model (a factorized or thinned
 // version of the current one): graphs are rebuilt, and each parameter that
-// keeps its name and size keeps its mask and optimizer state.
+// keeps its name and size keeps its mask and optimizer state. A masked
+// parameter whose size changed (thinning kept some of its rows) is masked
+// by its non-zero pattern, which is what its old mask left of those rows;
+// its optimizer state restarts from zero.
 func (t *Trainer) rebuild(m *model.Model) error {
 	old := t.cfg.Model
 	t.Close()
@@ -186,6 +189,13 @@ func (t *Trainer) rebuild(m *model.Model) error {
 		from[i] = slices.IndexFunc(old.Params, func(q *model.Param) bool { return q.Name == p.Name && q.Size() == p.Size() })
 		if from[i] >= 0 {
 			masks[i] = t.state.Masks[from[i]]
+		} else if o := slices.IndexFunc(old.Params, func(q *model.Param) bool { return q.Name == p.Name }); o >= 0 && t.state.Masks[o] != nil {
+			masks[i] = make([]byte, p.Size())
+			for j, v := range p.Data() {
+				if v != 0 {
+					masks[i][j] = 1
+				}
+			}
 		}
 		t.state.Params = append(t.state.Params, p.Data())
 	}

@@ -335,8 +335,10 @@ func TestThinMidRun(t *testing.T) {
 	o, _ := NewOptimizer(OptimConfig{Kind: "sgd", Momentum: 0.9, Engine: eng}, sizes(m))
 	prune := &PrunePolicy{Label: "rows", Layers: []string{"fc1"}, Granularity: compress.Rows, Norm: compress.L2,
 		Schedule: schedule.Sparsity{Kind: "agp", Final: 0.5, Start: 0, End: 640, Every: 160}}
+	unstructured := &PrunePolicy{Label: "fc2", Layers: []string{"fc2"}, Granularity: compress.Element,
+		Schedule: schedule.Sparsity{Kind: "one_shot", Final: 0.6, Start: 320}}
 	tr, err := New(Config{Model: m, Engine: eng, Train: train, Val: val, Batch: 32, Epochs: 3, Seed: 1, Optimizer: o,
-		Policies:    []Policy{&LRPolicy{Schedule: schedule.LR{Kind: "constant", Base: 0.05, Total: 1}}, prune},
+		Policies:    []Policy{&LRPolicy{Schedule: schedule.LR{Kind: "constant", Base: 0.05, Total: 1}}, prune, unstructured},
 		ThinAtEpoch: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -351,5 +353,10 @@ func TestThinMidRun(t *testing.T) {
 	}
 	if res.ValAccuracy < 0.9 {
 		t.Fatalf("validation accuracy %.3f after thinning", res.ValAccuracy)
+	}
+	// fc2's pruned weights in the kept columns stayed pruned through the
+	// rebuild and a further epoch of training.
+	if sp := compress.Sparsity(tr.Model().Param("fc2").Data()); sp < 0.5 {
+		t.Fatalf("fc2 sparsity %.3f after thinning and training, want ≥ 0.5", sp)
 	}
 }

@@ -9,6 +9,14 @@ import (
 
 func hclwriteTokens(v cty.Value) []byte { return hclwrite.TokensForValue(v).Bytes() }
 
+func stringList(ss []string) cty.Value {
+	vs := make([]cty.Value, len(ss))
+	for i, s := range ss {
+		vs[i] = cty.StringVal(s)
+	}
+	return cty.ListVal(vs)
+}
+
 // HCL renders the resolved job — variables applied, every default filled —
 // as a recipe that Load reads back to an equal Job.
 func (j *Job) HCL() []byte {
@@ -69,11 +77,7 @@ func (j *Job) HCL() []byte {
 	ob.SetAttributeValue("gamma", cty.NumberFloatVal(o.Gamma))
 	for _, p := range j.Prune {
 		pb := jb.AppendNewBlock("prune", []string{p.Method}).Body()
-		var ls []cty.Value
-		for _, l := range p.Layers {
-			ls = append(ls, cty.StringVal(l))
-		}
-		pb.SetAttributeValue("layers", cty.ListVal(ls))
+		pb.SetAttributeValue("layers", stringList(p.Layers))
 		switch p.Method {
 		case "magnitude":
 			pb.SetAttributeValue("target", cty.NumberFloatVal(p.Target))
@@ -112,14 +116,11 @@ func (j *Job) HCL() []byte {
 	}
 	if s := j.Sensitivity; s != nil {
 		sb := jb.AppendNewBlock("sensitivity", nil).Body()
-		var ls, sp []cty.Value
-		for _, l := range s.Layers {
-			ls = append(ls, cty.StringVal(l))
-		}
+		var sp []cty.Value
 		for _, x := range s.Sparsities {
 			sp = append(sp, cty.NumberFloatVal(x))
 		}
-		sb.SetAttributeValue("layers", cty.ListVal(ls))
+		sb.SetAttributeValue("layers", stringList(s.Layers))
 		sb.SetAttributeValue("sparsities", cty.ListVal(sp))
 		sb.SetAttributeValue("tolerance", cty.NumberFloatVal(s.Tolerance))
 		sb.SetAttributeValue("at_epoch", cty.NumberIntVal(int64(s.AtEpoch)))
@@ -136,11 +137,7 @@ func (j *Job) HCL() []byte {
 	}
 	for _, r := range j.Regularize {
 		rb := jb.AppendNewBlock("regularize", []string{r.Kind}).Body()
-		var ls []cty.Value
-		for _, l := range r.Layers {
-			ls = append(ls, cty.StringVal(l))
-		}
-		rb.SetAttributeValue("layers", cty.ListVal(ls))
+		rb.SetAttributeValue("layers", stringList(r.Layers))
 		if r.Kind == "group_lasso" {
 			rb.SetAttributeValue("groups", cty.StringVal(r.Groups))
 		}

@@ -16,18 +16,11 @@ var Kinds = []string{"group_lasso", "l1", "l2"}
 // is at most that becomes exactly zero. t is the step size times the
 // strength. It returns the number of groups that are zero afterwards.
 func GroupLassoProx(w compress.Weight, g compress.Granularity, t float64) (int, error) {
-	n, groupOf, err := compress.Groups(w, g)
+	norm2, size, groupOf, err := groupNorms(w, g)
 	if err != nil {
 		return 0, err
 	}
-	norm2 := make([]float64, n)
-	size := make([]int, n)
-	for i, v := range w.Data {
-		gi := groupOf(i)
-		norm2[gi] += float64(v) * float64(v)
-		size[gi]++
-	}
-	scale := make([]float32, n)
+	scale := make([]float32, len(norm2))
 	zero := 0
 	for gi := range scale {
 		norm := math.Sqrt(norm2[gi])
@@ -44,17 +37,28 @@ func GroupLassoProx(w compress.Weight, g compress.Granularity, t float64) (int, 
 	return zero, nil
 }
 
-// GroupLassoPenalty is Σ_g √|g|·‖w_g‖₂.
-func GroupLassoPenalty(w compress.Weight, g compress.Granularity) (float64, error) {
+// groupNorms returns each group's squared L2 norm and size, and the group
+// of each element.
+func groupNorms(w compress.Weight, g compress.Granularity) ([]float64, []int, func(int) int, error) {
 	n, groupOf, err := compress.Groups(w, g)
 	if err != nil {
-		return 0, err
+		return nil, nil, nil, err
 	}
 	norm2 := make([]float64, n)
 	size := make([]int, n)
 	for i, v := range w.Data {
-		norm2[groupOf(i)] += float64(v) * float64(v)
-		size[groupOf(i)]++
+		gi := groupOf(i)
+		norm2[gi] += float64(v) * float64(v)
+		size[gi]++
+	}
+	return norm2, size, groupOf, nil
+}
+
+// GroupLassoPenalty is Σ_g √|g|·‖w_g‖₂.
+func GroupLassoPenalty(w compress.Weight, g compress.Granularity) (float64, error) {
+	norm2, size, _, err := groupNorms(w, g)
+	if err != nil {
+		return 0, err
 	}
 	var p float64
 	for gi := range norm2 {

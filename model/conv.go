@@ -37,10 +37,10 @@ func (o *conv2dOp) Type() hm.Type { return fnType(f32T(2), f32T(2), f32T(4), f32
 func (o *conv2dOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
 	x, w := in[0].(tensor.Shape), in[1].(tensor.Shape)
 	if len(x) != 2 || x[1] != o.in.Size() {
-		return nil, o.shapeErr("input %v, want [n, %d]", x, o.in.Size())
+		return nil, o.ShapeErr("input %v, want [n, %d]", x, o.in.Size())
 	}
 	if !w.Eq(tensor.Shape{o.f, o.k, o.k, o.in.C}) {
-		return nil, o.shapeErr("weights %v, want [%d %d %d %d]", w, o.f, o.k, o.k, o.in.C)
+		return nil, o.ShapeErr("weights %v, want [%d %d %d %d]", w, o.f, o.k, o.k, o.in.C)
 	}
 	return tensor.Shape{x[0], o.outGeom().Size()}, nil
 }
@@ -54,17 +54,17 @@ func (o *conv2dOp) Do(vs ...G.Value) (G.Value, error) {
 	}
 	x := data(vs[0])
 	if len(x) != n*o.in.Size() {
-		return nil, o.shapeErr("input holds %d values, want %d", len(x), n*o.in.Size())
+		return nil, o.ShapeErr("input holds %d values, want %d", len(x), n*o.in.Size())
 	}
-	o.eng.Parallel(n, 1, func(lo, hi int) {
+	o.Eng.Parallel(n, 1, func(lo, hi int) {
 		for b := lo; b < hi; b++ {
 			im2col(o.col[b*og.H*og.W*p:(b+1)*og.H*og.W*p], x[b*o.in.Size():(b+1)*o.in.Size()], o.in, o.k)
 		}
 	})
-	y := o.out.get(n, og.Size())
+	y := o.out.Get(n, og.Size())
 	yd := y.Float32s()
-	o.eng.Sgemm(false, true, rows, o.f, p, 1, o.col, p, data(vs[1]), p, 0, yd, o.f)
-	biasAct(o.eng, yd, data(vs[2]), rows, o.f, o.act)
+	o.Eng.Sgemm(false, true, rows, o.f, p, 1, o.col, p, data(vs[1]), p, 0, yd, o.f)
+	biasAct(o.Eng, yd, data(vs[2]), rows, o.f, o.act)
 	return y, nil
 }
 
@@ -106,17 +106,17 @@ func col2im(dx, col []float32, g Geometry, k int) {
 
 func (o *conv2dOp) DiffWRT(int) []bool { return []bool{o.needDX, true, true} }
 func (o *conv2dOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	dz, db, err := reluAndBiasGrad(o.name, o.eng, o.act, output, grad, o.f)
+	dz, db, err := reluAndBiasGrad(o.Name, o.Eng, o.act, output, grad, o.f)
 	if err != nil {
 		return nil, err
 	}
-	dw, err := G.ApplyOp(&convGradWOp{opBase: newBase(o.name+".dW", o.eng), fwd: o}, dz, in[1])
+	dw, err := G.ApplyOp(&convGradWOp{opBase: newBase(o.Name+".dW", o.Eng), fwd: o}, dz, in[1])
 	if err != nil {
 		return nil, err
 	}
 	var dx *G.Node
 	if o.needDX {
-		if dx, err = G.ApplyOp(&convGradXOp{opBase: newBase(o.name+".dx", o.eng), fwd: o}, dz, in[1]); err != nil {
+		if dx, err = G.ApplyOp(&convGradXOp{opBase: newBase(o.Name+".dx", o.Eng), fwd: o}, dz, in[1]); err != nil {
 			return nil, err
 		}
 	}
@@ -139,8 +139,8 @@ func (o *convGradWOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
 func (o *convGradWOp) Do(vs ...G.Value) (G.Value, error) {
 	f, p := o.fwd.f, o.fwd.patch()
 	rows := len(o.fwd.col) / p
-	dw := o.out.get(vs[1].Shape()...)
-	o.eng.Sgemm(true, false, f, p, rows, 1, data(vs[0]), f, o.fwd.col, p, 0, dw.Float32s(), p)
+	dw := o.out.Get(vs[1].Shape()...)
+	o.Eng.Sgemm(true, false, f, p, rows, 1, data(vs[0]), f, o.fwd.col, p, 0, dw.Float32s(), p)
 	return dw, nil
 }
 
@@ -164,11 +164,11 @@ func (o *convGradXOp) Do(vs ...G.Value) (G.Value, error) {
 	if len(o.dcol) != rows*p {
 		o.dcol = make([]float32, rows*p)
 	}
-	o.eng.Sgemm(false, false, rows, p, f, 1, data(vs[0]), f, data(vs[1]), p, 0, o.dcol, p)
-	dx := o.out.get(n, o.fwd.in.Size())
+	o.Eng.Sgemm(false, false, rows, p, f, 1, data(vs[0]), f, data(vs[1]), p, 0, o.dcol, p)
+	dx := o.out.Get(n, o.fwd.in.Size())
 	dd := dx.Float32s()
 	isz, psz := o.fwd.in.Size(), og.H*og.W*p
-	o.eng.Parallel(n, 1, func(lo, hi int) {
+	o.Eng.Parallel(n, 1, func(lo, hi int) {
 		for b := lo; b < hi; b++ {
 			img := dd[b*isz : (b+1)*isz]
 			clear(img)
@@ -197,7 +197,7 @@ func (o *maxPoolOp) Type() hm.Type { return fnType(f32T(2), f32T(2)) }
 func (o *maxPoolOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
 	x := in[0].(tensor.Shape)
 	if len(x) != 2 || x[1] != o.in.Size() {
-		return nil, o.shapeErr("input %v, want [n, %d]", x, o.in.Size())
+		return nil, o.ShapeErr("input %v, want [n, %d]", x, o.in.Size())
 	}
 	return tensor.Shape{x[0], o.outGeom().Size()}, nil
 }
@@ -205,13 +205,13 @@ func (o *maxPoolOp) Do(vs ...G.Value) (G.Value, error) {
 	n := vs[0].Shape()[0]
 	og := o.outGeom()
 	x := data(vs[0])
-	y := o.out.get(n, og.Size())
+	y := o.out.Get(n, og.Size())
 	yd := y.Float32s()
 	if len(o.arg) != len(yd) {
 		o.arg = make([]int32, len(yd))
 	}
 	g := o.in
-	o.eng.Parallel(n, 1, func(lo, hi int) {
+	o.Eng.Parallel(n, 1, func(lo, hi int) {
 		for b := lo; b < hi; b++ {
 			img := x[b*g.Size() : (b+1)*g.Size()]
 			out := yd[b*og.Size() : (b+1)*og.Size()]
@@ -239,7 +239,7 @@ func (o *maxPoolOp) Do(vs ...G.Value) (G.Value, error) {
 }
 func (o *maxPoolOp) DiffWRT(int) []bool { return []bool{true} }
 func (o *maxPoolOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	d, err := G.ApplyOp(&maxPoolGradOp{opBase: newBase(o.name+".grad", o.eng), fwd: o}, grad)
+	d, err := G.ApplyOp(&maxPoolGradOp{opBase: newBase(o.Name+".grad", o.Eng), fwd: o}, grad)
 	return G.Nodes{d}, err
 }
 
@@ -258,9 +258,9 @@ func (o *maxPoolGradOp) Do(vs ...G.Value) (G.Value, error) {
 	n := vs[0].Shape()[0]
 	dy := data(vs[0])
 	isz, osz := o.fwd.in.Size(), o.fwd.outGeom().Size()
-	dx := o.out.get(n, isz)
+	dx := o.out.Get(n, isz)
 	dd := dx.Float32s()
-	o.eng.Parallel(n, 1, func(lo, hi int) {
+	o.Eng.Parallel(n, 1, func(lo, hi int) {
 		for b := lo; b < hi; b++ {
 			img := dd[b*isz : (b+1)*isz]
 			clear(img)

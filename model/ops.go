@@ -1,98 +1,31 @@
 package model
 
 import (
-	"fmt"
-	"hash"
-	"hash/fnv"
 	"math"
 	"math/rand/v2"
-	"sync/atomic"
 
 	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
 	"github.com/lathe-ml/lathe/compute"
+	"github.com/lathe-ml/lathe/internal/graphop"
 )
 
-var opSerial atomic.Int64
+// The shared op plumbing (internal/graphop), under the names this package's
+// ops use.
+type (
+	opBase = graphop.Base
+	buffer = graphop.Buffer
+)
 
-// opBase carries what every project op shares. Each op instance has a
-// unique hash: ops own their output buffers, and gorgonia merges nodes whose
-// op and children hash alike.
-type opBase struct {
-	id   int64
-	name string
-	eng  compute.Engine
-}
-
-func newBase(name string, eng compute.Engine) opBase {
-	return opBase{id: opSerial.Add(1), name: name, eng: eng}
-}
-
-func (o *opBase) WriteHash(h hash.Hash) { fmt.Fprintf(h, "lathe.%s#%d", o.name, o.id) }
-func (o *opBase) Hashcode() uint32 {
-	h := fnv.New32a()
-	o.WriteHash(h)
-	return h.Sum32()
-}
-func (o *opBase) String() string       { return o.name }
-func (o *opBase) ReturnsPtr() bool     { return true }
-func (o *opBase) CallsExtern() bool    { return false }
-func (o *opBase) OverwritesInput() int { return -1 }
-func (o *opBase) shapeErr(f string, a ...any) error {
-	return fmt.Errorf("model: %s: %s", o.name, fmt.Sprintf(f, a...))
-}
-
-func f32T(dims int) hm.Type {
-	if dims == 0 {
-		return tensor.Float32
-	}
-	return G.TensorType{Dims: dims, Of: tensor.Float32}
-}
-
-func fnType(out hm.Type, ins ...hm.Type) hm.Type {
-	return hm.NewFnType(append(ins, out)...)
-}
-
-// data returns a value's float32 backing slice.
-func data(v G.Value) []float32 {
-	switch t := v.(type) {
-	case *tensor.Dense:
-		return t.Float32s()
-	case *G.F32:
-		return []float32{float32(*t)}
-	}
-	panic(fmt.Sprintf("model: unexpected value type %T", v))
-}
-
-// scalar reads a float32 scalar value (a gradient seed).
-func scalar(v G.Value) float32 {
-	switch t := v.(type) {
-	case *G.F32:
-		return float32(*t)
-	case *tensor.Dense:
-		return t.Float32s()[0]
-	}
-	panic(fmt.Sprintf("model: unexpected scalar type %T", v))
-}
-
-// buffer is an op-owned output, allocated on first use and reused.
-type buffer struct{ t *tensor.Dense }
-
-func (b *buffer) get(shape ...int) *tensor.Dense {
-	if b.t == nil || !b.t.Shape().Eq(tensor.Shape(shape)) {
-		b.t = tensor.New(tensor.Of(tensor.Float32), tensor.WithShape(shape...))
-	}
-	return b.t
-}
-
-func (b *buffer) scalar() *tensor.Dense {
-	if b.t == nil {
-		b.t = tensor.New(tensor.Of(tensor.Float32), tensor.FromScalar(float32(0)))
-	}
-	return b.t
-}
+var (
+	newBase = graphop.NewBase
+	f32T    = graphop.F32T
+	fnType  = graphop.FnType
+	data    = graphop.Data
+	scalar  = graphop.Scalar
+)
 
 // Activation names a fused activation.
 type Activation int
@@ -149,7 +82,7 @@ func (o *linearOp) Type() hm.Type {
 func (o *linearOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
 	x, w := in[0].(tensor.Shape), in[1].(tensor.Shape)
 	if len(x) != 2 || len(w) != 2 || x[1] != w[1] {
-		return nil, o.shapeErr("x %v and W %v do not match", x, w)
+		return nil, o.ShapeErr("x %v and W %v do not match", x, w)
 	}
 	return tensor.Shape{x[0], w[0]}, nil
 }
@@ -157,27 +90,27 @@ func (o *linearOp) Do(vs ...G.Value) (G.Value, error) {
 	xs, ws := vs[0].Shape(), vs[1].Shape()
 	n, in, out := xs[0], xs[1], ws[0]
 	if ws[1] != in || vs[2].Shape().TotalSize() != out {
-		return nil, o.shapeErr("x %v, W %v, b %v", xs, ws, vs[2].Shape())
+		return nil, o.ShapeErr("x %v, W %v, b %v", xs, ws, vs[2].Shape())
 	}
-	y := o.out.get(n, out)
+	y := o.out.Get(n, out)
 	yd := y.Float32s()
-	o.eng.Sgemm(false, true, n, out, in, 1, data(vs[0]), in, data(vs[1]), in, 0, yd, out)
-	biasAct(o.eng, yd, data(vs[2]), n, out, o.act)
+	o.Eng.Sgemm(false, true, n, out, in, 1, data(vs[0]), in, data(vs[1]), in, 0, yd, out)
+	biasAct(o.Eng, yd, data(vs[2]), n, out, o.act)
 	return y, nil
 }
 func (o *linearOp) DiffWRT(int) []bool { return []bool{o.needDX, true, true} }
 func (o *linearOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	dz, db, err := reluAndBiasGrad(o.name, o.eng, o.act, output, grad, 0)
+	dz, db, err := reluAndBiasGrad(o.Name, o.Eng, o.act, output, grad, 0)
 	if err != nil {
 		return nil, err
 	}
-	dw, err := G.ApplyOp(&linearGradWOp{opBase: newBase(o.name+".dW", o.eng)}, dz, in[0])
+	dw, err := G.ApplyOp(&linearGradWOp{opBase: newBase(o.Name+".dW", o.Eng)}, dz, in[0])
 	if err != nil {
 		return nil, err
 	}
 	var dx *G.Node
 	if o.needDX {
-		if dx, err = G.ApplyOp(&linearGradXOp{opBase: newBase(o.name+".dx", o.eng)}, dz, in[1]); err != nil {
+		if dx, err = G.ApplyOp(&linearGradXOp{opBase: newBase(o.Name+".dx", o.Eng)}, dz, in[1]); err != nil {
 			return nil, err
 		}
 	}
@@ -219,19 +152,19 @@ func (o *reluGradOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
 }
 func (o *reluGradOp) Do(vs ...G.Value) (G.Value, error) {
 	s := vs[0].Shape()
-	dz := o.out.get(s...)
+	dz := o.out.Get(s...)
 	y, dy, d := data(vs[0]), data(vs[1]), dz.Float32s()
 	if len(dy) != len(y) {
-		return nil, o.shapeErr("y %v, dy %v", s, vs[1].Shape())
+		return nil, o.ShapeErr("y %v, dy %v", s, vs[1].Shape())
 	}
 	cols := o.cols
 	if cols == 0 {
 		cols = s[1]
 	}
 	rows := len(y) / cols
-	db := o.db.get(cols).Float32s()
+	db := o.db.Get(cols).Float32s()
 	clear(db)
-	o.eng.Parallel(cols, max(1, minParallel/rows), func(c0, c1 int) {
+	o.Eng.Parallel(cols, max(1, minParallel/rows), func(c0, c1 int) {
 		acc := db[c0:c1]
 		for i := 0; i < rows; i++ {
 			off := i*cols + c0
@@ -260,7 +193,7 @@ func (o *biasOfOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
 	}
 	return tensor.Shape{in[0].(tensor.Shape)[1]}, nil
 }
-func (o *biasOfOp) Do(...G.Value) (G.Value, error) { return o.src.db.t, nil }
+func (o *biasOfOp) Do(...G.Value) (G.Value, error) { return o.src.db.T, nil }
 
 // reluGrad sets dst[i] = dy[i] where y[i] > 0 and 0 elsewhere, without
 // branches: the sign-and-zero test is a bit mask.
@@ -288,8 +221,8 @@ func (o *linearGradWOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
 func (o *linearGradWOp) Do(vs ...G.Value) (G.Value, error) {
 	ds, xs := vs[0].Shape(), vs[1].Shape()
 	n, out, in := ds[0], ds[1], xs[1]
-	dw := o.out.get(out, in)
-	o.eng.Sgemm(true, false, out, in, n, 1, data(vs[0]), out, data(vs[1]), in, 0, dw.Float32s(), in)
+	dw := o.out.Get(out, in)
+	o.Eng.Sgemm(true, false, out, in, n, 1, data(vs[0]), out, data(vs[1]), in, 0, dw.Float32s(), in)
 	return dw, nil
 }
 
@@ -307,8 +240,8 @@ func (o *linearGradXOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
 func (o *linearGradXOp) Do(vs ...G.Value) (G.Value, error) {
 	ds, ws := vs[0].Shape(), vs[1].Shape()
 	n, out, in := ds[0], ds[1], ws[1]
-	dx := o.out.get(n, in)
-	o.eng.Sgemm(false, false, n, in, out, 1, data(vs[0]), out, data(vs[1]), in, 0, dx.Float32s(), in)
+	dx := o.out.Get(n, in)
+	o.Eng.Sgemm(false, false, n, in, out, 1, data(vs[0]), out, data(vs[1]), in, 0, dx.Float32s(), in)
 	return dx, nil
 }
 
@@ -335,7 +268,7 @@ func (o *colSumOp) Do(vs ...G.Value) (G.Value, error) {
 		c = o.cols
 		n = s.TotalSize() / c
 	}
-	db := o.out.get(c)
+	db := o.out.Get(c)
 	src, dst := data(vs[0]), db.Float32s()
 	colSum(dst, src, n, c)
 	return db, nil
@@ -375,7 +308,7 @@ func (o *softmaxCEOp) Do(vs ...G.Value) (G.Value, error) {
 	n, c := s[0], s[1]
 	logits, labels := data(vs[0]), data(vs[1])
 	if len(labels) != n {
-		return nil, o.shapeErr("%d labels for %d rows", len(labels), n)
+		return nil, o.ShapeErr("%d labels for %d rows", len(labels), n)
 	}
 	if len(o.probs) != n*c {
 		o.probs = make([]float32, n*c)
@@ -403,7 +336,7 @@ func (o *softmaxCEOp) Do(vs ...G.Value) (G.Value, error) {
 		}
 		y := int(labels[i])
 		if y < 0 || y >= c {
-			return nil, o.shapeErr("label %d outside [0,%d)", y, c)
+			return nil, o.ShapeErr("label %d outside [0,%d)", y, c)
 		}
 		if arg == y {
 			correct++
@@ -412,13 +345,13 @@ func (o *softmaxCEOp) Do(vs ...G.Value) (G.Value, error) {
 		sum += float64(m-row[y]) + math.Log(float64(z))
 	}
 	o.Correct = correct
-	l := o.loss.scalar()
+	l := o.loss.Scalar()
 	l.Float32s()[0] = float32(sum / float64(n))
 	return l, nil
 }
 func (o *softmaxCEOp) DiffWRT(int) []bool { return []bool{true, false} }
 func (o *softmaxCEOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	d, err := G.ApplyOp(&softmaxCEGradOp{opBase: newBase(o.name+".grad", o.eng), fwd: o}, in[0], in[1], grad)
+	d, err := G.ApplyOp(&softmaxCEGradOp{opBase: newBase(o.Name+".grad", o.Eng), fwd: o}, in[0], in[1], grad)
 	if err != nil {
 		return nil, err
 	}
@@ -442,7 +375,7 @@ func (o *softmaxCEGradOp) Do(vs ...G.Value) (G.Value, error) {
 	labels := data(vs[1])
 	s := vs[0].Shape()
 	n, c := s[0], s[1]
-	d := o.out.get(n, c)
+	d := o.out.Get(n, c)
 	dd := d.Float32s()
 	scale := scalar(vs[2]) / float32(n)
 	copy(dd, o.fwd.probs)
@@ -478,7 +411,7 @@ func (o *DropoutOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
 func (o *DropoutOp) Do(vs ...G.Value) (G.Value, error) {
 	s := vs[0].Shape()
 	x := data(vs[0])
-	y := o.out.get(s...)
+	y := o.out.Get(s...)
 	yd := y.Float32s()
 	if len(o.mask) != len(x) {
 		o.mask = make([]float32, len(x))
@@ -508,7 +441,7 @@ func (o *DropoutOp) Do(vs ...G.Value) (G.Value, error) {
 }
 func (o *DropoutOp) DiffWRT(int) []bool { return []bool{true} }
 func (o *DropoutOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	d, err := G.ApplyOp(&dropoutGradOp{opBase: newBase(o.name+".grad", o.eng), fwd: o}, grad)
+	d, err := G.ApplyOp(&dropoutGradOp{opBase: newBase(o.Name+".grad", o.Eng), fwd: o}, grad)
 	return G.Nodes{d}, err
 }
 
@@ -525,7 +458,7 @@ func (o *dropoutGradOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
 }
 func (o *dropoutGradOp) Do(vs ...G.Value) (G.Value, error) {
 	dy := data(vs[0])
-	d := o.out.get(vs[0].Shape()...)
+	d := o.out.Get(vs[0].Shape()...)
 	dd := d.Float32s()
 	for i, v := range dy {
 		dd[i] = v * o.fwd.mask[i]

@@ -1,0 +1,105 @@
+// Package graphop holds the plumbing lathe's gorgonia ops share: a base
+// that gives every op instance a unique hash, op-owned output buffers
+// reused across steps, and type and value helpers. The ops themselves live
+// with what they compute (model, compress, distill).
+package graphop
+
+import (
+	"fmt"
+	"hash"
+	"hash/fnv"
+	"sync/atomic"
+
+	"github.com/chewxy/hm"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/lathe-ml/lathe/compute"
+)
+
+var serial atomic.Int64
+
+// Base carries what every project op shares. Each op instance has a unique
+// hash: ops own their output buffers, and gorgonia merges nodes whose op
+// and children hash alike.
+type Base struct {
+	id   int64
+	Name string
+	Eng  compute.Engine
+}
+
+// NewBase returns a Base with a fresh identity.
+func NewBase(name string, eng compute.Engine) Base {
+	return Base{id: serial.Add(1), Name: name, Eng: eng}
+}
+
+func (o *Base) WriteHash(h hash.Hash) { fmt.Fprintf(h, "lathe.%s#%d", o.Name, o.id) }
+func (o *Base) Hashcode() uint32 {
+	h := fnv.New32a()
+	o.WriteHash(h)
+	return h.Sum32()
+}
+func (o *Base) String() string       { return o.Name }
+func (o *Base) ReturnsPtr() bool     { return true }
+func (o *Base) CallsExtern() bool    { return false }
+func (o *Base) OverwritesInput() int { return -1 }
+
+// ShapeErr is an error naming the op.
+func (o *Base) ShapeErr(f string, a ...any) error {
+	return fmt.Errorf("op %s: %s", o.Name, fmt.Sprintf(f, a...))
+}
+
+// F32T is the float32 tensor type of the given rank (0: scalar).
+func F32T(dims int) hm.Type {
+	if dims == 0 {
+		return tensor.Float32
+	}
+	return G.TensorType{Dims: dims, Of: tensor.Float32}
+}
+
+// FnType is the type of an op taking ins and returning out.
+func FnType(out hm.Type, ins ...hm.Type) hm.Type {
+	return hm.NewFnType(append(ins, out)...)
+}
+
+// Data returns a value's float32 backing slice without copying.
+func Data(v G.Value) []float32 {
+	switch t := v.(type) {
+	case *tensor.Dense:
+		return t.Float32s()
+	case *G.F32:
+		return []float32{float32(*t)}
+	}
+	panic(fmt.Sprintf("graphop: unexpected value type %T", v))
+}
+
+// Scalar reads a float32 scalar value (a gradient seed).
+func Scalar(v G.Value) float32 {
+	switch t := v.(type) {
+	case *G.F32:
+		return float32(*t)
+	case *tensor.Dense:
+		return t.Float32s()[0]
+	}
+	panic(fmt.Sprintf("graphop: unexpected scalar type %T", v))
+}
+
+// Buffer is an op-owned output, allocated on first use and reused while
+// the shape stays the same.
+type Buffer struct{ T *tensor.Dense }
+
+// Get returns the buffer with the given shape.
+func (b *Buffer) Get(shape ...int) *tensor.Dense {
+	if b.T == nil || !b.T.Shape().Eq(tensor.Shape(shape)) {
+		b.T = tensor.New(tensor.Of(tensor.Float32), tensor.WithShape(shape...))
+	}
+	return b.T
+}
+
+// Scalar returns the buffer as a 0-d tensor.
+func (b *Buffer) Scalar() *tensor.Dense {
+	if b.T == nil {
+		b.T = tensor.New(tensor.Of(tensor.Float32), tensor.FromScalar(float32(0)))
+	}
+	return b.T
+}

@@ -1,0 +1,83 @@
+package compress
+
+import (
+	"github.com/chewxy/hm"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/lathe-ml/lathe/compute"
+	"github.com/lathe-ml/lathe/internal/graphop"
+)
+
+// FakeQuantOp is quantization-aware training's op: its forward pass is
+// quantize-then-dequantize, its backward pass the straight-through
+// estimator — the gradient passes unchanged where the input fell inside the
+// clipping range and is zero outside. With Params nil the parameters are
+// derived from the input each step (weights: their own min/max, per tensor
+// or per channel); otherwise the given ones are used (frozen observers).
+type FakeQuantOp struct {
+	graphop.Base
+	Spec     QuantSpec
+	Channels int          // first dimension, for per-channel specs
+	Params   *QuantParams // fixed parameters, or nil
+	Last     QuantParams  // the parameters of the last forward pass
+	inside   []bool
+	out      graphop.Buffer
+}
+
+// NewFakeQuant returns a fake-quantization op for a tensor whose first
+// dimension has channels entries.
+func NewFakeQuant(name string, eng compute.Engine, spec QuantSpec, channels int) *FakeQuantOp {
+	return &FakeQuantOp{Base: graphop.NewBase(name, eng), Spec: spec, Channels: channels}
+}
+
+func (o *FakeQuantOp) Arity() int    { return 1 }
+func (o *FakeQuantOp) Type() hm.Type { a := hm.TypeVariable('a'); return hm.NewFnType(a, a) }
+func (o *FakeQuantOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
+	return in[0].(tensor.Shape).Clone(), nil
+}
+func (o *FakeQuantOp) Do(vs ...G.Value) (G.Value, error) {
+	x := graphop.Data(vs[0])
+	y := o.out.Get(vs[0].Shape()...)
+	if o.Params != nil {
+		o.Last = *o.Params
+	} else {
+		o.Last = ParamsFor(o.Spec, x, o.Channels)
+	}
+	if len(o.inside) != len(x) {
+		o.inside = make([]bool, len(x))
+	}
+	o.Last.FakeQuant(y.Float32s(), x, o.inside)
+	return y, nil
+}
+func (o *FakeQuantOp) DiffWRT(int) []bool { return []bool{true} }
+func (o *FakeQuantOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	d, err := G.ApplyOp(&steOp{Base: graphop.NewBase(o.Name+".ste", o.Eng), fwd: o}, grad)
+	return G.Nodes{d}, err
+}
+
+// steOp passes the gradient where the forward input was inside the range.
+type steOp struct {
+	graphop.Base
+	fwd *FakeQuantOp
+	out graphop.Buffer
+}
+
+func (o *steOp) Arity() int    { return 1 }
+func (o *steOp) Type() hm.Type { a := hm.TypeVariable('a'); return hm.NewFnType(a, a) }
+func (o *steOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
+	return in[0].(tensor.Shape).Clone(), nil
+}
+func (o *steOp) Do(vs ...G.Value) (G.Value, error) {
+	g := graphop.Data(vs[0])
+	d := o.out.Get(vs[0].Shape()...)
+	dd := d.Float32s()
+	for i, v := range g {
+		if o.fwd.inside[i] {
+			dd[i] = v
+		} else {
+			dd[i] = 0
+		}
+	}
+	return d, nil
+}

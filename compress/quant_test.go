@@ -1,0 +1,129 @@
+package compress
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/lathe-ml/lathe/compute/cpu"
+)
+
+func TestRepresentableValuesRoundTripExactly(t *testing.T) {
+	for bits := 2; bits <= 8; bits++ {
+		for _, sym := range []bool{true, false} {
+			spec := QuantSpec{Bits: bits, Symmetric: sym}
+			p := ParamsFromRange(spec, []float32{-0.7}, []float32{1.3})
+			var x []float32
+			for q := p.QMin; q <= p.QMax; q++ {
+				x = append(x, float32(q-p.Zero[0])*p.Scale[0])
+			}
+			y := make([]float32, len(x))
+			p.FakeQuant(y, x, nil)
+			for i := range x {
+				if y[i] != x[i] {
+					t.Fatalf("%d bits sym=%v: %v became %v", bits, sym, x[i], y[i])
+				}
+			}
+			back := make([]float32, len(x))
+			p.Dequantize(back, p.Quantize(x))
+			for i := range x {
+				if back[i] != x[i] {
+					t.Fatalf("%d bits sym=%v: quantize/dequantize %v → %v", bits, sym, x[i], back[i])
+				}
+			}
+			// Zero is representable: pruned weights stay exactly zero.
+			z := []float32{0}
+			p.FakeQuant(z, z, nil)
+			if z[0] != 0 {
+				t.Fatalf("%d bits sym=%v: 0 → %v", bits, sym, z[0])
+			}
+		}
+	}
+	if (QuantSpec{Bits: 9}).Validate() == nil || (QuantSpec{Bits: 1}).Validate() == nil {
+		t.Fatal("bits outside 2..8 accepted")
+	}
+}
+
+func TestPerChannelScalesArePerChannel(t *testing.T) {
+	// Three rows of very different magnitude.
+	w := []float32{1, -2, 0.5, 0.01, 0.02, -0.005, 100, 50, -80}
+	p := ParamsFor(QuantSpec{Bits: 8, Symmetric: true, PerChannel: true}, w, 3)
+	want := []float32{2.0 / 127, 0.02 / 127, 100.0 / 127}
+	for c := range want {
+		if math.Abs(float64(p.Scale[c]-want[c])) > 1e-9 {
+			t.Fatalf("scale %d = %v, want %v", c, p.Scale[c], want[c])
+		}
+	}
+	q := make([]float32, len(w))
+	p.FakeQuant(q, w, nil)
+	// The small row keeps its precision: per-tensor it would collapse to zero.
+	if q[3] == 0 || math.Abs(float64(q[3]-w[3])) > float64(want[1]) {
+		t.Fatalf("small channel quantized to %v", q[3:6])
+	}
+	pt := ParamsFor(QuantSpec{Bits: 8, Symmetric: true}, w, 3)
+	if len(pt.Scale) != 1 {
+		t.Fatalf("per-tensor spec gave %d scales", len(pt.Scale))
+	}
+}
+
+func TestSTEGradientIsIdentityInsideZeroOutside(t *testing.T) {
+	g := G.NewGraph()
+	xv := tensor.New(tensor.WithShape(6), tensor.WithBacking([]float32{-3, -1, -0.2, 0.4, 0.99, 2.5}))
+	x := G.NewVector(g, tensor.Float32, G.WithShape(6), G.WithName("x"), G.WithValue(xv))
+	eng := cpu.New(cpu.Options{Threads: 1})
+	op := NewFakeQuant("fq", eng, QuantSpec{Bits: 4, Symmetric: true}, 1)
+	fixed := ParamsFromRange(op.Spec, []float32{-1}, []float32{1}) // frozen range [-1, 1]
+	op.Params = &fixed
+	y, err := G.ApplyOp(op, x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cost := G.Must(G.Sum(y))
+	grads, err := G.Grad(cost, x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm := G.NewTapeMachine(g)
+	defer vm.Close()
+	if err := vm.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	var gv G.Value
+	gv = grads[0].Value()
+	got := gv.Data().([]float32)
+	want := []float32{0, 1, 1, 1, 1, 0}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("STE gradient %v, want %v", got, want)
+		}
+	}
+	out := y.Value().Data().([]float32)
+	if out[0] != -1 || out[5] != 1 {
+		t.Fatalf("clipped values %v", out)
+	}
+}
+
+func TestFakeQuantErrorShrinksWithBits(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 1))
+	w := make([]float32, 1000)
+	for i := range w {
+		w[i] = float32(r.NormFloat64())
+	}
+	prev := math.Inf(1)
+	for _, bits := range []int{2, 3, 4, 6, 8} {
+		p := ParamsFor(QuantSpec{Bits: bits, Symmetric: true}, w, 1)
+		q := make([]float32, len(w))
+		p.FakeQuant(q, w, nil)
+		var e float64
+		for i := range w {
+			e += math.Abs(float64(q[i] - w[i]))
+		}
+		if e >= prev {
+			t.Fatalf("%d bits: error %v not below %v", bits, e, prev)
+		}
+		prev = e
+	}
+}

@@ -9,6 +9,14 @@ import (
 	"github.com/lathe-ml/lathe/internal/graphop"
 )
 
+// QuantControl is a quantized tensor's live settings, shared by every graph
+// that fake-quantizes it (training and evaluation) and changed by the
+// quantization schedule: the bit width and whether quantization is on yet.
+type QuantControl struct {
+	Spec    QuantSpec
+	Enabled bool
+}
+
 // FakeQuantOp is quantization-aware training's op: its forward pass is
 // quantize-then-dequantize, its backward pass the straight-through
 // estimator — the gradient passes unchanged where the input fell inside the
@@ -20,9 +28,12 @@ type FakeQuantOp struct {
 	Spec     QuantSpec
 	Channels int          // first dimension, for per-channel specs
 	Params   *QuantParams // fixed parameters, or nil
-	Last     QuantParams  // the parameters of the last forward pass
-	inside   []bool
-	out      graphop.Buffer
+	// Ctl, when set, overrides Spec and can switch the op off (identity
+	// forward and gradient) until the schedule turns quantization on.
+	Ctl    *QuantControl
+	Last   QuantParams // the parameters of the last forward pass
+	inside []bool
+	out    graphop.Buffer
 }
 
 // NewFakeQuant returns a fake-quantization op for a tensor whose first
@@ -39,13 +50,23 @@ func (o *FakeQuantOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
 func (o *FakeQuantOp) Do(vs ...G.Value) (G.Value, error) {
 	x := graphop.Data(vs[0])
 	y := o.out.Get(vs[0].Shape()...)
+	if len(o.inside) != len(x) {
+		o.inside = make([]bool, len(x))
+	}
+	if o.Ctl != nil {
+		if !o.Ctl.Enabled {
+			copy(y.Float32s(), x)
+			for i := range o.inside {
+				o.inside[i] = true
+			}
+			return y, nil
+		}
+		o.Spec = o.Ctl.Spec
+	}
 	if o.Params != nil {
 		o.Last = *o.Params
 	} else {
 		o.Last = ParamsFor(o.Spec, x, o.Channels)
-	}
-	if len(o.inside) != len(x) {
-		o.inside = make([]bool, len(x))
 	}
 	o.Last.FakeQuant(y.Float32s(), x, o.inside)
 	return y, nil

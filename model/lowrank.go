@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 
@@ -60,6 +61,14 @@ func (m *Model) Factorize(name string, rank int, energy float64) (*Model, int, e
 	f, err := New(spec, m.Input, 0)
 	if err != nil {
 		return nil, 0, err
+	}
+	if ctl := m.Quant[name]; ctl != nil {
+		f.Quant = maps.Clone(m.Quant)
+		delete(f.Quant, name)
+		// The factors share the layer's control (one schedule for both).
+		f.Quant[name+".v"], f.Quant[name+".u"] = ctl, ctl
+	} else {
+		f.Quant = m.Quant
 	}
 	for _, p := range m.Params {
 		if p.Layer == name {

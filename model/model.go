@@ -11,6 +11,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/lathe-ml/lathe/compress"
 	"github.com/lathe-ml/lathe/compute"
 )
 
@@ -97,6 +98,10 @@ type Model struct {
 	Spec   Spec
 	Input  Input
 	Params []*Param
+	// Quant holds, per weight name, the fake-quantization control of a
+	// weight trained with quantization (QAT); graphs built from the model
+	// fake-quantize those weights. Rebuilt models share the controls.
+	Quant  map[string]*compress.QuantControl
 	layers []layerDef
 }
 
@@ -362,10 +367,16 @@ func (m *Model) Build(eng compute.Engine, batch int, train bool, seed uint64) (*
 		switch l.kind {
 		case kindLinear:
 			op := &linearOp{opBase: newBase(l.name, eng), act: l.act, needDX: !first}
-			h, err = G.ApplyOp(op, h, byName[l.name], byName[l.name+".bias"])
+			var w *G.Node
+			if w, err = m.quantized(eng, byName[l.name]); err == nil {
+				h, err = G.ApplyOp(op, h, w, byName[l.name+".bias"])
+			}
 		case kindConv:
 			op := &conv2dOp{opBase: newBase(l.name, eng), in: l.in, f: l.out, k: l.k, act: l.act, needDX: !first}
-			h, err = G.ApplyOp(op, h, byName[l.name], byName[l.name+".bias"])
+			var w *G.Node
+			if w, err = m.quantized(eng, byName[l.name]); err == nil {
+				h, err = G.ApplyOp(op, h, w, byName[l.name+".bias"])
+			}
 		case kindPool:
 			h, err = G.ApplyOp(&maxPoolOp{opBase: newBase(l.name, eng), in: l.in}, h)
 		}
@@ -389,6 +400,18 @@ func (m *Model) Build(eng compute.Engine, batch int, train bool, seed uint64) (*
 	return net, nil
 }
 
+// quantized returns the weight node, fake-quantized when the model trains
+// that weight with quantization.
+func (m *Model) quantized(eng compute.Engine, w *G.Node) (*G.Node, error) {
+	ctl := m.Quant[w.Name()]
+	if ctl == nil {
+		return w, nil
+	}
+	op := compress.NewFakeQuant(w.Name()+".fq", eng, ctl.Spec, w.Shape()[0])
+	op.Ctl = ctl
+	return G.ApplyOp(op, w)
+}
+
 func hashName(s string) uint64 {
 	h := fnv.New64a()
 	h.Write([]byte(s))
@@ -406,6 +429,8 @@ type LayerInfo struct {
 	// are entirely zero.
 	Sparsity           float64 `json:"sparsity"`
 	StructuredSparsity float64 `json:"structured_sparsity"`
+	// Bits is the weight's quantization width (0: float32).
+	Bits int `json:"bits,omitempty"`
 	// ThinnedShape is the weight's shape once dead neurons and filters are
 	// removed (set when the run thins the model).
 	ThinnedShape []int `json:"thinned_shape,omitempty"`
@@ -420,6 +445,9 @@ func (m *Model) Layers() []LayerInfo {
 			continue
 		}
 		li := LayerInfo{Name: p.Layer, Shape: slices.Clone(p.Shape)}
+		if ctl := m.Quant[p.Name]; ctl != nil && ctl.Enabled {
+			li.Bits = ctl.Spec.Bits
+		}
 		d := p.Data()
 		zeros, emptyRows, cols := 0, 0, len(d)/p.Shape[0]
 		for r := 0; r < p.Shape[0]; r++ {

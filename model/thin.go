@@ -106,6 +106,7 @@ func (m *Model) Thin() (*Model, ThinReport, error) {
 	if err != nil {
 		return nil, rep, fmt.Errorf("model: thin: %w", err)
 	}
+	out.Quant = m.Quant
 	for _, l := range layers {
 		copy(out.Param(l.def.name).Data(), l.w)
 		copy(out.Param(l.def.name+".bias").Data(), l.b)

@@ -23,6 +23,8 @@ type Job struct {
 	Prune      []Prune      // in recipe order; a layer appears in at most one
 	Regularize []Regularize // in recipe order
 	Factorize  []Factorize  // low-rank replacements, in recipe order
+	// Quantize, when set, trains weights with fake quantization (QAT).
+	Quantize *Quantize
 	// Sensitivity, when set, runs a sensitivity analysis during the run.
 	Sensitivity *Sensitivity
 	// ThinAtEpoch > 0 (a thin block) rebuilds the model without its dead
@@ -119,6 +121,20 @@ type Factorize struct {
 	Rank    int     // the rank, or 0 to choose it by Energy
 	Energy  float64 // fraction of spectral energy to keep, in (0, 1]
 	AtEpoch int     // epochs of training done before factorizing
+}
+
+// Quantize is the quantize block: weights of Layers fake-quantized to Bits
+// from FromEpoch on, then to each of Gradual at the matching GradualEpochs;
+// LayerBits pins some layers' widths (mixed precision).
+type Quantize struct {
+	Layers        []string
+	Bits          int
+	FromEpoch     float64
+	Gradual       []int
+	GradualEpochs []float64
+	Granularity   string // "per_channel" or "per_tensor"
+	Symmetric     bool
+	LayerBits     map[string]int
 }
 
 // Sensitivity is the sensitivity block: each layer pruned alone to each

@@ -318,6 +318,7 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 			{Type: "factorize"},
 			{Type: "sensitivity"},
 			{Type: "thin"},
+			{Type: "quantize"},
 		},
 	})
 	if !ok {
@@ -338,6 +339,14 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 	for _, blk := range c.Blocks {
 		if blk.Type == "prune" {
 			d.prune(blk, len(j.Prune), j)
+			continue
+		}
+		if blk.Type == "quantize" {
+			if j.Quantize != nil {
+				d.errorf(blk.DefRange, "duplicate block", "only one quantize block is allowed")
+				continue
+			}
+			d.quantize(blk, j)
 			continue
 		}
 		if blk.Type == "thin" {
@@ -690,4 +699,58 @@ func (d *decoder) sensitivity(b *hcl.Block, j *Job) {
 	a.float("tolerance", &s.Tolerance, 0, 1, false)
 	a.int("at_epoch", &s.AtEpoch, 1, j.Epochs)
 	j.Sensitivity = s
+}
+
+func (d *decoder) quantize(b *hcl.Block, j *Job) {
+	prefix := "quantize."
+	d.ranges["quantize"] = b.DefRange
+	c, ok := d.content(b.Body, &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+		{Name: "layers", Required: true}, {Name: "bits"}, {Name: "from_epoch"}, {Name: "gradual"}, {Name: "gradual_epochs"},
+		{Name: "granularity"}, {Name: "symmetric"}, {Name: "layer_bits"}}})
+	if !ok {
+		return
+	}
+	q := &Quantize{Bits: 8, Granularity: "per_channel", Symmetric: true}
+	a := attrs{d: d, prefix: prefix, m: c.Attributes}
+	if v, at, ok := a.value("layers", cty.List(cty.String)); ok {
+		if err := gocty.FromCtyValue(v, &q.Layers); err != nil || len(q.Layers) == 0 {
+			d.errorf(at.Expr.Range(), "invalid layers", "quantize.layers must be a non-empty list of layer names")
+		}
+	}
+	a.int("bits", &q.Bits, 2, 8)
+	a.float("from_epoch", &q.FromEpoch, 0, float64(j.Epochs), false)
+	a.choice("granularity", &q.Granularity, []string{"per_channel", "per_tensor"})
+	a.bool("symmetric", &q.Symmetric)
+	if v, at, ok := a.value("gradual", cty.List(cty.Number)); ok {
+		if err := gocty.FromCtyValue(v, &q.Gradual); err != nil || slices.ContainsFunc(q.Gradual, func(b int) bool { return b < 2 || b > 8 }) {
+			d.errorf(at.Expr.Range(), "value out of range", "quantize.gradual must list bit widths from 2 to 8")
+		}
+	}
+	if v, at, ok := a.value("gradual_epochs", cty.List(cty.Number)); ok {
+		if err := gocty.FromCtyValue(v, &q.GradualEpochs); err != nil {
+			d.errorf(at.Expr.Range(), "invalid list", "quantize.gradual_epochs must be a list of epochs")
+		}
+	}
+	if len(q.Gradual) != len(q.GradualEpochs) {
+		d.errorf(d.rangeOf(prefix+"gradual_epochs"), "invalid gradual quantization", "quantize.gradual has %d widths but gradual_epochs %d epochs", len(q.Gradual), len(q.GradualEpochs))
+	}
+	prev := q.FromEpoch
+	for _, e := range q.GradualEpochs {
+		if e <= prev || e > float64(j.Epochs) {
+			d.errorf(d.rangeOf(prefix+"gradual_epochs"), "invalid gradual quantization", "quantize.gradual_epochs must rise after from_epoch = %v and stay within the run's %d epochs", q.FromEpoch, j.Epochs)
+			break
+		}
+		prev = e
+	}
+	if v, at, ok := a.value("layer_bits", cty.Map(cty.Number)); ok {
+		if err := gocty.FromCtyValue(v, &q.LayerBits); err != nil {
+			d.errorf(at.Expr.Range(), "invalid layer_bits", "quantize.layer_bits maps layer names to bit widths")
+		}
+		for l, bits := range q.LayerBits {
+			if bits < 2 || bits > 8 {
+				d.errorf(at.Expr.Range(), "value out of range", "quantize.layer_bits.%s = %d; bits must be 2 to 8", l, bits)
+			}
+		}
+	}
+	j.Quantize = q
 }

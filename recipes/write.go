@@ -111,6 +111,30 @@ func (j *Job) HCL() []byte {
 			pb.SetAttributeValue("every_epochs", cty.NumberFloatVal(p.EveryEpochs))
 		}
 	}
+	if q := j.Quantize; q != nil {
+		qb := jb.AppendNewBlock("quantize", nil).Body()
+		qb.SetAttributeValue("layers", stringList(q.Layers))
+		qb.SetAttributeValue("bits", cty.NumberIntVal(int64(q.Bits)))
+		qb.SetAttributeValue("from_epoch", cty.NumberFloatVal(q.FromEpoch))
+		qb.SetAttributeValue("granularity", cty.StringVal(q.Granularity))
+		qb.SetAttributeValue("symmetric", cty.BoolVal(q.Symmetric))
+		if len(q.Gradual) > 0 {
+			var g, e []cty.Value
+			for i := range q.Gradual {
+				g = append(g, cty.NumberIntVal(int64(q.Gradual[i])))
+				e = append(e, cty.NumberFloatVal(q.GradualEpochs[i]))
+			}
+			qb.SetAttributeValue("gradual", cty.ListVal(g))
+			qb.SetAttributeValue("gradual_epochs", cty.ListVal(e))
+		}
+		if len(q.LayerBits) > 0 {
+			lb := map[string]cty.Value{}
+			for k, v := range q.LayerBits {
+				lb[k] = cty.NumberIntVal(int64(v))
+			}
+			qb.SetAttributeValue("layer_bits", cty.MapVal(lb))
+		}
+	}
 	if j.ThinAtEpoch > 0 {
 		jb.AppendNewBlock("thin", nil).Body().SetAttributeValue("at_epoch", cty.NumberIntVal(int64(j.ThinAtEpoch)))
 	}

@@ -165,3 +165,31 @@ func sensitivityPolicy(job *recipes.Job, m *model.Model, val *data.Set, prune []
 	}
 	return p, nil
 }
+
+// quantizePolicy sets up the model's quantization controls and the policy
+// that schedules them.
+func quantizePolicy(job *recipes.Job, m *model.Model, epochSamples int64, log hclog.Logger) (*trainer.QuantPolicy, error) {
+	q := job.Quantize
+	if q == nil {
+		return nil, nil
+	}
+	spec := compress.QuantSpec{Bits: q.Bits, Symmetric: q.Symmetric, PerChannel: q.Granularity == "per_channel"}
+	m.Quant = map[string]*compress.QuantControl{}
+	for _, l := range q.Layers {
+		if _, err := weightIndex(job, m, "quantize.layers", l); err != nil {
+			return nil, err
+		}
+		m.Quant[l] = &compress.QuantControl{Spec: spec}
+	}
+	for l := range q.LayerBits {
+		if _, ok := m.Quant[l]; !ok {
+			return nil, job.Errorf("quantize.layer_bits", "layer_bits names %q, which is not in quantize.layers", l)
+		}
+	}
+	p := &trainer.QuantPolicy{Layers: q.Layers, LayerBits: q.LayerBits, Logger: log.Named("quantize"),
+		Steps: []trainer.QuantStep{{Start: int64(q.FromEpoch * float64(epochSamples)), Bits: q.Bits}}}
+	for i, b := range q.Gradual {
+		p.Steps = append(p.Steps, trainer.QuantStep{Start: int64(q.GradualEpochs[i] * float64(epochSamples)), Bits: b})
+	}
+	return p, nil
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/lathe-ml/lathe/compress"
 	"github.com/lathe-ml/lathe/compute"
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/data"
@@ -60,7 +61,10 @@ type Summary struct {
 	PeakRSSBytes     int64   `json:"peak_rss_bytes"`
 	GuardPauses      int     `json:"guard_pauses"`    // times an accuracy guard paused pruning
 	Ranks            []int   `json:"ranks,omitempty"` // ranks of the factorize blocks, in order
-	Engine           string  `json:"engine"`
+	// PTQ is the test accuracy of the final float weights quantized after
+	// training, by bit width (runs without a quantize block).
+	PTQ    map[string]float64 `json:"ptq_test_accuracy,omitempty"`
+	Engine string             `json:"engine"`
 	// Thinned is set when structured pruning left whole neurons or filters
 	// at zero: the model rebuilt without them, evaluated on the test set.
 	Thinned *Thinned               `json:"thinned,omitempty"`
@@ -153,6 +157,13 @@ func Execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	if err != nil {
 		return nil, err
 	}
+	quant, err := quantizePolicy(job, m, epochSamples, log)
+	if err != nil {
+		return nil, err
+	}
+	if quant != nil {
+		policies = append(policies, quant)
+	}
 	sens, err := sensitivityPolicy(job, m, val, prune, log)
 	if err != nil {
 		return nil, err
@@ -215,6 +226,13 @@ func Execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	if n := len(res.Epochs); n > 0 {
 		sum.GuardPauses = res.Epochs[n-1].GuardPauses
 	}
+	if job.Quantize == nil {
+		// The post-training quantization baseline QAT is compared with: the
+		// final float weights fake-quantized (per channel, symmetric).
+		if sum.PTQ, err = ptq(tr.Model(), eng, test, job.EvalBatch, []int{8, 4}); err != nil {
+			return nil, err
+		}
+	}
 	if job.ThinAtEpoch > 0 || slices.ContainsFunc(sum.Layers, func(l model.LayerInfo) bool { return l.StructuredSparsity > 0 }) {
 		if sum.Thinned, err = thin(tr.Model(), eng, test, job.EvalBatch); err != nil {
 			return nil, err
@@ -236,6 +254,25 @@ func Execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	log.Info("job done", "test_accuracy", sum.TestAccuracy, "val_accuracy", sum.ValAccuracy,
 		"samples_per_second", int(sum.SamplesPerSecond), "wall_seconds", sum.WallSeconds, "summary", filepath.Join(dir, SummaryFile))
 	return sum, nil
+}
+
+// ptq evaluates the model with every weight fake-quantized after training.
+func ptq(m *model.Model, eng compute.Engine, test *data.Set, batch int, widths []int) (map[string]float64, error) {
+	out := map[string]float64{}
+	for _, bits := range widths {
+		saved := m.Quant
+		m.Quant = map[string]*compress.QuantControl{}
+		for _, w := range m.Weights() {
+			m.Quant[w.Name] = &compress.QuantControl{Spec: compress.QuantSpec{Bits: bits, Symmetric: true, PerChannel: true}, Enabled: true}
+		}
+		acc, _, err := trainer.EvaluateModel(m, eng, test, batch)
+		m.Quant = saved
+		if err != nil {
+			return nil, err
+		}
+		out[fmt.Sprintf("%d", bits)] = acc
+	}
+	return out, nil
 }
 
 // thin rebuilds the model without its dead neurons and filters and
@@ -287,7 +324,7 @@ type metricsWriter struct {
 	layers []string // the sparsity columns, by weight name
 }
 
-var metricsHeader = []string{"epoch", "steps", "samples_seen", "lr", "train_loss", "extra_loss", "train_accuracy", "val_loss", "val_accuracy", "train_seconds", "samples_per_second", "sparsity", "guard_pauses"}
+var metricsHeader = []string{"epoch", "steps", "samples_seen", "lr", "train_loss", "extra_loss", "train_accuracy", "val_loss", "val_accuracy", "train_seconds", "samples_per_second", "sparsity", "guard_pauses", "weight_bits"}
 
 // newMetricsWriter starts metrics.csv: the fixed columns, then one
 // sparsity_<layer> column per weight of m and per factor a factorize block
@@ -316,7 +353,7 @@ func newMetricsWriter(path string, m *model.Model, factors []recipes.Factorize) 
 func (mw *metricsWriter) write(m trainer.EpochMetrics) error {
 	g := func(v float64) string { return strconv.FormatFloat(v, 'g', 8, 64) }
 	row := []string{strconv.Itoa(m.Epoch), strconv.FormatInt(m.Steps, 10), strconv.FormatInt(m.SamplesSeen, 10),
-		g(m.LR), g(m.TrainLoss), g(m.ExtraLoss), g(m.TrainAccuracy), g(m.ValLoss), g(m.ValAccuracy), g(m.TrainSeconds), g(m.SamplesPerSec), g(m.Sparsity), strconv.Itoa(m.GuardPauses)}
+		g(m.LR), g(m.TrainLoss), g(m.ExtraLoss), g(m.TrainAccuracy), g(m.ValLoss), g(m.ValAccuracy), g(m.TrainSeconds), g(m.SamplesPerSec), g(m.Sparsity), strconv.Itoa(m.GuardPauses), strconv.Itoa(m.WeightBits)}
 	for _, l := range mw.layers {
 		cell := ""
 		if k := slices.Index(m.LayerNames, l); k >= 0 {

@@ -316,3 +316,53 @@ func TestDryRunShowsWindowsAndGuards(t *testing.T) {
 		t.Fatalf("dry run of a bad layer: %v", err)
 	}
 }
+
+func TestQuantizationAwareTraining(t *testing.T) {
+	block := `quantize {
+    layers         = ["fc1", "fc2"]
+    bits           = 8
+    from_epoch     = 1
+    gradual        = [4]
+    gradual_epochs = [2]
+    layer_bits     = { fc2 = 8 }
+  }`
+	src := strings.Replace(recipe, "  model {", "  "+block+"\n  model {", 1)
+	j, err := recipes.Parse([]byte(src), "tiny.hcl", []string{"epochs=3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	sum, err := Execute(context.Background(), j, Options{RunDir: dir, Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Layers[0].Bits != 4 || sum.Layers[1].Bits != 8 {
+		t.Fatalf("bits %d / %d, want 4 (gradual) and 8 (pinned)", sum.Layers[0].Bits, sum.Layers[1].Bits)
+	}
+	if got := []int{sum.History[0].WeightBits, sum.History[1].WeightBits, sum.History[2].WeightBits}; got[0] != 0 || got[1] != 8 || got[2] != 4 {
+		t.Fatalf("weight bits by epoch %v, want [0 8 4] (float in epoch 1, 8 bits from epoch 2, 4 from epoch 3)", got)
+	}
+	if sum.TestAccuracy < 0.85 || sum.PTQ != nil {
+		t.Fatalf("accuracy %v, ptq %v", sum.TestAccuracy, sum.PTQ)
+	}
+	// A run without quantization reports the post-training baseline.
+	plain, err := Execute(context.Background(), load(t), Options{RunDir: t.TempDir(), Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a8, a4 := plain.PTQ["8"], plain.PTQ["4"]; a8 < plain.TestAccuracy-0.01 || a4 <= 0.1 || a4 > a8+0.01 {
+		t.Fatalf("ptq %v for float accuracy %v", plain.PTQ, plain.TestAccuracy)
+	}
+	for _, tc := range []struct{ block, want string }{
+		{"quantize {\n    layers = [\"fc1\"]\n    bits = 9\n  }", "tiny.hcl:16,12: value out of range; quantize.bits = 9 is outside [2, 8]"},
+		{"quantize {\n    layers = [\"fc4\"]\n  }", "tiny.hcl:15,14: model mlp has no layer \"fc4\""},
+	} {
+		j, err := recipes.Parse([]byte(strings.Replace(recipe, "  model {", "  "+tc.block+"\n  model {", 1)), "tiny.hcl", nil)
+		if err == nil {
+			_, err = Execute(context.Background(), j, Options{RunDir: t.TempDir()})
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Fatalf("error %v, want %q", err, tc.want)
+		}
+	}
+}

@@ -22,6 +22,8 @@ type State struct {
 
 	// GuardPauses counts the times an accuracy guard paused a policy.
 	GuardPauses int
+	// WeightBits is the weight quantization width in force (0: float32).
+	WeightBits int
 }
 
 // Policy is a compression or training policy attached at hooks. A policy

@@ -86,6 +86,7 @@ type EpochMetrics struct {
 	LayerSparsity []float64 `json:"layer_sparsity"`
 	LayerNames    []string  `json:"layer_names"`  // the weights LayerSparsity is given for
 	GuardPauses   int       `json:"guard_pauses"` // total so far
+	WeightBits    int       `json:"weight_bits"`  // quantization width at the epoch's end (0: float32)
 }
 
 // Result is the outcome of a run.
@@ -296,6 +297,7 @@ func (t *Trainer) Run(ctx context.Context) (res *Result, err error) {
 			TrainSeconds: trainDur.Seconds(), SamplesPerSec: float64(steps*cfg.Batch) / trainDur.Seconds(),
 		}
 		em.LayerSparsity, em.Sparsity = WeightSparsity(t.cfg.Model)
+		em.WeightBits = t.state.WeightBits
 		for _, w := range t.cfg.Model.Weights() {
 			em.LayerNames = append(em.LayerNames, w.Name)
 		}

@@ -1,6 +1,8 @@
 package compress
 
 import (
+	"slices"
+
 	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -33,7 +35,9 @@ type FakeQuantOp struct {
 	Ctl    *QuantControl
 	Last   QuantParams // the parameters of the last forward pass
 	inside []bool
-	out    graphop.Buffer
+	// allInside: every element of the last forward pass was in range.
+	allInside bool
+	out       graphop.Buffer
 }
 
 // NewFakeQuant returns a fake-quantization op for a tensor whose first
@@ -56,9 +60,7 @@ func (o *FakeQuantOp) Do(vs ...G.Value) (G.Value, error) {
 	if o.Ctl != nil {
 		if !o.Ctl.Enabled {
 			copy(y.Float32s(), x)
-			for i := range o.inside {
-				o.inside[i] = true
-			}
+			o.allInside = true
 			return y, nil
 		}
 		o.Spec = o.Ctl.Spec
@@ -66,11 +68,44 @@ func (o *FakeQuantOp) Do(vs ...G.Value) (G.Value, error) {
 	if o.Params != nil {
 		o.Last = *o.Params
 	} else {
-		o.Last = ParamsFor(o.Spec, x, o.Channels)
+		o.Last = o.paramsFor(x)
 	}
-	o.Last.FakeQuant(y.Float32s(), x, o.inside)
+	yd := y.Float32s()
+	if o.Eng != nil {
+		// Each range reports at its first channel; the others stay true.
+		parts := make([]bool, len(o.Last.Scale))
+		for i := range parts {
+			parts[i] = true
+		}
+		o.Eng.Parallel(len(o.Last.Scale), 1, func(c0, c1 int) { parts[c0] = o.Last.FakeQuantChannels(yd, x, o.inside, c0, c1) })
+		o.allInside = !slices.Contains(parts, false)
+	} else {
+		o.allInside = o.Last.FakeQuant(yd, x, o.inside)
+	}
 	return y, nil
 }
+
+// paramsFor is ParamsFor with the min/max pass split over the engine.
+func (o *FakeQuantOp) paramsFor(x []float32) QuantParams {
+	channels := o.Channels
+	if !o.Spec.PerChannel || channels <= 0 {
+		return ParamsFor(o.Spec, x, 1)
+	}
+	per := len(x) / channels
+	lo, hi := make([]float32, channels), make([]float32, channels)
+	each := func(c0, c1 int) {
+		for c := c0; c < c1; c++ {
+			lo[c], hi[c] = MinMax(x[c*per : (c+1)*per])
+		}
+	}
+	if o.Eng != nil {
+		o.Eng.Parallel(channels, 1, each)
+	} else {
+		each(0, channels)
+	}
+	return ParamsFromRange(o.Spec, lo, hi)
+}
+
 func (o *FakeQuantOp) DiffWRT(int) []bool { return []bool{true} }
 func (o *FakeQuantOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	d, err := G.ApplyOp(&steOp{Base: graphop.NewBase(o.Name+".ste", o.Eng), fwd: o}, grad)
@@ -90,6 +125,11 @@ func (o *steOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
 	return in[0].(tensor.Shape).Clone(), nil
 }
 func (o *steOp) Do(vs ...G.Value) (G.Value, error) {
+	if o.fwd.allInside {
+		// Every input was inside the range (always so for weights whose range
+		// is their own min/max): the gradient passes unchanged, uncopied.
+		return vs[0], nil
+	}
 	g := graphop.Data(vs[0])
 	d := o.out.Get(vs[0].Shape()...)
 	dd := d.Float32s()

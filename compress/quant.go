@@ -32,7 +32,9 @@ func (s QuantSpec) Range() (qmin, qmax int32) {
 }
 
 // QuantParams are the scales and zero points a tensor is quantized with:
-// q = clamp(round(x/scale) + zero, qmin, qmax), x̂ = (q − zero)·scale.
+// q = clamp(round(x·(1/scale)) + zero, qmin, qmax), x̂ = (q − zero)·scale,
+// in float32, rounding halves to even (the arithmetic the inference runtime
+// must repeat to give the same integers).
 // The zero point is an integer, so 0 is exactly representable and pruned
 // weights stay exactly zero.
 type QuantParams struct {
@@ -75,11 +77,24 @@ func ParamsFor(spec QuantSpec, data []float32, channels int) QuantParams {
 	per := len(data) / channels
 	lo, hi := make([]float32, channels), make([]float32, channels)
 	for c := 0; c < channels; c++ {
-		for _, v := range data[c*per : (c+1)*per] {
-			lo[c], hi[c] = min(lo[c], v), max(hi[c], v)
-		}
+		lo[c], hi[c] = MinMax(data[c*per : (c+1)*per])
 	}
 	return ParamsFromRange(spec, lo, hi)
+}
+
+// MinMax returns the smallest and largest of x and 0 (NaNs are ignored).
+// Plain comparisons: Go's min and max builtins order NaNs and signed zeros
+// and cost several times more per element.
+func MinMax(x []float32) (lo, hi float32) {
+	for _, v := range x {
+		if v < lo {
+			lo = v
+		}
+		if v > hi {
+			hi = v
+		}
+	}
+	return lo, hi
 }
 
 // channel returns the parameters' index for element i of a tensor of n
@@ -96,8 +111,8 @@ func (p QuantParams) Quantize(src []float32) []int32 {
 	out := make([]int32, len(src))
 	for i, v := range src {
 		c := p.channel(i, len(src))
-		q := math.RoundToEven(float64(v/p.Scale[c])) + float64(p.Zero[c])
-		out[i] = int32(min(max(q, float64(p.QMin)), float64(p.QMax)))
+		q := roundEven32(v*(1/p.Scale[c])) + float32(p.Zero[c])
+		out[i] = int32(min(max(q, float32(p.QMin)), float32(p.QMax)))
 	}
 	return out
 }
@@ -112,16 +127,58 @@ func (p QuantParams) Dequantize(dst []float32, q []int32) {
 
 // FakeQuant writes quantize-then-dequantize of src into dst, and, when
 // inside is not nil, whether each element fell inside the clipping range
-// (the straight-through estimator passes gradients only there).
-func (p QuantParams) FakeQuant(dst, src []float32, inside []bool) {
-	for i, v := range src {
-		c := p.channel(i, len(src))
-		q := math.RoundToEven(float64(v/p.Scale[c])) + float64(p.Zero[c])
-		in := q >= float64(p.QMin) && q <= float64(p.QMax)
-		q = min(max(q, float64(p.QMin)), float64(p.QMax))
-		dst[i] = float32(int32(q)-p.Zero[c]) * p.Scale[c]
+// (the straight-through estimator passes gradients only there). It reports
+// whether every element did.
+func (p QuantParams) FakeQuant(dst, src []float32, inside []bool) bool {
+	return p.FakeQuantChannels(dst, src, inside, 0, len(p.Scale))
+}
+
+// FakeQuantChannels is FakeQuant restricted to channels [c0, c1), so that
+// callers can split the work.
+func (p QuantParams) FakeQuantChannels(dst, src []float32, inside []bool, c0, c1 int) bool {
+	all := true
+	per := len(src) / len(p.Scale)
+	qmin, qmax := float32(p.QMin), float32(p.QMax)
+	for c := c0; c < c1; c++ {
+		sc, z := p.Scale[c], p.Zero[c]
+		inv, zf := 1/sc, float32(z)
+		lo, hi := c*per, (c+1)*per
+		s, d := src[lo:hi], dst[lo:hi]
+		var in []bool
 		if inside != nil {
-			inside[i] = in
+			in = inside[lo:hi]
+		}
+		d = d[:len(s)]
+		for i, v := range s {
+			// Integers up to 2^24 are exact in float32, so rounding there
+			// equals rounding in float64 for every value that can land in
+			// [qmin, qmax].
+			q := roundEven32(v*inv) + zf
+			inRange := true
+			if q < qmin {
+				q, inRange = qmin, false
+			} else if q > qmax {
+				q, inRange = qmax, false
+			}
+			if in != nil {
+				in[i] = inRange
+			}
+			all = all && inRange
+			d[i] = (q - zf) * sc
 		}
 	}
+	return all
+}
+
+// roundEven32 rounds to the nearest integer, halves to even, for |x| < 2^23
+// (larger values are already integers and come back unchanged).
+func roundEven32(x float32) float32 {
+	const magic = 1 << 23
+	if x >= magic || x <= -magic || x != x {
+		return x
+	}
+	if x >= 0 {
+		return (x + magic) - magic
+	}
+	return (x - magic) + magic
 }

@@ -127,3 +127,12 @@ func TestFakeQuantErrorShrinksWithBits(t *testing.T) {
 		prev = e
 	}
 }
+
+func TestRoundEven32MatchesMath(t *testing.T) {
+	for _, x := range []float32{0, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.49999, -3.5000002, 126.5, -127.5, 1e7 + 0.5, 3e9, float32(math.Inf(1))} {
+		want := float32(math.RoundToEven(float64(x)))
+		if got := roundEven32(x); got != want {
+			t.Fatalf("roundEven32(%v) = %v, want %v", x, got, want)
+		}
+	}
+}

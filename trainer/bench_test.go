@@ -16,9 +16,21 @@ func benchmarkStep(b *testing.B, spec model.Spec, batch int) { benchmarkStepMask
 // benchmarkStepMasked is benchmarkStep with every weight held under a
 // magnitude mask of the given sparsity (0: no masks), as pruning leaves them.
 func benchmarkStepMasked(b *testing.B, spec model.Spec, batch int, sparsity float64) {
+	benchmarkStepCompressed(b, spec, batch, sparsity, 0)
+}
+
+// benchmarkStepCompressed adds 8-bit per-channel fake quantization of every
+// weight when bits > 0.
+func benchmarkStepCompressed(b *testing.B, spec model.Spec, batch int, sparsity float64, bits int) {
 	m, err := model.New(spec, model.MNISTInput, 1)
 	if err != nil {
 		b.Fatal(err)
+	}
+	if bits > 0 {
+		m.Quant = map[string]*compress.QuantControl{}
+		for _, w := range m.Weights() {
+			m.Quant[w.Name] = &compress.QuantControl{Spec: compress.QuantSpec{Bits: bits, Symmetric: true, PerChannel: true}, Enabled: true}
+		}
 	}
 	eng := cpu.New(cpu.Options{})
 	o, _ := NewOptimizer(OptimConfig{Kind: "sgd", Momentum: 0.9, Engine: eng}, sizes(m))
@@ -57,6 +69,9 @@ func benchmarkStepMasked(b *testing.B, spec model.Spec, batch int, sparsity floa
 func BenchmarkStepLeNet300B256(b *testing.B) { benchmarkStep(b, model.Spec{Arch: "lenet300"}, 256) }
 func BenchmarkStepLeNet300B256Masked90(b *testing.B) {
 	benchmarkStepMasked(b, model.Spec{Arch: "lenet300"}, 256, 0.9)
+}
+func BenchmarkStepLeNet300B256Masked90QAT8(b *testing.B) {
+	benchmarkStepCompressed(b, model.Spec{Arch: "lenet300"}, 256, 0.9, 8)
 }
 func BenchmarkStepLeNet300B64(b *testing.B) { benchmarkStep(b, model.Spec{Arch: "lenet300"}, 64) }
 func BenchmarkStepLeNet5B256(b *testing.B)  { benchmarkStep(b, model.Spec{Arch: "lenet5"}, 256) }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/lathe-ml/lathe/compress"
 	"github.com/lathe-ml/lathe/compute"
+	"github.com/lathe-ml/lathe/distill"
 )
 
 // Group names a kind of prunable structure of a weight.
@@ -326,18 +327,50 @@ type Net struct {
 	Batch  int
 
 	XValue, YValue *tensor.Dense // bound to X and Y; overwrite their data to feed a batch
+	TValue         *tensor.Dense // distillation graphs: the teacher's logits for the batch
 	Dropouts       []*DropoutOp
 	ce             *softmaxCEOp
 }
 
 // Correct is the number of correct top-1 predictions in the last training
 // batch run through the graph.
-func (n *Net) Correct() int { return n.ce.Correct }
+func (n *Net) Correct() int {
+	if n.ce != nil {
+		return n.ce.Correct
+	}
+	logits, labels := data(n.Logits.Value()), n.YValue.Float32s()
+	c := len(logits) / len(labels)
+	correct := 0
+	for i, y := range labels {
+		row := logits[i*c : (i+1)*c]
+		arg := 0
+		for j, v := range row {
+			if v > row[arg] {
+				arg = j
+			}
+		}
+		if arg == int(y) {
+			correct++
+		}
+	}
+	return correct
+}
 
 // Build adds the model's forward pass to a new graph for batch samples. A
 // training graph has dropout and a loss; an evaluation graph has neither.
 // seed feeds dropout masks.
 func (m *Model) Build(eng compute.Engine, batch int, train bool, seed uint64) (*Net, error) {
+	return m.build(eng, batch, train, seed, nil)
+}
+
+// BuildKD is Build for a training graph whose loss is knowledge
+// distillation: the teacher's logits for the batch are fed through
+// Net.TValue each step.
+func (m *Model) BuildKD(eng compute.Engine, batch int, seed uint64, kd distill.Config) (*Net, error) {
+	return m.build(eng, batch, true, seed, &kd)
+}
+
+func (m *Model) build(eng compute.Engine, batch int, train bool, seed uint64, kd *distill.Config) (*Net, error) {
 	g := G.NewGraph()
 	features := m.Input.Rows * m.Input.Cols * m.Input.Channels
 	net := &Net{Graph: g, Batch: batch}
@@ -392,6 +425,14 @@ func (m *Model) Build(eng compute.Engine, batch int, train bool, seed uint64) (*
 	if train {
 		net.YValue = tensor.New(tensor.Of(tensor.Float32), tensor.WithShape(batch))
 		net.Y = G.NewVector(g, tensor.Float32, G.WithShape(batch), G.WithName("y"), G.WithValue(net.YValue))
+		if kd != nil {
+			net.TValue = tensor.New(tensor.Of(tensor.Float32), tensor.WithShape(batch, m.Input.Classes))
+			t := G.NewMatrix(g, tensor.Float32, G.WithShape(batch, m.Input.Classes), G.WithName("teacher_logits"), G.WithValue(net.TValue))
+			if net.Loss, err = G.ApplyOp(distill.NewLossOp(eng, *kd), net.Logits, t, net.Y); err != nil {
+				return nil, fmt.Errorf("model: distillation loss: %w", err)
+			}
+			return net, nil
+		}
 		net.ce = &softmaxCEOp{opBase: newBase("softmax_ce", eng)}
 		if net.Loss, err = G.ApplyOp(net.ce, net.Logits, net.Y); err != nil {
 			return nil, fmt.Errorf("model: loss: %w", err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/lathe-ml/lathe/compute"
 	"github.com/lathe-ml/lathe/data"
+	"github.com/lathe-ml/lathe/distill"
 	"github.com/lathe-ml/lathe/model"
 )
 
@@ -41,6 +42,11 @@ type Config struct {
 	// Factorize replaces linear layers by low-rank pairs at the start of
 	// the given epochs (then training fine-tunes them).
 	Factorize []FactorizeAt
+	// Teacher and KD, when set, train with Hinton's distillation loss: the
+	// teacher (in evaluation mode) runs on every batch, augmented or not
+	// (online distillation).
+	Teacher *model.Model
+	KD      *distill.Config
 	// ThinAtEpoch > 0 rebuilds the model without its dead neurons and
 	// filters at the start of that (zero-based) epoch, so the rest of the
 	// run trains the smaller model.
@@ -108,15 +114,17 @@ var ErrNonFinite = errors.New("trainer: non-finite loss")
 
 // Trainer runs training steps on one graph.
 type Trainer struct {
-	cfg    Config
-	log    hclog.Logger
-	net    *model.Net
-	grads  G.Nodes
-	vm     G.VM
-	state  State
-	batch  data.Batcher
-	evalNt *model.Net
-	evalVM G.VM
+	teacher   *model.Net
+	teacherVM G.VM
+	cfg       Config
+	log       hclog.Logger
+	net       *model.Net
+	grads     G.Nodes
+	vm        G.VM
+	state     State
+	batch     data.Batcher
+	evalNt    *model.Net
+	evalVM    G.VM
 }
 
 // New validates the configuration and builds the training graph.
@@ -154,7 +162,21 @@ func New(cfg Config) (*Trainer, error) {
 
 // build makes the training graph, its gradients and machine for cfg.Model.
 func (t *Trainer) build() error {
-	net, err := t.cfg.Model.Build(t.cfg.Engine, t.cfg.Batch, true, t.cfg.Seed)
+	var net *model.Net
+	var err error
+	if t.cfg.KD != nil {
+		if t.cfg.Teacher == nil {
+			return errors.New("trainer: distillation needs a teacher")
+		}
+		net, err = t.cfg.Model.BuildKD(t.cfg.Engine, t.cfg.Batch, t.cfg.Seed, *t.cfg.KD)
+		if err == nil && t.teacher == nil {
+			if t.teacher, err = t.cfg.Teacher.Build(t.cfg.Engine, t.cfg.Batch, false, 0); err == nil {
+				t.teacherVM = G.NewTapeMachine(t.teacher.Graph, G.WithEngine(engineOf(t.cfg.Engine)))
+			}
+		}
+	} else {
+		net, err = t.cfg.Model.Build(t.cfg.Engine, t.cfg.Batch, true, t.cfg.Seed)
+	}
 	if err != nil {
 		return err
 	}
@@ -219,6 +241,10 @@ func engineOf(e compute.Engine) tensorEngine {
 
 // Close releases the machines.
 func (t *Trainer) Close() {
+	if t.teacherVM != nil {
+		t.teacherVM.Close()
+		t.teacherVM, t.teacher = nil, nil
+	}
 	t.vm.Close()
 	if t.evalVM != nil {
 		t.evalVM.Close()
@@ -347,6 +373,14 @@ func (t *Trainer) step() error {
 				return fmt.Errorf("trainer: step %d: %s: %w", s.Step+1, p.Name(), err)
 			}
 		}
+	}
+	if t.teacher != nil {
+		copy(t.teacher.XValue.Float32s(), t.net.XValue.Float32s())
+		t.teacherVM.Reset()
+		if err := t.teacherVM.RunAll(); err != nil {
+			return fmt.Errorf("trainer: step %d: teacher: %w", s.Step+1, err)
+		}
+		copy(t.net.TValue.Float32s(), f32s(t.teacher.Logits.Value()))
 	}
 	t.vm.Reset()
 	if err := t.vm.RunAll(); err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/lathe-ml/lathe/compress"
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/data"
+	"github.com/lathe-ml/lathe/distill"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/schedule"
 )
@@ -358,5 +359,33 @@ func TestThinMidRun(t *testing.T) {
 	// rebuild and a further epoch of training.
 	if sp := compress.Sparsity(tr.Model().Param("fc2").Data()); sp < 0.5 {
 		t.Fatalf("fc2 sparsity %.3f after thinning and training, want ≥ 0.5", sp)
+	}
+}
+
+func TestDistillationTrainsTheStudent(t *testing.T) {
+	train, val := synthetic(640, 1), synthetic(200, 2)
+	teacher, _ := run(t, model.Spec{Arch: "mlp", Hidden: []int{64}}, OptimConfig{Kind: "sgd", Momentum: 0.9}, 3, 7, train, val)
+	student, _ := model.New(model.Spec{Arch: "mlp", Hidden: []int{16}}, model.MNISTInput, 2)
+	eng := cpu.New(cpu.Options{Threads: 2})
+	o, _ := NewOptimizer(OptimConfig{Kind: "sgd", Momentum: 0.9, Engine: eng}, sizes(student))
+	tr, err := New(Config{Model: student, Engine: eng, Train: train, Val: val, Batch: 32, Epochs: 3, Seed: 1, Optimizer: o,
+		Teacher: teacher, KD: &distill.Config{Temperature: 4, Alpha: 0.7}, Augment: data.Augment{Shift: 1},
+		Policies: []Policy{&LRPolicy{Schedule: schedule.LR{Kind: "constant", Base: 0.05, Total: 1}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	res, err := tr.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ValAccuracy < 0.9 {
+		t.Fatalf("student validation accuracy %.3f after distillation", res.ValAccuracy)
+	}
+	if res.Epochs[0].TrainAccuracy <= 0 {
+		t.Fatal("no training accuracy counted with the distillation loss")
+	}
+	if _, err := New(Config{Model: student, Engine: eng, Train: train, Batch: 32, Epochs: 1, Optimizer: o, KD: &distill.Config{Temperature: 2, Alpha: 0.5}}); err == nil {
+		t.Fatal("distillation without a teacher accepted")
 	}
 }

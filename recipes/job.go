@@ -23,6 +23,11 @@ type Job struct {
 	Prune      []Prune      // in recipe order; a layer appears in at most one
 	Regularize []Regularize // in recipe order
 	Factorize  []Factorize  // low-rank replacements, in recipe order
+	// Teacher, when set, is trained first inside the run directory
+	// (<run-dir>/teacher) with the job's data, seed and optimizer; Distill
+	// then trains the model with the teacher's knowledge.
+	Teacher *Teacher
+	Distill *Distill
 	// Quantize, when set, trains weights with fake quantization (QAT).
 	Quantize *Quantize
 	// Sensitivity, when set, runs a sensitivity analysis during the run.
@@ -121,6 +126,19 @@ type Factorize struct {
 	Rank    int     // the rank, or 0 to choose it by Energy
 	Energy  float64 // fraction of spectral energy to keep, in (0, 1]
 	AtEpoch int     // epochs of training done before factorizing
+}
+
+// Teacher is the teacher block: a model trained first for Epochs.
+type Teacher struct {
+	Model  Model
+	Epochs int
+}
+
+// Distill is the distill block: Hinton's loss at Temperature, weighted by
+// Alpha against the task's cross-entropy.
+type Distill struct {
+	Temperature float64
+	Alpha       float64
 }
 
 // Quantize is the quantize block: weights of Layers fake-quantized to Bits

@@ -319,6 +319,8 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 			{Type: "sensitivity"},
 			{Type: "thin"},
 			{Type: "quantize"},
+			{Type: "teacher"},
+			{Type: "distill"},
 		},
 	})
 	if !ok {
@@ -339,6 +341,20 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 	for _, blk := range c.Blocks {
 		if blk.Type == "prune" {
 			d.prune(blk, len(j.Prune), j)
+			continue
+		}
+		if blk.Type == "teacher" || blk.Type == "distill" {
+			if prev, dup := seen[blk.Type]; dup {
+				d.errorf(blk.DefRange, "duplicate block", "only one %s block is allowed (first at line %d)", blk.Type, prev.Start.Line)
+				continue
+			}
+			seen[blk.Type] = blk.DefRange
+			d.ranges[blk.Type] = blk.DefRange
+			if blk.Type == "teacher" {
+				d.teacher(blk, j)
+			} else {
+				d.distill(blk, j)
+			}
 			continue
 		}
 		if blk.Type == "quantize" {
@@ -417,6 +433,9 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 		if j.Prune[i].Target == 0 {
 			j.Prune[i].Target = 0.99 // the scale the per-layer targets apply to (see trainer.PrunePolicy)
 		}
+	}
+	if j.Distill != nil && j.Teacher == nil {
+		d.errorf(d.rangeOf("distill"), "missing teacher", "distillation needs a teacher block (a teacher trained first inside the run)")
 	}
 	if _, ok := seen["model"]; !ok {
 		d.errorf(b.DefRange, "missing model block", "job %q needs a model block with an arch (%s)", j.Name, strings.Join(model.Archs, ", "))
@@ -753,4 +772,38 @@ func (d *decoder) quantize(b *hcl.Block, j *Job) {
 		}
 	}
 	j.Quantize = q
+}
+
+func (d *decoder) teacher(b *hcl.Block, j *Job) {
+	c, ok := d.content(b.Body, &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+		{Name: "arch", Required: true}, {Name: "hidden"}, {Name: "dropout"}, {Name: "input_dropout"}, {Name: "init"}, {Name: "epochs", Required: true}}})
+	if !ok {
+		return
+	}
+	t := &Teacher{Model: Model{Init: "uniform"}}
+	a := attrs{d: d, prefix: "teacher.", m: c.Attributes}
+	a.choice("arch", &t.Model.Arch, model.Archs)
+	a.ints("hidden", &t.Model.Hidden, 1, 1<<16)
+	a.float("dropout", &t.Model.Dropout, 0, 0.95, false)
+	a.float("input_dropout", &t.Model.InputDropout, 0, 0.95, false)
+	a.choice("init", &t.Model.Init, []string{"uniform", "kaiming"})
+	a.int("epochs", &t.Epochs, 1, 10000)
+	spec := model.Spec{Arch: t.Model.Arch, Hidden: t.Model.Hidden, Dropout: t.Model.Dropout, InputDropout: t.Model.InputDropout, Init: t.Model.Init}
+	if err := spec.Canonical().Validate(); err == nil {
+		j.Teacher = t
+	} else if t.Model.Arch != "" {
+		d.errorf(d.rangeOf("teacher.arch"), "invalid teacher", "%v", err)
+	}
+}
+
+func (d *decoder) distill(b *hcl.Block, j *Job) {
+	c, ok := d.content(b.Body, &hcl.BodySchema{Attributes: names("temperature", "alpha")})
+	if !ok {
+		return
+	}
+	dd := &Distill{Temperature: 4, Alpha: 0.7}
+	a := attrs{d: d, prefix: "distill.", m: c.Attributes}
+	a.float("temperature", &dd.Temperature, 0, 100, true)
+	a.float("alpha", &dd.Alpha, 0, 1, false)
+	j.Distill = dd
 }

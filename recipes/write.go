@@ -111,6 +111,26 @@ func (j *Job) HCL() []byte {
 			pb.SetAttributeValue("every_epochs", cty.NumberFloatVal(p.EveryEpochs))
 		}
 	}
+	if t := j.Teacher; t != nil {
+		tb := jb.AppendNewBlock("teacher", nil).Body()
+		tb.SetAttributeValue("arch", cty.StringVal(t.Model.Arch))
+		if len(t.Model.Hidden) > 0 {
+			var hs []cty.Value
+			for _, h := range t.Model.Hidden {
+				hs = append(hs, cty.NumberIntVal(int64(h)))
+			}
+			tb.SetAttributeValue("hidden", cty.ListVal(hs))
+		}
+		tb.SetAttributeValue("dropout", cty.NumberFloatVal(t.Model.Dropout))
+		tb.SetAttributeValue("input_dropout", cty.NumberFloatVal(t.Model.InputDropout))
+		tb.SetAttributeValue("init", cty.StringVal(t.Model.Init))
+		tb.SetAttributeValue("epochs", cty.NumberIntVal(int64(t.Epochs)))
+	}
+	if dd := j.Distill; dd != nil {
+		db := jb.AppendNewBlock("distill", nil).Body()
+		db.SetAttributeValue("temperature", cty.NumberFloatVal(dd.Temperature))
+		db.SetAttributeValue("alpha", cty.NumberFloatVal(dd.Alpha))
+	}
 	if q := j.Quantize; q != nil {
 		qb := jb.AppendNewBlock("quantize", nil).Body()
 		qb.SetAttributeValue("layers", stringList(q.Layers))

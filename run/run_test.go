@@ -366,3 +366,40 @@ func TestQuantizationAwareTraining(t *testing.T) {
 		}
 	}
 }
+
+func TestTeacherThenDistillation(t *testing.T) {
+	block := `teacher {
+    arch   = "mlp"
+    hidden = [64]
+    epochs = 2
+  }
+  distill {
+    temperature = 2
+    alpha       = 0.5
+  }`
+	src := strings.Replace(recipe, "  model {", "  "+block+"\n  model {", 1)
+	j, err := recipes.Parse([]byte(src), "tiny.hcl", []string{"epochs=2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	sum, err := Execute(context.Background(), j, Options{RunDir: dir, Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "teacher", SummaryFile))
+	if err != nil {
+		t.Fatalf("the teacher's run: %v", err)
+	}
+	var ts Summary
+	if err := json.Unmarshal(b, &ts); err != nil || ts.Job != "tiny-teacher" || ts.ParamsTotal != 784*64+64+64*10+10 {
+		t.Fatalf("teacher summary %+v %v", ts, err)
+	}
+	if sum.TeacherTestAccuracy != ts.TestAccuracy || sum.TestAccuracy < 0.8 { // 2 epochs on 10 000 images
+		t.Fatalf("teacher %v (own summary %v), student %v", sum.TeacherTestAccuracy, ts.TestAccuracy, sum.TestAccuracy)
+	}
+	if _, err := recipes.Parse([]byte(strings.Replace(recipe, "  model {", "  distill {\n  }\n  model {", 1)), "tiny.hcl", nil); err == nil ||
+		!strings.Contains(err.Error(), "tiny.hcl:14,3: missing teacher") {
+		t.Fatalf("distill without a teacher: %v", err)
+	}
+}

@@ -67,7 +67,15 @@ type Summary struct {
 	PTQ map[string]float64 `json:"ptq_test_accuracy,omitempty"`
 	// TeacherTestAccuracy is the distillation teacher's test accuracy.
 	TeacherTestAccuracy float64 `json:"teacher_test_accuracy,omitempty"`
-	Engine              string  `json:"engine"`
+	// ECE is the expected calibration error (15 bins) on the test set;
+	// ECEUncompressed that of the float counterpart of a quantized model, and
+	// FloatAgreement the two's top-1 agreement; TeacherAgreement the top-1
+	// agreement with the distillation teacher.
+	ECE              float64  `json:"ece"`
+	ECEUncompressed  *float64 `json:"ece_uncompressed,omitempty"`
+	FloatAgreement   *float64 `json:"float_agreement,omitempty"`
+	TeacherAgreement *float64 `json:"teacher_agreement,omitempty"`
+	Engine           string   `json:"engine"`
 	// Thinned is set when structured pruning left whole neurons or filters
 	// at zero: the model rebuilt without them, evaluated on the test set.
 	Thinned *Thinned               `json:"thinned,omitempty"`
@@ -256,6 +264,9 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	if teacherSum != nil {
 		sum.TeacherTestAccuracy = teacherSum.TestAccuracy
 	}
+	if err := beyondAccuracy(sum, tr.Model(), teacher, eng, test, job.EvalBatch); err != nil {
+		return nil, nil, err
+	}
 	if n := len(res.Epochs); n > 0 {
 		sum.GuardPauses = res.Epochs[n-1].GuardPauses
 	}
@@ -287,6 +298,43 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	log.Info("job done", "test_accuracy", sum.TestAccuracy, "val_accuracy", sum.ValAccuracy,
 		"samples_per_second", int(sum.SamplesPerSecond), "wall_seconds", sum.WallSeconds, "summary", filepath.Join(dir, SummaryFile))
 	return sum, tr.Model(), nil
+}
+
+// beyondAccuracy reports what compression did besides accuracy: expected
+// calibration error (15 bins) on the test set; for a quantized model also
+// that of its float counterpart (quantization off) and their top-1
+// agreement; with a teacher, the student's top-1 agreement with it.
+func beyondAccuracy(sum *Summary, m, teacher *model.Model, eng compute.Engine, test *data.Set, batch int) error {
+	preds, err := trainer.PredictModel(m, eng, test, batch)
+	if err != nil {
+		return err
+	}
+	sum.ECE = preds.ECE(15)
+	if len(m.Quant) > 0 {
+		saved := map[string]bool{}
+		for k, c := range m.Quant {
+			saved[k], c.Enabled = c.Enabled, false
+		}
+		float, err := trainer.PredictModel(m, eng, test, batch)
+		for k, c := range m.Quant {
+			c.Enabled = saved[k]
+		}
+		if err != nil {
+			return err
+		}
+		e := float.ECE(15)
+		a := trainer.Agreement(preds, float)
+		sum.ECEUncompressed, sum.FloatAgreement = &e, &a
+	}
+	if teacher != nil {
+		tp, err := trainer.PredictModel(teacher, eng, test, batch)
+		if err != nil {
+			return err
+		}
+		a := trainer.Agreement(preds, tp)
+		sum.TeacherAgreement = &a
+	}
+	return nil
 }
 
 // teacherJob is the job that trains a recipe's teacher: the recipe's

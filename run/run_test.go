@@ -345,6 +345,9 @@ func TestQuantizationAwareTraining(t *testing.T) {
 	if sum.TestAccuracy < 0.85 || sum.PTQ != nil {
 		t.Fatalf("accuracy %v, ptq %v", sum.TestAccuracy, sum.PTQ)
 	}
+	if sum.ECEUncompressed == nil || sum.FloatAgreement == nil || *sum.FloatAgreement < 0.9 {
+		t.Fatalf("float counterpart: ECE %v agreement %v", sum.ECEUncompressed, sum.FloatAgreement)
+	}
 	// A run without quantization reports the post-training baseline.
 	plain, err := Execute(context.Background(), load(t), Options{RunDir: t.TempDir(), Threads: 2})
 	if err != nil {
@@ -394,6 +397,9 @@ func TestTeacherThenDistillation(t *testing.T) {
 	var ts Summary
 	if err := json.Unmarshal(b, &ts); err != nil || ts.Job != "tiny-teacher" || ts.ParamsTotal != 784*64+64+64*10+10 {
 		t.Fatalf("teacher summary %+v %v", ts, err)
+	}
+	if sum.TeacherAgreement == nil || *sum.TeacherAgreement < 0.8 || sum.ECE <= 0 || sum.ECE > 0.2 {
+		t.Fatalf("teacher agreement %v, ECE %v", sum.TeacherAgreement, sum.ECE)
 	}
 	if sum.TeacherTestAccuracy != ts.TestAccuracy || sum.TestAccuracy < 0.8 { // 2 epochs on 10 000 images
 		t.Fatalf("teacher %v (own summary %v), student %v", sum.TeacherTestAccuracy, ts.TestAccuracy, sum.TestAccuracy)

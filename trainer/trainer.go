@@ -444,23 +444,96 @@ func (t *Trainer) Evaluate(set *data.Set) (acc, loss float64, err error) {
 // EvaluateModel returns top-1 accuracy and mean cross-entropy of any model
 // on a set, in evaluation mode, building a forward graph of the given batch.
 func EvaluateModel(m *model.Model, eng compute.Engine, set *data.Set, batch int) (acc, loss float64, err error) {
-	net, err := m.Build(eng, batch, false, 0)
+	p, err := PredictModel(m, eng, set, batch)
 	if err != nil {
 		return 0, 0, err
 	}
-	vm := G.NewTapeMachine(net.Graph, G.WithEngine(engineOf(eng)))
-	defer vm.Close()
-	return evaluate(net, vm, set)
+	return p.Accuracy(), p.Loss, nil
 }
 
 func evaluate(net *model.Net, vm G.VM, set *data.Set) (acc, loss float64, err error) {
+	p, err := predict(net, vm, set)
+	if err != nil {
+		return 0, 0, err
+	}
+	return p.Accuracy(), p.Loss, nil
+}
+
+// Predictions are a model's top-1 answers on a set.
+type Predictions struct {
+	Class      []int     // predicted class per sample
+	Confidence []float64 // softmax probability of the predicted class
+	Correct    []bool
+	Loss       float64 // mean cross-entropy
+}
+
+// Accuracy is the fraction of correct answers.
+func (p Predictions) Accuracy() float64 {
+	n := 0
+	for _, c := range p.Correct {
+		if c {
+			n++
+		}
+	}
+	return float64(n) / float64(len(p.Correct))
+}
+
+// ECE is the expected calibration error over equal-width confidence bins:
+// Σ_b |B|/n · |accuracy(B) − mean confidence(B)|.
+func (p Predictions) ECE(bins int) float64 {
+	count := make([]int, bins)
+	conf := make([]float64, bins)
+	hits := make([]int, bins)
+	for i, c := range p.Confidence {
+		b := min(int(c*float64(bins)), bins-1)
+		count[b]++
+		conf[b] += c
+		if p.Correct[i] {
+			hits[b]++
+		}
+	}
+	var e float64
+	n := float64(len(p.Confidence))
+	for b := range count {
+		if count[b] > 0 {
+			k := float64(count[b])
+			e += k / n * math.Abs(float64(hits[b])/k-conf[b]/k)
+		}
+	}
+	return e
+}
+
+// Agreement is the fraction of samples on which two sets of predictions
+// give the same class.
+func Agreement(a, b Predictions) float64 {
+	same := 0
+	for i := range a.Class {
+		if a.Class[i] == b.Class[i] {
+			same++
+		}
+	}
+	return float64(same) / float64(len(a.Class))
+}
+
+// PredictModel runs a model in evaluation mode over a set.
+func PredictModel(m *model.Model, eng compute.Engine, set *data.Set, batch int) (Predictions, error) {
+	net, err := m.Build(eng, batch, false, 0)
+	if err != nil {
+		return Predictions{}, err
+	}
+	vm := G.NewTapeMachine(net.Graph, G.WithEngine(engineOf(eng)))
+	defer vm.Close()
+	return predict(net, vm, set)
+}
+
+func predict(net *model.Net, vm G.VM, set *data.Set) (Predictions, error) {
 	b := net.Batch
 	f := set.Features()
 	x := net.XValue.Float32s()
 	labels := make([]float32, b)
 	batcher := data.Batcher{Set: set}
 	idx := make([]int, 0, b)
-	correct := 0
+	p := Predictions{Class: make([]int, 0, set.Len()), Confidence: make([]float64, 0, set.Len()), Correct: make([]bool, 0, set.Len())}
 	var lossSum float64
 	for lo := 0; lo < set.Len(); lo += b {
 		hi := min(lo+b, set.Len())
@@ -472,7 +545,7 @@ func evaluate(net *model.Net, vm G.VM, set *data.Set) (acc, loss float64, err er
 		clear(x[len(idx)*f:])
 		vm.Reset()
 		if err := vm.RunAll(); err != nil {
-			return 0, 0, fmt.Errorf("trainer: evaluate %s: %w", set.Name, err)
+			return Predictions{}, fmt.Errorf("trainer: evaluate %s: %w", set.Name, err)
 		}
 		logits := f32s(net.Logits.Value())
 		c := len(logits) / b
@@ -484,16 +557,16 @@ func evaluate(net *model.Net, vm G.VM, set *data.Set) (acc, loss float64, err er
 					arg, m = j, v
 				}
 			}
-			if arg == int(labels[i]) {
-				correct++
-			}
 			var z float64
 			for _, v := range row {
 				z += math.Exp(float64(v - m))
 			}
+			p.Class = append(p.Class, arg)
+			p.Confidence = append(p.Confidence, 1/z)
+			p.Correct = append(p.Correct, arg == int(labels[i]))
 			lossSum += float64(m-row[int(labels[i])]) + math.Log(z)
 		}
 	}
-	n := float64(set.Len())
-	return float64(correct) / n, lossSum / n, nil
+	p.Loss = lossSum / float64(set.Len())
+	return p, nil
 }

@@ -389,3 +389,24 @@ func TestDistillationTrainsTheStudent(t *testing.T) {
 		t.Fatal("distillation without a teacher accepted")
 	}
 }
+
+func TestECEAndAgreement(t *testing.T) {
+	// Four answers at confidence 0.95, two right: the 0.9-1.0 bin is off by
+	// 0.45; four at 0.55, all right: the 0.5-0.6 bin is off by 0.45.
+	p := Predictions{
+		Class:      []int{1, 2, 3, 4, 5, 6, 7, 8},
+		Confidence: []float64{0.95, 0.95, 0.95, 0.95, 0.55, 0.55, 0.55, 0.55},
+		Correct:    []bool{true, true, false, false, true, true, true, true},
+	}
+	if e := p.ECE(15); math.Abs(e-0.45) > 1e-12 {
+		t.Fatalf("ECE %v, want 0.45", e)
+	}
+	if a := p.Accuracy(); a != 0.75 {
+		t.Fatalf("accuracy %v", a)
+	}
+	q := p
+	q.Class = []int{1, 2, 3, 4, 0, 0, 0, 0}
+	if a := Agreement(p, q); a != 0.5 {
+		t.Fatalf("agreement %v", a)
+	}
+}

@@ -54,10 +54,17 @@ func softmax(p []float64, x []float32, T float64) {
 // the student logits: α·T·(softmax(s/T) − softmax(t/T))/n +
 // (1 − α)·(softmax(s) − onehot(y))/n.
 func Loss(cfg Config, student, teacher, labels []float32, c int, grad []float32) float64 {
+	kd, ce := Parts(cfg, student, teacher, labels, c, grad)
+	return kd + ce
+}
+
+// Parts is Loss split into its two terms, the distillation term
+// α·T²·KL and the task term (1 − α)·CE, each a batch mean.
+func Parts(cfg Config, student, teacher, labels []float32, c int, grad []float32) (kdTerm, ceTerm float64) {
 	n := len(labels)
 	T, a := cfg.Temperature, cfg.Alpha
 	ps, pt, p1 := make([]float64, c), make([]float64, c), make([]float64, c)
-	var total float64
+	var kdSum, ceSum float64
 	for i := 0; i < n; i++ {
 		s, t := student[i*c:(i+1)*c], teacher[i*c:(i+1)*c]
 		softmax(ps, s, T)
@@ -70,7 +77,8 @@ func Loss(cfg Config, student, teacher, labels []float32, c int, grad []float32)
 			}
 		}
 		y := int(labels[i])
-		total += a*T*T*kl - (1-a)*math.Log(p1[y])
+		kdSum += a * T * T * kl
+		ceSum -= (1 - a) * math.Log(p1[y])
 		if grad != nil {
 			g := grad[i*c : (i+1)*c]
 			for j := range g {
@@ -82,7 +90,7 @@ func Loss(cfg Config, student, teacher, labels []float32, c int, grad []float32)
 			}
 		}
 	}
-	return total / float64(n)
+	return kdSum / float64(n), ceSum / float64(n)
 }
 
 // MeanLogits writes the mean of several teachers' logits into dst: a
@@ -105,9 +113,11 @@ func MeanLogits(dst []float32, teachers ...[]float32) {
 // output the scalar loss. Its gradient flows to the student logits only.
 type LossOp struct {
 	graphop.Base
-	Cfg  Config
-	grad []float32
-	loss graphop.Buffer
+	Cfg Config
+	// KD and CE are the two terms of the last batch's loss.
+	KD, CE float64
+	grad   []float32
+	loss   graphop.Buffer
 }
 
 // NewLossOp returns a distillation loss op.
@@ -129,7 +139,8 @@ func (o *LossOp) Do(vs ...G.Value) (G.Value, error) {
 		o.grad = make([]float32, len(s))
 	}
 	l := o.loss.Scalar()
-	l.Float32s()[0] = float32(Loss(o.Cfg, s, t, y, len(s)/len(y), o.grad))
+	o.KD, o.CE = Parts(o.Cfg, s, t, y, len(s)/len(y), o.grad)
+	l.Float32s()[0] = float32(o.KD + o.CE)
 	return l, nil
 }
 func (o *LossOp) DiffWRT(int) []bool { return []bool{true, false, false} }

@@ -330,6 +330,16 @@ type Net struct {
 	TValue         *tensor.Dense // distillation graphs: the teacher's logits for the batch
 	Dropouts       []*DropoutOp
 	ce             *softmaxCEOp
+	kd             *distill.LossOp
+}
+
+// DistillLoss is the distillation term of the last training batch's loss
+// (0 for graphs trained without distillation).
+func (n *Net) DistillLoss() float64 {
+	if n.kd == nil {
+		return 0
+	}
+	return n.kd.KD
 }
 
 // Correct is the number of correct top-1 predictions in the last training
@@ -428,7 +438,8 @@ func (m *Model) build(eng compute.Engine, batch int, train bool, seed uint64, kd
 		if kd != nil {
 			net.TValue = tensor.New(tensor.Of(tensor.Float32), tensor.WithShape(batch, m.Input.Classes))
 			t := G.NewMatrix(g, tensor.Float32, G.WithShape(batch, m.Input.Classes), G.WithName("teacher_logits"), G.WithValue(net.TValue))
-			if net.Loss, err = G.ApplyOp(distill.NewLossOp(eng, *kd), net.Logits, t, net.Y); err != nil {
+			net.kd = distill.NewLossOp(eng, *kd)
+			if net.Loss, err = G.ApplyOp(net.kd, net.Logits, t, net.Y); err != nil {
 				return nil, fmt.Errorf("model: distillation loss: %w", err)
 			}
 			return net, nil

@@ -416,7 +416,7 @@ type metricsWriter struct {
 	layers []string // the sparsity columns, by weight name
 }
 
-var metricsHeader = []string{"epoch", "steps", "samples_seen", "lr", "train_loss", "extra_loss", "train_accuracy", "val_loss", "val_accuracy", "train_seconds", "samples_per_second", "sparsity", "guard_pauses", "weight_bits"}
+var metricsHeader = []string{"epoch", "steps", "samples_seen", "lr", "train_loss", "extra_loss", "distill_loss", "train_accuracy", "val_loss", "val_accuracy", "train_seconds", "samples_per_second", "sparsity", "guard_pauses", "weight_bits"}
 
 // newMetricsWriter starts metrics.csv: the fixed columns, then one
 // sparsity_<layer> column per weight of m and per factor a factorize block
@@ -445,7 +445,7 @@ func newMetricsWriter(path string, m *model.Model, factors []recipes.Factorize) 
 func (mw *metricsWriter) write(m trainer.EpochMetrics) error {
 	g := func(v float64) string { return strconv.FormatFloat(v, 'g', 8, 64) }
 	row := []string{strconv.Itoa(m.Epoch), strconv.FormatInt(m.Steps, 10), strconv.FormatInt(m.SamplesSeen, 10),
-		g(m.LR), g(m.TrainLoss), g(m.ExtraLoss), g(m.TrainAccuracy), g(m.ValLoss), g(m.ValAccuracy), g(m.TrainSeconds), g(m.SamplesPerSec), g(m.Sparsity), strconv.Itoa(m.GuardPauses), strconv.Itoa(m.WeightBits)}
+		g(m.LR), g(m.TrainLoss), g(m.ExtraLoss), g(m.DistillLoss), g(m.TrainAccuracy), g(m.ValLoss), g(m.ValAccuracy), g(m.TrainSeconds), g(m.SamplesPerSec), g(m.Sparsity), strconv.Itoa(m.GuardPauses), strconv.Itoa(m.WeightBits)}
 	for _, l := range mw.layers {
 		cell := ""
 		if k := slices.Index(m.LayerNames, l); k >= 0 {

@@ -398,6 +398,9 @@ func TestTeacherThenDistillation(t *testing.T) {
 	if err := json.Unmarshal(b, &ts); err != nil || ts.Job != "tiny-teacher" || ts.ParamsTotal != 784*64+64+64*10+10 {
 		t.Fatalf("teacher summary %+v %v", ts, err)
 	}
+	if h := sum.History[len(sum.History)-1]; h.DistillLoss <= 0 || h.DistillLoss >= h.TrainLoss {
+		t.Fatalf("distillation term %v of loss %v", h.DistillLoss, h.TrainLoss)
+	}
 	if sum.TeacherAgreement == nil || *sum.TeacherAgreement < 0.8 || sum.ECE <= 0 || sum.ECE > 0.2 {
 		t.Fatalf("teacher agreement %v, ECE %v", sum.TeacherAgreement, sum.ECE)
 	}

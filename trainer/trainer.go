@@ -78,9 +78,10 @@ type EpochMetrics struct {
 	Epoch         int     `json:"epoch"` // 1-based
 	Steps         int64   `json:"steps"` // total steps so far
 	SamplesSeen   int64   `json:"samples_seen"`
-	LR            float64 `json:"lr"`         // at the epoch's last step
-	TrainLoss     float64 `json:"train_loss"` // the task loss (cross-entropy)
-	ExtraLoss     float64 `json:"extra_loss"` // regularizer terms, mean per step
+	LR            float64 `json:"lr"`           // at the epoch's last step
+	TrainLoss     float64 `json:"train_loss"`   // the task loss (cross-entropy)
+	ExtraLoss     float64 `json:"extra_loss"`   // regularizer terms, mean per step
+	DistillLoss   float64 `json:"distill_loss"` // the distillation term of train_loss, mean per step
 	TrainAccuracy float64 `json:"train_accuracy"`
 	ValLoss       float64 `json:"val_loss"`
 	ValAccuracy   float64 `json:"val_accuracy"`
@@ -293,7 +294,7 @@ func (t *Trainer) Run(ctx context.Context) (res *Result, err error) {
 		}
 		x, y = t.net.XValue.Float32s(), t.net.YValue.Float32s()
 		order := data.Order(cfg.Seed, epoch, cfg.Train.Len())
-		var lossSum, extraSum float64
+		var lossSum, extraSum, kdSum float64
 		correct := 0
 		var trainDur time.Duration
 		for s := 0; s < steps; s++ {
@@ -309,6 +310,7 @@ func (t *Trainer) Run(ctx context.Context) (res *Result, err error) {
 			trainDur += time.Since(start)
 			lossSum += t.state.Loss
 			extraSum += t.state.ExtraLoss
+			kdSum += t.net.DistillLoss()
 			correct += t.net.Correct()
 			if cfg.Progress != nil {
 				sps := float64((s+1)*cfg.Batch) / trainDur.Seconds()
@@ -319,7 +321,7 @@ func (t *Trainer) Run(ctx context.Context) (res *Result, err error) {
 		}
 		em := EpochMetrics{
 			Epoch: epoch + 1, Steps: t.state.Step, SamplesSeen: t.state.SamplesSeen, LR: t.state.LR,
-			TrainLoss: lossSum / float64(steps), ExtraLoss: extraSum / float64(steps), TrainAccuracy: float64(correct) / float64(steps*cfg.Batch),
+			TrainLoss: lossSum / float64(steps), ExtraLoss: extraSum / float64(steps), DistillLoss: kdSum / float64(steps), TrainAccuracy: float64(correct) / float64(steps*cfg.Batch),
 			TrainSeconds: trainDur.Seconds(), SamplesPerSec: float64(steps*cfg.Batch) / trainDur.Seconds(),
 		}
 		em.LayerSparsity, em.Sparsity = WeightSparsity(t.cfg.Model)

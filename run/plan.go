@@ -58,6 +58,9 @@ func DryRun(w io.Writer, job *recipes.Job) error {
 	for i, rb := range job.Regularize {
 		head = append(head, fmt.Sprintf("regularize.%d %s", i, rb.Kind))
 	}
+	if job.Quantize != nil {
+		head = append(head, "weight bits")
+	}
 	head = append(head, "events")
 	fmt.Fprintln(tw, strings.Join(head, "\t"))
 	for e := 1; e <= job.Epochs; e++ {
@@ -75,7 +78,26 @@ func DryRun(w io.Writer, job *recipes.Job) error {
 				row = append(row, fmt.Sprintf("λ %.3g", rp.Strength))
 			}
 		}
+		if q := job.Quantize; q != nil {
+			bits := 0
+			if float64(e) > q.FromEpoch {
+				bits = q.Bits
+			}
+			for k, ge := range q.GradualEpochs {
+				if float64(e) > ge {
+					bits = q.Gradual[k]
+				}
+			}
+			if bits == 0 {
+				row = append(row, "float")
+			} else {
+				row = append(row, fmt.Sprint(bits))
+			}
+		}
 		var events []string
+		if job.Teacher != nil && e == 1 {
+			events = append(events, fmt.Sprintf("(before: teacher %s, %d epochs)", job.Teacher.Model.Arch, job.Teacher.Epochs))
+		}
 		if s := job.Sensitivity; s != nil && s.AtEpoch == e {
 			events = append(events, "sensitivity (validation split) → per-layer targets")
 		}

@@ -459,14 +459,21 @@ func (d *decoder) rangeOf(field string) hcl.Range {
 	return d.ranges["job"]
 }
 
+// modelSchema is the model block's attributes (the teacher block adds epochs).
+var modelSchema = []hcl.AttributeSchema{
+	{Name: "arch", Required: true}, {Name: "hidden"}, {Name: "dropout"}, {Name: "input_dropout"}, {Name: "init"},
+}
+
 func (d *decoder) model(b *hcl.Block, m *Model) {
-	c, ok := d.content(b.Body, &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
-		{Name: "arch", Required: true}, {Name: "hidden"}, {Name: "dropout"}, {Name: "input_dropout"}, {Name: "init"},
-	}})
+	c, ok := d.content(b.Body, &hcl.BodySchema{Attributes: modelSchema})
 	if !ok {
 		return
 	}
-	a := attrs{d: d, prefix: "model.", m: c.Attributes}
+	modelAttrs(attrs{d: d, prefix: "model.", m: c.Attributes}, m)
+}
+
+// modelAttrs decodes a model's attributes.
+func modelAttrs(a attrs, m *Model) {
 	a.choice("arch", &m.Arch, model.Archs)
 	a.ints("hidden", &m.Hidden, 1, 1<<16)
 	a.float("dropout", &m.Dropout, 0, 0.95, false)
@@ -775,18 +782,14 @@ func (d *decoder) quantize(b *hcl.Block, j *Job) {
 }
 
 func (d *decoder) teacher(b *hcl.Block, j *Job) {
-	c, ok := d.content(b.Body, &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
-		{Name: "arch", Required: true}, {Name: "hidden"}, {Name: "dropout"}, {Name: "input_dropout"}, {Name: "init"}, {Name: "epochs", Required: true}}})
+	schema := append(slices.Clone(modelSchema), hcl.AttributeSchema{Name: "epochs", Required: true})
+	c, ok := d.content(b.Body, &hcl.BodySchema{Attributes: schema})
 	if !ok {
 		return
 	}
 	t := &Teacher{Model: Model{Init: "uniform"}}
 	a := attrs{d: d, prefix: "teacher.", m: c.Attributes}
-	a.choice("arch", &t.Model.Arch, model.Archs)
-	a.ints("hidden", &t.Model.Hidden, 1, 1<<16)
-	a.float("dropout", &t.Model.Dropout, 0, 0.95, false)
-	a.float("input_dropout", &t.Model.InputDropout, 0, 0.95, false)
-	a.choice("init", &t.Model.Init, []string{"uniform", "kaiming"})
+	modelAttrs(a, &t.Model)
 	a.int("epochs", &t.Epochs, 1, 10000)
 	spec := model.Spec{Arch: t.Model.Arch, Hidden: t.Model.Hidden, Dropout: t.Model.Dropout, InputDropout: t.Model.InputDropout, Init: t.Model.Init}
 	if err := spec.Canonical().Validate(); err == nil {

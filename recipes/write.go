@@ -17,6 +17,21 @@ func stringList(ss []string) cty.Value {
 	return cty.ListVal(vs)
 }
 
+// writeModel writes a model block's attributes.
+func writeModel(b *hclwrite.Body, m Model) {
+	b.SetAttributeValue("arch", cty.StringVal(m.Arch))
+	if len(m.Hidden) > 0 {
+		var hs []cty.Value
+		for _, h := range m.Hidden {
+			hs = append(hs, cty.NumberIntVal(int64(h)))
+		}
+		b.SetAttributeValue("hidden", cty.ListVal(hs))
+	}
+	b.SetAttributeValue("dropout", cty.NumberFloatVal(m.Dropout))
+	b.SetAttributeValue("input_dropout", cty.NumberFloatVal(m.InputDropout))
+	b.SetAttributeValue("init", cty.StringVal(m.Init))
+}
+
 // HCL renders the resolved job — variables applied, every default filled —
 // as a recipe that Load reads back to an equal Job.
 func (j *Job) HCL() []byte {
@@ -45,18 +60,7 @@ func (j *Job) HCL() []byte {
 	ab := jb.AppendNewBlock("augment", nil).Body()
 	ab.SetAttributeValue("shift", cty.NumberIntVal(int64(j.Augment.Shift)))
 
-	mb := jb.AppendNewBlock("model", nil).Body()
-	mb.SetAttributeValue("arch", cty.StringVal(j.Model.Arch))
-	if len(j.Model.Hidden) > 0 {
-		var hs []cty.Value
-		for _, h := range j.Model.Hidden {
-			hs = append(hs, cty.NumberIntVal(int64(h)))
-		}
-		mb.SetAttributeValue("hidden", cty.ListVal(hs))
-	}
-	mb.SetAttributeValue("dropout", cty.NumberFloatVal(j.Model.Dropout))
-	mb.SetAttributeValue("input_dropout", cty.NumberFloatVal(j.Model.InputDropout))
-	mb.SetAttributeValue("init", cty.StringVal(j.Model.Init))
+	writeModel(jb.AppendNewBlock("model", nil).Body(), j.Model)
 
 	o := j.Optimizer
 	ob := jb.AppendNewBlock("optimizer", []string{o.Kind}).Body()
@@ -113,17 +117,7 @@ func (j *Job) HCL() []byte {
 	}
 	if t := j.Teacher; t != nil {
 		tb := jb.AppendNewBlock("teacher", nil).Body()
-		tb.SetAttributeValue("arch", cty.StringVal(t.Model.Arch))
-		if len(t.Model.Hidden) > 0 {
-			var hs []cty.Value
-			for _, h := range t.Model.Hidden {
-				hs = append(hs, cty.NumberIntVal(int64(h)))
-			}
-			tb.SetAttributeValue("hidden", cty.ListVal(hs))
-		}
-		tb.SetAttributeValue("dropout", cty.NumberFloatVal(t.Model.Dropout))
-		tb.SetAttributeValue("input_dropout", cty.NumberFloatVal(t.Model.InputDropout))
-		tb.SetAttributeValue("init", cty.StringVal(t.Model.Init))
+		writeModel(tb, t.Model)
 		tb.SetAttributeValue("epochs", cty.NumberIntVal(int64(t.Epochs)))
 	}
 	if dd := j.Distill; dd != nil {

@@ -41,6 +41,26 @@ func checkGranularity(job *recipes.Job, field string, p *model.Param, g string) 
 	return nil
 }
 
+// checkLayers checks that every name is a weight of the model and, when
+// granularity is set, that the structure fits each layer; errors point at
+// the recipe fields given.
+func checkLayers(job *recipes.Job, m *model.Model, layersField string, names []string, granField, granularity string) ([]string, error) {
+	var out []string
+	for _, name := range names {
+		i, err := weightIndex(job, m, layersField, name)
+		if err != nil {
+			return nil, err
+		}
+		if granularity != "" {
+			if err := checkGranularity(job, granField, m.Params[i], granularity); err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, m.Params[i].Name)
+	}
+	return out, nil
+}
+
 // regularizePolicies builds the job's regularize blocks.
 func regularizePolicies(job *recipes.Job, m *model.Model, epochSamples int64) ([]trainer.Policy, error) {
 	var out []trainer.Policy
@@ -51,17 +71,13 @@ func regularizePolicies(job *recipes.Job, m *model.Model, epochSamples int64) ([
 		if rb.ToEpoch > 0 {
 			pol.End = int64(rb.ToEpoch * float64(epochSamples))
 		}
-		for _, name := range rb.Layers {
-			i, err := weightIndex(job, m, field("layers"), name)
-			if err != nil {
-				return nil, err
-			}
-			if rb.Kind == "group_lasso" {
-				if err := checkGranularity(job, field("groups"), m.Params[i], rb.Groups); err != nil {
-					return nil, err
-				}
-			}
-			pol.Layers = append(pol.Layers, m.Params[i].Name)
+		groups := ""
+		if rb.Kind == "group_lasso" {
+			groups = rb.Groups
+		}
+		var err error
+		if pol.Layers, err = checkLayers(job, m, field("layers"), rb.Layers, field("groups"), groups); err != nil {
+			return nil, err
 		}
 		out = append(out, pol)
 	}
@@ -85,17 +101,13 @@ func prunePolicies(job *recipes.Job, m *model.Model, epochSamples int64, log hcl
 		default:
 			pol.Granularity = compress.Granularity(pb.Granularity)
 		}
-		for _, name := range pb.Layers {
-			i, err := weightIndex(job, m, field("layers"), name)
-			if err != nil {
-				return nil, err
-			}
-			if pb.Method == "structured" {
-				if err := checkGranularity(job, field("granularity"), m.Params[i], pb.Granularity); err != nil {
-					return nil, err
-				}
-			}
-			pol.Layers = append(pol.Layers, m.Params[i].Name)
+		granularity := ""
+		if pb.Method == "structured" {
+			granularity = pb.Granularity
+		}
+		var err error
+		if pol.Layers, err = checkLayers(job, m, field("layers"), pb.Layers, field("granularity"), granularity); err != nil {
+			return nil, err
 		}
 		every := pb.EverySamples
 		switch {

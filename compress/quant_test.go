@@ -91,9 +91,7 @@ func TestSTEGradientIsIdentityInsideZeroOutside(t *testing.T) {
 	if err := vm.RunAll(); err != nil {
 		t.Fatal(err)
 	}
-	var gv G.Value
-	gv = grads[0].Value()
-	got := gv.Data().([]float32)
+	got := grads[0].Value().Data().([]float32)
 	want := []float32{0, 1, 1, 1, 1, 0}
 	for i := range want {
 		if got[i] != want[i] {

@@ -328,8 +328,7 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 	}
 	a := attrs{d: d, m: c.Attributes}
 	a.choice("dataset", &j.Dataset, data.Datasets)
-	var seed int
-	seed = int(j.Seed)
+	seed := int(j.Seed)
 	a.int("seed", &seed, 0, math.MaxInt32)
 	j.Seed = uint64(seed)
 	a.int("epochs", &j.Epochs, 1, 10000)

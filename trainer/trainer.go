@@ -266,7 +266,7 @@ func (t *Trainer) Run(ctx context.Context) (res *Result, err error) {
 	cfg := t.cfg
 	res = &Result{}
 	steps := data.Steps(cfg.Train.Len(), cfg.Batch)
-	x, y := t.net.XValue.Float32s(), t.net.YValue.Float32s()
+	var x, y []float32 // the graph's input buffers (a rebuild replaces them)
 	for epoch := 0; epoch < cfg.Epochs; epoch++ {
 		for _, f := range cfg.Factorize {
 			if f.Epoch != epoch {

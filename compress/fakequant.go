@@ -19,6 +19,38 @@ type QuantControl struct {
 	Enabled bool
 }
 
+// Observer tracks an activation's range for quantization: an exponential
+// moving average of each training batch's minimum and maximum (the first
+// batch sets them), until it is frozen. Its fields are training state.
+type Observer struct {
+	Spec        QuantSpec // per tensor
+	Momentum    float32   // weight of the old range, e.g. 0.9
+	Min, Max    float32
+	Initialized bool
+	Enabled     bool // quantization is on
+	Frozen      bool // the range no longer moves
+}
+
+// Update folds one batch into the range unless the observer is frozen.
+func (o *Observer) Update(x []float32) {
+	if o.Frozen {
+		return
+	}
+	lo, hi := MinMax(x)
+	if !o.Initialized {
+		o.Min, o.Max, o.Initialized = lo, hi, true
+		return
+	}
+	m := o.Momentum
+	o.Min = m*o.Min + (1-m)*lo
+	o.Max = m*o.Max + (1-m)*hi
+}
+
+// Params are the quantization parameters of the current range.
+func (o *Observer) Params() QuantParams {
+	return ParamsFromRange(o.Spec, []float32{o.Min}, []float32{o.Max})
+}
+
 // FakeQuantOp is quantization-aware training's op: its forward pass is
 // quantize-then-dequantize, its backward pass the straight-through
 // estimator — the gradient passes unchanged where the input fell inside the
@@ -32,7 +64,11 @@ type FakeQuantOp struct {
 	Params   *QuantParams // fixed parameters, or nil
 	// Ctl, when set, overrides Spec and can switch the op off (identity
 	// forward and gradient) until the schedule turns quantization on.
-	Ctl    *QuantControl
+	Ctl *QuantControl
+	// Obs, when set, quantizes an activation with the observer's range,
+	// updating it first when Train is set.
+	Obs    *Observer
+	Train  bool
 	Last   QuantParams // the parameters of the last forward pass
 	inside []bool
 	// allInside: every element of the last forward pass was in range.
@@ -56,6 +92,20 @@ func (o *FakeQuantOp) Do(vs ...G.Value) (G.Value, error) {
 	y := o.out.Get(vs[0].Shape()...)
 	if len(o.inside) != len(x) {
 		o.inside = make([]bool, len(x))
+	}
+	if o.Obs != nil {
+		if !o.Obs.Enabled {
+			copy(y.Float32s(), x)
+			o.allInside = true
+			return y, nil
+		}
+		if o.Train {
+			o.Obs.Update(x)
+		}
+		p := o.Obs.Params()
+		o.Last = p
+		o.allInside = p.FakeQuant(y.Float32s(), x, o.inside)
+		return y, nil
 	}
 	if o.Ctl != nil {
 		if !o.Ctl.Enabled {

@@ -134,3 +134,24 @@ func TestRoundEven32MatchesMath(t *testing.T) {
 		}
 	}
 }
+
+func TestObserverMovesThenFreezes(t *testing.T) {
+	o := &Observer{Spec: QuantSpec{Bits: 8}, Momentum: 0.9}
+	o.Update([]float32{0, 1, 2})
+	if o.Min != 0 || o.Max != 2 {
+		t.Fatalf("first batch: [%v, %v]", o.Min, o.Max)
+	}
+	o.Update([]float32{0, 12})
+	if math.Abs(float64(o.Max-3)) > 1e-6 { // 0.9·2 + 0.1·12
+		t.Fatalf("moving max %v, want 3", o.Max)
+	}
+	o.Frozen = true
+	o.Update([]float32{-50, 50})
+	if o.Min != 0 || math.Abs(float64(o.Max-3)) > 1e-6 {
+		t.Fatalf("a frozen observer moved: [%v, %v]", o.Min, o.Max)
+	}
+	p := o.Params()
+	if p.Zero[0] != 0 || math.Abs(float64(p.Scale[0]-3.0/255)) > 1e-9 {
+		t.Fatalf("params %+v", p)
+	}
+}

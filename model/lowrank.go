@@ -90,6 +90,7 @@ func (m *Model) Factorize(name string, rank int, energy float64) (*Model, int, e
 			uw[i*rank+r] = float32(root * u.At(i, r))
 		}
 	}
+	f.ActQuant = m.ActQuant
 	clear(f.Param(name + ".v.bias").Data())
 	copy(f.Param(name+".u.bias").Data(), m.Param(name+".bias").Data())
 	return f, rank, nil

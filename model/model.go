@@ -102,8 +102,11 @@ type Model struct {
 	// Quant holds, per weight name, the fake-quantization control of a
 	// weight trained with quantization (QAT); graphs built from the model
 	// fake-quantize those weights. Rebuilt models share the controls.
-	Quant  map[string]*compress.QuantControl
-	layers []layerDef
+	Quant map[string]*compress.QuantControl
+	// ActQuant holds, per layer name, the observer of a hidden layer's
+	// activation (after its ReLU) when activations are quantized.
+	ActQuant map[string]*compress.Observer
+	layers   []layerDef
 }
 
 // Canonical resolves presets: lenet300 is mlp [300 100]; teacher is mlp
@@ -425,6 +428,13 @@ func (m *Model) build(eng compute.Engine, batch int, train bool, seed uint64, kd
 		}
 		if err != nil {
 			return nil, fmt.Errorf("model: layer %s: %w", l.name, err)
+		}
+		if obs := m.ActQuant[l.name]; obs != nil && l.kind != kindPool {
+			op := compress.NewFakeQuant(l.name+".act.fq", eng, obs.Spec, 1)
+			op.Obs, op.Train = obs, train
+			if h, err = G.ApplyOp(op, h); err != nil {
+				return nil, fmt.Errorf("model: layer %s: %w", l.name, err)
+			}
 		}
 		first = false
 		if h, err = dropout(h, l.dropout, l.name+".dropout"); err != nil {

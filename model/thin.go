@@ -107,6 +107,7 @@ func (m *Model) Thin() (*Model, ThinReport, error) {
 		return nil, rep, fmt.Errorf("model: thin: %w", err)
 	}
 	out.Quant = m.Quant
+	out.ActQuant = m.ActQuant
 	for _, l := range layers {
 		copy(out.Param(l.def.name).Data(), l.w)
 		copy(out.Param(l.def.name+".bias").Data(), l.b)

@@ -153,6 +153,11 @@ type Quantize struct {
 	Granularity   string // "per_channel" or "per_tensor"
 	Symmetric     bool
 	LayerBits     map[string]int
+	// Activations > 0 also quantizes the hidden activations of Layers
+	// (unsigned, per tensor, ranges from moving-average observers), frozen
+	// after FreezeObserversEpoch (0: never).
+	Activations          int
+	FreezeObserversEpoch float64
 }
 
 // Sensitivity is the sensitivity block: each layer pruned alone to each

@@ -731,7 +731,7 @@ func (d *decoder) quantize(b *hcl.Block, j *Job) {
 	d.ranges["quantize"] = b.DefRange
 	c, ok := d.content(b.Body, &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "layers", Required: true}, {Name: "bits"}, {Name: "from_epoch"}, {Name: "gradual"}, {Name: "gradual_epochs"},
-		{Name: "granularity"}, {Name: "symmetric"}, {Name: "layer_bits"}}})
+		{Name: "granularity"}, {Name: "symmetric"}, {Name: "layer_bits"}, {Name: "activations"}, {Name: "freeze_observers_epoch"}}})
 	if !ok {
 		return
 	}
@@ -745,6 +745,19 @@ func (d *decoder) quantize(b *hcl.Block, j *Job) {
 	a.int("bits", &q.Bits, 2, 8)
 	a.float("from_epoch", &q.FromEpoch, 0, float64(j.Epochs), false)
 	a.choice("granularity", &q.Granularity, []string{"per_channel", "per_tensor"})
+	if _, ok := c.Attributes["activations"]; ok {
+		a.int("activations", &q.Activations, 2, 8)
+	}
+	a.float("freeze_observers_epoch", &q.FreezeObserversEpoch, 0, float64(j.Epochs), true)
+	if _, ok := c.Attributes["freeze_observers_epoch"]; ok {
+		switch {
+		case q.Activations == 0:
+			d.errorf(d.rangeOf(prefix+"freeze_observers_epoch"), "invalid quantize", "freeze_observers_epoch needs activations = bits")
+		case q.FreezeObserversEpoch <= q.FromEpoch:
+			d.errorf(d.rangeOf(prefix+"freeze_observers_epoch"), "invalid quantize",
+				"observers frozen at epoch %v, before they start at from_epoch = %v", q.FreezeObserversEpoch, q.FromEpoch)
+		}
+	}
 	a.bool("symmetric", &q.Symmetric)
 	if v, at, ok := a.value("gradual", cty.List(cty.Number)); ok {
 		if err := gocty.FromCtyValue(v, &q.Gradual); err != nil || slices.ContainsFunc(q.Gradual, func(b int) bool { return b < 2 || b > 8 }) {

@@ -132,6 +132,12 @@ func (j *Job) HCL() []byte {
 		qb.SetAttributeValue("from_epoch", cty.NumberFloatVal(q.FromEpoch))
 		qb.SetAttributeValue("granularity", cty.StringVal(q.Granularity))
 		qb.SetAttributeValue("symmetric", cty.BoolVal(q.Symmetric))
+		if q.Activations > 0 {
+			qb.SetAttributeValue("activations", cty.NumberIntVal(int64(q.Activations)))
+		}
+		if q.FreezeObserversEpoch > 0 {
+			qb.SetAttributeValue("freeze_observers_epoch", cty.NumberFloatVal(q.FreezeObserversEpoch))
+		}
 		if len(q.Gradual) > 0 {
 			var g, e []cty.Value
 			for i := range q.Gradual {

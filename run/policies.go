@@ -199,7 +199,22 @@ func quantizePolicy(job *recipes.Job, m *model.Model, epochSamples int64, log hc
 		}
 	}
 	p := &trainer.QuantPolicy{Layers: q.Layers, LayerBits: q.LayerBits, Logger: log.Named("quantize"),
-		Steps: []trainer.QuantStep{{Start: int64(q.FromEpoch * float64(epochSamples)), Bits: q.Bits}}}
+		Steps:    []trainer.QuantStep{{Start: int64(q.FromEpoch * float64(epochSamples)), Bits: q.Bits}},
+		FreezeAt: int64(q.FreezeObserversEpoch * float64(epochSamples))}
+	if q.Activations > 0 {
+		// Hidden activations only: the last weight is the output layer, whose
+		// logits stay float.
+		weights := m.Weights()
+		output := weights[len(weights)-1].Name
+		m.ActQuant = map[string]*compress.Observer{}
+		for _, l := range q.Layers {
+			if l == output {
+				continue
+			}
+			m.ActQuant[l] = &compress.Observer{Spec: compress.QuantSpec{Bits: q.Activations}, Momentum: 0.9}
+			p.Observers = append(p.Observers, l)
+		}
+	}
 	for i, b := range q.Gradual {
 		p.Steps = append(p.Steps, trainer.QuantStep{Start: int64(q.GradualEpochs[i] * float64(epochSamples)), Bits: b})
 	}

@@ -325,6 +325,8 @@ func TestQuantizationAwareTraining(t *testing.T) {
     gradual        = [4]
     gradual_epochs = [2]
     layer_bits     = { fc2 = 8 }
+    activations    = 8
+    freeze_observers_epoch = 2.5
   }`
 	src := strings.Replace(recipe, "  model {", "  "+block+"\n  model {", 1)
 	j, err := recipes.Parse([]byte(src), "tiny.hcl", []string{"epochs=3"})
@@ -332,7 +334,7 @@ func TestQuantizationAwareTraining(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	sum, err := Execute(context.Background(), j, Options{RunDir: dir, Threads: 2})
+	sum, m, err := execute(context.Background(), j, Options{RunDir: dir, Threads: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,6 +346,10 @@ func TestQuantizationAwareTraining(t *testing.T) {
 	}
 	if sum.TestAccuracy < 0.85 || sum.PTQ != nil {
 		t.Fatalf("accuracy %v, ptq %v", sum.TestAccuracy, sum.PTQ)
+	}
+	// The hidden activations were quantized with an observer that froze.
+	if obs := m.ActQuant["fc1"]; obs == nil || !obs.Frozen || !obs.Enabled || !(obs.Max > 0) || m.ActQuant["fc2"] != nil {
+		t.Fatalf("activation observers %+v", m.ActQuant)
 	}
 	if sum.ECEUncompressed == nil || sum.FloatAgreement == nil || *sum.FloatAgreement < 0.9 {
 		t.Fatalf("float counterpart: ECE %v agreement %v", sum.ECEUncompressed, sum.FloatAgreement)
@@ -357,6 +363,7 @@ func TestQuantizationAwareTraining(t *testing.T) {
 		t.Fatalf("ptq %v for float accuracy %v", plain.PTQ, plain.TestAccuracy)
 	}
 	for _, tc := range []struct{ block, want string }{
+		{"quantize {\n    layers = [\"fc1\"]\n    from_epoch = 1\n    activations = 8\n    freeze_observers_epoch = 0.5\n  }", "tiny.hcl:18,30: invalid quantize; observers frozen at epoch 0.5, before they start at from_epoch = 1"},
 		{"quantize {\n    layers = [\"fc1\"]\n    bits = 9\n  }", "tiny.hcl:16,12: value out of range; quantize.bits = 9 is outside [2, 8]"},
 		{"quantize {\n    layers = [\"fc4\"]\n  }", "tiny.hcl:15,14: model mlp has no layer \"fc4\""},
 	} {

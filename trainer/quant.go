@@ -22,6 +22,11 @@ type QuantPolicy struct {
 	Layers    []string
 	Steps     []QuantStep // by Start, ascending
 	LayerBits map[string]int
+	// Observers names the layers whose activations are quantized (their
+	// observers in Model.ActQuant): on with the weights, frozen from sample
+	// FreezeAt on (0: never).
+	Observers []string
+	FreezeAt  int64
 	Logger    hclog.Logger
 
 	current int // bits in force (0: off), for logging changes
@@ -51,6 +56,14 @@ func (p *QuantPolicy) BeforeStep(s *State) error {
 		} else if bits > 0 {
 			ctl.Spec.Bits = bits
 		}
+	}
+	for _, name := range p.Observers {
+		obs := s.Model.ActQuant[name]
+		if obs == nil {
+			return fmt.Errorf("trainer: quantize: the model has no activation observer for %q", name)
+		}
+		obs.Enabled = bits > 0
+		obs.Frozen = p.FreezeAt > 0 && s.SamplesSeen >= p.FreezeAt
 	}
 	if bits != p.current && p.Logger != nil {
 		p.Logger.Info("weight quantization", "bits", bits, "samples", s.SamplesSeen)

@@ -2,6 +2,8 @@
 # training: float for 5 epochs, then fake-quantized weights (symmetric, per
 # output channel) at 8, 6 and finally 4 bits (gradual quantization), the
 # straight-through estimator carrying gradients to the float latent weights.
+# Hidden activations are quantized to 8 bits (unsigned, ranges from
+# moving-average observers, frozen for the last fifth of the run).
 # Compare with the 4-bit post-training quantization of mnist-lenet300.hcl
 # (its summary.json's ptq_test_accuracy).
 variable "epochs" {
@@ -42,5 +44,7 @@ job "mnist-lenet300-qat4" {
     gradual_epochs = [var.epochs / 3, var.epochs / 2]
     granularity    = "per_channel"
     symmetric      = true
+    activations    = 8
+    freeze_observers_epoch = var.epochs * 4 / 5
   }
 }

@@ -128,10 +128,13 @@ type Factorize struct {
 	AtEpoch int     // epochs of training done before factorizing
 }
 
-// Teacher is the teacher block: a model trained first for Epochs.
+// Teacher is the teacher block: a model trained first for Epochs — or
+// Count of them, with seeds seed, seed+1, …, distilled from as an ensemble
+// (the mean of their logits).
 type Teacher struct {
 	Model  Model
 	Epochs int
+	Count  int
 }
 
 // Distill is the distill block: Hinton's loss at Temperature, weighted by

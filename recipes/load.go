@@ -794,15 +794,16 @@ func (d *decoder) quantize(b *hcl.Block, j *Job) {
 }
 
 func (d *decoder) teacher(b *hcl.Block, j *Job) {
-	schema := append(slices.Clone(modelSchema), hcl.AttributeSchema{Name: "epochs", Required: true})
+	schema := append(slices.Clone(modelSchema), hcl.AttributeSchema{Name: "epochs", Required: true}, hcl.AttributeSchema{Name: "count"})
 	c, ok := d.content(b.Body, &hcl.BodySchema{Attributes: schema})
 	if !ok {
 		return
 	}
-	t := &Teacher{Model: Model{Init: "uniform"}}
+	t := &Teacher{Model: Model{Init: "uniform"}, Count: 1}
 	a := attrs{d: d, prefix: "teacher.", m: c.Attributes}
 	modelAttrs(a, &t.Model)
 	a.int("epochs", &t.Epochs, 1, 10000)
+	a.int("count", &t.Count, 1, 16)
 	spec := model.Spec{Arch: t.Model.Arch, Hidden: t.Model.Hidden, Dropout: t.Model.Dropout, InputDropout: t.Model.InputDropout, Init: t.Model.Init}
 	if err := spec.Canonical().Validate(); err == nil {
 		j.Teacher = t

@@ -119,6 +119,7 @@ func (j *Job) HCL() []byte {
 		tb := jb.AppendNewBlock("teacher", nil).Body()
 		writeModel(tb, t.Model)
 		tb.SetAttributeValue("epochs", cty.NumberIntVal(int64(t.Epochs)))
+		tb.SetAttributeValue("count", cty.NumberIntVal(int64(t.Count)))
 	}
 	if dd := j.Distill; dd != nil {
 		db := jb.AppendNewBlock("distill", nil).Body()

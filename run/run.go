@@ -205,15 +205,21 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	}
 	defer metrics.close()
 
-	var teacher *model.Model
-	var teacherSum *Summary
+	var teachers []*model.Model
 	if job.Teacher != nil {
-		tj := teacherJob(job)
-		log.Info("training the teacher first", "job", tj.Name, "model", tj.Model.Arch, "epochs", tj.Epochs, "run_dir", filepath.Join(dir, "teacher"))
-		topts := opts
-		topts.RunDir, topts.Policies = filepath.Join(dir, "teacher"), nil
-		if teacherSum, teacher, err = execute(ctx, tj, topts); err != nil {
-			return nil, nil, fmt.Errorf("run: teacher: %w", err)
+		for k := 0; k < job.Teacher.Count; k++ {
+			tj, tdir := teacherJob(job, k), filepath.Join(dir, "teacher")
+			if job.Teacher.Count > 1 {
+				tdir = filepath.Join(dir, fmt.Sprintf("teacher-%d", k+1))
+			}
+			log.Info("training the teacher first", "job", tj.Name, "model", tj.Model.Arch, "epochs", tj.Epochs, "seed", tj.Seed, "run_dir", tdir)
+			topts := opts
+			topts.RunDir, topts.Policies = tdir, nil
+			_, tm, err := execute(ctx, tj, topts)
+			if err != nil {
+				return nil, nil, fmt.Errorf("run: teacher: %w", err)
+			}
+			teachers = append(teachers, tm)
 		}
 	}
 	var kd *distill.Config
@@ -233,7 +239,7 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		Epochs: job.Epochs, Seed: job.Seed, Augment: data.Augment{Shift: job.Augment.Shift}, Optimizer: opt,
 		Policies: append(policies, opts.Policies...),
 		Logger:   log.Named("trainer"), Progress: opts.Progress, EndEpoch: metrics.write, Factorize: factors, ThinAtEpoch: job.ThinAtEpoch,
-		Teacher: teacher, KD: kd,
+		Teachers: teachers, KD: kd,
 	})
 	if err != nil {
 		return nil, nil, err
@@ -261,10 +267,7 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		sum.ParamsNonzero += l.Nonzero
 	}
 	sum.DenseBytes = 4 * sum.ParamsTotal
-	if teacherSum != nil {
-		sum.TeacherTestAccuracy = teacherSum.TestAccuracy
-	}
-	if err := beyondAccuracy(sum, tr.Model(), teacher, eng, test, job.EvalBatch); err != nil {
+	if err := beyondAccuracy(sum, tr.Model(), teachers, eng, test, job.EvalBatch); err != nil {
 		return nil, nil, err
 	}
 	if n := len(res.Epochs); n > 0 {
@@ -304,7 +307,7 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 // calibration error (15 bins) on the test set; for a quantized model also
 // that of its float counterpart (quantization off) and their top-1
 // agreement; with a teacher, the student's top-1 agreement with it.
-func beyondAccuracy(sum *Summary, m, teacher *model.Model, eng compute.Engine, test *data.Set, batch int) error {
+func beyondAccuracy(sum *Summary, m *model.Model, teachers []*model.Model, eng compute.Engine, test *data.Set, batch int) error {
 	preds, err := trainer.PredictModel(m, eng, test, batch)
 	if err != nil {
 		return err
@@ -326,22 +329,26 @@ func beyondAccuracy(sum *Summary, m, teacher *model.Model, eng compute.Engine, t
 		a := trainer.Agreement(preds, float)
 		sum.ECEUncompressed, sum.FloatAgreement = &e, &a
 	}
-	if teacher != nil {
-		tp, err := trainer.PredictModel(teacher, eng, test, batch)
+	if len(teachers) > 0 {
+		tp, err := trainer.PredictEnsemble(teachers, eng, test, batch)
 		if err != nil {
 			return err
 		}
 		a := trainer.Agreement(preds, tp)
-		sum.TeacherAgreement = &a
+		sum.TeacherAgreement, sum.TeacherTestAccuracy = &a, tp.Accuracy()
 	}
 	return nil
 }
 
-// teacherJob is the job that trains a recipe's teacher: the recipe's
-// dataset, seed, batch, validation, augmentation and optimizer, the
+// teacherJob is the job that trains a recipe's k-th teacher: the recipe's
+// dataset, batch, validation, augmentation and optimizer, seed + k, the
 // teacher block's model and epochs, and no compression.
-func teacherJob(job *recipes.Job) *recipes.Job {
-	tj := &recipes.Job{Name: job.Name + "-teacher", Dataset: job.Dataset, Seed: job.Seed, Epochs: job.Teacher.Epochs,
+func teacherJob(job *recipes.Job, k int) *recipes.Job {
+	name := job.Name + "-teacher"
+	if job.Teacher.Count > 1 {
+		name = fmt.Sprintf("%s-teacher-%d", job.Name, k+1)
+	}
+	tj := &recipes.Job{Name: name, Dataset: job.Dataset, Seed: job.Seed + uint64(k), Epochs: job.Teacher.Epochs,
 		Batch: job.Batch, EvalBatch: job.EvalBatch, Validation: job.Validation, Threads: job.Threads,
 		Augment: job.Augment, Model: job.Teacher.Model, Optimizer: job.Optimizer, File: job.File, Ranges: job.Ranges,
 		Variables: job.Variables}

@@ -419,3 +419,38 @@ func TestTeacherThenDistillation(t *testing.T) {
 		t.Fatalf("distill without a teacher: %v", err)
 	}
 }
+
+func TestTeacherEnsemble(t *testing.T) {
+	block := `teacher {
+    arch   = "mlp"
+    hidden = [32]
+    epochs = 1
+    count  = 2
+  }
+  distill {
+    temperature = 2
+  }`
+	src := strings.Replace(recipe, "  model {", "  "+block+"\n  model {", 1)
+	j, err := recipes.Parse([]byte(src), "tiny.hcl", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	sum, err := Execute(context.Background(), j, Options{RunDir: dir, Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seeds []uint64
+	for _, sub := range []string{"teacher-1", "teacher-2"} {
+		b, err := os.ReadFile(filepath.Join(dir, sub, SummaryFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ts Summary
+		json.Unmarshal(b, &ts)
+		seeds = append(seeds, ts.Seed)
+	}
+	if seeds[0] == seeds[1] || sum.TeacherAgreement == nil || sum.TeacherTestAccuracy < 0.5 {
+		t.Fatalf("teacher seeds %v, agreement %v, ensemble accuracy %v", seeds, sum.TeacherAgreement, sum.TeacherTestAccuracy)
+	}
+}

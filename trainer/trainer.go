@@ -42,11 +42,12 @@ type Config struct {
 	// Factorize replaces linear layers by low-rank pairs at the start of
 	// the given epochs (then training fine-tunes them).
 	Factorize []FactorizeAt
-	// Teacher and KD, when set, train with Hinton's distillation loss: the
-	// teacher (in evaluation mode) runs on every batch, augmented or not
-	// (online distillation).
-	Teacher *model.Model
-	KD      *distill.Config
+	// Teachers and KD, when set, train with Hinton's distillation loss: the
+	// teachers (in evaluation mode) run on every batch, augmented or not
+	// (online distillation), and the mean of their logits is the target —
+	// one teacher, or an ensemble.
+	Teachers []*model.Model
+	KD       *distill.Config
 	// ThinAtEpoch > 0 rebuilds the model without its dead neurons and
 	// filters at the start of that (zero-based) epoch, so the rest of the
 	// run trains the smaller model.
@@ -115,17 +116,17 @@ var ErrNonFinite = errors.New("trainer: non-finite loss")
 
 // Trainer runs training steps on one graph.
 type Trainer struct {
-	teacher   *model.Net
-	teacherVM G.VM
-	cfg       Config
-	log       hclog.Logger
-	net       *model.Net
-	grads     G.Nodes
-	vm        G.VM
-	state     State
-	batch     data.Batcher
-	evalNt    *model.Net
-	evalVM    G.VM
+	teachers   []*model.Net
+	teacherVMs []G.VM
+	cfg        Config
+	log        hclog.Logger
+	net        *model.Net
+	grads      G.Nodes
+	vm         G.VM
+	state      State
+	batch      data.Batcher
+	evalNt     *model.Net
+	evalVM     G.VM
 }
 
 // New validates the configuration and builds the training graph.
@@ -166,13 +167,18 @@ func (t *Trainer) build() error {
 	var net *model.Net
 	var err error
 	if t.cfg.KD != nil {
-		if t.cfg.Teacher == nil {
+		if len(t.cfg.Teachers) == 0 {
 			return errors.New("trainer: distillation needs a teacher")
 		}
 		net, err = t.cfg.Model.BuildKD(t.cfg.Engine, t.cfg.Batch, t.cfg.Seed, *t.cfg.KD)
-		if err == nil && t.teacher == nil {
-			if t.teacher, err = t.cfg.Teacher.Build(t.cfg.Engine, t.cfg.Batch, false, 0); err == nil {
-				t.teacherVM = G.NewTapeMachine(t.teacher.Graph, G.WithEngine(engineOf(t.cfg.Engine)))
+		for _, tm := range t.cfg.Teachers {
+			if err != nil || len(t.teachers) == len(t.cfg.Teachers) {
+				break
+			}
+			var tn *model.Net
+			if tn, err = tm.Build(t.cfg.Engine, t.cfg.Batch, false, 0); err == nil {
+				t.teachers = append(t.teachers, tn)
+				t.teacherVMs = append(t.teacherVMs, G.NewTapeMachine(tn.Graph, G.WithEngine(engineOf(t.cfg.Engine))))
 			}
 		}
 	} else {
@@ -242,10 +248,10 @@ func engineOf(e compute.Engine) tensorEngine {
 
 // Close releases the machines.
 func (t *Trainer) Close() {
-	if t.teacherVM != nil {
-		t.teacherVM.Close()
-		t.teacherVM, t.teacher = nil, nil
+	for _, vm := range t.teacherVMs {
+		vm.Close()
 	}
+	t.teachers, t.teacherVMs = nil, nil
 	t.vm.Close()
 	if t.evalVM != nil {
 		t.evalVM.Close()
@@ -376,13 +382,17 @@ func (t *Trainer) step() error {
 			}
 		}
 	}
-	if t.teacher != nil {
-		copy(t.teacher.XValue.Float32s(), t.net.XValue.Float32s())
-		t.teacherVM.Reset()
-		if err := t.teacherVM.RunAll(); err != nil {
-			return fmt.Errorf("trainer: step %d: teacher: %w", s.Step+1, err)
+	if len(t.teachers) > 0 {
+		logits := make([][]float32, len(t.teachers))
+		for k, tn := range t.teachers {
+			copy(tn.XValue.Float32s(), t.net.XValue.Float32s())
+			t.teacherVMs[k].Reset()
+			if err := t.teacherVMs[k].RunAll(); err != nil {
+				return fmt.Errorf("trainer: step %d: teacher %d: %w", s.Step+1, k+1, err)
+			}
+			logits[k] = f32s(tn.Logits.Value())
 		}
-		copy(t.net.TValue.Float32s(), f32s(t.teacher.Logits.Value()))
+		distill.MeanLogits(t.net.TValue.Float32s(), logits...)
 	}
 	t.vm.Reset()
 	if err := t.vm.RunAll(); err != nil {
@@ -528,15 +538,68 @@ func PredictModel(m *model.Model, eng compute.Engine, set *data.Set, batch int) 
 	return predict(net, vm, set)
 }
 
-func predict(net *model.Net, vm G.VM, set *data.Set) (Predictions, error) {
+// PredictEnsemble runs several models over a set and answers from the mean
+// of their logits (a teacher ensemble).
+func PredictEnsemble(ms []*model.Model, eng compute.Engine, set *data.Set, batch int) (Predictions, error) {
+	if len(ms) == 1 {
+		return PredictModel(ms[0], eng, set, batch)
+	}
+	n := set.Len()
+	sum := make([]float32, n*set.Classes)
+	for _, m := range ms {
+		net, err := m.Build(eng, batch, false, 0)
+		if err != nil {
+			return Predictions{}, err
+		}
+		vm := G.NewTapeMachine(net.Graph, G.WithEngine(engineOf(eng)))
+		err = forEachBatch(net, vm, set, func(lo int, labels []float32, logits []float32) {
+			for i, v := range logits[:len(labels)*set.Classes] {
+				sum[lo*set.Classes+i] += v / float32(len(ms))
+			}
+		})
+		vm.Close()
+		if err != nil {
+			return Predictions{}, err
+		}
+	}
+	return predictionsFrom(sum, set), nil
+}
+
+// predictionsFrom scores logits [n, classes] against a set's labels.
+func predictionsFrom(logits []float32, set *data.Set) Predictions {
+	c := set.Classes
+	p := Predictions{}
+	var lossSum float64
+	for i, l := range set.Labels {
+		row := logits[i*c : (i+1)*c]
+		arg, m := 0, row[0]
+		for j, v := range row {
+			if v > m {
+				arg, m = j, v
+			}
+		}
+		var z float64
+		for _, v := range row {
+			z += math.Exp(float64(v - m))
+		}
+		p.Class = append(p.Class, arg)
+		p.Confidence = append(p.Confidence, 1/z)
+		p.Correct = append(p.Correct, arg == int(l))
+		lossSum += float64(m-row[int(l)]) + math.Log(z)
+	}
+	p.Loss = lossSum / float64(len(set.Labels))
+	return p
+}
+
+// forEachBatch runs a forward graph over a set in order, handing each
+// batch's first sample index, labels and logits to fn.
+func forEachBatch(net *model.Net, vm G.VM, set *data.Set, fn func(lo int, labels, logits []float32)) error {
 	b := net.Batch
 	f := set.Features()
 	x := net.XValue.Float32s()
 	labels := make([]float32, b)
 	batcher := data.Batcher{Set: set}
 	idx := make([]int, 0, b)
-	p := Predictions{Class: make([]int, 0, set.Len()), Confidence: make([]float64, 0, set.Len()), Correct: make([]bool, 0, set.Len())}
-	var lossSum float64
 	for lo := 0; lo < set.Len(); lo += b {
 		hi := min(lo+b, set.Len())
 		idx = idx[:0]
@@ -547,28 +610,21 @@ func predict(net *model.Net, vm G.VM, set *data.Set) (Predictions, error) {
 		clear(x[len(idx)*f:])
 		vm.Reset()
 		if err := vm.RunAll(); err != nil {
-			return Predictions{}, fmt.Errorf("trainer: evaluate %s: %w", set.Name, err)
+			return fmt.Errorf("trainer: evaluate %s: %w", set.Name, err)
 		}
-		logits := f32s(net.Logits.Value())
-		c := len(logits) / b
-		for i := range idx {
-			row := logits[i*c : (i+1)*c]
-			arg, m := 0, row[0]
-			for j, v := range row {
-				if v > m {
-					arg, m = j, v
-				}
-			}
-			var z float64
-			for _, v := range row {
-				z += math.Exp(float64(v - m))
-			}
-			p.Class = append(p.Class, arg)
-			p.Confidence = append(p.Confidence, 1/z)
-			p.Correct = append(p.Correct, arg == int(labels[i]))
-			lossSum += float64(m-row[int(labels[i])]) + math.Log(z)
-		}
+		fn(lo, labels[:len(idx)], f32s(net.Logits.Value()))
 	}
-	p.Loss = lossSum / float64(set.Len())
-	return p, nil
+	return nil
+}
+
+func predict(net *model.Net, vm G.VM, set *data.Set) (Predictions, error) {
+	c := set.Classes
+	all := make([]float32, set.Len()*c)
+	err := forEachBatch(net, vm, set, func(lo int, labels, logits []float32) {
+		copy(all[lo*c:], logits[:len(labels)*c])
+	})
+	if err != nil {
+		return Predictions{}, err
+	}
+	return predictionsFrom(all, set), nil
 }

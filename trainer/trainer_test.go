@@ -369,7 +369,7 @@ func TestDistillationTrainsTheStudent(t *testing.T) {
 	eng := cpu.New(cpu.Options{Threads: 2})
 	o, _ := NewOptimizer(OptimConfig{Kind: "sgd", Momentum: 0.9, Engine: eng}, sizes(student))
 	tr, err := New(Config{Model: student, Engine: eng, Train: train, Val: val, Batch: 32, Epochs: 3, Seed: 1, Optimizer: o,
-		Teacher: teacher, KD: &distill.Config{Temperature: 4, Alpha: 0.7}, Augment: data.Augment{Shift: 1},
+		Teachers: []*model.Model{teacher}, KD: &distill.Config{Temperature: 4, Alpha: 0.7}, Augment: data.Augment{Shift: 1},
 		Policies: []Policy{&LRPolicy{Schedule: schedule.LR{Kind: "constant", Base: 0.05, Total: 1}}}})
 	if err != nil {
 		t.Fatal(err)
@@ -408,5 +408,29 @@ func TestECEAndAgreement(t *testing.T) {
 	q.Class = []int{1, 2, 3, 4, 0, 0, 0, 0}
 	if a := Agreement(p, q); a != 0.5 {
 		t.Fatalf("agreement %v", a)
+	}
+}
+
+func TestEnsemblePredictionsAverageLogits(t *testing.T) {
+	val := synthetic(200, 2)
+	a, _ := model.New(model.Spec{Arch: "mlp", Hidden: []int{8}}, model.MNISTInput, 1)
+	b, _ := model.New(model.Spec{Arch: "mlp", Hidden: []int{8}}, model.MNISTInput, 2)
+	eng := cpu.New(cpu.Options{Threads: 2})
+	one, err := PredictEnsemble([]*model.Model{a}, eng, val, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alone, _ := PredictModel(a, eng, val, 64)
+	if !slices.Equal(one.Class, alone.Class) || one.Loss != alone.Loss {
+		t.Fatal("an ensemble of one differs from its model")
+	}
+	two, err := PredictEnsemble([]*model.Model{a, b}, eng, val, 64)
+	if err != nil || len(two.Class) != 200 {
+		t.Fatalf("%v %d", err, len(two.Class))
+	}
+	// Against an ensemble with itself, a model agrees everywhere.
+	same, _ := PredictEnsemble([]*model.Model{a, a}, eng, val, 64)
+	if Agreement(same, alone) != 1 {
+		t.Fatal("mean of a model with itself changed its answers")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/hashicorp/hcl/v2/hclwrite"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/convert"
 	"github.com/zclconf/go-cty/cty/function"
@@ -178,15 +179,9 @@ func (d *decoder) variables(blocks hcl.Blocks, overrides []string, filename stri
 	}
 	resolved := map[string]string{}
 	for k, v := range values {
-		resolved[k] = string(ctyString(v))
+		resolved[k] = string(hclwrite.TokensForValue(v).Bytes())
 	}
 	return values, resolved
-}
-
-// ctyString renders a value as HCL source.
-func ctyString(v cty.Value) []byte {
-	tokens := hclwriteTokens(v)
-	return tokens
 }
 
 // attrs decodes one block's attributes into typed fields, recording ranges.

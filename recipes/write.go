@@ -7,8 +7,6 @@ import (
 	"github.com/zclconf/go-cty/cty"
 )
 
-func hclwriteTokens(v cty.Value) []byte { return hclwrite.TokensForValue(v).Bytes() }
-
 func stringList(ss []string) cty.Value {
 	vs := make([]cty.Value, len(ss))
 	for i, s := range ss {

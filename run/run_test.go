@@ -39,6 +39,12 @@ job "tiny" {
 }
 `
 
+// withBlock inserts a block into the test recipe's job, before its model
+// block (at line 14 of the result).
+func withBlock(block string) string {
+	return strings.Replace(recipe, "  model {", "  "+block+"\n  model {", 1)
+}
+
 func load(t *testing.T, vars ...string) *recipes.Job {
 	t.Helper()
 	j, err := recipes.Parse([]byte(recipe), "tiny.hcl", vars)
@@ -157,7 +163,7 @@ func TestLayerChecksPointAtTheRecipe(t *testing.T) {
 		{"factorize {\n    layer = \"fc1\"\n    rank = 33\n    at_epoch = 0\n  }", "tiny.hcl:16,12: rank 33 is larger than layer fc1 [32 784] allows (at most 32)"},
 		{"factorize {\n    layer = \"fc7\"\n    rank = 3\n    at_epoch = 0\n  }", "tiny.hcl:15,13: model mlp has no layer \"fc7\""},
 	} {
-		src := strings.Replace(recipe, "  model {", "  "+tc.block+"\n  model {", 1)
+		src := withBlock(tc.block)
 		j, err := recipes.Parse([]byte(src), "tiny.hcl", nil)
 		if err != nil {
 			t.Fatal(err)
@@ -189,7 +195,7 @@ func TestPruningAndGroupLassoRun(t *testing.T) {
     groups   = "rows"
     strength = 1e-2
   }`
-	src := strings.Replace(recipe, "  model {", "  "+block+"\n  model {", 1)
+	src := withBlock(block)
 	j, err := recipes.Parse([]byte(src), "tiny.hcl", []string{"epochs=2"})
 	if err != nil {
 		t.Fatal(err)
@@ -246,7 +252,7 @@ func TestSensitivityFeedsPerLayerTargets(t *testing.T) {
     to_epoch     = 2
     every_steps  = 10
   }`
-	src := strings.Replace(recipe, "  model {", "  "+block+"\n  model {", 1)
+	src := withBlock(block)
 	j, err := recipes.Parse([]byte(src), "tiny.hcl", []string{"epochs=3"})
 	if err != nil {
 		t.Fatal(err)
@@ -293,7 +299,7 @@ func TestDryRunShowsWindowsAndGuards(t *testing.T) {
   thin {
     at_epoch = 4
   }`
-	src := strings.Replace(recipe, "  model {", "  "+block+"\n  model {", 1)
+	src := withBlock(block)
 	j, err := recipes.Parse([]byte(src), "tiny.hcl", []string{"epochs=5"})
 	if err != nil {
 		t.Fatal(err)
@@ -328,7 +334,7 @@ func TestQuantizationAwareTraining(t *testing.T) {
     activations    = 8
     freeze_observers_epoch = 2.5
   }`
-	src := strings.Replace(recipe, "  model {", "  "+block+"\n  model {", 1)
+	src := withBlock(block)
 	j, err := recipes.Parse([]byte(src), "tiny.hcl", []string{"epochs=3"})
 	if err != nil {
 		t.Fatal(err)
@@ -367,7 +373,7 @@ func TestQuantizationAwareTraining(t *testing.T) {
 		{"quantize {\n    layers = [\"fc1\"]\n    bits = 9\n  }", "tiny.hcl:16,12: value out of range; quantize.bits = 9 is outside [2, 8]"},
 		{"quantize {\n    layers = [\"fc4\"]\n  }", "tiny.hcl:15,14: model mlp has no layer \"fc4\""},
 	} {
-		j, err := recipes.Parse([]byte(strings.Replace(recipe, "  model {", "  "+tc.block+"\n  model {", 1)), "tiny.hcl", nil)
+		j, err := recipes.Parse([]byte(withBlock(tc.block)), "tiny.hcl", nil)
 		if err == nil {
 			_, err = Execute(context.Background(), j, Options{RunDir: t.TempDir()})
 		}
@@ -387,7 +393,7 @@ func TestTeacherThenDistillation(t *testing.T) {
     temperature = 2
     alpha       = 0.5
   }`
-	src := strings.Replace(recipe, "  model {", "  "+block+"\n  model {", 1)
+	src := withBlock(block)
 	j, err := recipes.Parse([]byte(src), "tiny.hcl", []string{"epochs=2"})
 	if err != nil {
 		t.Fatal(err)
@@ -414,7 +420,7 @@ func TestTeacherThenDistillation(t *testing.T) {
 	if sum.TeacherTestAccuracy != ts.TestAccuracy || sum.TestAccuracy < 0.8 { // 2 epochs on 10 000 images
 		t.Fatalf("teacher %v (own summary %v), student %v", sum.TeacherTestAccuracy, ts.TestAccuracy, sum.TestAccuracy)
 	}
-	if _, err := recipes.Parse([]byte(strings.Replace(recipe, "  model {", "  distill {\n  }\n  model {", 1)), "tiny.hcl", nil); err == nil ||
+	if _, err := recipes.Parse([]byte(withBlock("distill {\n  }")), "tiny.hcl", nil); err == nil ||
 		!strings.Contains(err.Error(), "tiny.hcl:14,3: missing teacher") {
 		t.Fatalf("distill without a teacher: %v", err)
 	}
@@ -430,7 +436,7 @@ func TestTeacherEnsemble(t *testing.T) {
   distill {
     temperature = 2
   }`
-	src := strings.Replace(recipe, "  model {", "  "+block+"\n  model {", 1)
+	src := withBlock(block)
 	j, err := recipes.Parse([]byte(src), "tiny.hcl", nil)
 	if err != nil {
 		t.Fatal(err)

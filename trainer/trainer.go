@@ -116,17 +116,18 @@ var ErrNonFinite = errors.New("trainer: non-finite loss")
 
 // Trainer runs training steps on one graph.
 type Trainer struct {
-	teachers   []*model.Net
-	teacherVMs []G.VM
-	cfg        Config
-	log        hclog.Logger
-	net        *model.Net
-	grads      G.Nodes
-	vm         G.VM
-	state      State
-	batch      data.Batcher
-	evalNt     *model.Net
-	evalVM     G.VM
+	teachers      []*model.Net
+	teacherVMs    []G.VM
+	teacherLogits [][]float32 // reused each step
+	cfg           Config
+	log           hclog.Logger
+	net           *model.Net
+	grads         G.Nodes
+	vm            G.VM
+	state         State
+	batch         data.Batcher
+	evalNt        *model.Net
+	evalVM        G.VM
 }
 
 // New validates the configuration and builds the training graph.
@@ -383,15 +384,16 @@ func (t *Trainer) step() error {
 		}
 	}
 	if len(t.teachers) > 0 {
-		logits := make([][]float32, len(t.teachers))
+		logits := t.teacherLogits[:0]
 		for k, tn := range t.teachers {
 			copy(tn.XValue.Float32s(), t.net.XValue.Float32s())
 			t.teacherVMs[k].Reset()
 			if err := t.teacherVMs[k].RunAll(); err != nil {
 				return fmt.Errorf("trainer: step %d: teacher %d: %w", s.Step+1, k+1, err)
 			}
-			logits[k] = f32s(tn.Logits.Value())
+			logits = append(logits, f32s(tn.Logits.Value()))
 		}
+		t.teacherLogits = logits
 		distill.MeanLogits(t.net.TValue.Float32s(), logits...)
 	}
 	t.vm.Reset()

@@ -1,0 +1,491 @@
+// Package checkpoint writes and reads lathe's Arrow IPC files: model files
+// (what inference needs, each tensor in its smallest exact encoding) and
+// training checkpoints (everything a run needs to continue exactly). The
+// format is docs/FORMAT.md.
+package checkpoint
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+)
+
+// FormatVersion is the version of the file layout this package writes. A
+// reader accepts files of its own version and older ones it knows; a newer
+// version is refused with a message saying so (docs/FORMAT.md).
+const FormatVersion = 1
+
+// File kinds.
+const (
+	KindModel    = "model"    // what inference needs, compressed
+	KindTraining = "training" // everything a run needs to resume
+)
+
+// Schema metadata keys.
+const (
+	keyFormat        = "lathe.format"
+	keyFormatVersion = "lathe.format_version"
+	keyKind          = "lathe.kind"
+	keyVersion       = "lathe.version"
+	keyJob           = "lathe.job"
+	keyState         = "lathe.state"
+	keySHA           = "lathe.sha256"
+	formatName       = "lathe"
+	// digestPrefix starts the checksum's value, so that a reader finds
+	// both copies (the schema is written at the start and in the footer)
+	// in the raw bytes before parsing anything.
+	digestPrefix = "sha256:"
+)
+
+// File is the content of one file.
+type File struct {
+	Kind          string
+	Job           string
+	Version       string // lathe version that wrote it
+	FormatVersion int    // filled by Read
+	// State is a JSON document: for training checkpoints the run's state,
+	// for model files the architecture.
+	State   []byte
+	Tensors []*Tensor
+	// Filled by Read and Encode.
+	SHA256 string
+	Bytes  int
+}
+
+// Tensor returns the named tensor, or nil.
+func (f *File) Tensor(name string) *Tensor {
+	for _, t := range f.Tensors {
+		if t.Name == name {
+			return t
+		}
+	}
+	return nil
+}
+
+var schemaFields = []arrow.Field{
+	{Name: "name", Type: arrow.BinaryTypes.String},
+	{Name: "role", Type: dictType},
+	{Name: "shape", Type: arrow.ListOf(arrow.PrimitiveTypes.Int64)},
+	{Name: "encoding", Type: dictType},
+	{Name: "index_format", Type: dictType},
+	{Name: "value_format", Type: dictType},
+	{Name: "count", Type: arrow.PrimitiveTypes.Int64},
+	{Name: "bits", Type: arrow.PrimitiveTypes.Int8},
+	{Name: "qmin", Type: arrow.PrimitiveTypes.Int32},
+	{Name: "index", Type: arrow.BinaryTypes.Binary},
+	{Name: "values", Type: arrow.ListOf(arrow.PrimitiveTypes.Float32)},
+	{Name: "codes", Type: arrow.BinaryTypes.Binary},
+	{Name: "scale", Type: arrow.ListOf(arrow.PrimitiveTypes.Float32)},
+	{Name: "zero_point", Type: arrow.ListOf(arrow.PrimitiveTypes.Int32)},
+	{Name: "codebook", Type: arrow.ListOf(arrow.PrimitiveTypes.Float32)},
+}
+
+var dictType = &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int8, ValueType: arrow.BinaryTypes.String}
+
+// Encode serializes a file: tensors of model files in their smallest exact
+// encodings, those of training checkpoints densely (fast). It fills
+// f.SHA256 and f.Bytes, and each tensor's storage fields.
+func Encode(f *File) ([]byte, error) { return encodeFile(f, FormatVersion, "") }
+
+// encodeFile is Encode with a given format version and, for tests, a
+// column left out.
+func encodeFile(f *File, version int, drop string) ([]byte, error) {
+	if f.Kind != KindModel && f.Kind != KindTraining {
+		return nil, fmt.Errorf("checkpoint: unknown kind %q", f.Kind)
+	}
+	rows := make([]*stored, len(f.Tensors))
+	names := map[string]bool{}
+	for i, t := range f.Tensors {
+		if names[t.Name] {
+			return nil, fmt.Errorf("checkpoint: two tensors named %q", t.Name)
+		}
+		names[t.Name] = true
+		s, err := encode(t, f.Kind == KindModel && t.Role == RoleParam)
+		if err != nil {
+			return nil, fmt.Errorf("checkpoint: %w", err)
+		}
+		rows[i] = s
+		t.Encoding, t.IndexFormat, t.ValueFormat, t.Bits, t.StoredBytes = s.encoding, s.indexFormat, s.valueFormat, int(s.bits), s.size()
+	}
+	placeholder := digestPrefix + string(bytes.Repeat([]byte("0"), 64))
+	meta := arrow.NewMetadata(
+		[]string{keyFormat, keyFormatVersion, keyKind, keyVersion, keyJob, keyState, keySHA},
+		[]string{formatName, strconv.Itoa(version), f.Kind, f.Version, f.Job, string(f.State), placeholder})
+	fields := slices.DeleteFunc(slices.Clone(schemaFields), func(fd arrow.Field) bool { return fd.Name == drop })
+	schema := arrow.NewSchema(fields, &meta)
+	rec := buildRecord(schema, rows, drop)
+	defer rec.Release()
+	var buf bytes.Buffer
+	w, err := ipc.NewFileWriter(&buf, ipc.WithSchema(schema))
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: %w", err)
+	}
+	if err := w.Write(rec); err != nil {
+		return nil, fmt.Errorf("checkpoint: %w", err)
+	}
+	if err := w.Close(); err != nil {
+		return nil, fmt.Errorf("checkpoint: %w", err)
+	}
+	b := buf.Bytes()
+	sum := sha256.Sum256(b)
+	digest := hex.EncodeToString(sum[:])
+	if n := bytes.Count(b, []byte(placeholder)); n < 1 {
+		return nil, errors.New("checkpoint: checksum placeholder not found in the encoded file")
+	}
+	b = bytes.ReplaceAll(b, []byte(placeholder), []byte(digestPrefix+digest))
+	f.SHA256, f.Bytes, f.FormatVersion = digest, len(b), FormatVersion
+	return b, nil
+}
+
+func buildRecord(schema *arrow.Schema, rows []*stored, drop string) arrow.RecordBatch {
+	mem := memory.DefaultAllocator
+	name := array.NewStringBuilder(mem)
+	shape := array.NewListBuilder(mem, arrow.PrimitiveTypes.Int64)
+	count := array.NewInt64Builder(mem)
+	bitsB := array.NewInt8Builder(mem)
+	qmin := array.NewInt32Builder(mem)
+	index := array.NewBinaryBuilder(mem, arrow.BinaryTypes.Binary)
+	values := array.NewListBuilder(mem, arrow.PrimitiveTypes.Float32)
+	codes := array.NewBinaryBuilder(mem, arrow.BinaryTypes.Binary)
+	scale := array.NewListBuilder(mem, arrow.PrimitiveTypes.Float32)
+	zero := array.NewListBuilder(mem, arrow.PrimitiveTypes.Int32)
+	book := array.NewListBuilder(mem, arrow.PrimitiveTypes.Float32)
+	var role, enc, ixf, vf []string
+	for _, s := range rows {
+		name.Append(s.name)
+		shape.Append(true)
+		shape.ValueBuilder().(*array.Int64Builder).AppendValues(s.shape, nil)
+		count.Append(s.count)
+		bitsB.Append(s.bits)
+		qmin.Append(s.qmin)
+		index.Append(s.index)
+		values.Append(true)
+		values.ValueBuilder().(*array.Float32Builder).AppendValues(s.values, nil)
+		codes.Append(s.codes)
+		scale.Append(true)
+		scale.ValueBuilder().(*array.Float32Builder).AppendValues(s.scale, nil)
+		zero.Append(true)
+		zero.ValueBuilder().(*array.Int32Builder).AppendValues(s.zero, nil)
+		book.Append(true)
+		book.ValueBuilder().(*array.Float32Builder).AppendValues(s.codebook, nil)
+		role, enc, ixf, vf = append(role, s.role), append(enc, s.encoding), append(ixf, s.indexFormat), append(vf, s.valueFormat)
+	}
+	cols := []arrow.Array{name.NewArray(), dictionary(role), shape.NewArray(), dictionary(enc), dictionary(ixf), dictionary(vf),
+		count.NewArray(), bitsB.NewArray(), qmin.NewArray(), index.NewArray(), values.NewArray(), codes.NewArray(),
+		scale.NewArray(), zero.NewArray(), book.NewArray()}
+	for _, b := range []array.Builder{name, shape, count, bitsB, qmin, index, values, codes, scale, zero, book} {
+		b.Release()
+	}
+	if k := slices.IndexFunc(schemaFields, func(fd arrow.Field) bool { return fd.Name == drop }); k >= 0 {
+		cols[k].Release()
+		cols = slices.Delete(cols, k, k+1)
+	}
+	rec := array.NewRecordBatch(schema, cols, int64(len(rows)))
+	for _, c := range cols {
+		c.Release()
+	}
+	return rec
+}
+
+// dictionary builds a dictionary-encoded string column.
+func dictionary(vals []string) arrow.Array {
+	mem := memory.DefaultAllocator
+	var words []string
+	idx := array.NewInt8Builder(mem)
+	defer idx.Release()
+	for _, v := range vals {
+		k := slices.Index(words, v)
+		if k < 0 {
+			k = len(words)
+			words = append(words, v)
+		}
+		idx.Append(int8(k))
+	}
+	sb := array.NewStringBuilder(mem)
+	defer sb.Release()
+	sb.AppendValues(words, nil)
+	ia, da := idx.NewArray(), sb.NewArray()
+	defer ia.Release()
+	defer da.Release()
+	return array.NewDictionaryArray(dictType, ia, da)
+}
+
+// Write encodes a file and writes it atomically: a temporary file in the
+// same directory, synced, then renamed over path, and the directory
+// synced — a crash leaves the old file or the new one, never a torn one.
+func Write(path string, f *File) error {
+	b, err := Encode(f)
+	if err != nil {
+		return fmt.Errorf("%w (writing %s)", err, path)
+	}
+	return WriteAtomic(path, b)
+}
+
+// WriteAtomic writes bytes to path through a synced temporary file and a
+// rename.
+func WriteAtomic(path string, b []byte) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("checkpoint: write %s: %w", path, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if _, err := tmp.Write(b); err != nil {
+		return fmt.Errorf("checkpoint: write %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("checkpoint: write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("checkpoint: write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("checkpoint: write %s: %w", path, err)
+	}
+	ok = true
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// Read reads and verifies a file: its checksum is checked over the raw
+// bytes before anything is decoded, and every error names the file.
+func Read(path string) (*File, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: %w", err)
+	}
+	f, err := Decode(b)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: %s: %w", path, err)
+	}
+	return f, nil
+}
+
+// Decode verifies and decodes an encoded file.
+func Decode(b []byte) (*File, error) {
+	digest, err := Verify(b)
+	if err != nil {
+		return nil, err
+	}
+	f, err := decodeArrow(b)
+	if err != nil {
+		return nil, err
+	}
+	f.SHA256, f.Bytes = digest, len(b)
+	return f, nil
+}
+
+var arrowMagic = []byte("ARROW1")
+
+// Verify checks a file's magic and SHA-256 without decoding it, and
+// returns the digest.
+func Verify(b []byte) (string, error) {
+	if len(b) < 12 || !bytes.Equal(b[:6], arrowMagic) || !bytes.Equal(b[len(b)-6:], arrowMagic) {
+		return "", errors.New("not an Arrow IPC file (wrong magic or truncated)")
+	}
+	pre := []byte(digestPrefix)
+	var digest []byte
+	copies := 0
+	z := slices.Clone(b)
+	for off := 0; ; {
+		i := bytes.Index(z[off:], pre)
+		if i < 0 {
+			break
+		}
+		at := off + i + len(pre)
+		if at+64 > len(z) {
+			break
+		}
+		d := z[at : at+64]
+		if digest == nil {
+			digest = slices.Clone(d)
+		} else if !bytes.Equal(d, digest) {
+			return "", errors.New("checksum mismatch: the file has been altered (its two checksum copies differ)")
+		}
+		copy(d, bytes.Repeat([]byte("0"), 64))
+		copies++
+		off = at + 64
+	}
+	if copies == 0 {
+		return "", errors.New("no lathe checksum: not a lathe file, or truncated")
+	}
+	sum := sha256.Sum256(z)
+	if hex.EncodeToString(sum[:]) != string(digest) {
+		return "", errors.New("checksum mismatch: the file is truncated or altered")
+	}
+	return string(digest), nil
+}
+
+// decodeArrow parses verified bytes. A recover() boundary turns a panic in
+// the Arrow reader into an error.
+func decodeArrow(b []byte) (f *File, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			f, err = nil, fmt.Errorf("malformed Arrow data: %v", r)
+		}
+	}()
+	rd, err := ipc.NewFileReader(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("Arrow: %w", err)
+	}
+	defer rd.Close()
+	meta := rd.Schema().Metadata()
+	get := func(k string) string {
+		if i := meta.FindKey(k); i >= 0 {
+			return meta.Values()[i]
+		}
+		return ""
+	}
+	if get(keyFormat) != formatName {
+		return nil, fmt.Errorf("not a lathe file (metadata %s = %q)", keyFormat, get(keyFormat))
+	}
+	v, err := strconv.Atoi(get(keyFormatVersion))
+	if err != nil {
+		return nil, fmt.Errorf("bad format version %q", get(keyFormatVersion))
+	}
+	if v > FormatVersion || v < 1 {
+		return nil, fmt.Errorf("format version %d; this lathe reads versions 1 to %d (upgrade lathe)", v, FormatVersion)
+	}
+	f = &File{Kind: get(keyKind), Job: get(keyJob), Version: get(keyVersion), State: []byte(get(keyState)), FormatVersion: v}
+	if f.Kind != KindModel && f.Kind != KindTraining {
+		return nil, fmt.Errorf("unknown file kind %q", f.Kind)
+	}
+	if rd.NumRecords() != 1 {
+		return nil, fmt.Errorf("%d record batches, want 1", rd.NumRecords())
+	}
+	rec, err := rd.RecordBatch(0)
+	if err != nil {
+		return nil, fmt.Errorf("Arrow: %w", err)
+	}
+	rows, err := readRows(rec)
+	if err != nil {
+		return nil, err
+	}
+	// An element costs at least a bit of index or value, except in sparse
+	// tails: cap decoded tensors at 4096 elements per file byte.
+	limit := max(1<<16, 4096*len(b))
+	for _, s := range rows {
+		t, err := decode(s, limit)
+		if err != nil {
+			return nil, fmt.Errorf("tensor %q: %w", s.name, err)
+		}
+		f.Tensors = append(f.Tensors, t)
+	}
+	return f, nil
+}
+
+// readRows reads the record's columns by name, refusing missing or
+// mistyped ones.
+func readRows(rec arrow.RecordBatch) ([]*stored, error) {
+	col := func(name string) (arrow.Array, error) {
+		idx := rec.Schema().FieldIndices(name)
+		if len(idx) != 1 {
+			return nil, fmt.Errorf("missing column %q", name)
+		}
+		want := schemaFields[slices.IndexFunc(schemaFields, func(f arrow.Field) bool { return f.Name == name })].Type
+		c := rec.Column(idx[0])
+		if !arrow.TypeEqual(c.DataType(), want) {
+			return nil, fmt.Errorf("column %q has type %s, want %s", name, c.DataType(), want)
+		}
+		return c, nil
+	}
+	cols := map[string]arrow.Array{}
+	for _, fd := range schemaFields {
+		c, err := col(fd.Name)
+		if err != nil {
+			return nil, err
+		}
+		cols[fd.Name] = c
+	}
+	str := func(name string, i int) string {
+		d := cols[name].(*array.Dictionary)
+		if d.IsNull(i) {
+			return ""
+		}
+		return d.Dictionary().(*array.String).Value(d.GetValueIndex(i))
+	}
+	f32list := func(name string, i int) []float32 {
+		l := cols[name].(*array.List)
+		lo, hi := l.ValueOffsets(i)
+		return slices.Clone(l.ListValues().(*array.Float32).Float32Values()[lo:hi])
+	}
+	n := int(rec.NumRows())
+	rows := make([]*stored, n)
+	for i := range n {
+		s := &stored{
+			name: cols["name"].(*array.String).Value(i), role: str("role", i), encoding: str("encoding", i),
+			indexFormat: str("index_format", i), valueFormat: str("value_format", i),
+			count: cols["count"].(*array.Int64).Value(i), bits: cols["bits"].(*array.Int8).Value(i),
+			qmin: cols["qmin"].(*array.Int32).Value(i),
+			index: cols["index"].(*array.Binary).Value(i), codes: cols["codes"].(*array.Binary).Value(i),
+			values: f32list("values", i), scale: f32list("scale", i), codebook: f32list("codebook", i),
+		}
+		sl := cols["shape"].(*array.List)
+		lo, hi := sl.ValueOffsets(i)
+		s.shape = slices.Clone(sl.ListValues().(*array.Int64).Int64Values()[lo:hi])
+		zl := cols["zero_point"].(*array.List)
+		lo, hi = zl.ValueOffsets(i)
+		s.zero = slices.Clone(zl.ListValues().(*array.Int32).Int32Values()[lo:hi])
+		s.index, s.codes = slices.Clone(s.index), slices.Clone(s.codes)
+		rows[i] = s
+	}
+	return rows, nil
+}
+
+// WeightsDigest is a SHA-256 over a file's parameters — names, shapes and
+// the bits of every value, in name order — equal for two files exactly
+// when their weights are, whatever the encodings.
+func WeightsDigest(ts []*Tensor) string {
+	var ps []*Tensor
+	for _, t := range ts {
+		if t.Role == RoleParam {
+			ps = append(ps, t)
+		}
+	}
+	slices.SortFunc(ps, func(a, b *Tensor) int {
+		if a.Name < b.Name {
+			return -1
+		}
+		if a.Name > b.Name {
+			return 1
+		}
+		return 0
+	})
+	h := sha256.New()
+	var b []byte
+	for _, t := range ps {
+		b = binary.AppendUvarint(b[:0], uint64(len(t.Name)))
+		b = append(b, t.Name...)
+		b = binary.AppendUvarint(b, uint64(len(t.Shape)))
+		for _, d := range t.Shape {
+			b = binary.AppendUvarint(b, uint64(d))
+		}
+		for _, v := range t.Data {
+			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
+		}
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}

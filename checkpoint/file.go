@@ -438,7 +438,7 @@ func readRows(rec arrow.RecordBatch) ([]*stored, error) {
 			name: cols["name"].(*array.String).Value(i), role: str("role", i), encoding: str("encoding", i),
 			indexFormat: str("index_format", i), valueFormat: str("value_format", i),
 			count: cols["count"].(*array.Int64).Value(i), bits: cols["bits"].(*array.Int8).Value(i),
-			qmin: cols["qmin"].(*array.Int32).Value(i),
+			qmin:  cols["qmin"].(*array.Int32).Value(i),
 			index: cols["index"].(*array.Binary).Value(i), codes: cols["codes"].(*array.Binary).Value(i),
 			values: f32list("values", i), scale: f32list("scale", i), codebook: f32list("codebook", i),
 		}

@@ -2,12 +2,12 @@ package checkpoint
 
 import (
 	"bytes"
-	"math/rand/v2"
-	"slices"
 	"crypto/sha256"
 	"encoding/hex"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 

@@ -36,6 +36,9 @@ type Job struct {
 	// neurons and filters after that many epochs; training goes on with the
 	// smaller model.
 	ThinAtEpoch int
+	// Checkpoint says when training checkpoints are written. It cannot
+	// change a run's history, so a resumed run may change it.
+	Checkpoint Checkpoint
 
 	// File is the recipe's path; Variables the resolved variable values
 	// (defaults with -var overrides applied), by name.
@@ -45,6 +48,13 @@ type Job struct {
 	// where it was set in the recipe; fields left at their defaults point at
 	// the job block.
 	Ranges map[string]hcl.Range
+}
+
+// Checkpoint is the job's checkpoint block.
+type Checkpoint struct {
+	EveryEpochs int // write one after every N epochs (0: none by epoch)
+	EverySteps  int // and every N steps (0: none by step)
+	Keep        int // keep the newest N (the best by validation accuracy is kept too)
 }
 
 // Augment is the job's input augmentation.
@@ -195,6 +205,7 @@ func Defaults() Job {
 		EvalBatch:  1000,
 		Validation: 5000,
 		Model:      Model{Init: "uniform"},
+		Checkpoint: Checkpoint{EveryEpochs: 1, Keep: 3},
 		Optimizer: Optimizer{
 			Kind: "sgd", LR: 0.05, Momentum: 0.9, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8,
 			Schedule: "cosine", StepEpochs: 10, Gamma: 0.1,

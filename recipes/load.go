@@ -316,6 +316,7 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 			{Type: "quantize"},
 			{Type: "teacher"},
 			{Type: "distill"},
+			{Type: "checkpoint"},
 		},
 	})
 	if !ok {
@@ -396,6 +397,13 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 		case "augment":
 			if c, ok := d.content(blk.Body, &hcl.BodySchema{Attributes: names("shift")}); ok {
 				attrs{d: d, prefix: "augment.", m: c.Attributes}.int("shift", &j.Augment.Shift, 0, 8)
+			}
+		case "checkpoint":
+			if c, ok := d.content(blk.Body, &hcl.BodySchema{Attributes: names("every_epochs", "every_steps", "keep")}); ok {
+				a := attrs{d: d, prefix: "checkpoint.", m: c.Attributes}
+				a.int("every_epochs", &j.Checkpoint.EveryEpochs, 0, 10000)
+				a.int("every_steps", &j.Checkpoint.EverySteps, 0, 1<<30)
+				a.int("keep", &j.Checkpoint.Keep, 1, 1000)
 			}
 		}
 	}

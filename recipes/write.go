@@ -1,7 +1,9 @@
 package recipes
 
 import (
+	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/hashicorp/hcl/v2/hclwrite"
 	"github.com/zclconf/go-cty/cty"
@@ -59,6 +61,11 @@ func (j *Job) HCL() []byte {
 	ab.SetAttributeValue("shift", cty.NumberIntVal(int64(j.Augment.Shift)))
 
 	writeModel(jb.AppendNewBlock("model", nil).Body(), j.Model)
+
+	cb := jb.AppendNewBlock("checkpoint", nil).Body()
+	cb.SetAttributeValue("every_epochs", cty.NumberIntVal(int64(j.Checkpoint.EveryEpochs)))
+	cb.SetAttributeValue("every_steps", cty.NumberIntVal(int64(j.Checkpoint.EverySteps)))
+	cb.SetAttributeValue("keep", cty.NumberIntVal(int64(j.Checkpoint.Keep)))
 
 	o := j.Optimizer
 	ob := jb.AppendNewBlock("optimizer", []string{o.Kind}).Body()
@@ -192,4 +199,32 @@ func (j *Job) HCL() []byte {
 		rb.SetAttributeValue("to_epoch", cty.NumberFloatVal(r.ToEpoch))
 	}
 	return f.Bytes()
+}
+
+// HistoryChanges lists the differences between two resolved jobs that
+// would change a run's history — everything but the checkpoint block, the
+// thread count and how the recipe was written (file, variables) — as
+// "old line → new line" pairs of their rendered recipes. A resumed run
+// refuses a recipe with any.
+func (j *Job) HistoryChanges(old *Job) []string {
+	norm := func(x *Job) []string {
+		c := *x
+		c.Checkpoint, c.Threads, c.Variables, c.File = Checkpoint{}, 0, nil, ""
+		return strings.Split(strings.TrimSpace(string(c.HCL())), "\n")
+	}
+	a, b := norm(old), norm(j)
+	var out []string
+	for i := range max(len(a), len(b)) {
+		var x, y string
+		if i < len(a) {
+			x = strings.Join(strings.Fields(a[i]), " ")
+		}
+		if i < len(b) {
+			y = strings.Join(strings.Fields(b[i]), " ")
+		}
+		if x != y {
+			out = append(out, fmt.Sprintf("%q → %q", x, y))
+		}
+	}
+	return out
 }

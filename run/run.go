@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/compress"
 	"github.com/lathe-ml/lathe/compute"
 	"github.com/lathe-ml/lathe/compute/cpu"
@@ -37,6 +38,13 @@ type Options struct {
 	// Policies are attached after the recipe's own, for programs that embed
 	// lathe and add their own hooks.
 	Policies []trainer.Policy
+	// Resume continues from the newest valid checkpoint in the run
+	// directory; ResumeFrom from the given checkpoint file.
+	Resume     bool
+	ResumeFrom string
+	// CheckpointEverySteps, when > 0, overrides the recipe's
+	// checkpoint.every_steps.
+	CheckpointEverySteps int
 }
 
 // Summary is summary.json.
@@ -59,9 +67,15 @@ type Summary struct {
 	ParamsTotal      int     `json:"params_total"`
 	ParamsNonzero    int     `json:"params_nonzero"`
 	DenseBytes       int     `json:"dense_bytes"`
-	PeakRSSBytes     int64   `json:"peak_rss_bytes"`
-	GuardPauses      int     `json:"guard_pauses"`    // times an accuracy guard paused pruning
-	Ranks            []int   `json:"ranks,omitempty"` // ranks of the factorize blocks, in order
+	// ModelBytes is the size of model.arrow, and ModelRatio the fp32 size
+	// of the weights it holds divided by it.
+	ModelBytes   int     `json:"model_bytes"`
+	ModelRatio   float64 `json:"model_ratio"`
+	PeakRSSBytes int64   `json:"peak_rss_bytes"`
+	GuardPauses  int     `json:"guard_pauses"` // times an accuracy guard paused pruning
+	// ResumedFromStep is the step the run resumed from (0: a fresh run).
+	ResumedFromStep int64 `json:"resumed_from_step"`
+	Ranks           []int `json:"ranks,omitempty"` // ranks of the factorize blocks, in order
 	// PTQ is the test accuracy of the final float weights quantized after
 	// training, by bit width (runs without a quantize block).
 	PTQ map[string]float64 `json:"ptq_test_accuracy,omitempty"`
@@ -138,6 +152,31 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	if opts.Threads > 0 {
 		threads = opts.Threads
 	}
+	var rp *resumePoint
+	if opts.Resume || opts.ResumeFrom != "" {
+		var f *checkpoint.File
+		path := opts.ResumeFrom
+		if path != "" {
+			f, err = checkpoint.Read(path)
+		} else {
+			f, path, err = newestCheckpoint(filepath.Join(dir, CheckpointDir), log)
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		if rp, err = loadResume(f, path, job, log); err != nil {
+			return nil, nil, err
+		}
+		switch {
+		case opts.Threads == 0:
+			threads = rp.state.Threads // results depend on the thread count
+		case opts.Threads != rp.state.Threads:
+			log.Warn("resuming with another thread count than the checkpoint's: results may differ in the last bits from an uninterrupted run",
+				"checkpoint_threads", rp.state.Threads, "threads", opts.Threads)
+		}
+		log.Info("resuming", "checkpoint", path, "step", rp.state.Snapshot.Step, "epoch", rp.state.Snapshot.Epoch+1,
+			"step_in_epoch", rp.state.Snapshot.StepInEpoch)
+	}
 	eng := cpu.New(cpu.Options{Threads: threads, Logger: log})
 	info := eng.Describe()
 
@@ -192,6 +231,13 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	if err := prepareDir(dir, job.Name); err != nil {
 		return nil, nil, err
 	}
+	if rp == nil {
+		// A fresh run: an earlier run's checkpoints must not be resumed
+		// into this one.
+		if err := os.RemoveAll(filepath.Join(dir, CheckpointDir)); err != nil {
+			return nil, nil, fmt.Errorf("run: %w", err)
+		}
+	}
 	man := newManifest(job.Name, job.File, job.Seed, info)
 	if err := writeJSON(filepath.Join(dir, ManifestFile), man); err != nil {
 		return nil, nil, fmt.Errorf("run: %w", err)
@@ -204,23 +250,17 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		return nil, nil, err
 	}
 	defer metrics.close()
-
-	var teachers []*model.Model
-	if job.Teacher != nil {
-		for k := 0; k < job.Teacher.Count; k++ {
-			tj, tdir := teacherJob(job, k), filepath.Join(dir, "teacher")
-			if job.Teacher.Count > 1 {
-				tdir = filepath.Join(dir, fmt.Sprintf("teacher-%d", k+1))
+	if rp != nil {
+		for _, em := range rp.state.Snapshot.History {
+			if err := metrics.write(em); err != nil {
+				return nil, nil, err
 			}
-			log.Info("training the teacher first", "job", tj.Name, "model", tj.Model.Arch, "epochs", tj.Epochs, "seed", tj.Seed, "run_dir", tdir)
-			topts := opts
-			topts.RunDir, topts.Policies = tdir, nil
-			_, tm, err := execute(ctx, tj, topts)
-			if err != nil {
-				return nil, nil, fmt.Errorf("run: teacher: %w", err)
-			}
-			teachers = append(teachers, tm)
 		}
+	}
+
+	teachers, digests, err := trainTeachers(ctx, job, dir, opts, rp, log)
+	if err != nil {
+		return nil, nil, err
 	}
 	var kd *distill.Config
 	if d := job.Distill; d != nil {
@@ -234,8 +274,24 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	log.Info("job starting", "job", job.Name, "dataset", job.Dataset, "model", job.Model.Arch, "params", m.NumParams(),
 		"train", train.Len(), "epochs", job.Epochs, "batch", job.Batch, "engine", eng.Name(), "blas", info.BLAS,
 		"core_type", info.CoreType, "threads", info.Threads, "run_dir", dir)
-	tr, err := trainer.New(trainer.Config{
-		Model: m, Engine: eng, Train: train, Val: val, Test: test, Batch: job.Batch, EvalBatch: job.EvalBatch,
+	ckpt := &checkpointer{dir: filepath.Join(dir, CheckpointDir), job: job, threads: info.Threads, teachers: digests, log: log}
+	every := job.Checkpoint.EverySteps
+	if opts.CheckpointEverySteps > 0 {
+		every = opts.CheckpointEverySteps
+	}
+	startModel := m
+	var resume *trainer.Snapshot
+	if rp != nil {
+		// The policies were built for the recipe's model; training goes on
+		// with the checkpoint's, which shares its quantization controls.
+		rp.model.Quant, rp.model.ActQuant = m.Quant, m.ActQuant
+		startModel, resume, ckpt.best = rp.model, rp.state.Snapshot, rp.state.BestValAccuracy
+	}
+	var tr *trainer.Trainer
+	ckpt.model = func() *model.Model { return tr.Model() }
+	tr, err = trainer.New(trainer.Config{
+		Resume: resume, Checkpoint: ckpt.write, CheckpointEpochs: job.Checkpoint.EveryEpochs, CheckpointSteps: every,
+		Model: startModel, Engine: eng, Train: train, Val: val, Test: test, Batch: job.Batch, EvalBatch: job.EvalBatch,
 		Epochs: job.Epochs, Seed: job.Seed, Augment: data.Augment{Shift: job.Augment.Shift}, Optimizer: opt,
 		Policies: append(policies, opts.Policies...),
 		Logger:   log.Named("trainer"), Progress: opts.Progress, EndEpoch: metrics.write, Factorize: factors, ThinAtEpoch: job.ThinAtEpoch,
@@ -254,6 +310,9 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	}
 	res, err := tr.Run(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			log.Warn("interrupted: checkpoint written; continue with --resume", "run_dir", dir)
+		}
 		return nil, nil, err
 	}
 	sum = &Summary{
@@ -261,6 +320,9 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		TestAccuracy: res.TestAccuracy, TestLoss: res.TestLoss, ValAccuracy: res.ValAccuracy, ValLoss: res.ValLoss,
 		Epochs: job.Epochs, Steps: res.Steps, SamplesSeen: res.SamplesSeen, SamplesPerSecond: res.SamplesPerSec,
 		TrainSeconds: res.TrainSeconds, Engine: eng.Name(), Layers: tr.Model().Layers(), History: res.Epochs, Ranks: res.Ranks,
+	}
+	if resume != nil {
+		sum.ResumedFromStep = resume.Step
 	}
 	for _, l := range sum.Layers {
 		sum.ParamsTotal += l.Params
@@ -280,8 +342,10 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 			return nil, nil, err
 		}
 	}
+	final := tr.Model()
 	if job.ThinAtEpoch > 0 || slices.ContainsFunc(sum.Layers, func(l model.LayerInfo) bool { return l.StructuredSparsity > 0 }) {
-		if sum.Thinned, err = thin(tr.Model(), eng, test, job.EvalBatch); err != nil {
+		var small *model.Model
+		if sum.Thinned, small, err = thin(tr.Model(), eng, test, job.EvalBatch); err != nil {
 			return nil, nil, err
 		}
 		for i := range sum.Layers {
@@ -292,7 +356,21 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 			}
 		}
 		log.Info("thinned", "params", sum.Thinned.ParamsTotal, "of", sum.ParamsTotal, "test_accuracy", sum.Thinned.TestAccuracy)
+		if small.NumParams() < final.NumParams() {
+			final = small
+		}
 	}
+	mf, err := ExportModel(final, job.Name, job.Dataset)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := checkpoint.Write(filepath.Join(dir, ModelFile), mf); err != nil {
+		return nil, nil, err
+	}
+	sum.ModelBytes = mf.Bytes
+	sum.ModelRatio = float64(4*final.NumParams()) / float64(mf.Bytes)
+	log.Info("model file written", "path", filepath.Join(dir, ModelFile), "bytes", mf.Bytes, "dense_bytes", 4*final.NumParams(),
+		"ratio", fmt.Sprintf("%.1f", sum.ModelRatio))
 	sum.PeakRSSBytes = peakRSS()
 	sum.WallSeconds = time.Since(start).Seconds()
 	if err := writeJSON(filepath.Join(dir, SummaryFile), sum); err != nil {
@@ -301,6 +379,59 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	log.Info("job done", "test_accuracy", sum.TestAccuracy, "val_accuracy", sum.ValAccuracy,
 		"samples_per_second", int(sum.SamplesPerSecond), "wall_seconds", sum.WallSeconds, "summary", filepath.Join(dir, SummaryFile))
 	return sum, tr.Model(), nil
+}
+
+// trainTeachers trains the recipe's teachers inside the run directory
+// (<run-dir>/teacher, or teacher-K for an ensemble) and returns them with
+// the weights digests of their model files. A resumed run loads a
+// teacher whose run finished from its model file — checked against the
+// digest the checkpoint recorded — and resumes or restarts one that did not.
+func trainTeachers(ctx context.Context, job *recipes.Job, dir string, opts Options, rp *resumePoint, log hclog.Logger) ([]*model.Model, []string, error) {
+	if job.Teacher == nil {
+		return nil, nil, nil
+	}
+	var teachers []*model.Model
+	var digests []string
+	for k := 0; k < job.Teacher.Count; k++ {
+		tj, tdir := teacherJob(job, k), filepath.Join(dir, "teacher")
+		if job.Teacher.Count > 1 {
+			tdir = filepath.Join(dir, fmt.Sprintf("teacher-%d", k+1))
+		}
+		var tm *model.Model
+		if rp != nil {
+			if _, err := os.Stat(filepath.Join(tdir, SummaryFile)); err == nil {
+				f, err := checkpoint.Read(filepath.Join(tdir, ModelFile))
+				if err != nil {
+					return nil, nil, fmt.Errorf("run: teacher: %w", err)
+				}
+				d := checkpoint.WeightsDigest(f.Tensors)
+				if k < len(rp.state.Teachers) && rp.state.Teachers[k] != d {
+					return nil, nil, fmt.Errorf("run: teacher %s: its model file is not the one the checkpoint %s was trained with", tdir, rp.path)
+				}
+				if tm, _, err = LoadModel(f); err != nil {
+					return nil, nil, fmt.Errorf("run: teacher: %w", err)
+				}
+				log.Info("teacher loaded from its model file", "path", filepath.Join(tdir, ModelFile))
+			}
+		}
+		if tm == nil {
+			log.Info("training the teacher first", "job", tj.Name, "model", tj.Model.Arch, "epochs", tj.Epochs, "seed", tj.Seed, "run_dir", tdir)
+			topts := opts
+			topts.RunDir, topts.Policies, topts.ResumeFrom = tdir, nil, ""
+			names, _ := checkpointFiles(filepath.Join(tdir, CheckpointDir))
+			topts.Resume = opts.Resume && len(names) > 0
+			var err error
+			if _, tm, err = execute(ctx, tj, topts); err != nil {
+				return nil, nil, fmt.Errorf("run: teacher: %w", err)
+			}
+		}
+		f, err := ExportModel(tm, tj.Name, tj.Dataset)
+		if err != nil {
+			return nil, nil, err
+		}
+		teachers, digests = append(teachers, tm), append(digests, checkpoint.WeightsDigest(f.Tensors))
+	}
+	return teachers, digests, nil
 }
 
 // beyondAccuracy reports what compression did besides accuracy: expected
@@ -376,20 +507,20 @@ func ptq(m *model.Model, eng compute.Engine, test *data.Set, batch int, widths [
 
 // thin rebuilds the model without its dead neurons and filters and
 // evaluates the result.
-func thin(m *model.Model, eng compute.Engine, test *data.Set, batch int) (*Thinned, error) {
+func thin(m *model.Model, eng compute.Engine, test *data.Set, batch int) (*Thinned, *model.Model, error) {
 	small, rep, err := m.Thin()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	acc, _, err := trainer.EvaluateModel(small, eng, test, batch)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	t := &Thinned{TestAccuracy: acc, ParamsTotal: small.NumParams()}
 	for i := range rep.Layers {
 		t.Layers = append(t.Layers, ThinnedLayer{Name: rep.Layers[i], Shape: rep.After[i], Removed: rep.Removed[i]})
 	}
-	return t, nil
+	return t, small, nil
 }
 
 // writeSensitivity writes sensitivity.json and sensitivity.csv.

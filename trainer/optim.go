@@ -40,6 +40,24 @@ type Optimizer interface {
 	// keeps the state of old parameter from[i], or starts from zero when
 	// from[i] < 0.
 	Remap(from, sizes []int)
+	// Steps is the number of updates so far (Adam's bias correction), and
+	// Load restores State's buffers and that count from a checkpoint.
+	Steps() int
+	Load(state [][]float32, steps int) error
+}
+
+// load copies saved buffers into an optimizer's own.
+func load(dst, src [][]float32) error {
+	if len(dst) != len(src) {
+		return fmt.Errorf("trainer: optimizer state has %d buffers, the optimizer %d", len(src), len(dst))
+	}
+	for i := range dst {
+		if len(dst[i]) != len(src[i]) {
+			return fmt.Errorf("trainer: optimizer buffer %d has %d elements, want %d", i, len(src[i]), len(dst[i]))
+		}
+		copy(dst[i], src[i])
+	}
+	return nil
 }
 
 func remap(old [][]float32, from, sizes []int) [][]float32 {
@@ -89,13 +107,22 @@ func alloc(sizes []int) [][]float32 {
 type sgd struct {
 	c OptimConfig
 	v [][]float32
+	t int
 }
 
 func (o *sgd) State() [][]float32 { return o.v }
 
 func (o *sgd) Remap(from, sizes []int) { o.v = remap(o.v, from, sizes) }
 
+func (o *sgd) Steps() int { return o.t }
+
+func (o *sgd) Load(state [][]float32, steps int) error {
+	o.t = steps
+	return load(o.v, state)
+}
+
 func (o *sgd) Step(params, grads [][]float32, masks [][]byte, lr float32) {
+	o.t++
 	spans(o.c.Engine, params, func(i, lo, hi int) { o.update(i, lo, hi, params, grads, masks, lr) })
 }
 
@@ -196,6 +223,13 @@ type adam struct {
 func (o *adam) State() [][]float32 { return slices.Concat(o.m, o.v) }
 
 func (o *adam) Remap(from, sizes []int) { o.m, o.v = remap(o.m, from, sizes), remap(o.v, from, sizes) }
+
+func (o *adam) Steps() int { return o.t }
+
+func (o *adam) Load(state [][]float32, steps int) error {
+	o.t = steps
+	return load(slices.Concat(o.m, o.v), state)
+}
 
 func (o *adam) Step(params, grads [][]float32, masks [][]byte, lr float32) {
 	o.t++

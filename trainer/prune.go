@@ -40,10 +40,10 @@ type PrunePolicy struct {
 }
 
 type undoEntry struct {
-	param  int
-	mask   []byte // before the event (nil: unmasked)
-	index  []int32
-	values []float32
+	Param  int       `json:"param"`
+	Mask   []byte    `json:"mask"` // before the event (nil: unmasked)
+	Index  []int32   `json:"index"`
+	Values []float32 `json:"values"`
 }
 
 var (
@@ -94,11 +94,11 @@ func (p *PrunePolicy) BeforeStep(s *State) error {
 	p.undo = p.undo[:0]
 	for k, i := range params {
 		if p.Guard != nil && p.Guard.Undo {
-			e := undoEntry{param: i, mask: s.Masks[i]}
+			e := undoEntry{Param: i, Mask: s.Masks[i]}
 			for j, keep := range masks[k] {
 				if keep == 0 && s.Params[i][j] != 0 {
-					e.index = append(e.index, int32(j))
-					e.values = append(e.values, s.Params[i][j])
+					e.Index = append(e.Index, int32(j))
+					e.Values = append(e.Values, s.Params[i][j])
 				}
 			}
 			p.undo = append(p.undo, e)
@@ -133,9 +133,9 @@ func (p *PrunePolicy) EndEpoch(s *State, m EpochMetrics) error {
 		s.GuardPauses++
 		undone := len(p.undo) > 0
 		for _, e := range p.undo {
-			s.Masks[e.param] = e.mask
-			for k, j := range e.index {
-				s.Params[e.param][j] = e.values[k]
+			s.Masks[e.Param] = e.Mask
+			for k, j := range e.Index {
+				s.Params[e.Param][j] = e.Values[k]
 			}
 		}
 		p.undo = p.undo[:0]

@@ -52,6 +52,15 @@ type Config struct {
 	// filters at the start of that (zero-based) epoch, so the rest of the
 	// run trains the smaller model.
 	ThinAtEpoch int
+	// Resume, when set, continues from a snapshot; Model must already hold
+	// the snapshot's architecture and parameters.
+	Resume *Snapshot
+	// Checkpoint, when set, receives a snapshot after every
+	// CheckpointEpochs epochs (0: never), every CheckpointSteps steps (0:
+	// never), and when the context is cancelled (then the run returns the
+	// context's error after the checkpoint).
+	Checkpoint                        func(*Snapshot) error
+	CheckpointEpochs, CheckpointSteps int
 }
 
 // FactorizeAt is one low-rank replacement: at the start of Epoch
@@ -128,6 +137,7 @@ type Trainer struct {
 	batch         data.Batcher
 	evalNt        *model.Net
 	evalVM        G.VM
+	resume        *Snapshot
 }
 
 // New validates the configuration and builds the training graph.
@@ -160,6 +170,12 @@ func New(cfg Config) (*Trainer, error) {
 	steps := int64(data.Steps(cfg.Train.Len(), cfg.Batch))
 	t.state.TotalSamples = steps * int64(cfg.Batch) * int64(cfg.Epochs)
 	t.state.Batch = int64(cfg.Batch)
+	if cfg.Resume != nil {
+		if err := t.restore(cfg.Resume); err != nil {
+			t.Close()
+			return nil, err
+		}
+	}
 	return t, nil
 }
 
@@ -274,38 +290,43 @@ func (t *Trainer) Run(ctx context.Context) (res *Result, err error) {
 	res = &Result{}
 	steps := data.Steps(cfg.Train.Len(), cfg.Batch)
 	var x, y []float32 // the graph's input buffers (a rebuild replaces them)
-	for epoch := 0; epoch < cfg.Epochs; epoch++ {
-		for _, f := range cfg.Factorize {
-			if f.Epoch != epoch {
-				continue
-			}
-			fm, rank, err := t.cfg.Model.Factorize(f.Layer, f.Rank, f.Energy)
-			if err != nil {
-				return nil, err
-			}
-			if err := t.rebuild(fm); err != nil {
-				return nil, err
-			}
-			t.log.Info("layer factorized", "layer", f.Layer, "rank", rank, "epoch", epoch+1, "params", fm.NumParams())
-			res.Ranks = append(res.Ranks, rank)
+	startEpoch, startStep, started := 0, 0, false
+	var r running
+	if sn := t.resume; sn != nil {
+		res.Epochs, res.Ranks = slices.Clone(sn.History), slices.Clone(sn.Ranks)
+		for _, e := range sn.History {
+			res.TrainSeconds += e.TrainSeconds
 		}
-		if cfg.ThinAtEpoch > 0 && epoch == cfg.ThinAtEpoch {
-			small, rep, err := t.cfg.Model.Thin()
-			if err != nil {
+		startEpoch, startStep, started = sn.Epoch, sn.StepInEpoch, sn.EpochStarted
+		r = running{loss: sn.LossSum, extra: sn.ExtraSum, kd: sn.KDSum, correct: sn.Correct, seconds: sn.TrainSeconds}
+	}
+	checkpoint := func(epoch, step int, started bool, r running) error {
+		sn, err := t.snapshot(epoch, step, res, r)
+		if err != nil {
+			return err
+		}
+		sn.EpochStarted = started
+		return cfg.Checkpoint(sn)
+	}
+	for epoch := startEpoch; epoch < cfg.Epochs; epoch++ {
+		first := 0
+		if epoch == startEpoch && (startStep > 0 || started) {
+			first = startStep // resumed inside an epoch whose start events are done
+		} else {
+			r = running{}
+			if err := t.startEpoch(epoch, res); err != nil {
 				return nil, err
 			}
-			if err := t.rebuild(small); err != nil {
-				return nil, err
-			}
-			t.log.Info("model thinned", "epoch", epoch+1, "params", small.NumParams(), "removed", fmt.Sprint(rep.Removed))
 		}
 		x, y = t.net.XValue.Float32s(), t.net.YValue.Float32s()
 		order := data.Order(cfg.Seed, epoch, cfg.Train.Len())
-		var lossSum, extraSum, kdSum float64
-		correct := 0
-		var trainDur time.Duration
-		for s := 0; s < steps; s++ {
+		for s := first; s < steps; s++ {
 			if err := ctx.Err(); err != nil {
+				if cfg.Checkpoint != nil {
+					if cerr := checkpoint(epoch, s, true, r); cerr != nil {
+						return nil, errors.Join(err, cerr)
+					}
+				}
 				return nil, err
 			}
 			t.batch.Fill(x, y, data.BatchIndices(order, cfg.Batch, s), epoch)
@@ -314,18 +335,25 @@ func (t *Trainer) Run(ctx context.Context) (res *Result, err error) {
 			if err := t.step(); err != nil {
 				return nil, err
 			}
-			trainDur += time.Since(start)
-			lossSum += t.state.Loss
-			extraSum += t.state.ExtraLoss
-			kdSum += t.net.DistillLoss()
-			correct += t.net.Correct()
+			r.seconds += time.Since(start).Seconds()
+			r.loss += t.state.Loss
+			r.extra += t.state.ExtraLoss
+			r.kd += t.net.DistillLoss()
+			r.correct += t.net.Correct()
 			if cfg.Progress != nil {
-				sps := float64((s+1)*cfg.Batch) / trainDur.Seconds()
+				sps := float64((s+1-first)*cfg.Batch) / r.seconds
 				left := float64((steps-s-1)*cfg.Batch) / sps
 				cfg.Progress(Progress{Epoch: epoch + 1, Epochs: cfg.Epochs, Step: s + 1, Steps: steps,
-					Loss: lossSum / float64(s+1), SamplesPerSec: sps, ETA: time.Duration(left * float64(time.Second))})
+					Loss: r.loss / float64(s+1), SamplesPerSec: sps, ETA: time.Duration(left * float64(time.Second))})
+			}
+			if cfg.Checkpoint != nil && cfg.CheckpointSteps > 0 && t.state.Step%int64(cfg.CheckpointSteps) == 0 && s+1 < steps {
+				if err := checkpoint(epoch, s+1, true, r); err != nil {
+					return nil, err
+				}
 			}
 		}
+		lossSum, extraSum, kdSum, correct := r.loss, r.extra, r.kd, r.correct
+		trainDur := time.Duration(r.seconds * float64(time.Second))
 		em := EpochMetrics{
 			Epoch: epoch + 1, Steps: t.state.Step, SamplesSeen: t.state.SamplesSeen, LR: t.state.LR,
 			TrainLoss: lossSum / float64(steps), ExtraLoss: extraSum / float64(steps), DistillLoss: kdSum / float64(steps), TrainAccuracy: float64(correct) / float64(steps*cfg.Batch),
@@ -359,6 +387,11 @@ func (t *Trainer) Run(ctx context.Context) (res *Result, err error) {
 				return nil, err
 			}
 		}
+		if cfg.Checkpoint != nil && cfg.CheckpointEpochs > 0 && ((epoch+1)%cfg.CheckpointEpochs == 0 || epoch+1 == cfg.Epochs) {
+			if err := checkpoint(epoch+1, 0, false, running{}); err != nil {
+				return nil, err
+			}
+		}
 	}
 	res.Steps, res.SamplesSeen = t.state.Step, t.state.SamplesSeen
 	res.SamplesPerSec = float64(res.SamplesSeen) / res.TrainSeconds
@@ -371,6 +404,36 @@ func (t *Trainer) Run(ctx context.Context) (res *Result, err error) {
 		}
 	}
 	return res, nil
+}
+
+// startEpoch runs the events due at an epoch's start: factorizations and
+// thinning.
+func (t *Trainer) startEpoch(epoch int, res *Result) error {
+	for _, f := range t.cfg.Factorize {
+		if f.Epoch != epoch {
+			continue
+		}
+		fm, rank, err := t.cfg.Model.Factorize(f.Layer, f.Rank, f.Energy)
+		if err != nil {
+			return err
+		}
+		if err := t.rebuild(fm); err != nil {
+			return err
+		}
+		t.log.Info("layer factorized", "layer", f.Layer, "rank", rank, "epoch", epoch+1, "params", fm.NumParams())
+		res.Ranks = append(res.Ranks, rank)
+	}
+	if t.cfg.ThinAtEpoch > 0 && epoch == t.cfg.ThinAtEpoch {
+		small, rep, err := t.cfg.Model.Thin()
+		if err != nil {
+			return err
+		}
+		if err := t.rebuild(small); err != nil {
+			return err
+		}
+		t.log.Info("model thinned", "epoch", epoch+1, "params", small.NumParams(), "removed", fmt.Sprint(rep.Removed))
+	}
+	return nil
 }
 
 // step runs one training step on the batch already in the input buffers.

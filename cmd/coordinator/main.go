@@ -1,11 +1,14 @@
 // Command coordinator runs a lathe job from a recipe:
 //
 //	coordinator --recipe FILE [-var name=value]... [--run-dir DIR] [--data-dir DIR] [--threads N]
+//	            [--resume | --resume-from FILE] [--checkpoint-every-steps N]
 //
 // It trains in-process (the cluster issue puts NATS under the same command
 // line), shows a progress bar per epoch on a terminal and plain log lines
-// otherwise, and leaves summary.json, metrics.csv, the resolved recipe and a
-// manifest in the run directory (default runs/<job>/).
+// otherwise, and leaves summary.json, metrics.csv, the resolved recipe, a
+// manifest, model.arrow and checkpoints/ in the run directory (default
+// runs/<job>/). On SIGINT or SIGTERM it writes a checkpoint and exits;
+// --resume continues from the newest valid one.
 package main
 
 import (
@@ -48,11 +51,14 @@ func realMain(args []string, stderr io.Writer) int {
 		logJSON  = fs.Bool("log-json", false, "log as JSON lines")
 		noBar    = fs.Bool("no-progress", false, "no progress bar, even on a terminal")
 		dryRun   = fs.Bool("dry-run", false, "check the recipe against the model and print what happens when, without training")
+		resume   = fs.Bool("resume", false, "continue from the newest valid checkpoint in the run directory")
+		from     = fs.String("resume-from", "", "continue from this training checkpoint")
+		every    = fs.Int("checkpoint-every-steps", 0, "write a checkpoint every N steps (overrides the recipe's checkpoint.every_steps)")
 		vars     multiFlag
 	)
 	fs.Var(&vars, "var", "set a recipe variable: -var name=value (repeatable)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: coordinator --recipe FILE [-var name=value]... [--run-dir DIR] [--data-dir DIR]")
+		fmt.Fprintln(stderr, "usage: coordinator --recipe FILE [-var name=value]... [--run-dir DIR] [--data-dir DIR] [--resume | --resume-from FILE]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -80,7 +86,8 @@ func realMain(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	opts := run.Options{RunDir: *runDir, DataDir: *dataDir, Threads: *threads, Logger: log}
+	opts := run.Options{RunDir: *runDir, DataDir: *dataDir, Threads: *threads, Logger: log,
+		Resume: *resume, ResumeFrom: *from, CheckpointEverySteps: *every}
 	var bar *progressBar
 	if tty {
 		bar = &progressBar{w: stderr}
@@ -90,7 +97,7 @@ func realMain(args []string, stderr io.Writer) int {
 	bar.finish()
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
-			log.Error("interrupted; no summary written")
+			log.Error("interrupted: a checkpoint was written and no summary; continue with --resume")
 			return 130
 		}
 		log.Error("job failed", "error", err)

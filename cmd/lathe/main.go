@@ -1,0 +1,281 @@
+// Command lathe is the user's tool for lathe's files:
+//
+//	lathe inspect FILE [--json]
+//	lathe eval FILE [--dataset mnist|fashion-mnist] [--data-dir DIR] [--json]
+//	lathe lint RECIPE [-var name=value]...
+//
+// Flags may come before or after the file argument.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/lathe-ml/lathe/checkpoint"
+	"github.com/lathe-ml/lathe/compute/cpu"
+	"github.com/lathe-ml/lathe/data"
+	"github.com/lathe-ml/lathe/recipes"
+	"github.com/lathe-ml/lathe/run"
+	"github.com/lathe-ml/lathe/trainer"
+)
+
+func main() { os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr)) }
+
+const usage = `usage:
+  lathe inspect FILE [--json]                 tensors, encodings and sizes of a model file or checkpoint
+  lathe eval FILE [--dataset D] [--json]      test accuracy of a model file (mnist, fashion-mnist)
+  lathe lint RECIPE [-var name=value]...      validate a recipe and print what happens when`
+
+func realMain(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "inspect":
+		err = inspect(args[1:], stdout, stderr)
+	case "eval":
+		err = eval(args[1:], stdout, stderr)
+	case "lint":
+		err = lint(args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprintln(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "lathe: unknown command %q\n%s\n", args[0], usage)
+		return 2
+	}
+	if err == errUsage {
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "lathe:", err)
+		return 1
+	}
+	return 0
+}
+
+var errUsage = fmt.Errorf("usage")
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// parse parses flags that may come before or after the one positional
+// argument, and returns it.
+func parse(fs *flag.FlagSet, args []string, what string) (string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return "", errUsage
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(pos) != 1 {
+		fmt.Fprintf(fs.Output(), "lathe %s: want exactly one %s, got %d\n", fs.Name(), what, len(pos))
+		fs.Usage()
+		return "", errUsage
+	}
+	return pos[0], nil
+}
+
+// TensorInfo is one row of inspect's table.
+type TensorInfo struct {
+	Name        string  `json:"name"`
+	Role        string  `json:"role"`
+	Shape       []int   `json:"shape"`
+	Encoding    string  `json:"encoding"`
+	IndexFormat string  `json:"index_format"`
+	ValueFormat string  `json:"value_format"`
+	Sparsity    float64 `json:"sparsity"`
+	Bits        int     `json:"bits"`
+	Bytes       int     `json:"bytes"`
+}
+
+// Inspection is inspect's JSON output.
+type Inspection struct {
+	File          string       `json:"file"`
+	Kind          string       `json:"kind"`
+	Job           string       `json:"job"`
+	FormatVersion int          `json:"format_version"`
+	LatheVersion  string       `json:"lathe_version"`
+	Tensors       []TensorInfo `json:"tensors"`
+	FileBytes     int          `json:"file_bytes"`
+	DenseBytes    int          `json:"dense_bytes"` // fp32 size of the weights
+	Ratio         float64      `json:"ratio"`
+	SHA256        string       `json:"sha256"`
+	WeightsSHA256 string       `json:"weights_sha256"`
+}
+
+func inspect(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	path, err := parse(fs, args, "file")
+	if err != nil {
+		return err
+	}
+	f, err := checkpoint.Read(path)
+	if err != nil {
+		return err
+	}
+	in := Inspection{File: path, Kind: f.Kind, Job: f.Job, FormatVersion: f.FormatVersion, LatheVersion: f.Version,
+		FileBytes: f.Bytes, SHA256: f.SHA256, WeightsSHA256: checkpoint.WeightsDigest(f.Tensors)}
+	for _, t := range f.Tensors {
+		ti := TensorInfo{Name: t.Name, Role: t.Role, Shape: t.Shape, Encoding: t.Encoding, IndexFormat: t.IndexFormat,
+			ValueFormat: t.ValueFormat, Bytes: t.StoredBytes, Bits: 32}
+		if t.Role == checkpoint.RoleMask {
+			ti.Bits = 1
+			zeros := 0
+			for _, b := range t.Mask {
+				if b == 0 {
+					zeros++
+				}
+			}
+			ti.Sparsity = frac(zeros, len(t.Mask))
+		} else {
+			zeros := 0
+			for _, v := range t.Data {
+				if v == 0 {
+					zeros++
+				}
+			}
+			ti.Sparsity = frac(zeros, len(t.Data))
+		}
+		switch {
+		case t.Quant != nil:
+			ti.Bits = t.Quant.Bits
+		case strings.Contains(t.Encoding, checkpoint.EncCodebook):
+			ti.Bits = t.Bits
+		}
+		if t.Role == checkpoint.RoleParam {
+			in.DenseBytes += 4 * len(t.Data)
+		}
+		in.Tensors = append(in.Tensors, ti)
+	}
+	if in.FileBytes > 0 {
+		in.Ratio = float64(in.DenseBytes) / float64(in.FileBytes)
+	}
+	if *asJSON {
+		return writeJSON(stdout, in)
+	}
+	fmt.Fprintf(stdout, "%s: %s file of job %q (format %d, lathe %s)\n\n", path, in.Kind, in.Job, in.FormatVersion, in.LatheVersion)
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "name\trole\tshape\tencoding\tindex\tvalues\tsparsity\tbits\tbytes\t")
+	for _, t := range in.Tensors {
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\t%.4f\t%d\t%d\t\n", t.Name, t.Role, t.Shape, t.Encoding, t.IndexFormat, t.ValueFormat, t.Sparsity, t.Bits, t.Bytes)
+	}
+	tw.Flush()
+	fmt.Fprintf(stdout, "\nfile_bytes %d\ndense_bytes %d\nratio %.2f\nweights_sha256 %s\n", in.FileBytes, in.DenseBytes, in.Ratio, in.WeightsSHA256)
+	return nil
+}
+
+func frac(a, b int) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// Evaluation is eval's JSON output.
+type Evaluation struct {
+	File         string  `json:"file"`
+	Dataset      string  `json:"dataset"`
+	Samples      int     `json:"samples"`
+	TestAccuracy float64 `json:"test_accuracy"`
+	TestLoss     float64 `json:"test_loss"`
+	Params       int     `json:"params"`
+	Nonzero      int     `json:"nonzero"`
+}
+
+func eval(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("eval", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	dataset := fs.String("dataset", "", "mnist or fashion-mnist (default: the dataset the model was trained on)")
+	dataDir := fs.String("data-dir", "", "directory holding the dataset's IDX files (default: where it is installed)")
+	threads := fs.Int("threads", 0, "compute threads (default: all cores)")
+	batch := fs.Int("batch", 1000, "evaluation batch")
+	path, err := parse(fs, args, "model file")
+	if err != nil {
+		return err
+	}
+	f, err := checkpoint.Read(path)
+	if err != nil {
+		return err
+	}
+	m, st, err := run.LoadModel(f)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	ds := *dataset
+	if ds == "" {
+		ds = st.Dataset
+	}
+	_, test, err := data.Load(ds, *dataDir)
+	if err != nil {
+		return err
+	}
+	if *batch <= 0 {
+		return fmt.Errorf("--batch %d must be positive", *batch)
+	}
+	eng := cpu.New(cpu.Options{Threads: *threads, Logger: hclog.NewNullLogger()})
+	acc, loss, err := trainer.EvaluateModel(m, eng, test, *batch)
+	if err != nil {
+		return err
+	}
+	ev := Evaluation{File: path, Dataset: ds, Samples: test.Len(), TestAccuracy: acc, TestLoss: loss, Params: m.NumParams()}
+	for _, p := range m.Params {
+		for _, v := range p.Data() {
+			if v != 0 {
+				ev.Nonzero++
+			}
+		}
+	}
+	if math.IsNaN(loss) {
+		ev.TestLoss = -1
+	}
+	if *asJSON {
+		return writeJSON(stdout, ev)
+	}
+	fmt.Fprintf(stdout, "%s on %s test (%d samples): accuracy %.4f, loss %.4f; %d parameters, %d non-zero\n",
+		path, ds, ev.Samples, acc, loss, ev.Params, ev.Nonzero)
+	return nil
+}
+
+func lint(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("lint", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var vars multiFlag
+	fs.Var(&vars, "var", "set a recipe variable: -var name=value (repeatable)")
+	path, err := parse(fs, args, "recipe")
+	if err != nil {
+		return err
+	}
+	job, err := recipes.Load(path, vars)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: valid\n\n", path)
+	return run.DryRun(stdout, job)
+}

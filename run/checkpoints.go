@@ -1,0 +1,222 @@
+package run
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/lathe-ml/lathe/checkpoint"
+	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/recipes"
+	"github.com/lathe-ml/lathe/trainer"
+)
+
+// CheckpointDir is where a run keeps its training checkpoints:
+// step-NNNNNNNNN.arrow, the newest recipe.checkpoint.keep of them, and
+// best.arrow, the epoch-end checkpoint with the best validation accuracy.
+const CheckpointDir = "checkpoints"
+
+// BestCheckpoint is the name of the best checkpoint.
+const BestCheckpoint = "best.arrow"
+
+// TrainingState is the state document of a training checkpoint.
+type TrainingState struct {
+	Snapshot *trainer.Snapshot `json:"snapshot"`
+	Recipe   string            `json:"recipe"` // the resolved recipe
+	Dataset  string            `json:"dataset"`
+	Input    model.Input       `json:"input"`
+	Threads  int               `json:"threads"` // compute threads (results depend on them)
+	// Teachers holds the weights digest of each teacher's model file.
+	Teachers []string `json:"teachers,omitempty"`
+	// BestValAccuracy is the validation accuracy of best.arrow so far.
+	BestValAccuracy *float64 `json:"best_val_accuracy,omitempty"`
+}
+
+// checkpointer writes a run's training checkpoints.
+type checkpointer struct {
+	dir      string
+	job      *recipes.Job
+	threads  int
+	teachers []string
+	log      hclog.Logger
+	model    func() *model.Model
+	best     *float64
+}
+
+func checkpointName(step int64) string { return fmt.Sprintf("step-%09d.arrow", step) }
+
+// trainingFile makes the checkpoint file of a snapshot of model m.
+func (c *checkpointer) trainingFile(sn *trainer.Snapshot, m *model.Model) (*checkpoint.File, error) {
+	st := TrainingState{Snapshot: sn, Recipe: string(c.job.HCL()), Dataset: c.job.Dataset, Input: m.Input,
+		Threads: c.threads, Teachers: c.teachers, BestValAccuracy: c.best}
+	b, err := json.Marshal(st)
+	if err != nil {
+		return nil, fmt.Errorf("run: checkpoint state: %w", err)
+	}
+	f := &checkpoint.File{Kind: checkpoint.KindTraining, Job: c.job.Name, Version: Version, State: b}
+	for i, p := range m.Params {
+		f.Tensors = append(f.Tensors, &checkpoint.Tensor{Name: p.Name, Role: checkpoint.RoleParam, Shape: p.Shape, Data: sn.Params[i]})
+		if sn.Masks[i] != nil {
+			f.Tensors = append(f.Tensors, &checkpoint.Tensor{Name: "mask/" + p.Name, Role: checkpoint.RoleMask, Shape: p.Shape, Mask: sn.Masks[i]})
+		}
+	}
+	for k, buf := range sn.Optimizer {
+		f.Tensors = append(f.Tensors, &checkpoint.Tensor{Name: fmt.Sprintf("optim/%d", k), Role: checkpoint.RoleOptim, Shape: []int{len(buf)}, Data: buf})
+	}
+	return f, nil
+}
+
+// write stores a snapshot, keeps the newest files and the best.
+func (c *checkpointer) write(sn *trainer.Snapshot) error {
+	start := time.Now()
+	epochEnd := sn.StepInEpoch == 0 && !sn.EpochStarted && len(sn.History) > 0
+	better := false
+	if epochEnd {
+		v := sn.History[len(sn.History)-1].ValAccuracy
+		if c.best == nil || v > *c.best {
+			c.best, better = &v, true
+		}
+	}
+	f, err := c.trainingFile(sn, c.model())
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(c.dir, 0o755); err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	path := filepath.Join(c.dir, checkpointName(sn.Step))
+	if err := checkpoint.Write(path, f); err != nil {
+		return err
+	}
+	if better {
+		// A hard link under a temporary name renamed over best.arrow: the
+		// best is never missing or torn, and costs no second write.
+		tmp := filepath.Join(c.dir, ".best.tmp")
+		os.Remove(tmp)
+		if err := os.Link(path, tmp); err != nil {
+			return fmt.Errorf("run: best checkpoint: %w", err)
+		}
+		if err := os.Rename(tmp, filepath.Join(c.dir, BestCheckpoint)); err != nil {
+			return fmt.Errorf("run: best checkpoint: %w", err)
+		}
+	}
+	names, err := checkpointFiles(c.dir)
+	if err != nil {
+		return err
+	}
+	for len(names) > c.job.Checkpoint.Keep {
+		if err := os.Remove(filepath.Join(c.dir, names[0])); err != nil {
+			return fmt.Errorf("run: %w", err)
+		}
+		names = names[1:]
+	}
+	c.log.Info("checkpoint written", "path", path, "step", sn.Step, "bytes", f.Bytes, "ms", time.Since(start).Milliseconds(), "best", better)
+	return nil
+}
+
+// checkpointFiles lists dir's step checkpoints, oldest first.
+func checkpointFiles(dir string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("run: %w", err)
+	}
+	var names []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "step-") && strings.HasSuffix(e.Name(), ".arrow") {
+			names = append(names, e.Name())
+		}
+	}
+	slices.Sort(names) // zero-padded steps sort in order
+	return names, nil
+}
+
+// newestCheckpoint returns the newest checkpoint in dir that reads and
+// verifies; broken newer ones are skipped with a warning.
+func newestCheckpoint(dir string, log hclog.Logger) (*checkpoint.File, string, error) {
+	names, err := checkpointFiles(dir)
+	if err != nil {
+		return nil, "", err
+	}
+	for i := len(names) - 1; i >= 0; i-- {
+		p := filepath.Join(dir, names[i])
+		f, err := checkpoint.Read(p)
+		if err != nil {
+			log.Warn("skipping a checkpoint that does not verify", "error", err)
+			continue
+		}
+		return f, p, nil
+	}
+	return nil, "", fmt.Errorf("run: no valid checkpoint in %s to resume from", dir)
+}
+
+// resumePoint is what a resumed run starts from.
+type resumePoint struct {
+	path  string
+	state TrainingState
+	model *model.Model
+}
+
+// loadResume reads a training checkpoint and checks it against the job:
+// a recipe changed in a way that would change the run's history is
+// refused, naming the changes.
+func loadResume(f *checkpoint.File, path string, job *recipes.Job, log hclog.Logger) (*resumePoint, error) {
+	if f.Kind != checkpoint.KindTraining {
+		return nil, fmt.Errorf("run: %s is a %s file, not a training checkpoint", path, f.Kind)
+	}
+	if f.Job != job.Name {
+		return nil, fmt.Errorf("run: %s is a checkpoint of job %q, not %q", path, f.Job, job.Name)
+	}
+	var st TrainingState
+	if err := json.Unmarshal(f.State, &st); err != nil || st.Snapshot == nil {
+		return nil, fmt.Errorf("run: %s: unreadable training state: %v", path, err)
+	}
+	old, err := recipes.Parse([]byte(st.Recipe), path+" (its recipe)", nil)
+	if err != nil {
+		return nil, fmt.Errorf("run: %s: its recipe: %w", path, err)
+	}
+	if ch := job.HistoryChanges(old); len(ch) > 0 {
+		return nil, fmt.Errorf("run: %s: the recipe changed since the checkpoint in ways that would change the run's history "+
+			"(resume needs the same model, data, seed, batch, epochs and policies):\n  %s", job.File, strings.Join(ch, "\n  "))
+	}
+	if old.Checkpoint != job.Checkpoint {
+		log.Info("checkpoint cadence changed since the checkpoint", "was", fmt.Sprintf("%+v", old.Checkpoint), "now", fmt.Sprintf("%+v", job.Checkpoint))
+	}
+	sn := st.Snapshot
+	m, err := model.New(sn.Spec, st.Input, job.Seed)
+	if err != nil {
+		return nil, fmt.Errorf("run: %s: architecture: %w", path, err)
+	}
+	if err := setParams(m, f, checkpoint.RoleParam, ""); err != nil {
+		return nil, fmt.Errorf("%w (in %s)", err, path)
+	}
+	sn.Params = nil
+	for _, p := range m.Params {
+		sn.Params = append(sn.Params, p.Data())
+		var mask []byte
+		if t := f.Tensor("mask/" + p.Name); t != nil {
+			if t.Role != checkpoint.RoleMask || !slices.Equal(t.Shape, p.Shape) {
+				return nil, fmt.Errorf("run: %s: mask of %s has shape %v, want %v", path, p.Name, t.Shape, p.Shape)
+			}
+			mask = t.Mask
+		}
+		sn.Masks = append(sn.Masks, mask)
+	}
+	for k := 0; ; k++ {
+		t := f.Tensor(fmt.Sprintf("optim/%d", k))
+		if t == nil {
+			break
+		}
+		sn.Optimizer = append(sn.Optimizer, t.Data)
+	}
+	return &resumePoint{path: path, state: st, model: m}, nil
+}

@@ -1,0 +1,122 @@
+package run
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	"github.com/lathe-ml/lathe/checkpoint"
+	"github.com/lathe-ml/lathe/compress"
+	"github.com/lathe-ml/lathe/model"
+)
+
+// ModelFile is the name of the model file in a run directory.
+const ModelFile = "model.arrow"
+
+// ModelState is the state document of a model file: the architecture and
+// what evaluation needs besides the tensors.
+type ModelState struct {
+	Spec    model.Spec  `json:"spec"`
+	Input   model.Input `json:"input"`
+	Dataset string      `json:"dataset"`
+	// Activations holds, per layer, the quantization of its output (the
+	// frozen observer's range is the tensor "act/<layer>").
+	Activations map[string]compress.QuantSpec `json:"activations,omitempty"`
+	// WeightBits is each quantized weight's width.
+	WeightBits map[string]int `json:"weight_bits,omitempty"`
+}
+
+// ExportModel makes the model file of a trained model: each weight trained
+// with quantization stored as its integer codes (the exact values the
+// network computed with), every tensor in its smallest exact encoding.
+func ExportModel(m *model.Model, job, dataset string) (*checkpoint.File, error) {
+	st := ModelState{Spec: m.Spec, Input: m.Input, Dataset: dataset}
+	f := &checkpoint.File{Kind: checkpoint.KindModel, Job: job, Version: Version}
+	for _, p := range m.Params {
+		t := &checkpoint.Tensor{Name: p.Name, Role: checkpoint.RoleParam, Shape: slices.Clone(p.Shape), Data: p.Data()}
+		if ctl := m.Quant[p.Name]; ctl != nil && ctl.Enabled {
+			qp := compress.ParamsFor(ctl.Spec, t.Data, p.Shape[0])
+			codes := qp.Quantize(t.Data)
+			t.Data = make([]float32, len(codes))
+			qp.Dequantize(t.Data, codes)
+			t.Quant = &checkpoint.Quant{Bits: ctl.Spec.Bits, QMin: qp.QMin, Scale: qp.Scale, Zero: qp.Zero, Codes: codes}
+			if st.WeightBits == nil {
+				st.WeightBits = map[string]int{}
+			}
+			st.WeightBits[p.Name] = ctl.Spec.Bits
+		}
+		f.Tensors = append(f.Tensors, t)
+	}
+	for _, layer := range sortedKeys(m.ActQuant) {
+		o := m.ActQuant[layer]
+		if !o.Enabled {
+			continue
+		}
+		if st.Activations == nil {
+			st.Activations = map[string]compress.QuantSpec{}
+		}
+		st.Activations[layer] = o.Spec
+		f.Tensors = append(f.Tensors, &checkpoint.Tensor{Name: "act/" + layer, Role: checkpoint.RoleState, Shape: []int{2}, Data: []float32{o.Min, o.Max}})
+	}
+	var err error
+	if f.State, err = json.Marshal(st); err != nil {
+		return nil, fmt.Errorf("run: %w", err)
+	}
+	return f, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
+}
+
+// LoadModel rebuilds a model from a model file: the architecture from its
+// state, every parameter from its tensor (names and shapes must match),
+// quantized activations with their frozen ranges.
+func LoadModel(f *checkpoint.File) (*model.Model, *ModelState, error) {
+	if f.Kind != checkpoint.KindModel {
+		return nil, nil, fmt.Errorf("run: a %s file, not a model file", f.Kind)
+	}
+	var st ModelState
+	if err := json.Unmarshal(f.State, &st); err != nil {
+		return nil, nil, fmt.Errorf("run: model file state: %w", err)
+	}
+	m, err := model.New(st.Spec, st.Input, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("run: model file architecture: %w", err)
+	}
+	if err := setParams(m, f, checkpoint.RoleParam, ""); err != nil {
+		return nil, nil, err
+	}
+	for layer, spec := range st.Activations {
+		t := f.Tensor("act/" + layer)
+		if t == nil || len(t.Data) != 2 {
+			return nil, nil, fmt.Errorf("run: model file: activation range of %s missing", layer)
+		}
+		if m.ActQuant == nil {
+			m.ActQuant = map[string]*compress.Observer{}
+		}
+		m.ActQuant[layer] = &compress.Observer{Spec: spec, Min: t.Data[0], Max: t.Data[1], Initialized: true, Enabled: true, Frozen: true}
+	}
+	return m, &st, nil
+}
+
+// setParams copies the file's tensors named prefix+param into the model's
+// parameters, refusing missing tensors and shapes that differ.
+func setParams(m *model.Model, f *checkpoint.File, role, prefix string) error {
+	for _, p := range m.Params {
+		t := f.Tensor(prefix + p.Name)
+		if t == nil || t.Role != role {
+			return fmt.Errorf("run: the file has no %s tensor %q for the architecture it describes", role, prefix+p.Name)
+		}
+		if !slices.Equal(t.Shape, p.Shape) {
+			return fmt.Errorf("run: tensor %q has shape %v, the architecture needs %v", t.Name, t.Shape, p.Shape)
+		}
+		copy(p.Data(), t.Data)
+	}
+	return nil
+}

@@ -1,0 +1,203 @@
+package run
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/lathe-ml/lathe/checkpoint"
+	"github.com/lathe-ml/lathe/recipes"
+	"github.com/lathe-ml/lathe/trainer"
+)
+
+// everything is a recipe with every kind of training state: dropout
+// streams, momentum, masks from a guarded AGP schedule, quantizer controls
+// and activation observers, a distillation teacher, and checkpoints every
+// 10 steps inside the epochs.
+const everything = `job "tiny" {
+  epochs     = 4
+  batch      = 256
+  validation = 50000
+  checkpoint {
+    every_steps = 10
+    keep        = 100
+  }
+  augment {
+    shift = 1
+  }
+  teacher {
+    arch   = "mlp"
+    hidden = [48]
+    epochs = 1
+  }
+  distill {
+    temperature = 2
+    alpha       = 0.5
+  }
+  prune "magnitude" {
+    layers       = ["fc1", "fc2"]
+    target       = 0.8
+    schedule     = "agp"
+    from_epoch   = 0.5
+    to_epoch     = 3
+    every_epochs = 0.25
+    guard_tolerance = 0.002
+    guard_undo      = true
+  }
+  quantize {
+    layers      = ["fc1", "fc2"]
+    bits        = 8
+    from_epoch  = 1.5
+    gradual     = [4]
+    gradual_epochs = [2.5]
+    activations = 8
+    freeze_observers_epoch = 3.5
+  }
+  model {
+    arch    = "mlp"
+    hidden  = [32]
+    dropout = 0.2
+  }
+  optimizer "sgd" {
+    lr = 0.05
+  }
+}
+`
+
+func weightsOf(t *testing.T, path string) string {
+	t.Helper()
+	f, err := checkpoint.Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return checkpoint.WeightsDigest(f.Tensors)
+}
+
+// cancelAt cancels the run's context before a given step: what SIGTERM
+// does.
+type cancelAt struct {
+	step   int64
+	cancel context.CancelFunc
+}
+
+func (c cancelAt) Name() string { return "cancel" }
+func (c cancelAt) BeforeStep(s *trainer.State) error {
+	if s.Step == c.step {
+		c.cancel()
+	}
+	return nil
+}
+
+// TestResumeIsBitIdentical kills a run at several points (by deleting
+// every checkpoint written after the kill point, as SIGKILL would leave
+// the directory) and by cancellation (SIGTERM), resumes it, and compares
+// the final weights and training state with an uninterrupted run's.
+func TestResumeIsBitIdentical(t *testing.T) {
+	job, err := recipes.Parse([]byte(everything), "tiny.hcl", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := t.TempDir()
+	full := filepath.Join(base, "full")
+	want, err := Execute(context.Background(), job, Options{RunDir: full, Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want.ResumedFromStep != 0 || want.History[3].Sparsity < 0.79 || want.History[3].WeightBits != 4 {
+		t.Fatalf("uninterrupted run: resumed %d, sparsity %v, bits %d", want.ResumedFromStep, want.History[3].Sparsity, want.History[3].WeightBits)
+	}
+	names, err := checkpointFiles(filepath.Join(full, CheckpointDir))
+	if err != nil || len(names) < 10 {
+		t.Fatalf("checkpoints %v %v", names, err)
+	}
+	final := filepath.Join(full, CheckpointDir, names[len(names)-1])
+	wantModel, wantState := weightsOf(t, filepath.Join(full, ModelFile)), weightsOf(t, final)
+
+	copyDir := func(dst string, keepUpTo string) {
+		t.Helper()
+		if err := os.CopyFS(dst, os.DirFS(full)); err != nil {
+			t.Fatal(err)
+		}
+		os.Remove(filepath.Join(dst, SummaryFile))
+		os.Remove(filepath.Join(dst, ModelFile))
+		later, _ := checkpointFiles(filepath.Join(dst, CheckpointDir))
+		for _, n := range later {
+			if n > keepUpTo {
+				os.Remove(filepath.Join(dst, CheckpointDir, n))
+			}
+		}
+	}
+	// Kill points: inside epoch 1 (before pruning), at an epoch's end, in
+	// the middle of pruning and quantization, and with the newest
+	// checkpoint broken (the one before it is used).
+	for k, at := range []int{1, 3, 7, 11} {
+		dir := filepath.Join(base, "kill", names[at])
+		copyDir(dir, names[at])
+		if k == 3 {
+			// A torn newest file: the run falls back to the one before it.
+			p := filepath.Join(dir, CheckpointDir, names[at])
+			b, _ := os.ReadFile(p)
+			os.WriteFile(p, b[:len(b)/2], 0o644)
+		}
+		got, err := Execute(context.Background(), job, Options{RunDir: dir, Resume: true})
+		if err != nil {
+			t.Fatalf("resume from %s: %v", names[at], err)
+		}
+		if got.ResumedFromStep == 0 {
+			t.Fatalf("resume from %s: resumed_from_step 0", names[at])
+		}
+		if g := weightsOf(t, filepath.Join(dir, ModelFile)); g != wantModel {
+			t.Errorf("resumed from %s (step %d): model weights differ from the uninterrupted run's", names[at], got.ResumedFromStep)
+		}
+		if g := weightsOf(t, filepath.Join(dir, CheckpointDir, names[len(names)-1])); g != wantState {
+			t.Errorf("resumed from %s: final latent weights differ", names[at])
+		}
+		if got.TestAccuracy != want.TestAccuracy || got.History[3].ValAccuracy != want.History[3].ValAccuracy {
+			t.Errorf("resumed from %s: accuracy %v / %v, uninterrupted %v / %v", names[at], got.TestAccuracy, got.History[3].ValAccuracy, want.TestAccuracy, want.History[3].ValAccuracy)
+		}
+	}
+
+	// SIGTERM: the cancelled run writes a checkpoint where it stopped (the
+	// step under way when the signal came finishes first).
+	dir := filepath.Join(base, "term")
+	ctx, cancel := context.WithCancel(context.Background())
+	_, err = Execute(ctx, job, Options{RunDir: dir, Threads: 2, Policies: []trainer.Policy{cancelAt{step: 57, cancel: cancel}}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled run: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, SummaryFile)); err == nil {
+		t.Fatal("a cancelled run left a summary")
+	}
+	got, err := Execute(context.Background(), job, Options{RunDir: dir, Resume: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ResumedFromStep != 58 || weightsOf(t, filepath.Join(dir, ModelFile)) != wantModel {
+		t.Fatalf("after SIGTERM during step 58: resumed from %d, weights equal %v", got.ResumedFromStep, weightsOf(t, filepath.Join(dir, ModelFile)) == wantModel)
+	}
+
+	// A recipe that changes history is refused; the checkpoint cadence may change.
+	changed, err := recipes.Parse([]byte(strings.Replace(everything, "epochs     = 4", "epochs     = 5", 1)), "tiny.hcl", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Execute(context.Background(), changed, Options{RunDir: dir, Resume: true}); err == nil ||
+		!strings.Contains(err.Error(), "would change the run's history") || !strings.Contains(err.Error(), `"epochs = 4" → "epochs = 5"`) {
+		t.Fatalf("changed epochs: %v", err)
+	}
+	cadence, err := recipes.Parse([]byte(strings.Replace(everything, "every_steps = 10", "every_steps = 7", 1)), "tiny.hcl", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Execute(context.Background(), cadence, Options{RunDir: dir, Resume: true}); err != nil {
+		t.Fatalf("changed cadence: %v", err)
+	}
+	// Resuming where there is nothing to resume says so.
+	if _, err := Execute(context.Background(), job, Options{RunDir: filepath.Join(base, "empty"), Resume: true}); err == nil ||
+		!strings.Contains(err.Error(), "no valid checkpoint") {
+		t.Fatalf("nothing to resume: %v", err)
+	}
+}

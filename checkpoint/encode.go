@@ -33,6 +33,7 @@ const (
 	IndexDelta  = "delta_huffman"
 
 	ValueF32     = "f32"
+	ValueF32Huff = "f32_huffman" // float32 values: top two bytes Huffman-coded, low two raw
 	ValuePacked  = "packed"
 	ValueHuffman = "huffman"
 )
@@ -89,11 +90,10 @@ type stored struct {
 	codes                              []byte
 	scale                              []float32
 	zero                               []int32
-	codebook                           []float32
 }
 
 func (s *stored) size() int {
-	return len(s.index) + 4*len(s.values) + len(s.codes) + 4*len(s.scale) + 4*len(s.zero) + 4*len(s.codebook)
+	return len(s.index) + 4*len(s.values) + len(s.codes) + 4*len(s.scale) + 4*len(s.zero)
 }
 
 // encode stores a tensor: densely (fast, for training checkpoints), or in
@@ -246,6 +246,9 @@ func encodeQuant(t *Tensor, s *stored, n int) (*stored, error) {
 			}
 			c.indexFormat, c.index, c.valueFormat, c.codes = ix.format, ix.bytes, v.format, v.bytes
 			c.count, c.bits, c.scale, c.zero, c.qmin = int64(len(syms)), int8(q.Bits), q.Scale, q.Zero, q.QMin
+			if !slices.ContainsFunc(q.Zero, func(z int32) bool { return z != 0 }) {
+				c.zero = nil // symmetric: every zero point is 0
+			}
 			if best == nil || c.size() < best.size() {
 				best = &c
 			}
@@ -298,6 +301,8 @@ func encodeFloat(t *Tensor, s *stored, n int) (*stored, error) {
 		}
 		c.indexFormat, c.index, c.values, c.count = ix.format, ix.bytes, vals, int64(len(vals))
 		consider(c)
+		c.values, c.valueFormat, c.codes = nil, ValueF32Huff, floatPlanes(vals)
+		consider(c)
 		if book == nil {
 			continue
 		}
@@ -327,7 +332,7 @@ func encodeFloat(t *Tensor, s *stored, n int) (*stored, error) {
 				c.encoding = EncSparseCodebook
 			}
 			c.indexFormat, c.index, c.valueFormat, c.codes = ix.format, ix.bytes, v.format, v.bytes
-			c.count, c.codebook = int64(len(syms)), cb
+			c.count, c.values = int64(len(syms)), cb // the values column holds the table
 			if v.format == ValuePacked {
 				c.bits = int8(width)
 			}
@@ -335,6 +340,53 @@ func encodeFloat(t *Tensor, s *stored, n int) (*stored, error) {
 		}
 	}
 	return best, nil
+}
+
+// floatPlanes codes float32 values losslessly: the top byte (sign and
+// exponent) and the next byte of every value Huffman-coded as two streams,
+// each preceded by its length as a uvarint, then the low two bytes raw
+// (little-endian). Values of one tensor share few exponents, so the top
+// bytes cost a few bits instead of sixteen.
+func floatPlanes(v []float32) []byte {
+	hi, mid := make([]uint16, len(v)), make([]uint16, len(v))
+	low := make([]byte, 0, 2*len(v))
+	for i, x := range v {
+		b := math.Float32bits(x)
+		hi[i], mid[i] = uint16(b>>24), uint16(b>>16&0xff)
+		low = binary.LittleEndian.AppendUint16(low, uint16(b))
+	}
+	h, m := huffEncode(hi), huffEncode(mid)
+	out := binary.AppendUvarint(nil, uint64(len(h)))
+	out = append(out, h...)
+	out = binary.AppendUvarint(out, uint64(len(m)))
+	out = append(out, m...)
+	return append(out, low...)
+}
+
+func unfloatPlanes(b []byte, count int) ([]float32, error) {
+	var planes [2][]uint16
+	for k := range planes {
+		n, w := binary.Uvarint(b)
+		if w <= 0 || n > uint64(len(b)-w) {
+			return nil, errors.New("float plane length runs past the data")
+		}
+		syms, err := huffDecode(b[w:w+int(n)], count)
+		if err != nil {
+			return nil, err
+		}
+		if len(syms) != count {
+			return nil, fmt.Errorf("float plane of %d values for %d", len(syms), count)
+		}
+		planes[k], b = syms, b[w+int(n):]
+	}
+	if len(b) != 2*count {
+		return nil, fmt.Errorf("%d low bytes for %d values", len(b), count)
+	}
+	out := make([]float32, count)
+	for i := range out {
+		out[i] = math.Float32frombits(uint32(planes[0][i])<<24 | uint32(planes[1][i])<<16 | uint32(binary.LittleEndian.Uint16(b[2*i:])))
+	}
+	return out, nil
 }
 
 func cmpBits(a, b float32) int {
@@ -409,10 +461,16 @@ func decode(s *stored, limit int) (*Tensor, error) {
 	var vals []float32
 	switch s.encoding {
 	case EncDense, EncSparse:
-		if s.valueFormat != ValueF32 || len(s.values) != count {
+		switch {
+		case s.valueFormat == ValueF32Huff && len(s.values) == 0:
+			if vals, err = unfloatPlanes(s.codes, count); err != nil {
+				return nil, fmt.Errorf("values: %w", err)
+			}
+		case s.valueFormat != ValueF32 || len(s.values) != count:
 			return nil, fmt.Errorf("%s needs %d float values, has %d (%s)", s.encoding, count, len(s.values), s.valueFormat)
+		default:
+			vals = s.values
 		}
-		vals = s.values
 	case EncQuant, EncSparseQuant, EncCodebook, EncSparseCodebook:
 		syms, err := decodeSymbols(s, count)
 		if err != nil {
@@ -421,10 +479,10 @@ func decode(s *stored, limit int) (*Tensor, error) {
 		vals = make([]float32, count)
 		if s.encoding == EncCodebook || s.encoding == EncSparseCodebook {
 			for i, k := range syms {
-				if int(k) >= len(s.codebook) {
-					return nil, fmt.Errorf("codebook index %d outside a table of %d", k, len(s.codebook))
+				if int(k) >= len(s.values) {
+					return nil, fmt.Errorf("codebook index %d outside a table of %d", k, len(s.values))
 				}
-				vals[i] = s.codebook[k]
+				vals[i] = s.values[k]
 			}
 			break
 		}
@@ -459,12 +517,16 @@ func decode(s *stored, limit int) (*Tensor, error) {
 
 func dequantize(s *stored, t *Tensor, n int, pos []int, syms []uint16, vals []float32) error {
 	ch := len(s.scale)
-	if ch == 0 || ch != len(s.zero) || n%ch != 0 || s.bits < 2 || s.bits > 8 {
+	zero := s.zero
+	if len(zero) == 0 && ch > 0 {
+		zero = make([]int32, ch) // stored empty when all are 0
+	}
+	if ch == 0 || ch != len(zero) || n%ch != 0 || s.bits < 2 || s.bits > 8 {
 		return fmt.Errorf("quantization with %d scales, %d zero points, %d bits for %d elements", ch, len(s.zero), s.bits, n)
 	}
 	qmin := s.qmin
 	per := n / ch
-	q := &Quant{Bits: int(s.bits), QMin: qmin, Scale: s.scale, Zero: s.zero, Codes: make([]int32, len(syms))}
+	q := &Quant{Bits: int(s.bits), QMin: qmin, Scale: s.scale, Zero: zero, Codes: make([]int32, len(syms))}
 	for k, sym := range syms {
 		if int(sym) >= 1<<s.bits {
 			return fmt.Errorf("code %d exceeds %d bits", sym, s.bits)
@@ -476,7 +538,7 @@ func dequantize(s *stored, t *Tensor, n int, pos []int, syms []uint16, vals []fl
 		c := p / per
 		code := int32(sym) + qmin
 		q.Codes[k] = code
-		vals[k] = float32(code-s.zero[c]) * s.scale[c]
+		vals[k] = float32(code-zero[c]) * s.scale[c]
 	}
 	t.Quant = q
 	return nil

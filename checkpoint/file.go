@@ -77,11 +77,11 @@ func (f *File) Tensor(name string) *Tensor {
 
 var schemaFields = []arrow.Field{
 	{Name: "name", Type: arrow.BinaryTypes.String},
-	{Name: "role", Type: dictType},
+	{Name: "role", Type: arrow.BinaryTypes.String},
 	{Name: "shape", Type: arrow.ListOf(arrow.PrimitiveTypes.Int64)},
-	{Name: "encoding", Type: dictType},
-	{Name: "index_format", Type: dictType},
-	{Name: "value_format", Type: dictType},
+	{Name: "encoding", Type: arrow.BinaryTypes.String},
+	{Name: "index_format", Type: arrow.BinaryTypes.String},
+	{Name: "value_format", Type: arrow.BinaryTypes.String},
 	{Name: "count", Type: arrow.PrimitiveTypes.Int64},
 	{Name: "bits", Type: arrow.PrimitiveTypes.Int8},
 	{Name: "qmin", Type: arrow.PrimitiveTypes.Int32},
@@ -90,10 +90,7 @@ var schemaFields = []arrow.Field{
 	{Name: "codes", Type: arrow.BinaryTypes.Binary},
 	{Name: "scale", Type: arrow.ListOf(arrow.PrimitiveTypes.Float32)},
 	{Name: "zero_point", Type: arrow.ListOf(arrow.PrimitiveTypes.Int32)},
-	{Name: "codebook", Type: arrow.ListOf(arrow.PrimitiveTypes.Float32)},
 }
-
-var dictType = &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int8, ValueType: arrow.BinaryTypes.String}
 
 // Encode serializes a file: tensors of model files in their smallest exact
 // encodings, those of training checkpoints densely (fast). It fills
@@ -150,44 +147,53 @@ func encodeFile(f *File, version int, drop string) ([]byte, error) {
 	return b, nil
 }
 
+// buildRecord makes the record batch of a file's rows. Its buffers are
+// built at their exact sizes: arrays from builders carry up to 64 bytes of
+// allocation padding each, which the IPC writer would copy into the file.
 func buildRecord(schema *arrow.Schema, rows []*stored, drop string) arrow.RecordBatch {
-	mem := memory.DefaultAllocator
-	name := array.NewStringBuilder(mem)
-	shape := array.NewListBuilder(mem, arrow.PrimitiveTypes.Int64)
-	count := array.NewInt64Builder(mem)
-	bitsB := array.NewInt8Builder(mem)
-	qmin := array.NewInt32Builder(mem)
-	index := array.NewBinaryBuilder(mem, arrow.BinaryTypes.Binary)
-	values := array.NewListBuilder(mem, arrow.PrimitiveTypes.Float32)
-	codes := array.NewBinaryBuilder(mem, arrow.BinaryTypes.Binary)
-	scale := array.NewListBuilder(mem, arrow.PrimitiveTypes.Float32)
-	zero := array.NewListBuilder(mem, arrow.PrimitiveTypes.Int32)
-	book := array.NewListBuilder(mem, arrow.PrimitiveTypes.Float32)
-	var role, enc, ixf, vf []string
-	for _, s := range rows {
-		name.Append(s.name)
-		shape.Append(true)
-		shape.ValueBuilder().(*array.Int64Builder).AppendValues(s.shape, nil)
-		count.Append(s.count)
-		bitsB.Append(s.bits)
-		qmin.Append(s.qmin)
-		index.Append(s.index)
-		values.Append(true)
-		values.ValueBuilder().(*array.Float32Builder).AppendValues(s.values, nil)
-		codes.Append(s.codes)
-		scale.Append(true)
-		scale.ValueBuilder().(*array.Float32Builder).AppendValues(s.scale, nil)
-		zero.Append(true)
-		zero.ValueBuilder().(*array.Int32Builder).AppendValues(s.zero, nil)
-		book.Append(true)
-		book.ValueBuilder().(*array.Float32Builder).AppendValues(s.codebook, nil)
-		role, enc, ixf, vf = append(role, s.role), append(enc, s.encoding), append(ixf, s.indexFormat), append(vf, s.valueFormat)
+	str := func(f func(*stored) string) arrow.Array {
+		var b [][]byte
+		for _, s := range rows {
+			b = append(b, []byte(f(s)))
+		}
+		return varBinary(arrow.BinaryTypes.String, b)
 	}
-	cols := []arrow.Array{name.NewArray(), dictionary(role), shape.NewArray(), dictionary(enc), dictionary(ixf), dictionary(vf),
-		count.NewArray(), bitsB.NewArray(), qmin.NewArray(), index.NewArray(), values.NewArray(), codes.NewArray(),
-		scale.NewArray(), zero.NewArray(), book.NewArray()}
-	for _, b := range []array.Builder{name, shape, count, bitsB, qmin, index, values, codes, scale, zero, book} {
-		b.Release()
+	bin := func(f func(*stored) []byte) arrow.Array {
+		var b [][]byte
+		for _, s := range rows {
+			b = append(b, f(s))
+		}
+		return varBinary(arrow.BinaryTypes.Binary, b)
+	}
+	f32s := func(f func(*stored) []float32) arrow.Array {
+		var b [][]byte
+		for _, s := range rows {
+			b = append(b, arrow.Float32Traits.CastToBytes(f(s)))
+		}
+		return list(arrow.PrimitiveTypes.Float32, b, 4)
+	}
+	var shapes, zeros [][]byte
+	count, bits, qmin := make([]int64, len(rows)), make([]int8, len(rows)), make([]int32, len(rows))
+	for i, s := range rows {
+		shapes = append(shapes, arrow.Int64Traits.CastToBytes(s.shape))
+		zeros = append(zeros, arrow.Int32Traits.CastToBytes(s.zero))
+		count[i], bits[i], qmin[i] = s.count, s.bits, s.qmin
+	}
+	cols := []arrow.Array{
+		str(func(s *stored) string { return s.name }),
+		str(func(s *stored) string { return s.role }),
+		list(arrow.PrimitiveTypes.Int64, shapes, 8),
+		str(func(s *stored) string { return s.encoding }),
+		str(func(s *stored) string { return s.indexFormat }),
+		str(func(s *stored) string { return s.valueFormat }),
+		primitive(arrow.PrimitiveTypes.Int64, arrow.Int64Traits.CastToBytes(count), len(rows)),
+		primitive(arrow.PrimitiveTypes.Int8, arrow.Int8Traits.CastToBytes(bits), len(rows)),
+		primitive(arrow.PrimitiveTypes.Int32, arrow.Int32Traits.CastToBytes(qmin), len(rows)),
+		bin(func(s *stored) []byte { return s.index }),
+		f32s(func(s *stored) []float32 { return s.values }),
+		bin(func(s *stored) []byte { return s.codes }),
+		f32s(func(s *stored) []float32 { return s.scale }),
+		list(arrow.PrimitiveTypes.Int32, zeros, 4),
 	}
 	if k := slices.IndexFunc(schemaFields, func(fd arrow.Field) bool { return fd.Name == drop }); k >= 0 {
 		cols[k].Release()
@@ -200,27 +206,42 @@ func buildRecord(schema *arrow.Schema, rows []*stored, drop string) arrow.Record
 	return rec
 }
 
-// dictionary builds a dictionary-encoded string column.
-func dictionary(vals []string) arrow.Array {
-	mem := memory.DefaultAllocator
-	var words []string
-	idx := array.NewInt8Builder(mem)
-	defer idx.Release()
-	for _, v := range vals {
-		k := slices.Index(words, v)
-		if k < 0 {
-			k = len(words)
-			words = append(words, v)
-		}
-		idx.Append(int8(k))
+// primitive makes a fixed-width array over exactly the given bytes.
+func primitive(t arrow.DataType, b []byte, n int) arrow.Array {
+	d := array.NewData(t, n, []*memory.Buffer{nil, memory.NewBufferBytes(b)}, nil, 0, 0)
+	defer d.Release()
+	return array.MakeFromData(d)
+}
+
+// offsets concatenates byte strings and returns their int32 offsets.
+func offsets(items [][]byte, width int) (offs []int32, data []byte) {
+	offs = make([]int32, 1, len(items)+1)
+	for _, it := range items {
+		data = append(data, it...)
+		offs = append(offs, int32(len(data)/width))
 	}
-	sb := array.NewStringBuilder(mem)
-	defer sb.Release()
-	sb.AppendValues(words, nil)
-	ia, da := idx.NewArray(), sb.NewArray()
-	defer ia.Release()
-	defer da.Release()
-	return array.NewDictionaryArray(dictType, ia, da)
+	return offs, data
+}
+
+// varBinary makes a binary or string array of the items.
+func varBinary(t arrow.DataType, items [][]byte) arrow.Array {
+	offs, data := offsets(items, 1)
+	d := array.NewData(t, len(items), []*memory.Buffer{nil, memory.NewBufferBytes(arrow.Int32Traits.CastToBytes(offs)),
+		memory.NewBufferBytes(data)}, nil, 0, 0)
+	defer d.Release()
+	return array.MakeFromData(d)
+}
+
+// list makes a list array whose elements (of byte width width) are the
+// items' bytes.
+func list(elem arrow.DataType, items [][]byte, width int) arrow.Array {
+	offs, data := offsets(items, width)
+	child := array.NewData(elem, len(data)/width, []*memory.Buffer{nil, memory.NewBufferBytes(data)}, nil, 0, 0)
+	defer child.Release()
+	d := array.NewData(arrow.ListOf(elem), len(items), []*memory.Buffer{nil, memory.NewBufferBytes(arrow.Int32Traits.CastToBytes(offs))},
+		[]arrow.ArrayData{child}, 0, 0)
+	defer d.Release()
+	return array.MakeFromData(d)
 }
 
 // Write encodes a file and writes it atomically: a temporary file in the
@@ -419,13 +440,7 @@ func readRows(rec arrow.RecordBatch) ([]*stored, error) {
 		}
 		cols[fd.Name] = c
 	}
-	str := func(name string, i int) string {
-		d := cols[name].(*array.Dictionary)
-		if d.IsNull(i) {
-			return ""
-		}
-		return d.Dictionary().(*array.String).Value(d.GetValueIndex(i))
-	}
+	str := func(name string, i int) string { return cols[name].(*array.String).Value(i) }
 	f32list := func(name string, i int) []float32 {
 		l := cols[name].(*array.List)
 		lo, hi := l.ValueOffsets(i)
@@ -440,7 +455,7 @@ func readRows(rec arrow.RecordBatch) ([]*stored, error) {
 			count: cols["count"].(*array.Int64).Value(i), bits: cols["bits"].(*array.Int8).Value(i),
 			qmin:  cols["qmin"].(*array.Int32).Value(i),
 			index: cols["index"].(*array.Binary).Value(i), codes: cols["codes"].(*array.Binary).Value(i),
-			values: f32list("values", i), scale: f32list("scale", i), codebook: f32list("codebook", i),
+			values: f32list("values", i), scale: f32list("scale", i),
 		}
 		sl := cols["shape"].(*array.List)
 		lo, hi := sl.ValueOffsets(i)

@@ -85,7 +85,7 @@ func FuzzDecodeTensor(f *testing.F) {
 	f.Fuzz(func(t *testing.T, enc, ixf, vf string, d0, d1, count int64, bits int8, index, codes []byte, channels int) {
 		channels = min(max(channels, 0), 64)
 		s := &stored{shape: []int64{d0, d1}, encoding: enc, indexFormat: ixf, valueFormat: vf, count: count, bits: bits,
-			index: index, codes: codes, scale: make([]float32, channels), zero: make([]int32, channels), codebook: []float32{1, 2, 3}, qmin: -7}
+			index: index, codes: codes, scale: make([]float32, channels), zero: make([]int32, channels), values: []float32{1, 2, 3}, qmin: -7}
 		ten, err := decode(s, 1<<16)
 		if err == nil && len(ten.Data) != int(d0*d1) {
 			t.Fatalf("%d values for shape %v", len(ten.Data), s.shape)

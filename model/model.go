@@ -47,21 +47,21 @@ func (p *Param) Size() int { return p.Value.Shape().TotalSize() }
 
 // Spec is what a recipe's model block decides.
 type Spec struct {
-	Arch   string // "mlp", "lenet300", "lenet5", "teacher"
-	Hidden []int  // hidden sizes: "mlp"; lenet5's fully connected layers (default [500])
-	Conv   []int  // lenet5's filters per convolution (default [20 50]); set by thinning
+	Arch   string `json:"arch"`             // "mlp", "lenet300", "lenet5", "teacher"
+	Hidden []int  `json:"hidden,omitempty"` // hidden sizes: "mlp"; lenet5's fully connected layers (default [500])
+	Conv   []int  `json:"conv,omitempty"`   // lenet5's filters per convolution (default [20 50]); set by thinning
 	// Factors replaces linear layers by two thinner ones (low rank): layer
 	// L becomes L.v (in→rank, no activation) then L.u (rank→out).
-	Factors      []Factor
-	Dropout      float64 // on hidden activations, in training only
-	InputDropout float64 // on the input pixels, in training only
-	Init         string  // "uniform" (PyTorch's default) or "kaiming"
+	Factors      []Factor `json:"factors,omitempty"`
+	Dropout      float64  `json:"dropout,omitempty"`       // on hidden activations, in training only
+	InputDropout float64  `json:"input_dropout,omitempty"` // on the input pixels, in training only
+	Init         string   `json:"init,omitempty"`          // "uniform" (PyTorch's default) or "kaiming"
 }
 
 // Factor is one factorized linear layer.
 type Factor struct {
-	Layer string
-	Rank  int
+	Layer string `json:"layer"`
+	Rank  int    `json:"rank"`
 }
 
 // Archs lists the known architectures.
@@ -69,7 +69,10 @@ var Archs = []string{"mlp", "lenet300", "lenet5", "teacher"}
 
 // Input describes the images a model takes.
 type Input struct {
-	Rows, Cols, Channels, Classes int
+	Rows     int `json:"rows"`
+	Cols     int `json:"cols"`
+	Channels int `json:"channels"`
+	Classes  int `json:"classes"`
 }
 
 // MNISTInput is 28×28 grey-scale with 10 classes (MNIST and Fashion-MNIST).

@@ -1,7 +1,8 @@
 # The flagship: a 784-1200-1200-10 teacher (dropout, shifts) trained first
 # inside the run directory (<run-dir>/teacher), then distilled into
 # LeNet-300-100 while AGP prunes it to 92 % (one global threshold) and its
-# weights learn 8-bit quantization (per channel, from halfway through).
+# weights learn quantization (per channel): 8 bits from halfway through,
+# then 6 and 4 (gradual). Its model.arrow is Deep Compression's 40×.
 # T = 2: a gentle temperature, since high temperatures have cost low-bit
 # students accuracy.
 variable "epochs" {
@@ -63,8 +64,10 @@ job "mnist-lenet300-kd-prune-qat" {
 
   quantize {
     layers      = ["fc1", "fc2", "fc3"]
-    bits        = 8
-    from_epoch  = var.epochs / 2
+    bits           = 8
+    from_epoch     = var.epochs / 2
+    gradual        = [6, 4]
+    gradual_epochs = [var.epochs * 3 / 5, var.epochs * 7 / 10]
     granularity = "per_channel"
     symmetric   = true
   }

@@ -12,15 +12,15 @@ import (
 // Snapshot is a trainer's complete state between two steps: what a
 // checkpoint stores so that a resumed run continues bit for bit.
 type Snapshot struct {
-	Epoch       int   `json:"epoch"`         // zero-based epoch the next step belongs to
-	StepInEpoch int   `json:"step_in_epoch"` // steps of that epoch already done (the data cursor)
+	Epoch       int `json:"epoch"`         // zero-based epoch the next step belongs to
+	StepInEpoch int `json:"step_in_epoch"` // steps of that epoch already done (the data cursor)
 	// EpochStarted says the epoch's start events (factorize, thin) are
 	// done: true for snapshots taken inside an epoch.
-	EpochStarted bool `json:"epoch_started"`
-	Step        int64 `json:"step"`
-	SamplesSeen int64 `json:"samples_seen"`
-	GuardPauses int   `json:"guard_pauses"`
-	WeightBits  int   `json:"weight_bits"`
+	EpochStarted bool  `json:"epoch_started"`
+	Step         int64 `json:"step"`
+	SamplesSeen  int64 `json:"samples_seen"`
+	GuardPauses  int   `json:"guard_pauses"`
+	WeightBits   int   `json:"weight_bits"`
 	// Spec is the architecture at this point (it may have been factorized
 	// or thinned since the start).
 	Spec model.Spec `json:"spec"`

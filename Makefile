@@ -4,21 +4,26 @@
 GO      ?= go
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PKGS := libopenblas0-pthread dataset-fashion-mnist
+JSREADER := checkpoint/testdata/jsreader
 
 .PHONY: demo test deps build bench
 deps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	command -v node >/dev/null && command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	$(GO) mod download
+	@# The JavaScript Arrow reader the checkpoint tests open lathe's files with.
+	@[ -d $(JSREADER)/node_modules/apache-arrow ] || npm ci --prefix $(JSREADER) --no-audit --no-fund --silent
 
 # -buildvcs=true stamps the commit into the binary (manifest.json's git_commit) even where
 # GOFLAGS turns stamping off; outside a git checkout there is nothing to stamp.
 VCS := $(if $(wildcard .git),-buildvcs=true)
 build: deps
 	$(GO) build $(VCS) -o bin/coordinator ./cmd/coordinator
+	$(GO) build $(VCS) -o bin/lathe ./cmd/lathe
 
 demo: build
 	./bin/coordinator --recipe recipes/mnist-lenet300.hcl

@@ -270,6 +270,9 @@ func WriteAtomic(path string, b []byte) error {
 			os.Remove(tmp.Name())
 		}
 	}()
+	if err := tmp.Chmod(0o644); err != nil {
+		return fmt.Errorf("checkpoint: write %s: %w", path, err)
+	}
 	if _, err := tmp.Write(b); err != nil {
 		return fmt.Errorf("checkpoint: write %s: %w", path, err)
 	}

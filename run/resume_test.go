@@ -9,6 +9,9 @@ import (
 	"testing"
 
 	"github.com/lathe-ml/lathe/checkpoint"
+	"github.com/lathe-ml/lathe/compute"
+	"github.com/lathe-ml/lathe/compute/cpu"
+	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/recipes"
 	"github.com/lathe-ml/lathe/trainer"
 )
@@ -67,6 +70,13 @@ const everything = `job "tiny" {
 }
 `
 
+func testSet() (*data.Set, error) {
+	_, test, err := data.Load("mnist", "")
+	return test, err
+}
+
+func cpuEngine() compute.Engine { return cpu.New(cpu.Options{Threads: 2}) }
+
 func weightsOf(t *testing.T, path string) string {
 	t.Helper()
 	f, err := checkpoint.Read(path)
@@ -112,6 +122,26 @@ func TestResumeIsBitIdentical(t *testing.T) {
 	names, err := checkpointFiles(filepath.Join(full, CheckpointDir))
 	if err != nil || len(names) < 10 {
 		t.Fatalf("checkpoints %v %v", names, err)
+	}
+	// The model file alone gives the run's test accuracy: its quantized
+	// weights are the integers the network computed with.
+	mf, err := checkpoint.Read(filepath.Join(full, ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fm, st, err := LoadModel(mf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	test, err := testSet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acc, _, err := trainer.EvaluateModel(fm, cpuEngine(), test, 1000); err != nil || acc != want.TestAccuracy || st.WeightBits["fc1"] != 4 {
+		t.Fatalf("model file: accuracy %v (%v), run %v; bits %v", acc, err, want.TestAccuracy, st.WeightBits)
+	}
+	if want.ModelBytes != mf.Bytes || want.ModelRatio < 4 {
+		t.Fatalf("summary model_bytes %d ratio %v, file %d", want.ModelBytes, want.ModelRatio, mf.Bytes)
 	}
 	final := filepath.Join(full, CheckpointDir, names[len(names)-1])
 	wantModel, wantState := weightsOf(t, filepath.Join(full, ModelFile)), weightsOf(t, final)

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func runLathe(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var o, e bytes.Buffer
+	code = realMain(args, &o, &e)
+	return code, o.String(), e.String()
+}
+
+const seedModel = "../../checkpoint/testdata/model.arrow"
+const seedTraining = "../../checkpoint/testdata/training.arrow"
+
+func TestInspect(t *testing.T) {
+	for _, args := range [][]string{{"inspect", seedModel, "--json"}, {"inspect", "--json", seedModel}} {
+		code, out, errOut := runLathe(t, args...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, errOut)
+		}
+		var in Inspection
+		if err := json.Unmarshal([]byte(out), &in); err != nil {
+			t.Fatal(err)
+		}
+		st, _ := os.Stat(seedModel)
+		params := 784*16 + 16 + 16*10 + 10
+		if in.Kind != "model" || in.FileBytes != int(st.Size()) || in.DenseBytes != 4*params || in.Ratio <= 1 || len(in.WeightsSHA256) != 64 {
+			t.Fatalf("%+v", in)
+		}
+		if fc1 := in.Tensors[0]; fc1.Name != "fc1" || fc1.Encoding != "sparse+quant" || fc1.Bits != 4 || fc1.Sparsity < 0.79 {
+			t.Fatalf("fc1 %+v", fc1)
+		}
+	}
+	// The table, and a training checkpoint: its latent weights differ from
+	// the model file's quantized ones, so their digests differ.
+	code, out, _ := runLathe(t, "inspect", seedTraining)
+	if code != 0 || !strings.Contains(out, "mask/fc1") || !strings.Contains(out, "weights_sha256") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	_, a, _ := runLathe(t, "inspect", seedModel, "--json")
+	_, b, _ := runLathe(t, "inspect", seedTraining, "--json")
+	var ia, ib Inspection
+	json.Unmarshal([]byte(a), &ia)
+	json.Unmarshal([]byte(b), &ib)
+	if ia.WeightsSHA256 == ib.WeightsSHA256 {
+		t.Fatal("quantized and latent weights share a digest")
+	}
+}
+
+func TestEval(t *testing.T) {
+	code, out, errOut := runLathe(t, "eval", "--json", seedModel, "--dataset", "mnist")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var ev Evaluation
+	if err := json.Unmarshal([]byte(out), &ev); err != nil {
+		t.Fatal(err)
+	}
+	// A 16-unit MLP trained on 5 000 images for two epochs, 80 % pruned
+	// and at 4 bits: well above chance.
+	if ev.Samples != 10000 || ev.TestAccuracy < 0.3 || ev.TestAccuracy > 1 || ev.Params != 784*16+16+16*10+10 || ev.Nonzero >= ev.Params/4 {
+		t.Fatalf("%+v", ev)
+	}
+	if code, _, errOut := runLathe(t, "eval", seedTraining); code != 1 || !strings.Contains(errOut, "not a model file") {
+		t.Fatalf("eval of a training checkpoint: exit %d: %s", code, errOut)
+	}
+	if code, _, errOut := runLathe(t, "eval", seedModel, "--dataset", "cifar"); code != 1 || !strings.Contains(errOut, "cifar") {
+		t.Fatalf("unknown dataset: exit %d: %s", code, errOut)
+	}
+}
+
+func TestBadFilesAndUsage(t *testing.T) {
+	b, err := os.ReadFile(seedModel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(t.TempDir(), "cut.arrow")
+	os.WriteFile(bad, b[:len(b)/2], 0o644)
+	if code, _, errOut := runLathe(t, "inspect", bad); code != 1 || !strings.Contains(errOut, bad) || !strings.Contains(errOut, "truncated") {
+		t.Fatalf("truncated: exit %d: %s", code, errOut)
+	}
+	for _, args := range [][]string{{}, {"frob"}, {"inspect"}, {"inspect", "a", "b"}, {"eval", "--nope", seedModel}} {
+		if code, _, _ := runLathe(t, args...); code != 2 {
+			t.Errorf("%v: exit %d, want 2", args, code)
+		}
+	}
+}
+
+func TestLint(t *testing.T) {
+	code, out, errOut := runLathe(t, "lint", "../../recipes/mnist-lenet300-kd-prune-qat.hcl", "-var", "epochs=10")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if !strings.Contains(out, "valid") || !strings.Contains(out, "weight bits") || !strings.Contains(out, "92.00%") {
+		t.Fatalf("lint output:\n%s", out)
+	}
+	r := filepath.Join(t.TempDir(), "r.hcl")
+	os.WriteFile(r, []byte("job \"x\" {\n  epochs = -1\n}\n"), 0o644)
+	if code, _, errOut := runLathe(t, "lint", r); code != 1 || !strings.Contains(errOut, r+":2,") {
+		t.Fatalf("bad recipe: exit %d: %s", code, errOut)
+	}
+}

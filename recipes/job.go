@@ -145,6 +145,10 @@ type Teacher struct {
 	Model  Model
 	Epochs int
 	Count  int
+	// File, when set, is a trained model file (model.arrow) to distil
+	// from instead of training a teacher: an absolute path (a relative one
+	// in a recipe is relative to the recipe's directory).
+	File string
 }
 
 // Distill is the distill block: Hinton's loss at Temperature, weighted by

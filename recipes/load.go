@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -80,7 +81,7 @@ func Parse(src []byte, filename string, vars []string) (*Job, error) {
 	if diags.HasErrors() {
 		return nil, &Error{diags}
 	}
-	d := &decoder{ranges: map[string]hcl.Range{}}
+	d := &decoder{ranges: map[string]hcl.Range{}, filename: filename}
 	values, resolved := d.variables(content.Blocks, vars, filename)
 	if d.diags.HasErrors() {
 		return nil, &Error{d.diags}
@@ -109,9 +110,10 @@ func Parse(src []byte, filename string, vars []string) (*Job, error) {
 }
 
 type decoder struct {
-	ctx    *hcl.EvalContext
-	diags  hcl.Diagnostics
-	ranges map[string]hcl.Range
+	ctx      *hcl.EvalContext
+	diags    hcl.Diagnostics
+	ranges   map[string]hcl.Range
+	filename string
 }
 
 func (d *decoder) errorf(r hcl.Range, summary, detail string, args ...any) {
@@ -797,13 +799,40 @@ func (d *decoder) quantize(b *hcl.Block, j *Job) {
 }
 
 func (d *decoder) teacher(b *hcl.Block, j *Job) {
-	schema := append(slices.Clone(modelSchema), hcl.AttributeSchema{Name: "epochs", Required: true}, hcl.AttributeSchema{Name: "count"})
+	schema := []hcl.AttributeSchema{{Name: "file"}, {Name: "epochs"}, {Name: "count"}}
+	for _, a := range modelSchema {
+		schema = append(schema, hcl.AttributeSchema{Name: a.Name})
+	}
 	c, ok := d.content(b.Body, &hcl.BodySchema{Attributes: schema})
 	if !ok {
 		return
 	}
 	t := &Teacher{Model: Model{Init: "uniform"}, Count: 1}
 	a := attrs{d: d, prefix: "teacher.", m: c.Attributes}
+	if v, at, ok := a.value("file", cty.String); ok {
+		// A trained model file: nothing else describes the teacher.
+		for _, other := range []string{"arch", "hidden", "dropout", "input_dropout", "init", "epochs", "count"} {
+			if o, dup := c.Attributes[other]; dup {
+				d.errorf(o.NameRange, "invalid teacher", "teacher.%s cannot be set with teacher.file (line %d): the file holds the trained teacher", other, at.NameRange.Start.Line)
+				return
+			}
+		}
+		t.File = v.AsString()
+		if !filepath.IsAbs(t.File) && d.filename != "" {
+			t.File = filepath.Join(filepath.Dir(d.filename), t.File)
+		}
+		if abs, err := filepath.Abs(t.File); err == nil {
+			t.File = abs
+		}
+		j.Teacher = t
+		return
+	}
+	for _, req := range []string{"arch", "epochs"} {
+		if _, ok := c.Attributes[req]; !ok {
+			d.errorf(b.DefRange, "invalid teacher", "a teacher block needs arch and epochs (to train the teacher in the run), or file (a trained model.arrow)")
+			return
+		}
+	}
 	modelAttrs(a, &t.Model)
 	a.int("epochs", &t.Epochs, 1, 10000)
 	a.int("count", &t.Count, 1, 16)

@@ -120,7 +120,9 @@ func (j *Job) HCL() []byte {
 			pb.SetAttributeValue("every_epochs", cty.NumberFloatVal(p.EveryEpochs))
 		}
 	}
-	if t := j.Teacher; t != nil {
+	if t := j.Teacher; t != nil && t.File != "" {
+		jb.AppendNewBlock("teacher", nil).Body().SetAttributeValue("file", cty.StringVal(t.File))
+	} else if t != nil {
 		tb := jb.AppendNewBlock("teacher", nil).Body()
 		writeModel(tb, t.Model)
 		tb.SetAttributeValue("epochs", cty.NumberIntVal(int64(t.Epochs)))

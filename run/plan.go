@@ -96,7 +96,11 @@ func DryRun(w io.Writer, job *recipes.Job) error {
 		}
 		var events []string
 		if job.Teacher != nil && e == 1 {
-			events = append(events, fmt.Sprintf("(before: %d× teacher %s, %d epochs)", job.Teacher.Count, job.Teacher.Model.Arch, job.Teacher.Epochs))
+			if job.Teacher.File != "" {
+				events = append(events, "(teacher: "+job.Teacher.File+")")
+			} else {
+				events = append(events, fmt.Sprintf("(before: %d× teacher %s, %d epochs)", job.Teacher.Count, job.Teacher.Model.Arch, job.Teacher.Epochs))
+			}
 		}
 		if s := job.Sensitivity; s != nil && s.AtEpoch == e {
 			events = append(events, "sensitivity (validation split) → per-layer targets")

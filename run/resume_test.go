@@ -231,3 +231,60 @@ func TestResumeIsBitIdentical(t *testing.T) {
 		t.Fatalf("nothing to resume: %v", err)
 	}
 }
+
+// TestTeacherFromModelFile distils from a trained teacher's model.arrow
+// instead of training one in the run.
+func TestTeacherFromModelFile(t *testing.T) {
+	base := t.TempDir()
+	tj, err := recipes.Parse([]byte(`job "t" {
+  epochs     = 1
+  batch      = 256
+  validation = 50000
+  model {
+    arch   = "mlp"
+    hidden = [48]
+  }
+}`), "t.hcl", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, err := Execute(context.Background(), tj, Options{RunDir: filepath.Join(base, "teacher"), Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recipe := filepath.Join(base, "student.hcl")
+	src := withBlock("teacher {\n    file = \"teacher/model.arrow\"\n  }\n  distill {\n    temperature = 2\n  }")
+	if err := os.WriteFile(recipe, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	j, err := recipes.Load(recipe, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.Teacher.File != filepath.Join(base, "teacher", ModelFile) {
+		t.Fatalf("teacher file %q, want it resolved beside the recipe", j.Teacher.File)
+	}
+	sum, err := Execute(context.Background(), j, Options{RunDir: filepath.Join(base, "student"), Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.TeacherTestAccuracy != ts.TestAccuracy || sum.History[0].DistillLoss <= 0 {
+		t.Fatalf("teacher accuracy %v (its run: %v), distillation term %v", sum.TeacherTestAccuracy, ts.TestAccuracy, sum.History[0].DistillLoss)
+	}
+	for _, tc := range []struct{ block, want string }{
+		{"teacher {\n    file = \"x.arrow\"\n    epochs = 3\n  }", "teacher.epochs cannot be set with teacher.file"},
+		{"teacher {\n    hidden = [3]\n  }", "needs arch and epochs"},
+	} {
+		if _, err := recipes.Parse([]byte(withBlock(tc.block)), "tiny.hcl", nil); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v", tc.block, err)
+		}
+	}
+	bad := withBlock("teacher {\n    file = \"missing.arrow\"\n  }\n  distill {\n  }")
+	jb, err := recipes.Parse([]byte(bad), filepath.Join(base, "bad.hcl"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Execute(context.Background(), jb, Options{RunDir: filepath.Join(base, "bad")}); err == nil || !strings.Contains(err.Error(), "missing.arrow") {
+		t.Fatalf("missing teacher file: %v", err)
+	}
+}

@@ -392,6 +392,25 @@ func trainTeachers(ctx context.Context, job *recipes.Job, dir string, opts Optio
 	}
 	var teachers []*model.Model
 	var digests []string
+	if path := job.Teacher.File; path != "" {
+		f, err := checkpoint.Read(path)
+		if err != nil {
+			return nil, nil, job.Errorf("teacher.file", "%v", err)
+		}
+		tm, st, err := LoadModel(f)
+		if err != nil {
+			return nil, nil, job.Errorf("teacher.file", "%s: %v", path, err)
+		}
+		if st.Dataset != job.Dataset {
+			return nil, nil, job.Errorf("teacher.file", "%s was trained on %s, the job trains on %s", path, st.Dataset, job.Dataset)
+		}
+		d := checkpoint.WeightsDigest(f.Tensors)
+		if rp != nil && len(rp.state.Teachers) > 0 && rp.state.Teachers[0] != d {
+			return nil, nil, fmt.Errorf("run: teacher %s is not the model file the checkpoint %s was trained with", path, rp.path)
+		}
+		log.Info("teacher loaded from its model file", "path", path, "params", tm.NumParams())
+		return []*model.Model{tm}, []string{d}, nil
+	}
 	for k := 0; k < job.Teacher.Count; k++ {
 		tj, tdir := teacherJob(job, k), filepath.Join(dir, "teacher")
 		if job.Teacher.Count > 1 {

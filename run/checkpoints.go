@@ -111,7 +111,7 @@ func (c *checkpointer) write(sn *trainer.Snapshot) error {
 	if err != nil {
 		return err
 	}
-	for len(names) > c.job.Checkpoint.Keep {
+	for len(names) > max(c.job.Checkpoint.Keep, 1) {
 		if err := os.Remove(filepath.Join(c.dir, names[0])); err != nil {
 			return fmt.Errorf("run: %w", err)
 		}

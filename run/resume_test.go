@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -209,6 +210,28 @@ func TestResumeIsBitIdentical(t *testing.T) {
 		t.Fatalf("after SIGTERM during step 58: resumed from %d, weights equal %v", got.ResumedFromStep, weightsOf(t, filepath.Join(dir, ModelFile)) == wantModel)
 	}
 
+	// SIGTERM while the teacher trains: the teacher's run checkpoints, and
+	// --resume continues it before the student starts.
+	tdir := filepath.Join(base, "term-teacher")
+	ctx, cancel = context.WithCancel(context.Background())
+	calls := 0
+	_, err = Execute(ctx, job, Options{RunDir: tdir, Threads: 2, Progress: func(trainer.Progress) {
+		if calls++; calls == 10 {
+			cancel()
+		}
+	}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled teacher: %v", err)
+	}
+	if names, _ := checkpointFiles(filepath.Join(tdir, "teacher", CheckpointDir)); len(names) != 1 {
+		out, _ := exec.Command("find", tdir).Output()
+		t.Fatalf("teacher checkpoints after the signal: %v\n%s", names, out)
+	}
+	if _, err := Execute(context.Background(), job, Options{RunDir: tdir, Resume: true}); err != nil ||
+		weightsOf(t, filepath.Join(tdir, ModelFile)) != wantModel {
+		t.Fatalf("resumed after a signal in the teacher: %v", err)
+	}
+
 	// A recipe that changes history is refused; the checkpoint cadence may change.
 	changed, err := recipes.Parse([]byte(strings.Replace(everything, "epochs     = 4", "epochs     = 5", 1)), "tiny.hcl", nil)
 	if err != nil {
@@ -225,10 +248,19 @@ func TestResumeIsBitIdentical(t *testing.T) {
 	if _, err := Execute(context.Background(), cadence, Options{RunDir: dir, Resume: true}); err != nil {
 		t.Fatalf("changed cadence: %v", err)
 	}
-	// Resuming where there is nothing to resume says so.
-	if _, err := Execute(context.Background(), job, Options{RunDir: filepath.Join(base, "empty"), Resume: true}); err == nil ||
-		!strings.Contains(err.Error(), "no valid checkpoint") {
-		t.Fatalf("nothing to resume: %v", err)
+	// Resuming where nothing was written yet starts the run; where only
+	// broken checkpoints are, it refuses.
+	empty := filepath.Join(base, "empty")
+	if got, err := Execute(context.Background(), job, Options{RunDir: empty, Resume: true, Threads: 2}); err != nil || got.ResumedFromStep != 0 ||
+		weightsOf(t, filepath.Join(empty, ModelFile)) != wantModel {
+		t.Fatalf("--resume with nothing to resume: %v", err)
+	}
+	names, _ = checkpointFiles(filepath.Join(empty, CheckpointDir))
+	for _, n := range names {
+		os.WriteFile(filepath.Join(empty, CheckpointDir, n), []byte("ARROW1 torn"), 0o644)
+	}
+	if _, err := Execute(context.Background(), job, Options{RunDir: empty, Resume: true}); err == nil || !strings.Contains(err.Error(), "no valid checkpoint") {
+		t.Fatalf("only broken checkpoints: %v", err)
 	}
 }
 

@@ -153,6 +153,18 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		threads = opts.Threads
 	}
 	var rp *resumePoint
+	resumeTeachers := opts.Resume || opts.ResumeFrom != ""
+	if opts.Resume && opts.ResumeFrom == "" {
+		if names, err := checkpointFiles(filepath.Join(dir, CheckpointDir)); err != nil {
+			return nil, nil, err
+		} else if len(names) == 0 {
+			// Nothing written yet (or killed while a teacher trained, which
+			// resumes on its own): a wrapper that always passes --resume
+			// starts the run.
+			log.Warn("no checkpoint to resume from; starting from the beginning", "dir", filepath.Join(dir, CheckpointDir))
+			opts.Resume = false
+		}
+	}
 	if opts.Resume || opts.ResumeFrom != "" {
 		var f *checkpoint.File
 		path := opts.ResumeFrom
@@ -258,7 +270,7 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		}
 	}
 
-	teachers, digests, err := trainTeachers(ctx, job, dir, opts, rp, log)
+	teachers, digests, err := trainTeachers(ctx, job, dir, opts, resumeTeachers, rp, log)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -385,8 +397,9 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 // (<run-dir>/teacher, or teacher-K for an ensemble) and returns them with
 // the weights digests of their model files. A resumed run loads a
 // teacher whose run finished from its model file — checked against the
-// digest the checkpoint recorded — and resumes or restarts one that did not.
-func trainTeachers(ctx context.Context, job *recipes.Job, dir string, opts Options, rp *resumePoint, log hclog.Logger) ([]*model.Model, []string, error) {
+// digest the checkpoint rp recorded, if any — and resumes or restarts one
+// that did not.
+func trainTeachers(ctx context.Context, job *recipes.Job, dir string, opts Options, resume bool, rp *resumePoint, log hclog.Logger) ([]*model.Model, []string, error) {
 	if job.Teacher == nil {
 		return nil, nil, nil
 	}
@@ -417,14 +430,14 @@ func trainTeachers(ctx context.Context, job *recipes.Job, dir string, opts Optio
 			tdir = filepath.Join(dir, fmt.Sprintf("teacher-%d", k+1))
 		}
 		var tm *model.Model
-		if rp != nil {
+		if resume {
 			if _, err := os.Stat(filepath.Join(tdir, SummaryFile)); err == nil {
 				f, err := checkpoint.Read(filepath.Join(tdir, ModelFile))
 				if err != nil {
 					return nil, nil, fmt.Errorf("run: teacher: %w", err)
 				}
 				d := checkpoint.WeightsDigest(f.Tensors)
-				if k < len(rp.state.Teachers) && rp.state.Teachers[k] != d {
+				if rp != nil && k < len(rp.state.Teachers) && rp.state.Teachers[k] != d {
 					return nil, nil, fmt.Errorf("run: teacher %s: its model file is not the one the checkpoint %s was trained with", tdir, rp.path)
 				}
 				if tm, _, err = LoadModel(f); err != nil {
@@ -438,7 +451,7 @@ func trainTeachers(ctx context.Context, job *recipes.Job, dir string, opts Optio
 			topts := opts
 			topts.RunDir, topts.Policies, topts.ResumeFrom = tdir, nil, ""
 			names, _ := checkpointFiles(filepath.Join(tdir, CheckpointDir))
-			topts.Resume = opts.Resume && len(names) > 0
+			topts.Resume = resume && len(names) > 0
 			var err error
 			if _, tm, err = execute(ctx, tj, topts); err != nil {
 				return nil, nil, fmt.Errorf("run: teacher: %w", err)
@@ -500,7 +513,7 @@ func teacherJob(job *recipes.Job, k int) *recipes.Job {
 	}
 	tj := &recipes.Job{Name: name, Dataset: job.Dataset, Seed: job.Seed + uint64(k), Epochs: job.Teacher.Epochs,
 		Batch: job.Batch, EvalBatch: job.EvalBatch, Validation: job.Validation, Threads: job.Threads,
-		Augment: job.Augment, Model: job.Teacher.Model, Optimizer: job.Optimizer, File: job.File, Ranges: job.Ranges,
+		Augment: job.Augment, Model: job.Teacher.Model, Optimizer: job.Optimizer, File: job.File, Ranges: job.Ranges, Checkpoint: job.Checkpoint,
 		Variables: job.Variables}
 	return tj
 }

@@ -126,6 +126,11 @@ func encodeFile(f *File, version int, drop string) ([]byte, error) {
 	rec := buildRecord(schema, rows, drop)
 	defer rec.Release()
 	var buf bytes.Buffer
+	size := 1 << 16
+	for _, r := range rows {
+		size += r.size() + 64
+	}
+	buf.Grow(size)
 	w, err := ipc.NewFileWriter(&buf, ipc.WithSchema(schema))
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: %w", err)
@@ -139,10 +144,18 @@ func encodeFile(f *File, version int, drop string) ([]byte, error) {
 	b := buf.Bytes()
 	sum := sha256.Sum256(b)
 	digest := hex.EncodeToString(sum[:])
-	if n := bytes.Count(b, []byte(placeholder)); n < 1 {
+	copies := 0
+	for off := 0; ; copies++ {
+		i := bytes.Index(b[off:], []byte(placeholder))
+		if i < 0 {
+			break
+		}
+		copy(b[off+i+len(digestPrefix):], digest)
+		off += i + len(placeholder)
+	}
+	if copies == 0 {
 		return nil, errors.New("checkpoint: checksum placeholder not found in the encoded file")
 	}
-	b = bytes.ReplaceAll(b, []byte(placeholder), []byte(digestPrefix+digest))
 	f.SHA256, f.Bytes, f.FormatVersion = digest, len(b), FormatVersion
 	return b, nil
 }
@@ -216,6 +229,11 @@ func primitive(t arrow.DataType, b []byte, n int) arrow.Array {
 // offsets concatenates byte strings and returns their int32 offsets.
 func offsets(items [][]byte, width int) (offs []int32, data []byte) {
 	offs = make([]int32, 1, len(items)+1)
+	n := 0
+	for _, it := range items {
+		n += len(it)
+	}
+	data = make([]byte, 0, n)
 	for _, it := range items {
 		data = append(data, it...)
 		offs = append(offs, int32(len(data)/width))
@@ -331,32 +349,36 @@ func Verify(b []byte) (string, error) {
 	}
 	pre := []byte(digestPrefix)
 	var digest []byte
-	copies := 0
-	z := slices.Clone(b)
+	zeros := bytes.Repeat([]byte("0"), 64)
+	h := sha256.New()
+	copies, last := 0, 0
 	for off := 0; ; {
-		i := bytes.Index(z[off:], pre)
+		i := bytes.Index(b[off:], pre)
 		if i < 0 {
 			break
 		}
 		at := off + i + len(pre)
-		if at+64 > len(z) {
+		if at+64 > len(b) {
 			break
 		}
-		d := z[at : at+64]
+		d := b[at : at+64]
 		if digest == nil {
 			digest = slices.Clone(d)
 		} else if !bytes.Equal(d, digest) {
 			return "", errors.New("checksum mismatch: the file has been altered (its two checksum copies differ)")
 		}
-		copy(d, bytes.Repeat([]byte("0"), 64))
+		// Hash with the copy read as zeros, without copying the file.
+		h.Write(b[last:at])
+		h.Write(zeros)
+		last = at + 64
 		copies++
 		off = at + 64
 	}
 	if copies == 0 {
 		return "", errors.New("no lathe checksum: not a lathe file, or truncated")
 	}
-	sum := sha256.Sum256(z)
-	if hex.EncodeToString(sum[:]) != string(digest) {
+	h.Write(b[last:])
+	if hex.EncodeToString(h.Sum(nil)) != string(digest) {
 		return "", errors.New("checksum mismatch: the file is truncated or altered")
 	}
 	return string(digest), nil

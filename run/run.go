@@ -67,8 +67,9 @@ type Summary struct {
 	ParamsTotal      int     `json:"params_total"`
 	ParamsNonzero    int     `json:"params_nonzero"`
 	DenseBytes       int     `json:"dense_bytes"`
-	// ModelBytes is the size of model.arrow, and ModelRatio the fp32 size
-	// of the weights it holds divided by it.
+	// ModelBytes is the size of model.arrow, and ModelRatio DenseBytes (the
+	// fp32 size of the model as trained, before any thinning at the end)
+	// divided by it.
 	ModelBytes   int     `json:"model_bytes"`
 	ModelRatio   float64 `json:"model_ratio"`
 	PeakRSSBytes int64   `json:"peak_rss_bytes"`
@@ -380,8 +381,8 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		return nil, nil, err
 	}
 	sum.ModelBytes = mf.Bytes
-	sum.ModelRatio = float64(4*final.NumParams()) / float64(mf.Bytes)
-	log.Info("model file written", "path", filepath.Join(dir, ModelFile), "bytes", mf.Bytes, "dense_bytes", 4*final.NumParams(),
+	sum.ModelRatio = float64(sum.DenseBytes) / float64(mf.Bytes)
+	log.Info("model file written", "path", filepath.Join(dir, ModelFile), "bytes", mf.Bytes, "dense_bytes", sum.DenseBytes,
 		"ratio", fmt.Sprintf("%.1f", sum.ModelRatio))
 	sum.PeakRSSBytes = peakRSS()
 	sum.WallSeconds = time.Since(start).Seconds()

@@ -36,6 +36,8 @@ type Job struct {
 	// neurons and filters after that many epochs; training goes on with the
 	// smaller model.
 	ThinAtEpoch int
+	// Cluster, when set, shares weights by k-means (Deep Compression).
+	Cluster *Cluster
 	// Checkpoint says when training checkpoints are written. It cannot
 	// change a run's history, so a resumed run may change it.
 	Checkpoint Checkpoint
@@ -48,6 +50,14 @@ type Job struct {
 	// where it was set in the recipe; fields left at their defaults point at
 	// the job block.
 	Ranges map[string]hcl.Range
+}
+
+// Cluster is the cluster block: from FromEpoch on, each layer's non-zero
+// weights share Clusters values found by k-means and trained as centroids.
+type Cluster struct {
+	Layers    []string
+	Clusters  int
+	FromEpoch float64
 }
 
 // Checkpoint is the job's checkpoint block.

@@ -319,6 +319,7 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 			{Type: "teacher"},
 			{Type: "distill"},
 			{Type: "checkpoint"},
+			{Type: "cluster"},
 		},
 	})
 	if !ok {
@@ -352,6 +353,14 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 			} else {
 				d.distill(blk, j)
 			}
+			continue
+		}
+		if blk.Type == "cluster" {
+			if j.Cluster != nil {
+				d.errorf(blk.DefRange, "duplicate block", "only one cluster block is allowed")
+				continue
+			}
+			d.cluster(blk, j)
 			continue
 		}
 		if blk.Type == "quantize" {
@@ -407,6 +416,15 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 				a.int("every_steps", &j.Checkpoint.EverySteps, 0, 1<<30)
 				a.int("keep", &j.Checkpoint.Keep, 1, 1000)
 			}
+		}
+	}
+	if cl := j.Cluster; cl != nil {
+		r := d.rangeOf("cluster")
+		switch {
+		case j.ThinAtEpoch > 0 || len(j.Factorize) > 0:
+			d.errorf(r, "invalid cluster", "cluster cannot be combined with thin or factorize blocks (they change the clustered weights' shapes)")
+		case j.Quantize != nil && slices.ContainsFunc(cl.Layers, func(l string) bool { return slices.Contains(j.Quantize.Layers, l) }):
+			d.errorf(r, "invalid cluster", "a layer is both clustered and quantized; choose one way of sharing its values")
 		}
 	}
 	for i, p := range j.Prune {
@@ -729,6 +747,25 @@ func (d *decoder) sensitivity(b *hcl.Block, j *Job) {
 	a.float("tolerance", &s.Tolerance, 0, 1, false)
 	a.int("at_epoch", &s.AtEpoch, 1, j.Epochs)
 	j.Sensitivity = s
+}
+
+func (d *decoder) cluster(b *hcl.Block, j *Job) {
+	d.ranges["cluster"] = b.DefRange
+	c, ok := d.content(b.Body, &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+		{Name: "layers", Required: true}, {Name: "clusters"}, {Name: "from_epoch"}}})
+	if !ok {
+		return
+	}
+	cl := &Cluster{Clusters: 32}
+	a := attrs{d: d, prefix: "cluster.", m: c.Attributes}
+	if v, at, ok := a.value("layers", cty.List(cty.String)); ok {
+		if err := gocty.FromCtyValue(v, &cl.Layers); err != nil || len(cl.Layers) == 0 {
+			d.errorf(at.Expr.Range(), "invalid layers", "cluster.layers must be a non-empty list of layer names")
+		}
+	}
+	a.int("clusters", &cl.Clusters, 2, 255)
+	a.float("from_epoch", &cl.FromEpoch, 0, float64(j.Epochs), false)
+	j.Cluster = cl
 }
 
 func (d *decoder) quantize(b *hcl.Block, j *Job) {

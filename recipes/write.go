@@ -133,6 +133,12 @@ func (j *Job) HCL() []byte {
 		db.SetAttributeValue("temperature", cty.NumberFloatVal(dd.Temperature))
 		db.SetAttributeValue("alpha", cty.NumberFloatVal(dd.Alpha))
 	}
+	if cl := j.Cluster; cl != nil {
+		cb := jb.AppendNewBlock("cluster", nil).Body()
+		cb.SetAttributeValue("layers", stringList(cl.Layers))
+		cb.SetAttributeValue("clusters", cty.NumberIntVal(int64(cl.Clusters)))
+		cb.SetAttributeValue("from_epoch", cty.NumberFloatVal(cl.FromEpoch))
+	}
 	if q := j.Quantize; q != nil {
 		qb := jb.AppendNewBlock("quantize", nil).Body()
 		qb.SetAttributeValue("layers", stringList(q.Layers))

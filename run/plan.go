@@ -37,6 +37,9 @@ func DryRun(w io.Writer, job *recipes.Job) error {
 	if err != nil {
 		return err
 	}
+	if _, err := clusterPolicy(job, m, epochSamples, hclog.NewNullLogger()); err != nil {
+		return err
+	}
 	if _, err := factorizations(job, m); err != nil {
 		return err
 	}
@@ -116,6 +119,9 @@ func DryRun(w io.Writer, job *recipes.Job) error {
 		}
 		if job.ThinAtEpoch == e-1 && job.ThinAtEpoch > 0 {
 			events = append(events, "thin")
+		}
+		if cl := job.Cluster; cl != nil && cl.FromEpoch >= float64(e-1) && cl.FromEpoch < float64(e) {
+			events = append(events, fmt.Sprintf("cluster %s into %d shared values", strings.Join(cl.Layers, ","), cl.Clusters))
 		}
 		row = append(row, strings.Join(events, "; "))
 		fmt.Fprintln(tw, strings.Join(row, "\t"))

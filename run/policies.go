@@ -180,6 +180,21 @@ func sensitivityPolicy(job *recipes.Job, m *model.Model, val *data.Set, prune []
 
 // quantizePolicy sets up the model's quantization controls and the policy
 // that schedules them.
+// clusterPolicy builds the cluster block's weight sharing.
+func clusterPolicy(job *recipes.Job, m *model.Model, epochSamples int64, log hclog.Logger) (*trainer.ClusterPolicy, error) {
+	cl := job.Cluster
+	if cl == nil {
+		return nil, nil
+	}
+	for _, l := range cl.Layers {
+		if _, err := weightIndex(job, m, "cluster.layers", l); err != nil {
+			return nil, err
+		}
+	}
+	return &trainer.ClusterPolicy{Layers: cl.Layers, Clusters: cl.Clusters, Start: int64(cl.FromEpoch * float64(epochSamples)),
+		Logger: log.Named("cluster")}, nil
+}
+
 func quantizePolicy(job *recipes.Job, m *model.Model, epochSamples int64, log hclog.Logger) (*trainer.QuantPolicy, error) {
 	q := job.Quantize
 	if q == nil {

@@ -320,3 +320,48 @@ func TestTeacherFromModelFile(t *testing.T) {
 		t.Fatalf("missing teacher file: %v", err)
 	}
 }
+
+// TestResumeWithClusters resumes a run between two checkpoints taken
+// after k-means weight sharing started; its centroids and assignments
+// continue exactly.
+func TestResumeWithClusters(t *testing.T) {
+	src := withBlock(`checkpoint {
+    every_steps = 8
+    keep        = 100
+  }
+  prune "magnitude" {
+    layers     = ["fc1", "fc2"]
+    target     = 0.6
+    from_epoch = 0
+    to_epoch   = 1
+  }
+  cluster {
+    layers     = ["fc1", "fc2"]
+    clusters   = 16
+    from_epoch = 1.2
+  }`)
+	job, err := recipes.Parse([]byte(src), "tiny.hcl", []string{"epochs=2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := t.TempDir()
+	full := filepath.Join(base, "full")
+	if _, err := Execute(context.Background(), job, Options{RunDir: full, Threads: 2}); err != nil {
+		t.Fatal(err)
+	}
+	names, _ := checkpointFiles(filepath.Join(full, CheckpointDir))
+	at := names[len(names)-2] // late in epoch 2: clustered
+	dir := filepath.Join(base, "killed")
+	if err := os.CopyFS(dir, os.DirFS(full)); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(dir, SummaryFile))
+	os.Remove(filepath.Join(dir, CheckpointDir, names[len(names)-1]))
+	got, err := Execute(context.Background(), job, Options{RunDir: dir, Resume: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ResumedFromStep == 0 || weightsOf(t, filepath.Join(dir, ModelFile)) != weightsOf(t, filepath.Join(full, ModelFile)) {
+		t.Fatalf("resumed from %s (step %d): weights differ", at, got.ResumedFromStep)
+	}
+}

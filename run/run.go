@@ -226,6 +226,13 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	if err != nil {
 		return nil, nil, err
 	}
+	cluster, err := clusterPolicy(job, m, epochSamples, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cluster != nil {
+		policies = append(policies, cluster)
+	}
 	quant, err := quantizePolicy(job, m, epochSamples, log)
 	if err != nil {
 		return nil, nil, err

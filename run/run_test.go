@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/recipes"
 	"github.com/lathe-ml/lathe/trainer"
 )
@@ -458,5 +459,68 @@ func TestTeacherEnsemble(t *testing.T) {
 	}
 	if seeds[0] == seeds[1] || sum.TeacherAgreement == nil || sum.TeacherTestAccuracy < 0.5 {
 		t.Fatalf("teacher seeds %v, agreement %v, ensemble accuracy %v", seeds, sum.TeacherAgreement, sum.TeacherTestAccuracy)
+	}
+}
+
+// TestClusteredWeightsShareValues trains with pruning then k-means weight
+// sharing and checks that each clustered weight holds at most the given
+// number of distinct non-zero values, stays pruned where pruned, and that
+// the model file stores it as a codebook.
+func TestClusteredWeightsShareValues(t *testing.T) {
+	src := withBlock(`prune "magnitude" {
+    layers     = ["fc1", "fc2"]
+    target     = 0.7
+    from_epoch = 0
+    to_epoch   = 1
+  }
+  cluster {
+    layers     = ["fc1", "fc2"]
+    clusters   = 8
+    from_epoch = 1.5
+  }`)
+	j, err := recipes.Parse([]byte(src), "tiny.hcl", []string{"epochs=3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	sum, m, err := execute(context.Background(), j, Options{RunDir: dir, Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range m.Weights() {
+		distinct := map[float32]bool{}
+		zeros := 0
+		for _, v := range w.Data() {
+			if v == 0 {
+				zeros++
+			} else {
+				distinct[v] = true
+			}
+		}
+		if len(distinct) > 8 || len(distinct) < 2 || float64(zeros)/float64(w.Size()) < 0.69 {
+			t.Fatalf("%s: %d distinct values, %d zeros of %d", w.Name, len(distinct), zeros, w.Size())
+		}
+	}
+	if sum.TestAccuracy < 0.8 {
+		t.Fatalf("accuracy %v", sum.TestAccuracy)
+	}
+	f, err := checkpoint.Read(filepath.Join(dir, ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := f.Tensor("fc1").Encoding; e != checkpoint.EncSparseCodebook {
+		t.Fatalf("fc1 stored as %s", e)
+	}
+	for _, tc := range []struct{ block, want string }{
+		{"cluster {\n    layers = [\"fc1\"]\n    clusters = 300\n  }", "cluster.clusters = 300 is outside [2, 255]"},
+		{"cluster {\n    layers = [\"fc9\"]\n  }", "no layer \"fc9\""},
+	} {
+		j, err := recipes.Parse([]byte(withBlock(tc.block)), "tiny.hcl", nil)
+		if err == nil {
+			_, err = Execute(context.Background(), j, Options{RunDir: t.TempDir()})
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("error %v, want %q", err, tc.want)
+		}
 	}
 }

@@ -18,7 +18,9 @@ last() { ls "$1"/checkpoints/step-*.arrow | tail -1; }
 ./bin/coordinator --recipe "$recipe" "$@" --run-dir "$out/killed" --no-progress --threads 2 --checkpoint-every-steps 50 >"$out/killed.log" 2>&1 &
 pid=$!
 sleep "$kill_after"
-kill -KILL $pid
+if ! kill -KILL $pid 2>/dev/null; then
+  echo "the run finished before ${kill_after}s; choose an earlier kill time (logs in $out)"; exit 1
+fi
 wait $pid 2>/dev/null || true
 echo "killed after ${kill_after}s; checkpoints left: $(ls "$out/killed/checkpoints" 2>/dev/null | tr '\n' ' ')"
 ./bin/coordinator --recipe "$recipe" "$@" --run-dir "$out/killed" --no-progress --resume --checkpoint-every-steps 50 >"$out/resumed.log" 2>&1

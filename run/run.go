@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -335,6 +336,11 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		}
 		return nil, nil, err
 	}
+	// The end-of-run evaluations build graphs of their own: free the
+	// training graphs first, and collect between them, so that their
+	// buffers do not pile up before the collector runs.
+	tr.Release()
+	runtime.GC()
 	sum = &Summary{
 		Job: job.Name, Dataset: job.Dataset, Model: job.Model.Arch, Seed: job.Seed, Batch: job.Batch,
 		TestAccuracy: res.TestAccuracy, TestLoss: res.TestLoss, ValAccuracy: res.ValAccuracy, ValLoss: res.ValLoss,
@@ -352,6 +358,7 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	if err := beyondAccuracy(sum, tr.Model(), teachers, eng, test, job.EvalBatch); err != nil {
 		return nil, nil, err
 	}
+	runtime.GC()
 	if n := len(res.Epochs); n > 0 {
 		sum.GuardPauses = res.Epochs[n-1].GuardPauses
 	}
@@ -361,6 +368,7 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		if sum.PTQ, err = ptq(tr.Model(), eng, test, job.EvalBatch, []int{8, 4}); err != nil {
 			return nil, nil, err
 		}
+		runtime.GC()
 	}
 	final := tr.Model()
 	if job.ThinAtEpoch > 0 || slices.ContainsFunc(sum.Layers, func(l model.LayerInfo) bool { return l.StructuredSparsity > 0 }) {

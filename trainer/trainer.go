@@ -263,13 +263,23 @@ func engineOf(e compute.Engine) tensorEngine {
 	return defaultEngine
 }
 
+// Release closes the machines and drops the graphs (their buffers are
+// the bulk of a run's memory) once training is over; Model stays usable.
+func (t *Trainer) Release() {
+	t.Close()
+	t.net, t.grads, t.evalNt, t.evalVM, t.teacherLogits = nil, nil, nil, nil, nil
+	t.vm = nil
+}
+
 // Close releases the machines.
 func (t *Trainer) Close() {
 	for _, vm := range t.teacherVMs {
 		vm.Close()
 	}
 	t.teachers, t.teacherVMs = nil, nil
-	t.vm.Close()
+	if t.vm != nil {
+		t.vm.Close()
+	}
 	if t.evalVM != nil {
 		t.evalVM.Close()
 	}

@@ -64,7 +64,7 @@ type Tensor struct {
 	Encoding    string
 	IndexFormat string
 	ValueFormat string
-	Bits        int // bits per stored code (packed), 0 for float values
+	Bits        int // bits per stored code: packed codes, or a codebook's index width; 0 for float values
 	StoredBytes int // bytes of its index, values, codes and tables
 }
 
@@ -478,6 +478,7 @@ func decode(s *stored, limit int) (*Tensor, error) {
 		}
 		vals = make([]float32, count)
 		if s.encoding == EncCodebook || s.encoding == EncSparseCodebook {
+			t.Bits = max(1, bits.Len(uint(len(s.values)-1))) // the index width the table needs
 			for i, k := range syms {
 				if int(k) >= len(s.values) {
 					return nil, fmt.Errorf("codebook index %d outside a table of %d", k, len(s.values))

@@ -335,8 +335,26 @@ type Net struct {
 	XValue, YValue *tensor.Dense // bound to X and Y; overwrite their data to feed a batch
 	TValue         *tensor.Dense // distillation graphs: the teacher's logits for the batch
 	Dropouts       []*DropoutOp
+	// Hidden holds each hidden linear layer's output (after its activation
+	// and any activation quantization, before dropout), by layer name.
+	Hidden map[string]*G.Node
+	// HValue and HintProjection: distillation graphs with a hint, the
+	// teacher layer's activations for the batch and the projection node.
+	HValue         *tensor.Dense
+	HintProjection *G.Node
 	ce             *softmaxCEOp
 	kd             *distill.LossOp
+	hint           *distill.HintOp
+}
+
+// Hint asks a distillation graph for a hint (feature) term: the student's
+// hidden layer Layer, projected by Projection [its width, TeacherDim], is
+// pulled towards the teacher layer's activations with the given weight.
+type Hint struct {
+	Layer      string
+	TeacherDim int
+	Weight     float64
+	Projection *tensor.Dense
 }
 
 // DistillLoss is the distillation term of the last training batch's loss
@@ -344,6 +362,9 @@ type Net struct {
 func (n *Net) DistillLoss() float64 {
 	if n.kd == nil {
 		return 0
+	}
+	if n.hint != nil {
+		return n.kd.KD + n.hint.Loss
 	}
 	return n.kd.KD
 }
@@ -376,20 +397,20 @@ func (n *Net) Correct() int {
 // training graph has dropout and a loss; an evaluation graph has neither.
 // seed feeds dropout masks.
 func (m *Model) Build(eng compute.Engine, batch int, train bool, seed uint64) (*Net, error) {
-	return m.build(eng, batch, train, seed, nil)
+	return m.build(eng, batch, train, seed, nil, nil)
 }
 
 // BuildKD is Build for a training graph whose loss is knowledge
 // distillation: the teacher's logits for the batch are fed through
 // Net.TValue each step.
-func (m *Model) BuildKD(eng compute.Engine, batch int, seed uint64, kd distill.Config) (*Net, error) {
-	return m.build(eng, batch, true, seed, &kd)
+func (m *Model) BuildKD(eng compute.Engine, batch int, seed uint64, kd distill.Config, hint *Hint) (*Net, error) {
+	return m.build(eng, batch, true, seed, &kd, hint)
 }
 
-func (m *Model) build(eng compute.Engine, batch int, train bool, seed uint64, kd *distill.Config) (*Net, error) {
+func (m *Model) build(eng compute.Engine, batch int, train bool, seed uint64, kd *distill.Config, hint *Hint) (*Net, error) {
 	g := G.NewGraph()
 	features := m.Input.Rows * m.Input.Cols * m.Input.Channels
-	net := &Net{Graph: g, Batch: batch}
+	net := &Net{Graph: g, Batch: batch, Hidden: map[string]*G.Node{}}
 	net.XValue = tensor.New(tensor.Of(tensor.Float32), tensor.WithShape(batch, features))
 	net.X = G.NewMatrix(g, tensor.Float32, G.WithShape(batch, features), G.WithName("x"), G.WithValue(net.XValue))
 	byName := map[string]*G.Node{}
@@ -440,6 +461,9 @@ func (m *Model) build(eng compute.Engine, batch int, train bool, seed uint64, kd
 			}
 		}
 		first = false
+		if l.kind == kindLinear && l.act != Identity {
+			net.Hidden[l.name] = h
+		}
 		if h, err = dropout(h, l.dropout, l.name+".dropout"); err != nil {
 			return nil, err
 		}
@@ -455,6 +479,11 @@ func (m *Model) build(eng compute.Engine, batch int, train bool, seed uint64, kd
 			if net.Loss, err = G.ApplyOp(net.kd, net.Logits, t, net.Y); err != nil {
 				return nil, fmt.Errorf("model: distillation loss: %w", err)
 			}
+			if hint != nil {
+				if err := net.addHint(eng, hint); err != nil {
+					return nil, err
+				}
+			}
 			return net, nil
 		}
 		net.ce = &softmaxCEOp{opBase: newBase("softmax_ce", eng)}
@@ -463,6 +492,29 @@ func (m *Model) build(eng compute.Engine, batch int, train bool, seed uint64, kd
 		}
 	}
 	return net, nil
+}
+
+// addHint adds the hint term to a distillation graph's loss.
+func (n *Net) addHint(eng compute.Engine, hint *Hint) error {
+	hs := n.Hidden[hint.Layer]
+	if hs == nil {
+		return fmt.Errorf("model: hint: no hidden linear layer %q", hint.Layer)
+	}
+	ds := hs.Shape()[1]
+	if !hint.Projection.Shape().Eq(tensor.Shape{ds, hint.TeacherDim}) {
+		return fmt.Errorf("model: hint: projection %v for a layer of width %d and a teacher layer of width %d", hint.Projection.Shape(), ds, hint.TeacherDim)
+	}
+	g := n.Graph
+	n.HValue = tensor.New(tensor.Of(tensor.Float32), tensor.WithShape(n.Batch, hint.TeacherDim))
+	ht := G.NewMatrix(g, tensor.Float32, G.WithShape(n.Batch, hint.TeacherDim), G.WithName("teacher_hint"), G.WithValue(n.HValue))
+	n.HintProjection = G.NewMatrix(g, tensor.Float32, G.WithShape(ds, hint.TeacherDim), G.WithName("hint.projection"), G.WithValue(hint.Projection))
+	n.hint = distill.NewHintOp(eng, hint.Weight, n.Batch, ds, hint.TeacherDim)
+	loss, err := G.ApplyOp(n.hint, n.Loss, hs, n.HintProjection, ht)
+	if err != nil {
+		return fmt.Errorf("model: hint: %w", err)
+	}
+	n.Loss = loss
+	return nil
 }
 
 // quantized returns the weight node, fake-quantized when the model trains

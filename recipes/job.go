@@ -166,6 +166,15 @@ type Teacher struct {
 type Distill struct {
 	Temperature float64
 	Alpha       float64
+	Hint        *Hint
+}
+
+// Hint is the distill block's hint block: feature distillation from the
+// teacher's hidden layer Teacher to the student's hidden layer Student
+// through a learned projection, weighted by Weight.
+type Hint struct {
+	Teacher, Student string
+	Weight           float64
 }
 
 // Quantize is the quantize block: weights of Layers fake-quantized to Bits

@@ -459,6 +459,15 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 	if j.Distill != nil && j.Teacher == nil {
 		d.errorf(d.rangeOf("distill"), "missing teacher", "distillation needs a teacher block (a teacher trained first inside the run)")
 	}
+	if j.Distill != nil && j.Distill.Hint != nil {
+		r := d.rangeOf("distill.hint")
+		switch {
+		case j.Teacher != nil && j.Teacher.Count > 1:
+			d.errorf(r, "invalid hint", "a hint distils one teacher's layer; teacher.count = %d", j.Teacher.Count)
+		case j.ThinAtEpoch > 0 || len(j.Factorize) > 0:
+			d.errorf(r, "invalid hint", "a hint cannot be combined with thin or factorize blocks (they change the student layer's width)")
+		}
+	}
 	if _, ok := seen["model"]; !ok {
 		d.errorf(b.DefRange, "missing model block", "job %q needs a model block with an arch (%s)", j.Name, strings.Join(model.Archs, ", "))
 	}
@@ -882,7 +891,7 @@ func (d *decoder) teacher(b *hcl.Block, j *Job) {
 }
 
 func (d *decoder) distill(b *hcl.Block, j *Job) {
-	c, ok := d.content(b.Body, &hcl.BodySchema{Attributes: names("temperature", "alpha")})
+	c, ok := d.content(b.Body, &hcl.BodySchema{Attributes: names("temperature", "alpha"), Blocks: []hcl.BlockHeaderSchema{{Type: "hint"}}})
 	if !ok {
 		return
 	}
@@ -890,5 +899,27 @@ func (d *decoder) distill(b *hcl.Block, j *Job) {
 	a := attrs{d: d, prefix: "distill.", m: c.Attributes}
 	a.float("temperature", &dd.Temperature, 0, 100, true)
 	a.float("alpha", &dd.Alpha, 0, 1, false)
+	for k, hb := range c.Blocks {
+		if k > 0 {
+			d.errorf(hb.DefRange, "duplicate block", "only one hint block is allowed")
+			continue
+		}
+		d.ranges["distill.hint"] = hb.DefRange
+		hc, ok := d.content(hb.Body, &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+			{Name: "teacher", Required: true}, {Name: "student", Required: true}, {Name: "weight"}}})
+		if !ok {
+			continue
+		}
+		h := &Hint{Weight: 1}
+		ha := attrs{d: d, prefix: "distill.hint.", m: hc.Attributes}
+		if v, _, ok := ha.value("teacher", cty.String); ok {
+			h.Teacher = v.AsString()
+		}
+		if v, _, ok := ha.value("student", cty.String); ok {
+			h.Student = v.AsString()
+		}
+		ha.float("weight", &h.Weight, 0, 1000, true)
+		dd.Hint = h
+	}
 	j.Distill = dd
 }

@@ -132,6 +132,12 @@ func (j *Job) HCL() []byte {
 		db := jb.AppendNewBlock("distill", nil).Body()
 		db.SetAttributeValue("temperature", cty.NumberFloatVal(dd.Temperature))
 		db.SetAttributeValue("alpha", cty.NumberFloatVal(dd.Alpha))
+		if h := dd.Hint; h != nil {
+			hb := db.AppendNewBlock("hint", nil).Body()
+			hb.SetAttributeValue("teacher", cty.StringVal(h.Teacher))
+			hb.SetAttributeValue("student", cty.StringVal(h.Student))
+			hb.SetAttributeValue("weight", cty.NumberFloatVal(h.Weight))
+		}
 	}
 	if cl := j.Cluster; cl != nil {
 		cb := jb.AppendNewBlock("cluster", nil).Body()

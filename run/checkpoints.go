@@ -70,6 +70,12 @@ func (c *checkpointer) trainingFile(sn *trainer.Snapshot, m *model.Model) (*chec
 	for k, buf := range sn.Optimizer {
 		f.Tensors = append(f.Tensors, &checkpoint.Tensor{Name: fmt.Sprintf("optim/%d", k), Role: checkpoint.RoleOptim, Shape: []int{len(buf)}, Data: buf})
 	}
+	if sn.HintProjection != nil {
+		f.Tensors = append(f.Tensors, &checkpoint.Tensor{Name: "hint/projection", Role: checkpoint.RoleState, Shape: []int{len(sn.HintProjection)}, Data: sn.HintProjection})
+		for k, buf := range sn.HintOptimizer {
+			f.Tensors = append(f.Tensors, &checkpoint.Tensor{Name: fmt.Sprintf("hint/optim/%d", k), Role: checkpoint.RoleOptim, Shape: []int{len(buf)}, Data: buf})
+		}
+	}
 	return f, nil
 }
 
@@ -217,6 +223,16 @@ func loadResume(f *checkpoint.File, path string, job *recipes.Job, log hclog.Log
 			break
 		}
 		sn.Optimizer = append(sn.Optimizer, t.Data)
+	}
+	if t := f.Tensor("hint/projection"); t != nil {
+		sn.HintProjection = t.Data
+		for k := 0; ; k++ {
+			o := f.Tensor(fmt.Sprintf("hint/optim/%d", k))
+			if o == nil {
+				break
+			}
+			sn.HintOptimizer = append(sn.HintOptimizer, o.Data)
+		}
 	}
 	return &resumePoint{path: path, state: st, model: m}, nil
 }

@@ -19,8 +19,8 @@ import (
 
 // everything is a recipe with every kind of training state: dropout
 // streams, momentum, masks from a guarded AGP schedule, quantizer controls
-// and activation observers, a distillation teacher, and checkpoints every
-// 10 steps inside the epochs.
+// and activation observers, a distillation teacher with a hint (and its
+// projection), and checkpoints every 10 steps inside the epochs.
 const everything = `job "tiny" {
   epochs     = 4
   batch      = 256
@@ -40,6 +40,11 @@ const everything = `job "tiny" {
   distill {
     temperature = 2
     alpha       = 0.5
+    hint {
+      teacher = "fc1"
+      student = "fc1"
+      weight  = 0.05
+    }
   }
   prune "magnitude" {
     layers       = ["fc1", "fc2"]
@@ -123,6 +128,10 @@ func TestResumeIsBitIdentical(t *testing.T) {
 	names, err := checkpointFiles(filepath.Join(full, CheckpointDir))
 	if err != nil || len(names) < 10 {
 		t.Fatalf("checkpoints %v %v", names, err)
+	}
+	if f, err := checkpoint.Read(filepath.Join(full, CheckpointDir, names[len(names)-1])); err != nil || f.Tensor("hint/projection") == nil ||
+		len(f.Tensor("hint/projection").Data) != 32*48 {
+		t.Fatalf("the hint's projection is not in the checkpoint: %v", err)
 	}
 	// The model file alone gives the run's test accuracy: its quantized
 	// weights are the integers the network computed with.

@@ -206,8 +206,9 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	for _, p := range m.Params {
 		sizes = append(sizes, p.Size())
 	}
-	opt, err := trainer.NewOptimizer(trainer.OptimConfig{Kind: o.Kind, Momentum: o.Momentum, Nesterov: o.Nesterov,
-		WeightDecay: o.WeightDecay, Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps, Engine: eng}, sizes)
+	optCfg := trainer.OptimConfig{Kind: o.Kind, Momentum: o.Momentum, Nesterov: o.Nesterov,
+		WeightDecay: o.WeightDecay, Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps, Engine: eng}
+	opt, err := trainer.NewOptimizer(optCfg, sizes)
 	if err != nil {
 		return nil, nil, job.Errorf("optimizer.kind", "%v", err)
 	}
@@ -295,6 +296,10 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	log.Info("job starting", "job", job.Name, "dataset", job.Dataset, "model", job.Model.Arch, "params", m.NumParams(),
 		"train", train.Len(), "epochs", job.Epochs, "batch", job.Batch, "engine", eng.Name(), "blas", info.BLAS,
 		"core_type", info.CoreType, "threads", info.Threads, "run_dir", dir)
+	hint, err := hintConfig(job, m, teachers, optCfg)
+	if err != nil {
+		return nil, nil, err
+	}
 	ckpt := &checkpointer{dir: filepath.Join(dir, CheckpointDir), job: job, threads: info.Threads, teachers: digests, log: log}
 	every := job.Checkpoint.EverySteps
 	if opts.CheckpointEverySteps > 0 {
@@ -316,7 +321,7 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		Epochs: job.Epochs, Seed: job.Seed, Augment: data.Augment{Shift: job.Augment.Shift}, Optimizer: opt,
 		Policies: append(policies, opts.Policies...),
 		Logger:   log.Named("trainer"), Progress: opts.Progress, EndEpoch: metrics.write, Factorize: factors, ThinAtEpoch: job.ThinAtEpoch,
-		Teachers: teachers, KD: kd,
+		Teachers: teachers, KD: kd, Hint: hint,
 	})
 	if err != nil {
 		return nil, nil, err
@@ -407,6 +412,38 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	log.Info("job done", "test_accuracy", sum.TestAccuracy, "val_accuracy", sum.ValAccuracy,
 		"samples_per_second", int(sum.SamplesPerSecond), "wall_seconds", sum.WallSeconds, "summary", filepath.Join(dir, SummaryFile))
 	return sum, tr.Model(), nil
+}
+
+// hintConfig checks a distill block's hint against the student and the
+// teacher and gives the projection an optimizer like the model's.
+func hintConfig(job *recipes.Job, m *model.Model, teachers []*model.Model, oc trainer.OptimConfig) (*trainer.HintConfig, error) {
+	if job.Distill == nil || job.Distill.Hint == nil {
+		return nil, nil
+	}
+	h := job.Distill.Hint
+	hidden := func(m *model.Model) (names []string, width map[string]int) {
+		width = map[string]int{}
+		ws := m.Weights()
+		for _, w := range ws[:len(ws)-1] { // the last weight makes the logits
+			if len(w.Shape) == 2 {
+				names, width[w.Name] = append(names, w.Name), w.Shape[0]
+			}
+		}
+		return names, width
+	}
+	sn, sw := hidden(m)
+	if sw[h.Student] == 0 {
+		return nil, job.Errorf("distill.hint", "the student (%s) has no hidden linear layer %q (it has %s)", m.Spec.Arch, h.Student, strings.Join(sn, ", "))
+	}
+	tn, tw := hidden(teachers[0])
+	if tw[h.Teacher] == 0 {
+		return nil, job.Errorf("distill.hint", "the teacher (%s) has no hidden linear layer %q (it has %s)", teachers[0].Spec.Arch, h.Teacher, strings.Join(tn, ", "))
+	}
+	opt, err := trainer.NewOptimizer(oc, []int{sw[h.Student] * tw[h.Teacher]})
+	if err != nil {
+		return nil, err
+	}
+	return &trainer.HintConfig{Student: h.Student, Teacher: h.Teacher, Weight: h.Weight, Optimizer: opt}, nil
 }
 
 // trainTeachers trains the recipe's teachers inside the run directory

@@ -524,3 +524,62 @@ func TestClusteredWeightsShareValues(t *testing.T) {
 		}
 	}
 }
+
+// TestHintDistillation trains with a hint between the teacher's and the
+// student's hidden layers: the projection learns (it starts at zero), the
+// distillation term includes the hint, and bad layers are refused with
+// the recipe's position.
+func TestHintDistillation(t *testing.T) {
+	hint := func(teacher, student string) string {
+		return withBlock(`teacher {
+    arch   = "mlp"
+    hidden = [40]
+    epochs = 1
+  }
+  distill {
+    temperature = 2
+    hint {
+      teacher = "` + teacher + `"
+      student = "` + student + `"
+      weight  = 0.02
+    }
+  }`)
+	}
+	j, err := recipes.Parse([]byte(hint("fc1", "fc1")), "tiny.hcl", []string{"epochs=2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	sum, err := Execute(context.Background(), j, Options{RunDir: dir, Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, _ := checkpointFiles(filepath.Join(dir, CheckpointDir))
+	f, err := checkpoint.Read(filepath.Join(dir, CheckpointDir, names[len(names)-1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := f.Tensor("hint/projection")
+	nonzero := 0
+	for _, v := range p.Data {
+		if v != 0 {
+			nonzero++
+		}
+	}
+	if len(p.Data) != 32*40 || nonzero < len(p.Data)/2 || sum.TestAccuracy < 0.8 || sum.History[1].DistillLoss >= sum.History[0].DistillLoss {
+		t.Fatalf("projection %d values (%d non-zero), accuracy %v, distillation terms %v then %v", len(p.Data), nonzero, sum.TestAccuracy,
+			sum.History[0].DistillLoss, sum.History[1].DistillLoss)
+	}
+	for _, tc := range []struct{ teacher, student, want string }{
+		{"fc1", "fc2", `tiny.hcl:21,5: the student (mlp) has no hidden linear layer "fc2" (it has fc1)`},
+		{"fc7", "fc1", `tiny.hcl:21,5: the teacher (mlp) has no hidden linear layer "fc7" (it has fc1)`},
+	} {
+		j, err := recipes.Parse([]byte(hint(tc.teacher, tc.student)), "tiny.hcl", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Execute(context.Background(), j, Options{RunDir: t.TempDir(), Threads: 2}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("error %v, want %q", err, tc.want)
+		}
+	}
+}

@@ -50,6 +50,10 @@ type Snapshot struct {
 	Params    [][]float32 `json:"-"`
 	Masks     [][]byte    `json:"-"`
 	Optimizer [][]float32 `json:"-"`
+	// A hint's projection and its optimizer (nil without a hint).
+	HintProjection     []float32   `json:"-"`
+	HintOptimizer      [][]float32 `json:"-"`
+	HintOptimizerSteps int         `json:"hint_optimizer_steps,omitempty"`
 }
 
 // Stateful is a policy with state of its own to checkpoint.
@@ -75,6 +79,10 @@ func (t *Trainer) snapshot(epoch, stepInEpoch int, res *Result, r running) (*Sna
 		TrainSeconds: r.seconds, Params: s.Params, Masks: s.Masks, Optimizer: t.cfg.Optimizer.State()}
 	for _, d := range t.net.Dropouts {
 		sn.Dropout = append(sn.Dropout, d.Calls)
+	}
+	if t.proj != nil {
+		sn.HintProjection = t.proj.Float32s()
+		sn.HintOptimizer, sn.HintOptimizerSteps = t.cfg.Hint.Optimizer.State(), t.cfg.Hint.Optimizer.Steps()
 	}
 	if len(m.Quant) > 0 {
 		sn.Quant = map[string]compress.QuantControl{}
@@ -121,6 +129,18 @@ func (t *Trainer) restore(sn *Snapshot) error {
 	}
 	if err := t.cfg.Optimizer.Load(sn.Optimizer, sn.OptimizerSteps); err != nil {
 		return err
+	}
+	if (t.proj != nil) != (sn.HintProjection != nil) {
+		return fmt.Errorf("trainer: resume: a hint in only one of the recipe and the checkpoint")
+	}
+	if t.proj != nil {
+		if len(sn.HintProjection) != len(t.proj.Float32s()) {
+			return fmt.Errorf("trainer: resume: hint projection of %d values, want %d", len(sn.HintProjection), len(t.proj.Float32s()))
+		}
+		copy(t.proj.Float32s(), sn.HintProjection)
+		if err := t.cfg.Hint.Optimizer.Load(sn.HintOptimizer, sn.HintOptimizerSteps); err != nil {
+			return err
+		}
 	}
 	s.Step, s.SamplesSeen, s.GuardPauses, s.WeightBits, s.Epoch = sn.Step, sn.SamplesSeen, sn.GuardPauses, sn.WeightBits, sn.Epoch
 	copy(s.Masks, sn.Masks)

@@ -48,6 +48,9 @@ type Config struct {
 	// one teacher, or an ensemble.
 	Teachers []*model.Model
 	KD       *distill.Config
+	// Hint, with KD and one teacher, adds feature distillation between a
+	// teacher layer and a student layer through a learned projection.
+	Hint *HintConfig
 	// ThinAtEpoch > 0 rebuilds the model without its dead neurons and
 	// filters at the start of that (zero-based) epoch, so the rest of the
 	// run trains the smaller model.
@@ -61,6 +64,15 @@ type Config struct {
 	// context's error after the checkpoint).
 	Checkpoint                        func(*Snapshot) error
 	CheckpointEpochs, CheckpointSteps int
+}
+
+// HintConfig is a hint (feature) distillation term: the student's hidden
+// layer Student, times a projection trained by Optimizer (from zero), is
+// pulled towards the teacher's hidden layer Teacher with weight Weight.
+type HintConfig struct {
+	Student, Teacher string
+	Weight           float64
+	Optimizer        Optimizer
 }
 
 // FactorizeAt is one low-rank replacement: at the start of Epoch
@@ -138,6 +150,9 @@ type Trainer struct {
 	evalNt        *model.Net
 	evalVM        G.VM
 	resume        *Snapshot
+	// The hint's projection [student width, teacher width] and its gradient.
+	proj     *tensor.Dense
+	projGrad *G.Node
 }
 
 // New validates the configuration and builds the training graph.
@@ -187,7 +202,13 @@ func (t *Trainer) build() error {
 		if len(t.cfg.Teachers) == 0 {
 			return errors.New("trainer: distillation needs a teacher")
 		}
-		net, err = t.cfg.Model.BuildKD(t.cfg.Engine, t.cfg.Batch, t.cfg.Seed, *t.cfg.KD)
+		var hint *model.Hint
+		if h := t.cfg.Hint; h != nil {
+			if hint, err = t.hint(h); err != nil {
+				return err
+			}
+		}
+		net, err = t.cfg.Model.BuildKD(t.cfg.Engine, t.cfg.Batch, t.cfg.Seed, *t.cfg.KD, hint)
 		for _, tm := range t.cfg.Teachers {
 			if err != nil || len(t.teachers) == len(t.cfg.Teachers) {
 				break
@@ -204,13 +225,47 @@ func (t *Trainer) build() error {
 	if err != nil {
 		return err
 	}
-	grads, err := G.Grad(net.Loss, net.Params...)
+	wrt := net.Params
+	if net.HintProjection != nil {
+		wrt = append(slices.Clip(net.Params), net.HintProjection)
+	}
+	grads, err := G.Grad(net.Loss, wrt...)
 	if err != nil {
 		return fmt.Errorf("trainer: gradients: %w", err)
+	}
+	if net.HintProjection != nil {
+		t.projGrad, grads = grads[len(grads)-1], grads[:len(grads)-1]
 	}
 	t.net, t.grads = net, grads
 	t.vm = G.NewTapeMachine(net.Graph, G.WithEngine(engineOf(t.cfg.Engine)))
 	return nil
+}
+
+// hint checks a hint's layers and returns its graph settings; the
+// projection is made once (zero) and kept across rebuilds.
+func (t *Trainer) hint(h *HintConfig) (*model.Hint, error) {
+	if len(t.cfg.Teachers) != 1 {
+		return nil, fmt.Errorf("trainer: a hint needs exactly one teacher, not %d", len(t.cfg.Teachers))
+	}
+	width := func(m *model.Model, layer string) int {
+		for _, p := range m.Params {
+			if p.Name == layer && !p.Bias && len(p.Shape) == 2 {
+				return p.Shape[0]
+			}
+		}
+		return 0
+	}
+	ds, dt := width(t.cfg.Model, h.Student), width(t.cfg.Teachers[0], h.Teacher)
+	if ds == 0 || dt == 0 {
+		return nil, fmt.Errorf("trainer: hint between teacher layer %q and student layer %q: both must be linear layers", h.Teacher, h.Student)
+	}
+	if t.proj == nil {
+		t.proj = tensor.New(tensor.Of(tensor.Float32), tensor.WithShape(ds, dt))
+	}
+	if !t.proj.Shape().Eq(tensor.Shape{ds, dt}) {
+		return nil, fmt.Errorf("trainer: hint: student layer %s changed width (%d) since the projection was made %v", h.Student, ds, t.proj.Shape())
+	}
+	return &model.Hint{Layer: h.Student, TeacherDim: dt, Weight: h.Weight, Projection: t.proj}, nil
 }
 
 // rebuild switches training to a new model (a factorized or thinned
@@ -468,6 +523,13 @@ func (t *Trainer) step() error {
 		}
 		t.teacherLogits = logits
 		distill.MeanLogits(t.net.TValue.Float32s(), logits...)
+		if h := t.cfg.Hint; h != nil {
+			tn := t.teachers[0].Hidden[h.Teacher]
+			if tn == nil {
+				return fmt.Errorf("trainer: hint: the teacher has no hidden linear layer %q", h.Teacher)
+			}
+			copy(t.net.HValue.Float32s(), f32s(tn.Value()))
+		}
 	}
 	t.vm.Reset()
 	if err := t.vm.RunAll(); err != nil {
@@ -492,6 +554,9 @@ func (t *Trainer) step() error {
 			ErrNonFinite, s.Step+1, s.Epoch+1, s.SamplesSeen, l)
 	}
 	t.cfg.Optimizer.Step(s.Params, s.Grads, s.Masks, float32(s.LR))
+	if t.projGrad != nil {
+		t.cfg.Hint.Optimizer.Step([][]float32{t.proj.Float32s()}, [][]float32{f32s(t.projGrad.Value())}, nil, float32(s.LR))
+	}
 	for _, p := range t.cfg.Policies {
 		if h, ok := p.(AfterUpdater); ok {
 			if err := h.AfterUpdate(s); err != nil {

@@ -394,7 +394,7 @@ func decodeArrow(b []byte) (f *File, err error) {
 	}()
 	rd, err := ipc.NewFileReader(bytes.NewReader(b))
 	if err != nil {
-		return nil, fmt.Errorf("Arrow: %w", err)
+		return nil, fmt.Errorf("reading the Arrow data: %w", err)
 	}
 	defer rd.Close()
 	meta := rd.Schema().Metadata()
@@ -423,7 +423,7 @@ func decodeArrow(b []byte) (f *File, err error) {
 	}
 	rec, err := rd.RecordBatch(0)
 	if err != nil {
-		return nil, fmt.Errorf("Arrow: %w", err)
+		return nil, fmt.Errorf("reading the Arrow data: %w", err)
 	}
 	rows, err := readRows(rec)
 	if err != nil {

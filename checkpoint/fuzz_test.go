@@ -2,37 +2,12 @@ package checkpoint
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
 )
-
-// resign rewrites a file's checksum copies to match its (altered) bytes,
-// so that fuzzing reaches the Arrow and tensor decoders behind the check.
-func resign(b []byte) []byte {
-	b = bytes.Clone(b)
-	pre := []byte(digestPrefix)
-	var at []int
-	for off := 0; ; {
-		i := bytes.Index(b[off:], pre)
-		if i < 0 || off+i+len(pre)+64 > len(b) {
-			break
-		}
-		p := off + i + len(pre)
-		copy(b[p:p+64], bytes.Repeat([]byte("0"), 64))
-		at = append(at, p)
-		off = p + 64
-	}
-	sum := sha256.Sum256(b)
-	for _, p := range at {
-		copy(b[p:], hex.EncodeToString(sum[:]))
-	}
-	return b
-}
 
 // FuzzDecode feeds the reader altered and truncated files: it must
 // return an error, never panic or accept them. The seed corpus is real

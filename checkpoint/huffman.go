@@ -255,7 +255,7 @@ func huffDecode(b []byte, limit int) ([]uint16, error) {
 	b = b[k:]
 	tb := (int(nsym) + 1) / 2
 	if len(b) < tb {
-		return nil, errors.New("Huffman table ends early")
+		return nil, errors.New("entropy-coded stream: its Huffman table ends early")
 	}
 	lens := make([]uint8, nsym)
 	for i := range lens {
@@ -269,7 +269,7 @@ func huffDecode(b []byte, limit int) ([]uint16, error) {
 	b = b[tb:]
 	n, k := binary.Uvarint(b)
 	if k <= 0 || n > uint64(limit) {
-		return nil, fmt.Errorf("Huffman stream claims %d symbols, at most %d fit", n, limit)
+		return nil, fmt.Errorf("entropy-coded stream claims %d symbols, at most %d fit", n, limit)
 	}
 	b = b[k:]
 	// Canonical decoding (as in zlib's puff): count codes per length and
@@ -283,7 +283,7 @@ func huffDecode(b []byte, limit int) ([]uint16, error) {
 	for l := 1; l <= maxCodeLen; l++ {
 		left = left<<1 - count[l]
 		if left < 0 {
-			return nil, errors.New("Huffman table over-subscribed")
+			return nil, errors.New("entropy-coded stream: its Huffman table is over-subscribed")
 		}
 	}
 	var offs [maxCodeLen + 2]int

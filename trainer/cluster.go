@@ -123,16 +123,12 @@ func (p *ClusterPolicy) AfterUpdate(s *State) error {
 
 type clusterState struct {
 	Centroids [][]float32 `json:"centroids"`
-	Assign    [][]byte    `json:"assign"` // base64 in JSON
+	Assign    [][]uint8   `json:"assign"` // base64 in JSON
 }
 
 // SaveState implements Stateful.
 func (p *ClusterPolicy) SaveState() (json.RawMessage, error) {
-	a := make([][]byte, len(p.assign))
-	for i, x := range p.assign {
-		a[i] = x
-	}
-	return json.Marshal(clusterState{Centroids: p.centroids, Assign: a})
+	return json.Marshal(clusterState{Centroids: p.centroids, Assign: p.assign})
 }
 
 // LoadState implements Stateful.
@@ -144,9 +140,6 @@ func (p *ClusterPolicy) LoadState(raw json.RawMessage) error {
 	if len(st.Centroids) != len(st.Assign) {
 		return fmt.Errorf("%d centroid tables for %d assignments", len(st.Centroids), len(st.Assign))
 	}
-	p.centroids, p.assign = st.Centroids, nil
-	for _, a := range st.Assign {
-		p.assign = append(p.assign, a)
-	}
+	p.centroids, p.assign = st.Centroids, st.Assign
 	return nil
 }

@@ -107,8 +107,9 @@ func realMain(args []string, stderr io.Writer) int {
 	if dir == "" {
 		dir = filepath.Join("runs", job.Name)
 	}
-	fmt.Fprintf(os.Stdout, "test accuracy %.4f, val accuracy %.4f, %.0f samples/s, %.1f s\nsummary: %s\n",
-		sum.TestAccuracy, sum.ValAccuracy, sum.SamplesPerSecond, sum.WallSeconds, filepath.Join(dir, run.SummaryFile))
+	fmt.Fprintf(os.Stdout, "test accuracy %.4f, val accuracy %.4f, %.0f samples/s, %.1f s\nsummary: %s\nmodel:   %s (%d bytes, %.1f× smaller than fp32)\n",
+		sum.TestAccuracy, sum.ValAccuracy, sum.SamplesPerSecond, sum.WallSeconds, filepath.Join(dir, run.SummaryFile),
+		filepath.Join(dir, run.ModelFile), sum.ModelBytes, sum.ModelRatio)
 	return 0
 }
 

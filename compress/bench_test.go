@@ -37,3 +37,15 @@ func BenchmarkFakeQuantFC1(b *testing.B) {
 		p.FakeQuant(dst, w, inside)
 	}
 }
+
+// BenchmarkFakeQuantFC1NoFlags is the pass the weight op runs first:
+// without per-element flags (and without clamping where none is needed).
+func BenchmarkFakeQuantFC1NoFlags(b *testing.B) {
+	w := fc1Weights()
+	p := ParamsFor(QuantSpec{Bits: 8, Symmetric: true, PerChannel: true}, w, 300)
+	dst := make([]float32, len(w))
+	b.SetBytes(int64(4 * len(w)))
+	for b.Loop() {
+		p.FakeQuant(dst, w, nil)
+	}
+}

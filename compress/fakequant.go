@@ -121,18 +121,29 @@ func (o *FakeQuantOp) Do(vs ...G.Value) (G.Value, error) {
 		o.Last = o.paramsFor(x)
 	}
 	yd := y.Float32s()
-	if o.Eng != nil {
-		// Each range reports at its first channel; the others stay true.
-		parts := make([]bool, len(o.Last.Scale))
-		for i := range parts {
-			parts[i] = true
-		}
-		o.Eng.Parallel(len(o.Last.Scale), 1, func(c0, c1 int) { parts[c0] = o.Last.FakeQuantChannels(yd, x, o.inside, c0, c1) })
-		o.allInside = !slices.Contains(parts, false)
-	} else {
-		o.allInside = o.Last.FakeQuant(yd, x, o.inside)
+	// First without the per-element flags the straight-through gradient
+	// needs only when some element fell outside the range (rare for
+	// weights); then, if one did, again with them (same output).
+	o.allInside = o.fakeQuant(yd, x, nil)
+	if !o.allInside {
+		o.fakeQuant(yd, x, o.inside)
 	}
 	return y, nil
+}
+
+// fakeQuant runs the weight path's quantize-dequantize, split over the
+// engine by channels, and reports whether every element was in range.
+func (o *FakeQuantOp) fakeQuant(yd, x []float32, inside []bool) bool {
+	if o.Eng == nil {
+		return o.Last.FakeQuant(yd, x, inside)
+	}
+	// Each range reports at its first channel; the others stay true.
+	parts := make([]bool, len(o.Last.Scale))
+	for i := range parts {
+		parts[i] = true
+	}
+	o.Eng.Parallel(len(o.Last.Scale), 1, func(c0, c1 int) { parts[c0] = o.Last.FakeQuantChannels(yd, x, inside, c0, c1) })
+	return !slices.Contains(parts, false)
 }
 
 // paramsFor is ParamsFor with the min/max pass split over the engine.

@@ -86,15 +86,56 @@ func ParamsFor(spec QuantSpec, data []float32, channels int) QuantParams {
 // Plain comparisons: Go's min and max builtins order NaNs and signed zeros
 // and cost several times more per element.
 func MinMax(x []float32) (lo, hi float32) {
-	for _, v := range x {
-		if v < lo {
-			lo = v
+	// Four independent running pairs: the comparisons of one element do not
+	// wait on the previous element's.
+	var l0, l1, l2, l3, h0, h1, h2, h3 float32
+	i := 0
+	for ; i+4 <= len(x); i += 4 {
+		a, b, c, d := x[i], x[i+1], x[i+2], x[i+3]
+		if a < l0 {
+			l0 = a
 		}
-		if v > hi {
-			hi = v
+		if a > h0 {
+			h0 = a
+		}
+		if b < l1 {
+			l1 = b
+		}
+		if b > h1 {
+			h1 = b
+		}
+		if c < l2 {
+			l2 = c
+		}
+		if c > h2 {
+			h2 = c
+		}
+		if d < l3 {
+			l3 = d
+		}
+		if d > h3 {
+			h3 = d
 		}
 	}
-	return lo, hi
+	for ; i < len(x); i++ {
+		if x[i] < l0 {
+			l0 = x[i]
+		}
+		if x[i] > h0 {
+			h0 = x[i]
+		}
+	}
+	for _, l := range [3]float32{l1, l2, l3} {
+		if l < l0 {
+			l0 = l
+		}
+	}
+	for _, h := range [3]float32{h1, h2, h3} {
+		if h > h0 {
+			h0 = h
+		}
+	}
+	return l0, h0
 }
 
 // channel returns the parameters' index for element i of a tensor of n
@@ -144,11 +185,30 @@ func (p QuantParams) FakeQuantChannels(dst, src []float32, inside []bool, c0, c1
 		inv, zf := 1/sc, float32(z)
 		lo, hi := c*per, (c+1)*per
 		s, d := src[lo:hi], dst[lo:hi]
+		d = d[:len(s)]
+		if inside == nil {
+			// Without flags to write, a channel whose integers all land in
+			// range (always so for weights quantized by their own range)
+			// needs no clamping: compute, and redo it clamped if any did not.
+			qlo, qhi := qmin, qmax
+			for i, v := range s {
+				q := roundEven32(v*inv) + zf
+				if q < qlo {
+					qlo = q
+				}
+				if q > qhi {
+					qhi = q
+				}
+				d[i] = (q - zf) * sc
+			}
+			if qlo >= qmin && qhi <= qmax {
+				continue
+			}
+		}
 		var in []bool
 		if inside != nil {
 			in = inside[lo:hi]
 		}
-		d = d[:len(s)]
 		for i, v := range s {
 			// Integers up to 2^24 are exact in float32, so rounding there
 			// equals rounding in float64 for every value that can land in

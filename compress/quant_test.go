@@ -155,3 +155,49 @@ func TestObserverMovesThenFreezes(t *testing.T) {
 		t.Fatalf("params %+v", p)
 	}
 }
+
+// TestFakeQuantWithoutFlagsMatches checks that the pass without
+// per-element flags (which skips clamping where nothing needs it) gives
+// the same bits and the same verdict as the pass with them, for tensors
+// inside and outside the parameters' range, and that MinMax's unrolled
+// loop equals a plain one.
+func TestFakeQuantWithoutFlagsMatches(t *testing.T) {
+	r := rand.New(rand.NewPCG(4, 5))
+	for _, spec := range []QuantSpec{{Bits: 8, Symmetric: true, PerChannel: true}, {Bits: 4, PerChannel: true}, {Bits: 3, Symmetric: true}} {
+		x := make([]float32, 30*37)
+		for i := range x {
+			x[i] = float32(r.NormFloat64())
+		}
+		own := ParamsFor(spec, x, 30)
+		narrow := ParamsFor(spec, x[:len(x)/3], 30) // others fall outside its range
+		for _, p := range []QuantParams{own, narrow} {
+			a, b := make([]float32, len(x)), make([]float32, len(x))
+			in := make([]bool, len(x))
+			allA := p.FakeQuant(a, x, in)
+			allB := p.FakeQuant(b, x, nil)
+			if allA != allB {
+				t.Fatalf("%+v: verdicts %v and %v", spec, allA, allB)
+			}
+			for i := range a {
+				if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
+					t.Fatalf("%+v: element %d: %v with flags, %v without", spec, i, a[i], b[i])
+				}
+			}
+		}
+		for n := 0; n < 11; n++ {
+			lo, hi := MinMax(x[:n])
+			var l, h float32
+			for _, v := range x[:n] {
+				if v < l {
+					l = v
+				}
+				if v > h {
+					h = v
+				}
+			}
+			if lo != l || hi != h {
+				t.Fatalf("MinMax of %d: %v %v, want %v %v", n, lo, hi, l, h)
+			}
+		}
+	}
+}

@@ -529,6 +529,7 @@ func beyondAccuracy(sum *Summary, m *model.Model, teachers []*model.Model, eng c
 		return err
 	}
 	sum.ECE = preds.ECE(15)
+	runtime.GC() // the graph just used is garbage; the next one reuses its memory
 	if len(m.Quant) > 0 {
 		saved := map[string]bool{}
 		for k, c := range m.Quant {

@@ -330,11 +330,45 @@ func TestTeacherFromModelFile(t *testing.T) {
 	}
 }
 
-// TestResumeWithClusters resumes a run between two checkpoints taken
-// after k-means weight sharing started; its centroids and assignments
-// continue exactly.
+// resumesExactly runs a recipe uninterrupted, then again from the
+// checkpoint at position at (negative: from the end) of its step
+// checkpoints as if killed there, and compares the final weights.
+func resumesExactly(t *testing.T, src string, at int, vars ...string) {
+	t.Helper()
+	job, err := recipes.Parse([]byte(src), "tiny.hcl", vars)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := t.TempDir()
+	full := filepath.Join(base, "full")
+	if _, err := Execute(context.Background(), job, Options{RunDir: full, Threads: 2}); err != nil {
+		t.Fatal(err)
+	}
+	names, _ := checkpointFiles(filepath.Join(full, CheckpointDir))
+	if at < 0 {
+		at += len(names)
+	}
+	dir := filepath.Join(base, "killed")
+	if err := os.CopyFS(dir, os.DirFS(full)); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(dir, SummaryFile))
+	for _, n := range names[at+1:] {
+		os.Remove(filepath.Join(dir, CheckpointDir, n))
+	}
+	got, err := Execute(context.Background(), job, Options{RunDir: dir, Resume: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ResumedFromStep == 0 || weightsOf(t, filepath.Join(dir, ModelFile)) != weightsOf(t, filepath.Join(full, ModelFile)) {
+		t.Fatalf("resumed from %s (step %d): weights differ from the uninterrupted run's", names[at], got.ResumedFromStep)
+	}
+}
+
+// TestResumeWithClusters resumes late in the run, after k-means weight
+// sharing started: centroids and assignments continue exactly.
 func TestResumeWithClusters(t *testing.T) {
-	src := withBlock(`checkpoint {
+	resumesExactly(t, withBlock(`checkpoint {
     every_steps = 8
     keep        = 100
   }
@@ -348,29 +382,31 @@ func TestResumeWithClusters(t *testing.T) {
     layers     = ["fc1", "fc2"]
     clusters   = 16
     from_epoch = 1.2
-  }`)
-	job, err := recipes.Parse([]byte(src), "tiny.hcl", []string{"epochs=2"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := t.TempDir()
-	full := filepath.Join(base, "full")
-	if _, err := Execute(context.Background(), job, Options{RunDir: full, Threads: 2}); err != nil {
-		t.Fatal(err)
-	}
-	names, _ := checkpointFiles(filepath.Join(full, CheckpointDir))
-	at := names[len(names)-2] // late in epoch 2: clustered
-	dir := filepath.Join(base, "killed")
-	if err := os.CopyFS(dir, os.DirFS(full)); err != nil {
-		t.Fatal(err)
-	}
-	os.Remove(filepath.Join(dir, SummaryFile))
-	os.Remove(filepath.Join(dir, CheckpointDir, names[len(names)-1]))
-	got, err := Execute(context.Background(), job, Options{RunDir: dir, Resume: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.ResumedFromStep == 0 || weightsOf(t, filepath.Join(dir, ModelFile)) != weightsOf(t, filepath.Join(full, ModelFile)) {
-		t.Fatalf("resumed from %s (step %d): weights differ", at, got.ResumedFromStep)
-	}
+  }`), -2, "epochs=2")
+}
+
+// TestResumeAfterRebuilds resumes after the model was thinned, and after
+// it was factorized, mid-run: the architecture comes from the checkpoint.
+func TestResumeAfterRebuilds(t *testing.T) {
+	resumesExactly(t, withBlock(`checkpoint {
+    every_steps = 10
+    keep        = 100
+  }
+  regularize "group_lasso" {
+    layers   = ["fc1"]
+    groups   = "rows"
+    strength = 0.05
+  }
+  thin {
+    at_epoch = 1
+  }`), -2, "epochs=2")
+	resumesExactly(t, withBlock(`checkpoint {
+    every_steps = 10
+    keep        = 100
+  }
+  factorize {
+    layer    = "fc1"
+    rank     = 8
+    at_epoch = 1
+  }`), -3, "epochs=2")
 }

@@ -203,7 +203,11 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		return nil, nil, job.Errorf("optimizer.lr_schedule", "%v", err)
 	}
 	var sizes []int
-	for _, p := range m.Params {
+	params := m.Params
+	if rp != nil {
+		params = rp.model.Params // the checkpoint's architecture (thinned or factorized since?)
+	}
+	for _, p := range params {
 		sizes = append(sizes, p.Size())
 	}
 	optCfg := trainer.OptimConfig{Kind: o.Kind, Momentum: o.Momentum, Nesterov: o.Nesterov,

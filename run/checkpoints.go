@@ -20,7 +20,8 @@ import (
 
 // CheckpointDir is where a run keeps its training checkpoints:
 // step-NNNNNNNNN.arrow, the newest recipe.checkpoint.keep of them, and
-// best.arrow, the epoch-end checkpoint with the best validation accuracy.
+// best.arrow, the epoch-end checkpoint with the best validation accuracy
+// (runs with a validation split).
 const CheckpointDir = "checkpoints"
 
 // BestCheckpoint is the name of the best checkpoint.
@@ -82,7 +83,9 @@ func (c *checkpointer) trainingFile(sn *trainer.Snapshot, m *model.Model) (*chec
 // write stores a snapshot, keeps the newest files and the best.
 func (c *checkpointer) write(sn *trainer.Snapshot) error {
 	start := time.Now()
-	epochEnd := sn.StepInEpoch == 0 && !sn.EpochStarted && len(sn.History) > 0
+	// The best checkpoint is an epoch-end one, judged on the validation
+	// split (none without one).
+	epochEnd := sn.StepInEpoch == 0 && !sn.EpochStarted && len(sn.History) > 0 && c.job.Validation > 0
 	better := false
 	if epochEnd {
 		v := sn.History[len(sn.History)-1].ValAccuracy

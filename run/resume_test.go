@@ -2,6 +2,7 @@ package run
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -133,6 +134,23 @@ func TestResumeIsBitIdentical(t *testing.T) {
 		len(f.Tensor("hint/projection").Data) != 32*48 {
 		t.Fatalf("the hint's projection is not in the checkpoint: %v", err)
 	}
+	// best.arrow is the epoch-end checkpoint of the best validation accuracy.
+	bf, err := checkpoint.Read(filepath.Join(full, CheckpointDir, BestCheckpoint))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bst TrainingState
+	if err := json.Unmarshal(bf.State, &bst); err != nil {
+		t.Fatal(err)
+	}
+	bestVal, h := 0.0, bst.Snapshot.History
+	for _, e := range want.History {
+		bestVal = max(bestVal, e.ValAccuracy)
+	}
+	if h[len(h)-1].ValAccuracy != bestVal || bst.Snapshot.StepInEpoch != 0 {
+		t.Fatalf("best.arrow holds epoch %d (val %v), the best was %v", len(h), h[len(h)-1].ValAccuracy, bestVal)
+	}
+
 	// The model file alone gives the run's test accuracy: its quantized
 	// weights are the integers the network computed with.
 	mf, err := checkpoint.Read(filepath.Join(full, ModelFile))

@@ -596,3 +596,43 @@ func (m *Model) Layers() []LayerInfo {
 	}
 	return out
 }
+
+// LayerSpec describes one layer of the forward pass for runtimes outside
+// gorgonia (model files carry the list).
+type LayerSpec struct {
+	Name    string `json:"name"`
+	Kind    string `json:"kind"`               // "linear", "conv", "maxpool"
+	Act     string `json:"act"`                // "relu" or "identity"
+	In      int    `json:"in"`                 // input features (linear)
+	Out     int    `json:"out"`                // outputs (linear) or filters (conv)
+	K       int    `json:"k,omitempty"`        // conv kernel
+	InShape []int  `json:"in_shape,omitempty"` // conv, maxpool: [H, W, C] (NHWC)
+}
+
+// Forward lists the layers in the order the forward pass runs them; a
+// layer's weight is the parameter Name and its bias Name+".bias".
+func (m *Model) Forward() []LayerSpec {
+	var out []LayerSpec
+	for _, l := range m.layers {
+		act := "identity"
+		if l.act == ReLU {
+			act = "relu"
+		}
+		s := LayerSpec{Name: l.name, Act: act, Out: l.out, K: l.k}
+		switch l.kind {
+		case kindLinear:
+			s.Kind = "linear"
+			for _, p := range m.Params {
+				if p.Name == l.name {
+					s.In = p.Shape[1]
+				}
+			}
+		case kindConv:
+			s.Kind, s.InShape = "conv", []int{l.in.H, l.in.W, l.in.C}
+		case kindPool:
+			s.Kind, s.InShape, s.Act = "maxpool", []int{l.in.H, l.in.W, l.in.C}, "identity"
+		}
+		out = append(out, s)
+	}
+	return out
+}

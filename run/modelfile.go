@@ -24,13 +24,16 @@ type ModelState struct {
 	Activations map[string]compress.QuantSpec `json:"activations,omitempty"`
 	// WeightBits is each quantized weight's width.
 	WeightBits map[string]int `json:"weight_bits,omitempty"`
+	// Layers is the forward pass, for runtimes that do not rebuild the
+	// architecture from Spec (infer/).
+	Layers []model.LayerSpec `json:"layers"`
 }
 
 // ExportModel makes the model file of a trained model: each weight trained
 // with quantization stored as its integer codes (the exact values the
 // network computed with), every tensor in its smallest exact encoding.
 func ExportModel(m *model.Model, job, dataset string) (*checkpoint.File, error) {
-	st := ModelState{Spec: m.Spec, Input: m.Input, Dataset: dataset}
+	st := ModelState{Spec: m.Spec, Input: m.Input, Dataset: dataset, Layers: m.Forward()}
 	f := &checkpoint.File{Kind: checkpoint.KindModel, Job: job, Version: Version}
 	for _, p := range m.Params {
 		t := &checkpoint.Tensor{Name: p.Name, Role: checkpoint.RoleParam, Shape: slices.Clone(p.Shape), Data: p.Data()}

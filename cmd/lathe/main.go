@@ -3,6 +3,7 @@
 //	lathe inspect FILE [--json]
 //	lathe eval FILE [--dataset mnist|fashion-mnist] [--data-dir DIR] [--json]
 //	lathe lint RECIPE [-var name=value]...
+//	lathe bench FILE [--batch 1,8,64,256] [--json]
 //
 // Flags may come before or after the file argument.
 package main
@@ -22,6 +23,7 @@ import (
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/data"
+	"github.com/lathe-ml/lathe/infer"
 	"github.com/lathe-ml/lathe/recipes"
 	"github.com/lathe-ml/lathe/run"
 	"github.com/lathe-ml/lathe/trainer"
@@ -32,7 +34,9 @@ func main() { os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr)) }
 const usage = `usage:
   lathe inspect FILE [--json]                 tensors, encodings and sizes of a model file or checkpoint
   lathe eval FILE [--dataset D] [--json]      test accuracy of a model file (mnist, fashion-mnist)
-  lathe lint RECIPE [-var name=value]...      validate a recipe and print what happens when`
+  lathe lint RECIPE [-var name=value]...      validate a recipe and print what happens when
+  lathe bench FILE [--batch 1,8,64,256] [--json]
+                                              latency and throughput of a model file in lathe's runtime`
 
 func realMain(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -47,6 +51,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = eval(args[1:], stdout, stderr)
 	case "lint":
 		err = lint(args[1:], stdout, stderr)
+	case "bench":
+		err = bench(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return 0
@@ -203,8 +209,9 @@ type Evaluation struct {
 	Dataset      string  `json:"dataset"`
 	Samples      int     `json:"samples"`
 	TestAccuracy float64 `json:"test_accuracy"`
-	TestLoss     float64 `json:"test_loss"`
+	TestLoss     float64 `json:"test_loss"` // -1 where the runtime does not compute it
 	Params       int     `json:"params"`
+	Runtime      string  `json:"runtime"`
 	Nonzero      int     `json:"nonzero"`
 }
 
@@ -216,6 +223,7 @@ func eval(args []string, stdout, stderr io.Writer) error {
 	dataDir := fs.String("data-dir", "", "directory holding the dataset's IDX files (default: where it is installed)")
 	threads := fs.Int("threads", 0, "compute threads (default: all cores)")
 	batch := fs.Int("batch", 1000, "evaluation batch")
+	runtime := fs.String("runtime", "graph", "graph (the training graph) or infer (lathe's inference runtime; linear models)")
 	path, err := parse(fs, args, "model file")
 	if err != nil {
 		return err
@@ -240,11 +248,32 @@ func eval(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("--batch %d must be positive", *batch)
 	}
 	eng := cpu.New(cpu.Options{Threads: *threads, Logger: hclog.NewNullLogger()})
-	acc, loss, err := trainer.EvaluateModel(m, eng, test, *batch)
-	if err != nil {
-		return err
+	var acc, loss float64
+	switch *runtime {
+	case "graph":
+		if acc, loss, err = trainer.EvaluateModel(m, eng, test, *batch); err != nil {
+			return err
+		}
+	case "infer":
+		im, err := infer.Load(f, eng)
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		classes, err := infer.Predict(im, test, *batch)
+		if err != nil {
+			return err
+		}
+		for i, c := range classes {
+			if c == int(test.Labels[i]) {
+				acc++
+			}
+		}
+		acc /= float64(len(classes))
+		loss = math.NaN() // the runtime reports classes only
+	default:
+		return fmt.Errorf("--runtime %q: graph or infer", *runtime)
 	}
-	ev := Evaluation{File: path, Dataset: ds, Samples: test.Len(), TestAccuracy: acc, TestLoss: loss, Params: m.NumParams()}
+	ev := Evaluation{File: path, Dataset: ds, Samples: test.Len(), TestAccuracy: acc, TestLoss: loss, Params: m.NumParams(), Runtime: *runtime}
 	for _, p := range m.Params {
 		for _, v := range p.Data() {
 			if v != 0 {
@@ -258,8 +287,12 @@ func eval(args []string, stdout, stderr io.Writer) error {
 	if *asJSON {
 		return writeJSON(stdout, ev)
 	}
-	fmt.Fprintf(stdout, "%s on %s test (%d samples): accuracy %.4f, loss %.4f; %d parameters, %d non-zero\n",
-		path, ds, ev.Samples, acc, loss, ev.Params, ev.Nonzero)
+	lossText := fmt.Sprintf("loss %.4f", loss)
+	if math.IsNaN(loss) {
+		lossText = "loss not computed by this runtime"
+	}
+	fmt.Fprintf(stdout, "%s on %s test (%d samples, %s runtime): accuracy %.4f, %s; %d parameters, %d non-zero\n",
+		path, ds, ev.Samples, ev.Runtime, acc, lossText, ev.Params, ev.Nonzero)
 	return nil
 }
 

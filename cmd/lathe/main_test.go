@@ -107,3 +107,30 @@ func TestLint(t *testing.T) {
 		t.Fatalf("bad recipe: exit %d: %s", code, errOut)
 	}
 }
+
+func TestBenchAndInferRuntime(t *testing.T) {
+	code, out, errOut := runLathe(t, "bench", seedModel, "--json", "--batch", "1,32", "--seconds", "0.05")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var b Bench
+	if err := json.Unmarshal([]byte(out), &b); err != nil {
+		t.Fatal(err)
+	}
+	if len(b.Results) != 2 || b.Results[0].Batch != 1 || b.Results[1].Batch != 32 || b.Results[0].P50us <= 0 ||
+		b.Results[0].P99us < b.Results[0].P50us || b.Results[1].SamplesPerSecond <= 0 || len(b.Layers) != 2 || b.Layers[0].Nonzero == 0 {
+		t.Fatalf("%+v", b)
+	}
+	if code, _, errOut := runLathe(t, "bench", seedModel, "--batch", "0"); code != 1 || !strings.Contains(errOut, "positive batch") {
+		t.Fatalf("batch 0: exit %d: %s", code, errOut)
+	}
+	// The runtime's accuracy agrees with the training graph's.
+	var g, r Evaluation
+	_, a, _ := runLathe(t, "eval", seedModel, "--json")
+	_, c, _ := runLathe(t, "eval", seedModel, "--json", "--runtime", "infer")
+	json.Unmarshal([]byte(a), &g)
+	json.Unmarshal([]byte(c), &r)
+	if r.Runtime != "infer" || g.Runtime != "graph" || r.TestLoss != -1 || r.TestAccuracy < g.TestAccuracy-0.001 || r.TestAccuracy > g.TestAccuracy+0.001 {
+		t.Fatalf("graph %+v, runtime %+v", g, r)
+	}
+}

@@ -1,0 +1,38 @@
+package infer
+
+import "github.com/lathe-ml/lathe/data"
+
+// Predict returns the runtime's top-1 class for every sample of a set,
+// feeding it in batches of the given size (the last one partial).
+func Predict(m *Model, set *data.Set, batch int) ([]int, error) {
+	f := set.Features()
+	x := make([]float32, batch*f)
+	labels := make([]float32, batch)
+	b := data.Batcher{Set: set}
+	out := make([]int, 0, set.Len())
+	idx := make([]int, 0, batch)
+	for lo := 0; lo < set.Len(); lo += batch {
+		hi := min(lo+batch, set.Len())
+		idx = idx[:0]
+		for i := lo; i < hi; i++ {
+			idx = append(idx, i)
+		}
+		n := len(idx)
+		b.Fill(x[:n*f], labels[:n], idx, 0)
+		logits, err := m.Forward(x[:n*f], n)
+		if err != nil {
+			return nil, err
+		}
+		for s := 0; s < n; s++ {
+			row := logits[s*m.Classes : (s+1)*m.Classes]
+			best := 0
+			for j, v := range row {
+				if v > row[best] {
+					best = j
+				}
+			}
+			out = append(out, best)
+		}
+	}
+	return out, nil
+}

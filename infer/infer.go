@@ -2,8 +2,8 @@
 // each linear layer as a dense GEMM (OpenBLAS) or a sparse CSR kernel,
 // whichever measured faster on this machine when the model was loaded, at
 // small batches and at large ones; quantized activations with the exact
-// arithmetic training modelled. Convolutional models are not supported
-// yet (Load says so).
+// arithmetic training modelled. Convolutions run as im2col then the same
+// two kernels over the patches; max-pooling is 2×2.
 package infer
 
 import (
@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 	"time"
 
 	"github.com/lathe-ml/lathe/checkpoint"
@@ -27,16 +26,21 @@ const (
 // smallBatch is the largest batch the small-batch kernel choice serves.
 const smallBatch = 8
 
-// Layer is one linear layer of a loaded model.
+// Layer is one layer of a loaded model. For a convolution In is the patch
+// size K·K·C, Out the filters, and the kernels run over every patch.
 type Layer struct {
 	Name    string
+	Kind    string // "linear", "conv", "maxpool"
 	In, Out int
 	ReLU    bool
-	Nonzero int // non-zero weights
+	// Convolutions and pooling: input geometry (NHWC) and kernel size.
+	H, W, C, K int
+	Nonzero    int // non-zero weights
 	// Small and Large are the kernels chosen for batches ≤ 8 and above.
 	Small, Large string
 
 	w, b    []float32
+	col     []float32 // im2col scratch
 	rowPtr  []int32
 	cols    []int32
 	vals    []float32
@@ -60,7 +64,8 @@ type state struct {
 	} `json:"input"`
 	Layers []struct {
 		Name, Kind, Act string
-		In, Out         int
+		In, Out, K      int
+		InShape         []int `json:"in_shape"`
 	} `json:"layers"`
 	Activations map[string]struct {
 		Bits      int
@@ -84,17 +89,36 @@ func Load(f *checkpoint.File, eng compute.Engine) (*Model, error) {
 	m := &Model{Features: st.Input.Rows * st.Input.Cols * st.Input.Channels, Classes: st.Input.Classes, eng: eng}
 	in := m.Features
 	for _, ls := range st.Layers {
-		if ls.Kind != "linear" {
-			return nil, fmt.Errorf("infer: layer %s is a %s layer; the runtime runs linear layers only so far", ls.Name, ls.Kind)
+		l := &Layer{Name: ls.Name, Kind: ls.Kind, ReLU: ls.Act == "relu"}
+		switch ls.Kind {
+		case "linear":
+			l.In, l.Out = ls.In, ls.Out
+		case "conv", "maxpool":
+			if len(ls.InShape) != 3 || ls.InShape[0]*ls.InShape[1]*ls.InShape[2] != in {
+				return nil, fmt.Errorf("infer: layer %s: input shape %v for %d inputs", ls.Name, ls.InShape, in)
+			}
+			l.H, l.W, l.C, l.K = ls.InShape[0], ls.InShape[1], ls.InShape[2], ls.K
+			if ls.Kind == "maxpool" {
+				l.Out = (l.H / 2) * (l.W / 2) * l.C
+				m.Layers = append(m.Layers, l)
+				in = l.Out
+				continue
+			}
+			if l.K <= 0 || l.K > l.H || l.K > l.W {
+				return nil, fmt.Errorf("infer: layer %s: kernel %d for a %dx%d input", ls.Name, l.K, l.H, l.W)
+			}
+			l.In, l.Out = l.K*l.K*l.C, ls.Out
+		default:
+			return nil, fmt.Errorf("infer: layer %s is a %s layer, which the runtime does not run", ls.Name, ls.Kind)
 		}
 		w, b := f.Tensor(ls.Name), f.Tensor(ls.Name+".bias")
-		if w == nil || b == nil || !slices.Equal(w.Shape, []int{ls.Out, ls.In}) || len(b.Data) != ls.Out || ls.In != in {
+		if w == nil || b == nil || len(w.Data) != l.Out*l.In || len(b.Data) != l.Out || (ls.Kind == "linear" && ls.In != in) {
 			return nil, fmt.Errorf("infer: layer %s: weight or bias missing, or shapes that do not chain", ls.Name)
 		}
-		l := &Layer{Name: ls.Name, In: ls.In, Out: ls.Out, ReLU: ls.Act == "relu", w: w.Data, b: b.Data}
-		l.rowPtr = make([]int32, 1, ls.Out+1)
-		for r := 0; r < ls.Out; r++ {
-			for c, v := range w.Data[r*ls.In : (r+1)*ls.In] {
+		l.w, l.b = w.Data, b.Data
+		l.rowPtr = make([]int32, 1, l.Out+1)
+		for r := 0; r < l.Out; r++ {
+			for c, v := range w.Data[r*l.In : (r+1)*l.In] {
 				if v != 0 {
 					l.cols, l.vals = append(l.cols, int32(c)), append(l.vals, v)
 				}
@@ -110,24 +134,35 @@ func Load(f *checkpoint.File, eng compute.Engine) (*Model, error) {
 			l.actQ = newQuantizer(spec.Bits, spec.Symmetric, r.Data[0], r.Data[1])
 		}
 		m.Layers = append(m.Layers, l)
-		in = ls.Out
+		in = l.Out
+		if ls.Kind == "conv" {
+			in = (l.H - l.K + 1) * (l.W - l.K + 1) * l.Out
+		}
 	}
 	if in != m.Classes {
 		return nil, fmt.Errorf("infer: the last layer has %d outputs for %d classes", in, m.Classes)
 	}
 	for _, l := range m.Layers {
-		m.choose(l)
+		if l.Kind != "maxpool" {
+			m.choose(l)
+		}
 	}
 	return m, nil
 }
 
-// choose times both kernels at a small and a large batch and keeps the
-// faster of each.
+// choose times both kernels at a small and a large batch (1 and 64
+// samples: for a convolution, their patch rows) and keeps the faster of
+// each.
 func (m *Model) choose(l *Layer) {
 	l.measure = map[string][2]time.Duration{}
+	rowsPer := 1
+	if l.Kind == "conv" {
+		rowsPer = (l.H - l.K + 1) * (l.W - l.K + 1)
+	}
 	for _, k := range []string{Dense, CSR} {
 		var t [2]time.Duration
-		for i, batch := range []int{1, 64} {
+		for i, samples := range []int{1, 64} {
+			batch := samples * rowsPer
 			x := make([]float32, batch*l.In)
 			for j := range x {
 				x[j] = float32(j%7) * 0.1
@@ -173,18 +208,91 @@ func (m *Model) Forward(x []float32, batch int) ([]float32, error) {
 		if i%2 == 1 {
 			buf = &m.b
 		}
-		if cap(*buf) < batch*l.Out {
-			*buf = make([]float32, batch*l.Out)
+		n := batch * l.outputs()
+		if cap(*buf) < n {
+			*buf = make([]float32, n)
 		}
-		dst := (*buf)[:batch*l.Out]
-		k := l.Large
-		if batch <= smallBatch {
-			k = l.Small
+		dst := (*buf)[:n]
+		switch l.Kind {
+		case "maxpool":
+			l.pool(dst, src, batch)
+		case "conv":
+			// Every output position is a row of patches: the linear kernels
+			// run over batch·OH·OW rows.
+			rows := batch * (l.H - l.K + 1) * (l.W - l.K + 1)
+			if cap(l.col) < rows*l.In {
+				l.col = make([]float32, rows*l.In)
+			}
+			col := l.col[:rows*l.In]
+			per := (l.H - l.K + 1) * (l.W - l.K + 1) * l.In
+			for s := 0; s < batch; s++ {
+				im2col(col[s*per:(s+1)*per], src[s*l.H*l.W*l.C:(s+1)*l.H*l.W*l.C], l.H, l.W, l.C, l.K)
+			}
+			m.run(l, l.kernel(batch), dst, col, rows)
+		default:
+			m.run(l, l.kernel(batch), dst, src, batch)
 		}
-		m.run(l, k, dst, src, batch)
 		src = dst
 	}
 	return src, nil
+}
+
+// kernel is the layer's kernel for a batch.
+func (l *Layer) kernel(batch int) string {
+	if batch <= smallBatch {
+		return l.Small
+	}
+	return l.Large
+}
+
+// outputs is the number of values a layer produces per sample.
+func (l *Layer) outputs() int {
+	if l.Kind == "conv" {
+		return (l.H - l.K + 1) * (l.W - l.K + 1) * l.Out
+	}
+	return l.Out
+}
+
+// im2col lays out the k×k patches of one NHWC image as rows of (ky, kx, c),
+// matching the weights' layout (as the training graph does).
+func im2col(col, x []float32, h, w, c, k int) {
+	oh, ow := h-k+1, w-k+1
+	run := k * c
+	r := 0
+	for oy := 0; oy < oh; oy++ {
+		for ox := 0; ox < ow; ox++ {
+			for ky := 0; ky < k; ky++ {
+				src := ((oy+ky)*w + ox) * c
+				copy(col[r:r+run], x[src:src+run])
+				r += run
+			}
+		}
+	}
+}
+
+// pool is 2×2 max-pooling with stride 2 on NHWC images.
+func (l *Layer) pool(dst, src []float32, batch int) {
+	oh, ow := l.H/2, l.W/2
+	for s := 0; s < batch; s++ {
+		img := src[s*l.H*l.W*l.C : (s+1)*l.H*l.W*l.C]
+		out := dst[s*oh*ow*l.C : (s+1)*oh*ow*l.C]
+		for oy := 0; oy < oh; oy++ {
+			for ox := 0; ox < ow; ox++ {
+				base := ((2*oy)*l.W + 2*ox) * l.C
+				offs := [4]int{base, base + l.C, base + l.W*l.C, base + l.W*l.C + l.C}
+				o := (oy*ow + ox) * l.C
+				for c := 0; c < l.C; c++ {
+					best := img[offs[0]+c]
+					for _, off := range offs[1:] {
+						if v := img[off+c]; v > best {
+							best = v
+						}
+					}
+					out[o+c] = best
+				}
+			}
+		}
+	}
 }
 
 // run applies one layer with the given kernel: y = act(x·Wᵀ + b), then the

@@ -7,6 +7,7 @@ import (
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/data"
+	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/run"
 	"github.com/lathe-ml/lathe/trainer"
 )
@@ -29,11 +30,14 @@ func TestAgreesWithTheTrainingGraph(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, test, err := data.Load("mnist", "")
+	_, full, err := data.Load("mnist", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := trainer.PredictModel(gm, eng, test, 1000)
+	// The first 3 000 test images keep the test short.
+	test := *full
+	test.Images, test.Labels = full.Images[:3000*full.Features()], full.Labels[:3000]
+	want, err := trainer.PredictModel(gm, eng, &test, 1000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +46,7 @@ func TestAgreesWithTheTrainingGraph(t *testing.T) {
 			l.Small, l.Large = kernel, kernel
 		}
 		for _, batch := range []int{1, 256} {
-			got, err := Predict(m, test, batch)
+			got, err := Predict(m, &test, batch)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -71,8 +75,78 @@ func TestRefusesWhatItCannotRun(t *testing.T) {
 		t.Fatalf("a training checkpoint: %v", err)
 	}
 	mf, _ := checkpoint.Read("../checkpoint/testdata/model.arrow")
-	mf.State = []byte(`{"input":{"rows":28,"cols":28,"channels":1,"classes":10},"layers":[{"name":"conv1","kind":"conv"}]}`)
-	if _, err := Load(mf, cpu.New(cpu.Options{Threads: 1})); err == nil || !strings.Contains(err.Error(), "conv layer") {
-		t.Fatalf("a convolution: %v", err)
+	for state, want := range map[string]string{
+		`{"input":{"rows":28,"cols":28,"channels":1,"classes":10},"layers":[{"name":"a1","kind":"attention"}]}`:                    "attention layer, which the runtime does not run",
+		`{"input":{"rows":28,"cols":28,"channels":1,"classes":10},"layers":[{"name":"conv1","kind":"conv","in_shape":[28,28,3]}]}`: "input shape [28 28 3] for 784 inputs",
+		`{"input":{"rows":28,"cols":28,"channels":1,"classes":10}}`:                                                                "lists no layers",
+	} {
+		mf.State = []byte(state)
+		if _, err := Load(mf, cpu.New(cpu.Options{Threads: 1})); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", state, err, want)
+		}
+	}
+}
+
+// TestLeNet5AgreesWithTheTrainingGraph runs a LeNet-5 (convolutions,
+// max-pooling; weights 80 % zero, so both kernels matter) through the
+// runtime and the training graph.
+func TestLeNet5AgreesWithTheTrainingGraph(t *testing.T) {
+	gm, err := model.New(model.Spec{Arch: "lenet5"}, model.MNISTInput, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range gm.Weights() {
+		d := p.Data()
+		for i := range d {
+			if i%5 != 0 {
+				d[i] = 0
+			}
+		}
+	}
+	mf, err := run.ExportModel(gm, "lenet5", "mnist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := checkpoint.Encode(mf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := checkpoint.Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng := cpu.New(cpu.Options{Threads: 2})
+	m, err := Load(f, eng)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, full, err := data.Load("mnist", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first 3 000 test images keep the test short.
+	test := *full
+	test.Images, test.Labels = full.Images[:3000*full.Features()], full.Labels[:3000]
+	want, err := trainer.PredictModel(gm, eng, &test, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kernel := range []string{Dense, CSR} {
+		for _, l := range m.Layers {
+			l.Small, l.Large = kernel, kernel
+		}
+		got, err := Predict(m, &test, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		same := 0
+		for i := range got {
+			if got[i] == want.Class[i] {
+				same++
+			}
+		}
+		if frac := float64(same) / float64(len(got)); frac < 0.999 {
+			t.Fatalf("%s kernels: top-1 agrees with the training graph on %.4f of the images", kernel, frac)
+		}
 	}
 }

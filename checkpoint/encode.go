@@ -15,7 +15,12 @@ const (
 	RoleMask  = "mask"  // a pruning mask: one byte per element, 0 or 1
 	RoleOptim = "optim" // optimizer state
 	RoleState = "state" // other training state (activation ranges, undo values)
+	RoleMeta  = "meta"  // the file's state document (not a tensor)
 )
+
+// StateRow names the row that holds a file's state document: role meta,
+// encoding json, the UTF-8 text in the codes column.
+const StateRow = "lathe.state"
 
 // Encodings, index formats and value formats as they appear in files.
 const (
@@ -26,6 +31,7 @@ const (
 	EncSparseQuant    = "sparse+quant"
 	EncSparseCodebook = "sparse+codebook"
 	EncMask           = "mask"
+	EncJSON           = "json" // the state row
 
 	IndexNone   = "none"
 	IndexBitmap = "bitmap"
@@ -36,6 +42,7 @@ const (
 	ValueF32Huff = "f32_huffman" // float32 values: top two bytes Huffman-coded, low two raw
 	ValuePacked  = "packed"
 	ValueHuffman = "huffman"
+	ValueUTF8    = "utf8" // the state row's text
 )
 
 // Quant says that a tensor's values are quantized: element i (of channel

@@ -41,7 +41,6 @@ const (
 	keyKind          = "lathe.kind"
 	keyVersion       = "lathe.version"
 	keyJob           = "lathe.job"
-	keyState         = "lathe.state"
 	keySHA           = "lathe.sha256"
 	formatName       = "lathe"
 	// digestPrefix starts the checksum's value, so that a reader finds
@@ -57,7 +56,8 @@ type File struct {
 	Version       string // lathe version that wrote it
 	FormatVersion int    // filled by Read
 	// State is a JSON document: for training checkpoints the run's state,
-	// for model files the architecture.
+	// for model files the architecture. Files hold it in a row of its own
+	// (StateRow).
 	State   []byte
 	Tensors []*Tensor
 	// Filled by Read and Encode.
@@ -106,7 +106,7 @@ func encodeFile(f *File, version int, drop string) ([]byte, error) {
 	rows := make([]*stored, len(f.Tensors))
 	names := map[string]bool{}
 	for i, t := range f.Tensors {
-		if names[t.Name] {
+		if names[t.Name] || t.Name == StateRow {
 			return nil, fmt.Errorf("checkpoint: two tensors named %q", t.Name)
 		}
 		names[t.Name] = true
@@ -117,10 +117,14 @@ func encodeFile(f *File, version int, drop string) ([]byte, error) {
 		rows[i] = s
 		t.Encoding, t.IndexFormat, t.ValueFormat, t.Bits, t.StoredBytes = s.encoding, s.indexFormat, s.valueFormat, int(s.bits), s.size()
 	}
+	// The state document is a row of its own (role meta): schema metadata
+	// is stored twice in an Arrow file, rows once.
+	rows = append(rows, &stored{name: StateRow, role: RoleMeta, shape: []int64{int64(len(f.State))}, encoding: EncJSON,
+		indexFormat: IndexNone, valueFormat: ValueUTF8, count: int64(len(f.State)), codes: f.State})
 	placeholder := digestPrefix + string(bytes.Repeat([]byte("0"), 64))
 	meta := arrow.NewMetadata(
-		[]string{keyFormat, keyFormatVersion, keyKind, keyVersion, keyJob, keyState, keySHA},
-		[]string{formatName, strconv.Itoa(version), f.Kind, f.Version, f.Job, string(f.State), placeholder})
+		[]string{keyFormat, keyFormatVersion, keyKind, keyVersion, keyJob, keySHA},
+		[]string{formatName, strconv.Itoa(version), f.Kind, f.Version, f.Job, placeholder})
 	fields := slices.DeleteFunc(slices.Clone(schemaFields), func(fd arrow.Field) bool { return fd.Name == drop })
 	schema := arrow.NewSchema(fields, &meta)
 	rec := buildRecord(schema, rows, drop)
@@ -414,7 +418,7 @@ func decodeArrow(b []byte) (f *File, err error) {
 	if v > FormatVersion || v < 1 {
 		return nil, fmt.Errorf("format version %d; this lathe reads versions 1 to %d (upgrade lathe)", v, FormatVersion)
 	}
-	f = &File{Kind: get(keyKind), Job: get(keyJob), Version: get(keyVersion), State: []byte(get(keyState)), FormatVersion: v}
+	f = &File{Kind: get(keyKind), Job: get(keyJob), Version: get(keyVersion), FormatVersion: v}
 	if f.Kind != KindModel && f.Kind != KindTraining {
 		return nil, fmt.Errorf("unknown file kind %q", f.Kind)
 	}
@@ -433,11 +437,21 @@ func decodeArrow(b []byte) (f *File, err error) {
 	// tails: cap decoded tensors at 4096 elements per file byte.
 	limit := max(1<<16, 4096*len(b))
 	for _, s := range rows {
+		if s.role == RoleMeta {
+			if s.name != StateRow || s.encoding != EncJSON || f.State != nil {
+				return nil, fmt.Errorf("unexpected meta row %q (%s)", s.name, s.encoding)
+			}
+			f.State = s.codes
+			continue
+		}
 		t, err := decode(s, limit)
 		if err != nil {
 			return nil, fmt.Errorf("tensor %q: %w", s.name, err)
 		}
 		f.Tensors = append(f.Tensors, t)
+	}
+	if f.State == nil {
+		return nil, errors.New("no state row")
 	}
 	return f, nil
 }

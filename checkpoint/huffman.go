@@ -200,9 +200,43 @@ func canonical(lens []uint8) []uint32 {
 	return codes
 }
 
+// lengthNibbles writes code lengths as nibbles: a length 1–15 as itself;
+// a run of r unused symbols (1–16) as 0 followed by r−1.
+func lengthNibbles(lens []uint8) []uint8 {
+	var out []uint8
+	for i := 0; i < len(lens); {
+		if lens[i] != 0 {
+			out = append(out, lens[i])
+			i++
+			continue
+		}
+		r := 0
+		for i < len(lens) && lens[i] == 0 && r < 16 {
+			i++
+			r++
+		}
+		out = append(out, 0, uint8(r-1))
+	}
+	return out
+}
+
+// packNibbles packs nibbles two to a byte, high first, padding with 0.
+func packNibbles(n []uint8) []byte {
+	out := make([]byte, 0, (len(n)+1)/2)
+	for i := 0; i < len(n); i += 2 {
+		b := n[i] << 4
+		if i+1 < len(n) {
+			b |= n[i+1]
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
 // huffEncode entropy-codes symbols (< maxSymbols): a table of code lengths
-// (the alphabet size as a uvarint, then one nibble per symbol), the symbol
-// count as a uvarint, then the bit stream.
+// (the alphabet size as a uvarint, then the lengths as nibbles with runs
+// of unused symbols shortened, see lengthNibbles), the symbol count as a
+// uvarint, then the bit stream.
 func huffEncode(syms []uint16) []byte {
 	nsym := 1
 	counts := make([]int, maxSymbols)
@@ -213,13 +247,7 @@ func huffEncode(syms []uint16) []byte {
 	lens := huffmanLengths(counts[:nsym])
 	codes := canonical(lens)
 	out := binary.AppendUvarint(nil, uint64(nsym))
-	for i := 0; i < nsym; i += 2 {
-		b := lens[i] << 4
-		if i+1 < nsym {
-			b |= lens[i+1]
-		}
-		out = append(out, b)
-	}
+	out = append(out, packNibbles(lengthNibbles(lens))...)
 	out = binary.AppendUvarint(out, uint64(len(syms)))
 	w := bitWriter{buf: out}
 	for _, s := range syms {
@@ -241,7 +269,7 @@ func huffSize(syms []uint16) int {
 	for s, n := range counts[:nsym] {
 		bits += n * int(lens[s])
 	}
-	return uvarintLen(uint64(nsym)) + (nsym+1)/2 + uvarintLen(uint64(len(syms))) + (bits+7)/8
+	return uvarintLen(uint64(nsym)) + (len(lengthNibbles(lens))+1)/2 + uvarintLen(uint64(len(syms))) + (bits+7)/8
 }
 
 func uvarintLen(v uint64) int { return len(binary.AppendUvarint(nil, v)) }
@@ -253,20 +281,40 @@ func huffDecode(b []byte, limit int) ([]uint16, error) {
 		return nil, errors.New("bad Huffman table size")
 	}
 	b = b[k:]
-	tb := (int(nsym) + 1) / 2
-	if len(b) < tb {
-		return nil, errors.New("entropy-coded stream: its Huffman table ends early")
-	}
-	lens := make([]uint8, nsym)
-	for i := range lens {
-		v := b[i/2]
+	nib := func(i int) (uint8, bool) {
+		if i/2 >= len(b) {
+			return 0, false
+		}
 		if i%2 == 0 {
-			lens[i] = v >> 4
-		} else {
-			lens[i] = v & 15
+			return b[i/2] >> 4, true
+		}
+		return b[i/2] & 15, true
+	}
+	lens := make([]uint8, 0, nsym)
+	i := 0
+	for len(lens) < int(nsym) {
+		v, ok := nib(i)
+		if !ok {
+			return nil, errors.New("entropy-coded stream: its Huffman table ends early")
+		}
+		i++
+		if v != 0 {
+			lens = append(lens, v)
+			continue
+		}
+		r, ok := nib(i)
+		if !ok {
+			return nil, errors.New("entropy-coded stream: its Huffman table ends early")
+		}
+		i++
+		if len(lens)+int(r)+1 > int(nsym) {
+			return nil, errors.New("entropy-coded stream: its Huffman table runs past its alphabet")
+		}
+		for range int(r) + 1 {
+			lens = append(lens, 0)
 		}
 	}
-	b = b[tb:]
+	b = b[(i+1)/2:]
 	n, k := binary.Uvarint(b)
 	if k <= 0 || n > uint64(limit) {
 		return nil, fmt.Errorf("entropy-coded stream claims %d symbols, at most %d fit", n, limit)

@@ -14,6 +14,7 @@ import (
 
 type jsOutput struct {
 	Metadata map[string]string `json:"metadata"`
+	State    string            `json:"state"`
 	Rows     []struct {
 		Name     string `json:"name"`
 		Role     string `json:"role"`
@@ -82,7 +83,7 @@ func TestIndependentReader(t *testing.T) {
 			t.Fatal(err)
 		}
 		js := jsRead(t, tc.path, tc.tensor)
-		if js.Metadata["lathe.sha256"] != "sha256:"+f.SHA256 || js.Metadata["lathe.kind"] != f.Kind {
+		if js.Metadata["lathe.sha256"] != "sha256:"+f.SHA256 || js.Metadata["lathe.kind"] != f.Kind || js.State != string(f.State) {
 			t.Errorf("%s: metadata %v", tc.path, js.Metadata)
 		}
 		if len(js.Rows) != len(f.Tensors) {

@@ -22,8 +22,6 @@ type ModelState struct {
 	// Activations holds, per layer, the quantization of its output (the
 	// frozen observer's range is the tensor "act/<layer>").
 	Activations map[string]compress.QuantSpec `json:"activations,omitempty"`
-	// WeightBits is each quantized weight's width.
-	WeightBits map[string]int `json:"weight_bits,omitempty"`
 	// Layers is the forward pass, for runtimes that do not rebuild the
 	// architecture from Spec (infer/).
 	Layers []model.LayerSpec `json:"layers"`
@@ -33,7 +31,12 @@ type ModelState struct {
 // with quantization stored as its integer codes (the exact values the
 // network computed with), every tensor in its smallest exact encoding.
 func ExportModel(m *model.Model, job, dataset string) (*checkpoint.File, error) {
-	st := ModelState{Spec: m.Spec, Input: m.Input, Dataset: dataset, Layers: m.Forward()}
+	// Only what inference needs of the architecture: no dropout, no
+	// initialisation (the file is read by size-conscious runtimes too; a
+	// quantized weight's width is in its tensor).
+	spec := m.Spec
+	spec.Dropout, spec.InputDropout, spec.Init = 0, 0, ""
+	st := ModelState{Spec: spec, Input: m.Input, Dataset: dataset, Layers: m.Forward()}
 	f := &checkpoint.File{Kind: checkpoint.KindModel, Job: job, Version: Version}
 	for _, p := range m.Params {
 		t := &checkpoint.Tensor{Name: p.Name, Role: checkpoint.RoleParam, Shape: slices.Clone(p.Shape), Data: p.Data()}
@@ -43,10 +46,6 @@ func ExportModel(m *model.Model, job, dataset string) (*checkpoint.File, error) 
 			t.Data = make([]float32, len(codes))
 			qp.Dequantize(t.Data, codes)
 			t.Quant = &checkpoint.Quant{Bits: ctl.Spec.Bits, QMin: qp.QMin, Scale: qp.Scale, Zero: qp.Zero, Codes: codes}
-			if st.WeightBits == nil {
-				st.WeightBits = map[string]int{}
-			}
-			st.WeightBits[p.Name] = ctl.Spec.Bits
 		}
 		f.Tensors = append(f.Tensors, t)
 	}

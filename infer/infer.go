@@ -48,7 +48,8 @@ type Layer struct {
 	measure map[string][2]time.Duration
 }
 
-// Model is a loaded model file.
+// Model is a loaded model file. It reuses its buffers between calls, so
+// one Model serves one goroutine at a time.
 type Model struct {
 	Layers   []*Layer
 	Features int // inputs per sample

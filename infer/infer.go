@@ -1,7 +1,7 @@
 // Package infer runs model files (model.arrow) without the training graph:
 // each linear layer as a dense GEMM (OpenBLAS) or a sparse CSR kernel,
 // whichever measured faster on this machine when the model was loaded, at
-// small batches and at large ones; quantized activations with the exact
+// batches of 1, 8 and 64 (a batch uses the choice at the nearest); quantized activations with the exact
 // arithmetic training modelled. Convolutions run as im2col then the same
 // two kernels over the patches; max-pooling is 2×2.
 package infer
@@ -23,8 +23,10 @@ const (
 	CSR   = "csr"   // only the non-zero weights, row by row
 )
 
-// smallBatch is the largest batch the small-batch kernel choice serves.
-const smallBatch = 8
+// Probes are the batch sizes at which each layer's kernels are timed at
+// load; a batch runs with the choice made at the probe nearest to it (on a
+// log scale).
+var Probes = []int{1, 8, 64}
 
 // Layer is one layer of a loaded model. For a convolution In is the patch
 // size K·K·C, Out the filters, and the kernels run over every patch.
@@ -36,8 +38,8 @@ type Layer struct {
 	// Convolutions and pooling: input geometry (NHWC) and kernel size.
 	H, W, C, K int
 	Nonzero    int // non-zero weights
-	// Small and Large are the kernels chosen for batches ≤ 8 and above.
-	Small, Large string
+	// Kernels holds the kernel chosen at each of Probes.
+	Kernels []string
 
 	w, b    []float32
 	col     []float32 // im2col scratch
@@ -45,7 +47,7 @@ type Layer struct {
 	cols    []int32
 	vals    []float32
 	actQ    *quantizer // activation quantization after the layer, if any
-	measure map[string][2]time.Duration
+	measure map[string][]time.Duration
 }
 
 // Model is a loaded model file. It reuses its buffers between calls, so
@@ -151,18 +153,16 @@ func Load(f *checkpoint.File, eng compute.Engine) (*Model, error) {
 	return m, nil
 }
 
-// choose times both kernels at a small and a large batch (1 and 64
-// samples: for a convolution, their patch rows) and keeps the faster of
-// each.
+// choose times both kernels at each probe batch (for a convolution, that
+// many samples' patch rows) and keeps the faster at each.
 func (m *Model) choose(l *Layer) {
-	l.measure = map[string][2]time.Duration{}
+	l.measure = map[string][]time.Duration{}
 	rowsPer := 1
 	if l.Kind == "conv" {
 		rowsPer = (l.H - l.K + 1) * (l.W - l.K + 1)
 	}
 	for _, k := range []string{Dense, CSR} {
-		var t [2]time.Duration
-		for i, samples := range []int{1, 64} {
+		for _, samples := range Probes {
 			batch := samples * rowsPer
 			x := make([]float32, batch*l.In)
 			for j := range x {
@@ -178,24 +178,20 @@ func (m *Model) choose(l *Layer) {
 				}
 				best = min(best, time.Since(start)/time.Duration(reps))
 			}
-			t[i] = best
+			l.measure[k] = append(l.measure[k], best)
 		}
-		l.measure[k] = t
 	}
-	l.Small, l.Large = Dense, Dense
-	if l.measure[CSR][0] < l.measure[Dense][0] {
-		l.Small = CSR
-	}
-	if l.measure[CSR][1] < l.measure[Dense][1] {
-		l.Large = CSR
+	l.Kernels = make([]string, len(Probes))
+	for i := range Probes {
+		l.Kernels[i] = Dense
+		if l.measure[CSR][i] < l.measure[Dense][i] {
+			l.Kernels[i] = CSR
+		}
 	}
 }
 
-// Timing is the measured time of one kernel of a layer at batch 1 and 64.
-func (l *Layer) Timing(kernel string) (batch1, batch64 time.Duration) {
-	t := l.measure[kernel]
-	return t[0], t[1]
-}
+// Timing is the measured time of one kernel of a layer at each probe.
+func (l *Layer) Timing(kernel string) []time.Duration { return l.measure[kernel] }
 
 // Forward computes the logits [batch, classes] of x [batch, features]
 // (pixels scaled to [0, 1]). The returned slice is reused by the next call.
@@ -238,12 +234,16 @@ func (m *Model) Forward(x []float32, batch int) ([]float32, error) {
 	return src, nil
 }
 
-// kernel is the layer's kernel for a batch.
+// kernel is the layer's kernel for a batch: the choice at the probe
+// nearest to it on a log scale.
 func (l *Layer) kernel(batch int) string {
-	if batch <= smallBatch {
-		return l.Small
+	best, dist := 0, math.Inf(1)
+	for i, p := range Probes {
+		if d := math.Abs(math.Log(float64(batch) / float64(p))); d < dist {
+			best, dist = i, d
+		}
 	}
-	return l.Large
+	return l.Kernels[best]
 }
 
 // outputs is the number of values a layer produces per sample.

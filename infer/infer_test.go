@@ -43,7 +43,9 @@ func TestAgreesWithTheTrainingGraph(t *testing.T) {
 	}
 	for _, kernel := range []string{Dense, CSR} {
 		for _, l := range m.Layers {
-			l.Small, l.Large = kernel, kernel
+			for i := range l.Kernels {
+				l.Kernels[i] = kernel
+			}
 		}
 		for _, batch := range []int{1, 256} {
 			got, err := Predict(m, &test, batch)
@@ -133,7 +135,9 @@ func TestLeNet5AgreesWithTheTrainingGraph(t *testing.T) {
 	}
 	for _, kernel := range []string{Dense, CSR} {
 		for _, l := range m.Layers {
-			l.Small, l.Large = kernel, kernel
+			for i := range l.Kernels {
+				l.Kernels[i] = kernel
+			}
 		}
 		got, err := Predict(m, &test, 100)
 		if err != nil {

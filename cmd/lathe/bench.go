@@ -26,17 +26,17 @@ type BenchResult struct {
 	Calls            int     `json:"calls"`
 }
 
-// BenchLayer is one layer's kernel choice.
+// BenchLayer is one layer's kernel timings and choices at the probe
+// batches (infer.Probes).
 type BenchLayer struct {
-	Name       string  `json:"name"`
-	Shape      []int   `json:"shape"`
-	Nonzero    int     `json:"nonzero"`
-	Small      string  `json:"kernel_batch_le_8"`
-	Large      string  `json:"kernel_batch_gt_8"`
-	DenseB1us  float64 `json:"dense_batch1_us"`
-	CSRB1us    float64 `json:"csr_batch1_us"`
-	DenseB64us float64 `json:"dense_batch64_us"`
-	CSRB64us   float64 `json:"csr_batch64_us"`
+	Name    string    `json:"name"`
+	Kind    string    `json:"kind"`
+	Shape   []int     `json:"shape"` // [out, in]; a convolution's in is its patch size
+	Nonzero int       `json:"nonzero"`
+	Probes  []int     `json:"probe_batches"`
+	Kernels []string  `json:"kernels"` // chosen at each probe
+	DenseUs []float64 `json:"dense_us"`
+	CSRUs   []float64 `json:"csr_us"`
 }
 
 // Bench is bench's JSON output.
@@ -77,10 +77,15 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	}
 	out := Bench{File: path, Threads: eng.Threads()}
 	for _, l := range m.Layers {
-		d1, d64 := l.Timing(infer.Dense)
-		c1, c64 := l.Timing(infer.CSR)
-		out.Layers = append(out.Layers, BenchLayer{Name: l.Name, Shape: []int{l.Out, l.In}, Nonzero: l.Nonzero, Small: l.Small, Large: l.Large,
-			DenseB1us: us(d1), CSRB1us: us(c1), DenseB64us: us(d64), CSRB64us: us(c64)})
+		if l.Kind == "maxpool" {
+			continue
+		}
+		bl := BenchLayer{Name: l.Name, Kind: l.Kind, Shape: []int{l.Out, l.In}, Nonzero: l.Nonzero, Probes: infer.Probes, Kernels: l.Kernels}
+		for i := range infer.Probes {
+			bl.DenseUs = append(bl.DenseUs, us(l.Timing(infer.Dense)[i]))
+			bl.CSRUs = append(bl.CSRUs, us(l.Timing(infer.CSR)[i]))
+		}
+		out.Layers = append(out.Layers, bl)
 	}
 	for _, batch := range sizes {
 		x := make([]float32, batch*m.Features)
@@ -110,9 +115,17 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "%s: lathe runtime, %d threads\n\n", path, out.Threads)
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "layer\tshape\tnon-zero\tdense b1 µs\tcsr b1 µs\tdense b64 µs\tcsr b64 µs\tkernel b≤8\tkernel b>8\t")
+	head := "layer\tshape\tnon-zero\t"
+	for _, p := range infer.Probes {
+		head += fmt.Sprintf("b%d dense µs\tb%d csr µs\tb%d kernel\t", p, p, p)
+	}
+	fmt.Fprintln(tw, head)
 	for _, l := range out.Layers {
-		fmt.Fprintf(tw, "%s\t%v\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%s\t%s\t\n", l.Name, l.Shape, l.Nonzero, l.DenseB1us, l.CSRB1us, l.DenseB64us, l.CSRB64us, l.Small, l.Large)
+		row := fmt.Sprintf("%s\t%v\t%d\t", l.Name, l.Shape, l.Nonzero)
+		for i := range l.Probes {
+			row += fmt.Sprintf("%.1f\t%.1f\t%s\t", l.DenseUs[i], l.CSRUs[i], l.Kernels[i])
+		}
+		fmt.Fprintln(tw, row)
 	}
 	tw.Flush()
 	fmt.Fprintln(stdout)

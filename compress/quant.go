@@ -2,7 +2,8 @@ package compress
 
 import (
 	"fmt"
-	"math"
+
+	"github.com/lathe-ml/lathe/internal/kernels"
 )
 
 // QuantSpec says how a tensor is quantized.
@@ -23,13 +24,7 @@ func (s QuantSpec) Validate() error {
 // Range is the integer range of the spec: symmetric specs use the signed
 // range without its most negative value (so that it is symmetric); others
 // the unsigned range [0, 2^b − 1] with an integer zero point.
-func (s QuantSpec) Range() (qmin, qmax int32) {
-	if s.Symmetric {
-		q := int32(1)<<(s.Bits-1) - 1
-		return -q, q
-	}
-	return 0, int32(1)<<s.Bits - 1
-}
+func (s QuantSpec) Range() (qmin, qmax int32) { return kernels.Range(s.Bits, s.Symmetric) }
 
 // QuantParams are the scales and zero points a tensor is quantized with:
 // q = clamp(round(x·(1/scale)) + zero, qmin, qmax), x̂ = (q − zero)·scale,
@@ -50,20 +45,7 @@ func ParamsFromRange(spec QuantSpec, lo, hi []float32) QuantParams {
 	qmin, qmax := spec.Range()
 	p := QuantParams{Spec: spec, QMin: qmin, QMax: qmax, Scale: make([]float32, len(lo)), Zero: make([]int32, len(lo))}
 	for c := range lo {
-		mn, mx := min(lo[c], 0), max(hi[c], 0)
-		if spec.Symmetric {
-			a := max(-mn, mx)
-			p.Scale[c] = a / float32(qmax)
-		} else {
-			p.Scale[c] = (mx - mn) / float32(qmax-qmin)
-		}
-		if !(p.Scale[c] > 0) || math.IsInf(float64(p.Scale[c]), 0) {
-			p.Scale[c] = 1 // an all-zero channel: any scale represents it exactly
-		}
-		if !spec.Symmetric {
-			z := float64(qmin) - float64(mn)/float64(p.Scale[c])
-			p.Zero[c] = int32(min(max(math.RoundToEven(z), float64(qmin)), float64(qmax)))
-		}
+		p.Scale[c], p.Zero[c] = kernels.ScaleZero(spec.Symmetric, qmin, qmax, lo[c], hi[c])
 	}
 	return p
 }
@@ -230,15 +212,6 @@ func (p QuantParams) FakeQuantChannels(dst, src []float32, inside []bool, c0, c1
 	return all
 }
 
-// roundEven32 rounds to the nearest integer, halves to even. Adding and
-// subtracting 1.5·2^23 makes the FPU round at the units digit for any sign
-// of |x| < 2^22, without a branch on the sign (which mispredicts half the
-// time on weights); larger values, already integers or beyond any integer
-// range lathe quantizes to, come back unchanged.
-func roundEven32(x float32) float32 {
-	const magic = 3 << 22 // 1.5·2^23
-	if !(x > -(1<<22) && x < 1<<22) {
-		return x
-	}
-	return (x + magic) - magic
-}
+// roundEven32 is kernels.RoundEven32: the rounding the inference runtime
+// repeats.
+func roundEven32(x float32) float32 { return kernels.RoundEven32(x) }

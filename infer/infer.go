@@ -15,6 +15,7 @@ import (
 
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/compute"
+	"github.com/lathe-ml/lathe/internal/kernels"
 )
 
 // Kernels a layer can run with.
@@ -223,7 +224,7 @@ func (m *Model) Forward(x []float32, batch int) ([]float32, error) {
 			col := l.col[:rows*l.In]
 			per := (l.H - l.K + 1) * (l.W - l.K + 1) * l.In
 			for s := 0; s < batch; s++ {
-				im2col(col[s*per:(s+1)*per], src[s*l.H*l.W*l.C:(s+1)*l.H*l.W*l.C], l.H, l.W, l.C, l.K)
+				kernels.Im2col(col[s*per:(s+1)*per], src[s*l.H*l.W*l.C:(s+1)*l.H*l.W*l.C], l.H, l.W, l.C, l.K)
 			}
 			m.run(l, l.kernel(batch), dst, col, rows)
 		default:
@@ -252,23 +253,6 @@ func (l *Layer) outputs() int {
 		return (l.H - l.K + 1) * (l.W - l.K + 1) * l.Out
 	}
 	return l.Out
-}
-
-// im2col lays out the k×k patches of one NHWC image as rows of (ky, kx, c),
-// matching the weights' layout (as the training graph does).
-func im2col(col, x []float32, h, w, c, k int) {
-	oh, ow := h-k+1, w-k+1
-	run := k * c
-	r := 0
-	for oy := 0; oy < oh; oy++ {
-		for ox := 0; ox < ow; ox++ {
-			for ky := 0; ky < k; ky++ {
-				src := ((oy+ky)*w + ox) * c
-				copy(col[r:r+run], x[src:src+run])
-				r += run
-			}
-		}
-	}
 }
 
 // pool is 2×2 max-pooling with stride 2 on NHWC images.

@@ -4,6 +4,8 @@ import (
 	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/lathe-ml/lathe/internal/kernels"
 )
 
 // Geometry is the shape of one NHWC image: height, width, channels.
@@ -69,20 +71,7 @@ func (o *conv2dOp) Do(vs ...G.Value) (G.Value, error) {
 }
 
 // im2col writes the K×K patches of one NHWC image, a row per output pixel.
-func im2col(col, x []float32, g Geometry, k int) {
-	oh, ow := g.H-k+1, g.W-k+1
-	run := k * g.C // contiguous inputs per kernel row
-	r := 0
-	for oy := 0; oy < oh; oy++ {
-		for ox := 0; ox < ow; ox++ {
-			for ky := 0; ky < k; ky++ {
-				src := ((oy+ky)*g.W + ox) * g.C
-				copy(col[r:r+run], x[src:src+run])
-				r += run
-			}
-		}
-	}
-}
+func im2col(col, x []float32, g Geometry, k int) { kernels.Im2col(col, x, g.H, g.W, g.C, k) }
 
 // col2im adds patch gradients back into one NHWC image gradient (dx must be
 // zeroed by the caller).

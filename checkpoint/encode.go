@@ -500,10 +500,10 @@ func decode(s *stored, limit int) (*Tensor, error) {
 	default:
 		return nil, fmt.Errorf("unknown encoding %q", s.encoding)
 	}
-	t.Data = make([]float32, n)
 	if pos == nil {
-		copy(t.Data, vals)
+		t.Data = vals // already the tensor's own copy (read rows are cloned)
 	} else {
+		t.Data = make([]float32, n)
 		for k, p := range pos {
 			t.Data[p] = vals[k]
 		}

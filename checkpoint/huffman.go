@@ -238,13 +238,7 @@ func packNibbles(n []uint8) []byte {
 // of unused symbols shortened, see lengthNibbles), the symbol count as a
 // uvarint, then the bit stream.
 func huffEncode(syms []uint16) []byte {
-	nsym := 1
-	counts := make([]int, maxSymbols)
-	for _, s := range syms {
-		counts[s]++
-		nsym = max(nsym, int(s)+1)
-	}
-	lens := huffmanLengths(counts[:nsym])
+	nsym, _, lens := huffmanTable(syms)
 	codes := canonical(lens)
 	out := binary.AppendUvarint(nil, uint64(nsym))
 	out = append(out, packNibbles(lengthNibbles(lens))...)
@@ -256,17 +250,24 @@ func huffEncode(syms []uint16) []byte {
 	return w.bytes()
 }
 
-// huffSize is the length huffEncode would return, without encoding.
-func huffSize(syms []uint16) int {
-	nsym := 1
-	counts := make([]int, maxSymbols)
+// huffmanTable counts the symbols and returns the alphabet size (the
+// largest symbol + 1), the counts and the code lengths.
+func huffmanTable(syms []uint16) (nsym int, counts []int, lens []uint8) {
+	nsym = 1
+	counts = make([]int, maxSymbols)
 	for _, s := range syms {
 		counts[s]++
 		nsym = max(nsym, int(s)+1)
 	}
-	lens := huffmanLengths(counts[:nsym])
+	counts = counts[:nsym]
+	return nsym, counts, huffmanLengths(counts)
+}
+
+// huffSize is the length huffEncode would return, without encoding.
+func huffSize(syms []uint16) int {
+	nsym, counts, lens := huffmanTable(syms)
 	bits := 0
-	for s, n := range counts[:nsym] {
+	for s, n := range counts {
 		bits += n * int(lens[s])
 	}
 	return uvarintLen(uint64(nsym)) + (len(lengthNibbles(lens))+1)/2 + uvarintLen(uint64(len(syms))) + (bits+7)/8

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/lathe-ml/lathe/checkpoint"
+	"github.com/lathe-ml/lathe/compute"
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/model"
@@ -30,39 +31,7 @@ func TestAgreesWithTheTrainingGraph(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, full, err := data.Load("mnist", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The first 3 000 test images keep the test short.
-	test := *full
-	test.Images, test.Labels = full.Images[:3000*full.Features()], full.Labels[:3000]
-	want, err := trainer.PredictModel(gm, eng, &test, 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, kernel := range []string{Dense, CSR} {
-		for _, l := range m.Layers {
-			for i := range l.Kernels {
-				l.Kernels[i] = kernel
-			}
-		}
-		for _, batch := range []int{1, 256} {
-			got, err := Predict(m, &test, batch)
-			if err != nil {
-				t.Fatal(err)
-			}
-			same := 0
-			for i := range got {
-				if got[i] == want.Class[i] {
-					same++
-				}
-			}
-			if frac := float64(same) / float64(len(got)); frac < 0.999 {
-				t.Fatalf("%s kernels, batch %d: top-1 agrees with the training graph on %.4f of the images", kernel, batch, frac)
-			}
-		}
-	}
+	agreesWithGraph(t, m, gm, eng, []int{1, 256})
 	if _, err := m.Forward(make([]float32, 10), 1); err == nil || !strings.Contains(err.Error(), "784 features") {
 		t.Fatalf("a wrong input shape: %v", err)
 	}
@@ -122,11 +91,19 @@ func TestLeNet5AgreesWithTheTrainingGraph(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	agreesWithGraph(t, m, gm, eng, []int{100})
+}
+
+// agreesWithGraph runs the first 3 000 MNIST test images (enough, and
+// short) through the runtime, with each kernel forced on every layer at
+// each batch size, and through the training graph of the same model: the
+// top-1 answers must agree on ≥ 99.9 % of them.
+func agreesWithGraph(t *testing.T, m *Model, gm *model.Model, eng compute.Engine, batches []int) {
+	t.Helper()
 	_, full, err := data.Load("mnist", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The first 3 000 test images keep the test short.
 	test := *full
 	test.Images, test.Labels = full.Images[:3000*full.Features()], full.Labels[:3000]
 	want, err := trainer.PredictModel(gm, eng, &test, 1000)
@@ -139,18 +116,20 @@ func TestLeNet5AgreesWithTheTrainingGraph(t *testing.T) {
 				l.Kernels[i] = kernel
 			}
 		}
-		got, err := Predict(m, &test, 100)
-		if err != nil {
-			t.Fatal(err)
-		}
-		same := 0
-		for i := range got {
-			if got[i] == want.Class[i] {
-				same++
+		for _, batch := range batches {
+			got, err := Predict(m, &test, batch)
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-		if frac := float64(same) / float64(len(got)); frac < 0.999 {
-			t.Fatalf("%s kernels: top-1 agrees with the training graph on %.4f of the images", kernel, frac)
+			same := 0
+			for i := range got {
+				if got[i] == want.Class[i] {
+					same++
+				}
+			}
+			if frac := float64(same) / float64(len(got)); frac < 0.999 {
+				t.Fatalf("%s kernels, batch %d: top-1 agrees with the training graph on %.4f of the images", kernel, batch, frac)
+			}
 		}
 	}
 }

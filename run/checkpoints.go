@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -68,16 +69,32 @@ func (c *checkpointer) trainingFile(sn *trainer.Snapshot, m *model.Model) (*chec
 			f.Tensors = append(f.Tensors, &checkpoint.Tensor{Name: "mask/" + p.Name, Role: checkpoint.RoleMask, Shape: p.Shape, Mask: sn.Masks[i]})
 		}
 	}
-	for k, buf := range sn.Optimizer {
-		f.Tensors = append(f.Tensors, &checkpoint.Tensor{Name: fmt.Sprintf("optim/%d", k), Role: checkpoint.RoleOptim, Shape: []int{len(buf)}, Data: buf})
-	}
+	f.Tensors = appendNumbered(f.Tensors, "optim/", sn.Optimizer)
 	if sn.HintProjection != nil {
 		f.Tensors = append(f.Tensors, &checkpoint.Tensor{Name: "hint/projection", Role: checkpoint.RoleState, Shape: []int{len(sn.HintProjection)}, Data: sn.HintProjection})
-		for k, buf := range sn.HintOptimizer {
-			f.Tensors = append(f.Tensors, &checkpoint.Tensor{Name: fmt.Sprintf("hint/optim/%d", k), Role: checkpoint.RoleOptim, Shape: []int{len(buf)}, Data: buf})
-		}
+		f.Tensors = appendNumbered(f.Tensors, "hint/optim/", sn.HintOptimizer)
 	}
 	return f, nil
+}
+
+// appendNumbered adds optimizer buffers as tensors prefix0, prefix1, …
+func appendNumbered(ts []*checkpoint.Tensor, prefix string, bufs [][]float32) []*checkpoint.Tensor {
+	for k, buf := range bufs {
+		ts = append(ts, &checkpoint.Tensor{Name: prefix + strconv.Itoa(k), Role: checkpoint.RoleOptim, Shape: []int{len(buf)}, Data: buf})
+	}
+	return ts
+}
+
+// numbered reads back what appendNumbered wrote.
+func numbered(f *checkpoint.File, prefix string) [][]float32 {
+	var out [][]float32
+	for k := 0; ; k++ {
+		t := f.Tensor(prefix + strconv.Itoa(k))
+		if t == nil {
+			return out
+		}
+		out = append(out, t.Data)
+	}
 }
 
 // write stores a snapshot, keeps the newest files and the best.
@@ -220,22 +237,9 @@ func loadResume(f *checkpoint.File, path string, job *recipes.Job, log hclog.Log
 		}
 		sn.Masks = append(sn.Masks, mask)
 	}
-	for k := 0; ; k++ {
-		t := f.Tensor(fmt.Sprintf("optim/%d", k))
-		if t == nil {
-			break
-		}
-		sn.Optimizer = append(sn.Optimizer, t.Data)
-	}
+	sn.Optimizer = numbered(f, "optim/")
 	if t := f.Tensor("hint/projection"); t != nil {
-		sn.HintProjection = t.Data
-		for k := 0; ; k++ {
-			o := f.Tensor(fmt.Sprintf("hint/optim/%d", k))
-			if o == nil {
-				break
-			}
-			sn.HintOptimizer = append(sn.HintOptimizer, o.Data)
-		}
+		sn.HintProjection, sn.HintOptimizer = t.Data, numbered(f, "hint/optim/")
 	}
 	return &resumePoint{path: path, state: st, model: m}, nil
 }

@@ -29,6 +29,14 @@ type Observer struct {
 	Initialized bool
 	Enabled     bool // quantization is on
 	Frozen      bool // the range no longer moves
+
+	// Hold makes Update record the batch's range in Seen instead of
+	// folding it in (data-parallel training folds the range of the whole
+	// batch once, after its micro-shards are reduced); an observer not yet
+	// initialized quantizes with the held batch's own range meanwhile.
+	Hold             bool    `json:"-"`
+	Seen             bool    `json:"-"`
+	SeenMin, SeenMax float32 `json:"-"`
 }
 
 // Update folds one batch into the range unless the observer is frozen.
@@ -37,6 +45,15 @@ func (o *Observer) Update(x []float32) {
 		return
 	}
 	lo, hi := MinMax(x)
+	if o.Hold {
+		o.SeenMin, o.SeenMax, o.Seen = lo, hi, true
+		return
+	}
+	o.Fold(lo, hi)
+}
+
+// Fold folds one batch's range into the observer's.
+func (o *Observer) Fold(lo, hi float32) {
 	if !o.Initialized {
 		o.Min, o.Max, o.Initialized = lo, hi, true
 		return
@@ -48,6 +65,9 @@ func (o *Observer) Update(x []float32) {
 
 // Params are the quantization parameters of the current range.
 func (o *Observer) Params() QuantParams {
+	if !o.Initialized && o.Seen {
+		return ParamsFromRange(o.Spec, []float32{o.SeenMin}, []float32{o.SeenMax})
+	}
 	return ParamsFromRange(o.Spec, []float32{o.Min}, []float32{o.Max})
 }
 

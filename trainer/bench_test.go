@@ -1,6 +1,7 @@
 package trainer
 
 import (
+	"context"
 	"math/rand/v2"
 	"testing"
 
@@ -59,7 +60,7 @@ func benchmarkStepCompressed(b *testing.B, spec model.Spec, batch int, sparsity 
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if err := tr.step(); err != nil {
+		if err := tr.step(context.Background(), nil, 0); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -64,6 +64,9 @@ type Config struct {
 	// context's error after the checkpoint).
 	Checkpoint                        func(*Snapshot) error
 	CheckpointEpochs, CheckpointSteps int
+	// Parallel, when set, makes the trainer one replica of data-parallel
+	// training (see Parallel): its graphs are built for one micro-shard.
+	Parallel Parallel
 }
 
 // HintConfig is a hint (feature) distillation term: the student's hidden
@@ -153,6 +156,12 @@ type Trainer struct {
 	// The hint's projection [student width, teacher width] and its gradient.
 	proj     *tensor.Dense
 	projGrad *G.Node
+	// The last step's distillation loss and correct count.
+	lastKD      float64
+	lastCorrect int
+	// Data-parallel steps: the reduced gradients.
+	pgrads      [][]float32
+	projGradPar []float32
 }
 
 // New validates the configuration and builds the training graph.
@@ -167,6 +176,9 @@ func New(cfg Config) (*Trainer, error) {
 	}
 	if cfg.EvalBatch <= 0 {
 		cfg.EvalBatch = 1000
+	}
+	if p := cfg.Parallel; p != nil && (p.MicroShards() <= 0 || cfg.Batch%p.MicroShards() != 0) {
+		return nil, fmt.Errorf("trainer: %d micro-shards do not divide the batch of %d", p.MicroShards(), cfg.Batch)
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -198,6 +210,10 @@ func New(cfg Config) (*Trainer, error) {
 func (t *Trainer) build() error {
 	var net *model.Net
 	var err error
+	batch := t.cfg.Batch // samples per graph run
+	if t.cfg.Parallel != nil {
+		batch /= t.cfg.Parallel.MicroShards()
+	}
 	if t.cfg.KD != nil {
 		if len(t.cfg.Teachers) == 0 {
 			return errors.New("trainer: distillation needs a teacher")
@@ -208,19 +224,19 @@ func (t *Trainer) build() error {
 				return err
 			}
 		}
-		net, err = t.cfg.Model.BuildKD(t.cfg.Engine, t.cfg.Batch, t.cfg.Seed, *t.cfg.KD, hint)
+		net, err = t.cfg.Model.BuildKD(t.cfg.Engine, batch, t.cfg.Seed, *t.cfg.KD, hint)
 		for _, tm := range t.cfg.Teachers {
 			if err != nil || len(t.teachers) == len(t.cfg.Teachers) {
 				break
 			}
 			var tn *model.Net
-			if tn, err = tm.Build(t.cfg.Engine, t.cfg.Batch, false, 0); err == nil {
+			if tn, err = tm.Build(t.cfg.Engine, batch, false, 0); err == nil {
 				t.teachers = append(t.teachers, tn)
 				t.teacherVMs = append(t.teacherVMs, G.NewTapeMachine(tn.Graph, G.WithEngine(engineOf(t.cfg.Engine))))
 			}
 		}
 	} else {
-		net, err = t.cfg.Model.Build(t.cfg.Engine, t.cfg.Batch, true, t.cfg.Seed)
+		net, err = t.cfg.Model.Build(t.cfg.Engine, batch, true, t.cfg.Seed)
 	}
 	if err != nil {
 		return err
@@ -394,17 +410,27 @@ func (t *Trainer) Run(ctx context.Context) (res *Result, err error) {
 				}
 				return nil, err
 			}
-			t.batch.Fill(x, y, data.BatchIndices(order, cfg.Batch, s), epoch)
+			idx := data.BatchIndices(order, cfg.Batch, s)
+			if cfg.Parallel == nil {
+				t.batch.Fill(x, y, idx, epoch)
+			}
 			start := time.Now()
 			t.state.Epoch = epoch
-			if err := t.step(); err != nil {
+			if err := t.step(ctx, idx, epoch); err != nil {
+				if ctx.Err() != nil && cfg.Checkpoint != nil {
+					// Interrupted inside a data-parallel step, before its
+					// update: the state is the step's start.
+					if cerr := checkpoint(epoch, s, true, r); cerr != nil {
+						return nil, errors.Join(err, cerr)
+					}
+				}
 				return nil, err
 			}
 			r.seconds += time.Since(start).Seconds()
 			r.loss += t.state.Loss
 			r.extra += t.state.ExtraLoss
-			r.kd += t.net.DistillLoss()
-			r.correct += t.net.Correct()
+			r.kd += t.lastKD
+			r.correct += t.lastCorrect
 			if cfg.Progress != nil {
 				sps := float64((s+1-first)*cfg.Batch) / r.seconds
 				left := float64((steps-s-1)*cfg.Batch) / sps
@@ -501,8 +527,9 @@ func (t *Trainer) startEpoch(epoch int, res *Result) error {
 	return nil
 }
 
-// step runs one training step on the batch already in the input buffers.
-func (t *Trainer) step() error {
+// step runs one training step on the batch of samples idx (already in the
+// input buffers unless the step is data-parallel).
+func (t *Trainer) step(ctx context.Context, idx []int, epoch int) error {
 	s := &t.state
 	for _, p := range t.cfg.Policies {
 		if h, ok := p.(BeforeStepper); ok {
@@ -511,6 +538,56 @@ func (t *Trainer) step() error {
 			}
 		}
 	}
+	projGrad := func() []float32 { return f32s(t.projGrad.Value()) }
+	if t.cfg.Parallel != nil {
+		if err := t.parallelStep(ctx, idx, epoch); err != nil {
+			return err
+		}
+		projGrad = func() []float32 { return t.projGradPar }
+	} else {
+		if err := t.forwardBackward(); err != nil {
+			return err
+		}
+		s.Loss = float64(f32s(t.net.Loss.Value())[0])
+		for i, g := range t.grads {
+			s.Grads[i] = f32s(g.Value())
+		}
+		t.lastKD, t.lastCorrect = t.net.DistillLoss(), t.net.Correct()
+	}
+	s.ExtraLoss = 0
+	for _, p := range t.cfg.Policies {
+		if h, ok := p.(ExtraLosser); ok {
+			v, err := h.ExtraLoss(s)
+			if err != nil {
+				return fmt.Errorf("trainer: step %d: %s: %w", s.Step+1, p.Name(), err)
+			}
+			s.ExtraLoss += v
+		}
+	}
+	if l := s.Loss + s.ExtraLoss; math.IsNaN(l) || math.IsInf(l, 0) {
+		return fmt.Errorf("%w at step %d (epoch %d, %d samples seen): loss %v; lower the learning rate or check the data",
+			ErrNonFinite, s.Step+1, s.Epoch+1, s.SamplesSeen, l)
+	}
+	t.cfg.Optimizer.Step(s.Params, s.Grads, s.Masks, float32(s.LR))
+	if t.projGrad != nil {
+		t.cfg.Hint.Optimizer.Step([][]float32{t.proj.Float32s()}, [][]float32{projGrad()}, nil, float32(s.LR))
+	}
+	for _, p := range t.cfg.Policies {
+		if h, ok := p.(AfterUpdater); ok {
+			if err := h.AfterUpdate(s); err != nil {
+				return fmt.Errorf("trainer: step %d: %s: %w", s.Step+1, p.Name(), err)
+			}
+		}
+	}
+	s.Step++
+	s.SamplesSeen += int64(t.cfg.Batch)
+	return nil
+}
+
+// forwardBackward runs the teachers and the training graph on the samples
+// in the input buffers.
+func (t *Trainer) forwardBackward() error {
+	s := &t.state
 	if len(t.teachers) > 0 {
 		logits := t.teacherLogits[:0]
 		for k, tn := range t.teachers {
@@ -535,37 +612,6 @@ func (t *Trainer) step() error {
 	if err := t.vm.RunAll(); err != nil {
 		return fmt.Errorf("trainer: step %d: %w", s.Step+1, err)
 	}
-	s.Loss = float64(f32s(t.net.Loss.Value())[0])
-	for i, g := range t.grads {
-		s.Grads[i] = f32s(g.Value())
-	}
-	s.ExtraLoss = 0
-	for _, p := range t.cfg.Policies {
-		if h, ok := p.(ExtraLosser); ok {
-			v, err := h.ExtraLoss(s)
-			if err != nil {
-				return fmt.Errorf("trainer: step %d: %s: %w", s.Step+1, p.Name(), err)
-			}
-			s.ExtraLoss += v
-		}
-	}
-	if l := s.Loss + s.ExtraLoss; math.IsNaN(l) || math.IsInf(l, 0) {
-		return fmt.Errorf("%w at step %d (epoch %d, %d samples seen): loss %v; lower the learning rate or check the data",
-			ErrNonFinite, s.Step+1, s.Epoch+1, s.SamplesSeen, l)
-	}
-	t.cfg.Optimizer.Step(s.Params, s.Grads, s.Masks, float32(s.LR))
-	if t.projGrad != nil {
-		t.cfg.Hint.Optimizer.Step([][]float32{t.proj.Float32s()}, [][]float32{f32s(t.projGrad.Value())}, nil, float32(s.LR))
-	}
-	for _, p := range t.cfg.Policies {
-		if h, ok := p.(AfterUpdater); ok {
-			if err := h.AfterUpdate(s); err != nil {
-				return fmt.Errorf("trainer: step %d: %s: %w", s.Step+1, p.Name(), err)
-			}
-		}
-	}
-	s.Step++
-	s.SamplesSeen += int64(t.cfg.Batch)
 	return nil
 }
 

@@ -1,0 +1,206 @@
+package trainer
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+)
+
+// Parallel makes a trainer one replica of data-parallel training whose
+// results do not depend on how many replicas compute: each batch is cut
+// into MicroShards fixed micro-shards (the same samples, dropout streams and
+// seeds whoever computes them), each micro-shard's gradient is turned into
+// fixed-point integers (ToFixed), and the sum over all micro-shards — exact
+// and independent of order, so of who computed what — is what every
+// replica steps with. A replica that computes nothing (a coordinator that
+// only keeps the state, applies the policies and writes the checkpoints)
+// gets the same sum, so every replica holds the same bits after every step.
+type Parallel interface {
+	// MicroShards is the number of micro-shards a batch is cut into; it
+	// divides the batch.
+	MicroShards() int
+	// Reduce completes step: it calls compute with the micro-shards this
+	// replica is to compute (none, some or all; and again, with others, if
+	// the plan changes while the step runs), which adds their fixed-point
+	// vectors (length n) to into, zeroed by Reduce; and it returns the sum
+	// over all the step's micro-shards, each element converted by
+	// FromFixed.
+	Reduce(ctx context.Context, step int64, n int, compute func(shards []int, into []int64) error) ([]float32, error)
+}
+
+// FixedShift is the fixed-point scale of reduced values: v is carried as
+// round(v·2^FixedShift) in an int64, so a sum of up to 2^(63-FixedShift-
+// log2(FixedLimit)) values cannot overflow, and values down to 2^-40 ≈ 1e-12
+// are kept.
+const FixedShift = 40
+
+// FixedLimit bounds the magnitude of a value carried in fixed point; a
+// gradient beyond it is treated like a non-finite one (the run diverged).
+const FixedLimit = 1 << 20
+
+// ToFixed converts v to fixed point; ok is false for NaN, ±Inf and values
+// of magnitude FixedLimit or more.
+func ToFixed(v float32) (q int64, ok bool) {
+	f := float64(v)
+	if !(f > -FixedLimit && f < FixedLimit) {
+		return 0, false
+	}
+	return int64(math.RoundToEven(f * (1 << FixedShift))), true
+}
+
+// FromFixed converts a fixed-point sum back to float32 (one rounding, the
+// same everywhere).
+func FromFixed(q int64) float32 { return float32(float64(q) / (1 << FixedShift)) }
+
+// AddFixed adds vs, in fixed point, to into; it fails on the first value
+// ToFixed refuses.
+func AddFixed(into []int64, vs []float32) error {
+	for i, v := range vs {
+		q, ok := ToFixed(v)
+		if !ok {
+			return fmt.Errorf("%w: value %v at %d cannot be reduced exactly", ErrNonFinite, v, i)
+		}
+		into[i] += q
+	}
+	return nil
+}
+
+// parallelLayout is where each part of a step lives in the reduced
+// vector: the parameters' gradients in Model.Params order, the hint
+// projection's gradient, each activation observer's per-micro-shard minimum
+// and maximum (each micro-shard writes only its own slots, so the sum holds
+// them all), then the loss, the distillation loss and the correct count.
+type parallelLayout struct {
+	params   []int // offset of each parameter's gradient
+	proj     int   // offset of the projection's gradient (-1: none)
+	obs      int   // offset of the observer slots
+	obsNames []string
+	loss     int
+	n        int
+}
+
+func (t *Trainer) layout() parallelLayout {
+	var l parallelLayout
+	for _, p := range t.cfg.Model.Params {
+		l.params = append(l.params, l.n)
+		l.n += p.Size()
+	}
+	l.proj = -1
+	if t.proj != nil {
+		l.proj = l.n
+		l.n += t.proj.Size()
+	}
+	l.obs = l.n
+	for name := range t.cfg.Model.ActQuant {
+		l.obsNames = append(l.obsNames, name)
+	}
+	slices.Sort(l.obsNames)
+	l.n += 2 * len(l.obsNames) * t.cfg.Parallel.MicroShards()
+	l.loss = l.n
+	l.n += 3
+	return l
+}
+
+// parallelStep computes the step's gradient as a replica: its share of
+// the batch idx in micro-shards, reduced with the others'.
+func (t *Trainer) parallelStep(ctx context.Context, idx []int, epoch int) error {
+	s := &t.state
+	par := t.cfg.Parallel
+	shards := par.MicroShards()
+	micro := len(idx) / shards
+	l := t.layout()
+	x, y := t.net.XValue.Float32s(), t.net.YValue.Float32s()
+	for _, name := range l.obsNames {
+		t.cfg.Model.ActQuant[name].Hold = true
+	}
+	defer func() {
+		for _, name := range l.obsNames {
+			o := t.cfg.Model.ActQuant[name]
+			o.Hold, o.Seen = false, false
+		}
+	}()
+	compute := func(ks []int, into []int64) error {
+		for _, k := range ks {
+			if k < 0 || k >= shards {
+				return fmt.Errorf("trainer: step %d: micro-shard %d outside [0, %d)", s.Step+1, k, shards)
+			}
+			t.batch.Fill(x, y, idx[k*micro:(k+1)*micro], epoch)
+			for _, d := range t.net.Dropouts {
+				d.Calls = uint64(s.Step)*uint64(shards) + uint64(k)
+			}
+			for _, name := range l.obsNames {
+				t.cfg.Model.ActQuant[name].Seen = false
+			}
+			if err := t.forwardBackward(); err != nil {
+				return err
+			}
+			for i, g := range t.grads {
+				if err := AddFixed(into[l.params[i]:], f32s(g.Value())); err != nil {
+					return fmt.Errorf("trainer: step %d: %s: %w", s.Step+1, t.cfg.Model.Params[i].Name, err)
+				}
+			}
+			if l.proj >= 0 {
+				if err := AddFixed(into[l.proj:], f32s(t.projGrad.Value())); err != nil {
+					return fmt.Errorf("trainer: step %d: hint projection: %w", s.Step+1, err)
+				}
+			}
+			for j, name := range l.obsNames {
+				o := t.cfg.Model.ActQuant[name]
+				if o.Seen {
+					slot := l.obs + 2*(j*shards+k)
+					if err := AddFixed(into[slot:slot+2], []float32{o.SeenMin, o.SeenMax}); err != nil {
+						return fmt.Errorf("trainer: step %d: observer %s: %w", s.Step+1, name, err)
+					}
+				}
+			}
+			stats := []float32{f32s(t.net.Loss.Value())[0], float32(t.net.DistillLoss()), float32(t.net.Correct())}
+			if err := AddFixed(into[l.loss:], stats); err != nil {
+				return fmt.Errorf("trainer: step %d: loss: %w", s.Step+1, err)
+			}
+		}
+		return nil
+	}
+	v, err := par.Reduce(ctx, s.Step, l.n, compute)
+	if err != nil {
+		return err
+	}
+	if len(v) != l.n {
+		return fmt.Errorf("trainer: step %d: reduced %d values, want %d", s.Step+1, len(v), l.n)
+	}
+	inv := float32(shards)
+	if len(t.pgrads) != len(t.cfg.Model.Params) {
+		t.pgrads = make([][]float32, len(t.cfg.Model.Params))
+	}
+	for i, p := range t.cfg.Model.Params {
+		if len(t.pgrads[i]) != p.Size() {
+			t.pgrads[i] = make([]float32, p.Size())
+		}
+		for j, q := range v[l.params[i] : l.params[i]+p.Size()] {
+			t.pgrads[i][j] = q / inv
+		}
+		s.Grads[i] = t.pgrads[i]
+	}
+	if l.proj >= 0 {
+		t.projGradPar = t.projGradPar[:0]
+		for _, q := range v[l.proj : l.proj+t.proj.Size()] {
+			t.projGradPar = append(t.projGradPar, q/inv)
+		}
+	}
+	for j, name := range l.obsNames {
+		o := t.cfg.Model.ActQuant[name]
+		if !o.Enabled || o.Frozen {
+			continue
+		}
+		slots := v[l.obs+2*j*shards : l.obs+2*(j+1)*shards]
+		lo, hi := slots[0], slots[1]
+		for k := 1; k < shards; k++ {
+			lo, hi = min(lo, slots[2*k]), max(hi, slots[2*k+1])
+		}
+		o.Fold(lo, hi)
+	}
+	s.Loss = float64(v[l.loss] / inv)
+	t.lastKD = float64(v[l.loss+1] / inv)
+	t.lastCorrect = int(math.Round(float64(v[l.loss+2])))
+	return nil
+}

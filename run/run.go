@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/lathe-ml/lathe/checkpoint"
+	"github.com/lathe-ml/lathe/cluster"
 	"github.com/lathe-ml/lathe/compress"
 	"github.com/lathe-ml/lathe/compute"
 	"github.com/lathe-ml/lathe/compute/cpu"
@@ -46,6 +47,24 @@ type Options struct {
 	// CheckpointEverySteps, when > 0, overrides the recipe's
 	// checkpoint.every_steps.
 	CheckpointEverySteps int
+	// Cluster, when set, trains data-parallel on its workers: every phase
+	// (each teacher the recipe trains, then the student) is sent to them,
+	// and this process keeps the state, applies the policies and writes
+	// the files without computing gradients. MicroShards is the number of
+	// micro-shards a batch is cut into (0: 8, or the largest divisor of the
+	// batch below it).
+	Cluster     *cluster.Coordinator
+	MicroShards int
+
+	replica *replicaOpts // set when this process is a worker's replica
+}
+
+// replicaOpts are a worker's phase: its replica and the files it starts
+// from.
+type replicaOpts struct {
+	par      *cluster.Replica
+	teachers []*model.Model
+	resume   *checkpoint.File
 }
 
 // Summary is summary.json.
@@ -81,6 +100,8 @@ type Summary struct {
 	// PTQ is the test accuracy of the final float weights quantized after
 	// training, by bit width (runs without a quantize block).
 	PTQ map[string]float64 `json:"ptq_test_accuracy,omitempty"`
+	// Cluster describes the workers of a cluster run.
+	Cluster *ClusterSummary `json:"cluster,omitempty"`
 	// TeacherTestAccuracy is the distillation teacher's test accuracy.
 	TeacherTestAccuracy float64 `json:"teacher_test_accuracy,omitempty"`
 	// ECE is the expected calibration error (15 bins) on the test set;
@@ -154,7 +175,18 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	if opts.Threads > 0 {
 		threads = opts.Threads
 	}
+	if opts.Cluster != nil || opts.replica != nil {
+		// Replicas must agree to the bit: one thread (OpenBLAS's results
+		// depend on its thread count), the same everywhere.
+		threads = 1
+	}
 	var rp *resumePoint
+	if r := opts.replica; r != nil && r.resume != nil {
+		opts.Resume, opts.ResumeFrom = false, ""
+		if rp, err = loadResume(r.resume, "the phase's checkpoint", job, log); err != nil {
+			return nil, nil, err
+		}
+	}
 	resumeTeachers := opts.Resume || opts.ResumeFrom != ""
 	if opts.Resume && opts.ResumeFrom == "" {
 		if names, err := checkpointFiles(filepath.Join(dir, CheckpointDir)); err != nil {
@@ -182,6 +214,7 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 			return nil, nil, err
 		}
 		switch {
+		case opts.Cluster != nil:
 		case opts.Threads == 0:
 			threads = rp.state.Threads // results depend on the thread count
 		case opts.Threads != rp.state.Threads:
@@ -232,12 +265,12 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	if err != nil {
 		return nil, nil, err
 	}
-	cluster, err := clusterPolicy(job, m, epochSamples, log)
+	kmeans, err := clusterPolicy(job, m, epochSamples, log)
 	if err != nil {
 		return nil, nil, err
 	}
-	if cluster != nil {
-		policies = append(policies, cluster)
+	if kmeans != nil {
+		policies = append(policies, kmeans)
 	}
 	quant, err := quantizePolicy(job, m, epochSamples, log)
 	if err != nil {
@@ -254,39 +287,43 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		policies = append(policies, sens)
 	}
 
-	if err := prepareDir(dir, job.Name); err != nil {
-		return nil, nil, err
-	}
-	if rp == nil {
-		// A fresh run: an earlier run's checkpoints must not be resumed
-		// into this one.
-		if err := os.RemoveAll(filepath.Join(dir, CheckpointDir)); err != nil {
-			return nil, nil, fmt.Errorf("run: %w", err)
+	var metrics *metricsWriter
+	var teachers []*model.Model
+	var digests []string
+	if r := opts.replica; r != nil {
+		teachers = r.teachers // a worker's replica writes no file
+	} else {
+		if err := prepareDir(dir, job.Name); err != nil {
+			return nil, nil, err
 		}
-	}
-	man := newManifest(job.Name, job.File, job.Seed, info)
-	if err := writeJSON(filepath.Join(dir, ManifestFile), man); err != nil {
-		return nil, nil, fmt.Errorf("run: %w", err)
-	}
-	if err := writeFileAtomic(filepath.Join(dir, RecipeFile), job.HCL()); err != nil {
-		return nil, nil, fmt.Errorf("run: %w", err)
-	}
-	metrics, err := newMetricsWriter(filepath.Join(dir, MetricsFile), m, job.Factorize)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer metrics.close()
-	if rp != nil {
-		for _, em := range rp.state.Snapshot.History {
-			if err := metrics.write(em); err != nil {
-				return nil, nil, err
+		if rp == nil {
+			// A fresh run: an earlier run's checkpoints must not be resumed
+			// into this one.
+			if err := os.RemoveAll(filepath.Join(dir, CheckpointDir)); err != nil {
+				return nil, nil, fmt.Errorf("run: %w", err)
 			}
 		}
-	}
-
-	teachers, digests, err := trainTeachers(ctx, job, dir, opts, resumeTeachers, rp, log)
-	if err != nil {
-		return nil, nil, err
+		man := newManifest(job.Name, job.File, job.Seed, info)
+		if err := writeJSON(filepath.Join(dir, ManifestFile), man); err != nil {
+			return nil, nil, fmt.Errorf("run: %w", err)
+		}
+		if err := writeFileAtomic(filepath.Join(dir, RecipeFile), job.HCL()); err != nil {
+			return nil, nil, fmt.Errorf("run: %w", err)
+		}
+		if metrics, err = newMetricsWriter(filepath.Join(dir, MetricsFile), m, job.Factorize); err != nil {
+			return nil, nil, err
+		}
+		defer metrics.close()
+		if rp != nil {
+			for _, em := range rp.state.Snapshot.History {
+				if err := metrics.write(em); err != nil {
+					return nil, nil, err
+				}
+			}
+		}
+		if teachers, digests, err = trainTeachers(ctx, job, dir, opts, resumeTeachers, rp, log); err != nil {
+			return nil, nil, err
+		}
 	}
 	var kd *distill.Config
 	if d := job.Distill; d != nil {
@@ -317,17 +354,30 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		rp.model.Quant, rp.model.ActQuant = m.Quant, m.ActQuant
 		startModel, resume, ckpt.best = rp.model, rp.state.Snapshot, rp.state.BestValAccuracy
 	}
+	var par *cluster.Replica
+	if opts.Cluster != nil {
+		if par, err = startPhase(ctx, job, opts, teachers, rp); err != nil {
+			return nil, nil, err
+		}
+		defer opts.Cluster.EndPhase()
+	}
 	var tr *trainer.Trainer
 	ckpt.model = func() *model.Model { return tr.Model() }
-	tr, err = trainer.New(trainer.Config{
+	cfg := trainer.Config{Parallel: parallel(par),
 		Resume: resume, Checkpoint: ckpt.write, CheckpointEpochs: job.Checkpoint.EveryEpochs, CheckpointSteps: every,
 		Model: startModel, Engine: eng, Train: train, Val: val, Test: test, Batch: job.Batch, EvalBatch: job.EvalBatch,
 		Epochs: job.Epochs, Seed: job.Seed, Augment: data.Augment{Shift: job.Augment.Shift}, Optimizer: opt,
 		Policies: append(policies, opts.Policies...),
-		Logger:   log.Named("trainer"), Progress: opts.Progress, EndEpoch: metrics.write, Factorize: factors, ThinAtEpoch: job.ThinAtEpoch,
+		Logger:   log.Named("trainer"), Progress: opts.Progress, Factorize: factors, ThinAtEpoch: job.ThinAtEpoch,
 		Teachers: teachers, KD: kd, Hint: hint,
-	})
-	if err != nil {
+	}
+	if metrics != nil {
+		cfg.EndEpoch = metrics.write
+	}
+	if opts.replica != nil {
+		cfg.Parallel, cfg.Checkpoint, cfg.Test = opts.replica.par, nil, nil
+	}
+	if tr, err = trainer.New(cfg); err != nil {
 		return nil, nil, err
 	}
 	defer tr.Close()
@@ -336,11 +386,19 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 			acc, _, err := tr.Evaluate(val)
 			return acc, err
 		}
-		sens.Write = func(t trainer.SensitivityTable) error { return writeSensitivity(dir, t) }
+		sens.Write = func(t trainer.SensitivityTable) error {
+			if opts.replica != nil {
+				return nil
+			}
+			return writeSensitivity(dir, t)
+		}
 	}
 	res, err := tr.Run(ctx)
+	if err == nil && opts.replica != nil {
+		return nil, tr.Model(), nil
+	}
 	if err != nil {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil && opts.replica == nil {
 			log.Warn("interrupted: checkpoint written; continue with --resume", "run_dir", dir)
 		}
 		return nil, nil, err
@@ -358,6 +416,10 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	}
 	if resume != nil {
 		sum.ResumedFromStep = resume.Step
+	}
+	if par != nil {
+		sum.Cluster = clusterSummary(opts.Cluster, par)
+		sum.Cluster.GradientBytes = 4 * tr.Model().NumParams()
 	}
 	for _, l := range sum.Layers {
 		sum.ParamsTotal += l.Params

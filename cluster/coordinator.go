@@ -1,0 +1,362 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/nats-io/nats.go"
+)
+
+const coordinatorName = "coordinator"
+
+// HeartbeatEvery is how often workers send heartbeats.
+var HeartbeatEvery = 250 * time.Millisecond
+
+// WorkerInfo is what the coordinator knows of a worker.
+type WorkerInfo struct {
+	Hello
+	State    string    `json:"state"` // ready, training, lost, failed
+	LastSeen time.Time `json:"last_seen"`
+	Step     int64     `json:"step"`
+	Error    string    `json:"error,omitempty"`
+	// Throughput: steps completed in the phase over the time since it began.
+	BytesSent     int64 `json:"bytes_sent"`
+	BytesReceived int64 `json:"bytes_received"`
+}
+
+// MemberStats are the coordinator's counts over the job.
+type MemberStats struct {
+	MaxWorkers       int   `json:"workers"` // the most that took part at once
+	WorkersLost      int   `json:"workers_lost"`
+	Generations      int   `json:"generations"`
+	MessagesRejected int64 `json:"messages_rejected"`
+}
+
+// Coordinator keeps a job's membership: workers register, send
+// heartbeats, are dropped when they miss the deadline (a new generation
+// re-plans the step among the others), and take part from the next phase
+// when they join late.
+type Coordinator struct {
+	nc     *nats.Conn
+	js     nats.JetStreamContext
+	job    string
+	log    hclog.Logger
+	Dead   time.Duration // a worker silent this long is lost
+	bucket string
+
+	mu      sync.Mutex
+	workers map[string]*WorkerInfo
+	order   []string // registration order
+	phase   uint64
+	gen     uint64
+	members []string
+	rep     *Replica
+	stats   MemberStats
+	joined  chan struct{}
+	subs    []*nats.Subscription
+	stop    chan struct{}
+	wg      sync.WaitGroup
+}
+
+// NewCoordinator starts serving job's registrations on nc.
+func NewCoordinator(nc *nats.Conn, job string, log hclog.Logger) (*Coordinator, error) {
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	js, err := nc.JetStream()
+	if err != nil {
+		return nil, fmt.Errorf("cluster: JetStream: %w", err)
+	}
+	c := &Coordinator{nc: nc, js: js, job: Token(job), log: log, Dead: 3 * time.Second, workers: map[string]*WorkerInfo{},
+		joined: make(chan struct{}), stop: make(chan struct{}), bucket: "lathe-" + Token(job)}
+	base := "lathe." + c.job
+	for _, h := range []struct {
+		subject string
+		fn      nats.MsgHandler
+	}{
+		{base + ".w.*.join", c.onJoin},
+		{base + ".w.*.hb", c.onHeartbeat},
+		{"lathe.discover", c.onDiscover},
+	} {
+		sub, err := nc.Subscribe(h.subject, h.fn)
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("cluster: subscribe %s: %w", h.subject, err)
+		}
+		c.subs = append(c.subs, sub)
+	}
+	if err := nc.Flush(); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	c.wg.Add(1)
+	go c.monitor()
+	return c, nil
+}
+
+// Close stops the coordinator's subscriptions and tells the workers the
+// job is over.
+func (c *Coordinator) Close() {
+	select {
+	case <-c.stop:
+		return
+	default:
+	}
+	close(c.stop)
+	c.wg.Wait()
+	c.control(Control{Kind: "stop"})
+	_ = c.nc.Flush()
+	for _, s := range c.subs {
+		_ = s.Unsubscribe()
+	}
+}
+
+func (c *Coordinator) control(m Control) {
+	b, _ := json.Marshal(m)
+	if err := c.nc.Publish("lathe."+c.job+".c.ctl", b); err != nil {
+		c.log.Warn("control message not sent", "kind", m.Kind, "error", err)
+	}
+}
+
+func (c *Coordinator) onDiscover(m *nats.Msg) { _ = m.Respond([]byte(c.job)) }
+
+func (c *Coordinator) onJoin(m *nats.Msg) {
+	from := subjectFrom(m.Subject)
+	var h Hello
+	w := Welcome{OK: true}
+	switch err := json.Unmarshal(m.Data, &h); {
+	case err != nil:
+		w = Welcome{Error: fmt.Sprintf("bad registration: %v", err)}
+	case h.Version != Version:
+		w = Welcome{Error: fmt.Sprintf("protocol %q, the coordinator speaks %q", h.Version, Version)}
+	case Token(h.Name) != from:
+		w = Welcome{Error: fmt.Sprintf("name %q does not match the subject's %q", h.Name, from)}
+	}
+	c.mu.Lock()
+	if old := c.workers[from]; w.OK && old != nil && old.State != "lost" && old.PID != h.PID && time.Since(old.LastSeen) < c.Dead {
+		w = Welcome{Error: fmt.Sprintf("a worker named %q is already registered", from)}
+	}
+	if w.OK {
+		if c.workers[from] == nil {
+			c.order = append(c.order, from)
+		}
+		c.workers[from] = &WorkerInfo{Hello: h, State: "ready", LastSeen: time.Now()}
+		c.log.Info("worker joined", "worker", from, "cores", h.Cores, "device", h.Device, "pid", h.PID)
+		close(c.joined)
+		c.joined = make(chan struct{})
+	} else {
+		c.stats.MessagesRejected++
+		c.log.Warn("worker refused", "worker", from, "reason", w.Error)
+	}
+	c.mu.Unlock()
+	b, _ := json.Marshal(w)
+	_ = m.Respond(b)
+}
+
+func (c *Coordinator) onHeartbeat(m *nats.Msg) {
+	from := subjectFrom(m.Subject)
+	var hb Heartbeat
+	if err := json.Unmarshal(m.Data, &hb); err != nil {
+		c.mu.Lock()
+		c.stats.MessagesRejected++
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w := c.workers[from]
+	if w == nil || w.State == "lost" {
+		return // unknown: it registers again by itself
+	}
+	w.LastSeen, w.Step = time.Now(), hb.Step
+	if hb.Phase == c.phase {
+		w.BytesSent, w.BytesReceived = hb.BytesSent, hb.BytesReceived
+	}
+	if hb.State == "failed" && w.State != "failed" {
+		w.State, w.Error = "failed", hb.Error
+		c.log.Error("worker failed; it is left out", "worker", from, "error", hb.Error)
+		c.dropLocked(from)
+	}
+}
+
+// monitor drops workers that miss the heartbeat deadline.
+func (c *Coordinator) monitor() {
+	defer c.wg.Done()
+	t := time.NewTicker(HeartbeatEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		for _, name := range c.order {
+			w := c.workers[name]
+			if (w.State == "ready" || w.State == "training") && time.Since(w.LastSeen) > c.Dead {
+				w.State = "lost"
+				c.stats.WorkersLost++
+				c.log.Warn("worker lost: no heartbeat", "worker", name, "silent", time.Since(w.LastSeen).Round(time.Millisecond))
+				c.dropLocked(name)
+			}
+		}
+		c.mu.Unlock()
+	}
+}
+
+// dropLocked removes a worker from the phase's membership: a new
+// generation (c.mu held).
+func (c *Coordinator) dropLocked(name string) {
+	i := slices.Index(c.members, name)
+	if i < 0 {
+		return
+	}
+	c.members = slices.Delete(slices.Clone(c.members), i, i+1)
+	c.gen++
+	c.stats.Generations++
+	failure := ""
+	if len(c.members) == 0 {
+		failure = "no worker left in the phase"
+		for _, n := range c.order {
+			if w := c.workers[n]; w.State == "failed" {
+				failure = fmt.Sprintf("every worker failed; %s: %s", n, w.Error)
+			}
+		}
+	}
+	c.log.Info("membership changed: the step is re-planned", "generation", c.gen, "workers", len(c.members))
+	c.control(Control{Kind: "gen", Phase: c.phase, Gen: c.gen, Members: c.members, Error: failure})
+	if c.rep != nil {
+		c.rep.SetGen(c.gen, c.members, failure)
+	}
+}
+
+// WaitWorkers blocks until at least n workers are ready.
+func (c *Coordinator) WaitWorkers(ctx context.Context, n int) error {
+	logged := false
+	for {
+		c.mu.Lock()
+		ready := 0
+		for _, w := range c.workers {
+			if w.State == "ready" || w.State == "training" {
+				ready++
+			}
+		}
+		joined := c.joined
+		c.mu.Unlock()
+		if ready >= n {
+			return nil
+		}
+		if !logged {
+			c.log.Info("waiting for workers", "have", ready, "need", n)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-joined:
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// Workers lists the workers known, in registration order.
+func (c *Coordinator) Workers() []WorkerInfo {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []WorkerInfo
+	for _, n := range c.order {
+		out = append(out, *c.workers[n])
+	}
+	return out
+}
+
+// Stats returns the membership counts, with the coordinator replica's
+// rejected messages.
+func (c *Coordinator) Stats() MemberStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.stats
+	if c.rep != nil {
+		s.MessagesRejected += c.rep.Stats().MessagesRejected
+	}
+	return s
+}
+
+// Phase starts a training phase on the ready workers: the files go to the
+// job's object store, the workers receive the spec and the first
+// generation, and the coordinator's own replica (which computes nothing)
+// is returned for the coordinator's trainer.
+func (c *Coordinator) Phase(ctx context.Context, spec PhaseSpec, files map[string][]byte) (*Replica, error) {
+	if len(files) > 0 {
+		obs, err := c.objectStore()
+		if err != nil {
+			return nil, err
+		}
+		for name, b := range files {
+			if _, err := obs.PutBytes(name, b); err != nil {
+				return nil, fmt.Errorf("cluster: object store: put %s: %w", name, err)
+			}
+		}
+	}
+	spec.Bucket = c.bucket
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.phase++
+	c.gen++
+	c.stats.Generations++
+	c.members = nil
+	for _, n := range c.order {
+		if w := c.workers[n]; w.State == "ready" || w.State == "training" {
+			w.State = "training"
+			c.members = append(c.members, n)
+		}
+	}
+	if len(c.members) == 0 {
+		return nil, errors.New("cluster: no worker is ready")
+	}
+	c.stats.MaxWorkers = max(c.stats.MaxWorkers, len(c.members))
+	rep, err := NewReplica(c.nc, c.job, coordinatorName, c.phase, spec.MicroShards, c.gen, c.members, c.log.Named("replica"))
+	if err != nil {
+		return nil, err
+	}
+	if c.rep != nil {
+		c.rep.Close()
+	}
+	c.rep = rep
+	c.log.Info("phase starting", "phase", c.phase, "name", spec.Name, "workers", c.members, "micro_shards", spec.MicroShards)
+	c.control(Control{Kind: "phase", Phase: c.phase, Gen: c.gen, Members: c.members, Spec: &spec})
+	return rep, nil
+}
+
+// EndPhase tells the workers the phase is over.
+func (c *Coordinator) EndPhase() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, n := range c.members {
+		if w := c.workers[n]; w.State == "training" {
+			w.State = "ready"
+		}
+	}
+	c.control(Control{Kind: "end", Phase: c.phase})
+	if c.rep != nil {
+		c.rep.Close()
+		c.rep = nil
+	}
+}
+
+func (c *Coordinator) objectStore() (nats.ObjectStore, error) {
+	obs, err := c.js.ObjectStore(c.bucket)
+	if errors.Is(err, nats.ErrStreamNotFound) || errors.Is(err, nats.ErrBucketNotFound) {
+		obs, err = c.js.CreateObjectStore(&nats.ObjectStoreConfig{Bucket: c.bucket, Description: "lathe job files"})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cluster: object store %s: %w", c.bucket, err)
+	}
+	return obs, nil
+}

@@ -1,0 +1,23 @@
+// Package cluster spreads a training job over workers through NATS
+// (DESIGN §6): an embedded nats-server by default, the subjects and
+// messages of the protocol, the coordinator's membership (registration,
+// heartbeats, generations), and the exact data-parallel reduction every
+// replica steps with.
+//
+// Subjects, for a job J (its name with '.', '*', '>' and blanks replaced):
+//
+//	lathe.J.c.ctl              coordinator → all: phase, generation, end, stop
+//	lathe.J.w.W.join           worker W registers (request)
+//	lathe.J.w.W.hb             worker W's heartbeat
+//	lathe.J.w.W.rs.O           W's partial sums of owner O's chunk (reduce-scatter)
+//	lathe.J.w.W.ag             W's reduced chunk (all-gather), also read by the coordinator
+//	lathe.J.w.W.resend.T       W asks T to publish a message again (request)
+//	lathe.J.w.W.fetch          W asks any replica for a whole reduced step (request)
+//
+// A worker publishes only under lathe.J.w.<its name>, so a deployment can
+// grant each worker's credentials exactly that; the sender of a message is
+// the subject's fourth token. Every data message carries the job, the
+// phase, the membership generation and the step in its headers, and is
+// rejected (and counted) when any of them is foreign or stale, when its
+// shape is not the expected one, or when it holds NaN or Inf.
+package cluster

@@ -1,0 +1,171 @@
+package cluster
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Version is the protocol version; the coordinator refuses workers that
+// announce another.
+const Version = "lathe-cluster/1"
+
+// Hello is a worker's registration.
+type Hello struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	Cores   int    `json:"cores"`
+	Device  string `json:"device"`
+	PID     int    `json:"pid"`
+}
+
+// Welcome answers a Hello.
+type Welcome struct {
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+}
+
+// Heartbeat is a worker's periodic sign of life.
+type Heartbeat struct {
+	Name  string `json:"name"`
+	Phase uint64 `json:"phase"`
+	Step  int64  `json:"step"`  // steps completed in the phase
+	State string `json:"state"` // idle, training, failed
+	Error string `json:"error,omitempty"`
+	// Bytes of data messages sent and received, and steps, in the phase.
+	BytesSent     int64 `json:"bytes_sent"`
+	BytesReceived int64 `json:"bytes_received"`
+}
+
+// Control is a coordinator message to every worker.
+type Control struct {
+	Kind    string     `json:"kind"` // phase, gen, end, stop
+	Phase   uint64     `json:"phase"`
+	Gen     uint64     `json:"gen"`
+	Members []string   `json:"members,omitempty"` // the computing workers, in rank order
+	Spec    *PhaseSpec `json:"spec,omitempty"`
+	Error   string     `json:"error,omitempty"`
+}
+
+// PhaseSpec is one training run the cluster performs (a teacher, then the
+// student): the resolved recipe, and the files its replicas start from,
+// in the job's object store bucket.
+type PhaseSpec struct {
+	Name        string   `json:"name"`
+	Recipe      []byte   `json:"recipe"` // resolved HCL
+	File        string   `json:"file"`   // the recipe's file name, for messages
+	MicroShards int      `json:"micro_shards"`
+	Bucket      string   `json:"bucket"`
+	Teachers    []string `json:"teachers,omitempty"` // objects: the teachers' model files
+	Resume      string   `json:"resume,omitempty"`   // object: the checkpoint to resume from
+}
+
+// Header names of data messages.
+const (
+	hJob   = "Lathe-Job"
+	hPhase = "Lathe-Phase"
+	hGen   = "Lathe-Gen"
+	hStep  = "Lathe-Step"
+	hOff   = "Lathe-Off" // first element of the part
+	hLen   = "Lathe-Len" // elements of the whole vector
+)
+
+// meta is a data message's identity.
+type meta struct {
+	job   string
+	phase uint64
+	gen   uint64
+	step  int64
+	off   int
+	n     int
+}
+
+func (m meta) header() nats.Header {
+	h := nats.Header{}
+	h.Set(hJob, m.job)
+	h.Set(hPhase, strconv.FormatUint(m.phase, 10))
+	h.Set(hGen, strconv.FormatUint(m.gen, 10))
+	h.Set(hStep, strconv.FormatInt(m.step, 10))
+	h.Set(hOff, strconv.Itoa(m.off))
+	h.Set(hLen, strconv.Itoa(m.n))
+	return h
+}
+
+func parseMeta(h nats.Header) (meta, error) {
+	var m meta
+	var err error
+	m.job = h.Get(hJob)
+	if m.phase, err = strconv.ParseUint(h.Get(hPhase), 10, 64); err != nil {
+		return m, fmt.Errorf("phase: %w", err)
+	}
+	if m.gen, err = strconv.ParseUint(h.Get(hGen), 10, 64); err != nil {
+		return m, fmt.Errorf("gen: %w", err)
+	}
+	if m.step, err = strconv.ParseInt(h.Get(hStep), 10, 64); err != nil {
+		return m, fmt.Errorf("step: %w", err)
+	}
+	if m.off, err = strconv.Atoi(h.Get(hOff)); err != nil {
+		return m, fmt.Errorf("offset: %w", err)
+	}
+	if m.n, err = strconv.Atoi(h.Get(hLen)); err != nil {
+		return m, fmt.Errorf("length: %w", err)
+	}
+	return m, nil
+}
+
+func putInt64s(v []int64) []byte {
+	b := make([]byte, 8*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint64(b[8*i:], uint64(x))
+	}
+	return b
+}
+
+func int64s(b []byte) ([]int64, error) {
+	if len(b)%8 != 0 {
+		return nil, fmt.Errorf("%d bytes is not a whole number of int64s", len(b))
+	}
+	v := make([]int64, len(b)/8)
+	for i := range v {
+		v[i] = int64(binary.LittleEndian.Uint64(b[8*i:]))
+	}
+	return v, nil
+}
+
+func putFloat32s(v []float32) []byte {
+	b := make([]byte, 4*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
+	}
+	return b
+}
+
+// float32s decodes a part, refusing NaN and Inf.
+func float32s(b []byte) ([]float32, error) {
+	if len(b)%4 != 0 {
+		return nil, fmt.Errorf("%d bytes is not a whole number of float32s", len(b))
+	}
+	v := make([]float32, len(b)/4)
+	for i := range v {
+		v[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+		if f := float64(v[i]); math.IsNaN(f) || math.IsInf(f, 0) {
+			return nil, fmt.Errorf("non-finite value at %d", i)
+		}
+	}
+	return v, nil
+}
+
+// chunk is owner j's range of an n-element vector split among size owners.
+func chunk(n, size, j int) (lo, hi int) { return j * n / size, (j + 1) * n / size }
+
+// plan is the micro-shards rank computes when size workers share shards.
+func plan(shards, size, rank int) []int {
+	var ks []int
+	for k := rank * shards / size; k < (rank+1)*shards/size; k++ {
+		ks = append(ks, k)
+	}
+	return ks
+}

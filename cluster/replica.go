@@ -1,0 +1,708 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/nats-io/nats.go"
+
+	"github.com/lathe-ml/lathe/trainer"
+)
+
+// ResendAfter is how long a replica waits for a missing message before it
+// asks its sender to publish it again (core NATS delivers at most once).
+var ResendAfter = 2 * time.Second
+
+// Window is how many steps a worker may run ahead of the coordinator,
+// whose replica keeps the state and writes the checkpoints: messages up to
+// that many steps ahead are kept, and a worker waits before it starts a
+// step further ahead.
+var Window int64 = 32
+
+// Stats counts a replica's traffic and the messages it refused.
+type Stats struct {
+	Steps            int64 `json:"steps"`
+	BytesSent        int64 `json:"bytes_sent"`
+	BytesReceived    int64 `json:"bytes_received"`
+	MessagesRejected int64 `json:"messages_rejected"`
+	Resends          int64 `json:"resends"`
+	Redone           int64 `json:"steps_redone"` // steps computed again after a membership change
+}
+
+// key identifies one sender's vector for one step.
+type key struct {
+	from string
+	gen  uint64
+	step int64
+}
+
+// assembly gathers a vector's parts.
+type assembly struct {
+	lo, hi int // the range expected
+	got    int // elements received
+	parts  map[int]bool
+	i64    []int64
+	f32    []float32
+}
+
+func (a *assembly) complete() bool { return a.got == a.hi-a.lo }
+
+// Replica is one participant of a phase's data-parallel training: a worker
+// that computes micro-shards and owns a chunk of the reduction, or the
+// coordinator, which computes nothing and gathers the reduced vector to
+// keep the state. It implements trainer.Parallel.
+type Replica struct {
+	nc     *nats.Conn
+	job    string // subject token
+	name   string // subject token ("coordinator" for the coordinator)
+	prefix string // lathe.<job>.w.<name> or lathe.<job>.c.coordinator
+	phase  uint64
+	shards int
+	log    hclog.Logger
+
+	mu       sync.Mutex
+	gen      uint64
+	members  []string
+	failure  string        // set with an empty membership: why the phase cannot go on
+	changed  chan struct{} // closed when the generation changes
+	notify   chan struct{} // a message arrived
+	curStep  int64
+	partials map[key]*assembly // reduce-scatter parts for our chunk
+	chunks   map[key]*assembly // all-gather parts
+	partial  *sent             // our last partial vector, for resends
+	reduced  *sent             // our last reduced chunk, for resends
+	done     map[int64][]float32
+	future   []*nats.Msg // data messages of a generation not installed yet
+	subs     []*nats.Subscription
+	stats    Stats
+	steps    atomic.Int64
+	// The coordinator's completed steps, as it announces them (workers
+	// wait when they get Window/2 steps ahead).
+	coordSteps atomic.Int64
+	coordMoved chan struct{}
+}
+
+// sent is a vector a replica published, kept until the next step.
+type sent struct {
+	gen  uint64
+	step int64
+	n    int
+	i64  []int64
+	f32  []float32
+	lo   int
+}
+
+var _ trainer.Parallel = (*Replica)(nil)
+
+// NewReplica joins phase of job as name, with the given first generation.
+func NewReplica(nc *nats.Conn, job, name string, phase uint64, shards int, gen uint64, members []string, log hclog.Logger) (*Replica, error) {
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	r := &Replica{nc: nc, job: Token(job), name: Token(name), phase: phase, shards: shards, log: log,
+		gen: gen, members: slices.Clone(members), changed: make(chan struct{}), notify: make(chan struct{}, 1),
+		partials: map[key]*assembly{}, chunks: map[key]*assembly{}, done: map[int64][]float32{}, coordMoved: make(chan struct{}, 1)}
+	r.prefix = "lathe." + r.job + ".w." + r.name
+	if r.name == coordinatorName {
+		r.prefix = "lathe." + r.job + ".c." + coordinatorName
+	}
+	base := "lathe." + r.job
+	handlers := []struct {
+		subject string
+		fn      nats.MsgHandler
+	}{
+		{base + ".w.*.rs." + r.name, r.onPartial},
+		{base + ".w.*.ag", r.onChunk},
+		{base + ".w.*.resend." + r.name, r.onResend},
+		{base + ".*.*.fetch", r.onFetch},
+		{base + ".c." + coordinatorName + ".at", r.onCoordinatorAt},
+	}
+	for _, h := range handlers {
+		sub, err := nc.Subscribe(h.subject, h.fn)
+		if err != nil {
+			r.Close()
+			return nil, fmt.Errorf("cluster: subscribe %s: %w", h.subject, err)
+		}
+		// A replica busy computing reads late: never drop what it has not
+		// read yet (the server's own limit still applies).
+		_ = sub.SetPendingLimits(-1, -1)
+		r.subs = append(r.subs, sub)
+	}
+	if err := nc.Flush(); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	return r, nil
+}
+
+// Close unsubscribes.
+func (r *Replica) Close() {
+	for _, s := range r.subs {
+		_ = s.Unsubscribe()
+	}
+	r.subs = nil
+}
+
+// MicroShards implements trainer.Parallel.
+func (r *Replica) MicroShards() int { return r.shards }
+
+// Stats returns the counters so far.
+func (r *Replica) Stats() Stats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.stats
+	s.Steps = r.steps.Load()
+	return s
+}
+
+// Steps is the number of steps the replica has completed in its phase.
+func (r *Replica) Steps() int64 { return r.steps.Load() }
+
+// SetGen installs a membership generation (ignored unless newer). An empty
+// membership with a failure makes waiting steps fail with it.
+func (r *Replica) SetGen(gen uint64, members []string, failure string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if gen <= r.gen {
+		return
+	}
+	r.gen, r.members, r.failure = gen, slices.Clone(members), failure
+	close(r.changed)
+	r.changed = make(chan struct{})
+	future := r.future
+	r.future = nil
+	// Messages that arrived before their generation: placed now.
+	go func() {
+		for _, m := range future {
+			if strings.HasSuffix(m.Subject, ".ag") {
+				r.onChunk(m)
+			} else {
+				r.onPartial(m)
+			}
+		}
+	}()
+}
+
+func (r *Replica) view() (uint64, []string, string, chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.gen, r.members, r.failure, r.changed
+}
+
+var errGenChanged = errors.New("cluster: membership changed")
+
+func (r *Replica) onCoordinatorAt(m *nats.Msg) {
+	md, err := parseMeta(m.Header)
+	if err != nil || md.job != r.job || md.phase != r.phase {
+		return
+	}
+	if md.step > r.coordSteps.Load() {
+		r.coordSteps.Store(md.step)
+		select {
+		case r.coordMoved <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Reduce implements trainer.Parallel.
+func (r *Replica) Reduce(ctx context.Context, step int64, n int, compute func([]int, []int64) error) ([]float32, error) {
+	if r.name != coordinatorName {
+		for step > r.coordSteps.Load()+Window/2 {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-r.coordMoved:
+			case <-time.After(time.Second):
+			}
+		}
+	}
+	r.mu.Lock()
+	r.curStep = step
+	for k := range r.partials {
+		if k.step < step {
+			delete(r.partials, k)
+		}
+	}
+	for k := range r.chunks {
+		if k.step < step {
+			delete(r.chunks, k)
+		}
+	}
+	if v, ok := r.done[step]; ok { // fetched while the step was being redone
+		r.mu.Unlock()
+		return v, nil
+	}
+	r.mu.Unlock()
+	first := true
+	for {
+		gen, members, failure, changed := r.view()
+		if len(members) == 0 {
+			if failure != "" {
+				return nil, fmt.Errorf("cluster: %s", failure)
+			}
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-changed:
+				continue
+			}
+		}
+		if !first {
+			r.mu.Lock()
+			r.stats.Redone++
+			r.mu.Unlock()
+		}
+		first = false
+		full, err := r.attempt(ctx, gen, members, changed, step, n, compute)
+		if errors.Is(err, errGenChanged) {
+			// Someone may have completed the step already (its last chunk
+			// was published before a worker was lost): take theirs, or
+			// compute it again among those left.
+			if v := r.fetch(step, n); v != nil {
+				full = v
+				err = nil
+			} else {
+				continue
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+		r.mu.Lock()
+		r.done[step] = full
+		delete(r.done, step-2)
+		r.mu.Unlock()
+		r.steps.Store(step + 1)
+		if r.name == coordinatorName {
+			h := meta{job: r.job, phase: r.phase, gen: 0, step: step + 1, n: 1}.header()
+			_ = r.nc.PublishMsg(&nats.Msg{Subject: r.prefix + ".at", Header: h})
+		}
+		return full, nil
+	}
+}
+
+// attempt runs the step under one generation.
+func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, changed chan struct{}, step int64, n int, compute func([]int, []int64) error) ([]float32, error) {
+	size := len(members)
+	rank := slices.Index(members, r.name)
+	if rank >= 0 {
+		partial := make([]int64, n)
+		if err := compute(plan(r.shards, size, rank), partial); err != nil {
+			return nil, err
+		}
+		r.mu.Lock()
+		r.partial = &sent{gen: gen, step: step, n: n, i64: partial}
+		r.mu.Unlock()
+		for j, o := range members {
+			if j != rank {
+				lo, hi := chunk(n, size, j)
+				r.publishInt64s(r.prefix+".rs."+o, meta{job: r.job, phase: r.phase, gen: gen, step: step, n: n}, lo, partial[lo:hi])
+			}
+		}
+		lo, hi := chunk(n, size, rank)
+		sum := slices.Clone(partial[lo:hi])
+		err := r.wait(ctx, changed, func() (bool, []string) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			var missing []string
+			for j, o := range members {
+				if j == rank {
+					continue
+				}
+				if a := r.partials[key{o, gen, step}]; a == nil || !a.complete() {
+					missing = append(missing, o)
+				}
+			}
+			return len(missing) == 0, missing
+		}, func(o string) resendReq { return resendReq{Kind: "rs", Gen: gen, Step: step, To: r.name} })
+		if err != nil {
+			return nil, err
+		}
+		r.mu.Lock()
+		for j, o := range members {
+			if j != rank {
+				a := r.partials[key{o, gen, step}]
+				if a.lo != lo || a.hi != hi {
+					r.mu.Unlock()
+					return nil, fmt.Errorf("cluster: step %d: %s sent range [%d, %d), want [%d, %d)", step+1, o, a.lo, a.hi, lo, hi)
+				}
+				for i, v := range a.i64 {
+					sum[i] += v
+				}
+			}
+		}
+		r.mu.Unlock()
+		out := make([]float32, len(sum))
+		for i, v := range sum {
+			out[i] = trainer.FromFixed(v)
+		}
+		r.mu.Lock()
+		r.reduced = &sent{gen: gen, step: step, n: n, f32: out, lo: lo}
+		r.chunks[key{r.name, gen, step}] = &assembly{lo: lo, hi: hi, got: hi - lo, f32: out}
+		r.mu.Unlock()
+		r.publishFloat32s(r.prefix+".ag", "", meta{job: r.job, phase: r.phase, gen: gen, step: step, n: n}, lo, out)
+	}
+	err := r.wait(ctx, changed, func() (bool, []string) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		var missing []string
+		for _, o := range members {
+			if a := r.chunks[key{o, gen, step}]; a == nil || !a.complete() {
+				missing = append(missing, o)
+			}
+		}
+		return len(missing) == 0, missing
+	}, func(o string) resendReq { return resendReq{Kind: "ag", Gen: gen, Step: step, To: o} })
+	if err != nil {
+		return nil, err
+	}
+	full := make([]float32, n)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for j, o := range members {
+		a := r.chunks[key{o, gen, step}]
+		lo, hi := chunk(n, size, j)
+		if a.lo != lo || a.hi != hi {
+			return nil, fmt.Errorf("cluster: step %d: %s reduced range [%d, %d), want [%d, %d)", step+1, o, a.lo, a.hi, lo, hi)
+		}
+		copy(full[lo:hi], a.f32)
+	}
+	return full, nil
+}
+
+// wait blocks until ready says so, asking the missing senders to publish
+// again every ResendAfter; it gives up when the generation changes.
+func (r *Replica) wait(ctx context.Context, changed chan struct{}, ready func() (bool, []string), req func(string) resendReq) error {
+	t := time.NewTimer(ResendAfter)
+	defer t.Stop()
+	for {
+		ok, missing := ready()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-changed:
+			return errGenChanged
+		case <-r.notify:
+		case <-t.C:
+			for _, o := range missing {
+				r.askResend(o, req(o))
+			}
+			t.Reset(ResendAfter)
+		}
+	}
+}
+
+type resendReq struct {
+	Kind string `json:"kind"` // rs: your partial for To; ag: your reduced chunk
+	Gen  uint64 `json:"gen"`
+	Step int64  `json:"step"`
+	To   string `json:"to"`
+}
+
+func (r *Replica) askResend(from string, q resendReq) {
+	r.mu.Lock()
+	r.stats.Resends++
+	r.mu.Unlock()
+	b, _ := json.Marshal(q)
+	r.log.Debug("asking for a message again", "from", from, "kind", q.Kind, "step", q.Step+1, "gen", q.Gen)
+	// The answer comes as the message itself; the reply only says whether
+	// the sender still had it.
+	_, _ = r.nc.Request(r.prefix+".resend."+from, b, time.Second)
+}
+
+func (r *Replica) onResend(m *nats.Msg) {
+	var q resendReq
+	if err := json.Unmarshal(m.Data, &q); err != nil {
+		r.reject("resend", subjectFrom(m.Subject), err)
+		return
+	}
+	r.mu.Lock()
+	p, c := r.partial, r.reduced
+	members := r.members
+	r.mu.Unlock()
+	answer := "none"
+	switch {
+	case q.Kind == "rs" && p != nil && p.gen == q.Gen && p.step == q.Step:
+		if j := slices.Index(members, q.To); j >= 0 && r.gen == q.Gen {
+			lo, hi := chunk(p.n, len(members), j)
+			r.publishInt64s(r.prefix+".rs."+q.To, meta{job: r.job, phase: r.phase, gen: p.gen, step: p.step, n: p.n}, lo, p.i64[lo:hi])
+			answer = "ok"
+		}
+	case q.Kind == "ag" && c != nil && c.gen == q.Gen && c.step == q.Step:
+		r.publishFloat32s(r.prefix+".ag", "", meta{job: r.job, phase: r.phase, gen: c.gen, step: c.step, n: c.n}, c.lo, c.f32)
+		answer = "ok"
+	}
+	_ = m.Respond([]byte(answer))
+}
+
+// fetch asks every replica for the whole reduced vector of step; nil when
+// no one has it within a second.
+func (r *Replica) fetch(step int64, n int) []float32 {
+	inbox := nats.NewInbox()
+	sub, err := r.nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil
+	}
+	defer sub.Unsubscribe()
+	_ = sub.SetPendingLimits(-1, -1)
+	req, _ := json.Marshal(resendReq{Kind: "fetch", Step: step})
+	if err := r.nc.PublishRequest(r.prefix+".fetch", inbox, req); err != nil {
+		return nil
+	}
+	full := make([]float32, n)
+	got := map[int]bool{}
+	total, from := 0, ""
+	deadline := time.Now().Add(time.Second)
+	for total < n {
+		m, err := sub.NextMsg(time.Until(deadline))
+		if err != nil {
+			return nil
+		}
+		md, err := parseMeta(m.Header)
+		if err != nil || md.job != r.job || md.phase != r.phase || md.step != step || md.n != n {
+			continue
+		}
+		if f := m.Header.Get("Lathe-From"); from == "" {
+			from = f
+		} else if f != from {
+			continue
+		}
+		v, err := float32s(m.Data)
+		if err != nil || md.off < 0 || md.off+len(v) > n || got[md.off] {
+			continue
+		}
+		got[md.off] = true
+		copy(full[md.off:], v)
+		total += len(v)
+	}
+	r.log.Info("took a step's reduced gradient from another replica", "step", step+1, "from", from)
+	return full
+}
+
+func (r *Replica) onFetch(m *nats.Msg) {
+	if strings.HasPrefix(m.Subject, r.prefix+".") || m.Reply == "" {
+		return
+	}
+	var q resendReq
+	if err := json.Unmarshal(m.Data, &q); err != nil {
+		return
+	}
+	r.mu.Lock()
+	v, ok := r.done[q.Step]
+	r.mu.Unlock()
+	if !ok {
+		return
+	}
+	r.publishFloat32s(m.Reply, r.name, meta{job: r.job, phase: r.phase, step: q.Step, n: len(v)}, 0, v)
+}
+
+// subjectFrom is the sender token of a lathe.<job>.<w|c>.<from>.… subject.
+func subjectFrom(s string) string {
+	parts := strings.SplitN(s, ".", 5)
+	if len(parts) < 4 {
+		return ""
+	}
+	return parts[3]
+}
+
+func (r *Replica) reject(what, from string, err error) {
+	r.mu.Lock()
+	r.stats.MessagesRejected++
+	r.mu.Unlock()
+	r.log.Warn("message rejected", "kind", what, "from", from, "error", err)
+}
+
+// accept checks a data message's identity against the replica's state.
+func (r *Replica) accept(m *nats.Msg, kind string) (meta, string, bool) {
+	from := subjectFrom(m.Subject)
+	md, err := parseMeta(m.Header)
+	if err != nil {
+		r.reject(kind, from, err)
+		return md, from, false
+	}
+	r.mu.Lock()
+	gen, step := r.gen, r.curStep
+	r.mu.Unlock()
+	switch {
+	case md.job != r.job:
+		err = fmt.Errorf("job %q, not %q", md.job, r.job)
+	case md.phase != r.phase:
+		err = fmt.Errorf("phase %d, not %d", md.phase, r.phase)
+	case md.gen+1 < gen || md.gen > gen+1:
+		err = fmt.Errorf("generation %d, current %d", md.gen, gen)
+	case md.step < step || md.step > step+Window:
+		err = fmt.Errorf("step %d, current %d", md.step+1, step+1)
+	case md.n <= 0 || md.off < 0 || md.off >= md.n:
+		err = fmt.Errorf("part at %d of a %d-element vector", md.off, md.n)
+	}
+	if err != nil {
+		r.reject(kind, from, err)
+		return md, from, false
+	}
+	return md, from, true
+}
+
+func (r *Replica) onPartial(m *nats.Msg) {
+	md, from, ok := r.accept(m, "reduce-scatter")
+	if !ok {
+		return
+	}
+	v, err := int64s(m.Data)
+	if err != nil {
+		r.reject("reduce-scatter", from, err)
+		return
+	}
+	r.mu.Lock()
+	if md.gen > r.gen {
+		r.future = append(r.future, m)
+		r.mu.Unlock()
+		return
+	}
+	j := slices.Index(r.members, r.name)
+	if j < 0 || !slices.Contains(r.members, from) {
+		r.mu.Unlock()
+		r.reject("reduce-scatter", from, fmt.Errorf("generation %d has no chunk for %s from %s", md.gen, r.name, from))
+		return
+	}
+	k := key{from, md.gen, md.step}
+	a := r.partials[k]
+	if a == nil {
+		lo, hi := chunk(md.n, len(r.members), j)
+		a = &assembly{lo: lo, hi: hi, parts: map[int]bool{}, i64: make([]int64, hi-lo)}
+		r.partials[k] = a
+	}
+	err = a.place(md.off, len(v), func(at int) { copy(a.i64[at:], v) })
+	if err == nil {
+		r.stats.BytesReceived += int64(len(m.Data))
+	}
+	r.mu.Unlock()
+	if err != nil {
+		r.reject("reduce-scatter", from, err)
+		return
+	}
+	r.poke()
+}
+
+func (r *Replica) onChunk(m *nats.Msg) {
+	if subjectFrom(m.Subject) == r.name {
+		return // our own, kept when published
+	}
+	md, from, ok := r.accept(m, "all-gather")
+	if !ok {
+		return
+	}
+	v, err := float32s(m.Data)
+	if err != nil {
+		r.reject("all-gather", from, err)
+		return
+	}
+	r.mu.Lock()
+	if md.gen > r.gen {
+		r.future = append(r.future, m)
+		r.mu.Unlock()
+		return
+	}
+	j := slices.Index(r.members, from)
+	if j < 0 {
+		r.mu.Unlock()
+		r.reject("all-gather", from, fmt.Errorf("%s owns no chunk in generation %d", from, md.gen))
+		return
+	}
+	k := key{from, md.gen, md.step}
+	a := r.chunks[k]
+	if a == nil {
+		lo, hi := chunk(md.n, len(r.members), j)
+		a = &assembly{lo: lo, hi: hi, parts: map[int]bool{}, f32: make([]float32, hi-lo)}
+		r.chunks[k] = a
+	}
+	err = a.place(md.off, len(v), func(at int) { copy(a.f32[at:], v) })
+	if err == nil {
+		r.stats.BytesReceived += int64(len(m.Data))
+	}
+	r.mu.Unlock()
+	if err != nil {
+		r.reject("all-gather", from, err)
+		return
+	}
+	r.poke()
+}
+
+// place records a part of count elements at off; a duplicate (a resend)
+// is ignored, a part outside the range is an error.
+func (a *assembly) place(off, count int, put func(at int)) error {
+	if off < a.lo || off+count > a.hi {
+		return fmt.Errorf("part [%d, %d) outside the chunk [%d, %d)", off, off+count, a.lo, a.hi)
+	}
+	if a.parts[off] {
+		return nil
+	}
+	a.parts[off] = true
+	a.got += count
+	put(off - a.lo)
+	return nil
+}
+
+func (r *Replica) poke() {
+	select {
+	case r.notify <- struct{}{}:
+	default:
+	}
+}
+
+// partElems is how many elements of size bytes fit one message.
+func (r *Replica) partElems(size int) int {
+	room := int(r.nc.MaxPayload()) - 4096
+	return max(1, room/size)
+}
+
+func (r *Replica) publishInt64s(subject string, md meta, lo int, v []int64) {
+	per := r.partElems(8)
+	for i := 0; i < len(v) || i == 0; i += per {
+		j := min(i+per, len(v))
+		md.off = lo + i
+		b := putInt64s(v[i:j])
+		if err := r.nc.PublishMsg(&nats.Msg{Subject: subject, Header: md.header(), Data: b}); err != nil {
+			r.log.Warn("publish failed", "subject", subject, "error", err)
+		}
+		r.mu.Lock()
+		r.stats.BytesSent += int64(len(b))
+		r.mu.Unlock()
+		if j == len(v) {
+			break
+		}
+	}
+}
+
+func (r *Replica) publishFloat32s(subject, from string, md meta, lo int, v []float32) {
+	per := r.partElems(4)
+	for i := 0; i < len(v) || i == 0; i += per {
+		j := min(i+per, len(v))
+		md.off = lo + i
+		h := md.header()
+		if from != "" {
+			h.Set("Lathe-From", from)
+		}
+		b := putFloat32s(v[i:j])
+		if err := r.nc.PublishMsg(&nats.Msg{Subject: subject, Header: h, Data: b}); err != nil {
+			r.log.Warn("publish failed", "subject", subject, "error", err)
+		}
+		r.mu.Lock()
+		r.stats.BytesSent += int64(len(b))
+		r.mu.Unlock()
+		if j == len(v) {
+			break
+		}
+	}
+}

@@ -1,0 +1,268 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/nats-io/nats.go"
+)
+
+// PhaseFunc runs one phase as a replica: it trains with par and returns
+// when the phase's last step is done.
+type PhaseFunc func(ctx context.Context, spec PhaseSpec, files map[string][]byte, par *Replica) error
+
+// Worker is a cluster worker: it registers with a job's coordinator, sends
+// heartbeats, and runs the phases it is given.
+type Worker struct {
+	NC     *nats.Conn
+	Job    string // "" finds the only job on the NATS deployment
+	Name   string
+	Device string
+	Log    hclog.Logger
+	Run    PhaseFunc
+
+	mu    sync.Mutex
+	rep   *Replica
+	phase uint64
+	state string
+	err   string
+}
+
+// Discover returns the name of the only job whose coordinator answers on
+// nc within wait; it fails when there are none or several.
+func Discover(nc *nats.Conn, wait time.Duration) (string, error) {
+	inbox := nats.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return "", fmt.Errorf("cluster: %w", err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.PublishRequest("lathe.discover", inbox, nil); err != nil {
+		return "", fmt.Errorf("cluster: %w", err)
+	}
+	var jobs []string
+	deadline := time.Now().Add(wait)
+	for {
+		m, err := sub.NextMsg(time.Until(deadline))
+		if err != nil {
+			break
+		}
+		if j := string(m.Data); !slices.Contains(jobs, j) {
+			jobs = append(jobs, j)
+		}
+	}
+	switch len(jobs) {
+	case 0:
+		return "", nil
+	case 1:
+		return jobs[0], nil
+	}
+	return "", fmt.Errorf("cluster: several jobs are running (%v): pass --job", jobs)
+}
+
+// Serve runs until the coordinator stops the job, the connection closes or
+// ctx is done.
+func (w *Worker) Serve(ctx context.Context) error {
+	if w.Log == nil {
+		w.Log = hclog.NewNullLogger()
+	}
+	if w.Job == "" {
+		logged := false
+		for w.Job == "" {
+			j, err := Discover(w.NC, time.Second)
+			if err != nil {
+				return err
+			}
+			if w.Job = j; j == "" {
+				if !logged {
+					w.Log.Info("no job running yet; waiting for one")
+					logged = true
+				}
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(time.Second):
+				}
+			}
+		}
+		w.Log.Info("found the job", "job", w.Job)
+	}
+	job, name := Token(w.Job), Token(w.Name)
+	prefix := "lathe." + job + ".w." + name
+	ctl := make(chan *nats.Msg, 64)
+	sub, err := w.NC.ChanSubscribe("lathe."+job+".c.ctl", ctl)
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	defer sub.Unsubscribe()
+	_ = sub.SetPendingLimits(-1, -1)
+	w.state = "idle"
+	if err := w.register(ctx, prefix); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go w.heartbeats(ctx, prefix)
+	closed := make(chan struct{})
+	w.NC.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	var phaseDone chan error
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-closed:
+			return errors.New("cluster: the connection to NATS closed")
+		case err := <-phaseDone:
+			phaseDone = nil
+			w.mu.Lock()
+			if err != nil {
+				w.state, w.err = "failed", err.Error()
+				w.Log.Error("phase failed", "phase", w.phase, "error", err)
+			} else {
+				w.state = "idle"
+				w.Log.Info("phase done", "phase", w.phase)
+			}
+			w.mu.Unlock()
+		case m := <-ctl:
+			var c Control
+			if err := json.Unmarshal(m.Data, &c); err != nil {
+				w.Log.Warn("control message rejected", "error", err)
+				continue
+			}
+			switch c.Kind {
+			case "stop":
+				w.Log.Info("the coordinator ended the job")
+				return nil
+			case "gen":
+				w.mu.Lock()
+				if w.rep != nil && c.Phase == w.phase {
+					w.rep.SetGen(c.Gen, c.Members, c.Error)
+				}
+				w.mu.Unlock()
+			case "end":
+				w.mu.Lock()
+				if w.rep != nil && c.Phase == w.phase {
+					w.rep.Close()
+					w.rep = nil
+				}
+				w.mu.Unlock()
+			case "phase":
+				if c.Spec == nil || !slices.Contains(c.Members, name) || phaseDone != nil {
+					if phaseDone != nil {
+						w.Log.Warn("a phase started while the last one still runs here; this worker sits it out", "phase", c.Phase)
+					}
+					continue
+				}
+				files, err := w.files(c.Spec)
+				if err != nil {
+					w.mu.Lock()
+					w.state, w.err = "failed", err.Error()
+					w.mu.Unlock()
+					w.Log.Error("phase files", "error", err)
+					continue
+				}
+				rep, err := NewReplica(w.NC, job, name, c.Phase, c.Spec.MicroShards, c.Gen, c.Members, w.Log.Named("replica"))
+				if err != nil {
+					return err
+				}
+				w.mu.Lock()
+				if w.rep != nil {
+					w.rep.Close()
+				}
+				w.rep, w.phase, w.state, w.err = rep, c.Phase, "training", ""
+				w.mu.Unlock()
+				w.Log.Info("phase starting", "phase", c.Phase, "name", c.Spec.Name, "workers", len(c.Members))
+				phaseDone = make(chan error, 1)
+				go func(spec PhaseSpec) { phaseDone <- w.Run(ctx, spec, files, rep) }(*c.Spec)
+			}
+		}
+	}
+}
+
+func (w *Worker) register(ctx context.Context, prefix string) error {
+	cores := runtime.NumCPU()
+	b, _ := json.Marshal(Hello{Name: w.Name, Version: Version, Cores: cores, Device: w.Device, PID: os.Getpid()})
+	logged := false
+	for {
+		m, err := w.NC.RequestWithContext(ctx, prefix+".join", b)
+		if err == nil {
+			var wl Welcome
+			if err := json.Unmarshal(m.Data, &wl); err != nil {
+				return fmt.Errorf("cluster: registration answer: %w", err)
+			}
+			if !wl.OK {
+				return fmt.Errorf("cluster: the coordinator refused this worker: %s", wl.Error)
+			}
+			w.Log.Info("registered", "job", w.Job, "name", w.Name)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("cluster: register: %w", err)
+		}
+		if !logged {
+			w.Log.Info("waiting for the coordinator", "job", w.Job)
+			logged = true
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+func (w *Worker) heartbeats(ctx context.Context, prefix string) {
+	t := time.NewTicker(HeartbeatEvery)
+	defer t.Stop()
+	for {
+		w.mu.Lock()
+		hb := Heartbeat{Name: w.Name, Phase: w.phase, State: w.state, Error: w.err}
+		if w.rep != nil {
+			st := w.rep.Stats()
+			hb.Step, hb.BytesSent, hb.BytesReceived = st.Steps, st.BytesSent, st.BytesReceived
+		}
+		w.mu.Unlock()
+		b, _ := json.Marshal(hb)
+		_ = w.NC.Publish(prefix+".hb", b)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// files fetches a phase's files from the job's object store.
+func (w *Worker) files(spec *PhaseSpec) (map[string][]byte, error) {
+	names := slices.Clone(spec.Teachers)
+	if spec.Resume != "" {
+		names = append(names, spec.Resume)
+	}
+	if len(names) == 0 {
+		return nil, nil
+	}
+	js, err := w.NC.JetStream()
+	if err != nil {
+		return nil, fmt.Errorf("cluster: JetStream: %w", err)
+	}
+	obs, err := js.ObjectStore(spec.Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: object store %s: %w", spec.Bucket, err)
+	}
+	out := map[string][]byte{}
+	for _, n := range names {
+		b, err := obs.GetBytes(n)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: object store %s: get %s: %w", spec.Bucket, n, err)
+		}
+		out[n] = b
+	}
+	return out, nil
+}

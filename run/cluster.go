@@ -1,0 +1,160 @@
+package run
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/lathe-ml/lathe/checkpoint"
+	"github.com/lathe-ml/lathe/cluster"
+	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/recipes"
+	"github.com/lathe-ml/lathe/trainer"
+)
+
+// ClusterSummary is summary.json's account of a cluster run's student
+// phase.
+type ClusterSummary struct {
+	Workers          int   `json:"workers"` // the most that took part at once
+	WorkersLost      int   `json:"workers_lost"`
+	StepsReplanned   int64 `json:"steps_replanned"`
+	MessagesRejected int64 `json:"messages_rejected"`
+	MicroShards      int   `json:"micro_shards"`
+	// Per worker and step, mean over the workers that trained: data bytes
+	// published and received (reduce-scatter and all-gather), and the
+	// gradient's float32 size they compare with.
+	BytesSentPerStep     float64 `json:"bytes_sent_per_step"`
+	BytesReceivedPerStep float64 `json:"bytes_received_per_step"`
+	GradientBytes        int     `json:"gradient_bytes"`
+}
+
+// parallel turns a replica into the trainer's interface (nil stays nil).
+func parallel(r *cluster.Replica) trainer.Parallel {
+	if r == nil {
+		return nil
+	}
+	return r
+}
+
+// microShards is the number of micro-shards for a batch: the requested
+// count, or 8 (or the largest divisor of the batch below 8).
+func microShards(batch, want int) (int, error) {
+	if want > 0 {
+		if batch%want != 0 {
+			return 0, fmt.Errorf("run: %d micro-shards do not divide the batch of %d", want, batch)
+		}
+		return want, nil
+	}
+	for k := 8; k > 1; k-- {
+		if batch%k == 0 {
+			return k, nil
+		}
+	}
+	return 1, nil
+}
+
+// startPhase sends the phase to the cluster's workers with the files its
+// replicas start from, and returns the coordinator's replica.
+func startPhase(ctx context.Context, job *recipes.Job, opts Options, teachers []*model.Model, rp *resumePoint) (*cluster.Replica, error) {
+	shards, err := microShards(job.Batch, opts.MicroShards)
+	if err != nil {
+		return nil, job.Errorf("batch", "%v", err)
+	}
+	spec := cluster.PhaseSpec{Name: job.Name, Recipe: job.HCL(), File: job.File, MicroShards: shards}
+	files := map[string][]byte{}
+	for k, tm := range teachers {
+		mf, err := ExportModel(tm, fmt.Sprintf("%s-teacher-%d", job.Name, k+1), job.Dataset)
+		if err != nil {
+			return nil, err
+		}
+		b, err := checkpoint.Encode(mf)
+		if err != nil {
+			return nil, err
+		}
+		name := fmt.Sprintf("%s.teacher-%d.arrow", cluster.Token(job.Name), k+1)
+		files[name] = b
+		spec.Teachers = append(spec.Teachers, name)
+	}
+	if rp != nil {
+		b, err := os.ReadFile(rp.path)
+		if err != nil {
+			return nil, fmt.Errorf("run: %w", err)
+		}
+		spec.Resume = cluster.Token(job.Name) + ".resume.arrow"
+		files[spec.Resume] = b
+	}
+	if err := opts.Cluster.WaitWorkers(ctx, 1); err != nil {
+		return nil, err
+	}
+	return opts.Cluster.Phase(ctx, spec, files)
+}
+
+// ReplicaPhase runs a cluster phase as one worker's replica: the recipe
+// and files come from the coordinator, the data from dataDir (or where the
+// dataset is installed). It is a cluster.PhaseFunc.
+func ReplicaPhase(dataDir string, log hclog.Logger) cluster.PhaseFunc {
+	return func(ctx context.Context, spec cluster.PhaseSpec, files map[string][]byte, par *cluster.Replica) error {
+		job, err := recipes.Parse(spec.Recipe, spec.File, nil)
+		if err != nil {
+			return fmt.Errorf("run: the phase's recipe: %w", err)
+		}
+		if !slices.Equal(recipeLines(job.HCL()), recipeLines(spec.Recipe)) {
+			return fmt.Errorf("run: the phase's recipe %s does not read back the same here (another lathe version?)", spec.File)
+		}
+		r := &replicaOpts{par: par}
+		for _, name := range spec.Teachers {
+			f, err := checkpoint.Decode(files[name])
+			if err != nil {
+				return fmt.Errorf("run: teacher %s: %w", name, err)
+			}
+			tm, _, err := LoadModel(f)
+			if err != nil {
+				return fmt.Errorf("run: teacher %s: %w", name, err)
+			}
+			r.teachers = append(r.teachers, tm)
+		}
+		if spec.Resume != "" {
+			if r.resume, err = checkpoint.Decode(files[spec.Resume]); err != nil {
+				return fmt.Errorf("run: the phase's checkpoint: %w", err)
+			}
+		}
+		_, _, err = execute(ctx, job, Options{DataDir: dataDir, Logger: log, replica: r})
+		return err
+	}
+}
+
+// clusterSummary gathers the cluster's counts at the end of a phase.
+func clusterSummary(c *cluster.Coordinator, par *cluster.Replica) *ClusterSummary {
+	ms, rs := c.Stats(), par.Stats()
+	s := &ClusterSummary{Workers: ms.MaxWorkers, WorkersLost: ms.WorkersLost, StepsReplanned: rs.Redone,
+		MessagesRejected: ms.MessagesRejected, MicroShards: par.MicroShards()}
+	var n int
+	for _, w := range c.Workers() {
+		if w.Step > 0 && w.BytesSent > 0 {
+			s.BytesSentPerStep += float64(w.BytesSent) / float64(w.Step)
+			s.BytesReceivedPerStep += float64(w.BytesReceived) / float64(w.Step)
+			n++
+		}
+	}
+	if n > 0 {
+		s.BytesSentPerStep /= float64(n)
+		s.BytesReceivedPerStep /= float64(n)
+	}
+	return s
+}
+
+// recipeLines are a resolved recipe's lines without comments and
+// indentation, for comparing two renderings.
+func recipeLines(b []byte) []string {
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			out = append(out, l)
+		}
+	}
+	return out
+}

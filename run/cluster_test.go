@@ -1,0 +1,189 @@
+package run
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/lathe-ml/lathe/checkpoint"
+	"github.com/lathe-ml/lathe/cluster"
+	"github.com/lathe-ml/lathe/recipes"
+	"github.com/lathe-ml/lathe/trainer"
+)
+
+// clusterRecipe trains a teacher, then distils it into a student that is
+// pruned and quantized (weights and activations): every phase and policy a
+// cluster must keep identical across replicas.
+const clusterBlocks = `teacher {
+    arch   = "mlp"
+    hidden = [48]
+    epochs = 1
+  }
+  distill {
+    temperature = 2
+    alpha       = 0.5
+  }
+  prune "magnitude" {
+    layers      = ["fc1"]
+    target      = 0.8
+    from_epoch  = 0.2
+    to_epoch    = 1.5
+    every_steps = 5
+  }
+  quantize {
+    layers      = ["fc1", "fc2"]
+    bits        = 8
+    from_epoch  = 1
+    activations = 8
+  }`
+
+// testCluster is an embedded server, a coordinator and in-process workers,
+// each with a connection of its own.
+type testCluster struct {
+	srv     *cluster.Embedded
+	coord   *cluster.Coordinator
+	cancels map[string]context.CancelFunc
+	conns   map[string]interface{ Close() }
+	wg      sync.WaitGroup
+}
+
+func startCluster(t *testing.T, workers int) *testCluster {
+	t.Helper()
+	srv, err := cluster.StartEmbedded(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := &testCluster{srv: srv, cancels: map[string]context.CancelFunc{}, conns: map[string]interface{ Close() }{}}
+	nc, err := cluster.Connect(srv.URL, cluster.Auth{Token: srv.Token}, "coordinator", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tc.coord, err = cluster.NewCoordinator(nc, "tiny", testLog("coordinator")); err != nil {
+		t.Fatal(err)
+	}
+	for i := range workers {
+		tc.addWorker(t, "w"+string(rune('1'+i)))
+	}
+	t.Cleanup(func() {
+		tc.coord.Close()
+		for _, c := range tc.cancels {
+			c()
+		}
+		tc.wg.Wait()
+		nc.Close()
+		srv.Shutdown()
+	})
+	return tc
+}
+
+func (tc *testCluster) addWorker(t *testing.T, name string) {
+	t.Helper()
+	nc, err := cluster.Connect(tc.srv.URL, cluster.Auth{Token: tc.srv.Token}, name, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	tc.cancels[name], tc.conns[name] = cancel, nc
+	w := &cluster.Worker{NC: nc, Job: "tiny", Name: name, Device: "cpu", Log: testLog(name), Run: ReplicaPhase("", testLog(name))}
+	tc.wg.Add(1)
+	go func() {
+		defer tc.wg.Done()
+		_ = w.Serve(ctx)
+	}()
+}
+
+// kill makes a worker vanish as a killed process would: its connection
+// drops and its goroutines stop.
+func (tc *testCluster) kill(name string) {
+	tc.conns[name].Close()
+	tc.cancels[name]()
+}
+
+func clusterRun(t *testing.T, tc *testCluster, dir string, progress func(trainer.Progress)) *Summary {
+	t.Helper()
+	j, err := recipes.Parse([]byte(withBlock(clusterBlocks)), "tiny.hcl", []string{"epochs=2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := tc.coord.WaitWorkers(ctx, len(tc.conns)); err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{RunDir: dir, Cluster: tc.coord, Logger: testLog("run")}
+	if progress != nil {
+		opts.Progress = progress
+	}
+	sum, err := Execute(ctx, j, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sum
+}
+
+func weightsDigest(t *testing.T, path string) string {
+	t.Helper()
+	f, err := checkpoint.Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return checkpoint.WeightsDigest(f.Tensors)
+}
+
+// TestClusterWeightsDoNotDependOnWorkers trains the same recipe on one and
+// on two workers, and on two of which one is killed mid-run: the model
+// files hold the same weights to the bit.
+func TestClusterWeightsDoNotDependOnWorkers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains three clusters")
+	}
+	one := t.TempDir()
+	s1 := clusterRun(t, startCluster(t, 1), one, nil)
+	if s1.Cluster == nil || s1.Cluster.Workers != 1 || s1.TestAccuracy < 0.8 {
+		t.Fatalf("one worker: cluster %+v, accuracy %v", s1.Cluster, s1.TestAccuracy)
+	}
+	two := t.TempDir()
+	s2 := clusterRun(t, startCluster(t, 2), two, nil)
+	if s2.Cluster.Workers != 2 || s2.Cluster.BytesSentPerStep <= 0 {
+		t.Fatalf("two workers: %+v", s2.Cluster)
+	}
+	d1, d2 := weightsDigest(t, filepath.Join(one, ModelFile)), weightsDigest(t, filepath.Join(two, ModelFile))
+	if d1 != d2 {
+		t.Fatalf("1 worker %s, 2 workers %s", d1, d2)
+	}
+	if t1, t2 := weightsDigest(t, filepath.Join(one, "teacher", ModelFile)), weightsDigest(t, filepath.Join(two, "teacher", ModelFile)); t1 != t2 {
+		t.Fatalf("teachers differ: %s, %s", t1, t2)
+	}
+	if s1.TestAccuracy != s2.TestAccuracy {
+		t.Fatalf("test accuracy %v and %v", s1.TestAccuracy, s2.TestAccuracy)
+	}
+
+	// Two workers, one killed in the student's first epoch.
+	tc := startCluster(t, 2)
+	lost := t.TempDir()
+	var once sync.Once
+	s3 := clusterRun(t, tc, lost, func(p trainer.Progress) {
+		if p.Epochs == 2 && p.Epoch == 1 && p.Step == 10 { // the student's first epoch
+			once.Do(func() { go tc.kill("w2") })
+		}
+	})
+	if s3.Cluster.WorkersLost != 1 {
+		t.Fatalf("lost workers: %+v", s3.Cluster)
+	}
+	if d3 := weightsDigest(t, filepath.Join(lost, ModelFile)); d3 != d1 {
+		t.Fatalf("after a lost worker %s, fault-free %s", d3, d1)
+	}
+}
+
+// testLog logs to stderr when LATHE_TEST_LOG is set.
+func testLog(name string) hclog.Logger {
+	if os.Getenv("LATHE_TEST_LOG") == "" {
+		return hclog.NewNullLogger()
+	}
+	return hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Debug})
+}

@@ -280,6 +280,7 @@ func (r *Replica) Reduce(ctx context.Context, step int64, n int, compute func([]
 		r.mu.Lock()
 		r.done[step] = full
 		delete(r.done, step-2)
+		r.curStep = step + 1 // the step's messages are stale from now on
 		r.mu.Unlock()
 		r.steps.Store(step + 1)
 		if r.name == coordinatorName {

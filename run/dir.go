@@ -28,6 +28,14 @@ var ErrForeignRunDir = errors.New("run: run directory is in use")
 // accepts an empty directory or one holding an earlier run of the same job
 // (whose summary is removed first, so a failed rerun leaves none behind),
 // and refuses a directory holding another job's run or unrelated files.
+// PrepareDir checks that dir is empty, absent or a run of job (then its
+// old summary goes), creating it if needed: what a run does first, for a
+// coordinator that puts its embedded NATS store there before the run.
+func PrepareDir(dir, job string) error { return prepareDir(dir, job) }
+
+// NATSDir is the embedded NATS server's store inside a run directory.
+const NATSDir = "nats"
+
 func prepareDir(dir, job string) error {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -39,7 +47,7 @@ func prepareDir(dir, job string) error {
 	if err != nil {
 		return fmt.Errorf("run: run directory: %w", err)
 	}
-	if len(entries) == 0 {
+	if len(entries) == 0 || len(entries) == 1 && entries[0].Name() == NATSDir {
 		return nil
 	}
 	b, err := os.ReadFile(filepath.Join(dir, ManifestFile))

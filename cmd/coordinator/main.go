@@ -2,9 +2,14 @@
 //
 //	coordinator --recipe FILE [-var name=value]... [--run-dir DIR] [--data-dir DIR] [--threads N]
 //	            [--resume | --resume-from FILE] [--checkpoint-every-steps N]
+//	            [--workers N] [--nats URL [credentials]] [--min-workers N] [--micro-shards K]
 //
-// It trains in-process (the cluster issue puts NATS under the same command
-// line), shows a progress bar per epoch on a terminal and plain log lines
+// Without --workers or --nats it trains in-process. With --workers N it
+// starts an embedded nats-server (loopback, random port, a per-run token,
+// JetStream in the run directory) and N local worker processes that die
+// with it; with --nats it uses an existing NATS deployment, and remote
+// workers (cmd/worker) join. Either way the workers compute the gradients
+// and this process keeps the state and writes every file. It shows a progress bar per epoch on a terminal and plain log lines
 // otherwise, and leaves summary.json, metrics.csv, the resolved recipe, a
 // manifest, model.arrow and checkpoints/ in the run directory (default
 // runs/<job>/). On SIGINT or SIGTERM it writes a checkpoint and exits;
@@ -27,6 +32,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/lathe-ml/lathe/internal/workercli"
 	"github.com/lathe-ml/lathe/recipes"
 	"github.com/lathe-ml/lathe/run"
 	"github.com/lathe-ml/lathe/trainer"
@@ -40,6 +46,9 @@ func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 func main() { os.Exit(realMain(os.Args[1:], os.Stderr)) }
 
 func realMain(args []string, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "worker" {
+		return workercli.Main(args[1:], stderr) // a local worker
+	}
 	fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
@@ -54,6 +63,11 @@ func realMain(args []string, stderr io.Writer) int {
 		resume   = fs.Bool("resume", false, "continue from the newest valid checkpoint in the run directory")
 		from     = fs.String("resume-from", "", "continue from this training checkpoint")
 		every    = fs.Int("checkpoint-every-steps", 0, "write a checkpoint every N steps (overrides the recipe's checkpoint.every_steps)")
+		workers  = fs.Int("workers", -1, "train on a cluster with N local worker processes (0: remote workers only); default: in-process")
+		natsURL  = fs.String("nats", "", "use this NATS deployment instead of an embedded server")
+		minWork  = fs.Int("min-workers", 1, "workers to wait for before training starts")
+		shards   = fs.Int("micro-shards", 0, "micro-shards per batch in cluster mode (default 8, or the largest divisor of the batch below it)")
+		af       = workercli.Register(fs)
 		vars     multiFlag
 	)
 	fs.Var(&vars, "var", "set a recipe variable: -var name=value (repeatable)")
@@ -88,6 +102,19 @@ func realMain(args []string, stderr io.Writer) int {
 	defer stop()
 	opts := run.Options{RunDir: *runDir, DataDir: *dataDir, Threads: *threads, Logger: log,
 		Resume: *resume, ResumeFrom: *from, CheckpointEverySteps: *every}
+	dir := *runDir
+	if dir == "" {
+		dir = filepath.Join("runs", job.Name)
+	}
+	if *workers >= 0 || *natsURL != "" {
+		c, closeCluster, err := startCluster(ctx, log, job.Name, dir, *natsURL, *workers, *minWork, *dataDir, af)
+		if err != nil {
+			log.Error("cluster", "error", err)
+			return 1
+		}
+		defer closeCluster()
+		opts.Cluster, opts.MicroShards = c, *shards
+	}
 	var bar *progressBar
 	if tty {
 		bar = &progressBar{w: stderr}
@@ -102,10 +129,6 @@ func realMain(args []string, stderr io.Writer) int {
 		}
 		log.Error("job failed", "error", err)
 		return 1
-	}
-	dir := *runDir
-	if dir == "" {
-		dir = filepath.Join("runs", job.Name)
 	}
 	fmt.Fprintf(os.Stdout, "test accuracy %.4f, val accuracy %.4f, %.0f samples/s, %.1f s\nsummary: %s\nmodel:   %s (%d bytes, %.1f× smaller than fp32)\n",
 		sum.TestAccuracy, sum.ValAccuracy, sum.SamplesPerSecond, sum.WallSeconds, filepath.Join(dir, run.SummaryFile),

@@ -1,0 +1,156 @@
+package cluster
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/lathe-ml/lathe/trainer"
+)
+
+func embedded(t *testing.T) (*Embedded, func(name string) *nats.Conn) {
+	t.Helper()
+	srv, err := StartEmbedded(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	return srv, func(name string) *nats.Conn {
+		nc, err := Connect(srv.URL, Auth{Token: srv.Token}, name, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		return nc
+	}
+}
+
+func TestEmbeddedServerRefusesAWrongToken(t *testing.T) {
+	srv, _ := embedded(t)
+	if _, err := Connect(srv.URL, Auth{Token: "not-the-token"}, "intruder", false); err == nil {
+		t.Fatal("a client with a wrong token connected")
+	}
+	if _, err := Connect(srv.URL, Auth{}, "intruder", false); err == nil {
+		t.Fatal("a client without a token connected")
+	}
+}
+
+// TestReductionIsExactAndRejectsForgeries reduces one step among three
+// workers and the coordinator, with forged messages (another job, a stale
+// step, a NaN) published in between: every replica gets the exact sum, and
+// the forgeries are counted and change nothing.
+func TestReductionIsExactAndRejectsForgeries(t *testing.T) {
+	_, conn := embedded(t)
+	members := []string{"a", "b", "c"}
+	const n, shards = 1000, 6
+	// Micro-shard k contributes (k+1)·(i+1)/7 to element i.
+	contribution := func(k, i int) float32 { return float32(k+1) * float32(i+1) / 7 }
+	var want []float32
+	for i := range n {
+		var q int64
+		for k := range shards {
+			v, _ := trainer.ToFixed(contribution(k, i))
+			q += v
+		}
+		want = append(want, trainer.FromFixed(q))
+	}
+	names := append(slices.Clone(members), coordinatorName)
+	reps := map[string]*Replica{}
+	for _, name := range names {
+		r, err := NewReplica(conn(name), "job", name, 1, shards, 1, members, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		reps[name] = r
+	}
+	forger := conn("forger")
+	forge := func(subject string, md meta, data []byte) {
+		if err := forger.PublishMsg(&nats.Msg{Subject: subject, Header: md.header(), Data: data}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Before the step: a chunk for another job, for a stale phase, and one
+	// with a NaN, all claiming to come from a.
+	nan := putFloat32s([]float32{float32(nanValue())})
+	forge("lathe.job.w.a.ag", meta{job: "other", phase: 1, gen: 1, step: 0, n: n}, putFloat32s(make([]float32, 10)))
+	forge("lathe.job.w.a.ag", meta{job: "job", phase: 0, gen: 1, step: 0, n: n}, putFloat32s(make([]float32, 10)))
+	forge("lathe.job.w.a.ag", meta{job: "job", phase: 1, gen: 1, step: 0, n: n}, nan)
+	_ = forger.Flush()
+	time.Sleep(100 * time.Millisecond)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	results := map[string][]float32{}
+	var mu sync.Mutex
+	errs := make(chan error, len(names))
+	done := make(chan struct{})
+	for _, name := range names {
+		go func(name string) {
+			v, err := reps[name].Reduce(ctx, 0, n, func(ks []int, into []int64) error {
+				for _, k := range ks {
+					for i := range into {
+						q, _ := trainer.ToFixed(contribution(k, i))
+						into[i] += q
+					}
+				}
+				return nil
+			})
+			if err == nil {
+				mu.Lock()
+				results[name] = v
+				mu.Unlock()
+			}
+			errs <- err
+		}(name)
+	}
+	go func() {
+		for range names {
+			if err := <-errs; err != nil {
+				t.Error(err)
+			}
+		}
+		close(done)
+	}()
+	<-done
+	for _, name := range names {
+		if !slices.Equal(results[name], want) {
+			t.Fatalf("%s reduced a different vector", name)
+		}
+	}
+	// After the step: a stale one.
+	forge("lathe.job.w.a.ag", meta{job: "job", phase: 1, gen: 1, step: 0, n: n}, putFloat32s(make([]float32, 10)))
+	_ = forger.Flush()
+	time.Sleep(100 * time.Millisecond)
+	var rejected int64
+	for _, name := range names {
+		rejected += reps[name].Stats().MessagesRejected
+	}
+	if rejected < 4*3 { // four forgeries, seen by the three replicas other than a
+		t.Fatalf("%d rejections, want at least 12", rejected)
+	}
+}
+
+func nanValue() float64 { var z float64; return z / z }
+
+func TestPlanAndChunksCoverEverything(t *testing.T) {
+	for size := 1; size <= 9; size++ {
+		var ks []int
+		hi := 0
+		for r := range size {
+			ks = append(ks, plan(8, size, r)...)
+			lo, h := chunk(1001, size, r)
+			if lo != hi {
+				t.Fatalf("size %d: chunk %d starts at %d, not %d", size, r, lo, hi)
+			}
+			hi = h
+		}
+		if hi != 1001 || !slices.Equal(ks, []int{0, 1, 2, 3, 4, 5, 6, 7}) {
+			t.Fatalf("size %d: shards %v, chunks end at %d", size, ks, hi)
+		}
+	}
+}

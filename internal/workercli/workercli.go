@@ -1,0 +1,125 @@
+// Package workercli is the worker's command line, shared by cmd/worker and
+// the coordinator's local workers (`coordinator worker …`).
+package workercli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/lathe-ml/lathe/cluster"
+	"github.com/lathe-ml/lathe/run"
+)
+
+// AuthFlags are the NATS credential flags the coordinator and the worker
+// share. Secrets are read from files or the environment, never taken from
+// the command line itself.
+type AuthFlags struct {
+	TokenFile, User, PasswordFile, Creds, NKey, CA, Cert, Key *string
+}
+
+// Register adds the credential flags to fs.
+func Register(fs *flag.FlagSet) AuthFlags {
+	return AuthFlags{
+		TokenFile:    fs.String("token-file", "", "file holding the NATS token (default: $LATHE_NATS_TOKEN)"),
+		User:         fs.String("user", "", "NATS user name"),
+		PasswordFile: fs.String("password-file", "", "file holding the NATS password (default: $LATHE_NATS_PASSWORD)"),
+		Creds:        fs.String("creds", "", "NATS .creds file (JWT and NKey seed)"),
+		NKey:         fs.String("nkey", "", "NATS NKey seed file"),
+		CA:           fs.String("tls-ca", "", "PEM file of the CA that signed the NATS server's certificate"),
+		Cert:         fs.String("tls-cert", "", "client certificate (PEM) for mutual TLS"),
+		Key:          fs.String("tls-key", "", "client key (PEM) for mutual TLS"),
+	}
+}
+
+// Auth reads the secrets the flags point at.
+func (a AuthFlags) Auth() (cluster.Auth, error) {
+	tok, err := cluster.SecretFrom(*a.TokenFile, "LATHE_NATS_TOKEN")
+	if err != nil {
+		return cluster.Auth{}, err
+	}
+	pw, err := cluster.SecretFrom(*a.PasswordFile, "LATHE_NATS_PASSWORD")
+	if err != nil {
+		return cluster.Auth{}, err
+	}
+	return cluster.Auth{Token: tok, User: *a.User, Password: pw, CredsFile: *a.Creds, NKeyFile: *a.NKey,
+		CA: *a.CA, Cert: *a.Cert, Key: *a.Key}, nil
+}
+
+// Main runs a worker; it returns the exit status.
+func Main(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		url      = fs.String("nats", "", "NATS URL, e.g. nats://host:4222 (required)")
+		job      = fs.String("job", "", "job to join (default: the only job running on that NATS)")
+		name     = fs.String("name", "", "worker name, unique in the job (default: host-pid)")
+		dataDir  = fs.String("data-dir", "", "directory holding the dataset's IDX files (default: where it is installed)")
+		device   = fs.String("device", "auto", "auto or cpu (CUDA workers are not built yet)")
+		logLevel = fs.String("log-level", "info", "trace, debug, info, warn or error")
+		local    = fs.Bool("local", false, "a local worker of an embedded server: exit when the coordinator does")
+		af       = Register(fs)
+	)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: worker --nats URL [--token-file F | --user U --password-file F | --creds F | --nkey F] [--tls-ca F] [--job JOB] [--name NAME] [--data-dir DIR]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *url == "" || fs.NArg() > 0 {
+		fs.Usage()
+		return 2
+	}
+	switch *device {
+	case "auto", "cpu":
+	default:
+		fmt.Fprintf(stderr, "worker: --device %s: this build has CPU workers only (auto or cpu)\n", *device)
+		return 2
+	}
+	if *name == "" {
+		host, _ := os.Hostname()
+		*name = fmt.Sprintf("%s-%d", strings.Split(host, ".")[0], os.Getpid())
+	}
+	log := hclog.New(&hclog.LoggerOptions{Name: *name, Level: hclog.LevelFromString(*logLevel), Output: stderr})
+	auth, err := af.Auth()
+	if err != nil {
+		fmt.Fprintln(stderr, "worker:", err)
+		return 2
+	}
+	nc, err := cluster.Connect(*url, auth, *name, !*local)
+	if err != nil {
+		fmt.Fprintln(stderr, "worker:", err)
+		return 1
+	}
+	defer nc.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if *local {
+		// Belt and braces beside the parent-death signal: a local worker
+		// whose coordinator is gone exits.
+		parent := os.Getppid()
+		go func() {
+			for range time.Tick(time.Second) {
+				if os.Getppid() != parent {
+					log.Error("the coordinator is gone; exiting")
+					os.Exit(1)
+				}
+			}
+		}()
+	}
+	w := &cluster.Worker{NC: nc, Job: *job, Name: *name, Device: "cpu", Log: log, Run: run.ReplicaPhase(*dataDir, log)}
+	if err := w.Serve(ctx); err != nil && ctx.Err() == nil {
+		log.Error("worker stopped", "error", err)
+		return 1
+	}
+	return 0
+}

@@ -42,7 +42,7 @@ func StartEmbedded(storeDir string) (*Embedded, error) {
 		MaxPayload:    4 << 20,
 		// Workers starved of CPU read slowly: give them room before the
 		// server calls them slow consumers.
-		MaxPending:   256 << 20,
+		MaxPending:    256 << 20,
 		WriteDeadline: 30 * time.Second,
 	})
 	if err != nil {

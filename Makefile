@@ -24,6 +24,7 @@ VCS := $(if $(wildcard .git),-buildvcs=true)
 build: deps
 	$(GO) build $(VCS) -o bin/coordinator ./cmd/coordinator
 	$(GO) build $(VCS) -o bin/lathe ./cmd/lathe
+	$(GO) build $(VCS) -o bin/worker ./cmd/worker
 
 demo: build
 	./bin/coordinator --recipe recipes/mnist-lenet300.hcl

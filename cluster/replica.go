@@ -431,12 +431,12 @@ func (r *Replica) onResend(m *nats.Msg) {
 	}
 	r.mu.Lock()
 	p, c := r.partial, r.reduced
-	members := r.members
+	members, gen := r.members, r.gen
 	r.mu.Unlock()
 	answer := "none"
 	switch {
 	case q.Kind == "rs" && p != nil && p.gen == q.Gen && p.step == q.Step:
-		if j := slices.Index(members, q.To); j >= 0 && r.gen == q.Gen {
+		if j := slices.Index(members, q.To); j >= 0 && gen == q.Gen {
 			lo, hi := chunk(p.n, len(members), j)
 			r.publishInt64s(r.prefix+".rs."+q.To, meta{job: r.job, phase: r.phase, gen: p.gen, step: p.step, n: p.n}, lo, p.i64[lo:hi])
 			answer = "ok"

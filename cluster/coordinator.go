@@ -25,7 +25,7 @@ type WorkerInfo struct {
 	LastSeen time.Time `json:"last_seen"`
 	Step     int64     `json:"step"`
 	Error    string    `json:"error,omitempty"`
-	// Throughput: steps completed in the phase over the time since it began.
+	// Data bytes the worker published and received in the current phase.
 	BytesSent     int64 `json:"bytes_sent"`
 	BytesReceived int64 `json:"bytes_received"`
 }

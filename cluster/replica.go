@@ -163,9 +163,6 @@ func (r *Replica) Stats() Stats {
 	return s
 }
 
-// Steps is the number of steps the replica has completed in its phase.
-func (r *Replica) Steps() int64 { return r.steps.Load() }
-
 // SetGen installs a membership generation (ignored unless newer). An empty
 // membership with a failure makes waiting steps fail with it.
 func (r *Replica) SetGen(gen uint64, members []string, failure string) {
@@ -555,14 +552,36 @@ func (r *Replica) accept(m *nats.Msg, kind string) (meta, string, bool) {
 	return md, from, true
 }
 
-func (r *Replica) onPartial(m *nats.Msg) {
-	md, from, ok := r.accept(m, "reduce-scatter")
+func (r *Replica) onPartial(m *nats.Msg) { r.onPart(m, true) }
+func (r *Replica) onChunk(m *nats.Msg)   { r.onPart(m, false) }
+
+// onPart files a data message: a partial sum of our chunk (reduce-scatter,
+// int64) or another owner's reduced chunk (all-gather, float32).
+func (r *Replica) onPart(m *nats.Msg, partial bool) {
+	kind := "all-gather"
+	if partial {
+		kind = "reduce-scatter"
+	}
+	if !partial && subjectFrom(m.Subject) == r.name {
+		return // our own chunk, kept when published
+	}
+	md, from, ok := r.accept(m, kind)
 	if !ok {
 		return
 	}
-	v, err := int64s(m.Data)
+	var i64 []int64
+	var f32 []float32
+	var err error
+	count := 0
+	if partial {
+		i64, err = int64s(m.Data)
+		count = len(i64)
+	} else {
+		f32, err = float32s(m.Data)
+		count = len(f32)
+	}
 	if err != nil {
-		r.reject("reduce-scatter", from, err)
+		r.reject(kind, from, err)
 		return
 	}
 	r.mu.Lock()
@@ -571,70 +590,42 @@ func (r *Replica) onPartial(m *nats.Msg) {
 		r.mu.Unlock()
 		return
 	}
-	j := slices.Index(r.members, r.name)
+	// A partial is for our chunk; a reduced chunk is the sender's.
+	owner, store := from, r.chunks
+	if partial {
+		owner, store = r.name, r.partials
+	}
+	j := slices.Index(r.members, owner)
 	if j < 0 || !slices.Contains(r.members, from) {
 		r.mu.Unlock()
-		r.reject("reduce-scatter", from, fmt.Errorf("generation %d has no chunk for %s from %s", md.gen, r.name, from))
+		r.reject(kind, from, fmt.Errorf("generation %d has no chunk of %s from %s", md.gen, owner, from))
 		return
 	}
 	k := key{from, md.gen, md.step}
-	a := r.partials[k]
+	a := store[k]
 	if a == nil {
 		lo, hi := chunk(md.n, len(r.members), j)
-		a = &assembly{lo: lo, hi: hi, parts: map[int]bool{}, i64: make([]int64, hi-lo)}
-		r.partials[k] = a
+		a = &assembly{lo: lo, hi: hi, parts: map[int]bool{}}
+		if partial {
+			a.i64 = make([]int64, hi-lo)
+		} else {
+			a.f32 = make([]float32, hi-lo)
+		}
+		store[k] = a
 	}
-	err = a.place(md.off, len(v), func(at int) { copy(a.i64[at:], v) })
+	err = a.place(md.off, count, func(at int) {
+		if partial {
+			copy(a.i64[at:], i64)
+		} else {
+			copy(a.f32[at:], f32)
+		}
+	})
 	if err == nil {
 		r.stats.BytesReceived += int64(len(m.Data))
 	}
 	r.mu.Unlock()
 	if err != nil {
-		r.reject("reduce-scatter", from, err)
-		return
-	}
-	r.poke()
-}
-
-func (r *Replica) onChunk(m *nats.Msg) {
-	if subjectFrom(m.Subject) == r.name {
-		return // our own, kept when published
-	}
-	md, from, ok := r.accept(m, "all-gather")
-	if !ok {
-		return
-	}
-	v, err := float32s(m.Data)
-	if err != nil {
-		r.reject("all-gather", from, err)
-		return
-	}
-	r.mu.Lock()
-	if md.gen > r.gen {
-		r.future = append(r.future, m)
-		r.mu.Unlock()
-		return
-	}
-	j := slices.Index(r.members, from)
-	if j < 0 {
-		r.mu.Unlock()
-		r.reject("all-gather", from, fmt.Errorf("%s owns no chunk in generation %d", from, md.gen))
-		return
-	}
-	k := key{from, md.gen, md.step}
-	a := r.chunks[k]
-	if a == nil {
-		lo, hi := chunk(md.n, len(r.members), j)
-		a = &assembly{lo: lo, hi: hi, parts: map[int]bool{}, f32: make([]float32, hi-lo)}
-		r.chunks[k] = a
-	}
-	err = a.place(md.off, len(v), func(at int) { copy(a.f32[at:], v) })
-	if err == nil {
-		r.stats.BytesReceived += int64(len(m.Data))
-	}
-	r.mu.Unlock()
-	if err != nil {
-		r.reject("all-gather", from, err)
+		r.reject(kind, from, err)
 		return
 	}
 	r.poke()
@@ -669,41 +660,34 @@ func (r *Replica) partElems(size int) int {
 }
 
 func (r *Replica) publishInt64s(subject string, md meta, lo int, v []int64) {
-	per := r.partElems(8)
-	for i := 0; i < len(v) || i == 0; i += per {
-		j := min(i+per, len(v))
-		md.off = lo + i
-		b := putInt64s(v[i:j])
-		if err := r.nc.PublishMsg(&nats.Msg{Subject: subject, Header: md.header(), Data: b}); err != nil {
-			r.log.Warn("publish failed", "subject", subject, "error", err)
-		}
-		r.mu.Lock()
-		r.stats.BytesSent += int64(len(b))
-		r.mu.Unlock()
-		if j == len(v) {
-			break
-		}
-	}
+	r.publish(subject, "", md, lo, len(v), 8, func(i, j int) []byte { return putInt64s(v[i:j]) })
 }
 
 func (r *Replica) publishFloat32s(subject, from string, md meta, lo int, v []float32) {
-	per := r.partElems(4)
-	for i := 0; i < len(v) || i == 0; i += per {
-		j := min(i+per, len(v))
+	r.publish(subject, from, md, lo, len(v), 4, func(i, j int) []byte { return putFloat32s(v[i:j]) })
+}
+
+// publish sends count elements of size bytes in parts below the server's
+// payload limit, each part's offset in its header (at least one part, even
+// for an empty range).
+func (r *Replica) publish(subject, from string, md meta, lo, count, size int, encode func(i, j int) []byte) {
+	per := r.partElems(size)
+	for i := 0; ; i += per {
+		j := min(i+per, count)
 		md.off = lo + i
 		h := md.header()
 		if from != "" {
 			h.Set("Lathe-From", from)
 		}
-		b := putFloat32s(v[i:j])
+		b := encode(i, j)
 		if err := r.nc.PublishMsg(&nats.Msg{Subject: subject, Header: h, Data: b}); err != nil {
 			r.log.Warn("publish failed", "subject", subject, "error", err)
 		}
 		r.mu.Lock()
 		r.stats.BytesSent += int64(len(b))
 		r.mu.Unlock()
-		if j == len(v) {
-			break
+		if j == count {
+			return
 		}
 	}
 }

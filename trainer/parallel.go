@@ -80,8 +80,13 @@ type parallelLayout struct {
 	n        int
 }
 
-func (t *Trainer) layout() parallelLayout {
-	var l parallelLayout
+// layout returns the vector's layout for the current model, computed once
+// per graph build (build clears it).
+func (t *Trainer) layout() *parallelLayout {
+	if t.parLayout != nil {
+		return t.parLayout
+	}
+	l := &parallelLayout{}
 	for _, p := range t.cfg.Model.Params {
 		l.params = append(l.params, l.n)
 		l.n += p.Size()
@@ -99,6 +104,7 @@ func (t *Trainer) layout() parallelLayout {
 	l.n += 2 * len(l.obsNames) * t.cfg.Parallel.MicroShards()
 	l.loss = l.n
 	l.n += 3
+	t.parLayout = l
 	return l
 }
 

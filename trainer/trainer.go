@@ -162,6 +162,7 @@ type Trainer struct {
 	// Data-parallel steps: the reduced gradients.
 	pgrads      [][]float32
 	projGradPar []float32
+	parLayout   *parallelLayout
 }
 
 // New validates the configuration and builds the training graph.
@@ -211,6 +212,7 @@ func (t *Trainer) build() error {
 	var net *model.Net
 	var err error
 	batch := t.cfg.Batch // samples per graph run
+	t.parLayout = nil
 	if t.cfg.Parallel != nil {
 		batch /= t.cfg.Parallel.MicroShards()
 	}

@@ -5,6 +5,7 @@ GO      ?= go
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PKGS := libopenblas0-pthread dataset-fashion-mnist
 JSREADER := checkpoint/testdata/jsreader
+ORT      := infer/testdata/ort
 
 .PHONY: demo test deps build bench
 deps:
@@ -17,6 +18,9 @@ deps:
 	$(GO) mod download
 	@# The JavaScript Arrow reader the checkpoint tests open lathe's files with.
 	@[ -d $(JSREADER)/node_modules/apache-arrow ] || npm ci --prefix $(JSREADER) --no-audit --no-fund --silent
+	@# onnxruntime (CPU) for the ONNX export tests; its install script would fetch GPU
+	@# binaries from a host that cannot be reached, and the CPU library is in the package.
+	@[ -d $(ORT)/node_modules/onnxruntime-node ] || npm ci --prefix $(ORT) --ignore-scripts --no-audit --no-fund --silent
 
 # -buildvcs=true stamps the commit into the binary (manifest.json's git_commit) even where
 # GOFLAGS turns stamping off; outside a git checkout there is nothing to stamp.

@@ -21,13 +21,14 @@ import (
 // Kernels a layer can run with.
 const (
 	Dense = "dense" // GEMM over the full (possibly thinned) weight
-	CSR   = "csr"   // only the non-zero weights, row by row
+	CSR   = "csr"   // only the non-zero weights, row by row, one sample at a time
+	CSRT  = "csr-t" // only the non-zero weights, each against a run of samples (SIMD across the batch)
 )
 
 // Probes are the batch sizes at which each layer's kernels are timed at
 // load; a batch runs with the choice made at the probe nearest to it (on a
 // log scale).
-var Probes = []int{1, 8, 64}
+var Probes = []int{1, 8, 64, 256}
 
 // Layer is one layer of a loaded model. For a convolution In is the patch
 // size K·K·C, Out the filters, and the kernels run over every patch.
@@ -43,6 +44,7 @@ type Layer struct {
 	Kernels []string
 
 	w, b    []float32
+	wq      *checkpoint.Quant // the weight's integer codes, when it is quantized
 	col     []float32 // im2col scratch
 	rowPtr  []int32
 	cols    []int32
@@ -57,8 +59,10 @@ type Model struct {
 	Layers   []*Layer
 	Features int // inputs per sample
 	Classes  int
+	// The input image: Rows×Cols pixels of Channels channels (NHWC).
+	Rows, Cols, Channels int
 	eng      compute.Engine
-	a, b     []float32
+	bufs     [2][]float32
 }
 
 // state is the part of a model file's state document the runtime reads.
@@ -80,6 +84,22 @@ type state struct {
 // Load prepares a model file for inference on eng, measuring the kernels
 // of each layer.
 func Load(f *checkpoint.File, eng compute.Engine) (*Model, error) {
+	m, err := parse(f)
+	if err != nil {
+		return nil, err
+	}
+	m.eng = eng
+	for _, l := range m.Layers {
+		if l.Kind != "maxpool" {
+			m.choose(l)
+		}
+	}
+	return m, nil
+}
+
+// parse reads a model file's layers, weights and quantization, checking
+// that their shapes chain; it measures nothing.
+func parse(f *checkpoint.File) (*Model, error) {
 	if f.Kind != checkpoint.KindModel {
 		return nil, fmt.Errorf("infer: a %s file, not a model file", f.Kind)
 	}
@@ -90,7 +110,8 @@ func Load(f *checkpoint.File, eng compute.Engine) (*Model, error) {
 	if len(st.Layers) == 0 {
 		return nil, errors.New("infer: the model file lists no layers (written by an older lathe; export it again)")
 	}
-	m := &Model{Features: st.Input.Rows * st.Input.Cols * st.Input.Channels, Classes: st.Input.Classes, eng: eng}
+	m := &Model{Features: st.Input.Rows * st.Input.Cols * st.Input.Channels, Classes: st.Input.Classes,
+		Rows: st.Input.Rows, Cols: st.Input.Cols, Channels: st.Input.Channels}
 	in := m.Features
 	for _, ls := range st.Layers {
 		l := &Layer{Name: ls.Name, Kind: ls.Kind, ReLU: ls.Act == "relu"}
@@ -119,7 +140,7 @@ func Load(f *checkpoint.File, eng compute.Engine) (*Model, error) {
 		if w == nil || b == nil || len(w.Data) != l.Out*l.In || len(b.Data) != l.Out || (ls.Kind == "linear" && ls.In != in) {
 			return nil, fmt.Errorf("infer: layer %s: weight or bias missing, or shapes that do not chain", ls.Name)
 		}
-		l.w, l.b = w.Data, b.Data
+		l.w, l.b, l.wq = w.Data, b.Data, w.Quant
 		l.rowPtr = make([]int32, 1, l.Out+1)
 		for r := 0; r < l.Out; r++ {
 			for c, v := range w.Data[r*l.In : (r+1)*l.In] {
@@ -146,23 +167,29 @@ func Load(f *checkpoint.File, eng compute.Engine) (*Model, error) {
 	if in != m.Classes {
 		return nil, fmt.Errorf("infer: the last layer has %d outputs for %d classes", in, m.Classes)
 	}
-	for _, l := range m.Layers {
-		if l.Kind != "maxpool" {
-			m.choose(l)
-		}
-	}
 	return m, nil
 }
 
-// choose times both kernels at each probe batch (for a convolution, that
-// many samples' patch rows) and keeps the faster at each.
+// Candidates lists the kernels a layer can run with: dense and CSR for
+// every layer, CSRT for linear ones.
+func (l *Layer) Candidates() []string {
+	if l.Kind == "linear" {
+		return []string{Dense, CSR, CSRT}
+	}
+	return []string{Dense, CSR}
+}
+
+// choose times each candidate kernel at each probe batch (for a
+// convolution, that many samples' patch rows) and keeps the fastest at
+// each. CSRT is timed with the transposes into and out of its layout, as
+// a layer between two others would run it.
 func (m *Model) choose(l *Layer) {
 	l.measure = map[string][]time.Duration{}
 	rowsPer := 1
 	if l.Kind == "conv" {
 		rowsPer = (l.H - l.K + 1) * (l.W - l.K + 1)
 	}
-	for _, k := range []string{Dense, CSR} {
+	for _, k := range l.Candidates() {
 		for _, samples := range Probes {
 			batch := samples * rowsPer
 			x := make([]float32, batch*l.In)
@@ -170,12 +197,23 @@ func (m *Model) choose(l *Layer) {
 				x[j] = float32(j%7) * 0.1
 			}
 			y := make([]float32, batch*l.Out)
+			var xT, yT []float32
+			ld := ldFor(batch)
+			if k == CSRT {
+				xT, yT = make([]float32, l.In*ld), make([]float32, l.Out*ld)
+			}
 			best := time.Duration(math.MaxInt64)
 			reps := max(1, 2000/batch)
 			for range 3 {
 				start := time.Now()
 				for range reps {
-					m.run(l, k, y, x, batch)
+					if k == CSRT {
+						transpose(xT, x, batch, l.In, ld)
+						l.runT(yT, xT, ld)
+						untranspose(y, yT, batch, l.Out, ld)
+					} else {
+						m.run(l, k, y, x, batch)
+					}
 				}
 				best = min(best, time.Since(start)/time.Duration(reps))
 			}
@@ -185,8 +223,10 @@ func (m *Model) choose(l *Layer) {
 	l.Kernels = make([]string, len(Probes))
 	for i := range Probes {
 		l.Kernels[i] = Dense
-		if l.measure[CSR][i] < l.measure[Dense][i] {
-			l.Kernels[i] = CSR
+		for _, k := range l.Candidates() {
+			if l.measure[k][i] < l.measure[l.Kernels[i]][i] {
+				l.Kernels[i] = k
+			}
 		}
 	}
 }
@@ -200,17 +240,43 @@ func (m *Model) Forward(x []float32, batch int) ([]float32, error) {
 	if batch <= 0 || len(x) != batch*m.Features {
 		return nil, fmt.Errorf("infer: %d inputs for a batch of %d samples of %d features", len(x), batch, m.Features)
 	}
-	src := x
-	for i, l := range m.Layers {
-		buf := &m.a
-		if i%2 == 1 {
-			buf = &m.b
+	// Three buffers take turns; src is the input (-1) or one of them.
+	// Between CSRT layers activations stay feature-major (transposed).
+	src, at, transposed, feats := x, -1, false, m.Features
+	ld := ldFor(batch)
+	next := func(n int) int {
+		i := 0
+		if at == 0 {
+			i = 1
 		}
+		if cap(m.bufs[i]) < n {
+			m.bufs[i] = make([]float32, n)
+		}
+		return i
+	}
+	back := func() { // the activations back to [batch, features]
+		if transposed {
+			i := next(batch * feats)
+			untranspose(m.bufs[i][:batch*feats], src, batch, feats, ld)
+			src, at, transposed = m.bufs[i][:batch*feats], i, false
+		}
+	}
+	for _, l := range m.Layers {
+		if l.Kind == "linear" && l.kernel(batch) == CSRT {
+			if !transposed {
+				i := next(feats * ld)
+				transpose(m.bufs[i][:feats*ld], src, batch, feats, ld)
+				src, at, transposed = m.bufs[i][:feats*ld], i, true
+			}
+			i := next(l.Out * ld)
+			l.runT(m.bufs[i][:l.Out*ld], src, ld)
+			src, at, feats = m.bufs[i][:l.Out*ld], i, l.Out
+			continue
+		}
+		back()
 		n := batch * l.outputs()
-		if cap(*buf) < n {
-			*buf = make([]float32, n)
-		}
-		dst := (*buf)[:n]
+		i := next(n)
+		dst := m.bufs[i][:n]
 		switch l.Kind {
 		case "maxpool":
 			l.pool(dst, src, batch)
@@ -230,8 +296,9 @@ func (m *Model) Forward(x []float32, batch int) ([]float32, error) {
 		default:
 			m.run(l, l.kernel(batch), dst, src, batch)
 		}
-		src = dst
+		src, at, feats = dst, i, l.outputs()
 	}
+	back()
 	return src, nil
 }
 

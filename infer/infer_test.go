@@ -1,6 +1,7 @@
 package infer
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -31,7 +32,7 @@ func TestAgreesWithTheTrainingGraph(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	agreesWithGraph(t, m, gm, eng, []int{1, 256})
+	agreesWithGraph(t, m, gm, eng, []int{1, 37, 256})
 	if _, err := m.Forward(make([]float32, 10), 1); err == nil || !strings.Contains(err.Error(), "784 features") {
 		t.Fatalf("a wrong input shape: %v", err)
 	}
@@ -110,10 +111,13 @@ func agreesWithGraph(t *testing.T, m *Model, gm *model.Model, eng compute.Engine
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, kernel := range []string{Dense, CSR} {
+	for _, kernel := range []string{Dense, CSR, CSRT} {
 		for _, l := range m.Layers {
 			for i := range l.Kernels {
-				l.Kernels[i] = kernel
+				l.Kernels[i] = Dense
+				if slices.Contains(l.Candidates(), kernel) {
+					l.Kernels[i] = kernel
+				}
 			}
 		}
 		for _, batch := range batches {

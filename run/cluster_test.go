@@ -1,9 +1,11 @@
 package run
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"sync"
 	"testing"
 	"time"
@@ -121,6 +123,7 @@ func clusterRun(t *testing.T, tc *testCluster, dir string, progress func(trainer
 	}
 	sum, err := Execute(ctx, j, opts)
 	if err != nil {
+		dumpCluster(t)
 		t.Fatal(err)
 	}
 	return sum
@@ -181,9 +184,39 @@ func TestClusterWeightsDoNotDependOnWorkers(t *testing.T) {
 }
 
 // testLog logs to stderr when LATHE_TEST_LOG is set.
+// testLog logs to stderr with LATHE_TEST_LOG=1, otherwise into
+// clusterLog, which a failing cluster test prints.
 func testLog(name string) hclog.Logger {
 	if os.Getenv("LATHE_TEST_LOG") == "" {
-		return hclog.NewNullLogger()
+		return hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Debug, Output: &clusterLog})
 	}
 	return hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Debug})
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+var clusterLog lockedBuffer
+
+// dumpCluster prints the cluster's log and every goroutine's stack, for a
+// cluster test that failed.
+func dumpCluster(t *testing.T) {
+	t.Helper()
+	var stacks bytes.Buffer
+	pprof.Lookup("goroutine").WriteTo(&stacks, 1)
+	t.Logf("cluster log:\n%s\ngoroutines:\n%s", clusterLog.String(), stacks.String())
 }

@@ -4,6 +4,7 @@
 //	lathe eval FILE [--dataset mnist|fashion-mnist] [--data-dir DIR] [--json]
 //	lathe lint RECIPE [-var name=value]...
 //	lathe bench FILE [--batch 1,8,64,256] [--json]
+//	lathe export FILE --onnx OUT.onnx [--int8]
 //
 // Flags may come before or after the file argument.
 package main
@@ -36,7 +37,8 @@ const usage = `usage:
   lathe eval FILE [--dataset D] [--json]      test accuracy of a model file (mnist, fashion-mnist)
   lathe lint RECIPE [-var name=value]...      validate a recipe and print what happens when
   lathe bench FILE [--batch 1,8,64,256] [--json]
-                                              latency and throughput of a model file in lathe's runtime`
+                                              latency and throughput of a model file in lathe's runtime
+  lathe export FILE --onnx OUT.onnx [--int8]  a model file as ONNX (onnxruntime and other engines)`
 
 func realMain(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -53,6 +55,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = lint(args[1:], stdout, stderr)
 	case "bench":
 		err = bench(args[1:], stdout, stderr)
+	case "export":
+		err = export(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return 0

@@ -134,3 +134,35 @@ func TestBenchAndInferRuntime(t *testing.T) {
 		t.Fatalf("graph %+v, runtime %+v", g, r)
 	}
 }
+
+// TestExport writes an ONNX file, and refuses a training checkpoint
+// without touching a file already at the output path.
+func TestExport(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "m.onnx")
+	code, stdout, errOut := runLathe(t, "export", seedModel, "--onnx", out)
+	if code != 0 || !strings.Contains(stdout, "opset 21") || !strings.Contains(stdout, "fc1 4-bit") {
+		t.Fatalf("exit %d: %s%s", code, stdout, errOut)
+	}
+	first, err := os.ReadFile(out)
+	if err != nil || len(first) < 1000 {
+		t.Fatalf("%d bytes: %v", len(first), err)
+	}
+	code, stdout, _ = runLathe(t, "export", "--int8", seedModel, "--onnx", out)
+	if code != 0 || !strings.Contains(stdout, "opset 17") {
+		t.Fatalf("--int8: exit %d: %s", code, stdout)
+	}
+	widened, _ := os.ReadFile(out)
+	if len(widened) <= len(first) {
+		t.Errorf("8-bit codes take %d bytes, 4-bit ones %d", len(widened), len(first))
+	}
+	code, _, errOut = runLathe(t, "export", seedTraining, "--onnx", out)
+	if code != 1 || !strings.Contains(errOut, "training.arrow") || !strings.Contains(errOut, "not a model file") {
+		t.Fatalf("a training checkpoint: exit %d: %s", code, errOut)
+	}
+	if after, _ := os.ReadFile(out); !bytes.Equal(after, widened) {
+		t.Error("a refused export changed the file already there")
+	}
+	if code, _, _ := runLathe(t, "export", seedModel); code != 2 {
+		t.Errorf("no --onnx: exit %d, want 2", code)
+	}
+}

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/lathe-ml/lathe/checkpoint"
+	"github.com/lathe-ml/lathe/infer"
+	"github.com/lathe-ml/lathe/run"
+)
+
+// export writes a model file in another format; ONNX is the one there is.
+func export(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("export", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("onnx", "", "write an ONNX model to this path (required)")
+	int8 := fs.Bool("int8", false, "store 4-bit weights as INT8 (opset 17) instead of INT4 (opset 21), for engines without 4-bit types")
+	path, err := parse(fs, args, "model file")
+	if err != nil {
+		return err
+	}
+	if *out == "" {
+		fmt.Fprintln(stderr, "lathe export: --onnx OUT.onnx is required")
+		fs.Usage()
+		return errUsage
+	}
+	f, err := checkpoint.Read(path)
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	info, err := infer.ExportONNX(f, &buf, infer.ONNXOptions{Int8: *int8, Producer: run.Version})
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	// Written whole or not at all: an earlier file at OUT survives a failure.
+	if err := checkpoint.WriteAtomic(*out, buf.Bytes()); err != nil {
+		return fmt.Errorf("--onnx: %w", err)
+	}
+	fmt.Fprintf(stdout, "%s: ONNX opset %d, %d nodes, %d bytes (model file %d bytes)", *out, info.Opset, info.Nodes, info.Bytes, f.Bytes)
+	if len(info.Quantized) > 0 {
+		fmt.Fprintf(stdout, "; quantized weights:")
+		for _, l := range info.Quantized {
+			fmt.Fprintf(stdout, " %s %d-bit", l, info.WeightBits[l])
+		}
+	}
+	if len(info.ActQuant) > 0 {
+		fmt.Fprintf(stdout, "; quantized activations after %v", info.ActQuant)
+	}
+	fmt.Fprintln(stdout)
+	return nil
+}

@@ -1,0 +1,371 @@
+package infer
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+
+	"github.com/lathe-ml/lathe/checkpoint"
+)
+
+// ONNX tensor element types (TensorProto.DataType).
+const (
+	onnxFloat = 1
+	onnxUint8 = 2
+	onnxInt8  = 3
+	onnxUint4 = 21
+	onnxInt4  = 22
+)
+
+// ONNXOptions controls ExportONNX.
+type ONNXOptions struct {
+	// Int8 widens 4-bit weights to 8 bits (opset 17) instead of storing
+	// them as INT4/UINT4 (opset 21), for engines without 4-bit types.
+	Int8 bool
+	// Producer is written as the model's producer_version.
+	Producer string
+}
+
+// ONNXInfo says what ExportONNX wrote.
+type ONNXInfo struct {
+	Opset      int
+	Bytes      int
+	Nodes      int
+	Quantized  []string // layers whose weights are QuantizeLinear/DequantizeLinear pairs
+	ActQuant   []string // layers whose outputs are fake-quantized
+	WeightBits map[string]int
+}
+
+// ExportONNX writes a model file as a standard ONNX model. The input is
+// float32 [batch, channels, rows, cols] holding pixel/255, the output
+// "logits" [batch, classes]. Thinned layers are plain smaller layers;
+// quantized weights are stored as their integer codes with a
+// DequantizeLinear (per output channel where the file has a scale per
+// channel) — 4-bit weights as INT4/UINT4 under opset 21 unless opt.Int8,
+// 2- and 3-bit and 5- to 8-bit weights as INT8/UINT8; quantized
+// activations become Clip, QuantizeLinear and DequantizeLinear, the
+// arithmetic training modelled. It returns an error naming the layer
+// when one cannot be expressed.
+func ExportONNX(f *checkpoint.File, w io.Writer, opt ONNXOptions) (*ONNXInfo, error) {
+	m, err := parse(f)
+	if err != nil {
+		return nil, err
+	}
+	g := &onnxGraph{int4: !opt.Int8}
+	info := &ONNXInfo{Opset: 17, WeightBits: map[string]int{}}
+	cur := "input"
+	c, h, wd := m.Channels, m.Rows, m.Cols
+	flat := false
+	// A layer's output quantization is placed right before the next layer
+	// that computes (Gemm, Conv): quantization is monotone and elementwise,
+	// so max-pooling, transposing and flattening commute with it, and
+	// onnxruntime's QDQ propagation (which mistypes the QuantizeLinear it
+	// moves across such nodes in opset 21) finds nothing to move.
+	var pending *Layer
+	flush := func() {
+		if pending != nil {
+			cur = g.actQuant(pending.Name, cur, pending.actQ)
+			pending = nil
+		}
+	}
+	for _, l := range m.Layers {
+		switch l.Kind {
+		case "linear":
+			if !flat {
+				if c > 1 {
+					// lathe flattens NHWC images; ONNX holds them NCHW.
+					cur = g.node("Transpose", l.Name+".nhwc", []string{cur}, attrInts("perm", 0, 2, 3, 1))
+				}
+				cur = g.node("Flatten", l.Name+".flat", []string{cur}, attrInt("axis", 1))
+				flat = true
+			}
+			flush()
+			wname, err := g.weight(l, []int{l.Out, l.In}, func(i int) int { return i })
+			if err != nil {
+				return nil, err
+			}
+			cur = g.node("Gemm", l.Name, []string{cur, wname, g.floats(l.Name+".bias", l.b, l.Out)}, attrInt("transB", 1))
+		case "conv":
+			if flat {
+				return nil, fmt.Errorf("infer: layer %s: a convolution after a fully connected layer has no image to run on", l.Name)
+			}
+			k, ch := l.K, l.C
+			// lathe's filters are [out][ky][kx][c] (its im2col order), ONNX's [out][c][ky][kx].
+			perm := func(i int) int {
+				o, r := i/(ch*k*k), i%(ch*k*k)
+				ci, ky, kx := r/(k*k), r%(k*k)/k, r%k
+				return o*k*k*ch + (ky*k+kx)*ch + ci
+			}
+			flush()
+			wname, err := g.weight(l, []int{l.Out, ch, k, k}, perm)
+			if err != nil {
+				return nil, err
+			}
+			cur = g.node("Conv", l.Name, []string{cur, wname, g.floats(l.Name+".bias", l.b, l.Out)},
+				attrInts("kernel_shape", int64(k), int64(k)))
+			c, h, wd = l.Out, h-k+1, wd-k+1
+		case "maxpool":
+			if flat {
+				return nil, fmt.Errorf("infer: layer %s: max-pooling after a fully connected layer has no image to run on", l.Name)
+			}
+			cur = g.node("MaxPool", l.Name, []string{cur}, attrInts("kernel_shape", 2, 2), attrInts("strides", 2, 2))
+			h, wd = h/2, wd/2
+		}
+		if l.ReLU {
+			cur = g.node("Relu", l.Name+".relu", []string{cur})
+		}
+		if l.actQ != nil {
+			info.ActQuant = append(info.ActQuant, l.Name)
+			pending = l
+		}
+		if l.wq != nil {
+			info.Quantized = append(info.Quantized, l.Name)
+			info.WeightBits[l.Name] = l.wq.Bits
+		}
+	}
+	flush()
+	if !flat {
+		return nil, fmt.Errorf("infer: the model ends in a %dx%dx%d image, not a fully connected layer; ONNX's output is [batch, %d]", c, h, wd, m.Classes)
+	}
+	g.nodes[len(g.nodes)-1].out = "logits"
+	if g.usedInt4 {
+		info.Opset = 21
+	}
+	b := g.model(m, f, info.Opset, opt.Producer)
+	info.Bytes, info.Nodes = len(b), len(g.nodes)
+	if _, err := w.Write(b); err != nil {
+		return nil, err
+	}
+	return info, nil
+}
+
+type onnxNode struct {
+	op, name, out string
+	in            []string
+	attrs         []*pb
+}
+
+type onnxGraph struct {
+	nodes          []*onnxNode
+	inits          []*pb
+	int4, usedInt4 bool
+}
+
+// node adds a node whose output is named after it and returns that name.
+func (g *onnxGraph) node(op, name string, in []string, attrs ...*pb) string {
+	g.nodes = append(g.nodes, &onnxNode{op: op, name: name, out: name, in: in, attrs: attrs})
+	return name
+}
+
+func attrInt(name string, v int64) *pb {
+	a := &pb{}
+	a.str(1, name)
+	a.int(3, v)
+	a.int(20, 2) // INT
+	return a
+}
+
+func attrInts(name string, v ...int64) *pb {
+	a := &pb{}
+	a.str(1, name)
+	for _, x := range v {
+		a.int(8, x)
+	}
+	a.int(20, 7) // INTS
+	return a
+}
+
+// init adds an initializer and returns its name.
+func (g *onnxGraph) init(name string, typ int, dims []int, raw []byte) string {
+	t := &pb{}
+	for _, d := range dims {
+		t.int(1, int64(d))
+	}
+	t.int(2, int64(typ))
+	t.str(8, name)
+	t.bytes(9, raw)
+	g.inits = append(g.inits, t)
+	return name
+}
+
+func (g *onnxGraph) floats(name string, v []float32, dims ...int) string {
+	raw := make([]byte, 0, 4*len(v))
+	for _, x := range v {
+		raw = binary.LittleEndian.AppendUint32(raw, math.Float32bits(x))
+	}
+	return g.init(name, onnxFloat, dims, raw)
+}
+
+// intType picks the narrowest ONNX integer type that holds [lo, hi]: 4-bit
+// types when allowed and wanted, else INT8 or UINT8.
+func intType(lo, hi int32, four bool) (int, error) {
+	switch {
+	case four && lo >= -8 && hi <= 7:
+		return onnxInt4, nil
+	case four && lo >= 0 && hi <= 15:
+		return onnxUint4, nil
+	case lo >= -128 && hi <= 127:
+		return onnxInt8, nil
+	case lo >= 0 && hi <= 255:
+		return onnxUint8, nil
+	}
+	return 0, fmt.Errorf("integer codes %d..%d fit no 8-bit type", lo, hi)
+}
+
+// ints packs integer codes as an ONNX type's raw data: one byte each, or
+// two 4-bit values per byte, the first in the low nibble.
+func ints(typ int, v []int32) []byte {
+	if typ == onnxInt4 || typ == onnxUint4 {
+		raw := make([]byte, (len(v)+1)/2)
+		for i, x := range v {
+			raw[i/2] |= byte(x&0xf) << (4 * (i % 2))
+		}
+		return raw
+	}
+	raw := make([]byte, len(v))
+	for i, x := range v {
+		raw[i] = byte(x)
+	}
+	return raw
+}
+
+// weight adds a layer's weight in ONNX's shape, element i taken from the
+// file's element src(i): floats, or the integer codes and a
+// DequantizeLinear when the file stores it quantized. It returns the name
+// of the float weight.
+func (g *onnxGraph) weight(l *Layer, dims []int, src func(int) int) (string, error) {
+	n := len(l.w)
+	if q := l.wq; q != nil {
+		if len(q.Codes) != n || (len(q.Scale) != 1 && len(q.Scale) != l.Out) || len(q.Zero) != len(q.Scale) {
+			return "", fmt.Errorf("infer: layer %s: %d codes, %d scales and %d zero points for a %d×%d weight",
+				l.Name, len(q.Codes), len(q.Scale), len(q.Zero), l.Out, l.In)
+		}
+		// The type must hold every code and zero point: symmetric b-bit
+		// codes are ±(2^(b−1)−1), asymmetric ones 0…2^b−1.
+		lo, hi := q.Zero[0], q.Zero[0]
+		for _, v := range append(slices.Clone(q.Codes), q.Zero...) {
+			lo, hi = min(lo, v), max(hi, v)
+		}
+		if q.QMin < 0 {
+			lo, hi = min(lo, q.QMin), max(hi, -q.QMin)
+		} else {
+			lo, hi = min(lo, q.QMin), max(hi, q.QMin+int32(1)<<q.Bits-1)
+		}
+		typ, err := intType(lo, hi, g.int4 && q.Bits == 4)
+		if err != nil {
+			return "", fmt.Errorf("infer: layer %s: %d-bit weights: %w", l.Name, q.Bits, err)
+		}
+		codes := make([]int32, n)
+		for i := range codes {
+			codes[i] = q.Codes[src(i)]
+		}
+		if typ == onnxInt4 || typ == onnxUint4 {
+			g.usedInt4 = true
+		}
+		var sdims []int // one scale: a scalar, per tensor
+		if len(q.Scale) > 1 {
+			sdims = []int{len(q.Scale)}
+		}
+		in := []string{
+			g.init(l.Name+".weight_q", typ, dims, ints(typ, codes)),
+			g.floats(l.Name+".weight_scale", q.Scale, sdims...),
+			g.init(l.Name+".weight_zero", typ, sdims, ints(typ, q.Zero)),
+		}
+		return g.node("DequantizeLinear", l.Name+".weight", in, attrInt("axis", 0)), nil
+	}
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = l.w[src(i)]
+	}
+	return g.floats(l.Name+".weight", v, dims...), nil
+}
+
+// actQuant fake-quantizes a layer's output as training did: clipped to
+// the codes' range, quantized with ties to even, and dequantized.
+func (g *onnxGraph) actQuant(name, cur string, q *quantizer) string {
+	lo, hi := int32(q.qmin), int32(q.qmax)
+	typ, _ := intType(lo, hi, false) // 2 to 8 bits: always fits
+	full := (typ == onnxInt8 && lo == -128 && hi == 127) || (typ == onnxUint8 && lo == 0 && hi == 255)
+	if !full {
+		cur = g.node("Clip", name+".act_clip", []string{cur,
+			g.floats(name+".act_min", []float32{(q.qmin - q.zero) * q.scale}),
+			g.floats(name+".act_max", []float32{(q.qmax - q.zero) * q.scale})})
+	}
+	scale := g.floats(name+".act_scale", []float32{q.scale})
+	zero := g.init(name+".act_zero", typ, nil, ints(typ, []int32{int32(q.zero)}))
+	cur = g.node("QuantizeLinear", name+".act_q", []string{cur, scale, zero})
+	return g.node("DequantizeLinear", name+".act", []string{cur, scale, zero})
+}
+
+func valueInfo(name string, dims ...any) *pb {
+	shape := &pb{}
+	for _, d := range dims {
+		dim := &pb{}
+		switch d := d.(type) {
+		case int:
+			dim.int(1, int64(d))
+		case string:
+			dim.str(2, d)
+		}
+		shape.msg(1, dim)
+	}
+	tt := &pb{}
+	tt.int(1, onnxFloat)
+	tt.msg(2, shape)
+	typ := &pb{}
+	typ.msg(1, tt)
+	v := &pb{}
+	v.str(1, name)
+	v.msg(2, typ)
+	return v
+}
+
+// model encodes the ModelProto.
+func (g *onnxGraph) model(m *Model, f *checkpoint.File, opset int, producer string) []byte {
+	gr := &pb{}
+	for _, n := range g.nodes {
+		nd := &pb{}
+		for _, in := range n.in {
+			nd.str(1, in)
+		}
+		nd.str(2, n.out)
+		nd.str(3, n.name)
+		nd.str(4, n.op)
+		for _, a := range n.attrs {
+			nd.msg(5, a)
+		}
+		gr.msg(1, nd)
+	}
+	gr.str(2, "lathe")
+	for _, t := range g.inits {
+		gr.msg(5, t)
+	}
+	gr.str(10, "input: pixel/255 as float32 [batch, channels, rows, cols]; output: logits")
+	gr.msg(11, valueInfo("input", "batch", m.Channels, m.Rows, m.Cols))
+	gr.msg(12, valueInfo("logits", "batch", m.Classes))
+
+	md := &pb{}
+	ir := int64(8) // opset 17
+	if opset >= 21 {
+		ir = 10
+	}
+	md.int(1, ir)
+	md.str(2, "lathe")
+	md.str(3, producer)
+	md.str(4, "ml.lathe")
+	md.str(6, fmt.Sprintf("exported from a lathe model file of job %q", f.Job))
+	md.msg(7, gr)
+	op := &pb{}
+	op.str(1, "")
+	op.int(2, int64(opset))
+	md.msg(8, op)
+	for _, kv := range [][2]string{{"lathe.job", f.Job}, {"lathe.source_sha256", f.SHA256}, {"lathe.version", f.Version}} {
+		e := &pb{}
+		e.str(1, kv[0])
+		e.str(2, kv[1])
+		md.msg(14, e)
+	}
+	return md.b
+}

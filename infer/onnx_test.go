@@ -1,0 +1,205 @@
+package infer
+
+import (
+	"bytes"
+	"encoding/binary"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/lathe-ml/lathe/checkpoint"
+	"github.com/lathe-ml/lathe/compress"
+	"github.com/lathe-ml/lathe/compute/cpu"
+	"github.com/lathe-ml/lathe/data"
+	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/run"
+)
+
+const ortDir = "testdata/ort"
+
+// ortRun runs an ONNX file in onnxruntime (npm onnxruntime-node under
+// Node.js; make deps installs both) over x [batch, c, h, w] and returns
+// the logits.
+func ortRun(t *testing.T, onnxPath string, x []float32, batch, c, h, w int) []float32 {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatal("the ONNX test needs Node.js: run `make deps` (it installs nodejs and the npm packages)")
+	}
+	if _, err := os.Stat(filepath.Join(ortDir, "node_modules/onnxruntime-node")); err != nil {
+		t.Fatalf("the ONNX test needs npm onnxruntime-node: run `make deps` (npm ci --ignore-scripts --prefix infer/%s)", ortDir)
+	}
+	dir := t.TempDir()
+	in, out := filepath.Join(dir, "x.f32"), filepath.Join(dir, "y.f32")
+	raw := make([]byte, 0, 4*len(x))
+	for _, v := range x {
+		raw = binary.LittleEndian.AppendUint32(raw, math.Float32bits(v))
+	}
+	if err := os.WriteFile(in, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	abs, _ := filepath.Abs(onnxPath)
+	cmd := exec.Command(node, "run.mjs", abs, in, out, strconv.Itoa(batch), strconv.Itoa(c), strconv.Itoa(h), strconv.Itoa(w))
+	cmd.Dir = ortDir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if _, err := cmd.Output(); err != nil {
+		t.Fatalf("onnxruntime could not run %s: %v\n%s", onnxPath, err, stderr.String())
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y := make([]float32, len(b)/4)
+	for i := range y {
+		y[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	}
+	return y
+}
+
+// exportAndCompare exports f to ONNX with each of opts (wanting the given
+// opsets), runs the first n MNIST test images through onnxruntime and
+// through the runtime, and requires identical top-1 answers on ≥ 99.9 %
+// of them and logits within 1e-3.
+func exportAndCompare(t *testing.T, f *checkpoint.File, n int, opts []ONNXOptions, opsets []int) {
+	t.Helper()
+	m, err := Load(f, cpu.New(cpu.Options{Threads: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, test, err := data.Load("mnist", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := make([]float32, n*test.Features())
+	labels := make([]float32, n)
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	(&data.Batcher{Set: test}).Fill(x, labels, idx, 0)
+	want, err := m.Forward(x, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, opt := range opts {
+		var buf bytes.Buffer
+		info, err := ExportONNX(f, &buf, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Opset != opsets[i] {
+			t.Errorf("opset %d, want %d", info.Opset, opsets[i])
+		}
+		path := filepath.Join(t.TempDir(), "model.onnx")
+		if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// One channel: NHWC and NCHW are the same bytes.
+		got := ortRun(t, path, x, n, m.Channels, m.Rows, m.Cols)
+		if len(got) != len(want) {
+			t.Fatalf("onnxruntime gave %d logits, the runtime %d", len(got), len(want))
+		}
+		same, worst := 0, 0.0
+		for s := 0; s < n; s++ {
+			g, w := got[s*m.Classes:(s+1)*m.Classes], want[s*m.Classes:(s+1)*m.Classes]
+			if argmax(g) == argmax(w) {
+				same++
+			}
+			for j := range g {
+				worst = max(worst, math.Abs(float64(g[j]-w[j])))
+			}
+		}
+		t.Logf("opset %d, %d bytes, %d nodes, quantized weights %v, activations %v: top-1 identical on %d/%d, max |Δlogit| %.3g",
+			info.Opset, info.Bytes, info.Nodes, info.WeightBits, info.ActQuant, same, n, worst)
+		if float64(same) < 0.999*float64(n) {
+			t.Errorf("top-1 identical on %d of %d images", same, n)
+		}
+		if worst > 1e-3 {
+			t.Errorf("logits differ by up to %g", worst)
+		}
+	}
+}
+
+func argmax(v []float32) int {
+	best := 0
+	for j, x := range v {
+		if x > v[best] {
+			best = j
+		}
+	}
+	return best
+}
+
+// TestONNXAgreesWithTheRuntime exports a real pruned model with 4-bit
+// weights and 8-bit activations — as INT4 (opset 21) and widened to INT8
+// (opset 17) — and runs both in onnxruntime on MNIST test images.
+func TestONNXAgreesWithTheRuntime(t *testing.T) {
+	f, err := checkpoint.Read("../checkpoint/testdata/model.arrow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exportAndCompare(t, f, 2000, []ONNXOptions{{}, {Int8: true}}, []int{21, 17})
+}
+
+// TestONNXLeNet5 exports a LeNet-5 with convolutions, pooling, weights
+// quantized per channel at 8 (asymmetric), 4 and 3 bits (symmetric) and
+// quantized activations, so the filters' layout, the NHWC flattening and
+// every integer type are checked against onnxruntime.
+func TestONNXLeNet5(t *testing.T) {
+	gm, err := model.New(model.Spec{Arch: "lenet5"}, model.MNISTInput, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gm.Quant = map[string]*compress.QuantControl{
+		"conv1": {Spec: compress.QuantSpec{Bits: 8, PerChannel: true}, Enabled: true},
+		"conv2": {Spec: compress.QuantSpec{Bits: 4, Symmetric: true, PerChannel: true}, Enabled: true},
+		"fc1":   {Spec: compress.QuantSpec{Bits: 3, Symmetric: true}, Enabled: true},
+	}
+	gm.ActQuant = map[string]*compress.Observer{
+		"conv1": {Spec: compress.QuantSpec{Bits: 8}, Min: 0, Max: 1.5, Enabled: true},
+		"conv2": {Spec: compress.QuantSpec{Bits: 6, Symmetric: true}, Min: 0, Max: 3, Enabled: true},
+	}
+	mf, err := run.ExportModel(gm, "lenet5", "mnist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := checkpoint.Encode(mf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := checkpoint.Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exportAndCompare(t, f, 1000, []ONNXOptions{{}, {Int8: true}}, []int{21, 17})
+}
+
+// TestONNXRefusesWhatItCannotExpress: a model without layers, a training
+// checkpoint and weights whose codes fit no 8-bit type are refused with
+// an error naming the layer.
+func TestONNXRefusesWhatItCannotExpress(t *testing.T) {
+	f, err := checkpoint.Read("../checkpoint/testdata/model.arrow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Tensor("fc2").Quant.QMin = 200 // codes 200..215: no 8-bit type holds them
+	var buf bytes.Buffer
+	if _, err := ExportONNX(f, &buf, ONNXOptions{}); err == nil || !strings.Contains(err.Error(), "layer fc2") {
+		t.Fatalf("codes outside 8 bits: %v", err)
+	}
+	tr, err := checkpoint.Read("../checkpoint/testdata/training.arrow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ExportONNX(tr, &buf, ONNXOptions{}); err == nil || !strings.Contains(err.Error(), "not a model file") {
+		t.Fatalf("a training checkpoint: %v", err)
+	}
+	if buf.Len() != 0 {
+		t.Errorf("%d bytes written for models that were refused", buf.Len())
+	}
+}

@@ -1,0 +1,73 @@
+package infer
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/lathe-ml/lathe/compute/cpu"
+)
+
+// TestCSRTMatchesTheOtherKernels runs one sparse linear layer (with
+// empty rows, ReLU and an activation quantization) through every kernel,
+// with the SIMD kernel and with its portable fallback, at batches that
+// are and are not multiples of the SIMD width: the outputs agree to
+// rounding.
+func TestCSRTMatchesTheOtherKernels(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	in, out := 300, 70
+	l := &Layer{Name: "fc", Kind: "linear", In: in, Out: out, ReLU: true, w: make([]float32, in*out), b: make([]float32, out),
+		actQ: newQuantizer(8, false, 0, 4)}
+	for i := range l.w {
+		if r.IntN(10) == 0 && i/in%9 != 4 { // every ninth row empty
+			l.w[i] = float32(r.NormFloat64())
+		}
+	}
+	for i := range l.b {
+		l.b[i] = float32(r.NormFloat64())
+	}
+	l.rowPtr = []int32{0}
+	for row := 0; row < out; row++ {
+		for c, v := range l.w[row*in : (row+1)*in] {
+			if v != 0 {
+				l.cols, l.vals = append(l.cols, int32(c)), append(l.vals, v)
+			}
+		}
+		l.rowPtr = append(l.rowPtr, int32(len(l.vals)))
+	}
+	m := &Model{eng: cpu.New(cpu.Options{Threads: 1})}
+	simd := hasFMA
+	defer func() { hasFMA = simd }()
+	for _, batch := range []int{1, 31, 32, 33, 200} {
+		x := make([]float32, batch*in)
+		for i := range x {
+			x[i] = float32(r.Float64())
+		}
+		want := make([]float32, batch*out)
+		m.run(l, CSR, want, x, batch)
+		dense := make([]float32, batch*out)
+		m.run(l, Dense, dense, x, batch)
+		ld := ldFor(batch)
+		for _, fma := range []bool{simd, false} {
+			hasFMA = fma
+			xT, yT := make([]float32, in*ld), make([]float32, out*ld)
+			for i := range xT {
+				xT[i] = float32(math.NaN()) // padding lanes must not leak into samples
+			}
+			transpose(xT, x, batch, in, ld)
+			l.runT(yT, xT, ld)
+			got := make([]float32, batch*out)
+			untranspose(got, yT, batch, out, ld)
+			for i := range want {
+				// One quantization step (scale 4/255) apart at most, where
+				// rounding put a value on the other side of a tie.
+				if d := math.Abs(float64(got[i] - want[i])); d > 0.0158 || math.IsNaN(float64(got[i])) {
+					t.Fatalf("batch %d, SIMD %v: output %d is %g, CSR gives %g", batch, fma, i, got[i], want[i])
+				}
+				if d := math.Abs(float64(dense[i] - want[i])); d > 0.0158 {
+					t.Fatalf("batch %d: dense %g, CSR %g at %d", batch, dense[i], want[i], i)
+				}
+			}
+		}
+	}
+}

@@ -45,7 +45,7 @@ type Layer struct {
 
 	w, b    []float32
 	wq      *checkpoint.Quant // the weight's integer codes, when it is quantized
-	col     []float32 // im2col scratch
+	col     []float32         // im2col scratch
 	rowPtr  []int32
 	cols    []int32
 	vals    []float32
@@ -61,8 +61,8 @@ type Model struct {
 	Classes  int
 	// The input image: Rows×Cols pixels of Channels channels (NHWC).
 	Rows, Cols, Channels int
-	eng      compute.Engine
-	bufs     [2][]float32
+	eng                  compute.Engine
+	bufs                 [2][]float32
 }
 
 // state is the part of a model file's state document the runtime reads.

@@ -1,9 +1,12 @@
 // Package infer runs model files (model.arrow) without the training graph:
-// each linear layer as a dense GEMM (OpenBLAS) or a sparse CSR kernel,
-// whichever measured faster on this machine when the model was loaded, at
-// batches of 1, 8 and 64 (a batch uses the choice at the nearest); quantized activations with the exact
-// arithmetic training modelled. Convolutions run as im2col then the same
-// two kernels over the patches; max-pooling is 2×2.
+// each linear layer as a dense GEMM (OpenBLAS), a sparse CSR kernel (one
+// sample at a time) or a CSRT kernel (sparse rows against feature-major
+// activations, SIMD across the batch), whichever measured fastest on this
+// machine when the model was loaded, at batches of 1, 8, 64 and 256 (a
+// batch uses the choice at the nearest); quantized activations with the
+// exact arithmetic training modelled. Convolutions run as im2col then the
+// dense or CSR kernel over the patches; max-pooling is 2×2. ExportONNX
+// writes a model file as ONNX.
 package infer
 
 import (
@@ -208,9 +211,9 @@ func (m *Model) choose(l *Layer) {
 				start := time.Now()
 				for range reps {
 					if k == CSRT {
-						transpose(xT, x, batch, l.In, ld)
-						l.runT(yT, xT, ld)
-						untranspose(y, yT, batch, l.Out, ld)
+						m.transposeT(xT, x, batch, l.In, ld)
+						m.runT(l, yT, xT, ld)
+						m.untransposeT(y, yT, batch, l.Out, ld)
 					} else {
 						m.run(l, k, y, x, batch)
 					}
@@ -257,7 +260,7 @@ func (m *Model) Forward(x []float32, batch int) ([]float32, error) {
 	back := func() { // the activations back to [batch, features]
 		if transposed {
 			i := next(batch * feats)
-			untranspose(m.bufs[i][:batch*feats], src, batch, feats, ld)
+			m.untransposeT(m.bufs[i][:batch*feats], src, batch, feats, ld)
 			src, at, transposed = m.bufs[i][:batch*feats], i, false
 		}
 	}
@@ -265,11 +268,11 @@ func (m *Model) Forward(x []float32, batch int) ([]float32, error) {
 		if l.Kind == "linear" && l.kernel(batch) == CSRT {
 			if !transposed {
 				i := next(feats * ld)
-				transpose(m.bufs[i][:feats*ld], src, batch, feats, ld)
+				m.transposeT(m.bufs[i][:feats*ld], src, batch, feats, ld)
 				src, at, transposed = m.bufs[i][:feats*ld], i, true
 			}
 			i := next(l.Out * ld)
-			l.runT(m.bufs[i][:l.Out*ld], src, ld)
+			m.runT(l, m.bufs[i][:l.Out*ld], src, ld)
 			src, at, feats = m.bufs[i][:l.Out*ld], i, l.Out
 			continue
 		}
@@ -381,4 +384,54 @@ func (m *Model) run(l *Layer, kernel string, y, x []float32, batch int) {
 	if l.actQ != nil {
 		l.actQ.apply(y)
 	}
+}
+
+// Positions is the number of times a layer's weight is applied per
+// sample: the output positions of a convolution, 1 for a linear layer.
+func (l *Layer) Positions() int {
+	if l.Kind == "conv" {
+		return (l.H - l.K + 1) * (l.W - l.K + 1)
+	}
+	return 1
+}
+
+// FLOPs is the layer's multiply-adds ×2 per sample: dense counts every
+// weight, effective only the non-zero ones (what the sparse kernels do).
+func (l *Layer) FLOPs() (dense, effective int) {
+	if l.Kind == "maxpool" {
+		return 0, 0
+	}
+	return 2 * l.In * l.Out * l.Positions(), 2 * l.Nonzero * l.Positions()
+}
+
+// WeightBytes is what a kernel reads of the layer's parameters per call:
+// the dense weight, or the non-zero values with their column indexes and
+// row offsets; and the bias.
+func (l *Layer) WeightBytes(kernel string) int {
+	switch {
+	case l.Kind == "maxpool":
+		return 0
+	case kernel == Dense:
+		return 4 * (l.In*l.Out + l.Out)
+	default:
+		return 8*l.Nonzero + 4*(l.Out+1) + 4*l.Out
+	}
+}
+
+// Bytes is the memory the model holds: parameters in every kernel's
+// layout, and the buffers the last calls grew.
+func (m *Model) Bytes() int {
+	n := 4 * (cap(m.bufs[0]) + cap(m.bufs[1]))
+	for _, l := range m.Layers {
+		n += 4*(len(l.w)+len(l.b)+cap(l.col)) + 8*len(l.vals) + 4*len(l.rowPtr)
+	}
+	return n
+}
+
+// Kernel is the kernel the layer runs a batch with (empty for pooling).
+func (l *Layer) Kernel(batch int) string {
+	if l.Kind == "maxpool" {
+		return ""
+	}
+	return l.kernel(batch)
 }

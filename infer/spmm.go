@@ -13,50 +13,63 @@ const lanes = 32
 // ldFor is the row stride of the transposed layout for a batch.
 func ldFor(batch int) int { return (batch + lanes - 1) / lanes * lanes }
 
-// transpose writes x [batch, f] as xT [f, ld].
-func transpose(xT, x []float32, batch, f, ld int) {
-	const blk = 16
-	for s0 := 0; s0 < batch; s0 += blk {
-		s1 := min(s0+blk, batch)
-		for j0 := 0; j0 < f; j0 += blk {
-			j1 := min(j0+blk, f)
-			for s := s0; s < s1; s++ {
-				row := x[s*f : s*f+f]
-				for j := j0; j < j1; j++ {
-					xT[j*ld+s] = row[j]
+// transpose writes x [batch, f] as xT [f, ld], features [j0, j1).
+func transpose(xT, x []float32, batch, f, ld, j0, j1 int) {
+	block(xT, ld, x, f, 0, batch, j0, j1)
+}
+
+// untranspose writes xT [f, ld] back as x [batch, f], features [j0, j1).
+func untranspose(x, xT []float32, batch, f, ld, j0, j1 int) {
+	block(x, f, xT, ld, j0, j1, 0, batch)
+}
+
+// block writes dst[c·ldd + r] = src[r·lds + c] for r ∈ [r0, r1) and
+// c ∈ [c0, c1): 8×8 blocks with AVX where it runs, a column strip of
+// blocks at a time (its source lines stay in cache for the next strip),
+// the edges one by one.
+func block(dst []float32, ldd int, src []float32, lds, r0, r1, c0, c1 int) {
+	c := c0
+	if hasFMA {
+		for ; c+8 <= c1; c += 8 {
+			r := r0
+			for ; r+8 <= r1; r += 8 {
+				transpose8(&src[r*lds+c], lds, &dst[c*ldd+r], ldd)
+			}
+			for ; r < r1; r++ {
+				for cc := c; cc < c+8; cc++ {
+					dst[cc*ldd+r] = src[r*lds+cc]
 				}
 			}
+		}
+	}
+	for ; c < c1; c++ {
+		for r := r0; r < r1; r++ {
+			dst[c*ldd+r] = src[r*lds+c]
 		}
 	}
 }
 
-// untranspose writes xT [f, ld] back as x [batch, f].
-func untranspose(x, xT []float32, batch, f, ld int) {
-	const blk = 16
-	for j0 := 0; j0 < f; j0 += blk {
-		j1 := min(j0+blk, f)
-		for s0 := 0; s0 < batch; s0 += blk {
-			s1 := min(s0+blk, batch)
-			for j := j0; j < j1; j++ {
-				col := xT[j*ld : j*ld+ld]
-				for s := s0; s < s1; s++ {
-					x[s*f+j] = col[s]
-				}
-			}
-		}
-	}
-}
+// transposeT and untransposeT are the whole-matrix forms.
+func (m *Model) transposeT(xT, x []float32, batch, f, ld int) { transpose(xT, x, batch, f, ld, 0, f) }
+
+func (m *Model) untransposeT(x, xT []float32, batch, f, ld int) { untranspose(x, xT, batch, f, ld, 0, f) }
 
 // panel is the number of samples of one pass over a layer's rows: the
 // activations it touches (features × panel floats) stay in cache.
 const panel = 128
 
 // runT applies a linear layer in the transposed layout: yT [out, ld] =
-// act(W·xT + b), then the activation quantization, over all ld lanes.
-func (l *Layer) runT(yT, xT []float32, ld int) {
+// act(W·xT + b), then the activation quantization, over all ld lanes. It
+// runs on one thread: on the 2-vCPU machines measured here a second one
+// made it slower (BENCHMARKS.md), and the per-layer choice weighs it
+// against the dense GEMM, which does use the engine's threads.
+func (m *Model) runT(l *Layer, yT, xT []float32, ld int) { l.rowsT(yT, xT, ld, 0, l.Out) }
+
+// rowsT computes output rows [r0, r1) of runT.
+func (l *Layer) rowsT(yT, xT []float32, ld, r0, r1 int) {
 	for p0 := 0; p0 < ld; p0 += panel {
 		n := min(panel, ld-p0)
-		for r := 0; r < l.Out; r++ {
+		for r := r0; r < r1; r++ {
 			lo, hi := l.rowPtr[r], l.rowPtr[r+1]
 			y := yT[r*ld+p0 : r*ld+p0+n]
 			if hi == lo {
@@ -76,7 +89,7 @@ func (l *Layer) runT(yT, xT []float32, ld int) {
 			}
 		}
 	}
-	for r := 0; r < l.Out; r++ {
+	for r := r0; r < r1; r++ {
 		y, b := yT[r*ld:(r+1)*ld], l.b[r]
 		for s := range y {
 			y[s] += b
@@ -88,8 +101,8 @@ func (l *Layer) runT(yT, xT []float32, ld int) {
 				}
 			}
 		}
-	}
-	if l.actQ != nil {
-		l.actQ.apply(yT[:l.Out*ld])
+		if l.actQ != nil {
+			l.actQ.apply(y)
+		}
 	}
 }

@@ -35,7 +35,7 @@ func TestCSRTMatchesTheOtherKernels(t *testing.T) {
 		}
 		l.rowPtr = append(l.rowPtr, int32(len(l.vals)))
 	}
-	m := &Model{eng: cpu.New(cpu.Options{Threads: 1})}
+	m := &Model{eng: cpu.New(cpu.Options{Threads: 2})}
 	simd := hasFMA
 	defer func() { hasFMA = simd }()
 	for _, batch := range []int{1, 31, 32, 33, 200} {
@@ -54,10 +54,10 @@ func TestCSRTMatchesTheOtherKernels(t *testing.T) {
 			for i := range xT {
 				xT[i] = float32(math.NaN()) // padding lanes must not leak into samples
 			}
-			transpose(xT, x, batch, in, ld)
-			l.runT(yT, xT, ld)
+			m.transposeT(xT, x, batch, in, ld)
+			m.runT(l, yT, xT, ld)
 			got := make([]float32, batch*out)
-			untranspose(got, yT, batch, out, ld)
+			m.untransposeT(got, yT, batch, out, ld)
 			for i := range want {
 				// One quantization step (scale 4/255) apart at most, where
 				// rounding put a value on the other side of a tie.

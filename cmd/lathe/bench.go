@@ -24,6 +24,14 @@ type BenchResult struct {
 	P99us            float64 `json:"p99_us"`
 	SamplesPerSecond float64 `json:"samples_per_second"`
 	Calls            int     `json:"calls"`
+	// Bytes of parameters the chosen kernels read per call, and per sample.
+	WeightBytesPerCall   int     `json:"weight_bytes_per_call"`
+	WeightBytesPerSample float64 `json:"weight_bytes_per_sample"`
+	CPUSecondsPerCall    float64 `json:"cpu_seconds_per_call"`
+	// Energy per sample in microjoules; the report's energy_source says
+	// whether it was measured (RAPL) or estimated from CPU time.
+	MicrojoulesPerSample float64  `json:"microjoules_per_sample"`
+	Kernels              []string `json:"kernels"` // per layer, as in layers
 }
 
 // BenchLayer is one layer's kernel timings and choices at the probe
@@ -37,6 +45,10 @@ type BenchLayer struct {
 	Kernels []string  `json:"kernels"` // chosen at each probe
 	DenseUs []float64 `json:"dense_us"`
 	CSRUs   []float64 `json:"csr_us"`
+	CSRTUs  []float64 `json:"csrt_us,omitempty"` // linear layers only
+	// Per sample: dense FLOPs (every weight) and effective ones (non-zero weights).
+	DenseFLOPs     int `json:"dense_flops"`
+	EffectiveFLOPs int `json:"effective_flops"`
 }
 
 // Bench is bench's JSON output.
@@ -45,6 +57,13 @@ type Bench struct {
 	Threads int           `json:"threads"`
 	Results []BenchResult `json:"results"`
 	Layers  []BenchLayer  `json:"layers"`
+	// Per sample, over all layers.
+	DenseFLOPs     int     `json:"dense_flops"`
+	EffectiveFLOPs int     `json:"effective_flops"`
+	ModelBytes     int     `json:"model_bytes"`    // parameters and buffers the runtime holds
+	PeakRSSBytes   int     `json:"peak_rss_bytes"` // the process's peak resident memory (Linux)
+	EnergySource   string  `json:"energy_source"`
+	LoadSeconds    float64 `json:"load_seconds"` // reading the file and timing the kernels
 }
 
 func bench(args []string, stdout, stderr io.Writer) error {
@@ -71,19 +90,27 @@ func bench(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	eng := cpu.New(cpu.Options{Threads: *threads, Logger: hclog.NewNullLogger()})
+	t0 := time.Now()
 	m, err := infer.Load(f, eng)
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	out := Bench{File: path, Threads: eng.Threads()}
+	meter := newEnergyMeter()
+	out := Bench{File: path, Threads: eng.Threads(), LoadSeconds: time.Since(t0).Seconds(), EnergySource: meter.Source()}
 	for _, l := range m.Layers {
 		if l.Kind == "maxpool" {
 			continue
 		}
 		bl := BenchLayer{Name: l.Name, Kind: l.Kind, Shape: []int{l.Out, l.In}, Nonzero: l.Nonzero, Probes: infer.Probes, Kernels: l.Kernels}
+		bl.DenseFLOPs, bl.EffectiveFLOPs = l.FLOPs()
+		out.DenseFLOPs += bl.DenseFLOPs
+		out.EffectiveFLOPs += bl.EffectiveFLOPs
 		for i := range infer.Probes {
 			bl.DenseUs = append(bl.DenseUs, us(l.Timing(infer.Dense)[i]))
 			bl.CSRUs = append(bl.CSRUs, us(l.Timing(infer.CSR)[i]))
+			if t := l.Timing(infer.CSRT); t != nil {
+				bl.CSRTUs = append(bl.CSRTUs, us(t[i]))
+			}
 		}
 		out.Layers = append(out.Layers, bl)
 	}
@@ -98,6 +125,7 @@ func bench(args []string, stdout, stderr io.Writer) error {
 			}
 		}
 		var times []time.Duration
+		meter.Start()
 		start := time.Now()
 		for len(times) < 50 || time.Since(start).Seconds() < *seconds {
 			t0 := time.Now()
@@ -105,36 +133,57 @@ func bench(args []string, stdout, stderr io.Writer) error {
 			times = append(times, time.Since(t0))
 		}
 		total := time.Since(start)
+		joules, cpuUsed := meter.Stop()
 		slices.Sort(times)
-		out.Results = append(out.Results, BenchResult{Batch: batch, Calls: len(times),
+		r := BenchResult{Batch: batch, Calls: len(times),
 			P50us: us(times[len(times)/2]), P99us: us(times[len(times)*99/100]),
-			SamplesPerSecond: float64(batch*len(times)) / total.Seconds()})
+			SamplesPerSecond:     float64(batch*len(times)) / total.Seconds(),
+			CPUSecondsPerCall:    cpuUsed.Seconds() / float64(len(times)),
+			MicrojoulesPerSample: joules * 1e6 / float64(batch*len(times))}
+		for _, l := range m.Layers {
+			if l.Kind != "maxpool" {
+				k := l.Kernel(batch)
+				r.Kernels = append(r.Kernels, k)
+				r.WeightBytesPerCall += l.WeightBytes(k)
+			}
+		}
+		r.WeightBytesPerSample = float64(r.WeightBytesPerCall) / float64(batch)
+		out.Results = append(out.Results, r)
 	}
+	out.ModelBytes, out.PeakRSSBytes = m.Bytes(), peakRSS()
 	if *asJSON {
 		return writeJSON(stdout, out)
 	}
-	fmt.Fprintf(stdout, "%s: lathe runtime, %d threads\n\n", path, out.Threads)
+	fmt.Fprintf(stdout, "%s: lathe runtime, %d threads; kernels timed at load (%.2f s)\n\n", path, out.Threads, out.LoadSeconds)
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	head := "layer\tshape\tnon-zero\t"
+	head := "layer\tshape\tnon-zero\tdense/eff. MFLOP\t"
 	for _, p := range infer.Probes {
-		head += fmt.Sprintf("b%d dense µs\tb%d csr µs\tb%d kernel\t", p, p, p)
+		head += fmt.Sprintf("b%d dense µs\tcsr\tcsr-t\tkernel\t", p)
 	}
 	fmt.Fprintln(tw, head)
 	for _, l := range out.Layers {
-		row := fmt.Sprintf("%s\t%v\t%d\t", l.Name, l.Shape, l.Nonzero)
+		row := fmt.Sprintf("%s\t%v\t%d\t%.3f/%.3f\t", l.Name, l.Shape, l.Nonzero, float64(l.DenseFLOPs)/1e6, float64(l.EffectiveFLOPs)/1e6)
 		for i := range l.Probes {
-			row += fmt.Sprintf("%.1f\t%.1f\t%s\t", l.DenseUs[i], l.CSRUs[i], l.Kernels[i])
+			csrt := "—"
+			if l.CSRTUs != nil {
+				csrt = fmt.Sprintf("%.1f", l.CSRTUs[i])
+			}
+			row += fmt.Sprintf("%.1f\t%.1f\t%s\t%s\t", l.DenseUs[i], l.CSRUs[i], csrt, l.Kernels[i])
 		}
 		fmt.Fprintln(tw, row)
 	}
 	tw.Flush()
 	fmt.Fprintln(stdout)
 	tw = tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "batch\tp50 µs\tp99 µs\tsamples/s\tcalls\t")
+	fmt.Fprintln(tw, "batch\tp50 µs\tp99 µs\tsamples/s\tcalls\tweight bytes/sample\tµJ/sample\tkernels\t")
 	for _, r := range out.Results {
-		fmt.Fprintf(tw, "%d\t%.1f\t%.1f\t%.0f\t%d\t\n", r.Batch, r.P50us, r.P99us, r.SamplesPerSecond, r.Calls)
+		fmt.Fprintf(tw, "%d\t%.1f\t%.1f\t%.0f\t%d\t%.0f\t%.1f\t%s\t\n", r.Batch, r.P50us, r.P99us, r.SamplesPerSecond, r.Calls,
+			r.WeightBytesPerSample, r.MicrojoulesPerSample, strings.Join(r.Kernels, ","))
 	}
-	return tw.Flush()
+	tw.Flush()
+	fmt.Fprintf(stdout, "\nper sample: %.3f MFLOP dense, %.3f effective (%.1f%%)\nmodel memory %d bytes; peak RSS %d bytes\nenergy: %s\n",
+		float64(out.DenseFLOPs)/1e6, float64(out.EffectiveFLOPs)/1e6, 100*frac(out.EffectiveFLOPs, out.DenseFLOPs), out.ModelBytes, out.PeakRSSBytes, out.EnergySource)
+	return nil
 }
 
 func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }

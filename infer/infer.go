@@ -185,54 +185,74 @@ func (l *Layer) Candidates() []string {
 // choose times each candidate kernel at each probe batch (for a
 // convolution, that many samples' patch rows) and keeps the fastest at
 // each. CSRT is timed with the transposes into and out of its layout, as
-// a layer between two others would run it.
+// a layer between two others would run it. A sparse kernel 4× slower than
+// the fastest at one probe is not timed at the larger ones (every
+// kernel's work grows with the batch; timing it would only make loading
+// slow); its timing there is NotTimed. The dense GEMM, the baseline, is
+// timed at every probe.
 func (m *Model) choose(l *Layer) {
 	l.measure = map[string][]time.Duration{}
-	rowsPer := 1
-	if l.Kind == "conv" {
-		rowsPer = (l.H - l.K + 1) * (l.W - l.K + 1)
-	}
-	for _, k := range l.Candidates() {
-		for _, samples := range Probes {
-			batch := samples * rowsPer
-			x := make([]float32, batch*l.In)
-			for j := range x {
-				x[j] = float32(j%7) * 0.1
+	rowsPer := l.Positions()
+	dropped := map[string]bool{}
+	for _, samples := range Probes {
+		batch := samples * rowsPer
+		x := make([]float32, batch*l.In)
+		for j := range x {
+			x[j] = float32(j%7) * 0.1
+		}
+		y := make([]float32, batch*l.Out)
+		fastest := time.Duration(math.MaxInt64)
+		for _, k := range l.Candidates() {
+			if dropped[k] {
+				l.measure[k] = append(l.measure[k], NotTimed)
+				continue
 			}
-			y := make([]float32, batch*l.Out)
 			var xT, yT []float32
 			ld := ldFor(batch)
 			if k == CSRT {
 				xT, yT = make([]float32, l.In*ld), make([]float32, l.Out*ld)
 			}
-			best := time.Duration(math.MaxInt64)
-			reps := max(1, 2000/batch)
+			call := func() {
+				if k == CSRT {
+					m.transposeT(xT, x, batch, l.In, ld)
+					m.runT(l, yT, xT, ld)
+					m.untransposeT(y, yT, batch, l.Out, ld)
+				} else {
+					m.run(l, k, y, x, batch)
+				}
+			}
+			start := time.Now()
+			call() // warm, and a first estimate: rounds of ≈ 1 ms
+			best := time.Since(start)
+			reps := int(min(1000, max(1, time.Millisecond/max(best, 1))))
 			for range 3 {
 				start := time.Now()
 				for range reps {
-					if k == CSRT {
-						m.transposeT(xT, x, batch, l.In, ld)
-						m.runT(l, yT, xT, ld)
-						m.untransposeT(y, yT, batch, l.Out, ld)
-					} else {
-						m.run(l, k, y, x, batch)
-					}
+					call()
 				}
 				best = min(best, time.Since(start)/time.Duration(reps))
 			}
 			l.measure[k] = append(l.measure[k], best)
+			fastest = min(fastest, best)
+		}
+		for _, k := range l.Candidates() {
+			if t := l.measure[k][len(l.measure[k])-1]; k != Dense && t != NotTimed && t > 4*fastest {
+				dropped[k] = true
+			}
 		}
 	}
 	l.Kernels = make([]string, len(Probes))
 	for i := range Probes {
-		l.Kernels[i] = Dense
 		for _, k := range l.Candidates() {
-			if l.measure[k][i] < l.measure[l.Kernels[i]][i] {
+			if t := l.measure[k][i]; t != NotTimed && (l.Kernels[i] == "" || t < l.measure[l.Kernels[i]][i]) {
 				l.Kernels[i] = k
 			}
 		}
 	}
 }
+
+// NotTimed marks a kernel left untimed at a probe.
+const NotTimed = time.Duration(-1)
 
 // Timing is the measured time of one kernel of a layer at each probe.
 func (l *Layer) Timing(kernel string) []time.Duration { return l.measure[kernel] }

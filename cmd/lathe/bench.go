@@ -43,7 +43,7 @@ type BenchLayer struct {
 	Nonzero int       `json:"nonzero"`
 	Probes  []int     `json:"probe_batches"`
 	Kernels []string  `json:"kernels"` // chosen at each probe
-	DenseUs []float64 `json:"dense_us"`
+	DenseUs []float64 `json:"dense_us"` // per probe; -1: not timed (4× slower than the fastest at a smaller probe)
 	CSRUs   []float64 `json:"csr_us"`
 	CSRTUs  []float64 `json:"csrt_us,omitempty"` // linear layers only
 	// Per sample: dense FLOPs (every weight) and effective ones (non-zero weights).
@@ -164,11 +164,11 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	for _, l := range out.Layers {
 		row := fmt.Sprintf("%s\t%v\t%d\t%.3f/%.3f\t", l.Name, l.Shape, l.Nonzero, float64(l.DenseFLOPs)/1e6, float64(l.EffectiveFLOPs)/1e6)
 		for i := range l.Probes {
-			csrt := "—"
+			csrt := "n/a"
 			if l.CSRTUs != nil {
-				csrt = fmt.Sprintf("%.1f", l.CSRTUs[i])
+				csrt = usText(l.CSRTUs[i])
 			}
-			row += fmt.Sprintf("%.1f\t%.1f\t%s\t%s\t", l.DenseUs[i], l.CSRUs[i], csrt, l.Kernels[i])
+			row += fmt.Sprintf("%s\t%s\t%s\t%s\t", usText(l.DenseUs[i]), usText(l.CSRUs[i]), csrt, l.Kernels[i])
 		}
 		fmt.Fprintln(tw, row)
 	}
@@ -186,4 +186,18 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
+// us is a duration in µs; a kernel not timed (infer.NotTimed) is -1.
+func us(d time.Duration) float64 {
+	if d == infer.NotTimed {
+		return -1
+	}
+	return float64(d.Nanoseconds()) / 1e3
+}
+
+// usText prints a timing, or — where the kernel was not timed.
+func usText(v float64) string {
+	if v < 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.1f", v)
+}

@@ -52,7 +52,9 @@ func block(dst []float32, ldd int, src []float32, lds, r0, r1, c0, c1 int) {
 // transposeT and untransposeT are the whole-matrix forms.
 func (m *Model) transposeT(xT, x []float32, batch, f, ld int) { transpose(xT, x, batch, f, ld, 0, f) }
 
-func (m *Model) untransposeT(x, xT []float32, batch, f, ld int) { untranspose(x, xT, batch, f, ld, 0, f) }
+func (m *Model) untransposeT(x, xT []float32, batch, f, ld int) {
+	untranspose(x, xT, batch, f, ld, 0, f)
+}
 
 // panel is the number of samples of one pass over a layer's rows: the
 // activations it touches (features × panel floats) stay in cache.

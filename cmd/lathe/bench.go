@@ -42,7 +42,7 @@ type BenchLayer struct {
 	Shape   []int     `json:"shape"` // [out, in]; a convolution's in is its patch size
 	Nonzero int       `json:"nonzero"`
 	Probes  []int     `json:"probe_batches"`
-	Kernels []string  `json:"kernels"` // chosen at each probe
+	Kernels []string  `json:"kernels"`  // chosen at each probe
 	DenseUs []float64 `json:"dense_us"` // per probe; -1: not timed (4× slower than the fastest at a smaller probe)
 	CSRUs   []float64 `json:"csr_us"`
 	CSRTUs  []float64 `json:"csrt_us,omitempty"` // linear layers only

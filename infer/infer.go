@@ -26,6 +26,7 @@ const (
 	Dense = "dense" // GEMM over the full (possibly thinned) weight
 	CSR   = "csr"   // only the non-zero weights, row by row, one sample at a time
 	CSRT  = "csr-t" // only the non-zero weights, each against a run of samples (SIMD across the batch)
+	Int8  = "int8"  // integer codes of quantized weights and inputs, summed exactly in int32
 )
 
 // Probes are the batch sizes at which each layer's kernels are timed at
@@ -48,6 +49,7 @@ type Layer struct {
 
 	w, b    []float32
 	wq      *checkpoint.Quant // the weight's integer codes, when it is quantized
+	k8      *int8Layer        // the int8 kernel, where weights and input are quantized
 	col     []float32         // im2col scratch
 	rowPtr  []int32
 	cols    []int32
@@ -116,6 +118,7 @@ func parse(f *checkpoint.File) (*Model, error) {
 	m := &Model{Features: st.Input.Rows * st.Input.Cols * st.Input.Channels, Classes: st.Input.Classes,
 		Rows: st.Input.Rows, Cols: st.Input.Cols, Channels: st.Input.Channels}
 	in := m.Features
+	inQ := pixelQuant // how the next layer's input is quantized, if it is
 	for _, ls := range st.Layers {
 		l := &Layer{Name: ls.Name, Kind: ls.Kind, ReLU: ls.Act == "relu"}
 		switch ls.Kind {
@@ -161,6 +164,8 @@ func parse(f *checkpoint.File) (*Model, error) {
 			}
 			l.actQ = newQuantizer(spec.Bits, spec.Symmetric, r.Data[0], r.Data[1])
 		}
+		l.k8 = newInt8(l, l.wq, inQ)
+		inQ = l.actQ // max-pooling keeps it: pooled codes are codes
 		m.Layers = append(m.Layers, l)
 		in = l.Out
 		if ls.Kind == "conv" {
@@ -174,22 +179,28 @@ func parse(f *checkpoint.File) (*Model, error) {
 }
 
 // Candidates lists the kernels a layer can run with: dense and CSR for
-// every layer, CSRT for linear ones.
+// every layer, CSRT for linear ones, int8 where the weights and the input
+// are quantized.
 func (l *Layer) Candidates() []string {
+	c := []string{Dense, CSR}
 	if l.Kind == "linear" {
-		return []string{Dense, CSR, CSRT}
+		c = append(c, CSRT)
 	}
-	return []string{Dense, CSR}
+	if l.k8 != nil {
+		c = append(c, Int8)
+	}
+	return c
 }
 
 // choose times each candidate kernel at each probe batch (for a
 // convolution, that many samples' patch rows) and keeps the fastest at
 // each. CSRT is timed with the transposes into and out of its layout, as
-// a layer between two others would run it. A sparse kernel 4× slower than
-// the fastest at one probe is not timed at the larger ones (every
-// kernel's work grows with the batch; timing it would only make loading
-// slow); its timing there is NotTimed. The dense GEMM, the baseline, is
-// timed at every probe.
+// a layer between two others would run it. The CSR and int8 kernels work
+// sample by sample, so their time grows in proportion to the batch, and
+// no kernel's grows faster: one 4× slower than the fastest at a probe is
+// not timed at the larger ones (it would only make loading slow); its
+// timing there is NotTimed. The dense GEMM, the baseline, and CSRT, whose
+// SIMD lanes fill up as the batch grows, are timed at every probe.
 func (m *Model) choose(l *Layer) {
 	l.measure = map[string][]time.Duration{}
 	rowsPer := l.Positions()
@@ -236,7 +247,7 @@ func (m *Model) choose(l *Layer) {
 			fastest = min(fastest, best)
 		}
 		for _, k := range l.Candidates() {
-			if t := l.measure[k][len(l.measure[k])-1]; k != Dense && t != NotTimed && t > 4*fastest {
+			if t := l.measure[k][len(l.measure[k])-1]; (k == CSR || k == Int8) && t != NotTimed && t > 4*fastest {
 				dropped[k] = true
 			}
 		}
@@ -382,6 +393,8 @@ func (m *Model) run(l *Layer, kernel string, y, x []float32, batch int) {
 				row[j] += l.b[j]
 			}
 		}
+	case Int8:
+		l.k8.run(l, y, x, batch)
 	case CSR:
 		for s := 0; s < batch; s++ {
 			xs, row := x[s*l.In:(s+1)*l.In], y[s*l.Out:(s+1)*l.Out]
@@ -433,6 +446,8 @@ func (l *Layer) WeightBytes(kernel string) int {
 		return 0
 	case kernel == Dense:
 		return 4 * (l.In*l.Out + l.Out)
+	case kernel == Int8:
+		return l.k8.r16*l.k8.k16 + 4*3*l.Out + 4*l.Out
 	default:
 		return 8*l.Nonzero + 4*(l.Out+1) + 4*l.Out
 	}
@@ -444,6 +459,9 @@ func (m *Model) Bytes() int {
 	n := 4 * (cap(m.bufs[0]) + cap(m.bufs[1]))
 	for _, l := range m.Layers {
 		n += 4*(len(l.w)+len(l.b)+cap(l.col)) + 8*len(l.vals) + 4*len(l.rowPtr)
+		if l.k8 != nil {
+			n += len(l.k8.w) + 4*(len(l.k8.rowSum)+len(l.k8.zw)+len(l.k8.scale)+len(l.k8.acc)) + len(l.k8.xq)
+		}
 	}
 	return n
 }

@@ -32,6 +32,11 @@ func TestAgreesWithTheTrainingGraph(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, l := range m.Layers {
+		if !slices.Contains(l.Candidates(), Int8) {
+			t.Errorf("layer %s (quantized weights, quantized input) has no int8 kernel", l.Name)
+		}
+	}
 	agreesWithGraph(t, m, gm, eng, []int{1, 37, 256})
 	if _, err := m.Forward(make([]float32, 10), 1); err == nil || !strings.Contains(err.Error(), "784 features") {
 		t.Fatalf("a wrong input shape: %v", err)
@@ -111,7 +116,7 @@ func agreesWithGraph(t *testing.T, m *Model, gm *model.Model, eng compute.Engine
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, kernel := range []string{Dense, CSR, CSRT} {
+	for _, kernel := range []string{Dense, CSR, CSRT, Int8} {
 		for _, l := range m.Layers {
 			for i := range l.Kernels {
 				l.Kernels[i] = Dense

@@ -2,11 +2,18 @@ package infer
 
 import "golang.org/x/sys/cpu"
 
-// hasFMA says whether the AVX2/FMA sparse kernel can run here.
-var hasFMA = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+// hasFMA says whether the AVX2/FMA sparse kernel can run here, hasVNNI
+// whether the AVX-512 VNNI int8 kernel can.
+var (
+	hasFMA  = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+	hasVNNI = cpu.X86.HasAVX512F && cpu.X86.HasAVX512VNNI
+)
 
 //go:noescape
 func spmmRowFMA(vals *float32, cols *int32, nnz int, xT *float32, ldx int, y *float32, n int)
 
 //go:noescape
 func transpose8(src *float32, lds int, dst *float32, ldd int)
+
+//go:noescape
+func dotVNNI(x *uint8, w *int8, k4 int, blocks int, out *int32)

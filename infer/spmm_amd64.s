@@ -121,3 +121,47 @@ TEXT ·transpose8(SB), NOSPLIT, $0-32
 	VMOVUPS Y15, (DI)
 	VZEROUPPER
 	RET
+
+// func dotVNNI(x *uint8, w *int8, k4 int, blocks int, out *int32)
+//
+// out[16·b + i] = Σ_k x[k] · w[b][k/4][i][k%4] for row blocks b < blocks,
+// i < 16, k < 4·k4 (k4 a multiple of 4): unsigned bytes times signed
+// bytes summed exactly in int32 (AVX-512 VNNI, no 16-bit saturation).
+TEXT ·dotVNNI(SB), NOSPLIT, $0-40
+	MOVQ x+0(FP), SI
+	MOVQ w+8(FP), DI
+	MOVQ k4+16(FP), CX
+	MOVQ blocks+24(FP), R9
+	MOVQ out+32(FP), DX
+
+rowblock:
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	MOVQ SI, AX
+	MOVQ CX, R8
+
+kloop:
+	VPBROADCASTD (AX), Z4
+	VPBROADCASTD 4(AX), Z5
+	VPBROADCASTD 8(AX), Z6
+	VPBROADCASTD 12(AX), Z7
+	VPDPBUSD (DI), Z4, Z0
+	VPDPBUSD 64(DI), Z5, Z1
+	VPDPBUSD 128(DI), Z6, Z2
+	VPDPBUSD 192(DI), Z7, Z3
+	ADDQ $16, AX
+	ADDQ $256, DI
+	SUBQ $4, R8
+	JGT kloop
+
+	VPADDD Z1, Z0, Z0
+	VPADDD Z3, Z2, Z2
+	VPADDD Z2, Z0, Z0
+	VMOVDQU32 Z0, (DX)
+	ADDQ $64, DX
+	DECQ R9
+	JGT rowblock
+	VZEROUPPER
+	RET

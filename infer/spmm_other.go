@@ -2,7 +2,10 @@
 
 package infer
 
-const hasFMA = false
+var (
+	hasFMA  = false
+	hasVNNI = false
+)
 
 func spmmRowFMA(vals *float32, cols *int32, nnz int, xT *float32, ldx int, y *float32, n int) {
 	panic("infer: no SIMD sparse kernel on this architecture")
@@ -10,4 +13,8 @@ func spmmRowFMA(vals *float32, cols *int32, nnz int, xT *float32, ldx int, y *fl
 
 func transpose8(src *float32, lds int, dst *float32, ldd int) {
 	panic("infer: no SIMD transpose on this architecture")
+}
+
+func dotVNNI(x *uint8, w *int8, k4 int, blocks int, out *int32) {
+	panic("infer: no VNNI kernel on this architecture")
 }

@@ -5,7 +5,9 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/compute/cpu"
+	"github.com/lathe-ml/lathe/internal/kernels"
 )
 
 // TestCSRTMatchesTheOtherKernels runs one sparse linear layer (with
@@ -66,6 +68,80 @@ func TestCSRTMatchesTheOtherKernels(t *testing.T) {
 				}
 				if d := math.Abs(float64(dense[i] - want[i])); d > 0.0158 {
 					t.Fatalf("batch %d: dense %g, CSR %g at %d", batch, dense[i], want[i], i)
+				}
+			}
+		}
+	}
+}
+
+// TestInt8MatchesDense runs layers with quantized weights — 8-bit
+// asymmetric per channel (codes above 127) and 4-bit symmetric per tensor
+// — on quantized inputs (unsigned, and signed codes), with VNNI and with
+// the portable Go loop: the outputs equal the dense kernel's on the
+// dequantized weights up to float rounding.
+func TestInt8MatchesDense(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	vnni := hasVNNI
+	defer func() { hasVNNI = vnni }()
+	m := &Model{eng: cpu.New(cpu.Options{Threads: 1})}
+	for _, tc := range []struct {
+		bits      int
+		symmetric bool
+		perChan   bool
+		in        *quantizer
+	}{
+		{8, false, true, newQuantizer(8, false, 0, 3)},
+		{4, true, false, newQuantizer(6, true, -2, 2)},
+		{8, true, true, pixelQuant},
+	} {
+		in, out := 37, 21 // neither a multiple of 16
+		q := &checkpoint.Quant{Bits: tc.bits, Codes: make([]int32, in*out)}
+		qmin, qmax := kernels.Range(tc.bits, tc.symmetric)
+		q.QMin = qmin
+		chans := 1
+		if tc.perChan {
+			chans = out
+		}
+		for c := 0; c < chans; c++ {
+			q.Scale = append(q.Scale, float32(0.01+0.02*r.Float64()))
+			z := int32(0)
+			if !tc.symmetric {
+				z = qmin + r.Int32N(qmax-qmin+1)
+			}
+			q.Zero = append(q.Zero, z)
+		}
+		l := &Layer{Name: "fc", Kind: "linear", In: in, Out: out, ReLU: true, w: make([]float32, in*out), b: make([]float32, out), wq: q}
+		for i := range q.Codes {
+			c := i / in
+			if !tc.perChan {
+				c = 0
+			}
+			q.Codes[i] = qmin + r.Int32N(qmax-qmin+1)
+			l.w[i] = float32(q.Codes[i]-q.Zero[c]) * q.Scale[c]
+		}
+		for i := range l.b {
+			l.b[i] = float32(r.NormFloat64())
+		}
+		l.k8 = newInt8(l, q, tc.in)
+		if l.k8 == nil {
+			t.Fatalf("%+v: no int8 kernel", tc)
+		}
+		for _, batch := range []int{1, 5} {
+			x := make([]float32, batch*in)
+			for i := range x {
+				x[i] = float32(r.Float64()*4 - 1)
+			}
+			tc.in.apply(x) // inputs are quantized values, as a quantized layer's output is
+			want := make([]float32, batch*out)
+			m.run(l, Dense, want, x, batch)
+			for _, simd := range []bool{vnni, false} {
+				hasVNNI = simd
+				got := make([]float32, batch*out)
+				m.run(l, Int8, got, x, batch)
+				for i := range want {
+					if d := math.Abs(float64(got[i] - want[i])); d > 1e-4*(1+math.Abs(float64(want[i]))) {
+						t.Fatalf("%d-bit symmetric=%v, batch %d, VNNI %v: output %d is %g, dense gives %g", tc.bits, tc.symmetric, batch, simd, i, got[i], want[i])
+					}
 				}
 			}
 		}

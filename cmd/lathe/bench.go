@@ -46,6 +46,7 @@ type BenchLayer struct {
 	DenseUs []float64 `json:"dense_us"` // per probe; -1: not timed (4× slower than the fastest at a smaller probe)
 	CSRUs   []float64 `json:"csr_us"`
 	CSRTUs  []float64 `json:"csrt_us,omitempty"` // linear layers only
+	Int8Us  []float64 `json:"int8_us,omitempty"` // layers with quantized weights and input only
 	// Per sample: dense FLOPs (every weight) and effective ones (non-zero weights).
 	DenseFLOPs     int `json:"dense_flops"`
 	EffectiveFLOPs int `json:"effective_flops"`
@@ -111,6 +112,9 @@ func bench(args []string, stdout, stderr io.Writer) error {
 			if t := l.Timing(infer.CSRT); t != nil {
 				bl.CSRTUs = append(bl.CSRTUs, us(t[i]))
 			}
+			if t := l.Timing(infer.Int8); t != nil {
+				bl.Int8Us = append(bl.Int8Us, us(t[i]))
+			}
 		}
 		out.Layers = append(out.Layers, bl)
 	}
@@ -158,17 +162,20 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	head := "layer\tshape\tnon-zero\tdense/eff. MFLOP\t"
 	for _, p := range infer.Probes {
-		head += fmt.Sprintf("b%d dense µs\tcsr\tcsr-t\tkernel\t", p)
+		head += fmt.Sprintf("b%d dense µs\tcsr\tcsr-t\tint8\tkernel\t", p)
 	}
 	fmt.Fprintln(tw, head)
 	for _, l := range out.Layers {
 		row := fmt.Sprintf("%s\t%v\t%d\t%.3f/%.3f\t", l.Name, l.Shape, l.Nonzero, float64(l.DenseFLOPs)/1e6, float64(l.EffectiveFLOPs)/1e6)
 		for i := range l.Probes {
-			csrt := "n/a"
+			csrt, i8 := "n/a", "n/a"
 			if l.CSRTUs != nil {
 				csrt = usText(l.CSRTUs[i])
 			}
-			row += fmt.Sprintf("%s\t%s\t%s\t%s\t", usText(l.DenseUs[i]), usText(l.CSRUs[i]), csrt, l.Kernels[i])
+			if l.Int8Us != nil {
+				i8 = usText(l.Int8Us[i])
+			}
+			row += fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t", usText(l.DenseUs[i]), usText(l.CSRUs[i]), csrt, i8, l.Kernels[i])
 		}
 		fmt.Fprintln(tw, row)
 	}

@@ -1,0 +1,111 @@
+package infer
+
+import (
+	"github.com/lathe-ml/lathe/checkpoint"
+	"github.com/lathe-ml/lathe/internal/kernels"
+)
+
+// The int8 kernel runs a layer whose weights are quantized and whose input
+// is too — the image (pixel/255, exactly the codes 0…255 at scale 1/255)
+// or a quantized activation — on the integer codes: unsigned input bytes
+// times signed weight bytes summed exactly in int32 (AVX-512 VNNI where
+// the CPU has it, Go elsewhere), then one scale per output channel:
+//
+//	y[r] = s_x·s_w[r] · Σ_k (x_k − z_x)(w_rk − z_w[r]) + b[r]
+//
+// the arithmetic the fake-quantized training graph models, with the sum
+// exact instead of rounded step by step.
+type int8Layer struct {
+	k, k16, r16 int     // inputs, padded to 16; rows, padded to 16
+	w           []int8  // codes − wOff, [r16/16][k16/4][16][4] (the VNNI layout)
+	rowSum      []int32 // Σ_k w per row
+	zw          []int32 // weight zero point − wOff, per row
+	scale       []float32
+	in          *quantizer // the input's quantization
+	xOff        int32      // added to input codes to make them unsigned
+	xq          []uint8    // scratch: one row of input codes
+	acc         []int32    // scratch: one row of sums
+}
+
+// pixelQuant is the model input's quantization: pixel/255 in [0, 1].
+var pixelQuant = &quantizer{scale: 1.0 / 255, inv: 255, zero: 0, qmin: 0, qmax: 255}
+
+// newInt8 prepares the int8 kernel of a layer with quantized weights q
+// (rows l.Out of l.In codes) and an input quantized by in; nil when the
+// codes do not fit signed and unsigned bytes.
+func newInt8(l *Layer, q *checkpoint.Quant, in *quantizer) *int8Layer {
+	if q == nil || in == nil || q.Bits > 8 || len(q.Codes) != l.Out*l.In || (len(q.Scale) != 1 && len(q.Scale) != l.Out) {
+		return nil
+	}
+	wOff := int32(0)
+	for _, c := range q.Codes {
+		if c > 127 {
+			wOff = 128
+		}
+	}
+	xOff := int32(0)
+	if in.qmin < 0 {
+		xOff = 128
+	}
+	if in.qmin+float32(xOff) < 0 || in.qmax+float32(xOff) > 255 {
+		return nil
+	}
+	k8 := &int8Layer{k: l.In, k16: (l.In + 15) / 16 * 16, r16: (l.Out + 15) / 16 * 16, in: in, xOff: xOff}
+	k8.w = make([]int8, k8.r16*k8.k16)
+	k8.rowSum, k8.zw, k8.scale = make([]int32, l.Out), make([]int32, l.Out), make([]float32, l.Out)
+	for r := 0; r < l.Out; r++ {
+		ch := 0
+		if len(q.Scale) > 1 {
+			ch = r
+		}
+		k8.zw[r] = q.Zero[ch] - wOff
+		k8.scale[r] = in.scale * q.Scale[ch]
+		for k, c := range q.Codes[r*l.In : (r+1)*l.In] {
+			v := c - wOff
+			if v < -128 || v > 127 {
+				return nil
+			}
+			k8.w[k8.at(r, k)] = int8(v)
+			k8.rowSum[r] += v
+		}
+	}
+	k8.xq, k8.acc = make([]uint8, k8.k16), make([]int32, k8.r16)
+	return k8
+}
+
+// at is the index of weight (r, k) in the VNNI layout.
+func (k8 *int8Layer) at(r, k int) int {
+	return ((r/16)*(k8.k16/4)+k/4)*64 + (r%16)*4 + k%4
+}
+
+// run computes y [rows, out] from x [rows, k] (before the bias and
+// activation, which the caller adds).
+func (k8 *int8Layer) run(l *Layer, y, x []float32, rows int) {
+	q := k8.in
+	zx := int32(q.zero) + k8.xOff
+	for s := 0; s < rows; s++ {
+		xs, ys := x[s*k8.k:(s+1)*k8.k], y[s*l.Out:(s+1)*l.Out]
+		var xsum int32
+		for k, v := range xs {
+			c := int32(min(max(kernels.RoundEven32(v*q.inv)+q.zero, q.qmin), q.qmax)) + k8.xOff
+			k8.xq[k] = uint8(c)
+			xsum += c
+		}
+		if hasVNNI {
+			dotVNNI(&k8.xq[0], &k8.w[0], k8.k16/4, k8.r16/16, &k8.acc[0])
+		} else {
+			for r := range ys {
+				var acc int32
+				for k, c := range k8.xq[:k8.k] {
+					acc += int32(c) * int32(k8.w[k8.at(r, k)])
+				}
+				k8.acc[r] = acc
+			}
+		}
+		kz := int32(k8.k) * zx
+		for r := range ys {
+			exact := k8.acc[r] - zx*k8.rowSum[r] - k8.zw[r]*xsum + kz*k8.zw[r]
+			ys[r] = float32(exact)*k8.scale[r] + l.b[r]
+		}
+	}
+}

@@ -23,8 +23,8 @@ type int8Layer struct {
 	scale       []float32
 	in          *quantizer // the input's quantization
 	xOff        int32      // added to input codes to make them unsigned
-	xq          []uint8    // scratch: one row of input codes
-	acc         []int32    // scratch: one row of sums
+	xq          []uint8    // scratch: input codes of a group of rows
+	acc         []int32    // scratch: their sums
 }
 
 // pixelQuant is the model input's quantization: pixel/255 in [0, 1].
@@ -69,7 +69,6 @@ func newInt8(l *Layer, q *checkpoint.Quant, in *quantizer) *int8Layer {
 			k8.rowSum[r] += v
 		}
 	}
-	k8.xq, k8.acc = make([]uint8, k8.k16), make([]int32, k8.r16)
 	return k8
 }
 
@@ -78,34 +77,59 @@ func (k8 *int8Layer) at(r, k int) int {
 	return ((r/16)*(k8.k16/4)+k/4)*64 + (r%16)*4 + k%4
 }
 
-// run computes y [rows, out] from x [rows, k] (before the bias and
-// activation, which the caller adds).
+// run computes y [rows, out] from x [rows, k], bias added (the caller
+// applies the activation): four rows at a time where VNNI runs.
 func (k8 *int8Layer) run(l *Layer, y, x []float32, rows int) {
-	q := k8.in
-	zx := int32(q.zero) + k8.xOff
-	for s := 0; s < rows; s++ {
-		xs, ys := x[s*k8.k:(s+1)*k8.k], y[s*l.Out:(s+1)*l.Out]
-		var xsum int32
-		for k, v := range xs {
-			c := int32(min(max(kernels.RoundEven32(v*q.inv)+q.zero, q.qmin), q.qmax)) + k8.xOff
-			k8.xq[k] = uint8(c)
-			xsum += c
+	const group = 4
+	if len(k8.xq) < group*k8.k16 {
+		k8.xq, k8.acc = make([]uint8, group*k8.k16), make([]int32, group*k8.r16)
+	}
+	var xsum [group]int32
+	for s0 := 0; s0 < rows; s0 += group {
+		n := min(group, rows-s0)
+		for i := range n {
+			xsum[i] = k8.quantize(k8.xq[i*k8.k16:(i+1)*k8.k16], x[(s0+i)*k8.k:(s0+i+1)*k8.k])
 		}
-		if hasVNNI {
-			dotVNNI(&k8.xq[0], &k8.w[0], k8.k16/4, k8.r16/16, &k8.acc[0])
-		} else {
-			for r := range ys {
-				var acc int32
-				for k, c := range k8.xq[:k8.k] {
-					acc += int32(c) * int32(k8.w[k8.at(r, k)])
+		switch {
+		case hasVNNI && n == group:
+			dotVNNI4(&k8.xq[0], k8.k16, &k8.w[0], k8.k16/4, k8.r16/16, &k8.acc[0])
+		case hasVNNI:
+			for i := range n {
+				dotVNNI(&k8.xq[i*k8.k16], &k8.w[0], k8.k16/4, k8.r16/16, &k8.acc[i*k8.r16])
+			}
+		default:
+			for i := range n {
+				xq, acc := k8.xq[i*k8.k16:i*k8.k16+k8.k], k8.acc[i*k8.r16:]
+				for r := 0; r < l.Out; r++ {
+					var a int32
+					for k, c := range xq {
+						a += int32(c) * int32(k8.w[k8.at(r, k)])
+					}
+					acc[r] = a
 				}
-				k8.acc[r] = acc
 			}
 		}
+		zx := int32(k8.in.zero) + k8.xOff
 		kz := int32(k8.k) * zx
-		for r := range ys {
-			exact := k8.acc[r] - zx*k8.rowSum[r] - k8.zw[r]*xsum + kz*k8.zw[r]
-			ys[r] = float32(exact)*k8.scale[r] + l.b[r]
+		for i := range n {
+			ys, acc := y[(s0+i)*l.Out:(s0+i+1)*l.Out], k8.acc[i*k8.r16:]
+			for r := range ys {
+				exact := acc[r] - zx*k8.rowSum[r] - k8.zw[r]*xsum[i] + kz*k8.zw[r]
+				ys[r] = float32(exact)*k8.scale[r] + l.b[r]
+			}
 		}
 	}
+}
+
+// quantize writes one row's input codes (made unsigned) and returns their
+// sum; the padding after k stays zero.
+func (k8 *int8Layer) quantize(xq []uint8, x []float32) int32 {
+	q := k8.in
+	var sum int32
+	for k, v := range x {
+		c := int32(min(max(kernels.RoundEven32(v*q.inv)+q.zero, q.qmin), q.qmax)) + k8.xOff
+		xq[k] = uint8(c)
+		sum += c
+	}
+	return sum
 }

@@ -17,3 +17,6 @@ func transpose8(src *float32, lds int, dst *float32, ldd int)
 
 //go:noescape
 func dotVNNI(x *uint8, w *int8, k4 int, blocks int, out *int32)
+
+//go:noescape
+func dotVNNI4(x *uint8, ldx int, w *int8, k4 int, blocks int, out *int32)

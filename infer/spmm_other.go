@@ -18,3 +18,7 @@ func transpose8(src *float32, lds int, dst *float32, ldd int) {
 func dotVNNI(x *uint8, w *int8, k4 int, blocks int, out *int32) {
 	panic("infer: no VNNI kernel on this architecture")
 }
+
+func dotVNNI4(x *uint8, ldx int, w *int8, k4 int, blocks int, out *int32) {
+	panic("infer: no VNNI kernel on this architecture")
+}

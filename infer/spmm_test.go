@@ -126,7 +126,7 @@ func TestInt8MatchesDense(t *testing.T) {
 		if l.k8 == nil {
 			t.Fatalf("%+v: no int8 kernel", tc)
 		}
-		for _, batch := range []int{1, 5} {
+		for _, batch := range []int{1, 5, 8} {
 			x := make([]float32, batch*in)
 			for i := range x {
 				x[i] = float32(r.Float64()*4 - 1)

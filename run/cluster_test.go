@@ -183,7 +183,6 @@ func TestClusterWeightsDoNotDependOnWorkers(t *testing.T) {
 	}
 }
 
-// testLog logs to stderr when LATHE_TEST_LOG is set.
 // testLog logs to stderr with LATHE_TEST_LOG=1, otherwise into
 // clusterLog, which a failing cluster test prints.
 func testLog(name string) hclog.Logger {

@@ -154,3 +154,132 @@ func TestPlanAndChunksCoverEverything(t *testing.T) {
 		}
 	}
 }
+
+// TestStepReducedBeforeALossIsKept: two workers reduce a step and move
+// on; the coordinator, lagging, learns of a new generation (one worker
+// lost) before it takes up that step. The chunks it already holds from
+// the old generation are the step's reduced vector — the worker left
+// will not compute that step again — so it must finish at once, with the
+// exact sum.
+func TestStepReducedBeforeALossIsKept(t *testing.T) {
+	_, conn := embedded(t)
+	members := []string{"a", "b"}
+	const n, shards = 500, 4
+	contribution := func(k, i int) float32 { return float32(k+2) * float32(i+1) / 3 }
+	compute := func(ks []int, into []int64) error {
+		for _, k := range ks {
+			for i := range into {
+				q, _ := trainer.ToFixed(contribution(k, i))
+				into[i] += q
+			}
+		}
+		return nil
+	}
+	reps := map[string]*Replica{}
+	for _, name := range append(slices.Clone(members), coordinatorName) {
+		r, err := NewReplica(conn(name), "job", name, 1, shards, 1, members, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		reps[name] = r
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	got := map[string][]float32{}
+	var mu sync.Mutex
+	for _, name := range members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v, err := reps[name].Reduce(ctx, 0, n, compute)
+			if err != nil {
+				t.Error(err)
+			}
+			mu.Lock()
+			got[name] = v
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	// The coordinator has received both chunks; now b is lost.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		reps[coordinatorName].mu.Lock()
+		have := reps[coordinatorName].assembledLocked(0, n) != nil
+		reps[coordinatorName].mu.Unlock()
+		if have || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	reps[coordinatorName].SetGen(2, []string{"a"}, "")
+	start := time.Now()
+	v, err := reps[coordinatorName].Reduce(ctx, 0, n, func([]int, []int64) error {
+		t.Error("the coordinator computes nothing")
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("the coordinator could not complete a step reduced before the loss: %v", err)
+	}
+	if !slices.Equal(v, got["a"]) || !slices.Equal(v, got["b"]) {
+		t.Fatal("the coordinator's step differs from the workers'")
+	}
+	if d := time.Since(start); d > ResendAfter {
+		t.Fatalf("took %v: it waited for a chunk nobody will send", d)
+	}
+}
+
+// TestWorkerJoinsTheNextPhaseWhileTheLastWindsDown: the coordinator starts
+// a phase while a worker's last phase has not returned yet (its final
+// evaluation, say). The worker stops the old phase and takes part in the
+// new one — sitting it out would leave the others waiting for its share.
+func TestWorkerJoinsTheNextPhaseWhileTheLastWindsDown(t *testing.T) {
+	_, conn := embedded(t)
+	coord, err := NewCoordinator(conn("coordinator"), "job", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer coord.Close()
+	second := make(chan uint64, 1)
+	w := &Worker{NC: conn("w1"), Job: "job", Name: "w1", Device: "cpu",
+		Run: func(ctx context.Context, spec PhaseSpec, _ map[string][]byte, par *Replica) error {
+			if spec.Name == "first" {
+				<-ctx.Done() // still winding down when the next phase comes
+				return ctx.Err()
+			}
+			second <- par.phase
+			return nil
+		}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- w.Serve(ctx) }()
+	if err := coord.WaitWorkers(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := coord.Phase(ctx, PhaseSpec{Name: "first", MicroShards: 2}, nil); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	coord.EndPhase()
+	if _, err := coord.Phase(ctx, PhaseSpec{Name: "second", MicroShards: 2}, nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-second:
+		if p != 2 {
+			t.Fatalf("joined phase %d, want 2", p)
+		}
+	case err := <-served:
+		t.Fatalf("the worker stopped: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the worker sat the second phase out")
+	}
+	for _, info := range coord.Workers() {
+		if info.State == "failed" || info.State == "lost" {
+			t.Fatalf("the worker is %s after the first phase was stopped: %s", info.State, info.Error)
+		}
+	}
+}

@@ -71,6 +71,7 @@ type Replica struct {
 	mu       sync.Mutex
 	gen      uint64
 	members  []string
+	byGen    map[uint64][]string // every generation's members, for its late messages
 	failure  string        // set with an empty membership: why the phase cannot go on
 	changed  chan struct{} // closed when the generation changes
 	notify   chan struct{} // a message arrived
@@ -108,7 +109,8 @@ func NewReplica(nc *nats.Conn, job, name string, phase uint64, shards int, gen u
 		log = hclog.NewNullLogger()
 	}
 	r := &Replica{nc: nc, job: Token(job), name: Token(name), phase: phase, shards: shards, log: log,
-		gen: gen, members: slices.Clone(members), changed: make(chan struct{}), notify: make(chan struct{}, 1),
+		gen: gen, members: slices.Clone(members), byGen: map[uint64][]string{gen: slices.Clone(members)},
+		changed: make(chan struct{}), notify: make(chan struct{}, 1),
 		partials: map[key]*assembly{}, chunks: map[key]*assembly{}, done: map[int64][]float32{}, coordMoved: make(chan struct{}, 1)}
 	r.prefix = "lathe." + r.job + ".w." + r.name
 	if r.name == coordinatorName {
@@ -172,6 +174,7 @@ func (r *Replica) SetGen(gen uint64, members []string, failure string) {
 		return
 	}
 	r.gen, r.members, r.failure = gen, slices.Clone(members), failure
+	r.byGen[gen] = slices.Clone(members)
 	close(r.changed)
 	r.changed = make(chan struct{})
 	future := r.future
@@ -253,13 +256,20 @@ func (r *Replica) Reduce(ctx context.Context, step int64, n int, compute func([]
 				continue
 			}
 		}
-		if !first {
-			r.mu.Lock()
+		// The step may be complete already under an earlier generation: the
+		// workers ran ahead and reduced it before a member was lost. Every
+		// generation reduces to the same bits, so that vector is the step's.
+		r.mu.Lock()
+		full := r.assembledLocked(step, n)
+		if full == nil && !first {
 			r.stats.Redone++
-			r.mu.Unlock()
 		}
+		r.mu.Unlock()
 		first = false
-		full, err := r.attempt(ctx, gen, members, changed, step, n, compute)
+		var err error
+		if full == nil {
+			full, err = r.attempt(ctx, gen, members, changed, step, n, compute)
+		}
 		if errors.Is(err, errGenChanged) {
 			// Someone may have completed the step already (its last chunk
 			// was published before a worker was lost): take theirs, or
@@ -349,32 +359,68 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, cha
 		r.mu.Unlock()
 		r.publishFloat32s(r.prefix+".ag", "", meta{job: r.job, phase: r.phase, gen: gen, step: step, n: n}, lo, out)
 	}
+	var full []float32
 	err := r.wait(ctx, changed, func() (bool, []string) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
+		if full = r.assembledLocked(step, n); full != nil {
+			return true, nil
+		}
 		var missing []string
 		for _, o := range members {
 			if a := r.chunks[key{o, gen, step}]; a == nil || !a.complete() {
 				missing = append(missing, o)
 			}
 		}
-		return len(missing) == 0, missing
+		return false, missing
 	}, func(o string) resendReq { return resendReq{Kind: "ag", Gen: gen, Step: step, To: o} })
 	if err != nil {
 		return nil, err
 	}
-	full := make([]float32, n)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for j, o := range members {
-		a := r.chunks[key{o, gen, step}]
-		lo, hi := chunk(n, size, j)
-		if a.lo != lo || a.hi != hi {
-			return nil, fmt.Errorf("cluster: step %d: %s reduced range [%d, %d), want [%d, %d)", step+1, o, a.lo, a.hi, lo, hi)
-		}
-		copy(full[lo:hi], a.f32)
-	}
 	return full, nil
+}
+
+// assembledLocked returns step's reduced vector when every member of some
+// generation has delivered its whole chunk of it, nil otherwise (r.mu
+// held). The chunks' ranges were fixed on arrival from that generation's
+// membership, so together they cover [0, n) exactly.
+func (r *Replica) assembledLocked(step int64, n int) []float32 {
+	gens := map[uint64]bool{}
+	for k := range r.chunks {
+		if k.step == step {
+			gens[k.gen] = true
+		}
+	}
+	for gen := range gens {
+		members := r.byGen[gen]
+		if len(members) == 0 {
+			continue
+		}
+		complete := true
+		for _, o := range members {
+			if a := r.chunks[key{o, gen, step}]; a == nil || !a.complete() || len(a.f32) != a.hi-a.lo {
+				complete = false
+				break
+			}
+		}
+		if !complete {
+			continue
+		}
+		full := make([]float32, n)
+		for j, o := range members {
+			a := r.chunks[key{o, gen, step}]
+			lo, hi := chunk(n, len(members), j)
+			if a.lo != lo || a.hi != hi {
+				complete = false
+				break
+			}
+			copy(full[lo:hi], a.f32)
+		}
+		if complete {
+			return full
+		}
+	}
+	return nil
 }
 
 // wait blocks until ready says so, asking the missing senders to publish
@@ -590,13 +636,15 @@ func (r *Replica) onPart(m *nats.Msg, partial bool) {
 		r.mu.Unlock()
 		return
 	}
-	// A partial is for our chunk; a reduced chunk is the sender's.
+	// A partial is for our chunk; a reduced chunk is the sender's. Ranges
+	// come from the message's generation, which may be the one before ours.
 	owner, store := from, r.chunks
 	if partial {
 		owner, store = r.name, r.partials
 	}
-	j := slices.Index(r.members, owner)
-	if j < 0 || !slices.Contains(r.members, from) {
+	members := r.byGen[md.gen]
+	j := slices.Index(members, owner)
+	if j < 0 || !slices.Contains(members, from) {
 		r.mu.Unlock()
 		r.reject(kind, from, fmt.Errorf("generation %d has no chunk of %s from %s", md.gen, owner, from))
 		return
@@ -604,7 +652,7 @@ func (r *Replica) onPart(m *nats.Msg, partial bool) {
 	k := key{from, md.gen, md.step}
 	a := store[k]
 	if a == nil {
-		lo, hi := chunk(md.n, len(r.members), j)
+		lo, hi := chunk(md.n, len(members), j)
 		a = &assembly{lo: lo, hi: hi, parts: map[int]bool{}}
 		if partial {
 			a.i64 = make([]int64, hi-lo)

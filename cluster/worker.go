@@ -114,6 +114,8 @@ func (w *Worker) Serve(ctx context.Context) error {
 	closed := make(chan struct{})
 	w.NC.SetClosedHandler(func(*nats.Conn) { close(closed) })
 	var phaseDone chan error
+	cancelPhase := context.CancelFunc(func() {})
+	defer func() { cancelPhase() }()
 	for {
 		select {
 		case <-ctx.Done():
@@ -155,11 +157,27 @@ func (w *Worker) Serve(ctx context.Context) error {
 				}
 				w.mu.Unlock()
 			case "phase":
-				if c.Spec == nil || !slices.Contains(c.Members, name) || phaseDone != nil {
-					if phaseDone != nil {
-						w.Log.Warn("a phase started while the last one still runs here; this worker sits it out", "phase", c.Phase)
-					}
+				if c.Spec == nil || !slices.Contains(c.Members, name) {
 					continue
+				}
+				if phaseDone != nil {
+					// The coordinator has moved on, so the last phase is over
+					// for everyone; it may still be winding down here (its
+					// last evaluation). Stop it and take part in this one:
+					// the others wait for this worker's share.
+					w.Log.Info("the next phase starts while the last one winds down here; stopping it", "phase", c.Phase)
+					cancelPhase()
+					select {
+					case <-ctx.Done():
+						return ctx.Err()
+					case <-closed:
+						return errors.New("cluster: the connection to NATS closed")
+					case <-phaseDone:
+					}
+					phaseDone = nil
+					w.mu.Lock()
+					w.state = "idle"
+					w.mu.Unlock()
 				}
 				files, err := w.files(c.Spec)
 				if err != nil {
@@ -181,7 +199,12 @@ func (w *Worker) Serve(ctx context.Context) error {
 				w.mu.Unlock()
 				w.Log.Info("phase starting", "phase", c.Phase, "name", c.Spec.Name, "workers", len(c.Members))
 				phaseDone = make(chan error, 1)
-				go func(spec PhaseSpec) { phaseDone <- w.Run(ctx, spec, files, rep) }(*c.Spec)
+				pctx, cancel := context.WithCancel(ctx)
+				cancelPhase = cancel
+				go func(spec PhaseSpec) {
+					defer cancel()
+					phaseDone <- w.Run(pctx, spec, files, rep)
+				}(*c.Spec)
 			}
 		}
 	}

@@ -106,13 +106,17 @@ func (tc *testCluster) kill(name string) {
 	tc.cancels[name]()
 }
 
+// clusterTimeout bounds one cluster run of the tests (a few seconds when
+// all is well).
+var clusterTimeout = 1 * time.Minute
+
 func clusterRun(t *testing.T, tc *testCluster, dir string, progress func(trainer.Progress)) *Summary {
 	t.Helper()
 	j, err := recipes.Parse([]byte(withBlock(clusterBlocks)), "tiny.hcl", []string{"epochs=2"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), clusterTimeout)
 	defer cancel()
 	if err := tc.coord.WaitWorkers(ctx, len(tc.conns)); err != nil {
 		t.Fatal(err)
@@ -166,12 +170,24 @@ func TestClusterWeightsDoNotDependOnWorkers(t *testing.T) {
 		t.Fatalf("test accuracy %v and %v", s1.TestAccuracy, s2.TestAccuracy)
 	}
 
-	// Two workers, one killed in the student's first epoch.
+	// Two workers, one killed in the student's first epoch while the
+	// coordinator lags behind them (slowed here, as a busy machine slows
+	// it): the steps the workers finished before the loss must reach the
+	// coordinator from the generation they were reduced in.
 	tc := startCluster(t, 2)
 	lost := t.TempDir()
 	var once sync.Once
 	s3 := clusterRun(t, tc, lost, func(p trainer.Progress) {
-		if p.Epochs == 2 && p.Epoch == 1 && p.Step == 10 { // the student's first epoch
+		if p.Epochs != 2 || p.Epoch != 1 { // the student's first epoch
+			return
+		}
+		switch { // the workers run ahead, up to cluster.Window/2 steps
+		case p.Step >= 2 && p.Step < 10:
+			time.Sleep(100 * time.Millisecond)
+		case p.Step >= 10 && p.Step < 20: // past the loss, which takes 3 s to notice
+			time.Sleep(400 * time.Millisecond)
+		}
+		if p.Step == 10 {
 			once.Do(func() { go tc.kill("w2") })
 		}
 	})

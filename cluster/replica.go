@@ -72,9 +72,9 @@ type Replica struct {
 	gen      uint64
 	members  []string
 	byGen    map[uint64][]string // every generation's members, for its late messages
-	failure  string        // set with an empty membership: why the phase cannot go on
-	changed  chan struct{} // closed when the generation changes
-	notify   chan struct{} // a message arrived
+	failure  string              // set with an empty membership: why the phase cannot go on
+	changed  chan struct{}       // closed when the generation changes
+	notify   chan struct{}       // a message arrived
 	curStep  int64
 	partials map[key]*assembly // reduce-scatter parts for our chunk
 	chunks   map[key]*assembly // all-gather parts

@@ -3,6 +3,7 @@ package run
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -158,6 +159,11 @@ func TestClusterWeightsDoNotDependOnWorkers(t *testing.T) {
 	s2 := clusterRun(t, startCluster(t, 2), two, nil)
 	if s2.Cluster.Workers != 2 || s2.Cluster.BytesSentPerStep <= 0 {
 		t.Fatalf("two workers: %+v", s2.Cluster)
+	}
+	var st Status
+	if b, err := os.ReadFile(filepath.Join(two, StatusFile)); err != nil || json.Unmarshal(b, &st) != nil ||
+		st.State != "done" || len(st.Workers) != 2 || st.Workers[0].Name != "w1" || st.Workers[1].Device != "cpu" {
+		t.Fatalf("status.json of a cluster run: %+v %v", st, err)
 	}
 	d1, d2 := weightsDigest(t, filepath.Join(one, ModelFile)), weightsDigest(t, filepath.Join(two, ModelFile))
 	if d1 != d2 {

@@ -377,6 +377,26 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	if opts.replica != nil {
 		cfg.Parallel, cfg.Checkpoint, cfg.Test = opts.replica.par, nil, nil
 	}
+	var status *statusWriter
+	if opts.replica == nil {
+		status = startStatus(dir, job.Name, job.Epochs, job.Batch, opts.Cluster, log)
+		cfg.Progress = func(p trainer.Progress) {
+			status.progress(p)
+			if opts.Progress != nil {
+				opts.Progress(p)
+			}
+		}
+		defer func() {
+			switch {
+			case err == nil:
+				status.finish("done", nil)
+			case ctx.Err() != nil:
+				status.finish("interrupted", err)
+			default:
+				status.finish("failed", err)
+			}
+		}()
+	}
 	if tr, err = trainer.New(cfg); err != nil {
 		return nil, nil, err
 	}

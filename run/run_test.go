@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/recipes"
@@ -99,6 +100,12 @@ func TestExecuteWritesRunDirectory(t *testing.T) {
 	if resolved.Epochs != 2 || resolved.Validation != 50000 {
 		t.Fatalf("resolved recipe %+v", resolved)
 	}
+	var st Status
+	b, _ = os.ReadFile(filepath.Join(dir, StatusFile))
+	if err := json.Unmarshal(b, &st); err != nil || st.State != "done" || st.Job != "tiny" || st.Step != sum.Steps ||
+		st.SamplesSeen != sum.Steps*256 || st.Epoch != 2 || st.Epochs != 2 || st.LastLoss <= 0 || st.Updated.IsZero() {
+		t.Fatalf("status.json %+v %v", st, err)
+	}
 	var m Manifest
 	b, _ = os.ReadFile(filepath.Join(dir, ManifestFile))
 	if err := json.Unmarshal(b, &m); err != nil || m.Job != "tiny" || m.Compute.Threads != 2 || m.GoVersion == "" {
@@ -146,6 +153,43 @@ func TestNonFiniteLossLeavesNoSummary(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, SummaryFile)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatal("a summary was written for a failed run")
+	}
+	var st Status
+	b, _ := os.ReadFile(filepath.Join(dir, StatusFile))
+	if err := json.Unmarshal(b, &st); err != nil || st.State != "failed" || !strings.Contains(st.Error, "step 7") {
+		t.Fatalf("status.json of a failed run: %+v %v", st, err)
+	}
+}
+
+// TestStatusIsRewrittenWhileTraining reads status.json during a run: it
+// exists, parses, and moves on, every StatusEvery at the latest.
+func TestStatusIsRewrittenWhileTraining(t *testing.T) {
+	dir := t.TempDir()
+	defer func(d time.Duration) { StatusEvery = d }(StatusEvery)
+	StatusEvery = 100 * time.Millisecond
+	var seen []Status
+	slow := func(p trainer.Progress) {
+		if p.Step%10 == 0 {
+			time.Sleep(60 * time.Millisecond) // a step slower than the writer's timer
+			var st Status
+			if b, err := os.ReadFile(filepath.Join(dir, StatusFile)); err == nil && json.Unmarshal(b, &st) == nil {
+				seen = append(seen, st)
+			}
+		}
+	}
+	if _, err := Execute(context.Background(), load(t, "epochs=1"), Options{RunDir: dir, Threads: 2, Progress: slow}); err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) < 3 {
+		t.Fatalf("status.json read %d times during the run", len(seen))
+	}
+	for i, st := range seen {
+		if st.State != "training" || st.StepsPerEpoch != 39 {
+			t.Fatalf("read %d: %+v", i, st)
+		}
+		if i > 0 && (st.Step < seen[i-1].Step || !st.Updated.After(seen[i-1].Updated)) {
+			t.Fatalf("status went backwards or stood still: %+v then %+v", seen[i-1], st)
+		}
 	}
 }
 

@@ -1,9 +1,6 @@
 package infer
 
-import (
-	"encoding/binary"
-	"math"
-)
+import "encoding/binary"
 
 // pb appends protocol-buffer fields (wire format) for the ONNX writer; the
 // handful of messages ONNX needs do not warrant a generated package.
@@ -16,11 +13,6 @@ func (p *pb) tag(field, wire int) { p.b = binary.AppendUvarint(p.b, uint64(field
 func (p *pb) int(field int, v int64) {
 	p.tag(field, 0)
 	p.b = binary.AppendUvarint(p.b, uint64(v))
-}
-
-func (p *pb) float(field int, v float32) {
-	p.tag(field, 5)
-	p.b = binary.LittleEndian.AppendUint32(p.b, math.Float32bits(v))
 }
 
 func (p *pb) bytes(field int, b []byte) {

@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/lathe-ml/lathe/cluster"
+	"github.com/lathe-ml/lathe/compute/cuda"
 	"github.com/lathe-ml/lathe/run"
 )
 
@@ -63,7 +64,7 @@ func Main(args []string, stderr io.Writer) int {
 		job      = fs.String("job", "", "job to join (default: the only job running on that NATS)")
 		name     = fs.String("name", "", "worker name, unique in the job (default: host-pid)")
 		dataDir  = fs.String("data-dir", "", "directory holding the dataset's IDX files (default: where it is installed)")
-		device   = fs.String("device", "auto", "auto or cpu (CUDA workers are not built yet)")
+		device   = fs.String("device", "auto", "auto, cpu, cuda or cuda:N (auto: the CPU, with a log line saying why not CUDA; the CUDA engine is not built yet)")
 		logLevel = fs.String("log-level", "info", "trace, debug, info, warn or error")
 		local    = fs.Bool("local", false, "a local worker of an embedded server: exit when the coordinator does")
 		af       = Register(fs)
@@ -79,10 +80,9 @@ func Main(args []string, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
-	switch *device {
-	case "auto", "cpu":
-	default:
-		fmt.Fprintf(stderr, "worker: --device %s: this build has CPU workers only (auto or cpu)\n", *device)
+	kind, index, err := cuda.ParseDevice(*device)
+	if err != nil {
+		fmt.Fprintln(stderr, "worker:", err)
 		return 2
 	}
 	if *name == "" {
@@ -90,6 +90,23 @@ func Main(args []string, stderr io.Writer) int {
 		*name = fmt.Sprintf("%s-%d", strings.Split(host, ".")[0], os.Getpid())
 	}
 	log := hclog.New(&hclog.LoggerOptions{Name: *name, Level: hclog.LevelFromString(*logLevel), Output: stderr})
+	// The device is checked before anything is reached over the network.
+	switch kind {
+	case "cuda":
+		d, err := cuda.Probe(index)
+		if err != nil {
+			fmt.Fprintf(stderr, "worker: --device %s: %v\n", *device, err)
+			return 1
+		}
+		fmt.Fprintf(stderr, "worker: --device %s: found %s, but lathe's CUDA training engine is not built yet; run this worker with --device cpu\n", *device, d)
+		return 1
+	case "auto":
+		if d, err := cuda.Probe(0); err == nil {
+			log.Info("found a CUDA device, but lathe's CUDA training engine is not built yet: training on the CPU", "device", d.String())
+		} else {
+			log.Info("no usable CUDA device: training on the CPU", "reason", err)
+		}
+	}
 	auth, err := af.Auth()
 	if err != nil {
 		fmt.Fprintln(stderr, "worker:", err)

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/lathe-ml/lathe/checkpoint"
@@ -265,6 +266,29 @@ func (m *Model) choose(l *Layer) {
 // NotTimed marks a kernel left untimed at a probe.
 const NotTimed = time.Duration(-1)
 
+// Force makes every layer run kernel at every batch where the layer has
+// it, and the dense GEMM elsewhere (to compare kernels, or a compressed
+// model against itself run dense).
+func (m *Model) Force(kernel string) error {
+	known := false
+	for _, l := range m.Layers {
+		if l.Kind == "maxpool" {
+			continue
+		}
+		k := Dense
+		if slices.Contains(l.Candidates(), kernel) {
+			k, known = kernel, true
+		}
+		for i := range l.Kernels {
+			l.Kernels[i] = k
+		}
+	}
+	if !known && kernel != Dense {
+		return fmt.Errorf("infer: no layer of this model can run the %q kernel", kernel)
+	}
+	return nil
+}
+
 // Timing is the measured time of one kernel of a layer at each probe.
 func (l *Layer) Timing(kernel string) []time.Duration { return l.measure[kernel] }
 
@@ -394,7 +418,7 @@ func (m *Model) run(l *Layer, kernel string, y, x []float32, batch int) {
 			}
 		}
 	case Int8:
-		l.k8.run(l, y, x, batch)
+		l.k8.run(m, l, y, x, batch)
 	case CSR:
 		for s := 0; s < batch; s++ {
 			xs, row := x[s*l.In:(s+1)*l.In], y[s*l.Out:(s+1)*l.Out]
@@ -460,7 +484,7 @@ func (m *Model) Bytes() int {
 	for _, l := range m.Layers {
 		n += 4*(len(l.w)+len(l.b)+cap(l.col)) + 8*len(l.vals) + 4*len(l.rowPtr)
 		if l.k8 != nil {
-			n += len(l.k8.w) + 4*(len(l.k8.rowSum)+len(l.k8.zw)+len(l.k8.scale)+len(l.k8.acc)) + len(l.k8.xq)
+			n += len(l.k8.w) + 4*(len(l.k8.rowSum)+len(l.k8.zw)+len(l.k8.scale))
 		}
 	}
 	return n

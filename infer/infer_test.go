@@ -117,14 +117,7 @@ func agreesWithGraph(t *testing.T, m *Model, gm *model.Model, eng compute.Engine
 		t.Fatal(err)
 	}
 	for _, kernel := range []string{Dense, CSR, CSRT, Int8} {
-		for _, l := range m.Layers {
-			for i := range l.Kernels {
-				l.Kernels[i] = Dense
-				if slices.Contains(l.Candidates(), kernel) {
-					l.Kernels[i] = kernel
-				}
-			}
-		}
+		_ = m.Force(kernel) // layers without it run dense
 		for _, batch := range batches {
 			got, err := Predict(m, &test, batch)
 			if err != nil {

@@ -1,6 +1,8 @@
 package infer
 
 import (
+	"sync"
+
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/internal/kernels"
 )
@@ -23,8 +25,7 @@ type int8Layer struct {
 	scale       []float32
 	in          *quantizer // the input's quantization
 	xOff        int32      // added to input codes to make them unsigned
-	xq          []uint8    // scratch: input codes of a group of rows
-	acc         []int32    // scratch: their sums
+	scratch     sync.Pool  // *int8Scratch, one per thread at work
 }
 
 // pixelQuant is the model input's quantization: pixel/255 in [0, 1].
@@ -77,29 +78,49 @@ func (k8 *int8Layer) at(r, k int) int {
 	return ((r/16)*(k8.k16/4)+k/4)*64 + (r%16)*4 + k%4
 }
 
+// int8Scratch is one thread's buffers: input codes and sums of a group
+// of rows.
+type int8Scratch struct {
+	xq  []uint8
+	acc []int32
+}
+
 // run computes y [rows, out] from x [rows, k], bias added (the caller
-// applies the activation): four rows at a time where VNNI runs.
-func (k8 *int8Layer) run(l *Layer, y, x []float32, rows int) {
-	const group = 4
-	if len(k8.xq) < group*k8.k16 {
-		k8.xq, k8.acc = make([]uint8, group*k8.k16), make([]int32, group*k8.r16)
-	}
-	var xsum [group]int32
-	for s0 := 0; s0 < rows; s0 += group {
-		n := min(group, rows-s0)
+// applies the activation): rows split over the engine's threads, four at a
+// time where VNNI runs.
+func (k8 *int8Layer) run(m *Model, l *Layer, y, x []float32, rows int) {
+	grain := max(4, 1<<17/max(1, k8.k16*k8.r16)) // ≈ 128 k multiply-adds a range at least
+	m.eng.Parallel(rows, grain, func(lo, hi int) {
+		sc, _ := k8.scratch.Get().(*int8Scratch)
+		if sc == nil {
+			sc = &int8Scratch{xq: make([]uint8, int8Group*k8.k16), acc: make([]int32, int8Group*k8.r16)}
+		}
+		k8.rows(sc, l, y, x, lo, hi)
+		k8.scratch.Put(sc)
+	})
+}
+
+// int8Group is how many rows the VNNI kernel takes per pass.
+const int8Group = 4
+
+// rows computes rows [lo, hi) of run.
+func (k8 *int8Layer) rows(sc *int8Scratch, l *Layer, y, x []float32, lo, hi int) {
+	var xsum [int8Group]int32
+	for s0 := lo; s0 < hi; s0 += int8Group {
+		n := min(int8Group, hi-s0)
 		for i := range n {
-			xsum[i] = k8.quantize(k8.xq[i*k8.k16:(i+1)*k8.k16], x[(s0+i)*k8.k:(s0+i+1)*k8.k])
+			xsum[i] = k8.quantize(sc.xq[i*k8.k16:(i+1)*k8.k16], x[(s0+i)*k8.k:(s0+i+1)*k8.k])
 		}
 		switch {
-		case hasVNNI && n == group:
-			dotVNNI4(&k8.xq[0], k8.k16, &k8.w[0], k8.k16/4, k8.r16/16, &k8.acc[0])
+		case hasVNNI && n == int8Group:
+			dotVNNI4(&sc.xq[0], k8.k16, &k8.w[0], k8.k16/4, k8.r16/16, &sc.acc[0])
 		case hasVNNI:
 			for i := range n {
-				dotVNNI(&k8.xq[i*k8.k16], &k8.w[0], k8.k16/4, k8.r16/16, &k8.acc[i*k8.r16])
+				dotVNNI(&sc.xq[i*k8.k16], &k8.w[0], k8.k16/4, k8.r16/16, &sc.acc[i*k8.r16])
 			}
 		default:
 			for i := range n {
-				xq, acc := k8.xq[i*k8.k16:i*k8.k16+k8.k], k8.acc[i*k8.r16:]
+				xq, acc := sc.xq[i*k8.k16:i*k8.k16+k8.k], sc.acc[i*k8.r16:]
 				for r := 0; r < l.Out; r++ {
 					var a int32
 					for k, c := range xq {
@@ -112,7 +133,7 @@ func (k8 *int8Layer) run(l *Layer, y, x []float32, rows int) {
 		zx := int32(k8.in.zero) + k8.xOff
 		kz := int32(k8.k) * zx
 		for i := range n {
-			ys, acc := y[(s0+i)*l.Out:(s0+i+1)*l.Out], k8.acc[i*k8.r16:]
+			ys, acc := y[(s0+i)*l.Out:(s0+i+1)*l.Out], sc.acc[i*k8.r16:]
 			for r := range ys {
 				exact := acc[r] - zx*k8.rowSum[r] - k8.zw[r]*xsum[i] + kz*k8.zw[r]
 				ys[r] = float32(exact)*k8.scale[r] + l.b[r]
@@ -122,12 +143,24 @@ func (k8 *int8Layer) run(l *Layer, y, x []float32, rows int) {
 }
 
 // quantize writes one row's input codes (made unsigned) and returns their
-// sum; the padding after k stays zero.
+// sum; the padding after k stays zero. With VNNI the bulk goes through
+// quantizeU8, which clamps before converting (so that huge values saturate
+// as the scalar path's do) and rounds to nearest even as RoundEven32 does.
 func (k8 *int8Layer) quantize(xq []uint8, x []float32) int32 {
 	q := k8.in
 	var sum int32
-	for k, v := range x {
-		c := int32(min(max(kernels.RoundEven32(v*q.inv)+q.zero, q.qmin), q.qmax)) + k8.xOff
+	k := 0
+	if hasVNNI && len(x) >= 16 {
+		k = len(x) / 16 * 16
+		var sums [16]int32
+		quantizeU8(&x[0], k, q.inv, q.qmin-q.zero-1, q.qmax-q.zero+1, int32(q.zero)+k8.xOff,
+			int32(q.qmin)+k8.xOff, int32(q.qmax)+k8.xOff, &xq[0], &sums)
+		for _, v := range sums {
+			sum += v
+		}
+	}
+	for ; k < len(x); k++ {
+		c := int32(min(max(kernels.RoundEven32(x[k]*q.inv)+q.zero, q.qmin), q.qmax)) + k8.xOff
 		xq[k] = uint8(c)
 		sum += c
 	}

@@ -20,3 +20,6 @@ func dotVNNI(x *uint8, w *int8, k4 int, blocks int, out *int32)
 
 //go:noescape
 func dotVNNI4(x *uint8, ldx int, w *int8, k4 int, blocks int, out *int32)
+
+//go:noescape
+func quantizeU8(x *float32, n int, inv, lo, hi float32, z, cmin, cmax int32, out *uint8, sums *[16]int32)

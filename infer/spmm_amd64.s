@@ -223,3 +223,43 @@ kloop4:
 	JGT rowblock4
 	VZEROUPPER
 	RET
+
+// func quantizeU8(x *float32, n int, inv, lo, hi float32, z, cmin, cmax int32, out *uint8, sums *[16]int32)
+//
+// out[i] = clamp(roundeven(clamp(x[i]·inv, lo, hi)) + z, cmin, cmax) for
+// n a multiple of 16, as bytes; sums gets the codes' sums by lane
+// (AVX-512; the conversion rounds to nearest even, MXCSR's default).
+TEXT ·quantizeU8(SB), NOSPLIT, $0-56
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	VBROADCASTSS inv+16(FP), Z2
+	VBROADCASTSS lo+20(FP), Z3
+	VBROADCASTSS hi+24(FP), Z4
+	MOVL z+28(FP), AX
+	VPBROADCASTD AX, Z5
+	MOVL cmin+32(FP), AX
+	VPBROADCASTD AX, Z6
+	MOVL cmax+36(FP), AX
+	VPBROADCASTD AX, Z7
+	MOVQ out+40(FP), DI
+	MOVQ sums+48(FP), DX
+	VPXORD Z8, Z8, Z8
+
+qloop:
+	VMULPS (SI), Z2, Z0
+	VMAXPS Z3, Z0, Z0
+	VMINPS Z4, Z0, Z0
+	VCVTPS2DQ Z0, Z1
+	VPADDD Z5, Z1, Z1
+	VPMAXSD Z6, Z1, Z1
+	VPMINSD Z7, Z1, Z1
+	VPADDD Z1, Z8, Z8
+	VPMOVDB Z1, (DI)
+	ADDQ $64, SI
+	ADDQ $16, DI
+	SUBQ $16, CX
+	JGT qloop
+
+	VMOVDQU32 Z8, (DX)
+	VZEROUPPER
+	RET

@@ -22,3 +22,7 @@ func dotVNNI(x *uint8, w *int8, k4 int, blocks int, out *int32) {
 func dotVNNI4(x *uint8, ldx int, w *int8, k4 int, blocks int, out *int32) {
 	panic("infer: no VNNI kernel on this architecture")
 }
+
+func quantizeU8(x *float32, n int, inv, lo, hi float32, z, cmin, cmax int32, out *uint8, sums *[16]int32) {
+	panic("infer: no SIMD quantization on this architecture")
+}

@@ -147,3 +147,45 @@ func TestInt8MatchesDense(t *testing.T) {
 		}
 	}
 }
+
+// TestQuantizeMatchesScalar: the SIMD input quantization gives the same
+// codes and sum as the scalar one, ties, saturation and huge values
+// included, for unsigned and signed codes.
+func TestQuantizeMatchesScalar(t *testing.T) {
+	if !hasVNNI {
+		t.Skip("no AVX-512 VNNI here: only the scalar path runs")
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	defer func(v bool) { hasVNNI = v }(hasVNNI)
+	for _, q := range []*quantizer{pixelQuant, newQuantizer(8, false, -1, 3), newQuantizer(6, true, -2, 2), newQuantizer(4, false, 0, 1)} {
+		xOff := int32(0)
+		if q.qmin < 0 {
+			xOff = 128
+		}
+		k8 := &int8Layer{in: q, xOff: xOff}
+		x := make([]float32, 16*40+7)
+		for i := range x {
+			switch i % 5 {
+			case 0: // a tie: half-way between two codes
+				x[i] = (float32(r.IntN(40)-20) + 0.5) * q.scale
+			case 1:
+				x[i] = float32(r.NormFloat64() * 1e30)
+			default:
+				x[i] = float32(r.NormFloat64() * 3)
+			}
+		}
+		simd, scalar := make([]uint8, len(x)), make([]uint8, len(x))
+		hasVNNI = true
+		s1 := k8.quantize(simd, x)
+		hasVNNI = false
+		s2 := k8.quantize(scalar, x)
+		if s1 != s2 {
+			t.Fatalf("sums %d and %d", s1, s2)
+		}
+		for i := range x {
+			if simd[i] != scalar[i] {
+				t.Fatalf("x=%g: SIMD code %d, scalar %d", x[i], simd[i], scalar[i])
+			}
+		}
+	}
+}

@@ -74,6 +74,7 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	batches := fs.String("batch", "1,8,64,256", "batch sizes, comma-separated")
 	threads := fs.Int("threads", 0, "compute threads (default: all cores)")
 	seconds := fs.Float64("seconds", 1, "time spent per batch size")
+	force := fs.String("kernel", "", "run every layer with this kernel where it has it, dense elsewhere: dense, csr, csr-t or int8 (default: the fastest measured)")
 	path, err := parse(fs, args, "model file")
 	if err != nil {
 		return err
@@ -95,6 +96,11 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	m, err := infer.Load(f, eng)
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
+	}
+	if *force != "" {
+		if err := m.Force(*force); err != nil {
+			return fmt.Errorf("--kernel: %w", err)
+		}
 	}
 	meter := newEnergyMeter()
 	out := Bench{File: path, Threads: eng.Threads(), LoadSeconds: time.Since(t0).Seconds(), EnergySource: meter.Source()}

@@ -3,7 +3,7 @@
 //	lathe inspect FILE [--json]
 //	lathe eval FILE [--dataset mnist|fashion-mnist] [--data-dir DIR] [--json]
 //	lathe lint RECIPE [-var name=value]...
-//	lathe bench FILE [--batch 1,8,64,256] [--json]
+//	lathe bench FILE [--batch 1,8,64,256] [--json] [--kernel K]
 //	lathe export FILE --onnx OUT.onnx [--int8]
 //
 // Flags may come before or after the file argument.

@@ -26,6 +26,11 @@ type int8Layer struct {
 	in          *quantizer // the input's quantization
 	xOff        int32      // added to input codes to make them unsigned
 	scratch     sync.Pool  // *int8Scratch, one per thread at work
+
+	// The AVX2 form's weights, built on first use where VNNI is missing:
+	// codes widened to 16 bits, [r16/8][k16/2][8][2].
+	w16     []int16
+	w16Once sync.Once
 }
 
 // pixelQuant is the model input's quantization: pixel/255 in [0, 1].
@@ -73,6 +78,16 @@ func newInt8(l *Layer, q *checkpoint.Quant, in *quantizer) *int8Layer {
 	return k8
 }
 
+// widen builds the AVX2 form's weights from the VNNI layout.
+func (k8 *int8Layer) widen() {
+	k8.w16 = make([]int16, k8.r16*k8.k16)
+	for r := 0; r < k8.r16; r++ {
+		for k := 0; k < k8.k16; k++ {
+			k8.w16[((r/8)*(k8.k16/2)+k/2)*16+(r%8)*2+k%2] = int16(k8.w[k8.at(r, k)])
+		}
+	}
+}
+
 // at is the index of weight (r, k) in the VNNI layout.
 func (k8 *int8Layer) at(r, k int) int {
 	return ((r/16)*(k8.k16/4)+k/4)*64 + (r%16)*4 + k%4
@@ -82,6 +97,7 @@ func (k8 *int8Layer) at(r, k int) int {
 // of rows.
 type int8Scratch struct {
 	xq  []uint8
+	x16 []int16
 	acc []int32
 }
 
@@ -93,7 +109,7 @@ func (k8 *int8Layer) run(m *Model, l *Layer, y, x []float32, rows int) {
 	m.eng.Parallel(rows, grain, func(lo, hi int) {
 		sc, _ := k8.scratch.Get().(*int8Scratch)
 		if sc == nil {
-			sc = &int8Scratch{xq: make([]uint8, int8Group*k8.k16), acc: make([]int32, int8Group*k8.r16)}
+			sc = &int8Scratch{xq: make([]uint8, int8Group*k8.k16), x16: make([]int16, k8.k16), acc: make([]int32, int8Group*k8.r16)}
 		}
 		k8.rows(sc, l, y, x, lo, hi)
 		k8.scratch.Put(sc)
@@ -117,6 +133,14 @@ func (k8 *int8Layer) rows(sc *int8Scratch, l *Layer, y, x []float32, lo, hi int)
 		case hasVNNI:
 			for i := range n {
 				dotVNNI(&sc.xq[i*k8.k16], &k8.w[0], k8.k16/4, k8.r16/16, &sc.acc[i*k8.r16])
+			}
+		case hasAVX2:
+			k8.w16Once.Do(k8.widen)
+			for i := range n {
+				for k, c := range sc.xq[i*k8.k16 : (i+1)*k8.k16] {
+					sc.x16[k] = int16(c)
+				}
+				dotAVX2(&sc.x16[0], &k8.w16[0], k8.k16/2, k8.r16/8, &sc.acc[i*k8.r16])
 			}
 		default:
 			for i := range n {

@@ -3,10 +3,12 @@ package infer
 import "golang.org/x/sys/cpu"
 
 // hasFMA says whether the AVX2/FMA sparse kernel can run here, hasVNNI
-// whether the AVX-512 VNNI int8 kernel can.
+// whether the AVX-512 VNNI int8 kernel can, hasAVX2 whether its AVX2 form
+// can (the Go loop runs elsewhere).
 var (
 	hasFMA  = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 	hasVNNI = cpu.X86.HasAVX512F && cpu.X86.HasAVX512VNNI
+	hasAVX2 = cpu.X86.HasAVX2 // the int8 kernel without VNNI
 )
 
 //go:noescape
@@ -23,3 +25,6 @@ func dotVNNI4(x *uint8, ldx int, w *int8, k4 int, blocks int, out *int32)
 
 //go:noescape
 func quantizeU8(x *float32, n int, inv, lo, hi float32, z, cmin, cmax int32, out *uint8, sums *[16]int32)
+
+//go:noescape
+func dotAVX2(x *int16, w *int16, k2 int, blocks int, out *int32)

@@ -263,3 +263,52 @@ qloop:
 	VMOVDQU32 Z8, (DX)
 	VZEROUPPER
 	RET
+
+// func dotAVX2(x *int16, w *int16, k2 int, blocks int, out *int32)
+//
+// out[8·b + i] = Σ_k x[k] · w[b][k/2][i][k%2] for row blocks b < blocks,
+// i < 8, k < 2·k2 (k2 a multiple of 4): input codes and weight codes
+// widened to 16 bits, multiplied in pairs and summed exactly in int32
+// (VPMADDWD: no 16-bit saturation, unlike VPMADDUBSW).
+TEXT ·dotAVX2(SB), NOSPLIT, $0-40
+	MOVQ x+0(FP), SI
+	MOVQ w+8(FP), DI
+	MOVQ k2+16(FP), CX
+	MOVQ blocks+24(FP), R9
+	MOVQ out+32(FP), DX
+
+block2:
+	VPXOR Y0, Y0, Y0
+	VPXOR Y1, Y1, Y1
+	VPXOR Y2, Y2, Y2
+	VPXOR Y3, Y3, Y3
+	MOVQ SI, AX
+	MOVQ CX, R8
+
+kloop2:
+	VPBROADCASTD (AX), Y4
+	VPBROADCASTD 4(AX), Y5
+	VPBROADCASTD 8(AX), Y6
+	VPBROADCASTD 12(AX), Y7
+	VPMADDWD (DI), Y4, Y4
+	VPMADDWD 32(DI), Y5, Y5
+	VPMADDWD 64(DI), Y6, Y6
+	VPMADDWD 96(DI), Y7, Y7
+	VPADDD Y4, Y0, Y0
+	VPADDD Y5, Y1, Y1
+	VPADDD Y6, Y2, Y2
+	VPADDD Y7, Y3, Y3
+	ADDQ $16, AX
+	ADDQ $128, DI
+	SUBQ $4, R8
+	JGT kloop2
+
+	VPADDD Y1, Y0, Y0
+	VPADDD Y3, Y2, Y2
+	VPADDD Y2, Y0, Y0
+	VMOVDQU Y0, (DX)
+	ADDQ $32, DX
+	DECQ R9
+	JGT block2
+	VZEROUPPER
+	RET

@@ -5,6 +5,7 @@ package infer
 var (
 	hasFMA  = false
 	hasVNNI = false
+	hasAVX2 = false
 )
 
 func spmmRowFMA(vals *float32, cols *int32, nnz int, xT *float32, ldx int, y *float32, n int) {
@@ -25,4 +26,8 @@ func dotVNNI4(x *uint8, ldx int, w *int8, k4 int, blocks int, out *int32) {
 
 func quantizeU8(x *float32, n int, inv, lo, hi float32, z, cmin, cmax int32, out *uint8, sums *[16]int32) {
 	panic("infer: no SIMD quantization on this architecture")
+}
+
+func dotAVX2(x *int16, w *int16, k2 int, blocks int, out *int32) {
+	panic("infer: no AVX2 kernel on this architecture")
 }

@@ -76,13 +76,13 @@ func TestCSRTMatchesTheOtherKernels(t *testing.T) {
 
 // TestInt8MatchesDense runs layers with quantized weights — 8-bit
 // asymmetric per channel (codes above 127) and 4-bit symmetric per tensor
-// — on quantized inputs (unsigned, and signed codes), with VNNI and with
-// the portable Go loop: the outputs equal the dense kernel's on the
-// dequantized weights up to float rounding.
+// — on quantized inputs (unsigned, and signed codes), with VNNI, with
+// AVX2 and with the portable Go loop: the outputs equal the dense
+// kernel's on the dequantized weights up to float rounding.
 func TestInt8MatchesDense(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
-	vnni := hasVNNI
-	defer func() { hasVNNI = vnni }()
+	vnni, avx2 := hasVNNI, hasAVX2
+	defer func() { hasVNNI, hasAVX2 = vnni, avx2 }()
 	m := &Model{eng: cpu.New(cpu.Options{Threads: 1})}
 	for _, tc := range []struct {
 		bits      int
@@ -134,13 +134,14 @@ func TestInt8MatchesDense(t *testing.T) {
 			tc.in.apply(x) // inputs are quantized values, as a quantized layer's output is
 			want := make([]float32, batch*out)
 			m.run(l, Dense, want, x, batch)
-			for _, simd := range []bool{vnni, false} {
-				hasVNNI = simd
+			for _, mode := range [][2]bool{{vnni, avx2}, {false, avx2}, {false, false}} {
+				hasVNNI, hasAVX2 = mode[0], mode[1]
 				got := make([]float32, batch*out)
 				m.run(l, Int8, got, x, batch)
 				for i := range want {
 					if d := math.Abs(float64(got[i] - want[i])); d > 1e-4*(1+math.Abs(float64(want[i]))) {
-						t.Fatalf("%d-bit symmetric=%v, batch %d, VNNI %v: output %d is %g, dense gives %g", tc.bits, tc.symmetric, batch, simd, i, got[i], want[i])
+						t.Fatalf("%d-bit symmetric=%v, batch %d, VNNI %v, AVX2 %v: output %d is %g, dense gives %g",
+							tc.bits, tc.symmetric, batch, mode[0], mode[1], i, got[i], want[i])
 					}
 				}
 			}

@@ -4,9 +4,10 @@
 // activations, SIMD across the batch), whichever measured fastest on this
 // machine when the model was loaded, at batches of 1, 8, 64 and 256 (a
 // batch uses the choice at the nearest); quantized activations with the
-// exact arithmetic training modelled. Convolutions run as im2col then the
-// dense or CSR kernel over the patches; max-pooling is 2×2. ExportONNX
-// writes a model file as ONNX.
+// exact arithmetic training modelled; an int8 kernel where weights and
+// input are quantized, an N:M kernel where weights are 2:4 sparse.
+// Convolutions run as im2col then the dense, CSR, int8 or N:M kernel over
+// the patches; max-pooling is 2×2. ExportONNX writes a model file as ONNX.
 package infer
 
 import (
@@ -51,6 +52,7 @@ type Layer struct {
 	w, b    []float32
 	wq      *checkpoint.Quant // the weight's integer codes, when it is quantized
 	k8      *int8Layer        // the int8 kernel, where weights and input are quantized
+	nm      *nmLayer          // the 2:4 kernel, where every group of 4 inputs has at most 2 weights
 	col     []float32         // im2col scratch
 	rowPtr  []int32
 	cols    []int32
@@ -166,6 +168,7 @@ func parse(f *checkpoint.File) (*Model, error) {
 			l.actQ = newQuantizer(spec.Bits, spec.Symmetric, r.Data[0], r.Data[1])
 		}
 		l.k8 = newInt8(l, l.wq, inQ)
+		l.nm = newNM(l.w, l.Out, l.In)
 		inQ = l.actQ // max-pooling keeps it: pooled codes are codes
 		m.Layers = append(m.Layers, l)
 		in = l.Out
@@ -181,7 +184,7 @@ func parse(f *checkpoint.File) (*Model, error) {
 
 // Candidates lists the kernels a layer can run with: dense and CSR for
 // every layer, CSRT for linear ones, int8 where the weights and the input
-// are quantized.
+// are quantized, N:M where the weights are 2:4 sparse.
 func (l *Layer) Candidates() []string {
 	c := []string{Dense, CSR}
 	if l.Kind == "linear" {
@@ -190,13 +193,16 @@ func (l *Layer) Candidates() []string {
 	if l.k8 != nil {
 		c = append(c, Int8)
 	}
+	if l.nm != nil {
+		c = append(c, NM)
+	}
 	return c
 }
 
 // choose times each candidate kernel at each probe batch (for a
 // convolution, that many samples' patch rows) and keeps the fastest at
 // each. CSRT is timed with the transposes into and out of its layout, as
-// a layer between two others would run it. The CSR and int8 kernels work
+// a layer between two others would run it. The CSR, int8 and N:M kernels work
 // sample by sample, so their time grows in proportion to the batch, and
 // no kernel's grows faster: one 4× slower than the fastest at a probe is
 // not timed at the larger ones (it would only make loading slow); its
@@ -248,7 +254,7 @@ func (m *Model) choose(l *Layer) {
 			fastest = min(fastest, best)
 		}
 		for _, k := range l.Candidates() {
-			if t := l.measure[k][len(l.measure[k])-1]; (k == CSR || k == Int8) && t != NotTimed && t > 4*fastest {
+			if t := l.measure[k][len(l.measure[k])-1]; (k == CSR || k == Int8 || k == NM) && t != NotTimed && t > 4*fastest {
 				dropped[k] = true
 			}
 		}
@@ -419,6 +425,8 @@ func (m *Model) run(l *Layer, kernel string, y, x []float32, batch int) {
 		}
 	case Int8:
 		l.k8.run(m, l, y, x, batch)
+	case NM:
+		l.nm.run(l, y, x, batch)
 	case CSR:
 		for s := 0; s < batch; s++ {
 			xs, row := x[s*l.In:(s+1)*l.In], y[s*l.Out:(s+1)*l.Out]
@@ -472,6 +480,8 @@ func (l *Layer) WeightBytes(kernel string) int {
 		return 4 * (l.In*l.Out + l.Out)
 	case kernel == Int8:
 		return l.k8.r16*l.k8.k16 + 4*3*l.Out + 4*l.Out
+	case kernel == NM:
+		return 5*len(l.nm.vals) + 4*l.Out
 	default:
 		return 8*l.Nonzero + 4*(l.Out+1) + 4*l.Out
 	}
@@ -485,6 +495,9 @@ func (m *Model) Bytes() int {
 		n += 4*(len(l.w)+len(l.b)+cap(l.col)) + 8*len(l.vals) + 4*len(l.rowPtr)
 		if l.k8 != nil {
 			n += len(l.k8.w) + 4*(len(l.k8.rowSum)+len(l.k8.zw)+len(l.k8.scale))
+		}
+		if l.nm != nil {
+			n += 5*len(l.nm.vals) + 4*len(l.nm.x)
 		}
 	}
 	return n

@@ -116,7 +116,7 @@ func agreesWithGraph(t *testing.T, m *Model, gm *model.Model, eng compute.Engine
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, kernel := range []string{Dense, CSR, CSRT, Int8} {
+	for _, kernel := range []string{Dense, CSR, CSRT, Int8, NM} {
 		_ = m.Force(kernel) // layers without it run dense
 		for _, batch := range batches {
 			got, err := Predict(m, &test, batch)

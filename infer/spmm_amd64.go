@@ -9,6 +9,8 @@ var (
 	hasFMA  = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 	hasVNNI = cpu.X86.HasAVX512F && cpu.X86.HasAVX512VNNI
 	hasAVX2 = cpu.X86.HasAVX2 // the int8 kernel without VNNI
+	// hasAVX512 says whether the N:M kernel's permutations can run.
+	hasAVX512 = cpu.X86.HasAVX512F
 )
 
 //go:noescape
@@ -28,3 +30,6 @@ func quantizeU8(x *float32, n int, inv, lo, hi float32, z, cmin, cmax int32, out
 
 //go:noescape
 func dotAVX2(x *int16, w *int16, k2 int, blocks int, out *int32)
+
+//go:noescape
+func nmRows(x *float32, vals *float32, idx *uint8, chunks int, rows int, y *float32)

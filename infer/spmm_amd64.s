@@ -312,3 +312,47 @@ kloop2:
 	JGT block2
 	VZEROUPPER
 	RET
+
+// func nmRows(x *float32, vals *float32, idx *uint8, chunks int, rows int, y *float32)
+//
+// 2:4-sparse rows against one input row: y[r] = Σ_c Σ_j vals[r][c][j] ·
+// x[32c + idx[r][c][j]] for r < rows, c < chunks, j < 16 — each chunk of 32
+// inputs (8 groups of 4) keeps 16 slots, picked from two registers of x
+// with one VPERMT2PS (AVX-512).
+TEXT ·nmRows(SB), NOSPLIT, $0-48
+	MOVQ vals+8(FP), DI
+	MOVQ idx+16(FP), BX
+	MOVQ rows+32(FP), R9
+	MOVQ y+40(FP), DX
+
+nmrow:
+	MOVQ x+0(FP), SI
+	MOVQ chunks+24(FP), CX
+	VPXORD Z3, Z3, Z3
+
+nmchunk:
+	VMOVUPS (SI), Z0
+	VMOVUPS 64(SI), Z1
+	VPMOVZXBD (BX), Z2
+	VPERMT2PS Z1, Z2, Z0
+	VFMADD231PS (DI), Z0, Z3
+	ADDQ $128, SI
+	ADDQ $64, DI
+	ADDQ $16, BX
+	DECQ CX
+	JGT nmchunk
+
+	VEXTRACTF64X4 $1, Z3, Y4
+	VADDPS Y4, Y3, Y3
+	VEXTRACTF128 $1, Y3, X4
+	VADDPS X4, X3, X3
+	VMOVHLPS X3, X3, X4
+	VADDPS X4, X3, X3
+	VMOVSHDUP X3, X4
+	VADDSS X4, X3, X3
+	VMOVSS X3, (DX)
+	ADDQ $4, DX
+	DECQ R9
+	JGT nmrow
+	VZEROUPPER
+	RET

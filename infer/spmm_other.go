@@ -5,7 +5,8 @@ package infer
 var (
 	hasFMA  = false
 	hasVNNI = false
-	hasAVX2 = false
+	hasAVX2   = false
+	hasAVX512 = false
 )
 
 func spmmRowFMA(vals *float32, cols *int32, nnz int, xT *float32, ldx int, y *float32, n int) {
@@ -30,4 +31,8 @@ func quantizeU8(x *float32, n int, inv, lo, hi float32, z, cmin, cmax int32, out
 
 func dotAVX2(x *int16, w *int16, k2 int, blocks int, out *int32) {
 	panic("infer: no AVX2 kernel on this architecture")
+}
+
+func nmRows(x *float32, vals *float32, idx *uint8, chunks int, rows int, y *float32) {
+	panic("infer: no AVX-512 N:M kernel on this architecture")
 }

@@ -190,3 +190,56 @@ func TestQuantizeMatchesScalar(t *testing.T) {
 		}
 	}
 }
+
+// TestNMMatchesCSR runs a 2:4-sparse layer (groups with 2, 1 and 0
+// weights; inputs not a multiple of the 32-input chunk) through the N:M
+// kernel, with AVX-512 and with the Go loop, against CSR; a layer with 3
+// weights in a group gets no N:M kernel.
+func TestNMMatchesCSR(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	in, out := 100, 13
+	w := make([]float32, in*out)
+	for row := 0; row < out; row++ {
+		for g := 0; g < in; g += 4 {
+			for _, i := range r.Perm(4)[:r.IntN(3)] {
+				w[row*in+g+i] = float32(r.NormFloat64())
+			}
+		}
+	}
+	l := &Layer{Name: "fc", Kind: "linear", In: in, Out: out, w: w, b: make([]float32, out)}
+	l.rowPtr = []int32{0}
+	for row := 0; row < out; row++ {
+		for c, v := range w[row*in : (row+1)*in] {
+			if v != 0 {
+				l.cols, l.vals = append(l.cols, int32(c)), append(l.vals, v)
+			}
+		}
+		l.rowPtr = append(l.rowPtr, int32(len(l.vals)))
+		l.b[row] = float32(row)
+	}
+	if l.nm = newNM(w, out, in); l.nm == nil {
+		t.Fatal("a 2:4 layer got no N:M kernel")
+	}
+	m := &Model{eng: cpu.New(cpu.Options{Threads: 1})}
+	defer func(v bool) { hasAVX512 = v }(hasAVX512)
+	x := make([]float32, 3*in)
+	for i := range x {
+		x[i] = float32(r.NormFloat64())
+	}
+	want := make([]float32, 3*out)
+	m.run(l, CSR, want, x, 3)
+	for _, simd := range []bool{hasAVX512, false} {
+		hasAVX512 = simd
+		got := make([]float32, 3*out)
+		m.run(l, NM, got, x, 3)
+		for i := range want {
+			if d := math.Abs(float64(got[i] - want[i])); d > 1e-4*(1+math.Abs(float64(want[i]))) {
+				t.Fatalf("AVX-512 %v: output %d is %g, CSR gives %g", simd, i, got[i], want[i])
+			}
+		}
+	}
+	w[5], w[6], w[7] = 1, 1, 1
+	if newNM(w, out, in) != nil {
+		t.Fatal("3 weights in a group of 4 got an N:M kernel")
+	}
+}

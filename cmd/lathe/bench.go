@@ -47,6 +47,7 @@ type BenchLayer struct {
 	CSRUs   []float64 `json:"csr_us"`
 	CSRTUs  []float64 `json:"csrt_us,omitempty"` // linear layers only
 	Int8Us  []float64 `json:"int8_us,omitempty"` // layers with quantized weights and input only
+	NMUs    []float64 `json:"nm_us,omitempty"`   // 2:4-sparse layers only
 	// Per sample: dense FLOPs (every weight) and effective ones (non-zero weights).
 	DenseFLOPs     int `json:"dense_flops"`
 	EffectiveFLOPs int `json:"effective_flops"`
@@ -74,7 +75,7 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	batches := fs.String("batch", "1,8,64,256", "batch sizes, comma-separated")
 	threads := fs.Int("threads", 0, "compute threads (default: all cores)")
 	seconds := fs.Float64("seconds", 1, "time spent per batch size")
-	force := fs.String("kernel", "", "run every layer with this kernel where it has it, dense elsewhere: dense, csr, csr-t or int8 (default: the fastest measured)")
+	force := fs.String("kernel", "", "run every layer with this kernel where it has it, dense elsewhere: dense, csr, csr-t, int8 or nm-2:4 (default: the fastest measured)")
 	path, err := parse(fs, args, "model file")
 	if err != nil {
 		return err
@@ -120,6 +121,9 @@ func bench(args []string, stdout, stderr io.Writer) error {
 			}
 			if t := l.Timing(infer.Int8); t != nil {
 				bl.Int8Us = append(bl.Int8Us, us(t[i]))
+			}
+			if t := l.Timing(infer.NM); t != nil {
+				bl.NMUs = append(bl.NMUs, us(t[i]))
 			}
 		}
 		out.Layers = append(out.Layers, bl)
@@ -168,20 +172,19 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	head := "layer\tshape\tnon-zero\tdense/eff. MFLOP\t"
 	for _, p := range infer.Probes {
-		head += fmt.Sprintf("b%d dense µs\tcsr\tcsr-t\tint8\tkernel\t", p)
+		head += fmt.Sprintf("b%d dense µs\tcsr\tcsr-t\tint8\tnm\tkernel\t", p)
 	}
 	fmt.Fprintln(tw, head)
 	for _, l := range out.Layers {
 		row := fmt.Sprintf("%s\t%v\t%d\t%.3f/%.3f\t", l.Name, l.Shape, l.Nonzero, float64(l.DenseFLOPs)/1e6, float64(l.EffectiveFLOPs)/1e6)
 		for i := range l.Probes {
-			csrt, i8 := "n/a", "n/a"
-			if l.CSRTUs != nil {
-				csrt = usText(l.CSRTUs[i])
+			opt := func(v []float64) string {
+				if v == nil {
+					return "n/a"
+				}
+				return usText(v[i])
 			}
-			if l.Int8Us != nil {
-				i8 = usText(l.Int8Us[i])
-			}
-			row += fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t", usText(l.DenseUs[i]), usText(l.CSRUs[i]), csrt, i8, l.Kernels[i])
+			row += fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t", usText(l.DenseUs[i]), usText(l.CSRUs[i]), opt(l.CSRTUs), opt(l.Int8Us), opt(l.NMUs), l.Kernels[i])
 		}
 		fmt.Fprintln(tw, row)
 	}

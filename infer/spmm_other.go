@@ -3,8 +3,8 @@
 package infer
 
 var (
-	hasFMA  = false
-	hasVNNI = false
+	hasFMA    = false
+	hasVNNI   = false
 	hasAVX2   = false
 	hasAVX512 = false
 )

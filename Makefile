@@ -3,7 +3,7 @@
 #   make test   installs what is missing, runs go vet and every test
 GO      ?= go
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PKGS := libopenblas0-pthread dataset-fashion-mnist
+APT_PKGS := libopenblas0-pthread dataset-fashion-mnist nats-server
 JSREADER := checkpoint/testdata/jsreader
 ORT      := infer/testdata/ort
 

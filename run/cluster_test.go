@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"net"
 	"os"
+	"os/exec"
+	"strconv"
 	"path/filepath"
 	"runtime/pprof"
 	"sync"
@@ -48,7 +52,8 @@ const clusterBlocks = `teacher {
 // testCluster is an embedded server, a coordinator and in-process workers,
 // each with a connection of its own.
 type testCluster struct {
-	srv     *cluster.Embedded
+	url     string
+	token   string
 	coord   *cluster.Coordinator
 	cancels map[string]context.CancelFunc
 	conns   map[string]interface{ Close() }
@@ -61,8 +66,14 @@ func startCluster(t *testing.T, workers int) *testCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc := &testCluster{srv: srv, cancels: map[string]context.CancelFunc{}, conns: map[string]interface{ Close() }{}}
-	nc, err := cluster.Connect(srv.URL, cluster.Auth{Token: srv.Token}, "coordinator", false)
+	return startClusterOn(t, srv.URL, srv.Token, srv.Shutdown, workers)
+}
+
+// startClusterOn runs a coordinator and workers on the NATS server at url.
+func startClusterOn(t *testing.T, url, token string, shutdown func(), workers int) *testCluster {
+	t.Helper()
+	tc := &testCluster{url: url, token: token, cancels: map[string]context.CancelFunc{}, conns: map[string]interface{ Close() }{}}
+	nc, err := cluster.Connect(url, cluster.Auth{Token: token}, "coordinator", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,14 +90,56 @@ func startCluster(t *testing.T, workers int) *testCluster {
 		}
 		tc.wg.Wait()
 		nc.Close()
-		srv.Shutdown()
+		shutdown()
 	})
 	return tc
 }
 
+// stockServer starts Debian's nats-server (2.9.10 on bookworm; make deps
+// installs it) with JetStream and a token, on a free loopback port.
+func stockServer(t *testing.T) (url, token string, shutdown func()) {
+	t.Helper()
+	bin, err := exec.LookPath("nats-server")
+	if err != nil {
+		bin = "/usr/sbin/nats-server" // Debian installs it outside a user's PATH
+		if _, err := os.Stat(bin); err != nil {
+			t.Fatal("the stock-server test needs nats-server: run `make deps` (apt-get install nats-server)")
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	token = "stock-server-test-token"
+	cmd := exec.Command(bin, "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", t.TempDir(), "--auth", token)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	url = fmt.Sprintf("nats://127.0.0.1:%d", port)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		nc, err := cluster.Connect(url, cluster.Auth{Token: token}, "probe", false)
+		if err == nil {
+			nc.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("nats-server did not come up: %v\n%s", err, out.String())
+		}
+	}
+	return url, token, func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+	}
+}
+
 func (tc *testCluster) addWorker(t *testing.T, name string) {
 	t.Helper()
-	nc, err := cluster.Connect(tc.srv.URL, cluster.Auth{Token: tc.srv.Token}, name, false)
+	nc, err := cluster.Connect(tc.url, cluster.Auth{Token: tc.token}, name, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,4 +293,24 @@ func dumpCluster(t *testing.T) {
 	var stacks bytes.Buffer
 	pprof.Lookup("goroutine").WriteTo(&stacks, 1)
 	t.Logf("cluster log:\n%s\ngoroutines:\n%s", clusterLog.String(), stacks.String())
+}
+
+// TestClusterOnAStockNATSServer trains on Debian's nats-server (not the
+// embedded one) with two workers: the weights equal those of one worker
+// on the embedded server, bit for bit.
+func TestClusterOnAStockNATSServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains two clusters")
+	}
+	url, token, shutdown := stockServer(t)
+	stock := t.TempDir()
+	s := clusterRun(t, startClusterOn(t, url, token, shutdown, 2), stock, nil)
+	if s.Cluster == nil || s.Cluster.Workers != 2 {
+		t.Fatalf("cluster %+v", s.Cluster)
+	}
+	embedded := t.TempDir()
+	clusterRun(t, startCluster(t, 1), embedded, nil)
+	if a, b := weightsDigest(t, filepath.Join(stock, ModelFile)), weightsDigest(t, filepath.Join(embedded, ModelFile)); a != b {
+		t.Fatalf("stock server, 2 workers %s; embedded, 1 worker %s", a, b)
+	}
 }

@@ -227,7 +227,7 @@ func eval(args []string, stdout, stderr io.Writer) error {
 	dataDir := fs.String("data-dir", "", "directory holding the dataset's IDX files (default: where it is installed)")
 	threads := fs.Int("threads", 0, "compute threads (default: all cores)")
 	batch := fs.Int("batch", 1000, "evaluation batch")
-	runtime := fs.String("runtime", "graph", "graph (the training graph) or infer (lathe's inference runtime)")
+	runtime := fs.String("runtime", "infer", "infer (lathe's inference runtime) or graph (the training graph, which also reports the loss)")
 	path, err := parse(fs, args, "model file")
 	if err != nil {
 		return err

@@ -124,10 +124,10 @@ func TestBenchAndInferRuntime(t *testing.T) {
 	if code, _, errOut := runLathe(t, "bench", seedModel, "--batch", "0"); code != 1 || !strings.Contains(errOut, "positive batch") {
 		t.Fatalf("batch 0: exit %d: %s", code, errOut)
 	}
-	// The runtime's accuracy agrees with the training graph's.
+	// The runtime (eval's default) agrees with the training graph.
 	var g, r Evaluation
-	_, a, _ := runLathe(t, "eval", seedModel, "--json")
-	_, c, _ := runLathe(t, "eval", seedModel, "--json", "--runtime", "infer")
+	_, a, _ := runLathe(t, "eval", seedModel, "--json", "--runtime", "graph")
+	_, c, _ := runLathe(t, "eval", seedModel, "--json")
 	json.Unmarshal([]byte(a), &g)
 	json.Unmarshal([]byte(c), &r)
 	if r.Runtime != "infer" || g.Runtime != "graph" || r.TestLoss != -1 || r.TestAccuracy < g.TestAccuracy-0.001 || r.TestAccuracy > g.TestAccuracy+0.001 {

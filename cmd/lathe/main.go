@@ -1,7 +1,7 @@
 // Command lathe is the user's tool for lathe's files:
 //
 //	lathe inspect FILE [--json]
-//	lathe eval FILE [--dataset mnist|fashion-mnist] [--data-dir DIR] [--json]
+//	lathe eval FILE [--dataset mnist|fashion-mnist] [--data-dir DIR] [--json] [--runtime infer|graph]
 //	lathe lint RECIPE [-var name=value]...
 //	lathe bench FILE [--batch 1,8,64,256] [--json] [--kernel K]
 //	lathe export FILE --onnx OUT.onnx [--int8]

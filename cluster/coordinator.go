@@ -32,8 +32,9 @@ type WorkerInfo struct {
 
 // MemberStats are the coordinator's counts over the job.
 type MemberStats struct {
-	MaxWorkers       int   `json:"workers"` // the most that took part at once
-	WorkersLost      int   `json:"workers_lost"`
+	MaxWorkers       int   `json:"workers"`        // the most that took part at once
+	WorkersLost      int   `json:"workers_lost"`   // silent past the deadline
+	WorkersFailed    int   `json:"workers_failed"` // reported a failure (a NaN or Inf in its gradient, say) and were left out
 	Generations      int   `json:"generations"`
 	MessagesRejected int64 `json:"messages_rejected"`
 }
@@ -180,6 +181,7 @@ func (c *Coordinator) onHeartbeat(m *nats.Msg) {
 	}
 	if hb.State == "failed" && w.State != "failed" {
 		w.State, w.Error = "failed", hb.Error
+		c.stats.WorkersFailed++
 		c.log.Error("worker failed; it is left out", "worker", from, "error", hb.Error)
 		c.dropLocked(from)
 	}

@@ -21,6 +21,7 @@ import (
 type ClusterSummary struct {
 	Workers          int   `json:"workers"` // the most that took part at once
 	WorkersLost      int   `json:"workers_lost"`
+	WorkersFailed    int   `json:"workers_quarantined"` // left out after reporting a failure, e.g. a NaN or Inf
 	StepsReplanned   int64 `json:"steps_replanned"`
 	MessagesRejected int64 `json:"messages_rejected"`
 	MicroShards      int   `json:"micro_shards"`
@@ -97,6 +98,11 @@ func startPhase(ctx context.Context, job *recipes.Job, opts Options, teachers []
 // and files come from the coordinator, the data from dataDir (or where the
 // dataset is installed). It is a cluster.PhaseFunc.
 func ReplicaPhase(dataDir string, log hclog.Logger) cluster.PhaseFunc {
+	return replicaPhase(dataDir, log, nil)
+}
+
+// replicaPhase is ReplicaPhase with extra policies (the tests inject faults).
+func replicaPhase(dataDir string, log hclog.Logger, extra []trainer.Policy) cluster.PhaseFunc {
 	return func(ctx context.Context, spec cluster.PhaseSpec, files map[string][]byte, par *cluster.Replica) error {
 		job, err := recipes.Parse(spec.Recipe, spec.File, nil)
 		if err != nil {
@@ -122,7 +128,7 @@ func ReplicaPhase(dataDir string, log hclog.Logger) cluster.PhaseFunc {
 				return fmt.Errorf("run: the phase's checkpoint: %w", err)
 			}
 		}
-		_, _, err = execute(ctx, job, Options{DataDir: dataDir, Logger: log, replica: r})
+		_, _, err = execute(ctx, job, Options{DataDir: dataDir, Logger: log, replica: r, Policies: extra})
 		return err
 	}
 }
@@ -130,7 +136,7 @@ func ReplicaPhase(dataDir string, log hclog.Logger) cluster.PhaseFunc {
 // clusterSummary gathers the cluster's counts at the end of a phase.
 func clusterSummary(c *cluster.Coordinator, par *cluster.Replica) *ClusterSummary {
 	ms, rs := c.Stats(), par.Stats()
-	s := &ClusterSummary{Workers: ms.MaxWorkers, WorkersLost: ms.WorkersLost, StepsReplanned: rs.Redone,
+	s := &ClusterSummary{Workers: ms.MaxWorkers, WorkersLost: ms.WorkersLost, WorkersFailed: ms.WorkersFailed, StepsReplanned: rs.Redone,
 		MessagesRejected: ms.MessagesRejected, MicroShards: par.MicroShards()}
 	var n int
 	for _, w := range c.Workers() {

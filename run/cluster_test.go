@@ -137,7 +137,7 @@ func stockServer(t *testing.T) (url, token string, shutdown func()) {
 	}
 }
 
-func (tc *testCluster) addWorker(t *testing.T, name string) {
+func (tc *testCluster) addWorker(t *testing.T, name string, extra ...trainer.Policy) {
 	t.Helper()
 	nc, err := cluster.Connect(tc.url, cluster.Auth{Token: tc.token}, name, false)
 	if err != nil {
@@ -145,7 +145,7 @@ func (tc *testCluster) addWorker(t *testing.T, name string) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	tc.cancels[name], tc.conns[name] = cancel, nc
-	w := &cluster.Worker{NC: nc, Job: "tiny", Name: name, Device: "cpu", Log: testLog(name), Run: ReplicaPhase("", testLog(name))}
+	w := &cluster.Worker{NC: nc, Job: "tiny", Name: name, Device: "cpu", Log: testLog(name), Run: replicaPhase("", testLog(name), extra)}
 	tc.wg.Add(1)
 	go func() {
 		defer tc.wg.Done()
@@ -255,6 +255,21 @@ func TestClusterWeightsDoNotDependOnWorkers(t *testing.T) {
 	}
 	if d3 := weightsDigest(t, filepath.Join(lost, ModelFile)); d3 != d1 {
 		t.Fatalf("after a lost worker %s, fault-free %s", d3, d1)
+	}
+
+	// Two workers, one of which computes a NaN in the student's second
+	// epoch (its own weights poisoned, as faulty memory would): it is
+	// quarantined, its gradient never reaches the sum, and the other
+	// finishes with the fault-free weights.
+	tc = startCluster(t, 1)
+	tc.addWorker(t, "w2", poison{at: 50})
+	sick := t.TempDir()
+	s4 := clusterRun(t, tc, sick, nil)
+	if s4.Cluster.WorkersFailed != 1 || s4.Cluster.WorkersLost != 0 {
+		t.Fatalf("quarantined workers: %+v", s4.Cluster)
+	}
+	if d4 := weightsDigest(t, filepath.Join(sick, ModelFile)); d4 != d1 {
+		t.Fatalf("after a quarantined worker %s, fault-free %s", d4, d1)
 	}
 }
 

@@ -28,6 +28,11 @@ type WorkerInfo struct {
 	// Data bytes the worker published and received in the current phase.
 	BytesSent     int64 `json:"bytes_sent"`
 	BytesReceived int64 `json:"bytes_received"`
+	// SamplesPerSecond is the worker's own computing throughput in the
+	// phase, from its heartbeats (smoothed).
+	SamplesPerSecond float64 `json:"samples_per_second"`
+	shards           int64
+	shardsAt         time.Time
 }
 
 // MemberStats are the coordinator's counts over the job.
@@ -57,12 +62,14 @@ type Coordinator struct {
 	phase   uint64
 	gen     uint64
 	members []string
-	rep     *Replica
-	stats   MemberStats
-	joined  chan struct{}
-	subs    []*nats.Subscription
-	stop    chan struct{}
-	wg      sync.WaitGroup
+	// samplesPerShard is the current phase's micro-shard size.
+	samplesPerShard int
+	rep             *Replica
+	stats           MemberStats
+	joined          chan struct{}
+	subs            []*nats.Subscription
+	stop            chan struct{}
+	wg              sync.WaitGroup
 }
 
 // NewCoordinator starts serving job's registrations on nc.
@@ -178,6 +185,12 @@ func (c *Coordinator) onHeartbeat(m *nats.Msg) {
 	w.LastSeen, w.Step = time.Now(), hb.Step
 	if hb.Phase == c.phase {
 		w.BytesSent, w.BytesReceived = hb.BytesSent, hb.BytesReceived
+		now := time.Now()
+		if !w.shardsAt.IsZero() && hb.Shards >= w.shards && c.samplesPerShard > 0 {
+			rate := float64((hb.Shards-w.shards)*int64(c.samplesPerShard)) / now.Sub(w.shardsAt).Seconds()
+			w.SamplesPerSecond = 0.5*w.SamplesPerSecond + 0.5*rate
+		}
+		w.shards, w.shardsAt = hb.Shards, now
 	}
 	if hb.State == "failed" && w.State != "failed" {
 		w.State, w.Error = "failed", hb.Error
@@ -311,11 +324,13 @@ func (c *Coordinator) Phase(ctx context.Context, spec PhaseSpec, files map[strin
 	defer c.mu.Unlock()
 	c.phase++
 	c.gen++
+	c.samplesPerShard = spec.SamplesPerShard
 	c.stats.Generations++
 	c.members = nil
 	for _, n := range c.order {
 		if w := c.workers[n]; w.State == "ready" || w.State == "training" {
 			w.State = "training"
+			w.SamplesPerSecond, w.shards, w.shardsAt = 0, 0, time.Time{}
 			c.members = append(c.members, n)
 		}
 	}

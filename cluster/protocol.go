@@ -38,6 +38,7 @@ type Heartbeat struct {
 	// Bytes of data messages sent and received, and steps, in the phase.
 	BytesSent     int64 `json:"bytes_sent"`
 	BytesReceived int64 `json:"bytes_received"`
+	Shards        int64 `json:"shards"` // micro-shards computed in the phase
 }
 
 // Control is a coordinator message to every worker.
@@ -54,13 +55,15 @@ type Control struct {
 // student): the resolved recipe, and the files its replicas start from,
 // in the job's object store bucket.
 type PhaseSpec struct {
-	Name        string   `json:"name"`
-	Recipe      []byte   `json:"recipe"` // resolved HCL
-	File        string   `json:"file"`   // the recipe's file name, for messages
-	MicroShards int      `json:"micro_shards"`
-	Bucket      string   `json:"bucket"`
-	Teachers    []string `json:"teachers,omitempty"` // objects: the teachers' model files
-	Resume      string   `json:"resume,omitempty"`   // object: the checkpoint to resume from
+	Name        string `json:"name"`
+	Recipe      []byte `json:"recipe"` // resolved HCL
+	File        string `json:"file"`   // the recipe's file name, for messages
+	MicroShards int    `json:"micro_shards"`
+	// SamplesPerShard turns the workers' micro-shard counts into samples/s.
+	SamplesPerShard int      `json:"samples_per_shard,omitempty"`
+	Bucket          string   `json:"bucket"`
+	Teachers        []string `json:"teachers,omitempty"` // objects: the teachers' model files
+	Resume          string   `json:"resume,omitempty"`   // object: the checkpoint to resume from
 }
 
 // Header names of data messages.

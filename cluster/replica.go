@@ -35,6 +35,7 @@ type Stats struct {
 	MessagesRejected int64 `json:"messages_rejected"`
 	Resends          int64 `json:"resends"`
 	Redone           int64 `json:"steps_redone"` // steps computed again after a membership change
+	Shards           int64 `json:"shards"`       // micro-shards computed
 }
 
 // key identifies one sender's vector for one step.
@@ -304,10 +305,12 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, cha
 	rank := slices.Index(members, r.name)
 	if rank >= 0 {
 		partial := make([]int64, n)
-		if err := compute(plan(r.shards, size, rank), partial); err != nil {
+		mine := plan(r.shards, size, rank)
+		if err := compute(mine, partial); err != nil {
 			return nil, err
 		}
 		r.mu.Lock()
+		r.stats.Shards += int64(len(mine))
 		r.partial = &sent{gen: gen, step: step, n: n, i64: partial}
 		r.mu.Unlock()
 		for j, o := range members {

@@ -249,7 +249,7 @@ func (w *Worker) heartbeats(ctx context.Context, prefix string) {
 		hb := Heartbeat{Name: w.Name, Phase: w.phase, State: w.state, Error: w.err}
 		if w.rep != nil {
 			st := w.rep.Stats()
-			hb.Step, hb.BytesSent, hb.BytesReceived = st.Steps, st.BytesSent, st.BytesReceived
+			hb.Step, hb.BytesSent, hb.BytesReceived, hb.Shards = st.Steps, st.BytesSent, st.BytesReceived, st.Shards
 		}
 		w.mu.Unlock()
 		b, _ := json.Marshal(hb)

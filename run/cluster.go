@@ -65,7 +65,7 @@ func startPhase(ctx context.Context, job *recipes.Job, opts Options, teachers []
 	if err != nil {
 		return nil, job.Errorf("batch", "%v", err)
 	}
-	spec := cluster.PhaseSpec{Name: job.Name, Recipe: job.HCL(), File: job.File, MicroShards: shards}
+	spec := cluster.PhaseSpec{Name: job.Name, Recipe: job.HCL(), File: job.File, MicroShards: shards, SamplesPerShard: job.Batch / shards}
 	files := map[string][]byte{}
 	for k, tm := range teachers {
 		mf, err := ExportModel(tm, fmt.Sprintf("%s-teacher-%d", job.Name, k+1), job.Dataset)

@@ -8,9 +8,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"strconv"
 	"path/filepath"
 	"runtime/pprof"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -209,7 +209,16 @@ func TestClusterWeightsDoNotDependOnWorkers(t *testing.T) {
 		t.Fatalf("one worker: cluster %+v, accuracy %v", s1.Cluster, s1.TestAccuracy)
 	}
 	two := t.TempDir()
-	s2 := clusterRun(t, startCluster(t, 2), two, nil)
+	tc2 := startCluster(t, 2)
+	var fastest float64 // the workers' own throughput, from their heartbeats
+	s2 := clusterRun(t, tc2, two, func(p trainer.Progress) {
+		for _, w := range tc2.coord.Workers() {
+			fastest = max(fastest, w.SamplesPerSecond)
+		}
+	})
+	if fastest <= 0 {
+		t.Error("no worker's throughput was known during the run")
+	}
 	if s2.Cluster.Workers != 2 || s2.Cluster.BytesSentPerStep <= 0 {
 		t.Fatalf("two workers: %+v", s2.Cluster)
 	}

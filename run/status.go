@@ -44,7 +44,10 @@ type WorkerStatus struct {
 	State  string `json:"state"` // ready, training, lost, failed
 	Device string `json:"device"`
 	Step   int64  `json:"step"`
-	Error  string `json:"error,omitempty"`
+	// SamplesPerSecond is what the worker itself computes, from its
+	// heartbeats.
+	SamplesPerSecond float64 `json:"samples_per_second"`
+	Error            string  `json:"error,omitempty"`
 }
 
 // statusWriter keeps status.json current: on training progress (at most
@@ -117,7 +120,8 @@ func (w *statusWriter) write() {
 	w.st.Workers = nil
 	if w.cluster != nil {
 		for _, wi := range w.cluster.Workers() {
-			w.st.Workers = append(w.st.Workers, WorkerStatus{Name: wi.Name, State: wi.State, Device: wi.Device, Step: wi.Step, Error: wi.Error})
+			w.st.Workers = append(w.st.Workers, WorkerStatus{Name: wi.Name, State: wi.State, Device: wi.Device, Step: wi.Step,
+				SamplesPerSecond: wi.SamplesPerSecond, Error: wi.Error})
 		}
 	}
 	b, _ := json.MarshalIndent(w.st, "", "  ")

@@ -32,6 +32,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/lathe-ml/lathe/cluster"
 	"github.com/lathe-ml/lathe/internal/workercli"
 	"github.com/lathe-ml/lathe/recipes"
 	"github.com/lathe-ml/lathe/run"
@@ -118,6 +119,9 @@ func realMain(args []string, stderr io.Writer) int {
 	var bar *progressBar
 	if tty {
 		bar = &progressBar{w: stderr}
+		if c := opts.Cluster; c != nil {
+			bar.workers = func() string { return workerRates(c.Workers()) }
+		}
 		opts.Progress = bar.update
 	}
 	sum, err := run.Execute(ctx, job, opts)
@@ -145,9 +149,22 @@ func isTerminal(f *os.File) bool {
 // and ended when the epoch's last step is done, so that log lines start on
 // a line of their own.
 type progressBar struct {
-	w    io.Writer
-	last time.Time
-	open bool // a bar line is drawn and not yet ended
+	w       io.Writer
+	last    time.Time
+	open    bool          // a bar line is drawn and not yet ended
+	workers func() string // on a cluster: each worker's throughput
+}
+
+// workerRates is the progress line's account of the training workers:
+// name and the samples/s each computes.
+func workerRates(ws []cluster.WorkerInfo) string {
+	var parts []string
+	for _, w := range ws {
+		if w.State == "training" {
+			parts = append(parts, fmt.Sprintf("%s %.0f/s", w.Name, w.SamplesPerSecond))
+		}
+	}
+	return strings.Join(parts, " ")
 }
 
 func (b *progressBar) update(p trainer.Progress) {
@@ -158,9 +175,13 @@ func (b *progressBar) update(p trainer.Progress) {
 	b.last = time.Now()
 	const width = 30
 	done := width * p.Step / p.Steps
-	fmt.Fprintf(b.w, "\repoch %d/%d [%s%s] %d/%d loss %.4f %6.0f samples/s ETA %s ",
+	workers := ""
+	if b.workers != nil {
+		workers = "| " + b.workers() + " "
+	}
+	fmt.Fprintf(b.w, "\repoch %d/%d [%s%s] %d/%d loss %.4f %6.0f samples/s ETA %s %s",
 		p.Epoch, p.Epochs, strings.Repeat("=", done), strings.Repeat(" ", width-done), p.Step, p.Steps,
-		p.Loss, p.SamplesPerSec, p.ETA.Round(time.Second))
+		p.Loss, p.SamplesPerSec, p.ETA.Round(time.Second), workers)
 	b.open = !end
 	if end {
 		fmt.Fprintln(b.w)

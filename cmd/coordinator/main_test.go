@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/lathe-ml/lathe/cluster"
 )
 
 func TestUsageAndRecipeErrors(t *testing.T) {
@@ -32,5 +34,13 @@ func TestUsageAndRecipeErrors(t *testing.T) {
 				t.Fatalf("stderr lacks %q:\n%s", tc.want, stderr.String())
 			}
 		})
+	}
+}
+
+func TestWorkerRatesShowTrainingWorkers(t *testing.T) {
+	ws := []cluster.WorkerInfo{{State: "training", SamplesPerSecond: 1234.4}, {State: "lost", SamplesPerSecond: 99}, {State: "training"}}
+	ws[0].Name, ws[1].Name, ws[2].Name = "a", "b", "c"
+	if got := workerRates(ws); got != "a 1234/s c 0/s" {
+		t.Fatalf("%q", got)
 	}
 }

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lathe-ml/lathe/checkpoint"
+	"github.com/lathe-ml/lathe/run"
+)
+
+// children lists the processes whose parent is pid (Linux /proc).
+func children(pid int) []int {
+	var out []int
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, p := range stats {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid …; comm may hold spaces, so cut after ')'.
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			c, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(f) > 0 && f[0] != "Z" // a zombie has exited
+}
+
+// TestLocalWorkerKilledMidRun runs a real coordinator process with two
+// local worker processes on its embedded NATS server and SIGKILLs one of
+// them mid-run: the job finishes, counts the loss, leaves no process
+// behind, and its weights equal those of a run on one worker.
+func TestLocalWorkerKilledMidRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains two clusters of processes")
+	}
+	dir := t.TempDir()
+	recipe := filepath.Join(dir, "r.hcl")
+	os.WriteFile(recipe, []byte(`job "kill" {
+  epochs     = 4
+  batch      = 100
+  validation = 50000
+  model {
+    arch   = "mlp"
+    hidden = [32]
+  }
+}
+`), 0o644)
+	start := func(runDir string, workers int) (*exec.Cmd, *bytes.Buffer) {
+		cmd := exec.Command(os.Args[0], "--recipe", recipe, "--run-dir", runDir, "--workers", strconv.Itoa(workers), "--no-progress")
+		cmd.Env = append(os.Environ(), "LATHE_TEST_COORDINATOR=1")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd, &stderr
+	}
+	killed := filepath.Join(dir, "killed")
+	cmd, stderr := start(killed, 2)
+	// Once both workers train and the run is past its first epoch,
+	// SIGKILL one of them.
+	var workers []int
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		var st run.Status
+		b, _ := os.ReadFile(filepath.Join(killed, run.StatusFile))
+		if json.Unmarshal(b, &st) == nil && st.Epoch >= 2 && len(st.Workers) == 2 {
+			workers = children(cmd.Process.Pid)
+			if len(workers) == 2 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("the run never got to its second epoch on two workers:\n%s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := syscall.Kill(workers[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("the run failed after a worker was killed: %v\n%s", err, stderr.String())
+	}
+	var sum run.Summary
+	b, err := os.ReadFile(filepath.Join(killed, run.SummaryFile))
+	if err != nil || json.Unmarshal(b, &sum) != nil || sum.Cluster == nil || sum.Cluster.WorkersLost != 1 {
+		t.Fatalf("summary %+v %v\n%s", sum.Cluster, err, stderr.String())
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if !alive(workers[0]) && !alive(workers[1]) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("worker processes %v outlived the coordinator", workers)
+		}
+	}
+	one := filepath.Join(dir, "one")
+	cmd, stderr = start(one, 1)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("one worker: %v\n%s", err, stderr.String())
+	}
+	digest := func(p string) string {
+		f, err := checkpoint.Read(filepath.Join(p, run.ModelFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return checkpoint.WeightsDigest(f.Tensors)
+	}
+	if a, b := digest(killed), digest(one); a != b {
+		t.Fatalf("a worker killed: %s; one worker: %s", a, b)
+	}
+}

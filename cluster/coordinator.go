@@ -342,6 +342,7 @@ func (c *Coordinator) Phase(ctx context.Context, spec PhaseSpec, files map[strin
 	if err != nil {
 		return nil, err
 	}
+	rep.Start(spec.StartStep)
 	if c.rep != nil {
 		c.rep.Close()
 	}

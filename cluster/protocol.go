@@ -64,6 +64,9 @@ type PhaseSpec struct {
 	Bucket          string   `json:"bucket"`
 	Teachers        []string `json:"teachers,omitempty"` // objects: the teachers' model files
 	Resume          string   `json:"resume,omitempty"`   // object: the checkpoint to resume from
+	// StartStep is the step the phase starts at: 0, or a resumed run's
+	// checkpoint step.
+	StartStep int64 `json:"start_step,omitempty"`
 }
 
 // Header names of data messages.

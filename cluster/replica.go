@@ -146,6 +146,19 @@ func NewReplica(nc *nats.Conn, job, name string, phase uint64, shards int, gen u
 	return r, nil
 }
 
+// Start sets the step the phase begins at (a resumed run's checkpoint
+// step): messages are accepted from there, and the coordinator counts as
+// having completed the steps before it — a worker would otherwise wait for
+// it to catch up with steps nobody will run.
+func (r *Replica) Start(step int64) {
+	r.mu.Lock()
+	r.curStep = max(r.curStep, step)
+	r.mu.Unlock()
+	if r.coordSteps.Load() < step {
+		r.coordSteps.Store(step)
+	}
+}
+
 // Close unsubscribes.
 func (r *Replica) Close() {
 	for _, s := range r.subs {

@@ -191,6 +191,7 @@ func (w *Worker) Serve(ctx context.Context) error {
 				if err != nil {
 					return err
 				}
+				rep.Start(c.Spec.StartStep)
 				w.mu.Lock()
 				if w.rep != nil {
 					w.rep.Close()

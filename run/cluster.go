@@ -86,6 +86,7 @@ func startPhase(ctx context.Context, job *recipes.Job, opts Options, teachers []
 			return nil, fmt.Errorf("run: %w", err)
 		}
 		spec.Resume = cluster.Token(job.Name) + ".resume.arrow"
+		spec.StartStep = rp.state.Snapshot.Step
 		files[spec.Resume] = b
 	}
 	if err := opts.Cluster.WaitWorkers(ctx, 1); err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -49,7 +50,8 @@ func alive(pid int) bool {
 // TestLocalWorkerKilledMidRun runs a real coordinator process with two
 // local worker processes on its embedded NATS server and SIGKILLs one of
 // them mid-run: the job finishes, counts the loss, leaves no process
-// behind, and its weights equal those of a run on one worker.
+// behind, and its weights equal those of a run on one worker. Then it
+// SIGKILLs a coordinator and resumes it: the same weights again.
 func TestLocalWorkerKilledMidRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("trains two clusters of processes")
@@ -60,6 +62,9 @@ func TestLocalWorkerKilledMidRun(t *testing.T) {
   epochs     = 4
   batch      = 100
   validation = 50000
+  checkpoint {
+    every_steps = 40
+  }
   model {
     arch   = "mlp"
     hidden = [32]
@@ -130,5 +135,58 @@ func TestLocalWorkerKilledMidRun(t *testing.T) {
 	}
 	if a, b := digest(killed), digest(one); a != b {
 		t.Fatalf("a worker killed: %s; one worker: %s", a, b)
+	}
+
+	// The coordinator itself SIGKILLed once a checkpoint is written in the
+	// second epoch: its local workers die with it; restarted with
+	// --resume (and two new workers) it finishes with the same weights.
+	again := filepath.Join(dir, "again")
+	cmd, stderr = start(again, 2)
+	deadline = time.Now().Add(90 * time.Second)
+	for {
+		ckpts, _ := filepath.Glob(filepath.Join(again, "checkpoints", "step-*.arrow"))
+		var st run.Status
+		b, _ := os.ReadFile(filepath.Join(again, run.StatusFile))
+		if len(ckpts) > 0 && json.Unmarshal(b, &st) == nil && st.Epoch >= 2 {
+			workers = children(cmd.Process.Pid)
+			if len(workers) == 2 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("the run never checkpointed in its second epoch:\n%s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if !alive(workers[0]) && !alive(workers[1]) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("worker processes %v outlived a SIGKILLed coordinator", workers)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(again, run.SummaryFile)); err == nil {
+		t.Fatal("a killed run left a summary")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // a few seconds when all is well
+	defer cancel()
+	cmd = exec.CommandContext(ctx, os.Args[0], "--recipe", recipe, "--run-dir", again, "--workers", "2", "--resume", "--no-progress")
+	cmd.Env = append(os.Environ(), "LATHE_TEST_COORDINATOR=1")
+	var out bytes.Buffer
+	cmd.Stderr = &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("resume: %v\n%s", err, out.String())
+	}
+	var resumed run.Summary
+	b, _ = os.ReadFile(filepath.Join(again, run.SummaryFile))
+	if err := json.Unmarshal(b, &resumed); err != nil || resumed.ResumedFromStep <= 0 {
+		t.Fatalf("resumed summary: %+v %v\n%s", resumed, err, out.String())
+	}
+	if a, b := digest(again), digest(one); a != b {
+		t.Fatalf("coordinator killed and resumed: %s; one worker: %s", a, b)
 	}
 }

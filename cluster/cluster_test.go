@@ -283,3 +283,65 @@ func TestWorkerJoinsTheNextPhaseWhileTheLastWindsDown(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkerRegistersWithARestartedCoordinator: a worker on a shared NATS
+// outlives its coordinator; the coordinator that replaces it (same job)
+// hears the worker's heartbeats, asks it to register, and runs a phase
+// on it.
+func TestWorkerRegistersWithARestartedCoordinator(t *testing.T) {
+	_, conn := embedded(t)
+	nc1 := conn("coordinator-1")
+	first, err := NewCoordinator(nc1, "job", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	ran := make(chan string, 4)
+	w := &Worker{NC: conn("w1"), Job: "job", Name: "w1", Device: "cpu",
+		Run: func(ctx context.Context, spec PhaseSpec, _ map[string][]byte, par *Replica) error {
+			ran <- spec.Name
+			if spec.Name == "before" {
+				<-ctx.Done() // the old coordinator's phase never ends by itself
+				return ctx.Err()
+			}
+			return nil
+		}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- w.Serve(ctx) }()
+	if err := first.WaitWorkers(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.Phase(ctx, PhaseSpec{Name: "before", MicroShards: 2}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-ran; got != "before" {
+		t.Fatalf("ran %q", got)
+	}
+	nc1.Close() // the coordinator is gone, mid-phase, without a word
+
+	second, err := NewCoordinator(conn("coordinator-2"), "job", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	if err := second.WaitWorkers(wctx, 1); err != nil {
+		t.Fatalf("the worker never registered with the new coordinator: %v", err)
+	}
+	if _, err := second.Phase(ctx, PhaseSpec{Name: "after", MicroShards: 2}, nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-ran:
+		if got != "after" {
+			t.Fatalf("ran %q", got)
+		}
+	case err := <-served:
+		t.Fatalf("the worker stopped: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the worker did not take part in the new coordinator's phase")
+	}
+}

@@ -64,6 +64,7 @@ type Coordinator struct {
 	members []string
 	// samplesPerShard is the current phase's micro-shard size.
 	samplesPerShard int
+	asked           map[string]time.Time // when unknown workers were last asked to register
 	rep             *Replica
 	stats           MemberStats
 	joined          chan struct{}
@@ -81,7 +82,7 @@ func NewCoordinator(nc *nats.Conn, job string, log hclog.Logger) (*Coordinator, 
 	if err != nil {
 		return nil, fmt.Errorf("cluster: JetStream: %w", err)
 	}
-	c := &Coordinator{nc: nc, js: js, job: Token(job), log: log, Dead: 3 * time.Second, workers: map[string]*WorkerInfo{},
+	c := &Coordinator{nc: nc, js: js, job: Token(job), log: log, Dead: 3 * time.Second, workers: map[string]*WorkerInfo{}, asked: map[string]time.Time{},
 		joined: make(chan struct{}), stop: make(chan struct{}), bucket: "lathe-" + Token(job)}
 	base := "lathe." + c.job
 	for _, h := range []struct {
@@ -180,7 +181,15 @@ func (c *Coordinator) onHeartbeat(m *nats.Msg) {
 	defer c.mu.Unlock()
 	w := c.workers[from]
 	if w == nil || w.State == "lost" {
-		return // unknown: it registers again by itself
+		// A worker this coordinator does not know (it was restarted, or
+		// dropped the worker as lost): ask it to register, at most once a
+		// second.
+		if time.Since(c.asked[from]) >= time.Second {
+			c.asked[from] = time.Now()
+			c.log.Info("a worker it does not know is alive; asking it to register", "worker", from)
+			c.control(Control{Kind: "register", Members: []string{from}})
+		}
+		return
 	}
 	w.LastSeen, w.Step = time.Now(), hb.Step
 	if hb.Phase == c.phase {

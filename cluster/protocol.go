@@ -43,7 +43,7 @@ type Heartbeat struct {
 
 // Control is a coordinator message to every worker.
 type Control struct {
-	Kind    string     `json:"kind"` // phase, gen, end, stop
+	Kind    string     `json:"kind"` // phase, gen, end, stop, register (the named workers must register again)
 	Phase   uint64     `json:"phase"`
 	Gen     uint64     `json:"gen"`
 	Members []string   `json:"members,omitempty"` // the computing workers, in rank order

@@ -149,6 +149,35 @@ func (w *Worker) Serve(ctx context.Context) error {
 					w.rep.SetGen(c.Gen, c.Members, c.Error)
 				}
 				w.mu.Unlock()
+			case "register":
+				if !slices.Contains(c.Members, name) {
+					continue
+				}
+				// The coordinator does not know this worker: it was
+				// restarted, or dropped it as lost. Whatever phase runs
+				// here is none of its plan: stop it, and register anew.
+				if phaseDone != nil {
+					cancelPhase()
+					select {
+					case <-ctx.Done():
+						return ctx.Err()
+					case <-closed:
+						return errors.New("cluster: the connection to NATS closed")
+					case <-phaseDone:
+					}
+					phaseDone = nil
+				}
+				w.mu.Lock()
+				if w.rep != nil {
+					w.rep.Close()
+					w.rep = nil
+				}
+				w.state, w.err = "idle", ""
+				w.mu.Unlock()
+				w.Log.Info("the coordinator does not know this worker (restarted?); registering again")
+				if err := w.register(ctx, prefix); err != nil {
+					return err
+				}
 			case "end":
 				w.mu.Lock()
 				if w.rep != nil && c.Phase == w.phase {

@@ -67,6 +67,9 @@ type PhaseSpec struct {
 	// StartStep is the step the phase starts at: 0, or a resumed run's
 	// checkpoint step.
 	StartStep int64 `json:"start_step,omitempty"`
+	// Data are objects holding the dataset's files (base name after the
+	// last '/'), for workers without a dataset of their own.
+	Data []string `json:"data,omitempty"`
 }
 
 // Header names of data messages.

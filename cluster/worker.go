@@ -34,6 +34,7 @@ type Worker struct {
 	phase uint64
 	state string
 	err   string
+	cache map[string][]byte // dataset objects, kept across the job's phases
 }
 
 // Discover returns the name of the only job whose coordinator answers on
@@ -298,8 +299,16 @@ func (w *Worker) files(spec *PhaseSpec) (map[string][]byte, error) {
 	if spec.Resume != "" {
 		names = append(names, spec.Resume)
 	}
+	out := map[string][]byte{}
+	for _, n := range spec.Data {
+		if b, ok := w.cache[n]; ok { // the same job's dataset: fetched for an earlier phase
+			out[n] = b
+		} else {
+			names = append(names, n)
+		}
+	}
 	if len(names) == 0 {
-		return nil, nil
+		return out, nil
 	}
 	js, err := w.NC.JetStream()
 	if err != nil {
@@ -309,13 +318,18 @@ func (w *Worker) files(spec *PhaseSpec) (map[string][]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: object store %s: %w", spec.Bucket, err)
 	}
-	out := map[string][]byte{}
 	for _, n := range names {
 		b, err := obs.GetBytes(n)
 		if err != nil {
 			return nil, fmt.Errorf("cluster: object store %s: get %s: %w", spec.Bucket, n, err)
 		}
 		out[n] = b
+		if slices.Contains(spec.Data, n) {
+			if w.cache == nil {
+				w.cache = map[string][]byte{}
+			}
+			w.cache[n] = b
+		}
 	}
 	return out, nil
 }

@@ -49,8 +49,11 @@ const (
 // ErrMissing reports a dataset whose files are not where they were looked for.
 var ErrMissing = errors.New("data: dataset not found")
 
-// Files names the four IDX files of a dataset.
+// files names the four IDX files of a dataset.
 var files = [4]string{"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}
+
+// Files returns the names of the four IDX files a dataset directory holds.
+func Files() []string { return files[:] }
 
 // DefaultDir returns the directory holding a dataset's IDX files when no
 // directory is given.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -11,6 +13,7 @@ import (
 
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/cluster"
+	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/recipes"
 	"github.com/lathe-ml/lathe/trainer"
@@ -89,6 +92,23 @@ func startPhase(ctx context.Context, job *recipes.Job, opts Options, teachers []
 		spec.StartStep = rp.state.Snapshot.Step
 		files[spec.Resume] = b
 	}
+	// The dataset goes too, so that a worker needs none of its own (and
+	// every replica reads the very bytes the coordinator does).
+	dir := opts.DataDir
+	if dir == "" {
+		if dir, err = data.DefaultDir(job.Dataset); err != nil {
+			return nil, err
+		}
+	}
+	for _, f := range data.Files() {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			return nil, fmt.Errorf("run: the dataset to send the workers: %w", err)
+		}
+		name := cluster.Token(job.Name) + ".data/" + f
+		files[name] = b
+		spec.Data = append(spec.Data, name)
+	}
 	if err := opts.Cluster.WaitWorkers(ctx, 1); err != nil {
 		return nil, err
 	}
@@ -129,7 +149,23 @@ func replicaPhase(dataDir string, log hclog.Logger, extra []trainer.Policy) clus
 				return fmt.Errorf("run: the phase's checkpoint: %w", err)
 			}
 		}
-		_, _, err = execute(ctx, job, Options{DataDir: dataDir, Logger: log, replica: r, Policies: extra})
+		dir := dataDir
+		if dir == "" && len(spec.Data) > 0 {
+			// No dataset given here: the coordinator's copy.
+			tmp, err := os.MkdirTemp("", "lathe-data-")
+			if err != nil {
+				return fmt.Errorf("run: %w", err)
+			}
+			defer os.RemoveAll(tmp)
+			for _, n := range spec.Data {
+				if err := os.WriteFile(filepath.Join(tmp, path.Base(n)), files[n], 0o644); err != nil {
+					return fmt.Errorf("run: %w", err)
+				}
+			}
+			dir = tmp
+			log.Debug("training on the dataset the coordinator sent", "dataset", job.Dataset, "files", len(spec.Data))
+		}
+		_, _, err = execute(ctx, job, Options{DataDir: dir, Logger: log, replica: r, Policies: extra})
 		return err
 	}
 }

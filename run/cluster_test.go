@@ -5,12 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -208,6 +210,10 @@ func TestClusterWeightsDoNotDependOnWorkers(t *testing.T) {
 	if s1.Cluster == nil || s1.Cluster.Workers != 1 || s1.TestAccuracy < 0.8 {
 		t.Fatalf("one worker: cluster %+v, accuracy %v", s1.Cluster, s1.TestAccuracy)
 	}
+	// The workers were given no dataset: they trained on the coordinator's.
+	if !strings.Contains(clusterLog.String(), "training on the dataset the coordinator sent") {
+		t.Fatal("a worker without a dataset did not train on the one the coordinator sent")
+	}
 	two := t.TempDir()
 	tc2 := startCluster(t, 2)
 	var fastest float64 // the workers' own throughput, from their heartbeats
@@ -282,13 +288,14 @@ func TestClusterWeightsDoNotDependOnWorkers(t *testing.T) {
 	}
 }
 
-// testLog logs to stderr with LATHE_TEST_LOG=1, otherwise into
-// clusterLog, which a failing cluster test prints.
+// testLog logs into clusterLog, which a failing cluster test prints (and
+// tests read), and to stderr too with LATHE_TEST_LOG=1.
 func testLog(name string) hclog.Logger {
-	if os.Getenv("LATHE_TEST_LOG") == "" {
-		return hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Debug, Output: &clusterLog})
+	var out io.Writer = &clusterLog
+	if os.Getenv("LATHE_TEST_LOG") != "" {
+		out = io.MultiWriter(os.Stderr, &clusterLog)
 	}
-	return hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Debug})
+	return hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Debug, Output: out})
 }
 
 type lockedBuffer struct {

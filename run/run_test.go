@@ -169,8 +169,8 @@ func TestStatusIsRewrittenWhileTraining(t *testing.T) {
 	StatusEvery = 100 * time.Millisecond
 	var seen []Status
 	slow := func(p trainer.Progress) {
-		if p.Step%10 == 0 {
-			time.Sleep(60 * time.Millisecond) // a step slower than the writer's timer
+		if p.Step%13 == 0 {
+			time.Sleep(200 * time.Millisecond) // a step slower than the writer's timer, four of its ticks
 			var st Status
 			if b, err := os.ReadFile(filepath.Join(dir, StatusFile)); err == nil && json.Unmarshal(b, &st) == nil {
 				seen = append(seen, st)

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -65,6 +66,7 @@ type Coordinator struct {
 	// samplesPerShard is the current phase's micro-shard size.
 	samplesPerShard int
 	asked           map[string]time.Time // when unknown workers were last asked to register
+	stored          map[string][32]byte  // objects put in the store, by SHA-256
 	rep             *Replica
 	stats           MemberStats
 	joined          chan struct{}
@@ -83,6 +85,7 @@ func NewCoordinator(nc *nats.Conn, job string, log hclog.Logger) (*Coordinator, 
 		return nil, fmt.Errorf("cluster: JetStream: %w", err)
 	}
 	c := &Coordinator{nc: nc, js: js, job: Token(job), log: log, Dead: 3 * time.Second, workers: map[string]*WorkerInfo{}, asked: map[string]time.Time{},
+		stored: map[string][32]byte{},
 		joined: make(chan struct{}), stop: make(chan struct{}), bucket: "lathe-" + Token(job)}
 	base := "lathe." + c.job
 	for _, h := range []struct {
@@ -323,9 +326,16 @@ func (c *Coordinator) Phase(ctx context.Context, spec PhaseSpec, files map[strin
 			return nil, err
 		}
 		for name, b := range files {
+			// The dataset goes with every phase: put an object only when
+			// this job has not stored the same bytes under its name yet.
+			sum := sha256.Sum256(b)
+			if c.stored[name] == sum {
+				continue
+			}
 			if _, err := obs.PutBytes(name, b); err != nil {
 				return nil, fmt.Errorf("cluster: object store: put %s: %w", name, err)
 			}
+			c.stored[name] = sum
 		}
 	}
 	spec.Bucket = c.bucket

@@ -117,6 +117,26 @@ func (w *Worker) Serve(ctx context.Context) error {
 	var phaseDone chan error
 	cancelPhase := context.CancelFunc(func() {})
 	defer func() { cancelPhase() }()
+	// stopPhase ends the phase running here, if any, and waits for it;
+	// the worker is idle after it.
+	stopPhase := func() error {
+		if phaseDone == nil {
+			return nil
+		}
+		cancelPhase()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-closed:
+			return errors.New("cluster: the connection to NATS closed")
+		case <-phaseDone:
+		}
+		phaseDone = nil
+		w.mu.Lock()
+		w.state = "idle"
+		w.mu.Unlock()
+		return nil
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -157,16 +177,8 @@ func (w *Worker) Serve(ctx context.Context) error {
 				// The coordinator does not know this worker: it was
 				// restarted, or dropped it as lost. Whatever phase runs
 				// here is none of its plan: stop it, and register anew.
-				if phaseDone != nil {
-					cancelPhase()
-					select {
-					case <-ctx.Done():
-						return ctx.Err()
-					case <-closed:
-						return errors.New("cluster: the connection to NATS closed")
-					case <-phaseDone:
-					}
-					phaseDone = nil
+				if err := stopPhase(); err != nil {
+					return err
 				}
 				w.mu.Lock()
 				if w.rep != nil {
@@ -196,18 +208,9 @@ func (w *Worker) Serve(ctx context.Context) error {
 					// last evaluation). Stop it and take part in this one:
 					// the others wait for this worker's share.
 					w.Log.Info("the next phase starts while the last one winds down here; stopping it", "phase", c.Phase)
-					cancelPhase()
-					select {
-					case <-ctx.Done():
-						return ctx.Err()
-					case <-closed:
-						return errors.New("cluster: the connection to NATS closed")
-					case <-phaseDone:
+					if err := stopPhase(); err != nil {
+						return err
 					}
-					phaseDone = nil
-					w.mu.Lock()
-					w.state = "idle"
-					w.mu.Unlock()
 				}
 				files, err := w.files(c.Spec)
 				if err != nil {

@@ -150,16 +150,7 @@ func parse(f *checkpoint.File) (*Model, error) {
 			return nil, fmt.Errorf("infer: layer %s: weight or bias missing, or shapes that do not chain", ls.Name)
 		}
 		l.w, l.b, l.wq = w.Data, b.Data, w.Quant
-		l.rowPtr = make([]int32, 1, l.Out+1)
-		for r := 0; r < l.Out; r++ {
-			for c, v := range w.Data[r*l.In : (r+1)*l.In] {
-				if v != 0 {
-					l.cols, l.vals = append(l.cols, int32(c)), append(l.vals, v)
-				}
-			}
-			l.rowPtr = append(l.rowPtr, int32(len(l.vals)))
-		}
-		l.Nonzero = len(l.vals)
+		l.buildCSR()
 		if spec, ok := st.Activations[ls.Name]; ok {
 			r := f.Tensor("act/" + ls.Name)
 			if r == nil || len(r.Data) != 2 {
@@ -232,9 +223,9 @@ func (m *Model) choose(l *Layer) {
 			}
 			call := func() {
 				if k == CSRT {
-					m.transposeT(xT, x, batch, l.In, ld)
-					m.runT(l, yT, xT, ld)
-					m.untransposeT(y, yT, batch, l.Out, ld)
+					transpose(xT, x, batch, l.In, ld)
+					l.runT(yT, xT, ld)
+					untranspose(y, yT, batch, l.Out, ld)
 				} else {
 					m.run(l, k, y, x, batch)
 				}
@@ -321,7 +312,7 @@ func (m *Model) Forward(x []float32, batch int) ([]float32, error) {
 	back := func() { // the activations back to [batch, features]
 		if transposed {
 			i := next(batch * feats)
-			m.untransposeT(m.bufs[i][:batch*feats], src, batch, feats, ld)
+			untranspose(m.bufs[i][:batch*feats], src, batch, feats, ld)
 			src, at, transposed = m.bufs[i][:batch*feats], i, false
 		}
 	}
@@ -329,11 +320,11 @@ func (m *Model) Forward(x []float32, batch int) ([]float32, error) {
 		if l.Kind == "linear" && l.kernel(batch) == CSRT {
 			if !transposed {
 				i := next(feats * ld)
-				m.transposeT(m.bufs[i][:feats*ld], src, batch, feats, ld)
+				transpose(m.bufs[i][:feats*ld], src, batch, feats, ld)
 				src, at, transposed = m.bufs[i][:feats*ld], i, true
 			}
 			i := next(l.Out * ld)
-			m.runT(l, m.bufs[i][:l.Out*ld], src, ld)
+			l.runT(m.bufs[i][:l.Out*ld], src, ld)
 			src, at, feats = m.bufs[i][:l.Out*ld], i, l.Out
 			continue
 		}
@@ -439,6 +430,12 @@ func (m *Model) run(l *Layer, kernel string, y, x []float32, batch int) {
 			}
 		}
 	}
+	l.activate(y)
+}
+
+// activate applies the layer's ReLU and activation quantization to
+// outputs that already hold the bias.
+func (l *Layer) activate(y []float32) {
 	if l.ReLU {
 		for i, v := range y {
 			if v < 0 {
@@ -449,6 +446,21 @@ func (m *Model) run(l *Layer, kernel string, y, x []float32, batch int) {
 	if l.actQ != nil {
 		l.actQ.apply(y)
 	}
+}
+
+// buildCSR lays out the non-zero weights by rows (the CSR and CSRT
+// kernels' layout) and counts them.
+func (l *Layer) buildCSR() {
+	l.rowPtr, l.cols, l.vals = make([]int32, 1, l.Out+1), nil, nil
+	for r := 0; r < l.Out; r++ {
+		for c, v := range l.w[r*l.In : (r+1)*l.In] {
+			if v != 0 {
+				l.cols, l.vals = append(l.cols, int32(c)), append(l.vals, v)
+			}
+		}
+		l.rowPtr = append(l.rowPtr, int32(len(l.vals)))
+	}
+	l.Nonzero = len(l.vals)
 }
 
 // Positions is the number of times a layer's weight is applied per

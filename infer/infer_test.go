@@ -80,18 +80,7 @@ func TestLeNet5AgreesWithTheTrainingGraph(t *testing.T) {
 			}
 		}
 	}
-	mf, err := run.ExportModel(gm, "lenet5", "mnist")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := checkpoint.Encode(mf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := checkpoint.Decode(b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := modelFile(t, gm, "lenet5")
 	eng := cpu.New(cpu.Options{Threads: 2})
 	m, err := Load(f, eng)
 	if err != nil {
@@ -134,4 +123,22 @@ func agreesWithGraph(t *testing.T, m *Model, gm *model.Model, eng compute.Engine
 			}
 		}
 	}
+}
+
+// modelFile exports a model as a model file, through its encoding.
+func modelFile(t *testing.T, gm *model.Model, job string) *checkpoint.File {
+	t.Helper()
+	mf, err := run.ExportModel(gm, job, "mnist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := checkpoint.Encode(mf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := checkpoint.Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
 }

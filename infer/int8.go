@@ -4,7 +4,6 @@ import (
 	"sync"
 
 	"github.com/lathe-ml/lathe/checkpoint"
-	"github.com/lathe-ml/lathe/internal/kernels"
 )
 
 // The int8 kernel runs a layer whose weights are quantized and whose input
@@ -169,7 +168,7 @@ func (k8 *int8Layer) rows(sc *int8Scratch, l *Layer, y, x []float32, lo, hi int)
 // quantize writes one row's input codes (made unsigned) and returns their
 // sum; the padding after k stays zero. With VNNI the bulk goes through
 // quantizeU8, which clamps before converting (so that huge values saturate
-// as the scalar path's do) and rounds to nearest even as RoundEven32 does.
+// as the scalar path's do) and rounds to nearest even as quantizer.code does.
 func (k8 *int8Layer) quantize(xq []uint8, x []float32) int32 {
 	q := k8.in
 	var sum int32
@@ -184,7 +183,7 @@ func (k8 *int8Layer) quantize(xq []uint8, x []float32) int32 {
 		}
 	}
 	for ; k < len(x); k++ {
-		c := int32(min(max(kernels.RoundEven32(x[k]*q.inv)+q.zero, q.qmin), q.qmax)) + k8.xOff
+		c := int32(q.code(x[k])) + k8.xOff
 		xq[k] = uint8(c)
 		sum += c
 	}

@@ -16,7 +16,6 @@ import (
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/model"
-	"github.com/lathe-ml/lathe/run"
 )
 
 const ortDir = "testdata/ort"
@@ -164,19 +163,7 @@ func TestONNXLeNet5(t *testing.T) {
 		"conv1": {Spec: compress.QuantSpec{Bits: 8}, Min: 0, Max: 1.5, Enabled: true},
 		"conv2": {Spec: compress.QuantSpec{Bits: 6, Symmetric: true}, Min: 0, Max: 3, Enabled: true},
 	}
-	mf, err := run.ExportModel(gm, "lenet5", "mnist")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := checkpoint.Encode(mf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := checkpoint.Decode(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	exportAndCompare(t, f, 1000, []ONNXOptions{{}, {Int8: true}}, []int{21, 17})
+	exportAndCompare(t, modelFile(t, gm, "lenet5"), 1000, []ONNXOptions{{}, {Int8: true}}, []int{21, 17})
 }
 
 // TestONNXRefusesWhatItCannotExpress: a model without layers, a training

@@ -15,10 +15,14 @@ func newQuantizer(bits int, symmetric bool, lo, hi float32) *quantizer {
 	return &quantizer{scale: scale, inv: 1 / scale, zero: float32(zero), qmin: float32(qmin), qmax: float32(qmax)}
 }
 
+// code is v's integer code (as a float): rounded to nearest even,
+// shifted by the zero point, clamped to the range.
+func (q *quantizer) code(v float32) float32 {
+	return min(max(kernels.RoundEven32(v*q.inv)+q.zero, q.qmin), q.qmax)
+}
+
 func (q *quantizer) apply(x []float32) {
 	for i, v := range x {
-		r := kernels.RoundEven32(v*q.inv) + q.zero
-		r = min(max(r, q.qmin), q.qmax)
-		x[i] = (r - q.zero) * q.scale
+		x[i] = (q.code(v) - q.zero) * q.scale
 	}
 }

@@ -13,15 +13,11 @@ const lanes = 32
 // ldFor is the row stride of the transposed layout for a batch.
 func ldFor(batch int) int { return (batch + lanes - 1) / lanes * lanes }
 
-// transpose writes x [batch, f] as xT [f, ld], features [j0, j1).
-func transpose(xT, x []float32, batch, f, ld, j0, j1 int) {
-	block(xT, ld, x, f, 0, batch, j0, j1)
-}
+// transpose writes x [batch, f] as xT [f, ld].
+func transpose(xT, x []float32, batch, f, ld int) { block(xT, ld, x, f, 0, batch, 0, f) }
 
-// untranspose writes xT [f, ld] back as x [batch, f], features [j0, j1).
-func untranspose(x, xT []float32, batch, f, ld, j0, j1 int) {
-	block(x, f, xT, ld, j0, j1, 0, batch)
-}
+// untranspose writes xT [f, ld] back as x [batch, f].
+func untranspose(x, xT []float32, batch, f, ld int) { block(x, f, xT, ld, 0, f, 0, batch) }
 
 // block writes dst[c·ldd + r] = src[r·lds + c] for r ∈ [r0, r1) and
 // c ∈ [c0, c1): 8×8 blocks with AVX where it runs, a column strip of
@@ -49,13 +45,6 @@ func block(dst []float32, ldd int, src []float32, lds, r0, r1, c0, c1 int) {
 	}
 }
 
-// transposeT and untransposeT are the whole-matrix forms.
-func (m *Model) transposeT(xT, x []float32, batch, f, ld int) { transpose(xT, x, batch, f, ld, 0, f) }
-
-func (m *Model) untransposeT(x, xT []float32, batch, f, ld int) {
-	untranspose(x, xT, batch, f, ld, 0, f)
-}
-
 // panel is the number of samples of one pass over a layer's rows: the
 // activations it touches (features × panel floats) stay in cache.
 const panel = 128
@@ -65,13 +54,10 @@ const panel = 128
 // runs on one thread: on the 2-vCPU machines measured here a second one
 // made it slower (BENCHMARKS.md), and the per-layer choice weighs it
 // against the dense GEMM, which does use the engine's threads.
-func (m *Model) runT(l *Layer, yT, xT []float32, ld int) { l.rowsT(yT, xT, ld, 0, l.Out) }
-
-// rowsT computes output rows [r0, r1) of runT.
-func (l *Layer) rowsT(yT, xT []float32, ld, r0, r1 int) {
+func (l *Layer) runT(yT, xT []float32, ld int) {
 	for p0 := 0; p0 < ld; p0 += panel {
 		n := min(panel, ld-p0)
-		for r := r0; r < r1; r++ {
+		for r := 0; r < l.Out; r++ {
 			lo, hi := l.rowPtr[r], l.rowPtr[r+1]
 			y := yT[r*ld+p0 : r*ld+p0+n]
 			if hi == lo {
@@ -91,20 +77,11 @@ func (l *Layer) rowsT(yT, xT []float32, ld, r0, r1 int) {
 			}
 		}
 	}
-	for r := r0; r < r1; r++ {
+	for r := 0; r < l.Out; r++ {
 		y, b := yT[r*ld:(r+1)*ld], l.b[r]
 		for s := range y {
 			y[s] += b
 		}
-		if l.ReLU {
-			for s, v := range y {
-				if v < 0 {
-					y[s] = 0
-				}
-			}
-		}
-		if l.actQ != nil {
-			l.actQ.apply(y)
-		}
+		l.activate(y)
 	}
 }

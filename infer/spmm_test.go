@@ -28,15 +28,7 @@ func TestCSRTMatchesTheOtherKernels(t *testing.T) {
 	for i := range l.b {
 		l.b[i] = float32(r.NormFloat64())
 	}
-	l.rowPtr = []int32{0}
-	for row := 0; row < out; row++ {
-		for c, v := range l.w[row*in : (row+1)*in] {
-			if v != 0 {
-				l.cols, l.vals = append(l.cols, int32(c)), append(l.vals, v)
-			}
-		}
-		l.rowPtr = append(l.rowPtr, int32(len(l.vals)))
-	}
+	l.buildCSR()
 	m := &Model{eng: cpu.New(cpu.Options{Threads: 2})}
 	simd := hasFMA
 	defer func() { hasFMA = simd }()
@@ -56,10 +48,10 @@ func TestCSRTMatchesTheOtherKernels(t *testing.T) {
 			for i := range xT {
 				xT[i] = float32(math.NaN()) // padding lanes must not leak into samples
 			}
-			m.transposeT(xT, x, batch, in, ld)
-			m.runT(l, yT, xT, ld)
+			transpose(xT, x, batch, in, ld)
+			l.runT(yT, xT, ld)
 			got := make([]float32, batch*out)
-			m.untransposeT(got, yT, batch, out, ld)
+			untranspose(got, yT, batch, out, ld)
 			for i := range want {
 				// One quantization step (scale 4/255) apart at most, where
 				// rounding put a value on the other side of a tie.
@@ -207,14 +199,8 @@ func TestNMMatchesCSR(t *testing.T) {
 		}
 	}
 	l := &Layer{Name: "fc", Kind: "linear", In: in, Out: out, w: w, b: make([]float32, out)}
-	l.rowPtr = []int32{0}
-	for row := 0; row < out; row++ {
-		for c, v := range w[row*in : (row+1)*in] {
-			if v != 0 {
-				l.cols, l.vals = append(l.cols, int32(c)), append(l.vals, v)
-			}
-		}
-		l.rowPtr = append(l.rowPtr, int32(len(l.vals)))
+	l.buildCSR()
+	for row := range l.b {
 		l.b[row] = float32(row)
 	}
 	if l.nm = newNM(w, out, in); l.nm == nil {

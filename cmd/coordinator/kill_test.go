@@ -17,19 +17,23 @@ import (
 	"github.com/lathe-ml/lathe/run"
 )
 
+// stat returns the fields of a process's /proc stat after its command
+// name (state, parent, …), or nil when the process is gone.
+func stat(path string) []string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	s := string(b) // pid (comm) state ppid …; comm may hold spaces, so cut after ')'
+	return strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+}
+
 // children lists the processes whose parent is pid (Linux /proc).
 func children(pid int) []int {
 	var out []int
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, p := range stats {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid …; comm may hold spaces, so cut after ')'.
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+	paths, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, p := range paths {
+		if f := stat(p); len(f) > 1 && f[1] == strconv.Itoa(pid) {
 			c, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
 			out = append(out, c)
 		}
@@ -38,12 +42,7 @@ func children(pid int) []int {
 }
 
 func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	f := stat("/proc/" + strconv.Itoa(pid) + "/stat")
 	return len(f) > 0 && f[0] != "Z" // a zombie has exited
 }
 

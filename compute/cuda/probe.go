@@ -1,8 +1,8 @@
 // Package cuda reaches NVIDIA GPUs through the CUDA driver library loaded
 // at run time (github.com/ebitengine/purego; no cgo, no CUDA headers at
 // build time), so one binary builds and tests everywhere and uses a GPU
-// where there is one. This first part finds and describes devices; the
-// training engine on them is still to be built.
+// where there is one. Probe finds and describes devices; Open starts the
+// training engine on one (driver API, cuBLAS, kernels compiled by NVRTC).
 package cuda
 
 import (
@@ -38,9 +38,10 @@ var ErrNoCUDA = errors.New("CUDA is not usable here")
 var LibraryPaths = []string{"libcuda.so.1", "/usr/lib/x86_64-linux-gnu/libcuda.so.1", "/usr/lib64/libcuda.so.1"}
 
 var driver struct {
-	once sync.Once
-	err  error
-	path string
+	once   sync.Once
+	err    error
+	path   string
+	handle uintptr
 
 	cuInit               func(flags uint32) int32
 	cuDriverGetVersion   func(v *int32) int32
@@ -68,7 +69,7 @@ func load() error {
 		for _, p := range LibraryPaths {
 			var err error
 			if h, err = purego.Dlopen(p, purego.RTLD_NOW|purego.RTLD_GLOBAL); err == nil {
-				driver.path = p
+				driver.path, driver.handle = p, h
 				break
 			}
 			errs = append(errs, err.Error())

@@ -1,0 +1,59 @@
+"""PyTorch anchor for lathe's GPU training steps (bench/gpu/check.sh).
+
+The same step as trainer's BenchmarkDeviceStep*: an MLP with ReLU, batch
+1024 gathered from a resident random set of 8192 samples in the same order,
+cross-entropy, backward, SGD with momentum 0.9 and weight decay 1e-4,
+float32 (TF32 off, PyTorch's default for matrix products). Prints one JSON
+line per measurement: samples/s over `steps` steps after 10 warm-up steps.
+"""
+import json
+import sys
+import time
+
+import torch
+
+torch.backends.cuda.matmul.allow_tf32 = False
+torch.backends.cudnn.allow_tf32 = False
+
+
+def bench(name, sizes, steps, batch=1024, n=8192):
+    dev = "cuda"
+    torch.manual_seed(1)
+    layers = []
+    for i in range(len(sizes) - 1):
+        layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.ReLU())
+    model = torch.nn.Sequential(*layers).to(dev)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    x_all = torch.rand(n, sizes[0], device=dev)
+    y_all = torch.randint(0, sizes[-1], (n,), device=dev)
+    idx = (torch.arange(n, device=dev) * 7919) % n
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step(i):
+        s = i % (n // batch)
+        ix = idx[s * batch:(s + 1) * batch]
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x_all[ix]), y_all[ix])
+        loss.backward()
+        opt.step()
+
+    for i in range(10):
+        step(i)
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    torch.cuda.synchronize()
+    dt = time.perf_counter() - t
+    print(json.dumps({"model": name, "batch": batch, "steps": steps, "samples_per_s": steps * batch / dt,
+                      "device": torch.cuda.get_device_name(0), "torch": torch.__version__}), flush=True)
+
+
+if __name__ == "__main__":
+    which = sys.argv[1] if len(sys.argv) > 1 else "lenet300,wide"
+    if "lenet300" in which:
+        bench("lenet300", [784, 300, 100, 10], 500)
+    if "wide" in which:
+        bench("wide", [784, 4096, 4096, 10], 100)

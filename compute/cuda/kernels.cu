@@ -1,0 +1,163 @@
+// lathe's device-resident training kernels, compiled at run time by NVRTC
+// for the GPU found (compute/cuda/engine.go). Each mirrors the method of
+// compute.Device it serves; compute/host holds the reference in Go, and
+// the shared engine suite checks one against the other.
+
+#define BLOCK 256
+
+extern "C" __global__ void bias_act(float* y, const float* b, int rows, int cols, int relu) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long)rows * cols) return;
+    float v = y[i] + b[i % cols];
+    if (relu && !(v > 0.0f)) v = 0.0f;
+    y[i] = v;
+}
+
+extern "C" __global__ void relu_grad(float* dx, const float* dy, const float* y, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+// One thread per column, rows summed in order (deterministic).
+extern "C" __global__ void col_sum(float* dst, const float* x, int rows, int cols) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= cols) return;
+    float s = 0.0f;
+    for (int r = 0; r < rows; r++) s += x[(long)r * cols + j];
+    dst[j] = s;
+}
+
+extern "C" __global__ void gather_rows(float* dst, const float* src, const int* idx, int off, int rows, int width) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long)rows * width) return;
+    int r = (int)(i / width), c = (int)(i % width);
+    dst[i] = src[(long)idx[off + r] * width + c];
+}
+
+// One thread per row; the same float32 operations as the host reference.
+extern "C" __global__ void softmax_kd(float* grad, float* stats, const float* logits, const int* labels,
+                                      const float* teacher, int rows, int cols, float T, float alpha,
+                                      float gscale) {
+    int r = blockIdx.x * blockDim.x + threadIdx.x;
+    float loss = 0.0f, correct = 0.0f;
+    if (r < rows) {
+        const float* s = logits + (long)r * cols;
+        int y = labels[r];
+        if (teacher == 0) alpha = 0.0f;
+        float m1 = s[0];
+        int arg = 0;
+        for (int j = 1; j < cols; j++) if (s[j] > m1) { m1 = s[j]; arg = j; }
+        if (arg == y) correct = 1.0f;
+        float z1 = 0.0f;
+        for (int j = 0; j < cols; j++) z1 += expf(s[j] - m1);
+        loss = (1.0f - alpha) * (logf(z1) - (s[y] - m1));
+        float zs = 0.0f, zt = 0.0f, mt = 0.0f, ms = m1 / T;
+        const float* t = 0;
+        if (alpha != 0.0f) {
+            t = teacher + (long)r * cols;
+            mt = t[0] / T;
+            for (int j = 0; j < cols; j++) mt = fmaxf(mt, t[j] / T);
+            for (int j = 0; j < cols; j++) {
+                zs += expf(s[j] / T - ms);
+                zt += expf(t[j] / T - mt);
+            }
+            float kl = 0.0f, lzt = logf(zt), lzs = logf(zs);
+            for (int j = 0; j < cols; j++) {
+                float lpt = t[j] / T - mt - lzt;
+                float lps = s[j] / T - ms - lzs;
+                kl += expf(lpt) * (lpt - lps);
+            }
+            loss += alpha * T * T * kl;
+        }
+        if (grad != 0) {
+            float* g = grad + (long)r * cols;
+            for (int j = 0; j < cols; j++) {
+                float p1 = expf(s[j] - m1) / z1;
+                if (j == y) p1 -= 1.0f;
+                float v = (1.0f - alpha) * p1;
+                if (alpha != 0.0f) v += alpha * T * (expf(s[j] / T - ms) / zs - expf(t[j] / T - mt) / zt);
+                g[j] = v * gscale;
+            }
+        }
+    }
+    __shared__ float sl[BLOCK], sc[BLOCK];
+    sl[threadIdx.x] = loss;
+    sc[threadIdx.x] = correct;
+    __syncthreads();
+    for (int k = blockDim.x / 2; k > 0; k >>= 1) {
+        if (threadIdx.x < k) {
+            sl[threadIdx.x] += sl[threadIdx.x + k];
+            sc[threadIdx.x] += sc[threadIdx.x + k];
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        atomicAdd(&stats[0], sl[0]);
+        atomicAdd(&stats[1], sc[0]);
+    }
+}
+
+// One block per row.
+extern "C" __global__ void row_abs_max(float* dst, const float* x, int rows, int cols) {
+    __shared__ float sm[BLOCK];
+    int r = blockIdx.x;
+    float m = 0.0f;
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) m = fmaxf(m, fabsf(x[(long)r * cols + j]));
+    sm[threadIdx.x] = m;
+    __syncthreads();
+    for (int k = blockDim.x / 2; k > 0; k >>= 1) {
+        if (threadIdx.x < k) sm[threadIdx.x] = fmaxf(sm[threadIdx.x], sm[threadIdx.x + k]);
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) dst[r] = sm[0];
+}
+
+extern "C" __global__ void fake_quant(float* dst, const float* x, const float* amax, int rows, int cols, float q) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long)rows * cols) return;
+    float s = __fdiv_rn(amax[i / cols], q);
+    if (s == 0.0f) { dst[i] = 0.0f; return; }
+    float c = rintf(__fdiv_rn(x[i], s));
+    c = fminf(fmaxf(c, -q), q);
+    dst[i] = __fmul_rn(c, s);
+}
+
+// Plain multiplies and adds, never contracted to FMA, as the host computes.
+extern "C" __global__ void sgd(float* w, float* v, const float* g, const float* mask, int n, float lr, float mu, float wd) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float gi = __fadd_rn(g[i], __fmul_rn(wd, w[i]));
+    float vi = __fadd_rn(__fmul_rn(mu, v[i]), gi);
+    float wi = __fsub_rn(w[i], __fmul_rn(lr, vi));
+    if (mask != 0) {
+        wi = __fmul_rn(wi, mask[i]);
+        vi = __fmul_rn(vi, mask[i]);
+    }
+    w[i] = wi;
+    v[i] = vi;
+}
+
+extern "C" __global__ void count_below(float* dst, const float* x, int n, float t) {
+    __shared__ unsigned int c;
+    if (threadIdx.x == 0) c = 0;
+    __syncthreads();
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n && fabsf(x[i]) < t) atomicAdd(&c, 1u);
+    __syncthreads();
+    if (threadIdx.x == 0 && c != 0) atomicAdd(dst, (float)c);
+}
+
+extern "C" __global__ void prune(float* mask, float* w, int n, float t) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float m = mask[i];
+    if (fabsf(w[i]) < t) m = 0.0f;
+    mask[i] = m;
+    w[i] = __fmul_rn(w[i], m);
+}
+
+extern "C" __global__ void fill(float* x, int n, float v) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] = v;
+}

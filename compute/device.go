@@ -1,0 +1,85 @@
+package compute
+
+// Buffer is memory owned by a Device: n float32 (or int32) elements the
+// host cannot read or write except through the Device's Upload and
+// Download. Its contents are the Device's business — on a GPU they live in
+// device memory; on the strict test device they sit in pages the host may
+// not touch.
+type Buffer interface {
+	// Len is the number of 4-byte elements.
+	Len() int
+}
+
+// Device runs lathe's device-resident training kernels: every tensor of a
+// step lives in Buffers, and the host sees only what it uploads (inputs,
+// initial weights) and downloads (metrics, checkpoints).
+//
+// Matrices are row-major and contiguous. Kernels are queued in order and
+// may run asynchronously; a failure is sticky and reported by the next
+// Sync, Download or Alloc. Kernels panic on shape bugs (a buffer shorter
+// than the dimensions say), like Engine.Sgemm.
+//
+// A Device is used by one goroutine at a time.
+type Device interface {
+	// Name identifies the device, e.g. "cpu", "strict" or
+	// "cuda:0 NVIDIA H100 80GB HBM3".
+	Name() string
+
+	// Alloc returns a zeroed buffer of n elements.
+	Alloc(n int) (Buffer, error)
+	// Free returns b to the device (its pool); b must not be used again.
+	Free(b Buffer)
+	// Upload copies src into the start of dst.
+	Upload(dst Buffer, src []float32) error
+	// UploadInt32 copies src into the start of dst as int32 elements (for
+	// the index and label kernels).
+	UploadInt32(dst Buffer, src []int32) error
+	// Download copies the start of src into dst, after every queued kernel.
+	Download(dst []float32, src Buffer) error
+	// Sync waits for every queued kernel and returns the first failure.
+	Sync() error
+	// Close releases everything the device holds.
+	Close() error
+
+	// Gemm computes C = alpha·op(A)·op(B) + beta·C for contiguous row-major
+	// op(A) m×k, op(B) k×n, C m×n (beta 0 ignores C's contents).
+	Gemm(transA, transB bool, m, n, k int, alpha float32, a, b Buffer, beta float32, c Buffer)
+
+	// BiasAct adds bias[j] to every row of y (rows×cols) and, when relu,
+	// replaces negatives by zero.
+	BiasAct(y, bias Buffer, rows, cols int, relu bool)
+	// ReLUGrad sets dx[i] = dy[i] where y[i] > 0 and 0 elsewhere (n elements;
+	// dx may be dy).
+	ReLUGrad(dx, dy, y Buffer, n int)
+	// ColSum sets dst[j] = Σ_i x[i, j] over rows×cols x, summing rows in
+	// order.
+	ColSum(dst, x Buffer, rows, cols int)
+	// GatherRows sets dst's row r to src's row idx[off+r] for r < rows
+	// (idx: int32; src and dst rows of width elements).
+	GatherRows(dst, src, idx Buffer, off, rows, width int)
+
+	// SoftmaxKD computes, per row of logits (rows×cols), the loss
+	// (1−α)·CE(softmax(s), y) + α·T²·KL(softmax(t/T) ‖ softmax(s/T)) with
+	// labels y (int32) and teacher logits t (nil: α is taken as 0), writes
+	// its gradient with respect to s times gscale into grad (nil: none),
+	// and adds the rows' summed loss to stats[0] and their count of correct
+	// top-1 predictions to stats[1].
+	SoftmaxKD(grad, stats, logits, labels, teacher Buffer, rows, cols int, T, alpha, gscale float32)
+
+	// RowAbsMax sets dst[r] = max_j |x[r, j]| (rows×cols).
+	RowAbsMax(dst, x Buffer, rows, cols int)
+	// FakeQuant sets dst[r, j] = clamp(round(x[r, j]/s_r), −q, q)·s_r with
+	// s_r = amax[r]/q (rounding half to even; s_r = 0 gives 0): symmetric
+	// per-row quantization to q = 2^(bits−1) − 1 levels each side.
+	FakeQuant(dst, x, amax Buffer, rows, cols int, q float32)
+
+	// SGD applies a momentum step to n weights: g' = g + wd·w, v = mu·v + g',
+	// w = w − lr·v; with a mask, w and v are then multiplied by it.
+	SGD(w, v, g, mask Buffer, n int, lr, mu, wd float32)
+	// CountBelow adds to dst[0] the number of |x[i]| < t (exact up to 2^24).
+	CountBelow(dst, x Buffer, n int, t float32)
+	// Prune sets mask[i] = 0 where |w[i]| < t and multiplies w by the mask.
+	Prune(mask, w Buffer, n int, t float32)
+	// Fill sets the first n elements of x to v.
+	Fill(x Buffer, n int, v float32)
+}

@@ -1,0 +1,255 @@
+package enginetest
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/lathe-ml/lathe/compute"
+)
+
+// DeviceHarness is what the device suite needs: the device under test and
+// a reference device (compute/host's) the same calls are checked against.
+type DeviceHarness struct {
+	Dev, Ref compute.Device
+	// Exact demands identical bits (the strict device runs the reference's
+	// own kernels); otherwise values agree within a float32 tolerance.
+	Exact bool
+}
+
+type pair struct {
+	dev, ref compute.Buffer
+	n        int
+}
+
+func (h DeviceHarness) alloc(t *testing.T, x []float32) pair {
+	t.Helper()
+	d, err := h.Dev.Alloc(len(x))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := h.Ref.Alloc(len(x))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Dev.Upload(d, x); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Ref.Upload(r, x); err != nil {
+		t.Fatal(err)
+	}
+	return pair{d, r, len(x)}
+}
+
+func (h DeviceHarness) allocInt(t *testing.T, x []int32) pair {
+	t.Helper()
+	d, err := h.Dev.Alloc(len(x))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := h.Ref.Alloc(len(x))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Dev.UploadInt32(d, x); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Ref.UploadInt32(r, x); err != nil {
+		t.Fatal(err)
+	}
+	return pair{d, r, len(x)}
+}
+
+func (h DeviceHarness) free(ps ...pair) {
+	for _, p := range ps {
+		h.Dev.Free(p.dev)
+		h.Ref.Free(p.ref)
+	}
+}
+
+// check downloads both sides and compares them: identical bits when
+// h.Exact, else |d − r| ≤ tol·(1 + |r|).
+func (h DeviceHarness) check(t *testing.T, what string, p pair, tol float64) {
+	t.Helper()
+	d, r := make([]float32, p.n), make([]float32, p.n)
+	if err := h.Dev.Download(d, p.dev); err != nil {
+		t.Fatalf("%s: download: %v", what, err)
+	}
+	if err := h.Ref.Download(r, p.ref); err != nil {
+		t.Fatalf("%s: reference download: %v", what, err)
+	}
+	for i := range d {
+		if h.Exact {
+			if math.Float32bits(d[i]) != math.Float32bits(r[i]) {
+				t.Fatalf("%s[%d] = %v, reference %v (bits differ)", what, i, d[i], r[i])
+			}
+			continue
+		}
+		if diff := math.Abs(float64(d[i]) - float64(r[i])); !(diff <= tol*(1+math.Abs(float64(r[i])))) {
+			t.Fatalf("%s[%d] = %v, reference %v (tolerance %g)", what, i, d[i], r[i], tol)
+		}
+	}
+}
+
+func randn(r *rand.Rand, n int) []float32 {
+	x := make([]float32, n)
+	for i := range x {
+		x[i] = float32(r.NormFloat64())
+	}
+	return x
+}
+
+// RunDevice checks every kernel of h.Dev against h.Ref on seeded random
+// data, at the shapes lathe's MLP steps use and at awkward ones (not
+// multiples of the GPU's block of 256 threads).
+func RunDevice(t *testing.T, h DeviceHarness) {
+	r := rand.New(rand.NewPCG(7, 8))
+	t.Run("Gemm", func(t *testing.T) {
+		for _, sh := range [][3]int{{1, 1, 1}, {3, 5, 7}, {128, 300, 784}, {300, 784, 128}, {257, 10, 100}, {1024, 100, 300}} {
+			m, n, k := sh[0], sh[1], sh[2]
+			for _, ta := range []bool{false, true} {
+				for _, tb := range []bool{false, true} {
+					a, b := h.alloc(t, randn(r, m*k)), h.alloc(t, randn(r, k*n))
+					c := h.alloc(t, randn(r, m*n))
+					h.Dev.Gemm(ta, tb, m, n, k, 0.5, a.dev, b.dev, 0.25, c.dev)
+					h.Ref.Gemm(ta, tb, m, n, k, 0.5, a.ref, b.ref, 0.25, c.ref)
+					// float32 sums of k unit-variance products in another order:
+					// error ~ sqrt(k)·eps32 relative to the terms.
+					h.check(t, fmt.Sprintf("gemm %dx%dx%d ta=%v tb=%v", m, n, k, ta, tb), c, 2e-6*math.Sqrt(float64(k))*4)
+					h.free(a, b, c)
+				}
+			}
+		}
+	})
+	t.Run("BiasActReLUGradColSum", func(t *testing.T) {
+		for _, sh := range [][2]int{{1, 1}, {7, 300}, {1024, 10}, {33, 257}} {
+			rows, cols := sh[0], sh[1]
+			for _, relu := range []bool{false, true} {
+				y, b := h.alloc(t, randn(r, rows*cols)), h.alloc(t, randn(r, cols))
+				dy, dx := h.alloc(t, randn(r, rows*cols)), h.alloc(t, randn(r, rows*cols))
+				s := h.alloc(t, randn(r, cols))
+				h.Dev.BiasAct(y.dev, b.dev, rows, cols, relu)
+				h.Ref.BiasAct(y.ref, b.ref, rows, cols, relu)
+				h.check(t, "bias_act", y, 0)
+				h.Dev.ReLUGrad(dx.dev, dy.dev, y.dev, rows*cols)
+				h.Ref.ReLUGrad(dx.ref, dy.ref, y.ref, rows*cols)
+				h.check(t, "relu_grad", dx, 0)
+				h.Dev.ColSum(s.dev, dy.dev, rows, cols)
+				h.Ref.ColSum(s.ref, dy.ref, rows, cols)
+				h.check(t, "col_sum", s, 0)
+				h.free(y, b, dy, dx, s)
+			}
+		}
+	})
+	t.Run("GatherRows", func(t *testing.T) {
+		src := h.alloc(t, randn(r, 50*13))
+		ix := make([]int32, 300)
+		for i := range ix {
+			ix[i] = int32(r.IntN(50))
+		}
+		idx := h.allocInt(t, ix)
+		dst := h.alloc(t, make([]float32, 300*13))
+		h.Dev.GatherRows(dst.dev, src.dev, idx.dev, 0, 300, 13)
+		h.Ref.GatherRows(dst.ref, src.ref, idx.ref, 0, 300, 13)
+		h.check(t, "gather_rows", dst, 0)
+		h.Dev.GatherRows(dst.dev, src.dev, idx.dev, 17, 200, 13)
+		h.Ref.GatherRows(dst.ref, src.ref, idx.ref, 17, 200, 13)
+		h.check(t, "gather_rows", dst, 0)
+		h.free(src, idx, dst)
+	})
+	t.Run("SoftmaxKD", func(t *testing.T) {
+		for _, rows := range []int{1, 300, 1024} {
+			for _, kd := range []bool{false, true} {
+				cols := 10
+				logits := randn(r, rows*cols)
+				for i := range logits {
+					logits[i] *= 4
+				}
+				lab := make([]int32, rows)
+				for i := range lab {
+					lab[i] = int32(r.IntN(cols))
+				}
+				lg, lb := h.alloc(t, logits), h.allocInt(t, lab)
+				tc := h.alloc(t, randn(r, rows*cols))
+				g, st := h.alloc(t, make([]float32, rows*cols)), h.alloc(t, []float32{1, 2})
+				var td, tr compute.Buffer
+				if kd {
+					td, tr = tc.dev, tc.ref
+				}
+				h.Dev.SoftmaxKD(g.dev, st.dev, lg.dev, lb.dev, td, rows, cols, 2, 0.5, 1/float32(rows))
+				h.Ref.SoftmaxKD(g.ref, st.ref, lg.ref, lb.ref, tr, rows, cols, 2, 0.5, 1/float32(rows))
+				// expf/logf against Go's exp/log rounded: a few ulps per term.
+				h.check(t, "softmax grad", g, 1e-5)
+				h.check(t, "softmax stats", st, 1e-5)
+				h.free(lg, lb, tc, g, st)
+			}
+		}
+	})
+	t.Run("QuantAndPrune", func(t *testing.T) {
+		for _, sh := range [][2]int{{1, 1}, {300, 784}, {10, 100}, {3, 1000}} {
+			rows, cols := sh[0], sh[1]
+			w := randn(r, rows*cols)
+			if rows > 2 {
+				for j := 0; j < cols; j++ {
+					w[cols+j] = 0 // an all-zero row: scale 0
+				}
+			}
+			x := h.alloc(t, w)
+			am, q := h.alloc(t, make([]float32, rows)), h.alloc(t, make([]float32, rows*cols))
+			h.Dev.RowAbsMax(am.dev, x.dev, rows, cols)
+			h.Ref.RowAbsMax(am.ref, x.ref, rows, cols)
+			h.check(t, "row_abs_max", am, 0)
+			for _, bits := range []int{8, 4, 2} {
+				qm := float32(int(1)<<(bits-1) - 1)
+				h.Dev.FakeQuant(q.dev, x.dev, am.dev, rows, cols, qm)
+				h.Ref.FakeQuant(q.ref, x.ref, am.ref, rows, cols, qm)
+				h.check(t, fmt.Sprintf("fake_quant %d bits", bits), q, 0)
+			}
+			cnt := h.alloc(t, []float32{3})
+			h.Dev.CountBelow(cnt.dev, x.dev, rows*cols, 0.5)
+			h.Ref.CountBelow(cnt.ref, x.ref, rows*cols, 0.5)
+			h.check(t, "count_below", cnt, 0)
+			mask := h.alloc(t, make([]float32, rows*cols))
+			h.Dev.Fill(mask.dev, rows*cols, 1)
+			h.Ref.Fill(mask.ref, rows*cols, 1)
+			h.Dev.Prune(mask.dev, x.dev, rows*cols, 0.7)
+			h.Ref.Prune(mask.ref, x.ref, rows*cols, 0.7)
+			h.check(t, "prune mask", mask, 0)
+			h.check(t, "prune w", x, 0)
+			v, g := h.alloc(t, randn(r, rows*cols)), h.alloc(t, randn(r, rows*cols))
+			for _, m := range []bool{false, true} {
+				md, mr := mask.dev, mask.ref
+				if !m {
+					md, mr = nil, nil
+				}
+				h.Dev.SGD(x.dev, v.dev, g.dev, md, rows*cols, 0.05, 0.9, 1e-4)
+				h.Ref.SGD(x.ref, v.ref, g.ref, mr, rows*cols, 0.05, 0.9, 1e-4)
+				h.check(t, "sgd w", x, 0)
+				h.check(t, "sgd v", v, 0)
+			}
+			h.free(x, am, q, cnt, mask, v, g)
+		}
+	})
+	t.Run("Errors", func(t *testing.T) {
+		b, err := h.Dev.Alloc(4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Dev.Upload(b, make([]float32, 5)); err == nil {
+			t.Error("upload of 5 elements into 4 did not fail")
+		}
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Error("a kernel on a too-short buffer did not panic")
+				}
+			}()
+			h.Dev.Fill(b, 5, 1)
+		}()
+		h.Dev.Free(b)
+		if err := h.Dev.Sync(); err != nil {
+			t.Fatalf("device error after the suite: %v", err)
+		}
+	})
+}

@@ -64,7 +64,7 @@ func Main(args []string, stderr io.Writer) int {
 		job      = fs.String("job", "", "job to join (default: the only job running on that NATS)")
 		name     = fs.String("name", "", "worker name, unique in the job (default: host-pid)")
 		dataDir  = fs.String("data-dir", "", "directory holding the dataset's IDX files (default: where it is installed)")
-		device   = fs.String("device", "auto", "auto, cpu, cuda or cuda:N (auto: the CPU, with a log line saying why not CUDA; the CUDA engine is not built yet)")
+		device   = fs.String("device", "auto", "auto, cpu, cuda or cuda:N (auto: the CPU, with a log line saying why not CUDA; recipe training on workers does not use the CUDA engine yet)")
 		logLevel = fs.String("log-level", "info", "trace, debug, info, warn or error")
 		local    = fs.Bool("local", false, "a local worker of an embedded server: exit when the coordinator does")
 		af       = Register(fs)
@@ -93,16 +93,20 @@ func Main(args []string, stderr io.Writer) int {
 	// The device is checked before anything is reached over the network.
 	switch kind {
 	case "cuda":
-		d, err := cuda.Probe(index)
+		// Starting the engine checks everything it needs: the driver, the
+		// device, cuBLAS, NVRTC and that the kernels compile for it.
+		e, err := cuda.Open(index, cuda.Options{Logger: log})
 		if err != nil {
 			fmt.Fprintf(stderr, "worker: --device %s: %v\n", *device, err)
 			return 1
 		}
-		fmt.Fprintf(stderr, "worker: --device %s: found %s, but lathe's CUDA training engine is not built yet; run this worker with --device cpu\n", *device, d)
+		d := e.Info()
+		_ = e.Close()
+		fmt.Fprintf(stderr, "worker: --device %s: the CUDA engine starts on %s, but recipe training on workers does not use it yet; run this worker with --device cpu\n", *device, &d)
 		return 1
 	case "auto":
 		if d, err := cuda.Probe(0); err == nil {
-			log.Info("found a CUDA device, but lathe's CUDA training engine is not built yet: training on the CPU", "device", d.String())
+			log.Info("found a CUDA device, but recipe training on workers does not use the CUDA engine yet: training on the CPU", "device", d.String())
 		} else {
 			log.Info("no usable CUDA device: training on the CPU", "reason", err)
 		}

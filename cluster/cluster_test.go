@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -142,7 +143,7 @@ func TestPlanAndChunksCoverEverything(t *testing.T) {
 		var ks []int
 		hi := 0
 		for r := range size {
-			ks = append(ks, plan(8, size, r)...)
+			ks = append(ks, plan(8, nil, size, r)...)
 			lo, h := chunk(1001, size, r)
 			if lo != hi {
 				t.Fatalf("size %d: chunk %d starts at %d, not %d", size, r, lo, hi)
@@ -214,7 +215,7 @@ func TestStepReducedBeforeALossIsKept(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	reps[coordinatorName].SetGen(2, []string{"a"}, "")
+	reps[coordinatorName].SetGen(2, []string{"a"}, nil, "")
 	start := time.Now()
 	v, err := reps[coordinatorName].Reduce(ctx, 0, n, func([]int, []int64) error {
 		t.Error("the coordinator computes nothing")
@@ -343,5 +344,142 @@ func TestWorkerRegistersWithARestartedCoordinator(t *testing.T) {
 		t.Fatalf("the worker stopped: %v", err)
 	case <-time.After(10 * time.Second):
 		t.Fatal("the worker did not take part in the new coordinator's phase")
+	}
+}
+
+func TestWeightedSharesAndPlans(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		shards int
+		caps   []float64
+		want   []int
+	}{
+		{"equal", 8, []float64{1, 1}, []int{4, 4}},
+		{"four to one", 16, []float64{400, 100}, []int{13, 3}},
+		{"remainders to the largest", 10, []float64{1, 1, 1}, []int{4, 3, 3}},
+		{"a GPU beside CPUs: one gets none", 32, []float64{50000, 1000, 1000}, []int{31, 1, 0}},
+		{"unknown capacity", 8, []float64{1, 0}, nil},
+		{"no workers", 8, nil, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := weightedShares(tc.shards, tc.caps)
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("weightedShares(%d, %v) = %v, want %v", tc.shards, tc.caps, got, tc.want)
+			}
+			if got == nil {
+				return
+			}
+			var ks []int
+			for r := range got {
+				ks = append(ks, plan(tc.shards, got, len(got), r)...)
+			}
+			for i, k := range ks {
+				if k != i || len(ks) != tc.shards {
+					t.Fatalf("plans %v do not cover [0, %d) once", ks, tc.shards)
+				}
+			}
+		})
+	}
+	// Shares that do not fit fall back to the equal split.
+	if got := plan(8, []int{5, 5}, 2, 1); !slices.Equal(got, []int{4, 5, 6, 7}) {
+		t.Fatalf("plan with shares summing past the micro-shards: %v", got)
+	}
+	if a, b := stepTime(16, nil, []float64{4, 1}), stepTime(16, []int{13, 3}, []float64{4, 1}); !(b < a) {
+		t.Fatalf("step time %v with the weighted split, %v equal", b, a)
+	}
+}
+
+// TestStepIsSplitByMeasuredSpeed: two workers, one four times slower per
+// micro-shard. The coordinator measures their speeds from heartbeats,
+// re-splits the step in proportion (a generation with the same members),
+// and every step still reduces to the exact same vector.
+func TestStepIsSplitByMeasuredSpeed(t *testing.T) {
+	defer func(e time.Duration) { RebalanceEvery = e }(RebalanceEvery)
+	RebalanceEvery = 300 * time.Millisecond
+	_, conn := embedded(t)
+	coord, err := NewCoordinator(conn("coordinator"), "job", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer coord.Close()
+	const n, shards, steps = 64, 16, 120
+	contribution := func(k, i int) float32 { return float32(k+1) * float32(i+1) / 7 }
+	var want []float32
+	for i := range n {
+		var q int64
+		for k := range shards {
+			v, _ := trainer.ToFixed(contribution(k, i))
+			q += v
+		}
+		want = append(want, trainer.FromFixed(q))
+	}
+	compute := func(perShard time.Duration) func([]int, []int64) error {
+		return func(ks []int, into []int64) error {
+			time.Sleep(time.Duration(len(ks)) * perShard)
+			for _, k := range ks {
+				for i := range into {
+					q, _ := trainer.ToFixed(contribution(k, i))
+					into[i] += q
+				}
+			}
+			return nil
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	errs := make(chan error, 2)
+	for name, per := range map[string]time.Duration{"fast": 2 * time.Millisecond, "slow": 8 * time.Millisecond} {
+		w := &Worker{NC: conn(name), Job: "job", Name: name, Device: "cpu",
+			Run: func(ctx context.Context, _ PhaseSpec, _ map[string][]byte, par *Replica) error {
+				for s := range int64(steps) {
+					v, err := par.Reduce(ctx, s, n, compute(per))
+					if err != nil {
+						return err
+					}
+					if !slices.Equal(v, want) {
+						return fmt.Errorf("%s: step %d reduced a different vector", name, s)
+					}
+				}
+				return nil
+			}}
+		go func() {
+			if err := w.Serve(ctx); err != nil && ctx.Err() == nil {
+				errs <- err
+			}
+		}()
+	}
+	if err := coord.WaitWorkers(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := coord.Phase(ctx, PhaseSpec{Name: "p", MicroShards: shards, SamplesPerShard: 8}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for s := range int64(steps) {
+		v, err := rep.Reduce(ctx, s, n, nil)
+		if err != nil {
+			t.Fatalf("step %d: %v", s, err)
+		}
+		if !slices.Equal(v, want) {
+			t.Fatalf("coordinator: step %d reduced a different vector", s)
+		}
+		select {
+		case err := <-errs:
+			t.Fatal(err)
+		default:
+		}
+	}
+	st, shares := coord.Stats(), coord.Shares()
+	t.Logf("rebalances %d, shares %v, workers %+v", st.Rebalances, shares, coord.Workers())
+	if st.Rebalances < 1 || shares == nil {
+		t.Fatalf("the step was never re-split (rebalances %d, shares %v)", st.Rebalances, shares)
+	}
+	if shares["fast"]+shares["slow"] != shards || shares["fast"] < 3*shares["slow"] {
+		t.Fatalf("shares %v for a worker four times faster", shares)
+	}
+	for _, w := range coord.Workers() {
+		if w.Capacity <= 0 || w.Share != shares[w.Name] {
+			t.Fatalf("worker %s: capacity %v, share %d (shares %v)", w.Name, w.Capacity, w.Share, shares)
+		}
 	}
 }

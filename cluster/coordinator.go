@@ -32,8 +32,16 @@ type WorkerInfo struct {
 	// SamplesPerSecond is the worker's own computing throughput in the
 	// phase, from its heartbeats (smoothed).
 	SamplesPerSecond float64 `json:"samples_per_second"`
-	shards           int64
-	shardsAt         time.Time
+	// Capacity is the worker's speed while computing (samples per second
+	// of compute time, smoothed, kept across phases): the step is split
+	// among the members in proportion to it.
+	Capacity float64 `json:"capacity_samples_per_second"`
+	// Share is the micro-shards of each step the worker computes in the
+	// current generation.
+	Share       int `json:"share"`
+	shards      int64
+	shardsAt    time.Time
+	computeSecs float64
 }
 
 // MemberStats are the coordinator's counts over the job.
@@ -42,6 +50,7 @@ type MemberStats struct {
 	WorkersLost      int   `json:"workers_lost"`   // silent past the deadline
 	WorkersFailed    int   `json:"workers_failed"` // reported a failure (a NaN or Inf in its gradient, say) and were left out
 	Generations      int   `json:"generations"`
+	Rebalances       int   `json:"rebalances"` // generations that only re-split the step by measured speed
 	MessagesRejected int64 `json:"messages_rejected"`
 }
 
@@ -63,8 +72,14 @@ type Coordinator struct {
 	phase   uint64
 	gen     uint64
 	members []string
-	// samplesPerShard is the current phase's micro-shard size.
+	// samplesPerShard is the current phase's micro-shard size, shards its
+	// micro-shards per step.
 	samplesPerShard int
+	shards          int
+	// shares is the current generation's split of the micro-shards (nil:
+	// equal), planned when it was set.
+	shares  []int
+	planned time.Time
 	asked           map[string]time.Time // when unknown workers were last asked to register
 	stored          map[string][32]byte  // objects put in the store, by SHA-256
 	rep             *Replica
@@ -199,10 +214,18 @@ func (c *Coordinator) onHeartbeat(m *nats.Msg) {
 		w.BytesSent, w.BytesReceived = hb.BytesSent, hb.BytesReceived
 		now := time.Now()
 		if !w.shardsAt.IsZero() && hb.Shards >= w.shards && c.samplesPerShard > 0 {
-			rate := float64((hb.Shards-w.shards)*int64(c.samplesPerShard)) / now.Sub(w.shardsAt).Seconds()
+			done := float64((hb.Shards - w.shards) * int64(c.samplesPerShard))
+			rate := done / now.Sub(w.shardsAt).Seconds()
 			w.SamplesPerSecond = 0.5*w.SamplesPerSecond + 0.5*rate
+			if busy := hb.ComputeSeconds - w.computeSecs; busy > 0 && done > 0 {
+				if capa := done / busy; w.Capacity == 0 {
+					w.Capacity = capa
+				} else {
+					w.Capacity = 0.5*w.Capacity + 0.5*capa
+				}
+			}
 		}
-		w.shards, w.shardsAt = hb.Shards, now
+		w.shards, w.shardsAt, w.computeSecs = hb.Shards, now, hb.ComputeSeconds
 	}
 	if hb.State == "failed" && w.State != "failed" {
 		w.State, w.Error = "failed", hb.Error
@@ -233,8 +256,64 @@ func (c *Coordinator) monitor() {
 				c.dropLocked(name)
 			}
 		}
+		c.rebalanceLocked()
 		c.mu.Unlock()
 	}
+}
+
+// RebalanceEvery is the least time between two re-splits of the step, and
+// RebalanceGain the least gain in step time (as a fraction) one must
+// promise: each costs the step in flight, computed again.
+var (
+	RebalanceEvery = 2 * time.Second
+	RebalanceGain  = 0.1
+)
+
+// weightedLocked is the split of the step among the members by their
+// capacities: nil (equal) while one is unknown (c.mu held).
+func (c *Coordinator) weightedLocked() []int {
+	caps := make([]float64, len(c.members))
+	for i, n := range c.members {
+		caps[i] = c.workers[n].Capacity
+	}
+	return weightedShares(c.shards, caps)
+}
+
+// setSharesLocked records a generation's split (c.mu held).
+func (c *Coordinator) setSharesLocked(shares []int) {
+	c.shares, c.planned = shares, time.Now()
+	for i, n := range c.members {
+		c.workers[n].Share = len(plan(c.shards, shares, len(c.members), i))
+	}
+}
+
+// rebalanceLocked re-splits the step among the same members when their
+// measured capacities promise a step RebalanceGain faster: a generation
+// with the same members and new shares (c.mu held).
+func (c *Coordinator) rebalanceLocked() {
+	if c.rep == nil || len(c.members) < 2 || time.Since(c.planned) < RebalanceEvery {
+		return
+	}
+	next := c.weightedLocked()
+	if next == nil || slices.Equal(next, c.shares) {
+		return
+	}
+	caps := make([]float64, len(c.members))
+	for i, n := range c.members {
+		caps[i] = c.workers[n].Capacity
+	}
+	now, then := stepTime(c.shards, c.shares, caps), stepTime(c.shards, next, caps)
+	if !(then < (1-RebalanceGain)*now) {
+		return
+	}
+	c.gen++
+	c.stats.Generations++
+	c.stats.Rebalances++
+	c.setSharesLocked(next)
+	c.log.Info("the step is re-split by the workers' measured speeds", "generation", c.gen, "workers", c.members, "shares", next,
+		"step_time_gain", fmt.Sprintf("%.0f%%", 100*(1-then/now)))
+	c.control(Control{Kind: "gen", Phase: c.phase, Gen: c.gen, Members: c.members, Shares: next})
+	c.rep.SetGen(c.gen, c.members, next, "")
 }
 
 // dropLocked removes a worker from the phase's membership: a new
@@ -256,10 +335,11 @@ func (c *Coordinator) dropLocked(name string) {
 			}
 		}
 	}
-	c.log.Info("membership changed: the step is re-planned", "generation", c.gen, "workers", len(c.members))
-	c.control(Control{Kind: "gen", Phase: c.phase, Gen: c.gen, Members: c.members, Error: failure})
+	c.setSharesLocked(c.weightedLocked())
+	c.log.Info("membership changed: the step is re-planned", "generation", c.gen, "workers", len(c.members), "shares", c.shares)
+	c.control(Control{Kind: "gen", Phase: c.phase, Gen: c.gen, Members: c.members, Shares: c.shares, Error: failure})
 	if c.rep != nil {
-		c.rep.SetGen(c.gen, c.members, failure)
+		c.rep.SetGen(c.gen, c.members, c.shares, failure)
 	}
 }
 
@@ -290,6 +370,21 @@ func (c *Coordinator) WaitWorkers(ctx context.Context, n int) error {
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// Shares is the current split of the step among the members (micro-shards
+// each computes), or nil while it is equal.
+func (c *Coordinator) Shares() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.shares == nil {
+		return nil
+	}
+	out := map[string]int{}
+	for i, n := range c.members {
+		out[n] = c.shares[i]
+	}
+	return out
 }
 
 // Workers lists the workers known, in registration order.
@@ -343,13 +438,13 @@ func (c *Coordinator) Phase(ctx context.Context, spec PhaseSpec, files map[strin
 	defer c.mu.Unlock()
 	c.phase++
 	c.gen++
-	c.samplesPerShard = spec.SamplesPerShard
+	c.samplesPerShard, c.shards = spec.SamplesPerShard, spec.MicroShards
 	c.stats.Generations++
 	c.members = nil
 	for _, n := range c.order {
 		if w := c.workers[n]; w.State == "ready" || w.State == "training" {
 			w.State = "training"
-			w.SamplesPerSecond, w.shards, w.shardsAt = 0, 0, time.Time{}
+			w.SamplesPerSecond, w.shards, w.shardsAt, w.computeSecs = 0, 0, time.Time{}, 0
 			c.members = append(c.members, n)
 		}
 	}
@@ -362,12 +457,16 @@ func (c *Coordinator) Phase(ctx context.Context, spec PhaseSpec, files map[strin
 		return nil, err
 	}
 	rep.Start(spec.StartStep)
+	// Workers measured in earlier phases start with a split by their
+	// speeds; until every member is measured, an equal one.
+	c.setSharesLocked(c.weightedLocked())
+	rep.SetShares(c.shares)
 	if c.rep != nil {
 		c.rep.Close()
 	}
 	c.rep = rep
-	c.log.Info("phase starting", "phase", c.phase, "name", spec.Name, "workers", c.members, "micro_shards", spec.MicroShards)
-	c.control(Control{Kind: "phase", Phase: c.phase, Gen: c.gen, Members: c.members, Spec: &spec})
+	c.log.Info("phase starting", "phase", c.phase, "name", spec.Name, "workers", c.members, "micro_shards", spec.MicroShards, "shares", c.shares)
+	c.control(Control{Kind: "phase", Phase: c.phase, Gen: c.gen, Members: c.members, Shares: c.shares, Spec: &spec})
 	return rep, nil
 }
 

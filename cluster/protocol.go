@@ -39,6 +39,10 @@ type Heartbeat struct {
 	BytesSent     int64 `json:"bytes_sent"`
 	BytesReceived int64 `json:"bytes_received"`
 	Shards        int64 `json:"shards"` // micro-shards computed in the phase
+	// ComputeSeconds is the time spent computing those micro-shards (not
+	// waiting for the others): shards per compute second is the worker's
+	// capacity.
+	ComputeSeconds float64 `json:"compute_seconds"`
 }
 
 // Control is a coordinator message to every worker.
@@ -47,6 +51,10 @@ type Control struct {
 	Phase   uint64     `json:"phase"`
 	Gen     uint64     `json:"gen"`
 	Members []string   `json:"members,omitempty"` // the computing workers, in rank order
+	// Shares are the micro-shards each member computes, in rank order
+	// (absent: an equal split): the coordinator weights them by the
+	// workers' measured speeds.
+	Shares []int `json:"shares,omitempty"`
 	Spec    *PhaseSpec `json:"spec,omitempty"`
 	Error   string     `json:"error,omitempty"`
 }
@@ -170,11 +178,87 @@ func float32s(b []byte) ([]float32, error) {
 // chunk is owner j's range of an n-element vector split among size owners.
 func chunk(n, size, j int) (lo, hi int) { return j * n / size, (j + 1) * n / size }
 
-// plan is the micro-shards rank computes when size workers share shards.
-func plan(shards, size, rank int) []int {
+// plan is the micro-shards rank computes when size workers share shards:
+// shares[rank] consecutive ones after those of the ranks before it, or,
+// without shares (nil, or not one per worker adding up to shards), an
+// equal split. Whoever computes a micro-shard, the reduced sum is the
+// same bits, so the split is free to follow the workers' speeds.
+func plan(shards int, shares []int, size, rank int) []int {
+	lo, hi := rank*shards/size, (rank+1)*shards/size
+	if validShares(shares, shards, size) {
+		lo = 0
+		for _, s := range shares[:rank] {
+			lo += s
+		}
+		hi = lo + shares[rank]
+	}
 	var ks []int
-	for k := rank * shards / size; k < (rank+1)*shards/size; k++ {
+	for k := lo; k < hi; k++ {
 		ks = append(ks, k)
 	}
 	return ks
+}
+
+func validShares(shares []int, shards, size int) bool {
+	if len(shares) != size {
+		return false
+	}
+	sum := 0
+	for _, s := range shares {
+		if s < 0 {
+			return false
+		}
+		sum += s
+	}
+	return sum == shards
+}
+
+// weightedShares splits shards among workers in proportion to their
+// capacities (samples/s while computing), by largest remainders with ties
+// to the lower rank; nil (an equal split) when a capacity is unknown.
+func weightedShares(shards int, caps []float64) []int {
+	var total float64
+	for _, c := range caps {
+		if !(c > 0) || math.IsInf(c, 0) {
+			return nil
+		}
+		total += c
+	}
+	if len(caps) == 0 {
+		return nil
+	}
+	shares := make([]int, len(caps))
+	rem := make([]float64, len(caps))
+	left := shards
+	for i, c := range caps {
+		q := float64(shards) * c / total
+		shares[i] = int(q)
+		rem[i] = q - float64(shares[i])
+		left -= shares[i]
+	}
+	for ; left > 0; left-- {
+		best := 0
+		for i := range rem {
+			if rem[i] > rem[best] {
+				best = i
+			}
+		}
+		shares[best]++
+		rem[best] = -1
+	}
+	return shares
+}
+
+// stepTime is the time a step takes under shares (equal when nil) at the
+// given capacities, in units of one micro-shard at 1 sample/s: the
+// slowest worker's.
+func stepTime(shards int, shares []int, caps []float64) float64 {
+	var worst float64
+	for i, c := range caps {
+		n := len(plan(shards, shares, len(caps), i))
+		if n > 0 {
+			worst = max(worst, float64(n)/c)
+		}
+	}
+	return worst
 }

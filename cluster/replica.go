@@ -36,6 +36,8 @@ type Stats struct {
 	Resends          int64 `json:"resends"`
 	Redone           int64 `json:"steps_redone"` // steps computed again after a membership change
 	Shards           int64 `json:"shards"`       // micro-shards computed
+	// ComputeSeconds is the time spent computing them.
+	ComputeSeconds float64 `json:"compute_seconds"`
 }
 
 // key identifies one sender's vector for one step.
@@ -72,6 +74,7 @@ type Replica struct {
 	mu       sync.Mutex
 	gen      uint64
 	members  []string
+	shares   []int // the current generation's micro-shards per member (nil: equal)
 	byGen    map[uint64][]string // every generation's members, for its late messages
 	failure  string              // set with an empty membership: why the phase cannot go on
 	changed  chan struct{}       // closed when the generation changes
@@ -179,15 +182,24 @@ func (r *Replica) Stats() Stats {
 	return s
 }
 
-// SetGen installs a membership generation (ignored unless newer). An empty
-// membership with a failure makes waiting steps fail with it.
-func (r *Replica) SetGen(gen uint64, members []string, failure string) {
+// SetShares sets the current generation's split of the micro-shards among
+// its members (nil: equal).
+func (r *Replica) SetShares(shares []int) {
+	r.mu.Lock()
+	r.shares = slices.Clone(shares)
+	r.mu.Unlock()
+}
+
+// SetGen installs a membership generation (ignored unless newer) and its
+// split of the micro-shards (nil: equal). An empty membership with a
+// failure makes waiting steps fail with it.
+func (r *Replica) SetGen(gen uint64, members []string, shares []int, failure string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if gen <= r.gen {
 		return
 	}
-	r.gen, r.members, r.failure = gen, slices.Clone(members), failure
+	r.gen, r.members, r.shares, r.failure = gen, slices.Clone(members), slices.Clone(shares), failure
 	r.byGen[gen] = slices.Clone(members)
 	close(r.changed)
 	r.changed = make(chan struct{})
@@ -205,10 +217,10 @@ func (r *Replica) SetGen(gen uint64, members []string, failure string) {
 	}()
 }
 
-func (r *Replica) view() (uint64, []string, string, chan struct{}) {
+func (r *Replica) view() (uint64, []string, []int, string, chan struct{}) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.gen, r.members, r.failure, r.changed
+	return r.gen, r.members, r.shares, r.failure, r.changed
 }
 
 var errGenChanged = errors.New("cluster: membership changed")
@@ -258,7 +270,7 @@ func (r *Replica) Reduce(ctx context.Context, step int64, n int, compute func([]
 	r.mu.Unlock()
 	first := true
 	for {
-		gen, members, failure, changed := r.view()
+		gen, members, shares, failure, changed := r.view()
 		if len(members) == 0 {
 			if failure != "" {
 				return nil, fmt.Errorf("cluster: %s", failure)
@@ -282,7 +294,7 @@ func (r *Replica) Reduce(ctx context.Context, step int64, n int, compute func([]
 		first = false
 		var err error
 		if full == nil {
-			full, err = r.attempt(ctx, gen, members, changed, step, n, compute)
+			full, err = r.attempt(ctx, gen, members, shares, changed, step, n, compute)
 		}
 		if errors.Is(err, errGenChanged) {
 			// Someone may have completed the step already (its last chunk
@@ -313,17 +325,20 @@ func (r *Replica) Reduce(ctx context.Context, step int64, n int, compute func([]
 }
 
 // attempt runs the step under one generation.
-func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, changed chan struct{}, step int64, n int, compute func([]int, []int64) error) ([]float32, error) {
+func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, shares []int, changed chan struct{}, step int64, n int, compute func([]int, []int64) error) ([]float32, error) {
 	size := len(members)
 	rank := slices.Index(members, r.name)
 	if rank >= 0 {
 		partial := make([]int64, n)
-		mine := plan(r.shards, size, rank)
+		mine := plan(r.shards, shares, size, rank)
+		start := time.Now()
 		if err := compute(mine, partial); err != nil {
 			return nil, err
 		}
+		took := time.Since(start).Seconds()
 		r.mu.Lock()
 		r.stats.Shards += int64(len(mine))
+		r.stats.ComputeSeconds += took
 		r.partial = &sent{gen: gen, step: step, n: n, i64: partial}
 		r.mu.Unlock()
 		for j, o := range members {

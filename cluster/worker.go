@@ -167,7 +167,7 @@ func (w *Worker) Serve(ctx context.Context) error {
 			case "gen":
 				w.mu.Lock()
 				if w.rep != nil && c.Phase == w.phase {
-					w.rep.SetGen(c.Gen, c.Members, c.Error)
+					w.rep.SetGen(c.Gen, c.Members, c.Shares, c.Error)
 				}
 				w.mu.Unlock()
 			case "register":
@@ -225,6 +225,7 @@ func (w *Worker) Serve(ctx context.Context) error {
 					return err
 				}
 				rep.Start(c.Spec.StartStep)
+				rep.SetShares(c.Shares)
 				w.mu.Lock()
 				if w.rep != nil {
 					w.rep.Close()
@@ -283,7 +284,7 @@ func (w *Worker) heartbeats(ctx context.Context, prefix string) {
 		hb := Heartbeat{Name: w.Name, Phase: w.phase, State: w.state, Error: w.err}
 		if w.rep != nil {
 			st := w.rep.Stats()
-			hb.Step, hb.BytesSent, hb.BytesReceived, hb.Shards = st.Steps, st.BytesSent, st.BytesReceived, st.Shards
+			hb.Step, hb.BytesSent, hb.BytesReceived, hb.Shards, hb.ComputeSeconds = st.Steps, st.BytesSent, st.BytesReceived, st.Shards, st.ComputeSeconds
 		}
 		w.mu.Unlock()
 		b, _ := json.Marshal(hb)

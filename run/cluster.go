@@ -22,12 +22,17 @@ import (
 // ClusterSummary is summary.json's account of a cluster run's student
 // phase.
 type ClusterSummary struct {
-	Workers          int   `json:"workers"` // the most that took part at once
-	WorkersLost      int   `json:"workers_lost"`
-	WorkersFailed    int   `json:"workers_quarantined"` // left out after reporting a failure, e.g. a NaN or Inf
-	StepsReplanned   int64 `json:"steps_replanned"`
-	MessagesRejected int64 `json:"messages_rejected"`
-	MicroShards      int   `json:"micro_shards"`
+	Workers        int   `json:"workers"` // the most that took part at once
+	WorkersLost    int   `json:"workers_lost"`
+	WorkersFailed  int   `json:"workers_quarantined"` // left out after reporting a failure, e.g. a NaN or Inf
+	StepsReplanned int64 `json:"steps_replanned"`
+	// Rebalances are the re-splits of the step by the workers' measured
+	// speeds; Shares the last split (micro-shards per worker, absent when
+	// equal).
+	Rebalances       int            `json:"rebalances"`
+	Shares           map[string]int `json:"shares,omitempty"`
+	MessagesRejected int64          `json:"messages_rejected"`
+	MicroShards      int            `json:"micro_shards"`
 	// Per worker and step, mean over the workers that trained: data bytes
 	// published and received (reduce-scatter and all-gather), and the
 	// gradient's float32 size they compare with.
@@ -174,7 +179,7 @@ func replicaPhase(dataDir string, log hclog.Logger, extra []trainer.Policy) clus
 func clusterSummary(c *cluster.Coordinator, par *cluster.Replica) *ClusterSummary {
 	ms, rs := c.Stats(), par.Stats()
 	s := &ClusterSummary{Workers: ms.MaxWorkers, WorkersLost: ms.WorkersLost, WorkersFailed: ms.WorkersFailed, StepsReplanned: rs.Redone,
-		MessagesRejected: ms.MessagesRejected, MicroShards: par.MicroShards()}
+		Rebalances: ms.Rebalances, Shares: c.Shares(), MessagesRejected: ms.MessagesRejected, MicroShards: par.MicroShards()}
 	var n int
 	for _, w := range c.Workers() {
 		if w.Step > 0 && w.BytesSent > 0 {

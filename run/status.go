@@ -47,7 +47,11 @@ type WorkerStatus struct {
 	// SamplesPerSecond is what the worker itself computes, from its
 	// heartbeats.
 	SamplesPerSecond float64 `json:"samples_per_second"`
-	Error            string  `json:"error,omitempty"`
+	// Capacity is its speed while computing, and Share the micro-shards of
+	// each step it computes: the coordinator splits the step by capacity.
+	Capacity float64 `json:"capacity_samples_per_second"`
+	Share    int     `json:"share"`
+	Error    string  `json:"error,omitempty"`
 }
 
 // statusWriter keeps status.json current: on training progress (at most
@@ -121,7 +125,7 @@ func (w *statusWriter) write() {
 	if w.cluster != nil {
 		for _, wi := range w.cluster.Workers() {
 			w.st.Workers = append(w.st.Workers, WorkerStatus{Name: wi.Name, State: wi.State, Device: wi.Device, Step: wi.Step,
-				SamplesPerSecond: wi.SamplesPerSecond, Error: wi.Error})
+				SamplesPerSecond: wi.SamplesPerSecond, Capacity: wi.Capacity, Share: wi.Share, Error: wi.Error})
 		}
 	}
 	b, _ := json.MarshalIndent(w.st, "", "  ")

@@ -156,12 +156,26 @@ type progressBar struct {
 }
 
 // workerRates is the progress line's account of the training workers:
-// name and the samples/s each computes.
+// name and the samples/s each computes, with the micro-shards of each step
+// it computes once the step is split unevenly by speed.
 func workerRates(ws []cluster.WorkerInfo) string {
 	var parts []string
+	uneven, first := false, -1
 	for _, w := range ws {
 		if w.State == "training" {
-			parts = append(parts, fmt.Sprintf("%s %.0f/s", w.Name, w.SamplesPerSecond))
+			if first < 0 {
+				first = w.Share
+			}
+			uneven = uneven || w.Share != first
+		}
+	}
+	for _, w := range ws {
+		if w.State == "training" {
+			s := fmt.Sprintf("%s %.0f/s", w.Name, w.SamplesPerSecond)
+			if uneven {
+				s += fmt.Sprintf(" ×%d", w.Share)
+			}
+			parts = append(parts, s)
 		}
 	}
 	return strings.Join(parts, " ")

@@ -43,4 +43,8 @@ func TestWorkerRatesShowTrainingWorkers(t *testing.T) {
 	if got := workerRates(ws); got != "a 1234/s c 0/s" {
 		t.Fatalf("%q", got)
 	}
+	ws[0].Share, ws[2].Share = 13, 3
+	if got := workerRates(ws); got != "a 1234/s ×13 c 0/s ×3" {
+		t.Fatalf("split by speed: %q", got)
+	}
 }

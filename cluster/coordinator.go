@@ -80,14 +80,14 @@ type Coordinator struct {
 	// equal), planned when it was set.
 	shares  []int
 	planned time.Time
-	asked           map[string]time.Time // when unknown workers were last asked to register
-	stored          map[string][32]byte  // objects put in the store, by SHA-256
-	rep             *Replica
-	stats           MemberStats
-	joined          chan struct{}
-	subs            []*nats.Subscription
-	stop            chan struct{}
-	wg              sync.WaitGroup
+	asked   map[string]time.Time // when unknown workers were last asked to register
+	stored  map[string][32]byte  // objects put in the store, by SHA-256
+	rep     *Replica
+	stats   MemberStats
+	joined  chan struct{}
+	subs    []*nats.Subscription
+	stop    chan struct{}
+	wg      sync.WaitGroup
 }
 
 // NewCoordinator starts serving job's registrations on nc.

@@ -47,16 +47,16 @@ type Heartbeat struct {
 
 // Control is a coordinator message to every worker.
 type Control struct {
-	Kind    string     `json:"kind"` // phase, gen, end, stop, register (the named workers must register again)
-	Phase   uint64     `json:"phase"`
-	Gen     uint64     `json:"gen"`
-	Members []string   `json:"members,omitempty"` // the computing workers, in rank order
+	Kind    string   `json:"kind"` // phase, gen, end, stop, register (the named workers must register again)
+	Phase   uint64   `json:"phase"`
+	Gen     uint64   `json:"gen"`
+	Members []string `json:"members,omitempty"` // the computing workers, in rank order
 	// Shares are the micro-shards each member computes, in rank order
 	// (absent: an equal split): the coordinator weights them by the
 	// workers' measured speeds.
-	Shares []int `json:"shares,omitempty"`
-	Spec    *PhaseSpec `json:"spec,omitempty"`
-	Error   string     `json:"error,omitempty"`
+	Shares []int      `json:"shares,omitempty"`
+	Spec   *PhaseSpec `json:"spec,omitempty"`
+	Error  string     `json:"error,omitempty"`
 }
 
 // PhaseSpec is one training run the cluster performs (a teacher, then the

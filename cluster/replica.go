@@ -74,7 +74,7 @@ type Replica struct {
 	mu       sync.Mutex
 	gen      uint64
 	members  []string
-	shares   []int // the current generation's micro-shards per member (nil: equal)
+	shares   []int               // the current generation's micro-shards per member (nil: equal)
 	byGen    map[uint64][]string // every generation's members, for its late messages
 	failure  string              // set with an empty membership: why the phase cannot go on
 	changed  chan struct{}       // closed when the generation changes

@@ -58,19 +58,33 @@ type Device interface {
 	// (idx: int32; src and dst rows of width elements).
 	GatherRows(dst, src, idx Buffer, off, rows, width int)
 
+	// GatherShifted is GatherRows for images: dst's row r is image
+	// idx[off+r] of src (h×w pixels each) translated by (dy, dx) =
+	// (shifts[2i], shifts[2i+1]) for that image i, zero-filled (shifts:
+	// int32, two per image of src).
+	GatherShifted(dst, src, idx, shifts Buffer, off, rows, h, w int)
+	// DropoutMask sets mask[i] to scale where a hash of (seed, i) drawn
+	// uniform in [0, 1) is at least p, and to 0 elsewhere (the same bits on
+	// every device).
+	DropoutMask(mask Buffer, n int, p, scale float32, seed uint64)
+	// Mul sets x[i] *= y[i] for n elements.
+	Mul(x, y Buffer, n int)
+
 	// SoftmaxKD computes, per row of logits (rows×cols), the loss
 	// (1−α)·CE(softmax(s), y) + α·T²·KL(softmax(t/T) ‖ softmax(s/T)) with
 	// labels y (int32) and teacher logits t (nil: α is taken as 0), writes
 	// its gradient with respect to s times gscale into grad (nil: none),
-	// and adds the rows' summed loss to stats[0] and their count of correct
-	// top-1 predictions to stats[1].
+	// and adds the rows' summed loss to stats[0], their count of correct
+	// top-1 predictions to stats[1] and their summed distillation term
+	// α·T²·KL to stats[2].
 	SoftmaxKD(grad, stats, logits, labels, teacher Buffer, rows, cols int, T, alpha, gscale float32)
 
 	// RowAbsMax sets dst[r] = max_j |x[r, j]| (rows×cols).
 	RowAbsMax(dst, x Buffer, rows, cols int)
-	// FakeQuant sets dst[r, j] = clamp(round(x[r, j]/s_r), −q, q)·s_r with
-	// s_r = amax[r]/q (rounding half to even; s_r = 0 gives 0): symmetric
-	// per-row quantization to q = 2^(bits−1) − 1 levels each side.
+	// FakeQuant sets dst[r, j] = clamp(round(x[r, j]·(1/s_r)), −q, q)·s_r
+	// with s_r = amax[r]/q (rounding half to even; s_r = 0 gives 0):
+	// symmetric per-row quantization to q = 2^(bits−1) − 1 levels each
+	// side, the arithmetic of compress.QuantParams.
 	FakeQuant(dst, x, amax Buffer, rows, cols int, q float32)
 
 	// SGD applies a momentum step to n weights: g' = g + wd·w, v = mu·v + g',

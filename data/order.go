@@ -67,13 +67,22 @@ func (b *Batcher) Fill(x, y []float32, idx []int, epoch int) {
 				dst[j] = float32(p) * (1.0 / 255)
 			}
 		} else {
-			r := rand.New(rand.NewPCG(b.Seed^streamAugment, uint64(epoch)<<32|uint64(id)))
-			span := 2*b.Augment.Shift + 1
-			dy, dx := r.IntN(span)-b.Augment.Shift, r.IntN(span)-b.Augment.Shift
+			dy, dx := b.Shift(id, epoch)
 			shift(dst, src, s.Rows, s.Cols, dy, dx)
 		}
 		y[i] = float32(s.Labels[id])
 	}
+}
+
+// Shift is the translation (rows down, columns right) sample id gets in
+// epoch under augmentation: a pure function of (seed, epoch, id).
+func (b *Batcher) Shift(id, epoch int) (dy, dx int) {
+	if b.Augment.Shift == 0 {
+		return 0, 0
+	}
+	r := rand.New(rand.NewPCG(b.Seed^streamAugment, uint64(epoch)<<32|uint64(id)))
+	span := 2*b.Augment.Shift + 1
+	return r.IntN(span) - b.Augment.Shift, r.IntN(span) - b.Augment.Shift
 }
 
 // shift writes src translated by (dy, dx) pixels into dst, zero-filling.

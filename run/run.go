@@ -55,6 +55,11 @@ type Options struct {
 	// batch below it).
 	Cluster     *cluster.Coordinator
 	MicroShards int
+	// Device, when set, trains device-resident on it (a GPU through
+	// compute/cuda): MLP recipes with sgd, magnitude pruning, weight QAT and
+	// distillation from a teacher trained in the run; others are refused
+	// naming the recipe field.
+	Device compute.Device
 
 	replica *replicaOpts // set when this process is a worker's replica
 }
@@ -143,6 +148,9 @@ func Execute(ctx context.Context, job *recipes.Job, opts Options) (*Summary, err
 
 // execute is Execute, also returning the trained model.
 func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary, trained *model.Model, err error) {
+	if opts.Device != nil && opts.replica == nil {
+		return executeDevice(ctx, job, opts)
+	}
 	start := time.Now()
 	log := opts.Logger
 	if log == nil {

@@ -29,8 +29,17 @@ type DeviceMLP struct {
 	wq, amax                   []compute.Buffer // fake-quantized weights and their per-row scales' source
 	act, grad                  []compute.Buffer // per layer: output [batch, out] and its gradient
 	x, labels, stats, count    compute.Buffer
-	quant                      float32 // levels each side (2^(bits−1) − 1); 0: float weights
-	all                        []compute.Buffer
+	// quant is each layer's levels each side (2^(bits−1) − 1; 0: float
+	// weights), perTensor whether one scale covers the whole weight.
+	quant     []float32
+	perTensor []bool
+	// Dropout in training: on the input and after every hidden ReLU, with
+	// masks drawn on the device from (seed, step, layer).
+	dropIn, dropHid float32
+	dropSeed        uint64
+	inMask          compute.Buffer
+	hidMask         []compute.Buffer
+	all             []compute.Buffer
 }
 
 // NewDeviceMLP allocates the network on dev for steps of batch samples and
@@ -85,9 +94,10 @@ func NewDeviceMLP(dev compute.Device, sizes []int, batch int, seed uint64) (*Dev
 			dev.Fill(m.mask[l], out*in, 1)
 		}
 	}
+	m.quant, m.perTensor = make([]float32, len(m.w)), make([]bool, len(m.w))
 	m.x = alloc(batch * sizes[0])
 	m.labels = alloc(batch)
-	m.stats = alloc(2)
+	m.stats = alloc(3)
 	m.count = alloc(1)
 	if err != nil {
 		m.Free()
@@ -106,48 +116,129 @@ func (m *DeviceMLP) Free() {
 	m.all = nil
 }
 
-// SetQuantBits turns quantization-aware training on (bits 2…8: weights
-// fake-quantized symmetrically per output row in the forward pass, the
-// gradient passed straight through to the float weights) or off (0).
+// Layers is the number of linear layers.
+func (m *DeviceMLP) Layers() int { return len(m.w) }
+
+// SetWeights uploads weights ([out, in] row-major, layer by layer) and
+// biases, replacing the initialization.
+func (m *DeviceMLP) SetWeights(w, b [][]float32) error {
+	if len(w) != len(m.w) || len(b) != len(m.b) {
+		return fmt.Errorf("trainer: %d weights and %d biases for %d layers", len(w), len(b), len(m.w))
+	}
+	for l := range m.w {
+		if len(w[l]) != m.sizes[l+1]*m.sizes[l] || len(b[l]) != m.sizes[l+1] {
+			return fmt.Errorf("trainer: layer %d: %d weights and %d biases, want %d×%d", l, len(w[l]), len(b[l]), m.sizes[l+1], m.sizes[l])
+		}
+		if err := m.dev.Upload(m.w[l], w[l]); err != nil {
+			return err
+		}
+		if err := m.dev.Upload(m.b[l], b[l]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SetQuantBits turns quantization-aware training on for every layer (bits
+// 2…8: weights fake-quantized symmetrically per output row in the forward
+// pass, the gradient passed straight through to the float weights) or off
+// (0).
 func (m *DeviceMLP) SetQuantBits(bits int) error {
+	for l := range m.w {
+		if err := m.SetLayerQuant(l, bits, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SetLayerQuant sets layer l's quantization: bits 2…8 (0: float), one
+// scale per output row or, perTensor, one for the whole weight.
+func (m *DeviceMLP) SetLayerQuant(l, bits int, perTensor bool) error {
 	if bits != 0 && (bits < 2 || bits > 8) {
 		return fmt.Errorf("trainer: quantization to %d bits: 2 to 8", bits)
 	}
-	m.quant = 0
+	m.quant[l], m.perTensor[l] = 0, perTensor
 	if bits > 0 {
-		m.quant = float32(int(1)<<(bits-1) - 1)
+		m.quant[l] = float32(int(1)<<(bits-1) - 1)
+	}
+	return nil
+}
+
+// SetDropout sets the training dropout rates on the input and after each
+// hidden layer (0: none); masks are drawn from seed and the step.
+func (m *DeviceMLP) SetDropout(input, hidden float64, seed uint64) error {
+	if !(input >= 0 && input < 1 && hidden >= 0 && hidden < 1) {
+		return fmt.Errorf("trainer: dropout rates %v and %v outside [0, 1)", input, hidden)
+	}
+	m.dropIn, m.dropHid, m.dropSeed = float32(input), float32(hidden), seed
+	var err error
+	if m.dropIn > 0 && m.inMask == nil {
+		if m.inMask, err = m.dev.Alloc(m.batch * m.sizes[0]); err != nil {
+			return err
+		}
+		m.all = append(m.all, m.inMask)
+	}
+	if m.dropHid > 0 && m.hidMask == nil {
+		for l := 0; l < len(m.w)-1; l++ {
+			b, err := m.dev.Alloc(m.batch * m.sizes[l+1])
+			if err != nil {
+				return err
+			}
+			m.all = append(m.all, b)
+			m.hidMask = append(m.hidMask, b)
+		}
 	}
 	return nil
 }
 
 // weights returns the weights the forward pass uses for layer l,
-// quantizing them first when QAT is on.
+// quantized when QAT is on for it.
 func (m *DeviceMLP) weights(l int) compute.Buffer {
-	if m.quant == 0 {
+	if m.quant[l] == 0 {
 		return m.w[l]
 	}
 	return m.wq[l]
 }
 
 func (m *DeviceMLP) quantize() {
-	if m.quant == 0 {
-		return
-	}
 	for l := range m.w {
-		out, in := m.sizes[l+1], m.sizes[l]
-		m.dev.RowAbsMax(m.amax[l], m.w[l], out, in)
-		m.dev.FakeQuant(m.wq[l], m.w[l], m.amax[l], out, in, m.quant)
+		if m.quant[l] == 0 {
+			continue
+		}
+		rows, cols := m.sizes[l+1], m.sizes[l]
+		if m.perTensor[l] {
+			rows, cols = 1, rows*cols
+		}
+		m.dev.RowAbsMax(m.amax[l], m.w[l], rows, cols)
+		m.dev.FakeQuant(m.wq[l], m.w[l], m.amax[l], rows, cols, m.quant[l])
 	}
 }
 
+// dropSeedFor is the mask seed of a step and layer (−1: the input).
+func (m *DeviceMLP) dropSeedFor(step int64, layer int) uint64 {
+	return m.dropSeed ^ uint64(step)*0x9e3779b97f4a7c15 ^ uint64(layer+2)<<56
+}
+
 // forward runs rows samples of x through the network; the logits are in
-// act[last].
-func (m *DeviceMLP) forward(x compute.Buffer, rows int) compute.Buffer {
+// act[last]. With train and dropout on, masks for step are drawn and
+// applied (x itself is masked in place).
+func (m *DeviceMLP) forward(x compute.Buffer, rows int, train bool, step int64) compute.Buffer {
+	if train && m.dropIn > 0 && x == m.x {
+		n := rows * m.sizes[0]
+		m.dev.DropoutMask(m.inMask, n, m.dropIn, 1/(1-m.dropIn), m.dropSeedFor(step, -1))
+		m.dev.Mul(x, m.inMask, n)
+	}
 	in := x
 	for l := range m.w {
 		o, i := m.sizes[l+1], m.sizes[l]
 		m.dev.Gemm(false, true, rows, o, i, 1, in, m.weights(l), 0, m.act[l])
-		m.dev.BiasAct(m.act[l], m.b[l], rows, o, l < len(m.w)-1)
+		hidden := l < len(m.w)-1
+		m.dev.BiasAct(m.act[l], m.b[l], rows, o, hidden)
+		if train && hidden && m.dropHid > 0 {
+			m.dev.DropoutMask(m.hidMask[l], rows*o, m.dropHid, 1/(1-m.dropHid), m.dropSeedFor(step, l))
+			m.dev.Mul(m.act[l], m.hidMask[l], rows*o)
+		}
 		in = m.act[l]
 	}
 	return m.act[len(m.act)-1]
@@ -160,6 +251,8 @@ type DeviceStep struct {
 	// the distillation term's weight.
 	Teacher  compute.Buffer
 	T, Alpha float32
+	// Step numbers the step for dropout masks.
+	Step int64
 }
 
 // step trains on the batch in m.x / m.labels (m.batch samples); the
@@ -167,7 +260,7 @@ type DeviceStep struct {
 func (m *DeviceMLP) step(s DeviceStep) {
 	rows, last := m.batch, len(m.w)-1
 	m.quantize()
-	logits := m.forward(m.x, rows)
+	logits := m.forward(m.x, rows, true, s.Step)
 	m.dev.SoftmaxKD(m.grad[last], m.stats, logits, m.labels, s.Teacher, rows, m.sizes[last+1], s.T, s.Alpha, 1/float32(rows))
 	for l := last; l >= 0; l-- {
 		o, i := m.sizes[l+1], m.sizes[l]
@@ -179,6 +272,9 @@ func (m *DeviceMLP) step(s DeviceStep) {
 		m.dev.ColSum(m.gb[l], m.grad[l], rows, o)
 		if l > 0 {
 			m.dev.Gemm(false, false, rows, i, o, 1, m.grad[l], m.weights(l), 0, m.grad[l-1])
+			if m.dropHid > 0 {
+				m.dev.Mul(m.grad[l-1], m.hidMask[l-1], rows*i)
+			}
 			m.dev.ReLUGrad(m.grad[l-1], m.grad[l-1], m.act[l-1], rows*i)
 		}
 	}
@@ -195,14 +291,24 @@ func (m *DeviceMLP) step(s DeviceStep) {
 // reads one number per probe, never the weights), then weights below it
 // are masked for good.
 func (m *DeviceMLP) PruneGlobal(target float64) (sparsity float64, err error) {
+	all := make([]int, len(m.w))
+	for l := range all {
+		all[l] = l
+	}
+	return m.Prune(target, all)
+}
+
+// Prune is PruneGlobal over the given layers only: one threshold across
+// them, the returned sparsity theirs.
+func (m *DeviceMLP) Prune(target float64, layers []int) (sparsity float64, err error) {
 	total := 0
-	for l := range m.w {
+	for _, l := range layers {
 		total += m.sizes[l+1] * m.sizes[l]
 	}
 	want := float32(math.Ceil(target * float64(total)))
 	countBelow := func(t float32) (float32, error) {
 		m.dev.Fill(m.count, 1, 0)
-		for l := range m.w {
+		for _, l := range layers {
 			m.dev.CountBelow(m.count, m.w[l], m.sizes[l+1]*m.sizes[l], t)
 		}
 		c := make([]float32, 1)
@@ -236,7 +342,7 @@ func (m *DeviceMLP) PruneGlobal(target float64) (sparsity float64, err error) {
 			lo = mid
 		}
 	}
-	for l := range m.w {
+	for _, l := range layers {
 		m.dev.Prune(m.mask[l], m.w[l], m.sizes[l+1]*m.sizes[l], hi)
 	}
 	c, err := countBelow(math.SmallestNonzeroFloat32)
@@ -271,7 +377,7 @@ func UploadSet(dev compute.Device, s *data.Set) (*DeviceData, error) {
 	n, f := s.Len(), s.Features()
 	x := make([]float32, n*f)
 	for i, p := range s.Images[:n*f] {
-		x[i] = float32(p) / 255
+		x[i] = float32(p) * (1.0 / 255) // as data.Batcher scales
 	}
 	y := make([]int32, n)
 	for i, l := range s.Labels {
@@ -325,16 +431,16 @@ func (m *DeviceMLP) Evaluate(d *DeviceData) (acc, loss float64, err error) {
 		return 0, 0, err
 	}
 	m.quantize()
-	m.dev.Fill(m.stats, 2, 0)
+	m.dev.Fill(m.stats, 3, 0)
 	last := len(m.w) - 1
 	for lo := 0; lo < d.N; lo += m.batch {
 		rows := min(m.batch, d.N-lo)
 		m.dev.GatherRows(m.x, d.X, idx, lo, rows, d.Width)
 		m.dev.GatherRows(m.labels, d.Y, idx, lo, rows, 1)
-		logits := m.forward(m.x, rows)
+		logits := m.forward(m.x, rows, false, 0)
 		m.dev.SoftmaxKD(nil, m.stats, logits, m.labels, nil, rows, m.sizes[last+1], 1, 0, 0)
 	}
-	st := make([]float32, 2)
+	st := make([]float32, 3)
 	if err := m.dev.Download(st, m.stats); err != nil {
 		return 0, 0, err
 	}
@@ -403,7 +509,7 @@ func (m *DeviceMLP) TrainDevice(ctx context.Context, train *DeviceData, cfg Devi
 		if err := m.dev.UploadInt32(idx, o32); err != nil {
 			return out, err
 		}
-		m.dev.Fill(m.stats, 2, 0)
+		m.dev.Fill(m.stats, 3, 0)
 		for s := 0; s < steps; s++ {
 			if err := ctx.Err(); err != nil {
 				return out, err
@@ -429,14 +535,14 @@ func (m *DeviceMLP) TrainDevice(ctx context.Context, train *DeviceData, cfg Devi
 			}
 			m.dev.GatherRows(m.x, train.X, idx, s*m.batch, m.batch, train.Width)
 			m.dev.GatherRows(m.labels, train.Y, idx, s*m.batch, m.batch, 1)
-			st := DeviceStep{LR: float32(lr), Momentum: float32(cfg.Momentum), WeightDecay: float32(cfg.WeightDecay)}
+			st := DeviceStep{LR: float32(lr), Momentum: float32(cfg.Momentum), WeightDecay: float32(cfg.WeightDecay), Step: int64(g)}
 			if cfg.Teacher != nil {
-				st.Teacher = cfg.Teacher.forward(m.x, m.batch)
+				st.Teacher = cfg.Teacher.forward(m.x, m.batch, false, 0)
 				st.T, st.Alpha = float32(cfg.Temperature), float32(cfg.Alpha)
 			}
 			m.step(st)
 		}
-		stats := make([]float32, 2)
+		stats := make([]float32, 3)
 		if err := m.dev.Download(stats, m.stats); err != nil {
 			return out, err
 		}
@@ -447,6 +553,57 @@ func (m *DeviceMLP) TrainDevice(ctx context.Context, train *DeviceData, cfg Devi
 		if cfg.Progress != nil {
 			cfg.Progress(e)
 		}
+	}
+	return out, nil
+}
+
+// TrainStep trains on the batch of samples idx[off : off+batch] of train
+// (translated by their shifts when shifts is not nil: GatherShifted over
+// h×w images), distilling from teacher's logits on the same inputs when
+// teacher is not nil.
+func (m *DeviceMLP) TrainStep(train *DeviceData, idx, shifts compute.Buffer, h, w, off int, st DeviceStep, teacher *DeviceMLP) {
+	if shifts != nil {
+		m.dev.GatherShifted(m.x, train.X, idx, shifts, off, m.batch, h, w)
+	} else {
+		m.dev.GatherRows(m.x, train.X, idx, off, m.batch, train.Width)
+	}
+	m.dev.GatherRows(m.labels, train.Y, idx, off, m.batch, 1)
+	if teacher != nil {
+		st.Teacher = teacher.forward(m.x, m.batch, false, 0)
+	}
+	m.step(st)
+}
+
+// TrainStats are the sums TrainStep accumulated since ResetStats.
+type TrainStats struct {
+	Loss, Correct, Distill float64
+}
+
+// ResetStats zeroes the training sums.
+func (m *DeviceMLP) ResetStats() { m.dev.Fill(m.stats, 3, 0) }
+
+// ReadStats downloads the training sums.
+func (m *DeviceMLP) ReadStats() (TrainStats, error) {
+	st := make([]float32, 3)
+	if err := m.dev.Download(st, m.stats); err != nil {
+		return TrainStats{}, err
+	}
+	return TrainStats{Loss: float64(st[0]), Correct: float64(st[1]), Distill: float64(st[2])}, nil
+}
+
+// LayerSparsity is each layer's fraction of zero weights (counted on the
+// device).
+func (m *DeviceMLP) LayerSparsity() ([]float64, error) {
+	out := make([]float64, len(m.w))
+	c := make([]float32, 1)
+	for l := range m.w {
+		n := m.sizes[l+1] * m.sizes[l]
+		m.dev.Fill(m.count, 1, 0)
+		m.dev.CountBelow(m.count, m.w[l], n, math.SmallestNonzeroFloat32)
+		if err := m.dev.Download(c, m.count); err != nil {
+			return nil, err
+		}
+		out[l] = float64(c[0]) / float64(n)
 	}
 	return out, nil
 }

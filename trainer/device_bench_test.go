@@ -54,7 +54,7 @@ func benchmarkDeviceStep(b *testing.B, dev compute.Device, sizes []int, compress
 		dev.GatherRows(m.x, train.X, idx, s*batch, batch, train.Width)
 		dev.GatherRows(m.labels, train.Y, idx, s*batch, batch, 1)
 		if teacher != nil {
-			st.Teacher = teacher.forward(m.x, batch)
+			st.Teacher = teacher.forward(m.x, batch, false, 0)
 		}
 		m.step(st)
 	}

@@ -50,10 +50,10 @@ func uploadRandom(t testing.TB, dev compute.Device, n, features, classes int, se
 func lossAt(t *testing.T, m *DeviceMLP, teacher compute.Buffer, T, alpha float32) float64 {
 	t.Helper()
 	m.quantize()
-	m.dev.Fill(m.stats, 2, 0)
-	logits := m.forward(m.x, m.batch)
+	m.dev.Fill(m.stats, 3, 0)
+	logits := m.forward(m.x, m.batch, false, 0)
 	m.dev.SoftmaxKD(nil, m.stats, logits, m.labels, teacher, m.batch, m.sizes[len(m.sizes)-1], T, alpha, 0)
-	st := make([]float32, 2)
+	st := make([]float32, 3)
 	if err := m.dev.Download(st, m.stats); err != nil {
 		t.Fatal(err)
 	}
@@ -127,6 +127,9 @@ func runCompressed(t testing.TB, dev compute.Device, train, test *DeviceData, si
 		t.Fatal(err)
 	}
 	defer teacher.Free()
+	if err := teacher.SetDropout(0.2, 0.5, 77); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := teacher.TrainDevice(context.Background(), train, DeviceRun{Epochs: epochs, LR: 0.05, Momentum: 0.9, WeightDecay: 1e-4, Seed: 2}); err != nil {
 		t.Fatal(err)
 	}

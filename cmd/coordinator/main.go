@@ -33,6 +33,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lathe-ml/lathe/cluster"
+	"github.com/lathe-ml/lathe/compute/cuda"
 	"github.com/lathe-ml/lathe/internal/workercli"
 	"github.com/lathe-ml/lathe/recipes"
 	"github.com/lathe-ml/lathe/run"
@@ -68,6 +69,7 @@ func realMain(args []string, stderr io.Writer) int {
 		natsURL  = fs.String("nats", "", "use this NATS deployment instead of an embedded server")
 		minWork  = fs.Int("min-workers", 1, "workers to wait for before training starts")
 		shards   = fs.Int("micro-shards", 0, "micro-shards per batch in cluster mode (default 8, or the largest divisor of the batch below it)")
+		device   = fs.String("device", "cpu", "cpu, or cuda / cuda:N: train device-resident on that GPU (MLP recipes with sgd, magnitude pruning, weight QAT and distillation; others are refused naming the field)")
 		af       = workercli.Register(fs)
 		vars     multiFlag
 	)
@@ -106,6 +108,23 @@ func realMain(args []string, stderr io.Writer) int {
 	dir := *runDir
 	if dir == "" {
 		dir = filepath.Join("runs", job.Name)
+	}
+	switch kind, index, err := cuda.ParseDevice(*device); {
+	case err != nil || kind == "auto":
+		fmt.Fprintf(stderr, "coordinator: --device %q: cpu, cuda or cuda:N\n", *device)
+		return 2
+	case kind == "cuda":
+		if *workers >= 0 || *natsURL != "" {
+			fmt.Fprintln(stderr, "coordinator: --device cuda trains in this process; it does not combine with --workers or --nats yet")
+			return 2
+		}
+		e, err := cuda.Open(index, cuda.Options{Logger: log.Named("cuda")})
+		if err != nil {
+			fmt.Fprintf(stderr, "coordinator: --device %s: %v\n", *device, err)
+			return 1
+		}
+		defer e.Close()
+		opts.Device = e
 	}
 	if *workers >= 0 || *natsURL != "" {
 		c, closeCluster, err := startCluster(ctx, log, job.Name, dir, *natsURL, *workers, *minWork, *dataDir, af)

@@ -25,7 +25,7 @@ var kernelSource string
 
 // kernelNames are the kernels.cu entry points Open loads.
 var kernelNames = []string{"bias_act", "relu_grad", "col_sum", "gather_rows", "softmax_kd", "row_abs_max",
-	"fake_quant", "sgd", "count_below", "prune", "fill"}
+	"fake_quant", "sgd", "count_below", "prune", "fill", "gather_shifted", "dropout_mask", "mul"}
 
 // LibraryPathEnv names an environment variable holding extra directories
 // (colon-separated) to look for cuBLAS and NVRTC in, before the standard
@@ -529,12 +529,12 @@ func (e *Engine) run(name string, grid, block int, args ...any) {
 	l := e.launch
 	for i, a := range args {
 		switch v := a.(type) {
-		case uint64:
-			l.vals[i] = v
 		case int:
 			l.vals[i] = uint64(uint32(int32(v)))
 		case float32:
 			l.vals[i] = uint64(math.Float32bits(v))
+		case uint64:
+			l.vals[i] = v
 		default:
 			panic(fmt.Sprintf("cuda: kernel %s: argument %d of type %T", name, i, a))
 		}
@@ -579,9 +579,25 @@ func (e *Engine) GatherRows(dst, src, idx compute.Buffer, off, rows, width int) 
 		e.ptr(idx, off+rows, "gather idx"), off, rows, width)
 }
 
+// GatherShifted implements compute.Device.
+func (e *Engine) GatherShifted(dst, src, idx, shifts compute.Buffer, off, rows, h, w int) {
+	e.run("gather_shifted", blocks(rows*h*w), block, e.ptr(dst, rows*h*w, "gather_shifted dst"), e.ptr(src, 0, "gather_shifted src"),
+		e.ptr(idx, off+rows, "gather_shifted idx"), e.ptr(shifts, 0, "gather_shifted shifts"), off, rows, h, w)
+}
+
+// DropoutMask implements compute.Device.
+func (e *Engine) DropoutMask(mask compute.Buffer, n int, p, scale float32, seed uint64) {
+	e.run("dropout_mask", blocks(n), block, e.ptr(mask, n, "dropout_mask"), n, p, scale, seed)
+}
+
+// Mul implements compute.Device.
+func (e *Engine) Mul(x, y compute.Buffer, n int) {
+	e.run("mul", blocks(n), block, e.ptr(x, n, "mul x"), e.ptr(y, n, "mul y"), n)
+}
+
 // SoftmaxKD implements compute.Device.
 func (e *Engine) SoftmaxKD(grad, stats, logits, labels, teacher compute.Buffer, rows, cols int, T, alpha, gscale float32) {
-	e.run("softmax_kd", blocks(rows), block, e.ptr(grad, rows*cols, "softmax grad"), e.ptr(stats, 2, "softmax stats"),
+	e.run("softmax_kd", blocks(rows), block, e.ptr(grad, rows*cols, "softmax grad"), e.ptr(stats, 3, "softmax stats"),
 		e.ptr(logits, rows*cols, "softmax logits"), e.ptr(labels, rows, "softmax labels"), e.ptr(teacher, rows*cols, "softmax teacher"),
 		rows, cols, T, alpha, gscale)
 }

@@ -40,7 +40,7 @@ extern "C" __global__ void softmax_kd(float* grad, float* stats, const float* lo
                                       const float* teacher, int rows, int cols, float T, float alpha,
                                       float gscale) {
     int r = blockIdx.x * blockDim.x + threadIdx.x;
-    float loss = 0.0f, correct = 0.0f;
+    float loss = 0.0f, correct = 0.0f, kd = 0.0f;
     if (r < rows) {
         const float* s = logits + (long)r * cols;
         int y = labels[r];
@@ -68,7 +68,8 @@ extern "C" __global__ void softmax_kd(float* grad, float* stats, const float* lo
                 float lps = s[j] / T - ms - lzs;
                 kl += expf(lpt) * (lpt - lps);
             }
-            loss += alpha * T * T * kl;
+            kd = alpha * T * T * kl;
+            loss += kd;
         }
         if (grad != 0) {
             float* g = grad + (long)r * cols;
@@ -81,20 +82,23 @@ extern "C" __global__ void softmax_kd(float* grad, float* stats, const float* lo
             }
         }
     }
-    __shared__ float sl[BLOCK], sc[BLOCK];
+    __shared__ float sl[BLOCK], sc[BLOCK], sk[BLOCK];
     sl[threadIdx.x] = loss;
     sc[threadIdx.x] = correct;
+    sk[threadIdx.x] = kd;
     __syncthreads();
     for (int k = blockDim.x / 2; k > 0; k >>= 1) {
         if (threadIdx.x < k) {
             sl[threadIdx.x] += sl[threadIdx.x + k];
             sc[threadIdx.x] += sc[threadIdx.x + k];
+            sk[threadIdx.x] += sk[threadIdx.x + k];
         }
         __syncthreads();
     }
     if (threadIdx.x == 0) {
         atomicAdd(&stats[0], sl[0]);
         atomicAdd(&stats[1], sc[0]);
+        atomicAdd(&stats[2], sk[0]);
     }
 }
 
@@ -118,7 +122,7 @@ extern "C" __global__ void fake_quant(float* dst, const float* x, const float* a
     if (i >= (long)rows * cols) return;
     float s = __fdiv_rn(amax[i / cols], q);
     if (s == 0.0f) { dst[i] = 0.0f; return; }
-    float c = rintf(__fdiv_rn(x[i], s));
+    float c = rintf(__fmul_rn(x[i], __fdiv_rn(1.0f, s)));
     c = fminf(fmaxf(c, -q), q);
     dst[i] = __fmul_rn(c, s);
 }
@@ -160,4 +164,32 @@ extern "C" __global__ void prune(float* mask, float* w, int n, float t) {
 extern "C" __global__ void fill(float* x, int n, float v) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] = v;
+}
+
+extern "C" __global__ void gather_shifted(float* dst, const float* src, const int* idx, const int* shifts, int off,
+                                          int rows, int h, int w) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    long f = (long)h * w;
+    if (i >= (long)rows * f) return;
+    int r = (int)(i / f), p = (int)(i % f);
+    int img = idx[off + r];
+    int y = p / w - shifts[2 * img], x = p % w - shifts[2 * img + 1];
+    dst[i] = (y < 0 || y >= h || x < 0 || x >= w) ? 0.0f : src[(long)img * f + (long)y * w + x];
+}
+
+// The host's Uniform24: splitmix64 of seed + (i+1)·golden, top 24 bits.
+extern "C" __global__ void dropout_mask(float* mask, int n, float p, float scale, unsigned long long seed) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    unsigned long long z = seed + (unsigned long long)(i + 1) * 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+    float u = (float)(z >> 40) * (1.0f / 16777216.0f);
+    mask[i] = u >= p ? scale : 0.0f;
+}
+
+extern "C" __global__ void mul(float* x, const float* y, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] = __fmul_rn(x[i], y[i]);
 }

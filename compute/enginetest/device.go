@@ -158,6 +158,30 @@ func RunDevice(t *testing.T, h DeviceHarness) {
 		h.check(t, "gather_rows", dst, 0)
 		h.free(src, idx, dst)
 	})
+	t.Run("GatherShiftedDropoutMul", func(t *testing.T) {
+		const ih, iw, imgs, rows = 28, 28, 20, 37
+		src := h.alloc(t, randn(r, imgs*ih*iw))
+		ix, sh := make([]int32, rows+5), make([]int32, 2*imgs)
+		for i := range ix {
+			ix[i] = int32(r.IntN(imgs))
+		}
+		for i := range sh {
+			sh[i] = int32(r.IntN(7) - 3)
+		}
+		idx, shifts := h.allocInt(t, ix), h.allocInt(t, sh)
+		dst := h.alloc(t, randn(r, rows*ih*iw))
+		h.Dev.GatherShifted(dst.dev, src.dev, idx.dev, shifts.dev, 5, rows, ih, iw)
+		h.Ref.GatherShifted(dst.ref, src.ref, idx.ref, shifts.ref, 5, rows, ih, iw)
+		h.check(t, "gather_shifted", dst, 0)
+		mask := h.alloc(t, make([]float32, rows*ih*iw))
+		h.Dev.DropoutMask(mask.dev, rows*ih*iw, 0.3, 1/0.7, 0xfeedface12345678)
+		h.Ref.DropoutMask(mask.ref, rows*ih*iw, 0.3, 1/0.7, 0xfeedface12345678)
+		h.check(t, "dropout_mask", mask, 0)
+		h.Dev.Mul(dst.dev, mask.dev, rows*ih*iw)
+		h.Ref.Mul(dst.ref, mask.ref, rows*ih*iw)
+		h.check(t, "mul", dst, 0)
+		h.free(src, idx, shifts, dst, mask)
+	})
 	t.Run("SoftmaxKD", func(t *testing.T) {
 		for _, rows := range []int{1, 300, 1024} {
 			for _, kd := range []bool{false, true} {
@@ -172,7 +196,7 @@ func RunDevice(t *testing.T, h DeviceHarness) {
 				}
 				lg, lb := h.alloc(t, logits), h.allocInt(t, lab)
 				tc := h.alloc(t, randn(r, rows*cols))
-				g, st := h.alloc(t, make([]float32, rows*cols)), h.alloc(t, []float32{1, 2})
+				g, st := h.alloc(t, make([]float32, rows*cols)), h.alloc(t, []float32{1, 2, 3})
 				var td, tr compute.Buffer
 				if kd {
 					td, tr = tc.dev, tc.ref

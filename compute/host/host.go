@@ -282,13 +282,77 @@ func (d *Device) GatherRows(dst, src, idx compute.Buffer, off, rows, width int) 
 	}
 }
 
+// GatherShifted implements compute.Device.
+func (d *Device) GatherShifted(dst, src, idx, shifts compute.Buffer, off, rows, h, w int) {
+	defer d.open(dst, src, idx, shifts)()
+	df, sf, ix, sh := d.f(dst), d.f(src), d.i32(idx), d.i32(shifts)
+	f := h * w
+	need("gather_shifted dst", df, rows*f)
+	if len(ix) < off+rows {
+		panic(fmt.Sprintf("host: gather_shifted idx: %d elements, need %d", len(ix), off+rows))
+	}
+	for r := 0; r < rows; r++ {
+		i := int(ix[off+r])
+		if i < 0 || (i+1)*f > len(sf) || 2*i+1 >= len(sh) {
+			panic(fmt.Sprintf("host: gather_shifted: image %d outside the source", i))
+		}
+		dy, dx := int(sh[2*i]), int(sh[2*i+1])
+		img, out := sf[i*f:(i+1)*f], df[r*f:(r+1)*f]
+		for y := 0; y < h; y++ {
+			for x := 0; x < w; x++ {
+				sy, sx := y-dy, x-dx
+				if sy < 0 || sy >= h || sx < 0 || sx >= w {
+					out[y*w+x] = 0
+				} else {
+					out[y*w+x] = img[sy*w+sx]
+				}
+			}
+		}
+	}
+}
+
+// Uniform24 is the dropout draw of element i under seed: a splitmix64
+// hash's top 24 bits as a float in [0, 1). The CUDA kernel computes the same.
+func Uniform24(seed uint64, i int) float32 {
+	z := seed + uint64(i+1)*0x9e3779b97f4a7c15
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	z ^= z >> 31
+	return float32(z>>40) * (1.0 / (1 << 24))
+}
+
+// DropoutMask implements compute.Device.
+func (d *Device) DropoutMask(mask compute.Buffer, n int, p, scale float32, seed uint64) {
+	defer d.open(mask)()
+	mf := d.f(mask)
+	need("dropout_mask", mf, n)
+	for i := range mf[:n] {
+		if Uniform24(seed, i) >= p {
+			mf[i] = scale
+		} else {
+			mf[i] = 0
+		}
+	}
+}
+
+// Mul implements compute.Device.
+func (d *Device) Mul(x, y compute.Buffer, n int) {
+	defer d.open(x, y)()
+	xf, yf := d.f(x), d.f(y)
+	need("mul x", xf, n)
+	need("mul y", yf, n)
+	for i := range xf[:n] {
+		xf[i] *= yf[i]
+	}
+}
+
 // SoftmaxKD implements compute.Device in float32 arithmetic, the way the
 // GPU kernel computes it (exp and log through float64 and rounded).
 func (d *Device) SoftmaxKD(grad, stats, logits, labels, teacher compute.Buffer, rows, cols int, T, alpha, gscale float32) {
 	defer d.open(grad, stats, logits, labels, teacher)()
 	gf, st, lf, lab, tf := d.f(grad), d.f(stats), d.f(logits), d.i32(labels), d.f(teacher)
 	need("softmax logits", lf, rows*cols)
-	need("softmax stats", st, 2)
+	need("softmax stats", st, 3)
 	if gf != nil {
 		need("softmax grad", gf, rows*cols)
 	}
@@ -297,7 +361,7 @@ func (d *Device) SoftmaxKD(grad, stats, logits, labels, teacher compute.Buffer, 
 	} else {
 		need("softmax teacher", tf, rows*cols)
 	}
-	var lossSum, correct float32
+	var lossSum, correct, kdSum float32
 	for r := 0; r < rows; r++ {
 		s := lf[r*cols : (r+1)*cols]
 		y := int(lab[r])
@@ -338,6 +402,7 @@ func (d *Device) SoftmaxKD(grad, stats, logits, labels, teacher compute.Buffer, 
 				kl += exp32(lpt) * (lpt - lps)
 			}
 			loss += alpha * T * T * kl
+			kdSum += alpha * T * T * kl
 		}
 		lossSum += loss
 		if gf != nil {
@@ -358,6 +423,7 @@ func (d *Device) SoftmaxKD(grad, stats, logits, labels, teacher compute.Buffer, 
 	}
 	st[0] += lossSum
 	st[1] += correct
+	st[2] += kdSum
 }
 
 func exp32(x float32) float32 { return float32(math.Exp(float64(x))) }
@@ -401,7 +467,7 @@ func quant(x, s, q float32) float32 {
 	if s == 0 {
 		return 0
 	}
-	c := float32(math.RoundToEven(float64(x / s)))
+	c := float32(math.RoundToEven(float64(x * (1 / s))))
 	c = min(max(c, -q), q)
 	return c * s
 }

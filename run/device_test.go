@@ -1,0 +1,191 @@
+package run
+
+import (
+	"context"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"testing"
+
+	"github.com/lathe-ml/lathe/checkpoint"
+	"github.com/lathe-ml/lathe/compute"
+	"github.com/lathe-ml/lathe/compute/cpu"
+	"github.com/lathe-ml/lathe/compute/enginetest"
+	"github.com/lathe-ml/lathe/compute/host"
+	"github.com/lathe-ml/lathe/data"
+	"github.com/lathe-ml/lathe/recipes"
+	"github.com/lathe-ml/lathe/trainer"
+)
+
+// deviceRecipe uses everything the device path supports: augmentation, a
+// teacher with dropout, distillation, global AGP pruning, gradual
+// per-channel QAT, a cosine schedule with warm-up.
+const deviceRecipe = `job "dev" {
+  epochs     = 2
+  batch      = 128
+  validation = 50000
+  augment {
+    shift = 2
+  }
+  model {
+    arch   = "mlp"
+    hidden = [64, 32]
+  }
+  teacher {
+    arch          = "mlp"
+    hidden        = [128]
+    dropout       = 0.3
+    input_dropout = 0.1
+    epochs        = 1
+  }
+  distill {
+    temperature = 2
+    alpha       = 0.5
+  }
+  optimizer "sgd" {
+    lr            = 0.05
+    momentum      = 0.9
+    weight_decay  = 1e-4
+    lr_schedule   = "cosine"
+    warmup_epochs = 0.25
+  }
+  prune "magnitude" {
+    layers       = ["fc1", "fc2", "fc3"]
+    target       = 0.6
+    scope        = "global"
+    from_epoch   = 0
+    to_epoch     = 1.5
+    every_epochs = 0.25
+  }
+  quantize {
+    layers         = ["fc1", "fc2", "fc3"]
+    bits           = 8
+    from_epoch     = 1
+    gradual        = [6]
+    gradual_epochs = [1.5]
+    granularity    = "per_channel"
+    symmetric      = true
+  }
+}
+`
+
+func runOnDevice(t *testing.T, dev compute.Device) (*Summary, *checkpoint.File, string) {
+	t.Helper()
+	j, err := recipes.Parse([]byte(deviceRecipe), "dev.hcl", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	sum, err := Execute(context.Background(), j, Options{RunDir: dir, Device: dev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := checkpoint.Read(filepath.Join(dir, ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sum, f, dir
+}
+
+// TestStrictDeviceRun runs a whole compressed recipe — teacher, then
+// student — on the strict device (its memory faults when host code touches
+// it) and on the reference device: the model files hold the same bits; the
+// model file evaluated on the CPU gives the device's test accuracy; the
+// run did what the recipe asked.
+func TestStrictDeviceRun(t *testing.T) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	eng := cpu.New(cpu.Options{Threads: 2})
+	strict, ref := host.NewStrict(eng), host.New(eng)
+	defer strict.Close()
+	defer ref.Close()
+	ss, sf, dir := runOnDevice(t, strict)
+	rs, rf, _ := runOnDevice(t, ref)
+	if a, b := checkpoint.WeightsDigest(sf.Tensors), checkpoint.WeightsDigest(rf.Tensors); a != b || ss.TestAccuracy != rs.TestAccuracy {
+		t.Fatalf("strict and reference devices differ: weights %s vs %s, test accuracy %v vs %v", a, b, ss.TestAccuracy, rs.TestAccuracy)
+	}
+	// 78 steps an epoch under pruning, warm-up and cosine decay: the CPU
+	// path reaches 81 % (teacher 82 %) on this recipe too.
+	if ss.TestAccuracy < 0.75 || ss.TeacherTestAccuracy < 0.75 {
+		t.Fatalf("test accuracy %v (teacher %v) after 2 epochs on 10 000 images", ss.TestAccuracy, ss.TeacherTestAccuracy)
+	}
+	last := ss.History[len(ss.History)-1]
+	if math.Abs(last.Sparsity-0.6) > 0.01 || last.WeightBits != 6 || last.DistillLoss <= 0 || last.DistillLoss >= last.TrainLoss {
+		t.Fatalf("last epoch %+v", last)
+	}
+	for _, l := range ss.Layers {
+		if l.Bits != 6 {
+			t.Fatalf("layer %s has %d bits, want 6", l.Name, l.Bits)
+		}
+	}
+	if ss.ModelRatio < 6 { // 6-bit codes, 60 % zeros, and the small model's fixed costs
+		t.Fatalf("model file only %.1fx smaller than fp32", ss.ModelRatio)
+	}
+	m, _, err := LoadModel(sf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, test, err := data.Load("mnist", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc, _, err := trainer.EvaluateModel(m, eng, test, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The file's weights are the codes the device computed with; only the
+	// order of GEMM sums differs between the device and the CPU graph.
+	if math.Abs(acc-ss.TestAccuracy) > 0.001 {
+		t.Fatalf("model file on the CPU: test accuracy %v, the device said %v", acc, ss.TestAccuracy)
+	}
+	for _, f := range []string{SummaryFile, MetricsFile, ManifestFile, RecipeFile, "teacher/" + SummaryFile, "teacher/" + ModelFile} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Fatalf("the run left no %s: %v", f, err)
+		}
+	}
+}
+
+// TestDeviceRefusesWhatItCannotDo names the recipe's position.
+func TestDeviceRefusesWhatItCannotDo(t *testing.T) {
+	dev := host.New(cpu.New(cpu.Options{Threads: 1}))
+	defer dev.Close()
+	for _, tc := range []struct{ block, want string }{
+		{`regularize "group_lasso" {
+    layers = ["fc1"]
+    groups = "rows"
+    strength = 1e-4
+  }`, "tiny.hcl:14,3: regularization is not supported on the cpu device"},
+		{`prune "structured" {
+    layers = ["fc1"]
+    target = 0.5
+  }`, "structured pruning is not supported"},
+	} {
+		j, err := recipes.Parse([]byte(withBlock(tc.block)), "tiny.hcl", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = Execute(context.Background(), j, Options{RunDir: t.TempDir(), Device: dev})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Fatalf("%s: error %v, want %q", tc.block, err, tc.want)
+		}
+	}
+}
+
+// TestCUDARun runs the same recipe on the GPU and on the CPU reference:
+// test accuracy within 0.5 pp (2 epochs on 10 000 images). Skipped without
+// a GPU; fails with REQUIRE_GPU=1.
+func TestCUDARun(t *testing.T) {
+	gpu := enginetest.CUDA(t)
+	gs, gf, _ := runOnDevice(t, gpu)
+	ref := host.New(cpu.New(cpu.Options{}))
+	defer ref.Close()
+	rs, _, _ := runOnDevice(t, ref)
+	t.Logf("GPU: test accuracy %.4f, %.0f samples/s; CPU: %.4f, %.0f samples/s", gs.TestAccuracy, gs.SamplesPerSecond, rs.TestAccuracy, rs.SamplesPerSecond)
+	if math.Abs(gs.TestAccuracy-rs.TestAccuracy) > 0.005 {
+		t.Fatalf("GPU %v vs CPU %v", gs.TestAccuracy, rs.TestAccuracy)
+	}
+	if _, _, err := LoadModel(gf); err != nil {
+		t.Fatal(err)
+	}
+}

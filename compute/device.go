@@ -70,6 +70,21 @@ type Device interface {
 	// Mul sets x[i] *= y[i] for n elements.
 	Mul(x, y Buffer, n int)
 
+	// Im2col lays out the k×k patches of rows NHWC images x (h×w×c) as
+	// the rows of col ([rows·oh·ow, k·k·c], (ky, kx, c) order, oh = h−k+1):
+	// a valid stride-1 convolution becomes col·Wᵀ for filters W [f, k, k, c].
+	Im2col(col, x Buffer, rows, h, w, c, k int)
+	// Col2im is Im2col's adjoint: dx[b, y, x, c] = the sum, over the
+	// patches covering it in (ky, kx) order, of their dcol entries.
+	Col2im(dx, dcol Buffer, rows, h, w, c, k int)
+	// MaxPool takes 2×2 maxima of rows NHWC images x (h×w×c) into y
+	// ([rows, h/2, w/2, c]) and records each one's offset in its image
+	// (int32, the first of equal values in row-major order) in arg.
+	MaxPool(y, arg, x Buffer, rows, h, w, c int)
+	// MaxPoolGrad routes dy back through arg: dx (rows images of h×w×c)
+	// is zero except at the maxima, which get their dy.
+	MaxPoolGrad(dx, dy, arg Buffer, rows, h, w, c int)
+
 	// SoftmaxKD computes, per row of logits (rows×cols), the loss
 	// (1−α)·CE(softmax(s), y) + α·T²·KL(softmax(t/T) ‖ softmax(s/T)) with
 	// labels y (int32) and teacher logits t (nil: α is taken as 0), writes

@@ -24,7 +24,7 @@ import (
 // device-resident path (trainer.DeviceMLP) does not do yet.
 func checkDeviceJob(job *recipes.Job, opts Options, dev compute.Device) error {
 	no := func(field, what string) error {
-		return job.Errorf(field, "%s is not supported on the %s device yet (it trains MLPs with sgd, magnitude pruning, weight QAT and distillation from a teacher trained in the run); run this recipe on the CPU", what, dev.Name())
+		return job.Errorf(field, "%s is not supported on the %s device yet (it trains MLPs and LeNet-5 with sgd, magnitude pruning, weight QAT and distillation from a teacher trained in the run); run this recipe on the CPU", what, dev.Name())
 	}
 	switch {
 	case opts.Cluster != nil:
@@ -76,17 +76,22 @@ func checkDeviceJob(job *recipes.Job, opts Options, dev compute.Device) error {
 	return nil
 }
 
-// deviceNet checks that the model is a stack of linear layers and returns
-// its widths (input first) and its initial weights and biases.
-func deviceNet(job *recipes.Job, m *model.Model) (sizes []int, w, b [][]float32, err error) {
-	for i, l := range m.Forward() {
-		if l.Kind != "linear" {
-			return nil, nil, nil, job.Errorf("model.arch", "model %q has a %s layer: the device path trains MLPs only", job.Model.Arch, l.Kind)
+// deviceNet describes the model's layers for trainer.DeviceNet and returns
+// its initial weights and biases.
+func deviceNet(job *recipes.Job, m *model.Model) (layers []trainer.DeviceLayer, w, b [][]float32, err error) {
+	for _, l := range m.Forward() {
+		relu := l.Act == "relu"
+		switch l.Kind {
+		case "linear":
+			// Hidden linear layers are the ones the model drops out after.
+			layers = append(layers, trainer.DeviceLayer{Kind: "linear", In: l.In, Out: l.Out, ReLU: relu, Dropout: relu})
+		case "conv":
+			layers = append(layers, trainer.DeviceLayer{Kind: "conv", H: l.InShape[0], W: l.InShape[1], C: l.InShape[2], Out: l.Out, K: l.K, ReLU: relu})
+		case "maxpool":
+			layers = append(layers, trainer.DeviceLayer{Kind: "maxpool", H: l.InShape[0], W: l.InShape[1], C: l.InShape[2]})
+		default:
+			return nil, nil, nil, job.Errorf("model.arch", "model %q has a %s layer, which the device path does not train", job.Model.Arch, l.Kind)
 		}
-		if i == 0 {
-			sizes = append(sizes, l.In)
-		}
-		sizes = append(sizes, l.Out)
 	}
 	for _, p := range m.Params {
 		if p.Bias {
@@ -95,7 +100,7 @@ func deviceNet(job *recipes.Job, m *model.Model) (sizes []int, w, b [][]float32,
 			w = append(w, slices.Clone(p.Data()))
 		}
 	}
-	return sizes, w, b, nil
+	return layers, w, b, nil
 }
 
 // deviceSets are a job's data sets on the device.
@@ -191,7 +196,7 @@ func trainOnDevice(ctx context.Context, job *recipes.Job, dir string, opts Optio
 	if err != nil {
 		return nil, nil, nil, job.Errorf("model.arch", "%v", err)
 	}
-	sizes, w0, b0, err := deviceNet(job, m)
+	layers, w0, b0, err := deviceNet(job, m)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -266,7 +271,7 @@ func trainOnDevice(ctx context.Context, job *recipes.Job, dir string, opts Optio
 		}
 	}
 
-	net, err := trainer.NewDeviceMLP(dev, sizes, job.Batch, job.Seed)
+	net, err := trainer.NewDeviceNet(dev, layers, job.Batch, job.Seed)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -333,7 +338,7 @@ func trainOnDevice(ctx context.Context, job *recipes.Job, dir string, opts Optio
 	var trainSecs float64
 	bits := 0
 	sparsity := 0.0
-	log.Info("training on the device", "device", dev.Name(), "job", job.Name, "layers", sizes, "epochs", job.Epochs, "steps_per_epoch", steps)
+	log.Info("training on the device", "device", dev.Name(), "job", job.Name, "model", job.Model.Arch, "epochs", job.Epochs, "steps_per_epoch", steps)
 	for ep := 0; ep < job.Epochs; ep++ {
 		order := data.Order(job.Seed, ep, sets.train.N)
 		o32 := make([]int32, len(order))
@@ -425,7 +430,7 @@ func trainOnDevice(ctx context.Context, job *recipes.Job, dir string, opts Optio
 		}
 		var zeros, total float64
 		for l, sp := range em.LayerSparsity {
-			n := float64(sizes[l] * sizes[l+1])
+			n := float64(len(w0[l]))
 			zeros, total = zeros+sp*n, total+n
 		}
 		em.Sparsity = zeros / total

@@ -15,6 +15,7 @@ import (
 	"github.com/lathe-ml/lathe/compute/enginetest"
 	"github.com/lathe-ml/lathe/compute/host"
 	"github.com/lathe-ml/lathe/data"
+	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/recipes"
 	"github.com/lathe-ml/lathe/trainer"
 )
@@ -187,5 +188,146 @@ func TestCUDARun(t *testing.T) {
 	}
 	if _, _, err := LoadModel(gf); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDeviceLeNet5MatchesTheModel trains LeNet-5 (convolutions,
+// max-pooling, dropout) built from the model zoo on 4 000 images on the
+// reference device, copies the weights back into the model, and checks
+// that the CPU graph (lathe's own im2col convolution and NHWC flatten)
+// computes the same test accuracy as the device: the layouts agree.
+func TestDeviceLeNet5MatchesTheModel(t *testing.T) {
+	j, err := recipes.Parse([]byte(strings.Replace(recipe, `arch   = "mlp"
+    hidden = [32]`, `arch    = "lenet5"
+    dropout = 0.3`, 1)), "tiny.hcl", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.New(model.Spec{Arch: "lenet5", Dropout: 0.3}, model.MNISTInput, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, w0, b0, err := deviceNet(j, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(layers) != 6 || layers[0].Kind != "conv" || layers[1].Kind != "maxpool" || !layers[4].Dropout {
+		t.Fatalf("layers %+v", layers)
+	}
+	eng := cpu.New(cpu.Options{Threads: 2})
+	dev := host.New(eng)
+	defer dev.Close()
+	train, test, err := data.Load("mnist", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	test = test.Slice("test", 0, 2000)
+	tr, err := trainer.UploadSet(dev, train.Slice("train", 0, 4000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	te, err := trainer.UploadSet(dev, test)
+	if err != nil {
+		t.Fatal(err)
+	}
+	net, err := trainer.NewDeviceNet(dev, layers, 64, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer net.Free()
+	if err := net.SetWeights(w0, b0); err != nil {
+		t.Fatal(err)
+	}
+	if err := net.SetDropout(0, 0.3, 5); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := net.TrainDevice(context.Background(), tr, trainer.DeviceRun{Epochs: 1, LR: 0.05, Momentum: 0.9, Seed: 1}); err != nil {
+		t.Fatal(err)
+	}
+	devAcc, _, err := net.Evaluate(te)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, b, err := net.Weights()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wi, bi := 0, 0
+	for _, p := range m.Params {
+		if p.Bias {
+			copy(p.Data(), b[bi])
+			bi++
+		} else {
+			copy(p.Data(), w[wi])
+			wi++
+		}
+	}
+	cpuAcc, _, err := trainer.EvaluateModel(m, eng, test, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("device %.4f, CPU graph %.4f", devAcc, cpuAcc)
+	if devAcc < 0.85 || math.Abs(devAcc-cpuAcc) > 0.001 {
+		t.Fatalf("test accuracy on the device %v, through the model on the CPU %v", devAcc, cpuAcc)
+	}
+}
+
+// deviceLeNet5 is a short LeNet-5 recipe with per-layer pruning and QAT
+// for the GPU run (its validation split keeps it quick there).
+const deviceLeNet5 = `job "dev5" {
+  epochs     = 1
+  batch      = 64
+  validation = 56000
+  augment {
+    shift = 1
+  }
+  model {
+    arch    = "lenet5"
+    dropout = 0.3
+  }
+  optimizer "sgd" {
+    lr           = 0.05
+    momentum     = 0.9
+    weight_decay = 5e-4
+  }
+  prune "magnitude" {
+    layers       = ["conv2", "fc1"]
+    target       = 0.5
+    from_epoch   = 0
+    to_epoch     = 0.5
+    every_epochs = 0.25
+  }
+  quantize {
+    layers      = ["conv1", "conv2", "fc1", "fc2"]
+    bits        = 8
+    from_epoch  = 0.5
+    granularity = "per_channel"
+    symmetric   = true
+  }
+}
+`
+
+// TestCUDARunLeNet5 runs deviceLeNet5 on the GPU and on the CPU reference:
+// test accuracy within 0.5 pp. Skipped without a GPU; fails with
+// REQUIRE_GPU=1.
+func TestCUDARunLeNet5(t *testing.T) {
+	gpu := enginetest.CUDA(t)
+	ref := host.New(cpu.New(cpu.Options{}))
+	defer ref.Close()
+	var accs []float64
+	for _, dev := range []compute.Device{gpu, ref} {
+		j, err := recipes.Parse([]byte(deviceLeNet5), "dev5.hcl", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum, err := Execute(context.Background(), j, Options{RunDir: t.TempDir(), Device: dev})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: test accuracy %.4f, %.0f samples/s, layers %+v", dev.Name(), sum.TestAccuracy, sum.SamplesPerSecond, sum.Layers)
+		accs = append(accs, sum.TestAccuracy)
+	}
+	if math.Abs(accs[0]-accs[1]) > 0.005 {
+		t.Fatalf("GPU %v vs CPU %v", accs[0], accs[1])
 	}
 }

@@ -12,49 +12,119 @@ import (
 	"github.com/lathe-ml/lathe/data"
 )
 
-// DeviceMLP is a fully connected ReLU network whose whole training step —
-// forward, loss, backward, masks, fake quantization, distillation loss and
-// the momentum update — runs on a compute.Device: parameters, optimizer
-// state, activations and gradients live in device Buffers, and the host
-// only uploads inputs and downloads metrics and weights.
-//
-// Weights are [out, in] row-major (PyTorch's nn.Linear layout); a layer
-// computes y = x·Wᵀ + b, ReLU on every layer but the last.
-type DeviceMLP struct {
-	dev   compute.Device
-	sizes []int
-	batch int
+// DeviceLayer is one layer of a DeviceNet.
+type DeviceLayer struct {
+	Kind string // "linear", "conv" (valid, stride 1, NHWC) or "maxpool" (2×2)
+	// In: linear inputs; conv and maxpool input geometry H×W×C.
+	In      int
+	H, W, C int
+	Out     int  // linear outputs or conv filters
+	K       int  // conv kernel size
+	ReLU    bool // linear and conv
+	Dropout bool // dropout after this layer (at the net's hidden rate)
+}
 
-	w, b, vw, vb, gw, gb, mask []compute.Buffer
-	wq, amax                   []compute.Buffer // fake-quantized weights and their per-row scales' source
-	act, grad                  []compute.Buffer // per layer: output [batch, out] and its gradient
+// DeviceNet is a network of linear, convolution and max-pooling layers
+// whose whole training step — forward, loss, backward, masks, fake
+// quantization, distillation loss and the momentum update — runs on a
+// compute.Device: parameters, optimizer state, activations and gradients
+// live in device Buffers, and the host only uploads inputs and downloads
+// metrics and weights.
+//
+// Weights are [out, in] row-major for linear layers (PyTorch's nn.Linear
+// layout) and [f, k, k, c] for convolutions (lathe's model layout);
+// activations are NHWC, flattened as they lie.
+type DeviceNet struct {
+	dev    compute.Device
+	layers []DeviceLayer
+	batch  int
+	in     int   // input features per sample
+	outN   []int // output elements per sample, per layer
+	param  []int // layer → its weight index (−1: none)
+	player []int // weight index → layer
+	wRows  []int // per weight: output rows (outputs or filters)
+	wCols  []int // per weight: inputs per row (in, or k·k·c)
+
+	w, b, vw, vb, gw, gb, mask []compute.Buffer // per weight
+	wq, amax                   []compute.Buffer // fake-quantized weights and their scales' source
+	act, grad                  []compute.Buffer // per layer: output [batch, outN] and its gradient
+	col, dcol, arg             []compute.Buffer // per layer: conv patches and their gradient; pooling maxima
 	x, labels, stats, count    compute.Buffer
-	// quant is each layer's levels each side (2^(bits−1) − 1; 0: float
+	// quant is each weight's levels each side (2^(bits−1) − 1; 0: float
 	// weights), perTensor whether one scale covers the whole weight.
 	quant     []float32
 	perTensor []bool
-	// Dropout in training: on the input and after every hidden ReLU, with
+	// Dropout in training: on the input and after the layers marked, with
 	// masks drawn on the device from (seed, step, layer).
 	dropIn, dropHid float32
 	dropSeed        uint64
 	inMask          compute.Buffer
-	hidMask         []compute.Buffer
+	hidMask         []compute.Buffer // per layer (nil where none)
 	all             []compute.Buffer
 }
 
-// NewDeviceMLP allocates the network on dev for steps of batch samples and
-// initializes it from seed (He-uniform weights, zero biases; all on the
-// host, then uploaded, so every device starts from the same bits).
-func NewDeviceMLP(dev compute.Device, sizes []int, batch int, seed uint64) (*DeviceMLP, error) {
-	if len(sizes) < 2 || batch < 1 {
-		return nil, fmt.Errorf("trainer: device MLP needs at least two layer sizes and a positive batch (sizes %v, batch %d)", sizes, batch)
+// DeviceMLP is kept as the name of a DeviceNet of linear layers.
+type DeviceMLP = DeviceNet
+
+// MLPLayers are the layers of a ReLU MLP of the given widths (input
+// first), with dropout marked after every hidden layer.
+func MLPLayers(sizes []int) []DeviceLayer {
+	var ls []DeviceLayer
+	for l := 0; l+1 < len(sizes); l++ {
+		hidden := l+2 < len(sizes)
+		ls = append(ls, DeviceLayer{Kind: "linear", In: sizes[l], Out: sizes[l+1], ReLU: hidden, Dropout: hidden})
+	}
+	return ls
+}
+
+// NewDeviceMLP allocates a ReLU MLP of the given widths (input first) on
+// dev for steps of batch samples, initialized from seed (He-uniform
+// weights, zero biases; on the host, then uploaded, so every device starts
+// from the same bits).
+func NewDeviceMLP(dev compute.Device, sizes []int, batch int, seed uint64) (*DeviceNet, error) {
+	if len(sizes) < 2 {
+		return nil, fmt.Errorf("trainer: device MLP needs at least two layer sizes (sizes %v)", sizes)
 	}
 	for _, s := range sizes {
 		if s < 1 {
 			return nil, fmt.Errorf("trainer: device MLP layer size %d in %v", s, sizes)
 		}
 	}
-	m := &DeviceMLP{dev: dev, sizes: append([]int(nil), sizes...), batch: batch}
+	return NewDeviceNet(dev, MLPLayers(sizes), batch, seed)
+}
+
+// NewDeviceNet allocates a network of layers on dev for steps of batch
+// samples, initialized from seed like NewDeviceMLP.
+func NewDeviceNet(dev compute.Device, layers []DeviceLayer, batch int, seed uint64) (*DeviceNet, error) {
+	if len(layers) == 0 || batch < 1 {
+		return nil, fmt.Errorf("trainer: a device network needs layers and a positive batch (%d layers, batch %d)", len(layers), batch)
+	}
+	m := &DeviceNet{dev: dev, layers: append([]DeviceLayer(nil), layers...), batch: batch}
+	prev := 0
+	for i, L := range layers {
+		var in, out int
+		switch L.Kind {
+		case "linear":
+			in, out = L.In, L.Out
+		case "conv":
+			if L.K < 1 || L.H < L.K || L.W < L.K || L.C < 1 || L.Out < 1 {
+				return nil, fmt.Errorf("trainer: layer %d: conv %d×%d×%d with %d filters of %d", i, L.H, L.W, L.C, L.Out, L.K)
+			}
+			in, out = L.H*L.W*L.C, (L.H-L.K+1)*(L.W-L.K+1)*L.Out
+		case "maxpool":
+			in, out = L.H*L.W*L.C, (L.H/2)*(L.W/2)*L.C
+		default:
+			return nil, fmt.Errorf("trainer: layer %d: kind %q (linear, conv, maxpool)", i, L.Kind)
+		}
+		if in < 1 || out < 1 || (i > 0 && in != prev) {
+			return nil, fmt.Errorf("trainer: layer %d (%s) takes %d inputs after %d outputs", i, L.Kind, in, prev)
+		}
+		if i == 0 {
+			m.in = in
+		}
+		m.outN = append(m.outN, out)
+		prev = out
+	}
 	var err error
 	alloc := func(n int) compute.Buffer {
 		if err != nil {
@@ -68,46 +138,71 @@ func NewDeviceMLP(dev compute.Device, sizes []int, batch int, seed uint64) (*Dev
 		return b
 	}
 	r := rand.New(rand.NewPCG(seed, 0x6c617468))
-	for l := 0; l < len(sizes)-1; l++ {
-		in, out := sizes[l], sizes[l+1]
-		m.w = append(m.w, alloc(out*in))
-		m.b = append(m.b, alloc(out))
-		m.vw = append(m.vw, alloc(out*in))
-		m.vb = append(m.vb, alloc(out))
-		m.gw = append(m.gw, alloc(out*in))
-		m.gb = append(m.gb, alloc(out))
-		m.mask = append(m.mask, alloc(out*in))
-		m.wq = append(m.wq, alloc(out*in))
-		m.amax = append(m.amax, alloc(out))
-		m.act = append(m.act, alloc(batch*out))
-		m.grad = append(m.grad, alloc(batch*out))
+	for i, L := range layers {
+		m.act = append(m.act, alloc(batch*m.outN[i]))
+		m.grad = append(m.grad, alloc(batch*m.outN[i]))
+		var col, dcol, arg compute.Buffer
+		switch L.Kind {
+		case "conv":
+			n := batch * (L.H - L.K + 1) * (L.W - L.K + 1) * L.K * L.K * L.C
+			col, dcol = alloc(n), alloc(n)
+		case "maxpool":
+			arg = alloc(batch * m.outN[i])
+		}
+		m.col, m.dcol, m.arg = append(m.col, col), append(m.dcol, dcol), append(m.arg, arg)
+		m.hidMask = append(m.hidMask, nil)
+		if L.Kind == "maxpool" {
+			m.param = append(m.param, -1)
+			continue
+		}
+		rows, cols := L.Out, L.In
+		if L.Kind == "conv" {
+			cols = L.K * L.K * L.C
+		}
+		m.param = append(m.param, len(m.w))
+		m.player = append(m.player, i)
+		m.wRows, m.wCols = append(m.wRows, rows), append(m.wCols, cols)
+		m.w = append(m.w, alloc(rows*cols))
+		m.b = append(m.b, alloc(rows))
+		m.vw = append(m.vw, alloc(rows*cols))
+		m.vb = append(m.vb, alloc(rows))
+		m.gw = append(m.gw, alloc(rows*cols))
+		m.gb = append(m.gb, alloc(rows))
+		m.mask = append(m.mask, alloc(rows*cols))
+		m.wq = append(m.wq, alloc(rows*cols))
+		m.amax = append(m.amax, alloc(rows))
 		if err != nil {
 			m.Free()
-			return nil, fmt.Errorf("trainer: device MLP on %s: %w", dev.Name(), err)
+			return nil, fmt.Errorf("trainer: device network on %s: %w", dev.Name(), err)
 		}
-		w := make([]float32, out*in)
-		lim := math.Sqrt(6 / float64(in))
+		w := make([]float32, rows*cols)
+		lim := math.Sqrt(6 / float64(cols))
 		for i := range w {
 			w[i] = float32((2*r.Float64() - 1) * lim)
 		}
-		if err = dev.Upload(m.w[l], w); err == nil {
-			dev.Fill(m.mask[l], out*in, 1)
+		p := len(m.w) - 1
+		if err = dev.Upload(m.w[p], w); err == nil {
+			dev.Fill(m.mask[p], rows*cols, 1)
 		}
 	}
 	m.quant, m.perTensor = make([]float32, len(m.w)), make([]bool, len(m.w))
-	m.x = alloc(batch * sizes[0])
+	m.x = alloc(batch * m.in)
 	m.labels = alloc(batch)
 	m.stats = alloc(3)
 	m.count = alloc(1)
 	if err != nil {
 		m.Free()
-		return nil, fmt.Errorf("trainer: device MLP on %s: %w", dev.Name(), err)
+		return nil, fmt.Errorf("trainer: device network on %s: %w", dev.Name(), err)
+	}
+	if len(m.w) == 0 {
+		m.Free()
+		return nil, errors.New("trainer: a device network without weights")
 	}
 	return m, nil
 }
 
 // Free returns the network's buffers to the device.
-func (m *DeviceMLP) Free() {
+func (m *DeviceNet) Free() {
 	for _, b := range m.all {
 		if b != nil {
 			m.dev.Free(b)
@@ -116,130 +211,148 @@ func (m *DeviceMLP) Free() {
 	m.all = nil
 }
 
-// Layers is the number of linear layers.
-func (m *DeviceMLP) Layers() int { return len(m.w) }
+// Layers is the number of weight layers (linear and conv); weight-layer
+// indices below count these.
+func (m *DeviceNet) Layers() int { return len(m.w) }
 
-// SetWeights uploads weights ([out, in] row-major, layer by layer) and
-// biases, replacing the initialization.
-func (m *DeviceMLP) SetWeights(w, b [][]float32) error {
+// classes is the width of the last layer's output.
+func (m *DeviceNet) classes() int { return m.outN[len(m.outN)-1] }
+
+// SetWeights uploads the weights and biases, weight layer by weight layer,
+// replacing the initialization.
+func (m *DeviceNet) SetWeights(w, b [][]float32) error {
 	if len(w) != len(m.w) || len(b) != len(m.b) {
-		return fmt.Errorf("trainer: %d weights and %d biases for %d layers", len(w), len(b), len(m.w))
+		return fmt.Errorf("trainer: %d weights and %d biases for %d weight layers", len(w), len(b), len(m.w))
 	}
-	for l := range m.w {
-		if len(w[l]) != m.sizes[l+1]*m.sizes[l] || len(b[l]) != m.sizes[l+1] {
-			return fmt.Errorf("trainer: layer %d: %d weights and %d biases, want %d×%d", l, len(w[l]), len(b[l]), m.sizes[l+1], m.sizes[l])
+	for p := range m.w {
+		if len(w[p]) != m.wRows[p]*m.wCols[p] || len(b[p]) != m.wRows[p] {
+			return fmt.Errorf("trainer: weight layer %d: %d weights and %d biases, want %d×%d", p, len(w[p]), len(b[p]), m.wRows[p], m.wCols[p])
 		}
-		if err := m.dev.Upload(m.w[l], w[l]); err != nil {
+		if err := m.dev.Upload(m.w[p], w[p]); err != nil {
 			return err
 		}
-		if err := m.dev.Upload(m.b[l], b[l]); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// SetQuantBits turns quantization-aware training on for every layer (bits
-// 2…8: weights fake-quantized symmetrically per output row in the forward
-// pass, the gradient passed straight through to the float weights) or off
-// (0).
-func (m *DeviceMLP) SetQuantBits(bits int) error {
-	for l := range m.w {
-		if err := m.SetLayerQuant(l, bits, false); err != nil {
+		if err := m.dev.Upload(m.b[p], b[p]); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// SetLayerQuant sets layer l's quantization: bits 2…8 (0: float), one
-// scale per output row or, perTensor, one for the whole weight.
-func (m *DeviceMLP) SetLayerQuant(l, bits int, perTensor bool) error {
+// SetQuantBits turns quantization-aware training on for every weight
+// (bits 2…8: weights fake-quantized symmetrically per output row in the
+// forward pass, the gradient passed straight through to the float
+// weights) or off (0).
+func (m *DeviceNet) SetQuantBits(bits int) error {
+	for p := range m.w {
+		if err := m.SetLayerQuant(p, bits, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SetLayerQuant sets weight layer p's quantization: bits 2…8 (0: float),
+// one scale per output row (filter) or, perTensor, one for the whole
+// weight.
+func (m *DeviceNet) SetLayerQuant(p, bits int, perTensor bool) error {
 	if bits != 0 && (bits < 2 || bits > 8) {
 		return fmt.Errorf("trainer: quantization to %d bits: 2 to 8", bits)
 	}
-	m.quant[l], m.perTensor[l] = 0, perTensor
+	m.quant[p], m.perTensor[p] = 0, perTensor
 	if bits > 0 {
-		m.quant[l] = float32(int(1)<<(bits-1) - 1)
+		m.quant[p] = float32(int(1)<<(bits-1) - 1)
 	}
 	return nil
 }
 
-// SetDropout sets the training dropout rates on the input and after each
-// hidden layer (0: none); masks are drawn from seed and the step.
-func (m *DeviceMLP) SetDropout(input, hidden float64, seed uint64) error {
+// SetDropout sets the training dropout rates on the input and after the
+// layers marked Dropout (0: none); masks are drawn from seed and the step.
+func (m *DeviceNet) SetDropout(input, hidden float64, seed uint64) error {
 	if !(input >= 0 && input < 1 && hidden >= 0 && hidden < 1) {
 		return fmt.Errorf("trainer: dropout rates %v and %v outside [0, 1)", input, hidden)
 	}
 	m.dropIn, m.dropHid, m.dropSeed = float32(input), float32(hidden), seed
 	var err error
 	if m.dropIn > 0 && m.inMask == nil {
-		if m.inMask, err = m.dev.Alloc(m.batch * m.sizes[0]); err != nil {
+		if m.inMask, err = m.dev.Alloc(m.batch * m.in); err != nil {
 			return err
 		}
 		m.all = append(m.all, m.inMask)
 	}
-	if m.dropHid > 0 && m.hidMask == nil {
-		for l := 0; l < len(m.w)-1; l++ {
-			b, err := m.dev.Alloc(m.batch * m.sizes[l+1])
-			if err != nil {
-				return err
+	if m.dropHid > 0 {
+		for i, L := range m.layers {
+			if L.Dropout && m.hidMask[i] == nil {
+				b, err := m.dev.Alloc(m.batch * m.outN[i])
+				if err != nil {
+					return err
+				}
+				m.all = append(m.all, b)
+				m.hidMask[i] = b
 			}
-			m.all = append(m.all, b)
-			m.hidMask = append(m.hidMask, b)
 		}
 	}
 	return nil
 }
 
-// weights returns the weights the forward pass uses for layer l,
+// weights returns the weights the forward pass uses for weight layer p,
 // quantized when QAT is on for it.
-func (m *DeviceMLP) weights(l int) compute.Buffer {
-	if m.quant[l] == 0 {
-		return m.w[l]
+func (m *DeviceNet) weights(p int) compute.Buffer {
+	if m.quant[p] == 0 {
+		return m.w[p]
 	}
-	return m.wq[l]
+	return m.wq[p]
 }
 
-func (m *DeviceMLP) quantize() {
-	for l := range m.w {
-		if m.quant[l] == 0 {
+func (m *DeviceNet) quantize() {
+	for p := range m.w {
+		if m.quant[p] == 0 {
 			continue
 		}
-		rows, cols := m.sizes[l+1], m.sizes[l]
-		if m.perTensor[l] {
+		rows, cols := m.wRows[p], m.wCols[p]
+		if m.perTensor[p] {
 			rows, cols = 1, rows*cols
 		}
-		m.dev.RowAbsMax(m.amax[l], m.w[l], rows, cols)
-		m.dev.FakeQuant(m.wq[l], m.w[l], m.amax[l], rows, cols, m.quant[l])
+		m.dev.RowAbsMax(m.amax[p], m.w[p], rows, cols)
+		m.dev.FakeQuant(m.wq[p], m.w[p], m.amax[p], rows, cols, m.quant[p])
 	}
 }
 
 // dropSeedFor is the mask seed of a step and layer (−1: the input).
-func (m *DeviceMLP) dropSeedFor(step int64, layer int) uint64 {
+func (m *DeviceNet) dropSeedFor(step int64, layer int) uint64 {
 	return m.dropSeed ^ uint64(step)*0x9e3779b97f4a7c15 ^ uint64(layer+2)<<56
 }
 
 // forward runs rows samples of x through the network; the logits are in
 // act[last]. With train and dropout on, masks for step are drawn and
 // applied (x itself is masked in place).
-func (m *DeviceMLP) forward(x compute.Buffer, rows int, train bool, step int64) compute.Buffer {
+func (m *DeviceNet) forward(x compute.Buffer, rows int, train bool, step int64) compute.Buffer {
 	if train && m.dropIn > 0 && x == m.x {
-		n := rows * m.sizes[0]
+		n := rows * m.in
 		m.dev.DropoutMask(m.inMask, n, m.dropIn, 1/(1-m.dropIn), m.dropSeedFor(step, -1))
 		m.dev.Mul(x, m.inMask, n)
 	}
 	in := x
-	for l := range m.w {
-		o, i := m.sizes[l+1], m.sizes[l]
-		m.dev.Gemm(false, true, rows, o, i, 1, in, m.weights(l), 0, m.act[l])
-		hidden := l < len(m.w)-1
-		m.dev.BiasAct(m.act[l], m.b[l], rows, o, hidden)
-		if train && hidden && m.dropHid > 0 {
-			m.dev.DropoutMask(m.hidMask[l], rows*o, m.dropHid, 1/(1-m.dropHid), m.dropSeedFor(step, l))
-			m.dev.Mul(m.act[l], m.hidMask[l], rows*o)
+	for i, L := range m.layers {
+		switch L.Kind {
+		case "linear":
+			p := m.param[i]
+			m.dev.Gemm(false, true, rows, L.Out, L.In, 1, in, m.weights(p), 0, m.act[i])
+			m.dev.BiasAct(m.act[i], m.b[p], rows, L.Out, L.ReLU)
+		case "conv":
+			p := m.param[i]
+			pix := rows * (L.H - L.K + 1) * (L.W - L.K + 1)
+			m.dev.Im2col(m.col[i], in, rows, L.H, L.W, L.C, L.K)
+			m.dev.Gemm(false, true, pix, L.Out, m.wCols[p], 1, m.col[i], m.weights(p), 0, m.act[i])
+			m.dev.BiasAct(m.act[i], m.b[p], pix, L.Out, L.ReLU)
+		case "maxpool":
+			m.dev.MaxPool(m.act[i], m.arg[i], in, rows, L.H, L.W, L.C)
 		}
-		in = m.act[l]
+		if train && m.hidMask[i] != nil && m.dropHid > 0 {
+			n := rows * m.outN[i]
+			m.dev.DropoutMask(m.hidMask[i], n, m.dropHid, 1/(1-m.dropHid), m.dropSeedFor(step, i))
+			m.dev.Mul(m.act[i], m.hidMask[i], n)
+		}
+		in = m.act[i]
 	}
 	return m.act[len(m.act)-1]
 }
@@ -256,32 +369,57 @@ type DeviceStep struct {
 }
 
 // step trains on the batch in m.x / m.labels (m.batch samples); the
-// summed loss and correct count go into m.stats.
-func (m *DeviceMLP) step(s DeviceStep) {
-	rows, last := m.batch, len(m.w)-1
+// summed loss, correct count and distillation term go into m.stats.
+func (m *DeviceNet) step(s DeviceStep) {
+	rows, last := m.batch, len(m.layers)-1
 	m.quantize()
 	logits := m.forward(m.x, rows, true, s.Step)
-	m.dev.SoftmaxKD(m.grad[last], m.stats, logits, m.labels, s.Teacher, rows, m.sizes[last+1], s.T, s.Alpha, 1/float32(rows))
-	for l := last; l >= 0; l-- {
-		o, i := m.sizes[l+1], m.sizes[l]
+	m.dev.SoftmaxKD(m.grad[last], m.stats, logits, m.labels, s.Teacher, rows, m.classes(), s.T, s.Alpha, 1/float32(rows))
+	for i := last; i >= 0; i-- {
+		L := m.layers[i]
 		in := m.x
-		if l > 0 {
-			in = m.act[l-1]
+		if i > 0 {
+			in = m.act[i-1]
 		}
-		m.dev.Gemm(true, false, o, i, rows, 1, m.grad[l], in, 0, m.gw[l])
-		m.dev.ColSum(m.gb[l], m.grad[l], rows, o)
-		if l > 0 {
-			m.dev.Gemm(false, false, rows, i, o, 1, m.grad[l], m.weights(l), 0, m.grad[l-1])
-			if m.dropHid > 0 {
-				m.dev.Mul(m.grad[l-1], m.hidMask[l-1], rows*i)
+		var below compute.Buffer // the gradient of the layer below's output, when there is one
+		if i > 0 {
+			below = m.grad[i-1]
+		}
+		switch L.Kind {
+		case "linear":
+			p := m.param[i]
+			m.dev.Gemm(true, false, L.Out, L.In, rows, 1, m.grad[i], in, 0, m.gw[p])
+			m.dev.ColSum(m.gb[p], m.grad[i], rows, L.Out)
+			if below != nil {
+				m.dev.Gemm(false, false, rows, L.In, L.Out, 1, m.grad[i], m.weights(p), 0, below)
 			}
-			m.dev.ReLUGrad(m.grad[l-1], m.grad[l-1], m.act[l-1], rows*i)
+		case "conv":
+			p := m.param[i]
+			pix := rows * (L.H - L.K + 1) * (L.W - L.K + 1)
+			m.dev.Gemm(true, false, L.Out, m.wCols[p], pix, 1, m.grad[i], m.col[i], 0, m.gw[p])
+			m.dev.ColSum(m.gb[p], m.grad[i], pix, L.Out)
+			if below != nil {
+				m.dev.Gemm(false, false, pix, m.wCols[p], L.Out, 1, m.grad[i], m.weights(p), 0, m.dcol[i])
+				m.dev.Col2im(below, m.dcol[i], rows, L.H, L.W, L.C, L.K)
+			}
+		case "maxpool":
+			if below != nil {
+				m.dev.MaxPoolGrad(below, m.grad[i], m.arg[i], rows, L.H, L.W, L.C)
+			}
+		}
+		if below != nil {
+			n, prev := rows*m.outN[i-1], m.layers[i-1]
+			if m.hidMask[i-1] != nil && m.dropHid > 0 {
+				m.dev.Mul(below, m.hidMask[i-1], n)
+			}
+			if prev.Kind != "maxpool" && prev.ReLU {
+				m.dev.ReLUGrad(below, below, m.act[i-1], n)
+			}
 		}
 	}
-	for l := range m.w {
-		n := m.sizes[l+1] * m.sizes[l]
-		m.dev.SGD(m.w[l], m.vw[l], m.gw[l], m.mask[l], n, s.LR, s.Momentum, s.WeightDecay)
-		m.dev.SGD(m.b[l], m.vb[l], m.gb[l], nil, m.sizes[l+1], s.LR, s.Momentum, 0)
+	for p := range m.w {
+		m.dev.SGD(m.w[p], m.vw[p], m.gw[p], m.mask[p], m.wRows[p]*m.wCols[p], s.LR, s.Momentum, s.WeightDecay)
+		m.dev.SGD(m.b[p], m.vb[p], m.gb[p], nil, m.wRows[p], s.LR, s.Momentum, 0)
 	}
 }
 
@@ -290,7 +428,7 @@ func (m *DeviceMLP) step(s DeviceStep) {
 // the threshold is found by bisection on device-side counts (the host
 // reads one number per probe, never the weights), then weights below it
 // are masked for good.
-func (m *DeviceMLP) PruneGlobal(target float64) (sparsity float64, err error) {
+func (m *DeviceNet) PruneGlobal(target float64) (sparsity float64, err error) {
 	all := make([]int, len(m.w))
 	for l := range all {
 		all[l] = l
@@ -300,16 +438,16 @@ func (m *DeviceMLP) PruneGlobal(target float64) (sparsity float64, err error) {
 
 // Prune is PruneGlobal over the given layers only: one threshold across
 // them, the returned sparsity theirs.
-func (m *DeviceMLP) Prune(target float64, layers []int) (sparsity float64, err error) {
+func (m *DeviceNet) Prune(target float64, layers []int) (sparsity float64, err error) {
 	total := 0
 	for _, l := range layers {
-		total += m.sizes[l+1] * m.sizes[l]
+		total += m.wRows[l] * m.wCols[l]
 	}
 	want := float32(math.Ceil(target * float64(total)))
 	countBelow := func(t float32) (float32, error) {
 		m.dev.Fill(m.count, 1, 0)
 		for _, l := range layers {
-			m.dev.CountBelow(m.count, m.w[l], m.sizes[l+1]*m.sizes[l], t)
+			m.dev.CountBelow(m.count, m.w[l], m.wRows[l]*m.wCols[l], t)
 		}
 		c := make([]float32, 1)
 		err := m.dev.Download(c, m.count)
@@ -343,7 +481,7 @@ func (m *DeviceMLP) Prune(target float64, layers []int) (sparsity float64, err e
 		}
 	}
 	for _, l := range layers {
-		m.dev.Prune(m.mask[l], m.w[l], m.sizes[l+1]*m.sizes[l], hi)
+		m.dev.Prune(m.mask[l], m.w[l], m.wRows[l]*m.wCols[l], hi)
 	}
 	c, err := countBelow(math.SmallestNonzeroFloat32)
 	return float64(c) / float64(total), err
@@ -351,9 +489,9 @@ func (m *DeviceMLP) Prune(target float64, layers []int) (sparsity float64, err e
 
 // Weights downloads the float weights and biases, layer by layer (for
 // checkpoints and tests).
-func (m *DeviceMLP) Weights() (w, b [][]float32, err error) {
+func (m *DeviceNet) Weights() (w, b [][]float32, err error) {
 	for l := range m.w {
-		wl, bl := make([]float32, m.sizes[l+1]*m.sizes[l]), make([]float32, m.sizes[l+1])
+		wl, bl := make([]float32, m.wRows[l]*m.wCols[l]), make([]float32, m.wRows[l])
 		if err = m.dev.Download(wl, m.w[l]); err != nil {
 			return nil, nil, err
 		}
@@ -414,9 +552,9 @@ func (d *DeviceData) Free(dev compute.Device) {
 
 // Evaluate returns top-1 accuracy and mean cross-entropy on d, computed in
 // batches of the network's batch size.
-func (m *DeviceMLP) Evaluate(d *DeviceData) (acc, loss float64, err error) {
-	if d.Width != m.sizes[0] {
-		return 0, 0, fmt.Errorf("trainer: evaluate: %d features, the network takes %d", d.Width, m.sizes[0])
+func (m *DeviceNet) Evaluate(d *DeviceData) (acc, loss float64, err error) {
+	if d.Width != m.in {
+		return 0, 0, fmt.Errorf("trainer: evaluate: %d features, the network takes %d", d.Width, m.in)
 	}
 	idx, err := m.dev.Alloc(d.N)
 	if err != nil {
@@ -432,13 +570,12 @@ func (m *DeviceMLP) Evaluate(d *DeviceData) (acc, loss float64, err error) {
 	}
 	m.quantize()
 	m.dev.Fill(m.stats, 3, 0)
-	last := len(m.w) - 1
 	for lo := 0; lo < d.N; lo += m.batch {
 		rows := min(m.batch, d.N-lo)
 		m.dev.GatherRows(m.x, d.X, idx, lo, rows, d.Width)
 		m.dev.GatherRows(m.labels, d.Y, idx, lo, rows, 1)
 		logits := m.forward(m.x, rows, false, 0)
-		m.dev.SoftmaxKD(nil, m.stats, logits, m.labels, nil, rows, m.sizes[last+1], 1, 0, 0)
+		m.dev.SoftmaxKD(nil, m.stats, logits, m.labels, nil, rows, m.classes(), 1, 0, 0)
 	}
 	st := make([]float32, 3)
 	if err := m.dev.Download(st, m.stats); err != nil {
@@ -478,11 +615,11 @@ type DeviceEpoch struct {
 // TrainDevice trains m on train (already on the device) for cfg.Epochs
 // epochs of full batches in the order data.Order gives, under the
 // schedules of cfg.
-func (m *DeviceMLP) TrainDevice(ctx context.Context, train *DeviceData, cfg DeviceRun) ([]DeviceEpoch, error) {
-	if train.Width != m.sizes[0] {
-		return nil, fmt.Errorf("trainer: %d features, the network takes %d", train.Width, m.sizes[0])
+func (m *DeviceNet) TrainDevice(ctx context.Context, train *DeviceData, cfg DeviceRun) ([]DeviceEpoch, error) {
+	if train.Width != m.in {
+		return nil, fmt.Errorf("trainer: %d features, the network takes %d", train.Width, m.in)
 	}
-	if cfg.Teacher != nil && (cfg.Teacher.batch != m.batch || cfg.Teacher.sizes[len(cfg.Teacher.sizes)-1] != m.sizes[len(m.sizes)-1]) {
+	if cfg.Teacher != nil && (cfg.Teacher.batch != m.batch || cfg.Teacher.classes() != m.classes()) {
 		return nil, errors.New("trainer: the teacher must have the student's batch and classes")
 	}
 	steps := data.Steps(train.N, m.batch)
@@ -561,7 +698,7 @@ func (m *DeviceMLP) TrainDevice(ctx context.Context, train *DeviceData, cfg Devi
 // (translated by their shifts when shifts is not nil: GatherShifted over
 // h×w images), distilling from teacher's logits on the same inputs when
 // teacher is not nil.
-func (m *DeviceMLP) TrainStep(train *DeviceData, idx, shifts compute.Buffer, h, w, off int, st DeviceStep, teacher *DeviceMLP) {
+func (m *DeviceNet) TrainStep(train *DeviceData, idx, shifts compute.Buffer, h, w, off int, st DeviceStep, teacher *DeviceNet) {
 	if shifts != nil {
 		m.dev.GatherShifted(m.x, train.X, idx, shifts, off, m.batch, h, w)
 	} else {
@@ -580,10 +717,10 @@ type TrainStats struct {
 }
 
 // ResetStats zeroes the training sums.
-func (m *DeviceMLP) ResetStats() { m.dev.Fill(m.stats, 3, 0) }
+func (m *DeviceNet) ResetStats() { m.dev.Fill(m.stats, 3, 0) }
 
 // ReadStats downloads the training sums.
-func (m *DeviceMLP) ReadStats() (TrainStats, error) {
+func (m *DeviceNet) ReadStats() (TrainStats, error) {
 	st := make([]float32, 3)
 	if err := m.dev.Download(st, m.stats); err != nil {
 		return TrainStats{}, err
@@ -593,11 +730,11 @@ func (m *DeviceMLP) ReadStats() (TrainStats, error) {
 
 // LayerSparsity is each layer's fraction of zero weights (counted on the
 // device).
-func (m *DeviceMLP) LayerSparsity() ([]float64, error) {
+func (m *DeviceNet) LayerSparsity() ([]float64, error) {
 	out := make([]float64, len(m.w))
 	c := make([]float32, 1)
 	for l := range m.w {
-		n := m.sizes[l+1] * m.sizes[l]
+		n := m.wRows[l] * m.wCols[l]
 		m.dev.Fill(m.count, 1, 0)
 		m.dev.CountBelow(m.count, m.w[l], n, math.SmallestNonzeroFloat32)
 		if err := m.dev.Download(c, m.count); err != nil {

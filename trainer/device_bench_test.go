@@ -14,10 +14,29 @@ import (
 // reporting samples/s; compressed adds 8-bit QAT, a pruning mask and
 // distillation from a 784-1200-1200-10 teacher (its forward pass counted).
 func benchmarkDeviceStep(b *testing.B, dev compute.Device, sizes []int, compressed bool) {
+	benchmarkDeviceNet(b, dev, MLPLayers(sizes), compressed)
+}
+
+// lenet5Layers is LeNet-5 as lathe's model zoo builds it (20 and 50 5×5
+// filters, 2×2 max-pooling, 500 hidden units).
+var lenet5Layers = []DeviceLayer{
+	{Kind: "conv", H: 28, W: 28, C: 1, K: 5, Out: 20, ReLU: true},
+	{Kind: "maxpool", H: 24, W: 24, C: 20},
+	{Kind: "conv", H: 12, W: 12, C: 20, K: 5, Out: 50, ReLU: true},
+	{Kind: "maxpool", H: 8, W: 8, C: 50},
+	{Kind: "linear", In: 800, Out: 500, ReLU: true},
+	{Kind: "linear", In: 500, Out: 10},
+}
+
+func benchmarkDeviceNet(b *testing.B, dev compute.Device, layers []DeviceLayer, compressed bool) {
 	const batch, n = 1024, 8192
-	train := uploadRandom(b, dev, n, sizes[0], sizes[len(sizes)-1], 1)
+	in, classes := layers[0].In, layers[len(layers)-1].Out
+	if layers[0].Kind != "linear" {
+		in = layers[0].H * layers[0].W * layers[0].C
+	}
+	train := uploadRandom(b, dev, n, in, classes, 1)
 	defer train.Free(dev)
-	m, err := NewDeviceMLP(dev, sizes, batch, 1)
+	m, err := NewDeviceNet(dev, layers, batch, 1)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -37,7 +56,7 @@ func benchmarkDeviceStep(b *testing.B, dev compute.Device, sizes []int, compress
 	st := DeviceStep{LR: 0.01, Momentum: 0.9, WeightDecay: 1e-4}
 	var teacher *DeviceMLP
 	if compressed {
-		if teacher, err = NewDeviceMLP(dev, []int{sizes[0], 1200, 1200, sizes[len(sizes)-1]}, batch, 2); err != nil {
+		if teacher, err = NewDeviceMLP(dev, []int{in, 1200, 1200, classes}, batch, 2); err != nil {
 			b.Fatal(err)
 		}
 		defer teacher.Free()
@@ -91,4 +110,7 @@ func BenchmarkDeviceStepCUDALeNet300Compressed(b *testing.B) {
 }
 func BenchmarkDeviceStepCUDAWide(b *testing.B) {
 	benchmarkDeviceStep(b, enginetest.CUDA(b), wideMLP, false)
+}
+func BenchmarkDeviceStepCUDALeNet5(b *testing.B) {
+	benchmarkDeviceNet(b, enginetest.CUDA(b), lenet5Layers, false)
 }

@@ -52,7 +52,7 @@ func lossAt(t *testing.T, m *DeviceMLP, teacher compute.Buffer, T, alpha float32
 	m.quantize()
 	m.dev.Fill(m.stats, 3, 0)
 	logits := m.forward(m.x, m.batch, false, 0)
-	m.dev.SoftmaxKD(nil, m.stats, logits, m.labels, teacher, m.batch, m.sizes[len(m.sizes)-1], T, alpha, 0)
+	m.dev.SoftmaxKD(nil, m.stats, logits, m.labels, teacher, m.batch, m.classes(), T, alpha, 0)
 	st := make([]float32, 3)
 	if err := m.dev.Download(st, m.stats); err != nil {
 		t.Fatal(err)
@@ -60,30 +60,27 @@ func lossAt(t *testing.T, m *DeviceMLP, teacher compute.Buffer, T, alpha float32
 	return float64(st[0]) / float64(m.batch)
 }
 
-// TestDeviceMLPGradient checks the device step's weight gradients against
-// central finite differences of its own loss (with distillation on).
-func TestDeviceMLPGradient(t *testing.T) {
-	dev := host.New(cpu.New(cpu.Options{Threads: 1}))
-	defer dev.Close()
-	m, err := NewDeviceMLP(dev, []int{6, 5, 4}, 3, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
+// checkGradient compares the device step's weight gradients with central
+// finite differences of its own loss (with distillation on) on one
+// random batch.
+func checkGradient(t *testing.T, m *DeviceNet, classes int, h float32) {
+	t.Helper()
+	dev := m.dev
 	r := rand.New(rand.NewPCG(5, 6))
-	x, y := randomSet(r, 3, 6, 4)
+	x, y := randomSet(r, m.batch, m.in, classes)
 	if err := dev.Upload(m.x, x); err != nil {
 		t.Fatal(err)
 	}
 	if err := dev.UploadInt32(m.labels, y); err != nil {
 		t.Fatal(err)
 	}
-	teacher, _ := dev.Alloc(12)
-	tl, _ := randomSet(r, 3, 4, 1)
+	teacher, _ := dev.Alloc(m.batch * classes)
+	tl, _ := randomSet(r, m.batch, classes, 1)
 	_ = dev.Upload(teacher, tl)
 	// A step with learning rate 0 computes the gradients and changes nothing.
 	m.step(DeviceStep{Teacher: teacher, T: 2, Alpha: 0.5})
 	for l := range m.w {
-		n := m.sizes[l+1] * m.sizes[l]
+		n := m.wRows[l] * m.wCols[l]
 		w, g := make([]float32, n), make([]float32, n)
 		if err := dev.Download(w, m.w[l]); err != nil {
 			t.Fatal(err)
@@ -92,7 +89,6 @@ func TestDeviceMLPGradient(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i := 0; i < n; i += 3 {
-			const h = 1e-2
 			probe := func(v float32) float64 {
 				w2 := append([]float32(nil), w...)
 				w2[i] = v
@@ -101,15 +97,45 @@ func TestDeviceMLPGradient(t *testing.T) {
 				}
 				return lossAt(t, m, teacher, 2, 0.5)
 			}
-			num := (probe(w[i]+h) - probe(w[i]-h)) / (2 * h)
+			num := (probe(w[i]+h) - probe(w[i]-h)) / float64((w[i]+h)-(w[i]-h))
 			_ = dev.Upload(m.w[l], w)
-			// float32 losses differenced over 2h: ~1e-7/1e-2 noise, and the
-			// ReLU kinks; 2e-3 absolute is well clear of both.
+			// float32 losses differenced over 2h: ~1e-7/h noise, and the ReLU
+			// and max-pool kinks a step of h crosses; 2e-3 absolute is clear
+			// of both at the h each test picks.
 			if math.Abs(num-float64(g[i])) > 2e-3+1e-2*math.Abs(num) {
-				t.Errorf("layer %d weight %d: gradient %v, finite difference %v", l, i, g[i], num)
+				t.Errorf("weight layer %d weight %d: gradient %v, finite difference %v", l, i, g[i], num)
 			}
 		}
 	}
+}
+
+func TestDeviceMLPGradient(t *testing.T) {
+	dev := host.New(cpu.New(cpu.Options{Threads: 1}))
+	defer dev.Close()
+	m, err := NewDeviceMLP(dev, []int{6, 5, 4}, 3, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkGradient(t, m, 4, 1e-2)
+}
+
+// TestDeviceConvGradient: the same through a convolution (im2col, the
+// weight gradient, col2im), max-pooling and a second convolution.
+func TestDeviceConvGradient(t *testing.T) {
+	dev := host.New(cpu.New(cpu.Options{Threads: 1}))
+	defer dev.Close()
+	m, err := NewDeviceNet(dev, []DeviceLayer{
+		{Kind: "conv", H: 8, W: 8, C: 2, K: 3, Out: 3, ReLU: true},
+		{Kind: "maxpool", H: 6, W: 6, C: 3},
+		{Kind: "conv", H: 3, W: 3, C: 3, K: 2, Out: 4, ReLU: true},
+		{Kind: "linear", In: 16, Out: 4},
+	}, 3, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A convolution weight moves every pixel's pre-activation: a smaller
+	// step crosses fewer kinks.
+	checkGradient(t, m, 4, 1e-3)
 }
 
 type compressedRun struct {

@@ -10,13 +10,14 @@
 #             run through run.Execute on the GPU and on the CPU;
 #   flagship  recipes/mnist-lenet300-kd-prune-qat.hcl in full through
 #             `coordinator --device cuda`;
+#   lenet5    recipes/mnist-lenet5.hcl in full, likewise;
 #   bench     training samples/s at batch 1024, lathe beside PyTorch on the
-#             same GPU, alternating A B A B.
+#             same GPU, alternating A B A B (bench5: the same for LeNet-5).
 # Everything runs with REQUIRE_GPU=1, so a missing GPU fails instead of
 # skipping. Output goes to stdout and, when OUT is set, to $OUT/gpu-check.log
 # (and the flagship's summary.json and metrics.csv to $OUT).
 set -u -o pipefail
-stages=${*:-kernels epoch run flagship bench}
+stages=${*:-kernels epoch run flagship lenet5 bench bench5}
 cd "$(dirname "$0")/../../.gpu" || exit 1
 out=${OUT:-/tmp}
 exec > >(tee "$out/gpu-check.log") 2>&1
@@ -40,6 +41,9 @@ for stage in $stages; do
     $B/trainer.test -test.run 'TestCUDAEpochMatchesCPU|TestStrictDeviceTrainingStep' -test.v -test.count=1 2>&1 | grep -v '^=== RUN' || rc=1 ;;
   run)
     (cd ../run && $B/run.test -test.run 'TestCUDARun' -test.v -test.count=1 2>&1 | grep -v '^=== RUN' | grep -v INFO) || rc=1 ;;
+  lenet5)
+    (cd .. && time $B/coordinator --recipe recipes/mnist-lenet5.hcl --device cuda --run-dir /tmp/lathe-lenet5 \
+      --no-progress 2>&1 | grep -E 'epoch=(1|6|12) |job done|rror') || rc=1 ;;
   flagship)
     (cd .. && time $B/coordinator --recipe recipes/mnist-lenet300-kd-prune-qat.hcl --device cuda --run-dir /tmp/lathe-flagship \
       --no-progress 2>&1 | grep -E 'epoch=(1|10|20|30) |job done|teacher trained|rror') || rc=1
@@ -53,6 +57,11 @@ for stage in $stages; do
       python3 ../bench/gpu/torch_mlp.py wide
     done
     $B/trainer.test -test.run XXX -test.bench 'DeviceStepCUDALeNet300Compressed$' -test.benchtime 500x 2>&1 | grep -E 'Benchmark|FAIL|rror' ;;
+  bench5)
+    for round in 1 2; do
+      $B/trainer.test -test.run XXX -test.bench 'DeviceStepCUDALeNet5$' -test.benchtime 200x 2>&1 | grep -E 'Benchmark|FAIL|rror'
+      python3 ../bench/gpu/torch_mlp.py lenet5
+    done ;;
   *) echo "unknown stage $stage"; rc=1 ;;
   esac
 done

@@ -3,7 +3,8 @@
 The same step as trainer's BenchmarkDeviceStep*: an MLP with ReLU, batch
 1024 gathered from a resident random set of 8192 samples in the same order,
 cross-entropy, backward, SGD with momentum 0.9 and weight decay 1e-4,
-float32 (TF32 off, PyTorch's default for matrix products). Prints one JSON
+float32 (TF32 off, PyTorch's default for matrix products; cuDNN picks its
+convolution algorithms as it does by default). Prints one JSON
 line per measurement: samples/s over `steps` steps after 10 warm-up steps.
 """
 import json
@@ -16,6 +17,14 @@ torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
 
 
+def lenet5():
+    return torch.nn.Sequential(
+        torch.nn.Unflatten(1, (1, 28, 28)),
+        torch.nn.Conv2d(1, 20, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(20, 50, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(), torch.nn.Linear(800, 500), torch.nn.ReLU(), torch.nn.Linear(500, 10))
+
+
 def bench(name, sizes, steps, batch=1024, n=8192):
     dev = "cuda"
     torch.manual_seed(1)
@@ -24,7 +33,7 @@ def bench(name, sizes, steps, batch=1024, n=8192):
         layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
         if i < len(sizes) - 2:
             layers.append(torch.nn.ReLU())
-    model = torch.nn.Sequential(*layers).to(dev)
+    model = (lenet5() if name == "lenet5" else torch.nn.Sequential(*layers)).to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     x_all = torch.rand(n, sizes[0], device=dev)
     y_all = torch.randint(0, sizes[-1], (n,), device=dev)
@@ -57,3 +66,5 @@ if __name__ == "__main__":
         bench("lenet300", [784, 300, 100, 10], 500)
     if "wide" in which:
         bench("wide", [784, 4096, 4096, 10], 100)
+    if "lenet5" in which:
+        bench("lenet5", [784, 10], 200)

@@ -25,7 +25,8 @@ var kernelSource string
 
 // kernelNames are the kernels.cu entry points Open loads.
 var kernelNames = []string{"bias_act", "relu_grad", "col_sum", "gather_rows", "softmax_kd", "row_abs_max",
-	"fake_quant", "sgd", "count_below", "prune", "fill", "gather_shifted", "dropout_mask", "mul"}
+	"fake_quant", "sgd", "count_below", "prune", "fill", "gather_shifted", "dropout_mask", "mul",
+	"im2col", "col2im", "maxpool", "maxpool_grad"}
 
 // LibraryPathEnv names an environment variable holding extra directories
 // (colon-separated) to look for cuBLAS and NVRTC in, before the standard
@@ -593,6 +594,31 @@ func (e *Engine) DropoutMask(mask compute.Buffer, n int, p, scale float32, seed 
 // Mul implements compute.Device.
 func (e *Engine) Mul(x, y compute.Buffer, n int) {
 	e.run("mul", blocks(n), block, e.ptr(x, n, "mul x"), e.ptr(y, n, "mul y"), n)
+}
+
+// Im2col implements compute.Device.
+func (e *Engine) Im2col(col, x compute.Buffer, rows, h, w, c, k int) {
+	n := rows * (h - k + 1) * (w - k + 1) * k * k * c
+	e.run("im2col", blocks(n), block, e.ptr(col, n, "im2col col"), e.ptr(x, rows*h*w*c, "im2col x"), rows, h, w, c, k)
+}
+
+// Col2im implements compute.Device.
+func (e *Engine) Col2im(dx, dcol compute.Buffer, rows, h, w, c, k int) {
+	n := rows * h * w * c
+	e.run("col2im", blocks(n), block, e.ptr(dx, n, "col2im dx"), e.ptr(dcol, rows*(h-k+1)*(w-k+1)*k*k*c, "col2im dcol"), rows, h, w, c, k)
+}
+
+// MaxPool implements compute.Device.
+func (e *Engine) MaxPool(y, arg, x compute.Buffer, rows, h, w, c int) {
+	n := rows * (h / 2) * (w / 2) * c
+	e.run("maxpool", blocks(n), block, e.ptr(y, n, "maxpool y"), e.ptr(arg, n, "maxpool arg"), e.ptr(x, rows*h*w*c, "maxpool x"), rows, h, w, c)
+}
+
+// MaxPoolGrad implements compute.Device.
+func (e *Engine) MaxPoolGrad(dx, dy, arg compute.Buffer, rows, h, w, c int) {
+	e.Fill(dx, rows*h*w*c, 0)
+	n := rows * (h / 2) * (w / 2) * c
+	e.run("maxpool_grad", blocks(n), block, e.ptr(dx, rows*h*w*c, "maxpool_grad dx"), e.ptr(dy, n, "maxpool_grad dy"), e.ptr(arg, n, "maxpool_grad arg"), rows, h, w, c)
 }
 
 // SoftmaxKD implements compute.Device.

@@ -193,3 +193,65 @@ extern "C" __global__ void mul(float* x, const float* y, int n) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] = __fmul_rn(x[i], y[i]);
 }
+
+// One thread per col element: (patch row, (ky, kx, c)).
+extern "C" __global__ void im2col(float* col, const float* x, int rows, int h, int w, int c, int k) {
+    int oh = h - k + 1, ow = w - k + 1, kkc = k * k * c;
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long)rows * oh * ow * kkc) return;
+    long r = i / kkc;
+    int j = (int)(i % kkc);
+    int b = (int)(r / (oh * ow)), p = (int)(r % (oh * ow));
+    int oy = p / ow, ox = p % ow;
+    int ky = j / (k * c), kx = (j / c) % k, ch = j % c;
+    col[i] = x[(long)b * h * w * c + ((long)(oy + ky) * w + (ox + kx)) * c + ch];
+}
+
+// One thread per input element, patches summed in (ky, kx) order.
+extern "C" __global__ void col2im(float* dx, const float* dcol, int rows, int h, int w, int c, int k) {
+    int oh = h - k + 1, ow = w - k + 1, kkc = k * k * c;
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long)rows * h * w * c) return;
+    int b = (int)(i / ((long)h * w * c)), q = (int)(i % ((long)h * w * c));
+    int y = q / (w * c), x = (q / c) % w, ch = q % c;
+    float s = 0.0f;
+    for (int ky = 0; ky < k; ky++) {
+        int oy = y - ky;
+        if (oy < 0 || oy >= oh) continue;
+        for (int kx = 0; kx < k; kx++) {
+            int ox = x - kx;
+            if (ox < 0 || ox >= ow) continue;
+            s = __fadd_rn(s, dcol[(((long)b * oh + oy) * ow + ox) * kkc + (ky * k + kx) * c + ch]);
+        }
+    }
+    dx[i] = s;
+}
+
+extern "C" __global__ void maxpool(float* y, int* arg, const float* x, int rows, int h, int w, int c) {
+    int oh = h / 2, ow = w / 2;
+    long osz = (long)oh * ow * c;
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= rows * osz) return;
+    int b = (int)(i / osz), q = (int)(i % osz);
+    int oy = q / (ow * c), ox = (q / c) % ow, ch = q % c;
+    const float* img = x + (long)b * h * w * c;
+    int base = ((2 * oy) * w + 2 * ox) * c;
+    int offs[4] = {base, base + c, base + w * c, base + w * c + c};
+    float best = img[offs[0] + ch];
+    int at = offs[0] + ch;
+    for (int t = 1; t < 4; t++) {
+        float v = img[offs[t] + ch];
+        if (v > best) { best = v; at = offs[t] + ch; }
+    }
+    y[i] = best;
+    arg[i] = at;
+}
+
+// dx must be zeroed first (the engine fills it): windows do not overlap.
+extern "C" __global__ void maxpool_grad(float* dx, const float* dy, const int* arg, int rows, int h, int w, int c) {
+    long isz = (long)h * w * c, osz = (long)(h / 2) * (w / 2) * c;
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= rows * osz) return;
+    long b = i / osz;
+    dx[b * isz + arg[i]] = dy[i];
+}

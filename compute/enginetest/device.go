@@ -182,6 +182,31 @@ func RunDevice(t *testing.T, h DeviceHarness) {
 		h.check(t, "mul", dst, 0)
 		h.free(src, idx, shifts, dst, mask)
 	})
+	t.Run("ConvPool", func(t *testing.T) {
+		for _, g := range [][5]int{{3, 12, 12, 1, 5}, {2, 12, 12, 20, 5}, {1, 7, 9, 3, 3}} {
+			rows, ih, iw, c, k := g[0], g[1], g[2], g[3], g[4]
+			oh, ow := ih-k+1, iw-k+1
+			x := h.alloc(t, randn(r, rows*ih*iw*c))
+			col := h.alloc(t, make([]float32, rows*oh*ow*k*k*c))
+			h.Dev.Im2col(col.dev, x.dev, rows, ih, iw, c, k)
+			h.Ref.Im2col(col.ref, x.ref, rows, ih, iw, c, k)
+			h.check(t, "im2col", col, 0)
+			dcol := h.alloc(t, randn(r, rows*oh*ow*k*k*c))
+			h.Dev.Col2im(x.dev, dcol.dev, rows, ih, iw, c, k)
+			h.Ref.Col2im(x.ref, dcol.ref, rows, ih, iw, c, k)
+			h.check(t, "col2im", x, 0)
+			py := h.alloc(t, make([]float32, rows*(ih/2)*(iw/2)*c))
+			arg := h.alloc(t, make([]float32, rows*(ih/2)*(iw/2)*c))
+			h.Dev.MaxPool(py.dev, arg.dev, x.dev, rows, ih, iw, c)
+			h.Ref.MaxPool(py.ref, arg.ref, x.ref, rows, ih, iw, c)
+			h.check(t, "maxpool", py, 0)
+			h.check(t, "maxpool arg", arg, 0)
+			h.Dev.MaxPoolGrad(x.dev, py.dev, arg.dev, rows, ih, iw, c)
+			h.Ref.MaxPoolGrad(x.ref, py.ref, arg.ref, rows, ih, iw, c)
+			h.check(t, "maxpool_grad", x, 0)
+			h.free(x, col, dcol, py, arg)
+		}
+	})
 	t.Run("SoftmaxKD", func(t *testing.T) {
 		for _, rows := range []int{1, 300, 1024} {
 			for _, kd := range []bool{false, true} {

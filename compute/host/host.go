@@ -8,6 +8,7 @@ import (
 	"unsafe"
 
 	"github.com/lathe-ml/lathe/compute"
+	"github.com/lathe-ml/lathe/internal/kernels"
 )
 
 // Device is the host device. Its kernels are plain Go loops (GEMM goes to
@@ -343,6 +344,97 @@ func (d *Device) Mul(x, y compute.Buffer, n int) {
 	need("mul y", yf, n)
 	for i := range xf[:n] {
 		xf[i] *= yf[i]
+	}
+}
+
+// Im2col implements compute.Device.
+func (d *Device) Im2col(col, x compute.Buffer, rows, h, w, c, k int) {
+	defer d.open(col, x)()
+	cf, xf := d.f(col), d.f(x)
+	oh, ow, kkc, isz := h-k+1, w-k+1, k*k*c, h*w*c
+	need("im2col col", cf, rows*oh*ow*kkc)
+	need("im2col x", xf, rows*isz)
+	for b := 0; b < rows; b++ {
+		kernels.Im2col(cf[b*oh*ow*kkc:(b+1)*oh*ow*kkc], xf[b*isz:(b+1)*isz], h, w, c, k)
+	}
+}
+
+// Col2im implements compute.Device.
+func (d *Device) Col2im(dx, dcol compute.Buffer, rows, h, w, c, k int) {
+	defer d.open(dx, dcol)()
+	xf, cf := d.f(dx), d.f(dcol)
+	oh, ow, kkc, isz := h-k+1, w-k+1, k*k*c, h*w*c
+	need("col2im dx", xf, rows*isz)
+	need("col2im dcol", cf, rows*oh*ow*kkc)
+	for b := 0; b < rows; b++ {
+		for y := 0; y < h; y++ {
+			for x := 0; x < w; x++ {
+				for ch := 0; ch < c; ch++ {
+					var s float32
+					for ky := 0; ky < k; ky++ {
+						oy := y - ky
+						if oy < 0 || oy >= oh {
+							continue
+						}
+						for kx := 0; kx < k; kx++ {
+							ox := x - kx
+							if ox < 0 || ox >= ow {
+								continue
+							}
+							s += cf[((b*oh+oy)*ow+ox)*kkc+(ky*k+kx)*c+ch]
+						}
+					}
+					xf[b*isz+(y*w+x)*c+ch] = s
+				}
+			}
+		}
+	}
+}
+
+// MaxPool implements compute.Device.
+func (d *Device) MaxPool(y, arg, x compute.Buffer, rows, h, w, c int) {
+	defer d.open(y, arg, x)()
+	yf, af, xf := d.f(y), d.i32(arg), d.f(x)
+	oh, ow, isz := h/2, w/2, h*w*c
+	osz := oh * ow * c
+	need("maxpool y", yf, rows*osz)
+	need("maxpool x", xf, rows*isz)
+	if len(af) < rows*osz {
+		panic(fmt.Sprintf("host: maxpool arg: %d elements, need %d", len(af), rows*osz))
+	}
+	for b := 0; b < rows; b++ {
+		img := xf[b*isz : (b+1)*isz]
+		for oy := 0; oy < oh; oy++ {
+			for ox := 0; ox < ow; ox++ {
+				base := ((2*oy)*w + 2*ox) * c
+				offs := [4]int{base, base + c, base + w*c, base + w*c + c}
+				for ch := 0; ch < c; ch++ {
+					best, at := img[offs[0]+ch], offs[0]+ch
+					for _, off := range offs[1:] {
+						if v := img[off+ch]; v > best {
+							best, at = v, off+ch
+						}
+					}
+					o := b*osz + (oy*ow+ox)*c + ch
+					yf[o], af[o] = best, int32(at)
+				}
+			}
+		}
+	}
+}
+
+// MaxPoolGrad implements compute.Device.
+func (d *Device) MaxPoolGrad(dx, dy, arg compute.Buffer, rows, h, w, c int) {
+	defer d.open(dx, dy, arg)()
+	xf, yf, af := d.f(dx), d.f(dy), d.i32(arg)
+	isz, osz := h*w*c, (h/2)*(w/2)*c
+	need("maxpool_grad dx", xf, rows*isz)
+	need("maxpool_grad dy", yf, rows*osz)
+	clear(xf[:rows*isz])
+	for b := 0; b < rows; b++ {
+		for i := 0; i < osz; i++ {
+			xf[b*isz+int(af[b*osz+i])] = yf[b*osz+i]
+		}
 	}
 }
 

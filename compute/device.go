@@ -10,6 +10,10 @@ type Buffer interface {
 	Len() int
 }
 
+// ColSumBlock is the number of rows Device.ColSum sums before adding a
+// block's sum to the total.
+const ColSumBlock = 256
+
 // Device runs lathe's device-resident training kernels: every tensor of a
 // step lives in Buffers, and the host sees only what it uploads (inputs,
 // initial weights) and downloads (metrics, checkpoints).
@@ -51,8 +55,10 @@ type Device interface {
 	// ReLUGrad sets dx[i] = dy[i] where y[i] > 0 and 0 elsewhere (n elements;
 	// dx may be dy).
 	ReLUGrad(dx, dy, y Buffer, n int)
-	// ColSum sets dst[j] = Σ_i x[i, j] over rows×cols x, summing rows in
-	// order.
+	// ColSum sets dst[j] = Σ_i x[i, j] over rows×cols x: rows are summed
+	// in order within blocks of ColSumBlock, and the blocks' sums in order
+	// (so that a GPU can sum the blocks in parallel and still agree with
+	// the host to the bit).
 	ColSum(dst, x Buffer, rows, cols int)
 	// GatherRows sets dst's row r to src's row idx[off+r] for r < rows
 	// (idx: int32; src and dst rows of width elements).

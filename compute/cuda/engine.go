@@ -24,7 +24,7 @@ import (
 var kernelSource string
 
 // kernelNames are the kernels.cu entry points Open loads.
-var kernelNames = []string{"bias_act", "relu_grad", "col_sum", "gather_rows", "softmax_kd", "row_abs_max",
+var kernelNames = []string{"bias_act", "relu_grad", "col_sum", "col_sum_part", "gather_rows", "softmax_kd", "row_abs_max",
 	"fake_quant", "sgd", "count_below", "prune", "fill", "gather_shifted", "dropout_mask", "mul",
 	"im2col", "col2im", "maxpool", "maxpool_grad"}
 
@@ -193,9 +193,10 @@ type Engine struct {
 
 	// launch is the argument block of cuLaunchKernel, pinned for the
 	// engine's life: vals holds the values, ptrs points at each.
-	launch *launchArgs
-	pin    runtime.Pinner
-	alpha  *[2]float32
+	launch  *launchArgs
+	pin     runtime.Pinner
+	alpha   *[2]float32
+	scratch *dbuf // ColSum's block sums
 }
 
 type launchArgs struct {
@@ -524,7 +525,12 @@ func (e *Engine) Gemm(transA, transB bool, m, n, k int, alpha float32, a, b comp
 // run launches kernel name over grid blocks of block threads with args
 // (uint64 device pointers, int32 and float32 values).
 func (e *Engine) run(name string, grid, block int, args ...any) {
-	if grid == 0 {
+	e.run2d(name, grid, 1, block, args...)
+}
+
+// run2d is run over a grid of gx×gy blocks.
+func (e *Engine) run2d(name string, gx, gy, block int, args ...any) {
+	if gx == 0 || gy == 0 {
 		return
 	}
 	l := e.launch
@@ -541,7 +547,7 @@ func (e *Engine) run(name string, grid, block int, args ...any) {
 		}
 	}
 	defer e.enter()()
-	if r := api.cuLaunchKernel(e.fns[name], uint32(grid), 1, 1, uint32(block), 1, 1, 0, 0,
+	if r := api.cuLaunchKernel(e.fns[name], uint32(gx), uint32(gy), 1, uint32(block), 1, 1, 0, 0,
 		unsafe.Pointer(&l.ptrs[0]), nil); r != 0 {
 		e.fail("launch "+name, r)
 	}
@@ -568,9 +574,30 @@ func (e *Engine) ReLUGrad(dx, dy, y compute.Buffer, n int) {
 	e.run("relu_grad", blocks(n), block, e.ptr(dx, n, "relu_grad dx"), e.ptr(dy, n, "relu_grad dy"), e.ptr(y, n, "relu_grad y"), n)
 }
 
-// ColSum implements compute.Device.
+// ColSum implements compute.Device: block sums into a scratch buffer the
+// engine keeps, then their sum.
 func (e *Engine) ColSum(dst, x compute.Buffer, rows, cols int) {
-	e.run("col_sum", blocks(cols), block, e.ptr(dst, cols, "col_sum dst"), e.ptr(x, rows*cols, "col_sum x"), rows, cols)
+	pd, px := e.ptr(dst, cols, "col_sum dst"), e.ptr(x, rows*cols, "col_sum x")
+	nb := (rows + compute.ColSumBlock - 1) / compute.ColSumBlock
+	if nb == 0 || cols == 0 {
+		e.Fill(dst, cols, 0)
+		return
+	}
+	if e.scratch == nil || e.scratch.n < nb*cols {
+		if e.scratch != nil {
+			e.Free(e.scratch)
+		}
+		b, err := e.Alloc(nb * cols)
+		if err != nil {
+			if e.err == nil {
+				e.err = err
+			}
+			return
+		}
+		e.scratch = b.(*dbuf)
+	}
+	e.run2d("col_sum_part", blocks(cols), nb, block, e.scratch.p, px, rows, cols, compute.ColSumBlock)
+	e.run("col_sum", blocks(cols), block, pd, e.scratch.p, nb, cols)
 }
 
 // GatherRows implements compute.Device. Indices are not checked on the

@@ -19,12 +19,25 @@ extern "C" __global__ void relu_grad(float* dx, const float* dy, const float* y,
     dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
 
-// One thread per column, rows summed in order (deterministic).
-extern "C" __global__ void col_sum(float* dst, const float* x, int rows, int cols) {
+// Column sums in two passes, in the host's order (blocks of per =
+// compute.ColSumBlock rows): col_sum_part gives one thread to each
+// (column, block) to sum the block's rows in order; col_sum adds the
+// blocks in order.
+extern "C" __global__ void col_sum_part(float* part, const float* x, int rows, int cols, int per) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    int blk = blockIdx.y;
+    if (j >= cols) return;
+    int lo = blk * per, hi = min(lo + per, rows);
+    float s = 0.0f;
+    for (int r = lo; r < hi; r++) s = __fadd_rn(s, x[(long)r * cols + j]);
+    part[(long)blk * cols + j] = s;
+}
+
+extern "C" __global__ void col_sum(float* dst, const float* part, int blocks, int cols) {
     int j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= cols) return;
     float s = 0.0f;
-    for (int r = 0; r < rows; r++) s += x[(long)r * cols + j];
+    for (int b = 0; b < blocks; b++) s = __fadd_rn(s, part[(long)b * cols + j]);
     dst[j] = s;
 }
 

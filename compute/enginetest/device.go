@@ -123,7 +123,7 @@ func RunDevice(t *testing.T, h DeviceHarness) {
 		}
 	})
 	t.Run("BiasActReLUGradColSum", func(t *testing.T) {
-		for _, sh := range [][2]int{{1, 1}, {7, 300}, {1024, 10}, {33, 257}} {
+		for _, sh := range [][2]int{{1, 1}, {7, 300}, {1024, 10}, {33, 257}, {3000, 20}} {
 			rows, cols := sh[0], sh[1]
 			for _, relu := range []bool{false, true} {
 				y, b := h.alloc(t, randn(r, rows*cols)), h.alloc(t, randn(r, cols))

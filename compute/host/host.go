@@ -259,8 +259,12 @@ func (d *Device) ColSum(dst, x compute.Buffer, rows, cols int) {
 	need("col_sum x", xf, rows*cols)
 	for j := 0; j < cols; j++ {
 		var s float32
-		for r := 0; r < rows; r++ {
-			s += xf[r*cols+j]
+		for lo := 0; lo < rows; lo += compute.ColSumBlock {
+			var part float32
+			for r := lo; r < min(lo+compute.ColSumBlock, rows); r++ {
+				part += xf[r*cols+j]
+			}
+			s += part
 		}
 		df[j] = s
 	}

@@ -1,5 +1,6 @@
 # lathe — the two commands of the quickstart:
-#   make demo   installs what is missing, trains recipes/mnist-lenet300.hcl, prints where the summary is
+#   make demo   installs what is missing, runs the flagship recipe (recipes/mnist-lenet300-kd-prune-qat.hcl),
+#               prints where the summary is; DEVICE=cuda runs it on the GPU
 #   make test   installs what is missing, runs go vet and every test
 GO      ?= go
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -30,8 +31,9 @@ build: deps
 	$(GO) build $(VCS) -o bin/lathe ./cmd/lathe
 	$(GO) build $(VCS) -o bin/worker ./cmd/worker
 
+DEVICE ?= cpu
 demo: build
-	./bin/coordinator --recipe recipes/mnist-lenet300.hcl
+	./bin/coordinator --recipe recipes/mnist-lenet300-kd-prune-qat.hcl --device $(DEVICE)
 
 test: deps
 	$(GO) vet ./...

@@ -56,7 +56,7 @@ type Options struct {
 	Cluster     *cluster.Coordinator
 	MicroShards int
 	// Device, when set, trains device-resident on it (a GPU through
-	// compute/cuda): MLP recipes with sgd, magnitude pruning, weight QAT and
+	// compute/cuda): MLP and LeNet-5 recipes with sgd, magnitude pruning, weight QAT and
 	// distillation from a teacher trained in the run; others are refused
 	// naming the recipe field.
 	Device compute.Device

@@ -69,7 +69,7 @@ func realMain(args []string, stderr io.Writer) int {
 		natsURL  = fs.String("nats", "", "use this NATS deployment instead of an embedded server")
 		minWork  = fs.Int("min-workers", 1, "workers to wait for before training starts")
 		shards   = fs.Int("micro-shards", 0, "micro-shards per batch in cluster mode (default 8, or the largest divisor of the batch below it)")
-		device   = fs.String("device", "cpu", "cpu, or cuda / cuda:N: train device-resident on that GPU (MLP recipes with sgd, magnitude pruning, weight QAT and distillation; others are refused naming the field)")
+		device   = fs.String("device", "cpu", "cpu, or cuda / cuda:N: train device-resident on that GPU (MLP and LeNet-5 recipes with sgd, magnitude pruning, weight QAT and distillation; others are refused naming the field)")
 		af       = workercli.Register(fs)
 		vars     multiFlag
 	)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -480,6 +481,93 @@ func TestStepIsSplitByMeasuredSpeed(t *testing.T) {
 	for _, w := range coord.Workers() {
 		if w.Capacity <= 0 || w.Share != shares[w.Name] {
 			t.Fatalf("worker %s: capacity %v, share %d (shares %v)", w.Name, w.Capacity, w.Share, shares)
+		}
+	}
+}
+
+// TestDriftedWorkerIsLeftOut: replicas report a digest of their weights
+// every few steps; one worker's stops matching the coordinator's (its
+// memory corrupted, say). The coordinator counts the mismatch, leaves that
+// worker out, and the step goes on with the other, exact.
+func TestDriftedWorkerIsLeftOut(t *testing.T) {
+	defer func(e int64) { DigestEvery = e }(DigestEvery)
+	DigestEvery = 5
+	_, conn := embedded(t)
+	coord, err := NewCoordinator(conn("coordinator"), "job", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer coord.Close()
+	const n, shards, steps = 16, 4, 150
+	contribution := func(k, i int) float32 { return float32(k+1) * float32(i+1) / 3 }
+	var want []float32
+	for i := range n {
+		var q int64
+		for k := range shards {
+			v, _ := trainer.ToFixed(contribution(k, i))
+			q += v
+		}
+		want = append(want, trainer.FromFixed(q))
+	}
+	compute := func(ks []int, into []int64) error {
+		time.Sleep(10 * time.Millisecond)
+		for _, k := range ks {
+			for i := range into {
+				q, _ := trainer.ToFixed(contribution(k, i))
+				into[i] += q
+			}
+		}
+		return nil
+	}
+	digestAfter := func(step int64, drifted bool) string {
+		if drifted {
+			return fmt.Sprintf("drifted-%d", step)
+		}
+		return fmt.Sprintf("weights-%d", step)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, name := range []string{"good", "bad"} {
+		w := &Worker{NC: conn(name), Job: "job", Name: name, Device: "cpu",
+			Run: func(ctx context.Context, _ PhaseSpec, _ map[string][]byte, par *Replica) error {
+				for s := range int64(steps) {
+					if _, err := par.Reduce(ctx, s, n, compute); err != nil {
+						return err
+					}
+					if (s+1)%DigestEvery == 0 {
+						par.SetDigest(s+1, digestAfter(s+1, name == "bad" && s >= 40))
+					}
+				}
+				return nil
+			}}
+		go func() { _ = w.Serve(ctx) }()
+	}
+	if err := coord.WaitWorkers(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := coord.Phase(ctx, PhaseSpec{Name: "p", MicroShards: shards, SamplesPerShard: 4}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for s := range int64(steps) {
+		v, err := rep.Reduce(ctx, s, n, nil)
+		if err != nil {
+			t.Fatalf("step %d: %v", s, err)
+		}
+		if !slices.Equal(v, want) {
+			t.Fatalf("step %d reduced a different vector", s)
+		}
+		if (s+1)%DigestEvery == 0 {
+			rep.SetDigest(s+1, digestAfter(s+1, false))
+		}
+	}
+	st := coord.Stats()
+	if st.DigestMismatches != 1 || st.DigestsCompared < 2 || st.WorkersFailed != 1 {
+		t.Fatalf("digests compared %d, mismatches %d, workers failed %d", st.DigestsCompared, st.DigestMismatches, st.WorkersFailed)
+	}
+	for _, w := range coord.Workers() {
+		if (w.Name == "bad") != (w.State == "failed") || (w.Name == "bad" && !strings.Contains(w.Error, "differ from the coordinator's")) {
+			t.Fatalf("worker %s: %s %q", w.Name, w.State, w.Error)
 		}
 	}
 }

@@ -42,6 +42,7 @@ type WorkerInfo struct {
 	shards      int64
 	shardsAt    time.Time
 	computeSecs float64
+	digests     map[int64]string // reported, not yet compared
 }
 
 // MemberStats are the coordinator's counts over the job.
@@ -51,6 +52,11 @@ type MemberStats struct {
 	WorkersFailed    int   `json:"workers_failed"` // reported a failure (a NaN or Inf in its gradient, say) and were left out
 	Generations      int   `json:"generations"`
 	Rebalances       int   `json:"rebalances"` // generations that only re-split the step by measured speed
+	// DigestsCompared counts worker weight digests found equal to the
+	// coordinator's; DigestMismatches those that differed (the worker is
+	// left out, as a failed one).
+	DigestsCompared  int `json:"digests_compared"`
+	DigestMismatches int `json:"digest_mismatches"`
 	MessagesRejected int64 `json:"messages_rejected"`
 }
 
@@ -226,6 +232,12 @@ func (c *Coordinator) onHeartbeat(m *nats.Msg) {
 			}
 		}
 		w.shards, w.shardsAt, w.computeSecs = hb.Shards, now, hb.ComputeSeconds
+		if hb.Digest != "" && w.State == "training" {
+			if w.digests == nil {
+				w.digests = map[int64]string{}
+			}
+			w.digests[hb.DigestStep] = hb.Digest
+		}
 	}
 	if hb.State == "failed" && w.State != "failed" {
 		w.State, w.Error = "failed", hb.Error
@@ -257,7 +269,41 @@ func (c *Coordinator) monitor() {
 			}
 		}
 		c.rebalanceLocked()
+		c.compareDigestsLocked()
 		c.mu.Unlock()
+	}
+}
+
+// compareDigestsLocked compares the weight digests the members reported
+// with the coordinator's own for the same steps; a worker whose weights
+// differ is left out like a failed one (c.mu held).
+func (c *Coordinator) compareDigestsLocked() {
+	if c.rep == nil {
+		return
+	}
+	for _, name := range slices.Clone(c.members) {
+		w := c.workers[name]
+		for step, d := range w.digests {
+			own, ok, oldest := c.rep.digest(step)
+			if !ok && (oldest < 0 || step >= oldest) {
+				continue // the coordinator has not reached that step yet
+			}
+			delete(w.digests, step)
+			if !ok {
+				continue // older than anything the coordinator still holds
+			}
+			if own == d {
+				c.stats.DigestsCompared++
+				continue
+			}
+			c.stats.DigestMismatches++
+			c.stats.WorkersFailed++
+			w.State, w.Error = "failed", fmt.Sprintf("its weights after step %d differ from the coordinator's (digest %.16s…, the coordinator's %.16s…)", step, d, own)
+			w.digests = nil
+			c.log.Error("a worker's weights drifted from the coordinator's; it is left out", "worker", name, "step", step)
+			c.dropLocked(name)
+			break
+		}
 	}
 }
 
@@ -444,7 +490,7 @@ func (c *Coordinator) Phase(ctx context.Context, spec PhaseSpec, files map[strin
 	for _, n := range c.order {
 		if w := c.workers[n]; w.State == "ready" || w.State == "training" {
 			w.State = "training"
-			w.SamplesPerSecond, w.shards, w.shardsAt, w.computeSecs = 0, 0, time.Time{}, 0
+			w.SamplesPerSecond, w.shards, w.shardsAt, w.computeSecs, w.digests = 0, 0, time.Time{}, 0, nil
 			c.members = append(c.members, n)
 		}
 	}

@@ -43,6 +43,10 @@ type Heartbeat struct {
 	// waiting for the others): shards per compute second is the worker's
 	// capacity.
 	ComputeSeconds float64 `json:"compute_seconds"`
+	// Digest is the SHA-256 (hex) of the worker's weights after step
+	// DigestStep (1-based), which the coordinator compares with its own.
+	DigestStep int64  `json:"digest_step,omitempty"`
+	Digest     string `json:"digest,omitempty"`
 }
 
 // Control is a coordinator message to every worker.

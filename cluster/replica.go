@@ -75,6 +75,7 @@ type Replica struct {
 	gen      uint64
 	members  []string
 	shares   []int               // the current generation's micro-shards per member (nil: equal)
+	digests  map[int64]string    // own weight digests by step (the last DigestKeep)
 	byGen    map[uint64][]string // every generation's members, for its late messages
 	failure  string              // set with an empty membership: why the phase cannot go on
 	changed  chan struct{}       // closed when the generation changes
@@ -180,6 +181,58 @@ func (r *Replica) Stats() Stats {
 	s := r.stats
 	s.Steps = r.steps.Load()
 	return s
+}
+
+// DigestEvery is how often (in steps) replicas hash their weights, and
+// DigestKeep how many of their own digests they keep for comparison (the
+// workers run up to Window/2 steps ahead of the coordinator).
+var (
+	DigestEvery int64 = 25
+	DigestKeep        = 8
+)
+
+// SetDigest records the digest of this replica's weights after step
+// (1-based): a worker reports its newest in its heartbeats; the
+// coordinator compares them with its own.
+func (r *Replica) SetDigest(step int64, digest string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.digests == nil {
+		r.digests = map[int64]string{}
+	}
+	r.digests[step] = digest
+	for s := range r.digests {
+		if s <= step-int64(DigestKeep)*DigestEvery {
+			delete(r.digests, s)
+		}
+	}
+}
+
+// digest returns the digest recorded after step, and the oldest step it
+// still holds one for (−1: none).
+func (r *Replica) digest(step int64) (d string, ok bool, oldest int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d, ok = r.digests[step]
+	oldest = -1
+	for s := range r.digests {
+		if oldest < 0 || s < oldest {
+			oldest = s
+		}
+	}
+	return d, ok, oldest
+}
+
+// lastDigest is the newest digest recorded.
+func (r *Replica) lastDigest() (step int64, d string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for s, v := range r.digests {
+		if s > step {
+			step, d = s, v
+		}
+	}
+	return step, d
 }
 
 // SetShares sets the current generation's split of the micro-shards among

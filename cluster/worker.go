@@ -285,6 +285,7 @@ func (w *Worker) heartbeats(ctx context.Context, prefix string) {
 		if w.rep != nil {
 			st := w.rep.Stats()
 			hb.Step, hb.BytesSent, hb.BytesReceived, hb.Shards, hb.ComputeSeconds = st.Steps, st.BytesSent, st.BytesReceived, st.Shards, st.ComputeSeconds
+			hb.DigestStep, hb.Digest = w.rep.lastDigest()
 		}
 		w.mu.Unlock()
 		b, _ := json.Marshal(hb)

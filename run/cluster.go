@@ -29,7 +29,12 @@ type ClusterSummary struct {
 	// Rebalances are the re-splits of the step by the workers' measured
 	// speeds; Shares the last split (micro-shards per worker, absent when
 	// equal).
-	Rebalances       int            `json:"rebalances"`
+	Rebalances int `json:"rebalances"`
+	// DigestsCompared counts the workers' weight digests found equal to
+	// the coordinator's, DigestMismatches those that differed (each
+	// leaves its worker out).
+	DigestsCompared  int            `json:"digests_compared"`
+	DigestMismatches int            `json:"digest_mismatches"`
 	Shares           map[string]int `json:"shares,omitempty"`
 	MessagesRejected int64          `json:"messages_rejected"`
 	MicroShards      int            `json:"micro_shards"`
@@ -179,7 +184,7 @@ func replicaPhase(dataDir string, log hclog.Logger, extra []trainer.Policy) clus
 func clusterSummary(c *cluster.Coordinator, par *cluster.Replica) *ClusterSummary {
 	ms, rs := c.Stats(), par.Stats()
 	s := &ClusterSummary{Workers: ms.MaxWorkers, WorkersLost: ms.WorkersLost, WorkersFailed: ms.WorkersFailed, StepsReplanned: rs.Redone,
-		Rebalances: ms.Rebalances, Shares: c.Shares(), MessagesRejected: ms.MessagesRejected, MicroShards: par.MicroShards()}
+		Rebalances: ms.Rebalances, Shares: c.Shares(), DigestsCompared: ms.DigestsCompared, DigestMismatches: ms.DigestMismatches, MessagesRejected: ms.MessagesRejected, MicroShards: par.MicroShards()}
 	var n int
 	for _, w := range c.Workers() {
 		if w.Step > 0 && w.BytesSent > 0 {

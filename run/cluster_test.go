@@ -228,6 +228,10 @@ func TestClusterWeightsDoNotDependOnWorkers(t *testing.T) {
 	if s2.Cluster.Workers != 2 || s2.Cluster.BytesSentPerStep <= 0 {
 		t.Fatalf("two workers: %+v", s2.Cluster)
 	}
+	// The replicas' weight digests were compared during the run, and agreed.
+	if s2.Cluster.DigestsCompared == 0 || s2.Cluster.DigestMismatches != 0 {
+		t.Fatalf("digests compared %d, mismatches %d", s2.Cluster.DigestsCompared, s2.Cluster.DigestMismatches)
+	}
 	var st Status
 	if b, err := os.ReadFile(filepath.Join(two, StatusFile)); err != nil || json.Unmarshal(b, &st) != nil ||
 		st.State != "done" || len(st.Workers) != 2 || st.Workers[0].Name != "w1" || st.Workers[1].Device != "cpu" {

@@ -385,6 +385,11 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	if opts.replica != nil {
 		cfg.Parallel, cfg.Checkpoint, cfg.Test = opts.replica.par, nil, nil
 	}
+	if rep, ok := cfg.Parallel.(*cluster.Replica); ok && rep != nil {
+		// Last, after every policy that changes the weights: the replicas'
+		// digests, which the coordinator compares.
+		cfg.Policies = append(cfg.Policies, &trainer.DigestPolicy{Every: cluster.DigestEvery, Publish: rep.SetDigest})
+	}
 	var status *statusWriter
 	if opts.replica == nil {
 		status = startStatus(dir, job.Name, job.Epochs, job.Batch, opts.Cluster, log)

@@ -47,16 +47,16 @@ type WorkerInfo struct {
 
 // MemberStats are the coordinator's counts over the job.
 type MemberStats struct {
-	MaxWorkers       int   `json:"workers"`        // the most that took part at once
-	WorkersLost      int   `json:"workers_lost"`   // silent past the deadline
-	WorkersFailed    int   `json:"workers_failed"` // reported a failure (a NaN or Inf in its gradient, say) and were left out
-	Generations      int   `json:"generations"`
-	Rebalances       int   `json:"rebalances"` // generations that only re-split the step by measured speed
+	MaxWorkers    int `json:"workers"`        // the most that took part at once
+	WorkersLost   int `json:"workers_lost"`   // silent past the deadline
+	WorkersFailed int `json:"workers_failed"` // reported a failure (a NaN or Inf in its gradient, say) and were left out
+	Generations   int `json:"generations"`
+	Rebalances    int `json:"rebalances"` // generations that only re-split the step by measured speed
 	// DigestsCompared counts worker weight digests found equal to the
 	// coordinator's; DigestMismatches those that differed (the worker is
 	// left out, as a failed one).
-	DigestsCompared  int `json:"digests_compared"`
-	DigestMismatches int `json:"digest_mismatches"`
+	DigestsCompared  int   `json:"digests_compared"`
+	DigestMismatches int   `json:"digest_mismatches"`
 	MessagesRejected int64 `json:"messages_rejected"`
 }
 

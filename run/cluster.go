@@ -13,6 +13,7 @@ import (
 
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/cluster"
+	"github.com/lathe-ml/lathe/compute"
 	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/recipes"
@@ -129,11 +130,18 @@ func startPhase(ctx context.Context, job *recipes.Job, opts Options, teachers []
 // and files come from the coordinator, the data from dataDir (or where the
 // dataset is installed). It is a cluster.PhaseFunc.
 func ReplicaPhase(dataDir string, log hclog.Logger) cluster.PhaseFunc {
-	return replicaPhase(dataDir, log, nil)
+	return replicaPhase(dataDir, log, nil, nil)
 }
 
-// replicaPhase is ReplicaPhase with extra policies (the tests inject faults).
-func replicaPhase(dataDir string, log hclog.Logger, extra []trainer.Policy) cluster.PhaseFunc {
+// ReplicaPhaseOn is ReplicaPhase for a worker whose micro-shard gradients
+// are computed on dev (a GPU).
+func ReplicaPhaseOn(dataDir string, log hclog.Logger, dev compute.Device) cluster.PhaseFunc {
+	return replicaPhase(dataDir, log, nil, dev)
+}
+
+// replicaPhase is ReplicaPhase with extra policies (the tests inject faults)
+// and a device.
+func replicaPhase(dataDir string, log hclog.Logger, extra []trainer.Policy, dev compute.Device) cluster.PhaseFunc {
 	return func(ctx context.Context, spec cluster.PhaseSpec, files map[string][]byte, par *cluster.Replica) error {
 		job, err := recipes.Parse(spec.Recipe, spec.File, nil)
 		if err != nil {
@@ -175,7 +183,7 @@ func replicaPhase(dataDir string, log hclog.Logger, extra []trainer.Policy) clus
 			dir = tmp
 			log.Debug("training on the dataset the coordinator sent", "dataset", job.Dataset, "files", len(spec.Data))
 		}
-		_, _, err = execute(ctx, job, Options{DataDir: dir, Logger: log, replica: r, Policies: extra})
+		_, _, err = execute(ctx, job, Options{DataDir: dir, Logger: log, replica: r, Policies: extra, Device: dev})
 		return err
 	}
 }

@@ -21,6 +21,9 @@ import (
 
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/cluster"
+	"github.com/lathe-ml/lathe/compute"
+	"github.com/lathe-ml/lathe/compute/cpu"
+	"github.com/lathe-ml/lathe/compute/host"
 	"github.com/lathe-ml/lathe/recipes"
 	"github.com/lathe-ml/lathe/trainer"
 )
@@ -141,13 +144,24 @@ func stockServer(t *testing.T) (url, token string, shutdown func()) {
 
 func (tc *testCluster) addWorker(t *testing.T, name string, extra ...trainer.Policy) {
 	t.Helper()
+	tc.addWorkerOn(t, name, nil, extra...)
+}
+
+// addWorkerOn adds a worker computing its gradients on dev (nil: the CPU
+// graph).
+func (tc *testCluster) addWorkerOn(t *testing.T, name string, dev compute.Device, extra ...trainer.Policy) {
+	t.Helper()
 	nc, err := cluster.Connect(tc.url, cluster.Auth{Token: tc.token}, name, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	tc.cancels[name], tc.conns[name] = cancel, nc
-	w := &cluster.Worker{NC: nc, Job: "tiny", Name: name, Device: "cpu", Log: testLog(name), Run: replicaPhase("", testLog(name), extra)}
+	device := "cpu"
+	if dev != nil {
+		device = dev.Name()
+	}
+	w := &cluster.Worker{NC: nc, Job: "tiny", Name: name, Device: device, Log: testLog(name), Run: replicaPhase("", testLog(name), extra, dev)}
 	tc.wg.Add(1)
 	go func() {
 		defer tc.wg.Done()
@@ -168,7 +182,12 @@ var clusterTimeout = 1 * time.Minute
 
 func clusterRun(t *testing.T, tc *testCluster, dir string, progress func(trainer.Progress)) *Summary {
 	t.Helper()
-	j, err := recipes.Parse([]byte(withBlock(clusterBlocks)), "tiny.hcl", []string{"epochs=2"})
+	return clusterRunBlocks(t, tc, dir, clusterBlocks, progress)
+}
+
+func clusterRunBlocks(t *testing.T, tc *testCluster, dir, blocks string, progress func(trainer.Progress)) *Summary {
+	t.Helper()
+	j, err := recipes.Parse([]byte(withBlock(blocks)), "tiny.hcl", []string{"epochs=2"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,5 +366,43 @@ func TestClusterOnAStockNATSServer(t *testing.T) {
 	clusterRun(t, startCluster(t, 1), embedded, nil)
 	if a, b := weightsDigest(t, filepath.Join(stock, ModelFile)), weightsDigest(t, filepath.Join(embedded, ModelFile)); a != b {
 		t.Fatalf("stock server, 2 workers %s; embedded, 1 worker %s", a, b)
+	}
+}
+
+// TestCPUAndDeviceWorkersShareAJob: one worker computes on the CPU graph,
+// the other its micro-shards' gradients on a device (the host reference
+// device here, as a GPU would): the job trains, the replicas stay
+// identical (their digests agree), and the step is split by their speeds.
+func TestCPUAndDeviceWorkersShareAJob(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains a cluster")
+	}
+	dev := host.New(cpu.New(cpu.Options{Threads: 1}))
+	defer dev.Close()
+	tc := startCluster(t, 1)
+	tc.addWorkerOn(t, "dev", dev)
+	blocks := strings.Replace(clusterBlocks, `    from_epoch  = 1
+    activations = 8`, `    from_epoch  = 1
+    granularity = "per_channel"
+    symmetric   = true`, 1)
+	sum := clusterRunBlocks(t, tc, t.TempDir(), blocks, nil)
+	c := sum.Cluster
+	if c.Workers != 2 || c.DigestsCompared == 0 || c.DigestMismatches != 0 || c.WorkersFailed != 0 {
+		t.Fatalf("cluster %+v", c)
+	}
+	if sum.TestAccuracy < 0.8 {
+		t.Fatalf("test accuracy %v", sum.TestAccuracy)
+	}
+	var devInfo *cluster.WorkerInfo
+	for _, w := range tc.coord.Workers() {
+		if w.Name == "dev" {
+			devInfo = &w
+		}
+	}
+	if devInfo == nil || devInfo.Device != "cpu" || devInfo.Capacity <= 0 || devInfo.Step == 0 {
+		t.Fatalf("the device worker: %+v", devInfo)
+	}
+	if !strings.Contains(clusterLog.String(), "computing gradients on the device") {
+		t.Fatal("the device worker did not compute on its device")
 	}
 }

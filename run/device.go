@@ -79,19 +79,8 @@ func checkDeviceJob(job *recipes.Job, opts Options, dev compute.Device) error {
 // deviceNet describes the model's layers for trainer.DeviceNet and returns
 // its initial weights and biases.
 func deviceNet(job *recipes.Job, m *model.Model) (layers []trainer.DeviceLayer, w, b [][]float32, err error) {
-	for _, l := range m.Forward() {
-		relu := l.Act == "relu"
-		switch l.Kind {
-		case "linear":
-			// Hidden linear layers are the ones the model drops out after.
-			layers = append(layers, trainer.DeviceLayer{Kind: "linear", In: l.In, Out: l.Out, ReLU: relu, Dropout: relu})
-		case "conv":
-			layers = append(layers, trainer.DeviceLayer{Kind: "conv", H: l.InShape[0], W: l.InShape[1], C: l.InShape[2], Out: l.Out, K: l.K, ReLU: relu})
-		case "maxpool":
-			layers = append(layers, trainer.DeviceLayer{Kind: "maxpool", H: l.InShape[0], W: l.InShape[1], C: l.InShape[2]})
-		default:
-			return nil, nil, nil, job.Errorf("model.arch", "model %q has a %s layer, which the device path does not train", job.Model.Arch, l.Kind)
-		}
+	if layers, err = trainer.DeviceLayersOf(m); err != nil {
+		return nil, nil, nil, job.Errorf("model.arch", "model %q: %v", job.Model.Arch, err)
 	}
 	for _, p := range m.Params {
 		if p.Bias {

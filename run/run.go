@@ -384,6 +384,25 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	}
 	if opts.replica != nil {
 		cfg.Parallel, cfg.Checkpoint, cfg.Test = opts.replica.par, nil, nil
+		if opts.Device != nil {
+			// A CUDA worker: its micro-shards' gradients come from the device.
+			var teacher *model.Model
+			switch {
+			case hint != nil:
+				return nil, nil, job.Errorf("distill.hint", "hint distillation is not computed on the %s device yet", opts.Device.Name())
+			case len(teachers) > 1:
+				return nil, nil, job.Errorf("teacher.count", "a teacher ensemble is not computed on the %s device yet", opts.Device.Name())
+			case len(teachers) == 1 && kd != nil:
+				teacher = teachers[0]
+			}
+			g, err := trainer.NewDeviceGradients(opts.Device, startModel, job.Batch/opts.replica.par.MicroShards(), teacher, kd, job.Seed)
+			if err != nil {
+				return nil, nil, err
+			}
+			defer g.Free()
+			cfg.Gradients = g
+			log.Info("computing gradients on the device", "device", opts.Device.Name())
+		}
 	}
 	if rep, ok := cfg.Parallel.(*cluster.Replica); ok && rep != nil {
 		// Last, after every policy that changes the weights: the replicas'

@@ -371,6 +371,21 @@ type DeviceStep struct {
 // step trains on the batch in m.x / m.labels (m.batch samples); the
 // summed loss, correct count and distillation term go into m.stats.
 func (m *DeviceNet) step(s DeviceStep) {
+	m.gradients(s)
+	m.update(s)
+}
+
+// update applies the momentum step to every weight and bias.
+func (m *DeviceNet) update(s DeviceStep) {
+	for p := range m.w {
+		m.dev.SGD(m.w[p], m.vw[p], m.gw[p], m.mask[p], m.wRows[p]*m.wCols[p], s.LR, s.Momentum, s.WeightDecay)
+		m.dev.SGD(m.b[p], m.vb[p], m.gb[p], nil, m.wRows[p], s.LR, s.Momentum, 0)
+	}
+}
+
+// gradients runs the forward and backward passes on the batch in m.x /
+// m.labels, leaving the gradients in gw and gb.
+func (m *DeviceNet) gradients(s DeviceStep) {
 	rows, last := m.batch, len(m.layers)-1
 	m.quantize()
 	logits := m.forward(m.x, rows, true, s.Step)
@@ -416,10 +431,6 @@ func (m *DeviceNet) step(s DeviceStep) {
 				m.dev.ReLUGrad(below, below, m.act[i-1], n)
 			}
 		}
-	}
-	for p := range m.w {
-		m.dev.SGD(m.w[p], m.vw[p], m.gw[p], m.mask[p], m.wRows[p]*m.wCols[p], s.LR, s.Momentum, s.WeightDecay)
-		m.dev.SGD(m.b[p], m.vb[p], m.gb[p], nil, m.wRows[p], s.LR, s.Momentum, 0)
 	}
 }
 

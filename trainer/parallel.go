@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"slices"
+
+	"github.com/lathe-ml/lathe/model"
 )
 
 // Parallel makes a trainer one replica of data-parallel training whose
@@ -64,6 +66,24 @@ func AddFixed(into []int64, vs []float32) error {
 		into[i] += q
 	}
 	return nil
+}
+
+// ShardGradients computes micro-shard gradients for a replica on another
+// device: the replica's own graph is not run for its shards.
+type ShardGradients interface {
+	// Prepare is called before a step's first shard with the model as it
+	// stands (parameters, quantization controls).
+	Prepare(m *model.Model) error
+	// Shard returns the gradient of the mean loss over the samples x
+	// (pixels/255, row-major) with class labels y, per parameter in
+	// Model.Params order, and the shard's mean loss, mean distillation
+	// term and correct count; stream numbers the shard for dropout masks.
+	Shard(x, y []float32, stream uint64) ([][]float32, ShardStats, error)
+}
+
+// ShardStats are one micro-shard's figures.
+type ShardStats struct {
+	Loss, Distill, Correct float32
 }
 
 // parallelLayout is where each part of a step lives in the reduced
@@ -126,12 +146,34 @@ func (t *Trainer) parallelStep(ctx context.Context, idx []int, epoch int) error 
 			o.Hold, o.Seen = false, false
 		}
 	}()
+	prepared := false
 	compute := func(ks []int, into []int64) error {
 		for _, k := range ks {
 			if k < 0 || k >= shards {
 				return fmt.Errorf("trainer: step %d: micro-shard %d outside [0, %d)", s.Step+1, k, shards)
 			}
 			t.batch.Fill(x, y, idx[k*micro:(k+1)*micro], epoch)
+			if g := t.cfg.Gradients; g != nil {
+				if !prepared {
+					if err := g.Prepare(t.cfg.Model); err != nil {
+						return fmt.Errorf("trainer: step %d: %w", s.Step+1, err)
+					}
+					prepared = true
+				}
+				grads, st, err := g.Shard(x[:micro*t.cfg.Train.Features()], y[:micro], uint64(s.Step)*uint64(shards)+uint64(k))
+				if err != nil {
+					return fmt.Errorf("trainer: step %d: %w", s.Step+1, err)
+				}
+				for i, gr := range grads {
+					if err := AddFixed(into[l.params[i]:], gr); err != nil {
+						return fmt.Errorf("trainer: step %d: %s: %w", s.Step+1, t.cfg.Model.Params[i].Name, err)
+					}
+				}
+				if err := AddFixed(into[l.loss:], []float32{st.Loss, st.Distill, st.Correct}); err != nil {
+					return fmt.Errorf("trainer: step %d: loss: %w", s.Step+1, err)
+				}
+				continue
+			}
 			for _, d := range t.net.Dropouts {
 				d.Calls = uint64(s.Step)*uint64(shards) + uint64(k)
 			}

@@ -67,6 +67,9 @@ type Config struct {
 	// Parallel, when set, makes the trainer one replica of data-parallel
 	// training (see Parallel): its graphs are built for one micro-shard.
 	Parallel Parallel
+	// Gradients, with Parallel, computes this replica's micro-shard
+	// gradients on another device (a GPU) instead of the graph.
+	Gradients ShardGradients
 }
 
 // HintConfig is a hint (feature) distillation term: the student's hidden

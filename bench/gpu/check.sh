@@ -11,6 +11,8 @@
 #   flagship  recipes/mnist-lenet300-kd-prune-qat.hcl in full through
 #             `coordinator --device cuda`;
 #   lenet5    recipes/mnist-lenet5.hcl in full, likewise;
+#   hetero    a CPU and a CUDA worker sharing the flagship recipe (one epoch
+#             each of teacher and student), beside two CPU workers;
 #   bench     training samples/s at batch 1024, lathe beside PyTorch on the
 #             same GPU, alternating A B A B (bench5: the same for LeNet-5).
 # Everything runs with REQUIRE_GPU=1, so a missing GPU fails instead of
@@ -49,6 +51,16 @@ for stage in $stages; do
       --no-progress 2>&1 | grep -E 'epoch=(1|10|20|30) |job done|teacher trained|rror') || rc=1
     cp /tmp/lathe-flagship/summary.json "$out/flagship-summary.json" 2>/dev/null
     cp /tmp/lathe-flagship/metrics.csv "$out/flagship-metrics.csv" 2>/dev/null ;;
+  hetero)
+    # One CPU and one CUDA worker share the flagship recipe (shortened),
+    # then two CPU workers for comparison.
+    for devs in cpu,cuda cpu,cpu; do
+      echo "-- local workers: $devs"
+      (cd .. && time timeout 150 $B/coordinator --recipe recipes/mnist-lenet300-kd-prune-qat.hcl -var epochs=1 -var teacher_epochs=1 \
+        --workers 2 --worker-devices $devs --run-dir /tmp/lathe-hetero-${devs/,/-} --no-progress 2>&1 | grep -E 're-split|job done|rror|drift') || rc=1
+      python3 -c "import json,sys; s=json.load(open(sys.argv[1])); c=s['cluster']; print('test', s['test_accuracy'], 'teacher', s.get('teacher_test_accuracy'), 'wall', round(s['wall_seconds'],1), {k: c.get(k) for k in ['workers','rebalances','shares','digests_compared','digest_mismatches','workers_quarantined']})" /tmp/lathe-hetero-${devs/,/-}/summary.json
+      cp /tmp/lathe-hetero-${devs/,/-}/summary.json "$out/hetero-${devs/,/-}.json" 2>/dev/null
+    done ;;
   bench)
     for round in 1 2; do
       $B/trainer.test -test.run XXX -test.bench 'DeviceStepCUDALeNet300$' -test.benchtime 500x 2>&1 | grep -E 'Benchmark|FAIL|rror'

@@ -19,7 +19,7 @@ import (
 // startCluster connects the coordinator to NATS — an embedded server in
 // the run directory unless url is given — and starts the local workers.
 // The returned function stops the workers and the server.
-func startCluster(ctx context.Context, log hclog.Logger, job, dir, url string, workers, minWorkers int, dataDir string, af workercli.AuthFlags) (*cluster.Coordinator, func(), error) {
+func startCluster(ctx context.Context, log hclog.Logger, job, dir, url string, workers, minWorkers int, dataDir string, devices []string, af workercli.AuthFlags) (*cluster.Coordinator, func(), error) {
 	var auth cluster.Auth
 	var srv *cluster.Embedded
 	if url == "" {
@@ -55,13 +55,15 @@ func startCluster(ctx context.Context, log hclog.Logger, job, dir, url string, w
 		return nil, nil, err
 	}
 	var procs []*exec.Cmd
+	var exits []chan struct{}                   // closed when a local worker has exited
+	exited := make(chan error, max(workers, 1)) // why, for those that exit early
 	stop := func() {
 		c.Close()
 		for _, p := range procs {
 			_ = p.Process.Signal(syscall.SIGTERM)
 		}
-		for _, p := range procs {
-			_ = p.Wait()
+		for _, e := range exits {
+			<-e
 		}
 		nc.Close()
 		if srv != nil {
@@ -82,6 +84,11 @@ func startCluster(ctx context.Context, log hclog.Logger, job, dir, url string, w
 			if dataDir != "" {
 				args = append(args, "--data-dir", dataDir)
 			}
+			if k < len(devices) {
+				args = append(args, "--device", devices[k])
+			} else {
+				args = append(args, "--device", "cpu")
+			}
 			cmd := exec.Command(self, args...)
 			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 			cmd.Env = append(os.Environ(), "LATHE_NATS_TOKEN="+auth.Token)
@@ -91,11 +98,32 @@ func startCluster(ctx context.Context, log hclog.Logger, job, dir, url string, w
 				return nil, nil, fmt.Errorf("cluster: start local worker: %w", err)
 			}
 			procs = append(procs, cmd)
+			done := make(chan struct{})
+			exits = append(exits, done)
+			go func(name string) {
+				err := cmd.Wait()
+				exited <- fmt.Errorf("cluster: local worker %s exited (%v) before the workers were ready; its messages are above", name, err)
+				close(done)
+			}(fmt.Sprintf("local-%d", k+1))
 		}
 		log.Info("local workers started", "workers", workers)
 	}
-	if err := c.WaitWorkers(ctx, max(minWorkers, workers)); err != nil {
+	// A local worker that exits before it registers (a device it cannot
+	// use, say) ends the wait with its reason.
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		select {
+		case err := <-exited:
+			cancel(err)
+		case <-wctx.Done():
+		}
+	}()
+	if err := c.WaitWorkers(wctx, max(minWorkers, workers)); err != nil {
 		stop()
+		if cause := context.Cause(wctx); cause != nil && ctx.Err() == nil {
+			return nil, nil, cause
+		}
 		return nil, nil, err
 	}
 	return c, stop, nil

@@ -69,6 +69,7 @@ func realMain(args []string, stderr io.Writer) int {
 		natsURL  = fs.String("nats", "", "use this NATS deployment instead of an embedded server")
 		minWork  = fs.Int("min-workers", 1, "workers to wait for before training starts")
 		shards   = fs.Int("micro-shards", 0, "micro-shards per batch in cluster mode (default 8, or the largest divisor of the batch below it)")
+		wdevs    = fs.String("worker-devices", "", "the local workers' devices in order, comma-separated (cpu, cuda, cuda:N; default cpu): e.g. --workers 2 --worker-devices cpu,cuda")
 		device   = fs.String("device", "cpu", "cpu, or cuda / cuda:N: train device-resident on that GPU (MLP and LeNet-5 recipes with sgd, magnitude pruning, weight QAT and distillation; others are refused naming the field)")
 		af       = workercli.Register(fs)
 		vars     multiFlag
@@ -127,7 +128,17 @@ func realMain(args []string, stderr io.Writer) int {
 		opts.Device = e
 	}
 	if *workers >= 0 || *natsURL != "" {
-		c, closeCluster, err := startCluster(ctx, log, job.Name, dir, *natsURL, *workers, *minWork, *dataDir, af)
+		var devices []string
+		if *wdevs != "" {
+			devices = strings.Split(*wdevs, ",")
+			for _, d := range devices {
+				if _, _, err := cuda.ParseDevice(d); err != nil || len(devices) > max(*workers, 0) {
+					fmt.Fprintf(stderr, "coordinator: --worker-devices %q: one of cpu, cuda, cuda:N, auto per local worker (--workers %d)\n", *wdevs, *workers)
+					return 2
+				}
+			}
+		}
+		c, closeCluster, err := startCluster(ctx, log, job.Name, dir, *natsURL, *workers, *minWork, *dataDir, devices, af)
 		if err != nil {
 			log.Error("cluster", "error", err)
 			return 1

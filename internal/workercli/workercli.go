@@ -64,7 +64,7 @@ func Main(args []string, stderr io.Writer) int {
 		job      = fs.String("job", "", "job to join (default: the only job running on that NATS)")
 		name     = fs.String("name", "", "worker name, unique in the job (default: host-pid)")
 		dataDir  = fs.String("data-dir", "", "directory holding the dataset's IDX files (default: where it is installed)")
-		device   = fs.String("device", "auto", "auto, cpu, cuda or cuda:N (auto: the CPU, with a log line saying why not CUDA; recipe training on workers does not use the CUDA engine yet)")
+		device   = fs.String("device", "auto", "auto, cpu, cuda or cuda:N: where the worker computes its micro-shards' gradients (auto: CUDA when it starts, else the CPU with a log line saying why)")
 		logLevel = fs.String("log-level", "info", "trace, debug, info, warn or error")
 		local    = fs.Bool("local", false, "a local worker of an embedded server: exit when the coordinator does")
 		af       = Register(fs)
@@ -90,26 +90,28 @@ func Main(args []string, stderr io.Writer) int {
 		*name = fmt.Sprintf("%s-%d", strings.Split(host, ".")[0], os.Getpid())
 	}
 	log := hclog.New(&hclog.LoggerOptions{Name: *name, Level: hclog.LevelFromString(*logLevel), Output: stderr})
-	// The device is checked before anything is reached over the network.
+	// The device is checked before anything is reached over the network:
+	// starting the engine checks everything it needs (the driver, the
+	// device, cuBLAS, NVRTC, and that the kernels compile for it).
+	var engine *cuda.Engine
 	switch kind {
 	case "cuda":
-		// Starting the engine checks everything it needs: the driver, the
-		// device, cuBLAS, NVRTC and that the kernels compile for it.
-		e, err := cuda.Open(index, cuda.Options{Logger: log})
+		e, err := cuda.Open(index, cuda.Options{Logger: log.Named("cuda")})
 		if err != nil {
 			fmt.Fprintf(stderr, "worker: --device %s: %v\n", *device, err)
 			return 1
 		}
-		d := e.Info()
-		_ = e.Close()
-		fmt.Fprintf(stderr, "worker: --device %s: the CUDA engine starts on %s, but recipe training on workers does not use it yet; run this worker with --device cpu\n", *device, &d)
-		return 1
+		engine = e
 	case "auto":
-		if d, err := cuda.Probe(0); err == nil {
-			log.Info("found a CUDA device, but recipe training on workers does not use the CUDA engine yet: training on the CPU", "device", d.String())
+		if e, err := cuda.Open(0, cuda.Options{Logger: log.Named("cuda")}); err == nil {
+			engine = e
 		} else {
-			log.Info("no usable CUDA device: training on the CPU", "reason", err)
+			log.Info("no usable CUDA device: computing on the CPU", "reason", err)
 		}
+	}
+	if engine != nil {
+		defer engine.Close()
+		log.Info("computing micro-shard gradients on the GPU", "device", engine.Name())
 	}
 	auth, err := af.Auth()
 	if err != nil {
@@ -138,6 +140,9 @@ func Main(args []string, stderr io.Writer) int {
 		}()
 	}
 	w := &cluster.Worker{NC: nc, Job: *job, Name: *name, Device: "cpu", Log: log, Run: run.ReplicaPhase(*dataDir, log)}
+	if engine != nil {
+		w.Device, w.Run = engine.Name(), run.ReplicaPhaseOn(*dataDir, log, engine)
+	}
 	if err := w.Serve(ctx); err != nil && ctx.Err() == nil {
 		log.Error("worker stopped", "error", err)
 		return 1

@@ -1,0 +1,206 @@
+package trainer
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/lathe-ml/lathe/compute"
+	"github.com/lathe-ml/lathe/distill"
+	"github.com/lathe-ml/lathe/model"
+)
+
+// DeviceLayersOf describes a model's forward pass as DeviceNet layers
+// (hidden linear layers drop out at the model's rate).
+func DeviceLayersOf(m *model.Model) ([]DeviceLayer, error) {
+	var layers []DeviceLayer
+	for _, l := range m.Forward() {
+		relu := l.Act == "relu"
+		switch l.Kind {
+		case "linear":
+			layers = append(layers, DeviceLayer{Kind: "linear", In: l.In, Out: l.Out, ReLU: relu, Dropout: relu})
+		case "conv":
+			layers = append(layers, DeviceLayer{Kind: "conv", H: l.InShape[0], W: l.InShape[1], C: l.InShape[2], Out: l.Out, K: l.K, ReLU: relu})
+		case "maxpool":
+			layers = append(layers, DeviceLayer{Kind: "maxpool", H: l.InShape[0], W: l.InShape[1], C: l.InShape[2]})
+		default:
+			return nil, fmt.Errorf("trainer: the device path has no %s layer", l.Kind)
+		}
+	}
+	return layers, nil
+}
+
+// splitParams returns a model's weights and biases, weight layer by
+// weight layer, and for each parameter in Model.Params order which list
+// and index it is.
+func splitParams(m *model.Model) (w, b [][]float32, where [][2]int) {
+	for _, p := range m.Params {
+		if p.Bias {
+			where = append(where, [2]int{1, len(b)})
+			b = append(b, p.Data())
+		} else {
+			where = append(where, [2]int{0, len(w)})
+			w = append(w, p.Data())
+		}
+	}
+	return w, b, where
+}
+
+// DeviceGradients computes a cluster replica's micro-shard gradients on a
+// compute.Device (a CUDA worker): each step the model's parameters and
+// quantization controls go to the device, each shard's inputs follow, and
+// the gradients come back to be reduced with the other workers'. Dropout
+// masks are the device's, so a shard's gradient differs in its last bits
+// (and in its dropout draws) from the one a CPU replica would compute; the
+// reduction stays exact and every replica applies the same sum.
+type DeviceGradients struct {
+	dev     compute.Device
+	micro   int
+	net     *DeviceNet
+	teacher *DeviceNet
+	kd      *distill.Config
+	dropIn  float64
+	dropHid float64
+	seed    uint64
+	where   [][2]int
+	gw, gb  [][]float32
+	labels  []int32
+}
+
+var _ ShardGradients = (*DeviceGradients)(nil)
+
+// NewDeviceGradients prepares dev for shards of micro samples of model m
+// (its spec's dropout rates) distilled, when kd is set, from teacher
+// (trained, fixed; its weights go to the device once).
+func NewDeviceGradients(dev compute.Device, m *model.Model, micro int, teacher *model.Model, kd *distill.Config, seed uint64) (*DeviceGradients, error) {
+	g := &DeviceGradients{dev: dev, micro: micro, kd: kd, dropIn: m.Spec.InputDropout, dropHid: m.Spec.Dropout, seed: seed}
+	if kd != nil {
+		if teacher == nil {
+			return nil, errors.New("trainer: distillation on a device needs its teacher")
+		}
+		layers, err := DeviceLayersOf(teacher)
+		if err != nil {
+			return nil, err
+		}
+		if g.teacher, err = NewDeviceNet(dev, layers, micro, seed); err != nil {
+			return nil, err
+		}
+		w, b, _ := splitParams(teacher)
+		if err := g.teacher.SetWeights(w, b); err != nil {
+			g.Free()
+			return nil, err
+		}
+	}
+	return g, nil
+}
+
+// Free releases the device buffers.
+func (g *DeviceGradients) Free() {
+	for _, n := range []*DeviceNet{g.net, g.teacher} {
+		if n != nil {
+			n.Free()
+		}
+	}
+	g.net, g.teacher = nil, nil
+}
+
+// Prepare implements ShardGradients: the network is (re)built when the
+// model's architecture changed (thinning, factorization), and gets the
+// current parameters and quantization.
+func (g *DeviceGradients) Prepare(m *model.Model) error {
+	for name, o := range m.ActQuant {
+		if o.Enabled {
+			return fmt.Errorf("trainer: activation quantization (%s) is not computed on the device yet", name)
+		}
+	}
+	w, b, where := splitParams(m)
+	if g.net != nil {
+		same := len(w) == len(g.net.w)
+		for p := 0; same && p < len(w); p++ {
+			same = len(w[p]) == g.net.wRows[p]*g.net.wCols[p] && len(b[p]) == g.net.wRows[p]
+		}
+		if !same {
+			g.net.Free()
+			g.net = nil
+		}
+	}
+	if g.net == nil {
+		layers, err := DeviceLayersOf(m)
+		if err != nil {
+			return err
+		}
+		if g.net, err = NewDeviceNet(g.dev, layers, g.micro, g.seed); err != nil {
+			return err
+		}
+		if err := g.net.SetDropout(g.dropIn, g.dropHid, g.seed^0x64726f70); err != nil {
+			return err
+		}
+		g.where = where
+		g.gw, g.gb = make([][]float32, len(w)), make([][]float32, len(b))
+		for p := range w {
+			g.gw[p], g.gb[p] = make([]float32, len(w[p])), make([]float32, len(b[p]))
+		}
+		g.labels = make([]int32, g.micro)
+	}
+	if err := g.net.SetWeights(w, b); err != nil {
+		return err
+	}
+	for p, prm := range m.Weights() {
+		ctl, bits, perTensor := m.Quant[prm.Name], 0, false
+		if ctl != nil && ctl.Enabled {
+			if !ctl.Spec.Symmetric {
+				return fmt.Errorf("trainer: asymmetric quantization of %s is not computed on the device yet", prm.Name)
+			}
+			bits, perTensor = ctl.Spec.Bits, !ctl.Spec.PerChannel
+		}
+		if err := g.net.SetLayerQuant(p, bits, perTensor); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Shard implements ShardGradients.
+func (g *DeviceGradients) Shard(x, y []float32, stream uint64) ([][]float32, ShardStats, error) {
+	n := g.net
+	if len(y) != g.micro || len(x) != g.micro*n.in {
+		return nil, ShardStats{}, fmt.Errorf("trainer: device shard of %d samples (%d inputs), want %d", len(y), len(x), g.micro)
+	}
+	for i, v := range y {
+		g.labels[i] = int32(v)
+	}
+	if err := g.dev.Upload(n.x, x); err != nil {
+		return nil, ShardStats{}, err
+	}
+	if err := g.dev.UploadInt32(n.labels, g.labels); err != nil {
+		return nil, ShardStats{}, err
+	}
+	st := DeviceStep{Step: int64(stream)}
+	if g.teacher != nil {
+		st.Teacher = g.teacher.forward(n.x, g.micro, false, 0)
+		st.T, st.Alpha = float32(g.kd.Temperature), float32(g.kd.Alpha)
+	}
+	n.ResetStats()
+	n.gradients(st)
+	for p := range n.w {
+		if err := g.dev.Download(g.gw[p], n.gw[p]); err != nil {
+			return nil, ShardStats{}, err
+		}
+		if err := g.dev.Download(g.gb[p], n.gb[p]); err != nil {
+			return nil, ShardStats{}, err
+		}
+	}
+	ts, err := n.ReadStats()
+	if err != nil {
+		return nil, ShardStats{}, err
+	}
+	out := make([][]float32, len(g.where))
+	for i, wh := range g.where {
+		if wh[0] == 0 {
+			out[i] = g.gw[wh[1]]
+		} else {
+			out[i] = g.gb[wh[1]]
+		}
+	}
+	inv := 1 / float64(g.micro)
+	return out, ShardStats{Loss: float32(ts.Loss * inv), Distill: float32(ts.Distill * inv), Correct: float32(ts.Correct)}, nil
+}

@@ -2,10 +2,12 @@ package run
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -29,8 +31,6 @@ func checkDeviceJob(job *recipes.Job, opts Options, dev compute.Device) error {
 	switch {
 	case opts.Cluster != nil:
 		return fmt.Errorf("run: a device run is not spread over cluster workers yet")
-	case opts.Resume || opts.ResumeFrom != "":
-		return fmt.Errorf("run: a device run does not write or resume checkpoints yet")
 	case job.Optimizer.Kind != "sgd":
 		return no("optimizer.kind", fmt.Sprintf("optimizer %q", job.Optimizer.Kind))
 	case job.Optimizer.Nesterov:
@@ -143,7 +143,7 @@ func executeDevice(ctx context.Context, job *recipes.Job, opts Options) (*Summar
 	if dir == "" {
 		dir = filepath.Join("runs", job.Name)
 	}
-	var teacher *trainer.DeviceMLP
+	var teacher *trainer.DeviceNet
 	var teacherAcc float64
 	if job.Teacher != nil {
 		// The student's run directory first (the teacher's goes inside it).
@@ -153,15 +153,26 @@ func executeDevice(ctx context.Context, job *recipes.Job, opts Options) (*Summar
 		if err := writeJSON(filepath.Join(dir, ManifestFile), newManifest(job.Name, job.File, job.Seed, compute.Info{Engine: dev.Name(), BLAS: "device"})); err != nil {
 			return nil, nil, fmt.Errorf("run: %w", err)
 		}
-		tj := teacherJob(job, 0)
-		log.Info("training the teacher first", "job", tj.Name, "model", tj.Model.Arch, "epochs", tj.Epochs, "device", dev.Name())
-		var tsum *Summary
-		if tsum, _, teacher, err = trainOnDevice(ctx, tj, filepath.Join(dir, "teacher"), opts, sets, nil, 0, log.Named("teacher")); err != nil {
-			return nil, nil, fmt.Errorf("run: teacher: %w", err)
+		tj, tdir := teacherJob(job, 0), filepath.Join(dir, "teacher")
+		resumed := false
+		if resume := opts.Resume || opts.ResumeFrom != ""; resume {
+			if teacher, teacherAcc, err = loadDeviceTeacher(dev, tj, tdir, job.Batch); err != nil {
+				return nil, nil, err
+			}
+			resumed = teacher != nil
+		}
+		if !resumed {
+			log.Info("training the teacher first", "job", tj.Name, "model", tj.Model.Arch, "epochs", tj.Epochs, "device", dev.Name())
+			topts := opts
+			topts.Resume, topts.ResumeFrom = false, ""
+			var tsum *Summary
+			if tsum, _, teacher, err = trainOnDevice(ctx, tj, tdir, topts, sets, nil, 0, log.Named("teacher")); err != nil {
+				return nil, nil, fmt.Errorf("run: teacher: %w", err)
+			}
+			log.Info("teacher trained", "test_accuracy", tsum.TestAccuracy)
+			teacherAcc = tsum.TestAccuracy
 		}
 		defer teacher.Free()
-		log.Info("teacher trained", "test_accuracy", tsum.TestAccuracy)
-		teacherAcc = tsum.TestAccuracy
 	}
 	sum, m, net, err := trainOnDevice(ctx, job, dir, opts, sets, teacher, teacherAcc, log)
 	if net != nil {
@@ -173,14 +184,14 @@ func executeDevice(ctx context.Context, job *recipes.Job, opts Options) (*Summar
 // trainOnDevice trains one job (a teacher or the student) on the device
 // and writes its run directory; it returns the trained network, still on
 // the device, with the model holding its weights.
-func trainOnDevice(ctx context.Context, job *recipes.Job, dir string, opts Options, sets *deviceSets, teacher *trainer.DeviceMLP,
-	teacherAcc float64, log hclog.Logger) (*Summary, *model.Model, *trainer.DeviceMLP, error) {
+func trainOnDevice(ctx context.Context, job *recipes.Job, dir string, opts Options, sets *deviceSets, teacher *trainer.DeviceNet,
+	teacherAcc float64, log hclog.Logger) (sum *Summary, m *model.Model, net *trainer.DeviceNet, err error) {
 	start := time.Now()
 	dev := opts.Device
 	if job.Batch > sets.train.N {
 		return nil, nil, nil, job.Errorf("batch", "batch %d exceeds the %d training samples", job.Batch, sets.train.N)
 	}
-	m, err := model.New(model.Spec{Arch: job.Model.Arch, Hidden: job.Model.Hidden, Dropout: job.Model.Dropout,
+	m, err = model.New(model.Spec{Arch: job.Model.Arch, Hidden: job.Model.Hidden, Dropout: job.Model.Dropout,
 		InputDropout: job.Model.InputDropout, Init: job.Model.Init}, model.MNISTInput, job.Seed)
 	if err != nil {
 		return nil, nil, nil, job.Errorf("model.arch", "%v", err)
@@ -260,14 +271,14 @@ func trainOnDevice(ctx context.Context, job *recipes.Job, dir string, opts Optio
 		}
 	}
 
-	net, err := trainer.NewDeviceNet(dev, layers, job.Batch, job.Seed)
+	net, err = trainer.NewDeviceNet(dev, layers, job.Batch, job.Seed)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	ok := false
+	ok, built := false, net // the results are nil on an error return
 	defer func() {
 		if !ok {
-			net.Free()
+			built.Free()
 		}
 	}()
 	if err := net.SetWeights(w0, b0); err != nil {
@@ -292,11 +303,22 @@ func trainOnDevice(ctx context.Context, job *recipes.Job, dir string, opts Optio
 		defer dev.Free(shifts)
 	}
 
+	var rf *checkpoint.File
+	var rs *DeviceResume
+	if opts.Resume || opts.ResumeFrom != "" {
+		if rf, rs, err = loadDeviceResume(job, dir, opts.ResumeFrom, log); err != nil {
+			return nil, nil, nil, err
+		}
+	}
 	if err := prepareDir(dir, job.Name); err != nil {
 		return nil, nil, nil, err
 	}
-	if err := os.RemoveAll(filepath.Join(dir, CheckpointDir)); err != nil {
-		return nil, nil, nil, fmt.Errorf("run: %w", err)
+	if rs == nil {
+		// A fresh run: an earlier run's checkpoints must not be resumed into
+		// this one.
+		if err := os.RemoveAll(filepath.Join(dir, CheckpointDir)); err != nil {
+			return nil, nil, nil, fmt.Errorf("run: %w", err)
+		}
 	}
 	info := compute.Info{Engine: dev.Name(), BLAS: "device"}
 	if err := writeJSON(filepath.Join(dir, ManifestFile), newManifest(job.Name, job.File, job.Seed, info)); err != nil {
@@ -310,8 +332,19 @@ func trainOnDevice(ctx context.Context, job *recipes.Job, dir string, opts Optio
 		return nil, nil, nil, err
 	}
 	defer metrics.close()
+	status := startStatus(dir, job.Name, job.Epochs, job.Batch, nil, log)
+	defer func() {
+		switch {
+		case err == nil:
+			status.finish("done", nil)
+		case ctx.Err() != nil:
+			status.finish("interrupted", err)
+		default:
+			status.finish("failed", err)
+		}
+	}()
 	if job.Checkpoint.EverySteps > 0 || opts.CheckpointEverySteps > 0 {
-		log.Warn("a device run writes no checkpoints yet")
+		log.Warn("a device run writes its checkpoints at epoch ends only")
 	}
 
 	var kdT, kdAlpha float32
@@ -327,8 +360,46 @@ func trainOnDevice(ctx context.Context, job *recipes.Job, dir string, opts Optio
 	var trainSecs float64
 	bits := 0
 	sparsity := 0.0
-	log.Info("training on the device", "device", dev.Name(), "job", job.Name, "model", job.Model.Arch, "epochs", job.Epochs, "steps_per_epoch", steps)
-	for ep := 0; ep < job.Epochs; ep++ {
+	startEpoch := 0
+	setQuant := func(b int) error {
+		bits = b
+		for l, over := range qlayers {
+			lb := b
+			if over > 0 { // layer_bits pins the width once on
+				lb = over
+			}
+			if err := net.SetLayerQuant(l, lb, job.Quantize.Granularity != "per_channel"); err != nil {
+				return job.Errorf("quantize.bits", "%v", err)
+			}
+			m.Quant[names[l]].Enabled, m.Quant[names[l]].Spec.Bits = true, lb
+		}
+		return nil
+	}
+	if rs != nil {
+		st, err := deviceStateFrom(rf, m)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if err := net.SetState(st); err != nil {
+			return nil, nil, nil, err
+		}
+		startEpoch, stepNo, seen, history = rs.Epoch, rs.Step, rs.Seen, rs.History
+		for _, em := range history {
+			trainSecs += em.TrainSeconds
+			sparsity = em.Sparsity
+			if err := metrics.write(em); err != nil {
+				return nil, nil, nil, err
+			}
+		}
+		if rs.Bits > 0 {
+			if err := setQuant(rs.Bits); err != nil {
+				return nil, nil, nil, err
+			}
+		}
+	}
+	log.Info("training on the device", "device", dev.Name(), "job", job.Name, "model", job.Model.Arch, "epochs", job.Epochs, "steps_per_epoch", steps,
+		"from_epoch", startEpoch+1)
+	for ep := startEpoch; ep < job.Epochs; ep++ {
 		order := data.Order(job.Seed, ep, sets.train.N)
 		o32 := make([]int32, len(order))
 		for i, v := range order {
@@ -374,16 +445,8 @@ func trainOnDevice(ctx context.Context, job *recipes.Job, dir string, opts Optio
 			}
 			for _, q := range qsteps {
 				if q.start >= from && q.start < to {
-					bits = q.bits
-					for l, over := range qlayers {
-						b := q.bits
-						if over > 0 { // layer_bits pins the width once on
-							b = over
-						}
-						if err := net.SetLayerQuant(l, b, job.Quantize.Granularity != "per_channel"); err != nil {
-							return nil, nil, nil, job.Errorf("quantize.bits", "%v", err)
-						}
-						m.Quant[names[l]].Enabled, m.Quant[names[l]].Spec.Bits = true, b
+					if err := setQuant(q.bits); err != nil {
+						return nil, nil, nil, err
 					}
 					log.Info("quantization", "bits", q.bits, "step", stepNo+1)
 				}
@@ -393,10 +456,14 @@ func trainOnDevice(ctx context.Context, job *recipes.Job, dir string, opts Optio
 				T: kdT, Alpha: kdAlpha}
 			net.TrainStep(sets.train, idx, shifts, sets.host.Rows, sets.host.Cols, s*job.Batch, st, teacher)
 			seen, stepNo = to, stepNo+1
-			if opts.Progress != nil && ((s+1)%50 == 0 || s+1 == steps) {
+			if (s+1)%50 == 0 || s+1 == steps {
 				secs := time.Since(epStart).Seconds()
-				opts.Progress(trainer.Progress{Epoch: ep + 1, Epochs: job.Epochs, Step: s + 1, Steps: steps,
-					SamplesPerSec: float64((s+1)*job.Batch) / secs})
+				p := trainer.Progress{Epoch: ep + 1, Epochs: job.Epochs, Step: s + 1, Steps: steps,
+					SamplesPerSec: float64((s+1)*job.Batch) / secs}
+				status.progress(p)
+				if opts.Progress != nil {
+					opts.Progress(p)
+				}
 			}
 		}
 		ts, err := net.ReadStats() // waits for the epoch's steps
@@ -430,6 +497,10 @@ func trainOnDevice(ctx context.Context, job *recipes.Job, dir string, opts Optio
 		}
 		log.Info("epoch", "epoch", ep+1, "train_loss", fmt.Sprintf("%.4f", em.TrainLoss), "val_accuracy", fmt.Sprintf("%.4f", em.ValAccuracy),
 			"sparsity", fmt.Sprintf("%.3f", sparsity), "samples_per_second", int(em.SamplesPerSec))
+		if err := writeDeviceCheckpoint(dir, job, m, net, &DeviceResume{Epoch: ep + 1, Step: stepNo, Seen: seen, Bits: bits,
+			History: history, Device: dev.Name()}, log); err != nil {
+			return nil, nil, nil, err
+		}
 	}
 	testAcc, testLoss, err := net.Evaluate(sets.test)
 	if err != nil {
@@ -449,7 +520,7 @@ func trainOnDevice(ctx context.Context, job *recipes.Job, dir string, opts Optio
 			wi++
 		}
 	}
-	sum := &Summary{Job: job.Name, Dataset: job.Dataset, Model: job.Model.Arch, Seed: job.Seed, Batch: job.Batch,
+	sum = &Summary{Job: job.Name, Dataset: job.Dataset, Model: job.Model.Arch, Seed: job.Seed, Batch: job.Batch,
 		TestAccuracy: testAcc, TestLoss: testLoss, Epochs: job.Epochs, Steps: stepNo, SamplesSeen: seen,
 		SamplesPerSecond: float64(seen) / trainSecs, TrainSeconds: trainSecs, Engine: dev.Name(), Layers: m.Layers(), History: history,
 		TeacherTestAccuracy: teacherAcc}
@@ -479,4 +550,183 @@ func trainOnDevice(ctx context.Context, job *recipes.Job, dir string, opts Optio
 		"wall_seconds", sum.WallSeconds, "model_bytes", mf.Bytes, "summary", filepath.Join(dir, SummaryFile))
 	ok = true
 	return sum, m, net, nil
+}
+
+// DeviceResume is a device run's place in a training checkpoint
+// (TrainingState.Device): the network's state is in the tensors.
+type DeviceResume struct {
+	Epoch   int                    `json:"epoch"` // epochs completed
+	Step    int64                  `json:"step"`
+	Seen    int64                  `json:"samples_seen"`
+	Bits    int                    `json:"weight_bits"`
+	History []trainer.EpochMetrics `json:"history"`
+	Device  string                 `json:"device"` // the device that wrote it
+}
+
+// loadDeviceTeacher puts a teacher whose run completed (summary and model
+// file in tdir) on the device; nil when there is none to load.
+func loadDeviceTeacher(dev compute.Device, tj *recipes.Job, tdir string, batch int) (*trainer.DeviceNet, float64, error) {
+	b, err := os.ReadFile(filepath.Join(tdir, SummaryFile))
+	if err != nil {
+		return nil, 0, nil
+	}
+	var ts Summary
+	if err := json.Unmarshal(b, &ts); err != nil {
+		return nil, 0, fmt.Errorf("run: teacher: %s: %w", filepath.Join(tdir, SummaryFile), err)
+	}
+	f, err := checkpoint.Read(filepath.Join(tdir, ModelFile))
+	if err != nil {
+		return nil, 0, fmt.Errorf("run: teacher: %w", err)
+	}
+	tm, _, err := LoadModel(f)
+	if err != nil {
+		return nil, 0, fmt.Errorf("run: teacher: %w", err)
+	}
+	layers, w, bs, err := deviceNet(tj, tm)
+	if err != nil {
+		return nil, 0, err
+	}
+	net, err := trainer.NewDeviceNet(dev, layers, batch, tj.Seed)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := net.SetWeights(w, bs); err != nil {
+		net.Free()
+		return nil, 0, err
+	}
+	return net, ts.TestAccuracy, nil
+}
+
+// deviceCheckpoint is the training checkpoint of a device run after the
+// epoch in rs.
+func deviceCheckpoint(job *recipes.Job, m *model.Model, st *trainer.DeviceNetState, rs *DeviceResume) (*checkpoint.File, error) {
+	b, err := json.Marshal(TrainingState{Recipe: string(job.HCL()), Dataset: job.Dataset, Input: m.Input, Device: rs})
+	if err != nil {
+		return nil, fmt.Errorf("run: checkpoint state: %w", err)
+	}
+	f := &checkpoint.File{Kind: checkpoint.KindTraining, Job: job.Name, Version: Version, State: b}
+	wi, bi := 0, 0
+	var optim [][]float32
+	for _, p := range m.Params {
+		if p.Bias {
+			f.Tensors = append(f.Tensors, &checkpoint.Tensor{Name: p.Name, Role: checkpoint.RoleParam, Shape: p.Shape, Data: st.B[bi]})
+			optim = append(optim, st.VB[bi])
+			bi++
+			continue
+		}
+		mask := make([]byte, len(st.Mask[wi]))
+		for i, v := range st.Mask[wi] {
+			if v != 0 {
+				mask[i] = 1
+			}
+		}
+		f.Tensors = append(f.Tensors, &checkpoint.Tensor{Name: p.Name, Role: checkpoint.RoleParam, Shape: p.Shape, Data: st.W[wi]},
+			&checkpoint.Tensor{Name: "mask/" + p.Name, Role: checkpoint.RoleMask, Shape: p.Shape, Mask: mask})
+		optim = append(optim, st.VW[wi])
+		wi++
+	}
+	f.Tensors = appendNumbered(f.Tensors, "optim/", optim)
+	return f, nil
+}
+
+// deviceStateFrom reads a device run's checkpoint back: the network's
+// state for a model of m's architecture.
+func deviceStateFrom(f *checkpoint.File, m *model.Model) (*trainer.DeviceNetState, error) {
+	st := &trainer.DeviceNetState{}
+	optim := numbered(f, "optim/")
+	if len(optim) != len(m.Params) {
+		return nil, fmt.Errorf("run: %d optimizer buffers for %d parameters", len(optim), len(m.Params))
+	}
+	for i, p := range m.Params {
+		t := f.Tensor(p.Name)
+		if t == nil || len(t.Data) != p.Size() || len(optim[i]) != p.Size() {
+			return nil, fmt.Errorf("run: the checkpoint has no %s of %d values", p.Name, p.Size())
+		}
+		if p.Bias {
+			st.B, st.VB = append(st.B, t.Data), append(st.VB, optim[i])
+			continue
+		}
+		mt := f.Tensor("mask/" + p.Name)
+		if mt == nil || len(mt.Mask) != p.Size() {
+			return nil, fmt.Errorf("run: the checkpoint has no mask of %s", p.Name)
+		}
+		mask := make([]float32, p.Size())
+		for j, v := range mt.Mask {
+			mask[j] = float32(v)
+		}
+		st.W, st.VW, st.Mask = append(st.W, t.Data), append(st.VW, optim[i]), append(st.Mask, mask)
+	}
+	return st, nil
+}
+
+// loadDeviceResume reads the checkpoint a device run resumes from (the
+// newest valid one in the run directory, or path) and checks it belongs
+// to this recipe; nil when there is none (the run starts afresh).
+func loadDeviceResume(job *recipes.Job, dir, path string, log hclog.Logger) (*checkpoint.File, *DeviceResume, error) {
+	var f *checkpoint.File
+	var err error
+	if path != "" {
+		if f, err = checkpoint.Read(path); err != nil {
+			return nil, nil, err
+		}
+	} else {
+		names, _ := checkpointFiles(filepath.Join(dir, CheckpointDir))
+		if len(names) == 0 {
+			log.Warn("no checkpoint to resume from; starting from the beginning", "dir", filepath.Join(dir, CheckpointDir))
+			return nil, nil, nil
+		}
+		if f, path, err = newestCheckpoint(filepath.Join(dir, CheckpointDir), log); err != nil {
+			return nil, nil, err
+		}
+	}
+	if f.Kind != checkpoint.KindTraining || f.Job != job.Name {
+		return nil, nil, fmt.Errorf("run: %s is not a training checkpoint of job %q", path, job.Name)
+	}
+	var st TrainingState
+	if err := json.Unmarshal(f.State, &st); err != nil || st.Device == nil {
+		return nil, nil, fmt.Errorf("run: %s was not written by a device run (resume it without --device): %v", path, err)
+	}
+	old, err := recipes.Parse([]byte(st.Recipe), path+" (its recipe)", nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("run: %s: its recipe: %w", path, err)
+	}
+	if ch := job.HistoryChanges(old); len(ch) > 0 {
+		return nil, nil, fmt.Errorf("run: %s: the recipe changed since the checkpoint in ways that would change the run's history:\n  %s",
+			job.File, strings.Join(ch, "\n  "))
+	}
+	log.Info("resuming", "checkpoint", path, "step", st.Device.Step, "epoch", st.Device.Epoch+1)
+	return f, st.Device, nil
+}
+
+// writeDeviceCheckpoint writes the epoch-end checkpoint of a device run
+// and keeps the recipe's number of newest ones.
+func writeDeviceCheckpoint(dir string, job *recipes.Job, m *model.Model, net *trainer.DeviceNet, rs *DeviceResume, log hclog.Logger) error {
+	st, err := net.State()
+	if err != nil {
+		return err
+	}
+	f, err := deviceCheckpoint(job, m, st, rs)
+	if err != nil {
+		return err
+	}
+	cdir := filepath.Join(dir, CheckpointDir)
+	if err := os.MkdirAll(cdir, 0o755); err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	path := filepath.Join(cdir, checkpointName(rs.Step))
+	if err := checkpoint.Write(path, f); err != nil {
+		return err
+	}
+	names, err := checkpointFiles(cdir)
+	if err != nil {
+		return err
+	}
+	for len(names) > max(job.Checkpoint.Keep, 1) {
+		if err := os.Remove(filepath.Join(cdir, names[0])); err != nil {
+			return fmt.Errorf("run: %w", err)
+		}
+		names = names[1:]
+	}
+	log.Debug("checkpoint written", "path", path, "step", rs.Step, "bytes", f.Bytes)
+	return nil
 }

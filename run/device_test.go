@@ -2,6 +2,7 @@ package run
 
 import (
 	"context"
+	"encoding/json"
 	"math"
 	"os"
 	"path/filepath"
@@ -329,5 +330,58 @@ func TestCUDARunLeNet5(t *testing.T) {
 	}
 	if math.Abs(accs[0]-accs[1]) > 0.005 {
 		t.Fatalf("GPU %v vs CPU %v", accs[0], accs[1])
+	}
+}
+
+// TestDeviceRunResumesBitIdentical stops a device run in its second
+// epoch and resumes it from the epoch-end checkpoint: the model file holds
+// the same bits as the uninterrupted run's.
+func TestDeviceRunResumesBitIdentical(t *testing.T) {
+	dev := host.New(cpu.New(cpu.Options{Threads: 2}))
+	defer dev.Close()
+	parse := func() *recipes.Job {
+		j, err := recipes.Parse([]byte(deviceRecipe), "dev.hcl", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return j
+	}
+	straight := t.TempDir()
+	want, err := Execute(context.Background(), parse(), Options{RunDir: straight, Device: dev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, err = Execute(ctx, parse(), Options{RunDir: dir, Device: dev, Progress: func(p trainer.Progress) {
+		if p.Epochs == 2 && p.Epoch == 2 && p.Step >= 50 {
+			cancel()
+		}
+	}})
+	if err == nil || ctx.Err() == nil {
+		t.Fatalf("the interrupted run: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, SummaryFile)); err == nil {
+		t.Fatal("an interrupted run left a summary")
+	}
+	var st Status
+	if b, err := os.ReadFile(filepath.Join(dir, StatusFile)); err != nil || json.Unmarshal(b, &st) != nil || st.State != "interrupted" {
+		t.Fatalf("status.json of the interrupted run: %+v %v", st, err)
+	}
+	got, err := Execute(context.Background(), parse(), Options{RunDir: dir, Device: dev, Resume: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := weightsDigest(t, filepath.Join(straight, ModelFile)), weightsDigest(t, filepath.Join(dir, ModelFile)); a != b {
+		t.Fatalf("resumed %s, uninterrupted %s", b, a)
+	}
+	if got.TestAccuracy != want.TestAccuracy || len(got.History) != 2 || got.History[0].TrainLoss != want.History[0].TrainLoss || got.History[1].ValAccuracy != want.History[1].ValAccuracy {
+		t.Fatalf("resumed summary %v %d epochs, uninterrupted %v", got.TestAccuracy, len(got.History), want.TestAccuracy)
+	}
+	// The CPU path refuses a device run's checkpoint, saying why.
+	_, err = Execute(context.Background(), parse(), Options{RunDir: dir, Resume: true})
+	if err == nil || !strings.Contains(err.Error(), "resume it with --device cuda") {
+		t.Fatalf("resuming a device checkpoint on the CPU path: %v", err)
 	}
 }

@@ -755,3 +755,54 @@ func (m *DeviceNet) LayerSparsity() ([]float64, error) {
 	}
 	return out, nil
 }
+
+// DeviceNetState is everything of a DeviceNet a resumed run needs, per
+// weight layer: weights, biases, their momentum buffers and the masks (1
+// kept, 0 pruned).
+type DeviceNetState struct {
+	W, B, VW, VB, Mask [][]float32
+}
+
+// State downloads the network's training state.
+func (m *DeviceNet) State() (*DeviceNetState, error) {
+	st := &DeviceNetState{}
+	for p := range m.w {
+		n, o := m.wRows[p]*m.wCols[p], m.wRows[p]
+		for _, x := range []struct {
+			dst *[][]float32
+			src compute.Buffer
+			n   int
+		}{{&st.W, m.w[p], n}, {&st.B, m.b[p], o}, {&st.VW, m.vw[p], n}, {&st.VB, m.vb[p], o}, {&st.Mask, m.mask[p], n}} {
+			buf := make([]float32, x.n)
+			if err := m.dev.Download(buf, x.src); err != nil {
+				return nil, err
+			}
+			*x.dst = append(*x.dst, buf)
+		}
+	}
+	return st, nil
+}
+
+// SetState uploads a training state State returned (from a network of
+// the same layers).
+func (m *DeviceNet) SetState(st *DeviceNetState) error {
+	if len(st.W) != len(m.w) || len(st.B) != len(m.w) || len(st.VW) != len(m.w) || len(st.VB) != len(m.w) || len(st.Mask) != len(m.w) {
+		return fmt.Errorf("trainer: a state of %d weight layers for a network of %d", len(st.W), len(m.w))
+	}
+	for p := range m.w {
+		n, o := m.wRows[p]*m.wCols[p], m.wRows[p]
+		for _, x := range []struct {
+			src []float32
+			dst compute.Buffer
+			n   int
+		}{{st.W[p], m.w[p], n}, {st.B[p], m.b[p], o}, {st.VW[p], m.vw[p], n}, {st.VB[p], m.vb[p], o}, {st.Mask[p], m.mask[p], n}} {
+			if len(x.src) != x.n {
+				return fmt.Errorf("trainer: weight layer %d: %d values in the state, want %d", p, len(x.src), x.n)
+			}
+			if err := m.dev.Upload(x.dst, x.src); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

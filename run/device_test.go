@@ -339,6 +339,31 @@ func TestCUDARunLeNet5(t *testing.T) {
 func TestDeviceRunResumesBitIdentical(t *testing.T) {
 	dev := host.New(cpu.New(cpu.Options{Threads: 2}))
 	defer dev.Close()
+	checkDeviceResume(t, dev)
+	// The CPU path refuses a device run's checkpoint, saying why.
+	j, err := recipes.Parse([]byte(deviceRecipe), "dev.hcl", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if _, err := Execute(context.Background(), j, Options{RunDir: dir, Device: dev}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Execute(context.Background(), j, Options{RunDir: dir, Resume: true})
+	if err == nil || !strings.Contains(err.Error(), "resume it with --device cuda") {
+		t.Fatalf("resuming a device checkpoint on the CPU path: %v", err)
+	}
+}
+
+// TestCUDARunResumesBitIdentical is the same on the GPU (skipped without
+// one; fails with REQUIRE_GPU=1): its kernels and cuBLAS give the same
+// bits run after run.
+func TestCUDARunResumesBitIdentical(t *testing.T) {
+	checkDeviceResume(t, enginetest.CUDA(t))
+}
+
+func checkDeviceResume(t *testing.T, dev compute.Device) {
+	t.Helper()
 	parse := func() *recipes.Job {
 		j, err := recipes.Parse([]byte(deviceRecipe), "dev.hcl", nil)
 		if err != nil {
@@ -379,9 +404,5 @@ func TestDeviceRunResumesBitIdentical(t *testing.T) {
 	if got.TestAccuracy != want.TestAccuracy || len(got.History) != 2 || got.History[0].TrainLoss != want.History[0].TrainLoss || got.History[1].ValAccuracy != want.History[1].ValAccuracy {
 		t.Fatalf("resumed summary %v %d epochs, uninterrupted %v", got.TestAccuracy, len(got.History), want.TestAccuracy)
 	}
-	// The CPU path refuses a device run's checkpoint, saying why.
-	_, err = Execute(context.Background(), parse(), Options{RunDir: dir, Resume: true})
-	if err == nil || !strings.Contains(err.Error(), "resume it with --device cuda") {
-		t.Fatalf("resuming a device checkpoint on the CPU path: %v", err)
-	}
+	t.Logf("%s: resumed run bit-identical (test accuracy %.4f)", dev.Name(), got.TestAccuracy)
 }

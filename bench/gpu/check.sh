@@ -7,7 +7,8 @@
 #   epoch     one LeNet-300-100 epoch on MNIST with the flagship compression
 #             policies on the GPU and on the CPU, test accuracy within 0.2 pp;
 #   run       a compressed recipe (teacher, KD, AGP, gradual QAT, shifts)
-#             run through run.Execute on the GPU and on the CPU;
+#             run through run.Execute on the GPU and on the CPU, LeNet-5 too,
+#             and a GPU run interrupted and resumed (resume: that alone);
 #   flagship  recipes/mnist-lenet300-kd-prune-qat.hcl in full through
 #             `coordinator --device cuda`;
 #   lenet5    recipes/mnist-lenet5.hcl in full, likewise;
@@ -43,6 +44,8 @@ for stage in $stages; do
     $B/trainer.test -test.run 'TestCUDAEpochMatchesCPU|TestStrictDeviceTrainingStep' -test.v -test.count=1 2>&1 | grep -v '^=== RUN' || rc=1 ;;
   run)
     (cd ../run && $B/run.test -test.run 'TestCUDARun' -test.v -test.count=1 2>&1 | grep -v '^=== RUN' | grep -v INFO) || rc=1 ;;
+  resume)
+    (cd ../run && $B/run.test -test.run 'TestCUDARunResumesBitIdentical' -test.v -test.count=1 2>&1 | grep -v '^=== RUN' | grep -v INFO) || rc=1 ;;
   lenet5)
     (cd .. && time $B/coordinator --recipe recipes/mnist-lenet5.hcl --device cuda --run-dir /tmp/lathe-lenet5 \
       --no-progress 2>&1 | grep -E 'epoch=(1|6|12) |job done|rror') || rc=1 ;;

@@ -359,7 +359,6 @@ func trainOnDevice(ctx context.Context, job *recipes.Job, dir string, opts Optio
 	var seen, stepNo int64
 	var trainSecs float64
 	bits := 0
-	sparsity := 0.0
 	startEpoch := 0
 	setQuant := func(b int) error {
 		bits = b
@@ -386,7 +385,6 @@ func trainOnDevice(ctx context.Context, job *recipes.Job, dir string, opts Optio
 		startEpoch, stepNo, seen, history = rs.Epoch, rs.Step, rs.Seen, rs.History
 		for _, em := range history {
 			trainSecs += em.TrainSeconds
-			sparsity = em.Sparsity
 			if err := metrics.write(em); err != nil {
 				return nil, nil, nil, err
 			}
@@ -490,13 +488,12 @@ func trainOnDevice(ctx context.Context, job *recipes.Job, dir string, opts Optio
 			zeros, total = zeros+sp*n, total+n
 		}
 		em.Sparsity = zeros / total
-		sparsity = em.Sparsity
 		history = append(history, em)
 		if err := metrics.write(em); err != nil {
 			return nil, nil, nil, err
 		}
 		log.Info("epoch", "epoch", ep+1, "train_loss", fmt.Sprintf("%.4f", em.TrainLoss), "val_accuracy", fmt.Sprintf("%.4f", em.ValAccuracy),
-			"sparsity", fmt.Sprintf("%.3f", sparsity), "samples_per_second", int(em.SamplesPerSec))
+			"sparsity", fmt.Sprintf("%.3f", em.Sparsity), "samples_per_second", int(em.SamplesPerSec))
 		if err := writeDeviceCheckpoint(dir, job, m, net, &DeviceResume{Epoch: ep + 1, Step: stepNo, Seen: seen, Bits: bits,
 			History: history, Device: dev.Name()}, log); err != nil {
 			return nil, nil, nil, err

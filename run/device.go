@@ -150,7 +150,7 @@ func executeDevice(ctx context.Context, job *recipes.Job, opts Options) (*Summar
 		if err := prepareDir(dir, job.Name); err != nil {
 			return nil, nil, err
 		}
-		if err := writeJSON(filepath.Join(dir, ManifestFile), newManifest(job.Name, job.File, job.Seed, compute.Info{Engine: dev.Name(), BLAS: "device"})); err != nil {
+		if err := writeJSON(filepath.Join(dir, ManifestFile), newManifest(job.Name, job.File, job.Seed, deviceInfo(dev))); err != nil {
 			return nil, nil, fmt.Errorf("run: %w", err)
 		}
 		tj, tdir := teacherJob(job, 0), filepath.Join(dir, "teacher")
@@ -320,7 +320,7 @@ func trainOnDevice(ctx context.Context, job *recipes.Job, dir string, opts Optio
 			return nil, nil, nil, fmt.Errorf("run: %w", err)
 		}
 	}
-	info := compute.Info{Engine: dev.Name(), BLAS: "device"}
+	info := deviceInfo(dev)
 	if err := writeJSON(filepath.Join(dir, ManifestFile), newManifest(job.Name, job.File, job.Seed, info)); err != nil {
 		return nil, nil, nil, fmt.Errorf("run: %w", err)
 	}
@@ -726,4 +726,12 @@ func writeDeviceCheckpoint(dir string, job *recipes.Job, m *model.Model, net *tr
 	}
 	log.Debug("checkpoint written", "path", path, "step", rs.Step, "bytes", f.Bytes)
 	return nil
+}
+
+// deviceInfo describes a device for the manifest.
+func deviceInfo(dev compute.Device) compute.Info {
+	if d, ok := dev.(compute.Describer); ok {
+		return d.Describe()
+	}
+	return compute.Info{Engine: dev.Name()}
 }

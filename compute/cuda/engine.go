@@ -212,7 +212,10 @@ type dbuf struct {
 
 func (b *dbuf) Len() int { return b.n }
 
-var _ compute.Device = (*Engine)(nil)
+var (
+	_ compute.Device    = (*Engine)(nil)
+	_ compute.Describer = (*Engine)(nil)
+)
 
 // Options configure Open.
 type Options struct {
@@ -280,6 +283,11 @@ func Open(index int, opts Options) (*Engine, error) {
 
 // Info describes the engine's device.
 func (e *Engine) Info() Device { return e.info }
+
+// Describe implements compute.Describer, for run manifests.
+func (e *Engine) Describe() compute.Info {
+	return compute.Info{Engine: e.info.String(), BLAS: "cuBLAS " + api.cublasPath + ", NVRTC " + api.nvrtcPath}
+}
 
 // kernels returns kernels.cu compiled to CUBIN for this GPU.
 func (e *Engine) kernels(cacheDir string, log hclog.Logger) ([]byte, error) {

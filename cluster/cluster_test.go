@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -568,6 +569,37 @@ func TestDriftedWorkerIsLeftOut(t *testing.T) {
 	for _, w := range coord.Workers() {
 		if (w.Name == "bad") != (w.State == "failed") || (w.Name == "bad" && !strings.Contains(w.Error, "differ from the coordinator's")) {
 			t.Fatalf("worker %s: %s %q", w.Name, w.State, w.Error)
+		}
+	}
+}
+
+// TestNarrowPartialsRoundTrip: the narrow int64 encoding gives every value
+// back exactly, at the fewest bytes that hold the part's largest.
+func TestNarrowPartialsRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		v     []int64
+		width int
+	}{
+		{nil, 1},
+		{[]int64{0, 1, -1, 127, -128}, 1},
+		{[]int64{128}, 2},
+		{[]int64{-129, 5}, 2},
+		{[]int64{1 << 38, -(1 << 38)}, 5},
+		{[]int64{math.MaxInt64, math.MinInt64, 0}, 8},
+		{[]int64{1<<47 - 1, -(1 << 47)}, 6},
+	} {
+		b := putInt64s(tc.v)
+		if int(b[0]) != tc.width || len(b) != 1+tc.width*len(tc.v) {
+			t.Fatalf("%v: width %d, %d bytes; want width %d", tc.v, b[0], len(b), tc.width)
+		}
+		got, err := int64s(b)
+		if err != nil || !slices.Equal(got, tc.v) && len(tc.v) > 0 {
+			t.Fatalf("%v: decoded %v, %v", tc.v, got, err)
+		}
+	}
+	for _, bad := range [][]byte{{}, {0}, {9, 1}, {3, 1, 2}} {
+		if _, err := int64s(bad); err == nil {
+			t.Fatalf("%v decoded", bad)
 		}
 	}
 }

@@ -130,18 +130,19 @@ func startPhase(ctx context.Context, job *recipes.Job, opts Options, teachers []
 // and files come from the coordinator, the data from dataDir (or where the
 // dataset is installed). It is a cluster.PhaseFunc.
 func ReplicaPhase(dataDir string, log hclog.Logger) cluster.PhaseFunc {
-	return replicaPhase(dataDir, log, nil, nil)
+	return replicaPhase(dataDir, log, nil, nil, false)
 }
 
 // ReplicaPhaseOn is ReplicaPhase for a worker whose micro-shard gradients
-// are computed on dev (a GPU).
-func ReplicaPhaseOn(dataDir string, log hclog.Logger, dev compute.Device) cluster.PhaseFunc {
-	return replicaPhase(dataDir, log, nil, dev)
+// are computed on dev (a GPU). A phase the device cannot compute fails —
+// or, with auto (the worker's --device auto), runs on the CPU.
+func ReplicaPhaseOn(dataDir string, log hclog.Logger, dev compute.Device, auto bool) cluster.PhaseFunc {
+	return replicaPhase(dataDir, log, nil, dev, auto)
 }
 
 // replicaPhase is ReplicaPhase with extra policies (the tests inject faults)
 // and a device.
-func replicaPhase(dataDir string, log hclog.Logger, extra []trainer.Policy, dev compute.Device) cluster.PhaseFunc {
+func replicaPhase(dataDir string, log hclog.Logger, extra []trainer.Policy, dev compute.Device, auto bool) cluster.PhaseFunc {
 	return func(ctx context.Context, spec cluster.PhaseSpec, files map[string][]byte, par *cluster.Replica) error {
 		job, err := recipes.Parse(spec.Recipe, spec.File, nil)
 		if err != nil {
@@ -150,7 +151,7 @@ func replicaPhase(dataDir string, log hclog.Logger, extra []trainer.Policy, dev 
 		if !slices.Equal(recipeLines(job.HCL()), recipeLines(spec.Recipe)) {
 			return fmt.Errorf("run: the phase's recipe %s does not read back the same here (another lathe version?)", spec.File)
 		}
-		r := &replicaOpts{par: par}
+		r := &replicaOpts{par: par, deviceAuto: auto}
 		for _, name := range spec.Teachers {
 			f, err := checkpoint.Decode(files[name])
 			if err != nil {

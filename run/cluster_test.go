@@ -151,6 +151,13 @@ func (tc *testCluster) addWorker(t *testing.T, name string, extra ...trainer.Pol
 // graph).
 func (tc *testCluster) addWorkerOn(t *testing.T, name string, dev compute.Device, extra ...trainer.Policy) {
 	t.Helper()
+	tc.addWorkerAuto(t, name, dev, false, extra...)
+}
+
+// addWorkerAuto is addWorkerOn for a worker started with --device auto
+// when auto is set.
+func (tc *testCluster) addWorkerAuto(t *testing.T, name string, dev compute.Device, auto bool, extra ...trainer.Policy) {
+	t.Helper()
 	nc, err := cluster.Connect(tc.url, cluster.Auth{Token: tc.token}, name, false)
 	if err != nil {
 		t.Fatal(err)
@@ -161,7 +168,7 @@ func (tc *testCluster) addWorkerOn(t *testing.T, name string, dev compute.Device
 	if dev != nil {
 		device = dev.Name()
 	}
-	w := &cluster.Worker{NC: nc, Job: "tiny", Name: name, Device: device, Log: testLog(name), Run: replicaPhase("", testLog(name), extra, dev)}
+	w := &cluster.Worker{NC: nc, Job: "tiny", Name: name, Device: device, Log: testLog(name), Run: replicaPhase("", testLog(name), extra, dev, auto)}
 	tc.wg.Add(1)
 	go func() {
 		defer tc.wg.Done()
@@ -404,5 +411,33 @@ func TestCPUAndDeviceWorkersShareAJob(t *testing.T) {
 	}
 	if !strings.Contains(clusterLog.String(), "computing gradients on the device") {
 		t.Fatal("the device worker did not compute on its device")
+	}
+}
+
+// TestAutoDeviceWorkerFallsBackToTheCPU: a worker with --device auto whose
+// device cannot compute the job (activation quantization here) computes
+// on the CPU graph instead — the weights are those of a CPU-only cluster.
+func TestAutoDeviceWorkerFallsBackToTheCPU(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains two clusters")
+	}
+	dev := host.New(cpu.New(cpu.Options{Threads: 1}))
+	defer dev.Close()
+	// One phase (no teacher), with activation quantization from epoch 1.
+	blocks := clusterBlocks[strings.Index(clusterBlocks, "  quantize {"):]
+	one := t.TempDir()
+	clusterRunBlocks(t, startCluster(t, 1), one, blocks, nil)
+	tc := startCluster(t, 1)
+	tc.addWorkerAuto(t, "auto", dev, true)
+	mixed := t.TempDir()
+	sum := clusterRunBlocks(t, tc, mixed, blocks, nil)
+	if sum.Cluster.Workers != 2 || sum.Cluster.WorkersFailed != 0 {
+		t.Fatalf("cluster %+v", sum.Cluster)
+	}
+	if !strings.Contains(clusterLog.String(), "computing this phase's gradients on the CPU") {
+		t.Fatal("the auto worker did not say it fell back to the CPU")
+	}
+	if a, b := weightsDigest(t, filepath.Join(one, ModelFile)), weightsDigest(t, filepath.Join(mixed, ModelFile)); a != b {
+		t.Fatalf("with the auto worker %s, CPU only %s", b, a)
 	}
 }

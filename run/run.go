@@ -67,9 +67,10 @@ type Options struct {
 // replicaOpts are a worker's phase: its replica and the files it starts
 // from.
 type replicaOpts struct {
-	par      *cluster.Replica
-	teachers []*model.Model
-	resume   *checkpoint.File
+	par        *cluster.Replica
+	deviceAuto bool // the worker's --device auto: fall back to the CPU for what the device cannot do
+	teachers   []*model.Model
+	resume     *checkpoint.File
 }
 
 // Summary is summary.json.
@@ -384,17 +385,30 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	}
 	if opts.replica != nil {
 		cfg.Parallel, cfg.Checkpoint, cfg.Test = opts.replica.par, nil, nil
+		var teacher *model.Model // the distillation teacher the device runs
 		if opts.Device != nil {
 			// A CUDA worker: its micro-shards' gradients come from the device.
-			var teacher *model.Model
+			var unsupported error
 			switch {
 			case hint != nil:
-				return nil, nil, job.Errorf("distill.hint", "hint distillation is not computed on the %s device yet", opts.Device.Name())
+				unsupported = job.Errorf("distill.hint", "hint distillation is not computed on the %s device yet", opts.Device.Name())
 			case len(teachers) > 1:
-				return nil, nil, job.Errorf("teacher.count", "a teacher ensemble is not computed on the %s device yet", opts.Device.Name())
+				unsupported = job.Errorf("teacher.count", "a teacher ensemble is not computed on the %s device yet", opts.Device.Name())
+			case trainer.DeviceSupports(startModel) != nil:
+				unsupported = job.Errorf("quantize", "%v", trainer.DeviceSupports(startModel))
 			case len(teachers) == 1 && kd != nil:
 				teacher = teachers[0]
 			}
+			if unsupported != nil && !opts.replica.deviceAuto {
+				return nil, nil, unsupported
+			}
+			if unsupported != nil {
+				// --device auto: this job on the CPU, the next one perhaps on the GPU.
+				log.Warn("computing this phase's gradients on the CPU", "reason", unsupported)
+				opts.Device = nil
+			}
+		}
+		if opts.Device != nil {
 			g, err := trainer.NewDeviceGradients(opts.Device, startModel, job.Batch/opts.replica.par.MicroShards(), teacher, kd, job.Seed)
 			if err != nil {
 				return nil, nil, err

@@ -103,6 +103,21 @@ func (g *DeviceGradients) Free() {
 	g.net, g.teacher = nil, nil
 }
 
+// DeviceSupports reports what of a model's training the device cannot
+// compute yet (nil: all of it): activation quantization, asymmetric
+// weight quantization.
+func DeviceSupports(m *model.Model) error {
+	for name := range m.ActQuant {
+		return fmt.Errorf("trainer: activation quantization (%s) is not computed on the device yet", name)
+	}
+	for name, ctl := range m.Quant {
+		if ctl != nil && !ctl.Spec.Symmetric {
+			return fmt.Errorf("trainer: asymmetric quantization of %s is not computed on the device yet", name)
+		}
+	}
+	return nil
+}
+
 // Prepare implements ShardGradients: the network is (re)built when the
 // model's architecture changed (thinning, factorization), and gets the
 // current parameters and quantization.

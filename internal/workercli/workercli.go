@@ -141,7 +141,7 @@ func Main(args []string, stderr io.Writer) int {
 	}
 	w := &cluster.Worker{NC: nc, Job: *job, Name: *name, Device: "cpu", Log: log, Run: run.ReplicaPhase(*dataDir, log)}
 	if engine != nil {
-		w.Device, w.Run = engine.Name(), run.ReplicaPhaseOn(*dataDir, log, engine)
+		w.Device, w.Run = engine.Name(), run.ReplicaPhaseOn(*dataDir, log, engine, kind == "auto")
 	}
 	if err := w.Serve(ctx); err != nil && ctx.Err() == nil {
 		log.Error("worker stopped", "error", err)

@@ -603,3 +603,99 @@ func TestNarrowPartialsRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// TestStoreObjectsAreSigned: the coordinator signs what it puts in the
+// job's store; a worker with the job's secret takes it, and refuses an
+// object someone else overwrote in the store, or one it cannot check.
+func TestStoreObjectsAreSigned(t *testing.T) {
+	_, conn := embedded(t)
+	coord, err := NewCoordinator(conn("coordinator"), "job", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer coord.Close()
+	coord.Secret = []byte("the job's secret")
+	got := make(chan map[string][]byte, 4)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := &Worker{NC: conn("w1"), Job: "job", Name: "w1", Device: "cpu", Secret: []byte("the job's secret"),
+		Run: func(ctx context.Context, _ PhaseSpec, files map[string][]byte, _ *Replica) error {
+			got <- files
+			return nil
+		}}
+	go func() { _ = w.Serve(ctx) }()
+	if err := coord.WaitWorkers(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{"teacher.arrow": []byte("teacher bytes")}
+	spec := PhaseSpec{Name: "p1", MicroShards: 1, Teachers: []string{"teacher.arrow"}}
+	if _, err := coord.Phase(ctx, spec, files); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case f := <-got:
+		if string(f["teacher.arrow"]) != "teacher bytes" {
+			t.Fatalf("files %q", f)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the phase did not start on the worker")
+	}
+	coord.EndPhase()
+	// Someone with access to the store, but not the secret, replaces the
+	// object (keeping a signature-looking description).
+	js, err := conn("intruder").JetStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs, err := js.ObjectStore("lathe-job")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := obs.Put(&nats.ObjectMeta{Name: "teacher.arrow", Description: objectMAC([]byte("a guess"), "teacher.arrow", []byte("poisoned"))},
+		strings.NewReader("poisoned")); err != nil {
+		t.Fatal(err)
+	}
+	spec.Name = "p2"
+	if _, err := coord.Phase(ctx, spec, files); err != nil { // same bytes: not put again
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var info WorkerInfo
+		for _, wi := range coord.Workers() {
+			info = wi
+		}
+		if info.State == "failed" {
+			if !strings.Contains(info.Error, "does not match its signature") {
+				t.Fatalf("the worker failed for another reason: %s", info.Error)
+			}
+			break
+		}
+		select {
+		case f := <-got:
+			t.Fatalf("the worker trained on %q", f)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the worker took no notice of the overwritten object (state %s)", info.State)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The checks themselves.
+	b := []byte("x")
+	good := objectMAC([]byte("k"), "n", b)
+	for _, tc := range []struct {
+		secret, desc, name string
+		ok               bool
+	}{
+		{"k", good, "n", true},
+		{"k", good, "other", false}, // a signature moved to another object
+		{"", good, "n", false},      // signed, but this worker has no secret
+		{"k", "", "n", false},       // unsigned, but this worker wants signatures
+		{"", "", "n", true},
+	} {
+		if err := checkObject([]byte(tc.secret), tc.name, tc.desc, b); (err == nil) != tc.ok {
+			t.Errorf("secret %q, object %q: %v", tc.secret, tc.name, err)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -71,6 +72,10 @@ type Coordinator struct {
 	log    hclog.Logger
 	Dead   time.Duration // a worker silent this long is lost
 	bucket string
+	// Secret, when set, signs every object the coordinator puts in the
+	// job's store (an HMAC the workers check); set it before the first
+	// phase.
+	Secret []byte
 
 	mu      sync.Mutex
 	workers map[string]*WorkerInfo
@@ -473,7 +478,8 @@ func (c *Coordinator) Phase(ctx context.Context, spec PhaseSpec, files map[strin
 			if c.stored[name] == sum {
 				continue
 			}
-			if _, err := obs.PutBytes(name, b); err != nil {
+			meta := &nats.ObjectMeta{Name: name, Description: objectMAC(c.Secret, name, b)}
+			if _, err := obs.Put(meta, bytes.NewReader(b)); err != nil {
 				return nil, fmt.Errorf("cluster: object store: put %s: %w", name, err)
 			}
 			c.stored[name] = sum

@@ -28,6 +28,9 @@ type Worker struct {
 	Device string
 	Log    hclog.Logger
 	Run    PhaseFunc
+	// Secret is the job's secret: objects from the store must carry its
+	// HMAC (nil: they must carry none).
+	Secret []byte
 
 	mu    sync.Mutex
 	rep   *Replica
@@ -327,6 +330,13 @@ func (w *Worker) files(spec *PhaseSpec) (map[string][]byte, error) {
 		b, err := obs.GetBytes(n)
 		if err != nil {
 			return nil, fmt.Errorf("cluster: object store %s: get %s: %w", spec.Bucket, n, err)
+		}
+		info, err := obs.GetInfo(n)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: object store %s: info %s: %w", spec.Bucket, n, err)
+		}
+		if err := checkObject(w.Secret, n, info.Description, b); err != nil {
+			return nil, err
 		}
 		out[n] = b
 		if slices.Contains(spec.Data, n) {

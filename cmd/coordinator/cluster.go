@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -46,6 +48,28 @@ func startCluster(ctx context.Context, log hclog.Logger, job, dir, url string, w
 		}
 		return nil, nil, err
 	}
+	secret, err := af.JobSecret()
+	if err != nil {
+		nc.Close()
+		if srv != nil {
+			srv.Shutdown()
+		}
+		return nil, nil, err
+	}
+	if secret == "" && srv != nil {
+		// An embedded server's job: a secret of its own, handed to the
+		// local workers like the token.
+		b := make([]byte, 24)
+		if _, err := rand.Read(b); err != nil {
+			nc.Close()
+			srv.Shutdown()
+			return nil, nil, fmt.Errorf("cluster: %w", err)
+		}
+		secret = hex.EncodeToString(b)
+	}
+	if secret == "" {
+		log.Warn("no job secret (--job-secret-file or $LATHE_JOB_SECRET): the objects in the job's store are not signed")
+	}
 	c, err := cluster.NewCoordinator(nc, job, log.Named("cluster"))
 	if err != nil {
 		nc.Close()
@@ -54,6 +78,7 @@ func startCluster(ctx context.Context, log hclog.Logger, job, dir, url string, w
 		}
 		return nil, nil, err
 	}
+	c.Secret = []byte(secret)
 	var procs []*exec.Cmd
 	var exits []chan struct{}                   // closed when a local worker has exited
 	exited := make(chan error, max(workers, 1)) // why, for those that exit early
@@ -91,7 +116,7 @@ func startCluster(ctx context.Context, log hclog.Logger, job, dir, url string, w
 			}
 			cmd := exec.Command(self, args...)
 			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-			cmd.Env = append(os.Environ(), "LATHE_NATS_TOKEN="+auth.Token)
+			cmd.Env = append(os.Environ(), "LATHE_NATS_TOKEN="+auth.Token, "LATHE_JOB_SECRET="+secret)
 			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 			if err := cmd.Start(); err != nil {
 				stop()

@@ -25,6 +25,9 @@ import (
 // the command line itself.
 type AuthFlags struct {
 	TokenFile, User, PasswordFile, Creds, NKey, CA, Cert, Key *string
+	// JobSecretFile holds the job's secret, with which the coordinator
+	// signs the objects it puts in the store and workers check them.
+	JobSecretFile *string
 }
 
 // Register adds the credential flags to fs.
@@ -38,7 +41,14 @@ func Register(fs *flag.FlagSet) AuthFlags {
 		CA:           fs.String("tls-ca", "", "PEM file of the CA that signed the NATS server's certificate"),
 		Cert:         fs.String("tls-cert", "", "client certificate (PEM) for mutual TLS"),
 		Key:          fs.String("tls-key", "", "client key (PEM) for mutual TLS"),
+		JobSecretFile: fs.String("job-secret-file", "", "file holding the job's secret, which signs the objects in the job's store "+
+			"(default: $LATHE_JOB_SECRET; none: objects are unsigned)"),
 	}
+}
+
+// JobSecret reads the job's secret ("" when none is given).
+func (a AuthFlags) JobSecret() (string, error) {
+	return cluster.SecretFrom(*a.JobSecretFile, "LATHE_JOB_SECRET")
 }
 
 // Auth reads the secrets the flags point at.
@@ -139,7 +149,12 @@ func Main(args []string, stderr io.Writer) int {
 			}
 		}()
 	}
-	w := &cluster.Worker{NC: nc, Job: *job, Name: *name, Device: "cpu", Log: log, Run: run.ReplicaPhase(*dataDir, log)}
+	secret, err := af.JobSecret()
+	if err != nil {
+		fmt.Fprintln(stderr, "worker:", err)
+		return 2
+	}
+	w := &cluster.Worker{NC: nc, Job: *job, Name: *name, Device: "cpu", Log: log, Run: run.ReplicaPhase(*dataDir, log), Secret: []byte(secret)}
 	if engine != nil {
 		w.Device, w.Run = engine.Name(), run.ReplicaPhaseOn(*dataDir, log, engine, kind == "auto")
 	}

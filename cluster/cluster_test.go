@@ -686,7 +686,7 @@ func TestStoreObjectsAreSigned(t *testing.T) {
 	good := objectMAC([]byte("k"), "n", b)
 	for _, tc := range []struct {
 		secret, desc, name string
-		ok               bool
+		ok                 bool
 	}{
 		{"k", good, "n", true},
 		{"k", good, "other", false}, // a signature moved to another object

@@ -30,8 +30,9 @@ const FormatVersion = 1
 
 // File kinds.
 const (
-	KindModel    = "model"    // what inference needs, compressed
-	KindTraining = "training" // everything a run needs to resume
+	KindModel    = "model"          // what inference needs, compressed
+	KindTraining = "training"       // everything a run needs to resume
+	KindLogits   = "teacher-logits" // a teacher's logits for a training set (offline distillation)
 )
 
 // Schema metadata keys.
@@ -100,7 +101,7 @@ func Encode(f *File) ([]byte, error) { return encodeFile(f, FormatVersion, "") }
 // encodeFile is Encode with a given format version and, for tests, a
 // column left out.
 func encodeFile(f *File, version int, drop string) ([]byte, error) {
-	if f.Kind != KindModel && f.Kind != KindTraining {
+	if f.Kind != KindModel && f.Kind != KindTraining && f.Kind != KindLogits {
 		return nil, fmt.Errorf("checkpoint: unknown kind %q", f.Kind)
 	}
 	rows := make([]*stored, len(f.Tensors))
@@ -419,7 +420,7 @@ func decodeArrow(b []byte) (f *File, err error) {
 		return nil, fmt.Errorf("format version %d; this lathe reads versions 1 to %d (upgrade lathe)", v, FormatVersion)
 	}
 	f = &File{Kind: get(keyKind), Job: get(keyJob), Version: get(keyVersion), FormatVersion: v}
-	if f.Kind != KindModel && f.Kind != KindTraining {
+	if f.Kind != KindModel && f.Kind != KindTraining && f.Kind != KindLogits {
 		return nil, fmt.Errorf("unknown file kind %q", f.Kind)
 	}
 	if rd.NumRecords() != 1 {

@@ -77,7 +77,10 @@ type PhaseSpec struct {
 	SamplesPerShard int      `json:"samples_per_shard,omitempty"`
 	Bucket          string   `json:"bucket"`
 	Teachers        []string `json:"teachers,omitempty"` // objects: the teachers' model files
-	Resume          string   `json:"resume,omitempty"`   // object: the checkpoint to resume from
+	// TeacherLogits is an object holding the teachers' logits for the
+	// training set (offline distillation), computed once by the coordinator.
+	TeacherLogits string `json:"teacher_logits,omitempty"`
+	Resume        string `json:"resume,omitempty"` // object: the checkpoint to resume from
 	// StartStep is the step the phase starts at: 0, or a resumed run's
 	// checkpoint step.
 	StartStep int64 `json:"start_step,omitempty"`

@@ -307,6 +307,9 @@ func (w *Worker) files(spec *PhaseSpec) (map[string][]byte, error) {
 	if spec.Resume != "" {
 		names = append(names, spec.Resume)
 	}
+	if spec.TeacherLogits != "" {
+		names = append(names, spec.TeacherLogits)
+	}
 	out := map[string][]byte{}
 	for _, n := range spec.Data {
 		if b, ok := w.cache[n]; ok { // the same job's dataset: fetched for an earlier phase

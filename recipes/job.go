@@ -166,6 +166,10 @@ type Teacher struct {
 type Distill struct {
 	Temperature float64
 	Alpha       float64
+	// Offline computes the teacher's logits for the training set once,
+	// before the student trains, instead of running the teacher every step
+	// (only with the inputs unaugmented).
+	Offline bool
 	Hint        *Hint
 }
 

@@ -459,6 +459,16 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 	if j.Distill != nil && j.Teacher == nil {
 		d.errorf(d.rangeOf("distill"), "missing teacher", "distillation needs a teacher block (a teacher trained first inside the run)")
 	}
+	if j.Distill != nil && j.Distill.Offline {
+		r := d.rangeOf("distill.offline")
+		switch {
+		case j.Augment.Shift > 0:
+			d.errorf(r, "invalid offline distillation", "offline teacher logits are computed once, on the images as they are: with augment.shift = %d "+
+				"every batch is shifted anew, so the teacher must run each step (drop offline, or the augmentation)", j.Augment.Shift)
+		case j.Distill.Hint != nil:
+			d.errorf(r, "invalid offline distillation", "a hint needs the teacher's hidden activations every step: it cannot be offline")
+		}
+	}
 	if j.Distill != nil && j.Distill.Hint != nil {
 		r := d.rangeOf("distill.hint")
 		switch {
@@ -891,7 +901,7 @@ func (d *decoder) teacher(b *hcl.Block, j *Job) {
 }
 
 func (d *decoder) distill(b *hcl.Block, j *Job) {
-	c, ok := d.content(b.Body, &hcl.BodySchema{Attributes: names("temperature", "alpha"), Blocks: []hcl.BlockHeaderSchema{{Type: "hint"}}})
+	c, ok := d.content(b.Body, &hcl.BodySchema{Attributes: names("temperature", "alpha", "offline"), Blocks: []hcl.BlockHeaderSchema{{Type: "hint"}}})
 	if !ok {
 		return
 	}
@@ -899,6 +909,7 @@ func (d *decoder) distill(b *hcl.Block, j *Job) {
 	a := attrs{d: d, prefix: "distill.", m: c.Attributes}
 	a.float("temperature", &dd.Temperature, 0, 100, true)
 	a.float("alpha", &dd.Alpha, 0, 1, false)
+	a.bool("offline", &dd.Offline)
 	for k, hb := range c.Blocks {
 		if k > 0 {
 			d.errorf(hb.DefRange, "duplicate block", "only one hint block is allowed")

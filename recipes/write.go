@@ -132,6 +132,9 @@ func (j *Job) HCL() []byte {
 		db := jb.AppendNewBlock("distill", nil).Body()
 		db.SetAttributeValue("temperature", cty.NumberFloatVal(dd.Temperature))
 		db.SetAttributeValue("alpha", cty.NumberFloatVal(dd.Alpha))
+		if dd.Offline {
+			db.SetAttributeValue("offline", cty.True)
+		}
 		if h := dd.Hint; h != nil {
 			hb := db.AppendNewBlock("hint", nil).Body()
 			hb.SetAttributeValue("teacher", cty.StringVal(h.Teacher))

@@ -2,6 +2,7 @@ package run
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path"
@@ -74,7 +75,7 @@ func microShards(batch, want int) (int, error) {
 
 // startPhase sends the phase to the cluster's workers with the files its
 // replicas start from, and returns the coordinator's replica.
-func startPhase(ctx context.Context, job *recipes.Job, opts Options, teachers []*model.Model, rp *resumePoint) (*cluster.Replica, error) {
+func startPhase(ctx context.Context, job *recipes.Job, opts Options, teachers []*model.Model, rp *resumePoint, logits []byte) (*cluster.Replica, error) {
 	shards, err := microShards(job.Batch, opts.MicroShards)
 	if err != nil {
 		return nil, job.Errorf("batch", "%v", err)
@@ -93,6 +94,10 @@ func startPhase(ctx context.Context, job *recipes.Job, opts Options, teachers []
 		name := fmt.Sprintf("%s.teacher-%d.arrow", cluster.Token(job.Name), k+1)
 		files[name] = b
 		spec.Teachers = append(spec.Teachers, name)
+	}
+	if logits != nil {
+		spec.TeacherLogits = cluster.Token(job.Name) + ".teacher-logits.arrow"
+		files[spec.TeacherLogits] = logits
 	}
 	if rp != nil {
 		b, err := os.ReadFile(rp.path)
@@ -168,6 +173,15 @@ func replicaPhase(dataDir string, log hclog.Logger, extra []trainer.Policy, dev 
 				return fmt.Errorf("run: the phase's checkpoint: %w", err)
 			}
 		}
+		if spec.TeacherLogits != "" {
+			f, err := checkpoint.Decode(files[spec.TeacherLogits])
+			if err != nil {
+				return fmt.Errorf("run: the phase's teacher logits: %w", err)
+			}
+			if r.teacherLogits, err = logitsFrom(f); err != nil {
+				return err
+			}
+		}
 		dir := dataDir
 		if dir == "" && len(spec.Data) > 0 {
 			// No dataset given here: the coordinator's copy.
@@ -219,4 +233,33 @@ func recipeLines(b []byte) []string {
 		}
 	}
 	return out
+}
+
+// TeacherLogitsFile holds an offline distillation's teacher logits in the
+// run directory.
+const TeacherLogitsFile = "teacher-logits.arrow"
+
+// logitsState is a teacher-logits file's state document.
+type logitsState struct {
+	Dataset  string   `json:"dataset"`
+	Set      string   `json:"set"` // the training split's name
+	Samples  int      `json:"samples"`
+	Classes  int      `json:"classes"`
+	Teachers []string `json:"teachers,omitempty"` // weights digests of the teachers' model files
+}
+
+// logitsFile is the Arrow file of the teachers' logits for set.
+func logitsFile(job *recipes.Job, set *data.Set, logits []float32, teachers []string) *checkpoint.File {
+	st, _ := json.Marshal(logitsState{Dataset: job.Dataset, Set: set.Name, Samples: set.Len(), Classes: set.Classes, Teachers: teachers})
+	return &checkpoint.File{Kind: checkpoint.KindLogits, Job: job.Name, Version: Version, State: st,
+		Tensors: []*checkpoint.Tensor{{Name: "logits", Role: checkpoint.RoleState, Shape: []int{set.Len(), set.Classes}, Data: logits}}}
+}
+
+// logitsFrom reads the logits back from their file.
+func logitsFrom(f *checkpoint.File) ([]float32, error) {
+	t := f.Tensor("logits")
+	if f.Kind != checkpoint.KindLogits || t == nil || len(t.Shape) != 2 || len(t.Data) != t.Shape[0]*t.Shape[1] {
+		return nil, fmt.Errorf("run: not a teacher-logits file (kind %q)", f.Kind)
+	}
+	return t.Data, nil
 }

@@ -3,6 +3,7 @@ package run
 import (
 	"context"
 	"encoding/csv"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -67,10 +68,11 @@ type Options struct {
 // replicaOpts are a worker's phase: its replica and the files it starts
 // from.
 type replicaOpts struct {
-	par        *cluster.Replica
-	deviceAuto bool // the worker's --device auto: fall back to the CPU for what the device cannot do
-	teachers   []*model.Model
-	resume     *checkpoint.File
+	par           *cluster.Replica
+	teacherLogits []float32 // offline distillation's table, from the coordinator
+	deviceAuto    bool      // the worker's --device auto: fall back to the CPU for what the device cannot do
+	teachers      []*model.Model
+	resume        *checkpoint.File
 }
 
 // Summary is summary.json.
@@ -363,9 +365,36 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		rp.model.Quant, rp.model.ActQuant = m.Quant, m.ActQuant
 		startModel, resume, ckpt.best = rp.model, rp.state.Snapshot, rp.state.BestValAccuracy
 	}
+	// Offline distillation: the teachers' logits for the training set,
+	// once (the coordinator's, for a worker's replica).
+	var tlogits []float32
+	var tlogitsFile []byte
+	if kd != nil && job.Distill.Offline {
+		if opts.replica != nil {
+			if tlogits = opts.replica.teacherLogits; tlogits == nil {
+				return nil, nil, errors.New("run: the phase distils offline but came without the teacher logits")
+			}
+		} else {
+			t0 := time.Now()
+			if tlogits, err = trainer.TeacherLogits(teachers, eng, train, job.EvalBatch); err != nil {
+				return nil, nil, fmt.Errorf("run: teacher logits: %w", err)
+			}
+			f := logitsFile(job, train, tlogits, digests)
+			if err := checkpoint.Write(filepath.Join(dir, TeacherLogitsFile), f); err != nil {
+				return nil, nil, err
+			}
+			if opts.Cluster != nil {
+				if tlogitsFile, err = checkpoint.Encode(f); err != nil {
+					return nil, nil, err
+				}
+			}
+			log.Info("teacher logits computed for offline distillation", "samples", train.Len(), "ms", time.Since(t0).Milliseconds(),
+				"file", filepath.Join(dir, TeacherLogitsFile), "bytes", f.Bytes)
+		}
+	}
 	var par *cluster.Replica
 	if opts.Cluster != nil {
-		if par, err = startPhase(ctx, job, opts, teachers, rp); err != nil {
+		if par, err = startPhase(ctx, job, opts, teachers, rp, tlogitsFile); err != nil {
 			return nil, nil, err
 		}
 		defer opts.Cluster.EndPhase()
@@ -378,7 +407,7 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		Epochs: job.Epochs, Seed: job.Seed, Augment: data.Augment{Shift: job.Augment.Shift}, Optimizer: opt,
 		Policies: append(policies, opts.Policies...),
 		Logger:   log.Named("trainer"), Progress: opts.Progress, Factorize: factors, ThinAtEpoch: job.ThinAtEpoch,
-		Teachers: teachers, KD: kd, Hint: hint,
+		Teachers: teachers, KD: kd, Hint: hint, TeacherLogits: tlogits,
 	}
 	if metrics != nil {
 		cfg.EndEpoch = metrics.write
@@ -394,6 +423,8 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 				unsupported = job.Errorf("distill.hint", "hint distillation is not computed on the %s device yet", opts.Device.Name())
 			case len(teachers) > 1:
 				unsupported = job.Errorf("teacher.count", "a teacher ensemble is not computed on the %s device yet", opts.Device.Name())
+			case kd != nil && job.Distill.Offline:
+				unsupported = job.Errorf("distill.offline", "offline distillation is not computed on the %s device yet", opts.Device.Name())
 			case trainer.DeviceSupports(startModel) != nil:
 				unsupported = job.Errorf("quantize", "%v", trainer.DeviceSupports(startModel))
 			case len(teachers) == 1 && kd != nil:

@@ -153,6 +153,7 @@ func (t *Trainer) parallelStep(ctx context.Context, idx []int, epoch int) error 
 				return fmt.Errorf("trainer: step %d: micro-shard %d outside [0, %d)", s.Step+1, k, shards)
 			}
 			t.batch.Fill(x, y, idx[k*micro:(k+1)*micro], epoch)
+			t.curIdx = idx[k*micro : (k+1)*micro]
 			if g := t.cfg.Gradients; g != nil {
 				if !prepared {
 					if err := g.Prepare(t.cfg.Model); err != nil {

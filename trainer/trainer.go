@@ -48,6 +48,11 @@ type Config struct {
 	// one teacher, or an ensemble.
 	Teachers []*model.Model
 	KD       *distill.Config
+	// TeacherLogits, when set, are the teachers' (mean) logits for every
+	// sample of Train ([Train.Len()·classes], by sample index), computed
+	// once: the teachers do not run during training (offline
+	// distillation; the inputs must not be augmented).
+	TeacherLogits []float32
 	// Hint, with KD and one teacher, adds feature distillation between a
 	// teacher layer and a student layer through a learned projection.
 	Hint *HintConfig
@@ -146,6 +151,7 @@ type Trainer struct {
 	teachers      []*model.Net
 	teacherVMs    []G.VM
 	teacherLogits [][]float32 // reused each step
+	curIdx        []int       // the sample indices in the input buffers
 	cfg           Config
 	log           hclog.Logger
 	net           *model.Net
@@ -220,8 +226,11 @@ func (t *Trainer) build() error {
 		batch /= t.cfg.Parallel.MicroShards()
 	}
 	if t.cfg.KD != nil {
-		if len(t.cfg.Teachers) == 0 {
+		if len(t.cfg.Teachers) == 0 && t.cfg.TeacherLogits == nil {
 			return errors.New("trainer: distillation needs a teacher")
+		}
+		if t.cfg.TeacherLogits != nil && (t.cfg.Augment.Shift > 0 || t.cfg.Hint != nil) {
+			return errors.New("trainer: offline teacher logits need unaugmented inputs and no hint")
 		}
 		var hint *model.Hint
 		if h := t.cfg.Hint; h != nil {
@@ -231,6 +240,9 @@ func (t *Trainer) build() error {
 		}
 		net, err = t.cfg.Model.BuildKD(t.cfg.Engine, batch, t.cfg.Seed, *t.cfg.KD, hint)
 		for _, tm := range t.cfg.Teachers {
+			if t.cfg.TeacherLogits != nil {
+				break // offline: the teachers do not run
+			}
 			if err != nil || len(t.teachers) == len(t.cfg.Teachers) {
 				break
 			}
@@ -418,6 +430,7 @@ func (t *Trainer) Run(ctx context.Context) (res *Result, err error) {
 			idx := data.BatchIndices(order, cfg.Batch, s)
 			if cfg.Parallel == nil {
 				t.batch.Fill(x, y, idx, epoch)
+				t.curIdx = idx
 			}
 			start := time.Now()
 			t.state.Epoch = epoch
@@ -593,7 +606,13 @@ func (t *Trainer) step(ctx context.Context, idx []int, epoch int) error {
 // in the input buffers.
 func (t *Trainer) forwardBackward() error {
 	s := &t.state
-	if len(t.teachers) > 0 {
+	if tl := t.cfg.TeacherLogits; tl != nil {
+		dst := t.net.TValue.Float32s()
+		c := len(dst) / max(len(t.curIdx), 1)
+		for i, id := range t.curIdx {
+			copy(dst[i*c:(i+1)*c], tl[id*c:(id+1)*c])
+		}
+	} else if len(t.teachers) > 0 {
 		logits := t.teacherLogits[:0]
 		for k, tn := range t.teachers {
 			copy(tn.XValue.Float32s(), t.net.XValue.Float32s())
@@ -818,4 +837,35 @@ func predict(net *model.Net, vm G.VM, set *data.Set) (Predictions, error) {
 		return Predictions{}, err
 	}
 	return predictionsFrom(all, set), nil
+}
+
+// TeacherLogits returns the mean logits of the teachers for every sample
+// of set ([set.Len()·classes], by sample index, inputs unaugmented), the
+// way an online step averages them (distill.MeanLogits): the table offline
+// distillation trains from.
+func TeacherLogits(ms []*model.Model, eng compute.Engine, set *data.Set, batch int) ([]float32, error) {
+	n, c := set.Len(), set.Classes
+	var each [][]float32
+	for _, m := range ms {
+		net, err := m.Build(eng, batch, false, 0)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]float32, n*c)
+		vm := G.NewTapeMachine(net.Graph, G.WithEngine(engineOf(eng)))
+		err = forEachBatch(net, vm, set, func(lo int, labels, logits []float32) {
+			copy(out[lo*c:], logits[:len(labels)*c])
+		})
+		vm.Close()
+		if err != nil {
+			return nil, err
+		}
+		each = append(each, out)
+	}
+	if len(each) == 0 {
+		return nil, errors.New("trainer: teacher logits need a teacher")
+	}
+	dst := make([]float32, n*c)
+	distill.MeanLogits(dst, each...)
+	return dst, nil
 }

@@ -170,7 +170,7 @@ type Distill struct {
 	// before the student trains, instead of running the teacher every step
 	// (only with the inputs unaugmented).
 	Offline bool
-	Hint        *Hint
+	Hint    *Hint
 }
 
 // Hint is the distill block's hint block: feature distillation from the

@@ -138,3 +138,29 @@ func TestRecipeMistakes(t *testing.T) {
 func withBlock(block string) string {
 	return strings.Replace(base, "  model {", "  "+block+"\n  model {", 1)
 }
+
+func TestOfflineDistillRefusedWithShiftsOrHints(t *testing.T) {
+	base := `job "j" {
+  augment {
+    shift = 1
+  }
+  model {
+    arch = "lenet300"
+  }
+  teacher {
+    arch   = "teacher"
+    epochs = 1
+  }
+  distill {
+    offline = true
+  }
+}
+`
+	if _, err := Parse([]byte(base), "j.hcl", nil); err == nil || !strings.Contains(err.Error(), "j.hcl:13,15") || !strings.Contains(err.Error(), "augment.shift") {
+		t.Fatalf("offline with shifts: %v", err)
+	}
+	j, err := Parse([]byte(strings.Replace(base, "shift = 1", "shift = 0", 1)), "j.hcl", nil)
+	if err != nil || !j.Distill.Offline || !strings.Contains(string(j.HCL()), "offline") {
+		t.Fatalf("offline without shifts: %v", err)
+	}
+}

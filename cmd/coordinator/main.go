@@ -73,8 +73,11 @@ func realMain(args []string, stderr io.Writer) int {
 		device   = fs.String("device", "cpu", "cpu, or cuda / cuda:N: train device-resident on that GPU (MLP and LeNet-5 recipes with sgd, magnitude pruning, weight QAT and distillation; others are refused naming the field)")
 		af       = workercli.Register(fs)
 		vars     multiFlag
+		sweeps   multiFlag
 	)
 	fs.Var(&vars, "var", "set a recipe variable: -var name=value (repeatable)")
+	fs.Var(&sweeps, "sweep", "run the recipe once per value of a variable: --sweep name=v1,v2,… (repeatable: every combination); "+
+		"the runs go to <run-dir>/sweep/, the table to <run-dir>/sweep.csv (default run dir runs/<job>-sweep)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: coordinator --recipe FILE [-var name=value]... [--run-dir DIR] [--data-dir DIR] [--resume | --resume-from FILE]")
 		fs.PrintDefaults()
@@ -109,6 +112,24 @@ func realMain(args []string, stderr io.Writer) int {
 	dir := *runDir
 	if dir == "" {
 		dir = filepath.Join("runs", job.Name)
+	}
+	var sweep []run.SweepVar
+	for _, s := range sweeps {
+		sv, err := run.ParseSweep(s)
+		if err != nil {
+			fmt.Fprintln(stderr, "coordinator:", err)
+			return 2
+		}
+		sweep = append(sweep, sv)
+	}
+	if len(sweep) > 0 {
+		if *workers >= 0 || *natsURL != "" || *resume || *from != "" {
+			fmt.Fprintln(stderr, "coordinator: --sweep runs its points in this process one after another; it does not combine with --workers, --nats or --resume yet")
+			return 2
+		}
+		if *runDir == "" {
+			dir = filepath.Join("runs", job.Name+"-sweep")
+		}
 	}
 	switch kind, index, err := cuda.ParseDevice(*device); {
 	case err != nil || kind == "auto":
@@ -153,6 +174,30 @@ func realMain(args []string, stderr io.Writer) int {
 			bar.workers = func() string { return workerRates(c.Workers()) }
 		}
 		opts.Progress = bar.update
+	}
+	if len(sweep) > 0 {
+		rows, err := run.Sweep(ctx, *recipe, vars, sweep, dir, opts)
+		bar.finish()
+		for _, r := range rows {
+			var kv []string
+			for _, sv := range sweep {
+				kv = append(kv, sv.Name+"="+r.Vars[sv.Name])
+			}
+			if r.Error != "" {
+				fmt.Fprintf(os.Stdout, "%-30s failed: %s\n", strings.Join(kv, " "), r.Error)
+				continue
+			}
+			fmt.Fprintf(os.Stdout, "%-30s test %.4f  sparsity %.3f  model %d bytes (%.1f×)  %.1f s\n", strings.Join(kv, " "),
+				r.TestAccuracy, r.Sparsity, r.ModelBytes, r.ModelRatio, r.WallSeconds)
+		}
+		if len(rows) > 0 {
+			fmt.Fprintf(os.Stdout, "table: %s\n", filepath.Join(dir, run.SweepCSV))
+		}
+		if err != nil {
+			log.Error("sweep", "error", err)
+			return 1
+		}
+		return 0
 	}
 	sum, err := run.Execute(ctx, job, opts)
 	bar.finish()

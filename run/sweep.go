@@ -1,0 +1,149 @@
+package run
+
+import (
+	"context"
+	"encoding/csv"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/lathe-ml/lathe/recipes"
+)
+
+// SweepFile and SweepCSV are a sweep's table in its run directory.
+const (
+	SweepFile = "sweep.json"
+	SweepCSV  = "sweep.csv"
+)
+
+// SweepVar is one swept recipe variable: name=v1,v2,…
+type SweepVar struct {
+	Name   string
+	Values []string
+}
+
+// ParseSweep reads a --sweep value, name=v1,v2,… (values are HCL
+// expressions, as with -var).
+func ParseSweep(s string) (SweepVar, error) {
+	name, vals, ok := strings.Cut(s, "=")
+	name = strings.TrimSpace(name)
+	if !ok || name == "" || strings.TrimSpace(vals) == "" {
+		return SweepVar{}, fmt.Errorf("--sweep %q: want name=value1,value2,…", s)
+	}
+	var out []string
+	for _, v := range strings.Split(vals, ",") {
+		if v = strings.TrimSpace(v); v == "" {
+			return SweepVar{}, fmt.Errorf("--sweep %q: an empty value", s)
+		}
+		out = append(out, v)
+	}
+	return SweepVar{Name: name, Values: out}, nil
+}
+
+// SweepRow is one point of a sweep.
+type SweepRow struct {
+	Vars          map[string]string `json:"vars"`
+	RunDir        string            `json:"run_dir"`
+	TestAccuracy  float64           `json:"test_accuracy"`
+	ValAccuracy   float64           `json:"val_accuracy"`
+	Sparsity      float64           `json:"sparsity"` // of all parameters
+	ModelBytes    int               `json:"model_bytes"`
+	ModelRatio    float64           `json:"model_ratio"`
+	SamplesPerSec float64           `json:"samples_per_second"`
+	WallSeconds   float64           `json:"wall_seconds"`
+	Error         string            `json:"error,omitempty"`
+}
+
+// Sweep runs the recipe at file once per combination of the swept
+// variables' values (with vars, the -var settings, under them), each in
+// its own run directory under dir/sweep/, one after the other, and
+// writes dir/sweep.json and dir/sweep.csv: one row per run, failed runs
+// included with their error. It returns the rows and the first failure.
+func Sweep(ctx context.Context, file string, vars []string, sweep []SweepVar, dir string, opts Options) ([]SweepRow, error) {
+	combos := [][]string{nil}
+	for _, sv := range sweep {
+		var next [][]string
+		for _, c := range combos {
+			for _, v := range sv.Values {
+				next = append(next, append(slices.Clone(c), sv.Name+"="+v))
+			}
+		}
+		combos = next
+	}
+	// Every combination must load before anything runs.
+	jobs := make([]*recipes.Job, len(combos))
+	for i, c := range combos {
+		j, err := recipes.Load(file, append(slices.Clone(vars), c...))
+		if err != nil {
+			return nil, err
+		}
+		jobs[i] = j
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("run: %w", err)
+	}
+	var rows []SweepRow
+	var first error
+	for i, c := range combos {
+		name := strings.NewReplacer("/", "_", " ", "").Replace(strings.Join(c, ","))
+		row := SweepRow{Vars: map[string]string{}, RunDir: filepath.Join(dir, "sweep", name)}
+		for _, kv := range c {
+			k, v, _ := strings.Cut(kv, "=")
+			row.Vars[k] = v
+		}
+		o := opts
+		o.RunDir = row.RunDir
+		if o.Logger != nil {
+			o.Logger.Info("sweep run", "run", i+1, "of", len(combos), "vars", strings.Join(c, " "), "run_dir", row.RunDir)
+		}
+		sum, err := Execute(ctx, jobs[i], o)
+		if err != nil {
+			row.Error = err.Error()
+			if first == nil {
+				first = fmt.Errorf("run: sweep %s: %w", strings.Join(c, " "), err)
+			}
+			if ctx.Err() != nil {
+				rows = append(rows, row)
+				break
+			}
+		} else {
+			row.TestAccuracy, row.ValAccuracy, row.ModelBytes, row.ModelRatio = sum.TestAccuracy, sum.ValAccuracy, sum.ModelBytes, sum.ModelRatio
+			row.SamplesPerSec, row.WallSeconds = sum.SamplesPerSecond, sum.WallSeconds
+			if sum.ParamsTotal > 0 {
+				row.Sparsity = 1 - float64(sum.ParamsNonzero)/float64(sum.ParamsTotal)
+			}
+		}
+		rows = append(rows, row)
+		if err := writeSweep(dir, sweep, rows); err != nil {
+			return rows, err
+		}
+	}
+	return rows, first
+}
+
+func writeSweep(dir string, sweep []SweepVar, rows []SweepRow) error {
+	if err := writeJSON(filepath.Join(dir, SweepFile), rows); err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	var b strings.Builder
+	w := csv.NewWriter(&b)
+	head := []string{}
+	for _, sv := range sweep {
+		head = append(head, sv.Name)
+	}
+	_ = w.Write(append(head, "test_accuracy", "val_accuracy", "sparsity", "model_bytes", "model_ratio", "samples_per_second", "wall_seconds", "error"))
+	f := func(x float64) string { return strconv.FormatFloat(x, 'g', 6, 64) }
+	for _, r := range rows {
+		rec := []string{}
+		for _, sv := range sweep {
+			rec = append(rec, r.Vars[sv.Name])
+		}
+		_ = w.Write(append(rec, f(r.TestAccuracy), f(r.ValAccuracy), f(r.Sparsity), strconv.Itoa(r.ModelBytes), f(r.ModelRatio),
+			f(r.SamplesPerSec), f(r.WallSeconds), r.Error))
+	}
+	w.Flush()
+	return writeFileAtomic(filepath.Join(dir, SweepCSV), []byte(b.String()))
+}

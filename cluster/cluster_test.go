@@ -50,17 +50,7 @@ func TestReductionIsExactAndRejectsForgeries(t *testing.T) {
 	_, conn := embedded(t)
 	members := []string{"a", "b", "c"}
 	const n, shards = 1000, 6
-	// Micro-shard k contributes (k+1)·(i+1)/7 to element i.
-	contribution := func(k, i int) float32 { return float32(k+1) * float32(i+1) / 7 }
-	var want []float32
-	for i := range n {
-		var q int64
-		for k := range shards {
-			v, _ := trainer.ToFixed(contribution(k, i))
-			q += v
-		}
-		want = append(want, trainer.FromFixed(q))
-	}
+	want := exactSum(n, shards)
 	names := append(slices.Clone(members), coordinatorName)
 	reps := map[string]*Replica{}
 	for _, name := range names {
@@ -94,15 +84,7 @@ func TestReductionIsExactAndRejectsForgeries(t *testing.T) {
 	done := make(chan struct{})
 	for _, name := range names {
 		go func(name string) {
-			v, err := reps[name].Reduce(ctx, 0, n, func(ks []int, into []int64) error {
-				for _, k := range ks {
-					for i := range into {
-						q, _ := trainer.ToFixed(contribution(k, i))
-						into[i] += q
-					}
-				}
-				return nil
-			})
+			v, err := reps[name].Reduce(ctx, 0, n, shardAdder(0))
 			if err == nil {
 				mu.Lock()
 				results[name] = v
@@ -135,6 +117,39 @@ func TestReductionIsExactAndRejectsForgeries(t *testing.T) {
 	}
 	if rejected < 4*3 { // four forgeries, seen by the three replicas other than a
 		t.Fatalf("%d rejections, want at least 12", rejected)
+	}
+}
+
+// contribution is micro-shard k's part of element i in the reduction
+// tests: (k+1)·(i+1)/7, not exact in binary, so the fixed-point sum is
+// what makes the order not matter.
+func contribution(k, i int) float32 { return float32(k+1) * float32(i+1) / 7 }
+
+// exactSum is the reduced vector of n elements over shards micro-shards.
+func exactSum(n, shards int) []float32 {
+	var want []float32
+	for i := range n {
+		var q int64
+		for k := range shards {
+			v, _ := trainer.ToFixed(contribution(k, i))
+			q += v
+		}
+		want = append(want, trainer.FromFixed(q))
+	}
+	return want
+}
+
+// shardAdder computes micro-shards' contributions, taking perShard each.
+func shardAdder(perShard time.Duration) func([]int, []int64) error {
+	return func(ks []int, into []int64) error {
+		time.Sleep(time.Duration(len(ks)) * perShard)
+		for _, k := range ks {
+			for i := range into {
+				q, _ := trainer.ToFixed(contribution(k, i))
+				into[i] += q
+			}
+		}
+		return nil
 	}
 }
 
@@ -405,28 +420,7 @@ func TestStepIsSplitByMeasuredSpeed(t *testing.T) {
 	}
 	defer coord.Close()
 	const n, shards, steps = 64, 16, 120
-	contribution := func(k, i int) float32 { return float32(k+1) * float32(i+1) / 7 }
-	var want []float32
-	for i := range n {
-		var q int64
-		for k := range shards {
-			v, _ := trainer.ToFixed(contribution(k, i))
-			q += v
-		}
-		want = append(want, trainer.FromFixed(q))
-	}
-	compute := func(perShard time.Duration) func([]int, []int64) error {
-		return func(ks []int, into []int64) error {
-			time.Sleep(time.Duration(len(ks)) * perShard)
-			for _, k := range ks {
-				for i := range into {
-					q, _ := trainer.ToFixed(contribution(k, i))
-					into[i] += q
-				}
-			}
-			return nil
-		}
-	}
+	want := exactSum(n, shards)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	errs := make(chan error, 2)
@@ -434,7 +428,7 @@ func TestStepIsSplitByMeasuredSpeed(t *testing.T) {
 		w := &Worker{NC: conn(name), Job: "job", Name: name, Device: "cpu",
 			Run: func(ctx context.Context, _ PhaseSpec, _ map[string][]byte, par *Replica) error {
 				for s := range int64(steps) {
-					v, err := par.Reduce(ctx, s, n, compute(per))
+					v, err := par.Reduce(ctx, s, n, shardAdder(per))
 					if err != nil {
 						return err
 					}
@@ -500,26 +494,8 @@ func TestDriftedWorkerIsLeftOut(t *testing.T) {
 	}
 	defer coord.Close()
 	const n, shards, steps = 16, 4, 150
-	contribution := func(k, i int) float32 { return float32(k+1) * float32(i+1) / 3 }
-	var want []float32
-	for i := range n {
-		var q int64
-		for k := range shards {
-			v, _ := trainer.ToFixed(contribution(k, i))
-			q += v
-		}
-		want = append(want, trainer.FromFixed(q))
-	}
-	compute := func(ks []int, into []int64) error {
-		time.Sleep(10 * time.Millisecond)
-		for _, k := range ks {
-			for i := range into {
-				q, _ := trainer.ToFixed(contribution(k, i))
-				into[i] += q
-			}
-		}
-		return nil
-	}
+	want := exactSum(n, shards)
+	compute := shardAdder(5 * time.Millisecond) // two shards each: 10 ms a step
 	digestAfter := func(step int64, drifted bool) string {
 		if drifted {
 			return fmt.Sprintf("drifted-%d", step)

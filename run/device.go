@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -76,20 +75,14 @@ func checkDeviceJob(job *recipes.Job, opts Options, dev compute.Device) error {
 	return nil
 }
 
-// deviceNet describes the model's layers for trainer.DeviceNet and returns
-// its initial weights and biases.
-func deviceNet(job *recipes.Job, m *model.Model) (layers []trainer.DeviceLayer, w, b [][]float32, err error) {
-	if layers, err = trainer.DeviceLayersOf(m); err != nil {
-		return nil, nil, nil, job.Errorf("model.arch", "model %q: %v", job.Model.Arch, err)
+// deviceNet describes the model's layers for trainer.DeviceNet, or says
+// which the device path does not train, naming the recipe's field.
+func deviceNet(job *recipes.Job, m *model.Model) ([]trainer.DeviceLayer, error) {
+	layers, err := trainer.DeviceLayersOf(m)
+	if err != nil {
+		return nil, job.Errorf("model.arch", "model %q: %v", job.Model.Arch, err)
 	}
-	for _, p := range m.Params {
-		if p.Bias {
-			b = append(b, slices.Clone(p.Data()))
-		} else {
-			w = append(w, slices.Clone(p.Data()))
-		}
-	}
-	return layers, w, b, nil
+	return layers, nil
 }
 
 // deviceSets are a job's data sets on the device.
@@ -196,7 +189,7 @@ func trainOnDevice(ctx context.Context, job *recipes.Job, dir string, opts Optio
 	if err != nil {
 		return nil, nil, nil, job.Errorf("model.arch", "%v", err)
 	}
-	layers, w0, b0, err := deviceNet(job, m)
+	layers, err := deviceNet(job, m)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -232,15 +225,7 @@ func trainOnDevice(ctx context.Context, job *recipes.Job, dir string, opts Optio
 			}
 			ps.layers = append(ps.layers, l)
 		}
-		every := pb.EverySamples
-		switch {
-		case pb.EverySteps > 0:
-			every = pb.EverySteps * int64(job.Batch)
-		case every == 0:
-			every = max(1, int64(pb.EveryEpochs*float64(epochSamples)))
-		}
-		ps.sched = schedule.Sparsity{Kind: pb.Schedule, Initial: pb.Initial, Final: pb.Target, Power: pb.Power,
-			Start: int64(pb.FromEpoch * float64(epochSamples)), End: int64(pb.ToEpoch * float64(epochSamples)), Every: every}
+		ps.sched = pruneSchedule(job, pb, epochSamples)
 		if err := ps.sched.Validate(); err != nil {
 			return nil, nil, nil, job.Errorf(fmt.Sprintf("prune.%d.schedule", bi), "%v", err)
 		}
@@ -281,7 +266,7 @@ func trainOnDevice(ctx context.Context, job *recipes.Job, dir string, opts Optio
 			built.Free()
 		}
 	}()
-	if err := net.SetWeights(w0, b0); err != nil {
+	if err := net.SetWeightsFrom(m); err != nil {
 		return nil, nil, nil, err
 	}
 	if job.Model.Dropout > 0 || job.Model.InputDropout > 0 {
@@ -333,16 +318,7 @@ func trainOnDevice(ctx context.Context, job *recipes.Job, dir string, opts Optio
 	}
 	defer metrics.close()
 	status := startStatus(dir, job.Name, job.Epochs, job.Batch, nil, log)
-	defer func() {
-		switch {
-		case err == nil:
-			status.finish("done", nil)
-		case ctx.Err() != nil:
-			status.finish("interrupted", err)
-		default:
-			status.finish("failed", err)
-		}
-	}()
+	defer func() { status.end(ctx, err) }()
 	if job.Checkpoint.EverySteps > 0 || opts.CheckpointEverySteps > 0 {
 		log.Warn("a device run writes its checkpoints at epoch ends only")
 	}
@@ -484,7 +460,7 @@ func trainOnDevice(ctx context.Context, job *recipes.Job, dir string, opts Optio
 		}
 		var zeros, total float64
 		for l, sp := range em.LayerSparsity {
-			n := float64(len(w0[l]))
+			n := float64(weights[l].Size())
 			zeros, total = zeros+sp*n, total+n
 		}
 		em.Sparsity = zeros / total
@@ -503,19 +479,8 @@ func trainOnDevice(ctx context.Context, job *recipes.Job, dir string, opts Optio
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	w, b, err := net.Weights()
-	if err != nil {
+	if err := net.WeightsInto(m); err != nil {
 		return nil, nil, nil, err
-	}
-	wi, bi := 0, 0
-	for _, p := range m.Params {
-		if p.Bias {
-			copy(p.Data(), b[bi])
-			bi++
-		} else {
-			copy(p.Data(), w[wi])
-			wi++
-		}
 	}
 	sum = &Summary{Job: job.Name, Dataset: job.Dataset, Model: job.Model.Arch, Seed: job.Seed, Batch: job.Batch,
 		TestAccuracy: testAcc, TestLoss: testLoss, Epochs: job.Epochs, Steps: stepNo, SamplesSeen: seen,
@@ -579,7 +544,7 @@ func loadDeviceTeacher(dev compute.Device, tj *recipes.Job, tdir string, batch i
 	if err != nil {
 		return nil, 0, fmt.Errorf("run: teacher: %w", err)
 	}
-	layers, w, bs, err := deviceNet(tj, tm)
+	layers, err := deviceNet(tj, tm)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -587,7 +552,7 @@ func loadDeviceTeacher(dev compute.Device, tj *recipes.Job, tdir string, batch i
 	if err != nil {
 		return nil, 0, err
 	}
-	if err := net.SetWeights(w, bs); err != nil {
+	if err := net.SetWeightsFrom(tm); err != nil {
 		net.Free()
 		return nil, 0, err
 	}

@@ -208,7 +208,7 @@ func TestDeviceLeNet5MatchesTheModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	layers, w0, b0, err := deviceNet(j, m)
+	layers, err := deviceNet(j, m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +236,7 @@ func TestDeviceLeNet5MatchesTheModel(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer net.Free()
-	if err := net.SetWeights(w0, b0); err != nil {
+	if err := net.SetWeightsFrom(m); err != nil {
 		t.Fatal(err)
 	}
 	if err := net.SetDropout(0, 0.3, 5); err != nil {
@@ -249,19 +249,8 @@ func TestDeviceLeNet5MatchesTheModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, b, err := net.Weights()
-	if err != nil {
+	if err := net.WeightsInto(m); err != nil {
 		t.Fatal(err)
-	}
-	wi, bi := 0, 0
-	for _, p := range m.Params {
-		if p.Bias {
-			copy(p.Data(), b[bi])
-			bi++
-		} else {
-			copy(p.Data(), w[wi])
-			wi++
-		}
 	}
 	cpuAcc, _, err := trainer.EvaluateModel(m, eng, test, 1000)
 	if err != nil {

@@ -109,15 +109,7 @@ func prunePolicies(job *recipes.Job, m *model.Model, epochSamples int64, log hcl
 		if pol.Layers, err = checkLayers(job, m, field("layers"), pb.Layers, field("granularity"), granularity); err != nil {
 			return nil, err
 		}
-		every := pb.EverySamples
-		switch {
-		case pb.EverySteps > 0:
-			every = pb.EverySteps * int64(job.Batch)
-		case every == 0:
-			every = max(1, int64(pb.EveryEpochs*float64(epochSamples)))
-		}
-		pol.Schedule = schedule.Sparsity{Kind: pb.Schedule, Initial: pb.Initial, Final: pb.Target, Power: pb.Power,
-			Start: int64(pb.FromEpoch * float64(epochSamples)), End: int64(pb.ToEpoch * float64(epochSamples)), Every: every}
+		pol.Schedule = pruneSchedule(job, pb, epochSamples)
 		if pb.Method == "nm" {
 			pol.Schedule.Final, pol.Schedule.Initial = 0, 0 // the pattern, not a target, decides
 		}
@@ -234,4 +226,18 @@ func quantizePolicy(job *recipes.Job, m *model.Model, epochSamples int64, log hc
 		p.Steps = append(p.Steps, trainer.QuantStep{Start: int64(q.GradualEpochs[i] * float64(epochSamples)), Bits: b})
 	}
 	return p, nil
+}
+
+// pruneSchedule is a prune block's sparsity schedule in samples (not yet
+// validated: callers adjust it first).
+func pruneSchedule(job *recipes.Job, pb recipes.Prune, epochSamples int64) schedule.Sparsity {
+	every := pb.EverySamples
+	switch {
+	case pb.EverySteps > 0:
+		every = pb.EverySteps * int64(job.Batch)
+	case every == 0:
+		every = max(1, int64(pb.EveryEpochs*float64(epochSamples)))
+	}
+	return schedule.Sparsity{Kind: pb.Schedule, Initial: pb.Initial, Final: pb.Target, Power: pb.Power,
+		Start: int64(pb.FromEpoch * float64(epochSamples)), End: int64(pb.ToEpoch * float64(epochSamples)), Every: every}
 }

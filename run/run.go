@@ -418,6 +418,7 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		if opts.Device != nil {
 			// A CUDA worker: its micro-shards' gradients come from the device.
 			var unsupported error
+			quantErr := trainer.DeviceSupports(startModel)
 			switch {
 			case hint != nil:
 				unsupported = job.Errorf("distill.hint", "hint distillation is not computed on the %s device yet", opts.Device.Name())
@@ -425,8 +426,8 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 				unsupported = job.Errorf("teacher.count", "a teacher ensemble is not computed on the %s device yet", opts.Device.Name())
 			case kd != nil && job.Distill.Offline:
 				unsupported = job.Errorf("distill.offline", "offline distillation is not computed on the %s device yet", opts.Device.Name())
-			case trainer.DeviceSupports(startModel) != nil:
-				unsupported = job.Errorf("quantize", "%v", trainer.DeviceSupports(startModel))
+			case quantErr != nil:
+				unsupported = job.Errorf("quantize", "%v", quantErr)
 			case len(teachers) == 1 && kd != nil:
 				teacher = teachers[0]
 			}
@@ -463,16 +464,7 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 				opts.Progress(p)
 			}
 		}
-		defer func() {
-			switch {
-			case err == nil:
-				status.finish("done", nil)
-			case ctx.Err() != nil:
-				status.finish("interrupted", err)
-			default:
-				status.finish("failed", err)
-			}
-		}()
+		defer func() { status.end(ctx, err) }()
 	}
 	if tr, err = trainer.New(cfg); err != nil {
 		return nil, nil, err

@@ -1,6 +1,7 @@
 package run
 
 import (
+	"context"
 	"encoding/json"
 	"path/filepath"
 	"sync"
@@ -101,6 +102,19 @@ func (w *statusWriter) progress(p trainer.Progress) {
 	w.mu.Unlock()
 	if due {
 		w.write()
+	}
+}
+
+// end finishes the status as a run that returned err: done, interrupted
+// (its context cancelled) or failed.
+func (w *statusWriter) end(ctx context.Context, err error) {
+	switch {
+	case err == nil:
+		w.finish("done", nil)
+	case ctx.Err() != nil:
+		w.finish("interrupted", err)
+	default:
+		w.finish("failed", err)
 	}
 }
 

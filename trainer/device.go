@@ -10,6 +10,7 @@ import (
 
 	"github.com/lathe-ml/lathe/compute"
 	"github.com/lathe-ml/lathe/data"
+	"github.com/lathe-ml/lathe/schedule"
 )
 
 // DeviceLayer is one layer of a DeviceNet.
@@ -664,11 +665,8 @@ func (m *DeviceNet) TrainDevice(ctx context.Context, train *DeviceData, cfg Devi
 			}
 			g := ep*steps + s
 			if cfg.PruneTarget > 0 && g >= from && g <= to && (g-from)%every == 0 {
-				p := 1.0
-				if to > from {
-					p = float64(g-from) / float64(to-from)
-				}
-				if sparsity, err = m.PruneGlobal(cfg.PruneTarget * (1 - math.Pow(1-p, 3))); err != nil {
+				agp := schedule.Sparsity{Kind: "agp", Final: cfg.PruneTarget, Start: int64(from), End: int64(to), Every: int64(every)}
+				if sparsity, err = m.PruneGlobal(agp.Target(int64(g))); err != nil {
 					return out, err
 				}
 			}

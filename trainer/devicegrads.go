@@ -45,6 +45,34 @@ func splitParams(m *model.Model) (w, b [][]float32, where [][2]int) {
 	return w, b, where
 }
 
+// SetWeightsFrom uploads a model's weights and biases; the model has the
+// network's architecture (DeviceLayersOf).
+func (m *DeviceNet) SetWeightsFrom(mod *model.Model) error {
+	w, b, _ := splitParams(mod)
+	return m.SetWeights(w, b)
+}
+
+// WeightsInto downloads the network's weights and biases into a model of
+// its architecture.
+func (m *DeviceNet) WeightsInto(mod *model.Model) error {
+	w, b, _ := splitParams(mod)
+	if len(w) != len(m.w) || len(b) != len(m.b) {
+		return fmt.Errorf("trainer: a model of %d weights for a network of %d", len(w), len(m.w))
+	}
+	for p := range m.w {
+		if len(w[p]) != m.wRows[p]*m.wCols[p] || len(b[p]) != m.wRows[p] {
+			return fmt.Errorf("trainer: weight layer %d: the model's %d×? does not fit %d×%d", p, len(b[p]), m.wRows[p], m.wCols[p])
+		}
+		if err := m.dev.Download(w[p], m.w[p]); err != nil {
+			return err
+		}
+		if err := m.dev.Download(b[p], m.b[p]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // DeviceGradients computes a cluster replica's micro-shard gradients on a
 // compute.Device (a CUDA worker): each step the model's parameters and
 // quantization controls go to the device, each shard's inputs follow, and
@@ -61,8 +89,8 @@ type DeviceGradients struct {
 	dropIn  float64
 	dropHid float64
 	seed    uint64
-	where   [][2]int
 	gw, gb  [][]float32
+	out     [][]float32 // gw and gb in Model.Params order
 	labels  []int32
 }
 
@@ -84,8 +112,7 @@ func NewDeviceGradients(dev compute.Device, m *model.Model, micro int, teacher *
 		if g.teacher, err = NewDeviceNet(dev, layers, micro, seed); err != nil {
 			return nil, err
 		}
-		w, b, _ := splitParams(teacher)
-		if err := g.teacher.SetWeights(w, b); err != nil {
+		if err := g.teacher.SetWeightsFrom(teacher); err != nil {
 			g.Free()
 			return nil, err
 		}
@@ -149,10 +176,17 @@ func (g *DeviceGradients) Prepare(m *model.Model) error {
 		if err := g.net.SetDropout(g.dropIn, g.dropHid, g.seed^0x64726f70); err != nil {
 			return err
 		}
-		g.where = where
 		g.gw, g.gb = make([][]float32, len(w)), make([][]float32, len(b))
 		for p := range w {
 			g.gw[p], g.gb[p] = make([]float32, len(w[p])), make([]float32, len(b[p]))
+		}
+		g.out = make([][]float32, len(where))
+		for i, wh := range where {
+			if wh[0] == 0 {
+				g.out[i] = g.gw[wh[1]]
+			} else {
+				g.out[i] = g.gb[wh[1]]
+			}
 		}
 		g.labels = make([]int32, g.micro)
 	}
@@ -208,14 +242,6 @@ func (g *DeviceGradients) Shard(x, y []float32, stream uint64) ([][]float32, Sha
 	if err != nil {
 		return nil, ShardStats{}, err
 	}
-	out := make([][]float32, len(g.where))
-	for i, wh := range g.where {
-		if wh[0] == 0 {
-			out[i] = g.gw[wh[1]]
-		} else {
-			out[i] = g.gb[wh[1]]
-		}
-	}
 	inv := 1 / float64(g.micro)
-	return out, ShardStats{Loss: float32(ts.Loss * inv), Distill: float32(ts.Distill * inv), Correct: float32(ts.Correct)}, nil
+	return g.out, ShardStats{Loss: float32(ts.Loss * inv), Distill: float32(ts.Distill * inv), Correct: float32(ts.Correct)}, nil
 }

@@ -153,7 +153,7 @@ func realMain(args []string, stderr io.Writer) int {
 		if *wdevs != "" {
 			devices = strings.Split(*wdevs, ",")
 			for _, d := range devices {
-				if _, _, err := cuda.ParseDevice(d); err != nil || len(devices) > max(*workers, 0) {
+				if _, _, err := cuda.ParseDevice(d); err != nil || len(devices) > *workers {
 					fmt.Fprintf(stderr, "coordinator: --worker-devices %q: one of cpu, cuda, cuda:N, auto per local worker (--workers %d)\n", *wdevs, *workers)
 					return 2
 				}

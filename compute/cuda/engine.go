@@ -464,20 +464,9 @@ func (e *Engine) Upload(dst compute.Buffer, src []float32) error {
 	return e.err
 }
 
-// UploadInt32 implements compute.Device.
+// UploadInt32 implements compute.Device: the same bytes as float32s.
 func (e *Engine) UploadInt32(dst compute.Buffer, src []int32) error {
-	if n := e.buf(dst).n; len(src) > n {
-		return fmt.Errorf("cuda: upload of %d elements with a buffer of %d", len(src), n)
-	}
-	p := e.buf(dst).p
-	if len(src) == 0 {
-		return e.err
-	}
-	defer e.enter()()
-	if r := api.cuMemcpyHtoD(p, unsafe.Pointer(&src[0]), uint64(4*len(src))); r != 0 {
-		e.fail("cuMemcpyHtoD", r)
-	}
-	return e.err
+	return e.Upload(dst, unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(src))), len(src)))
 }
 
 // Download implements compute.Device.

@@ -23,42 +23,32 @@ type pair struct {
 	n        int
 }
 
+// alloc puts x on both devices.
 func (h DeviceHarness) alloc(t *testing.T, x []float32) pair {
 	t.Helper()
-	d, err := h.Dev.Alloc(len(x))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := h.Ref.Alloc(len(x))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Dev.Upload(d, x); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Ref.Upload(r, x); err != nil {
-		t.Fatal(err)
-	}
-	return pair{d, r, len(x)}
+	return h.upload(t, len(x), func(d compute.Device, b compute.Buffer) error { return d.Upload(b, x) })
 }
 
+// allocInt puts x on both devices as int32s.
 func (h DeviceHarness) allocInt(t *testing.T, x []int32) pair {
 	t.Helper()
-	d, err := h.Dev.Alloc(len(x))
-	if err != nil {
-		t.Fatal(err)
+	return h.upload(t, len(x), func(d compute.Device, b compute.Buffer) error { return d.UploadInt32(b, x) })
+}
+
+func (h DeviceHarness) upload(t *testing.T, n int, put func(compute.Device, compute.Buffer) error) pair {
+	t.Helper()
+	var bs [2]compute.Buffer
+	for i, d := range []compute.Device{h.Dev, h.Ref} {
+		b, err := d.Alloc(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := put(d, b); err != nil {
+			t.Fatal(err)
+		}
+		bs[i] = b
 	}
-	r, err := h.Ref.Alloc(len(x))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Dev.UploadInt32(d, x); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Ref.UploadInt32(r, x); err != nil {
-		t.Fatal(err)
-	}
-	return pair{d, r, len(x)}
+	return pair{bs[0], bs[1], n}
 }
 
 func (h DeviceHarness) free(ps ...pair) {

@@ -179,15 +179,14 @@ func (d *Device) Upload(dst compute.Buffer, src []float32) error {
 	return nil
 }
 
-// UploadInt32 implements compute.Device.
+// UploadInt32 implements compute.Device: the same bytes as float32s.
 func (d *Device) UploadInt32(dst compute.Buffer, src []int32) error {
-	defer d.open(dst)()
-	f := d.i32(dst)
-	if len(src) > len(f) {
-		return fmt.Errorf("host: upload of %d elements into a buffer of %d", len(src), len(f))
-	}
-	copy(f, src)
-	return nil
+	return d.Upload(dst, asFloat32s(src))
+}
+
+// asFloat32s views int32s as float32s of the same bits.
+func asFloat32s(x []int32) []float32 {
+	return unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(x))), len(x))
 }
 
 // Download implements compute.Device.

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -232,7 +233,7 @@ func TestStepReducedBeforeALossIsKept(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	reps[coordinatorName].SetGen(2, []string{"a"}, nil, "")
+	reps[coordinatorName].SetGen(2, []string{"a"}, nil, "", 0)
 	start := time.Now()
 	v, err := reps[coordinatorName].Reduce(ctx, 0, n, func([]int, []int64) error {
 		t.Error("the coordinator computes nothing")
@@ -673,5 +674,116 @@ func TestStoreObjectsAreSigned(t *testing.T) {
 		if err := checkObject([]byte(tc.secret), tc.name, tc.desc, b); (err == nil) != tc.ok {
 			t.Errorf("secret %q, object %q: %v", tc.secret, tc.name, err)
 		}
+	}
+}
+
+// TestWorkersJoinMidPhase: two workers train; a third registers while the
+// phase runs and is planned in at a step ahead; before the coordinator
+// reaches that step one of the first two is lost, so the join is called
+// off and planned again among those left. The joiner starts from the
+// coordinator's state at its first step (Admit), computes micro-shards
+// from there, and every replica reduces every step to the exact vector.
+func TestWorkersJoinMidPhase(t *testing.T) {
+	_, conn := embedded(t)
+	coord, err := NewCoordinator(conn("coordinator"), "job", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer coord.Close()
+	coord.Dead = 600 * time.Millisecond
+	const n, shards, steps = 64, 8, 90
+	want := exactSum(n, shards)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	errs := make(chan error, 3)
+	var joinedAt atomic.Int64
+	var joinerShards atomic.Int64
+	joinedAt.Store(-1)
+	cancels := map[string]context.CancelFunc{}
+	conns := map[string]*nats.Conn{}
+	start := func(name string) {
+		wctx, stop := context.WithCancel(ctx)
+		cancels[name], conns[name] = stop, conn(name)
+		w := &Worker{NC: conns[name], Job: "job", Name: name, Device: "cpu",
+			Run: func(ctx context.Context, spec PhaseSpec, files map[string][]byte, par *Replica) error {
+				if spec.StartStep > 0 {
+					if string(files[spec.Resume]) != fmt.Sprintf("state at %d", spec.StartStep) {
+						return fmt.Errorf("%s: joined at step %d with state %q", name, spec.StartStep, files[spec.Resume])
+					}
+					joinedAt.Store(spec.StartStep)
+				}
+				for s := spec.StartStep; s < steps; s++ {
+					v, err := par.Reduce(ctx, s, n, func(ks []int, into []int64) error {
+						if name == "c" {
+							joinerShards.Add(int64(len(ks)))
+						}
+						return shardAdder(time.Millisecond)(ks, into)
+					})
+					if err != nil {
+						return err
+					}
+					if !slices.Equal(v, want) {
+						return fmt.Errorf("%s: step %d reduced a different vector", name, s)
+					}
+				}
+				return nil
+			}}
+		go func() {
+			if err := w.Serve(wctx); err != nil && wctx.Err() == nil {
+				errs <- err
+			}
+		}()
+	}
+	start("a")
+	start("b")
+	if err := coord.WaitWorkers(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := coord.Phase(ctx, PhaseSpec{Name: "p", MicroShards: shards, SamplesPerShard: 8}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep.Joinable()
+	killed := false
+	for s := range int64(steps) {
+		if rep.JoinAt(s) {
+			if err := coord.Admit(s, []byte(fmt.Sprintf("state at %d", s))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if s == 5 {
+			start("c")
+		}
+		if !killed && rep.joinAt.Load() >= 0 {
+			// The join is planned: lose b before the coordinator gets there.
+			killed = true
+			conns["b"].Close()
+			cancels["b"]()
+		}
+		if s > 5 && s < 40 {
+			time.Sleep(60 * time.Millisecond) // the loss is noticed before the join's step
+		}
+		v, err := rep.Reduce(ctx, s, n, nil)
+		if err != nil {
+			t.Fatalf("step %d: %v", s, err)
+		}
+		if !slices.Equal(v, want) {
+			t.Fatalf("coordinator: step %d reduced a different vector", s)
+		}
+		select {
+		case err := <-errs:
+			t.Fatal(err)
+		default:
+		}
+	}
+	st := coord.Stats()
+	t.Logf("stats %+v, joined at step %d, joiner's micro-shards %d", st, joinedAt.Load()+1, joinerShards.Load())
+	if !killed || st.WorkersLost != 1 || st.WorkersJoined != 1 || joinedAt.Load() <= 5 || joinerShards.Load() == 0 {
+		t.Fatalf("killed %v, stats %+v, joined at %d, joiner's micro-shards %d", killed, st, joinedAt.Load(), joinerShards.Load())
+	}
+	// At least one micro-shard of every step from its first (the split may
+	// follow measured speeds once it is in).
+	if got, from := joinerShards.Load(), joinedAt.Load(); got < steps-from {
+		t.Fatalf("the joiner computed %d micro-shards over the %d steps from step %d", got, steps-from, from+1)
 	}
 }

@@ -49,6 +49,7 @@ type WorkerInfo struct {
 // MemberStats are the coordinator's counts over the job.
 type MemberStats struct {
 	MaxWorkers    int `json:"workers"`        // the most that took part at once
+	WorkersJoined int `json:"workers_joined"` // admitted to a phase while it ran
 	WorkersLost   int `json:"workers_lost"`   // silent past the deadline
 	WorkersFailed int `json:"workers_failed"` // reported a failure (a NaN or Inf in its gradient, say) and were left out
 	Generations   int `json:"generations"`
@@ -63,8 +64,9 @@ type MemberStats struct {
 
 // Coordinator keeps a job's membership: workers register, send
 // heartbeats, are dropped when they miss the deadline (a new generation
-// re-plans the step among the others), and take part from the next phase
-// when they join late.
+// re-plans the step among the others), and, when they register while a
+// phase runs, join it at a step boundary a little ahead (JoinAhead), from
+// the coordinator's state at that step.
 type Coordinator struct {
 	nc     *nats.Conn
 	js     nats.JetStreamContext
@@ -94,11 +96,27 @@ type Coordinator struct {
 	asked   map[string]time.Time // when unknown workers were last asked to register
 	stored  map[string][32]byte  // objects put in the store, by SHA-256
 	rep     *Replica
+	spec    PhaseSpec // the running phase's
+	pending *joinPlan // workers joining the running phase, not yet admitted
 	stats   MemberStats
 	joined  chan struct{}
 	subs    []*nats.Subscription
 	stop    chan struct{}
 	wg      sync.WaitGroup
+}
+
+// JoinAhead is how many steps past the farthest any member may have
+// started (Window/2 ahead of the coordinator) a joining worker's first
+// step is: margin for the coordinator's step announcements in flight.
+var JoinAhead int64 = 4
+
+// joinPlan is a generation that adds workers from a step ahead: the
+// coordinator hands them its state when its own trainer reaches it.
+type joinPlan struct {
+	gen     uint64
+	from    int64
+	names   []string // the joining workers
+	members []string // the members before them
 }
 
 // NewCoordinator starts serving job's registrations on nc.
@@ -188,6 +206,7 @@ func (c *Coordinator) onJoin(m *nats.Msg) {
 		c.log.Info("worker joined", "worker", from, "cores", h.Cores, "device", h.Device, "pid", h.PID)
 		close(c.joined)
 		c.joined = make(chan struct{})
+		c.planJoinLocked(false)
 	} else {
 		c.stats.MessagesRejected++
 		c.log.Warn("worker refused", "worker", from, "reason", w.Error)
@@ -342,7 +361,7 @@ func (c *Coordinator) setSharesLocked(shares []int) {
 // measured capacities promise a step RebalanceGain faster: a generation
 // with the same members and new shares (c.mu held).
 func (c *Coordinator) rebalanceLocked() {
-	if c.rep == nil || len(c.members) < 2 || time.Since(c.planned) < RebalanceEvery {
+	if c.rep == nil || c.pending != nil || len(c.members) < 2 || time.Since(c.planned) < RebalanceEvery {
 		return
 	}
 	next := c.weightedLocked()
@@ -364,17 +383,26 @@ func (c *Coordinator) rebalanceLocked() {
 	c.log.Info("the step is re-split by the workers' measured speeds", "generation", c.gen, "workers", c.members, "shares", next,
 		"step_time_gain", fmt.Sprintf("%.0f%%", 100*(1-then/now)))
 	c.control(Control{Kind: "gen", Phase: c.phase, Gen: c.gen, Members: c.members, Shares: next})
-	c.rep.SetGen(c.gen, c.members, next, "")
+	c.rep.SetGen(c.gen, c.members, next, "", 0)
 }
 
 // dropLocked removes a worker from the phase's membership: a new
-// generation (c.mu held).
+// generation (c.mu held). A join not yet admitted is called off and
+// planned again among those left.
 func (c *Coordinator) dropLocked(name string) {
+	p := c.pending
+	if p != nil {
+		c.pending = nil
+		c.rep.joinAt.Store(-1)
+		c.members = p.members
+	}
 	i := slices.Index(c.members, name)
-	if i < 0 {
+	if i < 0 && p == nil {
 		return
 	}
-	c.members = slices.Delete(slices.Clone(c.members), i, i+1)
+	if i >= 0 {
+		c.members = slices.Delete(slices.Clone(c.members), i, i+1)
+	}
 	c.gen++
 	c.stats.Generations++
 	failure := ""
@@ -390,8 +418,85 @@ func (c *Coordinator) dropLocked(name string) {
 	c.log.Info("membership changed: the step is re-planned", "generation", c.gen, "workers", len(c.members), "shares", c.shares)
 	c.control(Control{Kind: "gen", Phase: c.phase, Gen: c.gen, Members: c.members, Shares: c.shares, Error: failure})
 	if c.rep != nil {
-		c.rep.SetGen(c.gen, c.members, c.shares, failure)
+		c.rep.SetGen(c.gen, c.members, c.shares, failure, 0)
 	}
+	if p != nil && failure == "" {
+		c.planJoinLocked(true)
+	}
+}
+
+// planJoinLocked plans a generation that adds the ready workers outside
+// the membership of the running phase, from a step no member can have
+// started yet (c.mu held): the members switch to it there and wait for
+// the joiners, whom Admit hands the coordinator's state at that step.
+// Without afresh, a join already planned keeps its step (its members may
+// be waiting there) and takes the newcomers along.
+func (c *Coordinator) planJoinLocked(afresh bool) {
+	if c.rep == nil || !c.rep.joinable.Load() || len(c.members) == 0 {
+		return
+	}
+	before := c.members
+	from := c.rep.steps.Load() + Window/2 + JoinAhead
+	if p := c.pending; p != nil && !afresh {
+		before, from = p.members, p.from
+	}
+	var joiners []string
+	for _, n := range c.order {
+		if w := c.workers[n]; w.State == "ready" && !slices.Contains(before, n) {
+			joiners = append(joiners, n)
+		}
+	}
+	if len(joiners) == 0 {
+		return
+	}
+	c.gen++
+	c.stats.Generations++
+	c.members = append(slices.Clone(before), joiners...)
+	c.pending = &joinPlan{gen: c.gen, from: from, names: joiners, members: before}
+	c.setSharesLocked(c.weightedLocked())
+	c.log.Info("workers join the running phase", "workers", joiners, "at_step", from+1, "generation", c.gen, "shares", c.shares)
+	c.control(Control{Kind: "gen", Phase: c.phase, Gen: c.gen, Members: c.members, Shares: c.shares, From: from})
+	c.rep.SetGen(c.gen, c.members, c.shares, "", from)
+	c.rep.joinAt.Store(from)
+}
+
+// Admit hands the workers joining at step the coordinator's state there
+// (a training checkpoint): its trainer calls it before running that step
+// (trainer.Config.ShareState). Nothing happens when no join is planned at
+// step.
+func (c *Coordinator) Admit(step int64, state []byte) error {
+	c.mu.Lock()
+	p, spec := c.pending, c.spec
+	c.mu.Unlock()
+	if p == nil || p.from != step {
+		return nil
+	}
+	name := fmt.Sprintf("%s.join-%d.arrow", Token(spec.Name), step)
+	obs, err := c.objectStore()
+	if err != nil {
+		return err
+	}
+	if _, err := obs.Put(&nats.ObjectMeta{Name: name, Description: objectMAC(c.Secret, name, state)}, bytes.NewReader(state)); err != nil {
+		return fmt.Errorf("cluster: object store: put %s: %w", name, err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pending != p {
+		return nil // planned again meanwhile: admitted at its own step
+	}
+	c.pending = nil
+	c.rep.joinAt.Store(-1)
+	spec.Resume, spec.StartStep = name, step
+	for _, n := range p.names {
+		w := c.workers[n]
+		w.State = "training"
+		w.SamplesPerSecond, w.shards, w.shardsAt, w.computeSecs, w.digests = 0, 0, time.Time{}, 0, nil
+	}
+	c.stats.WorkersJoined += len(p.names)
+	c.stats.MaxWorkers = max(c.stats.MaxWorkers, len(c.members))
+	c.log.Info("joining workers admitted with the state at their first step", "workers", p.names, "step", step+1, "state_bytes", len(state))
+	c.control(Control{Kind: "join", Phase: c.phase, Gen: p.gen, Members: c.members, Shares: c.shares, From: step, Join: p.names, Spec: &spec})
+	return nil
 }
 
 // WaitWorkers blocks until at least n workers are ready.
@@ -490,6 +595,7 @@ func (c *Coordinator) Phase(ctx context.Context, spec PhaseSpec, files map[strin
 	defer c.mu.Unlock()
 	c.phase++
 	c.gen++
+	c.spec, c.pending = spec, nil
 	c.samplesPerShard, c.shards = spec.SamplesPerShard, spec.MicroShards
 	c.stats.Generations++
 	c.members = nil
@@ -532,6 +638,7 @@ func (c *Coordinator) EndPhase() {
 		}
 	}
 	c.control(Control{Kind: "end", Phase: c.phase})
+	c.pending = nil
 	if c.rep != nil {
 		c.rep.Close()
 		c.rep = nil

@@ -6,7 +6,7 @@
 //
 // Subjects, for a job J (its name with '.', '*', '>' and blanks replaced):
 //
-//	lathe.J.c.ctl              coordinator → all: phase, generation, end, stop
+//	lathe.J.c.ctl              coordinator → all: phase, generation, join, end, stop
 //	lathe.J.w.W.join           worker W registers (request)
 //	lathe.J.w.W.hb             worker W's heartbeat
 //	lathe.J.w.W.rs.O           W's partial sums of owner O's chunk (reduce-scatter)

@@ -53,16 +53,23 @@ type Heartbeat struct {
 
 // Control is a coordinator message to every worker.
 type Control struct {
-	Kind    string   `json:"kind"` // phase, gen, end, stop, register (the named workers must register again)
+	Kind    string   `json:"kind"` // phase, gen, join, end, stop, register (the named workers must register again)
 	Phase   uint64   `json:"phase"`
 	Gen     uint64   `json:"gen"`
 	Members []string `json:"members,omitempty"` // the computing workers, in rank order
 	// Shares are the micro-shards each member computes, in rank order
 	// (absent: an equal split): the coordinator weights them by the
 	// workers' measured speeds.
-	Shares []int      `json:"shares,omitempty"`
-	Spec   *PhaseSpec `json:"spec,omitempty"`
-	Error  string     `json:"error,omitempty"`
+	Shares []int `json:"shares,omitempty"`
+	// From is the first step (0-based) the generation runs: 0 for a
+	// change at once, a step ahead when workers join mid-phase.
+	From int64 `json:"from,omitempty"`
+	// Join names the workers a join message admits to the running phase
+	// (its Spec resumes from the coordinator's state at step From); the
+	// members already training have the generation from a gen message.
+	Join  []string   `json:"join,omitempty"`
+	Spec  *PhaseSpec `json:"spec,omitempty"`
+	Error string     `json:"error,omitempty"`
 }
 
 // PhaseSpec is one training run the cluster performs (a teacher, then the

@@ -71,15 +71,24 @@ type Replica struct {
 	shards int
 	log    hclog.Logger
 
-	mu       sync.Mutex
-	gen      uint64
-	members  []string
-	shares   []int               // the current generation's micro-shards per member (nil: equal)
-	digests  map[int64]string    // own weight digests by step (the last DigestKeep)
-	byGen    map[uint64][]string // every generation's members, for its late messages
-	failure  string              // set with an empty membership: why the phase cannot go on
-	changed  chan struct{}       // closed when the generation changes
-	notify   chan struct{}       // a message arrived
+	mu      sync.Mutex
+	gen     uint64 // the newest generation
+	members []string
+	shares  []int            // the newest generation's micro-shards per member (nil: equal)
+	digests map[int64]string // own weight digests by step (the last DigestKeep)
+	// Every generation's members, split and first step: a step is run by
+	// the newest generation whose first step it has reached (a worker
+	// joining mid-phase takes part from a step boundary ahead).
+	byGen    map[uint64][]string
+	sharesOf map[uint64][]int
+	fromOf   map[uint64]int64
+	failure  string // set with an empty membership: why the phase cannot go on
+	fault    error  // this replica ran past a generation's first step before it heard of it
+	joined   bool   // joined mid-phase: its first step's partials were sent before it listened
+	joinAt   atomic.Int64
+	joinable atomic.Bool
+	changed  chan struct{} // closed when the generation changes
+	notify   chan struct{} // a message arrived
 	curStep  int64
 	partials map[key]*assembly // reduce-scatter parts for our chunk
 	chunks   map[key]*assembly // all-gather parts
@@ -115,8 +124,10 @@ func NewReplica(nc *nats.Conn, job, name string, phase uint64, shards int, gen u
 	}
 	r := &Replica{nc: nc, job: Token(job), name: Token(name), phase: phase, shards: shards, log: log,
 		gen: gen, members: slices.Clone(members), byGen: map[uint64][]string{gen: slices.Clone(members)},
+		sharesOf: map[uint64][]int{}, fromOf: map[uint64]int64{gen: 0},
 		changed: make(chan struct{}), notify: make(chan struct{}, 1),
 		partials: map[key]*assembly{}, chunks: map[key]*assembly{}, done: map[int64][]float32{}, coordMoved: make(chan struct{}, 1)}
+	r.joinAt.Store(-1)
 	r.prefix = "lathe." + r.job + ".w." + r.name
 	if r.name == coordinatorName {
 		r.prefix = "lathe." + r.job + ".c." + coordinatorName
@@ -240,20 +251,31 @@ func (r *Replica) lastDigest() (step int64, d string) {
 func (r *Replica) SetShares(shares []int) {
 	r.mu.Lock()
 	r.shares = slices.Clone(shares)
+	r.sharesOf[r.gen] = slices.Clone(shares)
 	r.mu.Unlock()
 }
 
 // SetGen installs a membership generation (ignored unless newer) and its
-// split of the micro-shards (nil: equal). An empty membership with a
-// failure makes waiting steps fail with it.
-func (r *Replica) SetGen(gen uint64, members []string, shares []int, failure string) {
+// split of the micro-shards (nil: equal), for the steps from from on: 0
+// for a change that applies at once (a worker lost, a re-split), a step
+// ahead for a worker joining mid-phase, which receives the state at that
+// step. An empty membership with a failure makes waiting steps fail with
+// it.
+func (r *Replica) SetGen(gen uint64, members []string, shares []int, failure string, from int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if gen <= r.gen {
 		return
 	}
+	if from > 0 && r.steps.Load() > from && r.fault == nil {
+		// The coordinator chose the first step beyond any a replica may
+		// have started; this one got past it before hearing of it.
+		r.fault = fmt.Errorf("cluster: generation %d starts at step %d, but this replica completed %d steps before it heard of it", gen, from+1, r.steps.Load())
+	}
 	r.gen, r.members, r.shares, r.failure = gen, slices.Clone(members), slices.Clone(shares), failure
 	r.byGen[gen] = slices.Clone(members)
+	r.sharesOf[gen] = slices.Clone(shares)
+	r.fromOf[gen] = from
 	close(r.changed)
 	r.changed = make(chan struct{})
 	future := r.future
@@ -270,11 +292,40 @@ func (r *Replica) SetGen(gen uint64, members []string, shares []int, failure str
 	}()
 }
 
-func (r *Replica) view() (uint64, []string, []int, string, chan struct{}) {
+// genForLocked is the generation that runs step: the newest whose first
+// step it has reached (r.mu held).
+func (r *Replica) genForLocked(step int64) uint64 {
+	var best uint64
+	for g, from := range r.fromOf {
+		if from <= step && g > best {
+			best = g
+		}
+	}
+	return best
+}
+
+// view is the generation that runs step, its members, split and failure
+// (the newest generation's, when it is that one), and the channel closed
+// at the next change.
+func (r *Replica) view(step int64) (uint64, []string, []int, string, chan struct{}) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.gen, r.members, r.shares, r.failure, r.changed
+	g := r.genForLocked(step)
+	failure := ""
+	if g == r.gen {
+		failure = r.failure
+	}
+	return g, r.byGen[g], r.sharesOf[g], failure, r.changed
 }
+
+// Joinable marks the coordinator's replica as one whose trainer hands its
+// state to workers joining mid-phase (trainer.Config.ShareState): the
+// coordinator admits them during the phase, not only at the next.
+func (r *Replica) Joinable() { r.joinable.Store(true) }
+
+// JoinAt implements trainer.Joinable: the coordinator's trainer hands its
+// state over before the step workers join at.
+func (r *Replica) JoinAt(step int64) bool { return r.joinAt.Load() == step }
 
 var errGenChanged = errors.New("cluster: membership changed")
 
@@ -323,7 +374,13 @@ func (r *Replica) Reduce(ctx context.Context, step int64, n int, compute func([]
 	r.mu.Unlock()
 	first := true
 	for {
-		gen, members, shares, failure, changed := r.view()
+		r.mu.Lock()
+		fault := r.fault
+		r.mu.Unlock()
+		if fault != nil {
+			return nil, fault
+		}
+		gen, members, shares, failure, changed := r.view(step)
 		if len(members) == 0 {
 			if failure != "" {
 				return nil, fmt.Errorf("cluster: %s", failure)
@@ -402,7 +459,20 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 		}
 		lo, hi := chunk(n, size, rank)
 		sum := slices.Clone(partial[lo:hi])
-		err := r.wait(ctx, changed, func() (bool, []string) {
+		r.mu.Lock()
+		joined := r.joined
+		r.joined = false
+		r.mu.Unlock()
+		if joined {
+			// Joined mid-phase: the others sent their partials of this step
+			// before this replica listened. Ask for them now.
+			for j, o := range members {
+				if j != rank {
+					r.askResend(o, resendReq{Kind: "rs", Gen: gen, Step: step, To: r.name})
+				}
+			}
+		}
+		err := r.wait(ctx, step, gen, changed, func() (bool, []string) {
 			r.mu.Lock()
 			defer r.mu.Unlock()
 			var missing []string
@@ -444,7 +514,7 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 		r.publishFloat32s(r.prefix+".ag", "", meta{job: r.job, phase: r.phase, gen: gen, step: step, n: n}, lo, out)
 	}
 	var full []float32
-	err := r.wait(ctx, changed, func() (bool, []string) {
+	err := r.wait(ctx, step, gen, changed, func() (bool, []string) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		if full = r.assembledLocked(step, n); full != nil {
@@ -508,8 +578,9 @@ func (r *Replica) assembledLocked(step int64, n int) []float32 {
 }
 
 // wait blocks until ready says so, asking the missing senders to publish
-// again every ResendAfter; it gives up when the generation changes.
-func (r *Replica) wait(ctx context.Context, changed chan struct{}, ready func() (bool, []string), req func(string) resendReq) error {
+// again every ResendAfter; it gives up when another generation takes over
+// step.
+func (r *Replica) wait(ctx context.Context, step int64, gen uint64, changed chan struct{}, ready func() (bool, []string), req func(string) resendReq) error {
 	t := time.NewTimer(ResendAfter)
 	defer t.Stop()
 	for {
@@ -521,7 +592,11 @@ func (r *Replica) wait(ctx context.Context, changed chan struct{}, ready func() 
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-changed:
-			return errGenChanged
+			g, _, _, failure, ch := r.view(step)
+			if g != gen || failure != "" {
+				return errGenChanged
+			}
+			changed = ch // a generation for later steps: this one goes on
 		case <-r.notify:
 		case <-t.C:
 			for _, o := range missing {
@@ -558,12 +633,12 @@ func (r *Replica) onResend(m *nats.Msg) {
 	}
 	r.mu.Lock()
 	p, c := r.partial, r.reduced
-	members, gen := r.members, r.gen
+	members := r.byGen[q.Gen]
 	r.mu.Unlock()
 	answer := "none"
 	switch {
 	case q.Kind == "rs" && p != nil && p.gen == q.Gen && p.step == q.Step:
-		if j := slices.Index(members, q.To); j >= 0 && gen == q.Gen {
+		if j := slices.Index(members, q.To); j >= 0 {
 			lo, hi := chunk(p.n, len(members), j)
 			r.publishInt64s(r.prefix+".rs."+q.To, meta{job: r.job, phase: r.phase, gen: p.gen, step: p.step, n: p.n}, lo, p.i64[lo:hi])
 			answer = "ok"
@@ -662,14 +737,15 @@ func (r *Replica) accept(m *nats.Msg, kind string) (meta, string, bool) {
 	}
 	r.mu.Lock()
 	gen, step := r.gen, r.curStep
+	inUse := r.genForLocked(step)
 	r.mu.Unlock()
 	switch {
 	case md.job != r.job:
 		err = fmt.Errorf("job %q, not %q", md.job, r.job)
 	case md.phase != r.phase:
 		err = fmt.Errorf("phase %d, not %d", md.phase, r.phase)
-	case md.gen+1 < gen || md.gen > gen+1:
-		err = fmt.Errorf("generation %d, current %d", md.gen, gen)
+	case md.gen+1 < inUse || md.gen > gen+1:
+		err = fmt.Errorf("generation %d, current %d", md.gen, inUse)
 	case md.step < step || md.step > step+Window:
 		err = fmt.Errorf("step %d, current %d", md.step+1, step+1)
 	case md.n <= 0 || md.off < 0 || md.off >= md.n:

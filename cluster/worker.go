@@ -170,7 +170,7 @@ func (w *Worker) Serve(ctx context.Context) error {
 			case "gen":
 				w.mu.Lock()
 				if w.rep != nil && c.Phase == w.phase {
-					w.rep.SetGen(c.Gen, c.Members, c.Shares, c.Error)
+					w.rep.SetGen(c.Gen, c.Members, c.Shares, c.Error, c.From)
 				}
 				w.mu.Unlock()
 			case "register":
@@ -201,9 +201,12 @@ func (w *Worker) Serve(ctx context.Context) error {
 					w.rep = nil
 				}
 				w.mu.Unlock()
-			case "phase":
+			case "phase", "join":
 				if c.Spec == nil || !slices.Contains(c.Members, name) {
 					continue
+				}
+				if c.Kind == "join" && !slices.Contains(c.Join, name) {
+					continue // a member already: it has the generation
 				}
 				if phaseDone != nil {
 					// The coordinator has moved on, so the last phase is over
@@ -229,13 +232,18 @@ func (w *Worker) Serve(ctx context.Context) error {
 				}
 				rep.Start(c.Spec.StartStep)
 				rep.SetShares(c.Shares)
+				rep.joined = c.Kind == "join"
 				w.mu.Lock()
 				if w.rep != nil {
 					w.rep.Close()
 				}
 				w.rep, w.phase, w.state, w.err = rep, c.Phase, "training", ""
 				w.mu.Unlock()
-				w.Log.Info("phase starting", "phase", c.Phase, "name", c.Spec.Name, "workers", len(c.Members))
+				if c.Kind == "join" {
+					w.Log.Info("joining the running phase", "phase", c.Phase, "name", c.Spec.Name, "at_step", c.From+1, "workers", len(c.Members))
+				} else {
+					w.Log.Info("phase starting", "phase", c.Phase, "name", c.Spec.Name, "workers", len(c.Members))
+				}
 				phaseDone = make(chan error, 1)
 				pctx, cancel := context.WithCancel(ctx)
 				cancelPhase = cancel

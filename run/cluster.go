@@ -24,7 +24,8 @@ import (
 // ClusterSummary is summary.json's account of a cluster run's student
 // phase.
 type ClusterSummary struct {
-	Workers        int   `json:"workers"` // the most that took part at once
+	Workers        int   `json:"workers"`        // the most that took part at once
+	WorkersJoined  int   `json:"workers_joined"` // admitted while the phase ran
 	WorkersLost    int   `json:"workers_lost"`
 	WorkersFailed  int   `json:"workers_quarantined"` // left out after reporting a failure, e.g. a NaN or Inf
 	StepsReplanned int64 `json:"steps_replanned"`
@@ -206,7 +207,7 @@ func replicaPhase(dataDir string, log hclog.Logger, extra []trainer.Policy, dev 
 // clusterSummary gathers the cluster's counts at the end of a phase.
 func clusterSummary(c *cluster.Coordinator, par *cluster.Replica) *ClusterSummary {
 	ms, rs := c.Stats(), par.Stats()
-	s := &ClusterSummary{Workers: ms.MaxWorkers, WorkersLost: ms.WorkersLost, WorkersFailed: ms.WorkersFailed, StepsReplanned: rs.Redone,
+	s := &ClusterSummary{Workers: ms.MaxWorkers, WorkersJoined: ms.WorkersJoined, WorkersLost: ms.WorkersLost, WorkersFailed: ms.WorkersFailed, StepsReplanned: rs.Redone,
 		Rebalances: ms.Rebalances, Shares: c.Shares(), DigestsCompared: ms.DigestsCompared, DigestMismatches: ms.DigestMismatches, MessagesRejected: ms.MessagesRejected, MicroShards: par.MicroShards()}
 	var n int
 	for _, w := range c.Workers() {

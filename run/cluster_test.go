@@ -302,6 +302,35 @@ func TestClusterWeightsDoNotDependOnWorkers(t *testing.T) {
 		t.Fatalf("after a lost worker %s, fault-free %s", d3, d1)
 	}
 
+	// One worker, and a second that registers in the student's first
+	// epoch: it is admitted at a step boundary ahead with the
+	// coordinator's state there (weights, masks, momentum, quantizer
+	// ranges) and computes its share from then on — the members wait for
+	// it from that step, so the run cannot finish without it — and the
+	// weights are the fault-free ones.
+	tc = startCluster(t, 1)
+	joined := t.TempDir()
+	s5 := clusterRun(t, tc, joined, func(p trainer.Progress) {
+		if p.Epochs != 2 || p.Epoch != 1 {
+			return
+		}
+		if p.Step == 3 {
+			tc.addWorker(t, "w2")
+		}
+		if p.Step >= 3 && p.Step < 30 {
+			time.Sleep(20 * time.Millisecond) // the join lands inside the phase
+		}
+	})
+	if s5.Cluster.WorkersJoined != 1 || s5.Cluster.Workers != 2 || s5.Cluster.DigestMismatches != 0 {
+		t.Fatalf("a worker joining mid-phase: %+v", s5.Cluster)
+	}
+	if !strings.Contains(clusterLog.String(), "joining the running phase") {
+		t.Fatal("the second worker did not join the running phase")
+	}
+	if d5 := weightsDigest(t, filepath.Join(joined, ModelFile)); d5 != d1 {
+		t.Fatalf("after a worker joined mid-phase %s, fault-free %s", d5, d1)
+	}
+
 	// Two workers, one of which computes a NaN in the student's second
 	// epoch (its own weights poisoned, as faulty memory would): it is
 	// quarantined, its gradient never reaches the sum, and the other

@@ -412,6 +412,22 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	if metrics != nil {
 		cfg.EndEpoch = metrics.write
 	}
+	if par != nil {
+		// Workers that register while the phase runs join it at a step
+		// ahead, from this trainer's state there.
+		cfg.ShareState = func(sn *trainer.Snapshot) error {
+			f, err := ckpt.trainingFile(sn, tr.Model())
+			if err != nil {
+				return err
+			}
+			b, err := checkpoint.Encode(f)
+			if err != nil {
+				return err
+			}
+			return opts.Cluster.Admit(sn.Step, b)
+		}
+		par.Joinable()
+	}
 	if opts.replica != nil {
 		cfg.Parallel, cfg.Checkpoint, cfg.Test = opts.replica.par, nil, nil
 		var teacher *model.Model // the distillation teacher the device runs

@@ -31,6 +31,14 @@ type Parallel interface {
 	Reduce(ctx context.Context, step int64, n int, compute func(shards []int, into []int64) error) ([]float32, error)
 }
 
+// Joinable is a Parallel that replicas may join during training: before
+// each step it names, the trainer hands its complete state to
+// Config.ShareState, and the joining replicas start from that state at
+// that step.
+type Joinable interface {
+	JoinAt(step int64) bool
+}
+
 // FixedShift is the fixed-point scale of reduced values: v is carried as
 // round(v·2^FixedShift) in an int64, so a sum of up to 2^(63-FixedShift-
 // log2(FixedLimit)) values cannot overflow, and values down to 2^-40 ≈ 1e-12

@@ -72,6 +72,9 @@ type Config struct {
 	// Parallel, when set, makes the trainer one replica of data-parallel
 	// training (see Parallel): its graphs are built for one micro-shard.
 	Parallel Parallel
+	// ShareState, with a Parallel that is Joinable, receives a snapshot
+	// before each step replicas join at (see Joinable).
+	ShareState func(*Snapshot) error
 	// Gradients, with Parallel, computes this replica's micro-shard
 	// gradients on another device (a GPU) instead of the graph.
 	Gradients ShardGradients
@@ -426,6 +429,16 @@ func (t *Trainer) Run(ctx context.Context) (res *Result, err error) {
 					}
 				}
 				return nil, err
+			}
+			if j, ok := cfg.Parallel.(Joinable); ok && cfg.ShareState != nil && j.JoinAt(t.state.Step) {
+				sn, err := t.snapshot(epoch, s, res, r)
+				if err != nil {
+					return nil, err
+				}
+				sn.EpochStarted = true
+				if err := cfg.ShareState(sn); err != nil {
+					return nil, err
+				}
 			}
 			idx := data.BatchIndices(order, cfg.Batch, s)
 			if cfg.Parallel == nil {

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"slices"
@@ -785,5 +786,81 @@ func TestWorkersJoinMidPhase(t *testing.T) {
 	// follow measured speeds once it is in).
 	if got, from := joinerShards.Load(), joinedAt.Load(); got < steps-from {
 		t.Fatalf("the joiner computed %d micro-shards over the %d steps from step %d", got, steps-from, from+1)
+	}
+}
+
+// TestTasksGoToIdleWorkersAndSurviveALoss: job-parallel tasks spread over
+// two workers; one of them stalls on its task and is killed, and that task
+// goes to the other. Outputs come back through the store, signed; a result
+// from a worker that was handed no task is rejected.
+func TestTasksGoToIdleWorkersAndSurviveALoss(t *testing.T) {
+	_, conn := embedded(t)
+	coord, err := NewCoordinator(conn("coordinator"), "job", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer coord.Close()
+	coord.Dead = 600 * time.Millisecond
+	coord.Secret = []byte("job secret")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stalled := make(chan struct{})
+	conns := map[string]*nats.Conn{}
+	cancels := map[string]context.CancelFunc{}
+	for _, name := range []string{"a", "b"} {
+		wctx, stop := context.WithCancel(ctx)
+		conns[name], cancels[name] = conn(name), stop
+		w := &Worker{NC: conns[name], Job: "job", Name: name, Device: "cpu", Secret: coord.Secret,
+			Task: func(ctx context.Context, spec TaskSpec, files map[string][]byte) ([]byte, map[string][]byte, error) {
+				if string(files["input"]) != "shared input" {
+					return nil, nil, fmt.Errorf("input %q", files["input"])
+				}
+				if name == "b" {
+					close(stalled)
+					<-ctx.Done() // stalls until killed
+					return nil, nil, ctx.Err()
+				}
+				time.Sleep(50 * time.Millisecond)
+				return []byte(fmt.Sprintf(`{"lo":%d}`, spec.Lo)), map[string][]byte{"out/value": []byte(fmt.Sprint(spec.Lo * 10))}, nil
+			}}
+		go func() { _ = w.Serve(wctx) }()
+	}
+	if err := coord.WaitWorkers(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		<-stalled
+		// b is lost mid-task; meanwhile a forger answers for a task it
+		// was not given.
+		conns["b"].Close()
+		cancels["b"]()
+		forger := conn("c")
+		b, _ := json.Marshal(TaskResult{ID: "t1", Summary: json.RawMessage(`{"lo":999}`)})
+		_ = forger.Publish("lathe.job.w.c.done", b)
+		_ = forger.Flush()
+	}()
+	var tasks []TaskSpec
+	for k := range 6 {
+		tasks = append(tasks, TaskSpec{ID: fmt.Sprintf("t%d", k), Kind: "test", Inputs: []string{"input"}, Lo: k})
+	}
+	got := map[string]string{}
+	st, err := coord.RunTasks(ctx, tasks, map[string][]byte{"input": []byte("shared input")}, func(t TaskSpec, o TaskOutcome) error {
+		if o.Error != "" {
+			return fmt.Errorf("task %s on %s: %s", t.ID, o.Worker, o.Error)
+		}
+		got[t.ID] = fmt.Sprintf("%s %s %s", o.Worker, o.Summary, o.Files["out/value"])
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("stats %+v, results %v", st, got)
+	if len(got) != 6 || st.Retried != 1 || st.PerWorker["a"] != 6 || coord.Stats().MessagesRejected == 0 {
+		t.Fatalf("stats %+v, results %v, rejected %d", st, got, coord.Stats().MessagesRejected)
+	}
+	for k := range 6 {
+		if want := fmt.Sprintf(`a {"lo":%d} %d`, k, k*10); got[fmt.Sprintf("t%d", k)] != want {
+			t.Fatalf("task t%d: %q, want %q", k, got[fmt.Sprintf("t%d", k)], want)
+		}
 	}
 }

@@ -3,7 +3,6 @@ package cluster
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,7 +22,7 @@ var HeartbeatEvery = 250 * time.Millisecond
 // WorkerInfo is what the coordinator knows of a worker.
 type WorkerInfo struct {
 	Hello
-	State    string    `json:"state"` // ready, training, lost, failed
+	State    string    `json:"state"` // ready, training, task, lost, failed
 	LastSeen time.Time `json:"last_seen"`
 	Step     int64     `json:"step"`
 	Error    string    `json:"error,omitempty"`
@@ -285,7 +284,7 @@ func (c *Coordinator) monitor() {
 		c.mu.Lock()
 		for _, name := range c.order {
 			w := c.workers[name]
-			if (w.State == "ready" || w.State == "training") && time.Since(w.LastSeen) > c.Dead {
+			if (w.State == "ready" || w.State == "training" || w.State == "task") && time.Since(w.LastSeen) > c.Dead {
 				w.State = "lost"
 				c.stats.WorkersLost++
 				c.log.Warn("worker lost: no heartbeat", "worker", name, "silent", time.Since(w.LastSeen).Round(time.Millisecond))
@@ -571,24 +570,8 @@ func (c *Coordinator) Stats() MemberStats {
 // generation, and the coordinator's own replica (which computes nothing)
 // is returned for the coordinator's trainer.
 func (c *Coordinator) Phase(ctx context.Context, spec PhaseSpec, files map[string][]byte) (*Replica, error) {
-	if len(files) > 0 {
-		obs, err := c.objectStore()
-		if err != nil {
-			return nil, err
-		}
-		for name, b := range files {
-			// The dataset goes with every phase: put an object only when
-			// this job has not stored the same bytes under its name yet.
-			sum := sha256.Sum256(b)
-			if c.stored[name] == sum {
-				continue
-			}
-			meta := &nats.ObjectMeta{Name: name, Description: objectMAC(c.Secret, name, b)}
-			if _, err := obs.Put(meta, bytes.NewReader(b)); err != nil {
-				return nil, fmt.Errorf("cluster: object store: put %s: %w", name, err)
-			}
-			c.stored[name] = sum
-		}
+	if err := c.putFiles(files); err != nil {
+		return nil, err
 	}
 	spec.Bucket = c.bucket
 	c.mu.Lock()

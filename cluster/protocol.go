@@ -35,7 +35,7 @@ type Heartbeat struct {
 	Name  string `json:"name"`
 	Phase uint64 `json:"phase"`
 	Step  int64  `json:"step"`  // steps completed in the phase
-	State string `json:"state"` // idle, training, failed
+	State string `json:"state"` // idle, training, task, failed
 	Error string `json:"error,omitempty"`
 	// Bytes of data messages sent and received, and steps, in the phase.
 	BytesSent     int64 `json:"bytes_sent"`
@@ -53,7 +53,7 @@ type Heartbeat struct {
 
 // Control is a coordinator message to every worker.
 type Control struct {
-	Kind    string   `json:"kind"` // phase, gen, join, end, stop, register (the named workers must register again)
+	Kind    string   `json:"kind"` // phase, gen, join, task, end, stop, register (the named workers must register again)
 	Phase   uint64   `json:"phase"`
 	Gen     uint64   `json:"gen"`
 	Members []string `json:"members,omitempty"` // the computing workers, in rank order
@@ -67,9 +67,11 @@ type Control struct {
 	// Join names the workers a join message admits to the running phase
 	// (its Spec resumes from the coordinator's state at step From); the
 	// members already training have the generation from a gen message.
-	Join  []string   `json:"join,omitempty"`
-	Spec  *PhaseSpec `json:"spec,omitempty"`
-	Error string     `json:"error,omitempty"`
+	Join []string   `json:"join,omitempty"`
+	Spec *PhaseSpec `json:"spec,omitempty"`
+	// Task is the job-parallel task for the one worker in Members.
+	Task  *TaskSpec `json:"task,omitempty"`
+	Error string    `json:"error,omitempty"`
 }
 
 // PhaseSpec is one training run the cluster performs (a teacher, then the

@@ -28,6 +28,9 @@ type Worker struct {
 	Device string
 	Log    hclog.Logger
 	Run    PhaseFunc
+	// Task runs the job-parallel tasks the coordinator hands this worker
+	// (nil: it refuses them, with a result saying so).
+	Task TaskFunc
 	// Secret is the job's secret: objects from the store must carry its
 	// HMAC (nil: they must carry none).
 	Secret []byte
@@ -153,8 +156,10 @@ func (w *Worker) Serve(ctx context.Context) error {
 				w.state, w.err = "failed", err.Error()
 				w.Log.Error("phase failed", "phase", w.phase, "error", err)
 			} else {
+				if w.state == "training" {
+					w.Log.Info("phase done", "phase", w.phase)
+				}
 				w.state = "idle"
-				w.Log.Info("phase done", "phase", w.phase)
 			}
 			w.mu.Unlock()
 		case m := <-ctl:
@@ -167,6 +172,27 @@ func (w *Worker) Serve(ctx context.Context) error {
 			case "stop":
 				w.Log.Info("the coordinator ended the job")
 				return nil
+			case "task":
+				if c.Task == nil || !slices.Contains(c.Members, name) {
+					continue
+				}
+				if phaseDone != nil {
+					if err := stopPhase(); err != nil {
+						return err
+					}
+				}
+				w.mu.Lock()
+				w.state = "task"
+				w.mu.Unlock()
+				w.Log.Info("task", "task", c.Task.ID, "kind", c.Task.Kind)
+				phaseDone = make(chan error, 1)
+				tctx, cancel := context.WithCancel(ctx)
+				cancelPhase = cancel
+				go func(spec TaskSpec) {
+					defer cancel()
+					w.runTask(tctx, prefix, spec)
+					phaseDone <- nil
+				}(*c.Task)
 			case "gen":
 				w.mu.Lock()
 				if w.rep != nil && c.Phase == w.phase {
@@ -318,14 +344,23 @@ func (w *Worker) files(spec *PhaseSpec) (map[string][]byte, error) {
 	if spec.TeacherLogits != "" {
 		names = append(names, spec.TeacherLogits)
 	}
+	return w.fetch(spec.Bucket, names, spec.Data)
+}
+
+// fetch gets objects from the job's store and checks their signatures;
+// the dataset's (data) are kept for the job's later phases and tasks.
+func (w *Worker) fetch(bucket string, names, data []string) (map[string][]byte, error) {
+	names = slices.Clone(names)
 	out := map[string][]byte{}
-	for _, n := range spec.Data {
-		if b, ok := w.cache[n]; ok { // the same job's dataset: fetched for an earlier phase
+	w.mu.Lock()
+	for _, n := range data {
+		if b, ok := w.cache[n]; ok { // the same job's dataset: fetched before
 			out[n] = b
 		} else {
 			names = append(names, n)
 		}
 	}
+	w.mu.Unlock()
 	if len(names) == 0 {
 		return out, nil
 	}
@@ -333,28 +368,30 @@ func (w *Worker) files(spec *PhaseSpec) (map[string][]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: JetStream: %w", err)
 	}
-	obs, err := js.ObjectStore(spec.Bucket)
+	obs, err := js.ObjectStore(bucket)
 	if err != nil {
-		return nil, fmt.Errorf("cluster: object store %s: %w", spec.Bucket, err)
+		return nil, fmt.Errorf("cluster: object store %s: %w", bucket, err)
 	}
 	for _, n := range names {
 		b, err := obs.GetBytes(n)
 		if err != nil {
-			return nil, fmt.Errorf("cluster: object store %s: get %s: %w", spec.Bucket, n, err)
+			return nil, fmt.Errorf("cluster: object store %s: get %s: %w", bucket, n, err)
 		}
 		info, err := obs.GetInfo(n)
 		if err != nil {
-			return nil, fmt.Errorf("cluster: object store %s: info %s: %w", spec.Bucket, n, err)
+			return nil, fmt.Errorf("cluster: object store %s: info %s: %w", bucket, n, err)
 		}
 		if err := checkObject(w.Secret, n, info.Description, b); err != nil {
 			return nil, err
 		}
 		out[n] = b
-		if slices.Contains(spec.Data, n) {
+		if slices.Contains(data, n) {
+			w.mu.Lock()
 			if w.cache == nil {
 				w.cache = map[string][]byte{}
 			}
 			w.cache[n] = b
+			w.mu.Unlock()
 		}
 	}
 	return out, nil

@@ -82,20 +82,11 @@ func startPhase(ctx context.Context, job *recipes.Job, opts Options, teachers []
 		return nil, job.Errorf("batch", "%v", err)
 	}
 	spec := cluster.PhaseSpec{Name: job.Name, Recipe: job.HCL(), File: job.File, MicroShards: shards, SamplesPerShard: job.Batch / shards}
-	files := map[string][]byte{}
-	for k, tm := range teachers {
-		mf, err := ExportModel(tm, fmt.Sprintf("%s-teacher-%d", job.Name, k+1), job.Dataset)
-		if err != nil {
-			return nil, err
-		}
-		b, err := checkpoint.Encode(mf)
-		if err != nil {
-			return nil, err
-		}
-		name := fmt.Sprintf("%s.teacher-%d.arrow", cluster.Token(job.Name), k+1)
-		files[name] = b
-		spec.Teachers = append(spec.Teachers, name)
+	files, names, err := teacherObjects(job, teachers)
+	if err != nil {
+		return nil, err
 	}
+	spec.Teachers = names
 	if logits != nil {
 		spec.TeacherLogits = cluster.Token(job.Name) + ".teacher-logits.arrow"
 		files[spec.TeacherLogits] = logits
@@ -111,12 +102,47 @@ func startPhase(ctx context.Context, job *recipes.Job, opts Options, teachers []
 	}
 	// The dataset goes too, so that a worker needs none of its own (and
 	// every replica reads the very bytes the coordinator does).
-	dir := opts.DataDir
+	if spec.Data, err = datasetObjects(job, opts.DataDir, files); err != nil {
+		return nil, err
+	}
+	if err := opts.Cluster.WaitWorkers(ctx, 1); err != nil {
+		return nil, err
+	}
+	return opts.Cluster.Phase(ctx, spec, files)
+}
+
+// teacherObjects are the teachers' model files as store objects, and
+// their names in order.
+func teacherObjects(job *recipes.Job, teachers []*model.Model) (map[string][]byte, []string, error) {
+	files := map[string][]byte{}
+	var names []string
+	for k, tm := range teachers {
+		mf, err := ExportModel(tm, fmt.Sprintf("%s-teacher-%d", job.Name, k+1), job.Dataset)
+		if err != nil {
+			return nil, nil, err
+		}
+		b, err := checkpoint.Encode(mf)
+		if err != nil {
+			return nil, nil, err
+		}
+		name := fmt.Sprintf("%s.teacher-%d.arrow", cluster.Token(job.Name), k+1)
+		files[name] = b
+		names = append(names, name)
+	}
+	return files, names, nil
+}
+
+// datasetObjects adds the dataset's files (from dataDir, or where it is
+// installed) to files as store objects and returns their names.
+func datasetObjects(job *recipes.Job, dataDir string, files map[string][]byte) ([]string, error) {
+	dir := dataDir
 	if dir == "" {
+		var err error
 		if dir, err = data.DefaultDir(job.Dataset); err != nil {
 			return nil, err
 		}
 	}
+	var names []string
 	for _, f := range data.Files() {
 		b, err := os.ReadFile(filepath.Join(dir, f))
 		if err != nil {
@@ -124,12 +150,30 @@ func startPhase(ctx context.Context, job *recipes.Job, opts Options, teachers []
 		}
 		name := cluster.Token(job.Name) + ".data/" + f
 		files[name] = b
-		spec.Data = append(spec.Data, name)
+		names = append(names, name)
 	}
-	if err := opts.Cluster.WaitWorkers(ctx, 1); err != nil {
-		return nil, err
+	return names, nil
+}
+
+// datasetDir is where a worker reads a job's dataset: dataDir when given,
+// else a temporary directory holding the coordinator's copy (objects)
+// that cleanup removes.
+func datasetDir(dataDir string, objects []string, files map[string][]byte, log hclog.Logger) (dir string, cleanup func(), err error) {
+	if dataDir != "" || len(objects) == 0 {
+		return dataDir, func() {}, nil
 	}
-	return opts.Cluster.Phase(ctx, spec, files)
+	tmp, err := os.MkdirTemp("", "lathe-data-")
+	if err != nil {
+		return "", nil, fmt.Errorf("run: %w", err)
+	}
+	for _, n := range objects {
+		if err := os.WriteFile(filepath.Join(tmp, path.Base(n)), files[n], 0o644); err != nil {
+			os.RemoveAll(tmp)
+			return "", nil, fmt.Errorf("run: %w", err)
+		}
+	}
+	log.Debug("training on the dataset the coordinator sent", "files", len(objects))
+	return tmp, func() { os.RemoveAll(tmp) }, nil
 }
 
 // ReplicaPhase runs a cluster phase as one worker's replica: the recipe
@@ -183,22 +227,11 @@ func replicaPhase(dataDir string, log hclog.Logger, extra []trainer.Policy, dev 
 				return err
 			}
 		}
-		dir := dataDir
-		if dir == "" && len(spec.Data) > 0 {
-			// No dataset given here: the coordinator's copy.
-			tmp, err := os.MkdirTemp("", "lathe-data-")
-			if err != nil {
-				return fmt.Errorf("run: %w", err)
-			}
-			defer os.RemoveAll(tmp)
-			for _, n := range spec.Data {
-				if err := os.WriteFile(filepath.Join(tmp, path.Base(n)), files[n], 0o644); err != nil {
-					return fmt.Errorf("run: %w", err)
-				}
-			}
-			dir = tmp
-			log.Debug("training on the dataset the coordinator sent", "dataset", job.Dataset, "files", len(spec.Data))
+		dir, cleanup, err := datasetDir(dataDir, spec.Data, files, log)
+		if err != nil {
+			return err
 		}
+		defer cleanup()
 		_, _, err = execute(ctx, job, Options{DataDir: dir, Logger: log, replica: r, Policies: extra, Device: dev})
 		return err
 	}

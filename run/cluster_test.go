@@ -168,7 +168,8 @@ func (tc *testCluster) addWorkerAuto(t *testing.T, name string, dev compute.Devi
 	if dev != nil {
 		device = dev.Name()
 	}
-	w := &cluster.Worker{NC: nc, Job: "tiny", Name: name, Device: device, Log: testLog(name), Run: replicaPhase("", testLog(name), extra, dev, auto)}
+	w := &cluster.Worker{NC: nc, Job: "tiny", Name: name, Device: device, Log: testLog(name), Run: replicaPhase("", testLog(name), extra, dev, auto),
+		Task: Task("", 2, testLog(name))}
 	tc.wg.Add(1)
 	go func() {
 		defer tc.wg.Done()

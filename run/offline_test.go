@@ -3,11 +3,16 @@ package run
 import (
 	"context"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/lathe-ml/lathe/checkpoint"
+	"github.com/lathe-ml/lathe/compute/cpu"
+	"github.com/lathe-ml/lathe/data"
+	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/recipes"
+	"github.com/lathe-ml/lathe/trainer"
 )
 
 const offlineBlocks = `teacher {
@@ -63,7 +68,8 @@ func TestOfflineDistillation(t *testing.T) {
 	if testing.Short() {
 		return
 	}
-	// A cluster: the coordinator computes the logits and ships them.
+	// A cluster: the workers compute the logits, the coordinator ships the
+	// table to the replicas.
 	j := parse("true")
 	one, two := t.TempDir(), t.TempDir()
 	for _, c := range []struct {
@@ -84,4 +90,46 @@ func TestOfflineDistillation(t *testing.T) {
 	if a, b := weightsDigest(t, filepath.Join(one, ModelFile)), weightsDigest(t, filepath.Join(two, ModelFile)); a != b {
 		t.Fatalf("offline distillation on 1 worker %s, on 2 %s", a, b)
 	}
+	// The workers computed the logits: in one piece, then split in two —
+	// the same bits either way, and the same as the coordinator's own
+	// engine (one thread) gives.
+	l1, l2 := readLogits(t, filepath.Join(one, TeacherLogitsFile)), readLogits(t, filepath.Join(two, TeacherLogitsFile))
+	if !slices.Equal(l1, l2) {
+		t.Fatal("the teacher logits split across two workers differ from one worker's")
+	}
+	if n := strings.Count(clusterLog.String(), "teacher logits from a worker"); n < 3 {
+		t.Fatalf("%d logits tasks came back from workers, want 1 + 2", n)
+	}
+	f1, err := checkpoint.Read(filepath.Join(one, "teacher", ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm, _, err := LoadModel(f1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	train, _, err := data.Load(j.Dataset, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if train, _, err = data.SplitValidation(train, j.Validation); err != nil {
+		t.Fatal(err)
+	}
+	own, err := trainer.TeacherLogits([]*model.Model{tm}, cpu.New(cpu.Options{Threads: 1}), train, j.EvalBatch)
+	if err != nil || !slices.Equal(own, l1) {
+		t.Fatalf("the workers' logits differ from the coordinator engine's (%v)", err)
+	}
+}
+
+func readLogits(t *testing.T, path string) []float32 {
+	t.Helper()
+	f, err := checkpoint.Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lg, err := logitsFrom(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lg
 }

@@ -376,7 +376,14 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 			}
 		} else {
 			t0 := time.Now()
-			if tlogits, err = trainer.TeacherLogits(teachers, eng, train, job.EvalBatch); err != nil {
+			if opts.Cluster != nil {
+				// Split across the workers, each a range of whole batches,
+				// with one thread as here: the same bits.
+				tlogits, err = clusterTeacherLogits(ctx, job, opts, teachers, train, log)
+			} else {
+				tlogits, err = trainer.TeacherLogits(teachers, eng, train, job.EvalBatch)
+			}
+			if err != nil {
 				return nil, nil, fmt.Errorf("run: teacher logits: %w", err)
 			}
 			f := logitsFile(job, train, tlogits, digests)

@@ -3,6 +3,7 @@ package run
 import (
 	"context"
 	"encoding/csv"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -54,14 +55,19 @@ type SweepRow struct {
 	ModelRatio    float64           `json:"model_ratio"`
 	SamplesPerSec float64           `json:"samples_per_second"`
 	WallSeconds   float64           `json:"wall_seconds"`
-	Error         string            `json:"error,omitempty"`
+	// Worker is the cluster worker that ran the point (job-parallel
+	// mode).
+	Worker string `json:"worker,omitempty"`
+	Error  string `json:"error,omitempty"`
 }
 
 // Sweep runs the recipe at file once per combination of the swept
 // variables' values (with vars, the -var settings, under them), each in
-// its own run directory under dir/sweep/, one after the other, and
-// writes dir/sweep.json and dir/sweep.csv: one row per run, failed runs
-// included with their error. It returns the rows and the first failure.
+// its own run directory under dir/sweep/ — one after the other in this
+// process, or, with opts.Cluster, as tasks for the cluster's workers,
+// several at once — and writes dir/sweep.json and dir/sweep.csv: one row
+// per run, failed runs included with their error. It returns the rows and
+// the first failure.
 func Sweep(ctx context.Context, file string, vars []string, sweep []SweepVar, dir string, opts Options) ([]SweepRow, error) {
 	combos := [][]string{nil}
 	for _, sv := range sweep {
@@ -85,29 +91,23 @@ func Sweep(ctx context.Context, file string, vars []string, sweep []SweepVar, di
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("run: %w", err)
 	}
-	var rows []SweepRow
-	var first error
+	rows := make([]SweepRow, len(combos))
 	for i, c := range combos {
 		name := strings.NewReplacer("/", "_", " ", "").Replace(strings.Join(c, ","))
-		row := SweepRow{Vars: map[string]string{}, RunDir: filepath.Join(dir, "sweep", name)}
+		rows[i] = SweepRow{Vars: map[string]string{}, RunDir: filepath.Join(dir, "sweep", name)}
 		for _, kv := range c {
 			k, v, _ := strings.Cut(kv, "=")
-			row.Vars[k] = v
+			rows[i].Vars[k] = v
 		}
-		o := opts
-		o.RunDir = row.RunDir
-		if o.Logger != nil {
-			o.Logger.Info("sweep run", "run", i+1, "of", len(combos), "vars", strings.Join(c, " "), "run_dir", row.RunDir)
-		}
-		sum, err := Execute(ctx, jobs[i], o)
+	}
+	var first error
+	var finished []SweepRow // in the order the runs finish
+	record := func(i int, sum *Summary, err error) error {
+		row := &rows[i]
 		if err != nil {
 			row.Error = err.Error()
 			if first == nil {
-				first = fmt.Errorf("run: sweep %s: %w", strings.Join(c, " "), err)
-			}
-			if ctx.Err() != nil {
-				rows = append(rows, row)
-				break
+				first = fmt.Errorf("run: sweep %s: %w", strings.Join(combos[i], " "), err)
 			}
 		} else {
 			row.TestAccuracy, row.ValAccuracy, row.ModelBytes, row.ModelRatio = sum.TestAccuracy, sum.ValAccuracy, sum.ModelBytes, sum.ModelRatio
@@ -116,12 +116,36 @@ func Sweep(ctx context.Context, file string, vars []string, sweep []SweepVar, di
 				row.Sparsity = 1 - float64(sum.ParamsNonzero)/float64(sum.ParamsTotal)
 			}
 		}
-		rows = append(rows, row)
-		if err := writeSweep(dir, sweep, rows); err != nil {
-			return rows, err
+		finished = append(finished, *row)
+		if opts.Logger != nil {
+			opts.Logger.Info("sweep run finished", "runs_done", len(finished), "of", len(combos), "vars", strings.Join(combos[i], " "),
+				"test_accuracy", row.TestAccuracy, "error", row.Error)
+		}
+		return writeSweep(dir, sweep, finished)
+	}
+	if opts.Cluster != nil {
+		// Job-parallel: each point is a task for a worker, several at once.
+		if err := sweepOnCluster(ctx, jobs, rows, opts, record); err != nil {
+			return finished, err
+		}
+		// The table in the sweep's own order.
+		return rows, errors.Join(first, writeSweep(dir, sweep, rows))
+	}
+	for i, c := range combos {
+		o := opts
+		o.RunDir = rows[i].RunDir
+		if o.Logger != nil {
+			o.Logger.Info("sweep run", "run", i+1, "of", len(combos), "vars", strings.Join(c, " "), "run_dir", o.RunDir)
+		}
+		sum, err := Execute(ctx, jobs[i], o)
+		if werr := record(i, sum, err); werr != nil {
+			return finished, werr
+		}
+		if err != nil && ctx.Err() != nil {
+			break
 		}
 	}
-	return rows, first
+	return finished, first
 }
 
 func writeSweep(dir string, sweep []SweepVar, rows []SweepRow) error {
@@ -134,7 +158,7 @@ func writeSweep(dir string, sweep []SweepVar, rows []SweepRow) error {
 	for _, sv := range sweep {
 		head = append(head, sv.Name)
 	}
-	_ = w.Write(append(head, "test_accuracy", "val_accuracy", "sparsity", "model_bytes", "model_ratio", "samples_per_second", "wall_seconds", "error"))
+	_ = w.Write(append(head, "test_accuracy", "val_accuracy", "sparsity", "model_bytes", "model_ratio", "samples_per_second", "wall_seconds", "worker", "error"))
 	f := func(x float64) string { return strconv.FormatFloat(x, 'g', 6, 64) }
 	for _, r := range rows {
 		rec := []string{}
@@ -142,7 +166,7 @@ func writeSweep(dir string, sweep []SweepVar, rows []SweepRow) error {
 			rec = append(rec, r.Vars[sv.Name])
 		}
 		_ = w.Write(append(rec, f(r.TestAccuracy), f(r.ValAccuracy), f(r.Sparsity), strconv.Itoa(r.ModelBytes), f(r.ModelRatio),
-			f(r.SamplesPerSec), f(r.WallSeconds), r.Error))
+			f(r.SamplesPerSec), f(r.WallSeconds), r.Worker, r.Error))
 	}
 	w.Flush()
 	return writeFileAtomic(filepath.Join(dir, SweepCSV), []byte(b.String()))

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"syscall"
 
 	"github.com/hashicorp/go-hclog"
@@ -105,7 +106,11 @@ func startCluster(ctx context.Context, log hclog.Logger, job, dir, url string, w
 		// child: start them from a thread that lives as long as the process.
 		runtime.LockOSThread()
 		for k := range workers {
-			args := []string{"worker", "--local", "--nats", url, "--job", job, "--name", fmt.Sprintf("local-%d", k+1)}
+			// The machine's cores split between the local workers, for the
+			// runs they do whole (a sweep's points); a replica of a
+			// data-parallel phase computes with one thread anyway.
+			args := []string{"worker", "--local", "--nats", url, "--job", job, "--name", fmt.Sprintf("local-%d", k+1),
+				"--threads", strconv.Itoa(max(1, runtime.NumCPU()/workers))}
 			if dataDir != "" {
 				args = append(args, "--data-dir", dataDir)
 			}

@@ -77,7 +77,8 @@ func realMain(args []string, stderr io.Writer) int {
 	)
 	fs.Var(&vars, "var", "set a recipe variable: -var name=value (repeatable)")
 	fs.Var(&sweeps, "sweep", "run the recipe once per value of a variable: --sweep name=v1,v2,… (repeatable: every combination); "+
-		"the runs go to <run-dir>/sweep/, the table to <run-dir>/sweep.csv (default run dir runs/<job>-sweep)")
+		"the runs go to <run-dir>/sweep/, the table to <run-dir>/sweep.csv (default run dir runs/<job>-sweep); "+
+		"with --workers or --nats each run is a task for a worker, several at once")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: coordinator --recipe FILE [-var name=value]... [--run-dir DIR] [--data-dir DIR] [--resume | --resume-from FILE]")
 		fs.PrintDefaults()
@@ -123,8 +124,8 @@ func realMain(args []string, stderr io.Writer) int {
 		sweep = append(sweep, sv)
 	}
 	if len(sweep) > 0 {
-		if *workers >= 0 || *natsURL != "" || *resume || *from != "" {
-			fmt.Fprintln(stderr, "coordinator: --sweep runs its points in this process one after another; it does not combine with --workers, --nats or --resume yet")
+		if *resume || *from != "" {
+			fmt.Fprintln(stderr, "coordinator: --sweep does not combine with --resume yet")
 			return 2
 		}
 		if *runDir == "" {

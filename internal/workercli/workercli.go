@@ -77,6 +77,7 @@ func Main(args []string, stderr io.Writer) int {
 		device   = fs.String("device", "auto", "auto, cpu, cuda or cuda:N: where the worker computes its micro-shards' gradients (auto: CUDA when it starts, else the CPU with a log line saying why)")
 		logLevel = fs.String("log-level", "info", "trace, debug, info, warn or error")
 		local    = fs.Bool("local", false, "a local worker of an embedded server: exit when the coordinator does")
+		threads  = fs.Int("threads", 0, "compute threads for the whole runs the coordinator hands this worker (a sweep's points; default: the recipe's, else every core)")
 		af       = Register(fs)
 	)
 	fs.Usage = func() {
@@ -154,7 +155,8 @@ func Main(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "worker:", err)
 		return 2
 	}
-	w := &cluster.Worker{NC: nc, Job: *job, Name: *name, Device: "cpu", Log: log, Run: run.ReplicaPhase(*dataDir, log), Secret: []byte(secret)}
+	w := &cluster.Worker{NC: nc, Job: *job, Name: *name, Device: "cpu", Log: log, Run: run.ReplicaPhase(*dataDir, log), Secret: []byte(secret),
+		Task: run.Task(*dataDir, *threads, log)}
 	if engine != nil {
 		w.Device, w.Run = engine.Name(), run.ReplicaPhaseOn(*dataDir, log, engine, kind == "auto")
 	}

@@ -1,0 +1,236 @@
+package run
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/lathe-ml/lathe/checkpoint"
+	"github.com/lathe-ml/lathe/cluster"
+	"github.com/lathe-ml/lathe/compute/cpu"
+	"github.com/lathe-ml/lathe/data"
+	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/recipes"
+	"github.com/lathe-ml/lathe/trainer"
+)
+
+// Task runs the cluster's job-parallel tasks on a worker (a
+// cluster.TaskFunc), with threads compute threads (0: the recipe's, else
+// every core):
+//   - "run": the whole recipe in a scratch run directory, whose files
+//     (checkpoints aside) go back to the coordinator — one point of a
+//     sweep;
+//   - "logits": the teachers' logits for samples [Lo, Hi) of the training
+//     set (offline distillation), with one thread as the coordinator
+//     would compute them, so that the table is the same bits however it
+//     is split.
+func Task(dataDir string, threads int, log hclog.Logger) cluster.TaskFunc {
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	return func(ctx context.Context, spec cluster.TaskSpec, files map[string][]byte) ([]byte, map[string][]byte, error) {
+		job, err := recipes.Parse(spec.Recipe, spec.File, nil)
+		if err != nil {
+			return nil, nil, fmt.Errorf("run: the task's recipe: %w", err)
+		}
+		if !slices.Equal(recipeLines(job.HCL()), recipeLines(spec.Recipe)) {
+			return nil, nil, fmt.Errorf("run: the task's recipe %s does not read back the same here (another lathe version?)", spec.File)
+		}
+		dir, cleanup, err := datasetDir(dataDir, spec.Data, files, log)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer cleanup()
+		switch spec.Kind {
+		case "run":
+			return runTask(ctx, job, dir, threads, log)
+		case "logits":
+			return logitsTask(job, dir, spec, files)
+		}
+		return nil, nil, fmt.Errorf("run: unknown task kind %q", spec.Kind)
+	}
+}
+
+// runTask runs job in a scratch directory and returns its summary and
+// files.
+func runTask(ctx context.Context, job *recipes.Job, dataDir string, threads int, log hclog.Logger) ([]byte, map[string][]byte, error) {
+	tmp, err := os.MkdirTemp("", "lathe-task-")
+	if err != nil {
+		return nil, nil, fmt.Errorf("run: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	if _, err := Execute(ctx, job, Options{RunDir: tmp, DataDir: dataDir, Threads: threads, Logger: log}); err != nil {
+		return nil, nil, err
+	}
+	out := map[string][]byte{}
+	err = filepath.WalkDir(tmp, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && d.Name() == CheckpointDir {
+			return filepath.SkipDir // training checkpoints stay behind
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		rel, err := filepath.Rel(tmp, p)
+		if err != nil {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		out[filepath.ToSlash(rel)] = b
+		return err
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("run: the task's files: %w", err)
+	}
+	return out[SummaryFile], out, nil
+}
+
+// logitsTask computes the teachers' logits for a range of the training
+// set.
+func logitsTask(job *recipes.Job, dataDir string, spec cluster.TaskSpec, files map[string][]byte) ([]byte, map[string][]byte, error) {
+	train, _, err := data.Load(job.Dataset, dataDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	if train, _, err = data.SplitValidation(train, job.Validation); err != nil {
+		return nil, nil, err
+	}
+	if spec.Lo < 0 || spec.Hi > train.Len() || spec.Lo >= spec.Hi {
+		return nil, nil, fmt.Errorf("run: logits for samples [%d, %d) of a %d-sample training set", spec.Lo, spec.Hi, train.Len())
+	}
+	var teachers []*model.Model
+	for _, name := range spec.Inputs {
+		f, err := checkpoint.Decode(files[name])
+		if err != nil {
+			return nil, nil, fmt.Errorf("run: teacher %s: %w", name, err)
+		}
+		tm, _, err := LoadModel(f)
+		if err != nil {
+			return nil, nil, fmt.Errorf("run: teacher %s: %w", name, err)
+		}
+		teachers = append(teachers, tm)
+	}
+	eng := cpu.New(cpu.Options{Threads: 1})
+	lg, err := trainer.TeacherLogits(teachers, eng, train.Slice(train.Name, spec.Lo, spec.Hi), job.EvalBatch)
+	if err != nil {
+		return nil, nil, err
+	}
+	b := make([]byte, 4*len(lg))
+	for i, v := range lg {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+	}
+	return nil, map[string][]byte{"logits.f32": b}, nil
+}
+
+// clusterTeacherLogits has the workers compute the teachers' logits for
+// the training set, split in ranges of whole evaluation batches (one task
+// per worker ready), and puts the table together in order.
+func clusterTeacherLogits(ctx context.Context, job *recipes.Job, opts Options, teachers []*model.Model, train *data.Set, log hclog.Logger) ([]float32, error) {
+	files, names, err := teacherObjects(job, teachers)
+	if err != nil {
+		return nil, err
+	}
+	dataObjs, err := datasetObjects(job, opts.DataDir, files)
+	if err != nil {
+		return nil, err
+	}
+	if err := opts.Cluster.WaitWorkers(ctx, 1); err != nil {
+		return nil, err
+	}
+	parts := 0
+	for _, w := range opts.Cluster.Workers() {
+		if w.State == "ready" {
+			parts++
+		}
+	}
+	n, b := train.Len(), job.EvalBatch
+	batches := (n + b - 1) / b
+	parts = max(1, min(parts, batches))
+	var tasks []cluster.TaskSpec
+	for k := range parts {
+		lo, hi := k*batches/parts*b, min((k+1)*batches/parts*b, n)
+		tasks = append(tasks, cluster.TaskSpec{ID: fmt.Sprintf("%s-logits-%d", cluster.Token(job.Name), k+1), Kind: "logits",
+			Recipe: job.HCL(), File: job.File, Data: dataObjs, Inputs: names, Lo: lo, Hi: hi})
+	}
+	out := make([]float32, n*train.Classes)
+	_, err = opts.Cluster.RunTasks(ctx, tasks, files, func(t cluster.TaskSpec, o cluster.TaskOutcome) error {
+		if o.Error != "" {
+			return fmt.Errorf("run: teacher logits for samples [%d, %d) on %s: %s", t.Lo, t.Hi, o.Worker, o.Error)
+		}
+		raw := o.Files["logits.f32"]
+		if len(raw) != 4*(t.Hi-t.Lo)*train.Classes {
+			return fmt.Errorf("run: teacher logits for samples [%d, %d) from %s: %d bytes", t.Lo, t.Hi, o.Worker, len(raw))
+		}
+		dst := out[t.Lo*train.Classes:]
+		for i := range len(raw) / 4 {
+			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+		}
+		log.Info("teacher logits from a worker", "worker", o.Worker, "samples", fmt.Sprintf("[%d, %d)", t.Lo, t.Hi), "seconds", fmt.Sprintf("%.1f", o.Seconds))
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// sweepOnCluster runs a sweep's points as tasks on the cluster's workers,
+// several at once, and files each point's run directory as it comes back.
+func sweepOnCluster(ctx context.Context, jobs []*recipes.Job, rows []SweepRow, opts Options, record func(i int, sum *Summary, err error) error) error {
+	files := map[string][]byte{}
+	var tasks []cluster.TaskSpec
+	for i, j := range jobs {
+		objs, err := datasetObjects(j, opts.DataDir, files)
+		if err != nil {
+			return err
+		}
+		tasks = append(tasks, cluster.TaskSpec{ID: fmt.Sprintf("sweep-%d", i+1), Kind: "run", Recipe: j.HCL(), File: j.File, Data: objs})
+	}
+	if err := opts.Cluster.WaitWorkers(ctx, 1); err != nil {
+		return err
+	}
+	st, err := opts.Cluster.RunTasks(ctx, tasks, files, func(t cluster.TaskSpec, o cluster.TaskOutcome) error {
+		var i int
+		if _, err := fmt.Sscanf(t.ID, "sweep-%d", &i); err != nil || i < 1 || i > len(jobs) {
+			return fmt.Errorf("run: a sweep task %q that was not handed out", t.ID)
+		}
+		i--
+		if o.Error != "" {
+			return record(i, nil, fmt.Errorf("on %s: %s", o.Worker, o.Error))
+		}
+		dir := rows[i].RunDir
+		for rel, b := range o.Files {
+			p := filepath.Join(dir, filepath.FromSlash(rel))
+			if !strings.HasPrefix(p, filepath.Clean(dir)+string(filepath.Separator)) {
+				return fmt.Errorf("run: sweep task %s: file %q outside its run directory", t.ID, rel)
+			}
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				return fmt.Errorf("run: %w", err)
+			}
+			if err := writeFileAtomic(p, b); err != nil {
+				return fmt.Errorf("run: %w", err)
+			}
+		}
+		var sum Summary
+		if err := json.Unmarshal(o.Summary, &sum); err != nil {
+			return record(i, nil, fmt.Errorf("on %s: its summary: %w", o.Worker, err))
+		}
+		rows[i].Worker = o.Worker
+		return record(i, &sum, nil)
+	})
+	if opts.Logger != nil && err == nil {
+		opts.Logger.Info("sweep done on the workers", "runs", st.Tasks, "per_worker", st.PerWorker, "retried", st.Retried)
+	}
+	return err
+}

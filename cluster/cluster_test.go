@@ -758,8 +758,8 @@ func TestWorkersJoinMidPhase(t *testing.T) {
 		if !killed && rep.joinAt.Load() >= 0 {
 			// The join is planned: lose b before the coordinator gets there.
 			killed = true
-			conns["b"].Close()
 			cancels["b"]()
+			conns["b"].Close()
 		}
 		if s > 5 && s < 40 {
 			time.Sleep(60 * time.Millisecond) // the loss is noticed before the join's step

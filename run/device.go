@@ -25,7 +25,7 @@ import (
 // device-resident path (trainer.DeviceMLP) does not do yet.
 func checkDeviceJob(job *recipes.Job, opts Options, dev compute.Device) error {
 	no := func(field, what string) error {
-		return job.Errorf(field, "%s is not supported on the %s device yet (it trains MLPs and LeNet-5 with sgd, magnitude pruning, weight QAT and distillation from a teacher trained in the run); run this recipe on the CPU", what, dev.Name())
+		return job.Errorf(field, "%s is not supported on the %s device yet (it trains MLPs and LeNet-5 with sgd, magnitude pruning, weight QAT and distillation from a teacher trained in the run or read from a model file); run this recipe on the CPU", what, dev.Name())
 	}
 	switch {
 	case opts.Cluster != nil:
@@ -48,8 +48,6 @@ func checkDeviceJob(job *recipes.Job, opts Options, dev compute.Device) error {
 		return no("distill.hint", "hint distillation")
 	case job.Distill != nil && job.Teacher == nil:
 		return no("distill", "distillation without a teacher block")
-	case job.Teacher != nil && job.Teacher.File != "":
-		return no("teacher.file", "a teacher from a model file")
 	case job.Teacher != nil && job.Teacher.Count > 1:
 		return no("teacher.count", "a teacher ensemble")
 	}
@@ -138,7 +136,24 @@ func executeDevice(ctx context.Context, job *recipes.Job, opts Options) (*Summar
 	}
 	var teacher *trainer.DeviceNet
 	var teacherAcc float64
-	if job.Teacher != nil {
+	if job.Teacher != nil && job.Teacher.File != "" {
+		// A trained teacher from its model file, checked as on the CPU.
+		tms, _, err := trainTeachers(ctx, job, dir, opts, false, nil, log)
+		if err != nil {
+			return nil, nil, err
+		}
+		layers, err := trainer.DeviceLayersOf(tms[0])
+		if err != nil {
+			return nil, nil, job.Errorf("teacher.file", "%v", err)
+		}
+		if teacher, err = trainer.NewDeviceNet(dev, layers, job.Batch, job.Seed); err != nil {
+			return nil, nil, err
+		}
+		defer teacher.Free()
+		if err := teacher.SetWeightsFrom(tms[0]); err != nil {
+			return nil, nil, err
+		}
+	} else if job.Teacher != nil {
 		// The student's run directory first (the teacher's goes inside it).
 		if err := prepareDir(dir, job.Name); err != nil {
 			return nil, nil, err

@@ -3,9 +3,11 @@ package run
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -145,6 +147,22 @@ func TestStrictDeviceRun(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			t.Fatalf("the run left no %s: %v", f, err)
 		}
+	}
+	// The same student distilled from that teacher's model file
+	// (teacher.file): the same weights as with the teacher trained in the
+	// run.
+	withFile := regexp.MustCompile(`(?s)  teacher \{.*?\n  \}`).ReplaceAllString(deviceRecipe,
+		fmt.Sprintf("  teacher {\n    file = %q\n  }", filepath.Join(dir, "teacher", ModelFile)))
+	j, err := recipes.Parse([]byte(withFile), "dev.hcl", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fdir := t.TempDir()
+	if _, err := Execute(context.Background(), j, Options{RunDir: fdir, Device: ref}); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := weightsDigest(t, filepath.Join(fdir, ModelFile)), checkpoint.WeightsDigest(rf.Tensors); a != b {
+		t.Fatalf("distilled from the teacher's file %s, from the teacher trained in the run %s", a, b)
 	}
 }
 

@@ -15,7 +15,10 @@
 #   hetero    a CPU and a CUDA worker sharing the flagship recipe (one epoch
 #             each of teacher and student), beside two CPU workers;
 #   bench     training samples/s at batch 1024, lathe beside PyTorch on the
-#             same GPU, alternating A B A B (bench5: the same for LeNet-5).
+#             same GPU, alternating A B A B (bench5: the same for LeNet-5);
+#   kd        bench/kd-tuned.sh on the GPU: the flagship distilled from a
+#             100-epoch teacher against the recipe without KD tuned on the
+#             validation split, 5 seeds (not in the default set).
 # Everything runs with REQUIRE_GPU=1, so a missing GPU fails instead of
 # skipping. Output goes to stdout and, when OUT is set, to $OUT/gpu-check.log
 # (and the flagship's summary.json and metrics.csv to $OUT).
@@ -76,6 +79,14 @@ for stage in $stages; do
     for round in 1 2; do
       $B/trainer.test -test.run XXX -test.bench 'DeviceStepCUDALeNet5$' -test.benchtime 200x 2>&1 | grep -E 'Benchmark|FAIL|rror'
       python3 ../bench/gpu/torch_mlp.py lenet5
+    done ;;
+  kd)
+    # Distillation against a no-KD baseline tuned on the validation split,
+    # paired over 5 seeds, every run on the GPU (bench/kd-tuned.sh).
+    (cd .. && COORD=$B/coordinator OUT=/tmp/lathe-kd bash bench/kd-tuned.sh --device cuda) || rc=1
+    mkdir -p "$out/kd" && cp /tmp/lathe-kd/kd-tuned.txt /tmp/lathe-kd/tune/sweep.csv "$out/kd/" 2>/dev/null
+    for d in /tmp/lathe-kd/teacher /tmp/lathe-kd/kd-* /tmp/lathe-kd/plain-*; do
+      [ -f "$d/summary.json" ] && cp "$d/summary.json" "$out/kd/$(basename "$d")-summary.json"
     done ;;
   *) echo "unknown stage $stage"; rc=1 ;;
   esac

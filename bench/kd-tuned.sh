@@ -10,13 +10,16 @@
 #
 # Environment: COORD (the coordinator binary, default bin/coordinator),
 # OUT (where runs and the report go, default a temporary directory),
-# SEEDS (5), TEACHER_EPOCHS (100), LRS ("0.02,0.05,0.1,0.2"),
-# WDS ("0,1e-4,3e-4,1e-3"), TUNE_SEED (1).
+# SEEDS (5), TEACHER_EPOCHS (100), TUNE_SEED (1); the grid without KD:
+# LRS ("0.02,0.05,0.1,0.2") × WDS ("0,1e-4,3e-4,1e-3"); with KD (TUNE_KD=1,
+# the default; 0 keeps the flagship's): KD_LRS ("0.05,0.1") × ALPHAS
+# ("0.3,0.5,0.7,0.9") × TEMPS ("2,4") — the same number of runs each.
 #
 # The teacher is recipes/mnist-teacher.hcl (1200-1200, dropout 0.5/0.2,
 # shifts ±2) trained for TEACHER_EPOCHS epochs with plain momentum (the
 # recipe's Nesterov line removed: the device path has no Nesterov yet).
-# The KD runs use the flagship's own hyper-parameters, untuned.
+# Each arm is tuned on the validation split at one seed with a grid of the
+# same size, then both run at every seed with what was chosen.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COORD=${COORD:-bin/coordinator}
@@ -41,37 +44,54 @@ say "teacher: $tepochs epochs, test accuracy $(acc "$out/teacher" test_accuracy)
 # learning rate and weight decay variables to tune.
 sed 's/seed       = 1/seed       = var.seed/' $flag | sed '1i variable "seed" {\n  default = 1\n}' >"$out/base.hcl"
 awk -v t="$teacher" '/^  teacher \{/{print "  teacher {\n    file = \"" t "\"\n  }"; skip=1; next} skip&&/^  \}/{skip=0; next} !skip' \
-  "$out/base.hcl" >"$out/kd.hcl"
+  "$out/base.hcl" \
+  | sed 's/lr           = 0.05/lr           = var.lr/; s/temperature = 2/temperature = var.temp/; s/alpha       = 0.5/alpha       = var.alpha/' \
+  | sed '1i variable "lr" {\n  default = 0.05\n}\nvariable "temp" {\n  default = 2\n}\nvariable "alpha" {\n  default = 0.5\n}' >"$out/kd.hcl"
 awk '/^  (teacher|distill) \{/{skip=1; next} skip&&/^  \}/{skip=0; next} !skip' "$out/base.hcl" \
   | sed 's/lr           = 0.05/lr           = var.lr/; s/weight_decay = 1e-4/weight_decay = var.wd/' \
   | sed '1i variable "lr" {\n  default = 0.05\n}\nvariable "wd" {\n  default = 1e-4\n}' >"$out/plain.hcl"
 
-t0=$(date +%s)
-"$COORD" --recipe "$out/plain.hcl" -var seed="$tune" --sweep "lr=$lrs" --sweep "wd=$wds" "$@" --run-dir "$out/tune" \
-  --no-progress >"$out/tune.log" 2>&1
-say "tuning without KD (seed $tune, validation accuracy; $(( $(date +%s) - t0 )) s):"
-python3 - "$out/tune/sweep.csv" <<'EOF' | tee -a "$report"
+# tune NAME RECIPE SWEEP...: sweeps the recipe at seed TUNE_SEED, prints the
+# table, and sets $chosen to the -var flags of the best validation accuracy.
+tune() {
+  local name=$1 recipe=$2; shift 2
+  local sweeps=() vars=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do sweeps+=(--sweep "$1"); vars+=("${1%%=*}"); shift; done
+  shift
+  local t0=$(date +%s)
+  "$COORD" --recipe "$recipe" -var seed="$tune" "${sweeps[@]}" "$@" --run-dir "$out/tune-$name" --no-progress >"$out/tune-$name.log" 2>&1
+  say "tuning $name (seed $tune, by validation accuracy; $(( $(date +%s) - t0 )) s):"
+  python3 - "$out/tune-$name/sweep.csv" "${vars[@]}" <<'EOF' | tee -a "$report"
 import csv, sys
-rows = list(csv.DictReader(open(sys.argv[1])))
+rows, names = list(csv.DictReader(open(sys.argv[1]))), sys.argv[2:]
 for r in rows:
-    print(f"  lr={r['lr']:<6} wd={r['wd']:<6} val {float(r['val_accuracy']):.4f}  test {float(r['test_accuracy']):.4f}  {r['error']}")
-ok = [r for r in rows if not r['error']]
-b = max(ok, key=lambda r: float(r['val_accuracy']))  # first of the best on ties
-print(f"chosen: lr={b['lr']} wd={b['wd']} (validation {float(b['val_accuracy']):.4f})")
+    print("  " + " ".join(f"{n}={r[n]:<6}" for n in names) + f" val {float(r['val_accuracy']):.4f}  test {float(r['test_accuracy']):.4f}  {r['error']}")
+b = max((r for r in rows if not r['error']), key=lambda r: float(r['val_accuracy']))  # the first of the best
+print("chosen: " + " ".join(f"{n}={b[n]}" for n in names) + f" (validation {float(b['val_accuracy']):.4f})")
 EOF
-read -r lr wd < <(python3 - "$out/tune/sweep.csv" <<'EOF'
+  chosen=$(python3 - "$out/tune-$name/sweep.csv" "${vars[@]}" <<'EOF'
 import csv, sys
-ok = [r for r in csv.DictReader(open(sys.argv[1])) if not r['error']]
-b = max(ok, key=lambda r: float(r['val_accuracy']))
-print(b['lr'], b['wd'])
+rows, names = list(csv.DictReader(open(sys.argv[1]))), sys.argv[2:]
+b = max((r for r in rows if not r['error']), key=lambda r: float(r['val_accuracy']))
+print(" ".join(f"-var {n}={b[n]}" for n in names))
 EOF
 )
+}
+tune plain "$out/plain.hcl" "lr=$lrs" "wd=$wds" -- "$@"
+plainvars=$chosen
+kdvars=""
+if [ "${TUNE_KD:-1}" = 1 ]; then
+  tune kd "$out/kd.hcl" "lr=${KD_LRS:-0.05,0.1}" "alpha=${ALPHAS:-0.3,0.5,0.7,0.9}" "temp=${TEMPS:-2,4}" -- "$@"
+  kdvars=$chosen
+fi
 
-say "seed  kd       tuned-plain  kd-plain (test accuracy)"
+say "seed  kd ($kdvars)  plain ($plainvars)  kd-plain (test accuracy)"
 diffs=()
 for s in $(seq 1 "$seeds"); do
-  "$COORD" --recipe "$out/kd.hcl" -var seed="$s" "$@" --run-dir "$out/kd-$s" --no-progress >"$out/kd-$s.log" 2>&1
-  "$COORD" --recipe "$out/plain.hcl" -var seed="$s" -var lr="$lr" -var wd="$wd" "$@" --run-dir "$out/plain-$s" --no-progress >"$out/plain-$s.log" 2>&1
+  # shellcheck disable=SC2086
+  "$COORD" --recipe "$out/kd.hcl" -var seed="$s" $kdvars "$@" --run-dir "$out/kd-$s" --no-progress >"$out/kd-$s.log" 2>&1
+  # shellcheck disable=SC2086
+  "$COORD" --recipe "$out/plain.hcl" -var seed="$s" $plainvars "$@" --run-dir "$out/plain-$s" --no-progress >"$out/plain-$s.log" 2>&1
   a=$(acc "$out/kd-$s" test_accuracy) b=$(acc "$out/plain-$s" test_accuracy)
   d=$(awk -v a="$a" -v b="$b" 'BEGIN{printf "%+.4f", a-b}')
   diffs+=("$d")

@@ -84,10 +84,8 @@ for stage in $stages; do
     # Distillation against a no-KD baseline tuned on the validation split,
     # paired over 5 seeds, every run on the GPU (bench/kd-tuned.sh).
     (cd .. && COORD=$B/coordinator OUT=/tmp/lathe-kd bash bench/kd-tuned.sh --device cuda) || rc=1
-    mkdir -p "$out/kd" && cp /tmp/lathe-kd/kd-tuned.txt /tmp/lathe-kd/tune/sweep.csv "$out/kd/" 2>/dev/null
-    for d in /tmp/lathe-kd/teacher /tmp/lathe-kd/kd-* /tmp/lathe-kd/plain-*; do
-      [ -f "$d/summary.json" ] && cp "$d/summary.json" "$out/kd/$(basename "$d")-summary.json"
-    done ;;
+    mkdir -p "$out/kd" && cp /tmp/lathe-kd/kd-tuned.txt "$out/kd/"
+    (cd /tmp/lathe-kd && tar czf "$out/kd/runs.tgz" ./*.hcl ./*/summary.json ./tune-*/sweep.csv ./tune-*/sweep/*/summary.json) ;;
   *) echo "unknown stage $stage"; rc=1 ;;
   esac
 done

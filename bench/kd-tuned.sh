@@ -98,5 +98,5 @@ for s in $(seq 1 "$seeds"); do
   say "$(printf "%-5s %-8s %-12s %s" "$s" "$a" "$b" "$d")"
 done
 printf "%s\n" "${diffs[@]}" | awk '{s+=$1; q+=$1*$1; n++} END{m=s/n; sd=(n>1)?sqrt((q-n*m*m)/(n-1)):0; t=(sd>0)?m/(sd/sqrt(n)):0;
-  printf "mean difference %+.4f (%+.1f test errors per run), sd %.4f, paired t %.2f, n %d\n", m, m*10000, sd, t, n}' | tee -a "$report"
+  printf "mean difference %+.4f (%.1f fewer test errors per run with KD), sd %.4f, paired t %.2f, n %d\n", m, m*10000, sd, t, n}' | tee -a "$report"
 echo "runs in $out"

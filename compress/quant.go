@@ -68,10 +68,24 @@ func ParamsFor(spec QuantSpec, data []float32, channels int) QuantParams {
 // Plain comparisons: Go's min and max builtins order NaNs and signed zeros
 // and cost several times more per element.
 func MinMax(x []float32) (lo, hi float32) {
-	// Four independent running pairs: the comparisons of one element do not
-	// wait on the previous element's.
 	var l0, l1, l2, l3, h0, h1, h2, h3 float32
 	i := 0
+	if n := len(x) &^ 7; hasAVX2 && n > 0 {
+		// Eight lanes at a time, each as the loop below keeps its pairs.
+		var lanes [16]float32
+		minMax8(&x[0], n, &lanes)
+		for k := range 8 {
+			if lanes[k] < l0 {
+				l0 = lanes[k]
+			}
+			if lanes[8+k] > h0 {
+				h0 = lanes[8+k]
+			}
+		}
+		i = n
+	}
+	// Four independent running pairs: the comparisons of one element do not
+	// wait on the previous element's.
 	for ; i+4 <= len(x); i += 4 {
 		a, b, c, d := x[i], x[i+1], x[i+2], x[i+3]
 		if a < l0 {
@@ -173,7 +187,24 @@ func (p QuantParams) FakeQuantChannels(dst, src []float32, inside []bool, c0, c1
 			// range (always so for weights quantized by their own range)
 			// needs no clamping: compute, and redo it clamped if any did not.
 			qlo, qhi := qmin, qmax
-			for i, v := range s {
+			n := 0
+			if n = len(s) &^ 7; hasAVX2 && n > 0 {
+				// The same arithmetic, eight at a time.
+				lanes := [16]float32{qmin, qmin, qmin, qmin, qmin, qmin, qmin, qmin, qmax, qmax, qmax, qmax, qmax, qmax, qmax, qmax}
+				fakeQuant8(&d[0], &s[0], n, inv, sc, zf, &lanes)
+				for k := range 8 {
+					if lanes[k] < qlo {
+						qlo = lanes[k]
+					}
+					if lanes[8+k] > qhi {
+						qhi = lanes[8+k]
+					}
+				}
+			} else {
+				n = 0
+			}
+			for i, v := range s[n:] {
+				i += n
 				q := roundEven32(v*inv) + zf
 				if q < qlo {
 					qlo = q

@@ -190,7 +190,12 @@ func (o *sgd) update(i, lo, hi int, params, grads [][]float32, masks [][]byte, l
 			}
 			return
 		}
-		for j := range w {
+		j0 := 0
+		if n := len(w) &^ 7; hasAVX2 && n > 0 {
+			sgdMomentumMasked8(&w[0], &v[0], &g[0], &mask[0], n, mu, wd, lr)
+			j0 = n
+		}
+		for j := j0; j < len(w); j++ {
 			keep := -uint32(mask[j])
 			vj := mu*v[j] + g[j] + wd*w[j]
 			v[j] = math.Float32frombits(math.Float32bits(vj) & keep)
@@ -205,7 +210,13 @@ func (o *sgd) update(i, lo, hi int, params, grads [][]float32, masks [][]byte, l
 		}
 	default:
 		v := o.v[i][lo:hi]
-		for j := range w {
+		v, g = v[:len(w)], g[:len(w)]
+		j0 := 0
+		if n := len(w) &^ 7; hasAVX2 && n > 0 {
+			sgdMomentum8(&w[0], &v[0], &g[0], n, mu, wd, lr)
+			j0 = n
+		}
+		for j := j0; j < len(w); j++ {
 			v[j] = mu*v[j] + g[j] + wd*w[j]
 			w[j] -= lr * v[j]
 		}

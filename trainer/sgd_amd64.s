@@ -1,0 +1,82 @@
+#include "textflag.h"
+
+// func sgdMomentum8(w, v, grad *float32, n int, mu, wd, lr float32)
+//
+// For i < n (a multiple of 8): v = (mu·v + g) + wd·w; w = w − lr·v — the
+// Go loop's operations in its order, each one IEEE single rounding (no
+// fused multiply-add), eight at a time: the same bits.
+TEXT ·sgdMomentum8(SB), NOSPLIT, $0-44
+	MOVQ w+0(FP), DI
+	MOVQ v+8(FP), SI
+	MOVQ grad+16(FP), DX
+	MOVQ n+24(FP), CX
+	VBROADCASTSS mu+32(FP), Y8
+	VBROADCASTSS wd+36(FP), Y9
+	VBROADCASTSS lr+40(FP), Y10
+	SHRQ $3, CX
+	JZ   done
+
+loop:
+	VMOVUPS (DI), Y0        // w
+	VMOVUPS (SI), Y1        // v
+	VMULPS  Y8, Y1, Y1      // mu·v
+	VADDPS  (DX), Y1, Y1    // + g
+	VMULPS  Y9, Y0, Y2      // wd·w
+	VADDPS  Y2, Y1, Y1      // v'
+	VMOVUPS Y1, (SI)
+	VMULPS  Y10, Y1, Y1     // lr·v'
+	VSUBPS  Y1, Y0, Y0      // w − lr·v'
+	VMOVUPS Y0, (DI)
+	ADDQ    $32, DI
+	ADDQ    $32, SI
+	ADDQ    $32, DX
+	DECQ    CX
+	JNZ     loop
+
+done:
+	VZEROUPPER
+	RET
+
+// func sgdMomentumMasked8(w, v, grad *float32, mask *byte, n int, mu, wd, lr float32)
+//
+// sgdMomentum8 with a mask byte per element: keep = −uint32(mask) as a bit
+// pattern, and v and w are ANDed with it after the update, as the Go loop
+// does.
+TEXT ·sgdMomentumMasked8(SB), NOSPLIT, $0-52
+	MOVQ w+0(FP), DI
+	MOVQ v+8(FP), SI
+	MOVQ grad+16(FP), DX
+	MOVQ mask+24(FP), R8
+	MOVQ n+32(FP), CX
+	VBROADCASTSS mu+40(FP), Y8
+	VBROADCASTSS wd+44(FP), Y9
+	VBROADCASTSS lr+48(FP), Y10
+	VPXOR Y11, Y11, Y11
+	SHRQ $3, CX
+	JZ   mdone
+
+mloop:
+	VPMOVZXBD (R8), Y3      // the eight mask bytes as dwords
+	VPSUBD  Y3, Y11, Y3     // keep = 0 − mask
+	VMOVUPS (DI), Y0        // w
+	VMOVUPS (SI), Y1        // v
+	VMULPS  Y8, Y1, Y1      // mu·v
+	VADDPS  (DX), Y1, Y1    // + g
+	VMULPS  Y9, Y0, Y2      // wd·w
+	VADDPS  Y2, Y1, Y1      // v'
+	VANDPS  Y3, Y1, Y4
+	VMOVUPS Y4, (SI)        // v' & keep
+	VMULPS  Y10, Y1, Y1     // lr·v'
+	VSUBPS  Y1, Y0, Y0      // w − lr·v'
+	VANDPS  Y3, Y0, Y0
+	VMOVUPS Y0, (DI)        // & keep
+	ADDQ    $32, DI
+	ADDQ    $32, SI
+	ADDQ    $32, DX
+	ADDQ    $8, R8
+	DECQ    CX
+	JNZ     mloop
+
+mdone:
+	VZEROUPPER
+	RET

@@ -1,0 +1,11 @@
+//go:build !amd64
+
+package trainer
+
+const hasAVX2 = false
+
+func sgdMomentum8(w, v, grad *float32, n int, mu, wd, lr float32) { panic("trainer: no AVX2 here") }
+
+func sgdMomentumMasked8(w, v, grad *float32, mask *byte, n int, mu, wd, lr float32) {
+	panic("trainer: no AVX2 here")
+}

@@ -92,16 +92,20 @@ type Coordinator struct {
 	// equal), planned when it was set.
 	shares  []int
 	planned time.Time
-	asked   map[string]time.Time // when unknown workers were last asked to register
-	stored  map[string][32]byte  // objects put in the store, by SHA-256
-	rep     *Replica
-	spec    PhaseSpec // the running phase's
-	pending *joinPlan // workers joining the running phase, not yet admitted
-	stats   MemberStats
-	joined  chan struct{}
-	subs    []*nats.Subscription
-	stop    chan struct{}
-	wg      sync.WaitGroup
+	// proposed is the split the measured speeds last called for, since
+	// proposedAt.
+	proposed   []int
+	proposedAt time.Time
+	asked      map[string]time.Time // when unknown workers were last asked to register
+	stored     map[string][32]byte  // objects put in the store, by SHA-256
+	rep        *Replica
+	spec       PhaseSpec // the running phase's
+	pending    *joinPlan // workers joining the running phase, not yet admitted
+	stats      MemberStats
+	joined     chan struct{}
+	subs       []*nats.Subscription
+	stop       chan struct{}
+	wg         sync.WaitGroup
 }
 
 // JoinAhead is how many steps past the farthest any member may have
@@ -330,7 +334,8 @@ func (c *Coordinator) compareDigestsLocked() {
 	}
 }
 
-// RebalanceEvery is the least time between two re-splits of the step, and
+// RebalanceEvery is the least time between two re-splits of the step (and
+// how long the measured speeds must keep calling for the same split), and
 // RebalanceGain the least gain in step time (as a fraction) one must
 // promise: each costs the step in flight, computed again.
 var (
@@ -365,6 +370,17 @@ func (c *Coordinator) rebalanceLocked() {
 	}
 	next := c.weightedLocked()
 	if next == nil || slices.Equal(next, c.shares) {
+		c.proposed = nil
+		return
+	}
+	// The same split must be proposed for RebalanceEvery before it is
+	// taken: speeds measured on busy cores swing, and a split that flips
+	// back and forth costs a step each time.
+	if !slices.Equal(next, c.proposed) {
+		c.proposed, c.proposedAt = next, time.Now()
+		return
+	}
+	if time.Since(c.proposedAt) < RebalanceEvery {
 		return
 	}
 	caps := make([]float64, len(c.members))

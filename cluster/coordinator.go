@@ -99,7 +99,8 @@ type Coordinator struct {
 	asked      map[string]time.Time // when unknown workers were last asked to register
 	stored     map[string][32]byte  // objects put in the store, by SHA-256
 	rep        *Replica
-	spec       PhaseSpec // the running phase's
+	shared     map[string][]byte // values decided here for the running phase's replicas, by key
+	spec       PhaseSpec         // the running phase's
 	pending    *joinPlan // workers joining the running phase, not yet admitted
 	stats      MemberStats
 	joined     chan struct{}
@@ -141,6 +142,7 @@ func NewCoordinator(nc *nats.Conn, job string, log hclog.Logger) (*Coordinator, 
 	}{
 		{base + ".w.*.join", c.onJoin},
 		{base + ".w.*.hb", c.onHeartbeat},
+		{base + ".c." + coordinatorName + ".shared", c.onShared},
 		{"lathe.discover", c.onDiscover},
 	} {
 		sub, err := nc.Subscribe(h.subject, h.fn)
@@ -475,6 +477,42 @@ func (c *Coordinator) planJoinLocked(afresh bool) {
 	c.rep.joinAt.Store(from)
 }
 
+// Share publishes a value decided here (a sensitivity table, say) to the
+// running phase's replicas, which wait for it with Replica.Await.
+func (c *Coordinator) Share(key string, value []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.shared == nil {
+		c.shared = map[string][]byte{}
+	}
+	c.shared[key] = value
+}
+
+// sharedReq asks for a shared value of a phase.
+type sharedReq struct {
+	Phase uint64 `json:"phase"`
+	Key   string `json:"key"`
+}
+
+// onShared answers a replica's request for a shared value: the value, or
+// nothing while it is not decided yet.
+func (c *Coordinator) onShared(m *nats.Msg) {
+	var q sharedReq
+	if err := json.Unmarshal(m.Data, &q); err != nil {
+		c.mu.Lock()
+		c.stats.MessagesRejected++
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Lock()
+	var v []byte
+	if q.Phase == c.phase {
+		v = c.shared[q.Key]
+	}
+	c.mu.Unlock()
+	_ = m.Respond(v)
+}
+
 // Admit hands the workers joining at step the coordinator's state there
 // (a training checkpoint): its trainer calls it before running that step
 // (trainer.Config.ShareState). Nothing happens when no join is planned at
@@ -594,7 +632,7 @@ func (c *Coordinator) Phase(ctx context.Context, spec PhaseSpec, files map[strin
 	defer c.mu.Unlock()
 	c.phase++
 	c.gen++
-	c.spec, c.pending = spec, nil
+	c.spec, c.pending, c.shared = spec, nil, nil
 	c.samplesPerShard, c.shards = spec.SamplesPerShard, spec.MicroShards
 	c.stats.Generations++
 	c.members = nil

@@ -318,6 +318,29 @@ func (r *Replica) view(step int64) (uint64, []string, []int, string, chan struct
 	return g, r.byGen[g], r.sharesOf[g], failure, r.changed
 }
 
+// Await waits for the value the coordinator publishes under key for this
+// phase (Coordinator.Share), asking for it every AwaitEvery.
+func (r *Replica) Await(ctx context.Context, key string) ([]byte, error) {
+	req, _ := json.Marshal(sharedReq{Phase: r.phase, Key: key})
+	for {
+		m, err := r.nc.RequestWithContext(ctx, "lathe."+r.job+".c."+coordinatorName+".shared", req)
+		if err == nil && len(m.Data) > 0 {
+			return m.Data, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(AwaitEvery):
+		}
+	}
+}
+
+// AwaitEvery is how often a replica asks for a shared value it waits for.
+var AwaitEvery = 200 * time.Millisecond
+
 // Joinable marks the coordinator's replica as one whose trainer hands its
 // state to workers joining mid-phase (trainer.Config.ShareState): the
 // coordinator admits them during the phase, not only at the next.

@@ -18,7 +18,8 @@ import (
 // job-parallel mode, beside data-parallel phases. Kinds: "run", a whole
 // recipe run (one point of a sweep); "logits", a teacher's logits for a
 // range of the training set (offline distillation), split across the
-// workers.
+// workers; "sensitivity", one cell of a sensitivity analysis (a layer
+// pruned to a sparsity, evaluated on the validation split).
 type TaskSpec struct {
 	ID     string `json:"id"`
 	Kind   string `json:"kind"`
@@ -32,6 +33,10 @@ type TaskSpec struct {
 	// Lo and Hi bound a logits task's samples.
 	Lo int `json:"lo,omitempty"`
 	Hi int `json:"hi,omitempty"`
+	// Layer and Sparsity are a sensitivity task's cell: the layer pruned
+	// alone to that sparsity (none: the weights as they are).
+	Layer    string  `json:"layer,omitempty"`
+	Sparsity float64 `json:"sparsity,omitempty"`
 }
 
 // TaskResult is a worker's answer to a task, published on its
@@ -67,7 +72,9 @@ type TaskStats struct {
 // taskObject is where a task's output file goes in the store.
 func taskObject(id, rel string) string { return "task-" + Token(id) + "/" + rel }
 
-// RunTasks hands the tasks to the ready workers, one at a time each, and
+// RunTasks hands the tasks to the ready workers — and, during a phase,
+// to its members, which run them beside their replicas (waiting at a step
+// boundary for what the tasks decide) — one at a time each, and
 // calls done (from this goroutine) as each finishes, in the order they
 // finish. files are put in the job's store first (the tasks name them in
 // Data and Inputs). A worker lost while it runs a task gives it back to
@@ -116,13 +123,15 @@ func (c *Coordinator) RunTasks(ctx context.Context, tasks []TaskSpec, files map[
 				break
 			}
 			w := c.workers[name]
-			if _, ok := busy[name]; ok || w.State != "ready" {
+			if _, ok := busy[name]; ok || (w.State != "ready" && w.State != "training") {
 				continue
 			}
 			t := queue[0]
 			queue = queue[1:]
 			busy[name] = running{task: t, since: time.Now()}
-			w.State = "task"
+			if w.State == "ready" {
+				w.State = "task" // a phase's members run tasks beside their replica
+			}
 			c.log.Info("task handed out", "task", t.ID, "kind", t.Kind, "worker", name, "queued", len(queue))
 			c.control(Control{Kind: "task", Members: []string{name}, Task: &t})
 		}

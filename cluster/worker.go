@@ -176,6 +176,16 @@ func (w *Worker) Serve(ctx context.Context) error {
 				if c.Task == nil || !slices.Contains(c.Members, name) {
 					continue
 				}
+				w.mu.Lock()
+				training := w.state == "training" && w.rep != nil
+				w.mu.Unlock()
+				if training && phaseDone != nil {
+					// A task of the running phase (a sensitivity cell): beside
+					// the replica, which waits for its outcome.
+					w.Log.Info("task beside the phase", "task", c.Task.ID, "kind", c.Task.Kind)
+					go w.runTask(ctx, prefix, *c.Task)
+					continue
+				}
 				if phaseDone != nil {
 					if err := stopPhase(); err != nil {
 						return err

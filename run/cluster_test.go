@@ -24,6 +24,7 @@ import (
 	"github.com/lathe-ml/lathe/compute"
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/compute/host"
+	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/recipes"
 	"github.com/lathe-ml/lathe/trainer"
 )
@@ -469,5 +470,85 @@ func TestAutoDeviceWorkerFallsBackToTheCPU(t *testing.T) {
 	}
 	if a, b := weightsDigest(t, filepath.Join(one, ModelFile)), weightsDigest(t, filepath.Join(mixed, ModelFile)); a != b {
 		t.Fatalf("with the auto worker %s, CPU only %s", b, a)
+	}
+}
+
+// TestClusterSensitivityOnTheWorkers: a sensitivity analysis in a cluster
+// run is fanned out, one cell per task, to the phase's workers; the
+// replicas take the coordinator's table (masks are decided in one place),
+// so the run finishes with digests that agree. Each cell equals the
+// accuracy of the epoch-end checkpoint's weights (the analysis runs at
+// that epoch's end and restores them) with that layer pruned, evaluated
+// here; one and two workers give the same table and weights.
+func TestClusterSensitivityOnTheWorkers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains two clusters")
+	}
+	block := `sensitivity {
+    layers     = ["fc1", "fc2"]
+    sparsities = [0.3, 0.6, 0.9]
+    tolerance  = 0.02
+    at_epoch   = 1
+  }
+  prune "magnitude" {
+    layers       = ["fc1", "fc2"]
+    targets_from = "sensitivity"
+    from_epoch   = 1
+    to_epoch     = 2
+    every_steps  = 10
+  }`
+	tables := map[int]trainer.SensitivityTable{}
+	digests := map[int]string{}
+	var dir string
+	for _, n := range []int{1, 2} {
+		dir = t.TempDir()
+		s := clusterRunBlocks(t, startCluster(t, n), dir, block, nil)
+		if s.Cluster.DigestMismatches != 0 || s.Cluster.DigestsCompared == 0 {
+			t.Fatalf("%d workers: digests %+v", n, s.Cluster)
+		}
+		var table trainer.SensitivityTable
+		b, err := os.ReadFile(filepath.Join(dir, SensitivityFile))
+		if err != nil || json.Unmarshal(b, &table) != nil || len(table.Rows) != 6 {
+			t.Fatalf("%d workers: sensitivity.json %s %v", n, b, err)
+		}
+		tables[n], digests[n] = table, weightsDigest(t, filepath.Join(dir, ModelFile))
+	}
+	if !strings.Contains(clusterLog.String(), "sensitivity cells evaluated by the workers") ||
+		!strings.Contains(clusterLog.String(), "task beside the phase") {
+		t.Fatal("the sensitivity cells were not evaluated by the workers")
+	}
+	if fmt.Sprint(tables[1]) != fmt.Sprint(tables[2]) || digests[1] != digests[2] {
+		t.Fatalf("1 worker: %+v %s; 2 workers: %+v %s", tables[1], digests[1], tables[2], digests[2])
+	}
+	// The cells, recomputed here from the first epoch's checkpoint.
+	j, err := recipes.Parse([]byte(withBlock(block)), "tiny.hcl", []string{"epochs=2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := checkpoint.Read(filepath.Join(dir, CheckpointDir, checkpointName(39)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp, err := loadResume(f, "epoch 1", j, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	train, _, err := data.Load("mnist", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, val, err := data.SplitValidation(train, j.Validation)
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := tables[2]
+	if base, err := cellAccuracy(rp.model, val, "", 0, j.EvalBatch); err != nil || base != table.Baseline {
+		t.Fatalf("baseline %v here, %v in the table (%v)", base, table.Baseline, err)
+	}
+	for _, r := range table.Rows {
+		acc, err := cellAccuracy(rp.model, val, r.Layer, r.Sparsity, j.EvalBatch)
+		if err != nil || acc != r.Accuracy {
+			t.Fatalf("%s at %v: %v here, %v in the table (%v)", r.Layer, r.Sparsity, acc, r.Accuracy, err)
+		}
 	}
 }

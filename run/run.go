@@ -3,6 +3,7 @@ package run
 import (
 	"context"
 	"encoding/csv"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -497,6 +498,34 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		sens.Evaluate = func() (float64, error) {
 			acc, _, err := tr.Evaluate(val)
 			return acc, err
+		}
+		switch {
+		case opts.Cluster != nil:
+			// Each cell a task for a worker, from a model file of the
+			// weights as they are at the analysis; the table then goes to
+			// the replicas, which wait for it.
+			sens.EvaluateAll = func(cells []trainer.SensitivityRow) (float64, []float64, error) {
+				base, accs, err := clusterSensitivity(ctx, job, opts, tr.Model(), cells, log)
+				if err == nil {
+					b, _ := json.Marshal(sensitivityResult{Baseline: base, Accuracies: accs})
+					opts.Cluster.Share("sensitivity", b)
+				}
+				return base, accs, err
+			}
+		case opts.replica != nil:
+			// A worker's replica takes the coordinator's table: masks are
+			// decided in one place.
+			sens.EvaluateAll = func(cells []trainer.SensitivityRow) (float64, []float64, error) {
+				b, err := opts.replica.par.Await(ctx, "sensitivity")
+				if err != nil {
+					return 0, nil, err
+				}
+				var r sensitivityResult
+				if err := json.Unmarshal(b, &r); err != nil {
+					return 0, nil, fmt.Errorf("run: the coordinator's sensitivity table: %w", err)
+				}
+				return r.Baseline, r.Accuracies, nil
+			}
 		}
 		sens.Write = func(t trainer.SensitivityTable) error {
 			if opts.replica != nil {

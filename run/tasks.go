@@ -11,11 +11,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/cluster"
+	"github.com/lathe-ml/lathe/compress"
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/model"
@@ -32,7 +34,10 @@ import (
 //   - "logits": the teachers' logits for samples [Lo, Hi) of the training
 //     set (offline distillation), with one thread as the coordinator
 //     would compute them, so that the table is the same bits however it
-//     is split.
+//     is split;
+//   - "sensitivity": one cell of a sensitivity analysis — the model file
+//     the coordinator sent, one layer pruned alone (magnitude) to the
+//     cell's sparsity, evaluated on the validation split with one thread.
 func Task(dataDir string, threads int, log hclog.Logger) cluster.TaskFunc {
 	if log == nil {
 		log = hclog.NewNullLogger()
@@ -55,6 +60,8 @@ func Task(dataDir string, threads int, log hclog.Logger) cluster.TaskFunc {
 			return runTask(ctx, job, dir, threads, log)
 		case "logits":
 			return logitsTask(job, dir, spec, files)
+		case "sensitivity":
+			return sensitivityTask(job, dir, spec, files)
 		}
 		return nil, nil, fmt.Errorf("run: unknown task kind %q", spec.Kind)
 	}
@@ -233,4 +240,106 @@ func sweepOnCluster(ctx context.Context, jobs []*recipes.Job, rows []SweepRow, o
 		opts.Logger.Info("sweep done on the workers", "runs", st.Tasks, "per_worker", st.PerWorker, "retried", st.Retried)
 	}
 	return err
+}
+
+// sensitivityTask evaluates one cell of a sensitivity analysis.
+func sensitivityTask(job *recipes.Job, dataDir string, spec cluster.TaskSpec, files map[string][]byte) ([]byte, map[string][]byte, error) {
+	if len(spec.Inputs) != 1 {
+		return nil, nil, fmt.Errorf("run: a sensitivity cell needs one model file, got %d", len(spec.Inputs))
+	}
+	f, err := checkpoint.Decode(files[spec.Inputs[0]])
+	if err != nil {
+		return nil, nil, fmt.Errorf("run: the sensitivity model: %w", err)
+	}
+	m, _, err := LoadModel(f)
+	if err != nil {
+		return nil, nil, fmt.Errorf("run: the sensitivity model: %w", err)
+	}
+	train, _, err := data.Load(job.Dataset, dataDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	_, val, err := data.SplitValidation(train, job.Validation)
+	if err != nil {
+		return nil, nil, err
+	}
+	acc, err := cellAccuracy(m, val, spec.Layer, spec.Sparsity, job.EvalBatch)
+	if err != nil {
+		return nil, nil, err
+	}
+	b, err := json.Marshal(map[string]float64{"val_accuracy": acc})
+	return b, nil, err
+}
+
+// cellAccuracy is m's accuracy on val with layer (none: no layer) pruned
+// alone to sparsity by magnitude, on one thread; m's weights are left as
+// they were.
+func cellAccuracy(m *model.Model, val *data.Set, layer string, sparsity float64, batch int) (float64, error) {
+	if layer != "" {
+		i := slices.IndexFunc(m.Params, func(p *model.Param) bool { return p.Name == layer && !p.Bias })
+		if i < 0 {
+			return 0, fmt.Errorf("run: sensitivity: the model has no layer %q", layer)
+		}
+		p := m.Params[i]
+		saved := slices.Clone(p.Data())
+		defer copy(p.Data(), saved)
+		compress.Apply(compress.Magnitude(compress.Weight{Name: p.Name, Shape: p.Shape, Data: p.Data()}, sparsity), p.Data())
+	}
+	acc, _, err := trainer.EvaluateModel(m, cpu.New(cpu.Options{Threads: 1}), val, batch)
+	return acc, err
+}
+
+// sensitivityResult is a sensitivity analysis's outcome as the
+// coordinator shares it with the replicas.
+type sensitivityResult struct {
+	Baseline   float64   `json:"baseline"`
+	Accuracies []float64 `json:"accuracies"`
+}
+
+// clusterSensitivity has the workers evaluate a sensitivity analysis's
+// cells, one task each, from a model file of the weights as they are now
+// (tasks for the unpruned weights first: the baseline).
+func clusterSensitivity(ctx context.Context, job *recipes.Job, opts Options, m *model.Model, cells []trainer.SensitivityRow, log hclog.Logger) (float64, []float64, error) {
+	mf, err := ExportModel(m, job.Name+"-sensitivity", job.Dataset)
+	if err != nil {
+		return 0, nil, err
+	}
+	b, err := checkpoint.Encode(mf)
+	if err != nil {
+		return 0, nil, err
+	}
+	name := cluster.Token(job.Name) + ".sensitivity.arrow"
+	files := map[string][]byte{name: b}
+	dataObjs, err := datasetObjects(job, opts.DataDir, files)
+	if err != nil {
+		return 0, nil, err
+	}
+	all := append([]trainer.SensitivityRow{{}}, cells...)
+	var tasks []cluster.TaskSpec
+	for k, c := range all {
+		tasks = append(tasks, cluster.TaskSpec{ID: fmt.Sprintf("%s-sensitivity-%d", cluster.Token(job.Name), k), Kind: "sensitivity",
+			Recipe: job.HCL(), File: job.File, Data: dataObjs, Inputs: []string{name}, Layer: c.Layer, Sparsity: c.Sparsity})
+	}
+	accs := make([]float64, len(all))
+	t0 := time.Now()
+	st, err := opts.Cluster.RunTasks(ctx, tasks, files, func(t cluster.TaskSpec, o cluster.TaskOutcome) error {
+		if o.Error != "" {
+			return fmt.Errorf("run: sensitivity cell %s at %v on %s: %s", t.Layer, t.Sparsity, o.Worker, o.Error)
+		}
+		var k int
+		if _, err := fmt.Sscanf(t.ID[strings.LastIndex(t.ID, "-")+1:], "%d", &k); err != nil || k < 0 || k >= len(all) {
+			return fmt.Errorf("run: a sensitivity task %q that was not handed out", t.ID)
+		}
+		var r map[string]float64
+		if err := json.Unmarshal(o.Summary, &r); err != nil {
+			return fmt.Errorf("run: sensitivity cell from %s: %w", o.Worker, err)
+		}
+		accs[k] = r["val_accuracy"]
+		return nil
+	})
+	if err != nil {
+		return 0, nil, err
+	}
+	log.Info("sensitivity cells evaluated by the workers", "cells", len(all), "per_worker", st.PerWorker, "seconds", fmt.Sprintf("%.1f", time.Since(t0).Seconds()))
+	return accs[0], accs[1:], nil
 }

@@ -41,6 +41,12 @@ type SensitivityPolicy struct {
 	// stores the table. Both are set by whoever builds the trainer.
 	Evaluate func() (float64, error)
 	Write    func(SensitivityTable) error
+	// EvaluateAll, when set, replaces Evaluate: it evaluates every cell
+	// at once (a cluster hands them to its workers) — the weights as they
+	// are, then each cell's layer pruned alone to its sparsity — and
+	// returns the first accuracy, which becomes the baseline, and one per
+	// cell, in order.
+	EvaluateAll func(cells []SensitivityRow) (baseline float64, accs []float64, err error)
 	Feed     []*PrunePolicy
 	Logger   hclog.Logger
 
@@ -57,7 +63,7 @@ func (p *SensitivityPolicy) EndEpoch(s *State, m EpochMetrics) error {
 	if m.Epoch != p.Epoch {
 		return nil
 	}
-	if p.Evaluate == nil {
+	if p.Evaluate == nil && p.EvaluateAll == nil {
 		return fmt.Errorf("trainer: sensitivity: no evaluation set up")
 	}
 	params, err := s.weightIndices(p.Layers)
@@ -65,6 +71,36 @@ func (p *SensitivityPolicy) EndEpoch(s *State, m EpochMetrics) error {
 		return err
 	}
 	t := &SensitivityTable{Epoch: m.Epoch, Baseline: m.ValAccuracy, Tolerance: p.Tolerance, Suggested: map[string]float64{}}
+	if p.EvaluateAll != nil {
+		for _, name := range p.Layers {
+			for _, sp := range p.Sparsities {
+				t.Rows = append(t.Rows, SensitivityRow{Layer: name, Sparsity: sp})
+			}
+		}
+		base, accs, err := p.EvaluateAll(t.Rows)
+		if err != nil {
+			return err
+		}
+		if len(accs) != len(t.Rows) {
+			return fmt.Errorf("trainer: sensitivity: %d accuracies for %d cells", len(accs), len(t.Rows))
+		}
+		t.Baseline = base
+		for i := range t.Rows {
+			t.Rows[i].Accuracy = accs[i]
+		}
+		for _, name := range p.Layers {
+			t.Suggested[name] = 0
+			for _, r := range t.Rows {
+				if r.Layer == name && r.Accuracy >= t.Baseline-p.Tolerance && r.Sparsity > t.Suggested[name] {
+					t.Suggested[name] = r.Sparsity
+				}
+			}
+			if p.Logger != nil {
+				p.Logger.Info("sensitivity", "layer", name, "suggested_target", t.Suggested[name])
+			}
+		}
+		return p.finish(t)
+	}
 	for k, i := range params {
 		name := p.Layers[k]
 		t.Suggested[name] = 0 // no sparsity tried kept the accuracy: do not prune it
@@ -86,6 +122,12 @@ func (p *SensitivityPolicy) EndEpoch(s *State, m EpochMetrics) error {
 			p.Logger.Info("sensitivity", "layer", name, "suggested_target", t.Suggested[name])
 		}
 	}
+	return p.finish(t)
+}
+
+// finish keeps the table, feeds its suggestions to the prune policies and
+// writes it.
+func (p *SensitivityPolicy) finish(t *SensitivityTable) error {
 	p.Table = t
 	for _, pp := range p.Feed {
 		pp.LayerTargets = t.Suggested

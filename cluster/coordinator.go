@@ -101,7 +101,7 @@ type Coordinator struct {
 	rep        *Replica
 	shared     map[string][]byte // values decided here for the running phase's replicas, by key
 	spec       PhaseSpec         // the running phase's
-	pending    *joinPlan // workers joining the running phase, not yet admitted
+	pending    *joinPlan         // workers joining the running phase, not yet admitted
 	stats      MemberStats
 	joined     chan struct{}
 	subs       []*nats.Subscription

@@ -47,8 +47,8 @@ type SensitivityPolicy struct {
 	// returns the first accuracy, which becomes the baseline, and one per
 	// cell, in order.
 	EvaluateAll func(cells []SensitivityRow) (baseline float64, accs []float64, err error)
-	Feed     []*PrunePolicy
-	Logger   hclog.Logger
+	Feed        []*PrunePolicy
+	Logger      hclog.Logger
 
 	Table *SensitivityTable
 }

@@ -166,12 +166,21 @@ func (o *reluGradOp) Do(vs ...G.Value) (G.Value, error) {
 	clear(db)
 	o.Eng.Parallel(cols, max(1, minParallel/rows), func(c0, c1 int) {
 		acc := db[c0:c1]
+		n8 := 0
+		if hasAVX2 {
+			n8 = len(acc) &^ 7
+		}
 		for i := 0; i < rows; i++ {
 			off := i*cols + c0
-			dst := d[off : off+len(acc)]
-			reluGrad(dst, y[off:off+len(acc)], dy[off:off+len(acc)])
+			if n8 > 0 {
+				// The same masks and sums, eight columns at a time.
+				reluGradAcc8(&d[off], &y[off], &dy[off], &acc[0], n8)
+			}
+			off += n8
+			dst := d[off : off+len(acc)-n8]
+			reluGrad(dst, y[off:off+len(dst)], dy[off:off+len(dst)])
 			for j, v := range dst {
-				acc[j] += v
+				acc[n8+j] += v
 			}
 		}
 	})

@@ -157,6 +157,44 @@ func shardAdder(perShard time.Duration) func([]int, []int64) error {
 
 func nanValue() float64 { var z float64; return z / z }
 
+// reduceSteps runs steps [from, to) as par, whose micro-shards add
+// computes, and checks each reduces to want.
+func reduceSteps(ctx context.Context, par *Replica, name string, from, to int64, want []float32, add func([]int, []int64) error) error {
+	for s := from; s < to; s++ {
+		v, err := par.Reduce(ctx, s, len(want), add)
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(v, want) {
+			return fmt.Errorf("%s: step %d reduced a different vector", name, s)
+		}
+	}
+	return nil
+}
+
+// coordinatorStep reduces step s as the coordinator's replica, checks it,
+// and fails on an error a worker reported.
+func coordinatorStep(ctx context.Context, t *testing.T, rep *Replica, s int64, want []float32, errs <-chan error) {
+	t.Helper()
+	if err := reduceSteps(ctx, rep, "coordinator", s, s+1, want, nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errs:
+		t.Fatal(err)
+	default:
+	}
+}
+
+// serve runs w until ctx ends, reporting any other end on errs.
+func serve(ctx context.Context, w *Worker, errs chan<- error) {
+	go func() {
+		if err := w.Serve(ctx); err != nil && ctx.Err() == nil {
+			errs <- err
+		}
+	}()
+}
+
 func TestPlanAndChunksCoverEverything(t *testing.T) {
 	for size := 1; size <= 9; size++ {
 		var ks []int
@@ -429,22 +467,9 @@ func TestStepIsSplitByMeasuredSpeed(t *testing.T) {
 	for name, per := range map[string]time.Duration{"fast": 2 * time.Millisecond, "slow": 8 * time.Millisecond} {
 		w := &Worker{NC: conn(name), Job: "job", Name: name, Device: "cpu",
 			Run: func(ctx context.Context, _ PhaseSpec, _ map[string][]byte, par *Replica) error {
-				for s := range int64(steps) {
-					v, err := par.Reduce(ctx, s, n, shardAdder(per))
-					if err != nil {
-						return err
-					}
-					if !slices.Equal(v, want) {
-						return fmt.Errorf("%s: step %d reduced a different vector", name, s)
-					}
-				}
-				return nil
+				return reduceSteps(ctx, par, name, 0, steps, want, shardAdder(per))
 			}}
-		go func() {
-			if err := w.Serve(ctx); err != nil && ctx.Err() == nil {
-				errs <- err
-			}
-		}()
+		serve(ctx, w, errs)
 	}
 	if err := coord.WaitWorkers(ctx, 2); err != nil {
 		t.Fatal(err)
@@ -454,18 +479,7 @@ func TestStepIsSplitByMeasuredSpeed(t *testing.T) {
 		t.Fatal(err)
 	}
 	for s := range int64(steps) {
-		v, err := rep.Reduce(ctx, s, n, nil)
-		if err != nil {
-			t.Fatalf("step %d: %v", s, err)
-		}
-		if !slices.Equal(v, want) {
-			t.Fatalf("coordinator: step %d reduced a different vector", s)
-		}
-		select {
-		case err := <-errs:
-			t.Fatal(err)
-		default:
-		}
+		coordinatorStep(ctx, t, rep, s, want, errs)
 	}
 	st, shares := coord.Stats(), coord.Shares()
 	t.Logf("rebalances %d, shares %v, workers %+v", st.Rebalances, shares, coord.Workers())
@@ -713,27 +727,14 @@ func TestWorkersJoinMidPhase(t *testing.T) {
 					}
 					joinedAt.Store(spec.StartStep)
 				}
-				for s := spec.StartStep; s < steps; s++ {
-					v, err := par.Reduce(ctx, s, n, func(ks []int, into []int64) error {
-						if name == "c" {
-							joinerShards.Add(int64(len(ks)))
-						}
-						return shardAdder(time.Millisecond)(ks, into)
-					})
-					if err != nil {
-						return err
+				return reduceSteps(ctx, par, name, spec.StartStep, steps, want, func(ks []int, into []int64) error {
+					if name == "c" {
+						joinerShards.Add(int64(len(ks)))
 					}
-					if !slices.Equal(v, want) {
-						return fmt.Errorf("%s: step %d reduced a different vector", name, s)
-					}
-				}
-				return nil
+					return shardAdder(time.Millisecond)(ks, into)
+				})
 			}}
-		go func() {
-			if err := w.Serve(wctx); err != nil && wctx.Err() == nil {
-				errs <- err
-			}
-		}()
+		serve(wctx, w, errs)
 	}
 	start("a")
 	start("b")
@@ -764,18 +765,7 @@ func TestWorkersJoinMidPhase(t *testing.T) {
 		if s > 5 && s < 40 {
 			time.Sleep(60 * time.Millisecond) // the loss is noticed before the join's step
 		}
-		v, err := rep.Reduce(ctx, s, n, nil)
-		if err != nil {
-			t.Fatalf("step %d: %v", s, err)
-		}
-		if !slices.Equal(v, want) {
-			t.Fatalf("coordinator: step %d reduced a different vector", s)
-		}
-		select {
-		case err := <-errs:
-			t.Fatal(err)
-		default:
-		}
+		coordinatorStep(ctx, t, rep, s, want, errs)
 	}
 	st := coord.Stats()
 	t.Logf("stats %+v, joined at step %d, joiner's micro-shards %d", st, joinedAt.Load()+1, joinerShards.Load())

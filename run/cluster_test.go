@@ -484,19 +484,7 @@ func TestClusterSensitivityOnTheWorkers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("trains two clusters")
 	}
-	block := `sensitivity {
-    layers     = ["fc1", "fc2"]
-    sparsities = [0.3, 0.6, 0.9]
-    tolerance  = 0.02
-    at_epoch   = 1
-  }
-  prune "magnitude" {
-    layers       = ["fc1", "fc2"]
-    targets_from = "sensitivity"
-    from_epoch   = 1
-    to_epoch     = 2
-    every_steps  = 10
-  }`
+	block := sensitivityBlocks
 	tables := map[int]trainer.SensitivityTable{}
 	digests := map[int]string{}
 	var dir string

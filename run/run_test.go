@@ -283,8 +283,9 @@ func TestPruningAndGroupLassoRun(t *testing.T) {
 	}
 }
 
-func TestSensitivityFeedsPerLayerTargets(t *testing.T) {
-	block := `sensitivity {
+// sensitivityBlocks run a sensitivity analysis after the first epoch and
+// prune by its suggestions.
+const sensitivityBlocks = `sensitivity {
     layers     = ["fc1", "fc2"]
     sparsities = [0.3, 0.6, 0.9]
     tolerance  = 0.02
@@ -297,7 +298,9 @@ func TestSensitivityFeedsPerLayerTargets(t *testing.T) {
     to_epoch     = 2
     every_steps  = 10
   }`
-	src := withBlock(block)
+
+func TestSensitivityFeedsPerLayerTargets(t *testing.T) {
+	src := withBlock(sensitivityBlocks)
 	j, err := recipes.Parse([]byte(src), "tiny.hcl", []string{"epochs=3"})
 	if err != nil {
 		t.Fatal(err)

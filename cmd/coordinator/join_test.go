@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/cluster"
 	"github.com/lathe-ml/lathe/run"
 )
@@ -90,14 +89,7 @@ func TestWorkerProcessJoinsMidRun(t *testing.T) {
 	if out, err := c1.CombinedOutput(); err != nil {
 		t.Fatalf("one worker: %v\n%s", err, out)
 	}
-	digest := func(p string) string {
-		f, err := checkpoint.Read(filepath.Join(p, run.ModelFile))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return checkpoint.WeightsDigest(f.Tensors)
-	}
-	if a, b := digest(joined), digest(one); a != b {
+	if a, b := modelDigest(t, joined), modelDigest(t, one); a != b {
 		t.Fatalf("a worker joined mid-run: %s; one worker: %s", a, b)
 	}
 }

@@ -41,6 +41,16 @@ func children(pid int) []int {
 	return out
 }
 
+// modelDigest is the weights digest of a run directory's model file.
+func modelDigest(t *testing.T, runDir string) string {
+	t.Helper()
+	f, err := checkpoint.Read(filepath.Join(runDir, run.ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return checkpoint.WeightsDigest(f.Tensors)
+}
+
 func alive(pid int) bool {
 	f := stat("/proc/" + strconv.Itoa(pid) + "/stat")
 	return len(f) > 0 && f[0] != "Z" // a zombie has exited
@@ -125,13 +135,7 @@ func TestLocalWorkerKilledMidRun(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("one worker: %v\n%s", err, stderr.String())
 	}
-	digest := func(p string) string {
-		f, err := checkpoint.Read(filepath.Join(p, run.ModelFile))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return checkpoint.WeightsDigest(f.Tensors)
-	}
+	digest := func(p string) string { return modelDigest(t, p) }
 	if a, b := digest(killed), digest(one); a != b {
 		t.Fatalf("a worker killed: %s; one worker: %s", a, b)
 	}

@@ -142,7 +142,7 @@ func NewCoordinator(nc *nats.Conn, job string, log hclog.Logger) (*Coordinator, 
 	}{
 		{base + ".w.*.join", c.onJoin},
 		{base + ".w.*.hb", c.onHeartbeat},
-		{base + ".c." + coordinatorName + ".shared", c.onShared},
+		{base + ".w.*.shared", c.onShared},
 		{"lathe.discover", c.onDiscover},
 	} {
 		sub, err := nc.Subscribe(h.subject, h.fn)

@@ -6,17 +6,22 @@
 //
 // Subjects, for a job J (its name with '.', '*', '>' and blanks replaced):
 //
-//	lathe.J.c.ctl              coordinator → all: phase, generation, join, end, stop
+//	lathe.J.c.ctl              coordinator → all: phase, generation, join, task, end, stop, register
+//	lathe.J.c.coordinator.at   the coordinator's completed steps (workers stay within Window of it)
 //	lathe.J.w.W.join           worker W registers (request)
 //	lathe.J.w.W.hb             worker W's heartbeat
 //	lathe.J.w.W.rs.O           W's partial sums of owner O's chunk (reduce-scatter)
 //	lathe.J.w.W.ag             W's reduced chunk (all-gather), also read by the coordinator
 //	lathe.J.w.W.resend.T       W asks T to publish a message again (request)
 //	lathe.J.w.W.fetch          W asks any replica for a whole reduced step (request)
+//	lathe.J.w.W.done           W's result of a job-parallel task
+//	lathe.J.w.W.shared         W asks for a value the coordinator decided for the phase (request)
 //
 // A worker publishes only under lathe.J.w.<its name>, so a deployment can
-// grant each worker's credentials exactly that; the sender of a message is
-// the subject's fourth token. Every data message carries the job, the
+// grant each worker's credentials exactly that — and, for the job's
+// files, reading the job's JetStream object store, plus writing its
+// task-<id>/ objects where it runs job-parallel tasks; the sender of a
+// message is the subject's fourth token. Every data message carries the job, the
 // phase, the membership generation and the step in its headers, and is
 // rejected (and counted) when any of them is foreign or stale, when its
 // shape is not the expected one, or when it holds NaN or Inf.

@@ -323,7 +323,7 @@ func (r *Replica) view(step int64) (uint64, []string, []int, string, chan struct
 func (r *Replica) Await(ctx context.Context, key string) ([]byte, error) {
 	req, _ := json.Marshal(sharedReq{Phase: r.phase, Key: key})
 	for {
-		m, err := r.nc.RequestWithContext(ctx, "lathe."+r.job+".c."+coordinatorName+".shared", req)
+		m, err := r.nc.RequestWithContext(ctx, r.prefix+".shared", req)
 		if err == nil && len(m.Data) > 0 {
 			return m.Data, nil
 		}

@@ -123,7 +123,11 @@ func (c *Coordinator) RunTasks(ctx context.Context, tasks []TaskSpec, files map[
 				break
 			}
 			w := c.workers[name]
-			if _, ok := busy[name]; ok || (w.State != "ready" && w.State != "training") {
+			// During a phase its members take the tasks (beside their
+			// replicas); a worker waiting to join it does not. Between
+			// phases, the ready ones.
+			eligible := w.State == "ready" && c.rep == nil || w.State == "training" && c.rep != nil && slices.Contains(c.members, name)
+			if _, ok := busy[name]; ok || !eligible {
 				continue
 			}
 			t := queue[0]

@@ -854,3 +854,38 @@ func TestTasksGoToIdleWorkersAndSurviveALoss(t *testing.T) {
 		}
 	}
 }
+
+// TestDiscoveredJobGoneBeforeRegistering: a worker without --job finds a
+// job by discovery whose coordinator never answers its registration (it
+// ended meanwhile); it looks again and joins the next job.
+func TestDiscoveredJobGoneBeforeRegistering(t *testing.T) {
+	defer func(d time.Duration) { JobGoneAfter = d }(JobGoneAfter)
+	JobGoneAfter = 300 * time.Millisecond
+	_, conn := embedded(t)
+	ghost := conn("ghost")
+	sub, err := ghost.Subscribe("lathe.discover", func(m *nats.Msg) { _ = m.Respond([]byte("ghost")) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = ghost.Flush()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	w := &Worker{NC: conn("w"), Name: "w", Device: "cpu"}
+	errs := make(chan error, 1)
+	serve(ctx, w, errs)
+	time.Sleep(200 * time.Millisecond) // it has found the ghost and tries to register
+	_ = sub.Unsubscribe()
+	coord, err := NewCoordinator(conn("coordinator"), "real", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer coord.Close()
+	if err := coord.WaitWorkers(ctx, 1); err != nil {
+		t.Fatalf("the worker never joined the next job: %v", err)
+	}
+	select {
+	case err := <-errs:
+		t.Fatal(err)
+	default:
+	}
+}

@@ -81,6 +81,30 @@ func (w *Worker) Serve(ctx context.Context) error {
 	if w.Log == nil {
 		w.Log = hclog.NewNullLogger()
 	}
+	if w.Job != "" {
+		return w.serveJob(ctx, false)
+	}
+	for {
+		// A job found by discovery may end before this worker registers:
+		// then look for the next one.
+		if err := w.serveJob(ctx, true); !errors.Is(err, errJobGone) {
+			return err
+		}
+		w.Log.Info("the job ended before this worker registered; looking for another", "job", w.Job)
+		w.Job = ""
+	}
+}
+
+// errJobGone says a discovered job's coordinator stopped answering before
+// the worker registered.
+var errJobGone = errors.New("cluster: the job's coordinator is gone")
+
+// JobGoneAfter is how long a worker that found its job by discovery tries
+// to register before it looks for another job.
+var JobGoneAfter = 5 * time.Second
+
+// serveJob is Serve for one job (discovered first when w.Job is empty).
+func (w *Worker) serveJob(ctx context.Context, discovered bool) error {
 	if w.Job == "" {
 		logged := false
 		for w.Job == "" {
@@ -112,7 +136,7 @@ func (w *Worker) Serve(ctx context.Context) error {
 	defer sub.Unsubscribe()
 	_ = sub.SetPendingLimits(-1, -1)
 	w.state = "idle"
-	if err := w.register(ctx, prefix); err != nil {
+	if err := w.register(ctx, prefix, discovered); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -227,7 +251,7 @@ func (w *Worker) Serve(ctx context.Context) error {
 				w.state, w.err = "idle", ""
 				w.mu.Unlock()
 				w.Log.Info("the coordinator does not know this worker (restarted?); registering again")
-				if err := w.register(ctx, prefix); err != nil {
+				if err := w.register(ctx, prefix, false); err != nil {
 					return err
 				}
 			case "end":
@@ -292,7 +316,10 @@ func (w *Worker) Serve(ctx context.Context) error {
 	}
 }
 
-func (w *Worker) register(ctx context.Context, prefix string) error {
+// register announces the worker to the job's coordinator, waiting for one
+// to answer — at most JobGoneAfter with giveUp (errJobGone).
+func (w *Worker) register(ctx context.Context, prefix string, giveUp bool) error {
+	start := time.Now()
 	cores := runtime.NumCPU()
 	b, _ := json.Marshal(Hello{Name: w.Name, Version: Version, Cores: cores, Device: w.Device, PID: os.Getpid()})
 	logged := false
@@ -314,6 +341,9 @@ func (w *Worker) register(ctx context.Context, prefix string) error {
 		}
 		if !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
 			return fmt.Errorf("cluster: register: %w", err)
+		}
+		if giveUp && time.Since(start) > JobGoneAfter {
+			return errJobGone
 		}
 		if !logged {
 			w.Log.Info("waiting for the coordinator", "job", w.Job)

@@ -157,6 +157,18 @@ func shardAdder(perShard time.Duration) func([]int, []int64) error {
 
 func nanValue() float64 { var z float64; return z / z }
 
+// newCoordinator serves job "job" on a connection of its own until the
+// test ends.
+func newCoordinator(t *testing.T, conn func(string) *nats.Conn) *Coordinator {
+	t.Helper()
+	coord, err := NewCoordinator(conn("coordinator"), "job", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(coord.Close)
+	return coord
+}
+
 // reduceSteps runs steps [from, to) as par, whose micro-shards add
 // computes, and checks each reduces to want.
 func reduceSteps(ctx context.Context, par *Replica, name string, from, to int64, want []float32, add func([]int, []int64) error) error {
@@ -295,11 +307,7 @@ func TestStepReducedBeforeALossIsKept(t *testing.T) {
 // new one — sitting it out would leave the others waiting for its share.
 func TestWorkerJoinsTheNextPhaseWhileTheLastWindsDown(t *testing.T) {
 	_, conn := embedded(t)
-	coord, err := NewCoordinator(conn("coordinator"), "job", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer coord.Close()
+	coord := newCoordinator(t, conn)
 	second := make(chan uint64, 1)
 	w := &Worker{NC: conn("w1"), Job: "job", Name: "w1", Device: "cpu",
 		Run: func(ctx context.Context, spec PhaseSpec, _ map[string][]byte, par *Replica) error {
@@ -454,11 +462,7 @@ func TestStepIsSplitByMeasuredSpeed(t *testing.T) {
 	defer func(e time.Duration) { RebalanceEvery = e }(RebalanceEvery)
 	RebalanceEvery = 300 * time.Millisecond
 	_, conn := embedded(t)
-	coord, err := NewCoordinator(conn("coordinator"), "job", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer coord.Close()
+	coord := newCoordinator(t, conn)
 	const n, shards, steps = 64, 16, 120
 	want := exactSum(n, shards)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -504,11 +508,7 @@ func TestDriftedWorkerIsLeftOut(t *testing.T) {
 	defer func(e int64) { DigestEvery = e }(DigestEvery)
 	DigestEvery = 5
 	_, conn := embedded(t)
-	coord, err := NewCoordinator(conn("coordinator"), "job", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer coord.Close()
+	coord := newCoordinator(t, conn)
 	const n, shards, steps = 16, 4, 150
 	want := exactSum(n, shards)
 	compute := shardAdder(5 * time.Millisecond) // two shards each: 10 ms a step
@@ -601,11 +601,7 @@ func TestNarrowPartialsRoundTrip(t *testing.T) {
 // object someone else overwrote in the store, or one it cannot check.
 func TestStoreObjectsAreSigned(t *testing.T) {
 	_, conn := embedded(t)
-	coord, err := NewCoordinator(conn("coordinator"), "job", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer coord.Close()
+	coord := newCoordinator(t, conn)
 	coord.Secret = []byte("the job's secret")
 	got := make(chan map[string][]byte, 4)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -700,11 +696,7 @@ func TestStoreObjectsAreSigned(t *testing.T) {
 // from there, and every replica reduces every step to the exact vector.
 func TestWorkersJoinMidPhase(t *testing.T) {
 	_, conn := embedded(t)
-	coord, err := NewCoordinator(conn("coordinator"), "job", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer coord.Close()
+	coord := newCoordinator(t, conn)
 	coord.Dead = 600 * time.Millisecond
 	const n, shards, steps = 64, 8, 90
 	want := exactSum(n, shards)
@@ -785,11 +777,7 @@ func TestWorkersJoinMidPhase(t *testing.T) {
 // from a worker that was handed no task is rejected.
 func TestTasksGoToIdleWorkersAndSurviveALoss(t *testing.T) {
 	_, conn := embedded(t)
-	coord, err := NewCoordinator(conn("coordinator"), "job", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer coord.Close()
+	coord := newCoordinator(t, conn)
 	coord.Dead = 600 * time.Millisecond
 	coord.Secret = []byte("job secret")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -525,12 +524,8 @@ func (c *Coordinator) Admit(step int64, state []byte) error {
 		return nil
 	}
 	name := fmt.Sprintf("%s.join-%d.arrow", Token(spec.Name), step)
-	obs, err := c.objectStore()
-	if err != nil {
+	if err := c.putFiles(map[string][]byte{name: state}); err != nil {
 		return err
-	}
-	if _, err := obs.Put(&nats.ObjectMeta{Name: name, Description: objectMAC(c.Secret, name, state)}, bytes.NewReader(state)); err != nil {
-		return fmt.Errorf("cluster: object store: put %s: %w", name, err)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -72,13 +72,12 @@ type Replica struct {
 	log    hclog.Logger
 
 	mu      sync.Mutex
-	gen     uint64 // the newest generation
-	members []string
-	shares  []int            // the newest generation's micro-shards per member (nil: equal)
+	gen     uint64           // the newest generation
 	digests map[int64]string // own weight digests by step (the last DigestKeep)
-	// Every generation's members, split and first step: a step is run by
-	// the newest generation whose first step it has reached (a worker
-	// joining mid-phase takes part from a step boundary ahead).
+	// Every generation's members, split of the micro-shards (nil: equal)
+	// and first step: a step is run by the newest generation whose first
+	// step it has reached (a worker joining mid-phase takes part from a
+	// step boundary ahead).
 	byGen    map[uint64][]string
 	sharesOf map[uint64][]int
 	fromOf   map[uint64]int64
@@ -123,7 +122,7 @@ func NewReplica(nc *nats.Conn, job, name string, phase uint64, shards int, gen u
 		log = hclog.NewNullLogger()
 	}
 	r := &Replica{nc: nc, job: Token(job), name: Token(name), phase: phase, shards: shards, log: log,
-		gen: gen, members: slices.Clone(members), byGen: map[uint64][]string{gen: slices.Clone(members)},
+		gen: gen, byGen: map[uint64][]string{gen: slices.Clone(members)},
 		sharesOf: map[uint64][]int{}, fromOf: map[uint64]int64{gen: 0},
 		changed: make(chan struct{}), notify: make(chan struct{}, 1),
 		partials: map[key]*assembly{}, chunks: map[key]*assembly{}, done: map[int64][]float32{}, coordMoved: make(chan struct{}, 1)}
@@ -250,7 +249,6 @@ func (r *Replica) lastDigest() (step int64, d string) {
 // its members (nil: equal).
 func (r *Replica) SetShares(shares []int) {
 	r.mu.Lock()
-	r.shares = slices.Clone(shares)
 	r.sharesOf[r.gen] = slices.Clone(shares)
 	r.mu.Unlock()
 }
@@ -272,10 +270,21 @@ func (r *Replica) SetGen(gen uint64, members []string, shares []int, failure str
 		// have started; this one got past it before hearing of it.
 		r.fault = fmt.Errorf("cluster: generation %d starts at step %d, but this replica completed %d steps before it heard of it", gen, from+1, r.steps.Load())
 	}
-	r.gen, r.members, r.shares, r.failure = gen, slices.Clone(members), slices.Clone(shares), failure
+	r.gen, r.failure = gen, failure
 	r.byGen[gen] = slices.Clone(members)
 	r.sharesOf[gen] = slices.Clone(shares)
 	r.fromOf[gen] = from
+	// Generations before the one that runs the current step, and the one
+	// before it (its messages may still come), are done with: accept
+	// refuses their messages, so keep the maps short.
+	inUse := r.genForLocked(r.curStep)
+	for g := range r.fromOf {
+		if g+1 < inUse {
+			delete(r.fromOf, g)
+			delete(r.byGen, g)
+			delete(r.sharesOf, g)
+		}
+	}
 	close(r.changed)
 	r.changed = make(chan struct{})
 	future := r.future

@@ -1,12 +1,15 @@
 package cluster
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/nats-io/nats.go"
 )
 
 // Objects the coordinator puts in the job's store (datasets, teachers'
@@ -48,4 +51,28 @@ func checkObject(secret []byte, name, desc string, b []byte) error {
 		return fmt.Errorf("%w: %s does not match its signature: not written by this job's coordinator, or altered since", ErrBadSignature, name)
 	}
 	return nil
+}
+
+// putObject stores b under name, signed with secret.
+func putObject(obs nats.ObjectStore, secret []byte, name string, b []byte) error {
+	if _, err := obs.Put(&nats.ObjectMeta{Name: name, Description: objectMAC(secret, name, b)}, bytes.NewReader(b)); err != nil {
+		return fmt.Errorf("cluster: object store: put %s: %w", name, err)
+	}
+	return nil
+}
+
+// getObject reads the object name and checks its signature against secret.
+func getObject(obs nats.ObjectStore, bucket string, secret []byte, name string) ([]byte, error) {
+	b, err := obs.GetBytes(name)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: object store %s: get %s: %w", bucket, name, err)
+	}
+	info, err := obs.GetInfo(name)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: object store %s: info %s: %w", bucket, name, err)
+	}
+	if err := checkObject(secret, name, info.Description, b); err != nil {
+		return nil, err
+	}
+	return b, nil
 }

@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -196,15 +195,8 @@ func (c *Coordinator) taskFiles(res TaskResult) (map[string][]byte, error) {
 		if len(name) <= len(prefix) || name[:len(prefix)] != prefix {
 			return nil, fmt.Errorf("cluster: task %s: object %q is not the task's", res.ID, name)
 		}
-		b, err := obs.GetBytes(name)
+		b, err := getObject(obs, c.bucket, c.Secret, name)
 		if err != nil {
-			return nil, fmt.Errorf("cluster: object store %s: get %s: %w", c.bucket, name, err)
-		}
-		info, err := obs.GetInfo(name)
-		if err != nil {
-			return nil, fmt.Errorf("cluster: object store %s: info %s: %w", c.bucket, name, err)
-		}
-		if err := checkObject(c.Secret, name, info.Description, b); err != nil {
 			return nil, err
 		}
 		out[name[len(prefix):]] = b
@@ -234,9 +226,8 @@ func (c *Coordinator) putFiles(files map[string][]byte) error {
 		if c.stored[name] == sum {
 			continue
 		}
-		meta := &nats.ObjectMeta{Name: name, Description: objectMAC(c.Secret, name, b)}
-		if _, err := obs.Put(meta, bytes.NewReader(b)); err != nil {
-			return fmt.Errorf("cluster: object store: put %s: %w", name, err)
+		if err := putObject(obs, c.Secret, name, b); err != nil {
+			return err
 		}
 		c.stored[name] = sum
 	}
@@ -278,9 +269,8 @@ func (w *Worker) runTask(ctx context.Context, prefix string, spec TaskSpec) {
 		sort.Strings(rels)
 		for _, rel := range rels {
 			name := taskObject(spec.ID, rel)
-			meta := &nats.ObjectMeta{Name: name, Description: objectMAC(w.Secret, name, out[rel])}
-			if _, err := obs.Put(meta, bytes.NewReader(out[rel])); err != nil {
-				return fmt.Errorf("cluster: object store: put %s: %w", name, err)
+			if err := putObject(obs, w.Secret, name, out[rel]); err != nil {
+				return err
 			}
 			res.Files = append(res.Files, name)
 		}

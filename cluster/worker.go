@@ -413,15 +413,8 @@ func (w *Worker) fetch(bucket string, names, data []string) (map[string][]byte, 
 		return nil, fmt.Errorf("cluster: object store %s: %w", bucket, err)
 	}
 	for _, n := range names {
-		b, err := obs.GetBytes(n)
+		b, err := getObject(obs, bucket, w.Secret, n)
 		if err != nil {
-			return nil, fmt.Errorf("cluster: object store %s: get %s: %w", bucket, n, err)
-		}
-		info, err := obs.GetInfo(n)
-		if err != nil {
-			return nil, fmt.Errorf("cluster: object store %s: info %s: %w", bucket, n, err)
-		}
-		if err := checkObject(w.Secret, n, info.Description, b); err != nil {
 			return nil, err
 		}
 		out[n] = b

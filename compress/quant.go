@@ -188,7 +188,10 @@ func (p QuantParams) FakeQuantChannels(dst, src []float32, inside []bool, c0, c1
 			// needs no clamping: compute, and redo it clamped if any did not.
 			qlo, qhi := qmin, qmax
 			n := 0
-			if n = len(s) &^ 7; hasAVX2 && n > 0 {
+			if hasAVX2 {
+				n = len(s) &^ 7
+			}
+			if n > 0 {
 				// The same arithmetic, eight at a time.
 				lanes := [16]float32{qmin, qmin, qmin, qmin, qmin, qmin, qmin, qmin, qmax, qmax, qmax, qmax, qmax, qmax, qmax, qmax}
 				fakeQuant8(&d[0], &s[0], n, inv, sc, zf, &lanes)
@@ -200,8 +203,6 @@ func (p QuantParams) FakeQuantChannels(dst, src []float32, inside []bool, c0, c1
 						qhi = lanes[8+k]
 					}
 				}
-			} else {
-				n = 0
 			}
 			for i, v := range s[n:] {
 				i += n

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -76,17 +77,17 @@ func microShards(batch, want int) (int, error) {
 
 // startPhase sends the phase to the cluster's workers with the files its
 // replicas start from, and returns the coordinator's replica.
-func startPhase(ctx context.Context, job *recipes.Job, opts Options, teachers []*model.Model, rp *resumePoint, logits []byte) (*cluster.Replica, error) {
+func startPhase(ctx context.Context, job *recipes.Job, opts Options, teachers *storeFiles, rp *resumePoint, logits []byte) (*cluster.Replica, error) {
 	shards, err := microShards(job.Batch, opts.MicroShards)
 	if err != nil {
 		return nil, job.Errorf("batch", "%v", err)
 	}
 	spec := cluster.PhaseSpec{Name: job.Name, Recipe: job.HCL(), File: job.File, MicroShards: shards, SamplesPerShard: job.Batch / shards}
-	files, names, err := teacherObjects(job, teachers)
-	if err != nil {
-		return nil, err
+	files := maps.Clone(teachers.files)
+	if files == nil {
+		files = map[string][]byte{}
 	}
-	spec.Teachers = names
+	spec.Teachers = teachers.names
 	if logits != nil {
 		spec.TeacherLogits = cluster.Token(job.Name) + ".teacher-logits.arrow"
 		files[spec.TeacherLogits] = logits
@@ -111,25 +112,31 @@ func startPhase(ctx context.Context, job *recipes.Job, opts Options, teachers []
 	return opts.Cluster.Phase(ctx, spec, files)
 }
 
-// teacherObjects are the teachers' model files as store objects, and
-// their names in order.
-func teacherObjects(job *recipes.Job, teachers []*model.Model) (map[string][]byte, []string, error) {
-	files := map[string][]byte{}
-	var names []string
+// storeFiles are files for the job's object store, and the names of
+// those a spec lists, in order.
+type storeFiles struct {
+	files map[string][]byte
+	names []string
+}
+
+// teacherObjects are the teachers' model files as store objects, made
+// once for the logits tasks and the phase.
+func teacherObjects(job *recipes.Job, teachers []*model.Model) (*storeFiles, error) {
+	sf := &storeFiles{files: map[string][]byte{}}
 	for k, tm := range teachers {
 		mf, err := ExportModel(tm, fmt.Sprintf("%s-teacher-%d", job.Name, k+1), job.Dataset)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		b, err := checkpoint.Encode(mf)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		name := fmt.Sprintf("%s.teacher-%d.arrow", cluster.Token(job.Name), k+1)
-		files[name] = b
-		names = append(names, name)
+		sf.files[name] = b
+		sf.names = append(sf.names, name)
 	}
-	return files, names, nil
+	return sf, nil
 }
 
 // datasetObjects adds the dataset's files (from dataDir, or where it is

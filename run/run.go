@@ -366,6 +366,18 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		rp.model.Quant, rp.model.ActQuant = m.Quant, m.ActQuant
 		startModel, resume, ckpt.best = rp.model, rp.state.Snapshot, rp.state.BestValAccuracy
 	}
+	// The teachers' model files for the cluster's store, made once for
+	// the logits tasks and the phase.
+	var tobj *storeFiles
+	teacherFiles := func() (*storeFiles, error) {
+		if tobj == nil {
+			var err error
+			if tobj, err = teacherObjects(job, teachers); err != nil {
+				return nil, err
+			}
+		}
+		return tobj, nil
+	}
 	// Offline distillation: the teachers' logits for the training set,
 	// once (the coordinator's, for a worker's replica).
 	var tlogits []float32
@@ -380,7 +392,10 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 			if opts.Cluster != nil {
 				// Split across the workers, each a range of whole batches,
 				// with one thread as here: the same bits.
-				tlogits, err = clusterTeacherLogits(ctx, job, opts, teachers, train, log)
+				var tf *storeFiles
+				if tf, err = teacherFiles(); err == nil {
+					tlogits, err = clusterTeacherLogits(ctx, job, opts, tf, train, log)
+				}
 			} else {
 				tlogits, err = trainer.TeacherLogits(teachers, eng, train, job.EvalBatch)
 			}
@@ -402,7 +417,11 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	}
 	var par *cluster.Replica
 	if opts.Cluster != nil {
-		if par, err = startPhase(ctx, job, opts, teachers, rp, tlogitsFile); err != nil {
+		tf, err := teacherFiles()
+		if err != nil {
+			return nil, nil, err
+		}
+		if par, err = startPhase(ctx, job, opts, tf, rp, tlogitsFile); err != nil {
 			return nil, nil, err
 		}
 		defer opts.Cluster.EndPhase()

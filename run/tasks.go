@@ -2,15 +2,18 @@ package run
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -42,6 +45,7 @@ func Task(dataDir string, threads int, log hclog.Logger) cluster.TaskFunc {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
+	var sets splitCache // the last split loaded: a sensitivity analysis hands out many cells
 	return func(ctx context.Context, spec cluster.TaskSpec, files map[string][]byte) ([]byte, map[string][]byte, error) {
 		job, err := recipes.Parse(spec.Recipe, spec.File, nil)
 		if err != nil {
@@ -50,21 +54,65 @@ func Task(dataDir string, threads int, log hclog.Logger) cluster.TaskFunc {
 		if !slices.Equal(recipeLines(job.HCL()), recipeLines(spec.Recipe)) {
 			return nil, nil, fmt.Errorf("run: the task's recipe %s does not read back the same here (another lathe version?)", spec.File)
 		}
-		dir, cleanup, err := datasetDir(dataDir, spec.Data, files, log)
-		if err != nil {
-			return nil, nil, err
-		}
-		defer cleanup()
 		switch spec.Kind {
 		case "run":
+			dir, cleanup, err := datasetDir(dataDir, spec.Data, files, log)
+			if err != nil {
+				return nil, nil, err
+			}
+			defer cleanup()
 			return runTask(ctx, job, dir, threads, log)
-		case "logits":
-			return logitsTask(job, dir, spec, files)
-		case "sensitivity":
-			return sensitivityTask(job, dir, spec, files)
+		case "logits", "sensitivity":
+			train, val, err := sets.get(job, dataDir, spec.Data, files, log)
+			if err != nil {
+				return nil, nil, err
+			}
+			if spec.Kind == "logits" {
+				return logitsTask(job, train, spec, files)
+			}
+			return sensitivityTask(job, val, spec, files)
 		}
 		return nil, nil, fmt.Errorf("run: unknown task kind %q", spec.Kind)
 	}
+}
+
+// splitCache keeps the training and validation splits a worker loaded
+// last, by the dataset's bytes and the split.
+type splitCache struct {
+	mu         sync.Mutex
+	key        string
+	train, val *data.Set
+}
+
+// get returns job's training and validation splits, from dataDir or the
+// coordinator's dataset objects.
+func (c *splitCache) get(job *recipes.Job, dataDir string, objects []string, files map[string][]byte, log hclog.Logger) (train, val *data.Set, err error) {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s %d %s\n", job.Dataset, job.Validation, dataDir)
+	if dataDir == "" {
+		for _, n := range objects {
+			h.Write(files[n])
+		}
+	}
+	key := string(h.Sum(nil))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if key == c.key {
+		return c.train, c.val, nil
+	}
+	dir, cleanup, err := datasetDir(dataDir, objects, files, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer cleanup()
+	if train, _, err = data.Load(job.Dataset, dir); err != nil {
+		return nil, nil, err
+	}
+	if train, val, err = data.SplitValidation(train, job.Validation); err != nil {
+		return nil, nil, err
+	}
+	c.key, c.train, c.val = key, train, val
+	return train, val, nil
 }
 
 // runTask runs job in a scratch directory and returns its summary and
@@ -105,14 +153,7 @@ func runTask(ctx context.Context, job *recipes.Job, dataDir string, threads int,
 
 // logitsTask computes the teachers' logits for a range of the training
 // set.
-func logitsTask(job *recipes.Job, dataDir string, spec cluster.TaskSpec, files map[string][]byte) ([]byte, map[string][]byte, error) {
-	train, _, err := data.Load(job.Dataset, dataDir)
-	if err != nil {
-		return nil, nil, err
-	}
-	if train, _, err = data.SplitValidation(train, job.Validation); err != nil {
-		return nil, nil, err
-	}
+func logitsTask(job *recipes.Job, train *data.Set, spec cluster.TaskSpec, files map[string][]byte) ([]byte, map[string][]byte, error) {
 	if spec.Lo < 0 || spec.Hi > train.Len() || spec.Lo >= spec.Hi {
 		return nil, nil, fmt.Errorf("run: logits for samples [%d, %d) of a %d-sample training set", spec.Lo, spec.Hi, train.Len())
 	}
@@ -143,11 +184,8 @@ func logitsTask(job *recipes.Job, dataDir string, spec cluster.TaskSpec, files m
 // clusterTeacherLogits has the workers compute the teachers' logits for
 // the training set, split in ranges of whole evaluation batches (one task
 // per worker ready), and puts the table together in order.
-func clusterTeacherLogits(ctx context.Context, job *recipes.Job, opts Options, teachers []*model.Model, train *data.Set, log hclog.Logger) ([]float32, error) {
-	files, names, err := teacherObjects(job, teachers)
-	if err != nil {
-		return nil, err
-	}
+func clusterTeacherLogits(ctx context.Context, job *recipes.Job, opts Options, teachers *storeFiles, train *data.Set, log hclog.Logger) ([]float32, error) {
+	files, names := maps.Clone(teachers.files), teachers.names
 	dataObjs, err := datasetObjects(job, opts.DataDir, files)
 	if err != nil {
 		return nil, err
@@ -196,23 +234,26 @@ func clusterTeacherLogits(ctx context.Context, job *recipes.Job, opts Options, t
 // several at once, and files each point's run directory as it comes back.
 func sweepOnCluster(ctx context.Context, jobs []*recipes.Job, rows []SweepRow, opts Options, record func(i int, sum *Summary, err error) error) error {
 	files := map[string][]byte{}
+	objs := map[string][]string{} // the dataset objects, read once per dataset
 	var tasks []cluster.TaskSpec
+	index := map[string]int{}
 	for i, j := range jobs {
-		objs, err := datasetObjects(j, opts.DataDir, files)
-		if err != nil {
-			return err
+		if objs[j.Dataset] == nil {
+			o, err := datasetObjects(j, opts.DataDir, files)
+			if err != nil {
+				return err
+			}
+			objs[j.Dataset] = o
 		}
-		tasks = append(tasks, cluster.TaskSpec{ID: fmt.Sprintf("sweep-%d", i+1), Kind: "run", Recipe: j.HCL(), File: j.File, Data: objs})
+		id := fmt.Sprintf("sweep-%d", i+1)
+		index[id] = i
+		tasks = append(tasks, cluster.TaskSpec{ID: id, Kind: "run", Recipe: j.HCL(), File: j.File, Data: objs[j.Dataset]})
 	}
 	if err := opts.Cluster.WaitWorkers(ctx, 1); err != nil {
 		return err
 	}
 	st, err := opts.Cluster.RunTasks(ctx, tasks, files, func(t cluster.TaskSpec, o cluster.TaskOutcome) error {
-		var i int
-		if _, err := fmt.Sscanf(t.ID, "sweep-%d", &i); err != nil || i < 1 || i > len(jobs) {
-			return fmt.Errorf("run: a sweep task %q that was not handed out", t.ID)
-		}
-		i--
+		i := index[t.ID]
 		if o.Error != "" {
 			return record(i, nil, fmt.Errorf("on %s: %s", o.Worker, o.Error))
 		}
@@ -243,7 +284,7 @@ func sweepOnCluster(ctx context.Context, jobs []*recipes.Job, rows []SweepRow, o
 }
 
 // sensitivityTask evaluates one cell of a sensitivity analysis.
-func sensitivityTask(job *recipes.Job, dataDir string, spec cluster.TaskSpec, files map[string][]byte) ([]byte, map[string][]byte, error) {
+func sensitivityTask(job *recipes.Job, val *data.Set, spec cluster.TaskSpec, files map[string][]byte) ([]byte, map[string][]byte, error) {
 	if len(spec.Inputs) != 1 {
 		return nil, nil, fmt.Errorf("run: a sensitivity cell needs one model file, got %d", len(spec.Inputs))
 	}
@@ -254,14 +295,6 @@ func sensitivityTask(job *recipes.Job, dataDir string, spec cluster.TaskSpec, fi
 	m, _, err := LoadModel(f)
 	if err != nil {
 		return nil, nil, fmt.Errorf("run: the sensitivity model: %w", err)
-	}
-	train, _, err := data.Load(job.Dataset, dataDir)
-	if err != nil {
-		return nil, nil, err
-	}
-	_, val, err := data.SplitValidation(train, job.Validation)
-	if err != nil {
-		return nil, nil, err
 	}
 	acc, err := cellAccuracy(m, val, spec.Layer, spec.Sparsity, job.EvalBatch)
 	if err != nil {
@@ -316,8 +349,11 @@ func clusterSensitivity(ctx context.Context, job *recipes.Job, opts Options, m *
 	}
 	all := append([]trainer.SensitivityRow{{}}, cells...)
 	var tasks []cluster.TaskSpec
+	index := map[string]int{}
 	for k, c := range all {
-		tasks = append(tasks, cluster.TaskSpec{ID: fmt.Sprintf("%s-sensitivity-%d", cluster.Token(job.Name), k), Kind: "sensitivity",
+		id := fmt.Sprintf("%s-sensitivity-%d", cluster.Token(job.Name), k)
+		index[id] = k
+		tasks = append(tasks, cluster.TaskSpec{ID: id, Kind: "sensitivity",
 			Recipe: job.HCL(), File: job.File, Data: dataObjs, Inputs: []string{name}, Layer: c.Layer, Sparsity: c.Sparsity})
 	}
 	accs := make([]float64, len(all))
@@ -326,15 +362,11 @@ func clusterSensitivity(ctx context.Context, job *recipes.Job, opts Options, m *
 		if o.Error != "" {
 			return fmt.Errorf("run: sensitivity cell %s at %v on %s: %s", t.Layer, t.Sparsity, o.Worker, o.Error)
 		}
-		var k int
-		if _, err := fmt.Sscanf(t.ID[strings.LastIndex(t.ID, "-")+1:], "%d", &k); err != nil || k < 0 || k >= len(all) {
-			return fmt.Errorf("run: a sensitivity task %q that was not handed out", t.ID)
-		}
 		var r map[string]float64
 		if err := json.Unmarshal(o.Summary, &r); err != nil {
 			return fmt.Errorf("run: sensitivity cell from %s: %w", o.Worker, err)
 		}
-		accs[k] = r["val_accuracy"]
+		accs[index[t.ID]] = r["val_accuracy"]
 		return nil
 	})
 	if err != nil {

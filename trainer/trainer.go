@@ -401,12 +401,18 @@ func (t *Trainer) Run(ctx context.Context) (res *Result, err error) {
 		startEpoch, startStep, started = sn.Epoch, sn.StepInEpoch, sn.EpochStarted
 		r = running{loss: sn.LossSum, extra: sn.ExtraSum, kd: sn.KDSum, correct: sn.Correct, seconds: sn.TrainSeconds}
 	}
-	checkpoint := func(epoch, step int, started bool, r running) error {
+	snap := func(epoch, step int, started bool, r running) (*Snapshot, error) {
 		sn, err := t.snapshot(epoch, step, res, r)
+		if err == nil {
+			sn.EpochStarted = started
+		}
+		return sn, err
+	}
+	checkpoint := func(epoch, step int, started bool, r running) error {
+		sn, err := snap(epoch, step, started, r)
 		if err != nil {
 			return err
 		}
-		sn.EpochStarted = started
 		return cfg.Checkpoint(sn)
 	}
 	for epoch := startEpoch; epoch < cfg.Epochs; epoch++ {
@@ -431,11 +437,10 @@ func (t *Trainer) Run(ctx context.Context) (res *Result, err error) {
 				return nil, err
 			}
 			if j, ok := cfg.Parallel.(Joinable); ok && cfg.ShareState != nil && j.JoinAt(t.state.Step) {
-				sn, err := t.snapshot(epoch, s, res, r)
+				sn, err := snap(epoch, s, true, r)
 				if err != nil {
 					return nil, err
 				}
-				sn.EpochStarted = true
 				if err := cfg.ShareState(sn); err != nil {
 					return nil, err
 				}

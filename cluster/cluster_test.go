@@ -1,10 +1,12 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -592,6 +594,64 @@ func TestNarrowPartialsRoundTrip(t *testing.T) {
 	for _, bad := range [][]byte{{}, {0}, {9, 1}, {3, 1, 2}} {
 		if _, err := int64s(bad); err == nil {
 			t.Fatalf("%v decoded", bad)
+		}
+	}
+	// Long parts of every width, against the format written out byte by
+	// byte: the width byte, then each value's low w bytes.
+	r := rand.New(rand.NewPCG(7, 8))
+	for w := 1; w <= 8; w++ {
+		for _, n := range []int{1, 7, 8, 9, 1001} {
+			v := make([]int64, n)
+			for i := range v {
+				v[i] = int64(r.Uint64()) >> (64 - 8*w) // fits w bytes, both signs
+			}
+			v[r.IntN(n)] = -1 << (8*w - 1) // the narrowest of the width
+			want := []byte{byte(w)}
+			for _, x := range v {
+				for k := range w {
+					want = append(want, byte(uint64(x)>>(8*k)))
+				}
+			}
+			b := putInt64s(v)
+			if !bytes.Equal(b, want) {
+				t.Fatalf("width %d, %d values: encoded differently from the format", w, n)
+			}
+			got, err := int64s(b)
+			if err != nil || !slices.Equal(got, v) {
+				t.Fatalf("width %d, %d values: decoded %v", w, n, err)
+			}
+		}
+	}
+}
+
+// TestFloatPartsRefuseNonFinite: a float32 part round-trips every finite
+// value (zeros of both signs, subnormals, the largest) and is refused
+// whole for a NaN or an Inf anywhere in it.
+func TestFloatPartsRefuseNonFinite(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	v := make([]float32, 1001)
+	for i := range v {
+		v[i] = math.Float32frombits(r.Uint32())
+		if f := float64(v[i]); math.IsNaN(f) || math.IsInf(f, 0) {
+			v[i] = 0
+		}
+	}
+	v[0], v[1], v[2], v[3] = float32(math.Copysign(0, -1)), math.SmallestNonzeroFloat32, math.MaxFloat32, -math.MaxFloat32
+	got, err := float32s(putFloat32s(v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range v {
+		if math.Float32bits(got[i]) != math.Float32bits(v[i]) {
+			t.Fatalf("value %d: %g came back as %g", i, v[i], got[i])
+		}
+	}
+	for _, bad := range []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1))} {
+		at := r.IntN(len(v))
+		spoilt := slices.Clone(v)
+		spoilt[at] = bad
+		if _, err := float32s(putFloat32s(spoilt)); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("at %d", at)) {
+			t.Fatalf("%v at %d: %v", bad, at, err)
 		}
 	}
 }

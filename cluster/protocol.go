@@ -158,46 +158,63 @@ func parseMeta(h nats.Header) (meta, error) {
 // 2^-40 scale fits 7 bytes; typical gradients need 5), so the
 // reduce-scatter moves well under 8 bytes a value, exactly.
 func putInt64s(v []int64) []byte {
-	w := 1
+	// The widest value decides: fold negatives onto their complement and
+	// OR everything, one pass.
+	var folded uint64
 	for _, x := range v {
-		w = max(w, widthOf(x))
+		folded |= uint64(x ^ (x >> 63))
 	}
-	b := make([]byte, 1+w*len(v))
+	w := (bits.Len64(folded) + 1 + 7) / 8
+	// Each value is stored as 8 bytes at its place, the next one
+	// overwriting the first's high bytes (8 spare bytes at the end, cut
+	// off the slice).
+	b := make([]byte, 1+w*len(v)+8)
 	b[0] = byte(w)
 	for i, x := range v {
-		u := uint64(x)
-		for k := range w {
-			b[1+i*w+k] = byte(u >> (8 * k))
-		}
+		binary.LittleEndian.PutUint64(b[1+i*w:], uint64(x))
 	}
-	return b
+	return b[:1+w*len(v)]
 }
 
-// widthOf is the fewest bytes whose two's complement holds x.
-func widthOf(x int64) int {
-	if x < 0 {
-		x = ^x
-	}
-	return (bits.Len64(uint64(x)) + 1 + 7) / 8
-}
-
-func int64s(b []byte) ([]int64, error) {
+// int64sCount checks a narrow part's width and returns how many values it
+// holds.
+func int64sCount(b []byte) (int, error) {
 	if len(b) == 0 {
-		return nil, errors.New("an empty part: no width byte")
+		return 0, errors.New("an empty part: no width byte")
 	}
 	w := int(b[0])
 	if w < 1 || w > 8 || (len(b)-1)%w != 0 {
-		return nil, fmt.Errorf("%d bytes is not a whole number of %d-byte values", len(b)-1, w)
+		return 0, fmt.Errorf("%d bytes is not a whole number of %d-byte values", len(b)-1, w)
 	}
-	v := make([]int64, (len(b)-1)/w)
+	return (len(b) - 1) / w, nil
+}
+
+// decodeInt64s decodes a part int64sCount accepted into v (its length).
+func decodeInt64s(v []int64, b []byte) {
+	w := int(b[0])
 	shift := 64 - 8*w
-	for i := range v {
+	i := 0
+	// Eight bytes at a time while eight remain, the value in the low w
+	// and sign-extended from there.
+	for ; i < len(v) && 1+i*w+8 <= len(b); i++ {
+		v[i] = int64(binary.LittleEndian.Uint64(b[1+i*w:])<<shift) >> shift
+	}
+	for ; i < len(v); i++ {
 		var u uint64
 		for k := range w {
 			u |= uint64(b[1+i*w+k]) << (8 * k)
 		}
-		v[i] = int64(u<<shift) >> shift // sign-extended
+		v[i] = int64(u<<shift) >> shift
 	}
+}
+
+func int64s(b []byte) ([]int64, error) {
+	n, err := int64sCount(b)
+	if err != nil {
+		return nil, err
+	}
+	v := make([]int64, n)
+	decodeInt64s(v, b)
 	return v, nil
 }
 
@@ -209,18 +226,34 @@ func putFloat32s(v []float32) []byte {
 	return b
 }
 
-// float32s decodes a part, refusing NaN and Inf.
-func float32s(b []byte) ([]float32, error) {
+// float32sCount checks a float32 part: a whole number of values, none of
+// them NaN or Inf (all exponent bits set).
+func float32sCount(b []byte) (int, error) {
 	if len(b)%4 != 0 {
-		return nil, fmt.Errorf("%d bytes is not a whole number of float32s", len(b))
+		return 0, fmt.Errorf("%d bytes is not a whole number of float32s", len(b))
 	}
-	v := make([]float32, len(b)/4)
-	for i := range v {
-		v[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
-		if f := float64(v[i]); math.IsNaN(f) || math.IsInf(f, 0) {
-			return nil, fmt.Errorf("non-finite value at %d", i)
+	for i := 0; i+4 <= len(b); i += 4 {
+		if binary.LittleEndian.Uint32(b[i:])&0x7f800000 == 0x7f800000 {
+			return 0, fmt.Errorf("non-finite value at %d", i/4)
 		}
 	}
+	return len(b) / 4, nil
+}
+
+func decodeFloat32s(v []float32, b []byte) {
+	for i := range v {
+		v[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	}
+}
+
+// float32s decodes a part, refusing NaN and Inf.
+func float32s(b []byte) ([]float32, error) {
+	n, err := float32sCount(b)
+	if err != nil {
+		return nil, err
+	}
+	v := make([]float32, n)
+	decodeFloat32s(v, b)
 	return v, nil
 }
 

@@ -92,6 +92,7 @@ type Replica struct {
 	partials map[key]*assembly // reduce-scatter parts for our chunk
 	chunks   map[key]*assembly // all-gather parts
 	partial  *sent             // our last partial vector, for resends
+	spare    *sent             // the one before, reused once no resend reads it
 	reduced  *sent             // our last reduced chunk, for resends
 	done     map[int64][]float32
 	future   []*nats.Msg // data messages of a generation not installed yet
@@ -106,12 +107,13 @@ type Replica struct {
 
 // sent is a vector a replica published, kept until the next step.
 type sent struct {
-	gen  uint64
-	step int64
-	n    int
-	i64  []int64
-	f32  []float32
-	lo   int
+	readers int // resends encoding from it (r.mu)
+	gen     uint64
+	step    int64
+	n       int
+	i64     []int64
+	f32     []float32
+	lo      int
 }
 
 var _ trainer.Parallel = (*Replica)(nil)
@@ -471,7 +473,17 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 	size := len(members)
 	rank := slices.Index(members, r.name)
 	if rank >= 0 {
-		partial := make([]int64, n)
+		var partial []int64
+		r.mu.Lock()
+		if sp := r.spare; sp != nil && sp.readers == 0 && len(sp.i64) == n {
+			partial = sp.i64
+			clear(partial)
+		}
+		r.spare = nil
+		r.mu.Unlock()
+		if partial == nil {
+			partial = make([]int64, n)
+		}
 		mine := plan(r.shards, shares, size, rank)
 		start := time.Now()
 		if err := compute(mine, partial); err != nil {
@@ -481,7 +493,7 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 		r.mu.Lock()
 		r.stats.Shards += int64(len(mine))
 		r.stats.ComputeSeconds += took
-		r.partial = &sent{gen: gen, step: step, n: n, i64: partial}
+		r.spare, r.partial = r.partial, &sent{gen: gen, step: step, n: n, i64: partial}
 		r.mu.Unlock()
 		for j, o := range members {
 			if j != rank {
@@ -665,6 +677,14 @@ func (r *Replica) onResend(m *nats.Msg) {
 	}
 	r.mu.Lock()
 	p, c := r.partial, r.reduced
+	if p != nil {
+		p.readers++ // not reused for a step's partials while encoded here
+		defer func() {
+			r.mu.Lock()
+			p.readers--
+			r.mu.Unlock()
+		}()
+	}
 	members := r.byGen[q.Gen]
 	r.mu.Unlock()
 	answer := "none"
@@ -807,16 +827,13 @@ func (r *Replica) onPart(m *nats.Msg, partial bool) {
 	if !ok {
 		return
 	}
-	var i64 []int64
-	var f32 []float32
+	// Checked here, decoded straight into the assembly below.
+	var count int
 	var err error
-	count := 0
 	if partial {
-		i64, err = int64s(m.Data)
-		count = len(i64)
+		count, err = int64sCount(m.Data)
 	} else {
-		f32, err = float32s(m.Data)
-		count = len(f32)
+		count, err = float32sCount(m.Data)
 	}
 	if err != nil {
 		r.reject(kind, from, err)
@@ -855,9 +872,9 @@ func (r *Replica) onPart(m *nats.Msg, partial bool) {
 	}
 	err = a.place(md.off, count, func(at int) {
 		if partial {
-			copy(a.i64[at:], i64)
+			decodeInt64s(a.i64[at:at+count], m.Data)
 		} else {
-			copy(a.f32[at:], f32)
+			decodeFloat32s(a.f32[at:at+count], m.Data)
 		}
 	})
 	if err == nil {

@@ -78,3 +78,82 @@ func TestAVX2MomentumMatchesTheGoLoop(t *testing.T) {
 		}
 	}
 }
+
+// TestAVX2FixedPointMatchesToFixed: AddFixed's AVX2 pass gives the same
+// integers as ToFixed element by element — ties of both signs (x.5 after
+// scaling, to even), zeros of both signs, subnormals, values around the
+// pass's 2^11 limit and beyond it up to FixedLimit, over lengths with and
+// without a tail — and stops at a NaN or an out-of-range value with the
+// Go loop's error and index.
+func TestAVX2FixedPointMatchesToFixed(t *testing.T) {
+	if !hasAVX2 {
+		t.Skip("no AVX2 on this CPU: only the Go loop runs")
+	}
+	defer func() { hasAVX2 = true }()
+	r := rand.New(rand.NewPCG(5, 6))
+	awkward := func() float32 {
+		switch r.IntN(10) {
+		case 0:
+			return 0
+		case 1:
+			return float32(math.Copysign(0, -1))
+		case 2:
+			return float32(r.NormFloat64()) * 1e-40 // subnormal: rounds to 0 or ±1
+		case 3: // an odd multiple of 2^-41: a tie after scaling
+			return float32(2*r.IntN(1000)+1-1000) * float32(math.Ldexp(1, -41))
+		case 4:
+			return float32(math.Ldexp(1, 11)) * (1 + float32(r.IntN(3)-1)*1e-6) // around the pass's limit
+		case 5:
+			return float32(r.NormFloat64()) * 1e5 // beyond it: the Go loop's
+		case 6:
+			return float32(r.NormFloat64()) * 1e-9
+		default:
+			return float32(r.NormFloat64())
+		}
+	}
+	conv := func(avx bool, vs []float32) ([]int64, error) {
+		hasAVX2 = avx
+		into := make([]int64, len(vs))
+		for i := range into {
+			into[i] = int64(i) * 12345 // adds to what is there
+		}
+		return into, AddFixed(into, vs)
+	}
+	// A healthy gradient goes through the pass whole, but for its tail.
+	healthy := make([]float32, 1003)
+	for i := range healthy {
+		healthy[i] = float32(r.NormFloat64())
+	}
+	if k := addFixed4(&make([]int64, 1003)[0], &healthy[0], 1003); k != 1000 {
+		t.Fatalf("the AVX2 pass took %d of 1003 healthy values, want 1000", k)
+	}
+	for _, n := range []int{1, 3, 4, 5, 8, 1003, 4096} {
+		vs := make([]float32, n)
+		for i := range vs {
+			vs[i] = awkward()
+		}
+		want, err := conv(false, vs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := conv(true, vs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("n=%d: value %d (%g): AVX2 %d, Go %d", n, i, vs[i], got[i], want[i])
+			}
+		}
+		for _, bad := range []float32{float32(math.NaN()), float32(math.Inf(-1)), FixedLimit} {
+			at := r.IntN(n)
+			spoilt := slices.Clone(vs)
+			spoilt[at] = bad
+			_, errGo := conv(false, spoilt)
+			_, errAVX := conv(true, spoilt)
+			if errGo == nil || errAVX == nil || errGo.Error() != errAVX.Error() {
+				t.Fatalf("n=%d, %v at %d: Go %v, AVX2 %v", n, bad, at, errGo, errAVX)
+			}
+		}
+	}
+}

@@ -9,3 +9,5 @@ func sgdMomentum8(w, v, grad *float32, n int, mu, wd, lr float32) { panic("train
 func sgdMomentumMasked8(w, v, grad *float32, mask *byte, n int, mu, wd, lr float32) {
 	panic("trainer: no AVX2 here")
 }
+
+func addFixed4(into *int64, vs *float32, n int) int { panic("trainer: no AVX2 here") }

@@ -1,0 +1,53 @@
+#include "textflag.h"
+
+// func addFixed4(into *int64, vs *float32, n int) int
+//
+// From the start, four at a time while every value of a block satisfies
+// |v·2^40| < 2^51 (NaN does not): into[i] += RoundToEven(v·2^40) — the
+// same integers as ToFixed. v·2^40 is exact in float64; adding 1.5·2^52
+// rounds it to an integer (to even, the default rounding) in a binade
+// whose unit is 1, and subtracting that constant's bits leaves the
+// integer. Returns how many values it added (a multiple of 4): the block
+// after them, if any, is the Go loop's to convert or refuse.
+TEXT ·addFixed4(SB), NOSPLIT, $0-32
+	MOVQ into+0(FP), DI
+	MOVQ vs+8(FP), SI
+	MOVQ n+16(FP), CX
+	XORQ AX, AX
+	SHRQ $2, CX
+	JZ   done
+	MOVQ $0x4270000000000000, DX // 2^40
+	MOVQ DX, X8
+	VBROADCASTSD X8, Y8
+	MOVQ $0x4338000000000000, DX // 1.5·2^52
+	MOVQ DX, X9
+	VBROADCASTSD X9, Y9
+	MOVQ $0x4320000000000000, DX // 2^51
+	MOVQ DX, X10
+	VBROADCASTSD X10, Y10
+	MOVQ $0x7fffffffffffffff, DX // |·|
+	MOVQ DX, X11
+	VBROADCASTSD X11, Y11
+
+loop:
+	VCVTPS2PD (SI), Y0           // four float32 → float64, exact
+	VMULPD    Y8, Y0, Y0         // ·2^40, exact
+	VANDPD    Y11, Y0, Y1
+	VCMPPD    $0x11, Y10, Y1, Y2 // |x| < 2^51, false for NaN
+	VMOVMSKPD Y2, DX
+	CMPQ      DX, $15
+	JNE       done
+	VADDPD    Y9, Y0, Y0         // rounds to an integer, to even
+	VPSUBQ    Y9, Y0, Y0         // the integer, as int64
+	VPADDQ    (DI), Y0, Y0
+	VMOVDQU   Y0, (DI)
+	ADDQ      $16, SI
+	ADDQ      $32, DI
+	ADDQ      $4, AX
+	DECQ      CX
+	JNZ       loop
+
+done:
+	MOVQ AX, ret+24(FP)
+	VZEROUPPER
+	RET

@@ -157,7 +157,10 @@ func parseMeta(h nats.Header) (meta, error) {
 // partials of a gradient are far inside int64's range (|g| < 2^15 at the
 // 2^-40 scale fits 7 bytes; typical gradients need 5), so the
 // reduce-scatter moves well under 8 bytes a value, exactly.
-func putInt64s(v []int64) []byte {
+func putInt64s(v []int64) []byte { return encodeInt64s(nil, v) }
+
+// encodeInt64s is putInt64s into dst's storage when it has room.
+func encodeInt64s(dst []byte, v []int64) []byte {
 	// The widest value decides: fold negatives onto their complement and
 	// OR everything, one pass.
 	var folded uint64
@@ -168,7 +171,7 @@ func putInt64s(v []int64) []byte {
 	// Each value is stored as 8 bytes at its place, the next one
 	// overwriting the first's high bytes (8 spare bytes at the end, cut
 	// off the slice).
-	b := make([]byte, 1+w*len(v)+8)
+	b := grow(dst, 1+w*len(v)+8)
 	b[0] = byte(w)
 	for i, x := range v {
 		binary.LittleEndian.PutUint64(b[1+i*w:], uint64(x))
@@ -218,12 +221,23 @@ func int64s(b []byte) ([]int64, error) {
 	return v, nil
 }
 
-func putFloat32s(v []float32) []byte {
-	b := make([]byte, 4*len(v))
+func putFloat32s(v []float32) []byte { return encodeFloat32s(nil, v) }
+
+// encodeFloat32s is putFloat32s into dst's storage when it has room.
+func encodeFloat32s(dst []byte, v []float32) []byte {
+	b := grow(dst, 4*len(v))
 	for i, x := range v {
 		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
 	}
 	return b
+}
+
+// grow returns n bytes of dst's storage, or new ones where it is short.
+func grow(dst []byte, n int) []byte {
+	if cap(dst) >= n {
+		return dst[:n]
+	}
+	return make([]byte, n)
 }
 
 // float32sCount checks a float32 part: a whole number of values, none of

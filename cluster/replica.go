@@ -93,7 +93,9 @@ type Replica struct {
 	chunks   map[key]*assembly // all-gather parts
 	partial  *sent             // our last partial vector, for resends
 	spare    *sent             // the one before, reused once no resend reads it
-	reduced  *sent             // our last reduced chunk, for resends
+	free64   [][]int64         // buffers of finished steps' assemblies
+	free32   [][]float32
+	reduced  *sent // our last reduced chunk, for resends
 	done     map[int64][]float32
 	future   []*nats.Msg // data messages of a generation not installed yet
 	subs     []*nats.Subscription
@@ -391,14 +393,18 @@ func (r *Replica) Reduce(ctx context.Context, step int64, n int, compute func([]
 	}
 	r.mu.Lock()
 	r.curStep = step
-	for k := range r.partials {
+	for k, a := range r.partials {
 		if k.step < step {
 			delete(r.partials, k)
+			r.free64 = keep(r.free64, a.i64)
 		}
 	}
-	for k := range r.chunks {
+	for k, a := range r.chunks {
 		if k.step < step {
 			delete(r.chunks, k)
+			if k.from != r.name { // our own is the reduced chunk resends read
+				r.free32 = keep(r.free32, a.f32)
+			}
 		}
 	}
 	if v, ok := r.done[step]; ok { // fetched while the step was being redone
@@ -502,7 +508,8 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 			}
 		}
 		lo, hi := chunk(n, size, rank)
-		sum := slices.Clone(partial[lo:hi])
+		// Our own range of the partials is never resent: sum there.
+		sum := partial[lo:hi]
 		r.mu.Lock()
 		joined := r.joined
 		r.joined = false
@@ -863,10 +870,12 @@ func (r *Replica) onPart(m *nats.Msg, partial bool) {
 	if a == nil {
 		lo, hi := chunk(md.n, len(members), j)
 		a = &assembly{lo: lo, hi: hi, parts: map[int]bool{}}
+		// Buffers of finished steps are reused: every element is written
+		// before the assembly is complete and read.
 		if partial {
-			a.i64 = make([]int64, hi-lo)
+			a.i64, r.free64 = take(r.free64, hi-lo)
 		} else {
-			a.f32 = make([]float32, hi-lo)
+			a.f32, r.free32 = take(r.free32, hi-lo)
 		}
 		store[k] = a
 	}
@@ -886,6 +895,26 @@ func (r *Replica) onPart(m *nats.Msg, partial bool) {
 		return
 	}
 	r.poke()
+}
+
+// keep adds a finished buffer to a free list of a few.
+func keep[T any](free [][]T, b []T) [][]T {
+	if b == nil || len(free) >= 4 {
+		return free
+	}
+	return append(free, b)
+}
+
+// take returns a buffer of n elements (contents undefined) from the free
+// list, or a new one.
+func take[T any](free [][]T, n int) ([]T, [][]T) {
+	for i, b := range free {
+		if cap(b) >= n {
+			free[i] = free[len(free)-1]
+			return b[:n], free[:len(free)-1]
+		}
+	}
+	return make([]T, n), free
 }
 
 // place records a part of count elements at off; a duplicate (a resend)
@@ -917,17 +946,23 @@ func (r *Replica) partElems(size int) int {
 }
 
 func (r *Replica) publishInt64s(subject string, md meta, lo int, v []int64) {
-	r.publish(subject, "", md, lo, len(v), 8, func(i, j int) []byte { return putInt64s(v[i:j]) })
+	r.publish(subject, "", md, lo, len(v), 8, func(dst []byte, i, j int) []byte { return encodeInt64s(dst, v[i:j]) })
 }
 
 func (r *Replica) publishFloat32s(subject, from string, md meta, lo int, v []float32) {
-	r.publish(subject, from, md, lo, len(v), 4, func(i, j int) []byte { return putFloat32s(v[i:j]) })
+	r.publish(subject, from, md, lo, len(v), 4, func(dst []byte, i, j int) []byte { return encodeFloat32s(dst, v[i:j]) })
 }
+
+// encodeBufs holds the buffers parts are encoded in.
+var encodeBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // publish sends count elements of size bytes in parts below the server's
 // payload limit, each part's offset in its header (at least one part, even
 // for an empty range).
-func (r *Replica) publish(subject, from string, md meta, lo, count, size int, encode func(i, j int) []byte) {
+func (r *Replica) publish(subject, from string, md meta, lo, count, size int, encode func(dst []byte, i, j int) []byte) {
+	// The client copies what it publishes: one buffer serves every part.
+	buf := encodeBufs.Get().(*[]byte)
+	defer encodeBufs.Put(buf)
 	per := r.partElems(size)
 	for i := 0; ; i += per {
 		j := min(i+per, count)
@@ -936,7 +971,8 @@ func (r *Replica) publish(subject, from string, md meta, lo, count, size int, en
 		if from != "" {
 			h.Set("Lathe-From", from)
 		}
-		b := encode(i, j)
+		b := encode(*buf, i, j)
+		*buf = b
 		if err := r.nc.PublishMsg(&nats.Msg{Subject: subject, Header: h, Data: b}); err != nil {
 			r.log.Warn("publish failed", "subject", subject, "error", err)
 		}

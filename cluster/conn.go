@@ -37,8 +37,11 @@ func SecretFrom(path, env string) (string, error) {
 
 // Connect connects to url as name. Local workers of an embedded server do
 // not reconnect (the server dies with the coordinator, and they with it);
-// others reconnect for as long as it takes.
-func Connect(url string, a Auth, name string, reconnect bool) (*nats.Conn, error) {
+// others reconnect for as long as it takes. extra options come last (a
+// worker passes nats.NoEcho: it reads the all-gather subject it publishes
+// on, and its own chunks coming back would only cost the server and it a
+// copy of every one).
+func Connect(url string, a Auth, name string, reconnect bool, extra ...nats.Option) (*nats.Conn, error) {
 	opts := []nats.Option{nats.Name(name), nats.Timeout(10 * time.Second), nats.PingInterval(5 * time.Second),
 		nats.MaxPingsOutstanding(4)}
 	if reconnect {
@@ -71,7 +74,7 @@ func Connect(url string, a Auth, name string, reconnect bool) (*nats.Conn, error
 		}
 		opts = append(opts, nats.ClientCert(a.Cert, a.Key))
 	}
-	nc, err := nats.Connect(url, opts...)
+	nc, err := nats.Connect(url, append(opts, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: connect to %s: %w", url, err)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/nats-io/nats.go"
 
 	"github.com/lathe-ml/lathe/cluster"
 	"github.com/lathe-ml/lathe/compute/cuda"
@@ -129,7 +130,8 @@ func Main(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "worker:", err)
 		return 2
 	}
-	nc, err := cluster.Connect(*url, auth, *name, !*local)
+	// A worker never needs what it publishes itself.
+	nc, err := cluster.Connect(*url, auth, *name, !*local, nats.NoEcho())
 	if err != nil {
 		fmt.Fprintln(stderr, "worker:", err)
 		return 1

@@ -1,6 +1,7 @@
 # lathe — the two commands of the quickstart:
 #   make demo   installs what is missing, runs the flagship recipe (recipes/mnist-lenet300-kd-prune-qat.hcl),
-#               prints where the summary is; DEVICE=cuda runs it on the GPU
+#               prints where the summary is; DEVICE=cuda runs it on the GPU, WORKERS=2 on embedded
+#               NATS with 2 local workers
 #   make test   installs what is missing, runs go vet and every test
 GO      ?= go
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -32,8 +33,9 @@ build: deps
 	$(GO) build $(VCS) -o bin/worker ./cmd/worker
 
 DEVICE ?= cpu
+WORKERS ?=
 demo: build
-	./bin/coordinator --recipe recipes/mnist-lenet300-kd-prune-qat.hcl --device $(DEVICE)
+	./bin/coordinator --recipe recipes/mnist-lenet300-kd-prune-qat.hcl --device $(DEVICE) $(if $(WORKERS),--workers $(WORKERS))
 
 test: deps
 	$(GO) vet ./...

@@ -302,6 +302,16 @@ func (c *Coordinator) monitor() {
 	}
 }
 
+// CompareDigests compares the digests the members reported with the
+// coordinator's own now, as the monitor does every heartbeat interval: at
+// the end of a phase the coordinator has reached every step a worker
+// reported, and a short phase may end before the monitor's next look.
+func (c *Coordinator) CompareDigests() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.compareDigestsLocked()
+}
+
 // compareDigestsLocked compares the weight digests the members reported
 // with the coordinator's own for the same steps; a worker whose weights
 // differ is left out like a failed one (c.mu held).

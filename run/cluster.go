@@ -246,6 +246,7 @@ func replicaPhase(dataDir string, log hclog.Logger, extra []trainer.Policy, dev 
 
 // clusterSummary gathers the cluster's counts at the end of a phase.
 func clusterSummary(c *cluster.Coordinator, par *cluster.Replica) *ClusterSummary {
+	c.CompareDigests()
 	ms, rs := c.Stats(), par.Stats()
 	s := &ClusterSummary{Workers: ms.MaxWorkers, WorkersJoined: ms.WorkersJoined, WorkersLost: ms.WorkersLost, WorkersFailed: ms.WorkersFailed, StepsReplanned: rs.Redone,
 		Rebalances: ms.Rebalances, Shares: c.Shares(), DigestsCompared: ms.DigestsCompared, DigestMismatches: ms.DigestMismatches, MessagesRejected: ms.MessagesRejected, MicroShards: par.MicroShards()}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/nats-io/nats.go"
 
 	"github.com/lathe-ml/lathe/trainer"
@@ -163,12 +164,44 @@ func nanValue() float64 { var z float64; return z / z }
 // test ends.
 func newCoordinator(t *testing.T, conn func(string) *nats.Conn) *Coordinator {
 	t.Helper()
-	coord, err := NewCoordinator(conn("coordinator"), "job", nil)
+	coord, err := NewCoordinator(conn("coordinator"), "job", testLog(t, "coordinator"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(coord.Close)
 	return coord
+}
+
+// testLogs holds each test's log lines, printed if the test fails: the
+// coordinator's and the workers' account of a cluster test gone wrong.
+var testLogs sync.Map // *testing.T → *testLogBuffer
+
+type testLogBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *testLogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// testLog is a debug logger named name writing to t's log buffer.
+func testLog(t *testing.T, name string) hclog.Logger {
+	buf, loaded := testLogs.LoadOrStore(t, &testLogBuffer{})
+	lb := buf.(*testLogBuffer)
+	if !loaded {
+		t.Cleanup(func() {
+			testLogs.Delete(t)
+			if t.Failed() {
+				lb.mu.Lock()
+				defer lb.mu.Unlock()
+				t.Logf("cluster log:\n%s", lb.b.String())
+			}
+		})
+	}
+	return hclog.New(&hclog.LoggerOptions{Name: name, Output: lb, Level: hclog.Debug})
 }
 
 // reduceSteps runs steps [from, to) as par, whose micro-shards add
@@ -311,7 +344,7 @@ func TestWorkerJoinsTheNextPhaseWhileTheLastWindsDown(t *testing.T) {
 	_, conn := embedded(t)
 	coord := newCoordinator(t, conn)
 	second := make(chan uint64, 1)
-	w := &Worker{NC: conn("w1"), Job: "job", Name: "w1", Device: "cpu",
+	w := &Worker{Log: testLog(t, "w1"), NC: conn("w1"), Job: "job", Name: "w1", Device: "cpu",
 		Run: func(ctx context.Context, spec PhaseSpec, _ map[string][]byte, par *Replica) error {
 			if spec.Name == "first" {
 				<-ctx.Done() // still winding down when the next phase comes
@@ -365,7 +398,7 @@ func TestWorkerRegistersWithARestartedCoordinator(t *testing.T) {
 	}
 	defer first.Close()
 	ran := make(chan string, 4)
-	w := &Worker{NC: conn("w1"), Job: "job", Name: "w1", Device: "cpu",
+	w := &Worker{Log: testLog(t, "w1"), NC: conn("w1"), Job: "job", Name: "w1", Device: "cpu",
 		Run: func(ctx context.Context, spec PhaseSpec, _ map[string][]byte, par *Replica) error {
 			ran <- spec.Name
 			if spec.Name == "before" {
@@ -471,7 +504,7 @@ func TestStepIsSplitByMeasuredSpeed(t *testing.T) {
 	defer cancel()
 	errs := make(chan error, 2)
 	for name, per := range map[string]time.Duration{"fast": 2 * time.Millisecond, "slow": 8 * time.Millisecond} {
-		w := &Worker{NC: conn(name), Job: "job", Name: name, Device: "cpu",
+		w := &Worker{Log: testLog(t, name), NC: conn(name), Job: "job", Name: name, Device: "cpu",
 			Run: func(ctx context.Context, _ PhaseSpec, _ map[string][]byte, par *Replica) error {
 				return reduceSteps(ctx, par, name, 0, steps, want, shardAdder(per))
 			}}
@@ -523,7 +556,7 @@ func TestDriftedWorkerIsLeftOut(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for _, name := range []string{"good", "bad"} {
-		w := &Worker{NC: conn(name), Job: "job", Name: name, Device: "cpu",
+		w := &Worker{Log: testLog(t, name), NC: conn(name), Job: "job", Name: name, Device: "cpu",
 			Run: func(ctx context.Context, _ PhaseSpec, _ map[string][]byte, par *Replica) error {
 				for s := range int64(steps) {
 					if _, err := par.Reduce(ctx, s, n, compute); err != nil {
@@ -666,7 +699,7 @@ func TestStoreObjectsAreSigned(t *testing.T) {
 	got := make(chan map[string][]byte, 4)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	w := &Worker{NC: conn("w1"), Job: "job", Name: "w1", Device: "cpu", Secret: []byte("the job's secret"),
+	w := &Worker{Log: testLog(t, "w1"), NC: conn("w1"), Job: "job", Name: "w1", Device: "cpu", Secret: []byte("the job's secret"),
 		Run: func(ctx context.Context, _ PhaseSpec, files map[string][]byte, _ *Replica) error {
 			got <- files
 			return nil
@@ -771,7 +804,7 @@ func TestWorkersJoinMidPhase(t *testing.T) {
 	start := func(name string) {
 		wctx, stop := context.WithCancel(ctx)
 		cancels[name], conns[name] = stop, conn(name)
-		w := &Worker{NC: conns[name], Job: "job", Name: name, Device: "cpu",
+		w := &Worker{Log: testLog(t, name), NC: conns[name], Job: "job", Name: name, Device: "cpu",
 			Run: func(ctx context.Context, spec PhaseSpec, files map[string][]byte, par *Replica) error {
 				if spec.StartStep > 0 {
 					if string(files[spec.Resume]) != fmt.Sprintf("state at %d", spec.StartStep) {
@@ -848,7 +881,7 @@ func TestTasksGoToIdleWorkersAndSurviveALoss(t *testing.T) {
 	for _, name := range []string{"a", "b"} {
 		wctx, stop := context.WithCancel(ctx)
 		conns[name], cancels[name] = conn(name), stop
-		w := &Worker{NC: conns[name], Job: "job", Name: name, Device: "cpu", Secret: coord.Secret,
+		w := &Worker{Log: testLog(t, name), NC: conns[name], Job: "job", Name: name, Device: "cpu", Secret: coord.Secret,
 			Task: func(ctx context.Context, spec TaskSpec, files map[string][]byte) ([]byte, map[string][]byte, error) {
 				if string(files["input"]) != "shared input" {
 					return nil, nil, fmt.Errorf("input %q", files["input"])
@@ -918,7 +951,7 @@ func TestDiscoveredJobGoneBeforeRegistering(t *testing.T) {
 	_ = ghost.Flush()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	w := &Worker{NC: conn("w"), Name: "w", Device: "cpu"}
+	w := &Worker{Log: testLog(t, "w"), NC: conn("w"), Name: "w", Device: "cpu"}
 	errs := make(chan error, 1)
 	serve(ctx, w, errs)
 	time.Sleep(200 * time.Millisecond) // it has found the ghost and tries to register

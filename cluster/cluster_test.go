@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/nats-io/nats.go"
 
+	"github.com/lathe-ml/lathe/internal/testlog"
 	"github.com/lathe-ml/lathe/trainer"
 )
 
@@ -174,30 +175,17 @@ func newCoordinator(t *testing.T, conn func(string) *nats.Conn) *Coordinator {
 
 // testLogs holds each test's log lines, printed if the test fails: the
 // coordinator's and the workers' account of a cluster test gone wrong.
-var testLogs sync.Map // *testing.T → *testLogBuffer
-
-type testLogBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *testLogBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
+var testLogs sync.Map // *testing.T → *testlog.Buffer
 
 // testLog is a debug logger named name writing to t's log buffer.
 func testLog(t *testing.T, name string) hclog.Logger {
-	buf, loaded := testLogs.LoadOrStore(t, &testLogBuffer{})
-	lb := buf.(*testLogBuffer)
+	buf, loaded := testLogs.LoadOrStore(t, &testlog.Buffer{})
+	lb := buf.(*testlog.Buffer)
 	if !loaded {
 		t.Cleanup(func() {
 			testLogs.Delete(t)
 			if t.Failed() {
-				lb.mu.Lock()
-				defer lb.mu.Unlock()
-				t.Logf("cluster log:\n%s", lb.b.String())
+				t.Logf("cluster log:\n%s", lb.String())
 			}
 		})
 	}

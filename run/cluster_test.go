@@ -25,6 +25,7 @@ import (
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/compute/host"
 	"github.com/lathe-ml/lathe/data"
+	"github.com/lathe-ml/lathe/internal/testlog"
 	"github.com/lathe-ml/lathe/recipes"
 	"github.com/lathe-ml/lathe/trainer"
 )
@@ -359,24 +360,7 @@ func testLog(name string) hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Debug, Output: out})
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-var clusterLog lockedBuffer
+var clusterLog testlog.Buffer
 
 // dumpCluster prints the cluster's log and every goroutine's stack, for a
 // cluster test that failed.

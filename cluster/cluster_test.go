@@ -75,9 +75,9 @@ func TestReductionIsExactAndRejectsForgeries(t *testing.T) {
 	}
 	// Before the step: a chunk for another job, for a stale phase, and one
 	// with a NaN, all claiming to come from a.
-	nan := putFloat32s([]float32{float32(nanValue())})
-	forge("lathe.job.w.a.ag", meta{job: "other", phase: 1, gen: 1, step: 0, n: n}, putFloat32s(make([]float32, 10)))
-	forge("lathe.job.w.a.ag", meta{job: "job", phase: 0, gen: 1, step: 0, n: n}, putFloat32s(make([]float32, 10)))
+	nan := encodeFloat32s(nil, []float32{float32(nanValue())})
+	forge("lathe.job.w.a.ag", meta{job: "other", phase: 1, gen: 1, step: 0, n: n}, encodeFloat32s(nil, make([]float32, 10)))
+	forge("lathe.job.w.a.ag", meta{job: "job", phase: 0, gen: 1, step: 0, n: n}, encodeFloat32s(nil, make([]float32, 10)))
 	forge("lathe.job.w.a.ag", meta{job: "job", phase: 1, gen: 1, step: 0, n: n}, nan)
 	_ = forger.Flush()
 	time.Sleep(100 * time.Millisecond)
@@ -114,7 +114,7 @@ func TestReductionIsExactAndRejectsForgeries(t *testing.T) {
 		}
 	}
 	// After the step: a stale one.
-	forge("lathe.job.w.a.ag", meta{job: "job", phase: 1, gen: 1, step: 0, n: n}, putFloat32s(make([]float32, 10)))
+	forge("lathe.job.w.a.ag", meta{job: "job", phase: 1, gen: 1, step: 0, n: n}, encodeFloat32s(nil, make([]float32, 10)))
 	_ = forger.Flush()
 	time.Sleep(100 * time.Millisecond)
 	var rejected int64
@@ -190,6 +190,17 @@ func testLog(t *testing.T, name string) hclog.Logger {
 		})
 	}
 	return hclog.New(&hclog.LoggerOptions{Name: name, Output: lb, Level: hclog.Debug})
+}
+
+// int64s decodes a narrow part as a replica does.
+func int64s(b []byte) ([]int64, error) {
+	n, err := int64sCount(b)
+	if err != nil {
+		return nil, err
+	}
+	v := make([]int64, n)
+	decodeInt64s(v, b)
+	return v, nil
 }
 
 // reduceSteps runs steps [from, to) as par, whose micro-shards add
@@ -603,7 +614,7 @@ func TestNarrowPartialsRoundTrip(t *testing.T) {
 		{[]int64{math.MaxInt64, math.MinInt64, 0}, 8},
 		{[]int64{1<<47 - 1, -(1 << 47)}, 6},
 	} {
-		b := putInt64s(tc.v)
+		b := encodeInt64s(nil, tc.v)
 		if int(b[0]) != tc.width || len(b) != 1+tc.width*len(tc.v) {
 			t.Fatalf("%v: width %d, %d bytes; want width %d", tc.v, b[0], len(b), tc.width)
 		}
@@ -633,7 +644,7 @@ func TestNarrowPartialsRoundTrip(t *testing.T) {
 					want = append(want, byte(uint64(x)>>(8*k)))
 				}
 			}
-			b := putInt64s(v)
+			b := encodeInt64s(nil, v)
 			if !bytes.Equal(b, want) {
 				t.Fatalf("width %d, %d values: encoded differently from the format", w, n)
 			}
@@ -658,7 +669,7 @@ func TestFloatPartsRefuseNonFinite(t *testing.T) {
 		}
 	}
 	v[0], v[1], v[2], v[3] = float32(math.Copysign(0, -1)), math.SmallestNonzeroFloat32, math.MaxFloat32, -math.MaxFloat32
-	got, err := float32s(putFloat32s(v))
+	got, err := float32s(encodeFloat32s(nil, v))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -671,7 +682,7 @@ func TestFloatPartsRefuseNonFinite(t *testing.T) {
 		at := r.IntN(len(v))
 		spoilt := slices.Clone(v)
 		spoilt[at] = bad
-		if _, err := float32s(putFloat32s(spoilt)); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("at %d", at)) {
+		if _, err := float32s(encodeFloat32s(nil, spoilt)); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("at %d", at)) {
 			t.Fatalf("%v at %d: %v", bad, at, err)
 		}
 	}

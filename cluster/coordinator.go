@@ -224,9 +224,7 @@ func (c *Coordinator) onHeartbeat(m *nats.Msg) {
 	from := subjectFrom(m.Subject)
 	var hb Heartbeat
 	if err := json.Unmarshal(m.Data, &hb); err != nil {
-		c.mu.Lock()
-		c.stats.MessagesRejected++
-		c.mu.Unlock()
+		c.countRejected()
 		return
 	}
 	c.mu.Lock()
@@ -503,14 +501,19 @@ type sharedReq struct {
 	Key   string `json:"key"`
 }
 
+// countRejected counts a message refused before c.mu is taken.
+func (c *Coordinator) countRejected() {
+	c.mu.Lock()
+	c.stats.MessagesRejected++
+	c.mu.Unlock()
+}
+
 // onShared answers a replica's request for a shared value: the value, or
 // nothing while it is not decided yet.
 func (c *Coordinator) onShared(m *nats.Msg) {
 	var q sharedReq
 	if err := json.Unmarshal(m.Data, &q); err != nil {
-		c.mu.Lock()
-		c.stats.MessagesRejected++
-		c.mu.Unlock()
+		c.countRejected()
 		return
 	}
 	c.mu.Lock()

@@ -151,15 +151,13 @@ func parseMeta(h nats.Header) (meta, error) {
 	return m, nil
 }
 
-// putInt64s encodes fixed-point partials narrowly: a byte holding the
+// encodeInt64s encodes fixed-point partials narrowly: a byte holding the
 // width w (1…8), then each value in w bytes, little-endian two's
 // complement — the fewest bytes that hold every value of the part. The
 // partials of a gradient are far inside int64's range (|g| < 2^15 at the
 // 2^-40 scale fits 7 bytes; typical gradients need 5), so the
 // reduce-scatter moves well under 8 bytes a value, exactly.
-func putInt64s(v []int64) []byte { return encodeInt64s(nil, v) }
-
-// encodeInt64s is putInt64s into dst's storage when it has room.
+// The bytes go into dst's storage when it has room.
 func encodeInt64s(dst []byte, v []int64) []byte {
 	// The widest value decides: fold negatives onto their complement and
 	// OR everything, one pass.
@@ -211,19 +209,8 @@ func decodeInt64s(v []int64, b []byte) {
 	}
 }
 
-func int64s(b []byte) ([]int64, error) {
-	n, err := int64sCount(b)
-	if err != nil {
-		return nil, err
-	}
-	v := make([]int64, n)
-	decodeInt64s(v, b)
-	return v, nil
-}
-
-func putFloat32s(v []float32) []byte { return encodeFloat32s(nil, v) }
-
-// encodeFloat32s is putFloat32s into dst's storage when it has room.
+// encodeFloat32s encodes a float32 part, little-endian, into dst's
+// storage when it has room.
 func encodeFloat32s(dst []byte, v []float32) []byte {
 	b := grow(dst, 4*len(v))
 	for i, x := range v {
@@ -240,24 +227,27 @@ func grow(dst []byte, n int) []byte {
 	return make([]byte, n)
 }
 
-// float32sCount checks a float32 part: a whole number of values, none of
-// them NaN or Inf (all exponent bits set).
+// float32sCount checks a float32 part's length and returns how many
+// values it holds.
 func float32sCount(b []byte) (int, error) {
 	if len(b)%4 != 0 {
 		return 0, fmt.Errorf("%d bytes is not a whole number of float32s", len(b))
 	}
-	for i := 0; i+4 <= len(b); i += 4 {
-		if binary.LittleEndian.Uint32(b[i:])&0x7f800000 == 0x7f800000 {
-			return 0, fmt.Errorf("non-finite value at %d", i/4)
-		}
-	}
 	return len(b) / 4, nil
 }
 
-func decodeFloat32s(v []float32, b []byte) {
+// decodeFloat32s decodes a part float32sCount accepted into v (its
+// length), refusing NaN and Inf (all exponent bits set) in the same pass;
+// on a refusal v holds the values before it.
+func decodeFloat32s(v []float32, b []byte) error {
 	for i := range v {
-		v[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+		u := binary.LittleEndian.Uint32(b[4*i:])
+		if u&0x7f800000 == 0x7f800000 {
+			return fmt.Errorf("non-finite value at %d", i)
+		}
+		v[i] = math.Float32frombits(u)
 	}
+	return nil
 }
 
 // float32s decodes a part, refusing NaN and Inf.
@@ -267,7 +257,9 @@ func float32s(b []byte) ([]float32, error) {
 		return nil, err
 	}
 	v := make([]float32, n)
-	decodeFloat32s(v, b)
+	if err := decodeFloat32s(v, b); err != nil {
+		return nil, err
+	}
 	return v, nil
 }
 

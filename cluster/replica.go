@@ -834,7 +834,8 @@ func (r *Replica) onPart(m *nats.Msg, partial bool) {
 	if !ok {
 		return
 	}
-	// Checked here, decoded straight into the assembly below.
+	// Checked here, decoded straight into the assembly below (a float
+	// part's values are checked as they are decoded).
 	var count int
 	var err error
 	if partial {
@@ -879,12 +880,12 @@ func (r *Replica) onPart(m *nats.Msg, partial bool) {
 		}
 		store[k] = a
 	}
-	err = a.place(md.off, count, func(at int) {
+	err = a.place(md.off, count, func(at int) error {
 		if partial {
 			decodeInt64s(a.i64[at:at+count], m.Data)
-		} else {
-			decodeFloat32s(a.f32[at:at+count], m.Data)
+			return nil
 		}
+		return decodeFloat32s(a.f32[at:at+count], m.Data)
 	})
 	if err == nil {
 		r.stats.BytesReceived += int64(len(m.Data))
@@ -919,16 +920,20 @@ func take[T any](free [][]T, n int) ([]T, [][]T) {
 
 // place records a part of count elements at off; a duplicate (a resend)
 // is ignored, a part outside the range is an error.
-func (a *assembly) place(off, count int, put func(at int)) error {
+func (a *assembly) place(off, count int, put func(at int) error) error {
 	if off < a.lo || off+count > a.hi {
 		return fmt.Errorf("part [%d, %d) outside the chunk [%d, %d)", off, off+count, a.lo, a.hi)
 	}
 	if a.parts[off] {
 		return nil
 	}
+	// A part put only in part (refused) is not recorded: its elements
+	// are written again by the part that is.
+	if err := put(off - a.lo); err != nil {
+		return err
+	}
 	a.parts[off] = true
 	a.got += count
-	put(off - a.lo)
 	return nil
 }
 

@@ -155,9 +155,7 @@ func (c *Coordinator) RunTasks(ctx context.Context, tasks []TaskSpec, files map[
 			var res TaskResult
 			r, ok := busy[from]
 			if err := json.Unmarshal(m.Data, &res); err != nil || !ok || res.ID != r.task.ID {
-				c.mu.Lock()
-				c.stats.MessagesRejected++
-				c.mu.Unlock()
+				c.countRejected()
 				c.log.Warn("task result rejected", "worker", from, "task", res.ID, "error", err)
 				continue
 			}

@@ -969,3 +969,53 @@ func TestDiscoveredJobGoneBeforeRegistering(t *testing.T) {
 	default:
 	}
 }
+
+// TestOldGenerationChunksStillReduce: a replica lagging behind (the
+// coordinator's) holds a step's chunks from the generation the workers
+// reduced it under, then hears of two newer ones (a re-split, then a
+// loss) before it gets to that step: those chunks still make the step,
+// though no worker would send them again.
+func TestOldGenerationChunksStillReduce(t *testing.T) {
+	_, conn := embedded(t)
+	const n, step = 64, 3
+	rep, err := NewReplica(conn("coordinator"), "job", coordinatorName, 1, 8, 2, []string{"a", "b"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rep.Close()
+	want := make([]float32, n)
+	for i := range want {
+		want[i] = float32(i) / 8
+	}
+	for j, name := range []string{"a", "b"} {
+		lo, hi := chunk(n, 2, j)
+		md := meta{job: "job", phase: 1, gen: 2, step: step, n: n, off: lo}
+		nc := conn(name)
+		if err := nc.PublishMsg(&nats.Msg{Subject: "lathe.job.w." + name + ".ag", Header: md.header(), Data: encodeFloat32s(nil, want[lo:hi])}); err != nil {
+			t.Fatal(err)
+		}
+		_ = nc.Flush()
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		rep.mu.Lock()
+		got := len(rep.chunks)
+		rep.mu.Unlock()
+		if got == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 2 chunks arrived", got)
+		}
+	}
+	rep.SetGen(3, []string{"a", "b"}, []int{3, 5}, "", 0)
+	rep.SetGen(4, []string{"a"}, nil, "", 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	v, err := rep.Reduce(ctx, step, n, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(v, want) {
+		t.Fatalf("reduced %v, want %v", v, want)
+	}
+}

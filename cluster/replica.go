@@ -81,26 +81,29 @@ type Replica struct {
 	byGen    map[uint64][]string
 	sharesOf map[uint64][]int
 	fromOf   map[uint64]int64
-	failure  string // set with an empty membership: why the phase cannot go on
-	fault    error  // this replica ran past a generation's first step before it heard of it
-	joined   bool   // joined mid-phase: its first step's partials were sent before it listened
-	joinAt   atomic.Int64
-	joinable atomic.Bool
-	changed  chan struct{} // closed when the generation changes
-	notify   chan struct{} // a message arrived
-	curStep  int64
-	partials map[key]*assembly // reduce-scatter parts for our chunk
-	chunks   map[key]*assembly // all-gather parts
-	partial  *sent             // our last partial vector, for resends
-	spare    *sent             // the one before, reused once no resend reads it
-	free64   [][]int64         // buffers of finished steps' assemblies
-	free32   [][]float32
-	reduced  *sent // our last reduced chunk, for resends
-	done     map[int64][]float32
-	future   []*nats.Msg // data messages of a generation not installed yet
-	subs     []*nats.Subscription
-	stats    Stats
-	steps    atomic.Int64
+	// The step each superseded generation was superseded at (its maps
+	// are dropped a Window later).
+	supersededAt map[uint64]int64
+	failure      string // set with an empty membership: why the phase cannot go on
+	fault        error  // this replica ran past a generation's first step before it heard of it
+	joined       bool   // joined mid-phase: its first step's partials were sent before it listened
+	joinAt       atomic.Int64
+	joinable     atomic.Bool
+	changed      chan struct{} // closed when the generation changes
+	notify       chan struct{} // a message arrived
+	curStep      int64
+	partials     map[key]*assembly // reduce-scatter parts for our chunk
+	chunks       map[key]*assembly // all-gather parts
+	partial      *sent             // our last partial vector, for resends
+	spare        *sent             // the one before, reused once no resend reads it
+	free64       [][]int64         // buffers of finished steps' assemblies
+	free32       [][]float32
+	reduced      *sent // our last reduced chunk, for resends
+	done         map[int64][]float32
+	future       []*nats.Msg // data messages of a generation not installed yet
+	subs         []*nats.Subscription
+	stats        Stats
+	steps        atomic.Int64
 	// The coordinator's completed steps, as it announces them (workers
 	// wait when they get Window/2 steps ahead).
 	coordSteps atomic.Int64
@@ -127,7 +130,7 @@ func NewReplica(nc *nats.Conn, job, name string, phase uint64, shards int, gen u
 	}
 	r := &Replica{nc: nc, job: Token(job), name: Token(name), phase: phase, shards: shards, log: log,
 		gen: gen, byGen: map[uint64][]string{gen: slices.Clone(members)},
-		sharesOf: map[uint64][]int{}, fromOf: map[uint64]int64{gen: 0},
+		sharesOf: map[uint64][]int{}, fromOf: map[uint64]int64{gen: 0}, supersededAt: map[uint64]int64{},
 		changed: make(chan struct{}), notify: make(chan struct{}, 1),
 		partials: map[key]*assembly{}, chunks: map[key]*assembly{}, done: map[int64][]float32{}, coordMoved: make(chan struct{}, 1)}
 	r.joinAt.Store(-1)
@@ -274,21 +277,30 @@ func (r *Replica) SetGen(gen uint64, members []string, shares []int, failure str
 		// have started; this one got past it before hearing of it.
 		r.fault = fmt.Errorf("cluster: generation %d starts at step %d, but this replica completed %d steps before it heard of it", gen, from+1, r.steps.Load())
 	}
+	// The generation superseded now may still have run steps up to
+	// Window/2 beyond any replica's (the workers run ahead of the
+	// coordinator), and its complete chunks reduce those steps to the same
+	// bits as any other generation: it is kept until this replica is a
+	// whole Window past the step it was superseded at. (Dropping it sooner
+	// left a coordinator that lagged behind a re-split and a loss with
+	// chunks it could no longer assemble, and nobody to resend them.)
+	for g := range r.fromOf {
+		if _, ok := r.supersededAt[g]; !ok {
+			r.supersededAt[g] = r.curStep
+		}
+	}
+	for g, at := range r.supersededAt {
+		if at+Window < r.curStep {
+			delete(r.fromOf, g)
+			delete(r.byGen, g)
+			delete(r.sharesOf, g)
+			delete(r.supersededAt, g)
+		}
+	}
 	r.gen, r.failure = gen, failure
 	r.byGen[gen] = slices.Clone(members)
 	r.sharesOf[gen] = slices.Clone(shares)
 	r.fromOf[gen] = from
-	// Generations before the one that runs the current step, and the one
-	// before it (its messages may still come), are done with: accept
-	// refuses their messages, so keep the maps short.
-	inUse := r.genForLocked(r.curStep)
-	for g := range r.fromOf {
-		if g+1 < inUse {
-			delete(r.fromOf, g)
-			delete(r.byGen, g)
-			delete(r.sharesOf, g)
-		}
-	}
 	close(r.changed)
 	r.changed = make(chan struct{})
 	future := r.future
@@ -796,15 +808,16 @@ func (r *Replica) accept(m *nats.Msg, kind string) (meta, string, bool) {
 	}
 	r.mu.Lock()
 	gen, step := r.gen, r.curStep
-	inUse := r.genForLocked(step)
 	r.mu.Unlock()
+	// An older generation's message for a step not reduced yet is still
+	// that step's data (onPart refuses generations it no longer keeps).
 	switch {
 	case md.job != r.job:
 		err = fmt.Errorf("job %q, not %q", md.job, r.job)
 	case md.phase != r.phase:
 		err = fmt.Errorf("phase %d, not %d", md.phase, r.phase)
-	case md.gen+1 < inUse || md.gen > gen+1:
-		err = fmt.Errorf("generation %d, current %d", md.gen, inUse)
+	case md.gen > gen+1:
+		err = fmt.Errorf("generation %d, current %d", md.gen, gen)
 	case md.step < step || md.step > step+Window:
 		err = fmt.Errorf("step %d, current %d", md.step+1, step+1)
 	case md.n <= 0 || md.off < 0 || md.off >= md.n:

@@ -23,6 +23,7 @@
 // task-<id>/ objects where it runs job-parallel tasks; the sender of a
 // message is the subject's fourth token. Every data message carries the job, the
 // phase, the membership generation and the step in its headers, and is
-// rejected (and counted) when any of them is foreign or stale, when its
+// rejected (and counted) when any of them is foreign or stale (a step
+// already reduced, a generation no longer kept), when its
 // shape is not the expected one, or when it holds NaN or Inf.
 package cluster

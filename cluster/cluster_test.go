@@ -68,9 +68,13 @@ func TestReductionIsExactAndRejectsForgeries(t *testing.T) {
 		reps[name] = r
 	}
 	forger := conn("forger")
+	// Each forgery as a reduced chunk (the coordinator reads those) and
+	// as an updated one (the workers do).
 	forge := func(subject string, md meta, data []byte) {
-		if err := forger.PublishMsg(&nats.Msg{Subject: subject, Header: md.header(), Data: data}); err != nil {
-			t.Fatal(err)
+		for _, sub := range []string{subject, strings.TrimSuffix(subject, ".ag") + ".wg"} {
+			if err := forger.PublishMsg(&nats.Msg{Subject: sub, Header: md.header(), Data: data}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	// Before the step: a chunk for another job, for a stale phase, and one
@@ -90,7 +94,7 @@ func TestReductionIsExactAndRejectsForgeries(t *testing.T) {
 	done := make(chan struct{})
 	for _, name := range names {
 		go func(name string) {
-			v, err := reps[name].Reduce(ctx, 0, n, shardAdder(0))
+			v, err := reduce(ctx, reps[name], 0, n, shardAdder(0))
 			if err == nil {
 				mu.Lock()
 				results[name] = v
@@ -121,7 +125,7 @@ func TestReductionIsExactAndRejectsForgeries(t *testing.T) {
 	for _, name := range names {
 		rejected += reps[name].Stats().MessagesRejected
 	}
-	if rejected < 4*3 { // four forgeries, seen by the three replicas other than a
+	if rejected < 4*3 { // four forgeries, seen by the three replicas other than a (as reduced or updated chunks)
 		t.Fatalf("%d rejections, want at least 12", rejected)
 	}
 }
@@ -203,11 +207,18 @@ func int64s(b []byte) ([]int64, error) {
 	return v, nil
 }
 
+// reduce runs a step whose micro-shards compute computes, without an
+// update: the vector reduced.
+func reduce(ctx context.Context, r *Replica, step int64, n int, compute func([]int, []int64) error) ([]float32, error) {
+	v, _, err := r.Reduce(ctx, step, n, trainer.Step{Compute: compute})
+	return v, err
+}
+
 // reduceSteps runs steps [from, to) as par, whose micro-shards add
 // computes, and checks each reduces to want.
 func reduceSteps(ctx context.Context, par *Replica, name string, from, to int64, want []float32, add func([]int, []int64) error) error {
 	for s := from; s < to; s++ {
-		v, err := par.Reduce(ctx, s, len(want), add)
+		v, err := reduce(ctx, par, s, len(want), add)
 		if err != nil {
 			return err
 		}
@@ -297,7 +308,7 @@ func TestStepReducedBeforeALossIsKept(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			v, err := reps[name].Reduce(ctx, 0, n, compute)
+			v, err := reduce(ctx, reps[name], 0, n, compute)
 			if err != nil {
 				t.Error(err)
 			}
@@ -320,7 +331,7 @@ func TestStepReducedBeforeALossIsKept(t *testing.T) {
 	}
 	reps[coordinatorName].SetGen(2, []string{"a"}, nil, "", 0)
 	start := time.Now()
-	v, err := reps[coordinatorName].Reduce(ctx, 0, n, func([]int, []int64) error {
+	v, err := reduce(ctx, reps[coordinatorName], 0, n, func([]int, []int64) error {
 		t.Error("the coordinator computes nothing")
 		return nil
 	})
@@ -558,7 +569,7 @@ func TestDriftedWorkerIsLeftOut(t *testing.T) {
 		w := &Worker{Log: testLog(t, name), NC: conn(name), Job: "job", Name: name, Device: "cpu",
 			Run: func(ctx context.Context, _ PhaseSpec, _ map[string][]byte, par *Replica) error {
 				for s := range int64(steps) {
-					if _, err := par.Reduce(ctx, s, n, compute); err != nil {
+					if _, err := reduce(ctx, par, s, n, compute); err != nil {
 						return err
 					}
 					if (s+1)%DigestEvery == 0 {
@@ -577,7 +588,7 @@ func TestDriftedWorkerIsLeftOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	for s := range int64(steps) {
-		v, err := rep.Reduce(ctx, s, n, nil)
+		v, err := reduce(ctx, rep, s, n, nil)
 		if err != nil {
 			t.Fatalf("step %d: %v", s, err)
 		}
@@ -1011,7 +1022,7 @@ func TestOldGenerationChunksStillReduce(t *testing.T) {
 	rep.SetGen(4, []string{"a"}, nil, "", 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	v, err := rep.Reduce(ctx, step, n, nil)
+	v, err := reduce(ctx, rep, step, n, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

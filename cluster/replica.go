@@ -36,6 +36,9 @@ type Stats struct {
 	Resends          int64 `json:"resends"`
 	Redone           int64 `json:"steps_redone"` // steps computed again after a membership change
 	Shards           int64 `json:"shards"`       // micro-shards computed
+	// StateServed counts the chunks' optimizer states the coordinator
+	// sent workers that took a chunk over.
+	StateServed int64 `json:"optimizer_states_served"`
 	// ComputeSeconds is the time spent computing them.
 	ComputeSeconds float64 `json:"compute_seconds"`
 }
@@ -98,16 +101,28 @@ type Replica struct {
 	spare        *sent             // the one before, reused once no resend reads it
 	free64       [][]int64         // buffers of finished steps' assemblies
 	free32       [][]float32
-	reduced      *sent // our last reduced chunk, for resends
-	done         map[int64][]float32
-	future       []*nats.Msg // data messages of a generation not installed yet
-	subs         []*nats.Subscription
-	stats        Stats
-	steps        atomic.Int64
+	reduced      *sent // our last reduced chunk, for the coordinator's resends
+	updated      *sent // our last updated chunk, for the workers' resends
+	done         map[int64]doneStep
+	// Requests for the optimizer state of a chunk (the coordinator's).
+	momentReqs []momentsReq
+	moments    func(lo, hi int) []float32 // the running step's (Step.Moments)
+	momentsN   int
+	future     []*nats.Msg // data messages of a generation not installed yet
+	subs       []*nats.Subscription
+	stats      Stats
+	steps      atomic.Int64
 	// The coordinator's completed steps, as it announces them (workers
 	// wait when they get Window/2 steps ahead).
 	coordSteps atomic.Int64
 	coordMoved chan struct{}
+}
+
+// doneStep is a completed step's vector, and whether it holds the
+// updated parameters (a worker's) or the reduced gradients.
+type doneStep struct {
+	v       []float32
+	updated bool
 }
 
 // sent is a vector a replica published, kept until the next step.
@@ -132,22 +147,35 @@ func NewReplica(nc *nats.Conn, job, name string, phase uint64, shards int, gen u
 		gen: gen, byGen: map[uint64][]string{gen: slices.Clone(members)},
 		sharesOf: map[uint64][]int{}, fromOf: map[uint64]int64{gen: 0}, supersededAt: map[uint64]int64{},
 		changed: make(chan struct{}), notify: make(chan struct{}, 1),
-		partials: map[key]*assembly{}, chunks: map[key]*assembly{}, done: map[int64][]float32{}, coordMoved: make(chan struct{}, 1)}
+		partials: map[key]*assembly{}, chunks: map[key]*assembly{}, done: map[int64]doneStep{}, coordMoved: make(chan struct{}, 1)}
 	r.joinAt.Store(-1)
 	r.prefix = "lathe." + r.job + ".w." + r.name
 	if r.name == coordinatorName {
 		r.prefix = "lathe." + r.job + ".c." + coordinatorName
 	}
 	base := "lathe." + r.job
+	// The coordinator gathers the reduced gradients (it applies the whole
+	// update itself and serves the optimizer state); a worker gathers the
+	// chunks' owners' updated parameters.
+	gather := base + ".w.*.wg"
+	if r.name == coordinatorName {
+		gather = base + ".w.*.ag"
+	}
 	handlers := []struct {
 		subject string
 		fn      nats.MsgHandler
 	}{
 		{base + ".w.*.rs." + r.name, r.onPartial},
-		{base + ".w.*.ag", r.onChunk},
+		{gather, r.onChunk},
 		{base + ".w.*.resend." + r.name, r.onResend},
 		{base + ".*.*.fetch", r.onFetch},
 		{base + ".c." + coordinatorName + ".at", r.onCoordinatorAt},
+	}
+	if r.name == coordinatorName {
+		handlers = append(handlers, struct {
+			subject string
+			fn      nats.MsgHandler
+		}{base + ".w.*.moments", r.onMoments})
 	}
 	for _, h := range handlers {
 		sub, err := nc.Subscribe(h.subject, h.fn)
@@ -308,7 +336,7 @@ func (r *Replica) SetGen(gen uint64, members []string, shares []int, failure str
 	// Messages that arrived before their generation: placed now.
 	go func() {
 		for _, m := range future {
-			if strings.HasSuffix(m.Subject, ".ag") {
+			if strings.HasSuffix(m.Subject, ".ag") || strings.HasSuffix(m.Subject, ".wg") {
 				r.onChunk(m)
 			} else {
 				r.onPartial(m)
@@ -391,13 +419,18 @@ func (r *Replica) onCoordinatorAt(m *nats.Msg) {
 	}
 }
 
-// Reduce implements trainer.Parallel.
-func (r *Replica) Reduce(ctx context.Context, step int64, n int, compute func([]int, []int64) error) ([]float32, error) {
+// Reduce implements trainer.Parallel: a worker that owns a chunk of the
+// step's vector updates it with f.Update and publishes both the reduced
+// chunk (for the coordinator) and the updated one (for the workers), and
+// returns the updated vector; the coordinator returns the reduced one, and
+// serves the optimizer state of chunks (f.Moments) while it waits.
+func (r *Replica) Reduce(ctx context.Context, step int64, n int, f trainer.Step) ([]float32, bool, error) {
+	updated := r.name != coordinatorName && f.Update != nil
 	if r.name != coordinatorName {
 		for step > r.coordSteps.Load()+Window/2 {
 			select {
 			case <-ctx.Done():
-				return nil, ctx.Err()
+				return nil, false, ctx.Err()
 			case <-r.coordMoved:
 			case <-time.After(time.Second):
 			}
@@ -419,27 +452,31 @@ func (r *Replica) Reduce(ctx context.Context, step int64, n int, compute func([]
 			}
 		}
 	}
-	if v, ok := r.done[step]; ok { // fetched while the step was being redone
+	if r.name == coordinatorName {
+		r.moments, r.momentsN = f.Moments, n
+	}
+	if d, ok := r.done[step]; ok { // fetched while the step was being redone
 		r.mu.Unlock()
-		return v, nil
+		return d.v, d.updated, nil
 	}
 	r.mu.Unlock()
-	first := true
+	r.serveMoments(step)
+	first, gone := true, 0
 	for {
 		r.mu.Lock()
 		fault := r.fault
 		r.mu.Unlock()
 		if fault != nil {
-			return nil, fault
+			return nil, false, fault
 		}
 		gen, members, shares, failure, changed := r.view(step)
 		if len(members) == 0 {
 			if failure != "" {
-				return nil, fmt.Errorf("cluster: %s", failure)
+				return nil, false, fmt.Errorf("cluster: %s", failure)
 			}
 			select {
 			case <-ctx.Done():
-				return nil, ctx.Err()
+				return nil, false, ctx.Err()
 			case <-changed:
 				continue
 			}
@@ -456,13 +493,21 @@ func (r *Replica) Reduce(ctx context.Context, step int64, n int, compute func([]
 		first = false
 		var err error
 		if full == nil {
-			full, err = r.attempt(ctx, gen, members, shares, changed, step, n, compute)
+			full, err = r.attempt(ctx, gen, members, shares, changed, step, n, f)
+		}
+		if errors.Is(err, errStepGone) {
+			// The coordinator completed the step: its chunks are on their
+			// way here, or with the replicas that completed it.
+			if gone++; gone > maxGone {
+				return nil, false, fmt.Errorf("cluster: step %d: completed elsewhere, but its chunks did not come", step+1)
+			}
+			err = errGenChanged
 		}
 		if errors.Is(err, errGenChanged) {
 			// Someone may have completed the step already (its last chunk
 			// was published before a worker was lost): take theirs, or
 			// compute it again among those left.
-			if v := r.fetch(step, n); v != nil {
+			if v := r.fetch(step, n, updated); v != nil {
 				full = v
 				err = nil
 			} else {
@@ -470,10 +515,10 @@ func (r *Replica) Reduce(ctx context.Context, step int64, n int, compute func([]
 			}
 		}
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		r.mu.Lock()
-		r.done[step] = full
+		r.done[step] = doneStep{full, updated}
 		delete(r.done, step-2)
 		r.curStep = step + 1 // the step's messages are stale from now on
 		r.mu.Unlock()
@@ -482,12 +527,12 @@ func (r *Replica) Reduce(ctx context.Context, step int64, n int, compute func([]
 			h := meta{job: r.job, phase: r.phase, gen: 0, step: step + 1, n: 1}.header()
 			_ = r.nc.PublishMsg(&nats.Msg{Subject: r.prefix + ".at", Header: h})
 		}
-		return full, nil
+		return full, updated, nil
 	}
 }
 
 // attempt runs the step under one generation.
-func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, shares []int, changed chan struct{}, step int64, n int, compute func([]int, []int64) error) ([]float32, error) {
+func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, shares []int, changed chan struct{}, step int64, n int, f trainer.Step) ([]float32, error) {
 	size := len(members)
 	rank := slices.Index(members, r.name)
 	if rank >= 0 {
@@ -504,7 +549,7 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 		}
 		mine := plan(r.shards, shares, size, rank)
 		start := time.Now()
-		if err := compute(mine, partial); err != nil {
+		if err := f.Compute(mine, partial); err != nil {
 			return nil, err
 		}
 		took := time.Since(start).Seconds()
@@ -570,11 +615,30 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 		for i, v := range sum {
 			out[i] = trainer.FromFixed(v)
 		}
+		// The update before either chunk goes out: it may need the
+		// chunk's optimizer state from the coordinator, which serves it
+		// only while it has not completed the step.
+		upd := out
+		if f.Update != nil {
+			upd = slices.Clone(out)
+			if err := f.Update(ctx, lo, upd); err != nil {
+				return nil, err
+			}
+		}
+		md := meta{job: r.job, phase: r.phase, gen: gen, step: step, n: n}
 		r.mu.Lock()
 		r.reduced = &sent{gen: gen, step: step, n: n, f32: out, lo: lo}
-		r.chunks[key{r.name, gen, step}] = &assembly{lo: lo, hi: hi, got: hi - lo, f32: out}
+		r.updated = &sent{gen: gen, step: step, n: n, f32: upd, lo: lo}
+		r.chunks[key{r.name, gen, step}] = &assembly{lo: lo, hi: hi, got: hi - lo, f32: upd}
 		r.mu.Unlock()
-		r.publishFloat32s(r.prefix+".ag", "", meta{job: r.job, phase: r.phase, gen: gen, step: step, n: n}, lo, out)
+		// The reduced chunk first: a replica that has a step's updated
+		// chunks knows the coordinator was sent its reduced ones.
+		r.publishFloat32s(r.prefix+".ag", "", md, lo, out)
+		r.publishFloat32s(r.prefix+".wg", "", md, lo, upd)
+	}
+	kind := "wg"
+	if r.name == coordinatorName {
+		kind = "ag"
 	}
 	var full []float32
 	err := r.wait(ctx, step, gen, changed, func() (bool, []string) {
@@ -590,7 +654,7 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 			}
 		}
 		return false, missing
-	}, func(o string) resendReq { return resendReq{Kind: "ag", Gen: gen, Step: step, To: o} })
+	}, func(o string) resendReq { return resendReq{Kind: kind, Gen: gen, Step: step, To: o} })
 	if err != nil {
 		return nil, err
 	}
@@ -647,6 +711,7 @@ func (r *Replica) wait(ctx context.Context, step int64, gen uint64, changed chan
 	t := time.NewTimer(ResendAfter)
 	defer t.Stop()
 	for {
+		r.serveMoments(step)
 		ok, missing := ready()
 		if ok {
 			return nil
@@ -671,7 +736,7 @@ func (r *Replica) wait(ctx context.Context, step int64, gen uint64, changed chan
 }
 
 type resendReq struct {
-	Kind string `json:"kind"` // rs: your partial for To; ag: your reduced chunk
+	Kind string `json:"kind"` // rs: your partial for To; ag: your reduced chunk; wg: your updated chunk
 	Gen  uint64 `json:"gen"`
 	Step int64  `json:"step"`
 	To   string `json:"to"`
@@ -696,6 +761,9 @@ func (r *Replica) onResend(m *nats.Msg) {
 	}
 	r.mu.Lock()
 	p, c := r.partial, r.reduced
+	if q.Kind == "wg" {
+		c = r.updated
+	}
 	if p != nil {
 		p.readers++ // not reused for a step's partials while encoded here
 		defer func() {
@@ -714,16 +782,17 @@ func (r *Replica) onResend(m *nats.Msg) {
 			r.publishInt64s(r.prefix+".rs."+q.To, meta{job: r.job, phase: r.phase, gen: p.gen, step: p.step, n: p.n}, lo, p.i64[lo:hi])
 			answer = "ok"
 		}
-	case q.Kind == "ag" && c != nil && c.gen == q.Gen && c.step == q.Step:
-		r.publishFloat32s(r.prefix+".ag", "", meta{job: r.job, phase: r.phase, gen: c.gen, step: c.step, n: c.n}, c.lo, c.f32)
+	case (q.Kind == "ag" || q.Kind == "wg") && c != nil && c.gen == q.Gen && c.step == q.Step:
+		r.publishFloat32s(r.prefix+"."+q.Kind, "", meta{job: r.job, phase: r.phase, gen: c.gen, step: c.step, n: c.n}, c.lo, c.f32)
 		answer = "ok"
 	}
 	_ = m.Respond([]byte(answer))
 }
 
-// fetch asks every replica for the whole reduced vector of step; nil when
-// no one has it within a second.
-func (r *Replica) fetch(step int64, n int) []float32 {
+// fetch asks every replica for the whole vector of step — updated (a
+// worker's) or reduced (the coordinator's); nil when no one has it within
+// a second.
+func (r *Replica) fetch(step int64, n int, updated bool) []float32 {
 	inbox := nats.NewInbox()
 	sub, err := r.nc.SubscribeSync(inbox)
 	if err != nil {
@@ -731,7 +800,7 @@ func (r *Replica) fetch(step int64, n int) []float32 {
 	}
 	defer sub.Unsubscribe()
 	_ = sub.SetPendingLimits(-1, -1)
-	req, _ := json.Marshal(resendReq{Kind: "fetch", Step: step})
+	req, _ := json.Marshal(resendReq{Kind: fetchKind(updated), Step: step})
 	if err := r.nc.PublishRequest(r.prefix+".fetch", inbox, req); err != nil {
 		return nil
 	}
@@ -774,12 +843,19 @@ func (r *Replica) onFetch(m *nats.Msg) {
 		return
 	}
 	r.mu.Lock()
-	v, ok := r.done[q.Step]
+	d, ok := r.done[q.Step]
 	r.mu.Unlock()
-	if !ok {
+	if !ok || q.Kind != fetchKind(d.updated) {
 		return
 	}
-	r.publishFloat32s(m.Reply, r.name, meta{job: r.job, phase: r.phase, step: q.Step, n: len(v)}, 0, v)
+	r.publishFloat32s(m.Reply, r.name, meta{job: r.job, phase: r.phase, step: q.Step, n: len(d.v)}, 0, d.v)
+}
+
+func fetchKind(updated bool) string {
+	if updated {
+		return "fetch-updated"
+	}
+	return "fetch"
 }
 
 // subjectFrom is the sender token of a lathe.<job>.<w|c>.<from>.… subject.

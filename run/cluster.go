@@ -30,6 +30,11 @@ type ClusterSummary struct {
 	WorkersLost    int   `json:"workers_lost"`
 	WorkersFailed  int   `json:"workers_quarantined"` // left out after reporting a failure, e.g. a NaN or Inf
 	StepsReplanned int64 `json:"steps_replanned"`
+	// OptimizerStatesMoved counts the chunks whose optimizer state the
+	// coordinator sent a worker that took the chunk over (after a
+	// membership change or a rebuilt model); each worker keeps its own
+	// chunk's state otherwise.
+	OptimizerStatesMoved int64 `json:"optimizer_states_moved"`
 	// Rebalances are the re-splits of the step by the workers' measured
 	// speeds; Shares the last split (micro-shards per worker, absent when
 	// equal).
@@ -248,7 +253,7 @@ func replicaPhase(dataDir string, log hclog.Logger, extra []trainer.Policy, dev 
 func clusterSummary(c *cluster.Coordinator, par *cluster.Replica) *ClusterSummary {
 	c.CompareDigests()
 	ms, rs := c.Stats(), par.Stats()
-	s := &ClusterSummary{Workers: ms.MaxWorkers, WorkersJoined: ms.WorkersJoined, WorkersLost: ms.WorkersLost, WorkersFailed: ms.WorkersFailed, StepsReplanned: rs.Redone,
+	s := &ClusterSummary{Workers: ms.MaxWorkers, WorkersJoined: ms.WorkersJoined, WorkersLost: ms.WorkersLost, WorkersFailed: ms.WorkersFailed, StepsReplanned: rs.Redone, OptimizerStatesMoved: rs.StateServed,
 		Rebalances: ms.Rebalances, Shares: c.Shares(), DigestsCompared: ms.DigestsCompared, DigestMismatches: ms.DigestMismatches, MessagesRejected: ms.MessagesRejected, MicroShards: par.MicroShards()}
 	var n int
 	for _, w := range c.Workers() {

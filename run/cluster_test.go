@@ -301,6 +301,12 @@ func TestClusterWeightsDoNotDependOnWorkers(t *testing.T) {
 	if s3.Cluster.WorkersLost != 1 {
 		t.Fatalf("lost workers: %+v", s3.Cluster)
 	}
+	// The survivor took over the lost worker's chunk, and the chunk's
+	// optimizer state came from the coordinator; without a change, none
+	// moved.
+	if s3.Cluster.OptimizerStatesMoved == 0 || s2.Cluster.OptimizerStatesMoved != 0 || s1.Cluster.OptimizerStatesMoved != 0 {
+		t.Fatalf("optimizer states moved: %d after a loss, %d and %d without", s3.Cluster.OptimizerStatesMoved, s2.Cluster.OptimizerStatesMoved, s1.Cluster.OptimizerStatesMoved)
+	}
 	if d3 := weightsDigest(t, filepath.Join(lost, ModelFile)); d3 != d1 {
 		t.Fatalf("after a lost worker %s, fault-free %s", d3, d1)
 	}

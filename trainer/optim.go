@@ -44,6 +44,12 @@ type Optimizer interface {
 	// Load restores State's buffers and that count from a checkpoint.
 	Steps() int
 	Load(state [][]float32, steps int) error
+	// Like returns an optimizer of the same kind and settings for
+	// parameters of the given sizes, with zero state and no steps (a
+	// replica updates the range of the parameters it owns with one), and
+	// SetSteps sets the count of updates.
+	Like(sizes []int) Optimizer
+	SetSteps(n int)
 }
 
 // load copies saved buffers into an optimizer's own.
@@ -115,6 +121,16 @@ func (o *sgd) State() [][]float32 { return o.v }
 func (o *sgd) Remap(from, sizes []int) { o.v = remap(o.v, from, sizes) }
 
 func (o *sgd) Steps() int { return o.t }
+
+func (o *sgd) SetSteps(n int) { o.t = n }
+
+func (o *sgd) Like(sizes []int) Optimizer {
+	l := &sgd{c: o.c}
+	if o.v != nil {
+		l.v = alloc(sizes)
+	}
+	return l
+}
 
 func (o *sgd) Load(state [][]float32, steps int) error {
 	o.t = steps
@@ -236,6 +252,10 @@ func (o *adam) State() [][]float32 { return slices.Concat(o.m, o.v) }
 func (o *adam) Remap(from, sizes []int) { o.m, o.v = remap(o.m, from, sizes), remap(o.v, from, sizes) }
 
 func (o *adam) Steps() int { return o.t }
+
+func (o *adam) SetSteps(n int) { o.t = n }
+
+func (o *adam) Like(sizes []int) Optimizer { return &adam{c: o.c, m: alloc(sizes), v: alloc(sizes)} }
 
 func (o *adam) Load(state [][]float32, steps int) error {
 	o.t = steps

@@ -14,21 +14,53 @@ import (
 // into MicroShards fixed micro-shards (the same samples, dropout streams and
 // seeds whoever computes them), each micro-shard's gradient is turned into
 // fixed-point integers (ToFixed), and the sum over all micro-shards — exact
-// and independent of order, so of who computed what — is what every
-// replica steps with. A replica that computes nothing (a coordinator that
-// only keeps the state, applies the policies and writes the checkpoints)
-// gets the same sum, so every replica holds the same bits after every step.
+// and independent of order, so of who computes what — is reduced. Each
+// replica that owns a chunk of that sum applies the optimizer update to the
+// parameters in it (Step.Update), and the updated chunks are gathered: the
+// replicas take their parameters from the chunks' owners, and each keeps
+// the optimizer state of its own chunk only. A replica that owns nothing (a
+// coordinator that keeps the whole state, applies the policies and writes
+// the checkpoints) gets the plain sum and applies the whole update itself,
+// to the same bits.
 type Parallel interface {
 	// MicroShards is the number of micro-shards a batch is cut into; it
 	// divides the batch.
 	MicroShards() int
-	// Reduce completes step: it calls compute with the micro-shards this
-	// replica is to compute (none, some or all; and again, with others, if
-	// the plan changes while the step runs), which adds their fixed-point
-	// vectors (length n) to into, zeroed by Reduce; and it returns the sum
-	// over all the step's micro-shards, each element converted by
-	// FromFixed.
-	Reduce(ctx context.Context, step int64, n int, compute func(shards []int, into []int64) error) ([]float32, error)
+	// Reduce completes step with the trainer's functions f, and returns
+	// the step's vector (length n): the sum over all the step's
+	// micro-shards, each element converted by FromFixed — with, when
+	// updated is true, the parameters after the step's update (Update's
+	// results) in place of their gradients.
+	Reduce(ctx context.Context, step int64, n int, f Step) (v []float32, updated bool, err error)
+}
+
+// Step is the trainer's side of a data-parallel step.
+type Step struct {
+	// Compute adds the fixed-point vectors (length n) of the micro-shards
+	// given to into, zeroed by Reduce; Reduce calls it with the
+	// micro-shards this replica is to compute (none, some or all; and
+	// again, with others, if the plan changes while the step runs).
+	Compute func(shards []int, into []int64) error
+	// Update, on a replica that owns the chunk v of the reduced vector
+	// starting at lo, replaces the gradients in it by the parameters after
+	// the step's update (other values, the losses and observer ranges,
+	// stay). It leaves the trainer's parameters and optimizer state as they
+	// are until the step completes (a membership change may make the chunk
+	// another replica's), and may be called again for another chunk.
+	Update func(ctx context.Context, lo int, v []float32) error
+	// Moments returns the optimizer state of elements [lo, hi) of the
+	// vector as it stands before the step's update: the coordinator's
+	// replica serves it to a replica that takes over a chunk whose state
+	// it does not hold.
+	Moments func(lo, hi int) []float32
+}
+
+// MomentSource is a Parallel through which a replica fetches the
+// optimizer state of a chunk it takes over (a membership change moved the
+// chunks) from a replica that holds the whole state: the Moments of that
+// replica's step.
+type MomentSource interface {
+	FetchMoments(ctx context.Context, step int64, lo, hi int) ([]float32, error)
 }
 
 // Joinable is a Parallel that replicas may join during training: before
@@ -230,7 +262,8 @@ func (t *Trainer) parallelStep(ctx context.Context, idx []int, epoch int) error 
 		}
 		return nil
 	}
-	v, err := par.Reduce(ctx, s.Step, l.n, compute)
+	t.pending, t.extraDone = nil, false
+	v, updated, err := par.Reduce(ctx, s.Step, l.n, Step{Compute: compute, Update: t.updateChunk, Moments: t.moments})
 	if err != nil {
 		return err
 	}
@@ -238,22 +271,21 @@ func (t *Trainer) parallelStep(ctx context.Context, idx []int, epoch int) error 
 		return fmt.Errorf("trainer: step %d: reduced %d values, want %d", s.Step+1, len(v), l.n)
 	}
 	inv := float32(shards)
-	if len(t.pgrads) != len(t.cfg.Model.Params) {
-		t.pgrads = make([][]float32, len(t.cfg.Model.Params))
-	}
-	for i, p := range t.cfg.Model.Params {
-		if len(t.pgrads[i]) != p.Size() {
-			t.pgrads[i] = make([]float32, p.Size())
+	t.updated = updated
+	if updated {
+		t.takeUpdated(v)
+	} else {
+		t.gradBuffers()
+		for i, p := range t.cfg.Model.Params {
+			for j, q := range v[l.params[i] : l.params[i]+p.Size()] {
+				t.pgrads[i][j] = q / inv
+			}
+			s.Grads[i] = t.pgrads[i]
 		}
-		for j, q := range v[l.params[i] : l.params[i]+p.Size()] {
-			t.pgrads[i][j] = q / inv
-		}
-		s.Grads[i] = t.pgrads[i]
-	}
-	if l.proj >= 0 {
-		t.projGradPar = t.projGradPar[:0]
-		for _, q := range v[l.proj : l.proj+t.proj.Size()] {
-			t.projGradPar = append(t.projGradPar, q/inv)
+		if l.proj >= 0 {
+			for j, q := range v[l.proj : l.proj+t.proj.Size()] {
+				t.projGradPar[j] = q / inv
+			}
 		}
 	}
 	for j, name := range l.obsNames {

@@ -14,16 +14,25 @@ import (
 )
 
 // memCluster reduces in memory between replicas running in lockstep:
-// replica r of those that compute gets the micro-shards assigned to it.
+// replica r of those that compute gets the micro-shards assigned to it and
+// owns a chunk of the vector, whose update it computes; a replica that
+// computes none takes the plain sum (a coordinator) and serves the
+// optimizer state. With rotate the chunks change owners every step, so
+// that every owner fetches the state of its chunk from that replica.
 type memCluster struct {
 	shards  int
 	assign  [][]int // micro-shards per replica (empty: computes none)
+	rotate  bool
 	mu      sync.Mutex
 	cond    *sync.Cond
 	step    int64
 	sum     []int64
 	arrived int
-	done    []float32
+	done    []float32 // the step's sum, once every replica added its part
+	upd     []float32 // the owners' updated chunks
+	owned   int
+	moments func(lo, hi int) []float32
+	fetched int
 	taken   int
 }
 
@@ -40,14 +49,30 @@ type memReplica struct {
 
 func (m memReplica) MicroShards() int { return m.c.shards }
 
-func (m memReplica) Reduce(_ context.Context, step int64, n int, compute func([]int, []int64) error) ([]float32, error) {
-	into := make([]int64, n)
-	if len(m.c.assign[m.r]) > 0 {
-		// Several calls, as a re-plan would make them.
-		for _, k := range m.c.assign[m.r] {
-			if err := compute([]int{k}, into); err != nil {
-				return nil, err
+// owners is the number of replicas that compute, and rank r's position
+// among them at step (-1: computes none).
+func (c *memCluster) owner(r int, step int64) (int, int) {
+	n, pos := 0, -1
+	for k, a := range c.assign {
+		if len(a) > 0 {
+			if k == r {
+				pos = n
 			}
+			n++
+		}
+	}
+	if pos >= 0 && c.rotate {
+		pos = (pos + int(step)) % n
+	}
+	return n, pos
+}
+
+func (m memReplica) Reduce(ctx context.Context, step int64, n int, f Step) ([]float32, bool, error) {
+	into := make([]int64, n)
+	// Several calls, as a re-plan would make them.
+	for _, k := range m.c.assign[m.r] {
+		if err := f.Compute([]int{k}, into); err != nil {
+			return nil, false, err
 		}
 	}
 	c := m.c
@@ -57,10 +82,14 @@ func (m memReplica) Reduce(_ context.Context, step int64, n int, compute func([]
 		c.cond.Wait()
 	}
 	if c.step != step {
-		c.step, c.sum, c.arrived = step, make([]int64, n), 0
+		c.step, c.sum, c.arrived, c.owned = step, make([]int64, n), 0, 0
 	}
 	for i, v := range into {
 		c.sum[i] += v
+	}
+	owners, pos := c.owner(m.r, step)
+	if pos < 0 {
+		c.moments = f.Moments
 	}
 	c.arrived++
 	if c.arrived == len(c.assign) {
@@ -68,27 +97,62 @@ func (m memReplica) Reduce(_ context.Context, step int64, n int, compute func([]
 		for i, v := range c.sum {
 			c.done[i] = FromFixed(v)
 		}
+		c.upd = slices.Clone(c.done)
 		c.taken = 0
 		c.cond.Broadcast()
 	}
 	for c.done == nil || c.step != step {
 		c.cond.Wait()
 	}
-	out := slices.Clone(c.done)
-	if c.taken++; c.taken == len(c.assign) {
-		c.done, c.step = nil, -1
+	if pos >= 0 {
+		lo, hi := pos*n/owners, (pos+1)*n/owners
+		chunk := slices.Clone(c.done[lo:hi])
+		c.mu.Unlock()
+		err := f.Update(ctx, lo, chunk)
+		c.mu.Lock()
+		if err != nil {
+			return nil, false, err
+		}
+		copy(c.upd[lo:hi], chunk)
+		c.owned++
 		c.cond.Broadcast()
 	}
-	return out, nil
+	for c.owned < owners {
+		c.cond.Wait()
+	}
+	out := slices.Clone(c.done)
+	if pos >= 0 {
+		out = slices.Clone(c.upd)
+	}
+	if c.taken++; c.taken == len(c.assign) {
+		c.done, c.step, c.moments = nil, -1, nil
+		c.cond.Broadcast()
+	}
+	return out, pos >= 0, nil
+}
+
+// FetchMoments implements MomentSource: the replica that computes none
+// is blocked in its Reduce of step until every owner has updated.
+func (m memReplica) FetchMoments(_ context.Context, step int64, lo, hi int) ([]float32, error) {
+	c := m.c
+	c.mu.Lock()
+	for c.moments == nil || c.step != step {
+		c.cond.Wait()
+	}
+	fn := c.moments
+	c.fetched++
+	c.mu.Unlock()
+	return fn(lo, hi), nil
 }
 
 // parallelRun trains a small MLP with dropout, a pruning schedule and
 // quantization with an activation observer, as the replicas of assign, and
 // returns each replica's parameters.
-func parallelRun(t *testing.T, assign [][]int) [][][]float32 {
+func parallelRun(t *testing.T, assign [][]int, rotate bool, opt OptimConfig) [][][]float32 {
 	t.Helper()
 	train, val := synthetic(256, 1), synthetic(100, 2)
 	c := newMemCluster(4, assign)
+	c.rotate = rotate
 	out := make([][][]float32, len(assign))
 	errs := make([]error, len(assign))
 	var wg sync.WaitGroup
@@ -99,7 +163,7 @@ func parallelRun(t *testing.T, assign [][]int) [][][]float32 {
 		}
 		m.Quant = map[string]*compress.QuantControl{"fc1": {Spec: compress.QuantSpec{Bits: 6}}, "fc2": {Spec: compress.QuantSpec{Bits: 6}}}
 		m.ActQuant = map[string]*compress.Observer{"fc1": {Spec: compress.QuantSpec{Bits: 8}, Momentum: 0.9}}
-		o, err := NewOptimizer(OptimConfig{Kind: "sgd", Momentum: 0.9}, sizes(m))
+		o, err := NewOptimizer(opt, sizes(m))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -132,19 +196,45 @@ func parallelRun(t *testing.T, assign [][]int) [][][]float32 {
 			t.Fatalf("replica %d: %v", r, err)
 		}
 	}
+	if rotate && c.fetched == 0 {
+		t.Fatal("no owner fetched its chunk's optimizer state")
+	}
 	return out
 }
 
 func TestParallelReplicasMatchWhoeverComputes(t *testing.T) {
-	one := parallelRun(t, [][]int{{0, 1, 2, 3}})
-	// Two computing replicas and one that computes nothing (a coordinator).
-	three := parallelRun(t, [][]int{{3, 1}, {}, {2, 0}})
-	for r, ps := range three {
-		for i := range ps {
-			if !slices.Equal(ps[i], one[0][i]) {
-				t.Fatalf("replica %d, parameter %d differs from the single replica's", r, i)
+	sgd := OptimConfig{Kind: "sgd", Momentum: 0.9}
+	one := parallelRun(t, [][]int{{0, 1, 2, 3}}, false, sgd)
+	// Two computing replicas, each updating its chunk, and one that
+	// computes nothing (a coordinator) and applies the whole update; then
+	// three owners whose chunks move every step, so that each fetches its
+	// chunk's optimizer state from the coordinator.
+	for _, run := range []struct {
+		assign [][]int
+		rotate bool
+	}{{[][]int{{3, 1}, {}, {2, 0}}, false}, {[][]int{{3}, {1, 0}, {}, {2}}, true}} {
+		got := parallelRun(t, run.assign, run.rotate, sgd)
+		for r, ps := range got {
+			for i := range ps {
+				if !slices.Equal(ps[i], one[0][i]) {
+					t.Fatalf("%v (rotating %v): replica %d, parameter %d differs from the single replica's", run.assign, run.rotate, r, i)
+				}
 			}
 		}
+	}
+	// Adam: two state buffers per tensor and a step count for the bias
+	// correction, moved with the chunks.
+	adam := OptimConfig{Kind: "adamw", WeightDecay: 0.01}
+	oneAdam := parallelRun(t, [][]int{{0, 1, 2, 3}}, false, adam)
+	for r, ps := range parallelRun(t, [][]int{{3}, {1, 0}, {}, {2}}, true, adam) {
+		for i := range ps {
+			if !slices.Equal(ps[i], oneAdam[0][i]) {
+				t.Fatalf("adam, rotating: replica %d, parameter %d differs from the single replica's", r, i)
+			}
+		}
+	}
+	if slices.Equal(oneAdam[0][0], one[0][0]) {
+		t.Fatal("adam and sgd trained the same weights")
 	}
 	var zeros int
 	for _, v := range one[0][0] {

@@ -171,10 +171,18 @@ type Trainer struct {
 	// The last step's distillation loss and correct count.
 	lastKD      float64
 	lastCorrect int
-	// Data-parallel steps: the reduced gradients.
+	// Data-parallel steps: the reduced gradients; the chunk update
+	// waiting for its step to complete, the range of the vector whose
+	// optimizer state is current here, and whether this step's
+	// parameters came updated (and its extra loss terms were added while
+	// updating a chunk).
 	pgrads      [][]float32
 	projGradPar []float32
 	parLayout   *parallelLayout
+	pending     *pendingUpdate
+	own         ownRange
+	updated     bool
+	extraDone   bool
 }
 
 // New validates the configuration and builds the training graph.
@@ -197,7 +205,7 @@ func New(cfg Config) (*Trainer, error) {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	t := &Trainer{cfg: cfg, log: log}
+	t := &Trainer{cfg: cfg, log: log, own: ownRange{all: true}}
 	if err := t.build(); err != nil {
 		return nil, err
 	}
@@ -338,6 +346,7 @@ func (t *Trainer) rebuild(m *model.Model) error {
 		t.state.Params = append(t.state.Params, p.Data())
 	}
 	t.cfg.Optimizer.Remap(from, sizes)
+	t.own = ownRange{} // a replica's state outside its chunk was not remapped from current values
 	t.state.Model, t.state.Masks, t.state.Grads = m, masks, make([][]float32, len(m.Params))
 	return nil
 }
@@ -575,6 +584,7 @@ func (t *Trainer) step(ctx context.Context, idx []int, epoch int) error {
 		}
 	}
 	projGrad := func() []float32 { return f32s(t.projGrad.Value()) }
+	t.updated, t.extraDone = false, false
 	if t.cfg.Parallel != nil {
 		if err := t.parallelStep(ctx, idx, epoch); err != nil {
 			return err
@@ -590,23 +600,22 @@ func (t *Trainer) step(ctx context.Context, idx []int, epoch int) error {
 		}
 		t.lastKD, t.lastCorrect = t.net.DistillLoss(), t.net.Correct()
 	}
-	s.ExtraLoss = 0
-	for _, p := range t.cfg.Policies {
-		if h, ok := p.(ExtraLosser); ok {
-			v, err := h.ExtraLoss(s)
-			if err != nil {
-				return fmt.Errorf("trainer: step %d: %s: %w", s.Step+1, p.Name(), err)
-			}
-			s.ExtraLoss += v
+	if !t.extraDone { // a replica that updated a chunk added them there
+		v, err := t.extraLoss()
+		if err != nil {
+			return err
 		}
+		s.ExtraLoss = v
 	}
 	if l := s.Loss + s.ExtraLoss; math.IsNaN(l) || math.IsInf(l, 0) {
 		return fmt.Errorf("%w at step %d (epoch %d, %d samples seen): loss %v; lower the learning rate or check the data",
 			ErrNonFinite, s.Step+1, s.Epoch+1, s.SamplesSeen, l)
 	}
-	t.cfg.Optimizer.Step(s.Params, s.Grads, s.Masks, float32(s.LR))
-	if t.projGrad != nil {
-		t.cfg.Hint.Optimizer.Step([][]float32{t.proj.Float32s()}, [][]float32{projGrad()}, nil, float32(s.LR))
+	if !t.updated { // else the chunks' owners updated the parameters
+		t.cfg.Optimizer.Step(s.Params, s.Grads, s.Masks, float32(s.LR))
+		if t.projGrad != nil {
+			t.cfg.Hint.Optimizer.Step([][]float32{t.proj.Float32s()}, [][]float32{projGrad()}, nil, float32(s.LR))
+		}
 	}
 	for _, p := range t.cfg.Policies {
 		if h, ok := p.(AfterUpdater); ok {
@@ -618,6 +627,23 @@ func (t *Trainer) step(ctx context.Context, idx []int, epoch int) error {
 	s.Step++
 	s.SamplesSeen += int64(t.cfg.Batch)
 	return nil
+}
+
+// extraLoss runs the policies' extra loss terms: their sum, their
+// gradients added to the state's.
+func (t *Trainer) extraLoss() (float64, error) {
+	s := &t.state
+	var total float64
+	for _, p := range t.cfg.Policies {
+		if h, ok := p.(ExtraLosser); ok {
+			v, err := h.ExtraLoss(s)
+			if err != nil {
+				return 0, fmt.Errorf("trainer: step %d: %s: %w", s.Step+1, p.Name(), err)
+			}
+			total += v
+		}
+	}
+	return total, nil
 }
 
 // forwardBackward runs the teachers and the training graph on the samples

@@ -1,0 +1,171 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/lathe-ml/lathe/trainer"
+)
+
+// The optimizer state of a chunk travels only when a membership change
+// gives a worker a chunk whose state it does not hold (each worker keeps
+// its own chunk's): the worker asks the coordinator, whose replica keeps
+// the whole state, for the state of that chunk at the step it is running;
+// the coordinator answers from its trainer when it reaches that step (it
+// lags behind the workers, never ahead of a step not yet reduced), while
+// its replica waits for the step's chunks.
+
+// momentsReq asks for the optimizer state of elements [Lo, Hi) of the
+// vector as it stands before Step's update.
+type momentsReq struct {
+	Phase uint64 `json:"phase"`
+	Step  int64  `json:"step"`
+	Lo    int    `json:"lo"`
+	Hi    int    `json:"hi"`
+	reply string
+	from  string
+}
+
+// errStepGone: the coordinator had completed the step when a worker asked
+// for its state — the step's chunks exist, the worker takes those.
+var errStepGone = errors.New("cluster: the step was completed")
+
+// maxGone bounds how often a replica goes back for a completed step's
+// chunks before it gives up.
+const maxGone = 10
+
+// goneHeader marks the coordinator's answer for a step it completed.
+const goneHeader = "Lathe-Gone"
+
+var _ trainer.MomentSource = (*Replica)(nil)
+
+// FetchMoments implements trainer.MomentSource: it asks the coordinator
+// (again every ResendAfter) until the whole answer is in.
+func (r *Replica) FetchMoments(ctx context.Context, step int64, lo, hi int) ([]float32, error) {
+	inbox := nats.NewInbox()
+	sub, err := r.nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	defer sub.Unsubscribe()
+	_ = sub.SetPendingLimits(-1, -1)
+	req, _ := json.Marshal(momentsReq{Phase: r.phase, Step: step, Lo: lo, Hi: hi})
+	ask := func() error { return r.nc.PublishRequest(r.prefix+".moments", inbox, req) }
+	if err := ask(); err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	r.log.Debug("asking the coordinator for a chunk's optimizer state", "step", step+1, "lo", lo, "hi", hi)
+	var out []float32
+	got := map[int]bool{}
+	total := 0
+	next := time.Now().Add(ResendAfter)
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if time.Now().After(next) {
+			_ = ask()
+			next = time.Now().Add(ResendAfter)
+		}
+		m, err := sub.NextMsg(100 * time.Millisecond)
+		if errors.Is(err, nats.ErrTimeout) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("cluster: %w", err)
+		}
+		md, err := parseMeta(m.Header)
+		if err != nil || md.job != r.job || md.phase != r.phase || md.step != step {
+			continue
+		}
+		if m.Header.Get(goneHeader) != "" {
+			return nil, errStepGone
+		}
+		if md.n == 0 {
+			return []float32{}, nil
+		}
+		if out == nil || len(out) != md.n {
+			out, got, total = make([]float32, md.n), map[int]bool{}, 0
+		}
+		count, err := float32sCount(m.Data)
+		if err != nil || md.off < 0 || md.off+count > md.n || got[md.off] {
+			continue
+		}
+		if err := decodeFloat32s(out[md.off:md.off+count], m.Data); err != nil {
+			r.reject("optimizer state", coordinatorName, err)
+			continue
+		}
+		got[md.off] = true
+		total += count
+		r.mu.Lock()
+		r.stats.BytesReceived += int64(len(m.Data))
+		r.mu.Unlock()
+		if total == md.n {
+			return out, nil
+		}
+	}
+}
+
+// onMoments queues a worker's request for the coordinator's trainer.
+func (r *Replica) onMoments(m *nats.Msg) {
+	from := subjectFrom(m.Subject)
+	var q momentsReq
+	if err := json.Unmarshal(m.Data, &q); err != nil || m.Reply == "" {
+		r.reject("optimizer state request", from, fmt.Errorf("a malformed request"))
+		return
+	}
+	if q.Phase != r.phase {
+		return
+	}
+	q.reply, q.from = m.Reply, from
+	r.mu.Lock()
+	r.momentReqs = append(r.momentReqs, q)
+	r.mu.Unlock()
+	r.poke()
+}
+
+// serveMoments answers the requests for step from the running step's
+// state (on the trainer's goroutine: the state does not change meanwhile),
+// and those for earlier steps with errStepGone's mark; later ones wait.
+func (r *Replica) serveMoments(step int64) {
+	r.mu.Lock()
+	if len(r.momentReqs) == 0 {
+		r.mu.Unlock()
+		return
+	}
+	var now, later []momentsReq
+	for _, q := range r.momentReqs {
+		if q.Step <= step {
+			now = append(now, q)
+		} else {
+			later = append(later, q)
+		}
+	}
+	r.momentReqs = later
+	fn, n := r.moments, r.momentsN
+	r.mu.Unlock()
+	for _, q := range now {
+		md := meta{job: r.job, phase: r.phase, step: q.Step}
+		switch {
+		case q.Step < step || fn == nil:
+			h := md.header()
+			h.Set(goneHeader, "1")
+			_ = r.nc.PublishMsg(&nats.Msg{Subject: q.reply, Header: h})
+		case q.Lo < 0 || q.Lo >= q.Hi || q.Hi > n:
+			r.reject("optimizer state request", q.from, fmt.Errorf("range [%d, %d) of a %d-element vector", q.Lo, q.Hi, n))
+		default:
+			v := fn(q.Lo, q.Hi)
+			md.n = len(v)
+			r.mu.Lock()
+			r.stats.StateServed++
+			r.mu.Unlock()
+			r.log.Debug("serving a chunk's optimizer state", "to", q.from, "step", step+1, "lo", q.Lo, "hi", q.Hi, "values", len(v))
+			r.publishFloat32s(q.reply, r.name, md, 0, v)
+		}
+	}
+}

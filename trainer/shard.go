@@ -1,0 +1,219 @@
+package trainer
+
+import (
+	"context"
+	"fmt"
+	"slices"
+)
+
+// ownRange is the range of the reduced vector over which a replica's
+// optimizer state is current: all of it until the replica updates a chunk
+// (every replica starts from the same state), then the chunk it updated
+// last; none after the model is rebuilt or a step it did not update.
+type ownRange struct {
+	all    bool
+	lo, hi int
+}
+
+func (o ownRange) covers(lo, hi int) bool { return o.all || (o.lo <= lo && hi <= o.hi) }
+
+// region is a run of the reduced vector holding the gradients of tensors
+// one optimizer updates: the model's parameters, or the hint's projection.
+type region struct {
+	opt    Optimizer
+	params [][]float32
+	grads  [][]float32
+	masks  [][]byte // nil, or per tensor (nil: unmasked)
+	off    []int    // each tensor's offset in the vector
+}
+
+// piece is the part [a, b) of a region's tensor i that falls in a range
+// of the vector, at offset at from the range's start.
+type piece struct{ i, a, b, at int }
+
+func (g *region) pieces(lo, hi int) []piece {
+	var ps []piece
+	for i, p := range g.params {
+		a, b := max(lo-g.off[i], 0), min(hi-g.off[i], len(p))
+		if a < b {
+			ps = append(ps, piece{i, a, b, g.off[i] + a - lo})
+		}
+	}
+	return ps
+}
+
+// kinds is how many state buffers the region's optimizer keeps per
+// tensor (its State lists them kind by kind, tensor by tensor).
+func (g *region) kinds() int {
+	if len(g.params) == 0 {
+		return 0
+	}
+	return len(g.opt.State()) / len(g.params)
+}
+
+// pendingUpdate is a chunk's update computed by Step.Update, committed to
+// the optimizer's state when its step completes.
+type pendingUpdate struct {
+	step   int64
+	lo, hi int
+	subs   []Optimizer // per region; nil where the chunk has none of it
+}
+
+// regions are the vector's parameter regions for the current model.
+func (t *Trainer) regions() []*region {
+	l := t.layout()
+	t.gradBuffers()
+	s := &t.state
+	rs := []*region{{opt: t.cfg.Optimizer, params: s.Params, grads: t.pgrads, masks: s.Masks, off: l.params}}
+	if l.proj >= 0 {
+		rs = append(rs, &region{opt: t.cfg.Hint.Optimizer, params: [][]float32{t.proj.Float32s()}, grads: [][]float32{t.projGradPar}, off: []int{l.proj}})
+	}
+	return rs
+}
+
+// gradBuffers sizes the buffers the reduced gradients are written to.
+func (t *Trainer) gradBuffers() {
+	if len(t.pgrads) != len(t.cfg.Model.Params) {
+		t.pgrads = make([][]float32, len(t.cfg.Model.Params))
+	}
+	for i, p := range t.cfg.Model.Params {
+		if len(t.pgrads[i]) != p.Size() {
+			t.pgrads[i] = make([]float32, p.Size())
+		}
+	}
+	if t.proj != nil && len(t.projGradPar) != t.proj.Size() {
+		t.projGradPar = make([]float32, t.proj.Size())
+	}
+}
+
+// moments is the optimizers' state of elements [lo, hi) of the reduced
+// vector, region by region, kind by kind, tensor by tensor (Step.Moments).
+func (t *Trainer) moments(lo, hi int) []float32 {
+	var out []float32
+	for _, g := range t.regions() {
+		st, k, ps := g.opt.State(), g.kinds(), g.pieces(lo, hi)
+		for q := range k {
+			for _, p := range ps {
+				out = append(out, st[q*len(g.params)+p.i][p.a:p.b]...)
+			}
+		}
+	}
+	return out
+}
+
+// updateChunk is Step.Update: the optimizer's update of the parameters in
+// the chunk v at lo, from the chunk's reduced gradients (and the policies'
+// extra loss terms), computed on copies of the parameters and of the
+// chunk's optimizer state — this replica's own when current, else fetched
+// from a replica that holds the whole state — and kept until the step
+// completes.
+func (t *Trainer) updateChunk(ctx context.Context, lo int, v []float32) error {
+	s := &t.state
+	hi := lo + len(v)
+	regs := t.regions()
+	inv := float32(t.cfg.Parallel.MicroShards())
+	want := 0
+	for _, g := range regs {
+		k := g.kinds()
+		for _, p := range g.pieces(lo, hi) {
+			dst := g.grads[p.i][p.a:p.b]
+			for j, q := range v[p.at : p.at+len(dst)] {
+				dst[j] = q / inv
+			}
+			want += k * len(dst)
+		}
+	}
+	copy(s.Grads, t.pgrads)
+	extra, err := t.extraLoss()
+	if err != nil {
+		return err
+	}
+	s.ExtraLoss, t.extraDone = extra, true
+	var mom []float32
+	if t.own.covers(lo, hi) {
+		mom = t.moments(lo, hi)
+	} else {
+		src, ok := t.cfg.Parallel.(MomentSource)
+		if !ok {
+			return fmt.Errorf("trainer: step %d: the optimizer state of [%d, %d) is not here, and nothing serves it", s.Step+1, lo, hi)
+		}
+		if mom, err = src.FetchMoments(ctx, s.Step, lo, hi); err != nil {
+			return fmt.Errorf("trainer: step %d: %w", s.Step+1, err)
+		}
+	}
+	if len(mom) != want {
+		return fmt.Errorf("trainer: step %d: optimizer state of %d values for [%d, %d), want %d", s.Step+1, len(mom), lo, hi, want)
+	}
+	pend := &pendingUpdate{step: s.Step, lo: lo, hi: hi, subs: make([]Optimizer, len(regs))}
+	at := 0
+	for r, g := range regs {
+		ps := g.pieces(lo, hi)
+		if len(ps) == 0 {
+			continue
+		}
+		k := g.kinds()
+		sizes := make([]int, len(ps))
+		params, grads, masks := make([][]float32, len(ps)), make([][]float32, len(ps)), make([][]byte, len(ps))
+		for j, p := range ps {
+			sizes[j] = p.b - p.a
+			params[j] = slices.Clone(g.params[p.i][p.a:p.b])
+			grads[j] = g.grads[p.i][p.a:p.b]
+			if g.masks != nil && g.masks[p.i] != nil {
+				masks[j] = g.masks[p.i][p.a:p.b]
+			}
+		}
+		st := make([][]float32, 0, k*len(ps))
+		for range k {
+			for _, n := range sizes {
+				st = append(st, mom[at:at+n])
+				at += n
+			}
+		}
+		sub := g.opt.Like(sizes)
+		if err := sub.Load(st, g.opt.Steps()); err != nil {
+			return fmt.Errorf("trainer: step %d: %w", s.Step+1, err)
+		}
+		sub.Step(params, grads, masks, float32(s.LR))
+		for j, p := range ps {
+			copy(v[p.at:p.at+sizes[j]], params[j])
+		}
+		pend.subs[r] = sub
+	}
+	t.pending = pend
+	return nil
+}
+
+// takeUpdated puts a completed step's updated parameters (v, the gathered
+// chunks) in place and commits this replica's own chunk's optimizer state;
+// a replica that did not update a chunk of the step (it took the step's
+// result from another replica) holds no current state from now on.
+func (t *Trainer) takeUpdated(v []float32) {
+	regs := t.regions()
+	for _, g := range regs {
+		for i, p := range g.params {
+			copy(p, v[g.off[i]:g.off[i]+len(p)])
+		}
+	}
+	p := t.pending
+	t.pending = nil
+	if p == nil || p.step != t.state.Step {
+		p = &pendingUpdate{subs: make([]Optimizer, len(regs))}
+		t.own = ownRange{}
+	} else {
+		t.own = ownRange{lo: p.lo, hi: p.hi}
+	}
+	for r, g := range regs {
+		sub := p.subs[r]
+		if sub == nil {
+			g.opt.SetSteps(g.opt.Steps() + 1)
+			continue
+		}
+		ps, st, sst, k := g.pieces(p.lo, p.hi), g.opt.State(), sub.State(), g.kinds()
+		for q := range k {
+			for j, pc := range ps {
+				copy(st[q*len(g.params)+pc.i][pc.a:pc.b], sst[q*len(ps)+j])
+			}
+		}
+		g.opt.SetSteps(sub.Steps())
+	}
+}

@@ -2,7 +2,7 @@
 // (DESIGN §6): an embedded nats-server by default, the subjects and
 // messages of the protocol, the coordinator's membership (registration,
 // heartbeats, generations), and the exact data-parallel reduction every
-// replica steps with.
+// replica steps with, whose chunks' owners apply the optimizer update.
 //
 // Subjects, for a job J (its name with '.', '*', '>' and blanks replaced):
 //
@@ -11,9 +11,11 @@
 //	lathe.J.w.W.join           worker W registers (request)
 //	lathe.J.w.W.hb             worker W's heartbeat
 //	lathe.J.w.W.rs.O           W's partial sums of owner O's chunk (reduce-scatter)
-//	lathe.J.w.W.ag             W's reduced chunk (all-gather), also read by the coordinator
+//	lathe.J.w.W.ag             W's reduced chunk, read by the coordinator (it applies the whole update)
+//	lathe.J.w.W.wg             W's chunk of parameters after W's update of it (all-gather, read by the workers)
 //	lathe.J.w.W.resend.T       W asks T to publish a message again (request)
-//	lathe.J.w.W.fetch          W asks any replica for a whole reduced step (request)
+//	lathe.J.w.W.fetch          W asks any replica for a whole completed step (request)
+//	lathe.J.w.W.moments        W asks the coordinator for the optimizer state of a chunk it takes over (request)
 //	lathe.J.w.W.done           W's result of a job-parallel task
 //	lathe.J.w.W.shared         W asks for a value the coordinator decided for the phase (request)
 //

@@ -506,7 +506,12 @@ func (r *Replica) Reduce(ctx context.Context, step int64, n int, f trainer.Step)
 		if errors.Is(err, errGenChanged) {
 			// Someone may have completed the step already (its last chunk
 			// was published before a worker was lost): take theirs, or
-			// compute it again among those left.
+			// compute it again among those left. (The workers hold the
+			// updated vectors, not the reduced ones the coordinator
+			// gathers: it waits for the chunks of any generation.)
+			if r.name == coordinatorName {
+				continue
+			}
 			if v := r.fetch(step, n, updated); v != nil {
 				full = v
 				err = nil

@@ -17,7 +17,7 @@ type State struct {
 
 	Model  *model.Model
 	Params [][]float32 // Model.Params' data, same order
-	Grads  [][]float32 // gradients of the current step, same order
+	Grads  [][]float32 // gradients of the current step, same order (a data-parallel worker's: current only in the chunk it updates)
 	Masks  [][]byte    // per-parameter masks (nil: unmasked); optimizers honour them
 
 	// GuardPauses counts the times an accuracy guard paused a policy.

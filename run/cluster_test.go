@@ -530,3 +530,31 @@ func TestClusterSensitivityOnTheWorkers(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterRebuiltModelMovesOptimizerState factorizes a layer after the
+// first epoch: the rebuilt model's vector is new, so each worker takes its
+// chunk's optimizer state (remapped by the coordinator, which holds the
+// whole state) from the coordinator, and one and two workers still give
+// the same weights.
+func TestClusterRebuiltModelMovesOptimizerState(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains two clusters")
+	}
+	const block = `factorize {
+    layer    = "fc1"
+    rank     = 8
+    at_epoch = 1
+  }`
+	digests := map[int]string{}
+	for _, n := range []int{1, 2} {
+		dir := t.TempDir()
+		s := clusterRunBlocks(t, startCluster(t, n), dir, block, nil)
+		if s.Cluster.DigestMismatches != 0 || s.Cluster.OptimizerStatesMoved < int64(n) || len(s.Ranks) != 1 {
+			t.Fatalf("%d workers: ranks %v, cluster %+v", n, s.Ranks, s.Cluster)
+		}
+		digests[n] = weightsDigest(t, filepath.Join(dir, ModelFile))
+	}
+	if digests[1] != digests[2] {
+		t.Fatalf("1 worker %s, 2 workers %s", digests[1], digests[2])
+	}
+}

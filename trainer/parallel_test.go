@@ -149,11 +149,19 @@ func (m memReplica) FetchMoments(_ context.Context, step int64, lo, hi int) ([]f
 // quantization with an activation observer, as the replicas of assign, and
 // returns each replica's parameters.
 func parallelRun(t *testing.T, assign [][]int, rotate bool, opt OptimConfig) [][][]float32 {
+	out, _ := parallelRunState(t, assign, rotate, opt)
+	return out
+}
+
+// parallelRunState is parallelRun that also returns how many optimizer
+// state values each replica held at the end.
+func parallelRunState(t *testing.T, assign [][]int, rotate bool, opt OptimConfig) ([][][]float32, []int) {
 	t.Helper()
 	train, val := synthetic(256, 1), synthetic(100, 2)
 	c := newMemCluster(4, assign)
 	c.rotate = rotate
 	out := make([][][]float32, len(assign))
+	held := make([]int, len(assign))
 	errs := make([]error, len(assign))
 	var wg sync.WaitGroup
 	for r := range assign {
@@ -187,6 +195,7 @@ func parallelRun(t *testing.T, assign [][]int, rotate bool, opt OptimConfig) [][
 				for _, p := range m.Params {
 					out[r] = append(out[r], slices.Clone(p.Data()))
 				}
+				held[r] = tr.optimizerValues()
 			}
 		}(r)
 	}
@@ -199,7 +208,7 @@ func parallelRun(t *testing.T, assign [][]int, rotate bool, opt OptimConfig) [][
 	if rotate && c.fetched == 0 {
 		t.Fatal("no owner fetched its chunk's optimizer state")
 	}
-	return out
+	return out, held
 }
 
 func TestParallelReplicasMatchWhoeverComputes(t *testing.T) {
@@ -213,7 +222,26 @@ func TestParallelReplicasMatchWhoeverComputes(t *testing.T) {
 		assign [][]int
 		rotate bool
 	}{{[][]int{{3, 1}, {}, {2, 0}}, false}, {[][]int{{3}, {1, 0}, {}, {2}}, true}} {
-		got := parallelRun(t, run.assign, run.rotate, sgd)
+		got, held := parallelRunState(t, run.assign, run.rotate, sgd)
+		// SGD with momentum: one value per parameter. The coordinator
+		// holds them all, each owner its chunk's: its share of the vector,
+		// which ends in a few values that are not parameters (observer
+		// ranges, losses).
+		total := 0
+		for _, p := range got[0] {
+			total += len(p)
+		}
+		for r, a := range run.assign {
+			owners := 0
+			for _, b := range run.assign {
+				if len(b) > 0 {
+					owners++
+				}
+			}
+			if len(a) == 0 && held[r] != total || len(a) > 0 && (held[r] == 0 || held[r] > total/owners+16) {
+				t.Fatalf("%v: replica %d holds %d optimizer values of %d", run.assign, r, held[r], total)
+			}
+		}
 		for r, ps := range got {
 			for i := range ps {
 				if !slices.Equal(ps[i], one[0][i]) {

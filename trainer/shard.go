@@ -51,8 +51,8 @@ func (g *region) kinds() int {
 	return len(g.opt.State()) / len(g.params)
 }
 
-// pendingUpdate is a chunk's update computed by Step.Update, committed to
-// the optimizer's state when its step completes.
+// pendingUpdate is a chunk's update computed by Step.Update; when its step
+// completes, its optimizers' state is the replica's.
 type pendingUpdate struct {
 	step   int64
 	lo, hi int
@@ -87,14 +87,31 @@ func (t *Trainer) gradBuffers() {
 }
 
 // moments is the optimizers' state of elements [lo, hi) of the reduced
-// vector, region by region, kind by kind, tensor by tensor (Step.Moments).
+// vector, region by region, kind by kind, tensor by tensor (Step.Moments):
+// from the whole state, or, on a replica that holds its chunk's only, from
+// that chunk's.
 func (t *Trainer) moments(lo, hi int) []float32 {
 	var out []float32
-	for _, g := range t.regions() {
+	for r, g := range t.regions() {
 		st, k, ps := g.opt.State(), g.kinds(), g.pieces(lo, hi)
+		var cps []piece
+		var cst [][]float32
+		if c := t.chunk; c != nil && !t.own.all {
+			cps = g.pieces(c.lo, c.hi)
+			if c.subs[r] != nil {
+				cst = c.subs[r].State()
+			}
+		}
 		for q := range k {
 			for _, p := range ps {
-				out = append(out, st[q*len(g.params)+p.i][p.a:p.b]...)
+				if t.chunk == nil || t.own.all {
+					out = append(out, st[q*len(g.params)+p.i][p.a:p.b]...)
+					continue
+				}
+				// The chunk's pieces cover the range's (covers holds).
+				j := slices.IndexFunc(cps, func(c piece) bool { return c.i == p.i })
+				c := cps[j]
+				out = append(out, cst[q*len(cps)+j][p.a-c.a:p.b-c.a]...)
 			}
 		}
 	}
@@ -184,8 +201,10 @@ func (t *Trainer) updateChunk(ctx context.Context, lo int, v []float32) error {
 }
 
 // takeUpdated puts a completed step's updated parameters (v, the gathered
-// chunks) in place and commits this replica's own chunk's optimizer state;
-// a replica that did not update a chunk of the step (it took the step's
+// chunks) in place, and keeps the optimizer state of this replica's own
+// chunk as its state from now on: the optimizers' whole buffers are given
+// up (a replica that updates chunks holds its own chunk's state only). A
+// replica that did not update a chunk of the step (it took the step's
 // result from another replica) holds no current state from now on.
 func (t *Trainer) takeUpdated(v []float32) {
 	regs := t.regions()
@@ -197,23 +216,53 @@ func (t *Trainer) takeUpdated(v []float32) {
 	p := t.pending
 	t.pending = nil
 	if p == nil || p.step != t.state.Step {
-		p = &pendingUpdate{subs: make([]Optimizer, len(regs))}
-		t.own = ownRange{}
+		t.own, t.chunk = ownRange{}, nil
 	} else {
-		t.own = ownRange{lo: p.lo, hi: p.hi}
+		t.own, t.chunk = ownRange{lo: p.lo, hi: p.hi}, p
 	}
 	for r, g := range regs {
-		sub := p.subs[r]
-		if sub == nil {
-			g.opt.SetSteps(g.opt.Steps() + 1)
+		steps := g.opt.Steps() + 1
+		if t.chunk != nil && t.chunk.subs[r] != nil {
+			steps = t.chunk.subs[r].Steps()
+		}
+		if stateSize(g.opt) == 0 {
+			g.opt.SetSteps(steps)
 			continue
 		}
-		ps, st, sst, k := g.pieces(p.lo, p.hi), g.opt.State(), sub.State(), g.kinds()
-		for q := range k {
-			for j, pc := range ps {
-				copy(st[q*len(g.params)+pc.i][pc.a:pc.b], sst[q*len(ps)+j])
+		// Buffers of no elements: the optimizer keeps its kind, its
+		// settings and its count, a rebuild's Remap sizes them again.
+		o := g.opt.Like(make([]int, len(g.params)))
+		o.SetSteps(steps)
+		if r == 0 {
+			t.cfg.Optimizer = o
+		} else {
+			t.cfg.Hint.Optimizer = o
+		}
+	}
+}
+
+// stateSize is the number of values an optimizer's state holds.
+func stateSize(o Optimizer) int {
+	n := 0
+	for _, b := range o.State() {
+		n += len(b)
+	}
+	return n
+}
+
+// optimizerValues is the number of optimizer state values this trainer
+// holds: the whole state's, or its chunk's.
+func (t *Trainer) optimizerValues() int {
+	n := stateSize(t.cfg.Optimizer)
+	if t.cfg.Hint != nil && t.cfg.Hint.Optimizer != nil {
+		n += stateSize(t.cfg.Hint.Optimizer)
+	}
+	if c := t.chunk; c != nil {
+		for _, o := range c.subs {
+			if o != nil {
+				n += stateSize(o)
 			}
 		}
-		g.opt.SetSteps(sub.Steps())
 	}
+	return n
 }

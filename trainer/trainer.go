@@ -181,6 +181,7 @@ type Trainer struct {
 	parLayout   *parallelLayout
 	pending     *pendingUpdate
 	own         ownRange
+	chunk       *pendingUpdate // the own chunk's optimizer state, once the whole is given up
 	updated     bool
 	extraDone   bool
 }
@@ -346,7 +347,7 @@ func (t *Trainer) rebuild(m *model.Model) error {
 		t.state.Params = append(t.state.Params, p.Data())
 	}
 	t.cfg.Optimizer.Remap(from, sizes)
-	t.own = ownRange{} // a replica's state outside its chunk was not remapped from current values
+	t.own, t.chunk = ownRange{}, nil // a replica holding its chunk's state only holds none of the new vector
 	t.state.Model, t.state.Masks, t.state.Grads = m, masks, make([][]float32, len(m.Params))
 	return nil
 }

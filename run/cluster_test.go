@@ -197,7 +197,13 @@ func clusterRun(t *testing.T, tc *testCluster, dir string, progress func(trainer
 
 func clusterRunBlocks(t *testing.T, tc *testCluster, dir, blocks string, progress func(trainer.Progress)) *Summary {
 	t.Helper()
-	j, err := recipes.Parse([]byte(withBlock(blocks)), "tiny.hcl", []string{"epochs=2"})
+	// With momentum: the optimizer state the chunks' owners keep, and
+	// that moves with the chunks, is not empty.
+	src := strings.Replace(withBlock(blocks), "    lr = var.lr\n", "    lr       = var.lr\n    momentum = 0.9\n", 1)
+	if !strings.Contains(src, "momentum") {
+		t.Fatal("the test recipe's optimizer block changed")
+	}
+	j, err := recipes.Parse([]byte(src), "tiny.hcl", []string{"epochs=2"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -103,6 +103,9 @@ type Replica struct {
 	free32       [][]float32
 	reduced      *sent // our last reduced chunk, for the coordinator's resends
 	updated      *sent // our last updated chunk, for the workers' resends
+	// The ones before, whose buffers the next chunks reuse once no resend
+	// reads them.
+	prevReduced, prevUpdated *sent
 	done         map[int64]doneStep
 	// Requests for the optimizer state of a chunk (the coordinator's).
 	momentReqs []momentsReq
@@ -615,23 +618,36 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 				}
 			}
 		}
+		var out, upd []float32
+		if f.Update != nil {
+			out, upd = reuse(&r.prevReduced, len(sum)), reuse(&r.prevUpdated, len(sum))
+		}
 		r.mu.Unlock()
-		out := make([]float32, len(sum))
+		if out == nil {
+			out = make([]float32, len(sum))
+		}
 		for i, v := range sum {
 			out[i] = trainer.FromFixed(v)
 		}
 		// The update before either chunk goes out: it may need the
 		// chunk's optimizer state from the coordinator, which serves it
 		// only while it has not completed the step.
-		upd := out
-		if f.Update != nil {
-			upd = slices.Clone(out)
+		if f.Update == nil {
+			upd = out
+		} else {
+			if upd == nil {
+				upd = make([]float32, len(out))
+			}
+			copy(upd, out)
 			if err := f.Update(ctx, lo, upd); err != nil {
 				return nil, err
 			}
 		}
 		md := meta{job: r.job, phase: r.phase, gen: gen, step: step, n: n}
 		r.mu.Lock()
+		if f.Update != nil {
+			r.prevReduced, r.prevUpdated = r.reduced, r.updated
+		}
 		r.reduced = &sent{gen: gen, step: step, n: n, f32: out, lo: lo}
 		r.updated = &sent{gen: gen, step: step, n: n, f32: upd, lo: lo}
 		r.chunks[key{r.name, gen, step}] = &assembly{lo: lo, hi: hi, got: hi - lo, f32: upd}
@@ -769,13 +785,16 @@ func (r *Replica) onResend(m *nats.Msg) {
 	if q.Kind == "wg" {
 		c = r.updated
 	}
-	if p != nil {
-		p.readers++ // not reused for a step's partials while encoded here
-		defer func() {
-			r.mu.Lock()
-			p.readers--
-			r.mu.Unlock()
-		}()
+	// Not reused for a step's partials or chunks while encoded here.
+	for _, v := range []*sent{p, c} {
+		if v != nil {
+			v.readers++
+			defer func() {
+				r.mu.Lock()
+				v.readers--
+				r.mu.Unlock()
+			}()
+		}
 	}
 	members := r.byGen[q.Gen]
 	r.mu.Unlock()
@@ -990,6 +1009,17 @@ func (r *Replica) onPart(m *nats.Msg, partial bool) {
 		return
 	}
 	r.poke()
+}
+
+// reuse takes the buffer of a chunk sent two chunks ago, when no resend
+// reads it and it holds n values (r.mu held); nil otherwise.
+func reuse(prev **sent, n int) []float32 {
+	v := *prev
+	if v == nil || v.readers > 0 || cap(v.f32) < n {
+		return nil
+	}
+	*prev = nil
+	return v.f32[:n]
 }
 
 // keep adds a finished buffer to a free list of a few.

@@ -56,7 +56,8 @@ func (g *region) kinds() int {
 type pendingUpdate struct {
 	step   int64
 	lo, hi int
-	subs   []Optimizer // per region; nil where the chunk has none of it
+	subs   []Optimizer   // per region; nil where the chunk has none of it
+	params [][][]float32 // per region, the chunk's pieces of parameters, updated
 }
 
 // regions are the vector's parameter regions for the current model.
@@ -146,41 +147,79 @@ func (t *Trainer) updateChunk(ctx context.Context, lo int, v []float32) error {
 		return err
 	}
 	s.ExtraLoss, t.extraDone = extra, true
+	// The common case, the chunk of the last step again: the spare
+	// buffers (those of the step before) take a copy of its state.
+	pend := t.spare
+	t.spare = nil
+	if c := t.chunk; pend == nil || c == nil || t.own.all || c.lo != lo || c.hi != hi || pend.lo != lo || pend.hi != hi {
+		if pend, err = t.newPending(ctx, regs, lo, hi, want); err != nil {
+			return err
+		}
+	} else {
+		for r, sub := range pend.subs {
+			if sub != nil {
+				copyState(sub, c.subs[r])
+			}
+		}
+	}
+	pend.step = s.Step
+	for r, g := range regs {
+		sub := pend.subs[r]
+		if sub == nil {
+			continue
+		}
+		ps := g.pieces(lo, hi)
+		params, grads, masks := pend.params[r], make([][]float32, len(ps)), make([][]byte, len(ps))
+		for j, p := range ps {
+			copy(params[j], g.params[p.i][p.a:p.b])
+			grads[j] = g.grads[p.i][p.a:p.b]
+			if g.masks != nil && g.masks[p.i] != nil {
+				masks[j] = g.masks[p.i][p.a:p.b]
+			}
+		}
+		sub.Step(params, grads, masks, float32(s.LR))
+		for j, p := range ps {
+			copy(v[p.at:p.at+len(params[j])], params[j])
+		}
+	}
+	t.pending = pend
+	return nil
+}
+
+// newPending makes the buffers of a chunk's update, with the chunk's
+// optimizer state: this replica's own when current, else fetched from a
+// replica that holds the whole state (want values).
+func (t *Trainer) newPending(ctx context.Context, regs []*region, lo, hi, want int) (*pendingUpdate, error) {
+	s := &t.state
 	var mom []float32
+	var err error
 	if t.own.covers(lo, hi) {
 		mom = t.moments(lo, hi)
 	} else {
 		src, ok := t.cfg.Parallel.(MomentSource)
 		if !ok {
-			return fmt.Errorf("trainer: step %d: the optimizer state of [%d, %d) is not here, and nothing serves it", s.Step+1, lo, hi)
+			return nil, fmt.Errorf("trainer: step %d: the optimizer state of [%d, %d) is not here, and nothing serves it", s.Step+1, lo, hi)
 		}
 		if mom, err = src.FetchMoments(ctx, s.Step, lo, hi); err != nil {
-			return fmt.Errorf("trainer: step %d: %w", s.Step+1, err)
+			return nil, fmt.Errorf("trainer: step %d: %w", s.Step+1, err)
 		}
 	}
 	if len(mom) != want {
-		return fmt.Errorf("trainer: step %d: optimizer state of %d values for [%d, %d), want %d", s.Step+1, len(mom), lo, hi, want)
+		return nil, fmt.Errorf("trainer: step %d: optimizer state of %d values for [%d, %d), want %d", s.Step+1, len(mom), lo, hi, want)
 	}
-	pend := &pendingUpdate{step: s.Step, lo: lo, hi: hi, subs: make([]Optimizer, len(regs))}
+	pend := &pendingUpdate{lo: lo, hi: hi, subs: make([]Optimizer, len(regs)), params: make([][][]float32, len(regs))}
 	at := 0
 	for r, g := range regs {
 		ps := g.pieces(lo, hi)
 		if len(ps) == 0 {
 			continue
 		}
-		k := g.kinds()
 		sizes := make([]int, len(ps))
-		params, grads, masks := make([][]float32, len(ps)), make([][]float32, len(ps)), make([][]byte, len(ps))
 		for j, p := range ps {
 			sizes[j] = p.b - p.a
-			params[j] = slices.Clone(g.params[p.i][p.a:p.b])
-			grads[j] = g.grads[p.i][p.a:p.b]
-			if g.masks != nil && g.masks[p.i] != nil {
-				masks[j] = g.masks[p.i][p.a:p.b]
-			}
 		}
-		st := make([][]float32, 0, k*len(ps))
-		for range k {
+		st := make([][]float32, 0, g.kinds()*len(ps))
+		for range g.kinds() {
 			for _, n := range sizes {
 				st = append(st, mom[at:at+n])
 				at += n
@@ -188,16 +227,21 @@ func (t *Trainer) updateChunk(ctx context.Context, lo int, v []float32) error {
 		}
 		sub := g.opt.Like(sizes)
 		if err := sub.Load(st, g.opt.Steps()); err != nil {
-			return fmt.Errorf("trainer: step %d: %w", s.Step+1, err)
+			return nil, fmt.Errorf("trainer: step %d: %w", s.Step+1, err)
 		}
-		sub.Step(params, grads, masks, float32(s.LR))
-		for j, p := range ps {
-			copy(v[p.at:p.at+sizes[j]], params[j])
-		}
-		pend.subs[r] = sub
+		pend.subs[r], pend.params[r] = sub, alloc(sizes)
 	}
-	t.pending = pend
-	return nil
+	return pend, nil
+}
+
+// copyState copies an optimizer's state and count into another of the
+// same sizes.
+func copyState(dst, src Optimizer) {
+	d, s := dst.State(), src.State()
+	for i := range d {
+		copy(d[i], s[i])
+	}
+	dst.SetSteps(src.Steps())
 }
 
 // takeUpdated puts a completed step's updated parameters (v, the gathered
@@ -215,10 +259,14 @@ func (t *Trainer) takeUpdated(v []float32) {
 	}
 	p := t.pending
 	t.pending = nil
+	old := t.chunk
 	if p == nil || p.step != t.state.Step {
 		t.own, t.chunk = ownRange{}, nil
 	} else {
 		t.own, t.chunk = ownRange{lo: p.lo, hi: p.hi}, p
+		if old != nil && old.lo == p.lo && old.hi == p.hi {
+			t.spare = old // the next step's buffers
+		}
 	}
 	for r, g := range regs {
 		steps := g.opt.Steps() + 1
@@ -251,13 +299,17 @@ func stateSize(o Optimizer) int {
 }
 
 // optimizerValues is the number of optimizer state values this trainer
-// holds: the whole state's, or its chunk's.
+// holds: the whole state's, or its chunk's (and the spare copy the next
+// update of the chunk is computed in).
 func (t *Trainer) optimizerValues() int {
 	n := stateSize(t.cfg.Optimizer)
 	if t.cfg.Hint != nil && t.cfg.Hint.Optimizer != nil {
 		n += stateSize(t.cfg.Hint.Optimizer)
 	}
-	if c := t.chunk; c != nil {
+	for _, c := range []*pendingUpdate{t.chunk, t.spare} {
+		if c == nil {
+			continue
+		}
 		for _, o := range c.subs {
 			if o != nil {
 				n += stateSize(o)

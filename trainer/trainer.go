@@ -182,6 +182,7 @@ type Trainer struct {
 	pending     *pendingUpdate
 	own         ownRange
 	chunk       *pendingUpdate // the own chunk's optimizer state, once the whole is given up
+	spare       *pendingUpdate // buffers for the next update of the same chunk
 	updated     bool
 	extraDone   bool
 }
@@ -347,7 +348,7 @@ func (t *Trainer) rebuild(m *model.Model) error {
 		t.state.Params = append(t.state.Params, p.Data())
 	}
 	t.cfg.Optimizer.Remap(from, sizes)
-	t.own, t.chunk = ownRange{}, nil // a replica holding its chunk's state only holds none of the new vector
+	t.own, t.chunk, t.spare = ownRange{}, nil, nil // a replica holding its chunk's state only holds none of the new vector
 	t.state.Model, t.state.Masks, t.state.Grads = m, masks, make([][]float32, len(m.Params))
 	return nil
 }

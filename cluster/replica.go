@@ -106,7 +106,7 @@ type Replica struct {
 	// The ones before, whose buffers the next chunks reuse once no resend
 	// reads them.
 	prevReduced, prevUpdated *sent
-	done         map[int64]doneStep
+	done                     map[int64]doneStep
 	// Requests for the optimizer state of a chunk (the coordinator's).
 	momentReqs []momentsReq
 	moments    func(lo, hi int) []float32 // the running step's (Step.Moments)

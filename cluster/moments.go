@@ -60,9 +60,7 @@ func (r *Replica) FetchMoments(ctx context.Context, step int64, lo, hi int) ([]f
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	r.log.Debug("asking the coordinator for a chunk's optimizer state", "step", step+1, "lo", lo, "hi", hi)
-	var out []float32
-	got := map[int]bool{}
-	total := 0
+	var parts vectorParts
 	next := time.Now().Add(ResendAfter)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -86,27 +84,16 @@ func (r *Replica) FetchMoments(ctx context.Context, step int64, lo, hi int) ([]f
 		if m.Header.Get(goneHeader) != "" {
 			return nil, errStepGone
 		}
-		if md.n == 0 {
-			return []float32{}, nil
-		}
-		if out == nil || len(out) != md.n {
-			out, got, total = make([]float32, md.n), map[int]bool{}, 0
-		}
-		count, err := float32sCount(m.Data)
-		if err != nil || md.off < 0 || md.off+count > md.n || got[md.off] {
-			continue
-		}
-		if err := decodeFloat32s(out[md.off:md.off+count], m.Data); err != nil {
+		done, err := parts.add(md, m.Data)
+		if err != nil {
 			r.reject("optimizer state", coordinatorName, err)
 			continue
 		}
-		got[md.off] = true
-		total += count
 		r.mu.Lock()
 		r.stats.BytesReceived += int64(len(m.Data))
 		r.mu.Unlock()
-		if total == md.n {
-			return out, nil
+		if done {
+			return parts.v, nil
 		}
 	}
 }

@@ -250,19 +250,6 @@ func decodeFloat32s(v []float32, b []byte) error {
 	return nil
 }
 
-// float32s decodes a part, refusing NaN and Inf.
-func float32s(b []byte) ([]float32, error) {
-	n, err := float32sCount(b)
-	if err != nil {
-		return nil, err
-	}
-	v := make([]float32, n)
-	if err := decodeFloat32s(v, b); err != nil {
-		return nil, err
-	}
-	return v, nil
-}
-
 // chunk is owner j's range of an n-element vector split among size owners.
 func chunk(n, size, j int) (lo, hi int) { return j * n / size, (j + 1) * n / size }
 

@@ -70,6 +70,7 @@ type Replica struct {
 	job    string // subject token
 	name   string // subject token ("coordinator" for the coordinator)
 	prefix string // lathe.<job>.w.<name> or lathe.<job>.c.coordinator
+	gather string // the chunks it gathers: ag (reduced, the coordinator's) or wg (updated)
 	phase  uint64
 	shards int
 	log    hclog.Logger
@@ -160,16 +161,16 @@ func NewReplica(nc *nats.Conn, job, name string, phase uint64, shards int, gen u
 	// The coordinator gathers the reduced gradients (it applies the whole
 	// update itself and serves the optimizer state); a worker gathers the
 	// chunks' owners' updated parameters.
-	gather := base + ".w.*.wg"
+	r.gather = "wg"
 	if r.name == coordinatorName {
-		gather = base + ".w.*.ag"
+		r.gather = "ag"
 	}
 	handlers := []struct {
 		subject string
 		fn      nats.MsgHandler
 	}{
 		{base + ".w.*.rs." + r.name, r.onPartial},
-		{gather, r.onChunk},
+		{base + ".w.*." + r.gather, r.onChunk},
 		{base + ".w.*.resend." + r.name, r.onResend},
 		{base + ".*.*.fetch", r.onFetch},
 		{base + ".c." + coordinatorName + ".at", r.onCoordinatorAt},
@@ -657,10 +658,6 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 		r.publishFloat32s(r.prefix+".ag", "", md, lo, out)
 		r.publishFloat32s(r.prefix+".wg", "", md, lo, upd)
 	}
-	kind := "wg"
-	if r.name == coordinatorName {
-		kind = "ag"
-	}
 	var full []float32
 	err := r.wait(ctx, step, gen, changed, func() (bool, []string) {
 		r.mu.Lock()
@@ -675,7 +672,7 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 			}
 		}
 		return false, missing
-	}, func(o string) resendReq { return resendReq{Kind: kind, Gen: gen, Step: step, To: o} })
+	}, func(o string) resendReq { return resendReq{Kind: r.gather, Gen: gen, Step: step, To: o} })
 	if err != nil {
 		return nil, err
 	}
@@ -828,11 +825,10 @@ func (r *Replica) fetch(step int64, n int, updated bool) []float32 {
 	if err := r.nc.PublishRequest(r.prefix+".fetch", inbox, req); err != nil {
 		return nil
 	}
-	full := make([]float32, n)
-	got := map[int]bool{}
-	total, from := 0, ""
+	var parts vectorParts
+	from := ""
 	deadline := time.Now().Add(time.Second)
-	for total < n {
+	for {
 		m, err := sub.NextMsg(time.Until(deadline))
 		if err != nil {
 			return nil
@@ -846,16 +842,37 @@ func (r *Replica) fetch(step int64, n int, updated bool) []float32 {
 		} else if f != from {
 			continue
 		}
-		v, err := float32s(m.Data)
-		if err != nil || md.off < 0 || md.off+len(v) > n || got[md.off] {
-			continue
+		if done, err := parts.add(md, m.Data); err == nil && done {
+			r.log.Info("took a step's result from another replica", "step", step+1, "from", from)
+			return parts.v
 		}
-		got[md.off] = true
-		copy(full[md.off:], v)
-		total += len(v)
 	}
-	r.log.Info("took a step's reduced gradient from another replica", "step", step+1, "from", from)
-	return full
+}
+
+// vectorParts assembles a vector sent in float32 parts to one inbox; a
+// part sized for another vector starts over.
+type vectorParts struct {
+	v     []float32
+	got   map[int]bool
+	total int
+}
+
+// add places a part (a duplicate, or one out of range, is ignored); done
+// when the vector is whole.
+func (p *vectorParts) add(md meta, data []byte) (done bool, err error) {
+	if p.v == nil || len(p.v) != md.n {
+		p.v, p.got, p.total = make([]float32, md.n), map[int]bool{}, 0
+	}
+	count, err := float32sCount(data)
+	if err != nil || md.off < 0 || md.off+count > md.n || p.got[md.off] {
+		return false, nil
+	}
+	if err := decodeFloat32s(p.v[md.off:md.off+count], data); err != nil {
+		return false, err
+	}
+	p.got[md.off] = true
+	p.total += count
+	return p.total == md.n, nil
 }
 
 func (r *Replica) onFetch(m *nats.Msg) {

@@ -262,7 +262,7 @@ func (t *Trainer) parallelStep(ctx context.Context, idx []int, epoch int) error 
 		}
 		return nil
 	}
-	t.pending, t.extraDone = nil, false
+	t.pending = nil
 	v, updated, err := par.Reduce(ctx, s.Step, l.n, Step{Compute: compute, Update: t.updateChunk, Moments: t.moments})
 	if err != nil {
 		return err

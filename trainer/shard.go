@@ -6,16 +6,14 @@ import (
 	"slices"
 )
 
-// ownRange is the range of the reduced vector over which a replica's
-// optimizer state is current: all of it until the replica updates a chunk
-// (every replica starts from the same state), then the chunk it updated
-// last; none after the model is rebuilt or a step it did not update.
-type ownRange struct {
-	all    bool
-	lo, hi int
+// holds reports whether this replica's optimizer state of [lo, hi) of the
+// reduced vector is current: the whole state is until the replica updates
+// a chunk (every replica starts from the same state); then the state of
+// the chunk it updated last is; none is after the model is rebuilt or a
+// step it did not update.
+func (t *Trainer) holds(lo, hi int) bool {
+	return t.wholeState || t.chunk != nil && t.chunk.lo <= lo && hi <= t.chunk.hi
 }
-
-func (o ownRange) covers(lo, hi int) bool { return o.all || (o.lo <= lo && hi <= o.hi) }
 
 // region is a run of the reduced vector holding the gradients of tensors
 // one optimizer updates: the model's parameters, or the hint's projection.
@@ -94,22 +92,23 @@ func (t *Trainer) gradBuffers() {
 func (t *Trainer) moments(lo, hi int) []float32 {
 	var out []float32
 	for r, g := range t.regions() {
-		st, k, ps := g.opt.State(), g.kinds(), g.pieces(lo, hi)
-		var cps []piece
-		var cst [][]float32
-		if c := t.chunk; c != nil && !t.own.all {
-			cps = g.pieces(c.lo, c.hi)
-			if c.subs[r] != nil {
-				cst = c.subs[r].State()
+		k, ps := g.kinds(), g.pieces(lo, hi)
+		if t.wholeState {
+			st := g.opt.State()
+			for q := range k {
+				for _, p := range ps {
+					out = append(out, st[q*len(g.params)+p.i][p.a:p.b]...)
+				}
 			}
+			continue
 		}
+		if len(ps) == 0 {
+			continue
+		}
+		// The chunk's pieces cover the range's (holds).
+		cps, cst := g.pieces(t.chunk.lo, t.chunk.hi), t.chunk.subs[r].State()
 		for q := range k {
 			for _, p := range ps {
-				if t.chunk == nil || t.own.all {
-					out = append(out, st[q*len(g.params)+p.i][p.a:p.b]...)
-					continue
-				}
-				// The chunk's pieces cover the range's (covers holds).
 				j := slices.IndexFunc(cps, func(c piece) bool { return c.i == p.i })
 				c := cps[j]
 				out = append(out, cst[q*len(cps)+j][p.a-c.a:p.b-c.a]...)
@@ -129,11 +128,13 @@ func (t *Trainer) updateChunk(ctx context.Context, lo int, v []float32) error {
 	s := &t.state
 	hi := lo + len(v)
 	regs := t.regions()
+	pieces := make([][]piece, len(regs))
 	inv := float32(t.cfg.Parallel.MicroShards())
 	want := 0
-	for _, g := range regs {
+	for r, g := range regs {
 		k := g.kinds()
-		for _, p := range g.pieces(lo, hi) {
+		pieces[r] = g.pieces(lo, hi)
+		for _, p := range pieces[r] {
 			dst := g.grads[p.i][p.a:p.b]
 			for j, q := range v[p.at : p.at+len(dst)] {
 				dst[j] = q / inv
@@ -151,8 +152,8 @@ func (t *Trainer) updateChunk(ctx context.Context, lo int, v []float32) error {
 	// buffers (those of the step before) take a copy of its state.
 	pend := t.spare
 	t.spare = nil
-	if c := t.chunk; pend == nil || c == nil || t.own.all || c.lo != lo || c.hi != hi || pend.lo != lo || pend.hi != hi {
-		if pend, err = t.newPending(ctx, regs, lo, hi, want); err != nil {
+	if c := t.chunk; pend == nil || c == nil || t.wholeState || c.lo != lo || c.hi != hi || pend.lo != lo || pend.hi != hi {
+		if pend, err = t.newPending(ctx, regs, pieces, lo, hi, want); err != nil {
 			return err
 		}
 	} else {
@@ -168,7 +169,7 @@ func (t *Trainer) updateChunk(ctx context.Context, lo int, v []float32) error {
 		if sub == nil {
 			continue
 		}
-		ps := g.pieces(lo, hi)
+		ps := pieces[r]
 		params, grads, masks := pend.params[r], make([][]float32, len(ps)), make([][]byte, len(ps))
 		for j, p := range ps {
 			copy(params[j], g.params[p.i][p.a:p.b])
@@ -186,14 +187,15 @@ func (t *Trainer) updateChunk(ctx context.Context, lo int, v []float32) error {
 	return nil
 }
 
-// newPending makes the buffers of a chunk's update, with the chunk's
-// optimizer state: this replica's own when current, else fetched from a
-// replica that holds the whole state (want values).
-func (t *Trainer) newPending(ctx context.Context, regs []*region, lo, hi, want int) (*pendingUpdate, error) {
+// newPending makes the buffers of a chunk's update (the regions' pieces
+// of [lo, hi)), with the chunk's optimizer state: this replica's own when
+// current, else fetched from a replica that holds the whole state (want
+// values).
+func (t *Trainer) newPending(ctx context.Context, regs []*region, pieces [][]piece, lo, hi, want int) (*pendingUpdate, error) {
 	s := &t.state
 	var mom []float32
 	var err error
-	if t.own.covers(lo, hi) {
+	if t.holds(lo, hi) {
 		mom = t.moments(lo, hi)
 	} else {
 		src, ok := t.cfg.Parallel.(MomentSource)
@@ -210,7 +212,7 @@ func (t *Trainer) newPending(ctx context.Context, regs []*region, lo, hi, want i
 	pend := &pendingUpdate{lo: lo, hi: hi, subs: make([]Optimizer, len(regs)), params: make([][][]float32, len(regs))}
 	at := 0
 	for r, g := range regs {
-		ps := g.pieces(lo, hi)
+		ps := pieces[r]
 		if len(ps) == 0 {
 			continue
 		}
@@ -260,10 +262,11 @@ func (t *Trainer) takeUpdated(v []float32) {
 	p := t.pending
 	t.pending = nil
 	old := t.chunk
+	t.wholeState = false
 	if p == nil || p.step != t.state.Step {
-		t.own, t.chunk = ownRange{}, nil
+		t.chunk = nil
 	} else {
-		t.own, t.chunk = ownRange{lo: p.lo, hi: p.hi}, p
+		t.chunk = p
 		if old != nil && old.lo == p.lo && old.hi == p.hi {
 			t.spare = old // the next step's buffers
 		}

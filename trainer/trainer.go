@@ -172,15 +172,15 @@ type Trainer struct {
 	lastKD      float64
 	lastCorrect int
 	// Data-parallel steps: the reduced gradients; the chunk update
-	// waiting for its step to complete, the range of the vector whose
-	// optimizer state is current here, and whether this step's
+	// waiting for its step to complete, whether the whole optimizer
+	// state is current here (see holds), and whether this step's
 	// parameters came updated (and its extra loss terms were added while
 	// updating a chunk).
 	pgrads      [][]float32
 	projGradPar []float32
 	parLayout   *parallelLayout
 	pending     *pendingUpdate
-	own         ownRange
+	wholeState  bool
 	chunk       *pendingUpdate // the own chunk's optimizer state, once the whole is given up
 	spare       *pendingUpdate // buffers for the next update of the same chunk
 	updated     bool
@@ -207,7 +207,7 @@ func New(cfg Config) (*Trainer, error) {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	t := &Trainer{cfg: cfg, log: log, own: ownRange{all: true}}
+	t := &Trainer{cfg: cfg, log: log, wholeState: true}
 	if err := t.build(); err != nil {
 		return nil, err
 	}
@@ -348,7 +348,9 @@ func (t *Trainer) rebuild(m *model.Model) error {
 		t.state.Params = append(t.state.Params, p.Data())
 	}
 	t.cfg.Optimizer.Remap(from, sizes)
-	t.own, t.chunk, t.spare = ownRange{}, nil, nil // a replica holding its chunk's state only holds none of the new vector
+	if !t.wholeState { // a replica holding its chunk's state only holds none of the new vector
+		t.chunk, t.spare = nil, nil
+	}
 	t.state.Model, t.state.Masks, t.state.Grads = m, masks, make([][]float32, len(m.Params))
 	return nil
 }

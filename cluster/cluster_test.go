@@ -60,7 +60,7 @@ func TestReductionIsExactAndRejectsForgeries(t *testing.T) {
 	names := append(slices.Clone(members), coordinatorName)
 	reps := map[string]*Replica{}
 	for _, name := range names {
-		r, err := NewReplica(conn(name), "job", name, 1, shards, 1, members, nil)
+		r, err := NewReplica(conn(name), nil, "job", name, 1, shards, 1, members, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -168,8 +168,13 @@ func nanValue() float64 { var z float64; return z / z }
 // newCoordinator serves job "job" on a connection of its own until the
 // test ends.
 func newCoordinator(t *testing.T, conn func(string) *nats.Conn) *Coordinator {
+	return newSignedCoordinator(t, conn, nil)
+}
+
+// newSignedCoordinator is newCoordinator with the job's secret.
+func newSignedCoordinator(t *testing.T, conn func(string) *nats.Conn, secret []byte) *Coordinator {
 	t.Helper()
-	coord, err := NewCoordinator(conn("coordinator"), "job", testLog(t, "coordinator"))
+	coord, err := NewCoordinator(conn("coordinator"), "job", secret, testLog(t, "coordinator"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,7 +297,7 @@ func TestStepReducedBeforeALossIsKept(t *testing.T) {
 	}
 	reps := map[string]*Replica{}
 	for _, name := range append(slices.Clone(members), coordinatorName) {
-		r, err := NewReplica(conn(name), "job", name, 1, shards, 1, members, nil)
+		r, err := NewReplica(conn(name), nil, "job", name, 1, shards, 1, members, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -402,7 +407,7 @@ func TestWorkerJoinsTheNextPhaseWhileTheLastWindsDown(t *testing.T) {
 func TestWorkerRegistersWithARestartedCoordinator(t *testing.T) {
 	_, conn := embedded(t)
 	nc1 := conn("coordinator-1")
-	first, err := NewCoordinator(nc1, "job", nil)
+	first, err := NewCoordinator(nc1, "job", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -432,7 +437,7 @@ func TestWorkerRegistersWithARestartedCoordinator(t *testing.T) {
 	}
 	nc1.Close() // the coordinator is gone, mid-phase, without a word
 
-	second, err := NewCoordinator(conn("coordinator-2"), "job", nil)
+	second, err := NewCoordinator(conn("coordinator-2"), "job", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -714,8 +719,7 @@ func TestFloatPartsRefuseNonFinite(t *testing.T) {
 // object someone else overwrote in the store, or one it cannot check.
 func TestStoreObjectsAreSigned(t *testing.T) {
 	_, conn := embedded(t)
-	coord := newCoordinator(t, conn)
-	coord.Secret = []byte("the job's secret")
+	coord := newSignedCoordinator(t, conn, []byte("the job's secret"))
 	got := make(chan map[string][]byte, 4)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -890,9 +894,8 @@ func TestWorkersJoinMidPhase(t *testing.T) {
 // from a worker that was handed no task is rejected.
 func TestTasksGoToIdleWorkersAndSurviveALoss(t *testing.T) {
 	_, conn := embedded(t)
-	coord := newCoordinator(t, conn)
+	coord := newSignedCoordinator(t, conn, []byte("job secret"))
 	coord.Dead = 600 * time.Millisecond
-	coord.Secret = []byte("job secret")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	stalled := make(chan struct{})
@@ -976,7 +979,7 @@ func TestDiscoveredJobGoneBeforeRegistering(t *testing.T) {
 	serve(ctx, w, errs)
 	time.Sleep(200 * time.Millisecond) // it has found the ghost and tries to register
 	_ = sub.Unsubscribe()
-	coord, err := NewCoordinator(conn("coordinator"), "real", nil)
+	coord, err := NewCoordinator(conn("coordinator"), "real", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -999,7 +1002,7 @@ func TestDiscoveredJobGoneBeforeRegistering(t *testing.T) {
 func TestOldGenerationChunksStillReduce(t *testing.T) {
 	_, conn := embedded(t)
 	const n, step = 64, 3
-	rep, err := NewReplica(conn("coordinator"), "job", coordinatorName, 1, 8, 2, []string{"a", "b"}, nil)
+	rep, err := NewReplica(conn("coordinator"), nil, "job", coordinatorName, 1, 8, 2, []string{"a", "b"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1018,8 +1021,9 @@ func TestOldGenerationChunksStillReduce(t *testing.T) {
 		_ = nc.Flush()
 	}
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		// Held until the replica runs a step of that length, or placed.
 		rep.mu.Lock()
-		got := len(rep.chunks)
+		got := len(rep.chunks) + len(rep.held)
 		rep.mu.Unlock()
 		if got == 2 {
 			break

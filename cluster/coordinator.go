@@ -15,6 +15,11 @@ import (
 
 const coordinatorName = "coordinator"
 
+// maxDigests bounds the digests a worker reported that wait for the
+// coordinator to reach their steps (it reports one every DigestEvery
+// steps, at most Window steps ahead).
+const maxDigests = 64
+
 // HeartbeatEvery is how often workers send heartbeats.
 var HeartbeatEvery = 250 * time.Millisecond
 
@@ -42,6 +47,7 @@ type WorkerInfo struct {
 	shardsAt    time.Time
 	computeSecs float64
 	digests     map[int64]string // reported, not yet compared
+	rejected    int64            // messages the worker refused, as it last reported
 }
 
 // MemberStats are the coordinator's counts over the job.
@@ -58,7 +64,21 @@ type MemberStats struct {
 	DigestsCompared  int   `json:"digests_compared"`
 	DigestMismatches int   `json:"digest_mismatches"`
 	MessagesRejected int64 `json:"messages_rejected"`
+	// Refused are the registrations the coordinator turned away (a worker
+	// without the job's secret, another protocol, a name taken), the
+	// first maxRefused of them.
+	Refused []Refusal `json:"workers_refused,omitempty"`
 }
+
+// Refusal is a registration the coordinator turned away.
+type Refusal struct {
+	Name   string `json:"name"`
+	Reason string `json:"reason"`
+	Count  int    `json:"count"` // how often it was tried
+}
+
+// maxRefused bounds the refusals the coordinator remembers.
+const maxRefused = 64
 
 // Coordinator keeps a job's membership: workers register, send
 // heartbeats, are dropped when they miss the deadline (a new generation
@@ -67,14 +87,16 @@ type MemberStats struct {
 // the coordinator's state at that step.
 type Coordinator struct {
 	nc     *nats.Conn
+	l      link // nc, signing and checking with the job's secret
+	seqs   seqs // the newest heartbeat from each worker
 	js     nats.JetStreamContext
 	job    string
 	log    hclog.Logger
 	Dead   time.Duration // a worker silent this long is lost
 	bucket string
-	// Secret, when set, signs every object the coordinator puts in the
-	// job's store (an HMAC the workers check); set it before the first
-	// phase.
+	// Secret, when set, signs every message of the job and every object
+	// the coordinator puts in its store (HMACs the workers check); it is
+	// NewCoordinator's.
 	Secret []byte
 
 	mu      sync.Mutex
@@ -122,8 +144,9 @@ type joinPlan struct {
 	members []string // the members before them
 }
 
-// NewCoordinator starts serving job's registrations on nc.
-func NewCoordinator(nc *nats.Conn, job string, log hclog.Logger) (*Coordinator, error) {
+// NewCoordinator starts serving job's registrations on nc; with a secret,
+// every message of the job is signed with it, and the workers' must be.
+func NewCoordinator(nc *nats.Conn, job string, secret []byte, log hclog.Logger) (*Coordinator, error) {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
@@ -131,7 +154,7 @@ func NewCoordinator(nc *nats.Conn, job string, log hclog.Logger) (*Coordinator, 
 	if err != nil {
 		return nil, fmt.Errorf("cluster: JetStream: %w", err)
 	}
-	c := &Coordinator{nc: nc, js: js, job: Token(job), log: log, Dead: 3 * time.Second, workers: map[string]*WorkerInfo{}, asked: map[string]time.Time{},
+	c := &Coordinator{nc: nc, l: newLink(nc, secret), Secret: slices.Clone(secret), js: js, job: Token(job), log: log, Dead: 3 * time.Second, workers: map[string]*WorkerInfo{}, asked: map[string]time.Time{},
 		stored: map[string][32]byte{},
 		joined: make(chan struct{}), stop: make(chan struct{}), bucket: "lathe-" + Token(job)}
 	base := "lathe." + c.job
@@ -179,18 +202,26 @@ func (c *Coordinator) Close() {
 
 func (c *Coordinator) control(m Control) {
 	b, _ := json.Marshal(m)
-	if err := c.nc.Publish("lathe."+c.job+".c.ctl", b); err != nil {
+	if err := c.l.publish("lathe."+c.job+".c.ctl", nil, b); err != nil {
 		c.log.Warn("control message not sent", "kind", m.Kind, "error", err)
 	}
 }
 
+// onDiscover names the job to a worker looking for one (unsigned: a
+// worker with another secret learns from its registration's answer).
 func (c *Coordinator) onDiscover(m *nats.Msg) { _ = m.Respond([]byte(c.job)) }
 
 func (c *Coordinator) onJoin(m *nats.Msg) {
 	from := subjectFrom(m.Subject)
 	var h Hello
 	w := Welcome{OK: true}
+	bad := c.l.check(m)
+	if bad == nil && !c.seqs.fresh("join."+from, m) {
+		bad = errors.New("a registration replayed")
+	}
 	switch err := json.Unmarshal(m.Data, &h); {
+	case bad != nil:
+		w = Welcome{Error: bad.Error()}
 	case err != nil:
 		w = Welcome{Error: fmt.Sprintf("bad registration: %v", err)}
 	case h.Version != Version:
@@ -213,18 +244,40 @@ func (c *Coordinator) onJoin(m *nats.Msg) {
 		c.planJoinLocked(false)
 	} else {
 		c.stats.MessagesRejected++
+		c.refusedLocked(from, w.Error)
 		c.log.Warn("worker refused", "worker", from, "reason", w.Error)
 	}
 	c.mu.Unlock()
 	b, _ := json.Marshal(w)
-	_ = m.Respond(b)
+	_ = c.l.respond(m, nil, b)
+}
+
+// refusedLocked records a refused registration (c.mu held).
+func (c *Coordinator) refusedLocked(name, reason string) {
+	for i, r := range c.stats.Refused {
+		if r.Name == name && r.Reason == reason {
+			c.stats.Refused[i].Count++
+			return
+		}
+	}
+	if len(c.stats.Refused) < maxRefused {
+		c.stats.Refused = append(c.stats.Refused, Refusal{Name: name, Reason: reason, Count: 1})
+	}
 }
 
 func (c *Coordinator) onHeartbeat(m *nats.Msg) {
 	from := subjectFrom(m.Subject)
 	var hb Heartbeat
+	if err := c.l.check(m); err != nil {
+		c.reject("heartbeat", from, err)
+		return
+	}
+	if !c.seqs.fresh("hb."+from, m) {
+		c.reject("heartbeat", from, errors.New("replayed"))
+		return
+	}
 	if err := json.Unmarshal(m.Data, &hb); err != nil {
-		c.countRejected()
+		c.reject("heartbeat", from, err)
 		return
 	}
 	c.mu.Lock()
@@ -242,6 +295,7 @@ func (c *Coordinator) onHeartbeat(m *nats.Msg) {
 		return
 	}
 	w.LastSeen, w.Step = time.Now(), hb.Step
+	w.rejected = max(w.rejected, hb.MessagesRejected)
 	if hb.Phase == c.phase {
 		w.BytesSent, w.BytesReceived = hb.BytesSent, hb.BytesReceived
 		now := time.Now()
@@ -258,7 +312,7 @@ func (c *Coordinator) onHeartbeat(m *nats.Msg) {
 			}
 		}
 		w.shards, w.shardsAt, w.computeSecs = hb.Shards, now, hb.ComputeSeconds
-		if hb.Digest != "" && w.State == "training" {
+		if hb.Digest != "" && w.State == "training" && len(w.digests) < maxDigests {
 			if w.digests == nil {
 				w.digests = map[int64]string{}
 			}
@@ -501,19 +555,24 @@ type sharedReq struct {
 	Key   string `json:"key"`
 }
 
-// countRejected counts a message refused before c.mu is taken.
-func (c *Coordinator) countRejected() {
+// reject counts a message refused before c.mu is taken.
+func (c *Coordinator) reject(kind, from string, err error) {
 	c.mu.Lock()
 	c.stats.MessagesRejected++
 	c.mu.Unlock()
+	c.log.Warn("message rejected", "kind", kind, "from", from, "error", err)
 }
 
 // onShared answers a replica's request for a shared value: the value, or
 // nothing while it is not decided yet.
 func (c *Coordinator) onShared(m *nats.Msg) {
 	var q sharedReq
+	if err := c.l.check(m); err != nil {
+		c.reject("shared value request", subjectFrom(m.Subject), err)
+		return
+	}
 	if err := json.Unmarshal(m.Data, &q); err != nil {
-		c.countRejected()
+		c.reject("shared value request", subjectFrom(m.Subject), err)
 		return
 	}
 	c.mu.Lock()
@@ -522,7 +581,7 @@ func (c *Coordinator) onShared(m *nats.Msg) {
 		v = c.shared[q.Key]
 	}
 	c.mu.Unlock()
-	_ = m.Respond(v)
+	_ = c.l.respond(m, nil, v)
 }
 
 // Admit hands the workers joining at step the coordinator's state there
@@ -621,8 +680,12 @@ func (c *Coordinator) Stats() MemberStats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := c.stats
+	s.Refused = slices.Clone(s.Refused)
 	if c.rep != nil {
 		s.MessagesRejected += c.rep.Stats().MessagesRejected
+	}
+	for _, w := range c.workers {
+		s.MessagesRejected += w.rejected
 	}
 	return s
 }
@@ -655,7 +718,7 @@ func (c *Coordinator) Phase(ctx context.Context, spec PhaseSpec, files map[strin
 		return nil, errors.New("cluster: no worker is ready")
 	}
 	c.stats.MaxWorkers = max(c.stats.MaxWorkers, len(c.members))
-	rep, err := NewReplica(c.nc, c.job, coordinatorName, c.phase, spec.MicroShards, c.gen, c.members, c.log.Named("replica"))
+	rep, err := NewReplica(c.nc, c.Secret, c.job, coordinatorName, c.phase, spec.MicroShards, c.gen, c.members, c.log.Named("replica"))
 	if err != nil {
 		return nil, err
 	}

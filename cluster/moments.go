@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -55,7 +56,7 @@ func (r *Replica) FetchMoments(ctx context.Context, step int64, lo, hi int) ([]f
 	defer sub.Unsubscribe()
 	_ = sub.SetPendingLimits(-1, -1)
 	req, _ := json.Marshal(momentsReq{Phase: r.phase, Step: step, Lo: lo, Hi: hi})
-	ask := func() error { return r.nc.PublishRequest(r.prefix+".moments", inbox, req) }
+	ask := func() error { return r.l.publishRequest(r.prefix+".moments", inbox, req) }
 	if err := ask(); err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
@@ -77,6 +78,10 @@ func (r *Replica) FetchMoments(ctx context.Context, step int64, lo, hi int) ([]f
 		if err != nil {
 			return nil, fmt.Errorf("cluster: %w", err)
 		}
+		if err := r.l.check(m); err != nil {
+			r.reject("optimizer state", coordinatorName, err)
+			continue
+		}
 		md, err := parseMeta(m.Header)
 		if err != nil || md.job != r.job || md.phase != r.phase || md.step != step {
 			continue
@@ -84,7 +89,7 @@ func (r *Replica) FetchMoments(ctx context.Context, step int64, lo, hi int) ([]f
 		if m.Header.Get(goneHeader) != "" {
 			return nil, errStepGone
 		}
-		done, err := parts.add(md, m.Data)
+		done, err := parts.add(md, m.Data, hi-lo)
 		if err != nil {
 			r.reject("optimizer state", coordinatorName, err)
 			continue
@@ -98,10 +103,18 @@ func (r *Replica) FetchMoments(ctx context.Context, step int64, lo, hi int) ([]f
 	}
 }
 
+// maxMomentReqs bounds the requests waiting for the coordinator's trainer
+// (a worker asks for one chunk at a time).
+const maxMomentReqs = 256
+
 // onMoments queues a worker's request for the coordinator's trainer.
 func (r *Replica) onMoments(m *nats.Msg) {
 	from := subjectFrom(m.Subject)
 	var q momentsReq
+	if err := r.l.check(m); err != nil {
+		r.reject("optimizer state request", from, err)
+		return
+	}
 	if err := json.Unmarshal(m.Data, &q); err != nil || m.Reply == "" {
 		r.reject("optimizer state request", from, fmt.Errorf("a malformed request"))
 		return
@@ -111,8 +124,22 @@ func (r *Replica) onMoments(m *nats.Msg) {
 	}
 	q.reply, q.from = m.Reply, from
 	r.mu.Lock()
-	r.momentReqs = append(r.momentReqs, q)
+	var err error
+	switch {
+	case !slices.Contains(r.byGen[r.gen], from):
+		err = fmt.Errorf("%s is not a member of generation %d", from, r.gen)
+	case q.Step < r.curStep-Window || q.Step > r.curStep+Window:
+		err = fmt.Errorf("step %d, current %d", q.Step+1, r.curStep+1)
+	case len(r.momentReqs) >= maxMomentReqs:
+		err = fmt.Errorf("%d requests waiting already", len(r.momentReqs))
+	default:
+		r.momentReqs = append(r.momentReqs, q)
+	}
 	r.mu.Unlock()
+	if err != nil {
+		r.reject("optimizer state request", from, err)
+		return
+	}
 	r.poke()
 }
 
@@ -142,7 +169,7 @@ func (r *Replica) serveMoments(step int64) {
 		case q.Step < step || fn == nil:
 			h := md.header()
 			h.Set(goneHeader, "1")
-			_ = r.nc.PublishMsg(&nats.Msg{Subject: q.reply, Header: h})
+			_ = r.l.publish(q.reply, h, nil)
 		case q.Lo < 0 || q.Lo >= q.Hi || q.Hi > n:
 			r.reject("optimizer state request", q.from, fmt.Errorf("range [%d, %d) of a %d-element vector", q.Lo, q.Hi, n))
 		default:

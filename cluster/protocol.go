@@ -49,6 +49,10 @@ type Heartbeat struct {
 	// DigestStep (1-based), which the coordinator compares with its own.
 	DigestStep int64  `json:"digest_step,omitempty"`
 	Digest     string `json:"digest,omitempty"`
+	// MessagesRejected counts the messages the worker refused in the
+	// job (its replicas' included; the replica's count restarts with each
+	// phase).
+	MessagesRejected int64 `json:"messages_rejected,omitempty"`
 }
 
 // Control is a coordinator message to every worker.

@@ -67,6 +67,7 @@ func (a *assembly) complete() bool { return a.got == a.hi-a.lo }
 // keep the state. It implements trainer.Parallel.
 type Replica struct {
 	nc     *nats.Conn
+	l      link   // nc, signing and checking with the job's secret
 	job    string // subject token
 	name   string // subject token ("coordinator" for the coordinator)
 	prefix string // lathe.<job>.w.<name> or lathe.<job>.c.coordinator
@@ -112,10 +113,17 @@ type Replica struct {
 	momentReqs []momentsReq
 	moments    func(lo, hi int) []float32 // the running step's (Step.Moments)
 	momentsN   int
-	future     []*nats.Msg // data messages of a generation not installed yet
-	subs       []*nats.Subscription
-	stats      Stats
-	steps      atomic.Int64
+	// Data messages this replica cannot place yet — of a generation not
+	// installed, or sized for a vector it has not reached (a rebuilt
+	// model's, sent by workers running ahead) — kept raw, at most
+	// holdLimit bytes, and offered again when either changes.
+	held      []*nats.Msg
+	heldBytes int
+	n         int   // the length of the vector of step nStep (0: none yet)
+	nStep     int64 // the step Reduce last ran
+	subs      []*nats.Subscription
+	stats     Stats
+	steps     atomic.Int64
 	// The coordinator's completed steps, as it announces them (workers
 	// wait when they get Window/2 steps ahead).
 	coordSteps atomic.Int64
@@ -143,16 +151,17 @@ type sent struct {
 var _ trainer.Parallel = (*Replica)(nil)
 
 // NewReplica joins phase of job as name, with the given first generation.
-func NewReplica(nc *nats.Conn, job, name string, phase uint64, shards int, gen uint64, members []string, log hclog.Logger) (*Replica, error) {
+func NewReplica(nc *nats.Conn, secret []byte, job, name string, phase uint64, shards int, gen uint64, members []string, log hclog.Logger) (*Replica, error) {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	r := &Replica{nc: nc, job: Token(job), name: Token(name), phase: phase, shards: shards, log: log,
+	r := &Replica{nc: nc, l: newLink(nc, secret), job: Token(job), name: Token(name), phase: phase, shards: shards, log: log,
 		gen: gen, byGen: map[uint64][]string{gen: slices.Clone(members)},
 		sharesOf: map[uint64][]int{}, fromOf: map[uint64]int64{gen: 0}, supersededAt: map[uint64]int64{},
 		changed: make(chan struct{}), notify: make(chan struct{}, 1),
 		partials: map[key]*assembly{}, chunks: map[key]*assembly{}, done: map[int64]doneStep{}, coordMoved: make(chan struct{}, 1)}
 	r.joinAt.Store(-1)
+	r.nStep = -1
 	r.prefix = "lathe." + r.job + ".w." + r.name
 	if r.name == coordinatorName {
 		r.prefix = "lathe." + r.job + ".c." + coordinatorName
@@ -335,11 +344,37 @@ func (r *Replica) SetGen(gen uint64, members []string, shares []int, failure str
 	r.fromOf[gen] = from
 	close(r.changed)
 	r.changed = make(chan struct{})
-	future := r.future
-	r.future = nil
-	// Messages that arrived before their generation: placed now.
+	r.replayLocked()
+}
+
+// holdLocked keeps a data message to place later (r.mu held); false when
+// the held messages would pass holdLimit (the sender resends what is
+// refused).
+func (r *Replica) holdLocked(m *nats.Msg) bool {
+	if r.heldBytes+len(m.Data) > r.holdLimitLocked() {
+		return false
+	}
+	r.held = append(r.held, m)
+	r.heldBytes += len(m.Data)
+	return true
+}
+
+// holdLimitLocked bounds the bytes of held messages: room for every
+// message of Window steps of the current vector, and 64 MiB besides.
+func (r *Replica) holdLimitLocked() int {
+	return 64<<20 + int(Window)*8*r.n
+}
+
+// replayLocked offers the held messages again, on another goroutine (r.mu
+// held).
+func (r *Replica) replayLocked() {
+	held := r.held
+	r.held, r.heldBytes = nil, 0
+	if len(held) == 0 {
+		return
+	}
 	go func() {
-		for _, m := range future {
+		for _, m := range held {
 			if strings.HasSuffix(m.Subject, ".ag") || strings.HasSuffix(m.Subject, ".wg") {
 				r.onChunk(m)
 			} else {
@@ -380,7 +415,7 @@ func (r *Replica) view(step int64) (uint64, []string, []int, string, chan struct
 func (r *Replica) Await(ctx context.Context, key string) ([]byte, error) {
 	req, _ := json.Marshal(sharedReq{Phase: r.phase, Key: key})
 	for {
-		m, err := r.nc.RequestWithContext(ctx, r.prefix+".shared", req)
+		m, err := r.l.request(ctx, r.prefix+".shared", req)
 		if err == nil && len(m.Data) > 0 {
 			return m.Data, nil
 		}
@@ -410,6 +445,10 @@ func (r *Replica) JoinAt(step int64) bool { return r.joinAt.Load() == step }
 var errGenChanged = errors.New("cluster: membership changed")
 
 func (r *Replica) onCoordinatorAt(m *nats.Msg) {
+	if err := r.l.check(m); err != nil {
+		r.reject("coordinator's step", coordinatorName, err)
+		return
+	}
 	md, err := parseMeta(m.Header)
 	if err != nil || md.job != r.job || md.phase != r.phase {
 		return
@@ -458,6 +497,13 @@ func (r *Replica) Reduce(ctx context.Context, step int64, n int, f trainer.Step)
 	}
 	if r.name == coordinatorName {
 		r.moments, r.momentsN = f.Moments, n
+	}
+	r.nStep = step
+	if n != r.n || len(r.held) > 0 {
+		// Parts sized for this vector may have come while another ran;
+		// those of steps now past are dropped (refused) on the way.
+		r.n = n
+		r.replayLocked()
 	}
 	if d, ok := r.done[step]; ok { // fetched while the step was being redone
 		r.mu.Unlock()
@@ -534,7 +580,7 @@ func (r *Replica) Reduce(ctx context.Context, step int64, n int, f trainer.Step)
 		r.steps.Store(step + 1)
 		if r.name == coordinatorName {
 			h := meta{job: r.job, phase: r.phase, gen: 0, step: step + 1, n: 1}.header()
-			_ = r.nc.PublishMsg(&nats.Msg{Subject: r.prefix + ".at", Header: h})
+			_ = r.l.publish(r.prefix+".at", h, nil)
 		}
 		return full, updated, nil
 	}
@@ -768,11 +814,17 @@ func (r *Replica) askResend(from string, q resendReq) {
 	r.log.Debug("asking for a message again", "from", from, "kind", q.Kind, "step", q.Step+1, "gen", q.Gen)
 	// The answer comes as the message itself; the reply only says whether
 	// the sender still had it.
-	_, _ = r.nc.Request(r.prefix+".resend."+from, b, time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, _ = r.l.request(ctx, r.prefix+".resend."+from, b)
 }
 
 func (r *Replica) onResend(m *nats.Msg) {
 	var q resendReq
+	if err := r.l.check(m); err != nil {
+		r.reject("resend", subjectFrom(m.Subject), err)
+		return
+	}
 	if err := json.Unmarshal(m.Data, &q); err != nil {
 		r.reject("resend", subjectFrom(m.Subject), err)
 		return
@@ -807,7 +859,7 @@ func (r *Replica) onResend(m *nats.Msg) {
 		r.publishFloat32s(r.prefix+"."+q.Kind, "", meta{job: r.job, phase: r.phase, gen: c.gen, step: c.step, n: c.n}, c.lo, c.f32)
 		answer = "ok"
 	}
-	_ = m.Respond([]byte(answer))
+	_ = r.l.respond(m, nil, []byte(answer))
 }
 
 // fetch asks every replica for the whole vector of step — updated (a
@@ -822,7 +874,7 @@ func (r *Replica) fetch(step int64, n int, updated bool) []float32 {
 	defer sub.Unsubscribe()
 	_ = sub.SetPendingLimits(-1, -1)
 	req, _ := json.Marshal(resendReq{Kind: fetchKind(updated), Step: step})
-	if err := r.nc.PublishRequest(r.prefix+".fetch", inbox, req); err != nil {
+	if err := r.l.publishRequest(r.prefix+".fetch", inbox, req); err != nil {
 		return nil
 	}
 	var parts vectorParts
@@ -833,6 +885,10 @@ func (r *Replica) fetch(step int64, n int, updated bool) []float32 {
 		if err != nil {
 			return nil
 		}
+		if err := r.l.check(m); err != nil {
+			r.reject("step result", m.Header.Get("Lathe-From"), err)
+			continue
+		}
 		md, err := parseMeta(m.Header)
 		if err != nil || md.job != r.job || md.phase != r.phase || md.step != step || md.n != n {
 			continue
@@ -842,7 +898,7 @@ func (r *Replica) fetch(step int64, n int, updated bool) []float32 {
 		} else if f != from {
 			continue
 		}
-		if done, err := parts.add(md, m.Data); err == nil && done {
+		if done, err := parts.add(md, m.Data, n); err == nil && done {
 			r.log.Info("took a step's result from another replica", "step", step+1, "from", from)
 			return parts.v
 		}
@@ -857,10 +913,15 @@ type vectorParts struct {
 	total int
 }
 
-// add places a part (a duplicate, or one out of range, is ignored); done
-// when the vector is whole.
-func (p *vectorParts) add(md meta, data []byte) (done bool, err error) {
-	if p.v == nil || len(p.v) != md.n {
+// add places a part of the n-element vector the receiver asked for (a
+// duplicate, or one out of range, is ignored; one sized for another vector
+// is an error, and nothing is allocated for it); done when the vector is
+// whole.
+func (p *vectorParts) add(md meta, data []byte, n int) (done bool, err error) {
+	if md.n != n {
+		return false, fmt.Errorf("a part of a %d-element vector, not %d", md.n, n)
+	}
+	if p.v == nil {
 		p.v, p.got, p.total = make([]float32, md.n), map[int]bool{}, 0
 	}
 	count, err := float32sCount(data)
@@ -877,6 +938,10 @@ func (p *vectorParts) add(md meta, data []byte) (done bool, err error) {
 
 func (r *Replica) onFetch(m *nats.Msg) {
 	if strings.HasPrefix(m.Subject, r.prefix+".") || m.Reply == "" {
+		return
+	}
+	if err := r.l.check(m); err != nil {
+		r.reject("fetch", subjectFrom(m.Subject), err)
 		return
 	}
 	var q resendReq
@@ -918,6 +983,10 @@ func (r *Replica) reject(what, from string, err error) {
 // accept checks a data message's identity against the replica's state.
 func (r *Replica) accept(m *nats.Msg, kind string) (meta, string, bool) {
 	from := subjectFrom(m.Subject)
+	if err := r.l.check(m); err != nil {
+		r.reject(kind, from, err)
+		return meta{}, from, false
+	}
 	md, err := parseMeta(m.Header)
 	if err != nil {
 		r.reject(kind, from, err)
@@ -978,9 +1047,19 @@ func (r *Replica) onPart(m *nats.Msg, partial bool) {
 		return
 	}
 	r.mu.Lock()
-	if md.gen > r.gen {
-		r.future = append(r.future, m)
+	if md.gen > r.gen || md.n != r.n {
+		// Nothing is sized from a message: one of a generation not
+		// installed yet, or sized for another vector than the one running,
+		// waits (bounded) until the replica gets there; it is stale by then
+		// unless it was real.
+		held := md.gen > r.gen || md.step > r.nStep
+		if held && r.holdLocked(m) {
+			r.mu.Unlock()
+			return
+		}
+		n := r.n
 		r.mu.Unlock()
+		r.reject(kind, from, fmt.Errorf("a %d-element vector, step %d runs %d (or too many such messages held)", md.n, md.step+1, n))
 		return
 	}
 	// A partial is for our chunk; a reduced chunk is the sender's. Ranges
@@ -1119,7 +1198,7 @@ func (r *Replica) publish(subject, from string, md meta, lo, count, size int, en
 		}
 		b := encode(*buf, i, j)
 		*buf = b
-		if err := r.nc.PublishMsg(&nats.Msg{Subject: subject, Header: h, Data: b}); err != nil {
+		if err := r.l.publish(subject, h, b); err != nil {
 			r.log.Warn("publish failed", "subject", subject, "error", err)
 		}
 		r.mu.Lock()

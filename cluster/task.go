@@ -154,9 +154,15 @@ func (c *Coordinator) RunTasks(ctx context.Context, tasks []TaskSpec, files map[
 			from := subjectFrom(m.Subject)
 			var res TaskResult
 			r, ok := busy[from]
-			if err := json.Unmarshal(m.Data, &res); err != nil || !ok || res.ID != r.task.ID {
-				c.countRejected()
-				c.log.Warn("task result rejected", "worker", from, "task", res.ID, "error", err)
+			err := c.l.check(m)
+			if err == nil {
+				err = json.Unmarshal(m.Data, &res)
+			}
+			if err == nil && (!ok || res.ID != r.task.ID) {
+				err = fmt.Errorf("task %q is not the worker's", res.ID)
+			}
+			if err != nil {
+				c.reject("task result", from, err)
 				continue
 			}
 			out := TaskOutcome{Worker: from, Error: res.Error, Summary: res.Summary, Seconds: time.Since(r.since).Seconds()}
@@ -281,7 +287,7 @@ func (w *Worker) runTask(ctx context.Context, prefix string, spec TaskSpec) {
 		w.Log.Info("task done", "task", spec.ID, "files", len(res.Files))
 	}
 	b, _ := json.Marshal(res)
-	if err := w.NC.Publish(prefix+".done", b); err != nil {
+	if err := w.l.publish(prefix+".done", nil, b); err != nil {
 		w.Log.Error("task result not sent", "task", spec.ID, "error", err)
 	}
 	_ = w.NC.Flush()

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -34,6 +35,10 @@ type Worker struct {
 	// Secret is the job's secret: objects from the store must carry its
 	// HMAC (nil: they must carry none).
 	Secret []byte
+
+	l        link // NC with Secret
+	ctlSeqs  seqs // the newest control message
+	rejected atomic.Int64
 
 	mu    sync.Mutex
 	rep   *Replica
@@ -81,6 +86,7 @@ func (w *Worker) Serve(ctx context.Context) error {
 	if w.Log == nil {
 		w.Log = hclog.NewNullLogger()
 	}
+	w.l = newLink(w.NC, w.Secret)
 	if w.Job != "" {
 		return w.serveJob(ctx, false)
 	}
@@ -187,8 +193,9 @@ func (w *Worker) serveJob(ctx context.Context, discovered bool) error {
 			}
 			w.mu.Unlock()
 		case m := <-ctl:
-			var c Control
-			if err := json.Unmarshal(m.Data, &c); err != nil {
+			c, err := w.control(m)
+			if err != nil {
+				w.rejected.Add(1)
 				w.Log.Warn("control message rejected", "error", err)
 				continue
 			}
@@ -244,10 +251,7 @@ func (w *Worker) serveJob(ctx context.Context, discovered bool) error {
 					return err
 				}
 				w.mu.Lock()
-				if w.rep != nil {
-					w.rep.Close()
-					w.rep = nil
-				}
+				w.closeReplicaLocked()
 				w.state, w.err = "idle", ""
 				w.mu.Unlock()
 				w.Log.Info("the coordinator does not know this worker (restarted?); registering again")
@@ -256,9 +260,8 @@ func (w *Worker) serveJob(ctx context.Context, discovered bool) error {
 				}
 			case "end":
 				w.mu.Lock()
-				if w.rep != nil && c.Phase == w.phase {
-					w.rep.Close()
-					w.rep = nil
+				if c.Phase == w.phase {
+					w.closeReplicaLocked()
 				}
 				w.mu.Unlock()
 			case "phase", "join":
@@ -286,7 +289,7 @@ func (w *Worker) serveJob(ctx context.Context, discovered bool) error {
 					w.Log.Error("phase files", "error", err)
 					continue
 				}
-				rep, err := NewReplica(w.NC, job, name, c.Phase, c.Spec.MicroShards, c.Gen, c.Members, w.Log.Named("replica"))
+				rep, err := NewReplica(w.NC, w.Secret, job, name, c.Phase, c.Spec.MicroShards, c.Gen, c.Members, w.Log.Named("replica"))
 				if err != nil {
 					return err
 				}
@@ -294,9 +297,7 @@ func (w *Worker) serveJob(ctx context.Context, discovered bool) error {
 				rep.SetShares(c.Shares)
 				rep.joined = c.Kind == "join"
 				w.mu.Lock()
-				if w.rep != nil {
-					w.rep.Close()
-				}
+				w.closeReplicaLocked()
 				w.rep, w.phase, w.state, w.err = rep, c.Phase, "training", ""
 				w.mu.Unlock()
 				if c.Kind == "join" {
@@ -316,6 +317,37 @@ func (w *Worker) serveJob(ctx context.Context, discovered bool) error {
 	}
 }
 
+// closeReplicaLocked closes the phase's replica, if any, keeping its
+// count of refused messages (w.mu held).
+func (w *Worker) closeReplicaLocked() {
+	if w.rep == nil {
+		return
+	}
+	w.rep.Close()
+	w.rejected.Add(w.rep.Stats().MessagesRejected)
+	w.rep = nil
+}
+
+// control checks and decodes a control message: signed by the job's
+// coordinator, newer than the last, of a known kind.
+func (w *Worker) control(m *nats.Msg) (Control, error) {
+	var c Control
+	if err := w.l.check(m); err != nil {
+		return c, err
+	}
+	if !w.ctlSeqs.fresh(coordinatorName, m) {
+		return c, errors.New("a control message replayed (not newer than the last)")
+	}
+	if err := json.Unmarshal(m.Data, &c); err != nil {
+		return c, err
+	}
+	switch c.Kind {
+	case "stop", "task", "gen", "register", "end", "phase", "join":
+		return c, nil
+	}
+	return c, fmt.Errorf("unknown kind %q", c.Kind)
+}
+
 // register announces the worker to the job's coordinator, waiting for one
 // to answer — at most JobGoneAfter with giveUp (errJobGone).
 func (w *Worker) register(ctx context.Context, prefix string, giveUp bool) error {
@@ -324,7 +356,10 @@ func (w *Worker) register(ctx context.Context, prefix string, giveUp bool) error
 	b, _ := json.Marshal(Hello{Name: w.Name, Version: Version, Cores: cores, Device: w.Device, PID: os.Getpid()})
 	logged := false
 	for {
-		m, err := w.NC.RequestWithContext(ctx, prefix+".join", b)
+		m, err := w.l.request(ctx, prefix+".join", b)
+		if errors.Is(err, ErrBadMessage) {
+			return fmt.Errorf("cluster: the coordinator's answer to the registration: %w (is this worker's job secret the job's?)", err)
+		}
 		if err == nil {
 			var wl Welcome
 			if err := json.Unmarshal(m.Data, &wl); err != nil {
@@ -358,15 +393,16 @@ func (w *Worker) heartbeats(ctx context.Context, prefix string) {
 	defer t.Stop()
 	for {
 		w.mu.Lock()
-		hb := Heartbeat{Name: w.Name, Phase: w.phase, State: w.state, Error: w.err}
+		hb := Heartbeat{Name: w.Name, Phase: w.phase, State: w.state, Error: w.err, MessagesRejected: w.rejected.Load()}
 		if w.rep != nil {
 			st := w.rep.Stats()
+			hb.MessagesRejected += st.MessagesRejected
 			hb.Step, hb.BytesSent, hb.BytesReceived, hb.Shards, hb.ComputeSeconds = st.Steps, st.BytesSent, st.BytesReceived, st.Shards, st.ComputeSeconds
 			hb.DigestStep, hb.Digest = w.rep.lastDigest()
 		}
 		w.mu.Unlock()
 		b, _ := json.Marshal(hb)
-		_ = w.NC.Publish(prefix+".hb", b)
+		_ = w.l.publish(prefix+".hb", nil, b)
 		select {
 		case <-ctx.Done():
 			return

@@ -45,8 +45,13 @@ type ClusterSummary struct {
 	DigestsCompared  int            `json:"digests_compared"`
 	DigestMismatches int            `json:"digest_mismatches"`
 	Shares           map[string]int `json:"shares,omitempty"`
-	MessagesRejected int64          `json:"messages_rejected"`
-	MicroShards      int            `json:"micro_shards"`
+	// MessagesRejected counts the messages the coordinator and the workers
+	// refused (a bad signature, a replay, a length or step out of range).
+	MessagesRejected int64 `json:"messages_rejected"`
+	// WorkersRefused are the registrations turned away (a worker without
+	// the job's secret, say), with the reason.
+	WorkersRefused []cluster.Refusal `json:"workers_refused,omitempty"`
+	MicroShards    int               `json:"micro_shards"`
 	// Per worker and step, mean over the workers that trained: data bytes
 	// published and received (reduce-scatter and all-gather), and the
 	// gradient's float32 size they compare with.
@@ -254,7 +259,7 @@ func clusterSummary(c *cluster.Coordinator, par *cluster.Replica) *ClusterSummar
 	c.CompareDigests()
 	ms, rs := c.Stats(), par.Stats()
 	s := &ClusterSummary{Workers: ms.MaxWorkers, WorkersJoined: ms.WorkersJoined, WorkersLost: ms.WorkersLost, WorkersFailed: ms.WorkersFailed, StepsReplanned: rs.Redone, OptimizerStatesMoved: rs.StateServed,
-		Rebalances: ms.Rebalances, Shares: c.Shares(), DigestsCompared: ms.DigestsCompared, DigestMismatches: ms.DigestMismatches, MessagesRejected: ms.MessagesRejected, MicroShards: par.MicroShards()}
+		Rebalances: ms.Rebalances, Shares: c.Shares(), DigestsCompared: ms.DigestsCompared, DigestMismatches: ms.DigestMismatches, MessagesRejected: ms.MessagesRejected, WorkersRefused: ms.Refused, MicroShards: par.MicroShards()}
 	var n int
 	for _, w := range c.Workers() {
 		if w.Step > 0 && w.BytesSent > 0 {

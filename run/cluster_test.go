@@ -84,7 +84,7 @@ func startClusterOn(t *testing.T, url, token string, shutdown func(), workers in
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tc.coord, err = cluster.NewCoordinator(nc, "tiny", testLog("coordinator")); err != nil {
+	if tc.coord, err = cluster.NewCoordinator(nc, "tiny", nil, testLog("coordinator")); err != nil {
 		t.Fatal(err)
 	}
 	for i := range workers {

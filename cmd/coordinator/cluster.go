@@ -69,9 +69,9 @@ func startCluster(ctx context.Context, log hclog.Logger, job, dir, url string, w
 		secret = hex.EncodeToString(b)
 	}
 	if secret == "" {
-		log.Warn("no job secret (--job-secret-file or $LATHE_JOB_SECRET): the objects in the job's store are not signed")
+		log.Warn("no job secret (--job-secret-file or $LATHE_JOB_SECRET): the job's messages and the objects in its store are not signed")
 	}
-	c, err := cluster.NewCoordinator(nc, job, log.Named("cluster"))
+	c, err := cluster.NewCoordinator(nc, job, []byte(secret), log.Named("cluster"))
 	if err != nil {
 		nc.Close()
 		if srv != nil {
@@ -79,7 +79,6 @@ func startCluster(ctx context.Context, log hclog.Logger, job, dir, url string, w
 		}
 		return nil, nil, err
 	}
-	c.Secret = []byte(secret)
 	var procs []*exec.Cmd
 	var exits []chan struct{}                   // closed when a local worker has exited
 	exited := make(chan error, max(workers, 1)) // why, for those that exit early

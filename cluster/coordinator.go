@@ -217,7 +217,9 @@ func (c *Coordinator) onJoin(m *nats.Msg) {
 	w := Welcome{OK: true}
 	bad := c.l.check(m)
 	if bad == nil && !c.seqs.fresh("join."+from, m) {
-		bad = errors.New("a registration replayed")
+		// A copy of a registration seen before: counted, not answered.
+		c.reject("registration", from, errors.New("replayed"))
+		return
 	}
 	switch err := json.Unmarshal(m.Data, &h); {
 	case bad != nil:

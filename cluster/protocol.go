@@ -13,7 +13,7 @@ import (
 
 // Version is the protocol version; the coordinator refuses workers that
 // announce another.
-const Version = "lathe-cluster/4" // 4: owners update their chunks (.wg, .moments); 3: generations with a first step, joins mid-phase, tasks, shared values
+const Version = "lathe-cluster/5" // 5: signed messages with sequence numbers; 4: owners update their chunks (.wg, .moments); 3: generations with a first step, joins mid-phase, tasks, shared values
 
 // Hello is a worker's registration.
 type Hello struct {

@@ -61,6 +61,7 @@ const clusterBlocks = `teacher {
 type testCluster struct {
 	url     string
 	token   string
+	secret  []byte // the job's (nil: unsigned)
 	coord   *cluster.Coordinator
 	cancels map[string]context.CancelFunc
 	conns   map[string]interface{ Close() }
@@ -69,22 +70,28 @@ type testCluster struct {
 
 func startCluster(t *testing.T, workers int) *testCluster {
 	t.Helper()
+	return startSignedCluster(t, workers, nil)
+}
+
+// startSignedCluster is startCluster for a job with a secret.
+func startSignedCluster(t *testing.T, workers int, secret []byte) *testCluster {
+	t.Helper()
 	srv, err := cluster.StartEmbedded(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return startClusterOn(t, srv.URL, srv.Token, srv.Shutdown, workers)
+	return startClusterOn(t, srv.URL, srv.Token, secret, srv.Shutdown, workers)
 }
 
 // startClusterOn runs a coordinator and workers on the NATS server at url.
-func startClusterOn(t *testing.T, url, token string, shutdown func(), workers int) *testCluster {
+func startClusterOn(t *testing.T, url, token string, secret []byte, shutdown func(), workers int) *testCluster {
 	t.Helper()
-	tc := &testCluster{url: url, token: token, cancels: map[string]context.CancelFunc{}, conns: map[string]interface{ Close() }{}}
+	tc := &testCluster{url: url, token: token, secret: secret, cancels: map[string]context.CancelFunc{}, conns: map[string]interface{ Close() }{}}
 	nc, err := cluster.Connect(url, cluster.Auth{Token: token}, "coordinator", false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tc.coord, err = cluster.NewCoordinator(nc, "tiny", nil, testLog("coordinator")); err != nil {
+	if tc.coord, err = cluster.NewCoordinator(nc, "tiny", secret, testLog("coordinator")); err != nil {
 		t.Fatal(err)
 	}
 	for i := range workers {
@@ -171,7 +178,7 @@ func (tc *testCluster) addWorkerAuto(t *testing.T, name string, dev compute.Devi
 		device = dev.Name()
 	}
 	w := &cluster.Worker{NC: nc, Job: "tiny", Name: name, Device: device, Log: testLog(name), Run: replicaPhase("", testLog(name), extra, dev, auto),
-		Task: Task("", 2, testLog(name))}
+		Task: Task("", 2, testLog(name)), Secret: tc.secret}
 	tc.wg.Add(1)
 	go func() {
 		defer tc.wg.Done()
@@ -392,7 +399,7 @@ func TestClusterOnAStockNATSServer(t *testing.T) {
 	}
 	url, token, shutdown := stockServer(t)
 	stock := t.TempDir()
-	s := clusterRun(t, startClusterOn(t, url, token, shutdown, 2), stock, nil)
+	s := clusterRun(t, startClusterOn(t, url, token, nil, shutdown, 2), stock, nil)
 	if s.Cluster == nil || s.Cluster.Workers != 2 {
 		t.Fatalf("cluster %+v", s.Cluster)
 	}

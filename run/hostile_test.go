@@ -1,0 +1,266 @@
+package run
+
+import (
+	"encoding/json"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/lathe-ml/lathe/cluster"
+)
+
+// forger is a NATS client on a running job's server that holds the
+// server's credential: it watches every subject of the job and publishes,
+// beside the real messages, malformed, oversized, replayed and unsigned
+// copies of each kind, and forgeries of its own (a stop, a registration).
+// With insider set it also holds the job's secret and signs what it
+// forges (a buggy worker): malformed headers and bodies, never a message
+// a member could have sent.
+type forger struct {
+	nc      *nats.Conn
+	secret  []byte // the insider's key (nil: an outsider)
+	seed    uint64
+	mu      sync.Mutex
+	perKind map[string]int // forgeries made from each kind of message
+	sent    atomic.Int64
+	sub     *nats.Subscription
+}
+
+// forgeriesPerKind bounds how many captured messages of each kind the
+// forger makes copies of (each gives several forgeries).
+const forgeriesPerKind = 12
+
+func startForger(t *testing.T, tc *testCluster, secret []byte, seed uint64) *forger {
+	t.Helper()
+	nc, err := cluster.Connect(tc.url, cluster.Auth{Token: tc.token}, "forger", false, nats.NoEcho())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &forger{nc: nc, secret: secret, seed: seed, perKind: map[string]int{}}
+	t.Logf("forger seed %d (insider %v)", seed, secret != nil)
+	f.sub, err = nc.Subscribe("lathe.tiny.>", f.onMessage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = f.sub.SetPendingLimits(-1, -1)
+	// A registration of its own (signed it would be a worker's).
+	if secret == nil {
+		f.publish(&nats.Msg{Subject: "lathe.tiny.w.evil.join", Data: mustJSON(cluster.Hello{Name: "evil", Version: cluster.Version, Cores: 64, Device: "cpu"})})
+	}
+	t.Cleanup(func() {
+		_ = f.sub.Unsubscribe()
+		nc.Close()
+	})
+	return f
+}
+
+func mustJSON(v any) []byte {
+	b, _ := json.Marshal(v)
+	return b
+}
+
+// kind is a message's kind: the subject's tokens after the sender's name.
+func kindOf(subject string) string {
+	parts := strings.SplitN(subject, ".", 5)
+	if len(parts) < 5 {
+		return subject
+	}
+	return parts[2] + "." + parts[4]
+}
+
+// publish sends m signed with the insider's key, or as it is.
+func (f *forger) publish(m *nats.Msg) {
+	if f.secret != nil {
+		m.Header.Del("Lathe-Mac")
+		m = cluster.Sign(m, f.secret)
+	}
+	_ = f.nc.PublishMsg(m)
+	f.sent.Add(1)
+}
+
+func (f *forger) onMessage(m *nats.Msg) {
+	k := kindOf(m.Subject)
+	f.mu.Lock()
+	n := f.perKind[k]
+	f.perKind[k] = n + 1
+	f.mu.Unlock()
+	if n >= forgeriesPerKind {
+		return
+	}
+	r := rand.New(rand.NewPCG(f.seed, uint64(n)))
+	for _, forge := range f.forgeries(m) {
+		if c := forge(r); c != nil {
+			f.publish(c)
+		}
+	}
+	if k == "c.at" {
+		// Once a step: the requests a member makes only after a fault,
+		// forged, with values out of range.
+		for _, c := range f.requests() {
+			f.publish(c)
+			for _, forge := range f.forgeries(c) {
+				if c := forge(r); c != nil {
+					f.publish(c)
+				}
+			}
+		}
+	}
+}
+
+// requests are forged requests on the subjects a job uses rarely:
+// registration, shared values, a chunk's optimizer state, resends, a
+// step's result, a task's result.
+func (f *forger) requests() []*nats.Msg {
+	inbox := f.nc.NewRespInbox()
+	req := func(subject string, v any) *nats.Msg {
+		return &nats.Msg{Subject: subject, Reply: inbox, Header: nats.Header{}, Data: mustJSON(v)}
+	}
+	type o = map[string]any
+	return []*nats.Msg{
+		req("lathe.tiny.w.w1.shared", o{"phase": 1, "key": strings.Repeat("k", 4096)}),
+		req("lathe.tiny.w.w1.moments", o{"phase": 1, "step": 3, "lo": -1, "hi": 1 << 40}),
+		req("lathe.tiny.w.w2.moments", o{"phase": 2, "step": 1 << 40, "lo": 0, "hi": 10}),
+		req("lathe.tiny.w.w1.resend.w2", o{"kind": "rs", "gen": 1, "step": 2, "to": "nobody"}),
+		req("lathe.tiny.w.w1.fetch", o{"kind": "fetch", "step": -7}),
+		req("lathe.tiny.c.coordinator.fetch", o{"kind": "fetch-updated", "step": 1 << 50}),
+		req("lathe.tiny.w.w1.done", o{"id": "no-such-task"}),
+		req("lathe.tiny.w.w1.join", cluster.Hello{Name: "w1", Version: cluster.Version, Cores: 1, Device: "cpu", PID: 1}),
+	}
+}
+
+// copyOf is m with its headers and body copied, to the same subject.
+func copyOf(m *nats.Msg) *nats.Msg {
+	c := &nats.Msg{Subject: m.Subject, Header: nats.Header{}, Data: slices.Clone(m.Data)}
+	for k, v := range m.Header {
+		c.Header[k] = slices.Clone(v)
+	}
+	return c
+}
+
+// forgeries are the ways a captured message is spoilt; each returns the
+// message to publish (nil: none of that kind).
+func (f *forger) forgeries(m *nats.Msg) []func(r *rand.Rand) *nats.Msg {
+	header := func(name, value string) func(*rand.Rand) *nats.Msg {
+		return func(*rand.Rand) *nats.Msg {
+			if m.Header.Get(name) == "" {
+				return nil
+			}
+			c := copyOf(m)
+			c.Header.Set(name, value)
+			return c
+		}
+	}
+	out := []func(*rand.Rand) *nats.Msg{
+		// Replayed as it was: a duplicate, or (control, heartbeat) a replay.
+		func(*rand.Rand) *nats.Msg {
+			if f.secret != nil {
+				return nil // re-signed it would be a new message
+			}
+			return copyOf(m)
+		},
+		// Unsigned, and signed with a guess.
+		func(*rand.Rand) *nats.Msg {
+			c := copyOf(m)
+			c.Header.Del("Lathe-Mac")
+			return c
+		},
+		func(r *rand.Rand) *nats.Msg {
+			c := copyOf(m)
+			c.Header.Set("Lathe-Mac", strings.Repeat("ab", 32))
+			return c
+		},
+		// Garbage bodies: random bytes, truncated, empty, oversized JSON.
+		func(r *rand.Rand) *nats.Msg {
+			c := copyOf(m)
+			c.Data = make([]byte, 1+r.IntN(64))
+			for i := range c.Data {
+				c.Data[i] = byte(r.Uint32())
+			}
+			return c
+		},
+		func(*rand.Rand) *nats.Msg {
+			c := copyOf(m)
+			c.Data = c.Data[:len(c.Data)/2]
+			return c
+		},
+		func(*rand.Rand) *nats.Msg { c := copyOf(m); c.Data = nil; return c },
+		// Data parts: a length of 2^40 (the allocation that killed a
+		// coordinator), offsets outside the vector, a generation and a
+		// step far ahead, another job and phase, numbers that do not parse.
+		header("Lathe-Len", "1099511627776"),
+		header("Lathe-Len", "-5"),
+		header("Lathe-Off", "-1"),
+		header("Lathe-Off", "9223372036854775807"),
+		header("Lathe-Gen", "18446744073709551615"),
+		header("Lathe-Step", "1000000000"),
+		header("Lathe-Step", "-3"),
+		header("Lathe-Job", "other"),
+		header("Lathe-Phase", "99"),
+		header("Lathe-Len", "x"),
+		header("Lathe-Seq", "1"),
+	}
+	if strings.HasSuffix(m.Subject, ".ctl") {
+		// Control: a stop, a re-registration of everyone, an unknown kind.
+		for _, c := range []cluster.Control{{Kind: "stop", Phase: 1}, {Kind: "register", Members: []string{"w1", "w2"}}, {Kind: "explode"}} {
+			out = append(out, func(*rand.Rand) *nats.Msg {
+				if f.secret != nil && c.Kind != "explode" {
+					return nil // an insider's stop would be the coordinator's word
+				}
+				return &nats.Msg{Subject: m.Subject, Header: nats.Header{}, Data: mustJSON(c)}
+			})
+		}
+	}
+	return out
+}
+
+// TestForgedMessagesDoNotChangeTheRun runs a signed two-worker job while a
+// forger without the job's secret, and then one with it, publish spoilt
+// copies of every kind of message the job sends: the runs end with the
+// fault-free weights, the forged messages counted as rejected, and the
+// forged registration refused.
+func TestForgedMessagesDoNotChangeTheRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains three clusters")
+	}
+	secret := []byte("the job's secret")
+	clean := t.TempDir()
+	s0 := clusterRun(t, startSignedCluster(t, 2, secret), clean, nil)
+	want := weightsDigest(t, filepath.Join(clean, ModelFile))
+	if s0.Cluster.MessagesRejected != 0 {
+		t.Fatalf("a fault-free run rejected %d messages", s0.Cluster.MessagesRejected)
+	}
+	for _, tt := range []struct {
+		name   string
+		secret []byte
+	}{{"outsider", nil}, {"insider", secret}} {
+		t.Run(tt.name, func(t *testing.T) {
+			tc := startSignedCluster(t, 2, secret)
+			f := startForger(t, tc, tt.secret, uint64(time.Now().UnixNano()))
+			dir := t.TempDir()
+			s := clusterRun(t, tc, dir, nil)
+			if got := weightsDigest(t, filepath.Join(dir, ModelFile)); got != want {
+				t.Fatalf("weights %s under forgery, %s without", got, want)
+			}
+			f.mu.Lock()
+			kinds := len(f.perKind)
+			f.mu.Unlock()
+			if s.Cluster.MessagesRejected == 0 || f.sent.Load() == 0 || kinds < 6 {
+				t.Fatalf("%d forgeries of %d kinds, %d rejected", f.sent.Load(), kinds, s.Cluster.MessagesRejected)
+			}
+			t.Logf("%d forgeries of %d kinds (%v); %d messages rejected", f.sent.Load(), kinds, f.perKind, s.Cluster.MessagesRejected)
+			if s.Cluster.Workers != 2 {
+				t.Fatalf("workers %d", s.Cluster.Workers)
+			}
+			if tt.secret == nil && !slices.ContainsFunc(s.Cluster.WorkersRefused, func(r cluster.Refusal) bool { return r.Name == "evil" }) {
+				t.Fatalf("the forged registration was not refused: %+v", s.Cluster.WorkersRefused)
+			}
+		})
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -282,7 +283,7 @@ func Write(path string, f *File) error {
 // rename.
 func WriteAtomic(path string, b []byte) error {
 	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+tempMark+"*")
 	if err != nil {
 		return fmt.Errorf("checkpoint: write %s: %w", path, err)
 	}
@@ -543,4 +544,14 @@ func WeightsDigest(ts []*Tensor) string {
 		h.Write(b)
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// tempMark marks the temporary files of WriteAtomic: "." + the target's
+// name + tempMark + a random suffix.
+const tempMark = ".tmp-"
+
+// IsTemp says whether name is a temporary file WriteAtomic (or a writer
+// following its naming) leaves behind when its process is killed.
+func IsTemp(name string) bool {
+	return strings.HasPrefix(name, ".") && strings.Contains(name, tempMark)
 }

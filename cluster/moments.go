@@ -89,7 +89,7 @@ func (r *Replica) FetchMoments(ctx context.Context, step int64, lo, hi int) ([]f
 		if m.Header.Get(goneHeader) != "" {
 			return nil, errStepGone
 		}
-		done, err := parts.add(md, m.Data, hi-lo)
+		done, err := parts.add(md, m.Data, 0, hi-lo) // the state of the parameters among them
 		if err != nil {
 			r.reject("optimizer state", coordinatorName, err)
 			continue

@@ -898,7 +898,7 @@ func (r *Replica) fetch(step int64, n int, updated bool) []float32 {
 		} else if f != from {
 			continue
 		}
-		if done, err := parts.add(md, m.Data, n); err == nil && done {
+		if done, err := parts.add(md, m.Data, n, n); err == nil && done {
 			r.log.Info("took a step's result from another replica", "step", step+1, "from", from)
 			return parts.v
 		}
@@ -913,15 +913,16 @@ type vectorParts struct {
 	total int
 }
 
-// add places a part of the n-element vector the receiver asked for (a
-// duplicate, or one out of range, is ignored; one sized for another vector
-// is an error, and nothing is allocated for it); done when the vector is
+// add places a part of a vector whose length the receiver bounds to
+// [least, most] (a duplicate, or a part out of range, is ignored; one of a
+// vector sized outside them is an error, and nothing is allocated for it;
+// one of another length within them starts over); done when the vector is
 // whole.
-func (p *vectorParts) add(md meta, data []byte, n int) (done bool, err error) {
-	if md.n != n {
-		return false, fmt.Errorf("a part of a %d-element vector, not %d", md.n, n)
+func (p *vectorParts) add(md meta, data []byte, least, most int) (done bool, err error) {
+	if md.n < least || md.n > most {
+		return false, fmt.Errorf("a part of a %d-element vector, not one of [%d, %d] values", md.n, least, most)
 	}
-	if p.v == nil {
+	if p.v == nil || len(p.v) != md.n { // another answer's: start over
 		p.v, p.got, p.total = make([]float32, md.n), map[int]bool{}, 0
 	}
 	count, err := float32sCount(data)

@@ -215,15 +215,31 @@ func New(spec Spec, in Input, seed uint64) (*Model, error) {
 		m.linear(layerDef{name: "fc1", kind: kindLinear, out: h, act: ReLU, dropout: spec.Dropout}, g.Size())
 		m.linear(layerDef{name: "fc2", kind: kindLinear, out: in.Classes}, h)
 	}
+	// The shapes are laid out before any memory is taken for them.
+	var n int64
 	for _, p := range m.Params {
+		size := int64(1)
+		for _, d := range p.Shape {
+			size *= int64(d)
+		}
+		if n += size; n > MaxParams || size > MaxParams {
+			return nil, fmt.Errorf("model: the %s network has more than %d parameters (MaxParams; %s alone has %d): not a model this machine trains", spec.Arch, int64(MaxParams), p.Name, size)
+		}
+	}
+	for _, p := range m.Params {
+		p.Value = tensor.New(tensor.Of(tensor.Float32), tensor.WithShape(p.Shape...))
 		initParam(p, spec.Init, seed)
 	}
 	return m, nil
 }
 
+// MaxParams bounds a model's parameters (1 GiB of float32 weights; a run
+// holds several times that in gradients, optimizer state and masks).
+var MaxParams int64 = 1 << 28
+
+// newParam describes a parameter; New allocates its value.
 func newParam(name, layer string, bias bool, groups []Group, shape ...int) *Param {
-	return &Param{Name: name, Layer: layer, Shape: shape, Bias: bias, Groups: groups,
-		Value: tensor.New(tensor.Of(tensor.Float32), tensor.WithShape(shape...))}
+	return &Param{Name: name, Layer: layer, Shape: shape, Bias: bias, Groups: groups}
 }
 
 // linear adds a linear layer with in inputs, or its two factors when the

@@ -1,13 +1,17 @@
 package recipes
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclparse"
@@ -50,18 +54,36 @@ func (e *Error) Error() string {
 		if d.Detail != "" {
 			msg += "; " + d.Detail
 		}
-		if d.Subject != nil {
+		if d.Subject != nil && d.Subject.Start.Line == 0 {
+			msg = fmt.Sprintf("%s: %s", d.Subject.Filename, msg) // a -var: no position
+		} else if d.Subject != nil {
 			msg = fmt.Sprintf("%s:%d,%d: %s", d.Subject.Filename, d.Subject.Start.Line, d.Subject.Start.Column, msg)
+		}
+		if len(lines) == maxErrors {
+			lines = append(lines, "… and more errors (the first are above)")
+			break
 		}
 		lines = append(lines, msg)
 	}
 	return "recipe: " + strings.Join(lines, "\n  ")
 }
 
+// maxErrors bounds the diagnostics an Error prints.
+const maxErrors = 20
+
+// MaxBytes bounds a recipe's size: a recipe is a page of text, and a
+// larger file is almost surely not one.
+const MaxBytes = 1 << 20
+
 // Load reads and validates a recipe file. vars holds -var overrides as
 // name=value strings.
 func Load(path string, vars []string) (*Job, error) {
-	src, err := os.ReadFile(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("recipe: %w", err)
+	}
+	defer f.Close()
+	src, err := io.ReadAll(io.LimitReader(f, MaxBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("recipe: %w", err)
 	}
@@ -70,6 +92,12 @@ func Load(path string, vars []string) (*Job, error) {
 
 // Parse decodes a recipe held in memory; filename is used in diagnostics.
 func Parse(src []byte, filename string, vars []string) (*Job, error) {
+	if len(src) > MaxBytes {
+		return nil, fmt.Errorf("recipe: %s is larger than %d bytes, the limit for a recipe", filename, MaxBytes)
+	}
+	if i := bytes.IndexByte(src, 0); i >= 0 || !utf8.Valid(src) {
+		return nil, fmt.Errorf("recipe: %s is not a text file (a NUL byte or invalid UTF-8)", filename)
+	}
 	file, diags := hclparse.NewParser().ParseHCL(src, filename)
 	if diags.HasErrors() {
 		return nil, &Error{diags}
@@ -137,8 +165,19 @@ func (d *decoder) variables(blocks hcl.Blocks, overrides []string, filename stri
 		if diags.HasErrors() {
 			continue
 		}
-		v, diags := c.Attributes["default"].Expr.Value(nil)
+		expr := c.Attributes["default"].Expr
+		if refs := expr.Variables(); len(refs) > 0 {
+			d.errorf(expr.Range(), "invalid default", "variable %q: a default is a value and cannot refer to %s (variables are set with -var)", name, traversalText(refs[0]))
+			values[name] = cty.DynamicVal
+			continue
+		}
+		v, diags := expr.Value(nil)
 		d.diags = append(d.diags, diags...)
+		if !diags.HasErrors() {
+			if err := usable(v); err != nil {
+				d.errorf(expr.Range(), "invalid default", "variable %q: the default %s", name, err)
+			}
+		}
 		values[name] = v
 	}
 	for _, kv := range overrides {
@@ -167,7 +206,12 @@ func (d *decoder) variables(blocks hcl.Blocks, overrides []string, filename stri
 				continue
 			}
 			if v, diags = expr.Value(nil); diags.HasErrors() {
-				d.diags = append(d.diags, diags...)
+				d.errorf(r, "invalid -var value", "%s takes a %s like its default; %q is not one (only numbers, true/false, lists and quoted strings, no names)",
+					name, old.Type().FriendlyName(), raw)
+				continue
+			}
+			if err := usable(v); err != nil {
+				d.errorf(r, "invalid -var value", "%s: %q %s", name, raw, err)
 				continue
 			}
 		}
@@ -181,9 +225,42 @@ func (d *decoder) variables(blocks hcl.Blocks, overrides []string, filename stri
 	}
 	resolved := map[string]string{}
 	for k, v := range values {
-		resolved[k] = string(hclwrite.TokensForValue(v).Bytes())
+		if usable(v) == nil { // the others are errors already
+			resolved[k] = string(hclwrite.TokensForValue(v).Bytes())
+		}
 	}
 	return values, resolved
+}
+
+// traversalText is a reference as written: var.name.
+func traversalText(t hcl.Traversal) string {
+	out := t.RootName()
+	for _, step := range t[1:] {
+		if a, ok := step.(hcl.TraverseAttr); ok {
+			out += "." + a.Name
+		}
+	}
+	return out
+}
+
+// usable says why a variable's value cannot be used: it is not known (a
+// division by zero, a reference), or holds a number outside float64.
+func usable(v cty.Value) error {
+	if !v.IsWhollyKnown() {
+		return errors.New("cannot be evaluated to a value (a division by zero, or a reference to another variable?)")
+	}
+	var bad error
+	_ = cty.Walk(v, func(_ cty.Path, x cty.Value) (bool, error) {
+		if x.IsNull() || !x.Type().Equals(cty.Number) {
+			return true, nil
+		}
+		f, _ := x.AsBigFloat().Float64()
+		if math.IsInf(f, 0) {
+			bad = fmt.Errorf("is %s, outside the range of a 64-bit number", x.AsBigFloat().Text('g', 6))
+		}
+		return true, nil
+	})
+	return bad
 }
 
 // attrs decodes one block's attributes into typed fields, recording ranges.
@@ -219,7 +296,7 @@ func (a attrs) float(name string, dst *float64, lo, hi float64, loOpen bool) {
 	}
 	var f float64
 	if err := gocty.FromCtyValue(v, &f); err != nil {
-		a.d.errorf(at.Expr.Range(), "invalid number", "%s: %v", a.prefix+name, err)
+		a.d.errorf(at.Expr.Range(), "invalid number", "%s = %s is outside the range of a 64-bit number", a.prefix+name, v.AsBigFloat().Text('g', 6))
 		return
 	}
 	if math.IsNaN(f) || f < lo || f > hi || (loOpen && f == lo) {
@@ -240,7 +317,7 @@ func (a attrs) int(name string, dst *int, lo, hi int) {
 	}
 	var n int
 	if err := gocty.FromCtyValue(v, &n); err != nil {
-		a.d.errorf(at.Expr.Range(), "invalid integer", "%s must be a whole number, got %s", a.prefix+name, v.AsBigFloat().String())
+		a.d.errorf(at.Expr.Range(), "invalid integer", "%s must be a whole number that fits 64 bits, got %s", a.prefix+name, v.AsBigFloat().Text('g', 10))
 		return
 	}
 	if n < lo || n > hi {

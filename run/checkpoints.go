@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/lathe-ml/lathe/checkpoint"
+	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/recipes"
 	"github.com/lathe-ml/lathe/trainer"
@@ -127,7 +128,7 @@ func (c *checkpointer) write(sn *trainer.Snapshot) error {
 	if better {
 		// A hard link under a temporary name renamed over best.arrow: the
 		// best is never missing or torn, and costs no second write.
-		tmp := filepath.Join(c.dir, ".best.tmp")
+		tmp := filepath.Join(c.dir, "."+BestCheckpoint+".tmp-link")
 		os.Remove(tmp)
 		if err := os.Link(path, tmp); err != nil {
 			return fmt.Errorf("run: best checkpoint: %w", err)
@@ -150,6 +151,20 @@ func (c *checkpointer) write(sn *trainer.Snapshot) error {
 	return nil
 }
 
+// isCheckpointName says whether name is one checkpointName gives.
+func isCheckpointName(name string) bool {
+	digits, ok := strings.CutPrefix(name, "step-")
+	if digits, ok = strings.CutSuffix(digits, ".arrow"); !ok || len(digits) < 9 {
+		return false
+	}
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
 // checkpointFiles lists dir's step checkpoints, oldest first.
 func checkpointFiles(dir string) ([]string, error) {
 	ents, err := os.ReadDir(dir)
@@ -161,7 +176,7 @@ func checkpointFiles(dir string) ([]string, error) {
 	}
 	var names []string
 	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), "step-") && strings.HasSuffix(e.Name(), ".arrow") {
+		if isCheckpointName(e.Name()) && e.Type().IsRegular() {
 			names = append(names, e.Name())
 		}
 	}
@@ -224,6 +239,9 @@ func loadResume(f *checkpoint.File, path string, job *recipes.Job, log hclog.Log
 		log.Info("checkpoint cadence changed since the checkpoint", "was", fmt.Sprintf("%+v", old.Checkpoint), "now", fmt.Sprintf("%+v", job.Checkpoint))
 	}
 	sn := st.Snapshot
+	if err := checkSnapshot(sn, job); err != nil {
+		return nil, fmt.Errorf("run: %s: %w", path, err)
+	}
 	m, err := model.New(sn.Spec, st.Input, job.Seed)
 	if err != nil {
 		return nil, fmt.Errorf("run: %s: architecture: %w", path, err)
@@ -248,4 +266,28 @@ func loadResume(f *checkpoint.File, path string, job *recipes.Job, log hclog.Log
 		sn.HintProjection, sn.HintOptimizer = t.Data, numbered(f, "hint/optim/")
 	}
 	return &resumePoint{path: path, state: st, model: m}, nil
+}
+
+// checkSnapshot range-checks a checkpoint's position against the recipe it
+// resumes: a state no run of it could have written is refused, naming the
+// field, before anything acts on it.
+func checkSnapshot(sn *trainer.Snapshot, job *recipes.Job) error {
+	spe := data.Steps(data.TrainSize-job.Validation, job.Batch)
+	switch {
+	case sn.Epoch < 0 || sn.Epoch > job.Epochs:
+		return fmt.Errorf("state: epoch %d outside [0, %d]", sn.Epoch, job.Epochs)
+	case sn.StepInEpoch < 0 || sn.StepInEpoch >= spe || sn.Epoch == job.Epochs && sn.StepInEpoch != 0:
+		return fmt.Errorf("state: step_in_epoch %d outside [0, %d) (epoch %d of %d)", sn.StepInEpoch, spe, sn.Epoch, job.Epochs)
+	case sn.Step != int64(sn.Epoch)*int64(spe)+int64(sn.StepInEpoch):
+		return fmt.Errorf("state: step %d is not epoch %d × %d steps + step_in_epoch %d", sn.Step, sn.Epoch, spe, sn.StepInEpoch)
+	case sn.SamplesSeen != sn.Step*int64(job.Batch):
+		return fmt.Errorf("state: samples_seen %d is not step %d × batch %d", sn.SamplesSeen, sn.Step, job.Batch)
+	case sn.OptimizerSteps < 0 || int64(sn.OptimizerSteps) > sn.Step:
+		return fmt.Errorf("state: optimizer_steps %d outside [0, step %d]", sn.OptimizerSteps, sn.Step)
+	case sn.GuardPauses < 0:
+		return fmt.Errorf("state: guard_pauses %d is negative", sn.GuardPauses)
+	case len(sn.History) > sn.Epoch:
+		return fmt.Errorf("state: %d epochs of history at epoch %d", len(sn.History), sn.Epoch)
+	}
+	return nil
 }

@@ -109,6 +109,11 @@ func executeDevice(ctx context.Context, job *recipes.Job, opts Options) (*Summar
 	if err := checkDeviceJob(job, opts, dev); err != nil {
 		return nil, nil, err
 	}
+	release, err := LockDir(runDir(job, opts))
+	if err != nil {
+		return nil, nil, err
+	}
+	defer release()
 	train, test, err := data.Load(job.Dataset, opts.DataDir)
 	if err != nil {
 		return nil, nil, err
@@ -130,10 +135,7 @@ func executeDevice(ctx context.Context, job *recipes.Job, opts Options) (*Summar
 	if sets.test, err = trainer.UploadSet(dev, test); err != nil {
 		return nil, nil, err
 	}
-	dir := opts.RunDir
-	if dir == "" {
-		dir = filepath.Join("runs", job.Name)
-	}
+	dir := runDir(job, opts)
 	var teacher *trainer.DeviceNet
 	var teacherAcc float64
 	if job.Teacher != nil && job.Teacher.File != "" {
@@ -316,8 +318,8 @@ func trainOnDevice(ctx context.Context, job *recipes.Job, dir string, opts Optio
 	if rs == nil {
 		// A fresh run: an earlier run's checkpoints must not be resumed into
 		// this one.
-		if err := os.RemoveAll(filepath.Join(dir, CheckpointDir)); err != nil {
-			return nil, nil, nil, fmt.Errorf("run: %w", err)
+		if err := removeCheckpoints(dir); err != nil {
+			return nil, nil, nil, err
 		}
 	}
 	info := deviceInfo(dev)

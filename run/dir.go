@@ -47,8 +47,14 @@ func prepareDir(dir, job string) error {
 	if err != nil {
 		return fmt.Errorf("run: run directory: %w", err)
 	}
-	if len(entries) == 0 || len(entries) == 1 && entries[0].Name() == NATSDir {
-		return nil
+	own := 0 // the lock, the embedded NATS store, a crashed run's temporary files
+	for _, e := range entries {
+		if n := e.Name(); n == LockFile || n == NATSDir || checkpoint.IsTemp(n) {
+			own++
+		}
+	}
+	if own == len(entries) {
+		return removeTemps(dir)
 	}
 	b, err := os.ReadFile(filepath.Join(dir, ManifestFile))
 	if err != nil {
@@ -64,7 +70,49 @@ func prepareDir(dir, job string) error {
 	if err := os.Remove(filepath.Join(dir, SummaryFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("run: %w", err)
 	}
+	if err := removeTemps(dir); err != nil {
+		return err
+	}
+	return removeTemps(filepath.Join(dir, CheckpointDir))
+}
+
+// removeTemps removes the temporary files lathe's atomic writes leave in
+// dir when a process is killed mid-write (checkpoint.IsTemp names them;
+// nothing else is touched).
+func removeTemps(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	for _, e := range entries {
+		if e.Type().IsRegular() && checkpoint.IsTemp(e.Name()) {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+				return fmt.Errorf("run: %w", err)
+			}
+		}
+	}
 	return nil
+}
+
+// removeCheckpoints removes an earlier run's training checkpoints from
+// dir/checkpoints — the files lathe names so (step-NNNNNNNNN.arrow,
+// best.arrow) and its temporary files, nothing else — so that a fresh run
+// cannot resume into them.
+func removeCheckpoints(dir string) error {
+	cdir := filepath.Join(dir, CheckpointDir)
+	names, err := checkpointFiles(cdir)
+	if err != nil {
+		return err
+	}
+	for _, n := range append(names, BestCheckpoint) {
+		if err := os.Remove(filepath.Join(cdir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("run: %w", err)
+		}
+	}
+	return removeTemps(cdir)
 }
 
 // writeFileAtomic writes data to path through a temporary file, fsync and

@@ -1,8 +1,10 @@
 package run
 
 import (
+	"context"
 	"encoding/json"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -13,7 +15,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/cluster"
+	"github.com/lathe-ml/lathe/data"
+	"github.com/lathe-ml/lathe/trainer"
 )
 
 // forger is a NATS client on a running job's server that holds the
@@ -260,6 +265,90 @@ func TestForgedMessagesDoNotChangeTheRun(t *testing.T) {
 			}
 			if tt.secret == nil && !slices.ContainsFunc(s.Cluster.WorkersRefused, func(r cluster.Refusal) bool { return r.Name == "evil" }) {
 				t.Fatalf("the forged registration was not refused: %+v", s.Cluster.WorkersRefused)
+			}
+		})
+	}
+}
+
+// TestFreshRunDeletesOnlyLathesCheckpoints reruns a job in its directory:
+// the earlier run's checkpoints and a killed write's temporary files go,
+// files lathe did not write stay.
+func TestFreshRunDeletesOnlyLathesCheckpoints(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "run")
+	if _, err := Execute(context.Background(), load(t), Options{RunDir: dir, Threads: 2}); err != nil {
+		t.Fatal(err)
+	}
+	cdir := filepath.Join(dir, CheckpointDir)
+	old, _ := checkpointFiles(cdir)
+	if len(old) == 0 {
+		t.Fatal("the first run wrote no checkpoint")
+	}
+	mine := map[string]string{"mine.txt": "notes", "my-favourite.arrow": "keep", "step-old.arrow.bak": "bak", "step-12.arrow": "short"}
+	for n, b := range mine {
+		os.WriteFile(filepath.Join(cdir, n), []byte(b), 0o644)
+	}
+	// What a SIGKILL mid-write leaves.
+	for _, n := range []string{filepath.Join(cdir, ".step-000000099.arrow.tmp-123"), filepath.Join(dir, ".summary.json.tmp-9")} {
+		os.WriteFile(n, []byte("torn"), 0o644)
+	}
+	// A rerun that also checkpoints every 7 steps.
+	j := load(t)
+	j.Checkpoint.EverySteps = 7
+	if _, err := Execute(context.Background(), j, Options{RunDir: dir, Threads: 2}); err != nil {
+		t.Fatal(err)
+	}
+	for n, b := range mine {
+		if got, err := os.ReadFile(filepath.Join(cdir, n)); err != nil || string(got) != b {
+			t.Errorf("%s: %q, %v", n, got, err)
+		}
+	}
+	now, _ := checkpointFiles(cdir)
+	for _, n := range old {
+		if !slices.Contains(now, n) {
+			continue
+		}
+		if f, err := checkpoint.Read(filepath.Join(cdir, n)); err != nil || f.Job != "tiny" {
+			t.Errorf("%s: %v", n, err)
+		}
+	}
+	ents, _ := os.ReadDir(cdir)
+	for _, e := range ents {
+		if checkpoint.IsTemp(e.Name()) {
+			t.Errorf("temporary file %s survived", e.Name())
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".summary.json.tmp-9")); err == nil {
+		t.Error("a temporary file in the run directory survived")
+	}
+}
+
+// TestCheckpointStateIsRangeChecked: a checkpoint whose position no run of
+// the recipe could have written is refused, naming the field.
+func TestCheckpointStateIsRangeChecked(t *testing.T) {
+	j := load(t, "epochs=2")
+	spe := data.Steps(data.TrainSize-j.Validation, j.Batch)
+	good := trainer.Snapshot{Epoch: 1, StepInEpoch: 3, Step: int64(spe + 3), SamplesSeen: int64(spe+3) * int64(j.Batch), History: make([]trainer.EpochMetrics, 1)}
+	if err := checkSnapshot(&good, j); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		spoil func(*trainer.Snapshot)
+		want  string
+	}{
+		{"negative step in epoch", func(s *trainer.Snapshot) { s.StepInEpoch = -1 }, "step_in_epoch -1"},
+		{"step in epoch past the epoch", func(s *trainer.Snapshot) { s.StepInEpoch = spe }, "step_in_epoch"},
+		{"epoch beyond the recipe", func(s *trainer.Snapshot) { s.Epoch = 7 }, "epoch 7 outside [0, 2]"},
+		{"step beyond its epoch", func(s *trainer.Snapshot) { s.Step += 500 }, "step"},
+		{"samples", func(s *trainer.Snapshot) { s.SamplesSeen = 5 }, "samples_seen 5"},
+		{"optimizer steps", func(s *trainer.Snapshot) { s.OptimizerSteps = -2 }, "optimizer_steps -2"},
+		{"history", func(s *trainer.Snapshot) { s.History = make([]trainer.EpochMetrics, 4) }, "4 epochs of history"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := good
+			tc.spoil(&s)
+			if err := checkSnapshot(&s, j); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("%v, want %q", err, tc.want)
 			}
 		})
 	}

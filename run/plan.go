@@ -3,6 +3,8 @@ package run
 import (
 	"fmt"
 	"io"
+	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -26,6 +28,9 @@ func DryRun(w io.Writer, job *recipes.Job) error {
 		InputDropout: job.Model.InputDropout, Init: job.Model.Init}, model.MNISTInput, job.Seed)
 	if err != nil {
 		return job.Errorf("model.arch", "%v", err)
+	}
+	if err := checkMemory(job, m); err != nil {
+		return err
 	}
 	train := data.TrainSize - job.Validation
 	epochSamples := int64(data.Steps(train, job.Batch) * job.Batch)
@@ -142,4 +147,55 @@ func pruneCell(pb recipes.Prune, s schedule.Sparsity, end int64) string {
 		return fmt.Sprintf("%.1f%% of suggested", 100*s.Target(last)/s.Final)
 	}
 	return fmt.Sprintf("%.2f%%", 100*s.Target(last))
+}
+
+// runBytes estimates the memory a run of job on m takes: per parameter
+// the weight, its gradient, the optimizer's state, a mask and a spare copy
+// (float32 each, Adam's two moments counted), and per sample of a batch
+// the activations of every layer kept for the backward pass, twice over
+// (values and gradients), for the student and a teacher as large.
+func runBytes(job *recipes.Job, m *model.Model) int64 {
+	perParam := int64(5)
+	if job.Optimizer.Kind == "adam" || job.Optimizer.Kind == "adamw" {
+		perParam++
+	}
+	var acts int64 // a convolution's outputs counted at the input's full size: a bound
+	for _, w := range m.Weights() {
+		out := int64(w.Shape[0])
+		if len(w.Shape) == 4 {
+			out *= int64(m.Input.Rows * m.Input.Cols)
+		}
+		acts += out
+	}
+	total := 4 * (perParam*int64(m.NumParams()) + 2*int64(job.Batch)*acts)
+	if job.Teacher != nil {
+		total *= 2
+	}
+	return total
+}
+
+// memoryBytes is this machine's memory (0: unknown).
+func memoryBytes() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// checkMemory refuses a run whose estimated memory exceeds the machine's,
+// before anything of its size is allocated.
+func checkMemory(job *recipes.Job, m *model.Model) error {
+	need, have := runBytes(job, m), memoryBytes()
+	if have > 0 && need > have {
+		return job.Errorf("model.hidden", "the run needs about %.1f GiB (%d parameters, batch %d), and this machine has %.1f GiB",
+			float64(need)/(1<<30), m.NumParams(), job.Batch, float64(have)/(1<<30))
+	}
+	return nil
 }

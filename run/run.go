@@ -150,6 +150,14 @@ func Execute(ctx context.Context, job *recipes.Job, opts Options) (*Summary, err
 	return sum, err
 }
 
+// runDir is the run's directory: the option, or runs/<job>.
+func runDir(job *recipes.Job, opts Options) string {
+	if opts.RunDir != "" {
+		return opts.RunDir
+	}
+	return filepath.Join("runs", job.Name)
+}
+
 // execute is Execute, also returning the trained model.
 func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary, trained *model.Model, err error) {
 	if opts.Device != nil && opts.replica == nil {
@@ -160,9 +168,13 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	dir := opts.RunDir
-	if dir == "" {
-		dir = filepath.Join("runs", job.Name)
+	dir := runDir(job, opts)
+	if opts.replica == nil {
+		release, err := LockDir(dir)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer release()
 	}
 	train, test, err := data.Load(job.Dataset, opts.DataDir)
 	if err != nil {
@@ -182,6 +194,9 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		InputDropout: job.Model.InputDropout, Init: job.Model.Init}, model.MNISTInput, job.Seed)
 	if err != nil {
 		return nil, nil, job.Errorf("model.arch", "%v", err)
+	}
+	if err := checkMemory(job, m); err != nil {
+		return nil, nil, err
 	}
 	threads := job.Threads
 	if opts.Threads > 0 {
@@ -311,8 +326,8 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		if rp == nil {
 			// A fresh run: an earlier run's checkpoints must not be resumed
 			// into this one.
-			if err := os.RemoveAll(filepath.Join(dir, CheckpointDir)); err != nil {
-				return nil, nil, fmt.Errorf("run: %w", err)
+			if err := removeCheckpoints(dir); err != nil {
+				return nil, nil, err
 			}
 		}
 		man := newManifest(job.Name, job.File, job.Seed, info)

@@ -86,10 +86,16 @@ func realMain(args []string, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if *recipe == "" || fs.NArg() > 0 {
+	if *recipe == "" {
+		fmt.Fprintln(stderr, "coordinator: --recipe FILE is required")
 		fs.Usage()
 		return 2
 	}
+	if err := checkFlags(fs, *threads, *workers, *minWork, *shards, *every, *logLevel, *resume, *from); err != nil {
+		fmt.Fprintln(stderr, "coordinator:", err)
+		return 2
+	}
+	var opts run.Options
 	tty := isTerminal(os.Stderr) && !*noBar
 	log := hclog.New(&hclog.LoggerOptions{Name: "lathe", Level: hclog.LevelFromString(*logLevel), Output: stderr,
 		JSONFormat: *logJSON, Color: hclog.AutoColor})
@@ -98,6 +104,25 @@ func realMain(args []string, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
+	}
+	kind, index, err := cuda.ParseDevice(*device)
+	if err != nil || kind == "auto" {
+		fmt.Fprintf(stderr, "coordinator: --device %q: cpu, cuda or cuda:N\n", *device)
+		return 2
+	}
+	if kind == "cuda" && (*workers >= 0 || *natsURL != "") {
+		fmt.Fprintln(stderr, "coordinator: --device cuda trains in this process; it does not combine with --workers or --nats yet")
+		return 2
+	}
+	if kind == "cuda" {
+		// Opened before anything else (a dry run checks it too).
+		e, err := cuda.Open(index, cuda.Options{Logger: log.Named("cuda")})
+		if err != nil {
+			fmt.Fprintf(stderr, "coordinator: --device %s: %v\n", *device, err)
+			return 1
+		}
+		defer e.Close()
+		opts.Device = e
 	}
 	if *dryRun {
 		if err := run.DryRun(os.Stdout, job); err != nil {
@@ -108,8 +133,8 @@ func realMain(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	opts := run.Options{RunDir: *runDir, DataDir: *dataDir, Threads: *threads, Logger: log,
-		Resume: *resume, ResumeFrom: *from, CheckpointEverySteps: *every}
+	opts.RunDir, opts.DataDir, opts.Threads, opts.Logger = *runDir, *dataDir, *threads, log
+	opts.Resume, opts.ResumeFrom, opts.CheckpointEverySteps = *resume, *from, *every
 	dir := *runDir
 	if dir == "" {
 		dir = filepath.Join("runs", job.Name)
@@ -132,23 +157,14 @@ func realMain(args []string, stderr io.Writer) int {
 			dir = filepath.Join("runs", job.Name+"-sweep")
 		}
 	}
-	switch kind, index, err := cuda.ParseDevice(*device); {
-	case err != nil || kind == "auto":
-		fmt.Fprintf(stderr, "coordinator: --device %q: cpu, cuda or cuda:N\n", *device)
-		return 2
-	case kind == "cuda":
-		if *workers >= 0 || *natsURL != "" {
-			fmt.Fprintln(stderr, "coordinator: --device cuda trains in this process; it does not combine with --workers or --nats yet")
-			return 2
-		}
-		e, err := cuda.Open(index, cuda.Options{Logger: log.Named("cuda")})
-		if err != nil {
-			fmt.Fprintf(stderr, "coordinator: --device %s: %v\n", *device, err)
-			return 1
-		}
-		defer e.Close()
-		opts.Device = e
+	// The run directory is this process's until it exits: a second
+	// coordinator on it is refused before it touches anything there.
+	release, err := run.LockDir(dir)
+	if err != nil {
+		fmt.Fprintln(stderr, "coordinator:", err)
+		return 1
 	}
+	defer release()
 	if *workers >= 0 || *natsURL != "" {
 		var devices []string
 		if *wdevs != "" {
@@ -214,6 +230,31 @@ func realMain(args []string, stderr io.Writer) int {
 		sum.TestAccuracy, sum.ValAccuracy, sum.SamplesPerSecond, sum.WallSeconds, filepath.Join(dir, run.SummaryFile),
 		filepath.Join(dir, run.ModelFile), sum.ModelBytes, sum.ModelRatio)
 	return 0
+}
+
+// checkFlags refuses flag values out of range and combinations that do not
+// go together, naming the flag; and arguments that are not flags.
+func checkFlags(fs *flag.FlagSet, threads, workers, minWorkers, shards, every int, logLevel string, resume bool, from string) error {
+	switch {
+	case fs.NArg() > 0:
+		return fmt.Errorf("unexpected argument %q (flags start with -; -var name=value sets a variable)", fs.Arg(0))
+	case threads < 0:
+		return fmt.Errorf("--threads %d: a number of threads ≥ 1 (0 or absent: the recipe's, else every core)", threads)
+	case workers < -1:
+		return fmt.Errorf("--workers %d: a number of local workers ≥ 0", workers)
+	case minWorkers < 0:
+		return fmt.Errorf("--min-workers %d: a number of workers ≥ 0", minWorkers)
+	case shards < 0:
+		return fmt.Errorf("--micro-shards %d: a number of micro-shards ≥ 1 (0: the default)", shards)
+	case every < 0:
+		return fmt.Errorf("--checkpoint-every-steps %d: a number of steps ≥ 1 (0: the recipe's)", every)
+	case resume && from != "":
+		return errors.New("--resume and --resume-from: give one (--resume takes the newest checkpoint of the run directory)")
+	}
+	if hclog.LevelFromString(logLevel) == hclog.NoLevel {
+		return fmt.Errorf("--log-level %q: trace, debug, info, warn or error", logLevel)
+	}
+	return nil
 }
 
 func isTerminal(f *os.File) bool {

@@ -20,7 +20,13 @@ func TestUsageAndRecipeErrors(t *testing.T) {
 		want string
 	}{
 		{"no recipe", nil, 2, "usage: coordinator"},
-		{"stray argument", []string{"--recipe", bad, "extra"}, 2, "usage"},
+		{"stray argument", []string{"--recipe", bad, "extra"}, 2, `unexpected argument "extra"`},
+		{"negative threads", []string{"--recipe", bad, "--threads", "-3"}, 2, "--threads -3"},
+		{"negative workers", []string{"--recipe", bad, "--workers", "-5"}, 2, "--workers -5"},
+		{"negative checkpoint steps", []string{"--recipe", bad, "--checkpoint-every-steps", "-1"}, 2, "--checkpoint-every-steps -1"},
+		{"bogus log level", []string{"--recipe", bad, "--log-level", "bogus"}, 2, `--log-level "bogus"`},
+		{"two resumes", []string{"--recipe", bad, "--resume", "--resume-from", "x.arrow"}, 2, "--resume and --resume-from"},
+		{"unknown device in a dry run", []string{"--recipe", "../../recipes/mnist-lenet300.hcl", "--device", "tpu", "--dry-run"}, 2, `--device "tpu"`},
 		{"missing file", []string{"--recipe", "nope.hcl"}, 1, "nope.hcl"},
 		{"bad value", []string{"--recipe", bad}, 1, "bad.hcl:2,11: value out of range; batch = 0"},
 		{"unknown var", []string{"--recipe", bad, "-var", "epochs=3"}, 1, "declares no variable \"epochs\""},

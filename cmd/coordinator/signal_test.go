@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -87,5 +89,62 @@ func TestSIGTERMCheckpointsAndResumes(t *testing.T) {
 	json.Unmarshal(b, &sum)
 	if sum.ResumedFromStep <= 0 || sum.ResumedFromStep >= sum.Steps || sum.Steps != 20*100 {
 		t.Fatalf("resumed from step %d of %d", sum.ResumedFromStep, sum.Steps)
+	}
+}
+
+// TestSecondCoordinatorOnABusyRunDirectory starts a coordinator, then a
+// second one on the same run directory while the first trains: the second
+// is refused at once, naming the first's pid, and the first finishes with
+// the weights of a run alone.
+func TestSecondCoordinatorOnABusyRunDirectory(t *testing.T) {
+	dir := t.TempDir()
+	recipe := filepath.Join(dir, "r.hcl")
+	os.WriteFile(recipe, []byte(`job "busy" {
+  epochs     = 3
+  batch      = 100
+  validation = 50000
+  model {
+    arch   = "mlp"
+    hidden = [64]
+  }
+}
+`), 0o644)
+	busy, alone := filepath.Join(dir, "busy"), filepath.Join(dir, "alone")
+	first := exec.Command(os.Args[0], "--recipe", recipe, "--run-dir", busy, "--threads", "1", "--no-progress")
+	first.Env = append(os.Environ(), "LATHE_TEST_COORDINATOR=1")
+	var stderr bytes.Buffer
+	first.Stderr = &stderr
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if b, err := os.ReadFile(filepath.Join(busy, "metrics.csv")); err == nil && len(b) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			first.Process.Kill()
+			t.Fatalf("the first run never started:\n%s", stderr.String())
+		}
+	}
+	var out bytes.Buffer
+	start := time.Now()
+	code := realMain([]string{"--recipe", recipe, "--run-dir", busy, "--threads", "1", "--no-progress"}, &out)
+	t.Logf("refused after %v", time.Since(start))
+	want := fmt.Sprintf("lathe pid %d", first.Process.Pid)
+	if code != 1 || !strings.Contains(out.String(), "is in use by "+want) {
+		first.Process.Kill()
+		t.Fatalf("second coordinator: exit %d:\n%s", code, out.String())
+	}
+	if err := first.Wait(); err != nil {
+		t.Fatalf("the first run: %v\n%s", err, stderr.String())
+	}
+	if code := realMain([]string{"--recipe", recipe, "--run-dir", alone, "--threads", "1", "--no-progress"}, &out); code != 0 {
+		t.Fatalf("the run alone: exit %d\n%s", code, out.String())
+	}
+	if a, b := modelDigest(t, busy), modelDigest(t, alone); a != b {
+		t.Fatalf("weights %s beside a refused second run, %s alone", a, b)
+	}
+	if b, _ := os.ReadFile(filepath.Join(busy, "metrics.csv")); bytes.IndexByte(b, 0) >= 0 || bytes.Count(b, []byte("\n")) != 4 {
+		t.Fatalf("metrics.csv of the first run:\n%q", b)
 	}
 }

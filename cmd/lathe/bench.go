@@ -83,8 +83,8 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	var sizes []int
 	for _, s := range strings.Split(*batches, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n <= 0 {
-			return fmt.Errorf("--batch: %q is not a positive batch size", s)
+		if err != nil || n <= 0 || n > maxBatch {
+			return fmt.Errorf("--batch: %q is not a batch size in [1, %d] (the runtime's buffers grow with it)", s, maxBatch)
 		}
 		sizes = append(sizes, n)
 	}
@@ -217,3 +217,8 @@ func usText(v float64) string {
 	}
 	return fmt.Sprintf("%.1f", v)
 }
+
+// maxBatch bounds the batch sizes bench and eval take: a batch's input and
+// activations are held at once (at 65 536 samples, a LeNet-300-100 needs
+// ≈ 300 MB).
+const maxBatch = 1 << 16

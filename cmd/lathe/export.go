@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/infer"
@@ -25,6 +27,9 @@ func export(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "lathe export: --onnx OUT.onnx is required")
 		fs.Usage()
 		return errUsage
+	}
+	if err := checkOutput(*out, path, "--onnx", "an ONNX model", looksONNX); err != nil {
+		return err
 	}
 	f, err := checkpoint.Read(path)
 	if err != nil {
@@ -52,3 +57,38 @@ func export(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintln(stdout)
 	return nil
 }
+
+// checkOutput refuses to write out (given by flag) over the input, over a
+// directory, or over an existing file that is not what the command writes
+// (kind, told by looks from its first bytes).
+func checkOutput(out, in, flag, kind string, looks func(head []byte) bool) error {
+	st, err := os.Stat(out)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", flag, out, err)
+	}
+	if st.IsDir() {
+		return fmt.Errorf("%s %s: a directory; give a file path", flag, out)
+	}
+	if ist, err := os.Stat(in); err == nil && os.SameFile(st, ist) {
+		return fmt.Errorf("%s %s: the input file itself; give another path", flag, out)
+	}
+	head := make([]byte, 16)
+	fh, err := os.Open(out)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", flag, out, err)
+	}
+	n, _ := io.ReadFull(fh, head)
+	fh.Close()
+	if !looks(head[:n]) {
+		return fmt.Errorf("%s %s: exists and is not %s; it is left as it is (remove it, or give another path)", flag, out, kind)
+	}
+	return nil
+}
+
+// looksONNX says whether a file's first bytes can start an ONNX model (a
+// protobuf ModelProto: ir_version, field 1, comes first as PyTorch's and
+// lathe's exports write it).
+func looksONNX(head []byte) bool { return len(head) >= 2 && head[0] == 0x08 }

@@ -10,6 +10,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -248,8 +249,11 @@ func eval(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *batch <= 0 {
-		return fmt.Errorf("--batch %d must be positive", *batch)
+	if *batch <= 0 || *batch > maxBatch {
+		return fmt.Errorf("--batch %d: a batch size in [1, %d]", *batch, maxBatch)
+	}
+	if st.Dataset != "" && ds != st.Dataset {
+		fmt.Fprintf(stderr, "lathe eval: warning: %s was trained on %s; evaluating it on %s\n", path, st.Dataset, ds)
 	}
 	eng := cpu.New(cpu.Options{Threads: *threads, Logger: hclog.NewNullLogger()})
 	var acc, loss float64
@@ -313,6 +317,12 @@ func lint(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// The same checks as a run's: valid only when they all pass.
+	var plan bytes.Buffer
+	if err := run.DryRun(&plan, job); err != nil {
+		return err
+	}
 	fmt.Fprintf(stdout, "%s: valid\n\n", path)
-	return run.DryRun(stdout, job)
+	_, err = stdout.Write(plan.Bytes())
+	return err
 }

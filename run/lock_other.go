@@ -1,0 +1,9 @@
+//go:build !unix
+
+package run
+
+import "os"
+
+// tryLock does nothing where flock is missing: run directories are not
+// guarded there.
+func tryLock(*os.File) error { return nil }

@@ -1,0 +1,13 @@
+//go:build unix
+
+package run
+
+import (
+	"os"
+	"syscall"
+)
+
+// tryLock takes f's exclusive advisory lock, without waiting.
+func tryLock(f *os.File) error {
+	return syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+}

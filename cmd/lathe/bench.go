@@ -80,6 +80,9 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if *threads < 0 {
+		return fmt.Errorf("--threads %d: a number of threads ≥ 1 (0: every core)", *threads)
+	}
 	var sizes []int
 	for _, s := range strings.Split(*batches, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))

@@ -233,6 +233,9 @@ func eval(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if *threads < 0 {
+		return fmt.Errorf("--threads %d: a number of threads ≥ 1 (0: every core)", *threads)
+	}
 	f, err := checkpoint.Read(path)
 	if err != nil {
 		return err

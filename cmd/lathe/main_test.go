@@ -121,8 +121,11 @@ func TestBenchAndInferRuntime(t *testing.T) {
 		b.Results[0].P99us < b.Results[0].P50us || b.Results[1].SamplesPerSecond <= 0 || len(b.Layers) != 2 || b.Layers[0].Nonzero == 0 {
 		t.Fatalf("%+v", b)
 	}
-	if code, _, errOut := runLathe(t, "bench", seedModel, "--batch", "0"); code != 1 || !strings.Contains(errOut, "positive batch") {
+	if code, _, errOut := runLathe(t, "bench", seedModel, "--batch", "0"); code != 1 || !strings.Contains(errOut, `"0" is not a batch size in [1, 65536]`) {
 		t.Fatalf("batch 0: exit %d: %s", code, errOut)
+	}
+	if code, _, errOut := runLathe(t, "bench", seedModel, "--batch", "100000000"); code != 1 || !strings.Contains(errOut, `"100000000" is not a batch size`) {
+		t.Fatalf("batch 10^8: exit %d: %s", code, errOut)
 	}
 	// The runtime (eval's default) agrees with the training graph.
 	var g, r Evaluation
@@ -164,5 +167,28 @@ func TestExport(t *testing.T) {
 	}
 	if code, _, _ := runLathe(t, "export", seedModel); code != 2 {
 		t.Errorf("no --onnx: exit %d, want 2", code)
+	}
+	// Its input, a directory, a file of another kind: refused, untouched.
+	dir := t.TempDir()
+	model := filepath.Join(dir, "m.arrow")
+	orig, _ := os.ReadFile(seedModel)
+	os.WriteFile(model, orig, 0o644)
+	notes := filepath.Join(dir, "notes.txt")
+	os.WriteFile(notes, []byte("mine"), 0o644)
+	for _, tc := range []struct{ target, want string }{
+		{model, "the input file itself"},
+		{dir, "a directory"},
+		{notes, "exists and is not an ONNX model"},
+	} {
+		code, _, errOut := runLathe(t, "export", model, "--onnx", tc.target)
+		if code != 1 || !strings.Contains(errOut, tc.want) {
+			t.Errorf("--onnx %s: exit %d: %s", tc.target, code, errOut)
+		}
+	}
+	if b, _ := os.ReadFile(model); !bytes.Equal(b, orig) {
+		t.Error("an export over its input changed it")
+	}
+	if b, _ := os.ReadFile(notes); string(b) != "mine" {
+		t.Error("an export over a text file changed it")
 	}
 }

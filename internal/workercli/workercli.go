@@ -89,7 +89,18 @@ func Main(args []string, stderr io.Writer) int {
 		return 2
 	}
 	if *url == "" || fs.NArg() > 0 {
+		if fs.NArg() > 0 {
+			fmt.Fprintf(stderr, "worker: unexpected argument %q\n", fs.Arg(0))
+		}
 		fs.Usage()
+		return 2
+	}
+	if *threads < 0 {
+		fmt.Fprintf(stderr, "worker: --threads %d: a number of threads ≥ 1 (0 or absent: the recipe's, else every core)\n", *threads)
+		return 2
+	}
+	if hclog.LevelFromString(*logLevel) == hclog.NoLevel {
+		fmt.Fprintf(stderr, "worker: --log-level %q: trace, debug, info, warn or error\n", *logLevel)
 		return 2
 	}
 	kind, index, err := cuda.ParseDevice(*device)

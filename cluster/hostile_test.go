@@ -1,7 +1,11 @@
 package cluster
 
 import (
+	"context"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 )
@@ -52,4 +56,45 @@ func FuzzDataPart(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestWorkersWithoutTheSecretAreRefused: a worker without the job's
+// secret, or with another, is refused at registration — its Serve returns
+// the reason (the process exits non-zero) — and the coordinator names it
+// in its refusals; a worker with the secret is admitted beside them.
+func TestWorkersWithoutTheSecretAreRefused(t *testing.T) {
+	_, conn := embedded(t)
+	coord := newSignedCoordinator(t, conn, []byte("the job's secret"))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	run := func(context.Context, PhaseSpec, map[string][]byte, *Replica) error { return nil }
+	for _, tc := range []struct {
+		name   string
+		secret []byte
+		want   string
+	}{
+		{"none", nil, "not signed"},
+		{"wrong", []byte("a guess"), "does not match"},
+	} {
+		w := &Worker{Log: testLog(t, tc.name), NC: conn(tc.name), Job: "job", Name: tc.name, Device: "cpu", Secret: tc.secret, Run: run}
+		err := w.Serve(ctx)
+		if err == nil || !strings.Contains(err.Error(), "refused") && !strings.Contains(err.Error(), "signature") {
+			t.Fatalf("worker with secret %q: %v", tc.secret, err)
+		}
+		t.Logf("worker %s: %v", tc.name, err)
+	}
+	good := &Worker{Log: testLog(t, "good"), NC: conn("good"), Job: "job", Name: "good", Device: "cpu", Secret: []byte("the job's secret"), Run: run}
+	go func() { _ = good.Serve(ctx) }()
+	if err := coord.WaitWorkers(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	refused := coord.Stats().Refused
+	for _, name := range []string{"none", "wrong"} {
+		if !slices.ContainsFunc(refused, func(r Refusal) bool { return r.Name == name }) {
+			t.Errorf("%s not among the refused: %+v", name, refused)
+		}
+	}
+	if ws := coord.Workers(); len(ws) != 1 || ws[0].Name != "good" {
+		t.Fatalf("workers %+v", ws)
+	}
 }

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -97,4 +98,28 @@ func TestWorkersWithoutTheSecretAreRefused(t *testing.T) {
 	if ws := coord.Workers(); len(ws) != 1 || ws[0].Name != "good" {
 		t.Fatalf("workers %+v", ws)
 	}
+}
+
+// FuzzControl: a worker's check of a control message — signature,
+// sequence, JSON, kind — refuses or accepts any bytes without a panic, and
+// accepts only the kinds it acts on.
+func FuzzControl(f *testing.F) {
+	secret := []byte("k")
+	for _, c := range []Control{{Kind: "phase", Phase: 1, Members: []string{"w1"}, Spec: &PhaseSpec{Name: "p"}}, {Kind: "stop"}, {Kind: "gen", Gen: 3}} {
+		b, _ := json.Marshal(c)
+		f.Add(b, "2", true)
+	}
+	f.Fuzz(func(t *testing.T, data []byte, seq string, signed bool) {
+		m := &nats.Msg{Subject: "lathe.job.c.ctl", Header: nats.Header{}, Data: data}
+		l := newLink(nil, secret)
+		if signed {
+			l.sign(m)
+		}
+		m.Header.Set(hSeq, seq)
+		w := &Worker{l: l}
+		c, err := w.control(m)
+		if err == nil && !slices.Contains([]string{"stop", "task", "gen", "register", "end", "phase", "join"}, c.Kind) {
+			t.Fatalf("accepted kind %q", c.Kind)
+		}
+	})
 }

@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	G "gorgonia.org/gorgonia"
@@ -241,5 +242,19 @@ func TestBadSpecs(t *testing.T) {
 		if _, err := New(s, MNISTInput, 1); err == nil {
 			t.Errorf("%+v accepted", s)
 		}
+	}
+}
+
+// TestTooLargeIsRefusedBeforeAllocating: a network past MaxParams is
+// refused naming the limit and the largest parameter, without taking its
+// memory (three 65 536-wide layers would need ≈ 34 GB).
+func TestTooLargeIsRefusedBeforeAllocating(t *testing.T) {
+	_, err := New(Spec{Arch: "mlp", Hidden: []int{65536, 65536, 65536}}, MNISTInput, 1)
+	if err == nil || !strings.Contains(err.Error(), "more than 268435456 parameters") || !strings.Contains(err.Error(), "fc2 alone has 4294967296") {
+		t.Fatalf("%v", err)
+	}
+	m, err := New(Spec{Arch: "mlp", Hidden: []int{64}}, MNISTInput, 1)
+	if err != nil || m.NumParams() != 784*64+64+64*10+10 {
+		t.Fatalf("%v", err)
 	}
 }

@@ -3,6 +3,7 @@ package run
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/cluster"
 	"github.com/lathe-ml/lathe/data"
+	"github.com/lathe-ml/lathe/recipes"
 	"github.com/lathe-ml/lathe/trainer"
 )
 
@@ -351,5 +353,29 @@ func TestCheckpointStateIsRangeChecked(t *testing.T) {
 				t.Fatalf("%v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestRunMemoryIsCheckedBeforehand: a run whose estimated memory exceeds
+// the machine's is refused by the dry run (lint) and by the run, with the
+// estimate and the machine's memory in the error.
+func TestRunMemoryIsCheckedBeforehand(t *testing.T) {
+	defer func(f func() int64) { memoryBytes = f }(memoryBytes)
+	memoryBytes = func() int64 { return 1 << 30 }
+	src := strings.Replace(recipe, "hidden = [32]", "hidden = [4096, 4096, 4096]", 1)
+	j, err := recipes.Parse([]byte(src), "big.hcl", []string{"batch=10000"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "the run needs about 1.6 GiB (36818954 parameters, batch 10000), and this machine has 1.0 GiB"
+	if err := DryRun(io.Discard, j); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "big.hcl:") {
+		t.Fatalf("dry run: %v", err)
+	}
+	dir := filepath.Join(t.TempDir(), "run")
+	if _, err := Execute(context.Background(), j, Options{RunDir: dir}); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("run: %v", err)
+	}
+	if _, err := os.Stat(dir); err == nil {
+		t.Fatal("a refused run left its directory")
 	}
 }

@@ -174,8 +174,8 @@ func runBytes(job *recipes.Job, m *model.Model) int64 {
 	return total
 }
 
-// memoryBytes is this machine's memory (0: unknown).
-func memoryBytes() int64 {
+// memoryBytes is this machine's memory (0: unknown); a variable for tests.
+var memoryBytes = func() int64 {
 	b, err := os.ReadFile("/proc/meminfo")
 	if err != nil {
 		return 0

@@ -13,17 +13,8 @@ import (
 
 	"github.com/lathe-ml/lathe/compress"
 	"github.com/lathe-ml/lathe/compute"
+	"github.com/lathe-ml/lathe/graph"
 	"github.com/lathe-ml/lathe/distill"
-)
-
-// Group names a kind of prunable structure of a weight.
-type Group string
-
-const (
-	Rows     Group = "rows"     // output neurons of a linear layer
-	Columns  Group = "columns"  // inputs of a linear layer
-	Filters  Group = "filters"  // output channels of a convolution
-	Channels Group = "channels" // input channels of a convolution
 )
 
 // Param is one named parameter tensor. Its Value is shared by every graph
@@ -33,7 +24,7 @@ type Param struct {
 	Layer  string  // the layer it belongs to
 	Shape  []int   // e.g. [300 784] for fc1 of LeNet-300-100
 	Bias   bool    // a bias vector rather than a weight
-	Groups []Group // prunable structures (none for biases)
+	Groups []graph.Group // prunable structures (none for biases)
 	Value  *tensor.Dense
 
 	biasFan int // a bias's weight fan-in, for initialisation
@@ -78,25 +69,6 @@ type Input struct {
 // MNISTInput is 28×28 grey-scale with 10 classes (MNIST and Fashion-MNIST).
 var MNISTInput = Input{Rows: 28, Cols: 28, Channels: 1, Classes: 10}
 
-// layerKind is how a layer computes.
-type layerKind int
-
-const (
-	kindLinear layerKind = iota
-	kindConv
-	kindPool
-)
-
-type layerDef struct {
-	name    string
-	kind    layerKind
-	in      Geometry // conv/pool input geometry
-	out     int      // linear outputs or conv filters
-	k       int      // conv kernel
-	act     Activation
-	dropout float64 // after this layer, in training
-}
-
 // Model is an architecture with its parameters.
 type Model struct {
 	Spec   Spec
@@ -109,7 +81,9 @@ type Model struct {
 	// ActQuant holds, per layer name, the observer of a hidden layer's
 	// activation (after its ReLU) when activations are quantized.
 	ActQuant map[string]*compress.Observer
-	layers   []layerDef
+	// Net is the network's description: the layers the graph is built
+	// from, in order, and what each parameter is.
+	Net graph.Network
 }
 
 // Canonical resolves presets: lenet300 is mlp [300 100]; teacher is mlp
@@ -184,47 +158,22 @@ func (s Spec) Validate() error {
 // keyed by its name.
 func New(spec Spec, in Input, seed uint64) (*Model, error) {
 	spec = spec.Canonical()
-	if err := spec.Validate(); err != nil {
+	net, err := spec.Network(in)
+	if err != nil {
 		return nil, err
 	}
-	m := &Model{Spec: spec, Input: in}
-	switch spec.Arch {
-	case "mlp", "lenet300", "teacher":
-		prev := in.Rows * in.Cols * in.Channels
-		sizes := append(slices.Clone(spec.Hidden), in.Classes)
-		for i, h := range sizes {
-			d := layerDef{name: fmt.Sprintf("fc%d", i+1), kind: kindLinear, out: h, act: ReLU, dropout: spec.Dropout}
-			if i == len(sizes)-1 {
-				d.act, d.dropout = Identity, 0
-			}
-			m.linear(d, prev)
-			prev = h
-		}
-	case "lenet5":
-		g := Geometry{H: in.Rows, W: in.Cols, C: in.Channels}
-		add := func(name string, f int) {
-			m.layers = append(m.layers, layerDef{name: name, kind: kindConv, in: g, out: f, k: 5, act: ReLU})
-			m.addConv(name, f, 5, g.C)
-			g = Geometry{H: g.H - 4, W: g.W - 4, C: f}
-			m.layers = append(m.layers, layerDef{name: name + ".pool", kind: kindPool, in: g})
-			g = Geometry{H: g.H / 2, W: g.W / 2, C: f}
-		}
-		add("conv1", spec.Conv[0])
-		add("conv2", spec.Conv[1])
-		h := spec.Hidden[0]
-		m.linear(layerDef{name: "fc1", kind: kindLinear, out: h, act: ReLU, dropout: spec.Dropout}, g.Size())
-		m.linear(layerDef{name: "fc2", kind: kindLinear, out: in.Classes}, h)
-	}
+	m := &Model{Spec: spec, Input: in, Net: net}
 	// The shapes are laid out before any memory is taken for them.
 	var n int64
-	for _, p := range m.Params {
+	for _, gp := range net.Params() {
 		size := int64(1)
-		for _, d := range p.Shape {
+		for _, d := range gp.Shape {
 			size *= int64(d)
 		}
 		if n += size; n > MaxParams || size > MaxParams {
-			return nil, fmt.Errorf("model: the %s network has more than %d parameters (MaxParams; %s alone has %d): not a model this machine trains", spec.Arch, int64(MaxParams), p.Name, size)
+			return nil, fmt.Errorf("model: the %s network has more than %d parameters (MaxParams; %s alone has %d): not a model this machine trains", spec.Arch, int64(MaxParams), gp.Name, size)
 		}
+		m.Params = append(m.Params, &Param{Name: gp.Name, Layer: gp.Layer, Shape: gp.Shape, Bias: gp.Bias, Groups: gp.Groups, biasFan: gp.Fan})
 	}
 	for _, p := range m.Params {
 		p.Value = tensor.New(tensor.Of(tensor.Float32), tensor.WithShape(p.Shape...))
@@ -233,43 +182,36 @@ func New(spec Spec, in Input, seed uint64) (*Model, error) {
 	return m, nil
 }
 
+// Network is the description of the network spec makes on input in: the
+// presets resolved, then each factorized layer replaced by its two factors.
+func (s Spec) Network(in Input) (graph.Network, error) {
+	s = s.Canonical()
+	if err := s.Validate(); err != nil {
+		return graph.Network{}, err
+	}
+	shape := graph.Shape{H: in.Rows, W: in.Cols, C: in.Channels}
+	var net graph.Network
+	switch s.Arch {
+	case "mlp", "lenet300", "teacher":
+		net = graph.MLP(shape, s.Hidden, in.Classes, s.Dropout)
+	case "lenet5":
+		net = graph.LeNet5(shape, [2]int{s.Conv[0], s.Conv[1]}, s.Hidden[0], in.Classes, s.Dropout)
+	}
+	// A layer takes the first factor naming it.
+	for _, l := range slices.Clone(net.Layers) {
+		if k := slices.IndexFunc(s.Factors, func(f Factor) bool { return f.Layer == l.Name }); k >= 0 {
+			var err error
+			if net, err = graph.Factorize(net, l.Name, s.Factors[k].Rank); err != nil {
+				return net, fmt.Errorf("model: %w", err)
+			}
+		}
+	}
+	return net, nil
+}
+
 // MaxParams bounds a model's parameters (1 GiB of float32 weights; a run
 // holds several times that in gradients, optimizer state and masks).
 var MaxParams int64 = 1 << 28
-
-// newParam describes a parameter; New allocates its value.
-func newParam(name, layer string, bias bool, groups []Group, shape ...int) *Param {
-	return &Param{Name: name, Layer: layer, Shape: shape, Bias: bias, Groups: groups}
-}
-
-// linear adds a linear layer with in inputs, or its two factors when the
-// spec factorizes it.
-func (m *Model) linear(d layerDef, in int) {
-	for _, f := range m.Spec.Factors {
-		if f.Layer == d.name {
-			v := layerDef{name: d.name + ".v", kind: kindLinear, out: f.Rank, act: Identity}
-			m.layers = append(m.layers, v)
-			m.addLinear(v.name, in, f.Rank)
-			d.name += ".u"
-			in = f.Rank
-			break
-		}
-	}
-	m.layers = append(m.layers, d)
-	m.addLinear(d.name, in, d.out)
-}
-
-func (m *Model) addLinear(name string, in, out int) {
-	b := newParam(name+".bias", name, true, nil, out)
-	b.biasFan = in
-	m.Params = append(m.Params, newParam(name, name, false, []Group{Rows, Columns}, out, in), b)
-}
-
-func (m *Model) addConv(name string, f, k, c int) {
-	b := newParam(name+".bias", name, true, nil, f)
-	b.biasFan = k * k * c
-	m.Params = append(m.Params, newParam(name, name, false, []Group{Filters, Channels}, f, k, k, c), b)
-}
 
 // fanIn is the number of inputs each output of a weight sees.
 func fanIn(shape []int) int {
@@ -449,38 +391,40 @@ func (m *Model) build(eng compute.Engine, batch int, train bool, seed uint64, kd
 		return nil, err
 	}
 	first := true // no gradient for the input images
-	for _, l := range m.layers {
-		switch l.kind {
-		case kindLinear:
-			op := &linearOp{opBase: newBase(l.name, eng), act: l.act, needDX: !first}
+	for _, l := range m.Net.Layers {
+		switch l.Kind {
+		case graph.Linear:
+			op := &linearOp{opBase: newBase(l.Name, eng), act: activation(l.Act), needDX: !first}
 			var w *G.Node
-			if w, err = m.quantized(eng, byName[l.name]); err == nil {
-				h, err = G.ApplyOp(op, h, w, byName[l.name+".bias"])
+			if w, err = m.quantized(eng, byName[l.Name]); err == nil {
+				h, err = G.ApplyOp(op, h, w, byName[l.Name+".bias"])
 			}
-		case kindConv:
-			op := &conv2dOp{opBase: newBase(l.name, eng), in: l.in, f: l.out, k: l.k, act: l.act, needDX: !first}
+		case graph.Conv:
+			op := &conv2dOp{opBase: newBase(l.Name, eng), in: Geometry(l.In), f: l.Out, k: l.Kernel, act: activation(l.Act), needDX: !first}
 			var w *G.Node
-			if w, err = m.quantized(eng, byName[l.name]); err == nil {
-				h, err = G.ApplyOp(op, h, w, byName[l.name+".bias"])
+			if w, err = m.quantized(eng, byName[l.Name]); err == nil {
+				h, err = G.ApplyOp(op, h, w, byName[l.Name+".bias"])
 			}
-		case kindPool:
-			h, err = G.ApplyOp(&maxPoolOp{opBase: newBase(l.name, eng), in: l.in}, h)
+		case graph.MaxPool:
+			h, err = G.ApplyOp(&maxPoolOp{opBase: newBase(l.Name, eng), in: Geometry(l.In)}, h)
+		default:
+			err = fmt.Errorf("layer kind %q has no training op", l.Kind)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("model: layer %s: %w", l.name, err)
+			return nil, fmt.Errorf("model: layer %s: %w", l.Name, err)
 		}
-		if obs := m.ActQuant[l.name]; obs != nil && l.kind != kindPool {
-			op := compress.NewFakeQuant(l.name+".act.fq", eng, obs.Spec, 1)
+		if obs := m.ActQuant[l.Name]; obs != nil && l.Kind != graph.MaxPool {
+			op := compress.NewFakeQuant(l.Name+".act.fq", eng, obs.Spec, 1)
 			op.Obs, op.Train = obs, train
 			if h, err = G.ApplyOp(op, h); err != nil {
-				return nil, fmt.Errorf("model: layer %s: %w", l.name, err)
+				return nil, fmt.Errorf("model: layer %s: %w", l.Name, err)
 			}
 		}
 		first = false
-		if l.kind == kindLinear && l.act != Identity {
-			net.Hidden[l.name] = h
+		if l.Kind == graph.Linear && l.Act != graph.Identity {
+			net.Hidden[l.Name] = h
 		}
-		if h, err = dropout(h, l.dropout, l.name+".dropout"); err != nil {
+		if h, err = dropout(h, l.Dropout, l.Name+".dropout"); err != nil {
 			return nil, err
 		}
 	}
@@ -629,24 +573,13 @@ type LayerSpec struct {
 // layer's weight is the parameter Name and its bias Name+".bias".
 func (m *Model) Forward() []LayerSpec {
 	var out []LayerSpec
-	for _, l := range m.layers {
-		act := "identity"
-		if l.act == ReLU {
-			act = "relu"
-		}
-		s := LayerSpec{Name: l.name, Act: act, Out: l.out, K: l.k}
-		switch l.kind {
-		case kindLinear:
-			s.Kind = "linear"
-			for _, p := range m.Params {
-				if p.Name == l.name {
-					s.In = p.Shape[1]
-				}
-			}
-		case kindConv:
-			s.Kind, s.InShape = "conv", []int{l.in.H, l.in.W, l.in.C}
-		case kindPool:
-			s.Kind, s.InShape, s.Act = "maxpool", []int{l.in.H, l.in.W, l.in.C}, "identity"
+	for _, l := range m.Net.Layers {
+		s := LayerSpec{Name: l.Name, Kind: string(l.Kind), Act: string(l.Act), Out: l.Out, K: l.Kernel}
+		switch l.Kind {
+		case graph.Linear:
+			s.In = l.In.Size()
+		case graph.Conv, graph.MaxPool:
+			s.InShape = []int{l.In.H, l.In.W, l.In.C}
 		}
 		out = append(out, s)
 	}

@@ -9,6 +9,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/lathe-ml/lathe/compute"
+	"github.com/lathe-ml/lathe/graph"
 	"github.com/lathe-ml/lathe/internal/graphop"
 )
 
@@ -34,6 +35,14 @@ const (
 	Identity Activation = iota
 	ReLU
 )
+
+// activation is the op for a described activation.
+func activation(a graph.Activation) Activation {
+	if a == graph.ReLU {
+		return ReLU
+	}
+	return Identity
+}
 
 // biasAct adds the bias to each row of y (rows×cols) and applies act.
 func biasAct(eng compute.Engine, y, b []float32, rows, cols int, act Activation) {

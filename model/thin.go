@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/lathe-ml/lathe/graph"
 )
 
 // ThinReport says what thinning removed, per layer, in Model.Weights order.
@@ -22,7 +24,7 @@ type ThinReport struct {
 // removed. The output layer keeps all its classes. m is not changed.
 func (m *Model) Thin() (*Model, ThinReport, error) {
 	type pl struct {
-		def  layerDef
+		def  graph.Layer
 		w, b []float32
 		rows int // neurons or filters
 		// inner is a conv weight's channel count or a linear weight's inputs.
@@ -31,27 +33,27 @@ func (m *Model) Thin() (*Model, ThinReport, error) {
 	}
 	var layers []*pl
 	positions := map[int]int{} // param-layer index → spatial positions of its (pooled) output
-	for _, d := range m.layers {
-		switch d.kind {
-		case kindLinear, kindConv:
-			w, b := m.Param(d.name), m.Param(d.name+".bias")
-			l := &pl{def: d, w: slices.Clone(w.Data()), b: slices.Clone(b.Data()), rows: w.Shape[0], k: d.k}
+	for _, d := range m.Net.Layers {
+		switch d.Kind {
+		case graph.Linear, graph.Conv:
+			w, b := m.Param(d.Name), m.Param(d.Name+".bias")
+			l := &pl{def: d, w: slices.Clone(w.Data()), b: slices.Clone(b.Data()), rows: w.Shape[0], k: d.Kernel}
 			l.inner = len(l.w) / l.rows
-			if d.kind == kindConv {
+			if d.Kind == graph.Conv {
 				l.inner = w.Shape[3]
-				og := Geometry{H: d.in.H - d.k + 1, W: d.in.W - d.k + 1}
+				og := d.Output()
 				positions[len(layers)] = og.H * og.W
 			}
 			layers = append(layers, l)
-		case kindPool:
+		case graph.MaxPool:
 			n := len(layers) - 1
 			positions[n] = positions[n] / 4
 		}
 	}
 	rep := ThinReport{}
 	for i, l := range layers {
-		rep.Layers = append(rep.Layers, l.def.name)
-		rep.Before = append(rep.Before, slices.Clone(m.Param(l.def.name).Shape))
+		rep.Layers = append(rep.Layers, l.def.Name)
+		rep.Before = append(rep.Before, slices.Clone(m.Param(l.def.Name).Shape))
 		removed := 0
 		if i < len(layers)-1 {
 			next := layers[i+1]
@@ -63,10 +65,10 @@ func (m *Model) Thin() (*Model, ThinReport, error) {
 					continue
 				}
 				c := l.b[r]
-				if l.def.act == ReLU {
+				if l.def.Act == graph.ReLU {
 					c = max(c, 0)
 				}
-				foldInput(next.w, next.b, next.rows, next.def.kind == kindConv, l.def.kind == kindConv, l.rows, r, c)
+				foldInput(next.w, next.b, next.rows, next.def.Kind == graph.Conv, l.def.Kind == graph.Conv, l.rows, r, c)
 			}
 			if len(keep) == 0 {
 				// Every unit is dead: keep one, with its bias zeroed since its
@@ -76,9 +78,9 @@ func (m *Model) Thin() (*Model, ThinReport, error) {
 			}
 			removed = l.rows - len(keep)
 			l.w, l.b = keepRows(l.w, rowLen, keep), keepIdx(l.b, keep)
-			next.w = keepInputs(next.w, next.rows, next.def.kind == kindConv, l.def.kind == kindConv, l.rows, keep)
+			next.w = keepInputs(next.w, next.rows, next.def.Kind == graph.Conv, l.def.Kind == graph.Conv, l.rows, keep)
 			l.rows = len(keep)
-			if next.def.kind == kindConv {
+			if next.def.Kind == graph.Conv {
 				next.inner = len(keep)
 			}
 		}
@@ -88,7 +90,7 @@ func (m *Model) Thin() (*Model, ThinReport, error) {
 	spec.Factors = nil
 	var widths []int // outputs of every layer but a factor's first half
 	for _, l := range layers[:len(layers)-1] {
-		if base, ok := strings.CutSuffix(l.def.name, ".v"); ok {
+		if base, ok := strings.CutSuffix(l.def.Name, ".v"); ok {
 			spec.Factors = append(spec.Factors, Factor{Layer: base, Rank: l.rows})
 			continue
 		}
@@ -109,9 +111,9 @@ func (m *Model) Thin() (*Model, ThinReport, error) {
 	out.Quant = m.Quant
 	out.ActQuant = m.ActQuant
 	for _, l := range layers {
-		copy(out.Param(l.def.name).Data(), l.w)
-		copy(out.Param(l.def.name+".bias").Data(), l.b)
-		rep.After = append(rep.After, slices.Clone(out.Param(l.def.name).Shape))
+		copy(out.Param(l.def.Name).Data(), l.w)
+		copy(out.Param(l.def.Name+".bias").Data(), l.b)
+		rep.After = append(rep.After, slices.Clone(out.Param(l.def.Name).Shape))
 	}
 	return out, rep, nil
 }

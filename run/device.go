@@ -673,6 +673,13 @@ func loadDeviceResume(job *recipes.Job, dir, path string, log hclog.Logger) (*ch
 		return nil, nil, fmt.Errorf("run: %s: the recipe changed since the checkpoint in ways that would change the run's history:\n  %s",
 			job.File, strings.Join(ch, "\n  "))
 	}
+	// Device checkpoints are written at epochs' ends: the position is a
+	// whole number of epochs of the recipe.
+	d, spe := st.Device, int64(data.Steps(data.TrainSize-job.Validation, job.Batch))
+	if d.Epoch < 0 || d.Epoch > job.Epochs || d.Step != int64(d.Epoch)*spe || d.Seen != d.Step*int64(job.Batch) || len(d.History) != d.Epoch {
+		return nil, nil, fmt.Errorf("run: %s: state: epoch %d, step %d, samples_seen %d, %d epochs of history: not the end of an epoch of this recipe (%d epochs of %d steps, batch %d)",
+			path, d.Epoch, d.Step, d.Seen, len(d.History), job.Epochs, spe, job.Batch)
+	}
 	log.Info("resuming", "checkpoint", path, "step", st.Device.Step, "epoch", st.Device.Epoch+1)
 	return f, st.Device, nil
 }

@@ -36,8 +36,9 @@ type Job struct {
 	// neurons and filters after that many epochs; training goes on with the
 	// smaller model.
 	ThinAtEpoch int
-	// Cluster, when set, shares weights by k-means (Deep Compression).
-	Cluster *Cluster
+	// KMeans, when set, shares weights by k-means (Deep Compression): the
+	// recipe's cluster block.
+	KMeans *KMeans
 	// Checkpoint says when training checkpoints are written. It cannot
 	// change a run's history, so a resumed run may change it.
 	Checkpoint Checkpoint
@@ -52,9 +53,9 @@ type Job struct {
 	Ranges map[string]hcl.Range
 }
 
-// Cluster is the cluster block: from FromEpoch on, each layer's non-zero
+// KMeans is the cluster block: from FromEpoch on, each layer's non-zero
 // weights share Clusters values found by k-means and trained as centroids.
-type Cluster struct {
+type KMeans struct {
 	Layers    []string
 	Clusters  int
 	FromEpoch float64

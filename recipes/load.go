@@ -433,11 +433,11 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 			continue
 		}
 		if blk.Type == "cluster" {
-			if j.Cluster != nil {
+			if j.KMeans != nil {
 				d.errorf(blk.DefRange, "duplicate block", "only one cluster block is allowed")
 				continue
 			}
-			d.cluster(blk, j)
+			d.kmeans(blk, j)
 			continue
 		}
 		if blk.Type == "quantize" {
@@ -495,7 +495,7 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 			}
 		}
 	}
-	if cl := j.Cluster; cl != nil {
+	if cl := j.KMeans; cl != nil {
 		r := d.rangeOf("cluster")
 		switch {
 		case j.ThinAtEpoch > 0 || len(j.Factorize) > 0:
@@ -845,14 +845,14 @@ func (d *decoder) sensitivity(b *hcl.Block, j *Job) {
 	j.Sensitivity = s
 }
 
-func (d *decoder) cluster(b *hcl.Block, j *Job) {
+func (d *decoder) kmeans(b *hcl.Block, j *Job) {
 	d.ranges["cluster"] = b.DefRange
 	c, ok := d.content(b.Body, &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "layers", Required: true}, {Name: "clusters"}, {Name: "from_epoch"}}})
 	if !ok {
 		return
 	}
-	cl := &Cluster{Clusters: 32}
+	cl := &KMeans{Clusters: 32}
 	a := attrs{d: d, prefix: "cluster.", m: c.Attributes}
 	if v, at, ok := a.value("layers", cty.List(cty.String)); ok {
 		if err := gocty.FromCtyValue(v, &cl.Layers); err != nil || len(cl.Layers) == 0 {
@@ -861,7 +861,7 @@ func (d *decoder) cluster(b *hcl.Block, j *Job) {
 	}
 	a.int("clusters", &cl.Clusters, 2, 255)
 	a.float("from_epoch", &cl.FromEpoch, 0, float64(j.Epochs), false)
-	j.Cluster = cl
+	j.KMeans = cl
 }
 
 func (d *decoder) quantize(b *hcl.Block, j *Job) {

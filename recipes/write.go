@@ -142,7 +142,7 @@ func (j *Job) HCL() []byte {
 			hb.SetAttributeValue("weight", cty.NumberFloatVal(h.Weight))
 		}
 	}
-	if cl := j.Cluster; cl != nil {
+	if cl := j.KMeans; cl != nil {
 		cb := jb.AppendNewBlock("cluster", nil).Body()
 		cb.SetAttributeValue("layers", stringList(cl.Layers))
 		cb.SetAttributeValue("clusters", cty.NumberIntVal(int64(cl.Clusters)))

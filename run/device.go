@@ -22,7 +22,7 @@ import (
 )
 
 // checkDeviceJob refuses, naming the recipe's field, what the
-// device-resident path (trainer.DeviceMLP) does not do yet.
+// device-resident path (trainer.DeviceNet) does not do yet.
 func checkDeviceJob(job *recipes.Job, opts Options, dev compute.Device) error {
 	no := func(field, what string) error {
 		return job.Errorf(field, "%s is not supported on the %s device yet (it trains MLPs and LeNet-5 with sgd, magnitude pruning, weight QAT and distillation from a teacher trained in the run or read from a model file); run this recipe on the CPU", what, dev.Name())
@@ -42,7 +42,7 @@ func checkDeviceJob(job *recipes.Job, opts Options, dev compute.Device) error {
 		return no("sensitivity", "sensitivity analysis")
 	case job.ThinAtEpoch > 0:
 		return no("thin_at_epoch", "thinning")
-	case job.Cluster != nil:
+	case job.KMeans != nil:
 		return no("cluster", "weight clustering")
 	case job.Distill != nil && job.Distill.Hint != nil:
 		return no("distill.hint", "hint distillation")
@@ -98,7 +98,7 @@ func (s *deviceSets) free(dev compute.Device) {
 }
 
 // executeDevice runs job on opts.Device: the data sets are uploaded once,
-// every step runs there (trainer.DeviceMLP), and the run directory gets
+// every step runs there (trainer.DeviceNet), and the run directory gets
 // the same files as on the CPU except checkpoints.
 func executeDevice(ctx context.Context, job *recipes.Job, opts Options) (*Summary, *model.Model, error) {
 	dev := opts.Device

@@ -42,7 +42,7 @@ func DryRun(w io.Writer, job *recipes.Job) error {
 	if err != nil {
 		return err
 	}
-	if _, err := clusterPolicy(job, m, epochSamples, hclog.NewNullLogger()); err != nil {
+	if _, err := kmeansPolicy(job, m, epochSamples, hclog.NewNullLogger()); err != nil {
 		return err
 	}
 	if _, err := factorizations(job, m); err != nil {
@@ -125,7 +125,7 @@ func DryRun(w io.Writer, job *recipes.Job) error {
 		if job.ThinAtEpoch == e-1 && job.ThinAtEpoch > 0 {
 			events = append(events, "thin")
 		}
-		if cl := job.Cluster; cl != nil && cl.FromEpoch >= float64(e-1) && cl.FromEpoch < float64(e) {
+		if cl := job.KMeans; cl != nil && cl.FromEpoch >= float64(e-1) && cl.FromEpoch < float64(e) {
 			events = append(events, fmt.Sprintf("cluster %s into %d shared values", strings.Join(cl.Layers, ","), cl.Clusters))
 		}
 		row = append(row, strings.Join(events, "; "))

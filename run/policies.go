@@ -172,9 +172,9 @@ func sensitivityPolicy(job *recipes.Job, m *model.Model, val *data.Set, prune []
 
 // quantizePolicy sets up the model's quantization controls and the policy
 // that schedules them.
-// clusterPolicy builds the cluster block's weight sharing.
-func clusterPolicy(job *recipes.Job, m *model.Model, epochSamples int64, log hclog.Logger) (*trainer.ClusterPolicy, error) {
-	cl := job.Cluster
+// kmeansPolicy builds the cluster block's weight sharing.
+func kmeansPolicy(job *recipes.Job, m *model.Model, epochSamples int64, log hclog.Logger) (*trainer.KMeansPolicy, error) {
+	cl := job.KMeans
 	if cl == nil {
 		return nil, nil
 	}
@@ -183,7 +183,7 @@ func clusterPolicy(job *recipes.Job, m *model.Model, epochSamples int64, log hcl
 			return nil, err
 		}
 	}
-	return &trainer.ClusterPolicy{Layers: cl.Layers, Clusters: cl.Clusters, Start: int64(cl.FromEpoch * float64(epochSamples)),
+	return &trainer.KMeansPolicy{Layers: cl.Layers, Clusters: cl.Clusters, Start: int64(cl.FromEpoch * float64(epochSamples)),
 		Logger: log.Named("cluster")}, nil
 }
 

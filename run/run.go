@@ -292,7 +292,7 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	if err != nil {
 		return nil, nil, err
 	}
-	kmeans, err := clusterPolicy(job, m, epochSamples, log)
+	kmeans, err := kmeansPolicy(job, m, epochSamples, log)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -64,9 +64,6 @@ type DeviceNet struct {
 	all             []compute.Buffer
 }
 
-// DeviceMLP is kept as the name of a DeviceNet of linear layers.
-type DeviceMLP = DeviceNet
-
 // MLPLayers are the layers of a ReLU MLP of the given widths (input
 // first), with dropout marked after every hidden layer.
 func MLPLayers(sizes []int) []DeviceLayer {
@@ -609,7 +606,7 @@ type DeviceRun struct {
 	PruneFrom, PruneTo, PruneEvery float64
 	QuantBits                      int     // QAT from QuantFrom (epochs) on; 0: none
 	QuantFrom                      float64 //
-	Teacher                        *DeviceMLP
+	Teacher                        *DeviceNet
 	Temperature, Alpha             float64
 	Progress                       func(DeviceEpoch)
 }

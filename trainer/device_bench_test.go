@@ -54,7 +54,7 @@ func benchmarkDeviceNet(b *testing.B, dev compute.Device, layers []DeviceLayer, 
 		b.Fatal(err)
 	}
 	st := DeviceStep{LR: 0.01, Momentum: 0.9, WeightDecay: 1e-4}
-	var teacher *DeviceMLP
+	var teacher *DeviceNet
 	if compressed {
 		if teacher, err = NewDeviceMLP(dev, []int{in, 1200, 1200, classes}, batch, 2); err != nil {
 			b.Fatal(err)

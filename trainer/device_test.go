@@ -47,7 +47,7 @@ func uploadRandom(t testing.TB, dev compute.Device, n, features, classes int, se
 }
 
 // lossAt is the network's mean loss on its current batch.
-func lossAt(t *testing.T, m *DeviceMLP, teacher compute.Buffer, T, alpha float32) float64 {
+func lossAt(t *testing.T, m *DeviceNet, teacher compute.Buffer, T, alpha float32) float64 {
 	t.Helper()
 	m.quantize()
 	m.dev.Fill(m.stats, 3, 0)

@@ -12,7 +12,7 @@ import (
 // unassigned marks a weight outside every cluster: a pruned one.
 const unassigned = 255
 
-// ClusterPolicy is Deep Compression's trained weight sharing: from sample
+// KMeansPolicy is Deep Compression's trained weight sharing: from sample
 // Start on, each listed weight's non-zero values are clustered by k-means
 // into Clusters shared values, and after every update each cluster's
 // value becomes the mean of its members' updated values (the centroid
@@ -20,7 +20,7 @@ const unassigned = 255
 // weights stay outside the clusters, at zero; a weight pruned later leaves
 // its cluster. A model file then stores each weight as a small table of
 // shared values and entropy-coded indices (the codebook encoding).
-type ClusterPolicy struct {
+type KMeansPolicy struct {
 	Layers   []string
 	Clusters int
 	Start    int64
@@ -31,16 +31,16 @@ type ClusterPolicy struct {
 }
 
 var (
-	_ BeforeStepper = (*ClusterPolicy)(nil)
-	_ AfterUpdater  = (*ClusterPolicy)(nil)
-	_ Stateful      = (*ClusterPolicy)(nil)
+	_ BeforeStepper = (*KMeansPolicy)(nil)
+	_ AfterUpdater  = (*KMeansPolicy)(nil)
+	_ Stateful      = (*KMeansPolicy)(nil)
 )
 
 // Name implements Policy.
-func (p *ClusterPolicy) Name() string { return "cluster" }
+func (p *KMeansPolicy) Name() string { return "cluster" }
 
 // BeforeStep clusters the weights when training reaches Start.
-func (p *ClusterPolicy) BeforeStep(s *State) error {
+func (p *KMeansPolicy) BeforeStep(s *State) error {
 	if p.centroids != nil || s.SamplesSeen < p.Start {
 		return nil
 	}
@@ -78,7 +78,7 @@ func (p *ClusterPolicy) BeforeStep(s *State) error {
 }
 
 // AfterUpdate moves each centroid to its members' mean and snaps them.
-func (p *ClusterPolicy) AfterUpdate(s *State) error {
+func (p *KMeansPolicy) AfterUpdate(s *State) error {
 	if p.centroids == nil {
 		return nil
 	}
@@ -121,19 +121,19 @@ func (p *ClusterPolicy) AfterUpdate(s *State) error {
 	return nil
 }
 
-type clusterState struct {
+type kmeansState struct {
 	Centroids [][]float32 `json:"centroids"`
 	Assign    [][]uint8   `json:"assign"` // base64 in JSON
 }
 
 // SaveState implements Stateful.
-func (p *ClusterPolicy) SaveState() (json.RawMessage, error) {
-	return json.Marshal(clusterState{Centroids: p.centroids, Assign: p.assign})
+func (p *KMeansPolicy) SaveState() (json.RawMessage, error) {
+	return json.Marshal(kmeansState{Centroids: p.centroids, Assign: p.assign})
 }
 
 // LoadState implements Stateful.
-func (p *ClusterPolicy) LoadState(raw json.RawMessage) error {
-	var st clusterState
+func (p *KMeansPolicy) LoadState(raw json.RawMessage) error {
+	var st kmeansState
 	if err := json.Unmarshal(raw, &st); err != nil {
 		return err
 	}

@@ -13,17 +13,17 @@ import (
 
 	"github.com/lathe-ml/lathe/compress"
 	"github.com/lathe-ml/lathe/compute"
-	"github.com/lathe-ml/lathe/graph"
 	"github.com/lathe-ml/lathe/distill"
+	"github.com/lathe-ml/lathe/graph"
 )
 
 // Param is one named parameter tensor. Its Value is shared by every graph
 // built from the model.
 type Param struct {
-	Name   string  // "fc1", "fc1.bias", "conv2", …
-	Layer  string  // the layer it belongs to
-	Shape  []int   // e.g. [300 784] for fc1 of LeNet-300-100
-	Bias   bool    // a bias vector rather than a weight
+	Name   string        // "fc1", "fc1.bias", "conv2", …
+	Layer  string        // the layer it belongs to
+	Shape  []int         // e.g. [300 784] for fc1 of LeNet-300-100
+	Bias   bool          // a bias vector rather than a weight
 	Groups []graph.Group // prunable structures (none for biases)
 	Value  *tensor.Dense
 

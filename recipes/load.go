@@ -22,11 +22,6 @@ import (
 	"github.com/zclconf/go-cty/cty/function"
 	"github.com/zclconf/go-cty/cty/function/stdlib"
 	"github.com/zclconf/go-cty/cty/gocty"
-
-	"github.com/lathe-ml/lathe/data"
-	"github.com/lathe-ml/lathe/model"
-	"github.com/lathe-ml/lathe/schedule"
-	"github.com/lathe-ml/lathe/trainer"
 )
 
 // functions are what recipe expressions may call: floor(var.epochs / 3).
@@ -333,6 +328,14 @@ func (a attrs) bool(name string, dst *bool) {
 	}
 }
 
+// str decodes a string whose allowed values another package knows (the
+// plan checks it, pointing here).
+func (a attrs) str(name string, dst *string) {
+	if v, _, ok := a.value(name, cty.String); ok {
+		*dst = v.AsString()
+	}
+}
+
 func (a attrs) choice(name string, dst *string, allowed []string) {
 	v, at, ok := a.value(name, cty.String)
 	if !ok {
@@ -403,7 +406,7 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 		return
 	}
 	a := attrs{d: d, m: c.Attributes}
-	a.choice("dataset", &j.Dataset, data.Datasets)
+	a.str("dataset", &j.Dataset) // a name the plan checks (run.Check)
 	seed := int(j.Seed)
 	a.int("seed", &seed, 0, math.MaxInt32)
 	j.Seed = uint64(seed)
@@ -556,17 +559,13 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 		}
 	}
 	if _, ok := seen["model"]; !ok {
-		d.errorf(b.DefRange, "missing model block", "job %q needs a model block with an arch (%s)", j.Name, strings.Join(model.Archs, ", "))
+		d.errorf(b.DefRange, "missing model block", "job %q needs a model block with an arch", j.Name)
 	}
 	if d.diags.HasErrors() {
 		return
 	}
 	if j.Batch > 60000-j.Validation {
 		d.errorf(d.rangeOf("batch"), "value out of range", "batch %d is larger than the %d training samples left after validation", j.Batch, 60000-j.Validation)
-	}
-	spec := model.Spec{Arch: j.Model.Arch, Hidden: j.Model.Hidden, Dropout: j.Model.Dropout, InputDropout: j.Model.InputDropout, Init: j.Model.Init}
-	if err := spec.Canonical().Validate(); err != nil {
-		d.errorf(d.rangeOf("model.arch"), "invalid model", "%v", err)
 	}
 }
 
@@ -592,7 +591,7 @@ func (d *decoder) model(b *hcl.Block, m *Model) {
 
 // modelAttrs decodes a model's attributes.
 func modelAttrs(a attrs, m *Model) {
-	a.choice("arch", &m.Arch, model.Archs)
+	a.str("arch", &m.Arch) // a name the plan checks, with the architecture
 	a.ints("hidden", &m.Hidden, 1, 1<<16)
 	a.float("dropout", &m.Dropout, 0, 0.95, false)
 	a.float("input_dropout", &m.InputDropout, 0, 0.95, false)
@@ -600,11 +599,7 @@ func modelAttrs(a attrs, m *Model) {
 }
 
 func (d *decoder) optimizer(b *hcl.Block, o *Optimizer) {
-	kind := b.Labels[0]
-	if !slices.Contains(trainer.OptimizerKinds, kind) {
-		d.errorf(b.LabelRanges[0], "unknown optimizer", "optimizer %q; allowed: %s", kind, strings.Join(trainer.OptimizerKinds, ", "))
-		return
-	}
+	kind := b.Labels[0] // a name the plan checks
 	o.Kind = kind
 	d.ranges["optimizer.kind"] = b.LabelRanges[0]
 	fields := []string{"lr", "weight_decay", "lr_schedule", "warmup_epochs", "min_lr", "step_epochs", "gamma"}
@@ -629,7 +624,7 @@ func (d *decoder) optimizer(b *hcl.Block, o *Optimizer) {
 	a.float("beta1", &o.Beta1, 0, 0.9999, false)
 	a.float("beta2", &o.Beta2, 0, 0.999999, false)
 	a.float("eps", &o.Eps, 0, 1, true)
-	a.choice("lr_schedule", &o.Schedule, schedule.LRKinds)
+	a.str("lr_schedule", &o.Schedule) // a name the plan checks
 	a.float("warmup_epochs", &o.WarmupEpochs, 0, 10000, false)
 	a.float("min_lr", &o.MinLR, 0, 100, false)
 	a.float("step_epochs", &o.StepEpochs, 0, 10000, true)
@@ -969,12 +964,7 @@ func (d *decoder) teacher(b *hcl.Block, j *Job) {
 	modelAttrs(a, &t.Model)
 	a.int("epochs", &t.Epochs, 1, 10000)
 	a.int("count", &t.Count, 1, 16)
-	spec := model.Spec{Arch: t.Model.Arch, Hidden: t.Model.Hidden, Dropout: t.Model.Dropout, InputDropout: t.Model.InputDropout, Init: t.Model.Init}
-	if err := spec.Canonical().Validate(); err == nil {
-		j.Teacher = t
-	} else if t.Model.Arch != "" {
-		d.errorf(d.rangeOf("teacher.arch"), "invalid teacher", "%v", err)
-	}
+	j.Teacher = t // its architecture is the plan's to check
 }
 
 func (d *decoder) distill(b *hcl.Block, j *Job) {

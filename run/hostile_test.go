@@ -379,3 +379,41 @@ func TestRunMemoryIsCheckedBeforehand(t *testing.T) {
 		t.Fatal("a refused run left its directory")
 	}
 }
+
+// TestPlanChecksNames: the names recipes/ decodes without knowing them —
+// dataset, architecture, optimizer, schedule — are checked by the plan,
+// pointing at the recipe; a run and a dry run refuse them before anything
+// is written.
+func TestPlanChecksNames(t *testing.T) {
+	for _, tc := range []struct{ name, src, want string }{
+		{"unknown dataset", strings.Replace(recipe, "validation = 50000", "validation = 50000\n  dataset = \"cifar\"", 1), `tiny.hcl:14,13: unknown value; dataset = "cifar"; allowed: mnist, fashion-mnist`},
+		{"unknown arch", strings.Replace(recipe, `"mlp"`, `"resnet"`, 1), `tiny.hcl:15,14: unknown value; model.arch = "resnet"`},
+		{"unknown optimizer", strings.Replace(recipe, `"sgd"`, `"lion"`, 1), `tiny.hcl:18,13: unknown optimizer; optimizer.kind = "lion"; allowed: sgd, adam, adamw`},
+		{"unknown schedule", strings.Replace(recipe, "lr = var.lr", "lr = var.lr\n    lr_schedule = \"warp\"", 1), `tiny.hcl:20,19: unknown value; optimizer.lr_schedule = "warp"`},
+		{"two hidden on lenet5", strings.Replace(recipe, `arch   = "mlp"`, `arch   = "lenet5"`, 1), "lenet5 has two convolutions and one hidden fully connected layer"},
+		{"teacher arch", withBlock("teacher {\n    arch = \"vit\"\n    epochs = 1\n  }"), `tiny.hcl:15,12: unknown value; teacher.arch = "vit"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if strings.Contains(tc.name, "lenet5") {
+				tc.src = strings.Replace(tc.src, "hidden = [32]", "hidden = [10, 20]", 1)
+			}
+			j, err := recipes.Parse([]byte(tc.src), "tiny.hcl", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := Check(j); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("%v, want %q", err, tc.want)
+			}
+			if err := DryRun(io.Discard, j); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("dry run: %v", err)
+			}
+			dir := filepath.Join(t.TempDir(), "run")
+			if _, err := Execute(context.Background(), j, Options{RunDir: dir}); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("run: %v", err)
+			}
+			if _, err := os.Stat(dir); err == nil {
+				t.Fatal("a refused run made its directory")
+			}
+		})
+	}
+}

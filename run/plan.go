@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -24,6 +25,9 @@ import (
 // it), each regularizer's strength, and the one-off events (sensitivity,
 // factorize, thin).
 func DryRun(w io.Writer, job *recipes.Job) error {
+	if err := Check(job); err != nil {
+		return err
+	}
 	m, err := model.New(model.Spec{Arch: job.Model.Arch, Hidden: job.Model.Hidden, Dropout: job.Model.Dropout,
 		InputDropout: job.Model.InputDropout, Init: job.Model.Init}, model.MNISTInput, job.Seed)
 	if err != nil {
@@ -196,6 +200,46 @@ func checkMemory(job *recipes.Job, m *model.Model) error {
 	if have > 0 && need > have {
 		return job.Errorf("model.hidden", "the run needs about %.1f GiB (%d parameters, batch %d), and this machine has %.1f GiB",
 			float64(need)/(1<<30), m.NumParams(), job.Batch, float64(have)/(1<<30))
+	}
+	return nil
+}
+
+// Check holds a decoded recipe against what lathe knows — the dataset,
+// architectures (and that each builds), optimizer and learning-rate
+// schedule — each refusal pointing at the recipe's file:line:column.
+// recipes/ decodes these as names only; every run, dry run and sweep
+// checks them here first.
+func Check(job *recipes.Job) error {
+	oneOf := func(field, what, got string, allowed []string) error {
+		if slices.Contains(allowed, got) {
+			return nil
+		}
+		return job.Errorf(field, "unknown %s; %s = %q; allowed: %s", what, field, got, strings.Join(allowed, ", "))
+	}
+	arch := func(prefix string, m recipes.Model) error {
+		if err := oneOf(prefix+"arch", "value", m.Arch, model.Archs); err != nil {
+			return err
+		}
+		spec := model.Spec{Arch: m.Arch, Hidden: m.Hidden, Dropout: m.Dropout, InputDropout: m.InputDropout, Init: m.Init}
+		if err := spec.Canonical().Validate(); err != nil {
+			return job.Errorf(prefix+"arch", "invalid model; %v", err)
+		}
+		return nil
+	}
+	if err := oneOf("dataset", "value", job.Dataset, data.Datasets); err != nil {
+		return err
+	}
+	if err := oneOf("optimizer.kind", "optimizer", job.Optimizer.Kind, trainer.OptimizerKinds); err != nil {
+		return err
+	}
+	if err := oneOf("optimizer.lr_schedule", "value", job.Optimizer.Schedule, schedule.LRKinds); err != nil {
+		return err
+	}
+	if err := arch("model.", job.Model); err != nil {
+		return err
+	}
+	if t := job.Teacher; t != nil && t.File == "" {
+		return arch("teacher.", t.Model)
 	}
 	return nil
 }

@@ -160,6 +160,9 @@ func runDir(job *recipes.Job, opts Options) string {
 
 // execute is Execute, also returning the trained model.
 func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary, trained *model.Model, err error) {
+	if err := Check(job); err != nil {
+		return nil, nil, err
+	}
 	if opts.Device != nil && opts.replica == nil {
 		return executeDevice(ctx, job, opts)
 	}

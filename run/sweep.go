@@ -79,10 +79,14 @@ func Sweep(ctx context.Context, file string, vars []string, sweep []SweepVar, di
 		}
 		combos = next
 	}
-	// Every combination must load before anything runs.
+	// Every combination must load and pass the plan's checks before
+	// anything runs.
 	jobs := make([]*recipes.Job, len(combos))
 	for i, c := range combos {
 		j, err := recipes.Load(file, append(slices.Clone(vars), c...))
+		if err == nil {
+			err = Check(j)
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -101,6 +101,9 @@ func realMain(args []string, stderr io.Writer) int {
 		JSONFormat: *logJSON, Color: hclog.AutoColor})
 
 	job, err := recipes.Load(*recipe, vars)
+	if err == nil {
+		err = run.Check(job)
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

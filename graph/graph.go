@@ -44,7 +44,9 @@ const (
 // Shape is an activation's shape per sample, NHWC: a flat vector is
 // {1, 1, n}.
 type Shape struct {
-	H, W, C int
+	H int `json:"h"`
+	W int `json:"w"`
+	C int `json:"c"`
 }
 
 // Size is the number of values.
@@ -52,18 +54,18 @@ func (s Shape) Size() int { return s.H * s.W * s.C }
 
 // Layer is one node of a network.
 type Layer struct {
-	Name string
-	Kind Kind
+	Name string `json:"name"`
+	Kind Kind   `json:"kind"`
 	// In is the shape the layer receives (a linear layer's is {1, 1,
 	// features}).
-	In Shape
+	In Shape `json:"in"`
 	// Out is a linear layer's outputs or a convolution's filters.
-	Out int
+	Out int `json:"out,omitempty"`
 	// Kernel is a convolution's kernel size.
-	Kernel int
-	Act    Activation
+	Kernel int        `json:"kernel,omitempty"`
+	Act    Activation `json:"act"`
 	// Dropout applies to the layer's output in training.
-	Dropout float64
+	Dropout float64 `json:"dropout,omitempty"`
 }
 
 // Output is the shape the layer produces.
@@ -111,9 +113,9 @@ func (l Layer) Params() []Param {
 
 // Network is a network's description.
 type Network struct {
-	Input   Shape
-	Classes int
-	Layers  []Layer
+	Input   Shape   `json:"input"`
+	Classes int     `json:"classes"`
+	Layers  []Layer `json:"layers"`
 }
 
 // Params lists every parameter, layer by layer.
@@ -165,6 +167,14 @@ func (n Network) Validate() error {
 	for _, l := range n.Layers {
 		if l.In != in && !(l.Kind == Linear && l.In.Size() == in.Size()) {
 			return fmt.Errorf("graph: layer %s receives %v, but %v comes in", l.Name, l.In, in)
+		}
+		switch {
+		case l.Kind != Linear && l.Kind != Conv && l.Kind != MaxPool:
+			return fmt.Errorf("graph: layer %s is a %q layer, which lathe does not know", l.Name, l.Kind)
+		case l.Kind != MaxPool && l.Out < 1:
+			return fmt.Errorf("graph: layer %s has %d outputs", l.Name, l.Out)
+		case l.Kind == Conv && l.Kernel < 1:
+			return fmt.Errorf("graph: layer %s has a %d×%d kernel", l.Name, l.Kernel, l.Kernel)
 		}
 		out := l.Output()
 		if out.H <= 0 || out.W <= 0 || out.C <= 0 {

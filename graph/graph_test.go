@@ -1,6 +1,8 @@
 package graph
 
 import (
+	"encoding/json"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -82,5 +84,44 @@ func TestValidateFindsMismatches(t *testing.T) {
 	small := LeNet5(Shape{H: 8, W: 8, C: 1}, [2]int{2, 2}, 4, 2, 0)
 	if err := small.Validate(); err == nil || !strings.Contains(err.Error(), "conv2 produces") {
 		t.Fatalf("%v", err)
+	}
+}
+
+// TestTableRoundTripsAndReadsFormat1: a network goes into a model file's
+// table and comes back the same (without dropout); format 1's forward list
+// of the same network resolves to it too.
+func TestTableRoundTripsAndReadsFormat1(t *testing.T) {
+	in := Shape{H: 28, W: 28, C: 1}
+	n := LeNet5(in, [2]int{20, 50}, 500, 10, 0.3)
+	b, err := json.Marshal(NewTable(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Table
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	got, err := back.Resolve(in, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := LeNet5(in, [2]int{20, 50}, 500, 10, 0)
+	if !reflect.DeepEqual(got, want) || back.Format != TableFormat {
+		t.Fatalf("%s\n%+v", b, got)
+	}
+	old := Table{Layers: []LegacyLayer{
+		{Name: "conv1", Kind: "conv", Act: "relu", Out: 20, K: 5, InShape: []int{28, 28, 1}},
+		{Name: "conv1.pool", Kind: "maxpool", Act: "identity", InShape: []int{24, 24, 20}},
+		{Name: "conv2", Kind: "conv", Act: "relu", Out: 50, K: 5, InShape: []int{12, 12, 20}},
+		{Name: "conv2.pool", Kind: "maxpool", Act: "identity", InShape: []int{8, 8, 50}},
+		{Name: "fc1", Kind: "linear", Act: "relu", In: 800, Out: 500},
+		{Name: "fc2", Kind: "linear", Act: "identity", In: 500, Out: 10},
+	}}
+	if got, err := old.Resolve(in, 10); err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("format 1: %v\n%+v", err, got)
+	}
+	old.Layers[4].In = 799
+	if _, err := old.Resolve(in, 10); err == nil || !strings.Contains(err.Error(), "fc1 takes 799 inputs, 800 come in") {
+		t.Fatalf("a list that does not chain: %v", err)
 	}
 }

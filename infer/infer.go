@@ -12,7 +12,6 @@ package infer
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/compute"
+	"github.com/lathe-ml/lathe/graph"
 	"github.com/lathe-ml/lathe/internal/kernels"
 )
 
@@ -78,11 +78,7 @@ type state struct {
 	Input struct {
 		Rows, Cols, Channels, Classes int
 	} `json:"input"`
-	Layers []struct {
-		Name, Kind, Act string
-		In, Out, K      int
-		InShape         []int `json:"in_shape"`
-	} `json:"layers"`
+	graph.Table // the layer table
 	Activations map[string]struct {
 		Bits      int
 		Symmetric bool
@@ -115,38 +111,31 @@ func parse(f *checkpoint.File) (*Model, error) {
 	if err := json.Unmarshal(f.State, &st); err != nil {
 		return nil, fmt.Errorf("infer: model state: %w", err)
 	}
-	if len(st.Layers) == 0 {
-		return nil, errors.New("infer: the model file lists no layers (written by an older lathe; export it again)")
-	}
 	m := &Model{Features: st.Input.Rows * st.Input.Cols * st.Input.Channels, Classes: st.Input.Classes,
 		Rows: st.Input.Rows, Cols: st.Input.Cols, Channels: st.Input.Channels}
-	in := m.Features
+	net, err := st.Table.Resolve(graph.Shape{H: st.Input.Rows, W: st.Input.Cols, C: st.Input.Channels}, st.Input.Classes)
+	if err != nil {
+		return nil, fmt.Errorf("infer: %w", err)
+	}
 	inQ := pixelQuant // how the next layer's input is quantized, if it is
-	for _, ls := range st.Layers {
-		l := &Layer{Name: ls.Name, Kind: ls.Kind, ReLU: ls.Act == "relu"}
+	for _, ls := range net.Layers {
+		l := &Layer{Name: ls.Name, Kind: string(ls.Kind), ReLU: ls.Act == graph.ReLU}
 		switch ls.Kind {
-		case "linear":
-			l.In, l.Out = ls.In, ls.Out
-		case "conv", "maxpool":
-			if len(ls.InShape) != 3 || ls.InShape[0]*ls.InShape[1]*ls.InShape[2] != in {
-				return nil, fmt.Errorf("infer: layer %s: input shape %v for %d inputs", ls.Name, ls.InShape, in)
-			}
-			l.H, l.W, l.C, l.K = ls.InShape[0], ls.InShape[1], ls.InShape[2], ls.K
-			if ls.Kind == "maxpool" {
-				l.Out = (l.H / 2) * (l.W / 2) * l.C
-				m.Layers = append(m.Layers, l)
-				in = l.Out
-				continue
-			}
-			if l.K <= 0 || l.K > l.H || l.K > l.W {
-				return nil, fmt.Errorf("infer: layer %s: kernel %d for a %dx%d input", ls.Name, l.K, l.H, l.W)
-			}
+		case graph.Linear:
+			l.In, l.Out = ls.In.Size(), ls.Out
+		case graph.MaxPool:
+			l.H, l.W, l.C = ls.In.H, ls.In.W, ls.In.C
+			l.Out = ls.Output().Size()
+			m.Layers = append(m.Layers, l)
+			continue
+		case graph.Conv:
+			l.H, l.W, l.C, l.K = ls.In.H, ls.In.W, ls.In.C, ls.Kernel
 			l.In, l.Out = l.K*l.K*l.C, ls.Out
 		default:
 			return nil, fmt.Errorf("infer: layer %s is a %s layer, which the runtime does not run", ls.Name, ls.Kind)
 		}
 		w, b := f.Tensor(ls.Name), f.Tensor(ls.Name+".bias")
-		if w == nil || b == nil || len(w.Data) != l.Out*l.In || len(b.Data) != l.Out || (ls.Kind == "linear" && ls.In != in) {
+		if w == nil || b == nil || len(w.Data) != l.Out*l.In || len(b.Data) != l.Out {
 			return nil, fmt.Errorf("infer: layer %s: weight or bias missing, or shapes that do not chain", ls.Name)
 		}
 		l.w, l.b, l.wq = w.Data, b.Data, w.Quant
@@ -162,13 +151,6 @@ func parse(f *checkpoint.File) (*Model, error) {
 		l.nm = newNM(l.w, l.Out, l.In)
 		inQ = l.actQ // max-pooling keeps it: pooled codes are codes
 		m.Layers = append(m.Layers, l)
-		in = l.Out
-		if ls.Kind == "conv" {
-			in = (l.H - l.K + 1) * (l.W - l.K + 1) * l.Out
-		}
-	}
-	if in != m.Classes {
-		return nil, fmt.Errorf("infer: the last layer has %d outputs for %d classes", in, m.Classes)
 	}
 	return m, nil
 }

@@ -53,9 +53,11 @@ func TestRefusesWhatItCannotRun(t *testing.T) {
 	}
 	mf, _ := checkpoint.Read("../checkpoint/testdata/model.arrow")
 	for state, want := range map[string]string{
-		`{"input":{"rows":28,"cols":28,"channels":1,"classes":10},"layers":[{"name":"a1","kind":"attention"}]}`:                    "attention layer, which the runtime does not run",
-		`{"input":{"rows":28,"cols":28,"channels":1,"classes":10},"layers":[{"name":"conv1","kind":"conv","in_shape":[28,28,3]}]}`: "input shape [28 28 3] for 784 inputs",
-		`{"input":{"rows":28,"cols":28,"channels":1,"classes":10}}`:                                                                "lists no layers",
+		`{"input":{"rows":28,"cols":28,"channels":1,"classes":10},"layers":[{"name":"a1","kind":"attention"}]}`:                                                                                                                 "attention layer, which the runtime does not run",
+		`{"input":{"rows":28,"cols":28,"channels":1,"classes":10},"layers":[{"name":"conv1","kind":"conv","in_shape":[28,28,3]}]}`:                                                                                              "input shape [28 28 3] for 784 inputs",
+		`{"input":{"rows":28,"cols":28,"channels":1,"classes":10}}`:                                                                                                                                                             "lists no layers",
+		`{"input":{"rows":28,"cols":28,"channels":1,"classes":10},"format":3,"network":{}}`:                                                                                                                                     "format 3; this lathe reads formats 1 to 2",
+		`{"input":{"rows":28,"cols":28,"channels":1,"classes":10},"format":2,"network":{"input":{"h":28,"w":28,"c":1},"classes":10,"layers":[{"name":"fc1","kind":"linear","in":{"h":1,"w":1,"c":784},"out":5,"act":"relu"}]}}`: "the last layer produces 5 values for 10 classes",
 	} {
 		mf.State = []byte(state)
 		if _, err := Load(mf, cpu.New(cpu.Options{Threads: 1})); err == nil || !strings.Contains(err.Error(), want) {

@@ -556,32 +556,3 @@ func (m *Model) Layers() []LayerInfo {
 	}
 	return out
 }
-
-// LayerSpec describes one layer of the forward pass for runtimes outside
-// gorgonia (model files carry the list).
-type LayerSpec struct {
-	Name    string `json:"name"`
-	Kind    string `json:"kind"`               // "linear", "conv", "maxpool"
-	Act     string `json:"act"`                // "relu" or "identity"
-	In      int    `json:"in"`                 // input features (linear)
-	Out     int    `json:"out"`                // outputs (linear) or filters (conv)
-	K       int    `json:"k,omitempty"`        // conv kernel
-	InShape []int  `json:"in_shape,omitempty"` // conv, maxpool: [H, W, C] (NHWC)
-}
-
-// Forward lists the layers in the order the forward pass runs them; a
-// layer's weight is the parameter Name and its bias Name+".bias".
-func (m *Model) Forward() []LayerSpec {
-	var out []LayerSpec
-	for _, l := range m.Net.Layers {
-		s := LayerSpec{Name: l.Name, Kind: string(l.Kind), Act: string(l.Act), Out: l.Out, K: l.Kernel}
-		switch l.Kind {
-		case graph.Linear:
-			s.In = l.In.Size()
-		case graph.Conv, graph.MaxPool:
-			s.InShape = []int{l.In.H, l.In.W, l.In.C}
-		}
-		out = append(out, s)
-	}
-	return out
-}

@@ -3,10 +3,12 @@ package run
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"slices"
 
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/compress"
+	"github.com/lathe-ml/lathe/graph"
 	"github.com/lathe-ml/lathe/model"
 )
 
@@ -22,9 +24,10 @@ type ModelState struct {
 	// Activations holds, per layer, the quantization of its output (the
 	// frozen observer's range is the tensor "act/<layer>").
 	Activations map[string]compress.QuantSpec `json:"activations,omitempty"`
-	// Layers is the forward pass, for runtimes that do not rebuild the
-	// architecture from Spec (infer/).
-	Layers []model.LayerSpec `json:"layers"`
+	// The layer table: the network's description (graph.Table, format 2;
+	// format 1 files carry a forward list instead, still read), for
+	// runtimes that do not rebuild the architecture from Spec (infer/).
+	graph.Table
 }
 
 // ExportModel makes the model file of a trained model: each weight trained
@@ -36,7 +39,7 @@ func ExportModel(m *model.Model, job, dataset string) (*checkpoint.File, error) 
 	// quantized weight's width is in its tensor).
 	spec := m.Spec
 	spec.Dropout, spec.InputDropout, spec.Init = 0, 0, ""
-	st := ModelState{Spec: spec, Input: m.Input, Dataset: dataset, Layers: m.Forward()}
+	st := ModelState{Spec: spec, Input: m.Input, Dataset: dataset, Table: graph.NewTable(m.Net)}
 	f := &checkpoint.File{Kind: checkpoint.KindModel, Job: job, Version: Version}
 	for _, p := range m.Params {
 		t := &checkpoint.Tensor{Name: p.Name, Role: checkpoint.RoleParam, Shape: slices.Clone(p.Shape), Data: p.Data()}
@@ -90,6 +93,14 @@ func LoadModel(f *checkpoint.File) (*model.Model, *ModelState, error) {
 	m, err := model.New(st.Spec, st.Input, 0)
 	if err != nil {
 		return nil, nil, fmt.Errorf("run: model file architecture: %w", err)
+	}
+	// The table and the architecture must say the same (never misread).
+	net, err := st.Table.Resolve(graph.Shape{H: st.Input.Rows, W: st.Input.Cols, C: st.Input.Channels}, st.Input.Classes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("run: model file: %w", err)
+	}
+	if !reflect.DeepEqual(net, graph.NewTable(m.Net).Network.Clone()) {
+		return nil, nil, fmt.Errorf("run: model file: its layer table and its architecture (%s) disagree", st.Spec.Arch)
 	}
 	if err := setParams(m, f, checkpoint.RoleParam, ""); err != nil {
 		return nil, nil, err

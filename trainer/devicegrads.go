@@ -6,6 +6,7 @@ import (
 
 	"github.com/lathe-ml/lathe/compute"
 	"github.com/lathe-ml/lathe/distill"
+	"github.com/lathe-ml/lathe/graph"
 	"github.com/lathe-ml/lathe/model"
 )
 
@@ -13,15 +14,15 @@ import (
 // (hidden linear layers drop out at the model's rate).
 func DeviceLayersOf(m *model.Model) ([]DeviceLayer, error) {
 	var layers []DeviceLayer
-	for _, l := range m.Forward() {
-		relu := l.Act == "relu"
+	for _, l := range m.Net.Layers {
+		relu := l.Act == graph.ReLU
 		switch l.Kind {
-		case "linear":
-			layers = append(layers, DeviceLayer{Kind: "linear", In: l.In, Out: l.Out, ReLU: relu, Dropout: relu})
-		case "conv":
-			layers = append(layers, DeviceLayer{Kind: "conv", H: l.InShape[0], W: l.InShape[1], C: l.InShape[2], Out: l.Out, K: l.K, ReLU: relu})
-		case "maxpool":
-			layers = append(layers, DeviceLayer{Kind: "maxpool", H: l.InShape[0], W: l.InShape[1], C: l.InShape[2]})
+		case graph.Linear:
+			layers = append(layers, DeviceLayer{Kind: "linear", In: l.In.Size(), Out: l.Out, ReLU: relu, Dropout: relu})
+		case graph.Conv:
+			layers = append(layers, DeviceLayer{Kind: "conv", H: l.In.H, W: l.In.W, C: l.In.C, Out: l.Out, K: l.Kernel, ReLU: relu})
+		case graph.MaxPool:
+			layers = append(layers, DeviceLayer{Kind: "maxpool", H: l.In.H, W: l.In.W, C: l.In.C})
 		default:
 			return nil, fmt.Errorf("trainer: the device path has no %s layer", l.Kind)
 		}

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -17,6 +18,9 @@ import (
 // squared singular values. Every other parameter is copied. It also returns
 // the rank chosen.
 func (m *Model) Factorize(name string, rank int, energy float64) (*Model, int, error) {
+	if m.Spec.Arch == "" {
+		return nil, 0, errors.New("model: low-rank factorization rebuilds a preset architecture; this model was built from a network description (FromNetwork)")
+	}
 	w := m.Param(name)
 	if w == nil || w.Bias || len(w.Shape) != 2 {
 		return nil, 0, fmt.Errorf("model: factorize: %q is not a linear layer of this model", name)

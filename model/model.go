@@ -162,8 +162,32 @@ func New(spec Spec, in Input, seed uint64) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	return build(spec, in, net, seed)
+}
+
+// FromNetwork builds a model of any network graph describes (not only the
+// presets a recipe names), its parameters initialised from seed by init
+// ("uniform", PyTorch's default, or "kaiming"). Such a model trains,
+// prunes, quantizes and exports like any other; thinning and low-rank
+// factorization, which rebuild a preset's Spec, refuse it.
+func FromNetwork(net graph.Network, init string, seed uint64) (*Model, error) {
+	if err := net.Validate(); err != nil {
+		return nil, fmt.Errorf("model: %w", err)
+	}
+	if init == "" {
+		init = "uniform"
+	}
+	if init != "uniform" && init != "kaiming" {
+		return nil, fmt.Errorf("model: unknown init %q (uniform, kaiming)", init)
+	}
+	in := Input{Rows: net.Input.H, Cols: net.Input.W, Channels: net.Input.C, Classes: net.Classes}
+	return build(Spec{Init: init}, in, net.Clone(), seed)
+}
+
+// build lays out net's parameters — checking their count before any
+// memory is taken for them — and initialises them.
+func build(spec Spec, in Input, net graph.Network, seed uint64) (*Model, error) {
 	m := &Model{Spec: spec, Input: in, Net: net}
-	// The shapes are laid out before any memory is taken for them.
 	var n int64
 	for _, gp := range net.Params() {
 		size := int64(1)
@@ -171,7 +195,7 @@ func New(spec Spec, in Input, seed uint64) (*Model, error) {
 			size *= int64(d)
 		}
 		if n += size; n > MaxParams || size > MaxParams {
-			return nil, fmt.Errorf("model: the %s network has more than %d parameters (MaxParams; %s alone has %d): not a model this machine trains", spec.Arch, int64(MaxParams), gp.Name, size)
+			return nil, fmt.Errorf("model: the network has more than %d parameters (MaxParams; %s alone has %d): not a model this machine trains", int64(MaxParams), gp.Name, size)
 		}
 		m.Params = append(m.Params, &Param{Name: gp.Name, Layer: gp.Layer, Shape: gp.Shape, Bias: gp.Bias, Groups: gp.Groups, biasFan: gp.Fan})
 	}

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -23,6 +24,9 @@ type ThinReport struct {
 // the flattened positions it fed), and the next layer's matching inputs are
 // removed. The output layer keeps all its classes. m is not changed.
 func (m *Model) Thin() (*Model, ThinReport, error) {
+	if m.Spec.Arch == "" {
+		return nil, ThinReport{}, errors.New("model: thinning rebuilds a preset architecture; this model was built from a network description (FromNetwork)")
+	}
 	type pl struct {
 		def  graph.Layer
 		w, b []float32

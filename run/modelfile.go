@@ -90,16 +90,22 @@ func LoadModel(f *checkpoint.File) (*model.Model, *ModelState, error) {
 	if err := json.Unmarshal(f.State, &st); err != nil {
 		return nil, nil, fmt.Errorf("run: model file state: %w", err)
 	}
-	m, err := model.New(st.Spec, st.Input, 0)
-	if err != nil {
-		return nil, nil, fmt.Errorf("run: model file architecture: %w", err)
-	}
-	// The table and the architecture must say the same (never misread).
 	net, err := st.Table.Resolve(graph.Shape{H: st.Input.Rows, W: st.Input.Cols, C: st.Input.Channels}, st.Input.Classes)
 	if err != nil {
 		return nil, nil, fmt.Errorf("run: model file: %w", err)
 	}
-	if !reflect.DeepEqual(net, graph.NewTable(m.Net).Network.Clone()) {
+	var m *model.Model
+	if st.Spec.Arch == "" {
+		// A network defined in Go (model.FromNetwork): the table is all.
+		m, err = model.FromNetwork(net, "", 0)
+	} else {
+		m, err = model.New(st.Spec, st.Input, 0)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("run: model file architecture: %w", err)
+	}
+	// The table and the architecture must say the same (never misread).
+	if !reflect.DeepEqual(net, *graph.NewTable(m.Net).Network) {
 		return nil, nil, fmt.Errorf("run: model file: its layer table and its architecture (%s) disagree", st.Spec.Arch)
 	}
 	if err := setParams(m, f, checkpoint.RoleParam, ""); err != nil {

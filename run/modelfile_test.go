@@ -34,6 +34,18 @@ func TestModelFileTable(t *testing.T) {
 	if back.NumParams() != m.NumParams() {
 		t.Fatalf("%d parameters back, %d written", back.NumParams(), m.NumParams())
 	}
+	// A network defined in Go: the table is the whole architecture.
+	custom, err := model.FromNetwork(graph.MLP(graph.Shape{H: 28, W: 28, C: 1}, []int{12, 7}, 10, 0.1), "", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := ExportModel(custom, "t", "mnist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cm, _, err := LoadModel(cf); err != nil || cm.NumParams() != custom.NumParams() || len(cm.Net.Layers) != 3 {
+		t.Fatalf("a network defined in Go: %v", err)
+	}
 	old, err := checkpoint.Read("../checkpoint/testdata/model.arrow")
 	if err != nil {
 		t.Fatal(err)

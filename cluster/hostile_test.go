@@ -123,3 +123,17 @@ func FuzzControl(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkSign signs a data part of 1 MB (the payload limit's size), as
+// every replica does for what it sends and checks for what it receives.
+func BenchmarkSign(b *testing.B) {
+	l := newLink(nil, []byte("the job's secret"))
+	md := meta{job: "job", phase: 1, gen: 1, step: 7, n: 1 << 18}
+	data := make([]byte, 1<<20)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		m := &nats.Msg{Subject: "lathe.job.w.w1.ag", Header: md.header(), Data: data}
+		l.sign(m)
+	}
+}

@@ -7,7 +7,10 @@ import (
 	"math"
 	"slices"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/lathe-ml/lathe/checkpoint"
+	"github.com/lathe-ml/lathe/internal/onnxpb"
 )
 
 // ONNX tensor element types (TensorProto.DataType).
@@ -129,11 +132,14 @@ func ExportONNX(f *checkpoint.File, w io.Writer, opt ONNXOptions) (*ONNXInfo, er
 	if !flat {
 		return nil, fmt.Errorf("infer: the model ends in a %dx%dx%d image, not a fully connected layer; ONNX's output is [batch, %d]", c, h, wd, m.Classes)
 	}
-	g.nodes[len(g.nodes)-1].out = "logits"
+	g.nodes[len(g.nodes)-1].Output[0] = "logits"
 	if g.usedInt4 {
 		info.Opset = 21
 	}
-	b := g.model(m, f, info.Opset, opt.Producer)
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(g.model(m, f, info.Opset, opt.Producer))
+	if err != nil {
+		return nil, fmt.Errorf("infer: onnx: %w", err)
+	}
 	info.Bytes, info.Nodes = len(b), len(g.nodes)
 	if _, err := w.Write(b); err != nil {
 		return nil, err
@@ -141,51 +147,32 @@ func ExportONNX(f *checkpoint.File, w io.Writer, opt ONNXOptions) (*ONNXInfo, er
 	return info, nil
 }
 
-type onnxNode struct {
-	op, name, out string
-	in            []string
-	attrs         []*pb
-}
-
 type onnxGraph struct {
-	nodes          []*onnxNode
-	inits          []*pb
+	nodes          []*onnxpb.NodeProto
+	inits          []*onnxpb.TensorProto
 	int4, usedInt4 bool
 }
 
 // node adds a node whose output is named after it and returns that name.
-func (g *onnxGraph) node(op, name string, in []string, attrs ...*pb) string {
-	g.nodes = append(g.nodes, &onnxNode{op: op, name: name, out: name, in: in, attrs: attrs})
+func (g *onnxGraph) node(op, name string, in []string, attrs ...*onnxpb.AttributeProto) string {
+	g.nodes = append(g.nodes, &onnxpb.NodeProto{Input: in, Output: []string{name}, Name: proto.String(name), OpType: proto.String(op), Attribute: attrs})
 	return name
 }
 
-func attrInt(name string, v int64) *pb {
-	a := &pb{}
-	a.str(1, name)
-	a.int(3, v)
-	a.int(20, 2) // INT
-	return a
+func attrInt(name string, v int64) *onnxpb.AttributeProto {
+	return &onnxpb.AttributeProto{Name: proto.String(name), I: proto.Int64(v), Type: onnxpb.AttributeProto_INT.Enum()}
 }
 
-func attrInts(name string, v ...int64) *pb {
-	a := &pb{}
-	a.str(1, name)
-	for _, x := range v {
-		a.int(8, x)
-	}
-	a.int(20, 7) // INTS
-	return a
+func attrInts(name string, v ...int64) *onnxpb.AttributeProto {
+	return &onnxpb.AttributeProto{Name: proto.String(name), Ints: v, Type: onnxpb.AttributeProto_INTS.Enum()}
 }
 
 // init adds an initializer and returns its name.
 func (g *onnxGraph) init(name string, typ int, dims []int, raw []byte) string {
-	t := &pb{}
+	t := &onnxpb.TensorProto{DataType: proto.Int32(int32(typ)), Name: proto.String(name), RawData: raw}
 	for _, d := range dims {
-		t.int(1, int64(d))
+		t.Dims = append(t.Dims, int64(d))
 	}
-	t.int(2, int64(typ))
-	t.str(8, name)
-	t.bytes(9, raw)
 	g.inits = append(g.inits, t)
 	return name
 }
@@ -299,73 +286,46 @@ func (g *onnxGraph) actQuant(name, cur string, q *quantizer) string {
 	return g.node("DequantizeLinear", name+".act", []string{cur, scale, zero})
 }
 
-func valueInfo(name string, dims ...any) *pb {
-	shape := &pb{}
+func valueInfo(name string, dims ...any) *onnxpb.ValueInfoProto {
+	shape := &onnxpb.TensorShapeProto{}
 	for _, d := range dims {
-		dim := &pb{}
+		dim := &onnxpb.TensorShapeProto_Dimension{}
 		switch d := d.(type) {
 		case int:
-			dim.int(1, int64(d))
+			dim.Value = &onnxpb.TensorShapeProto_Dimension_DimValue{DimValue: int64(d)}
 		case string:
-			dim.str(2, d)
+			dim.Value = &onnxpb.TensorShapeProto_Dimension_DimParam{DimParam: d}
 		}
-		shape.msg(1, dim)
+		shape.Dim = append(shape.Dim, dim)
 	}
-	tt := &pb{}
-	tt.int(1, onnxFloat)
-	tt.msg(2, shape)
-	typ := &pb{}
-	typ.msg(1, tt)
-	v := &pb{}
-	v.str(1, name)
-	v.msg(2, typ)
-	return v
+	tensor := &onnxpb.TypeProto_Tensor{ElemType: proto.Int32(onnxFloat), Shape: shape}
+	return &onnxpb.ValueInfoProto{Name: proto.String(name), Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{TensorType: tensor}}}
 }
 
-// model encodes the ModelProto.
-func (g *onnxGraph) model(m *Model, f *checkpoint.File, opset int, producer string) []byte {
-	gr := &pb{}
-	for _, n := range g.nodes {
-		nd := &pb{}
-		for _, in := range n.in {
-			nd.str(1, in)
-		}
-		nd.str(2, n.out)
-		nd.str(3, n.name)
-		nd.str(4, n.op)
-		for _, a := range n.attrs {
-			nd.msg(5, a)
-		}
-		gr.msg(1, nd)
-	}
-	gr.str(2, "lathe")
-	for _, t := range g.inits {
-		gr.msg(5, t)
-	}
-	gr.str(10, "input: pixel/255 as float32 [batch, channels, rows, cols]; output: logits")
-	gr.msg(11, valueInfo("input", "batch", m.Channels, m.Rows, m.Cols))
-	gr.msg(12, valueInfo("logits", "batch", m.Classes))
-
-	md := &pb{}
+// model is the ModelProto.
+func (g *onnxGraph) model(m *Model, f *checkpoint.File, opset int, producer string) *onnxpb.ModelProto {
 	ir := int64(8) // opset 17
 	if opset >= 21 {
 		ir = 10
 	}
-	md.int(1, ir)
-	md.str(2, "lathe")
-	md.str(3, producer)
-	md.str(4, "ml.lathe")
-	md.str(6, fmt.Sprintf("exported from a lathe model file of job %q", f.Job))
-	md.msg(7, gr)
-	op := &pb{}
-	op.str(1, "")
-	op.int(2, int64(opset))
-	md.msg(8, op)
-	for _, kv := range [][2]string{{"lathe.job", f.Job}, {"lathe.source_sha256", f.SHA256}, {"lathe.version", f.Version}} {
-		e := &pb{}
-		e.str(1, kv[0])
-		e.str(2, kv[1])
-		md.msg(14, e)
+	md := &onnxpb.ModelProto{
+		IrVersion:       proto.Int64(ir),
+		ProducerName:    proto.String("lathe"),
+		ProducerVersion: proto.String(producer),
+		Domain:          proto.String("ml.lathe"),
+		DocString:       proto.String(fmt.Sprintf("exported from a lathe model file of job %q", f.Job)),
+		Graph: &onnxpb.GraphProto{
+			Node:        g.nodes,
+			Name:        proto.String("lathe"),
+			Initializer: g.inits,
+			DocString:   proto.String("input: pixel/255 as float32 [batch, channels, rows, cols]; output: logits"),
+			Input:       []*onnxpb.ValueInfoProto{valueInfo("input", "batch", m.Channels, m.Rows, m.Cols)},
+			Output:      []*onnxpb.ValueInfoProto{valueInfo("logits", "batch", m.Classes)},
+		},
+		OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: proto.String(""), Version: proto.Int64(int64(opset))}},
 	}
-	return md.b
+	for _, kv := range [][2]string{{"lathe.job", f.Job}, {"lathe.source_sha256", f.SHA256}, {"lathe.version", f.Version}} {
+		md.MetadataProps = append(md.MetadataProps, &onnxpb.StringStringEntryProto{Key: proto.String(kv[0]), Value: proto.String(kv[1])})
+	}
+	return md
 }

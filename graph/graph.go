@@ -91,6 +91,16 @@ type Param struct {
 	Fan int
 }
 
+// Size is the parameter's number of elements (int64: a description may be
+// far larger than anything that could be allocated).
+func (p Param) Size() int64 {
+	n := int64(1)
+	for _, d := range p.Shape {
+		n *= int64(d)
+	}
+	return n
+}
+
 // Params lists the parameters of layer l: its weight then its bias (none
 // for a pooling layer).
 func (l Layer) Params() []Param {
@@ -132,11 +142,7 @@ func (n Network) Params() []Param {
 func (n Network) NumParams() int64 {
 	var total int64
 	for _, p := range n.Params() {
-		size := int64(1)
-		for _, d := range p.Shape {
-			size *= int64(d)
-		}
-		total += size
+		total += p.Size()
 	}
 	return total
 }

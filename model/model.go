@@ -190,10 +190,7 @@ func build(spec Spec, in Input, net graph.Network, seed uint64) (*Model, error) 
 	m := &Model{Spec: spec, Input: in, Net: net}
 	var n int64
 	for _, gp := range net.Params() {
-		size := int64(1)
-		for _, d := range gp.Shape {
-			size *= int64(d)
-		}
+		size := gp.Size()
 		if n += size; n > MaxParams || size > MaxParams {
 			return nil, fmt.Errorf("model: the network has more than %d parameters (MaxParams; %s alone has %d): not a model this machine trains", int64(MaxParams), gp.Name, size)
 		}

@@ -268,11 +268,16 @@ func loadResume(f *checkpoint.File, path string, job *recipes.Job, log hclog.Log
 	return &resumePoint{path: path, state: st, model: m}, nil
 }
 
+// stepsPerEpoch is the steps of one epoch of job's training split.
+func stepsPerEpoch(job *recipes.Job) int {
+	return data.Steps(data.TrainSize-job.Validation, job.Batch)
+}
+
 // checkSnapshot range-checks a checkpoint's position against the recipe it
 // resumes: a state no run of it could have written is refused, naming the
 // field, before anything acts on it.
 func checkSnapshot(sn *trainer.Snapshot, job *recipes.Job) error {
-	spe := data.Steps(data.TrainSize-job.Validation, job.Batch)
+	spe := stepsPerEpoch(job)
 	switch {
 	case sn.Epoch < 0 || sn.Epoch > job.Epochs:
 		return fmt.Errorf("state: epoch %d outside [0, %d]", sn.Epoch, job.Epochs)

@@ -675,7 +675,7 @@ func loadDeviceResume(job *recipes.Job, dir, path string, log hclog.Logger) (*ch
 	}
 	// Device checkpoints are written at epochs' ends: the position is a
 	// whole number of epochs of the recipe.
-	d, spe := st.Device, int64(data.Steps(data.TrainSize-job.Validation, job.Batch))
+	d, spe := st.Device, int64(stepsPerEpoch(job))
 	if d.Epoch < 0 || d.Epoch > job.Epochs || d.Step != int64(d.Epoch)*spe || d.Seen != d.Step*int64(job.Batch) || len(d.History) != d.Epoch {
 		return nil, nil, fmt.Errorf("run: %s: state: epoch %d, step %d, samples_seen %d, %d epochs of history: not the end of an epoch of this recipe (%d epochs of %d steps, batch %d)",
 			path, d.Epoch, d.Step, d.Seen, len(d.History), job.Epochs, spe, job.Batch)

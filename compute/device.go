@@ -111,10 +111,6 @@ type Device interface {
 	// SGD applies a momentum step to n weights: g' = g + wd·w, v = mu·v + g',
 	// w = w − lr·v; with a mask, w and v are then multiplied by it.
 	SGD(w, v, g, mask Buffer, n int, lr, mu, wd float32)
-	// CountBelow adds to dst[0] the number of |x[i]| < t (exact up to 2^24).
-	CountBelow(dst, x Buffer, n int, t float32)
-	// Prune sets mask[i] = 0 where |w[i]| < t and multiplies w by the mask.
-	Prune(mask, w Buffer, n int, t float32)
 	// Fill sets the first n elements of x to v.
 	Fill(x Buffer, n int, v float32)
 }

@@ -40,9 +40,9 @@ type TrainingState struct {
 	Teachers []string `json:"teachers,omitempty"`
 	// BestValAccuracy is the validation accuracy of best.arrow so far.
 	BestValAccuracy *float64 `json:"best_val_accuracy,omitempty"`
-	// Device is set, instead of Snapshot, in the checkpoints of a
-	// device-resident run (--device cuda).
-	Device *DeviceResume `json:"device_run,omitempty"`
+	// OldDevice is set, instead of Snapshot, in the checkpoints device
+	// runs wrote before both backends shared one format: refused.
+	OldDevice json.RawMessage `json:"device_run,omitempty"`
 }
 
 // checkpointer writes a run's training checkpoints.
@@ -221,8 +221,8 @@ func loadResume(f *checkpoint.File, path string, job *recipes.Job, log hclog.Log
 		return nil, fmt.Errorf("run: %s is a checkpoint of job %q, not %q", path, f.Job, job.Name)
 	}
 	var st TrainingState
-	if err := json.Unmarshal(f.State, &st); err == nil && st.Snapshot == nil && st.Device != nil {
-		return nil, fmt.Errorf("run: %s was written by a run on the %s device: resume it with --device cuda", path, st.Device.Device)
+	if err := json.Unmarshal(f.State, &st); err == nil && st.Snapshot == nil && st.OldDevice != nil {
+		return nil, fmt.Errorf("run: %s was written by a device run of lathe %s, whose checkpoints this version does not read (device and CPU runs now share one format): start the run afresh", path, f.Version)
 	}
 	if err := json.Unmarshal(f.State, &st); err != nil || st.Snapshot == nil {
 		return nil, fmt.Errorf("run: %s: unreadable training state: %v", path, err)

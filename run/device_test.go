@@ -3,12 +3,14 @@ package run
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
 	"path/filepath"
 	"regexp"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"testing"
 
@@ -20,6 +22,7 @@ import (
 	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/recipes"
+	"github.com/lathe-ml/lathe/schedule"
 	"github.com/lathe-ml/lathe/trainer"
 )
 
@@ -176,10 +179,15 @@ func TestDeviceRefusesWhatItCannotDo(t *testing.T) {
     groups = "rows"
     strength = 1e-4
   }`, "tiny.hcl:14,3: regularization is not supported on the cpu device"},
-		{`prune "structured" {
-    layers = ["fc1"]
-    target = 0.5
-  }`, "structured pruning is not supported"},
+		{`cluster {
+    layers   = ["fc1"]
+    clusters = 16
+  }`, "tiny.hcl:14,3: weight clustering is not supported on the cpu device"},
+		{`factorize {
+    layer    = "fc1"
+    rank     = 8
+    at_epoch = 0
+  }`, "tiny.hcl:14,3: low-rank factorization is not supported on the cpu device"},
 	} {
 		j, err := recipes.Parse([]byte(withBlock(tc.block)), "tiny.hcl", nil)
 		if err != nil {
@@ -216,22 +224,9 @@ func TestCUDARun(t *testing.T) {
 // that the CPU graph (lathe's own im2col convolution and NHWC flatten)
 // computes the same test accuracy as the device: the layouts agree.
 func TestDeviceLeNet5MatchesTheModel(t *testing.T) {
-	j, err := recipes.Parse([]byte(strings.Replace(recipe, `arch   = "mlp"
-    hidden = [32]`, `arch    = "lenet5"
-    dropout = 0.3`, 1)), "tiny.hcl", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	m, err := model.New(model.Spec{Arch: "lenet5", Dropout: 0.3}, model.MNISTInput, 1)
 	if err != nil {
 		t.Fatal(err)
-	}
-	layers, err := deviceNet(j, m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(layers) != 6 || layers[0].Kind != "conv" || layers[1].Kind != "maxpool" || !layers[4].Dropout {
-		t.Fatalf("layers %+v", layers)
 	}
 	eng := cpu.New(cpu.Options{Threads: 2})
 	dev := host.New(eng)
@@ -241,36 +236,24 @@ func TestDeviceLeNet5MatchesTheModel(t *testing.T) {
 		t.Fatal(err)
 	}
 	test = test.Slice("test", 0, 2000)
-	tr, err := trainer.UploadSet(dev, train.Slice("train", 0, 4000))
+	opt, err := trainer.NewOptimizer(trainer.OptimConfig{Kind: "sgd", Momentum: 0.9}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	te, err := trainer.UploadSet(dev, test)
+	tr, err := trainer.New(trainer.Config{Model: m, Engine: eng, Device: dev, Train: train.Slice("train", 0, 4000), Batch: 64, Epochs: 1, Seed: 1,
+		Optimizer: opt, Policies: []trainer.Policy{&trainer.LRPolicy{Schedule: schedule.LR{Kind: "constant", Base: 0.05}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	net, err := trainer.NewDeviceNet(dev, layers, 64, 1)
+	defer tr.Close()
+	if _, err := tr.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	devAcc, _, err := tr.Evaluate(test)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer net.Free()
-	if err := net.SetWeightsFrom(m); err != nil {
-		t.Fatal(err)
-	}
-	if err := net.SetDropout(0, 0.3, 5); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := net.TrainDevice(context.Background(), tr, trainer.DeviceRun{Epochs: 1, LR: 0.05, Momentum: 0.9, Seed: 1}); err != nil {
-		t.Fatal(err)
-	}
-	devAcc, _, err := net.Evaluate(te)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := net.WeightsInto(m); err != nil {
-		t.Fatal(err)
-	}
-	cpuAcc, _, err := trainer.EvaluateModel(m, eng, test, 1000)
+	cpuAcc, _, err := trainer.EvaluateModel(tr.Model(), eng, test, 1000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,19 +330,122 @@ func TestDeviceRunResumesBitIdentical(t *testing.T) {
 	dev := host.New(cpu.New(cpu.Options{Threads: 2}))
 	defer dev.Close()
 	checkDeviceResume(t, dev)
-	// The CPU path refuses a device run's checkpoint, saying why.
-	j, err := recipes.Parse([]byte(deviceRecipe), "dev.hcl", nil)
-	if err != nil {
-		t.Fatal(err)
+}
+
+// crossRecipe is what both backends train (no dropout: each draws its
+// masks its own way): augmentation, momentum, pruning, gradual QAT.
+const crossRecipe = `job "cross" {
+  epochs     = 2
+  batch      = 128
+  validation = 50000
+  augment {
+    shift = 2
+  }
+  model {
+    arch   = "mlp"
+    hidden = [64, 32]
+  }
+  optimizer "sgd" {
+    lr           = 0.05
+    momentum     = 0.9
+    weight_decay = 1e-4
+    lr_schedule  = "cosine"
+  }
+  prune "magnitude" {
+    layers       = ["fc1", "fc2"]
+    target       = 0.6
+    from_epoch   = 0
+    to_epoch     = 1.5
+    every_epochs = 0.25
+  }
+  quantize {
+    layers      = ["fc1", "fc2", "fc3"]
+    bits        = 8
+    from_epoch  = 0.5
+    granularity = "per_channel"
+    symmetric   = true
+  }
+}
+`
+
+// TestCheckpointResumesAcrossBackends: a checkpoint written inside an
+// epoch on the strict host device resumes on the CPU graph, and one the
+// CPU graph wrote resumes on the device — one format. Each resumed trainer
+// first writes its state back (its context is cancelled before the first
+// step): parameters, masks and momentum are the bits it was given. Then
+// each finishes the run, continuing its history.
+func TestCheckpointResumesAcrossBackends(t *testing.T) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	dev := host.NewStrict(cpu.New(cpu.Options{Threads: 2}))
+	defer dev.Close()
+	parse := func() *recipes.Job {
+		j, err := recipes.Parse([]byte(crossRecipe), "cross.hcl", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return j
 	}
-	dir := t.TempDir()
-	if _, err := Execute(context.Background(), j, Options{RunDir: dir, Device: dev}); err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name     string
+		from, to compute.Device
+	}{{"device to CPU", dev, nil}, {"CPU to device", nil, dev}} {
+		dir := t.TempDir()
+		ctx, cancel := context.WithCancel(context.Background())
+		_, err := Execute(ctx, parse(), Options{RunDir: dir, Device: tc.from, Threads: 2, Progress: func(p trainer.Progress) {
+			if p.Epoch == 2 && p.Step >= 20 {
+				cancel()
+			}
+		}})
+		cancel()
+		if ctx.Err() == nil || err == nil {
+			t.Fatalf("%s: the interrupted run: %v", tc.name, err)
+		}
+		names, err := checkpointFiles(filepath.Join(dir, CheckpointDir))
+		if err != nil || len(names) == 0 {
+			t.Fatalf("%s: no checkpoint: %v", tc.name, err)
+		}
+		path := filepath.Join(dir, CheckpointDir, names[len(names)-1])
+		written, err := checkpoint.Read(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The other backend takes the state and writes it back at once.
+		done, stop := context.WithCancel(context.Background())
+		stop()
+		if _, err := Execute(done, parse(), Options{RunDir: dir, Device: tc.to, Threads: 2, Resume: true}); !errors.Is(err, context.Canceled) {
+			t.Fatalf("%s: resuming with a cancelled context: %v", tc.name, err)
+		}
+		back, err := checkpoint.Read(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		masks := 0
+		for _, w := range written.Tensors {
+			b := back.Tensor(w.Name)
+			if b == nil || !slices.Equal(b.Shape, w.Shape) || !bitsEqual(b.Data, w.Data) || !slices.Equal(b.Mask, w.Mask) {
+				t.Fatalf("%s: tensor %s changed in the other backend's hands", tc.name, w.Name)
+			}
+			if w.Role == checkpoint.RoleMask {
+				masks++
+			}
+		}
+		if masks == 0 || len(back.Tensors) != len(written.Tensors) {
+			t.Fatalf("%s: %d masks; %d tensors written back for %d", tc.name, masks, len(back.Tensors), len(written.Tensors))
+		}
+		sum, err := Execute(context.Background(), parse(), Options{RunDir: dir, Device: tc.to, Threads: 2, Resume: true})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		last := sum.History[len(sum.History)-1]
+		if sum.ResumedFromStep == 0 || len(sum.History) != 2 || sum.TestAccuracy < 0.8 || math.Abs(last.Sparsity-0.6) > 0.02 || last.WeightBits != 8 {
+			t.Fatalf("%s: resumed from step %d: test accuracy %v, history %+v", tc.name, sum.ResumedFromStep, sum.TestAccuracy, sum.History)
+		}
+		t.Logf("%s: resumed at step %d, test accuracy %.4f", tc.name, sum.ResumedFromStep, sum.TestAccuracy)
 	}
-	_, err = Execute(context.Background(), j, Options{RunDir: dir, Resume: true})
-	if err == nil || !strings.Contains(err.Error(), "resume it with --device cuda") {
-		t.Fatalf("resuming a device checkpoint on the CPU path: %v", err)
-	}
+}
+
+func bitsEqual(a, b []float32) bool {
+	return slices.EqualFunc(a, b, func(x, y float32) bool { return math.Float32bits(x) == math.Float32bits(y) })
 }
 
 // TestCUDARunResumesBitIdentical is the same on the GPU (skipped without

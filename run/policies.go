@@ -170,8 +170,6 @@ func sensitivityPolicy(job *recipes.Job, m *model.Model, val *data.Set, prune []
 	return p, nil
 }
 
-// quantizePolicy sets up the model's quantization controls and the policy
-// that schedules them.
 // kmeansPolicy builds the cluster block's weight sharing.
 func kmeansPolicy(job *recipes.Job, m *model.Model, epochSamples int64, log hclog.Logger) (*trainer.KMeansPolicy, error) {
 	cl := job.KMeans
@@ -187,6 +185,8 @@ func kmeansPolicy(job *recipes.Job, m *model.Model, epochSamples int64, log hclo
 		Logger: log.Named("cluster")}, nil
 }
 
+// quantizePolicy sets up the model's quantization controls and the policy
+// that schedules them.
 func quantizePolicy(job *recipes.Job, m *model.Model, epochSamples int64, log hclog.Logger) (*trainer.QuantPolicy, error) {
 	q := job.Quantize
 	if q == nil {

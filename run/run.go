@@ -23,10 +23,8 @@ import (
 	"github.com/lathe-ml/lathe/compute"
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/data"
-	"github.com/lathe-ml/lathe/distill"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/recipes"
-	"github.com/lathe-ml/lathe/schedule"
 	"github.com/lathe-ml/lathe/trainer"
 )
 
@@ -58,9 +56,9 @@ type Options struct {
 	Cluster     *cluster.Coordinator
 	MicroShards int
 	// Device, when set, trains device-resident on it (a GPU through
-	// compute/cuda): MLP and LeNet-5 recipes with sgd, magnitude pruning, weight QAT and
-	// distillation from a teacher trained in the run; others are refused
-	// naming the recipe field.
+	// compute/cuda) through the trainer's one loop (trainer.Config.Device);
+	// what it cannot do yet (trainer.DeviceSupports) is refused naming the
+	// recipe field. A worker's replica computes its gradients there.
 	Device compute.Device
 
 	replica *replicaOpts // set when this process is a worker's replica
@@ -163,9 +161,6 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	if err := Check(job); err != nil {
 		return nil, nil, err
 	}
-	if opts.Device != nil && opts.replica == nil {
-		return executeDevice(ctx, job, opts)
-	}
 	start := time.Now()
 	log := opts.Logger
 	if log == nil {
@@ -190,81 +185,26 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	if val.Len() == 0 {
 		val = nil
 	}
-	if job.Batch > train.Len() {
-		return nil, nil, job.Errorf("batch", "batch %d exceeds the %d training samples", job.Batch, train.Len())
-	}
-	m, err := model.New(model.Spec{Arch: job.Model.Arch, Hidden: job.Model.Hidden, Dropout: job.Model.Dropout,
-		InputDropout: job.Model.InputDropout, Init: job.Model.Init}, model.MNISTInput, job.Seed)
+	plan, err := Build(job, train.Len(), log)
 	if err != nil {
-		return nil, nil, job.Errorf("model.arch", "%v", err)
-	}
-	if err := checkMemory(job, m); err != nil {
 		return nil, nil, err
 	}
-	threads := job.Threads
-	if opts.Threads > 0 {
-		threads = opts.Threads
-	}
-	if opts.Cluster != nil || opts.replica != nil {
-		// Replicas must agree to the bit: one thread (OpenBLAS's results
-		// depend on its thread count), the same everywhere.
-		threads = 1
-	}
-	var rp *resumePoint
-	if r := opts.replica; r != nil && r.resume != nil {
-		opts.Resume, opts.ResumeFrom = false, ""
-		if rp, err = loadResume(r.resume, "the phase's checkpoint", job, log); err != nil {
-			return nil, nil, err
-		}
-	}
-	resumeTeachers := opts.Resume || opts.ResumeFrom != ""
-	if opts.Resume && opts.ResumeFrom == "" {
-		if names, err := checkpointFiles(filepath.Join(dir, CheckpointDir)); err != nil {
-			return nil, nil, err
-		} else if len(names) == 0 {
-			// Nothing written yet (or killed while a teacher trained, which
-			// resumes on its own): a wrapper that always passes --resume
-			// starts the run.
-			log.Warn("no checkpoint to resume from; starting from the beginning", "dir", filepath.Join(dir, CheckpointDir))
-			opts.Resume = false
-		}
-	}
-	if opts.Resume || opts.ResumeFrom != "" {
-		var f *checkpoint.File
-		path := opts.ResumeFrom
-		if path != "" {
-			f, err = checkpoint.Read(path)
-		} else {
-			f, path, err = newestCheckpoint(filepath.Join(dir, CheckpointDir), log)
-		}
-		if err != nil {
-			return nil, nil, err
-		}
-		if rp, err = loadResume(f, path, job, log); err != nil {
-			return nil, nil, err
-		}
-		switch {
-		case opts.Cluster != nil:
-		case opts.Threads == 0:
-			threads = rp.state.Threads // results depend on the thread count
-		case opts.Threads != rp.state.Threads:
-			log.Warn("resuming with another thread count than the checkpoint's: results may differ in the last bits from an uninterrupted run",
-				"checkpoint_threads", rp.state.Threads, "threads", opts.Threads)
-		}
-		log.Info("resuming", "checkpoint", path, "step", rp.state.Snapshot.Step, "epoch", rp.state.Snapshot.Epoch+1,
-			"step_in_epoch", rp.state.Snapshot.StepInEpoch)
+	m := plan.Model
+	rp, threads, resumeTeachers, err := resumeState(job, &opts, dir, log)
+	if err != nil {
+		return nil, nil, err
 	}
 	eng := cpu.New(cpu.Options{Threads: threads, Logger: log})
-	info := eng.Describe()
-
-	steps := data.Steps(train.Len(), job.Batch)
-	epochSamples := int64(steps * job.Batch)
-	o := job.Optimizer
-	lr := schedule.LR{Kind: o.Schedule, Base: o.LR, Min: o.MinLR, Warmup: int64(o.WarmupEpochs * float64(epochSamples)),
-		Total: epochSamples * int64(job.Epochs), Every: int64(o.StepEpochs * float64(epochSamples)), Gamma: o.Gamma}
-	if err := lr.Validate(); err != nil {
-		return nil, nil, job.Errorf("optimizer.lr_schedule", "%v", err)
+	info, engine := eng.Describe(), eng.Name()
+	cpuThreads := info.Threads // a device's results can depend on them too (the host device's BLAS)
+	device := opts.Device      // trains the whole step there (a replica's device computes gradients only)
+	if opts.replica != nil {
+		device = nil
 	}
+	if device != nil {
+		info, engine = deviceInfo(device), device.Name()
+	}
+
 	var sizes []int
 	params := m.Params
 	if rp != nil {
@@ -273,48 +213,22 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	for _, p := range params {
 		sizes = append(sizes, p.Size())
 	}
-	optCfg := trainer.OptimConfig{Kind: o.Kind, Momentum: o.Momentum, Nesterov: o.Nesterov,
-		WeightDecay: o.WeightDecay, Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps, Engine: eng}
+	optCfg := plan.Optimizer
+	optCfg.Engine = eng
 	opt, err := trainer.NewOptimizer(optCfg, sizes)
 	if err != nil {
 		return nil, nil, job.Errorf("optimizer.kind", "%v", err)
 	}
-
-	policies := []trainer.Policy{&trainer.LRPolicy{Schedule: lr}}
-	prune, err := prunePolicies(job, m, epochSamples, log)
+	sens, err := sensitivityPolicy(job, m, val, plan.Prune, log)
 	if err != nil {
 		return nil, nil, err
 	}
-	policies = append(policies, prune...)
-	regs, err := regularizePolicies(job, m, epochSamples)
-	if err != nil {
-		return nil, nil, err
-	}
-	policies = append(policies, regs...)
-	factors, err := factorizations(job, m)
-	if err != nil {
-		return nil, nil, err
-	}
-	kmeans, err := kmeansPolicy(job, m, epochSamples, log)
-	if err != nil {
-		return nil, nil, err
-	}
-	if kmeans != nil {
-		policies = append(policies, kmeans)
-	}
-	quant, err := quantizePolicy(job, m, epochSamples, log)
-	if err != nil {
-		return nil, nil, err
-	}
-	if quant != nil {
-		policies = append(policies, quant)
-	}
-	sens, err := sensitivityPolicy(job, m, val, prune, log)
-	if err != nil {
-		return nil, nil, err
-	}
-	if sens != nil {
-		policies = append(policies, sens)
+	policies, factors, fields := plan.Policies(sens), plan.Factorize, plan.Fields
+	if device != nil {
+		if err := checkDevice(job, trainer.Config{Device: device, Model: m, Optimizer: opt, Policies: policies,
+			Factorize: factors, ThinAtEpoch: job.ThinAtEpoch}, fields); err != nil {
+			return nil, nil, err
+		}
 	}
 
 	var metrics *metricsWriter
@@ -323,55 +237,62 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	if r := opts.replica; r != nil {
 		teachers = r.teachers // a worker's replica writes no file
 	} else {
-		if err := prepareDir(dir, job.Name); err != nil {
-			return nil, nil, err
-		}
-		if rp == nil {
-			// A fresh run: an earlier run's checkpoints must not be resumed
-			// into this one.
-			if err := removeCheckpoints(dir); err != nil {
-				return nil, nil, err
-			}
-		}
-		man := newManifest(job.Name, job.File, job.Seed, info)
-		if err := writeJSON(filepath.Join(dir, ManifestFile), man); err != nil {
-			return nil, nil, fmt.Errorf("run: %w", err)
-		}
-		if err := writeFileAtomic(filepath.Join(dir, RecipeFile), job.HCL()); err != nil {
-			return nil, nil, fmt.Errorf("run: %w", err)
-		}
-		if metrics, err = newMetricsWriter(filepath.Join(dir, MetricsFile), m, job.Factorize); err != nil {
+		if metrics, err = startFiles(job, dir, m, rp, info); err != nil {
 			return nil, nil, err
 		}
 		defer metrics.close()
-		if rp != nil {
-			for _, em := range rp.state.Snapshot.History {
-				if err := metrics.write(em); err != nil {
-					return nil, nil, err
-				}
-			}
-		}
 		if teachers, digests, err = trainTeachers(ctx, job, dir, opts, resumeTeachers, rp, log); err != nil {
 			return nil, nil, err
 		}
 	}
-	var kd *distill.Config
-	if d := job.Distill; d != nil {
-		kd = &distill.Config{Temperature: d.Temperature, Alpha: d.Alpha}
-		if q := job.Quantize; q != nil && d.Temperature >= 4 && (q.Bits <= 4 || slices.ContainsFunc(q.Gradual, func(b int) bool { return b <= 4 })) {
-			log.Warn("a high distillation temperature with weights of 4 bits or fewer has been seen to cost accuracy (Distiller: 91.44 % → 80.94 % at T = 5 with 3-bit weights); consider T ≤ 2",
-				"temperature", d.Temperature, "where", job.Pos("distill"))
-		}
-	}
 
+	st := &jobRun{job: job, opts: opts, log: log, dir: dir, start: start, train: train, val: val, test: test, plan: plan,
+		eng: eng, engine: engine, info: info, device: device, cpuThreads: cpuThreads, rp: rp, opt: opt, optCfg: optCfg,
+		sens: sens, policies: policies, metrics: metrics, teachers: teachers, digests: digests}
+	return st.run(ctx)
+}
+
+// jobRun is what execute prepared for a job's training: the data, the
+// plan, the engine and device, the resume point, the optimizer and
+// policies, the teachers and the open metrics file.
+type jobRun struct {
+	job              *recipes.Job
+	opts             Options
+	log              hclog.Logger
+	dir              string
+	start            time.Time
+	train, val, test *data.Set
+	plan             *Plan
+	eng              *cpu.Engine
+	engine           string
+	info             compute.Info
+	device           compute.Device
+	cpuThreads       int
+	rp               *resumePoint
+	opt              trainer.Optimizer
+	optCfg           trainer.OptimConfig
+	sens             *trainer.SensitivityPolicy
+	policies         []trainer.Policy
+	metrics          *metricsWriter
+	teachers         []*model.Model
+	digests          []string
+}
+
+// run trains the job (locally, on the cluster, or as a worker's replica)
+// and finishes it.
+func (st *jobRun) run(ctx context.Context) (sum *Summary, trained *model.Model, err error) {
+	job, opts, log, dir, train, val, test := st.job, st.opts, st.log, st.dir, st.train, st.val, st.test
+	plan, eng, engine, info, device, rp, opt, optCfg := st.plan, st.eng, st.engine, st.info, st.device, st.rp, st.opt, st.optCfg
+	sens, policies, metrics, teachers, digests, m := st.sens, st.policies, st.metrics, st.teachers, st.digests, st.plan.Model
+	factors, fields, kd := plan.Factorize, plan.Fields, plan.KD
 	log.Info("job starting", "job", job.Name, "dataset", job.Dataset, "model", job.Model.Arch, "params", m.NumParams(),
-		"train", train.Len(), "epochs", job.Epochs, "batch", job.Batch, "engine", eng.Name(), "blas", info.BLAS,
+		"train", train.Len(), "epochs", job.Epochs, "batch", job.Batch, "engine", engine, "blas", info.BLAS,
 		"core_type", info.CoreType, "threads", info.Threads, "run_dir", dir)
 	hint, err := hintConfig(job, m, teachers, optCfg)
 	if err != nil {
 		return nil, nil, err
 	}
-	ckpt := &checkpointer{dir: filepath.Join(dir, CheckpointDir), job: job, threads: info.Threads, teachers: digests, log: log}
+	ckpt := &checkpointer{dir: filepath.Join(dir, CheckpointDir), job: job, threads: st.cpuThreads, teachers: digests, log: log}
 	every := job.Checkpoint.EverySteps
 	if opts.CheckpointEverySteps > 0 {
 		every = opts.CheckpointEverySteps
@@ -401,36 +322,8 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	var tlogits []float32
 	var tlogitsFile []byte
 	if kd != nil && job.Distill.Offline {
-		if opts.replica != nil {
-			if tlogits = opts.replica.teacherLogits; tlogits == nil {
-				return nil, nil, errors.New("run: the phase distils offline but came without the teacher logits")
-			}
-		} else {
-			t0 := time.Now()
-			if opts.Cluster != nil {
-				// Split across the workers, each a range of whole batches,
-				// with one thread as here: the same bits.
-				var tf *storeFiles
-				if tf, err = teacherFiles(); err == nil {
-					tlogits, err = clusterTeacherLogits(ctx, job, opts, tf, train, log)
-				}
-			} else {
-				tlogits, err = trainer.TeacherLogits(teachers, eng, train, job.EvalBatch)
-			}
-			if err != nil {
-				return nil, nil, fmt.Errorf("run: teacher logits: %w", err)
-			}
-			f := logitsFile(job, train, tlogits, digests)
-			if err := checkpoint.Write(filepath.Join(dir, TeacherLogitsFile), f); err != nil {
-				return nil, nil, err
-			}
-			if opts.Cluster != nil {
-				if tlogitsFile, err = checkpoint.Encode(f); err != nil {
-					return nil, nil, err
-				}
-			}
-			log.Info("teacher logits computed for offline distillation", "samples", train.Len(), "ms", time.Since(t0).Milliseconds(),
-				"file", filepath.Join(dir, TeacherLogitsFile), "bytes", f.Bytes)
+		if tlogits, tlogitsFile, err = offlineLogits(ctx, job, opts, teachers, digests, train, eng, dir, teacherFiles, log); err != nil {
+			return nil, nil, err
 		}
 	}
 	var par *cluster.Replica
@@ -452,7 +345,7 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		Epochs: job.Epochs, Seed: job.Seed, Augment: data.Augment{Shift: job.Augment.Shift}, Optimizer: opt,
 		Policies: append(policies, opts.Policies...),
 		Logger:   log.Named("trainer"), Progress: opts.Progress, Factorize: factors, ThinAtEpoch: job.ThinAtEpoch,
-		Teachers: teachers, KD: kd, Hint: hint, TeacherLogits: tlogits,
+		Teachers: teachers, KD: kd, Hint: hint, TeacherLogits: tlogits, Device: device,
 	}
 	if metrics != nil {
 		cfg.EndEpoch = metrics.write
@@ -475,41 +368,11 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	}
 	if opts.replica != nil {
 		cfg.Parallel, cfg.Checkpoint, cfg.Test = opts.replica.par, nil, nil
-		var teacher *model.Model // the distillation teacher the device runs
-		if opts.Device != nil {
-			// A CUDA worker: its micro-shards' gradients come from the device.
-			var unsupported error
-			quantErr := trainer.DeviceSupports(startModel)
-			switch {
-			case hint != nil:
-				unsupported = job.Errorf("distill.hint", "hint distillation is not computed on the %s device yet", opts.Device.Name())
-			case len(teachers) > 1:
-				unsupported = job.Errorf("teacher.count", "a teacher ensemble is not computed on the %s device yet", opts.Device.Name())
-			case kd != nil && job.Distill.Offline:
-				unsupported = job.Errorf("distill.offline", "offline distillation is not computed on the %s device yet", opts.Device.Name())
-			case quantErr != nil:
-				unsupported = job.Errorf("quantize", "%v", quantErr)
-			case len(teachers) == 1 && kd != nil:
-				teacher = teachers[0]
-			}
-			if unsupported != nil && !opts.replica.deviceAuto {
-				return nil, nil, unsupported
-			}
-			if unsupported != nil {
-				// --device auto: this job on the CPU, the next one perhaps on the GPU.
-				log.Warn("computing this phase's gradients on the CPU", "reason", unsupported)
-				opts.Device = nil
-			}
+		free, err := replicaGradients(job, &opts, &cfg, fields, log)
+		if err != nil {
+			return nil, nil, err
 		}
-		if opts.Device != nil {
-			g, err := trainer.NewDeviceGradients(opts.Device, startModel, job.Batch/opts.replica.par.MicroShards(), teacher, kd, job.Seed)
-			if err != nil {
-				return nil, nil, err
-			}
-			defer g.Free()
-			cfg.Gradients = g
-			log.Info("computing gradients on the device", "device", opts.Device.Name())
-		}
+		defer free()
 	}
 	if rep, ok := cfg.Parallel.(*cluster.Replica); ok && rep != nil {
 		// Last, after every policy that changes the weights: the replicas'
@@ -528,48 +391,11 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		defer func() { status.end(ctx, err) }()
 	}
 	if tr, err = trainer.New(cfg); err != nil {
-		return nil, nil, err
+		return nil, nil, deviceError(job, err, fields)
 	}
 	defer tr.Close()
 	if sens != nil {
-		sens.Evaluate = func() (float64, error) {
-			acc, _, err := tr.Evaluate(val)
-			return acc, err
-		}
-		switch {
-		case opts.Cluster != nil:
-			// Each cell a task for a worker, from a model file of the
-			// weights as they are at the analysis; the table then goes to
-			// the replicas, which wait for it.
-			sens.EvaluateAll = func(cells []trainer.SensitivityRow) (float64, []float64, error) {
-				base, accs, err := clusterSensitivity(ctx, job, opts, tr.Model(), cells, log)
-				if err == nil {
-					b, _ := json.Marshal(sensitivityResult{Baseline: base, Accuracies: accs})
-					opts.Cluster.Share("sensitivity", b)
-				}
-				return base, accs, err
-			}
-		case opts.replica != nil:
-			// A worker's replica takes the coordinator's table: masks are
-			// decided in one place.
-			sens.EvaluateAll = func(cells []trainer.SensitivityRow) (float64, []float64, error) {
-				b, err := opts.replica.par.Await(ctx, "sensitivity")
-				if err != nil {
-					return 0, nil, err
-				}
-				var r sensitivityResult
-				if err := json.Unmarshal(b, &r); err != nil {
-					return 0, nil, fmt.Errorf("run: the coordinator's sensitivity table: %w", err)
-				}
-				return r.Baseline, r.Accuracies, nil
-			}
-		}
-		sens.Write = func(t trainer.SensitivityTable) error {
-			if opts.replica != nil {
-				return nil
-			}
-			return writeSensitivity(dir, t)
-		}
+		wireSensitivity(ctx, sens, tr, val, job, opts, dir, log)
 	}
 	res, err := tr.Run(ctx)
 	if err == nil && opts.replica != nil {
@@ -581,16 +407,251 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		}
 		return nil, nil, err
 	}
+	sum, err = finish(res, tr, resume, par, teachers, eng, engine, test, job, opts, dir, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	sum.WallSeconds = time.Since(st.start).Seconds()
+	if err := writeJSON(filepath.Join(dir, SummaryFile), sum); err != nil {
+		return nil, nil, fmt.Errorf("run: %w", err)
+	}
+	log.Info("job done", "test_accuracy", sum.TestAccuracy, "val_accuracy", sum.ValAccuracy,
+		"samples_per_second", int(sum.SamplesPerSecond), "wall_seconds", sum.WallSeconds, "summary", filepath.Join(dir, SummaryFile))
+	return sum, tr.Model(), nil
+}
+
+// resumeState finds what a run resumes from (a worker's phase checkpoint,
+// the newest in the run directory, or opts.ResumeFrom; nil: it starts
+// afresh, and opts says so), the compute threads it runs on (a resumed
+// run keeps the checkpoint's: results depend on them), and whether the
+// teachers resume too.
+func resumeState(job *recipes.Job, opts *Options, dir string, log hclog.Logger) (rp *resumePoint, threads int, resumeTeachers bool, err error) {
+	threads = job.Threads
+	if opts.Threads > 0 {
+		threads = opts.Threads
+	}
+	if opts.Cluster != nil || opts.replica != nil {
+		// Replicas must agree to the bit: one thread (OpenBLAS's results
+		// depend on its thread count), the same everywhere.
+		threads = 1
+	}
+	if r := opts.replica; r != nil && r.resume != nil {
+		opts.Resume, opts.ResumeFrom = false, ""
+		if rp, err = loadResume(r.resume, "the phase's checkpoint", job, log); err != nil {
+			return nil, 0, false, err
+		}
+	}
+	resumeTeachers = opts.Resume || opts.ResumeFrom != ""
+	if opts.Resume && opts.ResumeFrom == "" {
+		if names, err := checkpointFiles(filepath.Join(dir, CheckpointDir)); err != nil {
+			return nil, 0, false, err
+		} else if len(names) == 0 {
+			// Nothing written yet (or killed while a teacher trained, which
+			// resumes on its own): a wrapper that always passes --resume
+			// starts the run.
+			log.Warn("no checkpoint to resume from; starting from the beginning", "dir", filepath.Join(dir, CheckpointDir))
+			opts.Resume = false
+		}
+	}
+	if opts.Resume || opts.ResumeFrom != "" {
+		var f *checkpoint.File
+		path := opts.ResumeFrom
+		if path != "" {
+			f, err = checkpoint.Read(path)
+		} else {
+			f, path, err = newestCheckpoint(filepath.Join(dir, CheckpointDir), log)
+		}
+		if err != nil {
+			return nil, 0, false, err
+		}
+		if rp, err = loadResume(f, path, job, log); err != nil {
+			return nil, 0, false, err
+		}
+		switch {
+		case opts.Cluster != nil:
+		case opts.Threads == 0:
+			threads = rp.state.Threads // results depend on the thread count
+		case opts.Threads != rp.state.Threads:
+			log.Warn("resuming with another thread count than the checkpoint's: results may differ in the last bits from an uninterrupted run",
+				"checkpoint_threads", rp.state.Threads, "threads", opts.Threads)
+		}
+		log.Info("resuming", "checkpoint", path, "step", rp.state.Snapshot.Step, "epoch", rp.state.Snapshot.Epoch+1,
+			"step_in_epoch", rp.state.Snapshot.StepInEpoch)
+	}
+	return rp, threads, resumeTeachers, nil
+}
+
+// startFiles prepares a run directory: the run's files (manifest,
+// recipe), no checkpoints of an earlier run unless this one resumes, and
+// metrics.csv with the history it resumes from.
+func startFiles(job *recipes.Job, dir string, m *model.Model, rp *resumePoint, info compute.Info) (metrics *metricsWriter, err error) {
+	if err := prepareDir(dir, job.Name); err != nil {
+		return nil, err
+	}
+	if rp == nil {
+		// A fresh run: an earlier run's checkpoints must not be resumed
+		// into this one.
+		if err := removeCheckpoints(dir); err != nil {
+			return nil, err
+		}
+	}
+	man := newManifest(job.Name, job.File, job.Seed, info)
+	if err := writeJSON(filepath.Join(dir, ManifestFile), man); err != nil {
+		return nil, fmt.Errorf("run: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(dir, RecipeFile), job.HCL()); err != nil {
+		return nil, fmt.Errorf("run: %w", err)
+	}
+	if metrics, err = newMetricsWriter(filepath.Join(dir, MetricsFile), m, job.Factorize); err != nil {
+		return nil, err
+	}
+	if rp != nil {
+		for _, em := range rp.state.Snapshot.History {
+			if err := metrics.write(em); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return metrics, nil
+}
+
+// offlineLogits are the teachers' logits for the training set, computed
+// once for offline distillation (across the workers on a cluster; a
+// worker's replica gets the coordinator's) and written beside the run,
+// with the file's bytes for the cluster's store.
+func offlineLogits(ctx context.Context, job *recipes.Job, opts Options, teachers []*model.Model, digests []string, train *data.Set,
+	eng compute.Engine, dir string, teacherFiles func() (*storeFiles, error), log hclog.Logger) (tlogits []float32, tlogitsFile []byte, err error) {
+	if opts.replica != nil {
+		if tlogits = opts.replica.teacherLogits; tlogits == nil {
+			return nil, nil, errors.New("run: the phase distils offline but came without the teacher logits")
+		}
+	} else {
+		t0 := time.Now()
+		if opts.Cluster != nil {
+			// Split across the workers, each a range of whole batches,
+			// with one thread as here: the same bits.
+			var tf *storeFiles
+			if tf, err = teacherFiles(); err == nil {
+				tlogits, err = clusterTeacherLogits(ctx, job, opts, tf, train, log)
+			}
+		} else {
+			tlogits, err = trainer.TeacherLogits(teachers, eng, train, job.EvalBatch)
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("run: teacher logits: %w", err)
+		}
+		f := logitsFile(job, train, tlogits, digests)
+		if err := checkpoint.Write(filepath.Join(dir, TeacherLogitsFile), f); err != nil {
+			return nil, nil, err
+		}
+		if opts.Cluster != nil {
+			if tlogitsFile, err = checkpoint.Encode(f); err != nil {
+				return nil, nil, err
+			}
+		}
+		log.Info("teacher logits computed for offline distillation", "samples", train.Len(), "ms", time.Since(t0).Milliseconds(),
+			"file", filepath.Join(dir, TeacherLogitsFile), "bytes", f.Bytes)
+	}
+	return tlogits, tlogitsFile, nil
+}
+
+// replicaGradients gives a CUDA worker's replica its micro-shards'
+// gradients from the device, where it computes what cfg asks (with
+// --device auto the phase falls back to the CPU, saying why); free
+// releases the device's buffers.
+func replicaGradients(job *recipes.Job, opts *Options, cfg *trainer.Config, fields policyFields, log hclog.Logger) (free func(), err error) {
+	free = func() {}
+	var teacher *model.Model // the distillation teacher the device runs
+	if opts.Device != nil {
+		// A CUDA worker: its micro-shards' gradients come from the device.
+		c := *cfg
+		c.Device = opts.Device
+		unsupported := deviceError(job, trainer.DeviceSupports(c, true), fields)
+		if unsupported == nil && len(cfg.Teachers) == 1 && cfg.KD != nil {
+			teacher = cfg.Teachers[0]
+		}
+		if unsupported != nil && !opts.replica.deviceAuto {
+			return nil, unsupported
+		}
+		if unsupported != nil {
+			// --device auto: this job on the CPU, the next one perhaps on the GPU.
+			log.Warn("computing this phase's gradients on the CPU", "reason", unsupported)
+			opts.Device = nil
+		}
+	}
+	if opts.Device != nil {
+		g, err := trainer.NewDeviceGradients(opts.Device, cfg.Model, job.Batch/opts.replica.par.MicroShards(), teacher, cfg.KD, job.Seed)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Gradients, free = g, g.Free
+		log.Info("computing gradients on the device", "device", opts.Device.Name())
+	}
+	return free, nil
+}
+
+// wireSensitivity gives a sensitivity analysis its evaluations: on this
+// trainer, spread over the cluster's workers (whose table then goes to
+// the replicas), or — a worker's replica — the coordinator's table, so
+// masks are decided in one place.
+func wireSensitivity(ctx context.Context, sens *trainer.SensitivityPolicy, tr *trainer.Trainer, val *data.Set, job *recipes.Job, opts Options, dir string, log hclog.Logger) {
+	sens.Evaluate = func() (float64, error) {
+		acc, _, err := tr.Evaluate(val)
+		return acc, err
+	}
+	switch {
+	case opts.Cluster != nil:
+		// Each cell a task for a worker, from a model file of the
+		// weights as they are at the analysis; the table then goes to
+		// the replicas, which wait for it.
+		sens.EvaluateAll = func(cells []trainer.SensitivityRow) (float64, []float64, error) {
+			base, accs, err := clusterSensitivity(ctx, job, opts, tr.Model(), cells, log)
+			if err == nil {
+				b, _ := json.Marshal(sensitivityResult{Baseline: base, Accuracies: accs})
+				opts.Cluster.Share("sensitivity", b)
+			}
+			return base, accs, err
+		}
+	case opts.replica != nil:
+		// A worker's replica takes the coordinator's table: masks are
+		// decided in one place.
+		sens.EvaluateAll = func(cells []trainer.SensitivityRow) (float64, []float64, error) {
+			b, err := opts.replica.par.Await(ctx, "sensitivity")
+			if err != nil {
+				return 0, nil, err
+			}
+			var r sensitivityResult
+			if err := json.Unmarshal(b, &r); err != nil {
+				return 0, nil, fmt.Errorf("run: the coordinator's sensitivity table: %w", err)
+			}
+			return r.Baseline, r.Accuracies, nil
+		}
+	}
+	sens.Write = func(t trainer.SensitivityTable) error {
+		if opts.replica != nil {
+			return nil
+		}
+		return writeSensitivity(dir, t)
+	}
+}
+
+// finish is the one summary of a trained run, on the CPU or a device:
+// what training measured, then what the trained model does (calibration,
+// agreement, post-training quantization, thinning), and the model file
+// written.
+func finish(res *trainer.Result, tr *trainer.Trainer, resume *trainer.Snapshot, par *cluster.Replica, teachers []*model.Model, eng compute.Engine,
+	engine string, test *data.Set, job *recipes.Job, opts Options, dir string, log hclog.Logger) (*Summary, error) {
+	var err error
 	// The end-of-run evaluations build graphs of their own: free the
 	// training graphs first, and collect between them, so that their
 	// buffers do not pile up before the collector runs.
 	tr.Release()
 	runtime.GC()
-	sum = &Summary{
+	sum := &Summary{
 		Job: job.Name, Dataset: job.Dataset, Model: job.Model.Arch, Seed: job.Seed, Batch: job.Batch,
 		TestAccuracy: res.TestAccuracy, TestLoss: res.TestLoss, ValAccuracy: res.ValAccuracy, ValLoss: res.ValLoss,
 		Epochs: job.Epochs, Steps: res.Steps, SamplesSeen: res.SamplesSeen, SamplesPerSecond: res.SamplesPerSec,
-		TrainSeconds: res.TrainSeconds, Engine: eng.Name(), Layers: tr.Model().Layers(), History: res.Epochs, Ranks: res.Ranks,
+		TrainSeconds: res.TrainSeconds, Engine: engine, Layers: tr.Model().Layers(), History: res.Epochs, Ranks: res.Ranks,
 	}
 	if resume != nil {
 		sum.ResumedFromStep = resume.Step
@@ -605,7 +666,7 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	}
 	sum.DenseBytes = 4 * sum.ParamsTotal
 	if err := beyondAccuracy(sum, tr.Model(), teachers, eng, test, job.EvalBatch); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	runtime.GC()
 	if n := len(res.Epochs); n > 0 {
@@ -615,7 +676,7 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		// The post-training quantization baseline QAT is compared with: the
 		// final float weights fake-quantized (per channel, symmetric).
 		if sum.PTQ, err = ptq(tr.Model(), eng, test, job.EvalBatch, []int{8, 4}); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		runtime.GC()
 	}
@@ -623,7 +684,7 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	if job.ThinAtEpoch > 0 || slices.ContainsFunc(sum.Layers, func(l model.LayerInfo) bool { return l.StructuredSparsity > 0 }) {
 		var small *model.Model
 		if sum.Thinned, small, err = thin(tr.Model(), eng, test, job.EvalBatch); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		for i := range sum.Layers {
 			for _, tl := range sum.Thinned.Layers {
@@ -639,23 +700,17 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	}
 	mf, err := ExportModel(final, job.Name, job.Dataset)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if err := checkpoint.Write(filepath.Join(dir, ModelFile), mf); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	sum.ModelBytes = mf.Bytes
 	sum.ModelRatio = float64(sum.DenseBytes) / float64(mf.Bytes)
 	log.Info("model file written", "path", filepath.Join(dir, ModelFile), "bytes", mf.Bytes, "dense_bytes", sum.DenseBytes,
 		"ratio", fmt.Sprintf("%.1f", sum.ModelRatio))
 	sum.PeakRSSBytes = peakRSS()
-	sum.WallSeconds = time.Since(start).Seconds()
-	if err := writeJSON(filepath.Join(dir, SummaryFile), sum); err != nil {
-		return nil, nil, fmt.Errorf("run: %w", err)
-	}
-	log.Info("job done", "test_accuracy", sum.TestAccuracy, "val_accuracy", sum.ValAccuracy,
-		"samples_per_second", int(sum.SamplesPerSecond), "wall_seconds", sum.WallSeconds, "summary", filepath.Join(dir, SummaryFile))
-	return sum, tr.Model(), nil
+	return sum, nil
 }
 
 // hintConfig checks a distill block's hint against the student and the

@@ -358,10 +358,10 @@ func TestDryRunShowsWindowsAndGuards(t *testing.T) {
 	}
 	out := b.String()
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 2+1+5 || !strings.Contains(lines[2], "prune.0 magnitude fc1 (guarded)") {
+	if len(lines) != 3+1+5 || !strings.Contains(lines[1], "policies: lr/cosine, prune/magnitude#1") || !strings.Contains(lines[3], "prune.0 magnitude fc1 (guarded)") {
 		t.Fatalf("dry run:\n%s", out)
 	}
-	if !strings.Contains(lines[3], " - ") || !strings.Contains(lines[6], "50.00%") || !strings.Contains(lines[7], "thin") {
+	if !strings.Contains(lines[4], " - ") || !strings.Contains(lines[7], "50.00%") || !strings.Contains(lines[8], "thin") {
 		t.Fatalf("dry run rows:\n%s", out)
 	}
 	// The same checks as a run: a layer the model lacks is an error with its position.

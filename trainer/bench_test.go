@@ -60,7 +60,7 @@ func benchmarkStepCompressed(b *testing.B, spec model.Spec, batch int, sparsity 
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if err := tr.step(context.Background(), nil, 0); err != nil {
+		if err := tr.step(context.Background(), nil, 0, 0); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,31 +1,19 @@
 package trainer
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"time"
+	"slices"
 
 	"github.com/lathe-ml/lathe/compute"
 	"github.com/lathe-ml/lathe/data"
-	"github.com/lathe-ml/lathe/schedule"
+	"github.com/lathe-ml/lathe/graph"
 )
 
-// DeviceLayer is one layer of a DeviceNet.
-type DeviceLayer struct {
-	Kind string // "linear", "conv" (valid, stride 1, NHWC) or "maxpool" (2×2)
-	// In: linear inputs; conv and maxpool input geometry H×W×C.
-	In      int
-	H, W, C int
-	Out     int  // linear outputs or conv filters
-	K       int  // conv kernel size
-	ReLU    bool // linear and conv
-	Dropout bool // dropout after this layer (at the net's hidden rate)
-}
-
 // DeviceNet is a network of linear, convolution and max-pooling layers
+// (graph.Layer: what a model's graph.Network holds)
 // whose whole training step — forward, loss, backward, masks, fake
 // quantization, distillation loss and the momentum update — runs on a
 // compute.Device: parameters, optimizer state, activations and gradients
@@ -37,7 +25,7 @@ type DeviceLayer struct {
 // activations are NHWC, flattened as they lie.
 type DeviceNet struct {
 	dev    compute.Device
-	layers []DeviceLayer
+	layers []graph.Layer
 	batch  int
 	in     int   // input features per sample
 	outN   []int // output elements per sample, per layer
@@ -50,27 +38,31 @@ type DeviceNet struct {
 	wq, amax                   []compute.Buffer // fake-quantized weights and their scales' source
 	act, grad                  []compute.Buffer // per layer: output [batch, outN] and its gradient
 	col, dcol, arg             []compute.Buffer // per layer: conv patches and their gradient; pooling maxima
-	x, labels, stats, count    compute.Buffer
+	x, labels, stats           compute.Buffer
 	// quant is each weight's levels each side (2^(bits−1) − 1; 0: float
 	// weights), perTensor whether one scale covers the whole weight.
 	quant     []float32
 	perTensor []bool
-	// Dropout in training: on the input and after the layers marked, with
-	// masks drawn on the device from (seed, step, layer).
-	dropIn, dropHid float32
-	dropSeed        uint64
-	inMask          compute.Buffer
-	hidMask         []compute.Buffer // per layer (nil where none)
-	all             []compute.Buffer
+	// Dropout in training: on the input (SetDropout) and after each layer
+	// at its graph.Layer rate, with masks drawn on the device from (seed,
+	// step, layer).
+	dropIn   float32
+	dropSeed uint64
+	inMask   compute.Buffer
+	hidMask  []compute.Buffer // per layer (nil where none)
+	all      []compute.Buffer
 }
 
 // MLPLayers are the layers of a ReLU MLP of the given widths (input
-// first), with dropout marked after every hidden layer.
-func MLPLayers(sizes []int) []DeviceLayer {
-	var ls []DeviceLayer
+// first), with dropout at rate after every hidden layer.
+func MLPLayers(sizes []int, dropout float64) []graph.Layer {
+	var ls []graph.Layer
 	for l := 0; l+1 < len(sizes); l++ {
-		hidden := l+2 < len(sizes)
-		ls = append(ls, DeviceLayer{Kind: "linear", In: sizes[l], Out: sizes[l+1], ReLU: hidden, Dropout: hidden})
+		L := graph.Layer{Name: fmt.Sprintf("fc%d", l+1), Kind: graph.Linear, In: graph.Shape{H: 1, W: 1, C: sizes[l]}, Out: sizes[l+1], Act: graph.Identity}
+		if l+2 < len(sizes) {
+			L.Act, L.Dropout = graph.ReLU, dropout
+		}
+		ls = append(ls, L)
 	}
 	return ls
 }
@@ -88,42 +80,20 @@ func NewDeviceMLP(dev compute.Device, sizes []int, batch int, seed uint64) (*Dev
 			return nil, fmt.Errorf("trainer: device MLP layer size %d in %v", s, sizes)
 		}
 	}
-	return NewDeviceNet(dev, MLPLayers(sizes), batch, seed)
+	return NewDeviceNet(dev, MLPLayers(sizes, 0), batch, seed)
 }
 
 // NewDeviceNet allocates a network of layers on dev for steps of batch
 // samples, initialized from seed like NewDeviceMLP.
-func NewDeviceNet(dev compute.Device, layers []DeviceLayer, batch int, seed uint64) (*DeviceNet, error) {
+func NewDeviceNet(dev compute.Device, layers []graph.Layer, batch int, seed uint64) (*DeviceNet, error) {
 	if len(layers) == 0 || batch < 1 {
 		return nil, fmt.Errorf("trainer: a device network needs layers and a positive batch (%d layers, batch %d)", len(layers), batch)
 	}
-	m := &DeviceNet{dev: dev, layers: append([]DeviceLayer(nil), layers...), batch: batch}
-	prev := 0
-	for i, L := range layers {
-		var in, out int
-		switch L.Kind {
-		case "linear":
-			in, out = L.In, L.Out
-		case "conv":
-			if L.K < 1 || L.H < L.K || L.W < L.K || L.C < 1 || L.Out < 1 {
-				return nil, fmt.Errorf("trainer: layer %d: conv %d×%d×%d with %d filters of %d", i, L.H, L.W, L.C, L.Out, L.K)
-			}
-			in, out = L.H*L.W*L.C, (L.H-L.K+1)*(L.W-L.K+1)*L.Out
-		case "maxpool":
-			in, out = L.H*L.W*L.C, (L.H/2)*(L.W/2)*L.C
-		default:
-			return nil, fmt.Errorf("trainer: layer %d: kind %q (linear, conv, maxpool)", i, L.Kind)
-		}
-		if in < 1 || out < 1 || (i > 0 && in != prev) {
-			return nil, fmt.Errorf("trainer: layer %d (%s) takes %d inputs after %d outputs", i, L.Kind, in, prev)
-		}
-		if i == 0 {
-			m.in = in
-		}
-		m.outN = append(m.outN, out)
-		prev = out
-	}
+	m := &DeviceNet{dev: dev, layers: append([]graph.Layer(nil), layers...), batch: batch}
 	var err error
+	if m.in, m.outN, err = deviceSizes(layers); err != nil {
+		return nil, err
+	}
 	alloc := func(n int) compute.Buffer {
 		if err != nil {
 			return nil
@@ -141,21 +111,26 @@ func NewDeviceNet(dev compute.Device, layers []DeviceLayer, batch int, seed uint
 		m.grad = append(m.grad, alloc(batch*m.outN[i]))
 		var col, dcol, arg compute.Buffer
 		switch L.Kind {
-		case "conv":
-			n := batch * (L.H - L.K + 1) * (L.W - L.K + 1) * L.K * L.K * L.C
+		case graph.Conv:
+			o := L.Output()
+			n := batch * o.H * o.W * L.Kernel * L.Kernel * L.In.C
 			col, dcol = alloc(n), alloc(n)
-		case "maxpool":
+		case graph.MaxPool:
 			arg = alloc(batch * m.outN[i])
 		}
 		m.col, m.dcol, m.arg = append(m.col, col), append(m.dcol, dcol), append(m.arg, arg)
-		m.hidMask = append(m.hidMask, nil)
-		if L.Kind == "maxpool" {
+		var hm compute.Buffer
+		if L.Dropout > 0 {
+			hm = alloc(batch * m.outN[i])
+		}
+		m.hidMask = append(m.hidMask, hm)
+		if L.Kind == graph.MaxPool {
 			m.param = append(m.param, -1)
 			continue
 		}
-		rows, cols := L.Out, L.In
-		if L.Kind == "conv" {
-			cols = L.K * L.K * L.C
+		rows, cols := L.Out, L.In.Size()
+		if L.Kind == graph.Conv {
+			cols = L.Kernel * L.Kernel * L.In.C
 		}
 		m.param = append(m.param, len(m.w))
 		m.player = append(m.player, i)
@@ -187,7 +162,6 @@ func NewDeviceNet(dev compute.Device, layers []DeviceLayer, batch int, seed uint
 	m.x = alloc(batch * m.in)
 	m.labels = alloc(batch)
 	m.stats = alloc(3)
-	m.count = alloc(1)
 	if err != nil {
 		m.Free()
 		return nil, fmt.Errorf("trainer: device network on %s: %w", dev.Name(), err)
@@ -197,6 +171,39 @@ func NewDeviceNet(dev compute.Device, layers []DeviceLayer, batch int, seed uint
 		return nil, errors.New("trainer: a device network without weights")
 	}
 	return m, nil
+}
+
+// deviceSizes checks that the device path has every layer's kind and
+// activation and that the layers chain, and returns the input's and each
+// layer's output's elements per sample.
+func deviceSizes(layers []graph.Layer) (first int, outN []int, err error) {
+	prev := 0
+	for i, L := range layers {
+		var in, out int
+		switch L.Kind {
+		case graph.Linear, graph.MaxPool:
+			in, out = L.In.Size(), L.Output().Size()
+		case graph.Conv:
+			if L.Kernel < 1 || L.In.H < L.Kernel || L.In.W < L.Kernel || L.In.C < 1 || L.Out < 1 {
+				return 0, nil, fmt.Errorf("trainer: layer %d: conv %v with %d filters of %d", i, L.In, L.Out, L.Kernel)
+			}
+			in, out = L.In.Size(), L.Output().Size()
+		default:
+			return 0, nil, fmt.Errorf("trainer: layer %d (%s): the device path has no %s layer", i, L.Name, L.Kind)
+		}
+		if L.Act != graph.ReLU && L.Act != graph.Identity {
+			return 0, nil, fmt.Errorf("trainer: layer %d (%s): the device path has no %s activation", i, L.Name, L.Act)
+		}
+		if in < 1 || out < 1 || (i > 0 && in != prev) {
+			return 0, nil, fmt.Errorf("trainer: layer %d (%s) takes %d inputs after %d outputs", i, L.Kind, in, prev)
+		}
+		if i == 0 {
+			first = in
+		}
+		outN = append(outN, out)
+		prev = out
+	}
+	return first, outN, nil
 }
 
 // Free returns the network's buffers to the device.
@@ -236,19 +243,6 @@ func (m *DeviceNet) SetWeights(w, b [][]float32) error {
 	return nil
 }
 
-// SetQuantBits turns quantization-aware training on for every weight
-// (bits 2…8: weights fake-quantized symmetrically per output row in the
-// forward pass, the gradient passed straight through to the float
-// weights) or off (0).
-func (m *DeviceNet) SetQuantBits(bits int) error {
-	for p := range m.w {
-		if err := m.SetLayerQuant(p, bits, false); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // SetLayerQuant sets weight layer p's quantization: bits 2…8 (0: float),
 // one scale per output row (filter) or, perTensor, one for the whole
 // weight.
@@ -263,33 +257,33 @@ func (m *DeviceNet) SetLayerQuant(p, bits int, perTensor bool) error {
 	return nil
 }
 
-// SetDropout sets the training dropout rates on the input and after the
-// layers marked Dropout (0: none); masks are drawn from seed and the step.
-func (m *DeviceNet) SetDropout(input, hidden float64, seed uint64) error {
-	if !(input >= 0 && input < 1 && hidden >= 0 && hidden < 1) {
-		return fmt.Errorf("trainer: dropout rates %v and %v outside [0, 1)", input, hidden)
+// SetDropout sets the training dropout rate on the input (0: none; the
+// layers' own rates are in their graph.Layer); masks are drawn from seed and
+// the step.
+func (m *DeviceNet) SetDropout(input float64, seed uint64) error {
+	if !(input >= 0 && input < 1) {
+		return fmt.Errorf("trainer: input dropout rate %v outside [0, 1)", input)
 	}
-	m.dropIn, m.dropHid, m.dropSeed = float32(input), float32(hidden), seed
-	var err error
+	for _, L := range m.layers {
+		if !(L.Dropout >= 0 && L.Dropout < 1) {
+			return fmt.Errorf("trainer: layer %s: dropout rate %v outside [0, 1)", L.Name, L.Dropout)
+		}
+	}
+	m.dropIn, m.dropSeed = float32(input), seed
 	if m.dropIn > 0 && m.inMask == nil {
-		if m.inMask, err = m.dev.Alloc(m.batch * m.in); err != nil {
+		b, err := m.dev.Alloc(m.batch * m.in)
+		if err != nil {
 			return err
 		}
-		m.all = append(m.all, m.inMask)
-	}
-	if m.dropHid > 0 {
-		for i, L := range m.layers {
-			if L.Dropout && m.hidMask[i] == nil {
-				b, err := m.dev.Alloc(m.batch * m.outN[i])
-				if err != nil {
-					return err
-				}
-				m.all = append(m.all, b)
-				m.hidMask[i] = b
-			}
-		}
+		m.inMask = b
+		m.all = append(m.all, b)
 	}
 	return nil
+}
+
+// drops says whether the network draws dropout masks in training.
+func (m *DeviceNet) drops() bool {
+	return m.dropIn > 0 || slices.ContainsFunc(m.layers, func(L graph.Layer) bool { return L.Dropout > 0 })
 }
 
 // weights returns the weights the forward pass uses for weight layer p,
@@ -331,23 +325,25 @@ func (m *DeviceNet) forward(x compute.Buffer, rows int, train bool, step int64) 
 	}
 	in := x
 	for i, L := range m.layers {
+		relu := L.Act == graph.ReLU
 		switch L.Kind {
-		case "linear":
+		case graph.Linear:
 			p := m.param[i]
-			m.dev.Gemm(false, true, rows, L.Out, L.In, 1, in, m.weights(p), 0, m.act[i])
-			m.dev.BiasAct(m.act[i], m.b[p], rows, L.Out, L.ReLU)
-		case "conv":
+			m.dev.Gemm(false, true, rows, L.Out, L.In.Size(), 1, in, m.weights(p), 0, m.act[i])
+			m.dev.BiasAct(m.act[i], m.b[p], rows, L.Out, relu)
+		case graph.Conv:
 			p := m.param[i]
-			pix := rows * (L.H - L.K + 1) * (L.W - L.K + 1)
-			m.dev.Im2col(m.col[i], in, rows, L.H, L.W, L.C, L.K)
+			o := L.Output()
+			pix := rows * o.H * o.W
+			m.dev.Im2col(m.col[i], in, rows, L.In.H, L.In.W, L.In.C, L.Kernel)
 			m.dev.Gemm(false, true, pix, L.Out, m.wCols[p], 1, m.col[i], m.weights(p), 0, m.act[i])
-			m.dev.BiasAct(m.act[i], m.b[p], pix, L.Out, L.ReLU)
-		case "maxpool":
-			m.dev.MaxPool(m.act[i], m.arg[i], in, rows, L.H, L.W, L.C)
+			m.dev.BiasAct(m.act[i], m.b[p], pix, L.Out, relu)
+		case graph.MaxPool:
+			m.dev.MaxPool(m.act[i], m.arg[i], in, rows, L.In.H, L.In.W, L.In.C)
 		}
-		if train && m.hidMask[i] != nil && m.dropHid > 0 {
-			n := rows * m.outN[i]
-			m.dev.DropoutMask(m.hidMask[i], n, m.dropHid, 1/(1-m.dropHid), m.dropSeedFor(step, i))
+		if train && m.hidMask[i] != nil {
+			n, rate := rows*m.outN[i], float32(L.Dropout)
+			m.dev.DropoutMask(m.hidMask[i], n, rate, 1/(1-rate), m.dropSeedFor(step, i))
 			m.dev.Mul(m.act[i], m.hidMask[i], n)
 		}
 		in = m.act[i]
@@ -399,101 +395,38 @@ func (m *DeviceNet) gradients(s DeviceStep) {
 			below = m.grad[i-1]
 		}
 		switch L.Kind {
-		case "linear":
+		case graph.Linear:
 			p := m.param[i]
-			m.dev.Gemm(true, false, L.Out, L.In, rows, 1, m.grad[i], in, 0, m.gw[p])
+			m.dev.Gemm(true, false, L.Out, L.In.Size(), rows, 1, m.grad[i], in, 0, m.gw[p])
 			m.dev.ColSum(m.gb[p], m.grad[i], rows, L.Out)
 			if below != nil {
-				m.dev.Gemm(false, false, rows, L.In, L.Out, 1, m.grad[i], m.weights(p), 0, below)
+				m.dev.Gemm(false, false, rows, L.In.Size(), L.Out, 1, m.grad[i], m.weights(p), 0, below)
 			}
-		case "conv":
+		case graph.Conv:
 			p := m.param[i]
-			pix := rows * (L.H - L.K + 1) * (L.W - L.K + 1)
+			o := L.Output()
+			pix := rows * o.H * o.W
 			m.dev.Gemm(true, false, L.Out, m.wCols[p], pix, 1, m.grad[i], m.col[i], 0, m.gw[p])
 			m.dev.ColSum(m.gb[p], m.grad[i], pix, L.Out)
 			if below != nil {
 				m.dev.Gemm(false, false, pix, m.wCols[p], L.Out, 1, m.grad[i], m.weights(p), 0, m.dcol[i])
-				m.dev.Col2im(below, m.dcol[i], rows, L.H, L.W, L.C, L.K)
+				m.dev.Col2im(below, m.dcol[i], rows, L.In.H, L.In.W, L.In.C, L.Kernel)
 			}
-		case "maxpool":
+		case graph.MaxPool:
 			if below != nil {
-				m.dev.MaxPoolGrad(below, m.grad[i], m.arg[i], rows, L.H, L.W, L.C)
+				m.dev.MaxPoolGrad(below, m.grad[i], m.arg[i], rows, L.In.H, L.In.W, L.In.C)
 			}
 		}
 		if below != nil {
 			n, prev := rows*m.outN[i-1], m.layers[i-1]
-			if m.hidMask[i-1] != nil && m.dropHid > 0 {
+			if m.hidMask[i-1] != nil {
 				m.dev.Mul(below, m.hidMask[i-1], n)
 			}
-			if prev.Kind != "maxpool" && prev.ReLU {
+			if prev.Kind != graph.MaxPool && prev.Act == graph.ReLU {
 				m.dev.ReLUGrad(below, below, m.act[i-1], n)
 			}
 		}
 	}
-}
-
-// PruneGlobal raises the network's sparsity to at least target (a
-// fraction of all weights) with one magnitude threshold over every layer:
-// the threshold is found by bisection on device-side counts (the host
-// reads one number per probe, never the weights), then weights below it
-// are masked for good.
-func (m *DeviceNet) PruneGlobal(target float64) (sparsity float64, err error) {
-	all := make([]int, len(m.w))
-	for l := range all {
-		all[l] = l
-	}
-	return m.Prune(target, all)
-}
-
-// Prune is PruneGlobal over the given layers only: one threshold across
-// them, the returned sparsity theirs.
-func (m *DeviceNet) Prune(target float64, layers []int) (sparsity float64, err error) {
-	total := 0
-	for _, l := range layers {
-		total += m.wRows[l] * m.wCols[l]
-	}
-	want := float32(math.Ceil(target * float64(total)))
-	countBelow := func(t float32) (float32, error) {
-		m.dev.Fill(m.count, 1, 0)
-		for _, l := range layers {
-			m.dev.CountBelow(m.count, m.w[l], m.wRows[l]*m.wCols[l], t)
-		}
-		c := make([]float32, 1)
-		err := m.dev.Download(c, m.count)
-		return c[0], err
-	}
-	if target <= 0 {
-		c, err := countBelow(math.SmallestNonzeroFloat32)
-		return float64(c) / float64(total), err
-	}
-	lo, hi := float32(0), float32(1)
-	for {
-		c, err := countBelow(hi)
-		if err != nil {
-			return 0, err
-		}
-		if c >= want || hi > 1e30 {
-			break
-		}
-		lo, hi = hi, 2*hi
-	}
-	for it := 0; it < 40 && hi-lo > 1e-9*hi; it++ {
-		mid := lo + (hi-lo)/2
-		c, err := countBelow(mid)
-		if err != nil {
-			return 0, err
-		}
-		if c >= want {
-			hi = mid
-		} else {
-			lo = mid
-		}
-	}
-	for _, l := range layers {
-		m.dev.Prune(m.mask[l], m.w[l], m.wRows[l]*m.wCols[l], hi)
-	}
-	c, err := countBelow(math.SmallestNonzeroFloat32)
-	return float64(c) / float64(total), err
 }
 
 // Weights downloads the float weights and biases, layer by layer (for
@@ -593,113 +526,6 @@ func (m *DeviceNet) Evaluate(d *DeviceData) (acc, loss float64, err error) {
 	return float64(st[1]) / float64(d.N), float64(st[0]) / float64(d.N), nil
 }
 
-// DeviceRun configures TrainDevice.
-type DeviceRun struct {
-	Epochs                    int
-	LR, Momentum, WeightDecay float64
-	Cosine                    bool // cosine learning-rate decay over the run
-	Seed                      uint64
-
-	// Prune: global magnitude pruning to PruneTarget on the AGP schedule
-	// (cubic), raised every PruneEvery epochs from PruneFrom to PruneTo.
-	PruneTarget                    float64
-	PruneFrom, PruneTo, PruneEvery float64
-	QuantBits                      int     // QAT from QuantFrom (epochs) on; 0: none
-	QuantFrom                      float64 //
-	Teacher                        *DeviceNet
-	Temperature, Alpha             float64
-	Progress                       func(DeviceEpoch)
-}
-
-// DeviceEpoch is one epoch's figures.
-type DeviceEpoch struct {
-	Epoch         int
-	Loss          float64 // mean training loss
-	TrainAcc      float64
-	Sparsity      float64
-	Seconds       float64
-	SamplesPerSec float64
-}
-
-// TrainDevice trains m on train (already on the device) for cfg.Epochs
-// epochs of full batches in the order data.Order gives, under the
-// schedules of cfg.
-func (m *DeviceNet) TrainDevice(ctx context.Context, train *DeviceData, cfg DeviceRun) ([]DeviceEpoch, error) {
-	if train.Width != m.in {
-		return nil, fmt.Errorf("trainer: %d features, the network takes %d", train.Width, m.in)
-	}
-	if cfg.Teacher != nil && (cfg.Teacher.batch != m.batch || cfg.Teacher.classes() != m.classes()) {
-		return nil, errors.New("trainer: the teacher must have the student's batch and classes")
-	}
-	steps := data.Steps(train.N, m.batch)
-	if steps == 0 {
-		return nil, fmt.Errorf("trainer: %d samples make no batch of %d", train.N, m.batch)
-	}
-	idx, err := m.dev.Alloc(train.N)
-	if err != nil {
-		return nil, err
-	}
-	defer m.dev.Free(idx)
-	total := cfg.Epochs * steps
-	every := max(1, int(math.Round(cfg.PruneEvery*float64(steps))))
-	from, to := int(cfg.PruneFrom*float64(steps)), int(cfg.PruneTo*float64(steps))
-	var out []DeviceEpoch
-	sparsity := 0.0
-	for ep := 0; ep < cfg.Epochs; ep++ {
-		start := time.Now()
-		order := data.Order(cfg.Seed, ep, train.N)
-		o32 := make([]int32, len(order))
-		for i, v := range order {
-			o32[i] = int32(v)
-		}
-		if err := m.dev.UploadInt32(idx, o32); err != nil {
-			return out, err
-		}
-		m.dev.Fill(m.stats, 3, 0)
-		for s := 0; s < steps; s++ {
-			if err := ctx.Err(); err != nil {
-				return out, err
-			}
-			g := ep*steps + s
-			if cfg.PruneTarget > 0 && g >= from && g <= to && (g-from)%every == 0 {
-				agp := schedule.Sparsity{Kind: "agp", Final: cfg.PruneTarget, Start: int64(from), End: int64(to), Every: int64(every)}
-				if sparsity, err = m.PruneGlobal(agp.Target(int64(g))); err != nil {
-					return out, err
-				}
-			}
-			if cfg.QuantBits > 0 && g == int(cfg.QuantFrom*float64(steps)) {
-				if err := m.SetQuantBits(cfg.QuantBits); err != nil {
-					return out, err
-				}
-			}
-			lr := cfg.LR
-			if cfg.Cosine {
-				lr *= 0.5 * (1 + math.Cos(math.Pi*float64(g)/float64(total)))
-			}
-			m.dev.GatherRows(m.x, train.X, idx, s*m.batch, m.batch, train.Width)
-			m.dev.GatherRows(m.labels, train.Y, idx, s*m.batch, m.batch, 1)
-			st := DeviceStep{LR: float32(lr), Momentum: float32(cfg.Momentum), WeightDecay: float32(cfg.WeightDecay), Step: int64(g)}
-			if cfg.Teacher != nil {
-				st.Teacher = cfg.Teacher.forward(m.x, m.batch, false, 0)
-				st.T, st.Alpha = float32(cfg.Temperature), float32(cfg.Alpha)
-			}
-			m.step(st)
-		}
-		stats := make([]float32, 3)
-		if err := m.dev.Download(stats, m.stats); err != nil {
-			return out, err
-		}
-		secs := time.Since(start).Seconds()
-		e := DeviceEpoch{Epoch: ep + 1, Loss: float64(stats[0]) / float64(steps*m.batch), TrainAcc: float64(stats[1]) / float64(steps*m.batch),
-			Sparsity: sparsity, Seconds: secs, SamplesPerSec: float64(steps*m.batch) / secs}
-		out = append(out, e)
-		if cfg.Progress != nil {
-			cfg.Progress(e)
-		}
-	}
-	return out, nil
-}
-
 // TrainStep trains on the batch of samples idx[off : off+batch] of train
 // (translated by their shifts when shifts is not nil: GatherShifted over
 // h×w images), distilling from teacher's logits on the same inputs when
@@ -732,23 +558,6 @@ func (m *DeviceNet) ReadStats() (TrainStats, error) {
 		return TrainStats{}, err
 	}
 	return TrainStats{Loss: float64(st[0]), Correct: float64(st[1]), Distill: float64(st[2])}, nil
-}
-
-// LayerSparsity is each layer's fraction of zero weights (counted on the
-// device).
-func (m *DeviceNet) LayerSparsity() ([]float64, error) {
-	out := make([]float64, len(m.w))
-	c := make([]float32, 1)
-	for l := range m.w {
-		n := m.wRows[l] * m.wCols[l]
-		m.dev.Fill(m.count, 1, 0)
-		m.dev.CountBelow(m.count, m.w[l], n, math.SmallestNonzeroFloat32)
-		if err := m.dev.Download(c, m.count); err != nil {
-			return nil, err
-		}
-		out[l] = float64(c[0]) / float64(n)
-	}
-	return out, nil
 }
 
 // DeviceNetState is everything of a DeviceNet a resumed run needs, per

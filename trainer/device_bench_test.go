@@ -7,6 +7,7 @@ import (
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/compute/enginetest"
 	"github.com/lathe-ml/lathe/compute/host"
+	"github.com/lathe-ml/lathe/graph"
 )
 
 // benchmarkDeviceStep times training steps at batch 1024 on a resident
@@ -14,26 +15,16 @@ import (
 // reporting samples/s; compressed adds 8-bit QAT, a pruning mask and
 // distillation from a 784-1200-1200-10 teacher (its forward pass counted).
 func benchmarkDeviceStep(b *testing.B, dev compute.Device, sizes []int, compressed bool) {
-	benchmarkDeviceNet(b, dev, MLPLayers(sizes), compressed)
+	benchmarkDeviceNet(b, dev, MLPLayers(sizes, 0), compressed)
 }
 
 // lenet5Layers is LeNet-5 as lathe's model zoo builds it (20 and 50 5×5
 // filters, 2×2 max-pooling, 500 hidden units).
-var lenet5Layers = []DeviceLayer{
-	{Kind: "conv", H: 28, W: 28, C: 1, K: 5, Out: 20, ReLU: true},
-	{Kind: "maxpool", H: 24, W: 24, C: 20},
-	{Kind: "conv", H: 12, W: 12, C: 20, K: 5, Out: 50, ReLU: true},
-	{Kind: "maxpool", H: 8, W: 8, C: 50},
-	{Kind: "linear", In: 800, Out: 500, ReLU: true},
-	{Kind: "linear", In: 500, Out: 10},
-}
+var lenet5Layers = graph.LeNet5(graph.Shape{H: 28, W: 28, C: 1}, [2]int{20, 50}, 500, 10, 0).Layers
 
-func benchmarkDeviceNet(b *testing.B, dev compute.Device, layers []DeviceLayer, compressed bool) {
+func benchmarkDeviceNet(b *testing.B, dev compute.Device, layers []graph.Layer, compressed bool) {
 	const batch, n = 1024, 8192
-	in, classes := layers[0].In, layers[len(layers)-1].Out
-	if layers[0].Kind != "linear" {
-		in = layers[0].H * layers[0].W * layers[0].C
-	}
+	in, classes := layers[0].In.Size(), layers[len(layers)-1].Out
 	train := uploadRandom(b, dev, n, in, classes, 1)
 	defer train.Free(dev)
 	m, err := NewDeviceNet(dev, layers, batch, 1)
@@ -60,11 +51,17 @@ func benchmarkDeviceNet(b *testing.B, dev compute.Device, layers []DeviceLayer, 
 			b.Fatal(err)
 		}
 		defer teacher.Free()
-		if err := m.SetQuantBits(8); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := m.PruneGlobal(0.5); err != nil {
-			b.Fatal(err)
+		for p := range m.w { // 8-bit weights, every other one pruned
+			if err := m.SetLayerQuant(p, 8, false); err != nil {
+				b.Fatal(err)
+			}
+			mask := make([]float32, m.wRows[p]*m.wCols[p])
+			for i := range mask {
+				mask[i] = float32(i % 2)
+			}
+			if err := dev.Upload(m.mask[p], mask); err != nil {
+				b.Fatal(err)
+			}
 		}
 		st.T, st.Alpha = 2, 0.5
 	}

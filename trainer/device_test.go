@@ -7,11 +7,16 @@ import (
 	"runtime/debug"
 	"testing"
 
+	"github.com/lathe-ml/lathe/compress"
 	"github.com/lathe-ml/lathe/compute"
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/compute/enginetest"
 	"github.com/lathe-ml/lathe/compute/host"
 	"github.com/lathe-ml/lathe/data"
+	"github.com/lathe-ml/lathe/distill"
+	"github.com/lathe-ml/lathe/graph"
+	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/schedule"
 )
 
 func randomSet(r *rand.Rand, n, features, classes int) (x []float32, y []int32) {
@@ -124,12 +129,12 @@ func TestDeviceMLPGradient(t *testing.T) {
 func TestDeviceConvGradient(t *testing.T) {
 	dev := host.New(cpu.New(cpu.Options{Threads: 1}))
 	defer dev.Close()
-	m, err := NewDeviceNet(dev, []DeviceLayer{
-		{Kind: "conv", H: 8, W: 8, C: 2, K: 3, Out: 3, ReLU: true},
-		{Kind: "maxpool", H: 6, W: 6, C: 3},
-		{Kind: "conv", H: 3, W: 3, C: 3, K: 2, Out: 4, ReLU: true},
-		{Kind: "linear", In: 16, Out: 4},
-	}, 3, 4)
+	net := graph.NewChain(graph.Shape{H: 8, W: 8, C: 2}, 4).
+		Add(graph.Layer{Name: "conv1", Kind: graph.Conv, Kernel: 3, Out: 3, Act: graph.ReLU}).
+		Add(graph.Layer{Name: "pool1", Kind: graph.MaxPool}).
+		Add(graph.Layer{Name: "conv2", Kind: graph.Conv, Kernel: 2, Out: 4, Act: graph.ReLU}).
+		Add(graph.Layer{Name: "fc", Kind: graph.Linear, Out: 4, Act: graph.Identity})
+	m, err := NewDeviceNet(dev, net.Net.Layers, 3, 4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,54 +144,88 @@ func TestDeviceConvGradient(t *testing.T) {
 }
 
 type compressedRun struct {
-	w, b [][]float32
-	acc  float64
-	eps  []DeviceEpoch
+	w   [][]float32 // the student's parameters, in Model.Params order
+	acc float64
+	res *Result
+}
+
+// randomImages is a set of n random 8×8 images of the given classes.
+func randomImages(n, classes int, seed uint64) *data.Set {
+	r := rand.New(rand.NewPCG(seed, 1))
+	s := &data.Set{Name: "random", Rows: 8, Cols: 8, Classes: classes, Images: make([]byte, n*64), Labels: make([]byte, n)}
+	for i := range s.Images {
+		s.Images[i] = byte(r.IntN(256))
+	}
+	for i := range s.Labels {
+		s.Labels[i] = byte(r.IntN(classes))
+	}
+	return s
 }
 
 // runCompressed trains a teacher, then a student with AGP pruning, QAT and
-// distillation from it, all on dev, and returns the student's weights.
-func runCompressed(t testing.TB, dev compute.Device, train, test *DeviceData, sizes, teacherSizes []int, batch, epochs int) compressedRun {
+// distillation from it, all on dev through the trainer's one loop, and
+// returns the student's weights.
+func runCompressed(t testing.TB, dev compute.Device, train, test *data.Set, hidden, teacherHidden []int, batch, epochs int) compressedRun {
 	t.Helper()
-	teacher, err := NewDeviceMLP(dev, teacherSizes, batch, 11)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer teacher.Free()
-	if err := teacher.SetDropout(0.2, 0.5, 77); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := teacher.TrainDevice(context.Background(), train, DeviceRun{Epochs: epochs, LR: 0.05, Momentum: 0.9, WeightDecay: 1e-4, Seed: 2}); err != nil {
-		t.Fatal(err)
-	}
-	m, err := NewDeviceMLP(dev, sizes, batch, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Free()
-	eps, err := m.TrainDevice(context.Background(), train, DeviceRun{
-		Epochs: epochs, LR: 0.05, Momentum: 0.9, WeightDecay: 1e-4, Cosine: true, Seed: 1,
-		PruneTarget: 0.5, PruneFrom: 0, PruneTo: 0.75 * float64(epochs), PruneEvery: 0.25,
-		QuantBits: 8, QuantFrom: 0.5 * float64(epochs),
-		Teacher: teacher, Temperature: 2, Alpha: 0.5,
-		Progress: func(e DeviceEpoch) {
-			t.Logf("%s: epoch %d loss %.4f train acc %.4f sparsity %.3f %.0f samples/s", dev.Name(), e.Epoch, e.Loss, e.TrainAcc, e.Sparsity, e.SamplesPerSec)
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var res compressedRun
-	res.eps = eps
-	if test != nil {
-		if res.acc, _, err = m.Evaluate(test); err != nil {
+	eng := cpu.New(cpu.Options{Threads: 1})
+	in := model.Input{Rows: train.Rows, Cols: train.Cols, Channels: 1, Classes: train.Classes}
+	steps := int64(data.Steps(train.Len(), batch))
+	epochSamples := steps * int64(batch)
+	sgd := func() Optimizer {
+		o, err := NewOptimizer(OptimConfig{Kind: "sgd", Momentum: 0.9, WeightDecay: 1e-4}, nil)
+		if err != nil {
 			t.Fatal(err)
 		}
+		return o
 	}
-	if res.w, res.b, err = m.Weights(); err != nil {
+	teacher, err := model.New(model.Spec{Arch: "mlp", Hidden: teacherHidden, Dropout: 0.5, InputDropout: 0.2}, in, 11)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return res
+	tt, err := New(Config{Model: teacher, Engine: eng, Device: dev, Train: train, Batch: batch, Epochs: epochs, Seed: 2, Optimizer: sgd(),
+		Policies: []Policy{&LRPolicy{Schedule: schedule.LR{Kind: "constant", Base: 0.05}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tt.Close()
+	if _, err := tt.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.New(model.Spec{Arch: "mlp", Hidden: hidden}, in, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	m.Quant = map[string]*compress.QuantControl{}
+	for _, w := range m.Weights() {
+		names = append(names, w.Name)
+		m.Quant[w.Name] = &compress.QuantControl{Spec: compress.QuantSpec{Bits: 8, Symmetric: true, PerChannel: true}}
+	}
+	total := epochSamples * int64(epochs)
+	policies := []Policy{
+		&LRPolicy{Schedule: schedule.LR{Kind: "cosine", Base: 0.05, Total: total}},
+		&PrunePolicy{Label: "agp", Layers: names, Granularity: compress.Element, Global: true,
+			Schedule: schedule.Sparsity{Kind: "agp", Final: 0.5, Start: 0, End: 3 * total / 4, Every: epochSamples / 4}},
+		&QuantPolicy{Layers: names, Steps: []QuantStep{{Start: total / 2, Bits: 8}}},
+	}
+	st, err := New(Config{Model: m, Engine: eng, Device: dev, Train: train, Test: test, Batch: batch, Epochs: epochs, Seed: 1, Optimizer: sgd(),
+		Policies: policies, Teachers: []*model.Model{tt.Model()}, KD: &distill.Config{Temperature: 2, Alpha: 0.5}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	res, err := st.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range res.Epochs {
+		t.Logf("%s: epoch %d loss %.4f train acc %.4f sparsity %.3f %.0f samples/s", dev.Name(), e.Epoch, e.TrainLoss, e.TrainAccuracy, e.Sparsity, e.SamplesPerSec)
+	}
+	out := compressedRun{res: res, acc: res.TestAccuracy}
+	for _, p := range m.Params {
+		out.w = append(out.w, p.Data())
+	}
+	return out
 }
 
 // TestStrictDeviceTrainingStep runs whole compressed training steps —
@@ -202,33 +241,20 @@ func TestStrictDeviceTrainingStep(t *testing.T) {
 	strict, ref := host.NewStrict(eng), host.New(eng)
 	defer strict.Close()
 	defer ref.Close()
-	sizes, tsizes := []int{64, 32, 16, 10}, []int{64, 48, 10}
-	st := runCompressed(t, strict, uploadRandom(t, strict, 512, 64, 10, 9), nil, sizes, tsizes, 32, 2)
-	rf := runCompressed(t, ref, uploadRandom(t, ref, 512, 64, 10, 9), nil, sizes, tsizes, 32, 2)
+	st := runCompressed(t, strict, randomImages(512, 10, 9), nil, []int{32, 16}, []int{48}, 32, 2)
+	rf := runCompressed(t, ref, randomImages(512, 10, 9), nil, []int{32, 16}, []int{48}, 32, 2)
 	if strict.Kernels < 1000 {
 		t.Fatalf("only %d strict device calls ran", strict.Kernels)
 	}
-	zeros, total := 0, 0
 	for l := range st.w {
 		for i := range st.w[l] {
 			if math.Float32bits(st.w[l][i]) != math.Float32bits(rf.w[l][i]) {
-				t.Fatalf("layer %d weight %d: strict %v, reference %v", l, i, st.w[l][i], rf.w[l][i])
-			}
-			if st.w[l][i] == 0 {
-				zeros++
-			}
-			total++
-		}
-		for i := range st.b[l] {
-			if math.Float32bits(st.b[l][i]) != math.Float32bits(rf.b[l][i]) {
-				t.Fatalf("layer %d bias %d: strict %v, reference %v", l, i, st.b[l][i], rf.b[l][i])
+				t.Fatalf("parameter %d element %d: strict %v, reference %v", l, i, st.w[l][i], rf.w[l][i])
 			}
 		}
 	}
-	if s := float64(zeros) / float64(total); s < 0.5 || s > 0.52 {
-		t.Fatalf("sparsity %.3f after pruning to 0.5", s)
-	}
-	if last := st.eps[len(st.eps)-1]; !(last.Loss > 0) || last.Sparsity < 0.5 {
+	last := st.res.Epochs[len(st.res.Epochs)-1]
+	if math.Abs(last.Sparsity-0.5) > 0.01 || last.WeightBits != 8 || !(last.TrainLoss > 0) || !(last.DistillLoss > 0) {
 		t.Fatalf("last epoch %+v", last)
 	}
 }
@@ -240,30 +266,30 @@ func TestDeviceMLPLearnsMNIST(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev := host.New(cpu.New(cpu.Options{}))
+	eng := cpu.New(cpu.Options{})
+	dev := host.New(eng)
 	defer dev.Close()
-	tr, err := UploadSet(dev, train.Slice("train", 0, 12000))
+	m, err := model.New(model.Spec{Arch: "mlp", Hidden: []int{100}}, model.MNISTInput, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	te, err := UploadSet(dev, test)
+	opt, err := NewOptimizer(OptimConfig{Kind: "sgd", Momentum: 0.9}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := NewDeviceMLP(dev, []int{784, 100, 10}, 64, 1)
+	tr, err := New(Config{Model: m, Engine: eng, Device: dev, Train: train.Slice("train", 0, 12000), Test: test, Batch: 64, Epochs: 6, Seed: 1,
+		Optimizer: opt, Policies: []Policy{&LRPolicy{Schedule: schedule.LR{Kind: "constant", Base: 0.05}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.TrainDevice(context.Background(), tr, DeviceRun{Epochs: 6, LR: 0.05, Momentum: 0.9, Seed: 1}); err != nil {
-		t.Fatal(err)
-	}
-	acc, loss, err := m.Evaluate(te)
+	defer tr.Close()
+	res, err := tr.Run(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("accuracy %.4f loss %.4f", acc, loss)
-	if acc < 0.93 {
-		t.Fatalf("test accuracy %.4f after 6 epochs on 12000 samples", acc)
+	t.Logf("accuracy %.4f loss %.4f", res.TestAccuracy, res.TestLoss)
+	if res.TestAccuracy < 0.93 {
+		t.Fatalf("test accuracy %.4f after 6 epochs on 12000 samples", res.TestAccuracy)
 	}
 }
 
@@ -282,19 +308,9 @@ func TestCUDAEpochMatchesCPU(t *testing.T) {
 	defer ref.Close()
 	accs := map[string]float64{}
 	for _, dev := range []compute.Device{gpu, ref} {
-		tr, err := UploadSet(dev, train)
-		if err != nil {
-			t.Fatal(err)
-		}
-		te, err := UploadSet(dev, test)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res := runCompressed(t, dev, tr, te, []int{784, 300, 100, 10}, []int{784, 1200, 1200, 10}, 128, 1)
+		res := runCompressed(t, dev, train, test, []int{300, 100}, []int{1200, 1200}, 128, 1)
 		accs[dev.Name()] = res.acc
-		t.Logf("%s: test accuracy %.4f, %.0f samples/s (student epoch)", dev.Name(), res.acc, res.eps[0].SamplesPerSec)
-		tr.Free(dev)
-		te.Free(dev)
+		t.Logf("%s: test accuracy %.4f, %.0f samples/s (student epoch)", dev.Name(), res.acc, res.res.Epochs[0].SamplesPerSec)
 	}
 	if d := math.Abs(accs[gpu.Name()] - accs[ref.Name()]); d > 0.002 {
 		t.Fatalf("GPU accuracy %.4f vs CPU %.4f: %.2f pp apart", accs[gpu.Name()], accs[ref.Name()], 100*d)

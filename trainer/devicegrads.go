@@ -6,29 +6,8 @@ import (
 
 	"github.com/lathe-ml/lathe/compute"
 	"github.com/lathe-ml/lathe/distill"
-	"github.com/lathe-ml/lathe/graph"
 	"github.com/lathe-ml/lathe/model"
 )
-
-// DeviceLayersOf describes a model's forward pass as DeviceNet layers
-// (hidden linear layers drop out at the model's rate).
-func DeviceLayersOf(m *model.Model) ([]DeviceLayer, error) {
-	var layers []DeviceLayer
-	for _, l := range m.Net.Layers {
-		relu := l.Act == graph.ReLU
-		switch l.Kind {
-		case graph.Linear:
-			layers = append(layers, DeviceLayer{Kind: "linear", In: l.In.Size(), Out: l.Out, ReLU: relu, Dropout: relu})
-		case graph.Conv:
-			layers = append(layers, DeviceLayer{Kind: "conv", H: l.In.H, W: l.In.W, C: l.In.C, Out: l.Out, K: l.Kernel, ReLU: relu})
-		case graph.MaxPool:
-			layers = append(layers, DeviceLayer{Kind: "maxpool", H: l.In.H, W: l.In.W, C: l.In.C})
-		default:
-			return nil, fmt.Errorf("trainer: the device path has no %s layer", l.Kind)
-		}
-	}
-	return layers, nil
-}
 
 // splitParams returns a model's weights and biases, weight layer by
 // weight layer, and for each parameter in Model.Params order which list
@@ -87,8 +66,6 @@ type DeviceGradients struct {
 	net     *DeviceNet
 	teacher *DeviceNet
 	kd      *distill.Config
-	dropIn  float64
-	dropHid float64
 	seed    uint64
 	gw, gb  [][]float32
 	out     [][]float32 // gw and gb in Model.Params order
@@ -101,20 +78,13 @@ var _ ShardGradients = (*DeviceGradients)(nil)
 // (its spec's dropout rates) distilled, when kd is set, from teacher
 // (trained, fixed; its weights go to the device once).
 func NewDeviceGradients(dev compute.Device, m *model.Model, micro int, teacher *model.Model, kd *distill.Config, seed uint64) (*DeviceGradients, error) {
-	g := &DeviceGradients{dev: dev, micro: micro, kd: kd, dropIn: m.Spec.InputDropout, dropHid: m.Spec.Dropout, seed: seed}
+	g := &DeviceGradients{dev: dev, micro: micro, kd: kd, seed: seed}
 	if kd != nil {
 		if teacher == nil {
 			return nil, errors.New("trainer: distillation on a device needs its teacher")
 		}
-		layers, err := DeviceLayersOf(teacher)
-		if err != nil {
-			return nil, err
-		}
-		if g.teacher, err = NewDeviceNet(dev, layers, micro, seed); err != nil {
-			return nil, err
-		}
-		if err := g.teacher.SetWeightsFrom(teacher); err != nil {
-			g.Free()
+		var err error
+		if g.teacher, err = deviceNetOf(dev, teacher, micro, seed, false); err != nil {
 			return nil, err
 		}
 	}
@@ -129,21 +99,6 @@ func (g *DeviceGradients) Free() {
 		}
 	}
 	g.net, g.teacher = nil, nil
-}
-
-// DeviceSupports reports what of a model's training the device cannot
-// compute yet (nil: all of it): activation quantization, asymmetric
-// weight quantization.
-func DeviceSupports(m *model.Model) error {
-	for name := range m.ActQuant {
-		return fmt.Errorf("trainer: activation quantization (%s) is not computed on the device yet", name)
-	}
-	for name, ctl := range m.Quant {
-		if ctl != nil && !ctl.Spec.Symmetric {
-			return fmt.Errorf("trainer: asymmetric quantization of %s is not computed on the device yet", name)
-		}
-	}
-	return nil
 }
 
 // Prepare implements ShardGradients: the network is (re)built when the
@@ -167,14 +122,8 @@ func (g *DeviceGradients) Prepare(m *model.Model) error {
 		}
 	}
 	if g.net == nil {
-		layers, err := DeviceLayersOf(m)
-		if err != nil {
-			return err
-		}
-		if g.net, err = NewDeviceNet(g.dev, layers, g.micro, g.seed); err != nil {
-			return err
-		}
-		if err := g.net.SetDropout(g.dropIn, g.dropHid, g.seed^0x64726f70); err != nil {
+		var err error
+		if g.net, err = deviceNetOf(g.dev, m, g.micro, g.seed, true); err != nil {
 			return err
 		}
 		g.gw, g.gb = make([][]float32, len(w)), make([][]float32, len(b))
@@ -194,19 +143,7 @@ func (g *DeviceGradients) Prepare(m *model.Model) error {
 	if err := g.net.SetWeights(w, b); err != nil {
 		return err
 	}
-	for p, prm := range m.Weights() {
-		ctl, bits, perTensor := m.Quant[prm.Name], 0, false
-		if ctl != nil && ctl.Enabled {
-			if !ctl.Spec.Symmetric {
-				return fmt.Errorf("trainer: asymmetric quantization of %s is not computed on the device yet", prm.Name)
-			}
-			bits, perTensor = ctl.Spec.Bits, !ctl.Spec.PerChannel
-		}
-		if err := g.net.SetLayerQuant(p, bits, perTensor); err != nil {
-			return err
-		}
-	}
-	return nil
+	return g.net.setQuantFrom(m)
 }
 
 // Shard implements ShardGradients.

@@ -52,3 +52,12 @@ type AfterUpdater interface {
 type EpochEnder interface {
 	EndEpoch(s *State, m EpochMetrics) error
 }
+
+// WeightReader is a BeforeStepper that reads or changes State.Params or
+// State.Masks at some steps only. Where the parameters live on a device,
+// the loop brings them to the host before such a step and sends back what
+// the policy changed; other hooks see State.Params current only at epoch
+// ends.
+type WeightReader interface {
+	ReadsWeights(s *State) bool
+}

@@ -48,16 +48,30 @@ type undoEntry struct {
 
 var (
 	_ BeforeStepper = (*PrunePolicy)(nil)
+	_ WeightReader  = (*PrunePolicy)(nil)
 	_ EpochEnder    = (*PrunePolicy)(nil)
 )
 
 // Name implements Policy.
 func (p *PrunePolicy) Name() string { return "prune/" + p.Label }
 
+// ReadsWeights implements WeightReader: at the steps with an event.
+func (p *PrunePolicy) ReadsWeights(s *State) bool {
+	_, ok := p.event(s)
+	return ok
+}
+
+// event is the schedule's event in this step's samples, if any (none
+// while a guard pauses pruning).
+func (p *PrunePolicy) event(s *State) (int64, bool) {
+	at, ok := p.Schedule.EventIn(s.SamplesSeen, s.SamplesSeen+s.Batch)
+	return at, ok && (p.Guard == nil || !p.Guard.Paused)
+}
+
 // BeforeStep recomputes the masks when an event falls in this step's samples.
 func (p *PrunePolicy) BeforeStep(s *State) error {
-	at, ok := p.Schedule.EventIn(s.SamplesSeen, s.SamplesSeen+s.Batch)
-	if !ok || (p.Guard != nil && p.Guard.Paused) {
+	at, ok := p.event(s)
+	if !ok {
 		return nil
 	}
 	target := p.Schedule.Target(at)

@@ -25,8 +25,10 @@ type Snapshot struct {
 	// or thinned since the start).
 	Spec model.Spec `json:"spec"`
 	// Dropout holds each dropout op's call count (its random stream's
-	// position), in the training graph's order.
+	// position), in the training graph's order. A device draws its masks
+	// from the step number instead: Backend names it (empty: the graph).
 	Dropout []uint64 `json:"dropout"`
+	Backend string   `json:"backend,omitempty"`
 	// OptimizerSteps is the optimizer's step count (Adam's bias correction).
 	OptimizerSteps int `json:"optimizer_steps"`
 	// Quant and ActQuant are the model's quantization controls and
@@ -74,15 +76,14 @@ func (t *Trainer) snapshot(epoch, stepInEpoch int, res *Result, r running) (*Sna
 	s := &t.state
 	m := t.cfg.Model
 	sn := &Snapshot{Epoch: epoch, StepInEpoch: stepInEpoch, Step: s.Step, SamplesSeen: s.SamplesSeen,
-		GuardPauses: s.GuardPauses, WeightBits: s.WeightBits, Spec: m.Spec, OptimizerSteps: t.cfg.Optimizer.Steps(),
+		GuardPauses: s.GuardPauses, WeightBits: s.WeightBits, Spec: m.Spec,
 		History: res.Epochs, Ranks: res.Ranks, LossSum: r.loss, ExtraSum: r.extra, KDSum: r.kd, Correct: r.correct,
-		TrainSeconds: r.seconds, Params: s.Params, Masks: s.Masks, Optimizer: t.cfg.Optimizer.State()}
-	for _, d := range t.net.Dropouts {
-		sn.Dropout = append(sn.Dropout, d.Calls)
+		TrainSeconds: r.seconds, Params: s.Params, Masks: s.Masks}
+	if err := t.be.pull(); err != nil {
+		return nil, err
 	}
-	if t.proj != nil {
-		sn.HintProjection = t.proj.Float32s()
-		sn.HintOptimizer, sn.HintOptimizerSteps = t.cfg.Hint.Optimizer.State(), t.cfg.Hint.Optimizer.Steps()
+	if err := t.be.save(sn); err != nil {
+		return nil, err
 	}
 	if len(m.Quant) > 0 {
 		sn.Quant = map[string]compress.QuantControl{}
@@ -124,29 +125,8 @@ func (t *Trainer) restore(sn *Snapshot) error {
 			return fmt.Errorf("trainer: resume: mask of %s has %d elements, want %d", p.Name, len(sn.Masks[i]), p.Size())
 		}
 	}
-	if len(sn.Dropout) != len(t.net.Dropouts) {
-		return fmt.Errorf("trainer: resume: %d dropout streams for %d dropout ops", len(sn.Dropout), len(t.net.Dropouts))
-	}
-	if err := t.cfg.Optimizer.Load(sn.Optimizer, sn.OptimizerSteps); err != nil {
-		return err
-	}
-	if (t.proj != nil) != (sn.HintProjection != nil) {
-		return fmt.Errorf("trainer: resume: a hint in only one of the recipe and the checkpoint")
-	}
-	if t.proj != nil {
-		if len(sn.HintProjection) != len(t.proj.Float32s()) {
-			return fmt.Errorf("trainer: resume: hint projection of %d values, want %d", len(sn.HintProjection), len(t.proj.Float32s()))
-		}
-		copy(t.proj.Float32s(), sn.HintProjection)
-		if err := t.cfg.Hint.Optimizer.Load(sn.HintOptimizer, sn.HintOptimizerSteps); err != nil {
-			return err
-		}
-	}
 	s.Step, s.SamplesSeen, s.GuardPauses, s.WeightBits, s.Epoch = sn.Step, sn.SamplesSeen, sn.GuardPauses, sn.WeightBits, sn.Epoch
 	copy(s.Masks, sn.Masks)
-	for i, d := range t.net.Dropouts {
-		d.Calls = sn.Dropout[i]
-	}
 	for k, c := range sn.Quant {
 		if m.Quant == nil {
 			m.Quant = map[string]*compress.QuantControl{}
@@ -173,6 +153,9 @@ func (t *Trainer) restore(sn *Snapshot) error {
 				return fmt.Errorf("trainer: resume %s: %w", p.Name(), err)
 			}
 		}
+	}
+	if err := t.be.restore(sn); err != nil {
+		return err
 	}
 	t.resume = sn
 	return nil

@@ -78,6 +78,11 @@ type Config struct {
 	// Gradients, with Parallel, computes this replica's micro-shard
 	// gradients on another device (a GPU) instead of the graph.
 	Gradients ShardGradients
+	// Device, when set, trains on it instead of the graph: parameters,
+	// optimizer state and the data sets live there (DeviceNet), and the
+	// same loop, schedule and policies drive it. DeviceSupports says what
+	// of a Config it cannot do yet; New refuses that.
+	Device compute.Device
 }
 
 // HintConfig is a hint (feature) distillation term: the student's hidden
@@ -165,6 +170,7 @@ type Trainer struct {
 	evalNt        *model.Net
 	evalVM        G.VM
 	resume        *Snapshot
+	be            backend
 	// The hint's projection [student width, teacher width] and its gradient.
 	proj     *tensor.Dense
 	projGrad *G.Node
@@ -208,10 +214,19 @@ func New(cfg Config) (*Trainer, error) {
 		log = hclog.NewNullLogger()
 	}
 	t := &Trainer{cfg: cfg, log: log, wholeState: true}
-	if err := t.build(); err != nil {
-		return nil, err
-	}
 	t.batch = data.Batcher{Set: cfg.Train, Augment: cfg.Augment, Seed: cfg.Seed}
+	if cfg.Device != nil {
+		d, err := newDeviceBackend(t)
+		if err != nil {
+			return nil, err
+		}
+		t.be = d
+	} else {
+		if err := t.build(); err != nil {
+			return nil, err
+		}
+		t.be = graphBackend{t}
+	}
 	t.state = State{Model: cfg.Model, Masks: make([][]byte, len(cfg.Model.Params))}
 	for _, p := range cfg.Model.Params {
 		t.state.Params = append(t.state.Params, p.Data())
@@ -322,7 +337,7 @@ func (t *Trainer) hint(h *HintConfig) (*model.Hint, error) {
 // its optimizer state restarts from zero.
 func (t *Trainer) rebuild(m *model.Model) error {
 	old := t.cfg.Model
-	t.Close()
+	t.closeGraphs()
 	t.evalNt, t.evalVM = nil, nil
 	t.cfg.Model = m
 	if err := t.build(); err != nil {
@@ -375,8 +390,15 @@ func (t *Trainer) Release() {
 	t.vm = nil
 }
 
-// Close releases the machines.
+// Close releases the machines (and a device's buffers).
 func (t *Trainer) Close() {
+	if t.be != nil {
+		t.be.close()
+	}
+}
+
+// closeGraphs closes the graphs' machines.
+func (t *Trainer) closeGraphs() {
 	for _, vm := range t.teacherVMs {
 		vm.Close()
 	}
@@ -403,7 +425,6 @@ func (t *Trainer) Run(ctx context.Context) (res *Result, err error) {
 	cfg := t.cfg
 	res = &Result{}
 	steps := data.Steps(cfg.Train.Len(), cfg.Batch)
-	var x, y []float32 // the graph's input buffers (a rebuild replaces them)
 	startEpoch, startStep, started := 0, 0, false
 	var r running
 	if sn := t.resume; sn != nil {
@@ -415,6 +436,10 @@ func (t *Trainer) Run(ctx context.Context) (res *Result, err error) {
 		r = running{loss: sn.LossSum, extra: sn.ExtraSum, kd: sn.KDSum, correct: sn.Correct, seconds: sn.TrainSeconds}
 	}
 	snap := func(epoch, step int, started bool, r running) (*Snapshot, error) {
+		r, err := t.be.sums(r)
+		if err != nil {
+			return nil, err
+		}
 		sn, err := t.snapshot(epoch, step, res, r)
 		if err == nil {
 			sn.EpochStarted = started
@@ -438,8 +463,10 @@ func (t *Trainer) Run(ctx context.Context) (res *Result, err error) {
 				return nil, err
 			}
 		}
-		x, y = t.net.XValue.Float32s(), t.net.YValue.Float32s()
 		order := data.Order(cfg.Seed, epoch, cfg.Train.Len())
+		if err := t.be.beginEpoch(epoch, order); err != nil {
+			return nil, err
+		}
 		for s := first; s < steps; s++ {
 			if err := ctx.Err(); err != nil {
 				if cfg.Checkpoint != nil {
@@ -459,13 +486,10 @@ func (t *Trainer) Run(ctx context.Context) (res *Result, err error) {
 				}
 			}
 			idx := data.BatchIndices(order, cfg.Batch, s)
-			if cfg.Parallel == nil {
-				t.batch.Fill(x, y, idx, epoch)
-				t.curIdx = idx
-			}
+			t.be.load(idx, epoch)
 			start := time.Now()
 			t.state.Epoch = epoch
-			if err := t.step(ctx, idx, epoch); err != nil {
+			if err := t.step(ctx, idx, epoch, s); err != nil {
 				if ctx.Err() != nil && cfg.Checkpoint != nil {
 					// Interrupted inside a data-parallel step, before its
 					// update: the state is the step's start.
@@ -492,36 +516,10 @@ func (t *Trainer) Run(ctx context.Context) (res *Result, err error) {
 				}
 			}
 		}
-		lossSum, extraSum, kdSum, correct := r.loss, r.extra, r.kd, r.correct
-		trainDur := time.Duration(r.seconds * float64(time.Second))
-		em := EpochMetrics{
-			Epoch: epoch + 1, Steps: t.state.Step, SamplesSeen: t.state.SamplesSeen, LR: t.state.LR,
-			TrainLoss: lossSum / float64(steps), ExtraLoss: extraSum / float64(steps), DistillLoss: kdSum / float64(steps), TrainAccuracy: float64(correct) / float64(steps*cfg.Batch),
-			TrainSeconds: trainDur.Seconds(), SamplesPerSec: float64(steps*cfg.Batch) / trainDur.Seconds(),
+		em, err := t.endEpoch(epoch, steps, r, res)
+		if err != nil {
+			return nil, err
 		}
-		em.LayerSparsity, em.Sparsity = WeightSparsity(t.cfg.Model)
-		em.WeightBits = t.state.WeightBits
-		for _, w := range t.cfg.Model.Weights() {
-			em.LayerNames = append(em.LayerNames, w.Name)
-		}
-		res.TrainSeconds += trainDur.Seconds()
-		if cfg.Val != nil {
-			if em.ValAccuracy, em.ValLoss, err = t.Evaluate(cfg.Val); err != nil {
-				return nil, err
-			}
-		}
-		res.Epochs = append(res.Epochs, em)
-		t.log.Info("epoch done", "epoch", em.Epoch, "train_loss", em.TrainLoss, "train_accuracy", em.TrainAccuracy,
-			"val_accuracy", em.ValAccuracy, "sparsity", fmt.Sprintf("%.4f", em.Sparsity), "samples_per_second", int(em.SamplesPerSec))
-		for _, p := range cfg.Policies {
-			if h, ok := p.(EpochEnder); ok {
-				if err := h.EndEpoch(&t.state, em); err != nil {
-					return nil, fmt.Errorf("trainer: %s: %w", p.Name(), err)
-				}
-			}
-		}
-		em.GuardPauses = t.state.GuardPauses
-		res.Epochs[len(res.Epochs)-1].GuardPauses = em.GuardPauses
 		if cfg.EndEpoch != nil {
 			if err := cfg.EndEpoch(em); err != nil {
 				return nil, err
@@ -576,10 +574,72 @@ func (t *Trainer) startEpoch(epoch int, res *Result) error {
 	return nil
 }
 
-// step runs one training step on the batch of samples idx (already in the
-// input buffers unless the step is data-parallel).
-func (t *Trainer) step(ctx context.Context, idx []int, epoch int) error {
+// endEpoch makes an epoch's metrics from its running sums r, evaluates
+// the validation split and runs the policies' epoch-end hooks.
+func (t *Trainer) endEpoch(epoch, steps int, r running, res *Result) (EpochMetrics, error) {
+	cfg := t.cfg
+	r, err := t.be.sums(r)
+	if err != nil {
+		return EpochMetrics{}, err
+	}
+	if err := finite(&t.state, r.loss+r.extra); err != nil {
+		return EpochMetrics{}, err
+	}
+	if err := t.be.pull(); err != nil { // the sparsity below reads the weights
+		return EpochMetrics{}, err
+	}
+	trainDur := time.Duration(r.seconds * float64(time.Second))
+	em := EpochMetrics{
+		Epoch: epoch + 1, Steps: t.state.Step, SamplesSeen: t.state.SamplesSeen, LR: t.state.LR,
+		TrainLoss: r.loss / float64(steps), ExtraLoss: r.extra / float64(steps), DistillLoss: r.kd / float64(steps), TrainAccuracy: float64(r.correct) / float64(steps*cfg.Batch),
+		TrainSeconds: trainDur.Seconds(), SamplesPerSec: float64(steps*cfg.Batch) / trainDur.Seconds(),
+	}
+	em.LayerSparsity, em.Sparsity = WeightSparsity(t.cfg.Model)
+	em.WeightBits = t.state.WeightBits
+	for _, w := range t.cfg.Model.Weights() {
+		em.LayerNames = append(em.LayerNames, w.Name)
+	}
+	res.TrainSeconds += trainDur.Seconds()
+	if cfg.Val != nil {
+		if em.ValAccuracy, em.ValLoss, err = t.Evaluate(cfg.Val); err != nil {
+			return EpochMetrics{}, err
+		}
+	}
+	res.Epochs = append(res.Epochs, em)
+	t.log.Info("epoch done", "epoch", em.Epoch, "train_loss", em.TrainLoss, "train_accuracy", em.TrainAccuracy,
+		"val_accuracy", em.ValAccuracy, "sparsity", fmt.Sprintf("%.4f", em.Sparsity), "samples_per_second", int(em.SamplesPerSec))
+	for _, p := range cfg.Policies {
+		if h, ok := p.(EpochEnder); ok {
+			if err := h.EndEpoch(&t.state, em); err != nil {
+				return EpochMetrics{}, fmt.Errorf("trainer: %s: %w", p.Name(), err)
+			}
+		}
+	}
+	if err := t.be.push(); err != nil { // an epoch-end hook may have changed them
+		return EpochMetrics{}, err
+	}
+	em.GuardPauses = t.state.GuardPauses
+	res.Epochs[len(res.Epochs)-1].GuardPauses = em.GuardPauses
+	return em, nil
+}
+
+// step runs the inEpoch-th training step of epoch on the batch of samples
+// idx (already loaded by the backend): the policies before it, the
+// backend's step, the policies after it.
+func (t *Trainer) step(ctx context.Context, idx []int, epoch, inEpoch int) error {
 	s := &t.state
+	// A policy that reads or changes the weights before this step sees
+	// them on the host, and the backend gets back what it changed.
+	pulled := false
+	for _, p := range t.cfg.Policies {
+		if h, ok := p.(WeightReader); ok && h.ReadsWeights(s) {
+			if err := t.be.pull(); err != nil {
+				return err
+			}
+			pulled = true
+			break
+		}
+	}
 	for _, p := range t.cfg.Policies {
 		if h, ok := p.(BeforeStepper); ok {
 			if err := h.BeforeStep(s); err != nil {
@@ -587,39 +647,13 @@ func (t *Trainer) step(ctx context.Context, idx []int, epoch int) error {
 			}
 		}
 	}
-	projGrad := func() []float32 { return f32s(t.projGrad.Value()) }
-	t.updated, t.extraDone = false, false
-	if t.cfg.Parallel != nil {
-		if err := t.parallelStep(ctx, idx, epoch); err != nil {
+	if pulled {
+		if err := t.be.push(); err != nil {
 			return err
 		}
-		projGrad = func() []float32 { return t.projGradPar }
-	} else {
-		if err := t.forwardBackward(); err != nil {
-			return err
-		}
-		s.Loss = float64(f32s(t.net.Loss.Value())[0])
-		for i, g := range t.grads {
-			s.Grads[i] = f32s(g.Value())
-		}
-		t.lastKD, t.lastCorrect = t.net.DistillLoss(), t.net.Correct()
 	}
-	if !t.extraDone { // a replica that updated a chunk added them there
-		v, err := t.extraLoss()
-		if err != nil {
-			return err
-		}
-		s.ExtraLoss = v
-	}
-	if l := s.Loss + s.ExtraLoss; math.IsNaN(l) || math.IsInf(l, 0) {
-		return fmt.Errorf("%w at step %d (epoch %d, %d samples seen): loss %v; lower the learning rate or check the data",
-			ErrNonFinite, s.Step+1, s.Epoch+1, s.SamplesSeen, l)
-	}
-	if !t.updated { // else the chunks' owners updated the parameters
-		t.cfg.Optimizer.Step(s.Params, s.Grads, s.Masks, float32(s.LR))
-		if t.projGrad != nil {
-			t.cfg.Hint.Optimizer.Step([][]float32{t.proj.Float32s()}, [][]float32{projGrad()}, nil, float32(s.LR))
-		}
+	if err := t.be.train(ctx, idx, epoch, inEpoch); err != nil {
+		return err
 	}
 	for _, p := range t.cfg.Policies {
 		if h, ok := p.(AfterUpdater); ok {
@@ -702,13 +736,7 @@ func f32s(v G.Value) []float32 {
 // set, in evaluation mode (no dropout, no augmentation). The last partial
 // batch is padded and the padding ignored.
 func (t *Trainer) Evaluate(set *data.Set) (acc, loss float64, err error) {
-	if t.evalNt == nil {
-		if t.evalNt, err = t.cfg.Model.Build(t.cfg.Engine, t.cfg.EvalBatch, false, 0); err != nil {
-			return 0, 0, err
-		}
-		t.evalVM = G.NewTapeMachine(t.evalNt.Graph, G.WithEngine(engineOf(t.cfg.Engine)))
-	}
-	return evaluate(t.evalNt, t.evalVM, set)
+	return t.be.evaluate(set)
 }
 
 // EvaluateModel returns top-1 accuracy and mean cross-entropy of any model

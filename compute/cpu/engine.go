@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -33,7 +34,6 @@ type Engine struct {
 	threads int
 	blas    *openBLAS // nil: gonum
 	gonum   gonum.Implementation
-	blasN   int // thread count last given to OpenBLAS
 
 	lastThreaded time.Time // when a product last used OpenBLAS's threads
 }
@@ -97,7 +97,7 @@ func (e *Engine) Describe() compute.Info {
 // threads then only fights them, so it runs on the calling thread instead
 // (measured: BENCHMARKS.md).
 func (e *Engine) Parallel(n, grain int, fn func(lo, hi int)) {
-	if e.blasN > 1 && time.Since(e.lastThreaded) < blasSpin {
+	if blasN.Load() > 1 && time.Since(e.lastThreaded) < blasSpin {
 		if n > 0 {
 			fn(0, n)
 		}
@@ -185,10 +185,16 @@ func (e *Engine) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []floa
 	}
 }
 
+// blasN is the thread count last given to OpenBLAS: one setting for the
+// process, whichever engine made it (a cache per engine would let a second
+// engine's products run on the first one's count, and results depend on
+// it).
+var blasN atomic.Int32
+
 func (e *Engine) setBLASThreads(n int) {
-	if e.blasN != n {
+	if blasN.Load() != int32(n) {
 		e.blas.setNum(int32(n))
-		e.blasN = n
+		blasN.Store(int32(n))
 	}
 }
 

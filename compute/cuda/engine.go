@@ -25,7 +25,7 @@ var kernelSource string
 
 // kernelNames are the kernels.cu entry points Open loads.
 var kernelNames = []string{"bias_act", "relu_grad", "col_sum", "col_sum_part", "gather_rows", "softmax_kd", "row_abs_max",
-	"fake_quant", "sgd", "count_below", "prune", "fill", "gather_shifted", "dropout_mask", "mul",
+	"fake_quant", "sgd", "fill", "gather_shifted", "dropout_mask", "mul",
 	"im2col", "col2im", "maxpool", "maxpool_grad"}
 
 // LibraryPathEnv names an environment variable holding extra directories
@@ -666,16 +666,6 @@ func (e *Engine) FakeQuant(dst, x, amax compute.Buffer, rows, cols int, q float3
 // SGD implements compute.Device.
 func (e *Engine) SGD(w, v, g, mask compute.Buffer, n int, lr, mu, wd float32) {
 	e.run("sgd", blocks(n), block, e.ptr(w, n, "sgd w"), e.ptr(v, n, "sgd v"), e.ptr(g, n, "sgd g"), e.ptr(mask, n, "sgd mask"), n, lr, mu, wd)
-}
-
-// CountBelow implements compute.Device.
-func (e *Engine) CountBelow(dst, x compute.Buffer, n int, t float32) {
-	e.run("count_below", blocks(n), block, e.ptr(dst, 1, "count_below dst"), e.ptr(x, n, "count_below x"), n, t)
-}
-
-// Prune implements compute.Device.
-func (e *Engine) Prune(mask, w compute.Buffer, n int, t float32) {
-	e.run("prune", blocks(n), block, e.ptr(mask, n, "prune mask"), e.ptr(w, n, "prune w"), n, t)
 }
 
 // Fill implements compute.Device.

@@ -155,25 +155,6 @@ extern "C" __global__ void sgd(float* w, float* v, const float* g, const float* 
     v[i] = vi;
 }
 
-extern "C" __global__ void count_below(float* dst, const float* x, int n, float t) {
-    __shared__ unsigned int c;
-    if (threadIdx.x == 0) c = 0;
-    __syncthreads();
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n && fabsf(x[i]) < t) atomicAdd(&c, 1u);
-    __syncthreads();
-    if (threadIdx.x == 0 && c != 0) atomicAdd(dst, (float)c);
-}
-
-extern "C" __global__ void prune(float* mask, float* w, int n, float t) {
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    float m = mask[i];
-    if (fabsf(w[i]) < t) m = 0.0f;
-    mask[i] = m;
-    w[i] = __fmul_rn(w[i], m);
-}
-
 extern "C" __global__ void fill(float* x, int n, float v) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] = v;

@@ -591,34 +591,6 @@ func (d *Device) SGD(w, v, g, mask compute.Buffer, n int, lr, mu, wd float32) {
 	}
 }
 
-// CountBelow implements compute.Device.
-func (d *Device) CountBelow(dst, x compute.Buffer, n int, t float32) {
-	defer d.open(dst, x)()
-	df, xf := d.f(dst), d.f(x)
-	need("count_below x", xf, n)
-	var c float32
-	for _, v := range xf[:n] {
-		if abs32(v) < t {
-			c++
-		}
-	}
-	df[0] += c
-}
-
-// Prune implements compute.Device.
-func (d *Device) Prune(mask, w compute.Buffer, n int, t float32) {
-	defer d.open(mask, w)()
-	mf, wf := d.f(mask), d.f(w)
-	need("prune mask", mf, n)
-	need("prune w", wf, n)
-	for i := 0; i < n; i++ {
-		if abs32(wf[i]) < t {
-			mf[i] = 0
-		}
-		wf[i] *= mf[i]
-	}
-}
-
 // Fill implements compute.Device.
 func (d *Device) Fill(x compute.Buffer, n int, v float32) {
 	defer d.open(x)()

@@ -1,0 +1,104 @@
+package trainer
+
+import (
+	"fmt"
+
+	"github.com/lathe-ml/lathe/compute"
+)
+
+// Unsupported is what a device cannot do yet of a training Config. Field
+// names the recipe field that asks for it (empty when Policy does: the
+// caller knows which recipe block made each policy).
+type Unsupported struct {
+	Device string
+	Field  string
+	Policy Policy
+	What   string
+}
+
+func (u *Unsupported) Error() string {
+	return fmt.Sprintf("%s is not supported on the %s device yet", u.What, u.Device)
+}
+
+// DeviceSupports is the one list of what training on cfg.Device cannot do
+// yet (nil: it can do all of cfg). With gradientsOnly the device computes
+// a data-parallel replica's micro-shard gradients (DeviceGradients) and the
+// host runs the update and every policy; else it trains the whole step
+// (Config.Device).
+func DeviceSupports(cfg Config, gradientsOnly bool) error {
+	dev := cfg.Device
+	no := func(field, what string, args ...any) error {
+		return &Unsupported{Device: deviceName(dev), Field: field, What: fmt.Sprintf(what, args...)}
+	}
+	if _, _, err := deviceSizes(cfg.Model.Net.Layers); err != nil {
+		return no("model.arch", "model %q (%v)", cfg.Model.Spec.Arch, err)
+	}
+	m := cfg.Model
+	for name := range m.ActQuant {
+		return no("quantize.activations", "activation quantization (%s)", name)
+	}
+	for name, ctl := range m.Quant {
+		if ctl != nil && !ctl.Spec.Symmetric {
+			return no("quantize.symmetric", "asymmetric quantization (%s)", name)
+		}
+	}
+	switch {
+	case cfg.Hint != nil:
+		return no("distill.hint", "hint distillation")
+	case len(cfg.Teachers) > 1:
+		return no("teacher.count", "a teacher ensemble")
+	case cfg.KD != nil && cfg.TeacherLogits != nil:
+		return no("distill.offline", "offline distillation")
+	case cfg.KD != nil && len(cfg.Teachers) == 0:
+		return no("distill", "distillation without a teacher")
+	}
+	if gradientsOnly {
+		return nil
+	}
+	o, ok := cfg.Optimizer.(*sgd)
+	switch {
+	case cfg.Parallel != nil:
+		return no("", "training spread over cluster workers")
+	case !ok:
+		return no("optimizer.kind", "this optimizer (sgd only)")
+	case o.c.Nesterov:
+		return no("optimizer.nesterov", "Nesterov momentum")
+	case len(cfg.Factorize) > 0:
+		return no("factorize.0", "low-rank factorization")
+	case cfg.ThinAtEpoch > 0:
+		return no("thin", "thinning")
+	}
+	for _, p := range cfg.Policies {
+		what := ""
+		switch p.(type) {
+		case *LRPolicy, *PrunePolicy, *QuantPolicy:
+			continue
+		case *RegularizePolicy:
+			what = "regularization"
+		case *KMeansPolicy:
+			what = "weight clustering"
+		case *SensitivityPolicy:
+			what = "sensitivity analysis"
+		}
+		_, extra := p.(ExtraLosser)
+		_, after := p.(AfterUpdater)
+		switch {
+		case what != "":
+		case extra:
+			what = "a policy adding a loss term (" + p.Name() + ")"
+		case after:
+			what = "a policy run after every update (" + p.Name() + ")"
+		default:
+			continue // it sees the weights at epoch ends, or as a WeightReader
+		}
+		return &Unsupported{Device: deviceName(dev), Policy: p, What: what}
+	}
+	return nil
+}
+
+func deviceName(dev compute.Device) string {
+	if dev == nil {
+		return "(none)"
+	}
+	return dev.Name()
+}

@@ -5,14 +5,9 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/lathe-ml/lathe/graph"
 	"github.com/lathe-ml/lathe/internal/kernels"
 )
-
-// Geometry is the shape of one NHWC image: height, width, channels.
-type Geometry struct{ H, W, C int }
-
-// Size is H·W·C.
-func (g Geometry) Size() int { return g.H * g.W * g.C }
 
 // conv2dOp is a valid (unpadded, stride 1) convolution with a fused bias and
 // activation, computed as im2col and one GEMM over the whole batch.
@@ -21,7 +16,7 @@ func (g Geometry) Size() int { return g.H * g.W * g.C }
 // patch row is K contiguous copies of K·C inputs.
 type conv2dOp struct {
 	opBase
-	in     Geometry
+	in     graph.Shape
 	f, k   int
 	act    Activation
 	needDX bool
@@ -29,8 +24,8 @@ type conv2dOp struct {
 	out    buffer
 }
 
-func (o *conv2dOp) outGeom() Geometry {
-	return Geometry{H: o.in.H - o.k + 1, W: o.in.W - o.k + 1, C: o.f}
+func (o *conv2dOp) outGeom() graph.Shape {
+	return graph.Shape{H: o.in.H - o.k + 1, W: o.in.W - o.k + 1, C: o.f}
 }
 func (o *conv2dOp) patch() int { return o.k * o.k * o.in.C }
 
@@ -71,11 +66,11 @@ func (o *conv2dOp) Do(vs ...G.Value) (G.Value, error) {
 }
 
 // im2col writes the K×K patches of one NHWC image, a row per output pixel.
-func im2col(col, x []float32, g Geometry, k int) { kernels.Im2col(col, x, g.H, g.W, g.C, k) }
+func im2col(col, x []float32, g graph.Shape, k int) { kernels.Im2col(col, x, g.H, g.W, g.C, k) }
 
 // col2im adds patch gradients back into one NHWC image gradient (dx must be
 // zeroed by the caller).
-func col2im(dx, col []float32, g Geometry, k int) {
+func col2im(dx, col []float32, g graph.Shape, k int) {
 	oh, ow := g.H-k+1, g.W-k+1
 	run := k * g.C
 	r := 0
@@ -174,12 +169,14 @@ func (o *convGradXOp) Do(vs ...G.Value) (G.Value, error) {
 // came from for the backward pass.
 type maxPoolOp struct {
 	opBase
-	in  Geometry
+	in  graph.Shape
 	arg []int32 // per output element: offset of the maximum within its image
 	out buffer
 }
 
-func (o *maxPoolOp) outGeom() Geometry { return Geometry{H: o.in.H / 2, W: o.in.W / 2, C: o.in.C} }
+func (o *maxPoolOp) outGeom() graph.Shape {
+	return graph.Shape{H: o.in.H / 2, W: o.in.W / 2, C: o.in.C}
+}
 
 func (o *maxPoolOp) Arity() int    { return 1 }
 func (o *maxPoolOp) Type() hm.Type { return fnType(f32T(2), f32T(2)) }

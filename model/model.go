@@ -421,13 +421,13 @@ func (m *Model) build(eng compute.Engine, batch int, train bool, seed uint64, kd
 				h, err = G.ApplyOp(op, h, w, byName[l.Name+".bias"])
 			}
 		case graph.Conv:
-			op := &conv2dOp{opBase: newBase(l.Name, eng), in: Geometry(l.In), f: l.Out, k: l.Kernel, act: activation(l.Act), needDX: !first}
+			op := &conv2dOp{opBase: newBase(l.Name, eng), in: l.In, f: l.Out, k: l.Kernel, act: activation(l.Act), needDX: !first}
 			var w *G.Node
 			if w, err = m.quantized(eng, byName[l.Name]); err == nil {
 				h, err = G.ApplyOp(op, h, w, byName[l.Name+".bias"])
 			}
 		case graph.MaxPool:
-			h, err = G.ApplyOp(&maxPoolOp{opBase: newBase(l.Name, eng), in: Geometry(l.In)}, h)
+			h, err = G.ApplyOp(&maxPoolOp{opBase: newBase(l.Name, eng), in: l.In}, h)
 		default:
 			err = fmt.Errorf("layer kind %q has no training op", l.Kind)
 		}

@@ -10,6 +10,7 @@ import (
 	G "gorgonia.org/gorgonia"
 
 	"github.com/lathe-ml/lathe/compute/cpu"
+	"github.com/lathe-ml/lathe/graph"
 )
 
 // gradNet builds a training graph with gradients for every parameter.
@@ -99,7 +100,7 @@ func TestGradientsMatchFiniteDifferences(t *testing.T) {
 
 // TestConvMatchesDirect compares the im2col convolution with a direct loop.
 func TestConvMatchesDirect(t *testing.T) {
-	g := Geometry{H: 9, W: 8, C: 3}
+	g := graph.Shape{H: 9, W: 8, C: 3}
 	k, f, n := 3, 4, 2
 	r := rand.New(rand.NewPCG(1, 1))
 	x := make([]float32, n*g.Size())

@@ -15,8 +15,8 @@ import (
 	"github.com/ebitengine/purego"
 )
 
-// Device describes one CUDA device.
-type Device struct {
+// GPU describes one CUDA device as the driver reports it.
+type GPU struct {
 	Index   int    `json:"index"`
 	Name    string `json:"name"`
 	Memory  int64  `json:"memory_bytes"`
@@ -26,7 +26,7 @@ type Device struct {
 	Devices int    `json:"devices"`        // how many the driver sees
 }
 
-func (d *Device) String() string {
+func (d *GPU) String() string {
 	return fmt.Sprintf("cuda:%d %s (sm_%d%d, %.1f GiB, driver CUDA %d.%d)", d.Index, d.Name, d.Major, d.Minor,
 		float64(d.Memory)/(1<<30), d.Driver/1000, d.Driver%1000/10)
 }
@@ -116,11 +116,11 @@ func result(r int32) string {
 
 // Probe loads the driver and describes device index, or says in the
 // error (which wraps ErrNoCUDA) what is missing.
-func Probe(index int) (*Device, error) {
+func Probe(index int) (*GPU, error) {
 	if err := load(); err != nil {
 		return nil, err
 	}
-	d := &Device{Index: index}
+	d := &GPU{Index: index}
 	var v, n int32
 	if r := driver.cuDriverGetVersion(&v); r != cudaSuccess {
 		return nil, fmt.Errorf("%w: cuDriverGetVersion: %s", ErrNoCUDA, result(r))

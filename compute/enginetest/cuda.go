@@ -12,7 +12,7 @@ import (
 // CUDA opens the CUDA engine on device 0 for a test and closes it when
 // the test ends. Where no GPU is usable the test is skipped — and fails
 // instead when REQUIRE_GPU=1 is set, so a GPU run cannot pass by skipping.
-func CUDA(t testing.TB) *cuda.Engine {
+func CUDA(t testing.TB) *cuda.Device {
 	t.Helper()
 	e, err := cuda.Open(0, cuda.Options{Logger: hclog.New(&hclog.LoggerOptions{Output: testWriter{t}, Level: hclog.Info})})
 	if err != nil {

@@ -116,7 +116,7 @@ func Main(args []string, stderr io.Writer) int {
 	// The device is checked before anything is reached over the network:
 	// starting the engine checks everything it needs (the driver, the
 	// device, cuBLAS, NVRTC, and that the kernels compile for it).
-	var engine *cuda.Engine
+	var engine *cuda.Device
 	switch kind {
 	case "cuda":
 		e, err := cuda.Open(index, cuda.Options{Logger: log.Named("cuda")})

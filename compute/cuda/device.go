@@ -171,17 +171,17 @@ func errName(r int32) string {
 	return result(r)
 }
 
-// Engine is a compute.Device on one CUDA GPU: buffers in device memory
+// Device is a compute.Device on one CUDA GPU: buffers in device memory
 // (from a caching allocator), GEMM through cuBLAS, the other kernels from
 // kernels.cu compiled by NVRTC to CUBIN for the GPU's architecture (and
 // cached on disk by hash). All work goes to the legacy default stream, in
 // order; the host waits only in Download and Sync.
 //
 // Every call makes the device's primary context current on the calling OS
-// thread (the goroutine stays locked to it for the call), so an Engine may
+// thread (the goroutine stays locked to it for the call), so a Device may
 // be used from any goroutine, one at a time.
-type Engine struct {
-	info   Device
+type Device struct {
+	info   GPU
 	dev    int32
 	ctx    uintptr
 	blas   uintptr
@@ -213,8 +213,8 @@ type dbuf struct {
 func (b *dbuf) Len() int { return b.n }
 
 var (
-	_ compute.Device    = (*Engine)(nil)
-	_ compute.Describer = (*Engine)(nil)
+	_ compute.Device    = (*Device)(nil)
+	_ compute.Describer = (*Device)(nil)
 )
 
 // Options configure Open.
@@ -229,7 +229,7 @@ type Options struct {
 // NVRTC, retains the device's primary context and compiles (or finds in
 // the cache) the kernels. The error wraps ErrNoCUDA when CUDA is not
 // usable and says what is missing.
-func Open(index int, opts Options) (*Engine, error) {
+func Open(index int, opts Options) (*Device, error) {
 	log := opts.Logger
 	if log == nil {
 		log = hclog.NewNullLogger()
@@ -243,7 +243,7 @@ func Open(index int, opts Options) (*Engine, error) {
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	e := &Engine{info: *info, fns: map[string]uintptr{}, pool: map[uint64][]uint64{}, live: map[*dbuf]struct{}{},
+	e := &Device{info: *info, fns: map[string]uintptr{}, pool: map[uint64][]uint64{}, live: map[*dbuf]struct{}{},
 		launch: &launchArgs{}, alpha: &[2]float32{}}
 	if r := driver.cuDeviceGet(&e.dev, int32(index)); r != 0 {
 		return nil, fmt.Errorf("%w: cuDeviceGet: %s", ErrNoCUDA, errName(r))
@@ -282,15 +282,15 @@ func Open(index int, opts Options) (*Engine, error) {
 }
 
 // Info describes the engine's device.
-func (e *Engine) Info() Device { return e.info }
+func (e *Device) Info() GPU { return e.info }
 
 // Describe implements compute.Describer, for run manifests.
-func (e *Engine) Describe() compute.Info {
+func (e *Device) Describe() compute.Info {
 	return compute.Info{Engine: e.info.String(), BLAS: "cuBLAS " + api.cublasPath + ", NVRTC " + api.nvrtcPath}
 }
 
 // kernels returns kernels.cu compiled to CUBIN for this GPU.
-func (e *Engine) kernels(cacheDir string, log hclog.Logger) ([]byte, error) {
+func (e *Device) kernels(cacheDir string, log hclog.Logger) ([]byte, error) {
 	var maj, mnr int32
 	api.nvrtcVersion(&maj, &mnr)
 	arch := fmt.Sprintf("sm_%d%d", e.info.Major, e.info.Minor)
@@ -350,7 +350,7 @@ func (e *Engine) kernels(cacheDir string, log hclog.Logger) ([]byte, error) {
 }
 
 // enter makes the context current on this thread for one call.
-func (e *Engine) enter() func() {
+func (e *Device) enter() func() {
 	runtime.LockOSThread()
 	if r := api.cuCtxSetCurrent(e.ctx); r != 0 {
 		e.fail("cuCtxSetCurrent", r)
@@ -358,17 +358,17 @@ func (e *Engine) enter() func() {
 	return runtime.UnlockOSThread
 }
 
-func (e *Engine) fail(what string, r int32) {
+func (e *Device) fail(what string, r int32) {
 	if e.err == nil {
 		e.err = fmt.Errorf("cuda: %s: %s", what, errName(r))
 	}
 }
 
 // Name implements compute.Device.
-func (e *Engine) Name() string { return e.info.String() }
+func (e *Device) Name() string { return e.info.String() }
 
 // Alloc implements compute.Device.
-func (e *Engine) Alloc(n int) (compute.Buffer, error) {
+func (e *Device) Alloc(n int) (compute.Buffer, error) {
 	if e.closed {
 		return nil, errors.New("cuda: engine closed")
 	}
@@ -396,7 +396,7 @@ func (e *Engine) Alloc(n int) (compute.Buffer, error) {
 }
 
 // Free implements compute.Device: the block goes back to the pool.
-func (e *Engine) Free(cb compute.Buffer) {
+func (e *Device) Free(cb compute.Buffer) {
 	b := e.buf(cb)
 	delete(e.live, b)
 	e.pool[b.bytes] = append(e.pool[b.bytes], b.p)
@@ -404,7 +404,7 @@ func (e *Engine) Free(cb compute.Buffer) {
 }
 
 // Close implements compute.Device: it frees every block, pooled or live.
-func (e *Engine) Close() error {
+func (e *Device) Close() error {
 	if e.closed {
 		return nil
 	}
@@ -426,7 +426,7 @@ func (e *Engine) Close() error {
 	return e.err
 }
 
-func (e *Engine) buf(b compute.Buffer) *dbuf {
+func (e *Device) buf(b compute.Buffer) *dbuf {
 	d, ok := b.(*dbuf)
 	if !ok {
 		panic(fmt.Sprintf("cuda: buffer of another device (%T)", b))
@@ -437,7 +437,7 @@ func (e *Engine) buf(b compute.Buffer) *dbuf {
 	return d
 }
 
-func (e *Engine) ptr(b compute.Buffer, need int, what string) uint64 {
+func (e *Device) ptr(b compute.Buffer, need int, what string) uint64 {
 	if b == nil {
 		return 0
 	}
@@ -449,7 +449,7 @@ func (e *Engine) ptr(b compute.Buffer, need int, what string) uint64 {
 }
 
 // Upload implements compute.Device.
-func (e *Engine) Upload(dst compute.Buffer, src []float32) error {
+func (e *Device) Upload(dst compute.Buffer, src []float32) error {
 	if n := e.buf(dst).n; len(src) > n {
 		return fmt.Errorf("cuda: upload of %d elements with a buffer of %d", len(src), n)
 	}
@@ -465,12 +465,12 @@ func (e *Engine) Upload(dst compute.Buffer, src []float32) error {
 }
 
 // UploadInt32 implements compute.Device: the same bytes as float32s.
-func (e *Engine) UploadInt32(dst compute.Buffer, src []int32) error {
+func (e *Device) UploadInt32(dst compute.Buffer, src []int32) error {
 	return e.Upload(dst, unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(src))), len(src)))
 }
 
 // Download implements compute.Device.
-func (e *Engine) Download(dst []float32, src compute.Buffer) error {
+func (e *Device) Download(dst []float32, src compute.Buffer) error {
 	if n := e.buf(src).n; len(dst) > n {
 		return fmt.Errorf("cuda: download of %d elements with a buffer of %d", len(dst), n)
 	}
@@ -486,7 +486,7 @@ func (e *Engine) Download(dst []float32, src compute.Buffer) error {
 }
 
 // Sync implements compute.Device.
-func (e *Engine) Sync() error {
+func (e *Device) Sync() error {
 	defer e.enter()()
 	if r := api.cuCtxSynchronize(); r != 0 {
 		e.fail("cuCtxSynchronize", r)
@@ -496,7 +496,7 @@ func (e *Engine) Sync() error {
 
 // Gemm implements compute.Device through cublasSgemm: a row-major product
 // is the column-major product of the transposes, C' = op(B)'·op(A)'.
-func (e *Engine) Gemm(transA, transB bool, m, n, k int, alpha float32, a, b compute.Buffer, beta float32, c compute.Buffer) {
+func (e *Device) Gemm(transA, transB bool, m, n, k int, alpha float32, a, b compute.Buffer, beta float32, c compute.Buffer) {
 	pa := e.ptr(a, m*k, "gemm a")
 	pb := e.ptr(b, k*n, "gemm b")
 	pc := e.ptr(c, m*n, "gemm c")
@@ -521,12 +521,12 @@ func (e *Engine) Gemm(transA, transB bool, m, n, k int, alpha float32, a, b comp
 
 // run launches kernel name over grid blocks of block threads with args
 // (uint64 device pointers, int32 and float32 values).
-func (e *Engine) run(name string, grid, block int, args ...any) {
+func (e *Device) run(name string, grid, block int, args ...any) {
 	e.run2d(name, grid, 1, block, args...)
 }
 
 // run2d is run over a grid of gx×gy blocks.
-func (e *Engine) run2d(name string, gx, gy, block int, args ...any) {
+func (e *Device) run2d(name string, gx, gy, block int, args ...any) {
 	if gx == 0 || gy == 0 {
 		return
 	}
@@ -562,18 +562,18 @@ func b2i(b bool) int {
 }
 
 // BiasAct implements compute.Device.
-func (e *Engine) BiasAct(y, bias compute.Buffer, rows, cols int, relu bool) {
+func (e *Device) BiasAct(y, bias compute.Buffer, rows, cols int, relu bool) {
 	e.run("bias_act", blocks(rows*cols), block, e.ptr(y, rows*cols, "bias_act y"), e.ptr(bias, cols, "bias_act bias"), rows, cols, b2i(relu))
 }
 
 // ReLUGrad implements compute.Device.
-func (e *Engine) ReLUGrad(dx, dy, y compute.Buffer, n int) {
+func (e *Device) ReLUGrad(dx, dy, y compute.Buffer, n int) {
 	e.run("relu_grad", blocks(n), block, e.ptr(dx, n, "relu_grad dx"), e.ptr(dy, n, "relu_grad dy"), e.ptr(y, n, "relu_grad y"), n)
 }
 
 // ColSum implements compute.Device: block sums into a scratch buffer the
 // engine keeps, then their sum.
-func (e *Engine) ColSum(dst, x compute.Buffer, rows, cols int) {
+func (e *Device) ColSum(dst, x compute.Buffer, rows, cols int) {
 	pd, px := e.ptr(dst, cols, "col_sum dst"), e.ptr(x, rows*cols, "col_sum x")
 	nb := (rows + compute.ColSumBlock - 1) / compute.ColSumBlock
 	if nb == 0 || cols == 0 {
@@ -599,76 +599,76 @@ func (e *Engine) ColSum(dst, x compute.Buffer, rows, cols int) {
 
 // GatherRows implements compute.Device. Indices are not checked on the
 // device: they come from the host, which checks them before uploading.
-func (e *Engine) GatherRows(dst, src, idx compute.Buffer, off, rows, width int) {
+func (e *Device) GatherRows(dst, src, idx compute.Buffer, off, rows, width int) {
 	e.run("gather_rows", blocks(rows*width), block, e.ptr(dst, rows*width, "gather dst"), e.ptr(src, 0, "gather src"),
 		e.ptr(idx, off+rows, "gather idx"), off, rows, width)
 }
 
 // GatherShifted implements compute.Device.
-func (e *Engine) GatherShifted(dst, src, idx, shifts compute.Buffer, off, rows, h, w int) {
+func (e *Device) GatherShifted(dst, src, idx, shifts compute.Buffer, off, rows, h, w int) {
 	e.run("gather_shifted", blocks(rows*h*w), block, e.ptr(dst, rows*h*w, "gather_shifted dst"), e.ptr(src, 0, "gather_shifted src"),
 		e.ptr(idx, off+rows, "gather_shifted idx"), e.ptr(shifts, 0, "gather_shifted shifts"), off, rows, h, w)
 }
 
 // DropoutMask implements compute.Device.
-func (e *Engine) DropoutMask(mask compute.Buffer, n int, p, scale float32, seed uint64) {
+func (e *Device) DropoutMask(mask compute.Buffer, n int, p, scale float32, seed uint64) {
 	e.run("dropout_mask", blocks(n), block, e.ptr(mask, n, "dropout_mask"), n, p, scale, seed)
 }
 
 // Mul implements compute.Device.
-func (e *Engine) Mul(x, y compute.Buffer, n int) {
+func (e *Device) Mul(x, y compute.Buffer, n int) {
 	e.run("mul", blocks(n), block, e.ptr(x, n, "mul x"), e.ptr(y, n, "mul y"), n)
 }
 
 // Im2col implements compute.Device.
-func (e *Engine) Im2col(col, x compute.Buffer, rows, h, w, c, k int) {
+func (e *Device) Im2col(col, x compute.Buffer, rows, h, w, c, k int) {
 	n := rows * (h - k + 1) * (w - k + 1) * k * k * c
 	e.run("im2col", blocks(n), block, e.ptr(col, n, "im2col col"), e.ptr(x, rows*h*w*c, "im2col x"), rows, h, w, c, k)
 }
 
 // Col2im implements compute.Device.
-func (e *Engine) Col2im(dx, dcol compute.Buffer, rows, h, w, c, k int) {
+func (e *Device) Col2im(dx, dcol compute.Buffer, rows, h, w, c, k int) {
 	n := rows * h * w * c
 	e.run("col2im", blocks(n), block, e.ptr(dx, n, "col2im dx"), e.ptr(dcol, rows*(h-k+1)*(w-k+1)*k*k*c, "col2im dcol"), rows, h, w, c, k)
 }
 
 // MaxPool implements compute.Device.
-func (e *Engine) MaxPool(y, arg, x compute.Buffer, rows, h, w, c int) {
+func (e *Device) MaxPool(y, arg, x compute.Buffer, rows, h, w, c int) {
 	n := rows * (h / 2) * (w / 2) * c
 	e.run("maxpool", blocks(n), block, e.ptr(y, n, "maxpool y"), e.ptr(arg, n, "maxpool arg"), e.ptr(x, rows*h*w*c, "maxpool x"), rows, h, w, c)
 }
 
 // MaxPoolGrad implements compute.Device.
-func (e *Engine) MaxPoolGrad(dx, dy, arg compute.Buffer, rows, h, w, c int) {
+func (e *Device) MaxPoolGrad(dx, dy, arg compute.Buffer, rows, h, w, c int) {
 	e.Fill(dx, rows*h*w*c, 0)
 	n := rows * (h / 2) * (w / 2) * c
 	e.run("maxpool_grad", blocks(n), block, e.ptr(dx, rows*h*w*c, "maxpool_grad dx"), e.ptr(dy, n, "maxpool_grad dy"), e.ptr(arg, n, "maxpool_grad arg"), rows, h, w, c)
 }
 
 // SoftmaxKD implements compute.Device.
-func (e *Engine) SoftmaxKD(grad, stats, logits, labels, teacher compute.Buffer, rows, cols int, T, alpha, gscale float32) {
+func (e *Device) SoftmaxKD(grad, stats, logits, labels, teacher compute.Buffer, rows, cols int, T, alpha, gscale float32) {
 	e.run("softmax_kd", blocks(rows), block, e.ptr(grad, rows*cols, "softmax grad"), e.ptr(stats, 3, "softmax stats"),
 		e.ptr(logits, rows*cols, "softmax logits"), e.ptr(labels, rows, "softmax labels"), e.ptr(teacher, rows*cols, "softmax teacher"),
 		rows, cols, T, alpha, gscale)
 }
 
 // RowAbsMax implements compute.Device.
-func (e *Engine) RowAbsMax(dst, x compute.Buffer, rows, cols int) {
+func (e *Device) RowAbsMax(dst, x compute.Buffer, rows, cols int) {
 	e.run("row_abs_max", rows, block, e.ptr(dst, rows, "row_abs_max dst"), e.ptr(x, rows*cols, "row_abs_max x"), rows, cols)
 }
 
 // FakeQuant implements compute.Device.
-func (e *Engine) FakeQuant(dst, x, amax compute.Buffer, rows, cols int, q float32) {
+func (e *Device) FakeQuant(dst, x, amax compute.Buffer, rows, cols int, q float32) {
 	e.run("fake_quant", blocks(rows*cols), block, e.ptr(dst, rows*cols, "fake_quant dst"), e.ptr(x, rows*cols, "fake_quant x"),
 		e.ptr(amax, rows, "fake_quant amax"), rows, cols, q)
 }
 
 // SGD implements compute.Device.
-func (e *Engine) SGD(w, v, g, mask compute.Buffer, n int, lr, mu, wd float32) {
+func (e *Device) SGD(w, v, g, mask compute.Buffer, n int, lr, mu, wd float32) {
 	e.run("sgd", blocks(n), block, e.ptr(w, n, "sgd w"), e.ptr(v, n, "sgd v"), e.ptr(g, n, "sgd g"), e.ptr(mask, n, "sgd mask"), n, lr, mu, wd)
 }
 
 // Fill implements compute.Device.
-func (e *Engine) Fill(x compute.Buffer, n int, v float32) {
+func (e *Device) Fill(x compute.Buffer, n int, v float32) {
 	e.run("fill", blocks(n), block, e.ptr(x, n, "fill"), n, v)
 }

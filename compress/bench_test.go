@@ -1,6 +1,8 @@
 package compress
 
 import (
+	"github.com/lathe-ml/lathe/model"
+
 	"math/rand/v2"
 	"testing"
 )
@@ -29,7 +31,7 @@ func BenchmarkMinMaxFC1(b *testing.B) {
 // BenchmarkFakeQuantFC1 is the quantize-dequantize pass over fc1.
 func BenchmarkFakeQuantFC1(b *testing.B) {
 	w := fc1Weights()
-	p := ParamsFor(QuantSpec{Bits: 8, Symmetric: true, PerChannel: true}, w, 300)
+	p := ParamsFor(model.QuantSpec{Bits: 8, Symmetric: true, PerChannel: true}, w, 300)
 	dst := make([]float32, len(w))
 	inside := make([]bool, len(w))
 	b.SetBytes(int64(4 * len(w)))
@@ -42,7 +44,7 @@ func BenchmarkFakeQuantFC1(b *testing.B) {
 // without per-element flags (and without clamping where none is needed).
 func BenchmarkFakeQuantFC1NoFlags(b *testing.B) {
 	w := fc1Weights()
-	p := ParamsFor(QuantSpec{Bits: 8, Symmetric: true, PerChannel: true}, w, 300)
+	p := ParamsFor(model.QuantSpec{Bits: 8, Symmetric: true, PerChannel: true}, w, 300)
 	dst := make([]float32, len(w))
 	b.SetBytes(int64(4 * len(w)))
 	for b.Loop() {

@@ -1,6 +1,8 @@
 package compress
 
 import (
+	"github.com/lathe-ml/lathe/model"
+
 	"slices"
 
 	"github.com/chewxy/hm"
@@ -11,36 +13,9 @@ import (
 	"github.com/lathe-ml/lathe/internal/graphop"
 )
 
-// QuantControl is a quantized tensor's live settings, shared by every graph
-// that fake-quantizes it (training and evaluation) and changed by the
-// quantization schedule: the bit width and whether quantization is on yet.
-type QuantControl struct {
-	Spec    QuantSpec
-	Enabled bool
-}
-
-// Observer tracks an activation's range for quantization: an exponential
-// moving average of each training batch's minimum and maximum (the first
-// batch sets them), until it is frozen. Its fields are training state.
-type Observer struct {
-	Spec        QuantSpec // per tensor
-	Momentum    float32   // weight of the old range, e.g. 0.9
-	Min, Max    float32
-	Initialized bool
-	Enabled     bool // quantization is on
-	Frozen      bool // the range no longer moves
-
-	// Hold makes Update record the batch's range in Seen instead of
-	// folding it in (data-parallel training folds the range of the whole
-	// batch once, after its micro-shards are reduced); an observer not yet
-	// initialized quantizes with the held batch's own range meanwhile.
-	Hold             bool    `json:"-"`
-	Seen             bool    `json:"-"`
-	SeenMin, SeenMax float32 `json:"-"`
-}
-
-// Update folds one batch into the range unless the observer is frozen.
-func (o *Observer) Update(x []float32) {
+// Observe folds one batch into an observer's range unless it is frozen
+// (or holds the batch's range, for data-parallel training).
+func Observe(o *model.Observer, x []float32) {
 	if o.Frozen {
 		return
 	}
@@ -52,19 +27,9 @@ func (o *Observer) Update(x []float32) {
 	o.Fold(lo, hi)
 }
 
-// Fold folds one batch's range into the observer's.
-func (o *Observer) Fold(lo, hi float32) {
-	if !o.Initialized {
-		o.Min, o.Max, o.Initialized = lo, hi, true
-		return
-	}
-	m := o.Momentum
-	o.Min = m*o.Min + (1-m)*lo
-	o.Max = m*o.Max + (1-m)*hi
-}
-
-// Params are the quantization parameters of the current range.
-func (o *Observer) Params() QuantParams {
+// ObserverParams are the quantization parameters of an observer's current
+// range.
+func ObserverParams(o *model.Observer) QuantParams {
 	if !o.Initialized && o.Seen {
 		return ParamsFromRange(o.Spec, []float32{o.SeenMin}, []float32{o.SeenMax})
 	}
@@ -79,15 +44,15 @@ func (o *Observer) Params() QuantParams {
 // or per channel); otherwise the given ones are used (frozen observers).
 type FakeQuantOp struct {
 	graphop.Base
-	Spec     QuantSpec
+	Spec     model.QuantSpec
 	Channels int          // first dimension, for per-channel specs
 	Params   *QuantParams // fixed parameters, or nil
 	// Ctl, when set, overrides Spec and can switch the op off (identity
 	// forward and gradient) until the schedule turns quantization on.
-	Ctl *QuantControl
+	Ctl *model.QuantControl
 	// Obs, when set, quantizes an activation with the observer's range,
 	// updating it first when Train is set.
-	Obs    *Observer
+	Obs    *model.Observer
 	Train  bool
 	Last   QuantParams // the parameters of the last forward pass
 	inside []bool
@@ -98,7 +63,7 @@ type FakeQuantOp struct {
 
 // NewFakeQuant returns a fake-quantization op for a tensor whose first
 // dimension has channels entries.
-func NewFakeQuant(name string, eng compute.Engine, spec QuantSpec, channels int) *FakeQuantOp {
+func NewFakeQuant(name string, eng compute.Engine, spec model.QuantSpec, channels int) *FakeQuantOp {
 	return &FakeQuantOp{Base: graphop.NewBase(name, eng), Spec: spec, Channels: channels}
 }
 
@@ -120,9 +85,9 @@ func (o *FakeQuantOp) Do(vs ...G.Value) (G.Value, error) {
 			return y, nil
 		}
 		if o.Train {
-			o.Obs.Update(x)
+			Observe(o.Obs, x)
 		}
-		p := o.Obs.Params()
+		p := ObserverParams(o.Obs)
 		o.Last = p
 		o.allInside = p.FakeQuant(y.Float32s(), x, o.inside)
 		return y, nil
@@ -222,4 +187,23 @@ func (o *steOp) Do(vs ...G.Value) (G.Value, error) {
 		}
 	}
 	return d, nil
+}
+
+// Hooks are the graph hooks through which a model's quantization controls
+// and activation observers are computed: each weight with a control is
+// fake-quantized (per channel over its first dimension when its spec says
+// so), each observed layer's output too.
+func Hooks() model.Hooks {
+	return model.Hooks{
+		Weight: func(eng compute.Engine, w *G.Node, ctl *model.QuantControl) (*G.Node, error) {
+			op := NewFakeQuant(w.Name()+".fq", eng, ctl.Spec, w.Shape()[0])
+			op.Ctl = ctl
+			return G.ApplyOp(op, w)
+		},
+		Output: func(eng compute.Engine, layer string, h *G.Node, obs *model.Observer, train bool) (*G.Node, error) {
+			op := NewFakeQuant(layer+".act.fq", eng, obs.Spec, 1)
+			op.Obs, op.Train = obs, train
+			return G.ApplyOp(op, h)
+		},
+	}
 }

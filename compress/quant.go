@@ -1,30 +1,10 @@
 package compress
 
 import (
-	"fmt"
+	"github.com/lathe-ml/lathe/model"
 
 	"github.com/lathe-ml/lathe/internal/kernels"
 )
-
-// QuantSpec says how a tensor is quantized.
-type QuantSpec struct {
-	Bits       int  // 2 to 8
-	Symmetric  bool // signed integers in [−(2^(b−1)−1), 2^(b−1)−1], zero point 0
-	PerChannel bool // one scale (and zero point) per output channel: the first dimension
-}
-
-// Validate reports a spec lathe cannot quantize to.
-func (s QuantSpec) Validate() error {
-	if s.Bits < 2 || s.Bits > 8 {
-		return fmt.Errorf("compress: %d-bit quantization; bits must be 2 to 8", s.Bits)
-	}
-	return nil
-}
-
-// Range is the integer range of the spec: symmetric specs use the signed
-// range without its most negative value (so that it is symmetric); others
-// the unsigned range [0, 2^b − 1] with an integer zero point.
-func (s QuantSpec) Range() (qmin, qmax int32) { return kernels.Range(s.Bits, s.Symmetric) }
 
 // QuantParams are the scales and zero points a tensor is quantized with:
 // q = clamp(round(x·(1/scale)) + zero, qmin, qmax), x̂ = (q − zero)·scale,
@@ -33,7 +13,7 @@ func (s QuantSpec) Range() (qmin, qmax int32) { return kernels.Range(s.Bits, s.S
 // The zero point is an integer, so 0 is exactly representable and pruned
 // weights stay exactly zero.
 type QuantParams struct {
-	Spec       QuantSpec
+	Spec       model.QuantSpec
 	Scale      []float32 // one, or one per channel
 	Zero       []int32
 	QMin, QMax int32
@@ -41,7 +21,7 @@ type QuantParams struct {
 
 // ParamsFromRange derives parameters from per-channel (or one) minimum and
 // maximum values. The range is widened to contain 0.
-func ParamsFromRange(spec QuantSpec, lo, hi []float32) QuantParams {
+func ParamsFromRange(spec model.QuantSpec, lo, hi []float32) QuantParams {
 	qmin, qmax := spec.Range()
 	p := QuantParams{Spec: spec, QMin: qmin, QMax: qmax, Scale: make([]float32, len(lo)), Zero: make([]int32, len(lo))}
 	for c := range lo {
@@ -52,7 +32,7 @@ func ParamsFromRange(spec QuantSpec, lo, hi []float32) QuantParams {
 
 // ParamsFor derives parameters from a tensor's own minimum and maximum
 // (per row of a [channels, …] tensor when per channel).
-func ParamsFor(spec QuantSpec, data []float32, channels int) QuantParams {
+func ParamsFor(spec model.QuantSpec, data []float32, channels int) QuantParams {
 	if !spec.PerChannel {
 		channels = 1
 	}

@@ -1,6 +1,8 @@
 package compress
 
 import (
+	"github.com/lathe-ml/lathe/model"
+
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -14,7 +16,7 @@ import (
 func TestRepresentableValuesRoundTripExactly(t *testing.T) {
 	for bits := 2; bits <= 8; bits++ {
 		for _, sym := range []bool{true, false} {
-			spec := QuantSpec{Bits: bits, Symmetric: sym}
+			spec := model.QuantSpec{Bits: bits, Symmetric: sym}
 			p := ParamsFromRange(spec, []float32{-0.7}, []float32{1.3})
 			var x []float32
 			for q := p.QMin; q <= p.QMax; q++ {
@@ -42,7 +44,7 @@ func TestRepresentableValuesRoundTripExactly(t *testing.T) {
 			}
 		}
 	}
-	if (QuantSpec{Bits: 9}).Validate() == nil || (QuantSpec{Bits: 1}).Validate() == nil {
+	if (model.QuantSpec{Bits: 9}).Validate() == nil || (model.QuantSpec{Bits: 1}).Validate() == nil {
 		t.Fatal("bits outside 2..8 accepted")
 	}
 }
@@ -50,7 +52,7 @@ func TestRepresentableValuesRoundTripExactly(t *testing.T) {
 func TestPerChannelScalesArePerChannel(t *testing.T) {
 	// Three rows of very different magnitude.
 	w := []float32{1, -2, 0.5, 0.01, 0.02, -0.005, 100, 50, -80}
-	p := ParamsFor(QuantSpec{Bits: 8, Symmetric: true, PerChannel: true}, w, 3)
+	p := ParamsFor(model.QuantSpec{Bits: 8, Symmetric: true, PerChannel: true}, w, 3)
 	want := []float32{2.0 / 127, 0.02 / 127, 100.0 / 127}
 	for c := range want {
 		if math.Abs(float64(p.Scale[c]-want[c])) > 1e-9 {
@@ -63,7 +65,7 @@ func TestPerChannelScalesArePerChannel(t *testing.T) {
 	if q[3] == 0 || math.Abs(float64(q[3]-w[3])) > float64(want[1]) {
 		t.Fatalf("small channel quantized to %v", q[3:6])
 	}
-	pt := ParamsFor(QuantSpec{Bits: 8, Symmetric: true}, w, 3)
+	pt := ParamsFor(model.QuantSpec{Bits: 8, Symmetric: true}, w, 3)
 	if len(pt.Scale) != 1 {
 		t.Fatalf("per-tensor spec gave %d scales", len(pt.Scale))
 	}
@@ -74,7 +76,7 @@ func TestSTEGradientIsIdentityInsideZeroOutside(t *testing.T) {
 	xv := tensor.New(tensor.WithShape(6), tensor.WithBacking([]float32{-3, -1, -0.2, 0.4, 0.99, 2.5}))
 	x := G.NewVector(g, tensor.Float32, G.WithShape(6), G.WithName("x"), G.WithValue(xv))
 	eng := cpu.New(cpu.Options{Threads: 1})
-	op := NewFakeQuant("fq", eng, QuantSpec{Bits: 4, Symmetric: true}, 1)
+	op := NewFakeQuant("fq", eng, model.QuantSpec{Bits: 4, Symmetric: true}, 1)
 	fixed := ParamsFromRange(op.Spec, []float32{-1}, []float32{1}) // frozen range [-1, 1]
 	op.Params = &fixed
 	y, err := G.ApplyOp(op, x)
@@ -112,7 +114,7 @@ func TestFakeQuantErrorShrinksWithBits(t *testing.T) {
 	}
 	prev := math.Inf(1)
 	for _, bits := range []int{2, 3, 4, 6, 8} {
-		p := ParamsFor(QuantSpec{Bits: bits, Symmetric: true}, w, 1)
+		p := ParamsFor(model.QuantSpec{Bits: bits, Symmetric: true}, w, 1)
 		q := make([]float32, len(w))
 		p.FakeQuant(q, w, nil)
 		var e float64
@@ -136,21 +138,21 @@ func TestRoundEven32MatchesMath(t *testing.T) {
 }
 
 func TestObserverMovesThenFreezes(t *testing.T) {
-	o := &Observer{Spec: QuantSpec{Bits: 8}, Momentum: 0.9}
-	o.Update([]float32{0, 1, 2})
+	o := &model.Observer{Spec: model.QuantSpec{Bits: 8}, Momentum: 0.9}
+	Observe(o, []float32{0, 1, 2})
 	if o.Min != 0 || o.Max != 2 {
 		t.Fatalf("first batch: [%v, %v]", o.Min, o.Max)
 	}
-	o.Update([]float32{0, 12})
+	Observe(o, []float32{0, 12})
 	if math.Abs(float64(o.Max-3)) > 1e-6 { // 0.9·2 + 0.1·12
 		t.Fatalf("moving max %v, want 3", o.Max)
 	}
 	o.Frozen = true
-	o.Update([]float32{-50, 50})
+	Observe(o, []float32{-50, 50})
 	if o.Min != 0 || math.Abs(float64(o.Max-3)) > 1e-6 {
 		t.Fatalf("a frozen observer moved: [%v, %v]", o.Min, o.Max)
 	}
-	p := o.Params()
+	p := ObserverParams(o)
 	if p.Zero[0] != 0 || math.Abs(float64(p.Scale[0]-3.0/255)) > 1e-9 {
 		t.Fatalf("params %+v", p)
 	}
@@ -163,7 +165,7 @@ func TestObserverMovesThenFreezes(t *testing.T) {
 // loop equals a plain one.
 func TestFakeQuantWithoutFlagsMatches(t *testing.T) {
 	r := rand.New(rand.NewPCG(4, 5))
-	for _, spec := range []QuantSpec{{Bits: 8, Symmetric: true, PerChannel: true}, {Bits: 4, PerChannel: true}, {Bits: 3, Symmetric: true}} {
+	for _, spec := range []model.QuantSpec{{Bits: 8, Symmetric: true, PerChannel: true}, {Bits: 4, PerChannel: true}, {Bits: 3, Symmetric: true}} {
 		x := make([]float32, 30*37)
 		for i := range x {
 			x[i] = float32(r.NormFloat64())

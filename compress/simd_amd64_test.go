@@ -1,6 +1,8 @@
 package compress
 
 import (
+	"github.com/lathe-ml/lathe/model"
+
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -60,7 +62,7 @@ func TestAVX2PassesMatchTheGoLoops(t *testing.T) {
 				t.Fatalf("n %d seed %d: MinMax %v %v with AVX2, %v %v without", n, seed, l1, h1, l2, h2)
 			}
 			w := awkward(3*n, seed, false)
-			for _, spec := range []QuantSpec{{Bits: 8, Symmetric: true, PerChannel: true}, {Bits: 4, PerChannel: true}, {Bits: 2, Symmetric: true}} {
+			for _, spec := range []model.QuantSpec{{Bits: 8, Symmetric: true, PerChannel: true}, {Bits: 4, PerChannel: true}, {Bits: 2, Symmetric: true}} {
 				p := ParamsFor(spec, w, 3)
 				if seed%2 == 1 { // a range too narrow: elements land outside it
 					for c := range p.Scale {

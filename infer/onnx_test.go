@@ -12,7 +12,6 @@ import (
 	"testing"
 
 	"github.com/lathe-ml/lathe/checkpoint"
-	"github.com/lathe-ml/lathe/compress"
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/model"
@@ -154,14 +153,14 @@ func TestONNXLeNet5(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gm.Quant = map[string]*compress.QuantControl{
-		"conv1": {Spec: compress.QuantSpec{Bits: 8, PerChannel: true}, Enabled: true},
-		"conv2": {Spec: compress.QuantSpec{Bits: 4, Symmetric: true, PerChannel: true}, Enabled: true},
-		"fc1":   {Spec: compress.QuantSpec{Bits: 3, Symmetric: true}, Enabled: true},
+	gm.Quant = map[string]*model.QuantControl{
+		"conv1": {Spec: model.QuantSpec{Bits: 8, PerChannel: true}, Enabled: true},
+		"conv2": {Spec: model.QuantSpec{Bits: 4, Symmetric: true, PerChannel: true}, Enabled: true},
+		"fc1":   {Spec: model.QuantSpec{Bits: 3, Symmetric: true}, Enabled: true},
 	}
-	gm.ActQuant = map[string]*compress.Observer{
-		"conv1": {Spec: compress.QuantSpec{Bits: 8}, Min: 0, Max: 1.5, Enabled: true},
-		"conv2": {Spec: compress.QuantSpec{Bits: 6, Symmetric: true}, Min: 0, Max: 3, Enabled: true},
+	gm.ActQuant = map[string]*model.Observer{
+		"conv1": {Spec: model.QuantSpec{Bits: 8}, Min: 0, Max: 1.5, Enabled: true},
+		"conv2": {Spec: model.QuantSpec{Bits: 6, Symmetric: true}, Min: 0, Max: 3, Enabled: true},
 	}
 	exportAndCompare(t, modelFile(t, gm, "lenet5"), 1000, []ONNXOptions{{}, {Int8: true}}, []int{21, 17})
 }

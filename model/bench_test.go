@@ -11,7 +11,7 @@ import (
 // benchmarkForward times lathe's own evaluation forward pass.
 func benchmarkForward(b *testing.B, m *Model, batch int) {
 	eng := cpu.New(cpu.Options{})
-	net, err := m.Build(eng, batch, false, 0)
+	net, err := m.Build(eng, batch, false, 0, Hooks{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"math"
@@ -11,9 +12,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
-	"github.com/lathe-ml/lathe/compress"
 	"github.com/lathe-ml/lathe/compute"
-	"github.com/lathe-ml/lathe/distill"
 	"github.com/lathe-ml/lathe/graph"
 )
 
@@ -77,10 +76,10 @@ type Model struct {
 	// Quant holds, per weight name, the fake-quantization control of a
 	// weight trained with quantization (QAT); graphs built from the model
 	// fake-quantize those weights. Rebuilt models share the controls.
-	Quant map[string]*compress.QuantControl
+	Quant map[string]*QuantControl
 	// ActQuant holds, per layer name, the observer of a hidden layer's
 	// activation (after its ReLU) when activations are quantized.
-	ActQuant map[string]*compress.Observer
+	ActQuant map[string]*Observer
 	// Net is the network's description: the layers the graph is built
 	// from, in order, and what each parameter is.
 	Net graph.Network
@@ -318,34 +317,11 @@ type Net struct {
 	// and any activation quantization, before dropout), by layer name.
 	Hidden map[string]*G.Node
 	// HValue and HintProjection: distillation graphs with a hint, the
-	// teacher layer's activations for the batch and the projection node.
+	// teacher layer's activations for the batch and the projection node
+	// (set by the loss hook that adds the hint).
 	HValue         *tensor.Dense
 	HintProjection *G.Node
 	ce             *softmaxCEOp
-	kd             *distill.LossOp
-	hint           *distill.HintOp
-}
-
-// Hint asks a distillation graph for a hint (feature) term: the student's
-// hidden layer Layer, projected by Projection [its width, TeacherDim], is
-// pulled towards the teacher layer's activations with the given weight.
-type Hint struct {
-	Layer      string
-	TeacherDim int
-	Weight     float64
-	Projection *tensor.Dense
-}
-
-// DistillLoss is the distillation term of the last training batch's loss
-// (0 for graphs trained without distillation).
-func (n *Net) DistillLoss() float64 {
-	if n.kd == nil {
-		return 0
-	}
-	if n.hint != nil {
-		return n.kd.KD + n.hint.Loss
-	}
-	return n.kd.KD
 }
 
 // Correct is the number of correct top-1 predictions in the last training
@@ -372,21 +348,29 @@ func (n *Net) Correct() int {
 	return correct
 }
 
+// Hooks are where other packages wrap what a graph computes, so that
+// model imports none of them: compress/ fake-quantizes weights and
+// activations (compress.Hooks), distill/ makes a distillation loss.
+type Hooks struct {
+	// Weight replaces a weight node by what the layer computes with (its
+	// fake-quantized copy), given the weight's quantization control.
+	Weight func(eng compute.Engine, w *G.Node, ctl *QuantControl) (*G.Node, error)
+	// Output replaces a layer's output (activation quantization), given
+	// the layer's observer; train says the graph trains.
+	Output func(eng compute.Engine, layer string, h *G.Node, obs *Observer, train bool) (*G.Node, error)
+	// Loss makes a training graph's loss from net (Logits, Y and the
+	// graph to add inputs to); nil: softmax cross-entropy.
+	Loss func(net *Net) (*G.Node, error)
+}
+
 // Build adds the model's forward pass to a new graph for batch samples. A
 // training graph has dropout and a loss; an evaluation graph has neither.
-// seed feeds dropout masks.
-func (m *Model) Build(eng compute.Engine, batch int, train bool, seed uint64) (*Net, error) {
-	return m.build(eng, batch, train, seed, nil, nil)
-}
-
-// BuildKD is Build for a training graph whose loss is knowledge
-// distillation: the teacher's logits for the batch are fed through
-// Net.TValue each step.
-func (m *Model) BuildKD(eng compute.Engine, batch int, seed uint64, kd distill.Config, hint *Hint) (*Net, error) {
-	return m.build(eng, batch, true, seed, &kd, hint)
-}
-
-func (m *Model) build(eng compute.Engine, batch int, train bool, seed uint64, kd *distill.Config, hint *Hint) (*Net, error) {
+// seed feeds dropout masks. A model with quantization controls or
+// activation observers needs the hooks that compute them.
+func (m *Model) Build(eng compute.Engine, batch int, train bool, seed uint64, hooks Hooks) (*Net, error) {
+	if (len(m.Quant) > 0 && hooks.Weight == nil) || (len(m.ActQuant) > 0 && hooks.Output == nil) {
+		return nil, errors.New("model: the model is quantized but the graph has no quantization hooks")
+	}
 	g := G.NewGraph()
 	features := m.Input.Rows * m.Input.Cols * m.Input.Channels
 	net := &Net{Graph: g, Batch: batch, Hidden: map[string]*G.Node{}}
@@ -417,13 +401,13 @@ func (m *Model) build(eng compute.Engine, batch int, train bool, seed uint64, kd
 		case graph.Linear:
 			op := &linearOp{opBase: newBase(l.Name, eng), act: activation(l.Act), needDX: !first}
 			var w *G.Node
-			if w, err = m.quantized(eng, byName[l.Name]); err == nil {
+			if w, err = m.weight(eng, byName[l.Name], hooks); err == nil {
 				h, err = G.ApplyOp(op, h, w, byName[l.Name+".bias"])
 			}
 		case graph.Conv:
 			op := &conv2dOp{opBase: newBase(l.Name, eng), in: l.In, f: l.Out, k: l.Kernel, act: activation(l.Act), needDX: !first}
 			var w *G.Node
-			if w, err = m.quantized(eng, byName[l.Name]); err == nil {
+			if w, err = m.weight(eng, byName[l.Name], hooks); err == nil {
 				h, err = G.ApplyOp(op, h, w, byName[l.Name+".bias"])
 			}
 		case graph.MaxPool:
@@ -435,9 +419,7 @@ func (m *Model) build(eng compute.Engine, batch int, train bool, seed uint64, kd
 			return nil, fmt.Errorf("model: layer %s: %w", l.Name, err)
 		}
 		if obs := m.ActQuant[l.Name]; obs != nil && l.Kind != graph.MaxPool {
-			op := compress.NewFakeQuant(l.Name+".act.fq", eng, obs.Spec, 1)
-			op.Obs, op.Train = obs, train
-			if h, err = G.ApplyOp(op, h); err != nil {
+			if h, err = hooks.Output(eng, l.Name, h, obs, train); err != nil {
 				return nil, fmt.Errorf("model: layer %s: %w", l.Name, err)
 			}
 		}
@@ -453,17 +435,9 @@ func (m *Model) build(eng compute.Engine, batch int, train bool, seed uint64, kd
 	if train {
 		net.YValue = tensor.New(tensor.Of(tensor.Float32), tensor.WithShape(batch))
 		net.Y = G.NewVector(g, tensor.Float32, G.WithShape(batch), G.WithName("y"), G.WithValue(net.YValue))
-		if kd != nil {
-			net.TValue = tensor.New(tensor.Of(tensor.Float32), tensor.WithShape(batch, m.Input.Classes))
-			t := G.NewMatrix(g, tensor.Float32, G.WithShape(batch, m.Input.Classes), G.WithName("teacher_logits"), G.WithValue(net.TValue))
-			net.kd = distill.NewLossOp(eng, *kd)
-			if net.Loss, err = G.ApplyOp(net.kd, net.Logits, t, net.Y); err != nil {
-				return nil, fmt.Errorf("model: distillation loss: %w", err)
-			}
-			if hint != nil {
-				if err := net.addHint(eng, hint); err != nil {
-					return nil, err
-				}
+		if hooks.Loss != nil {
+			if net.Loss, err = hooks.Loss(net); err != nil {
+				return nil, fmt.Errorf("model: loss: %w", err)
 			}
 			return net, nil
 		}
@@ -475,39 +449,14 @@ func (m *Model) build(eng compute.Engine, batch int, train bool, seed uint64, kd
 	return net, nil
 }
 
-// addHint adds the hint term to a distillation graph's loss.
-func (n *Net) addHint(eng compute.Engine, hint *Hint) error {
-	hs := n.Hidden[hint.Layer]
-	if hs == nil {
-		return fmt.Errorf("model: hint: no hidden linear layer %q", hint.Layer)
-	}
-	ds := hs.Shape()[1]
-	if !hint.Projection.Shape().Eq(tensor.Shape{ds, hint.TeacherDim}) {
-		return fmt.Errorf("model: hint: projection %v for a layer of width %d and a teacher layer of width %d", hint.Projection.Shape(), ds, hint.TeacherDim)
-	}
-	g := n.Graph
-	n.HValue = tensor.New(tensor.Of(tensor.Float32), tensor.WithShape(n.Batch, hint.TeacherDim))
-	ht := G.NewMatrix(g, tensor.Float32, G.WithShape(n.Batch, hint.TeacherDim), G.WithName("teacher_hint"), G.WithValue(n.HValue))
-	n.HintProjection = G.NewMatrix(g, tensor.Float32, G.WithShape(ds, hint.TeacherDim), G.WithName("hint.projection"), G.WithValue(hint.Projection))
-	n.hint = distill.NewHintOp(eng, hint.Weight, n.Batch, ds, hint.TeacherDim)
-	loss, err := G.ApplyOp(n.hint, n.Loss, hs, n.HintProjection, ht)
-	if err != nil {
-		return fmt.Errorf("model: hint: %w", err)
-	}
-	n.Loss = loss
-	return nil
-}
-
-// quantized returns the weight node, fake-quantized when the model trains
-// that weight with quantization.
-func (m *Model) quantized(eng compute.Engine, w *G.Node) (*G.Node, error) {
+// weight returns what a layer computes with: the weight node, or its
+// fake-quantized copy when the model trains that weight with quantization.
+func (m *Model) weight(eng compute.Engine, w *G.Node, hooks Hooks) (*G.Node, error) {
 	ctl := m.Quant[w.Name()]
 	if ctl == nil {
 		return w, nil
 	}
-	op := compress.NewFakeQuant(w.Name()+".fq", eng, ctl.Spec, w.Shape()[0])
-	op.Ctl = ctl
-	return G.ApplyOp(op, w)
+	return hooks.Weight(eng, w, ctl)
 }
 
 func hashName(s string) uint64 {

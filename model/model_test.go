@@ -17,7 +17,7 @@ import (
 func gradNet(t *testing.T, m *Model, batch int) (*Net, G.Nodes, G.VM) {
 	t.Helper()
 	eng := cpu.New(cpu.Options{Threads: 2})
-	net, err := m.Build(eng, batch, true, 1)
+	net, err := m.Build(eng, batch, true, 1, Hooks{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 func logits(t *testing.T, m *Model, x []float32, batch int) []float32 {
 	t.Helper()
 	eng := cpu.New(cpu.Options{Threads: 2})
-	net, err := m.Build(eng, batch, false, 0)
+	net, err := m.Build(eng, batch, false, 0, Hooks{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -419,7 +419,7 @@ func TestCPUAndDeviceWorkersShareAJob(t *testing.T) {
 		t.Skip("trains a cluster")
 	}
 	dev := host.New(cpu.New(cpu.Options{Threads: 1}))
-	defer dev.Close()
+	t.Cleanup(func() { dev.Close() }) // after the cluster's cleanup (LIFO): its workers free their buffers first
 	tc := startCluster(t, 1)
 	tc.addWorkerOn(t, "dev", dev)
 	blocks := strings.Replace(clusterBlocks, `    from_epoch  = 1
@@ -456,7 +456,7 @@ func TestAutoDeviceWorkerFallsBackToTheCPU(t *testing.T) {
 		t.Skip("trains two clusters")
 	}
 	dev := host.New(cpu.New(cpu.Options{Threads: 1}))
-	defer dev.Close()
+	t.Cleanup(func() { dev.Close() }) // after the clusters' cleanups (LIFO): their workers free their buffers first
 	// One phase (no teacher), with activation quantization from epoch 1.
 	blocks := clusterBlocks[strings.Index(clusterBlocks, "  quantize {"):]
 	one := t.TempDir()

@@ -23,7 +23,7 @@ type ModelState struct {
 	Dataset string      `json:"dataset"`
 	// Activations holds, per layer, the quantization of its output (the
 	// frozen observer's range is the tensor "act/<layer>").
-	Activations map[string]compress.QuantSpec `json:"activations,omitempty"`
+	Activations map[string]model.QuantSpec `json:"activations,omitempty"`
 	// The layer table: the network's description (graph.Table, format 2;
 	// format 1 files carry a forward list instead, still read), for
 	// runtimes that do not rebuild the architecture from Spec (infer/).
@@ -58,7 +58,7 @@ func ExportModel(m *model.Model, job, dataset string) (*checkpoint.File, error) 
 			continue
 		}
 		if st.Activations == nil {
-			st.Activations = map[string]compress.QuantSpec{}
+			st.Activations = map[string]model.QuantSpec{}
 		}
 		st.Activations[layer] = o.Spec
 		f.Tensors = append(f.Tensors, &checkpoint.Tensor{Name: "act/" + layer, Role: checkpoint.RoleState, Shape: []int{2}, Data: []float32{o.Min, o.Max}})
@@ -117,9 +117,9 @@ func LoadModel(f *checkpoint.File) (*model.Model, *ModelState, error) {
 			return nil, nil, fmt.Errorf("run: model file: activation range of %s missing", layer)
 		}
 		if m.ActQuant == nil {
-			m.ActQuant = map[string]*compress.Observer{}
+			m.ActQuant = map[string]*model.Observer{}
 		}
-		m.ActQuant[layer] = &compress.Observer{Spec: spec, Min: t.Data[0], Max: t.Data[1], Initialized: true, Enabled: true, Frozen: true}
+		m.ActQuant[layer] = &model.Observer{Spec: spec, Min: t.Data[0], Max: t.Data[1], Initialized: true, Enabled: true, Frozen: true}
 	}
 	return m, &st, nil
 }

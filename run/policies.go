@@ -192,13 +192,13 @@ func quantizePolicy(job *recipes.Job, m *model.Model, epochSamples int64, log hc
 	if q == nil {
 		return nil, nil
 	}
-	spec := compress.QuantSpec{Bits: q.Bits, Symmetric: q.Symmetric, PerChannel: q.Granularity == "per_channel"}
-	m.Quant = map[string]*compress.QuantControl{}
+	spec := model.QuantSpec{Bits: q.Bits, Symmetric: q.Symmetric, PerChannel: q.Granularity == "per_channel"}
+	m.Quant = map[string]*model.QuantControl{}
 	for _, l := range q.Layers {
 		if _, err := weightIndex(job, m, "quantize.layers", l); err != nil {
 			return nil, err
 		}
-		m.Quant[l] = &compress.QuantControl{Spec: spec}
+		m.Quant[l] = &model.QuantControl{Spec: spec}
 	}
 	for l := range q.LayerBits {
 		if _, ok := m.Quant[l]; !ok {
@@ -213,12 +213,12 @@ func quantizePolicy(job *recipes.Job, m *model.Model, epochSamples int64, log hc
 		// logits stay float.
 		weights := m.Weights()
 		output := weights[len(weights)-1].Name
-		m.ActQuant = map[string]*compress.Observer{}
+		m.ActQuant = map[string]*model.Observer{}
 		for _, l := range q.Layers {
 			if l == output {
 				continue
 			}
-			m.ActQuant[l] = &compress.Observer{Spec: compress.QuantSpec{Bits: q.Activations}, Momentum: 0.9}
+			m.ActQuant[l] = &model.Observer{Spec: model.QuantSpec{Bits: q.Activations}, Momentum: 0.9}
 			p.Observers = append(p.Observers, l)
 		}
 	}

@@ -19,7 +19,6 @@ import (
 
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/cluster"
-	"github.com/lathe-ml/lathe/compress"
 	"github.com/lathe-ml/lathe/compute"
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/data"
@@ -876,9 +875,9 @@ func ptq(m *model.Model, eng compute.Engine, test *data.Set, batch int, widths [
 	out := map[string]float64{}
 	for _, bits := range widths {
 		saved := m.Quant
-		m.Quant = map[string]*compress.QuantControl{}
+		m.Quant = map[string]*model.QuantControl{}
 		for _, w := range m.Weights() {
-			m.Quant[w.Name] = &compress.QuantControl{Spec: compress.QuantSpec{Bits: bits, Symmetric: true, PerChannel: true}, Enabled: true}
+			m.Quant[w.Name] = &model.QuantControl{Spec: model.QuantSpec{Bits: bits, Symmetric: true, PerChannel: true}, Enabled: true}
 		}
 		acc, _, err := trainer.EvaluateModel(m, eng, test, batch)
 		m.Quant = saved

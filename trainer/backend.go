@@ -7,6 +7,7 @@ import (
 
 	G "gorgonia.org/gorgonia"
 
+	"github.com/lathe-ml/lathe/compress"
 	"github.com/lathe-ml/lathe/data"
 )
 
@@ -74,7 +75,7 @@ func (g graphBackend) train(ctx context.Context, idx []int, epoch, _ int) error 
 		for i, g := range t.grads {
 			s.Grads[i] = f32s(g.Value())
 		}
-		t.lastKD, t.lastCorrect = t.net.DistillLoss(), t.net.Correct()
+		t.lastKD, t.lastCorrect = t.distillTerm(), t.net.Correct()
 	}
 	if !t.extraDone { // a replica that updated a chunk added them there
 		v, err := t.extraLoss()
@@ -109,7 +110,7 @@ func (g graphBackend) sums(r running) (running, error) { return r, nil }
 func (g graphBackend) evaluate(set *data.Set) (acc, loss float64, err error) {
 	t := g.t
 	if t.evalNt == nil {
-		if t.evalNt, err = t.cfg.Model.Build(t.cfg.Engine, t.cfg.EvalBatch, false, 0); err != nil {
+		if t.evalNt, err = t.cfg.Model.Build(t.cfg.Engine, t.cfg.EvalBatch, false, 0, compress.Hooks()); err != nil {
 			return 0, 0, err
 		}
 		t.evalVM = G.NewTapeMachine(t.evalNt.Graph, G.WithEngine(engineOf(t.cfg.Engine)))

@@ -28,9 +28,9 @@ func benchmarkStepCompressed(b *testing.B, spec model.Spec, batch int, sparsity 
 		b.Fatal(err)
 	}
 	if bits > 0 {
-		m.Quant = map[string]*compress.QuantControl{}
+		m.Quant = map[string]*model.QuantControl{}
 		for _, w := range m.Weights() {
-			m.Quant[w.Name] = &compress.QuantControl{Spec: compress.QuantSpec{Bits: bits, Symmetric: true, PerChannel: true}, Enabled: true}
+			m.Quant[w.Name] = &model.QuantControl{Spec: model.QuantSpec{Bits: bits, Symmetric: true, PerChannel: true}, Enabled: true}
 		}
 	}
 	eng := cpu.New(cpu.Options{})

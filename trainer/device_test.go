@@ -196,10 +196,10 @@ func runCompressed(t testing.TB, dev compute.Device, train, test *data.Set, hidd
 		t.Fatal(err)
 	}
 	var names []string
-	m.Quant = map[string]*compress.QuantControl{}
+	m.Quant = map[string]*model.QuantControl{}
 	for _, w := range m.Weights() {
 		names = append(names, w.Name)
-		m.Quant[w.Name] = &compress.QuantControl{Spec: compress.QuantSpec{Bits: 8, Symmetric: true, PerChannel: true}}
+		m.Quant[w.Name] = &model.QuantControl{Spec: model.QuantSpec{Bits: 8, Symmetric: true, PerChannel: true}}
 	}
 	total := epochSamples * int64(epochs)
 	policies := []Policy{

@@ -255,7 +255,7 @@ func (t *Trainer) parallelStep(ctx context.Context, idx []int, epoch int) error 
 					}
 				}
 			}
-			stats := []float32{f32s(t.net.Loss.Value())[0], float32(t.net.DistillLoss()), float32(t.net.Correct())}
+			stats := []float32{f32s(t.net.Loss.Value())[0], float32(t.distillTerm()), float32(t.net.Correct())}
 			if err := AddFixed(into[l.loss:], stats); err != nil {
 				return fmt.Errorf("trainer: step %d: loss: %w", s.Step+1, err)
 			}

@@ -169,8 +169,8 @@ func parallelRunState(t *testing.T, assign [][]int, rotate bool, opt OptimConfig
 		if err != nil {
 			t.Fatal(err)
 		}
-		m.Quant = map[string]*compress.QuantControl{"fc1": {Spec: compress.QuantSpec{Bits: 6}}, "fc2": {Spec: compress.QuantSpec{Bits: 6}}}
-		m.ActQuant = map[string]*compress.Observer{"fc1": {Spec: compress.QuantSpec{Bits: 8}, Momentum: 0.9}}
+		m.Quant = map[string]*model.QuantControl{"fc1": {Spec: model.QuantSpec{Bits: 6}}, "fc2": {Spec: model.QuantSpec{Bits: 6}}}
+		m.ActQuant = map[string]*model.Observer{"fc1": {Spec: model.QuantSpec{Bits: 8}, Momentum: 0.9}}
 		o, err := NewOptimizer(opt, sizes(m))
 		if err != nil {
 			t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/lathe-ml/lathe/compress"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/schedule"
 )
@@ -33,8 +32,8 @@ type Snapshot struct {
 	OptimizerSteps int `json:"optimizer_steps"`
 	// Quant and ActQuant are the model's quantization controls and
 	// activation observers.
-	Quant    map[string]compress.QuantControl `json:"quant,omitempty"`
-	ActQuant map[string]compress.Observer     `json:"act_quant,omitempty"`
+	Quant    map[string]model.QuantControl `json:"quant,omitempty"`
+	ActQuant map[string]model.Observer     `json:"act_quant,omitempty"`
 	// Policies holds each stateful policy's state, by position in the
 	// policy list.
 	Policies map[int]json.RawMessage `json:"policies,omitempty"`
@@ -86,13 +85,13 @@ func (t *Trainer) snapshot(epoch, stepInEpoch int, res *Result, r running) (*Sna
 		return nil, err
 	}
 	if len(m.Quant) > 0 {
-		sn.Quant = map[string]compress.QuantControl{}
+		sn.Quant = map[string]model.QuantControl{}
 		for k, c := range m.Quant {
 			sn.Quant[k] = *c
 		}
 	}
 	if len(m.ActQuant) > 0 {
-		sn.ActQuant = map[string]compress.Observer{}
+		sn.ActQuant = map[string]model.Observer{}
 		for k, o := range m.ActQuant {
 			sn.ActQuant[k] = *o
 		}
@@ -129,10 +128,10 @@ func (t *Trainer) restore(sn *Snapshot) error {
 	copy(s.Masks, sn.Masks)
 	for k, c := range sn.Quant {
 		if m.Quant == nil {
-			m.Quant = map[string]*compress.QuantControl{}
+			m.Quant = map[string]*model.QuantControl{}
 		}
 		if m.Quant[k] == nil {
-			m.Quant[k] = &compress.QuantControl{}
+			m.Quant[k] = &model.QuantControl{}
 		}
 		*m.Quant[k] = c
 	}

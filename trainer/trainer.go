@@ -13,6 +13,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/lathe-ml/lathe/compress"
 	"github.com/lathe-ml/lathe/compute"
 	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/distill"
@@ -171,6 +172,7 @@ type Trainer struct {
 	evalVM        G.VM
 	resume        *Snapshot
 	be            backend
+	kdLoss        *distill.KDLoss // a distillation graph's loss (its last batch's term)
 	// The hint's projection [student width, teacher width] and its gradient.
 	proj     *tensor.Dense
 	projGrad *G.Node
@@ -260,13 +262,16 @@ func (t *Trainer) build() error {
 		if t.cfg.TeacherLogits != nil && (t.cfg.Augment.Shift > 0 || t.cfg.Hint != nil) {
 			return errors.New("trainer: offline teacher logits need unaugmented inputs and no hint")
 		}
-		var hint *model.Hint
+		var hint *distill.Hint
 		if h := t.cfg.Hint; h != nil {
 			if hint, err = t.hint(h); err != nil {
 				return err
 			}
 		}
-		net, err = t.cfg.Model.BuildKD(t.cfg.Engine, batch, t.cfg.Seed, *t.cfg.KD, hint)
+		t.kdLoss = distill.NewKDLoss(t.cfg.Engine, *t.cfg.KD, hint)
+		hooks := compress.Hooks()
+		hooks.Loss = t.kdLoss.Build
+		net, err = t.cfg.Model.Build(t.cfg.Engine, batch, true, t.cfg.Seed, hooks)
 		for _, tm := range t.cfg.Teachers {
 			if t.cfg.TeacherLogits != nil {
 				break // offline: the teachers do not run
@@ -275,13 +280,13 @@ func (t *Trainer) build() error {
 				break
 			}
 			var tn *model.Net
-			if tn, err = tm.Build(t.cfg.Engine, batch, false, 0); err == nil {
+			if tn, err = tm.Build(t.cfg.Engine, batch, false, 0, compress.Hooks()); err == nil {
 				t.teachers = append(t.teachers, tn)
 				t.teacherVMs = append(t.teacherVMs, G.NewTapeMachine(tn.Graph, G.WithEngine(engineOf(t.cfg.Engine))))
 			}
 		}
 	} else {
-		net, err = t.cfg.Model.Build(t.cfg.Engine, batch, true, t.cfg.Seed)
+		net, err = t.cfg.Model.Build(t.cfg.Engine, batch, true, t.cfg.Seed, compress.Hooks())
 	}
 	if err != nil {
 		return err
@@ -304,7 +309,7 @@ func (t *Trainer) build() error {
 
 // hint checks a hint's layers and returns its graph settings; the
 // projection is made once (zero) and kept across rebuilds.
-func (t *Trainer) hint(h *HintConfig) (*model.Hint, error) {
+func (t *Trainer) hint(h *HintConfig) (*distill.Hint, error) {
 	if len(t.cfg.Teachers) != 1 {
 		return nil, fmt.Errorf("trainer: a hint needs exactly one teacher, not %d", len(t.cfg.Teachers))
 	}
@@ -326,7 +331,7 @@ func (t *Trainer) hint(h *HintConfig) (*model.Hint, error) {
 	if !t.proj.Shape().Eq(tensor.Shape{ds, dt}) {
 		return nil, fmt.Errorf("trainer: hint: student layer %s changed width (%d) since the projection was made %v", h.Student, ds, t.proj.Shape())
 	}
-	return &model.Hint{Layer: h.Student, TeacherDim: dt, Weight: h.Weight, Projection: t.proj}, nil
+	return &distill.Hint{Layer: h.Student, TeacherDim: dt, Weight: h.Weight, Projection: t.proj}, nil
 }
 
 // rebuild switches training to a new model (a factorized or thinned
@@ -721,6 +726,15 @@ func (t *Trainer) forwardBackward() error {
 	return nil
 }
 
+// distillTerm is the distillation part of the last batch's loss (0
+// without distillation).
+func (t *Trainer) distillTerm() float64 {
+	if t.kdLoss == nil {
+		return 0
+	}
+	return t.kdLoss.Term()
+}
+
 // f32s returns a value's float32 backing slice without copying.
 func f32s(v G.Value) []float32 {
 	if d, ok := v.(*tensor.Dense); ok {
@@ -815,7 +829,7 @@ func Agreement(a, b Predictions) float64 {
 
 // PredictModel runs a model in evaluation mode over a set.
 func PredictModel(m *model.Model, eng compute.Engine, set *data.Set, batch int) (Predictions, error) {
-	net, err := m.Build(eng, batch, false, 0)
+	net, err := m.Build(eng, batch, false, 0, compress.Hooks())
 	if err != nil {
 		return Predictions{}, err
 	}
@@ -833,7 +847,7 @@ func PredictEnsemble(ms []*model.Model, eng compute.Engine, set *data.Set, batch
 	n := set.Len()
 	sum := make([]float32, n*set.Classes)
 	for _, m := range ms {
-		net, err := m.Build(eng, batch, false, 0)
+		net, err := m.Build(eng, batch, false, 0, compress.Hooks())
 		if err != nil {
 			return Predictions{}, err
 		}
@@ -923,7 +937,7 @@ func TeacherLogits(ms []*model.Model, eng compute.Engine, set *data.Set, batch i
 	n, c := set.Len(), set.Classes
 	var each [][]float32
 	for _, m := range ms {
-		net, err := m.Build(eng, batch, false, 0)
+		net, err := m.Build(eng, batch, false, 0, compress.Hooks())
 		if err != nil {
 			return nil, err
 		}

@@ -67,8 +67,10 @@ func TestLocalWorkerKilledMidRun(t *testing.T) {
 	}
 	dir := t.TempDir()
 	recipe := filepath.Join(dir, "r.hcl")
+	// Epochs enough that a kill seen through status.json (rewritten at most
+	// once a second) lands with steps still to run.
 	os.WriteFile(recipe, []byte(`job "kill" {
-  epochs     = 4
+  epochs     = 12
   batch      = 100
   validation = 50000
   checkpoint {

@@ -2,6 +2,8 @@ package recipes
 
 import (
 	"fmt"
+	"math"
+	"slices"
 
 	"github.com/hashicorp/hcl/v2"
 )
@@ -210,35 +212,181 @@ type Sensitivity struct {
 	AtEpoch    int     // 1-based epoch after which it runs
 }
 
-// PruneDefaults fills a prune block's unset fields.
-func PruneDefaults(method string) Prune {
-	p := Prune{Method: method, Schedule: "agp", Power: 3, FromEpoch: 0, ToEpoch: 1, Scope: "layer", Norm: "l1", N: 2, M: 4}
-	switch method {
-	case "structured":
-		p.Granularity = "rows"
-	case "nm":
-		p.Schedule = "one_shot"
+// The recipe format, one table per block: each attribute's name, the field
+// it fills, its default, what it allows and when it is written (see field).
+// Defaults, Parse and Job.HCL all read these.
+
+func epochsOf(j *Job) float64 { return float64(j.Epochs) }
+
+var jobSection = section[Job]{name: "job", fields: []field[Job]{
+	{name: "dataset", at: func(j *Job) any { return &j.Dataset }, def: "mnist"}, // a name the plan checks
+	{name: "seed", at: func(j *Job) any { return &j.Seed }, def: uint64(1), hi: math.MaxInt32},
+	{name: "epochs", at: func(j *Job) any { return &j.Epochs }, def: 10, lo: 1, hi: 10000},
+	{name: "batch", at: func(j *Job) any { return &j.Batch }, def: 128, lo: 1, hi: 60000},
+	{name: "eval_batch", at: func(j *Job) any { return &j.EvalBatch }, def: 1000, lo: 1, hi: 60000},
+	{name: "validation", at: func(j *Job) any { return &j.Validation }, def: 5000, hi: 59999},
+	{name: "threads", at: func(j *Job) any { return &j.Threads }, hi: 1024},
+}}
+
+var augmentSection = section[Augment]{name: "augment", fields: []field[Augment]{
+	{name: "shift", at: func(a *Augment) any { return &a.Shift }, hi: 8},
+}}
+
+var modelSection = section[Model]{name: "model", fields: []field[Model]{
+	{name: "arch", at: func(m *Model) any { return &m.Arch }, required: true}, // a name the plan checks
+	{name: "hidden", at: func(m *Model) any { return &m.Hidden }, lo: 1, hi: 1 << 16, omit: func(m *Model) bool { return len(m.Hidden) == 0 }},
+	{name: "dropout", at: func(m *Model) any { return &m.Dropout }, hi: 0.95},
+	{name: "input_dropout", at: func(m *Model) any { return &m.InputDropout }, hi: 0.95},
+	{name: "init", at: func(m *Model) any { return &m.Init }, def: "uniform", choices: []string{"uniform", "kaiming"}},
+}}
+
+var checkpointSection = section[Checkpoint]{name: "checkpoint", fields: []field[Checkpoint]{
+	{name: "every_epochs", at: func(c *Checkpoint) any { return &c.EveryEpochs }, def: 1, hi: 10000},
+	{name: "every_steps", at: func(c *Checkpoint) any { return &c.EverySteps }, hi: 1 << 30},
+	{name: "keep", at: func(c *Checkpoint) any { return &c.Keep }, def: 3, lo: 1, hi: 1000},
+}}
+
+// optimizerSection's label is the kind, a name the plan checks; SGD takes
+// momentum, the others Adam's moments.
+var optimizerSection = section[Optimizer]{name: "optimizer", label: func(o *Optimizer) *string { return &o.Kind }, fields: []field[Optimizer]{
+	{name: "lr", at: func(o *Optimizer) any { return &o.LR }, def: 0.05, loOpen: true, hi: 100, when: is("sgd")},
+	{name: "lr", at: func(o *Optimizer) any { return &o.LR }, def: 1e-3, loOpen: true, hi: 100, when: isNot("sgd")}, // Adam's customary rate
+	{name: "momentum", at: func(o *Optimizer) any { return &o.Momentum }, def: 0.9, hi: 0.9999, when: is("sgd")},
+	{name: "nesterov", at: func(o *Optimizer) any { return &o.Nesterov }, when: is("sgd")},
+	{name: "beta1", at: func(o *Optimizer) any { return &o.Beta1 }, def: 0.9, hi: 0.9999, when: isNot("sgd")},
+	{name: "beta2", at: func(o *Optimizer) any { return &o.Beta2 }, def: 0.999, hi: 0.999999, when: isNot("sgd")},
+	{name: "eps", at: func(o *Optimizer) any { return &o.Eps }, def: 1e-8, loOpen: true, hi: 1, when: isNot("sgd")},
+	{name: "weight_decay", at: func(o *Optimizer) any { return &o.WeightDecay }, hi: 1},
+	{name: "lr_schedule", at: func(o *Optimizer) any { return &o.Schedule }, def: "cosine"}, // a name the plan checks
+	{name: "warmup_epochs", at: func(o *Optimizer) any { return &o.WarmupEpochs }, hi: 10000},
+	{name: "min_lr", at: func(o *Optimizer) any { return &o.MinLR }, hi: 100},
+	{name: "step_epochs", at: func(o *Optimizer) any { return &o.StepEpochs }, def: 10.0, loOpen: true, hi: 10000},
+	{name: "gamma", at: func(o *Optimizer) any { return &o.Gamma }, def: 0.1, loOpen: true, hi: 1},
+}}
+
+// PruneMethods are the prune block labels.
+var PruneMethods = []string{"magnitude", "structured", "nm"}
+
+var sparsity = []string{"magnitude", "structured"} // methods with a target sparsity
+
+var pruneSection = section[Prune]{name: "prune", label: func(p *Prune) *string { return &p.Method }, fields: []field[Prune]{
+	{name: "layers", at: func(p *Prune) any { return &p.Layers }},
+	{name: "target", at: func(p *Prune) any { return &p.Target }, hi: 1, when: is(sparsity...)},
+	{name: "scope", at: func(p *Prune) any { return &p.Scope }, def: "layer", choices: []string{"layer", "global"}, when: is("magnitude")},
+	{name: "granularity", at: func(p *Prune) any { return &p.Granularity }, def: "rows", choices: []string{"rows", "columns", "filters", "channels"}, when: is("structured")},
+	{name: "norm", at: func(p *Prune) any { return &p.Norm }, def: "l1", choices: []string{"l1", "l2"}, when: is("structured")},
+	{name: "n", at: func(p *Prune) any { return &p.N }, def: 2, hi: 1024, when: is("nm")},
+	{name: "m", at: func(p *Prune) any { return &p.M }, def: 4, lo: 1, hi: 1024, when: is("nm")},
+	{name: "initial", at: func(p *Prune) any { return &p.Initial }, hi: 1},
+	{name: "schedule", at: func(p *Prune) any { return &p.Schedule }, def: "agp", choices: pruneSchedules, when: is(sparsity...)},
+	{name: "schedule", at: func(p *Prune) any { return &p.Schedule }, def: "one_shot", choices: pruneSchedules, when: is("nm")},
+	{name: "power", at: func(p *Prune) any { return &p.Power }, def: 3.0, loOpen: true, hi: 100},
+	{name: "from_epoch", at: func(p *Prune) any { return &p.FromEpoch }, hi: 100000},
+	{name: "to_epoch", at: func(p *Prune) any { return &p.ToEpoch }, def: 1.0, hi: 100000},
+	{name: "targets_from", at: func(p *Prune) any { return &p.TargetsFrom }, choices: []string{"sensitivity"}, omit: func(p *Prune) bool { return p.TargetsFrom == "" }},
+	{name: "guard_tolerance", at: func(p *Prune) any { return &p.GuardTolerance }, loOpen: true, hi: 1, omit: unguarded},
+	{name: "guard_undo", at: func(p *Prune) any { return &p.GuardUndo }, omit: unguarded},
+	// One of the three every_* is written: steps, else samples, else epochs.
+	{name: "every_steps", at: func(p *Prune) any { return &p.EverySteps }, lo: 1, hi: math.MaxInt32, omit: func(p *Prune) bool { return p.EverySteps == 0 }},
+	{name: "every_samples", at: func(p *Prune) any { return &p.EverySamples }, lo: 1, hi: math.MaxInt32, omit: func(p *Prune) bool { return p.EverySteps > 0 || p.EverySamples == 0 }},
+	{name: "every_epochs", at: func(p *Prune) any { return &p.EveryEpochs }, loOpen: true, hi: 100000, omit: func(p *Prune) bool { return p.EverySteps > 0 || p.EverySamples > 0 }},
+}}
+
+var pruneSchedules = []string{"agp", "polynomial", "linear", "one_shot", "iterative"}
+
+func unguarded(p *Prune) bool { return p.GuardTolerance == 0 }
+
+// RegularizeKinds are the regularize block labels.
+var RegularizeKinds = []string{"group_lasso", "l1", "l2"}
+
+var regularizeSection = section[Regularize]{name: "regularize", label: func(r *Regularize) *string { return &r.Kind }, fields: []field[Regularize]{
+	{name: "layers", at: func(r *Regularize) any { return &r.Layers }},
+	{name: "groups", at: func(r *Regularize) any { return &r.Groups }, def: "rows", choices: []string{"rows", "columns", "filters", "channels"}, when: is("group_lasso")},
+	{name: "strength", at: func(r *Regularize) any { return &r.Strength }, hi: 1e3},
+	{name: "final_strength", at: func(r *Regularize) any { return &r.FinalStrength }, def: -1.0, hi: 1e3, omit: func(r *Regularize) bool { return r.FinalStrength < 0 }},
+	{name: "from_epoch", at: func(r *Regularize) any { return &r.FromEpoch }, hi: 100000},
+	{name: "to_epoch", at: func(r *Regularize) any { return &r.ToEpoch }, hi: 100000},
+}}
+
+var factorizeSection = section[Factorize]{name: "factorize", fields: []field[Factorize]{
+	{name: "layer", at: func(f *Factorize) any { return &f.Layer }, required: true},
+	{name: "rank", at: func(f *Factorize) any { return &f.Rank }, lo: 1, hi: 1 << 16, omit: func(f *Factorize) bool { return f.Rank == 0 }},
+	{name: "energy", at: func(f *Factorize) any { return &f.Energy }, loOpen: true, hi: 1, omit: func(f *Factorize) bool { return f.Rank > 0 }},
+	{name: "at_epoch", at: func(f *Factorize) any { return &f.AtEpoch }, required: true, hi: 100000},
+}}
+
+// teacherSection holds the model's fields, unless file names a trained
+// teacher: then nothing else is written.
+var teacherSection = section[Teacher]{name: "teacher", fields: slices.Concat(
+	[]field[Teacher]{{name: "file", at: func(t *Teacher) any { return &t.File }, omit: func(t *Teacher) bool { return t.File == "" }}},
+	embed(modelSection.fields, func(t *Teacher) *Model { return &t.Model }, func(t *Teacher) bool { return t.File != "" }),
+	[]field[Teacher]{
+		{name: "epochs", at: func(t *Teacher) any { return &t.Epochs }, lo: 1, hi: 10000, omit: func(t *Teacher) bool { return t.File != "" }},
+		{name: "count", at: func(t *Teacher) any { return &t.Count }, def: 1, lo: 1, hi: 16, omit: func(t *Teacher) bool { return t.File != "" }},
+	})}
+
+// embed lifts a block's fields into an enclosing block's value, none
+// required (the enclosing block's checks say what it needs).
+func embed[T, U any](fs []field[U], in func(*T) *U, omit func(*T) bool) []field[T] {
+	out := make([]field[T], len(fs))
+	for i, f := range fs {
+		out[i] = field[T]{name: f.name, at: func(t *T) any { return f.at(in(t)) }, def: f.def, lo: f.lo, hi: f.hi, loOpen: f.loOpen, choices: f.choices,
+			omit: func(t *T) bool { return omit(t) || (f.omit != nil && f.omit(in(t))) }}
 	}
-	return p
+	return out
 }
 
-// Defaults returns a job with every default filled: the one place defaults
-// live.
+var distillSection = section[Distill]{name: "distill", fields: []field[Distill]{
+	{name: "temperature", at: func(d *Distill) any { return &d.Temperature }, def: 4.0, loOpen: true, hi: 100},
+	{name: "alpha", at: func(d *Distill) any { return &d.Alpha }, def: 0.7, hi: 1},
+	{name: "offline", at: func(d *Distill) any { return &d.Offline }, omit: func(d *Distill) bool { return !d.Offline }},
+}}
+
+var hintSection = section[Hint]{name: "hint", fields: []field[Hint]{
+	{name: "teacher", at: func(h *Hint) any { return &h.Teacher }, required: true},
+	{name: "student", at: func(h *Hint) any { return &h.Student }, required: true},
+	{name: "weight", at: func(h *Hint) any { return &h.Weight }, def: 1.0, loOpen: true, hi: 1000},
+}}
+
+var kmeansSection = section[KMeans]{name: "cluster", fields: []field[KMeans]{
+	{name: "layers", at: func(k *KMeans) any { return &k.Layers }, required: true},
+	{name: "clusters", at: func(k *KMeans) any { return &k.Clusters }, def: 32, lo: 2, hi: 255},
+	{name: "from_epoch", at: func(k *KMeans) any { return &k.FromEpoch }, upTo: epochsOf},
+}}
+
+var quantizeSection = section[Quantize]{name: "quantize", fields: []field[Quantize]{
+	{name: "layers", at: func(q *Quantize) any { return &q.Layers }, required: true},
+	{name: "bits", at: func(q *Quantize) any { return &q.Bits }, def: 8, lo: 2, hi: 8},
+	{name: "from_epoch", at: func(q *Quantize) any { return &q.FromEpoch }, upTo: epochsOf},
+	{name: "granularity", at: func(q *Quantize) any { return &q.Granularity }, def: "per_channel", choices: []string{"per_channel", "per_tensor"}},
+	{name: "symmetric", at: func(q *Quantize) any { return &q.Symmetric }, def: true},
+	{name: "activations", at: func(q *Quantize) any { return &q.Activations }, lo: 2, hi: 8, omit: func(q *Quantize) bool { return q.Activations == 0 }},
+	{name: "freeze_observers_epoch", at: func(q *Quantize) any { return &q.FreezeObserversEpoch }, loOpen: true, upTo: epochsOf, omit: func(q *Quantize) bool { return q.FreezeObserversEpoch == 0 }},
+	{name: "gradual", at: func(q *Quantize) any { return &q.Gradual }, lo: 2, hi: 8, omit: func(q *Quantize) bool { return len(q.Gradual) == 0 }},
+	{name: "gradual_epochs", at: func(q *Quantize) any { return &q.GradualEpochs }, omit: func(q *Quantize) bool { return len(q.Gradual) == 0 }},
+	{name: "layer_bits", at: func(q *Quantize) any { return &q.LayerBits }, lo: 2, hi: 8, omit: func(q *Quantize) bool { return len(q.LayerBits) == 0 }},
+}}
+
+var thinSection = section[Job]{name: "thin", fields: []field[Job]{
+	{name: "at_epoch", at: func(j *Job) any { return &j.ThinAtEpoch }, required: true, lo: 1, upTo: func(j *Job) float64 { return float64(max(1, j.Epochs-1)) }},
+}}
+
+var sensitivitySection = section[Sensitivity]{name: "sensitivity", fields: []field[Sensitivity]{
+	{name: "layers", at: func(s *Sensitivity) any { return &s.Layers }, required: true},
+	{name: "sparsities", at: func(s *Sensitivity) any { return &s.Sparsities }, def: []float64{0.5, 0.7, 0.8, 0.9, 0.95}},
+	{name: "tolerance", at: func(s *Sensitivity) any { return &s.Tolerance }, def: 0.005, hi: 1},
+	{name: "at_epoch", at: func(s *Sensitivity) any { return &s.AtEpoch }, required: true, lo: 1, upTo: epochsOf},
+}}
+
+// Defaults returns a job with every default filled (from the tables
+// above); Parse starts from it.
 func Defaults() Job {
-	return Job{
-		Dataset:    "mnist",
-		Seed:       1,
-		Epochs:     10,
-		Batch:      128,
-		EvalBatch:  1000,
-		Validation: 5000,
-		Model:      Model{Init: "uniform"},
-		Checkpoint: Checkpoint{EveryEpochs: 1, Keep: 3},
-		Optimizer: Optimizer{
-			Kind: "sgd", LR: 0.05, Momentum: 0.9, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8,
-			Schedule: "cosine", StepEpochs: 10, Gamma: 0.1,
-		},
-	}
+	j := jobSection.fresh("")
+	j.Augment = augmentSection.fresh("")
+	j.Model = modelSection.fresh("")
+	j.Checkpoint = checkpointSection.fresh("")
+	j.Optimizer = optimizerSection.fresh("sgd")
+	return j
 }
 
 // Pos returns where a field was set, as "file:line,col", or the job block's

@@ -368,110 +368,47 @@ func (a attrs) ints(name string, dst *[]int, lo, hi int) {
 	*dst = out
 }
 
-// content decodes a body against a schema, recording the block's range.
+// content decodes a body against a schema.
 func (d *decoder) content(body hcl.Body, s *hcl.BodySchema) (*hcl.BodyContent, bool) {
 	c, diags := body.Content(s)
 	d.diags = append(d.diags, diags...)
 	return c, !diags.HasErrors()
 }
 
-func names(ns ...string) []hcl.AttributeSchema {
-	out := make([]hcl.AttributeSchema, len(ns))
-	for i, n := range ns {
-		out[i] = hcl.AttributeSchema{Name: n}
+func (d *decoder) rangeOf(field string) hcl.Range {
+	if r, ok := d.ranges[field]; ok {
+		return r
 	}
-	return out
+	return d.ranges["job"]
+}
+
+// jobBlocks are the blocks a job holds; prune, regularize and factorize
+// may repeat, the others appear at most once.
+var jobBlocks = []hcl.BlockHeaderSchema{
+	{Type: "model"}, {Type: "optimizer", LabelNames: []string{"kind"}}, {Type: "augment"},
+	{Type: "prune", LabelNames: []string{"method"}}, {Type: "regularize", LabelNames: []string{"kind"}},
+	{Type: "factorize"}, {Type: "sensitivity"}, {Type: "thin"}, {Type: "quantize"},
+	{Type: "teacher"}, {Type: "distill"}, {Type: "checkpoint"}, {Type: "cluster"},
 }
 
 func (d *decoder) job(b *hcl.Block, j *Job) {
 	j.Name = b.Labels[0]
 	d.ranges["job"] = b.DefRange
-	c, ok := d.content(b.Body, &hcl.BodySchema{
-		Attributes: names("dataset", "seed", "epochs", "batch", "eval_batch", "validation", "threads"),
-		Blocks: []hcl.BlockHeaderSchema{
-			{Type: "model"}, {Type: "optimizer", LabelNames: []string{"kind"}}, {Type: "augment"},
-			{Type: "prune", LabelNames: []string{"method"}},
-			{Type: "regularize", LabelNames: []string{"kind"}},
-			{Type: "factorize"},
-			{Type: "sensitivity"},
-			{Type: "thin"},
-			{Type: "quantize"},
-			{Type: "teacher"},
-			{Type: "distill"},
-			{Type: "checkpoint"},
-			{Type: "cluster"},
-		},
-	})
+	c, ok := jobSection.decode(d, b, "", j, j, jobBlocks...)
 	if !ok {
 		return
 	}
-	a := attrs{d: d, m: c.Attributes}
-	a.str("dataset", &j.Dataset) // a name the plan checks (run.Check)
-	seed := int(j.Seed)
-	a.int("seed", &seed, 0, math.MaxInt32)
-	j.Seed = uint64(seed)
-	a.int("epochs", &j.Epochs, 1, 10000)
-	a.int("batch", &j.Batch, 1, 60000)
-	a.int("eval_batch", &j.EvalBatch, 1, 60000)
-	a.int("validation", &j.Validation, 0, 59999)
-	a.int("threads", &j.Threads, 0, 1024)
 	seen := map[string]hcl.Range{}
 	for _, blk := range c.Blocks {
-		if blk.Type == "prune" {
+		switch blk.Type {
+		case "prune":
 			d.prune(blk, len(j.Prune), j)
 			continue
-		}
-		if blk.Type == "teacher" || blk.Type == "distill" {
-			if prev, dup := seen[blk.Type]; dup {
-				d.errorf(blk.DefRange, "duplicate block", "only one %s block is allowed (first at line %d)", blk.Type, prev.Start.Line)
-				continue
-			}
-			seen[blk.Type] = blk.DefRange
-			d.ranges[blk.Type] = blk.DefRange
-			if blk.Type == "teacher" {
-				d.teacher(blk, j)
-			} else {
-				d.distill(blk, j)
-			}
-			continue
-		}
-		if blk.Type == "cluster" {
-			if j.KMeans != nil {
-				d.errorf(blk.DefRange, "duplicate block", "only one cluster block is allowed")
-				continue
-			}
-			d.kmeans(blk, j)
-			continue
-		}
-		if blk.Type == "quantize" {
-			if j.Quantize != nil {
-				d.errorf(blk.DefRange, "duplicate block", "only one quantize block is allowed")
-				continue
-			}
-			d.quantize(blk, j)
-			continue
-		}
-		if blk.Type == "thin" {
-			if c, ok := d.content(blk.Body, &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "at_epoch", Required: true}}}); ok {
-				d.ranges["thin"] = blk.DefRange
-				attrs{d: d, prefix: "thin.", m: c.Attributes}.int("at_epoch", &j.ThinAtEpoch, 1, max(1, j.Epochs-1))
-			}
-			continue
-		}
-		if blk.Type == "sensitivity" {
-			if j.Sensitivity != nil {
-				d.errorf(blk.DefRange, "duplicate block", "only one sensitivity block is allowed")
-				continue
-			}
-			d.sensitivity(blk, j)
-			continue
-		}
-		if blk.Type == "factorize" {
-			d.factorize(blk, len(j.Factorize), j)
-			continue
-		}
-		if blk.Type == "regularize" {
+		case "regularize":
 			d.regularize(blk, len(j.Regularize), j)
+			continue
+		case "factorize":
+			d.factorize(blk, len(j.Factorize), j)
 			continue
 		}
 		if prev, dup := seen[blk.Type]; dup {
@@ -482,22 +419,37 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 		d.ranges[blk.Type] = blk.DefRange
 		switch blk.Type {
 		case "model":
-			d.model(blk, &j.Model)
+			modelSection.decode(d, blk, "model.", &j.Model, j)
 		case "optimizer":
-			d.optimizer(blk, &j.Optimizer)
+			d.optimizer(blk, j)
 		case "augment":
-			if c, ok := d.content(blk.Body, &hcl.BodySchema{Attributes: names("shift")}); ok {
-				attrs{d: d, prefix: "augment.", m: c.Attributes}.int("shift", &j.Augment.Shift, 0, 8)
-			}
+			augmentSection.decode(d, blk, "augment.", &j.Augment, j)
 		case "checkpoint":
-			if c, ok := d.content(blk.Body, &hcl.BodySchema{Attributes: names("every_epochs", "every_steps", "keep")}); ok {
-				a := attrs{d: d, prefix: "checkpoint.", m: c.Attributes}
-				a.int("every_epochs", &j.Checkpoint.EveryEpochs, 0, 10000)
-				a.int("every_steps", &j.Checkpoint.EverySteps, 0, 1<<30)
-				a.int("keep", &j.Checkpoint.Keep, 1, 1000)
-			}
+			checkpointSection.decode(d, blk, "checkpoint.", &j.Checkpoint, j)
+		case "thin":
+			thinSection.decode(d, blk, "thin.", j, j)
+		case "cluster":
+			k := kmeansSection.fresh("")
+			kmeansSection.decode(d, blk, "cluster.", &k, j)
+			j.KMeans = &k
+		case "quantize":
+			d.quantize(blk, j)
+		case "sensitivity":
+			d.sensitivity(blk, j)
+		case "teacher":
+			d.teacher(blk, j)
+		case "distill":
+			d.distill(blk, j)
 		}
 	}
+	if _, ok := seen["model"]; !ok {
+		d.errorf(b.DefRange, "missing model block", "job %q needs a model block with an arch", j.Name)
+	}
+	d.checkJob(j)
+}
+
+// checkJob makes the checks across blocks.
+func (d *decoder) checkJob(j *Job) {
 	if cl := j.KMeans; cl != nil {
 		r := d.rangeOf("cluster")
 		switch {
@@ -515,25 +467,8 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 		}
 	}
 	for i, p := range j.Prune {
-		if p.TargetsFrom != "sensitivity" {
-			continue
-		}
-		r := d.rangeOf(fmt.Sprintf("prune.%d.targets_from", i))
-		switch {
-		case j.Sensitivity == nil:
-			d.errorf(r, "missing sensitivity block", "prune.%d takes its targets from a sensitivity analysis, but the job has no sensitivity block", i)
-		case p.Scope == "global":
-			d.errorf(r, "invalid prune", "per-layer targets from sensitivity need scope = \"layer\"")
-		case float64(j.Sensitivity.AtEpoch) > p.FromEpoch:
-			d.errorf(r, "invalid window", "prune.%d starts at epoch %v, before the sensitivity analysis (after epoch %d)", i, p.FromEpoch, j.Sensitivity.AtEpoch)
-		}
-		for _, l := range p.Layers {
-			if j.Sensitivity != nil && !slices.Contains(j.Sensitivity.Layers, l) {
-				d.errorf(r, "invalid prune", "layer %q is not in the sensitivity analysis", l)
-			}
-		}
-		if j.Prune[i].Target == 0 {
-			j.Prune[i].Target = 0.99 // the scale the per-layer targets apply to (see trainer.PrunePolicy)
+		if p.TargetsFrom == "sensitivity" {
+			d.checkTargetsFrom(i, j)
 		}
 	}
 	if j.Distill != nil && j.Teacher == nil {
@@ -558,77 +493,41 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 			d.errorf(r, "invalid hint", "a hint cannot be combined with thin or factorize blocks (they change the student layer's width)")
 		}
 	}
-	if _, ok := seen["model"]; !ok {
-		d.errorf(b.DefRange, "missing model block", "job %q needs a model block with an arch", j.Name)
-	}
-	if d.diags.HasErrors() {
-		return
-	}
-	if j.Batch > 60000-j.Validation {
+	if !d.diags.HasErrors() && j.Batch > 60000-j.Validation {
 		d.errorf(d.rangeOf("batch"), "value out of range", "batch %d is larger than the %d training samples left after validation", j.Batch, 60000-j.Validation)
 	}
 }
 
-func (d *decoder) rangeOf(field string) hcl.Range {
-	if r, ok := d.ranges[field]; ok {
-		return r
+// checkTargetsFrom checks a prune block whose targets come from the
+// sensitivity analysis.
+func (d *decoder) checkTargetsFrom(i int, j *Job) {
+	p := &j.Prune[i]
+	r := d.rangeOf(fmt.Sprintf("prune.%d.targets_from", i))
+	switch {
+	case j.Sensitivity == nil:
+		d.errorf(r, "missing sensitivity block", "prune.%d takes its targets from a sensitivity analysis, but the job has no sensitivity block", i)
+	case p.Scope == "global":
+		d.errorf(r, "invalid prune", "per-layer targets from sensitivity need scope = \"layer\"")
+	case float64(j.Sensitivity.AtEpoch) > p.FromEpoch:
+		d.errorf(r, "invalid window", "prune.%d starts at epoch %v, before the sensitivity analysis (after epoch %d)", i, p.FromEpoch, j.Sensitivity.AtEpoch)
 	}
-	return d.ranges["job"]
-}
-
-// modelSchema is the model block's attributes (the teacher block adds epochs).
-var modelSchema = []hcl.AttributeSchema{
-	{Name: "arch", Required: true}, {Name: "hidden"}, {Name: "dropout"}, {Name: "input_dropout"}, {Name: "init"},
-}
-
-func (d *decoder) model(b *hcl.Block, m *Model) {
-	c, ok := d.content(b.Body, &hcl.BodySchema{Attributes: modelSchema})
-	if !ok {
-		return
-	}
-	modelAttrs(attrs{d: d, prefix: "model.", m: c.Attributes}, m)
-}
-
-// modelAttrs decodes a model's attributes.
-func modelAttrs(a attrs, m *Model) {
-	a.str("arch", &m.Arch) // a name the plan checks, with the architecture
-	a.ints("hidden", &m.Hidden, 1, 1<<16)
-	a.float("dropout", &m.Dropout, 0, 0.95, false)
-	a.float("input_dropout", &m.InputDropout, 0, 0.95, false)
-	a.choice("init", &m.Init, []string{"uniform", "kaiming"})
-}
-
-func (d *decoder) optimizer(b *hcl.Block, o *Optimizer) {
-	kind := b.Labels[0] // a name the plan checks
-	o.Kind = kind
-	d.ranges["optimizer.kind"] = b.LabelRanges[0]
-	fields := []string{"lr", "weight_decay", "lr_schedule", "warmup_epochs", "min_lr", "step_epochs", "gamma"}
-	if kind == "sgd" {
-		fields = append(fields, "momentum", "nesterov")
-	} else {
-		o.Momentum = 0
-		fields = append(fields, "beta1", "beta2", "eps")
-		if o.LR == Defaults().Optimizer.LR {
-			o.LR = 1e-3 // Adam's customary rate
+	for _, l := range p.Layers {
+		if j.Sensitivity != nil && !slices.Contains(j.Sensitivity.Layers, l) {
+			d.errorf(r, "invalid prune", "layer %q is not in the sensitivity analysis", l)
 		}
 	}
-	c, ok := d.content(b.Body, &hcl.BodySchema{Attributes: names(fields...)})
-	if !ok {
+	if p.Target == 0 {
+		p.Target = 0.99 // the scale the per-layer targets apply to (see trainer.PrunePolicy)
+	}
+}
+
+func (d *decoder) optimizer(b *hcl.Block, j *Job) {
+	d.ranges["optimizer.kind"] = b.LabelRanges[0]
+	o := optimizerSection.fresh(b.Labels[0]) // a kind the plan checks
+	if _, ok := optimizerSection.decode(d, b, "optimizer.", &o, j); !ok {
 		return
 	}
-	a := attrs{d: d, prefix: "optimizer.", m: c.Attributes}
-	a.float("lr", &o.LR, 0, 100, true)
-	a.float("momentum", &o.Momentum, 0, 0.9999, false)
-	a.bool("nesterov", &o.Nesterov)
-	a.float("weight_decay", &o.WeightDecay, 0, 1, false)
-	a.float("beta1", &o.Beta1, 0, 0.9999, false)
-	a.float("beta2", &o.Beta2, 0, 0.999999, false)
-	a.float("eps", &o.Eps, 0, 1, true)
-	a.str("lr_schedule", &o.Schedule) // a name the plan checks
-	a.float("warmup_epochs", &o.WarmupEpochs, 0, 10000, false)
-	a.float("min_lr", &o.MinLR, 0, 100, false)
-	a.float("step_epochs", &o.StepEpochs, 0, 10000, true)
-	a.float("gamma", &o.Gamma, 0, 1, true)
+	j.Optimizer = o
 	if o.Nesterov && o.Momentum == 0 {
 		d.errorf(d.rangeOf("optimizer.nesterov"), "invalid optimizer", "nesterov needs momentum > 0")
 	}
@@ -637,68 +536,47 @@ func (d *decoder) optimizer(b *hcl.Block, o *Optimizer) {
 	}
 }
 
-// PruneMethods are the prune block labels.
-var PruneMethods = []string{"magnitude", "structured", "nm"}
+// labelled checks a repeated block's label and records its ranges; it
+// returns the prefix of the block's fields ("prune.0.").
+func (d *decoder) labelled(b *hcl.Block, i int, allowed []string, what string) (string, bool) {
+	prefix := fmt.Sprintf("%s.%d.", b.Type, i)
+	d.ranges[prefix[:len(prefix)-1]] = b.DefRange
+	if len(b.Labels) == 0 {
+		return prefix, true
+	}
+	d.ranges[prefix+"method"] = b.LabelRanges[0]
+	if !slices.Contains(allowed, b.Labels[0]) {
+		d.errorf(b.LabelRanges[0], "unknown "+what, "%s %q; allowed: %s", b.Type, b.Labels[0], strings.Join(allowed, ", "))
+		return prefix, false
+	}
+	return prefix, true
+}
+
+// required reports a missing attribute of a block.
+func (d *decoder) required(b *hcl.Block, c *hcl.BodyContent, name, format string, args ...any) {
+	if _, ok := c.Attributes[name]; !ok {
+		d.errorf(b.DefRange, "missing attribute", format, args...)
+	}
+}
 
 func (d *decoder) prune(b *hcl.Block, i int, j *Job) {
 	method := b.Labels[0]
-	prefix := fmt.Sprintf("prune.%d.", i)
-	d.ranges[prefix+"method"] = b.LabelRanges[0]
-	d.ranges[fmt.Sprintf("prune.%d", i)] = b.DefRange
-	if !slices.Contains(PruneMethods, method) {
-		d.errorf(b.LabelRanges[0], "unknown prune method", "prune %q; allowed: %s", method, strings.Join(PruneMethods, ", "))
-		return
-	}
-	p := PruneDefaults(method)
-	fields := []string{"layers", "schedule", "power", "from_epoch", "to_epoch", "every_epochs", "every_steps", "every_samples", "initial", "guard_tolerance", "guard_undo", "targets_from"}
-	switch method {
-	case "magnitude":
-		fields = append(fields, "target", "scope")
-	case "structured":
-		fields = append(fields, "target", "granularity", "norm")
-	case "nm":
-		fields = append(fields, "n", "m")
-	}
-	c, ok := d.content(b.Body, &hcl.BodySchema{Attributes: names(fields...)})
+	prefix, ok := d.labelled(b, i, PruneMethods, "prune method")
 	if !ok {
 		return
 	}
-	a := attrs{d: d, prefix: prefix, m: c.Attributes}
-	if _, ok := c.Attributes["layers"]; !ok {
-		d.errorf(b.DefRange, "missing attribute", "prune %q needs layers = [\"fc1\", …]", method)
+	p := pruneSection.fresh(method)
+	c, ok := pruneSection.decode(d, b, prefix, &p, j)
+	if !ok {
+		return
 	}
-	if v, at, ok := a.value("layers", cty.List(cty.String)); ok {
-		if err := gocty.FromCtyValue(v, &p.Layers); err != nil || len(p.Layers) == 0 {
-			d.errorf(at.Expr.Range(), "invalid layers", "%slayers must be a non-empty list of layer names", prefix)
-		}
-	}
-	a.choice("targets_from", &p.TargetsFrom, []string{"sensitivity"})
+	d.required(b, c, "layers", "prune %q needs layers = [\"fc1\", …]", method)
 	if method != "nm" && p.TargetsFrom == "" {
-		if _, ok := c.Attributes["target"]; !ok {
-			d.errorf(b.DefRange, "missing attribute", "prune %q needs a target sparsity in [0, 1)", method)
-		}
+		d.required(b, c, "target", "prune %q needs a target sparsity in [0, 1)", method)
 	}
-	a.float("target", &p.Target, 0, 1, false)
 	if p.Target >= 1 {
 		d.errorf(d.rangeOf(prefix+"target"), "value out of range", "%starget = %v; a sparsity must be in [0, 1)", prefix, p.Target)
 	}
-	a.float("initial", &p.Initial, 0, 1, false)
-	a.choice("schedule", &p.Schedule, []string{"agp", "polynomial", "linear", "one_shot", "iterative"})
-	a.float("power", &p.Power, 0, 100, true)
-	a.float("from_epoch", &p.FromEpoch, 0, 100000, false)
-	a.float("to_epoch", &p.ToEpoch, 0, 100000, false)
-	a.float("every_epochs", &p.EveryEpochs, 0, 100000, true)
-	var steps, samples int
-	a.int("every_steps", &steps, 1, math.MaxInt32)
-	a.int("every_samples", &samples, 1, math.MaxInt32)
-	p.EverySteps, p.EverySamples = int64(steps), int64(samples)
-	a.choice("scope", &p.Scope, []string{"layer", "global"})
-	a.choice("granularity", &p.Granularity, []string{"rows", "columns", "filters", "channels"})
-	a.choice("norm", &p.Norm, []string{"l1", "l2"})
-	a.int("n", &p.N, 0, 1024)
-	a.int("m", &p.M, 1, 1024)
-	a.float("guard_tolerance", &p.GuardTolerance, 0, 1, true)
-	a.bool("guard_undo", &p.GuardUndo)
 	if _, ok := c.Attributes["guard_undo"]; ok && p.GuardTolerance == 0 {
 		d.errorf(d.rangeOf(prefix+"guard_undo"), "invalid guard", "%sguard_undo needs guard_tolerance", prefix)
 	}
@@ -736,43 +614,20 @@ func (d *decoder) prune(b *hcl.Block, i int, j *Job) {
 	j.Prune = append(j.Prune, p)
 }
 
-// RegularizeKinds are the regularize block labels.
-var RegularizeKinds = []string{"group_lasso", "l1", "l2"}
-
 func (d *decoder) regularize(b *hcl.Block, i int, j *Job) {
 	kind := b.Labels[0]
-	prefix := fmt.Sprintf("regularize.%d.", i)
-	d.ranges[fmt.Sprintf("regularize.%d", i)] = b.DefRange
-	if !slices.Contains(RegularizeKinds, kind) {
-		d.errorf(b.LabelRanges[0], "unknown regularizer", "regularize %q; allowed: %s", kind, strings.Join(RegularizeKinds, ", "))
-		return
-	}
-	r := Regularize{Kind: kind, FinalStrength: -1}
-	fields := []string{"layers", "strength", "final_strength", "from_epoch", "to_epoch"}
-	if kind == "group_lasso" {
-		fields = append(fields, "groups")
-		r.Groups = "rows"
-	}
-	c, ok := d.content(b.Body, &hcl.BodySchema{Attributes: names(fields...)})
+	prefix, ok := d.labelled(b, i, RegularizeKinds, "regularizer")
 	if !ok {
 		return
 	}
-	a := attrs{d: d, prefix: prefix, m: c.Attributes}
+	r := regularizeSection.fresh(kind)
+	c, ok := regularizeSection.decode(d, b, prefix, &r, j)
+	if !ok {
+		return
+	}
 	for _, req := range []string{"layers", "strength"} {
-		if _, ok := c.Attributes[req]; !ok {
-			d.errorf(b.DefRange, "missing attribute", "regularize %q needs %s", kind, req)
-		}
+		d.required(b, c, req, "regularize %q needs %s", kind, req)
 	}
-	if v, at, ok := a.value("layers", cty.List(cty.String)); ok {
-		if err := gocty.FromCtyValue(v, &r.Layers); err != nil || len(r.Layers) == 0 {
-			d.errorf(at.Expr.Range(), "invalid layers", "%slayers must be a non-empty list of layer names", prefix)
-		}
-	}
-	a.float("strength", &r.Strength, 0, 1e3, false)
-	a.float("final_strength", &r.FinalStrength, 0, 1e3, false)
-	a.choice("groups", &r.Groups, []string{"rows", "columns", "filters", "channels"})
-	a.float("from_epoch", &r.FromEpoch, 0, 100000, false)
-	a.float("to_epoch", &r.ToEpoch, 0, 100000, false)
 	if _, ok := c.Attributes["final_strength"]; ok && r.ToEpoch == 0 {
 		d.errorf(d.rangeOf(prefix+"final_strength"), "invalid regularizer", "%sfinal_strength ramps toward to_epoch; set to_epoch", prefix)
 	}
@@ -783,21 +638,12 @@ func (d *decoder) regularize(b *hcl.Block, i int, j *Job) {
 }
 
 func (d *decoder) factorize(b *hcl.Block, i int, j *Job) {
-	prefix := fmt.Sprintf("factorize.%d.", i)
-	d.ranges[fmt.Sprintf("factorize.%d", i)] = b.DefRange
-	c, ok := d.content(b.Body, &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
-		{Name: "layer", Required: true}, {Name: "rank"}, {Name: "energy"}, {Name: "at_epoch", Required: true}}})
+	prefix, _ := d.labelled(b, i, nil, "")
+	f := factorizeSection.fresh("")
+	c, ok := factorizeSection.decode(d, b, prefix, &f, j)
 	if !ok {
 		return
 	}
-	f := Factorize{}
-	a := attrs{d: d, prefix: prefix, m: c.Attributes}
-	if v, _, ok := a.value("layer", cty.String); ok {
-		f.Layer = v.AsString()
-	}
-	a.int("rank", &f.Rank, 1, 1<<16)
-	a.float("energy", &f.Energy, 0, 1, true)
-	a.int("at_epoch", &f.AtEpoch, 0, 100000)
 	_, hasRank := c.Attributes["rank"]
 	_, hasEnergy := c.Attributes["energy"]
 	if hasRank == hasEnergy {
@@ -815,73 +661,23 @@ func (d *decoder) factorize(b *hcl.Block, i int, j *Job) {
 }
 
 func (d *decoder) sensitivity(b *hcl.Block, j *Job) {
-	prefix := "sensitivity."
-	d.ranges["sensitivity"] = b.DefRange
-	c, ok := d.content(b.Body, &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
-		{Name: "layers", Required: true}, {Name: "sparsities"}, {Name: "tolerance"}, {Name: "at_epoch", Required: true}}})
-	if !ok {
+	s := sensitivitySection.fresh("")
+	if _, ok := sensitivitySection.decode(d, b, "sensitivity.", &s, j); !ok {
 		return
 	}
-	s := &Sensitivity{Sparsities: []float64{0.5, 0.7, 0.8, 0.9, 0.95}, Tolerance: 0.005}
-	a := attrs{d: d, prefix: prefix, m: c.Attributes}
-	if v, at, ok := a.value("layers", cty.List(cty.String)); ok {
-		if err := gocty.FromCtyValue(v, &s.Layers); err != nil || len(s.Layers) == 0 {
-			d.errorf(at.Expr.Range(), "invalid layers", "sensitivity.layers must be a non-empty list of layer names")
-		}
+	if len(s.Sparsities) == 0 || slices.ContainsFunc(s.Sparsities, func(x float64) bool { return !(x > 0 && x < 1) }) {
+		d.errorf(d.rangeOf("sensitivity.sparsities"), "value out of range", "sensitivity.sparsities must be a non-empty list of sparsities in (0, 1)")
 	}
-	if v, at, ok := a.value("sparsities", cty.List(cty.Number)); ok {
-		if err := gocty.FromCtyValue(v, &s.Sparsities); err != nil || len(s.Sparsities) == 0 ||
-			slices.ContainsFunc(s.Sparsities, func(x float64) bool { return !(x > 0 && x < 1) }) {
-			d.errorf(at.Expr.Range(), "value out of range", "sensitivity.sparsities must be a non-empty list of sparsities in (0, 1)")
-		}
-	}
-	a.float("tolerance", &s.Tolerance, 0, 1, false)
-	a.int("at_epoch", &s.AtEpoch, 1, j.Epochs)
-	j.Sensitivity = s
-}
-
-func (d *decoder) kmeans(b *hcl.Block, j *Job) {
-	d.ranges["cluster"] = b.DefRange
-	c, ok := d.content(b.Body, &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
-		{Name: "layers", Required: true}, {Name: "clusters"}, {Name: "from_epoch"}}})
-	if !ok {
-		return
-	}
-	cl := &KMeans{Clusters: 32}
-	a := attrs{d: d, prefix: "cluster.", m: c.Attributes}
-	if v, at, ok := a.value("layers", cty.List(cty.String)); ok {
-		if err := gocty.FromCtyValue(v, &cl.Layers); err != nil || len(cl.Layers) == 0 {
-			d.errorf(at.Expr.Range(), "invalid layers", "cluster.layers must be a non-empty list of layer names")
-		}
-	}
-	a.int("clusters", &cl.Clusters, 2, 255)
-	a.float("from_epoch", &cl.FromEpoch, 0, float64(j.Epochs), false)
-	j.KMeans = cl
+	j.Sensitivity = &s
 }
 
 func (d *decoder) quantize(b *hcl.Block, j *Job) {
-	prefix := "quantize."
-	d.ranges["quantize"] = b.DefRange
-	c, ok := d.content(b.Body, &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
-		{Name: "layers", Required: true}, {Name: "bits"}, {Name: "from_epoch"}, {Name: "gradual"}, {Name: "gradual_epochs"},
-		{Name: "granularity"}, {Name: "symmetric"}, {Name: "layer_bits"}, {Name: "activations"}, {Name: "freeze_observers_epoch"}}})
+	const prefix = "quantize."
+	q := quantizeSection.fresh("")
+	c, ok := quantizeSection.decode(d, b, prefix, &q, j)
 	if !ok {
 		return
 	}
-	q := &Quantize{Bits: 8, Granularity: "per_channel", Symmetric: true}
-	a := attrs{d: d, prefix: prefix, m: c.Attributes}
-	if v, at, ok := a.value("layers", cty.List(cty.String)); ok {
-		if err := gocty.FromCtyValue(v, &q.Layers); err != nil || len(q.Layers) == 0 {
-			d.errorf(at.Expr.Range(), "invalid layers", "quantize.layers must be a non-empty list of layer names")
-		}
-	}
-	a.int("bits", &q.Bits, 2, 8)
-	a.float("from_epoch", &q.FromEpoch, 0, float64(j.Epochs), false)
-	a.choice("granularity", &q.Granularity, []string{"per_channel", "per_tensor"})
-	if _, ok := c.Attributes["activations"]; ok {
-		a.int("activations", &q.Activations, 2, 8)
-	}
-	a.float("freeze_observers_epoch", &q.FreezeObserversEpoch, 0, float64(j.Epochs), true)
 	if _, ok := c.Attributes["freeze_observers_epoch"]; ok {
 		switch {
 		case q.Activations == 0:
@@ -889,17 +685,6 @@ func (d *decoder) quantize(b *hcl.Block, j *Job) {
 		case q.FreezeObserversEpoch <= q.FromEpoch:
 			d.errorf(d.rangeOf(prefix+"freeze_observers_epoch"), "invalid quantize",
 				"observers frozen at epoch %v, before they start at from_epoch = %v", q.FreezeObserversEpoch, q.FromEpoch)
-		}
-	}
-	a.bool("symmetric", &q.Symmetric)
-	if v, at, ok := a.value("gradual", cty.List(cty.Number)); ok {
-		if err := gocty.FromCtyValue(v, &q.Gradual); err != nil || slices.ContainsFunc(q.Gradual, func(b int) bool { return b < 2 || b > 8 }) {
-			d.errorf(at.Expr.Range(), "value out of range", "quantize.gradual must list bit widths from 2 to 8")
-		}
-	}
-	if v, at, ok := a.value("gradual_epochs", cty.List(cty.Number)); ok {
-		if err := gocty.FromCtyValue(v, &q.GradualEpochs); err != nil {
-			d.errorf(at.Expr.Range(), "invalid list", "quantize.gradual_epochs must be a list of epochs")
 		}
 	}
 	if len(q.Gradual) != len(q.GradualEpochs) {
@@ -913,46 +698,30 @@ func (d *decoder) quantize(b *hcl.Block, j *Job) {
 		}
 		prev = e
 	}
-	if v, at, ok := a.value("layer_bits", cty.Map(cty.Number)); ok {
-		if err := gocty.FromCtyValue(v, &q.LayerBits); err != nil {
-			d.errorf(at.Expr.Range(), "invalid layer_bits", "quantize.layer_bits maps layer names to bit widths")
-		}
-		for l, bits := range q.LayerBits {
-			if bits < 2 || bits > 8 {
-				d.errorf(at.Expr.Range(), "value out of range", "quantize.layer_bits.%s = %d; bits must be 2 to 8", l, bits)
-			}
-		}
-	}
-	j.Quantize = q
+	j.Quantize = &q
 }
 
 func (d *decoder) teacher(b *hcl.Block, j *Job) {
-	schema := []hcl.AttributeSchema{{Name: "file"}, {Name: "epochs"}, {Name: "count"}}
-	for _, a := range modelSchema {
-		schema = append(schema, hcl.AttributeSchema{Name: a.Name})
-	}
-	c, ok := d.content(b.Body, &hcl.BodySchema{Attributes: schema})
+	t := teacherSection.fresh("")
+	c, ok := teacherSection.decode(d, b, "teacher.", &t, j)
 	if !ok {
 		return
 	}
-	t := &Teacher{Model: Model{Init: "uniform"}, Count: 1}
-	a := attrs{d: d, prefix: "teacher.", m: c.Attributes}
-	if v, at, ok := a.value("file", cty.String); ok {
+	if at, ok := c.Attributes["file"]; ok {
 		// A trained model file: nothing else describes the teacher.
-		for _, other := range []string{"arch", "hidden", "dropout", "input_dropout", "init", "epochs", "count"} {
-			if o, dup := c.Attributes[other]; dup {
-				d.errorf(o.NameRange, "invalid teacher", "teacher.%s cannot be set with teacher.file (line %d): the file holds the trained teacher", other, at.NameRange.Start.Line)
+		for _, f := range teacherSection.fields[1:] {
+			if o, dup := c.Attributes[f.name]; dup {
+				d.errorf(o.NameRange, "invalid teacher", "teacher.%s cannot be set with teacher.file (line %d): the file holds the trained teacher", f.name, at.NameRange.Start.Line)
 				return
 			}
 		}
-		t.File = v.AsString()
 		if !filepath.IsAbs(t.File) && d.filename != "" {
 			t.File = filepath.Join(filepath.Dir(d.filename), t.File)
 		}
 		if abs, err := filepath.Abs(t.File); err == nil {
 			t.File = abs
 		}
-		j.Teacher = t
+		j.Teacher = &t
 		return
 	}
 	for _, req := range []string{"arch", "epochs"} {
@@ -961,43 +730,25 @@ func (d *decoder) teacher(b *hcl.Block, j *Job) {
 			return
 		}
 	}
-	modelAttrs(a, &t.Model)
-	a.int("epochs", &t.Epochs, 1, 10000)
-	a.int("count", &t.Count, 1, 16)
-	j.Teacher = t // its architecture is the plan's to check
+	j.Teacher = &t // its architecture is the plan's to check
 }
 
 func (d *decoder) distill(b *hcl.Block, j *Job) {
-	c, ok := d.content(b.Body, &hcl.BodySchema{Attributes: names("temperature", "alpha", "offline"), Blocks: []hcl.BlockHeaderSchema{{Type: "hint"}}})
+	dd := distillSection.fresh("")
+	c, ok := distillSection.decode(d, b, "distill.", &dd, j, hcl.BlockHeaderSchema{Type: "hint"})
 	if !ok {
 		return
 	}
-	dd := &Distill{Temperature: 4, Alpha: 0.7}
-	a := attrs{d: d, prefix: "distill.", m: c.Attributes}
-	a.float("temperature", &dd.Temperature, 0, 100, true)
-	a.float("alpha", &dd.Alpha, 0, 1, false)
-	a.bool("offline", &dd.Offline)
 	for k, hb := range c.Blocks {
 		if k > 0 {
 			d.errorf(hb.DefRange, "duplicate block", "only one hint block is allowed")
 			continue
 		}
 		d.ranges["distill.hint"] = hb.DefRange
-		hc, ok := d.content(hb.Body, &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
-			{Name: "teacher", Required: true}, {Name: "student", Required: true}, {Name: "weight"}}})
-		if !ok {
-			continue
+		h := hintSection.fresh("")
+		if _, ok := hintSection.decode(d, hb, "distill.hint.", &h, j); ok {
+			dd.Hint = &h
 		}
-		h := &Hint{Weight: 1}
-		ha := attrs{d: d, prefix: "distill.hint.", m: hc.Attributes}
-		if v, _, ok := ha.value("teacher", cty.String); ok {
-			h.Teacher = v.AsString()
-		}
-		if v, _, ok := ha.value("student", cty.String); ok {
-			h.Student = v.AsString()
-		}
-		ha.float("weight", &h.Weight, 0, 1000, true)
-		dd.Hint = h
 	}
-	j.Distill = dd
+	j.Distill = &dd
 }

@@ -160,3 +160,229 @@ func TestOfflineDistillRefusedWithShiftsOrHints(t *testing.T) {
 		t.Fatalf("offline without shifts: %v", err)
 	}
 }
+
+// TestEveryFieldRoundTrips writes recipes that set every attribute of the
+// tables to a value other than its default and checks that the resolved
+// recipe names each attribute and reads back to the same job.
+func TestEveryFieldRoundTrips(t *testing.T) {
+	full := `job "full" {
+  dataset = "fashion-mnist"
+  seed = 7
+  epochs = 9
+  batch = 32
+  eval_batch = 500
+  validation = 1000
+  threads = 2
+  augment {
+    shift = 2
+  }
+  model {
+    arch = "mlp"
+    hidden = [64, 32]
+    dropout = 0.1
+    input_dropout = 0.2
+    init = "kaiming"
+  }
+  checkpoint {
+    every_epochs = 2
+    every_steps = 100
+    keep = 5
+  }
+  optimizer "adamw" {
+    lr = 0.002
+    beta1 = 0.8
+    beta2 = 0.99
+    eps = 1e-6
+    weight_decay = 0.01
+    lr_schedule = "step"
+    warmup_epochs = 0.5
+    min_lr = 0.0001
+    step_epochs = 3
+    gamma = 0.5
+  }
+  prune "magnitude" {
+    layers = ["fc1"]
+    target = 0.8
+    scope = "global"
+    initial = 0.1
+    schedule = "polynomial"
+    power = 2
+    from_epoch = 3
+    to_epoch = 6
+    guard_tolerance = 0.01
+    guard_undo = true
+    every_steps = 50
+  }
+  prune "structured" {
+    layers = ["fc2"]
+    target = 0.5
+    granularity = "columns"
+    norm = "l2"
+    every_samples = 4096
+    from_epoch = 2
+    to_epoch = 4
+    targets_from = "sensitivity"
+  }
+  prune "nm" {
+    layers = ["fc3"]
+    n = 1
+    m = 8
+    every_epochs = 0.5
+  }
+  teacher {
+    arch = "teacher"
+    hidden = [128]
+    dropout = 0.3
+    input_dropout = 0.1
+    init = "kaiming"
+    epochs = 2
+    count = 2
+  }
+  distill {
+    temperature = 2
+    alpha = 0.5
+  }
+  quantize {
+    layers = ["fc1", "fc2"]
+    bits = 6
+    from_epoch = 1
+    granularity = "per_tensor"
+    symmetric = false
+    activations = 8
+    freeze_observers_epoch = 5
+    gradual = [4]
+    gradual_epochs = [4]
+    layer_bits = { fc2 = 5 }
+  }
+  sensitivity {
+    layers = ["fc2"]
+    sparsities = [0.5, 0.9]
+    tolerance = 0.01
+    at_epoch = 1
+  }
+  factorize {
+    layer = "fc3"
+    energy = 0.9
+    at_epoch = 7
+  }
+  regularize "group_lasso" {
+    layers = ["fc1"]
+    groups = "columns"
+    strength = 0.001
+    final_strength = 0.01
+    from_epoch = 1
+    to_epoch = 5
+  }
+}
+`
+	other := `job "other" {
+  model {
+    arch = "lenet300"
+  }
+  optimizer "sgd" {
+    momentum = 0.5
+    nesterov = true
+  }
+  teacher {
+    file = "/models/teacher.arrow"
+  }
+  distill {
+    offline = true
+  }
+  cluster {
+    layers = ["fc1"]
+    clusters = 16
+    from_epoch = 2
+  }
+}
+`
+	hint := `job "hint" {
+  model {
+    arch = "lenet300"
+  }
+  teacher {
+    arch = "teacher"
+    epochs = 1
+  }
+  distill {
+    hint {
+      teacher = "fc1"
+      student = "fc2"
+      weight = 0.5
+    }
+  }
+}
+`
+	thin := `job "thin" {
+  model {
+    arch = "lenet300"
+  }
+  thin {
+    at_epoch = 5
+  }
+  factorize {
+    layer = "fc2"
+    rank = 8
+    at_epoch = 3
+  }
+}
+`
+	written := ""
+	for _, src := range []string{full, other, hint, thin} {
+		j, err := Parse([]byte(src), "r.hcl", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := string(j.HCL())
+		written += out
+		back, err := Parse([]byte(out), "back.hcl", nil)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		back.File, back.Ranges = j.File, j.Ranges
+		if !reflect.DeepEqual(j, back) {
+			t.Fatalf("read back differs:\n%+v\n%+v\n%s", j, back, out)
+		}
+		if d := Defaults(); j.Optimizer.Kind == "adamw" && (j.Optimizer.Beta1 == d.Optimizer.Beta1 || j.Optimizer.LR == d.Optimizer.LR) {
+			t.Fatalf("the adamw block kept a default: %+v", j.Optimizer)
+		}
+	}
+	var missing []string
+	for _, name := range allFieldNames() {
+		if !strings.Contains(written, name+" ") {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		t.Fatalf("the resolved recipes never wrote %v:\n%s", missing, written)
+	}
+}
+
+func allFieldNames() []string {
+	var out []string
+	add := func(names ...string) { out = append(out, names...) }
+	add(fieldNames(jobSection)...)
+	add(fieldNames(augmentSection)...)
+	add(fieldNames(modelSection)...)
+	add(fieldNames(checkpointSection)...)
+	add(fieldNames(optimizerSection)...)
+	add(fieldNames(pruneSection)...)
+	add(fieldNames(regularizeSection)...)
+	add(fieldNames(factorizeSection)...)
+	add(fieldNames(teacherSection)...)
+	add(fieldNames(distillSection)...)
+	add(fieldNames(hintSection)...)
+	add(fieldNames(kmeansSection)...)
+	add(fieldNames(quantizeSection)...)
+	add(fieldNames(thinSection)...)
+	add(fieldNames(sensitivitySection)...)
+	return out
+}
+
+func fieldNames[T any](s section[T]) []string {
+	var out []string
+	for _, f := range s.fields {
+		out = append(out, f.name)
+	}
+	return out
+}

@@ -10,7 +10,7 @@ import (
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/model"
-	"github.com/lathe-ml/lathe/run"
+	"github.com/lathe-ml/lathe/rundir"
 	"github.com/lathe-ml/lathe/trainer"
 )
 
@@ -28,7 +28,7 @@ func TestAgreesWithTheTrainingGraph(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gm, _, err := run.LoadModel(f)
+	gm, _, err := rundir.LoadModel(f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func agreesWithGraph(t *testing.T, m *Model, gm *model.Model, eng compute.Engine
 // modelFile exports a model as a model file, through its encoding.
 func modelFile(t *testing.T, gm *model.Model, job string) *checkpoint.File {
 	t.Helper()
-	mf, err := run.ExportModel(gm, job, "mnist")
+	mf, err := rundir.ExportModel(gm, job, "mnist")
 	if err != nil {
 		t.Fatal(err)
 	}

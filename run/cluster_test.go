@@ -27,6 +27,7 @@ import (
 	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/internal/testlog"
 	"github.com/lathe-ml/lathe/recipes"
+	"github.com/lathe-ml/lathe/rundir"
 	"github.com/lathe-ml/lathe/trainer"
 )
 
@@ -197,12 +198,12 @@ func (tc *testCluster) kill(name string) {
 // all is well).
 var clusterTimeout = 1 * time.Minute
 
-func clusterRun(t *testing.T, tc *testCluster, dir string, progress func(trainer.Progress)) *Summary {
+func clusterRun(t *testing.T, tc *testCluster, dir string, progress func(trainer.Progress)) *rundir.Summary {
 	t.Helper()
 	return clusterRunBlocks(t, tc, dir, clusterBlocks, progress)
 }
 
-func clusterRunBlocks(t *testing.T, tc *testCluster, dir, blocks string, progress func(trainer.Progress)) *Summary {
+func clusterRunBlocks(t *testing.T, tc *testCluster, dir, blocks string, progress func(trainer.Progress)) *rundir.Summary {
 	t.Helper()
 	// With momentum: the optimizer state the chunks' owners keep, and
 	// that moves with the chunks, is not empty.
@@ -274,16 +275,16 @@ func TestClusterWeightsDoNotDependOnWorkers(t *testing.T) {
 	if s2.Cluster.DigestsCompared == 0 || s2.Cluster.DigestMismatches != 0 {
 		t.Fatalf("digests compared %d, mismatches %d", s2.Cluster.DigestsCompared, s2.Cluster.DigestMismatches)
 	}
-	var st Status
-	if b, err := os.ReadFile(filepath.Join(two, StatusFile)); err != nil || json.Unmarshal(b, &st) != nil ||
+	var st rundir.Status
+	if b, err := os.ReadFile(filepath.Join(two, rundir.StatusFile)); err != nil || json.Unmarshal(b, &st) != nil ||
 		st.State != "done" || len(st.Workers) != 2 || st.Workers[0].Name != "w1" || st.Workers[1].Device != "cpu" {
 		t.Fatalf("status.json of a cluster run: %+v %v", st, err)
 	}
-	d1, d2 := weightsDigest(t, filepath.Join(one, ModelFile)), weightsDigest(t, filepath.Join(two, ModelFile))
+	d1, d2 := weightsDigest(t, filepath.Join(one, rundir.ModelFile)), weightsDigest(t, filepath.Join(two, rundir.ModelFile))
 	if d1 != d2 {
 		t.Fatalf("1 worker %s, 2 workers %s", d1, d2)
 	}
-	if t1, t2 := weightsDigest(t, filepath.Join(one, "teacher", ModelFile)), weightsDigest(t, filepath.Join(two, "teacher", ModelFile)); t1 != t2 {
+	if t1, t2 := weightsDigest(t, filepath.Join(one, "teacher", rundir.ModelFile)), weightsDigest(t, filepath.Join(two, "teacher", rundir.ModelFile)); t1 != t2 {
 		t.Fatalf("teachers differ: %s, %s", t1, t2)
 	}
 	if s1.TestAccuracy != s2.TestAccuracy {
@@ -320,7 +321,7 @@ func TestClusterWeightsDoNotDependOnWorkers(t *testing.T) {
 	if s3.Cluster.OptimizerStatesMoved == 0 || s2.Cluster.OptimizerStatesMoved != 0 || s1.Cluster.OptimizerStatesMoved != 0 {
 		t.Fatalf("optimizer states moved: %d after a loss, %d and %d without", s3.Cluster.OptimizerStatesMoved, s2.Cluster.OptimizerStatesMoved, s1.Cluster.OptimizerStatesMoved)
 	}
-	if d3 := weightsDigest(t, filepath.Join(lost, ModelFile)); d3 != d1 {
+	if d3 := weightsDigest(t, filepath.Join(lost, rundir.ModelFile)); d3 != d1 {
 		t.Fatalf("after a lost worker %s, fault-free %s", d3, d1)
 	}
 
@@ -349,7 +350,7 @@ func TestClusterWeightsDoNotDependOnWorkers(t *testing.T) {
 	if !strings.Contains(clusterLog.String(), "joining the running phase") {
 		t.Fatal("the second worker did not join the running phase")
 	}
-	if d5 := weightsDigest(t, filepath.Join(joined, ModelFile)); d5 != d1 {
+	if d5 := weightsDigest(t, filepath.Join(joined, rundir.ModelFile)); d5 != d1 {
 		t.Fatalf("after a worker joined mid-phase %s, fault-free %s", d5, d1)
 	}
 
@@ -364,7 +365,7 @@ func TestClusterWeightsDoNotDependOnWorkers(t *testing.T) {
 	if s4.Cluster.WorkersFailed != 1 || s4.Cluster.WorkersLost != 0 {
 		t.Fatalf("quarantined workers: %+v", s4.Cluster)
 	}
-	if d4 := weightsDigest(t, filepath.Join(sick, ModelFile)); d4 != d1 {
+	if d4 := weightsDigest(t, filepath.Join(sick, rundir.ModelFile)); d4 != d1 {
 		t.Fatalf("after a quarantined worker %s, fault-free %s", d4, d1)
 	}
 }
@@ -405,7 +406,7 @@ func TestClusterOnAStockNATSServer(t *testing.T) {
 	}
 	embedded := t.TempDir()
 	clusterRun(t, startCluster(t, 1), embedded, nil)
-	if a, b := weightsDigest(t, filepath.Join(stock, ModelFile)), weightsDigest(t, filepath.Join(embedded, ModelFile)); a != b {
+	if a, b := weightsDigest(t, filepath.Join(stock, rundir.ModelFile)), weightsDigest(t, filepath.Join(embedded, rundir.ModelFile)); a != b {
 		t.Fatalf("stock server, 2 workers %s; embedded, 1 worker %s", a, b)
 	}
 }
@@ -471,7 +472,7 @@ func TestAutoDeviceWorkerFallsBackToTheCPU(t *testing.T) {
 	if !strings.Contains(clusterLog.String(), "computing this phase's gradients on the CPU") {
 		t.Fatal("the auto worker did not say it fell back to the CPU")
 	}
-	if a, b := weightsDigest(t, filepath.Join(one, ModelFile)), weightsDigest(t, filepath.Join(mixed, ModelFile)); a != b {
+	if a, b := weightsDigest(t, filepath.Join(one, rundir.ModelFile)), weightsDigest(t, filepath.Join(mixed, rundir.ModelFile)); a != b {
 		t.Fatalf("with the auto worker %s, CPU only %s", b, a)
 	}
 }
@@ -498,11 +499,11 @@ func TestClusterSensitivityOnTheWorkers(t *testing.T) {
 			t.Fatalf("%d workers: digests %+v", n, s.Cluster)
 		}
 		var table trainer.SensitivityTable
-		b, err := os.ReadFile(filepath.Join(dir, SensitivityFile))
+		b, err := os.ReadFile(filepath.Join(dir, rundir.SensitivityFile))
 		if err != nil || json.Unmarshal(b, &table) != nil || len(table.Rows) != 6 {
 			t.Fatalf("%d workers: sensitivity.json %s %v", n, b, err)
 		}
-		tables[n], digests[n] = table, weightsDigest(t, filepath.Join(dir, ModelFile))
+		tables[n], digests[n] = table, weightsDigest(t, filepath.Join(dir, rundir.ModelFile))
 	}
 	if !strings.Contains(clusterLog.String(), "sensitivity cells evaluated by the workers") ||
 		!strings.Contains(clusterLog.String(), "task beside the phase") {
@@ -516,7 +517,7 @@ func TestClusterSensitivityOnTheWorkers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := checkpoint.Read(filepath.Join(dir, CheckpointDir, checkpointName(39)))
+	f, err := checkpoint.Read(filepath.Join(dir, rundir.CheckpointDir, rundir.CheckpointName(39)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -565,7 +566,7 @@ func TestClusterRebuiltModelMovesOptimizerState(t *testing.T) {
 		if s.Cluster.DigestMismatches != 0 || s.Cluster.OptimizerStatesMoved < int64(n) || len(s.Ranks) != 1 {
 			t.Fatalf("%d workers: ranks %v, cluster %+v", n, s.Ranks, s.Cluster)
 		}
-		digests[n] = weightsDigest(t, filepath.Join(dir, ModelFile))
+		digests[n] = weightsDigest(t, filepath.Join(dir, rundir.ModelFile))
 	}
 	if digests[1] != digests[2] {
 		t.Fatalf("1 worker %s, 2 workers %s", digests[1], digests[2])

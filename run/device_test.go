@@ -22,6 +22,7 @@ import (
 	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/recipes"
+	"github.com/lathe-ml/lathe/rundir"
 	"github.com/lathe-ml/lathe/schedule"
 	"github.com/lathe-ml/lathe/trainer"
 )
@@ -78,7 +79,7 @@ const deviceRecipe = `job "dev" {
 }
 `
 
-func runOnDevice(t *testing.T, dev compute.Device) (*Summary, *checkpoint.File, string) {
+func runOnDevice(t *testing.T, dev compute.Device) (*rundir.Summary, *checkpoint.File, string) {
 	t.Helper()
 	j, err := recipes.Parse([]byte(deviceRecipe), "dev.hcl", nil)
 	if err != nil {
@@ -89,7 +90,7 @@ func runOnDevice(t *testing.T, dev compute.Device) (*Summary, *checkpoint.File, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := checkpoint.Read(filepath.Join(dir, ModelFile))
+	f, err := checkpoint.Read(filepath.Join(dir, rundir.ModelFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +130,7 @@ func TestStrictDeviceRun(t *testing.T) {
 	if ss.ModelRatio < 6 { // 6-bit codes, 60 % zeros, and the small model's fixed costs
 		t.Fatalf("model file only %.1fx smaller than fp32", ss.ModelRatio)
 	}
-	m, _, err := LoadModel(sf)
+	m, _, err := rundir.LoadModel(sf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +147,7 @@ func TestStrictDeviceRun(t *testing.T) {
 	if math.Abs(acc-ss.TestAccuracy) > 0.001 {
 		t.Fatalf("model file on the CPU: test accuracy %v, the device said %v", acc, ss.TestAccuracy)
 	}
-	for _, f := range []string{SummaryFile, MetricsFile, ManifestFile, RecipeFile, "teacher/" + SummaryFile, "teacher/" + ModelFile} {
+	for _, f := range []string{rundir.SummaryFile, rundir.MetricsFile, rundir.ManifestFile, rundir.RecipeFile, "teacher/" + rundir.SummaryFile, "teacher/" + rundir.ModelFile} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			t.Fatalf("the run left no %s: %v", f, err)
 		}
@@ -155,7 +156,7 @@ func TestStrictDeviceRun(t *testing.T) {
 	// (teacher.file): the same weights as with the teacher trained in the
 	// run.
 	withFile := regexp.MustCompile(`(?s)  teacher \{.*?\n  \}`).ReplaceAllString(deviceRecipe,
-		fmt.Sprintf("  teacher {\n    file = %q\n  }", filepath.Join(dir, "teacher", ModelFile)))
+		fmt.Sprintf("  teacher {\n    file = %q\n  }", filepath.Join(dir, "teacher", rundir.ModelFile)))
 	j, err := recipes.Parse([]byte(withFile), "dev.hcl", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -164,7 +165,7 @@ func TestStrictDeviceRun(t *testing.T) {
 	if _, err := Execute(context.Background(), j, Options{RunDir: fdir, Device: ref}); err != nil {
 		t.Fatal(err)
 	}
-	if a, b := weightsDigest(t, filepath.Join(fdir, ModelFile)), checkpoint.WeightsDigest(rf.Tensors); a != b {
+	if a, b := weightsDigest(t, filepath.Join(fdir, rundir.ModelFile)), checkpoint.WeightsDigest(rf.Tensors); a != b {
 		t.Fatalf("distilled from the teacher's file %s, from the teacher trained in the run %s", a, b)
 	}
 }
@@ -213,7 +214,7 @@ func TestCUDARun(t *testing.T) {
 	if math.Abs(gs.TestAccuracy-rs.TestAccuracy) > 0.005 {
 		t.Fatalf("GPU %v vs CPU %v", gs.TestAccuracy, rs.TestAccuracy)
 	}
-	if _, _, err := LoadModel(gf); err != nil {
+	if _, _, err := rundir.LoadModel(gf); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -400,11 +401,11 @@ func TestCheckpointResumesAcrossBackends(t *testing.T) {
 		if ctx.Err() == nil || err == nil {
 			t.Fatalf("%s: the interrupted run: %v", tc.name, err)
 		}
-		names, err := checkpointFiles(filepath.Join(dir, CheckpointDir))
+		names, err := rundir.CheckpointFiles(filepath.Join(dir, rundir.CheckpointDir))
 		if err != nil || len(names) == 0 {
 			t.Fatalf("%s: no checkpoint: %v", tc.name, err)
 		}
-		path := filepath.Join(dir, CheckpointDir, names[len(names)-1])
+		path := filepath.Join(dir, rundir.CheckpointDir, names[len(names)-1])
 		written, err := checkpoint.Read(path)
 		if err != nil {
 			t.Fatal(err)
@@ -480,18 +481,18 @@ func checkDeviceResume(t *testing.T, dev compute.Device) {
 	if err == nil || ctx.Err() == nil {
 		t.Fatalf("the interrupted run: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, SummaryFile)); err == nil {
+	if _, err := os.Stat(filepath.Join(dir, rundir.SummaryFile)); err == nil {
 		t.Fatal("an interrupted run left a summary")
 	}
-	var st Status
-	if b, err := os.ReadFile(filepath.Join(dir, StatusFile)); err != nil || json.Unmarshal(b, &st) != nil || st.State != "interrupted" {
+	var st rundir.Status
+	if b, err := os.ReadFile(filepath.Join(dir, rundir.StatusFile)); err != nil || json.Unmarshal(b, &st) != nil || st.State != "interrupted" {
 		t.Fatalf("status.json of the interrupted run: %+v %v", st, err)
 	}
 	got, err := Execute(context.Background(), parse(), Options{RunDir: dir, Device: dev, Resume: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a, b := weightsDigest(t, filepath.Join(straight, ModelFile)), weightsDigest(t, filepath.Join(dir, ModelFile)); a != b {
+	if a, b := weightsDigest(t, filepath.Join(straight, rundir.ModelFile)), weightsDigest(t, filepath.Join(dir, rundir.ModelFile)); a != b {
 		t.Fatalf("resumed %s, uninterrupted %s", b, a)
 	}
 	if got.TestAccuracy != want.TestAccuracy || len(got.History) != 2 || got.History[0].TrainLoss != want.History[0].TrainLoss || got.History[1].ValAccuracy != want.History[1].ValAccuracy {

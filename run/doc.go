@@ -1,12 +1,11 @@
-// Package run owns a job's run directory and runs a job in-process: it
-// loads the data, builds the model, engine, optimizer and policies from the
-// recipe, trains, and writes what a run leaves behind:
+// Package run turns a decoded recipe into a plan (Build) and runs it: it
+// loads the data, builds the model, engine, optimizer and policies, trains
+// through trainer's one loop, and writes what a run leaves behind into its
+// run directory (package rundir).
 //
-//	<run-dir>/recipe.hcl     the resolved recipe (variables applied, defaults filled)
-//	<run-dir>/manifest.json  lathe version and commit, Go version, engine, BLAS and core type, threads
-//	<run-dir>/metrics.csv    one row per epoch, written as the run goes
-//	<run-dir>/summary.json   written atomically when the run succeeds, never half-written
-//
-// The cluster issue puts NATS under this without changing cmd/coordinator's
-// command line.
+// A job runs in one of three roles, each a small runner beside the shared
+// preparation (execute) and training (jobRun.run): the local run
+// (local.go, Execute), the coordinator of a cluster (coordinator.go,
+// Execute with Options.Cluster) and a worker's replica of a cluster phase
+// (replica.go, ReplicaPhase).
 package run

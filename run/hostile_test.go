@@ -20,6 +20,7 @@ import (
 	"github.com/lathe-ml/lathe/cluster"
 	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/recipes"
+	"github.com/lathe-ml/lathe/rundir"
 	"github.com/lathe-ml/lathe/trainer"
 )
 
@@ -239,7 +240,7 @@ func TestForgedMessagesDoNotChangeTheRun(t *testing.T) {
 	secret := []byte("the job's secret")
 	clean := t.TempDir()
 	s0 := clusterRun(t, startSignedCluster(t, 2, secret), clean, nil)
-	want := weightsDigest(t, filepath.Join(clean, ModelFile))
+	want := weightsDigest(t, filepath.Join(clean, rundir.ModelFile))
 	if s0.Cluster.MessagesRejected != 0 {
 		t.Fatalf("a fault-free run rejected %d messages", s0.Cluster.MessagesRejected)
 	}
@@ -252,7 +253,7 @@ func TestForgedMessagesDoNotChangeTheRun(t *testing.T) {
 			f := startForger(t, tc, tt.secret, uint64(time.Now().UnixNano()))
 			dir := t.TempDir()
 			s := clusterRun(t, tc, dir, nil)
-			if got := weightsDigest(t, filepath.Join(dir, ModelFile)); got != want {
+			if got := weightsDigest(t, filepath.Join(dir, rundir.ModelFile)); got != want {
 				t.Fatalf("weights %s under forgery, %s without", got, want)
 			}
 			f.mu.Lock()
@@ -280,8 +281,8 @@ func TestFreshRunDeletesOnlyLathesCheckpoints(t *testing.T) {
 	if _, err := Execute(context.Background(), load(t), Options{RunDir: dir, Threads: 2}); err != nil {
 		t.Fatal(err)
 	}
-	cdir := filepath.Join(dir, CheckpointDir)
-	old, _ := checkpointFiles(cdir)
+	cdir := filepath.Join(dir, rundir.CheckpointDir)
+	old, _ := rundir.CheckpointFiles(cdir)
 	if len(old) == 0 {
 		t.Fatal("the first run wrote no checkpoint")
 	}
@@ -304,7 +305,7 @@ func TestFreshRunDeletesOnlyLathesCheckpoints(t *testing.T) {
 			t.Errorf("%s: %q, %v", n, got, err)
 		}
 	}
-	now, _ := checkpointFiles(cdir)
+	now, _ := rundir.CheckpointFiles(cdir)
 	for _, n := range old {
 		if !slices.Contains(now, n) {
 			continue

@@ -12,6 +12,7 @@ import (
 	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/recipes"
+	"github.com/lathe-ml/lathe/rundir"
 	"github.com/lathe-ml/lathe/trainer"
 )
 
@@ -87,7 +88,7 @@ func TestOfflineDistillation(t *testing.T) {
 		}
 		cancel()
 	}
-	if a, b := weightsDigest(t, filepath.Join(one, ModelFile)), weightsDigest(t, filepath.Join(two, ModelFile)); a != b {
+	if a, b := weightsDigest(t, filepath.Join(one, rundir.ModelFile)), weightsDigest(t, filepath.Join(two, rundir.ModelFile)); a != b {
 		t.Fatalf("offline distillation on 1 worker %s, on 2 %s", a, b)
 	}
 	// The workers computed the logits: in one piece, then split in two —
@@ -100,11 +101,11 @@ func TestOfflineDistillation(t *testing.T) {
 	if n := strings.Count(clusterLog.String(), "teacher logits from a worker"); n < 3 {
 		t.Fatalf("%d logits tasks came back from workers, want 1 + 2", n)
 	}
-	f1, err := checkpoint.Read(filepath.Join(one, "teacher", ModelFile))
+	f1, err := checkpoint.Read(filepath.Join(one, "teacher", rundir.ModelFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	tm, _, err := LoadModel(f1)
+	tm, _, err := rundir.LoadModel(f1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/recipes"
+	"github.com/lathe-ml/lathe/rundir"
 	"github.com/lathe-ml/lathe/trainer"
 )
 
@@ -126,20 +127,20 @@ func TestResumeIsBitIdentical(t *testing.T) {
 	if want.ResumedFromStep != 0 || want.History[3].Sparsity < 0.79 || want.History[3].WeightBits != 4 {
 		t.Fatalf("uninterrupted run: resumed %d, sparsity %v, bits %d", want.ResumedFromStep, want.History[3].Sparsity, want.History[3].WeightBits)
 	}
-	names, err := checkpointFiles(filepath.Join(full, CheckpointDir))
+	names, err := rundir.CheckpointFiles(filepath.Join(full, rundir.CheckpointDir))
 	if err != nil || len(names) < 10 {
 		t.Fatalf("checkpoints %v %v", names, err)
 	}
-	if f, err := checkpoint.Read(filepath.Join(full, CheckpointDir, names[len(names)-1])); err != nil || f.Tensor("hint/projection") == nil ||
+	if f, err := checkpoint.Read(filepath.Join(full, rundir.CheckpointDir, names[len(names)-1])); err != nil || f.Tensor("hint/projection") == nil ||
 		len(f.Tensor("hint/projection").Data) != 32*48 {
 		t.Fatalf("the hint's projection is not in the checkpoint: %v", err)
 	}
 	// best.arrow is the epoch-end checkpoint of the best validation accuracy.
-	bf, err := checkpoint.Read(filepath.Join(full, CheckpointDir, BestCheckpoint))
+	bf, err := checkpoint.Read(filepath.Join(full, rundir.CheckpointDir, rundir.BestCheckpoint))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var bst TrainingState
+	var bst rundir.TrainingState
 	if err := json.Unmarshal(bf.State, &bst); err != nil {
 		t.Fatal(err)
 	}
@@ -153,11 +154,11 @@ func TestResumeIsBitIdentical(t *testing.T) {
 
 	// The model file alone gives the run's test accuracy: its quantized
 	// weights are the integers the network computed with.
-	mf, err := checkpoint.Read(filepath.Join(full, ModelFile))
+	mf, err := checkpoint.Read(filepath.Join(full, rundir.ModelFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	fm, _, err := LoadModel(mf)
+	fm, _, err := rundir.LoadModel(mf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,20 +172,20 @@ func TestResumeIsBitIdentical(t *testing.T) {
 	if want.ModelBytes != mf.Bytes || want.ModelRatio < 4 {
 		t.Fatalf("summary model_bytes %d ratio %v, file %d", want.ModelBytes, want.ModelRatio, mf.Bytes)
 	}
-	final := filepath.Join(full, CheckpointDir, names[len(names)-1])
-	wantModel, wantState := weightsOf(t, filepath.Join(full, ModelFile)), weightsOf(t, final)
+	final := filepath.Join(full, rundir.CheckpointDir, names[len(names)-1])
+	wantModel, wantState := weightsOf(t, filepath.Join(full, rundir.ModelFile)), weightsOf(t, final)
 
 	copyDir := func(dst string, keepUpTo string) {
 		t.Helper()
 		if err := os.CopyFS(dst, os.DirFS(full)); err != nil {
 			t.Fatal(err)
 		}
-		os.Remove(filepath.Join(dst, SummaryFile))
-		os.Remove(filepath.Join(dst, ModelFile))
-		later, _ := checkpointFiles(filepath.Join(dst, CheckpointDir))
+		os.Remove(filepath.Join(dst, rundir.SummaryFile))
+		os.Remove(filepath.Join(dst, rundir.ModelFile))
+		later, _ := rundir.CheckpointFiles(filepath.Join(dst, rundir.CheckpointDir))
 		for _, n := range later {
 			if n > keepUpTo {
-				os.Remove(filepath.Join(dst, CheckpointDir, n))
+				os.Remove(filepath.Join(dst, rundir.CheckpointDir, n))
 			}
 		}
 	}
@@ -196,7 +197,7 @@ func TestResumeIsBitIdentical(t *testing.T) {
 		copyDir(dir, names[at])
 		if k == 3 {
 			// A torn newest file: the run falls back to the one before it.
-			p := filepath.Join(dir, CheckpointDir, names[at])
+			p := filepath.Join(dir, rundir.CheckpointDir, names[at])
 			b, _ := os.ReadFile(p)
 			os.WriteFile(p, b[:len(b)/2], 0o644)
 		}
@@ -207,10 +208,10 @@ func TestResumeIsBitIdentical(t *testing.T) {
 		if got.ResumedFromStep == 0 {
 			t.Fatalf("resume from %s: resumed_from_step 0", names[at])
 		}
-		if g := weightsOf(t, filepath.Join(dir, ModelFile)); g != wantModel {
+		if g := weightsOf(t, filepath.Join(dir, rundir.ModelFile)); g != wantModel {
 			t.Errorf("resumed from %s (step %d): model weights differ from the uninterrupted run's", names[at], got.ResumedFromStep)
 		}
-		if g := weightsOf(t, filepath.Join(dir, CheckpointDir, names[len(names)-1])); g != wantState {
+		if g := weightsOf(t, filepath.Join(dir, rundir.CheckpointDir, names[len(names)-1])); g != wantState {
 			t.Errorf("resumed from %s: final latent weights differ", names[at])
 		}
 		if got.TestAccuracy != want.TestAccuracy || got.History[3].ValAccuracy != want.History[3].ValAccuracy {
@@ -226,15 +227,15 @@ func TestResumeIsBitIdentical(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled run: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, SummaryFile)); err == nil {
+	if _, err := os.Stat(filepath.Join(dir, rundir.SummaryFile)); err == nil {
 		t.Fatal("a cancelled run left a summary")
 	}
 	got, err := Execute(context.Background(), job, Options{RunDir: dir, Resume: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.ResumedFromStep != 58 || weightsOf(t, filepath.Join(dir, ModelFile)) != wantModel {
-		t.Fatalf("after SIGTERM during step 58: resumed from %d, weights equal %v", got.ResumedFromStep, weightsOf(t, filepath.Join(dir, ModelFile)) == wantModel)
+	if got.ResumedFromStep != 58 || weightsOf(t, filepath.Join(dir, rundir.ModelFile)) != wantModel {
+		t.Fatalf("after SIGTERM during step 58: resumed from %d, weights equal %v", got.ResumedFromStep, weightsOf(t, filepath.Join(dir, rundir.ModelFile)) == wantModel)
 	}
 
 	// SIGTERM while the teacher trains: the teacher's run checkpoints, and
@@ -250,12 +251,12 @@ func TestResumeIsBitIdentical(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled teacher: %v", err)
 	}
-	if names, _ := checkpointFiles(filepath.Join(tdir, "teacher", CheckpointDir)); len(names) != 1 {
+	if names, _ := rundir.CheckpointFiles(filepath.Join(tdir, "teacher", rundir.CheckpointDir)); len(names) != 1 {
 		out, _ := exec.Command("find", tdir).Output()
 		t.Fatalf("teacher checkpoints after the signal: %v\n%s", names, out)
 	}
 	if _, err := Execute(context.Background(), job, Options{RunDir: tdir, Resume: true}); err != nil ||
-		weightsOf(t, filepath.Join(tdir, ModelFile)) != wantModel {
+		weightsOf(t, filepath.Join(tdir, rundir.ModelFile)) != wantModel {
 		t.Fatalf("resumed after a signal in the teacher: %v", err)
 	}
 
@@ -279,12 +280,12 @@ func TestResumeIsBitIdentical(t *testing.T) {
 	// broken checkpoints are, it refuses.
 	empty := filepath.Join(base, "empty")
 	if got, err := Execute(context.Background(), job, Options{RunDir: empty, Resume: true, Threads: 2}); err != nil || got.ResumedFromStep != 0 ||
-		weightsOf(t, filepath.Join(empty, ModelFile)) != wantModel {
+		weightsOf(t, filepath.Join(empty, rundir.ModelFile)) != wantModel {
 		t.Fatalf("--resume with nothing to resume: %v", err)
 	}
-	names, _ = checkpointFiles(filepath.Join(empty, CheckpointDir))
+	names, _ = rundir.CheckpointFiles(filepath.Join(empty, rundir.CheckpointDir))
 	for _, n := range names {
-		os.WriteFile(filepath.Join(empty, CheckpointDir, n), []byte("ARROW1 torn"), 0o644)
+		os.WriteFile(filepath.Join(empty, rundir.CheckpointDir, n), []byte("ARROW1 torn"), 0o644)
 	}
 	if _, err := Execute(context.Background(), job, Options{RunDir: empty, Resume: true}); err == nil || !strings.Contains(err.Error(), "no valid checkpoint") {
 		t.Fatalf("only broken checkpoints: %v", err)
@@ -320,7 +321,7 @@ func TestTeacherFromModelFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if j.Teacher.File != filepath.Join(base, "teacher", ModelFile) {
+	if j.Teacher.File != filepath.Join(base, "teacher", rundir.ModelFile) {
 		t.Fatalf("teacher file %q, want it resolved beside the recipe", j.Teacher.File)
 	}
 	sum, err := Execute(context.Background(), j, Options{RunDir: filepath.Join(base, "student"), Threads: 2})
@@ -362,7 +363,7 @@ func resumesExactly(t *testing.T, src string, at int, vars ...string) {
 	if _, err := Execute(context.Background(), job, Options{RunDir: full, Threads: 2}); err != nil {
 		t.Fatal(err)
 	}
-	names, _ := checkpointFiles(filepath.Join(full, CheckpointDir))
+	names, _ := rundir.CheckpointFiles(filepath.Join(full, rundir.CheckpointDir))
 	if at < 0 {
 		at += len(names)
 	}
@@ -370,15 +371,15 @@ func resumesExactly(t *testing.T, src string, at int, vars ...string) {
 	if err := os.CopyFS(dir, os.DirFS(full)); err != nil {
 		t.Fatal(err)
 	}
-	os.Remove(filepath.Join(dir, SummaryFile))
+	os.Remove(filepath.Join(dir, rundir.SummaryFile))
 	for _, n := range names[at+1:] {
-		os.Remove(filepath.Join(dir, CheckpointDir, n))
+		os.Remove(filepath.Join(dir, rundir.CheckpointDir, n))
 	}
 	got, err := Execute(context.Background(), job, Options{RunDir: dir, Resume: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.ResumedFromStep == 0 || weightsOf(t, filepath.Join(dir, ModelFile)) != weightsOf(t, filepath.Join(full, ModelFile)) {
+	if got.ResumedFromStep == 0 || weightsOf(t, filepath.Join(dir, rundir.ModelFile)) != weightsOf(t, filepath.Join(full, rundir.ModelFile)) {
 		t.Fatalf("resumed from %s (step %d): weights differ from the uninterrupted run's", names[at], got.ResumedFromStep)
 	}
 }

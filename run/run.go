@@ -2,15 +2,11 @@ package run
 
 import (
 	"context"
-	"encoding/csv"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -24,6 +20,7 @@ import (
 	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/recipes"
+	"github.com/lathe-ml/lathe/rundir"
 	"github.com/lathe-ml/lathe/trainer"
 )
 
@@ -63,86 +60,9 @@ type Options struct {
 	replica *replicaOpts // set when this process is a worker's replica
 }
 
-// replicaOpts are a worker's phase: its replica and the files it starts
-// from.
-type replicaOpts struct {
-	par           *cluster.Replica
-	teacherLogits []float32 // offline distillation's table, from the coordinator
-	deviceAuto    bool      // the worker's --device auto: fall back to the CPU for what the device cannot do
-	teachers      []*model.Model
-	resume        *checkpoint.File
-}
-
-// Summary is summary.json.
-type Summary struct {
-	Job              string  `json:"job"`
-	Dataset          string  `json:"dataset"`
-	Model            string  `json:"model"`
-	Seed             uint64  `json:"seed"`
-	Batch            int     `json:"batch"`
-	TestAccuracy     float64 `json:"test_accuracy"`
-	TestLoss         float64 `json:"test_loss"`
-	ValAccuracy      float64 `json:"val_accuracy"`
-	ValLoss          float64 `json:"val_loss"`
-	Epochs           int     `json:"epochs"`
-	Steps            int64   `json:"steps"`
-	SamplesSeen      int64   `json:"samples_seen"`
-	SamplesPerSecond float64 `json:"samples_per_second"`
-	TrainSeconds     float64 `json:"train_seconds"`
-	WallSeconds      float64 `json:"wall_seconds"`
-	ParamsTotal      int     `json:"params_total"`
-	ParamsNonzero    int     `json:"params_nonzero"`
-	DenseBytes       int     `json:"dense_bytes"`
-	// ModelBytes is the size of model.arrow, and ModelRatio DenseBytes (the
-	// fp32 size of the model as trained, before any thinning at the end)
-	// divided by it.
-	ModelBytes   int     `json:"model_bytes"`
-	ModelRatio   float64 `json:"model_ratio"`
-	PeakRSSBytes int64   `json:"peak_rss_bytes"`
-	GuardPauses  int     `json:"guard_pauses"` // times an accuracy guard paused pruning
-	// ResumedFromStep is the step the run resumed from (0: a fresh run).
-	ResumedFromStep int64 `json:"resumed_from_step"`
-	Ranks           []int `json:"ranks,omitempty"` // ranks of the factorize blocks, in order
-	// PTQ is the test accuracy of the final float weights quantized after
-	// training, by bit width (runs without a quantize block).
-	PTQ map[string]float64 `json:"ptq_test_accuracy,omitempty"`
-	// Cluster describes the workers of a cluster run.
-	Cluster *ClusterSummary `json:"cluster,omitempty"`
-	// TeacherTestAccuracy is the distillation teacher's test accuracy.
-	TeacherTestAccuracy float64 `json:"teacher_test_accuracy,omitempty"`
-	// ECE is the expected calibration error (15 bins) on the test set;
-	// ECEUncompressed that of the float counterpart of a quantized model, and
-	// FloatAgreement the two's top-1 agreement; TeacherAgreement the top-1
-	// agreement with the distillation teacher.
-	ECE              float64  `json:"ece"`
-	ECEUncompressed  *float64 `json:"ece_uncompressed,omitempty"`
-	FloatAgreement   *float64 `json:"float_agreement,omitempty"`
-	TeacherAgreement *float64 `json:"teacher_agreement,omitempty"`
-	Engine           string   `json:"engine"`
-	// Thinned is set when structured pruning left whole neurons or filters
-	// at zero: the model rebuilt without them, evaluated on the test set.
-	Thinned *Thinned               `json:"thinned,omitempty"`
-	Layers  []model.LayerInfo      `json:"layers"`
-	History []trainer.EpochMetrics `json:"history"`
-}
-
-// Thinned describes the physically smaller model thinning produced.
-type Thinned struct {
-	TestAccuracy float64        `json:"test_accuracy"`
-	ParamsTotal  int            `json:"params_total"`
-	Layers       []ThinnedLayer `json:"layers"`
-}
-
-// ThinnedLayer is one layer of a thinned model.
-type ThinnedLayer struct {
-	Name    string `json:"name"`
-	Shape   []int  `json:"shape"`
-	Removed int    `json:"removed"` // neurons or filters
-}
-
 // Execute runs a job in-process and returns its summary; the run directory
 // holds the files listed in the package comment.
-func Execute(ctx context.Context, job *recipes.Job, opts Options) (*Summary, error) {
+func Execute(ctx context.Context, job *recipes.Job, opts Options) (*rundir.Summary, error) {
 	sum, _, err := execute(ctx, job, opts)
 	return sum, err
 }
@@ -156,7 +76,7 @@ func runDir(job *recipes.Job, opts Options) string {
 }
 
 // execute is Execute, also returning the trained model.
-func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary, trained *model.Model, err error) {
+func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *rundir.Summary, trained *model.Model, err error) {
 	if err := Check(job); err != nil {
 		return nil, nil, err
 	}
@@ -166,8 +86,9 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		log = hclog.NewNullLogger()
 	}
 	dir := runDir(job, opts)
-	if opts.replica == nil {
-		release, err := LockDir(dir)
+	role := roleOf(opts)
+	if role.ownsDir() {
+		release, err := rundir.Lock(dir)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -189,7 +110,7 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		return nil, nil, err
 	}
 	m := plan.Model
-	rp, threads, resumeTeachers, err := resumeState(job, &opts, dir, log)
+	rp, threads, resumeTeachers, err := resumeState(job, role, &opts, dir, log)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -197,7 +118,7 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 	info, engine := eng.Describe(), eng.Name()
 	cpuThreads := info.Threads // a device's results can depend on them too (the host device's BLAS)
 	device := opts.Device      // trains the whole step there (a replica's device computes gradients only)
-	if opts.replica != nil {
+	if !role.ownsDir() {
 		device = nil
 	}
 	if device != nil {
@@ -230,22 +151,22 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 		}
 	}
 
-	var metrics *metricsWriter
+	var metrics *rundir.Metrics
 	var teachers []*model.Model
 	var digests []string
-	if r := opts.replica; r != nil {
-		teachers = r.teachers // a worker's replica writes no file
+	if r, ok := role.(*replicaRun); ok {
+		teachers = r.r.teachers // a worker's replica writes no file
 	} else {
 		if metrics, err = startFiles(job, dir, m, rp, info); err != nil {
 			return nil, nil, err
 		}
-		defer metrics.close()
+		defer metrics.Close()
 		if teachers, digests, err = trainTeachers(ctx, job, dir, opts, resumeTeachers, rp, log); err != nil {
 			return nil, nil, err
 		}
 	}
 
-	st := &jobRun{job: job, opts: opts, log: log, dir: dir, start: start, train: train, val: val, test: test, plan: plan,
+	st := &jobRun{role: role, job: job, opts: opts, log: log, dir: dir, start: start, train: train, val: val, test: test, plan: plan,
 		eng: eng, engine: engine, info: info, device: device, cpuThreads: cpuThreads, rp: rp, opt: opt, optCfg: optCfg,
 		sens: sens, policies: policies, metrics: metrics, teachers: teachers, digests: digests}
 	return st.run(ctx)
@@ -255,6 +176,7 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *Summary,
 // plan, the engine and device, the resume point, the optimizer and
 // policies, the teachers and the open metrics file.
 type jobRun struct {
+	role             role
 	job              *recipes.Job
 	opts             Options
 	log              hclog.Logger
@@ -272,26 +194,24 @@ type jobRun struct {
 	optCfg           trainer.OptimConfig
 	sens             *trainer.SensitivityPolicy
 	policies         []trainer.Policy
-	metrics          *metricsWriter
+	metrics          *rundir.Metrics
 	teachers         []*model.Model
 	digests          []string
 }
 
-// run trains the job (locally, on the cluster, or as a worker's replica)
-// and finishes it.
-func (st *jobRun) run(ctx context.Context) (sum *Summary, trained *model.Model, err error) {
-	job, opts, log, dir, train, val, test := st.job, st.opts, st.log, st.dir, st.train, st.val, st.test
-	plan, eng, engine, info, device, rp, opt, optCfg := st.plan, st.eng, st.engine, st.info, st.device, st.rp, st.opt, st.optCfg
-	sens, policies, metrics, teachers, digests, m := st.sens, st.policies, st.metrics, st.teachers, st.digests, st.plan.Model
-	factors, fields, kd := plan.Factorize, plan.Fields, plan.KD
+// run trains the job in its role (the local run, the coordinator or a
+// worker's replica) and finishes it.
+func (st *jobRun) run(ctx context.Context) (sum *rundir.Summary, trained *model.Model, err error) {
+	job, opts, log, dir, rp, m := st.job, st.opts, st.log, st.dir, st.rp, st.plan.Model
 	log.Info("job starting", "job", job.Name, "dataset", job.Dataset, "model", job.Model.Arch, "params", m.NumParams(),
-		"train", train.Len(), "epochs", job.Epochs, "batch", job.Batch, "engine", engine, "blas", info.BLAS,
-		"core_type", info.CoreType, "threads", info.Threads, "run_dir", dir)
-	hint, err := hintConfig(job, m, teachers, optCfg)
+		"train", st.train.Len(), "epochs", job.Epochs, "batch", job.Batch, "engine", st.engine, "blas", st.info.BLAS,
+		"core_type", st.info.CoreType, "threads", st.info.Threads, "run_dir", dir)
+	hint, err := hintConfig(job, m, st.teachers, st.optCfg)
 	if err != nil {
 		return nil, nil, err
 	}
-	ckpt := &checkpointer{dir: filepath.Join(dir, CheckpointDir), job: job, threads: st.cpuThreads, teachers: digests, log: log}
+	ckpt := &rundir.Checkpointer{Dir: filepath.Join(dir, rundir.CheckpointDir), Job: job.Name, Recipe: string(job.HCL()), Dataset: job.Dataset,
+		Threads: st.cpuThreads, Teachers: st.digests, Keep: job.Checkpoint.Keep, Validated: job.Validation > 0, Log: log}
 	every := job.Checkpoint.EverySteps
 	if opts.CheckpointEverySteps > 0 {
 		every = opts.CheckpointEverySteps
@@ -302,120 +222,74 @@ func (st *jobRun) run(ctx context.Context) (sum *Summary, trained *model.Model, 
 		// The policies were built for the recipe's model; training goes on
 		// with the checkpoint's, which shares its quantization controls.
 		rp.model.Quant, rp.model.ActQuant = m.Quant, m.ActQuant
-		startModel, resume, ckpt.best = rp.model, rp.state.Snapshot, rp.state.BestValAccuracy
+		startModel, resume, ckpt.Best = rp.model, rp.state.Snapshot, rp.state.BestValAccuracy
 	}
-	// The teachers' model files for the cluster's store, made once for
-	// the logits tasks and the phase.
-	var tobj *storeFiles
-	teacherFiles := func() (*storeFiles, error) {
-		if tobj == nil {
-			var err error
-			if tobj, err = teacherObjects(job, teachers); err != nil {
-				return nil, err
-			}
-		}
-		return tobj, nil
-	}
-	// Offline distillation: the teachers' logits for the training set,
-	// once (the coordinator's, for a worker's replica).
+	// Offline distillation: the teachers' logits for the training set, once.
 	var tlogits []float32
-	var tlogitsFile []byte
-	if kd != nil && job.Distill.Offline {
-		if tlogits, tlogitsFile, err = offlineLogits(ctx, job, opts, teachers, digests, train, eng, dir, teacherFiles, log); err != nil {
+	if st.plan.KD != nil && job.Distill.Offline {
+		if tlogits, err = st.role.teacherLogits(ctx, st); err != nil {
 			return nil, nil, err
 		}
-	}
-	var par *cluster.Replica
-	if opts.Cluster != nil {
-		tf, err := teacherFiles()
-		if err != nil {
-			return nil, nil, err
-		}
-		if par, err = startPhase(ctx, job, opts, tf, rp, tlogitsFile); err != nil {
-			return nil, nil, err
-		}
-		defer opts.Cluster.EndPhase()
 	}
 	var tr *trainer.Trainer
-	ckpt.model = func() *model.Model { return tr.Model() }
-	cfg := trainer.Config{Parallel: parallel(par),
-		Resume: resume, Checkpoint: ckpt.write, CheckpointEpochs: job.Checkpoint.EveryEpochs, CheckpointSteps: every,
-		Model: startModel, Engine: eng, Train: train, Val: val, Test: test, Batch: job.Batch, EvalBatch: job.EvalBatch,
-		Epochs: job.Epochs, Seed: job.Seed, Augment: data.Augment{Shift: job.Augment.Shift}, Optimizer: opt,
-		Policies: append(policies, opts.Policies...),
-		Logger:   log.Named("trainer"), Progress: opts.Progress, Factorize: factors, ThinAtEpoch: job.ThinAtEpoch,
-		Teachers: teachers, KD: kd, Hint: hint, TeacherLogits: tlogits, Device: device,
+	ckpt.Model = func() *model.Model { return tr.Model() }
+	cfg := trainer.Config{
+		Resume: resume, Checkpoint: ckpt.Write, CheckpointEpochs: job.Checkpoint.EveryEpochs, CheckpointSteps: every,
+		Model: startModel, Engine: st.eng, Train: st.train, Val: st.val, Test: st.test, Batch: job.Batch, EvalBatch: job.EvalBatch,
+		Epochs: job.Epochs, Seed: job.Seed, Augment: data.Augment{Shift: job.Augment.Shift}, Optimizer: st.opt,
+		Policies: append(st.policies, opts.Policies...),
+		Logger:   log.Named("trainer"), Progress: opts.Progress, Factorize: st.plan.Factorize, ThinAtEpoch: job.ThinAtEpoch,
+		Teachers: st.teachers, KD: st.plan.KD, Hint: hint, TeacherLogits: tlogits, Device: st.device,
 	}
-	if metrics != nil {
-		cfg.EndEpoch = metrics.write
+	if st.metrics != nil {
+		cfg.EndEpoch = st.metrics.Write
 	}
-	if par != nil {
-		// Workers that register while the phase runs join it at a step
-		// ahead, from this trainer's state there.
-		cfg.ShareState = func(sn *trainer.Snapshot) error {
-			f, err := ckpt.trainingFile(sn, tr.Model())
-			if err != nil {
-				return err
-			}
-			b, err := checkpoint.Encode(f)
-			if err != nil {
-				return err
-			}
-			return opts.Cluster.Admit(sn.Step, b)
-		}
-		par.Joinable()
+	detach, err := st.role.attach(ctx, st, &cfg, ckpt, func() *trainer.Trainer { return tr })
+	if err != nil {
+		return nil, nil, err
 	}
-	if opts.replica != nil {
-		cfg.Parallel, cfg.Checkpoint, cfg.Test = opts.replica.par, nil, nil
-		free, err := replicaGradients(job, &opts, &cfg, fields, log)
-		if err != nil {
-			return nil, nil, err
-		}
-		defer free()
-	}
+	defer detach()
 	if rep, ok := cfg.Parallel.(*cluster.Replica); ok && rep != nil {
 		// Last, after every policy that changes the weights: the replicas'
 		// digests, which the coordinator compares.
 		cfg.Policies = append(cfg.Policies, &trainer.DigestPolicy{Every: cluster.DigestEvery, Publish: rep.SetDigest})
 	}
-	var status *statusWriter
-	if opts.replica == nil {
-		status = startStatus(dir, job.Name, job.Epochs, job.Batch, opts.Cluster, log)
+	if st.role.ownsDir() {
+		status := rundir.StartStatus(dir, job.Name, job.Epochs, job.Batch, opts.Cluster, log)
 		cfg.Progress = func(p trainer.Progress) {
-			status.progress(p)
+			status.Progress(p)
 			if opts.Progress != nil {
 				opts.Progress(p)
 			}
 		}
-		defer func() { status.end(ctx, err) }()
+		defer func() { status.End(ctx, err) }()
 	}
 	if tr, err = trainer.New(cfg); err != nil {
-		return nil, nil, deviceError(job, err, fields)
+		return nil, nil, deviceError(job, err, st.plan.Fields)
 	}
 	defer tr.Close()
-	if sens != nil {
-		wireSensitivity(ctx, sens, tr, val, job, opts, dir, log)
+	if st.sens != nil {
+		st.wireSensitivity(ctx, tr)
 	}
 	res, err := tr.Run(ctx)
-	if err == nil && opts.replica != nil {
+	if err == nil && !st.role.ownsDir() {
 		return nil, tr.Model(), nil
 	}
 	if err != nil {
-		if ctx.Err() != nil && opts.replica == nil {
+		if ctx.Err() != nil && st.role.ownsDir() {
 			log.Warn("interrupted: checkpoint written; continue with --resume", "run_dir", dir)
 		}
 		return nil, nil, err
 	}
-	sum, err = finish(res, tr, resume, par, teachers, eng, engine, test, job, opts, dir, log)
-	if err != nil {
+	if sum, err = st.finish(res, tr, resume); err != nil {
 		return nil, nil, err
 	}
 	sum.WallSeconds = time.Since(st.start).Seconds()
-	if err := writeJSON(filepath.Join(dir, SummaryFile), sum); err != nil {
+	if err := rundir.WriteJSON(filepath.Join(dir, rundir.SummaryFile), sum); err != nil {
 		return nil, nil, fmt.Errorf("run: %w", err)
 	}
 	log.Info("job done", "test_accuracy", sum.TestAccuracy, "val_accuracy", sum.ValAccuracy,
-		"samples_per_second", int(sum.SamplesPerSecond), "wall_seconds", sum.WallSeconds, "summary", filepath.Join(dir, SummaryFile))
+		"samples_per_second", int(sum.SamplesPerSecond), "wall_seconds", sum.WallSeconds, "summary", filepath.Join(dir, rundir.SummaryFile))
 	return sum, tr.Model(), nil
 }
 
@@ -424,31 +298,31 @@ func (st *jobRun) run(ctx context.Context) (sum *Summary, trained *model.Model, 
 // afresh, and opts says so), the compute threads it runs on (a resumed
 // run keeps the checkpoint's: results depend on them), and whether the
 // teachers resume too.
-func resumeState(job *recipes.Job, opts *Options, dir string, log hclog.Logger) (rp *resumePoint, threads int, resumeTeachers bool, err error) {
+func resumeState(job *recipes.Job, role role, opts *Options, dir string, log hclog.Logger) (rp *resumePoint, threads int, resumeTeachers bool, err error) {
 	threads = job.Threads
 	if opts.Threads > 0 {
 		threads = opts.Threads
 	}
-	if opts.Cluster != nil || opts.replica != nil {
+	if role.oneThread() {
 		// Replicas must agree to the bit: one thread (OpenBLAS's results
 		// depend on its thread count), the same everywhere.
 		threads = 1
 	}
-	if r := opts.replica; r != nil && r.resume != nil {
+	if f := role.resumeFile(); f != nil {
 		opts.Resume, opts.ResumeFrom = false, ""
-		if rp, err = loadResume(r.resume, "the phase's checkpoint", job, log); err != nil {
+		if rp, err = loadResume(f, "the phase's checkpoint", job, log); err != nil {
 			return nil, 0, false, err
 		}
 	}
 	resumeTeachers = opts.Resume || opts.ResumeFrom != ""
 	if opts.Resume && opts.ResumeFrom == "" {
-		if names, err := checkpointFiles(filepath.Join(dir, CheckpointDir)); err != nil {
+		if names, err := rundir.CheckpointFiles(filepath.Join(dir, rundir.CheckpointDir)); err != nil {
 			return nil, 0, false, err
 		} else if len(names) == 0 {
 			// Nothing written yet (or killed while a teacher trained, which
 			// resumes on its own): a wrapper that always passes --resume
 			// starts the run.
-			log.Warn("no checkpoint to resume from; starting from the beginning", "dir", filepath.Join(dir, CheckpointDir))
+			log.Warn("no checkpoint to resume from; starting from the beginning", "dir", filepath.Join(dir, rundir.CheckpointDir))
 			opts.Resume = false
 		}
 	}
@@ -458,7 +332,7 @@ func resumeState(job *recipes.Job, opts *Options, dir string, log hclog.Logger) 
 		if path != "" {
 			f, err = checkpoint.Read(path)
 		} else {
-			f, path, err = newestCheckpoint(filepath.Join(dir, CheckpointDir), log)
+			f, path, err = rundir.NewestCheckpoint(filepath.Join(dir, rundir.CheckpointDir), log)
 		}
 		if err != nil {
 			return nil, 0, false, err
@@ -467,7 +341,7 @@ func resumeState(job *recipes.Job, opts *Options, dir string, log hclog.Logger) 
 			return nil, 0, false, err
 		}
 		switch {
-		case opts.Cluster != nil:
+		case role.oneThread():
 		case opts.Threads == 0:
 			threads = rp.state.Threads // results depend on the thread count
 		case opts.Threads != rp.state.Threads:
@@ -483,30 +357,39 @@ func resumeState(job *recipes.Job, opts *Options, dir string, log hclog.Logger) 
 // startFiles prepares a run directory: the run's files (manifest,
 // recipe), no checkpoints of an earlier run unless this one resumes, and
 // metrics.csv with the history it resumes from.
-func startFiles(job *recipes.Job, dir string, m *model.Model, rp *resumePoint, info compute.Info) (metrics *metricsWriter, err error) {
-	if err := prepareDir(dir, job.Name); err != nil {
+func startFiles(job *recipes.Job, dir string, m *model.Model, rp *resumePoint, info compute.Info) (metrics *rundir.Metrics, err error) {
+	if err := rundir.Prepare(dir, job.Name); err != nil {
 		return nil, err
 	}
 	if rp == nil {
 		// A fresh run: an earlier run's checkpoints must not be resumed
 		// into this one.
-		if err := removeCheckpoints(dir); err != nil {
+		if err := rundir.RemoveCheckpoints(dir); err != nil {
 			return nil, err
 		}
 	}
-	man := newManifest(job.Name, job.File, job.Seed, info)
-	if err := writeJSON(filepath.Join(dir, ManifestFile), man); err != nil {
+	man := rundir.NewManifest(job.Name, job.File, job.Seed, info)
+	if err := rundir.WriteJSON(filepath.Join(dir, rundir.ManifestFile), man); err != nil {
 		return nil, fmt.Errorf("run: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, RecipeFile), job.HCL()); err != nil {
+	if err := checkpoint.WriteAtomic(filepath.Join(dir, rundir.RecipeFile), job.HCL()); err != nil {
 		return nil, fmt.Errorf("run: %w", err)
 	}
-	if metrics, err = newMetricsWriter(filepath.Join(dir, MetricsFile), m, job.Factorize); err != nil {
+	// A sparsity column per weight, and per factor a factorize block will
+	// create.
+	var layers []string
+	for _, w := range m.Weights() {
+		layers = append(layers, w.Name)
+	}
+	for _, f := range job.Factorize {
+		layers = append(layers, f.Layer+".v", f.Layer+".u")
+	}
+	if metrics, err = rundir.NewMetrics(filepath.Join(dir, rundir.MetricsFile), layers); err != nil {
 		return nil, err
 	}
 	if rp != nil {
 		for _, em := range rp.state.Snapshot.History {
-			if err := metrics.write(em); err != nil {
+			if err := metrics.Write(em); err != nil {
 				return nil, err
 			}
 		}
@@ -514,123 +397,21 @@ func startFiles(job *recipes.Job, dir string, m *model.Model, rp *resumePoint, i
 	return metrics, nil
 }
 
-// offlineLogits are the teachers' logits for the training set, computed
-// once for offline distillation (across the workers on a cluster; a
-// worker's replica gets the coordinator's) and written beside the run,
-// with the file's bytes for the cluster's store.
-func offlineLogits(ctx context.Context, job *recipes.Job, opts Options, teachers []*model.Model, digests []string, train *data.Set,
-	eng compute.Engine, dir string, teacherFiles func() (*storeFiles, error), log hclog.Logger) (tlogits []float32, tlogitsFile []byte, err error) {
-	if opts.replica != nil {
-		if tlogits = opts.replica.teacherLogits; tlogits == nil {
-			return nil, nil, errors.New("run: the phase distils offline but came without the teacher logits")
-		}
-	} else {
-		t0 := time.Now()
-		if opts.Cluster != nil {
-			// Split across the workers, each a range of whole batches,
-			// with one thread as here: the same bits.
-			var tf *storeFiles
-			if tf, err = teacherFiles(); err == nil {
-				tlogits, err = clusterTeacherLogits(ctx, job, opts, tf, train, log)
-			}
-		} else {
-			tlogits, err = trainer.TeacherLogits(teachers, eng, train, job.EvalBatch)
-		}
-		if err != nil {
-			return nil, nil, fmt.Errorf("run: teacher logits: %w", err)
-		}
-		f := logitsFile(job, train, tlogits, digests)
-		if err := checkpoint.Write(filepath.Join(dir, TeacherLogitsFile), f); err != nil {
-			return nil, nil, err
-		}
-		if opts.Cluster != nil {
-			if tlogitsFile, err = checkpoint.Encode(f); err != nil {
-				return nil, nil, err
-			}
-		}
-		log.Info("teacher logits computed for offline distillation", "samples", train.Len(), "ms", time.Since(t0).Milliseconds(),
-			"file", filepath.Join(dir, TeacherLogitsFile), "bytes", f.Bytes)
-	}
-	return tlogits, tlogitsFile, nil
-}
-
-// replicaGradients gives a CUDA worker's replica its micro-shards'
-// gradients from the device, where it computes what cfg asks (with
-// --device auto the phase falls back to the CPU, saying why); free
-// releases the device's buffers.
-func replicaGradients(job *recipes.Job, opts *Options, cfg *trainer.Config, fields policyFields, log hclog.Logger) (free func(), err error) {
-	free = func() {}
-	var teacher *model.Model // the distillation teacher the device runs
-	if opts.Device != nil {
-		// A CUDA worker: its micro-shards' gradients come from the device.
-		c := *cfg
-		c.Device = opts.Device
-		unsupported := deviceError(job, trainer.DeviceSupports(c, true), fields)
-		if unsupported == nil && len(cfg.Teachers) == 1 && cfg.KD != nil {
-			teacher = cfg.Teachers[0]
-		}
-		if unsupported != nil && !opts.replica.deviceAuto {
-			return nil, unsupported
-		}
-		if unsupported != nil {
-			// --device auto: this job on the CPU, the next one perhaps on the GPU.
-			log.Warn("computing this phase's gradients on the CPU", "reason", unsupported)
-			opts.Device = nil
-		}
-	}
-	if opts.Device != nil {
-		g, err := trainer.NewDeviceGradients(opts.Device, cfg.Model, job.Batch/opts.replica.par.MicroShards(), teacher, cfg.KD, job.Seed)
-		if err != nil {
-			return nil, err
-		}
-		cfg.Gradients, free = g, g.Free
-		log.Info("computing gradients on the device", "device", opts.Device.Name())
-	}
-	return free, nil
-}
-
 // wireSensitivity gives a sensitivity analysis its evaluations: on this
-// trainer, spread over the cluster's workers (whose table then goes to
-// the replicas), or — a worker's replica — the coordinator's table, so
-// masks are decided in one place.
-func wireSensitivity(ctx context.Context, sens *trainer.SensitivityPolicy, tr *trainer.Trainer, val *data.Set, job *recipes.Job, opts Options, dir string, log hclog.Logger) {
-	sens.Evaluate = func() (float64, error) {
-		acc, _, err := tr.Evaluate(val)
+// trainer, or where the role says (spread over the cluster's workers, or
+// — a worker's replica — the coordinator's table, so masks are decided in
+// one place).
+func (st *jobRun) wireSensitivity(ctx context.Context, tr *trainer.Trainer) {
+	st.sens.Evaluate = func() (float64, error) {
+		acc, _, err := tr.Evaluate(st.val)
 		return acc, err
 	}
-	switch {
-	case opts.Cluster != nil:
-		// Each cell a task for a worker, from a model file of the
-		// weights as they are at the analysis; the table then goes to
-		// the replicas, which wait for it.
-		sens.EvaluateAll = func(cells []trainer.SensitivityRow) (float64, []float64, error) {
-			base, accs, err := clusterSensitivity(ctx, job, opts, tr.Model(), cells, log)
-			if err == nil {
-				b, _ := json.Marshal(sensitivityResult{Baseline: base, Accuracies: accs})
-				opts.Cluster.Share("sensitivity", b)
-			}
-			return base, accs, err
-		}
-	case opts.replica != nil:
-		// A worker's replica takes the coordinator's table: masks are
-		// decided in one place.
-		sens.EvaluateAll = func(cells []trainer.SensitivityRow) (float64, []float64, error) {
-			b, err := opts.replica.par.Await(ctx, "sensitivity")
-			if err != nil {
-				return 0, nil, err
-			}
-			var r sensitivityResult
-			if err := json.Unmarshal(b, &r); err != nil {
-				return 0, nil, fmt.Errorf("run: the coordinator's sensitivity table: %w", err)
-			}
-			return r.Baseline, r.Accuracies, nil
-		}
-	}
-	sens.Write = func(t trainer.SensitivityTable) error {
-		if opts.replica != nil {
+	st.sens.EvaluateAll = st.role.evaluateAll(ctx, st, tr)
+	st.sens.Write = func(t trainer.SensitivityTable) error {
+		if !st.role.ownsDir() {
 			return nil
 		}
-		return writeSensitivity(dir, t)
+		return writeSensitivity(st.dir, t)
 	}
 }
 
@@ -638,33 +419,30 @@ func wireSensitivity(ctx context.Context, sens *trainer.SensitivityPolicy, tr *t
 // what training measured, then what the trained model does (calibration,
 // agreement, post-training quantization, thinning), and the model file
 // written.
-func finish(res *trainer.Result, tr *trainer.Trainer, resume *trainer.Snapshot, par *cluster.Replica, teachers []*model.Model, eng compute.Engine,
-	engine string, test *data.Set, job *recipes.Job, opts Options, dir string, log hclog.Logger) (*Summary, error) {
+func (st *jobRun) finish(res *trainer.Result, tr *trainer.Trainer, resume *trainer.Snapshot) (*rundir.Summary, error) {
+	job, eng, test, log := st.job, st.eng, st.test, st.log
 	var err error
 	// The end-of-run evaluations build graphs of their own: free the
 	// training graphs first, and collect between them, so that their
 	// buffers do not pile up before the collector runs.
 	tr.Release()
 	runtime.GC()
-	sum := &Summary{
+	sum := &rundir.Summary{
 		Job: job.Name, Dataset: job.Dataset, Model: job.Model.Arch, Seed: job.Seed, Batch: job.Batch,
 		TestAccuracy: res.TestAccuracy, TestLoss: res.TestLoss, ValAccuracy: res.ValAccuracy, ValLoss: res.ValLoss,
 		Epochs: job.Epochs, Steps: res.Steps, SamplesSeen: res.SamplesSeen, SamplesPerSecond: res.SamplesPerSec,
-		TrainSeconds: res.TrainSeconds, Engine: engine, Layers: tr.Model().Layers(), History: res.Epochs, Ranks: res.Ranks,
+		TrainSeconds: res.TrainSeconds, Engine: st.engine, Layers: tr.Model().Layers(), History: res.Epochs, Ranks: res.Ranks,
 	}
 	if resume != nil {
 		sum.ResumedFromStep = resume.Step
 	}
-	if par != nil {
-		sum.Cluster = clusterSummary(opts.Cluster, par)
-		sum.Cluster.GradientBytes = 4 * tr.Model().NumParams()
-	}
+	st.role.summarize(sum, tr)
 	for _, l := range sum.Layers {
 		sum.ParamsTotal += l.Params
 		sum.ParamsNonzero += l.Nonzero
 	}
 	sum.DenseBytes = 4 * sum.ParamsTotal
-	if err := beyondAccuracy(sum, tr.Model(), teachers, eng, test, job.EvalBatch); err != nil {
+	if err := beyondAccuracy(sum, tr.Model(), st.teachers, eng, test, job.EvalBatch); err != nil {
 		return nil, err
 	}
 	runtime.GC()
@@ -697,16 +475,16 @@ func finish(res *trainer.Result, tr *trainer.Trainer, resume *trainer.Snapshot, 
 			final = small
 		}
 	}
-	mf, err := ExportModel(final, job.Name, job.Dataset)
+	mf, err := rundir.ExportModel(final, job.Name, job.Dataset)
 	if err != nil {
 		return nil, err
 	}
-	if err := checkpoint.Write(filepath.Join(dir, ModelFile), mf); err != nil {
+	if err := checkpoint.Write(filepath.Join(st.dir, rundir.ModelFile), mf); err != nil {
 		return nil, err
 	}
 	sum.ModelBytes = mf.Bytes
 	sum.ModelRatio = float64(sum.DenseBytes) / float64(mf.Bytes)
-	log.Info("model file written", "path", filepath.Join(dir, ModelFile), "bytes", mf.Bytes, "dense_bytes", sum.DenseBytes,
+	log.Info("model file written", "path", filepath.Join(st.dir, rundir.ModelFile), "bytes", mf.Bytes, "dense_bytes", sum.DenseBytes,
 		"ratio", fmt.Sprintf("%.1f", sum.ModelRatio))
 	sum.PeakRSSBytes = peakRSS()
 	return sum, nil
@@ -761,7 +539,7 @@ func trainTeachers(ctx context.Context, job *recipes.Job, dir string, opts Optio
 		if err != nil {
 			return nil, nil, job.Errorf("teacher.file", "%v", err)
 		}
-		tm, st, err := LoadModel(f)
+		tm, st, err := rundir.LoadModel(f)
 		if err != nil {
 			return nil, nil, job.Errorf("teacher.file", "%s: %v", path, err)
 		}
@@ -782,8 +560,8 @@ func trainTeachers(ctx context.Context, job *recipes.Job, dir string, opts Optio
 		}
 		var tm *model.Model
 		if resume {
-			if _, err := os.Stat(filepath.Join(tdir, SummaryFile)); err == nil {
-				f, err := checkpoint.Read(filepath.Join(tdir, ModelFile))
+			if _, err := os.Stat(filepath.Join(tdir, rundir.SummaryFile)); err == nil {
+				f, err := checkpoint.Read(filepath.Join(tdir, rundir.ModelFile))
 				if err != nil {
 					return nil, nil, fmt.Errorf("run: teacher: %w", err)
 				}
@@ -791,24 +569,24 @@ func trainTeachers(ctx context.Context, job *recipes.Job, dir string, opts Optio
 				if rp != nil && k < len(rp.state.Teachers) && rp.state.Teachers[k] != d {
 					return nil, nil, fmt.Errorf("run: teacher %s: its model file is not the one the checkpoint %s was trained with", tdir, rp.path)
 				}
-				if tm, _, err = LoadModel(f); err != nil {
+				if tm, _, err = rundir.LoadModel(f); err != nil {
 					return nil, nil, fmt.Errorf("run: teacher: %w", err)
 				}
-				log.Info("teacher loaded from its model file", "path", filepath.Join(tdir, ModelFile))
+				log.Info("teacher loaded from its model file", "path", filepath.Join(tdir, rundir.ModelFile))
 			}
 		}
 		if tm == nil {
 			log.Info("training the teacher first", "job", tj.Name, "model", tj.Model.Arch, "epochs", tj.Epochs, "seed", tj.Seed, "run_dir", tdir)
 			topts := opts
 			topts.RunDir, topts.Policies, topts.ResumeFrom = tdir, nil, ""
-			names, _ := checkpointFiles(filepath.Join(tdir, CheckpointDir))
+			names, _ := rundir.CheckpointFiles(filepath.Join(tdir, rundir.CheckpointDir))
 			topts.Resume = resume && len(names) > 0
 			var err error
 			if _, tm, err = execute(ctx, tj, topts); err != nil {
 				return nil, nil, fmt.Errorf("run: teacher: %w", err)
 			}
 		}
-		f, err := ExportModel(tm, tj.Name, tj.Dataset)
+		f, err := rundir.ExportModel(tm, tj.Name, tj.Dataset)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -821,7 +599,7 @@ func trainTeachers(ctx context.Context, job *recipes.Job, dir string, opts Optio
 // calibration error (15 bins) on the test set; for a quantized model also
 // that of its float counterpart (quantization off) and their top-1
 // agreement; with a teacher, the student's top-1 agreement with it.
-func beyondAccuracy(sum *Summary, m *model.Model, teachers []*model.Model, eng compute.Engine, test *data.Set, batch int) error {
+func beyondAccuracy(sum *rundir.Summary, m *model.Model, teachers []*model.Model, eng compute.Engine, test *data.Set, batch int) error {
 	preds, err := trainer.PredictModel(m, eng, test, batch)
 	if err != nil {
 		return err
@@ -891,7 +669,7 @@ func ptq(m *model.Model, eng compute.Engine, test *data.Set, batch int, widths [
 
 // thin rebuilds the model without its dead neurons and filters and
 // evaluates the result.
-func thin(m *model.Model, eng compute.Engine, test *data.Set, batch int) (*Thinned, *model.Model, error) {
+func thin(m *model.Model, eng compute.Engine, test *data.Set, batch int) (*rundir.Thinned, *model.Model, error) {
 	small, rep, err := m.Thin()
 	if err != nil {
 		return nil, nil, err
@@ -900,16 +678,16 @@ func thin(m *model.Model, eng compute.Engine, test *data.Set, batch int) (*Thinn
 	if err != nil {
 		return nil, nil, err
 	}
-	t := &Thinned{TestAccuracy: acc, ParamsTotal: small.NumParams()}
+	t := &rundir.Thinned{TestAccuracy: acc, ParamsTotal: small.NumParams()}
 	for i := range rep.Layers {
-		t.Layers = append(t.Layers, ThinnedLayer{Name: rep.Layers[i], Shape: rep.After[i], Removed: rep.Removed[i]})
+		t.Layers = append(t.Layers, rundir.ThinnedLayer{Name: rep.Layers[i], Shape: rep.After[i], Removed: rep.Removed[i]})
 	}
 	return t, small, nil
 }
 
 // writeSensitivity writes sensitivity.json and sensitivity.csv.
 func writeSensitivity(dir string, t trainer.SensitivityTable) error {
-	if err := writeJSON(filepath.Join(dir, SensitivityFile), t); err != nil {
+	if err := rundir.WriteJSON(filepath.Join(dir, rundir.SensitivityFile), t); err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
 	var b strings.Builder
@@ -917,7 +695,7 @@ func writeSensitivity(dir string, t trainer.SensitivityTable) error {
 	for _, r := range t.Rows {
 		fmt.Fprintf(&b, "%s,%g,%g,%g,%g\n", r.Layer, r.Sparsity, r.Accuracy, t.Baseline, t.Suggested[r.Layer])
 	}
-	if err := writeFileAtomic(filepath.Join(dir, SensitivityCSV), []byte(b.String())); err != nil {
+	if err := checkpoint.WriteAtomic(filepath.Join(dir, rundir.SensitivityCSV), []byte(b.String())); err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
 	return nil
@@ -930,57 +708,3 @@ func peakRSS() int64 {
 	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &kids)
 	return max(self.Maxrss, kids.Maxrss) * 1024 // Linux reports KiB
 }
-
-// metricsWriter appends one CSV row per epoch and flushes it to disk.
-type metricsWriter struct {
-	f      *os.File
-	w      *csv.Writer
-	layers []string // the sparsity columns, by weight name
-}
-
-var metricsHeader = []string{"epoch", "steps", "samples_seen", "lr", "train_loss", "extra_loss", "distill_loss", "train_accuracy", "val_loss", "val_accuracy", "train_seconds", "samples_per_second", "sparsity", "guard_pauses", "weight_bits"}
-
-// newMetricsWriter starts metrics.csv: the fixed columns, then one
-// sparsity_<layer> column per weight of m and per factor a factorize block
-// will create (empty while the weight does not exist).
-func newMetricsWriter(path string, m *model.Model, factors []recipes.Factorize) (*metricsWriter, error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, fmt.Errorf("run: %w", err)
-	}
-	mw := &metricsWriter{f: f, w: csv.NewWriter(f)}
-	header := slices.Clone(metricsHeader)
-	for _, w := range m.Weights() {
-		mw.layers = append(mw.layers, w.Name)
-	}
-	for _, f := range factors {
-		mw.layers = append(mw.layers, f.Layer+".v", f.Layer+".u")
-	}
-	for _, l := range mw.layers {
-		header = append(header, "sparsity_"+l)
-	}
-	mw.w.Write(header)
-	mw.w.Flush()
-	return mw, mw.w.Error()
-}
-
-func (mw *metricsWriter) write(m trainer.EpochMetrics) error {
-	g := func(v float64) string { return strconv.FormatFloat(v, 'g', 8, 64) }
-	row := []string{strconv.Itoa(m.Epoch), strconv.FormatInt(m.Steps, 10), strconv.FormatInt(m.SamplesSeen, 10),
-		g(m.LR), g(m.TrainLoss), g(m.ExtraLoss), g(m.DistillLoss), g(m.TrainAccuracy), g(m.ValLoss), g(m.ValAccuracy), g(m.TrainSeconds), g(m.SamplesPerSec), g(m.Sparsity), strconv.Itoa(m.GuardPauses), strconv.Itoa(m.WeightBits)}
-	for _, l := range mw.layers {
-		cell := ""
-		if k := slices.Index(m.LayerNames, l); k >= 0 {
-			cell = g(m.LayerSparsity[k])
-		}
-		row = append(row, cell)
-	}
-	mw.w.Write(row)
-	mw.w.Flush()
-	if err := mw.w.Error(); err != nil {
-		return fmt.Errorf("run: metrics: %w", err)
-	}
-	return mw.f.Sync()
-}
-
-func (mw *metricsWriter) close() { mw.f.Close() }

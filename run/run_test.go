@@ -15,6 +15,7 @@ import (
 
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/recipes"
+	"github.com/lathe-ml/lathe/rundir"
 	"github.com/lathe-ml/lathe/trainer"
 )
 
@@ -68,7 +69,7 @@ func TestExecuteWritesRunDirectory(t *testing.T) {
 		t.Fatalf("accuracies %v / %v", sum.TestAccuracy, sum.ValAccuracy)
 	}
 	var onDisk map[string]any
-	b, err := os.ReadFile(filepath.Join(dir, SummaryFile))
+	b, err := os.ReadFile(filepath.Join(dir, rundir.SummaryFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,27 +88,27 @@ func TestExecuteWritesRunDirectory(t *testing.T) {
 	if len(sum.Layers) != 2 || sum.Layers[0].Name != "fc1" || sum.Layers[0].Params != 784*32+32 {
 		t.Fatalf("layers %+v", sum.Layers)
 	}
-	f, _ := os.Open(filepath.Join(dir, MetricsFile))
+	f, _ := os.Open(filepath.Join(dir, rundir.MetricsFile))
 	rows, err := csv.NewReader(f).ReadAll()
 	f.Close()
 	if err != nil || len(rows) != 3 || rows[0][0] != "epoch" {
 		t.Fatalf("metrics.csv: %v %v", rows, err)
 	}
-	resolved, err := recipes.Load(filepath.Join(dir, RecipeFile), nil)
+	resolved, err := recipes.Load(filepath.Join(dir, rundir.RecipeFile), nil)
 	if err != nil {
 		t.Fatalf("resolved recipe: %v", err)
 	}
 	if resolved.Epochs != 2 || resolved.Validation != 50000 {
 		t.Fatalf("resolved recipe %+v", resolved)
 	}
-	var st Status
-	b, _ = os.ReadFile(filepath.Join(dir, StatusFile))
+	var st rundir.Status
+	b, _ = os.ReadFile(filepath.Join(dir, rundir.StatusFile))
 	if err := json.Unmarshal(b, &st); err != nil || st.State != "done" || st.Job != "tiny" || st.Step != sum.Steps ||
 		st.SamplesSeen != sum.Steps*256 || st.Epoch != 2 || st.Epochs != 2 || st.LastLoss <= 0 || st.Updated.IsZero() {
 		t.Fatalf("status.json %+v %v", st, err)
 	}
-	var m Manifest
-	b, _ = os.ReadFile(filepath.Join(dir, ManifestFile))
+	var m rundir.Manifest
+	b, _ = os.ReadFile(filepath.Join(dir, rundir.ManifestFile))
 	if err := json.Unmarshal(b, &m); err != nil || m.Job != "tiny" || m.Compute.Threads != 2 || m.GoVersion == "" {
 		t.Fatalf("manifest %+v %v", m, err)
 	}
@@ -119,13 +120,13 @@ func TestExecuteWritesRunDirectory(t *testing.T) {
 	// Another job may not.
 	other := load(t)
 	other.Name = "other"
-	if _, err := Execute(context.Background(), other, Options{RunDir: dir}); !errors.Is(err, ErrForeignRunDir) {
+	if _, err := Execute(context.Background(), other, Options{RunDir: dir}); !errors.Is(err, rundir.ErrForeign) {
 		t.Fatalf("another job's directory: %v", err)
 	}
 	// Nor may a directory holding unrelated files.
 	junk := t.TempDir()
 	os.WriteFile(filepath.Join(junk, "notes.txt"), []byte("mine"), 0o644)
-	if _, err := Execute(context.Background(), load(t), Options{RunDir: junk}); !errors.Is(err, ErrForeignRunDir) {
+	if _, err := Execute(context.Background(), load(t), Options{RunDir: junk}); !errors.Is(err, rundir.ErrForeign) {
 		t.Fatalf("unrelated directory: %v", err)
 	}
 	if b, _ := os.ReadFile(filepath.Join(junk, "notes.txt")); string(b) != "mine" {
@@ -151,11 +152,11 @@ func TestNonFiniteLossLeavesNoSummary(t *testing.T) {
 	if !errors.Is(err, trainer.ErrNonFinite) || !strings.Contains(err.Error(), "at step 7 ") {
 		t.Fatalf("error %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, SummaryFile)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(dir, rundir.SummaryFile)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatal("a summary was written for a failed run")
 	}
-	var st Status
-	b, _ := os.ReadFile(filepath.Join(dir, StatusFile))
+	var st rundir.Status
+	b, _ := os.ReadFile(filepath.Join(dir, rundir.StatusFile))
 	if err := json.Unmarshal(b, &st); err != nil || st.State != "failed" || !strings.Contains(st.Error, "step 7") {
 		t.Fatalf("status.json of a failed run: %+v %v", st, err)
 	}
@@ -165,14 +166,14 @@ func TestNonFiniteLossLeavesNoSummary(t *testing.T) {
 // exists, parses, and moves on, every StatusEvery at the latest.
 func TestStatusIsRewrittenWhileTraining(t *testing.T) {
 	dir := t.TempDir()
-	defer func(d time.Duration) { StatusEvery = d }(StatusEvery)
-	StatusEvery = 100 * time.Millisecond
-	var seen []Status
+	defer func(d time.Duration) { rundir.StatusEvery = d }(rundir.StatusEvery)
+	rundir.StatusEvery = 100 * time.Millisecond
+	var seen []rundir.Status
 	slow := func(p trainer.Progress) {
 		if p.Step%13 == 0 {
 			time.Sleep(200 * time.Millisecond) // a step slower than the writer's timer, four of its ticks
-			var st Status
-			if b, err := os.ReadFile(filepath.Join(dir, StatusFile)); err == nil && json.Unmarshal(b, &st) == nil {
+			var st rundir.Status
+			if b, err := os.ReadFile(filepath.Join(dir, rundir.StatusFile)); err == nil && json.Unmarshal(b, &st) == nil {
 				seen = append(seen, st)
 			}
 		}
@@ -265,7 +266,7 @@ func TestPruningAndGroupLassoRun(t *testing.T) {
 	if last.ExtraLoss <= 0 || len(last.LayerSparsity) != 2 {
 		t.Fatalf("history %+v", last)
 	}
-	b, _ := os.ReadFile(filepath.Join(dir, MetricsFile))
+	b, _ := os.ReadFile(filepath.Join(dir, rundir.MetricsFile))
 	if !strings.Contains(string(b), "extra_loss") || !strings.Contains(string(b), "sparsity_fc2") {
 		t.Fatalf("metrics.csv header: %s", strings.SplitN(string(b), "\n", 2)[0])
 	}
@@ -311,14 +312,14 @@ func TestSensitivityFeedsPerLayerTargets(t *testing.T) {
 		t.Fatal(err)
 	}
 	var table trainer.SensitivityTable
-	b, err := os.ReadFile(filepath.Join(dir, SensitivityFile))
+	b, err := os.ReadFile(filepath.Join(dir, rundir.SensitivityFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := json.Unmarshal(b, &table); err != nil || len(table.Rows) != 6 || table.Epoch != 1 {
 		t.Fatalf("sensitivity.json: %+v %v", table, err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, SensitivityCSV)); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, rundir.SensitivityCSV)); err != nil {
 		t.Fatal(err)
 	}
 	for _, l := range sum.Layers[:2] {
@@ -451,11 +452,11 @@ func TestTeacherThenDistillation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(filepath.Join(dir, "teacher", SummaryFile))
+	b, err := os.ReadFile(filepath.Join(dir, "teacher", rundir.SummaryFile))
 	if err != nil {
 		t.Fatalf("the teacher's run: %v", err)
 	}
-	var ts Summary
+	var ts rundir.Summary
 	if err := json.Unmarshal(b, &ts); err != nil || ts.Job != "tiny-teacher" || ts.ParamsTotal != 784*64+64+64*10+10 {
 		t.Fatalf("teacher summary %+v %v", ts, err)
 	}
@@ -496,11 +497,11 @@ func TestTeacherEnsemble(t *testing.T) {
 	}
 	var seeds []uint64
 	for _, sub := range []string{"teacher-1", "teacher-2"} {
-		b, err := os.ReadFile(filepath.Join(dir, sub, SummaryFile))
+		b, err := os.ReadFile(filepath.Join(dir, sub, rundir.SummaryFile))
 		if err != nil {
 			t.Fatal(err)
 		}
-		var ts Summary
+		var ts rundir.Summary
 		json.Unmarshal(b, &ts)
 		seeds = append(seeds, ts.Seed)
 	}
@@ -551,7 +552,7 @@ func TestClusteredWeightsShareValues(t *testing.T) {
 	if sum.TestAccuracy < 0.8 {
 		t.Fatalf("accuracy %v", sum.TestAccuracy)
 	}
-	f, err := checkpoint.Read(filepath.Join(dir, ModelFile))
+	f, err := checkpoint.Read(filepath.Join(dir, rundir.ModelFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -601,8 +602,8 @@ func TestHintDistillation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	names, _ := checkpointFiles(filepath.Join(dir, CheckpointDir))
-	f, err := checkpoint.Read(filepath.Join(dir, CheckpointDir, names[len(names)-1]))
+	names, _ := rundir.CheckpointFiles(filepath.Join(dir, rundir.CheckpointDir))
+	f, err := checkpoint.Read(filepath.Join(dir, rundir.CheckpointDir, names[len(names)-1]))
 	if err != nil {
 		t.Fatal(err)
 	}

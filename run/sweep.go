@@ -11,7 +11,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/recipes"
+	"github.com/lathe-ml/lathe/rundir"
 )
 
 // SweepFile and SweepCSV are a sweep's table in its run directory.
@@ -106,7 +108,7 @@ func Sweep(ctx context.Context, file string, vars []string, sweep []SweepVar, di
 	}
 	var first error
 	var finished []SweepRow // in the order the runs finish
-	record := func(i int, sum *Summary, err error) error {
+	record := func(i int, sum *rundir.Summary, err error) error {
 		row := &rows[i]
 		if err != nil {
 			row.Error = err.Error()
@@ -153,7 +155,7 @@ func Sweep(ctx context.Context, file string, vars []string, sweep []SweepVar, di
 }
 
 func writeSweep(dir string, sweep []SweepVar, rows []SweepRow) error {
-	if err := writeJSON(filepath.Join(dir, SweepFile), rows); err != nil {
+	if err := rundir.WriteJSON(filepath.Join(dir, SweepFile), rows); err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
 	var b strings.Builder
@@ -173,5 +175,5 @@ func writeSweep(dir string, sweep []SweepVar, rows []SweepRow) error {
 			f(r.SamplesPerSec), f(r.WallSeconds), r.Worker, r.Error))
 	}
 	w.Flush()
-	return writeFileAtomic(filepath.Join(dir, SweepCSV), []byte(b.String()))
+	return checkpoint.WriteAtomic(filepath.Join(dir, SweepCSV), []byte(b.String()))
 }

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/lathe-ml/lathe/rundir"
 )
 
 // TestSweep runs the test recipe at two learning rates and two epoch
@@ -34,7 +36,7 @@ func TestSweep(t *testing.T) {
 		if r.Error != "" || r.TestAccuracy < 0.5 {
 			t.Fatalf("row %+v", r)
 		}
-		if _, err := os.Stat(filepath.Join(r.RunDir, SummaryFile)); err != nil {
+		if _, err := os.Stat(filepath.Join(r.RunDir, rundir.SummaryFile)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -68,10 +70,10 @@ func TestSweep(t *testing.T) {
 			if r.Error != "" || r.Vars["lr"] != rows[i].Vars["lr"] || r.Vars["epochs"] != rows[i].Vars["epochs"] || r.TestAccuracy != rows[i].TestAccuracy {
 				t.Fatalf("cluster row %+v, in-process %+v", r, rows[i])
 			}
-			if a, b := weightsDigest(t, filepath.Join(r.RunDir, ModelFile)), weightsDigest(t, filepath.Join(rows[i].RunDir, ModelFile)); a != b {
+			if a, b := weightsDigest(t, filepath.Join(r.RunDir, rundir.ModelFile)), weightsDigest(t, filepath.Join(rows[i].RunDir, rundir.ModelFile)); a != b {
 				t.Fatalf("point %d: weights %s on a worker, %s in-process", i+1, a, b)
 			}
-			for _, f := range []string{SummaryFile, MetricsFile, RecipeFile} {
+			for _, f := range []string{rundir.SummaryFile, rundir.MetricsFile, rundir.RecipeFile} {
 				if _, err := os.Stat(filepath.Join(r.RunDir, f)); err != nil {
 					t.Fatal(err)
 				}

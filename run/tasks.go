@@ -25,6 +25,7 @@ import (
 	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/recipes"
+	"github.com/lathe-ml/lathe/rundir"
 	"github.com/lathe-ml/lathe/trainer"
 )
 
@@ -131,7 +132,7 @@ func runTask(ctx context.Context, job *recipes.Job, dataDir string, threads int,
 		if err != nil {
 			return err
 		}
-		if d.IsDir() && d.Name() == CheckpointDir {
+		if d.IsDir() && d.Name() == rundir.CheckpointDir {
 			return filepath.SkipDir // training checkpoints stay behind
 		}
 		if !d.Type().IsRegular() {
@@ -148,7 +149,7 @@ func runTask(ctx context.Context, job *recipes.Job, dataDir string, threads int,
 	if err != nil {
 		return nil, nil, fmt.Errorf("run: the task's files: %w", err)
 	}
-	return out[SummaryFile], out, nil
+	return out[rundir.SummaryFile], out, nil
 }
 
 // logitsTask computes the teachers' logits for a range of the training
@@ -163,7 +164,7 @@ func logitsTask(job *recipes.Job, train *data.Set, spec cluster.TaskSpec, files 
 		if err != nil {
 			return nil, nil, fmt.Errorf("run: teacher %s: %w", name, err)
 		}
-		tm, _, err := LoadModel(f)
+		tm, _, err := rundir.LoadModel(f)
 		if err != nil {
 			return nil, nil, fmt.Errorf("run: teacher %s: %w", name, err)
 		}
@@ -232,7 +233,7 @@ func clusterTeacherLogits(ctx context.Context, job *recipes.Job, opts Options, t
 
 // sweepOnCluster runs a sweep's points as tasks on the cluster's workers,
 // several at once, and files each point's run directory as it comes back.
-func sweepOnCluster(ctx context.Context, jobs []*recipes.Job, rows []SweepRow, opts Options, record func(i int, sum *Summary, err error) error) error {
+func sweepOnCluster(ctx context.Context, jobs []*recipes.Job, rows []SweepRow, opts Options, record func(i int, sum *rundir.Summary, err error) error) error {
 	files := map[string][]byte{}
 	objs := map[string][]string{} // the dataset objects, read once per dataset
 	var tasks []cluster.TaskSpec
@@ -266,11 +267,11 @@ func sweepOnCluster(ctx context.Context, jobs []*recipes.Job, rows []SweepRow, o
 			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 				return fmt.Errorf("run: %w", err)
 			}
-			if err := writeFileAtomic(p, b); err != nil {
+			if err := checkpoint.WriteAtomic(p, b); err != nil {
 				return fmt.Errorf("run: %w", err)
 			}
 		}
-		var sum Summary
+		var sum rundir.Summary
 		if err := json.Unmarshal(o.Summary, &sum); err != nil {
 			return record(i, nil, fmt.Errorf("on %s: its summary: %w", o.Worker, err))
 		}
@@ -292,7 +293,7 @@ func sensitivityTask(job *recipes.Job, val *data.Set, spec cluster.TaskSpec, fil
 	if err != nil {
 		return nil, nil, fmt.Errorf("run: the sensitivity model: %w", err)
 	}
-	m, _, err := LoadModel(f)
+	m, _, err := rundir.LoadModel(f)
 	if err != nil {
 		return nil, nil, fmt.Errorf("run: the sensitivity model: %w", err)
 	}
@@ -333,7 +334,7 @@ type sensitivityResult struct {
 // cells, one task each, from a model file of the weights as they are now
 // (tasks for the unpruned weights first: the baseline).
 func clusterSensitivity(ctx context.Context, job *recipes.Job, opts Options, m *model.Model, cells []trainer.SensitivityRow, log hclog.Logger) (float64, []float64, error) {
-	mf, err := ExportModel(m, job.Name+"-sensitivity", job.Dataset)
+	mf, err := rundir.ExportModel(m, job.Name+"-sensitivity", job.Dataset)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -1,4 +1,4 @@
-package run
+package rundir
 
 import (
 	"path/filepath"
@@ -8,13 +8,12 @@ import (
 
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/model"
-	"github.com/lathe-ml/lathe/recipes"
 	"github.com/lathe-ml/lathe/trainer"
 )
 
 // lenet300Snapshot is a LeNet-300-100 training state as a pruning run
 // holds it: weights, SGD momentum, and a mask per weight.
-func lenet300Snapshot(b *testing.B) (*checkpointer, *trainer.Snapshot, *model.Model) {
+func lenet300Snapshot(b *testing.B) (*Checkpointer, *trainer.Snapshot, *model.Model) {
 	m, err := model.New(model.Spec{Arch: "lenet300"}, model.MNISTInput, 1)
 	if err != nil {
 		b.Fatal(err)
@@ -32,9 +31,7 @@ func lenet300Snapshot(b *testing.B) (*checkpointer, *trainer.Snapshot, *model.Mo
 		}
 		sn.Masks = append(sn.Masks, mask)
 	}
-	job := recipes.Defaults()
-	job.Name = "bench"
-	c := &checkpointer{dir: b.TempDir(), job: &job, threads: 2, log: hclog.NewNullLogger()}
+	c := &Checkpointer{Dir: b.TempDir(), Job: "bench", Threads: 2, Log: hclog.NewNullLogger()}
 	return c, sn, m
 }
 
@@ -42,9 +39,9 @@ func lenet300Snapshot(b *testing.B) (*checkpointer, *trainer.Snapshot, *model.Mo
 // encoding, checksum, temporary file, fsync, rename.
 func BenchmarkCheckpointWrite(b *testing.B) {
 	c, sn, m := lenet300Snapshot(b)
-	path := filepath.Join(c.dir, "ckpt.arrow")
+	path := filepath.Join(c.Dir, "ckpt.arrow")
 	for b.Loop() {
-		f, err := c.trainingFile(sn, m)
+		f, err := c.File(sn, m)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -57,8 +54,8 @@ func BenchmarkCheckpointWrite(b *testing.B) {
 // BenchmarkCheckpointRead reads one back: checksum, Arrow, tensors.
 func BenchmarkCheckpointRead(b *testing.B) {
 	c, sn, m := lenet300Snapshot(b)
-	path := filepath.Join(c.dir, "ckpt.arrow")
-	f, err := c.trainingFile(sn, m)
+	path := filepath.Join(c.Dir, "ckpt.arrow")
+	f, err := c.File(sn, m)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package run
+package rundir
 
 import (
 	"encoding/json"
@@ -21,22 +21,20 @@ const (
 	SensitivityCSV  = "sensitivity.csv"
 )
 
-// ErrForeignRunDir reports a run directory that holds something else.
-var ErrForeignRunDir = errors.New("run: run directory is in use")
+// ErrForeign reports a run directory that holds something else.
+var ErrForeign = errors.New("run: run directory is in use")
 
-// prepareDir makes dir ready for a run of job: it creates it when missing,
+// Prepare makes dir ready for a run of job: it creates it when missing,
 // accepts an empty directory or one holding an earlier run of the same job
 // (whose summary is removed first, so a failed rerun leaves none behind),
-// and refuses a directory holding another job's run or unrelated files.
-// PrepareDir checks that dir is empty, absent or a run of job (then its
-// old summary goes), creating it if needed: what a run does first, for a
-// coordinator that puts its embedded NATS store there before the run.
-func PrepareDir(dir, job string) error { return prepareDir(dir, job) }
+// and refuses a directory holding another job's run or unrelated files. A
+// run does it first; so does a coordinator that puts its embedded NATS
+// store there before the run.
 
 // NATSDir is the embedded NATS server's store inside a run directory.
 const NATSDir = "nats"
 
-func prepareDir(dir, job string) error {
+func Prepare(dir, job string) error {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -54,32 +52,32 @@ func prepareDir(dir, job string) error {
 		}
 	}
 	if own == len(entries) {
-		return removeTemps(dir)
+		return RemoveTemps(dir)
 	}
 	b, err := os.ReadFile(filepath.Join(dir, ManifestFile))
 	if err != nil {
-		return fmt.Errorf("%w: %s is not empty and holds no lathe run (no %s); choose another --run-dir", ErrForeignRunDir, dir, ManifestFile)
+		return fmt.Errorf("%w: %s is not empty and holds no lathe run (no %s); choose another --run-dir", ErrForeign, dir, ManifestFile)
 	}
 	var m Manifest
 	if err := json.Unmarshal(b, &m); err != nil {
-		return fmt.Errorf("%w: %s: %s is unreadable: %v", ErrForeignRunDir, dir, ManifestFile, err)
+		return fmt.Errorf("%w: %s: %s is unreadable: %v", ErrForeign, dir, ManifestFile, err)
 	}
 	if m.Job != job {
-		return fmt.Errorf("%w: %s holds a run of job %q, not %q; choose another --run-dir", ErrForeignRunDir, dir, m.Job, job)
+		return fmt.Errorf("%w: %s holds a run of job %q, not %q; choose another --run-dir", ErrForeign, dir, m.Job, job)
 	}
 	if err := os.Remove(filepath.Join(dir, SummaryFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("run: %w", err)
 	}
-	if err := removeTemps(dir); err != nil {
+	if err := RemoveTemps(dir); err != nil {
 		return err
 	}
-	return removeTemps(filepath.Join(dir, CheckpointDir))
+	return RemoveTemps(filepath.Join(dir, CheckpointDir))
 }
 
-// removeTemps removes the temporary files lathe's atomic writes leave in
+// RemoveTemps removes the temporary files lathe's atomic writes leave in
 // dir when a process is killed mid-write (checkpoint.IsTemp names them;
 // nothing else is touched).
-func removeTemps(dir string) error {
+func RemoveTemps(dir string) error {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -97,13 +95,13 @@ func removeTemps(dir string) error {
 	return nil
 }
 
-// removeCheckpoints removes an earlier run's training checkpoints from
+// RemoveCheckpoints removes an earlier run's training checkpoints from
 // dir/checkpoints — the files lathe names so (step-NNNNNNNNN.arrow,
 // best.arrow) and its temporary files, nothing else — so that a fresh run
 // cannot resume into them.
-func removeCheckpoints(dir string) error {
+func RemoveCheckpoints(dir string) error {
 	cdir := filepath.Join(dir, CheckpointDir)
-	names, err := checkpointFiles(cdir)
+	names, err := CheckpointFiles(cdir)
 	if err != nil {
 		return err
 	}
@@ -112,17 +110,16 @@ func removeCheckpoints(dir string) error {
 			return fmt.Errorf("run: %w", err)
 		}
 	}
-	return removeTemps(cdir)
+	return RemoveTemps(cdir)
 }
 
-// writeFileAtomic writes data to path through a temporary file, fsync and
-// rename, so readers see the old file or the new one, never a part.
-func writeFileAtomic(path string, data []byte) error { return checkpoint.WriteAtomic(path, data) }
-
-func writeJSON(path string, v any) error {
+// WriteJSON writes v as indented JSON to path atomically (through a
+// temporary file, fsync and rename): readers see the old file or the new
+// one, never a part.
+func WriteJSON(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, append(b, '\n'))
+	return checkpoint.WriteAtomic(path, append(b, '\n'))
 }

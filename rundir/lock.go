@@ -1,4 +1,4 @@
-package run
+package rundir
 
 import (
 	"errors"
@@ -15,8 +15,8 @@ import (
 // process running in it holds; it names that process.
 const LockFile = ".lock"
 
-// ErrDirBusy reports a run directory another process is running in.
-var ErrDirBusy = errors.New("run: run directory is busy")
+// ErrBusy reports a run directory another process is running in.
+var ErrBusy = errors.New("run: run directory is busy")
 
 // held are the run directories this process holds, by absolute path: a
 // coordinator takes its directory before it puts an embedded NATS store
@@ -32,10 +32,10 @@ type heldDir struct {
 	created bool // the directory did not exist before
 }
 
-// LockDir takes dir (created when missing) for this process until release
-// is called as often as LockDir was: another process holding it makes it
-// fail at once with ErrDirBusy, naming that process.
-func LockDir(dir string) (release func(), err error) {
+// Lock takes dir (created when missing) for this process until release
+// is called as often as Lock was: another process holding it makes it
+// fail at once with ErrBusy, naming that process.
+func Lock(dir string) (release func(), err error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("run: run directory: %w", err)
@@ -63,7 +63,7 @@ func LockDir(dir string) (release func(), err error) {
 		if holder == "" {
 			holder = "another process"
 		}
-		return nil, fmt.Errorf("%w: %s is in use by %s; wait for it to end, or choose another --run-dir", ErrDirBusy, dir, holder)
+		return nil, fmt.Errorf("%w: %s is in use by %s; wait for it to end, or choose another --run-dir", ErrBusy, dir, holder)
 	}
 	_ = f.Truncate(0)
 	_, _ = f.WriteAt([]byte("lathe pid "+strconv.Itoa(os.Getpid())+" since "+time.Now().UTC().Format(time.RFC3339)+"\n"), 0)

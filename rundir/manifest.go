@@ -1,4 +1,4 @@
-package run
+package rundir
 
 import (
 	"os"
@@ -34,7 +34,8 @@ type Manifest struct {
 	StartedAt  time.Time    `json:"started_at"`
 }
 
-func newManifest(job, recipe string, seed uint64, info compute.Info) Manifest {
+// NewManifest records this process and build for a run of job.
+func NewManifest(job, recipe string, seed uint64, info compute.Info) Manifest {
 	host, _ := os.Hostname()
 	m := Manifest{
 		Job: job, Lathe: Version, GoVersion: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH,

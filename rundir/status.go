@@ -1,4 +1,4 @@
-package run
+package rundir
 
 import (
 	"context"
@@ -55,10 +55,10 @@ type WorkerStatus struct {
 	Error    string  `json:"error,omitempty"`
 }
 
-// statusWriter keeps status.json current: on training progress (at most
+// StatusWriter keeps status.json current: on training progress (at most
 // once a second) and on a timer, so that long evaluations and checkpoints
 // refresh it too.
-type statusWriter struct {
+type StatusWriter struct {
 	path    string
 	batch   int
 	cluster *cluster.Coordinator
@@ -71,8 +71,10 @@ type statusWriter struct {
 	done    chan struct{}
 }
 
-func startStatus(dir, job string, epochs, batch int, c *cluster.Coordinator, log hclog.Logger) *statusWriter {
-	w := &statusWriter{path: filepath.Join(dir, StatusFile), batch: batch, cluster: c, log: log,
+// StartStatus writes dir's status.json now and keeps it current until
+// End; c, when set, supplies the cluster's workers.
+func StartStatus(dir, job string, epochs, batch int, c *cluster.Coordinator, log hclog.Logger) *StatusWriter {
+	w := &StatusWriter{path: filepath.Join(dir, StatusFile), batch: batch, cluster: c, log: log,
 		st: Status{Job: job, State: "training", Epochs: epochs}, stop: make(chan struct{}), done: make(chan struct{})}
 	w.write()
 	go func() {
@@ -91,8 +93,8 @@ func startStatus(dir, job string, epochs, batch int, c *cluster.Coordinator, log
 	return w
 }
 
-// progress records a training step, writing when a second has passed.
-func (w *statusWriter) progress(p trainer.Progress) {
+// Progress records a training step, writing when a second has passed.
+func (w *StatusWriter) Progress(p trainer.Progress) {
 	w.mu.Lock()
 	w.st.Epoch, w.st.StepInEpoch, w.st.StepsPerEpoch = p.Epoch, p.Step, p.Steps
 	w.st.Step = int64((p.Epoch-1)*p.Steps + p.Step)
@@ -105,9 +107,9 @@ func (w *statusWriter) progress(p trainer.Progress) {
 	}
 }
 
-// end finishes the status as a run that returned err: done, interrupted
+// End finishes the status as a run that returned err: done, interrupted
 // (its context cancelled) or failed.
-func (w *statusWriter) end(ctx context.Context, err error) {
+func (w *StatusWriter) End(ctx context.Context, err error) {
 	switch {
 	case err == nil:
 		w.finish("done", nil)
@@ -119,7 +121,7 @@ func (w *statusWriter) end(ctx context.Context, err error) {
 }
 
 // finish writes the final state and stops the timer.
-func (w *statusWriter) finish(state string, err error) {
+func (w *StatusWriter) finish(state string, err error) {
 	close(w.stop)
 	<-w.done
 	w.mu.Lock()
@@ -131,7 +133,7 @@ func (w *statusWriter) finish(state string, err error) {
 	w.write()
 }
 
-func (w *statusWriter) write() {
+func (w *StatusWriter) write() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.st.Updated = time.Now().UTC()

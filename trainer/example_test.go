@@ -13,7 +13,7 @@ import (
 	"github.com/lathe-ml/lathe/graph"
 	"github.com/lathe-ml/lathe/infer"
 	"github.com/lathe-ml/lathe/model"
-	"github.com/lathe-ml/lathe/run"
+	"github.com/lathe-ml/lathe/rundir"
 	"github.com/lathe-ml/lathe/schedule"
 	"github.com/lathe-ml/lathe/trainer"
 )
@@ -62,7 +62,7 @@ func Example() {
 	fmt.Printf("fc1 %.0f %% zero, test accuracy over 85 %%: %v\n", 100*m.Layers()[0].Sparsity, res.TestAccuracy > 0.85)
 
 	// The model file, and the inference runtime on it.
-	f, err := run.ExportModel(m, "example", "mnist")
+	f, err := rundir.ExportModel(m, "example", "mnist")
 	if err != nil {
 		fmt.Println(err)
 		return

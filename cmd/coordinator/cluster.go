@@ -16,7 +16,7 @@ import (
 
 	"github.com/lathe-ml/lathe/cluster"
 	"github.com/lathe-ml/lathe/internal/workercli"
-	"github.com/lathe-ml/lathe/run"
+	"github.com/lathe-ml/lathe/rundir"
 )
 
 // startCluster connects the coordinator to NATS — an embedded server in
@@ -26,11 +26,11 @@ func startCluster(ctx context.Context, log hclog.Logger, job, dir, url string, w
 	var auth cluster.Auth
 	var srv *cluster.Embedded
 	if url == "" {
-		if err := run.PrepareDir(dir, job); err != nil {
+		if err := rundir.Prepare(dir, job); err != nil {
 			return nil, nil, err
 		}
 		var err error
-		store := filepath.Join(dir, run.NATSDir)
+		store := filepath.Join(dir, rundir.NATSDir)
 		if srv, err = cluster.StartEmbedded(store); err != nil {
 			return nil, nil, err
 		}

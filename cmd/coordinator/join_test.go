@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/lathe-ml/lathe/cluster"
-	"github.com/lathe-ml/lathe/run"
+	"github.com/lathe-ml/lathe/rundir"
 )
 
 // TestWorkerProcessJoinsMidRun: a coordinator process on a NATS server
@@ -52,8 +52,8 @@ func TestWorkerProcessJoinsMidRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		var st run.Status
-		b, _ := os.ReadFile(filepath.Join(joined, run.StatusFile))
+		var st rundir.Status
+		b, _ := os.ReadFile(filepath.Join(joined, rundir.StatusFile))
 		if json.Unmarshal(b, &st) == nil && st.Epoch >= 2 {
 			break
 		}
@@ -75,8 +75,8 @@ func TestWorkerProcessJoinsMidRun(t *testing.T) {
 	if err := late.Wait(); err != nil {
 		t.Fatalf("the late worker: %v\n%s", err, lerr.String())
 	}
-	var sum run.Summary
-	b, err := os.ReadFile(filepath.Join(joined, run.SummaryFile))
+	var sum rundir.Summary
+	b, err := os.ReadFile(filepath.Join(joined, rundir.SummaryFile))
 	if err != nil || json.Unmarshal(b, &sum) != nil || sum.Cluster == nil || sum.Cluster.WorkersJoined != 1 || sum.Cluster.Workers != 2 {
 		t.Fatalf("summary %+v %v\n%s\nlate worker:\n%s", sum.Cluster, err, cerr.String(), lerr.String())
 	}

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/lathe-ml/lathe/checkpoint"
-	"github.com/lathe-ml/lathe/run"
+	"github.com/lathe-ml/lathe/rundir"
 )
 
 // stat returns the fields of a process's /proc stat after its command
@@ -44,7 +44,7 @@ func children(pid int) []int {
 // modelDigest is the weights digest of a run directory's model file.
 func modelDigest(t *testing.T, runDir string) string {
 	t.Helper()
-	f, err := checkpoint.Read(filepath.Join(runDir, run.ModelFile))
+	f, err := checkpoint.Read(filepath.Join(runDir, rundir.ModelFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,8 +99,8 @@ func TestLocalWorkerKilledMidRun(t *testing.T) {
 	var workers []int
 	deadline := time.Now().Add(90 * time.Second)
 	for {
-		var st run.Status
-		b, _ := os.ReadFile(filepath.Join(killed, run.StatusFile))
+		var st rundir.Status
+		b, _ := os.ReadFile(filepath.Join(killed, rundir.StatusFile))
 		if json.Unmarshal(b, &st) == nil && st.Epoch >= 2 && len(st.Workers) == 2 {
 			workers = children(cmd.Process.Pid)
 			if len(workers) == 2 {
@@ -119,8 +119,8 @@ func TestLocalWorkerKilledMidRun(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("the run failed after a worker was killed: %v\n%s", err, stderr.String())
 	}
-	var sum run.Summary
-	b, err := os.ReadFile(filepath.Join(killed, run.SummaryFile))
+	var sum rundir.Summary
+	b, err := os.ReadFile(filepath.Join(killed, rundir.SummaryFile))
 	if err != nil || json.Unmarshal(b, &sum) != nil || sum.Cluster == nil || sum.Cluster.WorkersLost != 1 {
 		t.Fatalf("summary %+v %v\n%s", sum.Cluster, err, stderr.String())
 	}
@@ -150,8 +150,8 @@ func TestLocalWorkerKilledMidRun(t *testing.T) {
 	deadline = time.Now().Add(90 * time.Second)
 	for {
 		ckpts, _ := filepath.Glob(filepath.Join(again, "checkpoints", "step-*.arrow"))
-		var st run.Status
-		b, _ := os.ReadFile(filepath.Join(again, run.StatusFile))
+		var st rundir.Status
+		b, _ := os.ReadFile(filepath.Join(again, rundir.StatusFile))
 		if len(ckpts) > 0 && json.Unmarshal(b, &st) == nil && st.Epoch >= 2 {
 			workers = children(cmd.Process.Pid)
 			if len(workers) == 2 {
@@ -174,7 +174,7 @@ func TestLocalWorkerKilledMidRun(t *testing.T) {
 			t.Fatalf("worker processes %v outlived a SIGKILLed coordinator", workers)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(again, run.SummaryFile)); err == nil {
+	if _, err := os.Stat(filepath.Join(again, rundir.SummaryFile)); err == nil {
 		t.Fatal("a killed run left a summary")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // a few seconds when all is well
@@ -186,8 +186,8 @@ func TestLocalWorkerKilledMidRun(t *testing.T) {
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("resume: %v\n%s", err, out.String())
 	}
-	var resumed run.Summary
-	b, _ = os.ReadFile(filepath.Join(again, run.SummaryFile))
+	var resumed rundir.Summary
+	b, _ = os.ReadFile(filepath.Join(again, rundir.SummaryFile))
 	if err := json.Unmarshal(b, &resumed); err != nil || resumed.ResumedFromStep <= 0 {
 		t.Fatalf("resumed summary: %+v %v\n%s", resumed, err, out.String())
 	}

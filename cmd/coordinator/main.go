@@ -37,6 +37,7 @@ import (
 	"github.com/lathe-ml/lathe/internal/workercli"
 	"github.com/lathe-ml/lathe/recipes"
 	"github.com/lathe-ml/lathe/run"
+	"github.com/lathe-ml/lathe/rundir"
 	"github.com/lathe-ml/lathe/trainer"
 )
 
@@ -162,7 +163,7 @@ func realMain(args []string, stderr io.Writer) int {
 	}
 	// The run directory is this process's until it exits: a second
 	// coordinator on it is refused before it touches anything there.
-	release, err := run.LockDir(dir)
+	release, err := rundir.Lock(dir)
 	if err != nil {
 		fmt.Fprintln(stderr, "coordinator:", err)
 		return 1
@@ -230,8 +231,8 @@ func realMain(args []string, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(os.Stdout, "test accuracy %.4f, val accuracy %.4f, %.0f samples/s, %.1f s\nsummary: %s\nmodel:   %s (%d bytes, %.1f× smaller than fp32)\n",
-		sum.TestAccuracy, sum.ValAccuracy, sum.SamplesPerSecond, sum.WallSeconds, filepath.Join(dir, run.SummaryFile),
-		filepath.Join(dir, run.ModelFile), sum.ModelBytes, sum.ModelRatio)
+		sum.TestAccuracy, sum.ValAccuracy, sum.SamplesPerSecond, sum.WallSeconds, filepath.Join(dir, rundir.SummaryFile),
+		filepath.Join(dir, rundir.ModelFile), sum.ModelBytes, sum.ModelRatio)
 	return 0
 }
 

@@ -10,7 +10,7 @@ import (
 
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/infer"
-	"github.com/lathe-ml/lathe/run"
+	"github.com/lathe-ml/lathe/rundir"
 )
 
 // export writes a model file in another format; ONNX is the one there is.
@@ -36,7 +36,7 @@ func export(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	var buf bytes.Buffer
-	info, err := infer.ExportONNX(f, &buf, infer.ONNXOptions{Int8: *int8, Producer: run.Version})
+	info, err := infer.ExportONNX(f, &buf, infer.ONNXOptions{Int8: *int8, Producer: rundir.Version})
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/lathe-ml/lathe/infer"
 	"github.com/lathe-ml/lathe/recipes"
 	"github.com/lathe-ml/lathe/run"
+	"github.com/lathe-ml/lathe/rundir"
 	"github.com/lathe-ml/lathe/trainer"
 )
 
@@ -240,7 +241,7 @@ func eval(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	m, st, err := run.LoadModel(f)
+	m, st, err := rundir.LoadModel(f)
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}

@@ -1,0 +1,112 @@
+package rundir
+
+import (
+	"github.com/lathe-ml/lathe/cluster"
+	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/trainer"
+)
+
+// Summary is summary.json.
+type Summary struct {
+	Job              string  `json:"job"`
+	Dataset          string  `json:"dataset"`
+	Model            string  `json:"model"`
+	Seed             uint64  `json:"seed"`
+	Batch            int     `json:"batch"`
+	TestAccuracy     float64 `json:"test_accuracy"`
+	TestLoss         float64 `json:"test_loss"`
+	ValAccuracy      float64 `json:"val_accuracy"`
+	ValLoss          float64 `json:"val_loss"`
+	Epochs           int     `json:"epochs"`
+	Steps            int64   `json:"steps"`
+	SamplesSeen      int64   `json:"samples_seen"`
+	SamplesPerSecond float64 `json:"samples_per_second"`
+	TrainSeconds     float64 `json:"train_seconds"`
+	WallSeconds      float64 `json:"wall_seconds"`
+	ParamsTotal      int     `json:"params_total"`
+	ParamsNonzero    int     `json:"params_nonzero"`
+	DenseBytes       int     `json:"dense_bytes"`
+	// ModelBytes is the size of model.arrow, and ModelRatio DenseBytes (the
+	// fp32 size of the model as trained, before any thinning at the end)
+	// divided by it.
+	ModelBytes   int     `json:"model_bytes"`
+	ModelRatio   float64 `json:"model_ratio"`
+	PeakRSSBytes int64   `json:"peak_rss_bytes"`
+	GuardPauses  int     `json:"guard_pauses"` // times an accuracy guard paused pruning
+	// ResumedFromStep is the step the run resumed from (0: a fresh run).
+	ResumedFromStep int64 `json:"resumed_from_step"`
+	Ranks           []int `json:"ranks,omitempty"` // ranks of the factorize blocks, in order
+	// PTQ is the test accuracy of the final float weights quantized after
+	// training, by bit width (runs without a quantize block).
+	PTQ map[string]float64 `json:"ptq_test_accuracy,omitempty"`
+	// Cluster describes the workers of a cluster run.
+	Cluster *ClusterSummary `json:"cluster,omitempty"`
+	// TeacherTestAccuracy is the distillation teacher's test accuracy.
+	TeacherTestAccuracy float64 `json:"teacher_test_accuracy,omitempty"`
+	// ECE is the expected calibration error (15 bins) on the test set;
+	// ECEUncompressed that of the float counterpart of a quantized model, and
+	// FloatAgreement the two's top-1 agreement; TeacherAgreement the top-1
+	// agreement with the distillation teacher.
+	ECE              float64  `json:"ece"`
+	ECEUncompressed  *float64 `json:"ece_uncompressed,omitempty"`
+	FloatAgreement   *float64 `json:"float_agreement,omitempty"`
+	TeacherAgreement *float64 `json:"teacher_agreement,omitempty"`
+	Engine           string   `json:"engine"`
+	// Thinned is set when structured pruning left whole neurons or filters
+	// at zero: the model rebuilt without them, evaluated on the test set.
+	Thinned *Thinned               `json:"thinned,omitempty"`
+	Layers  []model.LayerInfo      `json:"layers"`
+	History []trainer.EpochMetrics `json:"history"`
+}
+
+// Thinned describes the physically smaller model thinning produced.
+type Thinned struct {
+	TestAccuracy float64        `json:"test_accuracy"`
+	ParamsTotal  int            `json:"params_total"`
+	Layers       []ThinnedLayer `json:"layers"`
+}
+
+// ThinnedLayer is one layer of a thinned model.
+type ThinnedLayer struct {
+	Name    string `json:"name"`
+	Shape   []int  `json:"shape"`
+	Removed int    `json:"removed"` // neurons or filters
+}
+
+// ClusterSummary is summary.json's account of a cluster run's student
+// phase.
+type ClusterSummary struct {
+	Workers        int   `json:"workers"`        // the most that took part at once
+	WorkersJoined  int   `json:"workers_joined"` // admitted while the phase ran
+	WorkersLost    int   `json:"workers_lost"`
+	WorkersFailed  int   `json:"workers_quarantined"` // left out after reporting a failure, e.g. a NaN or Inf
+	StepsReplanned int64 `json:"steps_replanned"`
+	// OptimizerStatesMoved counts the chunks whose optimizer state the
+	// coordinator sent a worker that took the chunk over (after a
+	// membership change or a rebuilt model); each worker keeps its own
+	// chunk's state otherwise.
+	OptimizerStatesMoved int64 `json:"optimizer_states_moved"`
+	// Rebalances are the re-splits of the step by the workers' measured
+	// speeds; Shares the last split (micro-shards per worker, absent when
+	// equal).
+	Rebalances int `json:"rebalances"`
+	// DigestsCompared counts the workers' weight digests found equal to
+	// the coordinator's, DigestMismatches those that differed (each
+	// leaves its worker out).
+	DigestsCompared  int            `json:"digests_compared"`
+	DigestMismatches int            `json:"digest_mismatches"`
+	Shares           map[string]int `json:"shares,omitempty"`
+	// MessagesRejected counts the messages the coordinator and the workers
+	// refused (a bad signature, a replay, a length or step out of range).
+	MessagesRejected int64 `json:"messages_rejected"`
+	// WorkersRefused are the registrations turned away (a worker without
+	// the job's secret, say), with the reason.
+	WorkersRefused []cluster.Refusal `json:"workers_refused,omitempty"`
+	MicroShards    int               `json:"micro_shards"`
+	// Per worker and step, mean over the workers that trained: data bytes
+	// published and received (reduce-scatter and all-gather), and the
+	// gradient's float32 size they compare with.
+	BytesSentPerStep     float64 `json:"bytes_sent_per_step"`
+	BytesReceivedPerStep float64 `json:"bytes_received_per_step"`
+	GradientBytes        int     `json:"gradient_bytes"`
+}

@@ -13,12 +13,35 @@ type Kind string
 const (
 	// Linear is y = act(x·Wᵀ + b), W [Out, in].
 	Linear Kind = "linear"
-	// Conv is a valid (unpadded, stride 1) convolution of In with Out
-	// filters of Kernel×Kernel, W [Out, Kernel, Kernel, In.C] (NHWC), then
-	// act.
+	// Conv is a convolution of In with Out filters of Kernel×Kernel, with
+	// Stride (0: 1), zero padding Pad on each side and Groups (0: 1; In.C
+	// and Out both divisible by it; Groups = In.C = Out is depthwise), W
+	// [Out, Kernel, Kernel, In.C/Groups] (NHWC), a bias unless NoBias,
+	// then act.
 	Conv Kind = "conv"
-	// MaxPool is a 2×2 max pooling with stride 2.
+	// MaxPool and AvgPool pool Kernel×Kernel windows (0: 2) with Stride
+	// (0: Kernel) and zero padding Pad (an average counts the padding, as
+	// PyTorch's default does; a maximum ignores it).
 	MaxPool Kind = "maxpool"
+	AvgPool Kind = "avgpool"
+	// GlobalAvgPool averages each channel over H×W: {1, 1, C}.
+	GlobalAvgPool Kind = "global_avgpool"
+	// BatchNorm normalizes each channel by its batch statistics in
+	// training and its running statistics in evaluation (momentum 0.1,
+	// epsilon 1e-5, as PyTorch's defaults), then scales (W [C]) and
+	// shifts (bias [C]), then act.
+	BatchNorm Kind = "batchnorm"
+	// Add sums its inputs, all of one shape (a residual connection), then
+	// act.
+	Add Kind = "add"
+	// Flatten makes {H, W, C} a vector {1, 1, H·W·C} (NHWC order).
+	Flatten Kind = "flatten"
+)
+
+// BatchNorm's constants, PyTorch's defaults.
+const (
+	BNMomentum = 0.1
+	BNEpsilon  = 1e-5
 )
 
 // Activation follows a layer.
@@ -28,6 +51,7 @@ type Activation string
 const (
 	Identity Activation = "identity"
 	ReLU     Activation = "relu"
+	ReLU6    Activation = "relu6" // min(max(x, 0), 6)
 )
 
 // Group is a structure of a weight that structured pruning removes whole.
@@ -56,27 +80,85 @@ func (s Shape) Size() int { return s.H * s.W * s.C }
 type Layer struct {
 	Name string `json:"name"`
 	Kind Kind   `json:"kind"`
+	// Inputs name the layers whose outputs this one takes (Input for the
+	// network's input); none: the layer listed before it (the network's
+	// input for the first). Only Add takes more than one.
+	Inputs []string `json:"inputs,omitempty"`
 	// In is the shape the layer receives (a linear layer's is {1, 1,
-	// features}).
+	// features}; each of an addition's inputs has it).
 	In Shape `json:"in"`
 	// Out is a linear layer's outputs or a convolution's filters.
 	Out int `json:"out,omitempty"`
-	// Kernel is a convolution's kernel size.
-	Kernel int        `json:"kernel,omitempty"`
-	Act    Activation `json:"act"`
+	// Kernel is a convolution's or a pooling's window size; Stride, Pad
+	// and Groups as Conv and the pools say (0: the default).
+	Kernel int  `json:"kernel,omitempty"`
+	Stride int  `json:"stride,omitempty"`
+	Pad    int  `json:"pad,omitempty"`
+	Groups int  `json:"groups,omitempty"`
+	NoBias bool `json:"no_bias,omitempty"`
+	// Act follows the layer's operation.
+	Act Activation `json:"act"`
 	// Dropout applies to the layer's output in training.
 	Dropout float64 `json:"dropout,omitempty"`
 }
 
+// Input is the name by which a layer takes the network's input.
+const Input = "input"
+
+// Window is a convolution's or pooling's kernel, stride and padding with
+// the defaults filled.
+func (l Layer) Window() (kernel, stride, pad int) {
+	kernel, stride = l.Kernel, l.Stride
+	if kernel == 0 && (l.Kind == MaxPool || l.Kind == AvgPool) {
+		kernel = 2
+	}
+	if stride == 0 {
+		stride = 1
+		if l.Kind == MaxPool || l.Kind == AvgPool {
+			stride = kernel
+		}
+	}
+	return kernel, stride, l.Pad
+}
+
+// GroupCount is a convolution's groups (1 unless set).
+func (l Layer) GroupCount() int { return max(l.Groups, 1) }
+
 // Output is the shape the layer produces.
 func (l Layer) Output() Shape {
 	switch l.Kind {
-	case Conv:
-		return Shape{H: l.In.H - l.Kernel + 1, W: l.In.W - l.Kernel + 1, C: l.Out}
-	case MaxPool:
-		return Shape{H: l.In.H / 2, W: l.In.W / 2, C: l.In.C}
+	case Conv, MaxPool, AvgPool:
+		k, s, p := l.Window()
+		c := l.In.C
+		if l.Kind == Conv {
+			c = l.Out
+		}
+		if s < 1 {
+			return Shape{C: c}
+		}
+		return Shape{H: (l.In.H+2*p-k)/s + 1, W: (l.In.W+2*p-k)/s + 1, C: c}
+	case GlobalAvgPool:
+		return Shape{H: 1, W: 1, C: l.In.C}
+	case Flatten:
+		return Shape{H: 1, W: 1, C: l.In.Size()}
+	case BatchNorm, Add:
+		return l.In
 	}
 	return Shape{H: 1, W: 1, C: l.Out}
+}
+
+// MACs is the multiply-accumulates per sample of the layer's weights (a
+// batch norm counts none: it folds into the convolution before it).
+func (l Layer) MACs() int64 {
+	switch l.Kind {
+	case Linear:
+		return int64(l.In.Size()) * int64(l.Out)
+	case Conv:
+		o := l.Output()
+		k, _, _ := l.Window()
+		return int64(o.H) * int64(o.W) * int64(l.Out) * int64(k*k) * int64(l.In.C/l.GroupCount())
+	}
+	return 0
 }
 
 // Param is one parameter a layer owns.
@@ -89,6 +171,9 @@ type Param struct {
 	Groups []Group
 	// Fan is the number of inputs each output sees (initialisation).
 	Fan int
+	// Norm marks a normalization's scale, shift or statistics (weight
+	// decay and pruning leave them alone by default).
+	Norm bool
 }
 
 // Size is the parameter's number of elements (int64: a description may be
@@ -112,13 +197,35 @@ func (l Layer) Params() []Param {
 			{Name: l.Name + ".bias", Layer: l.Name, Shape: []int{l.Out}, Bias: true, Fan: in},
 		}
 	case Conv:
-		fan := l.Kernel * l.Kernel * l.In.C
+		cin := l.In.C / l.GroupCount()
+		fan := l.Kernel * l.Kernel * cin
+		ps := []Param{{Name: l.Name, Layer: l.Name, Shape: []int{l.Out, l.Kernel, l.Kernel, cin}, Groups: []Group{Filters, Channels}, Fan: fan}}
+		if l.GroupCount() > 1 {
+			ps[0].Groups = []Group{Filters} // a filter sees its group's channels only
+		}
+		if !l.NoBias {
+			ps = append(ps, Param{Name: l.Name + ".bias", Layer: l.Name, Shape: []int{l.Out}, Bias: true, Fan: fan})
+		}
+		return ps
+	case BatchNorm:
 		return []Param{
-			{Name: l.Name, Layer: l.Name, Shape: []int{l.Out, l.Kernel, l.Kernel, l.In.C}, Groups: []Group{Filters, Channels}, Fan: fan},
-			{Name: l.Name + ".bias", Layer: l.Name, Shape: []int{l.Out}, Bias: true, Fan: fan},
+			{Name: l.Name, Layer: l.Name, Shape: []int{l.In.C}, Norm: true},
+			{Name: l.Name + ".bias", Layer: l.Name, Shape: []int{l.In.C}, Bias: true, Norm: true},
 		}
 	}
 	return nil
+}
+
+// Buffers lists the state a layer keeps besides its parameters, not
+// trained by gradients: a batch norm's running mean and variance.
+func (l Layer) Buffers() []Param {
+	if l.Kind != BatchNorm {
+		return nil
+	}
+	return []Param{
+		{Name: l.Name + ".running_mean", Layer: l.Name, Shape: []int{l.In.C}, Norm: true},
+		{Name: l.Name + ".running_var", Layer: l.Name, Shape: []int{l.In.C}, Norm: true},
+	}
 }
 
 // Network is a network's description.
@@ -163,33 +270,128 @@ func (n Network) Clone() Network {
 	return n
 }
 
-// Validate checks that each layer receives what the one before produces
-// and that the last produces the classes.
+// Validate checks the network: names unique, each layer's inputs
+// produced before it, each layer receiving the shape it declares (an
+// addition's inputs all of it), its attributes in range, and the last
+// layer producing the classes. Errors name the layer.
 func (n Network) Validate() error {
 	if len(n.Layers) == 0 {
 		return errors.New("graph: a network without layers")
 	}
-	in := n.Input
+	shapes := map[string]Shape{Input: n.Input}
+	prev := Input
 	for _, l := range n.Layers {
-		if l.In != in && !(l.Kind == Linear && l.In.Size() == in.Size()) {
-			return fmt.Errorf("graph: layer %s receives %v, but %v comes in", l.Name, l.In, in)
+		if _, dup := shapes[l.Name]; dup || l.Name == "" {
+			return fmt.Errorf("graph: layer name %q is empty, taken twice or reserved", l.Name)
 		}
-		switch {
-		case l.Kind != Linear && l.Kind != Conv && l.Kind != MaxPool:
-			return fmt.Errorf("graph: layer %s is a %q layer, which lathe does not know", l.Name, l.Kind)
-		case l.Kind != MaxPool && l.Out < 1:
-			return fmt.Errorf("graph: layer %s has %d outputs", l.Name, l.Out)
-		case l.Kind == Conv && l.Kernel < 1:
-			return fmt.Errorf("graph: layer %s has a %d×%d kernel", l.Name, l.Kernel, l.Kernel)
+		ins, err := n.inputShapes(l, prev, shapes)
+		if err != nil {
+			return err
+		}
+		if err := l.check(ins); err != nil {
+			return err
 		}
 		out := l.Output()
 		if out.H <= 0 || out.W <= 0 || out.C <= 0 {
 			return fmt.Errorf("graph: layer %s produces %v from %v", l.Name, out, l.In)
 		}
-		in = out
+		shapes[l.Name], prev = out, l.Name
 	}
-	if in.Size() != n.Classes {
-		return fmt.Errorf("graph: the last layer produces %d values for %d classes", in.Size(), n.Classes)
+	if out := shapes[prev]; out.Size() != n.Classes {
+		return fmt.Errorf("graph: the last layer produces %d values for %d classes", out.Size(), n.Classes)
+	}
+	return nil
+}
+
+// InputsOf names the layers l takes (prev: the layer listed before it).
+func (l Layer) InputsOf(prev string) []string {
+	if len(l.Inputs) == 0 {
+		return []string{prev}
+	}
+	return l.Inputs
+}
+
+// inputShapes are the shapes of l's inputs, each produced before it.
+func (n Network) inputShapes(l Layer, prev string, shapes map[string]Shape) ([]Shape, error) {
+	var out []Shape
+	for _, name := range l.InputsOf(prev) {
+		s, ok := shapes[name]
+		if !ok {
+			return nil, fmt.Errorf("graph: layer %s takes %q, which no layer before it produces", l.Name, name)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// check checks a layer's kind, attributes and inputs.
+func (l Layer) check(ins []Shape) error {
+	known := []Kind{Linear, Conv, MaxPool, AvgPool, GlobalAvgPool, BatchNorm, Add, Flatten}
+	if !slices.Contains(known, l.Kind) {
+		return fmt.Errorf("graph: layer %s is a %q layer, which lathe does not know", l.Name, l.Kind)
+	}
+	if !slices.Contains([]Activation{Identity, ReLU, ReLU6, ""}, l.Act) {
+		return fmt.Errorf("graph: layer %s: activation %q (allowed: identity, relu, relu6)", l.Name, l.Act)
+	}
+	if (l.Kind == Add && len(ins) < 2) || (l.Kind != Add && len(ins) != 1) {
+		return fmt.Errorf("graph: layer %s (%s) takes %d inputs", l.Name, l.Kind, len(ins))
+	}
+	for i, in := range ins {
+		if in != l.In && !(l.Kind == Linear && l.In.Size() == in.Size()) {
+			return fmt.Errorf("graph: layer %s receives %v, but %v comes in from %s", l.Name, l.In, in, l.InputsOf("the layer before")[i])
+		}
+	}
+	k, s, p := l.Window()
+	switch {
+	case (l.Kind == Linear || l.Kind == Conv) && l.Out < 1:
+		return fmt.Errorf("graph: layer %s has %d outputs", l.Name, l.Out)
+	case (l.Kind == Conv || l.Kind == MaxPool || l.Kind == AvgPool) && (k < 1 || s < 1 || p < 0 || p >= k):
+		return fmt.Errorf("graph: layer %s has kernel %d, stride %d, padding %d (want kernel, stride ≥ 1, 0 ≤ padding < kernel)", l.Name, k, s, p)
+	case l.Kind == Conv && (l.Groups < 0 || l.In.C%l.GroupCount() != 0 || l.Out%l.GroupCount() != 0):
+		return fmt.Errorf("graph: layer %s: %d groups do not divide its %d input channels and %d filters", l.Name, l.Groups, l.In.C, l.Out)
+	case l.Kind != Conv && (l.Groups != 0 || l.NoBias):
+		return fmt.Errorf("graph: layer %s: groups and no_bias belong to convolutions", l.Name)
+	}
+	return nil
+}
+
+// MACs is the network's multiply-accumulates per sample (batch norms
+// folded).
+func (n Network) MACs() int64 {
+	var total int64
+	for _, l := range n.Layers {
+		total += l.MACs()
+	}
+	return total
+}
+
+// Basic says whether every path of lathe — the training graph, the
+// device network, the inference runtime, ONNX export, thinning — runs the
+// network today, or names the first layer one of them cannot: a chain
+// (each layer taking the one before) of linear layers, unpadded stride-1
+// convolutions with a bias and 2×2 max poolings, with ReLU or no
+// activation. The layer kinds the description holds beyond it are being
+// added to those paths one by one.
+func (n Network) Basic() error {
+	for i, l := range n.Layers {
+		prev := Input
+		if i > 0 {
+			prev = n.Layers[i-1].Name
+		}
+		if ins := l.InputsOf(prev); len(ins) != 1 || ins[0] != prev {
+			return fmt.Errorf("graph: layer %s takes %v, not the layer before it; lathe trains and runs chains of layers only so far", l.Name, ins)
+		}
+		k, s, p := l.Window()
+		switch {
+		case l.Kind != Linear && l.Kind != Conv && l.Kind != MaxPool:
+			return fmt.Errorf("graph: layer %s is a %s layer, which lathe describes but does not train or run yet", l.Name, l.Kind)
+		case l.Act != Identity && l.Act != ReLU && l.Act != "":
+			return fmt.Errorf("graph: layer %s: activation %s is described but not trained or run yet", l.Name, l.Act)
+		case l.Kind == Conv && (s != 1 || p != 0 || l.GroupCount() != 1 || l.NoBias):
+			return fmt.Errorf("graph: layer %s: strided, padded, grouped or bias-free convolutions are described but not trained or run yet", l.Name)
+		case l.Kind == MaxPool && (k != 2 || s != 2 || p != 0):
+			return fmt.Errorf("graph: layer %s: max pooling other than 2×2 with stride 2 is described but not trained or run yet", l.Name)
+		}
 	}
 	return nil
 }

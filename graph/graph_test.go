@@ -125,3 +125,170 @@ func TestTableRoundTripsAndReadsFormat1(t *testing.T) {
 		t.Fatalf("a list that does not chain: %v", err)
 	}
 }
+
+// TestResNetMatchesTheAnchor: ResNet-8 and ResNet-20 have the PyTorch
+// anchor's parameter counts (torch_anchor.py's ResNet(n): 77,754 and
+// 272,186), its shapes and its residual structure.
+func TestResNetMatchesTheAnchor(t *testing.T) {
+	in := Shape{H: 28, W: 28, C: 1}
+	for _, tc := range []struct {
+		depth  int
+		params int64
+	}{{8, 77754}, {20, 272186}} {
+		n, err := ResNet(in, tc.depth, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := n.NumParams(); got != tc.params {
+			t.Fatalf("ResNet-%d: %d parameters, want %d", tc.depth, got, tc.params)
+		}
+		adds, shortcuts := 0, 0
+		for _, l := range n.Layers {
+			if l.Kind == Add {
+				adds++
+			}
+			if strings.HasSuffix(l.Name, ".sc") {
+				shortcuts++
+				if l.Kernel != 1 || l.Stride != 2 || !l.NoBias {
+					t.Fatalf("shortcut %+v", l)
+				}
+			}
+		}
+		if blocks := (tc.depth - 2) / 6 * 3; adds != blocks || shortcuts != 2 {
+			t.Fatalf("ResNet-%d: %d additions, %d projection shortcuts", tc.depth, adds, shortcuts)
+		}
+		if pool := n.Layer("pool"); pool.In != (Shape{H: 7, W: 7, C: 64}) {
+			t.Fatalf("global pooling receives %v", pool.In)
+		}
+		if err := n.Basic(); err == nil || !strings.Contains(err.Error(), "conv1") {
+			t.Fatalf("Basic: %v", err)
+		}
+	}
+	if _, err := ResNet(in, 21, 10); err == nil || !strings.Contains(err.Error(), "6n+2") {
+		t.Fatalf("depth 21: %v", err)
+	}
+}
+
+func TestMobileNetBlocks(t *testing.T) {
+	in := Shape{H: 28, W: 28, C: 1}
+	n, err := MobileNet(in, 1, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var adds []string
+	for _, l := range n.Layers {
+		if l.Kind == Add {
+			adds = append(adds, l.Name)
+		}
+		if strings.HasSuffix(l.Name, ".dw") && (l.GroupCount() != l.In.C || l.Out != l.In.C || n.Layer(l.Name).Params()[0].Shape[3] != 1) {
+			t.Fatalf("depthwise %+v", l)
+		}
+	}
+	if strings.Join(adds, " ") != "block1.add block3.add block5.add block7.add" {
+		t.Fatalf("residual additions %v", adds)
+	}
+	if head := n.Layer("head"); head.In != (Shape{H: 4, W: 4, C: 64}) || head.Out != 256 {
+		t.Fatalf("head %+v", head)
+	}
+	half, err := MobileNet(in, 0.5, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := half.Layer("head"); h.In.C != 32 || h.Out != 128 || half.Layer("block2.project").Out != 16 {
+		t.Fatalf("width 0.5: head %+v, block2.project %d", h, half.Layer("block2.project").Out)
+	}
+	if n.MACs() <= half.MACs() || half.MACs() <= 0 {
+		t.Fatalf("MACs %d (width 1) and %d (width 0.5)", n.MACs(), half.MACs())
+	}
+}
+
+// TestMACs counts by hand: a padded 3×3 conv of 28×28×1 to 16 filters
+// makes 28·28·16·9 multiply-accumulates per sample; depthwise, each filter
+// sees one channel; a batch norm folds away.
+func TestMACs(t *testing.T) {
+	c := NewChain(Shape{H: 28, W: 28, C: 1}, 10)
+	c.Add(Layer{Name: "conv", Kind: Conv, Out: 16, Kernel: 3, Pad: 1})
+	c.Add(Layer{Name: "bn", Kind: BatchNorm})
+	c.Add(Layer{Name: "dw", Kind: Conv, Out: 16, Kernel: 3, Stride: 2, Pad: 1, Groups: 16})
+	c.Add(Layer{Name: "fc", Kind: Linear, Out: 10})
+	n := c.Net
+	if err := n.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	want := []int64{28 * 28 * 16 * 9, 0, 14 * 14 * 16 * 9, 14 * 14 * 16 * 10}
+	for i, l := range n.Layers {
+		if l.MACs() != want[i] {
+			t.Fatalf("%s: %d MACs, want %d", l.Name, l.MACs(), want[i])
+		}
+	}
+	if n.MACs() != want[0]+want[2]+want[3] {
+		t.Fatalf("total %d", n.MACs())
+	}
+}
+
+// TestValidateNamesTheLayer: shape and wiring mistakes are refused naming
+// the layer at fault.
+func TestValidateNamesTheLayer(t *testing.T) {
+	in := Shape{H: 8, W: 8, C: 3}
+	base := func() *Chain {
+		c := NewChain(in, 4)
+		c.Add(Layer{Name: "a", Kind: Conv, Out: 8, Kernel: 3, Pad: 1})
+		c.Add(Layer{Name: "b", Kind: Conv, Out: 8, Kernel: 3, Stride: 2, Pad: 1})
+		return c
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(n *Network)
+		want string
+	}{
+		{"residual of mismatched shapes", func(n *Network) {
+			n.Layers = append(n.Layers, Layer{Name: "sum", Kind: Add, Inputs: []string{"a", "b"}, In: Shape{H: 8, W: 8, C: 8}, Act: Identity})
+		}, "layer sum receives {8 8 8}, but {4 4 8} comes in from b"},
+		{"wrong channel count", func(n *Network) { n.Layers[1].In.C = 4 }, "layer b receives {8 8 4}, but {8 8 8} comes in"},
+		{"input from a later layer", func(n *Network) { n.Layers[0].Inputs = []string{"b"} }, `layer a takes "b", which no layer before it produces`},
+		{"name twice", func(n *Network) { n.Layers[1].Name = "a" }, `layer name "a"`},
+		{"groups", func(n *Network) { n.Layers[1].Groups = 3 }, "layer b: 3 groups do not divide its 8 input channels"},
+		{"padding", func(n *Network) { n.Layers[1].Pad = 3 }, "layer b has kernel 3, stride 2, padding 3"},
+		{"one input to add", func(n *Network) {
+			n.Layers = append(n.Layers, Layer{Name: "sum", Kind: Add, In: Shape{H: 4, W: 4, C: 8}, Act: Identity})
+		}, "layer sum (add) takes 1 inputs"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := base()
+			c.Add(Layer{Name: "pool", Kind: GlobalAvgPool})
+			c.Add(Layer{Name: "fc", Kind: Linear, Out: 4})
+			n := c.Net.Clone()
+			if err := n.Validate(); err != nil {
+				t.Fatalf("the base network: %v", err)
+			}
+			tail := slices.Clone(n.Layers[2:])
+			n.Layers = n.Layers[:2]
+			tc.edit(&n)
+			n.Layers = append(n.Layers, tail...)
+			if err := n.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestTableHoldsAResNet: the model file's layer table stores a DAG with
+// every new attribute and reads it back equal.
+func TestTableHoldsAResNet(t *testing.T) {
+	n, err := ResNet(Shape{H: 28, W: 28, C: 1}, 8, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(NewTable(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tb Table
+	if err := json.Unmarshal(b, &tb); err != nil {
+		t.Fatal(err)
+	}
+	back, err := tb.Resolve(n.Input, n.Classes)
+	if err != nil || !reflect.DeepEqual(back, n) {
+		t.Fatalf("read back %v:\n%+v\n%+v", err, back, n)
+	}
+}

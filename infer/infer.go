@@ -114,6 +114,9 @@ func parse(f *checkpoint.File) (*Model, error) {
 	m := &Model{Features: st.Input.Rows * st.Input.Cols * st.Input.Channels, Classes: st.Input.Classes,
 		Rows: st.Input.Rows, Cols: st.Input.Cols, Channels: st.Input.Channels}
 	net, err := st.Table.Resolve(graph.Shape{H: st.Input.Rows, W: st.Input.Cols, C: st.Input.Channels}, st.Input.Classes)
+	if err == nil {
+		err = net.Basic()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("infer: %w", err)
 	}

@@ -173,6 +173,9 @@ func FromNetwork(net graph.Network, init string, seed uint64) (*Model, error) {
 	if err := net.Validate(); err != nil {
 		return nil, fmt.Errorf("model: %w", err)
 	}
+	if err := net.Basic(); err != nil {
+		return nil, fmt.Errorf("model: %w", err)
+	}
 	if init == "" {
 		init = "uniform"
 	}

@@ -89,6 +89,9 @@ func NewDeviceNet(dev compute.Device, layers []graph.Layer, batch int, seed uint
 	if len(layers) == 0 || batch < 1 {
 		return nil, fmt.Errorf("trainer: a device network needs layers and a positive batch (%d layers, batch %d)", len(layers), batch)
 	}
+	if err := (graph.Network{Input: layers[0].In, Layers: layers}).Basic(); err != nil {
+		return nil, fmt.Errorf("trainer: %w", err)
+	}
 	m := &DeviceNet{dev: dev, layers: append([]graph.Layer(nil), layers...), batch: batch}
 	var err error
 	if m.in, m.outN, err = deviceSizes(layers); err != nil {

@@ -5,92 +5,111 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/lathe-ml/lathe/compute"
 	"github.com/lathe-ml/lathe/graph"
 	"github.com/lathe-ml/lathe/internal/kernels"
 )
 
-// conv2dOp is a valid (unpadded, stride 1) convolution with a fused bias and
-// activation, computed as im2col and one GEMM over the whole batch.
-// Inputs: x [n, H·W·C] (NHWC), W [F, K, K, C], b [F]; output [n, OH·OW·F]
-// (NHWC). Patches are laid out (ky, kx, c), matching W's layout, so that a
-// patch row is K contiguous copies of K·C inputs.
+// conv2dOp is a convolution (stride, zero padding, groups) with a fused
+// bias (when the layer has one) and activation, computed per group as
+// im2col and one GEMM over the whole batch. Inputs: x [n, H·W·C] (NHWC),
+// W [F, K, K, C/G], b [F] unless bias-free; output [n, OH·OW·F] (NHWC).
+// Patches are laid out (ky, kx, c), matching W's layout, so that without
+// padding and groups a patch row is K contiguous copies of K·C inputs.
 type conv2dOp struct {
 	opBase
-	in     graph.Shape
-	f, k   int
+	l      graph.Layer
 	act    Activation
 	needDX bool
-	col    []float32 // [n·OH·OW, K·K·C], kept for the weight gradient
+	col    []float32 // [G][n·OH·OW, K·K·C/G], kept for the weight gradient
 	out    buffer
 }
 
-func (o *conv2dOp) outGeom() graph.Shape {
-	return graph.Shape{H: o.in.H - o.k + 1, W: o.in.W - o.k + 1, C: o.f}
+func newConv(eng compute.Engine, l graph.Layer, needDX bool) *conv2dOp {
+	return &conv2dOp{opBase: newBase(l.Name, eng), l: l, act: activation(l.Act), needDX: needDX}
 }
-func (o *conv2dOp) patch() int { return o.k * o.k * o.in.C }
 
-func (o *conv2dOp) Arity() int    { return 3 }
-func (o *conv2dOp) Type() hm.Type { return fnType(f32T(2), f32T(2), f32T(4), f32T(1)) }
+func (o *conv2dOp) outGeom() graph.Shape { return o.l.Output() }
+func (o *conv2dOp) window() kernels.Window {
+	k, s, p := o.l.Window()
+	return kernels.Window{H: o.l.In.H, W: o.l.In.W, C: o.l.In.C, K: k, Stride: s, Pad: p}
+}
+func (o *conv2dOp) groups() int { return o.l.GroupCount() }
+func (o *conv2dOp) cg() int     { return o.l.In.C / o.groups() } // input channels per group
+func (o *conv2dOp) fg() int     { return o.l.Out / o.groups() }  // filters per group
+func (o *conv2dOp) patch() int  { return o.l.Kernel * o.l.Kernel * o.cg() }
+func (o *conv2dOp) bias() bool  { return !o.l.NoBias }
+
+func (o *conv2dOp) Arity() int {
+	if o.bias() {
+		return 3
+	}
+	return 2
+}
+func (o *conv2dOp) Type() hm.Type {
+	if o.bias() {
+		return fnType(f32T(2), f32T(2), f32T(4), f32T(1))
+	}
+	return fnType(f32T(2), f32T(2), f32T(4))
+}
 func (o *conv2dOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
 	x, w := in[0].(tensor.Shape), in[1].(tensor.Shape)
-	if len(x) != 2 || x[1] != o.in.Size() {
-		return nil, o.ShapeErr("input %v, want [n, %d]", x, o.in.Size())
+	if len(x) != 2 || x[1] != o.l.In.Size() {
+		return nil, o.ShapeErr("input %v, want [n, %d]", x, o.l.In.Size())
 	}
-	if !w.Eq(tensor.Shape{o.f, o.k, o.k, o.in.C}) {
-		return nil, o.ShapeErr("weights %v, want [%d %d %d %d]", w, o.f, o.k, o.k, o.in.C)
+	k := o.l.Kernel
+	if !w.Eq(tensor.Shape{o.l.Out, k, k, o.cg()}) {
+		return nil, o.ShapeErr("weights %v, want [%d %d %d %d]", w, o.l.Out, k, k, o.cg())
 	}
 	return tensor.Shape{x[0], o.outGeom().Size()}, nil
 }
 
 func (o *conv2dOp) Do(vs ...G.Value) (G.Value, error) {
 	n := vs[0].Shape()[0]
-	og := o.outGeom()
-	rows, p := n*og.H*og.W, o.patch()
-	if len(o.col) != rows*p {
-		o.col = make([]float32, rows*p)
+	og, win, ng, cg, p := o.outGeom(), o.window(), o.groups(), o.cg(), o.patch()
+	rows := n * og.H * og.W
+	if len(o.col) != ng*rows*p {
+		o.col = make([]float32, ng*rows*p)
 	}
 	x := data(vs[0])
-	if len(x) != n*o.in.Size() {
-		return nil, o.ShapeErr("input holds %d values, want %d", len(x), n*o.in.Size())
+	isz := o.l.In.Size()
+	if len(x) != n*isz {
+		return nil, o.ShapeErr("input holds %d values, want %d", len(x), n*isz)
 	}
+	per := og.H * og.W * p
 	o.Eng.Parallel(n, 1, func(lo, hi int) {
 		for b := lo; b < hi; b++ {
-			im2col(o.col[b*og.H*og.W*p:(b+1)*og.H*og.W*p], x[b*o.in.Size():(b+1)*o.in.Size()], o.in, o.k)
+			for g := range ng {
+				win.Im2col(o.col[g*rows*p+b*per:g*rows*p+(b+1)*per], x[b*isz:(b+1)*isz], g*cg, cg)
+			}
 		}
 	})
 	y := o.out.Get(n, og.Size())
 	yd := y.Float32s()
-	o.Eng.Sgemm(false, true, rows, o.f, p, 1, o.col, p, data(vs[1]), p, 0, yd, o.f)
-	biasAct(o.Eng, yd, data(vs[2]), rows, o.f, o.act)
+	w, f, fg := data(vs[1]), o.l.Out, o.fg()
+	for g := range ng {
+		o.Eng.Sgemm(false, true, rows, fg, p, 1, o.col[g*rows*p:(g+1)*rows*p], p, w[g*fg*p:(g+1)*fg*p], p, 0, yd[g*fg:], f)
+	}
+	var b []float32
+	if o.bias() {
+		b = data(vs[2])
+	}
+	biasAct(o.Eng, yd, b, rows, f, o.act)
 	return y, nil
 }
 
-// im2col writes the K×K patches of one NHWC image, a row per output pixel.
+// im2col writes the K×K patches of one NHWC image, a row per output pixel
+// (a valid, stride-1 convolution).
 func im2col(col, x []float32, g graph.Shape, k int) { kernels.Im2col(col, x, g.H, g.W, g.C, k) }
 
-// col2im adds patch gradients back into one NHWC image gradient (dx must be
-// zeroed by the caller).
-func col2im(dx, col []float32, g graph.Shape, k int) {
-	oh, ow := g.H-k+1, g.W-k+1
-	run := k * g.C
-	r := 0
-	for oy := 0; oy < oh; oy++ {
-		for ox := 0; ox < ow; ox++ {
-			for ky := 0; ky < k; ky++ {
-				dst := dx[((oy+ky)*g.W+ox)*g.C:]
-				dst = dst[:run]
-				for i, v := range col[r : r+run] {
-					dst[i] += v
-				}
-				r += run
-			}
-		}
+func (o *conv2dOp) DiffWRT(int) []bool {
+	if o.bias() {
+		return []bool{o.needDX, true, true}
 	}
+	return []bool{o.needDX, true}
 }
-
-func (o *conv2dOp) DiffWRT(int) []bool { return []bool{o.needDX, true, true} }
 func (o *conv2dOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	dz, db, err := reluAndBiasGrad(o.Name, o.Eng, o.act, output, grad, o.f)
+	dz, db, err := actGrad(o.Name, o.Eng, o.act, output, grad, o.l.Out, o.bias())
 	if err != nil {
 		return nil, err
 	}
@@ -104,11 +123,14 @@ func (o *conv2dOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 			return nil, err
 		}
 	}
+	if !o.bias() {
+		return G.Nodes{dx, dw}, nil
+	}
 	return G.Nodes{dx, dw, db}, nil
 }
 
-// convGradWOp computes dzᵀ·col from the forward op's patches; inputs dz and
-// W (for the shape).
+// convGradWOp computes, per group, dzᵀ·col from the forward op's patches;
+// inputs dz and W (for the shape).
 type convGradWOp struct {
 	opBase
 	fwd *conv2dOp
@@ -121,14 +143,18 @@ func (o *convGradWOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
 	return in[1].(tensor.Shape).Clone(), nil
 }
 func (o *convGradWOp) Do(vs ...G.Value) (G.Value, error) {
-	f, p := o.fwd.f, o.fwd.patch()
-	rows := len(o.fwd.col) / p
+	f, fg, p, ng := o.fwd.l.Out, o.fwd.fg(), o.fwd.patch(), o.fwd.groups()
+	rows := len(o.fwd.col) / p / ng
 	dw := o.out.Get(vs[1].Shape()...)
-	o.Eng.Sgemm(true, false, f, p, rows, 1, data(vs[0]), f, o.fwd.col, p, 0, dw.Float32s(), p)
+	dz, d := data(vs[0]), dw.Float32s()
+	for g := range ng {
+		o.Eng.Sgemm(true, false, fg, p, rows, 1, dz[g*fg:], f, o.fwd.col[g*rows*p:(g+1)*rows*p], p, 0, d[g*fg*p:(g+1)*fg*p], p)
+	}
 	return dw, nil
 }
 
-// convGradXOp computes the input gradient: dcol = dz·W, then col2im.
+// convGradXOp computes the input gradient: per group dcol = dz·W, then
+// col2im.
 type convGradXOp struct {
 	opBase
 	fwd  *conv2dOp
@@ -139,64 +165,68 @@ type convGradXOp struct {
 func (o *convGradXOp) Arity() int    { return 2 }
 func (o *convGradXOp) Type() hm.Type { return fnType(f32T(2), f32T(2), f32T(4)) }
 func (o *convGradXOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
-	return tensor.Shape{in[0].(tensor.Shape)[0], o.fwd.in.Size()}, nil
+	return tensor.Shape{in[0].(tensor.Shape)[0], o.fwd.l.In.Size()}, nil
 }
 func (o *convGradXOp) Do(vs ...G.Value) (G.Value, error) {
 	n := vs[0].Shape()[0]
-	f, p, og := o.fwd.f, o.fwd.patch(), o.fwd.outGeom()
+	f, fg, p, og, ng, cg := o.fwd.l.Out, o.fwd.fg(), o.fwd.patch(), o.fwd.outGeom(), o.fwd.groups(), o.fwd.cg()
 	rows := n * og.H * og.W
-	if len(o.dcol) != rows*p {
-		o.dcol = make([]float32, rows*p)
+	if len(o.dcol) != ng*rows*p {
+		o.dcol = make([]float32, ng*rows*p)
 	}
-	o.Eng.Sgemm(false, false, rows, p, f, 1, data(vs[0]), f, data(vs[1]), p, 0, o.dcol, p)
-	dx := o.out.Get(n, o.fwd.in.Size())
+	dz, w := data(vs[0]), data(vs[1])
+	for g := range ng {
+		o.Eng.Sgemm(false, false, rows, p, fg, 1, dz[g*fg:], f, w[g*fg*p:(g+1)*fg*p], p, 0, o.dcol[g*rows*p:(g+1)*rows*p], p)
+	}
+	dx := o.out.Get(n, o.fwd.l.In.Size())
 	dd := dx.Float32s()
-	isz, psz := o.fwd.in.Size(), og.H*og.W*p
+	isz, per, win := o.fwd.l.In.Size(), og.H*og.W*p, o.fwd.window()
 	o.Eng.Parallel(n, 1, func(lo, hi int) {
 		for b := lo; b < hi; b++ {
 			img := dd[b*isz : (b+1)*isz]
 			clear(img)
-			col2im(img, o.dcol[b*psz:(b+1)*psz], o.fwd.in, o.fwd.k)
+			for g := range ng {
+				win.Col2im(img, o.dcol[g*rows*p+b*per:g*rows*p+(b+1)*per], g*cg, cg)
+			}
 		}
 	})
 	return dx, nil
 }
 
-// ---------------------------------------------------------------- max-pool
+// ---------------------------------------------------------------- pooling
 
-// maxPoolOp is a 2×2, stride-2 max-pool over NHWC images: input
-// [n, H·W·C], output [n, (H/2)·(W/2)·C]. It remembers where each maximum
-// came from for the backward pass.
+// maxPoolOp is a max pooling of K×K windows (stride, padding; padding
+// never wins) over NHWC images: input [n, H·W·C], output [n, OH·OW·C].
+// It remembers where each maximum came from for the backward pass; ties
+// go to the first in (ky, kx) order.
 type maxPoolOp struct {
 	opBase
-	in  graph.Shape
+	l   graph.Layer
 	arg []int32 // per output element: offset of the maximum within its image
 	out buffer
 }
 
-func (o *maxPoolOp) outGeom() graph.Shape {
-	return graph.Shape{H: o.in.H / 2, W: o.in.W / 2, C: o.in.C}
-}
+func (o *maxPoolOp) outGeom() graph.Shape { return o.l.Output() }
 
 func (o *maxPoolOp) Arity() int    { return 1 }
 func (o *maxPoolOp) Type() hm.Type { return fnType(f32T(2), f32T(2)) }
 func (o *maxPoolOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
 	x := in[0].(tensor.Shape)
-	if len(x) != 2 || x[1] != o.in.Size() {
-		return nil, o.ShapeErr("input %v, want [n, %d]", x, o.in.Size())
+	if len(x) != 2 || x[1] != o.l.In.Size() {
+		return nil, o.ShapeErr("input %v, want [n, %d]", x, o.l.In.Size())
 	}
 	return tensor.Shape{x[0], o.outGeom().Size()}, nil
 }
 func (o *maxPoolOp) Do(vs ...G.Value) (G.Value, error) {
 	n := vs[0].Shape()[0]
-	og := o.outGeom()
+	og, g := o.outGeom(), o.l.In
+	k, st, pad := o.l.Window()
 	x := data(vs[0])
 	y := o.out.Get(n, og.Size())
 	yd := y.Float32s()
 	if len(o.arg) != len(yd) {
 		o.arg = make([]int32, len(yd))
 	}
-	g := o.in
 	o.Eng.Parallel(n, 1, func(lo, hi int) {
 		for b := lo; b < hi; b++ {
 			img := x[b*g.Size() : (b+1)*g.Size()]
@@ -204,14 +234,23 @@ func (o *maxPoolOp) Do(vs ...G.Value) (G.Value, error) {
 			arg := o.arg[b*og.Size() : (b+1)*og.Size()]
 			for oy := 0; oy < og.H; oy++ {
 				for ox := 0; ox < og.W; ox++ {
-					base := ((2*oy)*g.W + 2*ox) * g.C
-					offs := [4]int{base, base + g.C, base + g.W*g.C, base + g.W*g.C + g.C}
 					o0 := (oy*og.W + ox) * og.C
 					for c := 0; c < g.C; c++ {
-						best, at := img[offs[0]+c], offs[0]+c
-						for _, off := range offs[1:] {
-							if v := img[off+c]; v > best {
-								best, at = v, off+c
+						at := -1
+						var best float32
+						for ky := 0; ky < k; ky++ {
+							iy := oy*st - pad + ky
+							if iy < 0 || iy >= g.H {
+								continue
+							}
+							for kx := 0; kx < k; kx++ {
+								ix := ox*st - pad + kx
+								if ix < 0 || ix >= g.W {
+									continue
+								}
+								if off := (iy*g.W+ix)*g.C + c; at < 0 || img[off] > best {
+									best, at = img[off], off
+								}
 							}
 						}
 						out[o0+c] = best
@@ -238,12 +277,12 @@ type maxPoolGradOp struct {
 func (o *maxPoolGradOp) Arity() int    { return 1 }
 func (o *maxPoolGradOp) Type() hm.Type { return fnType(f32T(2), f32T(2)) }
 func (o *maxPoolGradOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
-	return tensor.Shape{in[0].(tensor.Shape)[0], o.fwd.in.Size()}, nil
+	return tensor.Shape{in[0].(tensor.Shape)[0], o.fwd.l.In.Size()}, nil
 }
 func (o *maxPoolGradOp) Do(vs ...G.Value) (G.Value, error) {
 	n := vs[0].Shape()[0]
 	dy := data(vs[0])
-	isz, osz := o.fwd.in.Size(), o.fwd.outGeom().Size()
+	isz, osz := o.fwd.l.In.Size(), o.fwd.outGeom().Size()
 	dx := o.out.Get(n, isz)
 	dd := dx.Float32s()
 	o.Eng.Parallel(n, 1, func(lo, hi int) {
@@ -257,4 +296,183 @@ func (o *maxPoolGradOp) Do(vs ...G.Value) (G.Value, error) {
 		}
 	})
 	return dx, nil
+}
+
+// avgPoolOp averages K×K windows (stride, padding; a window's sum is
+// divided by K·K, the padding counted, as PyTorch's default) or, global,
+// each channel over the whole image: input [n, H·W·C], output
+// [n, OH·OW·C]. Its backward spreads each output's gradient evenly.
+type avgPoolOp struct {
+	opBase
+	l   graph.Layer
+	out buffer
+}
+
+// geometry is the pooling as a window (global: one window the image's size).
+func (o *avgPoolOp) geometry() (k, st, pad int, div float32) {
+	if o.l.Kind == graph.GlobalAvgPool {
+		return 0, 0, 0, float32(o.l.In.H * o.l.In.W)
+	}
+	k, st, pad = o.l.Window()
+	return k, st, pad, float32(k * k)
+}
+
+func (o *avgPoolOp) Arity() int    { return 1 }
+func (o *avgPoolOp) Type() hm.Type { return fnType(f32T(2), f32T(2)) }
+func (o *avgPoolOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
+	x := in[0].(tensor.Shape)
+	if len(x) != 2 || x[1] != o.l.In.Size() {
+		return nil, o.ShapeErr("input %v, want [n, %d]", x, o.l.In.Size())
+	}
+	return tensor.Shape{x[0], o.l.Output().Size()}, nil
+}
+
+// each calls f(output offset, input offset) for every input position of
+// every output window of one image, in a fixed order.
+func (o *avgPoolOp) each(f func(out, in int)) {
+	g, og := o.l.In, o.l.Output()
+	k, st, pad, _ := o.geometry()
+	if o.l.Kind == graph.GlobalAvgPool {
+		for p := 0; p < g.H*g.W; p++ {
+			for c := 0; c < g.C; c++ {
+				f(c, p*g.C+c)
+			}
+		}
+		return
+	}
+	for oy := 0; oy < og.H; oy++ {
+		for ox := 0; ox < og.W; ox++ {
+			for ky := 0; ky < k; ky++ {
+				iy := oy*st - pad + ky
+				if iy < 0 || iy >= g.H {
+					continue
+				}
+				for kx := 0; kx < k; kx++ {
+					if ix := ox*st - pad + kx; ix >= 0 && ix < g.W {
+						for c := 0; c < g.C; c++ {
+							f((oy*og.W+ox)*g.C+c, (iy*g.W+ix)*g.C+c)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+func (o *avgPoolOp) Do(vs ...G.Value) (G.Value, error) {
+	n := vs[0].Shape()[0]
+	isz, osz := o.l.In.Size(), o.l.Output().Size()
+	_, _, _, div := o.geometry()
+	x := data(vs[0])
+	y := o.out.Get(n, osz)
+	yd := y.Float32s()
+	o.Eng.Parallel(n, 1, func(lo, hi int) {
+		for b := lo; b < hi; b++ {
+			img, out := x[b*isz:(b+1)*isz], yd[b*osz:(b+1)*osz]
+			clear(out)
+			o.each(func(oi, ii int) { out[oi] += img[ii] })
+			for i := range out {
+				out[i] /= div
+			}
+		}
+	})
+	return y, nil
+}
+func (o *avgPoolOp) DiffWRT(int) []bool { return []bool{true} }
+func (o *avgPoolOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	d, err := G.ApplyOp(&avgPoolGradOp{opBase: newBase(o.Name+".grad", o.Eng), fwd: o}, grad)
+	return G.Nodes{d}, err
+}
+
+type avgPoolGradOp struct {
+	opBase
+	fwd *avgPoolOp
+	out buffer
+}
+
+func (o *avgPoolGradOp) Arity() int    { return 1 }
+func (o *avgPoolGradOp) Type() hm.Type { return fnType(f32T(2), f32T(2)) }
+func (o *avgPoolGradOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
+	return tensor.Shape{in[0].(tensor.Shape)[0], o.fwd.l.In.Size()}, nil
+}
+func (o *avgPoolGradOp) Do(vs ...G.Value) (G.Value, error) {
+	n := vs[0].Shape()[0]
+	isz, osz := o.fwd.l.In.Size(), o.fwd.l.Output().Size()
+	_, _, _, div := o.fwd.geometry()
+	dy := data(vs[0])
+	dx := o.out.Get(n, isz)
+	dd := dx.Float32s()
+	o.Eng.Parallel(n, 1, func(lo, hi int) {
+		for b := lo; b < hi; b++ {
+			img, g := dd[b*isz:(b+1)*isz], dy[b*osz:(b+1)*osz]
+			clear(img)
+			o.fwd.each(func(oi, ii int) { img[ii] += g[oi] / div })
+		}
+	})
+	return dx, nil
+}
+
+// addOp sums its inputs, all [n, size], then applies act (a residual
+// connection). Its backward hands each input the same gradient.
+type addOp struct {
+	opBase
+	arity int
+	act   Activation
+	out   buffer
+}
+
+func (o *addOp) Arity() int { return o.arity }
+func (o *addOp) Type() hm.Type {
+	ts := make([]hm.Type, o.arity+1)
+	for i := range ts {
+		ts[i] = f32T(2)
+	}
+	return fnType(ts[0], ts[1:]...)
+}
+func (o *addOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
+	s := in[0].(tensor.Shape)
+	for _, x := range in[1:] {
+		if !x.(tensor.Shape).Eq(s) {
+			return nil, o.ShapeErr("inputs %v and %v differ", s, x)
+		}
+	}
+	return s.Clone(), nil
+}
+func (o *addOp) Do(vs ...G.Value) (G.Value, error) {
+	y := o.out.Get(vs[0].Shape()...)
+	yd := y.Float32s()
+	copy(yd, data(vs[0]))
+	for _, v := range vs[1:] {
+		x := data(v)
+		if len(x) != len(yd) {
+			return nil, o.ShapeErr("inputs of %d and %d values", len(yd), len(x))
+		}
+		for i, xi := range x {
+			yd[i] += xi
+		}
+	}
+	if o.act != Identity {
+		for i, v := range yd {
+			yd[i] = activate(o.act, v)
+		}
+	}
+	return y, nil
+}
+func (o *addOp) DiffWRT(int) []bool {
+	d := make([]bool, o.arity)
+	for i := range d {
+		d[i] = true
+	}
+	return d
+}
+func (o *addOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	dz, _, err := actGrad(o.Name, o.Eng, o.act, output, grad, 0, false)
+	if err != nil {
+		return nil, err
+	}
+	out := make(G.Nodes, len(in))
+	for i := range out {
+		out[i] = dz
+	}
+	return out, nil
 }

@@ -173,9 +173,6 @@ func FromNetwork(net graph.Network, init string, seed uint64) (*Model, error) {
 	if err := net.Validate(); err != nil {
 		return nil, fmt.Errorf("model: %w", err)
 	}
-	if err := net.Basic(); err != nil {
-		return nil, fmt.Errorf("model: %w", err)
-	}
 	if init == "" {
 		init = "uniform"
 	}
@@ -189,6 +186,11 @@ func FromNetwork(net graph.Network, init string, seed uint64) (*Model, error) {
 // build lays out net's parameters — checking their count before any
 // memory is taken for them — and initialises them.
 func build(spec Spec, in Input, net graph.Network, seed uint64) (*Model, error) {
+	for _, l := range net.Layers {
+		if l.Kind == graph.BatchNorm {
+			return nil, fmt.Errorf("model: layer %s: batch norm is described but not trained yet", l.Name)
+		}
+	}
 	m := &Model{Spec: spec, Input: in, Net: net}
 	var n int64
 	for _, gp := range net.Params() {
@@ -398,23 +400,41 @@ func (m *Model) Build(eng compute.Engine, batch int, train bool, seed uint64, ho
 	if h, err = dropout(h, m.Spec.InputDropout, "input.dropout"); err != nil {
 		return nil, err
 	}
-	first := true // no gradient for the input images
+	// The outputs by layer name; a layer without Inputs takes the one
+	// before it. Layers on the images themselves need no input gradient.
+	outs := map[string]*G.Node{graph.Input: h}
+	prev := graph.Input
 	for _, l := range m.Net.Layers {
+		var ins []*G.Node
+		for _, name := range l.InputsOf(prev) {
+			ins = append(ins, outs[name])
+		}
+		h = ins[0]
+		needDX := h != outs[graph.Input]
 		switch l.Kind {
 		case graph.Linear:
-			op := &linearOp{opBase: newBase(l.Name, eng), act: activation(l.Act), needDX: !first}
+			op := &linearOp{opBase: newBase(l.Name, eng), act: activation(l.Act), needDX: needDX}
 			var w *G.Node
 			if w, err = m.weight(eng, byName[l.Name], hooks); err == nil {
 				h, err = G.ApplyOp(op, h, w, byName[l.Name+".bias"])
 			}
 		case graph.Conv:
-			op := &conv2dOp{opBase: newBase(l.Name, eng), in: l.In, f: l.Out, k: l.Kernel, act: activation(l.Act), needDX: !first}
 			var w *G.Node
 			if w, err = m.weight(eng, byName[l.Name], hooks); err == nil {
-				h, err = G.ApplyOp(op, h, w, byName[l.Name+".bias"])
+				args := []*G.Node{h, w}
+				if !l.NoBias {
+					args = append(args, byName[l.Name+".bias"])
+				}
+				h, err = G.ApplyOp(newConv(eng, l, needDX), args...)
 			}
 		case graph.MaxPool:
-			h, err = G.ApplyOp(&maxPoolOp{opBase: newBase(l.Name, eng), in: l.In}, h)
+			h, err = G.ApplyOp(&maxPoolOp{opBase: newBase(l.Name, eng), l: l}, h)
+		case graph.AvgPool, graph.GlobalAvgPool:
+			h, err = G.ApplyOp(&avgPoolOp{opBase: newBase(l.Name, eng), l: l}, h)
+		case graph.Add:
+			h, err = G.ApplyOp(&addOp{opBase: newBase(l.Name, eng), arity: len(ins), act: activation(l.Act)}, ins...)
+		case graph.Flatten:
+			// NHWC samples are already rows of H·W·C values.
 		default:
 			err = fmt.Errorf("layer kind %q has no training op", l.Kind)
 		}
@@ -426,13 +446,13 @@ func (m *Model) Build(eng compute.Engine, batch int, train bool, seed uint64, ho
 				return nil, fmt.Errorf("model: layer %s: %w", l.Name, err)
 			}
 		}
-		first = false
 		if l.Kind == graph.Linear && l.Act != graph.Identity {
 			net.Hidden[l.Name] = h
 		}
 		if h, err = dropout(h, l.Dropout, l.Name+".dropout"); err != nil {
 			return nil, err
 		}
+		outs[l.Name], prev = h, l.Name
 	}
 	net.Logits = h
 	if train {

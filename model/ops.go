@@ -34,21 +34,46 @@ type Activation int
 const (
 	Identity Activation = iota
 	ReLU
+	ReLU6
 )
 
 // activation is the op for a described activation.
 func activation(a graph.Activation) Activation {
-	if a == graph.ReLU {
+	switch a {
+	case graph.ReLU:
 		return ReLU
+	case graph.ReLU6:
+		return ReLU6
 	}
 	return Identity
 }
 
-// biasAct adds the bias to each row of y (rows×cols) and applies act.
+// activate applies act to v.
+func activate(act Activation, v float32) float32 {
+	switch act {
+	case ReLU:
+		return relu(v)
+	case ReLU6:
+		return min(relu(v), 6)
+	}
+	return v
+}
+
+// biasAct adds the bias (none when b is nil) to each row of y (rows×cols)
+// and applies act.
 func biasAct(eng compute.Engine, y, b []float32, rows, cols int, act Activation) {
 	eng.Parallel(rows, max(1, minParallel/cols), func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			row := y[i*cols : (i+1)*cols]
+			if b == nil || act == ReLU6 {
+				for j, v := range row {
+					if b != nil {
+						v += b[j]
+					}
+					row[j] = activate(act, v)
+				}
+				continue
+			}
 			bb := b[:len(row)]
 			if act == ReLU {
 				for j := range row {
@@ -124,6 +149,61 @@ func (o *linearOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 		}
 	}
 	return G.Nodes{dx, dw, db}, nil
+}
+
+// actGrad adds the nodes that turn an activation's output gradient into
+// the pre-activation gradient dz and, when the layer has a bias, its
+// gradient db (the column sums of dz viewed as [rows, cols]).
+func actGrad(name string, eng compute.Engine, act Activation, output, grad *G.Node, cols int, bias bool) (dz, db *G.Node, err error) {
+	if bias && act != ReLU6 {
+		return reluAndBiasGrad(name, eng, act, output, grad, cols)
+	}
+	dz = grad
+	if act != Identity {
+		if dz, err = G.ApplyOp(&actGradOp{opBase: newBase(name+".actgrad", eng), act: act}, output, grad); err != nil {
+			return nil, nil, err
+		}
+	}
+	if bias {
+		db, err = G.ApplyOp(&colSumOp{opBase: newBase(name+".db", eng), cols: cols}, dz)
+	}
+	return dz, db, err
+}
+
+// actGradOp computes dz = dy where the activation passed its input (y > 0;
+// for ReLU6 also y < 6), else 0; inputs y and dy.
+type actGradOp struct {
+	opBase
+	act Activation
+	out buffer
+}
+
+func (o *actGradOp) Arity() int    { return 2 }
+func (o *actGradOp) Type() hm.Type { return fnType(f32T(2), f32T(2), f32T(2)) }
+func (o *actGradOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
+	return in[0].(tensor.Shape).Clone(), nil
+}
+func (o *actGradOp) Do(vs ...G.Value) (G.Value, error) {
+	s := vs[0].Shape()
+	dz := o.out.Get(s...)
+	y, dy, d := data(vs[0]), data(vs[1]), dz.Float32s()
+	if len(dy) != len(y) {
+		return nil, o.ShapeErr("y %v, dy %v", s, vs[1].Shape())
+	}
+	hi := float32(math.Inf(1))
+	if o.act == ReLU6 {
+		hi = 6
+	}
+	o.Eng.Parallel(len(y), minParallel, func(lo, up int) {
+		for i := lo; i < up; i++ {
+			if v := y[i]; v > 0 && v < hi {
+				d[i] = dy[i]
+			} else {
+				d[i] = 0
+			}
+		}
+	})
+	return dz, nil
 }
 
 // reluAndBiasGrad adds the nodes that turn an activation's output gradient

@@ -54,15 +54,88 @@ func RoundEven32(x float32) float32 {
 // (ky, kx, c) — the layout of convolution weights [F, k, k, C] — for a
 // valid, stride-1 convolution.
 func Im2col(col, x []float32, h, w, c, k int) {
-	oh, ow := h-k+1, w-k+1
-	run := k * c // contiguous inputs per kernel row
+	Window{H: h, W: w, C: c, K: k, Stride: 1}.Im2col(col, x, 0, c)
+}
+
+// Window is a convolution's (or pooling's) geometry over one NHWC image:
+// H×W×C in, a K×K kernel moved by Stride, Pad zeros on each side.
+type Window struct {
+	H, W, C, K, Stride, Pad int
+}
+
+// Out is the output's height and width.
+func (g Window) Out() (oh, ow int) {
+	return (g.H+2*g.Pad-g.K)/g.Stride + 1, (g.W+2*g.Pad-g.K)/g.Stride + 1
+}
+
+// Im2col writes the patches of channels c0 … c0+cn−1 of image x as rows of
+// (ky, kx, c), one per output pixel; padding reads as zero. With every
+// channel and no padding a kernel row is one contiguous copy.
+func (g Window) Im2col(col, x []float32, c0, cn int) {
+	oh, ow := g.Out()
+	run := g.K * cn
 	r := 0
 	for oy := 0; oy < oh; oy++ {
 		for ox := 0; ox < ow; ox++ {
-			for ky := 0; ky < k; ky++ {
-				src := ((oy+ky)*w + ox) * c
-				copy(col[r:r+run], x[src:src+run])
+			ix0 := ox*g.Stride - g.Pad
+			for ky := 0; ky < g.K; ky++ {
+				dst := col[r : r+run]
 				r += run
+				iy := oy*g.Stride - g.Pad + ky
+				if iy < 0 || iy >= g.H {
+					clear(dst)
+					continue
+				}
+				row := x[iy*g.W*g.C : (iy+1)*g.W*g.C]
+				if cn == g.C && ix0 >= 0 && ix0+g.K <= g.W {
+					copy(dst, row[ix0*g.C:(ix0+g.K)*g.C])
+					continue
+				}
+				for kx := 0; kx < g.K; kx++ {
+					d := dst[kx*cn : (kx+1)*cn]
+					if ix := ix0 + kx; ix < 0 || ix >= g.W {
+						clear(d)
+					} else {
+						copy(d, row[ix*g.C+c0:ix*g.C+c0+cn])
+					}
+				}
+			}
+		}
+	}
+}
+
+// Col2im adds patch rows (Im2col's layout, channels c0 … c0+cn−1) back
+// into an image gradient dx; what fell on padding is dropped.
+func (g Window) Col2im(dx, col []float32, c0, cn int) {
+	oh, ow := g.Out()
+	run := g.K * cn
+	r := 0
+	for oy := 0; oy < oh; oy++ {
+		for ox := 0; ox < ow; ox++ {
+			ix0 := ox*g.Stride - g.Pad
+			for ky := 0; ky < g.K; ky++ {
+				src := col[r : r+run]
+				r += run
+				iy := oy*g.Stride - g.Pad + ky
+				if iy < 0 || iy >= g.H {
+					continue
+				}
+				row := dx[iy*g.W*g.C : (iy+1)*g.W*g.C]
+				if cn == g.C && ix0 >= 0 && ix0+g.K <= g.W {
+					dst := row[ix0*g.C : (ix0+g.K)*g.C]
+					for i, v := range src {
+						dst[i] += v
+					}
+					continue
+				}
+				for kx := 0; kx < g.K; kx++ {
+					if ix := ix0 + kx; ix >= 0 && ix < g.W {
+						dst := row[ix*g.C+c0 : ix*g.C+c0+cn]
+						for i, v := range src[kx*cn : (kx+1)*cn] {
+							dst[i] += v
+						}
+					}
+				}
 			}
 		}
 	}

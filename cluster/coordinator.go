@@ -216,12 +216,16 @@ func (c *Coordinator) onJoin(m *nats.Msg) {
 	var h Hello
 	w := Welcome{OK: true}
 	bad := c.l.check(m)
-	if bad == nil && !c.seqs.fresh("join."+from, m) {
+	if bad == nil && !c.seqs.newer("join."+from, m) {
 		// A copy of a registration seen before: counted, not answered.
 		c.reject("registration", from, errors.New("replayed"))
 		return
 	}
-	switch err := json.Unmarshal(m.Data, &h); {
+	err := json.Unmarshal(m.Data, &h)
+	if bad == nil && err == nil {
+		c.seqs.record("join."+from, m)
+	}
+	switch {
 	case bad != nil:
 		w = Welcome{Error: bad.Error()}
 	case err != nil:
@@ -274,7 +278,7 @@ func (c *Coordinator) onHeartbeat(m *nats.Msg) {
 		c.reject("heartbeat", from, err)
 		return
 	}
-	if !c.seqs.fresh("hb."+from, m) {
+	if !c.seqs.newer("hb."+from, m) {
 		c.reject("heartbeat", from, errors.New("replayed"))
 		return
 	}
@@ -282,6 +286,7 @@ func (c *Coordinator) onHeartbeat(m *nats.Msg) {
 		c.reject("heartbeat", from, err)
 		return
 	}
+	c.seqs.record("hb."+from, m)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	w := c.workers[from]

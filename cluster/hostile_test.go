@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -135,5 +136,34 @@ func BenchmarkSign(b *testing.B) {
 	for b.Loop() {
 		m := &nats.Msg{Subject: "lathe.job.w.w1.ag", Header: md.header(), Data: data}
 		l.sign(m)
+	}
+}
+
+// TestRefusedMessagesDoNotMoveTheReplayWindow: a signed message whose body
+// or kind is refused — from a broken or hostile sender holding the secret,
+// numbered far ahead — leaves the sequence window where it was, so the
+// sender's next genuine message is not taken for a replay; a genuine
+// message moves it, and its copy is then refused.
+func TestRefusedMessagesDoNotMoveTheReplayWindow(t *testing.T) {
+	secret := []byte("s")
+	w := &Worker{l: newLink(nil, secret)}
+	coord := newLink(nil, secret)
+	ctl := func(body string, seq int64) *nats.Msg {
+		m := &nats.Msg{Subject: "lathe.j.c.ctl", Header: nats.Header{}, Data: []byte(body)}
+		m.Header.Set(hSeq, strconv.FormatInt(seq, 10))
+		return Sign(m, secret)
+	}
+	now := coord.seq.Load()
+	for _, bad := range []*nats.Msg{ctl(`{"kind":"explode"}`, now+1e12), ctl(`not json`, now+2e12)} {
+		if _, err := w.control(bad); err == nil {
+			t.Fatalf("accepted %s", bad.Data)
+		}
+	}
+	good := coord.sign(&nats.Msg{Subject: "lathe.j.c.ctl", Data: []byte(`{"kind":"stop","phase":1}`)})
+	if c, err := w.control(good); err != nil || c.Kind != "stop" {
+		t.Fatalf("the genuine message after refused ones: %v", err)
+	}
+	if _, err := w.control(good); err == nil {
+		t.Fatal("a copy of the genuine message was accepted")
 	}
 }

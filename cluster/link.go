@@ -156,6 +156,25 @@ type seqs struct {
 // fresh records m's sequence number from sender and says whether it is
 // newer than any before.
 func (s *seqs) fresh(sender string, m *nats.Msg) bool {
+	if !s.newer(sender, m) {
+		return false
+	}
+	s.record(sender, m)
+	return true
+}
+
+// newer says whether m's sequence number from sender is newer than any
+// recorded, recording nothing: a message is checked whole (signature,
+// body, kind) before record, so that one refused cannot move the window
+// and make its sender's next genuine messages look replayed.
+func (s *seqs) newer(sender string, m *nats.Msg) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return seqOf(m) > s.last[sender]
+}
+
+// record notes m's sequence number from sender (the newest wins).
+func (s *seqs) record(sender string, m *nats.Msg) {
 	n := seqOf(m)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -163,18 +182,28 @@ func (s *seqs) fresh(sender string, m *nats.Msg) bool {
 		s.last = map[string]int64{}
 	}
 	if n <= s.last[sender] {
-		return false
+		return
 	}
 	if len(s.last) >= maxSenders {
 		clear(s.last) // bounded; a sender forgotten accepts its next message again
 	}
 	s.last[sender] = n
-	return true
 }
 
 // maxSenders bounds the senders whose sequence numbers are remembered.
 const maxSenders = 4096
 
 // Sign signs m as a sender holding secret does: for a client of a job's
-// subjects that is not a lathe process (a tool, a test).
-func Sign(m *nats.Msg, secret []byte) *nats.Msg { return newLink(nil, secret).sign(m) }
+// subjects that is not a lathe process (a tool, a test). A sequence
+// number m already carries is kept — a copy re-signed is still that copy,
+// and is refused as a replay where order matters — else m is numbered.
+func Sign(m *nats.Msg, secret []byte) *nats.Msg {
+	l := newLink(nil, secret)
+	if m.Header == nil || m.Header.Get(hSeq) == "" {
+		return l.sign(m)
+	}
+	if len(l.secret) > 0 {
+		m.Header.Set(hMAC, l.mac(m))
+	}
+	return m
+}

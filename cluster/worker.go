@@ -335,7 +335,7 @@ func (w *Worker) control(m *nats.Msg) (Control, error) {
 	if err := w.l.check(m); err != nil {
 		return c, err
 	}
-	if !w.ctlSeqs.fresh(coordinatorName, m) {
+	if !w.ctlSeqs.newer(coordinatorName, m) {
 		return c, errors.New("a control message replayed (not newer than the last)")
 	}
 	if err := json.Unmarshal(m.Data, &c); err != nil {
@@ -343,6 +343,7 @@ func (w *Worker) control(m *nats.Msg) (Control, error) {
 	}
 	switch c.Kind {
 	case "stop", "task", "gen", "register", "end", "phase", "join":
+		w.ctlSeqs.record(coordinatorName, m)
 		return c, nil
 	}
 	return c, fmt.Errorf("unknown kind %q", c.Kind)

@@ -15,14 +15,15 @@ import (
 )
 
 // cnnNet is a small DAG with every kind the training graph runs beyond
-// the zoo's: a strided, padded, bias-free conv with ReLU6, a depthwise
+// the zoo's: a strided, padded, bias-free conv, a batch norm with ReLU6, a depthwise
 // conv, a residual addition, a padded 3×3 max pooling, a grouped 1×1
 // conv, average pooling, global average pooling and flatten.
 func cnnNet() graph.Network {
 	c := graph.NewChain(graph.Shape{H: 7, W: 7, C: 2}, 3)
-	c.Add(graph.Layer{Name: "a", Kind: graph.Conv, Out: 4, Kernel: 3, Stride: 2, Pad: 1, NoBias: true, Act: graph.ReLU6})
+	c.Add(graph.Layer{Name: "a", Kind: graph.Conv, Out: 4, Kernel: 3, Stride: 2, Pad: 1, NoBias: true})
+	c.Add(graph.Layer{Name: "abn", Kind: graph.BatchNorm, Act: graph.ReLU6})
 	c.Add(graph.Layer{Name: "b", Kind: graph.Conv, Out: 4, Kernel: 3, Pad: 1, Groups: 4, Act: graph.ReLU})
-	c.Add(graph.Layer{Name: "c", Kind: graph.Add, Inputs: []string{"b", "a"}, Act: graph.ReLU})
+	c.Add(graph.Layer{Name: "c", Kind: graph.Add, Inputs: []string{"b", "abn"}, Act: graph.ReLU})
 	c.Add(graph.Layer{Name: "d", Kind: graph.MaxPool, Kernel: 3, Stride: 1, Pad: 1})
 	c.Add(graph.Layer{Name: "e", Kind: graph.Conv, Out: 6, Kernel: 1, Groups: 2, NoBias: true})
 	c.Add(graph.Layer{Name: "f", Kind: graph.AvgPool})
@@ -164,15 +165,92 @@ func TestPoolingPadding(t *testing.T) {
 	}
 }
 
-// TestBatchNormIsRefusedUntilItTrains: a network with a batch norm is
-// described but not built, naming the layer.
-func TestBatchNormIsRefusedUntilItTrains(t *testing.T) {
+// TestBatchNorm: a training graph normalizes by the batch's statistics
+// and moves the running ones toward them (momentum 0.1, unbiased
+// variance); an evaluation graph normalizes by the running ones. The
+// parameters start as the identity, the buffers as mean 0, variance 1.
+func TestBatchNorm(t *testing.T) {
+	c := graph.NewChain(graph.Shape{H: 2, W: 2, C: 2}, 8)
+	c.Add(graph.Layer{Name: "bn", Kind: graph.BatchNorm})
+	c.Add(graph.Layer{Name: "flat", Kind: graph.Flatten})
+	m, err := FromNetwork(c.Net, "", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g, b := m.Param("bn").Data(), m.Param("bn.bias").Data(); g[0] != 1 || b[0] != 0 || len(m.Weights()) != 0 || len(m.Buffers) != 2 {
+		t.Fatalf("scale %v shift %v, %d weights, %d buffers", g, b, len(m.Weights()), len(m.Buffers))
+	}
+	m.Param("bn").Data()[1] = 2
+	m.Param("bn.bias").Data()[1] = 0.5
+	eng := cpu.New(cpu.Options{Threads: 2})
+	x := []float32{1, 10, 2, 20, 3, 30, 4, 40, 5, 50, 6, 60, 7, 70, 8, 80} // 2 samples × 2×2 × 2 channels
+	trainNet, err := m.Build(eng, 2, true, 1, Hooks{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(trainNet.XValue.Float32s(), x)
+	vm := G.NewTapeMachine(trainNet.Graph, G.WithEngine(eng))
+	defer vm.Close()
+	if err := vm.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	// Channel 0 holds 1…8 (mean 4.5, biased variance 5.25, unbiased 6),
+	// channel 1 ten times that.
+	y := data(trainNet.Logits.Value())
+	if want := float32((1 - 4.5) / math.Sqrt(5.25+1e-5)); math.Abs(float64(y[0]-want)) > 1e-5 {
+		t.Fatalf("training output %v, want %v first", y, want)
+	}
+	if want := float32(2*(80-45)/math.Sqrt(525+1e-5) + 0.5); math.Abs(float64(y[15]-want)) > 1e-4 {
+		t.Fatalf("training output %v, want %v last", y, want)
+	}
+	mean, vr := m.Buffer("bn.running_mean").Data(), m.Buffer("bn.running_var").Data()
+	if math.Abs(float64(mean[0])-0.45) > 1e-6 || math.Abs(float64(vr[0])-(0.9+0.6)) > 1e-5 || math.Abs(float64(mean[1])-4.5) > 1e-5 {
+		t.Fatalf("running mean %v, variance %v", mean, vr)
+	}
+	evalNet, err := m.Build(eng, 2, false, 0, Hooks{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(evalNet.XValue.Float32s(), x)
+	vm2 := G.NewTapeMachine(evalNet.Graph, G.WithEngine(eng))
+	defer vm2.Close()
+	if err := vm2.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	y = data(evalNet.Logits.Value())
+	if want := float32((1 - 0.45) / math.Sqrt(1.5+1e-5)); math.Abs(float64(y[0]-want)) > 1e-5 {
+		t.Fatalf("evaluation output %v, want %v first", y[0], want)
+	}
+	if m.Buffer("bn.running_mean").Data()[0] != mean[0] {
+		t.Fatal("an evaluation pass moved the running mean")
+	}
+}
+
+// TestResNetTrainsAStep: the ResNet-8 preset builds, and one SGD step on a
+// batch lowers its loss on that batch.
+func TestResNetTrainsAStep(t *testing.T) {
 	n, err := graph.ResNet(graph.Shape{H: 28, W: 28, C: 1}, 8, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := FromNetwork(n, "", 1); err == nil || !contains(err.Error(), "bn1: batch norm") {
-		t.Fatalf("got %v", err)
+	m, err := FromNetwork(n, "kaiming", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.NumParams() != 77754 {
+		t.Fatalf("%d parameters", m.NumParams())
+	}
+	net, grads, vm := gradNet(t, m, 8)
+	feed(net, 3, 10)
+	before := lossOf(t, net, vm)
+	for i, p := range m.Params {
+		d, g := p.Data(), data(grads[i].Value())
+		for j := range d {
+			d[j] -= 0.05 * g[j]
+		}
+	}
+	if after := lossOf(t, net, vm); !(after < before) {
+		t.Fatalf("loss %v after a step, %v before", after, before)
 	}
 }
 

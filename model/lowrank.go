@@ -21,6 +21,9 @@ func (m *Model) Factorize(name string, rank int, energy float64) (*Model, int, e
 	if m.Spec.Arch == "" {
 		return nil, 0, errors.New("model: low-rank factorization rebuilds a preset architecture; this model was built from a network description (FromNetwork)")
 	}
+	if err := m.Net.Basic(); err != nil {
+		return nil, 0, fmt.Errorf("model: low-rank factorization rebuilds chains of layers only so far: %w", err)
+	}
 	w := m.Param(name)
 	if w == nil || w.Bias || len(w.Shape) != 2 {
 		return nil, 0, fmt.Errorf("model: factorize: %q is not a linear layer of this model", name)

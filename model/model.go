@@ -24,7 +24,10 @@ type Param struct {
 	Shape  []int         // e.g. [300 784] for fc1 of LeNet-300-100
 	Bias   bool          // a bias vector rather than a weight
 	Groups []graph.Group // prunable structures (none for biases)
-	Value  *tensor.Dense
+	// Norm marks a batch norm's scale and shift (and its buffers): not a
+	// weight compression acts on.
+	Norm  bool
+	Value *tensor.Dense
 
 	biasFan int // a bias's weight fan-in, for initialisation
 }
@@ -46,6 +49,10 @@ type Spec struct {
 	Dropout      float64  `json:"dropout,omitempty"`       // on hidden activations, in training only
 	InputDropout float64  `json:"input_dropout,omitempty"` // on the input pixels, in training only
 	Init         string   `json:"init,omitempty"`          // "uniform" (PyTorch's default) or "kaiming"
+	// Depth is a resnet's layers (6n+2; default 20); Width a mobilenet's
+	// width multiplier (default 1).
+	Depth int     `json:"depth,omitempty"`
+	Width float64 `json:"width,omitempty"`
 }
 
 // Factor is one factorized linear layer.
@@ -55,7 +62,7 @@ type Factor struct {
 }
 
 // Archs lists the known architectures.
-var Archs = []string{"mlp", "lenet300", "lenet5", "teacher"}
+var Archs = []string{"mlp", "lenet300", "lenet5", "teacher", "resnet", "mobilenet"}
 
 // Input describes the images a model takes.
 type Input struct {
@@ -80,6 +87,10 @@ type Model struct {
 	// ActQuant holds, per layer name, the observer of a hidden layer's
 	// activation (after its ReLU) when activations are quantized.
 	ActQuant map[string]*Observer
+	// Buffers are the state layers keep besides parameters, not trained
+	// by gradients: each batch norm's running mean and variance, which
+	// training graphs update and evaluation graphs use.
+	Buffers []*Param
 	// Net is the network's description: the layers the graph is built
 	// from, in order, and what each parameter is.
 	Net graph.Network
@@ -107,6 +118,14 @@ func (s Spec) Canonical() Spec {
 		if s.Dropout == 0 {
 			s.Dropout = 0.5
 		}
+	case "resnet":
+		if s.Depth == 0 {
+			s.Depth = 20
+		}
+	case "mobilenet":
+		if s.Width == 0 {
+			s.Width = 1
+		}
 	}
 	if s.Init == "" {
 		s.Init = "uniform"
@@ -132,6 +151,15 @@ func (s Spec) Validate() error {
 	}
 	if s.Arch != "lenet5" && len(s.Conv) > 0 {
 		return fmt.Errorf("model: conv widths apply to lenet5 only")
+	}
+	cnn := s.Arch == "resnet" || s.Arch == "mobilenet"
+	switch {
+	case s.Depth != 0 && s.Arch != "resnet":
+		return fmt.Errorf("model: depth applies to resnet only")
+	case s.Width != 0 && s.Arch != "mobilenet":
+		return fmt.Errorf("model: width applies to mobilenet only")
+	case cnn && (len(s.Hidden) > 0 || s.Dropout > 0 || s.InputDropout > 0):
+		return fmt.Errorf("model: arch %s takes no hidden sizes or dropout (its blocks are fixed; depth or width scale it)", s.Arch)
 	}
 	for _, c := range s.Conv {
 		if c <= 0 {
@@ -186,11 +214,6 @@ func FromNetwork(net graph.Network, init string, seed uint64) (*Model, error) {
 // build lays out net's parameters — checking their count before any
 // memory is taken for them — and initialises them.
 func build(spec Spec, in Input, net graph.Network, seed uint64) (*Model, error) {
-	for _, l := range net.Layers {
-		if l.Kind == graph.BatchNorm {
-			return nil, fmt.Errorf("model: layer %s: batch norm is described but not trained yet", l.Name)
-		}
-	}
 	m := &Model{Spec: spec, Input: in, Net: net}
 	var n int64
 	for _, gp := range net.Params() {
@@ -198,11 +221,22 @@ func build(spec Spec, in Input, net graph.Network, seed uint64) (*Model, error) 
 		if n += size; n > MaxParams || size > MaxParams {
 			return nil, fmt.Errorf("model: the network has more than %d parameters (MaxParams; %s alone has %d): not a model this machine trains", int64(MaxParams), gp.Name, size)
 		}
-		m.Params = append(m.Params, &Param{Name: gp.Name, Layer: gp.Layer, Shape: gp.Shape, Bias: gp.Bias, Groups: gp.Groups, biasFan: gp.Fan})
+		m.Params = append(m.Params, &Param{Name: gp.Name, Layer: gp.Layer, Shape: gp.Shape, Bias: gp.Bias, Groups: gp.Groups, Norm: gp.Norm, biasFan: gp.Fan})
 	}
 	for _, p := range m.Params {
 		p.Value = tensor.New(tensor.Of(tensor.Float32), tensor.WithShape(p.Shape...))
 		initParam(p, spec.Init, seed)
+	}
+	for _, l := range net.Layers {
+		for _, b := range l.Buffers() {
+			p := &Param{Name: b.Name, Layer: b.Layer, Shape: b.Shape, Norm: true, Value: tensor.New(tensor.Of(tensor.Float32), tensor.WithShape(b.Shape...))}
+			if strings.HasSuffix(b.Name, ".running_var") {
+				for i := range p.Data() {
+					p.Data()[i] = 1
+				}
+			}
+			m.Buffers = append(m.Buffers, p)
+		}
 	}
 	return m, nil
 }
@@ -221,6 +255,16 @@ func (s Spec) Network(in Input) (graph.Network, error) {
 		net = graph.MLP(shape, s.Hidden, in.Classes, s.Dropout)
 	case "lenet5":
 		net = graph.LeNet5(shape, [2]int{s.Conv[0], s.Conv[1]}, s.Hidden[0], in.Classes, s.Dropout)
+	case "resnet":
+		var err error
+		if net, err = graph.ResNet(shape, s.Depth, in.Classes); err != nil {
+			return net, fmt.Errorf("model: %w", err)
+		}
+	case "mobilenet":
+		var err error
+		if net, err = graph.MobileNet(shape, s.Width, in.Classes); err != nil {
+			return net, fmt.Errorf("model: %w", err)
+		}
 	}
 	// A layer takes the first factor naming it.
 	for _, l := range slices.Clone(net.Layers) {
@@ -260,6 +304,13 @@ func initParam(p *Param, kind string, seed uint64) {
 	}
 	d := p.Data()
 	switch {
+	case p.Norm: // a batch norm starts as the identity: scale 1, shift 0
+		for i := range d {
+			d[i] = 1
+			if p.Bias {
+				d[i] = 0
+			}
+		}
 	case kind == "kaiming" && p.Bias:
 		clear(d)
 	case kind == "kaiming":
@@ -285,11 +336,22 @@ func (m *Model) Param(name string) *Param {
 	return nil
 }
 
-// Weights returns the weight (non-bias) parameters: what compression acts on.
+// Buffer returns the buffer with the given name, or nil.
+func (m *Model) Buffer(name string) *Param {
+	for _, p := range m.Buffers {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// Weights returns the weight parameters (no bias, no batch norm): what
+// compression acts on.
 func (m *Model) Weights() []*Param {
 	var w []*Param
 	for _, p := range m.Params {
-		if !p.Bias {
+		if !p.Bias && !p.Norm {
 			w = append(w, p)
 		}
 	}
@@ -433,6 +495,9 @@ func (m *Model) Build(eng compute.Engine, batch int, train bool, seed uint64, ho
 			h, err = G.ApplyOp(&avgPoolOp{opBase: newBase(l.Name, eng), l: l}, h)
 		case graph.Add:
 			h, err = G.ApplyOp(&addOp{opBase: newBase(l.Name, eng), arity: len(ins), act: activation(l.Act)}, ins...)
+		case graph.BatchNorm:
+			mean, vr := m.Buffer(l.Name+".running_mean"), m.Buffer(l.Name+".running_var")
+			h, err = G.ApplyOp(newBN(eng, l, train, mean.Data(), vr.Data()), h, byName[l.Name], byName[l.Name+".bias"])
 		case graph.Flatten:
 			// NHWC samples are already rows of H·W·C values.
 		default:

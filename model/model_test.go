@@ -239,7 +239,7 @@ func TestDropoutKeepsExpectation(t *testing.T) {
 }
 
 func TestBadSpecs(t *testing.T) {
-	for _, s := range []Spec{{Arch: "resnet"}, {Arch: "mlp"}, {Arch: "mlp", Hidden: []int{0}}, {Arch: "lenet300", Dropout: 1}} {
+	for _, s := range []Spec{{Arch: "vgg"}, {Arch: "resnet", Depth: 21}, {Arch: "resnet", Hidden: []int{10}}, {Arch: "mobilenet", Depth: 8}, {Arch: "mlp"}, {Arch: "mlp", Hidden: []int{0}}, {Arch: "lenet300", Dropout: 1}} {
 		if _, err := New(s, MNISTInput, 1); err == nil {
 			t.Errorf("%+v accepted", s)
 		}

@@ -27,6 +27,9 @@ func (m *Model) Thin() (*Model, ThinReport, error) {
 	if m.Spec.Arch == "" {
 		return nil, ThinReport{}, errors.New("model: thinning rebuilds a preset architecture; this model was built from a network description (FromNetwork)")
 	}
+	if err := m.Net.Basic(); err != nil {
+		return nil, ThinReport{}, fmt.Errorf("model: thinning rebuilds chains of layers only so far: %w", err)
+	}
 	type pl struct {
 		def  graph.Layer
 		w, b []float32

@@ -82,6 +82,8 @@ type Model struct {
 	Dropout      float64
 	InputDropout float64
 	Init         string
+	Depth        int     // resnet: 6n+2 layers
+	Width        float64 // mobilenet: the width multiplier
 }
 
 // Optimizer is the job's optimizer block (labelled with its kind).
@@ -238,6 +240,8 @@ var modelSection = section[Model]{name: "model", fields: []field[Model]{
 	{name: "dropout", at: func(m *Model) any { return &m.Dropout }, hi: 0.95},
 	{name: "input_dropout", at: func(m *Model) any { return &m.InputDropout }, hi: 0.95},
 	{name: "init", at: func(m *Model) any { return &m.Init }, def: "uniform", choices: []string{"uniform", "kaiming"}},
+	{name: "depth", at: func(m *Model) any { return &m.Depth }, lo: 8, hi: 1000, omit: func(m *Model) bool { return m.Depth == 0 }},
+	{name: "width", at: func(m *Model) any { return &m.Width }, loOpen: true, hi: 4, omit: func(m *Model) bool { return m.Width == 0 }},
 }}
 
 var checkpointSection = section[Checkpoint]{name: "checkpoint", fields: []field[Checkpoint]{

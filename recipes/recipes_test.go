@@ -327,8 +327,22 @@ func TestEveryFieldRoundTrips(t *testing.T) {
   }
 }
 `
+	cnn := `job "cnn" {
+  model {
+    arch = "resnet"
+    depth = 8
+  }
+  teacher {
+    arch = "mobilenet"
+    width = 0.5
+    epochs = 1
+  }
+  distill {
+  }
+}
+`
 	written := ""
-	for _, src := range []string{full, other, hint, thin} {
+	for _, src := range []string{full, other, hint, thin, cnn} {
 		j, err := Parse([]byte(src), "r.hcl", nil)
 		if err != nil {
 			t.Fatal(err)

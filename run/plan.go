@@ -105,7 +105,7 @@ func Build(job *recipes.Job, trainLen int, log hclog.Logger) (*Plan, error) {
 
 // specOf is a recipe's model block as an architecture.
 func specOf(m recipes.Model) model.Spec {
-	return model.Spec{Arch: m.Arch, Hidden: m.Hidden, Dropout: m.Dropout, InputDropout: m.InputDropout, Init: m.Init}
+	return model.Spec{Arch: m.Arch, Hidden: m.Hidden, Dropout: m.Dropout, InputDropout: m.InputDropout, Init: m.Init, Depth: m.Depth, Width: m.Width}
 }
 
 // Policies are the plan's policies in the order they run: the learning

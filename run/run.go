@@ -475,6 +475,7 @@ func (st *jobRun) finish(res *trainer.Result, tr *trainer.Trainer, resume *train
 			final = small
 		}
 	}
+	sum.MACs, sum.DenseMACs = final.Net.MACs(), tr.Model().Net.MACs()
 	mf, err := rundir.ExportModel(final, job.Name, job.Dataset)
 	if err != nil {
 		return nil, err

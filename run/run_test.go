@@ -631,3 +631,27 @@ func TestHintDistillation(t *testing.T) {
 		}
 	}
 }
+
+// TestResNetRecipe: a recipe names the ResNet preset by depth; the plan
+// builds it with the anchor's parameter count and its batch norms'
+// buffers; a depth that is not 6n+2 is refused at the recipe's position.
+// (Training it is trainer's TestResNetTrainsAndResumes: a run here
+// evaluates 60 000 images.)
+func TestResNetRecipe(t *testing.T) {
+	src := strings.Replace(recipe, "arch   = \"mlp\"\n    hidden = [32]", "arch  = \"resnet\"\n    depth = 8", 1)
+	job, err := recipes.Parse([]byte(src), "resnet.hcl", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := Build(job, 10000, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.Model.NumParams() != 77754 || len(plan.Model.Buffers) != 2*9 || plan.Model.Net.MACs() < 9_000_000 {
+		t.Fatalf("%d parameters, %d buffers, %d MACs", plan.Model.NumParams(), len(plan.Model.Buffers), plan.Model.Net.MACs())
+	}
+	bad, _ := recipes.Parse([]byte(strings.Replace(src, "depth = 8", "depth = 9", 1)), "resnet.hcl", nil)
+	if _, err := Build(bad, 10000, nil); err == nil || !strings.Contains(err.Error(), "resnet.hcl:") || !strings.Contains(err.Error(), "6n+2") {
+		t.Fatalf("depth 9: %v", err)
+	}
+}

@@ -80,6 +80,9 @@ func (c *Checkpointer) File(sn *trainer.Snapshot, m *model.Model) (*checkpoint.F
 			f.Tensors = append(f.Tensors, &checkpoint.Tensor{Name: "mask/" + p.Name, Role: checkpoint.RoleMask, Shape: p.Shape, Mask: sn.Masks[i]})
 		}
 	}
+	// The buffers (batch norms' running statistics) as the model holds
+	// them now: the trainer snapshots between steps.
+	f.Tensors = appendBuffers(f.Tensors, m)
 	f.Tensors = appendNumbered(f.Tensors, "optim/", sn.Optimizer)
 	if sn.HintProjection != nil {
 		f.Tensors = append(f.Tensors, &checkpoint.Tensor{Name: "hint/projection", Role: checkpoint.RoleState, Shape: []int{len(sn.HintProjection)}, Data: sn.HintProjection})
@@ -227,10 +230,13 @@ func ReadTraining(f *checkpoint.File, path string) (*TrainingState, error) {
 }
 
 // Restore puts a training checkpoint's tensors into m (built from the
-// snapshot's spec) and into the snapshot: its parameters, masks and
-// optimizer and hint buffers.
+// snapshot's spec) and into the snapshot: its parameters and buffers,
+// masks, and optimizer and hint state.
 func (st *TrainingState) Restore(f *checkpoint.File, path string, m *model.Model) error {
 	if err := setParams(m, f, checkpoint.RoleParam, ""); err != nil {
+		return fmt.Errorf("%w (in %s)", err, path)
+	}
+	if err := setBuffers(m, f); err != nil {
 		return fmt.Errorf("%w (in %s)", err, path)
 	}
 	sn := st.Snapshot

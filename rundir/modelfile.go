@@ -52,6 +52,7 @@ func ExportModel(m *model.Model, job, dataset string) (*checkpoint.File, error) 
 		}
 		f.Tensors = append(f.Tensors, t)
 	}
+	f.Tensors = appendBuffers(f.Tensors, m)
 	for _, layer := range sortedKeys(m.ActQuant) {
 		o := m.ActQuant[layer]
 		if !o.Enabled {
@@ -111,6 +112,9 @@ func LoadModel(f *checkpoint.File) (*model.Model, *ModelState, error) {
 	if err := setParams(m, f, checkpoint.RoleParam, ""); err != nil {
 		return nil, nil, err
 	}
+	if err := setBuffers(m, f); err != nil {
+		return nil, nil, err
+	}
 	for layer, spec := range st.Activations {
 		t := f.Tensor("act/" + layer)
 		if t == nil || len(t.Data) != 2 {
@@ -136,6 +140,31 @@ func setParams(m *model.Model, f *checkpoint.File, role, prefix string) error {
 			return fmt.Errorf("run: tensor %q has shape %v, the architecture needs %v", t.Name, t.Shape, p.Shape)
 		}
 		copy(p.Data(), t.Data)
+	}
+	return nil
+}
+
+// appendBuffers adds the model's buffers (batch norms' running
+// statistics) as state tensors under their own names.
+func appendBuffers(ts []*checkpoint.Tensor, m *model.Model) []*checkpoint.Tensor {
+	for _, b := range m.Buffers {
+		ts = append(ts, &checkpoint.Tensor{Name: b.Name, Role: checkpoint.RoleState, Shape: slices.Clone(b.Shape), Data: b.Data()})
+	}
+	return ts
+}
+
+// setBuffers copies the file's buffer tensors into the model's buffers,
+// refusing missing ones and shapes that differ.
+func setBuffers(m *model.Model, f *checkpoint.File) error {
+	for _, b := range m.Buffers {
+		t := f.Tensor(b.Name)
+		if t == nil || t.Role != checkpoint.RoleState {
+			return fmt.Errorf("run: the file has no state tensor %q for the architecture it describes", b.Name)
+		}
+		if !slices.Equal(t.Shape, b.Shape) {
+			return fmt.Errorf("run: tensor %q has shape %v, the architecture needs %v", t.Name, t.Shape, b.Shape)
+		}
+		copy(b.Data(), t.Data)
 	}
 	return nil
 }

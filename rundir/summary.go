@@ -26,6 +26,11 @@ type Summary struct {
 	ParamsTotal      int     `json:"params_total"`
 	ParamsNonzero    int     `json:"params_nonzero"`
 	DenseBytes       int     `json:"dense_bytes"`
+	// MACs is the multiply-accumulates per sample of the network the
+	// model file holds (thinned, batch norms folded), DenseMACs of the
+	// network as trained.
+	MACs      int64 `json:"macs"`
+	DenseMACs int64 `json:"dense_macs"`
 	// ModelBytes is the size of model.arrow, and ModelRatio DenseBytes (the
 	// fp32 size of the model as trained, before any thinning at the end)
 	// divided by it.

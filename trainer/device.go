@@ -89,9 +89,6 @@ func NewDeviceNet(dev compute.Device, layers []graph.Layer, batch int, seed uint
 	if len(layers) == 0 || batch < 1 {
 		return nil, fmt.Errorf("trainer: a device network needs layers and a positive batch (%d layers, batch %d)", len(layers), batch)
 	}
-	if err := (graph.Network{Input: layers[0].In, Layers: layers}).Basic(); err != nil {
-		return nil, fmt.Errorf("trainer: %w", err)
-	}
 	m := &DeviceNet{dev: dev, layers: append([]graph.Layer(nil), layers...), batch: batch}
 	var err error
 	if m.in, m.outN, err = deviceSizes(layers); err != nil {
@@ -180,6 +177,11 @@ func NewDeviceNet(dev compute.Device, layers []graph.Layer, batch int, seed uint
 // activation and that the layers chain, and returns the input's and each
 // layer's output's elements per sample.
 func deviceSizes(layers []graph.Layer) (first int, outN []int, err error) {
+	if len(layers) > 0 {
+		if err := (graph.Network{Input: layers[0].In, Layers: layers}).Basic(); err != nil {
+			return 0, nil, fmt.Errorf("trainer: the device path: %w", err)
+		}
+	}
 	prev := 0
 	for i, L := range layers {
 		var in, out int

@@ -211,6 +211,9 @@ func New(cfg Config) (*Trainer, error) {
 	if p := cfg.Parallel; p != nil && (p.MicroShards() <= 0 || cfg.Batch%p.MicroShards() != 0) {
 		return nil, fmt.Errorf("trainer: %d micro-shards do not divide the batch of %d", p.MicroShards(), cfg.Batch)
 	}
+	if cfg.Parallel != nil && len(cfg.Model.Buffers) > 0 {
+		return nil, fmt.Errorf("trainer: batch norm (%s) does not train across cluster workers yet: its batch statistics would be each micro-shard's", cfg.Model.Buffers[0].Layer)
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = hclog.NewNullLogger()

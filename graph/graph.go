@@ -351,6 +351,8 @@ func (l Layer) check(ins []Shape) error {
 		return fmt.Errorf("graph: layer %s: %d groups do not divide its %d input channels and %d filters", l.Name, l.Groups, l.In.C, l.Out)
 	case l.Kind != Conv && (l.Groups != 0 || l.NoBias):
 		return fmt.Errorf("graph: layer %s: groups and no_bias belong to convolutions", l.Name)
+	case slices.Contains([]Kind{MaxPool, AvgPool, GlobalAvgPool, Flatten}, l.Kind) && l.Act != Identity && l.Act != "":
+		return fmt.Errorf("graph: layer %s: a %s layer takes no activation", l.Name, l.Kind)
 	}
 	return nil
 }

@@ -6,8 +6,11 @@
 // batch uses the choice at the nearest); quantized activations with the
 // exact arithmetic training modelled; an int8 kernel where weights and
 // input are quantized, an N:M kernel where weights are 2:4 sparse.
-// Convolutions run as im2col then the dense, CSR, int8 or N:M kernel over
-// the patches; max-pooling is 2×2. ExportONNX writes a model file as ONNX.
+// Convolutions run as im2col (stride, padding) then the dense, CSR, int8
+// or N:M kernel over the patches (a grouped one, a GEMM per group); batch
+// norms run folded into a per-channel scale and shift; the network runs as
+// the DAG its layer table describes. ExportONNX writes a model file as
+// ONNX (chains of linear, convolution and max-pooling layers so far).
 package infer
 
 import (
@@ -20,7 +23,6 @@ import (
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/compute"
 	"github.com/lathe-ml/lathe/graph"
-	"github.com/lathe-ml/lathe/internal/kernels"
 )
 
 // Kernels a layer can run with.
@@ -40,12 +42,23 @@ var Probes = []int{1, 8, 64, 256}
 // size K·K·C, Out the filters, and the kernels run over every patch.
 type Layer struct {
 	Name    string
-	Kind    string // "linear", "conv", "maxpool"
+	Kind    string // a graph.Kind: "linear", "conv", "maxpool", "batchnorm", "add", …
 	In, Out int
 	ReLU    bool
-	// Convolutions and pooling: input geometry (NHWC) and kernel size.
-	H, W, C, K int
-	Nonzero    int // non-zero weights
+	// Convolutions and pooling: input geometry (NHWC), kernel size, stride,
+	// padding and groups, and the output's height and width.
+	H, W, C, K          int
+	Stride, Pad, Groups int
+	OH, OW              int
+	Nonzero             int // non-zero weights
+	// Inputs are the layers whose outputs this one takes (-1: the model's
+	// input); act is its activation (ReLU, ReLU6 or none).
+	Inputs []int
+	act    graph.Activation
+	size   int       // outputs per sample
+	scale  []float32 // a batch norm's per-channel scale γ/σ and shift β − μ·γ/σ
+	shift  []float32
+	outQ   *quantizer // how the layer's output is quantized (a max-pooling keeps its input's)
 	// Kernels holds the kernel chosen at each of Probes.
 	Kernels []string
 
@@ -69,8 +82,10 @@ type Model struct {
 	Classes  int
 	// The input image: Rows×Cols pixels of Channels channels (NHWC).
 	Rows, Cols, Channels int
-	eng                  compute.Engine
-	bufs                 [2][]float32
+	// Net is the network's description, from the file's layer table.
+	Net  graph.Network
+	eng  compute.Engine
+	pool [][]float32 // activation buffers, reused as layers finish with them
 }
 
 // state is the part of a model file's state document the runtime reads.
@@ -94,7 +109,11 @@ func Load(f *checkpoint.File, eng compute.Engine) (*Model, error) {
 	}
 	m.eng = eng
 	for _, l := range m.Layers {
-		if l.Kind != "maxpool" {
+		switch {
+		case l.Weighted() && l.Groups > 1:
+			// A grouped convolution runs a GEMM per group: nothing to choose.
+			l.Kernels = slices.Repeat([]string{Dense}, len(Probes))
+		case l.Weighted():
 			m.choose(l)
 		}
 	}
@@ -114,34 +133,53 @@ func parse(f *checkpoint.File) (*Model, error) {
 	m := &Model{Features: st.Input.Rows * st.Input.Cols * st.Input.Channels, Classes: st.Input.Classes,
 		Rows: st.Input.Rows, Cols: st.Input.Cols, Channels: st.Input.Channels}
 	net, err := st.Table.Resolve(graph.Shape{H: st.Input.Rows, W: st.Input.Cols, C: st.Input.Channels}, st.Input.Classes)
-	if err == nil {
-		err = net.Basic()
-	}
 	if err != nil {
 		return nil, fmt.Errorf("infer: %w", err)
 	}
-	inQ := pixelQuant // how the next layer's input is quantized, if it is
-	for _, ls := range net.Layers {
-		l := &Layer{Name: ls.Name, Kind: string(ls.Kind), ReLU: ls.Act == graph.ReLU}
+	m.Net = net
+	index := map[string]int{graph.Input: -1}
+	prev := graph.Input
+	for i, ls := range net.Layers {
+		l := &Layer{Name: ls.Name, Kind: string(ls.Kind), ReLU: ls.Act == graph.ReLU, act: ls.Act, size: ls.Output().Size()}
+		for _, in := range ls.InputsOf(prev) {
+			l.Inputs = append(l.Inputs, index[in])
+		}
+		index[ls.Name], prev = i, ls.Name
+		inQ := pixelQuant // how the layer's input is quantized, if it is
+		if j := l.Inputs[0]; j >= 0 {
+			inQ = m.Layers[j].outQ
+		}
+		o := ls.Output()
+		l.H, l.W, l.C, l.OH, l.OW = ls.In.H, ls.In.W, ls.In.C, o.H, o.W
+		l.K, l.Stride, l.Pad = ls.Window()
+		l.Groups = ls.GroupCount()
 		switch ls.Kind {
 		case graph.Linear:
 			l.In, l.Out = ls.In.Size(), ls.Out
+		case graph.Conv:
+			l.In, l.Out = l.K*l.K*l.C/l.Groups, ls.Out
 		case graph.MaxPool:
-			l.H, l.W, l.C = ls.In.H, ls.In.W, ls.In.C
-			l.Out = ls.Output().Size()
+			l.outQ = inQ // max-pooling keeps it: pooled codes are codes
 			m.Layers = append(m.Layers, l)
 			continue
-		case graph.Conv:
-			l.H, l.W, l.C, l.K = ls.In.H, ls.In.W, ls.In.C, ls.Kernel
-			l.In, l.Out = l.K*l.K*l.C, ls.Out
-		default:
-			return nil, fmt.Errorf("infer: layer %s is a %s layer, which the runtime does not run", ls.Name, ls.Kind)
+		case graph.BatchNorm:
+			if err := l.foldBatchNorm(f); err != nil {
+				return nil, err
+			}
+			m.Layers = append(m.Layers, l)
+			continue
+		default: // average and global pooling, addition, flatten
+			m.Layers = append(m.Layers, l)
+			continue
 		}
 		w, b := f.Tensor(ls.Name), f.Tensor(ls.Name+".bias")
-		if w == nil || b == nil || len(w.Data) != l.Out*l.In || len(b.Data) != l.Out {
+		if w == nil || len(w.Data) != l.Out*l.In || (b == nil) != ls.NoBias || (b != nil && len(b.Data) != l.Out) {
 			return nil, fmt.Errorf("infer: layer %s: weight or bias missing, or shapes that do not chain", ls.Name)
 		}
-		l.w, l.b, l.wq = w.Data, b.Data, w.Quant
+		l.w, l.wq = w.Data, w.Quant
+		if l.b = make([]float32, l.Out); b != nil {
+			l.b = b.Data
+		}
 		l.buildCSR()
 		if spec, ok := st.Activations[ls.Name]; ok {
 			r := f.Tensor("act/" + ls.Name)
@@ -150,9 +188,11 @@ func parse(f *checkpoint.File) (*Model, error) {
 			}
 			l.actQ = newQuantizer(spec.Bits, spec.Symmetric, r.Data[0], r.Data[1])
 		}
-		l.k8 = newInt8(l, l.wq, inQ)
-		l.nm = newNM(l.w, l.Out, l.In)
-		inQ = l.actQ // max-pooling keeps it: pooled codes are codes
+		if l.Groups == 1 {
+			l.k8 = newInt8(l, l.wq, inQ)
+			l.nm = newNM(l.w, l.Out, l.In)
+		}
+		l.outQ = l.actQ
 		m.Layers = append(m.Layers, l)
 	}
 	return m, nil
@@ -254,7 +294,7 @@ const NotTimed = time.Duration(-1)
 func (m *Model) Force(kernel string) error {
 	known := false
 	for _, l := range m.Layers {
-		if l.Kind == "maxpool" {
+		if !l.Weighted() {
 			continue
 		}
 		k := Dense
@@ -274,74 +314,6 @@ func (m *Model) Force(kernel string) error {
 // Timing is the measured time of one kernel of a layer at each probe.
 func (l *Layer) Timing(kernel string) []time.Duration { return l.measure[kernel] }
 
-// Forward computes the logits [batch, classes] of x [batch, features]
-// (pixels scaled to [0, 1]). The returned slice is reused by the next call.
-func (m *Model) Forward(x []float32, batch int) ([]float32, error) {
-	if batch <= 0 || len(x) != batch*m.Features {
-		return nil, fmt.Errorf("infer: %d inputs for a batch of %d samples of %d features", len(x), batch, m.Features)
-	}
-	// Three buffers take turns; src is the input (-1) or one of them.
-	// Between CSRT layers activations stay feature-major (transposed).
-	src, at, transposed, feats := x, -1, false, m.Features
-	ld := ldFor(batch)
-	next := func(n int) int {
-		i := 0
-		if at == 0 {
-			i = 1
-		}
-		if cap(m.bufs[i]) < n {
-			m.bufs[i] = make([]float32, n)
-		}
-		return i
-	}
-	back := func() { // the activations back to [batch, features]
-		if transposed {
-			i := next(batch * feats)
-			untranspose(m.bufs[i][:batch*feats], src, batch, feats, ld)
-			src, at, transposed = m.bufs[i][:batch*feats], i, false
-		}
-	}
-	for _, l := range m.Layers {
-		if l.Kind == "linear" && l.kernel(batch) == CSRT {
-			if !transposed {
-				i := next(feats * ld)
-				transpose(m.bufs[i][:feats*ld], src, batch, feats, ld)
-				src, at, transposed = m.bufs[i][:feats*ld], i, true
-			}
-			i := next(l.Out * ld)
-			l.runT(m.bufs[i][:l.Out*ld], src, ld)
-			src, at, feats = m.bufs[i][:l.Out*ld], i, l.Out
-			continue
-		}
-		back()
-		n := batch * l.outputs()
-		i := next(n)
-		dst := m.bufs[i][:n]
-		switch l.Kind {
-		case "maxpool":
-			l.pool(dst, src, batch)
-		case "conv":
-			// Every output position is a row of patches: the linear kernels
-			// run over batch·OH·OW rows.
-			rows := batch * (l.H - l.K + 1) * (l.W - l.K + 1)
-			if cap(l.col) < rows*l.In {
-				l.col = make([]float32, rows*l.In)
-			}
-			col := l.col[:rows*l.In]
-			per := (l.H - l.K + 1) * (l.W - l.K + 1) * l.In
-			for s := 0; s < batch; s++ {
-				kernels.Im2col(col[s*per:(s+1)*per], src[s*l.H*l.W*l.C:(s+1)*l.H*l.W*l.C], l.H, l.W, l.C, l.K)
-			}
-			m.run(l, l.kernel(batch), dst, col, rows)
-		default:
-			m.run(l, l.kernel(batch), dst, src, batch)
-		}
-		src, at, feats = dst, i, l.outputs()
-	}
-	back()
-	return src, nil
-}
-
 // kernel is the layer's kernel for a batch: the choice at the probe
 // nearest to it on a log scale.
 func (l *Layer) kernel(batch int) string {
@@ -352,39 +324,6 @@ func (l *Layer) kernel(batch int) string {
 		}
 	}
 	return l.Kernels[best]
-}
-
-// outputs is the number of values a layer produces per sample.
-func (l *Layer) outputs() int {
-	if l.Kind == "conv" {
-		return (l.H - l.K + 1) * (l.W - l.K + 1) * l.Out
-	}
-	return l.Out
-}
-
-// pool is 2×2 max-pooling with stride 2 on NHWC images.
-func (l *Layer) pool(dst, src []float32, batch int) {
-	oh, ow := l.H/2, l.W/2
-	for s := 0; s < batch; s++ {
-		img := src[s*l.H*l.W*l.C : (s+1)*l.H*l.W*l.C]
-		out := dst[s*oh*ow*l.C : (s+1)*oh*ow*l.C]
-		for oy := 0; oy < oh; oy++ {
-			for ox := 0; ox < ow; ox++ {
-				base := ((2*oy)*l.W + 2*ox) * l.C
-				offs := [4]int{base, base + l.C, base + l.W*l.C, base + l.W*l.C + l.C}
-				o := (oy*ow + ox) * l.C
-				for c := 0; c < l.C; c++ {
-					best := img[offs[0]+c]
-					for _, off := range offs[1:] {
-						if v := img[off+c]; v > best {
-							best = v
-						}
-					}
-					out[o+c] = best
-				}
-			}
-		}
-	}
 }
 
 // run applies one layer with the given kernel: y = act(x·Wᵀ + b), then the
@@ -418,14 +357,19 @@ func (m *Model) run(l *Layer, kernel string, y, x []float32, batch int) {
 	l.activate(y)
 }
 
-// activate applies the layer's ReLU and activation quantization to
-// outputs that already hold the bias.
+// activate applies the layer's activation (ReLU or ReLU6) and activation
+// quantization to outputs that already hold the bias.
 func (l *Layer) activate(y []float32) {
-	if l.ReLU {
+	switch l.act {
+	case graph.ReLU:
 		for i, v := range y {
 			if v < 0 {
 				y[i] = 0
 			}
+		}
+	case graph.ReLU6:
+		for i, v := range y {
+			y[i] = min(max(v, 0), 6)
 		}
 	}
 	if l.actQ != nil {
@@ -452,7 +396,7 @@ func (l *Layer) buildCSR() {
 // sample: the output positions of a convolution, 1 for a linear layer.
 func (l *Layer) Positions() int {
 	if l.Kind == "conv" {
-		return (l.H - l.K + 1) * (l.W - l.K + 1)
+		return l.OH * l.OW
 	}
 	return 1
 }
@@ -460,7 +404,7 @@ func (l *Layer) Positions() int {
 // FLOPs is the layer's multiply-adds ×2 per sample: dense counts every
 // weight, effective only the non-zero ones (what the sparse kernels do).
 func (l *Layer) FLOPs() (dense, effective int) {
-	if l.Kind == "maxpool" {
+	if !l.Weighted() {
 		return 0, 0
 	}
 	return 2 * l.In * l.Out * l.Positions(), 2 * l.Nonzero * l.Positions()
@@ -471,7 +415,7 @@ func (l *Layer) FLOPs() (dense, effective int) {
 // row offsets; and the bias.
 func (l *Layer) WeightBytes(kernel string) int {
 	switch {
-	case l.Kind == "maxpool":
+	case !l.Weighted():
 		return 0
 	case kernel == Dense:
 		return 4 * (l.In*l.Out + l.Out)
@@ -487,7 +431,10 @@ func (l *Layer) WeightBytes(kernel string) int {
 // Bytes is the memory the model holds: parameters in every kernel's
 // layout, and the buffers the last calls grew.
 func (m *Model) Bytes() int {
-	n := 4 * (cap(m.bufs[0]) + cap(m.bufs[1]))
+	n := 0
+	for _, b := range m.pool {
+		n += 4 * cap(b)
+	}
 	for _, l := range m.Layers {
 		n += 4*(len(l.w)+len(l.b)+cap(l.col)) + 8*len(l.vals) + 4*len(l.rowPtr)
 		if l.k8 != nil {
@@ -500,9 +447,10 @@ func (m *Model) Bytes() int {
 	return n
 }
 
-// Kernel is the kernel the layer runs a batch with (empty for pooling).
+// Kernel is the kernel the layer runs a batch with (empty for a layer
+// without weights).
 func (l *Layer) Kernel(batch int) string {
-	if l.Kind == "maxpool" {
+	if !l.Weighted() {
 		return ""
 	}
 	return l.kernel(batch)

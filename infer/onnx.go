@@ -56,6 +56,9 @@ func ExportONNX(f *checkpoint.File, w io.Writer, opt ONNXOptions) (*ONNXInfo, er
 	if err != nil {
 		return nil, err
 	}
+	if err := m.Net.Basic(); err != nil {
+		return nil, fmt.Errorf("infer: ONNX export writes chains of linear, plain conv and 2×2 max-pool layers so far: %w", err)
+	}
 	g := &onnxGraph{int4: !opt.Int8}
 	info := &ONNXInfo{Opset: 17, WeightBits: map[string]int{}}
 	cur := "input"

@@ -388,7 +388,7 @@ func TestRunMemoryIsCheckedBeforehand(t *testing.T) {
 func TestPlanChecksNames(t *testing.T) {
 	for _, tc := range []struct{ name, src, want string }{
 		{"unknown dataset", strings.Replace(recipe, "validation = 50000", "validation = 50000\n  dataset = \"cifar\"", 1), `tiny.hcl:14,13: unknown value; dataset = "cifar"; allowed: mnist, fashion-mnist`},
-		{"unknown arch", strings.Replace(recipe, `"mlp"`, `"resnet"`, 1), `tiny.hcl:15,14: unknown value; model.arch = "resnet"`},
+		{"unknown arch", strings.Replace(recipe, `"mlp"`, `"vgg"`, 1), `tiny.hcl:15,14: unknown value; model.arch = "vgg"`},
 		{"unknown optimizer", strings.Replace(recipe, `"sgd"`, `"lion"`, 1), `tiny.hcl:18,13: unknown optimizer; optimizer.kind = "lion"; allowed: sgd, adam, adamw`},
 		{"unknown schedule", strings.Replace(recipe, "lr = var.lr", "lr = var.lr\n    lr_schedule = \"warp\"", 1), `tiny.hcl:20,19: unknown value; optimizer.lr_schedule = "warp"`},
 		{"two hidden on lenet5", strings.Replace(recipe, `arch   = "mlp"`, `arch   = "lenet5"`, 1), "lenet5 has two convolutions and one hidden fully connected layer"},

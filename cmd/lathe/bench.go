@@ -109,7 +109,7 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	meter := newEnergyMeter()
 	out := Bench{File: path, Threads: eng.Threads(), LoadSeconds: time.Since(t0).Seconds(), EnergySource: meter.Source()}
 	for _, l := range m.Layers {
-		if l.Kind == "maxpool" {
+		if !l.Weighted() {
 			continue
 		}
 		bl := BenchLayer{Name: l.Name, Kind: l.Kind, Shape: []int{l.Out, l.In}, Nonzero: l.Nonzero, Probes: infer.Probes, Kernels: l.Kernels}
@@ -158,7 +158,7 @@ func bench(args []string, stdout, stderr io.Writer) error {
 			CPUSecondsPerCall:    cpuUsed.Seconds() / float64(len(times)),
 			MicrojoulesPerSample: joules * 1e6 / float64(batch*len(times))}
 		for _, l := range m.Layers {
-			if l.Kind != "maxpool" {
+			if l.Weighted() {
 				k := l.Kernel(batch)
 				r.Kernels = append(r.Kernels, k)
 				r.WeightBytesPerCall += l.WeightBytes(k)

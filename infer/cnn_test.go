@@ -1,0 +1,120 @@
+package infer
+
+import (
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	G "gorgonia.org/gorgonia"
+
+	"github.com/lathe-ml/lathe/compute/cpu"
+	"github.com/lathe-ml/lathe/graph"
+	"github.com/lathe-ml/lathe/model"
+)
+
+// cnnKinds is a network with every kind the runtime runs beyond the zoo's:
+// padded, strided, bias-free convolutions, batch norms, a depthwise and a
+// grouped convolution, residual additions (ReLU6 after one), padded max
+// and average pooling, global average pooling, flatten.
+func cnnKinds() graph.Network {
+	c := graph.NewChain(graph.Shape{H: 28, W: 28, C: 1}, 10)
+	c.Add(graph.Layer{Name: "stem", Kind: graph.Conv, Out: 8, Kernel: 3, Stride: 2, Pad: 1, NoBias: true})
+	c.Add(graph.Layer{Name: "stem.bn", Kind: graph.BatchNorm, Act: graph.ReLU})
+	c.Add(graph.Layer{Name: "dw", Kind: graph.Conv, Out: 8, Kernel: 3, Pad: 1, Groups: 8, Act: graph.ReLU6})
+	c.Add(graph.Layer{Name: "add1", Kind: graph.Add, Inputs: []string{"dw", "stem.bn"}, Act: graph.ReLU6})
+	c.Add(graph.Layer{Name: "mp", Kind: graph.MaxPool, Kernel: 3, Stride: 2, Pad: 1})
+	c.Add(graph.Layer{Name: "g", Kind: graph.Conv, Out: 12, Kernel: 1, Groups: 4})
+	c.Add(graph.Layer{Name: "g.bn", Kind: graph.BatchNorm})
+	c.Add(graph.Layer{Name: "ap", Kind: graph.AvgPool, Kernel: 3, Stride: 1, Pad: 1})
+	c.Add(graph.Layer{Name: "gap", Kind: graph.GlobalAvgPool})
+	c.Add(graph.Layer{Name: "flat", Kind: graph.Flatten})
+	c.Add(graph.Layer{Name: "fc", Kind: graph.Linear, Out: 10})
+	return c.Net
+}
+
+// TestCNNKindsAgreeWithTheTrainingGraph: each new kind's runtime kernel
+// computes what the training graph's evaluation pass does — batch norms
+// folded from their running statistics, on ResNet-8 and on a network of
+// every kind — logits within 1e-4 (relative), at batches of 1 and 5.
+func TestCNNKindsAgreeWithTheTrainingGraph(t *testing.T) {
+	resnet, err := graph.ResNet(graph.Shape{H: 28, W: 28, C: 1}, 8, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, net := range map[string]graph.Network{"kinds": cnnKinds(), "resnet8": resnet} {
+		t.Run(name, func(t *testing.T) {
+			if err := net.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			gm, err := model.FromNetwork(net, "kaiming", 4)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := rand.New(rand.NewPCG(8, 8))
+			for _, p := range append(gm.Params, gm.Buffers...) {
+				if p.Norm { // batch norms away from the identity
+					for i := range p.Data() {
+						p.Data()[i] = float32(0.5 + r.Float64())
+					}
+				}
+			}
+			eng := cpu.New(cpu.Options{Threads: 2})
+			m, err := Load(modelFile(t, gm, name), eng)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, batch := range []int{1, 5} {
+				x := make([]float32, batch*784)
+				for i := range x {
+					x[i] = r.Float32()
+				}
+				want := evalLogits(t, gm, x, batch)
+				got, err := m.Forward(x, batch)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i, w := range want {
+					if math.Abs(float64(got[i]-w)) > 1e-4*max(1, math.Abs(float64(w))) {
+						t.Fatalf("batch %d, logit %d: runtime %g, training graph %g", batch, i, got[i], w)
+					}
+				}
+			}
+		})
+	}
+}
+
+// evalLogits runs x through the model's evaluation graph.
+func evalLogits(t *testing.T, gm *model.Model, x []float32, batch int) []float32 {
+	t.Helper()
+	eng := cpu.New(cpu.Options{Threads: 2})
+	net, err := gm.Build(eng, batch, false, 0, model.Hooks{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(net.XValue.Float32s(), x)
+	vm := G.NewTapeMachine(net.Graph, G.WithEngine(eng))
+	defer vm.Close()
+	if err := vm.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	return append([]float32(nil), net.Logits.Value().Data().([]float32)...)
+}
+
+// TestONNXExportRefusesWhatItDoesNotWriteYet: a ResNet's model file loads
+// and runs, but its ONNX export is refused naming the first layer it
+// cannot write — never a graph that computes something else.
+func TestONNXExportRefusesWhatItDoesNotWriteYet(t *testing.T) {
+	net, err := graph.ResNet(graph.Shape{H: 28, W: 28, C: 1}, 8, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gm, err := model.FromNetwork(net, "kaiming", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sink strings.Builder
+	if _, err := ExportONNX(modelFile(t, gm, "resnet8"), &sink, ONNXOptions{}); err == nil || !strings.Contains(err.Error(), "layer conv1") || sink.Len() != 0 {
+		t.Fatalf("got %v (%d bytes written)", err, sink.Len())
+	}
+}

@@ -58,15 +58,23 @@ func (m *Model) Forward(x []float32, batch int) ([]float32, error) {
 	if batch <= 0 || len(x) != batch*m.Features {
 		return nil, fmt.Errorf("infer: %d inputs for a batch of %d samples of %d features", len(x), batch, m.Features)
 	}
-	last := make([]int, len(m.Layers)) // the last layer reading each output
-	for i, l := range m.Layers {
-		for _, j := range l.Inputs {
-			if j >= 0 {
-				last[j] = i
+	if len(m.last) != len(m.Layers) {
+		m.last = make([]int, len(m.Layers)) // the last layer reading each output
+		for i, l := range m.Layers {
+			for _, j := range l.Inputs {
+				if j >= 0 {
+					m.last[j] = i
+				}
 			}
 		}
+		m.outs = make([]activation, len(m.Layers))
 	}
-	var free []int
+	// Every buffer is free when a call starts (the last call's result
+	// included: it is reused, as documented).
+	last, outs, free := m.last, m.outs, m.free[:0]
+	for i := range m.pool {
+		free = append(free, i)
+	}
 	take := func(n int) (int, []float32) {
 		i := len(m.pool)
 		if k := len(free); k > 0 {
@@ -80,11 +88,10 @@ func (m *Model) Forward(x []float32, batch int) ([]float32, error) {
 		return i, m.pool[i][:n]
 	}
 	ld := ldFor(batch)
-	outs := make([]activation, len(m.Layers))
 	input := activation{buf: -1, data: x, feats: m.Features}
 	// as returns an activation in the layout a layer reads (a scratch
 	// buffer handed back by release when it had to convert).
-	var scratch []int
+	scratch := m.scratch[:0]
 	as := func(a activation, transposed bool) []float32 {
 		switch {
 		case a.transposed == transposed:
@@ -101,26 +108,26 @@ func (m *Model) Forward(x []float32, batch int) ([]float32, error) {
 			return d
 		}
 	}
-	for i, l := range m.Layers {
-		ins := make([]activation, len(l.Inputs))
-		for k, j := range l.Inputs {
-			if ins[k] = input; j >= 0 {
-				ins[k] = outs[j]
-			}
+	in := func(j int) activation {
+		if j < 0 {
+			return input
 		}
-		csrt := l.Kind == string(graph.Linear) && l.kernel(batch) == CSRT
-		if csrt {
-			src := as(ins[0], true)
+		return outs[j]
+	}
+	var srcs [4][]float32 // an addition's inputs (the graph's DAGs have two)
+	for i, l := range m.Layers {
+		if l.Kind == string(graph.Linear) && l.kernel(batch) == CSRT {
+			src := as(in(l.Inputs[0]), true)
 			b, dst := take(l.Out * ld)
 			l.runT(dst, src, ld)
 			outs[i] = activation{buf: b, data: dst, transposed: true, feats: l.Out}
 		} else {
-			srcs := make([][]float32, len(ins))
-			for k, a := range ins {
-				srcs[k] = as(a, false)
+			ss := srcs[:0]
+			for _, j := range l.Inputs {
+				ss = append(ss, as(in(j), false))
 			}
 			b, dst := take(batch * l.size)
-			m.apply(l, dst, srcs, batch)
+			m.apply(l, dst, ss, batch)
 			outs[i] = activation{buf: b, data: dst, feats: l.size}
 		}
 		free = append(free, scratch...)
@@ -131,7 +138,9 @@ func (m *Model) Forward(x []float32, batch int) ([]float32, error) {
 			}
 		}
 	}
-	return as(outs[len(outs)-1], false), nil
+	y := as(outs[len(outs)-1], false)
+	m.free, m.scratch = free, scratch
+	return y, nil
 }
 
 // apply runs one layer (but a CSRT one) on inputs in [batch, features]

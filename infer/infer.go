@@ -86,6 +86,11 @@ type Model struct {
 	Net  graph.Network
 	eng  compute.Engine
 	pool [][]float32 // activation buffers, reused as layers finish with them
+	// Forward's bookkeeping, kept between calls: each output's last
+	// reader, the outputs, the free buffers and conversion scratch.
+	last          []int
+	outs          []activation
+	free, scratch []int
 }
 
 // state is the part of a model file's state document the runtime reads.

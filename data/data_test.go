@@ -206,3 +206,41 @@ func TestLoadMissingNamesInstall(t *testing.T) {
 		t.Fatalf("unknown dataset: %v", err)
 	}
 }
+
+// TestFlipMirrorsHalfAndKeepsShifts: with flips on, about half the images
+// are mirrored left to right (a pure function of seed, epoch and index),
+// and every image's shift is the one it gets without flips.
+func TestFlipMirrorsHalfAndKeepsShifts(t *testing.T) {
+	// One bright pixel left of the middle of a 7x7 image, row 3 column 1.
+	const n = 200
+	set := &Set{Rows: 7, Cols: 7, Classes: 10, Images: make([]byte, 49*n), Labels: make([]byte, n)}
+	idx := make([]int, n)
+	for i := range n {
+		set.Images[i*49+3*7+1] = 255
+		idx[i] = i
+	}
+	plain := &Batcher{Set: set, Augment: Augment{Shift: 1}, Seed: 5}
+	flip := &Batcher{Set: set, Augment: Augment{Shift: 1, Flip: true}, Seed: 5}
+	x1, x2, y := make([]float32, n*49), make([]float32, n*49), make([]float32, n)
+	plain.Fill(x1, y, idx, 2)
+	flip.Fill(x2, y, idx, 2)
+	flipped := 0
+	for i := range n {
+		a, b := slices.Index(x1[i*49:(i+1)*49], 1), slices.Index(x2[i*49:(i+1)*49], 1)
+		dy, dx := plain.Shift(i, 2)
+		if a != (3+dy)*7+1+dx {
+			t.Fatalf("sample %d: the plain image's pixel at %d", i, a)
+		}
+		want := a
+		if flip.Flipped(i, 2) {
+			flipped++
+			want = (3+dy)*7 + (7 - 1 - 1) + dx // mirrored column 5, then the same shift
+		}
+		if b != want {
+			t.Fatalf("sample %d (flipped %v, shift %d,%d): pixel at %d, want %d", i, flip.Flipped(i, 2), dy, dx, b, want)
+		}
+	}
+	if flipped < 70 || flipped > 130 {
+		t.Fatalf("%d of %d flipped", flipped, n)
+	}
+}

@@ -7,6 +7,7 @@ import "math/rand/v2"
 const (
 	streamShuffle uint64 = 0x53485546464c45 // "SHUFFLE"
 	streamAugment uint64 = 0x4155474d454e54 // "AUGMENT"
+	streamFlip    uint64 = 0x464c4950       // "FLIP"
 )
 
 // Order returns the sample order of one epoch: a permutation of [0, n) that
@@ -43,6 +44,10 @@ type Augment struct {
 	// Shift is the largest random translation in pixels, in each direction
 	// (0 disables augmentation). Pixels shifted in are 0.
 	Shift int
+	// Flip mirrors half the images left to right (valid for clothes, not
+	// for digits), drawn from a stream of its own: turning it on leaves
+	// every sample's shift as it was.
+	Flip bool
 }
 
 // Batcher fills input and label buffers for a list of sample indices.
@@ -62,11 +67,15 @@ func (b *Batcher) Fill(x, y []float32, idx []int, epoch int) {
 	for i, id := range idx {
 		dst := x[i*f : (i+1)*f]
 		src := s.Images[id*f : (id+1)*f]
-		if b.Augment.Shift == 0 {
+		switch {
+		case b.Augment.Shift == 0 && !b.Augment.Flip:
 			for j, p := range src {
 				dst[j] = float32(p) * (1.0 / 255)
 			}
-		} else {
+		case b.Flipped(id, epoch):
+			dy, dx := b.Shift(id, epoch)
+			shiftFlipped(dst, src, s.Rows, s.Cols, dy, dx)
+		default:
 			dy, dx := b.Shift(id, epoch)
 			shift(dst, src, s.Rows, s.Cols, dy, dx)
 		}
@@ -83,6 +92,36 @@ func (b *Batcher) Shift(id, epoch int) (dy, dx int) {
 	r := rand.New(rand.NewPCG(b.Seed^streamAugment, uint64(epoch)<<32|uint64(id)))
 	span := 2*b.Augment.Shift + 1
 	return r.IntN(span) - b.Augment.Shift, r.IntN(span) - b.Augment.Shift
+}
+
+// Flipped says whether sample id is mirrored in epoch under augmentation:
+// a pure function of (seed, epoch, id), with probability one half.
+func (b *Batcher) Flipped(id, epoch int) bool {
+	if !b.Augment.Flip {
+		return false
+	}
+	r := rand.New(rand.NewPCG(b.Seed^streamFlip, uint64(epoch)<<32|uint64(id)))
+	return r.IntN(2) == 1
+}
+
+// shiftFlipped writes src mirrored left to right, then translated by (dy,
+// dx), into dst.
+func shiftFlipped(dst []float32, src []byte, rows, cols, dy, dx int) {
+	for r := 0; r < rows; r++ {
+		sr := r - dy
+		row := dst[r*cols : (r+1)*cols]
+		if sr < 0 || sr >= rows {
+			clear(row)
+			continue
+		}
+		for c := 0; c < cols; c++ {
+			if sc := c - dx; sc < 0 || sc >= cols {
+				row[c] = 0
+			} else {
+				row[c] = float32(src[sr*cols+cols-1-sc]) * (1.0 / 255)
+			}
+		}
+	}
 }
 
 // shift writes src translated by (dy, dx) pixels into dst, zero-filling.

@@ -93,10 +93,22 @@ func TestConvWindowMatchesDirect(t *testing.T) {
 			if !l.NoBias {
 				vals = append(vals, dense(b, l.Out))
 			}
-			op := newConv(cpu.New(cpu.Options{Threads: 2}), l, false)
+			// A training op, and an evaluation op whose patch buffer holds
+			// one sample at a time.
+			op := newConv(cpu.New(cpu.Options{Threads: 2}), l, false, true)
 			y, err := op.Do(gvals(vals)...)
 			if err != nil {
 				t.Fatal(err)
+			}
+			defer func(c int) { evalChunk = c }(evalChunk)
+			evalChunk = l.Output().H * l.Output().W * k * k * cg * ng
+			ev := newConv(cpu.New(cpu.Options{Threads: 2}), l, false, false)
+			ye, err := ev.Do(gvals(vals)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(data(ye), data(y)) || len(ev.col) != evalChunk {
+				t.Fatalf("the evaluation op (patches for %d values) computes otherwise than the training op", len(ev.col))
 			}
 			got, o := data(y), l.Output()
 			_, s, p := l.Window()

@@ -21,13 +21,21 @@ type conv2dOp struct {
 	l      graph.Layer
 	act    Activation
 	needDX bool
-	col    []float32 // [G][n·OH·OW, K·K·C/G], kept for the weight gradient
-	out    buffer
+	// eval: an evaluation graph's op, which keeps no patches for a weight
+	// gradient and so runs the batch in chunks of bounded patch memory.
+	eval bool
+	col  []float32 // [G][n·OH·OW, K·K·C/G], kept for the weight gradient
+	out  buffer
 }
 
-func newConv(eng compute.Engine, l graph.Layer, needDX bool) *conv2dOp {
-	return &conv2dOp{opBase: newBase(l.Name, eng), l: l, act: activation(l.Act), needDX: needDX}
+func newConv(eng compute.Engine, l graph.Layer, needDX, train bool) *conv2dOp {
+	return &conv2dOp{opBase: newBase(l.Name, eng), l: l, act: activation(l.Act), needDX: needDX, eval: !train}
 }
+
+// evalChunk bounds an evaluation graph's patch buffer (floats): a
+// ResNet's first stage at a batch of 1000 would otherwise take 450 MB a
+// convolution.
+var evalChunk = 1 << 22
 
 func (o *conv2dOp) outGeom() graph.Shape { return o.l.Output() }
 func (o *conv2dOp) window() kernels.Window {
@@ -66,17 +74,39 @@ func (o *conv2dOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
 
 func (o *conv2dOp) Do(vs ...G.Value) (G.Value, error) {
 	n := vs[0].Shape()[0]
-	og, win, ng, cg, p := o.outGeom(), o.window(), o.groups(), o.cg(), o.patch()
-	rows := n * og.H * og.W
-	if len(o.col) != ng*rows*p {
-		o.col = make([]float32, ng*rows*p)
-	}
+	og, p := o.outGeom(), o.patch()
 	x := data(vs[0])
 	isz := o.l.In.Size()
 	if len(x) != n*isz {
 		return nil, o.ShapeErr("input holds %d values, want %d", len(x), n*isz)
 	}
-	per := og.H * og.W * p
+	y := o.out.Get(n, og.Size())
+	yd := y.Float32s()
+	chunk := n // a training graph keeps every patch for dW
+	if o.eval {
+		chunk = max(1, min(n, evalChunk/(o.groups()*og.H*og.W*p)))
+	}
+	for s0 := 0; s0 < n; s0 += chunk {
+		s1 := min(n, s0+chunk)
+		o.forward(yd[s0*og.Size():s1*og.Size()], x[s0*isz:s1*isz], data(vs[1]), s1-s0)
+	}
+	var b []float32
+	if o.bias() {
+		b = data(vs[2])
+	}
+	biasAct(o.Eng, yd, b, n*og.H*og.W, o.l.Out, o.act)
+	return y, nil
+}
+
+// forward computes the convolution (without bias and activation) of n
+// samples x with weights w into y through the patch buffer.
+func (o *conv2dOp) forward(y, x, w []float32, n int) {
+	og, win, ng, cg, p := o.outGeom(), o.window(), o.groups(), o.cg(), o.patch()
+	rows, isz, per := n*og.H*og.W, o.l.In.Size(), og.H*og.W*p
+	if cap(o.col) < ng*rows*p {
+		o.col = make([]float32, ng*rows*p)
+	}
+	o.col = o.col[:ng*rows*p]
 	o.Eng.Parallel(n, 1, func(lo, hi int) {
 		for b := lo; b < hi; b++ {
 			for g := range ng {
@@ -84,18 +114,10 @@ func (o *conv2dOp) Do(vs ...G.Value) (G.Value, error) {
 			}
 		}
 	})
-	y := o.out.Get(n, og.Size())
-	yd := y.Float32s()
-	w, f, fg := data(vs[1]), o.l.Out, o.fg()
+	f, fg := o.l.Out, o.fg()
 	for g := range ng {
-		o.Eng.Sgemm(false, true, rows, fg, p, 1, o.col[g*rows*p:(g+1)*rows*p], p, w[g*fg*p:(g+1)*fg*p], p, 0, yd[g*fg:], f)
+		o.Eng.Sgemm(false, true, rows, fg, p, 1, o.col[g*rows*p:(g+1)*rows*p], p, w[g*fg*p:(g+1)*fg*p], p, 0, y[g*fg:], f)
 	}
-	var b []float32
-	if o.bias() {
-		b = data(vs[2])
-	}
-	biasAct(o.Eng, yd, b, rows, f, o.act)
-	return y, nil
 }
 
 // im2col writes the K×K patches of one NHWC image, a row per output pixel

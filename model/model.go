@@ -487,7 +487,7 @@ func (m *Model) Build(eng compute.Engine, batch int, train bool, seed uint64, ho
 				if !l.NoBias {
 					args = append(args, byName[l.Name+".bias"])
 				}
-				h, err = G.ApplyOp(newConv(eng, l, needDX), args...)
+				h, err = G.ApplyOp(newConv(eng, l, needDX, train), args...)
 			}
 		case graph.MaxPool:
 			h, err = G.ApplyOp(&maxPoolOp{opBase: newBase(l.Name, eng), l: l}, h)

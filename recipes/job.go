@@ -72,7 +72,8 @@ type Checkpoint struct {
 
 // Augment is the job's input augmentation.
 type Augment struct {
-	Shift int // largest random translation in pixels (0: none)
+	Shift int  // largest random translation in pixels (0: none)
+	Flip  bool // mirror half the images left to right
 }
 
 // Model is the job's model block.
@@ -232,6 +233,7 @@ var jobSection = section[Job]{name: "job", fields: []field[Job]{
 
 var augmentSection = section[Augment]{name: "augment", fields: []field[Augment]{
 	{name: "shift", at: func(a *Augment) any { return &a.Shift }, hi: 8},
+	{name: "flip", at: func(a *Augment) any { return &a.Flip }, omit: func(a *Augment) bool { return !a.Flip }},
 }}
 
 var modelSection = section[Model]{name: "model", fields: []field[Model]{

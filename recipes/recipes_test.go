@@ -175,6 +175,7 @@ func TestEveryFieldRoundTrips(t *testing.T) {
   threads = 2
   augment {
     shift = 2
+    flip = true
   }
   model {
     arch = "mlp"

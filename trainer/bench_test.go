@@ -77,3 +77,12 @@ func BenchmarkStepLeNet300B256Masked90QAT8(b *testing.B) {
 func BenchmarkStepLeNet300B64(b *testing.B) { benchmarkStep(b, model.Spec{Arch: "lenet300"}, 64) }
 func BenchmarkStepLeNet5B256(b *testing.B)  { benchmarkStep(b, model.Spec{Arch: "lenet5"}, 256) }
 func BenchmarkStepTeacherB256(b *testing.B) { benchmarkStep(b, model.Spec{Arch: "teacher"}, 256) }
+
+// The PyTorch anchor's ResNet section trains at batch 128 (BN in training
+// mode): resnet8_train_b128, resnet20_train_b128.
+func BenchmarkStepResNet8B128(b *testing.B) {
+	benchmarkStep(b, model.Spec{Arch: "resnet", Depth: 8}, 128)
+}
+func BenchmarkStepResNet20B128(b *testing.B) {
+	benchmarkStep(b, model.Spec{Arch: "resnet", Depth: 20}, 128)
+}

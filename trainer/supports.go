@@ -33,6 +33,9 @@ func DeviceSupports(cfg Config, gradientsOnly bool) error {
 	if _, _, err := deviceSizes(cfg.Model.Net.Layers); err != nil {
 		return no("model.arch", "model %q (%v)", cfg.Model.Spec.Arch, err)
 	}
+	if cfg.Augment.Flip && !gradientsOnly {
+		return no("augment.flip", "horizontal flips")
+	}
 	m := cfg.Model
 	for name := range m.ActQuant {
 		return no("quantize.activations", "activation quantization (%s)", name)

@@ -16,9 +16,9 @@ import (
 // each channel by its batch mean and (biased) variance over the n·H·W
 // values and move the running statistics toward them (momentum
 // graph.BNMomentum, the running variance unbiased, as PyTorch does);
-// evaluation graphs normalize by the running statistics. Sums are taken in
-// float64 in a fixed order, a channel per thread range, so results do not
-// depend on the thread count.
+// evaluation graphs normalize by the running statistics. The batch's sums
+// (of x and x², one pass) are taken in float64 in position order, threads
+// owning ranges of channels, so results do not depend on the thread count.
 type bnOp struct {
 	opBase
 	c         int // channels
@@ -50,12 +50,15 @@ func (o *bnOp) Do(vs ...G.Value) (G.Value, error) {
 	y := o.out.Get(vs[0].Shape()...)
 	yd := y.Float32s()
 	if !o.train {
-		o.Eng.Parallel(c, 1, func(c0, c1 int) {
-			for ch := c0; ch < c1; ch++ {
-				inv := float32(1 / math.Sqrt(float64(o.vr[ch])+graph.BNEpsilon))
-				scale, mu := gamma[ch]*inv, o.mean[ch]
-				for i := ch; i < len(x); i += c {
-					yd[i] = activate(o.act, (x[i]-mu)*scale+beta[ch])
+		scale := make([]float32, c)
+		for ch := range scale {
+			scale[ch] = gamma[ch] * float32(1/math.Sqrt(float64(o.vr[ch])+graph.BNEpsilon))
+		}
+		o.Eng.Parallel(n, 1, func(p0, p1 int) {
+			for p := p0; p < p1; p++ {
+				ys := yd[p*c : (p+1)*c]
+				for ch, v := range x[p*c : (p+1)*c] {
+					ys[ch] = activate(o.act, (v-o.mean[ch])*scale[ch]+beta[ch])
 				}
 			}
 		})
@@ -64,32 +67,40 @@ func (o *bnOp) Do(vs ...G.Value) (G.Value, error) {
 	if len(o.xhat) != len(x) {
 		o.xhat, o.inv = make([]float32, len(x)), make([]float32, c)
 	}
+	// Threads own ranges of channels and walk the positions in order, a
+	// range of contiguous channels at a time: each channel's sums run in
+	// position order whatever the thread count.
 	o.Eng.Parallel(c, 1, func(c0, c1 int) {
-		for ch := c0; ch < c1; ch++ {
-			var sum float64
-			for i := ch; i < len(x); i += c {
-				sum += float64(x[i])
+		w := c1 - c0
+		sum, ss := make([]float64, w), make([]float64, w)
+		for p := 0; p < n; p++ {
+			for k, v := range x[p*c+c0 : p*c+c1] {
+				sum[k] += float64(v)
+				ss[k] += float64(v) * float64(v)
 			}
-			mu := sum / float64(n)
-			var ss float64
-			for i := ch; i < len(x); i += c {
-				d := float64(x[i]) - mu
-				ss += d * d
-			}
-			v := ss / float64(n)
-			inv := 1 / math.Sqrt(v+graph.BNEpsilon)
-			o.inv[ch] = float32(inv)
-			for i := ch; i < len(x); i += c {
-				h := float32((float64(x[i]) - mu) * inv)
-				o.xhat[i] = h
-				yd[i] = activate(o.act, h*gamma[ch]+beta[ch])
-			}
+		}
+		mu, inv := make([]float32, w), make([]float32, w)
+		for k := range sum {
+			m := sum[k] / float64(n)
+			v := max(ss[k]/float64(n)-m*m, 0) // E[x²] − E[x]², in float64
+			mu[k], inv[k] = float32(m), float32(1/math.Sqrt(v+graph.BNEpsilon))
+			o.inv[c0+k] = inv[k]
 			unbiased := v
 			if n > 1 {
-				unbiased = ss / float64(n-1)
+				unbiased = v * float64(n) / float64(n-1)
 			}
-			o.mean[ch] = float32((1-graph.BNMomentum)*float64(o.mean[ch]) + graph.BNMomentum*mu)
+			ch := c0 + k
+			o.mean[ch] = float32((1-graph.BNMomentum)*float64(o.mean[ch]) + graph.BNMomentum*m)
 			o.vr[ch] = float32((1-graph.BNMomentum)*float64(o.vr[ch]) + graph.BNMomentum*unbiased)
+		}
+		g, bt := gamma[c0:c1], beta[c0:c1]
+		for p := 0; p < n; p++ {
+			xs, hs, ys := x[p*c+c0:p*c+c1], o.xhat[p*c+c0:p*c+c1], yd[p*c+c0:p*c+c1]
+			for k, v := range xs {
+				h := (v - mu[k]) * inv[k]
+				hs[k] = h
+				ys[k] = activate(o.act, h*g[k]+bt[k])
+			}
 		}
 	})
 	return y, nil
@@ -144,16 +155,23 @@ func (o *bnGradOp) Do(vs ...G.Value) (G.Value, error) {
 	dx := o.out.Get(vs[0].Shape()...)
 	d := dx.Float32s()
 	o.Eng.Parallel(c, 1, func(c0, c1 int) {
-		for ch := c0; ch < c1; ch++ {
-			var sb, sg float64
-			for i := ch; i < len(dz); i += c {
-				sb += float64(dz[i])
-				sg += float64(dz[i]) * float64(xhat[i])
+		sb, sg := make([]float64, c1-c0), make([]float64, c1-c0)
+		for p := 0; p < len(dz)/c; p++ {
+			hs := xhat[p*c+c0 : p*c+c1]
+			for k, v := range dz[p*c+c0 : p*c+c1] {
+				sb[k] += float64(v)
+				sg[k] += float64(v) * float64(hs[k])
 			}
-			o.dbeta[ch], o.dgamma[ch] = float32(sb), float32(sg)
-			k := float64(gamma[ch]) * float64(o.fwd.inv[ch]) / n
-			for i := ch; i < len(dz); i += c {
-				d[i] = float32(k * (n*float64(dz[i]) - sb - float64(xhat[i])*sg))
+		}
+		kk := make([]float64, c1-c0)
+		for k := range sb {
+			o.dbeta[c0+k], o.dgamma[c0+k] = float32(sb[k]), float32(sg[k])
+			kk[k] = float64(gamma[c0+k]) * float64(o.fwd.inv[c0+k]) / n
+		}
+		for p := 0; p < len(dz)/c; p++ {
+			hs, ds := xhat[p*c+c0:p*c+c1], d[p*c+c0:p*c+c1]
+			for k, v := range dz[p*c+c0 : p*c+c1] {
+				ds[k] = float32(kk[k] * (n*float64(v) - sb[k] - float64(hs[k])*sg[k]))
 			}
 		}
 	})

@@ -10,7 +10,7 @@
 // or N:M kernel over the patches (a grouped one, a GEMM per group); batch
 // norms run folded into a per-channel scale and shift; the network runs as
 // the DAG its layer table describes. ExportONNX writes a model file as
-// ONNX (chains of linear, convolution and max-pooling layers so far).
+// ONNX.
 package infer
 
 import (

@@ -56,85 +56,18 @@ func ExportONNX(f *checkpoint.File, w io.Writer, opt ONNXOptions) (*ONNXInfo, er
 	if err != nil {
 		return nil, err
 	}
-	if err := m.Net.Basic(); err != nil {
-		return nil, fmt.Errorf("infer: ONNX export writes chains of linear, plain conv and 2×2 max-pool layers so far: %w", err)
-	}
 	g := &onnxGraph{int4: !opt.Int8}
 	info := &ONNXInfo{Opset: 17, WeightBits: map[string]int{}}
-	cur := "input"
-	c, h, wd := m.Channels, m.Rows, m.Cols
-	flat := false
-	// A layer's output quantization is placed right before the next layer
-	// that computes (Gemm, Conv): quantization is monotone and elementwise,
-	// so max-pooling, transposing and flattening commute with it, and
-	// onnxruntime's QDQ propagation (which mistypes the QuantizeLinear it
-	// moves across such nodes in opset 21) finds nothing to move.
-	var pending *Layer
-	flush := func() {
-		if pending != nil {
-			cur = g.actQuant(pending.Name, cur, pending.actQ)
-			pending = nil
+	e := &onnxExport{g: g, m: m, info: info, outs: make([]onnxValue, len(m.Layers))}
+	for i, l := range m.Layers {
+		if err := e.layer(i, l); err != nil {
+			return nil, err
 		}
 	}
-	for _, l := range m.Layers {
-		switch l.Kind {
-		case "linear":
-			if !flat {
-				if c > 1 {
-					// lathe flattens NHWC images; ONNX holds them NCHW.
-					cur = g.node("Transpose", l.Name+".nhwc", []string{cur}, attrInts("perm", 0, 2, 3, 1))
-				}
-				cur = g.node("Flatten", l.Name+".flat", []string{cur}, attrInt("axis", 1))
-				flat = true
-			}
-			flush()
-			wname, err := g.weight(l, []int{l.Out, l.In}, func(i int) int { return i })
-			if err != nil {
-				return nil, err
-			}
-			cur = g.node("Gemm", l.Name, []string{cur, wname, g.floats(l.Name+".bias", l.b, l.Out)}, attrInt("transB", 1))
-		case "conv":
-			if flat {
-				return nil, fmt.Errorf("infer: layer %s: a convolution after a fully connected layer has no image to run on", l.Name)
-			}
-			k, ch := l.K, l.C
-			// lathe's filters are [out][ky][kx][c] (its im2col order), ONNX's [out][c][ky][kx].
-			perm := func(i int) int {
-				o, r := i/(ch*k*k), i%(ch*k*k)
-				ci, ky, kx := r/(k*k), r%(k*k)/k, r%k
-				return o*k*k*ch + (ky*k+kx)*ch + ci
-			}
-			flush()
-			wname, err := g.weight(l, []int{l.Out, ch, k, k}, perm)
-			if err != nil {
-				return nil, err
-			}
-			cur = g.node("Conv", l.Name, []string{cur, wname, g.floats(l.Name+".bias", l.b, l.Out)},
-				attrInts("kernel_shape", int64(k), int64(k)))
-			c, h, wd = l.Out, h-k+1, wd-k+1
-		case "maxpool":
-			if flat {
-				return nil, fmt.Errorf("infer: layer %s: max-pooling after a fully connected layer has no image to run on", l.Name)
-			}
-			cur = g.node("MaxPool", l.Name, []string{cur}, attrInts("kernel_shape", 2, 2), attrInts("strides", 2, 2))
-			h, wd = h/2, wd/2
-		}
-		if l.ReLU {
-			cur = g.node("Relu", l.Name+".relu", []string{cur})
-		}
-		if l.actQ != nil {
-			info.ActQuant = append(info.ActQuant, l.Name)
-			pending = l
-		}
-		if l.wq != nil {
-			info.Quantized = append(info.Quantized, l.Name)
-			info.WeightBits[l.Name] = l.wq.Bits
-		}
+	if last := e.outs[len(e.outs)-1]; !last.flat {
+		return nil, fmt.Errorf("infer: the model ends in a %dx%dx%d image, not a fully connected layer; ONNX's output is [batch, %d]", last.c, last.h, last.w, m.Classes)
 	}
-	flush()
-	if !flat {
-		return nil, fmt.Errorf("infer: the model ends in a %dx%dx%d image, not a fully connected layer; ONNX's output is [batch, %d]", c, h, wd, m.Classes)
-	}
+	e.quantized(len(m.Layers) - 1) // a quantized last layer's output
 	g.nodes[len(g.nodes)-1].Output[0] = "logits"
 	if g.usedInt4 {
 		info.Opset = 21

@@ -1,0 +1,158 @@
+package infer
+
+import (
+	"fmt"
+
+	"github.com/lathe-ml/lathe/graph"
+	"github.com/lathe-ml/lathe/internal/onnxpb"
+)
+
+// onnxValue is a layer's output in the ONNX graph: the tensor's name, its
+// shape — an NCHW image c×h×w, or a flat [batch, c] — and the activation
+// quantization still to apply to it (quantization is monotone and
+// elementwise, so max-pooling and flattening commute with it: it is
+// placed right before the next layer that computes with the values).
+type onnxValue struct {
+	name     string
+	flat     bool
+	c, h, w  int
+	pending  *quantizer
+	pendFrom string // the layer whose quantization is pending
+	qname    string // the name with the quantization applied, once made
+}
+
+// onnxExport walks a loaded model's layers into an onnxGraph.
+type onnxExport struct {
+	g    *onnxGraph
+	m    *Model
+	info *ONNXInfo
+	outs []onnxValue
+}
+
+// input is the value layer l reads as its k-th input.
+func (e *onnxExport) input(l *Layer, k int) *onnxValue {
+	if j := l.Inputs[k]; j >= 0 {
+		return &e.outs[j]
+	}
+	return &onnxValue{name: "input", c: e.m.Channels, h: e.m.Rows, w: e.m.Cols}
+}
+
+// quantized is the name of layer j's output with its pending
+// quantization applied (made once, shared by every reader).
+func (e *onnxExport) quantized(j int) string {
+	v := &e.outs[j]
+	return e.valueQ(v)
+}
+
+func (e *onnxExport) valueQ(v *onnxValue) string {
+	if v.pending == nil {
+		return v.name
+	}
+	if v.qname == "" {
+		v.qname = e.g.actQuant(v.pendFrom, v.name, v.pending)
+	}
+	return v.qname
+}
+
+// flatten makes an image value a [batch, features] one in lathe's NHWC
+// order (ONNX holds images NCHW).
+func (e *onnxExport) flatten(name string, v onnxValue) onnxValue {
+	if v.flat {
+		return v
+	}
+	cur := v.name
+	if v.c > 1 {
+		cur = e.g.node("Transpose", name+".nhwc", []string{cur}, attrInts("perm", 0, 2, 3, 1))
+	}
+	cur = e.g.node("Flatten", name+".flat", []string{cur}, attrInt("axis", 1))
+	return onnxValue{name: cur, flat: true, c: v.c * v.h * v.w, h: 1, w: 1, pending: v.pending, pendFrom: v.pendFrom}
+}
+
+// act adds a layer's activation after cur.
+func (e *onnxExport) act(l *Layer, cur string) string {
+	switch l.act {
+	case graph.ReLU:
+		return e.g.node("Relu", l.Name+".relu", []string{cur})
+	case graph.ReLU6:
+		return e.g.node("Clip", l.Name+".relu6", []string{cur, e.g.floats(l.Name+".min", []float32{0}), e.g.floats(l.Name+".max", []float32{6})})
+	}
+	return cur
+}
+
+// window is a pooling's or convolution's attributes.
+func window(l *Layer) []*onnxpb.AttributeProto {
+	k, s, p := int64(l.K), int64(l.Stride), int64(l.Pad)
+	return []*onnxpb.AttributeProto{attrInts("kernel_shape", k, k), attrInts("strides", s, s), attrInts("pads", p, p, p, p)}
+}
+
+// layer adds layer i.
+func (e *onnxExport) layer(i int, l *Layer) error {
+	in := *e.input(l, 0)
+	out := onnxValue{c: in.c, h: l.OH, w: l.OW}
+	switch graph.Kind(l.Kind) {
+	case graph.Linear:
+		v := e.flatten(l.Name, in)
+		wname, err := e.g.weight(l, []int{l.Out, l.In}, func(i int) int { return i })
+		if err != nil {
+			return err
+		}
+		out = onnxValue{flat: true, c: l.Out, h: 1, w: 1}
+		out.name = e.g.node("Gemm", l.Name, []string{e.valueQ(&v), wname, e.g.floats(l.Name+".bias", l.b, l.Out)}, attrInt("transB", 1))
+	case graph.Conv:
+		if in.flat {
+			return fmt.Errorf("infer: layer %s: a convolution after a fully connected layer has no image to run on", l.Name)
+		}
+		k, ch := l.K, l.In/(l.K*l.K) // channels per group
+		// lathe's filters are [out][ky][kx][c] (its im2col order), ONNX's [out][c][ky][kx].
+		perm := func(i int) int {
+			o, r := i/(ch*k*k), i%(ch*k*k)
+			ci, ky, kx := r/(k*k), r%(k*k)/k, r%k
+			return o*k*k*ch + (ky*k+kx)*ch + ci
+		}
+		wname, err := e.g.weight(l, []int{l.Out, ch, k, k}, perm)
+		if err != nil {
+			return err
+		}
+		out.c = l.Out
+		out.name = e.g.node("Conv", l.Name, []string{e.valueQ(&in), wname, e.g.floats(l.Name+".bias", l.b, l.Out)},
+			append(window(l), attrInt("group", int64(l.Groups)))...)
+	case graph.MaxPool:
+		if in.flat {
+			return fmt.Errorf("infer: layer %s: max-pooling after a fully connected layer has no image to run on", l.Name)
+		}
+		out.pending, out.pendFrom = in.pending, in.pendFrom // pooled codes are codes
+		out.name = e.g.node("MaxPool", l.Name, []string{in.name}, window(l)...)
+	case graph.AvgPool:
+		out.name = e.g.node("AveragePool", l.Name, []string{e.valueQ(&in)}, append(window(l), attrInt("count_include_pad", 1))...)
+	case graph.GlobalAvgPool:
+		out.h, out.w = 1, 1
+		out.name = e.g.node("GlobalAveragePool", l.Name, []string{e.valueQ(&in)})
+	case graph.Flatten:
+		out = e.flatten(l.Name, in)
+	case graph.BatchNorm:
+		dims := []int{l.C, 1, 1}
+		mul := e.g.node("Mul", l.Name+".scale", []string{e.valueQ(&in), e.g.floats(l.Name+".scale_c", l.scale, dims...)})
+		out.name = e.g.node("Add", l.Name, []string{mul, e.g.floats(l.Name+".shift_c", l.shift, dims...)})
+	case graph.Add:
+		names := []string{e.valueQ(&in)}
+		for k := 1; k < len(l.Inputs); k++ {
+			names = append(names, e.valueQ(e.input(l, k)))
+		}
+		out.name = e.g.node("Sum", l.Name, names)
+	default:
+		return fmt.Errorf("infer: layer %s: ONNX export has no %s layer", l.Name, l.Kind)
+	}
+	if l.Weighted() || graph.Kind(l.Kind) == graph.BatchNorm || graph.Kind(l.Kind) == graph.Add {
+		out.name = e.act(l, out.name)
+	}
+	if l.actQ != nil {
+		e.info.ActQuant = append(e.info.ActQuant, l.Name)
+		out.pending, out.pendFrom, out.qname = l.actQ, l.Name, ""
+	}
+	if l.wq != nil {
+		e.info.Quantized = append(e.info.Quantized, l.Name)
+		e.info.WeightBits[l.Name] = l.wq.Bits
+	}
+	e.outs[i] = out
+	return nil
+}

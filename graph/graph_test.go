@@ -292,3 +292,79 @@ func TestTableHoldsAResNet(t *testing.T) {
 		t.Fatalf("read back %v:\n%+v\n%+v", err, back, n)
 	}
 }
+
+// TestChannelGroupsFollowResiduals: in ResNet-8 the stem's filters, the
+// first block's second convolution and the addition that joins them are
+// one group with their batch norms and every reader (the next block's
+// convolution and shortcut); a block's inner channels are a group of their
+// own; the input's and the classes' channels cannot be pruned.
+func TestChannelGroupsFollowResiduals(t *testing.T) {
+	n, err := ResNet(Shape{H: 28, W: 28, C: 1}, 8, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups, err := n.ChannelGroups()
+	if err != nil {
+		t.Fatal(err)
+	}
+	find := func(param, role string) *ChannelGroup {
+		for i, g := range groups {
+			for _, m := range g.Members {
+				if m.Param == param && m.Role == role {
+					return &groups[i]
+				}
+			}
+		}
+		t.Fatalf("no group has %s as %s", param, role)
+		return nil
+	}
+	names := func(g *ChannelGroup) string {
+		var out []string
+		for _, m := range g.Members {
+			out = append(out, m.String())
+		}
+		return strings.Join(out, " ")
+	}
+	stem := find("conv1", "out")
+	want := "conv1/out[0] block1.conv2/out[0] bn1/pass[0] bn1.bias/pass[0] bn1.running_mean/pass[0] bn1.running_var/pass[0] " +
+		"block1.bn2/pass[0] block1.bn2.bias/pass[0] block1.bn2.running_mean/pass[0] block1.bn2.running_var/pass[0] " +
+		"block1.conv1/in[3] block2.conv1/in[3] block2.sc/in[3]"
+	if got := names(stem); got != want || !stem.Prunable || stem.Size != 16 {
+		t.Fatalf("the stem's group (size %d, prunable %v):\n%s\nwant\n%s", stem.Size, stem.Prunable, got, want)
+	}
+	inner := find("block2.conv1", "out")
+	if got := names(inner); !inner.Prunable || inner.Size != 32 || !strings.HasSuffix(got, "block2.conv2/in[3]") || strings.Contains(got, "block2.sc") {
+		t.Fatalf("block 2's inner group: %s", got)
+	}
+	last := find("block3.conv2", "out") // joined with block 3's shortcut, read by fc through the pooling
+	if got := names(last); !strings.Contains(got, "block3.sc/out[0]") || !strings.HasSuffix(got, "fc/in[1]") {
+		t.Fatalf("the last stage's group: %s", got)
+	}
+	if g := find("conv1", "in"); g.Prunable || g.Size != 1 {
+		t.Fatal("the input's channels are prunable")
+	}
+	if g := find("fc", "out"); g.Prunable {
+		t.Fatal("the classes are prunable")
+	}
+	// LeNet-5: fc1 reads conv2's 50 channels at 16 positions each.
+	l5 := LeNet5(Shape{H: 28, W: 28, C: 1}, [2]int{20, 50}, 500, 10, 0)
+	groups, err = l5.ChannelGroups()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := find("conv2", "out"); names(g) != "conv2/out[0] conv2.bias/out[0] fc1/in[1]" || g.Members[2].Stride != 50 {
+		t.Fatalf("LeNet-5's conv2 group: %s (stride %d)", names(g), g.Members[2].Stride)
+	}
+	// MobileNet: a depthwise convolution carries its input's channels.
+	mb, err := MobileNet(Shape{H: 28, W: 28, C: 1}, 1, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups, err = mb.ChannelGroups()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := find("block2.expand", "out"); !strings.Contains(names(g), "block2.dw/pass[0]") || !strings.Contains(names(g), "block2.project/in[3]") {
+		t.Fatalf("MobileNet's expansion group: %s", names(g))
+	}
+}

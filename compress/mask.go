@@ -17,6 +17,10 @@ const (
 	Filters  Granularity = "filters"  // convolution output channels
 	Channels Granularity = "channels" // convolution input channels
 	NM       Granularity = "nm"       // at most N of every M consecutive weights along the input
+	// Groups removes a convolution's output channels with everything that
+	// depends on them (graph.ChannelGroups): the trainer's PrunePolicy
+	// builds those masks from the network.
+	DependencyGroups Granularity = "groups"
 )
 
 // Granularities lists them for recipes.

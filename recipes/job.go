@@ -119,7 +119,7 @@ type Prune struct {
 	EverySteps   int64   // with none set, every_epochs = 0.25
 	EverySamples int64
 	Scope        string // "layer" or "global" (magnitude)
-	Granularity  string // structured: rows, columns, filters, channels
+	Granularity  string // structured: rows, columns, filters, channels, groups (a convolution's channels with all that depends on them)
 	Norm         string // structured: l1, l2
 	N, M         int    // nm: keep N of every M
 	// GuardTolerance > 0 pauses pruning while validation accuracy is more
@@ -279,7 +279,7 @@ var pruneSection = section[Prune]{name: "prune", label: func(p *Prune) *string {
 	{name: "layers", at: func(p *Prune) any { return &p.Layers }},
 	{name: "target", at: func(p *Prune) any { return &p.Target }, hi: 1, when: is(sparsity...)},
 	{name: "scope", at: func(p *Prune) any { return &p.Scope }, def: "layer", choices: []string{"layer", "global"}, when: is("magnitude")},
-	{name: "granularity", at: func(p *Prune) any { return &p.Granularity }, def: "rows", choices: []string{"rows", "columns", "filters", "channels"}, when: is("structured")},
+	{name: "granularity", at: func(p *Prune) any { return &p.Granularity }, def: "rows", choices: []string{"rows", "columns", "filters", "channels", "groups"}, when: is("structured")},
 	{name: "norm", at: func(p *Prune) any { return &p.Norm }, def: "l1", choices: []string{"l1", "l2"}, when: is("structured")},
 	{name: "n", at: func(p *Prune) any { return &p.N }, def: 2, hi: 1024, when: is("nm")},
 	{name: "m", at: func(p *Prune) any { return &p.M }, def: 4, lo: 1, hi: 1024, when: is("nm")},

@@ -9,6 +9,7 @@ import (
 
 	"github.com/lathe-ml/lathe/compress"
 	"github.com/lathe-ml/lathe/data"
+	"github.com/lathe-ml/lathe/graph"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/recipes"
 	"github.com/lathe-ml/lathe/schedule"
@@ -33,7 +34,7 @@ func weightIndex(job *recipes.Job, m *model.Model, field, name string) (int, err
 func checkGranularity(job *recipes.Job, field string, p *model.Param, g string) error {
 	allowed := []string{"rows", "columns"}
 	if len(p.Shape) == 4 {
-		allowed = []string{"filters", "channels"}
+		allowed = []string{"filters", "channels", "groups"}
 	}
 	if !slices.Contains(allowed, g) {
 		return job.Errorf(field, "granularity %q does not fit layer %s %v (allowed: %s)", g, p.Name, p.Shape, strings.Join(allowed, ", "))
@@ -59,6 +60,23 @@ func checkLayers(job *recipes.Job, m *model.Model, layersField string, names []s
 		out = append(out, m.Params[i].Name)
 	}
 	return out, nil
+}
+
+// checkGroups checks that each layer's output channels form a prunable
+// dependency group (graph.ChannelGroups).
+func checkGroups(job *recipes.Job, m *model.Model, field string, layers []string) error {
+	groups, err := m.Net.ChannelGroups()
+	if err != nil {
+		return job.Errorf(field, "%v", err)
+	}
+	for _, l := range layers {
+		for _, g := range groups {
+			if slices.ContainsFunc(g.Members, func(mb graph.Member) bool { return mb.Param == l && mb.Role == "out" }) && !g.Prunable {
+				return job.Errorf(field, "layer %s's output channels cannot be pruned: they are the network's outputs, or a grouped convolution mixes them", l)
+			}
+		}
+	}
+	return nil
 }
 
 // regularizePolicies builds the job's regularize blocks.
@@ -108,6 +126,11 @@ func prunePolicies(job *recipes.Job, m *model.Model, epochSamples int64, log hcl
 		var err error
 		if pol.Layers, err = checkLayers(job, m, field("layers"), pb.Layers, field("granularity"), granularity); err != nil {
 			return nil, err
+		}
+		if granularity == "groups" {
+			if err := checkGroups(job, m, field("layers"), pol.Layers); err != nil {
+				return nil, err
+			}
 		}
 		pol.Schedule = pruneSchedule(job, pb, epochSamples)
 		if pb.Method == "nm" {

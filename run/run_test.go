@@ -650,6 +650,13 @@ func TestResNetRecipe(t *testing.T) {
 	if plan.Model.NumParams() != 77754 || len(plan.Model.Buffers) != 2*9 || plan.Model.Net.MACs() < 9_000_000 {
 		t.Fatalf("%d parameters, %d buffers, %d MACs", plan.Model.NumParams(), len(plan.Model.Buffers), plan.Model.Net.MACs())
 	}
+	pruned, err := recipes.Parse([]byte(strings.Replace(src, "  model {", "  prune \"structured\" {\n    layers = [\"conv1\", \"block3.conv1\"]\n    granularity = \"groups\"\n    target = 0.5\n  }\n  model {", 1)), "resnet.hcl", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := Build(pruned, 10000, nil); err != nil || len(p.Prune) != 1 {
+		t.Fatalf("dependency-group pruning: %v", err)
+	}
 	bad, _ := recipes.Parse([]byte(strings.Replace(src, "depth = 8", "depth = 9", 1)), "resnet.hcl", nil)
 	if _, err := Build(bad, 10000, nil); err == nil || !strings.Contains(err.Error(), "resnet.hcl:") || !strings.Contains(err.Error(), "6n+2") {
 		t.Fatalf("depth 9: %v", err)

@@ -75,6 +75,14 @@ func (p *PrunePolicy) BeforeStep(s *State) error {
 		return nil
 	}
 	target := p.Schedule.Target(at)
+	if p.Granularity == compress.DependencyGroups {
+		params, masks, err := p.groupMasks(s, target)
+		if err != nil {
+			return err
+		}
+		p.setMasks(s, params, masks, at, target)
+		return nil
+	}
 	params, err := s.weightIndices(p.Layers)
 	if err != nil {
 		return err
@@ -105,6 +113,13 @@ func (p *PrunePolicy) BeforeStep(s *State) error {
 			}
 		}
 	}
+	p.setMasks(s, params, masks, at, target)
+	return nil
+}
+
+// setMasks installs an event's masks (keeping what the guard's undo
+// needs) and zeroes what they remove.
+func (p *PrunePolicy) setMasks(s *State, params []int, masks [][]byte, at int64, target float64) {
 	p.undo = p.undo[:0]
 	for k, i := range params {
 		if p.Guard != nil && p.Guard.Undo {
@@ -124,7 +139,6 @@ func (p *PrunePolicy) BeforeStep(s *State) error {
 	if p.Logger != nil {
 		p.Logger.Debug("masks recomputed", "policy", p.Name(), "samples", at, "target", fmt.Sprintf("%.4f", target))
 	}
-	return nil
 }
 
 // layerTarget scales the schedule's target for one layer.

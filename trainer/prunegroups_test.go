@@ -1,0 +1,95 @@
+package trainer
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/lathe-ml/lathe/compress"
+	"github.com/lathe-ml/lathe/graph"
+	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/schedule"
+)
+
+// TestDependencyGroupPruning prunes half the channels of ResNet-8's stem
+// group (the stem, block 1's second convolution and their residual
+// addition) and of block 2's inner group: every member loses the same
+// channels — producers' filters, batch norms' scales and shifts, readers'
+// input channels (block 2's convolution and shortcut included) — the
+// channels ranked by their producers' filters, and in evaluation those
+// channels carry exactly zero wherever they go.
+func TestDependencyGroupPruning(t *testing.T) {
+	net, err := graph.ResNet(graph.Shape{H: 28, W: 28, C: 1}, 8, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.FromNetwork(net, "kaiming", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range m.Buffers { // running statistics away from their start
+		for i := range b.Data() {
+			b.Data()[i] = 0.5 + float32(i%3)*0.25
+		}
+	}
+	// Make the stem group's channels 0…7 the weakest: scaled down in both producers.
+	for _, name := range []string{"conv1", "block1.conv2"} {
+		w := m.Param(name)
+		per := len(w.Data()) / w.Shape[0]
+		for k := range 8 {
+			for j := range per {
+				w.Data()[k*per+j] *= 0.01
+			}
+		}
+	}
+	s := &State{Model: m, Batch: 8, Masks: make([][]byte, len(m.Params))}
+	for _, p := range m.Params {
+		s.Params = append(s.Params, p.Data())
+	}
+	pol := &PrunePolicy{Label: "g", Layers: []string{"conv1", "block1.conv2", "block2.conv1"}, Granularity: compress.DependencyGroups,
+		Norm: compress.L2, Schedule: schedule.Sparsity{Kind: "one_shot", Final: 0.5, Start: 0, End: 0, Every: 1}}
+	if err := pol.BeforeStep(s); err != nil {
+		t.Fatal(err)
+	}
+	mask := func(name string) []byte {
+		return s.Masks[slices.IndexFunc(m.Params, func(p *model.Param) bool { return p.Name == name })]
+	}
+	dropped := func(name string, axis, channels int) []int { // channels with every element masked
+		shape := m.Param(name).Shape
+		var out []int
+		for k := range channels {
+			all := true
+			eachOf(shape, graph.Member{Axis: axis}, k, func(j int) { all = all && mask(name)[j] == 0 })
+			if all {
+				out = append(out, k)
+			}
+		}
+		return out
+	}
+	stem := []int{0, 1, 2, 3, 4, 5, 6, 7}
+	for _, c := range []struct {
+		name string
+		axis int
+	}{{"conv1", 0}, {"block1.conv2", 0}, {"bn1", 0}, {"bn1.bias", 0}, {"block1.bn2", 0}, {"block1.bn2.bias", 0},
+		{"block1.conv1", 3}, {"block2.conv1", 3}, {"block2.sc", 3}} {
+		if got := dropped(c.name, c.axis, 16); !slices.Equal(got, stem) {
+			t.Fatalf("%s loses channels %v, want %v", c.name, got, stem)
+		}
+	}
+	inner := dropped("block2.conv1", 0, 32)
+	if len(inner) != 16 || !slices.Equal(dropped("block2.bn1", 0, 32), inner) || !slices.Equal(dropped("block2.conv2", 3, 32), inner) {
+		t.Fatalf("block 2's inner group: conv1 filters %v", inner)
+	}
+	if mask("block2.sc") != nil && len(dropped("block2.sc", 0, 32)) != 0 {
+		t.Fatal("block 2's shortcut lost filters of another group")
+	}
+	// The batch norms' scales and shifts of those channels are zero, so
+	// they carry exactly zero after each batch norm (γ·x̂ + β), through the
+	// ReLUs and the residual addition, whatever the running statistics.
+	for _, name := range []string{"bn1", "bn1.bias", "block1.bn2", "block1.bn2.bias"} {
+		for _, k := range stem {
+			if v := m.Param(name).Data()[k]; v != 0 {
+				t.Fatalf("%s[%d] = %v after pruning", name, k, v)
+			}
+		}
+	}
+}

@@ -458,7 +458,13 @@ func (st *jobRun) finish(res *trainer.Result, tr *trainer.Trainer, resume *train
 		runtime.GC()
 	}
 	final := tr.Model()
-	if job.ThinAtEpoch > 0 || slices.ContainsFunc(sum.Layers, func(l model.LayerInfo) bool { return l.StructuredSparsity > 0 }) {
+	structured := job.ThinAtEpoch > 0 || slices.ContainsFunc(sum.Layers, func(l model.LayerInfo) bool { return l.StructuredSparsity > 0 })
+	if err := tr.Model().Net.Basic(); structured && err != nil {
+		// Dependency-group pruning's zero channels stay in the model file.
+		log.Info("not thinned: thinning rebuilds chains of layers only so far", "reason", err)
+		structured = false
+	}
+	if structured {
 		var small *model.Model
 		if sum.Thinned, small, err = thin(tr.Model(), eng, test, job.EvalBatch); err != nil {
 			return nil, err

@@ -72,12 +72,9 @@ func (b *Batcher) Fill(x, y []float32, idx []int, epoch int) {
 			for j, p := range src {
 				dst[j] = float32(p) * (1.0 / 255)
 			}
-		case b.Flipped(id, epoch):
-			dy, dx := b.Shift(id, epoch)
-			shiftFlipped(dst, src, s.Rows, s.Cols, dy, dx)
 		default:
 			dy, dx := b.Shift(id, epoch)
-			shift(dst, src, s.Rows, s.Cols, dy, dx)
+			shift(dst, src, s.Rows, s.Cols, dy, dx, b.Flipped(id, epoch))
 		}
 		y[i] = float32(s.Labels[id])
 	}
@@ -104,28 +101,9 @@ func (b *Batcher) Flipped(id, epoch int) bool {
 	return r.IntN(2) == 1
 }
 
-// shiftFlipped writes src mirrored left to right, then translated by (dy,
-// dx), into dst.
-func shiftFlipped(dst []float32, src []byte, rows, cols, dy, dx int) {
-	for r := 0; r < rows; r++ {
-		sr := r - dy
-		row := dst[r*cols : (r+1)*cols]
-		if sr < 0 || sr >= rows {
-			clear(row)
-			continue
-		}
-		for c := 0; c < cols; c++ {
-			if sc := c - dx; sc < 0 || sc >= cols {
-				row[c] = 0
-			} else {
-				row[c] = float32(src[sr*cols+cols-1-sc]) * (1.0 / 255)
-			}
-		}
-	}
-}
-
-// shift writes src translated by (dy, dx) pixels into dst, zero-filling.
-func shift(dst []float32, src []byte, rows, cols, dy, dx int) {
+// shift writes src — mirrored left to right when flip — translated by
+// (dy, dx) pixels into dst, zero-filling.
+func shift(dst []float32, src []byte, rows, cols, dy, dx int, flip bool) {
 	for r := 0; r < rows; r++ {
 		sr := r - dy
 		row := dst[r*cols : (r+1)*cols]
@@ -135,9 +113,12 @@ func shift(dst []float32, src []byte, rows, cols, dy, dx int) {
 		}
 		for c := 0; c < cols; c++ {
 			sc := c - dx
-			if sc < 0 || sc >= cols {
+			switch {
+			case sc < 0 || sc >= cols:
 				row[c] = 0
-			} else {
+			case flip:
+				row[c] = float32(src[sr*cols+cols-1-sc]) * (1.0 / 255)
+			default:
 				row[c] = float32(src[sr*cols+sc]) * (1.0 / 255)
 			}
 		}

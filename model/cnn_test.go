@@ -45,29 +45,7 @@ func TestCNNGradientsMatchFiniteDifferences(t *testing.T) {
 	}
 	net, grads, vm := gradNet(t, m, 3)
 	feed(net, 11, 3)
-	lossOf(t, net, vm)
-	analytic := make([][]float32, len(grads))
-	for i, g := range grads {
-		analytic[i] = slices.Clone(data(g.Value()))
-	}
-	r := rand.New(rand.NewPCG(6, 6))
-	for pi, p := range m.Params {
-		d := p.Data()
-		for range 8 {
-			j := r.IntN(len(d))
-			old := d[j]
-			const eps = 1e-3
-			d[j] = old + eps
-			lp := lossOf(t, net, vm)
-			d[j] = old - eps
-			lm := lossOf(t, net, vm)
-			d[j] = old
-			num := (lp - lm) / (2 * eps)
-			if got := float64(analytic[pi][j]); math.Abs(num-got) > 2e-3+0.05*math.Abs(num) {
-				t.Errorf("%s[%d]: analytic %g, numeric %g", p.Name, j, got, num)
-			}
-		}
-	}
+	checkGradients(t, m, net, grads, vm, 8, 1e-3, 6)
 }
 
 // TestConvWindowMatchesDirect compares the strided, padded, grouped

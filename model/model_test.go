@@ -68,33 +68,39 @@ func TestGradientsMatchFiniteDifferences(t *testing.T) {
 			}
 			net, grads, vm := gradNet(t, m, 3)
 			feed(net, 9, 10)
-			lossOf(t, net, vm)
-			analytic := make([][]float32, len(grads))
-			for i, g := range grads {
-				analytic[i] = slices.Clone(data(g.Value()))
-			}
-			r := rand.New(rand.NewPCG(4, 4))
-			for pi, p := range m.Params {
-				d := p.Data()
-				for probe := 0; probe < 6; probe++ {
-					j := r.IntN(len(d))
-					old := d[j]
-					const eps = 2e-3
-					d[j] = old + eps
-					lp := lossOf(t, net, vm)
-					d[j] = old - eps
-					lm := lossOf(t, net, vm)
-					d[j] = old
-					num := (lp - lm) / (2 * eps)
-					got := float64(analytic[pi][j])
-					// float32 forward passes: central differences carry ~1e-4
-					// absolute noise at this eps; ReLU kinks can add more.
-					if math.Abs(num-got) > 2e-3+0.05*math.Abs(num) {
-						t.Errorf("%s[%d]: analytic %g, numeric %g", p.Name, j, got, num)
-					}
-				}
-			}
+			checkGradients(t, m, net, grads, vm, 6, 2e-3, 4)
 		})
+	}
+}
+
+// checkGradients compares probes entries of every parameter's analytic
+// gradient with central differences of the loss (step eps).
+func checkGradients(t *testing.T, m *Model, net *Net, grads G.Nodes, vm G.VM, probes int, eps float64, seed uint64) {
+	t.Helper()
+	lossOf(t, net, vm)
+	analytic := make([][]float32, len(grads))
+	for i, g := range grads {
+		analytic[i] = slices.Clone(data(g.Value()))
+	}
+	r := rand.New(rand.NewPCG(seed, seed))
+	for pi, p := range m.Params {
+		d := p.Data()
+		for range probes {
+			j := r.IntN(len(d))
+			old := d[j]
+			d[j] = old + float32(eps)
+			lp := lossOf(t, net, vm)
+			d[j] = old - float32(eps)
+			lm := lossOf(t, net, vm)
+			d[j] = old
+			num := (lp - lm) / (2 * eps)
+			got := float64(analytic[pi][j])
+			// float32 forward passes: central differences carry ~1e-4
+			// absolute noise at this eps; ReLU kinks can add more.
+			if math.Abs(num-got) > 2e-3+0.05*math.Abs(num) {
+				t.Errorf("%s[%d]: analytic %g, numeric %g", p.Name, j, got, num)
+			}
+		}
 	}
 }
 

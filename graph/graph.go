@@ -367,13 +367,12 @@ func (n Network) MACs() int64 {
 	return total
 }
 
-// Basic says whether every path of lathe — the training graph, the
-// device network, the inference runtime, ONNX export, thinning — runs the
-// network today, or names the first layer one of them cannot: a chain
-// (each layer taking the one before) of linear layers, unpadded stride-1
-// convolutions with a bias and 2×2 max poolings, with ReLU or no
-// activation. The layer kinds the description holds beyond it are being
-// added to those paths one by one.
+// Basic says whether the network is one that the paths not yet extended
+// to the CNN kinds take — the device network, thinning and low-rank
+// factorization: a chain (each layer taking the one before) of linear
+// layers, unpadded stride-1 convolutions with a bias and 2×2 max poolings,
+// with ReLU or no activation. Otherwise it names the first layer that is
+// not; each path says what it is in its error.
 func (n Network) Basic() error {
 	for i, l := range n.Layers {
 		prev := Input
@@ -381,18 +380,18 @@ func (n Network) Basic() error {
 			prev = n.Layers[i-1].Name
 		}
 		if ins := l.InputsOf(prev); len(ins) != 1 || ins[0] != prev {
-			return fmt.Errorf("graph: layer %s takes %v, not the layer before it; lathe trains and runs chains of layers only so far", l.Name, ins)
+			return fmt.Errorf("graph: layer %s takes %v, not the layer before it", l.Name, ins)
 		}
 		k, s, p := l.Window()
 		switch {
 		case l.Kind != Linear && l.Kind != Conv && l.Kind != MaxPool:
-			return fmt.Errorf("graph: layer %s is a %s layer, which lathe describes but does not train or run yet", l.Name, l.Kind)
+			return fmt.Errorf("graph: layer %s is a %s layer", l.Name, l.Kind)
 		case l.Act != Identity && l.Act != ReLU && l.Act != "":
-			return fmt.Errorf("graph: layer %s: activation %s is described but not trained or run yet", l.Name, l.Act)
+			return fmt.Errorf("graph: layer %s has a %s activation", l.Name, l.Act)
 		case l.Kind == Conv && (s != 1 || p != 0 || l.GroupCount() != 1 || l.NoBias):
-			return fmt.Errorf("graph: layer %s: strided, padded, grouped or bias-free convolutions are described but not trained or run yet", l.Name)
+			return fmt.Errorf("graph: layer %s is a strided, padded, grouped or bias-free convolution", l.Name)
 		case l.Kind == MaxPool && (k != 2 || s != 2 || p != 0):
-			return fmt.Errorf("graph: layer %s: max pooling other than 2×2 with stride 2 is described but not trained or run yet", l.Name)
+			return fmt.Errorf("graph: layer %s is a max pooling other than 2×2 with stride 2", l.Name)
 		}
 	}
 	return nil

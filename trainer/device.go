@@ -179,7 +179,7 @@ func NewDeviceNet(dev compute.Device, layers []graph.Layer, batch int, seed uint
 func deviceSizes(layers []graph.Layer) (first int, outN []int, err error) {
 	if len(layers) > 0 {
 		if err := (graph.Network{Input: layers[0].In, Layers: layers}).Basic(); err != nil {
-			return 0, nil, fmt.Errorf("trainer: the device path: %w", err)
+			return 0, nil, fmt.Errorf("trainer: the device path runs chains of linear, plain conv and 2×2 max-pool layers so far: %w", err)
 		}
 	}
 	prev := 0

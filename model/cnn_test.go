@@ -257,3 +257,82 @@ func gvals(ts []tensor.Tensor) []G.Value {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// TestThinGroupsRemovesZeroChannels: channels a dependency group carries
+// as exact zeros (the stem's residual group: the stem, block 1's second
+// convolution, their batch norms; block 2's inner group) disappear from
+// every member — shapes checked, block 2's shortcut and first convolution
+// reading fewer channels — and the thinned ResNet-8's evaluation logits
+// equal the masked model's.
+func TestThinGroupsRemovesZeroChannels(t *testing.T) {
+	net, err := graph.ResNet(graph.Shape{H: 28, W: 28, C: 1}, 8, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := FromNetwork(net, "kaiming", 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range m.Buffers {
+		for i := range b.Data() {
+			b.Data()[i] = 0.5 + float32(i%4)*0.25
+		}
+	}
+	zero := func(name string, axis int, channels ...int) {
+		p := m.Param(name)
+		for _, k := range channels {
+			eachChannel(p.Shape, axis, 0, k, func(j int) { p.Data()[j] = 0 })
+		}
+	}
+	stem := []int{1, 4, 5, 9, 15}
+	for _, name := range []string{"conv1", "block1.conv2", "bn1", "bn1.bias", "block1.bn2", "block1.bn2.bias"} {
+		zero(name, 0, stem...)
+	}
+	inner := []int{0, 2, 31}
+	for _, name := range []string{"block2.conv1", "block2.bn1", "block2.bn1.bias"} {
+		zero(name, 0, inner...)
+	}
+	small, rep, err := m.ThinGroups()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string][]int{
+		"conv1": {11, 3, 3, 1}, "block1.conv1": {16, 3, 3, 11}, "block1.conv2": {11, 3, 3, 16}, "bn1": {11},
+		"block2.conv1": {29, 3, 3, 11}, "block2.conv2": {32, 3, 3, 29}, "block2.sc": {32, 1, 1, 11}, "block2.bn1.running_var": {29},
+	} {
+		p := small.Param(name)
+		if p == nil {
+			p = small.Buffer(name)
+		}
+		if !slices.Equal(p.Shape, want) {
+			t.Fatalf("%s: shape %v, want %v", name, p.Shape, want)
+		}
+	}
+	if len(rep.Layers) != 3 || small.NumParams() >= m.NumParams() || small.Net.MACs() >= m.Net.MACs() {
+		t.Fatalf("report %v; %d parameters of %d, %d MACs of %d", rep.Layers, small.NumParams(), m.NumParams(), small.Net.MACs(), m.Net.MACs())
+	}
+	eng := cpu.New(cpu.Options{Threads: 2})
+	x := make([]float32, 3*784)
+	for i := range x {
+		x[i] = float32(i%13) / 13
+	}
+	logits := func(mm *Model) []float32 {
+		net, err := mm.Build(eng, 3, false, 0, Hooks{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		copy(net.XValue.Float32s(), x)
+		vm := G.NewTapeMachine(net.Graph, G.WithEngine(eng))
+		defer vm.Close()
+		if err := vm.RunAll(); err != nil {
+			t.Fatal(err)
+		}
+		return slices.Clone(data(net.Logits.Value()))
+	}
+	want, got := logits(m), logits(small)
+	for i := range want {
+		if math.Abs(float64(got[i]-want[i])) > 1e-4*max(1, math.Abs(float64(want[i]))) {
+			t.Fatalf("logit %d: thinned %g, masked %g", i, got[i], want[i])
+		}
+	}
+}

@@ -60,6 +60,15 @@ func Build(job *recipes.Job, trainLen int, log hclog.Logger) (*Plan, error) {
 	if err := checkMemory(job, m); err != nil {
 		return nil, err
 	}
+	if err := m.Net.Basic(); err != nil {
+		// Mid-run rebuilds restart from a preset's spec, which a chain has.
+		switch {
+		case job.ThinAtEpoch > 0:
+			return nil, job.Errorf("thin.at_epoch", "a thin block rebuilds chains of layers only so far (%v); dependency-group pruning's zero channels are thinned away when the run ends", err)
+		case len(job.Factorize) > 0:
+			return nil, job.Errorf("factorize.0.layer", "low-rank factorization rebuilds chains of layers only so far (%v)", err)
+		}
+	}
 	p := &Plan{Job: job, Model: m, StepsPerEpoch: data.Steps(trainLen, job.Batch), Fields: policyFields{}}
 	p.EpochSamples = int64(p.StepsPerEpoch * job.Batch)
 	o := job.Optimizer

@@ -458,13 +458,7 @@ func (st *jobRun) finish(res *trainer.Result, tr *trainer.Trainer, resume *train
 		runtime.GC()
 	}
 	final := tr.Model()
-	structured := job.ThinAtEpoch > 0 || slices.ContainsFunc(sum.Layers, func(l model.LayerInfo) bool { return l.StructuredSparsity > 0 })
-	if err := tr.Model().Net.Basic(); structured && err != nil {
-		// Dependency-group pruning's zero channels stay in the model file.
-		log.Info("not thinned: thinning rebuilds chains of layers only so far", "reason", err)
-		structured = false
-	}
-	if structured {
+	if job.ThinAtEpoch > 0 || slices.ContainsFunc(sum.Layers, func(l model.LayerInfo) bool { return l.StructuredSparsity > 0 }) {
 		var small *model.Model
 		if sum.Thinned, small, err = thin(tr.Model(), eng, test, job.EvalBatch); err != nil {
 			return nil, err
@@ -677,7 +671,11 @@ func ptq(m *model.Model, eng compute.Engine, test *data.Set, batch int, widths [
 // thin rebuilds the model without its dead neurons and filters and
 // evaluates the result.
 func thin(m *model.Model, eng compute.Engine, test *data.Set, batch int) (*rundir.Thinned, *model.Model, error) {
-	small, rep, err := m.Thin()
+	thin := m.Thin // a preset chain: dead units' constant outputs folded onward
+	if m.Spec.Arch == "" || m.Net.Basic() != nil {
+		thin = m.ThinGroups // any network: the channels its groups carry as zeros
+	}
+	small, rep, err := thin()
 	if err != nil {
 		return nil, nil, err
 	}

@@ -657,6 +657,13 @@ func TestResNetRecipe(t *testing.T) {
 	if p, err := Build(pruned, 10000, nil); err != nil || len(p.Prune) != 1 {
 		t.Fatalf("dependency-group pruning: %v", err)
 	}
+	thin, err := recipes.Parse([]byte(strings.Replace(src, "validation = 50000", "validation = 50000\n  thin {\n    at_epoch = 2\n  }", 1)), "resnet.hcl", []string{"epochs=3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Build(thin, 10000, nil); err == nil || !strings.Contains(err.Error(), "resnet.hcl:") || !strings.Contains(err.Error(), "thin block rebuilds chains") {
+		t.Fatalf("a thin block on a ResNet: %v", err)
+	}
 	bad, _ := recipes.Parse([]byte(strings.Replace(src, "depth = 8", "depth = 9", 1)), "resnet.hcl", nil)
 	if _, err := Build(bad, 10000, nil); err == nil || !strings.Contains(err.Error(), "resnet.hcl:") || !strings.Contains(err.Error(), "6n+2") {
 		t.Fatalf("depth 9: %v", err)

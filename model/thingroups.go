@@ -1,0 +1,208 @@
+package model
+
+import (
+	"errors"
+	"slices"
+
+	"github.com/lathe-ml/lathe/graph"
+)
+
+// ThinGroups returns a physically smaller model that computes what m
+// computes in evaluation, for any network the description holds: every
+// channel of a dependency group (graph.ChannelGroups) that carries exactly
+// zero — each producer's filter and bias and each batch norm's scale and
+// shift zero at that channel, as dependency-group pruning leaves them — is
+// removed from every member: producers' filters, batch norms' parameters
+// and statistics, depthwise filters, readers' input channels. The
+// report lists each convolution and linear layer whose outputs shrank. m
+// is not changed.
+func (m *Model) ThinGroups() (*Model, ThinReport, error) {
+	groups, err := m.Net.ChannelGroups()
+	if err != nil {
+		return nil, ThinReport{}, err
+	}
+	params := map[string]*Param{}
+	for _, p := range append(slices.Clone(m.Params), m.Buffers...) {
+		params[p.Name] = p
+	}
+	// keep[name][axis]: the indices a tensor keeps along an axis.
+	keep := map[string]map[int][]int{}
+	space := map[string]int{} // a producer layer's output channel count
+	for _, g := range groups {
+		alive := make([]int, 0, g.Size)
+		for k := range g.Size {
+			if !g.Prunable || !zeroChannel(g, params, k) {
+				alive = append(alive, k)
+			}
+		}
+		if len(alive) == 0 {
+			alive = []int{0} // shapes stay non-empty; the channel carries zero
+		}
+		for _, mb := range g.Members {
+			p := params[mb.Param]
+			if p == nil {
+				continue
+			}
+			if keep[mb.Param] == nil {
+				keep[mb.Param] = map[int][]int{}
+			}
+			idx := alive
+			if mb.Stride > 0 { // a linear layer's columns after a flatten: every position
+				idx = nil
+				for pos := 0; pos < p.Shape[mb.Axis]/mb.Stride; pos++ {
+					for _, k := range alive {
+						idx = append(idx, pos*mb.Stride+k)
+					}
+				}
+			}
+			keep[mb.Param][mb.Axis] = idx
+			if mb.Role == "out" && !p.Bias {
+				space[p.Layer] = len(alive)
+			}
+		}
+	}
+	net, rep, err := thinnedNetwork(m.Net, space)
+	if err != nil {
+		return nil, ThinReport{}, err
+	}
+	small, err := build(Spec{Init: m.Spec.Init}, m.Input, net, 0)
+	if err != nil {
+		return nil, ThinReport{}, err
+	}
+	for _, p := range append(slices.Clone(small.Params), small.Buffers...) {
+		old := params[p.Name]
+		if old == nil {
+			return nil, ThinReport{}, errors.New("model: thinning lost parameter " + p.Name)
+		}
+		gather(p.Data(), p.Shape, old.Data(), old.Shape, keep[p.Name])
+	}
+	small.Quant, small.ActQuant = m.Quant, m.ActQuant
+	for _, name := range rep.Layers {
+		rep.Before = append(rep.Before, slices.Clone(m.Param(name).Shape))
+		rep.After = append(rep.After, slices.Clone(small.Param(name).Shape))
+	}
+	return small, rep, nil
+}
+
+// zeroChannel says whether channel k of a group carries exactly zero:
+// every producer's and batch norm's parameter is zero there.
+func zeroChannel(g graph.ChannelGroup, params map[string]*Param, k int) bool {
+	producers := 0
+	for _, mb := range g.Members {
+		p := params[mb.Param]
+		if p == nil || mb.Role == "in" || (mb.Role == "pass" && !p.Norm) || slices.Contains([]string{".running_mean", ".running_var"}, suffix(p.Name)) {
+			continue // readers, depthwise filters (they carry the channel) and statistics do not decide
+		}
+		if mb.Role == "out" {
+			producers++
+		}
+		zero := true
+		eachChannel(p.Shape, mb.Axis, 0, k, func(j int) { zero = zero && p.Data()[j] == 0 })
+		if !zero {
+			return false
+		}
+	}
+	return producers > 0
+}
+
+func suffix(name string) string {
+	for _, s := range []string{".running_mean", ".running_var"} {
+		if len(name) > len(s) && name[len(name)-len(s):] == s {
+			return s
+		}
+	}
+	return ""
+}
+
+// eachChannel calls f with the flat index of every element of channel k
+// along axis (and, with a stride, of k + j·stride).
+func eachChannel(shape []int, axis, stride, k int, f func(int)) {
+	inner, outer := 1, 1
+	for _, d := range shape[axis+1:] {
+		inner *= d
+	}
+	for _, d := range shape[:axis] {
+		outer *= d
+	}
+	dim, step := shape[axis], shape[axis]
+	if stride > 0 {
+		step = stride
+	}
+	for o := range outer {
+		for c := k; c < dim; c += step {
+			for j := range inner {
+				f((o*dim+c)*inner + j)
+			}
+		}
+	}
+}
+
+// thinnedNetwork is net with each producer's outputs set to its count in
+// space, the shapes that follow recomputed (a depthwise convolution keeps
+// as many filters and groups as channels reach it).
+func thinnedNetwork(net graph.Network, space map[string]int) (graph.Network, ThinReport, error) {
+	c := graph.NewChain(net.Input, net.Classes)
+	var rep ThinReport
+	for _, l := range net.Layers {
+		in := c.Shape(c.Last())
+		if len(l.Inputs) > 0 {
+			in = c.Shape(l.Inputs[0])
+		}
+		nl := l
+		depthwise := l.Kind == graph.Conv && l.GroupCount() > 1 && l.GroupCount() == l.In.C && l.Out == l.In.C
+		switch {
+		case depthwise:
+			nl.Out, nl.Groups = in.C, in.C
+		case l.Kind == graph.Conv || l.Kind == graph.Linear:
+			if n, ok := space[l.Name]; ok {
+				nl.Out = n
+			}
+		}
+		if (l.Kind == graph.Conv || l.Kind == graph.Linear) && nl.Out != l.Out {
+			rep.Layers = append(rep.Layers, l.Name)
+			rep.Removed = append(rep.Removed, l.Out-nl.Out)
+		}
+		c.Add(nl)
+	}
+	out := c.Net
+	for i := range out.Layers { // Chain.Add defaults the activation; keep the original's
+		out.Layers[i].Act = net.Layers[i].Act
+	}
+	return out, rep, out.Validate()
+}
+
+// gather copies into dst (of shape) the elements of src (of srcShape) at
+// the kept indices of each axis (all where keep has none).
+func gather(dst []float32, shape []int, src []float32, srcShape []int, keep map[int][]int) {
+	idx := make([][]int, len(shape))
+	for a, d := range shape {
+		if k, ok := keep[a]; ok && len(k) == d {
+			idx[a] = k
+			continue
+		}
+		idx[a] = make([]int, d)
+		for i := range idx[a] {
+			idx[a][i] = i
+		}
+	}
+	strides := make([]int, len(srcShape))
+	s := 1
+	for a := len(srcShape) - 1; a >= 0; a-- {
+		strides[a] = s
+		s *= srcShape[a]
+	}
+	pos := make([]int, len(shape))
+	for i := range dst {
+		off := 0
+		for a := range shape {
+			off += idx[a][pos[a]] * strides[a]
+		}
+		dst[i] = src[off]
+		for a := len(shape) - 1; a >= 0; a-- {
+			if pos[a]++; pos[a] < shape[a] {
+				break
+			}
+			pos[a] = 0
+		}
+	}
+}

@@ -163,7 +163,7 @@ func (a attrs) names(name string, dst *[]string) {
 		return
 	}
 	if err := gocty.FromCtyValue(v, dst); err != nil || len(*dst) == 0 {
-		a.d.errorf(at.Expr.Range(), "invalid "+name, "%s%s must be a non-empty list of layer names", a.prefix, name)
+		a.d.errorf(at.Expr.Range(), "invalid "+name, "%s%s must be a non-empty list of names", a.prefix, name)
 	}
 }
 

@@ -101,6 +101,11 @@ type Optimizer struct {
 	MinLR        float64 // cosine's floor
 	StepEpochs   float64 // step: decay every this many epochs
 	Gamma        float64 // step: decay factor
+	// ClipNorm > 0 clips each step's gradients to that global L2 norm;
+	// NoDecay names the parameter kinds weight decay leaves alone: "bias",
+	// "norm" (batch norms' scales and shifts).
+	ClipNorm float64
+	NoDecay  []string
 }
 
 // Prune is one prune block, labelled with its method. Window positions are
@@ -268,7 +273,12 @@ var optimizerSection = section[Optimizer]{name: "optimizer", label: func(o *Opti
 	{name: "min_lr", at: func(o *Optimizer) any { return &o.MinLR }, hi: 100},
 	{name: "step_epochs", at: func(o *Optimizer) any { return &o.StepEpochs }, def: 10.0, loOpen: true, hi: 10000},
 	{name: "gamma", at: func(o *Optimizer) any { return &o.Gamma }, def: 0.1, loOpen: true, hi: 1},
+	{name: "clip_norm", at: func(o *Optimizer) any { return &o.ClipNorm }, hi: 1e6, omit: func(o *Optimizer) bool { return o.ClipNorm == 0 }},
+	{name: "no_decay", at: func(o *Optimizer) any { return &o.NoDecay }, omit: func(o *Optimizer) bool { return len(o.NoDecay) == 0 }},
 }}
+
+// NoDecayKinds are the parameter kinds optimizer.no_decay may name.
+var NoDecayKinds = []string{"bias", "norm"}
 
 // PruneMethods are the prune block labels.
 var PruneMethods = []string{"magnitude", "structured", "nm"}

@@ -534,6 +534,11 @@ func (d *decoder) optimizer(b *hcl.Block, j *Job) {
 	if o.MinLR > o.LR {
 		d.errorf(d.rangeOf("optimizer.min_lr"), "value out of range", "min_lr %v exceeds lr %v", o.MinLR, o.LR)
 	}
+	for _, k := range o.NoDecay {
+		if !slices.Contains(NoDecayKinds, k) {
+			d.errorf(d.rangeOf("optimizer.no_decay"), "unknown value", "optimizer.no_decay holds %q; allowed: %s", k, strings.Join(NoDecayKinds, ", "))
+		}
+	}
 }
 
 // labelled checks a repeated block's label and records its ranges; it

@@ -115,6 +115,7 @@ func TestRecipeMistakes(t *testing.T) {
 		{"negative strength", withBlock("regularize \"group_lasso\" {\n    layers = [\"fc1\"]\n    strength = -1\n  }"), nil, "r.hcl:12,16: value out of range; regularize.0.strength = -1"},
 		{"factorize rank and energy", withBlock("factorize {\n    layer = \"fc1\"\n    rank = 3\n    energy = 0.9\n    at_epoch = 1\n  }"), nil, "r.hcl:10,3: invalid factorize; set exactly one of rank and energy"},
 		{"factorize too late", withBlock("factorize {\n    layer = \"fc1\"\n    rank = 3\n    at_epoch = 3\n  }"), nil, "r.hcl:13,16: value out of range; factorize.0.at_epoch = 3 leaves no epoch of the run's 3 to fine-tune"},
+		{"no_decay kind", strings.Replace(base, "lr = 0.1", "lr = 0.1\n    no_decay = [\"bias\", \"embeddings\"]", 1), nil, `r.hcl:15,16: unknown value; optimizer.no_decay holds "embeddings"; allowed: bias, norm`},
 		{"thin inside a window", withBlock("prune \"structured\" {\n    layers = [\"fc1\"]\n    target = 0.5\n    to_epoch = 2\n  }\n  thin {\n    at_epoch = 2\n  }"), nil, "r.hcl:16,16: invalid window; thin.at_epoch = 2 is not after prune.0's window"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -200,6 +201,8 @@ func TestEveryFieldRoundTrips(t *testing.T) {
     min_lr = 0.0001
     step_epochs = 3
     gamma = 0.5
+    clip_norm = 5
+    no_decay = ["bias", "norm"]
   }
   prune "magnitude" {
     layers = ["fc1"]

@@ -202,6 +202,13 @@ func TestDeviceRefusesWhatItCannotDo(t *testing.T) {
 			t.Fatalf("%s: error %v, want %q", tc.block, err, tc.want)
 		}
 	}
+	j, err := recipes.Parse([]byte(strings.Replace(recipe, "lr = var.lr", "lr = var.lr\n    clip_norm = 1", 1)), "tiny.hcl", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err = Execute(context.Background(), j, Options{RunDir: t.TempDir(), Device: dev}); err == nil || !strings.Contains(err.Error(), "tiny.hcl:20,17: gradient clipping is not supported on the cpu device") {
+		t.Fatalf("clip_norm on the device: %v", err)
+	}
 }
 
 // TestCUDARun runs the same recipe on the GPU and on the CPU reference:

@@ -135,6 +135,11 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *rundir.S
 	}
 	optCfg := plan.Optimizer
 	optCfg.Engine = eng
+	if kinds := job.Optimizer.NoDecay; len(kinds) > 0 {
+		for _, p := range params {
+			optCfg.NoDecay = append(optCfg.NoDecay, (p.Bias && slices.Contains(kinds, "bias")) || (p.Norm && slices.Contains(kinds, "norm")))
+		}
+	}
 	opt, err := trainer.NewOptimizer(optCfg, sizes)
 	if err != nil {
 		return nil, nil, job.Errorf("optimizer.kind", "%v", err)
@@ -237,6 +242,7 @@ func (st *jobRun) run(ctx context.Context) (sum *rundir.Summary, trained *model.
 		Resume: resume, Checkpoint: ckpt.Write, CheckpointEpochs: job.Checkpoint.EveryEpochs, CheckpointSteps: every,
 		Model: startModel, Engine: st.eng, Train: st.train, Val: st.val, Test: st.test, Batch: job.Batch, EvalBatch: job.EvalBatch,
 		Epochs: job.Epochs, Seed: job.Seed, Augment: data.Augment{Shift: job.Augment.Shift, Flip: job.Augment.Flip}, Optimizer: st.opt,
+		ClipNorm: job.Optimizer.ClipNorm,
 		Policies: append(st.policies, opts.Policies...),
 		Logger:   log.Named("trainer"), Progress: opts.Progress, Factorize: st.plan.Factorize, ThinAtEpoch: job.ThinAtEpoch,
 		Teachers: st.teachers, KD: st.plan.KD, Hint: hint, TeacherLogits: tlogits, Device: st.device,

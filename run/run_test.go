@@ -669,3 +669,23 @@ func TestResNetRecipe(t *testing.T) {
 		t.Fatalf("depth 9: %v", err)
 	}
 }
+
+// TestClipNormAndNoDecayRun: a run with gradient clipping and biases left
+// out of weight decay trains (the arithmetic is trainer's
+// TestClipAndNoDecay), and its resolved recipe keeps both.
+func TestClipNormAndNoDecayRun(t *testing.T) {
+	src := strings.Replace(recipe, "lr = var.lr", "lr = var.lr\n    weight_decay = 0.01\n    clip_norm = 1\n    no_decay = [\"bias\"]", 1)
+	job, err := recipes.Parse([]byte(src), "tiny.hcl", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	sum, err := Execute(context.Background(), job, Options{RunDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, rundir.RecipeFile))
+	if err != nil || !strings.Contains(string(b), "clip_norm") || !strings.Contains(string(b), "no_decay") || sum.TestAccuracy < 0.6 {
+		t.Fatalf("test accuracy %.3f; resolved recipe:\n%s", sum.TestAccuracy, b)
+	}
+}

@@ -88,6 +88,9 @@ func (g graphBackend) train(ctx context.Context, idx []int, epoch, _ int) error 
 		return err
 	}
 	if !t.updated { // else the chunks' owners updated the parameters
+		if t.cfg.ClipNorm > 0 {
+			clipGradients(s.Grads, t.cfg.ClipNorm)
+		}
 		t.cfg.Optimizer.Step(s.Params, s.Grads, s.Masks, float32(s.LR))
 		if t.projGrad != nil {
 			t.cfg.Hint.Optimizer.Step([][]float32{t.proj.Float32s()}, [][]float32{projGrad()}, nil, float32(s.LR))

@@ -20,6 +20,10 @@ type OptimConfig struct {
 	Beta1       float64 // adam, adamw
 	Beta2       float64
 	Eps         float64
+	// NoDecay, when set, holds a flag per parameter (in Model.Params
+	// order): weight decay leaves the flagged ones alone (biases, batch
+	// norms' scales and shifts, as recipes choose).
+	NoDecay []bool
 	// Engine, if set, runs the update loops in parallel (they are
 	// elementwise, so any split gives the same bits); nil runs them serially.
 	Engine compute.Engine
@@ -50,6 +54,26 @@ type Optimizer interface {
 	// SetSteps sets the count of updates.
 	Like(sizes []int) Optimizer
 	SetSteps(n int)
+}
+
+// decay is parameter i's weight decay.
+func (c OptimConfig) decay(i int) float32 {
+	if i < len(c.NoDecay) && c.NoDecay[i] {
+		return 0
+	}
+	return float32(c.WeightDecay)
+}
+
+// remapFlags follows a model rebuild for per-parameter flags.
+func remapFlags(old []bool, from []int) []bool {
+	if old == nil {
+		return nil
+	}
+	out := make([]bool, len(from))
+	for i, f := range from {
+		out[i] = f >= 0 && f < len(old) && old[f]
+	}
+	return out
 }
 
 // load copies saved buffers into an optimizer's own.
@@ -118,7 +142,9 @@ type sgd struct {
 
 func (o *sgd) State() [][]float32 { return o.v }
 
-func (o *sgd) Remap(from, sizes []int) { o.v = remap(o.v, from, sizes) }
+func (o *sgd) Remap(from, sizes []int) {
+	o.v, o.c.NoDecay = remap(o.v, from, sizes), remapFlags(o.c.NoDecay, from)
+}
 
 func (o *sgd) Steps() int { return o.t }
 
@@ -174,7 +200,7 @@ func spans(eng compute.Engine, tensors [][]float32, fn func(i, lo, hi int)) {
 }
 
 func (o *sgd) update(i, lo, hi int, params, grads [][]float32, masks [][]byte, lr float32) {
-	mu, wd := float32(o.c.Momentum), float32(o.c.WeightDecay)
+	mu, wd := float32(o.c.Momentum), o.c.decay(i)
 	w := params[i][lo:hi]
 	g := grads[i][lo:hi]
 	var mask []byte
@@ -249,7 +275,9 @@ type adam struct {
 
 func (o *adam) State() [][]float32 { return slices.Concat(o.m, o.v) }
 
-func (o *adam) Remap(from, sizes []int) { o.m, o.v = remap(o.m, from, sizes), remap(o.v, from, sizes) }
+func (o *adam) Remap(from, sizes []int) {
+	o.m, o.v, o.c.NoDecay = remap(o.m, from, sizes), remap(o.v, from, sizes), remapFlags(o.c.NoDecay, from)
+}
 
 func (o *adam) Steps() int { return o.t }
 
@@ -271,7 +299,7 @@ func (o *adam) Step(params, grads [][]float32, masks [][]byte, lr float32) {
 }
 
 func (o *adam) update(i, lo, hi int, params, grads [][]float32, masks [][]byte, lr, c1, sc2 float32) {
-	fb1, fb2, eps, wd := float32(o.c.Beta1), float32(o.c.Beta2), float32(o.c.Eps), float32(o.c.WeightDecay)
+	fb1, fb2, eps, wd := float32(o.c.Beta1), float32(o.c.Beta2), float32(o.c.Eps), o.c.decay(i)
 	decoupled := o.c.Kind == "adamw"
 	{
 		w := params[i][lo:hi]

@@ -93,3 +93,32 @@ func TestDependencyGroupPruning(t *testing.T) {
 		}
 	}
 }
+
+// TestClipAndNoDecay: gradients above the clipping norm are scaled to it
+// (below it, left alone); weight decay skips the parameters flagged.
+func TestClipAndNoDecay(t *testing.T) {
+	g := [][]float32{{3, 0}, {4}} // norm 5
+	clipGradients(g, 2.5)
+	if g[0][0] != 1.5 || g[1][0] != 2 {
+		t.Fatalf("clipped to %v", g)
+	}
+	clipGradients(g, 10)
+	if g[0][0] != 1.5 {
+		t.Fatalf("a gradient under the norm changed: %v", g)
+	}
+	o, err := NewOptimizer(OptimConfig{Kind: "sgd", WeightDecay: 0.5, NoDecay: []bool{false, true}}, []int{1, 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := [][]float32{{2}, {2}}
+	o.Step(w, [][]float32{{0}, {0}}, nil, 1)
+	if w[0][0] != 1 || w[1][0] != 2 {
+		t.Fatalf("after one step of decay 0.5: %v, want [[1] [2]]", w)
+	}
+	o.Remap([]int{1, -1}, []int{1, 1}) // the flags follow a rebuild
+	w = [][]float32{{2}, {2}}
+	o.Step(w, [][]float32{{0}, {0}}, nil, 1)
+	if w[0][0] != 2 || w[1][0] != 1 {
+		t.Fatalf("after the rebuild: %v, want [[2] [1]]", w)
+	}
+}

@@ -60,6 +60,10 @@ func DeviceSupports(cfg Config, gradientsOnly bool) error {
 	}
 	o, ok := cfg.Optimizer.(*sgd)
 	switch {
+	case cfg.ClipNorm > 0:
+		return no("optimizer.clip_norm", "gradient clipping")
+	case noDecay(cfg.Optimizer):
+		return no("optimizer.no_decay", "weight decay by parameter kind")
 	case cfg.Parallel != nil:
 		return no("", "training spread over cluster workers")
 	case !ok:

@@ -32,6 +32,9 @@ type Config struct {
 	Epochs    int
 	Seed      uint64
 	Augment   data.Augment
+	// ClipNorm > 0 scales each step's gradients down to that global L2
+	// norm when they exceed it (after the policies' extra terms).
+	ClipNorm  float64
 	Optimizer Optimizer
 	Policies  []Policy
 	Logger    hclog.Logger
@@ -210,6 +213,9 @@ func New(cfg Config) (*Trainer, error) {
 	}
 	if p := cfg.Parallel; p != nil && (p.MicroShards() <= 0 || cfg.Batch%p.MicroShards() != 0) {
 		return nil, fmt.Errorf("trainer: %d micro-shards do not divide the batch of %d", p.MicroShards(), cfg.Batch)
+	}
+	if cfg.Parallel != nil && (cfg.ClipNorm > 0 || noDecay(cfg.Optimizer)) {
+		return nil, fmt.Errorf("trainer: gradient clipping and weight decay by parameter kind do not train across cluster workers yet (each worker updates a chunk of the parameters)")
 	}
 	if cfg.Parallel != nil && len(cfg.Model.Buffers) > 0 {
 		return nil, fmt.Errorf("trainer: batch norm (%s) does not train across cluster workers yet: its batch statistics would be each micro-shard's", cfg.Model.Buffers[0].Layer)
@@ -961,4 +967,37 @@ func TeacherLogits(ms []*model.Model, eng compute.Engine, set *data.Set, batch i
 	dst := make([]float32, n*c)
 	distill.MeanLogits(dst, each...)
 	return dst, nil
+}
+
+// noDecay says whether an optimizer leaves some parameters out of weight
+// decay.
+func noDecay(o Optimizer) bool {
+	switch o := o.(type) {
+	case *sgd:
+		return slices.Contains(o.c.NoDecay, true)
+	case *adam:
+		return slices.Contains(o.c.NoDecay, true)
+	}
+	return false
+}
+
+// clipGradients scales grads down to a global L2 norm of max when it
+// exceeds it; the norm is summed in float64 in parameter order.
+func clipGradients(grads [][]float32, max float64) {
+	var ss float64
+	for _, g := range grads {
+		for _, v := range g {
+			ss += float64(v) * float64(v)
+		}
+	}
+	norm := math.Sqrt(ss)
+	if norm <= max || norm == 0 {
+		return
+	}
+	scale := float32(max / norm)
+	for _, g := range grads {
+		for j := range g {
+			g[j] *= scale
+		}
+	}
 }

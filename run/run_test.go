@@ -684,6 +684,7 @@ func TestClipNormAndNoDecayRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("test accuracy %.3f", sum.TestAccuracy)
 	b, err := os.ReadFile(filepath.Join(dir, rundir.RecipeFile))
 	if err != nil || !strings.Contains(string(b), "clip_norm") || !strings.Contains(string(b), "no_decay") || sum.TestAccuracy < 0.6 {
 		t.Fatalf("test accuracy %.3f; resolved recipe:\n%s", sum.TestAccuracy, b)

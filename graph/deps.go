@@ -169,3 +169,27 @@ func (d *deps) groups(members map[int][]Member) []ChannelGroup {
 }
 
 func roleOrder(r string) int { return slices.Index([]string{"out", "pass", "in"}, r) }
+
+// Each calls f with the flat index of every element the member holds of
+// channel k in a tensor of the given shape: the slice at index k of Axis —
+// and, with a Stride, at k + j·Stride for every j.
+func (m Member) Each(shape []int, k int, f func(int)) {
+	inner, outer := 1, 1
+	for _, d := range shape[m.Axis+1:] {
+		inner *= d
+	}
+	for _, d := range shape[:m.Axis] {
+		outer *= d
+	}
+	dim, step := shape[m.Axis], shape[m.Axis]
+	if m.Stride > 0 {
+		step = m.Stride
+	}
+	for o := range outer {
+		for c := k; c < dim; c += step {
+			for j := range inner {
+				f((o*dim+c)*inner + j)
+			}
+		}
+	}
+}

@@ -281,7 +281,7 @@ func TestThinGroupsRemovesZeroChannels(t *testing.T) {
 	zero := func(name string, axis int, channels ...int) {
 		p := m.Param(name)
 		for _, k := range channels {
-			eachChannel(p.Shape, axis, 0, k, func(j int) { p.Data()[j] = 0 })
+			graph.Member{Axis: axis}.Each(p.Shape, k, func(j int) { p.Data()[j] = 0 })
 		}
 	}
 	stem := []int{1, 4, 5, 9, 15}

@@ -21,9 +21,12 @@ func (m *Model) ThinGroups() (*Model, ThinReport, error) {
 	if err != nil {
 		return nil, ThinReport{}, err
 	}
-	params := map[string]*Param{}
+	params, buffers := map[string]*Param{}, map[string]bool{}
 	for _, p := range append(slices.Clone(m.Params), m.Buffers...) {
 		params[p.Name] = p
+	}
+	for _, b := range m.Buffers {
+		buffers[b.Name] = true
 	}
 	// keep[name][axis]: the indices a tensor keeps along an axis.
 	keep := map[string]map[int][]int{}
@@ -31,7 +34,7 @@ func (m *Model) ThinGroups() (*Model, ThinReport, error) {
 	for _, g := range groups {
 		alive := make([]int, 0, g.Size)
 		for k := range g.Size {
-			if !g.Prunable || !zeroChannel(g, params, k) {
+			if !g.Prunable || !zeroChannel(g, params, buffers, k) {
 				alive = append(alive, k)
 			}
 		}
@@ -86,55 +89,23 @@ func (m *Model) ThinGroups() (*Model, ThinReport, error) {
 
 // zeroChannel says whether channel k of a group carries exactly zero:
 // every producer's and batch norm's parameter is zero there.
-func zeroChannel(g graph.ChannelGroup, params map[string]*Param, k int) bool {
+func zeroChannel(g graph.ChannelGroup, params map[string]*Param, buffers map[string]bool, k int) bool {
 	producers := 0
 	for _, mb := range g.Members {
 		p := params[mb.Param]
-		if p == nil || mb.Role == "in" || (mb.Role == "pass" && !p.Norm) || slices.Contains([]string{".running_mean", ".running_var"}, suffix(p.Name)) {
+		if p == nil || mb.Role == "in" || (mb.Role == "pass" && !p.Norm) || buffers[p.Name] {
 			continue // readers, depthwise filters (they carry the channel) and statistics do not decide
 		}
 		if mb.Role == "out" {
 			producers++
 		}
 		zero := true
-		eachChannel(p.Shape, mb.Axis, 0, k, func(j int) { zero = zero && p.Data()[j] == 0 })
+		graph.Member{Axis: mb.Axis}.Each(p.Shape, k, func(j int) { zero = zero && p.Data()[j] == 0 })
 		if !zero {
 			return false
 		}
 	}
 	return producers > 0
-}
-
-func suffix(name string) string {
-	for _, s := range []string{".running_mean", ".running_var"} {
-		if len(name) > len(s) && name[len(name)-len(s):] == s {
-			return s
-		}
-	}
-	return ""
-}
-
-// eachChannel calls f with the flat index of every element of channel k
-// along axis (and, with a stride, of k + j·stride).
-func eachChannel(shape []int, axis, stride, k int, f func(int)) {
-	inner, outer := 1, 1
-	for _, d := range shape[axis+1:] {
-		inner *= d
-	}
-	for _, d := range shape[:axis] {
-		outer *= d
-	}
-	dim, step := shape[axis], shape[axis]
-	if stride > 0 {
-		step = stride
-	}
-	for o := range outer {
-		for c := k; c < dim; c += step {
-			for j := range inner {
-				f((o*dim+c)*inner + j)
-			}
-		}
-	}
 }
 
 // thinnedNetwork is net with each producer's outputs set to its count in

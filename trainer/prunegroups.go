@@ -47,7 +47,7 @@ func (p *PrunePolicy) groupMasks(s *State, target float64) ([]int, [][]byte, err
 				continue
 			}
 			for k := range g.Size {
-				eachOf(s.Model.Params[i].Shape, m, k, func(j int) {
+				m.Each(s.Model.Params[i].Shape, k, func(j int) {
 					v := float64(s.Params[i][j])
 					if p.Norm == compress.L1 {
 						scores[k] += math.Abs(v)
@@ -85,7 +85,7 @@ func (p *PrunePolicy) groupMasks(s *State, target float64) ([]int, [][]byte, err
 				masks[i] = mask
 			}
 			for _, k := range order[:drop] {
-				eachOf(s.Model.Params[i].Shape, m, k, func(j int) { mask[j] = 0 })
+				m.Each(s.Model.Params[i].Shape, k, func(j int) { mask[j] = 0 })
 			}
 		}
 	}
@@ -99,29 +99,4 @@ func (p *PrunePolicy) groupMasks(s *State, target float64) ([]int, [][]byte, err
 		out[k] = masks[i]
 	}
 	return params, out, nil
-}
-
-// eachOf calls f with the flat index of every element a member holds of
-// channel k in a parameter of the given shape: the slice at index k of the
-// member's axis — and, with a stride, at k + j·Stride for every j.
-func eachOf(shape []int, m graph.Member, k int, f func(int)) {
-	inner, outer := 1, 1
-	for _, d := range shape[m.Axis+1:] {
-		inner *= d
-	}
-	for _, d := range shape[:m.Axis] {
-		outer *= d
-	}
-	dim, step := shape[m.Axis], shape[m.Axis]
-	if m.Stride > 0 {
-		step = m.Stride
-	}
-	for o := range outer {
-		for c := k; c < dim; c += step {
-			base := (o*dim + c) * inner
-			for j := range inner {
-				f(base + j)
-			}
-		}
-	}
 }

@@ -58,7 +58,7 @@ func TestDependencyGroupPruning(t *testing.T) {
 		var out []int
 		for k := range channels {
 			all := true
-			eachOf(shape, graph.Member{Axis: axis}, k, func(j int) { all = all && mask(name)[j] == 0 })
+			graph.Member{Axis: axis}.Each(shape, k, func(j int) { all = all && mask(name)[j] == 0 })
 			if all {
 				out = append(out, k)
 			}

@@ -1,12 +1,15 @@
 package infer
 
 import (
+	"maps"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	G "gorgonia.org/gorgonia"
 
+	"github.com/lathe-ml/lathe/compress"
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/graph"
 	"github.com/lathe-ml/lathe/model"
@@ -87,7 +90,7 @@ func TestCNNKindsAgreeWithTheTrainingGraph(t *testing.T) {
 func evalLogits(t *testing.T, gm *model.Model, x []float32, batch int) []float32 {
 	t.Helper()
 	eng := cpu.New(cpu.Options{Threads: 2})
-	net, err := gm.Build(eng, batch, false, 0, model.Hooks{})
+	net, err := gm.Build(eng, batch, false, 0, compress.Hooks())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,4 +130,107 @@ func TestCNNKindsExportToONNX(t *testing.T) {
 			exportAndCompare(t, modelFile(t, gm, name), 300, []ONNXOptions{{}}, []int{17})
 		})
 	}
+}
+
+// TestFoldedQuantizedResNet: a ResNet-8 trained with its batch norms
+// folded into 8-bit convolutions (weights per channel, activations after
+// every folded batch norm and residual addition) is stored folded — no
+// batch norm left, each convolution's codes those of W·γ/σ — and the
+// runtime's integer kernels on that file compute what the training
+// graph's evaluation pass (batch norms unfolded, weights and activations
+// fake-quantized) does.
+func TestFoldedQuantizedResNet(t *testing.T) {
+	net, err := graph.ResNet(graph.Shape{H: 28, W: 28, C: 1}, 8, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gm, err := model.FromNetwork(net, "kaiming", 6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(9, 9))
+	for _, p := range append(gm.Params, gm.Buffers...) {
+		if p.Norm {
+			for i := range p.Data() {
+				p.Data()[i] = float32(0.5 + r.Float64())
+			}
+		}
+	}
+	gm.Quant = map[string]*model.QuantControl{}
+	for _, w := range gm.Weights() {
+		gm.Quant[w.Name] = &model.QuantControl{Spec: model.QuantSpec{Bits: 8, Symmetric: true, PerChannel: true}, Enabled: true}
+	}
+	gm.Fold = net.FoldPairs()
+	gm.BN = &model.BNControl{Frozen: true}
+	gm.ActQuant = map[string]*model.Observer{}
+	folded := slices.Collect(maps.Values(gm.Fold))
+	for _, l := range net.Layers {
+		if l.Kind == graph.Add || slices.Contains(folded, l.Name) {
+			gm.ActQuant[l.Name] = &model.Observer{Spec: model.QuantSpec{Bits: 8}, Momentum: 0.9, Enabled: true}
+		}
+	}
+	batch := 16
+	x := make([]float32, batch*784)
+	for i := range x {
+		x[i] = r.Float32()
+	}
+	// One training pass (statistics frozen: as in evaluation) sets the
+	// observers' ranges; then they freeze.
+	eng := cpu.New(cpu.Options{Threads: 2})
+	tn, err := gm.Build(eng, batch, true, 1, compress.Hooks())
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(tn.XValue.Float32s(), x)
+	vm := G.NewTapeMachine(tn.Graph, G.WithEngine(eng))
+	if err := vm.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	vm.Close()
+	for name, o := range gm.ActQuant {
+		if !o.Initialized || !(o.Max > 0) {
+			t.Fatalf("observer %s: %+v", name, o)
+		}
+		o.Frozen = true
+	}
+	f := modelFile(t, gm, "folded")
+	m, err := Load(f, eng)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range m.Layers {
+		if l.Kind == string(graph.BatchNorm) {
+			t.Fatalf("batch norm %s left in the model file", l.Name)
+		}
+		if l.Kind == string(graph.Conv) && !slices.Contains(l.Candidates(), Int8) {
+			t.Fatalf("convolution %s cannot run on integers", l.Name)
+		}
+	}
+	// The stem's codes are those of its folded weight.
+	s := make([]float32, 16)
+	for k := range s {
+		s[k] = graph.BNScale(gm.Param("bn1").Data()[k], gm.Buffer("bn1.running_var").Data()[k])
+	}
+	wf := make([]float32, gm.Param("conv1").Size())
+	model.ScaleRows(wf, gm.Param("conv1").Data(), s)
+	qp := compress.ParamsFor(gm.Quant["conv1"].Spec, wf, 16)
+	if got := f.Tensor("conv1").Quant; got == nil || !slices.Equal(got.Codes, qp.Quantize(wf)) {
+		t.Fatal("the stem's codes are not its folded weight's")
+	}
+	want := evalLogits(t, gm, x, batch)
+	got, err := m.Forward(x, batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	worst, scale := 0.0, 0.0
+	for i, w := range want {
+		worst = max(worst, math.Abs(float64(got[i]-w)))
+		scale = max(scale, math.Abs(float64(w)))
+	}
+	t.Logf("largest logit difference %.3g (largest logit %.3g)", worst, scale)
+	if worst > 5e-3*scale {
+		t.Fatalf("runtime and training graph differ by %g (logits up to %g)", worst, scale)
+	}
+	// Its ONNX export is the folded QDQ graph, and computes the same.
+	exportAndCompare(t, f, 300, []ONNXOptions{{}}, []int{17})
 }

@@ -171,9 +171,19 @@ func parse(f *checkpoint.File) (*Model, error) {
 			if err := l.foldBatchNorm(f); err != nil {
 				return nil, err
 			}
-			m.Layers = append(m.Layers, l)
-			continue
-		default: // average and global pooling, addition, flatten
+		}
+		if spec, ok := st.Activations[ls.Name]; ok {
+			r := f.Tensor("act/" + ls.Name)
+			if r == nil || len(r.Data) != 2 {
+				return nil, fmt.Errorf("infer: layer %s: activation range missing", ls.Name)
+			}
+			l.actQ = newQuantizer(spec.Bits, spec.Symmetric, r.Data[0], r.Data[1])
+		}
+		if !l.Weighted() { // batch norm, addition, average and global pooling, flatten
+			if l.actQ != nil && ls.Kind != graph.BatchNorm && ls.Kind != graph.Add {
+				return nil, fmt.Errorf("infer: layer %s: a %s layer's output is not quantized", ls.Name, ls.Kind)
+			}
+			l.outQ = l.actQ
 			m.Layers = append(m.Layers, l)
 			continue
 		}
@@ -186,13 +196,6 @@ func parse(f *checkpoint.File) (*Model, error) {
 			l.b = b.Data
 		}
 		l.buildCSR()
-		if spec, ok := st.Activations[ls.Name]; ok {
-			r := f.Tensor("act/" + ls.Name)
-			if r == nil || len(r.Data) != 2 {
-				return nil, fmt.Errorf("infer: layer %s: activation range missing", ls.Name)
-			}
-			l.actQ = newQuantizer(spec.Bits, spec.Symmetric, r.Data[0], r.Data[1])
-		}
 		if l.Groups == 1 {
 			l.k8 = newInt8(l, l.wq, inQ)
 			l.nm = newNM(l.w, l.Out, l.In)

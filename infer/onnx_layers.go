@@ -87,7 +87,8 @@ func window(l *Layer) []*onnxpb.AttributeProto {
 
 // layer adds layer i.
 func (e *onnxExport) layer(i int, l *Layer) error {
-	in := *e.input(l, 0)
+	src := e.input(l, 0) // (its quantized name is made once for every reader)
+	in := *src
 	out := onnxValue{c: in.c, h: l.OH, w: l.OW}
 	switch graph.Kind(l.Kind) {
 	case graph.Linear:
@@ -114,7 +115,7 @@ func (e *onnxExport) layer(i int, l *Layer) error {
 			return err
 		}
 		out.c = l.Out
-		out.name = e.g.node("Conv", l.Name, []string{e.valueQ(&in), wname, e.g.floats(l.Name+".bias", l.b, l.Out)},
+		out.name = e.g.node("Conv", l.Name, []string{e.valueQ(src), wname, e.g.floats(l.Name+".bias", l.b, l.Out)},
 			append(window(l), attrInt("group", int64(l.Groups)))...)
 	case graph.MaxPool:
 		if in.flat {
@@ -123,18 +124,18 @@ func (e *onnxExport) layer(i int, l *Layer) error {
 		out.pending, out.pendFrom = in.pending, in.pendFrom // pooled codes are codes
 		out.name = e.g.node("MaxPool", l.Name, []string{in.name}, window(l)...)
 	case graph.AvgPool:
-		out.name = e.g.node("AveragePool", l.Name, []string{e.valueQ(&in)}, append(window(l), attrInt("count_include_pad", 1))...)
+		out.name = e.g.node("AveragePool", l.Name, []string{e.valueQ(src)}, append(window(l), attrInt("count_include_pad", 1))...)
 	case graph.GlobalAvgPool:
 		out.h, out.w = 1, 1
-		out.name = e.g.node("GlobalAveragePool", l.Name, []string{e.valueQ(&in)})
+		out.name = e.g.node("GlobalAveragePool", l.Name, []string{e.valueQ(src)})
 	case graph.Flatten:
 		out = e.flatten(l.Name, in)
 	case graph.BatchNorm:
 		dims := []int{l.C, 1, 1}
-		mul := e.g.node("Mul", l.Name+".scale", []string{e.valueQ(&in), e.g.floats(l.Name+".scale_c", l.scale, dims...)})
+		mul := e.g.node("Mul", l.Name+".scale", []string{e.valueQ(src), e.g.floats(l.Name+".scale_c", l.scale, dims...)})
 		out.name = e.g.node("Add", l.Name, []string{mul, e.g.floats(l.Name+".shift_c", l.shift, dims...)})
 	case graph.Add:
-		names := []string{e.valueQ(&in)}
+		names := []string{e.valueQ(src)}
 		for k := 1; k < len(l.Inputs); k++ {
 			names = append(names, e.valueQ(e.input(l, k)))
 		}

@@ -102,7 +102,7 @@ func exportAndCompare(t *testing.T, f *checkpoint.File, n int, opts []ONNXOption
 		if len(got) != len(want) {
 			t.Fatalf("onnxruntime gave %d logits, the runtime %d", len(got), len(want))
 		}
-		same, worst := 0, 0.0
+		same, worst, largest := 0, 0.0, 0.0
 		for s := 0; s < n; s++ {
 			g, w := got[s*m.Classes:(s+1)*m.Classes], want[s*m.Classes:(s+1)*m.Classes]
 			if argmax(g) == argmax(w) {
@@ -110,6 +110,7 @@ func exportAndCompare(t *testing.T, f *checkpoint.File, n int, opts []ONNXOption
 			}
 			for j := range g {
 				worst = max(worst, math.Abs(float64(g[j]-w[j])))
+				largest = max(largest, math.Abs(float64(w[j])))
 			}
 		}
 		t.Logf("opset %d, %d bytes, %d nodes, quantized weights %v, activations %v: top-1 identical on %d/%d, max |Δlogit| %.3g",
@@ -117,8 +118,17 @@ func exportAndCompare(t *testing.T, f *checkpoint.File, n int, opts []ONNXOption
 		if float64(same) < 0.999*float64(n) {
 			t.Errorf("top-1 identical on %d of %d images", same, n)
 		}
-		if worst > 1e-3 {
-			t.Errorf("logits differ by up to %g", worst)
+		// With quantized activations, a value that onnxruntime's float
+		// convolution and lathe's exact integer sum put on either side of
+		// a rounding boundary takes neighbouring codes: deep networks
+		// (ResNet-8 with 12 quantized activations) then differ by a few
+		// quanta, bounded at 1 % of the largest logit.
+		tol := 1e-3
+		if len(info.ActQuant) > 0 {
+			tol = max(tol, 0.01*largest)
+		}
+		if worst > tol {
+			t.Errorf("logits differ by up to %g (bound %g)", worst, tol)
 		}
 	}
 }

@@ -23,14 +23,16 @@ type bnOp struct {
 	opBase
 	c         int // channels
 	train     bool
+	ctl       *BNControl // nil: never frozen
+	frozen    bool       // this pass normalized by the running statistics
 	act       Activation
 	mean, vr  []float32 // the running statistics (the model's buffers)
 	xhat, inv []float32 // training: the normalized input and each channel's 1/σ
 	out       buffer
 }
 
-func newBN(eng compute.Engine, l graph.Layer, train bool, mean, vr []float32) *bnOp {
-	return &bnOp{opBase: newBase(l.Name, eng), c: l.In.C, train: train, act: activation(l.Act), mean: mean, vr: vr}
+func newBN(eng compute.Engine, l graph.Layer, train bool, ctl *BNControl, mean, vr []float32) *bnOp {
+	return &bnOp{opBase: newBase(l.Name, eng), c: l.In.C, train: train, ctl: ctl, act: activation(l.Act), mean: mean, vr: vr}
 }
 
 func (o *bnOp) Arity() int    { return 3 }
@@ -66,6 +68,10 @@ func (o *bnOp) Do(vs ...G.Value) (G.Value, error) {
 	}
 	if len(o.xhat) != len(x) {
 		o.xhat, o.inv = make([]float32, len(x)), make([]float32, c)
+	}
+	if o.frozen = o.ctl != nil && o.ctl.Frozen; o.frozen {
+		o.frozenForward(x, gamma, beta, yd)
+		return y, nil
 	}
 	// Threads own ranges of channels and walk the positions in order, a
 	// range of contiguous channels at a time: each channel's sums run in
@@ -106,6 +112,26 @@ func (o *bnOp) Do(vs ...G.Value) (G.Value, error) {
 	return y, nil
 }
 
+// frozenForward is a training pass with frozen statistics: normalized by
+// the running ones, which stay as they are.
+func (o *bnOp) frozenForward(x, gamma, beta, y []float32) {
+	c := o.c
+	mu := o.mean
+	for ch := range o.inv {
+		o.inv[ch] = float32(1 / math.Sqrt(float64(o.vr[ch])+graph.BNEpsilon))
+	}
+	o.Eng.Parallel(len(x)/c, 1, func(p0, p1 int) {
+		for p := p0; p < p1; p++ {
+			hs, ys := o.xhat[p*c:(p+1)*c], y[p*c:(p+1)*c]
+			for k, v := range x[p*c : (p+1)*c] {
+				h := (v - mu[k]) * o.inv[k]
+				hs[k] = h
+				ys[k] = activate(o.act, h*gamma[k]+beta[k])
+			}
+		}
+	})
+}
+
 func (o *bnOp) DiffWRT(int) []bool { return []bool{true, true, true} }
 func (o *bnOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	dz, _, err := actGrad(o.Name, o.Eng, o.act, output, grad, 0, false)
@@ -128,7 +154,8 @@ func (o *bnOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 // bnGradOp computes a training batch norm's input gradient from dz (the
 // gradient before the activation) and γ, and in the same pass the
 // gradients of γ and β, which bnParamGradOps hand out:
-// dβ = Σ dz, dγ = Σ dz·x̂, dx = γ/(N·σ) · (N·dz − dβ − x̂·dγ).
+// dβ = Σ dz, dγ = Σ dz·x̂, dx = γ/(N·σ) · (N·dz − dβ − x̂·dγ); with frozen
+// statistics dx = γ/σ · dz.
 type bnGradOp struct {
 	opBase
 	fwd    *bnOp
@@ -167,6 +194,9 @@ func (o *bnGradOp) Do(vs ...G.Value) (G.Value, error) {
 		for k := range sb {
 			o.dbeta[c0+k], o.dgamma[c0+k] = float32(sb[k]), float32(sg[k])
 			kk[k] = float64(gamma[c0+k]) * float64(o.fwd.inv[c0+k]) / n
+			if o.fwd.frozen { // the statistics are constants: dx = γ/σ · dz
+				sb[k], sg[k] = 0, 0
+			}
 		}
 		for p := 0; p < len(dz)/c; p++ {
 			hs, ds := xhat[p*c+c0:p*c+c1], d[p*c+c0:p*c+c1]

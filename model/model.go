@@ -87,6 +87,12 @@ type Model struct {
 	// ActQuant holds, per layer name, the observer of a hidden layer's
 	// activation (after its ReLU) when activations are quantized.
 	ActQuant map[string]*Observer
+	// Fold maps each convolution trained with its batch norm folded into
+	// its weight (quantization-aware training with folding, see
+	// FoldBatchNorms) to that batch norm; BN, when set, freezes the batch
+	// norms' statistics in training. Rebuilt models share both.
+	Fold map[string]string
+	BN   *BNControl
 	// Buffers are the state layers keep besides parameters, not trained
 	// by gradients: each batch norm's running mean and variance, which
 	// training graphs update and evaluation graphs use.
@@ -481,14 +487,7 @@ func (m *Model) Build(eng compute.Engine, batch int, train bool, seed uint64, ho
 				h, err = G.ApplyOp(op, h, w, byName[l.Name+".bias"])
 			}
 		case graph.Conv:
-			var w *G.Node
-			if w, err = m.weight(eng, byName[l.Name], hooks); err == nil {
-				args := []*G.Node{h, w}
-				if !l.NoBias {
-					args = append(args, byName[l.Name+".bias"])
-				}
-				h, err = G.ApplyOp(newConv(eng, l, needDX, train), args...)
-			}
+			h, err = m.conv(eng, l, h, needDX, train, byName, hooks)
 		case graph.MaxPool:
 			h, err = G.ApplyOp(&maxPoolOp{opBase: newBase(l.Name, eng), l: l}, h)
 		case graph.AvgPool, graph.GlobalAvgPool:
@@ -497,7 +496,7 @@ func (m *Model) Build(eng compute.Engine, batch int, train bool, seed uint64, ho
 			h, err = G.ApplyOp(&addOp{opBase: newBase(l.Name, eng), arity: len(ins), act: activation(l.Act)}, ins...)
 		case graph.BatchNorm:
 			mean, vr := m.Buffer(l.Name+".running_mean"), m.Buffer(l.Name+".running_var")
-			h, err = G.ApplyOp(newBN(eng, l, train, mean.Data(), vr.Data()), h, byName[l.Name], byName[l.Name+".bias"])
+			h, err = G.ApplyOp(newBN(eng, l, train, m.BN, mean.Data(), vr.Data()), h, byName[l.Name], byName[l.Name+".bias"])
 		case graph.Flatten:
 			// NHWC samples are already rows of H·W·C values.
 		default:
@@ -535,6 +534,32 @@ func (m *Model) Build(eng compute.Engine, batch int, train bool, seed uint64, ho
 		}
 	}
 	return net, nil
+}
+
+// conv applies convolution l to h: with its batch norm folded into its
+// weight when m.Fold says so.
+func (m *Model) conv(eng compute.Engine, l graph.Layer, h *G.Node, needDX, train bool, byName map[string]*G.Node, hooks Hooks) (*G.Node, error) {
+	if bn, ok := m.Fold[l.Name]; ok {
+		w, fold, err := m.foldedWeight(eng, l, bn, byName, hooks)
+		if err != nil {
+			return nil, err
+		}
+		bare := l
+		bare.NoBias = true
+		if h, err = G.ApplyOp(newConv(eng, bare, needDX, train), h, w); err != nil {
+			return nil, err
+		}
+		return unfold(eng, l, fold, h, byName)
+	}
+	w, err := m.weight(eng, byName[l.Name], hooks)
+	if err != nil {
+		return nil, err
+	}
+	args := []*G.Node{h, w}
+	if !l.NoBias {
+		args = append(args, byName[l.Name+".bias"])
+	}
+	return G.ApplyOp(newConv(eng, l, needDX, train), args...)
 }
 
 // weight returns what a layer computes with: the weight node, or its

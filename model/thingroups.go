@@ -79,7 +79,7 @@ func (m *Model) ThinGroups() (*Model, ThinReport, error) {
 		}
 		gather(p.Data(), p.Shape, old.Data(), old.Shape, keep[p.Name])
 	}
-	small.Quant, small.ActQuant = m.Quant, m.ActQuant
+	small.Quant, small.ActQuant, small.Fold, small.BN = m.Quant, m.ActQuant, m.Fold, m.BN
 	for _, name := range rep.Layers {
 		rep.Before = append(rep.Before, slices.Clone(m.Param(name).Shape))
 		rep.After = append(rep.After, slices.Clone(small.Param(name).Shape))

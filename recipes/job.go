@@ -209,6 +209,12 @@ type Quantize struct {
 	// after FreezeObserversEpoch (0: never).
 	Activations          int
 	FreezeObserversEpoch float64
+	// FoldBatchNorms trains each quantized convolution followed by a batch
+	// norm with the batch norm folded into its weight (the weight the model
+	// file stores); FreezeBNEpoch freezes every batch norm's statistics from
+	// that epoch on (0: never).
+	FoldBatchNorms bool
+	FreezeBNEpoch  float64
 }
 
 // Sensitivity is the sensitivity block: each layer pruned alone to each
@@ -378,6 +384,8 @@ var quantizeSection = section[Quantize]{name: "quantize", fields: []field[Quanti
 	{name: "symmetric", at: func(q *Quantize) any { return &q.Symmetric }, def: true},
 	{name: "activations", at: func(q *Quantize) any { return &q.Activations }, lo: 2, hi: 8, omit: func(q *Quantize) bool { return q.Activations == 0 }},
 	{name: "freeze_observers_epoch", at: func(q *Quantize) any { return &q.FreezeObserversEpoch }, loOpen: true, upTo: epochsOf, omit: func(q *Quantize) bool { return q.FreezeObserversEpoch == 0 }},
+	{name: "fold_batch_norms", at: func(q *Quantize) any { return &q.FoldBatchNorms }, def: true},
+	{name: "freeze_bn_epoch", at: func(q *Quantize) any { return &q.FreezeBNEpoch }, loOpen: true, upTo: epochsOf, omit: func(q *Quantize) bool { return q.FreezeBNEpoch == 0 }},
 	{name: "gradual", at: func(q *Quantize) any { return &q.Gradual }, lo: 2, hi: 8, omit: func(q *Quantize) bool { return len(q.Gradual) == 0 }},
 	{name: "gradual_epochs", at: func(q *Quantize) any { return &q.GradualEpochs }, omit: func(q *Quantize) bool { return len(q.Gradual) == 0 }},
 	{name: "layer_bits", at: func(q *Quantize) any { return &q.LayerBits }, lo: 2, hi: 8, omit: func(q *Quantize) bool { return len(q.LayerBits) == 0 }},

@@ -254,6 +254,8 @@ func TestEveryFieldRoundTrips(t *testing.T) {
     symmetric = false
     activations = 8
     freeze_observers_epoch = 5
+    freeze_bn_epoch = 6
+    fold_batch_norms = false
     gradual = [4]
     gradual_epochs = [4]
     layer_bits = { fc2 = 5 }

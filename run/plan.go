@@ -94,6 +94,10 @@ func Build(job *recipes.Job, trainLen int, log hclog.Logger) (*Plan, error) {
 	if p.Quantize, err = quantizePolicy(job, m, p.EpochSamples, log); err != nil {
 		return nil, err
 	}
+	if p.KMeans != nil && p.Quantize != nil && slices.ContainsFunc(p.KMeans.Layers, func(l string) bool { return m.Quant[l] != nil }) {
+		// (the recipe's own check compares names; patterns meet here)
+		return nil, job.Errorf("cluster", "a layer is both clustered and quantized; choose one way of sharing its values")
+	}
 	if d := job.Distill; d != nil {
 		p.KD = &distill.Config{Temperature: d.Temperature, Alpha: d.Alpha}
 		if q := job.Quantize; q != nil && d.Temperature >= 4 && (q.Bits <= 4 || slices.ContainsFunc(q.Gradual, func(b int) bool { return b <= 4 })) {

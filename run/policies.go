@@ -2,6 +2,7 @@ package run
 
 import (
 	"fmt"
+	"path"
 	"slices"
 	"strings"
 
@@ -44,20 +45,50 @@ func checkGranularity(job *recipes.Job, field string, p *model.Param, g string) 
 
 // checkLayers checks that every name is a weight of the model and, when
 // granularity is set, that the structure fits each layer; errors point at
-// the recipe fields given.
+// the recipe fields given. A name with a wildcard (*, ?, [) is a pattern
+// (path.Match: "*" is every weight, "block*.conv?" some) that stands for
+// the weights it matches, in the model's order; each layer comes once.
 func checkLayers(job *recipes.Job, m *model.Model, layersField string, names []string, granField, granularity string) ([]string, error) {
 	var out []string
-	for _, name := range names {
-		i, err := weightIndex(job, m, layersField, name)
-		if err != nil {
-			return nil, err
-		}
+	add := func(p *model.Param) error {
 		if granularity != "" {
-			if err := checkGranularity(job, granField, m.Params[i], granularity); err != nil {
-				return nil, err
+			if err := checkGranularity(job, granField, p, granularity); err != nil {
+				return err
 			}
 		}
-		out = append(out, m.Params[i].Name)
+		if !slices.Contains(out, p.Name) {
+			out = append(out, p.Name)
+		}
+		return nil
+	}
+	for _, name := range names {
+		if !strings.ContainsAny(name, "*?[") {
+			i, err := weightIndex(job, m, layersField, name)
+			if err == nil {
+				err = add(m.Params[i])
+			}
+			if err != nil {
+				return nil, err
+			}
+			continue
+		}
+		matched := false
+		for _, w := range m.Weights() {
+			ok, err := path.Match(name, w.Name)
+			if err != nil {
+				return nil, job.Errorf(layersField, "layer pattern %q: %v", name, err)
+			}
+			if ok {
+				if err := add(w); err != nil {
+					return nil, err
+				}
+				matched = true
+			}
+		}
+		if !matched {
+			_, err := weightIndex(job, m, layersField, name) // names the weights
+			return nil, err
+		}
 	}
 	return out, nil
 }
@@ -179,12 +210,11 @@ func sensitivityPolicy(job *recipes.Job, m *model.Model, val *data.Set, prune []
 	if val == nil {
 		return nil, job.Errorf("sensitivity", "a sensitivity analysis evaluates on the validation split; set validation > 0")
 	}
-	for _, l := range sb.Layers {
-		if _, err := weightIndex(job, m, "sensitivity.layers", l); err != nil {
-			return nil, err
-		}
+	layers, err := checkLayers(job, m, "sensitivity.layers", sb.Layers, "", "")
+	if err != nil {
+		return nil, err
 	}
-	p := &trainer.SensitivityPolicy{Layers: sb.Layers, Sparsities: sb.Sparsities, Tolerance: sb.Tolerance, Epoch: sb.AtEpoch, Logger: log.Named("sensitivity")}
+	p := &trainer.SensitivityPolicy{Layers: layers, Sparsities: sb.Sparsities, Tolerance: sb.Tolerance, Epoch: sb.AtEpoch, Logger: log.Named("sensitivity")}
 	for i, pb := range job.Prune {
 		if pb.TargetsFrom == "sensitivity" {
 			p.Feed = append(p.Feed, prune[i].(*trainer.PrunePolicy))
@@ -199,12 +229,11 @@ func kmeansPolicy(job *recipes.Job, m *model.Model, epochSamples int64, log hclo
 	if cl == nil {
 		return nil, nil
 	}
-	for _, l := range cl.Layers {
-		if _, err := weightIndex(job, m, "cluster.layers", l); err != nil {
-			return nil, err
-		}
+	layers, err := checkLayers(job, m, "cluster.layers", cl.Layers, "", "")
+	if err != nil {
+		return nil, err
 	}
-	return &trainer.KMeansPolicy{Layers: cl.Layers, Clusters: cl.Clusters, Start: int64(cl.FromEpoch * float64(epochSamples)),
+	return &trainer.KMeansPolicy{Layers: layers, Clusters: cl.Clusters, Start: int64(cl.FromEpoch * float64(epochSamples)),
 		Logger: log.Named("cluster")}, nil
 }
 
@@ -216,11 +245,12 @@ func quantizePolicy(job *recipes.Job, m *model.Model, epochSamples int64, log hc
 		return nil, nil
 	}
 	spec := model.QuantSpec{Bits: q.Bits, Symmetric: q.Symmetric, PerChannel: q.Granularity == "per_channel"}
+	layers, err := checkLayers(job, m, "quantize.layers", q.Layers, "", "")
+	if err != nil {
+		return nil, err
+	}
 	m.Quant = map[string]*model.QuantControl{}
-	for _, l := range q.Layers {
-		if _, err := weightIndex(job, m, "quantize.layers", l); err != nil {
-			return nil, err
-		}
+	for _, l := range layers {
 		m.Quant[l] = &model.QuantControl{Spec: spec}
 	}
 	for l := range q.LayerBits {
@@ -228,27 +258,63 @@ func quantizePolicy(job *recipes.Job, m *model.Model, epochSamples int64, log hc
 			return nil, job.Errorf("quantize.layer_bits", "layer_bits names %q, which is not in quantize.layers", l)
 		}
 	}
-	p := &trainer.QuantPolicy{Layers: q.Layers, LayerBits: q.LayerBits, Logger: log.Named("quantize"),
-		Steps:    []trainer.QuantStep{{Start: int64(q.FromEpoch * float64(epochSamples)), Bits: q.Bits}},
-		FreezeAt: int64(q.FreezeObserversEpoch * float64(epochSamples))}
-	if q.Activations > 0 {
-		// Hidden activations only: the last weight is the output layer, whose
-		// logits stay float.
-		weights := m.Weights()
-		output := weights[len(weights)-1].Name
-		m.ActQuant = map[string]*model.Observer{}
-		for _, l := range q.Layers {
-			if l == output {
-				continue
+	p := &trainer.QuantPolicy{Layers: layers, LayerBits: q.LayerBits, Logger: log.Named("quantize"),
+		Steps:      []trainer.QuantStep{{Start: int64(q.FromEpoch * float64(epochSamples)), Bits: q.Bits}},
+		FreezeAt:   int64(q.FreezeObserversEpoch * float64(epochSamples)),
+		FreezeBNAt: int64(q.FreezeBNEpoch * float64(epochSamples))}
+	if q.FreezeBNEpoch > 0 {
+		if len(m.Buffers) == 0 {
+			return nil, job.Errorf("quantize.freeze_bn_epoch", "model %s has no batch norm to freeze", job.Model.Arch)
+		}
+		m.BN = &model.BNControl{}
+	}
+	if q.FoldBatchNorms {
+		pairs := m.Net.FoldPairs()
+		for _, l := range layers {
+			if bn, ok := pairs[l]; ok {
+				if m.Fold == nil {
+					m.Fold = map[string]string{}
+				}
+				m.Fold[l] = bn
 			}
+		}
+	}
+	if q.Activations > 0 {
+		p.Observers = observers(m, layers)
+		m.ActQuant = map[string]*model.Observer{}
+		for _, l := range p.Observers {
 			m.ActQuant[l] = &model.Observer{Spec: model.QuantSpec{Bits: q.Activations}, Momentum: 0.9}
-			p.Observers = append(p.Observers, l)
 		}
 	}
 	for i, b := range q.Gradual {
 		p.Steps = append(p.Steps, trainer.QuantStep{Start: int64(q.GradualEpochs[i] * float64(epochSamples)), Bits: b})
 	}
 	return p, nil
+}
+
+// observers names the layers whose outputs are quantized when a recipe
+// quantizes activations: each quantized layer's but the output layer's
+// (whose logits stay float) — a folded convolution's after its batch norm
+// and activation —, and every residual addition's.
+func observers(m *model.Model, layers []string) []string {
+	weights := m.Weights()
+	output := weights[len(weights)-1].Name
+	var out []string
+	for _, l := range layers {
+		switch {
+		case l == output:
+		case m.Fold[l] != "":
+			out = append(out, m.Fold[l])
+		default:
+			out = append(out, l)
+		}
+	}
+	for _, l := range m.Net.Layers {
+		if l.Kind == graph.Add {
+			out = append(out, l.Name)
+		}
+	}
+	return out
 }
 
 // pruneSchedule is a prune block's sparsity schedule in samples (not yet

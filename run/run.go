@@ -226,7 +226,7 @@ func (st *jobRun) run(ctx context.Context) (sum *rundir.Summary, trained *model.
 	if rp != nil {
 		// The policies were built for the recipe's model; training goes on
 		// with the checkpoint's, which shares its quantization controls.
-		rp.model.Quant, rp.model.ActQuant = m.Quant, m.ActQuant
+		rp.model.Quant, rp.model.ActQuant, rp.model.Fold, rp.model.BN = m.Quant, m.ActQuant, m.Fold, m.BN
 		startModel, resume, ckpt.Best = rp.model, rp.state.Snapshot, rp.state.BestValAccuracy
 	}
 	// Offline distillation: the teachers' logits for the training set, once.

@@ -421,6 +421,7 @@ func TestQuantizationAwareTraining(t *testing.T) {
 		{"quantize {\n    layers = [\"fc1\"]\n    from_epoch = 1\n    activations = 8\n    freeze_observers_epoch = 0.5\n  }", "tiny.hcl:18,30: invalid quantize; observers frozen at epoch 0.5, before they start at from_epoch = 1"},
 		{"quantize {\n    layers = [\"fc1\"]\n    bits = 9\n  }", "tiny.hcl:16,12: value out of range; quantize.bits = 9 is outside [2, 8]"},
 		{"quantize {\n    layers = [\"fc4\"]\n  }", "tiny.hcl:15,14: model mlp has no layer \"fc4\""},
+		{"quantize {\n    layers = [\"fc*\"]\n    freeze_bn_epoch = 1\n  }", "model mlp has no batch norm to freeze"},
 	} {
 		j, err := recipes.Parse([]byte(withBlock(tc.block)), "tiny.hcl", nil)
 		if err == nil {
@@ -663,6 +664,38 @@ func TestResNetRecipe(t *testing.T) {
 	}
 	if _, err := Build(thin, 10000, nil); err == nil || !strings.Contains(err.Error(), "resnet.hcl:") || !strings.Contains(err.Error(), "thin block rebuilds chains") {
 		t.Fatalf("a thin block on a ResNet: %v", err)
+	}
+	// Quantization over a pattern of layers: every convolution trains with
+	// its batch norm folded in; activations are quantized after each folded
+	// batch norm and each residual addition.
+	qat := func(block string) string {
+		return strings.Replace(src, "  model {", "  quantize {\n"+block+"\n  }\n  model {", 1)
+	}
+	qj, err := recipes.Parse([]byte(qat(`    layers = ["*"]
+    activations = 8
+    freeze_bn_epoch = 1.5`)), "resnet.hcl", []string{"epochs=2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	qp, err := Build(qj, 10000, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := qp.Model; len(m.Quant) != 10 || len(m.Fold) != 9 || m.Fold["block2.sc"] != "block2.sc.bn" || len(m.ActQuant) != 12 ||
+		m.ActQuant["block3.add"] == nil || m.ActQuant["bn1"] == nil || m.BN == nil || qp.Quantize.FreezeBNAt != qp.EpochSamples*3/2 {
+		t.Fatalf("quantized %d, folded %v, observers %d, batch norm control %v, freeze at %d", len(m.Quant), m.Fold, len(m.ActQuant), m.BN, qp.Quantize.FreezeBNAt)
+	}
+	for block, want := range map[string]string{
+		`    layers = ["block9.*"]`: `resnet.hcl:15,14: model resnet has no layer "block9.*"`,
+		`    layers = ["conv["]`:    `resnet.hcl:15,14: layer pattern "conv[": syntax error in pattern`,
+	} {
+		j, err := recipes.Parse([]byte(qat(block)), "resnet.hcl", nil)
+		if err == nil {
+			_, err = Build(j, 10000, nil)
+		}
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v, want %q", err, want)
+		}
 	}
 	bad, _ := recipes.Parse([]byte(strings.Replace(src, "depth = 8", "depth = 9", 1)), "resnet.hcl", nil)
 	if _, err := Build(bad, 10000, nil); err == nil || !strings.Contains(err.Error(), "resnet.hcl:") || !strings.Contains(err.Error(), "6n+2") {

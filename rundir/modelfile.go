@@ -32,8 +32,18 @@ type ModelState struct {
 
 // ExportModel makes the model file of a trained model: each weight trained
 // with quantization stored as its integer codes (the exact values the
-// network computed with), every tensor in its smallest exact encoding.
+// network computed with), every tensor in its smallest exact encoding. A
+// model that trained with batch norms folded into its convolutions
+// (Model.Fold) is stored folded (Model.FoldBatchNorms): the codes are
+// those of the folded weights.
 func ExportModel(m *model.Model, job, dataset string) (*checkpoint.File, error) {
+	if len(m.Fold) > 0 {
+		fm, err := m.FoldBatchNorms()
+		if err != nil {
+			return nil, fmt.Errorf("run: %w", err)
+		}
+		m = fm
+	}
 	// Only what inference needs of the architecture: no dropout, no
 	// initialisation (the file is read by size-conscious runtimes too; a
 	// quantized weight's width is in its tensor).

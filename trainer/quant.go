@@ -27,7 +27,11 @@ type QuantPolicy struct {
 	// FreezeAt on (0: never).
 	Observers []string
 	FreezeAt  int64
-	Logger    hclog.Logger
+	// FreezeBNAt is the sample from which the model's batch norms
+	// normalize by their running statistics and stop updating them
+	// (Model.BN; 0: never).
+	FreezeBNAt int64
+	Logger     hclog.Logger
 
 	current int // bits in force (0: off), for logging changes
 }
@@ -64,6 +68,13 @@ func (p *QuantPolicy) BeforeStep(s *State) error {
 		}
 		obs.Enabled = bits > 0
 		obs.Frozen = p.FreezeAt > 0 && s.SamplesSeen >= p.FreezeAt
+	}
+	if ctl := s.Model.BN; ctl != nil {
+		frozen := p.FreezeBNAt > 0 && s.SamplesSeen >= p.FreezeBNAt
+		if frozen && !ctl.Frozen && p.Logger != nil {
+			p.Logger.Info("batch norm statistics frozen", "samples", s.SamplesSeen)
+		}
+		ctl.Frozen = frozen
 	}
 	if bits != p.current && p.Logger != nil {
 		p.Logger.Info("weight quantization", "bits", bits, "samples", s.SamplesSeen)

@@ -118,7 +118,7 @@ func (o *unfoldOp) Do(vs ...G.Value) (G.Value, error) {
 	o.Eng.Parallel(len(x)/c, max(1, minParallel/c), func(p0, p1 int) {
 		for p := p0; p < p1; p++ {
 			for k, v := range x[p*c : (p+1)*c] {
-				v /= s[k]
+				v = unscale(v, s[k])
 				if b != nil {
 					v += b[k]
 				}
@@ -164,9 +164,18 @@ func (o *scaleGradOp) Do(vs ...G.Value) (G.Value, error) {
 	}
 	c := len(s)
 	for i, v := range g {
-		yd[i] = v / s[i%c]
+		yd[i] = unscale(v, s[i%c])
 	}
 	return y, nil
+}
+
+// unscale is v/s, and 0 for a channel whose scale is 0 (γ pruned: the
+// folded filter, and so v, is zero too).
+func unscale(v, s float32) float32 {
+	if s == 0 {
+		return 0
+	}
+	return v / s
 }
 
 // channelSumOp sums a gradient [n, …·C] over everything but its channels.

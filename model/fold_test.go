@@ -82,7 +82,8 @@ func evalLogits(t *testing.T, m *Model, x []float32, batch int) []float32 {
 // TestFoldBatchNormsKeepsOutputs: in evaluation, a ResNet-8 training with
 // its batch norms folded, the same network unfolded, and the network
 // FoldBatchNorms makes (every batch norm gone into its convolution, the
-// residual additions reading the convolutions) compute the same logits.
+// residual additions reading the convolutions) compute the same logits —
+// a pruned channel (γ = 0) included.
 func TestFoldBatchNormsKeepsOutputs(t *testing.T) {
 	n, err := graph.ResNet(graph.Shape{H: 12, W: 12, C: 1}, 8, 5)
 	if err != nil {
@@ -93,6 +94,10 @@ func TestFoldBatchNormsKeepsOutputs(t *testing.T) {
 		t.Fatal(err)
 	}
 	randomNorms(m, 4)
+	// A pruned channel: the stem's filter 3 and its batch norm's scale and
+	// shift zero (the fold's s is 0 there).
+	m.Param("bn1").Data()[3], m.Param("bn1.bias").Data()[3] = 0, 0
+	clear(m.Param("conv1").Data()[3*9 : 4*9])
 	batch := 3
 	r := rand.New(rand.NewPCG(7, 7))
 	x := make([]float32, batch*n.Input.Size())
@@ -122,8 +127,21 @@ func TestFoldBatchNormsKeepsOutputs(t *testing.T) {
 	}
 	folded := evalLogits(t, fm, x, batch)
 	for i := range plain {
-		if math.Abs(float64(plain[i]-folding[i])) > 1e-4 || math.Abs(float64(plain[i]-folded[i])) > 1e-4 {
+		if !(math.Abs(float64(plain[i]-folding[i])) <= 1e-4 && math.Abs(float64(plain[i]-folded[i])) <= 1e-4) { // (NaN fails)
 			t.Fatalf("logit %d: unfolded %v, folding %v, folded %v", i, plain[i], folding[i], folded[i])
+		}
+	}
+	// Training on batch statistics, the pruned channel stays finite.
+	tn, grads, vm := gradNet(t, m, batch)
+	feed(tn, 5, 5)
+	if loss := lossOf(t, tn, vm); math.IsNaN(loss) || math.IsInf(loss, 0) {
+		t.Fatalf("training loss %v with a pruned channel", loss)
+	}
+	for _, g := range grads {
+		for _, v := range data(g.Value()) {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				t.Fatalf("gradient %s holds %v", g.Name(), v)
+			}
 		}
 	}
 }

@@ -166,9 +166,11 @@ type Teacher struct {
 	Model  Model
 	Epochs int
 	Count  int
-	// File, when set, is a trained model file (model.arrow) to distil
-	// from instead of training a teacher: an absolute path (a relative one
-	// in a recipe is relative to the recipe's directory).
+	// File, when not empty, is a trained model file (model.arrow) to
+	// distil from instead of training a teacher: an absolute path (a
+	// relative one in a recipe is relative to the recipe's directory). The
+	// block's other fields describe the teacher trained when File is
+	// empty, so that a variable can choose (file = var.teacher).
 	File string
 }
 

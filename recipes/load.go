@@ -712,14 +712,10 @@ func (d *decoder) teacher(b *hcl.Block, j *Job) {
 	if !ok {
 		return
 	}
-	if at, ok := c.Attributes["file"]; ok {
-		// A trained model file: nothing else describes the teacher.
-		for _, f := range teacherSection.fields[1:] {
-			if o, dup := c.Attributes[f.name]; dup {
-				d.errorf(o.NameRange, "invalid teacher", "teacher.%s cannot be set with teacher.file (line %d): the file holds the trained teacher", f.name, at.NameRange.Start.Line)
-				return
-			}
-		}
+	if _, ok := c.Attributes["file"]; ok && t.File != "" {
+		// A trained model file: it holds the teacher, and what the block
+		// says of one to train (for an empty file) is not used.
+		t = Teacher{File: t.File, Count: 1}
 		if !filepath.IsAbs(t.File) && d.filename != "" {
 			t.File = filepath.Join(filepath.Dir(d.filename), t.File)
 		}
@@ -731,7 +727,7 @@ func (d *decoder) teacher(b *hcl.Block, j *Job) {
 	}
 	for _, req := range []string{"arch", "epochs"} {
 		if _, ok := c.Attributes[req]; !ok {
-			d.errorf(b.DefRange, "invalid teacher", "a teacher block needs arch and epochs (to train the teacher in the run), or file (a trained model.arrow)")
+			d.errorf(b.DefRange, "invalid teacher", "a teacher block needs arch and epochs (to train the teacher in the run), or a file that is not empty (a trained model.arrow)")
 			return
 		}
 	}

@@ -406,3 +406,39 @@ func fieldNames[T any](s section[T]) []string {
 	}
 	return out
 }
+
+// TestTeacherFileFromAVariable: a teacher block with a file and the fields
+// of a teacher to train takes the file when it is not empty (resolved
+// beside the recipe, the fields dropped) and trains the teacher when it is.
+func TestTeacherFileFromAVariable(t *testing.T) {
+	src := `variable "teacher" {
+  default = ""
+}
+` + strings.Replace(base, "  optimizer", `  teacher {
+    file   = var.teacher
+    arch   = "mlp"
+    hidden = [64]
+    epochs = 2
+  }
+  distill {
+  }
+  optimizer`, 1)
+	dir := t.TempDir()
+	j, err := Parse([]byte(src), filepath.Join(dir, "r.hcl"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.Teacher.File != "" || j.Teacher.Model.Arch != "mlp" || j.Teacher.Epochs != 2 {
+		t.Fatalf("empty file: teacher %+v", j.Teacher)
+	}
+	j, err = Parse([]byte(src), filepath.Join(dir, "r.hcl"), []string{`teacher=runs/dense/model.arrow`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.Teacher.File != filepath.Join(dir, "runs/dense/model.arrow") || j.Teacher.Model.Arch != "" || j.Teacher.Epochs != 0 {
+		t.Fatalf("file: teacher %+v", j.Teacher)
+	}
+	if back, err := Parse(j.HCL(), filepath.Join(dir, "resolved.hcl"), nil); err != nil || !reflect.DeepEqual(back.Teacher, j.Teacher) {
+		t.Fatalf("resolved recipe: %v, teacher %+v", err, back)
+	}
+}

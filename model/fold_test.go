@@ -131,6 +131,27 @@ func TestFoldBatchNormsKeepsOutputs(t *testing.T) {
 			t.Fatalf("logit %d: unfolded %v, folding %v, folded %v", i, plain[i], folding[i], folded[i])
 		}
 	}
+	// Thinned first (as a run's end does: block 1's inner channel 5
+	// pruned), then folded: the same logits again, from a smaller network.
+	m.Param("block1.bn1").Data()[5], m.Param("block1.bn1.bias").Data()[5] = 0, 0
+	clear(m.Param("block1.conv1").Data()[5*9*16 : 6*9*16])
+	pruned := evalLogits(t, m, x, batch)
+	small, _, err := m.ThinGroups()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sf, err := small.FoldBatchNorms()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sf.Param("block1.conv2").Shape; got[3] != 15 {
+		t.Fatalf("thinned block 1 reads %v", got)
+	}
+	for i, v := range evalLogits(t, sf, x, batch) {
+		if !(math.Abs(float64(v-pruned[i])) <= 1e-4) {
+			t.Fatalf("thinned and folded: logit %d is %v, want %v", i, v, pruned[i])
+		}
+	}
 	// Training on batch statistics, the pruned channel stays finite.
 	tn, grads, vm := gradNet(t, m, batch)
 	feed(tn, 5, 5)

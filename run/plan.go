@@ -234,6 +234,15 @@ func DryRun(w io.Writer, job *recipes.Job) error {
 		if job.ThinAtEpoch == e-1 && job.ThinAtEpoch > 0 {
 			events = append(events, "thin")
 		}
+		if q := job.Quantize; q != nil {
+			within := func(at float64) bool { return at > 0 && at >= float64(e-1) && at < float64(e) }
+			if within(q.FreezeObserversEpoch) && q.Activations > 0 {
+				events = append(events, fmt.Sprintf("activation ranges frozen at %g", q.FreezeObserversEpoch))
+			}
+			if within(q.FreezeBNEpoch) {
+				events = append(events, fmt.Sprintf("batch norm statistics frozen at %g", q.FreezeBNEpoch))
+			}
+		}
 		if cl := job.KMeans; cl != nil && cl.FromEpoch >= float64(e-1) && cl.FromEpoch < float64(e) {
 			events = append(events, fmt.Sprintf("cluster %s into %d shared values", strings.Join(cl.Layers, ","), cl.Clusters))
 		}

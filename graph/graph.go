@@ -281,24 +281,41 @@ func (n Network) Validate() error {
 	shapes := map[string]Shape{Input: n.Input}
 	prev := Input
 	for _, l := range n.Layers {
-		if _, dup := shapes[l.Name]; dup || l.Name == "" {
-			return fmt.Errorf("graph: layer name %q is empty, taken twice or reserved", l.Name)
+		if err := n.validLayer(l, prev, shapes); err != nil {
+			return &LayerError{Layer: l.Name, Err: err}
 		}
-		ins, err := n.inputShapes(l, prev, shapes)
-		if err != nil {
-			return err
-		}
-		if err := l.check(ins); err != nil {
-			return err
-		}
-		out := l.Output()
-		if out.H <= 0 || out.W <= 0 || out.C <= 0 {
-			return fmt.Errorf("graph: layer %s produces %v from %v", l.Name, out, l.In)
-		}
-		shapes[l.Name], prev = out, l.Name
+		shapes[l.Name], prev = l.Output(), l.Name
 	}
 	if out := shapes[prev]; out.Size() != n.Classes {
-		return fmt.Errorf("graph: the last layer produces %d values for %d classes", out.Size(), n.Classes)
+		return &LayerError{Layer: prev, Err: fmt.Errorf("graph: the last layer produces %d values for %d classes", out.Size(), n.Classes)}
+	}
+	return nil
+}
+
+// LayerError is a network's error at one of its layers (Validate's), so
+// that a description with positions (a recipe) can point at the layer.
+type LayerError struct {
+	Layer string
+	Err   error
+}
+
+func (e *LayerError) Error() string { return e.Err.Error() }
+func (e *LayerError) Unwrap() error { return e.Err }
+
+// validLayer checks one layer against the shapes before it.
+func (n Network) validLayer(l Layer, prev string, shapes map[string]Shape) error {
+	if _, dup := shapes[l.Name]; dup || l.Name == "" {
+		return fmt.Errorf("graph: layer name %q is empty, taken twice or reserved", l.Name)
+	}
+	ins, err := n.inputShapes(l, prev, shapes)
+	if err != nil {
+		return err
+	}
+	if err := l.check(ins); err != nil {
+		return err
+	}
+	if out := l.Output(); out.H <= 0 || out.W <= 0 || out.C <= 0 {
+		return fmt.Errorf("graph: layer %s produces %v from %v", l.Name, out, l.In)
 	}
 	return nil
 }

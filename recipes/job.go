@@ -83,8 +83,9 @@ type Model struct {
 	Dropout      float64
 	InputDropout float64
 	Init         string
-	Depth        int     // resnet: 6n+2 layers
-	Width        float64 // mobilenet: the width multiplier
+	Depth        int         // resnet: 6n+2 layers
+	Width        float64     // mobilenet: the width multiplier
+	Graph        []GraphItem // arch "graph": its layer and repeat blocks (graph.go)
 }
 
 // Optimizer is the job's optimizer block (labelled with its kind).

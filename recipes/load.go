@@ -419,7 +419,9 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 		d.ranges[blk.Type] = blk.DefRange
 		switch blk.Type {
 		case "model":
-			modelSection.decode(d, blk, "model.", &j.Model, j)
+			if c, ok := modelSection.decode(d, blk, "model.", &j.Model, j, layerBlock, hcl.BlockHeaderSchema{Type: "repeat", LabelNames: []string{"name"}}); ok {
+				d.graph(c.Blocks, &j.Model, j)
+			}
 		case "optimizer":
 			d.optimizer(blk, j)
 		case "augment":
@@ -723,6 +725,10 @@ func (d *decoder) teacher(b *hcl.Block, j *Job) {
 			t.File = abs
 		}
 		j.Teacher = &t
+		return
+	}
+	if t.Model.Arch == "graph" {
+		d.errorf(d.rangeOf("teacher.arch"), "invalid teacher", "a teacher block cannot describe a graph model; train it as a run of its own and name its model.arrow in teacher.file")
 		return
 	}
 	for _, req := range []string{"arch", "epochs"} {

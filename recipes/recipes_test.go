@@ -347,8 +347,44 @@ func TestEveryFieldRoundTrips(t *testing.T) {
   }
 }
 `
+	graph := `job "graph" {
+  model {
+    arch = "graph"
+    layer "stem" {
+      kind = "conv"
+      out = 8
+      kernel = 3
+      stride = 2
+      pad = 1
+      bias = false
+    }
+    repeat "res" {
+      count = 2
+      layer "dw" {
+        kind = "conv"
+        in = 8
+        out = 8
+        kernel = 3
+        pad = 1
+        groups = 8
+        act = "relu6"
+      }
+      layer "sum" {
+        kind = "add"
+        inputs = ["dw", "in"]
+      }
+    }
+    layer "fc" {
+      kind = "linear"
+      inputs = ["res"]
+      out = 10
+      dropout = 0.1
+    }
+  }
+}
+`
 	written := ""
-	for _, src := range []string{full, other, hint, thin, cnn} {
+	for _, src := range []string{full, other, hint, thin, cnn, graph} {
 		j, err := Parse([]byte(src), "r.hcl", nil)
 		if err != nil {
 			t.Fatal(err)
@@ -396,6 +432,8 @@ func allFieldNames() []string {
 	add(fieldNames(quantizeSection)...)
 	add(fieldNames(thinSection)...)
 	add(fieldNames(sensitivitySection)...)
+	add(fieldNames(layerSection)...)
+	add(fieldNames(repeatSection)...)
 	return out
 }
 

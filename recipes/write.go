@@ -22,7 +22,7 @@ func (j *Job) HCL() []byte {
 	jb := root.AppendNewBlock("job", []string{j.Name}).Body()
 	writeFields(jb, jobSection.fields, "", j)
 	augmentSection.write(jb, &j.Augment)
-	modelSection.write(jb, &j.Model)
+	writeGraph(modelSection.write(jb, &j.Model), &j.Model)
 	checkpointSection.write(jb, &j.Checkpoint)
 	optimizerSection.write(jb, &j.Optimizer)
 	for i := range j.Prune {

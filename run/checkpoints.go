@@ -46,7 +46,12 @@ func loadResume(f *checkpoint.File, path string, job *recipes.Job, log hclog.Log
 	if err := checkSnapshot(st.Snapshot, job); err != nil {
 		return nil, fmt.Errorf("run: %s: %w", path, err)
 	}
-	m, err := model.New(st.Snapshot.Spec, st.Input, job.Seed)
+	var m *model.Model
+	if job.Model.Arch == "graph" { // the recipe's network (HistoryChanges: the checkpoint's too)
+		m, err = newModel(job)
+	} else {
+		m, err = model.New(st.Snapshot.Spec, st.Input, job.Seed)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("run: %s: architecture: %w", path, err)
 	}

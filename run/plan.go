@@ -53,12 +53,20 @@ func Build(job *recipes.Job, trainLen int, log hclog.Logger) (*Plan, error) {
 	if job.Batch > trainLen {
 		return nil, job.Errorf("batch", "batch %d exceeds the %d training samples", job.Batch, trainLen)
 	}
-	m, err := model.New(specOf(job.Model), model.MNISTInput, job.Seed)
+	m, err := newModel(job)
 	if err != nil {
-		return nil, job.Errorf("model.arch", "%v", err)
+		return nil, err
 	}
 	if err := checkMemory(job, m); err != nil {
 		return nil, err
+	}
+	if job.Model.Arch == "graph" {
+		switch { // (a rebuild restarts from a preset's spec)
+		case job.ThinAtEpoch > 0:
+			return nil, job.Errorf("thin.at_epoch", "a thin block rebuilds preset models only; a graph model's zero channels (dependency-group pruning) are thinned away when the run ends")
+		case len(job.Factorize) > 0:
+			return nil, job.Errorf("factorize.0.layer", "low-rank factorization rebuilds preset models only")
+		}
 	}
 	if err := m.Net.Basic(); err != nil {
 		// Mid-run rebuilds restart from a preset's spec, which a chain has.
@@ -348,7 +356,11 @@ func Check(job *recipes.Job) error {
 	if err := oneOf("optimizer.lr_schedule", "value", job.Optimizer.Schedule, schedule.LRKinds); err != nil {
 		return err
 	}
-	if err := arch("model.", job.Model); err != nil {
+	if job.Model.Arch == "graph" { // layer blocks
+		if _, err := graphNetwork(job); err != nil {
+			return err
+		}
+	} else if err := arch("model.", job.Model); err != nil {
 		return err
 	}
 	if t := job.Teacher; t != nil && t.File == "" {

@@ -1,0 +1,70 @@
+package run
+
+import (
+	"errors"
+
+	"github.com/lathe-ml/lathe/graph"
+	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/recipes"
+)
+
+// newModel builds the recipe's model: a preset from its spec, or a graph
+// model's network from its layer blocks.
+func newModel(job *recipes.Job) (*model.Model, error) {
+	if job.Model.Arch != "graph" {
+		m, err := model.New(specOf(job.Model), model.MNISTInput, job.Seed)
+		if err != nil {
+			return nil, job.Errorf("model.arch", "%v", err)
+		}
+		return m, nil
+	}
+	net, err := graphNetwork(job)
+	if err != nil {
+		return nil, err
+	}
+	m, err := model.FromNetwork(net, job.Model.Init, job.Seed)
+	if err != nil {
+		return nil, job.Errorf("model.arch", "%v", err)
+	}
+	return m, nil
+}
+
+// graphNetwork is a graph model's network, its shapes checked: each error
+// points at the layer block it comes from (a repeated layer's block for
+// every repetition).
+func graphNetwork(job *recipes.Job) (graph.Network, error) {
+	m := job.Model
+	for field, set := range map[string]bool{"hidden": len(m.Hidden) > 0, "depth": m.Depth > 0, "width": m.Width > 0,
+		"dropout": m.Dropout > 0, "input_dropout": m.InputDropout > 0} {
+		if set {
+			return graph.Network{}, job.Errorf("model."+field, "model.%s belongs to the presets; a graph model says it per layer", field)
+		}
+	}
+	in := model.MNISTInput
+	c := graph.NewChain(graph.Shape{H: in.Rows, W: in.Cols, C: in.Channels}, in.Classes)
+	var inErr error // the first layer whose in is not what it receives
+	at := map[string]int{}
+	inAt := -1
+	for i, l := range m.Expand() {
+		c.Add(graph.Layer{Name: l.Name, Kind: graph.Kind(l.Kind), Inputs: l.Inputs, Out: l.Out, Kernel: l.Kernel, Stride: l.Stride,
+			Pad: l.Pad, Groups: l.Groups, NoBias: !l.Bias, Act: graph.Activation(l.Act), Dropout: l.Dropout})
+		at[l.Name] = i
+		added := c.Net.Layers[i]
+		if got := added.In.C; l.In > 0 && got != l.In && inErr == nil { // (a linear layer's In is {1, 1, features})
+			inErr, inAt = job.Errorf("model.layer."+l.Name, "layer %s receives %d channels (%v), not the %d its in says", l.Name, got, added.In, l.In), i
+		}
+	}
+	// The error of the earliest layer: a later one may only follow from it.
+	err := c.Net.Validate()
+	var le *graph.LayerError
+	errors.As(err, &le)
+	switch {
+	case inErr != nil && (le == nil || at[le.Layer] > inAt):
+		return graph.Network{}, inErr
+	case le != nil:
+		return graph.Network{}, job.Errorf("model.layer."+le.Layer, "%v", err)
+	case err != nil:
+		return graph.Network{}, job.Errorf("model", "%v", err)
+	}
+	return c.Net, nil
+}

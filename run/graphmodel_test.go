@@ -108,7 +108,9 @@ func TestGraphModelRecipe(t *testing.T) {
 		want string
 	}{
 		{func(s string) string { return strings.Replace(s, "in   = 392", "in   = 390", 1) }, "graph.hcl:49,5: layer fc receives 392 channels"},
-		{func(s string) string { return strings.Replace(s, "        out    = 8\n        kernel = 3\n        pad    = 1\n      }", "        out    = 6\n        kernel = 3\n        pad    = 1\n      }", 1) },
+		{func(s string) string {
+			return strings.Replace(s, "        out    = 8\n        kernel = 3\n        pad    = 1\n      }", "        out    = 6\n        kernel = 3\n        pad    = 1\n      }", 1)
+		},
 			"graph.hcl:39,7: graph: layer res.1.sum receives {14 14 6}, but {14 14 8} comes in from stem"},
 		{func(s string) string { return strings.Replace(s, `inputs = ["b", "in"]`, `inputs = ["b", "c"]`, 1) }, `graph.hcl:39,7: graph: layer res.1.sum takes "c"`},
 		{func(s string) string { return strings.Replace(s, `layer "b" {`, `layer "in" {`, 1) }, `graph.hcl:33,13: invalid name; a layer in a repeat block cannot be named "in"`},

@@ -12,6 +12,7 @@ import (
 	"github.com/lathe-ml/lathe/compress"
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/graph"
+	"github.com/lathe-ml/lathe/internal/kernels"
 	"github.com/lathe-ml/lathe/model"
 )
 
@@ -37,8 +38,11 @@ func cnnKinds() graph.Network {
 
 // TestCNNKindsAgreeWithTheTrainingGraph: each new kind's runtime kernel
 // computes what the training graph's evaluation pass does — batch norms
-// folded from their running statistics, on ResNet-8 and on a network of
-// every kind — logits within 1e-4 (relative), at batches of 1 and 5.
+// folded from their running statistics (into the convolution before them
+// where there is one), on ResNet-8 and on a network of
+// every kind — logits within 1e-4 (relative), at batches of 1 and 5, with
+// the kernels measurement chose and with every convolution forced to the
+// patch matrix's GEMM and to the direct kernel.
 func TestCNNKindsAgreeWithTheTrainingGraph(t *testing.T) {
 	resnet, err := graph.ResNet(graph.Shape{H: 28, W: 28, C: 1}, 8, 10)
 	if err != nil {
@@ -66,19 +70,36 @@ func TestCNNKindsAgreeWithTheTrainingGraph(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, batch := range []int{1, 5} {
-				x := make([]float32, batch*784)
-				for i := range x {
-					x[i] = r.Float32()
+			for _, l := range m.Layers { // each folded into the convolution before it at load
+				if l.Kind == string(graph.BatchNorm) && name == "resnet8" {
+					t.Fatalf("batch norm %s runs as a pass of its own", l.Name)
 				}
-				want := evalLogits(t, gm, x, batch)
-				got, err := m.Forward(x, batch)
-				if err != nil {
-					t.Fatal(err)
+			}
+			// The kernels measurement chose, then every convolution forced
+			// to the patch matrix's GEMM and to the direct kernel.
+			for _, kernel := range []string{"", Dense, Direct} {
+				if kernel == Direct && !kernels.HasDirect() {
+					continue
 				}
-				for i, w := range want {
-					if math.Abs(float64(got[i]-w)) > 1e-4*max(1, math.Abs(float64(w))) {
-						t.Fatalf("batch %d, logit %d: runtime %g, training graph %g", batch, i, got[i], w)
+				if kernel != "" {
+					if err := m.Force(kernel); err != nil {
+						t.Fatal(err)
+					}
+				}
+				for _, batch := range []int{1, 5} {
+					x := make([]float32, batch*784)
+					for i := range x {
+						x[i] = r.Float32()
+					}
+					want := evalLogits(t, gm, x, batch)
+					got, err := m.Forward(x, batch)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for i, w := range want {
+						if math.Abs(float64(got[i]-w)) > 1e-4*max(1, math.Abs(float64(w))) {
+							t.Fatalf("kernel %q, batch %d, logit %d: runtime %g, training graph %g", kernel, batch, i, got[i], w)
+						}
 					}
 				}
 			}
@@ -212,7 +233,7 @@ func TestFoldedQuantizedResNet(t *testing.T) {
 		s[k] = graph.BNScale(gm.Param("bn1").Data()[k], gm.Buffer("bn1.running_var").Data()[k])
 	}
 	wf := make([]float32, gm.Param("conv1").Size())
-	model.ScaleRows(wf, gm.Param("conv1").Data(), s)
+	kernels.ScaleRows(wf, gm.Param("conv1").Data(), s)
 	qp := compress.ParamsFor(gm.Quant["conv1"].Spec, wf, 16)
 	if got := f.Tensor("conv1").Quant; got == nil || !slices.Equal(got.Codes, qp.Quantize(wf)) {
 		t.Fatal("the stem's codes are not its folded weight's")

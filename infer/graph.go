@@ -2,7 +2,9 @@ package infer
 
 import (
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/graph"
@@ -20,6 +22,71 @@ func (l *Layer) window() kernels.Window {
 	return kernels.Window{H: l.H, W: l.W, C: l.C, K: l.K, Stride: l.Stride, Pad: l.Pad}
 }
 
+// foldNorms folds each batch norm that follows a convolution with float
+// weights into it (graph.Network.Fold: the convolution's filters times
+// γ/σ, its bias β + (b − μ)·γ/σ, the batch norm's activation), so that it
+// costs no pass of its own; quantized filters keep their codes (a file
+// trained with folding has no batch norm left). It returns the file with
+// the folded tensors in place of the originals — a folded batch norm's
+// activation range moved to its convolution — and the folded network.
+func foldNorms[V any](f *checkpoint.File, net graph.Network, acts map[string]V) (*checkpoint.File, graph.Network, error) {
+	pairs := map[string]string{}
+	for conv, bn := range net.FoldPairs() {
+		if w := f.Tensor(conv); w != nil && w.Quant == nil {
+			pairs[conv] = bn
+		}
+	}
+	if len(pairs) == 0 {
+		return f, net, nil
+	}
+	folded, err := net.Fold(pairs)
+	if err != nil {
+		return nil, graph.Network{}, fmt.Errorf("infer: %w", err)
+	}
+	replace := map[string]*checkpoint.Tensor{}
+	for conv, bn := range pairs {
+		l := net.Layer(bn)
+		nl := &Layer{Name: bn, C: l.In.C}
+		if err := nl.foldBatchNorm(f); err != nil {
+			return nil, graph.Network{}, err
+		}
+		w := f.Tensor(conv)
+		if len(w.Data)%l.In.C != 0 {
+			return nil, graph.Network{}, fmt.Errorf("infer: layer %s: weight of %d values for %d channels", conv, len(w.Data), l.In.C)
+		}
+		fw := make([]float32, len(w.Data))
+		kernels.ScaleRows(fw, w.Data, nl.scale)
+		fb := slices.Clone(nl.shift)
+		if b := f.Tensor(conv + ".bias"); b != nil && len(b.Data) == len(fb) {
+			for k, v := range b.Data {
+				fb[k] += v * nl.scale[k]
+			}
+		}
+		replace[conv] = &checkpoint.Tensor{Name: conv, Role: w.Role, Shape: w.Shape, Data: fw}
+		replace[conv+".bias"] = &checkpoint.Tensor{Name: conv + ".bias", Role: w.Role, Shape: []int{len(fb)}, Data: fb}
+		if a, ok := acts[bn]; ok {
+			acts[conv] = a
+			delete(acts, bn)
+			if r := f.Tensor("act/" + bn); r != nil {
+				replace["act/"+conv] = &checkpoint.Tensor{Name: "act/" + conv, Role: r.Role, Shape: r.Shape, Data: r.Data}
+			}
+		}
+	}
+	out := *f
+	out.Tensors = nil
+	for _, t := range f.Tensors {
+		if r, ok := replace[t.Name]; ok {
+			t = r
+			delete(replace, t.Name)
+		}
+		out.Tensors = append(out.Tensors, t)
+	}
+	for _, name := range slices.Sorted(maps.Keys(replace)) { // a bias-free convolution's new bias
+		out.Tensors = append(out.Tensors, replace[name])
+	}
+	return &out, folded, nil
+}
+
 // foldBatchNorm turns a batch norm's parameters and running statistics
 // into the per-channel affine map it computes in evaluation.
 func (l *Layer) foldBatchNorm(f *checkpoint.File) error {
@@ -32,9 +99,8 @@ func (l *Layer) foldBatchNorm(f *checkpoint.File) error {
 	}
 	l.scale, l.shift = make([]float32, l.C), make([]float32, l.C)
 	for c := range l.C {
-		k := float64(g.Data[c]) / math.Sqrt(float64(vr.Data[c])+graph.BNEpsilon)
-		l.scale[c] = float32(k)
-		l.shift[c] = float32(float64(b.Data[c]) - float64(mean.Data[c])*k)
+		l.scale[c] = graph.BNScale(g.Data[c], vr.Data[c])
+		l.shift[c] = float32(float64(b.Data[c]) - float64(mean.Data[c])*float64(l.scale[c]))
 	}
 	return nil
 }
@@ -180,6 +246,15 @@ func (m *Model) apply(l *Layer, dst []float32, srcs [][]float32, batch int) {
 // the layer's kernel (or, grouped, a GEMM per group) runs over the
 // batch·OH·OW rows.
 func (m *Model) conv(l *Layer, dst, src []float32, batch int) {
+	m.convWith(l, l.kernel(batch), dst, src, batch)
+}
+
+// convWith runs a convolution with kernel k.
+func (m *Model) convWith(l *Layer, k string, dst, src []float32, batch int) {
+	if k == Direct {
+		m.directConv(l, dst, src, batch)
+		return
+	}
 	rows := batch * l.OH * l.OW
 	per, isz, win := l.OH*l.OW*l.In, l.H*l.W*l.C, l.window()
 	if cap(l.col) < rows*l.In {
@@ -190,7 +265,7 @@ func (m *Model) conv(l *Layer, dst, src []float32, batch int) {
 		for s := range batch {
 			win.Im2col(col[s*per:(s+1)*per], src[s*isz:(s+1)*isz], 0, l.C)
 		}
-		m.run(l, l.kernel(batch), dst, col, rows)
+		m.run(l, k, dst, col, rows)
 		return
 	}
 	cg, fg := l.C/l.Groups, l.Out/l.Groups
@@ -207,6 +282,37 @@ func (m *Model) conv(l *Layer, dst, src []float32, batch int) {
 		}
 	}
 	l.activate(dst)
+}
+
+// directConv runs a convolution with the direct kernel: the images
+// padded, then output rows shared among the engine's threads.
+func (m *Model) directConv(l *Layer, dst, src []float32, batch int) {
+	d, isz, osz := l.direct, l.H*l.W*l.C, l.OH*l.OW*l.Out
+	plen := d.PaddedLen()
+	if cap(l.padded) < batch*plen {
+		l.padded = make([]float32, batch*plen)
+	}
+	padded := l.padded[:batch*plen]
+	m.eng.Parallel(batch, 1, func(lo, hi int) {
+		for s := lo; s < hi; s++ {
+			d.Pad(padded[s*plen:(s+1)*plen], src[s*isz:(s+1)*isz])
+		}
+	})
+	m.eng.Parallel(batch*l.OH, 1, func(lo, hi int) {
+		var tile kernels.DirectTile
+		for r := lo; r < hi; r++ {
+			s, oy := r/l.OH, r%l.OH
+			row := dst[s*osz+oy*l.OW*l.Out : s*osz+(oy+1)*l.OW*l.Out]
+			d.Row(row, padded[s*plen:(s+1)*plen], oy, &tile)
+			for p := range l.OW {
+				o := row[p*l.Out : (p+1)*l.Out]
+				for j, b := range l.b {
+					o[j] += b
+				}
+			}
+			l.activate(row)
+		}
+	})
 }
 
 // poolImage pools one NHWC image: the maximum (padding never wins) or the

@@ -23,6 +23,7 @@ import (
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/compute"
 	"github.com/lathe-ml/lathe/graph"
+	"github.com/lathe-ml/lathe/internal/kernels"
 )
 
 // Kernels a layer can run with.
@@ -31,6 +32,9 @@ const (
 	CSR   = "csr"   // only the non-zero weights, row by row, one sample at a time
 	CSRT  = "csr-t" // only the non-zero weights, each against a run of samples (SIMD across the batch)
 	Int8  = "int8"  // integer codes of quantized weights and inputs, summed exactly in int32
+	// Direct is a convolution without the patch matrix: tiles of output
+	// pixels × channels accumulated over the image (kernels.DirectConv).
+	Direct = "direct"
 )
 
 // Probes are the batch sizes at which each layer's kernels are timed at
@@ -67,6 +71,8 @@ type Layer struct {
 	k8      *int8Layer        // the int8 kernel, where weights and input are quantized
 	nm      *nmLayer          // the 2:4 kernel, where every group of 4 inputs has at most 2 weights
 	col     []float32         // im2col scratch
+	direct  *kernels.DirectConv
+	padded  []float32 // the direct kernel's padded images
 	rowPtr  []int32
 	cols    []int32
 	vals    []float32
@@ -142,6 +148,9 @@ func parse(f *checkpoint.File) (*Model, error) {
 		return nil, fmt.Errorf("infer: %w", err)
 	}
 	m.Net = net
+	if f, net, err = foldNorms(f, net, st.Activations); err != nil {
+		return nil, err
+	}
 	index := map[string]int{graph.Input: -1}
 	prev := graph.Input
 	for i, ls := range net.Layers {
@@ -199,6 +208,9 @@ func parse(f *checkpoint.File) (*Model, error) {
 		if l.Groups == 1 {
 			l.k8 = newInt8(l, l.wq, inQ)
 			l.nm = newNM(l.w, l.Out, l.In)
+			if ls.Kind == graph.Conv && kernels.HasDirect() {
+				l.direct = kernels.NewDirectConv(l.window(), l.Out, l.w)
+			}
 		}
 		l.outQ = l.actQ
 		m.Layers = append(m.Layers, l)
@@ -220,6 +232,9 @@ func (l *Layer) Candidates() []string {
 	if l.nm != nil {
 		c = append(c, NM)
 	}
+	if l.direct != nil {
+		c = append(c, Direct)
+	}
 	return c
 }
 
@@ -239,6 +254,9 @@ func (m *Model) choose(l *Layer) {
 	for _, samples := range Probes {
 		batch := samples * rowsPer
 		x := make([]float32, batch*l.In)
+		if l.Kind == string(graph.Conv) { // whole convolutions: images in (patches or not)
+			x = make([]float32, samples*l.H*l.W*l.C)
+		}
 		for j := range x {
 			x[j] = float32(j%7) * 0.1
 		}
@@ -259,6 +277,8 @@ func (m *Model) choose(l *Layer) {
 					transpose(xT, x, batch, l.In, ld)
 					l.runT(yT, xT, ld)
 					untranspose(y, yT, batch, l.Out, ld)
+				} else if l.Kind == string(graph.Conv) {
+					m.convWith(l, k, y, x, samples)
 				} else {
 					m.run(l, k, y, x, batch)
 				}

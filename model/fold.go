@@ -12,6 +12,7 @@ import (
 
 	"github.com/lathe-ml/lathe/compute"
 	"github.com/lathe-ml/lathe/graph"
+	"github.com/lathe-ml/lathe/internal/kernels"
 )
 
 // Quantization-aware training with batch norms folded (Jacob et al. 2018
@@ -65,19 +66,8 @@ func (o *foldOp) Do(vs ...G.Value) (G.Value, error) {
 		o.s[k] = graph.BNScale(gamma[k], o.vr[k])
 	}
 	y := o.out.Get(vs[0].Shape()...)
-	ScaleRows(y.Float32s(), w, o.s)
+	kernels.ScaleRows(y.Float32s(), w, o.s)
 	return y, nil
-}
-
-// ScaleRows sets dst to w with row k (of len(w)/len(s) values) times s[k]:
-// a folded weight.
-func ScaleRows(dst, w, s []float32) {
-	n := len(w) / len(s)
-	for k, f := range s {
-		for i, v := range w[k*n : (k+1)*n] {
-			dst[k*n+i] = v * f
-		}
-	}
 }
 
 func (o *foldOp) DiffWRT(int) []bool { return []bool{true, false} }
@@ -159,7 +149,7 @@ func (o *scaleGradOp) Do(vs ...G.Value) (G.Value, error) {
 	y := o.out.Get(vs[0].Shape()...)
 	yd := y.Float32s()
 	if o.rows {
-		ScaleRows(yd, g, s)
+		kernels.ScaleRows(yd, g, s)
 		return y, nil
 	}
 	c := len(s)
@@ -266,7 +256,7 @@ func (m *Model) FoldBatchNorms() (*Model, error) {
 			s[k] = graph.BNScale(gamma[k], vr[k])
 		}
 		w := out.Param(l)
-		ScaleRows(w.Data(), m.Param(l).Data(), s)
+		kernels.ScaleRows(w.Data(), m.Param(l).Data(), s)
 		b := out.Param(l + ".bias").Data()
 		old := m.Param(l + ".bias")
 		for k := range b {

@@ -140,3 +140,14 @@ func (g Window) Col2im(dx, col []float32, c0, cn int) {
 		}
 	}
 }
+
+// ScaleRows sets dst to w with row k (of len(w)/len(s) values) times s[k]:
+// a weight with a batch norm folded into it (graph.BNScale).
+func ScaleRows(dst, w, s []float32) {
+	n := len(w) / len(s)
+	for k, f := range s {
+		for i, v := range w[k*n : (k+1)*n] {
+			dst[k*n+i] = v * f
+		}
+	}
+}

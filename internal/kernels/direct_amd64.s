@@ -1,0 +1,101 @@
+#include "textflag.h"
+
+// func convTile(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32)
+//
+// out[p][0:32] = Σ_{ky,kx,ci} x[ky·rowStride + p·pixStride + (kx·c + ci)·4] · w[ky][kx][ci][0:32]
+// for p = 0…7: sixteen ZMM accumulators (8 pixels × 2 halves of 32
+// channels), the taps and channels in order (AVX-512F).
+TEXT ·convTile(SB), NOSPLIT, $0-56
+	MOVQ x+0(FP), R14
+	MOVQ pixStride+8(FP), R9
+	MOVQ rowStride+16(FP), R12
+	MOVQ c+24(FP), R13
+	MOVQ k+32(FP), BX
+	MOVQ w+40(FP), DI
+	MOVQ out+48(FP), DX
+
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	VXORPS Z15, Z15, Z15
+
+	MOVQ BX, AX         // ky countdown
+	IMULQ BX, R13       // k·c: the channels of a row of taps, in floats
+
+rows:
+	// Pixel p of this tap row: R8 + p·R9 (R10 = R8 + 3·R9, R11 = R8 + 6·R9).
+	MOVQ R14, R8
+	LEAQ (R8)(R9*2), R10
+	ADDQ R9, R10
+	LEAQ (R10)(R9*2), R11
+	ADDQ R9, R11
+	MOVQ R13, CX        // every (kx, ci) of the row: contiguous in x and w
+
+taps:
+	VMOVUPS (DI), Z16
+	VMOVUPS 64(DI), Z17
+	VBROADCASTSS (R8), Z18
+	VBROADCASTSS (R8)(R9*1), Z19
+	VBROADCASTSS (R8)(R9*2), Z20
+	VBROADCASTSS (R10), Z21
+	VBROADCASTSS (R8)(R9*4), Z22
+	VBROADCASTSS (R10)(R9*2), Z23
+	VBROADCASTSS (R11), Z24
+	VBROADCASTSS (R11)(R9*1), Z25
+	VFMADD231PS Z18, Z16, Z0
+	VFMADD231PS Z18, Z17, Z1
+	VFMADD231PS Z19, Z16, Z2
+	VFMADD231PS Z19, Z17, Z3
+	VFMADD231PS Z20, Z16, Z4
+	VFMADD231PS Z20, Z17, Z5
+	VFMADD231PS Z21, Z16, Z6
+	VFMADD231PS Z21, Z17, Z7
+	VFMADD231PS Z22, Z16, Z8
+	VFMADD231PS Z22, Z17, Z9
+	VFMADD231PS Z23, Z16, Z10
+	VFMADD231PS Z23, Z17, Z11
+	VFMADD231PS Z24, Z16, Z12
+	VFMADD231PS Z24, Z17, Z13
+	VFMADD231PS Z25, Z16, Z14
+	VFMADD231PS Z25, Z17, Z15
+	ADDQ $4, R8
+	ADDQ $4, R10
+	ADDQ $4, R11
+	ADDQ $128, DI
+	DECQ CX
+	JNZ taps
+
+	ADDQ R12, R14
+	DECQ AX
+	JNZ rows
+
+	VMOVUPS Z0, (DX)
+	VMOVUPS Z1, 64(DX)
+	VMOVUPS Z2, 128(DX)
+	VMOVUPS Z3, 192(DX)
+	VMOVUPS Z4, 256(DX)
+	VMOVUPS Z5, 320(DX)
+	VMOVUPS Z6, 384(DX)
+	VMOVUPS Z7, 448(DX)
+	VMOVUPS Z8, 512(DX)
+	VMOVUPS Z9, 576(DX)
+	VMOVUPS Z10, 640(DX)
+	VMOVUPS Z11, 704(DX)
+	VMOVUPS Z12, 768(DX)
+	VMOVUPS Z13, 832(DX)
+	VMOVUPS Z14, 896(DX)
+	VMOVUPS Z15, 960(DX)
+	VZEROUPPER
+	RET

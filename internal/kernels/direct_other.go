@@ -1,0 +1,9 @@
+//go:build !amd64
+
+package kernels
+
+var hasDirect = false
+
+func convTile(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32) {
+	panic("kernels: no direct convolution kernel on this architecture")
+}

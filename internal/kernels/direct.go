@@ -1,45 +1,46 @@
 package kernels
 
 // A direct convolution (no patch matrix): the filters are laid out in
-// blocks of 32 output channels, [block][ky][kx][c][32], and a tile of 8
-// output pixels × 32 channels is accumulated in registers over every tap
-// and input channel — AVX-512 where the CPU has it (Go elsewhere). The
-// input is an image padded on every side (and on the right to whole
-// tiles), so the kernel reads no bounds. Its sums run over (ky, kx, c) in
-// that order, the order of Im2col's patch rows.
+// blocks of output channels, [block][ky][kx][c][chans], and a tile of
+// output pixels × chans channels is accumulated in registers over every
+// tap and input channel — AVX-512 where the CPU has it (Go elsewhere):
+// 8 pixels × 32 channels, or 16 × 16 for a convolution of at most 16
+// filters. The input is an image padded on every side (and on the right
+// to whole tiles), so the kernel reads no bounds. Its sums run over
+// (ky, kx, c) in that order, the order of Im2col's patch rows.
 type DirectConv struct {
 	Win    Window
 	Out    int
+	pixels int // a tile's pixels
+	chans  int // and channels (a block's)
 	blocks int
 	w      []float32
 	// The padded image's geometry: rows, columns (with the tail tile's).
 	ph, pw int
 }
 
-// directTile is the kernel's tile: pixels × channels.
-const (
-	directPixels   = 8
-	directChannels = 32
-)
-
-// DirectTile is Row's scratch.
-type DirectTile = [directPixels * directChannels]float32
+// DirectTile is Row's scratch: a tile of either shape.
+type DirectTile = [256]float32
 
 // NewDirectConv lays out filters w [out][K][K][C] (groups 1) for win.
 func NewDirectConv(win Window, out int, w []float32) *DirectConv {
-	d := &DirectConv{Win: win, Out: out, blocks: (out + directChannels - 1) / directChannels}
+	d := &DirectConv{Win: win, Out: out, pixels: 8, chans: 32}
+	if out <= 16 {
+		d.pixels, d.chans = 16, 16
+	}
+	d.blocks = (out + d.chans - 1) / d.chans
 	k, c := win.K, win.C
-	d.w = make([]float32, d.blocks*k*k*c*directChannels)
+	d.w = make([]float32, d.blocks*k*k*c*d.chans)
 	for o := range out {
-		b, j := o/directChannels, o%directChannels
+		b, j := o/d.chans, o%d.chans
 		for t := range k * k * c { // (ky, kx, c) in filter order
-			d.w[(b*k*k*c+t)*directChannels+j] = w[o*k*k*c+t]
+			d.w[(b*k*k*c+t)*d.chans+j] = w[o*k*k*c+t]
 		}
 	}
 	_, ow := win.Out()
-	tiles := (ow + directPixels - 1) / directPixels
+	tiles := (ow + d.pixels - 1) / d.pixels
 	d.ph = win.H + 2*win.Pad
-	d.pw = max(win.W+2*win.Pad, (tiles*directPixels-1)*win.Stride+win.K)
+	d.pw = max(win.W+2*win.Pad, (tiles*d.pixels-1)*win.Stride+win.K)
 	return d
 }
 
@@ -66,19 +67,22 @@ func (d *DirectConv) Row(dst, padded []float32, oy int, tile *DirectTile) {
 	g := d.Win
 	_, ow := g.Out()
 	k, c := g.K, g.C
-	for x0 := 0; x0 < ow; x0 += directPixels {
+	for x0 := 0; x0 < ow; x0 += d.pixels {
 		base := (oy*g.Stride*d.pw + x0*g.Stride) * c
-		n := min(directPixels, ow-x0)
+		n := min(d.pixels, ow-x0)
 		for b := range d.blocks {
-			w := d.w[b*k*k*c*directChannels:]
-			if hasDirect {
+			w := d.w[b*k*k*c*d.chans:]
+			switch {
+			case hasDirect && d.chans == 16:
+				convTile16(&padded[base], g.Stride*c*4, d.pw*c*4, c, k, &w[0], &tile[0])
+			case hasDirect:
 				convTile(&padded[base], g.Stride*c*4, d.pw*c*4, c, k, &w[0], &tile[0])
-			} else {
+			default:
 				d.tileGo(tile, padded[base:], w)
 			}
-			lo, hi := b*directChannels, min(d.Out, (b+1)*directChannels)
+			lo, hi := b*d.chans, min(d.Out, (b+1)*d.chans)
 			for p := range n {
-				copy(dst[(x0+p)*d.Out+lo:(x0+p)*d.Out+hi], tile[p*directChannels:p*directChannels+hi-lo])
+				copy(dst[(x0+p)*d.Out+lo:(x0+p)*d.Out+hi], tile[p*d.chans:p*d.chans+hi-lo])
 			}
 		}
 	}
@@ -88,15 +92,15 @@ func (d *DirectConv) Row(dst, padded []float32, oy int, tile *DirectTile) {
 func (d *DirectConv) tileGo(tile *DirectTile, x, w []float32) {
 	g := d.Win
 	clear(tile[:])
-	for p := range directPixels {
-		acc := tile[p*directChannels : (p+1)*directChannels]
+	for p := range d.pixels {
+		acc := tile[p*d.chans : (p+1)*d.chans]
 		t := 0
 		for ky := range g.K {
 			row := x[(ky*d.pw+p*g.Stride)*g.C:]
 			for kx := range g.K {
 				px := row[kx*g.C : (kx+1)*g.C]
 				for _, v := range px {
-					ws := w[t*directChannels : (t+1)*directChannels]
+					ws := w[t*d.chans : (t+1)*d.chans]
 					for j := range acc {
 						acc[j] += v * ws[j]
 					}

@@ -11,3 +11,9 @@ var hasDirect = cpu.X86.HasAVX512F
 //
 //go:noescape
 func convTile(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32)
+
+// convTile16 is convTile for 16 pixels × 16 channels: filters [k][k][c][16],
+// out [16][16].
+//
+//go:noescape
+func convTile16(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32)

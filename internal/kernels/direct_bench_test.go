@@ -22,7 +22,7 @@ func BenchmarkDirectConv(b *testing.B) {
 			d := NewDirectConv(g.win, g.out, make([]float32, g.out*9*g.win.C))
 			padded := make([]float32, d.PaddedLen())
 			y := make([]float32, oh*ow*g.out)
-			var tile [directPixels * directChannels]float32
+			var tile DirectTile
 			b.SetBytes(int64(oh * ow * g.out * 9 * g.win.C * 2)) // FLOPs, as "bytes"
 			for b.Loop() {
 				d.Pad(padded, x)

@@ -7,3 +7,7 @@ var hasDirect = false
 func convTile(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32) {
 	panic("kernels: no direct convolution kernel on this architecture")
 }
+
+func convTile16(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32) {
+	panic("kernels: no direct convolution kernel on this architecture")
+}

@@ -22,6 +22,8 @@ func TestDirectConvMatchesIm2col(t *testing.T) {
 		{Window{H: 7, W: 7, C: 32, K: 3, Stride: 1, Pad: 1}, 64},
 		{Window{H: 9, W: 11, C: 3, K: 5, Stride: 1, Pad: 0}, 10},
 		{Window{H: 8, W: 8, C: 16, K: 1, Stride: 2, Pad: 0}, 40},
+		{Window{H: 28, W: 28, C: 16, K: 3, Stride: 1, Pad: 1}, 16},
+		{Window{H: 13, W: 13, C: 5, K: 3, Stride: 2, Pad: 1}, 12},
 	} {
 		t.Run(fmt.Sprintf("%+v→%d", tc.win, tc.out), func(t *testing.T) {
 			g := tc.win
@@ -57,7 +59,7 @@ func TestDirectConvMatchesIm2col(t *testing.T) {
 				saved := hasDirect
 				hasDirect = simd
 				got := make([]float32, oh*ow*tc.out)
-				var tile [directPixels * directChannels]float32
+				var tile DirectTile
 				for oy := range oh {
 					d.Row(got[oy*ow*tc.out:(oy+1)*ow*tc.out], padded, oy, &tile)
 				}

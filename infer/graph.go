@@ -268,6 +268,10 @@ func (m *Model) convWith(l *Layer, k string, dst, src []float32, batch int) {
 		m.run(l, k, dst, col, rows)
 		return
 	}
+	if l.taps != nil {
+		m.depthwise(l, dst, src, batch)
+		return
+	}
 	cg, fg := l.C/l.Groups, l.Out/l.Groups
 	for g := range l.Groups {
 		for s := range batch {
@@ -311,6 +315,25 @@ func (m *Model) directConv(l *Layer, dst, src []float32, batch int) {
 				}
 			}
 			l.activate(row)
+		}
+	})
+}
+
+// depthwise runs a depthwise convolution directly (kernels.Depthwise),
+// images shared among the engine's threads.
+func (m *Model) depthwise(l *Layer, dst, src []float32, batch int) {
+	d, isz, osz := kernels.Depthwise{Win: l.window()}, l.H*l.W*l.C, l.OH*l.OW*l.Out
+	m.eng.Parallel(batch, 1, func(lo, hi int) {
+		for s := lo; s < hi; s++ {
+			out := dst[s*osz : (s+1)*osz]
+			d.Forward(out, src[s*isz:(s+1)*isz], l.taps)
+			for p := range l.OH * l.OW {
+				o := out[p*l.Out : (p+1)*l.Out]
+				for j, b := range l.b {
+					o[j] += b
+				}
+			}
+			l.activate(out)
 		}
 	})
 }

@@ -73,6 +73,7 @@ type Layer struct {
 	col     []float32         // im2col scratch
 	direct  *kernels.DirectConv
 	padded  []float32 // the direct kernel's padded images
+	taps    []float32 // a depthwise convolution's filters, [K·K][C]
 	rowPtr  []int32
 	cols    []int32
 	vals    []float32
@@ -205,6 +206,10 @@ func parse(f *checkpoint.File) (*Model, error) {
 			l.b = b.Data
 		}
 		l.buildCSR()
+		if l.Groups > 1 && l.Groups == l.C && l.Groups == l.Out { // depthwise
+			l.taps = make([]float32, len(l.w))
+			kernels.Taps(l.taps, l.w, l.C, l.K)
+		}
 		if l.Groups == 1 {
 			l.k8 = newInt8(l, l.wq, inQ)
 			l.nm = newNM(l.w, l.Out, l.In)

@@ -25,7 +25,9 @@ type conv2dOp struct {
 	// gradient and so runs the batch in chunks of bounded patch memory.
 	eval bool
 	col  []float32 // [G][n·OH·OW, K·K·C/G], kept for the weight gradient
-	out  buffer
+	// A depthwise convolution keeps its input and filters as taps instead.
+	x, taps []float32
+	out     buffer
 }
 
 func newConv(eng compute.Engine, l graph.Layer, needDX, train bool) *conv2dOp {
@@ -82,6 +84,16 @@ func (o *conv2dOp) Do(vs ...G.Value) (G.Value, error) {
 	}
 	y := o.out.Get(n, og.Size())
 	yd := y.Float32s()
+	if o.depthwise() {
+		o.x = x // for dW
+		o.forwardDepthwise(yd, x, data(vs[1]), n)
+		var b []float32
+		if o.bias() {
+			b = data(vs[2])
+		}
+		biasAct(o.Eng, yd, b, n*og.H*og.W, o.l.Out, o.act)
+		return y, nil
+	}
 	chunk := n // a training graph keeps every patch for dW
 	if o.eval {
 		chunk = max(1, min(n, evalChunk/(o.groups()*og.H*og.W*p)))
@@ -120,6 +132,25 @@ func (o *conv2dOp) forward(y, x, w []float32, n int) {
 	}
 }
 
+// depthwise says whether the convolution is depthwise (a filter per
+// channel): it runs kernels.Depthwise, without patches.
+func (o *conv2dOp) depthwise() bool { return o.groups() > 1 && o.cg() == 1 && o.fg() == 1 }
+
+// forwardDepthwise is forward for a depthwise convolution.
+func (o *conv2dOp) forwardDepthwise(y, x, w []float32, n int) {
+	c, k := o.l.In.C, o.l.Kernel
+	if len(o.taps) != len(w) {
+		o.taps = make([]float32, len(w))
+	}
+	kernels.Taps(o.taps, w, c, k)
+	d, isz, osz := kernels.Depthwise{Win: o.window()}, o.l.In.Size(), o.outGeom().Size()
+	o.Eng.Parallel(n, 1, func(lo, hi int) {
+		for b := lo; b < hi; b++ {
+			d.Forward(y[b*osz:(b+1)*osz], x[b*isz:(b+1)*isz], o.taps)
+		}
+	})
+}
+
 // im2col writes the K×K patches of one NHWC image, a row per output pixel
 // (a valid, stride-1 convolution).
 func im2col(col, x []float32, g graph.Shape, k int) { kernels.Im2col(col, x, g.H, g.W, g.C, k) }
@@ -155,8 +186,9 @@ func (o *conv2dOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 // inputs dz and W (for the shape).
 type convGradWOp struct {
 	opBase
-	fwd *conv2dOp
-	out buffer
+	fwd  *conv2dOp
+	taps []float32 // a depthwise convolution's filter gradient, [K·K][C]
+	out  buffer
 }
 
 func (o *convGradWOp) Arity() int    { return 2 }
@@ -165,6 +197,9 @@ func (o *convGradWOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
 	return in[1].(tensor.Shape).Clone(), nil
 }
 func (o *convGradWOp) Do(vs ...G.Value) (G.Value, error) {
+	if o.fwd.depthwise() {
+		return o.depthwise(vs)
+	}
 	f, fg, p, ng := o.fwd.l.Out, o.fwd.fg(), o.fwd.patch(), o.fwd.groups()
 	rows := len(o.fwd.col) / p / ng
 	dw := o.out.Get(vs[1].Shape()...)
@@ -172,6 +207,28 @@ func (o *convGradWOp) Do(vs ...G.Value) (G.Value, error) {
 	for g := range ng {
 		o.Eng.Sgemm(true, false, fg, p, rows, 1, dz[g*fg:], f, o.fwd.col[g*rows*p:(g+1)*rows*p], p, 0, d[g*fg*p:(g+1)*fg*p], p)
 	}
+	return dw, nil
+}
+
+// depthwise is Do for a depthwise convolution: threads own channel
+// ranges, each summing over the images in order.
+func (o *convGradWOp) depthwise(vs []G.Value) (G.Value, error) {
+	fw := o.fwd
+	dz, x := data(vs[0]), fw.x
+	c, k := fw.l.In.C, fw.l.Kernel
+	n := len(x) / fw.l.In.Size()
+	if len(o.taps) != c*k*k {
+		o.taps = make([]float32, c*k*k)
+	}
+	clear(o.taps)
+	d, isz, osz := kernels.Depthwise{Win: fw.window()}, fw.l.In.Size(), fw.outGeom().Size()
+	o.Eng.Parallel(c, 1, func(c0, c1 int) {
+		for b := range n {
+			d.GradW(o.taps, dz[b*osz:(b+1)*osz], x[b*isz:(b+1)*isz], c0, c1)
+		}
+	})
+	dw := o.out.Get(vs[1].Shape()...)
+	kernels.Untaps(dw.Float32s(), o.taps, c, k)
 	return dw, nil
 }
 
@@ -191,6 +248,17 @@ func (o *convGradXOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
 }
 func (o *convGradXOp) Do(vs ...G.Value) (G.Value, error) {
 	n := vs[0].Shape()[0]
+	if fw := o.fwd; fw.depthwise() { // the forward pass laid out the taps
+		dx := o.out.Get(n, fw.l.In.Size())
+		dz, dd := data(vs[0]), dx.Float32s()
+		d, isz, osz := kernels.Depthwise{Win: fw.window()}, fw.l.In.Size(), fw.outGeom().Size()
+		o.Eng.Parallel(n, 1, func(lo, hi int) {
+			for b := lo; b < hi; b++ {
+				d.GradX(dd[b*isz:(b+1)*isz], dz[b*osz:(b+1)*osz], fw.taps)
+			}
+		})
+		return dx, nil
+	}
 	f, fg, p, og, ng, cg := o.fwd.l.Out, o.fwd.fg(), o.fwd.patch(), o.fwd.outGeom(), o.fwd.groups(), o.fwd.cg()
 	rows := n * og.H * og.W
 	if len(o.dcol) != ng*rows*p {

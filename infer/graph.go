@@ -257,10 +257,7 @@ func (m *Model) convWith(l *Layer, k string, dst, src []float32, batch int) {
 	}
 	rows := batch * l.OH * l.OW
 	per, isz, win := l.OH*l.OW*l.In, l.H*l.W*l.C, l.window()
-	if cap(l.col) < rows*l.In {
-		l.col = make([]float32, rows*l.In)
-	}
-	col := l.col[:rows*l.In]
+	col := grow(&m.col, rows*l.In)
 	if l.Groups == 1 {
 		for s := range batch {
 			win.Im2col(col[s*per:(s+1)*per], src[s*isz:(s+1)*isz], 0, l.C)
@@ -288,15 +285,20 @@ func (m *Model) convWith(l *Layer, k string, dst, src []float32, batch int) {
 	l.activate(dst)
 }
 
+// grow returns (*buf)[:n], growing the buffer when it is shorter.
+func grow(buf *[]float32, n int) []float32 {
+	if cap(*buf) < n {
+		*buf = make([]float32, n)
+	}
+	return (*buf)[:n]
+}
+
 // directConv runs a convolution with the direct kernel: the images
 // padded, then output rows shared among the engine's threads.
 func (m *Model) directConv(l *Layer, dst, src []float32, batch int) {
 	d, isz, osz := l.direct, l.H*l.W*l.C, l.OH*l.OW*l.Out
 	plen := d.PaddedLen()
-	if cap(l.padded) < batch*plen {
-		l.padded = make([]float32, batch*plen)
-	}
-	padded := l.padded[:batch*plen]
+	padded := grow(&m.padded, batch*plen)
 	m.eng.Parallel(batch, 1, func(lo, hi int) {
 		for s := lo; s < hi; s++ {
 			d.Pad(padded[s*plen:(s+1)*plen], src[s*isz:(s+1)*isz])

@@ -70,9 +70,7 @@ type Layer struct {
 	wq      *checkpoint.Quant // the weight's integer codes, when it is quantized
 	k8      *int8Layer        // the int8 kernel, where weights and input are quantized
 	nm      *nmLayer          // the 2:4 kernel, where every group of 4 inputs has at most 2 weights
-	col     []float32         // im2col scratch
 	direct  *kernels.DirectConv
-	padded  []float32 // the direct kernel's padded images
 	taps    []float32 // a depthwise convolution's filters, [K·K][C]
 	rowPtr  []int32
 	cols    []int32
@@ -93,6 +91,9 @@ type Model struct {
 	Net  graph.Network
 	eng  compute.Engine
 	pool [][]float32 // activation buffers, reused as layers finish with them
+	// Convolutions' scratch, shared (layers run one at a time): patch
+	// rows, and the direct kernel's padded images.
+	col, padded []float32
 	// Forward's bookkeeping, kept between calls: each output's last
 	// reader, the outputs, the free buffers and conversion scratch.
 	last          []int
@@ -456,6 +457,8 @@ func (l *Layer) WeightBytes(kernel string) int {
 		return l.k8.r16*l.k8.k16 + 4*3*l.Out + 4*l.Out
 	case kernel == NM:
 		return 5*len(l.nm.vals) + 4*l.Out
+	case kernel == Direct:
+		return 4 * (l.direct.Weights() + l.Out)
 	default:
 		return 8*l.Nonzero + 4*(l.Out+1) + 4*l.Out
 	}
@@ -468,8 +471,12 @@ func (m *Model) Bytes() int {
 	for _, b := range m.pool {
 		n += 4 * cap(b)
 	}
+	n += 4 * (cap(m.col) + cap(m.padded))
 	for _, l := range m.Layers {
-		n += 4*(len(l.w)+len(l.b)+cap(l.col)) + 8*len(l.vals) + 4*len(l.rowPtr)
+		n += 4*(len(l.w)+len(l.b)+len(l.taps)) + 8*len(l.vals) + 4*len(l.rowPtr)
+		if l.direct != nil {
+			n += 4 * l.direct.Weights()
+		}
 		if l.k8 != nil {
 			n += len(l.k8.w) + 4*(len(l.k8.rowSum)+len(l.k8.zw)+len(l.k8.scale))
 		}

@@ -48,6 +48,9 @@ func NewDirectConv(win Window, out int, w []float32) *DirectConv {
 // its Go form is slower than a patch matrix and a GEMM).
 func HasDirect() bool { return hasDirect }
 
+// Weights is the floats of the filters in the kernel's layout.
+func (d *DirectConv) Weights() int { return len(d.w) }
+
 // PaddedLen is the floats of one padded image.
 func (d *DirectConv) PaddedLen() int { return d.ph * d.pw * d.Win.C }
 

@@ -309,14 +309,10 @@ func (m *Model) directConv(l *Layer, dst, src []float32, batch int) {
 		for r := lo; r < hi; r++ {
 			s, oy := r/l.OH, r%l.OH
 			row := dst[s*osz+oy*l.OW*l.Out : s*osz+(oy+1)*l.OW*l.Out]
-			d.Row(row, padded[s*plen:(s+1)*plen], oy, &tile)
-			for p := range l.OW {
-				o := row[p*l.Out : (p+1)*l.Out]
-				for j, b := range l.b {
-					o[j] += b
-				}
+			d.Row(row, padded[s*plen:(s+1)*plen], oy, &tile) // bias and activation included
+			if l.actQ != nil {
+				l.actQ.apply(row)
 			}
-			l.activate(row)
 		}
 	})
 }

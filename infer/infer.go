@@ -215,7 +215,8 @@ func parse(f *checkpoint.File) (*Model, error) {
 			l.k8 = newInt8(l, l.wq, inQ)
 			l.nm = newNM(l.w, l.Out, l.In)
 			if ls.Kind == graph.Conv && kernels.HasDirect() {
-				l.direct = kernels.NewDirectConv(l.window(), l.Out, l.w)
+				act := map[graph.Activation]int{graph.ReLU: kernels.ActReLU, graph.ReLU6: kernels.ActReLU6}[l.act]
+				l.direct = kernels.NewDirectConv(l.window(), l.Out, l.w, l.b, act)
 			}
 		}
 		l.outQ = l.actQ

@@ -15,6 +15,8 @@ type DirectConv struct {
 	chans  int // and channels (a block's)
 	blocks int
 	w      []float32
+	bias   []float32 // per block, zero beyond Out
+	act    int       // ActNone, ActReLU or ActReLU6
 	// The padded image's geometry: rows, columns (with the tail tile's).
 	ph, pw int
 }
@@ -22,13 +24,24 @@ type DirectConv struct {
 // DirectTile is Row's scratch: a tile of either shape.
 type DirectTile = [256]float32
 
-// NewDirectConv lays out filters w [out][K][K][C] (groups 1) for win.
-func NewDirectConv(win Window, out int, w []float32) *DirectConv {
-	d := &DirectConv{Win: win, Out: out, pixels: 8, chans: 32}
+// Activations the direct kernel applies to its outputs.
+const (
+	ActNone = iota
+	ActReLU
+	ActReLU6
+)
+
+// NewDirectConv lays out filters w [out][K][K][C] (groups 1) for win,
+// with bias b [out] (nil: none) and act (ActNone, ActReLU, ActReLU6)
+// applied to every output.
+func NewDirectConv(win Window, out int, w, b []float32, act int) *DirectConv {
+	d := &DirectConv{Win: win, Out: out, pixels: 8, chans: 32, act: act}
 	if out <= 16 {
 		d.pixels, d.chans = 16, 16
 	}
 	d.blocks = (out + d.chans - 1) / d.chans
+	d.bias = make([]float32, d.blocks*d.chans)
+	copy(d.bias, b)
 	k, c := win.K, win.C
 	d.w = make([]float32, d.blocks*k*k*c*d.chans)
 	for o := range out {
@@ -64,8 +77,9 @@ func (d *DirectConv) Pad(dst, x []float32) {
 	}
 }
 
-// Row computes output row oy of a padded image into dst [OW][Out] (sums
-// only: no bias), with tile as scratch.
+// Row computes output row oy of a padded image into dst [OW][Out]: bias,
+// sums, activation. Whole tiles are written in place, the others through
+// tile.
 func (d *DirectConv) Row(dst, padded []float32, oy int, tile *DirectTile) {
 	g := d.Win
 	_, ow := g.Out()
@@ -75,28 +89,35 @@ func (d *DirectConv) Row(dst, padded []float32, oy int, tile *DirectTile) {
 		n := min(d.pixels, ow-x0)
 		for b := range d.blocks {
 			w := d.w[b*k*k*c*d.chans:]
+			lo, hi := b*d.chans, min(d.Out, (b+1)*d.chans)
+			out, stride, inPlace := tile[:], d.chans, n == d.pixels && hi-lo == d.chans
+			if inPlace {
+				out, stride = dst[x0*d.Out+lo:], d.Out
+			}
 			switch {
 			case hasDirect && d.chans == 16:
-				convTile16(&padded[base], g.Stride*c*4, d.pw*c*4, c, k, &w[0], &tile[0])
+				convTile16(&padded[base], g.Stride*c*4, d.pw*c*4, c, k, &w[0], &out[0], stride*4, &d.bias[lo], d.act)
 			case hasDirect:
-				convTile(&padded[base], g.Stride*c*4, d.pw*c*4, c, k, &w[0], &tile[0])
+				convTile(&padded[base], g.Stride*c*4, d.pw*c*4, c, k, &w[0], &out[0], stride*4, &d.bias[lo], d.act)
 			default:
-				d.tileGo(tile, padded[base:], w)
+				d.tileGo(out, stride, padded[base:], w, d.bias[lo:lo+d.chans])
 			}
-			lo, hi := b*d.chans, min(d.Out, (b+1)*d.chans)
-			for p := range n {
-				copy(dst[(x0+p)*d.Out+lo:(x0+p)*d.Out+hi], tile[p*d.chans:p*d.chans+hi-lo])
+			if !inPlace {
+				for p := range n {
+					copy(dst[(x0+p)*d.Out+lo:(x0+p)*d.Out+hi], tile[p*d.chans:p*d.chans+hi-lo])
+				}
 			}
 		}
 	}
 }
 
-// tileGo is the kernel in Go: the same sums in the same order.
-func (d *DirectConv) tileGo(tile *DirectTile, x, w []float32) {
+// tileGo is the kernel in Go: the same sums in the same order, pixel p's
+// outputs at out[p·stride:].
+func (d *DirectConv) tileGo(out []float32, stride int, x, w, bias []float32) {
 	g := d.Win
-	clear(tile[:])
 	for p := range d.pixels {
-		acc := tile[p*d.chans : (p+1)*d.chans]
+		acc := out[p*stride : p*stride+d.chans]
+		copy(acc, bias)
 		t := 0
 		for ky := range g.K {
 			row := x[(ky*d.pw+p*g.Stride)*g.C:]
@@ -109,6 +130,14 @@ func (d *DirectConv) tileGo(tile *DirectTile, x, w []float32) {
 					}
 					t++
 				}
+			}
+		}
+		for j, v := range acc {
+			switch d.act {
+			case ActReLU:
+				acc[j] = max(v, 0)
+			case ActReLU6:
+				acc[j] = min(max(v, 0), 6)
 			}
 		}
 	}

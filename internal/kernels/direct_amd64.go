@@ -5,15 +5,17 @@ import "golang.org/x/sys/cpu"
 // hasDirect says whether the AVX-512 direct convolution kernel runs here.
 var hasDirect = cpu.X86.HasAVX512F
 
-// convTile accumulates one tile: 8 output pixels (pixStride bytes apart
-// in the padded input, rows rowStride bytes apart) × 32 channels, over k×k
-// taps of c channels, filters w [k][k][c][32]; out [8][32].
+// convTile computes one tile: 8 output pixels (pixStride bytes apart in
+// the padded input, rows rowStride bytes apart) × 32 channels, the bias
+// plus the sums over k×k taps of c channels with filters w [k][k][c][32],
+// then act (1: ReLU, 2: ReLU6); pixel p's 32 outputs go to out +
+// p·outStride bytes.
 //
 //go:noescape
-func convTile(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32)
+func convTile(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32, outStride int, bias *float32, act int)
 
-// convTile16 is convTile for 16 pixels × 16 channels: filters [k][k][c][16],
-// out [16][16].
+// convTile16 is convTile for 16 pixels × 16 channels: filters
+// [k][k][c][16], bias [16].
 //
 //go:noescape
-func convTile16(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32)
+func convTile16(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32, outStride int, bias *float32, act int)

@@ -19,7 +19,7 @@ func BenchmarkDirectConv(b *testing.B) {
 		b.Run(fmt.Sprintf("%dx%dx%d-%d", g.win.H, g.win.W, g.win.C, g.out), func(b *testing.B) {
 			oh, ow := g.win.Out()
 			x := make([]float32, g.win.H*g.win.W*g.win.C)
-			d := NewDirectConv(g.win, g.out, make([]float32, g.out*9*g.win.C))
+			d := NewDirectConv(g.win, g.out, make([]float32, g.out*9*g.win.C), nil, ActReLU)
 			padded := make([]float32, d.PaddedLen())
 			y := make([]float32, oh*ow*g.out)
 			var tile DirectTile

@@ -8,9 +8,9 @@ import (
 )
 
 // TestDirectConvMatchesIm2col: the direct kernel (AVX-512 where present,
-// and its Go form) computes what the patch matrix times the filters does,
-// for strides, paddings, kernels, channel counts and filter counts that
-// leave partial tiles and blocks.
+// and its Go form) computes what the patch matrix times the filters does
+// — then the bias and ReLU or ReLU6 —, for strides, paddings, kernels,
+// channel counts and filter counts that leave partial tiles and blocks.
 func TestDirectConvMatchesIm2col(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, tc := range []struct {
@@ -49,24 +49,44 @@ func TestDirectConvMatchesIm2col(t *testing.T) {
 					want[p*tc.out+o] = s
 				}
 			}
-			d := NewDirectConv(g, tc.out, w)
-			padded := make([]float32, d.PaddedLen())
-			d.Pad(padded, x)
-			for _, simd := range []bool{true, false} {
-				if simd && !hasDirect {
-					continue
+			bias := make([]float32, tc.out)
+			for i := range bias {
+				bias[i] = r.Float32()*4 - 2
+			}
+			for _, act := range []int{ActNone, ActReLU, ActReLU6} {
+				var b []float32
+				if act != ActNone {
+					b = bias
 				}
-				saved := hasDirect
-				hasDirect = simd
-				got := make([]float32, oh*ow*tc.out)
-				var tile DirectTile
-				for oy := range oh {
-					d.Row(got[oy*ow*tc.out:(oy+1)*ow*tc.out], padded, oy, &tile)
-				}
-				hasDirect = saved
-				for i, v := range got {
-					if math.Abs(float64(v)-want[i]) > 1e-4*float64(patch) {
-						t.Fatalf("simd %v: output %d is %v, want %v", simd, i, v, want[i])
+				d := NewDirectConv(g, tc.out, w, b, act)
+				padded := make([]float32, d.PaddedLen())
+				d.Pad(padded, x)
+				for _, simd := range []bool{true, false} {
+					if simd && !hasDirect {
+						continue
+					}
+					saved := hasDirect
+					hasDirect = simd
+					got := make([]float32, oh*ow*tc.out)
+					var tile DirectTile
+					for oy := range oh {
+						d.Row(got[oy*ow*tc.out:(oy+1)*ow*tc.out], padded, oy, &tile)
+					}
+					hasDirect = saved
+					for i, v := range got {
+						wi := want[i]
+						if b != nil {
+							wi += float64(b[i%tc.out])
+						}
+						switch act {
+						case ActReLU:
+							wi = max(wi, 0)
+						case ActReLU6:
+							wi = min(max(wi, 0), 6)
+						}
+						if math.Abs(float64(v)-wi) > 1e-4*float64(patch) {
+							t.Fatalf("simd %v, act %d: output %d is %v, want %v", simd, act, i, v, wi)
+						}
 					}
 				}
 			}

@@ -85,7 +85,7 @@ func TestConvWindowMatchesDirect(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !slices.Equal(data(ye), data(y)) || (len(ev.col) != evalChunk) != ev.depthwise() { // (depthwise: no patches)
+			if !slices.Equal(data(ye), data(y)) || (len(ev.col) != evalChunk) != (ev.depthwise() || ev.direct()) { // (depthwise, direct: no patches)
 				t.Fatalf("the evaluation op (patches for %d values) computes otherwise than the training op", len(ev.col))
 			}
 			got, o := data(y), l.Output()

@@ -25,9 +25,10 @@ type conv2dOp struct {
 	// gradient and so runs the batch in chunks of bounded patch memory.
 	eval bool
 	col  []float32 // [G][n·OH·OW, K·K·C/G], kept for the weight gradient
-	// A depthwise convolution keeps its input and filters as taps instead.
-	x, taps []float32
-	out     buffer
+	// A depthwise convolution keeps its input and filters as taps instead;
+	// one on the direct kernel its input (and its padded images).
+	x, taps, padded []float32
+	out             buffer
 }
 
 func newConv(eng compute.Engine, l graph.Layer, needDX, train bool) *conv2dOp {
@@ -94,6 +95,16 @@ func (o *conv2dOp) Do(vs ...G.Value) (G.Value, error) {
 		biasAct(o.Eng, yd, b, n*og.H*og.W, o.l.Out, o.act)
 		return y, nil
 	}
+	if o.direct() {
+		var b []float32
+		if o.bias() {
+			b = data(vs[2])
+		}
+		o.x = x // for dW's patches
+		act := map[Activation]int{ReLU: kernels.ActReLU, ReLU6: kernels.ActReLU6}[o.act]
+		o.runDirect(yd, x, kernels.NewDirectConv(o.window(), o.l.Out, data(vs[1]), b, act), n)
+		return y, nil
+	}
 	chunk := n // a training graph keeps every patch for dW
 	if o.eval {
 		chunk = max(1, min(n, evalChunk/(o.groups()*og.H*og.W*p)))
@@ -113,23 +124,43 @@ func (o *conv2dOp) Do(vs ...G.Value) (G.Value, error) {
 // forward computes the convolution (without bias and activation) of n
 // samples x with weights w into y through the patch buffer.
 func (o *conv2dOp) forward(y, x, w []float32, n int) {
-	og, win, ng, cg, p := o.outGeom(), o.window(), o.groups(), o.cg(), o.patch()
-	rows, isz, per := n*og.H*og.W, o.l.In.Size(), og.H*og.W*p
-	if cap(o.col) < ng*rows*p {
-		o.col = make([]float32, ng*rows*p)
-	}
-	o.col = o.col[:ng*rows*p]
-	o.Eng.Parallel(n, 1, func(lo, hi int) {
-		for b := lo; b < hi; b++ {
-			for g := range ng {
-				win.Im2col(o.col[g*rows*p+b*per:g*rows*p+(b+1)*per], x[b*isz:(b+1)*isz], g*cg, cg)
-			}
-		}
-	})
+	og, ng, p := o.outGeom(), o.groups(), o.patch()
+	rows := n * og.H * og.W
+	o.patches(x, n)
 	f, fg := o.l.Out, o.fg()
 	for g := range ng {
 		o.Eng.Sgemm(false, true, rows, fg, p, 1, o.col[g*rows*p:(g+1)*rows*p], p, w[g*fg*p:(g+1)*fg*p], p, 0, y[g*fg:], f)
 	}
+}
+
+// direct says whether the convolution runs kernels.DirectConv (groups 1,
+// where the CPU runs it in SIMD): the forward pass, and a stride-1 input
+// gradient as the convolution of the output gradient with the filters
+// turned around. The weight gradient takes the patches (made then).
+func (o *conv2dOp) direct() bool { return o.groups() == 1 && kernels.HasDirect() }
+
+// runDirect computes y [n, OH·OW·F] from images x [n, H·W·C] with d,
+// output rows shared among the threads.
+func (o *conv2dOp) runDirect(y, x []float32, d *kernels.DirectConv, n int) {
+	win := d.Win
+	oh, ow := win.Out()
+	plen, isz, osz := d.PaddedLen(), win.H*win.W*win.C, oh*ow*d.Out
+	if cap(o.padded) < n*plen {
+		o.padded = make([]float32, n*plen)
+	}
+	padded := o.padded[:n*plen]
+	o.Eng.Parallel(n, 1, func(lo, hi int) {
+		for s := lo; s < hi; s++ {
+			d.Pad(padded[s*plen:(s+1)*plen], x[s*isz:(s+1)*isz])
+		}
+	})
+	o.Eng.Parallel(n*oh, 1, func(lo, hi int) {
+		var tile kernels.DirectTile
+		for r := lo; r < hi; r++ {
+			s, oy := r/oh, r%oh
+			d.Row(y[s*osz+oy*ow*d.Out:s*osz+(oy+1)*ow*d.Out], padded[s*plen:(s+1)*plen], oy, &tile)
+		}
+	})
 }
 
 // depthwise says whether the convolution is depthwise (a filter per
@@ -147,6 +178,23 @@ func (o *conv2dOp) forwardDepthwise(y, x, w []float32, n int) {
 	o.Eng.Parallel(n, 1, func(lo, hi int) {
 		for b := lo; b < hi; b++ {
 			d.Forward(y[b*osz:(b+1)*osz], x[b*isz:(b+1)*isz], o.taps)
+		}
+	})
+}
+
+// patches lays out the patch rows of n images x in o.col, per group.
+func (o *conv2dOp) patches(x []float32, n int) {
+	og, win, ng, cg, p := o.outGeom(), o.window(), o.groups(), o.cg(), o.patch()
+	rows, isz, per := n*og.H*og.W, o.l.In.Size(), og.H*og.W*p
+	if cap(o.col) < ng*rows*p {
+		o.col = make([]float32, ng*rows*p)
+	}
+	o.col = o.col[:ng*rows*p]
+	o.Eng.Parallel(n, 1, func(lo, hi int) {
+		for b := lo; b < hi; b++ {
+			for g := range ng {
+				win.Im2col(o.col[g*rows*p+b*per:g*rows*p+(b+1)*per], x[b*isz:(b+1)*isz], g*cg, cg)
+			}
 		}
 	})
 }
@@ -201,6 +249,9 @@ func (o *convGradWOp) Do(vs ...G.Value) (G.Value, error) {
 		return o.depthwise(vs)
 	}
 	f, fg, p, ng := o.fwd.l.Out, o.fwd.fg(), o.fwd.patch(), o.fwd.groups()
+	if o.fwd.direct() {
+		o.fwd.patches(o.fwd.x, len(o.fwd.x)/o.fwd.l.In.Size())
+	}
 	rows := len(o.fwd.col) / p / ng
 	dw := o.out.Get(vs[1].Shape()...)
 	dz, d := data(vs[0]), dw.Float32s()
@@ -236,9 +287,10 @@ func (o *convGradWOp) depthwise(vs []G.Value) (G.Value, error) {
 // col2im.
 type convGradXOp struct {
 	opBase
-	fwd  *conv2dOp
-	dcol []float32
-	out  buffer
+	fwd    *conv2dOp
+	dcol   []float32
+	turned []float32 // the direct form's filters, turned around
+	out    buffer
 }
 
 func (o *convGradXOp) Arity() int    { return 2 }
@@ -248,6 +300,9 @@ func (o *convGradXOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
 }
 func (o *convGradXOp) Do(vs ...G.Value) (G.Value, error) {
 	n := vs[0].Shape()[0]
+	if fw := o.fwd; fw.direct() && fw.window().Stride == 1 {
+		return o.direct(vs, n)
+	}
 	if fw := o.fwd; fw.depthwise() { // the forward pass laid out the taps
 		dx := o.out.Get(n, fw.l.In.Size())
 		dz, dd := data(vs[0]), dx.Float32s()
@@ -280,6 +335,33 @@ func (o *convGradXOp) Do(vs ...G.Value) (G.Value, error) {
 			}
 		}
 	})
+	return dx, nil
+}
+
+// direct is Do for a stride-1 convolution on the direct kernel: dx is
+// dz, padded by K−1−pad, convolved with the filters turned around —
+// W'[c][ky][kx][f] = W[f][K−1−ky][K−1−kx][c].
+func (o *convGradXOp) direct(vs []G.Value, n int) (G.Value, error) {
+	fw := o.fwd
+	k, c, f := fw.l.Kernel, fw.l.In.C, fw.l.Out
+	og, win := fw.outGeom(), fw.window()
+	w := data(vs[1])
+	if len(o.turned) != len(w) {
+		o.turned = make([]float32, len(w))
+	}
+	for fi := range f {
+		for ky := range k {
+			for kx := range k {
+				src := w[((fi*k+ky)*k+kx)*c:]
+				for ci := range c {
+					o.turned[((ci*k+(k-1-ky))*k+(k-1-kx))*f+fi] = src[ci]
+				}
+			}
+		}
+	}
+	back := kernels.Window{H: og.H, W: og.W, C: f, K: k, Stride: 1, Pad: k - 1 - win.Pad}
+	dx := o.out.Get(n, fw.l.In.Size())
+	fw.runDirect(dx.Float32s(), data(vs[0]), kernels.NewDirectConv(back, c, o.turned, nil, kernels.ActNone), n)
 	return dx, nil
 }
 

@@ -71,9 +71,14 @@ func (d *DirectConv) PaddedLen() int { return d.ph * d.pw * d.Win.C }
 // border.
 func (d *DirectConv) Pad(dst, x []float32) {
 	g := d.Win
-	clear(dst)
+	row := d.pw * g.C
+	clear(dst[:g.Pad*row])                 // the rows above
+	clear(dst[(g.Pad+g.H)*row : d.ph*row]) // and below
 	for y := range g.H {
-		copy(dst[((y+g.Pad)*d.pw+g.Pad)*g.C:], x[y*g.W*g.C:(y+1)*g.W*g.C])
+		r := dst[(y+g.Pad)*row : (y+g.Pad+1)*row]
+		clear(r[:g.Pad*g.C])
+		copy(r[g.Pad*g.C:], x[y*g.W*g.C:(y+1)*g.W*g.C])
+		clear(r[(g.Pad+g.W)*g.C:]) // the right border and the tail tile's columns
 	}
 }
 

@@ -60,6 +60,9 @@ func TestDirectConvMatchesIm2col(t *testing.T) {
 				}
 				d := NewDirectConv(g, tc.out, w, b, act)
 				padded := make([]float32, d.PaddedLen())
+				for i := range padded { // a buffer used before: Pad must set every value
+					padded[i] = float32(math.NaN())
+				}
 				d.Pad(padded, x)
 				for _, simd := range []bool{true, false} {
 					if simd && !hasDirect {

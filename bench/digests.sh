@@ -9,9 +9,12 @@
 #   ONLY='lenet300 kmeans' bench/digests.sh    only the runs whose name contains a word
 #   JOBS=2 bench/digests.sh       runs at once (default 2: each uses one compute thread)
 #
-# Digests hold on one machine and thread count (OpenBLAS's bits depend on both): compare on the
-# machine the file was recorded on, or record the old build's digests first, then the new one's.
+# Digests hold on one machine, thread count and OpenBLAS core type (its bits depend on all three):
+# compare on the machine the file was recorded on, or record the old build's digests first, then
+# the new one's. The core type is pinned to Haswell here (this machine's environment default), so
+# that a shell exporting another one does not make every run differ.
 set -euo pipefail
+export OPENBLAS_CORETYPE=Haswell
 cd "$(dirname "$0")/.."
 mode=compare
 [ "${1:-}" = --record ] && mode=record
@@ -68,7 +71,7 @@ if [ "$mode" = record ]; then
   keep=""
   [ -n "${ONLY:-}" ] && [ -f "$expected" ] && keep=$(grep -v '^#' "$expected" | while read -r k d; do
     grep -q "^$k " "$out/digests.txt" || echo "$k $d"; done)
-  { echo "# weights_sha256 of bench/digests.sh's shortened runs ($(date -u +%F), $(git rev-parse --short HEAD), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), 1 thread)"
+  { echo "# weights_sha256 of bench/digests.sh's shortened runs ($(date -u +%F), $(git rev-parse --short HEAD), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), 1 thread, OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE)"
     { [ -n "$keep" ] && echo "$keep"; cat "$out/digests.txt"; } | sort; } >"$expected"
   cat "$expected"; rm -rf "$out"; exit 0
 fi

@@ -366,6 +366,10 @@ func (l *Layer) kernel(batch int) string {
 func (m *Model) run(l *Layer, kernel string, y, x []float32, batch int) {
 	switch kernel {
 	case Dense:
+		if batch == 1 && hasAVX512 && l.In >= 16 {
+			l.gemv(y, x)
+			break
+		}
 		m.eng.Sgemm(false, true, batch, l.Out, l.In, 1, x, l.In, l.w, l.In, 0, y, l.Out)
 		for s := 0; s < batch; s++ {
 			row := y[s*l.Out : (s+1)*l.Out]
@@ -390,6 +394,30 @@ func (m *Model) run(l *Layer, kernel string, y, x []float32, batch int) {
 		}
 	}
 	l.activate(y)
+}
+
+// gemv is the dense kernel for one sample: y = W·x + b, four rows at a
+// time over the inputs in blocks of 16 (AVX-512), the rest in Go — a
+// GEMM's call costs more than the product at this size.
+func (l *Layer) gemv(y, x []float32) {
+	n16 := l.In &^ 15
+	r := 0
+	for ; r+4 <= l.Out; r += 4 {
+		gemv4(&l.w[r*l.In], l.In, &x[0], n16, &y[r])
+	}
+	for ; r < l.Out; r++ {
+		var acc float32
+		for k, v := range l.w[r*l.In : r*l.In+n16] {
+			acc += v * x[k]
+		}
+		y[r] = acc
+	}
+	for r := range l.Out {
+		for k := n16; k < l.In; k++ {
+			y[r] += l.w[r*l.In+k] * x[k]
+		}
+		y[r] += l.b[r]
+	}
 }
 
 // activate applies the layer's activation (ReLU or ReLU6) and activation

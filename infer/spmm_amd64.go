@@ -33,3 +33,9 @@ func dotAVX2(x *int16, w *int16, k2 int, blocks int, out *int32)
 
 //go:noescape
 func nmRows(x *float32, vals *float32, idx *uint8, chunks int, rows int, y *float32)
+
+// gemv4 computes four rows of a matrix-vector product: y[r] = w[r·ldw :
+// r·ldw+n] · x[:n] for r = 0…3, n a positive multiple of 16 (AVX-512F).
+//
+//go:noescape
+func gemv4(w *float32, ldw int, x *float32, n int, y *float32)

@@ -356,3 +356,78 @@ nmchunk:
 	JGT nmrow
 	VZEROUPPER
 	RET
+
+// func gemv4(w *float32, ldw int, x *float32, n int, y *float32)
+//
+// y[r] = Σ_{k<n} w[r·ldw + k] · x[k] for the four rows r = 0…3, n a
+// positive multiple of 16: each x vector loaded once for the four rows,
+// two accumulators per row (AVX-512F).
+TEXT ·gemv4(SB), NOSPLIT, $0-40
+	MOVQ w+0(FP), SI
+	MOVQ ldw+8(FP), R8
+	SHLQ $2, R8
+	MOVQ x+16(FP), DI
+	MOVQ n+24(FP), CX
+	MOVQ y+32(FP), DX
+	LEAQ (SI)(R8*1), R9
+	LEAQ (R9)(R8*1), R10
+	LEAQ (R10)(R8*1), R11
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	XORQ AX, AX
+	TESTQ $16, CX
+	JZ pairs
+
+	// An odd block of 16 first, so that the loop takes pairs.
+	VMOVUPS (DI), Z8
+	VFMADD231PS (SI), Z8, Z0
+	VFMADD231PS (R9), Z8, Z2
+	VFMADD231PS (R10), Z8, Z4
+	VFMADD231PS (R11), Z8, Z6
+	MOVQ $64, AX
+	SUBQ $16, CX
+	JZ done
+
+pairs:
+	VMOVUPS (DI)(AX*1), Z8
+	VMOVUPS 64(DI)(AX*1), Z9
+	VFMADD231PS (SI)(AX*1), Z8, Z0
+	VFMADD231PS 64(SI)(AX*1), Z9, Z1
+	VFMADD231PS (R9)(AX*1), Z8, Z2
+	VFMADD231PS 64(R9)(AX*1), Z9, Z3
+	VFMADD231PS (R10)(AX*1), Z8, Z4
+	VFMADD231PS 64(R10)(AX*1), Z9, Z5
+	VFMADD231PS (R11)(AX*1), Z8, Z6
+	VFMADD231PS 64(R11)(AX*1), Z9, Z7
+	ADDQ $128, AX
+	SUBQ $32, CX
+	JNZ pairs
+
+done:
+	VADDPS Z1, Z0, Z0
+	VADDPS Z3, Z2, Z2
+	VADDPS Z5, Z4, Z4
+	VADDPS Z7, Z6, Z6
+	// Horizontal sums of Z0, Z2, Z4, Z6 into y[0…3].
+	VEXTRACTF64X4 $1, Z0, Y8
+	VADDPS Y8, Y0, Y0
+	VEXTRACTF64X4 $1, Z2, Y9
+	VADDPS Y9, Y2, Y2
+	VEXTRACTF64X4 $1, Z4, Y10
+	VADDPS Y10, Y4, Y4
+	VEXTRACTF64X4 $1, Z6, Y11
+	VADDPS Y11, Y6, Y6
+	VHADDPS Y2, Y0, Y0   // [r0 r0 r2 r2 | r0 r0 r2 r2] pairs
+	VHADDPS Y6, Y4, Y4
+	VHADDPS Y4, Y0, Y0   // [r0 r2 r4 r6 | r0 r2 r4 r6]
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VMOVUPS X0, (DX)
+	VZEROUPPER
+	RET

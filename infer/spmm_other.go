@@ -36,3 +36,7 @@ func dotAVX2(x *int16, w *int16, k2 int, blocks int, out *int32) {
 func nmRows(x *float32, vals *float32, idx *uint8, chunks int, rows int, y *float32) {
 	panic("infer: no AVX-512 N:M kernel on this architecture")
 }
+
+func gemv4(w *float32, ldw int, x *float32, n int, y *float32) {
+	panic("infer: no SIMD matrix-vector kernel on this architecture")
+}

@@ -229,3 +229,32 @@ func TestNMMatchesCSR(t *testing.T) {
 		t.Fatal("3 weights in a group of 4 got an N:M kernel")
 	}
 }
+
+// TestGEMVMatchesDot: the one-sample dense kernel (four rows at a time in
+// AVX-512, tails of rows and inputs in Go) against plain dot products.
+func TestGEMVMatchesDot(t *testing.T) {
+	if !hasAVX512 {
+		t.Skip("no AVX-512 here: the dense kernel at batch 1 is the GEMM")
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, sz := range [][2]int{{300, 784}, {100, 300}, {10, 100}, {7, 17}, {5, 48}} {
+		l := &Layer{Out: sz[0], In: sz[1], w: make([]float32, sz[0]*sz[1]), b: make([]float32, sz[0])}
+		x := make([]float32, sz[1])
+		for _, v := range [][]float32{l.w, l.b, x} {
+			for i := range v {
+				v[i] = r.Float32()*2 - 1
+			}
+		}
+		y := make([]float32, sz[0])
+		l.gemv(y, x)
+		for o := range sz[0] {
+			want := float64(l.b[o])
+			for k := range sz[1] {
+				want += float64(l.w[o*sz[1]+k]) * float64(x[k])
+			}
+			if math.Abs(float64(y[o])-want) > 1e-4 {
+				t.Fatalf("%v: row %d is %v, want %v", sz, o, y[o], want)
+			}
+		}
+	}
+}

@@ -169,8 +169,13 @@ func DryRun(w io.Writer, job *recipes.Job) error {
 		names = append(names, pol.Name())
 	}
 	oc := p.Optimizer
-	fmt.Fprintf(w, "model: %d parameters in %d layers; optimizer %s (momentum %g, weight decay %g); policies: %s\n\n",
+	fmt.Fprintf(w, "model: %d parameters in %d layers; optimizer %s (momentum %g, weight decay %g); policies: %s\n",
 		p.Model.NumParams(), len(p.Model.Net.Layers), oc.Kind, oc.Momentum, oc.WeightDecay, strings.Join(names, ", "))
+	if q := p.Quantize; q != nil {
+		fmt.Fprintf(w, "quantize: %d weights; %d batch norms folded into their convolutions; %d activations quantized\n",
+			len(q.Layers), len(p.Model.Fold), len(q.Observers))
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	head := []string{"epoch", "lr"}
 	for i, pb := range job.Prune {

@@ -16,6 +16,13 @@ func BNScale(gamma, runningVar float32) float32 {
 	return float32(float64(gamma) / math.Sqrt(float64(runningVar)+BNEpsilon))
 }
 
+// BNScales sets s[k] = BNScale(gamma[k], runningVar[k]) for every channel.
+func BNScales(s, gamma, runningVar []float32) {
+	for k := range s {
+		s[k] = BNScale(gamma[k], runningVar[k])
+	}
+}
+
 // FoldPairs maps each convolution without an activation whose only
 // reader is a batch norm (reading only it) to that batch norm: the pairs
 // whose batch norm folds into the convolution's filters and bias. A

@@ -229,9 +229,7 @@ func TestFoldedQuantizedResNet(t *testing.T) {
 	}
 	// The stem's codes are those of its folded weight.
 	s := make([]float32, 16)
-	for k := range s {
-		s[k] = graph.BNScale(gm.Param("bn1").Data()[k], gm.Buffer("bn1.running_var").Data()[k])
-	}
+	graph.BNScales(s, gm.Param("bn1").Data(), gm.Buffer("bn1.running_var").Data())
 	wf := make([]float32, gm.Param("conv1").Size())
 	kernels.ScaleRows(wf, gm.Param("conv1").Data(), s)
 	qp := compress.ParamsFor(gm.Quant["conv1"].Spec, wf, 16)

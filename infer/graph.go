@@ -296,25 +296,11 @@ func grow(buf *[]float32, n int) []float32 {
 // directConv runs a convolution with the direct kernel: the images
 // padded, then output rows shared among the engine's threads.
 func (m *Model) directConv(l *Layer, dst, src []float32, batch int) {
-	d, isz, osz := l.direct, l.H*l.W*l.C, l.OH*l.OW*l.Out
-	plen := d.PaddedLen()
-	padded := grow(&m.padded, batch*plen)
-	m.eng.Parallel(batch, 1, func(lo, hi int) {
-		for s := lo; s < hi; s++ {
-			d.Pad(padded[s*plen:(s+1)*plen], src[s*isz:(s+1)*isz])
-		}
-	})
-	m.eng.Parallel(batch*l.OH, 1, func(lo, hi int) {
-		var tile kernels.DirectTile
-		for r := lo; r < hi; r++ {
-			s, oy := r/l.OH, r%l.OH
-			row := dst[s*osz+oy*l.OW*l.Out : s*osz+(oy+1)*l.OW*l.Out]
-			d.Row(row, padded[s*plen:(s+1)*plen], oy, &tile) // bias and activation included
-			if l.actQ != nil {
-				l.actQ.apply(row)
-			}
-		}
-	})
+	var after func([]float32) // the bias and activation are the kernel's
+	if l.actQ != nil {
+		after = l.actQ.apply
+	}
+	l.direct.Batch(m.eng.Parallel, dst, src, grow(&m.padded, batch*l.direct.PaddedLen()), batch, after)
 }
 
 // depthwise runs a depthwise convolution directly (kernels.Depthwise),

@@ -215,8 +215,7 @@ func parse(f *checkpoint.File) (*Model, error) {
 			l.k8 = newInt8(l, l.wq, inQ)
 			l.nm = newNM(l.w, l.Out, l.In)
 			if ls.Kind == graph.Conv && kernels.HasDirect() {
-				act := map[graph.Activation]int{graph.ReLU: kernels.ActReLU, graph.ReLU6: kernels.ActReLU6}[l.act]
-				l.direct = kernels.NewDirectConv(l.window(), l.Out, l.w, l.b, act)
+				l.direct = kernels.NewDirectConv(l.window(), l.Out, l.w, l.b, kernels.ActOf(string(l.act)))
 			}
 		}
 		l.outQ = l.actQ

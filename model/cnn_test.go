@@ -311,25 +311,11 @@ func TestThinGroupsRemovesZeroChannels(t *testing.T) {
 	if len(rep.Layers) != 3 || small.NumParams() >= m.NumParams() || small.Net.MACs() >= m.Net.MACs() {
 		t.Fatalf("report %v; %d parameters of %d, %d MACs of %d", rep.Layers, small.NumParams(), m.NumParams(), small.Net.MACs(), m.Net.MACs())
 	}
-	eng := cpu.New(cpu.Options{Threads: 2})
 	x := make([]float32, 3*784)
 	for i := range x {
 		x[i] = float32(i%13) / 13
 	}
-	logits := func(mm *Model) []float32 {
-		net, err := mm.Build(eng, 3, false, 0, Hooks{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		copy(net.XValue.Float32s(), x)
-		vm := G.NewTapeMachine(net.Graph, G.WithEngine(eng))
-		defer vm.Close()
-		if err := vm.RunAll(); err != nil {
-			t.Fatal(err)
-		}
-		return slices.Clone(data(net.Logits.Value()))
-	}
-	want, got := logits(m), logits(small)
+	want, got := logits(t, m, x, 3), logits(t, small, x, 3)
 	for i := range want {
 		if math.Abs(float64(got[i]-want[i])) > 1e-4*max(1, math.Abs(float64(want[i]))) {
 			t.Fatalf("logit %d: thinned %g, masked %g", i, got[i], want[i])

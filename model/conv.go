@@ -101,8 +101,7 @@ func (o *conv2dOp) Do(vs ...G.Value) (G.Value, error) {
 			b = data(vs[2])
 		}
 		o.x = x // for dW's patches
-		act := map[Activation]int{ReLU: kernels.ActReLU, ReLU6: kernels.ActReLU6}[o.act]
-		o.runDirect(yd, x, kernels.NewDirectConv(o.window(), o.l.Out, data(vs[1]), b, act), n)
+		o.runDirect(yd, x, kernels.NewDirectConv(o.window(), o.l.Out, data(vs[1]), b, kernels.ActOf(string(o.l.Act))), n)
 		return y, nil
 	}
 	chunk := n // a training graph keeps every patch for dW
@@ -142,25 +141,10 @@ func (o *conv2dOp) direct() bool { return o.groups() == 1 && kernels.HasDirect()
 // runDirect computes y [n, OH·OW·F] from images x [n, H·W·C] with d,
 // output rows shared among the threads.
 func (o *conv2dOp) runDirect(y, x []float32, d *kernels.DirectConv, n int) {
-	win := d.Win
-	oh, ow := win.Out()
-	plen, isz, osz := d.PaddedLen(), win.H*win.W*win.C, oh*ow*d.Out
-	if cap(o.padded) < n*plen {
-		o.padded = make([]float32, n*plen)
+	if cap(o.padded) < n*d.PaddedLen() {
+		o.padded = make([]float32, n*d.PaddedLen())
 	}
-	padded := o.padded[:n*plen]
-	o.Eng.Parallel(n, 1, func(lo, hi int) {
-		for s := lo; s < hi; s++ {
-			d.Pad(padded[s*plen:(s+1)*plen], x[s*isz:(s+1)*isz])
-		}
-	})
-	o.Eng.Parallel(n*oh, 1, func(lo, hi int) {
-		var tile kernels.DirectTile
-		for r := lo; r < hi; r++ {
-			s, oy := r/oh, r%oh
-			d.Row(y[s*osz+oy*ow*d.Out:s*osz+(oy+1)*ow*d.Out], padded[s*plen:(s+1)*plen], oy, &tile)
-		}
-	})
+	d.Batch(o.Eng.Parallel, y, x, o.padded[:n*d.PaddedLen()], n, nil)
 }
 
 // depthwise says whether the convolution is depthwise (a filter per

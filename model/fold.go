@@ -62,9 +62,7 @@ func (o *foldOp) Do(vs ...G.Value) (G.Value, error) {
 	if len(o.s) != len(gamma) {
 		o.s = make([]float32, len(gamma))
 	}
-	for k := range o.s {
-		o.s[k] = graph.BNScale(gamma[k], o.vr[k])
-	}
+	graph.BNScales(o.s, gamma, o.vr)
 	y := o.out.Get(vs[0].Shape()...)
 	kernels.ScaleRows(y.Float32s(), w, o.s)
 	return y, nil
@@ -252,9 +250,7 @@ func (m *Model) FoldBatchNorms() (*Model, error) {
 		gamma, beta := m.Param(bn).Data(), m.Param(bn+".bias").Data()
 		mean, vr := m.Buffer(bn+".running_mean").Data(), m.Buffer(bn+".running_var").Data()
 		s := make([]float32, len(gamma))
-		for k := range s {
-			s[k] = graph.BNScale(gamma[k], vr[k])
-		}
+		graph.BNScales(s, gamma, vr)
 		w := out.Param(l)
 		kernels.ScaleRows(w.Data(), m.Param(l).Data(), s)
 		b := out.Param(l + ".bias").Data()

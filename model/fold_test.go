@@ -6,9 +6,6 @@ import (
 	"slices"
 	"testing"
 
-	G "gorgonia.org/gorgonia"
-
-	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/graph"
 )
 
@@ -62,23 +59,6 @@ func TestFoldGradientsMatchFiniteDifferences(t *testing.T) {
 
 func maps1(m map[string]string, k, v string) bool { return len(m) == 1 && m[k] == v }
 
-// evalLogits runs m's evaluation graph on x.
-func evalLogits(t *testing.T, m *Model, x []float32, batch int) []float32 {
-	t.Helper()
-	eng := cpu.New(cpu.Options{Threads: 2})
-	net, err := m.Build(eng, batch, false, 0, Hooks{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	copy(net.XValue.Float32s(), x)
-	vm := G.NewTapeMachine(net.Graph, G.WithEngine(eng))
-	defer vm.Close()
-	if err := vm.RunAll(); err != nil {
-		t.Fatal(err)
-	}
-	return slices.Clone(data(net.Logits.Value()))
-}
-
 // TestFoldBatchNormsKeepsOutputs: in evaluation, a ResNet-8 training with
 // its batch norms folded, the same network unfolded, and the network
 // FoldBatchNorms makes (every batch norm gone into its convolution, the
@@ -104,12 +84,12 @@ func TestFoldBatchNormsKeepsOutputs(t *testing.T) {
 	for i := range x {
 		x[i] = r.Float32()
 	}
-	plain := evalLogits(t, m, x, batch)
+	plain := logits(t, m, x, batch)
 	m.Fold = m.Net.FoldPairs()
 	if len(m.Fold) != 9 { // stem, two per block, two projection shortcuts
 		t.Fatalf("fold pairs %v", m.Fold)
 	}
-	folding := evalLogits(t, m, x, batch)
+	folding := logits(t, m, x, batch)
 	fm, err := m.FoldBatchNorms()
 	if err != nil {
 		t.Fatal(err)
@@ -125,7 +105,7 @@ func TestFoldBatchNormsKeepsOutputs(t *testing.T) {
 	if l := fm.Net.Layer("conv1"); l.NoBias || l.Act != graph.ReLU {
 		t.Fatalf("folded stem %+v", l)
 	}
-	folded := evalLogits(t, fm, x, batch)
+	folded := logits(t, fm, x, batch)
 	for i := range plain {
 		if !(math.Abs(float64(plain[i]-folding[i])) <= 1e-4 && math.Abs(float64(plain[i]-folded[i])) <= 1e-4) { // (NaN fails)
 			t.Fatalf("logit %d: unfolded %v, folding %v, folded %v", i, plain[i], folding[i], folded[i])
@@ -135,7 +115,7 @@ func TestFoldBatchNormsKeepsOutputs(t *testing.T) {
 	// pruned), then folded: the same logits again, from a smaller network.
 	m.Param("block1.bn1").Data()[5], m.Param("block1.bn1.bias").Data()[5] = 0, 0
 	clear(m.Param("block1.conv1").Data()[5*9*16 : 6*9*16])
-	pruned := evalLogits(t, m, x, batch)
+	pruned := logits(t, m, x, batch)
 	small, _, err := m.ThinGroups()
 	if err != nil {
 		t.Fatal(err)
@@ -147,7 +127,7 @@ func TestFoldBatchNormsKeepsOutputs(t *testing.T) {
 	if got := sf.Param("block1.conv2").Shape; got[3] != 15 {
 		t.Fatalf("thinned block 1 reads %v", got)
 	}
-	for i, v := range evalLogits(t, sf, x, batch) {
+	for i, v := range logits(t, sf, x, batch) {
 		if !(math.Abs(float64(v-pruned[i])) <= 1e-4) {
 			t.Fatalf("thinned and folded: logit %d is %v, want %v", i, v, pruned[i])
 		}

@@ -16,6 +16,48 @@ import (
 	"github.com/lathe-ml/lathe/trainer"
 )
 
+// resNetRig is what the ResNet tests train: the ResNet-8 preset on 2 000
+// real MNIST images (1 000 to test), 50 a batch, one epoch, SGD with
+// momentum on two threads.
+type resNetRig struct {
+	train, test *data.Set
+	net         graph.Network
+	eng         *cpu.Engine
+}
+
+func newResNetRig(t *testing.T) resNetRig {
+	t.Helper()
+	train, test, err := data.Load("mnist", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	net, err := graph.ResNet(graph.Shape{H: 28, W: 28, C: 1}, 8, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resNetRig{train: train.Slice("train", 0, 2000), test: test.Slice("test", 0, 1000), net: net, eng: cpu.New(cpu.Options{Threads: 2})}
+}
+
+// run trains m with policies, resuming from resume (nil: from the start)
+// and handing a snapshot to checkpoint every `every` steps.
+func (r resNetRig) run(m *model.Model, every int, resume *trainer.Snapshot, checkpoint func(*trainer.Snapshot) error, policies ...trainer.Policy) (*trainer.Result, error) {
+	var sizes []int
+	for _, p := range m.Params {
+		sizes = append(sizes, p.Size())
+	}
+	opt, err := trainer.NewOptimizer(trainer.OptimConfig{Kind: "sgd", Momentum: 0.9}, sizes)
+	if err != nil {
+		return nil, err
+	}
+	tr, err := trainer.New(trainer.Config{Model: m, Engine: r.eng, Train: r.train, Test: r.test, Batch: 50, Epochs: 1, Seed: 1, Optimizer: opt,
+		Resume: resume, Checkpoint: checkpoint, CheckpointSteps: every, Policies: policies})
+	if err != nil {
+		return nil, err
+	}
+	defer tr.Close()
+	return tr.Run(context.Background())
+}
+
 // TestResNetTrainsAndResumes trains the ResNet-8 preset (batch norms,
 // strided and padded convolutions, residual additions, global pooling) on
 // 2 000 real MNIST images, a quarter of two channel groups pruned on the
@@ -25,37 +67,14 @@ import (
 // included — and resumed: its final weights and running statistics equal
 // the uninterrupted run's, bit for bit.
 func TestResNetTrainsAndResumes(t *testing.T) {
-	train, test, err := data.Load("mnist", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	train, test = train.Slice("train", 0, 2000), test.Slice("test", 0, 1000)
-	net, err := graph.ResNet(graph.Shape{H: 28, W: 28, C: 1}, 8, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	eng := cpu.New(cpu.Options{Threads: 2})
+	rig := newResNetRig(t)
+	net := rig.net
 	run := func(m *model.Model, resume *trainer.Snapshot, checkpoint func(*trainer.Snapshot) error) (*trainer.Result, error) {
-		var sizes []int
-		for _, p := range m.Params {
-			sizes = append(sizes, p.Size())
-		}
-		opt, err := trainer.NewOptimizer(trainer.OptimConfig{Kind: "sgd", Momentum: 0.9}, sizes)
-		if err != nil {
-			return nil, err
-		}
-		tr, err := trainer.New(trainer.Config{Model: m, Engine: eng, Train: train, Test: test, Batch: 50, Epochs: 1, Seed: 1, Optimizer: opt,
-			Resume: resume, Checkpoint: checkpoint, CheckpointSteps: 20,
-			Policies: []trainer.Policy{&trainer.LRPolicy{Schedule: schedule.LR{Kind: "constant", Base: 0.05, Total: 1}},
-				// A quarter of the stem's residual group and of block 2's inner
-				// channels, pruned with all that depends on them at sample 500.
-				&trainer.PrunePolicy{Label: "groups", Layers: []string{"conv1", "block2.conv1"}, Granularity: compress.DependencyGroups,
-					Norm: compress.L2, Schedule: schedule.Sparsity{Kind: "one_shot", Final: 0.25, Start: 500, End: 500, Every: 1}}}})
-		if err != nil {
-			return nil, err
-		}
-		defer tr.Close()
-		return tr.Run(context.Background())
+		return rig.run(m, 20, resume, checkpoint, &trainer.LRPolicy{Schedule: schedule.LR{Kind: "constant", Base: 0.05, Total: 1}},
+			// A quarter of the stem's residual group and of block 2's inner
+			// channels, pruned with all that depends on them at sample 500.
+			&trainer.PrunePolicy{Label: "groups", Layers: []string{"conv1", "block2.conv1"}, Granularity: compress.DependencyGroups,
+				Norm: compress.L2, Schedule: schedule.Sparsity{Kind: "one_shot", Final: 0.25, Start: 500, End: 500, Every: 1}})
 	}
 	straight, err := model.FromNetwork(net, "kaiming", 1)
 	if err != nil {
@@ -154,33 +173,10 @@ func quantizeFolded(m *model.Model, freezeBN int64) *trainer.QuantPolicy {
 // weights still move this fast, the statistics fall behind them and
 // accuracy drops, float or quantized: recipes freeze them late.)
 func TestFoldedQATResNetFreezesAndResumes(t *testing.T) {
-	train, test, err := data.Load("mnist", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	train, test = train.Slice("train", 0, 2000), test.Slice("test", 0, 1000)
-	net, err := graph.ResNet(graph.Shape{H: 28, W: 28, C: 1}, 8, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	eng := cpu.New(cpu.Options{Threads: 2})
+	rig := newResNetRig(t)
+	net := rig.net
 	run := func(m *model.Model, qp *trainer.QuantPolicy, resume *trainer.Snapshot, checkpoint func(*trainer.Snapshot) error) (*trainer.Result, error) {
-		var sizes []int
-		for _, p := range m.Params {
-			sizes = append(sizes, p.Size())
-		}
-		opt, err := trainer.NewOptimizer(trainer.OptimConfig{Kind: "sgd", Momentum: 0.9}, sizes)
-		if err != nil {
-			return nil, err
-		}
-		tr, err := trainer.New(trainer.Config{Model: m, Engine: eng, Train: train, Test: test, Batch: 50, Epochs: 1, Seed: 1, Optimizer: opt,
-			Resume: resume, Checkpoint: checkpoint, CheckpointSteps: 5,
-			Policies: []trainer.Policy{&trainer.LRPolicy{Schedule: schedule.LR{Kind: "cosine", Base: 0.05, Total: 2000}}, qp}})
-		if err != nil {
-			return nil, err
-		}
-		defer tr.Close()
-		return tr.Run(context.Background())
+		return rig.run(m, 5, resume, checkpoint, &trainer.LRPolicy{Schedule: schedule.LR{Kind: "cosine", Base: 0.05, Total: 2000}}, qp)
 	}
 	straight, err := model.FromNetwork(net, "kaiming", 1)
 	if err != nil {

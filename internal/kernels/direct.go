@@ -31,6 +31,18 @@ const (
 	ActReLU6
 )
 
+// ActOf is the direct kernel's activation for an activation's name
+// ("relu", "relu6"; anything else: none).
+func ActOf(name string) int {
+	switch name {
+	case "relu":
+		return ActReLU
+	case "relu6":
+		return ActReLU6
+	}
+	return ActNone
+}
+
 // NewDirectConv lays out filters w [out][K][K][C] (groups 1) for win,
 // with bias b [out] (nil: none) and act (ActNone, ActReLU, ActReLU6)
 // applied to every output.
@@ -80,6 +92,33 @@ func (d *DirectConv) Pad(dst, x []float32) {
 		copy(r[g.Pad*g.C:], x[y*g.W*g.C:(y+1)*g.W*g.C])
 		clear(r[(g.Pad+g.W)*g.C:]) // the right border and the tail tile's columns
 	}
+}
+
+// Batch computes y [n][OH·OW·Out] from n images x [n][H·W·C]: the images
+// padded into padded (n·PaddedLen floats), then every output row, each
+// step split by parallel (an engine's Parallel: f over [lo, hi) ranges of
+// 0…count, at least grain at a time). after, when set, runs on each
+// finished output row.
+func (d *DirectConv) Batch(parallel func(count, grain int, f func(lo, hi int)), y, x, padded []float32, n int, after func(row []float32)) {
+	g := d.Win
+	oh, ow := g.Out()
+	plen, isz, osz := d.PaddedLen(), g.H*g.W*g.C, oh*ow*d.Out
+	parallel(n, 1, func(lo, hi int) {
+		for s := lo; s < hi; s++ {
+			d.Pad(padded[s*plen:(s+1)*plen], x[s*isz:(s+1)*isz])
+		}
+	})
+	parallel(n*oh, 1, func(lo, hi int) {
+		var tile DirectTile
+		for r := lo; r < hi; r++ {
+			s, oy := r/oh, r%oh
+			row := y[s*osz+oy*ow*d.Out : s*osz+(oy+1)*ow*d.Out]
+			d.Row(row, padded[s*plen:(s+1)*plen], oy, &tile)
+			if after != nil {
+				after(row)
+			}
+		}
+	})
 }
 
 // Row computes output row oy of a padded image into dst [OW][Out]: bias,

@@ -1,5 +1,12 @@
 #include "textflag.h"
 
+// ALL16(op, r) applies op r to each of the sixteen accumulators Z0…Z15.
+#define ALL16(op, r) op r, Z0, Z0; op r, Z1, Z1; op r, Z2, Z2; op r, Z3, Z3; op r, Z4, Z4; op r, Z5, Z5; op r, Z6, Z6; op r, Z7, Z7; op r, Z8, Z8; op r, Z9, Z9; op r, Z10, Z10; op r, Z11, Z11; op r, Z12, Z12; op r, Z13, Z13; op r, Z14, Z14; op r, Z15, Z15
+
+// ACTIVATE(done) applies the kernel's act argument to the accumulators:
+// 0 none, 1 ReLU, 2 ReLU6 (min(max(x, 0), 6)); then done.
+#define ACTIVATE(done) MOVQ act+72(FP), AX; CMPQ AX, $0; JEQ done; VXORPS Z28, Z28, Z28; ALL16(VMAXPS, Z28); CMPQ AX, $2; JNE done; MOVL $0x40c00000, BX; VPBROADCASTD BX, Z29; ALL16(VMINPS, Z29)
+
 // func convTile(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32, outStride int, bias *float32, act int)
 //
 // out[p·outStride/4 + 0:32] = act(bias[0:32] + Σ_{ky,kx,ci} x[ky·rowStride + p·pixStride + (kx·c + ci)·4] · w[ky][kx][ci][0:32])
@@ -85,46 +92,7 @@ taps:
 	DECQ AX
 	JNZ rows
 
-	MOVQ act+72(FP), AX
-	CMPQ AX, $0
-	JEQ t32store
-	VXORPS Z28, Z28, Z28
-	VMAXPS Z28, Z0, Z0
-	VMAXPS Z28, Z1, Z1
-	VMAXPS Z28, Z2, Z2
-	VMAXPS Z28, Z3, Z3
-	VMAXPS Z28, Z4, Z4
-	VMAXPS Z28, Z5, Z5
-	VMAXPS Z28, Z6, Z6
-	VMAXPS Z28, Z7, Z7
-	VMAXPS Z28, Z8, Z8
-	VMAXPS Z28, Z9, Z9
-	VMAXPS Z28, Z10, Z10
-	VMAXPS Z28, Z11, Z11
-	VMAXPS Z28, Z12, Z12
-	VMAXPS Z28, Z13, Z13
-	VMAXPS Z28, Z14, Z14
-	VMAXPS Z28, Z15, Z15
-	CMPQ AX, $2
-	JNE t32store
-	MOVL $0x40c00000, BX
-	VPBROADCASTD BX, Z29
-	VMINPS Z29, Z0, Z0
-	VMINPS Z29, Z1, Z1
-	VMINPS Z29, Z2, Z2
-	VMINPS Z29, Z3, Z3
-	VMINPS Z29, Z4, Z4
-	VMINPS Z29, Z5, Z5
-	VMINPS Z29, Z6, Z6
-	VMINPS Z29, Z7, Z7
-	VMINPS Z29, Z8, Z8
-	VMINPS Z29, Z9, Z9
-	VMINPS Z29, Z10, Z10
-	VMINPS Z29, Z11, Z11
-	VMINPS Z29, Z12, Z12
-	VMINPS Z29, Z13, Z13
-	VMINPS Z29, Z14, Z14
-	VMINPS Z29, Z15, Z15
+	ACTIVATE(t32store)
 t32store:
 	MOVQ outStride+56(FP), R9
 	VMOVUPS Z0, (DX)
@@ -236,46 +204,7 @@ taps16:
 	JNZ rows16
 
 	MOVQ out+48(FP), DX
-	MOVQ act+72(FP), AX
-	CMPQ AX, $0
-	JEQ t16store
-	VXORPS Z28, Z28, Z28
-	VMAXPS Z28, Z0, Z0
-	VMAXPS Z28, Z1, Z1
-	VMAXPS Z28, Z2, Z2
-	VMAXPS Z28, Z3, Z3
-	VMAXPS Z28, Z4, Z4
-	VMAXPS Z28, Z5, Z5
-	VMAXPS Z28, Z6, Z6
-	VMAXPS Z28, Z7, Z7
-	VMAXPS Z28, Z8, Z8
-	VMAXPS Z28, Z9, Z9
-	VMAXPS Z28, Z10, Z10
-	VMAXPS Z28, Z11, Z11
-	VMAXPS Z28, Z12, Z12
-	VMAXPS Z28, Z13, Z13
-	VMAXPS Z28, Z14, Z14
-	VMAXPS Z28, Z15, Z15
-	CMPQ AX, $2
-	JNE t16store
-	MOVL $0x40c00000, BX
-	VPBROADCASTD BX, Z29
-	VMINPS Z29, Z0, Z0
-	VMINPS Z29, Z1, Z1
-	VMINPS Z29, Z2, Z2
-	VMINPS Z29, Z3, Z3
-	VMINPS Z29, Z4, Z4
-	VMINPS Z29, Z5, Z5
-	VMINPS Z29, Z6, Z6
-	VMINPS Z29, Z7, Z7
-	VMINPS Z29, Z8, Z8
-	VMINPS Z29, Z9, Z9
-	VMINPS Z29, Z10, Z10
-	VMINPS Z29, Z11, Z11
-	VMINPS Z29, Z12, Z12
-	VMINPS Z29, Z13, Z13
-	VMINPS Z29, Z14, Z14
-	VMINPS Z29, Z15, Z15
+	ACTIVATE(t16store)
 t16store:
 	MOVQ outStride+56(FP), R9
 	VMOVUPS Z0, (DX)

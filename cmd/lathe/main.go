@@ -40,7 +40,9 @@ const usage = `usage:
   lathe lint RECIPE [-var name=value]...      validate a recipe and print what happens when
   lathe bench FILE [--batch 1,8,64,256] [--json]
                                               latency and throughput of a model file in lathe's runtime
-  lathe export FILE --onnx OUT.onnx [--int8]  a model file as ONNX (onnxruntime and other engines)`
+  lathe export FILE --onnx OUT.onnx [--int8]  a model file as ONNX (onnxruntime and other engines)
+  lathe report RUN_DIR [-o report.html] [--no-runtime]
+                                              one HTML page of plots and tables of a run directory`
 
 func realMain(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -59,6 +61,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = bench(args[1:], stdout, stderr)
 	case "export":
 		err = export(args[1:], stdout, stderr)
+	case "report":
+		err = makeReport(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return 0
@@ -105,34 +109,6 @@ func parse(fs *flag.FlagSet, args []string, what string) (string, error) {
 	return pos[0], nil
 }
 
-// TensorInfo is one row of inspect's table.
-type TensorInfo struct {
-	Name        string  `json:"name"`
-	Role        string  `json:"role"`
-	Shape       []int   `json:"shape"`
-	Encoding    string  `json:"encoding"`
-	IndexFormat string  `json:"index_format"`
-	ValueFormat string  `json:"value_format"`
-	Sparsity    float64 `json:"sparsity"`
-	Bits        int     `json:"bits"`
-	Bytes       int     `json:"bytes"`
-}
-
-// Inspection is inspect's JSON output.
-type Inspection struct {
-	File          string       `json:"file"`
-	Kind          string       `json:"kind"`
-	Job           string       `json:"job"`
-	FormatVersion int          `json:"format_version"`
-	LatheVersion  string       `json:"lathe_version"`
-	Tensors       []TensorInfo `json:"tensors"`
-	FileBytes     int          `json:"file_bytes"`
-	DenseBytes    int          `json:"dense_bytes"` // fp32 size of the weights
-	Ratio         float64      `json:"ratio"`
-	SHA256        string       `json:"sha256"`
-	WeightsSHA256 string       `json:"weights_sha256"`
-}
-
 func inspect(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -145,43 +121,7 @@ func inspect(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	in := Inspection{File: path, Kind: f.Kind, Job: f.Job, FormatVersion: f.FormatVersion, LatheVersion: f.Version,
-		FileBytes: f.Bytes, SHA256: f.SHA256, WeightsSHA256: checkpoint.WeightsDigest(f.Tensors)}
-	for _, t := range f.Tensors {
-		ti := TensorInfo{Name: t.Name, Role: t.Role, Shape: t.Shape, Encoding: t.Encoding, IndexFormat: t.IndexFormat,
-			ValueFormat: t.ValueFormat, Bytes: t.StoredBytes, Bits: 32}
-		if t.Role == checkpoint.RoleMask {
-			ti.Bits = 1
-			zeros := 0
-			for _, b := range t.Mask {
-				if b == 0 {
-					zeros++
-				}
-			}
-			ti.Sparsity = frac(zeros, len(t.Mask))
-		} else {
-			zeros := 0
-			for _, v := range t.Data {
-				if v == 0 {
-					zeros++
-				}
-			}
-			ti.Sparsity = frac(zeros, len(t.Data))
-		}
-		switch {
-		case t.Quant != nil:
-			ti.Bits = t.Quant.Bits
-		case strings.Contains(t.Encoding, checkpoint.EncCodebook):
-			ti.Bits = t.Bits
-		}
-		if t.Role == checkpoint.RoleParam {
-			in.DenseBytes += 4 * len(t.Data)
-		}
-		in.Tensors = append(in.Tensors, ti)
-	}
-	if in.FileBytes > 0 {
-		in.Ratio = float64(in.DenseBytes) / float64(in.FileBytes)
-	}
+	in := checkpoint.Inspect(f, path)
 	if *asJSON {
 		return writeJSON(stdout, in)
 	}

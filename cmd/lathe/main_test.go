@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/lathe-ml/lathe/checkpoint"
 )
 
 func runLathe(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -25,7 +27,7 @@ func TestInspect(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("%v: exit %d: %s", args, code, errOut)
 		}
-		var in Inspection
+		var in checkpoint.Inspection
 		if err := json.Unmarshal([]byte(out), &in); err != nil {
 			t.Fatal(err)
 		}
@@ -46,7 +48,7 @@ func TestInspect(t *testing.T) {
 	}
 	_, a, _ := runLathe(t, "inspect", seedModel, "--json")
 	_, b, _ := runLathe(t, "inspect", seedTraining, "--json")
-	var ia, ib Inspection
+	var ia, ib checkpoint.Inspection
 	json.Unmarshal([]byte(a), &ia)
 	json.Unmarshal([]byte(b), &ib)
 	if ia.WeightsSHA256 == ib.WeightsSHA256 {

@@ -5,7 +5,7 @@
 #   make test   installs what is missing, runs go vet and every test
 GO      ?= go
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PKGS := libopenblas0-pthread dataset-fashion-mnist nats-server
+APT_PKGS := libopenblas0-pthread dataset-fashion-mnist nats-server chromium
 JSREADER := checkpoint/testdata/jsreader
 ORT      := infer/testdata/ort
 

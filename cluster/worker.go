@@ -389,20 +389,26 @@ func (w *Worker) register(ctx context.Context, prefix string, giveUp bool) error
 	}
 }
 
+// Heartbeat is where the worker stands: what it tells the coordinator
+// every HeartbeatEvery (and what its own metrics show).
+func (w *Worker) Heartbeat() Heartbeat {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	hb := Heartbeat{Name: w.Name, Phase: w.phase, State: w.state, Error: w.err, MessagesRejected: w.rejected.Load()}
+	if w.rep != nil {
+		st := w.rep.Stats()
+		hb.MessagesRejected += st.MessagesRejected
+		hb.Step, hb.BytesSent, hb.BytesReceived, hb.Shards, hb.ComputeSeconds = st.Steps, st.BytesSent, st.BytesReceived, st.Shards, st.ComputeSeconds
+		hb.DigestStep, hb.Digest = w.rep.lastDigest()
+	}
+	return hb
+}
+
 func (w *Worker) heartbeats(ctx context.Context, prefix string) {
 	t := time.NewTicker(HeartbeatEvery)
 	defer t.Stop()
 	for {
-		w.mu.Lock()
-		hb := Heartbeat{Name: w.Name, Phase: w.phase, State: w.state, Error: w.err, MessagesRejected: w.rejected.Load()}
-		if w.rep != nil {
-			st := w.rep.Stats()
-			hb.MessagesRejected += st.MessagesRejected
-			hb.Step, hb.BytesSent, hb.BytesReceived, hb.Shards, hb.ComputeSeconds = st.Steps, st.BytesSent, st.BytesReceived, st.Shards, st.ComputeSeconds
-			hb.DigestStep, hb.Digest = w.rep.lastDigest()
-		}
-		w.mu.Unlock()
-		b, _ := json.Marshal(hb)
+		b, _ := json.Marshal(w.Heartbeat())
 		_ = w.l.publish(prefix+".hb", nil, b)
 		select {
 		case <-ctx.Done():

@@ -23,20 +23,23 @@ var StatusEvery = 2 * time.Second
 
 // Status is status.json.
 type Status struct {
-	Job              string         `json:"job"`
-	State            string         `json:"state"` // training, done, failed, interrupted
-	Epoch            int            `json:"epoch"` // 1-based
-	Epochs           int            `json:"epochs"`
-	StepInEpoch      int            `json:"step_in_epoch"`
-	StepsPerEpoch    int            `json:"steps_per_epoch"`
-	Step             int64          `json:"step"` // steps done over the run
-	SamplesSeen      int64          `json:"samples_seen"`
-	LastLoss         float64        `json:"last_loss"`
-	SamplesPerSecond float64        `json:"samples_per_second"` // this epoch so far
-	ETASeconds       float64        `json:"eta_seconds"`
-	Updated          time.Time      `json:"updated"`
-	Workers          []WorkerStatus `json:"workers,omitempty"` // cluster runs
-	Error            string         `json:"error,omitempty"`
+	Job              string  `json:"job"`
+	State            string  `json:"state"` // training, done, failed, interrupted
+	Epoch            int     `json:"epoch"` // 1-based
+	Epochs           int     `json:"epochs"`
+	StepInEpoch      int     `json:"step_in_epoch"`
+	StepsPerEpoch    int     `json:"steps_per_epoch"`
+	Step             int64   `json:"step"` // steps done over the run
+	SamplesSeen      int64   `json:"samples_seen"`
+	LastLoss         float64 `json:"last_loss"`
+	SamplesPerSecond float64 `json:"samples_per_second"` // this epoch so far
+	// ETASeconds is the training time left in this run (this epoch's rest
+	// and the epochs after it at this epoch's speed; evaluations not
+	// counted).
+	ETASeconds float64        `json:"eta_seconds"`
+	Updated    time.Time      `json:"updated"`
+	Workers    []WorkerStatus `json:"workers,omitempty"` // cluster runs
+	Error      string         `json:"error,omitempty"`
 }
 
 // WorkerStatus is one worker in status.json.
@@ -100,6 +103,9 @@ func (w *StatusWriter) Progress(p trainer.Progress) {
 	w.st.Step = int64((p.Epoch-1)*p.Steps + p.Step)
 	w.st.SamplesSeen = w.st.Step * int64(w.batch)
 	w.st.LastLoss, w.st.SamplesPerSecond, w.st.ETASeconds = p.Loss, p.SamplesPerSec, p.ETA.Seconds()
+	if p.SamplesPerSec > 0 {
+		w.st.ETASeconds += float64((p.Epochs-p.Epoch)*p.Steps*w.batch) / p.SamplesPerSec
+	}
 	due := time.Since(w.written) >= time.Second
 	w.mu.Unlock()
 	if due {

@@ -3,6 +3,7 @@
 //	coordinator --recipe FILE [-var name=value]... [--run-dir DIR] [--data-dir DIR] [--threads N]
 //	            [--resume | --resume-from FILE] [--checkpoint-every-steps N]
 //	            [--workers N] [--nats URL [credentials]] [--min-workers N] [--micro-shards K]
+//	            [--http ADDR]
 //
 // Without --workers or --nats it trains in-process. With --workers N it
 // starts an embedded nats-server (loopback, random port, a per-run token,
@@ -13,7 +14,8 @@
 // otherwise, and leaves summary.json, metrics.csv, the resolved recipe, a
 // manifest, model.arrow and checkpoints/ in the run directory (default
 // runs/<job>/). On SIGINT or SIGTERM it writes a checkpoint and exits;
-// --resume continues from the newest valid one.
+// --resume continues from the newest valid one. --http serves a live page
+// of the run and its Prometheus metrics.
 package main
 
 import (
@@ -36,6 +38,7 @@ import (
 	"github.com/lathe-ml/lathe/compute/cuda"
 	"github.com/lathe-ml/lathe/internal/workercli"
 	"github.com/lathe-ml/lathe/recipes"
+	"github.com/lathe-ml/lathe/report"
 	"github.com/lathe-ml/lathe/run"
 	"github.com/lathe-ml/lathe/rundir"
 	"github.com/lathe-ml/lathe/trainer"
@@ -71,6 +74,7 @@ func realMain(args []string, stderr io.Writer) int {
 		minWork  = fs.Int("min-workers", 1, "workers to wait for before training starts")
 		shards   = fs.Int("micro-shards", 0, "micro-shards per batch in cluster mode (default 8, or the largest divisor of the batch below it)")
 		wdevs    = fs.String("worker-devices", "", "the local workers' devices in order, comma-separated (cpu, cuda, cuda:N; default cpu): e.g. --workers 2 --worker-devices cpu,cuda")
+		httpAddr = fs.String("http", "", "serve a live page, /metrics (Prometheus) and /debug/pprof on this address while the job runs (host:port; a bare :port listens on loopback only)")
 		device   = fs.String("device", "cpu", "cpu, or cuda / cuda:N: train device-resident on that GPU (MLP and LeNet-5 recipes with sgd, magnitude pruning, weight QAT and distillation; others are refused naming the field)")
 		af       = workercli.Register(fs)
 		vars     multiFlag
@@ -187,6 +191,23 @@ func realMain(args []string, stderr io.Writer) int {
 		}
 		defer closeCluster()
 		opts.Cluster, opts.MicroShards = c, *shards
+	}
+	if *httpAddr != "" {
+		if len(sweep) > 0 {
+			fmt.Fprintln(stderr, "coordinator: --http follows one run; it does not combine with --sweep yet")
+			return 2
+		}
+		var cv report.ClusterView
+		if opts.Cluster != nil {
+			cv = opts.Cluster
+		}
+		addr, closeHTTP, err := report.Serve(*httpAddr, report.NewLive(dir, cv))
+		if err != nil {
+			fmt.Fprintln(stderr, "coordinator:", err)
+			return 2
+		}
+		defer closeHTTP()
+		log.Info("live page", "url", "http://"+addr.String()+"/", "metrics", "http://"+addr.String()+"/metrics")
 	}
 	var bar *progressBar
 	if tty {

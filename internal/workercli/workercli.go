@@ -18,6 +18,7 @@ import (
 
 	"github.com/lathe-ml/lathe/cluster"
 	"github.com/lathe-ml/lathe/compute/cuda"
+	"github.com/lathe-ml/lathe/report"
 	"github.com/lathe-ml/lathe/run"
 )
 
@@ -78,6 +79,7 @@ func Main(args []string, stderr io.Writer) int {
 		device   = fs.String("device", "auto", "auto, cpu, cuda or cuda:N: where the worker computes its micro-shards' gradients (auto: CUDA when it starts, else the CPU with a log line saying why)")
 		logLevel = fs.String("log-level", "info", "trace, debug, info, warn or error")
 		local    = fs.Bool("local", false, "a local worker of an embedded server: exit when the coordinator does")
+		httpAddr = fs.String("http", "", "serve this worker's Prometheus metrics on /metrics at this address (host:port; a bare :port listens on loopback only)")
 		threads  = fs.Int("threads", 0, "compute threads for the whole runs the coordinator hands this worker (a sweep's points; default: the recipe's, else every core)")
 		af       = Register(fs)
 	)
@@ -172,6 +174,15 @@ func Main(args []string, stderr io.Writer) int {
 		Task: run.Task(*dataDir, *threads, log)}
 	if engine != nil {
 		w.Device, w.Run = engine.Name(), run.ReplicaPhaseOn(*dataDir, log, engine, kind == "auto")
+	}
+	if *httpAddr != "" {
+		addr, closeHTTP, err := report.Serve(*httpAddr, report.WorkerMetrics(w.Heartbeat))
+		if err != nil {
+			fmt.Fprintln(stderr, "worker:", err)
+			return 2
+		}
+		defer closeHTTP()
+		log.Info("metrics", "url", "http://"+addr.String()+"/metrics")
 	}
 	if err := w.Serve(ctx); err != nil && ctx.Err() == nil {
 		log.Error("worker stopped", "error", err)

@@ -19,6 +19,7 @@ import (
 // check across fields or blocks — is code in load.go.
 type field[T any] struct {
 	name string
+	doc  string // one line for the reference (docs/recipes.md)
 	// at points into the block's Go value: *float64, *int, *int64,
 	// *uint64, *bool, *string, *[]int, *[]float64, *[]string or
 	// *map[string]int.
@@ -56,6 +57,11 @@ type section[T any] struct {
 	name   string
 	label  func(*T) *string // nil: the block takes no label
 	fields []field[T]
+	// doc says what the block is, where it goes and how often, for the
+	// reference; labels are the labels it takes (those a field's when
+	// chooses among).
+	doc    string
+	labels []string
 }
 
 func (s section[T]) applies(f field[T], label string) bool { return f.when == nil || f.when(label) }

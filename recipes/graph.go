@@ -76,22 +76,22 @@ type GraphItem struct {
 	Repeat *Repeat
 }
 
-var layerSection = section[Layer]{name: "layer", label: func(l *Layer) *string { return &l.Name }, fields: []field[Layer]{
-	{name: "kind", at: func(l *Layer) any { return &l.Kind }, required: true, choices: LayerKinds},
-	{name: "inputs", at: func(l *Layer) any { return &l.Inputs }, omit: func(l *Layer) bool { return len(l.Inputs) == 0 }},
-	{name: "in", at: func(l *Layer) any { return &l.In }, lo: 1, hi: 1 << 24, omit: func(l *Layer) bool { return l.In == 0 }},
-	{name: "out", at: func(l *Layer) any { return &l.Out }, lo: 1, hi: 1 << 16, omit: func(l *Layer) bool { return l.Out == 0 }},
-	{name: "kernel", at: func(l *Layer) any { return &l.Kernel }, lo: 1, hi: 64, omit: func(l *Layer) bool { return l.Kernel == 0 }},
-	{name: "stride", at: func(l *Layer) any { return &l.Stride }, lo: 1, hi: 64, omit: func(l *Layer) bool { return l.Stride == 0 }},
-	{name: "pad", at: func(l *Layer) any { return &l.Pad }, hi: 64, omit: func(l *Layer) bool { return l.Pad == 0 }},
-	{name: "groups", at: func(l *Layer) any { return &l.Groups }, lo: 1, hi: 1 << 16, omit: func(l *Layer) bool { return l.Groups == 0 }},
-	{name: "bias", at: func(l *Layer) any { return &l.Bias }, def: true, omit: func(l *Layer) bool { return l.Bias }},
-	{name: "act", at: func(l *Layer) any { return &l.Act }, def: "identity", choices: []string{"identity", "relu", "relu6"}, omit: func(l *Layer) bool { return l.Act == "identity" }},
-	{name: "dropout", at: func(l *Layer) any { return &l.Dropout }, hi: 0.95, omit: func(l *Layer) bool { return l.Dropout == 0 }},
+var layerSection = section[Layer]{name: "layer", doc: "Inside a `model` with `arch = \"graph\"` or a `repeat`, labelled with the layer's name, in order.", label: func(l *Layer) *string { return &l.Name }, fields: []field[Layer]{
+	{name: "kind", doc: "The layer: `conv`, `linear`, `batchnorm`, `add`, `maxpool`, `avgpool`, `global_avgpool`, `flatten`.", at: func(l *Layer) any { return &l.Kind }, required: true, choices: LayerKinds},
+	{name: "inputs", doc: "Earlier layers it reads (a repeat's name: its last layer; `input`: the images; `in`: the repetition's input). Default: the layer before it.", at: func(l *Layer) any { return &l.Inputs }, omit: func(l *Layer) bool { return len(l.Inputs) == 0 }},
+	{name: "in", doc: "The channels (features) it must receive: a check, as PyTorch's in_channels.", at: func(l *Layer) any { return &l.In }, lo: 1, hi: 1 << 24, omit: func(l *Layer) bool { return l.In == 0 }},
+	{name: "out", doc: "`conv`: filters; `linear`: features.", at: func(l *Layer) any { return &l.Out }, lo: 1, hi: 1 << 16, omit: func(l *Layer) bool { return l.Out == 0 }},
+	{name: "kernel", doc: "Kernel size (square).", at: func(l *Layer) any { return &l.Kernel }, lo: 1, hi: 64, omit: func(l *Layer) bool { return l.Kernel == 0 }},
+	{name: "stride", doc: "Stride.", at: func(l *Layer) any { return &l.Stride }, lo: 1, hi: 64, omit: func(l *Layer) bool { return l.Stride == 0 }},
+	{name: "pad", doc: "Zero padding on each side.", at: func(l *Layer) any { return &l.Pad }, hi: 64, omit: func(l *Layer) bool { return l.Pad == 0 }},
+	{name: "groups", doc: "`conv`: channel groups (= channels: depthwise).", at: func(l *Layer) any { return &l.Groups }, lo: 1, hi: 1 << 16, omit: func(l *Layer) bool { return l.Groups == 0 }},
+	{name: "bias", doc: "`conv`, `linear`: a bias.", at: func(l *Layer) any { return &l.Bias }, def: true, omit: func(l *Layer) bool { return l.Bias }},
+	{name: "act", doc: "The activation after it: `identity`, `relu`, `relu6`.", at: func(l *Layer) any { return &l.Act }, def: "identity", choices: []string{"identity", "relu", "relu6"}, omit: func(l *Layer) bool { return l.Act == "identity" }},
+	{name: "dropout", doc: "Dropout on its input, during training only.", at: func(l *Layer) any { return &l.Dropout }, hi: 0.95, omit: func(l *Layer) bool { return l.Dropout == 0 }},
 }}
 
-var repeatSection = section[Repeat]{name: "repeat", label: func(r *Repeat) *string { return &r.Name }, fields: []field[Repeat]{
-	{name: "count", at: func(r *Repeat) any { return &r.Count }, required: true, lo: 1, hi: 1000},
+var repeatSection = section[Repeat]{name: "repeat", doc: "Inside a `model` with `arch = \"graph\"`: its `layer` blocks `count` times, each repetition fed by the one before.", label: func(r *Repeat) *string { return &r.Name }, fields: []field[Repeat]{
+	{name: "count", doc: "Repetitions of its layer blocks; repetition i's layers are named `<repeat>.<i>.<layer>`.", at: func(r *Repeat) any { return &r.Count }, required: true, lo: 1, hi: 1000},
 }}
 
 // RepeatInput is what a layer in a repeat block names its repetition's

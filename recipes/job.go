@@ -235,55 +235,55 @@ type Sensitivity struct {
 
 func epochsOf(j *Job) float64 { return float64(j.Epochs) }
 
-var jobSection = section[Job]{name: "job", fields: []field[Job]{
-	{name: "dataset", at: func(j *Job) any { return &j.Dataset }, def: "mnist"}, // a name the plan checks
-	{name: "seed", at: func(j *Job) any { return &j.Seed }, def: uint64(1), hi: math.MaxInt32},
-	{name: "epochs", at: func(j *Job) any { return &j.Epochs }, def: 10, lo: 1, hi: 10000},
-	{name: "batch", at: func(j *Job) any { return &j.Batch }, def: 128, lo: 1, hi: 60000},
-	{name: "eval_batch", at: func(j *Job) any { return &j.EvalBatch }, def: 1000, lo: 1, hi: 60000},
-	{name: "validation", at: func(j *Job) any { return &j.Validation }, def: 5000, hi: 59999},
-	{name: "threads", at: func(j *Job) any { return &j.Threads }, hi: 1024},
+var jobSection = section[Job]{name: "job", doc: "The recipe's one block, labelled with the job's name; every other block goes inside it.", fields: []field[Job]{
+	{name: "dataset", doc: "The training data: `mnist` or `fashion-mnist` (60 000 training and 10 000 test images, 28×28).", at: func(j *Job) any { return &j.Dataset }, def: "mnist"}, // a name the plan checks
+	{name: "seed", doc: "Seeds initialization, the data order, dropout and augmentation; a run is a pure function of its recipe and seed.", at: func(j *Job) any { return &j.Seed }, def: uint64(1), hi: math.MaxInt32},
+	{name: "epochs", doc: "Passes over the training split.", at: func(j *Job) any { return &j.Epochs }, def: 10, lo: 1, hi: 10000},
+	{name: "batch", doc: "Training samples per step.", at: func(j *Job) any { return &j.Batch }, def: 128, lo: 1, hi: 60000},
+	{name: "eval_batch", doc: "Samples per forward pass when evaluating.", at: func(j *Job) any { return &j.EvalBatch }, def: 1000, lo: 1, hi: 60000},
+	{name: "validation", doc: "Training images held out as the validation split (the last ones of the training set).", at: func(j *Job) any { return &j.Validation }, def: 5000, hi: 59999},
+	{name: "threads", doc: "Compute threads; 0: every core (`--threads` overrides).", at: func(j *Job) any { return &j.Threads }, hi: 1024},
 }}
 
-var augmentSection = section[Augment]{name: "augment", fields: []field[Augment]{
-	{name: "shift", at: func(a *Augment) any { return &a.Shift }, hi: 8},
-	{name: "flip", at: func(a *Augment) any { return &a.Flip }, omit: func(a *Augment) bool { return !a.Flip }},
+var augmentSection = section[Augment]{name: "augment", doc: "Inside `job`, at most one: random input augmentation during training.", fields: []field[Augment]{
+	{name: "shift", doc: "Largest random translation in pixels, each image and axis drawn from the seed (0: none).", at: func(a *Augment) any { return &a.Shift }, hi: 8},
+	{name: "flip", doc: "Mirror half the images left to right (valid for Fashion-MNIST, not for digits).", at: func(a *Augment) any { return &a.Flip }, omit: func(a *Augment) bool { return !a.Flip }},
 }}
 
-var modelSection = section[Model]{name: "model", fields: []field[Model]{
-	{name: "arch", at: func(m *Model) any { return &m.Arch }, required: true}, // a name the plan checks
-	{name: "hidden", at: func(m *Model) any { return &m.Hidden }, lo: 1, hi: 1 << 16, omit: func(m *Model) bool { return len(m.Hidden) == 0 }},
-	{name: "dropout", at: func(m *Model) any { return &m.Dropout }, hi: 0.95},
-	{name: "input_dropout", at: func(m *Model) any { return &m.InputDropout }, hi: 0.95},
-	{name: "init", at: func(m *Model) any { return &m.Init }, def: "uniform", choices: []string{"uniform", "kaiming"}},
-	{name: "depth", at: func(m *Model) any { return &m.Depth }, lo: 8, hi: 1000, omit: func(m *Model) bool { return m.Depth == 0 }},
-	{name: "width", at: func(m *Model) any { return &m.Width }, loOpen: true, hi: 4, omit: func(m *Model) bool { return m.Width == 0 }},
+var modelSection = section[Model]{name: "model", doc: "Inside `job`, exactly one: the network trained (the student, when distilling). With `arch = \"graph\"` it holds `layer` and `repeat` blocks.", fields: []field[Model]{
+	{name: "arch", doc: "The network: `mlp`, `lenet5`, `resnet`, `mobilenet`, or `graph` (its `layer` and `repeat` blocks).", at: func(m *Model) any { return &m.Arch }, required: true}, // a name the plan checks
+	{name: "hidden", doc: "`mlp`: the hidden layers' widths.", at: func(m *Model) any { return &m.Hidden }, lo: 1, hi: 1 << 16, omit: func(m *Model) bool { return len(m.Hidden) == 0 }},
+	{name: "dropout", doc: "Dropout before each hidden linear layer, during training only.", at: func(m *Model) any { return &m.Dropout }, hi: 0.95},
+	{name: "input_dropout", doc: "Dropout on the input pixels, during training only.", at: func(m *Model) any { return &m.InputDropout }, hi: 0.95},
+	{name: "init", doc: "Weight initialization: `uniform` (Glorot) or `kaiming` (He, for ReLU networks).", at: func(m *Model) any { return &m.Init }, def: "uniform", choices: []string{"uniform", "kaiming"}},
+	{name: "depth", doc: "`resnet`: layers, 6n+2 (8, 14, 20, 32, 56, …; He et al. 2016 §4.2).", at: func(m *Model) any { return &m.Depth }, lo: 8, hi: 1000, omit: func(m *Model) bool { return m.Depth == 0 }},
+	{name: "width", doc: "`mobilenet`: the width multiplier of every layer's channels.", at: func(m *Model) any { return &m.Width }, loOpen: true, hi: 4, omit: func(m *Model) bool { return m.Width == 0 }},
 }}
 
-var checkpointSection = section[Checkpoint]{name: "checkpoint", fields: []field[Checkpoint]{
-	{name: "every_epochs", at: func(c *Checkpoint) any { return &c.EveryEpochs }, def: 1, hi: 10000},
-	{name: "every_steps", at: func(c *Checkpoint) any { return &c.EverySteps }, hi: 1 << 30},
-	{name: "keep", at: func(c *Checkpoint) any { return &c.Keep }, def: 3, lo: 1, hi: 1000},
+var checkpointSection = section[Checkpoint]{name: "checkpoint", doc: "Inside `job`, at most one: when training checkpoints are written. A resumed run may change it.", fields: []field[Checkpoint]{
+	{name: "every_epochs", doc: "Write a training checkpoint after every N epochs (0: none by epoch).", at: func(c *Checkpoint) any { return &c.EveryEpochs }, def: 1, hi: 10000},
+	{name: "every_steps", doc: "Also write one every N steps (0: none by step; `--checkpoint-every-steps` overrides).", at: func(c *Checkpoint) any { return &c.EverySteps }, hi: 1 << 30},
+	{name: "keep", doc: "Keep the newest N (`best.arrow`, the best by validation accuracy, is kept besides).", at: func(c *Checkpoint) any { return &c.Keep }, def: 3, lo: 1, hi: 1000},
 }}
 
 // optimizerSection's label is the kind, a name the plan checks; SGD takes
 // momentum, the others Adam's moments.
-var optimizerSection = section[Optimizer]{name: "optimizer", label: func(o *Optimizer) *string { return &o.Kind }, fields: []field[Optimizer]{
-	{name: "lr", at: func(o *Optimizer) any { return &o.LR }, def: 0.05, loOpen: true, hi: 100, when: is("sgd")},
-	{name: "lr", at: func(o *Optimizer) any { return &o.LR }, def: 1e-3, loOpen: true, hi: 100, when: isNot("sgd")}, // Adam's customary rate
-	{name: "momentum", at: func(o *Optimizer) any { return &o.Momentum }, def: 0.9, hi: 0.9999, when: is("sgd")},
-	{name: "nesterov", at: func(o *Optimizer) any { return &o.Nesterov }, when: is("sgd")},
-	{name: "beta1", at: func(o *Optimizer) any { return &o.Beta1 }, def: 0.9, hi: 0.9999, when: isNot("sgd")},
-	{name: "beta2", at: func(o *Optimizer) any { return &o.Beta2 }, def: 0.999, hi: 0.999999, when: isNot("sgd")},
-	{name: "eps", at: func(o *Optimizer) any { return &o.Eps }, def: 1e-8, loOpen: true, hi: 1, when: isNot("sgd")},
-	{name: "weight_decay", at: func(o *Optimizer) any { return &o.WeightDecay }, hi: 1},
-	{name: "lr_schedule", at: func(o *Optimizer) any { return &o.Schedule }, def: "cosine"}, // a name the plan checks
-	{name: "warmup_epochs", at: func(o *Optimizer) any { return &o.WarmupEpochs }, hi: 10000},
-	{name: "min_lr", at: func(o *Optimizer) any { return &o.MinLR }, hi: 100},
-	{name: "step_epochs", at: func(o *Optimizer) any { return &o.StepEpochs }, def: 10.0, loOpen: true, hi: 10000},
-	{name: "gamma", at: func(o *Optimizer) any { return &o.Gamma }, def: 0.1, loOpen: true, hi: 1},
-	{name: "clip_norm", at: func(o *Optimizer) any { return &o.ClipNorm }, hi: 1e6, omit: func(o *Optimizer) bool { return o.ClipNorm == 0 }},
-	{name: "no_decay", at: func(o *Optimizer) any { return &o.NoDecay }, omit: func(o *Optimizer) bool { return len(o.NoDecay) == 0 }},
+var optimizerSection = section[Optimizer]{name: "optimizer", doc: "Inside `job`, at most one (default `sgd`), labelled with its kind.", labels: []string{"sgd", "adam", "adamw"}, label: func(o *Optimizer) *string { return &o.Kind }, fields: []field[Optimizer]{
+	{name: "lr", doc: "The base learning rate.", at: func(o *Optimizer) any { return &o.LR }, def: 0.05, loOpen: true, hi: 100, when: is("sgd")},
+	{name: "lr", doc: "The base learning rate.", at: func(o *Optimizer) any { return &o.LR }, def: 1e-3, loOpen: true, hi: 100, when: isNot("sgd")}, // Adam's customary rate
+	{name: "momentum", doc: "SGD's momentum.", at: func(o *Optimizer) any { return &o.Momentum }, def: 0.9, hi: 0.9999, when: is("sgd")},
+	{name: "nesterov", doc: "Nesterov momentum.", at: func(o *Optimizer) any { return &o.Nesterov }, when: is("sgd")},
+	{name: "beta1", doc: "Adam's first-moment decay.", at: func(o *Optimizer) any { return &o.Beta1 }, def: 0.9, hi: 0.9999, when: isNot("sgd")},
+	{name: "beta2", doc: "Adam's second-moment decay.", at: func(o *Optimizer) any { return &o.Beta2 }, def: 0.999, hi: 0.999999, when: isNot("sgd")},
+	{name: "eps", doc: "Adam's ε.", at: func(o *Optimizer) any { return &o.Eps }, def: 1e-8, loOpen: true, hi: 1, when: isNot("sgd")},
+	{name: "weight_decay", doc: "L2 weight decay (AdamW: decoupled).", at: func(o *Optimizer) any { return &o.WeightDecay }, hi: 1},
+	{name: "lr_schedule", doc: "How the rate changes with samples seen: `constant`, `step` or `cosine`.", at: func(o *Optimizer) any { return &o.Schedule }, def: "cosine"}, // a name the plan checks
+	{name: "warmup_epochs", doc: "Linear warm-up from 0, in epochs.", at: func(o *Optimizer) any { return &o.WarmupEpochs }, hi: 10000},
+	{name: "min_lr", doc: "`cosine`: the floor it decays to.", at: func(o *Optimizer) any { return &o.MinLR }, hi: 100},
+	{name: "step_epochs", doc: "`step`: decay every this many epochs.", at: func(o *Optimizer) any { return &o.StepEpochs }, def: 10.0, loOpen: true, hi: 10000},
+	{name: "gamma", doc: "`step`: the decay factor.", at: func(o *Optimizer) any { return &o.Gamma }, def: 0.1, loOpen: true, hi: 1},
+	{name: "clip_norm", doc: "Clip each step's gradients to this global L2 norm (0: no clipping).", at: func(o *Optimizer) any { return &o.ClipNorm }, hi: 1e6, omit: func(o *Optimizer) bool { return o.ClipNorm == 0 }},
+	{name: "no_decay", doc: "Parameter kinds weight decay leaves alone: `bias`, `norm` (batch norms' scales and shifts).", at: func(o *Optimizer) any { return &o.NoDecay }, omit: func(o *Optimizer) bool { return len(o.NoDecay) == 0 }},
 }}
 
 // NoDecayKinds are the parameter kinds optimizer.no_decay may name.
@@ -294,27 +294,27 @@ var PruneMethods = []string{"magnitude", "structured", "nm"}
 
 var sparsity = []string{"magnitude", "structured"} // methods with a target sparsity
 
-var pruneSection = section[Prune]{name: "prune", label: func(p *Prune) *string { return &p.Method }, fields: []field[Prune]{
-	{name: "layers", at: func(p *Prune) any { return &p.Layers }},
-	{name: "target", at: func(p *Prune) any { return &p.Target }, hi: 1, when: is(sparsity...)},
-	{name: "scope", at: func(p *Prune) any { return &p.Scope }, def: "layer", choices: []string{"layer", "global"}, when: is("magnitude")},
-	{name: "granularity", at: func(p *Prune) any { return &p.Granularity }, def: "rows", choices: []string{"rows", "columns", "filters", "channels", "groups"}, when: is("structured")},
-	{name: "norm", at: func(p *Prune) any { return &p.Norm }, def: "l1", choices: []string{"l1", "l2"}, when: is("structured")},
-	{name: "n", at: func(p *Prune) any { return &p.N }, def: 2, hi: 1024, when: is("nm")},
-	{name: "m", at: func(p *Prune) any { return &p.M }, def: 4, lo: 1, hi: 1024, when: is("nm")},
-	{name: "initial", at: func(p *Prune) any { return &p.Initial }, hi: 1},
-	{name: "schedule", at: func(p *Prune) any { return &p.Schedule }, def: "agp", choices: pruneSchedules, when: is(sparsity...)},
-	{name: "schedule", at: func(p *Prune) any { return &p.Schedule }, def: "one_shot", choices: pruneSchedules, when: is("nm")},
-	{name: "power", at: func(p *Prune) any { return &p.Power }, def: 3.0, loOpen: true, hi: 100},
-	{name: "from_epoch", at: func(p *Prune) any { return &p.FromEpoch }, hi: 100000},
-	{name: "to_epoch", at: func(p *Prune) any { return &p.ToEpoch }, def: 1.0, hi: 100000},
-	{name: "targets_from", at: func(p *Prune) any { return &p.TargetsFrom }, choices: []string{"sensitivity"}, omit: func(p *Prune) bool { return p.TargetsFrom == "" }},
-	{name: "guard_tolerance", at: func(p *Prune) any { return &p.GuardTolerance }, loOpen: true, hi: 1, omit: unguarded},
-	{name: "guard_undo", at: func(p *Prune) any { return &p.GuardUndo }, omit: unguarded},
+var pruneSection = section[Prune]{name: "prune", doc: "Inside `job`, any number, labelled with the method: `magnitude` (unstructured), `structured`, `nm` (N:M). A layer is pruned by at most one block. Windows are in epochs of training done; the schedule runs on samples seen.", labels: PruneMethods, label: func(p *Prune) *string { return &p.Method }, fields: []field[Prune]{
+	{name: "layers", doc: "Weight names, or patterns (`block*.conv1`, path.Match syntax); every weight when absent.", at: func(p *Prune) any { return &p.Layers }},
+	{name: "target", doc: "The final sparsity, a fraction of each layer's weights (of its groups, for structured pruning).", at: func(p *Prune) any { return &p.Target }, hi: 1, when: is(sparsity...)},
+	{name: "scope", doc: "`layer`: each layer to the target; `global`: one threshold over all the layers named.", at: func(p *Prune) any { return &p.Scope }, def: "layer", choices: []string{"layer", "global"}, when: is("magnitude")},
+	{name: "granularity", doc: "What is removed: `rows` (neurons), `columns` (inputs), `filters`, `channels`, or `groups` (a convolution's channels with everything that depends on them, across residual additions).", at: func(p *Prune) any { return &p.Granularity }, def: "rows", choices: []string{"rows", "columns", "filters", "channels", "groups"}, when: is("structured")},
+	{name: "norm", doc: "How structures are ranked: `l1` or `l2` norm.", at: func(p *Prune) any { return &p.Norm }, def: "l1", choices: []string{"l1", "l2"}, when: is("structured")},
+	{name: "n", doc: "`nm`: keep N weights …", at: func(p *Prune) any { return &p.N }, def: 2, hi: 1024, when: is("nm")},
+	{name: "m", doc: "`nm`: … in every M consecutive inputs.", at: func(p *Prune) any { return &p.M }, def: 4, lo: 1, hi: 1024, when: is("nm")},
+	{name: "initial", doc: "The sparsity at the first pruning event.", at: func(p *Prune) any { return &p.Initial }, hi: 1},
+	{name: "schedule", doc: "How sparsity grows from `initial` to `target`: `agp` (Zhu & Gupta's cubic), `polynomial`, `linear`, `one_shot`, `iterative`.", at: func(p *Prune) any { return &p.Schedule }, def: "agp", choices: pruneSchedules, when: is(sparsity...)},
+	{name: "schedule", doc: "How sparsity grows from `initial` to `target`: `agp` (Zhu & Gupta's cubic), `polynomial`, `linear`, `one_shot`, `iterative`.", at: func(p *Prune) any { return &p.Schedule }, def: "one_shot", choices: pruneSchedules, when: is("nm")},
+	{name: "power", doc: "`polynomial`: the exponent.", at: func(p *Prune) any { return &p.Power }, def: 3.0, loOpen: true, hi: 100},
+	{name: "from_epoch", doc: "The window's start, in epochs of training done (fractions allowed).", at: func(p *Prune) any { return &p.FromEpoch }, hi: 100000},
+	{name: "to_epoch", doc: "The window's end: the target is reached here.", at: func(p *Prune) any { return &p.ToEpoch }, def: 1.0, hi: 100000},
+	{name: "targets_from", doc: "`sensitivity`: each layer's target from the sensitivity analysis's suggestions.", at: func(p *Prune) any { return &p.TargetsFrom }, choices: []string{"sensitivity"}, omit: func(p *Prune) bool { return p.TargetsFrom == "" }},
+	{name: "guard_tolerance", doc: "Pause pruning while validation accuracy is more than this fraction below its level before the window.", at: func(p *Prune) any { return &p.GuardTolerance }, loOpen: true, hi: 1, omit: unguarded},
+	{name: "guard_undo", doc: "With a guard: also undo the last pruning step when it pauses.", at: func(p *Prune) any { return &p.GuardUndo }, omit: unguarded},
 	// One of the three every_* is written: steps, else samples, else epochs.
-	{name: "every_steps", at: func(p *Prune) any { return &p.EverySteps }, lo: 1, hi: math.MaxInt32, omit: func(p *Prune) bool { return p.EverySteps == 0 }},
-	{name: "every_samples", at: func(p *Prune) any { return &p.EverySamples }, lo: 1, hi: math.MaxInt32, omit: func(p *Prune) bool { return p.EverySteps > 0 || p.EverySamples == 0 }},
-	{name: "every_epochs", at: func(p *Prune) any { return &p.EveryEpochs }, loOpen: true, hi: 100000, omit: func(p *Prune) bool { return p.EverySteps > 0 || p.EverySamples > 0 }},
+	{name: "every_steps", doc: "Prune every N steps.", at: func(p *Prune) any { return &p.EverySteps }, lo: 1, hi: math.MaxInt32, omit: func(p *Prune) bool { return p.EverySteps == 0 }},
+	{name: "every_samples", doc: "Prune every N samples (when `every_steps` is not set).", at: func(p *Prune) any { return &p.EverySamples }, lo: 1, hi: math.MaxInt32, omit: func(p *Prune) bool { return p.EverySteps > 0 || p.EverySamples == 0 }},
+	{name: "every_epochs", doc: "Prune every this many epochs (the default, 0.25, when neither other is set).", at: func(p *Prune) any { return &p.EveryEpochs }, loOpen: true, hi: 100000, omit: func(p *Prune) bool { return p.EverySteps > 0 || p.EverySamples > 0 }},
 }}
 
 var pruneSchedules = []string{"agp", "polynomial", "linear", "one_shot", "iterative"}
@@ -324,30 +324,30 @@ func unguarded(p *Prune) bool { return p.GuardTolerance == 0 }
 // RegularizeKinds are the regularize block labels.
 var RegularizeKinds = []string{"group_lasso", "l1", "l2"}
 
-var regularizeSection = section[Regularize]{name: "regularize", label: func(r *Regularize) *string { return &r.Kind }, fields: []field[Regularize]{
-	{name: "layers", at: func(r *Regularize) any { return &r.Layers }},
-	{name: "groups", at: func(r *Regularize) any { return &r.Groups }, def: "rows", choices: []string{"rows", "columns", "filters", "channels"}, when: is("group_lasso")},
-	{name: "strength", at: func(r *Regularize) any { return &r.Strength }, hi: 1e3},
-	{name: "final_strength", at: func(r *Regularize) any { return &r.FinalStrength }, def: -1.0, hi: 1e3, omit: func(r *Regularize) bool { return r.FinalStrength < 0 }},
-	{name: "from_epoch", at: func(r *Regularize) any { return &r.FromEpoch }, hi: 100000},
-	{name: "to_epoch", at: func(r *Regularize) any { return &r.ToEpoch }, hi: 100000},
+var regularizeSection = section[Regularize]{name: "regularize", doc: "Inside `job`, any number, labelled with the penalty: `group_lasso`, `l1` (both proximal steps), `l2`.", labels: RegularizeKinds, label: func(r *Regularize) *string { return &r.Kind }, fields: []field[Regularize]{
+	{name: "layers", doc: "Weight names or patterns.", at: func(r *Regularize) any { return &r.Layers }},
+	{name: "groups", doc: "`group_lasso`: the groups whose norms are penalized: `rows`, `columns`, `filters`, `channels`.", at: func(r *Regularize) any { return &r.Groups }, def: "rows", choices: []string{"rows", "columns", "filters", "channels"}, when: is("group_lasso")},
+	{name: "strength", doc: "λ at `from_epoch`.", at: func(r *Regularize) any { return &r.Strength }, hi: 1e3},
+	{name: "final_strength", doc: "Ramp λ linearly to this at `to_epoch` (−1: constant).", at: func(r *Regularize) any { return &r.FinalStrength }, def: -1.0, hi: 1e3, omit: func(r *Regularize) bool { return r.FinalStrength < 0 }},
+	{name: "from_epoch", doc: "The window's start, in epochs of training done.", at: func(r *Regularize) any { return &r.FromEpoch }, hi: 100000},
+	{name: "to_epoch", doc: "The window's end (0: the end of the run).", at: func(r *Regularize) any { return &r.ToEpoch }, hi: 100000},
 }}
 
-var factorizeSection = section[Factorize]{name: "factorize", fields: []field[Factorize]{
-	{name: "layer", at: func(f *Factorize) any { return &f.Layer }, required: true},
-	{name: "rank", at: func(f *Factorize) any { return &f.Rank }, lo: 1, hi: 1 << 16, omit: func(f *Factorize) bool { return f.Rank == 0 }},
-	{name: "energy", at: func(f *Factorize) any { return &f.Energy }, loOpen: true, hi: 1, omit: func(f *Factorize) bool { return f.Rank > 0 }},
-	{name: "at_epoch", at: func(f *Factorize) any { return &f.AtEpoch }, required: true, hi: 100000},
+var factorizeSection = section[Factorize]{name: "factorize", doc: "Inside `job`, any number: a linear layer made low-rank.", fields: []field[Factorize]{
+	{name: "layer", doc: "The linear layer replaced by two thinner ones (truncated SVD), then fine-tuned.", at: func(f *Factorize) any { return &f.Layer }, required: true},
+	{name: "rank", doc: "The rank kept.", at: func(f *Factorize) any { return &f.Rank }, lo: 1, hi: 1 << 16, omit: func(f *Factorize) bool { return f.Rank == 0 }},
+	{name: "energy", doc: "Or: the fraction of spectral energy kept, which chooses the rank.", at: func(f *Factorize) any { return &f.Energy }, loOpen: true, hi: 1, omit: func(f *Factorize) bool { return f.Rank > 0 }},
+	{name: "at_epoch", doc: "Epochs of training done before factorizing.", at: func(f *Factorize) any { return &f.AtEpoch }, required: true, hi: 100000},
 }}
 
 // teacherSection holds the model's fields, unless file names a trained
 // teacher: then nothing else is written.
-var teacherSection = section[Teacher]{name: "teacher", fields: slices.Concat(
-	[]field[Teacher]{{name: "file", at: func(t *Teacher) any { return &t.File }, omit: func(t *Teacher) bool { return t.File == "" }}},
+var teacherSection = section[Teacher]{name: "teacher", doc: "Inside `job`, at most one: the distillation teacher — a model file, or a model block's fields (`arch`, `hidden`, `depth`, …) for a teacher trained first with the job's data, seed and optimizer.", fields: slices.Concat(
+	[]field[Teacher]{{name: "file", doc: "A trained model file (`model.arrow`) to distil from instead of training a teacher; relative to the recipe's directory. Empty: train the teacher below.", at: func(t *Teacher) any { return &t.File }, omit: func(t *Teacher) bool { return t.File == "" }}},
 	embed(modelSection.fields, func(t *Teacher) *Model { return &t.Model }, func(t *Teacher) bool { return t.File != "" }),
 	[]field[Teacher]{
-		{name: "epochs", at: func(t *Teacher) any { return &t.Epochs }, lo: 1, hi: 10000, omit: func(t *Teacher) bool { return t.File != "" }},
-		{name: "count", at: func(t *Teacher) any { return &t.Count }, def: 1, lo: 1, hi: 16, omit: func(t *Teacher) bool { return t.File != "" }},
+		{name: "epochs", doc: "The teacher's epochs (trained first, in `<run-dir>/teacher`).", at: func(t *Teacher) any { return &t.Epochs }, lo: 1, hi: 10000, omit: func(t *Teacher) bool { return t.File != "" }},
+		{name: "count", doc: "Teachers trained (seeds seed, seed+1, …) and distilled from as an ensemble (their mean logits).", at: func(t *Teacher) any { return &t.Count }, def: 1, lo: 1, hi: 16, omit: func(t *Teacher) bool { return t.File != "" }},
 	})}
 
 // embed lifts a block's fields into an enclosing block's value, none
@@ -355,54 +355,54 @@ var teacherSection = section[Teacher]{name: "teacher", fields: slices.Concat(
 func embed[T, U any](fs []field[U], in func(*T) *U, omit func(*T) bool) []field[T] {
 	out := make([]field[T], len(fs))
 	for i, f := range fs {
-		out[i] = field[T]{name: f.name, at: func(t *T) any { return f.at(in(t)) }, def: f.def, lo: f.lo, hi: f.hi, loOpen: f.loOpen, choices: f.choices,
+		out[i] = field[T]{name: f.name, doc: f.doc, at: func(t *T) any { return f.at(in(t)) }, def: f.def, lo: f.lo, hi: f.hi, loOpen: f.loOpen, choices: f.choices,
 			omit: func(t *T) bool { return omit(t) || (f.omit != nil && f.omit(in(t))) }}
 	}
 	return out
 }
 
-var distillSection = section[Distill]{name: "distill", fields: []field[Distill]{
-	{name: "temperature", at: func(d *Distill) any { return &d.Temperature }, def: 4.0, loOpen: true, hi: 100},
-	{name: "alpha", at: func(d *Distill) any { return &d.Alpha }, def: 0.7, hi: 1},
-	{name: "offline", at: func(d *Distill) any { return &d.Offline }, omit: func(d *Distill) bool { return !d.Offline }},
+var distillSection = section[Distill]{name: "distill", doc: "Inside `job`, with a `teacher`: the student learns the teacher's softened outputs.", fields: []field[Distill]{
+	{name: "temperature", doc: "Hinton's softmax temperature T (the soft term is scaled by T²).", at: func(d *Distill) any { return &d.Temperature }, def: 4.0, loOpen: true, hi: 100},
+	{name: "alpha", doc: "The weight of the soft (teacher) term; 1 − alpha weighs the task's cross-entropy.", at: func(d *Distill) any { return &d.Alpha }, def: 0.7, hi: 1},
+	{name: "offline", doc: "Compute the teacher's logits for the training set once, before the student trains (only without augmentation).", at: func(d *Distill) any { return &d.Offline }, omit: func(d *Distill) bool { return !d.Offline }},
 }}
 
-var hintSection = section[Hint]{name: "hint", fields: []field[Hint]{
-	{name: "teacher", at: func(h *Hint) any { return &h.Teacher }, required: true},
-	{name: "student", at: func(h *Hint) any { return &h.Student }, required: true},
-	{name: "weight", at: func(h *Hint) any { return &h.Weight }, def: 1.0, loOpen: true, hi: 1000},
+var hintSection = section[Hint]{name: "hint", doc: "Inside `distill`, at most one: feature distillation from a teacher's hidden layer.", fields: []field[Hint]{
+	{name: "teacher", doc: "The teacher's hidden layer whose output is the hint.", at: func(h *Hint) any { return &h.Teacher }, required: true},
+	{name: "student", doc: "The student's hidden layer that learns it, through a learned projection.", at: func(h *Hint) any { return &h.Student }, required: true},
+	{name: "weight", doc: "The hint loss's weight.", at: func(h *Hint) any { return &h.Weight }, def: 1.0, loOpen: true, hi: 1000},
 }}
 
-var kmeansSection = section[KMeans]{name: "cluster", fields: []field[KMeans]{
-	{name: "layers", at: func(k *KMeans) any { return &k.Layers }, required: true},
-	{name: "clusters", at: func(k *KMeans) any { return &k.Clusters }, def: 32, lo: 2, hi: 255},
-	{name: "from_epoch", at: func(k *KMeans) any { return &k.FromEpoch }, upTo: epochsOf},
+var kmeansSection = section[KMeans]{name: "cluster", doc: "Inside `job`, at most one: weight sharing by k-means (Deep Compression).", fields: []field[KMeans]{
+	{name: "layers", doc: "Weight names or patterns whose non-zero weights share values.", at: func(k *KMeans) any { return &k.Layers }, required: true},
+	{name: "clusters", doc: "Shared values per layer (k of k-means; Deep Compression).", at: func(k *KMeans) any { return &k.Clusters }, def: 32, lo: 2, hi: 255},
+	{name: "from_epoch", doc: "When weights start sharing (the centroids then train).", at: func(k *KMeans) any { return &k.FromEpoch }, upTo: epochsOf},
 }}
 
-var quantizeSection = section[Quantize]{name: "quantize", fields: []field[Quantize]{
-	{name: "layers", at: func(q *Quantize) any { return &q.Layers }, required: true},
-	{name: "bits", at: func(q *Quantize) any { return &q.Bits }, def: 8, lo: 2, hi: 8},
-	{name: "from_epoch", at: func(q *Quantize) any { return &q.FromEpoch }, upTo: epochsOf},
-	{name: "granularity", at: func(q *Quantize) any { return &q.Granularity }, def: "per_channel", choices: []string{"per_channel", "per_tensor"}},
-	{name: "symmetric", at: func(q *Quantize) any { return &q.Symmetric }, def: true},
-	{name: "activations", at: func(q *Quantize) any { return &q.Activations }, lo: 2, hi: 8, omit: func(q *Quantize) bool { return q.Activations == 0 }},
-	{name: "freeze_observers_epoch", at: func(q *Quantize) any { return &q.FreezeObserversEpoch }, loOpen: true, upTo: epochsOf, omit: func(q *Quantize) bool { return q.FreezeObserversEpoch == 0 }},
-	{name: "fold_batch_norms", at: func(q *Quantize) any { return &q.FoldBatchNorms }, def: true},
-	{name: "freeze_bn_epoch", at: func(q *Quantize) any { return &q.FreezeBNEpoch }, loOpen: true, upTo: epochsOf, omit: func(q *Quantize) bool { return q.FreezeBNEpoch == 0 }},
-	{name: "gradual", at: func(q *Quantize) any { return &q.Gradual }, lo: 2, hi: 8, omit: func(q *Quantize) bool { return len(q.Gradual) == 0 }},
-	{name: "gradual_epochs", at: func(q *Quantize) any { return &q.GradualEpochs }, omit: func(q *Quantize) bool { return len(q.Gradual) == 0 }},
-	{name: "layer_bits", at: func(q *Quantize) any { return &q.LayerBits }, lo: 2, hi: 8, omit: func(q *Quantize) bool { return len(q.LayerBits) == 0 }},
+var quantizeSection = section[Quantize]{name: "quantize", doc: "Inside `job`, at most one: quantization-aware training (fake quantization of weights, and of activations when asked).", fields: []field[Quantize]{
+	{name: "layers", doc: "Weight names or patterns trained with fake quantization (straight-through estimator).", at: func(q *Quantize) any { return &q.Layers }, required: true},
+	{name: "bits", doc: "Weight bit width.", at: func(q *Quantize) any { return &q.Bits }, def: 8, lo: 2, hi: 8},
+	{name: "from_epoch", doc: "When quantization starts.", at: func(q *Quantize) any { return &q.FromEpoch }, upTo: epochsOf},
+	{name: "granularity", doc: "`per_channel` (one scale per output neuron or filter) or `per_tensor`.", at: func(q *Quantize) any { return &q.Granularity }, def: "per_channel", choices: []string{"per_channel", "per_tensor"}},
+	{name: "symmetric", doc: "Symmetric ranges (zero point 0) or asymmetric.", at: func(q *Quantize) any { return &q.Symmetric }, def: true},
+	{name: "activations", doc: "Also quantize the activations after these layers (and after every residual addition) to this many bits: unsigned, per tensor, ranges from moving-average observers.", at: func(q *Quantize) any { return &q.Activations }, lo: 2, hi: 8, omit: func(q *Quantize) bool { return q.Activations == 0 }},
+	{name: "freeze_observers_epoch", doc: "Freeze the activation ranges from this epoch on.", at: func(q *Quantize) any { return &q.FreezeObserversEpoch }, loOpen: true, upTo: epochsOf, omit: func(q *Quantize) bool { return q.FreezeObserversEpoch == 0 }},
+	{name: "fold_batch_norms", doc: "Train each quantized convolution followed by a batch norm with the norm folded into its weight (the integers the model file stores).", at: func(q *Quantize) any { return &q.FoldBatchNorms }, def: true},
+	{name: "freeze_bn_epoch", doc: "Freeze every batch norm's statistics from this epoch on.", at: func(q *Quantize) any { return &q.FreezeBNEpoch }, loOpen: true, upTo: epochsOf, omit: func(q *Quantize) bool { return q.FreezeBNEpoch == 0 }},
+	{name: "gradual", doc: "Lower bit widths to step down to …", at: func(q *Quantize) any { return &q.Gradual }, lo: 2, hi: 8, omit: func(q *Quantize) bool { return len(q.Gradual) == 0 }},
+	{name: "gradual_epochs", doc: "… at these epochs.", at: func(q *Quantize) any { return &q.GradualEpochs }, omit: func(q *Quantize) bool { return len(q.Gradual) == 0 }},
+	{name: "layer_bits", doc: "Per-layer bit widths (mixed precision), by weight name.", at: func(q *Quantize) any { return &q.LayerBits }, lo: 2, hi: 8, omit: func(q *Quantize) bool { return len(q.LayerBits) == 0 }},
 }}
 
-var thinSection = section[Job]{name: "thin", fields: []field[Job]{
-	{name: "at_epoch", at: func(j *Job) any { return &j.ThinAtEpoch }, required: true, lo: 1, upTo: func(j *Job) float64 { return float64(max(1, j.Epochs-1)) }},
+var thinSection = section[Job]{name: "thin", doc: "Inside `job`, at most one: rebuild the model physically smaller mid-run.", fields: []field[Job]{
+	{name: "at_epoch", doc: "Rebuild the model without its all-zero neurons and filters after this many epochs; training goes on smaller.", at: func(j *Job) any { return &j.ThinAtEpoch }, required: true, lo: 1, upTo: func(j *Job) float64 { return float64(max(1, j.Epochs-1)) }},
 }}
 
-var sensitivitySection = section[Sensitivity]{name: "sensitivity", fields: []field[Sensitivity]{
-	{name: "layers", at: func(s *Sensitivity) any { return &s.Layers }, required: true},
-	{name: "sparsities", at: func(s *Sensitivity) any { return &s.Sparsities }, def: []float64{0.5, 0.7, 0.8, 0.9, 0.95}},
-	{name: "tolerance", at: func(s *Sensitivity) any { return &s.Tolerance }, def: 0.005, hi: 1},
-	{name: "at_epoch", at: func(s *Sensitivity) any { return &s.AtEpoch }, required: true, lo: 1, upTo: epochsOf},
+var sensitivitySection = section[Sensitivity]{name: "sensitivity", doc: "Inside `job`, at most one: a pruning sensitivity analysis during the run (sensitivity.json, sensitivity.csv).", fields: []field[Sensitivity]{
+	{name: "layers", doc: "Weight names or patterns analysed.", at: func(s *Sensitivity) any { return &s.Layers }, required: true},
+	{name: "sparsities", doc: "Each layer is pruned alone to each of these and evaluated on the validation split.", at: func(s *Sensitivity) any { return &s.Sparsities }, def: []float64{0.5, 0.7, 0.8, 0.9, 0.95}},
+	{name: "tolerance", doc: "The validation accuracy (fraction) a suggested target may lose.", at: func(s *Sensitivity) any { return &s.Tolerance }, def: 0.005, hi: 1},
+	{name: "at_epoch", doc: "The epoch after which the analysis runs.", at: func(s *Sensitivity) any { return &s.AtEpoch }, required: true, lo: 1, upTo: epochsOf},
 }}
 
 // Defaults returns a job with every default filled (from the tables

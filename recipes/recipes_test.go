@@ -1,6 +1,7 @@
 package recipes
 
 import (
+	"flag"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -478,5 +479,36 @@ func TestTeacherFileFromAVariable(t *testing.T) {
 	}
 	if back, err := Parse(j.HCL(), filepath.Join(dir, "resolved.hcl"), nil); err != nil || !reflect.DeepEqual(back.Teacher, j.Teacher) {
 		t.Fatalf("resolved recipe: %v, teacher %+v", err, back)
+	}
+}
+
+var update = flag.Bool("update", false, "rewrite docs/recipes.md from the recipe tables")
+
+// TestReferenceIsCurrent checks docs/recipes.md against the tables the
+// decoder reads, and that it names every attribute of every block.
+func TestReferenceIsCurrent(t *testing.T) {
+	ref := Reference()
+	path := filepath.Join("..", "docs", "recipes.md")
+	if *update {
+		if err := os.WriteFile(path, []byte(ref), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != ref {
+		t.Fatal("docs/recipes.md is not what the recipe tables say: go test ./recipes -run Reference -update")
+	}
+	for _, f := range quantizeSection.fields {
+		if f.doc == "" || !strings.Contains(ref, "| `"+f.name+"` |") {
+			t.Fatalf("quantize.%s is undocumented", f.name)
+		}
+	}
+	for _, want := range []string{"## `prune \"…\"`", "| `granularity` | string | `\"rows\"` | `rows`, `columns`, `filters`, `channels`, `groups` |", "| `freeze_bn_epoch` | number | `0` | (0, epochs] |"} {
+		if !strings.Contains(ref, want) {
+			t.Fatalf("the reference lacks %q", want)
+		}
 	}
 }

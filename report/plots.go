@@ -98,13 +98,16 @@ func linePlot(title, xlabel, ylabel string, ss []series) (*plot.Plot, int, error
 	p.Title.Text, p.X.Label.Text, p.Y.Label.Text = title, xlabel, ylabel
 	p.Add(plotter.NewGrid())
 	p.Legend.Top = true
-	total := 0
+	total, named := 0, 0
 	for i, s := range ss {
 		pts := s.xy()
 		if len(pts) == 0 {
 			continue
 		}
 		total += len(pts)
+		if s.name != "" {
+			named++
+		}
 		col := s.color
 		if col == nil {
 			col = palette(i, len(ss))
@@ -139,7 +142,21 @@ func linePlot(title, xlabel, ylabel string, ss []series) (*plot.Plot, int, error
 	if total == 0 {
 		return nil, 0, nil
 	}
+	headroom(p, named)
 	return p, total, nil
+}
+
+// headroom raises the top of the y axis so that the legend (top right)
+// sits above the curves instead of on them.
+func headroom(p *plot.Plot, entries int) {
+	if entries == 0 {
+		return
+	}
+	span := p.Y.Max - p.Y.Min
+	if span <= 0 {
+		span = math.Max(math.Abs(p.Y.Max), 1)
+	}
+	p.Y.Max += span * 0.085 * float64(entries)
 }
 
 // barPlot draws one bar per name.

@@ -53,9 +53,6 @@ func NewLive(dir string, c ClusterView) *Live {
 	return l
 }
 
-// Registry is the live server's Prometheus registry.
-func (l *Live) Registry() *prometheus.Registry { return l.reg }
-
 func (l *Live) ServeHTTP(w http.ResponseWriter, r *http.Request) { l.mux.ServeHTTP(w, r) }
 
 func (l *Live) status(w http.ResponseWriter, _ *http.Request) {

@@ -98,7 +98,7 @@ func TestClusterCountersKeepWhatLeft(t *testing.T) {
 	if got := collect(); got != 150 {
 		t.Fatalf("sent %v", got)
 	}
-	fc.workers = fc.workers[:1] // b left
+	fc.workers = fc.workers[:1]  // b left
 	fc.workers[0].BytesSent = 20 // a's new phase
 	if got := collect(); got != 170 {
 		t.Fatalf("sent %v after a worker left and a phase restarted, want 170", got)

@@ -28,6 +28,7 @@ type bnOp struct {
 	act       Activation
 	mean, vr  []float32 // the running statistics (the model's buffers)
 	xhat, inv []float32 // training: the normalized input and each channel's 1/σ
+	mu        []float32 // training: each channel's batch mean
 	out       buffer
 }
 
@@ -52,22 +53,17 @@ func (o *bnOp) Do(vs ...G.Value) (G.Value, error) {
 	y := o.out.Get(vs[0].Shape()...)
 	yd := y.Float32s()
 	if !o.train {
-		scale := make([]float32, c)
+		scale, one := make([]float32, c), make([]float32, c)
 		for ch := range scale {
-			scale[ch] = gamma[ch] * float32(1/math.Sqrt(float64(o.vr[ch])+graph.BNEpsilon))
+			scale[ch], one[ch] = gamma[ch]*float32(1/math.Sqrt(float64(o.vr[ch])+graph.BNEpsilon)), 1
 		}
-		o.Eng.Parallel(n, 1, func(p0, p1 int) {
-			for p := p0; p < p1; p++ {
-				ys := yd[p*c : (p+1)*c]
-				for ch, v := range x[p*c : (p+1)*c] {
-					ys[ch] = activate(o.act, (v-o.mean[ch])*scale[ch]+beta[ch])
-				}
-			}
+		o.Eng.Parallel(n, 1, func(p0, p1 int) { // ((x − mean)·scale)·1 + β: the same bits as without the 1
+			normRows(x[p0*c:p1*c], nil, yd[p0*c:p1*c], c, o.mean, scale, one, beta, o.act)
 		})
 		return y, nil
 	}
 	if len(o.xhat) != len(x) {
-		o.xhat, o.inv = make([]float32, len(x)), make([]float32, c)
+		o.xhat, o.inv, o.mu = make([]float32, len(x)), make([]float32, c), make([]float32, c)
 	}
 	if o.frozen = o.ctl != nil && o.ctl.Frozen; o.frozen {
 		o.frozenForward(x, gamma, beta, yd)
@@ -79,37 +75,71 @@ func (o *bnOp) Do(vs ...G.Value) (G.Value, error) {
 	o.Eng.Parallel(c, 1, func(c0, c1 int) {
 		w := c1 - c0
 		sum, ss := make([]float64, w), make([]float64, w)
-		for p := 0; p < n; p++ {
-			for k, v := range x[p*c+c0 : p*c+c1] {
-				sum[k] += float64(v)
-				ss[k] += float64(v) * float64(v)
-			}
-		}
-		mu, inv := make([]float32, w), make([]float32, w)
+		channelSums(x, x, c, c0, c1, sum, ss)
 		for k := range sum {
+			ch := c0 + k
 			m := sum[k] / float64(n)
 			v := max(ss[k]/float64(n)-m*m, 0) // E[x²] − E[x]², in float64
-			mu[k], inv[k] = float32(m), float32(1/math.Sqrt(v+graph.BNEpsilon))
-			o.inv[c0+k] = inv[k]
+			o.mu[ch], o.inv[ch] = float32(m), float32(1/math.Sqrt(v+graph.BNEpsilon))
 			unbiased := v
 			if n > 1 {
 				unbiased = v * float64(n) / float64(n-1)
 			}
-			ch := c0 + k
 			o.mean[ch] = float32((1-graph.BNMomentum)*float64(o.mean[ch]) + graph.BNMomentum*m)
 			o.vr[ch] = float32((1-graph.BNMomentum)*float64(o.vr[ch]) + graph.BNMomentum*unbiased)
 		}
-		g, bt := gamma[c0:c1], beta[c0:c1]
-		for p := 0; p < n; p++ {
-			xs, hs, ys := x[p*c+c0:p*c+c1], o.xhat[p*c+c0:p*c+c1], yd[p*c+c0:p*c+c1]
-			for k, v := range xs {
-				h := (v - mu[k]) * inv[k]
-				hs[k] = h
-				ys[k] = activate(o.act, h*g[k]+bt[k])
-			}
-		}
+	})
+	o.Eng.Parallel(n, 1, func(p0, p1 int) {
+		normRows(x[p0*c:p1*c], o.xhat[p0*c:p1*c], yd[p0*c:p1*c], c, o.mu, o.inv, gamma, beta, o.act)
 	})
 	return y, nil
+}
+
+// channelSums adds, for each channel k in [c0, c1) and each position in
+// order, float64(a) to sum[k−c0] and float64(a)·float64(b) to ss[k−c0]
+// (a and b hold rows of c channels): the AVX-512 pass for whole groups of
+// 8 channels, the Go loop for the rest, the same bits either way.
+func channelSums(a, b []float32, c, c0, c1 int, sum, ss []float64) {
+	n := len(a) / c
+	k0 := 0
+	if v := (c1 - c0) &^ 7; hasBNAsm && n > 0 && v > 0 {
+		bnSums(&a[c0], &b[c0], c, n, v, &sum[0], &ss[0])
+		k0 = v
+	}
+	for p := 0; p < n; p++ {
+		bs := b[p*c+c0+k0 : p*c+c1]
+		for k, v := range a[p*c+c0+k0 : p*c+c1] {
+			sum[k0+k] += float64(v)
+			ss[k0+k] += float64(v) * float64(bs[k])
+		}
+	}
+}
+
+// normRows normalizes rows of c channels: h = (x − mu)·inv, xhat = h
+// (unless xhat is nil), y = act(h·g + b), in float32.
+func normRows(x, xhat, y []float32, c int, mu, inv, g, b []float32, act Activation) {
+	rows := len(x) / c
+	if rows == 0 {
+		return
+	}
+	if hasBNAsm && c%8 == 0 {
+		var hp *float32
+		if xhat != nil {
+			hp = &xhat[0]
+		}
+		bnNorm(&x[0], hp, &y[0], rows, c, &mu[0], &inv[0], &g[0], &b[0], int(act))
+		return
+	}
+	for p := 0; p < rows; p++ {
+		ys := y[p*c : (p+1)*c]
+		for k, v := range x[p*c : (p+1)*c] {
+			h := (v - mu[k]) * inv[k]
+			if xhat != nil {
+				xhat[p*c+k] = h
+			}
+			ys[k] = activate(act, h*g[k]+b[k])
+		}
+	}
 }
 
 // frozenForward is a training pass with frozen statistics: normalized by
@@ -121,14 +151,7 @@ func (o *bnOp) frozenForward(x, gamma, beta, y []float32) {
 		o.inv[ch] = float32(1 / math.Sqrt(float64(o.vr[ch])+graph.BNEpsilon))
 	}
 	o.Eng.Parallel(len(x)/c, 1, func(p0, p1 int) {
-		for p := p0; p < p1; p++ {
-			hs, ys := o.xhat[p*c:(p+1)*c], y[p*c:(p+1)*c]
-			for k, v := range x[p*c : (p+1)*c] {
-				h := (v - mu[k]) * o.inv[k]
-				hs[k] = h
-				ys[k] = activate(o.act, h*gamma[k]+beta[k])
-			}
-		}
+		normRows(x[p0*c:p1*c], o.xhat[p0*c:p1*c], y[p0*c:p1*c], c, mu, o.inv, gamma, beta, o.act)
 	})
 }
 
@@ -158,10 +181,11 @@ func (o *bnOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 // statistics dx = γ/σ · dz.
 type bnGradOp struct {
 	opBase
-	fwd    *bnOp
-	dgamma []float32
-	dbeta  []float32
-	out    buffer
+	fwd        *bnOp
+	dgamma     []float32
+	dbeta      []float32
+	kk, sb, sg []float64 // per channel: γ/(N·σ), Σ dz, Σ dz·x̂ (0 when frozen)
+	out        buffer
 }
 
 func (o *bnGradOp) Arity() int    { return 2 }
@@ -181,31 +205,45 @@ func (o *bnGradOp) Do(vs ...G.Value) (G.Value, error) {
 	}
 	dx := o.out.Get(vs[0].Shape()...)
 	d := dx.Float32s()
+	if len(o.kk) != c {
+		o.kk, o.sb, o.sg = make([]float64, c), make([]float64, c), make([]float64, c)
+	}
 	o.Eng.Parallel(c, 1, func(c0, c1 int) {
-		sb, sg := make([]float64, c1-c0), make([]float64, c1-c0)
-		for p := 0; p < len(dz)/c; p++ {
-			hs := xhat[p*c+c0 : p*c+c1]
-			for k, v := range dz[p*c+c0 : p*c+c1] {
-				sb[k] += float64(v)
-				sg[k] += float64(v) * float64(hs[k])
-			}
-		}
-		kk := make([]float64, c1-c0)
+		sb, sg := o.sb[c0:c1], o.sg[c0:c1]
+		clear(sb)
+		clear(sg)
+		channelSums(dz, xhat, c, c0, c1, sb, sg)
 		for k := range sb {
 			o.dbeta[c0+k], o.dgamma[c0+k] = float32(sb[k]), float32(sg[k])
-			kk[k] = float64(gamma[c0+k]) * float64(o.fwd.inv[c0+k]) / n
+			o.kk[c0+k] = float64(gamma[c0+k]) * float64(o.fwd.inv[c0+k]) / n
 			if o.fwd.frozen { // the statistics are constants: dx = γ/σ · dz
 				sb[k], sg[k] = 0, 0
 			}
 		}
-		for p := 0; p < len(dz)/c; p++ {
-			hs, ds := xhat[p*c+c0:p*c+c1], d[p*c+c0:p*c+c1]
-			for k, v := range dz[p*c+c0 : p*c+c1] {
-				ds[k] = float32(kk[k] * (n*float64(v) - sb[k] - float64(hs[k])*sg[k]))
-			}
-		}
+	})
+	o.Eng.Parallel(len(dz)/c, 1, func(p0, p1 int) {
+		gradRows(dz[p0*c:p1*c], xhat[p0*c:p1*c], d[p0*c:p1*c], c, n, o.kk, o.sb, o.sg)
 	})
 	return dx, nil
+}
+
+// gradRows computes rows of c channels of a batch norm's input gradient,
+// in float64: dx = float32(kk·((n·dz − sb) − x̂·sg)).
+func gradRows(dz, xhat, dx []float32, c int, n float64, kk, sb, sg []float64) {
+	rows := len(dz) / c
+	if rows == 0 {
+		return
+	}
+	if hasBNAsm && c%8 == 0 {
+		bnGradApply(&dz[0], &xhat[0], &dx[0], rows, c, n, &kk[0], &sb[0], &sg[0])
+		return
+	}
+	for p := 0; p < rows; p++ {
+		hs, ds := xhat[p*c:(p+1)*c], dx[p*c:(p+1)*c]
+		for k, v := range dz[p*c : (p+1)*c] {
+			ds[k] = float32(kk[k] * (n*float64(v) - sb[k] - float64(hs[k])*sg[k]))
+		}
+	}
 }
 
 // bnParamGradOp returns the γ (or β) gradient its bnGradOp computed; its

@@ -214,13 +214,16 @@ func (o *conv2dOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	return G.Nodes{dx, dw, db}, nil
 }
 
-// convGradWOp computes, per group, dzᵀ·col from the forward op's patches;
-// inputs dz and W (for the shape).
+// convGradWOp computes, per group, dzᵀ·col from the forward op's patches —
+// or, for a convolution on the direct kernel with filters and channels in
+// whole SIMD tiles, the same sums without patches (kernels.GradW); inputs
+// dz and W (for the shape).
 type convGradWOp struct {
 	opBase
-	fwd  *conv2dOp
-	taps []float32 // a depthwise convolution's filter gradient, [K·K][C]
-	out  buffer
+	fwd      *conv2dOp
+	taps     []float32 // a depthwise convolution's filter gradient, [K·K][C]
+	partials []float32 // kernels.GradW's chunks
+	out      buffer
 }
 
 func (o *convGradWOp) Arity() int    { return 2 }
@@ -233,12 +236,17 @@ func (o *convGradWOp) Do(vs ...G.Value) (G.Value, error) {
 		return o.depthwise(vs)
 	}
 	f, fg, p, ng := o.fwd.l.Out, o.fwd.fg(), o.fwd.patch(), o.fwd.groups()
-	if o.fwd.direct() {
-		o.fwd.patches(o.fwd.x, len(o.fwd.x)/o.fwd.l.In.Size())
-	}
-	rows := len(o.fwd.col) / p / ng
 	dw := o.out.Get(vs[1].Shape()...)
 	dz, d := data(vs[0]), dw.Float32s()
+	if o.fwd.direct() {
+		n := len(o.fwd.x) / o.fwd.l.In.Size()
+		if win := o.fwd.window(); kernels.GradWFast(win, f) {
+			o.partials = kernels.GradW(o.Eng.Parallel, win, f, dz, o.fwd.x, n, d, o.partials)
+			return dw, nil
+		}
+		o.fwd.patches(o.fwd.x, n)
+	}
+	rows := len(o.fwd.col) / p / ng
 	for g := range ng {
 		o.Eng.Sgemm(true, false, fg, p, rows, 1, dz[g*fg:], f, o.fwd.col[g*rows*p:(g+1)*rows*p], p, 0, d[g*fg*p:(g+1)*fg*p], p)
 	}

@@ -11,3 +11,7 @@ func convTile(x *float32, pixStride, rowStride, c, k int, w *float32, out *float
 func convTile16(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32, outStride int, bias *float32, act int) {
 	panic("kernels: no direct convolution kernel on this architecture")
 }
+
+func gradwTile(dz *float32, dzX, dzY int, x *float32, xX, xY, ny, nx int, acc *float32, accStride int) {
+	panic("kernels: no AVX-512 here")
+}

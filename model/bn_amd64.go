@@ -14,3 +14,6 @@ func bnNorm(x, xhat, y *float32, rows, c int, mu, inv, gam, bet *float32, act in
 
 //go:noescape
 func bnGradApply(dz, xhat, dx *float32, rows, c int, n float64, kk, sb, sg *float64)
+
+//go:noescape
+func actGradMask(y, dy, dz *float32, n int, hi float32)

@@ -249,3 +249,34 @@ gnext:
 graddone:
 	VZEROUPPER
 	RET
+
+// func actGradMask(y, dy, dz *float32, n int, hi float32)
+//
+// dz = dy where 0 < y < hi, else +0 (NaN y: +0), for n a multiple of 16:
+// two ordered compares into masks, then a zero-masked move.
+TEXT ·actGradMask(SB), NOSPLIT, $0-36
+	MOVQ y+0(FP), SI
+	MOVQ dy+8(FP), BX
+	MOVQ dz+16(FP), DI
+	MOVQ n+24(FP), CX
+	VBROADCASTSS hi+32(FP), Z2
+	VXORPS Z1, Z1, Z1
+	SHRQ $4, CX
+	JZ agdone
+
+agloop:
+	VMOVUPS (SI), Z0
+	VCMPPS $0x1e, Z1, Z0, K1 // y > 0, ordered
+	VCMPPS $0x11, Z2, Z0, K2 // y < hi, ordered
+	KANDW K1, K2, K3
+	VMOVUPS.Z (BX), K3, Z3
+	VMOVUPS Z3, (DI)
+	ADDQ $64, SI
+	ADDQ $64, BX
+	ADDQ $64, DI
+	DECQ CX
+	JNZ agloop
+
+agdone:
+	VZEROUPPER
+	RET

@@ -13,3 +13,5 @@ func bnNorm(x, xhat, y *float32, rows, c int, mu, inv, gam, bet *float32, act in
 func bnGradApply(dz, xhat, dx *float32, rows, c int, n float64, kk, sb, sg *float64) {
 	panic("model: no AVX-512 here")
 }
+
+func actGradMask(y, dy, dz *float32, n int, hi float32) { panic("model: no AVX-512 here") }

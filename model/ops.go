@@ -194,16 +194,26 @@ func (o *actGradOp) Do(vs ...G.Value) (G.Value, error) {
 	if o.act == ReLU6 {
 		hi = 6
 	}
-	o.Eng.Parallel(len(y), minParallel, func(lo, up int) {
-		for i := lo; i < up; i++ {
-			if v := y[i]; v > 0 && v < hi {
-				d[i] = dy[i]
-			} else {
-				d[i] = 0
-			}
-		}
-	})
+	o.Eng.Parallel(len(y), minParallel, func(lo, up int) { maskGrad(y[lo:up], dy[lo:up], d[lo:up], hi) })
 	return dz, nil
+}
+
+// maskGrad passes dy where 0 < y < hi and +0 elsewhere (a NaN y included):
+// the AVX-512 pass for whole vectors, the Go loop for the rest, the same
+// bits either way.
+func maskGrad(y, dy, d []float32, hi float32) {
+	k := 0
+	if v := len(y) &^ 15; hasBNAsm && v > 0 {
+		actGradMask(&y[0], &dy[0], &d[0], v, hi)
+		k = v
+	}
+	for i := k; i < len(y); i++ {
+		if v := y[i]; v > 0 && v < hi {
+			d[i] = dy[i]
+		} else {
+			d[i] = 0
+		}
+	}
 }
 
 // reluAndBiasGrad adds the nodes that turn an activation's output gradient

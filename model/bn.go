@@ -27,8 +27,11 @@ type bnOp struct {
 	frozen    bool       // this pass normalized by the running statistics
 	act       Activation
 	mean, vr  []float32 // the running statistics (the model's buffers)
-	xhat, inv []float32 // training: the normalized input and each channel's 1/σ
-	mu        []float32 // training: each channel's batch mean
+	// Training: the input (the backward pass recomputes x̂ = (x − mu)·inv
+	// from it, the same float32 bits the forward pass normalized with),
+	// and each channel's mean and 1/σ.
+	x       []float32
+	mu, inv []float32
 	out       buffer
 }
 
@@ -62,9 +65,10 @@ func (o *bnOp) Do(vs ...G.Value) (G.Value, error) {
 		})
 		return y, nil
 	}
-	if len(o.xhat) != len(x) {
-		o.xhat, o.inv, o.mu = make([]float32, len(x)), make([]float32, c), make([]float32, c)
+	if len(o.inv) != c {
+		o.inv, o.mu = make([]float32, c), make([]float32, c)
 	}
+	o.x = x
 	if o.frozen = o.ctl != nil && o.ctl.Frozen; o.frozen {
 		o.frozenForward(x, gamma, beta, yd)
 		return y, nil
@@ -90,7 +94,7 @@ func (o *bnOp) Do(vs ...G.Value) (G.Value, error) {
 		}
 	})
 	o.Eng.Parallel(n, 1, func(p0, p1 int) {
-		normRows(x[p0*c:p1*c], o.xhat[p0*c:p1*c], yd[p0*c:p1*c], c, o.mu, o.inv, gamma, beta, o.act)
+		normRows(x[p0*c:p1*c], nil, yd[p0*c:p1*c], c, o.mu, o.inv, gamma, beta, o.act)
 	})
 	return y, nil
 }
@@ -146,12 +150,12 @@ func normRows(x, xhat, y []float32, c int, mu, inv, g, b []float32, act Activati
 // the running ones, which stay as they are.
 func (o *bnOp) frozenForward(x, gamma, beta, y []float32) {
 	c := o.c
-	mu := o.mean
+	copy(o.mu, o.mean)
 	for ch := range o.inv {
 		o.inv[ch] = float32(1 / math.Sqrt(float64(o.vr[ch])+graph.BNEpsilon))
 	}
 	o.Eng.Parallel(len(x)/c, 1, func(p0, p1 int) {
-		normRows(x[p0*c:p1*c], o.xhat[p0*c:p1*c], y[p0*c:p1*c], c, mu, o.inv, gamma, beta, o.act)
+		normRows(x[p0*c:p1*c], nil, y[p0*c:p1*c], c, o.mu, o.inv, gamma, beta, o.act)
 	})
 }
 
@@ -195,8 +199,8 @@ func (o *bnGradOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
 }
 func (o *bnGradOp) Do(vs ...G.Value) (G.Value, error) {
 	dz, gamma := data(vs[0]), data(vs[1])
-	c, xhat := o.fwd.c, o.fwd.xhat
-	if len(xhat) != len(dz) {
+	c, x, mu, inv := o.fwd.c, o.fwd.x, o.fwd.mu, o.fwd.inv
+	if len(x) != len(dz) {
 		return nil, o.ShapeErr("a batch norm's gradient before its training forward pass")
 	}
 	n := float64(len(dz) / c)
@@ -212,7 +216,7 @@ func (o *bnGradOp) Do(vs ...G.Value) (G.Value, error) {
 		sb, sg := o.sb[c0:c1], o.sg[c0:c1]
 		clear(sb)
 		clear(sg)
-		channelSums(dz, xhat, c, c0, c1, sb, sg)
+		gradSums(dz, x, c, c0, c1, mu, inv, sb, sg)
 		for k := range sb {
 			o.dbeta[c0+k], o.dgamma[c0+k] = float32(sb[k]), float32(sg[k])
 			o.kk[c0+k] = float64(gamma[c0+k]) * float64(o.fwd.inv[c0+k]) / n
@@ -222,26 +226,50 @@ func (o *bnGradOp) Do(vs ...G.Value) (G.Value, error) {
 		}
 	})
 	o.Eng.Parallel(len(dz)/c, 1, func(p0, p1 int) {
-		gradRows(dz[p0*c:p1*c], xhat[p0*c:p1*c], d[p0*c:p1*c], c, n, o.kk, o.sb, o.sg)
+		gradRows(dz[p0*c:p1*c], x[p0*c:p1*c], d[p0*c:p1*c], c, n, o.kk, o.sb, o.sg, mu, inv)
 	})
 	return dx, nil
 }
 
-// gradRows computes rows of c channels of a batch norm's input gradient,
-// in float64: dx = float32(kk·((n·dz − sb) − x̂·sg)).
-func gradRows(dz, xhat, dx []float32, c int, n float64, kk, sb, sg []float64) {
+// gradRows computes rows of c channels of a batch norm's input gradient:
+// x̂ = (x − mu)·inv in float32, then in float64
+// dx = float32(kk·((n·dz − sb) − x̂·sg)).
+func gradRows(dz, x, dx []float32, c int, n float64, kk, sb, sg []float64, mu, inv []float32) {
 	rows := len(dz) / c
 	if rows == 0 {
 		return
 	}
 	if hasBNAsm && c%8 == 0 {
-		bnGradApply(&dz[0], &xhat[0], &dx[0], rows, c, n, &kk[0], &sb[0], &sg[0])
+		bnGradApply(&dz[0], &x[0], &dx[0], rows, c, n, &kk[0], &sb[0], &sg[0], &mu[0], &inv[0])
 		return
 	}
 	for p := 0; p < rows; p++ {
-		hs, ds := xhat[p*c:(p+1)*c], dx[p*c:(p+1)*c]
+		xs, ds := x[p*c:(p+1)*c], dx[p*c:(p+1)*c]
 		for k, v := range dz[p*c : (p+1)*c] {
-			ds[k] = float32(kk[k] * (n*float64(v) - sb[k] - float64(hs[k])*sg[k]))
+			h := (xs[k] - mu[k]) * inv[k]
+			ds[k] = float32(kk[k] * (n*float64(v) - sb[k] - float64(h)*sg[k]))
+		}
+	}
+}
+
+// gradSums adds, for each channel k in [c0, c1) and each position in
+// order, float64(dz) to sb[k−c0] and float64(dz)·float64(x̂) to sg[k−c0],
+// x̂ = (x − mu[k])·inv[k] in float32: the AVX-512 pass for whole groups of 8
+// channels, the Go loop for the rest, the same bits either way.
+func gradSums(dz, x []float32, c, c0, c1 int, mu, inv []float32, sb, sg []float64) {
+	n := len(dz) / c
+	k0 := 0
+	if v := (c1 - c0) &^ 7; hasBNAsm && n > 0 && v > 0 {
+		bnGradSums(&dz[c0], &x[c0], c, n, v, &mu[c0], &inv[c0], &sb[0], &sg[0])
+		k0 = v
+	}
+	for p := 0; p < n; p++ {
+		xs := x[p*c+c0+k0 : p*c+c1]
+		for k, v := range dz[p*c+c0+k0 : p*c+c1] {
+			ch := c0 + k0 + k
+			h := (xs[k] - mu[ch]) * inv[ch]
+			sb[k0+k] += float64(v)
+			sg[k0+k] += float64(v) * float64(h)
 		}
 	}
 }

@@ -13,7 +13,10 @@ func bnSums(x, x2 *float32, stride, n, w int, sum, ss *float64)
 func bnNorm(x, xhat, y *float32, rows, c int, mu, inv, gam, bet *float32, act int)
 
 //go:noescape
-func bnGradApply(dz, xhat, dx *float32, rows, c int, n float64, kk, sb, sg *float64)
+func bnGradApply(dz, x, dx *float32, rows, c int, n float64, kk, sb, sg *float64, mu, inv *float32)
+
+//go:noescape
+func bnGradSums(dz, x *float32, stride, n, w int, mu, inv *float32, sb, sg *float64)
 
 //go:noescape
 func actGradMask(y, dy, dz *float32, n int, hi float32)

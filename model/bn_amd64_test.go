@@ -79,9 +79,19 @@ func TestBNAsmMatchesTheGoLoops(t *testing.T) {
 			for i, asm := range []bool{true, false} {
 				hasBNAsm = asm
 				dx[i] = make([]float32, rows*c)
-				gradRows(x, x2, dx[i], c, float64(rows*7), kk, sb, sg)
+				gradRows(x, x2, dx[i], c, float64(rows*7), kk, sb, sg, mu, inv)
 			}
 			same32("dx", dx[0], dx[1])
+			for _, rng := range [][2]int{{0, c}, {c / 2, c}, {1, c}} {
+				var sums [2][2][]float64
+				for i, asm := range []bool{true, false} {
+					hasBNAsm = asm
+					sums[i] = [2][]float64{make([]float64, rng[1]-rng[0]), make([]float64, rng[1]-rng[0])}
+					gradSums(x, x2, c, rng[0], rng[1], mu, inv, sums[i][0], sums[i][1])
+				}
+				same64("sb", sums[0][0], sums[1][0])
+				same64("sg", sums[0][1], sums[1][1])
+			}
 		}
 	}
 }

@@ -10,7 +10,11 @@ func bnNorm(x, xhat, y *float32, rows, c int, mu, inv, gam, bet *float32, act in
 	panic("model: no AVX-512 here")
 }
 
-func bnGradApply(dz, xhat, dx *float32, rows, c int, n float64, kk, sb, sg *float64) {
+func bnGradApply(dz, x, dx *float32, rows, c int, n float64, kk, sb, sg *float64, mu, inv *float32) {
+	panic("model: no AVX-512 here")
+}
+
+func bnGradSums(dz, x *float32, stride, n, w int, mu, inv *float32, sb, sg *float64) {
 	panic("model: no AVX-512 here")
 }
 

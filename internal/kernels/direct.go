@@ -146,7 +146,11 @@ func (d *DirectConv) Row(dst, padded []float32, oy int, tile *DirectTile) {
 			default:
 				d.tileGo(out, stride, padded[base:], w, d.bias[lo:lo+d.chans])
 			}
-			if !inPlace {
+			switch {
+			case inPlace:
+			case d.chans == d.Out: // one block as wide as a pixel's outputs: one run
+				copy(dst[x0*d.Out:(x0+n)*d.Out], tile[:n*d.chans])
+			default:
 				for p := range n {
 					copy(dst[(x0+p)*d.Out+lo:(x0+p)*d.Out+hi], tile[p*d.chans:p*d.chans+hi-lo])
 				}

@@ -21,18 +21,18 @@ import (
 // owning ranges of channels, so results do not depend on the thread count.
 type bnOp struct {
 	opBase
-	c         int // channels
-	train     bool
-	ctl       *BNControl // nil: never frozen
-	frozen    bool       // this pass normalized by the running statistics
-	act       Activation
-	mean, vr  []float32 // the running statistics (the model's buffers)
+	c        int // channels
+	train    bool
+	ctl      *BNControl // nil: never frozen
+	frozen   bool       // this pass normalized by the running statistics
+	act      Activation
+	mean, vr []float32 // the running statistics (the model's buffers)
 	// Training: the input (the backward pass recomputes x̂ = (x − mu)·inv
 	// from it, the same float32 bits the forward pass normalized with),
 	// and each channel's mean and 1/σ.
 	x       []float32
 	mu, inv []float32
-	out       buffer
+	out     buffer
 }
 
 func newBN(eng compute.Engine, l graph.Layer, train bool, ctl *BNControl, mean, vr []float32) *bnOp {

@@ -2,7 +2,7 @@
 # dense: batch norms, residual additions with 1×1 projection shortcuts, random flips and shifts;
 # SGD with momentum on a cosine schedule, biases and batch norms left out of weight decay. The
 # dense reference (and the teacher) of fashion-resnet20-compressed.hcl. A full run takes about
-# two hours on 2 cores; `-var seed=2` gives the second seed.
+# about 50 minutes on 2 cores; `-var seed=2` gives the second seed.
 variable "epochs" {
   default = 30
 }

@@ -79,7 +79,7 @@ func (o *bnOp) Do(vs ...G.Value) (G.Value, error) {
 	o.Eng.Parallel(c, 1, func(c0, c1 int) {
 		w := c1 - c0
 		sum, ss := make([]float64, w), make([]float64, w)
-		channelSums(x, x, c, c0, c1, sum, ss)
+		channelSums(x, c, c0, c1, sum, ss)
 		for k := range sum {
 			ch := c0 + k
 			m := sum[k] / float64(n)
@@ -100,21 +100,20 @@ func (o *bnOp) Do(vs ...G.Value) (G.Value, error) {
 }
 
 // channelSums adds, for each channel k in [c0, c1) and each position in
-// order, float64(a) to sum[k−c0] and float64(a)·float64(b) to ss[k−c0]
-// (a and b hold rows of c channels): the AVX-512 pass for whole groups of
-// 8 channels, the Go loop for the rest, the same bits either way.
-func channelSums(a, b []float32, c, c0, c1 int, sum, ss []float64) {
-	n := len(a) / c
+// order, float64(x) to sum[k−c0] and float64(x)² to ss[k−c0] (x holds
+// rows of c channels): the AVX-512 pass for whole groups of 8 channels,
+// the Go loop for the rest, the same bits either way.
+func channelSums(x []float32, c, c0, c1 int, sum, ss []float64) {
+	n := len(x) / c
 	k0 := 0
 	if v := (c1 - c0) &^ 7; hasBNAsm && n > 0 && v > 0 {
-		bnSums(&a[c0], &b[c0], c, n, v, &sum[0], &ss[0])
+		bnSums(&x[c0], c, n, v, &sum[0], &ss[0])
 		k0 = v
 	}
 	for p := 0; p < n; p++ {
-		bs := b[p*c+c0+k0 : p*c+c1]
-		for k, v := range a[p*c+c0+k0 : p*c+c1] {
+		for k, v := range x[p*c+c0+k0 : p*c+c1] {
 			sum[k0+k] += float64(v)
-			ss[k0+k] += float64(v) * float64(bs[k])
+			ss[k0+k] += float64(v) * float64(v)
 		}
 	}
 }

@@ -7,7 +7,7 @@ import "golang.org/x/sys/cpu"
 var hasBNAsm = cpu.X86.HasAVX512F
 
 //go:noescape
-func bnSums(x, x2 *float32, stride, n, w int, sum, ss *float64)
+func bnSums(x *float32, stride, n, w int, sum, ss *float64)
 
 //go:noescape
 func bnNorm(x, xhat, y *float32, rows, c int, mu, inv, gam, bet *float32, act int)

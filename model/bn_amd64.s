@@ -5,20 +5,19 @@
 // with a separate multiply and add (no fused multiply-add), so every bit
 // equals the Go loops' (AVX-512F).
 
-// func bnSums(x, x2 *float32, stride, n, w int, sum, ss *float64)
+// func bnSums(x *float32, stride, n, w int, sum, ss *float64)
 //
 // For k < w (a multiple of 8) and p < n in order:
-// sum[k] += float64(x[p·stride+k]); ss[k] += float64(x[…])·float64(x2[p·stride+k]).
+// sum[k] += float64(x[p·stride+k]); ss[k] += float64(x[…])·float64(x[…]).
 // Blocks of 32 channels (eight chains) while they last, then of 8.
-TEXT ·bnSums(SB), NOSPLIT, $0-56
+TEXT ·bnSums(SB), NOSPLIT, $0-48
 	MOVQ x+0(FP), SI
-	MOVQ x2+8(FP), BX
-	MOVQ stride+16(FP), R8
+	MOVQ stride+8(FP), R8
 	SHLQ $2, R8
-	MOVQ n+24(FP), R9
-	MOVQ w+32(FP), R10
-	MOVQ sum+40(FP), DI
-	MOVQ ss+48(FP), DX
+	MOVQ n+16(FP), R9
+	MOVQ w+24(FP), R10
+	MOVQ sum+32(FP), DI
+	MOVQ ss+40(FP), DX
 
 wide:
 	CMPQ R10, $32
@@ -32,7 +31,6 @@ wide:
 	VMOVUPD 128(DX), Z6
 	VMOVUPD 192(DX), Z7
 	MOVQ SI, AX
-	MOVQ BX, R11
 	MOVQ R9, CX
 	TESTQ CX, CX
 	JZ widestore
@@ -42,24 +40,19 @@ wideloop:
 	VCVTPS2PD 32(AX), Z9
 	VCVTPS2PD 64(AX), Z10
 	VCVTPS2PD 96(AX), Z11
-	VCVTPS2PD (R11), Z12
-	VCVTPS2PD 32(R11), Z13
-	VCVTPS2PD 64(R11), Z14
-	VCVTPS2PD 96(R11), Z15
 	VADDPD Z8, Z0, Z0
 	VADDPD Z9, Z1, Z1
 	VADDPD Z10, Z2, Z2
 	VADDPD Z11, Z3, Z3
-	VMULPD Z12, Z8, Z8
-	VMULPD Z13, Z9, Z9
-	VMULPD Z14, Z10, Z10
-	VMULPD Z15, Z11, Z11
+	VMULPD Z8, Z8, Z8
+	VMULPD Z9, Z9, Z9
+	VMULPD Z10, Z10, Z10
+	VMULPD Z11, Z11, Z11
 	VADDPD Z8, Z4, Z4
 	VADDPD Z9, Z5, Z5
 	VADDPD Z10, Z6, Z6
 	VADDPD Z11, Z7, Z7
 	ADDQ R8, AX
-	ADDQ R8, R11
 	DECQ CX
 	JNZ wideloop
 
@@ -73,7 +66,6 @@ widestore:
 	VMOVUPD Z6, 128(DX)
 	VMOVUPD Z7, 192(DX)
 	ADDQ $128, SI
-	ADDQ $128, BX
 	ADDQ $256, DI
 	ADDQ $256, DX
 	SUBQ $32, R10
@@ -85,19 +77,16 @@ narrow:
 	VMOVUPD (DI), Z0
 	VMOVUPD (DX), Z4
 	MOVQ SI, AX
-	MOVQ BX, R11
 	MOVQ R9, CX
 	TESTQ CX, CX
 	JZ narrowstore
 
 narrowloop:
 	VCVTPS2PD (AX), Z8
-	VCVTPS2PD (R11), Z12
 	VADDPD Z8, Z0, Z0
-	VMULPD Z12, Z8, Z8
+	VMULPD Z8, Z8, Z8
 	VADDPD Z8, Z4, Z4
 	ADDQ R8, AX
-	ADDQ R8, R11
 	DECQ CX
 	JNZ narrowloop
 
@@ -105,7 +94,6 @@ narrowstore:
 	VMOVUPD Z0, (DI)
 	VMOVUPD Z4, (DX)
 	ADDQ $32, SI
-	ADDQ $32, BX
 	ADDQ $64, DI
 	ADDQ $64, DX
 	SUBQ $8, R10

@@ -56,7 +56,7 @@ func TestBNAsmMatchesTheGoLoops(t *testing.T) {
 					hasBNAsm = asm
 					sums[i] = [2][]float64{make([]float64, rng[1]-rng[0]), make([]float64, rng[1]-rng[0])}
 					sums[i][0][0] = 0.5 // they add to what is there
-					channelSums(x, x2, c, rng[0], rng[1], sums[i][0], sums[i][1])
+					channelSums(x, c, rng[0], rng[1], sums[i][0], sums[i][1])
 				}
 				same64("sum", sums[0][0], sums[1][0])
 				same64("ss", sums[0][1], sums[1][1])

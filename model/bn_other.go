@@ -4,7 +4,7 @@ package model
 
 const hasBNAsm = false
 
-func bnSums(x, x2 *float32, stride, n, w int, sum, ss *float64) { panic("model: no AVX-512 here") }
+func bnSums(x *float32, stride, n, w int, sum, ss *float64) { panic("model: no AVX-512 here") }
 
 func bnNorm(x, xhat, y *float32, rows, c int, mu, inv, gam, bet *float32, act int) {
 	panic("model: no AVX-512 here")

@@ -95,21 +95,19 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
 	}
-	phases := phaseDirs(c.dir)
+	statuses := phaseStatuses(c.dir)
 	var steps, samples float64
-	for _, p := range phases {
-		var st rundir.Status
-		ok, _ := readJSON(filepath.Join(p.dir, rundir.StatusFile), &st)
-		if ok {
-			c.phaseDone[p.name] = math.Max(c.phaseDone[p.name], float64(st.Step))
-			c.phaseSeen[p.name] = math.Max(c.phaseSeen[p.name], float64(st.SamplesSeen))
+	for _, ps := range statuses {
+		if ps.ok {
+			c.phaseDone[ps.name] = math.Max(c.phaseDone[ps.name], float64(ps.st.Step))
+			c.phaseSeen[ps.name] = math.Max(c.phaseSeen[ps.name], float64(ps.st.SamplesSeen))
 		}
-		steps += c.phaseDone[p.name]
-		samples += c.phaseSeen[p.name]
+		steps += c.phaseDone[ps.name]
+		samples += c.phaseSeen[ps.name]
 	}
 	counter(dSteps, steps)
 	counter(dSamples, samples)
-	if cur, st, ok := current(c.dir); ok {
+	if cur, st, ok := newest(statuses); ok {
 		gauge(dStep, float64(st.Step), cur.name)
 		gauge(dEpoch, float64(st.Epoch), cur.name)
 		gauge(dLoss, st.LastLoss, cur.name)
@@ -189,19 +187,40 @@ func phaseDirs(dir string) []phase {
 	return append(out, phase{"student", dir})
 }
 
-// current is the phase whose status.json was updated last, and its status.
-func current(dir string) (phase, rundir.Status, bool) {
-	var best phase
-	var bestSt rundir.Status
-	found := false
+// phaseStatus is a phase and its status.json (ok: the file was read).
+type phaseStatus struct {
+	phase
+	st rundir.Status
+	ok bool
+}
+
+// phaseStatuses reads every phase's status.json once.
+func phaseStatuses(dir string) []phaseStatus {
+	var out []phaseStatus
 	for _, p := range phaseDirs(dir) {
-		var st rundir.Status
-		if ok, _ := readJSON(filepath.Join(p.dir, rundir.StatusFile), &st); ok && (!found || st.Updated.After(bestSt.Updated)) {
-			best, bestSt, found = p, st, true
+		ps := phaseStatus{phase: p}
+		ps.ok, _ = readJSON(filepath.Join(p.dir, rundir.StatusFile), &ps.st)
+		out = append(out, ps)
+	}
+	return out
+}
+
+// newest is the phase whose status.json was updated last, and its status.
+func newest(statuses []phaseStatus) (phase, rundir.Status, bool) {
+	var best *phaseStatus
+	for i, ps := range statuses {
+		if ps.ok && (best == nil || ps.st.Updated.After(best.st.Updated)) {
+			best = &statuses[i]
 		}
 	}
-	return best, bestSt, found
+	if best == nil {
+		return phase{}, rundir.Status{}, false
+	}
+	return best.phase, best.st, true
 }
+
+// current is the phase training now (its status.json updated last).
+func current(dir string) (phase, rundir.Status, bool) { return newest(phaseStatuses(dir)) }
 
 // workerCollector is a worker's own metrics, from its heartbeat.
 type workerCollector struct {

@@ -204,7 +204,7 @@ func (r *source) writeHTML(rep *Report) error {
 		Made   string
 		Facts  []fact
 		Tables []htmlTable
-	}{Report: rep, Made: time.Now().UTC().Format(time.RFC3339), Facts: r.facts(), Tables: r.tables(rep)}
+	}{Report: rep, Made: time.Now().UTC().Format(time.RFC3339), Facts: r.facts(), Tables: r.tables()}
 	var b bytes.Buffer
 	if err := page.Execute(&b, v); err != nil {
 		return fmt.Errorf("report: %w", err)

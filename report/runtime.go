@@ -144,7 +144,7 @@ func short(c string) string {
 }
 
 // tables are the model file's encodings and the runtime's kernels.
-func (r *source) tables(rep *Report) []htmlTable {
+func (r *source) tables() []htmlTable {
 	var out []htmlTable
 	if r.model != nil {
 		t := htmlTable{ID: "encodings", Title: fmt.Sprintf("Model file: %d bytes, %.1f× smaller than fp32", r.model.FileBytes, r.model.Ratio),

@@ -101,6 +101,10 @@ func TestCNNKindsAgreeWithTheTrainingGraph(t *testing.T) {
 							t.Fatalf("kernel %q, batch %d, logit %d: runtime %g, training graph %g", kernel, batch, i, got[i], w)
 						}
 					}
+					// Direct kernels finish ResNet's residual additions.
+					if name == "resnet8" && kernel == Direct && !slices.Contains(m.fused, true) {
+						t.Fatal("no residual addition was fused into its convolution")
+					}
 				}
 			}
 		})
@@ -249,6 +253,26 @@ func TestFoldedQuantizedResNet(t *testing.T) {
 	t.Logf("largest logit difference %.3g (largest logit %.3g)", worst, scale)
 	if worst > 5e-3*scale {
 		t.Fatalf("runtime and training graph differ by %g (logits up to %g)", worst, scale)
+	}
+	// The float direct kernels on the dequantized weights, each residual
+	// addition (its input's and its own quantization) finished in the
+	// convolution's rows, compute the same.
+	if kernels.HasDirect() {
+		if err := m.Force(Direct); err != nil {
+			t.Fatal(err)
+		}
+		got, err := m.Forward(x, batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(m.fused, true) {
+			t.Fatal("no residual addition was fused into its convolution")
+		}
+		for i, w := range want {
+			if d := math.Abs(float64(got[i] - w)); d > 5e-3*scale {
+				t.Fatalf("direct kernels: logit %d differs by %g (logits up to %g)", i, d, scale)
+			}
+		}
 	}
 	// Its ONNX export is the folded QDQ graph, and computes the same.
 	exportAndCompare(t, f, 300, []ONNXOptions{{}}, []int{17})

@@ -134,10 +134,12 @@ func (m *Model) Forward(x []float32, batch int) ([]float32, error) {
 			}
 		}
 		m.outs = make([]activation, len(m.Layers))
+		m.fuse, m.fused = m.residuals(), make([]bool, len(m.Layers))
 	}
 	// Every buffer is free when a call starts (the last call's result
 	// included: it is reused, as documented).
-	last, outs, free := m.last, m.outs, m.free[:0]
+	last, outs, free, fused := m.last, m.outs, m.free[:0], m.fused
+	clear(fused)
 	for i := range m.pool {
 		free = append(free, i)
 	}
@@ -182,7 +184,25 @@ func (m *Model) Forward(x []float32, batch int) ([]float32, error) {
 	}
 	var srcs [4][]float32 // an addition's inputs (the graph's DAGs have two)
 	for i, l := range m.Layers {
-		if l.Kind == string(graph.Linear) && l.kernel(batch) == CSRT {
+		if a := m.fuse[i]; a >= 0 && l.kernel(batch) == Direct {
+			// A convolution that finishes a residual addition: the sum
+			// and its activation on each output row as it is written.
+			add := m.Layers[a]
+			res := as(in(min(add.Inputs[0], add.Inputs[1])), false)
+			b, dst := take(batch * l.size)
+			m.directConv(l, dst, as(in(l.Inputs[0]), false), batch, func(off int, row []float32) {
+				if l.actQ != nil {
+					l.actQ.Apply(row)
+				}
+				kernels.AddAct(row, row, res[off:off+len(row)], kernels.ActOf(string(add.act)))
+				if add.actQ != nil {
+					add.actQ.Apply(row)
+				}
+			})
+			outs[i], fused[a] = activation{buf: b, data: dst, feats: l.size}, true
+		} else if fused[i] { // its sum is the convolution's output
+			outs[i] = outs[max(l.Inputs[0], l.Inputs[1])]
+		} else if l.Kind == string(graph.Linear) && l.kernel(batch) == CSRT {
 			src := as(in(l.Inputs[0]), true)
 			b, dst := take(l.Out * ld)
 			l.runT(dst, src, ld)
@@ -199,7 +219,7 @@ func (m *Model) Forward(x []float32, batch int) ([]float32, error) {
 		free = append(free, scratch...)
 		scratch = scratch[:0]
 		for _, j := range l.Inputs {
-			if j >= 0 && last[j] == i {
+			if j >= 0 && last[j] == i && (!fused[i] || m.fuse[j] != i) {
 				free = append(free, outs[j].buf)
 			}
 		}
@@ -231,12 +251,13 @@ func (m *Model) apply(l *Layer, dst []float32, srcs [][]float32, batch int) {
 		l.activate(dst)
 	case graph.Add:
 		copy(dst, src)
-		for _, o := range srcs[1:] {
-			for i, v := range o {
-				dst[i] += v
-			}
+		for _, o := range srcs[1:len(srcs)-1] {
+			kernels.AddAct(dst, dst, o, kernels.ActNone)
 		}
-		l.activate(dst)
+		kernels.AddAct(dst, dst, srcs[len(srcs)-1], kernels.ActOf(string(l.act)))
+		if l.actQ != nil {
+			l.actQ.Apply(dst)
+		}
 	case graph.Flatten:
 		copy(dst, src) // NHWC samples are rows of H·W·C values already
 	}
@@ -252,7 +273,7 @@ func (m *Model) conv(l *Layer, dst, src []float32, batch int) {
 // convWith runs a convolution with kernel k.
 func (m *Model) convWith(l *Layer, k string, dst, src []float32, batch int) {
 	if k == Direct {
-		m.directConv(l, dst, src, batch)
+		m.directConv(l, dst, src, batch, nil)
 		return
 	}
 	rows := batch * l.OH * l.OW
@@ -295,12 +316,41 @@ func grow(buf *[]float32, n int) []float32 {
 
 // directConv runs a convolution with the direct kernel: the images
 // padded, then output rows shared among the engine's threads.
-func (m *Model) directConv(l *Layer, dst, src []float32, batch int) {
-	var after func([]float32) // the bias and activation are the kernel's
-	if l.actQ != nil {
-		after = l.actQ.apply
+// after, when set, runs on each output row instead of the activation's
+// quantization (the bias and activation are the kernel's).
+func (m *Model) directConv(l *Layer, dst, src []float32, batch int, after func(off int, row []float32)) {
+	if after == nil && l.actQ != nil {
+		after = func(_ int, row []float32) { l.actQ.Apply(row) }
 	}
 	l.direct.Batch(m.eng.Parallel, dst, src, grow(&m.padded, batch*l.direct.PaddedLen()), batch, after)
+}
+
+// residuals finds the residual additions a direct convolution can finish:
+// an addition of two outputs, the later one a convolution without an
+// activation read by nothing else. fuse[conv] is the addition's index
+// (-1: none).
+func (m *Model) residuals() []int {
+	fuse, readers := make([]int, len(m.Layers)), make([]int, len(m.Layers))
+	for _, l := range m.Layers {
+		for _, j := range l.Inputs {
+			if j >= 0 {
+				readers[j]++
+			}
+		}
+	}
+	for i := range fuse {
+		fuse[i] = -1
+	}
+	for a, l := range m.Layers {
+		if l.Kind != string(graph.Add) || len(l.Inputs) != 2 || l.Inputs[0] == l.Inputs[1] {
+			continue
+		}
+		j := max(l.Inputs[0], l.Inputs[1])
+		if c := m.Layers[j]; c.direct != nil && kernels.ActOf(string(c.act)) == kernels.ActNone && readers[j] == 1 {
+			fuse[j] = a
+		}
+	}
+	return fuse
 }
 
 // depthwise runs a depthwise convolution directly (kernels.Depthwise),

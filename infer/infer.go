@@ -99,6 +99,10 @@ type Model struct {
 	last          []int
 	outs          []activation
 	free, scratch []int
+	// Each convolution's residual addition to finish (-1: none), and
+	// which additions this call's convolutions finished.
+	fuse  []int
+	fused []bool
 }
 
 // state is the part of a model file's state document the runtime reads.
@@ -435,7 +439,7 @@ func (l *Layer) activate(y []float32) {
 		}
 	}
 	if l.actQ != nil {
-		l.actQ.apply(y)
+		l.actQ.Apply(y)
 	}
 }
 

@@ -128,7 +128,7 @@ func agreesWithGraph(t *testing.T, m *Model, gm *model.Model, eng compute.Engine
 }
 
 // modelFile exports a model as a model file, through its encoding.
-func modelFile(t *testing.T, gm *model.Model, job string) *checkpoint.File {
+func modelFile(t testing.TB, gm *model.Model, job string) *checkpoint.File {
 	t.Helper()
 	mf, err := rundir.ExportModel(gm, job, "mnist")
 	if err != nil {

@@ -33,7 +33,7 @@ type int8Layer struct {
 }
 
 // pixelQuant is the model input's quantization: pixel/255 in [0, 1].
-var pixelQuant = &quantizer{scale: 1.0 / 255, inv: 255, zero: 0, qmin: 0, qmax: 255}
+var pixelQuant = &quantizer{Scale: 1.0 / 255, Inv: 255, Zero: 0, Qmin: 0, Qmax: 255}
 
 // newInt8 prepares the int8 kernel of a layer with quantized weights q
 // (rows l.Out of l.In codes) and an input quantized by in; nil when the
@@ -49,10 +49,10 @@ func newInt8(l *Layer, q *checkpoint.Quant, in *quantizer) *int8Layer {
 		}
 	}
 	xOff := int32(0)
-	if in.qmin < 0 {
+	if in.Qmin < 0 {
 		xOff = 128
 	}
-	if in.qmin+float32(xOff) < 0 || in.qmax+float32(xOff) > 255 {
+	if in.Qmin+float32(xOff) < 0 || in.Qmax+float32(xOff) > 255 {
 		return nil
 	}
 	k8 := &int8Layer{k: l.In, k16: (l.In + 15) / 16 * 16, r16: (l.Out + 15) / 16 * 16, in: in, xOff: xOff}
@@ -64,7 +64,7 @@ func newInt8(l *Layer, q *checkpoint.Quant, in *quantizer) *int8Layer {
 			ch = r
 		}
 		k8.zw[r] = q.Zero[ch] - wOff
-		k8.scale[r] = in.scale * q.Scale[ch]
+		k8.scale[r] = in.Scale * q.Scale[ch]
 		for k, c := range q.Codes[r*l.In : (r+1)*l.In] {
 			v := c - wOff
 			if v < -128 || v > 127 {
@@ -153,7 +153,7 @@ func (k8 *int8Layer) rows(sc *int8Scratch, l *Layer, y, x []float32, lo, hi int)
 				}
 			}
 		}
-		zx := int32(k8.in.zero) + k8.xOff
+		zx := int32(k8.in.Zero) + k8.xOff
 		kz := int32(k8.k) * zx
 		for i := range n {
 			ys, acc := y[(s0+i)*l.Out:(s0+i+1)*l.Out], sc.acc[i*k8.r16:]
@@ -176,14 +176,14 @@ func (k8 *int8Layer) quantize(xq []uint8, x []float32) int32 {
 	if hasVNNI && len(x) >= 16 {
 		k = len(x) / 16 * 16
 		var sums [16]int32
-		quantizeU8(&x[0], k, q.inv, q.qmin-q.zero-1, q.qmax-q.zero+1, int32(q.zero)+k8.xOff,
-			int32(q.qmin)+k8.xOff, int32(q.qmax)+k8.xOff, &xq[0], &sums)
+		quantizeU8(&x[0], k, q.Inv, q.Qmin-q.Zero-1, q.Qmax-q.Zero+1, int32(q.Zero)+k8.xOff,
+			int32(q.Qmin)+k8.xOff, int32(q.Qmax)+k8.xOff, &xq[0], &sums)
 		for _, v := range sums {
 			sum += v
 		}
 	}
 	for ; k < len(x); k++ {
-		c := int32(q.code(x[k])) + k8.xOff
+		c := int32(q.Code(x[k])) + k8.xOff
 		xq[k] = uint8(c)
 		sum += c
 	}

@@ -208,16 +208,16 @@ func (g *onnxGraph) weight(l *Layer, dims []int, src func(int) int) (string, err
 // actQuant fake-quantizes a layer's output as training did: clipped to
 // the codes' range, quantized with ties to even, and dequantized.
 func (g *onnxGraph) actQuant(name, cur string, q *quantizer) string {
-	lo, hi := int32(q.qmin), int32(q.qmax)
+	lo, hi := int32(q.Qmin), int32(q.Qmax)
 	typ, _ := intType(lo, hi, false) // 2 to 8 bits: always fits
 	full := (typ == onnxInt8 && lo == -128 && hi == 127) || (typ == onnxUint8 && lo == 0 && hi == 255)
 	if !full {
 		cur = g.node("Clip", name+".act_clip", []string{cur,
-			g.floats(name+".act_min", []float32{(q.qmin - q.zero) * q.scale}),
-			g.floats(name+".act_max", []float32{(q.qmax - q.zero) * q.scale})})
+			g.floats(name+".act_min", []float32{(q.Qmin - q.Zero) * q.Scale}),
+			g.floats(name+".act_max", []float32{(q.Qmax - q.Zero) * q.Scale})})
 	}
-	scale := g.floats(name+".act_scale", []float32{q.scale})
-	zero := g.init(name+".act_zero", typ, nil, ints(typ, []int32{int32(q.zero)}))
+	scale := g.floats(name+".act_scale", []float32{q.Scale})
+	zero := g.init(name+".act_zero", typ, nil, ints(typ, []int32{int32(q.Zero)}))
 	cur = g.node("QuantizeLinear", name+".act_q", []string{cur, scale, zero})
 	return g.node("DequantizeLinear", name+".act", []string{cur, scale, zero})
 }

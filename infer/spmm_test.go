@@ -123,7 +123,7 @@ func TestInt8MatchesDense(t *testing.T) {
 			for i := range x {
 				x[i] = float32(r.Float64()*4 - 1)
 			}
-			tc.in.apply(x) // inputs are quantized values, as a quantized layer's output is
+			tc.in.Apply(x) // inputs are quantized values, as a quantized layer's output is
 			want := make([]float32, batch*out)
 			m.run(l, Dense, want, x, batch)
 			for _, mode := range [][2]bool{{vnni, avx2}, {false, avx2}, {false, false}} {
@@ -152,7 +152,7 @@ func TestQuantizeMatchesScalar(t *testing.T) {
 	defer func(v bool) { hasVNNI = v }(hasVNNI)
 	for _, q := range []*quantizer{pixelQuant, newQuantizer(8, false, -1, 3), newQuantizer(6, true, -2, 2), newQuantizer(4, false, 0, 1)} {
 		xOff := int32(0)
-		if q.qmin < 0 {
+		if q.Qmin < 0 {
 			xOff = 128
 		}
 		k8 := &int8Layer{in: q, xOff: xOff}
@@ -160,7 +160,7 @@ func TestQuantizeMatchesScalar(t *testing.T) {
 		for i := range x {
 			switch i % 5 {
 			case 0: // a tie: half-way between two codes
-				x[i] = (float32(r.IntN(40)-20) + 0.5) * q.scale
+				x[i] = (float32(r.IntN(40)-20) + 0.5) * q.Scale
 			case 1:
 				x[i] = float32(r.NormFloat64() * 1e30)
 			default:

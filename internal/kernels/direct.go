@@ -98,8 +98,8 @@ func (d *DirectConv) Pad(dst, x []float32) {
 // padded into padded (n·PaddedLen floats), then every output row, each
 // step split by parallel (an engine's Parallel: f over [lo, hi) ranges of
 // 0…count, at least grain at a time). after, when set, runs on each
-// finished output row.
-func (d *DirectConv) Batch(parallel func(count, grain int, f func(lo, hi int)), y, x, padded []float32, n int, after func(row []float32)) {
+// finished output row y[off:off+len(row)].
+func (d *DirectConv) Batch(parallel func(count, grain int, f func(lo, hi int)), y, x, padded []float32, n int, after func(off int, row []float32)) {
 	g := d.Win
 	oh, ow := g.Out()
 	plen, isz, osz := d.PaddedLen(), g.H*g.W*g.C, oh*ow*d.Out
@@ -112,10 +112,11 @@ func (d *DirectConv) Batch(parallel func(count, grain int, f func(lo, hi int)), 
 		var tile DirectTile
 		for r := lo; r < hi; r++ {
 			s, oy := r/oh, r%oh
-			row := y[s*osz+oy*ow*d.Out : s*osz+(oy+1)*ow*d.Out]
+			off := s*osz + oy*ow*d.Out
+			row := y[off : off+ow*d.Out]
 			d.Row(row, padded[s*plen:(s+1)*plen], oy, &tile)
 			if after != nil {
-				after(row)
+				after(off, row)
 			}
 		}
 	})

@@ -26,3 +26,14 @@ func convTile16(x *float32, pixStride, rowStride, c, k int, w *float32, out *flo
 //
 //go:noescape
 func gradwTile(dz *float32, dzX, dzY int, x *float32, xX, xY, ny, nx int, acc *float32, accStride int)
+
+// addAct sets dst = act(a + b) for n a multiple of 16 (act: 1 ReLU, 2
+// ReLU6).
+//
+//go:noescape
+func addAct(dst, a, b *float32, n, act int)
+
+// fakeQuant applies q to x for n a multiple of 16.
+//
+//go:noescape
+func fakeQuant(x *float32, n int, q *FakeQuant)

@@ -15,3 +15,11 @@ func convTile16(x *float32, pixStride, rowStride, c, k int, w *float32, out *flo
 func gradwTile(dz *float32, dzX, dzY int, x *float32, xX, xY, ny, nx int, acc *float32, accStride int) {
 	panic("kernels: no AVX-512 here")
 }
+
+func addAct(dst, a, b *float32, n, act int) {
+	panic("kernels: no AVX-512 here")
+}
+
+func fakeQuant(x *float32, n int, q *FakeQuant) {
+	panic("kernels: no AVX-512 here")
+}

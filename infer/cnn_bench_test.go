@@ -1,0 +1,48 @@
+package infer
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/lathe-ml/lathe/compute/cpu"
+	"github.com/lathe-ml/lathe/graph"
+	"github.com/lathe-ml/lathe/model"
+)
+
+// BenchmarkResNetForward times the runtime's forward pass of the ResNet
+// presets (Kaiming-initialised, batch norms folded at load) at batches 1
+// and 64 on one thread: the kernels behind bench/cnn-runtime.sh, for
+// profiling (-cpuprofile). Speed claims come from that script, beside
+// onnxruntime.
+func BenchmarkResNetForward(b *testing.B) {
+	for _, depth := range []int{8, 20} {
+		net, err := graph.ResNet(graph.Shape{H: 28, W: 28, C: 1}, depth, 10)
+		if err != nil {
+			b.Fatal(err)
+		}
+		gm, err := model.FromNetwork(net, "kaiming", 1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		m, err := Load(modelFile(b, gm, "resnet"), cpu.New(cpu.Options{Threads: 1}))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, batch := range []int{1, 64} {
+			x := make([]float32, batch*784)
+			r := rand.New(rand.NewPCG(1, 1))
+			for i := range x {
+				x[i] = r.Float32()
+			}
+			b.Run(fmt.Sprintf("ResNet%d/B%d", depth, batch), func(b *testing.B) {
+				for b.Loop() {
+					if _, err := m.Forward(x, batch); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "samples/s")
+			})
+		}
+	}
+}

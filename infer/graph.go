@@ -251,7 +251,7 @@ func (m *Model) apply(l *Layer, dst []float32, srcs [][]float32, batch int) {
 		l.activate(dst)
 	case graph.Add:
 		copy(dst, src)
-		for _, o := range srcs[1:len(srcs)-1] {
+		for _, o := range srcs[1 : len(srcs)-1] {
 			kernels.AddAct(dst, dst, o, kernels.ActNone)
 		}
 		kernels.AddAct(dst, dst, srcs[len(srcs)-1], kernels.ActOf(string(l.act)))

@@ -12,7 +12,7 @@ import (
 
 // BenchmarkResNetForward times the runtime's forward pass of the ResNet
 // presets (Kaiming-initialised, batch norms folded at load) at batches 1
-// and 64 on one thread: the kernels behind bench/cnn-runtime.sh, for
+// and 64 on one and two threads: the kernels behind bench/cnn-runtime.sh, for
 // profiling (-cpuprofile). Speed claims come from that script, beside
 // onnxruntime.
 func BenchmarkResNetForward(b *testing.B) {
@@ -25,24 +25,26 @@ func BenchmarkResNetForward(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		m, err := Load(modelFile(b, gm, "resnet"), cpu.New(cpu.Options{Threads: 1}))
-		if err != nil {
-			b.Fatal(err)
-		}
-		for _, batch := range []int{1, 64} {
-			x := make([]float32, batch*784)
-			r := rand.New(rand.NewPCG(1, 1))
-			for i := range x {
-				x[i] = r.Float32()
+		for _, threads := range []int{1, 2} {
+			m, err := Load(modelFile(b, gm, "resnet"), cpu.New(cpu.Options{Threads: threads, Spin: Spin}))
+			if err != nil {
+				b.Fatal(err)
 			}
-			b.Run(fmt.Sprintf("ResNet%d/B%d", depth, batch), func(b *testing.B) {
-				for b.Loop() {
-					if _, err := m.Forward(x, batch); err != nil {
-						b.Fatal(err)
-					}
+			for _, batch := range []int{1, 64} {
+				x := make([]float32, batch*784)
+				r := rand.New(rand.NewPCG(1, 1))
+				for i := range x {
+					x[i] = r.Float32()
 				}
-				b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "samples/s")
-			})
+				b.Run(fmt.Sprintf("ResNet%d/T%d/B%d", depth, threads, batch), func(b *testing.B) {
+					for b.Loop() {
+						if _, err := m.Forward(x, batch); err != nil {
+							b.Fatal(err)
+						}
+					}
+					b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "samples/s")
+				})
+			}
 		}
 	}
 }

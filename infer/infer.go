@@ -364,13 +364,27 @@ func (l *Layer) kernel(batch int) string {
 	return l.Kernels[best]
 }
 
+// Spin is how long the runtime's engine should keep its threads spinning
+// between layers (cpu.Options.Spin): a layer at batch 1 takes a few
+// microseconds, about what waking a sleeping thread costs.
+const Spin = 50 * time.Microsecond
+
+// smallLayer is the most weights a dense layer runs as matrix-vector
+// products at any batch.
+const smallLayer = 1 << 14
+
 // run applies one layer with the given kernel: y = act(x·Wᵀ + b), then the
 // activation quantization.
 func (m *Model) run(l *Layer, kernel string, y, x []float32, batch int) {
 	switch kernel {
 	case Dense:
-		if batch == 1 && hasAVX512 && l.In >= 16 {
-			l.gemv(y, x)
+		// One sample, or a layer so small (a classifier over pooled
+		// features) that waking BLAS's threads costs more than its sums:
+		// matrix-vector products.
+		if hasAVX512 && l.In >= 16 && (batch == 1 || l.In*l.Out <= smallLayer) {
+			for s := range batch {
+				l.gemv(y[s*l.Out:(s+1)*l.Out], x[s*l.In:(s+1)*l.In])
+			}
 			break
 		}
 		m.eng.Sgemm(false, true, batch, l.Out, l.In, 1, x, l.In, l.w, l.In, 0, y, l.Out)

@@ -27,7 +27,7 @@ type layerTiming struct {
 
 // load reads a model file into lathe's runtime (which times its kernels).
 func load(f *checkpoint.File, threads int) (*infer.Model, error) {
-	return infer.Load(f, cpu.New(cpu.Options{Threads: threads, Logger: hclog.NewNullLogger()}))
+	return infer.Load(f, cpu.New(cpu.Options{Threads: threads, Logger: hclog.NewNullLogger(), Spin: infer.Spin}))
 }
 
 // timeKernels loads the model in the runtime: each layer's chosen kernels

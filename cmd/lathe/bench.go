@@ -96,7 +96,7 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	eng := cpu.New(cpu.Options{Threads: *threads, Logger: hclog.NewNullLogger()})
+	eng := cpu.New(cpu.Options{Threads: *threads, Logger: hclog.NewNullLogger(), Spin: infer.Spin})
 	t0 := time.Now()
 	m, err := infer.Load(f, eng)
 	if err != nil {

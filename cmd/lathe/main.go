@@ -199,7 +199,7 @@ func eval(args []string, stdout, stderr io.Writer) error {
 	if st.Dataset != "" && ds != st.Dataset {
 		fmt.Fprintf(stderr, "lathe eval: warning: %s was trained on %s; evaluating it on %s\n", path, st.Dataset, ds)
 	}
-	eng := cpu.New(cpu.Options{Threads: *threads, Logger: hclog.NewNullLogger()})
+	eng := cpu.New(cpu.Options{Threads: *threads, Logger: hclog.NewNullLogger(), Spin: infer.Spin})
 	var acc, loss float64
 	switch *runtime {
 	case "graph":

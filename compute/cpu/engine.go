@@ -25,6 +25,11 @@ type Options struct {
 	Gonum bool
 	// Logger receives the one-time fallback warning; nil discards it.
 	Logger hclog.Logger
+	// Spin, when set, keeps the Go kernels' threads standing between
+	// parallel loops, spinning up to this long for the next one
+	// (compute.Pool): lower latency for many short loops — the inference
+	// runtime at small batches — at the cost of CPU spent waiting.
+	Spin time.Duration
 }
 
 // Engine is the CPU engine. It is also a gorgonia tensor.Engine (the standard
@@ -36,6 +41,7 @@ type Engine struct {
 	gonum   gonum.Implementation
 
 	lastThreaded time.Time // when a product last used OpenBLAS's threads
+	pool         *compute.Pool
 }
 
 var (
@@ -54,6 +60,9 @@ func New(opts Options) *Engine {
 		threads = runtime.NumCPU()
 	}
 	e := &Engine{threads: threads}
+	if opts.Spin > 0 && threads > 1 {
+		e.pool = compute.NewPool(threads, opts.Spin)
+	}
 	if !opts.Gonum {
 		lib, err := loadOpenBLAS()
 		if err != nil {
@@ -101,6 +110,10 @@ func (e *Engine) Parallel(n, grain int, fn func(lo, hi int)) {
 		if n > 0 {
 			fn(0, n)
 		}
+		return
+	}
+	if e.pool != nil {
+		e.pool.ParallelFor(n, grain, fn)
 		return
 	}
 	compute.ParallelFor(e.threads, n, grain, fn)

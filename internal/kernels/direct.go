@@ -82,11 +82,21 @@ func (d *DirectConv) PaddedLen() int { return d.ph * d.pw * d.Win.C }
 // Pad writes image x (H×W×C) into dst (PaddedLen floats) with its zero
 // border.
 func (d *DirectConv) Pad(dst, x []float32) {
+	d.padRows(dst, x, 0, d.Win.H)
+}
+
+// padRows writes image rows [y0, y1) of x into dst, and the border rows
+// above the first and below the last image row when the range holds them.
+func (d *DirectConv) padRows(dst, x []float32, y0, y1 int) {
 	g := d.Win
 	row := d.pw * g.C
-	clear(dst[:g.Pad*row])                 // the rows above
-	clear(dst[(g.Pad+g.H)*row : d.ph*row]) // and below
-	for y := range g.H {
+	if y0 == 0 {
+		clear(dst[:g.Pad*row]) // the rows above
+	}
+	if y1 == g.H {
+		clear(dst[(g.Pad+g.H)*row : d.ph*row]) // and below
+	}
+	for y := y0; y < y1; y++ {
 		r := dst[(y+g.Pad)*row : (y+g.Pad+1)*row]
 		clear(r[:g.Pad*g.C])
 		copy(r[g.Pad*g.C:], x[y*g.W*g.C:(y+1)*g.W*g.C])
@@ -94,45 +104,82 @@ func (d *DirectConv) Pad(dst, x []float32) {
 	}
 }
 
-// Batch computes y [n][OH·OW·Out] from n images x [n][H·W·C]: the images
-// padded into padded (n·PaddedLen floats), then every output row, each
-// step split by parallel (an engine's Parallel: f over [lo, hi) ranges of
-// 0…count, at least grain at a time). after, when set, runs on each
-// finished output row y[off:off+len(row)].
+// Batch computes y [n][OH·OW·Out] from n images x [n][H·W·C], padded
+// into padded (n·PaddedLen floats): from 4 images on, image by image (each
+// padded, then its rows, while it is in cache); below, the images padded
+// first, then every block of channels of every row shared out. parallel is
+// an engine's Parallel (f over [lo, hi) ranges of 0…count, at least grain
+// at a time). after, when set, runs on each finished output row
+// y[off:off+len(row)].
 func (d *DirectConv) Batch(parallel func(count, grain int, f func(lo, hi int)), y, x, padded []float32, n int, after func(off int, row []float32)) {
 	g := d.Win
 	oh, ow := g.Out()
 	plen, isz, osz := d.PaddedLen(), g.H*g.W*g.C, oh*ow*d.Out
-	parallel(n, 1, func(lo, hi int) {
-		for s := lo; s < hi; s++ {
-			d.Pad(padded[s*plen:(s+1)*plen], x[s*isz:(s+1)*isz])
+	if n >= 4 { // whole images to each thread: each padded while it is in cache
+		parallel(n, 1, func(lo, hi int) {
+			var tile DirectTile
+			for s := lo; s < hi; s++ {
+				p := padded[s*plen : (s+1)*plen]
+				d.Pad(p, x[s*isz:(s+1)*isz])
+				for oy := range oh {
+					off := s*osz + oy*ow*d.Out
+					row := y[off : off+ow*d.Out]
+					d.Row(row, p, oy, &tile)
+					if after != nil {
+						after(off, row)
+					}
+				}
+			}
+		})
+		return
+	}
+	// Rows padded by the thread that made them, mostly (each layer's rows
+	// are shared out alike).
+	parallel(n*g.H, 1, func(lo, hi int) {
+		for r := lo; r < hi; {
+			s, y := r/g.H, r%g.H
+			end := min(hi-s*g.H, g.H)
+			d.padRows(padded[s*plen:(s+1)*plen], x[s*isz:(s+1)*isz], y, end)
+			r += end - y
 		}
 	})
-	parallel(n*oh, 1, func(lo, hi int) {
+	// Each block of channels of each row is a unit (a few images have few
+	// rows to share), then the rows' after.
+	parallel(n*oh*d.blocks, 1, func(lo, hi int) {
 		var tile DirectTile
-		for r := lo; r < hi; r++ {
+		for u := lo; u < hi; u++ {
+			r, b := u/d.blocks, u%d.blocks
 			s, oy := r/oh, r%oh
 			off := s*osz + oy*ow*d.Out
-			row := y[off : off+ow*d.Out]
-			d.Row(row, padded[s*plen:(s+1)*plen], oy, &tile)
-			if after != nil {
-				after(off, row)
-			}
+			d.rowBlocks(y[off:off+ow*d.Out], padded[s*plen:(s+1)*plen], oy, b, b+1, &tile)
 		}
 	})
+	if after != nil {
+		parallel(n*oh, 1, func(lo, hi int) {
+			for r := lo; r < hi; r++ {
+				off := r * ow * d.Out // rows of all images are consecutive
+				after(off, y[off:off+ow*d.Out])
+			}
+		})
+	}
 }
 
 // Row computes output row oy of a padded image into dst [OW][Out]: bias,
 // sums, activation. Whole tiles are written in place, the others through
 // tile.
 func (d *DirectConv) Row(dst, padded []float32, oy int, tile *DirectTile) {
+	d.rowBlocks(dst, padded, oy, 0, d.blocks, tile)
+}
+
+// rowBlocks computes the channels of blocks [b0, b1) of output row oy.
+func (d *DirectConv) rowBlocks(dst, padded []float32, oy, b0, b1 int, tile *DirectTile) {
 	g := d.Win
 	_, ow := g.Out()
 	k, c := g.K, g.C
 	for x0 := 0; x0 < ow; x0 += d.pixels {
 		base := (oy*g.Stride*d.pw + x0*g.Stride) * c
 		n := min(d.pixels, ow-x0)
-		for b := range d.blocks {
+		for b := b0; b < b1; b++ {
 			w := d.w[b*k*k*c*d.chans:]
 			lo, hi := b*d.chans, min(d.Out, (b+1)*d.chans)
 			out, stride, inPlace := tile[:], d.chans, n == d.pixels && hi-lo == d.chans

@@ -274,6 +274,57 @@ func TestFoldedQuantizedResNet(t *testing.T) {
 			}
 		}
 	}
+	directInt8MatchesInt8(t, m, x, batch)
 	// Its ONNX export is the folded QDQ graph, and computes the same.
 	exportAndCompare(t, f, 300, []ONNXOptions{{}}, []int{17})
+}
+
+// directInt8MatchesInt8: the direct kernel on integer codes gives the
+// int8 kernel's logits bit for bit (the same exact sums, scaled alike;
+// residual additions finished in its rows), for one image and for a batch.
+func directInt8MatchesInt8(t *testing.T, m *Model, x []float32, batch int) {
+	t.Helper()
+	if !hasVNNI {
+		return
+	}
+	set := func(direct bool) {
+		for _, l := range m.Layers {
+			if l.k8 == nil {
+				continue
+			}
+			for i := range l.Kernels {
+				l.Kernels[i] = Int8
+				if direct && l.direct8 != nil {
+					l.Kernels[i] = DirectInt8
+				}
+			}
+		}
+	}
+	n := 0
+	for _, l := range m.Layers {
+		if l.direct8 != nil {
+			n++
+		}
+	}
+	if n == 0 {
+		t.Fatal("no convolution can run the direct integer kernel")
+	}
+	for _, b := range []int{1, batch} {
+		set(false)
+		want, err := m.Forward(x[:b*784], b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = slices.Clone(want)
+		set(true)
+		got, err := m.Forward(x[:b*784], b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("batch %d, logit %d: direct int8 %g, int8 %g (%d layers direct)", b, i, got[i], want[i], n)
+			}
+		}
+	}
 }

@@ -184,13 +184,13 @@ func (m *Model) Forward(x []float32, batch int) ([]float32, error) {
 	}
 	var srcs [4][]float32 // an addition's inputs (the graph's DAGs have two)
 	for i, l := range m.Layers {
-		if a := m.fuse[i]; a >= 0 && l.kernel(batch) == Direct {
+		if a := m.fuse[i]; a >= 0 && (l.kernel(batch) == Direct || l.kernel(batch) == DirectInt8) {
 			// A convolution that finishes a residual addition: the sum
 			// and its activation on each output row as it is written.
 			add := m.Layers[a]
 			res := as(in(min(add.Inputs[0], add.Inputs[1])), false)
 			b, dst := take(batch * l.size)
-			m.directConv(l, dst, as(in(l.Inputs[0]), false), batch, func(off int, row []float32) {
+			m.directConv(l, l.kernel(batch), dst, as(in(l.Inputs[0]), false), batch, func(off int, row []float32) {
 				if l.actQ != nil {
 					l.actQ.Apply(row)
 				}
@@ -272,8 +272,8 @@ func (m *Model) conv(l *Layer, dst, src []float32, batch int) {
 
 // convWith runs a convolution with kernel k.
 func (m *Model) convWith(l *Layer, k string, dst, src []float32, batch int) {
-	if k == Direct {
-		m.directConv(l, dst, src, batch, nil)
+	if k == Direct || k == DirectInt8 {
+		m.directConv(l, k, dst, src, batch, nil)
 		return
 	}
 	rows := batch * l.OH * l.OW
@@ -314,13 +314,21 @@ func grow(buf *[]float32, n int) []float32 {
 	return (*buf)[:n]
 }
 
-// directConv runs a convolution with the direct kernel: the images
-// padded, then output rows shared among the engine's threads.
-// after, when set, runs on each output row instead of the activation's
+// directConv runs a convolution with a direct kernel k (Direct or
+// DirectInt8): the images padded, then output rows shared among the
+// engine's threads. after, when set, runs on each output row instead of the activation's
 // quantization (the bias and activation are the kernel's).
-func (m *Model) directConv(l *Layer, dst, src []float32, batch int, after func(off int, row []float32)) {
+func (m *Model) directConv(l *Layer, k string, dst, src []float32, batch int, after func(off int, row []float32)) {
 	if after == nil && l.actQ != nil {
 		after = func(_ int, row []float32) { l.actQ.Apply(row) }
+	}
+	if k == DirectInt8 {
+		d := l.direct8
+		if cap(m.padded8) < batch*d.plen {
+			m.padded8 = make([]uint8, batch*d.plen)
+		}
+		kernels.Batch[uint8](d, m.eng.Parallel, dst, src, m.padded8[:batch*d.plen], batch, after)
+		return
 	}
 	l.direct.Batch(m.eng.Parallel, dst, src, grow(&m.padded, batch*l.direct.PaddedLen()), batch, after)
 }
@@ -346,7 +354,7 @@ func (m *Model) residuals() []int {
 			continue
 		}
 		j := max(l.Inputs[0], l.Inputs[1])
-		if c := m.Layers[j]; c.direct != nil && kernels.ActOf(string(c.act)) == kernels.ActNone && readers[j] == 1 {
+		if c := m.Layers[j]; (c.direct != nil || c.direct8 != nil) && kernels.ActOf(string(c.act)) == kernels.ActNone && readers[j] == 1 {
 			fuse[j] = a
 		}
 	}

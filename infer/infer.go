@@ -71,6 +71,7 @@ type Layer struct {
 	k8      *int8Layer        // the int8 kernel, where weights and input are quantized
 	nm      *nmLayer          // the 2:4 kernel, where every group of 4 inputs has at most 2 weights
 	direct  *kernels.DirectConv
+	direct8 *direct8  // the direct kernel on integer codes
 	taps    []float32 // a depthwise convolution's filters, [K·K][C]
 	rowPtr  []int32
 	cols    []int32
@@ -92,8 +93,9 @@ type Model struct {
 	eng  compute.Engine
 	pool [][]float32 // activation buffers, reused as layers finish with them
 	// Convolutions' scratch, shared (layers run one at a time): patch
-	// rows, and the direct kernel's padded images.
+	// rows, and the direct kernels' padded images (floats, codes).
 	col, padded []float32
+	padded8     []uint8
 	// Forward's bookkeeping, kept between calls: each output's last
 	// reader, the outputs, the free buffers and conversion scratch.
 	last          []int
@@ -217,6 +219,7 @@ func parse(f *checkpoint.File) (*Model, error) {
 		}
 		if l.Groups == 1 {
 			l.k8 = newInt8(l, l.wq, inQ)
+			l.direct8 = newDirect8(l, l.k8)
 			l.nm = newNM(l.w, l.Out, l.In)
 			if ls.Kind == graph.Conv && kernels.HasDirect() {
 				l.direct = kernels.NewDirectConv(l.window(), l.Out, l.w, l.b, kernels.ActOf(string(l.act)))
@@ -244,6 +247,9 @@ func (l *Layer) Candidates() []string {
 	}
 	if l.direct != nil {
 		c = append(c, Direct)
+	}
+	if l.direct8 != nil {
+		c = append(c, DirectInt8)
 	}
 	return c
 }
@@ -308,7 +314,7 @@ func (m *Model) choose(l *Layer) {
 			fastest = min(fastest, best)
 		}
 		for _, k := range l.Candidates() {
-			if t := l.measure[k][len(l.measure[k])-1]; (k == CSR || k == Int8 || k == NM) && t != NotTimed && t > 4*fastest {
+			if t := l.measure[k][len(l.measure[k])-1]; (k == CSR || k == Int8 || k == NM || k == DirectInt8) && t != NotTimed && t > 4*fastest {
 				dropped[k] = true
 			}
 		}
@@ -505,6 +511,8 @@ func (l *Layer) WeightBytes(kernel string) int {
 		return 5*len(l.nm.vals) + 4*l.Out
 	case kernel == Direct:
 		return 4 * (l.direct.Weights() + l.Out)
+	case kernel == DirectInt8:
+		return len(l.direct8.w) + 4*4*len(l.direct8.scale)
 	default:
 		return 8*l.Nonzero + 4*(l.Out+1) + 4*l.Out
 	}
@@ -517,11 +525,14 @@ func (m *Model) Bytes() int {
 	for _, b := range m.pool {
 		n += 4 * cap(b)
 	}
-	n += 4 * (cap(m.col) + cap(m.padded))
+	n += 4*(cap(m.col)+cap(m.padded)) + cap(m.padded8)
 	for _, l := range m.Layers {
 		n += 4*(len(l.w)+len(l.b)+len(l.taps)) + 8*len(l.vals) + 4*len(l.rowPtr)
 		if l.direct != nil {
 			n += 4 * l.direct.Weights()
+		}
+		if l.direct8 != nil {
+			n += len(l.direct8.w) + 4*4*len(l.direct8.scale)
 		}
 		if l.k8 != nil {
 			n += len(l.k8.w) + 4*(len(l.k8.rowSum)+len(l.k8.zw)+len(l.k8.scale))

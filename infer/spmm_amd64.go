@@ -39,3 +39,10 @@ func nmRows(x *float32, vals *float32, idx *uint8, chunks int, rows int, y *floa
 //
 //go:noescape
 func gemv4(w *float32, ldw int, x *float32, n int, y *float32)
+
+// convTileU8 is one tile of the integer direct convolution (direct8):
+// 16 pixels × 16 channels summed with VNNI, scaled, biased, activated and
+// stored under a lane mask.
+//
+//go:noescape
+func convTileU8(x *uint8, pixStride, rowStride, k, t4 int, w *int8, out *float32, outStride int, corr *int32, scale, bias *float32, act, n, mask int)

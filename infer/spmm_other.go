@@ -40,3 +40,7 @@ func nmRows(x *float32, vals *float32, idx *uint8, chunks int, rows int, y *floa
 func gemv4(w *float32, ldw int, x *float32, n int, y *float32) {
 	panic("infer: no SIMD matrix-vector kernel on this architecture")
 }
+
+func convTileU8(x *uint8, pixStride, rowStride, k, t4 int, w *int8, out *float32, outStride int, corr *int32, scale, bias *float32, act, n, mask int) {
+	panic("infer: no VNNI here")
+}

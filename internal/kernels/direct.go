@@ -82,12 +82,11 @@ func (d *DirectConv) PaddedLen() int { return d.ph * d.pw * d.Win.C }
 // Pad writes image x (H×W×C) into dst (PaddedLen floats) with its zero
 // border.
 func (d *DirectConv) Pad(dst, x []float32) {
-	d.padRows(dst, x, 0, d.Win.H)
+	d.PadRows(dst, x, 0, d.Win.H)
 }
 
-// padRows writes image rows [y0, y1) of x into dst, and the border rows
-// above the first and below the last image row when the range holds them.
-func (d *DirectConv) padRows(dst, x []float32, y0, y1 int) {
+// PadRows implements Rows.
+func (d *DirectConv) PadRows(dst, x []float32, y0, y1 int) {
 	g := d.Win
 	row := d.pw * g.C
 	if y0 == 0 {
@@ -104,75 +103,94 @@ func (d *DirectConv) padRows(dst, x []float32, y0, y1 int) {
 	}
 }
 
-// Batch computes y [n][OH·OW·Out] from n images x [n][H·W·C], padded
-// into padded (n·PaddedLen floats): from 4 images on, image by image (each
-// padded, then its rows, while it is in cache); below, the images padded
-// first, then every block of channels of every row shared out. parallel is
-// an engine's Parallel (f over [lo, hi) ranges of 0…count, at least grain
-// at a time). after, when set, runs on each finished output row
+// Rows is a convolution computed an output row at a time from a padded
+// image of T (float32 for DirectConv, bytes for an integer kernel).
+type Rows[T any] interface {
+	// Shape gives the input's height and floats per image, the output's
+	// rows and floats per row, the blocks of channels a row splits into,
+	// and the padded image's length.
+	Shape() (h, inLen, oh, rowLen, blocks, paddedLen int)
+	// PadRows writes image rows [y0, y1) of x into padded (and the border
+	// rows above and below when the range reaches them).
+	PadRows(padded []T, x []float32, y0, y1 int)
+	// RowBlocks computes the channels of blocks [b0, b1) of output row oy.
+	RowBlocks(dst []float32, padded []T, oy, b0, b1 int, tile *DirectTile)
+}
+
+// Batch runs d over n images x [n][inLen] into y [n][oh·rowLen], each
+// padded into padded (n·paddedLen): from 4 images on, image by image (each
+// padded, then its rows, while it is in cache); below, the images' rows
+// padded, then every block of channels of every row shared out, both split
+// alike so that each thread mostly reads what it wrote. parallel is an
+// engine's Parallel (f over [lo, hi) ranges of 0…count, at least grain at
+// a time). after, when set, runs on each finished output row
 // y[off:off+len(row)].
-func (d *DirectConv) Batch(parallel func(count, grain int, f func(lo, hi int)), y, x, padded []float32, n int, after func(off int, row []float32)) {
-	g := d.Win
-	oh, ow := g.Out()
-	plen, isz, osz := d.PaddedLen(), g.H*g.W*g.C, oh*ow*d.Out
-	if n >= 4 { // whole images to each thread: each padded while it is in cache
+func Batch[T any](d Rows[T], parallel func(count, grain int, f func(lo, hi int)), y, x []float32, padded []T, n int, after func(off int, row []float32)) {
+	h, isz, oh, rl, blocks, plen := d.Shape()
+	if n >= 4 {
 		parallel(n, 1, func(lo, hi int) {
 			var tile DirectTile
 			for s := lo; s < hi; s++ {
 				p := padded[s*plen : (s+1)*plen]
-				d.Pad(p, x[s*isz:(s+1)*isz])
+				d.PadRows(p, x[s*isz:(s+1)*isz], 0, h)
 				for oy := range oh {
-					off := s*osz + oy*ow*d.Out
-					row := y[off : off+ow*d.Out]
-					d.Row(row, p, oy, &tile)
+					off := (s*oh + oy) * rl
+					d.RowBlocks(y[off:off+rl], p, oy, 0, blocks, &tile)
 					if after != nil {
-						after(off, row)
+						after(off, y[off:off+rl])
 					}
 				}
 			}
 		})
 		return
 	}
-	// Rows padded by the thread that made them, mostly (each layer's rows
-	// are shared out alike).
-	parallel(n*g.H, 1, func(lo, hi int) {
+	parallel(n*h, 1, func(lo, hi int) {
 		for r := lo; r < hi; {
-			s, y := r/g.H, r%g.H
-			end := min(hi-s*g.H, g.H)
-			d.padRows(padded[s*plen:(s+1)*plen], x[s*isz:(s+1)*isz], y, end)
-			r += end - y
+			s, y0 := r/h, r%h
+			end := min(hi-s*h, h)
+			d.PadRows(padded[s*plen:(s+1)*plen], x[s*isz:(s+1)*isz], y0, end)
+			r += end - y0
 		}
 	})
-	// Each block of channels of each row is a unit (a few images have few
-	// rows to share), then the rows' after.
-	parallel(n*oh*d.blocks, 1, func(lo, hi int) {
+	parallel(n*oh*blocks, 1, func(lo, hi int) {
 		var tile DirectTile
 		for u := lo; u < hi; u++ {
-			r, b := u/d.blocks, u%d.blocks
+			r, b := u/blocks, u%blocks
 			s, oy := r/oh, r%oh
-			off := s*osz + oy*ow*d.Out
-			d.rowBlocks(y[off:off+ow*d.Out], padded[s*plen:(s+1)*plen], oy, b, b+1, &tile)
+			off := (s*oh + oy) * rl
+			d.RowBlocks(y[off:off+rl], padded[s*plen:(s+1)*plen], oy, b, b+1, &tile)
 		}
 	})
 	if after != nil {
 		parallel(n*oh, 1, func(lo, hi int) {
 			for r := lo; r < hi; r++ {
-				off := r * ow * d.Out // rows of all images are consecutive
-				after(off, y[off:off+ow*d.Out])
+				after(r*rl, y[r*rl:(r+1)*rl])
 			}
 		})
 	}
+}
+
+// Shape implements Rows.
+func (d *DirectConv) Shape() (h, inLen, oh, rowLen, blocks, paddedLen int) {
+	g := d.Win
+	oh, ow := g.Out()
+	return g.H, g.H * g.W * g.C, oh, ow * d.Out, d.blocks, d.PaddedLen()
+}
+
+// Batch is the package's Batch with d.
+func (d *DirectConv) Batch(parallel func(count, grain int, f func(lo, hi int)), y, x, padded []float32, n int, after func(off int, row []float32)) {
+	Batch[float32](d, parallel, y, x, padded, n, after)
 }
 
 // Row computes output row oy of a padded image into dst [OW][Out]: bias,
 // sums, activation. Whole tiles are written in place, the others through
 // tile.
 func (d *DirectConv) Row(dst, padded []float32, oy int, tile *DirectTile) {
-	d.rowBlocks(dst, padded, oy, 0, d.blocks, tile)
+	d.RowBlocks(dst, padded, oy, 0, d.blocks, tile)
 }
 
-// rowBlocks computes the channels of blocks [b0, b1) of output row oy.
-func (d *DirectConv) rowBlocks(dst, padded []float32, oy, b0, b1 int, tile *DirectTile) {
+// RowBlocks implements Rows.
+func (d *DirectConv) RowBlocks(dst, padded []float32, oy, b0, b1 int, tile *DirectTile) {
 	g := d.Win
 	_, ow := g.Out()
 	k, c := g.K, g.C

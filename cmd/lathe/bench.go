@@ -49,6 +49,8 @@ type BenchLayer struct {
 	Int8Us   []float64 `json:"int8_us,omitempty"`   // layers with quantized weights and input only
 	NMUs     []float64 `json:"nm_us,omitempty"`     // 2:4-sparse layers only
 	DirectUs []float64 `json:"direct_us,omitempty"` // convolutions the direct kernel runs
+	// Convolutions with quantized weights and input, symmetric weights.
+	DirectInt8Us []float64 `json:"direct_int8_us,omitempty"`
 	// Per sample: dense FLOPs (every weight) and effective ones (non-zero weights).
 	DenseFLOPs     int `json:"dense_flops"`
 	EffectiveFLOPs int `json:"effective_flops"`
@@ -76,7 +78,7 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	batches := fs.String("batch", "1,8,64,256", "batch sizes, comma-separated")
 	threads := fs.Int("threads", 0, "compute threads (default: all cores)")
 	seconds := fs.Float64("seconds", 1, "time spent per batch size")
-	force := fs.String("kernel", "", "run every layer with this kernel where it has it, dense elsewhere: dense, csr, csr-t, int8, nm-2:4 or direct (default: the fastest measured)")
+	force := fs.String("kernel", "", "run every layer with this kernel where it has it, dense elsewhere: dense, csr, csr-t, int8, nm-2:4, direct or direct-int8 (default: the fastest measured)")
 	path, err := parse(fs, args, "model file")
 	if err != nil {
 		return err
@@ -132,6 +134,9 @@ func bench(args []string, stdout, stderr io.Writer) error {
 			if t := l.Timing(infer.Direct); t != nil {
 				bl.DirectUs = append(bl.DirectUs, us(t[i]))
 			}
+			if t := l.Timing(infer.DirectInt8); t != nil {
+				bl.DirectInt8Us = append(bl.DirectInt8Us, us(t[i]))
+			}
 		}
 		out.Layers = append(out.Layers, bl)
 	}
@@ -179,7 +184,7 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	head := "layer\tshape\tnon-zero\tdense/eff. MFLOP\t"
 	for _, p := range infer.Probes {
-		head += fmt.Sprintf("b%d dense µs\tcsr\tcsr-t\tint8\tnm\tdirect\tkernel\t", p)
+		head += fmt.Sprintf("b%d dense µs\tcsr\tcsr-t\tint8\tnm\tdirect\tdirect-int8\tkernel\t", p)
 	}
 	fmt.Fprintln(tw, head)
 	for _, l := range out.Layers {
@@ -191,7 +196,7 @@ func bench(args []string, stdout, stderr io.Writer) error {
 				}
 				return usText(v[i])
 			}
-			row += fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t", usText(l.DenseUs[i]), usText(l.CSRUs[i]), opt(l.CSRTUs), opt(l.Int8Us), opt(l.NMUs), opt(l.DirectUs), l.Kernels[i])
+			row += fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t", usText(l.DenseUs[i]), usText(l.CSRUs[i]), opt(l.CSRTUs), opt(l.Int8Us), opt(l.NMUs), opt(l.DirectUs), opt(l.DirectInt8Us), l.Kernels[i])
 		}
 		fmt.Fprintln(tw, row)
 	}

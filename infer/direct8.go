@@ -106,6 +106,13 @@ func (d *direct8) PadRows(dst []uint8, x []float32, y0, y1 int) {
 	}
 }
 
+// Grain implements kernels.Rows: units of about 1.6 million multiply-adds
+// (VNNI sums four codes per lane where an FMA takes one float).
+func (d *direct8) Grain() int {
+	unit := d.tiles * 16 * 16 * d.win.K * d.t4 * 4
+	return (1_600_000 + unit - 1) / unit
+}
+
 // RowBlocks implements kernels.Rows.
 func (d *direct8) RowBlocks(dst []float32, padded []uint8, oy, b0, b1 int, _ *kernels.DirectTile) {
 	g := d.win

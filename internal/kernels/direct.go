@@ -5,7 +5,8 @@ package kernels
 // output pixels × chans channels is accumulated in registers over every
 // tap and input channel — AVX-512 where the CPU has it (Go elsewhere):
 // 8 pixels × 32 channels, or 16 × 16 for a convolution of at most 16
-// filters. The input is an image padded on every side (and on the right
+// filters (7 or 14 pixels where that computes fewer past a row's end: rows
+// of 7, 14, 28). The input is an image padded on every side (and on the right
 // to whole tiles), so the kernel reads no bounds. Its sums run over
 // (ky, kx, c) in that order, the order of Im2col's patch rows.
 type DirectConv struct {
@@ -51,6 +52,12 @@ func NewDirectConv(win Window, out int, w, b []float32, act int) *DirectConv {
 	if out <= 16 {
 		d.pixels, d.chans = 16, 16
 	}
+	// A tile of one pixel in 8 fewer where that computes fewer pixels
+	// past the row's end (rows of 7, 14, 28).
+	_, ow := win.Out()
+	if p := d.pixels * 7 / 8; tilesOf(ow, p)*p < tilesOf(ow, d.pixels)*d.pixels {
+		d.pixels = p
+	}
 	d.blocks = (out + d.chans - 1) / d.chans
 	d.bias = make([]float32, d.blocks*d.chans)
 	copy(d.bias, b)
@@ -62,12 +69,14 @@ func NewDirectConv(win Window, out int, w, b []float32, act int) *DirectConv {
 			d.w[(b*k*k*c+t)*d.chans+j] = w[o*k*k*c+t]
 		}
 	}
-	_, ow := win.Out()
-	tiles := (ow + d.pixels - 1) / d.pixels
+	tiles := tilesOf(ow, d.pixels)
 	d.ph = win.H + 2*win.Pad
 	d.pw = max(win.W+2*win.Pad, (tiles*d.pixels-1)*win.Stride+win.K)
 	return d
 }
+
+// tilesOf is the tiles of p pixels a row of ow takes.
+func tilesOf(ow, p int) int { return (ow + p - 1) / p }
 
 // HasDirect says whether the direct kernel runs in SIMD here (elsewhere
 // its Go form is slower than a patch matrix and a GEMM).
@@ -222,6 +231,10 @@ func (d *DirectConv) RowBlocks(dst, padded []float32, oy, b0, b1 int, tile *Dire
 				out, stride = dst[x0*d.Out+lo:], d.Out
 			}
 			switch {
+			case hasDirect && d.pixels == 14:
+				convTile14(&padded[base], g.Stride*c*4, d.pw*c*4, c, k, &w[0], &out[0], stride*4, &d.bias[lo], d.act)
+			case hasDirect && d.pixels == 7:
+				convTile7(&padded[base], g.Stride*c*4, d.pw*c*4, c, k, &w[0], &out[0], stride*4, &d.bias[lo], d.act)
 			case hasDirect && d.chans == 16:
 				convTile16(&padded[base], g.Stride*c*4, d.pw*c*4, c, k, &w[0], &out[0], stride*4, &d.bias[lo], d.act)
 			case hasDirect:

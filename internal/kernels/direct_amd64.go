@@ -20,6 +20,16 @@ func convTile(x *float32, pixStride, rowStride, c, k int, w *float32, out *float
 //go:noescape
 func convTile16(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32, outStride int, bias *float32, act int)
 
+// convTile14 is convTile16 for 14 pixels.
+//
+//go:noescape
+func convTile14(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32, outStride int, bias *float32, act int)
+
+// convTile7 is convTile for 7 pixels.
+//
+//go:noescape
+func convTile7(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32, outStride int, bias *float32, act int)
+
 // gradwTile adds to 16 rows of acc (acc + f·accStride bytes, 16 channels
 // each) the outer products of dz's 16 filters and x's 16 channels over ny
 // × nx positions (dz and x advanced by their strides in bytes).

@@ -13,7 +13,8 @@ import (
 // microseconds (a convolution of one image) reaches it in well under one,
 // where waking a sleeping thread takes several. The split is ParallelFor's,
 // range for range. A Pool runs one loop at a time (a loop started inside
-// one gets goroutines of its own); its workers live as long as the process.
+// one gets goroutines of its own); its workers end once the Pool is
+// garbage.
 type Pool struct {
 	threads int
 	spin    time.Duration
@@ -37,6 +38,7 @@ type poolWorker struct {
 	done     atomic.Uint64 // ranges it finished
 	_        [56]byte
 	wake     chan struct{}
+	quit     chan struct{} // closed when the pool is garbage
 }
 
 // NewPool returns a pool of threads (the calling goroutine and threads−1
@@ -44,10 +46,15 @@ type poolWorker struct {
 func NewPool(threads int, spin time.Duration) *Pool {
 	p := &Pool{threads: threads, spin: spin, yield: runtime.GOMAXPROCS(0) < threads}
 	for range threads - 1 {
-		w := &poolWorker{wake: make(chan struct{}, 1)}
+		w := &poolWorker{wake: make(chan struct{}, 1), quit: make(chan struct{})}
 		p.workers = append(p.workers, w)
-		go w.run(p)
+		go w.run(spin, p.yield) // the pool itself stays unreferenced
 	}
+	runtime.AddCleanup(p, func(ws []*poolWorker) {
+		for _, w := range ws {
+			close(w.quit)
+		}
+	}, p.workers)
 	return p
 }
 
@@ -96,7 +103,7 @@ func (p *Pool) ParallelFor(n, minChunk int, fn func(lo, hi int)) {
 
 // run is a worker: wait for a range (spinning, then asleep), run it, mark
 // it done.
-func (w *poolWorker) run(p *Pool) {
+func (w *poolWorker) run(spin time.Duration, yield bool) {
 	var seen uint64
 	for {
 		start := time.Now()
@@ -104,15 +111,19 @@ func (w *poolWorker) run(p *Pool) {
 			if spins%256 != 255 {
 				continue
 			}
-			if time.Since(start) < p.spin {
-				if p.yield {
+			if time.Since(start) < spin {
+				if yield {
 					runtime.Gosched()
 				}
 				continue
 			}
 			w.sleeping.Store(true)
 			if w.posted.Load() == seen { // posted before it could see the flag: no wake comes
-				<-w.wake
+				select {
+				case <-w.wake:
+				case <-w.quit:
+					return
+				}
 			}
 			w.sleeping.Store(false)
 			start = time.Now()

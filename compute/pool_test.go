@@ -1,6 +1,7 @@
 package compute
 
 import (
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -52,4 +53,24 @@ func TestPoolSplitsAsParallelFor(t *testing.T) {
 			t.Fatalf("threads %d: nested loops covered %d items, want %d", threads, sum, want)
 		}
 	}
+}
+
+// TestPoolWorkersEndWithThePool: once a pool is garbage, its sleeping
+// workers return.
+func TestPoolWorkersEndWithThePool(t *testing.T) {
+	before := runtime.NumGoroutine()
+	p := NewPool(5, time.Microsecond)
+	p.ParallelFor(10, 1, func(lo, hi int) {})
+	if n := runtime.NumGoroutine(); n < before+4 {
+		t.Fatalf("%d goroutines with a pool of 4 workers, %d before", n, before)
+	}
+	p = nil
+	for range 200 {
+		runtime.GC()
+		time.Sleep(5 * time.Millisecond)
+		if runtime.NumGoroutine() <= before {
+			return
+		}
+	}
+	t.Fatalf("%d goroutines after the pool was dropped, %d before", runtime.NumGoroutine(), before)
 }

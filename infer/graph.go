@@ -184,17 +184,17 @@ func (m *Model) Forward(x []float32, batch int) ([]float32, error) {
 	}
 	var srcs [4][]float32 // an addition's inputs (the graph's DAGs have two)
 	for i, l := range m.Layers {
-		if a := m.fuse[i]; a >= 0 && (l.kernel(batch) == Direct || l.kernel(batch) == DirectInt8) {
+		if a := m.fuse[i]; a >= 0 && isDirect(l.kernel(batch)) {
 			// A convolution that finishes a residual addition: the sum
 			// and its activation on each output row as it is written.
 			add := m.Layers[a]
-			res := as(in(min(add.Inputs[0], add.Inputs[1])), false)
+			res, act := as(in(min(add.Inputs[0], add.Inputs[1])), false), kernels.ActOf(string(add.act))
 			b, dst := take(batch * l.size)
 			m.directConv(l, l.kernel(batch), dst, as(in(l.Inputs[0]), false), batch, func(off int, row []float32) {
 				if l.actQ != nil {
 					l.actQ.Apply(row)
 				}
-				kernels.AddAct(row, row, res[off:off+len(row)], kernels.ActOf(string(add.act)))
+				kernels.AddAct(row, row, res[off:off+len(row)], act)
 				if add.actQ != nil {
 					add.actQ.Apply(row)
 				}
@@ -272,7 +272,7 @@ func (m *Model) conv(l *Layer, dst, src []float32, batch int) {
 
 // convWith runs a convolution with kernel k.
 func (m *Model) convWith(l *Layer, k string, dst, src []float32, batch int) {
-	if k == Direct || k == DirectInt8 {
+	if isDirect(k) {
 		m.directConv(l, k, dst, src, batch, nil)
 		return
 	}
@@ -313,6 +313,9 @@ func grow(buf *[]float32, n int) []float32 {
 	}
 	return (*buf)[:n]
 }
+
+// isDirect says whether kernel k is a direct convolution (no patch rows).
+func isDirect(k string) bool { return k == Direct || k == DirectInt8 }
 
 // directConv runs a convolution with a direct kernel k (Direct or
 // DirectInt8): the images padded, then output rows shared among the

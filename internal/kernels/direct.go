@@ -231,14 +231,10 @@ func (d *DirectConv) RowBlocks(dst, padded []float32, oy, b0, b1 int, tile *Dire
 				out, stride = dst[x0*d.Out+lo:], d.Out
 			}
 			switch {
-			case hasDirect && d.pixels == 14:
-				convTile14(&padded[base], g.Stride*c*4, d.pw*c*4, c, k, &w[0], &out[0], stride*4, &d.bias[lo], d.act)
-			case hasDirect && d.pixels == 7:
-				convTile7(&padded[base], g.Stride*c*4, d.pw*c*4, c, k, &w[0], &out[0], stride*4, &d.bias[lo], d.act)
 			case hasDirect && d.chans == 16:
-				convTile16(&padded[base], g.Stride*c*4, d.pw*c*4, c, k, &w[0], &out[0], stride*4, &d.bias[lo], d.act)
+				convTile16(&padded[base], g.Stride*c*4, d.pw*c*4, c, k, &w[0], &out[0], stride*4, &d.bias[lo], d.act, d.pixels)
 			case hasDirect:
-				convTile(&padded[base], g.Stride*c*4, d.pw*c*4, c, k, &w[0], &out[0], stride*4, &d.bias[lo], d.act)
+				convTile(&padded[base], g.Stride*c*4, d.pw*c*4, c, k, &w[0], &out[0], stride*4, &d.bias[lo], d.act, d.pixels)
 			default:
 				d.tileGo(out, stride, padded[base:], w, d.bias[lo:lo+d.chans])
 			}

@@ -5,30 +5,21 @@ import "golang.org/x/sys/cpu"
 // hasDirect says whether the AVX-512 direct convolution kernel runs here.
 var hasDirect = cpu.X86.HasAVX512F
 
-// convTile computes one tile: 8 output pixels (pixStride bytes apart in
-// the padded input, rows rowStride bytes apart) × 32 channels, the bias
+// convTile computes one tile: pixels (8 or 7) output pixels (pixStride
+// bytes apart in the padded input, rows rowStride bytes apart) × 32
+// channels, the bias
 // plus the sums over k×k taps of c channels with filters w [k][k][c][32],
 // then act (1: ReLU, 2: ReLU6); pixel p's 32 outputs go to out +
 // p·outStride bytes.
 //
 //go:noescape
-func convTile(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32, outStride int, bias *float32, act int)
+func convTile(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32, outStride int, bias *float32, act, pixels int)
 
-// convTile16 is convTile for 16 pixels × 16 channels: filters
+// convTile16 is convTile for 16 or 14 pixels × 16 channels: filters
 // [k][k][c][16], bias [16].
 //
 //go:noescape
-func convTile16(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32, outStride int, bias *float32, act int)
-
-// convTile14 is convTile16 for 14 pixels.
-//
-//go:noescape
-func convTile14(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32, outStride int, bias *float32, act int)
-
-// convTile7 is convTile for 7 pixels.
-//
-//go:noescape
-func convTile7(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32, outStride int, bias *float32, act int)
+func convTile16(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32, outStride int, bias *float32, act, pixels int)
 
 // gradwTile adds to 16 rows of acc (acc + f·accStride bytes, 16 channels
 // each) the outer products of dz's 16 filters and x's 16 channels over ny

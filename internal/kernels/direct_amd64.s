@@ -7,13 +7,21 @@
 // 0 none, 1 ReLU, 2 ReLU6 (min(max(x, 0), 6)); then done.
 #define ACTIVATE(done) MOVQ act+72(FP), AX; CMPQ AX, $0; JEQ done; VXORPS Z28, Z28, Z28; ALL16(VMAXPS, Z28); CMPQ AX, $2; JNE done; MOVL $0x40c00000, BX; VPBROADCASTD BX, Z29; ALL16(VMINPS, Z29)
 
-// func convTile(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32, outStride int, bias *float32, act int)
+// FMA7x32: pixels 0…6 of a tap (broadcast into Z18…Z24) times the 32
+// filters in Z16, Z17, into Z0…Z13. FMA14x16: pixels 0…13 broadcast from
+// memory times the 16 filters in Z16, into Z0…Z13. A tile of one pixel
+// more adds its last pixel to these (Z14, Z15).
+#define BCAST7 VBROADCASTSS (R8), Z18; VBROADCASTSS (R8)(R9*1), Z19; VBROADCASTSS (R8)(R9*2), Z20; VBROADCASTSS (R10), Z21; VBROADCASTSS (R8)(R9*4), Z22; VBROADCASTSS (R10)(R9*2), Z23; VBROADCASTSS (R11), Z24
+#define FMA7x32 VFMADD231PS Z18, Z16, Z0; VFMADD231PS Z18, Z17, Z1; VFMADD231PS Z19, Z16, Z2; VFMADD231PS Z19, Z17, Z3; VFMADD231PS Z20, Z16, Z4; VFMADD231PS Z20, Z17, Z5; VFMADD231PS Z21, Z16, Z6; VFMADD231PS Z21, Z17, Z7; VFMADD231PS Z22, Z16, Z8; VFMADD231PS Z22, Z17, Z9; VFMADD231PS Z23, Z16, Z10; VFMADD231PS Z23, Z17, Z11; VFMADD231PS Z24, Z16, Z12; VFMADD231PS Z24, Z17, Z13
+#define FMA14x16 VFMADD231PS.BCST (R8), Z16, Z0; VFMADD231PS.BCST (R8)(R9*1), Z16, Z1; VFMADD231PS.BCST (R8)(R9*2), Z16, Z2; VFMADD231PS.BCST (R10), Z16, Z3; VFMADD231PS.BCST (R10)(R9*1), Z16, Z4; VFMADD231PS.BCST (R10)(R9*2), Z16, Z5; VFMADD231PS.BCST (R11), Z16, Z6; VFMADD231PS.BCST (R11)(R9*1), Z16, Z7; VFMADD231PS.BCST (R11)(R9*2), Z16, Z8; VFMADD231PS.BCST (R15), Z16, Z9; VFMADD231PS.BCST (R15)(R9*1), Z16, Z10; VFMADD231PS.BCST (R15)(R9*2), Z16, Z11; VFMADD231PS.BCST (SI), Z16, Z12; VFMADD231PS.BCST (SI)(R9*1), Z16, Z13
+
+// func convTile(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32, outStride int, bias *float32, act, pixels int)
 //
 // out[p·outStride/4 + 0:32] = act(bias[0:32] + Σ_{ky,kx,ci} x[ky·rowStride + p·pixStride + (kx·c + ci)·4] · w[ky][kx][ci][0:32])
-// for p = 0…7 (act 1: ReLU, 2: ReLU6, else none): sixteen ZMM accumulators
-// (8 pixels × 2 halves of 32 channels), the taps and channels in order
-// (AVX-512F).
-TEXT ·convTile(SB), NOSPLIT, $0-80
+// for p < pixels (8 or 7; act 1: ReLU, 2: ReLU6, else none): sixteen ZMM
+// accumulators (8 pixels × 2 halves of 32 channels), the taps and channels
+// in order (AVX-512F).
+TEXT ·convTile(SB), NOSPLIT, $0-88
 	MOVQ x+0(FP), R14
 	MOVQ pixStride+8(FP), R9
 	MOVQ rowStride+16(FP), R12
@@ -44,6 +52,7 @@ TEXT ·convTile(SB), NOSPLIT, $0-80
 
 	MOVQ BX, AX         // ky countdown
 	IMULQ BX, R13       // k·c: the channels of a row of taps, in floats
+	MOVQ pixels+80(FP), BX
 
 rows:
 	// Pixel p of this tap row: R8 + p·R9 (R10 = R8 + 3·R9, R11 = R8 + 6·R9).
@@ -53,32 +62,15 @@ rows:
 	LEAQ (R10)(R9*2), R11
 	ADDQ R9, R11
 	MOVQ R13, CX        // every (kx, ci) of the row: contiguous in x and w
+	CMPQ BX, $8
+	JNE taps7
 
 taps:
 	VMOVUPS (DI), Z16
 	VMOVUPS 64(DI), Z17
-	VBROADCASTSS (R8), Z18
-	VBROADCASTSS (R8)(R9*1), Z19
-	VBROADCASTSS (R8)(R9*2), Z20
-	VBROADCASTSS (R10), Z21
-	VBROADCASTSS (R8)(R9*4), Z22
-	VBROADCASTSS (R10)(R9*2), Z23
-	VBROADCASTSS (R11), Z24
+	BCAST7
 	VBROADCASTSS (R11)(R9*1), Z25
-	VFMADD231PS Z18, Z16, Z0
-	VFMADD231PS Z18, Z17, Z1
-	VFMADD231PS Z19, Z16, Z2
-	VFMADD231PS Z19, Z17, Z3
-	VFMADD231PS Z20, Z16, Z4
-	VFMADD231PS Z20, Z17, Z5
-	VFMADD231PS Z21, Z16, Z6
-	VFMADD231PS Z21, Z17, Z7
-	VFMADD231PS Z22, Z16, Z8
-	VFMADD231PS Z22, Z17, Z9
-	VFMADD231PS Z23, Z16, Z10
-	VFMADD231PS Z23, Z17, Z11
-	VFMADD231PS Z24, Z16, Z12
-	VFMADD231PS Z24, Z17, Z13
+	FMA7x32
 	VFMADD231PS Z25, Z16, Z14
 	VFMADD231PS Z25, Z17, Z15
 	ADDQ $4, R8
@@ -87,7 +79,21 @@ taps:
 	ADDQ $128, DI
 	DECQ CX
 	JNZ taps
+	JMP rowdone
 
+taps7:
+	VMOVUPS (DI), Z16
+	VMOVUPS 64(DI), Z17
+	BCAST7
+	FMA7x32
+	ADDQ $4, R8
+	ADDQ $4, R10
+	ADDQ $4, R11
+	ADDQ $128, DI
+	DECQ CX
+	JNZ taps7
+
+rowdone:
 	ADDQ R12, R14
 	DECQ AX
 	JNZ rows
@@ -116,17 +122,22 @@ t32store:
 	VMOVUPS Z12, (DX)
 	VMOVUPS Z13, 64(DX)
 	ADDQ R9, DX
+	MOVQ pixels+80(FP), BX
+	CMPQ BX, $8
+	JNE t32done
 	VMOVUPS Z14, (DX)
 	VMOVUPS Z15, 64(DX)
-	ADDQ R9, DX
+
+t32done:
 	VZEROUPPER
 	RET
 
-// func convTile16(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32, outStride int, bias *float32, act int)
+// func convTile16(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32, outStride int, bias *float32, act, pixels int)
 //
-// convTile for 16 output pixels × 16 channels: one ZMM of filters per
-// (tap, channel), sixteen accumulators, the input broadcast from memory.
-TEXT ·convTile16(SB), NOSPLIT, $0-80
+// convTile for pixels (16 or 14) output pixels × 16 channels: one ZMM of
+// filters per (tap, channel), sixteen accumulators, the input broadcast
+// from memory.
+TEXT ·convTile16(SB), NOSPLIT, $0-88
 	MOVQ x+0(FP), R14
 	MOVQ pixStride+8(FP), R9
 	MOVQ rowStride+16(FP), R12
@@ -155,6 +166,7 @@ TEXT ·convTile16(SB), NOSPLIT, $0-80
 
 	MOVQ BX, AX
 	IMULQ BX, R13
+	MOVQ pixels+80(FP), BX
 
 rows16:
 	// Pixels 0, 3, 6, 9, 12 and 15 of this tap row: R8, R10, R11, R15, SI, DX.
@@ -170,23 +182,12 @@ rows16:
 	LEAQ (SI)(R9*2), DX
 	ADDQ R9, DX
 	MOVQ R13, CX
+	CMPQ BX, $16
+	JNE taps14
 
 taps16:
 	VMOVUPS (DI), Z16
-	VFMADD231PS.BCST (R8), Z16, Z0
-	VFMADD231PS.BCST (R8)(R9*1), Z16, Z1
-	VFMADD231PS.BCST (R8)(R9*2), Z16, Z2
-	VFMADD231PS.BCST (R10), Z16, Z3
-	VFMADD231PS.BCST (R10)(R9*1), Z16, Z4
-	VFMADD231PS.BCST (R10)(R9*2), Z16, Z5
-	VFMADD231PS.BCST (R11), Z16, Z6
-	VFMADD231PS.BCST (R11)(R9*1), Z16, Z7
-	VFMADD231PS.BCST (R11)(R9*2), Z16, Z8
-	VFMADD231PS.BCST (R15), Z16, Z9
-	VFMADD231PS.BCST (R15)(R9*1), Z16, Z10
-	VFMADD231PS.BCST (R15)(R9*2), Z16, Z11
-	VFMADD231PS.BCST (SI), Z16, Z12
-	VFMADD231PS.BCST (SI)(R9*1), Z16, Z13
+	FMA14x16
 	VFMADD231PS.BCST (SI)(R9*2), Z16, Z14
 	VFMADD231PS.BCST (DX), Z16, Z15
 	ADDQ $4, R8
@@ -198,7 +199,21 @@ taps16:
 	ADDQ $64, DI
 	DECQ CX
 	JNZ taps16
+	JMP rowdone16
 
+taps14:
+	VMOVUPS (DI), Z16
+	FMA14x16
+	ADDQ $4, R8
+	ADDQ $4, R10
+	ADDQ $4, R11
+	ADDQ $4, R15
+	ADDQ $4, SI
+	ADDQ $64, DI
+	DECQ CX
+	JNZ taps14
+
+rowdone16:
 	ADDQ R12, R14
 	DECQ AX
 	JNZ rows16
@@ -235,10 +250,14 @@ t16store:
 	ADDQ R9, DX
 	VMOVUPS Z13, (DX)
 	ADDQ R9, DX
+	MOVQ pixels+80(FP), BX
+	CMPQ BX, $16
+	JNE t16done
 	VMOVUPS Z14, (DX)
 	ADDQ R9, DX
 	VMOVUPS Z15, (DX)
-	ADDQ R9, DX
+
+t16done:
 	VZEROUPPER
 	RET
 
@@ -298,229 +317,5 @@ gwpix:
 	JNZ gwrow
 
 	STORE16
-	VZEROUPPER
-	RET
-
-// func convTile14(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32, outStride int, bias *float32, act int)
-//
-// convTile16 for 14 output pixels (a row of 14 or 28 in whole tiles):
-// its code without pixels 14 and 15.
-TEXT ·convTile14(SB), NOSPLIT, $0-80
-	MOVQ x+0(FP), R14
-	MOVQ pixStride+8(FP), R9
-	MOVQ rowStride+16(FP), R12
-	MOVQ c+24(FP), R13
-	MOVQ k+32(FP), BX
-	MOVQ w+40(FP), DI
-
-	MOVQ bias+64(FP), AX
-	VMOVUPS (AX), Z26
-	VMOVAPS Z26, Z0
-	VMOVAPS Z26, Z1
-	VMOVAPS Z26, Z2
-	VMOVAPS Z26, Z3
-	VMOVAPS Z26, Z4
-	VMOVAPS Z26, Z5
-	VMOVAPS Z26, Z6
-	VMOVAPS Z26, Z7
-	VMOVAPS Z26, Z8
-	VMOVAPS Z26, Z9
-	VMOVAPS Z26, Z10
-	VMOVAPS Z26, Z11
-	VMOVAPS Z26, Z12
-	VMOVAPS Z26, Z13
-	VMOVAPS Z26, Z14
-	VMOVAPS Z26, Z15
-
-	MOVQ BX, AX
-	IMULQ BX, R13
-
-rows14:
-	// Pixels 0, 3, 6, 9, 12 and 15 of this tap row: R8, R10, R11, R15, SI, DX.
-	MOVQ R14, R8
-	LEAQ (R8)(R9*2), R10
-	ADDQ R9, R10
-	LEAQ (R10)(R9*2), R11
-	ADDQ R9, R11
-	LEAQ (R11)(R9*2), R15
-	ADDQ R9, R15
-	LEAQ (R15)(R9*2), SI
-	ADDQ R9, SI
-	LEAQ (SI)(R9*2), DX
-	ADDQ R9, DX
-	MOVQ R13, CX
-
-taps14:
-	VMOVUPS (DI), Z16
-	VFMADD231PS.BCST (R8), Z16, Z0
-	VFMADD231PS.BCST (R8)(R9*1), Z16, Z1
-	VFMADD231PS.BCST (R8)(R9*2), Z16, Z2
-	VFMADD231PS.BCST (R10), Z16, Z3
-	VFMADD231PS.BCST (R10)(R9*1), Z16, Z4
-	VFMADD231PS.BCST (R10)(R9*2), Z16, Z5
-	VFMADD231PS.BCST (R11), Z16, Z6
-	VFMADD231PS.BCST (R11)(R9*1), Z16, Z7
-	VFMADD231PS.BCST (R11)(R9*2), Z16, Z8
-	VFMADD231PS.BCST (R15), Z16, Z9
-	VFMADD231PS.BCST (R15)(R9*1), Z16, Z10
-	VFMADD231PS.BCST (R15)(R9*2), Z16, Z11
-	VFMADD231PS.BCST (SI), Z16, Z12
-	VFMADD231PS.BCST (SI)(R9*1), Z16, Z13
-	ADDQ $4, R8
-	ADDQ $4, R10
-	ADDQ $4, R11
-	ADDQ $4, R15
-	ADDQ $4, SI
-	ADDQ $4, DX
-	ADDQ $64, DI
-	DECQ CX
-	JNZ taps14
-
-	ADDQ R12, R14
-	DECQ AX
-	JNZ rows14
-
-	MOVQ out+48(FP), DX
-	ACTIVATE(t14store)
-t14store:
-	MOVQ outStride+56(FP), R9
-	VMOVUPS Z0, (DX)
-	ADDQ R9, DX
-	VMOVUPS Z1, (DX)
-	ADDQ R9, DX
-	VMOVUPS Z2, (DX)
-	ADDQ R9, DX
-	VMOVUPS Z3, (DX)
-	ADDQ R9, DX
-	VMOVUPS Z4, (DX)
-	ADDQ R9, DX
-	VMOVUPS Z5, (DX)
-	ADDQ R9, DX
-	VMOVUPS Z6, (DX)
-	ADDQ R9, DX
-	VMOVUPS Z7, (DX)
-	ADDQ R9, DX
-	VMOVUPS Z8, (DX)
-	ADDQ R9, DX
-	VMOVUPS Z9, (DX)
-	ADDQ R9, DX
-	VMOVUPS Z10, (DX)
-	ADDQ R9, DX
-	VMOVUPS Z11, (DX)
-	ADDQ R9, DX
-	VMOVUPS Z12, (DX)
-	ADDQ R9, DX
-	VMOVUPS Z13, (DX)
-	ADDQ R9, DX
-	ADDQ R9, DX
-	ADDQ R9, DX
-	VZEROUPPER
-	RET
-
-// func convTile7(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32, outStride int, bias *float32, act int)
-//
-// convTile for 7 output pixels (a row of 7, 14 or 28 in whole tiles): its
-// code without pixel 7.
-TEXT ·convTile7(SB), NOSPLIT, $0-80
-	MOVQ x+0(FP), R14
-	MOVQ pixStride+8(FP), R9
-	MOVQ rowStride+16(FP), R12
-	MOVQ c+24(FP), R13
-	MOVQ k+32(FP), BX
-	MOVQ w+40(FP), DI
-	MOVQ out+48(FP), DX
-
-	MOVQ bias+64(FP), SI
-	VMOVUPS (SI), Z26
-	VMOVUPS 64(SI), Z27
-	VMOVAPS Z26, Z0
-	VMOVAPS Z27, Z1
-	VMOVAPS Z26, Z2
-	VMOVAPS Z27, Z3
-	VMOVAPS Z26, Z4
-	VMOVAPS Z27, Z5
-	VMOVAPS Z26, Z6
-	VMOVAPS Z27, Z7
-	VMOVAPS Z26, Z8
-	VMOVAPS Z27, Z9
-	VMOVAPS Z26, Z10
-	VMOVAPS Z27, Z11
-	VMOVAPS Z26, Z12
-	VMOVAPS Z27, Z13
-	VMOVAPS Z26, Z14
-	VMOVAPS Z27, Z15
-
-	MOVQ BX, AX         // ky countdown
-	IMULQ BX, R13       // k·c: the channels of a row of taps7, in floats
-
-rows7:
-	// Pixel p of this tap row: R8 + p·R9 (R10 = R8 + 3·R9, R11 = R8 + 6·R9).
-	MOVQ R14, R8
-	LEAQ (R8)(R9*2), R10
-	ADDQ R9, R10
-	LEAQ (R10)(R9*2), R11
-	ADDQ R9, R11
-	MOVQ R13, CX        // every (kx, ci) of the row: contiguous in x and w
-
-taps7:
-	VMOVUPS (DI), Z16
-	VMOVUPS 64(DI), Z17
-	VBROADCASTSS (R8), Z18
-	VBROADCASTSS (R8)(R9*1), Z19
-	VBROADCASTSS (R8)(R9*2), Z20
-	VBROADCASTSS (R10), Z21
-	VBROADCASTSS (R8)(R9*4), Z22
-	VBROADCASTSS (R10)(R9*2), Z23
-	VBROADCASTSS (R11), Z24
-	VFMADD231PS Z18, Z16, Z0
-	VFMADD231PS Z18, Z17, Z1
-	VFMADD231PS Z19, Z16, Z2
-	VFMADD231PS Z19, Z17, Z3
-	VFMADD231PS Z20, Z16, Z4
-	VFMADD231PS Z20, Z17, Z5
-	VFMADD231PS Z21, Z16, Z6
-	VFMADD231PS Z21, Z17, Z7
-	VFMADD231PS Z22, Z16, Z8
-	VFMADD231PS Z22, Z17, Z9
-	VFMADD231PS Z23, Z16, Z10
-	VFMADD231PS Z23, Z17, Z11
-	VFMADD231PS Z24, Z16, Z12
-	VFMADD231PS Z24, Z17, Z13
-	ADDQ $4, R8
-	ADDQ $4, R10
-	ADDQ $4, R11
-	ADDQ $128, DI
-	DECQ CX
-	JNZ taps7
-
-	ADDQ R12, R14
-	DECQ AX
-	JNZ rows7
-
-	ACTIVATE(t32store7)
-t32store7:
-	MOVQ outStride+56(FP), R9
-	VMOVUPS Z0, (DX)
-	VMOVUPS Z1, 64(DX)
-	ADDQ R9, DX
-	VMOVUPS Z2, (DX)
-	VMOVUPS Z3, 64(DX)
-	ADDQ R9, DX
-	VMOVUPS Z4, (DX)
-	VMOVUPS Z5, 64(DX)
-	ADDQ R9, DX
-	VMOVUPS Z6, (DX)
-	VMOVUPS Z7, 64(DX)
-	ADDQ R9, DX
-	VMOVUPS Z8, (DX)
-	VMOVUPS Z9, 64(DX)
-	ADDQ R9, DX
-	VMOVUPS Z10, (DX)
-	VMOVUPS Z11, 64(DX)
-	ADDQ R9, DX
-	VMOVUPS Z12, (DX)
-	VMOVUPS Z13, 64(DX)
-	ADDQ R9, DX
-	ADDQ R9, DX
 	VZEROUPPER
 	RET

@@ -4,11 +4,11 @@ package kernels
 
 var hasDirect = false
 
-func convTile(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32, outStride int, bias *float32, act int) {
+func convTile(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32, outStride int, bias *float32, act, pixels int) {
 	panic("kernels: no direct convolution kernel on this architecture")
 }
 
-func convTile16(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32, outStride int, bias *float32, act int) {
+func convTile16(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32, outStride int, bias *float32, act, pixels int) {
 	panic("kernels: no direct convolution kernel on this architecture")
 }
 
@@ -22,12 +22,4 @@ func addAct(dst, a, b *float32, n, act int) {
 
 func fakeQuant(x *float32, n int, q *FakeQuant) {
 	panic("kernels: no AVX-512 here")
-}
-
-func convTile14(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32, outStride int, bias *float32, act int) {
-	panic("kernels: no direct convolution kernel on this architecture")
-}
-
-func convTile7(x *float32, pixStride, rowStride, c, k int, w *float32, out *float32, outStride int, bias *float32, act int) {
-	panic("kernels: no direct convolution kernel on this architecture")
 }

@@ -1,6 +1,9 @@
 package infer
 
-import "github.com/lathe-ml/lathe/internal/kernels"
+import (
+	"github.com/lathe-ml/lathe/graph"
+	"github.com/lathe-ml/lathe/internal/kernels"
+)
 
 // DirectInt8 is a convolution on integer codes without the patch matrix
 // (direct8).
@@ -33,7 +36,7 @@ type direct8 struct {
 // newDirect8 builds the kernel from a layer's int8 kernel; nil where the
 // weights have a zero point or VNNI is missing.
 func newDirect8(l *Layer, k8 *int8Layer) *direct8 {
-	if k8 == nil || !hasVNNI || l.Groups != 1 || l.Kind != "conv" {
+	if k8 == nil || !hasVNNI || l.Groups != 1 || l.Kind != string(graph.Conv) {
 		return nil
 	}
 	for _, z := range k8.zw {

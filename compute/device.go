@@ -65,9 +65,10 @@ type Device interface {
 	GatherRows(dst, src, idx Buffer, off, rows, width int)
 
 	// GatherShifted is GatherRows for images: dst's row r is image
-	// idx[off+r] of src (h×w pixels each) translated by (dy, dx) =
-	// (shifts[2i], shifts[2i+1]) for that image i, zero-filled (shifts:
-	// int32, two per image of src).
+	// idx[off+r] of src (h×w pixels each) — mirrored left to right when
+	// shifts[3i+2] is not 0 — translated by (dy, dx) = (shifts[3i],
+	// shifts[3i+1]) for that image i, zero-filled (shifts: int32, three per
+	// image of src).
 	GatherShifted(dst, src, idx, shifts Buffer, off, rows, h, w int)
 	// DropoutMask sets mask[i] to scale where a hash of (seed, i) drawn
 	// uniform in [0, 1) is at least p, and to 0 elsewhere (the same bits on
@@ -76,13 +77,14 @@ type Device interface {
 	// Mul sets x[i] *= y[i] for n elements.
 	Mul(x, y Buffer, n int)
 
-	// Im2col lays out the k×k patches of rows NHWC images x (h×w×c) as
-	// the rows of col ([rows·oh·ow, k·k·c], (ky, kx, c) order, oh = h−k+1):
-	// a valid stride-1 convolution becomes col·Wᵀ for filters W [f, k, k, c].
-	Im2col(col, x Buffer, rows, h, w, c, k int)
+	// Im2col lays out the k×k patches, moved by stride over rows NHWC
+	// images x (h×w×c) with pad zeros on each side, as the rows of col
+	// ([rows·oh·ow, k·k·c], (ky, kx, c) order, oh = (h+2·pad−k)/stride+1,
+	// ConvOut): a convolution becomes col·Wᵀ for filters W [f, k, k, c].
+	Im2col(col, x Buffer, rows, h, w, c, k, stride, pad int)
 	// Col2im is Im2col's adjoint: dx[b, y, x, c] = the sum, over the
 	// patches covering it in (ky, kx) order, of their dcol entries.
-	Col2im(dx, dcol Buffer, rows, h, w, c, k int)
+	Col2im(dx, dcol Buffer, rows, h, w, c, k, stride, pad int)
 	// MaxPool takes 2×2 maxima of rows NHWC images x (h×w×c) into y
 	// ([rows, h/2, w/2, c]) and records each one's offset in its image
 	// (int32, the first of equal values in row-major order) in arg.
@@ -90,6 +92,36 @@ type Device interface {
 	// MaxPoolGrad routes dy back through arg: dx (rows images of h×w×c)
 	// is zero except at the maxima, which get their dy.
 	MaxPoolGrad(dx, dy, arg Buffer, rows, h, w, c int)
+
+	// BNStats sets mean[j] and inv[j] = 1/√(var_j + eps) from the mean
+	// and biased variance of column j of x (rows×cols: NHWC positions by
+	// channels), both from float64 sums of x and x² taken in blocks of
+	// ColSumBlock rows, the blocks added in order (var = E[x²] − mean²,
+	// at least 0). With rmean and rvar (not nil) it then moves the running
+	// statistics toward the batch's in float64: r = (1−momentum)·r +
+	// momentum·batch, the variance unbiased by rows/(rows−1).
+	BNStats(mean, inv, rmean, rvar, x Buffer, rows, cols int, momentum, eps float64)
+	// BNInv sets inv[j] = 1/√(vr[j] + eps) for cols values (evaluation:
+	// the running variance).
+	BNInv(inv, vr Buffer, cols int, eps float64)
+	// BNForward sets y[r, j] = h·gamma[j] + beta[j] with h = (x[r, j] −
+	// mean[j])·inv[j], then ReLU when relu (float32, never fused).
+	BNForward(y, x, mean, inv, gamma, beta Buffer, rows, cols int, relu bool)
+	// BNGrad is BNForward's backward pass in training, from dz (the
+	// gradient of h·gamma + beta): dbeta = Σ dz and dgamma = Σ dz·h per
+	// column (float64 sums in BNStats' order, rounded), and dx = k·((rows·dz −
+	// dbeta) − h·dgamma) with k = gamma·inv/rows.
+	BNGrad(dx, dgamma, dbeta, dz, x, mean, inv, gamma Buffer, rows, cols int)
+	// AddAct sets y = a + b for n elements, then ReLU when relu (y may be
+	// a or b).
+	AddAct(y, a, b Buffer, n int, relu bool)
+	// Copy sets dst[i] = src[i] for n elements.
+	Copy(dst, src Buffer, n int)
+	// GlobalAvgPool sets y[r, j] to the mean of x[r, p, j] over the hw
+	// positions p (a float32 sum in position order, divided by hw).
+	GlobalAvgPool(y, x Buffer, rows, hw, c int)
+	// GlobalAvgPoolGrad sets dx[r, p, j] = dy[r, j] / hw.
+	GlobalAvgPoolGrad(dx, dy Buffer, rows, hw, c int)
 
 	// SoftmaxKD computes, per row of logits (rows×cols), the loss
 	// (1−α)·CE(softmax(s), y) + α·T²·KL(softmax(t/T) ‖ softmax(s/T)) with
@@ -114,3 +146,7 @@ type Device interface {
 	// Fill sets the first n elements of x to v.
 	Fill(x Buffer, n int, v float32)
 }
+
+// ConvOut is the output height (or width) of a convolution of kernel k
+// moved by stride over n pixels with pad zeros on each side.
+func ConvOut(n, k, stride, pad int) int { return (n+2*pad-k)/stride + 1 }

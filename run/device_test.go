@@ -189,9 +189,6 @@ func TestDeviceRefusesWhatItCannotDo(t *testing.T) {
     rank     = 8
     at_epoch = 0
   }`, "tiny.hcl:14,3: low-rank factorization is not supported on the cpu device"},
-		{`augment {
-    flip = true
-  }`, "tiny.hcl:15,12: horizontal flips is not supported on the cpu device"},
 	} {
 		j, err := recipes.Parse([]byte(withBlock(tc.block)), "tiny.hcl", nil)
 		if err != nil {

@@ -12,45 +12,72 @@ import (
 	"github.com/lathe-ml/lathe/graph"
 )
 
-// DeviceNet is a network of linear, convolution and max-pooling layers
-// (graph.Layer: what a model's graph.Network holds)
-// whose whole training step — forward, loss, backward, masks, fake
-// quantization, distillation loss and the momentum update — runs on a
-// compute.Device: parameters, optimizer state, activations and gradients
-// live in device Buffers, and the host only uploads inputs and downloads
-// metrics and weights.
+// DeviceNet is a network of graph.Layers (linear, convolution with
+// stride and padding, max-pooling, batch norm, residual addition, global
+// average pooling and flatten: what a model's graph.Network holds) whose
+// whole training step — forward, loss, backward, masks, fake quantization,
+// distillation loss and the momentum update — runs on a compute.Device:
+// parameters, optimizer state, batch norms' statistics, activations and
+// gradients live in device Buffers, and the host only uploads inputs and
+// downloads metrics and weights.
 //
-// Weights are [out, in] row-major for linear layers (PyTorch's nn.Linear
-// layout) and [f, k, k, c] for convolutions (lathe's model layout);
-// activations are NHWC, flattened as they lie.
+// Parameters are held in the order of the network's graph.Params (a
+// model's Params): weights [out, in] row-major for linear layers
+// (PyTorch's nn.Linear layout) and [f, k, k, c] for convolutions (lathe's
+// model layout), then biases; a batch norm's scale and shift. Activations
+// are NHWC, flattened as they lie.
 type DeviceNet struct {
 	dev    compute.Device
-	layers []graph.Layer
+	layers []devLayer
+	params []devParam
 	batch  int
-	in     int   // input features per sample
-	outN   []int // output elements per sample, per layer
-	param  []int // layer → its weight index (−1: none)
-	player []int // weight index → layer
-	wRows  []int // per weight: output rows (outputs or filters)
-	wCols  []int // per weight: inputs per row (in, or k·k·c)
+	in     int // input features per sample
+	// probe keeps batch norms' running statistics as they are in training
+	// passes (the gradient tests' loss probes).
+	probe bool
 
-	w, b, vw, vb, gw, gb, mask []compute.Buffer // per weight
-	wq, amax                   []compute.Buffer // fake-quantized weights and their scales' source
-	act, grad                  []compute.Buffer // per layer: output [batch, outN] and its gradient
-	col, dcol, arg             []compute.Buffer // per layer: conv patches and their gradient; pooling maxima
-	x, labels, stats           compute.Buffer
-	// quant is each weight's levels each side (2^(bits−1) − 1; 0: float
-	// weights), perTensor whether one scale covers the whole weight.
-	quant     []float32
-	perTensor []bool
+	x, labels, stats compute.Buffer
+	// Shared scratch: a convolution's patch gradients, and a gradient to
+	// be added to one already written (a layer read by several).
+	dcol, spare compute.Buffer
+	zeros       compute.Buffer // a bias of zeros (ReLU after a convolution without bias)
 	// Dropout in training: on the input (SetDropout) and after each layer
 	// at its graph.Layer rate, with masks drawn on the device from (seed,
 	// step, layer).
 	dropIn   float32
 	dropSeed uint64
 	inMask   compute.Buffer
-	hidMask  []compute.Buffer // per layer (nil where none)
 	all      []compute.Buffer
+}
+
+// devLayer is a layer of a DeviceNet and its buffers.
+type devLayer struct {
+	graph.Layer
+	from      []int // the layers it reads (−1: the network's input)
+	n         int   // output elements per sample
+	w, b      int   // its weight (a batch norm's scale) and bias (shift) in params; −1: none
+	act, grad compute.Buffer
+	col, arg  compute.Buffer // a convolution's patches; max-pooling's maxima
+	// A batch norm's batch mean and 1/σ (training) or its running mean's
+	// copy and 1/σ of the running variance (evaluation), and its running
+	// statistics.
+	mean, inv, rmean, rvar compute.Buffer
+	hidMask                compute.Buffer // dropout (nil where none)
+}
+
+// devParam is a parameter of a DeviceNet: its value, momentum, gradient
+// and mask (1 kept, 0 pruned), and for a linear or convolution weight its
+// fake-quantized copy and scales.
+type devParam struct {
+	graph.Param
+	n, rows       int // elements; output rows (the first dimension)
+	decay         bool
+	w, v, g, mask compute.Buffer
+	wq, amax      compute.Buffer
+	// quant is the levels each side (2^(bits−1) − 1; 0: float weights),
+	// perTensor whether one scale covers the whole weight.
+	quant     float32
+	perTensor bool
 }
 
 // MLPLayers are the layers of a ReLU MLP of the given widths (input
@@ -84,14 +111,14 @@ func NewDeviceMLP(dev compute.Device, sizes []int, batch int, seed uint64) (*Dev
 }
 
 // NewDeviceNet allocates a network of layers on dev for steps of batch
-// samples, initialized from seed like NewDeviceMLP.
-func NewDeviceNet(dev compute.Device, layers []graph.Layer, batch int, seed uint64) (*DeviceNet, error) {
+// samples, initialized from seed like NewDeviceMLP (batch norms: scale 1,
+// shift 0, running mean 0 and variance 1).
+func NewDeviceNet(dev compute.Device, layers []graph.Layer, batch int, seed uint64) (m *DeviceNet, err error) {
 	if len(layers) == 0 || batch < 1 {
 		return nil, fmt.Errorf("trainer: a device network needs layers and a positive batch (%d layers, batch %d)", len(layers), batch)
 	}
-	m := &DeviceNet{dev: dev, layers: append([]graph.Layer(nil), layers...), batch: batch}
-	var err error
-	if m.in, m.outN, err = deviceSizes(layers); err != nil {
+	m = &DeviceNet{dev: dev, batch: batch}
+	if m.layers, m.in, err = deviceLayers(layers); err != nil {
 		return nil, err
 	}
 	alloc := func(n int) compute.Buffer {
@@ -105,110 +132,165 @@ func NewDeviceNet(dev compute.Device, layers []graph.Layer, batch int, seed uint
 		}
 		return b
 	}
-	r := rand.New(rand.NewPCG(seed, 0x6c617468))
-	for i, L := range layers {
-		m.act = append(m.act, alloc(batch*m.outN[i]))
-		m.grad = append(m.grad, alloc(batch*m.outN[i]))
-		var col, dcol, arg compute.Buffer
+	var dcol, spare, zeros int
+	for i := range m.layers {
+		L := &m.layers[i]
+		L.act, L.grad = alloc(batch*L.n), alloc(batch*L.n)
+		spare = max(spare, batch*L.n)
 		switch L.Kind {
 		case graph.Conv:
-			o := L.Output()
-			n := batch * o.H * o.W * L.Kernel * L.Kernel * L.In.C
-			col, dcol = alloc(n), alloc(n)
+			if n := batch * L.n / L.Out * L.Kernel * L.Kernel * L.In.C; !pointwise(L.Layer) {
+				L.col = alloc(n)
+				dcol = max(dcol, n)
+			}
+			zeros = max(zeros, L.Out)
 		case graph.MaxPool:
-			arg = alloc(batch * m.outN[i])
+			L.arg = alloc(batch * L.n)
+		case graph.BatchNorm:
+			c := L.In.C
+			L.mean, L.inv, L.rmean, L.rvar = alloc(c), alloc(c), alloc(c), alloc(c)
+			if err == nil {
+				dev.Fill(L.rvar, c, 1)
+			}
 		}
-		m.col, m.dcol, m.arg = append(m.col, col), append(m.dcol, dcol), append(m.arg, arg)
-		var hm compute.Buffer
 		if L.Dropout > 0 {
-			hm = alloc(batch * m.outN[i])
+			L.hidMask = alloc(batch * L.n)
 		}
-		m.hidMask = append(m.hidMask, hm)
-		if L.Kind == graph.MaxPool {
-			m.param = append(m.param, -1)
-			continue
-		}
-		rows, cols := L.Out, L.In.Size()
-		if L.Kind == graph.Conv {
-			cols = L.Kernel * L.Kernel * L.In.C
-		}
-		m.param = append(m.param, len(m.w))
-		m.player = append(m.player, i)
-		m.wRows, m.wCols = append(m.wRows, rows), append(m.wCols, cols)
-		m.w = append(m.w, alloc(rows*cols))
-		m.b = append(m.b, alloc(rows))
-		m.vw = append(m.vw, alloc(rows*cols))
-		m.vb = append(m.vb, alloc(rows))
-		m.gw = append(m.gw, alloc(rows*cols))
-		m.gb = append(m.gb, alloc(rows))
-		m.mask = append(m.mask, alloc(rows*cols))
-		m.wq = append(m.wq, alloc(rows*cols))
-		m.amax = append(m.amax, alloc(rows))
-		if err != nil {
-			m.Free()
-			return nil, fmt.Errorf("trainer: device network on %s: %w", dev.Name(), err)
-		}
-		w := make([]float32, rows*cols)
-		lim := math.Sqrt(6 / float64(cols))
-		for i := range w {
-			w[i] = float32((2*r.Float64() - 1) * lim)
-		}
-		p := len(m.w) - 1
-		if err = dev.Upload(m.w[p], w); err == nil {
-			dev.Fill(m.mask[p], rows*cols, 1)
+		L.w, L.b = -1, -1
+		for _, p := range L.Params() {
+			if p.Bias {
+				L.b = len(m.params)
+			} else {
+				L.w = len(m.params)
+			}
+			m.params = append(m.params, m.newParam(p, alloc))
 		}
 	}
-	m.quant, m.perTensor = make([]float32, len(m.w)), make([]bool, len(m.w))
-	m.x = alloc(batch * m.in)
-	m.labels = alloc(batch)
-	m.stats = alloc(3)
+	m.dcol, m.spare, m.zeros = alloc(dcol), alloc(spare), alloc(zeros)
+	m.x, m.labels, m.stats = alloc(batch*m.in), alloc(batch), alloc(3)
+	if err == nil && len(m.params) == 0 {
+		err = errors.New("a network without parameters")
+	}
+	if err == nil {
+		err = m.initialize(seed)
+	}
 	if err != nil {
 		m.Free()
 		return nil, fmt.Errorf("trainer: device network on %s: %w", dev.Name(), err)
 	}
-	if len(m.w) == 0 {
-		m.Free()
-		return nil, errors.New("trainer: a device network without weights")
-	}
 	return m, nil
 }
 
-// deviceSizes checks that the device path has every layer's kind and
-// activation and that the layers chain, and returns the input's and each
-// layer's output's elements per sample.
-func deviceSizes(layers []graph.Layer) (first int, outN []int, err error) {
-	if len(layers) > 0 {
-		if err := (graph.Network{Input: layers[0].In, Layers: layers}).Basic(); err != nil {
-			return 0, nil, fmt.Errorf("trainer: the device path runs chains of linear, plain conv and 2×2 max-pool layers so far: %w", err)
-		}
+// newParam allocates a parameter's buffers (its mask all ones).
+func (m *DeviceNet) newParam(p graph.Param, alloc func(int) compute.Buffer) devParam {
+	n := int(p.Size())
+	d := devParam{Param: p, n: n, rows: p.Shape[0], decay: true}
+	d.w, d.v, d.g, d.mask = alloc(n), alloc(n), alloc(n), alloc(n)
+	if d.mask != nil {
+		m.dev.Fill(d.mask, n, 1)
 	}
-	prev := 0
-	for i, L := range layers {
-		var in, out int
-		switch L.Kind {
-		case graph.Linear, graph.MaxPool:
-			in, out = L.In.Size(), L.Output().Size()
-		case graph.Conv:
-			if L.Kernel < 1 || L.In.H < L.Kernel || L.In.W < L.Kernel || L.In.C < 1 || L.Out < 1 {
-				return 0, nil, fmt.Errorf("trainer: layer %d: conv %v with %d filters of %d", i, L.In, L.Out, L.Kernel)
+	if quantizable(p) {
+		d.wq, d.amax = alloc(n), alloc(d.rows)
+	}
+	return d
+}
+
+// quantizable says whether p is a linear or convolution weight (what
+// quantization and fake quantization act on).
+func quantizable(p graph.Param) bool { return !p.Bias && !p.Norm }
+
+// pointwise says whether a convolution reads its input as its own patches
+// (1×1, stride 1, no padding, one group): no im2col.
+func pointwise(L graph.Layer) bool {
+	k, s, p := L.Window()
+	return k == 1 && s == 1 && p == 0
+}
+
+// initialize sets He-uniform weights drawn from seed in parameter order
+// (on the host, then uploaded, so every device starts from the same bits)
+// and a batch norm's scale to 1; the rest stays 0.
+func (m *DeviceNet) initialize(seed uint64) error {
+	r := rand.New(rand.NewPCG(seed, 0x6c617468))
+	for _, p := range m.params {
+		switch {
+		case p.Norm && !p.Bias:
+			m.dev.Fill(p.w, p.n, 1)
+		case quantizable(p.Param):
+			w := make([]float32, p.n)
+			lim := math.Sqrt(6 / float64(p.n/p.rows))
+			for i := range w {
+				w[i] = float32((2*r.Float64() - 1) * lim)
 			}
-			in, out = L.In.Size(), L.Output().Size()
-		default:
-			return 0, nil, fmt.Errorf("trainer: layer %d (%s): the device path has no %s layer", i, L.Name, L.Kind)
+			if err := m.dev.Upload(p.w, w); err != nil {
+				return err
+			}
 		}
-		if L.Act != graph.ReLU && L.Act != graph.Identity {
-			return 0, nil, fmt.Errorf("trainer: layer %d (%s): the device path has no %s activation", i, L.Name, L.Act)
-		}
-		if in < 1 || out < 1 || (i > 0 && in != prev) {
-			return 0, nil, fmt.Errorf("trainer: layer %d (%s) takes %d inputs after %d outputs", i, L.Kind, in, prev)
-		}
-		if i == 0 {
-			first = in
-		}
-		outN = append(outN, out)
-		prev = out
 	}
-	return first, outN, nil
+	return nil
+}
+
+// deviceLayers checks that the device path has every layer's kind,
+// geometry and activation and that the layers connect, and returns them
+// with their inputs resolved and the input's elements per sample.
+func deviceLayers(layers []graph.Layer) ([]devLayer, int, error) {
+	net := graph.Network{Input: layers[0].In, Layers: layers}
+	if len(layers[0].Inputs) == 0 && layers[0].Kind == graph.Linear {
+		net.Input = graph.Shape{H: 1, W: 1, C: layers[0].In.Size()}
+	}
+	index := map[string]int{graph.Input: -1}
+	out := make([]devLayer, len(layers))
+	for i, L := range layers {
+		fail := func(what string, args ...any) ([]devLayer, int, error) {
+			return nil, 0, fmt.Errorf("trainer: layer %d (%s): %s", i, L.Name, fmt.Sprintf(what, args...))
+		}
+		k, _, _ := L.Window()
+		switch {
+		case L.Kind == graph.Conv && L.GroupCount() != 1:
+			return fail("the device path has no grouped (depthwise) convolutions yet")
+		case L.Kind == graph.MaxPool && (k != 2 || L.Stride != 0 && L.Stride != 2 || L.Pad != 0):
+			return fail("the device path pools 2×2 windows at stride 2 only")
+		case !slices.Contains([]graph.Kind{graph.Linear, graph.Conv, graph.MaxPool, graph.BatchNorm, graph.Add, graph.GlobalAvgPool, graph.Flatten}, L.Kind):
+			return fail("the device path has no %s layer", L.Kind)
+		case L.Act != graph.ReLU && L.Act != graph.Identity && L.Act != "":
+			return fail("the device path has no %s activation", L.Act)
+		case L.Kind == graph.Conv && (k < 1 || L.In.H+2*L.Pad < k || L.In.W+2*L.Pad < k):
+			return fail("conv %v with %d filters of %d", L.In, L.Out, k)
+		}
+		d := devLayer{Layer: L, n: L.Output().Size()}
+		names := L.Inputs
+		if len(names) == 0 {
+			names = []string{graph.Input}
+			if i > 0 {
+				names = []string{layers[i-1].Name}
+			}
+		}
+		for _, name := range names {
+			j, ok := index[name]
+			if !ok {
+				return fail("reads %q, which no earlier layer is", name)
+			}
+			size := net.Input.Size()
+			if j >= 0 {
+				size = out[j].n
+			}
+			if i == 0 && j < 0 {
+				size = L.In.Size()
+			}
+			if size != L.In.Size() || size < 1 {
+				return fail("takes %d inputs per sample, %s gives %d", L.In.Size(), name, size)
+			}
+			d.from = append(d.from, j)
+		}
+		if (L.Kind == graph.Add) != (len(d.from) > 1) {
+			return fail("a %s layer with %d inputs", L.Kind, len(d.from))
+		}
+		if d.n < 1 {
+			return fail("no outputs")
+		}
+		index[L.Name] = i
+		out[i] = d
+	}
+	return out, layers[0].In.Size(), nil
 }
 
 // Free returns the network's buffers to the device.
@@ -221,43 +303,52 @@ func (m *DeviceNet) Free() {
 	m.all = nil
 }
 
-// Layers is the number of weight layers (linear and conv); weight-layer
-// indices below count these.
-func (m *DeviceNet) Layers() int { return len(m.w) }
-
 // classes is the width of the last layer's output.
-func (m *DeviceNet) classes() int { return m.outN[len(m.outN)-1] }
+func (m *DeviceNet) classes() int { return m.layers[len(m.layers)-1].n }
 
-// SetWeights uploads the weights and biases, weight layer by weight layer,
-// replacing the initialization.
-func (m *DeviceNet) SetWeights(w, b [][]float32) error {
-	if len(w) != len(m.w) || len(b) != len(m.b) {
-		return fmt.Errorf("trainer: %d weights and %d biases for %d weight layers", len(w), len(b), len(m.w))
+// SetParams uploads every parameter's values, in the network's parameter
+// order (a model's Params), replacing the initialization.
+func (m *DeviceNet) SetParams(vals [][]float32) error {
+	if len(vals) != len(m.params) {
+		return fmt.Errorf("trainer: %d parameters for a network of %d", len(vals), len(m.params))
 	}
-	for p := range m.w {
-		if len(w[p]) != m.wRows[p]*m.wCols[p] || len(b[p]) != m.wRows[p] {
-			return fmt.Errorf("trainer: weight layer %d: %d weights and %d biases, want %d×%d", p, len(w[p]), len(b[p]), m.wRows[p], m.wCols[p])
+	for i, p := range m.params {
+		if len(vals[i]) != p.n {
+			return fmt.Errorf("trainer: parameter %s: %d values, want %d", p.Name, len(vals[i]), p.n)
 		}
-		if err := m.dev.Upload(m.w[p], w[p]); err != nil {
-			return err
-		}
-		if err := m.dev.Upload(m.b[p], b[p]); err != nil {
+		if err := m.dev.Upload(p.w, vals[i]); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// SetLayerQuant sets weight layer p's quantization: bits 2…8 (0: float),
-// one scale per output row (filter) or, perTensor, one for the whole
-// weight.
-func (m *DeviceNet) SetLayerQuant(p, bits int, perTensor bool) error {
-	if bits != 0 && (bits < 2 || bits > 8) {
+// SetQuant sets parameter name's quantization: bits 2…8 (0: float), one
+// scale per output row (filter) or, perTensor, one for the whole weight.
+func (m *DeviceNet) SetQuant(name string, bits int, perTensor bool) error {
+	i := slices.IndexFunc(m.params, func(p devParam) bool { return p.Name == name })
+	switch {
+	case i < 0 || !quantizable(m.params[i].Param):
+		return fmt.Errorf("trainer: the network has no weight %q to quantize", name)
+	case bits != 0 && (bits < 2 || bits > 8):
 		return fmt.Errorf("trainer: quantization to %d bits: 2 to 8", bits)
 	}
-	m.quant[p], m.perTensor[p] = 0, perTensor
+	p := &m.params[i]
+	p.quant, p.perTensor = 0, perTensor
 	if bits > 0 {
-		m.quant[p] = float32(int(1)<<(bits-1) - 1)
+		p.quant = float32(int(1)<<(bits-1) - 1)
+	}
+	return nil
+}
+
+// SetDecay says which parameters weight decay acts on (a flag per
+// parameter; nil: all of them, the default).
+func (m *DeviceNet) SetDecay(decay []bool) error {
+	if decay != nil && len(decay) != len(m.params) {
+		return fmt.Errorf("trainer: %d weight decay flags for %d parameters", len(decay), len(m.params))
+	}
+	for i := range m.params {
+		m.params[i].decay = decay == nil || decay[i]
 	}
 	return nil
 }
@@ -288,29 +379,29 @@ func (m *DeviceNet) SetDropout(input float64, seed uint64) error {
 
 // drops says whether the network draws dropout masks in training.
 func (m *DeviceNet) drops() bool {
-	return m.dropIn > 0 || slices.ContainsFunc(m.layers, func(L graph.Layer) bool { return L.Dropout > 0 })
+	return m.dropIn > 0 || slices.ContainsFunc(m.layers, func(L devLayer) bool { return L.Dropout > 0 })
 }
 
-// weights returns the weights the forward pass uses for weight layer p,
+// weights returns the values the forward pass uses for parameter p,
 // quantized when QAT is on for it.
 func (m *DeviceNet) weights(p int) compute.Buffer {
-	if m.quant[p] == 0 {
-		return m.w[p]
+	if m.params[p].quant == 0 {
+		return m.params[p].w
 	}
-	return m.wq[p]
+	return m.params[p].wq
 }
 
 func (m *DeviceNet) quantize() {
-	for p := range m.w {
-		if m.quant[p] == 0 {
+	for _, p := range m.params {
+		if p.quant == 0 {
 			continue
 		}
-		rows, cols := m.wRows[p], m.wCols[p]
-		if m.perTensor[p] {
-			rows, cols = 1, rows*cols
+		rows, cols := p.rows, p.n/p.rows
+		if p.perTensor {
+			rows, cols = 1, p.n
 		}
-		m.dev.RowAbsMax(m.amax[p], m.w[p], rows, cols)
-		m.dev.FakeQuant(m.wq[p], m.w[p], m.amax[p], rows, cols, m.quant[p])
+		m.dev.RowAbsMax(p.amax, p.w, rows, cols)
+		m.dev.FakeQuant(p.wq, p.w, p.amax, rows, cols, p.quant)
 	}
 }
 
@@ -319,45 +410,9 @@ func (m *DeviceNet) dropSeedFor(step int64, layer int) uint64 {
 	return m.dropSeed ^ uint64(step)*0x9e3779b97f4a7c15 ^ uint64(layer+2)<<56
 }
 
-// forward runs rows samples of x through the network; the logits are in
-// act[last]. With train and dropout on, masks for step are drawn and
-// applied (x itself is masked in place).
-func (m *DeviceNet) forward(x compute.Buffer, rows int, train bool, step int64) compute.Buffer {
-	if train && m.dropIn > 0 && x == m.x {
-		n := rows * m.in
-		m.dev.DropoutMask(m.inMask, n, m.dropIn, 1/(1-m.dropIn), m.dropSeedFor(step, -1))
-		m.dev.Mul(x, m.inMask, n)
-	}
-	in := x
-	for i, L := range m.layers {
-		relu := L.Act == graph.ReLU
-		switch L.Kind {
-		case graph.Linear:
-			p := m.param[i]
-			m.dev.Gemm(false, true, rows, L.Out, L.In.Size(), 1, in, m.weights(p), 0, m.act[i])
-			m.dev.BiasAct(m.act[i], m.b[p], rows, L.Out, relu)
-		case graph.Conv:
-			p := m.param[i]
-			o := L.Output()
-			pix := rows * o.H * o.W
-			m.dev.Im2col(m.col[i], in, rows, L.In.H, L.In.W, L.In.C, L.Kernel)
-			m.dev.Gemm(false, true, pix, L.Out, m.wCols[p], 1, m.col[i], m.weights(p), 0, m.act[i])
-			m.dev.BiasAct(m.act[i], m.b[p], pix, L.Out, relu)
-		case graph.MaxPool:
-			m.dev.MaxPool(m.act[i], m.arg[i], in, rows, L.In.H, L.In.W, L.In.C)
-		}
-		if train && m.hidMask[i] != nil {
-			n, rate := rows*m.outN[i], float32(L.Dropout)
-			m.dev.DropoutMask(m.hidMask[i], n, rate, 1/(1-rate), m.dropSeedFor(step, i))
-			m.dev.Mul(m.act[i], m.hidMask[i], n)
-		}
-		in = m.act[i]
-	}
-	return m.act[len(m.act)-1]
-}
-
 // DeviceStep is one step's settings.
 type DeviceStep struct {
+	// WeightDecay acts on the parameters SetDecay names (all by default).
 	LR, Momentum, WeightDecay float32
 	// Teacher logits for the batch (nil: no distillation), temperature and
 	// the distillation term's weight.
@@ -374,80 +429,28 @@ func (m *DeviceNet) step(s DeviceStep) {
 	m.update(s)
 }
 
-// update applies the momentum step to every weight and bias.
+// update applies the momentum step to every parameter.
 func (m *DeviceNet) update(s DeviceStep) {
-	for p := range m.w {
-		m.dev.SGD(m.w[p], m.vw[p], m.gw[p], m.mask[p], m.wRows[p]*m.wCols[p], s.LR, s.Momentum, s.WeightDecay)
-		m.dev.SGD(m.b[p], m.vb[p], m.gb[p], nil, m.wRows[p], s.LR, s.Momentum, 0)
+	for _, p := range m.params {
+		wd := s.WeightDecay
+		if !p.decay {
+			wd = 0
+		}
+		m.dev.SGD(p.w, p.v, p.g, p.mask, p.n, s.LR, s.Momentum, wd)
 	}
 }
 
-// gradients runs the forward and backward passes on the batch in m.x /
-// m.labels, leaving the gradients in gw and gb.
-func (m *DeviceNet) gradients(s DeviceStep) {
-	rows, last := m.batch, len(m.layers)-1
-	m.quantize()
-	logits := m.forward(m.x, rows, true, s.Step)
-	m.dev.SoftmaxKD(m.grad[last], m.stats, logits, m.labels, s.Teacher, rows, m.classes(), s.T, s.Alpha, 1/float32(rows))
-	for i := last; i >= 0; i-- {
-		L := m.layers[i]
-		in := m.x
-		if i > 0 {
-			in = m.act[i-1]
-		}
-		var below compute.Buffer // the gradient of the layer below's output, when there is one
-		if i > 0 {
-			below = m.grad[i-1]
-		}
-		switch L.Kind {
-		case graph.Linear:
-			p := m.param[i]
-			m.dev.Gemm(true, false, L.Out, L.In.Size(), rows, 1, m.grad[i], in, 0, m.gw[p])
-			m.dev.ColSum(m.gb[p], m.grad[i], rows, L.Out)
-			if below != nil {
-				m.dev.Gemm(false, false, rows, L.In.Size(), L.Out, 1, m.grad[i], m.weights(p), 0, below)
-			}
-		case graph.Conv:
-			p := m.param[i]
-			o := L.Output()
-			pix := rows * o.H * o.W
-			m.dev.Gemm(true, false, L.Out, m.wCols[p], pix, 1, m.grad[i], m.col[i], 0, m.gw[p])
-			m.dev.ColSum(m.gb[p], m.grad[i], pix, L.Out)
-			if below != nil {
-				m.dev.Gemm(false, false, pix, m.wCols[p], L.Out, 1, m.grad[i], m.weights(p), 0, m.dcol[i])
-				m.dev.Col2im(below, m.dcol[i], rows, L.In.H, L.In.W, L.In.C, L.Kernel)
-			}
-		case graph.MaxPool:
-			if below != nil {
-				m.dev.MaxPoolGrad(below, m.grad[i], m.arg[i], rows, L.In.H, L.In.W, L.In.C)
-			}
-		}
-		if below != nil {
-			n, prev := rows*m.outN[i-1], m.layers[i-1]
-			if m.hidMask[i-1] != nil {
-				m.dev.Mul(below, m.hidMask[i-1], n)
-			}
-			if prev.Kind != graph.MaxPool && prev.Act == graph.ReLU {
-				m.dev.ReLUGrad(below, below, m.act[i-1], n)
-			}
+// Params downloads every parameter's values, in the network's parameter
+// order (for checkpoints and tests).
+func (m *DeviceNet) Params() ([][]float32, error) {
+	out := make([][]float32, len(m.params))
+	for i, p := range m.params {
+		out[i] = make([]float32, p.n)
+		if err := m.dev.Download(out[i], p.w); err != nil {
+			return nil, err
 		}
 	}
-}
-
-// Weights downloads the float weights and biases, layer by layer (for
-// checkpoints and tests).
-func (m *DeviceNet) Weights() (w, b [][]float32, err error) {
-	for l := range m.w {
-		wl, bl := make([]float32, m.wRows[l]*m.wCols[l]), make([]float32, m.wRows[l])
-		if err = m.dev.Download(wl, m.w[l]); err != nil {
-			return nil, nil, err
-		}
-		if err = m.dev.Download(bl, m.b[l]); err != nil {
-			return nil, nil, err
-		}
-		w, b = append(w, wl), append(b, bl)
-	}
-	return w, b, nil
+	return out, nil
 }
 
 // DeviceData is a data set resident on a device: pixels/255 as float32 and
@@ -566,52 +569,92 @@ func (m *DeviceNet) ReadStats() (TrainStats, error) {
 }
 
 // DeviceNetState is everything of a DeviceNet a resumed run needs, per
-// weight layer: weights, biases, their momentum buffers and the masks (1
-// kept, 0 pruned).
+// parameter in the network's order: values, momentum buffers and masks (1
+// kept, 0 pruned); and per batch norm, in layer order, its running mean
+// and variance.
 type DeviceNetState struct {
-	W, B, VW, VB, Mask [][]float32
+	W, V, Mask      [][]float32
+	RunMean, RunVar [][]float32
 }
 
 // State downloads the network's training state.
 func (m *DeviceNet) State() (*DeviceNetState, error) {
 	st := &DeviceNetState{}
-	for p := range m.w {
-		n, o := m.wRows[p]*m.wCols[p], m.wRows[p]
+	get := func(dst *[][]float32, src compute.Buffer, n int) error {
+		buf := make([]float32, n)
+		if err := m.dev.Download(buf, src); err != nil {
+			return err
+		}
+		*dst = append(*dst, buf)
+		return nil
+	}
+	for _, p := range m.params {
 		for _, x := range []struct {
 			dst *[][]float32
 			src compute.Buffer
-			n   int
-		}{{&st.W, m.w[p], n}, {&st.B, m.b[p], o}, {&st.VW, m.vw[p], n}, {&st.VB, m.vb[p], o}, {&st.Mask, m.mask[p], n}} {
-			buf := make([]float32, x.n)
-			if err := m.dev.Download(buf, x.src); err != nil {
+		}{{&st.W, p.w}, {&st.V, p.v}, {&st.Mask, p.mask}} {
+			if err := get(x.dst, x.src, p.n); err != nil {
 				return nil, err
 			}
-			*x.dst = append(*x.dst, buf)
+		}
+	}
+	for _, L := range m.layers {
+		if L.Kind == graph.BatchNorm {
+			if err := get(&st.RunMean, L.rmean, L.In.C); err != nil {
+				return nil, err
+			}
+			if err := get(&st.RunVar, L.rvar, L.In.C); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return st, nil
 }
 
 // SetState uploads a training state State returned (from a network of
-// the same layers).
+// the same layers); nil parts (masks, running statistics) are left as
+// they are.
 func (m *DeviceNet) SetState(st *DeviceNetState) error {
-	if len(st.W) != len(m.w) || len(st.B) != len(m.w) || len(st.VW) != len(m.w) || len(st.VB) != len(m.w) || len(st.Mask) != len(m.w) {
-		return fmt.Errorf("trainer: a state of %d weight layers for a network of %d", len(st.W), len(m.w))
+	put := func(what string, src []float32, dst compute.Buffer, n int) error {
+		if len(src) != n {
+			return fmt.Errorf("trainer: %s: %d values in the state, want %d", what, len(src), n)
+		}
+		return m.dev.Upload(dst, src)
 	}
-	for p := range m.w {
-		n, o := m.wRows[p]*m.wCols[p], m.wRows[p]
-		for _, x := range []struct {
-			src []float32
-			dst compute.Buffer
-			n   int
-		}{{st.W[p], m.w[p], n}, {st.B[p], m.b[p], o}, {st.VW[p], m.vw[p], n}, {st.VB[p], m.vb[p], o}, {st.Mask[p], m.mask[p], n}} {
-			if len(x.src) != x.n {
-				return fmt.Errorf("trainer: weight layer %d: %d values in the state, want %d", p, len(x.src), x.n)
-			}
-			if err := m.dev.Upload(x.dst, x.src); err != nil {
+	if len(st.W) != len(m.params) || len(st.V) != len(m.params) || (st.Mask != nil && len(st.Mask) != len(m.params)) {
+		return fmt.Errorf("trainer: a state of %d parameters for a network of %d", len(st.W), len(m.params))
+	}
+	for i, p := range m.params {
+		if err := put(p.Name, st.W[i], p.w, p.n); err != nil {
+			return err
+		}
+		if err := put(p.Name+" momentum", st.V[i], p.v, p.n); err != nil {
+			return err
+		}
+		if st.Mask != nil {
+			if err := put(p.Name+" mask", st.Mask[i], p.mask, p.n); err != nil {
 				return err
 			}
 		}
+	}
+	if st.RunMean == nil {
+		return nil
+	}
+	k := 0
+	for _, L := range m.layers {
+		if L.Kind != graph.BatchNorm {
+			continue
+		}
+		if k >= len(st.RunMean) || k >= len(st.RunVar) {
+			return fmt.Errorf("trainer: the state's running statistics stop at batch norm %d", k)
+		}
+		if err := put(L.Name+".running_mean", st.RunMean[k], L.rmean, L.In.C); err != nil {
+			return err
+		}
+		if err := put(L.Name+".running_var", st.RunVar[k], L.rvar, L.In.C); err != nil {
+			return err
+		}
+		k++
 	}
 	return nil
 }

@@ -23,7 +23,13 @@ func benchmarkDeviceStep(b *testing.B, dev compute.Device, sizes []int, compress
 var lenet5Layers = graph.LeNet5(graph.Shape{H: 28, W: 28, C: 1}, [2]int{20, 50}, 500, 10, 0).Layers
 
 func benchmarkDeviceNet(b *testing.B, dev compute.Device, layers []graph.Layer, compressed bool) {
-	const batch, n = 1024, 8192
+	benchmarkDeviceBatch(b, dev, layers, compressed, 1024)
+}
+
+// benchmarkDeviceBatch times training steps of batch samples drawn from a
+// resident random set of 8192.
+func benchmarkDeviceBatch(b *testing.B, dev compute.Device, layers []graph.Layer, compressed bool, batch int) {
+	const n = 8192
 	in, classes := layers[0].In.Size(), layers[len(layers)-1].Out
 	train := uploadRandom(b, dev, n, in, classes, 1)
 	defer train.Free(dev)
@@ -51,15 +57,18 @@ func benchmarkDeviceNet(b *testing.B, dev compute.Device, layers []graph.Layer, 
 			b.Fatal(err)
 		}
 		defer teacher.Free()
-		for p := range m.w { // 8-bit weights, every other one pruned
-			if err := m.SetLayerQuant(p, 8, false); err != nil {
+		for _, p := range m.params { // 8-bit weights, every other one pruned
+			if !quantizable(p.Param) {
+				continue
+			}
+			if err := m.SetQuant(p.Name, 8, false); err != nil {
 				b.Fatal(err)
 			}
-			mask := make([]float32, m.wRows[p]*m.wCols[p])
+			mask := make([]float32, p.n)
 			for i := range mask {
 				mask[i] = float32(i % 2)
 			}
-			if err := dev.Upload(m.mask[p], mask); err != nil {
+			if err := dev.Upload(p.mask, mask); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -110,4 +119,22 @@ func BenchmarkDeviceStepCUDAWide(b *testing.B) {
 }
 func BenchmarkDeviceStepCUDALeNet5(b *testing.B) {
 	benchmarkDeviceNet(b, enginetest.CUDA(b), lenet5Layers, false)
+}
+
+// resnet20Layers is the ResNet-20 preset on 28×28 images (the anchor's
+// resnet20_train_b128, and bench/gpu/torch_mlp.py resnet20).
+func resnet20Layers(b *testing.B) []graph.Layer {
+	net, err := graph.ResNet(graph.Shape{H: 28, W: 28, C: 1}, 20, 10)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return net.Layers
+}
+
+func BenchmarkDeviceStepCUDAResNet20(b *testing.B) {
+	benchmarkDeviceBatch(b, enginetest.CUDA(b), resnet20Layers(b), false, 128)
+}
+
+func BenchmarkDeviceStepCPUResNet20(b *testing.B) {
+	benchmarkDeviceBatch(b, host.New(cpu.New(cpu.Options{})), resnet20Layers(b), false, 128)
 }

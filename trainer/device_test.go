@@ -51,12 +51,15 @@ func uploadRandom(t testing.TB, dev compute.Device, n, features, classes int, se
 	return d
 }
 
-// lossAt is the network's mean loss on its current batch.
+// lossAt is the network's mean loss on its current batch, batch norms
+// normalizing by the batch's statistics as in training.
 func lossAt(t *testing.T, m *DeviceNet, teacher compute.Buffer, T, alpha float32) float64 {
 	t.Helper()
 	m.quantize()
 	m.dev.Fill(m.stats, 3, 0)
-	logits := m.forward(m.x, m.batch, false, 0)
+	m.probe = true
+	logits := m.forward(m.x, m.batch, true, 0)
+	m.probe = false
 	m.dev.SoftmaxKD(nil, m.stats, logits, m.labels, teacher, m.batch, m.classes(), T, alpha, 0)
 	st := make([]float32, 3)
 	if err := m.dev.Download(st, m.stats); err != nil {
@@ -65,10 +68,10 @@ func lossAt(t *testing.T, m *DeviceNet, teacher compute.Buffer, T, alpha float32
 	return float64(st[0]) / float64(m.batch)
 }
 
-// checkGradient compares the device step's weight gradients with central
-// finite differences of its own loss (with distillation on) on one
-// random batch.
-func checkGradient(t *testing.T, m *DeviceNet, classes int, h float32) {
+// checkGradient compares the device step's parameter gradients with
+// central finite differences of its own loss (with distillation on) on one
+// random batch, probing every stride-th element of each parameter.
+func checkGradient(t *testing.T, m *DeviceNet, classes int, h float32, stride int) {
 	t.Helper()
 	dev := m.dev
 	r := rand.New(rand.NewPCG(5, 6))
@@ -84,31 +87,30 @@ func checkGradient(t *testing.T, m *DeviceNet, classes int, h float32) {
 	_ = dev.Upload(teacher, tl)
 	// A step with learning rate 0 computes the gradients and changes nothing.
 	m.step(DeviceStep{Teacher: teacher, T: 2, Alpha: 0.5})
-	for l := range m.w {
-		n := m.wRows[l] * m.wCols[l]
-		w, g := make([]float32, n), make([]float32, n)
-		if err := dev.Download(w, m.w[l]); err != nil {
+	for _, p := range m.params {
+		w, g := make([]float32, p.n), make([]float32, p.n)
+		if err := dev.Download(w, p.w); err != nil {
 			t.Fatal(err)
 		}
-		if err := dev.Download(g, m.gw[l]); err != nil {
+		if err := dev.Download(g, p.g); err != nil {
 			t.Fatal(err)
 		}
-		for i := 0; i < n; i += 3 {
+		for i := 0; i < p.n; i += stride {
 			probe := func(v float32) float64 {
 				w2 := append([]float32(nil), w...)
 				w2[i] = v
-				if err := dev.Upload(m.w[l], w2); err != nil {
+				if err := dev.Upload(p.w, w2); err != nil {
 					t.Fatal(err)
 				}
 				return lossAt(t, m, teacher, 2, 0.5)
 			}
 			num := (probe(w[i]+h) - probe(w[i]-h)) / float64((w[i]+h)-(w[i]-h))
-			_ = dev.Upload(m.w[l], w)
+			_ = dev.Upload(p.w, w)
 			// float32 losses differenced over 2h: ~1e-7/h noise, and the ReLU
 			// and max-pool kinks a step of h crosses; 2e-3 absolute is clear
 			// of both at the h each test picks.
 			if math.Abs(num-float64(g[i])) > 2e-3+1e-2*math.Abs(num) {
-				t.Errorf("weight layer %d weight %d: gradient %v, finite difference %v", l, i, g[i], num)
+				t.Errorf("%s element %d: gradient %v, finite difference %v", p.Name, i, g[i], num)
 			}
 		}
 	}
@@ -121,7 +123,7 @@ func TestDeviceMLPGradient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkGradient(t, m, 4, 1e-2)
+	checkGradient(t, m, 4, 1e-2, 3)
 }
 
 // TestDeviceConvGradient: the same through a convolution (im2col, the
@@ -140,7 +142,7 @@ func TestDeviceConvGradient(t *testing.T) {
 	}
 	// A convolution weight moves every pixel's pre-activation: a smaller
 	// step crosses fewer kinks.
-	checkGradient(t, m, 4, 1e-3)
+	checkGradient(t, m, 4, 1e-3, 3)
 }
 
 type compressedRun struct {

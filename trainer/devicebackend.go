@@ -45,6 +45,13 @@ func newDeviceBackend(t *Trainer) (d *deviceBackend, err error) {
 	if d.net, err = deviceNetOf(cfg.Device, m, cfg.Batch, cfg.Seed, true); err != nil {
 		return nil, err
 	}
+	decay := make([]bool, len(m.Params))
+	for i := range decay {
+		decay[i] = o.c.decay(i) != 0
+	}
+	if err = d.net.SetDecay(decay); err != nil {
+		return nil, err
+	}
 	if cfg.KD != nil {
 		d.kdT, d.kdAlpha = float32(cfg.KD.Temperature), float32(cfg.KD.Alpha)
 		if d.teacher, err = deviceNetOf(cfg.Device, cfg.Teachers[0], cfg.Batch, cfg.Seed, false); err != nil {
@@ -64,8 +71,8 @@ func newDeviceBackend(t *Trainer) (d *deviceBackend, err error) {
 	if d.idx, err = cfg.Device.Alloc(d.trainSet.N); err != nil {
 		return nil, err
 	}
-	if cfg.Augment.Shift > 0 {
-		if d.shifts, err = cfg.Device.Alloc(2 * d.trainSet.N); err != nil {
+	if cfg.Augment.Shift > 0 || cfg.Augment.Flip {
+		if d.shifts, err = cfg.Device.Alloc(3 * d.trainSet.N); err != nil {
 			return nil, err
 		}
 	}
@@ -107,10 +114,13 @@ func (d *deviceBackend) beginEpoch(epoch int, order []int) error {
 		return err
 	}
 	if d.shifts != nil {
-		sh := make([]int32, 2*len(order))
+		sh := make([]int32, 3*len(order))
 		for id := range len(order) {
 			dy, dx := d.t.batch.Shift(id, epoch)
-			sh[2*id], sh[2*id+1] = int32(dy), int32(dx)
+			sh[3*id], sh[3*id+1] = int32(dy), int32(dx)
+			if d.t.batch.Flipped(id, epoch) {
+				sh[3*id+2] = 1
+			}
 		}
 		if err := d.dev.UploadInt32(d.shifts, sh); err != nil {
 			return err
@@ -197,27 +207,14 @@ func (d *deviceBackend) save(sn *Snapshot) error {
 	if err != nil {
 		return err
 	}
-	sn.Optimizer = d.inParamOrder(st.VW, st.VB)
+	sn.Optimizer = st.V
 	return nil
 }
 
-// inParamOrder lists per-weight-layer weight and bias buffers in
-// Model.Params order.
-func (d *deviceBackend) inParamOrder(w, b [][]float32) [][]float32 {
-	_, _, where := splitParams(d.t.cfg.Model)
-	out := make([][]float32, len(where))
-	for i, wh := range where {
-		out[i] = w[wh[1]]
-		if wh[0] == 1 {
-			out[i] = b[wh[1]]
-		}
-	}
-	return out
-}
-
-// restore uploads a snapshot's parameters (already in the model), masks
-// and momentum buffers; a snapshot written on another backend resumes here
-// unless the model drops out (each backend draws its masks its own way).
+// restore uploads a snapshot's parameters and running statistics (already
+// in the model), masks and momentum buffers; a snapshot written on another
+// backend resumes here unless the model drops out (each backend draws its
+// masks its own way).
 func (d *deviceBackend) restore(sn *Snapshot) error {
 	t := d.t
 	if sn.Backend != d.dev.Name() && (len(sn.Dropout) > 0 || d.net.drops()) {
@@ -227,33 +224,27 @@ func (d *deviceBackend) restore(sn *Snapshot) error {
 		}
 		return fmt.Errorf("trainer: resume: the checkpoint was written on %s, whose dropout masks are drawn differently: resume it there", from)
 	}
+	mod := t.cfg.Model
 	st := &DeviceNetState{}
-	w, b, where := splitParams(t.cfg.Model)
-	st.W, st.B = w, b
-	st.VW, st.VB = make([][]float32, len(w)), make([][]float32, len(b))
-	for _, wl := range w {
-		st.Mask = append(st.Mask, slices.Repeat([]float32{1}, len(wl))) // then the masks, below
-	}
-	for i, wh := range where {
-		v := make([]float32, t.cfg.Model.Params[i].Size())
+	for i, p := range mod.Params {
+		v := make([]float32, p.Size())
 		if sn.Optimizer != nil {
 			if i >= len(sn.Optimizer) || len(sn.Optimizer[i]) != len(v) {
-				return fmt.Errorf("trainer: resume: the checkpoint's optimizer state does not fit %s", t.cfg.Model.Params[i].Name)
+				return fmt.Errorf("trainer: resume: the checkpoint's optimizer state does not fit %s", p.Name)
 			}
 			copy(v, sn.Optimizer[i])
 		}
-		if wh[0] == 0 {
-			st.VW[wh[1]] = v
-		} else {
-			st.VB[wh[1]] = v
-		}
+		st.W, st.V = append(st.W, p.Data()), append(st.V, v)
 	}
 	if err := d.net.SetState(st); err != nil {
 		return err
 	}
+	if err := d.net.SetWeightsFrom(mod); err != nil { // the running statistics
+		return err
+	}
 	t.cfg.Optimizer.SetSteps(sn.OptimizerSteps)
 	d.fresh = true
-	return d.net.setMasks(t.cfg.Model, t.state.Masks)
+	return d.net.setMasks(mod, t.state.Masks)
 }
 
 func (d *deviceBackend) close() {
@@ -275,10 +266,10 @@ func (d *deviceBackend) close() {
 	d.net, d.teacher, d.trainSet, d.val, d.test, d.idx, d.shifts = nil, nil, nil, nil, nil, nil, nil
 }
 
-// setQuantFrom sets each weight layer's fake quantization from the
-// model's controls (the QuantPolicy's).
+// setQuantFrom sets each weight's fake quantization from the model's
+// controls (the QuantPolicy's).
 func (m *DeviceNet) setQuantFrom(mod *model.Model) error {
-	for p, prm := range mod.Weights() {
+	for _, prm := range mod.Weights() {
 		ctl, bits, perTensor := mod.Quant[prm.Name], 0, false
 		if ctl != nil && ctl.Enabled {
 			if !ctl.Spec.Symmetric {
@@ -286,34 +277,31 @@ func (m *DeviceNet) setQuantFrom(mod *model.Model) error {
 			}
 			bits, perTensor = ctl.Spec.Bits, !ctl.Spec.PerChannel
 		}
-		if err := m.SetLayerQuant(p, bits, perTensor); err != nil {
+		if err := m.SetQuant(prm.Name, bits, perTensor); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// setMasks uploads the weights' masks, given in Model.Params order for
-// the model mod of the network's architecture (nil keeps every weight).
+// setMasks uploads the parameters' masks, given in Model.Params order for
+// the model mod of the network's architecture (nil keeps every element).
 func (m *DeviceNet) setMasks(mod *model.Model, masks [][]byte) error {
-	_, _, where := splitParams(mod)
-	if len(masks) != len(where) {
-		return fmt.Errorf("trainer: %d masks for %d parameters", len(masks), len(where))
+	if err := m.sameParams(mod); err != nil {
+		return err
 	}
-	for i, wh := range where {
-		if wh[0] != 0 {
-			continue // a bias: never masked
+	if len(masks) != len(m.params) {
+		return fmt.Errorf("trainer: %d masks for %d parameters", len(masks), len(m.params))
+	}
+	for i, p := range m.params {
+		if masks[i] != nil && len(masks[i]) != p.n {
+			return fmt.Errorf("trainer: a mask of %d for %s of %d", len(masks[i]), p.Name, p.n)
 		}
-		p := wh[1]
-		n := m.wRows[p] * m.wCols[p]
-		if masks[i] != nil && len(masks[i]) != n {
-			return fmt.Errorf("trainer: a mask of %d for a weight of %d", len(masks[i]), n)
-		}
-		f := slices.Repeat([]float32{1}, n)
+		f := slices.Repeat([]float32{1}, p.n)
 		for j, v := range masks[i] {
 			f[j] = float32(v)
 		}
-		if err := m.dev.Upload(m.mask[p], f); err != nil {
+		if err := m.dev.Upload(p.mask, f); err != nil {
 			return err
 		}
 	}

@@ -6,48 +6,71 @@ import (
 
 	"github.com/lathe-ml/lathe/compute"
 	"github.com/lathe-ml/lathe/distill"
+	"github.com/lathe-ml/lathe/graph"
 	"github.com/lathe-ml/lathe/model"
 )
 
-// splitParams returns a model's weights and biases, weight layer by
-// weight layer, and for each parameter in Model.Params order which list
-// and index it is.
-func splitParams(m *model.Model) (w, b [][]float32, where [][2]int) {
-	for _, p := range m.Params {
-		if p.Bias {
-			where = append(where, [2]int{1, len(b)})
-			b = append(b, p.Data())
-		} else {
-			where = append(where, [2]int{0, len(w)})
-			w = append(w, p.Data())
-		}
-	}
-	return w, b, where
-}
-
-// SetWeightsFrom uploads a model's weights and biases; the model has the
-// network's architecture (DeviceLayersOf).
+// SetWeightsFrom uploads a model's parameters and batch norms' running
+// statistics; the model has the network's architecture.
 func (m *DeviceNet) SetWeightsFrom(mod *model.Model) error {
-	w, b, _ := splitParams(mod)
-	return m.SetWeights(w, b)
+	if err := m.sameParams(mod); err != nil {
+		return err
+	}
+	vals := make([][]float32, len(mod.Params))
+	for i, p := range mod.Params {
+		vals[i] = p.Data()
+	}
+	if err := m.SetParams(vals); err != nil {
+		return err
+	}
+	return m.runningStats(mod, func(dst compute.Buffer, buf []float32) error { return m.dev.Upload(dst, buf) })
 }
 
-// WeightsInto downloads the network's weights and biases into a model of
-// its architecture.
+// WeightsInto downloads the network's parameters and batch norms' running
+// statistics into a model of its architecture.
 func (m *DeviceNet) WeightsInto(mod *model.Model) error {
-	w, b, _ := splitParams(mod)
-	if len(w) != len(m.w) || len(b) != len(m.b) {
-		return fmt.Errorf("trainer: a model of %d weights for a network of %d", len(w), len(m.w))
+	if err := m.sameParams(mod); err != nil {
+		return err
 	}
-	for p := range m.w {
-		if len(w[p]) != m.wRows[p]*m.wCols[p] || len(b[p]) != m.wRows[p] {
-			return fmt.Errorf("trainer: weight layer %d: the model's %d×? does not fit %d×%d", p, len(b[p]), m.wRows[p], m.wCols[p])
-		}
-		if err := m.dev.Download(w[p], m.w[p]); err != nil {
+	for i, p := range m.params {
+		if err := m.dev.Download(mod.Params[i].Data(), p.w); err != nil {
 			return err
 		}
-		if err := m.dev.Download(b[p], m.b[p]); err != nil {
-			return err
+	}
+	return m.runningStats(mod, func(src compute.Buffer, buf []float32) error { return m.dev.Download(buf, src) })
+}
+
+// sameParams checks that mod's parameters are the network's.
+func (m *DeviceNet) sameParams(mod *model.Model) error {
+	if len(mod.Params) != len(m.params) {
+		return fmt.Errorf("trainer: a model of %d parameters for a network of %d", len(mod.Params), len(m.params))
+	}
+	for i, p := range m.params {
+		if q := mod.Params[i]; q.Name != p.Name || q.Size() != p.n {
+			return fmt.Errorf("trainer: the model's parameter %d is %s of %d values, the network's %s of %d", i, q.Name, q.Size(), p.Name, p.n)
+		}
+	}
+	return nil
+}
+
+// runningStats calls move with each batch norm's running mean and
+// variance buffers and the model's buffers of them.
+func (m *DeviceNet) runningStats(mod *model.Model, move func(compute.Buffer, []float32) error) error {
+	for _, L := range m.layers {
+		if L.Kind != graph.BatchNorm {
+			continue
+		}
+		for _, s := range []struct {
+			name string
+			buf  compute.Buffer
+		}{{L.Name + ".running_mean", L.rmean}, {L.Name + ".running_var", L.rvar}} {
+			b := mod.Buffer(s.name)
+			if b == nil || b.Size() != L.In.C {
+				return fmt.Errorf("trainer: the model has no %s of %d values", s.name, L.In.C)
+			}
+			if err := move(s.buf, b.Data()); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -67,8 +90,7 @@ type DeviceGradients struct {
 	teacher *DeviceNet
 	kd      *distill.Config
 	seed    uint64
-	gw, gb  [][]float32
-	out     [][]float32 // gw and gb in Model.Params order
+	out     [][]float32 // the gradients, in Model.Params order
 	labels  []int32
 }
 
@@ -110,37 +132,22 @@ func (g *DeviceGradients) Prepare(m *model.Model) error {
 			return fmt.Errorf("trainer: activation quantization (%s) is not computed on the device yet", name)
 		}
 	}
-	w, b, where := splitParams(m)
-	if g.net != nil {
-		same := len(w) == len(g.net.w)
-		for p := 0; same && p < len(w); p++ {
-			same = len(w[p]) == g.net.wRows[p]*g.net.wCols[p] && len(b[p]) == g.net.wRows[p]
-		}
-		if !same {
-			g.net.Free()
-			g.net = nil
-		}
+	if g.net != nil && g.net.sameParams(m) != nil {
+		g.net.Free()
+		g.net = nil
 	}
 	if g.net == nil {
 		var err error
 		if g.net, err = deviceNetOf(g.dev, m, g.micro, g.seed, true); err != nil {
 			return err
 		}
-		g.gw, g.gb = make([][]float32, len(w)), make([][]float32, len(b))
-		for p := range w {
-			g.gw[p], g.gb[p] = make([]float32, len(w[p])), make([]float32, len(b[p]))
-		}
-		g.out = make([][]float32, len(where))
-		for i, wh := range where {
-			if wh[0] == 0 {
-				g.out[i] = g.gw[wh[1]]
-			} else {
-				g.out[i] = g.gb[wh[1]]
-			}
+		g.out = make([][]float32, len(m.Params))
+		for i, p := range m.Params {
+			g.out[i] = make([]float32, p.Size())
 		}
 		g.labels = make([]int32, g.micro)
 	}
-	if err := g.net.SetWeights(w, b); err != nil {
+	if err := g.net.SetWeightsFrom(m); err != nil {
 		return err
 	}
 	return g.net.setQuantFrom(m)
@@ -168,11 +175,8 @@ func (g *DeviceGradients) Shard(x, y []float32, stream uint64) ([][]float32, Sha
 	}
 	n.ResetStats()
 	n.gradients(st)
-	for p := range n.w {
-		if err := g.dev.Download(g.gw[p], n.gw[p]); err != nil {
-			return nil, ShardStats{}, err
-		}
-		if err := g.dev.Download(g.gb[p], n.gb[p]); err != nil {
+	for i, p := range n.params {
+		if err := g.dev.Download(g.out[i], p.g); err != nil {
 			return nil, ShardStats{}, err
 		}
 	}

@@ -2,8 +2,10 @@ package trainer
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/lathe-ml/lathe/compute"
+	"github.com/lathe-ml/lathe/graph"
 )
 
 // Unsupported is what a device cannot do yet of a training Config. Field
@@ -30,13 +32,17 @@ func DeviceSupports(cfg Config, gradientsOnly bool) error {
 	no := func(field, what string, args ...any) error {
 		return &Unsupported{Device: deviceName(dev), Field: field, What: fmt.Sprintf(what, args...)}
 	}
-	if _, _, err := deviceSizes(cfg.Model.Net.Layers); err != nil {
-		return no("model.arch", "model %q (%v)", cfg.Model.Spec.Arch, err)
-	}
-	if cfg.Augment.Flip && !gradientsOnly {
-		return no("augment.flip", "horizontal flips")
-	}
 	m := cfg.Model
+	if _, _, err := deviceLayers(m.Net.Layers); err != nil {
+		return no("model.arch", "model %q (%v)", m.Spec.Arch, err)
+	}
+	bn := slices.ContainsFunc(m.Net.Layers, func(l graph.Layer) bool { return l.Kind == graph.BatchNorm })
+	switch {
+	case len(m.Fold) > 0 || m.BN != nil:
+		return no("quantize", "quantization with batch norms folded into their convolutions")
+	case bn && gradientsOnly:
+		return no("model.arch", "batch norms in a cluster replica's gradients")
+	}
 	for name := range m.ActQuant {
 		return no("quantize.activations", "activation quantization (%s)", name)
 	}
@@ -62,8 +68,6 @@ func DeviceSupports(cfg Config, gradientsOnly bool) error {
 	switch {
 	case cfg.ClipNorm > 0:
 		return no("optimizer.clip_norm", "gradient clipping")
-	case noDecay(cfg.Optimizer):
-		return no("optimizer.no_decay", "weight decay by parameter kind")
 	case cfg.Parallel != nil:
 		return no("", "training spread over cluster workers")
 	case !ok:

@@ -16,6 +16,12 @@
 #             each of teacher and student), beside two CPU workers;
 #   bench     training samples/s at batch 1024, lathe beside PyTorch on the
 #             same GPU, alternating A B A B (bench5: the same for LeNet-5);
+#   resnet    the device ResNet tests (strict device, gradients, the CPU
+#             graph's step) and ResNet-20 training samples/s at batch 128,
+#             lathe beside PyTorch, A B A B;
+#   r20       recipes/fashion-resnet20.hcl in full through `coordinator
+#             --device cuda` (Fashion-MNIST: prepare.sh with FASHION=1;
+#             R20_SEED picks the seed, 1 by default);
 #   kd        bench/kd-tuned.sh on the GPU: the flagship distilled from a
 #             100-epoch teacher against the recipe without KD tuned on the
 #             validation split, 5 seeds (not in the default set).
@@ -28,7 +34,13 @@ cd "$(dirname "$0")/../../.gpu" || exit 1
 out=${OUT:-/tmp}
 exec > >(tee "$out/gpu-check.log") 2>&1
 export REQUIRE_GPU=1 OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell}
-mkdir -p /tmp/lathe-ob /tmp/lathe-bin && tar xzf openblas.tgz -C /tmp/lathe-ob && tar xzf bin.tgz -C /tmp/lathe-bin
+untar() { python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$@"; } # no xz needed there
+mkdir -p /tmp/lathe-ob /tmp/lathe-bin /tmp/lathe-fashion && untar openblas.txz /tmp/lathe-ob && untar bin.txz /tmp/lathe-bin
+if [ -e fashion.txz ]; then
+  untar fashion.txz /tmp/lathe-fashion && python3 -c 'import gzip, shutil, sys
+for f in sys.argv[1:]:
+    with open(f, "rb") as i, gzip.open(f + ".gz", "wb", compresslevel=1) as o: shutil.copyfileobj(i, o)' /tmp/lathe-fashion/*ubyte
+fi
 export LD_LIBRARY_PATH=/tmp/lathe-ob${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export GOMODCACHE=$PWD/modcache
 libs=$(find /usr/local /usr/lib /opt -name 'libcublas.so.1[23]' -o -name 'libnvrtc.so.1[23]' 2>/dev/null | xargs -r -n1 dirname | sort -u | paste -sd:)
@@ -80,6 +92,17 @@ for stage in $stages; do
       $B/trainer.test -test.run XXX -test.bench 'DeviceStepCUDALeNet5$' -test.benchtime 200x 2>&1 | grep -E 'Benchmark|FAIL|rror'
       python3 ../bench/gpu/torch_mlp.py lenet5
     done ;;
+  resnet)
+    $B/trainer.test -test.run 'DeviceResNet' -test.v -test.count=1 2>&1 | grep -E -- '^(---|ok|FAIL|PASS)' || rc=1
+    for round in 1 2; do
+      $B/trainer.test -test.run XXX -test.bench 'DeviceStepCUDAResNet20$' -test.benchtime 300x 2>&1 | grep -E 'Benchmark|FAIL|rror'
+      python3 ../bench/gpu/torch_mlp.py resnet20
+    done ;;
+  r20)
+    (cd .. && time $B/coordinator --recipe recipes/fashion-resnet20.hcl -var seed=${R20_SEED:-1} --device cuda --data-dir /tmp/lathe-fashion \
+      --run-dir /tmp/lathe-r20 --no-progress 2>&1 | grep -E 'epoch=(1|10|20|30) |job done|rror') || rc=1
+    cp /tmp/lathe-r20/summary.json "$out/r20-summary.json" 2>/dev/null
+    cp /tmp/lathe-r20/metrics.csv "$out/r20-metrics.csv" 2>/dev/null ;;
   kd)
     # Distillation against a no-KD baseline tuned on the validation split,
     # paired over 5 seeds, every run on the GPU (bench/kd-tuned.sh).

@@ -25,6 +25,35 @@ def lenet5():
         torch.nn.Flatten(), torch.nn.Linear(800, 500), torch.nn.ReLU(), torch.nn.Linear(500, 10))
 
 
+class Block(torch.nn.Module):
+    """The basic block of the PyTorch anchor's ResNet (torch_anchor.py)."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        nn = torch.nn
+        self.c1, self.b1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+        self.c2, self.b2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+        self.sc = None
+        if stride != 1 or cin != cout:
+            self.sc = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = self.b2(self.c2(torch.relu(self.b1(self.c1(x)))))
+        return torch.relu(y + (x if self.sc is None else self.sc(x)))
+
+
+def resnet(n):
+    """ResNet-(6n+2) for 28x28x1 inputs, the anchor's definition."""
+    nn = torch.nn
+    blocks, cin = [], 16
+    for cout, stride in ((16, 1), (32, 2), (64, 2)):
+        for i in range(n):
+            blocks.append(Block(cin, cout, stride if i == 0 else 1))
+            cin = cout
+    return nn.Sequential(nn.Unflatten(1, (1, 28, 28)), nn.Conv2d(1, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+                         *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+
+
 def bench(name, sizes, steps, batch=1024, n=8192):
     dev = "cuda"
     torch.manual_seed(1)
@@ -33,7 +62,13 @@ def bench(name, sizes, steps, batch=1024, n=8192):
         layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
         if i < len(sizes) - 2:
             layers.append(torch.nn.ReLU())
-    model = (lenet5() if name == "lenet5" else torch.nn.Sequential(*layers)).to(dev)
+    if name == "lenet5":
+        model = lenet5()
+    elif name == "resnet20":
+        model = resnet(3)
+    else:
+        model = torch.nn.Sequential(*layers)
+    model = model.to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     x_all = torch.rand(n, sizes[0], device=dev)
     y_all = torch.randint(0, sizes[-1], (n,), device=dev)
@@ -68,3 +103,5 @@ if __name__ == "__main__":
         bench("wide", [784, 4096, 4096, 10], 100)
     if "lenet5" in which:
         bench("lenet5", [784, 10], 200)
+    if "resnet20" in which:
+        bench("resnet20", [784, 10], 300, batch=128)

@@ -26,7 +26,8 @@ var kernelSource string
 // kernelNames are the kernels.cu entry points Open loads.
 var kernelNames = []string{"bias_act", "relu_grad", "col_sum", "col_sum_part", "gather_rows", "softmax_kd", "row_abs_max",
 	"fake_quant", "sgd", "fill", "gather_shifted", "dropout_mask", "mul",
-	"im2col", "col2im", "maxpool", "maxpool_grad"}
+	"im2col", "col2im", "maxpool", "maxpool_grad", "bn_stats_part", "bn_stats", "bn_inv", "bn_forward",
+	"bn_grad_part", "bn_grad_sums", "bn_grad_dx", "add_act", "copy_f", "gap", "gap_grad"}
 
 // LibraryPathEnv names an environment variable holding extra directories
 // (colon-separated) to look for cuBLAS and NVRTC in, before the standard
@@ -537,6 +538,8 @@ func (e *Device) run2d(name string, gx, gy, block int, args ...any) {
 			l.vals[i] = uint64(uint32(int32(v)))
 		case float32:
 			l.vals[i] = uint64(math.Float32bits(v))
+		case float64:
+			l.vals[i] = math.Float64bits(v)
 		case uint64:
 			l.vals[i] = v
 		default:
@@ -580,21 +583,33 @@ func (e *Device) ColSum(dst, x compute.Buffer, rows, cols int) {
 		e.Fill(dst, cols, 0)
 		return
 	}
-	if e.scratch == nil || e.scratch.n < nb*cols {
+	part := e.scratchOf(nb * cols)
+	if part == 0 {
+		return
+	}
+	e.run2d("col_sum_part", blocks(cols), nb, block, part, px, rows, cols, compute.ColSumBlock)
+	e.run("col_sum", blocks(cols), block, pd, part, nb, cols)
+}
+
+// scratchOf returns the engine's scratch buffer grown to at least n
+// elements (0 after a failure, which is kept). Kernels that use it run
+// in stream order, so one scratch serves them all.
+func (e *Device) scratchOf(n int) uint64 {
+	if e.scratch == nil || e.scratch.n < n {
 		if e.scratch != nil {
 			e.Free(e.scratch)
+			e.scratch = nil
 		}
-		b, err := e.Alloc(nb * cols)
+		b, err := e.Alloc(n)
 		if err != nil {
 			if e.err == nil {
 				e.err = err
 			}
-			return
+			return 0
 		}
 		e.scratch = b.(*dbuf)
 	}
-	e.run2d("col_sum_part", blocks(cols), nb, block, e.scratch.p, px, rows, cols, compute.ColSumBlock)
-	e.run("col_sum", blocks(cols), block, pd, e.scratch.p, nb, cols)
+	return e.scratch.p
 }
 
 // GatherRows implements compute.Device. Indices are not checked on the
@@ -621,15 +636,93 @@ func (e *Device) Mul(x, y compute.Buffer, n int) {
 }
 
 // Im2col implements compute.Device.
-func (e *Device) Im2col(col, x compute.Buffer, rows, h, w, c, k int) {
-	n := rows * (h - k + 1) * (w - k + 1) * k * k * c
-	e.run("im2col", blocks(n), block, e.ptr(col, n, "im2col col"), e.ptr(x, rows*h*w*c, "im2col x"), rows, h, w, c, k)
+func (e *Device) Im2col(col, x compute.Buffer, rows, h, w, c, k, stride, pad int) {
+	n := rows * compute.ConvOut(h, k, stride, pad) * compute.ConvOut(w, k, stride, pad) * k * k * c
+	e.run("im2col", blocks(n), block, e.ptr(col, n, "im2col col"), e.ptr(x, rows*h*w*c, "im2col x"), rows, h, w, c, k, stride, pad)
 }
 
 // Col2im implements compute.Device.
-func (e *Device) Col2im(dx, dcol compute.Buffer, rows, h, w, c, k int) {
+func (e *Device) Col2im(dx, dcol compute.Buffer, rows, h, w, c, k, stride, pad int) {
 	n := rows * h * w * c
-	e.run("col2im", blocks(n), block, e.ptr(dx, n, "col2im dx"), e.ptr(dcol, rows*(h-k+1)*(w-k+1)*k*k*c, "col2im dcol"), rows, h, w, c, k)
+	nc := rows * compute.ConvOut(h, k, stride, pad) * compute.ConvOut(w, k, stride, pad) * k * k * c
+	e.run("col2im", blocks(n), block, e.ptr(dx, n, "col2im dx"), e.ptr(dcol, nc, "col2im dcol"), rows, h, w, c, k, stride, pad)
+}
+
+// colBlock is the block size of a kernel with one thread per column.
+func colBlock(cols int) int { return min(block, (cols+31)/32*32) }
+
+// BNStats implements compute.Device: float64 block sums into the scratch
+// (two per column and block), then their sums in order.
+func (e *Device) BNStats(mean, inv, rmean, rvar, x compute.Buffer, rows, cols int, momentum, eps float64) {
+	pm, pi, px := e.ptr(mean, cols, "bn_stats mean"), e.ptr(inv, cols, "bn_stats inv"), e.ptr(x, rows*cols, "bn_stats x")
+	prm, prv := e.ptr(rmean, cols, "bn_stats running mean"), e.ptr(rvar, cols, "bn_stats running var")
+	nb := (rows + compute.ColSumBlock - 1) / compute.ColSumBlock
+	if nb == 0 || cols == 0 {
+		return
+	}
+	part := e.scratchOf(4 * nb * cols)
+	if part == 0 {
+		return
+	}
+	cb := colBlock(cols)
+	e.run2d("bn_stats_part", (cols+cb-1)/cb, nb, cb, part, px, rows, cols, compute.ColSumBlock)
+	e.run("bn_stats", (cols+cb-1)/cb, cb, pm, pi, prm, prv, part, nb, rows, cols, momentum, eps)
+}
+
+// BNInv implements compute.Device.
+func (e *Device) BNInv(inv, vr compute.Buffer, cols int, eps float64) {
+	e.run("bn_inv", blocks(cols), block, e.ptr(inv, cols, "bn_inv inv"), e.ptr(vr, cols, "bn_inv var"), cols, eps)
+}
+
+// BNForward implements compute.Device.
+func (e *Device) BNForward(y, x, mean, inv, gamma, beta compute.Buffer, rows, cols int, relu bool) {
+	n := rows * cols
+	e.run("bn_forward", blocks(n), block, e.ptr(y, n, "bn y"), e.ptr(x, n, "bn x"), e.ptr(mean, cols, "bn mean"),
+		e.ptr(inv, cols, "bn inv"), e.ptr(gamma, cols, "bn gamma"), e.ptr(beta, cols, "bn beta"), rows, cols, b2i(relu))
+}
+
+// BNGrad implements compute.Device: block sums of dz and dz·h (float64)
+// into the scratch, their sums and each column's factor k after them,
+// then dx.
+func (e *Device) BNGrad(dx, dgamma, dbeta, dz, x, mean, inv, gamma compute.Buffer, rows, cols int) {
+	n := rows * cols
+	pdx, pdg, pdb := e.ptr(dx, n, "bn_grad dx"), e.ptr(dgamma, cols, "bn_grad dgamma"), e.ptr(dbeta, cols, "bn_grad dbeta")
+	pdz, px, pm := e.ptr(dz, n, "bn_grad dz"), e.ptr(x, n, "bn_grad x"), e.ptr(mean, cols, "bn_grad mean")
+	pi, pg := e.ptr(inv, cols, "bn_grad inv"), e.ptr(gamma, cols, "bn_grad gamma")
+	nb := (rows + compute.ColSumBlock - 1) / compute.ColSumBlock
+	if nb == 0 || cols == 0 {
+		return
+	}
+	part := e.scratchOf(4*nb*cols + cols)
+	if part == 0 {
+		return
+	}
+	k := part + uint64(16*nb*cols) // the floats after the float64 parts
+	cb := colBlock(cols)
+	e.run2d("bn_grad_part", (cols+cb-1)/cb, nb, cb, part, pdz, px, pm, pi, rows, cols, compute.ColSumBlock)
+	e.run("bn_grad_sums", (cols+cb-1)/cb, cb, pdg, pdb, k, part, pg, pi, nb, rows, cols)
+	e.run("bn_grad_dx", blocks(n), block, pdx, pdz, px, pm, pi, pdg, pdb, k, rows, cols)
+}
+
+// AddAct implements compute.Device.
+func (e *Device) AddAct(y, a, b compute.Buffer, n int, relu bool) {
+	e.run("add_act", blocks(n), block, e.ptr(y, n, "add y"), e.ptr(a, n, "add a"), e.ptr(b, n, "add b"), n, b2i(relu))
+}
+
+// Copy implements compute.Device.
+func (e *Device) Copy(dst, src compute.Buffer, n int) {
+	e.run("copy_f", blocks(n), block, e.ptr(dst, n, "copy dst"), e.ptr(src, n, "copy src"), n)
+}
+
+// GlobalAvgPool implements compute.Device.
+func (e *Device) GlobalAvgPool(y, x compute.Buffer, rows, hw, c int) {
+	e.run("gap", blocks(rows*c), block, e.ptr(y, rows*c, "gap y"), e.ptr(x, rows*hw*c, "gap x"), rows, hw, c)
+}
+
+// GlobalAvgPoolGrad implements compute.Device.
+func (e *Device) GlobalAvgPoolGrad(dx, dy compute.Buffer, rows, hw, c int) {
+	n := rows * hw * c
+	e.run("gap_grad", blocks(n), block, e.ptr(dx, n, "gap_grad dx"), e.ptr(dy, rows*c, "gap_grad dy"), rows, hw, c)
 }
 
 // MaxPool implements compute.Device.

@@ -167,7 +167,8 @@ extern "C" __global__ void gather_shifted(float* dst, const float* src, const in
     if (i >= (long)rows * f) return;
     int r = (int)(i / f), p = (int)(i % f);
     int img = idx[off + r];
-    int y = p / w - shifts[2 * img], x = p % w - shifts[2 * img + 1];
+    int y = p / w - shifts[3 * img], x = p % w - shifts[3 * img + 1];
+    if (shifts[3 * img + 2] != 0) x = w - 1 - x;
     dst[i] = (y < 0 || y >= h || x < 0 || x >= w) ? 0.0f : src[(long)img * f + (long)y * w + x];
 }
 
@@ -188,37 +189,172 @@ extern "C" __global__ void mul(float* x, const float* y, int n) {
     if (i < n) x[i] = __fmul_rn(x[i], y[i]);
 }
 
-// One thread per col element: (patch row, (ky, kx, c)).
-extern "C" __global__ void im2col(float* col, const float* x, int rows, int h, int w, int c, int k) {
-    int oh = h - k + 1, ow = w - k + 1, kkc = k * k * c;
+// One thread per col element: (patch row, (ky, kx, c)); padding reads 0.
+extern "C" __global__ void im2col(float* col, const float* x, int rows, int h, int w, int c, int k, int stride, int pad) {
+    int oh = (h + 2 * pad - k) / stride + 1, ow = (w + 2 * pad - k) / stride + 1, kkc = k * k * c;
     long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long)rows * oh * ow * kkc) return;
     long r = i / kkc;
     int j = (int)(i % kkc);
     int b = (int)(r / (oh * ow)), p = (int)(r % (oh * ow));
-    int oy = p / ow, ox = p % ow;
-    int ky = j / (k * c), kx = (j / c) % k, ch = j % c;
-    col[i] = x[(long)b * h * w * c + ((long)(oy + ky) * w + (ox + kx)) * c + ch];
+    int iy = (p / ow) * stride - pad + j / (k * c), ix = (p % ow) * stride - pad + (j / c) % k, ch = j % c;
+    col[i] = (iy < 0 || iy >= h || ix < 0 || ix >= w) ? 0.0f : x[(long)b * h * w * c + ((long)iy * w + ix) * c + ch];
 }
 
-// One thread per input element, patches summed in (ky, kx) order.
-extern "C" __global__ void col2im(float* dx, const float* dcol, int rows, int h, int w, int c, int k) {
-    int oh = h - k + 1, ow = w - k + 1, kkc = k * k * c;
+// One thread per input element, the patches covering it summed in (ky, kx)
+// order.
+extern "C" __global__ void col2im(float* dx, const float* dcol, int rows, int h, int w, int c, int k, int stride, int pad) {
+    int oh = (h + 2 * pad - k) / stride + 1, ow = (w + 2 * pad - k) / stride + 1, kkc = k * k * c;
     long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long)rows * h * w * c) return;
     int b = (int)(i / ((long)h * w * c)), q = (int)(i % ((long)h * w * c));
     int y = q / (w * c), x = (q / c) % w, ch = q % c;
     float s = 0.0f;
     for (int ky = 0; ky < k; ky++) {
-        int oy = y - ky;
-        if (oy < 0 || oy >= oh) continue;
+        int o = y + pad - ky;
+        if (o < 0 || o % stride != 0 || o / stride >= oh) continue;
+        int oy = o / stride;
         for (int kx = 0; kx < k; kx++) {
-            int ox = x - kx;
-            if (ox < 0 || ox >= ow) continue;
-            s = __fadd_rn(s, dcol[(((long)b * oh + oy) * ow + ox) * kkc + (ky * k + kx) * c + ch]);
+            int u = x + pad - kx;
+            if (u < 0 || u % stride != 0 || u / stride >= ow) continue;
+            s = __fadd_rn(s, dcol[(((long)b * oh + oy) * ow + u / stride) * kkc + (ky * k + kx) * c + ch]);
         }
     }
     dx[i] = s;
+}
+
+// Batch norm statistics in two passes, in the host's order: bn_stats_part
+// gives one thread to each (column, block of per rows) for float64 sums of
+// x and x² in row order; bn_stats adds the blocks in order and finishes.
+extern "C" __global__ void bn_stats_part(double* part, const float* x, int rows, int cols, int per) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    int blk = blockIdx.y;
+    if (j >= cols) return;
+    int lo = blk * per, hi = min(lo + per, rows);
+    double s = 0.0, q = 0.0;
+    for (int r = lo; r < hi; r++) {
+        double v = (double)x[(long)r * cols + j];
+        s = __dadd_rn(s, v);
+        q = __dadd_rn(q, __dmul_rn(v, v));
+    }
+    part[2 * ((long)blk * cols + j)] = s;
+    part[2 * ((long)blk * cols + j) + 1] = q;
+}
+
+extern "C" __global__ void bn_stats(float* mean, float* inv, float* rmean, float* rvar, const double* part, int nb,
+                                    int rows, int cols, double momentum, double eps) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= cols) return;
+    double s = 0.0, q = 0.0;
+    for (int b = 0; b < nb; b++) {
+        s = __dadd_rn(s, part[2 * ((long)b * cols + j)]);
+        q = __dadd_rn(q, part[2 * ((long)b * cols + j) + 1]);
+    }
+    double n = (double)rows;
+    double m = __ddiv_rn(s, n);
+    double v = fmax(__dsub_rn(__ddiv_rn(q, n), __dmul_rn(m, m)), 0.0);
+    mean[j] = (float)m;
+    inv[j] = (float)__ddiv_rn(1.0, __dsqrt_rn(__dadd_rn(v, eps)));
+    if (rmean == 0) return;
+    double u = v;
+    if (rows > 1) u = __ddiv_rn(__dmul_rn(v, n), __dsub_rn(n, 1.0));
+    double keep = __dsub_rn(1.0, momentum);
+    rmean[j] = (float)__dadd_rn(__dmul_rn(keep, (double)rmean[j]), __dmul_rn(momentum, m));
+    rvar[j] = (float)__dadd_rn(__dmul_rn(keep, (double)rvar[j]), __dmul_rn(momentum, u));
+}
+
+extern "C" __global__ void bn_inv(float* inv, const float* vr, int cols, double eps) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j < cols) inv[j] = (float)__ddiv_rn(1.0, __dsqrt_rn(__dadd_rn((double)vr[j], eps)));
+}
+
+extern "C" __global__ void bn_forward(float* y, const float* x, const float* mean, const float* inv, const float* g,
+                                      const float* b, int rows, int cols, int relu) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long)rows * cols) return;
+    int j = (int)(i % cols);
+    float h = __fmul_rn(__fsub_rn(x[i], mean[j]), inv[j]);
+    float v = __fadd_rn(__fmul_rn(h, g[j]), b[j]);
+    if (relu && !(v > 0.0f)) v = 0.0f;
+    y[i] = v;
+}
+
+// The backward pass: bn_grad_part sums dz and dz·h like bn_stats_part,
+// bn_grad_sums adds the blocks and sets k = γ·inv/rows (after the parts in
+// the scratch), bn_grad_dx applies them.
+extern "C" __global__ void bn_grad_part(double* part, const float* dz, const float* x, const float* mean,
+                                        const float* inv, int rows, int cols, int per) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    int blk = blockIdx.y;
+    if (j >= cols) return;
+    int lo = blk * per, hi = min(lo + per, rows);
+    double sb = 0.0, sg = 0.0;
+    float mu = mean[j], iv = inv[j];
+    for (int r = lo; r < hi; r++) {
+        long i = (long)r * cols + j;
+        float h = __fmul_rn(__fsub_rn(x[i], mu), iv);
+        double z = (double)dz[i];
+        sb = __dadd_rn(sb, z);
+        sg = __dadd_rn(sg, __dmul_rn(z, (double)h));
+    }
+    part[2 * ((long)blk * cols + j)] = sb;
+    part[2 * ((long)blk * cols + j) + 1] = sg;
+}
+
+extern "C" __global__ void bn_grad_sums(float* dgamma, float* dbeta, float* k, const double* part, const float* g,
+                                        const float* inv, int nb, int rows, int cols) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= cols) return;
+    double sb = 0.0, sg = 0.0;
+    for (int b = 0; b < nb; b++) {
+        sb = __dadd_rn(sb, part[2 * ((long)b * cols + j)]);
+        sg = __dadd_rn(sg, part[2 * ((long)b * cols + j) + 1]);
+    }
+    dbeta[j] = (float)sb;
+    dgamma[j] = (float)sg;
+    k[j] = (float)__ddiv_rn(__dmul_rn((double)g[j], (double)inv[j]), (double)rows);
+}
+
+extern "C" __global__ void bn_grad_dx(float* dx, const float* dz, const float* x, const float* mean, const float* inv,
+                                      const float* dgamma, const float* dbeta, const float* k, int rows, int cols) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long)rows * cols) return;
+    int j = (int)(i % cols);
+    float h = __fmul_rn(__fsub_rn(x[i], mean[j]), inv[j]);
+    float t = __fsub_rn(__fmul_rn((float)rows, dz[i]), dbeta[j]);
+    t = __fsub_rn(t, __fmul_rn(h, dgamma[j]));
+    dx[i] = __fmul_rn(k[j], t);
+}
+
+extern "C" __global__ void add_act(float* y, const float* a, const float* b, int n, int relu) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float v = __fadd_rn(a[i], b[i]);
+    if (relu && !(v > 0.0f)) v = 0.0f;
+    y[i] = v;
+}
+
+extern "C" __global__ void copy_f(float* dst, const float* src, int n) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) dst[i] = src[i];
+}
+
+// One thread per (row, channel), positions summed in order.
+extern "C" __global__ void gap(float* y, const float* x, int rows, int hw, int c) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long)rows * c) return;
+    long r = i / c;
+    int j = (int)(i % c);
+    float s = 0.0f;
+    for (int p = 0; p < hw; p++) s = __fadd_rn(s, x[(r * hw + p) * c + j]);
+    y[i] = __fdiv_rn(s, (float)hw);
+}
+
+extern "C" __global__ void gap_grad(float* dx, const float* dy, int rows, int hw, int c) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long)rows * hw * c) return;
+    long r = i / ((long)hw * c);
+    dx[i] = __fdiv_rn(dy[r * c + i % c], (float)hw);
 }
 
 extern "C" __global__ void maxpool(float* y, int* arg, const float* x, int rows, int h, int w, int c) {

@@ -151,12 +151,15 @@ func RunDevice(t *testing.T, h DeviceHarness) {
 	t.Run("GatherShiftedDropoutMul", func(t *testing.T) {
 		const ih, iw, imgs, rows = 28, 28, 20, 37
 		src := h.alloc(t, randn(r, imgs*ih*iw))
-		ix, sh := make([]int32, rows+5), make([]int32, 2*imgs)
+		ix, sh := make([]int32, rows+5), make([]int32, 3*imgs)
 		for i := range ix {
 			ix[i] = int32(r.IntN(imgs))
 		}
 		for i := range sh {
 			sh[i] = int32(r.IntN(7) - 3)
+			if i%3 == 2 {
+				sh[i] = int32(r.IntN(2)) // flipped or not
+			}
 		}
 		idx, shifts := h.allocInt(t, ix), h.allocInt(t, sh)
 		dst := h.alloc(t, randn(r, rows*ih*iw))
@@ -173,17 +176,18 @@ func RunDevice(t *testing.T, h DeviceHarness) {
 		h.free(src, idx, shifts, dst, mask)
 	})
 	t.Run("ConvPool", func(t *testing.T) {
-		for _, g := range [][5]int{{3, 12, 12, 1, 5}, {2, 12, 12, 20, 5}, {1, 7, 9, 3, 3}} {
-			rows, ih, iw, c, k := g[0], g[1], g[2], g[3], g[4]
-			oh, ow := ih-k+1, iw-k+1
+		for _, g := range [][7]int{{3, 12, 12, 1, 5, 1, 0}, {2, 12, 12, 20, 5, 1, 0}, {1, 7, 9, 3, 3, 1, 0},
+			{2, 12, 12, 3, 3, 2, 1}, {3, 7, 7, 5, 3, 1, 1}, {2, 14, 14, 6, 1, 2, 0}, {1, 9, 8, 2, 3, 2, 1}} {
+			rows, ih, iw, c, k, st, pd := g[0], g[1], g[2], g[3], g[4], g[5], g[6]
+			oh, ow := compute.ConvOut(ih, k, st, pd), compute.ConvOut(iw, k, st, pd)
 			x := h.alloc(t, randn(r, rows*ih*iw*c))
 			col := h.alloc(t, make([]float32, rows*oh*ow*k*k*c))
-			h.Dev.Im2col(col.dev, x.dev, rows, ih, iw, c, k)
-			h.Ref.Im2col(col.ref, x.ref, rows, ih, iw, c, k)
+			h.Dev.Im2col(col.dev, x.dev, rows, ih, iw, c, k, st, pd)
+			h.Ref.Im2col(col.ref, x.ref, rows, ih, iw, c, k, st, pd)
 			h.check(t, "im2col", col, 0)
 			dcol := h.alloc(t, randn(r, rows*oh*ow*k*k*c))
-			h.Dev.Col2im(x.dev, dcol.dev, rows, ih, iw, c, k)
-			h.Ref.Col2im(x.ref, dcol.ref, rows, ih, iw, c, k)
+			h.Dev.Col2im(x.dev, dcol.dev, rows, ih, iw, c, k, st, pd)
+			h.Ref.Col2im(x.ref, dcol.ref, rows, ih, iw, c, k, st, pd)
 			h.check(t, "col2im", x, 0)
 			py := h.alloc(t, make([]float32, rows*(ih/2)*(iw/2)*c))
 			arg := h.alloc(t, make([]float32, rows*(ih/2)*(iw/2)*c))
@@ -195,6 +199,61 @@ func RunDevice(t *testing.T, h DeviceHarness) {
 			h.Ref.MaxPoolGrad(x.ref, py.ref, arg.ref, rows, ih, iw, c)
 			h.check(t, "maxpool_grad", x, 0)
 			h.free(x, col, dcol, py, arg)
+		}
+	})
+	t.Run("BatchNormAddPool", func(t *testing.T) {
+		for _, sh := range [][2]int{{1, 3}, {300, 16}, {1000, 64}, {2 * 196 * 5, 32}} {
+			rows, cols := sh[0], sh[1]
+			xs := randn(r, rows*cols)
+			for i := range xs {
+				xs[i] = 3*xs[i] + 1.5 // a mean and variance far from 0 and 1
+			}
+			x, dz := h.alloc(t, xs), h.alloc(t, randn(r, rows*cols))
+			mean, inv := h.alloc(t, make([]float32, cols)), h.alloc(t, make([]float32, cols))
+			rm, rv := h.alloc(t, randn(r, cols)), h.alloc(t, make([]float32, cols))
+			h.Dev.Fill(rv.dev, cols, 1)
+			h.Ref.Fill(rv.ref, cols, 1)
+			h.Dev.BNStats(mean.dev, inv.dev, rm.dev, rv.dev, x.dev, rows, cols, 0.1, 1e-5)
+			h.Ref.BNStats(mean.ref, inv.ref, rm.ref, rv.ref, x.ref, rows, cols, 0.1, 1e-5)
+			h.check(t, "bn_stats mean", mean, 0)
+			h.check(t, "bn_stats inv", inv, 0)
+			h.check(t, "bn_stats running mean", rm, 0)
+			h.check(t, "bn_stats running var", rv, 0)
+			g, b := h.alloc(t, randn(r, cols)), h.alloc(t, randn(r, cols))
+			y := h.alloc(t, make([]float32, rows*cols))
+			for _, relu := range []bool{false, true} {
+				h.Dev.BNForward(y.dev, x.dev, mean.dev, inv.dev, g.dev, b.dev, rows, cols, relu)
+				h.Ref.BNForward(y.ref, x.ref, mean.ref, inv.ref, g.ref, b.ref, rows, cols, relu)
+				h.check(t, "bn_forward", y, 0)
+			}
+			dg, db, dx := h.alloc(t, make([]float32, cols)), h.alloc(t, make([]float32, cols)), h.alloc(t, make([]float32, rows*cols))
+			h.Dev.BNGrad(dx.dev, dg.dev, db.dev, dz.dev, x.dev, mean.dev, inv.dev, g.dev, rows, cols)
+			h.Ref.BNGrad(dx.ref, dg.ref, db.ref, dz.ref, x.ref, mean.ref, inv.ref, g.ref, rows, cols)
+			h.check(t, "bn_grad dgamma", dg, 0)
+			h.check(t, "bn_grad dbeta", db, 0)
+			h.check(t, "bn_grad dx", dx, 0)
+			h.Dev.BNInv(inv.dev, rv.dev, cols, 1e-5)
+			h.Ref.BNInv(inv.ref, rv.ref, cols, 1e-5)
+			h.check(t, "bn_inv", inv, 0)
+			for _, relu := range []bool{false, true} {
+				h.Dev.AddAct(y.dev, x.dev, dz.dev, rows*cols, relu)
+				h.Ref.AddAct(y.ref, x.ref, dz.ref, rows*cols, relu)
+				h.check(t, "add_act", y, 0)
+			}
+			h.Dev.Copy(dx.dev, y.dev, rows*cols)
+			h.Ref.Copy(dx.ref, y.ref, rows*cols)
+			h.check(t, "copy", dx, 0)
+			if rows%5 == 0 { // rows/5 images of 5 positions
+				p := h.alloc(t, make([]float32, rows/5*cols))
+				h.Dev.GlobalAvgPool(p.dev, x.dev, rows/5, 5, cols)
+				h.Ref.GlobalAvgPool(p.ref, x.ref, rows/5, 5, cols)
+				h.check(t, "global_avgpool", p, 0)
+				h.Dev.GlobalAvgPoolGrad(dx.dev, p.dev, rows/5, 5, cols)
+				h.Ref.GlobalAvgPoolGrad(dx.ref, p.ref, rows/5, 5, cols)
+				h.check(t, "global_avgpool_grad", dx, 0)
+				h.free(p)
+			}
+			h.free(x, dz, mean, inv, rm, rv, g, b, y, dg, db, dx)
 		}
 	})
 	t.Run("SoftmaxKD", func(t *testing.T) {

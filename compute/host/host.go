@@ -297,17 +297,20 @@ func (d *Device) GatherShifted(dst, src, idx, shifts compute.Buffer, off, rows, 
 	}
 	for r := 0; r < rows; r++ {
 		i := int(ix[off+r])
-		if i < 0 || (i+1)*f > len(sf) || 2*i+1 >= len(sh) {
+		if i < 0 || (i+1)*f > len(sf) || 3*i+2 >= len(sh) {
 			panic(fmt.Sprintf("host: gather_shifted: image %d outside the source", i))
 		}
-		dy, dx := int(sh[2*i]), int(sh[2*i+1])
+		dy, dx, flip := int(sh[3*i]), int(sh[3*i+1]), sh[3*i+2] != 0
 		img, out := sf[i*f:(i+1)*f], df[r*f:(r+1)*f]
 		for y := 0; y < h; y++ {
 			for x := 0; x < w; x++ {
 				sy, sx := y-dy, x-dx
-				if sy < 0 || sy >= h || sx < 0 || sx >= w {
+				switch {
+				case sy < 0 || sy >= h || sx < 0 || sx >= w:
 					out[y*w+x] = 0
-				} else {
+				case flip:
+					out[y*w+x] = img[sy*w+w-1-sx]
+				default:
 					out[y*w+x] = img[sy*w+sx]
 				}
 			}
@@ -351,40 +354,51 @@ func (d *Device) Mul(x, y compute.Buffer, n int) {
 }
 
 // Im2col implements compute.Device.
-func (d *Device) Im2col(col, x compute.Buffer, rows, h, w, c, k int) {
+func (d *Device) Im2col(col, x compute.Buffer, rows, h, w, c, k, stride, pad int) {
 	defer d.open(col, x)()
 	cf, xf := d.f(col), d.f(x)
-	oh, ow, kkc, isz := h-k+1, w-k+1, k*k*c, h*w*c
-	need("im2col col", cf, rows*oh*ow*kkc)
+	win := kernels.Window{H: h, W: w, C: c, K: k, Stride: stride, Pad: pad}
+	oh, ow := win.Out()
+	per, isz := oh*ow*k*k*c, h*w*c
+	need("im2col col", cf, rows*per)
 	need("im2col x", xf, rows*isz)
 	for b := 0; b < rows; b++ {
-		kernels.Im2col(cf[b*oh*ow*kkc:(b+1)*oh*ow*kkc], xf[b*isz:(b+1)*isz], h, w, c, k)
+		win.Im2col(cf[b*per:(b+1)*per], xf[b*isz:(b+1)*isz], 0, c)
 	}
 }
 
-// Col2im implements compute.Device.
-func (d *Device) Col2im(dx, dcol compute.Buffer, rows, h, w, c, k int) {
+// Col2im implements compute.Device: each input element gathers the
+// patch entries covering it, in (ky, kx) order.
+func (d *Device) Col2im(dx, dcol compute.Buffer, rows, h, w, c, k, stride, pad int) {
 	defer d.open(dx, dcol)()
 	xf, cf := d.f(dx), d.f(dcol)
-	oh, ow, kkc, isz := h-k+1, w-k+1, k*k*c, h*w*c
+	oh, ow := compute.ConvOut(h, k, stride, pad), compute.ConvOut(w, k, stride, pad)
+	kkc, isz := k*k*c, h*w*c
 	need("col2im dx", xf, rows*isz)
 	need("col2im dcol", cf, rows*oh*ow*kkc)
+	// at is the output position a patch offset t covers from input
+	// position i, or −1.
+	at := func(i, t, n int) int {
+		o := i + pad - t
+		if o < 0 || o%stride != 0 || o/stride >= n {
+			return -1
+		}
+		return o / stride
+	}
 	for b := 0; b < rows; b++ {
 		for y := 0; y < h; y++ {
 			for x := 0; x < w; x++ {
 				for ch := 0; ch < c; ch++ {
 					var s float32
 					for ky := 0; ky < k; ky++ {
-						oy := y - ky
-						if oy < 0 || oy >= oh {
+						oy := at(y, ky, oh)
+						if oy < 0 {
 							continue
 						}
 						for kx := 0; kx < k; kx++ {
-							ox := x - kx
-							if ox < 0 || ox >= ow {
-								continue
+							if ox := at(x, kx, ow); ox >= 0 {
+								s += cf[((b*oh+oy)*ow+ox)*kkc+(ky*k+kx)*c+ch]
 							}
-							s += cf[((b*oh+oy)*ow+ox)*kkc+(ky*k+kx)*c+ch]
 						}
 					}
 					xf[b*isz+(y*w+x)*c+ch] = s

@@ -101,17 +101,52 @@ type Device interface {
 	// statistics toward the batch's in float64: r = (1−momentum)·r +
 	// momentum·batch, the variance unbiased by rows/(rows−1).
 	BNStats(mean, inv, rmean, rvar, x Buffer, rows, cols int, momentum, eps float64)
-	// BNInv sets inv[j] = 1/√(vr[j] + eps) for cols values (evaluation:
-	// the running variance).
-	BNInv(inv, vr Buffer, cols int, eps float64)
+	// BNScale sets s[j] = gamma[j]/√(vr[j] + eps) in float64, rounded, for
+	// cols values (gamma nil: 1 — evaluation's 1/σ from the running
+	// variance; with gamma, the factor a batch norm folds into its
+	// convolution, graph.BNScale).
+	BNScale(s, gamma, vr Buffer, cols int, eps float64)
 	// BNForward sets y[r, j] = h·gamma[j] + beta[j] with h = (x[r, j] −
 	// mean[j])·inv[j], then ReLU when relu (float32, never fused).
 	BNForward(y, x, mean, inv, gamma, beta Buffer, rows, cols int, relu bool)
 	// BNGrad is BNForward's backward pass in training, from dz (the
 	// gradient of h·gamma + beta): dbeta = Σ dz and dgamma = Σ dz·h per
 	// column (float64 sums in BNStats' order, rounded), and dx = k·((rows·dz −
-	// dbeta) − h·dgamma) with k = gamma·inv/rows.
-	BNGrad(dx, dgamma, dbeta, dz, x, mean, inv, gamma Buffer, rows, cols int)
+	// dbeta) − h·dgamma) with k = gamma·inv/rows — or, with frozen
+	// statistics (constants), dx = k·(rows·dz).
+	BNGrad(dx, dgamma, dbeta, dz, x, mean, inv, gamma Buffer, rows, cols int, frozen bool)
+	// ScaleRows sets dst[r, j] = x[r, j]·s[r] (dst may be x).
+	ScaleRows(dst, x, s Buffer, rows, cols int)
+	// DivCols sets dst[r, j] = x[r, j]/s[j], or 0 where s[j] is 0 (dst may
+	// be x).
+	DivCols(dst, x, s Buffer, rows, cols int)
+	// ActQuant fake-quantizes n activations x into y with an observer's
+	// range, asymmetric to bits, and sets inside[i] to 1 where x[i] fell in
+	// the range (0 elsewhere: the straight-through gradient's mask). obs
+	// holds the observer [min, max, initialized (0 or 1), scale, zero
+	// point]; with observe, the batch's min and max (each with 0) are first
+	// folded in: taken as they are by an observer not yet initialized, else
+	// min = m·min + (1−m)·lo with m = momentum (float32). Scale and zero
+	// point are kernels.ScaleZero's of [min, max], stored in obs.
+	ActQuant(y, inside, obs, x Buffer, n, bits int, momentum float32, observe bool)
+	// ReLU6 sets y[i] = min(max(y[i], 0), 6) for n elements.
+	ReLU6(y Buffer, n int)
+	// ReLU6Grad sets dx[i] = dy[i] where 0 < y[i] < 6 and 0 elsewhere (dx
+	// may be dy).
+	ReLU6Grad(dx, dy, y Buffer, n int)
+	// DepthwiseConv convolves each of the c channels of rows NHWC images x
+	// (h×w×c) with its own k×k filter of wt ([c, k, k]) moved by stride
+	// with pad zeros around: y[b, oy, ox, j] = Σ over (ky, kx) in order of
+	// x[b, oy·stride−pad+ky, ox·stride−pad+kx, j]·wt[j, ky, kx] (float32,
+	// never fused).
+	DepthwiseConv(y, x, wt Buffer, rows, h, w, c, k, stride, pad int)
+	// DepthwiseConvGradX is its input gradient: dx[b, y, x, j] = the sum,
+	// over the taps (ky, kx) in order whose window covers it, of dy·wt.
+	DepthwiseConvGradX(dx, dy, wt Buffer, rows, h, w, c, k, stride, pad int)
+	// DepthwiseConvGradW is its filter gradient: dwt[j, ky, kx] = the sum
+	// over output positions of dy·x, in blocks of ColSumBlock positions
+	// (image by image, row by row), the blocks added in order.
+	DepthwiseConvGradW(dwt, dy, x Buffer, rows, h, w, c, k, stride, pad int)
 	// AddAct sets y = a + b for n elements, then ReLU when relu (y may be
 	// a or b).
 	AddAct(y, a, b Buffer, n int, relu bool)

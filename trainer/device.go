@@ -10,6 +10,7 @@ import (
 	"github.com/lathe-ml/lathe/compute"
 	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/graph"
+	"github.com/lathe-ml/lathe/model"
 )
 
 // DeviceNet is a network of graph.Layers (linear, convolution with
@@ -32,9 +33,12 @@ type DeviceNet struct {
 	params []devParam
 	batch  int
 	in     int // input features per sample
-	// probe keeps batch norms' running statistics as they are in training
-	// passes (the gradient tests' loss probes).
+	// probe keeps batch norms' running statistics and observers as they
+	// are in training passes (the gradient tests' loss probes).
 	probe bool
+	// bnFrozen normalizes by the running statistics in training too
+	// (model.BNControl).
+	bnFrozen bool
 
 	x, labels, stats compute.Buffer
 	// Shared scratch: a convolution's patch gradients, and a gradient to
@@ -63,6 +67,11 @@ type devLayer struct {
 	// statistics.
 	mean, inv, rmean, rvar compute.Buffer
 	hidMask                compute.Buffer // dropout (nil where none)
+	// An observed layer's quantized output (what its readers read while
+	// quantization is on), the straight-through mask, and its observer on
+	// the device (compute.Device.ActQuant's layout); aq is its host side.
+	q, inside, obs compute.Buffer
+	aq             *model.Observer
 }
 
 // devParam is a parameter of a DeviceNet: its value, momentum, gradient
@@ -74,6 +83,10 @@ type devParam struct {
 	decay         bool
 	w, v, g, mask compute.Buffer
 	wq, amax      compute.Buffer
+	// A convolution trained with its batch norm folded in (model.Fold):
+	// the factors s = γ/σ of the batch norm fold (its layer), and W·s.
+	fold  int
+	s, wf compute.Buffer
 	// quant is the levels each side (2^(bits−1) − 1; 0: float weights),
 	// perTensor whether one scale covers the whole weight.
 	quant     float32
@@ -139,7 +152,7 @@ func NewDeviceNet(dev compute.Device, layers []graph.Layer, batch int, seed uint
 		spare = max(spare, batch*L.n)
 		switch L.Kind {
 		case graph.Conv:
-			if n := batch * L.n / L.Out * L.Kernel * L.Kernel * L.In.C; !pointwise(L.Layer) {
+			if n := batch * L.n / L.Out * L.Kernel * L.Kernel * L.In.C; !pointwise(L.Layer) && !depthwise(L.Layer) {
 				L.col = alloc(n)
 				dcol = max(dcol, n)
 			}
@@ -184,7 +197,7 @@ func NewDeviceNet(dev compute.Device, layers []graph.Layer, batch int, seed uint
 // newParam allocates a parameter's buffers (its mask all ones).
 func (m *DeviceNet) newParam(p graph.Param, alloc func(int) compute.Buffer) devParam {
 	n := int(p.Size())
-	d := devParam{Param: p, n: n, rows: p.Shape[0], decay: true}
+	d := devParam{Param: p, n: n, rows: p.Shape[0], decay: true, fold: -1}
 	d.w, d.v, d.g, d.mask = alloc(n), alloc(n), alloc(n), alloc(n)
 	if d.mask != nil {
 		m.dev.Fill(d.mask, n, 1)
@@ -203,7 +216,13 @@ func quantizable(p graph.Param) bool { return !p.Bias && !p.Norm }
 // (1×1, stride 1, no padding, one group): no im2col.
 func pointwise(L graph.Layer) bool {
 	k, s, p := L.Window()
-	return k == 1 && s == 1 && p == 0
+	return k == 1 && s == 1 && p == 0 && L.GroupCount() == 1
+}
+
+// depthwise says whether a convolution has a filter per channel
+// (compute.Device.DepthwiseConv): no patches either.
+func depthwise(L graph.Layer) bool {
+	return L.GroupCount() > 1 && L.GroupCount() == L.In.C && L.Out == L.In.C
 }
 
 // initialize sets He-uniform weights drawn from seed in parameter order
@@ -245,13 +264,13 @@ func deviceLayers(layers []graph.Layer) ([]devLayer, int, error) {
 		}
 		k, _, _ := L.Window()
 		switch {
-		case L.Kind == graph.Conv && L.GroupCount() != 1:
-			return fail("the device path has no grouped (depthwise) convolutions yet")
+		case L.Kind == graph.Conv && L.GroupCount() != 1 && !depthwise(L):
+			return fail("the device path has no grouped convolutions but depthwise ones yet")
 		case L.Kind == graph.MaxPool && (k != 2 || L.Stride != 0 && L.Stride != 2 || L.Pad != 0):
 			return fail("the device path pools 2×2 windows at stride 2 only")
 		case !slices.Contains([]graph.Kind{graph.Linear, graph.Conv, graph.MaxPool, graph.BatchNorm, graph.Add, graph.GlobalAvgPool, graph.Flatten}, L.Kind):
 			return fail("the device path has no %s layer", L.Kind)
-		case L.Act != graph.ReLU && L.Act != graph.Identity && L.Act != "":
+		case L.Act != graph.ReLU && L.Act != graph.ReLU6 && L.Act != graph.Identity && L.Act != "":
 			return fail("the device path has no %s activation", L.Act)
 		case L.Kind == graph.Conv && (k < 1 || L.In.H+2*L.Pad < k || L.In.W+2*L.Pad < k):
 			return fail("conv %v with %d filters of %d", L.In, L.Out, k)
@@ -382,17 +401,30 @@ func (m *DeviceNet) drops() bool {
 	return m.dropIn > 0 || slices.ContainsFunc(m.layers, func(L devLayer) bool { return L.Dropout > 0 })
 }
 
-// weights returns the values the forward pass uses for parameter p,
-// quantized when QAT is on for it.
+// weights returns the values the forward pass uses for parameter p:
+// folded with its batch norm's factors when trained so, and quantized when
+// QAT is on for it.
 func (m *DeviceNet) weights(p int) compute.Buffer {
-	if m.params[p].quant == 0 {
-		return m.params[p].w
+	switch prm := &m.params[p]; {
+	case prm.quant != 0:
+		return prm.wq
+	case prm.wf != nil:
+		return prm.wf
+	default:
+		return prm.w
 	}
-	return m.params[p].wq
 }
 
+// quantize computes the folded and fake-quantized weights a pass uses.
 func (m *DeviceNet) quantize() {
 	for _, p := range m.params {
+		src := p.w
+		if p.wf != nil {
+			bn := &m.layers[p.fold]
+			m.dev.BNScale(p.s, m.params[bn.w].w, bn.rvar, p.rows, graph.BNEpsilon)
+			m.dev.ScaleRows(p.wf, p.w, p.s, p.rows, p.n/p.rows)
+			src = p.wf
+		}
 		if p.quant == 0 {
 			continue
 		}
@@ -400,9 +432,72 @@ func (m *DeviceNet) quantize() {
 		if p.perTensor {
 			rows, cols = 1, p.n
 		}
-		m.dev.RowAbsMax(p.amax, p.w, rows, cols)
-		m.dev.FakeQuant(p.wq, p.w, p.amax, rows, cols, p.quant)
+		m.dev.RowAbsMax(p.amax, src, rows, cols)
+		m.dev.FakeQuant(p.wq, src, p.amax, rows, cols, p.quant)
 	}
+}
+
+// setCompression allocates what a model's quantization-aware training
+// with batch norms folded (mod.Fold) and activation observers
+// (mod.ActQuant) need on the device.
+func (m *DeviceNet) setCompression(mod *model.Model) error {
+	index := map[string]int{}
+	for i, L := range m.layers {
+		index[L.Name] = i
+	}
+	alloc := func(n int) (compute.Buffer, error) {
+		b, err := m.dev.Alloc(n)
+		if err == nil {
+			m.all = append(m.all, b)
+		}
+		return b, err
+	}
+	var err error
+	for conv, bn := range mod.Fold {
+		i, ok := index[conv]
+		j, okb := index[bn]
+		if !ok || !okb || m.layers[i].Kind != graph.Conv || m.layers[j].Kind != graph.BatchNorm {
+			return fmt.Errorf("trainer: no convolution %s with batch norm %s to fold", conv, bn)
+		}
+		p := &m.params[m.layers[i].w]
+		p.fold = j
+		if p.s, err = alloc(p.rows); err != nil {
+			return err
+		}
+		if p.wf, err = alloc(p.n); err != nil {
+			return err
+		}
+	}
+	for name, obs := range mod.ActQuant {
+		i, ok := index[name]
+		if !ok {
+			return fmt.Errorf("trainer: no layer %s to observe", name)
+		}
+		L := &m.layers[i]
+		if L.Kind == graph.MaxPool {
+			continue // the CPU graph observes no pooling either
+		}
+		L.aq = obs
+		n := m.batch * L.n
+		for _, b := range []*compute.Buffer{&L.q, &L.inside} {
+			if *b, err = alloc(n); err != nil {
+				return err
+			}
+		}
+		if L.obs, err = alloc(5); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// output is what layer j's readers read: its quantized output while its
+// observer quantizes, else its output.
+func (m *DeviceNet) output(j int) compute.Buffer {
+	if L := &m.layers[j]; L.aq != nil && L.aq.Enabled {
+		return L.q
+	}
+	return m.layers[j].act
 }
 
 // dropSeedFor is the mask seed of a step and layer (−1: the input).

@@ -43,11 +43,28 @@ func TestDeviceResNetGradient(t *testing.T) {
 	checkGradient(t, m, 4, 1e-3, 97)
 }
 
+// smallMobileNet is the MobileNet preset at width 0.25 on 8×8 images of 4
+// classes: depthwise convolutions, ReLU6, inverted residuals.
+func smallMobileNet(t testing.TB) graph.Network {
+	t.Helper()
+	net, err := graph.MobileNet(graph.Shape{H: 8, W: 8, C: 1}, 0.25, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return net
+}
+
 // resNetModel is the small ResNet as a model with its running statistics
 // moved off their start (so that evaluation tests them).
 func resNetModel(t testing.TB, seed uint64) *model.Model {
 	t.Helper()
-	m, err := model.FromNetwork(smallResNet(t), "kaiming", seed)
+	return netModel(t, smallResNet(t), seed)
+}
+
+// netModel is net as a model, its running statistics moved likewise.
+func netModel(t testing.TB, net graph.Network, seed uint64) *model.Model {
+	t.Helper()
+	m, err := model.FromNetwork(net, "kaiming", seed)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,10 +115,15 @@ func TestDeviceResNetEvaluateMatchesModel(t *testing.T) {
 // CPU graph) for epochs over set with the dense ResNet recipe's settings —
 // shifts and flips, SGD with momentum on a cosine schedule, biases and
 // batch norms left out of weight decay — and returns the model.
-func trainResNet(t testing.TB, dev compute.Device, set *data.Set, batch, epochs int) *model.Model {
+func trainResNet(t testing.TB, dev compute.Device, set *data.Set, batch, epochs int, compress ...Policy) *model.Model {
+	t.Helper()
+	return trainResNetModel(t, dev, resNetModel(t, 7), set, batch, epochs, compress...)
+}
+
+// trainResNetModel is trainResNet from m, with extra policies.
+func trainResNetModel(t testing.TB, dev compute.Device, m *model.Model, set *data.Set, batch, epochs int, extra ...Policy) *model.Model {
 	t.Helper()
 	eng := cpu.New(cpu.Options{Threads: 2})
-	m := resNetModel(t, 7)
 	noDecay := make([]bool, len(m.Params))
 	for i, p := range m.Params {
 		noDecay[i] = p.Bias || p.Norm
@@ -116,7 +138,7 @@ func trainResNet(t testing.TB, dev compute.Device, set *data.Set, batch, epochs 
 	}
 	total := int64(data.Steps(set.Len(), batch) * batch * epochs)
 	tr, err := New(Config{Model: m, Engine: eng, Device: dev, Train: set, Batch: batch, Epochs: epochs, Seed: 3, Optimizer: opt,
-		Augment: data.Augment{Shift: 1, Flip: true}, Policies: []Policy{&LRPolicy{Schedule: schedule.LR{Kind: "cosine", Base: 0.1, Total: total}}}})
+		Augment: data.Augment{Shift: 1, Flip: true}, Policies: append([]Policy{&LRPolicy{Schedule: schedule.LR{Kind: "cosine", Base: 0.1, Total: total}}}, extra...)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,23 +211,22 @@ func TestDeviceSupportsNamesWhatIsMissing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mobile, err := graph.MobileNet(graph.Shape{H: 28, W: 28, C: 1}, 0.5, 10)
+	grouped := graph.NewChain(graph.Shape{H: 8, W: 8, C: 4}, 4).
+		Add(graph.Layer{Name: "conv", Kind: graph.Conv, Kernel: 3, Out: 4, Groups: 2}).
+		Add(graph.Layer{Name: "fc", Kind: graph.Linear, Out: 4})
+	mm, err := model.FromNetwork(grouped.Net, "kaiming", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mm, err := model.FromNetwork(mobile, "kaiming", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	folded := resNetModel(t, 1)
-	folded.BN = &model.BNControl{}
+	symmetric := resNetModel(t, 1)
+	symmetric.ActQuant = map[string]*model.Observer{"block1.add": {Spec: model.QuantSpec{Bits: 8, Symmetric: true}}}
 	for _, tc := range []struct {
 		m     *model.Model
 		field string
 		what  string
 	}{
-		{mm, "model.arch", "no relu6 activation"},
-		{folded, "quantize", "batch norms folded"},
+		{mm, "model.arch", "no grouped convolutions but depthwise ones"},
+		{symmetric, "quantize.activations", "symmetric or per-channel activation quantization"},
 		{resNetModel(t, 1), "", ""},
 	} {
 		err := DeviceSupports(Config{Device: dev, Model: tc.m, Optimizer: opt}, false)
@@ -215,6 +236,166 @@ func TestDeviceSupportsNamesWhatIsMissing(t *testing.T) {
 			t.Errorf("the dense ResNet refused: %v", err)
 		case tc.what != "" && (!errors.As(err, &u) || u.Field != tc.field || !strings.Contains(err.Error(), tc.what)):
 			t.Errorf("error %v, want field %s and %q", err, tc.field, tc.what)
+		}
+	}
+}
+
+// quantizedResNet is the small ResNet set up as the compressed recipe's
+// quantize block makes it (run/policies.go): 8-bit per-channel weights,
+// every convolution with its batch norm folded in, 8-bit activations
+// after each folded convolution's batch norm and each residual addition;
+// and the policy that turns them on at sample on, freezes the observers
+// at frozen and the batch norms at bnAt.
+func quantizedResNet(t testing.TB, on, frozen, bnAt int64) (*model.Model, Policy) {
+	m := resNetModel(t, 7)
+	m.Quant, m.ActQuant, m.BN, m.Fold = map[string]*model.QuantControl{}, map[string]*model.Observer{}, &model.BNControl{}, map[string]string{}
+	var layers, observed []string
+	pairs := m.Net.FoldPairs()
+	for _, w := range m.Weights() {
+		m.Quant[w.Name] = &model.QuantControl{Spec: model.QuantSpec{Bits: 8, Symmetric: true, PerChannel: true}}
+		layers = append(layers, w.Name)
+		if bn, ok := pairs[w.Name]; ok {
+			m.Fold[w.Name] = bn
+			observed = append(observed, bn)
+		}
+	}
+	for _, l := range m.Net.Layers {
+		if l.Kind == graph.Add {
+			observed = append(observed, l.Name)
+		}
+	}
+	for _, l := range observed {
+		m.ActQuant[l] = &model.Observer{Spec: model.QuantSpec{Bits: 8}, Momentum: 0.9}
+	}
+	return m, &QuantPolicy{Layers: layers, Steps: []QuantStep{{Start: on, Bits: 8}}, Observers: observed, FreezeAt: frozen, FreezeBNAt: bnAt}
+}
+
+// TestDeviceResNetQATMatchesGraph: quantization-aware training with batch
+// norms folded and activation observers on the device agrees with the CPU
+// graph's over two steps — the first initializing the observers with
+// batch statistics, the second folding its range into theirs with the
+// batch norms frozen. (Over more steps the two drift apart by whole
+// quantization levels: a value within float32 rounding of a level's
+// boundary lands on either side of it.)
+func TestDeviceResNetQATMatchesGraph(t *testing.T) {
+	dev := host.New(cpu.New(cpu.Options{Threads: 1}))
+	defer dev.Close()
+	set := randomImages(32, 4, 11)
+	train := func(d compute.Device) *model.Model {
+		m, p := quantizedResNet(t, 0, 1000, 16)
+		return trainResNetModel(t, d, m, set, 16, 1, p)
+	}
+	cpuModel, devModel := train(nil), train(dev)
+	for i, p := range append(cpuModel.Params, cpuModel.Buffers...) {
+		d := append(devModel.Params, devModel.Buffers...)[i].Data()
+		for j, v := range p.Data() {
+			if math.Abs(float64(d[j]-v)) > 1e-5*(1+math.Abs(float64(v))) {
+				t.Fatalf("%s[%d]: device %v, CPU graph %v", p.Name, j, d[j], v)
+			}
+		}
+	}
+	for name, o := range cpuModel.ActQuant {
+		d := devModel.ActQuant[name]
+		if !d.Initialized || math.Abs(float64(d.Min-o.Min)) > 1e-5 || math.Abs(float64(d.Max-o.Max)) > 1e-5*(1+float64(o.Max)) {
+			t.Errorf("observer %s: device %+v, CPU graph %+v", name, *d, *o)
+		}
+	}
+	if !devModel.BN.Frozen || !cpuModel.BN.Frozen {
+		t.Error("batch norms not frozen")
+	}
+}
+
+// TestStrictDeviceResNetQAT: the same compressed training, switched on
+// and frozen mid-run, on the strict device is bit for bit the reference
+// device's, observers included.
+func TestStrictDeviceResNetQAT(t *testing.T) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	eng := cpu.New(cpu.Options{Threads: 2})
+	strict, ref := host.NewStrict(eng), host.New(eng)
+	defer strict.Close()
+	defer ref.Close()
+	set := randomImages(96, 4, 13)
+	train := func(d compute.Device) *model.Model {
+		m, p := quantizedResNet(t, 48, 144, 160)
+		return trainResNetModel(t, d, m, set, 16, 2, p)
+	}
+	st, rf := train(strict), train(ref)
+	for i, p := range append(st.Params, st.Buffers...) {
+		want := append(rf.Params, rf.Buffers...)[i].Data()
+		for j, v := range p.Data() {
+			if math.Float32bits(v) != math.Float32bits(want[j]) {
+				t.Fatalf("%s[%d]: strict %v, reference %v", p.Name, j, v, want[j])
+			}
+		}
+	}
+	for name, o := range st.ActQuant {
+		if r := rf.ActQuant[name]; *o != *r || !o.Frozen || !o.Initialized {
+			t.Fatalf("observer %s: strict %+v, reference %+v", name, *o, *r)
+		}
+	}
+}
+
+// TestDeviceDepthwiseGradient: the gradients of a depthwise convolution
+// (stride 2, padding) between ReLU6 layers against finite differences (a
+// whole MobileNet's, batch norms over a few positions and ReLU6's two
+// kinks, are too rough for them: TestDeviceMobileNetStepMatchesGraph
+// checks those against the CPU graph).
+func TestDeviceDepthwiseGradient(t *testing.T) {
+	dev := host.New(cpu.New(cpu.Options{Threads: 1}))
+	defer dev.Close()
+	net := graph.NewChain(graph.Shape{H: 8, W: 8, C: 1}, 4).
+		Add(graph.Layer{Name: "conv", Kind: graph.Conv, Kernel: 3, Pad: 1, Out: 4, Act: graph.ReLU6}).
+		Add(graph.Layer{Name: "dw", Kind: graph.Conv, Kernel: 3, Stride: 2, Pad: 1, Out: 4, Groups: 4, Act: graph.ReLU6}).
+		Add(graph.Layer{Name: "flat", Kind: graph.Flatten}).
+		Add(graph.Layer{Name: "fc", Kind: graph.Linear, Out: 4})
+	if err := net.Net.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	m, err := NewDeviceNet(dev, net.Net.Layers, 3, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Biases off 0: with zero biases, outputs whose inputs are all zero sit
+	// exactly on ReLU6's kink, where a central difference sees half a slope.
+	r := rand.New(rand.NewPCG(8, 9))
+	for _, p := range m.params {
+		if p.Bias {
+			b := make([]float32, p.n)
+			for i := range b {
+				b[i] = 0.05 + 0.1*r.Float32()
+			}
+			if err := dev.Upload(p.w, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	checkGradient(t, m, 4, 1e-3, 1)
+}
+
+// TestDeviceMobileNetStepMatchesGraph: two MobileNet training steps on the
+// device agree with the CPU graph's, and the strict device's are the
+// reference's bit for bit.
+func TestDeviceMobileNetStepMatchesGraph(t *testing.T) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	eng := cpu.New(cpu.Options{Threads: 1})
+	strict, ref := host.NewStrict(eng), host.New(eng)
+	defer strict.Close()
+	defer ref.Close()
+	set := randomImages(32, 4, 11)
+	train := func(d compute.Device) *model.Model {
+		return trainResNetModel(t, d, netModel(t, smallMobileNet(t), 7), set, 16, 1)
+	}
+	cpuModel, devModel, strictModel := train(nil), train(ref), train(strict)
+	for i, p := range append(cpuModel.Params, cpuModel.Buffers...) {
+		d := append(devModel.Params, devModel.Buffers...)[i].Data()
+		st := append(strictModel.Params, strictModel.Buffers...)[i].Data()
+		for j, v := range p.Data() {
+			if math.Abs(float64(d[j]-v)) > 2e-5*(1+math.Abs(float64(v))) {
+				t.Fatalf("%s[%d]: device %v, CPU graph %v", p.Name, j, d[j], v)
+			}
+			if math.Float32bits(st[j]) != math.Float32bits(d[j]) {
+				t.Fatalf("%s[%d]: strict %v, reference %v", p.Name, j, st[j], d[j])
+			}
 		}
 	}
 }

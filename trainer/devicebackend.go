@@ -92,7 +92,7 @@ func deviceNetOf(dev compute.Device, m *model.Model, batch int, seed uint64, tra
 	if err != nil {
 		return nil, err
 	}
-	if train {
+	if err = net.setCompression(m); err == nil && train {
 		err = net.SetDropout(m.Spec.InputDropout, seed^dropoutSalt)
 	}
 	if err == nil {
@@ -266,9 +266,11 @@ func (d *deviceBackend) close() {
 	d.net, d.teacher, d.trainSet, d.val, d.test, d.idx, d.shifts = nil, nil, nil, nil, nil, nil, nil
 }
 
-// setQuantFrom sets each weight's fake quantization from the model's
-// controls (the QuantPolicy's).
+// setQuantFrom sets each weight's fake quantization and the batch norms'
+// freezing from the model's controls (the QuantPolicy's); activation
+// observers are the model's own.
 func (m *DeviceNet) setQuantFrom(mod *model.Model) error {
+	m.bnFrozen = mod.BN != nil && mod.BN.Frozen
 	for _, prm := range mod.Weights() {
 		ctl, bits, perTensor := mod.Quant[prm.Name], 0, false
 		if ctl != nil && ctl.Enabled {

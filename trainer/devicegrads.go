@@ -23,7 +23,22 @@ func (m *DeviceNet) SetWeightsFrom(mod *model.Model) error {
 	if err := m.SetParams(vals); err != nil {
 		return err
 	}
+	for _, L := range m.layers {
+		if L.aq != nil {
+			o := L.aq
+			if err := m.dev.Upload(L.obs, []float32{o.Min, o.Max, b2f(o.Initialized), 0, 0}); err != nil {
+				return err
+			}
+		}
+	}
 	return m.runningStats(mod, func(dst compute.Buffer, buf []float32) error { return m.dev.Upload(dst, buf) })
+}
+
+func b2f(b bool) float32 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // WeightsInto downloads the network's parameters and batch norms' running
@@ -35,6 +50,15 @@ func (m *DeviceNet) WeightsInto(mod *model.Model) error {
 	for i, p := range m.params {
 		if err := m.dev.Download(mod.Params[i].Data(), p.w); err != nil {
 			return err
+		}
+	}
+	for _, L := range m.layers {
+		if L.aq != nil {
+			o := make([]float32, 5)
+			if err := m.dev.Download(o, L.obs); err != nil {
+				return err
+			}
+			L.aq.Min, L.aq.Max, L.aq.Initialized = o[0], o[1], o[2] != 0
 		}
 	}
 	return m.runningStats(mod, func(src compute.Buffer, buf []float32) error { return m.dev.Download(buf, src) })

@@ -8,7 +8,7 @@ import (
 // input is what layer i reads as its k-th input.
 func (m *DeviceNet) input(x compute.Buffer, i, k int) compute.Buffer {
 	if j := m.layers[i].from[k]; j >= 0 {
-		return m.layers[j].act
+		return m.output(j)
 	}
 	return x
 }
@@ -34,11 +34,19 @@ func (m *DeviceNet) forward(x compute.Buffer, rows int, train bool, step int64) 
 		case graph.Conv:
 			k, s, p := L.Window()
 			pix, col := rows*L.n/L.Out, in
-			if L.col != nil {
+			switch {
+			case depthwise(L.Layer):
+				dev.DepthwiseConv(L.act, in, m.weights(L.w), rows, L.In.H, L.In.W, L.In.C, k, s, p)
+			case L.col != nil:
 				dev.Im2col(L.col, in, rows, L.In.H, L.In.W, L.In.C, k, s, p)
 				col = L.col
+				fallthrough
+			default:
+				dev.Gemm(false, true, pix, L.Out, k*k*L.In.C, 1, col, m.weights(L.w), 0, L.act)
 			}
-			dev.Gemm(false, true, pix, L.Out, k*k*L.In.C, 1, col, m.weights(L.w), 0, L.act)
+			if w := &m.params[L.w]; w.wf != nil {
+				dev.DivCols(L.act, L.act, w.s, pix, L.Out) // back to the convolution's own scale
+			}
 			if L.b >= 0 {
 				dev.BiasAct(L.act, m.params[L.b].w, pix, L.Out, relu)
 			} else if relu {
@@ -49,14 +57,18 @@ func (m *DeviceNet) forward(x compute.Buffer, rows int, train bool, step int64) 
 		case graph.BatchNorm:
 			pos, c := rows*L.In.H*L.In.W, L.In.C
 			mean := L.mean
-			if train {
+			switch {
+			case train && !m.bnFrozen:
 				rmean, rvar := L.rmean, L.rvar
 				if m.probe {
 					rmean, rvar = nil, nil
 				}
 				dev.BNStats(L.mean, L.inv, rmean, rvar, in, pos, c, graph.BNMomentum, graph.BNEpsilon)
-			} else {
-				dev.BNInv(L.inv, L.rvar, c, graph.BNEpsilon)
+			case train: // frozen: the running statistics, constants of the pass
+				dev.Copy(L.mean, L.rmean, c)
+				dev.BNScale(L.inv, nil, L.rvar, c, graph.BNEpsilon)
+			default:
+				dev.BNScale(L.inv, nil, L.rvar, c, graph.BNEpsilon)
 				mean = L.rmean
 			}
 			dev.BNForward(L.act, in, mean, L.inv, m.params[L.w].w, m.params[L.b].w, pos, c, relu)
@@ -74,10 +86,17 @@ func (m *DeviceNet) forward(x compute.Buffer, rows int, train bool, step int64) 
 		case graph.Flatten:
 			dev.Copy(L.act, in, rows*L.n)
 		}
+		if L.Act == graph.ReLU6 {
+			dev.ReLU6(L.act, rows*L.n)
+		}
+		if L.aq != nil && L.aq.Enabled {
+			observe := train && !L.aq.Frozen && !m.probe
+			dev.ActQuant(L.q, L.inside, L.obs, L.act, rows*L.n, L.aq.Spec.Bits, L.aq.Momentum, observe)
+		}
 		if train && L.hidMask != nil {
 			n, rate := rows*L.n, float32(L.Dropout)
 			dev.DropoutMask(L.hidMask, n, rate, 1/(1-rate), m.dropSeedFor(step, i))
-			dev.Mul(L.act, L.hidMask, n)
+			dev.Mul(m.output(i), L.hidMask, n)
 		}
 	}
 	return m.layers[len(m.layers)-1].act
@@ -114,8 +133,14 @@ func (m *DeviceNet) gradients(s DeviceStep) {
 		if L.hidMask != nil {
 			dev.Mul(g, L.hidMask, n)
 		}
-		if L.Act == graph.ReLU {
+		if L.aq != nil && L.aq.Enabled {
+			dev.Mul(g, L.inside, n) // straight through where the value was in range
+		}
+		switch L.Act {
+		case graph.ReLU:
 			dev.ReLUGrad(g, g, L.act, n)
+		case graph.ReLU6:
+			dev.ReLU6Grad(g, g, L.act, n)
 		}
 		in := m.input(m.x, i, 0)
 		switch L.Kind {
@@ -133,14 +158,29 @@ func (m *DeviceNet) gradients(s DeviceStep) {
 			if L.col != nil {
 				col = L.col
 			}
-			dev.Gemm(true, false, L.Out, cols, pix, 1, g, col, 0, m.params[L.w].g)
+			w := &m.params[L.w]
 			if L.b >= 0 {
 				dev.ColSum(m.params[L.b].g, g, pix, L.Out)
 			}
+			if w.wf != nil {
+				dev.DivCols(g, g, w.s, pix, L.Out) // the folded weight's output gradient
+			}
+			if depthwise(L.Layer) {
+				cols = k * k
+				dev.DepthwiseConvGradW(w.g, g, in, rows, L.In.H, L.In.W, L.In.C, k, st, p)
+			} else {
+				dev.Gemm(true, false, L.Out, cols, pix, 1, g, col, 0, w.g)
+			}
+			if w.wf != nil {
+				dev.ScaleRows(w.g, w.g, w.s, L.Out, cols) // W·s's gradient to W's (none to γ through s)
+			}
 			if dx, done := into(L.from[0]); dx != nil {
-				if L.col == nil {
+				switch {
+				case depthwise(L.Layer):
+					dev.DepthwiseConvGradX(dx, g, m.weights(L.w), rows, L.In.H, L.In.W, L.In.C, k, st, p)
+				case L.col == nil:
 					dev.Gemm(false, false, pix, cols, L.Out, 1, g, m.weights(L.w), 0, dx)
-				} else {
+				default:
 					dev.Gemm(false, false, pix, cols, L.Out, 1, g, m.weights(L.w), 0, m.dcol)
 					dev.Col2im(dx, m.dcol, rows, L.In.H, L.In.W, L.In.C, k, st, p)
 				}
@@ -158,7 +198,7 @@ func (m *DeviceNet) gradients(s DeviceStep) {
 			if dx == nil {
 				dx = m.spare
 			}
-			dev.BNGrad(dx, m.params[L.w].g, m.params[L.b].g, g, in, L.mean, L.inv, m.params[L.w].w, rows*L.In.H*L.In.W, L.In.C)
+			dev.BNGrad(dx, m.params[L.w].g, m.params[L.b].g, g, in, L.mean, L.inv, m.params[L.w].w, rows*L.In.H*L.In.W, L.In.C, m.bnFrozen)
 			done()
 		case graph.Add:
 			for k := range L.from {

@@ -37,14 +37,16 @@ func DeviceSupports(cfg Config, gradientsOnly bool) error {
 		return no("model.arch", "model %q (%v)", m.Spec.Arch, err)
 	}
 	bn := slices.ContainsFunc(m.Net.Layers, func(l graph.Layer) bool { return l.Kind == graph.BatchNorm })
-	switch {
-	case len(m.Fold) > 0 || m.BN != nil:
-		return no("quantize", "quantization with batch norms folded into their convolutions")
-	case bn && gradientsOnly:
+	if bn && gradientsOnly {
 		return no("model.arch", "batch norms in a cluster replica's gradients")
 	}
-	for name := range m.ActQuant {
-		return no("quantize.activations", "activation quantization (%s)", name)
+	for name, o := range m.ActQuant {
+		if o.Spec.Symmetric || o.Spec.PerChannel {
+			return no("quantize.activations", "symmetric or per-channel activation quantization (%s)", name)
+		}
+		if gradientsOnly {
+			return no("quantize.activations", "activation quantization in a cluster replica's gradients (%s)", name)
+		}
 	}
 	for name, ctl := range m.Quant {
 		if ctl != nil && !ctl.Spec.Symmetric {

@@ -26,7 +26,7 @@ var kernelSource string
 // kernelNames are the kernels.cu entry points Open loads.
 var kernelNames = []string{"bias_act", "relu_grad", "col_sum", "col_sum_part", "gather_rows", "softmax_kd", "row_abs_max",
 	"fake_quant", "sgd", "fill", "gather_shifted", "dropout_mask", "mul",
-	"im2col", "col2im", "maxpool", "maxpool_grad", "bn_stats_part", "bn_stats", "bn_inv", "bn_forward",
+	"im2col", "col2im", "maxpool", "maxpool_grad", "bn_stats_part", "bn_stats", "bn_scale", "bn_forward", "scale_rows", "div_cols", "act_minmax", "act_observe", "act_quant", "relu6", "relu6_grad", "depthwise", "depthwise_grad_x", "depthwise_grad_w_part",
 	"bn_grad_part", "bn_grad_sums", "bn_grad_dx", "add_act", "copy_f", "gap", "gap_grad"}
 
 // LibraryPathEnv names an environment variable holding extra directories
@@ -669,9 +669,85 @@ func (e *Device) BNStats(mean, inv, rmean, rvar, x compute.Buffer, rows, cols in
 	e.run("bn_stats", (cols+cb-1)/cb, cb, pm, pi, prm, prv, part, nb, rows, cols, momentum, eps)
 }
 
-// BNInv implements compute.Device.
-func (e *Device) BNInv(inv, vr compute.Buffer, cols int, eps float64) {
-	e.run("bn_inv", blocks(cols), block, e.ptr(inv, cols, "bn_inv inv"), e.ptr(vr, cols, "bn_inv var"), cols, eps)
+// BNScale implements compute.Device.
+func (e *Device) BNScale(s, gamma, vr compute.Buffer, cols int, eps float64) {
+	e.run("bn_scale", blocks(cols), block, e.ptr(s, cols, "bn_scale s"), e.ptr(gamma, cols, "bn_scale gamma"), e.ptr(vr, cols, "bn_scale var"), cols, eps)
+}
+
+// ScaleRows implements compute.Device.
+func (e *Device) ScaleRows(dst, x, s compute.Buffer, rows, cols int) {
+	n := rows * cols
+	e.run("scale_rows", blocks(n), block, e.ptr(dst, n, "scale_rows dst"), e.ptr(x, n, "scale_rows x"), e.ptr(s, rows, "scale_rows s"), rows, cols)
+}
+
+// DivCols implements compute.Device.
+func (e *Device) DivCols(dst, x, s compute.Buffer, rows, cols int) {
+	n := rows * cols
+	e.run("div_cols", blocks(n), block, e.ptr(dst, n, "div_cols dst"), e.ptr(x, n, "div_cols x"), e.ptr(s, cols, "div_cols s"), rows, cols)
+}
+
+// ReLU6 implements compute.Device.
+func (e *Device) ReLU6(y compute.Buffer, n int) {
+	e.run("relu6", blocks(n), block, e.ptr(y, n, "relu6 y"), n)
+}
+
+// ReLU6Grad implements compute.Device.
+func (e *Device) ReLU6Grad(dx, dy, y compute.Buffer, n int) {
+	e.run("relu6_grad", blocks(n), block, e.ptr(dx, n, "relu6_grad dx"), e.ptr(dy, n, "relu6_grad dy"), e.ptr(y, n, "relu6_grad y"), n)
+}
+
+// DepthwiseConv implements compute.Device.
+func (e *Device) DepthwiseConv(y, x, wt compute.Buffer, rows, h, w, c, k, stride, pad int) {
+	n := rows * compute.ConvOut(h, k, stride, pad) * compute.ConvOut(w, k, stride, pad) * c
+	e.run("depthwise", blocks(n), block, e.ptr(y, n, "depthwise y"), e.ptr(x, rows*h*w*c, "depthwise x"), e.ptr(wt, c*k*k, "depthwise wt"),
+		rows, h, w, c, k, stride, pad)
+}
+
+// DepthwiseConvGradX implements compute.Device.
+func (e *Device) DepthwiseConvGradX(dx, dy, wt compute.Buffer, rows, h, w, c, k, stride, pad int) {
+	n, no := rows*h*w*c, rows*compute.ConvOut(h, k, stride, pad)*compute.ConvOut(w, k, stride, pad)*c
+	e.run("depthwise_grad_x", blocks(n), block, e.ptr(dx, n, "depthwise_grad_x dx"), e.ptr(dy, no, "depthwise_grad_x dy"),
+		e.ptr(wt, c*k*k, "depthwise_grad_x wt"), rows, h, w, c, k, stride, pad)
+}
+
+// DepthwiseConvGradW implements compute.Device: block sums into the
+// scratch, then col_sum adds them in order.
+func (e *Device) DepthwiseConvGradW(dwt, dy, x compute.Buffer, rows, h, w, c, k, stride, pad int) {
+	taps, pos := c*k*k, rows*compute.ConvOut(h, k, stride, pad)*compute.ConvOut(w, k, stride, pad)
+	pw, py, px := e.ptr(dwt, taps, "depthwise_grad_w dwt"), e.ptr(dy, pos*c, "depthwise_grad_w dy"), e.ptr(x, rows*h*w*c, "depthwise_grad_w x")
+	nb := (pos + compute.ColSumBlock - 1) / compute.ColSumBlock
+	if nb == 0 {
+		e.Fill(dwt, taps, 0)
+		return
+	}
+	part := e.scratchOf(nb * taps)
+	if part == 0 {
+		return
+	}
+	e.run2d("depthwise_grad_w_part", blocks(taps), nb, block, part, py, px, rows, h, w, c, k, stride, pad, compute.ColSumBlock)
+	e.run("col_sum", blocks(taps), block, pw, part, nb, taps)
+}
+
+// actBlocks is how many blocks act_minmax takes min and max over.
+const actBlocks = 128
+
+// ActQuant implements compute.Device: block minima and maxima into the
+// scratch, the observer's update and parameters in one thread, then the
+// elementwise pass.
+func (e *Device) ActQuant(y, inside, obs, x compute.Buffer, n, bits int, momentum float32, observe bool) {
+	py, pin, po, px := e.ptr(y, n, "act_quant y"), e.ptr(inside, n, "act_quant inside"), e.ptr(obs, 5, "act_quant obs"), e.ptr(x, n, "act_quant x")
+	qmin, qmax := 0, 1<<bits-1
+	if observe && n > 0 {
+		part := e.scratchOf(2 * actBlocks)
+		if part == 0 {
+			return
+		}
+		e.run("act_minmax", actBlocks, block, part, px, n)
+		e.run("act_observe", 1, 1, po, part, actBlocks, 1, momentum, qmin, qmax)
+	} else {
+		e.run("act_observe", 1, 1, po, uint64(0), 0, 0, momentum, qmin, qmax)
+	}
+	e.run("act_quant", blocks(n), block, py, pin, po, px, n, qmin, qmax)
 }
 
 // BNForward implements compute.Device.
@@ -684,7 +760,7 @@ func (e *Device) BNForward(y, x, mean, inv, gamma, beta compute.Buffer, rows, co
 // BNGrad implements compute.Device: block sums of dz and dz·h (float64)
 // into the scratch, their sums and each column's factor k after them,
 // then dx.
-func (e *Device) BNGrad(dx, dgamma, dbeta, dz, x, mean, inv, gamma compute.Buffer, rows, cols int) {
+func (e *Device) BNGrad(dx, dgamma, dbeta, dz, x, mean, inv, gamma compute.Buffer, rows, cols int, frozen bool) {
 	n := rows * cols
 	pdx, pdg, pdb := e.ptr(dx, n, "bn_grad dx"), e.ptr(dgamma, cols, "bn_grad dgamma"), e.ptr(dbeta, cols, "bn_grad dbeta")
 	pdz, px, pm := e.ptr(dz, n, "bn_grad dz"), e.ptr(x, n, "bn_grad x"), e.ptr(mean, cols, "bn_grad mean")
@@ -701,7 +777,7 @@ func (e *Device) BNGrad(dx, dgamma, dbeta, dz, x, mean, inv, gamma compute.Buffe
 	cb := colBlock(cols)
 	e.run2d("bn_grad_part", (cols+cb-1)/cb, nb, cb, part, pdz, px, pm, pi, rows, cols, compute.ColSumBlock)
 	e.run("bn_grad_sums", (cols+cb-1)/cb, cb, pdg, pdb, k, part, pg, pi, nb, rows, cols)
-	e.run("bn_grad_dx", blocks(n), block, pdx, pdz, px, pm, pi, pdg, pdb, k, rows, cols)
+	e.run("bn_grad_dx", blocks(n), block, pdx, pdz, px, pm, pi, pdg, pdb, k, rows, cols, b2i(frozen))
 }
 
 // AddAct implements compute.Device.

@@ -263,9 +263,9 @@ extern "C" __global__ void bn_stats(float* mean, float* inv, float* rmean, float
     rvar[j] = (float)__dadd_rn(__dmul_rn(keep, (double)rvar[j]), __dmul_rn(momentum, u));
 }
 
-extern "C" __global__ void bn_inv(float* inv, const float* vr, int cols, double eps) {
+extern "C" __global__ void bn_scale(float* s, const float* g, const float* vr, int cols, double eps) {
     int j = blockIdx.x * blockDim.x + threadIdx.x;
-    if (j < cols) inv[j] = (float)__ddiv_rn(1.0, __dsqrt_rn(__dadd_rn((double)vr[j], eps)));
+    if (j < cols) s[j] = (float)__ddiv_rn(g == 0 ? 1.0 : (double)g[j], __dsqrt_rn(__dadd_rn((double)vr[j], eps)));
 }
 
 extern "C" __global__ void bn_forward(float* y, const float* x, const float* mean, const float* inv, const float* g,
@@ -316,13 +316,14 @@ extern "C" __global__ void bn_grad_sums(float* dgamma, float* dbeta, float* k, c
 }
 
 extern "C" __global__ void bn_grad_dx(float* dx, const float* dz, const float* x, const float* mean, const float* inv,
-                                      const float* dgamma, const float* dbeta, const float* k, int rows, int cols) {
+                                      const float* dgamma, const float* dbeta, const float* k, int rows, int cols, int frozen) {
     long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long)rows * cols) return;
     int j = (int)(i % cols);
     float h = __fmul_rn(__fsub_rn(x[i], mean[j]), inv[j]);
-    float t = __fsub_rn(__fmul_rn((float)rows, dz[i]), dbeta[j]);
-    t = __fsub_rn(t, __fmul_rn(h, dgamma[j]));
+    float db = frozen ? 0.0f : dbeta[j], dg = frozen ? 0.0f : dgamma[j];
+    float t = __fsub_rn(__fmul_rn((float)rows, dz[i]), db);
+    t = __fsub_rn(t, __fmul_rn(h, dg));
     dx[i] = __fmul_rn(k[j], t);
 }
 
@@ -355,6 +356,161 @@ extern "C" __global__ void gap_grad(float* dx, const float* dy, int rows, int hw
     if (i >= (long)rows * hw * c) return;
     long r = i / ((long)hw * c);
     dx[i] = __fdiv_rn(dy[r * c + i % c], (float)hw);
+}
+
+extern "C" __global__ void scale_rows(float* dst, const float* x, const float* s, int rows, int cols) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < (long)rows * cols) dst[i] = __fmul_rn(x[i], s[i / cols]);
+}
+
+extern "C" __global__ void div_cols(float* dst, const float* x, const float* s, int rows, int cols) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long)rows * cols) return;
+    float d = s[i % cols];
+    dst[i] = d == 0.0f ? 0.0f : __fdiv_rn(x[i], d);
+}
+
+// Activation quantization: act_minmax gives each block of BLOCK threads a
+// strided share of x to take min and max of (with 0; exact in any order),
+// act_observe folds the blocks' into the observer and derives scale and
+// zero point (kernels.ScaleZero, asymmetric), act_quant applies them.
+extern "C" __global__ void act_minmax(float* part, const float* x, int n) {
+    __shared__ float lo[BLOCK], hi[BLOCK];
+    float l = 0.0f, h = 0.0f;
+    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
+        float v = x[i];
+        if (v < l) l = v;
+        if (v > h) h = v;
+    }
+    lo[threadIdx.x] = l;
+    hi[threadIdx.x] = h;
+    __syncthreads();
+    for (int k = blockDim.x / 2; k > 0; k >>= 1) {
+        if (threadIdx.x < k) {
+            if (lo[threadIdx.x + k] < lo[threadIdx.x]) lo[threadIdx.x] = lo[threadIdx.x + k];
+            if (hi[threadIdx.x + k] > hi[threadIdx.x]) hi[threadIdx.x] = hi[threadIdx.x + k];
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        part[2 * blockIdx.x] = lo[0];
+        part[2 * blockIdx.x + 1] = hi[0];
+    }
+}
+
+extern "C" __global__ void act_observe(float* obs, const float* part, int blocks, int observe, float m, int qmin, int qmax) {
+    if (blockIdx.x != 0 || threadIdx.x != 0) return;
+    if (observe) {
+        float l = 0.0f, h = 0.0f;
+        for (int b = 0; b < blocks; b++) {
+            if (part[2 * b] < l) l = part[2 * b];
+            if (part[2 * b + 1] > h) h = part[2 * b + 1];
+        }
+        if (obs[2] == 0.0f) {
+            obs[0] = l;
+            obs[1] = h;
+            obs[2] = 1.0f;
+        } else {
+            float keep = __fsub_rn(1.0f, m);
+            obs[0] = __fadd_rn(__fmul_rn(m, obs[0]), __fmul_rn(keep, l));
+            obs[1] = __fadd_rn(__fmul_rn(m, obs[1]), __fmul_rn(keep, h));
+        }
+    }
+    float mn = obs[0] < 0.0f ? obs[0] : 0.0f, mx = obs[1] > 0.0f ? obs[1] : 0.0f;
+    float scale = __fdiv_rn(__fsub_rn(mx, mn), (float)(qmax - qmin));
+    if (!(scale > 0.0f) || isinf(scale)) scale = 1.0f;
+    double z = rint(__dsub_rn((double)qmin, __ddiv_rn((double)mn, (double)scale)));
+    z = fmin(fmax(z, (double)qmin), (double)qmax);
+    obs[3] = scale;
+    obs[4] = (float)z;
+}
+
+extern "C" __global__ void act_quant(float* y, float* inside, const float* obs, const float* x, int n, int qmin, int qmax) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float sc = obs[3], zf = obs[4], inv = __fdiv_rn(1.0f, sc);
+    float q = __fadd_rn(rintf(__fmul_rn(x[i], inv)), zf), ok = 1.0f;
+    if (q < (float)qmin) { q = (float)qmin; ok = 0.0f; }
+    else if (q > (float)qmax) { q = (float)qmax; ok = 0.0f; }
+    y[i] = __fmul_rn(__fsub_rn(q, zf), sc);
+    inside[i] = ok;
+}
+
+extern "C" __global__ void relu6(float* y, int n) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float v = y[i];
+    if (!(v > 0.0f)) v = 0.0f;
+    y[i] = v < 6.0f ? v : 6.0f;
+}
+
+extern "C" __global__ void relu6_grad(float* dx, const float* dy, const float* y, int n) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float v = y[i];
+    dx[i] = (v > 0.0f && v < 6.0f) ? dy[i] : 0.0f;
+}
+
+// Depthwise convolution, one thread per output element, taps in order.
+extern "C" __global__ void depthwise(float* y, const float* x, const float* wt, int rows, int h, int w, int c, int k,
+                                     int stride, int pad) {
+    int oh = (h + 2 * pad - k) / stride + 1, ow = (w + 2 * pad - k) / stride + 1;
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long)rows * oh * ow * c) return;
+    int j = (int)(i % c);
+    long r = i / c;
+    int ox = (int)(r % ow), oy = (int)(r / ow % oh), b = (int)(r / ((long)oh * ow));
+    float s = 0.0f;
+    for (int ky = 0; ky < k; ky++) {
+        int iy = oy * stride - pad + ky;
+        for (int kx = 0; kx < k; kx++) {
+            int ix = ox * stride - pad + kx;
+            if (iy >= 0 && iy < h && ix >= 0 && ix < w)
+                s = __fadd_rn(s, __fmul_rn(x[(((long)b * h + iy) * w + ix) * c + j], wt[(j * k + ky) * k + kx]));
+        }
+    }
+    y[i] = s;
+}
+
+// Its input gradient, one thread per input element, covering taps in order.
+extern "C" __global__ void depthwise_grad_x(float* dx, const float* dy, const float* wt, int rows, int h, int w, int c,
+                                            int k, int stride, int pad) {
+    int oh = (h + 2 * pad - k) / stride + 1, ow = (w + 2 * pad - k) / stride + 1;
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long)rows * h * w * c) return;
+    int j = (int)(i % c);
+    long r = i / c;
+    int x = (int)(r % w), y = (int)(r / w % h), b = (int)(r / ((long)h * w));
+    float s = 0.0f;
+    for (int ky = 0; ky < k; ky++) {
+        int o = y + pad - ky;
+        if (o < 0 || o % stride != 0 || o / stride >= oh) continue;
+        for (int kx = 0; kx < k; kx++) {
+            int u = x + pad - kx;
+            if (u < 0 || u % stride != 0 || u / stride >= ow) continue;
+            s = __fadd_rn(s, __fmul_rn(dy[(((long)b * oh + o / stride) * ow + u / stride) * c + j], wt[(j * k + ky) * k + kx]));
+        }
+    }
+    dx[i] = s;
+}
+
+// Its filter gradient's block sums: one thread per (tap of a channel,
+// block of per output positions); col_sum adds the blocks in order.
+extern "C" __global__ void depthwise_grad_w_part(float* part, const float* dy, const float* x, int rows, int h, int w,
+                                                 int c, int k, int stride, int pad, int per) {
+    int oh = (h + 2 * pad - k) / stride + 1, ow = (w + 2 * pad - k) / stride + 1;
+    int t = blockIdx.x * blockDim.x + threadIdx.x, blk = blockIdx.y;
+    if (t >= c * k * k) return;
+    int j = t / (k * k), ky = t / k % k, kx = t % k;
+    long pos = (long)rows * oh * ow, lo = (long)blk * per, hi = min(lo + per, pos);
+    float s = 0.0f;
+    for (long r = lo; r < hi; r++) {
+        int ox = (int)(r % ow), oy = (int)(r / ow % oh), b = (int)(r / ((long)oh * ow));
+        int iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
+        if (iy >= 0 && iy < h && ix >= 0 && ix < w)
+            s = __fadd_rn(s, __fmul_rn(dy[r * c + j], x[(((long)b * h + iy) * w + ix) * c + j]));
+    }
+    part[(long)blk * c * k * k + t] = s;
 }
 
 extern "C" __global__ void maxpool(float* y, int* arg, const float* x, int rows, int h, int w, int c) {

@@ -227,14 +227,45 @@ func RunDevice(t *testing.T, h DeviceHarness) {
 				h.check(t, "bn_forward", y, 0)
 			}
 			dg, db, dx := h.alloc(t, make([]float32, cols)), h.alloc(t, make([]float32, cols)), h.alloc(t, make([]float32, rows*cols))
-			h.Dev.BNGrad(dx.dev, dg.dev, db.dev, dz.dev, x.dev, mean.dev, inv.dev, g.dev, rows, cols)
-			h.Ref.BNGrad(dx.ref, dg.ref, db.ref, dz.ref, x.ref, mean.ref, inv.ref, g.ref, rows, cols)
-			h.check(t, "bn_grad dgamma", dg, 0)
-			h.check(t, "bn_grad dbeta", db, 0)
-			h.check(t, "bn_grad dx", dx, 0)
-			h.Dev.BNInv(inv.dev, rv.dev, cols, 1e-5)
-			h.Ref.BNInv(inv.ref, rv.ref, cols, 1e-5)
-			h.check(t, "bn_inv", inv, 0)
+			for _, frozen := range []bool{false, true} {
+				h.Dev.BNGrad(dx.dev, dg.dev, db.dev, dz.dev, x.dev, mean.dev, inv.dev, g.dev, rows, cols, frozen)
+				h.Ref.BNGrad(dx.ref, dg.ref, db.ref, dz.ref, x.ref, mean.ref, inv.ref, g.ref, rows, cols, frozen)
+				h.check(t, "bn_grad dgamma", dg, 0)
+				h.check(t, "bn_grad dbeta", db, 0)
+				h.check(t, "bn_grad dx", dx, 0)
+			}
+			h.Dev.BNScale(inv.dev, nil, rv.dev, cols, 1e-5)
+			h.Ref.BNScale(inv.ref, nil, rv.ref, cols, 1e-5)
+			h.check(t, "bn_scale 1/σ", inv, 0)
+			h.Dev.BNScale(inv.dev, g.dev, rv.dev, cols, 1e-5)
+			h.Ref.BNScale(inv.ref, g.ref, rv.ref, cols, 1e-5)
+			h.check(t, "bn_scale γ/σ", inv, 0)
+			if err := h.Dev.Upload(g.dev, []float32{0}); err != nil { // a pruned channel: s = 0
+				t.Fatal(err)
+			}
+			if err := h.Ref.Upload(g.ref, []float32{0}); err != nil {
+				t.Fatal(err)
+			}
+			h.Dev.DivCols(y.dev, x.dev, g.dev, rows, cols)
+			h.Ref.DivCols(y.ref, x.ref, g.ref, rows, cols)
+			h.check(t, "div_cols", y, 0)
+			h.Dev.ScaleRows(y.dev, x.dev, mean.dev, cols, rows)
+			h.Ref.ScaleRows(y.ref, x.ref, mean.ref, cols, rows)
+			h.check(t, "scale_rows", y, 0)
+			in, obs := h.alloc(t, make([]float32, rows*cols)), h.alloc(t, make([]float32, 5))
+			for _, step := range []struct {
+				observe bool
+				bits    int
+			}{{true, 8}, {true, 8}, {false, 8}, {true, 4}} {
+				h.Dev.ActQuant(y.dev, in.dev, obs.dev, dz.dev, rows*cols, step.bits, 0.9, step.observe)
+				h.Ref.ActQuant(y.ref, in.ref, obs.ref, dz.ref, rows*cols, step.bits, 0.9, step.observe)
+				h.check(t, "act_quant", y, 0)
+				h.check(t, "act_quant inside", in, 0)
+				h.check(t, "act_quant observer", obs, 0)
+				h.Dev.Mul(dz.dev, x.dev, rows*cols) // another batch
+				h.Ref.Mul(dz.ref, x.ref, rows*cols)
+			}
+			h.free(in, obs)
 			for _, relu := range []bool{false, true} {
 				h.Dev.AddAct(y.dev, x.dev, dz.dev, rows*cols, relu)
 				h.Ref.AddAct(y.ref, x.ref, dz.ref, rows*cols, relu)
@@ -254,6 +285,36 @@ func RunDevice(t *testing.T, h DeviceHarness) {
 				h.free(p)
 			}
 			h.free(x, dz, mean, inv, rm, rv, g, b, y, dg, db, dx)
+		}
+	})
+	t.Run("DepthwiseReLU6", func(t *testing.T) {
+		for _, g := range [][7]int{{2, 8, 8, 5, 3, 1, 1}, {3, 9, 7, 16, 3, 2, 1}, {1, 28, 28, 24, 3, 2, 1}, {2, 6, 6, 3, 1, 1, 0}} {
+			rows, ih, iw, c, k, st, pd := g[0], g[1], g[2], g[3], g[4], g[5], g[6]
+			no := rows * compute.ConvOut(ih, k, st, pd) * compute.ConvOut(iw, k, st, pd) * c
+			x, wt := h.alloc(t, randn(r, rows*ih*iw*c)), h.alloc(t, randn(r, c*k*k))
+			y, dy := h.alloc(t, make([]float32, no)), h.alloc(t, randn(r, no))
+			h.Dev.DepthwiseConv(y.dev, x.dev, wt.dev, rows, ih, iw, c, k, st, pd)
+			h.Ref.DepthwiseConv(y.ref, x.ref, wt.ref, rows, ih, iw, c, k, st, pd)
+			h.check(t, "depthwise", y, 0)
+			h.Dev.DepthwiseConvGradW(wt.dev, dy.dev, x.dev, rows, ih, iw, c, k, st, pd)
+			h.Ref.DepthwiseConvGradW(wt.ref, dy.ref, x.ref, rows, ih, iw, c, k, st, pd)
+			h.check(t, "depthwise_grad_w", wt, 0)
+			h.Dev.DepthwiseConvGradX(x.dev, dy.dev, wt.dev, rows, ih, iw, c, k, st, pd)
+			h.Ref.DepthwiseConvGradX(x.ref, dy.ref, wt.ref, rows, ih, iw, c, k, st, pd)
+			h.check(t, "depthwise_grad_x", x, 0)
+			h.Dev.Copy(y.dev, dy.dev, no)
+			h.Ref.Copy(y.ref, dy.ref, no)
+			for i := 0; i < 3; i++ { // values around 0 and 6
+				h.Dev.AddAct(y.dev, y.dev, y.dev, no, false)
+				h.Ref.AddAct(y.ref, y.ref, y.ref, no, false)
+			}
+			h.Dev.ReLU6Grad(dy.dev, x.dev, y.dev, no)
+			h.Ref.ReLU6Grad(dy.ref, x.ref, y.ref, no)
+			h.check(t, "relu6_grad", dy, 0)
+			h.Dev.ReLU6(y.dev, no)
+			h.Ref.ReLU6(y.ref, no)
+			h.check(t, "relu6", y, 0)
+			h.free(x, wt, y, dy)
 		}
 	})
 	t.Run("SoftmaxKD", func(t *testing.T) {

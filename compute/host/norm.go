@@ -4,6 +4,7 @@ import (
 	"math"
 
 	"github.com/lathe-ml/lathe/compute"
+	"github.com/lathe-ml/lathe/internal/kernels"
 )
 
 // colSums64 adds, per column j of x (rows×cols), f(r, j) over the rows in
@@ -63,14 +64,21 @@ func (d *Device) BNStats(mean, inv, rmean, rvar, x compute.Buffer, rows, cols in
 	}
 }
 
-// BNInv implements compute.Device.
-func (d *Device) BNInv(inv, vr compute.Buffer, cols int, eps float64) {
-	defer d.open(inv, vr)()
-	fi, fv := d.f(inv), d.f(vr)
-	need("bn_inv inv", fi, cols)
-	need("bn_inv var", fv, cols)
+// BNScale implements compute.Device.
+func (d *Device) BNScale(s, gamma, vr compute.Buffer, cols int, eps float64) {
+	defer d.open(s, gamma, vr)()
+	fs, fg, fv := d.f(s), d.f(gamma), d.f(vr)
+	need("bn_scale s", fs, cols)
+	need("bn_scale var", fv, cols)
+	if fg != nil {
+		need("bn_scale gamma", fg, cols)
+	}
 	for j := range cols {
-		fi[j] = float32(1 / math.Sqrt(float64(fv[j])+eps))
+		g := 1.0
+		if fg != nil {
+			g = float64(fg[j])
+		}
+		fs[j] = float32(g / math.Sqrt(float64(fv[j])+eps))
 	}
 }
 
@@ -96,7 +104,7 @@ func (d *Device) BNForward(y, x, mean, inv, gamma, beta compute.Buffer, rows, co
 }
 
 // BNGrad implements compute.Device.
-func (d *Device) BNGrad(dx, dgamma, dbeta, dz, x, mean, inv, gamma compute.Buffer, rows, cols int) {
+func (d *Device) BNGrad(dx, dgamma, dbeta, dz, x, mean, inv, gamma compute.Buffer, rows, cols int, frozen bool) {
 	defer d.open(dx, dgamma, dbeta, dz, x, mean, inv, gamma)()
 	xf, dg, db, zf, xs, mf, vf, gf := d.f(dx), d.f(dgamma), d.f(dbeta), d.f(dz), d.f(x), d.f(mean), d.f(inv), d.f(gamma)
 	need("bn_grad dx", xf, rows*cols)
@@ -112,17 +120,20 @@ func (d *Device) BNGrad(dx, dgamma, dbeta, dz, x, mean, inv, gamma compute.Buffe
 		return float64(zf[i]), float64(zf[i]) * float64(h)
 	})
 	n := float32(rows)
-	k := make([]float32, cols)
+	k, b, g := make([]float32, cols), make([]float32, cols), make([]float32, cols)
 	for j := range cols {
 		db[j], dg[j] = float32(sb[j]), float32(sg[j])
 		k[j] = float32(float64(gf[j]) * float64(vf[j]) / float64(rows))
+		if !frozen {
+			b[j], g[j] = db[j], dg[j]
+		}
 	}
 	for r := range rows {
 		for j := range cols {
 			i := r*cols + j
 			h := (xs[i] - mf[j]) * vf[j]
-			t := float32(n*zf[i]) - db[j]
-			t -= float32(h * dg[j])
+			t := float32(n*zf[i]) - b[j]
+			t -= float32(h * g[j])
 			xf[i] = k[j] * t
 		}
 	}
@@ -180,6 +191,215 @@ func (d *Device) GlobalAvgPoolGrad(dx, dy compute.Buffer, rows, hw, c int) {
 		for p := range hw {
 			for j := range c {
 				xf[(r*hw+p)*c+j] = yf[r*c+j] / float32(hw)
+			}
+		}
+	}
+}
+
+// ScaleRows implements compute.Device.
+func (d *Device) ScaleRows(dst, x, s compute.Buffer, rows, cols int) {
+	defer d.open(dst, x, s)()
+	df, xf, sf := d.f(dst), d.f(x), d.f(s)
+	need("scale_rows dst", df, rows*cols)
+	need("scale_rows x", xf, rows*cols)
+	need("scale_rows s", sf, rows)
+	for r := range rows {
+		for j := range cols {
+			df[r*cols+j] = xf[r*cols+j] * sf[r]
+		}
+	}
+}
+
+// DivCols implements compute.Device.
+func (d *Device) DivCols(dst, x, s compute.Buffer, rows, cols int) {
+	defer d.open(dst, x, s)()
+	df, xf, sf := d.f(dst), d.f(x), d.f(s)
+	need("div_cols dst", df, rows*cols)
+	need("div_cols x", xf, rows*cols)
+	need("div_cols s", sf, cols)
+	for r := range rows {
+		for j := range cols {
+			v := float32(0)
+			if sf[j] != 0 {
+				v = xf[r*cols+j] / sf[j]
+			}
+			df[r*cols+j] = v
+		}
+	}
+}
+
+// ActQuant implements compute.Device.
+func (d *Device) ActQuant(y, inside, obs, x compute.Buffer, n, bits int, momentum float32, observe bool) {
+	defer d.open(y, inside, obs, x)()
+	yf, in, of, xf := d.f(y), d.f(inside), d.f(obs), d.f(x)
+	need("act_quant y", yf, n)
+	need("act_quant inside", in, n)
+	need("act_quant obs", of, 5)
+	need("act_quant x", xf, n)
+	if observe {
+		var lo, hi float32
+		for _, v := range xf[:n] {
+			if v < lo {
+				lo = v
+			}
+			if v > hi {
+				hi = v
+			}
+		}
+		if of[2] == 0 {
+			of[0], of[1], of[2] = lo, hi, 1
+		} else {
+			of[0] = momentum*of[0] + (1-momentum)*lo
+			of[1] = momentum*of[1] + (1-momentum)*hi
+		}
+	}
+	qmin, qmax := kernels.Range(bits, false)
+	scale, zero := kernels.ScaleZero(false, qmin, qmax, of[0], of[1])
+	of[3], of[4] = scale, float32(zero)
+	inv, zf, lo, hi := 1/scale, float32(zero), float32(qmin), float32(qmax)
+	for i, v := range xf[:n] {
+		q, ok := kernels.RoundEven32(v*inv)+zf, float32(1)
+		if q < lo {
+			q, ok = lo, 0
+		} else if q > hi {
+			q, ok = hi, 0
+		}
+		yf[i], in[i] = (q-zf)*scale, ok
+	}
+}
+
+// ReLU6 implements compute.Device.
+func (d *Device) ReLU6(y compute.Buffer, n int) {
+	defer d.open(y)()
+	yf := d.f(y)
+	need("relu6 y", yf, n)
+	for i, v := range yf[:n] {
+		if !(v > 0) {
+			v = 0
+		}
+		yf[i] = min(v, 6)
+	}
+}
+
+// ReLU6Grad implements compute.Device.
+func (d *Device) ReLU6Grad(dx, dy, y compute.Buffer, n int) {
+	defer d.open(dx, dy, y)()
+	xf, df, yf := d.f(dx), d.f(dy), d.f(y)
+	need("relu6_grad dx", xf, n)
+	need("relu6_grad dy", df, n)
+	need("relu6_grad y", yf, n)
+	for i := range n {
+		if v := yf[i]; v > 0 && v < 6 {
+			xf[i] = df[i]
+		} else {
+			xf[i] = 0
+		}
+	}
+}
+
+// tap is the input position a window tap t reaches from output position
+// o, or −1 outside the image.
+func tap(o, t, stride, pad, n int) int {
+	i := o*stride - pad + t
+	if i < 0 || i >= n {
+		return -1
+	}
+	return i
+}
+
+// DepthwiseConv implements compute.Device.
+func (d *Device) DepthwiseConv(y, x, wt compute.Buffer, rows, h, w, c, k, stride, pad int) {
+	defer d.open(y, x, wt)()
+	yf, xf, wf := d.f(y), d.f(x), d.f(wt)
+	oh, ow := compute.ConvOut(h, k, stride, pad), compute.ConvOut(w, k, stride, pad)
+	need("depthwise y", yf, rows*oh*ow*c)
+	need("depthwise x", xf, rows*h*w*c)
+	need("depthwise wt", wf, c*k*k)
+	for b := range rows {
+		for oy := range oh {
+			for ox := range ow {
+				for j := range c {
+					var s float32
+					for ky := range k {
+						iy := tap(oy, ky, stride, pad, h)
+						for kx := range k {
+							ix := tap(ox, kx, stride, pad, w)
+							if iy >= 0 && ix >= 0 {
+								s += float32(xf[((b*h+iy)*w+ix)*c+j] * wf[(j*k+ky)*k+kx])
+							}
+						}
+					}
+					yf[((b*oh+oy)*ow+ox)*c+j] = s
+				}
+			}
+		}
+	}
+}
+
+// cover is the output position from which tap t reaches input position i,
+// or −1.
+func cover(i, t, stride, pad, n int) int {
+	o := i + pad - t
+	if o < 0 || o%stride != 0 || o/stride >= n {
+		return -1
+	}
+	return o / stride
+}
+
+// DepthwiseConvGradX implements compute.Device.
+func (d *Device) DepthwiseConvGradX(dx, dy, wt compute.Buffer, rows, h, w, c, k, stride, pad int) {
+	defer d.open(dx, dy, wt)()
+	xf, yf, wf := d.f(dx), d.f(dy), d.f(wt)
+	oh, ow := compute.ConvOut(h, k, stride, pad), compute.ConvOut(w, k, stride, pad)
+	need("depthwise_grad_x dx", xf, rows*h*w*c)
+	need("depthwise_grad_x dy", yf, rows*oh*ow*c)
+	need("depthwise_grad_x wt", wf, c*k*k)
+	for b := range rows {
+		for y := range h {
+			for x := range w {
+				for j := range c {
+					var s float32
+					for ky := range k {
+						oy := cover(y, ky, stride, pad, oh)
+						for kx := range k {
+							ox := cover(x, kx, stride, pad, ow)
+							if oy >= 0 && ox >= 0 {
+								s += float32(yf[((b*oh+oy)*ow+ox)*c+j] * wf[(j*k+ky)*k+kx])
+							}
+						}
+					}
+					xf[((b*h+y)*w+x)*c+j] = s
+				}
+			}
+		}
+	}
+}
+
+// DepthwiseConvGradW implements compute.Device.
+func (d *Device) DepthwiseConvGradW(dwt, dy, x compute.Buffer, rows, h, w, c, k, stride, pad int) {
+	defer d.open(dwt, dy, x)()
+	wf, yf, xf := d.f(dwt), d.f(dy), d.f(x)
+	oh, ow := compute.ConvOut(h, k, stride, pad), compute.ConvOut(w, k, stride, pad)
+	need("depthwise_grad_w dwt", wf, c*k*k)
+	need("depthwise_grad_w dy", yf, rows*oh*ow*c)
+	need("depthwise_grad_w x", xf, rows*h*w*c)
+	pos := rows * oh * ow
+	for j := range c {
+		for ky := range k {
+			for kx := range k {
+				var s float32
+				for lo := 0; lo < pos; lo += compute.ColSumBlock {
+					var part float32
+					for r := lo; r < min(lo+compute.ColSumBlock, pos); r++ {
+						b, oy, ox := r/(oh*ow), r/ow%oh, r%ow
+						iy, ix := tap(oy, ky, stride, pad, h), tap(ox, kx, stride, pad, w)
+						if iy >= 0 && ix >= 0 {
+							part += float32(yf[r*c+j] * xf[((b*h+iy)*w+ix)*c+j])
+						}
+					}
+					s += part
+				}
+				wf[(j*k+ky)*k+kx] = s
 			}
 		}
 	}

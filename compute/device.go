@@ -85,13 +85,22 @@ type Device interface {
 	// Col2im is Im2col's adjoint: dx[b, y, x, c] = the sum, over the
 	// patches covering it in (ky, kx) order, of their dcol entries.
 	Col2im(dx, dcol Buffer, rows, h, w, c, k, stride, pad int)
-	// MaxPool takes 2×2 maxima of rows NHWC images x (h×w×c) into y
-	// ([rows, h/2, w/2, c]) and records each one's offset in its image
-	// (int32, the first of equal values in row-major order) in arg.
-	MaxPool(y, arg, x Buffer, rows, h, w, c int)
-	// MaxPoolGrad routes dy back through arg: dx (rows images of h×w×c)
-	// is zero except at the maxima, which get their dy.
-	MaxPoolGrad(dx, dy, arg Buffer, rows, h, w, c int)
+	// MaxPool takes the maxima of k×k windows moved by stride over rows
+	// NHWC images x (h×w×c; padding never wins) into y ([rows, oh, ow, c],
+	// ConvOut) and records each one's offset in its image (int32, the first
+	// of equal values in window order) in arg.
+	MaxPool(y, arg, x Buffer, rows, h, w, c, k, stride, pad int)
+	// MaxPoolGrad routes dy back through arg: dx[b, y, x, j] is the sum of
+	// dy over the windows whose maximum it was, in output order (zero where
+	// none).
+	MaxPoolGrad(dx, dy, arg Buffer, rows, h, w, c, k, stride, pad int)
+	// AvgPool averages k×k windows moved by stride over rows NHWC images x
+	// (h×w×c) into y: each window's sum over its taps in order (padding
+	// counting as 0), divided by k·k.
+	AvgPool(y, x Buffer, rows, h, w, c, k, stride, pad int)
+	// AvgPoolGrad is its input gradient: dx[b, y, x, j] is the sum, over
+	// the windows covering it in output order, of dy/(k·k).
+	AvgPoolGrad(dx, dy Buffer, rows, h, w, c, k, stride, pad int)
 
 	// BNStats sets mean[j] and inv[j] = 1/√(var_j + eps) from the mean
 	// and biased variance of column j of x (rows×cols: NHWC positions by

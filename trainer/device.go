@@ -266,14 +266,12 @@ func deviceLayers(layers []graph.Layer) ([]devLayer, int, error) {
 		switch {
 		case L.Kind == graph.Conv && L.GroupCount() != 1 && !depthwise(L):
 			return fail("the device path has no grouped convolutions but depthwise ones yet")
-		case L.Kind == graph.MaxPool && (k != 2 || L.Stride != 0 && L.Stride != 2 || L.Pad != 0):
-			return fail("the device path pools 2×2 windows at stride 2 only")
-		case !slices.Contains([]graph.Kind{graph.Linear, graph.Conv, graph.MaxPool, graph.BatchNorm, graph.Add, graph.GlobalAvgPool, graph.Flatten}, L.Kind):
+		case !slices.Contains([]graph.Kind{graph.Linear, graph.Conv, graph.MaxPool, graph.AvgPool, graph.BatchNorm, graph.Add, graph.GlobalAvgPool, graph.Flatten}, L.Kind):
 			return fail("the device path has no %s layer", L.Kind)
 		case L.Act != graph.ReLU && L.Act != graph.ReLU6 && L.Act != graph.Identity && L.Act != "":
 			return fail("the device path has no %s activation", L.Act)
-		case L.Kind == graph.Conv && (k < 1 || L.In.H+2*L.Pad < k || L.In.W+2*L.Pad < k):
-			return fail("conv %v with %d filters of %d", L.In, L.Out, k)
+		case (L.Kind == graph.Conv || L.Kind == graph.MaxPool || L.Kind == graph.AvgPool) && (k < 1 || L.In.H+2*L.Pad < k || L.In.W+2*L.Pad < k):
+			return fail("a %s window of %d over %v", L.Kind, k, L.In)
 		}
 		d := devLayer{Layer: L, n: L.Output().Size()}
 		names := L.Inputs

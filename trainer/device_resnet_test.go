@@ -399,3 +399,40 @@ func TestDeviceMobileNetStepMatchesGraph(t *testing.T) {
 		}
 	}
 }
+
+// poolNet pools with overlapping, padded windows: 3×3 max-pooling at
+// stride 2 and 3×3 average pooling at stride 1.
+func poolNet() graph.Network {
+	return graph.NewChain(graph.Shape{H: 8, W: 8, C: 1}, 4).
+		Add(graph.Layer{Name: "conv", Kind: graph.Conv, Kernel: 3, Pad: 1, Out: 3, Act: graph.ReLU}).
+		Add(graph.Layer{Name: "max", Kind: graph.MaxPool, Kernel: 3, Stride: 2, Pad: 1}).
+		Add(graph.Layer{Name: "avg", Kind: graph.AvgPool, Kernel: 3, Stride: 1, Pad: 1}).
+		Add(graph.Layer{Name: "fc", Kind: graph.Linear, Out: 4}).Net
+}
+
+// TestDevicePoolingMatchesGraph: windows of any size, stride and padding
+// — gradients against finite differences, two training steps against the
+// CPU graph's.
+func TestDevicePoolingMatchesGraph(t *testing.T) {
+	net := poolNet()
+	if err := net.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	dev := host.New(cpu.New(cpu.Options{Threads: 1}))
+	defer dev.Close()
+	m, err := NewDeviceNet(dev, net.Layers, 3, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkGradient(t, m, 4, 1e-3, 1)
+	set := randomImages(32, 4, 11)
+	cpuModel := trainResNetModel(t, nil, netModel(t, net, 7), set, 16, 1)
+	devModel := trainResNetModel(t, dev, netModel(t, net, 7), set, 16, 1)
+	for i, p := range cpuModel.Params {
+		for j, v := range p.Data() {
+			if d := devModel.Params[i].Data()[j]; math.Abs(float64(d-v)) > 2e-5*(1+math.Abs(float64(v))) {
+				t.Fatalf("%s[%d]: device %v, CPU graph %v", p.Name, j, d, v)
+			}
+		}
+	}
+}

@@ -53,7 +53,11 @@ func (m *DeviceNet) forward(x compute.Buffer, rows int, train bool, step int64) 
 				dev.BiasAct(L.act, m.zeros, pix, L.Out, true)
 			}
 		case graph.MaxPool:
-			dev.MaxPool(L.act, L.arg, in, rows, L.In.H, L.In.W, L.In.C)
+			k, s, p := L.Window()
+			dev.MaxPool(L.act, L.arg, in, rows, L.In.H, L.In.W, L.In.C, k, s, p)
+		case graph.AvgPool:
+			k, s, p := L.Window()
+			dev.AvgPool(L.act, in, rows, L.In.H, L.In.W, L.In.C, k, s, p)
 		case graph.BatchNorm:
 			pos, c := rows*L.In.H*L.In.W, L.In.C
 			mean := L.mean
@@ -186,9 +190,14 @@ func (m *DeviceNet) gradients(s DeviceStep) {
 				}
 				done()
 			}
-		case graph.MaxPool:
+		case graph.MaxPool, graph.AvgPool:
 			if dx, done := into(L.from[0]); dx != nil {
-				dev.MaxPoolGrad(dx, g, L.arg, rows, L.In.H, L.In.W, L.In.C)
+				k, st, p := L.Window()
+				if L.Kind == graph.MaxPool {
+					dev.MaxPoolGrad(dx, g, L.arg, rows, L.In.H, L.In.W, L.In.C, k, st, p)
+				} else {
+					dev.AvgPoolGrad(dx, g, rows, L.In.H, L.In.W, L.In.C, k, st, p)
+				}
 				done()
 			}
 		case graph.BatchNorm:

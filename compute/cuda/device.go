@@ -26,7 +26,7 @@ var kernelSource string
 // kernelNames are the kernels.cu entry points Open loads.
 var kernelNames = []string{"bias_act", "relu_grad", "col_sum", "col_sum_part", "gather_rows", "softmax_kd", "row_abs_max",
 	"fake_quant", "sgd", "fill", "gather_shifted", "dropout_mask", "mul",
-	"im2col", "col2im", "maxpool", "maxpool_grad", "bn_stats_part", "bn_stats", "bn_scale", "bn_forward", "scale_rows", "div_cols", "act_minmax", "act_observe", "act_quant", "relu6", "relu6_grad", "depthwise", "depthwise_grad_x", "depthwise_grad_w_part",
+	"im2col", "col2im", "maxpool", "maxpool_grad", "avgpool", "avgpool_grad", "bn_stats_part", "bn_stats", "bn_scale", "bn_forward", "scale_rows", "div_cols", "act_minmax", "act_observe", "act_quant", "relu6", "relu6_grad", "depthwise", "depthwise_grad_x", "depthwise_grad_w_part",
 	"bn_grad_part", "bn_grad_sums", "bn_grad_dx", "add_act", "copy_f", "gap", "gap_grad"}
 
 // LibraryPathEnv names an environment variable holding extra directories
@@ -802,16 +802,29 @@ func (e *Device) GlobalAvgPoolGrad(dx, dy compute.Buffer, rows, hw, c int) {
 }
 
 // MaxPool implements compute.Device.
-func (e *Device) MaxPool(y, arg, x compute.Buffer, rows, h, w, c int) {
-	n := rows * (h / 2) * (w / 2) * c
-	e.run("maxpool", blocks(n), block, e.ptr(y, n, "maxpool y"), e.ptr(arg, n, "maxpool arg"), e.ptr(x, rows*h*w*c, "maxpool x"), rows, h, w, c)
+func (e *Device) MaxPool(y, arg, x compute.Buffer, rows, h, w, c, k, stride, pad int) {
+	n := rows * compute.ConvOut(h, k, stride, pad) * compute.ConvOut(w, k, stride, pad) * c
+	e.run("maxpool", blocks(n), block, e.ptr(y, n, "maxpool y"), e.ptr(arg, n, "maxpool arg"), e.ptr(x, rows*h*w*c, "maxpool x"),
+		rows, h, w, c, k, stride, pad)
 }
 
 // MaxPoolGrad implements compute.Device.
-func (e *Device) MaxPoolGrad(dx, dy, arg compute.Buffer, rows, h, w, c int) {
-	e.Fill(dx, rows*h*w*c, 0)
-	n := rows * (h / 2) * (w / 2) * c
-	e.run("maxpool_grad", blocks(n), block, e.ptr(dx, rows*h*w*c, "maxpool_grad dx"), e.ptr(dy, n, "maxpool_grad dy"), e.ptr(arg, n, "maxpool_grad arg"), rows, h, w, c)
+func (e *Device) MaxPoolGrad(dx, dy, arg compute.Buffer, rows, h, w, c, k, stride, pad int) {
+	n, no := rows*h*w*c, rows*compute.ConvOut(h, k, stride, pad)*compute.ConvOut(w, k, stride, pad)*c
+	e.run("maxpool_grad", blocks(n), block, e.ptr(dx, n, "maxpool_grad dx"), e.ptr(dy, no, "maxpool_grad dy"), e.ptr(arg, no, "maxpool_grad arg"),
+		rows, h, w, c, k, stride, pad)
+}
+
+// AvgPool implements compute.Device.
+func (e *Device) AvgPool(y, x compute.Buffer, rows, h, w, c, k, stride, pad int) {
+	n := rows * compute.ConvOut(h, k, stride, pad) * compute.ConvOut(w, k, stride, pad) * c
+	e.run("avgpool", blocks(n), block, e.ptr(y, n, "avgpool y"), e.ptr(x, rows*h*w*c, "avgpool x"), rows, h, w, c, k, stride, pad)
+}
+
+// AvgPoolGrad implements compute.Device.
+func (e *Device) AvgPoolGrad(dx, dy compute.Buffer, rows, h, w, c, k, stride, pad int) {
+	n, no := rows*h*w*c, rows*compute.ConvOut(h, k, stride, pad)*compute.ConvOut(w, k, stride, pad)*c
+	e.run("avgpool_grad", blocks(n), block, e.ptr(dx, n, "avgpool_grad dx"), e.ptr(dy, no, "avgpool_grad dy"), rows, h, w, c, k, stride, pad)
 }
 
 // SoftmaxKD implements compute.Device.

@@ -513,31 +513,90 @@ extern "C" __global__ void depthwise_grad_w_part(float* part, const float* dy, c
     part[(long)blk * c * k * k + t] = s;
 }
 
-extern "C" __global__ void maxpool(float* y, int* arg, const float* x, int rows, int h, int w, int c) {
-    int oh = h / 2, ow = w / 2;
-    long osz = (long)oh * ow * c;
+// Pooling over k×k windows moved by stride, pad around (never a maximum).
+extern "C" __global__ void maxpool(float* y, int* arg, const float* x, int rows, int h, int w, int c, int k, int stride,
+                                   int pad) {
+    int oh = (h + 2 * pad - k) / stride + 1, ow = (w + 2 * pad - k) / stride + 1;
     long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= rows * osz) return;
-    int b = (int)(i / osz), q = (int)(i % osz);
-    int oy = q / (ow * c), ox = (q / c) % ow, ch = q % c;
+    if (i >= (long)rows * oh * ow * c) return;
+    int ch = (int)(i % c);
+    long r = i / c;
+    int ox = (int)(r % ow), oy = (int)(r / ow % oh), b = (int)(r / ((long)oh * ow));
     const float* img = x + (long)b * h * w * c;
-    int base = ((2 * oy) * w + 2 * ox) * c;
-    int offs[4] = {base, base + c, base + w * c, base + w * c + c};
-    float best = img[offs[0] + ch];
-    int at = offs[0] + ch;
-    for (int t = 1; t < 4; t++) {
-        float v = img[offs[t] + ch];
-        if (v > best) { best = v; at = offs[t] + ch; }
+    int at = -1;
+    float best = 0.0f;
+    for (int ky = 0; ky < k; ky++) {
+        int iy = oy * stride - pad + ky;
+        if (iy < 0 || iy >= h) continue;
+        for (int kx = 0; kx < k; kx++) {
+            int ix = ox * stride - pad + kx;
+            if (ix < 0 || ix >= w) continue;
+            int off = (iy * w + ix) * c + ch;
+            if (at < 0 || img[off] > best) { best = img[off]; at = off; }
+        }
     }
     y[i] = best;
     arg[i] = at;
 }
 
-// dx must be zeroed first (the engine fills it): windows do not overlap.
-extern "C" __global__ void maxpool_grad(float* dx, const float* dy, const int* arg, int rows, int h, int w, int c) {
-    long isz = (long)h * w * c, osz = (long)(h / 2) * (w / 2) * c;
+// The first and last output rows (or columns) whose window covers input
+// position p.
+__device__ int first_window(int p, int k, int stride, int pad) {
+    int a = p + pad - k + 1;
+    return a <= 0 ? 0 : (a + stride - 1) / stride;
+}
+
+// One thread per input element: the windows covering it in output order.
+extern "C" __global__ void maxpool_grad(float* dx, const float* dy, const int* arg, int rows, int h, int w, int c, int k,
+                                        int stride, int pad) {
+    int oh = (h + 2 * pad - k) / stride + 1, ow = (w + 2 * pad - k) / stride + 1;
     long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= rows * osz) return;
-    long b = i / osz;
-    dx[b * isz + arg[i]] = dy[i];
+    if (i >= (long)rows * h * w * c) return;
+    int ch = (int)(i % c);
+    long r = i / c;
+    int x = (int)(r % w), y = (int)(r / w % h), b = (int)(r / ((long)h * w));
+    int off = (y * w + x) * c + ch;
+    long base = (long)b * oh * ow * c;
+    float s = 0.0f;
+    for (int oy = first_window(y, k, stride, pad); oy < oh && oy * stride - pad <= y; oy++) {
+        for (int ox = first_window(x, k, stride, pad); ox < ow && ox * stride - pad <= x; ox++) {
+            long o = base + ((long)oy * ow + ox) * c + ch;
+            if (arg[o] == off) s = __fadd_rn(s, dy[o]);
+        }
+    }
+    dx[i] = s;
+}
+
+extern "C" __global__ void avgpool(float* y, const float* x, int rows, int h, int w, int c, int k, int stride, int pad) {
+    int oh = (h + 2 * pad - k) / stride + 1, ow = (w + 2 * pad - k) / stride + 1;
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long)rows * oh * ow * c) return;
+    int ch = (int)(i % c);
+    long r = i / c;
+    int ox = (int)(r % ow), oy = (int)(r / ow % oh), b = (int)(r / ((long)oh * ow));
+    float s = 0.0f;
+    for (int ky = 0; ky < k; ky++) {
+        int iy = oy * stride - pad + ky;
+        if (iy < 0 || iy >= h) continue;
+        for (int kx = 0; kx < k; kx++) {
+            int ix = ox * stride - pad + kx;
+            if (ix >= 0 && ix < w) s = __fadd_rn(s, x[(((long)b * h + iy) * w + ix) * c + ch]);
+        }
+    }
+    y[i] = __fdiv_rn(s, (float)(k * k));
+}
+
+extern "C" __global__ void avgpool_grad(float* dx, const float* dy, int rows, int h, int w, int c, int k, int stride,
+                                        int pad) {
+    int oh = (h + 2 * pad - k) / stride + 1, ow = (w + 2 * pad - k) / stride + 1;
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long)rows * h * w * c) return;
+    int ch = (int)(i % c);
+    long r = i / c;
+    int x = (int)(r % w), y = (int)(r / w % h), b = (int)(r / ((long)h * w));
+    float div = (float)(k * k), s = 0.0f;
+    for (int oy = first_window(y, k, stride, pad); oy < oh && oy * stride - pad <= y; oy++)
+        for (int ox = first_window(x, k, stride, pad); ox < ow && ox * stride - pad <= x; ox++)
+            s = __fadd_rn(s, __fdiv_rn(dy[(((long)b * oh + oy) * ow + ox) * c + ch], div));
+    dx[i] = s;
 }

@@ -189,16 +189,26 @@ func RunDevice(t *testing.T, h DeviceHarness) {
 			h.Dev.Col2im(x.dev, dcol.dev, rows, ih, iw, c, k, st, pd)
 			h.Ref.Col2im(x.ref, dcol.ref, rows, ih, iw, c, k, st, pd)
 			h.check(t, "col2im", x, 0)
-			py := h.alloc(t, make([]float32, rows*(ih/2)*(iw/2)*c))
-			arg := h.alloc(t, make([]float32, rows*(ih/2)*(iw/2)*c))
-			h.Dev.MaxPool(py.dev, arg.dev, x.dev, rows, ih, iw, c)
-			h.Ref.MaxPool(py.ref, arg.ref, x.ref, rows, ih, iw, c)
-			h.check(t, "maxpool", py, 0)
-			h.check(t, "maxpool arg", arg, 0)
-			h.Dev.MaxPoolGrad(x.dev, py.dev, arg.dev, rows, ih, iw, c)
-			h.Ref.MaxPoolGrad(x.ref, py.ref, arg.ref, rows, ih, iw, c)
-			h.check(t, "maxpool_grad", x, 0)
-			h.free(x, col, dcol, py, arg)
+			for _, pg := range [][3]int{{2, 2, 0}, {3, 2, 1}, {3, 1, 1}, {2, 1, 0}} {
+				pk, ps, pp := pg[0], pg[1], pg[2]
+				po := rows * compute.ConvOut(ih, pk, ps, pp) * compute.ConvOut(iw, pk, ps, pp) * c
+				py, arg := h.alloc(t, make([]float32, po)), h.alloc(t, make([]float32, po))
+				h.Dev.MaxPool(py.dev, arg.dev, x.dev, rows, ih, iw, c, pk, ps, pp)
+				h.Ref.MaxPool(py.ref, arg.ref, x.ref, rows, ih, iw, c, pk, ps, pp)
+				h.check(t, "maxpool", py, 0)
+				h.check(t, "maxpool arg", arg, 0)
+				h.Dev.MaxPoolGrad(x.dev, py.dev, arg.dev, rows, ih, iw, c, pk, ps, pp)
+				h.Ref.MaxPoolGrad(x.ref, py.ref, arg.ref, rows, ih, iw, c, pk, ps, pp)
+				h.check(t, "maxpool_grad", x, 0)
+				h.Dev.AvgPool(py.dev, x.dev, rows, ih, iw, c, pk, ps, pp)
+				h.Ref.AvgPool(py.ref, x.ref, rows, ih, iw, c, pk, ps, pp)
+				h.check(t, "avgpool", py, 0)
+				h.Dev.AvgPoolGrad(x.dev, py.dev, rows, ih, iw, c, pk, ps, pp)
+				h.Ref.AvgPoolGrad(x.ref, py.ref, rows, ih, iw, c, pk, ps, pp)
+				h.check(t, "avgpool_grad", x, 0)
+				h.free(py, arg)
+			}
+			h.free(x, col, dcol)
 		}
 	})
 	t.Run("BatchNormAddPool", func(t *testing.T) {

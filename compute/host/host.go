@@ -409,27 +409,33 @@ func (d *Device) Col2im(dx, dcol compute.Buffer, rows, h, w, c, k, stride, pad i
 }
 
 // MaxPool implements compute.Device.
-func (d *Device) MaxPool(y, arg, x compute.Buffer, rows, h, w, c int) {
+func (d *Device) MaxPool(y, arg, x compute.Buffer, rows, h, w, c, k, stride, pad int) {
 	defer d.open(y, arg, x)()
 	yf, af, xf := d.f(y), d.i32(arg), d.f(x)
-	oh, ow, isz := h/2, w/2, h*w*c
+	oh, ow, isz := compute.ConvOut(h, k, stride, pad), compute.ConvOut(w, k, stride, pad), h*w*c
 	osz := oh * ow * c
 	need("maxpool y", yf, rows*osz)
 	need("maxpool x", xf, rows*isz)
 	if len(af) < rows*osz {
 		panic(fmt.Sprintf("host: maxpool arg: %d elements, need %d", len(af), rows*osz))
 	}
-	for b := 0; b < rows; b++ {
+	for b := range rows {
 		img := xf[b*isz : (b+1)*isz]
-		for oy := 0; oy < oh; oy++ {
-			for ox := 0; ox < ow; ox++ {
-				base := ((2*oy)*w + 2*ox) * c
-				offs := [4]int{base, base + c, base + w*c, base + w*c + c}
-				for ch := 0; ch < c; ch++ {
-					best, at := img[offs[0]+ch], offs[0]+ch
-					for _, off := range offs[1:] {
-						if v := img[off+ch]; v > best {
-							best, at = v, off+ch
+		for oy := range oh {
+			for ox := range ow {
+				for ch := range c {
+					at := -1
+					var best float32
+					for ky := range k {
+						iy := tap(oy, ky, stride, pad, h)
+						for kx := range k {
+							ix := tap(ox, kx, stride, pad, w)
+							if iy < 0 || ix < 0 {
+								continue
+							}
+							if off := (iy*w+ix)*c + ch; at < 0 || img[off] > best {
+								best, at = img[off], off
+							}
 						}
 					}
 					o := b*osz + (oy*ow+ox)*c + ch
@@ -440,17 +446,92 @@ func (d *Device) MaxPool(y, arg, x compute.Buffer, rows, h, w, c int) {
 	}
 }
 
+// windows calls f with each output position (oy, ox) whose k×k window
+// covers input position (y, x), in output order.
+func windows(y, x, k, stride, pad, oh, ow int, f func(oy, ox int)) {
+	lo := func(i int) int { return max(0, (i+pad-k+stride)/stride) } // ⌈(i+pad−k+1)/stride⌉ for i+pad−k+1 ≥ 0
+	for oy := lo(y); oy < oh && oy*stride-pad <= y; oy++ {
+		if oy*stride-pad+k <= y {
+			continue
+		}
+		for ox := lo(x); ox < ow && ox*stride-pad <= x; ox++ {
+			if ox*stride-pad+k > x {
+				f(oy, ox)
+			}
+		}
+	}
+}
+
 // MaxPoolGrad implements compute.Device.
-func (d *Device) MaxPoolGrad(dx, dy, arg compute.Buffer, rows, h, w, c int) {
+func (d *Device) MaxPoolGrad(dx, dy, arg compute.Buffer, rows, h, w, c, k, stride, pad int) {
 	defer d.open(dx, dy, arg)()
 	xf, yf, af := d.f(dx), d.f(dy), d.i32(arg)
-	isz, osz := h*w*c, (h/2)*(w/2)*c
+	oh, ow, isz := compute.ConvOut(h, k, stride, pad), compute.ConvOut(w, k, stride, pad), h*w*c
+	osz := oh * ow * c
 	need("maxpool_grad dx", xf, rows*isz)
 	need("maxpool_grad dy", yf, rows*osz)
-	clear(xf[:rows*isz])
-	for b := 0; b < rows; b++ {
-		for i := 0; i < osz; i++ {
-			xf[b*isz+int(af[b*osz+i])] = yf[b*osz+i]
+	for b := range rows {
+		for y := range h {
+			for x := range w {
+				for ch := range c {
+					off := (y*w+x)*c + ch
+					var s float32
+					windows(y, x, k, stride, pad, oh, ow, func(oy, ox int) {
+						if o := b*osz + (oy*ow+ox)*c + ch; int(af[o]) == off {
+							s += yf[o]
+						}
+					})
+					xf[b*isz+off] = s
+				}
+			}
+		}
+	}
+}
+
+// AvgPool implements compute.Device.
+func (d *Device) AvgPool(y, x compute.Buffer, rows, h, w, c, k, stride, pad int) {
+	defer d.open(y, x)()
+	yf, xf := d.f(y), d.f(x)
+	oh, ow := compute.ConvOut(h, k, stride, pad), compute.ConvOut(w, k, stride, pad)
+	need("avgpool y", yf, rows*oh*ow*c)
+	need("avgpool x", xf, rows*h*w*c)
+	for b := range rows {
+		for oy := range oh {
+			for ox := range ow {
+				for ch := range c {
+					var s float32
+					for ky := range k {
+						iy := tap(oy, ky, stride, pad, h)
+						for kx := range k {
+							if ix := tap(ox, kx, stride, pad, w); iy >= 0 && ix >= 0 {
+								s += xf[((b*h+iy)*w+ix)*c+ch]
+							}
+						}
+					}
+					yf[((b*oh+oy)*ow+ox)*c+ch] = s / float32(k*k)
+				}
+			}
+		}
+	}
+}
+
+// AvgPoolGrad implements compute.Device.
+func (d *Device) AvgPoolGrad(dx, dy compute.Buffer, rows, h, w, c, k, stride, pad int) {
+	defer d.open(dx, dy)()
+	xf, yf := d.f(dx), d.f(dy)
+	oh, ow := compute.ConvOut(h, k, stride, pad), compute.ConvOut(w, k, stride, pad)
+	need("avgpool_grad dx", xf, rows*h*w*c)
+	need("avgpool_grad dy", yf, rows*oh*ow*c)
+	div := float32(k * k)
+	for b := range rows {
+		for y := range h {
+			for x := range w {
+				for ch := range c {
+					var s float32
+					windows(y, x, k, stride, pad, oh, ow, func(oy, ox int) { s += yf[((b*oh+oy)*ow+ox)*c+ch] / div })
+					xf[((b*h+y)*w+x)*c+ch] = s
+				}
+			}
 		}
 	}
 }

@@ -5,7 +5,8 @@
 #   make test   installs what is missing, runs go vet and every test
 GO      ?= go
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PKGS := libopenblas0-pthread dataset-fashion-mnist nats-server chromium
+APT_PKGS := libopenblas0-pthread dataset-fashion-mnist nats-server chromium \
+            fortunes fortunes-de fortunes-es fortunes-it fortunes-pl fortunes-ru fortunes-cs fortunes-br fortunes-zh
 JSREADER := checkpoint/testdata/jsreader
 ORT      := infer/testdata/ort
 

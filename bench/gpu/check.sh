@@ -22,6 +22,8 @@
 #   r20       recipes/fashion-resnet20.hcl in full through `coordinator
 #             --device cuda` (Fashion-MNIST: prepare.sh with FASHION=1;
 #             R20_SEED picks the seed, 1 by default);
+#   r20c      recipes/fashion-resnet20-compressed.hcl in full on the GPU,
+#             distilled from r20's model (run r20 first, in the same call);
 #   kd        bench/kd-tuned.sh on the GPU: the flagship distilled from a
 #             100-epoch teacher against the recipe without KD tuned on the
 #             validation split, 5 seeds (not in the default set).
@@ -103,6 +105,12 @@ for stage in $stages; do
       --run-dir /tmp/lathe-r20 --no-progress 2>&1 | grep -E 'epoch=(1|10|20|30) |job done|rror') || rc=1
     cp /tmp/lathe-r20/summary.json "$out/r20-summary.json" 2>/dev/null
     cp /tmp/lathe-r20/metrics.csv "$out/r20-metrics.csv" 2>/dev/null ;;
+  r20c)
+    (cd .. && time $B/coordinator --recipe recipes/fashion-resnet20-compressed.hcl -var seed=${R20_SEED:-1} \
+      -var teacher=/tmp/lathe-r20/model.arrow --device cuda --data-dir /tmp/lathe-fashion \
+      --run-dir /tmp/lathe-r20c --no-progress 2>&1 | grep -E 'epoch=(1|10|20|30) |job done|rror') || rc=1
+    cp /tmp/lathe-r20c/summary.json "$out/r20c-summary.json" 2>/dev/null
+    cp /tmp/lathe-r20c/metrics.csv "$out/r20c-metrics.csv" 2>/dev/null ;;
   kd)
     # Distillation against a no-KD baseline tuned on the validation split,
     # paired over 5 seeds, every run on the GPU (bench/kd-tuned.sh).

@@ -376,27 +376,18 @@ func (d *Device) Col2im(dx, dcol compute.Buffer, rows, h, w, c, k, stride, pad i
 	kkc, isz := k*k*c, h*w*c
 	need("col2im dx", xf, rows*isz)
 	need("col2im dcol", cf, rows*oh*ow*kkc)
-	// at is the output position a patch offset t covers from input
-	// position i, or −1.
-	at := func(i, t, n int) int {
-		o := i + pad - t
-		if o < 0 || o%stride != 0 || o/stride >= n {
-			return -1
-		}
-		return o / stride
-	}
 	for b := 0; b < rows; b++ {
 		for y := 0; y < h; y++ {
 			for x := 0; x < w; x++ {
 				for ch := 0; ch < c; ch++ {
 					var s float32
 					for ky := 0; ky < k; ky++ {
-						oy := at(y, ky, oh)
+						oy := cover(y, ky, stride, pad, oh)
 						if oy < 0 {
 							continue
 						}
 						for kx := 0; kx < k; kx++ {
-							if ox := at(x, kx, ow); ox >= 0 {
+							if ox := cover(x, kx, stride, pad, ow); ox >= 0 {
 								s += cf[((b*oh+oy)*ow+ox)*kkc+(ky*k+kx)*c+ch]
 							}
 						}

@@ -63,10 +63,10 @@ func (o *LangIDOptions) defaults() {
 
 // LangIDCount is one language's samples and cookies in each split.
 type LangIDCount struct {
-	Language                 Language
-	Files                    int
+	Language                  Language
+	Files                     int
 	TrainCookies, TestCookies int
-	Train, Test              int
+	Train, Test               int
 }
 
 // LoadLangID builds the language-identification set from the fortune

@@ -6,7 +6,8 @@
 GO      ?= go
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PKGS := libopenblas0-pthread dataset-fashion-mnist nats-server chromium \
-            fortunes fortunes-de fortunes-es fortunes-it fortunes-pl fortunes-ru fortunes-cs fortunes-br fortunes-zh
+            fortunes fortunes-de fortunes-es fortunes-it fortunes-pl fortunes-ru fortunes-cs fortunes-br fortunes-zh \
+            bible-kjv bible-kjv-text
 JSREADER := checkpoint/testdata/jsreader
 ORT      := infer/testdata/ort
 

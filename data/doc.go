@@ -5,7 +5,8 @@
 // input augmentation; and text: the language-identification set built from
 // Debian's fortune cookie packages (LoadLangID), windows of UTF-8 bytes kept
 // the same way, one byte per position, and the King James Bible as a
-// character corpus split by book (LoadKJV).
+// character corpus split by book (LoadKJV); a user's own text loads the same
+// ways (LoadTextDir, LoadTextFile).
 //
 // Images are kept as bytes (one per pixel) and converted to float32 in [0,1]
 // (pixel/255) when a batch is filled, laid out row-major as [batch, rows·cols].

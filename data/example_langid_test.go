@@ -15,7 +15,7 @@ func ExampleLoadLangID() {
 		return
 	}
 	for _, c := range counts {
-		fmt.Printf("%s: %d training and %d test windows\n", c.Language.Code, c.Train, c.Test)
+		fmt.Printf("%s: %d training and %d test windows\n", c.Class, c.Train, c.Test)
 	}
 	fmt.Println(train.Cols, train.Classes, test.Len() > 0)
 }

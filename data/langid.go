@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -43,62 +42,28 @@ type LangIDOptions struct {
 	Languages []Language
 }
 
-func (o *LangIDOptions) defaults() {
-	if o.Window == 0 {
-		o.Window = 64
-	}
-	if o.PerCookie == 0 {
-		o.PerCookie = 4
-	}
-	if o.TestShare == 0 {
-		o.TestShare = 0.1
-	}
-	if o.DpkgInfo == "" {
-		o.DpkgInfo = "/var/lib/dpkg/info"
-	}
-	if o.Languages == nil {
-		o.Languages = LangIDLanguages
-	}
-}
-
-// LangIDCount is one language's samples and cookies in each split.
-type LangIDCount struct {
-	Language                  Language
-	Files                     int
-	TrainCookies, TestCookies int
-	Train, Test               int
-}
-
 // LoadLangID builds the language-identification set from the fortune
 // cookie packages: each file a package installs (dpkg's list of it, so
 // that files of several packages in one folder get their own package's
 // label) is split into cookies at its "%" lines, terminal escape sequences
 // removed and white space collapsed; files that are mostly not letters
-// (ASCII art) and links are left out. A cookie gives up to PerCookie
-// windows of Window bytes (the last one zero-padded, if at least a quarter
-// full), labelled by its language. Whole cookies go to the test split by a
-// hash of the seed and the cookie's text: never the same cookie on both
-// sides, even where two files hold it. The
-// training samples are ordered by that hash too, so that a validation split
-// taken from their end mixes the languages. Samples are Rows 1 × Cols
-// Window byte values.
-func LoadLangID(opts LangIDOptions) (train, test *Set, counts []LangIDCount, err error) {
-	opts.defaults()
-	type cookie struct {
-		key   uint64
-		label byte
-		text  []byte
+// (ASCII art) and links are left out. The cookies are the documents of a
+// text set (TextOptions: windows of bytes, whole cookies held out); each
+// language's count is reported under its code.
+func LoadLangID(opts LangIDOptions) (train, test *Set, counts []TextCount, err error) {
+	if opts.DpkgInfo == "" {
+		opts.DpkgInfo = "/var/lib/dpkg/info"
 	}
-	var trainC, testC []cookie
-	if len(opts.Languages) > 256 || opts.Window < 1 || opts.PerCookie < 1 || !(opts.TestShare > 0 && opts.TestShare < 1) {
-		return nil, nil, nil, fmt.Errorf("data: langid: %d languages, window %d, %d per cookie, test share %v", len(opts.Languages), opts.Window, opts.PerCookie, opts.TestShare)
+	if opts.Languages == nil {
+		opts.Languages = LangIDLanguages
 	}
-	for label, lang := range opts.Languages {
+	var classes []textClass
+	for _, lang := range opts.Languages {
 		files, err := packageFiles(opts.DpkgInfo, lang)
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		c := LangIDCount{Language: lang}
+		c := textClass{name: lang.Code}
 		for _, f := range files {
 			cookies, err := readCookies(f)
 			if err != nil {
@@ -107,49 +72,15 @@ func LoadLangID(opts LangIDOptions) (train, test *Set, counts []LangIDCount, err
 			if !mostlyLetters(cookies) {
 				continue // ASCII art
 			}
-			c.Files++
-			for _, text := range cookies {
-				key := cookieKey(opts.Seed, text)
-				ck := cookie{key, byte(label), text}
-				if float64(key>>11)/(1<<53) < opts.TestShare {
-					testC = append(testC, ck)
-					c.TestCookies++
-				} else {
-					trainC = append(trainC, ck)
-					c.TrainCookies++
-				}
-			}
+			c.files++
+			c.docs = append(c.docs, cookies...)
 		}
-		if c.Files == 0 {
+		if c.files == 0 {
 			return nil, nil, nil, fmt.Errorf("data: langid: package %s installs no fortune files with text (%s)", lang.Package, filepath.Join(opts.DpkgInfo, lang.Package+".list"))
 		}
-		counts = append(counts, c)
+		classes = append(classes, c)
 	}
-	build := func(name string, cs []cookie, count func(*LangIDCount) *int) *Set {
-		slices.SortFunc(cs, func(a, b cookie) int { return cmpU64(a.key, b.key) })
-		s := &Set{Name: name, Rows: 1, Cols: opts.Window, Classes: len(opts.Languages)}
-		for _, ck := range cs {
-			for _, w := range windows(ck.text, opts.Window, opts.PerCookie) {
-				s.Images = append(s.Images, w...)
-				s.Labels = append(s.Labels, ck.label)
-				(*count(&counts[ck.label]))++
-			}
-		}
-		return s
-	}
-	train = build("langid/train", trainC, func(c *LangIDCount) *int { return &c.Train })
-	test = build("langid/test", testC, func(c *LangIDCount) *int { return &c.Test })
-	return train, test, counts, nil
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
+	return textSet("langid", classes, TextOptions{Window: opts.Window, PerDoc: opts.PerCookie, TestShare: opts.TestShare, Seed: opts.Seed})
 }
 
 // packageFiles lists the fortune files a package installs, from dpkg's
@@ -276,31 +207,4 @@ func mostlyLetters(cookies [][]byte) bool {
 		}
 	}
 	return letters > 0 && letters >= other
-}
-
-// cookieKey is a cookie's hash under seed: its split and its order. It
-// hashes the text, so that a cookie two files share lands on one side.
-func cookieKey(seed uint64, text []byte) uint64 {
-	h := fnv.New64a()
-	fmt.Fprintf(h, "%d\x00%s", seed, text)
-	z := h.Sum64()
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9 // mix the low bits up
-	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
-	return z ^ (z >> 31)
-}
-
-// windows cuts text into up to most windows of n bytes, the last one
-// zero-padded when it holds at least n/4 bytes (a shorter text gives one
-// padded window if it holds any).
-func windows(text []byte, n, most int) [][]byte {
-	var out [][]byte
-	for lo := 0; lo < len(text) && len(out) < most; lo += n {
-		w := make([]byte, n)
-		k := copy(w, text[lo:])
-		if k < n && k < n/4 && lo > 0 {
-			break
-		}
-		out = append(out, w)
-	}
-	return out
 }

@@ -62,7 +62,7 @@ func TestLangIDSplitsByCookie(t *testing.T) {
 	if counts[0].Files != 1 || counts[1].Files != 1 {
 		t.Fatalf("files counted %+v: the .dat index and the ASCII art must be left out", counts)
 	}
-	if counts[0].TestCookies < 30 || counts[0].TrainCookies < 100 || train.Len() != counts[0].Train+counts[1].Train {
+	if counts[0].TestDocs < 30 || counts[0].TrainDocs < 100 || train.Len() != counts[0].Train+counts[1].Train {
 		t.Fatalf("counts %+v, %d training samples", counts, train.Len())
 	}
 	side := map[string]string{}
@@ -149,10 +149,10 @@ func TestLangIDFromDebian(t *testing.T) {
 	if len(counts) != len(LangIDLanguages) || train.Classes != len(LangIDLanguages) {
 		t.Fatalf("%d languages counted", len(counts))
 	}
-	for _, c := range counts {
-		t.Logf("%s (%s): %d files, cookies %d / %d, samples %d / %d", c.Language.Code, c.Language.Package, c.Files, c.TrainCookies, c.TestCookies, c.Train, c.Test)
+	for i, c := range counts {
+		t.Logf("%s (%s): %d files, cookies %d / %d, samples %d / %d", c.Class, LangIDLanguages[i].Package, c.Files, c.TrainDocs, c.TestDocs, c.Train, c.Test)
 		if c.Train < 1000 || c.Test < 100 {
-			t.Errorf("%s: %d training and %d test samples", c.Language.Code, c.Train, c.Test)
+			t.Errorf("%s: %d training and %d test samples", c.Class, c.Train, c.Test)
 		}
 	}
 	if share := float64(test.Len()) / float64(train.Len()+test.Len()); share < 0.07 || share > 0.13 {

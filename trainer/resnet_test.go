@@ -7,7 +7,9 @@ import (
 
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/compress"
+	"github.com/lathe-ml/lathe/compute"
 	"github.com/lathe-ml/lathe/compute/cpu"
+	"github.com/lathe-ml/lathe/compute/host"
 	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/graph"
 	"github.com/lathe-ml/lathe/model"
@@ -23,6 +25,7 @@ type resNetRig struct {
 	train, test *data.Set
 	net         graph.Network
 	eng         *cpu.Engine
+	dev         compute.Device // nil: the CPU graph
 }
 
 func newResNetRig(t *testing.T) resNetRig {
@@ -49,7 +52,7 @@ func (r resNetRig) run(m *model.Model, every int, resume *trainer.Snapshot, chec
 	if err != nil {
 		return nil, err
 	}
-	tr, err := trainer.New(trainer.Config{Model: m, Engine: r.eng, Train: r.train, Test: r.test, Batch: 50, Epochs: 1, Seed: 1, Optimizer: opt,
+	tr, err := trainer.New(trainer.Config{Model: m, Engine: r.eng, Device: r.dev, Train: r.train, Test: r.test, Batch: 50, Epochs: 1, Seed: 1, Optimizer: opt,
 		Resume: resume, Checkpoint: checkpoint, CheckpointSteps: every, Policies: policies})
 	if err != nil {
 		return nil, err
@@ -236,5 +239,78 @@ func TestFoldedQATResNetFreezesAndResumes(t *testing.T) {
 		if !slices.Equal(b.Data(), fresh.Buffers[i].Data()) {
 			t.Fatalf("%s differs after resuming", b.Name)
 		}
+	}
+}
+
+// TestFoldedQATResNetResumesOnDevice: the same on the host device (the
+// device path's checkpoints: momentum, masks, running statistics and
+// observers), over 800 images: a run resumed from step 10 of 16, batch
+// norms and observers frozen after it, ends bit-identical to the
+// uninterrupted one.
+func TestFoldedQATResNetResumesOnDevice(t *testing.T) {
+	rig := newResNetRig(t)
+	rig.train, rig.test = rig.train.Slice("train", 0, 800), rig.test.Slice("test", 0, 200)
+	dev := host.New(rig.eng)
+	defer dev.Close()
+	rig.dev = dev
+	net := rig.net
+	quant := func(m *model.Model) *trainer.QuantPolicy {
+		qp := quantizeFolded(m, 650)
+		qp.FreezeAt = 600
+		return qp
+	}
+	run := func(m *model.Model, qp *trainer.QuantPolicy, resume *trainer.Snapshot, checkpoint func(*trainer.Snapshot) error) error {
+		_, err := rig.run(m, 10, resume, checkpoint, &trainer.LRPolicy{Schedule: schedule.LR{Kind: "cosine", Base: 0.05, Total: 800}}, qp)
+		return err
+	}
+	straight, err := model.FromNetwork(net, "kaiming", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var saved []byte
+	ck := &rundir.Checkpointer{Job: "resnet", Model: func() *model.Model { return straight }}
+	if err := run(straight, quant(straight), nil, func(sn *trainer.Snapshot) error {
+		if sn.Step != 10 || saved != nil {
+			return nil
+		}
+		f, err := ck.File(sn, straight)
+		if err == nil {
+			saved, err = checkpoint.Encode(f)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := checkpoint.Decode(saved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := rundir.ReadTraining(f, "step 10")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := model.FromNetwork(net, "kaiming", 99)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qp := quant(fresh)
+	if err := st.Restore(f, "step 10", fresh); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(fresh, qp, st.Snapshot, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range append(straight.Params, straight.Buffers...) {
+		if !slices.Equal(p.Data(), append(fresh.Params, fresh.Buffers...)[i].Data()) {
+			t.Fatalf("%s differs after resuming", p.Name)
+		}
+	}
+	for name, o := range straight.ActQuant {
+		if r := fresh.ActQuant[name]; *o != *r || !o.Frozen {
+			t.Fatalf("observer %s: straight %+v, resumed %+v", name, *o, *r)
+		}
+	}
+	if !straight.BN.Frozen {
+		t.Fatal("batch norms not frozen")
 	}
 }

@@ -502,7 +502,7 @@ extern "C" __global__ void depthwise_grad_w_part(float* part, const float* dy, c
     int t = blockIdx.x * blockDim.x + threadIdx.x, blk = blockIdx.y;
     if (t >= c * k * k) return;
     int j = t / (k * k), ky = t / k % k, kx = t % k;
-    long pos = (long)rows * oh * ow, lo = (long)blk * per, hi = min(lo + per, pos);
+    long pos = (long)rows * oh * ow, lo = (long)blk * per, hi = lo + per < pos ? lo + per : pos;
     float s = 0.0f;
     for (long r = lo; r < hi; r++) {
         int ox = (int)(r % ow), oy = (int)(r / ow % oh), b = (int)(r / ((long)oh * ow));

@@ -21,7 +21,7 @@
 #             lathe beside PyTorch, A B A B;
 #   r20       recipes/fashion-resnet20.hcl in full through `coordinator
 #             --device cuda` (Fashion-MNIST: prepare.sh with FASHION=1;
-#             R20_SEED picks the seed, 1 by default);
+#             R20_SEED picks the seed, 1 by default; R20_EPOCHS shortens it);
 #   r20c      recipes/fashion-resnet20-compressed.hcl in full on the GPU,
 #             distilled from r20's model (run r20 first, in the same call);
 #   kd        bench/kd-tuned.sh on the GPU: the flagship distilled from a
@@ -101,12 +101,12 @@ for stage in $stages; do
       python3 ../bench/gpu/torch_mlp.py resnet20
     done ;;
   r20)
-    (cd .. && time $B/coordinator --recipe recipes/fashion-resnet20.hcl -var seed=${R20_SEED:-1} --device cuda --data-dir /tmp/lathe-fashion \
+    (cd .. && time $B/coordinator --recipe recipes/fashion-resnet20.hcl -var seed=${R20_SEED:-1} -var epochs=${R20_EPOCHS:-30} --device cuda --data-dir /tmp/lathe-fashion \
       --run-dir /tmp/lathe-r20 --no-progress 2>&1 | grep -E 'epoch=(1|10|20|30) |job done|rror') || rc=1
     cp /tmp/lathe-r20/summary.json "$out/r20-summary.json" 2>/dev/null
     cp /tmp/lathe-r20/metrics.csv "$out/r20-metrics.csv" 2>/dev/null ;;
   r20c)
-    (cd .. && time $B/coordinator --recipe recipes/fashion-resnet20-compressed.hcl -var seed=${R20_SEED:-1} \
+    (cd .. && time $B/coordinator --recipe recipes/fashion-resnet20-compressed.hcl -var seed=${R20_SEED:-1} -var epochs=${R20_EPOCHS:-30} \
       -var teacher=/tmp/lathe-r20/model.arrow --device cuda --data-dir /tmp/lathe-fashion \
       --run-dir /tmp/lathe-r20c --no-progress 2>&1 | grep -E 'epoch=(1|10|20|30) |job done|rror') || rc=1
     cp /tmp/lathe-r20c/summary.json "$out/r20c-summary.json" 2>/dev/null

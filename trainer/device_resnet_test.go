@@ -11,6 +11,7 @@ import (
 
 	"github.com/lathe-ml/lathe/compute"
 	"github.com/lathe-ml/lathe/compute/cpu"
+	"github.com/lathe-ml/lathe/compute/enginetest"
 	"github.com/lathe-ml/lathe/compute/host"
 	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/graph"
@@ -432,6 +433,35 @@ func TestDevicePoolingMatchesGraph(t *testing.T) {
 		for j, v := range p.Data() {
 			if d := devModel.Params[i].Data()[j]; math.Abs(float64(d-v)) > 2e-5*(1+math.Abs(float64(v))) {
 				t.Fatalf("%s[%d]: device %v, CPU graph %v", p.Name, j, d, v)
+			}
+		}
+	}
+}
+
+// TestCUDAResNetStepsMatchHost: two ResNet-8 training steps on the GPU,
+// dense and with BN-folded QAT and observers, agree with the host
+// reference device's (cuBLAS sums in its own order: float32 tolerances).
+// Skipped without a GPU; fails with REQUIRE_GPU=1.
+func TestCUDAResNetStepsMatchHost(t *testing.T) {
+	gpu := enginetest.CUDA(t)
+	ref := host.New(cpu.New(cpu.Options{Threads: 2}))
+	defer ref.Close()
+	set := randomImages(32, 4, 11)
+	for _, quantized := range []bool{false, true} {
+		train := func(d compute.Device) *model.Model {
+			if !quantized {
+				return trainResNet(t, d, set, 16, 1)
+			}
+			m, p := quantizedResNet(t, 0, 1000, 16)
+			return trainResNetModel(t, d, m, set, 16, 1, p)
+		}
+		g, h := train(gpu), train(ref)
+		for i, p := range append(h.Params, h.Buffers...) {
+			d := append(g.Params, g.Buffers...)[i].Data()
+			for j, v := range p.Data() {
+				if math.Abs(float64(d[j]-v)) > 1e-4*(1+math.Abs(float64(v))) {
+					t.Fatalf("quantized %v: %s[%d]: GPU %v, host %v", quantized, p.Name, j, d[j], v)
+				}
 			}
 		}
 	}

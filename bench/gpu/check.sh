@@ -16,7 +16,8 @@
 #             each of teacher and student), beside two CPU workers;
 #   bench     training samples/s at batch 1024, lathe beside PyTorch on the
 #             same GPU, alternating A B A B (bench5: the same for LeNet-5);
-#   resnet    the device ResNet tests (strict device, gradients, the CPU
+#   resnet    the device ResNet tests (ResNet steps on the GPU against the
+#             host device; strict device, gradients, the CPU
 #             graph's step) and ResNet-20 training samples/s at batch 128,
 #             lathe beside PyTorch, A B A B;
 #   r20       recipes/fashion-resnet20.hcl in full through `coordinator
@@ -95,7 +96,7 @@ for stage in $stages; do
       python3 ../bench/gpu/torch_mlp.py lenet5
     done ;;
   resnet)
-    $B/trainer.test -test.run 'DeviceResNet' -test.v -test.count=1 2>&1 | grep -E -- '^(---|ok|FAIL|PASS)' || rc=1
+    $B/trainer.test -test.run 'CUDAResNet|DeviceResNet|DeviceMobileNet|DevicePooling|DeviceDepthwise|ResumesOnDevice' -test.v -test.count=1 2>&1 | grep -E -- '^(---|ok|FAIL|PASS)' || rc=1
     for round in 1 2; do
       $B/trainer.test -test.run XXX -test.bench 'DeviceStepCUDAResNet20$' -test.benchtime 300x 2>&1 | grep -E 'Benchmark|FAIL|rror'
       python3 ../bench/gpu/torch_mlp.py resnet20

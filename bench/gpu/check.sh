@@ -96,7 +96,7 @@ for stage in $stages; do
       python3 ../bench/gpu/torch_mlp.py lenet5
     done ;;
   resnet)
-    $B/trainer.test -test.run 'CUDAResNet|DeviceResNet|DeviceMobileNet|DevicePooling|DeviceDepthwise|ResumesOnDevice' -test.v -test.count=1 2>&1 | grep -E -- '^(---|ok|FAIL|PASS)' || rc=1
+    $B/trainer.test -test.run 'CUDAResNet|DeviceResNet|DeviceMobileNet|DevicePooling|DeviceDepthwise' -test.v -test.count=1 2>&1 | grep -E -- '^(---|ok|FAIL|PASS)' || rc=1
     for round in 1 2; do
       $B/trainer.test -test.run XXX -test.bench 'DeviceStepCUDAResNet20$' -test.benchtime 300x 2>&1 | grep -E 'Benchmark|FAIL|rror'
       python3 ../bench/gpu/torch_mlp.py resnet20

@@ -84,8 +84,8 @@ func LoadLangID(opts LangIDOptions) (train, test *Set, counts []TextCount, err e
 }
 
 // packageFiles lists the fortune files a package installs, from dpkg's
-// list of it: regular files under a fortunes folder, not the .dat indexes
-// nor the .u8 copies; Slovak files of fortunes-cs (its sk folder's links)
+// list of it: regular files under games/fortunes (not its documentation),
+// not the .dat indexes nor the .u8 copies; Slovak files of fortunes-cs (its sk folder's links)
 // left out.
 func packageFiles(info string, lang Language) ([]string, error) {
 	list := filepath.Join(info, lang.Package+".list")
@@ -99,7 +99,7 @@ func packageFiles(info string, lang Language) ([]string, error) {
 	slovak := map[string]bool{}
 	var files []string
 	for _, p := range strings.Split(string(raw), "\n") {
-		if !strings.Contains(p, "/fortunes/") || strings.HasSuffix(p, ".dat") || strings.HasSuffix(p, ".u8") {
+		if !strings.Contains(p, "/games/fortunes/") || strings.HasSuffix(p, ".dat") || strings.HasSuffix(p, ".u8") {
 			continue
 		}
 		st, err := os.Lstat(p)

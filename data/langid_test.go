@@ -16,7 +16,7 @@ func fakePackages(t *testing.T, aa []string) (info string, langs []Language) {
 	t.Helper()
 	root := t.TempDir()
 	info = filepath.Join(root, "info")
-	share := filepath.Join(root, "share", "fortunes")
+	share := filepath.Join(root, "share", "games", "fortunes")
 	for _, d := range []string{info, share} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
@@ -35,7 +35,14 @@ func fakePackages(t *testing.T, aa []string) (info string, langs []Language) {
 	if err := os.WriteFile(filepath.Join(share, "alpha.dat"), []byte{1, 2}, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	lists := map[string][]string{"pkg-aa": {share, a, a + ".dat"}, "pkg-bb": {share, b, art}}
+	doc := filepath.Join(root, "doc", "fortunes", "README") // documentation: never a cookie file
+	if err := os.MkdirAll(filepath.Dir(doc), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(doc, []byte("Plain English documentation text.\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lists := map[string][]string{"pkg-aa": {share, a, a + ".dat"}, "pkg-bb": {share, b, art, doc}}
 	for pkg, files := range lists {
 		if err := os.WriteFile(filepath.Join(info, pkg+".list"), []byte(strings.Join(files, "\n")+"\n"), 0o644); err != nil {
 			t.Fatal(err)
@@ -60,7 +67,7 @@ func TestLangIDSplitsByCookie(t *testing.T) {
 		t.Fatal(err)
 	}
 	if counts[0].Files != 1 || counts[1].Files != 1 {
-		t.Fatalf("files counted %+v: the .dat index and the ASCII art must be left out", counts)
+		t.Fatalf("files counted %+v: the .dat index, the documentation and the ASCII art must be left out", counts)
 	}
 	if counts[0].TestDocs < 30 || counts[0].TrainDocs < 100 || train.Len() != counts[0].Train+counts[1].Train {
 		t.Fatalf("counts %+v, %d training samples", counts, train.Len())
@@ -129,11 +136,11 @@ func TestLangIDRefusesMissingPackage(t *testing.T) {
 	if !errors.Is(err, ErrMissing) || !strings.Contains(err.Error(), filepath.Join(dir, "fortunes-xx.list")) || !strings.Contains(err.Error(), "apt-get install fortunes-xx") {
 		t.Fatalf("error %v", err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "fortunes-xx.list"), []byte("/nowhere/fortunes/xx\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "fortunes-xx.list"), []byte("/nowhere/games/fortunes/xx\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	_, _, _, err = LoadLangID(LangIDOptions{DpkgInfo: dir, Languages: []Language{{"xx", "fortunes-xx"}}})
-	if err == nil || !strings.Contains(err.Error(), "/nowhere/fortunes/xx") {
+	if err == nil || !strings.Contains(err.Error(), "/nowhere/games/fortunes/xx") {
 		t.Fatalf("a listed file that is gone: %v", err)
 	}
 }

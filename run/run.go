@@ -3,6 +3,7 @@ package run
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -602,8 +603,9 @@ func trainTeachers(ctx context.Context, job *recipes.Job, dir string, opts Optio
 	return teachers, digests, nil
 }
 
-// beyondAccuracy reports what compression did besides accuracy: expected
-// calibration error (15 bins) on the test set; for a quantized model also
+// beyondAccuracy reports what compression did besides accuracy: each
+// class's recall and their mean, expected calibration error (15 bins) on
+// the test set; for a quantized model also
 // that of its float counterpart (quantization off) and their top-1
 // agreement; with a teacher, the student's top-1 agreement with it.
 func beyondAccuracy(sum *rundir.Summary, m *model.Model, teachers []*model.Model, eng compute.Engine, test *data.Set, batch int) error {
@@ -612,6 +614,15 @@ func beyondAccuracy(sum *rundir.Summary, m *model.Model, teachers []*model.Model
 		return err
 	}
 	sum.ECE = preds.ECE(15)
+	recall, macro := preds.Recall(test.Labels, test.Classes)
+	sum.MacroAccuracy, sum.PerClassRecall = macro, nil
+	for _, r := range recall {
+		if math.IsNaN(r) {
+			sum.PerClassRecall = append(sum.PerClassRecall, nil)
+		} else {
+			sum.PerClassRecall = append(sum.PerClassRecall, &r)
+		}
+	}
 	runtime.GC() // the graph just used is garbage; the next one reuses its memory
 	if len(m.Quant) > 0 {
 		saved := map[string]bool{}

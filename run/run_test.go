@@ -409,6 +409,16 @@ func TestQuantizationAwareTraining(t *testing.T) {
 	if sum.ECEUncompressed == nil || sum.FloatAgreement == nil || *sum.FloatAgreement < 0.9 {
 		t.Fatalf("float counterpart: ECE %v agreement %v", sum.ECEUncompressed, sum.FloatAgreement)
 	}
+	// Each digit's recall, and their mean near the accuracy (MNIST's
+	// classes are about equally frequent).
+	if len(sum.PerClassRecall) != 10 || math.Abs(sum.MacroAccuracy-sum.TestAccuracy) > 0.02 {
+		t.Fatalf("per-class recall %d values, macro accuracy %v at test accuracy %v", len(sum.PerClassRecall), sum.MacroAccuracy, sum.TestAccuracy)
+	}
+	for c, r := range sum.PerClassRecall {
+		if r == nil || !(*r > 0.5 && *r <= 1) {
+			t.Fatalf("class %d recall %v", c, r)
+		}
+	}
 	// A run without quantization reports the post-training baseline.
 	plain, err := Execute(context.Background(), load(t), Options{RunDir: t.TempDir(), Threads: 2})
 	if err != nil {

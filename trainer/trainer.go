@@ -799,6 +799,35 @@ func (p Predictions) Accuracy() float64 {
 	return float64(n) / float64(len(p.Correct))
 }
 
+// Recall is, per class of labels (classes of them), the fraction of its
+// samples predicted as it (NaN for a class with no sample); MacroAccuracy
+// their mean over the classes present.
+func (p Predictions) Recall(labels []byte, classes int) (recall []float64, macro float64) {
+	hits, count := make([]int, classes), make([]int, classes)
+	for i, y := range labels[:len(p.Class)] {
+		if int(y) < classes {
+			count[y]++
+			if p.Class[i] == int(y) {
+				hits[y]++
+			}
+		}
+	}
+	recall = make([]float64, classes)
+	present := 0
+	for c := range recall {
+		recall[c] = math.NaN()
+		if count[c] > 0 {
+			recall[c] = float64(hits[c]) / float64(count[c])
+			macro += recall[c]
+			present++
+		}
+	}
+	if present > 0 {
+		macro /= float64(present)
+	}
+	return recall, macro
+}
+
 // ECE is the expected calibration error over equal-width confidence bins:
 // Σ_b |B|/n · |accuracy(B) − mean confidence(B)|.
 func (p Predictions) ECE(bins int) float64 {

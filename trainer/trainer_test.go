@@ -434,3 +434,12 @@ func TestEnsemblePredictionsAverageLogits(t *testing.T) {
 		t.Fatal("mean of a model with itself changed its answers")
 	}
 }
+
+// TestRecall: per-class recall and its mean over the classes present.
+func TestRecall(t *testing.T) {
+	p := Predictions{Class: []int{0, 0, 1, 2, 2, 0}}
+	recall, macro := p.Recall([]byte{0, 1, 1, 2, 2, 0}, 4)
+	if recall[0] != 1 || recall[1] != 0.5 || recall[2] != 1 || !math.IsNaN(recall[3]) || macro != 2.5/3 {
+		t.Fatalf("recall %v, macro %v", recall, macro)
+	}
+}

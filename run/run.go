@@ -615,7 +615,7 @@ func beyondAccuracy(sum *rundir.Summary, m *model.Model, teachers []*model.Model
 	}
 	sum.ECE = preds.ECE(15)
 	recall, macro := preds.Recall(test.Labels, test.Classes)
-	sum.MacroAccuracy, sum.PerClassRecall = macro, nil
+	sum.MacroAccuracy, sum.PerClassRecall, sum.Confusion = macro, nil, preds.Confusion(test.Labels, test.Classes)
 	for _, r := range recall {
 		if math.IsNaN(r) {
 			sum.PerClassRecall = append(sum.PerClassRecall, nil)

@@ -411,7 +411,7 @@ func TestQuantizationAwareTraining(t *testing.T) {
 	}
 	// Each digit's recall, and their mean near the accuracy (MNIST's
 	// classes are about equally frequent).
-	if len(sum.PerClassRecall) != 10 || math.Abs(sum.MacroAccuracy-sum.TestAccuracy) > 0.02 {
+	if len(sum.PerClassRecall) != 10 || len(sum.Confusion) != 10 || math.Abs(sum.MacroAccuracy-sum.TestAccuracy) > 0.02 {
 		t.Fatalf("per-class recall %d values, macro accuracy %v at test accuracy %v", len(sum.PerClassRecall), sum.MacroAccuracy, sum.TestAccuracy)
 	}
 	for c, r := range sum.PerClassRecall {

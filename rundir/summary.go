@@ -55,13 +55,16 @@ type Summary struct {
 	// MacroAccuracy is the mean over classes of PerClassRecall, each
 	// class's fraction of its test samples recognized (null for a class
 	// the test set lacks).
-	MacroAccuracy    float64    `json:"macro_accuracy"`
-	PerClassRecall   []*float64 `json:"per_class_recall"`
-	ECE              float64    `json:"ece"`
-	ECEUncompressed  *float64   `json:"ece_uncompressed,omitempty"`
-	FloatAgreement   *float64   `json:"float_agreement,omitempty"`
-	TeacherAgreement *float64   `json:"teacher_agreement,omitempty"`
-	Engine           string     `json:"engine"`
+	MacroAccuracy  float64    `json:"macro_accuracy"`
+	PerClassRecall []*float64 `json:"per_class_recall"`
+	// Confusion counts the test samples by true class (rows) and
+	// predicted class (columns).
+	Confusion        [][]int  `json:"confusion"`
+	ECE              float64  `json:"ece"`
+	ECEUncompressed  *float64 `json:"ece_uncompressed,omitempty"`
+	FloatAgreement   *float64 `json:"float_agreement,omitempty"`
+	TeacherAgreement *float64 `json:"teacher_agreement,omitempty"`
+	Engine           string   `json:"engine"`
 	// Thinned is set when structured pruning left whole neurons or filters
 	// at zero: the model rebuilt without them, evaluated on the test set.
 	Thinned *Thinned               `json:"thinned,omitempty"`

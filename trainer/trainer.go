@@ -799,25 +799,35 @@ func (p Predictions) Accuracy() float64 {
 	return float64(n) / float64(len(p.Correct))
 }
 
-// Recall is, per class of labels (classes of them), the fraction of its
-// samples predicted as it (NaN for a class with no sample); MacroAccuracy
-// their mean over the classes present.
-func (p Predictions) Recall(labels []byte, classes int) (recall []float64, macro float64) {
-	hits, count := make([]int, classes), make([]int, classes)
+// Confusion counts the predictions by true class (labels; classes of
+// them) and predicted class: confusion[true][predicted].
+func (p Predictions) Confusion(labels []byte, classes int) [][]int {
+	m := make([][]int, classes)
+	for c := range m {
+		m[c] = make([]int, classes)
+	}
 	for i, y := range labels[:len(p.Class)] {
-		if int(y) < classes {
-			count[y]++
-			if p.Class[i] == int(y) {
-				hits[y]++
-			}
+		if int(y) < classes && p.Class[i] >= 0 && p.Class[i] < classes {
+			m[y][p.Class[i]]++
 		}
 	}
+	return m
+}
+
+// Recall is, per class of labels (classes of them), the fraction of its
+// samples predicted as it (NaN for a class with no sample); macro their
+// mean over the classes present.
+func (p Predictions) Recall(labels []byte, classes int) (recall []float64, macro float64) {
 	recall = make([]float64, classes)
 	present := 0
-	for c := range recall {
+	for c, row := range p.Confusion(labels, classes) {
+		n := 0
+		for _, k := range row {
+			n += k
+		}
 		recall[c] = math.NaN()
-		if count[c] > 0 {
-			recall[c] = float64(hits[c]) / float64(count[c])
+		if n > 0 {
+			recall[c] = float64(row[c]) / float64(n)
 			macro += recall[c]
 			present++
 		}

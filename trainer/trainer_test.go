@@ -435,11 +435,15 @@ func TestEnsemblePredictionsAverageLogits(t *testing.T) {
 	}
 }
 
-// TestRecall: per-class recall and its mean over the classes present.
+// TestRecall: the confusion counts, per-class recall and its mean over
+// the classes present.
 func TestRecall(t *testing.T) {
 	p := Predictions{Class: []int{0, 0, 1, 2, 2, 0}}
 	recall, macro := p.Recall([]byte{0, 1, 1, 2, 2, 0}, 4)
 	if recall[0] != 1 || recall[1] != 0.5 || recall[2] != 1 || !math.IsNaN(recall[3]) || macro != 2.5/3 {
 		t.Fatalf("recall %v, macro %v", recall, macro)
+	}
+	if m := p.Confusion([]byte{0, 1, 1, 2, 2, 0}, 4); m[1][0] != 1 || m[1][1] != 1 || m[0][0] != 2 || m[2][2] != 2 || m[3][3] != 0 {
+		t.Fatalf("confusion %v", m)
 	}
 }

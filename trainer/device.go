@@ -252,10 +252,7 @@ func (m *DeviceNet) initialize(seed uint64) error {
 // geometry and activation and that the layers connect, and returns them
 // with their inputs resolved and the input's elements per sample.
 func deviceLayers(layers []graph.Layer) ([]devLayer, int, error) {
-	net := graph.Network{Input: layers[0].In, Layers: layers}
-	if len(layers[0].Inputs) == 0 && layers[0].Kind == graph.Linear {
-		net.Input = graph.Shape{H: 1, W: 1, C: layers[0].In.Size()}
-	}
+	input := layers[0].In.Size() // what the network takes: what its first layer does
 	index := map[string]int{graph.Input: -1}
 	out := make([]devLayer, len(layers))
 	for i, L := range layers {
@@ -286,12 +283,9 @@ func deviceLayers(layers []graph.Layer) ([]devLayer, int, error) {
 			if !ok {
 				return fail("reads %q, which no earlier layer is", name)
 			}
-			size := net.Input.Size()
+			size := input
 			if j >= 0 {
 				size = out[j].n
-			}
-			if i == 0 && j < 0 {
-				size = L.In.Size()
 			}
 			if size != L.In.Size() || size < 1 {
 				return fail("takes %d inputs per sample, %s gives %d", L.In.Size(), name, size)
@@ -307,7 +301,7 @@ func deviceLayers(layers []graph.Layer) ([]devLayer, int, error) {
 		index[L.Name] = i
 		out[i] = d
 	}
-	return out, layers[0].In.Size(), nil
+	return out, input, nil
 }
 
 // Free returns the network's buffers to the device.
@@ -661,93 +655,57 @@ func (m *DeviceNet) ReadStats() (TrainStats, error) {
 	return TrainStats{Loss: float64(st[0]), Correct: float64(st[1]), Distill: float64(st[2])}, nil
 }
 
-// DeviceNetState is everything of a DeviceNet a resumed run needs, per
-// parameter in the network's order: values, momentum buffers and masks (1
-// kept, 0 pruned); and per batch norm, in layer order, its running mean
-// and variance.
+// DeviceNetState is a DeviceNet's training state besides what its model
+// holds (parameters' values come from and go to the model with batch norms'
+// running statistics and observers, SetWeightsFrom and WeightsInto): per
+// parameter in the network's order, values, momentum buffers and masks (1
+// kept, 0 pruned).
 type DeviceNetState struct {
-	W, V, Mask      [][]float32
-	RunMean, RunVar [][]float32
+	W, V, Mask [][]float32
 }
 
 // State downloads the network's training state.
 func (m *DeviceNet) State() (*DeviceNetState, error) {
 	st := &DeviceNetState{}
-	get := func(dst *[][]float32, src compute.Buffer, n int) error {
-		buf := make([]float32, n)
-		if err := m.dev.Download(buf, src); err != nil {
-			return err
-		}
-		*dst = append(*dst, buf)
-		return nil
-	}
 	for _, p := range m.params {
 		for _, x := range []struct {
 			dst *[][]float32
 			src compute.Buffer
 		}{{&st.W, p.w}, {&st.V, p.v}, {&st.Mask, p.mask}} {
-			if err := get(x.dst, x.src, p.n); err != nil {
+			buf := make([]float32, p.n)
+			if err := m.dev.Download(buf, x.src); err != nil {
 				return nil, err
 			}
-		}
-	}
-	for _, L := range m.layers {
-		if L.Kind == graph.BatchNorm {
-			if err := get(&st.RunMean, L.rmean, L.In.C); err != nil {
-				return nil, err
-			}
-			if err := get(&st.RunVar, L.rvar, L.In.C); err != nil {
-				return nil, err
-			}
+			*x.dst = append(*x.dst, buf)
 		}
 	}
 	return st, nil
 }
 
 // SetState uploads a training state State returned (from a network of
-// the same layers); nil parts (masks, running statistics) are left as
-// they are.
+// the same layers); nil masks are left as they are.
 func (m *DeviceNet) SetState(st *DeviceNetState) error {
-	put := func(what string, src []float32, dst compute.Buffer, n int) error {
-		if len(src) != n {
-			return fmt.Errorf("trainer: %s: %d values in the state, want %d", what, len(src), n)
-		}
-		return m.dev.Upload(dst, src)
-	}
 	if len(st.W) != len(m.params) || len(st.V) != len(m.params) || (st.Mask != nil && len(st.Mask) != len(m.params)) {
 		return fmt.Errorf("trainer: a state of %d parameters for a network of %d", len(st.W), len(m.params))
 	}
+	type part struct {
+		what string
+		src  []float32
+		dst  compute.Buffer
+	}
 	for i, p := range m.params {
-		if err := put(p.Name, st.W[i], p.w, p.n); err != nil {
-			return err
-		}
-		if err := put(p.Name+" momentum", st.V[i], p.v, p.n); err != nil {
-			return err
-		}
+		parts := []part{{p.Name, st.W[i], p.w}, {p.Name + " momentum", st.V[i], p.v}}
 		if st.Mask != nil {
-			if err := put(p.Name+" mask", st.Mask[i], p.mask, p.n); err != nil {
+			parts = append(parts, part{p.Name + " mask", st.Mask[i], p.mask})
+		}
+		for _, x := range parts {
+			if len(x.src) != p.n {
+				return fmt.Errorf("trainer: %s: %d values in the state, want %d", x.what, len(x.src), p.n)
+			}
+			if err := m.dev.Upload(x.dst, x.src); err != nil {
 				return err
 			}
 		}
-	}
-	if st.RunMean == nil {
-		return nil
-	}
-	k := 0
-	for _, L := range m.layers {
-		if L.Kind != graph.BatchNorm {
-			continue
-		}
-		if k >= len(st.RunMean) || k >= len(st.RunVar) {
-			return fmt.Errorf("trainer: the state's running statistics stop at batch norm %d", k)
-		}
-		if err := put(L.Name+".running_mean", st.RunMean[k], L.rmean, L.In.C); err != nil {
-			return err
-		}
-		if err := put(L.Name+".running_var", st.RunVar[k], L.rvar, L.In.C); err != nil {
-			return err
-		}
-		k++
 	}
 	return nil
 }

@@ -3,9 +3,11 @@ package trainer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"testing"
 
@@ -29,6 +31,25 @@ func smallResNet(t testing.TB) graph.Network {
 		t.Fatal(err)
 	}
 	return net
+}
+
+// sameModels fails t where got's parameters or buffers differ from want's
+// by more than tol·(1 + |want|), or, with tol 0, by a single bit.
+func sameModels(t testing.TB, got, want *model.Model, tol float64, gotName, wantName string) {
+	t.Helper()
+	gs := append(slices.Clone(got.Params), got.Buffers...)
+	for i, p := range append(slices.Clone(want.Params), want.Buffers...) {
+		g := gs[i].Data()
+		for j, v := range p.Data() {
+			differ := math.Float32bits(g[j]) != math.Float32bits(v)
+			if tol > 0 {
+				differ = math.Abs(float64(g[j]-v)) > tol*(1+math.Abs(float64(v)))
+			}
+			if differ {
+				t.Fatalf("%s[%d]: %s %v, %s %v", p.Name, j, gotName, g[j], wantName, v)
+			}
+		}
+	}
 }
 
 // TestDeviceResNetGradient: the device step's gradients of every
@@ -160,20 +181,7 @@ func TestDeviceResNetStepMatchesGraph(t *testing.T) {
 	set := randomImages(32, 4, 11)
 	cpuModel := trainResNet(t, nil, set, 16, 1)
 	devModel := trainResNet(t, dev, set, 16, 1)
-	for i, p := range cpuModel.Params {
-		for j, v := range p.Data() {
-			if d := devModel.Params[i].Data()[j]; math.Abs(float64(d-v)) > 2e-5*(1+math.Abs(float64(v))) {
-				t.Fatalf("%s[%d]: device %v, CPU graph %v", p.Name, j, d, v)
-			}
-		}
-	}
-	for i, b := range cpuModel.Buffers {
-		for j, v := range b.Data() {
-			if d := devModel.Buffers[i].Data()[j]; math.Abs(float64(d-v)) > 2e-5*(1+math.Abs(float64(v))) {
-				t.Fatalf("%s[%d]: device %v, CPU graph %v", b.Name, j, d, v)
-			}
-		}
-	}
+	sameModels(t, devModel, cpuModel, 2e-5, "device", "CPU graph")
 }
 
 // TestStrictDeviceResNetStep runs ResNet training steps (batch norms,
@@ -193,14 +201,7 @@ func TestStrictDeviceResNetStep(t *testing.T) {
 	if strict.Kernels < 1000 {
 		t.Fatalf("only %d strict device calls ran", strict.Kernels)
 	}
-	for i, p := range append(st.Params, st.Buffers...) {
-		want := append(rf.Params, rf.Buffers...)[i].Data()
-		for j, v := range p.Data() {
-			if math.Float32bits(v) != math.Float32bits(want[j]) {
-				t.Fatalf("%s[%d]: strict %v, reference %v", p.Name, j, v, want[j])
-			}
-		}
-	}
+	sameModels(t, st, rf, 0, "strict", "reference")
 }
 
 // TestDeviceSupportsNamesWhatIsMissing: what the device path does not do
@@ -287,14 +288,7 @@ func TestDeviceResNetQATMatchesGraph(t *testing.T) {
 		return trainResNetModel(t, d, m, set, 16, 1, p)
 	}
 	cpuModel, devModel := train(nil), train(dev)
-	for i, p := range append(cpuModel.Params, cpuModel.Buffers...) {
-		d := append(devModel.Params, devModel.Buffers...)[i].Data()
-		for j, v := range p.Data() {
-			if math.Abs(float64(d[j]-v)) > 1e-5*(1+math.Abs(float64(v))) {
-				t.Fatalf("%s[%d]: device %v, CPU graph %v", p.Name, j, d[j], v)
-			}
-		}
-	}
+	sameModels(t, devModel, cpuModel, 1e-5, "device", "CPU graph")
 	for name, o := range cpuModel.ActQuant {
 		d := devModel.ActQuant[name]
 		if !d.Initialized || math.Abs(float64(d.Min-o.Min)) > 1e-5 || math.Abs(float64(d.Max-o.Max)) > 1e-5*(1+float64(o.Max)) {
@@ -321,14 +315,7 @@ func TestStrictDeviceResNetQAT(t *testing.T) {
 		return trainResNetModel(t, d, m, set, 16, 2, p)
 	}
 	st, rf := train(strict), train(ref)
-	for i, p := range append(st.Params, st.Buffers...) {
-		want := append(rf.Params, rf.Buffers...)[i].Data()
-		for j, v := range p.Data() {
-			if math.Float32bits(v) != math.Float32bits(want[j]) {
-				t.Fatalf("%s[%d]: strict %v, reference %v", p.Name, j, v, want[j])
-			}
-		}
-	}
+	sameModels(t, st, rf, 0, "strict", "reference")
 	for name, o := range st.ActQuant {
 		if r := rf.ActQuant[name]; *o != *r || !o.Frozen || !o.Initialized {
 			t.Fatalf("observer %s: strict %+v, reference %+v", name, *o, *r)
@@ -387,18 +374,8 @@ func TestDeviceMobileNetStepMatchesGraph(t *testing.T) {
 		return trainResNetModel(t, d, netModel(t, smallMobileNet(t), 7), set, 16, 1)
 	}
 	cpuModel, devModel, strictModel := train(nil), train(ref), train(strict)
-	for i, p := range append(cpuModel.Params, cpuModel.Buffers...) {
-		d := append(devModel.Params, devModel.Buffers...)[i].Data()
-		st := append(strictModel.Params, strictModel.Buffers...)[i].Data()
-		for j, v := range p.Data() {
-			if math.Abs(float64(d[j]-v)) > 2e-5*(1+math.Abs(float64(v))) {
-				t.Fatalf("%s[%d]: device %v, CPU graph %v", p.Name, j, d[j], v)
-			}
-			if math.Float32bits(st[j]) != math.Float32bits(d[j]) {
-				t.Fatalf("%s[%d]: strict %v, reference %v", p.Name, j, st[j], d[j])
-			}
-		}
-	}
+	sameModels(t, devModel, cpuModel, 2e-5, "device", "CPU graph")
+	sameModels(t, strictModel, devModel, 0, "strict", "reference")
 }
 
 // poolNet pools with overlapping, padded windows: 3×3 max-pooling at
@@ -429,13 +406,7 @@ func TestDevicePoolingMatchesGraph(t *testing.T) {
 	set := randomImages(32, 4, 11)
 	cpuModel := trainResNetModel(t, nil, netModel(t, net, 7), set, 16, 1)
 	devModel := trainResNetModel(t, dev, netModel(t, net, 7), set, 16, 1)
-	for i, p := range cpuModel.Params {
-		for j, v := range p.Data() {
-			if d := devModel.Params[i].Data()[j]; math.Abs(float64(d-v)) > 2e-5*(1+math.Abs(float64(v))) {
-				t.Fatalf("%s[%d]: device %v, CPU graph %v", p.Name, j, d, v)
-			}
-		}
-	}
+	sameModels(t, devModel, cpuModel, 2e-5, "device", "CPU graph")
 }
 
 // TestCUDAResNetStepsMatchHost: two ResNet-8 training steps on the GPU,
@@ -455,14 +426,6 @@ func TestCUDAResNetStepsMatchHost(t *testing.T) {
 			m, p := quantizedResNet(t, 0, 1000, 16)
 			return trainResNetModel(t, d, m, set, 16, 1, p)
 		}
-		g, h := train(gpu), train(ref)
-		for i, p := range append(h.Params, h.Buffers...) {
-			d := append(g.Params, g.Buffers...)[i].Data()
-			for j, v := range p.Data() {
-				if math.Abs(float64(d[j]-v)) > 1e-4*(1+math.Abs(float64(v))) {
-					t.Fatalf("quantized %v: %s[%d]: GPU %v, host %v", quantized, p.Name, j, d[j], v)
-				}
-			}
-		}
+		sameModels(t, train(gpu), train(ref), 1e-4, fmt.Sprintf("GPU (quantized %v)", quantized), "host")
 	}
 }

@@ -239,7 +239,7 @@ func (d *deviceBackend) restore(sn *Snapshot) error {
 	if err := d.net.SetState(st); err != nil {
 		return err
 	}
-	if err := d.net.SetWeightsFrom(mod); err != nil { // the running statistics
+	if err := d.net.setStatistics(mod); err != nil {
 		return err
 	}
 	t.cfg.Optimizer.SetSteps(sn.OptimizerSteps)

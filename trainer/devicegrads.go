@@ -23,6 +23,12 @@ func (m *DeviceNet) SetWeightsFrom(mod *model.Model) error {
 	if err := m.SetParams(vals); err != nil {
 		return err
 	}
+	return m.setStatistics(mod)
+}
+
+// setStatistics uploads what the model holds besides parameters: batch
+// norms' running statistics and activation observers.
+func (m *DeviceNet) setStatistics(mod *model.Model) error {
 	for _, L := range m.layers {
 		if L.aq != nil {
 			o := L.aq

@@ -372,26 +372,16 @@ func (d *Device) Im2col(col, x compute.Buffer, rows, h, w, c, k, stride, pad int
 func (d *Device) Col2im(dx, dcol compute.Buffer, rows, h, w, c, k, stride, pad int) {
 	defer d.open(dx, dcol)()
 	xf, cf := d.f(dx), d.f(dcol)
-	oh, ow := compute.ConvOut(h, k, stride, pad), compute.ConvOut(w, k, stride, pad)
+	g := newWindow(h, w, k, stride, pad)
 	kkc, isz := k*k*c, h*w*c
 	need("col2im dx", xf, rows*isz)
-	need("col2im dcol", cf, rows*oh*ow*kkc)
-	for b := 0; b < rows; b++ {
-		for y := 0; y < h; y++ {
-			for x := 0; x < w; x++ {
-				for ch := 0; ch < c; ch++ {
+	need("col2im dcol", cf, rows*g.oh*g.ow*kkc)
+	for b := range rows {
+		for y := range h {
+			for x := range w {
+				for ch := range c {
 					var s float32
-					for ky := 0; ky < k; ky++ {
-						oy := cover(y, ky, stride, pad, oh)
-						if oy < 0 {
-							continue
-						}
-						for kx := 0; kx < k; kx++ {
-							if ox := cover(x, kx, stride, pad, ow); ox >= 0 {
-								s += cf[((b*oh+oy)*ow+ox)*kkc+(ky*k+kx)*c+ch]
-							}
-						}
-					}
+					g.covering(y, x, func(t, oy, ox int) { s += cf[((b*g.oh+oy)*g.ow+ox)*kkc+t*c+ch] })
 					xf[b*isz+(y*w+x)*c+ch] = s
 				}
 			}
@@ -403,8 +393,8 @@ func (d *Device) Col2im(dx, dcol compute.Buffer, rows, h, w, c, k, stride, pad i
 func (d *Device) MaxPool(y, arg, x compute.Buffer, rows, h, w, c, k, stride, pad int) {
 	defer d.open(y, arg, x)()
 	yf, af, xf := d.f(y), d.i32(arg), d.f(x)
-	oh, ow, isz := compute.ConvOut(h, k, stride, pad), compute.ConvOut(w, k, stride, pad), h*w*c
-	osz := oh * ow * c
+	g := newWindow(h, w, k, stride, pad)
+	isz, osz := h*w*c, g.oh*g.ow*c
 	need("maxpool y", yf, rows*osz)
 	need("maxpool x", xf, rows*isz)
 	if len(af) < rows*osz {
@@ -412,42 +402,19 @@ func (d *Device) MaxPool(y, arg, x compute.Buffer, rows, h, w, c, k, stride, pad
 	}
 	for b := range rows {
 		img := xf[b*isz : (b+1)*isz]
-		for oy := range oh {
-			for ox := range ow {
+		for oy := range g.oh {
+			for ox := range g.ow {
 				for ch := range c {
 					at := -1
 					var best float32
-					for ky := range k {
-						iy := tap(oy, ky, stride, pad, h)
-						for kx := range k {
-							ix := tap(ox, kx, stride, pad, w)
-							if iy < 0 || ix < 0 {
-								continue
-							}
-							if off := (iy*w+ix)*c + ch; at < 0 || img[off] > best {
-								best, at = img[off], off
-							}
+					g.taps(oy, ox, func(_, iy, ix int) {
+						if off := (iy*w+ix)*c + ch; at < 0 || img[off] > best {
+							best, at = img[off], off
 						}
-					}
-					o := b*osz + (oy*ow+ox)*c + ch
+					})
+					o := b*osz + (oy*g.ow+ox)*c + ch
 					yf[o], af[o] = best, int32(at)
 				}
-			}
-		}
-	}
-}
-
-// windows calls f with each output position (oy, ox) whose k×k window
-// covers input position (y, x), in output order.
-func windows(y, x, k, stride, pad, oh, ow int, f func(oy, ox int)) {
-	lo := func(i int) int { return max(0, (i+pad-k+stride)/stride) } // ⌈(i+pad−k+1)/stride⌉ for i+pad−k+1 ≥ 0
-	for oy := lo(y); oy < oh && oy*stride-pad <= y; oy++ {
-		if oy*stride-pad+k <= y {
-			continue
-		}
-		for ox := lo(x); ox < ow && ox*stride-pad <= x; ox++ {
-			if ox*stride-pad+k > x {
-				f(oy, ox)
 			}
 		}
 	}
@@ -457,8 +424,8 @@ func windows(y, x, k, stride, pad, oh, ow int, f func(oy, ox int)) {
 func (d *Device) MaxPoolGrad(dx, dy, arg compute.Buffer, rows, h, w, c, k, stride, pad int) {
 	defer d.open(dx, dy, arg)()
 	xf, yf, af := d.f(dx), d.f(dy), d.i32(arg)
-	oh, ow, isz := compute.ConvOut(h, k, stride, pad), compute.ConvOut(w, k, stride, pad), h*w*c
-	osz := oh * ow * c
+	g := newWindow(h, w, k, stride, pad)
+	isz, osz := h*w*c, g.oh*g.ow*c
 	need("maxpool_grad dx", xf, rows*isz)
 	need("maxpool_grad dy", yf, rows*osz)
 	for b := range rows {
@@ -467,8 +434,8 @@ func (d *Device) MaxPoolGrad(dx, dy, arg compute.Buffer, rows, h, w, c, k, strid
 				for ch := range c {
 					off := (y*w+x)*c + ch
 					var s float32
-					windows(y, x, k, stride, pad, oh, ow, func(oy, ox int) {
-						if o := b*osz + (oy*ow+ox)*c + ch; int(af[o]) == off {
+					g.outputs(y, x, func(oy, ox int) {
+						if o := b*osz + (oy*g.ow+ox)*c + ch; int(af[o]) == off {
 							s += yf[o]
 						}
 					})
@@ -483,23 +450,16 @@ func (d *Device) MaxPoolGrad(dx, dy, arg compute.Buffer, rows, h, w, c, k, strid
 func (d *Device) AvgPool(y, x compute.Buffer, rows, h, w, c, k, stride, pad int) {
 	defer d.open(y, x)()
 	yf, xf := d.f(y), d.f(x)
-	oh, ow := compute.ConvOut(h, k, stride, pad), compute.ConvOut(w, k, stride, pad)
-	need("avgpool y", yf, rows*oh*ow*c)
+	g := newWindow(h, w, k, stride, pad)
+	need("avgpool y", yf, rows*g.oh*g.ow*c)
 	need("avgpool x", xf, rows*h*w*c)
 	for b := range rows {
-		for oy := range oh {
-			for ox := range ow {
+		for oy := range g.oh {
+			for ox := range g.ow {
 				for ch := range c {
 					var s float32
-					for ky := range k {
-						iy := tap(oy, ky, stride, pad, h)
-						for kx := range k {
-							if ix := tap(ox, kx, stride, pad, w); iy >= 0 && ix >= 0 {
-								s += xf[((b*h+iy)*w+ix)*c+ch]
-							}
-						}
-					}
-					yf[((b*oh+oy)*ow+ox)*c+ch] = s / float32(k*k)
+					g.taps(oy, ox, func(_, iy, ix int) { s += xf[((b*h+iy)*w+ix)*c+ch] })
+					yf[((b*g.oh+oy)*g.ow+ox)*c+ch] = s / float32(k*k)
 				}
 			}
 		}
@@ -510,16 +470,16 @@ func (d *Device) AvgPool(y, x compute.Buffer, rows, h, w, c, k, stride, pad int)
 func (d *Device) AvgPoolGrad(dx, dy compute.Buffer, rows, h, w, c, k, stride, pad int) {
 	defer d.open(dx, dy)()
 	xf, yf := d.f(dx), d.f(dy)
-	oh, ow := compute.ConvOut(h, k, stride, pad), compute.ConvOut(w, k, stride, pad)
+	g := newWindow(h, w, k, stride, pad)
 	need("avgpool_grad dx", xf, rows*h*w*c)
-	need("avgpool_grad dy", yf, rows*oh*ow*c)
+	need("avgpool_grad dy", yf, rows*g.oh*g.ow*c)
 	div := float32(k * k)
 	for b := range rows {
 		for y := range h {
 			for x := range w {
 				for ch := range c {
 					var s float32
-					windows(y, x, k, stride, pad, oh, ow, func(oy, ox int) { s += yf[((b*oh+oy)*ow+ox)*c+ch] / div })
+					g.outputs(y, x, func(oy, ox int) { s += yf[((b*g.oh+oy)*g.ow+ox)*c+ch] / div })
 					xf[((b*h+y)*w+x)*c+ch] = s
 				}
 			}

@@ -297,77 +297,41 @@ func (d *Device) ReLU6Grad(dx, dy, y compute.Buffer, n int) {
 	}
 }
 
-// tap is the input position a window tap t reaches from output position
-// o, or −1 outside the image.
-func tap(o, t, stride, pad, n int) int {
-	i := o*stride - pad + t
-	if i < 0 || i >= n {
-		return -1
-	}
-	return i
-}
-
 // DepthwiseConv implements compute.Device.
 func (d *Device) DepthwiseConv(y, x, wt compute.Buffer, rows, h, w, c, k, stride, pad int) {
 	defer d.open(y, x, wt)()
 	yf, xf, wf := d.f(y), d.f(x), d.f(wt)
-	oh, ow := compute.ConvOut(h, k, stride, pad), compute.ConvOut(w, k, stride, pad)
-	need("depthwise y", yf, rows*oh*ow*c)
+	g := newWindow(h, w, k, stride, pad)
+	need("depthwise y", yf, rows*g.oh*g.ow*c)
 	need("depthwise x", xf, rows*h*w*c)
 	need("depthwise wt", wf, c*k*k)
 	for b := range rows {
-		for oy := range oh {
-			for ox := range ow {
+		for oy := range g.oh {
+			for ox := range g.ow {
 				for j := range c {
 					var s float32
-					for ky := range k {
-						iy := tap(oy, ky, stride, pad, h)
-						for kx := range k {
-							ix := tap(ox, kx, stride, pad, w)
-							if iy >= 0 && ix >= 0 {
-								s += float32(xf[((b*h+iy)*w+ix)*c+j] * wf[(j*k+ky)*k+kx])
-							}
-						}
-					}
-					yf[((b*oh+oy)*ow+ox)*c+j] = s
+					g.taps(oy, ox, func(t, iy, ix int) { s += float32(xf[((b*h+iy)*w+ix)*c+j] * wf[j*k*k+t]) })
+					yf[((b*g.oh+oy)*g.ow+ox)*c+j] = s
 				}
 			}
 		}
 	}
 }
 
-// cover is the output position from which tap t reaches input position i,
-// or −1.
-func cover(i, t, stride, pad, n int) int {
-	o := i + pad - t
-	if o < 0 || o%stride != 0 || o/stride >= n {
-		return -1
-	}
-	return o / stride
-}
-
 // DepthwiseConvGradX implements compute.Device.
 func (d *Device) DepthwiseConvGradX(dx, dy, wt compute.Buffer, rows, h, w, c, k, stride, pad int) {
 	defer d.open(dx, dy, wt)()
 	xf, yf, wf := d.f(dx), d.f(dy), d.f(wt)
-	oh, ow := compute.ConvOut(h, k, stride, pad), compute.ConvOut(w, k, stride, pad)
+	g := newWindow(h, w, k, stride, pad)
 	need("depthwise_grad_x dx", xf, rows*h*w*c)
-	need("depthwise_grad_x dy", yf, rows*oh*ow*c)
+	need("depthwise_grad_x dy", yf, rows*g.oh*g.ow*c)
 	need("depthwise_grad_x wt", wf, c*k*k)
 	for b := range rows {
 		for y := range h {
 			for x := range w {
 				for j := range c {
 					var s float32
-					for ky := range k {
-						oy := cover(y, ky, stride, pad, oh)
-						for kx := range k {
-							ox := cover(x, kx, stride, pad, ow)
-							if oy >= 0 && ox >= 0 {
-								s += float32(yf[((b*oh+oy)*ow+ox)*c+j] * wf[(j*k+ky)*k+kx])
-							}
-						}
-					}
+					g.covering(y, x, func(t, oy, ox int) { s += float32(yf[((b*g.oh+oy)*g.ow+ox)*c+j] * wf[j*k*k+t]) })
 					xf[((b*h+y)*w+x)*c+j] = s
 				}
 			}
@@ -375,32 +339,31 @@ func (d *Device) DepthwiseConvGradX(dx, dy, wt compute.Buffer, rows, h, w, c, k,
 	}
 }
 
-// DepthwiseConvGradW implements compute.Device.
+// DepthwiseConvGradW implements compute.Device: per block of positions,
+// each tap's products summed in position order; the blocks' sums in order.
 func (d *Device) DepthwiseConvGradW(dwt, dy, x compute.Buffer, rows, h, w, c, k, stride, pad int) {
 	defer d.open(dwt, dy, x)()
 	wf, yf, xf := d.f(dwt), d.f(dy), d.f(x)
-	oh, ow := compute.ConvOut(h, k, stride, pad), compute.ConvOut(w, k, stride, pad)
-	need("depthwise_grad_w dwt", wf, c*k*k)
-	need("depthwise_grad_w dy", yf, rows*oh*ow*c)
+	g := newWindow(h, w, k, stride, pad)
+	taps, pos := k*k, rows*g.oh*g.ow
+	need("depthwise_grad_w dwt", wf, c*taps)
+	need("depthwise_grad_w dy", yf, pos*c)
 	need("depthwise_grad_w x", xf, rows*h*w*c)
-	pos := rows * oh * ow
-	for j := range c {
-		for ky := range k {
-			for kx := range k {
-				var s float32
-				for lo := 0; lo < pos; lo += compute.ColSumBlock {
-					var part float32
-					for r := lo; r < min(lo+compute.ColSumBlock, pos); r++ {
-						b, oy, ox := r/(oh*ow), r/ow%oh, r%ow
-						iy, ix := tap(oy, ky, stride, pad, h), tap(ox, kx, stride, pad, w)
-						if iy >= 0 && ix >= 0 {
-							part += float32(yf[r*c+j] * xf[((b*h+iy)*w+ix)*c+j])
-						}
-					}
-					s += part
+	part := make([]float32, c*taps)
+	clear(wf[:c*taps])
+	for lo := 0; lo < pos; lo += compute.ColSumBlock {
+		clear(part)
+		for r := lo; r < min(lo+compute.ColSumBlock, pos); r++ {
+			b := r / (g.oh * g.ow)
+			g.taps(r/g.ow%g.oh, r%g.ow, func(t, iy, ix int) {
+				in := ((b*h+iy)*w + ix) * c
+				for j := range c {
+					part[j*taps+t] += float32(yf[r*c+j] * xf[in+j])
 				}
-				wf[(j*k+ky)*k+kx] = s
-			}
+			})
+		}
+		for i, v := range part {
+			wf[i] += v
 		}
 	}
 }

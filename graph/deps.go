@@ -15,8 +15,9 @@ import (
 type ChannelGroup struct {
 	Size int // channels
 	// Prunable is false for a group no channel of which may go: the
-	// network's input channels, its outputs (the classes), and channels a
-	// grouped (not depthwise) convolution mixes.
+	// network's input channels, its outputs (the classes), channels a
+	// grouped (not depthwise) convolution mixes, and a sequence's stream of
+	// embeddings (LayerNorm and attention read its channels together).
 	Prunable bool
 	Members  []Member
 }
@@ -93,6 +94,16 @@ func (n Network) ChannelGroups() ([]ChannelGroup, error) {
 				d.union(in, space[other])
 			}
 			space[l.Name] = in
+		case Embedding:
+			// A table's columns are the stream's channels; removing one
+			// would change what every LayerNorm after it computes.
+			space[l.Name] = d.add(l.Out)
+			d.frozen[space[l.Name]] = true
+		case LayerNorm, Attention:
+			// Each position's channels are normalized together, or mixed
+			// through heads: none can go alone.
+			space[l.Name] = in
+			d.frozen[in] = true
 		case Flatten:
 			// A linear layer after it reads channel k at columns k + j·C.
 			space[l.Name] = in

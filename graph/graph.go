@@ -36,7 +36,35 @@ const (
 	Add Kind = "add"
 	// Flatten makes {H, W, C} a vector {1, 1, H·W·C} (NHWC order).
 	Flatten Kind = "flatten"
+
+	// The sequence kinds work on {1, T, D}: T positions of D values (a
+	// position-wise linear layer is a 1×1 convolution over them; mean
+	// pooling over time is GlobalAvgPool).
+
+	// Embedding maps In {1, T, 1} token ids (a byte's value v arrives as
+	// v/255, as every input byte does) to {1, T, Out}: row id of its table
+	// W [Vocab, Out] (Vocab 0: 256) plus row t of the learned positional
+	// table W.pos [T, Out].
+	Embedding Kind = "embedding"
+	// LayerNorm normalizes each position's C values by their own mean and
+	// variance (epsilon 1e-5), then scales (W [C]) and shifts (bias [C]),
+	// then act.
+	LayerNorm Kind = "layernorm"
+	// Attention is multi-head self-attention over In {1, T, D}: the
+	// projections q, k, v (named Name+".q", ".k", ".v", each W [D, D] and a
+	// bias, as linear layers applied at every position), Heads heads of
+	// D/Heads values each, softmax(q·kᵀ/√(D/Heads)) — with Causal, position
+	// t attends to positions ≤ t only — times v, and the output projection
+	// Name+".o" [D, D] with its bias.
+	Attention Kind = "attention"
 )
+
+// LNEpsilon is LayerNorm's epsilon, PyTorch's default.
+const LNEpsilon = 1e-5
+
+// AttentionParts are the suffixes of an attention layer's projections, in
+// parameter order.
+var AttentionParts = []string{".q", ".k", ".v", ".o"}
 
 // BatchNorm's constants, PyTorch's defaults.
 const (
@@ -52,6 +80,9 @@ const (
 	Identity Activation = "identity"
 	ReLU     Activation = "relu"
 	ReLU6    Activation = "relu6" // min(max(x, 0), 6)
+	// GELU is x·Φ(x), Φ the standard normal's distribution function (the
+	// exact form, PyTorch's default).
+	GELU Activation = "gelu"
 )
 
 // Group is a structure of a weight that structured pruning removes whole.
@@ -96,6 +127,11 @@ type Layer struct {
 	Pad    int  `json:"pad,omitempty"`
 	Groups int  `json:"groups,omitempty"`
 	NoBias bool `json:"no_bias,omitempty"`
+	// Heads and Causal are an attention layer's; Vocab an embedding's
+	// table rows (0: 256, one per byte value).
+	Heads  int  `json:"heads,omitempty"`
+	Causal bool `json:"causal,omitempty"`
+	Vocab  int  `json:"vocab,omitempty"`
 	// Act follows the layer's operation.
 	Act Activation `json:"act"`
 	// Dropout applies to the layer's output in training.
@@ -121,6 +157,14 @@ func (l Layer) Window() (kernel, stride, pad int) {
 	return kernel, stride, l.Pad
 }
 
+// VocabSize is an embedding's table rows (256 unless set).
+func (l Layer) VocabSize() int {
+	if l.Vocab == 0 {
+		return 256
+	}
+	return l.Vocab
+}
+
 // GroupCount is a convolution's groups (1 unless set).
 func (l Layer) GroupCount() int { return max(l.Groups, 1) }
 
@@ -141,16 +185,23 @@ func (l Layer) Output() Shape {
 		return Shape{H: 1, W: 1, C: l.In.C}
 	case Flatten:
 		return Shape{H: 1, W: 1, C: l.In.Size()}
-	case BatchNorm, Add:
+	case BatchNorm, Add, LayerNorm, Attention:
 		return l.In
+	case Embedding:
+		return Shape{H: l.In.H, W: l.In.W, C: l.Out}
 	}
 	return Shape{H: 1, W: 1, C: l.Out}
 }
 
 // MACs is the multiply-accumulates per sample of the layer's weights (a
-// batch norm counts none: it folds into the convolution before it).
+// batch norm counts none: it folds into the convolution before it; an
+// attention layer counts its scores and weighted sums besides its
+// projections).
 func (l Layer) MACs() int64 {
 	switch l.Kind {
+	case Attention:
+		t, d := int64(l.In.H*l.In.W), int64(l.In.C)
+		return 4*t*d*d + 2*t*t*d
 	case Linear:
 		return int64(l.In.Size()) * int64(l.Out)
 	case Conv:
@@ -174,6 +225,10 @@ type Param struct {
 	// Norm marks a normalization's scale, shift or statistics (weight
 	// decay and pruning leave them alone by default).
 	Norm bool
+	// Embed marks an embedding table (token or positional; a recipe's
+	// no_decay may name them); Zero one that starts at zero (positional,
+	// as the others start from their initialisation).
+	Embed, Zero bool
 }
 
 // Size is the parameter's number of elements (int64: a description may be
@@ -207,11 +262,25 @@ func (l Layer) Params() []Param {
 			ps = append(ps, Param{Name: l.Name + ".bias", Layer: l.Name, Shape: []int{l.Out}, Bias: true, Fan: fan})
 		}
 		return ps
-	case BatchNorm:
+	case BatchNorm, LayerNorm:
 		return []Param{
 			{Name: l.Name, Layer: l.Name, Shape: []int{l.In.C}, Norm: true},
 			{Name: l.Name + ".bias", Layer: l.Name, Shape: []int{l.In.C}, Bias: true, Norm: true},
 		}
+	case Embedding:
+		return []Param{
+			{Name: l.Name, Layer: l.Name, Shape: []int{l.VocabSize(), l.Out}, Fan: 1, Embed: true},
+			{Name: l.Name + ".pos", Layer: l.Name, Shape: []int{l.In.H * l.In.W, l.Out}, Fan: 1, Embed: true, Zero: true},
+		}
+	case Attention:
+		d := l.In.C
+		var ps []Param
+		for _, part := range AttentionParts {
+			ps = append(ps,
+				Param{Name: l.Name + part, Layer: l.Name, Shape: []int{d, d}, Groups: []Group{Rows, Columns}, Fan: d},
+				Param{Name: l.Name + part + ".bias", Layer: l.Name, Shape: []int{d}, Bias: true, Fan: d})
+		}
+		return ps
 	}
 	return nil
 }
@@ -233,6 +302,10 @@ type Network struct {
 	Input   Shape   `json:"input"`
 	Classes int     `json:"classes"`
 	Layers  []Layer `json:"layers"`
+	// PerPosition: the last layer gives each position of a sequence its
+	// Classes scores ({1, T, Classes}: a language model's next token),
+	// not the sample one set.
+	PerPosition bool `json:"per_position,omitempty"`
 }
 
 // Params lists every parameter, layer by layer.
@@ -286,7 +359,9 @@ func (n Network) Validate() error {
 		}
 		shapes[l.Name], prev = l.Output(), l.Name
 	}
-	if out := shapes[prev]; out.Size() != n.Classes {
+	if out := shapes[prev]; n.PerPosition && (out.H != 1 || out.C != n.Classes) {
+		return &LayerError{Layer: prev, Err: fmt.Errorf("graph: the last layer produces %v, not %d classes at each position", out, n.Classes)}
+	} else if !n.PerPosition && out.Size() != n.Classes {
 		return &LayerError{Layer: prev, Err: fmt.Errorf("graph: the last layer produces %d values for %d classes", out.Size(), n.Classes)}
 	}
 	return nil
@@ -343,12 +418,12 @@ func (n Network) inputShapes(l Layer, prev string, shapes map[string]Shape) ([]S
 
 // check checks a layer's kind, attributes and inputs.
 func (l Layer) check(ins []Shape) error {
-	known := []Kind{Linear, Conv, MaxPool, AvgPool, GlobalAvgPool, BatchNorm, Add, Flatten}
+	known := []Kind{Linear, Conv, MaxPool, AvgPool, GlobalAvgPool, BatchNorm, Add, Flatten, Embedding, LayerNorm, Attention}
 	if !slices.Contains(known, l.Kind) {
 		return fmt.Errorf("graph: layer %s is a %q layer, which lathe does not know", l.Name, l.Kind)
 	}
-	if !slices.Contains([]Activation{Identity, ReLU, ReLU6, ""}, l.Act) {
-		return fmt.Errorf("graph: layer %s: activation %q (allowed: identity, relu, relu6)", l.Name, l.Act)
+	if !slices.Contains([]Activation{Identity, ReLU, ReLU6, GELU, ""}, l.Act) {
+		return fmt.Errorf("graph: layer %s: activation %q (allowed: identity, relu, relu6, gelu)", l.Name, l.Act)
 	}
 	if (l.Kind == Add && len(ins) < 2) || (l.Kind != Add && len(ins) != 1) {
 		return fmt.Errorf("graph: layer %s (%s) takes %d inputs", l.Name, l.Kind, len(ins))
@@ -368,8 +443,33 @@ func (l Layer) check(ins []Shape) error {
 		return fmt.Errorf("graph: layer %s: %d groups do not divide its %d input channels and %d filters", l.Name, l.Groups, l.In.C, l.Out)
 	case l.Kind != Conv && (l.Groups != 0 || l.NoBias):
 		return fmt.Errorf("graph: layer %s: groups and no_bias belong to convolutions", l.Name)
-	case slices.Contains([]Kind{MaxPool, AvgPool, GlobalAvgPool, Flatten}, l.Kind) && l.Act != Identity && l.Act != "":
+	case slices.Contains([]Kind{MaxPool, AvgPool, GlobalAvgPool, Flatten, Embedding, LayerNorm, Attention}, l.Kind) && l.Act != Identity && l.Act != "":
 		return fmt.Errorf("graph: layer %s: a %s layer takes no activation", l.Name, l.Kind)
+	case l.Kind != Attention && (l.Heads != 0 || l.Causal):
+		return fmt.Errorf("graph: layer %s: heads and causal belong to attention layers", l.Name)
+	case l.Kind != Embedding && l.Vocab != 0:
+		return fmt.Errorf("graph: layer %s: vocab belongs to embedding layers", l.Name)
+	}
+	return l.checkSequence()
+}
+
+// checkSequence checks the sequence kinds' attributes.
+func (l Layer) checkSequence() error {
+	switch l.Kind {
+	case Embedding:
+		if l.In.H != 1 || l.In.C != 1 {
+			return fmt.Errorf("graph: layer %s embeds token ids {1, T, 1}, not %v", l.Name, l.In)
+		}
+		if l.Out < 1 || l.Vocab < 0 || l.VocabSize() > 256 {
+			return fmt.Errorf("graph: layer %s: %d outputs, vocabulary %d (want outputs ≥ 1, a vocabulary of at most 256 byte values)", l.Name, l.Out, l.VocabSize())
+		}
+	case Attention:
+		if l.In.H != 1 {
+			return fmt.Errorf("graph: layer %s attends over a sequence {1, T, D}, not %v", l.Name, l.In)
+		}
+		if l.Heads < 1 || l.In.C%l.Heads != 0 {
+			return fmt.Errorf("graph: layer %s: %d heads do not divide its width %d", l.Name, l.Heads, l.In.C)
+		}
 	}
 	return nil
 }

@@ -199,3 +199,43 @@ func divisible(v float64) int {
 	}
 	return n
 }
+
+// Transformer is a pre-norm transformer over {1, T, 1} bytes (Vaswani et
+// al. 2017; the pre-norm order of GPT-2): emb (embedding of width dim with
+// learned positions), then blocks of
+//
+//	bN.ln1 → bN.attn (heads) → bN.add1 (+ the block's input)
+//	bN.ln2 → bN.fc1 (1×1, mlp wide, GELU) → bN.fc2 (1×1, dim) → bN.add2 (+ bN.add1)
+//
+// and a final LayerNorm ln. A classifier (perPosition false) then averages
+// the positions (pool) and maps them to the classes (head, linear); a
+// language model (perPosition true, causal attention) maps each position
+// to the classes (head, 1×1), its output {1, T, classes}.
+func Transformer(input Shape, dim, heads, blocks, mlp, classes int, perPosition bool) (Network, error) {
+	if dim < 1 || heads < 1 || blocks < 1 || mlp < 1 {
+		return Network{}, fmt.Errorf("graph: a transformer of width %d, %d heads, %d blocks and MLP width %d (want each ≥ 1)", dim, heads, blocks, mlp)
+	}
+	c := NewChain(input, classes)
+	c.Add(Layer{Name: "emb", Kind: Embedding, Out: dim})
+	for i := 1; i <= blocks; i++ {
+		b := fmt.Sprintf("b%d", i)
+		in := c.Last()
+		c.Add(Layer{Name: b + ".ln1", Kind: LayerNorm})
+		c.Add(Layer{Name: b + ".attn", Kind: Attention, Heads: heads, Causal: perPosition})
+		c.Add(Layer{Name: b + ".add1", Kind: Add, Inputs: []string{in, c.Last()}})
+		mid := c.Last()
+		c.Add(Layer{Name: b + ".ln2", Kind: LayerNorm})
+		c.Add(Layer{Name: b + ".fc1", Kind: Conv, Out: mlp, Kernel: 1, Act: GELU})
+		c.Add(Layer{Name: b + ".fc2", Kind: Conv, Out: dim, Kernel: 1})
+		c.Add(Layer{Name: b + ".add2", Kind: Add, Inputs: []string{mid, c.Last()}})
+	}
+	c.Add(Layer{Name: "ln", Kind: LayerNorm})
+	if perPosition {
+		c.Add(Layer{Name: "head", Kind: Conv, Out: classes, Kernel: 1})
+	} else {
+		c.Add(Layer{Name: "pool", Kind: GlobalAvgPool})
+		c.Add(Layer{Name: "head", Kind: Linear, Out: classes})
+	}
+	c.Net.PerPosition = perPosition
+	return c.Net, c.Net.Validate()
+}

@@ -25,9 +25,12 @@ type Param struct {
 	Bias   bool          // a bias vector rather than a weight
 	Groups []graph.Group // prunable structures (none for biases)
 	// Norm marks a batch norm's scale and shift (and its buffers): not a
-	// weight compression acts on.
-	Norm  bool
-	Value *tensor.Dense
+	// weight compression acts on. Embed marks an embedding table, which
+	// starts from N(0, 1) (PyTorch's nn.Embedding), or at zero when Zero
+	// (a positional table).
+	Norm        bool
+	Embed, Zero bool
+	Value       *tensor.Dense
 
 	biasFan int // a bias's weight fan-in, for initialisation
 }
@@ -227,7 +230,7 @@ func build(spec Spec, in Input, net graph.Network, seed uint64) (*Model, error) 
 		if n += size; n > MaxParams || size > MaxParams {
 			return nil, fmt.Errorf("model: the network has more than %d parameters (MaxParams; %s alone has %d): not a model this machine trains", int64(MaxParams), gp.Name, size)
 		}
-		m.Params = append(m.Params, &Param{Name: gp.Name, Layer: gp.Layer, Shape: gp.Shape, Bias: gp.Bias, Groups: gp.Groups, Norm: gp.Norm, biasFan: gp.Fan})
+		m.Params = append(m.Params, &Param{Name: gp.Name, Layer: gp.Layer, Shape: gp.Shape, Bias: gp.Bias, Groups: gp.Groups, Norm: gp.Norm, Embed: gp.Embed, Zero: gp.Zero, biasFan: gp.Fan})
 	}
 	for _, p := range m.Params {
 		p.Value = tensor.New(tensor.Of(tensor.Float32), tensor.WithShape(p.Shape...))
@@ -316,6 +319,12 @@ func initParam(p *Param, kind string, seed uint64) {
 			if p.Bias {
 				d[i] = 0
 			}
+		}
+	case p.Zero:
+		clear(d)
+	case p.Embed:
+		for i := range d {
+			d[i] = float32(r.NormFloat64())
 		}
 	case kind == "kaiming" && p.Bias:
 		clear(d)
@@ -479,6 +488,10 @@ func (m *Model) Build(eng compute.Engine, batch int, train bool, seed uint64, ho
 		}
 		h = ins[0]
 		needDX := h != outs[graph.Input]
+		act := l.Act
+		if act == graph.GELU { // applied after the layer, keeping its input
+			l.Act = graph.Identity
+		}
 		switch l.Kind {
 		case graph.Linear:
 			op := &linearOp{opBase: newBase(l.Name, eng), act: activation(l.Act), needDX: needDX}
@@ -499,8 +512,17 @@ func (m *Model) Build(eng compute.Engine, batch int, train bool, seed uint64, ho
 			h, err = G.ApplyOp(newBN(eng, l, train, m.BN, mean.Data(), vr.Data()), h, byName[l.Name], byName[l.Name+".bias"])
 		case graph.Flatten:
 			// NHWC samples are already rows of H·W·C values.
+		case graph.Embedding:
+			h, err = G.ApplyOp(&embedOp{opBase: newBase(l.Name, eng)}, h, byName[l.Name], byName[l.Name+".pos"])
+		case graph.LayerNorm:
+			h, err = G.ApplyOp(&layerNormOp{opBase: newBase(l.Name, eng), c: l.In.C}, h, byName[l.Name], byName[l.Name+".bias"])
+		case graph.Attention:
+			h, err = m.attention(eng, l, h, needDX, byName, hooks)
 		default:
 			err = fmt.Errorf("layer kind %q has no training op", l.Kind)
+		}
+		if err == nil && act == graph.GELU {
+			h, err = G.ApplyOp(&geluOp{opBase: newBase(l.Name+".gelu", eng)}, h)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("model: layer %s: %w", l.Name, err)
@@ -510,7 +532,7 @@ func (m *Model) Build(eng compute.Engine, batch int, train bool, seed uint64, ho
 				return nil, fmt.Errorf("model: layer %s: %w", l.Name, err)
 			}
 		}
-		if l.Kind == graph.Linear && l.Act != graph.Identity {
+		if l.Kind == graph.Linear && act != graph.Identity {
 			net.Hidden[l.Name] = h
 		}
 		if h, err = dropout(h, l.Dropout, l.Name+".dropout"); err != nil {
@@ -560,6 +582,20 @@ func (m *Model) conv(eng compute.Engine, l graph.Layer, h *G.Node, needDX, train
 		args = append(args, byName[l.Name+".bias"])
 	}
 	return G.ApplyOp(newConv(eng, l, needDX, train), args...)
+}
+
+// attention applies attention layer l to h, its four projections' weights
+// as the hooks make them (fake-quantized under QAT).
+func (m *Model) attention(eng compute.Engine, l graph.Layer, h *G.Node, needDX bool, byName map[string]*G.Node, hooks Hooks) (*G.Node, error) {
+	args := []*G.Node{h}
+	for _, part := range graph.AttentionParts {
+		w, err := m.weight(eng, byName[l.Name+part], hooks)
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, w, byName[l.Name+part+".bias"])
+	}
+	return G.ApplyOp(newAttention(l.Name, eng, l.In.W, l.Heads, l.Causal, needDX), args...)
 }
 
 // weight returns what a layer computes with: the weight node, or its

@@ -1,0 +1,238 @@
+package model
+
+import (
+	"math"
+
+	"github.com/chewxy/hm"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/lathe-ml/lathe/compute"
+)
+
+// attentionOp is multi-head self-attention over x [batch, T·D] (graph's
+// Attention): the projections Q = x·Wqᵀ + bq, K, V likewise, per head h
+// and sample the scores S = Q_h·K_hᵀ/√dh (with causal, −∞ above the
+// diagonal), P = softmax(S) by row, the context C_h = P·V_h, and the output
+// y = C·Woᵀ + bo. Its inputs: x, Wq, bq, Wk, bk, Wv, bv, Wo, bo.
+type attentionOp struct {
+	opBase
+	t, heads int
+	causal   bool
+	needDX   bool
+	// The last forward pass's projections, probabilities and context,
+	// read by the gradient.
+	q, k, v, p, ctx []float32
+	out             buffer
+}
+
+func newAttention(name string, eng compute.Engine, t, heads int, causal, needDX bool) *attentionOp {
+	return &attentionOp{opBase: newBase(name, eng), t: t, heads: heads, causal: causal, needDX: needDX}
+}
+
+func (o *attentionOp) Arity() int { return 9 }
+func (o *attentionOp) Type() hm.Type {
+	return fnType(f32T(2), f32T(2), f32T(2), f32T(1), f32T(2), f32T(1), f32T(2), f32T(1), f32T(2), f32T(1))
+}
+func (o *attentionOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
+	return in[0].(tensor.Shape).Clone(), nil
+}
+
+// dims are the batch, the positions, the width and a head's width.
+func (o *attentionOp) dims(x tensor.Shape) (n, t, d, dh int) {
+	n, t = x[0], o.t
+	d = x[1] / t
+	return n, t, d, d / o.heads
+}
+
+func grow(b []float32, n int) []float32 {
+	if len(b) != n {
+		return make([]float32, n)
+	}
+	return b
+}
+
+func (o *attentionOp) Do(vs ...G.Value) (G.Value, error) {
+	n, t, d, dh := o.dims(vs[0].Shape())
+	if d*t != vs[0].Shape()[1] || dh*o.heads != d || vs[1].Shape().TotalSize() != d*d {
+		return nil, o.ShapeErr("x %v, W %v for %d positions and %d heads", vs[0].Shape(), vs[1].Shape(), t, o.heads)
+	}
+	rows := n * t
+	x := data(vs[0])
+	o.q, o.k, o.v = grow(o.q, rows*d), grow(o.k, rows*d), grow(o.v, rows*d)
+	o.ctx, o.p = grow(o.ctx, rows*d), grow(o.p, n*o.heads*t*t)
+	for i, dst := range [][]float32{o.q, o.k, o.v} {
+		o.Eng.Sgemm(false, true, rows, d, d, 1, x, d, data(vs[1+2*i]), d, 0, dst, d)
+		biasAct(o.Eng, dst, data(vs[2+2*i]), rows, d, Identity)
+	}
+	scale := float32(1 / math.Sqrt(float64(dh)))
+	for b := range n {
+		for h := range o.heads {
+			off, p := b*t*d+h*dh, o.p[(b*o.heads+h)*t*t:][:t*t]
+			o.Eng.Sgemm(false, true, t, t, dh, scale, o.q[off:], d, o.k[off:], d, 0, p, t)
+		}
+	}
+	o.Eng.Parallel(n*o.heads*t, max(1, minParallel/t), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			softmaxRow(o.p[r*t:(r+1)*t], r%t, o.causal)
+		}
+	})
+	for b := range n {
+		for h := range o.heads {
+			off, p := b*t*d+h*dh, o.p[(b*o.heads+h)*t*t:][:t*t]
+			o.Eng.Sgemm(false, false, t, dh, t, 1, p, t, o.v[off:], d, 0, o.ctx[off:], d)
+		}
+	}
+	y := o.out.Get(n, t*d)
+	yd := y.Float32s()
+	o.Eng.Sgemm(false, true, rows, d, d, 1, o.ctx, d, data(vs[7]), d, 0, yd, d)
+	biasAct(o.Eng, yd, data(vs[8]), rows, d, Identity)
+	return y, nil
+}
+
+// softmaxRow turns row i of scores into probabilities in place: with
+// causal, the entries after i are −∞ (probability 0).
+func softmaxRow(s []float32, i int, causal bool) {
+	live := s
+	if causal {
+		live = s[:i+1]
+		clear(s[i+1:])
+	}
+	m := live[0]
+	for _, v := range live {
+		m = max(m, v)
+	}
+	var z float64
+	for j, v := range live {
+		e := math.Exp(float64(v - m))
+		live[j] = float32(e)
+		z += e
+	}
+	inv := float32(1 / z)
+	for j := range live {
+		live[j] *= inv
+	}
+}
+
+func (o *attentionOp) DiffWRT(int) []bool {
+	return []bool{o.needDX, true, true, true, true, true, true, true, true}
+}
+func (o *attentionOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	g := &attentionGradOp{opBase: newBase(o.Name+".grad", o.Eng), fwd: o}
+	dx, err := G.ApplyOp(g, grad, in[0], in[1], in[3], in[5], in[7])
+	if err != nil {
+		return nil, err
+	}
+	out := G.Nodes{nil}
+	if o.needDX {
+		out[0] = dx
+	}
+	d := in[1].Shape()[0]
+	for i := range g.side {
+		shape := tensor.Shape{d, d}
+		if i%2 == 1 {
+			shape = tensor.Shape{d}
+		}
+		s, err := G.ApplyOp(&sideGradOp{opBase: newBase(o.Name+".side", o.Eng), v: &g.side[i], shape: shape}, dx)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// attentionGradOp computes the input gradient of an attention layer from
+// dy, x and its four weights, and in the same pass the weights' and
+// biases' gradients (handed out by sideGradOps, in the forward op's input
+// order: dWq, dbq, dWk, dbk, dWv, dbv, dWo, dbo):
+//
+//	dWo = dyᵀ·C, dbo = Σ dy, dC = dy·Wo
+//	per head: dV_h = Pᵀ·dC_h, dP = dC_h·V_hᵀ, dS = P ⊙ (dP − rowsum(P ⊙ dP)),
+//	          dQ_h = dS·K_h/√dh, dK_h = dSᵀ·Q_h/√dh
+//	dWq = dQᵀ·x, dbq = Σ dQ (K, V likewise), dx = dQ·Wq + dK·Wk + dV·Wv.
+type attentionGradOp struct {
+	opBase
+	fwd                   *attentionOp
+	side                  [8]buffer
+	dctx, dq, dk, dv, dsc []float32
+	out                   buffer
+}
+
+func (o *attentionGradOp) Arity() int { return 6 }
+func (o *attentionGradOp) Type() hm.Type {
+	return fnType(f32T(2), f32T(2), f32T(2), f32T(2), f32T(2), f32T(2), f32T(2))
+}
+func (o *attentionGradOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
+	return in[1].(tensor.Shape).Clone(), nil
+}
+func (o *attentionGradOp) Do(vs ...G.Value) (G.Value, error) {
+	f := o.fwd
+	n, t, d, dh := f.dims(vs[1].Shape())
+	rows := n * t
+	if len(f.ctx) != rows*d {
+		return nil, o.ShapeErr("an attention layer's gradient before its forward pass")
+	}
+	dy, x := data(vs[0]), data(vs[1])
+	wq, wk, wv, wo := data(vs[2]), data(vs[3]), data(vs[4]), data(vs[5])
+	o.dctx, o.dq, o.dk, o.dv = grow(o.dctx, rows*d), grow(o.dq, rows*d), grow(o.dk, rows*d), grow(o.dv, rows*d)
+	o.dsc = grow(o.dsc, t*t)
+	dW := func(i int, dz, in []float32) {
+		o.Eng.Sgemm(true, false, d, d, rows, 1, dz, d, in, d, 0, o.side[2*i].Get(d, d).Float32s(), d)
+		colSums(o.Eng, dz, d, o.side[2*i+1].Get(d).Float32s())
+	}
+	dW(3, dy, f.ctx)
+	o.Eng.Sgemm(false, false, rows, d, d, 1, dy, d, wo, d, 0, o.dctx, d)
+	scale := float32(1 / math.Sqrt(float64(dh)))
+	for b := range n {
+		for h := range f.heads {
+			off, p := b*t*d+h*dh, f.p[(b*f.heads+h)*t*t:][:t*t]
+			o.Eng.Sgemm(true, false, t, dh, t, 1, p, t, o.dctx[off:], d, 0, o.dv[off:], d)
+			o.Eng.Sgemm(false, true, t, t, dh, 1, o.dctx[off:], d, f.v[off:], d, 0, o.dsc, t)
+			softmaxGrad(o.dsc, p, t)
+			o.Eng.Sgemm(false, false, t, dh, t, scale, o.dsc, t, f.k[off:], d, 0, o.dq[off:], d)
+			o.Eng.Sgemm(true, false, t, dh, t, scale, o.dsc, t, f.q[off:], d, 0, o.dk[off:], d)
+		}
+	}
+	dW(0, o.dq, x)
+	dW(1, o.dk, x)
+	dW(2, o.dv, x)
+	dx := o.out.Get(n, t*d)
+	dd := dx.Float32s()
+	if f.needDX {
+		o.Eng.Sgemm(false, false, rows, d, d, 1, o.dq, d, wq, d, 0, dd, d)
+		o.Eng.Sgemm(false, false, rows, d, d, 1, o.dk, d, wk, d, 1, dd, d)
+		o.Eng.Sgemm(false, false, rows, d, d, 1, o.dv, d, wv, d, 1, dd, d)
+	}
+	return dx, nil
+}
+
+// softmaxGrad turns dP (t×t, in place) into dS = P ⊙ (dP − rowsum(P ⊙ dP)),
+// summed in float64.
+func softmaxGrad(dp, p []float32, t int) {
+	for i := range t {
+		dr, pr := dp[i*t:(i+1)*t], p[i*t:(i+1)*t]
+		var s float64
+		for j, v := range dr {
+			s += float64(v) * float64(pr[j])
+		}
+		for j, v := range dr {
+			dr[j] = float32(float64(pr[j]) * (float64(v) - s))
+		}
+	}
+}
+
+// colSums sets dst to the column sums of m [rows, c], each column summed in
+// row order (threads own ranges of columns).
+func colSums(eng compute.Engine, m []float32, c int, dst []float32) {
+	rows := len(m) / c
+	eng.Parallel(c, max(1, minParallel/max(rows, 1)), func(c0, c1 int) {
+		for j := c0; j < c1; j++ {
+			var s float32
+			for r := 0; r < rows; r++ {
+				s += m[r*c+j]
+			}
+			dst[j] = s
+		}
+	})
+}

@@ -1,0 +1,277 @@
+package model
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/lathe-ml/lathe/compute/cpu"
+	"github.com/lathe-ml/lathe/graph"
+)
+
+// seqNet is a small transformer classifier over 6 positions of an 8-token
+// vocabulary: every sequence kind, GELU, residual additions and mean
+// pooling; causal attention when asked.
+func seqNet(t *testing.T, causal bool) graph.Network {
+	t.Helper()
+	net, err := graph.Transformer(graph.Shape{H: 1, W: 6, C: 1}, 8, 2, 1, 12, 3, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range net.Layers {
+		switch net.Layers[i].Kind {
+		case graph.Embedding:
+			net.Layers[i].Vocab = 8
+		case graph.Attention:
+			net.Layers[i].Causal = causal
+		}
+	}
+	if err := net.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return net
+}
+
+// feedTokens fills a graph's input with token ids below vocab (as the
+// input bytes' scaling, id/255) and its labels with classes.
+func feedTokens(net *Net, seed uint64, vocab, classes int) {
+	r := rand.New(rand.NewPCG(seed, 0))
+	for i := range net.XValue.Float32s() {
+		net.XValue.Float32s()[i] = float32(r.IntN(vocab)) / 255
+	}
+	for i := range net.YValue.Float32s() {
+		net.YValue.Float32s()[i] = float32(r.IntN(classes))
+	}
+}
+
+// TestTransformerGradientsMatchFiniteDifferences checks every parameter's
+// analytic gradient through embedding, LayerNorm, attention (causal and
+// not), GELU and the residual stream against central differences of the
+// loss.
+func TestTransformerGradientsMatchFiniteDifferences(t *testing.T) {
+	for _, causal := range []bool{false, true} {
+		m, err := FromNetwork(seqNet(t, causal), "uniform", 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Move the norms off the identity so that their gradients are
+		// exercised in general position.
+		r := rand.New(rand.NewPCG(3, 3))
+		for _, p := range m.Params {
+			if p.Norm || p.Zero {
+				for i := range p.Data() {
+					p.Data()[i] += float32(0.3 * r.NormFloat64())
+				}
+			}
+		}
+		net, grads, vm := gradNet(t, m, 4)
+		feedTokens(net, 9, 8, 3)
+		checkGradients(t, m, net, grads, vm, 10, 1e-2, 5)
+	}
+}
+
+// TestAttentionMatchesDirect compares the attention op's output and its
+// gradients (input and every weight) with a direct float64 definition: the
+// forward pass written as loops, its gradients by central differences of
+// that definition.
+func TestAttentionMatchesDirect(t *testing.T) {
+	const n, T, d, heads = 2, 5, 6, 3
+	for _, causal := range []bool{false, true} {
+		r := rand.New(rand.NewPCG(11, 2))
+		randn := func(size int) []float32 {
+			v := make([]float32, size)
+			for i := range v {
+				v[i] = float32(r.NormFloat64() * 0.7)
+			}
+			return v
+		}
+		ins := [][]float32{randn(n * T * d)}
+		for range 4 {
+			ins = append(ins, randn(d*d), randn(d))
+		}
+		probe := randn(n * T * d) // the loss is Σ y·probe
+		eng := cpu.New(cpu.Options{Threads: 2})
+		g := G.NewGraph()
+		var nodes G.Nodes
+		for i, v := range ins {
+			shape := []int{d, d}
+			switch {
+			case i == 0:
+				shape = []int{n, T * d}
+			case i%2 == 0:
+				shape = []int{d}
+			}
+			nodes = append(nodes, G.NewTensor(g, tensor.Float32, len(shape), G.WithShape(shape...), G.WithName(string(rune('a'+i))),
+				G.WithValue(tensor.New(tensor.WithShape(shape...), tensor.WithBacking(v)))))
+		}
+		y, err := G.ApplyOp(newAttention("attn", eng, T, heads, causal, true), nodes...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pn := G.NewMatrix(g, tensor.Float32, G.WithShape(n, T*d), G.WithValue(tensor.New(tensor.WithShape(n, T*d), tensor.WithBacking(probe))))
+		prod, err := G.HadamardProd(y, pn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		loss, err := G.Sum(prod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		grads, err := G.Grad(loss, nodes...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vm := G.NewTapeMachine(g)
+		if err := vm.RunAll(); err != nil {
+			t.Fatal(err)
+		}
+		want := directAttention(ins, n, T, d, heads, causal)
+		for i, v := range data(y.Value()) {
+			if math.Abs(float64(v)-want[i]) > 1e-5*(1+math.Abs(want[i])) {
+				t.Fatalf("causal %v: y[%d] = %v, direct %v", causal, i, v, want[i])
+			}
+		}
+		lossOf := func() float64 {
+			var s float64
+			for i, v := range directAttention(ins, n, T, d, heads, causal) {
+				s += v * float64(probe[i])
+			}
+			return s
+		}
+		for k, gr := range grads {
+			an := data(gr.Value())
+			for j := range ins[k] {
+				old := ins[k][j]
+				// The definition in float64 around the float32 point.
+				const eps = 1e-3
+				ins[k][j] = old + eps
+				lp := lossOf()
+				ins[k][j] = old - eps
+				lm := lossOf()
+				ins[k][j] = old
+				num := (lp - lm) / (2 * eps)
+				if math.Abs(float64(an[j])-num) > 2e-3*(1+math.Abs(num)) {
+					t.Errorf("causal %v: input %d [%d]: analytic %g, direct %g", causal, k, j, an[j], num)
+				}
+			}
+		}
+		vm.Close()
+	}
+}
+
+// directAttention is attention's definition in float64 loops (graph's
+// Attention), on inputs x, Wq, bq, Wk, bk, Wv, bv, Wo, bo.
+func directAttention(in [][]float32, n, T, d, heads int, causal bool) []float64 {
+	x := in[0]
+	proj := func(w, b []float32, src []float64, from []float32) []float64 {
+		out := make([]float64, n*T*d)
+		for r := range n * T {
+			for o := range d {
+				s := float64(b[o])
+				for i := range d {
+					v := 0.0
+					if src != nil {
+						v = src[r*d+i]
+					} else {
+						v = float64(from[r*d+i])
+					}
+					s += float64(w[o*d+i]) * v
+				}
+				out[r*d+o] = s
+			}
+		}
+		return out
+	}
+	q, k, v := proj(in[1], in[2], nil, x), proj(in[3], in[4], nil, x), proj(in[5], in[6], nil, x)
+	dh := d / heads
+	ctx := make([]float64, n*T*d)
+	for b := range n {
+		for h := range heads {
+			for i := range T {
+				s := make([]float64, T)
+				m := math.Inf(-1)
+				for j := range T {
+					s[j] = math.Inf(-1)
+					if causal && j > i {
+						continue
+					}
+					var dot float64
+					for c := range dh {
+						dot += q[(b*T+i)*d+h*dh+c] * k[(b*T+j)*d+h*dh+c]
+					}
+					s[j] = dot / math.Sqrt(float64(dh))
+					m = max(m, s[j])
+				}
+				var z float64
+				for j := range s {
+					s[j] = math.Exp(s[j] - m)
+					z += s[j]
+				}
+				for j := range T {
+					for c := range dh {
+						ctx[(b*T+i)*d+h*dh+c] += s[j] / z * v[(b*T+j)*d+h*dh+c]
+					}
+				}
+			}
+		}
+	}
+	return proj(in[7], in[8], ctx, nil)
+}
+
+// TestLayerNormAndGELUMatchDefinitions checks the forward passes of
+// LayerNorm and GELU against their definitions.
+func TestLayerNormAndGELUMatchDefinitions(t *testing.T) {
+	for _, c := range []struct{ x, want float64 }{{0, 0}, {1, 0.8413447460685429}, {-2, -0.04550026389635842}} {
+		if got := gelu(float32(c.x)); math.Abs(float64(got)-c.want) > 1e-6 {
+			t.Errorf("gelu(%v) = %v, want %v", c.x, got, c.want)
+		}
+		// The slope against the function's own central differences.
+		num := (float64(gelu(float32(c.x+1e-3))) - float64(gelu(float32(c.x-1e-3)))) / 2e-3
+		if got := geluSlope(float32(c.x)); math.Abs(float64(got)-num) > 1e-3 {
+			t.Errorf("gelu'(%v) = %v, numeric %v", c.x, got, num)
+		}
+	}
+	eng := cpu.New(cpu.Options{Threads: 2})
+	x := []float32{1, 2, 3, 4, -1, 0, 1, 8}
+	gamma, beta := []float32{1, 2, 0.5, 1}, []float32{0, 1, 0, -1}
+	op := &layerNormOp{opBase: newBase("ln", eng), c: 4}
+	out, err := op.Do(tensor.New(tensor.WithShape(2, 4), tensor.WithBacking(x)), tensor.New(tensor.WithShape(4), tensor.WithBacking(gamma)), tensor.New(tensor.WithShape(4), tensor.WithBacking(beta)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	y := data(out)
+	for r := range 2 {
+		row := x[r*4 : r*4+4]
+		var mu, vr float64
+		for _, v := range row {
+			mu += float64(v) / 4
+		}
+		for _, v := range row {
+			vr += (float64(v) - mu) * (float64(v) - mu) / 4
+		}
+		for j, v := range row {
+			want := (float64(v)-mu)/math.Sqrt(vr+graph.LNEpsilon)*float64(gamma[j]) + float64(beta[j])
+			if math.Abs(float64(y[r*4+j])-want) > 1e-5 {
+				t.Errorf("layernorm[%d][%d] = %v, want %v", r, j, y[r*4+j], want)
+			}
+		}
+	}
+}
+
+// TestTransformerRefusesBadIDs: a token id outside the vocabulary is an
+// error naming the layer, not a read out of bounds.
+func TestTransformerRefusesBadIDs(t *testing.T) {
+	m, err := FromNetwork(seqNet(t, false), "uniform", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	net, _, vm := gradNet(t, m, 2)
+	feedTokens(net, 1, 8, 3)
+	net.XValue.Float32s()[3] = 9.0 / 255
+	if err := vm.RunAll(); err == nil || !contains(err.Error(), "emb") || !contains(err.Error(), "vocabulary") {
+		t.Fatalf("id 9 of a vocabulary of 8: %v", err)
+	}
+}

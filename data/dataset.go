@@ -7,15 +7,20 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 )
 
-// Set is a labelled image set.
+// Set is a labelled set of byte samples: images (a pixel per byte) or
+// windows of text (Rows 1, Cols bytes).
 type Set struct {
-	Name       string // "mnist/train", "fashion-mnist/test", ...
+	Name       string // "mnist/train", "fashion-mnist/test", "langid/train", ...
 	Rows, Cols int
 	Classes    int
-	Images     []byte // Len()·Rows·Cols pixels
+	Images     []byte // Len()·Rows·Cols pixels (or bytes of text)
 	Labels     []byte
+	// ClassNames name the classes where the data does (a text set's
+	// languages or files); nil for the image sets.
+	ClassNames []string
 }
 
 // Len is the number of samples.
@@ -27,15 +32,53 @@ func (s *Set) Features() int { return s.Rows * s.Cols }
 // Slice returns samples [lo, hi) sharing memory with s.
 func (s *Set) Slice(name string, lo, hi int) *Set {
 	f := s.Features()
-	return &Set{Name: name, Rows: s.Rows, Cols: s.Cols, Classes: s.Classes, Images: s.Images[lo*f : hi*f], Labels: s.Labels[lo:hi]}
+	return &Set{Name: name, Rows: s.Rows, Cols: s.Cols, Classes: s.Classes, Images: s.Images[lo*f : hi*f], Labels: s.Labels[lo:hi], ClassNames: s.ClassNames}
 }
 
-// TrainSize is the number of training images of every dataset lathe knows
-// (MNIST and Fashion-MNIST both have 60 000, and 10 000 test images).
+// TrainSize is the number of training images of the image sets (MNIST
+// and Fashion-MNIST both have 60 000, and 10 000 test images).
 const TrainSize = 60000
 
-// Datasets lathe knows, by recipe name.
-var Datasets = []string{"mnist", "fashion-mnist"}
+// Datasets lathe knows, by recipe name: the image sets, the language
+// identification set of Debian's fortune packages, and a folder of the
+// user's text files, one per class.
+var Datasets = []string{"mnist", "fashion-mnist", "langid", "text"}
+
+// Info is what a run needs to know of a dataset before it trains: a
+// sample's shape, the classes and the training samples.
+type Info struct {
+	Rows, Cols, Classes, Train int
+}
+
+// Describe returns a dataset's Info: the image sets' without reading them,
+// a text set's by building it (as Load does) once per process.
+func Describe(name, dir string) (Info, error) {
+	if name == "mnist" || name == "fashion-mnist" {
+		if _, err := DefaultDir(name); err != nil {
+			return Info{}, err
+		}
+		return Info{Rows: 28, Cols: 28, Classes: 10, Train: TrainSize}, nil
+	}
+	key := name + "\x00" + dir
+	if info, ok := described.Load(key); ok {
+		return info.(Info), nil
+	}
+	train, _, err := Load(name, dir)
+	if err != nil {
+		return Info{}, err
+	}
+	info := InfoOf(train)
+	described.Store(key, info)
+	return info, nil
+}
+
+// described caches the text sets' Info by name and folder.
+var described sync.Map
+
+// InfoOf is a loaded training set's Info.
+func InfoOf(train *Set) Info {
+	return Info{Rows: train.Rows, Cols: train.Cols, Classes: train.Classes, Train: train.Len()}
+}
 
 // GoMNISTModule and GoMNISTVersion locate MNIST in the Go module cache;
 // the version must match go.mod (a test checks it).
@@ -108,9 +151,25 @@ func escapeModulePath(p string) string {
 	return b.String()
 }
 
-// Load reads a dataset's training and test sets from dir (DefaultDir(name)
-// when dir is empty).
+// Load reads a dataset's training and test sets: an image set's from dir
+// (DefaultDir(name) when dir is empty), langid's from the installed
+// fortune packages (LoadLangID; no dir), text's from the folder dir
+// (LoadTextDir).
 func Load(name, dir string) (train, test *Set, err error) {
+	switch name {
+	case "langid":
+		if dir != "" {
+			return nil, nil, fmt.Errorf("data: dataset langid reads the installed fortune packages, not a folder (%s)", dir)
+		}
+		train, test, _, err = LoadLangID(LangIDOptions{})
+		return train, test, err
+	case "text":
+		if dir == "" {
+			return nil, nil, errors.New("data: dataset text reads a folder of UTF-8 files, one per class: set the recipe's data_dir or pass --data-dir")
+		}
+		train, test, _, err = LoadTextDir(dir, TextOptions{})
+		return train, test, err
+	}
 	if dir == "" {
 		if dir, err = DefaultDir(name); err != nil {
 			return nil, nil, err

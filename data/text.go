@@ -91,6 +91,9 @@ func textSet(name string, classes []textClass, o TextOptions) (train, test *Set,
 			return 0
 		})
 		s := &Set{Name: name + "/" + split, Rows: 1, Cols: o.Window, Classes: len(classes)}
+		for _, c := range classes {
+			s.ClassNames = append(s.ClassNames, c.name)
+		}
 		for _, d := range ds {
 			for _, w := range windows(d.text, o.Window, o.PerDoc) {
 				s.Images = append(s.Images, w...)

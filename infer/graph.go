@@ -124,6 +124,9 @@ func (m *Model) Forward(x []float32, batch int) ([]float32, error) {
 	if batch <= 0 || len(x) != batch*m.Features {
 		return nil, fmt.Errorf("infer: %d inputs for a batch of %d samples of %d features", len(x), batch, m.Features)
 	}
+	if err := m.checkTokens(x); err != nil {
+		return nil, err
+	}
 	if len(m.last) != len(m.Layers) {
 		m.last = make([]int, len(m.Layers)) // the last layer reading each output
 		for i, l := range m.Layers {
@@ -260,6 +263,12 @@ func (m *Model) apply(l *Layer, dst []float32, srcs [][]float32, batch int) {
 		}
 	case graph.Flatten:
 		copy(dst, src) // NHWC samples are rows of H·W·C values already
+	case graph.Embedding:
+		l.embed(dst, src, batch)
+	case graph.LayerNorm:
+		l.layerNorm(m.eng, dst, src)
+	case graph.Attention:
+		m.attend(l, dst, srcs, batch)
 	}
 }
 
@@ -322,7 +331,9 @@ func isDirect(k string) bool { return k == Direct || k == DirectInt8 }
 // engine's threads. after, when set, runs on each output row instead of the activation's
 // quantization (the bias and activation are the kernel's).
 func (m *Model) directConv(l *Layer, k string, dst, src []float32, batch int, after func(off int, row []float32)) {
-	if after == nil && l.actQ != nil {
+	if l.act == graph.GELU { // not one the kernels fuse
+		after = func(_ int, row []float32) { l.activate(row) }
+	} else if after == nil && l.actQ != nil {
 		after = func(_ int, row []float32) { l.actQ.Apply(row) }
 	}
 	if k == DirectInt8 {
@@ -357,7 +368,7 @@ func (m *Model) residuals() []int {
 			continue
 		}
 		j := max(l.Inputs[0], l.Inputs[1])
-		if c := m.Layers[j]; (c.direct != nil || c.direct8 != nil) && kernels.ActOf(string(c.act)) == kernels.ActNone && readers[j] == 1 {
+		if c := m.Layers[j]; (c.direct != nil || c.direct8 != nil) && (c.act == graph.Identity || c.act == "") && readers[j] == 1 {
 			fuse[j] = a
 		}
 	}

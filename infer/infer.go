@@ -14,6 +14,7 @@
 package infer
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -78,6 +79,9 @@ type Layer struct {
 	vals    []float32
 	actQ    *quantizer // activation quantization after the layer, if any
 	measure map[string][]time.Duration
+	// The attention core's heads and mask.
+	heads  int
+	causal bool
 }
 
 // Model is a loaded model file. It reuses its buffers between calls, so
@@ -96,6 +100,7 @@ type Model struct {
 	// rows, and the direct kernels' padded images (floats, codes).
 	col, padded []float32
 	padded8     []uint8
+	scores      []float32 // the attention core's, one head's T×T
 	// Forward's bookkeeping, kept between calls: each output's last
 	// reader, the outputs, the free buffers and conversion scratch.
 	last          []int
@@ -161,12 +166,16 @@ func parse(f *checkpoint.File) (*Model, error) {
 	}
 	index := map[string]int{graph.Input: -1}
 	prev := graph.Input
-	for i, ls := range net.Layers {
+	for i, rl := range runtimeLayers(net) {
+		ls := rl.Layer
 		l := &Layer{Name: ls.Name, Kind: string(ls.Kind), ReLU: ls.Act == graph.ReLU, act: ls.Act, size: ls.Output().Size()}
 		for _, in := range ls.InputsOf(prev) {
 			l.Inputs = append(l.Inputs, index[in])
 		}
 		index[ls.Name], prev = i, ls.Name
+		if rl.of != "" { // an attention layer's last part stands for it
+			index[rl.of], prev = i, rl.of
+		}
 		inQ := pixelQuant // how the layer's input is quantized, if it is
 		if j := l.Inputs[0]; j >= 0 {
 			inQ = m.Layers[j].outQ
@@ -188,11 +197,16 @@ func parse(f *checkpoint.File) (*Model, error) {
 			if err := l.foldBatchNorm(f); err != nil {
 				return nil, err
 			}
+		case graph.Embedding, graph.LayerNorm, graph.Attention:
+			if err := l.sequence(f, ls); err != nil {
+				return nil, err
+			}
 		}
-		if spec, ok := st.Activations[ls.Name]; ok {
-			r := f.Tensor("act/" + ls.Name)
+		actName := cmp.Or(rl.of, ls.Name)
+		if spec, ok := st.Activations[actName]; ok {
+			r := f.Tensor("act/" + actName)
 			if r == nil || len(r.Data) != 2 {
-				return nil, fmt.Errorf("infer: layer %s: activation range missing", ls.Name)
+				return nil, fmt.Errorf("infer: layer %s: activation range missing", actName)
 			}
 			l.actQ = newQuantizer(spec.Bits, spec.Symmetric, r.Data[0], r.Data[1])
 		}
@@ -461,6 +475,10 @@ func (l *Layer) activate(y []float32) {
 		for i, v := range y {
 			y[i] = min(max(v, 0), 6)
 		}
+	case graph.GELU:
+		for i, v := range y {
+			y[i] = kernels.GELU(v)
+		}
 	}
 	if l.actQ != nil {
 		l.actQ.Apply(y)
@@ -494,6 +512,10 @@ func (l *Layer) Positions() int {
 // FLOPs is the layer's multiply-adds ×2 per sample: dense counts every
 // weight, effective only the non-zero ones (what the sparse kernels do).
 func (l *Layer) FLOPs() (dense, effective int) {
+	if l.Kind == string(graph.Attention) { // scores and weighted sums
+		f := 4 * l.W * l.W * l.C
+		return f, f
+	}
 	if !l.Weighted() {
 		return 0, 0
 	}

@@ -8,6 +8,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/lathe-ml/lathe/compute"
+	"github.com/lathe-ml/lathe/internal/kernels"
 )
 
 // attentionOp is multi-head self-attention over x [batch, T·D] (graph's
@@ -74,7 +75,11 @@ func (o *attentionOp) Do(vs ...G.Value) (G.Value, error) {
 	}
 	o.Eng.Parallel(n*o.heads*t, max(1, minParallel/t), func(lo, hi int) {
 		for r := lo; r < hi; r++ {
-			softmaxRow(o.p[r*t:(r+1)*t], r%t, o.causal)
+			live := t
+			if o.causal {
+				live = r%t + 1
+			}
+			kernels.SoftmaxRow(o.p[r*t:(r+1)*t], live)
 		}
 	})
 	for b := range n {
@@ -88,30 +93,6 @@ func (o *attentionOp) Do(vs ...G.Value) (G.Value, error) {
 	o.Eng.Sgemm(false, true, rows, d, d, 1, o.ctx, d, data(vs[7]), d, 0, yd, d)
 	biasAct(o.Eng, yd, data(vs[8]), rows, d, Identity)
 	return y, nil
-}
-
-// softmaxRow turns row i of scores into probabilities in place: with
-// causal, the entries after i are −∞ (probability 0).
-func softmaxRow(s []float32, i int, causal bool) {
-	live := s
-	if causal {
-		live = s[:i+1]
-		clear(s[i+1:])
-	}
-	m := live[0]
-	for _, v := range live {
-		m = max(m, v)
-	}
-	var z float64
-	for j, v := range live {
-		e := math.Exp(float64(v - m))
-		live[j] = float32(e)
-		z += e
-	}
-	inv := float32(1 / z)
-	for j := range live {
-		live[j] *= inv
-	}
 }
 
 func (o *attentionOp) DiffWRT(int) []bool {

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -56,6 +57,12 @@ type Spec struct {
 	// width multiplier (default 1).
 	Depth int     `json:"depth,omitempty"`
 	Width float64 `json:"width,omitempty"`
+	// A transformer's width, heads, blocks and feed-forward width
+	// (defaults 128, 4, 2, 4·Dim).
+	Dim    int `json:"dim,omitempty"`
+	Heads  int `json:"heads,omitempty"`
+	Blocks int `json:"blocks,omitempty"`
+	MLP    int `json:"mlp,omitempty"`
 }
 
 // Factor is one factorized linear layer.
@@ -65,14 +72,18 @@ type Factor struct {
 }
 
 // Archs lists the known architectures.
-var Archs = []string{"mlp", "lenet300", "lenet5", "teacher", "resnet", "mobilenet"}
+var Archs = []string{"mlp", "lenet300", "lenet5", "teacher", "resnet", "mobilenet", "transformer"}
 
-// Input describes the images a model takes.
+// Input describes the samples a model takes: images, or windows of text
+// (1 row of Cols bytes).
 type Input struct {
 	Rows     int `json:"rows"`
 	Cols     int `json:"cols"`
 	Channels int `json:"channels"`
 	Classes  int `json:"classes"`
+	// PerPosition: the model scores the classes at every position of the
+	// window (a language model's next byte), not once per sample.
+	PerPosition bool `json:"per_position,omitempty"`
 }
 
 // MNISTInput is 28×28 grey-scale with 10 classes (MNIST and Fashion-MNIST).
@@ -135,6 +146,9 @@ func (s Spec) Canonical() Spec {
 		if s.Width == 0 {
 			s.Width = 1
 		}
+	case "transformer":
+		s.Dim, s.Heads, s.Blocks = cmp.Or(s.Dim, 128), cmp.Or(s.Heads, 4), cmp.Or(s.Blocks, 2)
+		s.MLP = cmp.Or(s.MLP, 4*s.Dim)
 	}
 	if s.Init == "" {
 		s.Init = "uniform"
@@ -169,6 +183,12 @@ func (s Spec) Validate() error {
 		return fmt.Errorf("model: width applies to mobilenet only")
 	case cnn && (len(s.Hidden) > 0 || s.Dropout > 0 || s.InputDropout > 0):
 		return fmt.Errorf("model: arch %s takes no hidden sizes or dropout (its blocks are fixed; depth or width scale it)", s.Arch)
+	case s.Arch != "transformer" && s.Dim+s.Heads+s.Blocks+s.MLP != 0:
+		return fmt.Errorf("model: dim, heads, blocks and mlp apply to transformer only")
+	case s.Arch == "transformer" && (len(s.Hidden) > 0 || s.Dropout > 0 || s.InputDropout > 0):
+		return fmt.Errorf("model: arch transformer takes no hidden sizes or dropout (dim, heads, blocks and mlp shape it)")
+	case s.Arch == "transformer" && s.Heads > 0 && s.Dim%s.Heads != 0:
+		return fmt.Errorf("model: %d heads do not divide the transformer's dim %d", s.Heads, s.Dim)
 	}
 	for _, c := range s.Conv {
 		if c <= 0 {
@@ -274,6 +294,14 @@ func (s Spec) Network(in Input) (graph.Network, error) {
 		if net, err = graph.MobileNet(shape, s.Width, in.Classes); err != nil {
 			return net, fmt.Errorf("model: %w", err)
 		}
+	case "transformer":
+		if in.Rows != 1 || in.Channels != 1 {
+			return net, fmt.Errorf("model: a transformer reads windows of text (1 row of bytes), not %d×%d×%d images", in.Rows, in.Cols, in.Channels)
+		}
+		var err error
+		if net, err = graph.Transformer(shape, s.Dim, s.Heads, s.Blocks, s.MLP, in.Classes, in.PerPosition); err != nil {
+			return net, fmt.Errorf("model: %w", err)
+		}
 	}
 	// A layer takes the first factor naming it.
 	for _, l := range slices.Clone(net.Layers) {
@@ -283,6 +311,9 @@ func (s Spec) Network(in Input) (graph.Network, error) {
 				return net, fmt.Errorf("model: %w", err)
 			}
 		}
+	}
+	if err := net.Validate(); err != nil { // a preset on an input it cannot take
+		return net, fmt.Errorf("model: arch %s on %d×%d×%d samples: %w", s.Arch, in.Rows, in.Cols, in.Channels, err)
 	}
 	return net, nil
 }
@@ -632,15 +663,16 @@ type LayerInfo struct {
 	ThinnedShape []int `json:"thinned_shape,omitempty"`
 }
 
-// Layers summarises each weight with its bias: shape (the weight's), total
-// parameters and non-zero parameters.
+// Layers summarises each weight with its bias: name (the weight's: a
+// layer's, or an attention projection's or positional table's), shape,
+// total parameters and non-zero parameters.
 func (m *Model) Layers() []LayerInfo {
 	var out []LayerInfo
 	for _, p := range m.Params {
 		if p.Bias {
 			continue
 		}
-		li := LayerInfo{Name: p.Layer, Shape: slices.Clone(p.Shape)}
+		li := LayerInfo{Name: p.Name, Shape: slices.Clone(p.Shape)}
 		if ctl := m.Quant[p.Name]; ctl != nil && ctl.Enabled {
 			li.Bits = ctl.Spec.Bits
 		}
@@ -661,7 +693,7 @@ func (m *Model) Layers() []LayerInfo {
 		li.Sparsity = float64(zeros) / float64(len(d))
 		li.StructuredSparsity = float64(emptyRows) / float64(p.Shape[0])
 		for _, q := range m.Params {
-			if q.Layer != p.Layer {
+			if q != p && q.Name != p.Name+".bias" {
 				continue
 			}
 			li.Params += q.Size()

@@ -8,6 +8,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/lathe-ml/lathe/graph"
+	"github.com/lathe-ml/lathe/internal/kernels"
 )
 
 // The sequence kinds' ops: values are [batch, T·D] rows, position t's D
@@ -144,25 +145,7 @@ func (o *layerNormOp) Do(vs ...G.Value) (G.Value, error) {
 	yd := y.Float32s()
 	o.Eng.Parallel(rows, max(1, minParallel/c), func(lo, hi int) {
 		for r := lo; r < hi; r++ {
-			xs, hs, ys := x[r*c:(r+1)*c], o.xhat[r*c:(r+1)*c], yd[r*c:(r+1)*c]
-			var sum float64
-			for _, v := range xs {
-				sum += float64(v)
-			}
-			mu := sum / float64(c)
-			var ss float64
-			for _, v := range xs {
-				e := float64(v) - mu
-				ss += e * e
-			}
-			inv := float32(1 / math.Sqrt(ss/float64(c)+graph.LNEpsilon))
-			o.inv[r] = inv
-			m := float32(mu)
-			for j, v := range xs {
-				h := (v - m) * inv
-				hs[j] = h
-				ys[j] = h*gamma[j] + beta[j]
-			}
+			o.inv[r] = kernels.LayerNorm(yd[r*c:(r+1)*c], o.xhat[r*c:(r+1)*c], x[r*c:(r+1)*c], gamma, beta, graph.LNEpsilon)
 		}
 	})
 	return y, nil
@@ -260,10 +243,7 @@ type geluOp struct {
 	out buffer
 }
 
-func gelu(x float32) float32 {
-	v := float64(x)
-	return float32(0.5 * v * (1 + math.Erf(v/math.Sqrt2)))
-}
+func gelu(x float32) float32 { return kernels.GELU(x) }
 
 // geluSlope is GELU's derivative Φ(x) + x·φ(x).
 func geluSlope(x float32) float32 {

@@ -45,7 +45,7 @@ import (
 // network and checks its shapes, each error at its layer's block.
 
 // LayerKinds are the kinds a layer block takes.
-var LayerKinds = []string{"conv", "linear", "batchnorm", "add", "maxpool", "avgpool", "global_avgpool", "flatten"}
+var LayerKinds = []string{"conv", "linear", "batchnorm", "add", "maxpool", "avgpool", "global_avgpool", "flatten", "embedding", "layernorm", "attention"}
 
 // Layer is a layer block.
 type Layer struct {
@@ -60,6 +60,11 @@ type Layer struct {
 	Bias                        bool // a convolution's; true unless set false
 	Act                         string
 	Dropout                     float64
+	// An attention layer's heads and causal mask; an embedding's
+	// vocabulary.
+	Heads  int
+	Causal bool
+	Vocab  int
 }
 
 // Repeat is a repeat block: its layers Count times, repetition i's named
@@ -77,16 +82,19 @@ type GraphItem struct {
 }
 
 var layerSection = section[Layer]{name: "layer", doc: "Inside a `model` with `arch = \"graph\"` or a `repeat`, labelled with the layer's name, in order.", label: func(l *Layer) *string { return &l.Name }, fields: []field[Layer]{
-	{name: "kind", doc: "The layer: `conv`, `linear`, `batchnorm`, `add`, `maxpool`, `avgpool`, `global_avgpool`, `flatten`.", at: func(l *Layer) any { return &l.Kind }, required: true, choices: LayerKinds},
+	{name: "kind", doc: "The layer: `conv`, `linear`, `batchnorm`, `add`, `maxpool`, `avgpool`, `global_avgpool`, `flatten`; for sequences {1, T, D} `embedding` (token ids to `out` values plus learned positions), `layernorm`, `attention` (a position-wise linear layer is a 1×1 `conv`; mean pooling over positions is `global_avgpool`).", at: func(l *Layer) any { return &l.Kind }, required: true, choices: LayerKinds},
 	{name: "inputs", doc: "Earlier layers it reads (a repeat's name: its last layer; `input`: the images; `in`: the repetition's input). Default: the layer before it.", at: func(l *Layer) any { return &l.Inputs }, omit: func(l *Layer) bool { return len(l.Inputs) == 0 }},
 	{name: "in", doc: "The channels (features) it must receive: a check, as PyTorch's in_channels.", at: func(l *Layer) any { return &l.In }, lo: 1, hi: 1 << 24, omit: func(l *Layer) bool { return l.In == 0 }},
-	{name: "out", doc: "`conv`: filters; `linear`: features.", at: func(l *Layer) any { return &l.Out }, lo: 1, hi: 1 << 16, omit: func(l *Layer) bool { return l.Out == 0 }},
+	{name: "out", doc: "`conv`: filters; `linear`: features; `embedding`: values per token.", at: func(l *Layer) any { return &l.Out }, lo: 1, hi: 1 << 16, omit: func(l *Layer) bool { return l.Out == 0 }},
 	{name: "kernel", doc: "Kernel size (square).", at: func(l *Layer) any { return &l.Kernel }, lo: 1, hi: 64, omit: func(l *Layer) bool { return l.Kernel == 0 }},
 	{name: "stride", doc: "Stride.", at: func(l *Layer) any { return &l.Stride }, lo: 1, hi: 64, omit: func(l *Layer) bool { return l.Stride == 0 }},
 	{name: "pad", doc: "Zero padding on each side.", at: func(l *Layer) any { return &l.Pad }, hi: 64, omit: func(l *Layer) bool { return l.Pad == 0 }},
 	{name: "groups", doc: "`conv`: channel groups (= channels: depthwise).", at: func(l *Layer) any { return &l.Groups }, lo: 1, hi: 1 << 16, omit: func(l *Layer) bool { return l.Groups == 0 }},
 	{name: "bias", doc: "`conv`, `linear`: a bias.", at: func(l *Layer) any { return &l.Bias }, def: true, omit: func(l *Layer) bool { return l.Bias }},
-	{name: "act", doc: "The activation after it: `identity`, `relu`, `relu6`.", at: func(l *Layer) any { return &l.Act }, def: "identity", choices: []string{"identity", "relu", "relu6"}, omit: func(l *Layer) bool { return l.Act == "identity" }},
+	{name: "act", doc: "The activation after it: `identity`, `relu`, `relu6`, `gelu`.", at: func(l *Layer) any { return &l.Act }, def: "identity", choices: []string{"identity", "relu", "relu6", "gelu"}, omit: func(l *Layer) bool { return l.Act == "identity" }},
+	{name: "heads", doc: "`attention`: heads (dividing its width).", at: func(l *Layer) any { return &l.Heads }, lo: 1, hi: 1 << 10, omit: func(l *Layer) bool { return l.Heads == 0 }},
+	{name: "causal", doc: "`attention`: each position attends to itself and those before it only.", at: func(l *Layer) any { return &l.Causal }, omit: func(l *Layer) bool { return !l.Causal }},
+	{name: "vocab", doc: "`embedding`: token ids (at most 256, the byte values; default 256).", at: func(l *Layer) any { return &l.Vocab }, lo: 1, hi: 256, omit: func(l *Layer) bool { return l.Vocab == 0 }},
 	{name: "dropout", doc: "Dropout on its input, during training only.", at: func(l *Layer) any { return &l.Dropout }, hi: 0.95, omit: func(l *Layer) bool { return l.Dropout == 0 }},
 }}
 

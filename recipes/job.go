@@ -11,7 +11,11 @@ import (
 // Job is a decoded, validated recipe.
 type Job struct {
 	Name       string
-	Dataset    string // "mnist" or "fashion-mnist"
+	Dataset    string // "mnist", "fashion-mnist", "langid" or "text"
+	// DataDir is the folder a dataset is read from (text: the class
+	// files; an image set: its IDX files), relative to the recipe's
+	// directory; empty: where the dataset is installed.
+	DataDir    string
 	Seed       uint64
 	Epochs     int
 	Batch      int // training samples per step
@@ -85,6 +89,8 @@ type Model struct {
 	Init         string
 	Depth        int         // resnet: 6n+2 layers
 	Width        float64     // mobilenet: the width multiplier
+	// transformer: the width, heads, blocks and feed-forward width.
+	Dim, Heads, Blocks, MLP int
 	Graph        []GraphItem // arch "graph": its layer and repeat blocks (graph.go)
 }
 
@@ -104,7 +110,7 @@ type Optimizer struct {
 	Gamma        float64 // step: decay factor
 	// ClipNorm > 0 clips each step's gradients to that global L2 norm;
 	// NoDecay names the parameter kinds weight decay leaves alone: "bias",
-	// "norm" (batch norms' scales and shifts).
+	// "norm" (batch and layer norms' scales and shifts), "embedding".
 	ClipNorm float64
 	NoDecay  []string
 }
@@ -236,12 +242,13 @@ type Sensitivity struct {
 func epochsOf(j *Job) float64 { return float64(j.Epochs) }
 
 var jobSection = section[Job]{name: "job", doc: "The recipe's one block, labelled with the job's name; every other block goes inside it.", fields: []field[Job]{
-	{name: "dataset", doc: "The training data: `mnist` or `fashion-mnist` (60 000 training and 10 000 test images, 28×28).", at: func(j *Job) any { return &j.Dataset }, def: "mnist"}, // a name the plan checks
+	{name: "dataset", doc: "The training data: `mnist` or `fashion-mnist` (60 000 training and 10 000 test images, 28×28); `langid` (64-byte windows of fortune cookies in 9 languages, from Debian's fortune packages); `text` (a folder of UTF-8 files, one per class, in `data_dir`).", at: func(j *Job) any { return &j.Dataset }, def: "mnist"}, // a name the plan checks
+	{name: "data_dir", doc: "The folder the dataset is read from, relative to the recipe's directory (`text`: its class files; `mnist`, `fashion-mnist`: their IDX files); empty: where the dataset is installed. `--data-dir` overrides it.", at: func(j *Job) any { return &j.DataDir }, omit: func(j *Job) bool { return j.DataDir == "" }},
 	{name: "seed", doc: "Seeds initialization, the data order, dropout and augmentation; a run is a pure function of its recipe and seed.", at: func(j *Job) any { return &j.Seed }, def: uint64(1), hi: math.MaxInt32},
 	{name: "epochs", doc: "Passes over the training split.", at: func(j *Job) any { return &j.Epochs }, def: 10, lo: 1, hi: 10000},
-	{name: "batch", doc: "Training samples per step.", at: func(j *Job) any { return &j.Batch }, def: 128, lo: 1, hi: 60000},
-	{name: "eval_batch", doc: "Samples per forward pass when evaluating.", at: func(j *Job) any { return &j.EvalBatch }, def: 1000, lo: 1, hi: 60000},
-	{name: "validation", doc: "Training images held out as the validation split (the last ones of the training set).", at: func(j *Job) any { return &j.Validation }, def: 5000, hi: 59999},
+	{name: "batch", doc: "Training samples per step.", at: func(j *Job) any { return &j.Batch }, def: 128, lo: 1, hi: 1 << 20}, // and at most the training split (the plan checks)
+	{name: "eval_batch", doc: "Samples per forward pass when evaluating.", at: func(j *Job) any { return &j.EvalBatch }, def: 1000, lo: 1, hi: 1 << 20},
+	{name: "validation", doc: "Training samples held out as the validation split (the last ones of the training set).", at: func(j *Job) any { return &j.Validation }, def: 5000, hi: 1 << 30}, // below the training set's size (the plan checks)
 	{name: "threads", doc: "Compute threads; 0: every core (`--threads` overrides).", at: func(j *Job) any { return &j.Threads }, hi: 1024},
 }}
 
@@ -251,13 +258,17 @@ var augmentSection = section[Augment]{name: "augment", doc: "Inside `job`, at mo
 }}
 
 var modelSection = section[Model]{name: "model", doc: "Inside `job`, exactly one: the network trained (the student, when distilling). With `arch = \"graph\"` it holds `layer` and `repeat` blocks.", fields: []field[Model]{
-	{name: "arch", doc: "The network: `mlp`, `lenet5`, `resnet`, `mobilenet`, or `graph` (its `layer` and `repeat` blocks).", at: func(m *Model) any { return &m.Arch }, required: true}, // a name the plan checks
+	{name: "arch", doc: "The network: `mlp`, `lenet5`, `resnet`, `mobilenet`, `transformer` (for text), or `graph` (its `layer` and `repeat` blocks).", at: func(m *Model) any { return &m.Arch }, required: true}, // a name the plan checks
 	{name: "hidden", doc: "`mlp`: the hidden layers' widths.", at: func(m *Model) any { return &m.Hidden }, lo: 1, hi: 1 << 16, omit: func(m *Model) bool { return len(m.Hidden) == 0 }},
 	{name: "dropout", doc: "Dropout before each hidden linear layer, during training only.", at: func(m *Model) any { return &m.Dropout }, hi: 0.95},
 	{name: "input_dropout", doc: "Dropout on the input pixels, during training only.", at: func(m *Model) any { return &m.InputDropout }, hi: 0.95},
 	{name: "init", doc: "Weight initialization: `uniform` (Glorot) or `kaiming` (He, for ReLU networks).", at: func(m *Model) any { return &m.Init }, def: "uniform", choices: []string{"uniform", "kaiming"}},
 	{name: "depth", doc: "`resnet`: layers, 6n+2 (8, 14, 20, 32, 56, …; He et al. 2016 §4.2).", at: func(m *Model) any { return &m.Depth }, lo: 8, hi: 1000, omit: func(m *Model) bool { return m.Depth == 0 }},
 	{name: "width", doc: "`mobilenet`: the width multiplier of every layer's channels.", at: func(m *Model) any { return &m.Width }, loOpen: true, hi: 4, omit: func(m *Model) bool { return m.Width == 0 }},
+	{name: "dim", doc: "`transformer`: the width of every position's values (default 128).", at: func(m *Model) any { return &m.Dim }, lo: 1, hi: 1 << 14, omit: func(m *Model) bool { return m.Dim == 0 }},
+	{name: "heads", doc: "`transformer`: attention heads per block, dividing `dim` (default 4).", at: func(m *Model) any { return &m.Heads }, lo: 1, hi: 1 << 10, omit: func(m *Model) bool { return m.Heads == 0 }},
+	{name: "blocks", doc: "`transformer`: pre-norm transformer blocks (default 2).", at: func(m *Model) any { return &m.Blocks }, lo: 1, hi: 1 << 10, omit: func(m *Model) bool { return m.Blocks == 0 }},
+	{name: "mlp", doc: "`transformer`: each block's feed-forward width (default 4 × `dim`).", at: func(m *Model) any { return &m.MLP }, lo: 1, hi: 1 << 16, omit: func(m *Model) bool { return m.MLP == 0 }},
 }}
 
 var checkpointSection = section[Checkpoint]{name: "checkpoint", doc: "Inside `job`, at most one: when training checkpoints are written. A resumed run may change it.", fields: []field[Checkpoint]{
@@ -283,11 +294,11 @@ var optimizerSection = section[Optimizer]{name: "optimizer", doc: "Inside `job`,
 	{name: "step_epochs", doc: "`step`: decay every this many epochs.", at: func(o *Optimizer) any { return &o.StepEpochs }, def: 10.0, loOpen: true, hi: 10000},
 	{name: "gamma", doc: "`step`: the decay factor.", at: func(o *Optimizer) any { return &o.Gamma }, def: 0.1, loOpen: true, hi: 1},
 	{name: "clip_norm", doc: "Clip each step's gradients to this global L2 norm (0: no clipping).", at: func(o *Optimizer) any { return &o.ClipNorm }, hi: 1e6, omit: func(o *Optimizer) bool { return o.ClipNorm == 0 }},
-	{name: "no_decay", doc: "Parameter kinds weight decay leaves alone: `bias`, `norm` (batch norms' scales and shifts).", at: func(o *Optimizer) any { return &o.NoDecay }, omit: func(o *Optimizer) bool { return len(o.NoDecay) == 0 }},
+	{name: "no_decay", doc: "Parameter kinds weight decay leaves alone: `bias`, `norm` (batch and layer norms' scales and shifts), `embedding` (token and positional tables).", at: func(o *Optimizer) any { return &o.NoDecay }, omit: func(o *Optimizer) bool { return len(o.NoDecay) == 0 }},
 }}
 
 // NoDecayKinds are the parameter kinds optimizer.no_decay may name.
-var NoDecayKinds = []string{"bias", "norm"}
+var NoDecayKinds = []string{"bias", "norm", "embedding"}
 
 // PruneMethods are the prune block labels.
 var PruneMethods = []string{"magnitude", "structured", "nm"}

@@ -452,6 +452,9 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 
 // checkJob makes the checks across blocks.
 func (d *decoder) checkJob(j *Job) {
+	if j.DataDir != "" && !filepath.IsAbs(j.DataDir) && d.filename != "" {
+		j.DataDir = filepath.Join(filepath.Dir(d.filename), j.DataDir)
+	}
 	if cl := j.KMeans; cl != nil {
 		r := d.rangeOf("cluster")
 		switch {
@@ -494,9 +497,6 @@ func (d *decoder) checkJob(j *Job) {
 		case j.ThinAtEpoch > 0 || len(j.Factorize) > 0:
 			d.errorf(r, "invalid hint", "a hint cannot be combined with thin or factorize blocks (they change the student layer's width)")
 		}
-	}
-	if !d.diags.HasErrors() && j.Batch > 60000-j.Validation {
-		d.errorf(d.rangeOf("batch"), "value out of range", "batch %d is larger than the %d training samples left after validation", j.Batch, 60000-j.Validation)
 	}
 }
 

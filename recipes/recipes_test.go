@@ -384,8 +384,54 @@ func TestEveryFieldRoundTrips(t *testing.T) {
   }
 }
 `
+	text := `job "text" {
+  dataset = "text"
+  data_dir = "/srv/texts"
+  model {
+    arch = "transformer"
+    dim = 64
+    heads = 2
+    blocks = 3
+    mlp = 96
+  }
+  teacher {
+    arch = "transformer"
+    dim = 128
+    heads = 4
+    blocks = 4
+    mlp = 256
+    epochs = 2
+  }
+  distill {
+  }
+}
+`
+	seq := `job "seq" {
+  dataset = "langid"
+  model {
+    arch = "graph"
+    layer "emb" {
+      kind = "embedding"
+      out = 16
+      vocab = 128
+    }
+    layer "attn" {
+      kind = "attention"
+      heads = 2
+      causal = true
+    }
+    layer "pool" {
+      kind = "global_avgpool"
+    }
+    layer "fc" {
+      kind = "linear"
+      out = 9
+    }
+  }
+}
+`
 	written := ""
-	for _, src := range []string{full, other, hint, thin, cnn, graph} {
+	for _, src := range []string{full, other, hint, thin, cnn, graph, text, seq} {
 		j, err := Parse([]byte(src), "r.hcl", nil)
 		if err != nil {
 			t.Fatal(err)

@@ -60,13 +60,15 @@ func (j *Job) HCL() []byte {
 
 // HistoryChanges lists the differences between two resolved jobs that
 // would change a run's history — everything but the checkpoint block, the
-// thread count and how the recipe was written (file, variables) — as
+// thread count, the data's folder and how the recipe was written (file,
+// variables) — as
 // "old line → new line" pairs of their rendered recipes. A resumed run
 // refuses a recipe with any.
 func (j *Job) HistoryChanges(old *Job) []string {
 	norm := func(x *Job) []string {
 		c := *x
-		c.Checkpoint, c.Threads, c.Variables, c.File = Checkpoint{}, 0, nil, ""
+		// Where the data lies is not what it is: a moved folder resumes.
+		c.Checkpoint, c.Threads, c.Variables, c.File, c.DataDir = Checkpoint{}, 0, nil, "", ""
 		return strings.Split(strings.TrimSpace(string(c.HCL())), "\n")
 	}
 	a, b := norm(old), norm(j)

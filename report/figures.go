@@ -93,7 +93,11 @@ func (r *source) plan() (*run.Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	return run.Build(job, data.TrainSize-job.Validation, nil)
+	info, err := data.Describe(job.Dataset, job.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	return run.Build(job, info, nil)
 }
 
 // scheduleSeries samples a schedule of samples seen over the run's epochs.

@@ -48,7 +48,10 @@ func loadResume(f *checkpoint.File, path string, job *recipes.Job, log hclog.Log
 	}
 	var m *model.Model
 	if job.Model.Arch == "graph" { // the recipe's network (HistoryChanges: the checkpoint's too)
-		m, err = newModel(job)
+		var info data.Info
+		if info, err = describe(job); err == nil {
+			m, err = newModel(job, info)
+		}
 	} else {
 		m, err = model.New(st.Snapshot.Spec, st.Input, job.Seed)
 	}
@@ -62,15 +65,22 @@ func loadResume(f *checkpoint.File, path string, job *recipes.Job, log hclog.Log
 }
 
 // stepsPerEpoch is the steps of one epoch of job's training split.
-func stepsPerEpoch(job *recipes.Job) int {
-	return data.Steps(data.TrainSize-job.Validation, job.Batch)
+func stepsPerEpoch(job *recipes.Job) (int, error) {
+	info, err := describe(job)
+	if err != nil {
+		return 0, err
+	}
+	return data.Steps(info.Train-job.Validation, job.Batch), nil
 }
 
 // checkSnapshot range-checks a checkpoint's position against the recipe it
 // resumes: a state no run of it could have written is refused, naming the
 // field, before anything acts on it.
 func checkSnapshot(sn *trainer.Snapshot, job *recipes.Job) error {
-	spe := stepsPerEpoch(job)
+	spe, err := stepsPerEpoch(job)
+	if err != nil {
+		return err
+	}
 	switch {
 	case sn.Epoch < 0 || sn.Epoch > job.Epochs:
 		return fmt.Errorf("state: epoch %d outside [0, %d]", sn.Epoch, job.Epochs)

@@ -33,6 +33,9 @@ func deviceError(job *recipes.Job, err error, fields policyFields) error {
 	if u.Policy != nil {
 		field = fields[u.Policy]
 	}
+	if u.Layer != "" && job.Model.Arch == "graph" {
+		field = "model.layer." + u.Layer
+	}
 	if field == "" {
 		return fmt.Errorf("run: %v; run this recipe on the CPU", u)
 	}

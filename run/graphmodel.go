@@ -3,6 +3,8 @@ package run
 import (
 	"errors"
 
+	"github.com/lathe-ml/lathe/data"
+
 	"github.com/lathe-ml/lathe/graph"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/recipes"
@@ -10,15 +12,15 @@ import (
 
 // newModel builds the recipe's model: a preset from its spec, or a graph
 // model's network from its layer blocks.
-func newModel(job *recipes.Job) (*model.Model, error) {
+func newModel(job *recipes.Job, info data.Info) (*model.Model, error) {
 	if job.Model.Arch != "graph" {
-		m, err := model.New(specOf(job.Model), model.MNISTInput, job.Seed)
+		m, err := model.New(specOf(job.Model), inputOf(info), job.Seed)
 		if err != nil {
 			return nil, job.Errorf("model.arch", "%v", err)
 		}
 		return m, nil
 	}
-	net, err := graphNetwork(job)
+	net, err := graphNetwork(job, info)
 	if err != nil {
 		return nil, err
 	}
@@ -32,7 +34,7 @@ func newModel(job *recipes.Job) (*model.Model, error) {
 // graphNetwork is a graph model's network, its shapes checked: each error
 // points at the layer block it comes from (a repeated layer's block for
 // every repetition).
-func graphNetwork(job *recipes.Job) (graph.Network, error) {
+func graphNetwork(job *recipes.Job, info data.Info) (graph.Network, error) {
 	m := job.Model
 	for field, set := range map[string]bool{"hidden": len(m.Hidden) > 0, "depth": m.Depth > 0, "width": m.Width > 0,
 		"dropout": m.Dropout > 0, "input_dropout": m.InputDropout > 0} {
@@ -40,14 +42,15 @@ func graphNetwork(job *recipes.Job) (graph.Network, error) {
 			return graph.Network{}, job.Errorf("model."+field, "model.%s belongs to the presets; a graph model says it per layer", field)
 		}
 	}
-	in := model.MNISTInput
+	in := inputOf(info)
 	c := graph.NewChain(graph.Shape{H: in.Rows, W: in.Cols, C: in.Channels}, in.Classes)
 	var inErr error // the first layer whose in is not what it receives
 	at := map[string]int{}
 	inAt := -1
 	for i, l := range m.Expand() {
 		c.Add(graph.Layer{Name: l.Name, Kind: graph.Kind(l.Kind), Inputs: l.Inputs, Out: l.Out, Kernel: l.Kernel, Stride: l.Stride,
-			Pad: l.Pad, Groups: l.Groups, NoBias: !l.Bias, Act: graph.Activation(l.Act), Dropout: l.Dropout})
+			Pad: l.Pad, Groups: l.Groups, NoBias: !l.Bias, Act: graph.Activation(l.Act), Dropout: l.Dropout,
+			Heads: l.Heads, Causal: l.Causal, Vocab: l.Vocab})
 		at[l.Name] = i
 		added := c.Net.Layers[i]
 		if got := added.In.C; l.In > 0 && got != l.In && inErr == nil { // (a linear layer's In is {1, 1, features})

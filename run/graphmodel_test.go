@@ -9,6 +9,7 @@ import (
 
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/compute/cpu"
+	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/infer"
 	"github.com/lathe-ml/lathe/recipes"
 	"github.com/lathe-ml/lathe/rundir"
@@ -118,10 +119,16 @@ func TestGraphModelRecipe(t *testing.T) {
 	} {
 		j, err := recipes.Parse([]byte(graphRecipe(tc.edit)), "graph.hcl", nil)
 		if err == nil {
-			_, err = Build(j, 10000, nil)
+			_, err = Build(j, trainOf(j, 10000), nil)
 		}
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("error %v, want %q", err, tc.want)
 		}
 	}
+}
+
+// trainOf is an image set's Info whose training split, after job's
+// validation, holds n samples.
+func trainOf(job *recipes.Job, n int) data.Info {
+	return data.Info{Rows: 28, Cols: 28, Classes: 10, Train: n + job.Validation}
 }

@@ -42,18 +42,23 @@ type Plan struct {
 	Fields policyFields
 }
 
-// Build makes job's plan for a training split of trainLen samples.
-func Build(job *recipes.Job, trainLen int, log hclog.Logger) (*Plan, error) {
+// Build makes job's plan for its dataset (data.Describe's, or that of
+// the set loaded): the training split is what validation leaves.
+func Build(job *recipes.Job, info data.Info, log hclog.Logger) (*Plan, error) {
 	if err := Check(job); err != nil {
 		return nil, err
 	}
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
+	trainLen := info.Train - job.Validation
+	if trainLen < 1 {
+		return nil, job.Errorf("validation", "validation %d leaves none of the %d training samples of %s", job.Validation, info.Train, job.Dataset)
+	}
 	if job.Batch > trainLen {
 		return nil, job.Errorf("batch", "batch %d exceeds the %d training samples", job.Batch, trainLen)
 	}
-	m, err := newModel(job)
+	m, err := newModel(job, info)
 	if err != nil {
 		return nil, err
 	}
@@ -125,8 +130,24 @@ func Build(job *recipes.Job, trainLen int, log hclog.Logger) (*Plan, error) {
 }
 
 // specOf is a recipe's model block as an architecture.
+// describe is job's dataset's Info, an error naming the recipe's dataset.
+func describe(job *recipes.Job) (data.Info, error) {
+	info, err := data.Describe(job.Dataset, job.DataDir)
+	if err != nil {
+		return info, job.Errorf("dataset", "%v", err)
+	}
+	return info, nil
+}
+
+// inputOf is the model input a dataset gives: its samples' shape and
+// classes.
+func inputOf(info data.Info) model.Input {
+	return model.Input{Rows: info.Rows, Cols: info.Cols, Channels: 1, Classes: info.Classes}
+}
+
 func specOf(m recipes.Model) model.Spec {
-	return model.Spec{Arch: m.Arch, Hidden: m.Hidden, Dropout: m.Dropout, InputDropout: m.InputDropout, Init: m.Init, Depth: m.Depth, Width: m.Width}
+	return model.Spec{Arch: m.Arch, Hidden: m.Hidden, Dropout: m.Dropout, InputDropout: m.InputDropout, Init: m.Init, Depth: m.Depth, Width: m.Width,
+		Dim: m.Dim, Heads: m.Heads, Blocks: m.Blocks, MLP: m.MLP}
 }
 
 // Policies are the plan's policies in the order they run: the learning
@@ -157,7 +178,11 @@ func (p *Plan) Policies(sens *trainer.SensitivityPolicy) []trainer.Policy {
 // it), each regularizer's strength, and the one-off events (sensitivity,
 // factorize, thin).
 func DryRun(w io.Writer, job *recipes.Job) error {
-	p, err := Build(job, data.TrainSize-job.Validation, nil)
+	info, err := describe(job)
+	if err != nil {
+		return err
+	}
+	p, err := Build(job, info, nil)
 	if err != nil {
 		return err
 	}
@@ -355,6 +380,9 @@ func Check(job *recipes.Job) error {
 	if err := oneOf("dataset", "value", job.Dataset, data.Datasets); err != nil {
 		return err
 	}
+	if text := job.Dataset == "langid" || job.Dataset == "text"; text && (job.Augment.Shift > 0 || job.Augment.Flip) {
+		return job.Errorf("augment", "augment shifts and flips images; dataset %s is text", job.Dataset)
+	}
 	if err := oneOf("optimizer.kind", "optimizer", job.Optimizer.Kind, trainer.OptimizerKinds); err != nil {
 		return err
 	}
@@ -362,7 +390,11 @@ func Check(job *recipes.Job) error {
 		return err
 	}
 	if job.Model.Arch == "graph" { // layer blocks
-		if _, err := graphNetwork(job); err != nil {
+		info, err := describe(job)
+		if err != nil {
+			return err
+		}
+		if _, err := graphNetwork(job, info); err != nil {
 			return err
 		}
 	} else if err := arch("model.", job.Model); err != nil {

@@ -78,6 +78,10 @@ func runDir(job *recipes.Job, opts Options) string {
 
 // execute is Execute, also returning the trained model.
 func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *rundir.Summary, trained *model.Model, err error) {
+	if opts.DataDir != "" { // --data-dir: the run's recipe says so too
+		j := *job
+		j.DataDir, job = opts.DataDir, &j
+	}
 	if err := Check(job); err != nil {
 		return nil, nil, err
 	}
@@ -95,10 +99,11 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *rundir.S
 		}
 		defer release()
 	}
-	train, test, err := data.Load(job.Dataset, opts.DataDir)
+	train, test, err := data.Load(job.Dataset, job.DataDir)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, job.Errorf("dataset", "%v", err)
 	}
+	set := data.InfoOf(train)
 	train, val, err := data.SplitValidation(train, job.Validation)
 	if err != nil {
 		return nil, nil, job.Errorf("validation", "%v", err)
@@ -106,7 +111,7 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *rundir.S
 	if val.Len() == 0 {
 		val = nil
 	}
-	plan, err := Build(job, train.Len(), log)
+	plan, err := Build(job, set, log)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -138,7 +143,7 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *rundir.S
 	optCfg.Engine = eng
 	if kinds := job.Optimizer.NoDecay; len(kinds) > 0 {
 		for _, p := range params {
-			optCfg.NoDecay = append(optCfg.NoDecay, (p.Bias && slices.Contains(kinds, "bias")) || (p.Norm && slices.Contains(kinds, "norm")))
+			optCfg.NoDecay = append(optCfg.NoDecay, (p.Bias && slices.Contains(kinds, "bias")) || (p.Norm && slices.Contains(kinds, "norm")) || (p.Embed && slices.Contains(kinds, "embedding")))
 		}
 	}
 	opt, err := trainer.NewOptimizer(optCfg, sizes)
@@ -616,6 +621,7 @@ func beyondAccuracy(sum *rundir.Summary, m *model.Model, teachers []*model.Model
 	sum.ECE = preds.ECE(15)
 	recall, macro := preds.Recall(test.Labels, test.Classes)
 	sum.MacroAccuracy, sum.PerClassRecall, sum.Confusion = macro, nil, preds.Confusion(test.Labels, test.Classes)
+	sum.ClassNames = test.ClassNames
 	for _, r := range recall {
 		if math.IsNaN(r) {
 			sum.PerClassRecall = append(sum.PerClassRecall, nil)

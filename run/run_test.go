@@ -654,7 +654,7 @@ func TestResNetRecipe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plan, err := Build(job, 10000, nil)
+	plan, err := Build(job, trainOf(job, 10000), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -665,14 +665,14 @@ func TestResNetRecipe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p, err := Build(pruned, 10000, nil); err != nil || len(p.Prune) != 1 {
+	if p, err := Build(pruned, trainOf(pruned, 10000), nil); err != nil || len(p.Prune) != 1 {
 		t.Fatalf("dependency-group pruning: %v", err)
 	}
 	thin, err := recipes.Parse([]byte(strings.Replace(src, "validation = 50000", "validation = 50000\n  thin {\n    at_epoch = 2\n  }", 1)), "resnet.hcl", []string{"epochs=3"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Build(thin, 10000, nil); err == nil || !strings.Contains(err.Error(), "resnet.hcl:") || !strings.Contains(err.Error(), "thin block rebuilds chains") {
+	if _, err := Build(thin, trainOf(thin, 10000), nil); err == nil || !strings.Contains(err.Error(), "resnet.hcl:") || !strings.Contains(err.Error(), "thin block rebuilds chains") {
 		t.Fatalf("a thin block on a ResNet: %v", err)
 	}
 	// Quantization over a pattern of layers: every convolution trains with
@@ -687,7 +687,7 @@ func TestResNetRecipe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	qp, err := Build(qj, 10000, nil)
+	qp, err := Build(qj, trainOf(qj, 10000), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -701,14 +701,14 @@ func TestResNetRecipe(t *testing.T) {
 	} {
 		j, err := recipes.Parse([]byte(qat(block)), "resnet.hcl", nil)
 		if err == nil {
-			_, err = Build(j, 10000, nil)
+			_, err = Build(j, trainOf(j, 10000), nil)
 		}
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v, want %q", err, want)
 		}
 	}
 	bad, _ := recipes.Parse([]byte(strings.Replace(src, "depth = 8", "depth = 9", 1)), "resnet.hcl", nil)
-	if _, err := Build(bad, 10000, nil); err == nil || !strings.Contains(err.Error(), "resnet.hcl:") || !strings.Contains(err.Error(), "6n+2") {
+	if _, err := Build(bad, trainOf(bad, 10000), nil); err == nil || !strings.Contains(err.Error(), "resnet.hcl:") || !strings.Contains(err.Error(), "6n+2") {
 		t.Fatalf("depth 9: %v", err)
 	}
 }

@@ -57,6 +57,9 @@ type Summary struct {
 	// the test set lacks).
 	MacroAccuracy  float64    `json:"macro_accuracy"`
 	PerClassRecall []*float64 `json:"per_class_recall"`
+	// ClassNames name the classes of PerClassRecall and Confusion where
+	// the dataset does (a text set's languages or files).
+	ClassNames []string `json:"class_names,omitempty"`
 	// Confusion counts the test samples by true class (rows) and
 	// predicted class (columns).
 	Confusion        [][]int  `json:"confusion"`

@@ -257,7 +257,7 @@ func deviceLayers(layers []graph.Layer) ([]devLayer, int, error) {
 	out := make([]devLayer, len(layers))
 	for i, L := range layers {
 		fail := func(what string, args ...any) ([]devLayer, int, error) {
-			return nil, 0, fmt.Errorf("trainer: layer %d (%s): %s", i, L.Name, fmt.Sprintf(what, args...))
+			return nil, 0, &graph.LayerError{Layer: L.Name, Err: fmt.Errorf("trainer: layer %d (%s): %s", i, L.Name, fmt.Sprintf(what, args...))}
 		}
 		k, _, _ := L.Window()
 		switch {

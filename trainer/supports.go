@@ -1,6 +1,7 @@
 package trainer
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 
@@ -16,6 +17,9 @@ type Unsupported struct {
 	Field  string
 	Policy Policy
 	What   string
+	// Layer names the layer that asks for it, when one does (a graph
+	// model's recipe points at its layer block).
+	Layer string
 }
 
 func (u *Unsupported) Error() string {
@@ -34,7 +38,12 @@ func DeviceSupports(cfg Config, gradientsOnly bool) error {
 	}
 	m := cfg.Model
 	if _, _, err := deviceLayers(m.Net.Layers); err != nil {
-		return no("model.arch", "model %q (%v)", m.Spec.Arch, err)
+		u := no("model.arch", "model %q (%v)", m.Spec.Arch, err).(*Unsupported)
+		var le *graph.LayerError
+		if errors.As(err, &le) {
+			u.Layer = le.Layer
+		}
+		return u
 	}
 	bn := slices.ContainsFunc(m.Net.Layers, func(l graph.Layer) bool { return l.Kind == graph.BatchNorm })
 	if bn && gradientsOnly {

@@ -1,0 +1,83 @@
+package infer
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/lathe-ml/lathe/compute/cpu"
+	"github.com/lathe-ml/lathe/graph"
+	"github.com/lathe-ml/lathe/internal/kernels"
+	"github.com/lathe-ml/lathe/model"
+)
+
+// TestTransformerAgreesWithTheTrainingGraph: the runtime runs a
+// transformer — embedding with positions, layer norms, attention (causal
+// and not) as its projections and core, GELU feed-forward layers,
+// residual additions, mean pooling — as the training graph's evaluation
+// pass does: logits within 1e-4 (relative) at batches of 1 and 5, with
+// the kernels measurement chose, and the projections forced to the GEMM
+// and to the direct kernel.
+func TestTransformerAgreesWithTheTrainingGraph(t *testing.T) {
+	for _, causal := range []bool{false, true} {
+		net, err := graph.Transformer(graph.Shape{H: 1, W: 16, C: 1}, 32, 4, 2, 48, 5, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range net.Layers {
+			if net.Layers[i].Kind == graph.Attention {
+				net.Layers[i].Causal = causal
+			}
+		}
+		gm, err := model.FromNetwork(net, "uniform", 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := rand.New(rand.NewPCG(5, 5))
+		for _, p := range gm.Params {
+			if p.Norm || p.Zero { // norms off the identity, positions off zero
+				for i := range p.Data() {
+					p.Data()[i] += float32(0.3 * r.NormFloat64())
+				}
+			}
+		}
+		m, err := Load(modelFile(t, gm, "seq"), cpu.New(cpu.Options{Threads: 2}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, kernel := range []string{"", Dense, Direct} {
+			if kernel == Direct && !kernels.HasDirect() {
+				continue
+			}
+			if kernel != "" {
+				if err := m.Force(kernel); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, batch := range []int{1, 5} {
+				x := make([]float32, batch*16)
+				for i := range x {
+					x[i] = float32(r.IntN(256)) * (1.0 / 255)
+				}
+				want := evalLogits(t, gm, x, batch)
+				got, err := m.Forward(x, batch)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i, w := range want {
+					if math.Abs(float64(got[i]-w)) > 1e-4*max(1, math.Abs(float64(w))) {
+						t.Fatalf("causal %v, kernel %q, batch %d, logit %d: runtime %g, training graph %g", causal, kernel, batch, i, got[i], w)
+					}
+				}
+			}
+		}
+		if _, err := m.Forward([]float32{0.5}, 1); err == nil {
+			t.Fatal("a window of 1 byte for a model of 16 was run")
+		}
+		bad := make([]float32, 16)
+		bad[3] = 0.3 // not id/255
+		if _, err := m.Forward(bad, 1); err == nil {
+			t.Fatal("an input that is no token id was run")
+		}
+	}
+}

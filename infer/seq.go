@@ -99,7 +99,9 @@ func (l *Layer) embed(dst, src []float32, batch int) {
 
 // layerNorm normalizes each position's channels (kernels.LayerNorm, as
 // training does).
-func (l *Layer) layerNorm(eng interface{ Parallel(n, grain int, fn func(lo, hi int)) }, dst, src []float32) {
+func (l *Layer) layerNorm(eng interface {
+	Parallel(n, grain int, fn func(lo, hi int))
+}, dst, src []float32) {
 	c := l.C
 	eng.Parallel(len(src)/c, max(1, 4096/c), func(lo, hi int) {
 		for r := lo; r < hi; r++ {

@@ -10,8 +10,8 @@ import (
 
 // Job is a decoded, validated recipe.
 type Job struct {
-	Name       string
-	Dataset    string // "mnist", "fashion-mnist", "langid" or "text"
+	Name    string
+	Dataset string // "mnist", "fashion-mnist", "langid" or "text"
 	// DataDir is the folder a dataset is read from (text: the class
 	// files; an image set: its IDX files), relative to the recipe's
 	// directory; empty: where the dataset is installed.
@@ -87,11 +87,11 @@ type Model struct {
 	Dropout      float64
 	InputDropout float64
 	Init         string
-	Depth        int         // resnet: 6n+2 layers
-	Width        float64     // mobilenet: the width multiplier
+	Depth        int     // resnet: 6n+2 layers
+	Width        float64 // mobilenet: the width multiplier
 	// transformer: the width, heads, blocks and feed-forward width.
 	Dim, Heads, Blocks, MLP int
-	Graph        []GraphItem // arch "graph": its layer and repeat blocks (graph.go)
+	Graph                   []GraphItem // arch "graph": its layer and repeat blocks (graph.go)
 }
 
 // Optimizer is the job's optimizer block (labelled with its kind).

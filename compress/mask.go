@@ -21,6 +21,11 @@ const (
 	// depends on them (graph.ChannelGroups): the trainer's PrunePolicy
 	// builds those masks from the network.
 	DependencyGroups Granularity = "groups"
+	// Heads removes attention heads: a head's rows of the q, k and v
+	// projections (and their biases) and its columns of the output
+	// projection (graph.Attention); the trainer builds those masks from the
+	// network too.
+	Heads Granularity = "heads"
 )
 
 // Granularities lists them for recipes.

@@ -51,11 +51,13 @@ const (
 	// then act.
 	LayerNorm Kind = "layernorm"
 	// Attention is multi-head self-attention over In {1, T, D}: the
-	// projections q, k, v (named Name+".q", ".k", ".v", each W [D, D] and a
-	// bias, as linear layers applied at every position), Heads heads of
-	// D/Heads values each, softmax(q·kᵀ/√(D/Heads)) — with Causal, position
-	// t attends to positions ≤ t only — times v, and the output projection
-	// Name+".o" [D, D] with its bias.
+	// projections q, k, v (named Name+".q", ".k", ".v", each W [E, D] and a
+	// bias, as linear layers applied at every position; E is Out, D when
+	// 0), Heads heads of E/Heads values each, softmax(q·kᵀ/√(E/Heads)) —
+	// with Causal, position t attends to positions ≤ t only — times v, and
+	// the output projection Name+".o" [D, E] with its bias. Pruning heads
+	// removes their rows of q, k, v and columns of o: E shrinks, the head
+	// width stays.
 	Attention Kind = "attention"
 )
 
@@ -94,6 +96,7 @@ const (
 	Columns  Group = "columns"  // a linear layer's inputs
 	Filters  Group = "filters"  // a convolution's output filters
 	Channels Group = "channels" // a convolution's input channels
+	Heads    Group = "heads"    // an attention layer's heads (their rows of q, k, v and columns of o)
 )
 
 // Shape is an activation's shape per sample, NHWC: a flat vector is
@@ -157,6 +160,15 @@ func (l Layer) Window() (kernel, stride, pad int) {
 	return kernel, stride, l.Pad
 }
 
+// Inner is an attention layer's projection width E (Out, or the input's
+// width D when 0).
+func (l Layer) Inner() int {
+	if l.Out == 0 {
+		return l.In.C
+	}
+	return l.Out
+}
+
 // VocabSize is an embedding's table rows (256 unless set).
 func (l Layer) VocabSize() int {
 	if l.Vocab == 0 {
@@ -200,8 +212,8 @@ func (l Layer) Output() Shape {
 func (l Layer) MACs() int64 {
 	switch l.Kind {
 	case Attention:
-		t, d := int64(l.In.H*l.In.W), int64(l.In.C)
-		return 4*t*d*d + 2*t*t*d
+		t, d, e := int64(l.In.H*l.In.W), int64(l.In.C), int64(l.Inner())
+		return 4*t*d*e + 2*t*t*e
 	case Linear:
 		return int64(l.In.Size()) * int64(l.Out)
 	case Conv:
@@ -273,12 +285,15 @@ func (l Layer) Params() []Param {
 			{Name: l.Name + ".pos", Layer: l.Name, Shape: []int{l.In.H * l.In.W, l.Out}, Fan: 1, Embed: true, Zero: true},
 		}
 	case Attention:
-		d := l.In.C
+		d, e := l.In.C, l.Inner()
 		var ps []Param
 		for _, part := range AttentionParts {
-			ps = append(ps,
-				Param{Name: l.Name + part, Layer: l.Name, Shape: []int{d, d}, Groups: []Group{Rows, Columns}, Fan: d},
-				Param{Name: l.Name + part + ".bias", Layer: l.Name, Shape: []int{d}, Bias: true, Fan: d})
+			w := Param{Name: l.Name + part, Layer: l.Name, Shape: []int{e, d}, Groups: []Group{Heads}, Fan: d}
+			b := Param{Name: l.Name + part + ".bias", Layer: l.Name, Shape: []int{e}, Bias: true, Fan: d}
+			if part == ".o" {
+				w.Shape, w.Fan, b.Shape, b.Fan = []int{d, e}, e, []int{d}, e
+			}
+			ps = append(ps, w, b)
 		}
 		return ps
 	}
@@ -467,8 +482,8 @@ func (l Layer) checkSequence() error {
 		if l.In.H != 1 {
 			return fmt.Errorf("graph: layer %s attends over a sequence {1, T, D}, not %v", l.Name, l.In)
 		}
-		if l.Heads < 1 || l.In.C%l.Heads != 0 {
-			return fmt.Errorf("graph: layer %s: %d heads do not divide its width %d", l.Name, l.Heads, l.In.C)
+		if l.Heads < 1 || l.Out < 0 || l.Inner()%l.Heads != 0 {
+			return fmt.Errorf("graph: layer %s: %d heads do not divide its projections' width %d", l.Name, l.Heads, l.Inner())
 		}
 	}
 	return nil

@@ -32,13 +32,14 @@ func runtimeLayers(net graph.Network) []runtimeLayer {
 			continue
 		}
 		in := l.InputsOf(prev)
+		inner := graph.Shape{H: 1, W: l.In.W, C: l.Inner()}
 		proj := func(part string, from []string) graph.Layer {
-			return graph.Layer{Name: l.Name + part, Kind: graph.Conv, Inputs: from, In: l.In, Out: l.In.C, Kernel: 1, Act: graph.Identity}
+			return graph.Layer{Name: l.Name + part, Kind: graph.Conv, Inputs: from, In: l.In, Out: inner.C, Kernel: 1, Act: graph.Identity}
 		}
-		core := graph.Layer{Name: l.Name + ".core", Kind: graph.Attention, In: l.In, Heads: l.Heads, Causal: l.Causal, Act: graph.Identity,
+		core := graph.Layer{Name: l.Name + ".core", Kind: graph.Attention, In: inner, Heads: l.Heads, Causal: l.Causal, Act: graph.Identity,
 			Inputs: []string{l.Name + ".q", l.Name + ".k", l.Name + ".v"}}
 		o := proj(".o", []string{core.Name})
-		o.Act = l.Act
+		o.In, o.Out, o.Act = inner, l.In.C, l.Act
 		out = append(out, runtimeLayer{Layer: proj(".q", in)}, runtimeLayer{Layer: proj(".k", in)}, runtimeLayer{Layer: proj(".v", in)},
 			runtimeLayer{Layer: core}, runtimeLayer{Layer: o, of: l.Name})
 		prev = l.Name

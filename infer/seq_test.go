@@ -29,6 +29,13 @@ func TestTransformerAgreesWithTheTrainingGraph(t *testing.T) {
 				net.Layers[i].Causal = causal
 			}
 		}
+		if net.Layers[2].Name != "b1.attn" {
+			t.Fatalf("layer 2 is %s", net.Layers[2].Name)
+		}
+		net.Layers[2].Out, net.Layers[2].Heads = 24, 3 // three heads of 8 left
+		if err := net.Validate(); err != nil {
+			t.Fatal(err)
+		}
 		gm, err := model.FromNetwork(net, "uniform", 2)
 		if err != nil {
 			t.Fatal(err)

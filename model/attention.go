@@ -12,10 +12,11 @@ import (
 )
 
 // attentionOp is multi-head self-attention over x [batch, T·D] (graph's
-// Attention): the projections Q = x·Wqᵀ + bq, K, V likewise, per head h
-// and sample the scores S = Q_h·K_hᵀ/√dh (with causal, −∞ above the
-// diagonal), P = softmax(S) by row, the context C_h = P·V_h, and the output
-// y = C·Woᵀ + bo. Its inputs: x, Wq, bq, Wk, bk, Wv, bv, Wo, bo.
+// Attention): the projections Q = x·Wqᵀ + bq [rows, E], K, V likewise,
+// per head h and sample the scores S = Q_h·K_hᵀ/√dh (dh = E/heads; with
+// causal, −∞ above the diagonal), P = softmax(S) by row, the context C_h =
+// P·V_h, and the output y = C·Woᵀ + bo. Its inputs: x, Wq, bq, Wk, bk, Wv,
+// bv, Wo, bo.
 type attentionOp struct {
 	opBase
 	t, heads int
@@ -39,11 +40,12 @@ func (o *attentionOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
 	return in[0].(tensor.Shape).Clone(), nil
 }
 
-// dims are the batch, the positions, the width and a head's width.
-func (o *attentionOp) dims(x tensor.Shape) (n, t, d, dh int) {
+// dims are the batch, the positions, the width, the projections' width
+// and a head's width, for x and Wq's shapes.
+func (o *attentionOp) dims(x, wq tensor.Shape) (n, t, d, e, dh int) {
 	n, t = x[0], o.t
-	d = x[1] / t
-	return n, t, d, d / o.heads
+	d, e = x[1]/t, wq[0]
+	return n, t, d, e, e / o.heads
 }
 
 func grow(b []float32, n int) []float32 {
@@ -54,23 +56,23 @@ func grow(b []float32, n int) []float32 {
 }
 
 func (o *attentionOp) Do(vs ...G.Value) (G.Value, error) {
-	n, t, d, dh := o.dims(vs[0].Shape())
-	if d*t != vs[0].Shape()[1] || dh*o.heads != d || vs[1].Shape().TotalSize() != d*d {
-		return nil, o.ShapeErr("x %v, W %v for %d positions and %d heads", vs[0].Shape(), vs[1].Shape(), t, o.heads)
+	n, t, d, e, dh := o.dims(vs[0].Shape(), vs[1].Shape())
+	if d*t != vs[0].Shape()[1] || dh*o.heads != e || vs[1].Shape().TotalSize() != e*d || vs[7].Shape().TotalSize() != d*e {
+		return nil, o.ShapeErr("x %v, Wq %v, Wo %v for %d positions and %d heads", vs[0].Shape(), vs[1].Shape(), vs[7].Shape(), t, o.heads)
 	}
 	rows := n * t
 	x := data(vs[0])
-	o.q, o.k, o.v = grow(o.q, rows*d), grow(o.k, rows*d), grow(o.v, rows*d)
-	o.ctx, o.p = grow(o.ctx, rows*d), grow(o.p, n*o.heads*t*t)
+	o.q, o.k, o.v = grow(o.q, rows*e), grow(o.k, rows*e), grow(o.v, rows*e)
+	o.ctx, o.p = grow(o.ctx, rows*e), grow(o.p, n*o.heads*t*t)
 	for i, dst := range [][]float32{o.q, o.k, o.v} {
-		o.Eng.Sgemm(false, true, rows, d, d, 1, x, d, data(vs[1+2*i]), d, 0, dst, d)
-		biasAct(o.Eng, dst, data(vs[2+2*i]), rows, d, Identity)
+		o.Eng.Sgemm(false, true, rows, e, d, 1, x, d, data(vs[1+2*i]), d, 0, dst, e)
+		biasAct(o.Eng, dst, data(vs[2+2*i]), rows, e, Identity)
 	}
 	scale := float32(1 / math.Sqrt(float64(dh)))
 	for b := range n {
 		for h := range o.heads {
-			off, p := b*t*d+h*dh, o.p[(b*o.heads+h)*t*t:][:t*t]
-			o.Eng.Sgemm(false, true, t, t, dh, scale, o.q[off:], d, o.k[off:], d, 0, p, t)
+			off, p := b*t*e+h*dh, o.p[(b*o.heads+h)*t*t:][:t*t]
+			o.Eng.Sgemm(false, true, t, t, dh, scale, o.q[off:], e, o.k[off:], e, 0, p, t)
 		}
 	}
 	o.Eng.Parallel(n*o.heads*t, max(1, minParallel/t), func(lo, hi int) {
@@ -84,13 +86,13 @@ func (o *attentionOp) Do(vs ...G.Value) (G.Value, error) {
 	})
 	for b := range n {
 		for h := range o.heads {
-			off, p := b*t*d+h*dh, o.p[(b*o.heads+h)*t*t:][:t*t]
-			o.Eng.Sgemm(false, false, t, dh, t, 1, p, t, o.v[off:], d, 0, o.ctx[off:], d)
+			off, p := b*t*e+h*dh, o.p[(b*o.heads+h)*t*t:][:t*t]
+			o.Eng.Sgemm(false, false, t, dh, t, 1, p, t, o.v[off:], e, 0, o.ctx[off:], e)
 		}
 	}
 	y := o.out.Get(n, t*d)
 	yd := y.Float32s()
-	o.Eng.Sgemm(false, true, rows, d, d, 1, o.ctx, d, data(vs[7]), d, 0, yd, d)
+	o.Eng.Sgemm(false, true, rows, d, e, 1, o.ctx, e, data(vs[7]), e, 0, yd, d)
 	biasAct(o.Eng, yd, data(vs[8]), rows, d, Identity)
 	return y, nil
 }
@@ -108,12 +110,8 @@ func (o *attentionOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error)
 	if o.needDX {
 		out[0] = dx
 	}
-	d := in[1].Shape()[0]
 	for i := range g.side {
-		shape := tensor.Shape{d, d}
-		if i%2 == 1 {
-			shape = tensor.Shape{d}
-		}
+		shape := in[1+i].Shape().Clone() // each weight's and bias's own
 		s, err := G.ApplyOp(&sideGradOp{opBase: newBase(o.Name+".side", o.Eng), v: &g.side[i], shape: shape}, dx)
 		if err != nil {
 			return nil, err
@@ -149,41 +147,42 @@ func (o *attentionGradOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
 }
 func (o *attentionGradOp) Do(vs ...G.Value) (G.Value, error) {
 	f := o.fwd
-	n, t, d, dh := f.dims(vs[1].Shape())
+	n, t, d, e, dh := f.dims(vs[1].Shape(), vs[2].Shape())
 	rows := n * t
-	if len(f.ctx) != rows*d {
+	if len(f.ctx) != rows*e {
 		return nil, o.ShapeErr("an attention layer's gradient before its forward pass")
 	}
 	dy, x := data(vs[0]), data(vs[1])
 	wq, wk, wv, wo := data(vs[2]), data(vs[3]), data(vs[4]), data(vs[5])
-	o.dctx, o.dq, o.dk, o.dv = grow(o.dctx, rows*d), grow(o.dq, rows*d), grow(o.dk, rows*d), grow(o.dv, rows*d)
+	o.dctx, o.dq, o.dk, o.dv = grow(o.dctx, rows*e), grow(o.dq, rows*e), grow(o.dk, rows*e), grow(o.dv, rows*e)
 	o.dsc = grow(o.dsc, t*t)
-	dW := func(i int, dz, in []float32) {
-		o.Eng.Sgemm(true, false, d, d, rows, 1, dz, d, in, d, 0, o.side[2*i].Get(d, d).Float32s(), d)
-		colSums(o.Eng, dz, d, o.side[2*i+1].Get(d).Float32s())
+	// dW = dzᵀ·in [out, width] and db = Σ dz for projection i.
+	dW := func(i int, dz []float32, out int, in []float32, width int) {
+		o.Eng.Sgemm(true, false, out, width, rows, 1, dz, out, in, width, 0, o.side[2*i].Get(out, width).Float32s(), width)
+		colSums(o.Eng, dz, out, o.side[2*i+1].Get(out).Float32s())
 	}
-	dW(3, dy, f.ctx)
-	o.Eng.Sgemm(false, false, rows, d, d, 1, dy, d, wo, d, 0, o.dctx, d)
+	dW(3, dy, d, f.ctx, e)
+	o.Eng.Sgemm(false, false, rows, e, d, 1, dy, d, wo, e, 0, o.dctx, e)
 	scale := float32(1 / math.Sqrt(float64(dh)))
 	for b := range n {
 		for h := range f.heads {
-			off, p := b*t*d+h*dh, f.p[(b*f.heads+h)*t*t:][:t*t]
-			o.Eng.Sgemm(true, false, t, dh, t, 1, p, t, o.dctx[off:], d, 0, o.dv[off:], d)
-			o.Eng.Sgemm(false, true, t, t, dh, 1, o.dctx[off:], d, f.v[off:], d, 0, o.dsc, t)
+			off, p := b*t*e+h*dh, f.p[(b*f.heads+h)*t*t:][:t*t]
+			o.Eng.Sgemm(true, false, t, dh, t, 1, p, t, o.dctx[off:], e, 0, o.dv[off:], e)
+			o.Eng.Sgemm(false, true, t, t, dh, 1, o.dctx[off:], e, f.v[off:], e, 0, o.dsc, t)
 			softmaxGrad(o.dsc, p, t)
-			o.Eng.Sgemm(false, false, t, dh, t, scale, o.dsc, t, f.k[off:], d, 0, o.dq[off:], d)
-			o.Eng.Sgemm(true, false, t, dh, t, scale, o.dsc, t, f.q[off:], d, 0, o.dk[off:], d)
+			o.Eng.Sgemm(false, false, t, dh, t, scale, o.dsc, t, f.k[off:], e, 0, o.dq[off:], e)
+			o.Eng.Sgemm(true, false, t, dh, t, scale, o.dsc, t, f.q[off:], e, 0, o.dk[off:], e)
 		}
 	}
-	dW(0, o.dq, x)
-	dW(1, o.dk, x)
-	dW(2, o.dv, x)
+	dW(0, o.dq, e, x, d)
+	dW(1, o.dk, e, x, d)
+	dW(2, o.dv, e, x, d)
 	dx := o.out.Get(n, t*d)
 	dd := dx.Float32s()
 	if f.needDX {
-		o.Eng.Sgemm(false, false, rows, d, d, 1, o.dq, d, wq, d, 0, dd, d)
-		o.Eng.Sgemm(false, false, rows, d, d, 1, o.dk, d, wk, d, 1, dd, d)
-		o.Eng.Sgemm(false, false, rows, d, d, 1, o.dv, d, wv, d, 1, dd, d)
+		o.Eng.Sgemm(false, false, rows, d, e, 1, o.dq, e, wq, d, 0, dd, d)
+		o.Eng.Sgemm(false, false, rows, d, e, 1, o.dk, e, wk, d, 1, dd, d)
+		o.Eng.Sgemm(false, false, rows, d, e, 1, o.dv, e, wv, d, 1, dd, d)
 	}
 	return dx, nil
 }

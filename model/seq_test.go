@@ -14,7 +14,8 @@ import (
 
 // seqNet is a small transformer classifier over 6 positions of an 8-token
 // vocabulary: every sequence kind, GELU, residual additions and mean
-// pooling; causal attention when asked.
+// pooling; causal attention when asked, its projections narrower (6) than
+// the width (8), as after pruning a head.
 func seqNet(t *testing.T, causal bool) graph.Network {
 	t.Helper()
 	net, err := graph.Transformer(graph.Shape{H: 1, W: 6, C: 1}, 8, 2, 1, 12, 3, false)
@@ -26,7 +27,7 @@ func seqNet(t *testing.T, causal bool) graph.Network {
 		case graph.Embedding:
 			net.Layers[i].Vocab = 8
 		case graph.Attention:
-			net.Layers[i].Causal = causal
+			net.Layers[i].Causal, net.Layers[i].Out = causal, 6
 		}
 	}
 	if err := net.Validate(); err != nil {
@@ -78,7 +79,7 @@ func TestTransformerGradientsMatchFiniteDifferences(t *testing.T) {
 // forward pass written as loops, its gradients by central differences of
 // that definition.
 func TestAttentionMatchesDirect(t *testing.T) {
-	const n, T, d, heads = 2, 5, 6, 3
+	const n, T, d, e, heads = 2, 5, 6, 4, 2
 	for _, causal := range []bool{false, true} {
 		r := rand.New(rand.NewPCG(11, 2))
 		randn := func(size int) []float32 {
@@ -89,20 +90,22 @@ func TestAttentionMatchesDirect(t *testing.T) {
 			return v
 		}
 		ins := [][]float32{randn(n * T * d)}
-		for range 4 {
-			ins = append(ins, randn(d*d), randn(d))
+		for range 3 {
+			ins = append(ins, randn(e*d), randn(e))
 		}
+		ins = append(ins, randn(d*e), randn(d))
 		probe := randn(n * T * d) // the loss is Σ y·probe
 		eng := cpu.New(cpu.Options{Threads: 2})
 		g := G.NewGraph()
 		var nodes G.Nodes
 		for i, v := range ins {
-			shape := []int{d, d}
+			shape := map[int][]int{0: {n, T * d}, 7: {d, e}, 8: {d}}[i]
 			switch {
-			case i == 0:
-				shape = []int{n, T * d}
-			case i%2 == 0:
-				shape = []int{d}
+			case shape != nil:
+			case i%2 == 1:
+				shape = []int{e, d}
+			default:
+				shape = []int{e}
 			}
 			nodes = append(nodes, G.NewTensor(g, tensor.Float32, len(shape), G.WithShape(shape...), G.WithName(string(rune('a'+i))),
 				G.WithValue(tensor.New(tensor.WithShape(shape...), tensor.WithBacking(v)))))
@@ -128,7 +131,7 @@ func TestAttentionMatchesDirect(t *testing.T) {
 		if err := vm.RunAll(); err != nil {
 			t.Fatal(err)
 		}
-		want := directAttention(ins, n, T, d, heads, causal)
+		want := directAttention(ins, n, T, d, e, heads, causal)
 		for i, v := range data(y.Value()) {
 			if math.Abs(float64(v)-want[i]) > 1e-5*(1+math.Abs(want[i])) {
 				t.Fatalf("causal %v: y[%d] = %v, direct %v", causal, i, v, want[i])
@@ -136,7 +139,7 @@ func TestAttentionMatchesDirect(t *testing.T) {
 		}
 		lossOf := func() float64 {
 			var s float64
-			for i, v := range directAttention(ins, n, T, d, heads, causal) {
+			for i, v := range directAttention(ins, n, T, d, e, heads, causal) {
 				s += v * float64(probe[i])
 			}
 			return s
@@ -163,31 +166,29 @@ func TestAttentionMatchesDirect(t *testing.T) {
 }
 
 // directAttention is attention's definition in float64 loops (graph's
-// Attention), on inputs x, Wq, bq, Wk, bk, Wv, bv, Wo, bo.
-func directAttention(in [][]float32, n, T, d, heads int, causal bool) []float64 {
-	x := in[0]
-	proj := func(w, b []float32, src []float64, from []float32) []float64 {
-		out := make([]float64, n*T*d)
+// Attention: width d, projections e), on inputs x, Wq, bq, Wk, bk, Wv, bv,
+// Wo, bo.
+func directAttention(in [][]float32, n, T, d, e, heads int, causal bool) []float64 {
+	proj := func(w, b []float32, src []float64, width, out int) []float64 {
+		y := make([]float64, n*T*out)
 		for r := range n * T {
-			for o := range d {
+			for o := range out {
 				s := float64(b[o])
-				for i := range d {
-					v := 0.0
-					if src != nil {
-						v = src[r*d+i]
-					} else {
-						v = float64(from[r*d+i])
-					}
-					s += float64(w[o*d+i]) * v
+				for i := range width {
+					s += float64(w[o*width+i]) * src[r*width+i]
 				}
-				out[r*d+o] = s
+				y[r*out+o] = s
 			}
 		}
-		return out
+		return y
 	}
-	q, k, v := proj(in[1], in[2], nil, x), proj(in[3], in[4], nil, x), proj(in[5], in[6], nil, x)
-	dh := d / heads
-	ctx := make([]float64, n*T*d)
+	x := make([]float64, len(in[0]))
+	for i, v := range in[0] {
+		x[i] = float64(v)
+	}
+	q, k, v := proj(in[1], in[2], x, d, e), proj(in[3], in[4], x, d, e), proj(in[5], in[6], x, d, e)
+	dh := e / heads
+	ctx := make([]float64, n*T*e)
 	for b := range n {
 		for h := range heads {
 			for i := range T {
@@ -200,7 +201,7 @@ func directAttention(in [][]float32, n, T, d, heads int, causal bool) []float64 
 					}
 					var dot float64
 					for c := range dh {
-						dot += q[(b*T+i)*d+h*dh+c] * k[(b*T+j)*d+h*dh+c]
+						dot += q[(b*T+i)*e+h*dh+c] * k[(b*T+j)*e+h*dh+c]
 					}
 					s[j] = dot / math.Sqrt(float64(dh))
 					m = max(m, s[j])
@@ -212,13 +213,13 @@ func directAttention(in [][]float32, n, T, d, heads int, causal bool) []float64 
 				}
 				for j := range T {
 					for c := range dh {
-						ctx[(b*T+i)*d+h*dh+c] += s[j] / z * v[(b*T+j)*d+h*dh+c]
+						ctx[(b*T+i)*e+h*dh+c] += s[j] / z * v[(b*T+j)*e+h*dh+c]
 					}
 				}
 			}
 		}
 	}
-	return proj(in[7], in[8], ctx, nil)
+	return proj(in[7], in[8], ctx, e, d)
 }
 
 // TestLayerNormAndGELUMatchDefinitions checks the forward passes of

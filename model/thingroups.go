@@ -64,7 +64,8 @@ func (m *Model) ThinGroups() (*Model, ThinReport, error) {
 			}
 		}
 	}
-	net, rep, err := thinnedNetwork(m.Net, space)
+	heads := m.thinHeads(params, keep)
+	net, rep, err := thinnedNetwork(m.Net, space, heads)
 	if err != nil {
 		return nil, ThinReport{}, err
 	}
@@ -85,6 +86,47 @@ func (m *Model) ThinGroups() (*Model, ThinReport, error) {
 		rep.After = append(rep.After, slices.Clone(small.Param(name).Shape))
 	}
 	return small, rep, nil
+}
+
+// thinHeads finds each attention layer's heads that carry exactly zero —
+// their rows of q, k, v and of those biases, their columns of o — and
+// sets keep to the others' indexes; it returns the heads each attention
+// layer keeps (at least one: shapes stay non-empty).
+func (m *Model) thinHeads(params map[string]*Param, keep map[string]map[int][]int) map[string]int {
+	out := map[string]int{}
+	for _, l := range m.Net.Layers {
+		if l.Kind != graph.Attention {
+			continue
+		}
+		e, dh := l.Inner(), l.Inner()/l.Heads
+		var alive []int // the kept rows of q, k, v (columns of o)
+		for h := range l.Heads {
+			zero := true
+			for _, part := range []string{".q", ".k", ".v", ".o", ".q.bias", ".k.bias", ".v.bias"} {
+				d := params[l.Name+part].Data()
+				for j, v := range d {
+					idx := j / (len(d) / e) // a row of q, k, v or their biases
+					if part == ".o" {
+						idx = j % e
+					}
+					if idx/dh == h && v != 0 {
+						zero = false
+					}
+				}
+			}
+			if !zero || (h == l.Heads-1 && len(alive) == 0) {
+				for c := h * dh; c < (h+1)*dh; c++ {
+					alive = append(alive, c)
+				}
+			}
+		}
+		out[l.Name] = len(alive) / dh
+		for _, part := range []string{".q", ".k", ".v", ".q.bias", ".k.bias", ".v.bias"} {
+			keep[l.Name+part] = map[int][]int{0: alive}
+		}
+		keep[l.Name+".o"] = map[int][]int{1: alive}
+	}
+	return out
 }
 
 // zeroChannel says whether channel k of a group carries exactly zero:
@@ -109,9 +151,10 @@ func zeroChannel(g graph.ChannelGroup, params map[string]*Param, buffers map[str
 }
 
 // thinnedNetwork is net with each producer's outputs set to its count in
-// space, the shapes that follow recomputed (a depthwise convolution keeps
-// as many filters and groups as channels reach it).
-func thinnedNetwork(net graph.Network, space map[string]int) (graph.Network, ThinReport, error) {
+// space and each attention layer's heads to its count in heads, the
+// shapes that follow recomputed (a depthwise convolution keeps as many
+// filters and groups as channels reach it).
+func thinnedNetwork(net graph.Network, space, heads map[string]int) (graph.Network, ThinReport, error) {
 	c := graph.NewChain(net.Input, net.Classes)
 	var rep ThinReport
 	for _, l := range net.Layers {
@@ -127,6 +170,12 @@ func thinnedNetwork(net graph.Network, space map[string]int) (graph.Network, Thi
 		case l.Kind == graph.Conv || l.Kind == graph.Linear:
 			if n, ok := space[l.Name]; ok {
 				nl.Out = n
+			}
+		case l.Kind == graph.Attention:
+			if h, ok := heads[l.Name]; ok && h != l.Heads {
+				nl.Out, nl.Heads = h*(l.Inner()/l.Heads), h
+				rep.Layers = append(rep.Layers, l.Name+".q")
+				rep.Removed = append(rep.Removed, l.Inner()-nl.Out)
 			}
 		}
 		if (l.Kind == graph.Conv || l.Kind == graph.Linear) && nl.Out != l.Out {

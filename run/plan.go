@@ -178,6 +178,9 @@ func (p *Plan) Policies(sens *trainer.SensitivityPolicy) []trainer.Policy {
 // it), each regularizer's strength, and the one-off events (sensitivity,
 // factorize, thin).
 func DryRun(w io.Writer, job *recipes.Job) error {
+	if err := Check(job); err != nil { // names first, then the data
+		return err
+	}
 	info, err := describe(job)
 	if err != nil {
 		return err

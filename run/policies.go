@@ -93,6 +93,41 @@ func checkLayers(job *recipes.Job, m *model.Model, layersField string, names []s
 	return out, nil
 }
 
+// attentionLayers resolves a heads block's layers — attention layers'
+// names or patterns of them (every attention layer when none) — in the
+// model's order; errors point at the recipe field.
+func attentionLayers(job *recipes.Job, m *model.Model, field string, names []string) ([]string, error) {
+	var all, out []string
+	for _, l := range m.Net.Layers {
+		if l.Kind == graph.Attention {
+			all = append(all, l.Name)
+		}
+	}
+	if len(all) == 0 {
+		return nil, job.Errorf(field, "granularity \"heads\" prunes attention layers; model %s has none", job.Model.Arch)
+	}
+	if len(names) == 0 {
+		return all, nil
+	}
+	for _, l := range all {
+		for _, name := range names {
+			ok, err := path.Match(name, l)
+			if err != nil {
+				return nil, job.Errorf(field, "layer pattern %q: %v", name, err)
+			}
+			if ok && !slices.Contains(out, l) {
+				out = append(out, l)
+			}
+		}
+	}
+	for _, name := range names {
+		if !slices.ContainsFunc(all, func(l string) bool { ok, _ := path.Match(name, l); return ok }) {
+			return nil, job.Errorf(field, "%q names no attention layer (the model's: %s)", name, strings.Join(all, ", "))
+		}
+	}
+	return out, nil
+}
+
 // checkGroups checks that each layer's output channels form a prunable
 // dependency group (graph.ChannelGroups).
 func checkGroups(job *recipes.Job, m *model.Model, field string, layers []string) error {
@@ -155,7 +190,12 @@ func prunePolicies(job *recipes.Job, m *model.Model, epochSamples int64, log hcl
 			granularity = pb.Granularity
 		}
 		var err error
-		if pol.Layers, err = checkLayers(job, m, field("layers"), pb.Layers, field("granularity"), granularity); err != nil {
+		if granularity == "heads" {
+			pol.Layers, err = attentionLayers(job, m, field("layers"), pb.Layers)
+		} else {
+			pol.Layers, err = checkLayers(job, m, field("layers"), pb.Layers, field("granularity"), granularity)
+		}
+		if err != nil {
 			return nil, err
 		}
 		if granularity == "groups" {

@@ -665,7 +665,7 @@ func teacherJob(job *recipes.Job, k int) *recipes.Job {
 	if job.Teacher.Count > 1 {
 		name = fmt.Sprintf("%s-teacher-%d", job.Name, k+1)
 	}
-	tj := &recipes.Job{Name: name, Dataset: job.Dataset, Seed: job.Seed + uint64(k), Epochs: job.Teacher.Epochs,
+	tj := &recipes.Job{Name: name, Dataset: job.Dataset, DataDir: job.DataDir, Seed: job.Seed + uint64(k), Epochs: job.Teacher.Epochs,
 		Batch: job.Batch, EvalBatch: job.EvalBatch, Validation: job.Validation, Threads: job.Threads,
 		Augment: job.Augment, Model: job.Teacher.Model, Optimizer: job.Optimizer, File: job.File, Ranges: job.Ranges, Checkpoint: job.Checkpoint,
 		Variables: job.Variables}

@@ -75,8 +75,12 @@ func (p *PrunePolicy) BeforeStep(s *State) error {
 		return nil
 	}
 	target := p.Schedule.Target(at)
-	if p.Granularity == compress.DependencyGroups {
-		params, masks, err := p.groupMasks(s, target)
+	if p.Granularity == compress.DependencyGroups || p.Granularity == compress.Heads {
+		groups := p.groupMasks
+		if p.Granularity == compress.Heads {
+			groups = p.headMasks
+		}
+		params, masks, err := groups(s, target)
 		if err != nil {
 			return err
 		}

@@ -552,7 +552,7 @@ func TestReferenceIsCurrent(t *testing.T) {
 			t.Fatalf("quantize.%s is undocumented", f.name)
 		}
 	}
-	for _, want := range []string{"## `prune \"…\"`", "| `granularity` | string | `\"rows\"` | `rows`, `columns`, `filters`, `channels`, `groups` |", "| `freeze_bn_epoch` | number | `0` | (0, epochs] |"} {
+	for _, want := range []string{"## `prune \"…\"`", "| `granularity` | string | `\"rows\"` | `rows`, `columns`, `filters`, `channels`, `groups`, `heads` |", "| `freeze_bn_epoch` | number | `0` | (0, epochs] |"} {
 		if !strings.Contains(ref, want) {
 			t.Fatalf("the reference lacks %q", want)
 		}

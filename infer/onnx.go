@@ -99,6 +99,10 @@ func attrInt(name string, v int64) *onnxpb.AttributeProto {
 	return &onnxpb.AttributeProto{Name: proto.String(name), I: proto.Int64(v), Type: onnxpb.AttributeProto_INT.Enum()}
 }
 
+func attrFloat(name string, v float32) *onnxpb.AttributeProto {
+	return &onnxpb.AttributeProto{Name: proto.String(name), F: proto.Float32(v), Type: onnxpb.AttributeProto_FLOAT.Enum()}
+}
+
 func attrInts(name string, v ...int64) *onnxpb.AttributeProto {
 	return &onnxpb.AttributeProto{Name: proto.String(name), Ints: v, Type: onnxpb.AttributeProto_INTS.Enum()}
 }
@@ -234,7 +238,11 @@ func valueInfo(name string, dims ...any) *onnxpb.ValueInfoProto {
 		}
 		shape.Dim = append(shape.Dim, dim)
 	}
-	tensor := &onnxpb.TypeProto_Tensor{ElemType: proto.Int32(onnxFloat), Shape: shape}
+	typ := onnxFloat
+	if name == "input" && len(dims) == 2 { // a text model's byte ids
+		typ = onnxInt64
+	}
+	tensor := &onnxpb.TypeProto_Tensor{ElemType: proto.Int32(int32(typ)), Shape: shape}
 	return &onnxpb.ValueInfoProto{Name: proto.String(name), Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{TensorType: tensor}}}
 }
 
@@ -243,6 +251,10 @@ func (g *onnxGraph) model(m *Model, f *checkpoint.File, opset int, producer stri
 	ir := int64(8) // opset 17
 	if opset >= 21 {
 		ir = 10
+	}
+	doc, input := "input: pixel/255 as float32 [batch, channels, rows, cols]; output: logits", valueInfo("input", "batch", m.Channels, m.Rows, m.Cols)
+	if m.embeds() {
+		doc, input = "input: byte ids as int64 [batch, positions]; output: logits", valueInfo("input", "batch", m.Cols)
 	}
 	md := &onnxpb.ModelProto{
 		IrVersion:       proto.Int64(ir),
@@ -254,8 +266,8 @@ func (g *onnxGraph) model(m *Model, f *checkpoint.File, opset int, producer stri
 			Node:        g.nodes,
 			Name:        proto.String("lathe"),
 			Initializer: g.inits,
-			DocString:   proto.String("input: pixel/255 as float32 [batch, channels, rows, cols]; output: logits"),
-			Input:       []*onnxpb.ValueInfoProto{valueInfo("input", "batch", m.Channels, m.Rows, m.Cols)},
+			DocString:   proto.String(doc),
+			Input:       []*onnxpb.ValueInfoProto{input},
 			Output:      []*onnxpb.ValueInfoProto{valueInfo("logits", "batch", m.Classes)},
 		},
 		OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: proto.String(""), Version: proto.Int64(int64(opset))}},

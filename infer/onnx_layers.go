@@ -75,6 +75,8 @@ func (e *onnxExport) act(l *Layer, cur string) string {
 		return e.g.node("Relu", l.Name+".relu", []string{cur})
 	case graph.ReLU6:
 		return e.g.node("Clip", l.Name+".relu6", []string{cur, e.g.floats(l.Name+".min", []float32{0}), e.g.floats(l.Name+".max", []float32{6})})
+	case graph.GELU:
+		return e.g.gelu(l.Name, cur)
 	}
 	return cur
 }
@@ -140,6 +142,8 @@ func (e *onnxExport) layer(i int, l *Layer) error {
 			names = append(names, e.valueQ(e.input(l, k)))
 		}
 		out.name = e.g.node("Sum", l.Name, names)
+	case graph.Embedding, graph.LayerNorm, graph.Attention:
+		e.sequence(l, &out)
 	default:
 		return fmt.Errorf("infer: layer %s: ONNX export has no %s layer", l.Name, l.Kind)
 	}

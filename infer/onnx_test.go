@@ -22,7 +22,7 @@ const ortDir = "testdata/ort"
 // ortRun runs an ONNX file in onnxruntime (npm onnxruntime-node under
 // Node.js; make deps installs both) over x [batch, c, h, w] and returns
 // the logits.
-func ortRun(t *testing.T, onnxPath string, x []float32, batch, c, h, w int) []float32 {
+func ortRun(t *testing.T, onnxPath string, x []float32, batch, c, h, w int, extra ...string) []float32 {
 	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
@@ -41,7 +41,7 @@ func ortRun(t *testing.T, onnxPath string, x []float32, batch, c, h, w int) []fl
 		t.Fatal(err)
 	}
 	abs, _ := filepath.Abs(onnxPath)
-	cmd := exec.Command(node, "run.mjs", abs, in, out, strconv.Itoa(batch), strconv.Itoa(c), strconv.Itoa(h), strconv.Itoa(w))
+	cmd := exec.Command(node, append([]string{"run.mjs", abs, in, out, strconv.Itoa(batch), strconv.Itoa(c), strconv.Itoa(h), strconv.Itoa(w)}, extra...)...)
 	cmd.Dir = ortDir
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

@@ -70,10 +70,16 @@ func (l *Layer) sequence(f *checkpoint.File, ls graph.Layer) error {
 	return nil
 }
 
+// embeds says whether the model's input is token ids (its first layer an
+// embedding).
+func (m *Model) embeds() bool {
+	return len(m.Layers) > 0 && m.Layers[0].Kind == string(graph.Embedding)
+}
+
 // checkTokens refuses inputs of a model that embeds tokens which are not
 // ids of its vocabulary (id/255, as bytes arrive).
 func (m *Model) checkTokens(x []float32) error {
-	if len(m.Layers) == 0 || m.Layers[0].Kind != string(graph.Embedding) {
+	if !m.embeds() {
 		return nil
 	}
 	vocab := m.Layers[0].In

@@ -21,18 +21,25 @@ type Set struct {
 	// ClassNames name the classes where the data does (a text set's
 	// languages or files); nil for the image sets.
 	ClassNames []string
+	// Positions is the labels per sample: 0 (one), or a language model's
+	// window length, each byte labelled with the byte that follows it.
+	Positions int
 }
 
+// LabelsPer is the labels each sample has (1, or Positions).
+func (s *Set) LabelsPer() int { return max(s.Positions, 1) }
+
 // Len is the number of samples.
-func (s *Set) Len() int { return len(s.Labels) }
+func (s *Set) Len() int { return len(s.Labels) / s.LabelsPer() }
 
 // Features is the number of inputs per sample (Rows·Cols).
 func (s *Set) Features() int { return s.Rows * s.Cols }
 
 // Slice returns samples [lo, hi) sharing memory with s.
 func (s *Set) Slice(name string, lo, hi int) *Set {
-	f := s.Features()
-	return &Set{Name: name, Rows: s.Rows, Cols: s.Cols, Classes: s.Classes, Images: s.Images[lo*f : hi*f], Labels: s.Labels[lo:hi], ClassNames: s.ClassNames}
+	f, p := s.Features(), s.LabelsPer()
+	return &Set{Name: name, Rows: s.Rows, Cols: s.Cols, Classes: s.Classes, Images: s.Images[lo*f : hi*f], Labels: s.Labels[lo*p : hi*p],
+		ClassNames: s.ClassNames, Positions: s.Positions}
 }
 
 // TrainSize is the number of training images of the image sets (MNIST
@@ -40,14 +47,32 @@ func (s *Set) Slice(name string, lo, hi int) *Set {
 const TrainSize = 60000
 
 // Datasets lathe knows, by recipe name: the image sets, the language
-// identification set of Debian's fortune packages, and a folder of the
-// user's text files, one per class.
-var Datasets = []string{"mnist", "fashion-mnist", "langid", "text"}
+// identification set of Debian's fortune packages, a folder of the user's
+// text files, one per class, and the King James Bible as a character
+// corpus (a language model's windows).
+var Datasets = []string{"mnist", "fashion-mnist", "langid", "text", "kjv"}
+
+// IsText says whether a dataset is text (no augmentation; not shipped to
+// a cluster's workers yet).
+func IsText(name string) bool { return name == "langid" || name == "text" || name == "kjv" }
+
+// OwnValidation says whether a dataset holds out its own validation split
+// (kjv: Proverbs and Romans; a text file: its second-last tenth) rather
+// than the training set's last samples.
+func OwnValidation(name, dir string) bool {
+	if name == "text" && dir != "" {
+		fi, err := os.Stat(dir)
+		return err == nil && fi.Mode().IsRegular()
+	}
+	return name == "kjv"
+}
 
 // Info is what a run needs to know of a dataset before it trains: a
-// sample's shape, the classes and the training samples.
+// sample's shape, the classes, the training samples and the labels per
+// sample (a language model's positions; 0: one).
 type Info struct {
 	Rows, Cols, Classes, Train int
+	Positions                  int
 }
 
 // Describe returns a dataset's Info: the image sets' without reading them,
@@ -77,7 +102,7 @@ var described sync.Map
 
 // InfoOf is a loaded training set's Info.
 func InfoOf(train *Set) Info {
-	return Info{Rows: train.Rows, Cols: train.Cols, Classes: train.Classes, Train: train.Len()}
+	return Info{Rows: train.Rows, Cols: train.Cols, Classes: train.Classes, Train: train.Len(), Positions: train.Positions}
 }
 
 // GoMNISTModule and GoMNISTVersion locate MNIST in the Go module cache;
@@ -151,12 +176,42 @@ func escapeModulePath(p string) string {
 	return b.String()
 }
 
+// LoadSplits is Load with the dataset's own validation split where it has
+// one (OwnValidation); val is nil for the others.
+func LoadSplits(name, dir string) (train, val, test *Set, err error) {
+	if !OwnValidation(name, dir) {
+		train, test, err = Load(name, dir)
+		return train, nil, test, err
+	}
+	var c *Corpus
+	if name == "kjv" {
+		if dir != "" {
+			return nil, nil, nil, fmt.Errorf("data: dataset kjv reads the installed bible-kjv packages, not a folder (%s)", dir)
+		}
+		c, err = LoadKJV()
+	} else {
+		c, err = LoadTextFile(dir)
+	}
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	train, val, test = c.Sets(KJVContext)
+	if train.Len() == 0 || val.Len() == 0 || test.Len() == 0 {
+		return nil, nil, nil, fmt.Errorf("data: %s: fewer than %d bytes in a split (%d, %d and %d windows)", c.Name, KJVContext+1, train.Len(), val.Len(), test.Len())
+	}
+	return train, val, test, nil
+}
+
 // Load reads a dataset's training and test sets: an image set's from dir
 // (DefaultDir(name) when dir is empty), langid's from the installed
 // fortune packages (LoadLangID; no dir), text's from the folder dir
-// (LoadTextDir).
+// (LoadTextDir) or, when dir is a file, that corpus's windows of
+// KJVContext bytes (LoadTextFile), kjv's windows (LoadKJV; no dir).
 func Load(name, dir string) (train, test *Set, err error) {
 	switch name {
+	case "kjv":
+		train, _, test, err = LoadSplits(name, dir)
+		return train, test, err
 	case "langid":
 		if dir != "" {
 			return nil, nil, fmt.Errorf("data: dataset langid reads the installed fortune packages, not a folder (%s)", dir)
@@ -165,7 +220,11 @@ func Load(name, dir string) (train, test *Set, err error) {
 		return train, test, err
 	case "text":
 		if dir == "" {
-			return nil, nil, errors.New("data: dataset text reads a folder of UTF-8 files, one per class: set the recipe's data_dir or pass --data-dir")
+			return nil, nil, errors.New("data: dataset text reads a folder of UTF-8 files, one per class, or one file as a corpus: set the recipe's data_dir or pass --data-dir")
+		}
+		if OwnValidation(name, dir) { // one file: a language model's corpus
+			train, _, test, err = LoadSplits(name, dir)
+			return train, test, err
 		}
 		train, test, _, err = LoadTextDir(dir, TextOptions{})
 		return train, test, err

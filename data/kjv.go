@@ -87,3 +87,26 @@ func parseKJV(out []byte) (*Corpus, error) {
 	}
 	return c, nil
 }
+
+// KJVContext is the bytes of context a window of the King James Bible
+// holds (the shared PyTorch anchor's CharLM's).
+const KJVContext = 128
+
+// Windows cuts text into a language model's samples: non-overlapping
+// windows of n bytes, each byte labelled with the byte that follows it (so
+// a window reads n+1 bytes; the text's last bytes that fill no window are
+// left out). An epoch over them is one pass over the text.
+func Windows(name string, text []byte, n int) *Set {
+	k := max(0, (len(text)-1)/n)
+	s := &Set{Name: name, Rows: 1, Cols: n, Classes: 256, Positions: n, Images: make([]byte, 0, k*n), Labels: make([]byte, 0, k*n)}
+	for w := range k {
+		s.Images = append(s.Images, text[w*n:(w+1)*n]...)
+		s.Labels = append(s.Labels, text[w*n+1:(w+1)*n+1]...)
+	}
+	return s
+}
+
+// Sets are the corpus's training, validation and test windows of n bytes.
+func (c *Corpus) Sets(n int) (train, val, test *Set) {
+	return Windows(c.Name+"/train", c.Train, n), Windows(c.Name+"/val", c.Val, n), Windows(c.Name+"/test", c.Test, n)
+}

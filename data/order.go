@@ -58,7 +58,8 @@ type Batcher struct {
 }
 
 // Fill writes the samples idx into x ([len(idx), Features()] as pixel/255)
-// and their labels into y (as float32 class numbers). With augmentation on,
+// and their labels into y (as float32 class numbers; LabelsPer() each).
+// With augmentation on,
 // each sample's shift is a pure function of (seed, epoch, sample index), so
 // any worker filling any share of a batch produces the same pixels.
 func (b *Batcher) Fill(x, y []float32, idx []int, epoch int) {
@@ -76,7 +77,10 @@ func (b *Batcher) Fill(x, y []float32, idx []int, epoch int) {
 			dy, dx := b.Shift(id, epoch)
 			shift(dst, src, s.Rows, s.Cols, dy, dx, b.Flipped(id, epoch))
 		}
-		y[i] = float32(s.Labels[id])
+		p := s.LabelsPer()
+		for j, l := range s.Labels[id*p : (id+1)*p] {
+			y[i*p+j] = float32(l)
+		}
 	}
 }
 

@@ -64,11 +64,17 @@ func ExportONNX(f *checkpoint.File, w io.Writer, opt ONNXOptions) (*ONNXInfo, er
 			return nil, err
 		}
 	}
-	if last := e.outs[len(e.outs)-1]; !last.flat {
+	last := e.outs[len(e.outs)-1]
+	switch {
+	case m.Net.PerPosition && last.h == 1 && last.c == m.Classes: // [batch, classes, 1, T] → [batch, T, classes]
+		cur := g.node("Transpose", "logits.nhwc", []string{e.quantized(len(m.Layers) - 1)}, attrInts("perm", 0, 2, 3, 1))
+		g.node("Reshape", "logits", []string{cur, g.int64s("logits.shape", []int64{0, int64(last.w), int64(m.Classes)}, 3)})
+	case !last.flat:
 		return nil, fmt.Errorf("infer: the model ends in a %dx%dx%d image, not a fully connected layer; ONNX's output is [batch, %d]", last.c, last.h, last.w, m.Classes)
+	default:
+		e.quantized(len(m.Layers) - 1) // a quantized last layer's output
+		g.nodes[len(g.nodes)-1].Output[0] = "logits"
 	}
-	e.quantized(len(m.Layers) - 1) // a quantized last layer's output
-	g.nodes[len(g.nodes)-1].Output[0] = "logits"
 	if g.usedInt4 {
 		info.Opset = 21
 	}
@@ -253,8 +259,12 @@ func (g *onnxGraph) model(m *Model, f *checkpoint.File, opset int, producer stri
 		ir = 10
 	}
 	doc, input := "input: pixel/255 as float32 [batch, channels, rows, cols]; output: logits", valueInfo("input", "batch", m.Channels, m.Rows, m.Cols)
+	output := valueInfo("logits", "batch", m.Classes)
 	if m.embeds() {
 		doc, input = "input: byte ids as int64 [batch, positions]; output: logits", valueInfo("input", "batch", m.Cols)
+	}
+	if m.Net.PerPosition {
+		doc, output = "input: byte ids as int64 [batch, positions]; output: the next byte's logits at every position [batch, positions, 256]", valueInfo("logits", "batch", m.Cols, m.Classes)
 	}
 	md := &onnxpb.ModelProto{
 		IrVersion:       proto.Int64(ir),
@@ -268,7 +278,7 @@ func (g *onnxGraph) model(m *Model, f *checkpoint.File, opset int, producer stri
 			Initializer: g.inits,
 			DocString:   proto.String(doc),
 			Input:       []*onnxpb.ValueInfoProto{input},
-			Output:      []*onnxpb.ValueInfoProto{valueInfo("logits", "batch", m.Classes)},
+			Output:      []*onnxpb.ValueInfoProto{output},
 		},
 		OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: proto.String(""), Version: proto.Int64(int64(opset))}},
 	}

@@ -2,12 +2,13 @@ package infer
 
 import "github.com/lathe-ml/lathe/data"
 
-// Predict returns the runtime's top-1 class for every sample of a set,
+// Predict returns the runtime's top-1 class for every sample of a set (for
+// every position of a language model's, in order),
 // feeding it in batches of the given size (the last one partial).
 func Predict(m *Model, set *data.Set, batch int) ([]int, error) {
-	f := set.Features()
+	f, per := set.Features(), set.LabelsPer()
 	x := make([]float32, batch*f)
-	labels := make([]float32, batch)
+	labels := make([]float32, batch*per)
 	b := data.Batcher{Set: set}
 	out := make([]int, 0, set.Len())
 	idx := make([]int, 0, batch)
@@ -18,12 +19,12 @@ func Predict(m *Model, set *data.Set, batch int) ([]int, error) {
 			idx = append(idx, i)
 		}
 		n := len(idx)
-		b.Fill(x[:n*f], labels[:n], idx, 0)
+		b.Fill(x[:n*f], labels[:n*per], idx, 0)
 		logits, err := m.Forward(x[:n*f], n)
 		if err != nil {
 			return nil, err
 		}
-		for s := 0; s < n; s++ {
+		for s := 0; s < n*per; s++ { // a sample's, or each of its positions' classes
 			row := logits[s*m.Classes : (s+1)*m.Classes]
 			best := 0
 			for j, v := range row {

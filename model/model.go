@@ -86,6 +86,14 @@ type Input struct {
 	PerPosition bool `json:"per_position,omitempty"`
 }
 
+// LabelsPer is the labels a sample has: one, or one per position.
+func (in Input) LabelsPer() int {
+	if in.PerPosition {
+		return in.Rows * in.Cols
+	}
+	return 1
+}
+
 // MNISTInput is 28×28 grey-scale with 10 classes (MNIST and Fashion-MNIST).
 var MNISTInput = Input{Rows: 28, Cols: 28, Channels: 1, Classes: 10}
 
@@ -417,8 +425,8 @@ func (m *Model) NumParams() int {
 type Net struct {
 	Graph  *G.ExprGraph
 	X      *G.Node   // input images [batch, features]
-	Y      *G.Node   // labels [batch] (training graphs only)
-	Logits *G.Node   // [batch, classes]
+	Y      *G.Node   // labels [batch] ([batch·positions] per position; training graphs only)
+	Logits *G.Node   // [batch, classes] ([batch, positions·classes] per position)
 	Loss   *G.Node   // scalar mean cross-entropy (training graphs only)
 	Params []*G.Node // in the order of Model.Params
 	Batch  int
@@ -573,8 +581,9 @@ func (m *Model) Build(eng compute.Engine, batch int, train bool, seed uint64, ho
 	}
 	net.Logits = h
 	if train {
-		net.YValue = tensor.New(tensor.Of(tensor.Float32), tensor.WithShape(batch))
-		net.Y = G.NewVector(g, tensor.Float32, G.WithShape(batch), G.WithName("y"), G.WithValue(net.YValue))
+		labels := batch * m.Input.LabelsPer()
+		net.YValue = tensor.New(tensor.Of(tensor.Float32), tensor.WithShape(labels))
+		net.Y = G.NewVector(g, tensor.Float32, G.WithShape(labels), G.WithName("y"), G.WithValue(net.YValue))
 		if hooks.Loss != nil {
 			if net.Loss, err = hooks.Loss(net); err != nil {
 				return nil, fmt.Errorf("model: loss: %w", err)

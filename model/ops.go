@@ -396,9 +396,11 @@ func colSum(dst, src []float32, n, c int) {
 // ---------------------------------------------------------------- softmax cross-entropy
 
 // softmaxCEOp computes the mean cross-entropy of softmax(logits) against
-// class labels: inputs logits [n, classes] and labels [n] (class numbers as
-// float32). It keeps the probabilities for the backward pass and counts the
-// batch's correct predictions.
+// class labels: inputs logits [batch, k·classes] and labels [batch·k]
+// (class numbers as float32; k labels a sample, a language model's
+// positions, each scoring its own row of classes). It keeps the
+// probabilities for the backward pass and counts the batch's correct
+// predictions.
 type softmaxCEOp struct {
 	opBase
 	loss    buffer
@@ -412,12 +414,12 @@ func (o *softmaxCEOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 	return tensor.ScalarShape(), nil
 }
 func (o *softmaxCEOp) Do(vs ...G.Value) (G.Value, error) {
-	s := vs[0].Shape()
-	n, c := s[0], s[1]
 	logits, labels := data(vs[0]), data(vs[1])
-	if len(labels) != n {
-		return nil, o.ShapeErr("%d labels for %d rows", len(labels), n)
+	n := len(labels)
+	if n == 0 || len(logits)%n != 0 {
+		return nil, o.ShapeErr("%d labels for logits %v", n, vs[0].Shape())
 	}
+	c := len(logits) / n
 	if len(o.probs) != n*c {
 		o.probs = make([]float32, n*c)
 	}
@@ -481,9 +483,8 @@ func (o *softmaxCEGradOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
 }
 func (o *softmaxCEGradOp) Do(vs ...G.Value) (G.Value, error) {
 	labels := data(vs[1])
-	s := vs[0].Shape()
-	n, c := s[0], s[1]
-	d := o.out.Get(n, c)
+	n, c := len(labels), vs[0].Shape().TotalSize()/len(labels)
+	d := o.out.Get(vs[0].Shape()...)
 	dd := d.Float32s()
 	scale := scalar(vs[2]) / float32(n)
 	copy(dd, o.fwd.probs)

@@ -242,13 +242,13 @@ type Sensitivity struct {
 func epochsOf(j *Job) float64 { return float64(j.Epochs) }
 
 var jobSection = section[Job]{name: "job", doc: "The recipe's one block, labelled with the job's name; every other block goes inside it.", fields: []field[Job]{
-	{name: "dataset", doc: "The training data: `mnist` or `fashion-mnist` (60 000 training and 10 000 test images, 28×28); `langid` (64-byte windows of fortune cookies in 9 languages, from Debian's fortune packages); `text` (a folder of UTF-8 files, one per class, in `data_dir`).", at: func(j *Job) any { return &j.Dataset }, def: "mnist"}, // a name the plan checks
+	{name: "dataset", doc: "The training data: `mnist` or `fashion-mnist` (60 000 training and 10 000 test images, 28×28); `langid` (64-byte windows of fortune cookies in 9 languages, from Debian's fortune packages); `text` (a folder of UTF-8 files, one per class, in `data_dir`); `kjv` (the King James Bible as windows of 128 bytes for a character-level language model; Proverbs and Romans held out for validation, Isaiah and John for test).", at: func(j *Job) any { return &j.Dataset }, def: "mnist"}, // a name the plan checks
 	{name: "data_dir", doc: "The folder the dataset is read from, relative to the recipe's directory (`text`: its class files; `mnist`, `fashion-mnist`: their IDX files); empty: where the dataset is installed. `--data-dir` overrides it.", at: func(j *Job) any { return &j.DataDir }, omit: func(j *Job) bool { return j.DataDir == "" }},
 	{name: "seed", doc: "Seeds initialization, the data order, dropout and augmentation; a run is a pure function of its recipe and seed.", at: func(j *Job) any { return &j.Seed }, def: uint64(1), hi: math.MaxInt32},
 	{name: "epochs", doc: "Passes over the training split.", at: func(j *Job) any { return &j.Epochs }, def: 10, lo: 1, hi: 10000},
 	{name: "batch", doc: "Training samples per step.", at: func(j *Job) any { return &j.Batch }, def: 128, lo: 1, hi: 1 << 20}, // and at most the training split (the plan checks)
 	{name: "eval_batch", doc: "Samples per forward pass when evaluating.", at: func(j *Job) any { return &j.EvalBatch }, def: 1000, lo: 1, hi: 1 << 20},
-	{name: "validation", doc: "Training samples held out as the validation split (the last ones of the training set).", at: func(j *Job) any { return &j.Validation }, def: 5000, hi: 1 << 30}, // below the training set's size (the plan checks)
+	{name: "validation", doc: "Training samples held out as the validation split (the last ones of the training set; `kjv` holds out its own books instead).", at: func(j *Job) any { return &j.Validation }, def: 5000, hi: 1 << 30}, // below the training set's size (the plan checks)
 	{name: "threads", doc: "Compute threads; 0: every core (`--threads` overrides).", at: func(j *Job) any { return &j.Threads }, hi: 1024},
 }}
 

@@ -451,9 +451,25 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 }
 
 // checkJob makes the checks across blocks.
+// ownValidation says whether the job's dataset is a corpus that holds out
+// its own validation text: kjv, or text from one file.
+func ownValidation(j *Job) bool {
+	if j.Dataset == "text" && j.DataDir != "" {
+		fi, err := os.Stat(j.DataDir)
+		return err == nil && fi.Mode().IsRegular()
+	}
+	return j.Dataset == "kjv"
+}
+
 func (d *decoder) checkJob(j *Job) {
 	if j.DataDir != "" && !filepath.IsAbs(j.DataDir) && d.filename != "" {
 		j.DataDir = filepath.Join(filepath.Dir(d.filename), j.DataDir)
+	}
+	if ownValidation(j) { // a corpus: its validation split is its own
+		if _, set := d.ranges["validation"]; set && j.Validation != 0 {
+			d.errorf(d.rangeOf("validation"), "invalid validation", "dataset %s holds out its own validation text (kjv: Proverbs and Romans; a file: its second-last tenth); leave validation out", j.Dataset)
+		}
+		j.Validation = 0
 	}
 	if cl := j.KMeans; cl != nil {
 		r := d.rangeOf("cluster")

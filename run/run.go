@@ -99,14 +99,18 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *rundir.S
 		}
 		defer release()
 	}
-	train, test, err := data.Load(job.Dataset, job.DataDir)
+	train, val, test, err := data.LoadSplits(job.Dataset, job.DataDir)
 	if err != nil {
 		return nil, nil, job.Errorf("dataset", "%v", err)
 	}
 	set := data.InfoOf(train)
-	train, val, err := data.SplitValidation(train, job.Validation)
-	if err != nil {
-		return nil, nil, job.Errorf("validation", "%v", err)
+	switch {
+	case val == nil: // the training set's last samples
+		if train, val, err = data.SplitValidation(train, job.Validation); err != nil {
+			return nil, nil, job.Errorf("validation", "%v", err)
+		}
+	case job.Validation != 0:
+		return nil, nil, job.Errorf("validation", "%s holds out its own validation text; leave validation out", train.Name)
 	}
 	if val.Len() == 0 {
 		val = nil
@@ -396,7 +400,7 @@ func startFiles(job *recipes.Job, dir string, m *model.Model, rp *resumePoint, i
 	for _, f := range job.Factorize {
 		layers = append(layers, f.Layer+".v", f.Layer+".u")
 	}
-	if metrics, err = rundir.NewMetrics(filepath.Join(dir, rundir.MetricsFile), layers); err != nil {
+	if metrics, err = rundir.NewMetrics(filepath.Join(dir, rundir.MetricsFile), layers, m.Input.PerPosition); err != nil {
 		return nil, err
 	}
 	if rp != nil {
@@ -608,6 +612,21 @@ func trainTeachers(ctx context.Context, job *recipes.Job, dir string, opts Optio
 	return teachers, digests, nil
 }
 
+// perClass sets the summary's per-class figures: each class's recall,
+// their mean, the confusion matrix and the classes' names.
+func perClass(sum *rundir.Summary, preds trainer.Predictions, test *data.Set) {
+	recall, macro := preds.Recall(test.Labels, test.Classes)
+	sum.MacroAccuracy, sum.PerClassRecall, sum.Confusion = macro, nil, preds.Confusion(test.Labels, test.Classes)
+	sum.ClassNames = test.ClassNames
+	for _, r := range recall {
+		if math.IsNaN(r) {
+			sum.PerClassRecall = append(sum.PerClassRecall, nil)
+		} else {
+			sum.PerClassRecall = append(sum.PerClassRecall, &r)
+		}
+	}
+}
+
 // beyondAccuracy reports what compression did besides accuracy: each
 // class's recall and their mean, expected calibration error (15 bins) on
 // the test set; for a quantized model also
@@ -619,15 +638,11 @@ func beyondAccuracy(sum *rundir.Summary, m *model.Model, teachers []*model.Model
 		return err
 	}
 	sum.ECE = preds.ECE(15)
-	recall, macro := preds.Recall(test.Labels, test.Classes)
-	sum.MacroAccuracy, sum.PerClassRecall, sum.Confusion = macro, nil, preds.Confusion(test.Labels, test.Classes)
-	sum.ClassNames = test.ClassNames
-	for _, r := range recall {
-		if math.IsNaN(r) {
-			sum.PerClassRecall = append(sum.PerClassRecall, nil)
-		} else {
-			sum.PerClassRecall = append(sum.PerClassRecall, &r)
-		}
+	if test.Positions > 0 { // a language model: bits per character, not 256 classes' recalls
+		bpc, vb := preds.Loss/math.Ln2, sum.ValLoss/math.Ln2
+		sum.TestBPC, sum.ValBPC = &bpc, &vb
+	} else {
+		perClass(sum, preds, test)
 	}
 	runtime.GC() // the graph just used is garbage; the next one reuses its memory
 	if len(m.Quant) > 0 {

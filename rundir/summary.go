@@ -55,7 +55,12 @@ type Summary struct {
 	// MacroAccuracy is the mean over classes of PerClassRecall, each
 	// class's fraction of its test samples recognized (null for a class
 	// the test set lacks).
-	MacroAccuracy  float64    `json:"macro_accuracy"`
+	MacroAccuracy float64 `json:"macro_accuracy"`
+	// TestBPC and ValBPC are a language model's test and validation loss
+	// in bits per character (its accuracy is next-byte accuracy; it has
+	// no per-class figures).
+	TestBPC        *float64   `json:"test_bpc,omitempty"`
+	ValBPC         *float64   `json:"val_bpc,omitempty"`
 	PerClassRecall []*float64 `json:"per_class_recall"`
 	// ClassNames name the classes of PerClassRecall and Confusion where
 	// the dataset does (a text set's languages or files).

@@ -605,7 +605,7 @@ func (t *Trainer) endEpoch(epoch, steps int, r running, res *Result) (EpochMetri
 	trainDur := time.Duration(r.seconds * float64(time.Second))
 	em := EpochMetrics{
 		Epoch: epoch + 1, Steps: t.state.Step, SamplesSeen: t.state.SamplesSeen, LR: t.state.LR,
-		TrainLoss: r.loss / float64(steps), ExtraLoss: r.extra / float64(steps), DistillLoss: r.kd / float64(steps), TrainAccuracy: float64(r.correct) / float64(steps*cfg.Batch),
+		TrainLoss: r.loss / float64(steps), ExtraLoss: r.extra / float64(steps), DistillLoss: r.kd / float64(steps), TrainAccuracy: float64(r.correct) / float64(steps*cfg.Batch*cfg.Model.Input.LabelsPer()),
 		TrainSeconds: trainDur.Seconds(), SamplesPerSec: float64(steps*cfg.Batch) / trainDur.Seconds(),
 	}
 	em.LayerSparsity, em.Sparsity = WeightSparsity(t.cfg.Model)
@@ -892,8 +892,7 @@ func PredictEnsemble(ms []*model.Model, eng compute.Engine, set *data.Set, batch
 	if len(ms) == 1 {
 		return PredictModel(ms[0], eng, set, batch)
 	}
-	n := set.Len()
-	sum := make([]float32, n*set.Classes)
+	sum := make([]float32, len(set.Labels)*set.Classes)
 	for _, m := range ms {
 		net, err := m.Build(eng, batch, false, 0, compress.Hooks())
 		if err != nil {
@@ -940,12 +939,13 @@ func predictionsFrom(logits []float32, set *data.Set) Predictions {
 }
 
 // forEachBatch runs a forward graph over a set in order, handing each
-// batch's first sample index, labels and logits to fn.
+// batch's first label's index (a sample's, or a language model's first
+// position's), labels and logits (classes per label) to fn.
 func forEachBatch(net *model.Net, vm G.VM, set *data.Set, fn func(lo int, labels, logits []float32)) error {
-	b := net.Batch
+	b, per := net.Batch, set.LabelsPer()
 	f := set.Features()
 	x := net.XValue.Float32s()
-	labels := make([]float32, b)
+	labels := make([]float32, b*per)
 	batcher := data.Batcher{Set: set}
 	idx := make([]int, 0, b)
 	for lo := 0; lo < set.Len(); lo += b {
@@ -960,14 +960,14 @@ func forEachBatch(net *model.Net, vm G.VM, set *data.Set, fn func(lo int, labels
 		if err := vm.RunAll(); err != nil {
 			return fmt.Errorf("trainer: evaluate %s: %w", set.Name, err)
 		}
-		fn(lo, labels[:len(idx)], f32s(net.Logits.Value()))
+		fn(lo*per, labels[:len(idx)*per], f32s(net.Logits.Value()))
 	}
 	return nil
 }
 
 func predict(net *model.Net, vm G.VM, set *data.Set) (Predictions, error) {
 	c := set.Classes
-	all := make([]float32, set.Len()*c)
+	all := make([]float32, len(set.Labels)*c)
 	err := forEachBatch(net, vm, set, func(lo int, labels, logits []float32) {
 		copy(all[lo*c:], logits[:len(labels)*c])
 	})
@@ -982,7 +982,7 @@ func predict(net *model.Net, vm G.VM, set *data.Set) (Predictions, error) {
 // way an online step averages them (distill.MeanLogits): the table offline
 // distillation trains from.
 func TeacherLogits(ms []*model.Model, eng compute.Engine, set *data.Set, batch int) ([]float32, error) {
-	n, c := set.Len(), set.Classes
+	n, c := len(set.Labels), set.Classes
 	var each [][]float32
 	for _, m := range ms {
 		net, err := m.Build(eng, batch, false, 0, compress.Hooks())

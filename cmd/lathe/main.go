@@ -5,6 +5,7 @@
 //	lathe lint RECIPE [-var name=value]...
 //	lathe bench FILE [--batch 1,8,64,256] [--json] [--kernel K]
 //	lathe export FILE --onnx OUT.onnx [--int8]
+//	lathe sample FILE [--prompt TEXT] [--bytes N] [--temperature T] [--seed S]
 //
 // Flags may come before or after the file argument.
 package main
@@ -42,7 +43,9 @@ const usage = `usage:
                                               latency and throughput of a model file in lathe's runtime
   lathe export FILE --onnx OUT.onnx [--int8]  a model file as ONNX (onnxruntime and other engines)
   lathe report RUN_DIR [-o report.html] [--no-runtime]
-                                              one HTML page of plots and tables of a run directory`
+                                              one HTML page of plots and tables of a run directory
+  lathe sample FILE [--prompt TEXT] [--bytes 400] [--temperature 0.8] [--seed 1]
+                                              text from a language model file, the same for a seed`
 
 func realMain(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -63,6 +66,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = export(args[1:], stdout, stderr)
 	case "report":
 		err = makeReport(args[1:], stdout, stderr)
+	case "sample":
+		err = sample(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return 0

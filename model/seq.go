@@ -246,10 +246,7 @@ type geluOp struct {
 func gelu(x float32) float32 { return kernels.GELU(x) }
 
 // geluSlope is GELU's derivative Φ(x) + x·φ(x).
-func geluSlope(x float32) float32 {
-	v := float64(x)
-	return float32(0.5*(1+math.Erf(v/math.Sqrt2)) + v*math.Exp(-0.5*v*v)/math.Sqrt(2*math.Pi))
-}
+func geluSlope(x float32) float32 { return kernels.GELUSlope(x) }
 
 func (o *geluOp) Arity() int    { return 1 }
 func (o *geluOp) Type() hm.Type { return fnType(f32T(2), f32T(2)) }

@@ -55,7 +55,7 @@ type Summary struct {
 	// MacroAccuracy is the mean over classes of PerClassRecall, each
 	// class's fraction of its test samples recognized (null for a class
 	// the test set lacks).
-	MacroAccuracy float64 `json:"macro_accuracy"`
+	MacroAccuracy float64 `json:"macro_accuracy,omitempty"`
 	// TestBPC and ValBPC are a language model's test and validation loss
 	// in bits per character (its accuracy is next-byte accuracy; it has
 	// no per-class figures).

@@ -56,3 +56,25 @@ func TestKJVRefusesWhatIsMissing(t *testing.T) {
 		t.Fatalf("no held-out book: %v", err)
 	}
 }
+
+// TestWindows: a language model's windows are non-overlapping, each byte
+// labelled with the byte after it; the text's tail that fills no window
+// is left out; a batch fills every position's label.
+func TestWindows(t *testing.T) {
+	text := []byte("abcdefghijk") // 11 bytes: windows of 4 read 5 bytes each
+	s := Windows("w", text, 4)
+	if s.Len() != 2 || s.LabelsPer() != 4 || string(s.Images) != "abcdefgh" || string(s.Labels) != "bcdefghi" {
+		t.Fatalf("%d windows: images %q, labels %q", s.Len(), s.Images, s.Labels)
+	}
+	x, y := make([]float32, 4), make([]float32, 4)
+	(&Batcher{Set: s}).Fill(x, y, []int{1}, 0)
+	if y[0] != 'f' || y[3] != 'i' || x[0] != float32('e')*(1.0/255) {
+		t.Fatalf("window 1: x %v, y %v", x, y)
+	}
+	if v := s.Slice("v", 1, 2); v.Len() != 1 || string(v.Labels) != "fghi" {
+		t.Fatalf("slice: %q", v.Labels)
+	}
+	if Windows("short", []byte("abcd"), 4).Len() != 0 {
+		t.Fatal("4 bytes make a window of 4 (it needs a fifth for its last label)")
+	}
+}

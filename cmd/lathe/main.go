@@ -161,17 +161,20 @@ type Evaluation struct {
 	Samples      int     `json:"samples"`
 	TestAccuracy float64 `json:"test_accuracy"`
 	TestLoss     float64 `json:"test_loss"` // -1 where the runtime does not compute it
-	Params       int     `json:"params"`
-	Runtime      string  `json:"runtime"`
-	Nonzero      int     `json:"nonzero"`
+	// TestBPC is a language model's test loss in bits per character (the
+	// graph runtime's).
+	TestBPC float64 `json:"test_bpc,omitempty"`
+	Params  int     `json:"params"`
+	Runtime string  `json:"runtime"`
+	Nonzero int     `json:"nonzero"`
 }
 
 func eval(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("eval", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
-	dataset := fs.String("dataset", "", "mnist or fashion-mnist (default: the dataset the model was trained on)")
-	dataDir := fs.String("data-dir", "", "directory holding the dataset's IDX files (default: where it is installed)")
+	dataset := fs.String("dataset", "", "mnist, fashion-mnist, langid, text or kjv (default: the dataset the model was trained on)")
+	dataDir := fs.String("data-dir", "", "the dataset's folder (IDX files; text: the class files, or one file as a corpus; default: where it is installed)")
 	threads := fs.Int("threads", 0, "compute threads (default: all cores)")
 	batch := fs.Int("batch", 1000, "evaluation batch")
 	runtime := fs.String("runtime", "infer", "infer (lathe's inference runtime) or graph (the training graph, which also reports the loss)")
@@ -240,11 +243,16 @@ func eval(args []string, stdout, stderr io.Writer) error {
 	}
 	if math.IsNaN(loss) {
 		ev.TestLoss = -1
+	} else if test.Positions > 0 {
+		ev.TestBPC = loss / math.Ln2
 	}
 	if *asJSON {
 		return writeJSON(stdout, ev)
 	}
 	lossText := fmt.Sprintf("loss %.4f", loss)
+	if ev.TestBPC > 0 {
+		lossText += fmt.Sprintf(" (%.4f bits per character)", ev.TestBPC)
+	}
 	if math.IsNaN(loss) {
 		lossText = "loss not computed by this runtime"
 	}

@@ -476,9 +476,7 @@ func (l *Layer) activate(y []float32) {
 			y[i] = min(max(v, 0), 6)
 		}
 	case graph.GELU:
-		for i, v := range y {
-			y[i] = kernels.GELU(v)
-		}
+		kernels.GELUPass(y, y, nil)
 	}
 	if l.actQ != nil {
 		l.actQ.Apply(y)

@@ -258,9 +258,7 @@ func (o *geluOp) Do(vs ...G.Value) (G.Value, error) {
 	y := o.out.Get(vs[0].Shape()...)
 	yd := y.Float32s()
 	o.Eng.Parallel(len(x), minParallel, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			yd[i] = gelu(x[i])
-		}
+		kernels.GELUPass(yd[lo:hi], x[lo:hi], nil)
 	})
 	return y, nil
 }
@@ -286,9 +284,7 @@ func (o *geluGradOp) Do(vs ...G.Value) (G.Value, error) {
 	dx := o.out.Get(vs[0].Shape()...)
 	d := dx.Float32s()
 	o.Eng.Parallel(len(x), minParallel, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			d[i] = dy[i] * geluSlope(x[i])
-		}
+		kernels.GELUPass(d[lo:hi], x[lo:hi], dy[lo:hi])
 	})
 	return dx, nil
 }

@@ -38,3 +38,9 @@ func addAct(dst, a, b *float32, n, act int)
 //
 //go:noescape
 func fakeQuant(x *float32, n int, q *FakeQuant)
+
+// geluPass applies GELU (or, with dy, its gradient) for n a multiple of 16
+// (GELUPass).
+//
+//go:noescape
+func geluPass(y, x, dy *float32, n int, k *[20]float32)

@@ -95,3 +95,122 @@ fqloop:
 fqdone:
 	VZEROUPPER
 	RET
+
+// func geluPass(y, x, dy *float32, n int, k *[20]float32)
+//
+// y = x·Φ(x), or with dy not nil y = dy·(Φ(x) + x·φ(x)), 16 at a time:
+// NormalParts and Exp's float32 operations in their order (k holds their
+// constants as GELUPass's geluK lists them; Exp's argument −x²/2 is never
+// positive, so only its low cut applies).
+TEXT ·geluPass(SB), NOSPLIT, $0-40
+	MOVQ y+0(FP), DI
+	MOVQ x+8(FP), SI
+	MOVQ dy+16(FP), DX
+	MOVQ n+24(FP), CX
+	MOVQ k+32(FP), AX
+	VBROADCASTSS 0(AX), Z10  // 1/√2
+	VBROADCASTSS 4(AX), Z11  // p
+	VBROADCASTSS 8(AX), Z12  // a1
+	VBROADCASTSS 12(AX), Z13 // a2
+	VBROADCASTSS 16(AX), Z14 // a3
+	VBROADCASTSS 20(AX), Z15 // a4
+	VBROADCASTSS 24(AX), Z16 // a5
+	VBROADCASTSS 28(AX), Z17 // 1/√(2π)
+	VBROADCASTSS 32(AX), Z18 // log2 e
+	VBROADCASTSS 36(AX), Z19 // 1.5·2²³
+	VBROADCASTSS 40(AX), Z20 // ln 2, high part
+	VBROADCASTSS 44(AX), Z21 // ln 2, low part
+	VBROADCASTSS 48(AX), Z22 // −87.3
+	VBROADCASTSS 52(AX), Z23 // 1
+	VBROADCASTSS 56(AX), Z24 // 0.5
+	VBROADCASTSS 60(AX), Z25 // 1/6
+	VBROADCASTSS 64(AX), Z26 // 1/24
+	VBROADCASTSS 68(AX), Z27 // 1/120
+	VBROADCASTSS 72(AX), Z28 // 1/720
+	VBROADCASTSS 76(AX), Z29 // 1/5040
+	MOVL $0x7fffffff, BX
+	VPBROADCASTD BX, Z30
+	MOVL $0x80000000, BX
+	VPBROADCASTD BX, Z31
+	VXORPS Z9, Z9, Z9
+	SHRQ $4, CX
+	JZ gpdone
+
+gploop:
+	VMOVUPS (SI), Z0
+	VMULPS Z10, Z0, Z1 // z = x/√2
+	VANDPS Z30, Z1, Z1 // |z|
+	VXORPS Z31, Z1, Z2
+	VMULPS Z1, Z2, Z2  // −z·z
+
+	// e = Exp(−z·z)
+	VMULPS Z18, Z2, Z4
+	VADDPS Z19, Z4, Z4
+	VSUBPS Z19, Z4, Z4 // k
+	VMULPS Z20, Z4, Z5
+	VSUBPS Z5, Z2, Z5
+	VMULPS Z21, Z4, Z6
+	VSUBPS Z6, Z5, Z5  // r
+	VMULPS Z29, Z5, Z6
+	VADDPS Z28, Z6, Z6
+	VMULPS Z6, Z5, Z6
+	VADDPS Z27, Z6, Z6
+	VMULPS Z6, Z5, Z6
+	VADDPS Z26, Z6, Z6
+	VMULPS Z6, Z5, Z6
+	VADDPS Z25, Z6, Z6
+	VMULPS Z6, Z5, Z6
+	VADDPS Z24, Z6, Z6
+	VMULPS Z6, Z5, Z6
+	VADDPS Z23, Z6, Z6
+	VMULPS Z6, Z5, Z6
+	VADDPS Z23, Z6, Z6 // p
+	VCVTTPS2DQ Z4, Z7
+	VPSLLD $23, Z7, Z7
+	VPADDD Z7, Z6, Z3  // p·2^k
+	VCMPPS $1, Z22, Z2, K1
+	VMOVAPS Z9, K1, Z3 // 0 below the cut
+
+	// t = 1/(1 + p·z), the polynomial, half = ±(1 − poly·e)/2
+	VMULPS Z11, Z1, Z4
+	VADDPS Z23, Z4, Z4
+	VDIVPS Z4, Z23, Z5
+	VMULPS Z16, Z5, Z6
+	VADDPS Z15, Z6, Z6
+	VMULPS Z6, Z5, Z6
+	VADDPS Z14, Z6, Z6
+	VMULPS Z6, Z5, Z6
+	VADDPS Z13, Z6, Z6
+	VMULPS Z6, Z5, Z6
+	VADDPS Z12, Z6, Z6
+	VMULPS Z6, Z5, Z6  // poly
+	VMULPS Z3, Z6, Z6
+	VSUBPS Z6, Z23, Z6
+	VMULPS Z24, Z6, Z6 // half
+	VCMPPS $1, Z9, Z0, K2
+	VXORPS Z31, Z6, K2, Z6
+	VADDPS Z24, Z6, Z6 // Φ
+
+	TESTQ DX, DX
+	JNZ gpgrad
+	VMULPS Z6, Z0, Z7
+	VMOVUPS Z7, (DI)
+	JMP gpnext
+
+gpgrad:
+	VMULPS Z17, Z3, Z7 // φ
+	VMULPS Z7, Z0, Z7
+	VADDPS Z7, Z6, Z7  // Φ + x·φ
+	VMULPS (DX), Z7, Z7
+	VMOVUPS Z7, (DI)
+	ADDQ $64, DX
+
+gpnext:
+	ADDQ $64, SI
+	ADDQ $64, DI
+	DECQ CX
+	JNZ gploop
+
+gpdone:
+	VZEROUPPER
+	RET

@@ -44,3 +44,8 @@ func fakeQuant(x *float32, n int, q *FakeQuant)
 //
 //go:noescape
 func geluPass(y, x, dy *float32, n int, k *[20]float32)
+
+// expShift sets x = Exp(x − m) for n a multiple of 16, x − m ≤ 0.
+//
+//go:noescape
+func expShift(x *float32, n int, m float32, k *[20]float32)

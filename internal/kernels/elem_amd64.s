@@ -214,3 +214,69 @@ gpnext:
 gpdone:
 	VZEROUPPER
 	RET
+
+// func expShift(x *float32, n int, m float32, k *[20]float32)
+//
+// x = Exp(x − m) in place, 16 at a time, for x − m ≤ 0 (a softmax row
+// less its maximum): Exp's float32 operations in its order, 0 below its
+// low cut, a NaN kept.
+TEXT ·expShift(SB), NOSPLIT, $0-32
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	VBROADCASTSS m+16(FP), Z8
+	MOVQ k+24(FP), AX
+	VBROADCASTSS 32(AX), Z18 // log2 e
+	VBROADCASTSS 36(AX), Z19 // 1.5·2²³
+	VBROADCASTSS 40(AX), Z20 // ln 2, high part
+	VBROADCASTSS 44(AX), Z21 // ln 2, low part
+	VBROADCASTSS 48(AX), Z22 // −87.3
+	VBROADCASTSS 52(AX), Z23 // 1
+	VBROADCASTSS 56(AX), Z24 // 0.5
+	VBROADCASTSS 60(AX), Z25 // 1/6
+	VBROADCASTSS 64(AX), Z26 // 1/24
+	VBROADCASTSS 68(AX), Z27 // 1/120
+	VBROADCASTSS 72(AX), Z28 // 1/720
+	VBROADCASTSS 76(AX), Z29 // 1/5040
+	VXORPS Z9, Z9, Z9
+	SHRQ $4, CX
+	JZ esdone
+
+esloop:
+	VMOVUPS (SI), Z2
+	VSUBPS Z8, Z2, Z2  // x − m
+	VMULPS Z18, Z2, Z4
+	VADDPS Z19, Z4, Z4
+	VSUBPS Z19, Z4, Z4 // k
+	VMULPS Z20, Z4, Z5
+	VSUBPS Z5, Z2, Z5
+	VMULPS Z21, Z4, Z6
+	VSUBPS Z6, Z5, Z5  // r
+	VMULPS Z29, Z5, Z6
+	VADDPS Z28, Z6, Z6
+	VMULPS Z6, Z5, Z6
+	VADDPS Z27, Z6, Z6
+	VMULPS Z6, Z5, Z6
+	VADDPS Z26, Z6, Z6
+	VMULPS Z6, Z5, Z6
+	VADDPS Z25, Z6, Z6
+	VMULPS Z6, Z5, Z6
+	VADDPS Z24, Z6, Z6
+	VMULPS Z6, Z5, Z6
+	VADDPS Z23, Z6, Z6
+	VMULPS Z6, Z5, Z6
+	VADDPS Z23, Z6, Z6 // p
+	VCVTTPS2DQ Z4, Z7
+	VPSLLD $23, Z7, Z7
+	VPADDD Z7, Z6, Z3  // p·2^k
+	VCMPPS $1, Z22, Z2, K1
+	VMOVAPS Z9, K1, Z3 // 0 below the cut
+	VCMPPS $3, Z2, Z2, K3
+	VMOVAPS Z2, K3, Z3 // a NaN stays
+	VMOVUPS Z3, (SI)
+	ADDQ $64, SI
+	DECQ CX
+	JNZ esloop
+
+esdone:
+	VZEROUPPER
+	RET

@@ -140,10 +140,16 @@ func SoftmaxRow(s []float32, live int) {
 	for _, v := range s {
 		m = max(m, v)
 	}
+	done := 0
+	if hasDirect && len(s) >= 16 { // the same bits as Exp(v − m)
+		done = len(s) &^ 15
+		expShift(&s[0], done, m, &geluK)
+	}
+	for j := done; j < len(s); j++ {
+		s[j] = Exp(s[j] - m)
+	}
 	var z float64
-	for j, v := range s {
-		e := Exp(v - m)
-		s[j] = e
+	for _, e := range s {
 		z += float64(e)
 	}
 	inv := float32(1 / z)

@@ -68,3 +68,40 @@ func TestGELUPassSIMDMatchesGo(t *testing.T) {
 		t.Log("no AVX-512: the Go loop only")
 	}
 }
+
+// TestSoftmaxRowSIMDMatchesGo: a row's probabilities are the Go loop's
+// bits with the AVX-512 exponentials, causal rows and a row of −∞ scores
+// beyond the cut included, and sum to 1.
+func TestSoftmaxRowSIMDMatchesGo(t *testing.T) {
+	for _, n := range []int{5, 16, 128, 133} {
+		for _, live := range []int{1, n / 2, n} {
+			if live == 0 {
+				continue
+			}
+			row := make([]float32, n)
+			for i := range row {
+				row[i] = float32(math.Sin(float64(i)*1.7)) * 40
+			}
+			row[live-1] = -200 // far below the maximum: its exponential is cut to 0
+			if live == 1 {
+				row[0] = 3
+			}
+			want := append([]float32(nil), row...)
+			saved := hasDirect
+			hasDirect = false
+			SoftmaxRow(want, live)
+			hasDirect = saved
+			SoftmaxRow(row, live)
+			var sum float64
+			for i := range row {
+				if math.Float32bits(row[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("n %d, live %d, [%d]: SIMD %v, Go %v", n, live, i, row[i], want[i])
+				}
+				sum += float64(row[i])
+			}
+			if math.Abs(sum-1) > 1e-5 {
+				t.Fatalf("n %d, live %d: probabilities sum to %v", n, live, sum)
+			}
+		}
+	}
+}

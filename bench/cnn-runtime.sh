@@ -5,6 +5,7 @@
 #
 #   bench/cnn-runtime.sh MODEL.arrow [MODEL.arrow ...]
 #   THREADS=1 BATCH=1,64 SECONDS_PER=2 bench/cnn-runtime.sh …   (defaults: 1, 1,64, 2)
+#   ORT_ARGS="--dtype int64 --shape 64" bench/cnn-runtime.sh …     (text models: byte ids)
 #
 # onnxruntime-node comes from infer/testdata/ort (make deps installs it).
 set -euo pipefail
@@ -23,7 +24,7 @@ for round in 1 2; do
   for m in "$@"; do
     name=$(basename "$m" .arrow)
     echo "== round $round: onnxruntime $name (threads $threads)"
-    (cd infer/testdata/ort && node ../../../bench/ort-latency.mjs "$out/$name.onnx" --batch "$batch" --threads "$threads" --seconds "$seconds")
+    (cd infer/testdata/ort && node ../../../bench/ort-latency.mjs "$out/$name.onnx" --batch "$batch" --threads "$threads" --seconds "$seconds" ${ORT_ARGS:-})
     echo "== round $round: lathe $name (threads $threads)"
     ./bin/lathe bench "$m" --batch "$batch" --threads "$threads" --seconds "$seconds" | grep -E '^ +(batch|[0-9]+ )' | cut -c1-60
   done

@@ -2,9 +2,11 @@
 // runtime over a whole test set: the export run in onnxruntime (Node's
 // onnxruntime-node, infer/testdata/ort, all graph optimizations), the
 // model file in lathe's runtime, and per image the top-1 class and the
-// largest logit difference compared.
+// largest logit difference compared (a text model's byte ids fed as int64;
+// a language model's every position compared).
 //
 //	go run ./bench/onnx-agree -dataset fashion-mnist runs/x/model.arrow [--int8]
+//	go run ./bench/onnx-agree -dataset langid runs/langid/model.arrow
 package main
 
 import (
@@ -22,11 +24,12 @@ import (
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/data"
+	"github.com/lathe-ml/lathe/graph"
 	"github.com/lathe-ml/lathe/infer"
 )
 
 func main() {
-	dataset := flag.String("dataset", "mnist", "mnist or fashion-mnist: its 10 000 test images")
+	dataset := flag.String("dataset", "mnist", "mnist, fashion-mnist, langid or kjv: its test set")
 	int8 := flag.Bool("int8", false, "export 4-bit weights as 8-bit (opset 17)")
 	flag.Parse()
 	if flag.NArg() != 1 {
@@ -44,15 +47,16 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	n := test.Len()
-	x, labels, idx := make([]float32, n*test.Features()), make([]float32, n), make([]int, n)
+	n, fe := test.Len(), test.Features()
+	x, labels, idx := make([]float32, n*fe), make([]float32, n*test.LabelsPer()), make([]int, n)
 	for i := range idx {
 		idx[i] = i
 	}
 	(&data.Batcher{Set: test}).Fill(x, labels, idx, 0)
 	want := make([]float32, 0, n*m.Classes)
 	for lo := 0; lo < n; lo += 500 { // the runtime reuses its result between calls
-		y, err := m.Forward(x[lo*test.Features():(lo+500)*test.Features()], 500)
+		hi := min(lo+500, n)
+		y, err := m.Forward(x[lo*fe:hi*fe], hi-lo)
 		if err != nil {
 			log.Fatal(err)
 		}
@@ -79,7 +83,11 @@ func main() {
 	if err := os.WriteFile(in, raw, 0o644); err != nil {
 		log.Fatal(err)
 	}
-	cmd := exec.Command("node", "run.mjs", model, in, out, strconv.Itoa(n), strconv.Itoa(m.Channels), strconv.Itoa(m.Rows), strconv.Itoa(m.Cols))
+	args := []string{"run.mjs", model, in, out, strconv.Itoa(n), strconv.Itoa(m.Channels), strconv.Itoa(m.Rows), strconv.Itoa(m.Cols)}
+	if len(m.Net.Layers) > 0 && m.Net.Layers[0].Kind == graph.Embedding {
+		args = append(args, "ids")
+	}
+	cmd := exec.Command("node", args...)
 	cmd.Dir, cmd.Stderr = "infer/testdata/ort", os.Stderr
 	if _, err := cmd.Output(); err != nil {
 		log.Fatalf("onnxruntime (run from the repository root, after make deps): %v", err)
@@ -98,7 +106,7 @@ func main() {
 		return best
 	}
 	same, correct, worst, c := 0, 0, 0.0, m.Classes
-	for s := range n {
+	for s := range len(labels) { // a sample's logits, or a position's
 		got := make([]float32, c)
 		for j := range got {
 			got[j] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*(s*c+j):]))
@@ -112,5 +120,5 @@ func main() {
 		}
 	}
 	fmt.Printf("%s: opset %d, %d bytes; top-1 identical on %d / %d; largest |Δlogit| %.3g; onnxruntime accuracy %.2f %%\n",
-		flag.Arg(0), info.Opset, buf.Len(), same, n, worst, 100*float64(correct)/float64(n))
+		flag.Arg(0), info.Opset, buf.Len(), same, len(labels), worst, 100*float64(correct)/float64(len(labels)))
 }

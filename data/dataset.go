@@ -278,6 +278,23 @@ func loadPair(name, imagesPath, labelsPath string) (*Set, error) {
 	return &Set{Name: name, Rows: im.Dims[1], Cols: im.Dims[2], Classes: 10, Images: im.Data, Labels: lb.Data}, nil
 }
 
+// BalancedWeights are the class weights that make every class of a
+// training set count alike: N/(classes·n_c) for a class of n_c of its N
+// labels (0 for a class it lacks).
+func BalancedWeights(s *Set) []float32 {
+	counts := make([]int, s.Classes)
+	for _, l := range s.Labels {
+		counts[l]++
+	}
+	w := make([]float32, s.Classes)
+	for c, n := range counts {
+		if n > 0 {
+			w[c] = float32(float64(len(s.Labels)) / float64(s.Classes*n))
+		}
+	}
+	return w
+}
+
 // SplitValidation takes the last n training samples as the validation split.
 func SplitValidation(train *Set, n int) (rest, val *Set, err error) {
 	if n < 0 || n >= train.Len() {

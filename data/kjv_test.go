@@ -78,3 +78,11 @@ func TestWindows(t *testing.T) {
 		t.Fatal("4 bytes make a window of 4 (it needs a fifth for its last label)")
 	}
 }
+
+// TestBalancedWeights: N/(classes·n_c), 0 for a class the set lacks.
+func TestBalancedWeights(t *testing.T) {
+	s := &Set{Classes: 3, Labels: []byte{0, 0, 0, 1}}
+	if w := BalancedWeights(s); w[0] != float32(4.0/9) || w[1] != float32(4.0/3) || w[2] != 0 {
+		t.Fatalf("weights %v", w)
+	}
+}

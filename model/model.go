@@ -115,6 +115,9 @@ type Model struct {
 	// norms' statistics in training. Rebuilt models share both.
 	Fold map[string]string
 	BN   *BNControl
+	// ClassWeights, when set, weigh each class's term of a training
+	// graph's cross-entropy (Σ w·CE / Σ w): class-balanced training.
+	ClassWeights []float32
 	// Buffers are the state layers keep besides parameters, not trained
 	// by gradients: each batch norm's running mean and variance, which
 	// training graphs update and evaluation graphs use.
@@ -590,7 +593,7 @@ func (m *Model) Build(eng compute.Engine, batch int, train bool, seed uint64, ho
 			}
 			return net, nil
 		}
-		net.ce = &softmaxCEOp{opBase: newBase("softmax_ce", eng)}
+		net.ce = &softmaxCEOp{opBase: newBase("softmax_ce", eng), weights: m.ClassWeights}
 		if net.Loss, err = G.ApplyOp(net.ce, net.Logits, net.Y); err != nil {
 			return nil, fmt.Errorf("model: loss: %w", err)
 		}

@@ -406,6 +406,11 @@ type softmaxCEOp struct {
 	loss    buffer
 	probs   []float32
 	Correct int // correct top-1 predictions in the last batch
+	// weights, when set, weigh each label's term by its class's weight:
+	// the loss is Σ w·CE / Σ w (PyTorch's weighted mean); wsum is the last
+	// batch's Σ w.
+	weights []float32
+	wsum    float64
 }
 
 func (o *softmaxCEOp) Arity() int    { return 2 }
@@ -423,7 +428,7 @@ func (o *softmaxCEOp) Do(vs ...G.Value) (G.Value, error) {
 	if len(o.probs) != n*c {
 		o.probs = make([]float32, n*c)
 	}
-	var sum float64
+	var sum, wsum float64
 	correct := 0
 	for i := 0; i < n; i++ {
 		row := logits[i*c : (i+1)*c]
@@ -452,11 +457,16 @@ func (o *softmaxCEOp) Do(vs ...G.Value) (G.Value, error) {
 			correct++
 		}
 		// log softmax of the true class, computed from the logits for accuracy.
-		sum += float64(m-row[y]) + math.Log(float64(z))
+		w := 1.0
+		if o.weights != nil {
+			w = float64(o.weights[y])
+		}
+		sum += w * (float64(m-row[y]) + math.Log(float64(z)))
+		wsum += w
 	}
-	o.Correct = correct
+	o.Correct, o.wsum = correct, wsum
 	l := o.loss.Scalar()
-	l.Float32s()[0] = float32(sum / float64(n))
+	l.Float32s()[0] = float32(sum / wsum)
 	return l, nil
 }
 func (o *softmaxCEOp) DiffWRT(int) []bool { return []bool{true, false} }
@@ -490,6 +500,15 @@ func (o *softmaxCEGradOp) Do(vs ...G.Value) (G.Value, error) {
 	copy(dd, o.fwd.probs)
 	for i, l := range labels {
 		dd[i*c+int(l)] -= 1
+	}
+	if w := o.fwd.weights; w != nil { // row i scaled by w[y]/Σw
+		for i, l := range labels {
+			s := scalar(vs[2]) * float32(float64(w[int(l)])/o.fwd.wsum)
+			for j := range dd[i*c : (i+1)*c] {
+				dd[i*c+j] *= s
+			}
+		}
+		return d, nil
 	}
 	for i := range dd {
 		dd[i] *= scale

@@ -276,3 +276,29 @@ func TestTransformerRefusesBadIDs(t *testing.T) {
 		t.Fatalf("id 9 of a vocabulary of 8: %v", err)
 	}
 }
+
+// TestClassWeightsGradients: class-balanced training's weighted
+// cross-entropy (Σ w·CE / Σ w) has the gradients of its loss, and weights
+// of 1 give the unweighted loss's bits.
+func TestClassWeightsGradients(t *testing.T) {
+	m, err := New(Spec{Arch: "mlp", Hidden: []int{7}}, Input{Rows: 1, Cols: 6, Channels: 1, Classes: 3}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, _, vm := gradNet(t, m, 5)
+	feed(plain, 4, 3)
+	want := lossOf(t, plain, vm)
+	m.ClassWeights = []float32{1, 1, 1}
+	ones, _, vm1 := gradNet(t, m, 5)
+	feed(ones, 4, 3)
+	if got := lossOf(t, ones, vm1); got != want {
+		t.Fatalf("weights of 1: loss %v, unweighted %v", got, want)
+	}
+	m.ClassWeights = []float32{0.5, 2, 3.5}
+	net, grads, vm2 := gradNet(t, m, 5)
+	feed(net, 4, 3)
+	if got := lossOf(t, net, vm2); got == want {
+		t.Fatal("the weights changed nothing")
+	}
+	checkGradients(t, m, net, grads, vm2, 6, 1e-2, 3)
+}

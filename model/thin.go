@@ -117,6 +117,7 @@ func (m *Model) Thin() (*Model, ThinReport, error) {
 	}
 	out.Quant = m.Quant
 	out.ActQuant = m.ActQuant
+	out.ClassWeights = m.ClassWeights
 	for _, l := range layers {
 		copy(out.Param(l.def.Name).Data(), l.w)
 		copy(out.Param(l.def.Name+".bias").Data(), l.b)

@@ -22,6 +22,9 @@ type Job struct {
 	EvalBatch  int // samples per evaluation forward pass
 	Validation int // training samples held out as the validation split
 	Threads    int // compute threads; 0: all cores
+	// ClassBalance weighs each class's cross-entropy by N/(classes·its
+	// training samples).
+	ClassBalance bool
 
 	Augment    Augment
 	Model      Model
@@ -249,6 +252,7 @@ var jobSection = section[Job]{name: "job", doc: "The recipe's one block, labelle
 	{name: "batch", doc: "Training samples per step.", at: func(j *Job) any { return &j.Batch }, def: 128, lo: 1, hi: 1 << 20}, // and at most the training split (the plan checks)
 	{name: "eval_batch", doc: "Samples per forward pass when evaluating.", at: func(j *Job) any { return &j.EvalBatch }, def: 1000, lo: 1, hi: 1 << 20},
 	{name: "validation", doc: "Training samples held out as the validation split (the last ones of the training set; `kjv` holds out its own books instead).", at: func(j *Job) any { return &j.Validation }, def: 5000, hi: 1 << 30}, // below the training set's size (the plan checks)
+	{name: "class_balance", doc: "Weigh each class's term of the training loss by N/(classes × its training samples), so that every class counts alike (for sets whose classes differ in size, as `langid`'s languages do); not with `distill` yet.", at: func(j *Job) any { return &j.ClassBalance }, omit: func(j *Job) bool { return !j.ClassBalance }},
 	{name: "threads", doc: "Compute threads; 0: every core (`--threads` overrides).", at: func(j *Job) any { return &j.Threads }, hi: 1024},
 }}
 

@@ -387,6 +387,7 @@ func TestEveryFieldRoundTrips(t *testing.T) {
 	text := `job "text" {
   dataset = "text"
   data_dir = "/srv/texts"
+  class_balance = true
   model {
     arch = "transformer"
     dim = 64

@@ -120,6 +120,9 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *rundir.S
 		return nil, nil, err
 	}
 	m := plan.Model
+	if job.ClassBalance {
+		m.ClassWeights = data.BalancedWeights(train)
+	}
 	rp, threads, resumeTeachers, err := resumeState(job, role, &opts, dir, log)
 	if err != nil {
 		return nil, nil, err
@@ -236,7 +239,7 @@ func (st *jobRun) run(ctx context.Context) (sum *rundir.Summary, trained *model.
 	if rp != nil {
 		// The policies were built for the recipe's model; training goes on
 		// with the checkpoint's, which shares its quantization controls.
-		rp.model.Quant, rp.model.ActQuant, rp.model.Fold, rp.model.BN = m.Quant, m.ActQuant, m.Fold, m.BN
+		rp.model.Quant, rp.model.ActQuant, rp.model.Fold, rp.model.BN, rp.model.ClassWeights = m.Quant, m.ActQuant, m.Fold, m.BN, m.ClassWeights
 		startModel, resume, ckpt.Best = rp.model, rp.state.Snapshot, rp.state.BestValAccuracy
 	}
 	// Offline distillation: the teachers' logits for the training set, once.

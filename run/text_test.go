@@ -182,6 +182,8 @@ func TestTextRecipesRefuse(t *testing.T) {
 		{"langid folder", `dataset    = "text"`, `dataset    = "langid"`, false, "text.hcl:8,16: data: dataset langid reads the installed fortune packages"},
 		{"image model", "arch   = \"transformer\"\n    dim    = 16\n    heads  = 2\n    blocks = 1\n    mlp    = 32", `arch = "lenet5"`, false, "text.hcl:14,12: "},
 		{"heads of no attention layer", "validation = 40", "validation = 40\n  prune \"structured\" {\n    granularity = \"heads\"\n    layers = [\"b1.fc*\"]\n    target = 0.5\n  }", false, `text.hcl:15,14: "b1.fc*" names no attention layer (the model's: b1.attn)`},
+		{"class balance with distill", "validation = 40", "validation = 40\n  class_balance = true\n  teacher {\n    arch = \"transformer\"\n    epochs = 1\n  }\n  distill {\n  }", false, "text.hcl:13,19: class_balance weighs the cross-entropy of plain training"},
+		{"class balance on the device", "validation = 40", "validation = 40\n  class_balance = true", true, "text.hcl:13,19: class-balanced training is not supported on the cpu device"},
 		{"device", ``, ``, true, "text.hcl:14,14: model \"transformer\" (trainer: layer 0 (emb): the device path has no embedding layer) is not supported on the cpu device"},
 		{"device graph", textRecipe[strings.Index(textRecipe, "model {"):strings.Index(textRecipe, "  optimizer")], graphModel + "\n", true, "text.hcl:15,5: model \"\" (trainer: layer 0 (emb): the device path has no embedding layer)"},
 	} {

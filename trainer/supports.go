@@ -37,6 +37,9 @@ func DeviceSupports(cfg Config, gradientsOnly bool) error {
 		return &Unsupported{Device: deviceName(dev), Field: field, What: fmt.Sprintf(what, args...)}
 	}
 	m := cfg.Model
+	if m.ClassWeights != nil {
+		return no("class_balance", "class-balanced training")
+	}
 	if _, _, err := deviceLayers(m.Net.Layers); err != nil {
 		u := no("model.arch", "model %q (%v)", m.Spec.Arch, err).(*Unsupported)
 		var le *graph.LayerError

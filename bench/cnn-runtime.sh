@@ -17,12 +17,14 @@ seconds=${SECONDS_PER:-2} # (not SECONDS: bash counts its own in it)
 export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
+# A model's name: its folder's and file's (two runs' model.arrow stay apart).
+name() { echo "$(basename "$(dirname "$1")")-$(basename "$1" .arrow)"; }
 for m in "$@"; do
-  ./bin/lathe export --onnx "$out/$(basename "$m" .arrow).onnx" "$m" >/dev/null
+  ./bin/lathe export --onnx "$out/$(name "$m").onnx" "$m" >/dev/null
 done
 for round in 1 2; do
   for m in "$@"; do
-    name=$(basename "$m" .arrow)
+    name=$(name "$m")
     echo "== round $round: onnxruntime $name (threads $threads)"
     (cd infer/testdata/ort && node ../../../bench/ort-latency.mjs "$out/$name.onnx" --batch "$batch" --threads "$threads" --seconds "$seconds" ${ORT_ARGS:-})
     echo "== round $round: lathe $name (threads $threads)"

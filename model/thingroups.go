@@ -156,6 +156,7 @@ func zeroChannel(g graph.ChannelGroup, params map[string]*Param, buffers map[str
 // filters and groups as channels reach it).
 func thinnedNetwork(net graph.Network, space, heads map[string]int) (graph.Network, ThinReport, error) {
 	c := graph.NewChain(net.Input, net.Classes)
+	c.Net.PerPosition = net.PerPosition // a language model stays one
 	var rep ThinReport
 	for _, l := range net.Layers {
 		in := c.Shape(c.Last())

@@ -22,11 +22,18 @@ import (
 // layers with half the heads (projections half as wide), and the thinned
 // model's logits equal the masked model's.
 func TestHeadPruning(t *testing.T) {
-	net, err := graph.Transformer(graph.Shape{H: 1, W: 12, C: 1}, 16, 4, 2, 24, 3, false)
+	for _, lm := range []bool{false, true} { // a classifier, a language model
+		testHeadPruning(t, lm)
+	}
+}
+
+func testHeadPruning(t *testing.T, lm bool) {
+	net, err := graph.Transformer(graph.Shape{H: 1, W: 12, C: 1}, 16, 4, 2, 24, 3, lm)
 	if err != nil {
 		t.Fatal(err)
 	}
 	m, err := model.FromNetwork(net, "uniform", 5)
+	m.Input.PerPosition = lm
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,6 +97,9 @@ func TestHeadPruning(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 1))
 	for i := range x {
 		x[i] = float32(r.IntN(256)) / 255
+	}
+	if small.Net.PerPosition != lm {
+		t.Fatalf("thinning made a per-position network %v", small.Net.PerPosition)
 	}
 	want, got := logits(t, m, x, 4), logits(t, small, x, 4)
 	for i := range want {

@@ -1,5 +1,36 @@
 #include "textflag.h"
 
+// EXP sets Z3 = Exp(Z2) for Z2 ≤ 0 (Exp's float32 operations in its
+// order, 0 below its low cut), with Exp's constants in Z18–Z29 and 0 in
+// Z9; it uses Z4–Z7 and K1.
+#define EXP \
+	VMULPS Z18, Z2, Z4 \
+	VADDPS Z19, Z4, Z4 \
+	VSUBPS Z19, Z4, Z4 \
+	VMULPS Z20, Z4, Z5 \
+	VSUBPS Z5, Z2, Z5 \
+	VMULPS Z21, Z4, Z6 \
+	VSUBPS Z6, Z5, Z5 \
+	VMULPS Z29, Z5, Z6 \
+	VADDPS Z28, Z6, Z6 \
+	VMULPS Z6, Z5, Z6 \
+	VADDPS Z27, Z6, Z6 \
+	VMULPS Z6, Z5, Z6 \
+	VADDPS Z26, Z6, Z6 \
+	VMULPS Z6, Z5, Z6 \
+	VADDPS Z25, Z6, Z6 \
+	VMULPS Z6, Z5, Z6 \
+	VADDPS Z24, Z6, Z6 \
+	VMULPS Z6, Z5, Z6 \
+	VADDPS Z23, Z6, Z6 \
+	VMULPS Z6, Z5, Z6 \
+	VADDPS Z23, Z6, Z6 \
+	VCVTTPS2DQ Z4, Z7 \
+	VPSLLD $23, Z7, Z7 \
+	VPADDD Z7, Z6, Z3 \
+	VCMPPS $1, Z22, Z2, K1 \
+	VMOVAPS Z9, K1, Z3
+
 // func addAct(dst, a, b *float32, n, act int)
 //
 // dst = act(a + b), 16 at a time. ReLU is VMAXPS with the sum as its
@@ -144,32 +175,7 @@ gploop:
 	VMULPS Z1, Z2, Z2  // −z·z
 
 	// e = Exp(−z·z)
-	VMULPS Z18, Z2, Z4
-	VADDPS Z19, Z4, Z4
-	VSUBPS Z19, Z4, Z4 // k
-	VMULPS Z20, Z4, Z5
-	VSUBPS Z5, Z2, Z5
-	VMULPS Z21, Z4, Z6
-	VSUBPS Z6, Z5, Z5  // r
-	VMULPS Z29, Z5, Z6
-	VADDPS Z28, Z6, Z6
-	VMULPS Z6, Z5, Z6
-	VADDPS Z27, Z6, Z6
-	VMULPS Z6, Z5, Z6
-	VADDPS Z26, Z6, Z6
-	VMULPS Z6, Z5, Z6
-	VADDPS Z25, Z6, Z6
-	VMULPS Z6, Z5, Z6
-	VADDPS Z24, Z6, Z6
-	VMULPS Z6, Z5, Z6
-	VADDPS Z23, Z6, Z6
-	VMULPS Z6, Z5, Z6
-	VADDPS Z23, Z6, Z6 // p
-	VCVTTPS2DQ Z4, Z7
-	VPSLLD $23, Z7, Z7
-	VPADDD Z7, Z6, Z3  // p·2^k
-	VCMPPS $1, Z22, Z2, K1
-	VMOVAPS Z9, K1, Z3 // 0 below the cut
+	EXP
 
 	// t = 1/(1 + p·z), the polynomial, half = ±(1 − poly·e)/2
 	VMULPS Z11, Z1, Z4
@@ -244,32 +250,7 @@ TEXT ·expShift(SB), NOSPLIT, $0-32
 esloop:
 	VMOVUPS (SI), Z2
 	VSUBPS Z8, Z2, Z2  // x − m
-	VMULPS Z18, Z2, Z4
-	VADDPS Z19, Z4, Z4
-	VSUBPS Z19, Z4, Z4 // k
-	VMULPS Z20, Z4, Z5
-	VSUBPS Z5, Z2, Z5
-	VMULPS Z21, Z4, Z6
-	VSUBPS Z6, Z5, Z5  // r
-	VMULPS Z29, Z5, Z6
-	VADDPS Z28, Z6, Z6
-	VMULPS Z6, Z5, Z6
-	VADDPS Z27, Z6, Z6
-	VMULPS Z6, Z5, Z6
-	VADDPS Z26, Z6, Z6
-	VMULPS Z6, Z5, Z6
-	VADDPS Z25, Z6, Z6
-	VMULPS Z6, Z5, Z6
-	VADDPS Z24, Z6, Z6
-	VMULPS Z6, Z5, Z6
-	VADDPS Z23, Z6, Z6
-	VMULPS Z6, Z5, Z6
-	VADDPS Z23, Z6, Z6 // p
-	VCVTTPS2DQ Z4, Z7
-	VPSLLD $23, Z7, Z7
-	VPADDD Z7, Z6, Z3  // p·2^k
-	VCMPPS $1, Z22, Z2, K1
-	VMOVAPS Z9, K1, Z3 // 0 below the cut
+	EXP
 	VCMPPS $3, Z2, Z2, K3
 	VMOVAPS Z2, K3, Z3 // a NaN stays
 	VMOVUPS Z3, (SI)

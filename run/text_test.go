@@ -100,18 +100,7 @@ func TestTextRun(t *testing.T) {
 	if got := fmt.Sprint(sum.ClassNames); got != "[abc mno uvw]" || len(sum.Confusion) != 3 {
 		t.Fatalf("class names %s, confusion %v", got, sum.Confusion)
 	}
-	b, err := os.ReadFile(filepath.Join(run, "model.arrow"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := checkpoint.Decode(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := infer.Load(f, cpu.New(cpu.Options{Threads: 2}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := loadRuntime(t, filepath.Join(run, "model.arrow"))
 	_, test, err := data.Load("text", filepath.Join(dir, "texts"))
 	if err != nil {
 		t.Fatal(err)
@@ -145,6 +134,20 @@ func TestTextRun(t *testing.T) {
 	if _, err := m.Sample(nil, 5, 1, 1); err == nil || !strings.Contains(err.Error(), "language model") {
 		t.Fatalf("sampling from a classifier: %v", err)
 	}
+}
+
+// loadRuntime loads a run's model file into the inference runtime.
+func loadRuntime(t *testing.T, path string) *infer.Model {
+	t.Helper()
+	f, err := checkpoint.Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := infer.Load(f, cpu.New(cpu.Options{Threads: 2}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 // TestTextRecipesRefuse: what a text run cannot do is an error naming the
@@ -255,18 +258,7 @@ func TestLanguageModelRun(t *testing.T) {
 	if err != nil || !strings.Contains(strings.SplitN(string(csv), "\n", 2)[0], ",val_bpc,") {
 		t.Fatalf("metrics.csv header: %v %.200s", err, csv)
 	}
-	b, err := os.ReadFile(filepath.Join(run, "model.arrow"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := checkpoint.Decode(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := infer.Load(f, cpu.New(cpu.Options{Threads: 2}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := loadRuntime(t, filepath.Join(run, "model.arrow"))
 	_, test, err := data.Load("text", corpus)
 	if err != nil {
 		t.Fatal(err)

@@ -12,14 +12,17 @@ import (
 // HintOp is feature (hint) distillation, as FitNets: a student layer's
 // activations h_s [B, ds] are mapped by a learned projection P [ds, dt]
 // to the teacher layer's width and pulled towards the teacher's
-// activations h_t [B, dt]: loss = w/(2B) · Σ ‖h_s·P − h_t‖². Gradients flow
+// activations h_t [B, dt]: loss = w/(2B) · Σ ‖h_s·P − h_t‖². B counts rows:
+// a sequence layer's activations [batch, T·ds] are batch·T rows, one per
+// position, each projected alike (the student's node keeps its own shape,
+// and so does its gradient). Gradients flow
 // to h_s and P; the teacher's activations are data. The op adds the term
 // to a loss it is given (its first input), so that one scalar carries the
 // whole objective.
 type HintOp struct {
 	graphop.Base
 	Weight    float32
-	B, DS, DT int // batch, student width, teacher width
+	B, DS, DT int // rows, student width, teacher width
 	// Loss is the last batch's value.
 	Loss float64
 	r    []float32 // residual h_s·P − h_t of the last batch
@@ -42,7 +45,7 @@ func (o *HintOp) Do(in ...G.Value) (G.Value, error) {
 	vs := in[1:]
 	hs, p, ht := vs[0].Shape(), vs[1].Shape(), vs[2].Shape()
 	b, ds, dt := o.B, o.DS, o.DT
-	if !hs.Eq(tensor.Shape{b, ds}) || !p.Eq(tensor.Shape{ds, dt}) || !ht.Eq(tensor.Shape{b, dt}) {
+	if hs.TotalSize() != b*ds || !p.Eq(tensor.Shape{ds, dt}) || ht.TotalSize() != b*dt {
 		return nil, o.ShapeErr("student %v, projection %v, teacher %v; want [%d %d], [%d %d], [%d %d]", hs, p, ht, b, ds, ds, dt, b, dt)
 	}
 	if len(o.r) != b*dt {
@@ -62,7 +65,7 @@ func (o *HintOp) Do(in ...G.Value) (G.Value, error) {
 }
 func (o *HintOp) DiffWRT(int) []bool { return []bool{true, true, true, false} }
 func (o *HintOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	dh, err := G.ApplyOp(&hintGradOp{Base: graphop.NewBase("hint.grad_student", o.Eng), fwd: o}, in[2], grad)
+	dh, err := G.ApplyOp(&hintGradOp{Base: graphop.NewBase("hint.grad_student", o.Eng), fwd: o, shape: in[1].Shape().Clone()}, in[2], grad)
 	if err != nil {
 		return nil, err
 	}
@@ -76,6 +79,7 @@ type hintGradOp struct {
 	graphop.Base
 	fwd        *HintOp
 	projection bool
+	shape      tensor.Shape // the student node's (d h_s)
 	out        graphop.Buffer
 }
 
@@ -87,7 +91,7 @@ func (o *hintGradOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 	if o.projection {
 		return tensor.Shape{o.fwd.DS, o.fwd.DT}, nil
 	}
-	return tensor.Shape{o.fwd.B, o.fwd.DS}, nil
+	return o.shape.Clone(), nil
 }
 func (o *hintGradOp) Do(vs ...G.Value) (G.Value, error) {
 	b, ds, dt := o.fwd.B, o.fwd.DS, o.fwd.DT
@@ -98,7 +102,7 @@ func (o *hintGradOp) Do(vs ...G.Value) (G.Value, error) {
 		o.Eng.Sgemm(true, false, ds, dt, b, c, x, ds, o.fwd.r, dt, 0, d.Float32s(), dt)
 		return d, nil
 	}
-	d := o.out.Get(b, ds)
+	d := o.out.Get(o.shape...)
 	o.Eng.Sgemm(false, true, b, ds, dt, c, o.fwd.r, dt, x, dt, 0, d.Float32s(), ds)
 	return d, nil
 }

@@ -28,9 +28,17 @@ func hintLoss(w float64, hs, p, ht []float32, b, ds, dt int) float64 {
 
 // TestHintLossAndGradients checks the hint term's value against a hand
 // computation and its gradients (student activations and projection)
-// against finite differences, and that the teacher's side gets none.
+// against finite differences, and that the teacher's side gets none: for
+// a fully connected layer's activations [6, ds] and for a sequence layer's
+// [2, 3·ds] (two samples of three positions, each position a row).
 func TestHintLossAndGradients(t *testing.T) {
-	const b, ds, dt, w = 3, 4, 5, 0.7
+	for _, shape := range []tensor.Shape{{6, 4}, {2, 3 * 4}} {
+		testHint(t, shape)
+	}
+}
+
+func testHint(t *testing.T, shape tensor.Shape) {
+	const b, ds, dt, w = 6, 4, 5, 0.7
 	r := rand.New(rand.NewPCG(1, 2))
 	rnd := func(n int) []float32 {
 		v := make([]float32, n)
@@ -41,7 +49,7 @@ func TestHintLossAndGradients(t *testing.T) {
 	}
 	hsv, pv, htv := rnd(b*ds), rnd(ds*dt), rnd(b*dt)
 	g := G.NewGraph()
-	hs := G.NewMatrix(g, tensor.Float32, G.WithShape(b, ds), G.WithName("hs"), G.WithValue(tensor.New(tensor.WithShape(b, ds), tensor.WithBacking(hsv))))
+	hs := G.NewMatrix(g, tensor.Float32, G.WithShape(shape...), G.WithName("hs"), G.WithValue(tensor.New(tensor.WithShape(shape...), tensor.WithBacking(hsv))))
 	p := G.NewMatrix(g, tensor.Float32, G.WithShape(ds, dt), G.WithName("p"), G.WithValue(tensor.New(tensor.WithShape(ds, dt), tensor.WithBacking(pv))))
 	ht := G.NewMatrix(g, tensor.Float32, G.WithShape(b, dt), G.WithName("ht"), G.WithValue(tensor.New(tensor.WithShape(b, dt), tensor.WithBacking(htv))))
 	op := NewHintOp(cpu.New(cpu.Options{Threads: 1}), w, b, ds, dt)
@@ -66,6 +74,9 @@ func TestHintLossAndGradients(t *testing.T) {
 	if gb := graphopScalar(grads[0].Value()); gb != 1 {
 		t.Fatalf("gradient of the base loss %v, want 1", gb)
 	}
+	if !grads[1].Shape().Eq(shape) {
+		t.Fatalf("student gradient %v, want the activations' %v", grads[1].Shape(), shape)
+	}
 	for k, x := range [][]float32{hsv, pv} {
 		got := grads[k+1].Value().Data().([]float32)
 		for i := range x {
@@ -78,7 +89,7 @@ func TestHintLossAndGradients(t *testing.T) {
 			x[i] = orig
 			fd := (up - down) / (2 * h)
 			if math.Abs(float64(got[i])-fd) > 1e-3*(1+math.Abs(fd)) {
-				t.Fatalf("gradient %d[%d]: %v, finite differences %v", k, i, got[i], fd)
+				t.Fatalf("%v: gradient %d[%d]: %v, finite differences %v", shape, k, i, got[i], fd)
 			}
 		}
 	}

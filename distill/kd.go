@@ -16,6 +16,10 @@ import (
 type Config struct {
 	Temperature float64 // T > 0
 	Alpha       float64 // weight of the distillation term, in [0, 1]
+	// ClassWeights, when set, weigh each sample's two terms by its label's
+	// class weight: the batch mean becomes Σ w·term / Σ w, as the weighted
+	// cross-entropy of plain training (model.Model.ClassWeights).
+	ClassWeights []float32
 }
 
 // Validate reports settings the loss cannot use.
@@ -52,7 +56,8 @@ func softmax(p []float64, x []float32, T float64) {
 // for student logits s and teacher logits t ([n, c] row-major) and class
 // labels y, and, when grad is not nil, writes its gradient with respect to
 // the student logits: α·T·(softmax(s/T) − softmax(t/T))/n +
-// (1 − α)·(softmax(s) − onehot(y))/n.
+// (1 − α)·(softmax(s) − onehot(y))/n. With cfg.ClassWeights each sample's
+// terms are weighed by w[y] and n becomes Σ w[y].
 func Loss(cfg Config, student, teacher, labels []float32, c int, grad []float32) float64 {
 	kd, ce := Parts(cfg, student, teacher, labels, c, grad)
 	return kd + ce
@@ -62,7 +67,17 @@ func Loss(cfg Config, student, teacher, labels []float32, c int, grad []float32)
 // α·T²·KL and the task term (1 − α)·CE, each a batch mean.
 func Parts(cfg Config, student, teacher, labels []float32, c int, grad []float32) (kdTerm, ceTerm float64) {
 	n := len(labels)
-	T, a := cfg.Temperature, cfg.Alpha
+	T, a, cw := cfg.Temperature, cfg.Alpha, cfg.ClassWeights
+	weight := func(y int) float64 {
+		if cw == nil {
+			return 1
+		}
+		return float64(cw[y])
+	}
+	var wsum float64
+	for _, y := range labels {
+		wsum += weight(int(y))
+	}
 	ps, pt, p1 := make([]float64, c), make([]float64, c), make([]float64, c)
 	var kdSum, ceSum float64
 	for i := 0; i < n; i++ {
@@ -77,8 +92,9 @@ func Parts(cfg Config, student, teacher, labels []float32, c int, grad []float32
 			}
 		}
 		y := int(labels[i])
-		kdSum += a * T * T * kl
-		ceSum -= (1 - a) * math.Log(p1[y])
+		w := weight(y)
+		kdSum += w * a * T * T * kl
+		ceSum -= w * (1 - a) * math.Log(p1[y])
 		if grad != nil {
 			g := grad[i*c : (i+1)*c]
 			for j := range g {
@@ -86,11 +102,11 @@ func Parts(cfg Config, student, teacher, labels []float32, c int, grad []float32
 				if j == y {
 					oh = 1
 				}
-				g[j] = float32((a*T*(ps[j]-pt[j]) + (1-a)*(p1[j]-oh)) / float64(n))
+				g[j] = float32(w * (a*T*(ps[j]-pt[j]) + (1-a)*(p1[j]-oh)) / wsum)
 			}
 		}
 	}
-	return kdSum / float64(n), ceSum / float64(n)
+	return kdSum / wsum, ceSum / wsum
 }
 
 // MeanLogits writes the mean of several teachers' logits into dst: a

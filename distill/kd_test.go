@@ -108,3 +108,56 @@ func TestLossOpInAGraph(t *testing.T) {
 		t.Fatal("bad settings accepted")
 	}
 }
+
+// TestClassWeightedLoss: weights of one are the unweighted loss to the
+// bit; other weights give Σ w·term / Σ w of the per-sample losses, and
+// the gradient still matches central differences.
+func TestClassWeightedLoss(t *testing.T) {
+	r := rand.New(rand.NewPCG(2, 3))
+	n, c := 4, 3
+	s, tl := make([]float32, n*c), make([]float32, n*c)
+	for i := range s {
+		s[i], tl[i] = float32(r.NormFloat64()*2), float32(r.NormFloat64()*2)
+	}
+	y := []float32{0, 2, 2, 1}
+	cfg := Config{Temperature: 2, Alpha: 0.3}
+	g0, g1 := make([]float32, n*c), make([]float32, n*c)
+	kd0, ce0 := Parts(cfg, s, tl, y, c, g0)
+	ones := cfg
+	ones.ClassWeights = []float32{1, 1, 1}
+	kd1, ce1 := Parts(ones, s, tl, y, c, g1)
+	if kd0 != kd1 || ce0 != ce1 {
+		t.Fatalf("weights of one: (%v, %v), unweighted (%v, %v)", kd1, ce1, kd0, ce0)
+	}
+	for i := range g0 {
+		if g0[i] != g1[i] {
+			t.Fatalf("weights of one: gradient %d %v, unweighted %v", i, g1[i], g0[i])
+		}
+	}
+	w := Config{Temperature: 2, Alpha: 0.3, ClassWeights: []float32{0.5, 3, 1.5}}
+	var want, wsum float64
+	for i := range y {
+		kd, ce := Parts(cfg, s[i*c:(i+1)*c], tl[i*c:(i+1)*c], y[i:i+1], c, nil)
+		wi := float64(w.ClassWeights[int(y[i])])
+		want += wi * (kd + ce)
+		wsum += wi
+	}
+	want /= wsum
+	if got := Loss(w, s, tl, y, c, nil); math.Abs(got-want) > 1e-12 {
+		t.Fatalf("weighted loss %v, want %v", got, want)
+	}
+	g := make([]float32, n*c)
+	Loss(w, s, tl, y, c, g)
+	for i := range s {
+		old := s[i]
+		const eps = 1e-3
+		s[i] = old + eps
+		lp := Loss(w, s, tl, y, c, nil)
+		s[i] = old - eps
+		lm := Loss(w, s, tl, y, c, nil)
+		s[i] = old
+		if num := (lp - lm) / (2 * eps); math.Abs(num-float64(g[i])) > 1e-4 {
+			t.Fatalf("weighted d/ds[%d]: analytic %v, numeric %v", i, g[i], num)
+		}
+	}
+}

@@ -13,8 +13,12 @@ import (
 // Hint asks a distillation loss for a hint (feature) term: the student's
 // hidden layer Layer, projected by Projection [its width, TeacherDim], is
 // pulled towards the teacher layer's activations with the given weight.
+// Positions is the vectors the layer outputs per sample (1 for a fully
+// connected layer, T for a transformer's), each projected alike; the
+// teacher's layer has as many.
 type Hint struct {
 	Layer      string
+	Positions  int
 	TeacherDim int
 	Weight     float64
 	Projection *tensor.Dense
@@ -55,17 +59,18 @@ func (l *KDLoss) addHint(net *model.Net, loss *G.Node) (*G.Node, error) {
 	hint := l.hint
 	hs := net.Hidden[hint.Layer]
 	if hs == nil {
-		return nil, fmt.Errorf("distill: hint: no hidden linear layer %q", hint.Layer)
+		return nil, fmt.Errorf("distill: hint: no hidden layer %q", hint.Layer)
 	}
-	ds := hs.Shape()[1]
+	pos := max(hint.Positions, 1)
+	rows, ds := net.Batch*pos, hs.Shape().TotalSize()/(net.Batch*pos)
 	if !hint.Projection.Shape().Eq(tensor.Shape{ds, hint.TeacherDim}) {
 		return nil, fmt.Errorf("distill: hint: projection %v for a layer of width %d and a teacher layer of width %d", hint.Projection.Shape(), ds, hint.TeacherDim)
 	}
 	g := net.Graph
-	net.HValue = tensor.New(tensor.Of(tensor.Float32), tensor.WithShape(net.Batch, hint.TeacherDim))
-	ht := G.NewMatrix(g, tensor.Float32, G.WithShape(net.Batch, hint.TeacherDim), G.WithName("teacher_hint"), G.WithValue(net.HValue))
+	net.HValue = tensor.New(tensor.Of(tensor.Float32), tensor.WithShape(rows, hint.TeacherDim))
+	ht := G.NewMatrix(g, tensor.Float32, G.WithShape(rows, hint.TeacherDim), G.WithName("teacher_hint"), G.WithValue(net.HValue))
 	net.HintProjection = G.NewMatrix(g, tensor.Float32, G.WithShape(ds, hint.TeacherDim), G.WithName("hint.projection"), G.WithValue(hint.Projection))
-	l.hop = NewHintOp(l.eng, hint.Weight, net.Batch, ds, hint.TeacherDim)
+	l.hop = NewHintOp(l.eng, hint.Weight, rows, ds, hint.TeacherDim)
 	out, err := G.ApplyOp(l.hop, loss, hs, net.HintProjection, ht)
 	if err != nil {
 		return nil, fmt.Errorf("distill: hint: %w", err)

@@ -437,8 +437,9 @@ type Net struct {
 	XValue, YValue *tensor.Dense // bound to X and Y; overwrite their data to feed a batch
 	TValue         *tensor.Dense // distillation graphs: the teacher's logits for the batch
 	Dropouts       []*DropoutOp
-	// Hidden holds each hidden linear layer's output (after its activation
-	// and any activation quantization, before dropout), by layer name.
+	// Hidden holds the output of each layer a hint can use (HiddenLayers;
+	// after its activation and any activation quantization, before
+	// dropout), by layer name.
 	Hidden map[string]*G.Node
 	// HValue and HintProjection: distillation graphs with a hint, the
 	// teacher layer's activations for the batch and the projection node
@@ -523,6 +524,10 @@ func (m *Model) Build(eng compute.Engine, batch int, train bool, seed uint64, ho
 	// before it. Layers on the images themselves need no input gradient.
 	outs := map[string]*G.Node{graph.Input: h}
 	prev := graph.Input
+	hidden := map[string]bool{}
+	for _, hl := range m.HiddenLayers() {
+		hidden[hl.Name] = true
+	}
 	for _, l := range m.Net.Layers {
 		var ins []*G.Node
 		for _, name := range l.InputsOf(prev) {
@@ -574,7 +579,7 @@ func (m *Model) Build(eng compute.Engine, batch int, train bool, seed uint64, ho
 				return nil, fmt.Errorf("model: layer %s: %w", l.Name, err)
 			}
 		}
-		if l.Kind == graph.Linear && act != graph.Identity {
+		if _, ok := hidden[l.Name]; ok {
 			net.Hidden[l.Name] = h
 		}
 		if h, err = dropout(h, l.Dropout, l.Name+".dropout"); err != nil {
@@ -655,6 +660,37 @@ func hashName(s string) uint64 {
 	h := fnv.New64a()
 	h.Write([]byte(s))
 	return h.Sum64()
+}
+
+// HiddenLayer is a layer whose output a hint (feature distillation) can
+// use: per sample, Positions vectors of Width (one for a fully connected
+// layer; a sequence's positions for a transformer's).
+type HiddenLayer struct {
+	Name             string
+	Positions, Width int
+}
+
+// HiddenLayers are the layers a hint can use, in network order: every
+// linear layer with an activation, and in a model over token ids (its
+// first layer an embedding) every layer but the last whose output is a vector per
+// position — a transformer's hidden states: attention, layer norms,
+// residual sums, the position-wise feed-forward layers.
+func (m *Model) HiddenLayers() []HiddenLayer {
+	var out []HiddenLayer
+	layers := m.Net.Layers
+	tokens := len(layers) > 0 && layers[0].Kind == graph.Embedding
+	for i, l := range layers {
+		o := l.Output()
+		switch {
+		case l.Kind == graph.Linear && l.Act != graph.Identity:
+		case tokens && i < len(layers)-1 && o.H == 1 && o.W > 1 &&
+			(l.Kind == graph.Attention || l.Kind == graph.LayerNorm || l.Kind == graph.Add || l.Kind == graph.Conv):
+		default:
+			continue
+		}
+		out = append(out, HiddenLayer{Name: l.Name, Positions: o.H * o.W, Width: o.C})
+	}
+	return out
 }
 
 // LayerInfo describes one parameterised layer for summaries.

@@ -252,7 +252,7 @@ var jobSection = section[Job]{name: "job", doc: "The recipe's one block, labelle
 	{name: "batch", doc: "Training samples per step.", at: func(j *Job) any { return &j.Batch }, def: 128, lo: 1, hi: 1 << 20}, // and at most the training split (the plan checks)
 	{name: "eval_batch", doc: "Samples per forward pass when evaluating.", at: func(j *Job) any { return &j.EvalBatch }, def: 1000, lo: 1, hi: 1 << 20},
 	{name: "validation", doc: "Training samples held out as the validation split (the last ones of the training set; `kjv` holds out its own books instead).", at: func(j *Job) any { return &j.Validation }, def: 5000, hi: 1 << 30}, // below the training set's size (the plan checks)
-	{name: "class_balance", doc: "Weigh each class's term of the training loss by N/(classes × its training samples), so that every class counts alike (for sets whose classes differ in size, as `langid`'s languages do); not with `distill` yet.", at: func(j *Job) any { return &j.ClassBalance }, omit: func(j *Job) bool { return !j.ClassBalance }},
+	{name: "class_balance", doc: "Weigh each class's term of the training loss by N/(classes × its training samples), so that every class counts alike (for sets whose classes differ in size, as `langid`'s languages do); with `distill`, both terms of each sample are weighed so.", at: func(j *Job) any { return &j.ClassBalance }, omit: func(j *Job) bool { return !j.ClassBalance }},
 	{name: "threads", doc: "Compute threads; 0: every core (`--threads` overrides).", at: func(j *Job) any { return &j.Threads }, hi: 1024},
 }}
 
@@ -382,7 +382,7 @@ var distillSection = section[Distill]{name: "distill", doc: "Inside `job`, with 
 	{name: "offline", doc: "Compute the teacher's logits for the training set once, before the student trains (only without augmentation).", at: func(d *Distill) any { return &d.Offline }, omit: func(d *Distill) bool { return !d.Offline }},
 }}
 
-var hintSection = section[Hint]{name: "hint", doc: "Inside `distill`, at most one: feature distillation from a teacher's hidden layer.", fields: []field[Hint]{
+var hintSection = section[Hint]{name: "hint", doc: "Inside `distill`, at most one: feature distillation from a teacher's hidden layer (a linear layer with an activation; in a transformer any block's layer, e.g. `b2.add2`, the residual stream after block 2, each position projected alike).", fields: []field[Hint]{
 	{name: "teacher", doc: "The teacher's hidden layer whose output is the hint.", at: func(h *Hint) any { return &h.Teacher }, required: true},
 	{name: "student", doc: "The student's hidden layer that learns it, through a learned projection.", at: func(h *Hint) any { return &h.Student }, required: true},
 	{name: "weight", doc: "The hint loss's weight.", at: func(h *Hint) any { return &h.Weight }, def: 1.0, loOpen: true, hi: 1000},

@@ -383,9 +383,6 @@ func Check(job *recipes.Job) error {
 	if err := oneOf("dataset", "value", job.Dataset, data.Datasets); err != nil {
 		return err
 	}
-	if job.ClassBalance && job.Distill != nil {
-		return job.Errorf("class_balance", "class_balance weighs the cross-entropy of plain training; with distill it is not built yet")
-	}
 	if data.IsText(job.Dataset) && (job.Augment.Shift > 0 || job.Augment.Flip) {
 		return job.Errorf("augment", "augment shifts and flips images; dataset %s is text", job.Dataset)
 	}

@@ -517,25 +517,28 @@ func hintConfig(job *recipes.Job, m *model.Model, teachers []*model.Model, oc tr
 		return nil, nil
 	}
 	h := job.Distill.Hint
-	hidden := func(m *model.Model) (names []string, width map[string]int) {
-		width = map[string]int{}
-		ws := m.Weights()
-		for _, w := range ws[:len(ws)-1] { // the last weight makes the logits
-			if len(w.Shape) == 2 {
-				names, width[w.Name] = append(names, w.Name), w.Shape[0]
+	find := func(who string, m *model.Model, layer string) (model.HiddenLayer, error) {
+		var names []string
+		for _, hl := range m.HiddenLayers() {
+			if hl.Name == layer {
+				return hl, nil
 			}
+			names = append(names, hl.Name)
 		}
-		return names, width
+		return model.HiddenLayer{}, job.Errorf("distill.hint", "the %s (%s) has no hidden layer %q (it has %s)", who, m.Spec.Arch, layer, strings.Join(names, ", "))
 	}
-	sn, sw := hidden(m)
-	if sw[h.Student] == 0 {
-		return nil, job.Errorf("distill.hint", "the student (%s) has no hidden linear layer %q (it has %s)", m.Spec.Arch, h.Student, strings.Join(sn, ", "))
+	s, err := find("student", m, h.Student)
+	if err != nil {
+		return nil, err
 	}
-	tn, tw := hidden(teachers[0])
-	if tw[h.Teacher] == 0 {
-		return nil, job.Errorf("distill.hint", "the teacher (%s) has no hidden linear layer %q (it has %s)", teachers[0].Spec.Arch, h.Teacher, strings.Join(tn, ", "))
+	t, err := find("teacher", teachers[0], h.Teacher)
+	if err != nil {
+		return nil, err
 	}
-	opt, err := trainer.NewOptimizer(oc, []int{sw[h.Student] * tw[h.Teacher]})
+	if s.Positions != t.Positions {
+		return nil, job.Errorf("distill.hint", "the student's layer %s has %d positions, the teacher's %s %d", h.Student, s.Positions, h.Teacher, t.Positions)
+	}
+	opt, err := trainer.NewOptimizer(oc, []int{s.Width * t.Width})
 	if err != nil {
 		return nil, err
 	}
@@ -676,7 +679,7 @@ func beyondAccuracy(sum *rundir.Summary, m *model.Model, teachers []*model.Model
 }
 
 // teacherJob is the job that trains a recipe's k-th teacher: the recipe's
-// dataset, batch, validation, augmentation and optimizer, seed + k, the
+// dataset, batch, validation, class balance, augmentation and optimizer, seed + k, the
 // teacher block's model and epochs, and no compression.
 func teacherJob(job *recipes.Job, k int) *recipes.Job {
 	name := job.Name + "-teacher"
@@ -684,7 +687,7 @@ func teacherJob(job *recipes.Job, k int) *recipes.Job {
 		name = fmt.Sprintf("%s-teacher-%d", job.Name, k+1)
 	}
 	tj := &recipes.Job{Name: name, Dataset: job.Dataset, DataDir: job.DataDir, Seed: job.Seed + uint64(k), Epochs: job.Teacher.Epochs,
-		Batch: job.Batch, EvalBatch: job.EvalBatch, Validation: job.Validation, Threads: job.Threads,
+		Batch: job.Batch, EvalBatch: job.EvalBatch, Validation: job.Validation, ClassBalance: job.ClassBalance, Threads: job.Threads,
 		Augment: job.Augment, Model: job.Teacher.Model, Optimizer: job.Optimizer, File: job.File, Ranges: job.Ranges, Checkpoint: job.Checkpoint,
 		Variables: job.Variables}
 	return tj

@@ -630,8 +630,8 @@ func TestHintDistillation(t *testing.T) {
 			sum.History[0].DistillLoss, sum.History[1].DistillLoss)
 	}
 	for _, tc := range []struct{ teacher, student, want string }{
-		{"fc1", "fc2", `tiny.hcl:21,5: the student (mlp) has no hidden linear layer "fc2" (it has fc1)`},
-		{"fc7", "fc1", `tiny.hcl:21,5: the teacher (mlp) has no hidden linear layer "fc7" (it has fc1)`},
+		{"fc1", "fc2", `tiny.hcl:21,5: the student (mlp) has no hidden layer "fc2" (it has fc1)`},
+		{"fc7", "fc1", `tiny.hcl:21,5: the teacher (mlp) has no hidden layer "fc7" (it has fc1)`},
 	} {
 		j, err := recipes.Parse([]byte(hint(tc.teacher, tc.student)), "tiny.hcl", nil)
 		if err != nil {

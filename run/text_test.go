@@ -17,6 +17,7 @@ import (
 	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/infer"
 	"github.com/lathe-ml/lathe/recipes"
+	"github.com/lathe-ml/lathe/rundir"
 )
 
 // textRecipe trains a small transformer on the text folder next to it.
@@ -136,6 +137,69 @@ func TestTextRun(t *testing.T) {
 	}
 }
 
+// TestTransformerHint distils a wider transformer (width 24) into a
+// narrower one (16) with a hint on the first block's output — the
+// residual stream, a vector per position, projected alike at every
+// position — and class-balanced weights on both loss terms: the
+// projection [16, 24] learns, the distillation term falls, and a layer
+// that is no hidden state is refused naming those that are.
+func TestTransformerHint(t *testing.T) {
+	dir := t.TempDir()
+	block := `validation = 40
+  class_balance = true
+  teacher {
+    arch   = "transformer"
+    dim    = 24
+    heads  = 2
+    blocks = 1
+    mlp    = 48
+    epochs = 2
+  }
+  distill {
+    temperature = 2
+    hint {
+      teacher = "b1.add2"
+      student = "STUDENT"
+      weight  = 0.1
+    }
+  }`
+	src := strings.Replace(textRecipe, "validation = 40", block, 1)
+	path := writeTexts(t, dir, strings.Replace(src, "STUDENT", "b1.add2", 1))
+	j, err := recipes.Load(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := filepath.Join(dir, "run")
+	sum, err := Execute(context.Background(), j, Options{RunDir: run, Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, _ := rundir.CheckpointFiles(filepath.Join(run, rundir.CheckpointDir))
+	f, err := checkpoint.Read(filepath.Join(run, rundir.CheckpointDir, names[len(names)-1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := f.Tensor("hint/projection")
+	if p == nil || len(p.Data) != 16*24 || slices.Max(p.Data) == 0 {
+		t.Fatalf("hint projection %v", p)
+	}
+	h := sum.History
+	if sum.TestAccuracy < 0.9 || h[len(h)-1].DistillLoss >= h[0].DistillLoss {
+		t.Fatalf("accuracy %v, distillation terms %v then %v", sum.TestAccuracy, h[0].DistillLoss, h[len(h)-1].DistillLoss)
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(src, "STUDENT", "pool", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if j, err = recipes.Load(path, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Execute(context.Background(), j, Options{RunDir: filepath.Join(dir, "bad")})
+	want := `the student (transformer) has no hidden layer "pool" (it has b1.ln1, b1.attn, b1.add1, b1.ln2, b1.fc1, b1.fc2, b1.add2, ln)`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("hint on the pooling: %v, want %q", err, want)
+	}
+}
+
 // loadRuntime loads a run's model file into the inference runtime.
 func loadRuntime(t *testing.T, path string) *infer.Model {
 	t.Helper()
@@ -185,7 +249,6 @@ func TestTextRecipesRefuse(t *testing.T) {
 		{"langid folder", `dataset    = "text"`, `dataset    = "langid"`, false, "text.hcl:8,16: data: dataset langid reads the installed fortune packages"},
 		{"image model", "arch   = \"transformer\"\n    dim    = 16\n    heads  = 2\n    blocks = 1\n    mlp    = 32", `arch = "lenet5"`, false, "text.hcl:14,12: "},
 		{"heads of no attention layer", "validation = 40", "validation = 40\n  prune \"structured\" {\n    granularity = \"heads\"\n    layers = [\"b1.fc*\"]\n    target = 0.5\n  }", false, `text.hcl:15,14: "b1.fc*" names no attention layer (the model's: b1.attn)`},
-		{"class balance with distill", "validation = 40", "validation = 40\n  class_balance = true\n  teacher {\n    arch = \"transformer\"\n    epochs = 1\n  }\n  distill {\n  }", false, "text.hcl:13,19: class_balance weighs the cross-entropy of plain training"},
 		{"class balance on the device", "validation = 40", "validation = 40\n  class_balance = true", true, "text.hcl:13,19: class-balanced training is not supported on the cpu device"},
 		{"device", ``, ``, true, "text.hcl:14,14: model \"transformer\" (trainer: layer 0 (emb): the device path has no embedding layer) is not supported on the cpu device"},
 		{"device graph", textRecipe[strings.Index(textRecipe, "model {"):strings.Index(textRecipe, "  optimizer")], graphModel + "\n", true, "text.hcl:15,5: model \"\" (trainer: layer 0 (emb): the device path has no embedding layer)"},

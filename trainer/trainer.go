@@ -277,7 +277,9 @@ func (t *Trainer) build() error {
 				return err
 			}
 		}
-		t.kdLoss = distill.NewKDLoss(t.cfg.Engine, *t.cfg.KD, hint)
+		kd := *t.cfg.KD
+		kd.ClassWeights = t.cfg.Model.ClassWeights
+		t.kdLoss = distill.NewKDLoss(t.cfg.Engine, kd, hint)
 		hooks := compress.Hooks()
 		hooks.Loss = t.kdLoss.Build
 		net, err = t.cfg.Model.Build(t.cfg.Engine, batch, true, t.cfg.Seed, hooks)
@@ -322,17 +324,18 @@ func (t *Trainer) hint(h *HintConfig) (*distill.Hint, error) {
 	if len(t.cfg.Teachers) != 1 {
 		return nil, fmt.Errorf("trainer: a hint needs exactly one teacher, not %d", len(t.cfg.Teachers))
 	}
-	width := func(m *model.Model, layer string) int {
-		for _, p := range m.Params {
-			if p.Name == layer && !p.Bias && len(p.Shape) == 2 {
-				return p.Shape[0]
+	layer := func(m *model.Model, name string) model.HiddenLayer {
+		for _, hl := range m.HiddenLayers() {
+			if hl.Name == name {
+				return hl
 			}
 		}
-		return 0
+		return model.HiddenLayer{}
 	}
-	ds, dt := width(t.cfg.Model, h.Student), width(t.cfg.Teachers[0], h.Teacher)
-	if ds == 0 || dt == 0 {
-		return nil, fmt.Errorf("trainer: hint between teacher layer %q and student layer %q: both must be linear layers", h.Teacher, h.Student)
+	sl, tl := layer(t.cfg.Model, h.Student), layer(t.cfg.Teachers[0], h.Teacher)
+	ds, dt := sl.Width, tl.Width
+	if ds == 0 || dt == 0 || sl.Positions != tl.Positions {
+		return nil, fmt.Errorf("trainer: hint between teacher layer %q and student layer %q: both must be hidden layers of as many positions", h.Teacher, h.Student)
 	}
 	if t.proj == nil {
 		t.proj = tensor.New(tensor.Of(tensor.Float32), tensor.WithShape(ds, dt))
@@ -340,7 +343,7 @@ func (t *Trainer) hint(h *HintConfig) (*distill.Hint, error) {
 	if !t.proj.Shape().Eq(tensor.Shape{ds, dt}) {
 		return nil, fmt.Errorf("trainer: hint: student layer %s changed width (%d) since the projection was made %v", h.Student, ds, t.proj.Shape())
 	}
-	return &distill.Hint{Layer: h.Student, TeacherDim: dt, Weight: h.Weight, Projection: t.proj}, nil
+	return &distill.Hint{Layer: h.Student, Positions: sl.Positions, TeacherDim: dt, Weight: h.Weight, Projection: t.proj}, nil
 }
 
 // rebuild switches training to a new model (a factorized or thinned
@@ -723,7 +726,7 @@ func (t *Trainer) forwardBackward() error {
 		if h := t.cfg.Hint; h != nil {
 			tn := t.teachers[0].Hidden[h.Teacher]
 			if tn == nil {
-				return fmt.Errorf("trainer: hint: the teacher has no hidden linear layer %q", h.Teacher)
+				return fmt.Errorf("trainer: hint: the teacher has no hidden layer %q", h.Teacher)
 			}
 			copy(t.net.HValue.Float32s(), f32s(tn.Value()))
 		}

@@ -320,6 +320,9 @@ func quantizePolicy(job *recipes.Job, m *model.Model, epochSamples int64, log hc
 		}
 	}
 	if q.Activations > 0 {
+		if ls := m.Net.Layers; len(ls) > 0 && ls[0].Kind == graph.Embedding {
+			return nil, job.Errorf("quantize.activations", "activations are quantized unsigned, as a ReLU leaves them; a transformer's (embeddings, layer norms, residual sums) are signed: quantize its weights only")
+		}
 		p.Observers = observers(m, layers)
 		m.ActQuant = map[string]*model.Observer{}
 		for _, l := range p.Observers {

@@ -248,6 +248,7 @@ func TestTextRecipesRefuse(t *testing.T) {
 		{"no folder", `  data_dir   = "texts"`, "", false, "text.hcl:8,16: data: dataset text reads a folder"},
 		{"langid folder", `dataset    = "text"`, `dataset    = "langid"`, false, "text.hcl:8,16: data: dataset langid reads the installed fortune packages"},
 		{"image model", "arch   = \"transformer\"\n    dim    = 16\n    heads  = 2\n    blocks = 1\n    mlp    = 32", `arch = "lenet5"`, false, "text.hcl:14,12: "},
+		{"activation quantization", "validation = 40", "validation = 40\n  quantize {\n    layers = [\"*\"]\n    activations = 8\n  }", false, "text.hcl:15,19: activations are quantized unsigned"},
 		{"heads of no attention layer", "validation = 40", "validation = 40\n  prune \"structured\" {\n    granularity = \"heads\"\n    layers = [\"b1.fc*\"]\n    target = 0.5\n  }", false, `text.hcl:15,14: "b1.fc*" names no attention layer (the model's: b1.attn)`},
 		{"class balance on the device", "validation = 40", "validation = 40\n  class_balance = true", true, "text.hcl:13,19: class-balanced training is not supported on the cpu device"},
 		{"device", ``, ``, true, "text.hcl:14,14: model \"transformer\" (trainer: layer 0 (emb): the device path has no embedding layer) is not supported on the cpu device"},

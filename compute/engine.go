@@ -28,6 +28,31 @@ type Engine interface {
 	Threads() int
 }
 
+// Gemm is Engine.Sgemm's signature.
+type Gemm func(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int)
+
+// ParallelGemmer is implemented by engines that run many small products
+// at once: ParallelGemms calls fn over [0, n) split as Parallel does, each
+// range given a Gemm that computes on that range's goroutine alone (safe
+// from several ranges at once). An attention layer's products, one per
+// sample and head, then share the threads whole instead of each being
+// split across them. A product's bits do not depend on the split.
+type ParallelGemmer interface {
+	ParallelGemms(n, grain int, fn func(lo, hi int, gemm Gemm))
+}
+
+// ParallelGemms is eng's ParallelGemms, or fn over all of [0, n) with
+// eng.Sgemm on the calling goroutine for an engine without one.
+func ParallelGemms(eng Engine, n, grain int, fn func(lo, hi int, gemm Gemm)) {
+	if p, ok := eng.(ParallelGemmer); ok {
+		p.ParallelGemms(n, grain, fn)
+		return
+	}
+	if n > 0 {
+		fn(0, n, eng.Sgemm)
+	}
+}
+
 // Info describes an engine for manifests and logs.
 type Info struct {
 	Engine   string `json:"engine"`

@@ -68,28 +68,23 @@ func (o *attentionOp) Do(vs ...G.Value) (G.Value, error) {
 		o.Eng.Sgemm(false, true, rows, e, d, 1, x, d, data(vs[1+2*i]), d, 0, dst, e)
 		biasAct(o.Eng, dst, data(vs[2+2*i]), rows, e, Identity)
 	}
+	// Per sample and head, on the threads whole: S = Q_h·K_hᵀ/√dh,
+	// P = softmax(S) by row, C_h = P·V_h.
 	scale := float32(1 / math.Sqrt(float64(dh)))
-	for b := range n {
-		for h := range o.heads {
-			off, p := b*t*e+h*dh, o.p[(b*o.heads+h)*t*t:][:t*t]
-			o.Eng.Sgemm(false, true, t, t, dh, scale, o.q[off:], e, o.k[off:], e, 0, p, t)
-		}
-	}
-	o.Eng.Parallel(n*o.heads*t, max(1, minParallel/t), func(lo, hi int) {
-		for r := lo; r < hi; r++ {
-			live := t
-			if o.causal {
-				live = r%t + 1
+	compute.ParallelGemms(o.Eng, n*o.heads, 1, func(lo, hi int, gemm compute.Gemm) {
+		for i := lo; i < hi; i++ {
+			off, p := (i/o.heads)*t*e+(i%o.heads)*dh, o.p[i*t*t:][:t*t]
+			gemm(false, true, t, t, dh, scale, o.q[off:], e, o.k[off:], e, 0, p, t)
+			for r := range t {
+				live := t
+				if o.causal {
+					live = r + 1
+				}
+				kernels.SoftmaxRow(p[r*t:(r+1)*t], live)
 			}
-			kernels.SoftmaxRow(o.p[r*t:(r+1)*t], live)
+			gemm(false, false, t, dh, t, 1, p, t, o.v[off:], e, 0, o.ctx[off:], e)
 		}
 	})
-	for b := range n {
-		for h := range o.heads {
-			off, p := b*t*e+h*dh, o.p[(b*o.heads+h)*t*t:][:t*t]
-			o.Eng.Sgemm(false, false, t, dh, t, 1, p, t, o.v[off:], e, 0, o.ctx[off:], e)
-		}
-	}
 	y := o.out.Get(n, t*d)
 	yd := y.Float32s()
 	o.Eng.Sgemm(false, true, rows, d, e, 1, o.ctx, e, data(vs[7]), e, 0, yd, d)
@@ -132,10 +127,10 @@ func (o *attentionOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error)
 //	dWq = dQᵀ·x, dbq = Σ dQ (K, V likewise), dx = dQ·Wq + dK·Wk + dV·Wv.
 type attentionGradOp struct {
 	opBase
-	fwd                   *attentionOp
-	side                  [8]buffer
-	dctx, dq, dk, dv, dsc []float32
-	out                   buffer
+	fwd              *attentionOp
+	side             [8]buffer
+	dctx, dq, dk, dv []float32
+	out              buffer
 }
 
 func (o *attentionGradOp) Arity() int { return 6 }
@@ -155,7 +150,6 @@ func (o *attentionGradOp) Do(vs ...G.Value) (G.Value, error) {
 	dy, x := data(vs[0]), data(vs[1])
 	wq, wk, wv, wo := data(vs[2]), data(vs[3]), data(vs[4]), data(vs[5])
 	o.dctx, o.dq, o.dk, o.dv = grow(o.dctx, rows*e), grow(o.dq, rows*e), grow(o.dk, rows*e), grow(o.dv, rows*e)
-	o.dsc = grow(o.dsc, t*t)
 	// dW = dzᵀ·in [out, width] and db = Σ dz for projection i.
 	dW := func(i int, dz []float32, out int, in []float32, width int) {
 		o.Eng.Sgemm(true, false, out, width, rows, 1, dz, out, in, width, 0, o.side[2*i].Get(out, width).Float32s(), width)
@@ -164,16 +158,17 @@ func (o *attentionGradOp) Do(vs ...G.Value) (G.Value, error) {
 	dW(3, dy, d, f.ctx, e)
 	o.Eng.Sgemm(false, false, rows, e, d, 1, dy, d, wo, e, 0, o.dctx, e)
 	scale := float32(1 / math.Sqrt(float64(dh)))
-	for b := range n {
-		for h := range f.heads {
-			off, p := b*t*e+h*dh, f.p[(b*f.heads+h)*t*t:][:t*t]
-			o.Eng.Sgemm(true, false, t, dh, t, 1, p, t, o.dctx[off:], e, 0, o.dv[off:], e)
-			o.Eng.Sgemm(false, true, t, t, dh, 1, o.dctx[off:], e, f.v[off:], e, 0, o.dsc, t)
-			softmaxGrad(o.dsc, p, t)
-			o.Eng.Sgemm(false, false, t, dh, t, scale, o.dsc, t, f.k[off:], e, 0, o.dq[off:], e)
-			o.Eng.Sgemm(true, false, t, dh, t, scale, o.dsc, t, f.q[off:], e, 0, o.dk[off:], e)
+	compute.ParallelGemms(o.Eng, n*f.heads, 1, func(lo, hi int, gemm compute.Gemm) {
+		dsc := make([]float32, t*t)
+		for i := lo; i < hi; i++ {
+			off, p := (i/f.heads)*t*e+(i%f.heads)*dh, f.p[i*t*t:][:t*t]
+			gemm(true, false, t, dh, t, 1, p, t, o.dctx[off:], e, 0, o.dv[off:], e)
+			gemm(false, true, t, t, dh, 1, o.dctx[off:], e, f.v[off:], e, 0, dsc, t)
+			softmaxGrad(dsc, p, t)
+			gemm(false, false, t, dh, t, scale, dsc, t, f.k[off:], e, 0, o.dq[off:], e)
+			gemm(true, false, t, dh, t, scale, dsc, t, f.q[off:], e, 0, o.dk[off:], e)
 		}
-	}
+	})
 	dW(0, o.dq, e, x, d)
 	dW(1, o.dk, e, x, d)
 	dW(2, o.dv, e, x, d)

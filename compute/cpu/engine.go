@@ -45,9 +45,10 @@ type Engine struct {
 }
 
 var (
-	_ compute.Engine    = (*Engine)(nil)
-	_ compute.Describer = (*Engine)(nil)
-	_ tensor.Engine     = (*Engine)(nil)
+	_ compute.Engine         = (*Engine)(nil)
+	_ compute.Describer      = (*Engine)(nil)
+	_ tensor.Engine          = (*Engine)(nil)
+	_ compute.ParallelGemmer = (*Engine)(nil)
 
 	warnOnce sync.Once
 )
@@ -196,6 +197,56 @@ func (e *Engine) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []floa
 	} else {
 		compute.ParallelFor(e.threads, n, 8, func(lo, hi int) { call(0, m, lo, hi) })
 	}
+}
+
+// ParallelGemms implements compute.ParallelGemmer: OpenBLAS is set to one
+// thread before the ranges start, and each range's products run on its
+// own goroutine.
+func (e *Engine) ParallelGemms(n, grain int, fn func(lo, hi int, gemm compute.Gemm)) {
+	if e.blas != nil {
+		e.setBLASThreads(1)
+	}
+	run := func(lo, hi int) { fn(lo, hi, e.serialGemm) }
+	if e.pool != nil {
+		e.pool.ParallelFor(n, grain, run)
+		return
+	}
+	compute.ParallelFor(e.threads, n, grain, run)
+}
+
+// serialGemm is Sgemm on the calling goroutine, OpenBLAS already set to
+// one thread.
+func (e *Engine) serialGemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if m == 0 || n == 0 {
+		return
+	}
+	checkMat("a", transA, m, k, a, lda)
+	checkMat("b", transB, k, n, b, ldb)
+	checkMat("c", false, m, n, c, ldc)
+	if k == 0 {
+		scale(c, m, n, ldc, beta)
+		return
+	}
+	if e.blas == nil {
+		ta, tb := blas.NoTrans, blas.NoTrans
+		if transA {
+			ta = blas.Trans
+		}
+		if transB {
+			tb = blas.Trans
+		}
+		e.gonum.Sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+		return
+	}
+	ta, tb := int32(cblasNoTrans), int32(cblasNoTrans)
+	if transA {
+		ta = cblasTrans
+	}
+	if transB {
+		tb = cblasTrans
+	}
+	e.blas.sgemm(cblasRowMajor, ta, tb, int32(m), int32(n), int32(k), alpha,
+		unsafe.Pointer(&a[0]), int32(lda), unsafe.Pointer(&b[0]), int32(ldb), beta, unsafe.Pointer(&c[0]), int32(ldc))
 }
 
 // blasN is the thread count last given to OpenBLAS: one setting for the

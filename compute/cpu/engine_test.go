@@ -5,6 +5,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/lathe-ml/lathe/compute"
 	"github.com/lathe-ml/lathe/compute/enginetest"
 )
 
@@ -53,4 +54,47 @@ func BenchmarkSgemmOpenBLASLayer1(b *testing.B) { benchmarkSgemm(b, New(Options{
 func BenchmarkSgemmOpenBLAS1024(b *testing.B)   { benchmarkSgemm(b, New(Options{}), 1024, 1024, 1024) }
 func BenchmarkSgemmGonumLayer1(b *testing.B) {
 	benchmarkSgemm(b, New(Options{Gonum: true}), 256, 300, 784)
+}
+
+// TestParallelGemms: many small products run on the threads whole give
+// each product's bits as Sgemm on one thread does, on OpenBLAS and on
+// gonum, with and without the standing pool; an engine without the method
+// gets one range and its own Sgemm.
+func TestParallelGemms(t *testing.T) {
+	const count, m, n, k = 12, 37, 29, 41
+	r := rand.New(rand.NewPCG(4, 5))
+	a, b := make([]float32, count*m*k), make([]float32, count*n*k)
+	for i := range a {
+		a[i] = float32(r.NormFloat64())
+	}
+	for i := range b {
+		b[i] = float32(r.NormFloat64())
+	}
+	for _, opts := range []Options{{Threads: 2}, {Threads: 2, Gonum: true}, {Threads: 2, Spin: 1000}} {
+		e, one := New(opts), New(Options{Threads: 1, Gonum: opts.Gonum})
+		want, got := make([]float32, count*m*n), make([]float32, count*m*n)
+		for i := range count {
+			one.Sgemm(false, true, m, n, k, 0.5, a[i*m*k:], k, b[i*n*k:], k, 0, want[i*m*n:], n)
+		}
+		ranges := 0
+		compute.ParallelGemms(e, count, 1, func(lo, hi int, gemm compute.Gemm) {
+			for i := lo; i < hi; i++ {
+				gemm(false, true, m, n, k, 0.5, a[i*m*k:], k, b[i*n*k:], k, 0, got[i*m*n:], n)
+			}
+		})
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("%+v: product %d element %d: %v, one thread's %v", opts, i/(m*n), i%(m*n), got[i], want[i])
+			}
+		}
+		compute.ParallelGemms(struct{ compute.Engine }{e}, count, 1, func(lo, hi int, gemm compute.Gemm) {
+			if lo != 0 || hi != count {
+				t.Errorf("an engine without ParallelGemms: range [%d, %d)", lo, hi)
+			}
+			ranges++
+		})
+		if ranges != 1 {
+			t.Fatalf("an engine without ParallelGemms: %d ranges", ranges)
+		}
+	}
 }

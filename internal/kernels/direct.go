@@ -205,8 +205,20 @@ func (d *DirectConv) Grain() int {
 
 // Batch is the package's Batch with d.
 func (d *DirectConv) Batch(parallel func(count, grain int, f func(lo, hi int)), y, x, padded []float32, n int, after func(off int, row []float32)) {
+	if d.Win.Pad == 0 && d.pw == d.Win.W { // the images are their own padded form
+		Batch[float32](unpadded{d}, parallel, y, x, x, n, after)
+		return
+	}
 	Batch[float32](d, parallel, y, x, padded, n, after)
 }
+
+// unpadded is a convolution without padding whose rows its tiles cover
+// exactly (a 1×1 convolution over rows of a multiple of its tile, such as
+// a transformer's position-wise layers): it reads the images in place,
+// with no padded copy — the same sums on the same floats.
+type unpadded struct{ *DirectConv }
+
+func (unpadded) PadRows([]float32, []float32, int, int) {}
 
 // Row computes output row oy of a padded image into dst [OW][Out]: bias,
 // sums, activation. Whole tiles are written in place, the others through

@@ -96,3 +96,50 @@ func TestDirectConvMatchesIm2col(t *testing.T) {
 		})
 	}
 }
+
+// TestDirectConvUnpadded: a convolution without padding whose rows the
+// tiles cover exactly (1×1 over sequences of 64 and 128 positions, over
+// 16×16 images) reads its images in place and gives the bits it gives
+// through a padded copy, at batches above and below the per-image split.
+func TestDirectConvUnpadded(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, tc := range []struct {
+		win Window
+		out int
+	}{
+		{Window{H: 1, W: 128, C: 32, K: 1, Stride: 1}, 64},
+		{Window{H: 1, W: 64, C: 48, K: 1, Stride: 1}, 16},
+		{Window{H: 16, W: 16, C: 8, K: 1, Stride: 1}, 40},
+	} {
+		for _, n := range []int{2, 5} {
+			g := tc.win
+			x := make([]float32, n*g.H*g.W*g.C)
+			w := make([]float32, tc.out*g.C)
+			for i := range x {
+				x[i] = r.Float32()*2 - 1
+			}
+			for i := range w {
+				w[i] = r.Float32()*2 - 1
+			}
+			d := NewDirectConv(g, tc.out, w, nil, ActReLU)
+			if d.PaddedLen() != g.H*g.W*g.C {
+				t.Fatalf("%+v: padded length %d, want the image's %d", g, d.PaddedLen(), g.H*g.W*g.C)
+			}
+			oh, ow := g.Out()
+			want, got := make([]float32, n*oh*ow*tc.out), make([]float32, n*oh*ow*tc.out)
+			Batch[float32](d, serial, want, x, make([]float32, n*d.PaddedLen()), n, nil)
+			before := append([]float32(nil), x...)
+			d.Batch(serial, got, x, nil, n, nil)
+			for i := range want {
+				if got[i] != want[i] {
+					t.Fatalf("%+v, batch %d: output %d = %v in place, %v through a padded copy", g, n, i, got[i], want[i])
+				}
+			}
+			for i := range x {
+				if x[i] != before[i] {
+					t.Fatalf("%+v: the input changed at %d", g, i)
+				}
+			}
+		}
+	}
+}

@@ -104,16 +104,14 @@ func (l *Layer) embed(dst, src []float32, batch int) {
 	}
 }
 
-// layerNorm normalizes each position's channels (kernels.LayerNorm, as
+// layerNorm normalizes each position's channels (kernels.LayerNormRows, as
 // training does).
 func (l *Layer) layerNorm(eng interface {
 	Parallel(n, grain int, fn func(lo, hi int))
 }, dst, src []float32) {
 	c := l.C
 	eng.Parallel(len(src)/c, max(1, 4096/c), func(lo, hi int) {
-		for r := lo; r < hi; r++ {
-			kernels.LayerNorm(dst[r*c:(r+1)*c], nil, src[r*c:(r+1)*c], l.scale, l.shift, graph.LNEpsilon)
-		}
+		kernels.LayerNormRows(dst[lo*c:hi*c], nil, src[lo*c:hi*c], l.scale, l.shift, c, graph.LNEpsilon, nil)
 	})
 }
 

@@ -144,9 +144,7 @@ func (o *layerNormOp) Do(vs ...G.Value) (G.Value, error) {
 	y := o.out.Get(vs[0].Shape()...)
 	yd := y.Float32s()
 	o.Eng.Parallel(rows, max(1, minParallel/c), func(lo, hi int) {
-		for r := lo; r < hi; r++ {
-			o.inv[r] = kernels.LayerNorm(yd[r*c:(r+1)*c], o.xhat[r*c:(r+1)*c], x[r*c:(r+1)*c], gamma, beta, graph.LNEpsilon)
-		}
+		kernels.LayerNormRows(yd[lo*c:hi*c], o.xhat[lo*c:hi*c], x[lo*c:hi*c], gamma, beta, c, graph.LNEpsilon, o.inv[lo:hi])
 	})
 	return y, nil
 }
@@ -207,7 +205,21 @@ func (o *layerNormGradOp) Do(vs ...G.Value) (G.Value, error) {
 	})
 	dg, db := o.dgamma.Get(c).Float32s(), o.dbeta.Get(c).Float32s()
 	o.Eng.Parallel(c, 1, func(c0, c1 int) {
-		for j := c0; j < c1; j++ {
+		j := c0
+		for ; j+4 <= c1; j += 4 { // four columns side by side, each summed in row order
+			var sg, sb [4]float64
+			for r := 0; r < rows; r++ {
+				v, h := dy[r*c+j:r*c+j+4], xhat[r*c+j:r*c+j+4]
+				for i := range 4 {
+					sg[i] += float64(v[i]) * float64(h[i])
+					sb[i] += float64(v[i])
+				}
+			}
+			for i := range 4 {
+				dg[j+i], db[j+i] = float32(sg[i]), float32(sb[i])
+			}
+		}
+		for ; j < c1; j++ {
 			var sg, sb float64
 			for r := 0; r < rows; r++ {
 				v := float64(dy[r*c+j])

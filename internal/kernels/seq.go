@@ -118,7 +118,12 @@ func LayerNorm(y, xhat, x, gamma, beta []float32, eps float64) float32 {
 		ss += e * e
 	}
 	inv := float32(1 / math.Sqrt(ss/float64(len(x))+eps))
-	m := float32(mu)
+	normalize(y, xhat, x, gamma, beta, float32(mu), inv)
+	return inv
+}
+
+// normalize writes x̂ = (x − m)·inv (into xhat unless nil) and y = x̂·γ + β.
+func normalize(y, xhat, x, gamma, beta []float32, m, inv float32) {
 	y, gamma, beta = y[:len(x)], gamma[:len(x)], beta[:len(x)]
 	for j, v := range x {
 		h := (v - m) * inv
@@ -127,7 +132,57 @@ func LayerNorm(y, xhat, x, gamma, beta []float32, eps float64) float32 {
 		}
 		y[j] = h*gamma[j] + beta[j]
 	}
-	return inv
+}
+
+// LayerNormRows is LayerNorm on each row of c values of x (into y, xhat
+// unless nil, inv[r] unless inv is nil), four rows at a time: their
+// float64 sums run side by side, each in its own row's order, so the
+// four dependency chains overlap — the same bits as one row at a time.
+func LayerNormRows(y, xhat, x, gamma, beta []float32, c int, eps float64, inv []float32) {
+	rows := len(x) / c
+	r := 0
+	for ; r+4 <= rows; r += 4 {
+		x0, x1, x2, x3 := x[r*c:(r+1)*c], x[(r+1)*c:(r+2)*c], x[(r+2)*c:(r+3)*c], x[(r+3)*c:(r+4)*c]
+		var s0, s1, s2, s3 float64
+		for j := range x0 {
+			s0 += float64(x0[j])
+			s1 += float64(x1[j])
+			s2 += float64(x2[j])
+			s3 += float64(x3[j])
+		}
+		n := float64(c)
+		m0, m1, m2, m3 := s0/n, s1/n, s2/n, s3/n
+		var q0, q1, q2, q3 float64
+		for j := range x0 {
+			e0, e1, e2, e3 := float64(x0[j])-m0, float64(x1[j])-m1, float64(x2[j])-m2, float64(x3[j])-m3
+			q0 += e0 * e0
+			q1 += e1 * e1
+			q2 += e2 * e2
+			q3 += e3 * e3
+		}
+		for i, sq := range [4]float64{q0, q1, q2, q3} {
+			row := r + i
+			v := float32(1 / math.Sqrt(sq/n+eps))
+			if inv != nil {
+				inv[row] = v
+			}
+			var xh []float32
+			if xhat != nil {
+				xh = xhat[row*c : (row+1)*c]
+			}
+			normalize(y[row*c:(row+1)*c], xh, x[row*c:(row+1)*c], gamma, beta, float32([4]float64{m0, m1, m2, m3}[i]), v)
+		}
+	}
+	for ; r < rows; r++ {
+		var xh []float32
+		if xhat != nil {
+			xh = xhat[r*c : (r+1)*c]
+		}
+		v := LayerNorm(y[r*c:(r+1)*c], xh, x[r*c:(r+1)*c], gamma, beta, eps)
+		if inv != nil {
+			inv[r] = v
+		}
+	}
 }
 
 // SoftmaxRow turns a row of attention scores into probabilities in place,

@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"math"
+	"math/rand/v2"
 	"testing"
 )
 
@@ -102,6 +103,39 @@ func TestSoftmaxRowSIMDMatchesGo(t *testing.T) {
 			if math.Abs(sum-1) > 1e-5 {
 				t.Fatalf("n %d, live %d: probabilities sum to %v", n, live, sum)
 			}
+		}
+	}
+}
+
+// TestLayerNormRows: four rows side by side give each row's bits as
+// LayerNorm does — y, x̂ and inv —, for row counts around multiples of four
+// and widths that are not.
+func TestLayerNormRows(t *testing.T) {
+	r := rand.New(rand.NewPCG(8, 9))
+	for _, c := range []int{128, 37} {
+		for rows := 1; rows <= 9; rows++ {
+			x, gamma, beta := make([]float32, rows*c), make([]float32, c), make([]float32, c)
+			for i := range x {
+				x[i] = float32(r.NormFloat64()*3 + 1)
+			}
+			for i := range gamma {
+				gamma[i], beta[i] = float32(r.NormFloat64()), float32(r.NormFloat64())
+			}
+			y, xh, inv := make([]float32, rows*c), make([]float32, rows*c), make([]float32, rows)
+			LayerNormRows(y, xh, x, gamma, beta, c, 1e-5, inv)
+			wy, wxh := make([]float32, c), make([]float32, c)
+			for row := range rows {
+				wi := LayerNorm(wy, wxh, x[row*c:(row+1)*c], gamma, beta, 1e-5)
+				if inv[row] != wi {
+					t.Fatalf("c %d, %d rows: inv[%d] %v, LayerNorm's %v", c, rows, row, inv[row], wi)
+				}
+				for j := range c {
+					if y[row*c+j] != wy[j] || xh[row*c+j] != wxh[j] {
+						t.Fatalf("c %d, %d rows: row %d [%d] y %v x̂ %v, LayerNorm's %v %v", c, rows, row, j, y[row*c+j], xh[row*c+j], wy[j], wxh[j])
+					}
+				}
+			}
+			LayerNormRows(y, nil, x, gamma, beta, c, 1e-5, nil) // neither x̂ nor inv asked for
 		}
 	}
 }

@@ -1,7 +1,7 @@
 // Command lathe is the user's tool for lathe's files:
 //
 //	lathe inspect FILE [--json]
-//	lathe eval FILE [--dataset mnist|fashion-mnist] [--data-dir DIR] [--json] [--runtime infer|graph]
+//	lathe eval FILE [--dataset mnist|fashion-mnist|langid|text|kjv] [--data-dir DIR] [--json] [--runtime infer|graph]
 //	lathe lint RECIPE [-var name=value]...
 //	lathe bench FILE [--batch 1,8,64,256] [--json] [--kernel K]
 //	lathe export FILE --onnx OUT.onnx [--int8]
@@ -37,7 +37,7 @@ func main() { os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr)) }
 
 const usage = `usage:
   lathe inspect FILE [--json]                 tensors, encodings and sizes of a model file or checkpoint
-  lathe eval FILE [--dataset D] [--json]      test accuracy of a model file (mnist, fashion-mnist)
+  lathe eval FILE [--dataset D] [--json]      test accuracy of a model file (a language model's: bits per character)
   lathe lint RECIPE [-var name=value]...      validate a recipe and print what happens when
   lathe bench FILE [--batch 1,8,64,256] [--json]
                                               latency and throughput of a model file in lathe's runtime

@@ -207,17 +207,21 @@ func (o *layerNormGradOp) Do(vs ...G.Value) (G.Value, error) {
 	o.Eng.Parallel(c, 1, func(c0, c1 int) {
 		j := c0
 		for ; j+4 <= c1; j += 4 { // four columns side by side, each summed in row order
-			var sg, sb [4]float64
+			var g0, g1, g2, g3, b0, b1, b2, b3 float64
 			for r := 0; r < rows; r++ {
-				v, h := dy[r*c+j:r*c+j+4], xhat[r*c+j:r*c+j+4]
-				for i := range 4 {
-					sg[i] += float64(v[i]) * float64(h[i])
-					sb[i] += float64(v[i])
-				}
+				v, h := dy[r*c+j:r*c+j+4:r*c+j+4], xhat[r*c+j:r*c+j+4:r*c+j+4]
+				v0, v1, v2, v3 := float64(v[0]), float64(v[1]), float64(v[2]), float64(v[3])
+				g0 += v0 * float64(h[0])
+				g1 += v1 * float64(h[1])
+				g2 += v2 * float64(h[2])
+				g3 += v3 * float64(h[3])
+				b0 += v0
+				b1 += v1
+				b2 += v2
+				b3 += v3
 			}
-			for i := range 4 {
-				dg[j+i], db[j+i] = float32(sg[i]), float32(sb[i])
-			}
+			dg[j], dg[j+1], dg[j+2], dg[j+3] = float32(g0), float32(g1), float32(g2), float32(g3)
+			db[j], db[j+1], db[j+2], db[j+3] = float32(b0), float32(b1), float32(b2), float32(b3)
 		}
 		for ; j < c1; j++ {
 			var sg, sb float64

@@ -164,7 +164,12 @@ type Evaluation struct {
 	// TestBPC is a language model's test loss in bits per character (the
 	// graph runtime's).
 	TestBPC float64 `json:"test_bpc,omitempty"`
-	Params  int     `json:"params"`
+	// MacroAccuracy is a classifier's mean of the classes' recalls
+	// (PerClassRecall, named by ClassNames where the data names them).
+	MacroAccuracy  float64   `json:"macro_accuracy,omitempty"`
+	PerClassRecall []float64 `json:"per_class_recall,omitempty"`
+	ClassNames     []string  `json:"class_names,omitempty"`
+	Params         int       `json:"params"`
 	Runtime string  `json:"runtime"`
 	Nonzero int     `json:"nonzero"`
 }
@@ -209,18 +214,20 @@ func eval(args []string, stdout, stderr io.Writer) error {
 	}
 	eng := cpu.New(cpu.Options{Threads: *threads, Logger: hclog.NewNullLogger(), Spin: infer.Spin})
 	var acc, loss float64
+	var classes []int
 	switch *runtime {
 	case "graph":
-		if acc, loss, err = trainer.EvaluateModel(m, eng, test, *batch); err != nil {
+		preds, err := trainer.PredictModel(m, eng, test, *batch)
+		if err != nil {
 			return err
 		}
+		acc, loss, classes = preds.Accuracy(), preds.Loss, preds.Class
 	case "infer":
 		im, err := infer.Load(f, eng)
 		if err != nil {
 			return fmt.Errorf("%s: %w", path, err)
 		}
-		classes, err := infer.Predict(im, test, *batch)
-		if err != nil {
+		if classes, err = infer.Predict(im, test, *batch); err != nil {
 			return err
 		}
 		for i, c := range classes {
@@ -246,6 +253,15 @@ func eval(args []string, stdout, stderr io.Writer) error {
 	} else if test.Positions > 0 {
 		ev.TestBPC = loss / math.Ln2
 	}
+	if test.Positions == 0 {
+		ev.PerClassRecall, ev.MacroAccuracy = trainer.Predictions{Class: classes}.Recall(test.Labels, test.Classes)
+		ev.ClassNames = test.ClassNames
+		for i, r := range ev.PerClassRecall {
+			if math.IsNaN(r) {
+				ev.PerClassRecall[i] = -1 // a class the test set lacks
+			}
+		}
+	}
 	if *asJSON {
 		return writeJSON(stdout, ev)
 	}
@@ -258,6 +274,13 @@ func eval(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "%s on %s test (%d samples, %s runtime): accuracy %.4f, %s; %d parameters, %d non-zero\n",
 		path, ds, ev.Samples, ev.Runtime, acc, lossText, ev.Params, ev.Nonzero)
+	if ev.ClassNames != nil {
+		var recalls []string
+		for i, r := range ev.PerClassRecall {
+			recalls = append(recalls, fmt.Sprintf("%s %.3f", ev.ClassNames[i], r))
+		}
+		fmt.Fprintf(stdout, "macro accuracy %.4f; recall %s\n", ev.MacroAccuracy, strings.Join(recalls, ", "))
+	}
 	return nil
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,6 +70,26 @@ func TestEval(t *testing.T) {
 	// and at 4 bits: well above chance.
 	if ev.Samples != 10000 || ev.TestAccuracy < 0.3 || ev.TestAccuracy > 1 || ev.Params != 784*16+16+16*10+10 || ev.Nonzero >= ev.Params/4 {
 		t.Fatalf("%+v", ev)
+	}
+	// Each digit's recall, and their mean as the macro accuracy.
+	var mean float64
+	for _, r := range ev.PerClassRecall {
+		if r < 0 || r > 1 {
+			t.Fatalf("recalls %v", ev.PerClassRecall)
+		}
+		mean += r
+	}
+	if mean /= 10; len(ev.PerClassRecall) != 10 || math.Abs(ev.MacroAccuracy-mean) > 1e-12 || ev.MacroAccuracy < 0.3 {
+		t.Fatalf("macro accuracy %v of recalls %v", ev.MacroAccuracy, ev.PerClassRecall)
+	}
+	// The training graph agrees, and reports the loss.
+	code, out, errOut = runLathe(t, "eval", "--json", seedModel, "--dataset", "mnist", "--runtime", "graph")
+	var gev Evaluation
+	if err := json.Unmarshal([]byte(out), &gev); code != 0 || err != nil {
+		t.Fatalf("graph runtime: exit %d: %v %s", code, err, errOut)
+	}
+	if d := gev.TestAccuracy - ev.TestAccuracy; d > 0.005 || d < -0.005 || gev.TestLoss <= 0 || len(gev.PerClassRecall) != 10 {
+		t.Fatalf("graph runtime %+v, infer runtime accuracy %v", gev, ev.TestAccuracy)
 	}
 	if code, _, errOut := runLathe(t, "eval", seedTraining); code != 1 || !strings.Contains(errOut, "not a model file") {
 		t.Fatalf("eval of a training checkpoint: exit %d: %s", code, errOut)

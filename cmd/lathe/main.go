@@ -170,8 +170,8 @@ type Evaluation struct {
 	PerClassRecall []float64 `json:"per_class_recall,omitempty"`
 	ClassNames     []string  `json:"class_names,omitempty"`
 	Params         int       `json:"params"`
-	Runtime string  `json:"runtime"`
-	Nonzero int     `json:"nonzero"`
+	Runtime        string    `json:"runtime"`
+	Nonzero        int       `json:"nonzero"`
 }
 
 func eval(args []string, stdout, stderr io.Writer) error {

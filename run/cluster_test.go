@@ -276,8 +276,10 @@ func TestClusterWeightsDoNotDependOnWorkers(t *testing.T) {
 		t.Fatalf("digests compared %d, mismatches %d", s2.Cluster.DigestsCompared, s2.Cluster.DigestMismatches)
 	}
 	var st rundir.Status
+	// (the workers in registration order, which the two race for)
 	if b, err := os.ReadFile(filepath.Join(two, rundir.StatusFile)); err != nil || json.Unmarshal(b, &st) != nil ||
-		st.State != "done" || len(st.Workers) != 2 || st.Workers[0].Name != "w1" || st.Workers[1].Device != "cpu" {
+		st.State != "done" || len(st.Workers) != 2 || st.Workers[0].Name+st.Workers[1].Name != "w1w2" && st.Workers[0].Name+st.Workers[1].Name != "w2w1" ||
+		st.Workers[0].Device != "cpu" || st.Workers[1].Device != "cpu" {
 		t.Fatalf("status.json of a cluster run: %+v %v", st, err)
 	}
 	d1, d2 := weightsDigest(t, filepath.Join(one, rundir.ModelFile)), weightsDigest(t, filepath.Join(two, rundir.ModelFile))

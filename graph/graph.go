@@ -135,6 +135,12 @@ type Layer struct {
 	Heads  int  `json:"heads,omitempty"`
 	Causal bool `json:"causal,omitempty"`
 	Vocab  int  `json:"vocab,omitempty"`
+	// SkipPadding: an attention layer attends to no padding position,
+	// a global average pooling averages over a sample's positions
+	// without them. Padding is what follows a sample's last non-zero token
+	// id (windows shorter than the context are filled with byte 0); the
+	// network's first layer must be an embedding.
+	SkipPadding bool `json:"skip_padding,omitempty"`
 	// Act follows the layer's operation.
 	Act Activation `json:"act"`
 	// Dropout applies to the layer's output in training.
@@ -372,6 +378,9 @@ func (n Network) Validate() error {
 		if err := n.validLayer(l, prev, shapes); err != nil {
 			return &LayerError{Layer: l.Name, Err: err}
 		}
+		if l.SkipPadding && n.Layers[0].Kind != Embedding {
+			return &LayerError{Layer: l.Name, Err: fmt.Errorf("graph: layer %s skips padding, which only a network over token ids (an embedding first) has", l.Name)}
+		}
 		shapes[l.Name], prev = l.Output(), l.Name
 	}
 	if out := shapes[prev]; n.PerPosition && (out.H != 1 || out.C != n.Classes) {
@@ -464,6 +473,8 @@ func (l Layer) check(ins []Shape) error {
 		return fmt.Errorf("graph: layer %s: heads and causal belong to attention layers", l.Name)
 	case l.Kind != Embedding && l.Vocab != 0:
 		return fmt.Errorf("graph: layer %s: vocab belongs to embedding layers", l.Name)
+	case l.SkipPadding && (l.Kind != Attention && l.Kind != GlobalAvgPool || l.In.H != 1):
+		return fmt.Errorf("graph: layer %s: skip_padding belongs to attention layers and poolings over a sequence", l.Name)
 	}
 	return l.checkSequence()
 }
@@ -487,6 +498,24 @@ func (l Layer) checkSequence() error {
 		}
 	}
 	return nil
+}
+
+// SkipsPadding says whether a layer of the network skips padding (its
+// samples' lengths are then needed: SeqLength).
+func (n Network) SkipsPadding() bool {
+	return slices.ContainsFunc(n.Layers, func(l Layer) bool { return l.SkipPadding })
+}
+
+// SeqLength is a sample's length: the positions up to its last non-zero
+// token id (at least 1), given the ids as the network receives them
+// (byte/255 or the ids themselves: only zero matters).
+func SeqLength(ids []float32) int {
+	for i := len(ids) - 1; i > 0; i-- {
+		if ids[i] != 0 {
+			return i + 1
+		}
+	}
+	return 1
 }
 
 // MACs is the network's multiply-accumulates per sample (batch norms

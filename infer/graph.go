@@ -127,6 +127,12 @@ func (m *Model) Forward(x []float32, batch int) ([]float32, error) {
 	if err := m.checkTokens(x); err != nil {
 		return nil, err
 	}
+	if m.Net.SkipsPadding() {
+		m.lens = slices.Grow(m.lens[:0], batch)[:batch]
+		for b := range batch {
+			m.lens[b] = graph.SeqLength(x[b*m.Features : (b+1)*m.Features])
+		}
+	}
 	if len(m.last) != len(m.Layers) {
 		m.last = make([]int, len(m.Layers)) // the last layer reading each output
 		for i, l := range m.Layers {
@@ -244,7 +250,11 @@ func (m *Model) apply(l *Layer, dst []float32, srcs [][]float32, batch int) {
 		m.conv(l, dst, src, batch)
 	case graph.MaxPool, graph.AvgPool, graph.GlobalAvgPool:
 		for s := range batch {
-			l.poolImage(dst[s*l.size:(s+1)*l.size], src[s*isz:(s+1)*isz])
+			positions := l.H * l.W
+			if l.skipPadding {
+				positions = m.lens[s]
+			}
+			l.poolImage(dst[s*l.size:(s+1)*l.size], src[s*isz:(s+1)*isz], positions)
 		}
 	case graph.BatchNorm:
 		for i, v := range src {
@@ -396,17 +406,18 @@ func (m *Model) depthwise(l *Layer, dst, src []float32, batch int) {
 
 // poolImage pools one NHWC image: the maximum (padding never wins) or the
 // mean (the padding counted, as PyTorch's default) of each window, or of
-// the whole image (global).
-func (l *Layer) poolImage(out, img []float32) {
+// the image's first positions (global: all of them, or a sequence's
+// length where the pooling skips padding).
+func (l *Layer) poolImage(out, img []float32, positions int) {
 	if graph.Kind(l.Kind) == graph.GlobalAvgPool {
 		clear(out)
-		for p := 0; p < l.H*l.W; p++ {
+		for p := 0; p < positions; p++ {
 			for c, v := range img[p*l.C : (p+1)*l.C] {
 				out[c] += v
 			}
 		}
 		for c := range out {
-			out[c] /= float32(l.H * l.W)
+			out[c] /= float32(positions)
 		}
 		return
 	}

@@ -82,6 +82,9 @@ type Layer struct {
 	// The attention core's heads and mask.
 	heads  int
 	causal bool
+	// skipPadding: attention and a global pooling over the samples'
+	// lengths only (Model.lens).
+	skipPadding bool
 }
 
 // Model is a loaded model file. It reuses its buffers between calls, so
@@ -101,6 +104,7 @@ type Model struct {
 	col, padded []float32
 	padded8     []uint8
 	scores      []float32 // the attention core's, one head's T×T
+	lens        []int     // the samples' lengths, where a layer skips padding
 	// Forward's bookkeeping, kept between calls: each output's last
 	// reader, the outputs, the free buffers and conversion scratch.
 	last          []int
@@ -184,6 +188,7 @@ func parse(f *checkpoint.File) (*Model, error) {
 		l.H, l.W, l.C, l.OH, l.OW = ls.In.H, ls.In.W, ls.In.C, o.H, o.W
 		l.K, l.Stride, l.Pad = ls.Window()
 		l.Groups = ls.GroupCount()
+		l.skipPadding = ls.SkipPadding
 		switch ls.Kind {
 		case graph.Linear:
 			l.In, l.Out = ls.In.Size(), ls.Out

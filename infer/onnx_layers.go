@@ -27,6 +27,9 @@ type onnxExport struct {
 	m    *Model
 	info *ONNXInfo
 	outs []onnxValue
+	// The samples' lengths [batch, 1] and which positions they cover
+	// [batch, T] (float 0 or 1), made once where a layer skips padding.
+	lens, live string
 }
 
 // input is the value layer l reads as its k-th input.
@@ -129,6 +132,15 @@ func (e *onnxExport) layer(i int, l *Layer) error {
 		out.name = e.g.node("AveragePool", l.Name, []string{e.valueQ(src)}, append(window(l), attrInt("count_include_pad", 1))...)
 	case graph.GlobalAvgPool:
 		out.h, out.w = 1, 1
+		if l.skipPadding { // Σ over the live positions / length
+			lens, live := e.lengths()
+			t := int64(l.W)
+			masked := e.g.node("Mul", l.Name+".live", []string{e.valueQ(src), e.g.node("Reshape", l.Name+".live_b", []string{live, e.g.int64s(l.Name+".live_shape", []int64{0, 1, 1, t}, 4)})})
+			sum := e.g.node("ReduceSum", l.Name+".sum", []string{masked, e.g.int64s(l.Name+".axes", []int64{2, 3}, 2)}, attrInt("keepdims", 1))
+			n := e.g.node("Reshape", l.Name+".n", []string{lens, e.g.int64s(l.Name+".n_shape", []int64{0, 1, 1, 1}, 4)})
+			out.name = e.g.node("Div", l.Name, []string{sum, n})
+			break
+		}
 		out.name = e.g.node("GlobalAveragePool", l.Name, []string{e.valueQ(src)})
 	case graph.Flatten:
 		out = e.flatten(l.Name, in)

@@ -55,6 +55,13 @@ func (e *onnxExport) sequence(l *Layer, out *onnxValue) {
 		qt := g.node("Transpose", l.Name+".q_t", []string{q}, attrInts("perm", 0, 1, 3, 2))
 		s := g.node("MatMul", l.Name+".qk", []string{qt, k})
 		s = g.node("Mul", l.Name+".scores", []string{s, g.floats(l.Name+".scale", []float32{float32(1 / math.Sqrt(float64(dh)))})})
+		if l.skipPadding { // −∞ on the keys past each sample's length
+			_, live := e.lengths()
+			neg := g.node("Where", l.Name+".pad", []string{g.node("Cast", l.Name+".live_b", []string{live}, attrInt("to", onnxBool)),
+				g.floats(l.Name+".zero", []float32{0}), g.floats(l.Name+".ninf", []float32{float32(math.Inf(-1))})})
+			neg = g.node("Reshape", l.Name+".pad_b", []string{neg, g.int64s(l.Name+".pad_shape", []int64{0, 1, 1, int64(t)}, 4)})
+			s = g.node("Add", l.Name+".unpadded", []string{s, neg})
+		}
 		if l.causal {
 			mask := make([]float32, t*t)
 			for i := range t {
@@ -71,6 +78,30 @@ func (e *onnxExport) sequence(l *Layer, out *onnxValue) {
 		out.name = g.node("Reshape", l.Name, []string{ctx, g.int64s(l.Name+".shape", []int64{0, int64(l.C), 1, int64(t)}, 4)})
 		out.c, out.h, out.w = l.C, 1, t
 	}
+}
+
+// onnxBool is ONNX's BOOL element type.
+const onnxBool = 9
+
+// lengths adds, once, each sample's length (graph.SeqLength: the
+// positions up to its last non-zero id, at least 1) as floats [batch, 1],
+// and which positions it covers as floats 0 or 1 [batch, T].
+func (e *onnxExport) lengths() (lens, live string) {
+	if e.lens != "" {
+		return e.lens, e.live
+	}
+	g, t := e.g, e.m.Cols
+	pos, pos0 := make([]float32, t), make([]float32, t)
+	for i := range t {
+		pos[i], pos0[i] = float32(i+1), float32(i)
+	}
+	zero := g.node("Equal", "pad.is_zero", []string{"input", g.int64s("pad.zero_id", []int64{0})})
+	nz := g.node("Cast", "pad.nonzero", []string{g.node("Not", "pad.not_zero", []string{zero})}, attrInt("to", 1))
+	last := g.node("ReduceMax", "pad.last", []string{g.node("Mul", "pad.ends", []string{nz, g.floats("pad.positions", pos, t)})}, attrInts("axes", 1), attrInt("keepdims", 1))
+	e.lens = g.node("Max", "pad.lengths", []string{last, g.floats("pad.one", []float32{1})})
+	covered := g.node("Less", "pad.covered", []string{g.floats("pad.positions0", pos0, t), e.lens})
+	e.live = g.node("Cast", "pad.live", []string{covered}, attrInt("to", 1))
+	return e.lens, e.live
 }
 
 // gelu adds x·Φ(x) = x·(1 + erf(x/√2))/2 after cur (opset 17 has no Gelu).

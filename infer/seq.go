@@ -36,7 +36,7 @@ func runtimeLayers(net graph.Network) []runtimeLayer {
 		proj := func(part string, from []string) graph.Layer {
 			return graph.Layer{Name: l.Name + part, Kind: graph.Conv, Inputs: from, In: l.In, Out: inner.C, Kernel: 1, Act: graph.Identity}
 		}
-		core := graph.Layer{Name: l.Name + ".core", Kind: graph.Attention, In: inner, Heads: l.Heads, Causal: l.Causal, Act: graph.Identity,
+		core := graph.Layer{Name: l.Name + ".core", Kind: graph.Attention, In: inner, Heads: l.Heads, Causal: l.Causal, SkipPadding: l.SkipPadding, Act: graph.Identity,
 			Inputs: []string{l.Name + ".q", l.Name + ".k", l.Name + ".v"}}
 		o := proj(".o", []string{core.Name})
 		o.In, o.Out, o.Act = inner, l.In.C, l.Act
@@ -65,7 +65,7 @@ func (l *Layer) sequence(f *checkpoint.File, ls graph.Layer) error {
 		}
 		l.scale, l.shift = g.Data, b.Data
 	case graph.Attention:
-		l.heads, l.causal = ls.Heads, ls.Causal
+		l.heads, l.causal, l.skipPadding = ls.Heads, ls.Causal, ls.SkipPadding
 	}
 	return nil
 }
@@ -117,7 +117,8 @@ func (l *Layer) layerNorm(eng interface {
 
 // attend is the attention core on projections q, k, v [batch, T·D]: per
 // sample and head softmax(q·kᵀ/√dh) (causal: over the positions up to
-// each one's own) times v, into dst [batch, T·D].
+// each one's own; skipping padding: over the sample's length at most)
+// times v, into dst [batch, T·D].
 func (m *Model) attend(l *Layer, dst []float32, srcs [][]float32, batch int) {
 	t, d := l.W, l.C
 	dh := d / l.heads
@@ -125,13 +126,17 @@ func (m *Model) attend(l *Layer, dst []float32, srcs [][]float32, batch int) {
 	s := grow(&m.scores, t*t)
 	scale := float32(1 / math.Sqrt(float64(dh)))
 	for b := range batch {
+		keys := t
+		if l.skipPadding {
+			keys = m.lens[b]
+		}
 		for h := range l.heads {
 			off := b*t*d + h*dh
 			m.eng.Sgemm(false, true, t, t, dh, scale, q[off:], d, k[off:], d, 0, s, t)
 			for i := range t {
-				live := t
+				live := keys
 				if l.causal {
-					live = i + 1
+					live = min(i+1, keys)
 				}
 				kernels.SoftmaxRow(s[i*t:(i+1)*t], live)
 			}

@@ -20,16 +20,20 @@ import (
 // residual additions, mean pooling — as the training graph's evaluation
 // pass does: logits within 1e-4 (relative) at batches of 1 and 5, with
 // the kernels measurement chose, and the projections forced to the GEMM
-// and to the direct kernel.
+// and to the direct kernel; skipping padding too, on windows padded with
+// zero bytes after lengths from 1 to 16.
 func TestTransformerAgreesWithTheTrainingGraph(t *testing.T) {
-	for _, causal := range []bool{false, true} {
+	for _, mode := range []struct{ causal, skip bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+		causal := mode.causal
 		net, err := graph.Transformer(graph.Shape{H: 1, W: 16, C: 1}, 32, 4, 2, 48, 5, false)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for i := range net.Layers {
-			if net.Layers[i].Kind == graph.Attention {
-				net.Layers[i].Causal = causal
+			if k := net.Layers[i].Kind; k == graph.Attention {
+				net.Layers[i].Causal, net.Layers[i].SkipPadding = causal, mode.skip
+			} else if k == graph.GlobalAvgPool {
+				net.Layers[i].SkipPadding = mode.skip
 			}
 		}
 		if net.Layers[2].Name != "b1.attn" {
@@ -69,6 +73,9 @@ func TestTransformerAgreesWithTheTrainingGraph(t *testing.T) {
 				for i := range x {
 					x[i] = float32(r.IntN(256)) * (1.0 / 255)
 				}
+				if mode.skip {
+					padWindows(x, 16, r)
+				}
 				want := evalLogits(t, gm, x, batch)
 				got, err := m.Forward(x, batch)
 				if err != nil {
@@ -76,7 +83,7 @@ func TestTransformerAgreesWithTheTrainingGraph(t *testing.T) {
 				}
 				for i, w := range want {
 					if math.Abs(float64(got[i]-w)) > 1e-4*max(1, math.Abs(float64(w))) {
-						t.Fatalf("causal %v, kernel %q, batch %d, logit %d: runtime %g, training graph %g", causal, kernel, batch, i, got[i], w)
+						t.Fatalf("%+v, kernel %q, batch %d, logit %d: runtime %g, training graph %g", mode, kernel, batch, i, got[i], w)
 					}
 				}
 			}
@@ -98,13 +105,20 @@ func TestTransformerAgreesWithTheTrainingGraph(t *testing.T) {
 // narrowed by head pruning — a classifier, and a language model (causal,
 // 8-bit weights, logits [batch, T, classes]) — computes in onnxruntime
 // what the runtime does: the same top-1 on every window (every position),
-// logits within 1e-3.
+// logits within 1e-3; a classifier that skips padding too, on padded
+// windows.
 func TestTransformerExportsToONNX(t *testing.T) {
-	for _, causal := range []bool{false, true} {
+	for _, mode := range []struct{ causal, skip bool }{{false, false}, {true, false}, {false, true}} {
+		causal := mode.causal
 		// Causal: a language model, scoring 5 classes at every position.
 		net, err := graph.Transformer(graph.Shape{H: 1, W: 16, C: 1}, 32, 4, 2, 48, 5, causal)
 		if err != nil {
 			t.Fatal(err)
+		}
+		for i, l := range net.Layers {
+			if l.Kind == graph.Attention || l.Kind == graph.GlobalAvgPool {
+				net.Layers[i].SkipPadding = mode.skip
+			}
 		}
 		net.Layers[2].Out, net.Layers[2].Heads = 16, 2 // b1.attn: two heads of 8 left
 		gm, err := model.FromNetwork(net, "uniform", 3)
@@ -135,6 +149,9 @@ func TestTransformerExportsToONNX(t *testing.T) {
 		for i := range x {
 			x[i] = float32(r.IntN(256)) * (1.0 / 255)
 		}
+		if mode.skip {
+			padWindows(x, 16, r)
+		}
 		want, err := m.Forward(x, n)
 		if err != nil {
 			t.Fatal(err)
@@ -155,16 +172,24 @@ func TestTransformerExportsToONNX(t *testing.T) {
 		}
 		for i := range want {
 			if math.Abs(float64(got[i]-want[i])) > 1e-3 {
-				t.Fatalf("causal %v: logit %d: onnxruntime %v, runtime %v", causal, i, got[i], want[i])
+				t.Fatalf("%+v: logit %d: onnxruntime %v, runtime %v", mode, i, got[i], want[i])
 			}
 		}
 		for s := range len(want) / 5 {
 			if argmax(got[s*5:(s+1)*5]) != argmax(want[s*5:(s+1)*5]) {
-				t.Fatalf("causal %v: row %d: top-1 differs", causal, s)
+				t.Fatalf("%+v: row %d: top-1 differs", mode, s)
 			}
 		}
 		if causal && len(want) != n*16*5 {
 			t.Fatalf("a language model's %d logits for %d windows", len(want), n)
 		}
+	}
+}
+
+// padWindows zeroes each window of t ids after a length drawn from 1 to
+// t (a window of t keeps all), as a short text's tail is padded.
+func padWindows(x []float32, t int, r *rand.Rand) {
+	for w := range len(x) / t {
+		clear(x[w*t+1+r.IntN(t) : (w+1)*t])
 	}
 }

@@ -16,12 +16,15 @@ import (
 // per head h and sample the scores S = Q_h·K_hᵀ/√dh (dh = E/heads; with
 // causal, −∞ above the diagonal), P = softmax(S) by row, the context C_h =
 // P·V_h, and the output y = C·Woᵀ + bo. Its inputs: x, Wq, bq, Wk, bk, Wv,
-// bv, Wo, bo.
+// bv, Wo, bo — and, skipping padding, the token ids [batch, T]: a sample's
+// scores then cover only its first graph.SeqLength positions as keys.
 type attentionOp struct {
 	opBase
-	t, heads int
-	causal   bool
-	needDX   bool
+	t, heads    int
+	causal      bool
+	needDX      bool
+	skipPadding bool
+	lens        []int // the last batch's lengths, when skipping padding
 	// The last forward pass's projections, probabilities and context,
 	// read by the gradient.
 	q, k, v, p, ctx []float32
@@ -32,9 +35,18 @@ func newAttention(name string, eng compute.Engine, t, heads int, causal, needDX 
 	return &attentionOp{opBase: newBase(name, eng), t: t, heads: heads, causal: causal, needDX: needDX}
 }
 
-func (o *attentionOp) Arity() int { return 9 }
+func (o *attentionOp) Arity() int {
+	if o.skipPadding {
+		return 10
+	}
+	return 9
+}
 func (o *attentionOp) Type() hm.Type {
-	return fnType(f32T(2), f32T(2), f32T(2), f32T(1), f32T(2), f32T(1), f32T(2), f32T(1), f32T(2), f32T(1))
+	ins := []hm.Type{f32T(2), f32T(2), f32T(1), f32T(2), f32T(1), f32T(2), f32T(1), f32T(2), f32T(1)}
+	if o.skipPadding {
+		ins = append(ins, f32T(2))
+	}
+	return fnType(f32T(2), ins...)
 }
 func (o *attentionOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
 	return in[0].(tensor.Shape).Clone(), nil
@@ -71,14 +83,21 @@ func (o *attentionOp) Do(vs ...G.Value) (G.Value, error) {
 	// Per sample and head, on the threads whole: S = Q_h·K_hᵀ/√dh,
 	// P = softmax(S) by row, C_h = P·V_h.
 	scale := float32(1 / math.Sqrt(float64(dh)))
+	if o.skipPadding {
+		o.lens = seqLengths(o.lens, data(vs[9]), n)
+	}
 	compute.ParallelGemms(o.Eng, n*o.heads, 1, func(lo, hi int, gemm compute.Gemm) {
 		for i := lo; i < hi; i++ {
 			off, p := (i/o.heads)*t*e+(i%o.heads)*dh, o.p[i*t*t:][:t*t]
 			gemm(false, true, t, t, dh, scale, o.q[off:], e, o.k[off:], e, 0, p, t)
+			keys := t
+			if o.skipPadding {
+				keys = o.lens[i/o.heads]
+			}
 			for r := range t {
-				live := t
+				live := keys
 				if o.causal {
-					live = r + 1
+					live = min(r+1, keys)
 				}
 				kernels.SoftmaxRow(p[r*t:(r+1)*t], live)
 			}
@@ -93,7 +112,7 @@ func (o *attentionOp) Do(vs ...G.Value) (G.Value, error) {
 }
 
 func (o *attentionOp) DiffWRT(int) []bool {
-	return []bool{o.needDX, true, true, true, true, true, true, true, true}
+	return []bool{o.needDX, true, true, true, true, true, true, true, true, false}[:o.Arity()]
 }
 func (o *attentionOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	g := &attentionGradOp{opBase: newBase(o.Name+".grad", o.Eng), fwd: o}
@@ -112,6 +131,9 @@ func (o *attentionOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error)
 			return nil, err
 		}
 		out = append(out, s)
+	}
+	if o.skipPadding {
+		out = append(out, nil) // the ids
 	}
 	return out, nil
 }

@@ -1,6 +1,8 @@
 package model
 
 import (
+	"slices"
+
 	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -466,10 +468,15 @@ func (o *maxPoolGradOp) Do(vs ...G.Value) (G.Value, error) {
 // divided by K·K, the padding counted, as PyTorch's default) or, global,
 // each channel over the whole image: input [n, H·W·C], output
 // [n, OH·OW·C]. Its backward spreads each output's gradient evenly.
+//
+// A global pooling that skips padding (Layer.SkipPadding) takes the
+// token ids [n, T] too, and averages each sample over its first
+// graph.SeqLength positions (all of them: the plain pooling's bits).
 type avgPoolOp struct {
 	opBase
-	l   graph.Layer
-	out buffer
+	l    graph.Layer
+	lens []int // the last batch's lengths, when skipping padding
+	out  buffer
 }
 
 // geometry is the pooling as a window (global: one window the image's size).
@@ -481,8 +488,26 @@ func (o *avgPoolOp) geometry() (k, st, pad int, div float32) {
 	return k, st, pad, float32(k * k)
 }
 
-func (o *avgPoolOp) Arity() int    { return 1 }
-func (o *avgPoolOp) Type() hm.Type { return fnType(f32T(2), f32T(2)) }
+func (o *avgPoolOp) Arity() int {
+	if o.l.SkipPadding {
+		return 2
+	}
+	return 1
+}
+func (o *avgPoolOp) Type() hm.Type {
+	if o.l.SkipPadding {
+		return fnType(f32T(2), f32T(2), f32T(2))
+	}
+	return fnType(f32T(2), f32T(2))
+}
+
+// positions is sample b's positions a global pooling averages over.
+func (o *avgPoolOp) positions(b int) int {
+	if o.l.SkipPadding {
+		return o.lens[b]
+	}
+	return o.l.In.H * o.l.In.W
+}
 func (o *avgPoolOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
 	x := in[0].(tensor.Shape)
 	if len(x) != 2 || x[1] != o.l.In.Size() {
@@ -492,12 +517,12 @@ func (o *avgPoolOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
 }
 
 // each calls f(output offset, input offset) for every input position of
-// every output window of one image, in a fixed order.
-func (o *avgPoolOp) each(f func(out, in int)) {
+// every output window of image b, in a fixed order.
+func (o *avgPoolOp) each(b int, f func(out, in int)) {
 	g, og := o.l.In, o.l.Output()
 	k, st, pad, _ := o.geometry()
 	if o.l.Kind == graph.GlobalAvgPool {
-		for p := 0; p < g.H*g.W; p++ {
+		for p := 0; p < o.positions(b); p++ {
 			for c := 0; c < g.C; c++ {
 				f(c, p*g.C+c)
 			}
@@ -528,24 +553,42 @@ func (o *avgPoolOp) Do(vs ...G.Value) (G.Value, error) {
 	isz, osz := o.l.In.Size(), o.l.Output().Size()
 	_, _, _, div := o.geometry()
 	x := data(vs[0])
+	if o.l.SkipPadding {
+		o.lens = seqLengths(o.lens, data(vs[1]), n)
+	}
 	y := o.out.Get(n, osz)
 	yd := y.Float32s()
 	o.Eng.Parallel(n, 1, func(lo, hi int) {
 		for b := lo; b < hi; b++ {
 			img, out := x[b*isz:(b+1)*isz], yd[b*osz:(b+1)*osz]
 			clear(out)
-			o.each(func(oi, ii int) { out[oi] += img[ii] })
+			o.each(b, func(oi, ii int) { out[oi] += img[ii] })
+			d := div
+			if o.l.SkipPadding {
+				d = float32(o.lens[b])
+			}
 			for i := range out {
-				out[i] /= div
+				out[i] /= d
 			}
 		}
 	})
 	return y, nil
 }
-func (o *avgPoolOp) DiffWRT(int) []bool { return []bool{true} }
+func (o *avgPoolOp) DiffWRT(int) []bool { return []bool{true, false}[:o.Arity()] }
 func (o *avgPoolOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	d, err := G.ApplyOp(&avgPoolGradOp{opBase: newBase(o.Name+".grad", o.Eng), fwd: o}, grad)
-	return G.Nodes{d}, err
+	return append(G.Nodes{d}, make(G.Nodes, o.Arity()-1)...), err
+}
+
+// seqLengths sets lens to the n samples' lengths (graph.SeqLength) of
+// token ids [n, T].
+func seqLengths(lens []int, ids []float32, n int) []int {
+	lens = slices.Grow(lens[:0], n)[:n]
+	t := len(ids) / n
+	for b := range n {
+		lens[b] = graph.SeqLength(ids[b*t : (b+1)*t])
+	}
+	return lens
 }
 
 type avgPoolGradOp struct {
@@ -570,7 +613,11 @@ func (o *avgPoolGradOp) Do(vs ...G.Value) (G.Value, error) {
 		for b := lo; b < hi; b++ {
 			img, g := dd[b*isz:(b+1)*isz], dy[b*osz:(b+1)*osz]
 			clear(img)
-			o.fwd.each(func(oi, ii int) { img[ii] += g[oi] / div })
+			d := div
+			if o.fwd.l.SkipPadding {
+				d = float32(o.fwd.lens[b])
+			}
+			o.fwd.each(b, func(oi, ii int) { img[ii] += g[oi] / d })
 		}
 	})
 	return dx, nil

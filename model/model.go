@@ -63,6 +63,10 @@ type Spec struct {
 	Heads  int `json:"heads,omitempty"`
 	Blocks int `json:"blocks,omitempty"`
 	MLP    int `json:"mlp,omitempty"`
+	// SkipPadding makes a transformer's attention layers and pooling skip
+	// the padding of windows shorter than the context
+	// (graph.Layer.SkipPadding).
+	SkipPadding bool `json:"skip_padding,omitempty"`
 }
 
 // Factor is one factorized linear layer.
@@ -194,8 +198,8 @@ func (s Spec) Validate() error {
 		return fmt.Errorf("model: width applies to mobilenet only")
 	case cnn && (len(s.Hidden) > 0 || s.Dropout > 0 || s.InputDropout > 0):
 		return fmt.Errorf("model: arch %s takes no hidden sizes or dropout (its blocks are fixed; depth or width scale it)", s.Arch)
-	case s.Arch != "transformer" && s.Dim+s.Heads+s.Blocks+s.MLP != 0:
-		return fmt.Errorf("model: dim, heads, blocks and mlp apply to transformer only")
+	case s.Arch != "transformer" && (s.Dim+s.Heads+s.Blocks+s.MLP != 0 || s.SkipPadding):
+		return fmt.Errorf("model: dim, heads, blocks, mlp and skip_padding apply to transformer only")
 	case s.Arch == "transformer" && (len(s.Hidden) > 0 || s.Dropout > 0 || s.InputDropout > 0):
 		return fmt.Errorf("model: arch transformer takes no hidden sizes or dropout (dim, heads, blocks and mlp shape it)")
 	case s.Arch == "transformer" && s.Heads > 0 && s.Dim%s.Heads != 0:
@@ -312,6 +316,11 @@ func (s Spec) Network(in Input) (graph.Network, error) {
 		var err error
 		if net, err = graph.Transformer(shape, s.Dim, s.Heads, s.Blocks, s.MLP, in.Classes, in.PerPosition); err != nil {
 			return net, fmt.Errorf("model: %w", err)
+		}
+		for i, l := range net.Layers {
+			if l.Kind == graph.Attention || l.Kind == graph.GlobalAvgPool {
+				net.Layers[i].SkipPadding = s.SkipPadding
+			}
 		}
 	}
 	// A layer takes the first factor naming it.
@@ -551,7 +560,11 @@ func (m *Model) Build(eng compute.Engine, batch int, train bool, seed uint64, ho
 		case graph.MaxPool:
 			h, err = G.ApplyOp(&maxPoolOp{opBase: newBase(l.Name, eng), l: l}, h)
 		case graph.AvgPool, graph.GlobalAvgPool:
-			h, err = G.ApplyOp(&avgPoolOp{opBase: newBase(l.Name, eng), l: l}, h)
+			args := []*G.Node{h}
+			if l.SkipPadding {
+				args = append(args, net.X) // the token ids: each sample's length
+			}
+			h, err = G.ApplyOp(&avgPoolOp{opBase: newBase(l.Name, eng), l: l}, args...)
 		case graph.Add:
 			h, err = G.ApplyOp(&addOp{opBase: newBase(l.Name, eng), arity: len(ins), act: activation(l.Act)}, ins...)
 		case graph.BatchNorm:
@@ -564,7 +577,7 @@ func (m *Model) Build(eng compute.Engine, batch int, train bool, seed uint64, ho
 		case graph.LayerNorm:
 			h, err = G.ApplyOp(&layerNormOp{opBase: newBase(l.Name, eng), c: l.In.C}, h, byName[l.Name], byName[l.Name+".bias"])
 		case graph.Attention:
-			h, err = m.attention(eng, l, h, needDX, byName, hooks)
+			h, err = m.attention(eng, l, h, net.X, needDX, byName, hooks)
 		default:
 			err = fmt.Errorf("layer kind %q has no training op", l.Kind)
 		}
@@ -632,9 +645,10 @@ func (m *Model) conv(eng compute.Engine, l graph.Layer, h *G.Node, needDX, train
 	return G.ApplyOp(newConv(eng, l, needDX, train), args...)
 }
 
-// attention applies attention layer l to h, its four projections' weights
+// attention applies attention layer l to h (ids: the token ids, for a
+// layer that skips padding), its four projections' weights
 // as the hooks make them (fake-quantized under QAT).
-func (m *Model) attention(eng compute.Engine, l graph.Layer, h *G.Node, needDX bool, byName map[string]*G.Node, hooks Hooks) (*G.Node, error) {
+func (m *Model) attention(eng compute.Engine, l graph.Layer, h, ids *G.Node, needDX bool, byName map[string]*G.Node, hooks Hooks) (*G.Node, error) {
 	args := []*G.Node{h}
 	for _, part := range graph.AttentionParts {
 		w, err := m.weight(eng, byName[l.Name+part], hooks)
@@ -643,7 +657,11 @@ func (m *Model) attention(eng compute.Engine, l graph.Layer, h *G.Node, needDX b
 		}
 		args = append(args, w, byName[l.Name+part+".bias"])
 	}
-	return G.ApplyOp(newAttention(l.Name, eng, l.In.W, l.Heads, l.Causal, needDX), args...)
+	op := newAttention(l.Name, eng, l.In.W, l.Heads, l.Causal, needDX)
+	if l.SkipPadding {
+		op.skipPadding, args = true, append(args, ids)
+	}
+	return G.ApplyOp(op, args...)
 }
 
 // weight returns what a layer computes with: the weight node, or its

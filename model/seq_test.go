@@ -3,6 +3,7 @@ package model
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	G "gorgonia.org/gorgonia"
@@ -80,7 +81,15 @@ func TestTransformerGradientsMatchFiniteDifferences(t *testing.T) {
 // that definition.
 func TestAttentionMatchesDirect(t *testing.T) {
 	const n, T, d, e, heads = 2, 5, 6, 4, 2
-	for _, causal := range []bool{false, true} {
+	for _, mode := range []struct{ causal, pad bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+		causal := mode.causal
+		// Skipping padding: the first sample's ids end in two zero bytes
+		// (length 3), the second's hold a zero inside (length 4).
+		var lens []int
+		ids := []float32{7, 9, 4, 0, 0, 0, 5, 0, 3, 0}
+		if mode.pad {
+			lens = []int{3, 4}
+		}
 		r := rand.New(rand.NewPCG(11, 2))
 		randn := func(size int) []float32 {
 			v := make([]float32, size)
@@ -110,7 +119,12 @@ func TestAttentionMatchesDirect(t *testing.T) {
 			nodes = append(nodes, G.NewTensor(g, tensor.Float32, len(shape), G.WithShape(shape...), G.WithName(string(rune('a'+i))),
 				G.WithValue(tensor.New(tensor.WithShape(shape...), tensor.WithBacking(v)))))
 		}
-		y, err := G.ApplyOp(newAttention("attn", eng, T, heads, causal, true), nodes...)
+		op, args := newAttention("attn", eng, T, heads, causal, true), nodes
+		if mode.pad {
+			idn := G.NewMatrix(g, tensor.Float32, G.WithShape(n, T), G.WithName("ids"), G.WithValue(tensor.New(tensor.WithShape(n, T), tensor.WithBacking(ids))))
+			op.skipPadding, args = true, append(slices.Clone(nodes), idn)
+		}
+		y, err := G.ApplyOp(op, args...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -131,15 +145,15 @@ func TestAttentionMatchesDirect(t *testing.T) {
 		if err := vm.RunAll(); err != nil {
 			t.Fatal(err)
 		}
-		want := directAttention(ins, n, T, d, e, heads, causal)
+		want := directAttention(ins, n, T, d, e, heads, causal, lens)
 		for i, v := range data(y.Value()) {
 			if math.Abs(float64(v)-want[i]) > 1e-5*(1+math.Abs(want[i])) {
-				t.Fatalf("causal %v: y[%d] = %v, direct %v", causal, i, v, want[i])
+				t.Fatalf("%+v: y[%d] = %v, direct %v", mode, i, v, want[i])
 			}
 		}
 		lossOf := func() float64 {
 			var s float64
-			for i, v := range directAttention(ins, n, T, d, e, heads, causal) {
+			for i, v := range directAttention(ins, n, T, d, e, heads, causal, lens) {
 				s += v * float64(probe[i])
 			}
 			return s
@@ -157,7 +171,7 @@ func TestAttentionMatchesDirect(t *testing.T) {
 				ins[k][j] = old
 				num := (lp - lm) / (2 * eps)
 				if math.Abs(float64(an[j])-num) > 2e-3*(1+math.Abs(num)) {
-					t.Errorf("causal %v: input %d [%d]: analytic %g, direct %g", causal, k, j, an[j], num)
+					t.Errorf("%+v: input %d [%d]: analytic %g, direct %g", mode, k, j, an[j], num)
 				}
 			}
 		}
@@ -167,8 +181,8 @@ func TestAttentionMatchesDirect(t *testing.T) {
 
 // directAttention is attention's definition in float64 loops (graph's
 // Attention: width d, projections e), on inputs x, Wq, bq, Wk, bk, Wv, bv,
-// Wo, bo.
-func directAttention(in [][]float32, n, T, d, e, heads int, causal bool) []float64 {
+// Wo, bo; lens, when set, are the samples' lengths (keys past them skipped).
+func directAttention(in [][]float32, n, T, d, e, heads int, causal bool, lens []int) []float64 {
 	proj := func(w, b []float32, src []float64, width, out int) []float64 {
 		y := make([]float64, n*T*out)
 		for r := range n * T {
@@ -196,7 +210,7 @@ func directAttention(in [][]float32, n, T, d, e, heads int, causal bool) []float
 				m := math.Inf(-1)
 				for j := range T {
 					s[j] = math.Inf(-1)
-					if causal && j > i {
+					if causal && j > i || lens != nil && j >= lens[b] {
 						continue
 					}
 					var dot float64
@@ -301,4 +315,55 @@ func TestClassWeightsGradients(t *testing.T) {
 		t.Fatal("the weights changed nothing")
 	}
 	checkGradients(t, m, net, grads, vm2, 6, 1e-2, 3)
+}
+
+// TestPoolSkipsPadding: a global pooling that skips padding averages each
+// sample over its length (graph.SeqLength of its ids) and hands its
+// gradient to those positions only; a sample without padding gets the
+// plain pooling's bits.
+func TestPoolSkipsPadding(t *testing.T) {
+	const n, T, C = 2, 4, 3
+	eng := cpu.New(cpu.Options{Threads: 1})
+	in := graph.Shape{H: 1, W: T, C: C}
+	x := make([]float32, n*T*C)
+	for i := range x {
+		x[i] = float32(i%7) - 2.5
+	}
+	ids := []float32{0.2, 0.4, 0, 0, 0.1, 0.3, 0.5, 0.7} // lengths 2 and 4
+	skip := &avgPoolOp{opBase: newBase("pool", eng), l: graph.Layer{Kind: graph.GlobalAvgPool, In: in, SkipPadding: true}}
+	plain := &avgPoolOp{opBase: newBase("plain", eng), l: graph.Layer{Kind: graph.GlobalAvgPool, In: in}}
+	xv := tensor.New(tensor.WithShape(n, T*C), tensor.WithBacking(x))
+	ys, err := skip.Do(xv, tensor.New(tensor.WithShape(n, T), tensor.WithBacking(ids)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	yp, err := plain.Do(xv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, full := slices.Clone(data(ys)), data(yp)
+	for c := range C {
+		want := (x[c] + x[C+c]) / 2
+		if got[c] != want {
+			t.Errorf("sample 0 channel %d: %v, want the mean of its 2 positions %v", c, got[c], want)
+		}
+		if got[C+c] != full[C+c] {
+			t.Errorf("sample 1 (no padding) channel %d: %v, the plain pooling's %v", c, got[C+c], full[C+c])
+		}
+	}
+	dy := tensor.New(tensor.WithShape(n, C), tensor.WithBacking([]float32{1, 2, 3, 4, 5, 6}))
+	dx, err := (&avgPoolGradOp{opBase: newBase("g", eng), fwd: skip}).Do(dy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range data(dx) {
+		b, p, c := i/(T*C), i/C%T, i%C
+		want := float32(0)
+		if l := []int{2, 4}[b]; p < l {
+			want = data(dy)[b*C+c] / float32(l)
+		}
+		if v != want {
+			t.Errorf("dx sample %d position %d channel %d: %v, want %v", b, p, c, v, want)
+		}
+	}
 }

@@ -64,7 +64,10 @@ type Layer struct {
 	// vocabulary.
 	Heads  int
 	Causal bool
-	Vocab  int
+	// SkipPadding: `attention` and `global_avgpool` skip the positions
+	// after a window's last non-zero byte.
+	SkipPadding bool
+	Vocab       int
 }
 
 // Repeat is a repeat block: its layers Count times, repetition i's named
@@ -94,6 +97,7 @@ var layerSection = section[Layer]{name: "layer", doc: "Inside a `model` with `ar
 	{name: "act", doc: "The activation after it: `identity`, `relu`, `relu6`, `gelu`.", at: func(l *Layer) any { return &l.Act }, def: "identity", choices: []string{"identity", "relu", "relu6", "gelu"}, omit: func(l *Layer) bool { return l.Act == "identity" }},
 	{name: "heads", doc: "`attention`: heads (dividing its width).", at: func(l *Layer) any { return &l.Heads }, lo: 1, hi: 1 << 10, omit: func(l *Layer) bool { return l.Heads == 0 }},
 	{name: "causal", doc: "`attention`: each position attends to itself and those before it only.", at: func(l *Layer) any { return &l.Causal }, omit: func(l *Layer) bool { return !l.Causal }},
+	{name: "skip_padding", doc: "`attention`, `global_avgpool` over a sequence: skip the padding of windows shorter than the context (the positions after a window's last non-zero byte).", at: func(l *Layer) any { return &l.SkipPadding }, omit: func(l *Layer) bool { return !l.SkipPadding }},
 	{name: "vocab", doc: "`embedding`: token ids (at most 256, the byte values; default 256).", at: func(l *Layer) any { return &l.Vocab }, lo: 1, hi: 256, omit: func(l *Layer) bool { return l.Vocab == 0 }},
 	{name: "dropout", doc: "Dropout on its input, during training only.", at: func(l *Layer) any { return &l.Dropout }, hi: 0.95, omit: func(l *Layer) bool { return l.Dropout == 0 }},
 }}

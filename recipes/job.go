@@ -94,6 +94,7 @@ type Model struct {
 	Width        float64 // mobilenet: the width multiplier
 	// transformer: the width, heads, blocks and feed-forward width.
 	Dim, Heads, Blocks, MLP int
+	SkipPadding             bool        // transformer: attention and pooling skip windows' padding
 	Graph                   []GraphItem // arch "graph": its layer and repeat blocks (graph.go)
 }
 
@@ -273,6 +274,7 @@ var modelSection = section[Model]{name: "model", doc: "Inside `job`, exactly one
 	{name: "heads", doc: "`transformer`: attention heads per block, dividing `dim` (default 4).", at: func(m *Model) any { return &m.Heads }, lo: 1, hi: 1 << 10, omit: func(m *Model) bool { return m.Heads == 0 }},
 	{name: "blocks", doc: "`transformer`: pre-norm transformer blocks (default 2).", at: func(m *Model) any { return &m.Blocks }, lo: 1, hi: 1 << 10, omit: func(m *Model) bool { return m.Blocks == 0 }},
 	{name: "mlp", doc: "`transformer`: each block's feed-forward width (default 4 × `dim`).", at: func(m *Model) any { return &m.MLP }, lo: 1, hi: 1 << 16, omit: func(m *Model) bool { return m.MLP == 0 }},
+	{name: "skip_padding", doc: "`transformer`: attention and the pooling skip the padding of windows shorter than the context (the positions after a window's last non-zero byte: a cookie's short tail in `langid`).", at: func(m *Model) any { return &m.SkipPadding }, omit: func(m *Model) bool { return !m.SkipPadding }},
 }}
 
 var checkpointSection = section[Checkpoint]{name: "checkpoint", doc: "Inside `job`, at most one: when training checkpoints are written. A resumed run may change it.", fields: []field[Checkpoint]{

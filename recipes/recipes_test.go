@@ -394,6 +394,7 @@ func TestEveryFieldRoundTrips(t *testing.T) {
     heads = 2
     blocks = 3
     mlp = 96
+    skip_padding = true
   }
   teacher {
     arch = "transformer"
@@ -401,6 +402,7 @@ func TestEveryFieldRoundTrips(t *testing.T) {
     heads = 4
     blocks = 4
     mlp = 256
+    skip_padding = true
     epochs = 2
   }
   distill {
@@ -420,9 +422,11 @@ func TestEveryFieldRoundTrips(t *testing.T) {
       kind = "attention"
       heads = 2
       causal = true
+      skip_padding = true
     }
     layer "pool" {
       kind = "global_avgpool"
+      skip_padding = true
     }
     layer "fc" {
       kind = "linear"

@@ -50,7 +50,7 @@ func graphNetwork(job *recipes.Job, info data.Info) (graph.Network, error) {
 	for i, l := range m.Expand() {
 		c.Add(graph.Layer{Name: l.Name, Kind: graph.Kind(l.Kind), Inputs: l.Inputs, Out: l.Out, Kernel: l.Kernel, Stride: l.Stride,
 			Pad: l.Pad, Groups: l.Groups, NoBias: !l.Bias, Act: graph.Activation(l.Act), Dropout: l.Dropout,
-			Heads: l.Heads, Causal: l.Causal, Vocab: l.Vocab})
+			Heads: l.Heads, Causal: l.Causal, Vocab: l.Vocab, SkipPadding: l.SkipPadding})
 		at[l.Name] = i
 		added := c.Net.Layers[i]
 		if got := added.In.C; l.In > 0 && got != l.In && inErr == nil { // (a linear layer's In is {1, 1, features})

@@ -711,6 +711,16 @@ func (m *Model) HiddenLayers() []HiddenLayer {
 	return out
 }
 
+// Hidden is the hidden layer of that name (HiddenLayers), if there is one.
+func (m *Model) Hidden(name string) (HiddenLayer, bool) {
+	for _, hl := range m.HiddenLayers() {
+		if hl.Name == name {
+			return hl, true
+		}
+	}
+	return HiddenLayer{}, false
+}
+
 // LayerInfo describes one parameterised layer for summaries.
 type LayerInfo struct {
 	Name    string `json:"name"`

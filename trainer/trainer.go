@@ -324,15 +324,8 @@ func (t *Trainer) hint(h *HintConfig) (*distill.Hint, error) {
 	if len(t.cfg.Teachers) != 1 {
 		return nil, fmt.Errorf("trainer: a hint needs exactly one teacher, not %d", len(t.cfg.Teachers))
 	}
-	layer := func(m *model.Model, name string) model.HiddenLayer {
-		for _, hl := range m.HiddenLayers() {
-			if hl.Name == name {
-				return hl
-			}
-		}
-		return model.HiddenLayer{}
-	}
-	sl, tl := layer(t.cfg.Model, h.Student), layer(t.cfg.Teachers[0], h.Teacher)
+	sl, _ := t.cfg.Model.Hidden(h.Student)
+	tl, _ := t.cfg.Teachers[0].Hidden(h.Teacher)
 	ds, dt := sl.Width, tl.Width
 	if ds == 0 || dt == 0 || sl.Positions != tl.Positions {
 		return nil, fmt.Errorf("trainer: hint between teacher layer %q and student layer %q: both must be hidden layers of as many positions", h.Teacher, h.Student)

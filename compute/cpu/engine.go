@@ -133,32 +133,11 @@ func (e *Engine) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []floa
 	checkMat("a", transA, m, k, a, lda)
 	checkMat("b", transB, k, n, b, ldb)
 	checkMat("c", false, m, n, c, ldc)
-	if e.blas == nil {
-		ta, tb := blas.NoTrans, blas.NoTrans
-		if transA {
-			ta = blas.Trans
-		}
-		if transB {
-			tb = blas.Trans
-		}
-		if k == 0 {
-			scale(c, m, n, ldc, beta)
-			return
-		}
-		e.gonum.Sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+	if e.blas == nil || k == 0 {
+		e.gemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
 	}
-	if k == 0 {
-		scale(c, m, n, ldc, beta)
-		return
-	}
-	ta, tb := int32(cblasNoTrans), int32(cblasNoTrans)
-	if transA {
-		ta = cblasTrans
-	}
-	if transB {
-		tb = cblasTrans
-	}
+	ta, tb := cblasOps(transA, transB)
 	call := func(m0, m1, n0, n1 int) {
 		ao, bo := m0*lda, n0 // row m0 of op(A), column n0 of op(B)
 		if transA {
@@ -223,6 +202,12 @@ func (e *Engine) serialGemm(transA, transB bool, m, n, k int, alpha float32, a [
 	checkMat("a", transA, m, k, a, lda)
 	checkMat("b", transB, k, n, b, ldb)
 	checkMat("c", false, m, n, c, ldc)
+	e.gemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+// gemm is one whole product on the calling goroutine, its operands checked:
+// C scaled where k is 0, gonum without OpenBLAS, else one OpenBLAS call.
+func (e *Engine) gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	if k == 0 {
 		scale(c, m, n, ldc, beta)
 		return
@@ -238,15 +223,21 @@ func (e *Engine) serialGemm(transA, transB bool, m, n, k int, alpha float32, a [
 		e.gonum.Sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
 	}
-	ta, tb := int32(cblasNoTrans), int32(cblasNoTrans)
+	ta, tb := cblasOps(transA, transB)
+	e.blas.sgemm(cblasRowMajor, ta, tb, int32(m), int32(n), int32(k), alpha,
+		unsafe.Pointer(&a[0]), int32(lda), unsafe.Pointer(&b[0]), int32(ldb), beta, unsafe.Pointer(&c[0]), int32(ldc))
+}
+
+// cblasOps are CBLAS's transposition flags.
+func cblasOps(transA, transB bool) (ta, tb int32) {
+	ta, tb = cblasNoTrans, cblasNoTrans
 	if transA {
 		ta = cblasTrans
 	}
 	if transB {
 		tb = cblasTrans
 	}
-	e.blas.sgemm(cblasRowMajor, ta, tb, int32(m), int32(n), int32(k), alpha,
-		unsafe.Pointer(&a[0]), int32(lda), unsafe.Pointer(&b[0]), int32(ldb), beta, unsafe.Pointer(&c[0]), int32(ldc))
+	return ta, tb
 }
 
 // blasN is the thread count last given to OpenBLAS: one setting for the

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"time"
 
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/graph"
@@ -192,6 +193,10 @@ func (m *Model) Forward(x []float32, batch int) ([]float32, error) {
 		return outs[j]
 	}
 	var srcs [4][]float32 // an addition's inputs (the graph's DAGs have two)
+	var t0 time.Time
+	if m.clock != nil {
+		t0 = time.Now()
+	}
 	for i, l := range m.Layers {
 		if a := m.fuse[i]; a >= 0 && isDirect(l.kernel(batch)) {
 			// A convolution that finishes a residual addition: the sum
@@ -224,6 +229,11 @@ func (m *Model) Forward(x []float32, batch int) ([]float32, error) {
 			b, dst := take(batch * l.size)
 			m.apply(l, dst, ss, batch)
 			outs[i] = activation{buf: b, data: dst, feats: l.size}
+		}
+		if m.clock != nil { // LayerTimes: the layer's share, conversions included
+			now := time.Now()
+			m.clock[i] = now.Sub(t0)
+			t0 = now
 		}
 		free = append(free, scratch...)
 		scratch = scratch[:0]

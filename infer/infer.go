@@ -114,6 +114,9 @@ type Model struct {
 	// which additions this call's convolutions finished.
 	fuse  []int
 	fused []bool
+	// clock, when set (LayerTimes), receives each layer's time in a
+	// Forward call.
+	clock []time.Duration
 }
 
 // state is the part of a model file's state document the runtime reads.

@@ -424,6 +424,31 @@ func (m *Model) Weights() []*Param {
 	return w
 }
 
+// Observed names the layers whose outputs are quantized when a recipe
+// quantizes activations: each quantized layer's but the output layer's
+// (whose logits stay float) — a folded convolution's after its batch norm
+// and activation —, and every residual addition's.
+func (m *Model) Observed(layers []string) []string {
+	weights := m.Weights()
+	output := weights[len(weights)-1].Name
+	var out []string
+	for _, l := range layers {
+		switch {
+		case l == output:
+		case m.Fold[l] != "":
+			out = append(out, m.Fold[l])
+		default:
+			out = append(out, l)
+		}
+	}
+	for _, l := range m.Net.Layers {
+		if l.Kind == graph.Add {
+			out = append(out, l.Name)
+		}
+	}
+	return out
+}
+
 // NumParams counts all parameter elements.
 func (m *Model) NumParams() int {
 	n := 0

@@ -323,7 +323,7 @@ func quantizePolicy(job *recipes.Job, m *model.Model, epochSamples int64, log hc
 		if ls := m.Net.Layers; len(ls) > 0 && ls[0].Kind == graph.Embedding {
 			return nil, job.Errorf("quantize.activations", "activations are quantized unsigned, as a ReLU leaves them; a transformer's (embeddings, layer norms, residual sums) are signed: quantize its weights only")
 		}
-		p.Observers = observers(m, layers)
+		p.Observers = m.Observed(layers)
 		m.ActQuant = map[string]*model.Observer{}
 		for _, l := range p.Observers {
 			m.ActQuant[l] = &model.Observer{Spec: model.QuantSpec{Bits: q.Activations}, Momentum: 0.9}
@@ -333,31 +333,6 @@ func quantizePolicy(job *recipes.Job, m *model.Model, epochSamples int64, log hc
 		p.Steps = append(p.Steps, trainer.QuantStep{Start: int64(q.GradualEpochs[i] * float64(epochSamples)), Bits: b})
 	}
 	return p, nil
-}
-
-// observers names the layers whose outputs are quantized when a recipe
-// quantizes activations: each quantized layer's but the output layer's
-// (whose logits stay float) — a folded convolution's after its batch norm
-// and activation —, and every residual addition's.
-func observers(m *model.Model, layers []string) []string {
-	weights := m.Weights()
-	output := weights[len(weights)-1].Name
-	var out []string
-	for _, l := range layers {
-		switch {
-		case l == output:
-		case m.Fold[l] != "":
-			out = append(out, m.Fold[l])
-		default:
-			out = append(out, l)
-		}
-	}
-	for _, l := range m.Net.Layers {
-		if l.Kind == graph.Add {
-			out = append(out, l.Name)
-		}
-	}
-	return out
 }
 
 // pruneSchedule is a prune block's sparsity schedule in samples (not yet

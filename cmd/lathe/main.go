@@ -41,6 +41,8 @@ const usage = `usage:
   lathe lint RECIPE [-var name=value]...      validate a recipe and print what happens when
   lathe bench FILE [--batch 1,8,64,256] [--json]
                                               latency and throughput of a model file in lathe's runtime
+  lathe profile FILE [--batch 1] [--threads T] [-o profile.json]
+                                              each layer's latency under each compression setting, measured here
   lathe export FILE --onnx OUT.onnx [--int8]  a model file as ONNX (onnxruntime and other engines)
   lathe report RUN_DIR [-o report.html] [--no-runtime]
                                               one HTML page of plots and tables of a run directory
@@ -68,6 +70,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = makeReport(args[1:], stdout, stderr)
 	case "sample":
 		err = sample(args[1:], stdout, stderr)
+	case "profile":
+		err = profileCmd(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return 0

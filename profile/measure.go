@@ -1,0 +1,370 @@
+package profile
+
+import (
+	"bufio"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/cpu"
+
+	"github.com/lathe-ml/lathe/checkpoint"
+	"github.com/lathe-ml/lathe/compute"
+	"github.com/lathe-ml/lathe/graph"
+	"github.com/lathe-ml/lathe/infer"
+	"github.com/lathe-ml/lathe/rundir"
+)
+
+// Options say what Measure measures.
+type Options struct {
+	Batch   int       // samples per forward call (default 1)
+	Widths  []float64 // default DefaultWidths
+	Formats []string  // default DefaultFormats
+	// Precisions: Float, Int8 or both (default DefaultPrecisions).
+	Precisions []string
+	// Budget is about how long the timing of one variant takes (default
+	// 150 ms; its kernels' timing at load comes on top).
+	Budget time.Duration
+	Model  string // the profiled file's name, recorded
+	// Progress, if set, is called after each variant is measured.
+	Progress func(done, total int, v Variant)
+}
+
+// Measure profiles a model file's network on eng: every format at every
+// precision and pair of widths (see the package comment), each variant's
+// layers timed in the runtime's own forward pass. The first variant is
+// timed twice, the first time to warm the machine up.
+func Measure(f *checkpoint.File, eng compute.Engine, o Options) (*Profile, error) {
+	o.Batch = max(o.Batch, 1)
+	o.Widths = cmpSlice(o.Widths, DefaultWidths)
+	o.Formats = cmpSlice(o.Formats, DefaultFormats)
+	o.Precisions = cmpSlice(o.Precisions, DefaultPrecisions)
+	if o.Budget <= 0 {
+		o.Budget = 150 * time.Millisecond
+	}
+	if err := checkWidths(o.Widths); err != nil {
+		return nil, err
+	}
+	for _, s := range o.Formats {
+		if _, err := parseFormat(s); err != nil {
+			return nil, err
+		}
+	}
+	for _, s := range o.Precisions {
+		if err := checkPrecision(s); err != nil {
+			return nil, err
+		}
+	}
+	m, _, err := rundir.LoadModel(f)
+	if err != nil {
+		return nil, err
+	}
+	groups, err := m.Net.ChannelGroups()
+	if err != nil {
+		return nil, err
+	}
+	p := &Profile{Version: Version, Model: o.Model, Machine: machine(eng), Date: time.Now().UTC().Truncate(time.Second),
+		Batch: o.Batch, Threads: threads(eng), Widths: o.Widths, Formats: o.Formats, Precisions: o.Precisions}
+	for _, g := range groups {
+		pg := Group{Channels: g.Size, Prunable: g.Prunable}
+		for _, mb := range g.Members {
+			if w := m.Param(mb.Param); w != nil && mb.Role == "out" && !w.Bias && !w.Norm {
+				pg.Producers = append(pg.Producers, w.Layer)
+			}
+		}
+		p.Groups = append(p.Groups, pg)
+	}
+	dense, err := Build(f, Config{})
+	if err != nil {
+		return nil, err
+	}
+	rt, err := infer.Load(dense, eng)
+	if err != nil {
+		return nil, err
+	}
+	p.Layers = layersOf(rt, groups)
+	colour := p.colours()
+	n := len(o.Widths)
+	var pairs [][2]int
+	for i := range n {
+		for j := range n {
+			if i == j || slices.Contains(colour, 1) {
+				pairs = append(pairs, [2]int{i, j})
+			}
+		}
+	}
+	// samples[layer][format][i][j]: the times measured at those widths.
+	samples := make([]map[string][][][]float64, len(p.Layers))
+	for k := range samples {
+		samples[k] = map[string][][][]float64{}
+		for _, key := range p.keys() {
+			samples[k][key] = grid(n, func() []float64 { return nil })
+		}
+	}
+	var overhead []float64
+	total := len(o.Precisions) * len(o.Formats) * len(pairs)
+	warm := true
+	for _, pr := range o.Precisions {
+		for _, s := range o.Formats {
+			for _, ij := range pairs {
+				keep := make([]float64, len(groups))
+				for g := range keep {
+					keep[g] = 1
+					if groups[g].Prunable {
+						keep[g] = o.Widths[ij[colour[g]]]
+					}
+				}
+				c := p.uniform(keep, pr, s)
+				if warm {
+					if _, _, err := timeConfig(f, eng, c, o.Batch, o.Budget); err != nil {
+						return nil, fmt.Errorf("profile: %w", err)
+					}
+					warm = false
+				}
+				layers, call, err := timeConfig(f, eng, c, o.Batch, o.Budget)
+				if err != nil {
+					return nil, fmt.Errorf("profile: %s, format %s, widths %v: %w", pr, s, keep, err)
+				}
+				if len(layers) != len(p.Layers) {
+					return nil, fmt.Errorf("profile: format %s, widths %v: the runtime made %d layers of the network, the dense one %d", s, keep, len(layers), len(p.Layers))
+				}
+				sum := 0.0
+				for k, l := range p.Layers {
+					i, j := ij[colour[l.In]], ij[colour[l.Out]]
+					if !groups[l.In].Prunable {
+						i = 0
+					}
+					if !groups[l.Out].Prunable {
+						j = 0
+					}
+					key := Key(pr, s)
+					samples[k][key][i][j] = append(samples[k][key][i][j], us(layers[k]))
+					sum += us(layers[k])
+				}
+				overhead = append(overhead, us(call)-sum)
+				v := Variant{Format: s, Precision: pr, Keep: keep, MeasuredUs: us(call)}
+				if s == Dense && pr == Float && ij == [2]int{0, 0} {
+					p.DenseUs = v.MeasuredUs
+				}
+				p.Variants = append(p.Variants, v)
+				if o.Progress != nil {
+					o.Progress(len(p.Variants), total, v)
+				}
+			}
+		}
+	}
+	for k := range p.Layers {
+		p.Layers[k].Us = map[string][][]float64{}
+		for _, key := range p.keys() {
+			p.Layers[k].Us[key] = grid(n, func() float64 { return -1 })
+			for i := range n {
+				for j := range n {
+					if v := samples[k][key][i][j]; len(v) > 0 {
+						slices.Sort(v)
+						p.Layers[k].Us[key][i][j] = v[len(v)/2]
+					}
+				}
+			}
+		}
+	}
+	slices.Sort(overhead)
+	p.OverheadUs = overhead[len(overhead)/2]
+	for i := range p.Variants {
+		v := &p.Variants[i]
+		if v.PredictedUs, err = p.Predict(p.uniform(v.Keep, v.Precision, v.Format)); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// uniform is the configuration of every weighted layer in one format.
+func (p *Profile) uniform(keep []float64, precision, format string) Config {
+	c := Config{Keep: keep, Format: map[string]string{}, Int8: precision == Int8}
+	for _, l := range p.Layers {
+		if l.Weighted {
+			c.Format[l.Name] = format
+		}
+	}
+	return c
+}
+
+// timeConfig builds a configuration's network, loads it in the runtime
+// and times it: each layer's median and a whole call's.
+func timeConfig(f *checkpoint.File, eng compute.Engine, c Config, batch int, budget time.Duration) ([]time.Duration, time.Duration, error) {
+	vf, err := Build(f, c)
+	if err != nil {
+		return nil, 0, err
+	}
+	rt, err := infer.Load(vf, eng)
+	if err != nil {
+		return nil, 0, err
+	}
+	x := Inputs(rt, batch, 1)
+	t0 := time.Now()
+	if _, err := rt.Forward(x, batch); err != nil {
+		return nil, 0, err
+	}
+	one := max(time.Since(t0), time.Microsecond)
+	reps := int(min(5000, max(9, budget/2/one)))
+	return rt.LayerTimes(x, batch, reps)
+}
+
+// Measured is the whole forward call's median time in µs of a
+// configuration's network at a batch size, measured now on eng.
+func Measured(f *checkpoint.File, eng compute.Engine, c Config, batch int, budget time.Duration) (float64, error) {
+	_, call, err := timeConfig(f, eng, c, batch, max(budget, 10*time.Millisecond))
+	return us(call), err
+}
+
+// Inputs is a batch of inputs the model accepts, a pure function of seed:
+// byte ids 1–255 for a network that starts with an embedding, pixels in
+// [0, 1) for the others.
+func Inputs(m *infer.Model, batch int, seed uint64) []float32 {
+	r := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
+	x := make([]float32, batch*m.Features)
+	tokens := len(m.Net.Layers) > 0 && m.Net.Layers[0].Kind == graph.Embedding
+	for i := range x {
+		if tokens {
+			x[i] = float32(1 + r.IntN(255))
+		} else {
+			x[i] = r.Float32()
+		}
+	}
+	return x
+}
+
+// layersOf maps the runtime's layers onto channel groups: a weighted
+// layer reads the group its weight is an "in" member of and writes the
+// one it is an "out" member of; a layer without weights reads and writes
+// its first input's group. A weight in no group (an attention layer's
+// projections: their heads are not channel groups) reads and writes the
+// network input's group, which is never thinned.
+func layersOf(rt *infer.Model, groups []graph.ChannelGroup) []Layer {
+	member := func(param, role string) int {
+		for g, cg := range groups {
+			for _, mb := range cg.Members {
+				if mb.Param == param && mb.Role == role {
+					return g
+				}
+			}
+		}
+		return -1
+	}
+	out := make([]Layer, len(rt.Layers))
+	for k, l := range rt.Layers {
+		pl := Layer{Name: l.Name, Kind: l.Kind, Weighted: l.Weighted()}
+		from := 0 // the group the first input carries
+		if j := l.Inputs[0]; j >= 0 {
+			from = out[j].Out
+			pl.Follows = out[j].Name
+			if !out[j].Weighted {
+				pl.Follows = out[j].Follows
+			}
+		}
+		pl.In, pl.Out = from, from
+		if pl.Weighted {
+			pl.Follows = ""
+			switch g := member(l.Name, "pass"); {
+			case g >= 0: // a depthwise convolution carries its group
+				pl.In, pl.Out = g, g
+			default:
+				pl.In, pl.Out = max(member(l.Name, "in"), 0), max(member(l.Name, "out"), 0)
+			}
+		}
+		out[k] = pl
+	}
+	return out
+}
+
+// colours gives each group 0 or 1 so that a weighted layer reads and
+// writes groups of different colours wherever the network allows (a
+// breadth-first two-colouring of the groups layers join; where an odd
+// cycle makes it impossible, the layers that close it see equal colours).
+func (p *Profile) colours() []int {
+	adj := make([][]int, len(p.Groups))
+	for _, l := range p.Layers {
+		if l.Weighted && l.In != l.Out && p.Groups[l.In].Prunable && p.Groups[l.Out].Prunable {
+			adj[l.In] = append(adj[l.In], l.Out)
+			adj[l.Out] = append(adj[l.Out], l.In)
+		}
+	}
+	colour := make([]int, len(p.Groups))
+	seen := make([]bool, len(p.Groups))
+	for s := range p.Groups {
+		if seen[s] {
+			continue
+		}
+		seen[s] = true
+		queue := []int{s}
+		for len(queue) > 0 {
+			g := queue[0]
+			queue = queue[1:]
+			for _, h := range adj[g] {
+				if !seen[h] {
+					seen[h], colour[h] = true, 1-colour[g]
+					queue = append(queue, h)
+				}
+			}
+		}
+	}
+	return colour
+}
+
+// machine describes this machine and eng.
+func machine(eng compute.Engine) Machine {
+	m := Machine{Cores: runtime.NumCPU(), Arch: runtime.GOARCH, AVX512: cpu.X86.HasAVX512F, CPU: cpuName()}
+	m.Host, _ = os.Hostname()
+	if d, ok := eng.(compute.Describer); ok {
+		info := d.Describe()
+		m.BLAS, m.CoreType = info.BLAS, info.CoreType
+	}
+	return m
+}
+
+func threads(eng compute.Engine) int {
+	if d, ok := eng.(compute.Describer); ok {
+		return d.Describe().Threads
+	}
+	return 1
+}
+
+// cpuName is /proc/cpuinfo's model name ("" where there is none).
+func cpuName() string {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+func cmpSlice[T any](s, d []T) []T {
+	if len(s) == 0 {
+		return d
+	}
+	return s
+}
+
+func grid[T any](n int, zero func() T) [][]T {
+	g := make([][]T, n)
+	for i := range g {
+		g[i] = make([]T, n)
+		for j := range g[i] {
+			g[i][j] = zero()
+		}
+	}
+	return g
+}

@@ -60,8 +60,8 @@ type Profile struct {
 	Widths     []float64 `json:"widths"`
 	Formats    []string  `json:"formats"`
 	Precisions []string  `json:"precisions"` // Float, Int8
-	Groups  []Group   `json:"groups"`
-	Layers  []Layer   `json:"layers"`
+	Groups     []Group   `json:"groups"`
+	Layers     []Layer   `json:"layers"`
 	// OverheadUs is a forward call's time beyond its layers' (the mean
 	// over the variants measured); DenseUs the dense network's whole call.
 	OverheadUs float64 `json:"overhead_us"`

@@ -1,0 +1,359 @@
+package profile
+
+import (
+	"fmt"
+	"math"
+	"slices"
+)
+
+// Loss is what each setting is predicted to cost in accuracy (validation
+// accuracy lost, in any unit the caller keeps to; measured by sensitivity
+// analysis), assumed additive over settings. A setting without an entry
+// is not a candidate, but the dense, whole, float one (loss 0).
+type Loss struct {
+	// Format[layer][format] is the loss of the layer's weights in format.
+	Format map[string]map[string]float64 `json:"format,omitempty"`
+	// Width[g][i] is the loss of group g keeping Widths[i] of its
+	// channels; a group without a row (or a shorter one) stays whole
+	// (beyond the row).
+	Width [][]float64 `json:"width,omitempty"`
+	// Int8 is the loss of running on integer kernels; nil: float only.
+	Int8 *float64 `json:"int8,omitempty"`
+}
+
+// Budget bounds a configuration's predicted latency.
+type Budget struct {
+	LatencyUs float64 `json:"latency_us"`
+}
+
+// Solution is the solver's choice.
+type Solution struct {
+	Config      Config  `json:"config"`
+	PredictedUs float64 `json:"predicted_us"`
+	Loss        float64 `json:"loss"`
+	// Met is false when no configuration of the candidates meets the
+	// budget: Config is then the fastest one found (the closest point).
+	Met      bool   `json:"met"`
+	Method   string `json:"method"`   // "exhaustive" or "lagrangian"
+	Explored int    `json:"explored"` // configurations evaluated
+}
+
+// ExhaustiveLimit is the largest space Solve enumerates whole; beyond it,
+// it relaxes the budget into the objective (loss + λ·latency), minimises
+// that by coordinate descent for each λ of a bisection, and keeps the
+// least loss among the configurations that met the budget.
+var ExhaustiveLimit = 200_000
+
+// knob is one choice of the solver: a group's width, a layer's format, or
+// the precision.
+type knob struct {
+	group   int    // ≥ 0: a group's width index
+	layer   string // a weighted layer's format
+	choices []string
+	loss    []float64
+}
+
+// space is a profile and loss compiled for fast evaluation.
+type space struct {
+	p     *Profile
+	knobs []knob
+	// For each profiled layer: the knobs of its format (-1: dense), its
+	// input and output groups (-1: whole) and the precision (-1: float).
+	layers    [][4]int
+	tables    [][]*[][]float64 // per layer, per (precision, format) key index
+	keyIndex  map[string]int
+	precision int
+}
+
+func (p *Profile) compile(loss Loss) (*space, error) {
+	s := &space{p: p, precision: -1, keyIndex: map[string]int{}}
+	for i, k := range p.keys() {
+		s.keyIndex[k] = i
+	}
+	groupKnob := map[int]int{}
+	for g, row := range loss.Width {
+		if g >= len(p.Groups) {
+			return nil, fmt.Errorf("profile: loss for group %d of %d", g, len(p.Groups))
+		}
+		if len(row) < 2 || !p.Groups[g].Prunable {
+			continue
+		}
+		k := knob{group: g}
+		for i, w := range p.Widths[:min(len(row), len(p.Widths))] {
+			k.choices = append(k.choices, fmt.Sprint(w))
+			k.loss = append(k.loss, row[i])
+		}
+		groupKnob[g] = len(s.knobs)
+		s.knobs = append(s.knobs, k)
+	}
+	formatKnob := map[string]int{}
+	for _, l := range p.Layers {
+		fl := loss.Format[l.Name]
+		if !l.Weighted || len(fl) == 0 {
+			continue
+		}
+		k := knob{group: -1, layer: l.Name, choices: []string{Dense}, loss: []float64{fl[Dense]}}
+		for _, f := range p.Formats {
+			if v, ok := fl[f]; ok && f != Dense {
+				k.choices, k.loss = append(k.choices, f), append(k.loss, v)
+			}
+		}
+		formatKnob[l.Name] = len(s.knobs)
+		s.knobs = append(s.knobs, k)
+	}
+	for name := range loss.Format {
+		if _, ok := formatKnob[name]; !ok && !slices.ContainsFunc(p.Layers, func(l Layer) bool { return l.Name == name && l.Weighted }) {
+			return nil, fmt.Errorf("profile: loss for %q, not a weighted layer of the profiled network", name)
+		}
+	}
+	if loss.Int8 != nil && slices.Contains(p.Precisions, Int8) {
+		s.precision = len(s.knobs)
+		s.knobs = append(s.knobs, knob{group: -1, choices: []string{Float, Int8}, loss: []float64{0, *loss.Int8}})
+	}
+	find := func(m map[int]int, g int) int {
+		if k, ok := m[g]; ok {
+			return k
+		}
+		return -1
+	}
+	for _, l := range p.Layers {
+		f := l.Name
+		if !l.Weighted {
+			f = l.Follows
+		}
+		fk, ok := formatKnob[f]
+		if !ok {
+			fk = -1
+		}
+		s.layers = append(s.layers, [4]int{fk, find(groupKnob, l.In), find(groupKnob, l.Out), s.precision})
+		tab := make([]*[][]float64, len(s.keyIndex))
+		for key, i := range s.keyIndex {
+			if t, ok := l.Us[key]; ok {
+				tab[i] = &t
+			}
+		}
+		s.tables = append(s.tables, tab)
+	}
+	return s, nil
+}
+
+// eval is a choice's (one index per knob) predicted latency and loss.
+func (s *space) eval(x []int) (us, loss float64) {
+	us = s.p.OverheadUs
+	for k, v := range x {
+		loss += s.knobs[k].loss[v]
+	}
+	prec := Float
+	if s.precision >= 0 && x[s.precision] == 1 {
+		prec = Int8
+	}
+	for li, dep := range s.layers {
+		f := Dense
+		if dep[0] >= 0 {
+			f = s.knobs[dep[0]].choices[x[dep[0]]]
+		}
+		i, j := 0, 0
+		if dep[1] >= 0 {
+			i = x[dep[1]]
+		}
+		if dep[2] >= 0 {
+			j = x[dep[2]]
+		}
+		t := *s.tables[li][s.keyIndex[Key(prec, f)]]
+		if v := t[i][j]; v >= 0 {
+			us += v
+		} else {
+			us += math.Sqrt(math.Max(t[i][i], 0) * math.Max(t[j][j], 0))
+		}
+	}
+	return us, loss
+}
+
+// config turns a choice into a Config.
+func (s *space) config(x []int) Config {
+	c := Config{Keep: make([]float64, len(s.p.Groups)), Format: map[string]string{}}
+	for g := range c.Keep {
+		c.Keep[g] = 1
+	}
+	for k, v := range x {
+		switch kn := s.knobs[k]; {
+		case kn.group >= 0:
+			c.Keep[kn.group] = s.p.Widths[v]
+		case kn.layer != "":
+			if kn.choices[v] != Dense {
+				c.Format[kn.layer] = kn.choices[v]
+			}
+		default:
+			c.Int8 = v == 1
+		}
+	}
+	return c
+}
+
+// Solve finds the configuration of least loss whose predicted latency
+// meets the budget (see ExhaustiveLimit for how). A budget no candidate
+// meets is reported as such, with the fastest configuration found.
+func (p *Profile) Solve(loss Loss, b Budget) (Solution, error) {
+	s, err := p.compile(loss)
+	if err != nil {
+		return Solution{}, err
+	}
+	size := 1.0
+	for _, k := range s.knobs {
+		size *= float64(len(k.choices))
+	}
+	best, fastest := solution{loss: math.Inf(1)}, solution{us: math.Inf(1)}
+	explored := 0
+	consider := func(x []int) (us, loss float64) {
+		us, loss = s.eval(x)
+		explored++
+		if us <= b.LatencyUs && loss < best.loss {
+			best = solution{x: slices.Clone(x), us: us, loss: loss}
+		}
+		if us < fastest.us-1e-9 || (us <= fastest.us+1e-9 && loss < fastest.loss) {
+			fastest = solution{x: slices.Clone(x), us: us, loss: loss}
+		}
+		return us, loss
+	}
+	method := "exhaustive"
+	if size <= float64(ExhaustiveLimit) {
+		x := make([]int, len(s.knobs))
+		for {
+			consider(x)
+			k := 0
+			for ; k < len(x); k++ { // the next choice, odometer order
+				if x[k]++; x[k] < len(s.knobs[k].choices) {
+					break
+				}
+				x[k] = 0
+			}
+			if k == len(x) {
+				break
+			}
+		}
+	} else {
+		method = "lagrangian"
+		// The precision decides every kernel at once: each is searched
+		// on its own.
+		if s.precision < 0 {
+			s.lagrangian(b.LatencyUs, make([]int, len(s.knobs)), consider)
+		}
+		for v := range 2 {
+			if s.precision >= 0 {
+				start := make([]int, len(s.knobs))
+				start[s.precision] = v
+				s.lagrangian(b.LatencyUs, start, consider)
+			}
+		}
+	}
+	out := Solution{Method: method, Explored: explored, Met: best.x != nil}
+	pick := best
+	if !out.Met {
+		pick = fastest
+	}
+	out.Config, out.PredictedUs, out.Loss = s.config(pick.x), pick.us, pick.loss
+	return out, nil
+}
+
+type solution struct {
+	x        []int
+	us, loss float64
+}
+
+// lagrangian minimises loss + λ·latency by coordinate descent (each knob
+// in turn set to its best choice, the others fixed, until none moves),
+// bisecting λ between 0 and one at which the result meets the budget (or
+// latency decides alone); the precision stays as start has it. Each
+// descent starts from start and from where a greedy pass from there ended (NetAdapt's step: the single change of
+// least loss per µs saved, until the budget is met). Every configuration
+// evaluated is offered to consider, which keeps the best that met the
+// budget.
+func (s *space) lagrangian(budget float64, start []int, consider func([]int) (float64, float64)) {
+	greedy := s.greedy(budget, start, consider)
+	descend := func(lambda float64) float64 {
+		us := math.Inf(1)
+		for _, from := range [][]int{start, greedy} {
+			x := slices.Clone(from)
+			for range 50 {
+				moved := false
+				for k := range s.knobs {
+					if k == s.precision {
+						continue
+					}
+					bestV, bestF := x[k], math.Inf(1)
+					for v := range s.knobs[k].choices {
+						x[k] = v
+						us, loss := consider(x)
+						if f := loss + lambda*us; f < bestF-1e-12*math.Abs(f) {
+							bestV, bestF = v, f
+						}
+					}
+					moved = moved || x[k] != bestV
+					x[k] = bestV
+				}
+				if !moved {
+					break
+				}
+			}
+			u, _ := s.eval(x)
+			us = min(us, u)
+		}
+		return us
+	}
+	if descend(0) <= budget {
+		return
+	}
+	hi := 1e-6
+	for hi < 1e12 && descend(hi) > budget {
+		hi *= 4
+	}
+	if hi >= 1e12 { // nothing meets it: the fastest is known
+		return
+	}
+	lo := hi / 4
+	for range 40 {
+		mid := (lo + hi) / 2
+		if descend(mid) <= budget {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+}
+
+// greedy starts from start and makes, one at a time, the single change
+// (not of the precision) that saves latency at the least loss per µs,
+// until the budget is met or no change saves any; it returns where it
+// stopped.
+func (s *space) greedy(budget float64, start []int, consider func([]int) (float64, float64)) []int {
+	x := slices.Clone(start)
+	us, loss := consider(x)
+	for us > budget {
+		bestK, bestV, bestRate := -1, 0, math.Inf(1)
+		for k := range s.knobs {
+			if k == s.precision {
+				continue
+			}
+			old := x[k]
+			for v := range s.knobs[k].choices {
+				if v == old {
+					continue
+				}
+				x[k] = v
+				u, l := consider(x)
+				if u < us-1e-9 {
+					if rate := (l - loss) / (us - u); rate < bestRate {
+						bestK, bestV, bestRate = k, v, rate
+					}
+				}
+			}
+			x[k] = old
+		}
+		if bestK < 0 {
+			break
+		}
+		x[bestK] = bestV
+		us, loss = s.eval(x)
+	}
+	return x
+}

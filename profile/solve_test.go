@@ -1,0 +1,98 @@
+package profile
+
+import (
+	"math"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+)
+
+func ptr(v float64) *float64 { return &v }
+
+// TestSolve: on the synthetic table (16 configurations, enumerated by
+// hand in the comments) the solver picks the known optimum for each
+// budget — exhaustively, and by the Lagrangian relaxation alike — and a
+// budget that nothing meets is reported unmet with the fastest
+// configuration.
+func TestSolve(t *testing.T) {
+	p := table()
+	loss := Loss{Width: [][]float64{nil, {0, 0.2}, {0, 0.5}}, Format: map[string]map[string]float64{"fc1": {Sparse(0.9): 0.1}}, Int8: ptr(0.3)}
+	for _, tc := range []struct {
+		budget float64
+		want   Config
+		us     float64
+		met    bool
+	}{
+		// 24 µs at 0.1: fc1 sparse; dense float is 36.
+		{30, Config{Keep: []float64{1, 1, 1, 1}, Format: map[string]string{"fc1": Sparse(0.9)}}, 24, true},
+		// 15 µs at 0.3 beats int8 (16 µs, over), half of conv1 on int8 (11.5 µs at 0.5).
+		{15.5, Config{Keep: []float64{1, 0.5, 1, 1}, Format: map[string]string{"fc1": Sparse(0.9)}}, 15, true},
+		{12, Config{Keep: []float64{1, 0.5, 1, 1}, Format: map[string]string{}, Int8: true}, 11.5, true},
+		// Nothing under 9 µs: the fastest, at the lesser loss of the two at 9 µs.
+		{8, Config{Keep: []float64{1, 0.5, 0.5, 1}, Format: map[string]string{}, Int8: true}, 9, false},
+	} {
+		for _, limit := range []int{ExhaustiveLimit, 0} {
+			saved := ExhaustiveLimit
+			ExhaustiveLimit = limit
+			sol, err := p.Solve(loss, Budget{LatencyUs: tc.budget})
+			ExhaustiveLimit = saved
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(sol.Config, tc.want) || math.Abs(sol.PredictedUs-tc.us) > 1e-9 || sol.Met != tc.met {
+				t.Errorf("budget %g µs (%s): %+v at %g µs, met %v; want %+v at %g µs, met %v", tc.budget, sol.Method, sol.Config, sol.PredictedUs, sol.Met, tc.want, tc.us, tc.met)
+			}
+		}
+	}
+	if _, err := p.Solve(Loss{Format: map[string]map[string]float64{"pool": {Dense: 0}}}, Budget{LatencyUs: 1}); err == nil {
+		t.Fatal("a loss for a layer without weights was accepted")
+	}
+}
+
+// TestSolveRandom: on random tables (a layer's time falling with its
+// groups' widths, as a profile's do; its formats' times in any order) the
+// solver's latency is Predict's for the configuration it returns, and the
+// Lagrangian search meets every budget the enumeration meets, at a loss
+// no smaller than the enumeration's least.
+func TestSolveRandom(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for trial := range 30 {
+		p := table()
+		for li := range p.Layers {
+			for _, tab := range p.Layers[li].Us {
+				c := 20 * r.Float64()
+				for i := range tab {
+					for j := range tab[i] {
+						if tab[i][j] >= 0 {
+							tab[i][j] = c * (0.2 + p.Widths[i]*p.Widths[j]) * (0.9 + 0.2*r.Float64())
+						}
+					}
+				}
+			}
+		}
+		loss := Loss{Width: [][]float64{nil, {0, r.Float64()}, {0, r.Float64()}},
+			Format: map[string]map[string]float64{"fc1": {Sparse(0.9): r.Float64()}, "conv1": {Sparse(0.9): r.Float64()}}, Int8: ptr(r.Float64())}
+		dense, _ := p.Predict(Config{})
+		budget := dense * (0.3 + 0.6*r.Float64())
+		ex, err := p.Solve(loss, Budget{LatencyUs: budget})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := p.Predict(ex.Config); err != nil || math.Abs(got-ex.PredictedUs) > 1e-9 {
+			t.Fatalf("trial %d: solver says %g µs, Predict %g (%v)", trial, ex.PredictedUs, got, err)
+		}
+		saved := ExhaustiveLimit
+		ExhaustiveLimit = 0
+		lg, err := p.Solve(loss, Budget{LatencyUs: budget})
+		ExhaustiveLimit = saved
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ex.Met && (!lg.Met || lg.Loss < ex.Loss-1e-12 || lg.PredictedUs > budget) {
+			t.Fatalf("trial %d: exhaustive %+v, lagrangian %+v", trial, ex, lg)
+		}
+		if !ex.Met && lg.Met {
+			t.Fatalf("trial %d: the lagrangian met a budget the enumeration did not", trial)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/lathe-ml/lathe/checkpoint"
+	"github.com/lathe-ml/lathe/profile"
 )
 
 func runLathe(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -213,5 +214,37 @@ func TestExport(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(notes); string(b) != "mine" {
 		t.Error("an export over a text file changed it")
+	}
+}
+
+// TestProfile: lathe profile writes a profile the package reads back, with
+// a table for every layer and its checks' errors printed; bad widths,
+// formats and a training checkpoint are refused, naming what is wrong.
+func TestProfile(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "profile.json")
+	code, stdout, errOut := runLathe(t, "profile", seedModel, "-o", out, "--widths", "1,0.5", "--formats", "dense,sparse-0.9", "--precisions", "float", "--budget", "1ms", "--check", "2", "--threads", "1")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	p, err := profile.Read(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Layers) == 0 || len(p.Variants) == 0 || p.DenseUs <= 0 || p.Threads != 1 || !strings.Contains(stdout, "random 2") || !strings.Contains(stdout, "largest prediction error") {
+		t.Fatalf("profile %+v\n%s", p, stdout)
+	}
+	for _, tc := range []struct{ args, want string }{
+		{"--widths 0.5,1", "the first must be 1"},
+		{"--formats dense,csr", `format "csr"`},
+		{"--precisions int4", `precision "int4"`},
+		{"--batch 0", "a batch in [1,"},
+	} {
+		args := append([]string{"profile", seedModel, "-o", out}, strings.Fields(tc.args)...)
+		if code, _, errOut := runLathe(t, args...); code != 1 || !strings.Contains(errOut, tc.want) {
+			t.Errorf("%s: exit %d: %s", tc.args, code, errOut)
+		}
+	}
+	if code, _, errOut := runLathe(t, "profile", seedTraining, "-o", out); code != 1 || !strings.Contains(errOut, "not a model file") {
+		t.Errorf("a training checkpoint: exit %d: %s", code, errOut)
 	}
 }

@@ -85,6 +85,9 @@ type Augment struct {
 
 // Model is the job's model block.
 type Model struct {
+	// File, when set, is a lathe model file the run starts from: its
+	// network and trained weights (the other fields are then unset).
+	File         string
 	Arch         string
 	Hidden       []int
 	Dropout      float64
@@ -263,7 +266,8 @@ var augmentSection = section[Augment]{name: "augment", doc: "Inside `job`, at mo
 }}
 
 var modelSection = section[Model]{name: "model", doc: "Inside `job`, exactly one: the network trained (the student, when distilling). With `arch = \"graph\"` it holds `layer` and `repeat` blocks.", fields: []field[Model]{
-	{name: "arch", doc: "The network: `mlp`, `lenet5`, `resnet`, `mobilenet`, `transformer` (for text), or `graph` (its `layer` and `repeat` blocks).", at: func(m *Model) any { return &m.Arch }, required: true}, // a name the plan checks
+	{name: "file", doc: "A trained model file (`model.arrow`) the run starts from — its network and weights, fine-tuned with the recipe's policies; relative to the recipe's directory. The architecture fields are then not set.", at: func(m *Model) any { return &m.File }, omit: func(m *Model) bool { return m.File == "" }},
+	{name: "arch", doc: "The network: `mlp`, `lenet5`, `resnet`, `mobilenet`, `transformer` (for text), or `graph` (its `layer` and `repeat` blocks). Required unless `file` is set.", at: func(m *Model) any { return &m.Arch }, omit: func(m *Model) bool { return m.Arch == "" }}, // a name the plan checks
 	{name: "hidden", doc: "`mlp`: the hidden layers' widths.", at: func(m *Model) any { return &m.Hidden }, lo: 1, hi: 1 << 16, omit: func(m *Model) bool { return len(m.Hidden) == 0 }},
 	{name: "dropout", doc: "Dropout before each hidden linear layer, during training only.", at: func(m *Model) any { return &m.Dropout }, hi: 0.95},
 	{name: "input_dropout", doc: "Dropout on the input pixels, during training only.", at: func(m *Model) any { return &m.InputDropout }, hi: 0.95},
@@ -276,6 +280,15 @@ var modelSection = section[Model]{name: "model", doc: "Inside `job`, exactly one
 	{name: "mlp", doc: "`transformer`: each block's feed-forward width (default 4 × `dim`).", at: func(m *Model) any { return &m.MLP }, lo: 1, hi: 1 << 16, omit: func(m *Model) bool { return m.MLP == 0 }},
 	{name: "skip_padding", doc: "`transformer`: attention and the pooling skip the padding of windows shorter than the context (the positions after a window's last non-zero byte: a cookie's short tail in `langid`).", at: func(m *Model) any { return &m.SkipPadding }, omit: func(m *Model) bool { return !m.SkipPadding }},
 }}
+
+// A model file holds the network: nothing else of the block is written.
+func init() {
+	for i := range modelSection.fields[1:] {
+		f := &modelSection.fields[i+1]
+		omit := f.omit
+		f.omit = func(m *Model) bool { return m.File != "" || (omit != nil && omit(m)) }
+	}
+}
 
 var checkpointSection = section[Checkpoint]{name: "checkpoint", doc: "Inside `job`, at most one: when training checkpoints are written. A resumed run may change it.", fields: []field[Checkpoint]{
 	{name: "every_epochs", doc: "Write a training checkpoint after every N epochs (0: none by epoch).", at: func(c *Checkpoint) any { return &c.EveryEpochs }, def: 1, hi: 10000},
@@ -361,7 +374,7 @@ var factorizeSection = section[Factorize]{name: "factorize", doc: "Inside `job`,
 // teacher: then nothing else is written.
 var teacherSection = section[Teacher]{name: "teacher", doc: "Inside `job`, at most one: the distillation teacher — a model file, or a model block's fields (`arch`, `hidden`, `depth`, …) for a teacher trained first with the job's data, seed and optimizer.", fields: slices.Concat(
 	[]field[Teacher]{{name: "file", doc: "A trained model file (`model.arrow`) to distil from instead of training a teacher; relative to the recipe's directory. Empty: train the teacher below.", at: func(t *Teacher) any { return &t.File }, omit: func(t *Teacher) bool { return t.File == "" }}},
-	embed(modelSection.fields, func(t *Teacher) *Model { return &t.Model }, func(t *Teacher) bool { return t.File != "" }),
+	embed(modelSection.fields[1:], func(t *Teacher) *Model { return &t.Model }, func(t *Teacher) bool { return t.File != "" }), // its own file, above
 	[]field[Teacher]{
 		{name: "epochs", doc: "The teacher's epochs (trained first, in `<run-dir>/teacher`).", at: func(t *Teacher) any { return &t.Epochs }, lo: 1, hi: 10000, omit: func(t *Teacher) bool { return t.File != "" }},
 		{name: "count", doc: "Teachers trained (seeds seed, seed+1, …) and distilled from as an ensemble (their mean logits).", at: func(t *Teacher) any { return &t.Count }, def: 1, lo: 1, hi: 16, omit: func(t *Teacher) bool { return t.File != "" }},

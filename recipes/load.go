@@ -421,6 +421,7 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 		case "model":
 			if c, ok := modelSection.decode(d, blk, "model.", &j.Model, j, layerBlock, hcl.BlockHeaderSchema{Type: "repeat", LabelNames: []string{"name"}}); ok {
 				d.graph(c.Blocks, &j.Model, j)
+				d.modelFile(blk, c, &j.Model)
 			}
 		case "optimizer":
 			d.optimizer(blk, j)
@@ -722,6 +723,31 @@ func (d *decoder) quantize(b *hcl.Block, j *Job) {
 		prev = e
 	}
 	j.Quantize = &q
+}
+
+// modelFile checks that a model block names its network once — by arch
+// or by a model file — and makes the file's path the recipe directory's.
+func (d *decoder) modelFile(b *hcl.Block, c *hcl.BodyContent, m *Model) {
+	if m.File == "" {
+		if m.Arch == "" {
+			d.errorf(b.DefRange, "missing model.arch", "a model block names its network: arch (a preset, or graph with layer blocks), or file (a trained model file)")
+		}
+		return
+	}
+	for name, a := range c.Attributes {
+		if name != "file" {
+			d.errorf(a.NameRange, "model."+name+" with model.file", "the model file holds the network; model.%s is not used with it", name)
+		}
+	}
+	for _, blk := range c.Blocks {
+		d.errorf(blk.DefRange, "model."+blk.Type+" with model.file", "the model file holds the network; a %s block is not used with it", blk.Type)
+	}
+	if !filepath.IsAbs(m.File) && d.filename != "" {
+		m.File = filepath.Join(filepath.Dir(d.filename), m.File)
+	}
+	if abs, err := filepath.Abs(m.File); err == nil {
+		m.File = abs
+	}
 }
 
 func (d *decoder) teacher(b *hcl.Block, j *Job) {

@@ -47,7 +47,7 @@ func loadResume(f *checkpoint.File, path string, job *recipes.Job, log hclog.Log
 		return nil, fmt.Errorf("run: %s: %w", path, err)
 	}
 	var m *model.Model
-	if job.Model.Arch == "graph" { // the recipe's network (HistoryChanges: the checkpoint's too)
+	if job.Model.Arch == "graph" || job.Model.File != "" { // the recipe's network (HistoryChanges: the checkpoint's too)
 		var info data.Info
 		if info, err = describe(job); err == nil {
 			m, err = newModel(job, info)

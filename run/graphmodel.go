@@ -2,17 +2,24 @@ package run
 
 import (
 	"errors"
+	"path/filepath"
 
 	"github.com/lathe-ml/lathe/data"
 
+	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/graph"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/recipes"
+	"github.com/lathe-ml/lathe/rundir"
 )
 
-// newModel builds the recipe's model: a preset from its spec, or a graph
-// model's network from its layer blocks.
+// newModel builds the recipe's model: a preset from its spec, a graph
+// model's network from its layer blocks, or a model file's network with
+// its trained weights.
 func newModel(job *recipes.Job, info data.Info) (*model.Model, error) {
+	if job.Model.File != "" {
+		return modelFromFile(job, info)
+	}
 	if job.Model.Arch != "graph" {
 		m, err := model.New(specOf(job.Model), inputOf(info), job.Seed)
 		if err != nil {
@@ -70,4 +77,38 @@ func graphNetwork(job *recipes.Job, info data.Info) (graph.Network, error) {
 		return graph.Network{}, job.Errorf("model", "%v", err)
 	}
 	return c.Net, nil
+}
+
+// modelFromFile loads the model file a recipe's model block names: its
+// network and weights, as trained (quantized weights as the values their
+// codes stand for; a file's quantization and activation ranges are the
+// recipe's to set again). The file must have been trained on the job's
+// data, its input and classes the dataset's.
+func modelFromFile(job *recipes.Job, info data.Info) (*model.Model, error) {
+	path := job.Model.File
+	f, err := checkpoint.Read(path)
+	if err != nil {
+		return nil, job.Errorf("model.file", "%v", err)
+	}
+	m, st, err := rundir.LoadModel(f)
+	if err != nil {
+		return nil, job.Errorf("model.file", "%s: %v", path, err)
+	}
+	if st.Dataset != job.Dataset {
+		return nil, job.Errorf("model.file", "%s was trained on %s, the job trains on %s", path, st.Dataset, job.Dataset)
+	}
+	if in := inputOf(info); m.Input != in {
+		return nil, job.Errorf("model.file", "%s takes %+v, the dataset gives %+v", path, m.Input, in)
+	}
+	m.Quant, m.ActQuant = nil, nil
+	return m, nil
+}
+
+// modelName is what logs and the summary call the recipe's model: its
+// arch, or its file's name.
+func modelName(job *recipes.Job) string {
+	if job.Model.File != "" {
+		return filepath.Base(job.Model.File)
+	}
+	return job.Model.Arch
 }

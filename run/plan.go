@@ -65,7 +65,7 @@ func Build(job *recipes.Job, info data.Info, log hclog.Logger) (*Plan, error) {
 	if err := checkMemory(job, m); err != nil {
 		return nil, err
 	}
-	if job.Model.Arch == "graph" {
+	if m.Spec.Arch == "" {
 		switch { // (a rebuild restarts from a preset's spec)
 		case job.ThinAtEpoch > 0:
 			return nil, job.Errorf("thin.at_epoch", "a thin block rebuilds preset models only; a graph model's zero channels (dependency-group pruning) are thinned away when the run ends")
@@ -190,7 +190,7 @@ func DryRun(w io.Writer, job *recipes.Job) error {
 		return err
 	}
 	prune, regs, lr, epochSamples := p.Prune, p.Regularize, p.LR, p.EpochSamples
-	fmt.Fprintf(w, "job %s: %s on %s, %d epochs of %d steps (batch %d), %s\n", job.Name, job.Model.Arch, job.Dataset,
+	fmt.Fprintf(w, "job %s: %s on %s, %d epochs of %d steps (batch %d), %s\n", job.Name, modelName(job), job.Dataset,
 		job.Epochs, epochSamples/int64(job.Batch), job.Batch, job.File)
 	var names []string
 	for _, pol := range p.Policies(nil) {
@@ -392,7 +392,9 @@ func Check(job *recipes.Job) error {
 	if err := oneOf("optimizer.lr_schedule", "value", job.Optimizer.Schedule, schedule.LRKinds); err != nil {
 		return err
 	}
-	if job.Model.Arch == "graph" { // layer blocks
+	switch {
+	case job.Model.File != "": // the file: read when the model is built
+	case job.Model.Arch == "graph": // layer blocks
 		info, err := describe(job)
 		if err != nil {
 			return err
@@ -400,8 +402,10 @@ func Check(job *recipes.Job) error {
 		if _, err := graphNetwork(job, info); err != nil {
 			return err
 		}
-	} else if err := arch("model.", job.Model); err != nil {
-		return err
+	default:
+		if err := arch("model.", job.Model); err != nil {
+			return err
+		}
 	}
 	if t := job.Teacher; t != nil && t.File == "" {
 		return arch("teacher.", t.Model)

@@ -28,7 +28,7 @@ func weightIndex(job *recipes.Job, m *model.Model, field, name string) (int, err
 	for _, w := range m.Weights() {
 		weights = append(weights, w.Name)
 	}
-	return -1, job.Errorf(field, "model %s has no layer %q (its weights: %s)", job.Model.Arch, name, strings.Join(weights, ", "))
+	return -1, job.Errorf(field, "model %s has no layer %q (its weights: %s)", modelName(job), name, strings.Join(weights, ", "))
 }
 
 // checkGranularity rejects a structure that does not fit a layer's kind.
@@ -104,7 +104,7 @@ func attentionLayers(job *recipes.Job, m *model.Model, field string, names []str
 		}
 	}
 	if len(all) == 0 {
-		return nil, job.Errorf(field, "granularity \"heads\" prunes attention layers; model %s has none", job.Model.Arch)
+		return nil, job.Errorf(field, "granularity \"heads\" prunes attention layers; model %s has none", modelName(job))
 	}
 	if len(names) == 0 {
 		return all, nil
@@ -304,7 +304,7 @@ func quantizePolicy(job *recipes.Job, m *model.Model, epochSamples int64, log hc
 		FreezeBNAt: int64(q.FreezeBNEpoch * float64(epochSamples))}
 	if q.FreezeBNEpoch > 0 {
 		if len(m.Buffers) == 0 {
-			return nil, job.Errorf("quantize.freeze_bn_epoch", "model %s has no batch norm to freeze", job.Model.Arch)
+			return nil, job.Errorf("quantize.freeze_bn_epoch", "model %s has no batch norm to freeze", modelName(job))
 		}
 		m.BN = &model.BNControl{}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -428,4 +429,49 @@ func TestResumeAfterRebuilds(t *testing.T) {
     rank     = 8
     at_epoch = 1
   }`), -3, "epochs=2")
+}
+
+// TestModelFromFile: a model block naming a model file starts the run
+// from the file's network and trained weights (at a negligible learning
+// rate the run ends where the file's model was), fine-tunes it with the
+// recipe's policies, and resumes bit for bit; a file of other data, fields
+// beside the file and a missing file are refused, naming model.file.
+func TestModelFromFile(t *testing.T) {
+	base := t.TempDir()
+	dense := filepath.Join(base, "dense")
+	ds, err := Execute(context.Background(), load(t), Options{RunDir: dense, Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dense, rundir.ModelFile)
+	fromFile := func(extra string) string {
+		return strings.Replace(recipe, "    arch   = \"mlp\"\n    hidden = [32]\n", "    file = \""+file+"\"\n", 1) + extra
+	}
+	j, err := recipes.Parse([]byte(fromFile("")), "tiny.hcl", []string{"lr=1e-9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := Execute(context.Background(), j, Options{RunDir: filepath.Join(base, "still"), Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(sum.TestAccuracy-ds.TestAccuracy) > 0.002 || sum.Model != "model.arrow" {
+		t.Fatalf("from the file at lr 1e-9: %v, the file's model %v (model %q)", sum.TestAccuracy, ds.TestAccuracy, sum.Model)
+	}
+	pruned := strings.Replace(fromFile(""), "  optimizer", "  prune \"magnitude\" {\n    layers = [\"fc1\"]\n    target = 0.8\n    schedule = \"one_shot\"\n  }\n  checkpoint {\n    every_steps = 10\n  }\n  optimizer", 1)
+	resumesExactly(t, pruned, -2, "epochs=2")
+	for _, tc := range []struct{ src, want string }{
+		{strings.Replace(fromFile(""), "    file =", "    hidden = [8]\n    file =", 1), "model.hidden with model.file"},
+		{strings.Replace(fromFile(""), "    file = \""+file+"\"", "    file = \"missing.arrow\"", 1), "missing.arrow"},
+		{strings.Replace(fromFile(""), "validation = 50000", "validation = 50000\n  dataset = \"fashion-mnist\"", 1), "trained on mnist, the job trains on fashion-mnist"},
+		{strings.Replace(recipe, "    arch   = \"mlp\"\n", "", 1), "missing model.arch"},
+	} {
+		j, err := recipes.Parse([]byte(tc.src), filepath.Join(base, "bad.hcl"), nil)
+		if err == nil {
+			_, err = Execute(context.Background(), j, Options{RunDir: filepath.Join(base, "bad"), Threads: 2})
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error saying %q", tc.want, err, tc.want)
+		}
+	}
 }

@@ -221,7 +221,7 @@ type jobRun struct {
 // worker's replica) and finishes it.
 func (st *jobRun) run(ctx context.Context) (sum *rundir.Summary, trained *model.Model, err error) {
 	job, opts, log, dir, rp, m := st.job, st.opts, st.log, st.dir, st.rp, st.plan.Model
-	log.Info("job starting", "job", job.Name, "dataset", job.Dataset, "model", job.Model.Arch, "params", m.NumParams(),
+	log.Info("job starting", "job", job.Name, "dataset", job.Dataset, "model", modelName(job), "params", m.NumParams(),
 		"train", st.train.Len(), "epochs", job.Epochs, "batch", job.Batch, "engine", st.engine, "blas", st.info.BLAS,
 		"core_type", st.info.CoreType, "threads", st.info.Threads, "run_dir", dir)
 	hint, err := hintConfig(job, m, st.teachers, st.optCfg)
@@ -447,7 +447,7 @@ func (st *jobRun) finish(res *trainer.Result, tr *trainer.Trainer, resume *train
 	tr.Release()
 	runtime.GC()
 	sum := &rundir.Summary{
-		Job: job.Name, Dataset: job.Dataset, Model: job.Model.Arch, Seed: job.Seed, Batch: job.Batch,
+		Job: job.Name, Dataset: job.Dataset, Model: modelName(job), Seed: job.Seed, Batch: job.Batch,
 		TestAccuracy: res.TestAccuracy, TestLoss: res.TestLoss, ValAccuracy: res.ValAccuracy, ValLoss: res.ValLoss,
 		Epochs: job.Epochs, Steps: res.Steps, SamplesSeen: res.SamplesSeen, SamplesPerSecond: res.SamplesPerSec,
 		TrainSeconds: res.TrainSeconds, Engine: st.engine, Layers: tr.Model().Layers(), History: res.Epochs, Ranks: res.Ranks,

@@ -200,6 +200,12 @@ func timeConfig(f *checkpoint.File, eng compute.Engine, c Config, batch int, bud
 	if err != nil {
 		return nil, 0, err
 	}
+	return timeFile(vf, eng, batch, budget)
+}
+
+// timeFile loads a model file in the runtime and times it: each layer's
+// median and a whole call's.
+func timeFile(vf *checkpoint.File, eng compute.Engine, batch int, budget time.Duration) ([]time.Duration, time.Duration, error) {
 	rt, err := infer.Load(vf, eng)
 	if err != nil {
 		return nil, 0, err
@@ -218,6 +224,14 @@ func timeConfig(f *checkpoint.File, eng compute.Engine, c Config, batch int, bud
 // configuration's network at a batch size, measured now on eng.
 func Measured(f *checkpoint.File, eng compute.Engine, c Config, batch int, budget time.Duration) (float64, error) {
 	_, call, err := timeConfig(f, eng, c, batch, max(budget, 10*time.Millisecond))
+	return us(call), err
+}
+
+// MeasuredFile is a model file's whole forward call's median time in µs
+// at a batch size, measured now on eng, the file as it is (its
+// quantization, sparsity and widths).
+func MeasuredFile(f *checkpoint.File, eng compute.Engine, batch int, budget time.Duration) (float64, error) {
+	_, call, err := timeFile(f, eng, batch, max(budget, 10*time.Millisecond))
 	return us(call), err
 }
 

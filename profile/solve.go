@@ -152,6 +152,11 @@ func (s *space) eval(x []int) (us, loss float64) {
 		if dep[0] >= 0 {
 			f = s.knobs[dep[0]].choices[x[dep[0]]]
 		}
+		if f != Dense && s.p.Layers[li].Weighted && dep[2] >= 0 && x[dep[2]] > 0 {
+			// A layer whose outputs are thinned is pruned by that alone
+			// (a recipe prunes a weight by one method).
+			return math.Inf(1), loss
+		}
 		i, j := 0, 0
 		if dep[1] >= 0 {
 			i = x[dep[1]]
@@ -191,7 +196,9 @@ func (s *space) config(x []int) Config {
 }
 
 // Solve finds the configuration of least loss whose predicted latency
-// meets the budget (see ExhaustiveLimit for how). A budget no candidate
+// meets the budget (see ExhaustiveLimit for how). A layer whose output
+// group is thinned keeps dense weights: a recipe prunes each weight by
+// one method, and the thinning is that layer's. A budget no candidate
 // meets is reported as such, with the fastest configuration found.
 func (p *Profile) Solve(loss Loss, b Budget) (Solution, error) {
 	s, err := p.compile(loss)

@@ -51,6 +51,10 @@ type Job struct {
 	// Checkpoint says when training checkpoints are written. It cannot
 	// change a run's history, so a resumed run may change it.
 	Checkpoint Checkpoint
+	// Target, when set, makes the run a search for the per-layer settings
+	// that meet a budget (the recipe's other policies are then the
+	// search's to write).
+	Target *Target
 
 	// File is the recipe's path; Variables the resolved variable values
 	// (defaults with -var overrides applied), by name.
@@ -233,6 +237,21 @@ type Quantize struct {
 	FreezeBNEpoch  float64
 }
 
+// Target is the target block: a latency budget on a machine, the
+// accuracy the search may lose, and how it searches.
+type Target struct {
+	LatencyUs       float64 // the budget in µs per forward call
+	LatencyFraction float64 // or as a fraction of the dense model's measured latency
+	Batch, Threads  int
+	Profile         string // a profile file (lathe profile); empty: measured here
+	MaxAccuracyDrop float64
+	DenseEpochs     int // the dense model's, trained first when the model block names no file
+	Rounds          int
+	Widths          []float64
+	Formats         []string
+	Precisions      []string
+}
+
 // Sensitivity is the sensitivity block: each layer pruned alone to each
 // sparsity at the end of epoch AtEpoch, evaluated on the validation split.
 type Sensitivity struct {
@@ -266,7 +285,7 @@ var augmentSection = section[Augment]{name: "augment", doc: "Inside `job`, at mo
 }}
 
 var modelSection = section[Model]{name: "model", doc: "Inside `job`, exactly one: the network trained (the student, when distilling). With `arch = \"graph\"` it holds `layer` and `repeat` blocks.", fields: []field[Model]{
-	{name: "file", doc: "A trained model file (`model.arrow`) the run starts from — its network and weights, fine-tuned with the recipe's policies; relative to the recipe's directory. The architecture fields are then not set.", at: func(m *Model) any { return &m.File }, omit: func(m *Model) bool { return m.File == "" }},
+	{name: "file", doc: "A trained model file (`model.arrow`) the run starts from — its network and weights, fine-tuned with the recipe's policies; relative to the recipe's directory. What the block says of a network to build (for an empty file) is then not used.", at: func(m *Model) any { return &m.File }, omit: func(m *Model) bool { return m.File == "" }},
 	{name: "arch", doc: "The network: `mlp`, `lenet5`, `resnet`, `mobilenet`, `transformer` (for text), or `graph` (its `layer` and `repeat` blocks). Required unless `file` is set.", at: func(m *Model) any { return &m.Arch }, omit: func(m *Model) bool { return m.Arch == "" }}, // a name the plan checks
 	{name: "hidden", doc: "`mlp`: the hidden layers' widths.", at: func(m *Model) any { return &m.Hidden }, lo: 1, hi: 1 << 16, omit: func(m *Model) bool { return len(m.Hidden) == 0 }},
 	{name: "dropout", doc: "Dropout before each hidden linear layer, during training only.", at: func(m *Model) any { return &m.Dropout }, hi: 0.95},
@@ -391,7 +410,7 @@ func embed[T, U any](fs []field[U], in func(*T) *U, omit func(*T) bool) []field[
 	return out
 }
 
-var distillSection = section[Distill]{name: "distill", doc: "Inside `job`, with a `teacher`: the student learns the teacher's softened outputs.", fields: []field[Distill]{
+var distillSection = section[Distill]{name: "distill", doc: "Inside `job`, with a `teacher` (or a `target`: its dense model teaches each round): the student learns the teacher's softened outputs.", fields: []field[Distill]{
 	{name: "temperature", doc: "Hinton's softmax temperature T (the soft term is scaled by T²).", at: func(d *Distill) any { return &d.Temperature }, def: 4.0, loOpen: true, hi: 100},
 	{name: "alpha", doc: "The weight of the soft (teacher) term; 1 − alpha weighs the task's cross-entropy.", at: func(d *Distill) any { return &d.Alpha }, def: 0.7, hi: 1},
 	{name: "offline", doc: "Compute the teacher's logits for the training set once, before the student trains (only without augmentation).", at: func(d *Distill) any { return &d.Offline }, omit: func(d *Distill) bool { return !d.Offline }},
@@ -434,6 +453,26 @@ var sensitivitySection = section[Sensitivity]{name: "sensitivity", doc: "Inside 
 	{name: "tolerance", doc: "The validation accuracy (fraction) a suggested target may lose.", at: func(s *Sensitivity) any { return &s.Tolerance }, def: 0.005, hi: 1},
 	{name: "at_epoch", doc: "The epoch after which the analysis runs.", at: func(s *Sensitivity) any { return &s.AtEpoch }, required: true, lo: 1, upTo: epochsOf},
 }}
+
+var targetSection = section[Target]{name: "target", doc: "Inside `job`, at most one: search for the per-layer settings (channel-group widths, sparse or 2:4 weights, integer kernels) that meet a latency budget on this machine (or the one a profile was measured on) — each round solves on the profile and the measured sensitivities, fine-tunes from the dense model for the job's epochs, measures the result and tightens. The job's model is the dense one (`model.file`, or trained first in `<run-dir>/dense`); the search writes the pruning and quantization itself. See docs/target.md.", fields: []field[Target]{
+	{name: "latency_us", doc: "The budget: µs per forward call at `batch` and `threads`, measured in lathe's runtime.", at: func(t *Target) any { return &t.LatencyUs }, hi: 1e9, omit: func(t *Target) bool { return t.LatencyUs == 0 }},
+	{name: "latency_fraction", doc: "Or the budget as a fraction of the dense model's measured latency.", at: func(t *Target) any { return &t.LatencyFraction }, hi: 1, omit: func(t *Target) bool { return t.LatencyFraction == 0 }},
+	{name: "batch", doc: "Samples per forward call the latency is measured at.", at: func(t *Target) any { return &t.Batch }, def: 1, lo: 1, hi: 1 << 16},
+	{name: "threads", doc: "Compute threads the latency is measured with.", at: func(t *Target) any { return &t.Threads }, def: 1, lo: 1, hi: 1024},
+	{name: "profile", doc: "A profile file (`lathe profile`) measured on the deployment machine, used as given; empty: profiled here (`<run-dir>/profile.json`). Relative to the recipe's directory.", at: func(t *Target) any { return &t.Profile }, omit: func(t *Target) bool { return t.Profile == "" }},
+	{name: "max_accuracy_drop", doc: "The validation accuracy (a fraction) the result may lose against the dense model.", at: func(t *Target) any { return &t.MaxAccuracyDrop }, def: 0.005, hi: 1},
+	{name: "dense_epochs", doc: "Epochs of the dense model trained first when `model.file` is empty (default: the job's).", at: func(t *Target) any { return &t.DenseEpochs }, hi: 10000, omit: func(t *Target) bool { return t.DenseEpochs == 0 }},
+	{name: "rounds", doc: "Solve, fine-tune and measure at most this many times, tightening the budget the solver works to after a round that misses it.", at: func(t *Target) any { return &t.Rounds }, def: 3, lo: 1, hi: 20},
+	{name: "widths", doc: "The fractions of its channels each channel group may keep, the first 1.", at: func(t *Target) any { return &t.Widths }, def: []float64{1, 0.75, 0.5, 0.25}},
+	{name: "formats", doc: "The weight formats a layer may take: `dense`, `sparse-S` (0 < S < 1), `2:4`.", at: func(t *Target) any { return &t.Formats }, def: []string{"dense", "sparse-0.5", "sparse-0.7", "sparse-0.8", "sparse-0.9", "sparse-0.95", "2:4"}},
+	{name: "precisions", doc: "`float`, `int8` (every weight and every weighted layer's input in 8 bits, quantization-aware), or both.", at: func(t *Target) any { return &t.Precisions }, def: []string{"float", "int8"}},
+}}
+
+// NewPrune is a prune block of a method with every default filled.
+func NewPrune(method string) Prune { return pruneSection.fresh(method) }
+
+// NewQuantize is a quantize block with every default filled.
+func NewQuantize() Quantize { return quantizeSection.fresh("") }
 
 // Defaults returns a job with every default filled (from the tables
 // above); Parse starts from it.

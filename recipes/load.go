@@ -388,7 +388,7 @@ var jobBlocks = []hcl.BlockHeaderSchema{
 	{Type: "model"}, {Type: "optimizer", LabelNames: []string{"kind"}}, {Type: "augment"},
 	{Type: "prune", LabelNames: []string{"method"}}, {Type: "regularize", LabelNames: []string{"kind"}},
 	{Type: "factorize"}, {Type: "sensitivity"}, {Type: "thin"}, {Type: "quantize"},
-	{Type: "teacher"}, {Type: "distill"}, {Type: "checkpoint"}, {Type: "cluster"},
+	{Type: "teacher"}, {Type: "distill"}, {Type: "checkpoint"}, {Type: "cluster"}, {Type: "target"},
 }
 
 func (d *decoder) job(b *hcl.Block, j *Job) {
@@ -421,7 +421,7 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 		case "model":
 			if c, ok := modelSection.decode(d, blk, "model.", &j.Model, j, layerBlock, hcl.BlockHeaderSchema{Type: "repeat", LabelNames: []string{"name"}}); ok {
 				d.graph(c.Blocks, &j.Model, j)
-				d.modelFile(blk, c, &j.Model)
+				d.modelFile(blk, &j.Model)
 			}
 		case "optimizer":
 			d.optimizer(blk, j)
@@ -439,6 +439,8 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 			d.quantize(blk, j)
 		case "sensitivity":
 			d.sensitivity(blk, j)
+		case "target":
+			d.target(blk, j)
 		case "teacher":
 			d.teacher(blk, j)
 		case "distill":
@@ -493,7 +495,18 @@ func (d *decoder) checkJob(j *Job) {
 			d.checkTargetsFrom(i, j)
 		}
 	}
-	if j.Distill != nil && j.Teacher == nil {
+	if j.Target != nil {
+		for _, blk := range []string{"prune", "quantize", "regularize", "factorize", "thin", "cluster", "sensitivity"} {
+			r, ok := d.ranges[blk]
+			if !ok {
+				r, ok = d.ranges[blk+".0"] // the first of a repeated block
+			}
+			if ok {
+				d.errorf(r, "invalid "+blk+" with target", "the target search writes the pruning and quantization of its rounds itself; a %s block is not used with it", blk)
+			}
+		}
+	}
+	if j.Distill != nil && j.Teacher == nil && j.Target == nil { // a target search distils from its dense model
 		d.errorf(d.rangeOf("distill"), "missing teacher", "distillation needs a teacher block (a teacher trained first inside the run)")
 	}
 	if j.Distill != nil && j.Distill.Offline {
@@ -695,6 +708,20 @@ func (d *decoder) sensitivity(b *hcl.Block, j *Job) {
 	j.Sensitivity = &s
 }
 
+func (d *decoder) target(b *hcl.Block, j *Job) {
+	t := targetSection.fresh("")
+	if _, ok := targetSection.decode(d, b, "target.", &t, j); !ok {
+		return
+	}
+	if (t.LatencyUs > 0) == (t.LatencyFraction > 0) {
+		d.errorf(b.DefRange, "invalid target", "a target sets its latency budget once: latency_us, or latency_fraction of the dense model's")
+	}
+	if t.Profile != "" && !filepath.IsAbs(t.Profile) && d.filename != "" {
+		t.Profile = filepath.Join(filepath.Dir(d.filename), t.Profile)
+	}
+	j.Target = &t
+}
+
 func (d *decoder) quantize(b *hcl.Block, j *Job) {
 	const prefix = "quantize."
 	q := quantizeSection.fresh("")
@@ -725,23 +752,18 @@ func (d *decoder) quantize(b *hcl.Block, j *Job) {
 	j.Quantize = &q
 }
 
-// modelFile checks that a model block names its network once — by arch
-// or by a model file — and makes the file's path the recipe directory's.
-func (d *decoder) modelFile(b *hcl.Block, c *hcl.BodyContent, m *Model) {
+// modelFile checks that a model block names its network — by arch, or
+// by a model file, which then holds it: what the block says of a network
+// to build (for an empty file) is not used — and makes the file's path
+// the recipe directory's.
+func (d *decoder) modelFile(b *hcl.Block, m *Model) {
 	if m.File == "" {
 		if m.Arch == "" {
 			d.errorf(b.DefRange, "missing model.arch", "a model block names its network: arch (a preset, or graph with layer blocks), or file (a trained model file)")
 		}
 		return
 	}
-	for name, a := range c.Attributes {
-		if name != "file" {
-			d.errorf(a.NameRange, "model."+name+" with model.file", "the model file holds the network; model.%s is not used with it", name)
-		}
-	}
-	for _, blk := range c.Blocks {
-		d.errorf(blk.DefRange, "model."+blk.Type+" with model.file", "the model file holds the network; a %s block is not used with it", blk.Type)
-	}
+	*m = Model{File: m.File}
 	if !filepath.IsAbs(m.File) && d.filename != "" {
 		m.File = filepath.Join(filepath.Dir(d.filename), m.File)
 	}

@@ -49,6 +49,9 @@ func (j *Job) HCL() []byte {
 	if j.Sensitivity != nil {
 		sensitivitySection.write(jb, j.Sensitivity)
 	}
+	if j.Target != nil {
+		targetSection.write(jb, j.Target)
+	}
 	for i := range j.Factorize {
 		factorizeSection.write(jb, &j.Factorize[i])
 	}

@@ -64,6 +64,9 @@ type Options struct {
 // Execute runs a job in-process and returns its summary; the run directory
 // holds the files listed in the package comment.
 func Execute(ctx context.Context, job *recipes.Job, opts Options) (*rundir.Summary, error) {
+	if job.Target != nil {
+		return searchTarget(ctx, job, opts)
+	}
 	sum, _, err := execute(ctx, job, opts)
 	return sum, err
 }

@@ -1,0 +1,523 @@
+package run
+
+import (
+	"context"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/lathe-ml/lathe/checkpoint"
+	"github.com/lathe-ml/lathe/compute"
+	"github.com/lathe-ml/lathe/compute/cpu"
+	"github.com/lathe-ml/lathe/data"
+	"github.com/lathe-ml/lathe/infer"
+	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/profile"
+	"github.com/lathe-ml/lathe/recipes"
+	"github.com/lathe-ml/lathe/rundir"
+)
+
+// Files of a target search's run directory.
+const (
+	SearchFile      = "search.json"
+	ParetoFile      = "pareto.csv"
+	ChosenRecipe    = "chosen.hcl"
+	ProfileFile     = "profile.json"
+	SearchLossFile  = "search-sensitivity.json"
+	searchTimingDur = 300 * time.Millisecond
+)
+
+// Search is search.json: the dense model, every point explored and the
+// one chosen.
+type Search struct {
+	BudgetUs          float64       `json:"budget_us"`
+	Batch             int           `json:"batch"`
+	Threads           int           `json:"threads"`
+	MaxAccuracyDrop   float64       `json:"max_accuracy_drop"`
+	Profile           string        `json:"profile"`
+	ProfiledHere      bool          `json:"profiled_here"`
+	DenseLatencyUs    float64       `json:"dense_latency_us"`
+	DenseValAccuracy  float64       `json:"dense_val_accuracy"`
+	DenseTestAccuracy float64       `json:"dense_test_accuracy"`
+	DenseBytes        int64         `json:"dense_model_bytes"`
+	Points            []SearchPoint `json:"points"`
+	Chosen            int           `json:"chosen"` // index into Points; -1: none
+	Met               bool          `json:"met"`    // the chosen point meets the budget and the accuracy bound
+}
+
+// SearchPoint is one round: the solver's configuration, what it predicted,
+// and what the fine-tuned model measured.
+type SearchPoint struct {
+	Round              int            `json:"round"`
+	SolverBudgetUs     float64        `json:"solver_budget_us"`
+	Config             profile.Config `json:"config"`
+	PredictedLoss      float64        `json:"predicted_loss"`
+	PredictedLatencyUs float64        `json:"predicted_latency_us"`
+	// MeasuredLatencyUs is the fine-tuned model file's, in the runtime on
+	// this machine (-1 with a profile from another machine: its
+	// prediction is then what the budget is held to).
+	MeasuredLatencyUs float64 `json:"measured_latency_us"`
+	PredictionError   float64 `json:"prediction_error"` // predicted/measured − 1
+	ModelBytes        int64   `json:"model_bytes"`
+	ValAccuracy       float64 `json:"val_accuracy"`
+	TestAccuracy      float64 `json:"test_accuracy"`
+	Met               bool    `json:"met"`
+	RunDir            string  `json:"run_dir"`
+	Recipe            string  `json:"recipe"`
+}
+
+// searchTarget runs a recipe's target search (docs/target.md): the dense
+// model (the model file, or trained first in <run-dir>/dense), its profile
+// (given, or measured here), each setting's one-shot sensitivity on the
+// validation split, then rounds of solve → fine-tune → measure, the
+// solver's budget tightened by what a round missed. The chosen round's
+// model file and summary are the run's.
+func searchTarget(ctx context.Context, job *recipes.Job, opts Options) (*rundir.Summary, error) {
+	if err := Check(job); err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	log = log.Named("target")
+	t := job.Target
+	dir := runDir(job, opts)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("run: %w", err)
+	}
+	densePath, err := denseModel(ctx, job, opts, dir, log)
+	if err != nil {
+		return nil, err
+	}
+	dense, err := checkpoint.Read(densePath)
+	if err != nil {
+		return nil, err
+	}
+	eng := cpu.New(cpu.Options{Threads: t.Threads, Logger: hclog.NewNullLogger(), Spin: infer.Spin})
+	p, here, err := targetProfile(job, dense, densePath, eng, dir, log)
+	if err != nil {
+		return nil, err
+	}
+	s := &Search{Batch: t.Batch, Threads: t.Threads, MaxAccuracyDrop: t.MaxAccuracyDrop, Profile: t.Profile, ProfiledHere: here, Chosen: -1}
+	if here {
+		s.Profile = filepath.Join(dir, ProfileFile)
+	}
+	s.DenseLatencyUs = p.DenseUs
+	s.BudgetUs = t.LatencyUs
+	if t.LatencyFraction > 0 {
+		s.BudgetUs = t.LatencyFraction * p.DenseUs
+	}
+	_, val, test, err := targetSplits(job)
+	if err != nil {
+		return nil, err
+	}
+	if s.DenseValAccuracy, err = fileAccuracy(dense, eng, val); err != nil {
+		return nil, err
+	}
+	if s.DenseTestAccuracy, err = fileAccuracy(dense, eng, test); err != nil {
+		return nil, err
+	}
+	if st, err := os.Stat(densePath); err == nil {
+		s.DenseBytes = st.Size()
+	}
+	log.Info("dense model", "path", densePath, "latency_us", p.DenseUs, "val_accuracy", s.DenseValAccuracy, "budget_us", s.BudgetUs)
+	loss, err := searchLoss(dense, p, eng, val, s.DenseValAccuracy, log)
+	if err != nil {
+		return nil, err
+	}
+	if err := rundir.WriteJSON(filepath.Join(dir, SearchLossFile), loss); err != nil {
+		return nil, fmt.Errorf("run: %w", err)
+	}
+	dm, _, err := rundir.LoadModel(dense)
+	if err != nil {
+		return nil, err
+	}
+	var sums []*rundir.Summary
+	solverBudget := s.BudgetUs
+	for round := 1; round <= t.Rounds; round++ {
+		sol, err := p.Solve(loss, profile.Budget{LatencyUs: solverBudget})
+		if err != nil {
+			return nil, err
+		}
+		pt := SearchPoint{Round: round, SolverBudgetUs: solverBudget, Config: sol.Config, PredictedLoss: sol.Loss, PredictedLatencyUs: sol.PredictedUs, MeasuredLatencyUs: -1}
+		log.Info("round", "round", round, "solver_budget_us", solverBudget, "predicted_us", sol.PredictedUs, "predicted_loss", sol.Loss, "met", sol.Met, "method", sol.Method)
+		rj, err := roundJob(job, densePath, dm, p, sol.Config, round)
+		if err != nil {
+			return nil, err
+		}
+		pt.RunDir = filepath.Join(dir, fmt.Sprintf("round-%d", round))
+		pt.Recipe = pt.RunDir + ".hcl"
+		if err := os.WriteFile(pt.Recipe, rj.HCL(), 0o644); err != nil {
+			return nil, fmt.Errorf("run: %w", err)
+		}
+		ro := opts
+		ro.RunDir, ro.Logger = pt.RunDir, log.Named(fmt.Sprintf("round-%d", round))
+		sum, err := Execute(ctx, rj, ro)
+		if err != nil {
+			return nil, fmt.Errorf("run: target round %d: %w", round, err)
+		}
+		sums = append(sums, sum)
+		mf, err := checkpoint.Read(filepath.Join(pt.RunDir, rundir.ModelFile))
+		if err != nil {
+			return nil, err
+		}
+		pt.ValAccuracy, pt.TestAccuracy = sum.ValAccuracy, sum.TestAccuracy
+		if st, err := os.Stat(filepath.Join(pt.RunDir, rundir.ModelFile)); err == nil {
+			pt.ModelBytes = st.Size()
+		}
+		latency := pt.PredictedLatencyUs
+		if here {
+			if pt.MeasuredLatencyUs, err = profile.MeasuredFile(mf, eng, t.Batch, searchTimingDur); err != nil {
+				return nil, err
+			}
+			latency = pt.MeasuredLatencyUs
+			pt.PredictionError = pt.PredictedLatencyUs/pt.MeasuredLatencyUs - 1
+		}
+		pt.Met = latency <= s.BudgetUs && s.DenseValAccuracy-pt.ValAccuracy <= t.MaxAccuracyDrop
+		s.Points = append(s.Points, pt)
+		log.Info("round done", "round", round, "latency_us", latency, "val_accuracy", pt.ValAccuracy, "test_accuracy", pt.TestAccuracy, "bytes", pt.ModelBytes, "met", pt.Met)
+		if pt.Met {
+			break
+		}
+		if latency > s.BudgetUs { // tighten by the miss
+			solverBudget *= s.BudgetUs / latency
+		} else {
+			break // latency met, accuracy not: a tighter budget only loses more
+		}
+	}
+	s.Chosen, s.Met = choose(s)
+	if err := writeSearch(dir, s, job); err != nil {
+		return nil, err
+	}
+	if s.Chosen < 0 {
+		return nil, errors.New("run: target: no round finished")
+	}
+	pt := s.Points[s.Chosen]
+	for _, name := range []string{rundir.ModelFile, rundir.SummaryFile} {
+		b, err := os.ReadFile(filepath.Join(pt.RunDir, name))
+		if err != nil {
+			return nil, fmt.Errorf("run: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			return nil, fmt.Errorf("run: %w", err)
+		}
+	}
+	rb, _ := os.ReadFile(pt.Recipe)
+	if err := os.WriteFile(filepath.Join(dir, ChosenRecipe), rb, 0o644); err != nil {
+		return nil, fmt.Errorf("run: %w", err)
+	}
+	if !s.Met {
+		log.Warn("target not met: the closest round is the run's model", "round", pt.Round, "budget_us", s.BudgetUs)
+	}
+	return sums[s.Chosen], nil
+}
+
+// denseModel is the search's dense model file: the recipe's model file,
+// or one trained first in <run-dir>/dense with the recipe's model, data and
+// optimizer (kept when a finished one is there).
+func denseModel(ctx context.Context, job *recipes.Job, opts Options, dir string, log hclog.Logger) (string, error) {
+	if job.Model.File != "" {
+		return job.Model.File, nil
+	}
+	ddir := filepath.Join(dir, "dense")
+	path := filepath.Join(ddir, rundir.ModelFile)
+	if _, err := os.Stat(filepath.Join(ddir, rundir.SummaryFile)); err == nil {
+		log.Info("dense model already trained", "path", path)
+		return path, nil
+	}
+	dj := *job
+	dj.Name, dj.Target, dj.Teacher, dj.Distill = job.Name+"-dense", nil, nil, nil
+	if job.Target.DenseEpochs > 0 {
+		dj.Epochs = job.Target.DenseEpochs
+	}
+	do := opts
+	do.RunDir, do.Logger = ddir, log.Named("dense")
+	if _, err := Execute(ctx, &dj, do); err != nil {
+		return "", fmt.Errorf("run: target: the dense model: %w", err)
+	}
+	return path, nil
+}
+
+// targetProfile is the search's profile: the recipe's (measured
+// elsewhere: used as written, at its batch and threads), or measured here
+// and written to <run-dir>/profile.json.
+func targetProfile(job *recipes.Job, dense *checkpoint.File, densePath string, eng compute.Engine, dir string, log hclog.Logger) (*profile.Profile, bool, error) {
+	t := job.Target
+	if t.Profile != "" {
+		p, err := profile.Read(t.Profile)
+		if err != nil {
+			return nil, false, job.Errorf("target.profile", "%v", err)
+		}
+		if p.Batch != t.Batch || p.Threads != t.Threads {
+			return nil, false, job.Errorf("target.profile", "%s was measured at batch %d on %d threads; the target is batch %d on %d", t.Profile, p.Batch, p.Threads, t.Batch, t.Threads)
+		}
+		return p, false, nil
+	}
+	start := time.Now()
+	p, err := profile.Measure(dense, eng, profile.Options{Batch: t.Batch, Widths: t.Widths, Formats: t.Formats, Precisions: t.Precisions, Model: densePath,
+		Progress: func(done, total int, v profile.Variant) {
+			if done == total || done%max(1, total/5) == 0 {
+				log.Info("profiling", "variants", done, "of", total, "seconds", int(time.Since(start).Seconds()))
+			}
+		}})
+	if err != nil {
+		return nil, false, job.Errorf("target", "%v", err)
+	}
+	return p, true, p.Write(filepath.Join(dir, ProfileFile))
+}
+
+// targetSplits loads the job's data as a run splits it.
+func targetSplits(job *recipes.Job) (train, val, test *data.Set, err error) {
+	train, val, test, err = data.LoadSplits(job.Dataset, job.DataDir)
+	if err != nil {
+		return nil, nil, nil, job.Errorf("dataset", "%v", err)
+	}
+	if val == nil {
+		if train, val, err = data.SplitValidation(train, job.Validation); err != nil {
+			return nil, nil, nil, job.Errorf("validation", "%v", err)
+		}
+	}
+	if val.Len() == 0 {
+		return nil, nil, nil, job.Errorf("validation", "the target search measures what each setting costs on the validation split; give it samples")
+	}
+	return train, val, test, nil
+}
+
+// fileAccuracy is a model file's accuracy on a set, in the runtime.
+func fileAccuracy(f *checkpoint.File, eng compute.Engine, set *data.Set) (float64, error) {
+	m, err := infer.Load(f, eng)
+	if err != nil {
+		return 0, err
+	}
+	pred, err := infer.Predict(m, set, 256)
+	if err != nil {
+		return 0, err
+	}
+	right := 0
+	for i, c := range pred {
+		if int(set.Labels[i]) == c {
+			right++
+		}
+	}
+	return float64(right) / float64(len(pred)), nil
+}
+
+// searchLoss measures each setting's one-shot cost: the validation
+// accuracy the dense model loses with that setting alone (a group thinned,
+// a layer sparse or 2:4, the network quantized — its weights to 8 bits;
+// the activations' ranges are learned in the fine-tune), not retrained, at
+// least 0. It ranks settings; the fine-tune recovers much of it.
+func searchLoss(dense *checkpoint.File, p *profile.Profile, eng compute.Engine, val *data.Set, denseAcc float64, log hclog.Logger) (profile.Loss, error) {
+	cost := func(c profile.Config) (float64, error) {
+		f, err := profile.Build(dense, c)
+		if err != nil {
+			return 0, err
+		}
+		acc, err := fileAccuracy(f, eng, val)
+		return max(0, denseAcc-acc), err
+	}
+	loss := profile.Loss{Width: make([][]float64, len(p.Groups)), Format: map[string]map[string]float64{}}
+	for g, grp := range p.Groups {
+		if !grp.Prunable {
+			continue
+		}
+		loss.Width[g] = []float64{0}
+		for _, w := range p.Widths[1:] {
+			keep := slices.Repeat([]float64{1}, len(p.Groups))
+			keep[g] = w
+			v, err := cost(profile.Config{Keep: keep})
+			if err != nil {
+				return loss, err
+			}
+			loss.Width[g] = append(loss.Width[g], v)
+		}
+	}
+	for _, l := range p.Layers {
+		if !l.Weighted {
+			continue
+		}
+		loss.Format[l.Name] = map[string]float64{}
+		for _, f := range p.Formats {
+			if f == profile.Dense {
+				continue
+			}
+			v, err := cost(profile.Config{Format: map[string]string{l.Name: f}})
+			if err != nil {
+				return loss, err
+			}
+			loss.Format[l.Name][f] = v
+		}
+	}
+	if slices.Contains(p.Precisions, profile.Int8) {
+		m, _, err := rundir.LoadModel(dense)
+		if err != nil {
+			return loss, err
+		}
+		q, err := ptq(m, cpu.New(cpu.Options{Logger: hclog.NewNullLogger()}), val, 500, []int{8})
+		if err != nil {
+			return loss, err
+		}
+		v := max(0, denseAcc-q["8"])
+		loss.Int8 = &v
+	}
+	log.Info("settings' one-shot costs measured")
+	return loss, nil
+}
+
+// roundJob is a round's recipe: the search's job fine-tuning the dense
+// model file with the configuration's policies — each thinned group's
+// channels pruned by dependency groups (a linear layer's: its rows), each sparse layer by magnitude
+// and each 2:4 one by N:M, over the first half of the epochs (on Zhu &
+// Gupta's schedule), and quantization-aware training of every weight and
+// weighted layer's input at 8 bits when the configuration runs integer
+// kernels; a recipe distilling does so from the dense model.
+func roundJob(job *recipes.Job, densePath string, dense *model.Model, p *profile.Profile, c profile.Config, round int) (*recipes.Job, error) {
+	rj := *job
+	rj.Name, rj.Target = fmt.Sprintf("%s-round-%d", job.Name, round), nil
+	rj.Model = recipes.Model{File: densePath}
+	rj.Prune, rj.Quantize = nil, nil
+	if job.Distill != nil {
+		rj.Teacher = &recipes.Teacher{File: densePath, Count: 1}
+	}
+	window := func(pb recipes.Prune) recipes.Prune {
+		pb.FromEpoch, pb.ToEpoch = 0, max(float64(job.Epochs)/2, 0.25)
+		if pb.Method != "nm" {
+			pb.EveryEpochs = min(0.25, pb.ToEpoch/4)
+		}
+		return pb
+	}
+	byTarget := map[string][]string{} // "method/target" → layers
+	var order []string
+	add := func(key, layer string) {
+		if _, ok := byTarget[key]; !ok {
+			order = append(order, key)
+		}
+		byTarget[key] = append(byTarget[key], layer)
+	}
+	kind := map[string]string{}
+	for _, l := range p.Layers {
+		kind[l.Name] = l.Kind
+	}
+	for g, keep := range c.Keep {
+		if keep < 1 {
+			// A convolution's channels with all that depends on them; a
+			// linear layer's neurons (its readers' columns go with them
+			// when the model is thinned).
+			producer, gran := p.Groups[g].Producers[0], "groups"
+			if kind[producer] == "linear" {
+				gran = "rows"
+			}
+			add("structured/"+gran+"/"+strconv.FormatFloat(1-keep, 'g', -1, 64), producer)
+		}
+	}
+	names := make([]string, 0, len(c.Format))
+	for name := range c.Format {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		switch f := c.Format[name]; {
+		case f == profile.NM24:
+			add("nm/", name)
+		case strings.HasPrefix(f, "sparse-"):
+			add("magnitude/"+strings.TrimPrefix(f, "sparse-"), name)
+		}
+	}
+	for _, key := range order {
+		method, target, _ := strings.Cut(key, "/")
+		pb := recipes.NewPrune(method)
+		pb.Layers = byTarget[key]
+		if method == "structured" {
+			pb.Granularity, target, _ = strings.Cut(target, "/")
+			pb.Norm = "l2"
+		}
+		if target != "" {
+			v, err := strconv.ParseFloat(target, 64)
+			if err != nil {
+				return nil, err
+			}
+			pb.Target = v
+		}
+		rj.Prune = append(rj.Prune, window(pb))
+	}
+	if c.Int8 {
+		q := recipes.NewQuantize()
+		q.Bits, q.Activations = 8, 8
+		q.FoldBatchNorms = len(dense.Net.FoldPairs()) > 0 // batch norms folded into their convolutions as they quantize
+		for _, w := range dense.Weights() {
+			q.Layers = append(q.Layers, w.Name)
+		}
+		rj.Quantize = &q
+	}
+	// The recipe as a user would write it, read back: every default
+	// filled and checked as any recipe is.
+	back, err := recipes.Parse(rj.HCL(), rj.Name+".hcl", nil)
+	if err != nil {
+		return nil, fmt.Errorf("run: target round %d's recipe: %w", round, err)
+	}
+	back.File = job.File
+	return back, nil
+}
+
+// choose picks the point that met the budget and the accuracy bound with
+// the best validation accuracy; with none, the one of least latency.
+func choose(s *Search) (int, bool) {
+	best, met := -1, false
+	lat := func(p SearchPoint) float64 {
+		if p.MeasuredLatencyUs >= 0 {
+			return p.MeasuredLatencyUs
+		}
+		return p.PredictedLatencyUs
+	}
+	for i, p := range s.Points {
+		switch {
+		case p.Met && (!met || p.ValAccuracy > s.Points[best].ValAccuracy):
+			best, met = i, true
+		case !met && (best < 0 || lat(p) < lat(s.Points[best])):
+			best = i
+		}
+	}
+	return best, met
+}
+
+// writeSearch writes search.json and pareto.csv (each point, and whether
+// no other point is at least as fast, as small and as accurate and better
+// in one).
+func writeSearch(dir string, s *Search, job *recipes.Job) error {
+	if err := rundir.WriteJSON(filepath.Join(dir, SearchFile), s); err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	f, err := os.Create(filepath.Join(dir, ParetoFile))
+	if err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	w := csv.NewWriter(f)
+	w.Write([]string{"round", "predicted_latency_us", "measured_latency_us", "model_bytes", "val_accuracy", "test_accuracy", "met", "pareto"})
+	for i, p := range s.Points {
+		front := true
+		for j, q := range s.Points {
+			if j != i && q.MeasuredLatencyUs <= p.MeasuredLatencyUs && q.ModelBytes <= p.ModelBytes && q.ValAccuracy >= p.ValAccuracy &&
+				(q.MeasuredLatencyUs < p.MeasuredLatencyUs || q.ModelBytes < p.ModelBytes || q.ValAccuracy > p.ValAccuracy) {
+				front = false
+			}
+		}
+		w.Write([]string{strconv.Itoa(p.Round), fmt.Sprintf("%.2f", p.PredictedLatencyUs), fmt.Sprintf("%.2f", p.MeasuredLatencyUs),
+			strconv.FormatInt(p.ModelBytes, 10), fmt.Sprintf("%.6f", p.ValAccuracy), fmt.Sprintf("%.6f", p.TestAccuracy),
+			strconv.FormatBool(p.Met), strconv.FormatBool(front)})
+	}
+	w.Flush()
+	if err := w.Error(); err != nil {
+		f.Close()
+		return fmt.Errorf("run: %w", err)
+	}
+	return f.Close()
+}

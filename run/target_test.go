@@ -1,0 +1,109 @@
+package run
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/lathe-ml/lathe/profile"
+	"github.com/lathe-ml/lathe/recipes"
+	"github.com/lathe-ml/lathe/rundir"
+)
+
+// targetRecipe is the test recipe searching from a model file under a
+// target block.
+func targetRecipe(file, target string) string {
+	src := strings.Replace(recipe, "    arch   = \"mlp\"\n    hidden = [32]\n", "    file = \""+file+"\"\n", 1)
+	return strings.Replace(src, "  optimizer", "  target {\n"+target+"\n    threads = 1\n    widths = [1, 0.5]\n    formats = [\"dense\", \"sparse-0.9\"]\n    precisions = [\"float\"]\n  }\n  optimizer", 1)
+}
+
+// TestTargetSearch: a search from a dense model file writes its profile,
+// every round as a point of search.json and pareto.csv, and the chosen
+// round's model and recipe — which, run again, gives the chosen model's
+// weights bit for bit; a budget nothing meets is reported unmet with the
+// fastest round; a profile from another machine is used as written (its
+// dense latency, no measurement of the rounds).
+func TestTargetSearch(t *testing.T) {
+	base := t.TempDir()
+	if _, err := Execute(context.Background(), load(t), Options{RunDir: filepath.Join(base, "dense"), Threads: 2}); err != nil {
+		t.Fatal(err)
+	}
+	dense := filepath.Join(base, "dense", rundir.ModelFile)
+	search := func(name, target string) *Search {
+		t.Helper()
+		j, err := recipes.Parse([]byte(targetRecipe(dense, target)), filepath.Join(base, name+".hcl"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Execute(context.Background(), j, Options{RunDir: filepath.Join(base, name), Threads: 2}); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(filepath.Join(base, name, SearchFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s Search
+		if err := json.Unmarshal(b, &s); err != nil {
+			t.Fatal(err)
+		}
+		return &s
+	}
+	s := search("half", "    latency_fraction = 0.7\n    rounds = 2\n    max_accuracy_drop = 1")
+	if !s.ProfiledHere || s.DenseLatencyUs <= 0 || len(s.Points) == 0 || s.Chosen < 0 || s.BudgetUs != 0.7*s.DenseLatencyUs {
+		t.Fatalf("search %+v", s)
+	}
+	pt := s.Points[s.Chosen]
+	if pt.MeasuredLatencyUs <= 0 || pt.ModelBytes <= 0 || pt.ValAccuracy <= 0 || pt.Met != (pt.MeasuredLatencyUs <= s.BudgetUs) || s.Met != pt.Met {
+		t.Fatalf("chosen point %+v of %+v", pt, s)
+	}
+	csv, err := os.ReadFile(filepath.Join(base, "half", ParetoFile))
+	if err != nil || strings.Count(string(csv), "\n") != len(s.Points)+1 {
+		t.Fatalf("pareto.csv %q: %v", csv, err)
+	}
+	// The chosen recipe reproduces the chosen model.
+	cj, err := recipes.Load(filepath.Join(base, "half", ChosenRecipe), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Execute(context.Background(), cj, Options{RunDir: filepath.Join(base, "again"), Threads: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if weightsOf(t, filepath.Join(base, "again", rundir.ModelFile)) != weightsOf(t, filepath.Join(base, "half", rundir.ModelFile)) {
+		t.Fatal("chosen.hcl does not reproduce the chosen model's weights")
+	}
+
+	// Nothing meets a budget of 1 ns: reported, the fastest round chosen.
+	s = search("tight", "    latency_us = 0.001\n    rounds = 2\n    max_accuracy_drop = 1")
+	if s.Met || s.Chosen < 0 || len(s.Points) != 2 {
+		t.Fatalf("an unmeetable budget: %+v", s)
+	}
+
+	// A profile from elsewhere: its numbers, not this machine's.
+	p, err := profile.Read(filepath.Join(base, "half", ProfileFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.DenseUs, p.Machine.CPU = 1e6, "elsewhere"
+	for i := range p.Layers {
+		for _, tab := range p.Layers[i].Us {
+			for _, row := range tab {
+				for j := range row {
+					row[j] *= 1000
+				}
+			}
+		}
+	}
+	if err := p.Write(filepath.Join(base, "elsewhere.json")); err != nil {
+		t.Fatal(err)
+	}
+	s = search("given", "    latency_fraction = 0.7\n    rounds = 1\n    max_accuracy_drop = 1\n    profile = \"elsewhere.json\"")
+	if s.ProfiledHere || s.DenseLatencyUs != 1e6 || s.Points[0].MeasuredLatencyUs != -1 || s.Points[0].PredictedLatencyUs < 1000 {
+		t.Fatalf("a given profile: %+v", s)
+	}
+	if _, err := os.Stat(filepath.Join(base, "given", ProfileFile)); err == nil {
+		t.Fatal("a given profile was measured again")
+	}
+}

@@ -28,6 +28,9 @@ jobs=${JOBS:-2}
 runs() {
   for r in recipes/*.hcl; do
     name=$(basename "$r" .hcl)
+    # A target search chooses by the latencies it measures: not a pure function of its recipe
+    # (its chosen.hcl is; run/target_test.go checks that it reproduces the chosen weights).
+    case $name in *-target) continue ;; esac
     epochs=2
     [ "$name" = mnist-lenet5-filters ] && epochs=4
     args="--recipe $r -var epochs=$epochs"

@@ -157,6 +157,22 @@ func Measure(f *checkpoint.File, eng compute.Engine, o Options) (*Profile, error
 			}
 		}
 	}
+	p.tabulate(samples)
+	slices.Sort(overhead)
+	p.OverheadUs = overhead[len(overhead)/2]
+	for i := range p.Variants {
+		v := &p.Variants[i]
+		if v.PredictedUs, err = p.Predict(p.uniform(v.Keep, v.Precision, v.Format)); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// tabulate sets each layer's table to the median of its samples at each
+// precision, format and pair of widths (-1 where none).
+func (p *Profile) tabulate(samples []map[string][][][]float64) {
+	n := len(p.Widths)
 	for k := range p.Layers {
 		p.Layers[k].Us = map[string][][]float64{}
 		for _, key := range p.keys() {
@@ -171,15 +187,6 @@ func Measure(f *checkpoint.File, eng compute.Engine, o Options) (*Profile, error
 			}
 		}
 	}
-	slices.Sort(overhead)
-	p.OverheadUs = overhead[len(overhead)/2]
-	for i := range p.Variants {
-		v := &p.Variants[i]
-		if v.PredictedUs, err = p.Predict(p.uniform(v.Keep, v.Precision, v.Format)); err != nil {
-			return nil, err
-		}
-	}
-	return p, nil
 }
 
 // uniform is the configuration of every weighted layer in one format.

@@ -141,6 +141,7 @@ func searchTarget(ctx context.Context, job *recipes.Job, opts Options) (*rundir.
 	if err != nil {
 		return nil, err
 	}
+	rr := &rounds{job: job, opts: opts, dir: dir, densePath: densePath, dense: dm, p: p, eng: eng, measure: here, log: log}
 	var sums []*rundir.Summary
 	solverBudget := s.BudgetUs
 	for round := 1; round <= t.Rounds; round++ {
@@ -148,39 +149,16 @@ func searchTarget(ctx context.Context, job *recipes.Job, opts Options) (*rundir.
 		if err != nil {
 			return nil, err
 		}
-		pt := SearchPoint{Round: round, SolverBudgetUs: solverBudget, Config: sol.Config, PredictedLoss: sol.Loss, PredictedLatencyUs: sol.PredictedUs, MeasuredLatencyUs: -1}
 		log.Info("round", "round", round, "solver_budget_us", solverBudget, "predicted_us", sol.PredictedUs, "predicted_loss", sol.Loss, "met", sol.Met, "method", sol.Method)
-		rj, err := roundJob(job, densePath, dm, p, sol.Config, round)
+		pt := SearchPoint{Round: round, SolverBudgetUs: solverBudget, Config: sol.Config, PredictedLoss: sol.Loss, PredictedLatencyUs: sol.PredictedUs, MeasuredLatencyUs: -1}
+		sum, err := rr.run(ctx, &pt)
 		if err != nil {
 			return nil, err
-		}
-		pt.RunDir = filepath.Join(dir, fmt.Sprintf("round-%d", round))
-		pt.Recipe = pt.RunDir + ".hcl"
-		if err := os.WriteFile(pt.Recipe, rj.HCL(), 0o644); err != nil {
-			return nil, fmt.Errorf("run: %w", err)
-		}
-		ro := opts
-		ro.RunDir, ro.Logger = pt.RunDir, log.Named(fmt.Sprintf("round-%d", round))
-		sum, err := Execute(ctx, rj, ro)
-		if err != nil {
-			return nil, fmt.Errorf("run: target round %d: %w", round, err)
 		}
 		sums = append(sums, sum)
-		mf, err := checkpoint.Read(filepath.Join(pt.RunDir, rundir.ModelFile))
-		if err != nil {
-			return nil, err
-		}
-		pt.ValAccuracy, pt.TestAccuracy = sum.ValAccuracy, sum.TestAccuracy
-		if st, err := os.Stat(filepath.Join(pt.RunDir, rundir.ModelFile)); err == nil {
-			pt.ModelBytes = st.Size()
-		}
 		latency := pt.PredictedLatencyUs
 		if here {
-			if pt.MeasuredLatencyUs, err = profile.MeasuredFile(mf, eng, t.Batch, searchTimingDur); err != nil {
-				return nil, err
-			}
 			latency = pt.MeasuredLatencyUs
-			pt.PredictionError = pt.PredictedLatencyUs/pt.MeasuredLatencyUs - 1
 		}
 		pt.Met = latency <= s.BudgetUs && s.DenseValAccuracy-pt.ValAccuracy <= t.MaxAccuracyDrop
 		s.Points = append(s.Points, pt)
@@ -219,6 +197,56 @@ func searchTarget(ctx context.Context, job *recipes.Job, opts Options) (*rundir.
 		log.Warn("target not met: the closest round is the run's model", "round", pt.Round, "budget_us", s.BudgetUs)
 	}
 	return sums[s.Chosen], nil
+}
+
+// rounds runs a search's rounds.
+type rounds struct {
+	job       *recipes.Job
+	opts      Options
+	dir       string
+	densePath string
+	dense     *model.Model
+	p         *profile.Profile
+	eng       compute.Engine
+	measure   bool // the profile is this machine's: measure each round's model
+	log       hclog.Logger
+}
+
+// run fine-tunes the dense model with a point's configuration (its
+// recipe <run-dir>/round-K.hcl, its run round-K/) and fills in what the
+// result measured.
+func (r *rounds) run(ctx context.Context, pt *SearchPoint) (*rundir.Summary, error) {
+	rj, err := roundJob(r.job, r.densePath, r.dense, r.p, pt.Config, pt.Round)
+	if err != nil {
+		return nil, err
+	}
+	pt.RunDir = filepath.Join(r.dir, fmt.Sprintf("round-%d", pt.Round))
+	pt.Recipe = pt.RunDir + ".hcl"
+	if err := os.WriteFile(pt.Recipe, rj.HCL(), 0o644); err != nil {
+		return nil, fmt.Errorf("run: %w", err)
+	}
+	ro := r.opts
+	ro.RunDir, ro.Logger = pt.RunDir, r.log.Named(fmt.Sprintf("round-%d", pt.Round))
+	sum, err := Execute(ctx, rj, ro)
+	if err != nil {
+		return nil, fmt.Errorf("run: target round %d: %w", pt.Round, err)
+	}
+	path := filepath.Join(pt.RunDir, rundir.ModelFile)
+	mf, err := checkpoint.Read(path)
+	if err != nil {
+		return nil, err
+	}
+	pt.ValAccuracy, pt.TestAccuracy = sum.ValAccuracy, sum.TestAccuracy
+	if st, err := os.Stat(path); err == nil {
+		pt.ModelBytes = st.Size()
+	}
+	if r.measure {
+		if pt.MeasuredLatencyUs, err = profile.MeasuredFile(mf, r.eng, r.job.Target.Batch, searchTimingDur); err != nil {
+			return nil, err
+		}
+		pt.PredictionError = pt.PredictedLatencyUs/pt.MeasuredLatencyUs - 1
+	}
+	return sum, nil
 }
 
 // denseModel is the search's dense model file: the recipe's model file,

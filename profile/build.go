@@ -20,9 +20,10 @@ import (
 // each weighted layer takes its format — its smallest weights zeroed to
 // the sparsity, or 2 of every 4 kept; and, for Int8, every weight is
 // quantized (symmetric, per channel; 8 bits or the layer's Bits) with
-// 8-bit observers on the outputs that feed weighted layers (a
-// transformer's weights only: its activations are signed). What Build makes is for timing and sizing: the weights are the
-// original's, not retrained.
+// 8-bit observers on the outputs that feed weighted layers and batch
+// norms folded into their convolutions (a transformer's weights only: its
+// activations are signed). What Build makes is for timing and sizing: the
+// weights are the original's, not retrained.
 func Build(f *checkpoint.File, c Config) (*checkpoint.File, error) {
 	m, st, err := rundir.LoadModel(f)
 	if err != nil {
@@ -138,6 +139,7 @@ func applyFormats(m *model.Model, c Config) error {
 	// outputs feeding each quantized layer (a convolution's after its
 	// batch norm), in a range wide enough for timing.
 	pairs := m.Net.FoldPairs()
+	m.Fold = pairs // each batch norm folded into its convolution, as quantization-aware training stores it
 	m.ActQuant = map[string]*model.Observer{}
 	for _, l := range feeders(m.Net, quantized) {
 		if bn, ok := pairs[l]; ok {
@@ -148,9 +150,10 @@ func applyFormats(m *model.Model, c Config) error {
 	return nil
 }
 
-// feeders names, for each of the layers, the weighted layer or addition
-// whose output it reads — through pooling and flattening, which keep their
-// input's codes; the network's input needs none (pixels are codes).
+// feeders names, for each of the layers, the weighted layer, batch norm or
+// addition whose output it reads — through max pooling and flattening,
+// which keep their input's codes; the network's input needs none (pixels
+// are codes), and a layer after an average pooling stays in float.
 func feeders(net graph.Network, layers []string) []string {
 	byName := map[string]graph.Layer{}
 	inputOf := map[string]string{}
@@ -166,8 +169,11 @@ func feeders(net graph.Network, layers []string) []string {
 		for src != graph.Input && (byName[src].Kind == graph.MaxPool || byName[src].Kind == graph.Flatten) {
 			src = inputOf[src]
 		}
-		if src != graph.Input && !slices.Contains(out, src) {
+		switch k := byName[src].Kind; {
+		case src == graph.Input || slices.Contains(out, src):
+		case k == graph.Linear || k == graph.Conv || k == graph.BatchNorm || k == graph.Add:
 			out = append(out, src)
+		default: // an average pooling's output is not codes: the layer after it runs in float
 		}
 	}
 	return out

@@ -235,7 +235,7 @@ func TestMeasure(t *testing.T) {
 	}
 
 	r := modelFile(t, model.Spec{Arch: "resnet", Depth: 8})
-	o.Precisions, o.Formats = []string{Float}, []string{Dense}
+	o.Precisions, o.Formats = []string{Float, Int8}, []string{Dense} // int8: the classifier after the global pooling stays float
 	p, err = Measure(r, engine(), o)
 	if err != nil {
 		t.Fatal(err)

@@ -418,9 +418,7 @@ func roundJob(job *recipes.Job, densePath string, dense *model.Model, p *profile
 	}
 	window := func(pb recipes.Prune) recipes.Prune {
 		pb.FromEpoch, pb.ToEpoch = 0, max(float64(job.Epochs)/2, 0.25)
-		if pb.Method != "nm" {
-			pb.EveryEpochs = min(0.25, pb.ToEpoch/4)
-		}
+		pb.EveryEpochs = min(0.25, pb.ToEpoch/4)
 		return pb
 	}
 	byTarget := map[string][]string{} // "method/target" → layers

@@ -105,7 +105,14 @@ func Measure(f *checkpoint.File, eng compute.Engine, o Options) (*Profile, error
 			samples[k][key] = grid(n, func() []float64 { return nil })
 		}
 	}
-	var overhead []float64
+	sizes := make([]map[string][][][]float64, len(p.Layers))
+	for k := range sizes {
+		sizes[k] = map[string][][][]float64{}
+		for _, key := range p.keys() {
+			sizes[k][key] = grid(n, func() []float64 { return nil })
+		}
+	}
+	var overhead, overBytes []float64
 	total := len(o.Precisions) * len(o.Formats) * len(pairs)
 	warm := true
 	for _, pr := range o.Precisions {
@@ -125,14 +132,26 @@ func Measure(f *checkpoint.File, eng compute.Engine, o Options) (*Profile, error
 					}
 					warm = false
 				}
-				layers, call, err := timeConfig(f, eng, c, o.Batch, o.Budget)
+				vf, err := Build(f, c)
+				if err != nil {
+					return nil, fmt.Errorf("profile: %s, format %s, widths %v: %w", pr, s, keep, err)
+				}
+				encoded, err := checkpoint.Encode(vf) // fills each tensor's stored bytes
+				if err != nil {
+					return nil, err
+				}
+				stored := map[string]int{}
+				for _, t := range vf.Tensors {
+					stored[t.Name] = t.StoredBytes
+				}
+				layers, call, err := timeFile(vf, eng, o.Batch, o.Budget)
 				if err != nil {
 					return nil, fmt.Errorf("profile: %s, format %s, widths %v: %w", pr, s, keep, err)
 				}
 				if len(layers) != len(p.Layers) {
 					return nil, fmt.Errorf("profile: format %s, widths %v: the runtime made %d layers of the network, the dense one %d", s, keep, len(layers), len(p.Layers))
 				}
-				sum := 0.0
+				sum, weights := 0.0, 0
 				for k, l := range p.Layers {
 					i, j := ij[colour[l.In]], ij[colour[l.Out]]
 					if !groups[l.In].Prunable {
@@ -144,11 +163,17 @@ func Measure(f *checkpoint.File, eng compute.Engine, o Options) (*Profile, error
 					key := Key(pr, s)
 					samples[k][key][i][j] = append(samples[k][key][i][j], us(layers[k]))
 					sum += us(layers[k])
+					if l.Weighted {
+						b := stored[l.Name] + stored[l.Name+".bias"]
+						sizes[k][key][i][j] = append(sizes[k][key][i][j], float64(b))
+						weights += b
+					}
 				}
 				overhead = append(overhead, us(call)-sum)
-				v := Variant{Format: s, Precision: pr, Keep: keep, MeasuredUs: us(call)}
+				overBytes = append(overBytes, float64(len(encoded)-weights))
+				v := Variant{Format: s, Precision: pr, Keep: keep, MeasuredUs: us(call), Bytes: len(encoded)}
 				if s == Dense && pr == Float && ij == [2]int{0, 0} {
-					p.DenseUs = v.MeasuredUs
+					p.DenseUs, p.DenseBytes = v.MeasuredUs, float64(v.Bytes)
 				}
 				p.Variants = append(p.Variants, v)
 				if o.Progress != nil {
@@ -157,9 +182,15 @@ func Measure(f *checkpoint.File, eng compute.Engine, o Options) (*Profile, error
 			}
 		}
 	}
-	p.tabulate(samples)
+	for k := range p.Layers {
+		p.Layers[k].Us = table(p.keys(), n, samples[k])
+		if p.Layers[k].Weighted {
+			p.Layers[k].Bytes = table(p.keys(), n, sizes[k])
+		}
+	}
 	slices.Sort(overhead)
-	p.OverheadUs = overhead[len(overhead)/2]
+	slices.Sort(overBytes)
+	p.OverheadUs, p.OverheadBytes = overhead[len(overhead)/2], overBytes[len(overBytes)/2]
 	for i := range p.Variants {
 		v := &p.Variants[i]
 		if v.PredictedUs, err = p.Predict(p.uniform(v.Keep, v.Precision, v.Format)); err != nil {
@@ -169,24 +200,22 @@ func Measure(f *checkpoint.File, eng compute.Engine, o Options) (*Profile, error
 	return p, nil
 }
 
-// tabulate sets each layer's table to the median of its samples at each
-// precision, format and pair of widths (-1 where none).
-func (p *Profile) tabulate(samples []map[string][][][]float64) {
-	n := len(p.Widths)
-	for k := range p.Layers {
-		p.Layers[k].Us = map[string][][]float64{}
-		for _, key := range p.keys() {
-			p.Layers[k].Us[key] = grid(n, func() float64 { return -1 })
-			for i := range n {
-				for j := range n {
-					if v := samples[k][key][i][j]; len(v) > 0 {
-						slices.Sort(v)
-						p.Layers[k].Us[key][i][j] = v[len(v)/2]
-					}
+// table is the median of the samples at each key and pair of widths (-1
+// where there are none).
+func table(keys []string, n int, samples map[string][][][]float64) map[string][][]float64 {
+	out := map[string][][]float64{}
+	for _, key := range keys {
+		out[key] = grid(n, func() float64 { return -1 })
+		for i := range n {
+			for j := range n {
+				if v := samples[key][i][j]; len(v) > 0 {
+					slices.Sort(v)
+					out[key][i][j] = v[len(v)/2]
 				}
 			}
 		}
 	}
+	return out
 }
 
 // uniform is the configuration of every weighted layer in one format.

@@ -66,6 +66,11 @@ type Profile struct {
 	// over the variants measured); DenseUs the dense network's whole call.
 	OverheadUs float64 `json:"overhead_us"`
 	DenseUs    float64 `json:"dense_us"`
+	// OverheadBytes is a model file's bytes beyond its weights and biases
+	// (the state, the layer table, batch norms), DenseBytes the dense
+	// model file's.
+	OverheadBytes float64 `json:"overhead_bytes"`
+	DenseBytes    float64 `json:"dense_bytes"`
 	// Variants are the networks measured, each with its whole call's
 	// measured time and the time Predict gives it from the table.
 	Variants []Variant `json:"variants"`
@@ -106,6 +111,10 @@ type Layer struct {
 	// input group at Widths[i] and its output group at Widths[j]; -1
 	// where not measured.
 	Us map[string][][]float64 `json:"us"`
+	// Bytes, laid out as Us, are the bytes its weight and bias take in
+	// the model file (8-bit codes at int8); nil for a layer without
+	// weights.
+	Bytes map[string][][]float64 `json:"bytes,omitempty"`
 }
 
 // Variant is one measured network.
@@ -115,6 +124,7 @@ type Variant struct {
 	Keep        []float64 `json:"keep"` // per group
 	MeasuredUs  float64   `json:"measured_us"`
 	PredictedUs float64   `json:"predicted_us"`
+	Bytes       int       `json:"bytes"` // its model file's
 }
 
 // Config is one compression setting of a whole network.
@@ -203,14 +213,55 @@ func checkWidths(ws []float64) error {
 	return nil
 }
 
+// PredictBytes is a configuration's model file bytes from the table: its
+// weighted layers' bytes at their formats, precision and widths, plus the
+// file's other bytes. A layer's 4-bit weights are counted as 8-bit ones.
+func (p *Profile) PredictBytes(c Config) (float64, error) {
+	total := p.OverheadBytes
+	err := p.walk(c, func(l *Layer, key string, i, j int) error {
+		if !l.Weighted || l.Bytes == nil {
+			return nil
+		}
+		t := l.Bytes[key]
+		if t == nil {
+			return fmt.Errorf("profile: layer %s has no sizes for %s", l.Name, key)
+		}
+		v := t[i][j]
+		if v < 0 {
+			v = math.Sqrt(math.Max(t[i][i], 0) * math.Max(t[j][j], 0))
+		}
+		total += v
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return total, nil
+}
+
 // Predict is a configuration's latency in µs from the table: each
 // layer's time at its format and its groups' widths, plus the call's
 // overhead. A pair of widths a layer was not measured at (its groups
 // share a colour) is estimated as the geometric mean of the two equal
 // pairs around it.
 func (p *Profile) Predict(c Config) (float64, error) {
+	total := p.OverheadUs
+	err := p.walk(c, func(l *Layer, key string, i, j int) error {
+		t, err := l.at(key, i, j)
+		total += t
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	return total, nil
+}
+
+// walk checks a configuration against the profile and calls visit with
+// each layer's table key and width indexes (input, output).
+func (p *Profile) walk(c Config, visit func(l *Layer, key string, i, j int) error) error {
 	if c.Keep != nil && len(c.Keep) != len(p.Groups) {
-		return 0, fmt.Errorf("profile: a configuration of %d groups for a network of %d", len(c.Keep), len(p.Groups))
+		return fmt.Errorf("profile: a configuration of %d groups for a network of %d", len(c.Keep), len(p.Groups))
 	}
 	width := func(g int) (int, error) {
 		if c.Keep == nil {
@@ -228,17 +279,17 @@ func (p *Profile) Predict(c Config) (float64, error) {
 	}
 	for name, f := range c.Format {
 		if !weighted[name] {
-			return 0, fmt.Errorf("profile: format for %q, not a weighted layer of the profiled network", name)
+			return fmt.Errorf("profile: format for %q, not a weighted layer of the profiled network", name)
 		}
 		if !slices.Contains(p.Formats, f) {
-			return 0, fmt.Errorf("profile: layer %s: format %q was not profiled (%v)", name, f, p.Formats)
+			return fmt.Errorf("profile: layer %s: format %q was not profiled (%v)", name, f, p.Formats)
 		}
 	}
 	if !slices.Contains(p.Precisions, c.Precision()) {
-		return 0, fmt.Errorf("profile: precision %s was not profiled (%v)", c.Precision(), p.Precisions)
+		return fmt.Errorf("profile: precision %s was not profiled (%v)", c.Precision(), p.Precisions)
 	}
-	total := p.OverheadUs
-	for _, l := range p.Layers {
+	for k := range p.Layers {
+		l := &p.Layers[k]
 		f := Dense
 		if l.Weighted {
 			f = cmp.Or(c.Format[l.Name], Dense)
@@ -247,19 +298,17 @@ func (p *Profile) Predict(c Config) (float64, error) {
 		}
 		i, err := width(l.In)
 		if err != nil {
-			return 0, err
+			return err
 		}
 		j, err := width(l.Out)
 		if err != nil {
-			return 0, err
+			return err
 		}
-		t, err := l.at(Key(c.Precision(), f), i, j)
-		if err != nil {
-			return 0, err
+		if err := visit(l, Key(c.Precision(), f), i, j); err != nil {
+			return err
 		}
-		total += t
 	}
-	return total, nil
+	return nil
 }
 
 // at is the layer's time at a format and widths i (input) and j (output).

@@ -35,10 +35,10 @@ func engine() *cpu.Engine {
 	return cpu.New(cpu.Options{Threads: 1, Logger: hclog.NewNullLogger()})
 }
 
-// table is a synthetic profile of a chain conv1 → pool → fc1 → fc2 over
+// synthetic is a synthetic profile of a chain conv1 → pool → fc1 → fc2 over
 // groups 0 (input), 1 (conv1's), 2 (fc1's), 3 (classes), two widths, one
 // format at two precisions.
-func table() *Profile {
+func synthetic() *Profile {
 	us := func(a, b, c, d float64) [][]float64 { return [][]float64{{a, b}, {c, d}} }
 	return &Profile{Version: Version, Widths: []float64{1, 0.5}, Formats: []string{Dense, Sparse(0.9)}, Precisions: []string{Float, Int8},
 		Groups: []Group{{Channels: 1}, {Channels: 8, Prunable: true}, {Channels: 16, Prunable: true}, {Channels: 10}},
@@ -59,7 +59,7 @@ func table() *Profile {
 // table plus the overhead; a pair of widths not measured is the geometric
 // mean of the equal pairs; settings the profile does not hold are refused.
 func TestPredict(t *testing.T) {
-	p := table()
+	p := synthetic()
 	for _, tc := range []struct {
 		c    Config
 		want float64
@@ -100,7 +100,7 @@ func TestPredict(t *testing.T) {
 // another predicts from its own table — nothing is measured here (the
 // table's times are not this machine's and come back exactly).
 func TestProfileFromElsewhere(t *testing.T) {
-	p := table()
+	p := synthetic()
 	p.Machine = Machine{CPU: "a deployment target", Cores: 64, Arch: "arm64"}
 	path := filepath.Join(t.TempDir(), "profile.json")
 	if err := p.Write(path); err != nil {
@@ -130,7 +130,7 @@ func TestProfileFromElsewhere(t *testing.T) {
 	if _, err := Read(path); err == nil || !strings.Contains(err.Error(), "layer fc1, format dense: 1 rows of times for 2 widths") {
 		t.Fatalf("a short table: %v", err)
 	}
-	p = table()
+	p = synthetic()
 	p.Version = 99
 	p.Write(path)
 	if _, err := Read(path); err == nil || !strings.Contains(err.Error(), "version 99") {

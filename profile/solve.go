@@ -21,18 +21,35 @@ type Loss struct {
 	Int8 *float64 `json:"int8,omitempty"`
 }
 
-// Budget bounds a configuration's predicted latency.
+// Budget bounds a configuration's predicted latency and model file
+// bytes; a bound of 0 is none (at least one is set).
 type Budget struct {
-	LatencyUs float64 `json:"latency_us"`
+	LatencyUs  float64 `json:"latency_us,omitempty"`
+	ModelBytes float64 `json:"model_bytes,omitempty"`
+}
+
+// Cost is how far a prediction is from the budget: the largest of
+// latency/budget and bytes/budget (≤ 1: met).
+func (b Budget) Cost(us, bytes float64) float64 {
+	c := 0.0
+	if b.LatencyUs > 0 {
+		c = us / b.LatencyUs
+	}
+	if b.ModelBytes > 0 {
+		c = max(c, bytes/b.ModelBytes)
+	}
+	return c
 }
 
 // Solution is the solver's choice.
 type Solution struct {
-	Config      Config  `json:"config"`
-	PredictedUs float64 `json:"predicted_us"`
-	Loss        float64 `json:"loss"`
+	Config         Config  `json:"config"`
+	PredictedUs    float64 `json:"predicted_us"`
+	PredictedBytes float64 `json:"predicted_bytes"`
+	Loss           float64 `json:"loss"`
 	// Met is false when no configuration of the candidates meets the
-	// budget: Config is then the fastest one found (the closest point).
+	// budget: Config is then the closest one found (the least of
+	// latency/budget and bytes/budget's larger).
 	Met      bool   `json:"met"`
 	Method   string `json:"method"`   // "exhaustive" or "lagrangian"
 	Explored int    `json:"explored"` // configurations evaluated
@@ -60,7 +77,8 @@ type space struct {
 	// For each profiled layer: the knobs of its format (-1: dense), its
 	// input and output groups (-1: whole) and the precision (-1: float).
 	layers    [][4]int
-	tables    [][]*[][]float64 // per layer, per (precision, format) key index
+	tables    [][]*[][]float64 // per layer, per (precision, format) key index: µs
+	sizes     [][]*[][]float64 // and bytes (weighted layers)
 	keyIndex  map[string]int
 	precision int
 }
@@ -126,20 +144,24 @@ func (p *Profile) compile(loss Loss) (*space, error) {
 			fk = -1
 		}
 		s.layers = append(s.layers, [4]int{fk, find(groupKnob, l.In), find(groupKnob, l.Out), s.precision})
-		tab := make([]*[][]float64, len(s.keyIndex))
+		tab, size := make([]*[][]float64, len(s.keyIndex)), make([]*[][]float64, len(s.keyIndex))
 		for key, i := range s.keyIndex {
 			if t, ok := l.Us[key]; ok {
 				tab[i] = &t
 			}
+			if t, ok := l.Bytes[key]; ok {
+				size[i] = &t
+			}
 		}
-		s.tables = append(s.tables, tab)
+		s.tables, s.sizes = append(s.tables, tab), append(s.sizes, size)
 	}
 	return s, nil
 }
 
-// eval is a choice's (one index per knob) predicted latency and loss.
-func (s *space) eval(x []int) (us, loss float64) {
-	us = s.p.OverheadUs
+// eval is a choice's (one index per knob) predicted latency, bytes and
+// loss.
+func (s *space) eval(x []int) (us, bytes, loss float64) {
+	us, bytes = s.p.OverheadUs, s.p.OverheadBytes
 	for k, v := range x {
 		loss += s.knobs[k].loss[v]
 	}
@@ -155,7 +177,7 @@ func (s *space) eval(x []int) (us, loss float64) {
 		if f != Dense && s.p.Layers[li].Weighted && dep[2] >= 0 && x[dep[2]] > 0 {
 			// A layer whose outputs are thinned is pruned by that alone
 			// (a recipe prunes a weight by one method).
-			return math.Inf(1), loss
+			return math.Inf(1), math.Inf(1), loss
 		}
 		i, j := 0, 0
 		if dep[1] >= 0 {
@@ -164,14 +186,22 @@ func (s *space) eval(x []int) (us, loss float64) {
 		if dep[2] >= 0 {
 			j = x[dep[2]]
 		}
-		t := *s.tables[li][s.keyIndex[Key(prec, f)]]
-		if v := t[i][j]; v >= 0 {
-			us += v
-		} else {
-			us += math.Sqrt(math.Max(t[i][i], 0) * math.Max(t[j][j], 0))
+		key := s.keyIndex[Key(prec, f)]
+		us += cell(*s.tables[li][key], i, j)
+		if sz := s.sizes[li][key]; sz != nil {
+			bytes += cell(*sz, i, j)
 		}
 	}
-	return us, loss
+	return us, bytes, loss
+}
+
+// cell is a table's value at widths i, j: the geometric mean of the equal
+// pairs where it was not measured.
+func cell(t [][]float64, i, j int) float64 {
+	if v := t[i][j]; v >= 0 {
+		return v
+	}
+	return math.Sqrt(math.Max(t[i][i], 0) * math.Max(t[j][j], 0))
 }
 
 // config turns a choice into a Config.
@@ -201,6 +231,9 @@ func (s *space) config(x []int) Config {
 // one method, and the thinning is that layer's. A budget no candidate
 // meets is reported as such, with the fastest configuration found.
 func (p *Profile) Solve(loss Loss, b Budget) (Solution, error) {
+	if b.LatencyUs <= 0 && b.ModelBytes <= 0 {
+		return Solution{}, fmt.Errorf("profile: a budget of latency, model bytes or both")
+	}
 	s, err := p.compile(loss)
 	if err != nil {
 		return Solution{}, err
@@ -209,18 +242,20 @@ func (p *Profile) Solve(loss Loss, b Budget) (Solution, error) {
 	for _, k := range s.knobs {
 		size *= float64(len(k.choices))
 	}
-	best, fastest := solution{loss: math.Inf(1)}, solution{us: math.Inf(1)}
+	// The search works on the cost (≤ 1: within budget) and the loss.
+	best, closest := solution{loss: math.Inf(1)}, solution{cost: math.Inf(1)}
 	explored := 0
-	consider := func(x []int) (us, loss float64) {
-		us, loss = s.eval(x)
+	consider := func(x []int) (cost, loss float64) {
+		us, bytes, loss := s.eval(x)
+		cost = b.Cost(us, bytes)
 		explored++
-		if us <= b.LatencyUs && loss < best.loss {
-			best = solution{x: slices.Clone(x), us: us, loss: loss}
+		if cost <= 1 && loss < best.loss {
+			best = solution{x: slices.Clone(x), us: us, bytes: bytes, cost: cost, loss: loss}
 		}
-		if us < fastest.us-1e-9 || (us <= fastest.us+1e-9 && loss < fastest.loss) {
-			fastest = solution{x: slices.Clone(x), us: us, loss: loss}
+		if cost < closest.cost-1e-12 || (cost <= closest.cost+1e-12 && loss < closest.loss) {
+			closest = solution{x: slices.Clone(x), us: us, bytes: bytes, cost: cost, loss: loss}
 		}
-		return us, loss
+		return cost, loss
 	}
 	method := "exhaustive"
 	if size <= float64(ExhaustiveLimit) {
@@ -243,28 +278,28 @@ func (p *Profile) Solve(loss Loss, b Budget) (Solution, error) {
 		// The precision decides every kernel at once: each is searched
 		// on its own.
 		if s.precision < 0 {
-			s.lagrangian(b.LatencyUs, make([]int, len(s.knobs)), consider)
+			s.lagrangian(1, make([]int, len(s.knobs)), consider)
 		}
 		for v := range 2 {
 			if s.precision >= 0 {
 				start := make([]int, len(s.knobs))
 				start[s.precision] = v
-				s.lagrangian(b.LatencyUs, start, consider)
+				s.lagrangian(1, start, consider)
 			}
 		}
 	}
 	out := Solution{Method: method, Explored: explored, Met: best.x != nil}
 	pick := best
 	if !out.Met {
-		pick = fastest
+		pick = closest
 	}
-	out.Config, out.PredictedUs, out.Loss = s.config(pick.x), pick.us, pick.loss
+	out.Config, out.PredictedUs, out.PredictedBytes, out.Loss = s.config(pick.x), pick.us, pick.bytes, pick.loss
 	return out, nil
 }
 
 type solution struct {
-	x        []int
-	us, loss float64
+	x                     []int
+	us, bytes, cost, loss float64
 }
 
 // lagrangian minimises loss + λ·latency by coordinate descent (each knob
@@ -302,7 +337,7 @@ func (s *space) lagrangian(budget float64, start []int, consider func([]int) (fl
 					break
 				}
 			}
-			u, _ := s.eval(x)
+			u, _ := consider(x)
 			us = min(us, u)
 		}
 		return us
@@ -365,7 +400,7 @@ func (s *space) greedy(budget float64, start []int, consider func([]int) (float6
 		} else {
 			x[bestK] = bestV
 		}
-		us, loss = s.eval(x)
+		us, loss = consider(x)
 	}
 	return x
 }

@@ -15,7 +15,7 @@ func ptr(v float64) *float64 { return &v }
 // budget that nothing meets is reported unmet with the fastest
 // configuration.
 func TestSolve(t *testing.T) {
-	p := table()
+	p := synthetic()
 	loss := Loss{Width: [][]float64{nil, {0, 0.2}, {0, 0.5}}, Format: map[string]map[string]float64{"fc1": {Sparse(0.9): 0.1}}, Int8: ptr(0.3)}
 	for _, tc := range []struct {
 		budget float64
@@ -57,7 +57,7 @@ func TestSolve(t *testing.T) {
 func TestSolveRandom(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	for trial := range 200 {
-		p := table()
+		p := synthetic()
 		for li := range p.Layers {
 			for _, key := range p.keys() { // in order: the tables are a pure function of the seed
 				tab := p.Layers[li].Us[key]
@@ -95,5 +95,69 @@ func TestSolveRandom(t *testing.T) {
 		if !ex.Met && lg.Met {
 			t.Fatalf("trial %d: the lagrangian met a budget the enumeration did not", trial)
 		}
+	}
+}
+
+// TestSolveBytes: a model-bytes budget, alone, picks the least loss whose
+// predicted file fits (hand-enumerated on the synthetic table with sizes:
+// int8 a quarter of float); latency and bytes together must both hold.
+func TestSolveBytes(t *testing.T) {
+	p := synthetic()
+	b := func(a, b, c, d float64) [][]float64 { return [][]float64{{a, b}, {c, d}} }
+	sizes := map[string]map[string][][]float64{
+		"conv1": {Dense: b(100, 50, -1, -1), Sparse(0.9): b(30, 15, -1, -1)},
+		"fc1":   {Dense: b(1000, 500, 500, 250), Sparse(0.9): b(100, -1, -1, 25)},
+		"fc2":   {Dense: b(10, -1, 5, -1), Sparse(0.9): b(10, -1, 5, -1)},
+	}
+	for i := range p.Layers {
+		l := &p.Layers[i]
+		if !l.Weighted {
+			continue
+		}
+		l.Bytes = map[string][][]float64{}
+		for f, tab := range sizes[l.Name] {
+			l.Bytes[f] = tab
+			q := b(tab[0][0]/4, tab[0][1]/4, tab[1][0]/4, tab[1][1]/4)
+			for r := range q {
+				for c := range q[r] {
+					if tab[r][c] < 0 {
+						q[r][c] = -1
+					}
+				}
+			}
+			l.Bytes[Key(Int8, f)] = q
+		}
+	}
+	loss := Loss{Width: [][]float64{nil, {0, 0.2}, {0, 0.5}}, Format: map[string]map[string]float64{"fc1": {Sparse(0.9): 0.1}}, Int8: ptr(0.3)}
+	for _, tc := range []struct {
+		budget Budget
+		want   Config
+		bytes  float64
+	}{
+		// 1 110 bytes dense; fc1 sparse: 210 at 0.1.
+		{Budget{ModelBytes: 400}, Config{Keep: []float64{1, 1, 1, 1}, Format: map[string]string{"fc1": Sparse(0.9)}}, 210},
+		// conv1 halved, fc1 sparse: 50 + √(100·25) + 10 = 110 at 0.3 (int8 alone: 277.5).
+		{Budget{ModelBytes: 150}, Config{Keep: []float64{1, 0.5, 1, 1}, Format: map[string]string{"fc1": Sparse(0.9)}}, 110},
+		// Both: 110 bytes take 15 µs; under 12 µs as well only int8 with conv1 halved (11.5 µs, 140 bytes).
+		{Budget{ModelBytes: 150, LatencyUs: 12}, Config{Keep: []float64{1, 0.5, 1, 1}, Format: map[string]string{}, Int8: true}, 140},
+	} {
+		for _, limit := range []int{ExhaustiveLimit, 0} {
+			saved := ExhaustiveLimit
+			ExhaustiveLimit = limit
+			sol, err := p.Solve(loss, tc.budget)
+			ExhaustiveLimit = saved
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !sol.Met || !reflect.DeepEqual(sol.Config, tc.want) || math.Abs(sol.PredictedBytes-tc.bytes) > 1e-9 {
+				t.Errorf("%+v (%s): %+v, %g bytes, met %v; want %+v, %g bytes", tc.budget, sol.Method, sol.Config, sol.PredictedBytes, sol.Met, tc.want, tc.bytes)
+			}
+			if got, err := p.PredictBytes(sol.Config); err != nil || math.Abs(got-sol.PredictedBytes) > 1e-9 {
+				t.Errorf("PredictBytes %g (%v), the solver's %g", got, err, sol.PredictedBytes)
+			}
+		}
+	}
+	if _, err := p.Solve(loss, Budget{}); err == nil {
+		t.Fatal("an empty budget was accepted")
 	}
 }

@@ -713,8 +713,11 @@ func (d *decoder) target(b *hcl.Block, j *Job) {
 	if _, ok := targetSection.decode(d, b, "target.", &t, j); !ok {
 		return
 	}
-	if (t.LatencyUs > 0) == (t.LatencyFraction > 0) {
+	switch {
+	case t.LatencyUs > 0 && t.LatencyFraction > 0:
 		d.errorf(b.DefRange, "invalid target", "a target sets its latency budget once: latency_us, or latency_fraction of the dense model's")
+	case t.LatencyUs == 0 && t.LatencyFraction == 0 && t.ModelBytes == 0:
+		d.errorf(b.DefRange, "invalid target", "a target sets a budget: latency_us or latency_fraction, model_bytes, or both")
 	}
 	if t.Profile != "" && !filepath.IsAbs(t.Profile) && d.filename != "" {
 		t.Profile = filepath.Join(filepath.Dir(d.filename), t.Profile)

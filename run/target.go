@@ -38,7 +38,8 @@ const (
 // Search is search.json: the dense model, every point explored and the
 // one chosen.
 type Search struct {
-	BudgetUs          float64       `json:"budget_us"`
+	BudgetUs          float64       `json:"budget_us"`    // 0: no latency budget
+	BudgetBytes       int64         `json:"budget_bytes"` // 0: no size budget
 	Batch             int           `json:"batch"`
 	Threads           int           `json:"threads"`
 	MaxAccuracyDrop   float64       `json:"max_accuracy_drop"`
@@ -57,10 +58,11 @@ type Search struct {
 // and what the fine-tuned model measured.
 type SearchPoint struct {
 	Round              int            `json:"round"`
-	SolverBudgetUs     float64        `json:"solver_budget_us"`
+	SolverBudget       profile.Budget `json:"solver_budget"`
 	Config             profile.Config `json:"config"`
 	PredictedLoss      float64        `json:"predicted_loss"`
 	PredictedLatencyUs float64        `json:"predicted_latency_us"`
+	PredictedBytes     float64        `json:"predicted_bytes"`
 	// MeasuredLatencyUs is the fine-tuned model file's, in the runtime on
 	// this machine (-1 with a profile from another machine: its
 	// prediction is then what the budget is held to).
@@ -112,7 +114,7 @@ func searchTarget(ctx context.Context, job *recipes.Job, opts Options) (*rundir.
 		s.Profile = filepath.Join(dir, ProfileFile)
 	}
 	s.DenseLatencyUs = p.DenseUs
-	s.BudgetUs = t.LatencyUs
+	s.BudgetUs, s.BudgetBytes = t.LatencyUs, int64(t.ModelBytes)
 	if t.LatencyFraction > 0 {
 		s.BudgetUs = t.LatencyFraction * p.DenseUs
 	}
@@ -143,14 +145,14 @@ func searchTarget(ctx context.Context, job *recipes.Job, opts Options) (*rundir.
 	}
 	rr := &rounds{job: job, opts: opts, dir: dir, densePath: densePath, dense: dm, p: p, eng: eng, measure: here, log: log}
 	var sums []*rundir.Summary
-	solverBudget := s.BudgetUs
+	solverBudget := profile.Budget{LatencyUs: s.BudgetUs, ModelBytes: float64(s.BudgetBytes)}
 	for round := 1; round <= t.Rounds; round++ {
-		sol, err := p.Solve(loss, profile.Budget{LatencyUs: solverBudget})
+		sol, err := p.Solve(loss, solverBudget)
 		if err != nil {
 			return nil, err
 		}
-		log.Info("round", "round", round, "solver_budget_us", solverBudget, "predicted_us", sol.PredictedUs, "predicted_loss", sol.Loss, "met", sol.Met, "method", sol.Method)
-		pt := SearchPoint{Round: round, SolverBudgetUs: solverBudget, Config: sol.Config, PredictedLoss: sol.Loss, PredictedLatencyUs: sol.PredictedUs, MeasuredLatencyUs: -1}
+		log.Info("round", "round", round, "solver_budget_us", solverBudget.LatencyUs, "solver_budget_bytes", solverBudget.ModelBytes, "predicted_us", sol.PredictedUs, "predicted_bytes", sol.PredictedBytes, "predicted_loss", sol.Loss, "met", sol.Met, "method", sol.Method)
+		pt := SearchPoint{Round: round, SolverBudget: solverBudget, Config: sol.Config, PredictedLoss: sol.Loss, PredictedLatencyUs: sol.PredictedUs, PredictedBytes: sol.PredictedBytes, MeasuredLatencyUs: -1}
 		sum, err := rr.run(ctx, &pt)
 		if err != nil {
 			return nil, err
@@ -160,16 +162,19 @@ func searchTarget(ctx context.Context, job *recipes.Job, opts Options) (*rundir.
 		if here {
 			latency = pt.MeasuredLatencyUs
 		}
-		pt.Met = latency <= s.BudgetUs && s.DenseValAccuracy-pt.ValAccuracy <= t.MaxAccuracyDrop
+		fast := s.BudgetUs == 0 || latency <= s.BudgetUs
+		small := s.BudgetBytes == 0 || pt.ModelBytes <= s.BudgetBytes
+		pt.Met = fast && small && s.DenseValAccuracy-pt.ValAccuracy <= t.MaxAccuracyDrop
 		s.Points = append(s.Points, pt)
 		log.Info("round done", "round", round, "latency_us", latency, "val_accuracy", pt.ValAccuracy, "test_accuracy", pt.TestAccuracy, "bytes", pt.ModelBytes, "met", pt.Met)
-		if pt.Met {
-			break
+		if pt.Met || (fast && small) {
+			break // met; or the budget met and the accuracy not: a tighter budget only loses more
 		}
-		if latency > s.BudgetUs { // tighten by the miss
-			solverBudget *= s.BudgetUs / latency
-		} else {
-			break // latency met, accuracy not: a tighter budget only loses more
+		if !fast { // tighten by the miss
+			solverBudget.LatencyUs *= s.BudgetUs / latency
+		}
+		if !small {
+			solverBudget.ModelBytes *= float64(s.BudgetBytes) / float64(pt.ModelBytes)
 		}
 	}
 	s.Chosen, s.Met = choose(s)
@@ -495,20 +500,23 @@ func roundJob(job *recipes.Job, densePath string, dense *model.Model, p *profile
 }
 
 // choose picks the point that met the budget and the accuracy bound with
-// the best validation accuracy; with none, the one of least latency.
+// the best validation accuracy; with none, the closest to the budget (the
+// least of latency/budget and bytes/budget's larger).
 func choose(s *Search) (int, bool) {
 	best, met := -1, false
-	lat := func(p SearchPoint) float64 {
+	b := profile.Budget{LatencyUs: s.BudgetUs, ModelBytes: float64(s.BudgetBytes)}
+	cost := func(p SearchPoint) float64 {
+		lat := p.PredictedLatencyUs
 		if p.MeasuredLatencyUs >= 0 {
-			return p.MeasuredLatencyUs
+			lat = p.MeasuredLatencyUs
 		}
-		return p.PredictedLatencyUs
+		return b.Cost(lat, float64(p.ModelBytes))
 	}
 	for i, p := range s.Points {
 		switch {
 		case p.Met && (!met || p.ValAccuracy > s.Points[best].ValAccuracy):
 			best, met = i, true
-		case !met && (best < 0 || lat(p) < lat(s.Points[best])):
+		case !met && (best < 0 || cost(p) < cost(s.Points[best])):
 			best = i
 		}
 	}

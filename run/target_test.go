@@ -81,6 +81,12 @@ func TestTargetSearch(t *testing.T) {
 		t.Fatalf("an unmeetable budget: %+v", s)
 	}
 
+	// A size budget alone: the file fits (the dense one is ≈ 102 KB).
+	s = search("small", "    model_bytes = 60000\n    rounds = 2\n    max_accuracy_drop = 1")
+	if pt := s.Points[s.Chosen]; !s.Met || s.BudgetBytes != 60000 || s.BudgetUs != 0 || pt.ModelBytes > 60000 || pt.PredictedBytes <= 0 {
+		t.Fatalf("a size budget: %+v", s)
+	}
+
 	// A profile from elsewhere: its numbers, not this machine's.
 	p, err := profile.Read(filepath.Join(base, "half", ProfileFile))
 	if err != nil {

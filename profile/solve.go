@@ -364,86 +364,55 @@ func (s *space) lagrangian(budget float64, start []int, consider func([]int) (fl
 }
 
 // greedy starts from start and makes, one at a time, the single change
-// (not of the precision) that saves latency at the least loss per µs —
-// or, where none saves any, the best pair of changes — until the budget
-// is met or nothing saves time; it returns where it stopped.
+// (not of the precision) that saves cost at the least loss per unit
+// saved — or, where none saves any, the best pair of changes — until the
+// budget is met or nothing saves; it returns where it stopped.
 func (s *space) greedy(budget float64, start []int, consider func([]int) (float64, float64)) []int {
 	x := slices.Clone(start)
 	us, loss := consider(x)
 	for us > budget {
-		bestK, bestV, bestRate := -1, 0, math.Inf(1)
-		for k := range s.knobs {
-			if k == s.precision {
-				continue
-			}
-			old := x[k]
-			for v := range s.knobs[k].choices {
-				if v == old {
-					continue
-				}
-				x[k] = v
-				u, l := consider(x)
-				if u < us-1e-9 {
-					if rate := (l - loss) / (us - u); rate < bestRate {
-						bestK, bestV, bestRate = k, v, rate
-					}
+		var best []int // the knobs and values of the best move, in pairs
+		bestRate := math.Inf(1)
+		rate := func(move ...int) {
+			if u, l := consider(x); u < us-1e-9 {
+				if r := (l - loss) / (us - u); r < bestRate {
+					best, bestRate = slices.Clone(move), r
 				}
 			}
-			x[k] = old
 		}
-		if bestK < 0 {
-			// No single change saves time (a thinned layer must stay
-			// dense, say): the best pair of changes, if one does.
-			if !s.pairStep(x, us, loss, consider) {
-				break
-			}
-		} else {
-			x[bestK] = bestV
+		s.changes(x, 0, func(k, v int) { rate(k, v) })
+		if best == nil {
+			// No single change saves (a thinned layer must stay dense,
+			// say): the best pair of changes, if one does.
+			s.changes(x, 0, func(k1, v1 int) {
+				s.changes(x, k1+1, func(k2, v2 int) { rate(k1, v1, k2, v2) })
+			})
+		}
+		if best == nil {
+			break
+		}
+		for m := 0; m < len(best); m += 2 {
+			x[best[m]] = best[m+1]
 		}
 		us, loss = consider(x)
 	}
 	return x
 }
 
-// pairStep makes the change of two knobs at once that saves latency at the
-// least loss per µs, reporting whether one does.
-func (s *space) pairStep(x []int, us, loss float64, consider func([]int) (float64, float64)) bool {
-	type move struct{ k1, v1, k2, v2 int }
-	best, bestRate := move{k1: -1}, math.Inf(1)
-	for k1 := range s.knobs {
-		if k1 == s.precision {
+// changes calls f with x changed at one knob from the from-th on (the
+// precision left alone) to each of its other values, restoring it after.
+func (s *space) changes(x []int, from int, f func(k, v int)) {
+	for k := from; k < len(s.knobs); k++ {
+		if k == s.precision {
 			continue
 		}
-		o1 := x[k1]
-		for v1 := range s.knobs[k1].choices {
-			if v1 == o1 {
-				continue
-			}
-			x[k1] = v1
-			for k2 := k1 + 1; k2 < len(s.knobs); k2++ {
-				if k2 == s.precision {
-					continue
-				}
-				o2 := x[k2]
-				for v2 := range s.knobs[k2].choices {
-					if v2 == o2 {
-						continue
-					}
-					x[k2] = v2
-					if u, l := consider(x); u < us-1e-9 {
-						if rate := (l - loss) / (us - u); rate < bestRate {
-							best, bestRate = move{k1, v1, k2, v2}, rate
-						}
-					}
-				}
-				x[k2] = o2
+		old := x[k]
+		for v := range s.knobs[k].choices {
+			if v != old {
+				x[k] = v
+				f(k, v)
 			}
 		}
-		x[k1] = o1
+		x[k] = old
 	}
-	if best.k1 < 0 {
-		return false
-	}
-	x[best.k1], x[best.k2] = best.v1, best.v2
-	return true
 }

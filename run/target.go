@@ -5,6 +5,7 @@ import (
 	"encoding/csv"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -105,36 +106,13 @@ func searchTarget(ctx context.Context, job *recipes.Job, opts Options) (*rundir.
 		return nil, err
 	}
 	eng := cpu.New(cpu.Options{Threads: t.Threads, Logger: hclog.NewNullLogger(), Spin: infer.Spin})
-	p, here, err := targetProfile(job, dense, densePath, eng, dir, log)
+	s, p, loss, err := searchSetup(job, dense, densePath, eng, dir, log)
 	if err != nil {
 		return nil, err
 	}
-	s := &Search{Batch: t.Batch, Threads: t.Threads, MaxAccuracyDrop: t.MaxAccuracyDrop, Profile: t.Profile, ProfiledHere: here, Chosen: -1}
-	if here {
-		s.Profile = filepath.Join(dir, ProfileFile)
-	}
-	s.DenseLatencyUs = p.DenseUs
-	s.BudgetUs, s.BudgetBytes = t.LatencyUs, int64(t.ModelBytes)
-	if t.LatencyFraction > 0 {
-		s.BudgetUs = t.LatencyFraction * p.DenseUs
-	}
-	_, val, test, err := targetSplits(job)
-	if err != nil {
-		return nil, err
-	}
-	if s.DenseValAccuracy, err = fileAccuracy(dense, eng, val); err != nil {
-		return nil, err
-	}
-	if s.DenseTestAccuracy, err = fileAccuracy(dense, eng, test); err != nil {
-		return nil, err
-	}
-	if st, err := os.Stat(densePath); err == nil {
-		s.DenseBytes = st.Size()
-	}
-	log.Info("dense model", "path", densePath, "latency_us", p.DenseUs, "val_accuracy", s.DenseValAccuracy, "budget_us", s.BudgetUs)
-	loss, err := searchLoss(dense, p, eng, val, s.DenseValAccuracy, log)
-	if err != nil {
-		return nil, err
+	here := s.ProfiledHere
+	if here && opts.Cluster != nil {
+		log.Warn("the rounds' latencies are measured here while the cluster's workers wait for the next round; workers on this machine compete for its cores and make them read high — search in-process, or keep the workers on other machines")
 	}
 	if err := rundir.WriteJSON(filepath.Join(dir, SearchLossFile), loss); err != nil {
 		return nil, fmt.Errorf("run: %w", err)
@@ -254,6 +232,80 @@ func (r *rounds) run(ctx context.Context, pt *SearchPoint) (*rundir.Summary, err
 	return sum, nil
 }
 
+// searchSetup is what a search knows before its rounds: the profile
+// (measured here and written into dir, or the recipe's), the budget, the
+// dense model's accuracies and each setting's one-shot cost.
+func searchSetup(job *recipes.Job, dense *checkpoint.File, densePath string, eng compute.Engine, dir string, log hclog.Logger) (*Search, *profile.Profile, profile.Loss, error) {
+	t := job.Target
+	var loss profile.Loss
+	p, here, err := targetProfile(job, dense, densePath, eng, dir, log)
+	if err != nil {
+		return nil, nil, loss, err
+	}
+	s := &Search{Batch: t.Batch, Threads: t.Threads, MaxAccuracyDrop: t.MaxAccuracyDrop, Profile: t.Profile, ProfiledHere: here, Chosen: -1}
+	if here && dir != "" {
+		s.Profile = filepath.Join(dir, ProfileFile)
+	}
+	s.DenseLatencyUs = p.DenseUs
+	s.BudgetUs, s.BudgetBytes = t.LatencyUs, int64(t.ModelBytes)
+	if t.LatencyFraction > 0 {
+		s.BudgetUs = t.LatencyFraction * p.DenseUs
+	}
+	_, val, test, err := targetSplits(job)
+	if err != nil {
+		return nil, nil, loss, err
+	}
+	if s.DenseValAccuracy, err = fileAccuracy(dense, eng, val); err != nil {
+		return nil, nil, loss, err
+	}
+	if s.DenseTestAccuracy, err = fileAccuracy(dense, eng, test); err != nil {
+		return nil, nil, loss, err
+	}
+	if st, err := os.Stat(densePath); err == nil {
+		s.DenseBytes = st.Size()
+	}
+	log.Info("dense model", "path", densePath, "latency_us", p.DenseUs, "val_accuracy", s.DenseValAccuracy, "budget_us", s.BudgetUs, "budget_bytes", s.BudgetBytes)
+	loss, err = searchLoss(dense, p, eng, val, s.DenseValAccuracy, log)
+	return s, p, loss, err
+}
+
+// TargetDryRun prints what a target search's first round would train —
+// the solver's settings and their predicted latency, bytes and one-shot
+// loss — from the recipe's dense model file, profiling it here unless the
+// recipe gives a profile; it trains nothing and writes nothing. Without a
+// model file it says the settings come after the dense model is trained.
+func TargetDryRun(w io.Writer, job *recipes.Job, log hclog.Logger) error {
+	t := job.Target
+	if t == nil {
+		return nil
+	}
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	if job.Model.File == "" {
+		fmt.Fprintln(w, "target: the settings are chosen once the dense model is trained (give model.file to see them now)")
+		return nil
+	}
+	dense, err := checkpoint.Read(job.Model.File)
+	if err != nil {
+		return job.Errorf("model.file", "%v", err)
+	}
+	eng := cpu.New(cpu.Options{Threads: t.Threads, Logger: hclog.NewNullLogger(), Spin: infer.Spin})
+	s, p, loss, err := searchSetup(job, dense, job.Model.File, eng, "", log)
+	if err != nil {
+		return err
+	}
+	sol, err := p.Solve(loss, profile.Budget{LatencyUs: s.BudgetUs, ModelBytes: float64(s.BudgetBytes)})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "target: dense %.1f µs, %d bytes, validation %.2f %%; budget %.1f µs, %d bytes (0: none)\n",
+		p.DenseUs, s.DenseBytes, 100*s.DenseValAccuracy, s.BudgetUs, s.BudgetBytes)
+	fmt.Fprintf(w, "first round (%s, met %v): keep %v, formats %v, int8 %v\n  predicted %.1f µs, %.0f bytes, one-shot loss %.2f pp\n",
+		sol.Method, sol.Met, sol.Config.Keep, sol.Config.Format, sol.Config.Int8, sol.PredictedUs, sol.PredictedBytes, 100*sol.Loss)
+	return nil
+}
+
 // denseModel is the search's dense model file: the recipe's model file,
 // or one trained first in <run-dir>/dense with the recipe's model, data and
 // optimizer (kept when a finished one is there).
@@ -304,6 +356,9 @@ func targetProfile(job *recipes.Job, dense *checkpoint.File, densePath string, e
 		}})
 	if err != nil {
 		return nil, false, job.Errorf("target", "%v", err)
+	}
+	if dir == "" { // a dry run writes nothing
+		return p, true, nil
 	}
 	return p, true, p.Write(filepath.Join(dir, ProfileFile))
 }

@@ -137,6 +137,10 @@ func realMain(args []string, stderr io.Writer) int {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
+		if err := run.TargetDryRun(os.Stdout, job, log); err != nil { // a target search: its first round's settings
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
 		return 0
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -108,7 +108,7 @@ func Measure(f *checkpoint.File, eng compute.Engine, o Options) (*Profile, error
 	sizes := make([]map[string][][][]float64, len(p.Layers))
 	for k := range sizes {
 		sizes[k] = map[string][][][]float64{}
-		for _, key := range p.keys() {
+		for _, key := range p.sizeKeys() {
 			sizes[k][key] = grid(n, func() []float64 { return nil })
 		}
 	}
@@ -140,9 +140,23 @@ func Measure(f *checkpoint.File, eng compute.Engine, o Options) (*Profile, error
 				if err != nil {
 					return nil, err
 				}
-				stored := map[string]int{}
-				for _, t := range vf.Tensors {
-					stored[t.Name] = t.StoredBytes
+				stored, stored4 := storedBytes(vf), map[string]int(nil)
+				if c.Int8 { // the same network in 4-bit codes: its sizes (its kernels are int8's)
+					c4 := c
+					c4.Bits = map[string]int{}
+					for _, l := range p.Layers {
+						if l.Weighted {
+							c4.Bits[l.Name] = 4
+						}
+					}
+					v4, err := Build(f, c4)
+					if err != nil {
+						return nil, err
+					}
+					if _, err := checkpoint.Encode(v4); err != nil {
+						return nil, err
+					}
+					stored4 = storedBytes(v4)
 				}
 				layers, call, err := timeFile(vf, eng, o.Batch, o.Budget)
 				if err != nil {
@@ -167,6 +181,10 @@ func Measure(f *checkpoint.File, eng compute.Engine, o Options) (*Profile, error
 						b := stored[l.Name] + stored[l.Name+".bias"]
 						sizes[k][key][i][j] = append(sizes[k][key][i][j], float64(b))
 						weights += b
+						if stored4 != nil {
+							k4 := Key4(s)
+							sizes[k][k4][i][j] = append(sizes[k][k4][i][j], float64(stored4[l.Name]+stored4[l.Name+".bias"]))
+						}
 					}
 				}
 				overhead = append(overhead, us(call)-sum)
@@ -185,7 +203,7 @@ func Measure(f *checkpoint.File, eng compute.Engine, o Options) (*Profile, error
 	for k := range p.Layers {
 		p.Layers[k].Us = table(p.keys(), n, samples[k])
 		if p.Layers[k].Weighted {
-			p.Layers[k].Bytes = table(p.keys(), n, sizes[k])
+			p.Layers[k].Bytes = table(p.sizeKeys(), n, sizes[k])
 		}
 	}
 	slices.Sort(overhead)
@@ -198,6 +216,15 @@ func Measure(f *checkpoint.File, eng compute.Engine, o Options) (*Profile, error
 		}
 	}
 	return p, nil
+}
+
+// storedBytes is each tensor's stored bytes in an encoded file.
+func storedBytes(f *checkpoint.File) map[string]int {
+	out := map[string]int{}
+	for _, t := range f.Tensors {
+		out[t.Name] = t.StoredBytes
+	}
+	return out
 }
 
 // table is the median of the samples at each key and pair of widths (-1

@@ -112,7 +112,8 @@ type Layer struct {
 	// where not measured.
 	Us map[string][][]float64 `json:"us"`
 	// Bytes, laid out as Us, are the bytes its weight and bias take in
-	// the model file (8-bit codes at int8); nil for a layer without
+	// the model file (8-bit codes at int8; under Key4, the int8
+	// variants' with every weight in 4 bits); nil for a layer without
 	// weights.
 	Bytes map[string][][]float64 `json:"bytes,omitempty"`
 }
@@ -157,6 +158,10 @@ const (
 	Float = "float"
 	Int8  = "int8"
 )
+
+// Key4 names the sizes of a format's weights in 4-bit codes (integer
+// kernels; their latency is int8's).
+func Key4(format string) string { return "int4:" + format }
 
 // Key names a precision's and format's table.
 func Key(precision, format string) string {
@@ -214,13 +219,16 @@ func checkWidths(ws []float64) error {
 }
 
 // PredictBytes is a configuration's model file bytes from the table: its
-// weighted layers' bytes at their formats, precision and widths, plus the
-// file's other bytes. A layer's 4-bit weights are counted as 8-bit ones.
+// weighted layers' bytes at their formats, precision, bit widths and
+// widths, plus the file's other bytes.
 func (p *Profile) PredictBytes(c Config) (float64, error) {
 	total := p.OverheadBytes
 	err := p.walk(c, func(l *Layer, key string, i, j int) error {
 		if !l.Weighted || l.Bytes == nil {
 			return nil
+		}
+		if c.Int8 && c.Bits[l.Name] == 4 {
+			key = Key4(cmp.Or(c.Format[l.Name], Dense))
 		}
 		t := l.Bytes[key]
 		if t == nil {
@@ -407,6 +415,18 @@ func (p *Profile) keys() []string {
 	for _, pr := range p.Precisions {
 		for _, f := range p.Formats {
 			k = append(k, Key(pr, f))
+		}
+	}
+	return k
+}
+
+// sizeKeys are the size tables a weighted layer has: each table's, and
+// each format's in 4-bit codes where integer kernels were profiled.
+func (p *Profile) sizeKeys() []string {
+	k := p.keys()
+	if slices.Contains(p.Precisions, Int8) {
+		for _, f := range p.Formats {
+			k = append(k, Key4(f))
 		}
 	}
 	return k

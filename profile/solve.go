@@ -19,6 +19,9 @@ type Loss struct {
 	Width [][]float64 `json:"width,omitempty"`
 	// Int8 is the loss of running on integer kernels; nil: float only.
 	Int8 *float64 `json:"int8,omitempty"`
+	// Bits4[layer] is the loss of the layer's weights in 4 bits rather
+	// than 8, on integer kernels (a size setting: the kernels are int8's).
+	Bits4 map[string]float64 `json:"bits4,omitempty"`
 }
 
 // Budget bounds a configuration's predicted latency and model file
@@ -65,7 +68,8 @@ var ExhaustiveLimit = 200_000
 // the precision.
 type knob struct {
 	group   int    // ≥ 0: a group's width index
-	layer   string // a weighted layer's format
+	layer   string // a weighted layer's format, or its bits
+	bits    bool   // the layer's weights in 8 or 4 bits (integer kernels)
 	choices []string
 	loss    []float64
 }
@@ -76,7 +80,7 @@ type space struct {
 	knobs []knob
 	// For each profiled layer: the knobs of its format (-1: dense), its
 	// input and output groups (-1: whole) and the precision (-1: float).
-	layers    [][4]int
+	layers    [][5]int         // …, and the layer's bits knob (-1: 8 bits)
 	tables    [][]*[][]float64 // per layer, per (precision, format) key index: µs
 	sizes     [][]*[][]float64 // and bytes (weighted layers)
 	keyIndex  map[string]int
@@ -85,7 +89,7 @@ type space struct {
 
 func (p *Profile) compile(loss Loss) (*space, error) {
 	s := &space{p: p, precision: -1, keyIndex: map[string]int{}}
-	for i, k := range p.keys() {
+	for i, k := range p.sizeKeys() { // the latency tables' keys first, then the 4-bit sizes'
 		s.keyIndex[k] = i
 	}
 	groupKnob := map[int]int{}
@@ -124,9 +128,16 @@ func (p *Profile) compile(loss Loss) (*space, error) {
 			return nil, fmt.Errorf("profile: loss for %q, not a weighted layer of the profiled network", name)
 		}
 	}
+	bitsKnob := map[string]int{}
 	if loss.Int8 != nil && slices.Contains(p.Precisions, Int8) {
 		s.precision = len(s.knobs)
 		s.knobs = append(s.knobs, knob{group: -1, choices: []string{Float, Int8}, loss: []float64{0, *loss.Int8}})
+		for _, l := range p.Layers {
+			if v, ok := loss.Bits4[l.Name]; ok && l.Weighted {
+				bitsKnob[l.Name] = len(s.knobs)
+				s.knobs = append(s.knobs, knob{group: -1, layer: l.Name, bits: true, choices: []string{"8", "4"}, loss: []float64{0, v}})
+			}
+		}
 	}
 	find := func(m map[int]int, g int) int {
 		if k, ok := m[g]; ok {
@@ -143,7 +154,11 @@ func (p *Profile) compile(loss Loss) (*space, error) {
 		if !ok {
 			fk = -1
 		}
-		s.layers = append(s.layers, [4]int{fk, find(groupKnob, l.In), find(groupKnob, l.Out), s.precision})
+		bk, ok := bitsKnob[l.Name]
+		if !ok {
+			bk = -1
+		}
+		s.layers = append(s.layers, [5]int{fk, find(groupKnob, l.In), find(groupKnob, l.Out), s.precision, bk})
 		tab, size := make([]*[][]float64, len(s.keyIndex)), make([]*[][]float64, len(s.keyIndex))
 		for key, i := range s.keyIndex {
 			if t, ok := l.Us[key]; ok {
@@ -188,6 +203,12 @@ func (s *space) eval(x []int) (us, bytes, loss float64) {
 		}
 		key := s.keyIndex[Key(prec, f)]
 		us += cell(*s.tables[li][key], i, j)
+		if b := dep[4]; b >= 0 && x[b] == 1 {
+			if prec == Float { // 4-bit weights run on integer kernels only
+				return math.Inf(1), math.Inf(1), loss
+			}
+			key = s.keyIndex[Key4(f)]
+		}
 		if sz := s.sizes[li][key]; sz != nil {
 			bytes += cell(*sz, i, j)
 		}
@@ -214,6 +235,13 @@ func (s *space) config(x []int) Config {
 		switch kn := s.knobs[k]; {
 		case kn.group >= 0:
 			c.Keep[kn.group] = s.p.Widths[v]
+		case kn.bits:
+			if v == 1 {
+				if c.Bits == nil {
+					c.Bits = map[string]int{}
+				}
+				c.Bits[kn.layer] = 4
+			}
 		case kn.layer != "":
 			if kn.choices[v] != Dense {
 				c.Format[kn.layer] = kn.choices[v]

@@ -100,7 +100,8 @@ func TestSolveRandom(t *testing.T) {
 
 // TestSolveBytes: a model-bytes budget, alone, picks the least loss whose
 // predicted file fits (hand-enumerated on the synthetic table with sizes:
-// int8 a quarter of float); latency and bytes together must both hold.
+// int8 a quarter of float, 4-bit an eighth); latency and bytes together
+// must both hold.
 func TestSolveBytes(t *testing.T) {
 	p := synthetic()
 	b := func(a, b, c, d float64) [][]float64 { return [][]float64{{a, b}, {c, d}} }
@@ -126,9 +127,18 @@ func TestSolveBytes(t *testing.T) {
 				}
 			}
 			l.Bytes[Key(Int8, f)] = q
+			h := b(q[0][0]/2, q[0][1]/2, q[1][0]/2, q[1][1]/2) // 4-bit codes: half of 8-bit
+			for r := range h {
+				for c := range h[r] {
+					if q[r][c] < 0 {
+						h[r][c] = -1
+					}
+				}
+			}
+			l.Bytes[Key4(f)] = h
 		}
 	}
-	loss := Loss{Width: [][]float64{nil, {0, 0.2}, {0, 0.5}}, Format: map[string]map[string]float64{"fc1": {Sparse(0.9): 0.1}}, Int8: ptr(0.3)}
+	loss := Loss{Width: [][]float64{nil, {0, 0.2}, {0, 0.5}}, Format: map[string]map[string]float64{"fc1": {Sparse(0.9): 0.1}}, Int8: ptr(0.3), Bits4: map[string]float64{"fc1": 0.05}}
 	for _, tc := range []struct {
 		budget Budget
 		want   Config
@@ -140,6 +150,8 @@ func TestSolveBytes(t *testing.T) {
 		{Budget{ModelBytes: 150}, Config{Keep: []float64{1, 0.5, 1, 1}, Format: map[string]string{"fc1": Sparse(0.9)}}, 110},
 		// Both: 110 bytes take 15 µs; under 12 µs as well only int8 with conv1 halved (11.5 µs, 140 bytes).
 		{Budget{ModelBytes: 150, LatencyUs: 12}, Config{Keep: []float64{1, 0.5, 1, 1}, Format: map[string]string{}, Int8: true}, 140},
+		// 45 bytes: int8, fc1 sparse in 4 bits: 25 + 12.5 + 2.5 = 40 at 0.45 (conv1 halved instead: 27.5 at 0.6).
+		{Budget{ModelBytes: 45}, Config{Keep: []float64{1, 1, 1, 1}, Format: map[string]string{"fc1": Sparse(0.9)}, Int8: true, Bits: map[string]int{"fc1": 4}}, 40},
 	} {
 		for _, limit := range []int{ExhaustiveLimit, 0} {
 			saved := ExhaustiveLimit

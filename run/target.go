@@ -24,6 +24,7 @@ import (
 	"github.com/lathe-ml/lathe/profile"
 	"github.com/lathe-ml/lathe/recipes"
 	"github.com/lathe-ml/lathe/rundir"
+	"github.com/lathe-ml/lathe/trainer"
 )
 
 // Files of a target search's run directory.
@@ -402,8 +403,8 @@ func fileAccuracy(f *checkpoint.File, eng compute.Engine, set *data.Set) (float6
 // searchLoss measures each setting's one-shot cost: the validation
 // accuracy the dense model loses with that setting alone (a group thinned,
 // a layer sparse or 2:4, the network quantized — its weights to 8 bits;
-// the activations' ranges are learned in the fine-tune), not retrained, at
-// least 0. It ranks settings; the fine-tune recovers much of it.
+// the activations' ranges are learned in the fine-tune —, a layer's
+// weights in 4 bits rather than 8), not retrained, at least 0. It ranks settings; the fine-tune recovers much of it.
 func searchLoss(dense *checkpoint.File, p *profile.Profile, eng compute.Engine, val *data.Set, denseAcc float64, log hclog.Logger) (profile.Loss, error) {
 	cost := func(c profile.Config) (float64, error) {
 		f, err := profile.Build(dense, c)
@@ -450,12 +451,32 @@ func searchLoss(dense *checkpoint.File, p *profile.Profile, eng compute.Engine, 
 		if err != nil {
 			return loss, err
 		}
-		q, err := ptq(m, cpu.New(cpu.Options{Logger: hclog.NewNullLogger()}), val, 500, []int{8})
+		ev := cpu.New(cpu.Options{Logger: hclog.NewNullLogger()})
+		q, err := ptq(m, ev, val, 500, []int{8})
 		if err != nil {
 			return loss, err
 		}
 		v := max(0, denseAcc-q["8"])
 		loss.Int8 = &v
+		// Each layer's weights in 4 bits, the others' in 8: what 4 bits
+		// cost beyond 8.
+		loss.Bits4 = map[string]float64{}
+		for _, w := range m.Weights() {
+			m.Quant = map[string]*model.QuantControl{}
+			for _, o := range m.Weights() {
+				bits := 8
+				if o == w {
+					bits = 4
+				}
+				m.Quant[o.Name] = &model.QuantControl{Spec: model.QuantSpec{Bits: bits, Symmetric: true, PerChannel: true}, Enabled: true}
+			}
+			acc, _, err := trainer.EvaluateModel(m, ev, val, 500)
+			m.Quant = nil
+			if err != nil {
+				return loss, err
+			}
+			loss.Bits4[w.Name] = max(0, q["8"]-acc)
+		}
 	}
 	log.Info("settings' one-shot costs measured")
 	return loss, nil
@@ -541,6 +562,14 @@ func roundJob(job *recipes.Job, densePath string, dense *model.Model, p *profile
 		q.FoldBatchNorms = len(dense.Net.FoldPairs()) > 0 // batch norms folded into their convolutions as they quantize
 		for _, w := range dense.Weights() {
 			q.Layers = append(q.Layers, w.Name)
+		}
+		for name, bits := range c.Bits {
+			if bits != 8 {
+				if q.LayerBits == nil {
+					q.LayerBits = map[string]int{}
+				}
+				q.LayerBits[name] = bits
+			}
 		}
 		rj.Quantize = &q
 	}

@@ -17,7 +17,10 @@ import (
 // target block.
 func targetRecipe(file, target string) string {
 	src := strings.Replace(recipe, "    arch   = \"mlp\"\n    hidden = [32]\n", "    file = \""+file+"\"\n", 1)
-	return strings.Replace(src, "  optimizer", "  target {\n"+target+"\n    threads = 1\n    widths = [1, 0.5]\n    formats = [\"dense\", \"sparse-0.9\"]\n    precisions = [\"float\"]\n  }\n  optimizer", 1)
+	if !strings.Contains(target, "precisions") {
+		target += "\n    precisions = [\"float\"]"
+	}
+	return strings.Replace(src, "  optimizer", "  target {\n"+target+"\n    threads = 1\n    widths = [1, 0.5]\n    formats = [\"dense\", \"sparse-0.9\"]\n  }\n  optimizer", 1)
 }
 
 // TestTargetSearch: a search from a dense model file writes its profile,
@@ -92,8 +95,19 @@ func TestTargetSearch(t *testing.T) {
 
 	// A size budget alone: the file fits (the dense one is ≈ 102 KB).
 	s = search("small", "    model_bytes = 60000\n    rounds = 2\n    max_accuracy_drop = 1")
-	if pt := s.Points[s.Chosen]; !s.Met || s.BudgetBytes != 60000 || s.BudgetUs != 0 || pt.ModelBytes > 60000 || pt.PredictedBytes <= 0 {
+	if pt = s.Points[s.Chosen]; !s.Met || s.BudgetBytes != 60000 || s.BudgetUs != 0 || pt.ModelBytes > 60000 || pt.PredictedBytes <= 0 {
 		t.Fatalf("a size budget: %+v", s)
+	}
+
+	// 20 KB: under the 8-bit file (≈ 27 KB) — 4-bit weights in the round's recipe.
+	s = search("four", "    model_bytes = 20000\n    rounds = 2\n    max_accuracy_drop = 1\n    precisions = [\"int8\"]")
+	pt = s.Points[s.Chosen]
+	rb, err := os.ReadFile(pt.Recipe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Met || pt.ModelBytes > 20000 || len(pt.Config.Bits) == 0 || !strings.Contains(string(rb), "layer_bits") {
+		t.Fatalf("a 20 KB budget: %+v\n%s", s, rb)
 	}
 
 	// A profile from elsewhere: its numbers, not this machine's.

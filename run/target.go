@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -129,6 +130,10 @@ func searchTarget(ctx context.Context, job *recipes.Job, opts Options) (*rundir.
 		sol, err := p.Solve(loss, solverBudget)
 		if err != nil {
 			return nil, err
+		}
+		if !sol.Met && slices.ContainsFunc(s.Points, func(q SearchPoint) bool { return reflect.DeepEqual(q.Config, sol.Config) }) {
+			log.Info("nothing closer to the budget: the search stops", "round", round)
+			break // the solver's closest is a configuration already trained
 		}
 		log.Info("round", "round", round, "solver_budget_us", solverBudget.LatencyUs, "solver_budget_bytes", solverBudget.ModelBytes, "predicted_us", sol.PredictedUs, "predicted_bytes", sol.PredictedBytes, "predicted_loss", sol.Loss, "met", sol.Met, "method", sol.Method)
 		pt := SearchPoint{Round: round, SolverBudget: solverBudget, Config: sol.Config, PredictedLoss: sol.Loss, PredictedLatencyUs: sol.PredictedUs, PredictedBytes: sol.PredictedBytes, MeasuredLatencyUs: -1}

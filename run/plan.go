@@ -191,9 +191,15 @@ func DryRun(w io.Writer, job *recipes.Job) error {
 	}
 	prune, regs, lr, epochSamples := p.Prune, p.Regularize, p.LR, p.EpochSamples
 	if t := job.Target; t != nil {
-		budget := fmt.Sprintf("%g µs", t.LatencyUs)
-		if t.LatencyFraction > 0 {
-			budget = fmt.Sprintf("%g × the dense model's latency", t.LatencyFraction)
+		var budget []string
+		switch {
+		case t.LatencyUs > 0:
+			budget = append(budget, fmt.Sprintf("%g µs", t.LatencyUs))
+		case t.LatencyFraction > 0:
+			budget = append(budget, fmt.Sprintf("%g × the dense model's latency", t.LatencyFraction))
+		}
+		if t.ModelBytes > 0 {
+			budget = append(budget, fmt.Sprintf("a model file of %d bytes", t.ModelBytes))
 		}
 		dense, prof := "trained first in <run-dir>/dense", "measured here"
 		if job.Model.File != "" {
@@ -202,8 +208,8 @@ func DryRun(w io.Writer, job *recipes.Job) error {
 		if t.Profile != "" {
 			prof = t.Profile
 		}
-		fmt.Fprintf(w, "target search: %s at batch %d on %d threads, at most %g of validation accuracy lost; up to %d rounds, each fine-tuning as below\n"+
-			"  dense model: %s; profile: %s (docs/target.md)\n", budget, t.Batch, t.Threads, t.MaxAccuracyDrop, t.Rounds, dense, prof)
+		fmt.Fprintf(w, "target search: %s (latency at batch %d on %d threads), at most %g of validation accuracy lost; up to %d rounds, each fine-tuning as below\n"+
+			"  dense model: %s; profile: %s (docs/target.md)\n", strings.Join(budget, " and "), t.Batch, t.Threads, t.MaxAccuracyDrop, t.Rounds, dense, prof)
 	}
 	fmt.Fprintf(w, "job %s: %s on %s, %d epochs of %d steps (batch %d), %s\n", job.Name, modelName(job), job.Dataset,
 		job.Epochs, epochSamples/int64(job.Batch), job.Batch, job.File)

@@ -126,6 +126,9 @@ type Variant struct {
 	MeasuredUs  float64   `json:"measured_us"`
 	PredictedUs float64   `json:"predicted_us"`
 	Bytes       int       `json:"bytes"` // its model file's
+	// Remeasured: the first measurement was 15 % off the prediction and
+	// the variant was timed again (MeasuredUs is the lesser).
+	Remeasured bool `json:"remeasured,omitempty"`
 }
 
 // Config is one compression setting of a whole network.

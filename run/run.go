@@ -79,6 +79,29 @@ func runDir(job *recipes.Job, opts Options) string {
 	return filepath.Join("runs", job.Name)
 }
 
+// splits loads the job's data and holds out its validation split (the
+// training set's last samples, or the set's own text); val is nil when
+// it is empty. info describes the whole training set.
+func splits(job *recipes.Job) (train, val, test *data.Set, info data.Info, err error) {
+	train, val, test, err = data.LoadSplits(job.Dataset, job.DataDir)
+	if err != nil {
+		return nil, nil, nil, info, job.Errorf("dataset", "%v", err)
+	}
+	info = data.InfoOf(train)
+	switch {
+	case val == nil: // the training set's last samples
+		if train, val, err = data.SplitValidation(train, job.Validation); err != nil {
+			return nil, nil, nil, info, job.Errorf("validation", "%v", err)
+		}
+	case job.Validation != 0:
+		return nil, nil, nil, info, job.Errorf("validation", "%s holds out its own validation text; leave validation out", train.Name)
+	}
+	if val.Len() == 0 {
+		val = nil
+	}
+	return train, val, test, info, nil
+}
+
 // execute is Execute, also returning the trained model.
 func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *rundir.Summary, trained *model.Model, err error) {
 	if opts.DataDir != "" { // --data-dir: the run's recipe says so too
@@ -102,21 +125,9 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *rundir.S
 		}
 		defer release()
 	}
-	train, val, test, err := data.LoadSplits(job.Dataset, job.DataDir)
+	train, val, test, set, err := splits(job)
 	if err != nil {
-		return nil, nil, job.Errorf("dataset", "%v", err)
-	}
-	set := data.InfoOf(train)
-	switch {
-	case val == nil: // the training set's last samples
-		if train, val, err = data.SplitValidation(train, job.Validation); err != nil {
-			return nil, nil, job.Errorf("validation", "%v", err)
-		}
-	case job.Validation != 0:
-		return nil, nil, job.Errorf("validation", "%s holds out its own validation text; leave validation out", train.Name)
-	}
-	if val.Len() == 0 {
-		val = nil
+		return nil, nil, err
 	}
 	plan, err := Build(job, set, log)
 	if err != nil {
@@ -700,19 +711,27 @@ func teacherJob(job *recipes.Job, k int) *recipes.Job {
 func ptq(m *model.Model, eng compute.Engine, test *data.Set, batch int, widths []int) (map[string]float64, error) {
 	out := map[string]float64{}
 	for _, bits := range widths {
-		saved := m.Quant
-		m.Quant = map[string]*model.QuantControl{}
-		for _, w := range m.Weights() {
-			m.Quant[w.Name] = &model.QuantControl{Spec: model.QuantSpec{Bits: bits, Symmetric: true, PerChannel: true}, Enabled: true}
-		}
-		acc, _, err := trainer.EvaluateModel(m, eng, test, batch)
-		m.Quant = saved
+		acc, err := quantizedAccuracy(m, eng, test, batch, func(string) int { return bits })
 		if err != nil {
 			return nil, err
 		}
 		out[fmt.Sprintf("%d", bits)] = acc
 	}
 	return out, nil
+}
+
+// quantizedAccuracy evaluates the model with each weight fake-quantized
+// (symmetric, per channel) to bitsOf(its name) bits; m's own quantization
+// is left as it was.
+func quantizedAccuracy(m *model.Model, eng compute.Engine, set *data.Set, batch int, bitsOf func(string) int) (float64, error) {
+	saved := m.Quant
+	defer func() { m.Quant = saved }()
+	m.Quant = map[string]*model.QuantControl{}
+	for _, w := range m.Weights() {
+		m.Quant[w.Name] = &model.QuantControl{Spec: model.QuantSpec{Bits: bitsOf(w.Name), Symmetric: true, PerChannel: true}, Enabled: true}
+	}
+	acc, _, err := trainer.EvaluateModel(m, eng, set, batch)
+	return acc, err
 }
 
 // thin rebuilds the model without its dead neurons and filters and

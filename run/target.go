@@ -25,7 +25,6 @@ import (
 	"github.com/lathe-ml/lathe/profile"
 	"github.com/lathe-ml/lathe/recipes"
 	"github.com/lathe-ml/lathe/rundir"
-	"github.com/lathe-ml/lathe/trainer"
 )
 
 // Files of a target search's run directory.
@@ -257,7 +256,7 @@ func searchSetup(job *recipes.Job, dense *checkpoint.File, densePath string, eng
 	if t.LatencyFraction > 0 {
 		s.BudgetUs = t.LatencyFraction * p.DenseUs
 	}
-	_, val, test, err := targetSplits(job)
+	val, test, err := targetSplits(job)
 	if err != nil {
 		return nil, nil, loss, err
 	}
@@ -370,20 +369,12 @@ func targetProfile(job *recipes.Job, dense *checkpoint.File, densePath string, e
 }
 
 // targetSplits loads the job's data as a run splits it.
-func targetSplits(job *recipes.Job) (train, val, test *data.Set, err error) {
-	train, val, test, err = data.LoadSplits(job.Dataset, job.DataDir)
-	if err != nil {
-		return nil, nil, nil, job.Errorf("dataset", "%v", err)
+func targetSplits(job *recipes.Job) (val, test *data.Set, err error) {
+	_, val, test, _, err = splits(job)
+	if err == nil && val == nil {
+		err = job.Errorf("validation", "the target search measures what each setting costs on the validation split; give it samples")
 	}
-	if val == nil {
-		if train, val, err = data.SplitValidation(train, job.Validation); err != nil {
-			return nil, nil, nil, job.Errorf("validation", "%v", err)
-		}
-	}
-	if val.Len() == 0 {
-		return nil, nil, nil, job.Errorf("validation", "the target search measures what each setting costs on the validation split; give it samples")
-	}
-	return train, val, test, nil
+	return val, test, err
 }
 
 // fileAccuracy is a model file's accuracy on a set, in the runtime.
@@ -467,16 +458,12 @@ func searchLoss(dense *checkpoint.File, p *profile.Profile, eng compute.Engine, 
 		// cost beyond 8.
 		loss.Bits4 = map[string]float64{}
 		for _, w := range m.Weights() {
-			m.Quant = map[string]*model.QuantControl{}
-			for _, o := range m.Weights() {
-				bits := 8
-				if o == w {
-					bits = 4
+			acc, err := quantizedAccuracy(m, ev, val, 500, func(name string) int {
+				if name == w.Name {
+					return 4
 				}
-				m.Quant[o.Name] = &model.QuantControl{Spec: model.QuantSpec{Bits: bits, Symmetric: true, PerChannel: true}, Enabled: true}
-			}
-			acc, _, err := trainer.EvaluateModel(m, ev, val, 500)
-			m.Quant = nil
+				return 8
+			})
 			if err != nil {
 				return loss, err
 			}

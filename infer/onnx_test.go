@@ -2,62 +2,18 @@ package infer
 
 import (
 	"bytes"
-	"encoding/binary"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/data"
+	"github.com/lathe-ml/lathe/internal/ort"
 	"github.com/lathe-ml/lathe/model"
 )
-
-const ortDir = "testdata/ort"
-
-// ortRun runs an ONNX file in onnxruntime (npm onnxruntime-node under
-// Node.js; make deps installs both) over x [batch, c, h, w] and returns
-// the logits.
-func ortRun(t *testing.T, onnxPath string, x []float32, batch, c, h, w int, extra ...string) []float32 {
-	t.Helper()
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatal("the ONNX test needs Node.js: run `make deps` (it installs nodejs and the npm packages)")
-	}
-	if _, err := os.Stat(filepath.Join(ortDir, "node_modules/onnxruntime-node")); err != nil {
-		t.Fatalf("the ONNX test needs npm onnxruntime-node: run `make deps` (npm ci --ignore-scripts --prefix infer/%s)", ortDir)
-	}
-	dir := t.TempDir()
-	in, out := filepath.Join(dir, "x.f32"), filepath.Join(dir, "y.f32")
-	raw := make([]byte, 0, 4*len(x))
-	for _, v := range x {
-		raw = binary.LittleEndian.AppendUint32(raw, math.Float32bits(v))
-	}
-	if err := os.WriteFile(in, raw, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	abs, _ := filepath.Abs(onnxPath)
-	cmd := exec.Command(node, append([]string{"run.mjs", abs, in, out, strconv.Itoa(batch), strconv.Itoa(c), strconv.Itoa(h), strconv.Itoa(w)}, extra...)...)
-	cmd.Dir = ortDir
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if _, err := cmd.Output(); err != nil {
-		t.Fatalf("onnxruntime could not run %s: %v\n%s", onnxPath, err, stderr.String())
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	y := make([]float32, len(b)/4)
-	for i := range y {
-		y[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
-	}
-	return y
-}
 
 // exportAndCompare exports f to ONNX with each of opts (wanting the given
 // opsets), runs the first n MNIST test images through onnxruntime and
@@ -98,7 +54,7 @@ func exportAndCompare(t *testing.T, f *checkpoint.File, n int, opts []ONNXOption
 			t.Fatal(err)
 		}
 		// One channel: NHWC and NCHW are the same bytes.
-		got := ortRun(t, path, x, n, m.Channels, m.Rows, m.Cols)
+		got := ort.Run(t, path, x, n, m.Channels, m.Rows, m.Cols)
 		if len(got) != len(want) {
 			t.Fatalf("onnxruntime gave %d logits, the runtime %d", len(got), len(want))
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/graph"
 	"github.com/lathe-ml/lathe/internal/kernels"
+	"github.com/lathe-ml/lathe/internal/ort"
 	"github.com/lathe-ml/lathe/model"
 )
 
@@ -166,7 +167,7 @@ func TestTransformerExportsToONNX(t *testing.T) {
 			t.Fatal(err)
 		}
 		out.Close()
-		got := ortRun(t, path, x, n, 1, 1, 16, "ids")
+		got := ort.Run(t, path, x, n, 1, 1, 16, "ids")
 		if len(got) != len(want) {
 			t.Fatalf("onnxruntime gave %d logits, the runtime %d", len(got), len(want))
 		}

@@ -1,0 +1,266 @@
+package onnx
+
+import (
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/lathe-ml/lathe/internal/onnxpb"
+)
+
+// foldable are the operators computed at import when all their inputs
+// are constants (initializer-only subgraphs, and the shape arithmetic
+// PyTorch exports around a Reshape).
+var foldable = map[string]bool{
+	"Identity": true, "Cast": true, "Unsqueeze": true, "Squeeze": true, "Concat": true, "Gather": true,
+	"Reshape": true, "Transpose": true, "Add": true, "Sub": true, "Mul": true, "Div": true, "Pow": true,
+	"Sqrt": true, "Neg": true, "Shape": true,
+}
+
+var binaryOps = map[string]func(x, y float64) float64{
+	"Add": func(x, y float64) float64 { return x + y },
+	"Sub": func(x, y float64) float64 { return x - y },
+	"Mul": func(x, y float64) float64 { return x * y },
+	"Div": func(x, y float64) float64 { return x / y },
+	"Pow": math.Pow,
+}
+
+// fold computes a node whose inputs are all constants.
+func fold(n *onnxpb.NodeProto, in []*tensor) (*tensor, error) {
+	op := n.GetOpType()
+	if f := binaryOps[op]; f != nil {
+		if len(in) != 2 {
+			return nil, fmt.Errorf("%d inputs", len(in))
+		}
+		return broadcast(in[0], in[1], f) // integers: int64(x/y) truncates, as ONNX divides them
+	}
+	if len(in) == 0 {
+		return nil, fmt.Errorf("no inputs")
+	}
+	x := in[0]
+	switch op {
+	case "Identity":
+		return x, nil
+	case "Cast":
+		to := attrInt(n, "to", typeFloat)
+		out := &tensor{dims: slices.Clone(x.dims)}
+		switch to {
+		case typeFloat, typeDouble:
+			out.f = x.floats()
+		case typeInt32, typeInt64, typeBool:
+			out.isInt, out.i = true, x.ints()
+		default:
+			return nil, fmt.Errorf("cast to element type %d", to)
+		}
+		return out, nil
+	case "Sqrt", "Neg":
+		out := &tensor{dims: slices.Clone(x.dims)}
+		for _, v := range x.floats() {
+			if op == "Sqrt" {
+				out.f = append(out.f, float32(math.Sqrt(float64(v))))
+			} else {
+				out.f = append(out.f, -v)
+			}
+		}
+		if op == "Neg" && x.isInt {
+			out.isInt, out.f, out.i = true, nil, slices.Clone(x.i)
+			for k := range out.i {
+				out.i[k] = -out.i[k]
+			}
+		}
+		return out, nil
+	case "Shape":
+		out := &tensor{isInt: true, dims: []int{len(x.dims)}}
+		for _, d := range x.dims {
+			out.i = append(out.i, int64(d))
+		}
+		return out, nil
+	case "Gather":
+		if len(in) != 2 {
+			return nil, fmt.Errorf("%d inputs", len(in))
+		}
+		return x.gather(in[1], int(attrInt(n, "axis", 0)))
+	case "Transpose":
+		return x.transpose(attrInts(n, "perm"))
+	case "Unsqueeze", "Squeeze":
+		return squeeze(n, in)
+	case "Concat":
+		return concat(in, int(attrInt(n, "axis", 0)))
+	case "Reshape":
+		if len(in) != 2 {
+			return nil, fmt.Errorf("%d inputs", len(in))
+		}
+		dims, err := reshapeDims(x.dims, in[1].ints(), attrInt(n, "allowzero", 0) != 0)
+		if err != nil {
+			return nil, err
+		}
+		out := *x
+		out.dims = dims
+		return &out, nil
+	}
+	return nil, fmt.Errorf("%s is not folded", op)
+}
+
+// axesOf is a node's axes: its attribute (older opsets) or its second
+// input.
+func axesOf(n *onnxpb.NodeProto, in []*tensor) []int64 {
+	if a := attrInts(n, "axes"); a != nil {
+		return a
+	}
+	if len(in) > 1 && in[1] != nil {
+		return in[1].ints()
+	}
+	return nil
+}
+
+func squeeze(n *onnxpb.NodeProto, in []*tensor) (*tensor, error) {
+	x := in[0]
+	axes := axesOf(n, in)
+	out := *x
+	if n.GetOpType() == "Unsqueeze" {
+		r := len(x.dims) + len(axes)
+		mark := make([]bool, r)
+		for _, a := range axes {
+			if a < 0 {
+				a += int64(r)
+			}
+			if a < 0 || a >= int64(r) {
+				return nil, fmt.Errorf("axis %d of a %d-dimensional result", a, r)
+			}
+			mark[a] = true
+		}
+		out.dims = nil
+		k := 0
+		for _, m := range mark {
+			if m {
+				out.dims = append(out.dims, 1)
+			} else {
+				out.dims = append(out.dims, x.dims[k])
+				k++
+			}
+		}
+		return &out, nil
+	}
+	out.dims = nil
+	for k, d := range x.dims {
+		drop := len(axes) == 0 && d == 1
+		for _, a := range axes {
+			if a == int64(k) || a+int64(len(x.dims)) == int64(k) {
+				drop = true
+			}
+		}
+		if !drop {
+			out.dims = append(out.dims, d)
+		}
+	}
+	return &out, nil
+}
+
+func concat(in []*tensor, axis int) (*tensor, error) {
+	r := len(in[0].dims)
+	if axis < 0 {
+		axis += r
+	}
+	if axis < 0 || axis >= r {
+		return nil, fmt.Errorf("axis %d of %d-dimensional tensors", axis, r)
+	}
+	out := &tensor{isInt: in[0].isInt, dims: slices.Clone(in[0].dims)}
+	out.dims[axis] = 0
+	for _, t := range in {
+		if len(t.dims) != r || t.isInt != out.isInt {
+			return nil, fmt.Errorf("tensors of shapes %v and %v (or of different types)", in[0].dims, t.dims)
+		}
+		out.dims[axis] += t.dims[axis]
+	}
+	outer := 1
+	for _, d := range out.dims[:axis] {
+		outer *= d
+	}
+	for o := range outer {
+		for _, t := range in {
+			chunk := t.size() / max(outer, 1)
+			if t.isInt {
+				out.i = append(out.i, t.i[o*chunk:(o+1)*chunk]...)
+			} else {
+				out.f = append(out.f, t.f[o*chunk:(o+1)*chunk]...)
+			}
+		}
+	}
+	return out, nil
+}
+
+// reshapeDims resolves a Reshape's target shape against dims: 0 copies
+// the dimension (unless allowzero), −1 takes what is left, batch keeps
+// the batch dimension (dims[0]).
+func reshapeDims(dims []int, shape []int64, allowZero bool) ([]int, error) {
+	total := 1
+	for _, d := range dims {
+		total *= d
+	}
+	out := make([]int, len(shape))
+	infer, known := -1, 1
+	for k, s := range shape {
+		switch {
+		case s == batch && len(dims) > 0:
+			out[k] = dims[0]
+		case s == 0 && !allowZero && k < len(dims):
+			out[k] = dims[k]
+		case s == -1 && infer < 0:
+			infer = k
+			continue
+		case s >= 0:
+			out[k] = int(s)
+		default:
+			return nil, fmt.Errorf("target shape %v", shape)
+		}
+		known *= out[k]
+	}
+	if infer >= 0 {
+		if known == 0 || total%known != 0 {
+			return nil, fmt.Errorf("target shape %v does not divide %d values", shape, total)
+		}
+		out[infer] = total / known
+	} else if known != total {
+		return nil, fmt.Errorf("target shape %v holds %d values, not %d", shape, known, total)
+	}
+	return out, nil
+}
+
+// Attributes.
+
+func attr(n *onnxpb.NodeProto, name string) *onnxpb.AttributeProto {
+	for _, a := range n.GetAttribute() {
+		if a.GetName() == name {
+			return a
+		}
+	}
+	return nil
+}
+
+func attrInt(n *onnxpb.NodeProto, name string, def int64) int64 {
+	if a := attr(n, name); a != nil {
+		return a.GetI()
+	}
+	return def
+}
+
+func attrFloat(n *onnxpb.NodeProto, name string, def float32) float32 {
+	if a := attr(n, name); a != nil {
+		return a.GetF()
+	}
+	return def
+}
+
+func attrInts(n *onnxpb.NodeProto, name string) []int64 {
+	if a := attr(n, name); a != nil {
+		return a.GetInts()
+	}
+	return nil
+}
+
+func attrString(n *onnxpb.NodeProto, name, def string) string {
+	if a := attr(n, name); a != nil {
+		return string(a.GetS())
+	}
+	return def
+}

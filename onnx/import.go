@@ -1,0 +1,404 @@
+package onnx
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/lathe-ml/lathe/checkpoint"
+	"github.com/lathe-ml/lathe/graph"
+	"github.com/lathe-ml/lathe/internal/onnxpb"
+	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/rundir"
+)
+
+// Options says what the ONNX file does not: the data the model is for
+// and the model file's job name.
+type Options struct {
+	// Dataset is the dataset the model takes (data.Datasets), stored in
+	// the model file so that eval and a fine-tuning recipe check it.
+	Dataset string
+	// Job names the model file's job (default "import").
+	Job string
+}
+
+// Model is an imported model.
+type Model struct {
+	// Net is the network lathe made of the ONNX graph.
+	Net graph.Network
+	// File is its model file: the network's layer table and its weights
+	// in lathe's layout (convolution filters NHWC, batch norms with their
+	// running statistics).
+	File *checkpoint.File
+	// Opset and Producer are the ONNX file's.
+	Opset    int64
+	Producer string
+}
+
+// NodeError is an import error at one node of the ONNX graph.
+type NodeError struct {
+	Node string // the node's name (or its first output's when unnamed)
+	Op   string
+	Err  error
+}
+
+func (e *NodeError) Error() string { return fmt.Sprintf("onnx: node %q (%s): %v", e.Node, e.Op, e.Err) }
+func (e *NodeError) Unwrap() error { return e.Err }
+
+// ReadFile imports the ONNX model at path; errors name the file.
+func ReadFile(path string, opt Options) (*Model, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	m, err := Import(b, opt)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return m, nil
+}
+
+// Import makes a lathe network and model file of a float ONNX model (as
+// PyTorch's torch.onnx.export writes them, opsets 7 to 21): convolutions,
+// batch norms, linear layers (Gemm, MatMul and its bias Add), ReLU and
+// ReLU6 (Clip) joined to the layer before them, max and average pooling
+// (a zero Pad before an average pooling or a convolution joins it),
+// global average pooling (and ReduceMean over the image), flattening
+// (Flatten, or a Reshape to [batch, features]) and residual additions.
+// Constant subgraphs are computed at import. Anything else — an operator,
+// an attribute value, a graph shape lathe cannot express — is refused
+// with a NodeError naming the node, never approximated.
+func Import(b []byte, opt Options) (*Model, error) {
+	var mp onnxpb.ModelProto
+	if err := proto.Unmarshal(b, &mp); err != nil {
+		return nil, fmt.Errorf("onnx: not an ONNX model: %w", err)
+	}
+	opset := int64(0)
+	for _, o := range mp.GetOpsetImport() {
+		if d := o.GetDomain(); d == "" || d == "ai.onnx" {
+			opset = o.GetVersion()
+		}
+	}
+	if opset == 0 {
+		return nil, errors.New("onnx: the model imports no version of the standard operator set")
+	}
+	g := mp.GetGraph()
+	if g == nil {
+		return nil, errors.New("onnx: the model has no graph")
+	}
+	im := &importer{consts: map[string]*tensor{}, vals: map[string]*value{}, uses: map[string]int{},
+		params: map[string][]float32{}, taken: map[string]bool{graph.Input: true}, nodeOf: map[string]string{}, counts: map[string]int{}}
+	if err := im.graph(g); err != nil {
+		return nil, err
+	}
+	job := opt.Job
+	if job == "" {
+		job = "import"
+	}
+	f, err := im.modelFile(job, opt.Dataset)
+	if err != nil {
+		return nil, err
+	}
+	return &Model{Net: im.net, File: f, Opset: opset, Producer: strings.TrimSpace(mp.GetProducerName() + " " + mp.GetProducerVersion())}, nil
+}
+
+// importer walks an ONNX graph into a lathe network.
+type importer struct {
+	consts map[string]*tensor
+	vals   map[string]*value
+	uses   map[string]int // readers of each ONNX value (a graph output counts)
+	net    graph.Network
+	// params holds every parameter and buffer by its lathe name, in
+	// lathe's layout.
+	params map[string][]float32
+	taken  map[string]bool
+	nodeOf map[string]string // layer → the node that made it
+	counts map[string]int    // per kind, for names
+}
+
+// value is an ONNX tensor that lathe computes: a layer's output, seen the
+// way the ONNX graph holds it.
+type value struct {
+	layer string      // the lathe layer that computes it (graph.Input: the network's input)
+	shape graph.Shape // that layer's output, NHWC
+	// rank 4: an image [batch, C, H, W]; rank 2: [batch, features]. A
+	// rank-2 value of an image layer is its flattening in ONNX's order:
+	// feature k is the layer's element perm[k] (nil: the same order).
+	rank int
+	perm []int
+	// sole: the only way out of the layer (no other reader has it), so an
+	// activation can join the layer.
+	sole bool
+	// pad is zero padding a Pad node added on each side of the image,
+	// pending for the convolution or average pooling that reads it.
+	pad     int
+	padNode string
+	// pooled is the layer a max pooling read when nothing else read it:
+	// an activation after the pooling joins that layer (they commute).
+	pooled string
+}
+
+// graph converts the nodes in order (ONNX lists them topologically).
+func (im *importer) graph(g *onnxpb.GraphProto) error {
+	for _, t := range g.GetInitializer() {
+		c, err := readTensor(t)
+		if err != nil {
+			return fmt.Errorf("onnx: initializer: %w", err)
+		}
+		im.consts[t.GetName()] = c
+	}
+	for _, n := range g.GetNode() {
+		for _, in := range n.GetInput() {
+			im.uses[in]++
+		}
+	}
+	for _, o := range g.GetOutput() {
+		im.uses[o.GetName()]++
+	}
+	if err := im.input(g); err != nil {
+		return err
+	}
+	for _, n := range g.GetNode() {
+		if err := im.node(n); err != nil {
+			var ne *NodeError
+			if errors.As(err, &ne) {
+				return err
+			}
+			return &NodeError{Node: nodeName(n), Op: n.GetOpType(), Err: err}
+		}
+	}
+	return im.output(g)
+}
+
+func nodeName(n *onnxpb.NodeProto) string {
+	if n.GetName() != "" {
+		return n.GetName()
+	}
+	if len(n.GetOutput()) > 0 {
+		return n.GetOutput()[0]
+	}
+	return "?"
+}
+
+// input reads the graph's one non-constant input: float [batch, C, H, W]
+// or [batch, features].
+func (im *importer) input(g *onnxpb.GraphProto) error {
+	var ins []*onnxpb.ValueInfoProto
+	for _, in := range g.GetInput() {
+		if _, init := im.consts[in.GetName()]; !init {
+			ins = append(ins, in)
+		}
+	}
+	if len(ins) != 1 {
+		return fmt.Errorf("onnx: the graph has %d inputs besides its weights; lathe's networks take one", len(ins))
+	}
+	in := ins[0]
+	tt := in.GetType().GetTensorType()
+	if tt == nil || tt.GetElemType() != typeFloat {
+		return fmt.Errorf("onnx: input %q is not a float tensor (element type %d)", in.GetName(), tt.GetElemType())
+	}
+	var dims []int
+	for k, d := range tt.GetShape().GetDim() {
+		v := int(d.GetDimValue())
+		if k > 0 && v <= 0 {
+			return fmt.Errorf("onnx: input %q has no fixed size along axis %d (only the batch may vary)", in.GetName(), k)
+		}
+		dims = append(dims, v)
+	}
+	v := &value{layer: graph.Input, rank: len(dims), sole: true}
+	switch len(dims) {
+	case 4:
+		v.shape = graph.Shape{H: dims[2], W: dims[3], C: dims[1]}
+	case 2:
+		v.shape = graph.Shape{H: 1, W: 1, C: dims[1]}
+	default:
+		return fmt.Errorf("onnx: input %q has shape %v; lathe takes images [batch, C, H, W] or vectors [batch, features]", in.GetName(), dims)
+	}
+	im.net.Input = v.shape
+	im.vals[in.GetName()] = v
+	return nil
+}
+
+// output makes the graph's one output the network's: [batch, classes].
+func (im *importer) output(g *onnxpb.GraphProto) error {
+	if len(g.GetOutput()) != 1 {
+		return fmt.Errorf("onnx: the graph has %d outputs; lathe's networks give one, the class scores", len(g.GetOutput()))
+	}
+	name := g.GetOutput()[0].GetName()
+	v := im.vals[name]
+	switch {
+	case v == nil:
+		return fmt.Errorf("onnx: output %q is a constant or was never computed", name)
+	case v.layer == graph.Input || len(im.net.Layers) == 0:
+		return fmt.Errorf("onnx: output %q is the input: the graph computes nothing lathe can train", name)
+	case v.layer != im.net.Layers[len(im.net.Layers)-1].Name:
+		return fmt.Errorf("onnx: output %q comes from layer %s, not the graph's last computation", name, v.layer)
+	case v.rank != 2 && (v.shape.H != 1 || v.shape.W != 1):
+		return fmt.Errorf("onnx: output %q is an image %dx%dx%d; lathe's networks end in the class scores [batch, classes]", name, v.shape.C, v.shape.H, v.shape.W)
+	case v.perm != nil:
+		return fmt.Errorf("onnx: output %q flattens an image in ONNX's channel-first order, which lathe's last layer does not give", name)
+	}
+	im.net.Classes = v.shape.Size()
+	return nil
+}
+
+// node converts one node.
+func (im *importer) node(n *onnxpb.NodeProto) error {
+	if d := n.GetDomain(); d != "" && d != "ai.onnx" {
+		return fmt.Errorf("operator domain %q: lathe imports the standard operators only", d)
+	}
+	outs := n.GetOutput()
+	if len(outs) == 0 {
+		return errors.New("a node without outputs")
+	}
+	for _, o := range outs[1:] {
+		if o != "" && im.uses[o] > 0 {
+			return fmt.Errorf("its output %q is read; lathe computes only the first output (%s)", o, outs[0])
+		}
+	}
+	if n.GetOpType() == "Constant" {
+		t, err := constantValue(n)
+		if err != nil {
+			return err
+		}
+		im.consts[outs[0]] = t
+		return nil
+	}
+	// A node of constants only is computed now.
+	var cin []*tensor
+	allConst := true
+	for _, in := range n.GetInput() {
+		if in == "" {
+			cin = append(cin, nil)
+			continue
+		}
+		c, ok := im.consts[in]
+		if !ok {
+			allConst = false
+			break
+		}
+		cin = append(cin, c)
+	}
+	if allConst && foldable[n.GetOpType()] {
+		t, err := fold(n, cin)
+		if err != nil {
+			return fmt.Errorf("computing it from constants: %w", err)
+		}
+		im.consts[outs[0]] = t
+		return nil
+	}
+	if n.GetOpType() == "Shape" { // of a computed value: [batch, …]
+		v, err := im.val(n, 0)
+		if err != nil {
+			return err
+		}
+		im.consts[outs[0]] = shapeOf(v)
+		return nil
+	}
+	conv := converters[n.GetOpType()]
+	if conv == nil {
+		return fmt.Errorf("lathe cannot express operator %s (it imports %s)", n.GetOpType(), supported())
+	}
+	v, err := conv(im, n)
+	if err != nil {
+		return err
+	}
+	im.vals[outs[0]] = v
+	return nil
+}
+
+// shapeOf is a value's ONNX shape, its batch dimension unknown.
+func shapeOf(v *value) *tensor {
+	if v.rank == 2 {
+		return &tensor{isInt: true, dims: []int{2}, i: []int64{batch, int64(v.shape.Size())}}
+	}
+	return &tensor{isInt: true, dims: []int{4}, i: []int64{batch, int64(v.shape.C), int64(v.shape.H), int64(v.shape.W)}}
+}
+
+// constantValue is a Constant node's tensor.
+func constantValue(n *onnxpb.NodeProto) (*tensor, error) {
+	for _, a := range n.GetAttribute() {
+		switch a.GetName() {
+		case "value":
+			return readTensor(a.GetT())
+		case "value_float":
+			return &tensor{f: []float32{a.GetF()}}, nil
+		case "value_floats":
+			return &tensor{dims: []int{len(a.GetFloats())}, f: a.GetFloats()}, nil
+		case "value_int":
+			return &tensor{isInt: true, i: []int64{a.GetI()}}, nil
+		case "value_ints":
+			return &tensor{isInt: true, dims: []int{len(a.GetInts())}, i: a.GetInts()}, nil
+		}
+	}
+	return nil, errors.New("a Constant without a tensor, float or integer value")
+}
+
+// val is the computed value of input k (an error if it is a constant or
+// unknown).
+func (im *importer) val(n *onnxpb.NodeProto, k int) (*value, error) {
+	ins := n.GetInput()
+	if k >= len(ins) || ins[k] == "" {
+		return nil, fmt.Errorf("input %d is missing", k)
+	}
+	v := im.vals[ins[k]]
+	if v == nil {
+		if _, c := im.consts[ins[k]]; c {
+			return nil, fmt.Errorf("input %q is a constant where lathe needs a computed value", ins[k])
+		}
+		return nil, fmt.Errorf("input %q is never computed before it", ins[k])
+	}
+	return v, nil
+}
+
+// konst is the constant input k, nil when absent (optional); an input
+// that is computed is an error.
+func (im *importer) konst(n *onnxpb.NodeProto, k int) (*tensor, error) {
+	ins := n.GetInput()
+	if k >= len(ins) || ins[k] == "" {
+		return nil, nil
+	}
+	c := im.consts[ins[k]]
+	if c == nil {
+		return nil, fmt.Errorf("input %q is computed from the network's input; lathe needs it constant (a weight)", ins[k])
+	}
+	return c, nil
+}
+
+// modelFile builds the training graph of the network, sets its weights
+// and makes the model file.
+func (im *importer) modelFile(job, dataset string) (*checkpoint.File, error) {
+	if err := im.net.Validate(); err != nil {
+		var le *graph.LayerError
+		if errors.As(err, &le) && im.nodeOf[le.Layer] != "" {
+			return nil, fmt.Errorf("onnx: node %q: %w", im.nodeOf[le.Layer], err)
+		}
+		return nil, fmt.Errorf("onnx: %w", err)
+	}
+	m, err := model.FromNetwork(im.net, "", 0)
+	if err != nil {
+		return nil, fmt.Errorf("onnx: %w", err)
+	}
+	set := func(name string, dst []float32) error {
+		src, ok := im.params[name]
+		if !ok || len(src) != len(dst) {
+			return fmt.Errorf("onnx: parameter %s: %d values imported, the network needs %d", name, len(src), len(dst))
+		}
+		copy(dst, src)
+		return nil
+	}
+	for _, p := range m.Params {
+		if err := set(p.Name, p.Data()); err != nil {
+			return nil, err
+		}
+	}
+	for _, b := range m.Buffers {
+		if err := set(b.Name, b.Data()); err != nil {
+			return nil, err
+		}
+	}
+	return rundir.ExportModel(m, job, dataset)
+}

@@ -1,0 +1,164 @@
+package onnx
+
+import (
+	"encoding/binary"
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/lathe-ml/lathe/compute/cpu"
+	"github.com/lathe-ml/lathe/graph"
+	"github.com/lathe-ml/lathe/infer"
+	"github.com/lathe-ml/lathe/internal/ort"
+)
+
+// The fixtures (testdata/make_fixtures.py, PyTorch): name, input shape
+// [C, H, W] of the 4 inputs in NAME.x.f32.
+var fixtures = []struct {
+	name    string
+	c, h, w int
+}{
+	{"conv_bn", 3, 16, 16},
+	{"residual", 2, 8, 8},
+	{"lenet_flatten", 1, 12, 12},
+	{"view_flatten", 1, 6, 6},
+}
+
+func readF32(t *testing.T, path string) []float32 {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := make([]float32, len(b)/4)
+	for i := range x {
+		x[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	}
+	return x
+}
+
+// nhwc reorders images [n, c, h, w] to lathe's [n, h, w, c].
+func nhwc(x []float32, n, c, h, w int) []float32 {
+	out := make([]float32, len(x))
+	for s := range n {
+		for ch := range c {
+			for p := range h * w {
+				out[(s*h*w+p)*c+ch] = x[(s*c+ch)*h*w+p]
+			}
+		}
+	}
+	return out
+}
+
+// TestImportAgreesWithOnnxruntime imports each PyTorch-made fixture at
+// opsets 13 and 17 and runs the model file in lathe's runtime and the
+// original ONNX file in onnxruntime on the fixture's inputs: the same
+// top-1 class and logits within 1e-4.
+func TestImportAgreesWithOnnxruntime(t *testing.T) {
+	for _, fx := range fixtures {
+		x := readF32(t, filepath.Join("testdata", fx.name+".x.f32"))
+		n := len(x) / (fx.c * fx.h * fx.w)
+		for _, opset := range []string{"13", "17"} {
+			path := filepath.Join("testdata", fx.name+".op"+opset+".onnx")
+			t.Run(fx.name+"/opset"+opset, func(t *testing.T) {
+				m, err := ReadFile(path, Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				rt, err := infer.Load(m.File, cpu.New(cpu.Options{Threads: 1}))
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := rt.Forward(nhwc(x, n, fx.c, fx.h, fx.w), n)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := ort.Run(t, path, x, n, fx.c, fx.h, fx.w)
+				if len(got) != len(want) {
+					t.Fatalf("lathe gives %d logits, onnxruntime %d", len(got), len(want))
+				}
+				k := len(want) / n
+				worst := 0.0
+				for s := range n {
+					if argmax(got[s*k:(s+1)*k]) != argmax(want[s*k:(s+1)*k]) {
+						t.Errorf("sample %d: top-1 %d, onnxruntime %d", s, argmax(got[s*k:(s+1)*k]), argmax(want[s*k:(s+1)*k]))
+					}
+				}
+				for j := range got {
+					worst = max(worst, math.Abs(float64(got[j]-want[j])))
+				}
+				t.Logf("%d layers, opset %d, producer %q: max |Δlogit| %.2g", len(m.Net.Layers), m.Opset, m.Producer, worst)
+				if worst > 1e-4 {
+					t.Errorf("logits differ by up to %g", worst)
+				}
+			})
+		}
+	}
+}
+
+func argmax(v []float32) int {
+	best := 0
+	for j, x := range v {
+		if x > v[best] {
+			best = j
+		}
+	}
+	return best
+}
+
+// TestImportMakesLatheLayers: the residual fixture becomes convolutions
+// with their batch norms, the activations joined to them, a residual
+// addition and a global pooling — lathe's own kinds, named after the
+// PyTorch modules.
+func TestImportMakesLatheLayers(t *testing.T) {
+	m, err := ReadFile("testdata/residual.op17.onnx", Options{Dataset: "mnist", Job: "res"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]graph.Kind{}
+	for _, l := range m.Net.Layers {
+		kinds[l.Name] = l.Kind
+	}
+	for name, want := range map[string]graph.Kind{"stem": graph.Conv, "bs": graph.BatchNorm, "dw": graph.Conv, "sc": graph.Conv, "fc": graph.Linear, "add1": graph.Add, "pool1": graph.GlobalAvgPool} {
+		if kinds[name] != want {
+			t.Errorf("layer %s is %q, want %q (layers %v)", name, kinds[name], want, kinds)
+		}
+	}
+	if l := m.Net.Layer("bs"); l == nil || l.Act != graph.ReLU {
+		t.Errorf("the stem's ReLU did not join its batch norm: %+v", l)
+	}
+	if l := m.Net.Layer("dw"); l == nil || l.Groups != 8 || l.Stride != 2 || l.Pad != 1 || !l.NoBias {
+		t.Errorf("depthwise convolution: %+v", l)
+	}
+	if l := m.Net.Layer("add1"); l == nil || l.Act != graph.ReLU || len(l.Inputs) != 2 {
+		t.Errorf("residual addition: %+v", l)
+	}
+	if m.File.Job != "res" || m.File.Tensor("bs.running_var") == nil {
+		t.Errorf("model file: job %q, tensors %d", m.File.Job, len(m.File.Tensors))
+	}
+}
+
+// TestImportRefusesWhatLatheCannotExpress: an operator lathe has no kind
+// for and an attribute it cannot honour are refused naming the node.
+func TestImportRefusesWhatLatheCannotExpress(t *testing.T) {
+	for file, want := range map[string][]string{
+		"bad_sigmoid.op17.onnx":  {"/Sigmoid", "Sigmoid", "cannot express operator Sigmoid"},
+		"bad_dilation.op13.onnx": {"/c/Conv", "Conv", "dilations [2 2]"},
+	} {
+		_, err := ReadFile(filepath.Join("testdata", file), Options{})
+		var ne *NodeError
+		if !errors.As(err, &ne) {
+			t.Errorf("%s: %v, want a NodeError", file, err)
+			continue
+		}
+		if ne.Node != want[0] || ne.Op != want[1] || !strings.Contains(err.Error(), want[2]) || !strings.Contains(err.Error(), file) {
+			t.Errorf("%s: %v (node %q, op %q), want node %q, op %q, %q", file, err, ne.Node, ne.Op, want[0], want[1], want[2])
+		}
+	}
+	if _, err := Import([]byte("not a model"), Options{}); err == nil {
+		t.Error("garbage imported")
+	}
+}

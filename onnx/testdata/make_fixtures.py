@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Makes the ONNX import fixtures with Debian's PyTorch (python3-torch, python3-onnx).
+
+Every fixture is a small PyTorch module with seeded random weights (batch norms given random
+running statistics), put in eval mode and exported by torch.onnx.export with its
+BatchNormalization nodes kept (training=TrainingMode.PRESERVE), input "input", output "logits",
+a dynamic batch, at opsets 13 and 17; beside it NAME.x.f32 holds 4 seeded random inputs
+(float32, little-endian, [4, C, H, W]) for the tests, which compare lathe's runtime on the
+imported model with onnxruntime on this file. Fixtures named bad_* use something lathe cannot
+express; the importer must refuse them naming the node.
+
+    /usr/bin/python3 onnx/testdata/make_fixtures.py [OUTDIR]
+"""
+import os
+import sys
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
+
+
+def randomize(m, seed):
+    g = torch.Generator().manual_seed(seed)
+    for mod in m.modules():
+        if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            c = mod.num_features
+            mod.running_mean.copy_(torch.randn(c, generator=g) * 0.3)
+            mod.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+            mod.weight.data.copy_(torch.rand(c, generator=g) + 0.5)
+            mod.bias.data.copy_(torch.randn(c, generator=g) * 0.2)
+    return m.eval()
+
+
+class ConvBN(nn.Module):
+    """Conv (bias, stride 2, padding 1) → BatchNorm → ReLU → grouped conv (no bias) → BatchNorm
+    (epsilon 1e-3) → ReLU6 → MaxPool → AveragePool (padding, counted) → GlobalAveragePool →
+    Flatten → Gemm."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, 2, 1)
+        self.b1 = nn.BatchNorm2d(8)
+        self.c2 = nn.Conv2d(8, 12, 3, 1, 1, groups=4, bias=False)
+        self.b2 = nn.BatchNorm2d(12, eps=1e-3)
+        self.fc = nn.Linear(12, 5)
+
+    def forward(self, x):
+        x = F.relu(self.b1(self.c1(x)))
+        x = F.relu6(self.b2(self.c2(x)))
+        x = F.max_pool2d(x, 2)
+        x = F.avg_pool2d(x, 3, 1, 1)
+        x = F.adaptive_avg_pool2d(x, 1)
+        return self.fc(torch.flatten(x, 1))
+
+
+class Residual(nn.Module):
+    """A residual block with a depthwise convolution and a strided 1×1 shortcut; ReduceMean over
+    the image (x.mean((2, 3))) as the pooling."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(2, 8, 3, 1, 1, bias=False)
+        self.bs = nn.BatchNorm2d(8)
+        self.dw = nn.Conv2d(8, 8, 3, 2, 1, groups=8, bias=False)
+        self.b1 = nn.BatchNorm2d(8)
+        self.pw = nn.Conv2d(8, 16, 1, bias=False)
+        self.b2 = nn.BatchNorm2d(16)
+        self.sc = nn.Conv2d(8, 16, 1, 2, bias=False)
+        self.b3 = nn.BatchNorm2d(16)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        x = F.relu(self.bs(self.stem(x)))
+        y = self.b2(self.pw(F.relu(self.b1(self.dw(x)))))
+        x = F.relu(y + self.b3(self.sc(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+class LeNetFlatten(nn.Module):
+    """Conv → MaxPool → ReLU (the activation after the pooling) → flatten of a 4×4×6 image (its
+    order is NCHW, lathe's NHWC) → Linear → ReLU → MatMul + Add (a parameter, not nn.Linear)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(1, 6, 5)
+        self.fc = nn.Linear(6 * 4 * 4, 20)
+        self.w = nn.Parameter(torch.randn(20, 7) * 0.2)
+        self.b = nn.Parameter(torch.randn(7) * 0.1)
+
+    def forward(self, x):
+        x = F.relu(F.max_pool2d(self.c(x), 2))
+        x = F.relu(self.fc(torch.flatten(x, 1)))
+        return x @ self.w + self.b
+
+
+class ViewFlatten(nn.Module):
+    """x.view(x.size(0), -1) (Shape, Gather, Unsqueeze, Concat, Reshape) and a Linear on an image
+    input with a BatchNorm1d after it."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(1, 4, 3, 1, 1)
+        self.fc = nn.Linear(4 * 6 * 6, 9)
+        self.bn = nn.BatchNorm1d(9)
+        self.out = nn.Linear(9, 3)
+
+    def forward(self, x):
+        x = F.relu(self.c(x))
+        x = x.view(x.size(0), -1)
+        return self.out(F.relu(self.bn(self.fc(x))))
+
+
+class BadSigmoid(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return torch.sigmoid(self.fc(torch.flatten(x, 1)))
+
+
+class BadDilation(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(1, 2, 3, dilation=2)
+        self.fc = nn.Linear(2 * 2 * 2, 3)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.c(x), 1))
+
+
+FIXTURES = [
+    ("conv_bn", ConvBN, (3, 16, 16)),
+    ("residual", Residual, (2, 8, 8)),
+    ("lenet_flatten", LeNetFlatten, (1, 12, 12)),
+    ("view_flatten", ViewFlatten, (1, 6, 6)),
+    ("bad_sigmoid", BadSigmoid, (1, 4, 4)),
+    ("bad_dilation", BadDilation, (1, 6, 6)),
+]
+
+
+def export(m, path, shape, opset):
+    x = torch.zeros(2, *shape)
+    torch.onnx.export(m, x, path, input_names=["input"], output_names=["logits"], opset_version=opset,
+                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                      training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=True)
+
+
+def main():
+    for i, (name, cls, shape) in enumerate(FIXTURES):
+        torch.manual_seed(100 + i)
+        m = randomize(cls(), 200 + i)
+        for opset in (13, 17):
+            export(m, os.path.join(OUT, f"{name}.op{opset}.onnx"), shape, opset)
+        g = torch.Generator().manual_seed(300 + i)
+        x = torch.rand(4, *shape, generator=g)
+        with open(os.path.join(OUT, f"{name}.x.f32"), "wb") as f:
+            f.write(x.numpy().astype("<f4").tobytes())
+        print(name, "params", sum(p.numel() for p in m.parameters()))
+
+
+if __name__ == "__main__":
+    main()

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"google.golang.org/protobuf/proto"
@@ -401,4 +402,22 @@ func (im *importer) modelFile(job, dataset string) (*checkpoint.File, error) {
 		}
 	}
 	return rundir.ExportModel(m, job, dataset)
+}
+
+// ReadModel reads a lathe model file, or imports an ONNX model (a path
+// ending in .onnx) as one for the given dataset (its job named after the
+// file), with the sizes and digest a read file has: every command and
+// recipe field that takes a model file takes either through it.
+func ReadModel(path, dataset string) (*checkpoint.File, error) {
+	if !strings.EqualFold(filepath.Ext(path), ".onnx") {
+		return checkpoint.Read(path)
+	}
+	m, err := ReadFile(path, Options{Dataset: dataset, Job: strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := checkpoint.Encode(m.File); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return m.File, nil
 }

@@ -25,6 +25,7 @@ var fixtures = []struct {
 	{"residual", 2, 8, 8},
 	{"lenet_flatten", 1, 12, 12},
 	{"view_flatten", 1, 6, 6},
+	{"mnist_cnn", 1, 28, 28},
 }
 
 func readF32(t *testing.T, path string) []float32 {

@@ -6,9 +6,9 @@ import (
 
 	"github.com/lathe-ml/lathe/data"
 
-	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/graph"
 	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/onnx"
 	"github.com/lathe-ml/lathe/recipes"
 	"github.com/lathe-ml/lathe/rundir"
 )
@@ -86,7 +86,7 @@ func graphNetwork(job *recipes.Job, info data.Info) (graph.Network, error) {
 // data, its input and classes the dataset's.
 func modelFromFile(job *recipes.Job, info data.Info) (*model.Model, error) {
 	path := job.Model.File
-	f, err := checkpoint.Read(path)
+	f, err := onnx.ReadModel(path, job.Dataset)
 	if err != nil {
 		return nil, job.Errorf("model.file", "%v", err)
 	}

@@ -15,6 +15,8 @@ import (
 	"github.com/lathe-ml/lathe/compute"
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/data"
+	"github.com/lathe-ml/lathe/infer"
+	"github.com/lathe-ml/lathe/onnx"
 	"github.com/lathe-ml/lathe/recipes"
 	"github.com/lathe-ml/lathe/rundir"
 	"github.com/lathe-ml/lathe/trainer"
@@ -473,4 +475,49 @@ func TestModelFromFile(t *testing.T) {
 			t.Errorf("%s: %v, want an error saying %q", tc.want, err, tc.want)
 		}
 	}
+}
+
+// TestModelFromONNX: a model block naming an ONNX file (a PyTorch export)
+// imports it and starts from its weights (at a negligible learning rate
+// the run ends where the imported model is, as lathe's runtime scores
+// it), and a pruning fine-tune that distils from the same file as its
+// teacher resumes bit for bit.
+func TestModelFromONNX(t *testing.T) {
+	const file = "../onnx/testdata/mnist_cnn.op17.onnx"
+	src := strings.Replace(recipe, "    arch   = \"mlp\"\n    hidden = [32]\n", "    file = \""+file+"\"\n", 1)
+	j, err := recipes.Parse([]byte(src), "tiny.hcl", []string{"lr=1e-9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := Execute(context.Background(), j, Options{RunDir: t.TempDir(), Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := onnx.ReadModel(file, "mnist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := infer.Load(f, cpu.New(cpu.Options{Threads: 2}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, test, err := data.Load("mnist", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	classes, err := infer.Predict(im, test, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	right := 0
+	for i, c := range classes {
+		if c == int(test.Labels[i]) {
+			right++
+		}
+	}
+	if want := float64(right) / float64(len(classes)); math.Abs(sum.TestAccuracy-want) > 0.002 || sum.Model != "mnist_cnn.op17.onnx" {
+		t.Fatalf("from the ONNX file at lr 1e-9: test accuracy %v, the imported model's %v (model %q)", sum.TestAccuracy, want, sum.Model)
+	}
+	pruned := strings.Replace(src, "  optimizer", "  teacher {\n    file = \""+file+"\"\n  }\n  distill {\n    temperature = 2\n  }\n  prune \"magnitude\" {\n    layers = [\"c2\"]\n    target = 0.5\n    schedule = \"one_shot\"\n  }\n  checkpoint {\n    every_steps = 10\n  }\n  optimizer", 1)
+	resumesExactly(t, pruned, -2, "epochs=2")
 }

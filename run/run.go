@@ -20,6 +20,7 @@ import (
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/onnx"
 	"github.com/lathe-ml/lathe/recipes"
 	"github.com/lathe-ml/lathe/rundir"
 	"github.com/lathe-ml/lathe/trainer"
@@ -572,7 +573,7 @@ func trainTeachers(ctx context.Context, job *recipes.Job, dir string, opts Optio
 	var teachers []*model.Model
 	var digests []string
 	if path := job.Teacher.File; path != "" {
-		f, err := checkpoint.Read(path)
+		f, err := onnx.ReadModel(path, job.Dataset)
 		if err != nil {
 			return nil, nil, job.Errorf("teacher.file", "%v", err)
 		}

@@ -22,6 +22,7 @@ import (
 	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/infer"
 	"github.com/lathe-ml/lathe/model"
+	"github.com/lathe-ml/lathe/onnx"
 	"github.com/lathe-ml/lathe/profile"
 	"github.com/lathe-ml/lathe/recipes"
 	"github.com/lathe-ml/lathe/rundir"
@@ -102,7 +103,7 @@ func searchTarget(ctx context.Context, job *recipes.Job, opts Options) (*rundir.
 	if err != nil {
 		return nil, err
 	}
-	dense, err := checkpoint.Read(densePath)
+	dense, err := onnx.ReadModel(densePath, job.Dataset)
 	if err != nil {
 		return nil, err
 	}
@@ -266,9 +267,7 @@ func searchSetup(job *recipes.Job, dense *checkpoint.File, densePath string, eng
 	if s.DenseTestAccuracy, err = fileAccuracy(dense, eng, test); err != nil {
 		return nil, nil, loss, err
 	}
-	if st, err := os.Stat(densePath); err == nil {
-		s.DenseBytes = st.Size()
-	}
+	s.DenseBytes = int64(dense.Bytes) // as a model file (an ONNX model's import)
 	log.Info("dense model", "path", densePath, "latency_us", p.DenseUs, "val_accuracy", s.DenseValAccuracy, "budget_us", s.BudgetUs, "budget_bytes", s.BudgetBytes)
 	loss, err = searchLoss(dense, p, eng, val, s.DenseValAccuracy, log)
 	return s, p, loss, err
@@ -291,7 +290,7 @@ func TargetDryRun(w io.Writer, job *recipes.Job, log hclog.Logger) error {
 		fmt.Fprintln(w, "target: the settings are chosen once the dense model is trained (give model.file to see them now)")
 		return nil
 	}
-	dense, err := checkpoint.Read(job.Model.File)
+	dense, err := onnx.ReadModel(job.Model.File, job.Dataset)
 	if err != nil {
 		return job.Errorf("model.file", "%v", err)
 	}

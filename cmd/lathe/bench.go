@@ -12,7 +12,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/infer"
 )
@@ -94,7 +93,7 @@ func bench(args []string, stdout, stderr io.Writer) error {
 		}
 		sizes = append(sizes, n)
 	}
-	f, err := checkpoint.Read(path)
+	f, err := readModel(path, "")
 	if err != nil {
 		return err
 	}

@@ -31,7 +31,7 @@ func export(args []string, stdout, stderr io.Writer) error {
 	if err := checkOutput(*out, path, "--onnx", "an ONNX model", looksONNX); err != nil {
 		return err
 	}
-	f, err := checkpoint.Read(path)
+	f, err := readModel(path, "")
 	if err != nil {
 		return err
 	}

@@ -36,6 +36,8 @@ import (
 func main() { os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr)) }
 
 const usage = `usage:
+  lathe import MODEL.onnx -o OUT.arrow [--dataset D]
+                                              a float ONNX model (PyTorch's export) as a model file
   lathe inspect FILE [--json]                 tensors, encodings and sizes of a model file or checkpoint
   lathe eval FILE [--dataset D] [--json]      test accuracy of a model file (a language model's: bits per character)
   lathe lint RECIPE [-var name=value]...      validate a recipe and print what happens when
@@ -56,6 +58,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	}
 	var err error
 	switch args[0] {
+	case "import":
+		err = importCmd(args[1:], stdout, stderr)
 	case "inspect":
 		err = inspect(args[1:], stdout, stderr)
 	case "eval":
@@ -126,7 +130,7 @@ func inspect(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	f, err := checkpoint.Read(path)
+	f, err := readModel(path, "")
 	if err != nil {
 		return err
 	}
@@ -194,7 +198,7 @@ func eval(args []string, stdout, stderr io.Writer) error {
 	if *threads < 0 {
 		return fmt.Errorf("--threads %d: a number of threads ≥ 1 (0: every core)", *threads)
 	}
-	f, err := checkpoint.Read(path)
+	f, err := readModel(path, *dataset)
 	if err != nil {
 		return err
 	}
@@ -205,6 +209,9 @@ func eval(args []string, stdout, stderr io.Writer) error {
 	ds := *dataset
 	if ds == "" {
 		ds = st.Dataset
+	}
+	if ds == "" {
+		return fmt.Errorf("%s names no dataset (an imported model): pass --dataset", path)
 	}
 	_, test, err := data.Load(ds, *dataDir)
 	if err != nil {

@@ -13,7 +13,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/infer"
 	"github.com/lathe-ml/lathe/profile"
@@ -44,7 +43,7 @@ func profileCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--widths: %w", err)
 	}
-	f, err := checkpoint.Read(path)
+	f, err := readModel(path, "")
 	if err != nil {
 		return err
 	}

@@ -112,6 +112,24 @@ class ViewFlatten(nn.Module):
         return self.out(F.relu(self.bn(self.fc(x))))
 
 
+class MnistCNN(nn.Module):
+    """A small CNN for MNIST's shape (1×28×28, 10 classes), random weights: the recipe tests
+    fine-tune it (model.file) and distil from it (teacher.file)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 4, 3, 2, 1, bias=False)
+        self.b1 = nn.BatchNorm2d(4)
+        self.c2 = nn.Conv2d(4, 8, 3, 2, 1, bias=False)
+        self.b2 = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = F.relu(self.b1(self.c1(x)))
+        x = F.relu(self.b2(self.c2(x)))
+        return self.fc(x.mean((2, 3)))
+
+
 class BadSigmoid(nn.Module):
     def __init__(self):
         super().__init__()
@@ -136,6 +154,7 @@ FIXTURES = [
     ("residual", Residual, (2, 8, 8)),
     ("lenet_flatten", LeNetFlatten, (1, 12, 12)),
     ("view_flatten", ViewFlatten, (1, 6, 6)),
+    ("mnist_cnn", MnistCNN, (1, 28, 28)),
     ("bad_sigmoid", BadSigmoid, (1, 4, 4)),
     ("bad_dilation", BadDilation, (1, 6, 6)),
 ]

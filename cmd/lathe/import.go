@@ -1,0 +1,62 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/lathe-ml/lathe/checkpoint"
+	"github.com/lathe-ml/lathe/data"
+	"github.com/lathe-ml/lathe/graph"
+	"github.com/lathe-ml/lathe/onnx"
+)
+
+// readModel reads a model file or imports an ONNX model as one.
+func readModel(path, dataset string) (*checkpoint.File, error) { return onnx.ReadModel(path, dataset) }
+
+func importCmd(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("import", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("o", "", "the model file to write (required)")
+	dataset := fs.String("dataset", "", "the dataset the model takes ("+strings.Join(data.Datasets, ", ")+"), stored in the file for eval and recipes")
+	job := fs.String("job", "", "the model file's job name (default: the ONNX file's name)")
+	path, err := parse(fs, args, "ONNX model")
+	if err != nil {
+		return err
+	}
+	if *out == "" {
+		fmt.Fprintln(stderr, "lathe import: -o OUT.arrow is required")
+		return errUsage
+	}
+	if *dataset != "" && !slices.Contains(data.Datasets, *dataset) {
+		return fmt.Errorf("--dataset %q: one of %s", *dataset, strings.Join(data.Datasets, ", "))
+	}
+	name := *job
+	if name == "" {
+		name = strings.TrimSuffix(filepath.Base(path), ".onnx")
+	}
+	m, err := onnx.ReadFile(path, onnx.Options{Dataset: *dataset, Job: name})
+	if err != nil {
+		return err
+	}
+	if err := checkpoint.Write(*out, m.File); err != nil {
+		return err
+	}
+	kinds := map[graph.Kind]int{}
+	for _, l := range m.Net.Layers {
+		kinds[l.Kind]++
+	}
+	var parts []string
+	for _, k := range []graph.Kind{graph.Conv, graph.BatchNorm, graph.Linear, graph.Add, graph.MaxPool, graph.AvgPool, graph.GlobalAvgPool, graph.Flatten} {
+		if kinds[k] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", kinds[k], k))
+		}
+	}
+	in := m.Net.Input
+	fmt.Fprintf(stdout, "%s (opset %d, %s) → %s: %d layers (%s), %d parameters, input %dx%dx%d (C×H×W), %d classes, %d bytes\n",
+		path, m.Opset, m.Producer, *out, len(m.Net.Layers), strings.Join(parts, ", "), m.Net.NumParams(), in.C, in.H, in.W, m.Net.Classes, m.File.Bytes)
+	return nil
+}

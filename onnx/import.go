@@ -125,7 +125,8 @@ type importer struct {
 type value struct {
 	layer string      // the lathe layer that computes it (graph.Input: the network's input)
 	shape graph.Shape // that layer's output, NHWC
-	// rank 4: an image [batch, C, H, W]; rank 2: [batch, features]. A
+	// rank 4: an image [batch, C, H, W]; rank 3: a sequence [batch, T,
+	// D]; rank 2: [batch, features]. A
 	// rank-2 value of an image layer is its flattening in ONNX's order:
 	// feature k is the layer's element perm[k] (nil: the same order).
 	rank int
@@ -140,6 +141,11 @@ type value struct {
 	// pooled is the layer a max pooling read when nothing else read it:
 	// an activation after the pooling joins that layer (they commute).
 	pooled string
+	// ids: the network's byte ids [batch, T] (rank 3, {1, T, 1}).
+	ids bool
+	// pend is a computation not yet made a layer (seq.go): a projection,
+	// or a step of the attention, GELU or LayerNorm patterns.
+	pend any
 }
 
 // graph converts the nodes in order (ONNX lists them topologically).
@@ -198,8 +204,8 @@ func (im *importer) input(g *onnxpb.GraphProto) error {
 	}
 	in := ins[0]
 	tt := in.GetType().GetTensorType()
-	if tt == nil || tt.GetElemType() != typeFloat {
-		return fmt.Errorf("onnx: input %q is not a float tensor (element type %d)", in.GetName(), tt.GetElemType())
+	if tt == nil || (tt.GetElemType() != typeFloat && tt.GetElemType() != typeInt64) {
+		return fmt.Errorf("onnx: input %q is not a float tensor nor int64 ids (element type %d)", in.GetName(), tt.GetElemType())
 	}
 	var dims []int
 	for k, d := range tt.GetShape().GetDim() {
@@ -210,10 +216,14 @@ func (im *importer) input(g *onnxpb.GraphProto) error {
 		dims = append(dims, v)
 	}
 	v := &value{layer: graph.Input, rank: len(dims), sole: true}
-	switch len(dims) {
-	case 4:
+	switch {
+	case tt.GetElemType() == typeInt64 && len(dims) == 2: // byte ids [batch, T]
+		v.shape, v.rank, v.ids = graph.Shape{H: 1, W: dims[1], C: 1}, 3, true
+	case tt.GetElemType() == typeInt64:
+		return fmt.Errorf("onnx: input %q: int64 ids of shape %v; lathe takes byte ids [batch, T]", in.GetName(), dims)
+	case len(dims) == 4:
 		v.shape = graph.Shape{H: dims[2], W: dims[3], C: dims[1]}
-	case 2:
+	case len(dims) == 2:
 		v.shape = graph.Shape{H: 1, W: 1, C: dims[1]}
 	default:
 		return fmt.Errorf("onnx: input %q has shape %v; lathe takes images [batch, C, H, W] or vectors [batch, features]", in.GetName(), dims)
@@ -230,19 +240,27 @@ func (im *importer) output(g *onnxpb.GraphProto) error {
 	}
 	name := g.GetOutput()[0].GetName()
 	v := im.vals[name]
-	switch {
-	case v == nil:
+	if v == nil {
 		return fmt.Errorf("onnx: output %q is a constant or was never computed", name)
+	}
+	v, err := im.ready(v)
+	if err != nil {
+		return fmt.Errorf("onnx: output %q: %w", name, err)
+	}
+	switch {
 	case v.layer == graph.Input || len(im.net.Layers) == 0:
 		return fmt.Errorf("onnx: output %q is the input: the graph computes nothing lathe can train", name)
 	case v.layer != im.net.Layers[len(im.net.Layers)-1].Name:
 		return fmt.Errorf("onnx: output %q comes from layer %s, not the graph's last computation", name, v.layer)
-	case v.rank != 2 && (v.shape.H != 1 || v.shape.W != 1):
+	case v.rank == 4 && (v.shape.H != 1 || v.shape.W != 1):
 		return fmt.Errorf("onnx: output %q is an image %dx%dx%d; lathe's networks end in the class scores [batch, classes]", name, v.shape.C, v.shape.H, v.shape.W)
 	case v.perm != nil:
 		return fmt.Errorf("onnx: output %q flattens an image in ONNX's channel-first order, which lathe's last layer does not give", name)
 	}
 	im.net.Classes = v.shape.Size()
+	if v.rank == 3 { // scores at every position: a language model
+		im.net.Classes, im.net.PerPosition = v.shape.C, true
+	}
 	return nil
 }
 
@@ -292,9 +310,9 @@ func (im *importer) node(n *onnxpb.NodeProto) error {
 		return nil
 	}
 	if n.GetOpType() == "Shape" { // of a computed value: [batch, …]
-		v, err := im.val(n, 0)
-		if err != nil {
-			return err
+		v := im.raw(n, 0)
+		if v == nil {
+			return fmt.Errorf("input %q is never computed before it", n.GetInput()[0])
 		}
 		im.consts[outs[0]] = shapeOf(v)
 		return nil
@@ -313,7 +331,12 @@ func (im *importer) node(n *onnxpb.NodeProto) error {
 
 // shapeOf is a value's ONNX shape, its batch dimension unknown.
 func shapeOf(v *value) *tensor {
-	if v.rank == 2 {
+	switch {
+	case v.ids:
+		return &tensor{isInt: true, dims: []int{2}, i: []int64{batch, int64(v.shape.W)}}
+	case v.rank == 3:
+		return &tensor{isInt: true, dims: []int{3}, i: []int64{batch, int64(v.shape.W), int64(v.shape.C)}}
+	case v.rank == 2:
 		return &tensor{isInt: true, dims: []int{2}, i: []int64{batch, int64(v.shape.Size())}}
 	}
 	return &tensor{isInt: true, dims: []int{4}, i: []int64{batch, int64(v.shape.C), int64(v.shape.H), int64(v.shape.W)}}
@@ -352,7 +375,7 @@ func (im *importer) val(n *onnxpb.NodeProto, k int) (*value, error) {
 		}
 		return nil, fmt.Errorf("input %q is never computed before it", ins[k])
 	}
-	return v, nil
+	return im.ready(v)
 }
 
 // konst is the constant input k, nil when absent (optional); an input

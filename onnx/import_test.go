@@ -20,12 +20,15 @@ import (
 var fixtures = []struct {
 	name    string
 	c, h, w int
+	ids     bool // byte ids [batch, w], stored as id/255
 }{
-	{"conv_bn", 3, 16, 16},
-	{"residual", 2, 8, 8},
-	{"lenet_flatten", 1, 12, 12},
-	{"view_flatten", 1, 6, 6},
-	{"mnist_cnn", 1, 28, 28},
+	{"conv_bn", 3, 16, 16, false},
+	{"residual", 2, 8, 8, false},
+	{"lenet_flatten", 1, 12, 12, false},
+	{"view_flatten", 1, 6, 6, false},
+	{"mnist_cnn", 1, 28, 28, false},
+	{"transformer", 1, 1, 16, true},
+	{"charlm", 1, 1, 12, true},
 }
 
 func readF32(t *testing.T, path string) []float32 {
@@ -73,17 +76,21 @@ func TestImportAgreesWithOnnxruntime(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				got, err := rt.Forward(nhwc(x, n, fx.c, fx.h, fx.w), n)
+				in, extra := nhwc(x, n, fx.c, fx.h, fx.w), []string(nil)
+				if fx.ids {
+					in, extra = x, []string{"ids"}
+				}
+				got, err := rt.Forward(in, n)
 				if err != nil {
 					t.Fatal(err)
 				}
-				want := ort.Run(t, path, x, n, fx.c, fx.h, fx.w)
+				want := ort.Run(t, path, x, n, fx.c, fx.h, fx.w, extra...)
 				if len(got) != len(want) {
 					t.Fatalf("lathe gives %d logits, onnxruntime %d", len(got), len(want))
 				}
-				k := len(want) / n
+				k := m.Net.Classes // per sample, or per position of a language model
 				worst := 0.0
-				for s := range n {
+				for s := range len(want) / k {
 					if argmax(got[s*k:(s+1)*k]) != argmax(want[s*k:(s+1)*k]) {
 						t.Errorf("sample %d: top-1 %d, onnxruntime %d", s, argmax(got[s*k:(s+1)*k]), argmax(want[s*k:(s+1)*k]))
 					}

@@ -24,6 +24,9 @@ func init() {
 		"GlobalAveragePool": (*importer).globalPool, "ReduceMean": (*importer).reduceMean,
 		"Flatten": (*importer).flatten, "Reshape": (*importer).reshape, "Pad": (*importer).pad,
 		"Add": (*importer).add, "Sum": (*importer).add,
+		"Transpose": (*importer).seqTranspose, "Gather": (*importer).gather, "LayerNormalization": (*importer).layerNorm,
+		"Sub": (*importer).arith, "Mul": (*importer).arith, "Div": (*importer).arith, "Pow": (*importer).arith,
+		"Sqrt": (*importer).arith, "Erf": (*importer).arith, "Softmax": (*importer).softmax, "Gelu": (*importer).geluOp,
 	}
 }
 
@@ -83,9 +86,9 @@ func (im *importer) addLayer(l graph.Layer, ins ...*value) *value {
 	}
 	im.net.Layers = append(im.net.Layers, l)
 	out := l.Output()
-	rank := 4
-	if ins[0].rank == 2 && out.H == 1 && out.W == 1 {
-		rank = 2
+	rank := ins[0].rank
+	if rank == 2 && (out.H != 1 || out.W != 1) {
+		rank = 4
 	}
 	return &value{layer: l.Name, shape: out, rank: rank, sole: true}
 }
@@ -161,6 +164,14 @@ func describe(im *importer, x *value) string {
 }
 
 func (im *importer) relu(n *onnxpb.NodeProto) (*value, error) { return im.activate(n, graph.ReLU) }
+
+// geluOp is opset 20's Gelu, the exact form.
+func (im *importer) geluOp(n *onnxpb.NodeProto) (*value, error) {
+	if a := attrString(n, "approximate", "none"); a != "none" {
+		return nil, fmt.Errorf("approximate %q: lathe's GELU is the exact one", a)
+	}
+	return im.activate(n, graph.GELU)
+}
 
 // clip is ReLU6 (Clip to [0, 6]) or ReLU ([0, ∞)).
 func (im *importer) clip(n *onnxpb.NodeProto) (*value, error) {
@@ -376,6 +387,9 @@ func biasOf(c *tensor, out int) ([]float32, error) {
 // matmul is x·W with W [F, out] constant: a linear layer (its bias an Add
 // after it).
 func (im *importer) matmul(n *onnxpb.NodeProto) (*value, error) {
+	if a := im.raw(n, 0); a != nil && (a.rank == 3 || a.pend != nil) {
+		return im.seqMatMul(n, a, im.raw(n, 1))
+	}
 	x, err := im.val(n, 0)
 	if err != nil {
 		return nil, err
@@ -492,10 +506,6 @@ func (im *importer) globalPool(n *onnxpb.NodeProto) (*value, error) {
 
 // reduceMean over the image's two axes is a global average pooling.
 func (im *importer) reduceMean(n *onnxpb.NodeProto) (*value, error) {
-	x, err := im.val(n, 0)
-	if err != nil {
-		return nil, err
-	}
 	var axes []int64
 	if a := attrInts(n, "axes"); a != nil {
 		axes = a
@@ -503,6 +513,13 @@ func (im *importer) reduceMean(n *onnxpb.NodeProto) (*value, error) {
 		return nil, err
 	} else if c != nil {
 		axes = c.ints()
+	}
+	if r := im.raw(n, 0); r != nil && (r.rank == 3 || r.pend != nil) {
+		return im.seqMean(n, r, axes)
+	}
+	x, err := im.val(n, 0)
+	if err != nil {
+		return nil, err
 	}
 	set := map[int64]bool{}
 	for _, a := range axes {
@@ -558,21 +575,29 @@ func (im *importer) flattened(n *onnxpb.NodeProto, x *value) (*value, error) {
 // reshape keeps the batch and either flattens the rest or leaves it as
 // it is.
 func (im *importer) reshape(n *onnxpb.NodeProto) (*value, error) {
-	x, err := im.val(n, 0)
-	if err != nil {
-		return nil, err
-	}
 	c, err := im.konst(n, 1)
 	if err != nil || c == nil {
 		return nil, errors.Join(errors.New("its target shape must be constant"), err)
 	}
 	shape := c.ints()
+	if r := im.raw(n, 0); r != nil && r.pend != nil {
+		if v, ok, err := im.seqReshape(n, r, shape); ok {
+			return v, err
+		}
+	}
+	x, err := im.val(n, 0)
+	if err != nil {
+		return nil, err
+	}
 	if len(shape) == 0 || (shape[0] != batch && shape[0] != 0 && shape[0] != -1) {
 		return nil, fmt.Errorf("target shape %v does not keep the batch first", shape)
 	}
 	per := []int{x.shape.C, x.shape.H, x.shape.W}
-	if x.rank == 2 {
+	switch x.rank {
+	case 2:
 		per = []int{x.shape.Size()}
+	case 3:
+		per = []int{x.shape.W, x.shape.C}
 	}
 	rest := slices.Clone(shape[1:])
 	if shape[0] == -1 && slices.Contains(rest, -1) {
@@ -585,7 +610,7 @@ func (im *importer) reshape(n *onnxpb.NodeProto) (*value, error) {
 	switch {
 	case slices.Equal(dims, per):
 		return im.aliasOf(n, x), nil
-	case len(dims) == 1:
+	case len(dims) == 1 && x.rank != 3:
 		return im.flattened(n, x)
 	}
 	return nil, fmt.Errorf("reshaping %v to %v: lathe reshapes only to flatten an image", per, dims)
@@ -634,9 +659,9 @@ func (im *importer) add(n *onnxpb.NodeProto) (*value, error) {
 			bias = c
 			continue
 		}
-		v, err := im.val(n, k)
-		if err != nil {
-			return nil, err
+		v := im.raw(n, k)
+		if v == nil {
+			return nil, fmt.Errorf("input %q is never computed before it", in)
 		}
 		vals = append(vals, v)
 	}
@@ -644,7 +669,21 @@ func (im *importer) add(n *onnxpb.NodeProto) (*value, error) {
 		if len(vals) != 1 {
 			return nil, errors.New("a constant added to several values")
 		}
-		return im.addBias(n, vals[0], bias)
+		if v, ok, err := im.seqAdd(n, vals[0], bias); ok {
+			return v, err
+		}
+		x, err := im.ready(vals[0])
+		if err != nil {
+			return nil, err
+		}
+		return im.addBias(n, x, bias, n.GetInput()[slices.IndexFunc(n.GetInput(), func(in string) bool { return im.consts[in] == nil })])
+	}
+	for k, v := range vals {
+		v, err := im.ready(v)
+		if err != nil {
+			return nil, err
+		}
+		vals[k] = v
 	}
 	if len(vals) < 2 {
 		return im.alias(n)
@@ -664,9 +703,9 @@ func (im *importer) add(n *onnxpb.NodeProto) (*value, error) {
 }
 
 // addBias adds a constant to a linear layer's or convolution's bias.
-func (im *importer) addBias(n *onnxpb.NodeProto, x *value, c *tensor) (*value, error) {
+func (im *importer) addBias(n *onnxpb.NodeProto, x *value, c *tensor, name string) (*value, error) {
 	l := im.layer(x.layer)
-	if l == nil || !x.sole || im.uses[inputOf(n, x, im)] != 1 || (l.Act != "" && l.Act != graph.Identity) || (l.Kind != graph.Linear && l.Kind != graph.Conv) {
+	if l == nil || !x.sole || im.uses[name] != 1 || (l.Act != "" && l.Act != graph.Identity) || (l.Kind != graph.Linear && l.Kind != graph.Conv) {
 		return nil, errors.New("adds a constant to a value that is not a linear layer's or convolution's own output; lathe adds constants only as a bias")
 	}
 	vals := c.floats()
@@ -688,14 +727,4 @@ func (im *importer) addBias(n *onnxpb.NodeProto, x *value, c *tensor) (*value, e
 		im.params[l.Name+".bias"][k] += b[k]
 	}
 	return im.aliasOf(n, x), nil
-}
-
-// inputOf is the name under which n reads x.
-func inputOf(n *onnxpb.NodeProto, x *value, im *importer) string {
-	for _, in := range n.GetInput() {
-		if im.vals[in] == x {
-			return in
-		}
-	}
-	return ""
 }

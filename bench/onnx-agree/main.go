@@ -3,10 +3,13 @@
 // onnxruntime-node, infer/testdata/ort, all graph optimizations), the
 // model file in lathe's runtime, and per image the top-1 class and the
 // largest logit difference compared (a text model's byte ids fed as int64;
-// a language model's every position compared).
+// a language model's every position compared). Given an ONNX file (an
+// import's check), lathe's runtime runs its import and onnxruntime the
+// file itself.
 //
 //	go run ./bench/onnx-agree -dataset fashion-mnist runs/x/model.arrow [--int8]
 //	go run ./bench/onnx-agree -dataset langid runs/langid/model.arrow
+//	go run ./bench/onnx-agree -dataset fashion-mnist onnx/testdata/fashion_resnet8.onnx
 package main
 
 import (
@@ -20,12 +23,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 
-	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/graph"
 	"github.com/lathe-ml/lathe/infer"
+	"github.com/lathe-ml/lathe/onnx"
 )
 
 func main() {
@@ -33,9 +37,10 @@ func main() {
 	int8 := flag.Bool("int8", false, "export 4-bit weights as 8-bit (opset 17)")
 	flag.Parse()
 	if flag.NArg() != 1 {
-		log.Fatal("usage: onnx-agree [-dataset D] [-int8] MODEL.arrow")
+		log.Fatal("usage: onnx-agree [-dataset D] [-int8] MODEL.arrow|MODEL.onnx")
 	}
-	f, err := checkpoint.Read(flag.Arg(0))
+	imported := strings.EqualFold(filepath.Ext(flag.Arg(0)), ".onnx")
+	f, err := onnx.ReadModel(flag.Arg(0), *dataset)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -67,18 +72,26 @@ func main() {
 		log.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	var buf bytes.Buffer
-	info, err := infer.ExportONNX(f, &buf, infer.ONNXOptions{Int8: *int8})
-	if err != nil {
-		log.Fatal(err)
-	}
 	model, in, out := filepath.Join(dir, "model.onnx"), filepath.Join(dir, "x.f32"), filepath.Join(dir, "y.f32")
+	what := "imported; onnxruntime on the original file"
+	if imported {
+		if model, err = filepath.Abs(flag.Arg(0)); err != nil {
+			log.Fatal(err)
+		}
+	} else {
+		var buf bytes.Buffer
+		info, err := infer.ExportONNX(f, &buf, infer.ONNXOptions{Int8: *int8})
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := os.WriteFile(model, buf.Bytes(), 0o644); err != nil {
+			log.Fatal(err)
+		}
+		what = fmt.Sprintf("exported: opset %d, %d bytes", info.Opset, buf.Len())
+	}
 	raw := make([]byte, 0, 4*len(x))
 	for _, v := range x {
 		raw = binary.LittleEndian.AppendUint32(raw, math.Float32bits(v))
-	}
-	if err := os.WriteFile(model, buf.Bytes(), 0o644); err != nil {
-		log.Fatal(err)
 	}
 	if err := os.WriteFile(in, raw, 0o644); err != nil {
 		log.Fatal(err)
@@ -119,6 +132,6 @@ func main() {
 			correct++
 		}
 	}
-	fmt.Printf("%s: opset %d, %d bytes; top-1 identical on %d / %d; largest |Δlogit| %.3g; onnxruntime accuracy %.2f %%\n",
-		flag.Arg(0), info.Opset, buf.Len(), same, len(labels), worst, 100*float64(correct)/float64(len(labels)))
+	fmt.Printf("%s (%s): top-1 identical on %d / %d; largest |Δlogit| %.3g; onnxruntime accuracy %.2f %%\n",
+		flag.Arg(0), what, same, len(labels), worst, 100*float64(correct)/float64(len(labels)))
 }

@@ -11,6 +11,7 @@ express; the importer must refuse them naming the node.
 
     /usr/bin/python3 onnx/testdata/make_fixtures.py [OUTDIR]
 """
+import math
 import os
 import sys
 
@@ -24,6 +25,9 @@ OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__fi
 def randomize(m, seed):
     g = torch.Generator().manual_seed(seed)
     for mod in m.modules():
+        if isinstance(mod, nn.LayerNorm):
+            mod.weight.data.copy_(torch.rand(mod.weight.shape, generator=g) + 0.5)
+            mod.bias.data.copy_(torch.randn(mod.bias.shape, generator=g) * 0.2)
         if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
             c = mod.num_features
             mod.running_mean.copy_(torch.randn(c, generator=g) * 0.3)
@@ -130,6 +134,52 @@ class MnistCNN(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+class Transformer(nn.Module):
+    """A byte transformer as lathe's langid and kjv models are (graph.Transformer): token embedding
+    plus learned positions (Gather, Add), pre-norm blocks of multi-head self-attention written
+    out as PyTorch's nn.MultiheadAttention computes it (Linear q, k, v; view and transpose to heads;
+    MatMul, scale, an additive causal mask for a language model, Softmax, MatMul, back, Linear o),
+    a GELU feed-forward layer (its exact Erf form), a final LayerNorm, then the mean over the
+    positions and a linear head (a classifier), or a head at every position (a language model).
+    Input: byte ids, int64 [batch, T]."""
+
+    def __init__(self, t=16, d=32, heads=4, blocks=2, mlp=64, classes=9, lm=False):
+        super().__init__()
+        self.t, self.heads, self.lm = t, heads, lm
+        self.tok = nn.Embedding(256, d)
+        self.pos = nn.Parameter(torch.randn(t, d) * 0.3)
+        self.blocks = nn.ModuleList()
+        for _ in range(blocks):
+            b = nn.Module()
+            b.ln1, b.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+            b.q, b.k, b.v, b.o = (nn.Linear(d, d) for _ in range(4))
+            b.fc1, b.fc2 = nn.Linear(d, mlp), nn.Linear(mlp, d)
+            self.blocks.append(b)
+        self.ln = nn.LayerNorm(d)
+        self.head = nn.Linear(d, 256 if lm else classes)
+        self.register_buffer("mask", torch.triu(torch.full((t, t), float("-inf")), 1))
+
+    def attend(self, b, h):
+        n, t, d = h.shape
+        dh = d // self.heads
+        q = b.q(h).view(n, t, self.heads, dh).transpose(1, 2)
+        k = b.k(h).view(n, t, self.heads, dh).transpose(1, 2)
+        v = b.v(h).view(n, t, self.heads, dh).transpose(1, 2)
+        s = q @ k.transpose(-2, -1) / math.sqrt(dh)
+        if self.lm:
+            s = s + self.mask
+        c = (F.softmax(s, dim=-1) @ v).transpose(1, 2).reshape(n, t, d)
+        return b.o(c)
+
+    def forward(self, ids):
+        x = self.tok(ids) + self.pos
+        for b in self.blocks:
+            x = x + self.attend(b, b.ln1(x))
+            x = x + b.fc2(F.gelu(b.fc1(b.ln2(x))))
+        x = self.ln(x)
+        return self.head(x) if self.lm else self.head(x.mean(1))
+
+
 class BadSigmoid(nn.Module):
     def __init__(self):
         super().__init__()
@@ -155,13 +205,15 @@ FIXTURES = [
     ("lenet_flatten", LeNetFlatten, (1, 12, 12)),
     ("view_flatten", ViewFlatten, (1, 6, 6)),
     ("mnist_cnn", MnistCNN, (1, 28, 28)),
+    ("transformer", Transformer, (16,)),
+    ("charlm", lambda: Transformer(t=12, d=16, heads=2, blocks=1, mlp=32, lm=True), (12,)),
     ("bad_sigmoid", BadSigmoid, (1, 4, 4)),
     ("bad_dilation", BadDilation, (1, 6, 6)),
 ]
 
 
 def export(m, path, shape, opset):
-    x = torch.zeros(2, *shape)
+    x = torch.zeros(2, *shape, dtype=torch.int64) if len(shape) == 1 else torch.zeros(2, *shape)
     torch.onnx.export(m, x, path, input_names=["input"], output_names=["logits"], opset_version=opset,
                       dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
                       training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=True)
@@ -175,6 +227,8 @@ def main():
             export(m, os.path.join(OUT, f"{name}.op{opset}.onnx"), shape, opset)
         g = torch.Generator().manual_seed(300 + i)
         x = torch.rand(4, *shape, generator=g)
+        if len(shape) == 1:  # byte ids, stored as id/255 (the ids lathe's runtime and run.mjs take)
+            x = torch.randint(1, 256, (4, *shape), generator=g).float() / 255
         with open(os.path.join(OUT, f"{name}.x.f32"), "wb") as f:
             f.write(x.numpy().astype("<f4").tobytes())
         print(name, "params", sum(p.numel() for p in m.parameters()))

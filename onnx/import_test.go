@@ -149,12 +149,47 @@ func TestImportMakesLatheLayers(t *testing.T) {
 	}
 }
 
+// TestImportMakesTransformers: the PyTorch transformer's attention
+// pattern becomes lathe's attention layers (named after the modules that
+// hold q, k, v, o; causal in the language model), its feed-forward layers
+// 1×1 convolutions with GELU, its embedding one layer with its positions,
+// and the language model scores every position.
+func TestImportMakesTransformers(t *testing.T) {
+	for _, c := range []struct {
+		file           string
+		heads, norms   int
+		causal, perPos bool
+	}{{"transformer.op13.onnx", 4, 5, false, false}, {"transformer.op17.onnx", 4, 5, false, false}, {"charlm.op17.onnx", 2, 3, true, true}} {
+		m, err := ReadFile(filepath.Join("testdata", c.file), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		attn, fc1, emb, norms := m.Net.Layer("blocks.0"), m.Net.Layer("blocks.0.fc1"), m.Net.Layer("tok"), 0
+		for _, l := range m.Net.Layers {
+			if l.Kind == graph.LayerNorm {
+				norms++
+			}
+		}
+		switch {
+		case attn == nil || attn.Kind != graph.Attention || attn.Heads != c.heads || attn.Causal != c.causal:
+			t.Errorf("%s: attention %+v", c.file, attn)
+		case fc1 == nil || fc1.Kind != graph.Conv || fc1.Kernel != 1 || fc1.Act != graph.GELU:
+			t.Errorf("%s: feed-forward layer %+v", c.file, fc1)
+		case emb == nil || emb.Kind != graph.Embedding || m.Net.PerPosition != c.perPos:
+			t.Errorf("%s: embedding %+v, per position %v", c.file, emb, m.Net.PerPosition)
+		case norms != c.norms:
+			t.Errorf("%s: %d layer norms", c.file, norms)
+		}
+	}
+}
+
 // TestImportRefusesWhatLatheCannotExpress: an operator lathe has no kind
 // for and an attribute it cannot honour are refused naming the node.
 func TestImportRefusesWhatLatheCannotExpress(t *testing.T) {
 	for file, want := range map[string][]string{
 		"bad_sigmoid.op17.onnx":  {"/Sigmoid", "Sigmoid", "cannot express operator Sigmoid"},
 		"bad_dilation.op13.onnx": {"/c/Conv", "Conv", "dilations [2 2]"},
+		"bad_softmax.op17.onnx":  {"/Softmax", "Softmax", "a model ends in logits"},
 	} {
 		_, err := ReadFile(filepath.Join("testdata", file), Options{})
 		var ne *NodeError

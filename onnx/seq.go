@@ -315,7 +315,7 @@ func (im *importer) scalarIn(n *onnxpb.NodeProto, k int) (float64, bool) {
 // the patterns above, or a scale joined to a layer norm.
 func (im *importer) arith(n *onnxpb.NodeProto) (*value, error) {
 	op, a, b := n.GetOpType(), im.raw(n, 0), im.raw(n, 1)
-	ck := 1 // the constant's input
+	ck := 1                                  // the constant's input
 	if a == nil && b != nil && op == "Mul" { // a constant first
 		a, b, ck = b, nil, 0
 	}
@@ -400,7 +400,9 @@ func (im *importer) gelu(n *onnxpb.NodeProto, p *erfGELU) (*value, error) {
 // lnStep follows the decomposed layer norm.
 func (im *importer) lnStep(n *onnxpb.NodeProto, a, b *value, p *decomposedLN) (*value, error) {
 	op := n.GetOpType()
-	next := func(stage int) *value { return im.stage(a, &decomposedLN{x: p.x, name: p.name, stage: stage, eps: p.eps}) }
+	next := func(stage int) *value {
+		return im.stage(a, &decomposedLN{x: p.x, name: p.name, stage: stage, eps: p.eps})
+	}
 	c, isScalar := im.scalarIn(n, 1)
 	switch {
 	case op == "Pow" && p.stage == 2 && isScalar && c == 2:

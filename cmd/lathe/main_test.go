@@ -248,3 +248,42 @@ func TestProfile(t *testing.T) {
 		t.Errorf("a training checkpoint: exit %d: %s", code, errOut)
 	}
 }
+
+// TestImport: lathe import writes a model file of a PyTorch export that
+// eval scores as eval scores the ONNX file itself; an operator lathe
+// cannot express is refused naming its node, and nothing is written.
+func TestImport(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "cnn.arrow")
+	code, stdout, stderr := runLathe(t, "import", "../../onnx/testdata/mnist_cnn.op17.onnx", "-o", out, "--dataset", "mnist")
+	if code != 0 || !strings.Contains(stdout, "2 conv, 2 batchnorm, 1 linear, 1 global_avgpool") || !strings.Contains(stdout, "10 classes") {
+		t.Fatalf("import: code %d\n%s%s", code, stdout, stderr)
+	}
+	var fromFile, fromONNX Evaluation
+	for _, c := range []struct {
+		args []string
+		into *Evaluation
+	}{{[]string{"eval", out, "--json"}, &fromFile}, {[]string{"eval", "../../onnx/testdata/mnist_cnn.op17.onnx", "--dataset", "mnist", "--json"}, &fromONNX}} {
+		code, stdout, stderr := runLathe(t, c.args...)
+		if code != 0 {
+			t.Fatalf("%v: code %d: %s", c.args, code, stderr)
+		}
+		if err := json.Unmarshal([]byte(stdout), c.into); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if fromFile.Dataset != "mnist" || fromFile.TestAccuracy != fromONNX.TestAccuracy || fromFile.Params != 438 {
+		t.Errorf("the model file scores %+v, the ONNX file %+v", fromFile, fromONNX)
+	}
+	bad := filepath.Join(dir, "bad.arrow")
+	code, _, stderr = runLathe(t, "import", "../../onnx/testdata/bad_sigmoid.op17.onnx", "-o", bad)
+	if code != 1 || !strings.Contains(stderr, `node "/Sigmoid" (Sigmoid)`) {
+		t.Errorf("an unsupported operator: code %d, %s", code, stderr)
+	}
+	if _, err := os.Stat(bad); err == nil {
+		t.Error("a refused import wrote its model file")
+	}
+	if code, _, _ := runLathe(t, "eval", "../../onnx/testdata/mnist_cnn.op17.onnx"); code != 1 {
+		t.Errorf("eval of an ONNX file without --dataset: code %d", code)
+	}
+}

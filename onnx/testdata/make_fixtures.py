@@ -189,6 +189,15 @@ class BadSigmoid(nn.Module):
         return torch.sigmoid(self.fc(torch.flatten(x, 1)))
 
 
+class BadSoftmax(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return F.softmax(self.fc(torch.flatten(x, 1)), dim=1)
+
+
 class BadDilation(nn.Module):
     def __init__(self):
         super().__init__()
@@ -209,6 +218,7 @@ FIXTURES = [
     ("charlm", lambda: Transformer(t=12, d=16, heads=2, blocks=1, mlp=32, lm=True), (12,)),
     ("bad_sigmoid", BadSigmoid, (1, 4, 4)),
     ("bad_dilation", BadDilation, (1, 6, 6)),
+    ("bad_softmax", BadSoftmax, (1, 4, 4)),
 ]
 
 

@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""Trains the import target's language identifier with Debian's PyTorch and exports it: the
+byte transformer of make_fixtures.py (embedding of width 64 with learned positions, two pre-norm
+blocks of 4-head attention and a GELU feed-forward layer of 128, mean over the positions, a
+linear head) on lathe's langid windows (64 bytes of fortune cookies in nine languages), dumped by
+`go run ./bench/dataset-dump -dataset langid -o DIR` so that PyTorch sees exactly lathe's samples;
+2 epochs of AdamW (lr 1e-3, batch 64, seed 1); exported at opset 17 as langid_transformer.onnx
+(input "input": byte ids int64 [batch, 64], output "logits" [batch, 9]).
+
+    /usr/bin/python3 onnx/testdata/train_langid.py DUMP_DIR [OUT.onnx]
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_fixtures import Transformer, export  # noqa: E402
+
+DUMP = sys.argv[1]
+OUT = sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "langid_transformer.onnx")
+
+
+def load(split, cols):
+    x = np.fromfile(os.path.join(DUMP, split + ".x"), np.uint8).reshape(-1, cols)
+    y = np.fromfile(os.path.join(DUMP, split + ".y"), np.uint8)
+    return torch.from_numpy(x.astype(np.int64)), torch.from_numpy(y.astype(np.int64))
+
+
+def main():
+    meta = json.load(open(os.path.join(DUMP, "meta.json")))
+    t, classes = meta["cols"], meta["classes"]
+    torch.manual_seed(1)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    xs, ys = load("train", t)
+    xt, yt = load("test", t)
+    m = Transformer(t=t, d=64, heads=4, blocks=2, mlp=128, classes=classes)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-3, weight_decay=0.01)
+    for epoch in range(2):
+        m.train()
+        perm = torch.randperm(len(xs))
+        for k in range(0, len(xs), 64):
+            b = perm[k:k + 64]
+            opt.zero_grad()
+            F.cross_entropy(m(xs[b]), ys[b]).backward()
+            opt.step()
+        m.eval()
+        with torch.no_grad():
+            right = sum((m(xt[k:k + 1000]).argmax(1) == yt[k:k + 1000]).sum().item() for k in range(0, len(xt), 1000))
+        print(f"epoch {epoch + 1}: test accuracy {100 * right / len(xt):.2f} %", flush=True)
+    export(m, OUT, (t,), 17)
+    print("wrote", OUT)
+
+
+if __name__ == "__main__":
+    main()

@@ -6,6 +6,8 @@ import (
 	"math"
 	"sort"
 
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas64"
 	"gonum.org/v1/gonum/mat"
 
 	"github.com/lathe-ml/lathe/model"
@@ -22,8 +24,9 @@ import (
 // patches, in the weight's column order).
 type Hessian struct {
 	Cols int
-	H    []float64 // [Cols, Cols]
-	N    int       // rows added
+	H    []float64 // [Cols, Cols], the upper triangle
+
+	N int // rows added
 }
 
 // NewHessian makes an empty Hessian for a weight of cols columns.
@@ -31,23 +34,30 @@ func NewHessian(cols int) *Hessian {
 	return &Hessian{Cols: cols, H: make([]float64, cols*cols)}
 }
 
-// Add adds input rows x [n, Cols].
+// Add adds input rows x [n, Cols] (in chunks, through BLAS: H's upper
+// triangle is kept).
 func (h *Hessian) Add(x []float32) {
 	c := h.Cols
-	for r := 0; r+c <= len(x); r += c {
-		row := x[r : r+c]
-		for i, a := range row {
-			if a == 0 {
-				continue
-			}
-			hi := h.H[i*c : (i+1)*c]
-			av := float64(a)
-			for j, b := range row {
-				hi[j] += av * float64(b)
-			}
+	n := len(x) / c
+	const chunk = 256
+	buf := make([]float64, min(n, chunk)*c)
+	for r0 := 0; r0 < n; r0 += chunk {
+		k := min(chunk, n-r0)
+		for i, v := range x[r0*c : (r0+k)*c] {
+			buf[i] = float64(v)
 		}
-		h.N++
+		a := blas64.General{Rows: k, Cols: c, Stride: c, Data: buf[:k*c]}
+		blas64.Syrk(blas.Trans, 1, a, 1, blas64.Symmetric{N: c, Stride: c, Uplo: blas.Upper, Data: h.H})
 	}
+	h.N += n
+}
+
+// at is H[i][j] from its upper triangle.
+func (h *Hessian) at(i, j int) float64 {
+	if i > j {
+		i, j = j, i
+	}
+	return h.H[i*h.Cols+j]
 }
 
 // Error is ‖(W − Ŵ)·Xᵀ‖² / N, the mean squared change of the layer's
@@ -67,7 +77,7 @@ func (h *Hessian) Error(w, what []float32) float64 {
 			}
 			s := 0.0
 			for j, dj := range d {
-				s += h.H[i*c+j] * dj
+				s += h.at(i, j) * dj
 			}
 			total += di * s
 		}

@@ -17,17 +17,21 @@ func layer(rows, cols, n int) ([]float32, *Hessian) {
 		w[i] = float32(r.NormFloat64() * 0.1)
 	}
 	h := NewHessian(cols)
-	x := make([]float32, cols)
+	x := make([]float32, n*cols)
 	scale := make([]float64, cols)
 	for j := range scale {
 		scale[j] = 0.2 + 2*r.Float64()
 	}
-	for range n {
+	for i := range n {
 		f := r.NormFloat64()
-		for j := range x {
-			x[j] = float32(scale[j] * (0.7*f + 0.5*r.NormFloat64()))
+		for j := range cols {
+			x[i*cols+j] = float32(scale[j] * (0.7*f + 0.5*r.NormFloat64()))
 		}
-		h.Add(x)
+	}
+	h.Add(x[:7*cols]) // in two calls: a short one, then the rest
+	h.Add(x[7*cols:])
+	if h.N != n {
+		panic("rows not counted")
 	}
 	return w, h
 }

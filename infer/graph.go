@@ -198,7 +198,7 @@ func (m *Model) Forward(x []float32, batch int) ([]float32, error) {
 		t0 = time.Now()
 	}
 	for i, l := range m.Layers {
-		if a := m.fuse[i]; a >= 0 && isDirect(l.kernel(batch)) {
+		if a := m.fuse[i]; a >= 0 && isDirect(l.kernel(batch)) && m.trace == nil {
 			// A convolution that finishes a residual addition: the sum
 			// and its activation on each output row as it is written.
 			add := m.Layers[a]
@@ -230,6 +230,9 @@ func (m *Model) Forward(x []float32, batch int) ([]float32, error) {
 			m.apply(l, dst, ss, batch)
 			outs[i] = activation{buf: b, data: dst, feats: l.size}
 		}
+		if m.trace != nil {
+			m.trace(l, as(in(l.Inputs[0]), false), as(outs[i], false))
+		}
 		if m.clock != nil { // LayerTimes: the layer's share, conversions included
 			now := time.Now()
 			m.clock[i] = now.Sub(t0)
@@ -246,6 +249,17 @@ func (m *Model) Forward(x []float32, batch int) ([]float32, error) {
 	y := as(outs[len(outs)-1], false)
 	m.free, m.scratch = free, scratch
 	return y, nil
+}
+
+// Trace runs Forward on x and calls fn after each layer with the layer,
+// its (first) input and its output, both [batch, features] — what
+// post-training compression calibrates on. While tracing, no residual
+// addition is fused into the convolution before it, so each layer's own
+// output is seen.
+func (m *Model) Trace(x []float32, batch int, fn func(l *Layer, in, out []float32)) ([]float32, error) {
+	m.trace = fn
+	defer func() { m.trace = nil }()
+	return m.Forward(x, batch)
 }
 
 // apply runs one layer (but a CSRT one) on inputs in [batch, features]

@@ -117,6 +117,7 @@ type Model struct {
 	// clock, when set (LayerTimes), receives each layer's time in a
 	// Forward call.
 	clock []time.Duration
+	trace func(l *Layer, in, out []float32) // Trace's hook
 }
 
 // state is the part of a model file's state document the runtime reads.

@@ -38,6 +38,8 @@ func main() { os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr)) }
 const usage = `usage:
   lathe import MODEL.onnx -o OUT.arrow [--dataset D]
                                               a float ONNX model (PyTorch's export) as a model file
+  lathe compress FILE -o OUT.arrow [--bits 8 [--gptq]] [--activations 8] [--prune sparsegpt --sparsity 0.5|--nm 2:4]
+                                              post-training compression: no training, a few hundred calibration samples
   lathe inspect FILE [--json]                 tensors, encodings and sizes of a model file or checkpoint
   lathe eval FILE [--dataset D] [--json]      test accuracy of a model file (a language model's: bits per character)
   lathe lint RECIPE [-var name=value]...      validate a recipe and print what happens when
@@ -60,6 +62,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "import":
 		err = importCmd(args[1:], stdout, stderr)
+	case "compress":
+		err = compressCmd(args[1:], stdout, stderr)
 	case "inspect":
 		err = inspect(args[1:], stdout, stderr)
 	case "eval":

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/lathe-ml/lathe/checkpoint"
+	"github.com/lathe-ml/lathe/compute/cpu"
+	"github.com/lathe-ml/lathe/data"
+	"github.com/lathe-ml/lathe/infer"
+	"github.com/lathe-ml/lathe/ptq"
+	"github.com/lathe-ml/lathe/rundir"
+)
+
+// compressCmd is lathe compress: post-training compression of a model
+// file (or an ONNX model), no training.
+func compressCmd(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("compress", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("o", "", "the model file to write (required)")
+	dataset := fs.String("dataset", "", "the calibration and test data (default: the model's dataset)")
+	dataDir := fs.String("data-dir", "", "the dataset's folder (default: where it is installed)")
+	var o ptq.Options
+	fs.IntVar(&o.Bits, "bits", 0, "weight bits, 2 to 8, per output channel (0: float)")
+	fs.BoolVar(&o.GPTQ, "gptq", false, "GPTQ: compensate each column's rounding on the columns after it (else round to nearest)")
+	fs.IntVar(&o.Activations, "activations", 0, "activation bits, 2 to 8 (0: float); 8 with --bits 8 runs the runtime's integer kernels")
+	fs.StringVar(&o.Range, "range", "minmax", "activation ranges: minmax, percentile or mse")
+	fs.Float64Var(&o.Percentile, "percentile", 99.99, "the percentile of --range percentile")
+	fs.BoolVar(&o.BiasCorrection, "bias-correction", false, "add each layer's mean output change on the calibration inputs to its bias")
+	fs.StringVar(&o.Prune, "prune", "", "one-shot pruning: magnitude or sparsegpt")
+	fs.Float64Var(&o.Sparsity, "sparsity", 0.5, "the pruned share of each linear and convolution weight")
+	nm := fs.String("nm", "", "N:M pruning instead of a share, e.g. 2:4")
+	samples := fs.Int("samples", 512, "calibration samples, drawn from the training split")
+	seed := fs.Uint64("seed", 1, "the calibration draw's seed")
+	onnxOut := fs.String("onnx", "", "also export the result as ONNX to this file")
+	noEval := fs.Bool("no-eval", false, "skip the test-set accuracy before and after")
+	path, err := parse(fs, args, "model file")
+	if err != nil {
+		return err
+	}
+	if *out == "" {
+		fmt.Fprintln(stderr, "lathe compress: -o OUT.arrow is required")
+		return errUsage
+	}
+	if *nm != "" {
+		if _, err := fmt.Sscanf(*nm, "%d:%d", &o.N, &o.M); err != nil {
+			return fmt.Errorf("--nm %q: N:M, e.g. 2:4", *nm)
+		}
+	}
+	if o.Prune == "" {
+		o.Sparsity = 0
+	}
+	f, err := readModel(path, *dataset)
+	if err != nil {
+		return err
+	}
+	_, st, err := rundir.LoadModel(f)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	ds := *dataset
+	if ds == "" {
+		ds = st.Dataset
+	}
+	if ds == "" {
+		return fmt.Errorf("%s names no dataset (an imported model): pass --dataset", path)
+	}
+	train, test, err := data.Load(ds, *dataDir)
+	if err != nil {
+		return err
+	}
+	eng := cpu.New(cpu.Options{Logger: hclog.NewNullLogger(), Spin: infer.Spin})
+	o.Progress = func(r ptq.LayerReport) {
+		fmt.Fprintf(stderr, "  %-24s %-10s output error %.4g (plain method %.4g), sparsity %.3f\n", r.Layer, r.Method, r.Error, r.Baseline, r.Sparsity)
+	}
+	x := ptq.Calibration(train, *samples, *seed)
+	res, rep, err := ptq.Compress(f, x, eng, o)
+	if err != nil {
+		return err
+	}
+	if err := checkpoint.Write(*out, res); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s → %s: %d calibration samples, %d batch norms folded, %d layers; %d bytes (was %d)\n",
+		path, *out, rep.Samples, rep.Folded, len(rep.Layers), res.Bytes, f.Bytes)
+	if *onnxOut != "" {
+		var buf bytes.Buffer
+		info, err := infer.ExportONNX(res, &buf, infer.ONNXOptions{Int8: true, Producer: rundir.Version})
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(*onnxOut, buf.Bytes(), 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "ONNX: %s (opset %d, %d bytes)\n", *onnxOut, info.Opset, info.Bytes)
+	}
+	if *noEval {
+		return nil
+	}
+	var accs []string
+	for _, file := range []*checkpoint.File{f, res} {
+		rt, err := infer.Load(file, eng)
+		if err != nil {
+			return err
+		}
+		classes, err := infer.Predict(rt, test, 500)
+		if err != nil {
+			return err
+		}
+		right := 0
+		for i, c := range classes {
+			if c == int(test.Labels[i]) {
+				right++
+			}
+		}
+		accs = append(accs, fmt.Sprintf("%.4f", float64(right)/float64(len(classes))))
+	}
+	fmt.Fprintf(stdout, "test accuracy on %s (lathe's runtime): %s before, %s after\n", ds, accs[0], strings.Join(accs[1:], ""))
+	return nil
+}

@@ -1,0 +1,93 @@
+package ptq
+
+import (
+	"math"
+	"testing"
+
+	"github.com/lathe-ml/lathe/checkpoint"
+	"github.com/lathe-ml/lathe/compute/cpu"
+	"github.com/lathe-ml/lathe/data"
+	"github.com/lathe-ml/lathe/infer"
+	"github.com/lathe-ml/lathe/onnx"
+)
+
+// resnet8 is the PyTorch-trained ResNet-8 of onnx/testdata (Fashion-MNIST).
+func resnet8(t *testing.T) (*checkpoint.File, []float32, *data.Set) {
+	t.Helper()
+	f, err := onnx.ReadModel("../onnx/testdata/fashion_resnet8.onnx", "fashion-mnist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	train, test, err := data.Load("fashion-mnist", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, Calibration(train, 128, 1), test.Slice("fashion-mnist/test", 0, 2000)
+}
+
+func accuracy(t *testing.T, f *checkpoint.File, set *data.Set) float64 {
+	t.Helper()
+	rt, err := infer.Load(f, cpu.New(cpu.Options{Threads: 2}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	classes, err := infer.Predict(rt, set, 500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	right := 0
+	for i, c := range classes {
+		if c == int(set.Labels[i]) {
+			right++
+		}
+	}
+	return float64(right) / float64(len(classes))
+}
+
+// TestW8A8: 8-bit weights and activations, batch norms folded first,
+// keep the accuracy within a point, and the file holds integer weights
+// and frozen activation ranges.
+func TestW8A8(t *testing.T) {
+	f, x, test := resnet8(t)
+	out, rep, err := Compress(f, x, cpu.New(cpu.Options{Threads: 2}), Options{Bits: 8, Activations: 8, Range: "mse", BiasCorrection: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, got := accuracy(t, f, test), accuracy(t, out, test)
+	t.Logf("fp32 %.4f, W8A8 %.4f; %d batch norms folded, %d activation ranges", base, got, rep.Folded, len(rep.Activation))
+	if math.Abs(got-base) > 0.01 || rep.Folded != 9 || len(rep.Activation) < 9 {
+		t.Errorf("W8A8: %.4f vs fp32 %.4f, %d folded, %d ranges", got, base, rep.Folded, len(rep.Activation))
+	}
+	if w := out.Tensor("blocks.0.c1"); w == nil || w.Quant == nil || w.Quant.Bits != 8 {
+		t.Errorf("blocks.0.c1 is not stored as 8-bit codes: %+v", w)
+	}
+}
+
+// TestGPTQAndSparseGPTOnANetwork: layer by layer on a trained network,
+// GPTQ's calibration output error is at most round-to-nearest's and
+// SparseGPT's below magnitude pruning's, each weight at the asked
+// sparsity.
+func TestGPTQAndSparseGPTOnANetwork(t *testing.T) {
+	f, x, _ := resnet8(t)
+	eng := cpu.New(cpu.Options{Threads: 2})
+	for _, o := range []Options{{Bits: 3, GPTQ: true}, {Prune: "sparsegpt", Sparsity: 0.5}} {
+		_, rep, err := Compress(f, x, eng, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e, b float64
+		for _, l := range rep.Layers {
+			e, b = e+l.Error, b+l.Baseline
+			if l.Error > l.Baseline*1.0001 {
+				t.Errorf("%+v: layer %s: error %g above the plain method's %g", o, l.Layer, l.Error, l.Baseline)
+			}
+			if o.Prune != "" && math.Abs(l.Sparsity-0.5) > 0.02 {
+				t.Errorf("layer %s: sparsity %g", l.Layer, l.Sparsity)
+			}
+		}
+		t.Logf("%+v: summed output error %.4g, plain method's %.4g", o, e, b)
+	}
+	if _, _, err := Compress(f, x, eng, Options{GPTQ: true}); err == nil {
+		t.Error("GPTQ without bits accepted")
+	}
+}

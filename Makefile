@@ -7,7 +7,7 @@ GO      ?= go
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PKGS := libopenblas0-pthread dataset-fashion-mnist nats-server chromium \
             fortunes fortunes-de fortunes-es fortunes-it fortunes-pl fortunes-ru fortunes-cs fortunes-br fortunes-zh \
-            bible-kjv bible-kjv-text
+            bible-kjv bible-kjv-text libonnx-testdata
 JSREADER := checkpoint/testdata/jsreader
 ORT      := infer/testdata/ort
 

@@ -24,6 +24,9 @@ type Options struct {
 	Dataset string
 	// Job names the model file's job (default "import").
 	Job string
+	// imageOut lets a graph end in an image (its values NHWC in lathe's
+	// output): ONNX's operator tests do.
+	imageOut bool
 }
 
 // Model is an imported model.
@@ -91,7 +94,7 @@ func Import(b []byte, opt Options) (*Model, error) {
 		return nil, errors.New("onnx: the model has no graph")
 	}
 	im := &importer{consts: map[string]*tensor{}, vals: map[string]*value{}, uses: map[string]int{},
-		params: map[string][]float32{}, taken: map[string]bool{graph.Input: true}, nodeOf: map[string]string{}, counts: map[string]int{}}
+		params: map[string][]float32{}, taken: map[string]bool{graph.Input: true}, nodeOf: map[string]string{}, counts: map[string]int{}, imageOut: opt.imageOut}
 	if err := im.graph(g); err != nil {
 		return nil, err
 	}
@@ -118,6 +121,8 @@ type importer struct {
 	taken  map[string]bool
 	nodeOf map[string]string // layer → the node that made it
 	counts map[string]int    // per kind, for names
+	// imageOut: Options.imageOut.
+	imageOut bool
 }
 
 // value is an ONNX tensor that lathe computes: a layer's output, seen the
@@ -252,7 +257,7 @@ func (im *importer) output(g *onnxpb.GraphProto) error {
 		return fmt.Errorf("onnx: output %q is the input: the graph computes nothing lathe can train", name)
 	case v.layer != im.net.Layers[len(im.net.Layers)-1].Name:
 		return fmt.Errorf("onnx: output %q comes from layer %s, not the graph's last computation", name, v.layer)
-	case v.rank == 4 && (v.shape.H != 1 || v.shape.W != 1):
+	case v.rank == 4 && (v.shape.H != 1 || v.shape.W != 1) && !im.imageOut:
 		return fmt.Errorf("onnx: output %q is an image %dx%dx%d; lathe's networks end in the class scores [batch, classes]", name, v.shape.C, v.shape.H, v.shape.W)
 	case v.perm != nil:
 		return fmt.Errorf("onnx: output %q flattens an image in ONNX's channel-first order, which lathe's last layer does not give", name)

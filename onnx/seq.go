@@ -369,6 +369,9 @@ func (im *importer) arith(n *onnxpb.NodeProto) (*value, error) {
 			return im.scaleLN(n, x, l, ck)
 		}
 	}
+	if op == "Erf" || op == "Sqrt" {
+		return nil, fmt.Errorf("%s of a computed value: lathe has no layer for it (outside the GELU and LayerNorm patterns)", op)
+	}
 	return nil, fmt.Errorf("%s of a computed value by a constant: lathe has no layer for it (outside the attention, GELU and LayerNorm patterns and a layer norm's scale)", op)
 }
 

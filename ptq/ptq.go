@@ -70,9 +70,9 @@ type LayerReport struct {
 
 // Report is what Compress did.
 type Report struct {
-	Samples    int                  `json:"calibration_samples"`
-	Folded     int                  `json:"batch_norms_folded"`
-	Layers     []LayerReport        `json:"layers"`
+	Samples    int                   `json:"calibration_samples"`
+	Folded     int                   `json:"batch_norms_folded"`
+	Layers     []LayerReport         `json:"layers"`
 	Activation map[string][2]float32 `json:"activation_ranges,omitempty"`
 }
 

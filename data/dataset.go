@@ -15,9 +15,14 @@ import (
 type Set struct {
 	Name       string // "mnist/train", "fashion-mnist/test", "langid/train", ...
 	Rows, Cols int
-	Classes    int
-	Images     []byte // Len()·Rows·Cols pixels (or bytes of text)
-	Labels     []byte
+	// Channels is an image's channels (0: one), stored last (NHWC).
+	Channels int
+	Classes  int
+	Images   []byte // Len()·Features() pixels (or bytes of text), scaled by 1/255 when read
+	// Floats, when not nil, holds the features as they are (a user's
+	// numeric data) instead of Images.
+	Floats []float32
+	Labels []byte
 	// ClassNames name the classes where the data does (a text set's
 	// languages or files); nil for the image sets.
 	ClassNames []string
@@ -32,14 +37,20 @@ func (s *Set) LabelsPer() int { return max(s.Positions, 1) }
 // Len is the number of samples.
 func (s *Set) Len() int { return len(s.Labels) / s.LabelsPer() }
 
-// Features is the number of inputs per sample (Rows·Cols).
-func (s *Set) Features() int { return s.Rows * s.Cols }
+// Features is the number of inputs per sample (Rows·Cols·Channels).
+func (s *Set) Features() int { return s.Rows * s.Cols * max(s.Channels, 1) }
 
 // Slice returns samples [lo, hi) sharing memory with s.
 func (s *Set) Slice(name string, lo, hi int) *Set {
 	f, p := s.Features(), s.LabelsPer()
-	return &Set{Name: name, Rows: s.Rows, Cols: s.Cols, Classes: s.Classes, Images: s.Images[lo*f : hi*f], Labels: s.Labels[lo*p : hi*p],
+	out := &Set{Name: name, Rows: s.Rows, Cols: s.Cols, Channels: s.Channels, Classes: s.Classes, Labels: s.Labels[lo*p : hi*p],
 		ClassNames: s.ClassNames, Positions: s.Positions}
+	if s.Floats != nil {
+		out.Floats = s.Floats[lo*f : hi*f]
+	} else {
+		out.Images = s.Images[lo*f : hi*f]
+	}
+	return out
 }
 
 // TrainSize is the number of training images of the image sets (MNIST
@@ -50,7 +61,7 @@ const TrainSize = 60000
 // identification set of Debian's fortune packages, a folder of the user's
 // text files, one per class, and the King James Bible as a character
 // corpus (a language model's windows).
-var Datasets = []string{"mnist", "fashion-mnist", "langid", "text", "kjv"}
+var Datasets = []string{"mnist", "fashion-mnist", "langid", "text", "kjv", "csv", "npy", "images"}
 
 // IsText says whether a dataset is text (no augmentation; not shipped to
 // a cluster's workers yet).
@@ -73,6 +84,7 @@ func OwnValidation(name, dir string) bool {
 type Info struct {
 	Rows, Cols, Classes, Train int
 	Positions                  int
+	Channels                   int // 0: one
 }
 
 // Describe returns a dataset's Info: the image sets' without reading them,
@@ -102,7 +114,7 @@ var described sync.Map
 
 // InfoOf is a loaded training set's Info.
 func InfoOf(train *Set) Info {
-	return Info{Rows: train.Rows, Cols: train.Cols, Classes: train.Classes, Train: train.Len(), Positions: train.Positions}
+	return Info{Rows: train.Rows, Cols: train.Cols, Classes: train.Classes, Train: train.Len(), Positions: train.Positions, Channels: train.Channels}
 }
 
 // GoMNISTModule and GoMNISTVersion locate MNIST in the Go module cache;
@@ -206,9 +218,12 @@ func LoadSplits(name, dir string) (train, val, test *Set, err error) {
 // (DefaultDir(name) when dir is empty), langid's from the installed
 // fortune packages (LoadLangID; no dir), text's from the folder dir
 // (LoadTextDir) or, when dir is a file, that corpus's windows of
-// KJVContext bytes (LoadTextFile), kjv's windows (LoadKJV; no dir).
+// KJVContext bytes (LoadTextFile), kjv's windows (LoadKJV; no dir), a
+// user's files from the folder dir (LoadFiles: csv, npy, images).
 func Load(name, dir string) (train, test *Set, err error) {
 	switch name {
+	case "csv", "npy", "images":
+		return LoadFiles(name, dir)
 	case "kjv":
 		train, _, test, err = LoadSplits(name, dir)
 		return train, test, err

@@ -67,15 +67,19 @@ func (b *Batcher) Fill(x, y []float32, idx []int, epoch int) {
 	f := s.Features()
 	for i, id := range idx {
 		dst := x[i*f : (i+1)*f]
-		src := s.Images[id*f : (id+1)*f]
+		if s.Floats != nil { // a user's numbers, as they are
+			copy(dst, s.Floats[id*f:(id+1)*f])
+		}
+		src := s.Images[min(id*f, len(s.Images)):min((id+1)*f, len(s.Images))]
 		switch {
+		case s.Floats != nil:
 		case b.Augment.Shift == 0 && !b.Augment.Flip:
 			for j, p := range src {
 				dst[j] = float32(p) * (1.0 / 255)
 			}
 		default:
 			dy, dx := b.Shift(id, epoch)
-			shift(dst, src, s.Rows, s.Cols, dy, dx, b.Flipped(id, epoch))
+			shift(dst, src, s.Rows, s.Cols, s.Channels, dy, dx, b.Flipped(id, epoch))
 		}
 		p := s.LabelsPer()
 		for j, l := range s.Labels[id*p : (id+1)*p] {
@@ -107,23 +111,28 @@ func (b *Batcher) Flipped(id, epoch int) bool {
 
 // shift writes src — mirrored left to right when flip — translated by
 // (dy, dx) pixels into dst, zero-filling.
-func shift(dst []float32, src []byte, rows, cols, dy, dx int, flip bool) {
+func shift(dst []float32, src []byte, rows, cols, ch, dy, dx int, flip bool) {
+	ch = max(ch, 1)
+	w := cols * ch
 	for r := 0; r < rows; r++ {
 		sr := r - dy
-		row := dst[r*cols : (r+1)*cols]
+		row := dst[r*w : (r+1)*w]
 		if sr < 0 || sr >= rows {
 			clear(row)
 			continue
 		}
 		for c := 0; c < cols; c++ {
 			sc := c - dx
+			px := row[c*ch : (c+1)*ch]
 			switch {
 			case sc < 0 || sc >= cols:
-				row[c] = 0
+				clear(px)
+				continue
 			case flip:
-				row[c] = float32(src[sr*cols+cols-1-sc]) * (1.0 / 255)
-			default:
-				row[c] = float32(src[sr*cols+sc]) * (1.0 / 255)
+				sc = cols - 1 - sc
+			}
+			for k, v := range src[(sr*cols+sc)*ch : (sr*cols+sc+1)*ch] {
+				px[k] = float32(v) * (1.0 / 255)
 			}
 		}
 	}

@@ -11,7 +11,7 @@ import (
 // Job is a decoded, validated recipe.
 type Job struct {
 	Name    string
-	Dataset string // "mnist", "fashion-mnist", "langid" or "text"
+	Dataset string // "mnist", "fashion-mnist", "langid", "text", "kjv", or a user's "csv", "npy", "images"
 	// DataDir is the folder a dataset is read from (text: the class
 	// files; an image set: its IDX files), relative to the recipe's
 	// directory; empty: where the dataset is installed.
@@ -269,8 +269,8 @@ type Sensitivity struct {
 func epochsOf(j *Job) float64 { return float64(j.Epochs) }
 
 var jobSection = section[Job]{name: "job", doc: "The recipe's one block, labelled with the job's name; every other block goes inside it.", fields: []field[Job]{
-	{name: "dataset", doc: "The training data: `mnist` or `fashion-mnist` (60 000 training and 10 000 test images, 28×28); `langid` (64-byte windows of fortune cookies in 9 languages, from Debian's fortune packages); `text` (a folder of UTF-8 files, one per class, in `data_dir`); `kjv` (the King James Bible as windows of 128 bytes for a character-level language model; Proverbs and Romans held out for validation, Isaiah and John for test).", at: func(j *Job) any { return &j.Dataset }, def: "mnist"}, // a name the plan checks
-	{name: "data_dir", doc: "The folder the dataset is read from, relative to the recipe's directory (`text`: its class files; `mnist`, `fashion-mnist`: their IDX files); empty: where the dataset is installed. `--data-dir` overrides it.", at: func(j *Job) any { return &j.DataDir }, omit: func(j *Job) bool { return j.DataDir == "" }},
+	{name: "dataset", doc: "The training data: `mnist` or `fashion-mnist` (60 000 training and 10 000 test images, 28×28); `langid` (64-byte windows of fortune cookies in 9 languages, from Debian's fortune packages); `text` (a folder of UTF-8 files, one per class, in `data_dir`); `kjv` (the King James Bible as windows of 128 bytes for a character-level language model; Proverbs and Romans held out for validation, Isaiah and John for test); your own files in `data_dir`: `csv` (train.csv and test.csv: a header, numeric features, a `label` column or the last), `npy` (train_x.npy, train_y.npy, test_x.npy, test_y.npy: features [N, F], [N, H, W] or [N, C, H, W] as uint8 pixels or floats, integer labels [N]) or `images` (train/<class>/ and test/<class>/ folders of PNG or JPEG images of one size, grey or RGB). See docs/import.md.", at: func(j *Job) any { return &j.Dataset }, def: "mnist"}, // a name the plan checks
+	{name: "data_dir", doc: "The folder the dataset is read from, relative to the recipe's directory (`text`: its class files; `mnist`, `fashion-mnist`: their IDX files; `csv`, `npy`, `images`: your files, required); empty: where the dataset is installed. `--data-dir` overrides it.", at: func(j *Job) any { return &j.DataDir }, omit: func(j *Job) bool { return j.DataDir == "" }},
 	{name: "seed", doc: "Seeds initialization, the data order, dropout and augmentation; a run is a pure function of its recipe and seed.", at: func(j *Job) any { return &j.Seed }, def: uint64(1), hi: math.MaxInt32},
 	{name: "epochs", doc: "Passes over the training split.", at: func(j *Job) any { return &j.Epochs }, def: 10, lo: 1, hi: 10000},
 	{name: "batch", doc: "Training samples per step.", at: func(j *Job) any { return &j.Batch }, def: 128, lo: 1, hi: 1 << 20}, // and at most the training split (the plan checks)

@@ -48,8 +48,8 @@ func teacherObjects(job *recipes.Job, teachers []*model.Model) (*storeFiles, err
 // datasetObjects adds the dataset's files (from dataDir, or where it is
 // installed) to files as store objects and returns their names.
 func datasetObjects(job *recipes.Job, dataDir string, files map[string][]byte) ([]string, error) {
-	if data.IsText(job.Dataset) {
-		return nil, job.Errorf("dataset", "a cluster ships the image sets' IDX files to its workers; text datasets are not shipped yet: run %s without workers", job.Dataset)
+	if data.IsText(job.Dataset) || data.IsFiles(job.Dataset) {
+		return nil, job.Errorf("dataset", "a cluster ships the image sets' IDX files to its workers; text datasets and your own files are not shipped yet: run %s without workers", job.Dataset)
 	}
 	dir := dataDir
 	if dir == "" {

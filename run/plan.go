@@ -142,7 +142,7 @@ func describe(job *recipes.Job) (data.Info, error) {
 // inputOf is the model input a dataset gives: its samples' shape and
 // classes.
 func inputOf(info data.Info) model.Input {
-	return model.Input{Rows: info.Rows, Cols: info.Cols, Channels: 1, Classes: info.Classes, PerPosition: info.Positions > 0}
+	return model.Input{Rows: info.Rows, Cols: info.Cols, Channels: max(info.Channels, 1), Classes: info.Classes, PerPosition: info.Positions > 0}
 }
 
 func specOf(m recipes.Model) model.Spec {
@@ -406,6 +406,9 @@ func Check(job *recipes.Job) error {
 	}
 	if data.IsText(job.Dataset) && (job.Augment.Shift > 0 || job.Augment.Flip) {
 		return job.Errorf("augment", "augment shifts and flips images; dataset %s is text", job.Dataset)
+	}
+	if data.IsFiles(job.Dataset) && job.Dataset != "images" && (job.Augment.Shift > 0 || job.Augment.Flip) {
+		return job.Errorf("augment", "augment shifts and flips images; dataset %s holds a table or arrays (an image folder's samples are shifted)", job.Dataset)
 	}
 	if err := oneOf("optimizer.kind", "optimizer", job.Optimizer.Kind, trainer.OptimizerKinds); err != nil {
 		return err

@@ -551,8 +551,12 @@ type DeviceData struct {
 func UploadSet(dev compute.Device, s *data.Set) (*DeviceData, error) {
 	n, f := s.Len(), s.Features()
 	x := make([]float32, n*f)
-	for i, p := range s.Images[:n*f] {
-		x[i] = float32(p) * (1.0 / 255) // as data.Batcher scales
+	if s.Floats != nil {
+		copy(x, s.Floats[:n*f])
+	} else {
+		for i, p := range s.Images[:n*f] {
+			x[i] = float32(p) * (1.0 / 255) // as data.Batcher scales
+		}
 	}
 	y := make([]int32, n)
 	for i, l := range s.Labels {

@@ -1,0 +1,470 @@
+package data
+
+import (
+	"encoding/binary"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"image"
+	"image/color"
+	_ "image/jpeg" // image folders: JPEG
+	_ "image/png"  // image folders: PNG
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// A user's own data, from a folder (a recipe's data_dir):
+//
+//   - "csv": train.csv and test.csv, a header row, numeric features and a
+//     label column (named "label", or the last one) of class numbers;
+//   - "npy": NumPy arrays train_x.npy, train_y.npy, test_x.npy, test_y.npy —
+//     x [N, F], [N, H, W] or [N, C, H, W] (channels first, as PyTorch holds
+//     images) of uint8 (pixels, scaled by 1/255 as lathe's image sets are) or
+//     float32/float64 (used as they are); y [N] of integer class numbers;
+//   - "images": train/<class>/ and test/<class>/ folders of PNG or JPEG
+//     images, one size (a class is its folder's name, in sorted order),
+//     grey or RGB.
+//
+// The training samples are shuffled once (a fixed seed) so that the
+// validation split, the training set's last samples, holds every class.
+// Bad input is an error naming the file, the row or the field.
+
+// FileFormats are the dataset names of a user's own files.
+var FileFormats = []string{"csv", "npy", "images"}
+
+// IsFiles says whether a dataset is a user's own files.
+func IsFiles(name string) bool { return slices.Contains(FileFormats, name) }
+
+// LoadFiles reads a user's training and test sets from dir.
+func LoadFiles(format, dir string) (train, test *Set, err error) {
+	if dir == "" {
+		return nil, nil, fmt.Errorf("data: dataset %s reads your files from a folder: set the recipe's data_dir or pass --data-dir", format)
+	}
+	switch format {
+	case "csv":
+		train, test, err = loadCSVPair(dir)
+	case "npy":
+		train, test, err = loadNPYPair(dir)
+	case "images":
+		train, test, err = loadImageFolders(dir)
+	default:
+		return nil, nil, fmt.Errorf("data: unknown file format %q (%s)", format, strings.Join(FileFormats, ", "))
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	train.Name, test.Name = format+"/train", format+"/test"
+	if train.Features() != test.Features() || train.Channels != test.Channels {
+		return nil, nil, fmt.Errorf("data: %s: training samples of %d×%d×%d, test samples of %d×%d×%d", dir, train.Channels, train.Rows, train.Cols, test.Channels, test.Rows, test.Cols)
+	}
+	classes := max(train.Classes, test.Classes)
+	train.Classes, test.Classes = classes, classes
+	if test.ClassNames == nil {
+		test.ClassNames = train.ClassNames
+	}
+	shuffle(train)
+	return train, test, nil
+}
+
+// shuffle reorders a set's samples once, with a fixed seed.
+func shuffle(s *Set) {
+	f := s.Features()
+	perm := rand.New(rand.NewPCG(1, 2)).Perm(s.Len())
+	labels := make([]byte, len(s.Labels))
+	var bytes []byte
+	var floats []float32
+	for i, j := range perm {
+		labels[i] = s.Labels[j]
+		if s.Floats != nil {
+			floats = append(floats, s.Floats[j*f:(j+1)*f]...)
+		} else {
+			bytes = append(bytes, s.Images[j*f:(j+1)*f]...)
+		}
+	}
+	s.Labels, s.Images, s.Floats = labels, bytes, floats
+}
+
+func loadCSVPair(dir string) (train, test *Set, err error) {
+	if train, err = loadCSV(filepath.Join(dir, "train.csv")); err != nil {
+		return nil, nil, err
+	}
+	if test, err = loadCSV(filepath.Join(dir, "test.csv")); err != nil {
+		return nil, nil, err
+	}
+	return train, test, nil
+}
+
+// loadCSV reads a CSV file: a header, numeric features, a label column.
+func loadCSV(path string) (*Set, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("data: %w", err)
+	}
+	defer f.Close()
+	r := csv.NewReader(f)
+	r.ReuseRecord = true
+	header, err := r.Read()
+	if err != nil {
+		return nil, fmt.Errorf("data: %s: reading its header: %w", path, err)
+	}
+	header = slices.Clone(header)
+	label := len(header) - 1
+	for i, h := range header {
+		if strings.EqualFold(strings.TrimSpace(h), "label") {
+			label = i
+		}
+	}
+	if len(header) < 2 {
+		return nil, fmt.Errorf("data: %s: a header of %d column; want features and a label", path, len(header))
+	}
+	s := &Set{Rows: 1, Cols: len(header) - 1, Floats: []float32{}}
+	for {
+		rec, err := r.Read()
+		if err == io.EOF {
+			break
+		}
+		line, _ := r.FieldPos(0)
+		if err != nil {
+			return nil, fmt.Errorf("data: %s: %w", path, err)
+		}
+		for i, v := range rec {
+			v = strings.TrimSpace(v)
+			if i == label {
+				c, err := strconv.Atoi(v)
+				if err != nil || c < 0 || c > 255 {
+					return nil, fmt.Errorf("data: %s:%d: label %q is not a class number (0 to 255)", path, line, v)
+				}
+				s.Labels = append(s.Labels, byte(c))
+				s.Classes = max(s.Classes, c+1)
+				continue
+			}
+			x, err := strconv.ParseFloat(v, 32)
+			if err != nil || math.IsNaN(x) || math.IsInf(x, 0) {
+				return nil, fmt.Errorf("data: %s:%d: column %q: %q is not a finite number", path, line, header[i], v)
+			}
+			s.Floats = append(s.Floats, float32(x))
+		}
+	}
+	if s.Len() == 0 {
+		return nil, fmt.Errorf("data: %s: no rows after the header", path)
+	}
+	return s, nil
+}
+
+func loadNPYPair(dir string) (train, test *Set, err error) {
+	for _, split := range []string{"train", "test"} {
+		x, xs, err := readNPY(filepath.Join(dir, split+"_x.npy"))
+		if err != nil {
+			return nil, nil, err
+		}
+		y, ys, err := readNPY(filepath.Join(dir, split+"_y.npy"))
+		if err != nil {
+			return nil, nil, err
+		}
+		s, err := npySet(x, xs, y, ys, filepath.Join(dir, split))
+		if err != nil {
+			return nil, nil, err
+		}
+		if split == "train" {
+			train = s
+		} else {
+			test = s
+		}
+	}
+	return train, test, nil
+}
+
+// npyArray is a NumPy array's values: bytes (uint8), floats or integers.
+type npyArray struct {
+	bytes  []byte
+	floats []float32
+	ints   []int64
+}
+
+var npyHeader = regexp.MustCompile(`'descr':\s*'([<>|=]?)([uif])(\d+)'.*'fortran_order':\s*(True|False).*'shape':\s*\(([\d,\s]*)\)`)
+
+// readNPY reads a .npy file (format 1, 2 or 3) of uint8, int, or float
+// values in C order.
+func readNPY(path string) (*npyArray, []int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("data: %w", err)
+	}
+	if len(b) < 10 || string(b[:6]) != "\x93NUMPY" {
+		return nil, nil, fmt.Errorf("data: %s: not a NumPy .npy file", path)
+	}
+	var hlen, off int
+	switch b[6] {
+	case 1:
+		hlen, off = int(binary.LittleEndian.Uint16(b[8:])), 10
+	case 2, 3:
+		if len(b) < 12 {
+			return nil, nil, fmt.Errorf("data: %s: truncated header", path)
+		}
+		hlen, off = int(binary.LittleEndian.Uint32(b[8:])), 12
+	default:
+		return nil, nil, fmt.Errorf("data: %s: .npy format version %d", path, b[6])
+	}
+	if off+hlen > len(b) {
+		return nil, nil, fmt.Errorf("data: %s: truncated header", path)
+	}
+	m := npyHeader.FindStringSubmatch(string(b[off : off+hlen]))
+	if m == nil {
+		return nil, nil, fmt.Errorf("data: %s: header %q: want descr, fortran_order and shape", path, strings.TrimSpace(string(b[off:off+hlen])))
+	}
+	if m[4] == "True" {
+		return nil, nil, fmt.Errorf("data: %s: a Fortran-order array (save it in C order: np.ascontiguousarray)", path)
+	}
+	if m[1] == ">" {
+		return nil, nil, fmt.Errorf("data: %s: big-endian values", path)
+	}
+	var shape []int
+	n := 1
+	for _, d := range strings.Split(m[5], ",") {
+		if d = strings.TrimSpace(d); d == "" {
+			continue
+		}
+		v, err := strconv.Atoi(d)
+		if err != nil || v < 0 {
+			return nil, nil, fmt.Errorf("data: %s: shape %q", path, m[5])
+		}
+		shape, n = append(shape, v), n*v
+	}
+	width, _ := strconv.Atoi(m[3])
+	data := b[off+hlen:]
+	if len(data) != n*width {
+		return nil, nil, fmt.Errorf("data: %s: %d bytes of values for shape %v of %d-byte %s", path, len(data), shape, width, m[2])
+	}
+	a := &npyArray{}
+	switch kind := m[2] + m[3]; kind {
+	case "u1":
+		a.bytes = data
+	case "f4", "f8":
+		a.floats = make([]float32, n)
+		for i := range a.floats {
+			if width == 4 {
+				a.floats[i] = math.Float32frombits(binary.LittleEndian.Uint32(data[4*i:]))
+			} else {
+				a.floats[i] = float32(math.Float64frombits(binary.LittleEndian.Uint64(data[8*i:])))
+			}
+		}
+	case "i1", "i2", "i4", "i8", "u2", "u4", "u8":
+		a.ints = make([]int64, n)
+		for i := range a.ints {
+			switch kind {
+			case "i1":
+				a.ints[i] = int64(int8(data[i]))
+			case "i2", "u2":
+				a.ints[i] = int64(binary.LittleEndian.Uint16(data[2*i:]))
+				if kind == "i2" {
+					a.ints[i] = int64(int16(a.ints[i]))
+				}
+			case "i4", "u4":
+				a.ints[i] = int64(binary.LittleEndian.Uint32(data[4*i:]))
+				if kind == "i4" {
+					a.ints[i] = int64(int32(a.ints[i]))
+				}
+			default:
+				a.ints[i] = int64(binary.LittleEndian.Uint64(data[8*i:]))
+			}
+		}
+	default:
+		return nil, nil, fmt.Errorf("data: %s: values of type %s (lathe reads uint8, integers, float32 and float64)", path, kind)
+	}
+	return a, shape, nil
+}
+
+// npySet makes a set of a features array and a labels array.
+func npySet(x *npyArray, xs []int, y *npyArray, ys []int, name string) (*Set, error) {
+	if len(xs) < 2 || len(xs) > 4 {
+		return nil, fmt.Errorf("data: %s_x.npy: shape %v (want [N, F], [N, H, W] or [N, C, H, W])", name, xs)
+	}
+	n := xs[0]
+	if len(ys) != 1 || ys[0] != n {
+		return nil, fmt.Errorf("data: %s_y.npy: shape %v, want [%d] (one label per sample of %s_x.npy)", name, ys, n, name)
+	}
+	s := &Set{Rows: 1, Cols: xs[1]}
+	switch len(xs) {
+	case 3:
+		s.Rows, s.Cols = xs[1], xs[2]
+	case 4:
+		s.Channels, s.Rows, s.Cols = xs[1], xs[2], xs[3]
+	}
+	f := s.Features()
+	switch {
+	case x.bytes != nil:
+		s.Images = nhwcBytes(x.bytes, n, s.Channels, f)
+	case x.floats != nil:
+		s.Floats = nhwcFloats(x.floats, n, s.Channels, f)
+	default:
+		return nil, fmt.Errorf("data: %s_x.npy: integer features; save them as uint8 pixels or as floats", name)
+	}
+	labels := y.ints
+	if y.bytes != nil {
+		labels = make([]int64, len(y.bytes))
+		for i, v := range y.bytes {
+			labels[i] = int64(v)
+		}
+	}
+	if labels == nil {
+		return nil, fmt.Errorf("data: %s_y.npy: float labels; save class numbers as integers", name)
+	}
+	s.Labels = make([]byte, n)
+	for i, l := range labels {
+		if l < 0 || l > 255 {
+			return nil, fmt.Errorf("data: %s_y.npy: row %d: label %d is not a class number (0 to 255)", name, i, l)
+		}
+		s.Labels[i] = byte(l)
+		s.Classes = max(s.Classes, int(l)+1)
+	}
+	return s, nil
+}
+
+// nhwcBytes reorders n samples [C, H·W] to lathe's [H·W, C].
+func nhwcBytes(x []byte, n, c, f int) []byte {
+	if c <= 1 {
+		return x
+	}
+	out := make([]byte, len(x))
+	hw := f / c
+	for s := range n {
+		for ch := range c {
+			for p := range hw {
+				out[s*f+p*c+ch] = x[s*f+ch*hw+p]
+			}
+		}
+	}
+	return out
+}
+
+func nhwcFloats(x []float32, n, c, f int) []float32 {
+	if c <= 1 {
+		return x
+	}
+	out := make([]float32, len(x))
+	hw := f / c
+	for s := range n {
+		for ch := range c {
+			for p := range hw {
+				out[s*f+p*c+ch] = x[s*f+ch*hw+p]
+			}
+		}
+	}
+	return out
+}
+
+// loadImageFolders reads train/<class>/ and test/<class>/.
+func loadImageFolders(dir string) (train, test *Set, err error) {
+	classes, err := classFolders(filepath.Join(dir, "train"))
+	if err != nil {
+		return nil, nil, err
+	}
+	if train, err = loadImages(filepath.Join(dir, "train"), classes, nil); err != nil {
+		return nil, nil, err
+	}
+	testClasses, err := classFolders(filepath.Join(dir, "test"))
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, c := range testClasses {
+		if !slices.Contains(classes, c) {
+			return nil, nil, fmt.Errorf("data: %s: class %q has no training folder", filepath.Join(dir, "test", c), c)
+		}
+	}
+	if test, err = loadImages(filepath.Join(dir, "test"), classes, train); err != nil {
+		return nil, nil, err
+	}
+	return train, test, nil
+}
+
+func classFolders(dir string) ([]string, error) {
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("data: %w (an image dataset holds train/<class>/ and test/<class>/ folders)", err)
+	}
+	var out []string
+	for _, e := range es {
+		if e.IsDir() {
+			out = append(out, e.Name())
+		}
+	}
+	if len(out) == 0 || len(out) > 256 {
+		return nil, fmt.Errorf("data: %s: %d class folders (want 1 to 256)", dir, len(out))
+	}
+	return out, nil // ReadDir sorts by name
+}
+
+// loadImages reads every class folder's images; like (when set) fixes the
+// size and channels (the training set's).
+func loadImages(dir string, classes []string, like *Set) (*Set, error) {
+	s := &Set{Classes: len(classes), ClassNames: classes}
+	if like != nil {
+		s.Rows, s.Cols, s.Channels = like.Rows, like.Cols, like.Channels
+	}
+	for ci, c := range classes {
+		es, err := os.ReadDir(filepath.Join(dir, c))
+		if errors.Is(err, os.ErrNotExist) && like != nil {
+			continue // a test set without this class
+		}
+		if err != nil {
+			return nil, fmt.Errorf("data: %w", err)
+		}
+		for _, e := range es {
+			ext := strings.ToLower(filepath.Ext(e.Name()))
+			if e.IsDir() || (ext != ".png" && ext != ".jpg" && ext != ".jpeg") {
+				continue
+			}
+			path := filepath.Join(dir, c, e.Name())
+			if err := s.addImage(path); err != nil {
+				return nil, err
+			}
+			s.Labels = append(s.Labels, byte(ci))
+		}
+	}
+	if s.Len() == 0 {
+		return nil, fmt.Errorf("data: %s: no PNG or JPEG images in its class folders", dir)
+	}
+	return s, nil
+}
+
+// addImage decodes one image into the set: grey (1 channel) or RGB (3),
+// as the first image is.
+func (s *Set) addImage(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("data: %w", err)
+	}
+	defer f.Close()
+	img, _, err := image.Decode(f)
+	if err != nil {
+		return fmt.Errorf("data: %s: not a readable PNG or JPEG image: %w", path, err)
+	}
+	b := img.Bounds()
+	if s.Rows == 0 {
+		s.Rows, s.Cols, s.Channels = b.Dy(), b.Dx(), 3
+		if m := img.ColorModel(); m == color.GrayModel || m == color.Gray16Model {
+			s.Channels = 1
+		}
+	}
+	if b.Dy() != s.Rows || b.Dx() != s.Cols {
+		return fmt.Errorf("data: %s: %d×%d pixels, the dataset's images are %d×%d (resize them to one size)", path, b.Dx(), b.Dy(), s.Cols, s.Rows)
+	}
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		for x := b.Min.X; x < b.Max.X; x++ {
+			if s.Channels == 1 {
+				s.Images = append(s.Images, color.GrayModel.Convert(img.At(x, y)).(color.Gray).Y)
+				continue
+			}
+			r, g, bl, _ := img.At(x, y).RGBA()
+			s.Images = append(s.Images, byte(r>>8), byte(g>>8), byte(bl>>8))
+		}
+	}
+	return nil
+}

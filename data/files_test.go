@@ -1,0 +1,186 @@
+package data
+
+import (
+	"encoding/binary"
+	"fmt"
+	"image"
+	"image/color"
+	"image/png"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func write(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// npy encodes a NumPy array (format 1) of descr over raw little-endian
+// values.
+func npy(descr string, shape []int, raw []byte) string {
+	dims := make([]string, len(shape))
+	for i, d := range shape {
+		dims[i] = fmt.Sprint(d)
+	}
+	sh := strings.Join(dims, ", ")
+	if len(shape) == 1 {
+		sh += ","
+	}
+	h := fmt.Sprintf("{'descr': '%s', 'fortran_order': False, 'shape': (%s), }", descr, sh)
+	for (10+len(h)+1)%64 != 0 {
+		h += " "
+	}
+	h += "\n"
+	b := []byte("\x93NUMPY\x01\x00")
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(h)))
+	return string(append(append(b, h...), raw...))
+}
+
+func f32s(v ...float32) []byte {
+	var b []byte
+	for _, x := range v {
+		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(x))
+	}
+	return b
+}
+
+func i64s(v ...int64) []byte {
+	var b []byte
+	for _, x := range v {
+		b = binary.LittleEndian.AppendUint64(b, uint64(x))
+	}
+	return b
+}
+
+// TestCSV reads numeric features and a named label column (not last),
+// and every sample keeps its label through the shuffle.
+func TestCSV(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "train.csv"), "a,label,b\n0.5,1,-2\n1.5,0,3e2\n2.5,2,4\n")
+	write(t, filepath.Join(dir, "test.csv"), "a,label,b\n7,1,8\n")
+	train, test, err := Load("csv", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if train.Len() != 3 || test.Len() != 1 || train.Features() != 2 || train.Classes != 3 || test.Classes != 3 || train.Images != nil {
+		t.Fatalf("train %d×%d, %d classes; test %d", train.Len(), train.Features(), train.Classes, test.Len())
+	}
+	want := map[byte][2]float32{1: {0.5, -2}, 0: {1.5, 300}, 2: {2.5, 4}}
+	x, y := make([]float32, 6), make([]float32, 3)
+	(&Batcher{Set: train}).Fill(x, y, []int{0, 1, 2}, 0)
+	for i := range 3 {
+		if w := want[byte(y[i])]; x[2*i] != w[0] || x[2*i+1] != w[1] {
+			t.Errorf("sample %d: label %v, features %v, want %v", i, y[i], x[2*i:2*i+2], w)
+		}
+	}
+}
+
+// TestNPY reads uint8 images [N, C, H, W] (made NHWC) with int64 labels,
+// and float features [N, F].
+func TestNPY(t *testing.T) {
+	dir := t.TempDir()
+	// 2 samples of 2 channels, 1×2 pixels: channel-first values.
+	write(t, filepath.Join(dir, "train_x.npy"), npy("|u1", []int{2, 2, 1, 2}, []byte{1, 2, 3, 4, 5, 6, 7, 8}))
+	write(t, filepath.Join(dir, "train_y.npy"), npy("<i8", []int{2}, i64s(0, 4)))
+	write(t, filepath.Join(dir, "test_x.npy"), npy("|u1", []int{1, 2, 1, 2}, []byte{9, 10, 11, 12}))
+	write(t, filepath.Join(dir, "test_y.npy"), npy("<i8", []int{1}, i64s(3)))
+	train, test, err := Load("npy", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if train.Channels != 2 || train.Rows != 1 || train.Cols != 2 || train.Classes != 5 || test.Len() != 1 {
+		t.Fatalf("train %+v", train)
+	}
+	if got := string(test.Images); got != string([]byte{9, 11, 10, 12}) { // NHWC
+		t.Errorf("test pixels %v, want channels last", test.Images)
+	}
+	dir2 := t.TempDir()
+	write(t, filepath.Join(dir2, "train_x.npy"), npy("<f4", []int{2, 3}, f32s(1, 2, 3, 4, 5, 6)))
+	write(t, filepath.Join(dir2, "train_y.npy"), npy("|u1", []int{2}, []byte{1, 1}))
+	write(t, filepath.Join(dir2, "test_x.npy"), npy("<f4", []int{1, 3}, f32s(-1, 0, 1)))
+	write(t, filepath.Join(dir2, "test_y.npy"), npy("|u1", []int{1}, []byte{0}))
+	train, test, err = Load("npy", dir2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if train.Features() != 3 || test.Floats[0] != -1 || train.Classes != 2 {
+		t.Fatalf("float features: %+v / %+v", train, test)
+	}
+}
+
+// TestImageFolders reads grey PNGs from class folders (classes named by
+// their folders).
+func TestImageFolders(t *testing.T) {
+	dir := t.TempDir()
+	for i, p := range []string{"train/cat/a.png", "train/cat/b.png", "train/dog/c.png", "test/dog/d.png"} {
+		img := image.NewGray(image.Rect(0, 0, 3, 2))
+		img.SetGray(1, 1, color.Gray{Y: uint8(10 * (i + 1))})
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Create(filepath.Join(dir, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		png.Encode(f, img)
+		f.Close()
+	}
+	train, test, err := Load("images", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if train.Len() != 3 || test.Len() != 1 || train.Rows != 2 || train.Cols != 3 || train.Channels != 1 || train.Classes != 2 ||
+		strings.Join(test.ClassNames, ",") != "cat,dog" || test.Labels[0] != 1 || test.Images[1*3+1] != 40 {
+		t.Fatalf("train %d samples %d×%d×%d, %d classes %v; test %v", train.Len(), train.Rows, train.Cols, train.Channels, train.Classes, train.ClassNames, test.Images)
+	}
+}
+
+// TestBadFiles: each bad input is refused naming the file and the row
+// or field.
+func TestBadFiles(t *testing.T) {
+	cases := []struct {
+		format string
+		files  map[string]string
+		want   string
+	}{
+		{"csv", map[string]string{"train.csv": "a,label\n1,0\nx,1\n", "test.csv": "a,label\n1,0\n"}, `train.csv:3: column "a": "x" is not a finite number`},
+		{"csv", map[string]string{"train.csv": "a,label\n1,0\n2,300\n", "test.csv": "a,label\n1,0\n"}, `train.csv:3: label "300" is not a class number`},
+		{"csv", map[string]string{"train.csv": "a,label\n1,0\n2\n", "test.csv": "a,label\n1,0\n"}, "train.csv: record on line 3: wrong number of fields"},
+		{"csv", map[string]string{"train.csv": "a,label\n1,0\n"}, "test.csv: no such file"},
+		{"npy", map[string]string{"train_x.npy": "garbage", "train_y.npy": "", "test_x.npy": "", "test_y.npy": ""}, "train_x.npy: not a NumPy .npy file"},
+		{"npy", map[string]string{"train_x.npy": npy("<f4", []int{2, 1}, f32s(1, 2)), "train_y.npy": npy("<i8", []int{3}, i64s(0, 1, 0)),
+			"test_x.npy": npy("<f4", []int{1, 1}, f32s(1)), "test_y.npy": npy("<i8", []int{1}, i64s(0))}, "train_y.npy: shape [3], want [2]"},
+		{"npy", map[string]string{"train_x.npy": npy("<f4", []int{2, 1}, f32s(1)), "train_y.npy": "", "test_x.npy": "", "test_y.npy": ""}, "train_x.npy: 4 bytes of values for shape [2 1]"},
+		{"images", map[string]string{"train/a/x.png": "not a png", "test/a/y.png": "x"}, "x.png: not a readable PNG or JPEG image"},
+		{"npy", nil, "set the recipe's data_dir"},
+	}
+	for _, c := range cases {
+		dir := t.TempDir()
+		for name, content := range c.files {
+			write(t, filepath.Join(dir, name), content)
+		}
+		if c.files == nil {
+			dir = ""
+		}
+		_, _, err := Load(c.format, dir)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s %v: %v, want an error containing %q", c.format, keys(c.files), err, c.want)
+		}
+	}
+}
+
+func keys(m map[string]string) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}

@@ -1,0 +1,129 @@
+package run
+
+import (
+	"context"
+	"fmt"
+	"image"
+	"image/color"
+	"image/png"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/lathe-ml/lathe/checkpoint"
+	"github.com/lathe-ml/lathe/recipes"
+	"github.com/lathe-ml/lathe/rundir"
+)
+
+// userRecipe trains an MLP on a user's files of the given format.
+func userRecipe(format, dir string) string {
+	return fmt.Sprintf(`job "user" {
+  dataset    = %q
+  data_dir   = %q
+  epochs     = 3
+  batch      = 32
+  validation = 40
+  model {
+    arch   = "mlp"
+    hidden = [16]
+  }
+  optimizer "adam" {
+    lr = 0.01
+  }
+}`, format, dir)
+}
+
+// TestUserCSV trains on a CSV table (two separable classes: the sign of
+// a feature sum) and learns it; the model file takes the table's width.
+func TestUserCSV(t *testing.T) {
+	dir := t.TempDir()
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, split := range []struct {
+		name string
+		n    int
+	}{{"train.csv", 400}, {"test.csv", 100}} {
+		var b strings.Builder
+		b.WriteString("x1,x2,x3,label\n")
+		for range split.n {
+			x := [3]float64{r.NormFloat64(), r.NormFloat64(), r.NormFloat64()}
+			label := 0
+			if x[0]+x[1]-x[2] > 0 {
+				label = 1
+			}
+			fmt.Fprintf(&b, "%.4f,%.4f,%.4f,%d\n", x[0], x[1], x[2], label)
+		}
+		if err := os.WriteFile(filepath.Join(dir, split.name), []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j, err := recipes.Parse([]byte(userRecipe("csv", dir)), "user.hcl", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := t.TempDir()
+	sum, err := Execute(context.Background(), j, Options{RunDir: run, Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.TestAccuracy < 0.9 || sum.ParamsTotal != 3*16+16+16*2+2 {
+		t.Errorf("a separable table: test accuracy %v, %d parameters", sum.TestAccuracy, sum.ParamsTotal)
+	}
+	// Augmenting a table is refused, naming the field.
+	bad := strings.Replace(userRecipe("csv", dir), "  model {", "  augment {\n    shift = 2\n  }\n  model {", 1)
+	if j, err := recipes.Parse([]byte(bad), "user.hcl", nil); err == nil {
+		if _, err = Execute(context.Background(), j, Options{RunDir: t.TempDir(), Threads: 2}); err == nil || !strings.Contains(err.Error(), "augment") {
+			t.Errorf("augmenting a table: %v", err)
+		}
+	}
+}
+
+// TestUserImages trains on RGB image folders (the class is which channel
+// is lit); the model file holds 3-channel inputs.
+func TestUserImages(t *testing.T) {
+	dir := t.TempDir()
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, split := range []struct {
+		name string
+		n    int
+	}{{"train", 120}, {"test", 30}} {
+		for i := range split.n {
+			class := i % 3
+			img := image.NewRGBA(image.Rect(0, 0, 4, 4))
+			for p := range 16 {
+				v := [3]uint8{uint8(r.IntN(60)), uint8(r.IntN(60)), uint8(r.IntN(60))}
+				v[class] += 150
+				img.Set(p%4, p/4, color.RGBA{v[0], v[1], v[2], 255})
+			}
+			path := filepath.Join(dir, split.name, []string{"red", "green", "blue"}[class], fmt.Sprintf("%03d.png", i))
+			os.MkdirAll(filepath.Dir(path), 0o755)
+			f, err := os.Create(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			png.Encode(f, img)
+			f.Close()
+		}
+	}
+	j, err := recipes.Parse([]byte(userRecipe("images", dir)), "user.hcl", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := t.TempDir()
+	sum, err := Execute(context.Background(), j, Options{RunDir: run, Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := checkpoint.Read(filepath.Join(run, rundir.ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, st, err := rundir.LoadModel(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.TestAccuracy < 0.9 || st.Input.Channels != 3 || st.Input.Rows != 4 || st.Input.Classes != 3 {
+		t.Errorf("RGB folders: test accuracy %v, input %+v", sum.TestAccuracy, st.Input)
+	}
+}

@@ -42,11 +42,14 @@ def main():
     for epoch in range(2):
         m.train()
         perm = torch.randperm(len(xs))
-        for k in range(0, len(xs), 64):
+        for step, k in enumerate(range(0, len(xs), 64)):
             b = perm[k:k + 64]
             opt.zero_grad()
-            F.cross_entropy(m(xs[b]), ys[b]).backward()
+            loss = F.cross_entropy(m(xs[b]), ys[b])
+            loss.backward()
             opt.step()
+            if step % 500 == 0:
+                print(f"epoch {epoch + 1} step {step}: loss {loss.item():.3f}", flush=True)
         m.eval()
         with torch.no_grad():
             right = sum((m(xt[k:k + 1000]).argmax(1) == yt[k:k + 1000]).sum().item() for k in range(0, len(xt), 1000))

@@ -327,6 +327,24 @@ type Network struct {
 	// Classes scores ({1, T, Classes}: a language model's next token),
 	// not the sample one set.
 	PerPosition bool `json:"per_position,omitempty"`
+	// Normalize, when set, maps the input before the first layer.
+	Normalize *Normalization `json:"normalize,omitempty"`
+}
+
+// Normalization maps each channel c of the network's input x — as lathe
+// reads a sample: pixel/255 — to (x − Mean[c]) / Std[c], the input a
+// model trained elsewhere on normalized images expects.
+type Normalization struct {
+	Mean []float32 `json:"mean"`
+	Std  []float32 `json:"std"`
+}
+
+// Apply normalizes samples x [n, H·W·C] (channels last) into dst.
+func (z *Normalization) Apply(dst, x []float32) {
+	c := len(z.Mean)
+	for i, v := range x {
+		dst[i] = (v - z.Mean[i%c]) / z.Std[i%c]
+	}
 }
 
 // Params lists every parameter, layer by layer.
@@ -361,6 +379,9 @@ func (n Network) Layer(name string) *Layer {
 // Clone returns a copy that shares nothing with n.
 func (n Network) Clone() Network {
 	n.Layers = slices.Clone(n.Layers)
+	if z := n.Normalize; z != nil {
+		n.Normalize = &Normalization{Mean: slices.Clone(z.Mean), Std: slices.Clone(z.Std)}
+	}
 	return n
 }
 
@@ -371,6 +392,16 @@ func (n Network) Clone() Network {
 func (n Network) Validate() error {
 	if len(n.Layers) == 0 {
 		return errors.New("graph: a network without layers")
+	}
+	if z := n.Normalize; z != nil {
+		if len(z.Mean) != n.Input.C || len(z.Std) != n.Input.C || n.Layers[0].Kind == Embedding {
+			return fmt.Errorf("graph: an input normalization of %d means and %d deviations for %d channels (of images, not token ids)", len(z.Mean), len(z.Std), n.Input.C)
+		}
+		for _, v := range z.Std {
+			if !(v > 0) {
+				return fmt.Errorf("graph: an input normalization's deviation %g (want > 0)", v)
+			}
+		}
 	}
 	shapes := map[string]Shape{Input: n.Input}
 	prev := Input

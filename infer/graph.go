@@ -166,6 +166,11 @@ func (m *Model) Forward(x []float32, batch int) ([]float32, error) {
 		return i, m.pool[i][:n]
 	}
 	ld := ldFor(batch)
+	if z := m.Net.Normalize; z != nil {
+		normed := grow(&m.normed, len(x))
+		z.Apply(normed, x)
+		x = normed
+	}
 	input := activation{buf: -1, data: x, feats: m.Features}
 	// as returns an activation in the layout a layer reads (a scratch
 	// buffer handed back by release when it had to convert).

@@ -116,8 +116,9 @@ type Model struct {
 	fused []bool
 	// clock, when set (LayerTimes), receives each layer's time in a
 	// Forward call.
-	clock []time.Duration
-	trace func(l *Layer, in, out []float32) // Trace's hook
+	clock  []time.Duration
+	trace  func(l *Layer, in, out []float32) // Trace's hook
+	normed []float32                         // the input normalized (Net.Normalize)
 }
 
 // state is the part of a model file's state document the runtime reads.

@@ -30,6 +30,7 @@ type onnxExport struct {
 	// The samples' lengths [batch, 1] and which positions they cover
 	// [batch, T] (float 0 or 1), made once where a layer skips padding.
 	lens, live string
+	normed     string // the normalized input, once made
 }
 
 // input is the value layer l reads as its k-th input.
@@ -37,7 +38,22 @@ func (e *onnxExport) input(l *Layer, k int) *onnxValue {
 	if j := l.Inputs[k]; j >= 0 {
 		return &e.outs[j]
 	}
-	return &onnxValue{name: "input", c: e.m.Channels, h: e.m.Rows, w: e.m.Cols}
+	return &onnxValue{name: e.inputName(), c: e.m.Channels, h: e.m.Rows, w: e.m.Cols}
+}
+
+// inputName is the network's input as its first layers read it:
+// normalized (Sub, Div per channel) when the network says so.
+func (e *onnxExport) inputName() string {
+	z := e.m.Net.Normalize
+	if z == nil {
+		return "input"
+	}
+	if e.normed == "" {
+		c := len(z.Mean)
+		sub := e.g.node("Sub", "input.centered", []string{"input", e.g.floats("input.mean", z.Mean, 1, c, 1, 1)})
+		e.normed = e.g.node("Div", "input.normalized", []string{sub, e.g.floats("input.std", z.Std, 1, c, 1, 1)})
+	}
+	return e.normed
 }
 
 // quantized is the name of layer j's output with its pending

@@ -543,6 +543,11 @@ func (m *Model) Build(eng compute.Engine, batch int, train bool, seed uint64, ho
 	}
 	h := net.X
 	var err error
+	if z := m.Net.Normalize; z != nil {
+		if h, err = G.ApplyOp(&normalizeOp{opBase: newBase("input.normalize", eng), z: z}, h); err != nil {
+			return nil, err
+		}
+	}
 	dropout := func(x *G.Node, p float64, name string) (*G.Node, error) {
 		if !train || p == 0 {
 			return x, nil

@@ -593,3 +593,47 @@ func (o *dropoutGradOp) Do(vs ...G.Value) (G.Value, error) {
 	}
 	return d, nil
 }
+
+// normalizeOp maps the input per channel (graph.Normalization); its
+// gradient scales by 1/Std.
+type normalizeOp struct {
+	opBase
+	z   *graph.Normalization
+	out buffer
+}
+
+func (o *normalizeOp) Arity() int    { return 1 }
+func (o *normalizeOp) Type() hm.Type { return fnType(f32T(2), f32T(2)) }
+func (o *normalizeOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
+	return in[0].(tensor.Shape).Clone(), nil
+}
+func (o *normalizeOp) Do(vs ...G.Value) (G.Value, error) {
+	y := o.out.Get(vs[0].Shape()...)
+	o.z.Apply(y.Float32s(), data(vs[0]))
+	return y, nil
+}
+func (o *normalizeOp) DiffWRT(int) []bool { return []bool{true} }
+func (o *normalizeOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	d, err := G.ApplyOp(&normalizeGradOp{opBase: newBase(o.Name+".grad", o.Eng), z: o.z}, grad)
+	return G.Nodes{d}, err
+}
+
+type normalizeGradOp struct {
+	opBase
+	z   *graph.Normalization
+	out buffer
+}
+
+func (o *normalizeGradOp) Arity() int    { return 1 }
+func (o *normalizeGradOp) Type() hm.Type { return fnType(f32T(2), f32T(2)) }
+func (o *normalizeGradOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
+	return in[0].(tensor.Shape).Clone(), nil
+}
+func (o *normalizeGradOp) Do(vs ...G.Value) (G.Value, error) {
+	d := o.out.Get(vs[0].Shape()...)
+	dd, c := d.Float32s(), len(o.z.Std)
+	for i, v := range data(vs[0]) {
+		dd[i] = v / o.z.Std[i%c]
+	}
+	return d, nil
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"google.golang.org/protobuf/proto"
@@ -24,6 +25,12 @@ type Options struct {
 	Dataset string
 	// Job names the model file's job (default "import").
 	Job string
+	// Mean and Std state how the model's training normalized its input
+	// outside the graph (one value per channel, or one for all): the model
+	// file keeps (x − Mean)/Std as its input normalization (x: pixel/255,
+	// as lathe reads images). A normalization inside the graph (Sub, Div
+	// or Mul of the input by per-channel constants) is imported as well.
+	Mean, Std []float32
 	// imageOut lets a graph end in an image (its values NHWC in lathe's
 	// output): ONNX's operator tests do.
 	imageOut bool
@@ -94,7 +101,8 @@ func Import(b []byte, opt Options) (*Model, error) {
 		return nil, errors.New("onnx: the model has no graph")
 	}
 	im := &importer{consts: map[string]*tensor{}, vals: map[string]*value{}, uses: map[string]int{},
-		params: map[string][]float32{}, taken: map[string]bool{graph.Input: true}, nodeOf: map[string]string{}, counts: map[string]int{}, imageOut: opt.imageOut}
+		params: map[string][]float32{}, taken: map[string]bool{graph.Input: true}, nodeOf: map[string]string{}, counts: map[string]int{}, imageOut: opt.imageOut,
+		mean: opt.Mean, std: opt.Std}
 	if err := im.graph(g); err != nil {
 		return nil, err
 	}
@@ -123,6 +131,8 @@ type importer struct {
 	counts map[string]int    // per kind, for names
 	// imageOut: Options.imageOut.
 	imageOut bool
+	// mean, std: Options.Mean and Std.
+	mean, std []float32
 }
 
 // value is an ONNX tensor that lathe computes: a layer's output, seen the
@@ -235,6 +245,29 @@ func (im *importer) input(g *onnxpb.GraphProto) error {
 	}
 	im.net.Input = v.shape
 	im.vals[in.GetName()] = v
+	if len(im.mean)+len(im.std) > 0 {
+		if v.ids {
+			return errors.New("onnx: an input normalization for a model of byte ids")
+		}
+		z := &graph.Normalization{Mean: spread(im.mean, v.shape.C, 0), Std: spread(im.std, v.shape.C, 1)}
+		if z.Mean == nil || z.Std == nil {
+			return fmt.Errorf("onnx: a normalization of %d means and %d deviations for %d input channels (give one per channel, or one)", len(im.mean), len(im.std), v.shape.C)
+		}
+		im.net.Normalize = z
+	}
+	return nil
+}
+
+// spread makes v one value per channel (one value: for all; none: def).
+func spread(v []float32, c int, def float32) []float32 {
+	switch len(v) {
+	case 0:
+		return slices.Repeat([]float32{def}, c)
+	case 1:
+		return slices.Repeat(v, c)
+	case c:
+		return slices.Clone(v)
+	}
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package onnx
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"math"
@@ -10,9 +11,12 @@ import (
 	"testing"
 
 	"github.com/lathe-ml/lathe/compute/cpu"
+	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/graph"
 	"github.com/lathe-ml/lathe/infer"
 	"github.com/lathe-ml/lathe/internal/ort"
+	"github.com/lathe-ml/lathe/rundir"
+	"github.com/lathe-ml/lathe/trainer"
 )
 
 // The fixtures (testdata/make_fixtures.py, PyTorch): name, input shape
@@ -27,6 +31,7 @@ var fixtures = []struct {
 	{"lenet_flatten", 1, 12, 12, false},
 	{"view_flatten", 1, 6, 6, false},
 	{"mnist_cnn", 1, 28, 28, false},
+	{"normalized", 3, 8, 8, false},
 	{"transformer", 1, 1, 16, true},
 	{"charlm", 1, 1, 12, true},
 }
@@ -149,6 +154,50 @@ func TestImportMakesLatheLayers(t *testing.T) {
 	}
 }
 
+// TestImportNormalizes: an input normalization stated at import (the
+// model's training normalized outside the graph) is kept in the model
+// file: lathe's runtime on raw inputs agrees with onnxruntime on inputs
+// normalized by hand; the normalization inside the graph is imported as
+// the same thing.
+func TestImportNormalizes(t *testing.T) {
+	mean, std := []float32{0.5, 0.4, 0.3}, []float32{0.25, 0.2, 0.3}
+	m, err := ReadFile("testdata/conv_bn.op17.onnx", Options{Mean: mean, Std: std})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := readF32(t, "testdata/conv_bn.x.f32")
+	n := len(x) / (3 * 16 * 16)
+	normed := make([]float32, len(x))
+	for i, v := range x { // NCHW: channel (i / 256) % 3
+		c := (i / 256) % 3
+		normed[i] = (v - mean[c]) / std[c]
+	}
+	rt, err := infer.Load(m.File, cpu.New(cpu.Options{Threads: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := rt.Forward(nhwc(x, n, 3, 16, 16), n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ort.Run(t, "testdata/conv_bn.op17.onnx", normed, n, 3, 16, 16)
+	for i := range got {
+		if math.Abs(float64(got[i]-want[i])) > 1e-4 {
+			t.Fatalf("logit %d: %g, onnxruntime on normalized inputs %g", i, got[i], want[i])
+		}
+	}
+	in, err := ReadFile("testdata/normalized.op17.onnx", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if z := in.Net.Normalize; z == nil || math.Abs(float64(z.Mean[0])-0.485) > 1e-6 || math.Abs(float64(z.Std[2])-0.225) > 1e-6 {
+		t.Errorf("the graph's own normalization: %+v", z)
+	}
+	if _, err := ReadFile("testdata/conv_bn.op17.onnx", Options{Mean: []float32{1, 2}}); err == nil || !strings.Contains(err.Error(), "2 means") {
+		t.Errorf("two means for three channels: %v", err)
+	}
+}
+
 // TestImportMakesTransformers: the PyTorch transformer's attention
 // pattern becomes lathe's attention layers (named after the modules that
 // hold q, k, v, o; causal in the language model), its feed-forward layers
@@ -203,5 +252,62 @@ func TestImportRefusesWhatLatheCannotExpress(t *testing.T) {
 	}
 	if _, err := Import([]byte("not a model"), Options{}); err == nil {
 		t.Error("garbage imported")
+	}
+}
+
+// TestNormalizedTrainingGraph: the training graph (what a fine-tune
+// starts from) computes an imported input normalization as the runtime
+// does: the same classes and confidences on the fixture's inputs.
+func TestNormalizedTrainingGraph(t *testing.T) {
+	m, err := ReadFile("testdata/normalized.op17.onnx", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := readF32(t, "testdata/normalized.x.f32")
+	n := len(x) / (3 * 8 * 8)
+	in := nhwc(x, n, 3, 8, 8)
+	eng := cpu.New(cpu.Options{Threads: 1})
+	rt, err := infer.Load(m.File, eng)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logits, err := rt.Forward(in, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Its export normalizes too (Sub, Div at the input): onnxruntime on the
+	// raw inputs agrees.
+	var buf bytes.Buffer
+	if _, err := infer.ExportONNX(m.File, &buf, infer.ONNXOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "again.onnx")
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range ort.Run(t, path, x, n, 3, 8, 8) {
+		if math.Abs(float64(v-logits[i])) > 1e-4 {
+			t.Fatalf("export: logit %d is %g, the runtime's %g", i, v, logits[i])
+		}
+	}
+	gm, _, err := rundir.LoadModel(m.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := &data.Set{Name: "fixture/test", Rows: 8, Cols: 8, Channels: 3, Classes: 4, Floats: in, Labels: make([]byte, n)}
+	preds, err := trainer.PredictModel(gm, eng, set, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for s := range n {
+		row := logits[s*4 : (s+1)*4]
+		best := argmax(row)
+		sum := 0.0
+		for _, v := range row {
+			sum += math.Exp(float64(v - row[best]))
+		}
+		if preds.Class[s] != best || math.Abs(preds.Confidence[s]-1/sum) > 1e-4 {
+			t.Errorf("sample %d: training graph class %d (%.5f), runtime %d (%.5f)", s, preds.Class[s], preds.Confidence[s], best, 1/sum)
+		}
 	}
 }

@@ -323,6 +323,9 @@ func (im *importer) arith(n *onnxpb.NodeProto) (*value, error) {
 	if a == nil {
 		return nil, errors.New("lathe computes this only on a constant's left")
 	}
+	if a.layer == graph.Input && a.pend == nil && !a.ids && b == nil && (op == "Sub" || op == "Div" || op == "Mul") {
+		return im.normalize(n, a, ck)
+	}
 	switch p := a.pend.(type) {
 	case *scores:
 		if b == nil && !p.softmax && p.v == nil && (op == "Mul" || op == "Div") {
@@ -580,4 +583,45 @@ func (im *importer) softmax(n *onnxpb.NodeProto) (*value, error) {
 		}
 	}
 	return nil, errors.New("lathe has a softmax only inside attention (over the scores' last axis); a model ends in logits")
+}
+
+// normalize takes a Sub, Div or Mul of the network's input by per-channel
+// constants, before any layer reads it, into the input normalization:
+// (x − Mean)/Std accumulates ((x − m)/s − m2 = (x − (m + m2·s))/s).
+func (im *importer) normalize(n *onnxpb.NodeProto, x *value, ck int) (*value, error) {
+	c, err := im.konst(n, ck)
+	if err != nil || c == nil {
+		return nil, errors.Join(errors.New("the input's normalization by a computed value"), err)
+	}
+	if len(im.net.Layers) > 0 || im.uses[n.GetInput()[1-ck]] != 1 || x.rank != 4 || (ck == 0 && n.GetOpType() != "Mul") {
+		return nil, fmt.Errorf("%s of the network's input: lathe takes it only as the input's normalization, (x − mean)/std per channel, before any layer and read by nothing else", n.GetOpType())
+	}
+	ch := x.shape.C
+	var v []float32
+	switch dims := slices.DeleteFunc(slices.Clone(c.dims), func(d int) bool { return d == 1 }); {
+	case c.size() == 1:
+		v = slices.Repeat(c.floats(), ch)
+	case len(dims) == 1 && dims[0] == ch && len(c.dims) >= 3 && c.dims[len(c.dims)-3] == ch:
+		v = slices.Clone(c.floats())
+	default:
+		return nil, fmt.Errorf("the input normalized by a constant of shape %v, not one value per channel [1, %d, 1, 1]", c.dims, ch)
+	}
+	z := im.net.Normalize
+	if z == nil {
+		z = &graph.Normalization{Mean: make([]float32, ch), Std: slices.Repeat([]float32{1}, ch)}
+		im.net.Normalize = z
+	}
+	for i, k := range v {
+		switch n.GetOpType() {
+		case "Sub":
+			z.Mean[i] += k * z.Std[i]
+		case "Div":
+			z.Std[i] *= k
+		case "Mul":
+			z.Std[i] /= k
+		}
+	}
+	out := *x
+	out.sole = true
+	return &out, nil
 }

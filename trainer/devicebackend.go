@@ -2,6 +2,7 @@ package trainer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -82,6 +83,9 @@ func newDeviceBackend(t *Trainer) (d *deviceBackend, err error) {
 // deviceNetOf puts a model's network and weights on dev: to train, with
 // its dropout; else (a teacher) for the forward pass alone.
 func deviceNetOf(dev compute.Device, m *model.Model, batch int, seed uint64, train bool) (*DeviceNet, error) {
+	if m.Net.Normalize != nil {
+		return nil, errors.New("trainer: the device path does not normalize a network's input yet (an imported model's mean and std): train it on the CPU")
+	}
 	layers := slices.Clone(m.Net.Layers)
 	if !train {
 		for i := range layers {

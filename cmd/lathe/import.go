@@ -6,6 +6,7 @@ import (
 	"io"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/lathe-ml/lathe/checkpoint"
@@ -23,6 +24,8 @@ func importCmd(args []string, stdout, stderr io.Writer) error {
 	out := fs.String("o", "", "the model file to write (required)")
 	dataset := fs.String("dataset", "", "the dataset the model takes ("+strings.Join(data.Datasets, ", ")+"), stored in the file for eval and recipes")
 	job := fs.String("job", "", "the model file's job name (default: the ONNX file's name)")
+	mean := fs.String("mean", "", "the input normalization's means, one per channel or one (comma-separated; inputs as pixel/255): the model's training normalized (x − mean)/std")
+	std := fs.String("std", "", "the input normalization's standard deviations, one per channel or one")
 	path, err := parse(fs, args, "ONNX model")
 	if err != nil {
 		return err
@@ -38,7 +41,14 @@ func importCmd(args []string, stdout, stderr io.Writer) error {
 	if name == "" {
 		name = strings.TrimSuffix(filepath.Base(path), ".onnx")
 	}
-	m, err := onnx.ReadFile(path, onnx.Options{Dataset: *dataset, Job: name})
+	opt := onnx.Options{Dataset: *dataset, Job: name}
+	if opt.Mean, err = floatList("--mean", *mean); err != nil {
+		return err
+	}
+	if opt.Std, err = floatList("--std", *std); err != nil {
+		return err
+	}
+	m, err := onnx.ReadFile(path, opt)
 	if err != nil {
 		return err
 	}
@@ -58,5 +68,24 @@ func importCmd(args []string, stdout, stderr io.Writer) error {
 	in := m.Net.Input
 	fmt.Fprintf(stdout, "%s (opset %d, %s) → %s: %d layers (%s), %d parameters, input %dx%dx%d (C×H×W), %d classes, %d bytes\n",
 		path, m.Opset, m.Producer, *out, len(m.Net.Layers), strings.Join(parts, ", "), m.Net.NumParams(), in.C, in.H, in.W, m.Net.Classes, m.File.Bytes)
+	if z := m.Net.Normalize; z != nil {
+		fmt.Fprintf(stdout, "input normalized: (x − %v) / %v per channel, x = pixel/255\n", z.Mean, z.Std)
+	}
 	return nil
+}
+
+// floatList parses comma-separated numbers.
+func floatList(flag, s string) ([]float32, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var out []float32
+	for _, f := range strings.Split(s, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(f), 32)
+		if err != nil {
+			return nil, fmt.Errorf("%s %q: comma-separated numbers", flag, s)
+		}
+		out = append(out, float32(v))
+	}
+	return out, nil
 }

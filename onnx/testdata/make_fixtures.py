@@ -180,6 +180,23 @@ class Transformer(nn.Module):
         return self.head(x) if self.lm else self.head(x.mean(1))
 
 
+class Normalized(nn.Module):
+    """The input normalized inside forward, as torchvision's Normalize does outside it:
+    (x − mean) / std per channel, then a padded convolution (its border sees the normalized zeros)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+        self.c = nn.Conv2d(3, 6, 3, 1, 1)
+        self.b = nn.BatchNorm2d(6)
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x):
+        x = (x - self.mean) / self.std
+        return self.fc(F.relu(self.b(self.c(x))).mean((2, 3)))
+
+
 class BadSigmoid(nn.Module):
     def __init__(self):
         super().__init__()
@@ -216,6 +233,7 @@ FIXTURES = [
     ("mnist_cnn", MnistCNN, (1, 28, 28)),
     ("transformer", Transformer, (16,)),
     ("charlm", lambda: Transformer(t=12, d=16, heads=2, blocks=1, mlp=32, lm=True), (12,)),
+    ("normalized", Normalized, (3, 8, 8)),
     ("bad_sigmoid", BadSigmoid, (1, 4, 4)),
     ("bad_dilation", BadDilation, (1, 6, 6)),
     ("bad_softmax", BadSoftmax, (1, 4, 4)),

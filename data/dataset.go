@@ -61,7 +61,7 @@ const TrainSize = 60000
 // identification set of Debian's fortune packages, a folder of the user's
 // text files, one per class, and the King James Bible as a character
 // corpus (a language model's windows).
-var Datasets = []string{"mnist", "fashion-mnist", "langid", "text", "kjv", "csv", "npy", "images"}
+var Datasets = []string{"mnist", "fashion-mnist", "langid", "text", "kjv", "csv", "npy", "images", "arrow", "parquet"}
 
 // IsText says whether a dataset is text (no augmentation; not shipped to
 // a cluster's workers yet).
@@ -222,7 +222,7 @@ func LoadSplits(name, dir string) (train, val, test *Set, err error) {
 // user's files from the folder dir (LoadFiles: csv, npy, images).
 func Load(name, dir string) (train, test *Set, err error) {
 	switch name {
-	case "csv", "npy", "images":
+	case "csv", "npy", "images", "arrow", "parquet":
 		return LoadFiles(name, dir)
 	case "kjv":
 		train, _, test, err = LoadSplits(name, dir)

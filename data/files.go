@@ -30,14 +30,15 @@ import (
 //     float32/float64 (used as they are); y [N] of integer class numbers;
 //   - "images": train/<class>/ and test/<class>/ folders of PNG or JPEG
 //     images, one size (a class is its folder's name, in sorted order),
-//     grey or RGB.
+//     grey or RGB;
+//   - "arrow", "parquet": tables (arrowfiles.go).
 //
 // The training samples are shuffled once (a fixed seed) so that the
 // validation split, the training set's last samples, holds every class.
 // Bad input is an error naming the file, the row or the field.
 
 // FileFormats are the dataset names of a user's own files.
-var FileFormats = []string{"csv", "npy", "images"}
+var FileFormats = []string{"csv", "npy", "images", "arrow", "parquet"}
 
 // IsFiles says whether a dataset is a user's own files.
 func IsFiles(name string) bool { return slices.Contains(FileFormats, name) }
@@ -54,6 +55,8 @@ func LoadFiles(format, dir string) (train, test *Set, err error) {
 		train, test, err = loadNPYPair(dir)
 	case "images":
 		train, test, err = loadImageFolders(dir)
+	case "arrow", "parquet":
+		train, test, err = loadTablePair(format, dir)
 	default:
 		return nil, nil, fmt.Errorf("data: unknown file format %q (%s)", format, strings.Join(FileFormats, ", "))
 	}

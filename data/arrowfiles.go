@@ -1,0 +1,278 @@
+package data
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+)
+
+// Arrow IPC ("arrow": train.arrow, test.arrow — the file or the stream
+// format) and Parquet ("parquet": train.parquet, test.parquet) tables: a
+// label column ("label", integer class numbers) and either a feature column
+// of fixed-size lists ("features": uint8 pixels, scaled by 1/255, or
+// float32/float64 values as they are; its field metadata "shape" = "H,W"
+// or "C,H,W" — channels first — makes them images) or, without one, every
+// other numeric column as one feature.
+
+// loadTablePair reads train.EXT and test.EXT of an Arrow or Parquet
+// dataset.
+func loadTablePair(format, dir string) (train, test *Set, err error) {
+	ext := map[string]string{"arrow": ".arrow", "parquet": ".parquet"}[format]
+	for _, split := range []string{"train", "test"} {
+		path := filepath.Join(dir, split+ext)
+		recs, schema, err := readTable(format, path)
+		if err != nil {
+			return nil, nil, fmt.Errorf("data: %s: %w", path, err)
+		}
+		s, err := tableSet(schema, recs)
+		if err != nil {
+			return nil, nil, fmt.Errorf("data: %s: %w", path, err)
+		}
+		if split == "train" {
+			train = s
+		} else {
+			test = s
+		}
+	}
+	return train, test, nil
+}
+
+// readTable reads a file's record batches.
+func readTable(format, path string) ([]arrow.RecordBatch, *arrow.Schema, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	var recs []arrow.RecordBatch
+	if format == "parquet" {
+		tbl, err := pqarrow.ReadTable(context.Background(), bytes.NewReader(b), nil, pqarrow.ArrowReadProperties{}, memory.DefaultAllocator)
+		if err != nil {
+			return nil, nil, fmt.Errorf("not a readable Parquet file: %w", err)
+		}
+		tr := array.NewTableReader(tbl, 0)
+		for tr.Next() {
+			rec := tr.RecordBatch()
+			rec.Retain()
+			recs = append(recs, rec)
+		}
+		return recs, tbl.Schema(), nil
+	}
+	if fr, err := ipc.NewFileReader(bytes.NewReader(b)); err == nil {
+		for i := 0; i < fr.NumRecords(); i++ {
+			rec, err := fr.RecordBatch(i)
+			if err != nil {
+				return nil, nil, err
+			}
+			rec.Retain()
+			recs = append(recs, rec)
+		}
+		return recs, fr.Schema(), nil
+	}
+	sr, err := ipc.NewReader(bytes.NewReader(b))
+	if err != nil {
+		return nil, nil, fmt.Errorf("not an Arrow IPC file or stream: %w", err)
+	}
+	for sr.Next() {
+		rec := sr.RecordBatch()
+		rec.Retain()
+		recs = append(recs, rec)
+	}
+	if err := sr.Err(); err != nil {
+		return nil, nil, err
+	}
+	return recs, sr.Schema(), nil
+}
+
+// tableSet makes a set of a table's label and feature columns.
+func tableSet(schema *arrow.Schema, recs []arrow.RecordBatch) (*Set, error) {
+	label := -1
+	feat := -1
+	for i, f := range schema.Fields() {
+		switch strings.ToLower(f.Name) {
+		case "label":
+			label = i
+		case "features":
+			feat = i
+		}
+	}
+	if label < 0 {
+		return nil, fmt.Errorf("no column named label (columns: %s)", names(schema))
+	}
+	s := &Set{Rows: 1}
+	var cols []int // numeric feature columns, when there is no features column
+	if feat >= 0 {
+		f := schema.Field(feat)
+		l, ok := f.Type.(*arrow.FixedSizeListType)
+		if !ok {
+			return nil, fmt.Errorf("column features is %s; want fixed-size lists", f.Type)
+		}
+		s.Cols = int(l.Len())
+		if sh, ok := f.Metadata.GetValue("shape"); ok {
+			dims, err := parseShape(sh, s.Cols)
+			if err != nil {
+				return nil, fmt.Errorf("column features: %w", err)
+			}
+			s.Channels, s.Rows, s.Cols = dims[0], dims[1], dims[2]
+		}
+		switch l.Elem().ID() {
+		case arrow.UINT8:
+		case arrow.FLOAT32, arrow.FLOAT64:
+			s.Floats = []float32{}
+		default:
+			return nil, fmt.Errorf("column features holds %s; want uint8, float32 or float64", l.Elem())
+		}
+	} else {
+		for i, f := range schema.Fields() {
+			if i != label && (arrow.IsInteger(f.Type.ID()) || arrow.IsFloating(f.Type.ID())) {
+				cols = append(cols, i)
+			}
+		}
+		if len(cols) == 0 {
+			return nil, fmt.Errorf("no features column and no numeric column besides label (columns: %s)", names(schema))
+		}
+		s.Cols, s.Floats = len(cols), []float32{}
+	}
+	row := 0
+	for _, rec := range recs {
+		n := int(rec.NumRows())
+		if err := s.addLabels(rec.Column(label), row); err != nil {
+			return nil, err
+		}
+		if feat >= 0 {
+			if err := s.addList(rec.Column(feat), row); err != nil {
+				return nil, err
+			}
+		} else {
+			start := len(s.Floats)
+			s.Floats = append(s.Floats, make([]float32, n*len(cols))...)
+			for j, c := range cols {
+				for r := range n {
+					v, err := number(rec.Column(c), r)
+					if err != nil {
+						return nil, fmt.Errorf("row %d, column %s: %w", row+r, schema.Field(c).Name, err)
+					}
+					s.Floats[start+r*len(cols)+j] = v
+				}
+			}
+		}
+		row += n
+	}
+	if s.Len() == 0 {
+		return nil, fmt.Errorf("no rows")
+	}
+	if s.Channels > 1 {
+		if s.Floats != nil {
+			s.Floats = nhwcFloats(s.Floats, s.Len(), s.Channels, s.Features())
+		} else {
+			s.Images = nhwcBytes(s.Images, s.Len(), s.Channels, s.Features())
+		}
+	}
+	return s, nil
+}
+
+func names(schema *arrow.Schema) string {
+	var out []string
+	for _, f := range schema.Fields() {
+		out = append(out, f.Name)
+	}
+	return strings.Join(out, ", ")
+}
+
+// parseShape reads "H,W" or "C,H,W" holding n values.
+func parseShape(s string, n int) ([3]int, error) {
+	var dims []int
+	for _, p := range strings.Split(strings.Trim(s, "[]() "), ",") {
+		v, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil || v <= 0 {
+			return [3]int{}, fmt.Errorf("shape %q: want H,W or C,H,W", s)
+		}
+		dims = append(dims, v)
+	}
+	if len(dims) == 2 {
+		dims = append([]int{1}, dims...)
+	}
+	if len(dims) != 3 || dims[0]*dims[1]*dims[2] != n {
+		return [3]int{}, fmt.Errorf("shape %q for lists of %d values", s, n)
+	}
+	return [3]int{dims[0], dims[1], dims[2]}, nil
+}
+
+// addLabels appends a label column's class numbers.
+func (s *Set) addLabels(col arrow.Array, row int) error {
+	for r := 0; r < col.Len(); r++ {
+		if col.IsNull(r) {
+			return fmt.Errorf("row %d: label is null", row+r)
+		}
+		v, err := number(col, r)
+		if err != nil || v != float32(int(v)) || v < 0 || v > 255 || !arrow.IsInteger(col.DataType().ID()) {
+			return fmt.Errorf("row %d: label %s is not a class number (an integer 0 to 255)", row+r, col.ValueStr(r))
+		}
+		s.Labels = append(s.Labels, byte(v))
+		s.Classes = max(s.Classes, int(v)+1)
+	}
+	return nil
+}
+
+// addList appends a fixed-size list column's values.
+func (s *Set) addList(col arrow.Array, row int) error {
+	l := col.(*array.FixedSizeList)
+	vals := l.ListValues()
+	w := s.Features()
+	for r := 0; r < l.Len(); r++ {
+		if l.IsNull(r) {
+			return fmt.Errorf("row %d: features is null", row+r)
+		}
+		lo := (l.Offset() + r) * w
+		switch v := vals.(type) {
+		case *array.Uint8:
+			s.Images = append(s.Images, v.Uint8Values()[lo:lo+w]...)
+		case *array.Float32:
+			s.Floats = append(s.Floats, v.Float32Values()[lo:lo+w]...)
+		case *array.Float64:
+			for _, x := range v.Float64Values()[lo : lo+w] {
+				s.Floats = append(s.Floats, float32(x))
+			}
+		}
+	}
+	return nil
+}
+
+// number is a numeric column's value at r.
+func number(col arrow.Array, r int) (float32, error) {
+	if col.IsNull(r) {
+		return 0, fmt.Errorf("a null value")
+	}
+	switch c := col.(type) {
+	case *array.Float32:
+		return c.Value(r), nil
+	case *array.Float64:
+		return float32(c.Value(r)), nil
+	case *array.Int8:
+		return float32(c.Value(r)), nil
+	case *array.Int16:
+		return float32(c.Value(r)), nil
+	case *array.Int32:
+		return float32(c.Value(r)), nil
+	case *array.Int64:
+		return float32(c.Value(r)), nil
+	case *array.Uint8:
+		return float32(c.Value(r)), nil
+	case *array.Uint16:
+		return float32(c.Value(r)), nil
+	case *array.Uint32:
+		return float32(c.Value(r)), nil
+	case *array.Uint64:
+		return float32(c.Value(r)), nil
+	}
+	return 0, fmt.Errorf("a %s value, not a number", col.DataType())
+}

@@ -172,9 +172,9 @@ func tableSet(schema *arrow.Schema, recs []arrow.RecordBatch) (*Set, error) {
 	}
 	if s.Channels > 1 {
 		if s.Floats != nil {
-			s.Floats = nhwcFloats(s.Floats, s.Len(), s.Channels, s.Features())
+			s.Floats = channelsLast(s.Floats, s.Len(), s.Channels, s.Features())
 		} else {
-			s.Images = nhwcBytes(s.Images, s.Len(), s.Channels, s.Features())
+			s.Images = channelsLast(s.Images, s.Len(), s.Channels, s.Features())
 		}
 	}
 	return s, nil

@@ -303,9 +303,9 @@ func npySet(x *npyArray, xs []int, y *npyArray, ys []int, name string) (*Set, er
 	f := s.Features()
 	switch {
 	case x.bytes != nil:
-		s.Images = nhwcBytes(x.bytes, n, s.Channels, f)
+		s.Images = channelsLast(x.bytes, n, s.Channels, f)
 	case x.floats != nil:
-		s.Floats = nhwcFloats(x.floats, n, s.Channels, f)
+		s.Floats = channelsLast(x.floats, n, s.Channels, f)
 	default:
 		return nil, fmt.Errorf("data: %s_x.npy: integer features; save them as uint8 pixels or as floats", name)
 	}
@@ -330,28 +330,13 @@ func npySet(x *npyArray, xs []int, y *npyArray, ys []int, name string) (*Set, er
 	return s, nil
 }
 
-// nhwcBytes reorders n samples [C, H·W] to lathe's [H·W, C].
-func nhwcBytes(x []byte, n, c, f int) []byte {
+// channelsLast reorders n samples of f values from [C, H·W] to lathe's
+// [H·W, C].
+func channelsLast[T byte | float32](x []T, n, c, f int) []T {
 	if c <= 1 {
 		return x
 	}
-	out := make([]byte, len(x))
-	hw := f / c
-	for s := range n {
-		for ch := range c {
-			for p := range hw {
-				out[s*f+p*c+ch] = x[s*f+ch*hw+p]
-			}
-		}
-	}
-	return out
-}
-
-func nhwcFloats(x []float32, n, c, f int) []float32 {
-	if c <= 1 {
-		return x
-	}
-	out := make([]float32, len(x))
+	out := make([]T, len(x))
 	hw := f / c
 	for s := range n {
 		for ch := range c {

@@ -8,6 +8,7 @@ import (
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/infer"
+	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/onnx"
 )
 
@@ -22,7 +23,7 @@ func resnet8(t *testing.T) (*checkpoint.File, []float32, *data.Set) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return f, Calibration(train, 128, 1), test.Slice("fashion-mnist/test", 0, 2000)
+	return f, Calibration(train, 64, 1), test.Slice("fashion-mnist/test", 0, 2000)
 }
 
 func accuracy(t *testing.T, f *checkpoint.File, set *data.Set) float64 {
@@ -49,7 +50,7 @@ func accuracy(t *testing.T, f *checkpoint.File, set *data.Set) float64 {
 // and frozen activation ranges.
 func TestW8A8(t *testing.T) {
 	f, x, test := resnet8(t)
-	out, rep, err := Compress(f, x, cpu.New(cpu.Options{Threads: 2}), Options{Bits: 8, Activations: 8, Range: "mse", BiasCorrection: true})
+	out, rep, err := Compress(f, x, cpu.New(cpu.Options{Threads: 2}), Options{Bits: 8, Activations: 8, Range: "percentile", BiasCorrection: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,5 +90,22 @@ func TestGPTQAndSparseGPTOnANetwork(t *testing.T) {
 	}
 	if _, _, err := Compress(f, x, eng, Options{GPTQ: true}); err == nil {
 		t.Error("GPTQ without bits accepted")
+	}
+}
+
+// TestRanges: a percentile range leaves out the rare outliers a min–max
+// range spans, and the MSE range clips a long tail shorter than min–max.
+func TestRanges(t *testing.T) {
+	v := make([]float32, 100000)
+	for i := range v {
+		v[i] = float32(i%1000) / 1000 // 0 … 0.999
+	}
+	v[7] = 50 // one outlier
+	if p := percentile(v, 99.99); p > 1 {
+		t.Errorf("99.99th percentile %g spans the outlier", p)
+	}
+	lo, hi := mseRange(model.QuantSpec{Bits: 8}, v, 0, 50)
+	if lo != 0 || hi >= 50 || hi < 1 {
+		t.Errorf("MSE range [%g, %g] of values in [0, 1) and one at 50", lo, hi)
 	}
 }

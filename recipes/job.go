@@ -55,6 +55,9 @@ type Job struct {
 	// that meet a budget (the recipe's other policies are then the
 	// search's to write).
 	Target *Target
+	// PostTraining compresses the model file without training before the
+	// run starts (nil: none).
+	PostTraining *PostTraining
 
 	// File is the recipe's path; Variables the resolved variable values
 	// (defaults with -var overrides applied), by name.
@@ -251,6 +254,20 @@ type Target struct {
 	Widths          []float64
 	Formats         []string
 	Precisions      []string
+}
+
+// PostTraining is the post_training block: the model file compressed
+// without training (ptq.Options) before the job's epochs fine-tune it.
+type PostTraining struct {
+	Bits           int
+	GPTQ           bool
+	Activations    int
+	Range          string
+	BiasCorrection bool
+	Prune          string
+	Sparsity       float64
+	NM             []int
+	Samples        int
 }
 
 // Sensitivity is the sensitivity block: each layer pruned alone to each
@@ -453,6 +470,18 @@ var sensitivitySection = section[Sensitivity]{name: "sensitivity", doc: "Inside 
 	{name: "sparsities", doc: "Each layer is pruned alone to each of these and evaluated on the validation split.", at: func(s *Sensitivity) any { return &s.Sparsities }, def: []float64{0.5, 0.7, 0.8, 0.9, 0.95}},
 	{name: "tolerance", doc: "The validation accuracy (fraction) a suggested target may lose.", at: func(s *Sensitivity) any { return &s.Tolerance }, def: 0.005, hi: 1},
 	{name: "at_epoch", doc: "The epoch after which the analysis runs.", at: func(s *Sensitivity) any { return &s.AtEpoch }, required: true, lo: 1, upTo: epochsOf},
+}}
+
+var postTrainingSection = section[PostTraining]{name: "post_training", doc: "Inside `job`, at most one, with `model.file`: compress the model file without training before the run starts — the same as `lathe compress` (GPTQ or round-to-nearest weights, calibrated activation ranges, bias correction, magnitude or SparseGPT pruning), on calibration samples of the training split — then fine-tune the result for the job's epochs with the recipe's policies. See docs/import.md.", fields: []field[PostTraining]{
+	{name: "bits", doc: "Weight bits, 2 to 8, per output channel (0: float).", at: func(p *PostTraining) any { return &p.Bits }, hi: 8, omit: func(p *PostTraining) bool { return p.Bits == 0 }},
+	{name: "gptq", doc: "GPTQ instead of rounding to the nearest.", at: func(p *PostTraining) any { return &p.GPTQ }, omit: func(p *PostTraining) bool { return !p.GPTQ }},
+	{name: "activations", doc: "Activation bits, 2 to 8 (0: float).", at: func(p *PostTraining) any { return &p.Activations }, hi: 8, omit: func(p *PostTraining) bool { return p.Activations == 0 }},
+	{name: "range", doc: "Activation ranges: `minmax`, `percentile` (99.99) or `mse`.", at: func(p *PostTraining) any { return &p.Range }, def: "minmax"},
+	{name: "bias_correction", doc: "Add each layer's mean output change on the calibration samples to its bias.", at: func(p *PostTraining) any { return &p.BiasCorrection }, omit: func(p *PostTraining) bool { return !p.BiasCorrection }},
+	{name: "prune", doc: "One-shot pruning: `magnitude` or `sparsegpt` (empty: none).", at: func(p *PostTraining) any { return &p.Prune }, omit: func(p *PostTraining) bool { return p.Prune == "" }},
+	{name: "sparsity", doc: "The pruned share of each linear and convolution weight.", at: func(p *PostTraining) any { return &p.Sparsity }, hi: 1, omit: func(p *PostTraining) bool { return p.Sparsity == 0 }},
+	{name: "nm", doc: "N:M pruning instead of a share, as [N, M] (e.g. [2, 4]).", at: func(p *PostTraining) any { return &p.NM }, omit: func(p *PostTraining) bool { return len(p.NM) == 0 }},
+	{name: "samples", doc: "Calibration samples drawn from the training split (the job's seed).", at: func(p *PostTraining) any { return &p.Samples }, def: 512, lo: 1, hi: 1 << 20},
 }}
 
 var targetSection = section[Target]{name: "target", doc: "Inside `job`, at most one: search for the per-layer settings (channel-group widths, sparse or 2:4 weights, integer kernels) that meet a latency budget on this machine (or the one a profile was measured on) — each round solves on the profile and the measured sensitivities, fine-tunes from the dense model for the job's epochs, measures the result and tightens. The job's model is the dense one (`model.file`, or trained first in `<run-dir>/dense`); the search writes the pruning and quantization itself. See docs/target.md.", fields: []field[Target]{

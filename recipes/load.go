@@ -389,6 +389,7 @@ var jobBlocks = []hcl.BlockHeaderSchema{
 	{Type: "prune", LabelNames: []string{"method"}}, {Type: "regularize", LabelNames: []string{"kind"}},
 	{Type: "factorize"}, {Type: "sensitivity"}, {Type: "thin"}, {Type: "quantize"},
 	{Type: "teacher"}, {Type: "distill"}, {Type: "checkpoint"}, {Type: "cluster"}, {Type: "target"},
+	{Type: "post_training"},
 }
 
 func (d *decoder) job(b *hcl.Block, j *Job) {
@@ -441,6 +442,8 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 			d.sensitivity(blk, j)
 		case "target":
 			d.target(blk, j)
+		case "post_training":
+			d.postTraining(blk, j)
 		case "teacher":
 			d.teacher(blk, j)
 		case "distill":
@@ -723,6 +726,28 @@ func (d *decoder) target(b *hcl.Block, j *Job) {
 		t.Profile = filepath.Join(filepath.Dir(d.filename), t.Profile)
 	}
 	j.Target = &t
+}
+
+func (d *decoder) postTraining(b *hcl.Block, j *Job) {
+	p := postTrainingSection.fresh("")
+	if _, ok := postTrainingSection.decode(d, b, "post_training.", &p, j); !ok {
+		return
+	}
+	switch {
+	case p.Bits == 1 || p.Activations == 1:
+		d.errorf(b.DefRange, "invalid post_training", "post_training: bits and activations are 2 to 8 (0: float)")
+	case p.GPTQ && p.Bits == 0:
+		d.errorf(d.rangeOf("post_training.gptq"), "invalid post_training", "post_training.gptq needs bits")
+	case p.Prune != "" && p.Prune != "magnitude" && p.Prune != "sparsegpt":
+		d.errorf(d.rangeOf("post_training.prune"), "invalid post_training", "post_training.prune %q: magnitude or sparsegpt", p.Prune)
+	case p.Prune != "" && len(p.NM) == 0 && !(p.Sparsity > 0 && p.Sparsity < 1):
+		d.errorf(d.rangeOf("post_training.prune"), "invalid post_training", "post_training.prune needs a sparsity in (0, 1) or nm = [N, M]")
+	case len(p.NM) != 0 && (len(p.NM) != 2 || p.NM[0] < 0 || p.NM[1] < 1 || p.NM[0] > p.NM[1]):
+		d.errorf(d.rangeOf("post_training.nm"), "invalid post_training", "post_training.nm is [N, M] with 0 ≤ N ≤ M")
+	case p.Bits == 0 && p.Activations == 0 && p.Prune == "":
+		d.errorf(b.DefRange, "invalid post_training", "post_training does nothing: give bits, activations or prune")
+	}
+	j.PostTraining = &p
 }
 
 func (d *decoder) quantize(b *hcl.Block, j *Job) {

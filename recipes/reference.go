@@ -34,7 +34,7 @@ recipe declares ` + "`epochs`" + ` and ` + "`batch`" + ` this way.
 	for _, s := range []blockRef{jobSection.ref(), modelSection.ref(), layerSection.ref(), repeatSection.ref(), augmentSection.ref(),
 		optimizerSection.ref(), checkpointSection.ref(), pruneSection.ref(), regularizeSection.ref(), factorizeSection.ref(),
 		thinSection.ref(), teacherSection.ref(), distillSection.ref(), hintSection.ref(), quantizeSection.ref(),
-		kmeansSection.ref(), sensitivitySection.ref(), targetSection.ref()} {
+		kmeansSection.ref(), sensitivitySection.ref(), targetSection.ref(), postTrainingSection.ref()} {
 		s.write(&b)
 	}
 	return b.String()

@@ -52,6 +52,9 @@ func (j *Job) HCL() []byte {
 	if j.Target != nil {
 		targetSection.write(jb, j.Target)
 	}
+	if j.PostTraining != nil {
+		postTrainingSection.write(jb, j.PostTraining)
+	}
 	for i := range j.Factorize {
 		factorizeSection.write(jb, &j.Factorize[i])
 	}

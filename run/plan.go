@@ -407,6 +407,9 @@ func Check(job *recipes.Job) error {
 	if data.IsText(job.Dataset) && (job.Augment.Shift > 0 || job.Augment.Flip) {
 		return job.Errorf("augment", "augment shifts and flips images; dataset %s is text", job.Dataset)
 	}
+	if job.PostTraining != nil && (job.Model.File == "" || job.Target != nil) {
+		return job.Errorf("post_training", "post_training compresses the model file a model block names (model.file), and not in a target search")
+	}
 	if data.IsFiles(job.Dataset) && job.Dataset != "images" && (job.Augment.Shift > 0 || job.Augment.Flip) {
 		return job.Errorf("augment", "augment shifts and flips images; dataset %s holds a table or arrays (an image folder's samples are shifted)", job.Dataset)
 	}

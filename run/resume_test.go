@@ -17,6 +17,7 @@ import (
 	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/infer"
 	"github.com/lathe-ml/lathe/onnx"
+	"github.com/lathe-ml/lathe/ptq"
 	"github.com/lathe-ml/lathe/recipes"
 	"github.com/lathe-ml/lathe/rundir"
 	"github.com/lathe-ml/lathe/trainer"
@@ -520,4 +521,60 @@ func TestModelFromONNX(t *testing.T) {
 	}
 	pruned := strings.Replace(src, "  optimizer", "  teacher {\n    file = \""+file+"\"\n  }\n  distill {\n    temperature = 2\n  }\n  prune \"magnitude\" {\n    layers = [\"c2\"]\n    target = 0.5\n    schedule = \"one_shot\"\n  }\n  checkpoint {\n    every_steps = 10\n  }\n  optimizer", 1)
 	resumesExactly(t, pruned, -2, "epochs=2")
+}
+
+// TestPostTraining: a post_training block compresses the model file before
+// the run (GPTQ 4-bit here): at a negligible learning rate the run ends
+// where lathe compress's result is; a run fine-tuning after SparseGPT
+// resumes bit for bit; without model.file the block is refused.
+func TestPostTraining(t *testing.T) {
+	const file = "../onnx/testdata/mnist_cnn.op17.onnx"
+	src := strings.Replace(recipe, "    arch   = \"mlp\"\n    hidden = [32]\n", "    file = \""+file+"\"\n", 1)
+	gptq := strings.Replace(src, "  optimizer", "  post_training {\n    bits    = 4\n    gptq    = true\n    samples = 64\n  }\n  optimizer", 1)
+	j, err := recipes.Parse([]byte(gptq), "tiny.hcl", []string{"lr=1e-9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := Execute(context.Background(), j, Options{RunDir: t.TempDir(), Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := onnx.ReadModel(file, "mnist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	train, test, err := data.Load("mnist", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rest, _, _ := data.SplitValidation(train, 50000)
+	out, _, err := ptq.Compress(f, ptq.Calibration(rest, 64, j.Seed), cpu.New(cpu.Options{Threads: 1}), ptq.Options{Bits: 4, GPTQ: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := infer.Load(out, cpu.New(cpu.Options{Threads: 2}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	classes, err := infer.Predict(im, test, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	right := 0
+	for i, c := range classes {
+		if c == int(test.Labels[i]) {
+			right++
+		}
+	}
+	if want := float64(right) / float64(len(classes)); math.Abs(sum.TestAccuracy-want) > 0.002 {
+		t.Errorf("after post_training at lr 1e-9: test accuracy %v, lathe compress's model %v", sum.TestAccuracy, want)
+	}
+	sparse := strings.Replace(src, "  optimizer", "  post_training {\n    prune    = \"sparsegpt\"\n    sparsity = 0.5\n    samples  = 64\n  }\n  checkpoint {\n    every_steps = 10\n  }\n  optimizer", 1)
+	resumesExactly(t, sparse, -2, "epochs=2")
+	bad := strings.Replace(recipe, "  optimizer", "  post_training {\n    bits = 8\n  }\n  optimizer", 1)
+	if j, err := recipes.Parse([]byte(bad), "tiny.hcl", nil); err == nil {
+		if _, err = Execute(context.Background(), j, Options{RunDir: t.TempDir(), Threads: 2}); err == nil || !strings.Contains(err.Error(), "post_training") {
+			t.Errorf("post_training without model.file: %v", err)
+		}
+	}
 }

@@ -486,7 +486,7 @@ func (st *jobRun) finish(res *trainer.Result, tr *trainer.Trainer, resume *train
 	if job.Quantize == nil {
 		// The post-training quantization baseline QAT is compared with: the
 		// final float weights fake-quantized (per channel, symmetric).
-		if sum.PTQ, err = ptq(tr.Model(), eng, test, job.EvalBatch, []int{8, 4}); err != nil {
+		if sum.PTQ, err = ptqAccuracy(tr.Model(), eng, test, job.EvalBatch, []int{8, 4}); err != nil {
 			return nil, err
 		}
 		runtime.GC()
@@ -708,8 +708,8 @@ func teacherJob(job *recipes.Job, k int) *recipes.Job {
 	return tj
 }
 
-// ptq evaluates the model with every weight fake-quantized after training.
-func ptq(m *model.Model, eng compute.Engine, test *data.Set, batch int, widths []int) (map[string]float64, error) {
+// ptqAccuracy evaluates the model with every weight fake-quantized after training.
+func ptqAccuracy(m *model.Model, eng compute.Engine, test *data.Set, batch int, widths []int) (map[string]float64, error) {
 	out := map[string]float64{}
 	for _, bits := range widths {
 		acc, err := quantizedAccuracy(m, eng, test, batch, func(string) int { return bits })

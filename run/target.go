@@ -447,7 +447,7 @@ func searchLoss(dense *checkpoint.File, p *profile.Profile, eng compute.Engine, 
 			return loss, err
 		}
 		ev := cpu.New(cpu.Options{Logger: hclog.NewNullLogger()})
-		q, err := ptq(m, ev, val, 500, []int{8})
+		q, err := ptqAccuracy(m, ev, val, 500, []int{8})
 		if err != nil {
 			return loss, err
 		}

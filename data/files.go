@@ -235,8 +235,8 @@ func readNPY(path string) (*npyArray, []int, error) {
 			continue
 		}
 		v, err := strconv.Atoi(d)
-		if err != nil || v < 0 {
-			return nil, nil, fmt.Errorf("data: %s: shape %q", path, m[5])
+		if err != nil || v < 0 || (v > 0 && n > len(b)/v) {
+			return nil, nil, fmt.Errorf("data: %s: shape %q (for a file of %d bytes)", path, m[5], len(b))
 		}
 		shape, n = append(shape, v), n*v
 	}

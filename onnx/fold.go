@@ -1,6 +1,7 @@
 package onnx
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -28,6 +29,11 @@ var binaryOps = map[string]func(x, y float64) float64{
 // fold computes a node whose inputs are all constants.
 func fold(n *onnxpb.NodeProto, in []*tensor) (*tensor, error) {
 	op := n.GetOpType()
+	for k, t := range in {
+		if t == nil && (k == 0 || binaryOps[op] != nil || op == "Concat" || op == "Gather" || op == "Reshape") {
+			return nil, fmt.Errorf("input %d is missing", k)
+		}
+	}
 	if f := binaryOps[op]; f != nil {
 		if len(in) != 2 {
 			return nil, fmt.Errorf("%d inputs", len(in))
@@ -167,10 +173,18 @@ func concat(in []*tensor, axis int) (*tensor, error) {
 	out := &tensor{isInt: in[0].isInt, dims: slices.Clone(in[0].dims)}
 	out.dims[axis] = 0
 	for _, t := range in {
-		if len(t.dims) != r || t.isInt != out.isInt {
-			return nil, fmt.Errorf("tensors of shapes %v and %v (or of different types)", in[0].dims, t.dims)
+		if t == nil || len(t.dims) != r || t.isInt != out.isInt {
+			return nil, errors.New("tensors of different ranks or types")
+		}
+		for k := range r {
+			if k != axis && t.dims[k] != in[0].dims[k] {
+				return nil, fmt.Errorf("tensors of shapes %v and %v", in[0].dims, t.dims)
+			}
 		}
 		out.dims[axis] += t.dims[axis]
+	}
+	if !fits(out.dims) {
+		return nil, fmt.Errorf("a result of shape %v", out.dims)
 	}
 	outer := 1
 	for _, d := range out.dims[:axis] {

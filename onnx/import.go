@@ -224,11 +224,14 @@ func (im *importer) input(g *onnxpb.GraphProto) error {
 	}
 	var dims []int
 	for k, d := range tt.GetShape().GetDim() {
-		v := int(d.GetDimValue())
-		if k > 0 && v <= 0 {
-			return fmt.Errorf("onnx: input %q has no fixed size along axis %d (only the batch may vary)", in.GetName(), k)
+		v := d.GetDimValue()
+		if k > 0 && (v <= 0 || v > 1<<16) {
+			return fmt.Errorf("onnx: input %q has size %d along axis %d (only the batch may vary; at most 65536)", in.GetName(), v, k)
 		}
-		dims = append(dims, v)
+		dims = append(dims, int(v))
+	}
+	if !fits(dims[min(1, len(dims)):]) {
+		return fmt.Errorf("onnx: input %q of shape %v: more than %d values per sample", in.GetName(), dims, maxElems)
 	}
 	v := &value{layer: graph.Input, rank: len(dims), sole: true}
 	switch {

@@ -188,7 +188,11 @@ func trimWeight(s string) string {
 func (im *importer) seqTranspose(n *onnxpb.NodeProto) (*value, error) {
 	x := im.raw(n, 0)
 	p := attrInts(n, "perm")
-	if x == nil || len(p) != 4 {
+	seen := map[int64]bool{}
+	for _, a := range p {
+		seen[a] = a >= 0 && a < 4
+	}
+	if x == nil || len(p) != 4 || len(seen) != 4 || seen[-1] || slices.Contains(p, -1) || !seen[0] || !seen[1] || !seen[2] || !seen[3] {
 		return nil, errors.New("lathe transposes only the heads of an attention pattern ([batch, T, H, dh] and back)")
 	}
 	compose := func(perm []int) []int {

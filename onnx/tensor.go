@@ -18,6 +18,10 @@ const (
 	typeBool   = 9
 )
 
+// maxElems bounds a constant's elements and an input's features: a file
+// that claims more is refused before anything that size is allocated.
+const maxElems = 1 << 26
+
 // batch stands for the batch dimension in a shape computed from a value
 // (Shape of x: [batch, C, H, W]); a Reshape reading it keeps the batch.
 const batch = math.MinInt64 / 2
@@ -83,13 +87,14 @@ func readTensor(p *onnxpb.TensorProto) (*tensor, error) {
 		return nil, fmt.Errorf("tensor %q keeps its data in an external file, which lathe does not read (save the model with its weights inside)", p.GetName())
 	}
 	t := &tensor{}
+	n := 1
 	for _, d := range p.GetDims() {
-		if d < 0 || d > math.MaxInt32 {
-			return nil, fmt.Errorf("tensor %q has dimension %d", p.GetName(), d)
+		if d < 0 || d > maxElems || (d > 0 && n > maxElems/int(d)) {
+			return nil, fmt.Errorf("tensor %q has dimensions %v (at most %d values)", p.GetName(), p.GetDims(), maxElems)
 		}
 		t.dims = append(t.dims, int(d))
+		n *= int(d)
 	}
-	n := t.size()
 	raw := p.GetRawData()
 	width := map[int32]int{typeFloat: 4, typeInt32: 4, typeInt64: 8, typeDouble: 8, typeBool: 1}[p.GetDataType()]
 	if width == 0 {
@@ -97,6 +102,13 @@ func readTensor(p *onnxpb.TensorProto) (*tensor, error) {
 	}
 	if raw != nil && len(raw) != n*width {
 		return nil, fmt.Errorf("tensor %q holds %d bytes for %v %d-byte elements", p.GetName(), len(raw), t.dims, width)
+	}
+	if raw == nil {
+		have := map[int32]int{typeFloat: len(p.GetFloatData()), typeDouble: len(p.GetDoubleData()), typeInt64: len(p.GetInt64Data()),
+			typeInt32: len(p.GetInt32Data()), typeBool: len(p.GetInt32Data())}[p.GetDataType()]
+		if have != n {
+			return nil, fmt.Errorf("tensor %q holds %d values for shape %v", p.GetName(), have, t.dims)
+		}
 	}
 	switch p.GetDataType() {
 	case typeFloat:
@@ -143,6 +155,18 @@ func readTensor(p *onnxpb.TensorProto) (*tensor, error) {
 	return t, nil
 }
 
+// fits says whether a shape holds at most maxElems values.
+func fits(dims []int) bool {
+	n := 1
+	for _, d := range dims {
+		if d < 0 || (d > 0 && n > maxElems/d) {
+			return false
+		}
+		n *= d
+	}
+	return true
+}
+
 // strides are a shape's row-major strides.
 func strides(dims []int) []int {
 	s := make([]int, len(dims))
@@ -173,6 +197,9 @@ func (t *tensor) gather(idx *tensor, axis int) (*tensor, error) {
 	n := t.dims[axis]
 	out := &tensor{isInt: t.isInt}
 	out.dims = append(append(slices.Clone(t.dims[:axis]), idx.dims...), t.dims[axis+1:]...)
+	if !fits(out.dims) {
+		return nil, fmt.Errorf("a result of shape %v (at most %d values)", out.dims, maxElems)
+	}
 	for o := range outer {
 		for _, j := range ix {
 			if j < 0 {
@@ -249,6 +276,9 @@ func broadcast(a, b *tensor, op func(x, y float64) float64) (*tensor, error) {
 		default:
 			return nil, fmt.Errorf("shapes %v and %v do not broadcast", a.dims, b.dims)
 		}
+	}
+	if !fits(out.dims) {
+		return nil, fmt.Errorf("a result of shape %v (at most %d values)", out.dims, maxElems)
 	}
 	as, bs, os := strides(ad), strides(bd), strides(out.dims)
 	af, bf := a.floats(), b.floats()

@@ -10,6 +10,7 @@ import (
 	"github.com/lathe-ml/lathe/infer"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/onnx"
+	"github.com/lathe-ml/lathe/rundir"
 )
 
 // resnet8 is the PyTorch-trained ResNet-8 of onnx/testdata (Fashion-MNIST).
@@ -107,5 +108,43 @@ func TestRanges(t *testing.T) {
 	lo, hi := mseRange(model.QuantSpec{Bits: 8}, v, 0, 50)
 	if lo != 0 || hi >= 50 || hi < 1 {
 		t.Errorf("MSE range [%g, %g] of values in [0, 1) and one at 50", lo, hi)
+	}
+}
+
+// TestDepthwise: a MobileNet's depthwise convolutions (a Hessian per
+// group of one channel) and 1×1 convolutions compress by GPTQ, each
+// layer's error at most round-to-nearest's (the groups' code is
+// SparseGPT's too).
+func TestDepthwise(t *testing.T) {
+	m, err := model.New(model.Spec{Arch: "mobilenet", Width: 0.25}, model.MNISTInput, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := rundir.ExportModel(m, "mobilenet", "mnist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	train, _, err := data.Load("mnist", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := Calibration(train, 8, 1)
+	for _, o := range []Options{{Bits: 4, GPTQ: true}} {
+		_, rep, err := Compress(f, x, cpu.New(cpu.Options{Threads: 2}), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		grouped := 0
+		for _, l := range rep.Layers {
+			if ml := m.Net.Layer(l.Layer); ml != nil && ml.GroupCount() > 1 {
+				grouped++
+			}
+			if l.Error > l.Baseline*1.0001+1e-12 {
+				t.Errorf("%+v: layer %s: error %g above the plain method's %g", o, l.Layer, l.Error, l.Baseline)
+			}
+		}
+		if grouped == 0 {
+			t.Errorf("no depthwise layer among %d", len(rep.Layers))
+		}
 	}
 }

@@ -40,6 +40,7 @@ func compressCmd(args []string, stdout, stderr io.Writer) error {
 	seed := fs.Uint64("seed", 1, "the calibration draw's seed")
 	onnxOut := fs.String("onnx", "", "also export the result as ONNX to this file")
 	noEval := fs.Bool("no-eval", false, "skip the test-set accuracy before and after")
+	asJSON := fs.Bool("json", false, "print what was done (each layer's calibration error, the activation ranges, the accuracies) as JSON")
 	path, err := parse(fs, args, "model file")
 	if err != nil {
 		return err
@@ -76,8 +77,10 @@ func compressCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	eng := cpu.New(cpu.Options{Logger: hclog.NewNullLogger(), Spin: infer.Spin})
-	o.Progress = func(r ptq.LayerReport) {
-		fmt.Fprintf(stderr, "  %-24s %-10s output error %.4g (plain method %.4g), sparsity %.3f\n", r.Layer, r.Method, r.Error, r.Baseline, r.Sparsity)
+	if !*asJSON {
+		o.Progress = func(r ptq.LayerReport) {
+			fmt.Fprintf(stderr, "  %-24s %-10s output error %.4g (plain method %.4g), sparsity %.3f\n", r.Layer, r.Method, r.Error, r.Baseline, r.Sparsity)
+		}
 	}
 	x := ptq.Calibration(train, *samples, *seed)
 	res, rep, err := ptq.Compress(f, x, eng, o)
@@ -87,8 +90,11 @@ func compressCmd(args []string, stdout, stderr io.Writer) error {
 	if err := checkpoint.Write(*out, res); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s → %s: %d calibration samples, %d batch norms folded, %d layers; %d bytes (was %d)\n",
-		path, *out, rep.Samples, rep.Folded, len(rep.Layers), res.Bytes, f.Bytes)
+	if !*asJSON {
+		fmt.Fprintf(stdout, "%s → %s: %d calibration samples, %d batch norms folded, %d layers; %d bytes (was %d)\n",
+			path, *out, rep.Samples, rep.Folded, len(rep.Layers), res.Bytes, f.Bytes)
+	}
+	result := compressResult{Report: rep, File: *out, Bytes: res.Bytes, InputBytes: f.Bytes, Dataset: ds}
 	if *onnxOut != "" {
 		var buf bytes.Buffer
 		info, err := infer.ExportONNX(res, &buf, infer.ONNXOptions{Int8: true, Producer: rundir.Version})
@@ -98,9 +104,14 @@ func compressCmd(args []string, stdout, stderr io.Writer) error {
 		if err := os.WriteFile(*onnxOut, buf.Bytes(), 0o644); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "ONNX: %s (opset %d, %d bytes)\n", *onnxOut, info.Opset, info.Bytes)
+		if !*asJSON {
+			fmt.Fprintf(stdout, "ONNX: %s (opset %d, %d bytes)\n", *onnxOut, info.Opset, info.Bytes)
+		}
 	}
 	if *noEval {
+		if *asJSON {
+			return writeJSON(stdout, result)
+		}
 		return nil
 	}
 	var accs []string
@@ -120,7 +131,22 @@ func compressCmd(args []string, stdout, stderr io.Writer) error {
 			}
 		}
 		accs = append(accs, fmt.Sprintf("%.4f", float64(right)/float64(len(classes))))
+		result.Accuracy = append(result.Accuracy, float64(right)/float64(len(classes)))
+	}
+	if *asJSON {
+		return writeJSON(stdout, result)
 	}
 	fmt.Fprintf(stdout, "test accuracy on %s (lathe's runtime): %s before, %s after\n", ds, accs[0], strings.Join(accs[1:], ""))
 	return nil
+}
+
+// compressResult is compress's JSON output.
+type compressResult struct {
+	*ptq.Report
+	File       string `json:"file"`
+	Bytes      int    `json:"bytes"`
+	InputBytes int    `json:"input_bytes"`
+	Dataset    string `json:"dataset"`
+	// Accuracy is the test accuracy before and after, in lathe's runtime.
+	Accuracy []float64 `json:"test_accuracy,omitempty"`
 }

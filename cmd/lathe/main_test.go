@@ -287,3 +287,43 @@ func TestImport(t *testing.T) {
 		t.Errorf("eval of an ONNX file without --dataset: code %d", code)
 	}
 }
+
+// TestCompress: lathe compress writes a 4-bit GPTQ model file of an
+// imported model and reports, as JSON, each layer's calibration error at
+// most round-to-nearest's and the accuracy before and after; bad flags
+// are refused.
+func TestCompress(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "w4.arrow")
+	code, stdout, stderr := runLathe(t, "compress", "../../onnx/testdata/mnist_cnn.op17.onnx", "--dataset", "mnist", "-o", out, "--bits", "4", "--gptq", "--samples", "32", "--json")
+	if code != 0 {
+		t.Fatalf("code %d: %s", code, stderr)
+	}
+	var r struct {
+		Layers []struct {
+			Layer    string  `json:"layer"`
+			Method   string  `json:"method"`
+			Error    float64 `json:"output_error"`
+			Baseline float64 `json:"baseline_error"`
+		} `json:"layers"`
+		Folded   int       `json:"batch_norms_folded"`
+		Accuracy []float64 `json:"test_accuracy"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &r); err != nil {
+		t.Fatalf("%v: %s", err, stdout)
+	}
+	if len(r.Layers) != 3 || r.Folded != 2 || len(r.Accuracy) != 2 {
+		t.Fatalf("report %+v", r)
+	}
+	for _, l := range r.Layers {
+		if l.Method != "gptq" || l.Error > l.Baseline*1.0001 {
+			t.Errorf("layer %+v", l)
+		}
+	}
+	f, err := checkpoint.Read(out)
+	if err != nil || f.Tensor("c2").Quant == nil || f.Tensor("c2").Quant.Bits != 4 {
+		t.Fatalf("the written file: %v", err)
+	}
+	if code, _, stderr := runLathe(t, "compress", "../../onnx/testdata/mnist_cnn.op17.onnx", "--dataset", "mnist", "-o", out, "--gptq"); code != 1 || !strings.Contains(stderr, "GPTQ needs weight bits") {
+		t.Errorf("GPTQ without bits: code %d, %s", code, stderr)
+	}
+}

@@ -37,3 +37,19 @@ func Predict(m *Model, set *data.Set, batch int) ([]int, error) {
 	}
 	return out, nil
 }
+
+// Accuracy is the share of a set's labels (every position's, for a
+// language model) that Predict gets right.
+func Accuracy(m *Model, set *data.Set, batch int) (float64, error) {
+	pred, err := Predict(m, set, batch)
+	if err != nil {
+		return 0, err
+	}
+	right := 0
+	for i, c := range pred {
+		if int(set.Labels[i]) == c {
+			right++
+		}
+	}
+	return float64(right) / float64(max(len(pred), 1)), nil
+}

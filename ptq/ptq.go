@@ -9,6 +9,7 @@
 package ptq
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -141,7 +142,7 @@ func Compress(f *checkpoint.File, x []float32, eng compute.Engine, opt Options) 
 		}
 		rep.Folded = len(pairs)
 	}
-	job := cmpOr(opt.Job, f.Job)
+	job := cmp.Or(opt.Job, f.Job)
 	c := &compressor{m: m, x: x, n: rep.Samples, eng: eng, opt: opt, job: job, dataset: st.Dataset, stash: map[string]stashed{}}
 	for _, l := range m.Net.Layers {
 		if l.Kind != graph.Linear && l.Kind != graph.Conv {
@@ -166,13 +167,6 @@ func Compress(f *checkpoint.File, x []float32, eng compute.Engine, opt Options) 
 		return nil, nil, err
 	}
 	return out, rep, nil
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // stashed is a GPTQ weight's parameters and codes, written as they are

@@ -33,17 +33,11 @@ func accuracy(t *testing.T, f *checkpoint.File, set *data.Set) float64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	classes, err := infer.Predict(rt, set, 500)
+	acc, err := infer.Accuracy(rt, set, 500)
 	if err != nil {
 		t.Fatal(err)
 	}
-	right := 0
-	for i, c := range classes {
-		if c == int(set.Labels[i]) {
-			right++
-		}
-	}
-	return float64(right) / float64(len(classes))
+	return acc
 }
 
 // TestW8A8: 8-bit weights and activations, batch norms folded first,

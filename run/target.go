@@ -382,17 +382,7 @@ func fileAccuracy(f *checkpoint.File, eng compute.Engine, set *data.Set) (float6
 	if err != nil {
 		return 0, err
 	}
-	pred, err := infer.Predict(m, set, 256)
-	if err != nil {
-		return 0, err
-	}
-	right := 0
-	for i, c := range pred {
-		if int(set.Labels[i]) == c {
-			right++
-		}
-	}
-	return float64(right) / float64(len(pred)), nil
+	return infer.Accuracy(m, set, 256)
 }
 
 // searchLoss measures each setting's one-shot cost: the validation

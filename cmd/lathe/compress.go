@@ -6,13 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/compute/cpu"
-	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/infer"
 	"github.com/lathe-ml/lathe/ptq"
 	"github.com/lathe-ml/lathe/rundir"
@@ -57,25 +55,11 @@ func compressCmd(args []string, stdout, stderr io.Writer) error {
 	if o.Prune == "" {
 		o.Sparsity = 0
 	}
-	f, err := readModel(path, *dataset)
+	mf, err := loadModelAndData(path, *dataset, *dataDir)
 	if err != nil {
 		return err
 	}
-	_, st, err := rundir.LoadModel(f)
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	ds := *dataset
-	if ds == "" {
-		ds = st.Dataset
-	}
-	if ds == "" {
-		return fmt.Errorf("%s names no dataset (an imported model): pass --dataset", path)
-	}
-	train, test, err := data.Load(ds, *dataDir)
-	if err != nil {
-		return err
-	}
+	f, ds, train, test := mf.file, mf.dataset, mf.train, mf.test
 	eng := cpu.New(cpu.Options{Logger: hclog.NewNullLogger(), Spin: infer.Spin})
 	if !*asJSON {
 		o.Progress = func(r ptq.LayerReport) {
@@ -114,29 +98,21 @@ func compressCmd(args []string, stdout, stderr io.Writer) error {
 		}
 		return nil
 	}
-	var accs []string
 	for _, file := range []*checkpoint.File{f, res} {
 		rt, err := infer.Load(file, eng)
 		if err != nil {
 			return err
 		}
-		classes, err := infer.Predict(rt, test, 500)
+		acc, err := infer.Accuracy(rt, test, 500)
 		if err != nil {
 			return err
 		}
-		right := 0
-		for i, c := range classes {
-			if c == int(test.Labels[i]) {
-				right++
-			}
-		}
-		accs = append(accs, fmt.Sprintf("%.4f", float64(right)/float64(len(classes))))
-		result.Accuracy = append(result.Accuracy, float64(right)/float64(len(classes)))
+		result.Accuracy = append(result.Accuracy, acc)
 	}
 	if *asJSON {
 		return writeJSON(stdout, result)
 	}
-	fmt.Fprintf(stdout, "test accuracy on %s (lathe's runtime): %s before, %s after\n", ds, accs[0], strings.Join(accs[1:], ""))
+	fmt.Fprintf(stdout, "test accuracy on %s (lathe's runtime): %.4f before, %.4f after\n", ds, result.Accuracy[0], result.Accuracy[1])
 	return nil
 }
 

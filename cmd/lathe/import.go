@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"flag"
 	"fmt"
 	"io"
@@ -12,11 +13,46 @@ import (
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/graph"
+	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/onnx"
+	"github.com/lathe-ml/lathe/rundir"
 )
 
 // readModel reads a model file or imports an ONNX model as one.
-func readModel(path, dataset string) (*checkpoint.File, error) { return onnx.ReadModel(path, dataset) }
+var readModel = onnx.ReadModel
+
+// modelAndData is a model file (or an imported ONNX model), its network
+// and the dataset it is evaluated on.
+type modelAndData struct {
+	file        *checkpoint.File
+	model       *model.Model
+	state       *rundir.ModelState
+	dataset     string
+	train, test *data.Set
+}
+
+// loadModelAndData reads the model at path and its dataset: dataset, or
+// the one the file names (an imported model names none: then dataset is
+// required).
+func loadModelAndData(path, dataset, dataDir string) (*modelAndData, error) {
+	f, err := readModel(path, dataset)
+	if err != nil {
+		return nil, err
+	}
+	m, st, err := rundir.LoadModel(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	ds := cmp.Or(dataset, st.Dataset)
+	if ds == "" {
+		return nil, fmt.Errorf("%s names no dataset (an imported model): pass --dataset", path)
+	}
+	train, test, err := data.Load(ds, dataDir)
+	if err != nil {
+		return nil, err
+	}
+	return &modelAndData{file: f, model: m, state: st, dataset: ds, train: train, test: test}, nil
+}
 
 func importCmd(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("import", flag.ContinueOnError)

@@ -25,11 +25,9 @@ import (
 
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/compute/cpu"
-	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/infer"
 	"github.com/lathe-ml/lathe/recipes"
 	"github.com/lathe-ml/lathe/run"
-	"github.com/lathe-ml/lathe/rundir"
 	"github.com/lathe-ml/lathe/trainer"
 )
 
@@ -202,25 +200,11 @@ func eval(args []string, stdout, stderr io.Writer) error {
 	if *threads < 0 {
 		return fmt.Errorf("--threads %d: a number of threads ≥ 1 (0: every core)", *threads)
 	}
-	f, err := readModel(path, *dataset)
+	mf, err := loadModelAndData(path, *dataset, *dataDir)
 	if err != nil {
 		return err
 	}
-	m, st, err := rundir.LoadModel(f)
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	ds := *dataset
-	if ds == "" {
-		ds = st.Dataset
-	}
-	if ds == "" {
-		return fmt.Errorf("%s names no dataset (an imported model): pass --dataset", path)
-	}
-	_, test, err := data.Load(ds, *dataDir)
-	if err != nil {
-		return err
-	}
+	f, m, st, ds, test := mf.file, mf.model, mf.state, mf.dataset, mf.test
 	if *batch <= 0 || *batch > maxBatch {
 		return fmt.Errorf("--batch %d: a batch size in [1, %d]", *batch, maxBatch)
 	}

@@ -275,7 +275,7 @@ func TestFoldedQuantizedResNet(t *testing.T) {
 		}
 	}
 	directInt8MatchesInt8(t, m, x, batch)
-	// Its ONNX export is the folded QDQ graph, and computes the same.
+	// Its ONNX export is the folded graph on integer codes, and computes the same.
 	exportAndCompare(t, f, 300, []ONNXOptions{{}}, []int{17})
 }
 

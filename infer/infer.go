@@ -5,7 +5,12 @@
 // machine when the model was loaded, at batches of 1, 8, 64 and 256 (a
 // batch uses the choice at the nearest); quantized activations with the
 // exact arithmetic training modelled; an int8 kernel where weights and
-// input are quantized, an N:M kernel where weights are 2:4 sparse.
+// input are quantized, an N:M kernel where weights are 2:4 sparse. A layer
+// whose weights and input are quantized and whose output is quantized,
+// there or after later layers, runs only on the integer kernels: its
+// output is then defined bit for bit (the same whichever kernel measured
+// fastest, and the same in the ONNX export's integer arithmetic), so that
+// no float rounding moves a later activation across a code boundary.
 // Convolutions run as im2col (stride, padding) then the dense, CSR, int8
 // or N:M kernel over the patches (a grouped one, a GEMM per group); batch
 // norms run folded into a per-channel scale and shift; the network runs as
@@ -63,7 +68,10 @@ type Layer struct {
 	size   int       // outputs per sample
 	scale  []float32 // a batch norm's per-channel scale γ/σ and shift β − μ·γ/σ
 	shift  []float32
-	outQ   *quantizer // how the layer's output is quantized (a max-pooling keeps its input's)
+	outQ   *quantizer // how the layer's output is quantized (a max-pooling or flattening keeps its input's)
+	// exact: the weights and input are quantized and the output is
+	// quantized, here or later; only the integer kernels run it.
+	exact bool
 	// Kernels holds the kernel chosen at each of Probes.
 	Kernels []string
 
@@ -185,9 +193,13 @@ func parse(f *checkpoint.File) (*Model, error) {
 		if rl.of != "" { // an attention layer's last part stands for it
 			index[rl.of], prev = i, rl.of
 		}
-		inQ := pixelQuant // how the layer's input is quantized, if it is
+		// How the layer's input is quantized, if it is: the image is
+		// pixel/255 (unless the network normalizes it first).
+		var inQ *quantizer
 		if j := l.Inputs[0]; j >= 0 {
 			inQ = m.Layers[j].outQ
+		} else if net.Normalize == nil {
+			inQ = pixelQuant
 		}
 		o := ls.Output()
 		l.H, l.W, l.C, l.OH, l.OW = ls.In.H, ls.In.W, ls.In.C, o.H, o.W
@@ -199,8 +211,8 @@ func parse(f *checkpoint.File) (*Model, error) {
 			l.In, l.Out = ls.In.Size(), ls.Out
 		case graph.Conv:
 			l.In, l.Out = l.K*l.K*l.C/l.Groups, ls.Out
-		case graph.MaxPool:
-			l.outQ = inQ // max-pooling keeps it: pooled codes are codes
+		case graph.MaxPool, graph.Flatten:
+			l.outQ = inQ // pooled or flattened codes are codes
 			m.Layers = append(m.Layers, l)
 			continue
 		case graph.BatchNorm:
@@ -252,13 +264,44 @@ func parse(f *checkpoint.File) (*Model, error) {
 		l.outQ = l.actQ
 		m.Layers = append(m.Layers, l)
 	}
+	m.markExact()
 	return m, nil
 }
 
-// Candidates lists the kernels a layer can run with: dense and CSR for
-// every layer, CSRT for linear ones, int8 where the weights and the input
-// are quantized, N:M where the weights are 2:4 sparse.
+// markExact marks the layers that must run on integer codes: those with
+// an int8 kernel whose output is quantized, by the layer itself or by a
+// later one it feeds (a float rounding there could move that
+// quantization's codes).
+func (m *Model) markExact() {
+	quantizedLater := make([]bool, len(m.Layers))
+	for i := len(m.Layers) - 1; i >= 0; i-- {
+		l := m.Layers[i]
+		if l.actQ != nil {
+			quantizedLater[i] = true
+		}
+		l.exact = quantizedLater[i] && l.k8 != nil
+		for _, j := range l.Inputs {
+			if j >= 0 && quantizedLater[i] {
+				quantizedLater[j] = true
+			}
+		}
+	}
+}
+
+// Candidates lists the kernels the layer's measurement chooses among: those
+// it has, only the integer ones where its output must be exact.
 func (l *Layer) Candidates() []string {
+	if l.exact {
+		return slices.DeleteFunc(l.available(), func(k string) bool { return k != Int8 && k != DirectInt8 })
+	}
+	return l.available()
+}
+
+// available lists the kernels a layer has: dense and CSR for every layer,
+// CSRT for linear ones, int8 where the weights and the input are
+// quantized, N:M where the weights are 2:4 sparse, the direct ones for
+// convolutions where the CPU has them.
+func (l *Layer) available() []string {
 	c := []string{Dense, CSR}
 	if l.Kind == "linear" {
 		c = append(c, CSRT)
@@ -362,7 +405,8 @@ const NotTimed = time.Duration(-1)
 
 // Force makes every layer run kernel at every batch where the layer has
 // it, and the dense GEMM elsewhere (to compare kernels, or a compressed
-// model against itself run dense).
+// model against itself run dense) — also where the layer's output would
+// otherwise be exact (Candidates).
 func (m *Model) Force(kernel string) error {
 	known := false
 	for _, l := range m.Layers {
@@ -370,7 +414,7 @@ func (m *Model) Force(kernel string) error {
 			continue
 		}
 		k := Dense
-		if slices.Contains(l.Candidates(), kernel) {
+		if slices.Contains(l.available(), kernel) {
 			k, known = kernel, true
 		}
 		for i := range l.Kernels {

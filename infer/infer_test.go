@@ -1,6 +1,7 @@
 package infer
 
 import (
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -41,6 +42,62 @@ func TestAgreesWithTheTrainingGraph(t *testing.T) {
 	if _, err := m.Forward(make([]float32, 10), 1); err == nil || !strings.Contains(err.Error(), "784 features") {
 		t.Fatalf("a wrong input shape: %v", err)
 	}
+}
+
+// TestQuantizedOutputsAreExact: a layer whose weights and input are
+// quantized and whose output is quantized again (fc1) may run only on
+// integer codes, so its output — and every code after it — is the same
+// whichever kernel measured fastest; the last layer, whose logits are
+// not quantized, keeps every kernel. Forced to the float GEMM, fc1's
+// activations stay within one step of the integer ones over the MNIST
+// test set (a float sum can only move a value across the nearest code
+// boundary — the rounding the rule keeps out of the result).
+func TestQuantizedOutputsAreExact(t *testing.T) {
+	f, err := checkpoint.Read("../checkpoint/testdata/model.arrow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Load(f, cpu.New(cpu.Options{Threads: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc1, fc2 := m.Layers[0], m.Layers[1]
+	if got := fc1.Candidates(); !slices.Equal(got, []string{Int8}) {
+		t.Errorf("fc1 (quantized output) may run %v, want only int8", got)
+	}
+	if got := fc2.Candidates(); !slices.Contains(got, Dense) || !slices.Contains(got, CSRT) {
+		t.Errorf("fc2 (logits) may run %v, want the float kernels too", got)
+	}
+	_, test, err := data.Load("mnist", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := test.Len()
+	x, labels, idx := make([]float32, n*test.Features()), make([]float32, n), make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	(&data.Batcher{Set: test}).Fill(x, labels, idx, 0)
+	hidden := func(kernel string) []float32 {
+		if err := m.Force(kernel); err != nil {
+			t.Fatal(err)
+		}
+		y := make([]float32, n*fc1.Out)
+		m.run(fc1, fc1.Kernels[0], y, x, n)
+		fc1.actQ.Apply(y)
+		return y
+	}
+	exact, float := hidden(Int8), hidden(Dense)
+	moved := 0
+	for i := range exact {
+		if d := math.Abs(float64(exact[i] - float[i])); d > 0 {
+			moved++
+			if d > 1.001*float64(fc1.actQ.Scale) {
+				t.Fatalf("activation %d: integer %g, float %g: more than a step apart", i, exact[i], float[i])
+			}
+		}
+	}
+	t.Logf("%d of %d activation codes move when fc1 runs in float", moved, len(exact))
 }
 
 func TestRefusesWhatItCannotRun(t *testing.T) {

@@ -159,7 +159,9 @@ func (k8 *int8Layer) rows(sc *int8Scratch, l *Layer, y, x []float32, lo, hi int)
 			ys, acc := y[(s0+i)*l.Out:(s0+i+1)*l.Out], sc.acc[i*k8.r16:]
 			for r := range ys {
 				exact := acc[r] - zx*k8.rowSum[r] - k8.zw[r]*xsum[i] + kz*k8.zw[r]
-				ys[r] = float32(exact)*k8.scale[r] + l.b[r]
+				// Rounded after the product (no fused multiply-add): the
+				// export's Cast, Mul and Add, step for step.
+				ys[r] = float32(float32(exact)*k8.scale[r]) + l.b[r]
 			}
 		}
 	}

@@ -29,6 +29,13 @@ type ONNXOptions struct {
 	Int8 bool
 	// Producer is written as the model's producer_version.
 	Producer string
+	// QDQ writes quantized activations as QuantizeLinear/DequantizeLinear
+	// pairs and every quantized layer on dequantized weights — the form
+	// engines that fuse such pairs into integer kernels expect — instead
+	// of the runtime's own arithmetic (onnx_int.go). onnxruntime then
+	// agrees with the runtime except where a value falls within a float
+	// rounding of a code boundary.
+	QDQ bool
 }
 
 // ONNXInfo says what ExportONNX wrote.
@@ -38,6 +45,7 @@ type ONNXInfo struct {
 	Nodes      int
 	Quantized  []string // layers whose weights are QuantizeLinear/DequantizeLinear pairs
 	ActQuant   []string // layers whose outputs are fake-quantized
+	Integer    []string // layers computed on integer codes (ConvInteger, MatMulInteger)
 	WeightBits map[string]int
 }
 
@@ -48,9 +56,10 @@ type ONNXInfo struct {
 // DequantizeLinear (per output channel where the file has a scale per
 // channel) — 4-bit weights as INT4/UINT4 under opset 21 unless opt.Int8,
 // 2- and 3-bit and 5- to 8-bit weights as INT8/UINT8; quantized
-// activations become Clip, QuantizeLinear and DequantizeLinear, the
-// arithmetic training modelled. It returns an error naming the layer
-// when one cannot be expressed.
+// activations and the layers the runtime runs on integer codes are the
+// runtime's arithmetic step for step (onnx_int.go; opt.QDQ: Q/DQ pairs
+// instead). It returns an error naming the layer when one cannot be
+// expressed.
 func ExportONNX(f *checkpoint.File, w io.Writer, opt ONNXOptions) (*ONNXInfo, error) {
 	m, err := parse(f)
 	if err != nil {
@@ -58,7 +67,7 @@ func ExportONNX(f *checkpoint.File, w io.Writer, opt ONNXOptions) (*ONNXInfo, er
 	}
 	g := &onnxGraph{int4: !opt.Int8}
 	info := &ONNXInfo{Opset: 17, WeightBits: map[string]int{}}
-	e := &onnxExport{g: g, m: m, info: info, outs: make([]onnxValue, len(m.Layers))}
+	e := &onnxExport{g: g, m: m, info: info, outs: make([]onnxValue, len(m.Layers)), qdq: opt.QDQ}
 	for i, l := range m.Layers {
 		if err := e.layer(i, l); err != nil {
 			return nil, err
@@ -169,50 +178,62 @@ func ints(typ int, v []int32) []byte {
 // DequantizeLinear when the file stores it quantized. It returns the name
 // of the float weight.
 func (g *onnxGraph) weight(l *Layer, dims []int, src func(int) int) (string, error) {
-	n := len(l.w)
 	if q := l.wq; q != nil {
-		if len(q.Codes) != n || (len(q.Scale) != 1 && len(q.Scale) != l.Out) || len(q.Zero) != len(q.Scale) {
-			return "", fmt.Errorf("infer: layer %s: %d codes, %d scales and %d zero points for a %d×%d weight",
-				l.Name, len(q.Codes), len(q.Scale), len(q.Zero), l.Out, l.In)
-		}
-		// The type must hold every code and zero point: symmetric b-bit
-		// codes are ±(2^(b−1)−1), asymmetric ones 0…2^b−1.
-		lo, hi := q.Zero[0], q.Zero[0]
-		for _, v := range append(slices.Clone(q.Codes), q.Zero...) {
-			lo, hi = min(lo, v), max(hi, v)
-		}
-		if q.QMin < 0 {
-			lo, hi = min(lo, q.QMin), max(hi, -q.QMin)
-		} else {
-			lo, hi = min(lo, q.QMin), max(hi, q.QMin+int32(1)<<q.Bits-1)
-		}
-		typ, err := intType(lo, hi, g.int4 && q.Bits == 4)
+		codes, typ, err := g.weightCodes(l, dims, src)
 		if err != nil {
-			return "", fmt.Errorf("infer: layer %s: %d-bit weights: %w", l.Name, q.Bits, err)
+			return "", err
 		}
-		codes := make([]int32, n)
-		for i := range codes {
-			codes[i] = q.Codes[src(i)]
-		}
-		if typ == onnxInt4 || typ == onnxUint4 {
-			g.usedInt4 = true
-		}
-		var sdims []int // one scale: a scalar, per tensor
-		if len(q.Scale) > 1 {
-			sdims = []int{len(q.Scale)}
-		}
-		in := []string{
-			g.init(l.Name+".weight_q", typ, dims, ints(typ, codes)),
-			g.floats(l.Name+".weight_scale", q.Scale, sdims...),
-			g.init(l.Name+".weight_zero", typ, sdims, ints(typ, q.Zero)),
-		}
-		return g.node("DequantizeLinear", l.Name+".weight", in, attrInt("axis", 0)), nil
+		zero := g.init(l.Name+".weight_zero", typ, scaleDims(q), ints(typ, q.Zero))
+		scale := g.floats(l.Name+".weight_scale", q.Scale, scaleDims(q)...)
+		return g.node("DequantizeLinear", l.Name+".weight", []string{codes, scale, zero}, attrInt("axis", 0)), nil
 	}
-	v := make([]float32, n)
+	v := make([]float32, len(l.w))
 	for i := range v {
 		v[i] = l.w[src(i)]
 	}
 	return g.floats(l.Name+".weight", v, dims...), nil
+}
+
+// scaleDims is the shape of a quantized weight's scales and zero points:
+// a scalar for one per tensor, else one per output channel.
+func scaleDims(q *checkpoint.Quant) []int {
+	if len(q.Scale) > 1 {
+		return []int{len(q.Scale)}
+	}
+	return nil
+}
+
+// weightCodes adds a quantized weight's integer codes in ONNX's shape
+// (element i the file's element src(i)), in the narrowest type that holds
+// them (and the zero points); it returns their name and the type.
+func (g *onnxGraph) weightCodes(l *Layer, dims []int, src func(int) int) (codes string, typ int, err error) {
+	q, n := l.wq, len(l.w)
+	if len(q.Codes) != n || (len(q.Scale) != 1 && len(q.Scale) != l.Out) || len(q.Zero) != len(q.Scale) {
+		return "", 0, fmt.Errorf("infer: layer %s: %d codes, %d scales and %d zero points for a %d×%d weight",
+			l.Name, len(q.Codes), len(q.Scale), len(q.Zero), l.Out, l.In)
+	}
+	// The type must hold every code and zero point: symmetric b-bit
+	// codes are ±(2^(b−1)−1), asymmetric ones 0…2^b−1.
+	lo, hi := q.Zero[0], q.Zero[0]
+	for _, v := range append(slices.Clone(q.Codes), q.Zero...) {
+		lo, hi = min(lo, v), max(hi, v)
+	}
+	if q.QMin < 0 {
+		lo, hi = min(lo, q.QMin), max(hi, -q.QMin)
+	} else {
+		lo, hi = min(lo, q.QMin), max(hi, q.QMin+int32(1)<<q.Bits-1)
+	}
+	if typ, err = intType(lo, hi, g.int4 && q.Bits == 4); err != nil {
+		return "", 0, fmt.Errorf("infer: layer %s: %d-bit weights: %w", l.Name, q.Bits, err)
+	}
+	v := make([]int32, n)
+	for i := range v {
+		v[i] = q.Codes[src(i)]
+	}
+	if typ == onnxInt4 || typ == onnxUint4 {
+		g.usedInt4 = true
+	}
+	return g.init(l.Name+".weight_q", typ, dims, ints(typ, v)), typ, nil
 }
 
 // actQuant fake-quantizes a layer's output as training did: clipped to

@@ -19,6 +19,10 @@ type onnxValue struct {
 	pending  *quantizer
 	pendFrom string // the layer whose quantization is pending
 	qname    string // the name with the quantization applied, once made
+	// The value quantized (onnx_int.go), once made: its steps and its
+	// codes, and the quantizers they were made with.
+	steps, codes, codesZero string
+	stepsQ, codesQ          *quantizer
 }
 
 // onnxExport walks a loaded model's layers into an onnxGraph.
@@ -30,7 +34,9 @@ type onnxExport struct {
 	// The samples' lengths [batch, 1] and which positions they cover
 	// [batch, T] (float 0 or 1), made once where a layer skips padding.
 	lens, live string
-	normed     string // the normalized input, once made
+	normed     string    // the normalized input, once made
+	qdq        bool      // ONNXOptions.QDQ
+	image      onnxValue // the network's input as layers read it
 }
 
 // input is the value layer l reads as its k-th input.
@@ -38,7 +44,10 @@ func (e *onnxExport) input(l *Layer, k int) *onnxValue {
 	if j := l.Inputs[k]; j >= 0 {
 		return &e.outs[j]
 	}
-	return &onnxValue{name: e.inputName(), c: e.m.Channels, h: e.m.Rows, w: e.m.Cols}
+	if e.image.name == "" { // made once: what is made from it is shared
+		e.image = onnxValue{name: e.inputName(), c: e.m.Channels, h: e.m.Rows, w: e.m.Cols}
+	}
+	return &e.image
 }
 
 // inputName is the network's input as its first layers read it:
@@ -68,7 +77,7 @@ func (e *onnxExport) valueQ(v *onnxValue) string {
 		return v.name
 	}
 	if v.qname == "" {
-		v.qname = e.g.actQuant(v.pendFrom, v.name, v.pending)
+		v.qname = e.fakeQuant(v)
 	}
 	return v.qname
 }
@@ -113,13 +122,24 @@ func (e *onnxExport) layer(i int, l *Layer) error {
 	out := onnxValue{c: in.c, h: l.OH, w: l.OW}
 	switch graph.Kind(l.Kind) {
 	case graph.Linear:
-		v := e.flatten(l.Name, in)
+		v := src // (a flat value's quantized forms are shared by its readers)
+		if !src.flat {
+			flat := e.flatten(l.Name, in)
+			v = &flat
+		}
+		out = onnxValue{flat: true, c: l.Out, h: 1, w: 1}
+		if e.integerForm(l) {
+			var err error
+			if out.name, err = e.integer(l, v, []int{l.In, l.Out}, func(i int) int { return i%l.Out*l.In + i/l.Out }); err != nil {
+				return err
+			}
+			break
+		}
 		wname, err := e.g.weight(l, []int{l.Out, l.In}, func(i int) int { return i })
 		if err != nil {
 			return err
 		}
-		out = onnxValue{flat: true, c: l.Out, h: 1, w: 1}
-		out.name = e.g.node("Gemm", l.Name, []string{e.valueQ(&v), wname, e.g.floats(l.Name+".bias", l.b, l.Out)}, attrInt("transB", 1))
+		out.name = e.g.node("Gemm", l.Name, []string{e.valueQ(v), wname, e.g.floats(l.Name+".bias", l.b, l.Out)}, attrInt("transB", 1))
 	case graph.Conv:
 		if in.flat {
 			return fmt.Errorf("infer: layer %s: a convolution after a fully connected layer has no image to run on", l.Name)
@@ -131,11 +151,18 @@ func (e *onnxExport) layer(i int, l *Layer) error {
 			ci, ky, kx := r/(k*k), r%(k*k)/k, r%k
 			return o*k*k*ch + (ky*k+kx)*ch + ci
 		}
+		out.c = l.Out
+		if e.integerForm(l) {
+			var err error
+			if out.name, err = e.integer(l, src, []int{l.Out, ch, k, k}, perm); err != nil {
+				return err
+			}
+			break
+		}
 		wname, err := e.g.weight(l, []int{l.Out, ch, k, k}, perm)
 		if err != nil {
 			return err
 		}
-		out.c = l.Out
 		out.name = e.g.node("Conv", l.Name, []string{e.valueQ(src), wname, e.g.floats(l.Name+".bias", l.b, l.Out)},
 			append(window(l), attrInt("group", int64(l.Groups)))...)
 	case graph.MaxPool:

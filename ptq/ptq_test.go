@@ -2,6 +2,7 @@ package ptq
 
 import (
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/lathe-ml/lathe/checkpoint"
@@ -56,6 +57,40 @@ func TestW8A8(t *testing.T) {
 	}
 	if w := out.Tensor("blocks.0.c1"); w == nil || w.Quant == nil || w.Quant.Bits != 8 {
 		t.Errorf("blocks.0.c1 is not stored as 8-bit codes: %+v", w)
+	}
+}
+
+// TestW8A8Normalized: where the network normalizes its input first, the
+// stem's input is not pixel/255's codes, so the runtime runs it in float
+// (no int8 kernel reading the normalized values as pixel codes), and W8A8
+// keeps the normalized network's accuracy within a point. The network is
+// the ResNet-8 reading x/0.5 with its stem's weights halved: the same
+// function, on inputs up to 2.
+func TestW8A8Normalized(t *testing.T) {
+	f, err := onnx.ReadFile("../onnx/testdata/fashion_resnet8.onnx", onnx.Options{Dataset: "fashion-mnist", Mean: []float32{0}, Std: []float32{0.5}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stem := f.File.Tensor(f.Net.Layers[0].Name)
+	for i := range stem.Data {
+		stem.Data[i] *= 0.5
+	}
+	_, x, test := resnet8(t)
+	out, _, err := Compress(f.File, x, cpu.New(cpu.Options{Threads: 2}), Options{Bits: 8, Activations: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := infer.Load(out, cpu.New(cpu.Options{Threads: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stem := rt.Layers[0]; slices.Contains(stem.Candidates(), infer.Int8) {
+		t.Errorf("the stem %s reads normalized values as pixel codes", stem.Name)
+	}
+	base, got := accuracy(t, f.File, test), accuracy(t, out, test)
+	t.Logf("normalized: fp32 %.4f, W8A8 %.4f", base, got)
+	if math.Abs(got-base) > 0.01 {
+		t.Errorf("W8A8 %.4f vs fp32 %.4f", got, base)
 	}
 }
 

@@ -279,7 +279,7 @@ func (r *source) latencyPlot() (*plot.Plot, int, error) {
 		groups = append(groups, fmt.Sprintf("batch %d", probe))
 		var v []float64
 		for _, l := range r.layers {
-			v = append(v, l.us[pi])
+			v = append(v, max(0, l.us[pi])) // (untimed: none shown)
 		}
 		vals = append(vals, v)
 	}

@@ -43,7 +43,11 @@ func (r *source) timeKernels(f *checkpoint.File, threads int, rep *Report) error
 		}
 		lt := layerTiming{name: l.Name, probes: infer.Probes, kernels: l.Kernels}
 		for i, k := range l.Kernels {
-			lt.us = append(lt.us, float64(l.Timing(k)[i].Nanoseconds())/1e3)
+			us := -1.0 // not timed: a grouped convolution has one kernel to run
+			if t := l.Timing(k); t != nil {
+				us = float64(t[i].Nanoseconds()) / 1e3
+			}
+			lt.us = append(lt.us, us)
 		}
 		r.layers = append(r.layers, lt)
 	}
@@ -163,7 +167,11 @@ func (r *source) tables() []htmlTable {
 		for _, l := range r.layers {
 			row := []string{l.name}
 			for i := range l.probes {
-				row = append(row, fmt.Sprintf("%s %.1f", l.kernels[i], l.us[i]))
+				cell := l.kernels[i]
+				if l.us[i] >= 0 {
+					cell += fmt.Sprintf(" %.1f", l.us[i])
+				}
+				row = append(row, cell)
 			}
 			t.Rows = append(t.Rows, row)
 		}

@@ -36,14 +36,17 @@ type BenchResult struct {
 // BenchLayer is one layer's kernel timings and choices at the probe
 // batches (infer.Probes).
 type BenchLayer struct {
-	Name     string    `json:"name"`
-	Kind     string    `json:"kind"`
-	Shape    []int     `json:"shape"` // [out, in]; a convolution's in is its patch size
-	Nonzero  int       `json:"nonzero"`
-	Probes   []int     `json:"probe_batches"`
-	Kernels  []string  `json:"kernels"`  // chosen at each probe
-	DenseUs  []float64 `json:"dense_us"` // per probe; -1: not timed (4× slower than the fastest at a smaller probe)
-	CSRUs    []float64 `json:"csr_us"`
+	Name    string   `json:"name"`
+	Kind    string   `json:"kind"`
+	Shape   []int    `json:"shape"` // [out, in]; a convolution's in is its patch size
+	Nonzero int      `json:"nonzero"`
+	Probes  []int    `json:"probe_batches"`
+	Kernels []string `json:"kernels"` // chosen at each probe
+	// Per probe; -1: not timed (4× slower than the fastest at a smaller
+	// probe). Absent where the layer runs only on integer codes (its
+	// output is quantized: infer.Layer.Candidates).
+	DenseUs  []float64 `json:"dense_us,omitempty"`
+	CSRUs    []float64 `json:"csr_us,omitempty"`
 	CSRTUs   []float64 `json:"csrt_us,omitempty"`   // linear layers only
 	Int8Us   []float64 `json:"int8_us,omitempty"`   // layers with quantized weights and input only
 	NMUs     []float64 `json:"nm_us,omitempty"`     // 2:4-sparse layers only
@@ -119,8 +122,12 @@ func bench(args []string, stdout, stderr io.Writer) error {
 		out.DenseFLOPs += bl.DenseFLOPs
 		out.EffectiveFLOPs += bl.EffectiveFLOPs
 		for i := range infer.Probes {
-			bl.DenseUs = append(bl.DenseUs, us(l.Timing(infer.Dense)[i]))
-			bl.CSRUs = append(bl.CSRUs, us(l.Timing(infer.CSR)[i]))
+			if t := l.Timing(infer.Dense); t != nil {
+				bl.DenseUs = append(bl.DenseUs, us(t[i]))
+			}
+			if t := l.Timing(infer.CSR); t != nil {
+				bl.CSRUs = append(bl.CSRUs, us(t[i]))
+			}
 			if t := l.Timing(infer.CSRT); t != nil {
 				bl.CSRTUs = append(bl.CSRTUs, us(t[i]))
 			}
@@ -195,7 +202,7 @@ func bench(args []string, stdout, stderr io.Writer) error {
 				}
 				return usText(v[i])
 			}
-			row += fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t", usText(l.DenseUs[i]), usText(l.CSRUs[i]), opt(l.CSRTUs), opt(l.Int8Us), opt(l.NMUs), opt(l.DirectUs), opt(l.DirectInt8Us), l.Kernels[i])
+			row += fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t", opt(l.DenseUs), opt(l.CSRUs), opt(l.CSRTUs), opt(l.Int8Us), opt(l.NMUs), opt(l.DirectUs), opt(l.DirectInt8Us), l.Kernels[i])
 		}
 		fmt.Fprintln(tw, row)
 	}

@@ -19,6 +19,7 @@ func export(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	out := fs.String("onnx", "", "write an ONNX model to this path (required)")
 	int8 := fs.Bool("int8", false, "store 4-bit weights as INT8 (opset 17) instead of INT4 (opset 21), for engines without 4-bit types")
+	qdq := fs.Bool("qdq", false, "write quantized activations as QuantizeLinear/DequantizeLinear pairs (for engines that fuse them) instead of lathe's integer arithmetic")
 	path, err := parse(fs, args, "model file")
 	if err != nil {
 		return err
@@ -36,7 +37,7 @@ func export(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	var buf bytes.Buffer
-	info, err := infer.ExportONNX(f, &buf, infer.ONNXOptions{Int8: *int8, Producer: rundir.Version})
+	info, err := infer.ExportONNX(f, &buf, infer.ONNXOptions{Int8: *int8, QDQ: *qdq, Producer: rundir.Version})
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
@@ -53,6 +54,9 @@ func export(args []string, stdout, stderr io.Writer) error {
 	}
 	if len(info.ActQuant) > 0 {
 		fmt.Fprintf(stdout, "; quantized activations after %v", info.ActQuant)
+	}
+	if len(info.Integer) > 0 {
+		fmt.Fprintf(stdout, "; on integer codes %v", info.Integer)
 	}
 	fmt.Fprintln(stdout)
 	return nil

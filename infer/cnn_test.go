@@ -1,6 +1,7 @@
 package infer
 
 import (
+	"bytes"
 	"maps"
 	"math"
 	"math/rand/v2"
@@ -276,6 +277,20 @@ func TestFoldedQuantizedResNet(t *testing.T) {
 	}
 	directInt8MatchesInt8(t, m, x, batch)
 	// Its ONNX export is the folded graph on integer codes, and computes the same.
+	exportAndCompare(t, f, 300, []ONNXOptions{{}}, []int{17})
+	// With codes whose sums could outgrow a float's integers (±127 over
+	// 3·3·64 inputs), the last convolution is summed in int32 (ConvInteger).
+	w := f.Tensor("block3.conv2")
+	for i := range w.Quant.Codes {
+		w.Quant.Codes[i] = 127 * int32(1-2*(i%3%2))
+	}
+	for i := range w.Quant.Scale {
+		w.Quant.Scale[i] = 1e-5
+	}
+	var buf bytes.Buffer
+	if _, err := ExportONNX(f, &buf, ONNXOptions{}); err != nil || !bytes.Contains(buf.Bytes(), []byte("ConvInteger")) {
+		t.Fatalf("no ConvInteger for sums beyond a float's integers (%v)", err)
+	}
 	exportAndCompare(t, f, 300, []ONNXOptions{{}}, []int{17})
 }
 

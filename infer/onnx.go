@@ -15,11 +15,12 @@ import (
 
 // ONNX tensor element types (TensorProto.DataType).
 const (
-	onnxFloat = 1
-	onnxUint8 = 2
-	onnxInt8  = 3
-	onnxUint4 = 21
-	onnxInt4  = 22
+	onnxFloat  = 1
+	onnxUint8  = 2
+	onnxInt8   = 3
+	onnxDouble = 11
+	onnxUint4  = 21
+	onnxInt4   = 22
 )
 
 // ONNXOptions controls ExportONNX.

@@ -129,11 +129,13 @@ func (e *onnxExport) layer(i int, l *Layer) error {
 		}
 		out = onnxValue{flat: true, c: l.Out, h: 1, w: 1}
 		if e.integerForm(l) {
-			var err error
-			if out.name, err = e.integer(l, v, []int{l.In, l.Out}, func(i int) int { return i%l.Out*l.In + i/l.Out }); err != nil {
+			name, ok, err := e.integer(l, v, []int{l.Out, l.In}, func(i int) int { return i })
+			if err != nil {
 				return err
 			}
-			break
+			if out.name = name; ok {
+				break
+			}
 		}
 		wname, err := e.g.weight(l, []int{l.Out, l.In}, func(i int) int { return i })
 		if err != nil {
@@ -153,11 +155,13 @@ func (e *onnxExport) layer(i int, l *Layer) error {
 		}
 		out.c = l.Out
 		if e.integerForm(l) {
-			var err error
-			if out.name, err = e.integer(l, src, []int{l.Out, ch, k, k}, perm); err != nil {
+			name, ok, err := e.integer(l, src, []int{l.Out, ch, k, k}, perm)
+			if err != nil {
 				return err
 			}
-			break
+			if out.name = name; ok {
+				break
+			}
 		}
 		wname, err := e.g.weight(l, []int{l.Out, ch, k, k}, perm)
 		if err != nil {

@@ -114,6 +114,44 @@ func TestONNXAgreesWithTheRuntime(t *testing.T) {
 	exportAndCompare(t, f, 2000, []ONNXOptions{{}, {Int8: true}, {QDQ: true}}, []int{21, 17, 21})
 }
 
+// TestONNXIntegerSums: where a layer's sums could outgrow a float's
+// integers (8-bit codes of ±127 over 784 inputs), the export sums its
+// codes in int32 (MatMulInteger) instead of a float GEMM — and agrees as
+// closely; the same layer with small codes takes the float GEMM.
+func TestONNXIntegerSums(t *testing.T) {
+	f, err := checkpoint.Read("../checkpoint/testdata/model.arrow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := f.Tensor("fc1")
+	q := w.Quant
+	q.Bits, q.QMin = 8, -127
+	for i := range q.Codes {
+		q.Codes[i] = 127 * int32(1-2*((i*7+i/784)%3%2)) // ±127, no sum cancelling out
+	}
+	for i := range q.Scale {
+		q.Scale[i] = 1e-4
+	}
+	for i, c := range q.Codes {
+		w.Data[i] = float32(c) * q.Scale[min(i/784, len(q.Scale)-1)]
+	}
+	m, err := Load(f, cpu.New(cpu.Options{Threads: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sumsFitFloat(m.Layers[0]) || !sumsFitFloat(m.Layers[1]) {
+		t.Fatalf("fc1 (784 × ±127 × 255) and fc2 (16 small codes): sums fit a float %v, %v", sumsFitFloat(m.Layers[0]), sumsFitFloat(m.Layers[1]))
+	}
+	var buf bytes.Buffer
+	if _, err := ExportONNX(f, &buf, ONNXOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(buf.Bytes(), []byte("MatMulInteger")) || !bytes.Contains(buf.Bytes(), []byte("fc2.weight_steps")) {
+		t.Fatal("fc1 is not summed in int32, or fc2 not as float steps")
+	}
+	exportAndCompare(t, f, 500, []ONNXOptions{{}}, []int{21})
+}
+
 // TestONNXLeNet5 exports a LeNet-5 with convolutions, pooling, weights
 // quantized per channel at 8 (asymmetric), 4 and 3 bits (symmetric) and
 // quantized activations, so the filters' layout, the NHWC flattening and

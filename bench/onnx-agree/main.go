@@ -7,7 +7,7 @@
 // import's check), lathe's runtime runs its import and onnxruntime the
 // file itself.
 //
-//	go run ./bench/onnx-agree -dataset fashion-mnist runs/x/model.arrow [--int8]
+//	go run ./bench/onnx-agree -dataset fashion-mnist runs/x/model.arrow [--int8] [--qdq]
 //	go run ./bench/onnx-agree -dataset langid runs/langid/model.arrow
 //	go run ./bench/onnx-agree -dataset fashion-mnist onnx/testdata/fashion_resnet8.onnx
 package main
@@ -35,9 +35,10 @@ import (
 func main() {
 	dataset := flag.String("dataset", "mnist", "mnist, fashion-mnist, langid or kjv: its test set")
 	int8 := flag.Bool("int8", false, "export 4-bit weights as 8-bit (opset 17)")
+	qdq := flag.Bool("qdq", false, "export quantized activations as QuantizeLinear/DequantizeLinear pairs (lathe export --qdq)")
 	flag.Parse()
 	if flag.NArg() != 1 {
-		log.Fatal("usage: onnx-agree [-dataset D] [-int8] MODEL.arrow|MODEL.onnx")
+		log.Fatal("usage: onnx-agree [-dataset D] [-int8] [-qdq] MODEL.arrow|MODEL.onnx")
 	}
 	imported := strings.EqualFold(filepath.Ext(flag.Arg(0)), ".onnx")
 	f, err := onnx.ReadModel(flag.Arg(0), *dataset)
@@ -80,7 +81,7 @@ func main() {
 		}
 	} else {
 		var buf bytes.Buffer
-		info, err := infer.ExportONNX(f, &buf, infer.ONNXOptions{Int8: *int8})
+		info, err := infer.ExportONNX(f, &buf, infer.ONNXOptions{Int8: *int8, QDQ: *qdq})
 		if err != nil {
 			log.Fatal(err)
 		}

@@ -473,10 +473,24 @@ func (im *importer) modelFile(job, dataset string) (*checkpoint.File, error) {
 // file), with the sizes and digest a read file has: every command and
 // recipe field that takes a model file takes either through it.
 func ReadModel(path, dataset string) (*checkpoint.File, error) {
+	return ReadModelWith(path, Options{Dataset: dataset})
+}
+
+// ReadModelWith is ReadModel with import options: an ONNX file is
+// imported with them (its job named after the file unless opt.Job says);
+// a model file, which keeps the normalization it was trained with, is
+// refused one (opt.Mean, opt.Std).
+func ReadModelWith(path string, opt Options) (*checkpoint.File, error) {
 	if !strings.EqualFold(filepath.Ext(path), ".onnx") {
+		if len(opt.Mean) > 0 || len(opt.Std) > 0 {
+			return nil, fmt.Errorf("%s: a model file keeps the input normalization it was trained with; a mean and std apply to an ONNX file or a network to build", path)
+		}
 		return checkpoint.Read(path)
 	}
-	m, err := ReadFile(path, Options{Dataset: dataset, Job: strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))})
+	if opt.Job == "" {
+		opt.Job = strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
+	}
+	m, err := ReadFile(path, opt)
 	if err != nil {
 		return nil, err
 	}

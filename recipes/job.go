@@ -94,7 +94,11 @@ type Augment struct {
 type Model struct {
 	// File, when set, is a lathe model file the run starts from: its
 	// network and trained weights (the other fields are then unset).
-	File         string
+	File string
+	// Mean and Std, when set, normalize the input before the first layer:
+	// channel c of x (pixel/255) becomes (x − Mean[c])/Std[c] (one value:
+	// every channel) — how a network trained elsewhere expects its images.
+	Mean, Std    []float64
 	Arch         string
 	Hidden       []int
 	Dropout      float64
@@ -304,6 +308,8 @@ var augmentSection = section[Augment]{name: "augment", doc: "Inside `job`, at mo
 
 var modelSection = section[Model]{name: "model", doc: "Inside `job`, exactly one: the network trained (the student, when distilling). With `arch = \"graph\"` it holds `layer` and `repeat` blocks.", fields: []field[Model]{
 	{name: "file", doc: "A trained model file (`model.arrow`) the run starts from — its network and weights, fine-tuned with the recipe's policies; relative to the recipe's directory. What the block says of a network to build (for an empty file) is then not used.", at: func(m *Model) any { return &m.File }, omit: func(m *Model) bool { return m.File == "" }},
+	{name: "mean", doc: "The input normalization's means: each channel c of the input x (pixel/255, as lathe reads images) becomes (x − mean[c]) / std[c] before the first layer — how a model trained elsewhere expects its images (for an `.onnx` file, a normalization written outside its graph; one written inside is imported by itself). One value for every channel, or one per channel; with `std`. Kept in the model file: eval, the runtime and the ONNX export apply it. Not for a `.arrow` model file, which keeps its own.", at: func(m *Model) any { return &m.Mean }, omit: func(m *Model) bool { return len(m.Mean) == 0 }},
+	{name: "std", doc: "The input normalization's standard deviations (> 0), with `mean`.", at: func(m *Model) any { return &m.Std }, omit: func(m *Model) bool { return len(m.Std) == 0 }},
 	{name: "arch", doc: "The network: `mlp`, `lenet5`, `resnet`, `mobilenet`, `transformer` (for text), or `graph` (its `layer` and `repeat` blocks). Required unless `file` is set.", at: func(m *Model) any { return &m.Arch }, omit: func(m *Model) bool { return m.Arch == "" }}, // a name the plan checks
 	{name: "hidden", doc: "`mlp`: the hidden layers' widths.", at: func(m *Model) any { return &m.Hidden }, lo: 1, hi: 1 << 16, omit: func(m *Model) bool { return len(m.Hidden) == 0 }},
 	{name: "dropout", doc: "Dropout before each hidden linear layer, during training only.", at: func(m *Model) any { return &m.Dropout }, hi: 0.95},
@@ -318,10 +324,15 @@ var modelSection = section[Model]{name: "model", doc: "Inside `job`, exactly one
 	{name: "skip_padding", doc: "`transformer`: attention and the pooling skip the padding of windows shorter than the context (the positions after a window's last non-zero byte: a cookie's short tail in `langid`).", at: func(m *Model) any { return &m.SkipPadding }, omit: func(m *Model) bool { return !m.SkipPadding }},
 }}
 
-// A model file holds the network: nothing else of the block is written.
+// normFields is how many of modelSection's fields, after file, describe
+// the input normalization: they hold for a file as for a built network.
+const normFields = 2
+
+// A model file holds the network: nothing else of the block (but the
+// input normalization) is written.
 func init() {
-	for i := range modelSection.fields[1:] {
-		f := &modelSection.fields[i+1]
+	for i := range modelSection.fields[1+normFields:] {
+		f := &modelSection.fields[i+1+normFields]
 		omit := f.omit
 		f.omit = func(m *Model) bool { return m.File != "" || (omit != nil && omit(m)) }
 	}
@@ -411,7 +422,8 @@ var factorizeSection = section[Factorize]{name: "factorize", doc: "Inside `job`,
 // teacher: then nothing else is written.
 var teacherSection = section[Teacher]{name: "teacher", doc: "Inside `job`, at most one: the distillation teacher — a model file, or a model block's fields (`arch`, `hidden`, `depth`, …) for a teacher trained first with the job's data, seed and optimizer.", fields: slices.Concat(
 	[]field[Teacher]{{name: "file", doc: "A trained model file (`model.arrow`) to distil from instead of training a teacher; relative to the recipe's directory. Empty: train the teacher below.", at: func(t *Teacher) any { return &t.File }, omit: func(t *Teacher) bool { return t.File == "" }}},
-	embed(modelSection.fields[1:], func(t *Teacher) *Model { return &t.Model }, func(t *Teacher) bool { return t.File != "" }), // its own file, above
+	embed(modelSection.fields[1:1+normFields], func(t *Teacher) *Model { return &t.Model }, func(*Teacher) bool { return false }),
+	embed(modelSection.fields[1+normFields:], func(t *Teacher) *Model { return &t.Model }, func(t *Teacher) bool { return t.File != "" }), // its own file, above
 	[]field[Teacher]{
 		{name: "epochs", doc: "The teacher's epochs (trained first, in `<run-dir>/teacher`).", at: func(t *Teacher) any { return &t.Epochs }, lo: 1, hi: 10000, omit: func(t *Teacher) bool { return t.File != "" }},
 		{name: "count", doc: "Teachers trained (seeds seed, seed+1, …) and distilled from as an ensemble (their mean logits).", at: func(t *Teacher) any { return &t.Count }, def: 1, lo: 1, hi: 16, omit: func(t *Teacher) bool { return t.File != "" }},

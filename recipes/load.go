@@ -423,6 +423,7 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 			if c, ok := modelSection.decode(d, blk, "model.", &j.Model, j, layerBlock, hcl.BlockHeaderSchema{Type: "repeat", LabelNames: []string{"name"}}); ok {
 				d.graph(c.Blocks, &j.Model, j)
 				d.modelFile(blk, &j.Model)
+				d.normalization("model.", &j.Model)
 			}
 		case "optimizer":
 			d.optimizer(blk, j)
@@ -791,12 +792,30 @@ func (d *decoder) modelFile(b *hcl.Block, m *Model) {
 		}
 		return
 	}
-	*m = Model{File: m.File}
+	*m = Model{File: m.File, Mean: m.Mean, Std: m.Std}
 	if !filepath.IsAbs(m.File) && d.filename != "" {
 		m.File = filepath.Join(filepath.Dir(d.filename), m.File)
 	}
 	if abs, err := filepath.Abs(m.File); err == nil {
 		m.File = abs
+	}
+}
+
+// normalization checks a model block's mean and std: given together, as
+// many of each, every deviation above 0 (the dataset's channels are the
+// run's to check).
+func (d *decoder) normalization(prefix string, m *Model) {
+	switch {
+	case len(m.Mean) != len(m.Std):
+		at := prefix + "std"
+		if len(m.Std) == 0 {
+			at = prefix + "mean"
+		}
+		d.errorf(d.rangeOf(at), "invalid input normalization", "%smean has %d values and %sstd %d: give both, as many of each: one value for every channel, or one per channel", prefix, len(m.Mean), prefix, len(m.Std))
+	case slices.ContainsFunc(m.Std, func(v float64) bool { return !(v > 0) || math.IsInf(v, 0) }):
+		d.errorf(d.rangeOf(prefix+"std"), "invalid input normalization", "%sstd %v: every deviation must be above 0 and finite", prefix, m.Std)
+	case slices.ContainsFunc(m.Mean, func(v float64) bool { return math.IsNaN(v) || math.IsInf(v, 0) }):
+		d.errorf(d.rangeOf(prefix+"mean"), "invalid input normalization", "%smean %v: every mean must be finite", prefix, m.Mean)
 	}
 }
 
@@ -806,10 +825,11 @@ func (d *decoder) teacher(b *hcl.Block, j *Job) {
 	if !ok {
 		return
 	}
+	d.normalization("teacher.", &t.Model)
 	if _, ok := c.Attributes["file"]; ok && t.File != "" {
 		// A trained model file: it holds the teacher, and what the block
 		// says of one to train (for an empty file) is not used.
-		t = Teacher{File: t.File, Count: 1}
+		t = Teacher{File: t.File, Count: 1, Model: Model{Mean: t.Model.Mean, Std: t.Model.Std}}
 		if !filepath.IsAbs(t.File) && d.filename != "" {
 			t.File = filepath.Join(filepath.Dir(d.filename), t.File)
 		}

@@ -117,6 +117,8 @@ func TestRecipeMistakes(t *testing.T) {
 		{"factorize rank and energy", withBlock("factorize {\n    layer = \"fc1\"\n    rank = 3\n    energy = 0.9\n    at_epoch = 1\n  }"), nil, "r.hcl:10,3: invalid factorize; set exactly one of rank and energy"},
 		{"factorize too late", withBlock("factorize {\n    layer = \"fc1\"\n    rank = 3\n    at_epoch = 3\n  }"), nil, "r.hcl:13,16: value out of range; factorize.0.at_epoch = 3 leaves no epoch of the run's 3 to fine-tune"},
 		{"no_decay kind", strings.Replace(base, "lr = 0.1", "lr = 0.1\n    no_decay = [\"bias\", \"embeddings\"]", 1), nil, `r.hcl:15,16: unknown value; optimizer.no_decay holds "embeddings"; allowed: bias, norm`},
+		{"mean without std", strings.Replace(base, `arch = "lenet300"`, "arch = \"lenet300\"\n    mean = [0.5]", 1), nil, "r.hcl:12,12: invalid input normalization; model.mean has 1 values and model.std 0"},
+		{"std zero", strings.Replace(base, `arch = "lenet300"`, "arch = \"lenet300\"\n    mean = [0.5, 0.5]\n    std = [0.5, 0]", 1), nil, "r.hcl:13,11: invalid input normalization; model.std [0.5 0]: every deviation must be above 0"},
 		{"thin inside a window", withBlock("prune \"structured\" {\n    layers = [\"fc1\"]\n    target = 0.5\n    to_epoch = 2\n  }\n  thin {\n    at_epoch = 2\n  }"), nil, "r.hcl:16,16: invalid window; thin.at_epoch = 2 is not after prune.0's window"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -180,6 +182,8 @@ func TestEveryFieldRoundTrips(t *testing.T) {
     flip = true
   }
   model {
+    mean = [0.25]
+    std = [0.5]
     arch = "mlp"
     hidden = [64, 32]
     dropout = 0.1
@@ -291,7 +295,9 @@ func TestEveryFieldRoundTrips(t *testing.T) {
     nesterov = true
   }
   teacher {
-    file = "/models/teacher.arrow"
+    file = "/models/teacher.onnx"
+    mean = [0.1, 0.2, 0.3]
+    std = [0.4, 0.5, 0.6]
   }
   distill {
     offline = true

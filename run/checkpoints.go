@@ -52,8 +52,8 @@ func loadResume(f *checkpoint.File, path string, job *recipes.Job, log hclog.Log
 		if info, err = describe(job); err == nil {
 			m, err = newModel(job, info)
 		}
-	} else {
-		m, err = model.New(st.Snapshot.Spec, st.Input, job.Seed)
+	} else if m, err = model.New(st.Snapshot.Spec, st.Input, job.Seed); err == nil {
+		err = normalize(job, m)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("run: %s: architecture: %w", path, err)

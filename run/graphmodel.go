@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"github.com/hashicorp/go-hclog"
@@ -26,22 +27,53 @@ func newModel(job *recipes.Job, info data.Info) (*model.Model, error) {
 	if job.Model.File != "" {
 		return modelFromFile(job, info)
 	}
+	var m *model.Model
 	if job.Model.Arch != "graph" {
-		m, err := model.New(specOf(job.Model), inputOf(info), job.Seed)
-		if err != nil {
+		var err error
+		if m, err = model.New(specOf(job.Model), inputOf(info), job.Seed); err != nil {
 			return nil, job.Errorf("model.arch", "%v", err)
 		}
-		return m, nil
+	} else {
+		net, err := graphNetwork(job, info)
+		if err != nil {
+			return nil, err
+		}
+		if m, err = model.FromNetwork(net, job.Model.Init, job.Seed); err != nil {
+			return nil, job.Errorf("model.arch", "%v", err)
+		}
 	}
-	net, err := graphNetwork(job, info)
-	if err != nil {
-		return nil, err
+	return m, normalize(job, m)
+}
+
+// normalize gives a network the recipe builds the model block's input
+// normalization, if it has one (one value: every channel).
+func normalize(job *recipes.Job, m *model.Model) error {
+	if len(job.Model.Mean) == 0 {
+		return nil
 	}
-	m, err := model.FromNetwork(net, job.Model.Init, job.Seed)
-	if err != nil {
-		return nil, job.Errorf("model.arch", "%v", err)
+	mean, std := float32s(job.Model.Mean), float32s(job.Model.Std)
+	if c := m.Net.Input.C; len(mean) == 1 && c > 1 {
+		mean, std = slices.Repeat(mean, c), slices.Repeat(std, c)
 	}
-	return m, nil
+	m.Net.Normalize = &graph.Normalization{Mean: mean, Std: std}
+	if err := m.Net.Validate(); err != nil {
+		return job.Errorf("model.mean", "%v", err)
+	}
+	return nil
+}
+
+func float32s(v []float64) []float32 {
+	out := make([]float32, len(v))
+	for i, x := range v {
+		out[i] = float32(x)
+	}
+	return out
+}
+
+// importOptions are what reading a recipe's model file needs: the job's
+// dataset and the block's input normalization (for an ONNX file).
+func importOptions(job *recipes.Job, m recipes.Model) onnx.Options {
+	return onnx.Options{Dataset: job.Dataset, Mean: float32s(m.Mean), Std: float32s(m.Std)}
 }
 
 // graphNetwork is a graph model's network, its shapes checked: each error
@@ -92,7 +124,7 @@ func graphNetwork(job *recipes.Job, info data.Info) (graph.Network, error) {
 // data, its input and classes the dataset's.
 func modelFromFile(job *recipes.Job, info data.Info) (*model.Model, error) {
 	path := job.Model.File
-	f, err := onnx.ReadModel(path, job.Dataset)
+	f, err := onnx.ReadModelWith(path, importOptions(job, job.Model))
 	if err != nil {
 		return nil, job.Errorf("model.file", "%v", err)
 	}

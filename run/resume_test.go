@@ -566,3 +566,76 @@ func TestPostTraining(t *testing.T) {
 		}
 	}
 }
+
+// TestNormalizedInput: a model block's mean and std normalize the input
+// of an imported ONNX file and of a network the recipe builds: the model
+// file keeps the normalization, and the runtime scores it as the run's
+// training graph did (a run that normalized differently — the batch
+// norms' statistics were gathered on its inputs — would score otherwise);
+// the built one resumes bit for bit; a lathe model file, which keeps its
+// own, is refused one, naming model.file.
+func TestNormalizedInput(t *testing.T) {
+	const file = "../onnx/testdata/fashion_resnet8.onnx" // trained on pixel/255: 89.81 %
+	norm := "    mean = [0]\n    std  = [0.8]\n"
+	src := strings.Replace(recipe, "    arch   = \"mlp\"\n    hidden = [32]\n", "    file = \""+file+"\"\n"+norm, 1)
+	src = strings.Replace(src, "  epochs     = var.epochs", "  dataset    = \"fashion-mnist\"\n  epochs     = var.epochs", 1)
+	j, err := recipes.Parse([]byte(src), "tiny.hcl", []string{"lr=1e-9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	sum, err := Execute(context.Background(), j, Options{RunDir: dir, Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, test, err := data.Load("fashion-mnist", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	score := func(f *checkpoint.File) float64 {
+		im, err := infer.Load(f, cpu.New(cpu.Options{Threads: 2}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if z := im.Net.Normalize; z == nil || z.Mean[0] != 0 || z.Std[0] != 0.8 {
+			t.Fatalf("normalization %+v, want x/0.8", z)
+		}
+		acc, err := infer.Accuracy(im, test, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return acc
+	}
+	mf, err := checkpoint.Read(filepath.Join(dir, "model.arrow"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := score(mf); math.Abs(sum.TestAccuracy-got) > 0.002 {
+		t.Fatalf("the ONNX file normalized: the run scored %v, the runtime on its model file %v", sum.TestAccuracy, got)
+	}
+	_, test, _ = data.Load("mnist", "")
+
+	built := strings.Replace(recipe, "    hidden = [32]\n", "    hidden = [32]\n"+norm, 1)
+	if j, err = recipes.Parse([]byte(built), "tiny.hcl", nil); err != nil {
+		t.Fatal(err)
+	}
+	dir = t.TempDir()
+	if sum, err = Execute(context.Background(), j, Options{RunDir: dir, Threads: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if mf, err = checkpoint.Read(filepath.Join(dir, "model.arrow")); err != nil {
+		t.Fatal(err)
+	}
+	if got := score(mf); math.Abs(sum.TestAccuracy-got) > 0.002 {
+		t.Fatalf("built and normalized: the run scored %v, the runtime on its model file %v", sum.TestAccuracy, got)
+	}
+	resumesExactly(t, strings.Replace(built, "  optimizer", "  checkpoint {\n    every_steps = 10\n  }\n  optimizer", 1), -2, "epochs=2")
+
+	onArrow := strings.Replace(recipe, "    arch   = \"mlp\"\n    hidden = [32]\n", "    file = \""+filepath.Join(dir, "model.arrow")+"\"\n"+norm, 1)
+	if j, err = recipes.Parse([]byte(onArrow), "tiny.hcl", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err = Execute(context.Background(), j, Options{RunDir: t.TempDir(), Threads: 2}); err == nil || !strings.Contains(err.Error(), "keeps the input normalization") || !strings.Contains(err.Error(), "tiny.hcl:") {
+		t.Errorf("a model file with model.mean: %v", err)
+	}
+}

@@ -573,7 +573,7 @@ func trainTeachers(ctx context.Context, job *recipes.Job, dir string, opts Optio
 	var teachers []*model.Model
 	var digests []string
 	if path := job.Teacher.File; path != "" {
-		f, err := onnx.ReadModel(path, job.Dataset)
+		f, err := onnx.ReadModelWith(path, importOptions(job, job.Teacher.Model))
 		if err != nil {
 			return nil, nil, job.Errorf("teacher.file", "%v", err)
 		}

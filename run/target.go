@@ -103,7 +103,11 @@ func searchTarget(ctx context.Context, job *recipes.Job, opts Options) (*rundir.
 	if err != nil {
 		return nil, err
 	}
-	dense, err := onnx.ReadModel(densePath, job.Dataset)
+	opt := onnx.Options{Dataset: job.Dataset}
+	if densePath == job.Model.File { // (a trained dense run's file has its normalization)
+		opt = importOptions(job, job.Model)
+	}
+	dense, err := onnx.ReadModelWith(densePath, opt)
 	if err != nil {
 		return nil, err
 	}
@@ -290,7 +294,7 @@ func TargetDryRun(w io.Writer, job *recipes.Job, log hclog.Logger) error {
 		fmt.Fprintln(w, "target: the settings are chosen once the dense model is trained (give model.file to see them now)")
 		return nil
 	}
-	dense, err := onnx.ReadModel(job.Model.File, job.Dataset)
+	dense, err := onnx.ReadModelWith(job.Model.File, importOptions(job, job.Model))
 	if err != nil {
 		return job.Errorf("model.file", "%v", err)
 	}

@@ -85,7 +85,18 @@ const (
 	// GELU is x·Φ(x), Φ the standard normal's distribution function (the
 	// exact form, PyTorch's default).
 	GELU Activation = "gelu"
+	// Sigmoid is 1/(1 + e^−x); SiLU (swish) is x·sigmoid(x).
+	Sigmoid Activation = "sigmoid"
+	SiLU    Activation = "silu"
 )
+
+// Activations lists the activations a layer may have.
+var Activations = []Activation{Identity, ReLU, ReLU6, GELU, Sigmoid, SiLU}
+
+// Separate says whether an activation runs as a pass of its own after the
+// layer (GELU, sigmoid, SiLU) rather than inside the layer's kernels (ReLU,
+// ReLU6).
+func (a Activation) Separate() bool { return a == GELU || a == Sigmoid || a == SiLU }
 
 // Group is a structure of a weight that structured pruning removes whole.
 type Group string
@@ -477,8 +488,8 @@ func (l Layer) check(ins []Shape) error {
 	if !slices.Contains(known, l.Kind) {
 		return fmt.Errorf("graph: layer %s is a %q layer, which lathe does not know", l.Name, l.Kind)
 	}
-	if !slices.Contains([]Activation{Identity, ReLU, ReLU6, GELU, ""}, l.Act) {
-		return fmt.Errorf("graph: layer %s: activation %q (allowed: identity, relu, relu6, gelu)", l.Name, l.Act)
+	if l.Act != "" && !slices.Contains(Activations, l.Act) {
+		return fmt.Errorf("graph: layer %s: activation %q (allowed: identity, relu, relu6, gelu, sigmoid, silu)", l.Name, l.Act)
 	}
 	if (l.Kind == Add && len(ins) < 2) || (l.Kind != Add && len(ins) != 1) {
 		return fmt.Errorf("graph: layer %s (%s) takes %d inputs", l.Name, l.Kind, len(ins))

@@ -19,8 +19,10 @@ import (
 
 // cnnKinds is a network with every kind the runtime runs beyond the zoo's:
 // padded, strided, bias-free convolutions, batch norms, a depthwise and a
-// grouped convolution, residual additions (ReLU6 after one), padded max
-// and average pooling, global average pooling, flatten.
+// grouped convolution, residual additions (ReLU6 after one, sigmoid after
+// another, which a convolution finishing it must not drop), a convolution
+// with SiLU, padded max and average pooling, global average pooling,
+// flatten.
 func cnnKinds() graph.Network {
 	c := graph.NewChain(graph.Shape{H: 28, W: 28, C: 1}, 10)
 	c.Add(graph.Layer{Name: "stem", Kind: graph.Conv, Out: 8, Kernel: 3, Stride: 2, Pad: 1, NoBias: true})
@@ -31,6 +33,9 @@ func cnnKinds() graph.Network {
 	c.Add(graph.Layer{Name: "g", Kind: graph.Conv, Out: 12, Kernel: 1, Groups: 4})
 	c.Add(graph.Layer{Name: "g.bn", Kind: graph.BatchNorm})
 	c.Add(graph.Layer{Name: "ap", Kind: graph.AvgPool, Kernel: 3, Stride: 1, Pad: 1})
+	c.Add(graph.Layer{Name: "s1", Kind: graph.Conv, Out: 12, Kernel: 3, Pad: 1, Act: graph.SiLU})
+	c.Add(graph.Layer{Name: "s2", Kind: graph.Conv, Out: 12, Kernel: 3, Pad: 1})
+	c.Add(graph.Layer{Name: "add2", Kind: graph.Add, Inputs: []string{"s2", "ap"}, Act: graph.Sigmoid})
 	c.Add(graph.Layer{Name: "gap", Kind: graph.GlobalAvgPool})
 	c.Add(graph.Layer{Name: "flat", Kind: graph.Flatten})
 	c.Add(graph.Layer{Name: "fc", Kind: graph.Linear, Out: 10})

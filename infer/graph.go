@@ -296,10 +296,8 @@ func (m *Model) apply(l *Layer, dst []float32, srcs [][]float32, batch int) {
 		for _, o := range srcs[1 : len(srcs)-1] {
 			kernels.AddAct(dst, dst, o, kernels.ActNone)
 		}
-		kernels.AddAct(dst, dst, srcs[len(srcs)-1], kernels.ActOf(string(l.act)))
-		if l.actQ != nil {
-			l.actQ.Apply(dst)
-		}
+		kernels.AddAct(dst, dst, srcs[len(srcs)-1], kernels.ActNone)
+		l.activate(dst) // (and the output's quantization)
 	case graph.Flatten:
 		copy(dst, src) // NHWC samples are rows of H·W·C values already
 	case graph.Embedding:
@@ -370,7 +368,7 @@ func isDirect(k string) bool { return k == Direct || k == DirectInt8 }
 // engine's threads. after, when set, runs on each output row instead of the activation's
 // quantization (the bias and activation are the kernel's).
 func (m *Model) directConv(l *Layer, k string, dst, src []float32, batch int, after func(off int, row []float32)) {
-	if l.act == graph.GELU { // not one the kernels fuse
+	if l.act.Separate() { // not one the kernels fuse
 		after = func(_ int, row []float32) { l.activate(row) }
 	} else if after == nil && l.actQ != nil {
 		after = func(_ int, row []float32) { l.actQ.Apply(row) }
@@ -407,6 +405,9 @@ func (m *Model) residuals() []int {
 			continue
 		}
 		j := max(l.Inputs[0], l.Inputs[1])
+		if l.act.Separate() { // the rows' pass takes ReLU and ReLU6 only
+			continue
+		}
 		if c := m.Layers[j]; (c.direct != nil || c.direct8 != nil) && (c.act == graph.Identity || c.act == "") && readers[j] == 1 {
 			fuse[j] = a
 		}

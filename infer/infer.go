@@ -531,6 +531,10 @@ func (l *Layer) activate(y []float32) {
 		}
 	case graph.GELU:
 		kernels.GELUPass(y, y, nil)
+	case graph.Sigmoid:
+		kernels.SigmoidPass(y, y, nil)
+	case graph.SiLU:
+		kernels.SiLUPass(y, y, nil)
 	}
 	if l.actQ != nil {
 		l.actQ.Apply(y)

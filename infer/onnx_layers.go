@@ -105,6 +105,11 @@ func (e *onnxExport) act(l *Layer, cur string) string {
 		return e.g.node("Clip", l.Name+".relu6", []string{cur, e.g.floats(l.Name+".min", []float32{0}), e.g.floats(l.Name+".max", []float32{6})})
 	case graph.GELU:
 		return e.g.gelu(l.Name, cur)
+	case graph.Sigmoid:
+		return e.g.node("Sigmoid", l.Name+".sigmoid", []string{cur})
+	case graph.SiLU:
+		s := e.g.node("Sigmoid", l.Name+".sigmoid", []string{cur})
+		return e.g.node("Mul", l.Name+".silu", []string{cur, s})
 	}
 	return cur
 }

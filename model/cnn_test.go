@@ -12,6 +12,7 @@ import (
 
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/graph"
+	"github.com/lathe-ml/lathe/internal/kernels"
 )
 
 // cnnNet is a small DAG with every kind the training graph runs beyond
@@ -42,6 +43,42 @@ func TestCNNGradientsMatchFiniteDifferences(t *testing.T) {
 	}
 	if p := m.Param("a.bias"); p != nil {
 		t.Fatal("a bias-free conv has a bias")
+	}
+	net, grads, vm := gradNet(t, m, 3)
+	feed(net, 11, 3)
+	checkGradients(t, m, net, grads, vm, 8, 1e-3, 6)
+}
+
+// TestSigmoidAndSiLUGradients checks the gradients through sigmoid and
+// SiLU — after a convolution, a linear layer and a residual addition —
+// against central differences of the loss, and their values against the
+// definitions.
+func TestSigmoidAndSiLUGradients(t *testing.T) {
+	for _, x := range []float64{-20, -3, -0.5, 0, 0.7, 4, 30} {
+		s := 1 / (1 + math.Exp(-x))
+		if got := float64(kernels.Sigmoid(float32(x))); math.Abs(got-s) > 1e-6 {
+			t.Errorf("sigmoid(%v) = %v, want %v", x, got, s)
+		}
+		y := []float32{0}
+		kernels.SiLUPass(y, []float32{float32(x)}, nil)
+		if math.Abs(float64(y[0])-x*s) > 1e-5*(1+math.Abs(x)) {
+			t.Errorf("silu(%v) = %v, want %v", x, y[0], x*s)
+		}
+	}
+	c := graph.NewChain(graph.Shape{H: 5, W: 5, C: 2}, 3)
+	c.Add(graph.Layer{Name: "a", Kind: graph.Conv, Out: 4, Kernel: 3, Pad: 1, Act: graph.SiLU})
+	c.Add(graph.Layer{Name: "b", Kind: graph.Conv, Out: 4, Kernel: 1, Act: graph.Sigmoid})
+	c.Add(graph.Layer{Name: "c", Kind: graph.Add, Inputs: []string{"b", "a"}, Act: graph.SiLU})
+	c.Add(graph.Layer{Name: "g", Kind: graph.GlobalAvgPool})
+	c.Add(graph.Layer{Name: "h", Kind: graph.Flatten})
+	c.Add(graph.Layer{Name: "fc1", Kind: graph.Linear, Out: 5, Act: graph.Sigmoid})
+	c.Add(graph.Layer{Name: "fc", Kind: graph.Linear, Out: 3})
+	if err := c.Net.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	m, err := FromNetwork(c.Net, "kaiming", 5)
+	if err != nil {
+		t.Fatal(err)
 	}
 	net, grads, vm := gradNet(t, m, 3)
 	feed(net, 11, 3)

@@ -575,7 +575,7 @@ func (m *Model) Build(eng compute.Engine, batch int, train bool, seed uint64, ho
 		h = ins[0]
 		needDX := h != outs[graph.Input]
 		act := l.Act
-		if act == graph.GELU { // applied after the layer, keeping its input
+		if act.Separate() { // applied after the layer, keeping its input
 			l.Act = graph.Identity
 		}
 		switch l.Kind {
@@ -611,8 +611,8 @@ func (m *Model) Build(eng compute.Engine, batch int, train bool, seed uint64, ho
 		default:
 			err = fmt.Errorf("layer kind %q has no training op", l.Kind)
 		}
-		if err == nil && act == graph.GELU {
-			h, err = G.ApplyOp(&geluOp{opBase: newBase(l.Name+".gelu", eng)}, h)
+		if err == nil && act.Separate() {
+			h, err = G.ApplyOp(&geluOp{opBase: newBase(l.Name+"."+string(act), eng), act: act}, h)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("model: layer %s: %w", l.Name, err)

@@ -251,12 +251,26 @@ func (o *sideGradOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 }
 func (o *sideGradOp) Do(...G.Value) (G.Value, error) { return o.v.T, nil }
 
-// ---------------------------------------------------------------- GELU
+// ---------------------------------------------------------------- GELU, sigmoid, SiLU
 
-// geluOp is x·Φ(x) elementwise (the exact form), computed in float64.
+// geluOp applies a separate activation (graph.Activation.Separate)
+// elementwise: GELU x·Φ(x) (the exact form), sigmoid or SiLU.
 type geluOp struct {
 	opBase
+	act graph.Activation
 	out buffer
+}
+
+// actPass is the activation's pass: y = f(x), or with dy the gradient
+// dy·f'(x) (kernels).
+func actPass(act graph.Activation) func(y, x, dy []float32) {
+	switch act {
+	case graph.Sigmoid:
+		return kernels.SigmoidPass
+	case graph.SiLU:
+		return kernels.SiLUPass
+	}
+	return kernels.GELUPass
 }
 
 func gelu(x float32) float32 { return kernels.GELU(x) }
@@ -273,20 +287,22 @@ func (o *geluOp) Do(vs ...G.Value) (G.Value, error) {
 	x := data(vs[0])
 	y := o.out.Get(vs[0].Shape()...)
 	yd := y.Float32s()
+	pass := actPass(o.act)
 	o.Eng.Parallel(len(x), minParallel, func(lo, hi int) {
-		kernels.GELUPass(yd[lo:hi], x[lo:hi], nil)
+		pass(yd[lo:hi], x[lo:hi], nil)
 	})
 	return y, nil
 }
 func (o *geluOp) DiffWRT(int) []bool { return []bool{true} }
 func (o *geluOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	dx, err := G.ApplyOp(&geluGradOp{opBase: newBase(o.Name+".grad", o.Eng)}, in[0], grad)
+	dx, err := G.ApplyOp(&geluGradOp{opBase: newBase(o.Name+".grad", o.Eng), act: o.act}, in[0], grad)
 	return G.Nodes{dx}, err
 }
 
-// geluGradOp is dy·GELU'(x); inputs x and dy.
+// geluGradOp is dy·f'(x) of geluOp's activation f; inputs x and dy.
 type geluGradOp struct {
 	opBase
+	act graph.Activation
 	out buffer
 }
 
@@ -299,8 +315,9 @@ func (o *geluGradOp) Do(vs ...G.Value) (G.Value, error) {
 	x, dy := data(vs[0]), data(vs[1])
 	dx := o.out.Get(vs[0].Shape()...)
 	d := dx.Float32s()
+	pass := actPass(o.act)
 	o.Eng.Parallel(len(x), minParallel, func(lo, hi int) {
-		kernels.GELUPass(d[lo:hi], x[lo:hi], dy[lo:hi])
+		pass(d[lo:hi], x[lo:hi], dy[lo:hi])
 	})
 	return dx, nil
 }

@@ -27,6 +27,7 @@ func init() {
 		"Transpose": (*importer).seqTranspose, "Gather": (*importer).gather, "LayerNormalization": (*importer).layerNorm,
 		"Sub": (*importer).arith, "Mul": (*importer).arith, "Div": (*importer).arith, "Pow": (*importer).arith,
 		"Sqrt": (*importer).arith, "Erf": (*importer).arith, "Softmax": (*importer).softmax, "Gelu": (*importer).geluOp,
+		"Sigmoid": (*importer).sigmoid,
 	}
 }
 
@@ -147,6 +148,40 @@ func (im *importer) activate(n *onnxpb.NodeProto, act graph.Activation) (*value,
 	}
 	return nil, fmt.Errorf("lathe applies %s only as part of the layer before it (a convolution, linear layer, batch norm or addition, or one a max pooling reads), and only when nothing else reads that layer's output; %s is %s",
 		act, n.GetInput()[0], describe(im, x))
+}
+
+// sigmoidOf is a sigmoid of a layer's output that its Mul with that
+// output may make SiLU (x·sigmoid(x), how PyTorch exports nn.SiLU).
+type sigmoidOf struct {
+	x    *value
+	name string // x's name, read by the sigmoid and the Mul
+}
+
+// sigmoid joins a sigmoid to the layer before it (activate); where that
+// layer's output is read once more — by the Mul that makes SiLU — it
+// waits for the Mul (silu).
+func (im *importer) sigmoid(n *onnxpb.NodeProto) (*value, error) {
+	x, err := im.val(n, 0)
+	if err != nil {
+		return nil, err
+	}
+	if in := n.GetInput()[0]; im.uses[in] == 2 && x.pend == nil && im.uses[n.GetOutput()[0]] == 1 {
+		return im.stage(x, &sigmoidOf{x: x, name: in}), nil
+	}
+	return im.activate(n, graph.Sigmoid)
+}
+
+// silu joins SiLU to the layer computing p.x, read only by the sigmoid
+// and the Mul.
+func (im *importer) silu(p *sigmoidOf) (*value, error) {
+	l := im.layer(p.x.layer)
+	if l == nil || !p.x.sole || p.x.pad != 0 || (l.Act != "" && l.Act != graph.Identity) ||
+		!slices.Contains([]graph.Kind{graph.Conv, graph.Linear, graph.BatchNorm, graph.Add}, l.Kind) {
+		return nil, fmt.Errorf("SiLU (x·sigmoid(x)) of %s, which is not a layer's own output read by the SiLU only", p.name)
+	}
+	l.Act = graph.SiLU
+	out := *p.x
+	return &out, nil
 }
 
 // piecewise: ReLU and ReLU6, of which two in a row are one.

@@ -94,6 +94,9 @@ func (im *importer) ready(v *value) (*value, error) {
 		}
 		return p.made, nil
 	}
+	if _, ok := v.pend.(*sigmoidOf); ok {
+		return nil, errors.New("it reads a sigmoid of a layer's output that something else reads too: lathe joins a sigmoid to the layer before it only where nothing else reads that output, or as SiLU (x·sigmoid(x))")
+	}
 	return nil, fmt.Errorf("it reads part of an attention, GELU or LayerNorm computation (%T) in a way lathe does not recognise", v.pend)
 }
 
@@ -354,8 +357,15 @@ func (im *importer) arith(n *onnxpb.NodeProto) (*value, error) {
 		}
 	case *decomposedLN:
 		return im.lnStep(n, a, b, p)
+	case *sigmoidOf: // sigmoid(x)·x
+		if op == "Mul" && b != nil && b.pend == nil && b.layer == p.x.layer && n.GetInput()[1] == p.name {
+			return im.silu(p)
+		}
 	}
 	if b != nil {
+		if s, ok := b.pend.(*sigmoidOf); ok && op == "Mul" && a.pend == nil && a.layer == s.x.layer && n.GetInput()[0] == s.name {
+			return im.silu(s) // x·sigmoid(x)
+		}
 		if g, ok := b.pend.(*erfGELU); ok && op == "Mul" && g.stage == 3 && g.x.layer == readyLayer(a) {
 			return im.stage(a, &erfGELU{x: g.x, name: g.name, stage: 4}), nil
 		}

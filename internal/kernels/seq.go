@@ -43,6 +43,36 @@ func GELUPass(y, x, dy []float32) {
 	}
 }
 
+// Sigmoid is 1/(1 + e^−x) in float32 (Exp).
+func Sigmoid(x float32) float32 { return 1 / (1 + Exp(-x)) }
+
+// SigmoidPass sets y = sigmoid(x) element-wise, or with dy (not nil) the
+// gradient y = dy·s(1 − s).
+func SigmoidPass(y, x, dy []float32) {
+	for i := range y {
+		s := Sigmoid(x[i])
+		if dy == nil {
+			y[i] = s
+		} else {
+			y[i] = dy[i] * (s * (1 - s))
+		}
+	}
+}
+
+// SiLUPass sets y = x·sigmoid(x) element-wise, or with dy (not nil) the
+// gradient y = dy·s(1 + x(1 − s)).
+func SiLUPass(y, x, dy []float32) {
+	for i := range y {
+		v := x[i]
+		s := Sigmoid(v)
+		if dy == nil {
+			y[i] = v * s
+		} else {
+			y[i] = dy[i] * (s * (1 + v*(1-s)))
+		}
+	}
+}
+
 // The constants NormalParts and Exp compute with, as float32, in the
 // order geluPass reads them.
 const (

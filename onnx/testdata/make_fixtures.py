@@ -9,7 +9,7 @@ a dynamic batch, at opsets 13 and 17; beside it NAME.x.f32 holds 4 seeded random
 imported model with onnxruntime on this file. Fixtures named bad_* use something lathe cannot
 express; the importer must refuse them naming the node.
 
-    /usr/bin/python3 onnx/testdata/make_fixtures.py [OUTDIR]
+    /usr/bin/python3 onnx/testdata/make_fixtures.py [OUTDIR [NAME ...]]
 """
 import math
 import os
@@ -197,13 +197,32 @@ class Normalized(nn.Module):
         return self.fc(F.relu(self.b(self.c(x))).mean((2, 3)))
 
 
-class BadSigmoid(nn.Module):
+class SigmoidOut(nn.Module):
     def __init__(self):
         super().__init__()
         self.fc = nn.Linear(16, 4)
 
     def forward(self, x):
         return torch.sigmoid(self.fc(torch.flatten(x, 1)))
+
+
+class SiLUNet(nn.Module):
+    """SiLU (exported as Sigmoid and Mul) after a batch norm and a linear
+    layer, a sigmoid after a convolution."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(2, 6, 3, 1, 1)
+        self.b1 = nn.BatchNorm2d(6)
+        self.c2 = nn.Conv2d(6, 6, 3, 2, 1)
+        self.fc1 = nn.Linear(6, 8)
+        self.fc2 = nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = F.silu(self.b1(self.c1(x)))
+        x = torch.sigmoid(self.c2(x))
+        x = F.silu(self.fc1(x.mean((2, 3))))
+        return self.fc2(x)
 
 
 class BadSoftmax(nn.Module):
@@ -234,9 +253,10 @@ FIXTURES = [
     ("transformer", Transformer, (16,)),
     ("charlm", lambda: Transformer(t=12, d=16, heads=2, blocks=1, mlp=32, lm=True), (12,)),
     ("normalized", Normalized, (3, 8, 8)),
-    ("bad_sigmoid", BadSigmoid, (1, 4, 4)),
+    ("sigmoid_out", SigmoidOut, (1, 4, 4)),
     ("bad_dilation", BadDilation, (1, 6, 6)),
     ("bad_softmax", BadSoftmax, (1, 4, 4)),
+    ("silu", SiLUNet, (2, 8, 8)),
 ]
 
 
@@ -248,7 +268,10 @@ def export(m, path, shape, opset):
 
 
 def main():
+    only = set(sys.argv[2:])  # fixture names to make (default: all)
     for i, (name, cls, shape) in enumerate(FIXTURES):
+        if only and name not in only:
+            continue
         torch.manual_seed(100 + i)
         m = randomize(cls(), 200 + i)
         for opset in (13, 17):

@@ -22,7 +22,7 @@ const nodeTests = "/usr/share/libonnx-testdata/data/node"
 // The test cases of the operators lathe imports.
 var conformanceOps = []string{"test_conv_", "test_gemm_", "test_matmul_", "test_relu", "test_clip", "test_maxpool_", "test_averagepool_",
 	"test_globalaveragepool", "test_batchnorm_", "test_flatten_", "test_reshape_", "test_layer_normalization_", "test_gelu", "test_softmax_",
-	"test_add", "test_sum_", "test_reduce_mean_", "test_pad", "test_transpose_", "test_gather_", "test_identity", "test_dropout_", "test_erf"}
+	"test_add", "test_sum_", "test_reduce_mean_", "test_pad", "test_transpose_", "test_gather_", "test_identity", "test_dropout_", "test_erf", "test_sigmoid"}
 
 func readProto(t *testing.T, path string, m proto.Message) {
 	t.Helper()

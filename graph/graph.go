@@ -340,6 +340,11 @@ type Network struct {
 	PerPosition bool `json:"per_position,omitempty"`
 	// Normalize, when set, maps the input before the first layer.
 	Normalize *Normalization `json:"normalize,omitempty"`
+	// Softmax: the network's outputs are the softmax of its last layer's
+	// scores over the classes (a model imported with a final Softmax).
+	// Training and distillation use the scores; the runtime and the ONNX
+	// export give the probabilities.
+	Softmax bool `json:"softmax,omitempty"`
 }
 
 // Normalization maps each channel c of the network's input x — as lathe

@@ -253,7 +253,25 @@ func (m *Model) Forward(x []float32, batch int) ([]float32, error) {
 	}
 	y := as(outs[len(outs)-1], false)
 	m.free, m.scratch = free, scratch
+	if m.Net.Softmax {
+		for r := range len(y) / m.Classes {
+			softmax(y[r*m.Classes : (r+1)*m.Classes])
+		}
+	}
 	return y, nil
+}
+
+// softmax maps scores to probabilities in place: e^(v − max) / Σ, in
+// float64.
+func softmax(v []float32) {
+	top := slices.Max(v)
+	var sum float64
+	for _, x := range v {
+		sum += math.Exp(float64(x - top))
+	}
+	for i, x := range v {
+		v[i] = float32(math.Exp(float64(x-top)) / sum)
+	}
 }
 
 // Trace runs Forward on x and calls fn after each layer with the layer,

@@ -85,6 +85,11 @@ func ExportONNX(f *checkpoint.File, w io.Writer, opt ONNXOptions) (*ONNXInfo, er
 		e.quantized(len(m.Layers) - 1) // a quantized last layer's output
 		g.nodes[len(g.nodes)-1].Output[0] = "logits"
 	}
+	if m.Net.Softmax { // the probabilities, under the output's name
+		out := g.nodes[len(g.nodes)-1]
+		out.Output[0], out.Name = "scores", proto.String("scores")
+		g.node("Softmax", "logits", []string{"scores"}, attrInt("axis", -1))
+	}
 	if g.usedInt4 {
 		info.Opset = 21
 	}

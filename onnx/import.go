@@ -284,6 +284,9 @@ func (im *importer) output(g *onnxpb.GraphProto) error {
 	if v == nil {
 		return fmt.Errorf("onnx: output %q is a constant or was never computed", name)
 	}
+	if p, ok := v.pend.(*softmaxOut); ok { // probabilities
+		v, im.net.Softmax = p.x, true
+	}
 	v, err := im.ready(v)
 	if err != nil {
 		return fmt.Errorf("onnx: output %q: %w", name, err)

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -36,6 +37,7 @@ var fixtures = []struct {
 	{"charlm", 1, 1, 12, true},
 	{"sigmoid_out", 1, 4, 4, false},
 	{"silu", 2, 8, 8, false},
+	{"softmax_out", 1, 4, 4, false},
 }
 
 func readF32(t *testing.T, path string) []float32 {
@@ -239,7 +241,7 @@ func TestImportMakesTransformers(t *testing.T) {
 func TestImportRefusesWhatLatheCannotExpress(t *testing.T) {
 	for file, want := range map[string][]string{
 		"bad_dilation.op13.onnx": {"/c/Conv", "Conv", "dilations [2 2]"},
-		"bad_softmax.op17.onnx":  {"/Softmax", "Softmax", "a model ends in logits"},
+		"bad_tanh.op17.onnx":     {"/Tanh", "Tanh", "cannot express operator Tanh"},
 	} {
 		_, err := ReadFile(filepath.Join("testdata", file), Options{})
 		var ne *NodeError
@@ -309,6 +311,68 @@ func TestNormalizedTrainingGraph(t *testing.T) {
 		}
 		if preds.Class[s] != best || math.Abs(preds.Confidence[s]-1/sum) > 1e-4 {
 			t.Errorf("sample %d: training graph class %d (%.5f), runtime %d (%.5f)", s, preds.Class[s], preds.Confidence[s], best, 1/sum)
+		}
+	}
+}
+
+// TestSoftmaxOutput: a model ending in a softmax over the classes imports
+// with its scores as the last layer and Network.Softmax set: the runtime
+// gives the probabilities (rows summing to 1, as onnxruntime on the file:
+// TestImportAgreesWithOnnxruntime), the training graph the scores, and
+// lathe's export ends in the Softmax again.
+func TestSoftmaxOutput(t *testing.T) {
+	m, err := ReadFile("testdata/softmax_out.op17.onnx", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.Net.Softmax || m.Net.Layers[len(m.Net.Layers)-1].Kind != graph.Linear {
+		t.Fatalf("softmax %v, last layer %+v", m.Net.Softmax, m.Net.Layers[len(m.Net.Layers)-1])
+	}
+	x := readF32(t, "testdata/softmax_out.x.f32")
+	n := len(x) / 16
+	rt, err := infer.Load(m.File, cpu.New(cpu.Options{Threads: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	probs, err := rt.Forward(x, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	probs = slices.Clone(probs)
+	for s := range n {
+		var sum float64
+		for _, p := range probs[s*4 : (s+1)*4] {
+			sum += float64(p)
+		}
+		if math.Abs(sum-1) > 1e-5 {
+			t.Fatalf("sample %d: probabilities summing to %g", s, sum)
+		}
+	}
+	var buf bytes.Buffer
+	if _, err := infer.ExportONNX(m.File, &buf, infer.ONNXOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "again.onnx")
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range ort.Run(t, path, x, n, 1, 4, 4) {
+		if math.Abs(float64(v-probs[i])) > 1e-6 {
+			t.Fatalf("export: output %d is %g, the runtime's %g", i, v, probs[i])
+		}
+	}
+	gm, _, err := rundir.LoadModel(m.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := &data.Set{Name: "fixture/test", Rows: 4, Cols: 4, Channels: 1, Classes: 4, Floats: x, Labels: make([]byte, n)}
+	preds, err := trainer.PredictModel(gm, cpu.New(cpu.Options{Threads: 1}), set, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for s := range n {
+		if preds.Class[s] != argmax(probs[s*4:(s+1)*4]) {
+			t.Errorf("sample %d: the training graph's class %d, the runtime's %d", s, preds.Class[s], argmax(probs[s*4:(s+1)*4]))
 		}
 	}
 }

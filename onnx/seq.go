@@ -94,6 +94,9 @@ func (im *importer) ready(v *value) (*value, error) {
 		}
 		return p.made, nil
 	}
+	if _, ok := v.pend.(*softmaxOut); ok {
+		return nil, errors.New("it reads a softmax over the classes, which lathe has only as the model's output")
+	}
 	if _, ok := v.pend.(*sigmoidOf); ok {
 		return nil, errors.New("it reads a sigmoid of a layer's output that something else reads too: lathe joins a sigmoid to the layer before it only where nothing else reads that output, or as SiLU (x·sigmoid(x))")
 	}
@@ -596,8 +599,24 @@ func (im *importer) softmax(n *onnxpb.NodeProto) (*value, error) {
 			}
 		}
 	}
-	return nil, errors.New("lathe has a softmax only inside attention (over the scores' last axis); a model ends in logits")
+	if x != nil {
+		if r, err := im.ready(x); err == nil { // (a per-position head is made here)
+			x = r
+		}
+	}
+	if x != nil && x.pend == nil && (x.rank == 2 || x.rank == 3) && !x.ids && im.uses[n.GetOutput()[0]] == 1 {
+		// Before opset 13 the default axis is 1, over a flattening: the
+		// same for [batch, classes] only.
+		if a := attrInt(n, "axis", -1); a == -1 || a == int64(x.rank-1) || (x.rank == 2 && a == 1) {
+			return im.stage(x, &softmaxOut{x: x}), nil
+		}
+	}
+	return nil, errors.New("lathe has a softmax inside attention (over the scores' last axis) and as the model's output (over the classes), nowhere else")
 }
+
+// softmaxOut is a softmax over the classes, which the graph's output may be
+// (Network.Softmax).
+type softmaxOut struct{ x *value }
 
 // normalize takes a Sub, Div or Mul of the network's input by per-channel
 // constants, before any layer reads it, into the input normalization:

@@ -225,13 +225,22 @@ class SiLUNet(nn.Module):
         return self.fc2(x)
 
 
-class BadSoftmax(nn.Module):
+class SoftmaxOut(nn.Module):
     def __init__(self):
         super().__init__()
         self.fc = nn.Linear(16, 4)
 
     def forward(self, x):
         return F.softmax(self.fc(torch.flatten(x, 1)), dim=1)
+
+
+class BadTanh(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return torch.tanh(self.fc(torch.flatten(x, 1)))
 
 
 class BadDilation(nn.Module):
@@ -255,8 +264,9 @@ FIXTURES = [
     ("normalized", Normalized, (3, 8, 8)),
     ("sigmoid_out", SigmoidOut, (1, 4, 4)),
     ("bad_dilation", BadDilation, (1, 6, 6)),
-    ("bad_softmax", BadSoftmax, (1, 4, 4)),
+    ("softmax_out", SoftmaxOut, (1, 4, 4)),
     ("silu", SiLUNet, (2, 8, 8)),
+    ("bad_tanh", BadTanh, (1, 4, 4)),
 ]
 
 

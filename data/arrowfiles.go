@@ -26,25 +26,18 @@ import (
 
 // loadTablePair reads train.EXT and test.EXT of an Arrow or Parquet
 // dataset.
-func loadTablePair(format, dir string) (train, test *Set, err error) {
-	ext := map[string]string{"arrow": ".arrow", "parquet": ".parquet"}[format]
-	for _, split := range []string{"train", "test"} {
-		path := filepath.Join(dir, split+ext)
-		recs, schema, err := readTable(format, path)
-		if err != nil {
-			return nil, nil, fmt.Errorf("data: %s: %w", path, err)
-		}
-		s, err := tableSet(schema, recs)
-		if err != nil {
-			return nil, nil, fmt.Errorf("data: %s: %w", path, err)
-		}
-		if split == "train" {
-			train = s
-		} else {
-			test = s
-		}
+// loadTable reads one split's table, SPLIT.arrow or SPLIT.parquet.
+func loadTable(format, dir, split string) (*Set, error) {
+	path := filepath.Join(dir, split+"."+format)
+	recs, schema, err := readTable(format, path)
+	if err != nil {
+		return nil, fmt.Errorf("data: %s: %w", path, err)
 	}
-	return train, test, nil
+	s, err := tableSet(schema, recs)
+	if err != nil {
+		return nil, fmt.Errorf("data: %s: %w", path, err)
+	}
+	return s, nil
 }
 
 // readTable reads a file's record batches.

@@ -43,22 +43,56 @@ var FileFormats = []string{"csv", "npy", "images", "arrow", "parquet"}
 // IsFiles says whether a dataset is a user's own files.
 func IsFiles(name string) bool { return slices.Contains(FileFormats, name) }
 
-// LoadFiles reads a user's training and test sets from dir.
-func LoadFiles(format, dir string) (train, test *Set, err error) {
+// Split says how a user's files are divided where the folder holds no
+// test file: the fraction of the training file's samples held out as the
+// test split, drawn by the seed (the same samples for every run with the
+// same two, whatever the training seed).
+type Split struct {
+	TestFraction float64 `json:"test_fraction,omitempty"`
+	Seed         uint64  `json:"split_seed,omitempty"`
+}
+
+// testFile is where a format keeps its test split in dir.
+func testFile(format, dir string) string {
+	switch format {
+	case "csv":
+		return filepath.Join(dir, "test.csv")
+	case "npy":
+		return filepath.Join(dir, "test_x.npy")
+	case "images":
+		return filepath.Join(dir, "test")
+	}
+	return filepath.Join(dir, "test."+format) // arrow, parquet
+}
+
+// LoadFiles reads a user's training and test sets from dir: the test set
+// from its test file, or — where there is none and sp says so — held out
+// from the training file.
+func LoadFiles(format, dir string, sp Split) (train, test *Set, err error) {
 	if dir == "" {
 		return nil, nil, fmt.Errorf("data: dataset %s reads your files from a folder: set the recipe's data_dir or pass --data-dir", format)
 	}
-	switch format {
-	case "csv":
-		train, test, err = loadCSVPair(dir)
-	case "npy":
-		train, test, err = loadNPYPair(dir)
-	case "images":
-		train, test, err = loadImageFolders(dir)
-	case "arrow", "parquet":
-		train, test, err = loadTablePair(format, dir)
-	default:
+	if !IsFiles(format) {
 		return nil, nil, fmt.Errorf("data: unknown file format %q (%s)", format, strings.Join(FileFormats, ", "))
+	}
+	if !(sp.TestFraction >= 0 && sp.TestFraction < 1) {
+		return nil, nil, fmt.Errorf("data: test_fraction %g: a fraction in [0, 1)", sp.TestFraction)
+	}
+	_, statErr := os.Stat(testFile(format, dir))
+	hasTest := statErr == nil
+	switch {
+	case hasTest && sp.TestFraction > 0:
+		return nil, nil, fmt.Errorf("data: %s has its test split (%s); test_fraction holds one out only where the folder has none", dir, testFile(format, dir))
+	case !hasTest && sp.TestFraction == 0:
+		return nil, nil, fmt.Errorf("data: %s: no test split (%s): add one, or set test_fraction to hold out a fraction of the training samples", dir, testFile(format, dir))
+	}
+	if train, err = loadFileSplit(format, dir, "train", nil); err != nil {
+		return nil, nil, err
+	}
+	if hasTest {
+		test, err = loadFileSplit(format, dir, "test", train)
+	} else {
+		train, test, err = holdOut(train, sp)
 	}
 	if err != nil {
 		return nil, nil, err
@@ -76,32 +110,64 @@ func LoadFiles(format, dir string) (train, test *Set, err error) {
 	return train, test, nil
 }
 
-// shuffle reorders a set's samples once, with a fixed seed.
-func shuffle(s *Set) {
-	f := s.Features()
-	perm := rand.New(rand.NewPCG(1, 2)).Perm(s.Len())
-	labels := make([]byte, len(s.Labels))
-	var bytes []byte
-	var floats []float32
-	for i, j := range perm {
-		labels[i] = s.Labels[j]
-		if s.Floats != nil {
-			floats = append(floats, s.Floats[j*f:(j+1)*f]...)
-		} else {
-			bytes = append(bytes, s.Images[j*f:(j+1)*f]...)
-		}
+// loadFileSplit reads one split ("train" or "test") of a user's files;
+// like, for the test split, is the training set (an image folder's
+// classes and size).
+func loadFileSplit(format, dir, split string, like *Set) (*Set, error) {
+	switch format {
+	case "csv":
+		return loadCSV(filepath.Join(dir, split+".csv"))
+	case "npy":
+		return loadNPY(dir, split)
+	case "images":
+		return loadImageSplit(dir, split, like)
 	}
-	s.Labels, s.Images, s.Floats = labels, bytes, floats
+	return loadTable(format, dir, split)
 }
 
-func loadCSVPair(dir string) (train, test *Set, err error) {
-	if train, err = loadCSV(filepath.Join(dir, "train.csv")); err != nil {
-		return nil, nil, err
+// holdOut takes round(TestFraction·N) of the samples, drawn by the seed,
+// as the test set; the rest, in their order, stay the training set.
+func holdOut(s *Set, sp Split) (train, test *Set, err error) {
+	n := s.Len()
+	k := int(math.Round(sp.TestFraction * float64(n)))
+	if k < 1 || k >= n {
+		return nil, nil, fmt.Errorf("data: test_fraction %g of %d samples holds out %d: leave at least one sample in each split", sp.TestFraction, n, k)
 	}
-	if test, err = loadCSV(filepath.Join(dir, "test.csv")); err != nil {
-		return nil, nil, err
+	perm := rand.New(rand.NewPCG(sp.Seed, 0x53504c4954)).Perm(n) // "SPLIT"
+	inTest := make([]bool, n)
+	for _, i := range perm[:k] {
+		inTest[i] = true
 	}
-	return train, test, nil
+	var tr, te []int
+	for i := range n {
+		if inTest[i] {
+			te = append(te, i)
+		} else {
+			tr = append(tr, i)
+		}
+	}
+	return pick(s, tr), pick(s, te), nil
+}
+
+// pick is a copy of the samples idx of s, in that order.
+func pick(s *Set, idx []int) *Set {
+	out := *s
+	f, p := s.Features(), s.LabelsPer()
+	out.Labels, out.Images, out.Floats = make([]byte, 0, len(idx)*p), nil, nil
+	for _, i := range idx {
+		out.Labels = append(out.Labels, s.Labels[i*p:(i+1)*p]...)
+		if s.Floats != nil {
+			out.Floats = append(out.Floats, s.Floats[i*f:(i+1)*f]...)
+		} else {
+			out.Images = append(out.Images, s.Images[i*f:(i+1)*f]...)
+		}
+	}
+	return &out
+}
+
+// shuffle reorders a set's samples once, with a fixed seed.
+func shuffle(s *Set) {
+	*s = *pick(s, rand.New(rand.NewPCG(1, 2)).Perm(s.Len()))
 }
 
 // loadCSV reads a CSV file: a header, numeric features, a label column.
@@ -161,27 +227,17 @@ func loadCSV(path string) (*Set, error) {
 	return s, nil
 }
 
-func loadNPYPair(dir string) (train, test *Set, err error) {
-	for _, split := range []string{"train", "test"} {
-		x, xs, err := readNPY(filepath.Join(dir, split+"_x.npy"))
-		if err != nil {
-			return nil, nil, err
-		}
-		y, ys, err := readNPY(filepath.Join(dir, split+"_y.npy"))
-		if err != nil {
-			return nil, nil, err
-		}
-		s, err := npySet(x, xs, y, ys, filepath.Join(dir, split))
-		if err != nil {
-			return nil, nil, err
-		}
-		if split == "train" {
-			train = s
-		} else {
-			test = s
-		}
+// loadNPY reads one split's SPLIT_x.npy and SPLIT_y.npy.
+func loadNPY(dir, split string) (*Set, error) {
+	x, xs, err := readNPY(filepath.Join(dir, split+"_x.npy"))
+	if err != nil {
+		return nil, err
 	}
-	return train, test, nil
+	y, ys, err := readNPY(filepath.Join(dir, split+"_y.npy"))
+	if err != nil {
+		return nil, err
+	}
+	return npySet(x, xs, y, ys, filepath.Join(dir, split))
 }
 
 // npyArray is a NumPy array's values: bytes (uint8), floats or integers.
@@ -348,28 +404,22 @@ func channelsLast[T byte | float32](x []T, n, c, f int) []T {
 	return out
 }
 
-// loadImageFolders reads train/<class>/ and test/<class>/.
-func loadImageFolders(dir string) (train, test *Set, err error) {
-	classes, err := classFolders(filepath.Join(dir, "train"))
+// loadImageSplit reads train/<class>/ (like nil) or test/<class>/, whose
+// classes must be the training set like's.
+func loadImageSplit(dir, split string, like *Set) (*Set, error) {
+	classes, err := classFolders(filepath.Join(dir, split))
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	if train, err = loadImages(filepath.Join(dir, "train"), classes, nil); err != nil {
-		return nil, nil, err
-	}
-	testClasses, err := classFolders(filepath.Join(dir, "test"))
-	if err != nil {
-		return nil, nil, err
-	}
-	for _, c := range testClasses {
-		if !slices.Contains(classes, c) {
-			return nil, nil, fmt.Errorf("data: %s: class %q has no training folder", filepath.Join(dir, "test", c), c)
+	if like != nil {
+		for _, c := range classes {
+			if !slices.Contains(like.ClassNames, c) {
+				return nil, fmt.Errorf("data: %s: class %q has no training folder", filepath.Join(dir, split, c), c)
+			}
 		}
+		classes = like.ClassNames
 	}
-	if test, err = loadImages(filepath.Join(dir, "test"), classes, train); err != nil {
-		return nil, nil, err
-	}
-	return train, test, nil
+	return loadImages(filepath.Join(dir, split), classes, like)
 }
 
 func classFolders(dir string) ([]string, error) {

@@ -154,7 +154,7 @@ func TestBadFiles(t *testing.T) {
 		{"csv", map[string]string{"train.csv": "a,label\n1,0\nx,1\n", "test.csv": "a,label\n1,0\n"}, `train.csv:3: column "a": "x" is not a finite number`},
 		{"csv", map[string]string{"train.csv": "a,label\n1,0\n2,300\n", "test.csv": "a,label\n1,0\n"}, `train.csv:3: label "300" is not a class number`},
 		{"csv", map[string]string{"train.csv": "a,label\n1,0\n2\n", "test.csv": "a,label\n1,0\n"}, "train.csv: record on line 3: wrong number of fields"},
-		{"csv", map[string]string{"train.csv": "a,label\n1,0\n"}, "test.csv: no such file"},
+		{"csv", map[string]string{"train.csv": "a,label\n1,0\n"}, "no test split ("},
 		{"npy", map[string]string{"train_x.npy": "garbage", "train_y.npy": "", "test_x.npy": "", "test_y.npy": ""}, "train_x.npy: not a NumPy .npy file"},
 		{"npy", map[string]string{"train_x.npy": npy("<f4", []int{2, 1}, f32s(1, 2)), "train_y.npy": npy("<i8", []int{3}, i64s(0, 1, 0)),
 			"test_x.npy": npy("<f4", []int{1, 1}, f32s(1)), "test_y.npy": npy("<i8", []int{1}, i64s(0))}, "train_y.npy: shape [3], want [2]"},
@@ -174,6 +174,73 @@ func TestBadFiles(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s %v: %v, want an error containing %q", c.format, keys(c.files), err, c.want)
 		}
+	}
+}
+
+// TestHeldOutTestSplit: a folder without a test file gets its test split
+// held out of the training file — round(fraction·N) samples drawn by the
+// split seed, the same ones for the same seed, others for another, every
+// sample in exactly one split with its label; a fraction is refused where
+// the folder has a test file, for a dataset with its own test split, and
+// where a split would be empty.
+func TestHeldOutTestSplit(t *testing.T) {
+	dir := t.TempDir()
+	var b strings.Builder
+	b.WriteString("v,label\n")
+	for i := range 40 {
+		fmt.Fprintf(&b, "%d,%d\n", i, i%3)
+	}
+	write(t, filepath.Join(dir, "train.csv"), b.String())
+	split := func(sp Split) (train, test map[float32]byte) {
+		tr, te, err := LoadWith("csv", dir, sp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		train, test = map[float32]byte{}, map[float32]byte{}
+		for m, s := range map[*map[float32]byte]*Set{&train: tr, &test: te} {
+			for i := range s.Len() {
+				(*m)[s.Floats[i]] = s.Labels[i]
+			}
+		}
+		return train, test
+	}
+	tr, te := split(Split{TestFraction: 0.25, Seed: 7})
+	if len(te) != 10 || len(tr) != 30 {
+		t.Fatalf("%d training and %d test samples of 40 at 0.25", len(tr), len(te))
+	}
+	for v, l := range te {
+		if _, both := tr[v]; both || int(l) != int(v)%3 {
+			t.Fatalf("sample %v (label %d) in both splits or with another label", v, l)
+		}
+	}
+	_, again := split(Split{TestFraction: 0.25, Seed: 7})
+	_, other := split(Split{TestFraction: 0.25, Seed: 8})
+	same := func(a, b map[float32]byte) bool {
+		for v := range a {
+			if _, ok := b[v]; !ok {
+				return false
+			}
+		}
+		return true
+	}
+	if !same(te, again) || same(te, other) {
+		t.Error("the held-out samples are not a function of the split seed")
+	}
+	for _, c := range []struct {
+		name, dir string
+		sp        Split
+		want      string
+	}{
+		{"csv", dir, Split{TestFraction: 0.01, Seed: 1}, "holds out 0"},
+		{"mnist", "", Split{TestFraction: 0.2}, "dataset mnist has its own"},
+	} {
+		if _, _, err := LoadWith(c.name, c.dir, c.sp); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s %+v: %v, want %q", c.name, c.sp, err, c.want)
+		}
+	}
+	write(t, filepath.Join(dir, "test.csv"), "v,label\n1,0\n")
+	if _, _, err := LoadWith("csv", dir, Split{TestFraction: 0.25}); err == nil || !strings.Contains(err.Error(), "has its test split") {
+		t.Errorf("a fraction beside a test file: %v", err)
 	}
 }
 

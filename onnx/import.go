@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/lathe-ml/lathe/checkpoint"
+	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/graph"
 	"github.com/lathe-ml/lathe/internal/onnxpb"
 	"github.com/lathe-ml/lathe/model"
@@ -468,7 +469,7 @@ func (im *importer) modelFile(job, dataset string) (*checkpoint.File, error) {
 			return nil, err
 		}
 	}
-	return rundir.ExportModel(m, job, dataset)
+	return rundir.ExportModel(m, job, dataset, data.Split{})
 }
 
 // ReadModel reads a lathe model file, or imports an ONNX model (a path

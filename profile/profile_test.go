@@ -13,6 +13,7 @@ import (
 
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/compute/cpu"
+	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/infer"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/rundir"
@@ -24,7 +25,7 @@ func modelFile(t *testing.T, spec model.Spec) *checkpoint.File {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := rundir.ExportModel(m, "t", "mnist")
+	f, err := rundir.ExportModel(m, "t", "mnist", data.Split{})
 	if err != nil {
 		t.Fatal(err)
 	}

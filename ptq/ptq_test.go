@@ -149,7 +149,7 @@ func TestDepthwise(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := rundir.ExportModel(m, "mobilenet", "mnist")
+	f, err := rundir.ExportModel(m, "mobilenet", "mnist", data.Split{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -287,6 +287,10 @@ func TestEveryFieldRoundTrips(t *testing.T) {
 }
 `
 	other := `job "other" {
+  dataset = "csv"
+  data_dir = "/srv/table"
+  test_fraction = 0.2
+  split_seed = 5
   model {
     arch = "lenet300"
   }

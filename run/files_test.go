@@ -13,6 +13,9 @@ import (
 	"testing"
 
 	"github.com/lathe-ml/lathe/checkpoint"
+	"github.com/lathe-ml/lathe/compute/cpu"
+	"github.com/lathe-ml/lathe/data"
+	"github.com/lathe-ml/lathe/infer"
 	"github.com/lathe-ml/lathe/recipes"
 	"github.com/lathe-ml/lathe/rundir"
 )
@@ -69,6 +72,44 @@ func TestUserCSV(t *testing.T) {
 	}
 	if sum.TestAccuracy < 0.9 || sum.ParamsTotal != 3*16+16+16*2+2 {
 		t.Errorf("a separable table: test accuracy %v, %d parameters", sum.TestAccuracy, sum.ParamsTotal)
+	}
+	// Without test.csv, test_fraction holds a test split out of train.csv:
+	// the model file records it, and the runtime on that split scores what
+	// the run did.
+	one := t.TempDir()
+	if err := os.Rename(filepath.Join(dir, "train.csv"), filepath.Join(one, "train.csv")); err != nil {
+		t.Fatal(err)
+	}
+	held := strings.Replace(userRecipe("csv", one), "  validation = 40", "  validation = 40\n  test_fraction = 0.2\n  split_seed = 3", 1)
+	if j, err = recipes.Parse([]byte(held), "user.hcl", nil); err != nil {
+		t.Fatal(err)
+	}
+	run = t.TempDir()
+	if sum, err = Execute(context.Background(), j, Options{RunDir: run, Threads: 2}); err != nil {
+		t.Fatal(err)
+	}
+	mf, err := checkpoint.Read(filepath.Join(run, rundir.ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, st, err := rundir.LoadModel(mf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, test, err := data.LoadWith("csv", one, st.Split)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := infer.Load(mf, cpu.New(cpu.Options{Threads: 2}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc, err := infer.Accuracy(rt, test, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Split != (data.Split{TestFraction: 0.2, Seed: 3}) || test.Len() != 80 || sum.TestAccuracy < 0.75 || acc != sum.TestAccuracy {
+		t.Errorf("held out: split %+v, %d test samples, the run's accuracy %v, the runtime's on the recorded split %v", st.Split, test.Len(), sum.TestAccuracy, acc)
 	}
 	// Augmenting a table is refused, naming the field.
 	bad := strings.Replace(userRecipe("csv", dir), "  model {", "  augment {\n    shift = 2\n  }\n  model {", 1)

@@ -132,7 +132,7 @@ func Build(job *recipes.Job, info data.Info, log hclog.Logger) (*Plan, error) {
 // specOf is a recipe's model block as an architecture.
 // describe is job's dataset's Info, an error naming the recipe's dataset.
 func describe(job *recipes.Job) (data.Info, error) {
-	info, err := data.Describe(job.Dataset, job.DataDir)
+	info, err := data.Describe(job.Dataset, job.DataDir, splitOf(job))
 	if err != nil {
 		return info, job.Errorf("dataset", "%v", err)
 	}
@@ -141,6 +141,11 @@ func describe(job *recipes.Job) (data.Info, error) {
 
 // inputOf is the model input a dataset gives: its samples' shape and
 // classes.
+// splitOf is the job's split of a user's files without a test file.
+func splitOf(job *recipes.Job) data.Split {
+	return data.Split{TestFraction: job.TestFraction, Seed: job.SplitSeed}
+}
+
 func inputOf(info data.Info) model.Input {
 	return model.Input{Rows: info.Rows, Cols: info.Cols, Channels: max(info.Channels, 1), Classes: info.Classes, PerPosition: info.Positions > 0}
 }

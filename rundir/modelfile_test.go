@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/lathe-ml/lathe/checkpoint"
+	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/graph"
 	"github.com/lathe-ml/lathe/model"
 )
@@ -19,7 +20,7 @@ func TestModelFileTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := ExportModel(m, "t", "mnist")
+	f, err := ExportModel(m, "t", "mnist", data.Split{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +40,7 @@ func TestModelFileTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cf, err := ExportModel(custom, "t", "mnist")
+	cf, err := ExportModel(custom, "t", "mnist", data.Split{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,7 +33,8 @@ type modelAndData struct {
 
 // loadModelAndData reads the model at path and its dataset: dataset, or
 // the one the file names (an imported model names none: then dataset is
-// required).
+// required) — its test split held out as the file records for the
+// dataset it was trained on.
 func loadModelAndData(path, dataset, dataDir string) (*modelAndData, error) {
 	f, err := readModel(path, dataset)
 	if err != nil {
@@ -47,7 +48,11 @@ func loadModelAndData(path, dataset, dataDir string) (*modelAndData, error) {
 	if ds == "" {
 		return nil, fmt.Errorf("%s names no dataset (an imported model): pass --dataset", path)
 	}
-	train, test, err := data.Load(ds, dataDir)
+	var sp data.Split
+	if ds == st.Dataset {
+		sp = st.Split
+	}
+	train, test, err := data.LoadWith(ds, dataDir, sp)
 	if err != nil {
 		return nil, err
 	}

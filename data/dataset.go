@@ -89,18 +89,18 @@ type Info struct {
 
 // Describe returns a dataset's Info: the image sets' without reading them,
 // a text set's by building it (as Load does) once per process.
-func Describe(name, dir string, sp Split) (Info, error) {
+func Describe(name, dir string, opt FileOptions) (Info, error) {
 	if name == "mnist" || name == "fashion-mnist" {
 		if _, err := DefaultDir(name); err != nil {
 			return Info{}, err
 		}
 		return Info{Rows: 28, Cols: 28, Classes: 10, Train: TrainSize}, nil
 	}
-	key := fmt.Sprintf("%s\x00%s\x00%+v", name, dir, sp)
+	key := fmt.Sprintf("%s\x00%s\x00%+v", name, dir, opt)
 	if info, ok := described.Load(key); ok {
 		return info.(Info), nil
 	}
-	train, _, err := LoadWith(name, dir, sp)
+	train, _, err := LoadWith(name, dir, opt)
 	if err != nil {
 		return Info{}, err
 	}
@@ -190,9 +190,9 @@ func escapeModulePath(p string) string {
 
 // LoadSplits is LoadWith with the dataset's own validation split where it
 // has one (OwnValidation); val is nil for the others.
-func LoadSplits(name, dir string, sp Split) (train, val, test *Set, err error) {
+func LoadSplits(name, dir string, opt FileOptions) (train, val, test *Set, err error) {
 	if !OwnValidation(name, dir) {
-		train, test, err = LoadWith(name, dir, sp)
+		train, test, err = LoadWith(name, dir, opt)
 		return train, nil, test, err
 	}
 	var c *Corpus
@@ -221,21 +221,21 @@ func LoadSplits(name, dir string, sp Split) (train, val, test *Set, err error) {
 // KJVContext bytes (LoadTextFile), kjv's windows (LoadKJV; no dir), a
 // user's files from the folder dir (LoadFiles: csv, npy, images).
 func Load(name, dir string) (train, test *Set, err error) {
-	return LoadWith(name, dir, Split{})
+	return LoadWith(name, dir, FileOptions{})
 }
 
 // LoadWith is Load with a split of a user's files that have no test file
 // (the other datasets have their own test splits and refuse one).
-func LoadWith(name, dir string, sp Split) (train, test *Set, err error) {
+func LoadWith(name, dir string, opt FileOptions) (train, test *Set, err error) {
 	if IsFiles(name) {
-		return LoadFiles(name, dir, sp)
+		return LoadFiles(name, dir, opt)
 	}
-	if sp.TestFraction != 0 {
+	if opt.TestFraction != 0 {
 		return nil, nil, fmt.Errorf("data: test_fraction holds out a test split of your own files (%s); dataset %s has its own", strings.Join(FileFormats, ", "), name)
 	}
 	switch name {
 	case "kjv":
-		train, _, test, err = LoadSplits(name, dir, Split{})
+		train, _, test, err = LoadSplits(name, dir, FileOptions{})
 		return train, test, err
 	case "langid":
 		if dir != "" {
@@ -248,7 +248,7 @@ func LoadWith(name, dir string, sp Split) (train, test *Set, err error) {
 			return nil, nil, errors.New("data: dataset text reads a folder of UTF-8 files, one per class, or one file as a corpus: set the recipe's data_dir or pass --data-dir")
 		}
 		if OwnValidation(name, dir) { // one file: a language model's corpus
-			train, _, test, err = LoadSplits(name, dir, Split{})
+			train, _, test, err = LoadSplits(name, dir, FileOptions{})
 			return train, test, err
 		}
 		train, test, _, err = LoadTextDir(dir, TextOptions{})

@@ -18,6 +18,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"golang.org/x/image/draw"
 )
 
 // A user's own data, from a folder (a recipe's data_dir):
@@ -43,13 +45,16 @@ var FileFormats = []string{"csv", "npy", "images", "arrow", "parquet"}
 // IsFiles says whether a dataset is a user's own files.
 func IsFiles(name string) bool { return slices.Contains(FileFormats, name) }
 
-// Split says how a user's files are divided where the folder holds no
-// test file: the fraction of the training file's samples held out as the
-// test split, drawn by the seed (the same samples for every run with the
-// same two, whatever the training seed).
-type Split struct {
+// FileOptions say how a user's files are read: where the folder holds no
+// test file, the fraction of the training file's samples held out as the
+// test split, drawn by Seed (the same samples for every run with the same
+// two, whatever the training seed); for image folders, the size [rows,
+// cols] every image is brought to (scaled to cover it, the centre cropped:
+// torchvision's Resize then CenterCrop), none: all of one size already.
+type FileOptions struct {
 	TestFraction float64 `json:"test_fraction,omitempty"`
 	Seed         uint64  `json:"split_seed,omitempty"`
+	ImageSize    [2]int  `json:"image_size,omitzero"`
 }
 
 // testFile is where a format keeps its test split in dir.
@@ -66,33 +71,36 @@ func testFile(format, dir string) string {
 }
 
 // LoadFiles reads a user's training and test sets from dir: the test set
-// from its test file, or — where there is none and sp says so — held out
+// from its test file, or — where there is none and opt says so — held out
 // from the training file.
-func LoadFiles(format, dir string, sp Split) (train, test *Set, err error) {
+func LoadFiles(format, dir string, opt FileOptions) (train, test *Set, err error) {
 	if dir == "" {
 		return nil, nil, fmt.Errorf("data: dataset %s reads your files from a folder: set the recipe's data_dir or pass --data-dir", format)
 	}
 	if !IsFiles(format) {
 		return nil, nil, fmt.Errorf("data: unknown file format %q (%s)", format, strings.Join(FileFormats, ", "))
 	}
-	if !(sp.TestFraction >= 0 && sp.TestFraction < 1) {
-		return nil, nil, fmt.Errorf("data: test_fraction %g: a fraction in [0, 1)", sp.TestFraction)
+	if !(opt.TestFraction >= 0 && opt.TestFraction < 1) {
+		return nil, nil, fmt.Errorf("data: test_fraction %g: a fraction in [0, 1)", opt.TestFraction)
+	}
+	if sz := opt.ImageSize; sz != [2]int{} && (format != "images" || sz[0] < 1 || sz[1] < 1 || sz[0] > 4096 || sz[1] > 4096) {
+		return nil, nil, fmt.Errorf("data: image_size %v: rows and columns in [1, 4096], for dataset images (not %s)", sz, format)
 	}
 	_, statErr := os.Stat(testFile(format, dir))
 	hasTest := statErr == nil
 	switch {
-	case hasTest && sp.TestFraction > 0:
+	case hasTest && opt.TestFraction > 0:
 		return nil, nil, fmt.Errorf("data: %s has its test split (%s); test_fraction holds one out only where the folder has none", dir, testFile(format, dir))
-	case !hasTest && sp.TestFraction == 0:
+	case !hasTest && opt.TestFraction == 0:
 		return nil, nil, fmt.Errorf("data: %s: no test split (%s): add one, or set test_fraction to hold out a fraction of the training samples", dir, testFile(format, dir))
 	}
-	if train, err = loadFileSplit(format, dir, "train", nil); err != nil {
+	if train, err = loadFileSplit(format, dir, "train", nil, opt.ImageSize); err != nil {
 		return nil, nil, err
 	}
 	if hasTest {
-		test, err = loadFileSplit(format, dir, "test", train)
+		test, err = loadFileSplit(format, dir, "test", train, opt.ImageSize)
 	} else {
-		train, test, err = holdOut(train, sp)
+		train, test, err = holdOut(train, opt)
 	}
 	if err != nil {
 		return nil, nil, err
@@ -112,28 +120,28 @@ func LoadFiles(format, dir string, sp Split) (train, test *Set, err error) {
 
 // loadFileSplit reads one split ("train" or "test") of a user's files;
 // like, for the test split, is the training set (an image folder's
-// classes and size).
-func loadFileSplit(format, dir, split string, like *Set) (*Set, error) {
+// classes and size); size, the images' (FileOptions.ImageSize).
+func loadFileSplit(format, dir, split string, like *Set, size [2]int) (*Set, error) {
 	switch format {
 	case "csv":
 		return loadCSV(filepath.Join(dir, split+".csv"))
 	case "npy":
 		return loadNPY(dir, split)
 	case "images":
-		return loadImageSplit(dir, split, like)
+		return loadImageSplit(dir, split, like, size)
 	}
 	return loadTable(format, dir, split)
 }
 
 // holdOut takes round(TestFraction·N) of the samples, drawn by the seed,
 // as the test set; the rest, in their order, stay the training set.
-func holdOut(s *Set, sp Split) (train, test *Set, err error) {
+func holdOut(s *Set, opt FileOptions) (train, test *Set, err error) {
 	n := s.Len()
-	k := int(math.Round(sp.TestFraction * float64(n)))
+	k := int(math.Round(opt.TestFraction * float64(n)))
 	if k < 1 || k >= n {
-		return nil, nil, fmt.Errorf("data: test_fraction %g of %d samples holds out %d: leave at least one sample in each split", sp.TestFraction, n, k)
+		return nil, nil, fmt.Errorf("data: test_fraction %g of %d samples holds out %d: leave at least one sample in each split", opt.TestFraction, n, k)
 	}
-	perm := rand.New(rand.NewPCG(sp.Seed, 0x53504c4954)).Perm(n) // "SPLIT"
+	perm := rand.New(rand.NewPCG(opt.Seed, 0x53504c4954)).Perm(n) // "SPLIT"
 	inTest := make([]bool, n)
 	for _, i := range perm[:k] {
 		inTest[i] = true
@@ -406,7 +414,7 @@ func channelsLast[T byte | float32](x []T, n, c, f int) []T {
 
 // loadImageSplit reads train/<class>/ (like nil) or test/<class>/, whose
 // classes must be the training set like's.
-func loadImageSplit(dir, split string, like *Set) (*Set, error) {
+func loadImageSplit(dir, split string, like *Set, size [2]int) (*Set, error) {
 	classes, err := classFolders(filepath.Join(dir, split))
 	if err != nil {
 		return nil, err
@@ -419,7 +427,7 @@ func loadImageSplit(dir, split string, like *Set) (*Set, error) {
 		}
 		classes = like.ClassNames
 	}
-	return loadImages(filepath.Join(dir, split), classes, like)
+	return loadImages(filepath.Join(dir, split), classes, like, size)
 }
 
 func classFolders(dir string) ([]string, error) {
@@ -440,8 +448,9 @@ func classFolders(dir string) ([]string, error) {
 }
 
 // loadImages reads every class folder's images; like (when set) fixes the
-// size and channels (the training set's).
-func loadImages(dir string, classes []string, like *Set) (*Set, error) {
+// size and channels (the training set's); size, when set, the size each
+// image is brought to.
+func loadImages(dir string, classes []string, like *Set, size [2]int) (*Set, error) {
 	s := &Set{Classes: len(classes), ClassNames: classes}
 	if like != nil {
 		s.Rows, s.Cols, s.Channels = like.Rows, like.Cols, like.Channels
@@ -460,7 +469,7 @@ func loadImages(dir string, classes []string, like *Set) (*Set, error) {
 				continue
 			}
 			path := filepath.Join(dir, c, e.Name())
-			if err := s.addImage(path); err != nil {
+			if err := s.addImage(path, size); err != nil {
 				return nil, err
 			}
 			s.Labels = append(s.Labels, byte(ci))
@@ -474,7 +483,7 @@ func loadImages(dir string, classes []string, like *Set) (*Set, error) {
 
 // addImage decodes one image into the set: grey (1 channel) or RGB (3),
 // as the first image is.
-func (s *Set) addImage(path string) error {
+func (s *Set) addImage(path string, size [2]int) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("data: %w", err)
@@ -490,9 +499,16 @@ func (s *Set) addImage(path string) error {
 		if m := img.ColorModel(); m == color.GrayModel || m == color.Gray16Model {
 			s.Channels = 1
 		}
+		if size != [2]int{} {
+			s.Rows, s.Cols = size[0], size[1]
+		}
+	}
+	if size != [2]int{} && (b.Dy() != size[0] || b.Dx() != size[1]) {
+		img = fit(img, size[0], size[1], s.Channels)
+		b = img.Bounds()
 	}
 	if b.Dy() != s.Rows || b.Dx() != s.Cols {
-		return fmt.Errorf("data: %s: %d×%d pixels, the dataset's images are %d×%d (resize them to one size)", path, b.Dx(), b.Dy(), s.Cols, s.Rows)
+		return fmt.Errorf("data: %s: %d×%d pixels, the dataset's images are %d×%d (resize them to one size, or set image_size)", path, b.Dx(), b.Dy(), s.Cols, s.Rows)
 	}
 	for y := b.Min.Y; y < b.Max.Y; y++ {
 		for x := b.Min.X; x < b.Max.X; x++ {
@@ -505,4 +521,25 @@ func (s *Set) addImage(path string) error {
 		}
 	}
 	return nil
+}
+
+// fit scales img to cover rows×cols and keeps the centre (torchvision's
+// Resize then CenterCrop): the largest centred rectangle of the target's
+// aspect, scaled by Catmull-Rom, into a grey image for one channel.
+func fit(img image.Image, rows, cols, channels int) image.Image {
+	b := img.Bounds()
+	w, h := b.Dx(), b.Dy()
+	cw, ch := w, w*rows/cols
+	if ch > h {
+		cw, ch = h*cols/rows, h
+	}
+	cw, ch = max(cw, 1), max(ch, 1)
+	x0, y0 := b.Min.X+(w-cw)/2, b.Min.Y+(h-ch)/2
+	src := image.Rect(x0, y0, x0+cw, y0+ch)
+	var dst draw.Image = image.NewRGBA(image.Rect(0, 0, cols, rows))
+	if channels == 1 {
+		dst = image.NewGray(image.Rect(0, 0, cols, rows))
+	}
+	draw.CatmullRom.Scale(dst, dst.Bounds(), img, src, draw.Src, nil)
+	return dst
 }

@@ -143,6 +143,68 @@ func TestImageFolders(t *testing.T) {
 	}
 }
 
+// TestImageSize: with image_size, images of other sizes are scaled to
+// cover it and their centre kept: a wide image black on its left quarter
+// and white elsewhere keeps, in its 8×8 centre, white; a tall one white
+// on its top quarter keeps black; without image_size, mixed sizes are
+// refused naming the file and the remedy; image_size is for image folders.
+func TestImageSize(t *testing.T) {
+	dir := t.TempDir()
+	save := func(p string, img image.Image) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Create(filepath.Join(dir, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := png.Encode(f, img); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wide := image.NewGray(image.Rect(0, 0, 32, 16)) // black x < 8: outside the centre 16×16
+	tall := image.NewGray(image.Rect(0, 0, 10, 20)) // white y < 5: outside the centre 10×10
+	for y := range 16 {
+		for x := 8; x < 32; x++ {
+			wide.SetGray(x, y, color.Gray{Y: 255})
+		}
+	}
+	for y := range 5 {
+		for x := range 10 {
+			tall.SetGray(x, y, color.Gray{Y: 255})
+		}
+	}
+	save("train/w/a.png", wide)
+	save("train/t/b.png", tall)
+	save("test/w/c.png", wide)
+	if _, _, err := Load("images", dir); err == nil || !strings.Contains(err.Error(), "a.png: 32×16 pixels") || !strings.Contains(err.Error(), "image_size") {
+		t.Fatalf("mixed sizes without image_size: %v", err)
+	}
+	train, test, err := LoadWith("images", dir, FileOptions{ImageSize: [2]int{8, 8}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if train.Rows != 8 || train.Cols != 8 || train.Channels != 1 || test.Rows != 8 || len(test.Images) != 64 {
+		t.Fatalf("train %d×%d×%d, test %d×%d, %d bytes", train.Rows, train.Cols, train.Channels, test.Rows, test.Cols, len(test.Images))
+	}
+	for i := range train.Len() {
+		want := byte(255) // the wide one: white
+		if train.ClassNames[train.Labels[i]] == "t" {
+			want = 0
+		}
+		for _, v := range train.Images[i*64 : (i+1)*64] {
+			if v != want {
+				t.Fatalf("class %s: pixel %d in its centre, want %d", train.ClassNames[train.Labels[i]], v, want)
+			}
+		}
+	}
+	if _, _, err := LoadWith("csv", dir, FileOptions{ImageSize: [2]int{8, 8}}); err == nil || !strings.Contains(err.Error(), "for dataset images") {
+		t.Errorf("image_size on a table: %v", err)
+	}
+}
+
 // TestBadFiles: each bad input is refused naming the file and the row
 // or field.
 func TestBadFiles(t *testing.T) {
@@ -191,8 +253,8 @@ func TestHeldOutTestSplit(t *testing.T) {
 		fmt.Fprintf(&b, "%d,%d\n", i, i%3)
 	}
 	write(t, filepath.Join(dir, "train.csv"), b.String())
-	split := func(sp Split) (train, test map[float32]byte) {
-		tr, te, err := LoadWith("csv", dir, sp)
+	split := func(opt FileOptions) (train, test map[float32]byte) {
+		tr, te, err := LoadWith("csv", dir, opt)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -204,7 +266,7 @@ func TestHeldOutTestSplit(t *testing.T) {
 		}
 		return train, test
 	}
-	tr, te := split(Split{TestFraction: 0.25, Seed: 7})
+	tr, te := split(FileOptions{TestFraction: 0.25, Seed: 7})
 	if len(te) != 10 || len(tr) != 30 {
 		t.Fatalf("%d training and %d test samples of 40 at 0.25", len(tr), len(te))
 	}
@@ -213,8 +275,8 @@ func TestHeldOutTestSplit(t *testing.T) {
 			t.Fatalf("sample %v (label %d) in both splits or with another label", v, l)
 		}
 	}
-	_, again := split(Split{TestFraction: 0.25, Seed: 7})
-	_, other := split(Split{TestFraction: 0.25, Seed: 8})
+	_, again := split(FileOptions{TestFraction: 0.25, Seed: 7})
+	_, other := split(FileOptions{TestFraction: 0.25, Seed: 8})
 	same := func(a, b map[float32]byte) bool {
 		for v := range a {
 			if _, ok := b[v]; !ok {
@@ -228,18 +290,18 @@ func TestHeldOutTestSplit(t *testing.T) {
 	}
 	for _, c := range []struct {
 		name, dir string
-		sp        Split
+		opt       FileOptions
 		want      string
 	}{
-		{"csv", dir, Split{TestFraction: 0.01, Seed: 1}, "holds out 0"},
-		{"mnist", "", Split{TestFraction: 0.2}, "dataset mnist has its own"},
+		{"csv", dir, FileOptions{TestFraction: 0.01, Seed: 1}, "holds out 0"},
+		{"mnist", "", FileOptions{TestFraction: 0.2}, "dataset mnist has its own"},
 	} {
-		if _, _, err := LoadWith(c.name, c.dir, c.sp); err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%s %+v: %v, want %q", c.name, c.sp, err, c.want)
+		if _, _, err := LoadWith(c.name, c.dir, c.opt); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s %+v: %v, want %q", c.name, c.opt, err, c.want)
 		}
 	}
 	write(t, filepath.Join(dir, "test.csv"), "v,label\n1,0\n")
-	if _, _, err := LoadWith("csv", dir, Split{TestFraction: 0.25}); err == nil || !strings.Contains(err.Error(), "has its test split") {
+	if _, _, err := LoadWith("csv", dir, FileOptions{TestFraction: 0.25}); err == nil || !strings.Contains(err.Error(), "has its test split") {
 		t.Errorf("a fraction beside a test file: %v", err)
 	}
 }

@@ -187,7 +187,7 @@ func agreesWithGraph(t *testing.T, m *Model, gm *model.Model, eng compute.Engine
 // modelFile exports a model as a model file, through its encoding.
 func modelFile(t testing.TB, gm *model.Model, job string) *checkpoint.File {
 	t.Helper()
-	mf, err := rundir.ExportModel(gm, job, "mnist", data.Split{})
+	mf, err := rundir.ExportModel(gm, job, "mnist", data.FileOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -469,7 +469,7 @@ func (im *importer) modelFile(job, dataset string) (*checkpoint.File, error) {
 			return nil, err
 		}
 	}
-	return rundir.ExportModel(m, job, dataset, data.Split{})
+	return rundir.ExportModel(m, job, dataset, data.FileOptions{})
 }
 
 // ReadModel reads a lathe model file, or imports an ONNX model (a path

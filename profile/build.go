@@ -56,7 +56,7 @@ func Build(f *checkpoint.File, c Config) (*checkpoint.File, error) {
 	if err := applyFormats(m, c); err != nil {
 		return nil, err
 	}
-	return rundir.ExportModel(m, "profile", st.Dataset, st.Split)
+	return rundir.ExportModel(m, "profile", st.Dataset, st.Files)
 }
 
 // removeChannels zeroes, in every parameter of the group (buffers keep

@@ -25,7 +25,7 @@ func modelFile(t *testing.T, spec model.Spec) *checkpoint.File {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := rundir.ExportModel(m, "t", "mnist", data.Split{})
+	f, err := rundir.ExportModel(m, "t", "mnist", data.FileOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

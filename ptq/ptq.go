@@ -143,7 +143,7 @@ func Compress(f *checkpoint.File, x []float32, eng compute.Engine, opt Options) 
 		rep.Folded = len(pairs)
 	}
 	job := cmp.Or(opt.Job, f.Job)
-	c := &compressor{m: m, x: x, n: rep.Samples, eng: eng, opt: opt, job: job, dataset: st.Dataset, split: st.Split, stash: map[string]stashed{}}
+	c := &compressor{m: m, x: x, n: rep.Samples, eng: eng, opt: opt, job: job, dataset: st.Dataset, files: st.Files, stash: map[string]stashed{}}
 	for _, l := range m.Net.Layers {
 		if l.Kind != graph.Linear && l.Kind != graph.Conv {
 			continue
@@ -184,7 +184,7 @@ type compressor struct {
 	eng          compute.Engine
 	opt          Options
 	job, dataset string
-	split        data.Split
+	files        data.FileOptions
 	stash        map[string]stashed
 }
 
@@ -210,7 +210,7 @@ func (c *compressor) file(quantize bool) (*checkpoint.File, error) {
 	} else {
 		c.m.Quant = nil
 	}
-	f, err := rundir.ExportModel(c.m, c.job, c.dataset, c.split)
+	f, err := rundir.ExportModel(c.m, c.job, c.dataset, c.files)
 	if err != nil {
 		return nil, err
 	}

@@ -149,7 +149,7 @@ func TestDepthwise(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := rundir.ExportModel(m, "mobilenet", "mnist", data.Split{})
+	f, err := rundir.ExportModel(m, "mobilenet", "mnist", data.FileOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

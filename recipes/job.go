@@ -22,10 +22,13 @@ type Job struct {
 	EvalBatch  int // samples per evaluation forward pass
 	Validation int // training samples held out as the validation split
 	// TestFraction and SplitSeed hold out a test split of a user's files
-	// that have no test file (data.Split).
+	// that have no test file (data.FileOptions).
 	TestFraction float64
 	SplitSeed    uint64
-	Threads      int // compute threads; 0: all cores
+	// ImageSize brings every image of an image folder to [rows, cols]
+	// (data.FileOptions).
+	ImageSize []int
+	Threads   int // compute threads; 0: all cores
 	// ClassBalance weighs each class's cross-entropy by N/(classes·its
 	// training samples).
 	ClassBalance bool
@@ -303,6 +306,7 @@ var jobSection = section[Job]{name: "job", doc: "The recipe's one block, labelle
 	{name: "validation", doc: "Training samples held out as the validation split (the last ones of the training set; `kjv` holds out its own books instead).", at: func(j *Job) any { return &j.Validation }, def: 5000, hi: 1 << 30}, // below the training set's size (the plan checks)
 	{name: "test_fraction", doc: "Your own files (`csv`, `npy`, `images`, `arrow`, `parquet`) without a test file: the fraction of the training file's samples held out as the test split, drawn by `split_seed` (0: the folder must hold a test file). The model file records it, so that `lathe eval` scores the same samples.", at: func(j *Job) any { return &j.TestFraction }, hi: 0.9, omit: func(j *Job) bool { return j.TestFraction == 0 }},
 	{name: "split_seed", doc: "Draws the samples `test_fraction` holds out — kept apart from `seed`, so that runs of several seeds are scored on the same test split.", at: func(j *Job) any { return &j.SplitSeed }, def: uint64(1), hi: math.MaxInt32, omit: func(j *Job) bool { return j.TestFraction == 0 }},
+	{name: "image_size", doc: "`images`: the size `[rows, cols]` every image is brought to — scaled to cover it, the centre cropped (torchvision's Resize then CenterCrop) — where the folders' images differ in size or are larger than the network's input. Empty: all of one size already.", at: func(j *Job) any { return &j.ImageSize }, lo: 1, hi: 4096, omit: func(j *Job) bool { return len(j.ImageSize) == 0 }},
 	{name: "class_balance", doc: "Weigh each class's term of the training loss by N/(classes × its training samples), so that every class counts alike (for sets whose classes differ in size, as `langid`'s languages do); with `distill`, both terms of each sample are weighed so.", at: func(j *Job) any { return &j.ClassBalance }, omit: func(j *Job) bool { return !j.ClassBalance }},
 	{name: "threads", doc: "Compute threads; 0: every core (`--threads` overrides).", at: func(j *Job) any { return &j.Threads }, hi: 1024},
 }}

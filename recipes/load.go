@@ -478,6 +478,7 @@ func (d *decoder) checkJob(j *Job) {
 		}
 		j.Validation = 0
 	}
+	d.imageSize(j)
 	if cl := j.KMeans; cl != nil {
 		r := d.rangeOf("cluster")
 		switch {
@@ -804,6 +805,13 @@ func (d *decoder) modelFile(b *hcl.Block, m *Model) {
 // normalization checks a model block's mean and std: given together, as
 // many of each, every deviation above 0 (the dataset's channels are the
 // run's to check).
+// imageSize checks image_size: a row count and a column count.
+func (d *decoder) imageSize(j *Job) {
+	if n := len(j.ImageSize); n != 0 && n != 2 {
+		d.errorf(d.rangeOf("image_size"), "invalid image_size", "image_size has %d values: give [rows, cols]", n)
+	}
+}
+
 func (d *decoder) normalization(prefix string, m *Model) {
 	switch {
 	case len(m.Mean) != len(m.Std):

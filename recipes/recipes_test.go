@@ -119,6 +119,7 @@ func TestRecipeMistakes(t *testing.T) {
 		{"no_decay kind", strings.Replace(base, "lr = 0.1", "lr = 0.1\n    no_decay = [\"bias\", \"embeddings\"]", 1), nil, `r.hcl:15,16: unknown value; optimizer.no_decay holds "embeddings"; allowed: bias, norm`},
 		{"mean without std", strings.Replace(base, `arch = "lenet300"`, "arch = \"lenet300\"\n    mean = [0.5]", 1), nil, "r.hcl:12,12: invalid input normalization; model.mean has 1 values and model.std 0"},
 		{"std zero", strings.Replace(base, `arch = "lenet300"`, "arch = \"lenet300\"\n    mean = [0.5, 0.5]\n    std = [0.5, 0]", 1), nil, "r.hcl:13,11: invalid input normalization; model.std [0.5 0]: every deviation must be above 0"},
+		{"image_size of one value", strings.Replace(base, "  model {", "  image_size = [28]\n  model {", 1), nil, "r.hcl:10,16: invalid image_size; image_size has 1 values: give [rows, cols]"},
 		{"thin inside a window", withBlock("prune \"structured\" {\n    layers = [\"fc1\"]\n    target = 0.5\n    to_epoch = 2\n  }\n  thin {\n    at_epoch = 2\n  }"), nil, "r.hcl:16,16: invalid window; thin.at_epoch = 2 is not after prune.0's window"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -291,6 +292,7 @@ func TestEveryFieldRoundTrips(t *testing.T) {
   data_dir = "/srv/table"
   test_fraction = 0.2
   split_seed = 5
+  image_size = [32, 24]
   model {
     arch = "lenet300"
   }

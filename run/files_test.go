@@ -96,7 +96,7 @@ func TestUserCSV(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, test, err := data.LoadWith("csv", one, st.Split)
+	_, test, err := data.LoadWith("csv", one, st.Files)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,8 +108,8 @@ func TestUserCSV(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Split != (data.Split{TestFraction: 0.2, Seed: 3}) || test.Len() != 80 || sum.TestAccuracy < 0.75 || acc != sum.TestAccuracy {
-		t.Errorf("held out: split %+v, %d test samples, the run's accuracy %v, the runtime's on the recorded split %v", st.Split, test.Len(), sum.TestAccuracy, acc)
+	if st.Files != (data.FileOptions{TestFraction: 0.2, Seed: 3}) || test.Len() != 80 || sum.TestAccuracy < 0.75 || acc != sum.TestAccuracy {
+		t.Errorf("held out: split %+v, %d test samples, the run's accuracy %v, the runtime's on the recorded split %v", st.Files, test.Len(), sum.TestAccuracy, acc)
 	}
 	// Augmenting a table is refused, naming the field.
 	bad := strings.Replace(userRecipe("csv", dir), "  model {", "  augment {\n    shift = 2\n  }\n  model {", 1)

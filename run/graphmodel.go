@@ -169,7 +169,7 @@ func postTraining(job *recipes.Job, f *checkpoint.File) (*checkpoint.File, error
 	if c, ok := postTrained.Load(key); ok {
 		return c.(*checkpoint.File), nil
 	}
-	train, _, err := data.LoadWith(job.Dataset, job.DataDir, splitOf(job))
+	train, _, err := data.LoadWith(job.Dataset, job.DataDir, filesOf(job))
 	if err != nil {
 		return nil, err
 	}

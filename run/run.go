@@ -84,7 +84,7 @@ func runDir(job *recipes.Job, opts Options) string {
 // training set's last samples, or the set's own text); val is nil when
 // it is empty. info describes the whole training set.
 func splits(job *recipes.Job) (train, val, test *data.Set, info data.Info, err error) {
-	train, val, test, err = data.LoadSplits(job.Dataset, job.DataDir, splitOf(job))
+	train, val, test, err = data.LoadSplits(job.Dataset, job.DataDir, filesOf(job))
 	if err != nil {
 		return nil, nil, nil, info, job.Errorf("dataset", "%v", err)
 	}
@@ -510,7 +510,7 @@ func (st *jobRun) finish(res *trainer.Result, tr *trainer.Trainer, resume *train
 		}
 	}
 	sum.MACs, sum.DenseMACs = final.Net.MACs(), tr.Model().Net.MACs()
-	mf, err := rundir.ExportModel(final, job.Name, job.Dataset, splitOf(job))
+	mf, err := rundir.ExportModel(final, job.Name, job.Dataset, filesOf(job))
 	if err != nil {
 		return nil, err
 	}
@@ -624,7 +624,7 @@ func trainTeachers(ctx context.Context, job *recipes.Job, dir string, opts Optio
 				return nil, nil, fmt.Errorf("run: teacher: %w", err)
 			}
 		}
-		f, err := rundir.ExportModel(tm, tj.Name, tj.Dataset, splitOf(tj))
+		f, err := rundir.ExportModel(tm, tj.Name, tj.Dataset, filesOf(tj))
 		if err != nil {
 			return nil, nil, err
 		}
@@ -701,7 +701,7 @@ func teacherJob(job *recipes.Job, k int) *recipes.Job {
 	if job.Teacher.Count > 1 {
 		name = fmt.Sprintf("%s-teacher-%d", job.Name, k+1)
 	}
-	tj := &recipes.Job{Name: name, Dataset: job.Dataset, DataDir: job.DataDir, TestFraction: job.TestFraction, SplitSeed: job.SplitSeed, Seed: job.Seed + uint64(k), Epochs: job.Teacher.Epochs,
+	tj := &recipes.Job{Name: name, Dataset: job.Dataset, DataDir: job.DataDir, TestFraction: job.TestFraction, SplitSeed: job.SplitSeed, ImageSize: job.ImageSize, Seed: job.Seed + uint64(k), Epochs: job.Teacher.Epochs,
 		Batch: job.Batch, EvalBatch: job.EvalBatch, Validation: job.Validation, ClassBalance: job.ClassBalance, Threads: job.Threads,
 		Augment: job.Augment, Model: job.Teacher.Model, Optimizer: job.Optimizer, File: job.File, Ranges: job.Ranges, Checkpoint: job.Checkpoint,
 		Variables: job.Variables}

@@ -106,7 +106,7 @@ func (c *splitCache) get(job *recipes.Job, dataDir string, objects []string, fil
 		return nil, nil, err
 	}
 	defer cleanup()
-	if train, _, err = data.LoadWith(job.Dataset, dir, splitOf(job)); err != nil {
+	if train, _, err = data.LoadWith(job.Dataset, dir, filesOf(job)); err != nil {
 		return nil, nil, err
 	}
 	if train, val, err = data.SplitValidation(train, job.Validation); err != nil {
@@ -334,7 +334,7 @@ type sensitivityResult struct {
 // cells, one task each, from a model file of the weights as they are now
 // (tasks for the unpruned weights first: the baseline).
 func clusterSensitivity(ctx context.Context, job *recipes.Job, opts Options, m *model.Model, cells []trainer.SensitivityRow, log hclog.Logger) (float64, []float64, error) {
-	mf, err := rundir.ExportModel(m, job.Name+"-sensitivity", job.Dataset, splitOf(job))
+	mf, err := rundir.ExportModel(m, job.Name+"-sensitivity", job.Dataset, filesOf(job))
 	if err != nil {
 		return 0, nil, err
 	}

@@ -25,7 +25,7 @@ type ModelState struct {
 	// Split is how the dataset's test split was held out of a user's files
 	// without a test file (none otherwise), so that eval scores the same
 	// samples.
-	Split data.Split `json:"split,omitzero"`
+	Files data.FileOptions `json:"files,omitzero"`
 	// Activations holds, per layer, the quantization of its output (the
 	// frozen observer's range is the tensor "act/<layer>").
 	Activations map[string]model.QuantSpec `json:"activations,omitempty"`
@@ -42,7 +42,7 @@ type ModelState struct {
 // (Model.Fold) is stored folded (Model.FoldBatchNorms): the codes are
 // those of the folded weights. The file records the dataset it was trained
 // on and, for a user's files, how their test split was held out.
-func ExportModel(m *model.Model, job, dataset string, split data.Split) (*checkpoint.File, error) {
+func ExportModel(m *model.Model, job, dataset string, files data.FileOptions) (*checkpoint.File, error) {
 	if len(m.Fold) > 0 {
 		fm, err := m.FoldBatchNorms()
 		if err != nil {
@@ -55,7 +55,7 @@ func ExportModel(m *model.Model, job, dataset string, split data.Split) (*checkp
 	// quantized weight's width is in its tensor).
 	spec := m.Spec
 	spec.Dropout, spec.InputDropout, spec.Init = 0, 0, ""
-	st := ModelState{Spec: spec, Input: m.Input, Dataset: dataset, Split: split, Table: graph.NewTable(m.Net)}
+	st := ModelState{Spec: spec, Input: m.Input, Dataset: dataset, Files: files, Table: graph.NewTable(m.Net)}
 	f := &checkpoint.File{Kind: checkpoint.KindModel, Job: job, Version: Version}
 	for _, p := range m.Params {
 		t := &checkpoint.Tensor{Name: p.Name, Role: checkpoint.RoleParam, Shape: slices.Clone(p.Shape), Data: p.Data()}

@@ -20,7 +20,7 @@ func TestModelFileTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := ExportModel(m, "t", "mnist", data.Split{})
+	f, err := ExportModel(m, "t", "mnist", data.FileOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +40,7 @@ func TestModelFileTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cf, err := ExportModel(custom, "t", "mnist", data.Split{})
+	cf, err := ExportModel(custom, "t", "mnist", data.FileOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -62,7 +62,7 @@ func Example() {
 	fmt.Printf("fc1 %.0f %% zero, test accuracy over 85 %%: %v\n", 100*m.Layers()[0].Sparsity, res.TestAccuracy > 0.85)
 
 	// The model file, and the inference runtime on it.
-	f, err := rundir.ExportModel(m, "example", "mnist", data.Split{})
+	f, err := rundir.ExportModel(m, "example", "mnist", data.FileOptions{})
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -48,9 +48,9 @@ func loadModelAndData(path, dataset, dataDir string) (*modelAndData, error) {
 	if ds == "" {
 		return nil, fmt.Errorf("%s names no dataset (an imported model): pass --dataset", path)
 	}
-	var sp data.Split
+	var sp data.FileOptions
 	if ds == st.Dataset {
-		sp = st.Split
+		sp = st.Files
 	}
 	train, test, err := data.LoadWith(ds, dataDir, sp)
 	if err != nil {

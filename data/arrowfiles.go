@@ -3,6 +3,7 @@ package data
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -21,11 +22,10 @@ import (
 // label column ("label", integer class numbers) and either a feature column
 // of fixed-size lists ("features": uint8 pixels, scaled by 1/255, or
 // float32/float64 values as they are; its field metadata "shape" = "H,W"
-// or "C,H,W" — channels first — makes them images) or, without one, every
-// other numeric column as one feature.
+// or "C,H,W" — channels first — makes them images, as does Arrow's
+// fixed-shape tensor extension type) or, without one, every other numeric
+// column as one feature.
 
-// loadTablePair reads train.EXT and test.EXT of an Arrow or Parquet
-// dataset.
 // loadTable reads one split's table, SPLIT.arrow or SPLIT.parquet.
 func loadTable(format, dir, split string) (*Set, error) {
 	path := filepath.Join(dir, split+"."+format)
@@ -103,19 +103,28 @@ func tableSet(schema *arrow.Schema, recs []arrow.RecordBatch) (*Set, error) {
 	}
 	s := &Set{Rows: 1}
 	var cols []int // numeric feature columns, when there is no features column
+	nhwc := false  // a tensor column's pixels are already NHWC
 	if feat >= 0 {
 		f := schema.Field(feat)
-		l, ok := f.Type.(*arrow.FixedSizeListType)
+		typ, tensor, isTensor := tensorColumn(f)
+		l, ok := typ.(*arrow.FixedSizeListType)
 		if !ok {
 			return nil, fmt.Errorf("column features is %s; want fixed-size lists", f.Type)
 		}
 		s.Cols = int(l.Len())
-		if sh, ok := f.Metadata.GetValue("shape"); ok {
+		if sh, ok := f.Metadata.GetValue("shape"); ok && !isTensor {
 			dims, err := parseShape(sh, s.Cols)
 			if err != nil {
 				return nil, fmt.Errorf("column features: %w", err)
 			}
 			s.Channels, s.Rows, s.Cols = dims[0], dims[1], dims[2]
+		}
+		if isTensor {
+			dims, last, err := tensorShape(tensor, s.Cols)
+			if err != nil {
+				return nil, fmt.Errorf("column features (arrow.fixed_shape_tensor): %w", err)
+			}
+			s.Channels, s.Rows, s.Cols, nhwc = dims[0], dims[1], dims[2], last
 		}
 		switch l.Elem().ID() {
 		case arrow.UINT8:
@@ -163,7 +172,7 @@ func tableSet(schema *arrow.Schema, recs []arrow.RecordBatch) (*Set, error) {
 	if s.Len() == 0 {
 		return nil, fmt.Errorf("no rows")
 	}
-	if s.Channels > 1 {
+	if s.Channels > 1 && !nhwc {
 		if s.Floats != nil {
 			s.Floats = channelsLast(s.Floats, s.Len(), s.Channels, s.Features())
 		} else {
@@ -179,6 +188,60 @@ func names(schema *arrow.Schema) string {
 		out = append(out, f.Name)
 	}
 	return strings.Join(out, ", ")
+}
+
+// tensorColumn recognizes Arrow's fixed-shape tensor extension
+// (arrow.fixed_shape_tensor) on a column — as a registered extension type
+// or, as a reader that does not know it leaves it, the storage type with
+// the extension's name and metadata on the field — and returns the
+// storage type and the extension's metadata.
+func tensorColumn(f arrow.Field) (storage arrow.DataType, meta string, ok bool) {
+	const name = "arrow.fixed_shape_tensor"
+	if ext, isExt := f.Type.(arrow.ExtensionType); isExt {
+		return ext.StorageType(), ext.Serialize(), ext.ExtensionName() == name
+	}
+	if n, _ := f.Metadata.GetValue("ARROW:extension:name"); n == name {
+		meta, _ = f.Metadata.GetValue("ARROW:extension:metadata")
+		return f.Type, meta, true
+	}
+	return f.Type, "", false
+}
+
+// tensorShape reads a fixed-shape tensor's metadata ({"shape": [...],
+// "dim_names": [...], "permutation": [...]}) for tensors of n values: [H,
+// W] (grey), [C, H, W] (channels first, PyTorch's order) or, where the
+// last dimension is named C, [H, W, C] (last says so). A permutation
+// other than the identity is refused.
+func tensorShape(meta string, n int) (dims [3]int, last bool, err error) {
+	var m struct {
+		Shape       []int    `json:"shape"`
+		DimNames    []string `json:"dim_names"`
+		Permutation []int    `json:"permutation"`
+	}
+	if err := json.Unmarshal([]byte(meta), &m); err != nil {
+		return dims, false, fmt.Errorf("metadata %q: %w", meta, err)
+	}
+	for i, p := range m.Permutation {
+		if p != i {
+			return dims, false, fmt.Errorf("permutation %v: lathe reads tensors stored in their logical order", m.Permutation)
+		}
+	}
+	size := 1
+	for _, d := range m.Shape {
+		if d <= 0 {
+			return dims, false, fmt.Errorf("shape %v", m.Shape)
+		}
+		size *= d
+	}
+	switch {
+	case size != n || len(m.Shape) < 2 || len(m.Shape) > 3:
+		return dims, false, fmt.Errorf("shape %v for lists of %d values: want [H, W], [C, H, W] or [H, W, C]", m.Shape, n)
+	case len(m.Shape) == 2:
+		return [3]int{1, m.Shape[0], m.Shape[1]}, false, nil
+	case len(m.DimNames) == 3 && strings.EqualFold(m.DimNames[2], "C"):
+		return [3]int{m.Shape[2], m.Shape[0], m.Shape[1]}, true, nil
+	}
+	return [3]int{m.Shape[0], m.Shape[1], m.Shape[2]}, false, nil
 }
 
 // parseShape reads "H,W" or "C,H,W" holding n values.
@@ -218,6 +281,9 @@ func (s *Set) addLabels(col arrow.Array, row int) error {
 
 // addList appends a fixed-size list column's values.
 func (s *Set) addList(col arrow.Array, row int) error {
+	if e, ok := col.(array.ExtensionArray); ok { // a registered tensor type
+		col = e.Storage()
+	}
 	l := col.(*array.FixedSizeList)
 	vals := l.ListValues()
 	w := s.Features()

@@ -96,23 +96,41 @@ func importCmd(args []string, stdout, stderr io.Writer) error {
 	if err := checkpoint.Write(*out, m.File); err != nil {
 		return err
 	}
+	fmt.Fprintf(stdout, "%s (opset %d, %s) → %s: %s, %d bytes\n", path, m.Opset, m.Producer, *out, networkSummary(m.Net), m.File.Bytes)
+	return nil
+}
+
+// networkSummary describes a network in a line or two: its layers by kind,
+// parameters, input, classes, and what it does to its input and output.
+func networkSummary(net graph.Network) string {
 	kinds := map[graph.Kind]int{}
-	for _, l := range m.Net.Layers {
+	var order []graph.Kind
+	var acts []string
+	for _, l := range net.Layers {
+		if kinds[l.Kind] == 0 {
+			order = append(order, l.Kind)
+		}
 		kinds[l.Kind]++
-	}
-	var parts []string
-	for _, k := range []graph.Kind{graph.Conv, graph.BatchNorm, graph.Linear, graph.Add, graph.MaxPool, graph.AvgPool, graph.GlobalAvgPool, graph.Flatten} {
-		if kinds[k] > 0 {
-			parts = append(parts, fmt.Sprintf("%d %s", kinds[k], k))
+		if l.Act != "" && l.Act != graph.Identity && !slices.Contains(acts, string(l.Act)) {
+			acts = append(acts, string(l.Act))
 		}
 	}
-	in := m.Net.Input
-	fmt.Fprintf(stdout, "%s (opset %d, %s) → %s: %d layers (%s), %d parameters, input %dx%dx%d (C×H×W), %d classes, %d bytes\n",
-		path, m.Opset, m.Producer, *out, len(m.Net.Layers), strings.Join(parts, ", "), m.Net.NumParams(), in.C, in.H, in.W, m.Net.Classes, m.File.Bytes)
-	if z := m.Net.Normalize; z != nil {
-		fmt.Fprintf(stdout, "input normalized: (x − %v) / %v per channel, x = pixel/255\n", z.Mean, z.Std)
+	var parts []string
+	for _, k := range order {
+		parts = append(parts, fmt.Sprintf("%d %s", kinds[k], k))
 	}
-	return nil
+	in := net.Input
+	s := fmt.Sprintf("%d layers (%s), %d parameters, input %dx%dx%d (C×H×W), %d classes", len(net.Layers), strings.Join(parts, ", "), net.NumParams(), in.C, in.H, in.W, net.Classes)
+	if len(acts) > 0 {
+		s += ", activations " + strings.Join(acts, ", ")
+	}
+	if net.Softmax {
+		s += "; the output is the classes' softmax"
+	}
+	if z := net.Normalize; z != nil {
+		s += fmt.Sprintf("\ninput normalized: (x − %v) / %v per channel, x = pixel/255", z.Mean, z.Std)
+	}
+	return s
 }
 
 // floatList parses comma-separated numbers.

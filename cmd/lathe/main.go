@@ -28,6 +28,7 @@ import (
 	"github.com/lathe-ml/lathe/infer"
 	"github.com/lathe-ml/lathe/recipes"
 	"github.com/lathe-ml/lathe/run"
+	"github.com/lathe-ml/lathe/rundir"
 	"github.com/lathe-ml/lathe/trainer"
 )
 
@@ -140,7 +141,23 @@ func inspect(args []string, stdout, stderr io.Writer) error {
 	if *asJSON {
 		return writeJSON(stdout, in)
 	}
-	fmt.Fprintf(stdout, "%s: %s file of job %q (format %d, lathe %s)\n\n", path, in.Kind, in.Job, in.FormatVersion, in.LatheVersion)
+	fmt.Fprintf(stdout, "%s: %s file of job %q (format %d, lathe %s)\n", path, in.Kind, in.Job, in.FormatVersion, in.LatheVersion)
+	if f.Kind == checkpoint.KindModel {
+		if m, st, err := rundir.LoadModel(f); err == nil {
+			fmt.Fprintln(stdout, networkSummary(m.Net))
+			if st.Dataset != "" {
+				fmt.Fprintf(stdout, "dataset %s", st.Dataset)
+				if fo := st.Files; fo.TestFraction > 0 {
+					fmt.Fprintf(stdout, ", its test split %g of the training file (split seed %d)", fo.TestFraction, fo.Seed)
+				}
+				if fo := st.Files; fo.ImageSize != [2]int{} {
+					fmt.Fprintf(stdout, ", images brought to %d×%d", fo.ImageSize[0], fo.ImageSize[1])
+				}
+				fmt.Fprintln(stdout)
+			}
+		}
+	}
+	fmt.Fprintln(stdout)
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "name\trole\tshape\tencoding\tindex\tvalues\tsparsity\tbits\tbytes\t")
 	for _, t := range in.Tensors {

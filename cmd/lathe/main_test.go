@@ -256,8 +256,12 @@ func TestImport(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "cnn.arrow")
 	code, stdout, stderr := runLathe(t, "import", "../../onnx/testdata/mnist_cnn.op17.onnx", "-o", out, "--dataset", "mnist")
-	if code != 0 || !strings.Contains(stdout, "2 conv, 2 batchnorm, 1 linear, 1 global_avgpool") || !strings.Contains(stdout, "10 classes") {
+	if code != 0 || !strings.Contains(stdout, "6 layers (2 conv, 2 batchnorm, 1 global_avgpool, 1 linear)") || !strings.Contains(stdout, "10 classes") {
 		t.Fatalf("import: code %d\n%s%s", code, stdout, stderr)
+	}
+	// inspect describes the network with its tensors.
+	if code, stdout, _ := runLathe(t, "inspect", out); code != 0 || !strings.Contains(stdout, "6 layers (2 conv, 2 batchnorm, 1 global_avgpool, 1 linear), 438 parameters") || !strings.Contains(stdout, "dataset mnist") {
+		t.Errorf("inspect: code %d\n%s", code, stdout)
 	}
 	var fromFile, fromONNX Evaluation
 	for _, c := range []struct {

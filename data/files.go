@@ -57,6 +57,50 @@ type FileOptions struct {
 	ImageSize    [2]int  `json:"image_size,omitzero"`
 }
 
+// FilesIn lists the files of a user's dataset in dir that LoadFiles
+// reads, relative to dir (slash-separated): what a cluster ships to its
+// workers.
+func FilesIn(format, dir string) ([]string, error) {
+	if !IsFiles(format) {
+		return nil, fmt.Errorf("data: %s is not a format of your own files (%s)", format, strings.Join(FileFormats, ", "))
+	}
+	var out []string
+	for _, split := range []string{"train", "test"} {
+		var names []string
+		switch format {
+		case "csv":
+			names = []string{split + ".csv"}
+		case "npy":
+			names = []string{split + "_x.npy", split + "_y.npy"}
+		case "arrow", "parquet":
+			names = []string{split + "." + format}
+		case "images":
+			err := filepath.WalkDir(filepath.Join(dir, split), func(p string, d os.DirEntry, err error) error {
+				if err != nil {
+					return err
+				}
+				if ext := strings.ToLower(filepath.Ext(p)); d.Type().IsRegular() && (ext == ".png" || ext == ".jpg" || ext == ".jpeg") {
+					rel, err := filepath.Rel(dir, p)
+					names = append(names, filepath.ToSlash(rel))
+					return err
+				}
+				return nil
+			})
+			if err != nil && !(split == "test" && errors.Is(err, os.ErrNotExist)) {
+				return nil, fmt.Errorf("data: %w", err)
+			}
+		}
+		for _, n := range names {
+			if _, err := os.Stat(filepath.Join(dir, n)); err == nil {
+				out = append(out, n)
+			} else if split == "train" {
+				return nil, fmt.Errorf("data: %w", err)
+			}
+		}
+	}
+	return out, nil
+}
+
 // testFile is where a format keeps its test split in dir.
 func testFile(format, dir string) string {
 	switch format {

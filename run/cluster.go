@@ -1,10 +1,10 @@
 package run
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 
@@ -48,18 +48,24 @@ func teacherObjects(job *recipes.Job, teachers []*model.Model) (*storeFiles, err
 // datasetObjects adds the dataset's files (from dataDir, or where it is
 // installed) to files as store objects and returns their names.
 func datasetObjects(job *recipes.Job, dataDir string, files map[string][]byte) ([]string, error) {
-	if data.IsText(job.Dataset) || data.IsFiles(job.Dataset) {
-		return nil, job.Errorf("dataset", "a cluster ships the image sets' IDX files to its workers; text datasets and your own files are not shipped yet: run %s without workers", job.Dataset)
+	if data.IsText(job.Dataset) {
+		return nil, job.Errorf("dataset", "a cluster ships the image sets' IDX files and your own files to its workers; text datasets are not shipped yet: run %s without workers", job.Dataset)
 	}
-	dir := dataDir
-	if dir == "" {
-		var err error
+	dir, list := dataDir, data.Files()
+	var err error
+	switch {
+	case data.IsFiles(job.Dataset):
+		dir = cmp.Or(dataDir, job.DataDir)
+		if list, err = data.FilesIn(job.Dataset, dir); err != nil {
+			return nil, fmt.Errorf("run: the dataset to send the workers: %w", err)
+		}
+	case dir == "":
 		if dir, err = data.DefaultDir(job.Dataset); err != nil {
 			return nil, err
 		}
 	}
 	var names []string
-	for _, f := range data.Files() {
+	for _, f := range list {
 		b, err := os.ReadFile(filepath.Join(dir, f))
 		if err != nil {
 			return nil, fmt.Errorf("run: the dataset to send the workers: %w", err)
@@ -124,7 +130,19 @@ func datasetDir(dataDir string, objects []string, files map[string][]byte, log h
 		return "", nil, fmt.Errorf("run: %w", err)
 	}
 	for _, n := range objects {
-		if err := os.WriteFile(filepath.Join(tmp, path.Base(n)), files[n], 0o644); err != nil {
+		// The object's path below "<job>.data/": a file name, or a path in
+		// an image folder — never outside the directory.
+		_, rel, _ := strings.Cut(n, ".data/")
+		p := filepath.FromSlash(rel)
+		if !filepath.IsLocal(p) {
+			os.RemoveAll(tmp)
+			return "", nil, fmt.Errorf("run: dataset object %q is not a path inside the dataset", n)
+		}
+		err := os.MkdirAll(filepath.Dir(filepath.Join(tmp, p)), 0o755)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(tmp, p), files[n], 0o644)
+		}
+		if err != nil {
 			os.RemoveAll(tmp)
 			return "", nil, fmt.Errorf("run: %w", err)
 		}

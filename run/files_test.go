@@ -6,6 +6,7 @@ import (
 	"image"
 	"image/color"
 	"image/png"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -124,29 +125,7 @@ func TestUserCSV(t *testing.T) {
 // is lit); the model file holds 3-channel inputs.
 func TestUserImages(t *testing.T) {
 	dir := t.TempDir()
-	r := rand.New(rand.NewPCG(5, 6))
-	for _, split := range []struct {
-		name string
-		n    int
-	}{{"train", 120}, {"test", 30}} {
-		for i := range split.n {
-			class := i % 3
-			img := image.NewRGBA(image.Rect(0, 0, 4, 4))
-			for p := range 16 {
-				v := [3]uint8{uint8(r.IntN(60)), uint8(r.IntN(60)), uint8(r.IntN(60))}
-				v[class] += 150
-				img.Set(p%4, p/4, color.RGBA{v[0], v[1], v[2], 255})
-			}
-			path := filepath.Join(dir, split.name, []string{"red", "green", "blue"}[class], fmt.Sprintf("%03d.png", i))
-			os.MkdirAll(filepath.Dir(path), 0o755)
-			f, err := os.Create(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			png.Encode(f, img)
-			f.Close()
-		}
-	}
+	writeImageFolders(t, dir)
 	j, err := recipes.Parse([]byte(userRecipe("images", dir)), "user.hcl", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -166,5 +145,96 @@ func TestUserImages(t *testing.T) {
 	}
 	if sum.TestAccuracy < 0.9 || st.Input.Channels != 3 || st.Input.Rows != 4 || st.Input.Classes != 3 {
 		t.Errorf("RGB folders: test accuracy %v, input %+v", sum.TestAccuracy, st.Input)
+	}
+}
+
+// writeImageFolders writes train/ and test/ folders of 4×4 RGB PNGs in
+// three classes (red, green, blue: the lit channel).
+func writeImageFolders(t *testing.T, dir string) {
+	t.Helper()
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, split := range []struct {
+		name string
+		n    int
+	}{{"train", 120}, {"test", 30}} {
+		for i := range split.n {
+			class := i % 3
+			img := image.NewRGBA(image.Rect(0, 0, 4, 4))
+			for p := range 16 {
+				v := [3]uint8{uint8(r.IntN(60)), uint8(r.IntN(60)), uint8(r.IntN(60))}
+				v[class] += 150
+				img.Set(p%4, p/4, color.RGBA{v[0], v[1], v[2], 255})
+			}
+			path := filepath.Join(dir, split.name, []string{"red", "green", "blue"}[class], fmt.Sprintf("%03d.png", i))
+			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.Create(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := png.Encode(f, img); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+		}
+	}
+}
+
+// TestClusterShipsYourFiles: a cluster sends the user's files — an image
+// folder's tree, a CSV table without its test file (test_fraction) — to
+// its workers, which have no copy: the job trains on one worker and on two
+// to the same weights, and scores what a run without workers scores.
+func TestClusterShipsYourFiles(t *testing.T) {
+	imgs, table := t.TempDir(), t.TempDir()
+	writeImageFolders(t, imgs)
+	var b strings.Builder
+	b.WriteString("x1,x2,label\n")
+	r := rand.New(rand.NewPCG(7, 8))
+	for range 300 {
+		x1, x2 := r.NormFloat64(), r.NormFloat64()
+		label := 0
+		if x1 > x2 {
+			label = 1
+		}
+		fmt.Fprintf(&b, "%.4f,%.4f,%d\n", x1, x2, label)
+	}
+	if err := os.WriteFile(filepath.Join(table, "train.csv"), []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, src := range []string{
+		userRecipe("images", imgs),
+		strings.Replace(userRecipe("csv", table), "  validation = 40", "  validation = 40\n  test_fraction = 0.2", 1),
+	} {
+		j, err := recipes.Parse([]byte(src), "user.hcl", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		local, err := Execute(context.Background(), j, Options{RunDir: t.TempDir(), Threads: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var digests []string
+		for _, workers := range []int{1, 2} {
+			tc := startCluster(t, workers)
+			ctx, cancel := context.WithTimeout(context.Background(), clusterTimeout)
+			if err := tc.coord.WaitWorkers(ctx, workers); err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			sum, err := Execute(ctx, j, Options{RunDir: dir, Cluster: tc.coord, Logger: testLog("run")})
+			cancel()
+			if err != nil {
+				dumpCluster(t)
+				t.Fatalf("%s, %d workers: %v", j.Dataset, workers, err)
+			}
+			if sum.Cluster == nil || sum.Cluster.Workers != workers || math.Abs(sum.TestAccuracy-local.TestAccuracy) > 0.05 {
+				t.Errorf("%s, %d workers: cluster %+v, test accuracy %v (without workers %v)", j.Dataset, workers, sum.Cluster, sum.TestAccuracy, local.TestAccuracy)
+			}
+			digests = append(digests, weightsDigest(t, filepath.Join(dir, rundir.ModelFile)))
+		}
+		if digests[0] != digests[1] {
+			t.Errorf("%s: one worker's weights %s, two workers' %s", j.Dataset, digests[0], digests[1])
+		}
 	}
 }

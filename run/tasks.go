@@ -89,7 +89,7 @@ type splitCache struct {
 // coordinator's dataset objects.
 func (c *splitCache) get(job *recipes.Job, dataDir string, objects []string, files map[string][]byte, log hclog.Logger) (train, val *data.Set, err error) {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s %d %s\n", job.Dataset, job.Validation, dataDir)
+	fmt.Fprintf(h, "%s %d %s %+v\n", job.Dataset, job.Validation, dataDir, filesOf(job))
 	if dataDir == "" {
 		for _, n := range objects {
 			h.Write(files[n])

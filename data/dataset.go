@@ -68,12 +68,17 @@ var Datasets = []string{"mnist", "fashion-mnist", "langid", "text", "kjv", "csv"
 func IsText(name string) bool { return name == "langid" || name == "text" || name == "kjv" }
 
 // OwnValidation says whether a dataset holds out its own validation split
-// (kjv: Proverbs and Romans; a text file: its second-last tenth) rather
-// than the training set's last samples.
+// (kjv: Proverbs and Romans; a text file: its second-last tenth; a user's
+// folder with a validation file: that file) rather than the training
+// set's last samples.
 func OwnValidation(name, dir string) bool {
-	if name == "text" && dir != "" {
+	switch {
+	case name == "text" && dir != "":
 		fi, err := os.Stat(dir)
 		return err == nil && fi.Mode().IsRegular()
+	case IsFiles(name) && dir != "":
+		_, err := os.Stat(splitFile(name, dir, "val"))
+		return err == nil
 	}
 	return name == "kjv"
 }
@@ -194,6 +199,19 @@ func LoadSplits(name, dir string, opt FileOptions) (train, val, test *Set, err e
 	if !OwnValidation(name, dir) {
 		train, test, err = LoadWith(name, dir, opt)
 		return train, nil, test, err
+	}
+	if IsFiles(name) { // the folder's val file
+		if train, test, err = LoadWith(name, dir, opt); err != nil {
+			return nil, nil, nil, err
+		}
+		if val, err = loadFileSplit(name, dir, "val", train, opt.ImageSize); err != nil {
+			return nil, nil, nil, err
+		}
+		if val.Features() != train.Features() || val.Channels != train.Channels {
+			return nil, nil, nil, fmt.Errorf("data: %s: training samples of %d×%d×%d, validation samples of %d×%d×%d", dir, train.Channels, train.Rows, train.Cols, val.Channels, val.Rows, val.Cols)
+		}
+		val.Name, val.Classes, val.ClassNames = name+"/val", train.Classes, train.ClassNames
+		return train, val, test, nil
 	}
 	var c *Corpus
 	if name == "kjv" {

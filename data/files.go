@@ -65,7 +65,7 @@ func FilesIn(format, dir string) ([]string, error) {
 		return nil, fmt.Errorf("data: %s is not a format of your own files (%s)", format, strings.Join(FileFormats, ", "))
 	}
 	var out []string
-	for _, split := range []string{"train", "test"} {
+	for _, split := range []string{"train", "val", "test"} {
 		var names []string
 		switch format {
 		case "csv":
@@ -86,7 +86,7 @@ func FilesIn(format, dir string) ([]string, error) {
 				}
 				return nil
 			})
-			if err != nil && !(split == "test" && errors.Is(err, os.ErrNotExist)) {
+			if err != nil && !(split != "train" && errors.Is(err, os.ErrNotExist)) {
 				return nil, fmt.Errorf("data: %w", err)
 			}
 		}
@@ -101,18 +101,21 @@ func FilesIn(format, dir string) ([]string, error) {
 	return out, nil
 }
 
-// testFile is where a format keeps its test split in dir.
-func testFile(format, dir string) string {
+// splitFile is where a format keeps a split ("train", "val", "test") in
+// dir: what says the split is there.
+func splitFile(format, dir, split string) string {
 	switch format {
 	case "csv":
-		return filepath.Join(dir, "test.csv")
+		return filepath.Join(dir, split+".csv")
 	case "npy":
-		return filepath.Join(dir, "test_x.npy")
+		return filepath.Join(dir, split+"_x.npy")
 	case "images":
-		return filepath.Join(dir, "test")
+		return filepath.Join(dir, split)
 	}
-	return filepath.Join(dir, "test."+format) // arrow, parquet
+	return filepath.Join(dir, split+"."+format) // arrow, parquet
 }
+
+func testFile(format, dir string) string { return splitFile(format, dir, "test") }
 
 // LoadFiles reads a user's training and test sets from dir: the test set
 // from its test file, or — where there is none and opt says so — held out

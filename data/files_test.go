@@ -306,6 +306,34 @@ func TestHeldOutTestSplit(t *testing.T) {
 	}
 }
 
+// TestValidationFile: a folder with a val file holds out its own
+// validation split (OwnValidation), read like the others; a cluster ships
+// it (FilesIn).
+func TestValidationFile(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "train.csv"), "a,label\n1,0\n2,1\n3,0\n")
+	write(t, filepath.Join(dir, "test.csv"), "a,label\n4,1\n")
+	if OwnValidation("csv", dir) {
+		t.Fatal("a folder without val.csv holds out its own validation split")
+	}
+	write(t, filepath.Join(dir, "val.csv"), "a,label\n5,1\n6,0\n")
+	train, val, test, err := LoadSplits("csv", dir, FileOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !OwnValidation("csv", dir) || train.Len() != 3 || val == nil || val.Len() != 2 || test.Len() != 1 || val.Floats[0] != 5 || val.Classes != 2 {
+		t.Fatalf("train %d, val %+v, test %d", train.Len(), val, test.Len())
+	}
+	files, err := FilesIn("csv", dir)
+	if err != nil || strings.Join(files, " ") != "train.csv val.csv test.csv" {
+		t.Errorf("FilesIn: %v %v", files, err)
+	}
+	write(t, filepath.Join(dir, "val.csv"), "a,b,label\n5,5,1\n")
+	if _, _, _, err := LoadSplits("csv", dir, FileOptions{}); err == nil || !strings.Contains(err.Error(), "validation samples of") {
+		t.Errorf("a val file of another width: %v", err)
+	}
+}
+
 func keys(m map[string]string) []string {
 	var out []string
 	for k := range m {

@@ -22,6 +22,8 @@ import (
 	"github.com/zclconf/go-cty/cty/function"
 	"github.com/zclconf/go-cty/cty/function/stdlib"
 	"github.com/zclconf/go-cty/cty/gocty"
+
+	"github.com/lathe-ml/lathe/data"
 )
 
 // functions are what recipe expressions may call: floor(var.epochs / 3).
@@ -457,24 +459,18 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 	d.checkJob(j)
 }
 
-// checkJob makes the checks across blocks.
-// ownValidation says whether the job's dataset is a corpus that holds out
-// its own validation text: kjv, or text from one file.
-func ownValidation(j *Job) bool {
-	if j.Dataset == "text" && j.DataDir != "" {
-		fi, err := os.Stat(j.DataDir)
-		return err == nil && fi.Mode().IsRegular()
-	}
-	return j.Dataset == "kjv"
-}
+// ownValidation says whether the job's dataset holds out its own
+// validation split (data.OwnValidation).
+func ownValidation(j *Job) bool { return data.OwnValidation(j.Dataset, j.DataDir) }
 
+// checkJob makes the checks across blocks.
 func (d *decoder) checkJob(j *Job) {
 	if j.DataDir != "" && !filepath.IsAbs(j.DataDir) && d.filename != "" {
 		j.DataDir = filepath.Join(filepath.Dir(d.filename), j.DataDir)
 	}
 	if ownValidation(j) { // a corpus: its validation split is its own
 		if _, set := d.ranges["validation"]; set && j.Validation != 0 {
-			d.errorf(d.rangeOf("validation"), "invalid validation", "dataset %s holds out its own validation text (kjv: Proverbs and Romans; a file: its second-last tenth); leave validation out", j.Dataset)
+			d.errorf(d.rangeOf("validation"), "invalid validation", "dataset %s holds out its own validation split (kjv: Proverbs and Romans; a text file: its second-last tenth; your files: the folder's val file); leave validation out", j.Dataset)
 		}
 		j.Validation = 0
 	}

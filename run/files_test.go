@@ -238,3 +238,40 @@ func TestClusterShipsYourFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestUserValidationFile: a folder with val.csv is the run's validation
+// split (scored as such); a recipe that also asks for validation samples
+// is refused at that line.
+func TestUserValidationFile(t *testing.T) {
+	dir := t.TempDir()
+	r := rand.New(rand.NewPCG(9, 9))
+	for name, n := range map[string]int{"train.csv": 300, "val.csv": 60, "test.csv": 60} {
+		var b strings.Builder
+		b.WriteString("x1,x2,label\n")
+		for range n {
+			x1, x2 := r.NormFloat64(), r.NormFloat64()
+			label := 0
+			if x1+x2 > 0 {
+				label = 1
+			}
+			fmt.Fprintf(&b, "%.4f,%.4f,%d\n", x1, x2, label)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := recipes.Parse([]byte(userRecipe("csv", dir)), "user.hcl", nil); err == nil || !strings.Contains(err.Error(), "user.hcl:6,16") || !strings.Contains(err.Error(), "leave validation out") {
+		t.Fatalf("validation beside val.csv: %v", err)
+	}
+	j, err := recipes.Parse([]byte(strings.Replace(userRecipe("csv", dir), "  validation = 40\n", "", 1)), "user.hcl", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := Execute(context.Background(), j, Options{RunDir: t.TempDir(), Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.ValAccuracy < 0.8 || sum.TestAccuracy < 0.8 {
+		t.Errorf("validation %v, test %v", sum.ValAccuracy, sum.TestAccuracy)
+	}
+}

@@ -165,7 +165,7 @@ var postTrained sync.Map
 // bits in every process of a cluster).
 func postTraining(job *recipes.Job, f *checkpoint.File) (*checkpoint.File, error) {
 	p := job.PostTraining
-	key := fmt.Sprintf("%s %s %s %d %d %+v", f.SHA256, job.Dataset, job.DataDir, job.Validation, job.Seed, *p)
+	key := fmt.Sprintf("%s %s %s %d %d %+v %+v", f.SHA256, job.Dataset, job.DataDir, job.Validation, job.Seed, *p, filesOf(job))
 	if c, ok := postTrained.Load(key); ok {
 		return c.(*checkpoint.File), nil
 	}

@@ -106,11 +106,13 @@ func (c *splitCache) get(job *recipes.Job, dataDir string, objects []string, fil
 		return nil, nil, err
 	}
 	defer cleanup()
-	if train, _, err = data.LoadWith(job.Dataset, dir, filesOf(job)); err != nil {
+	if train, val, _, err = data.LoadSplits(job.Dataset, dir, filesOf(job)); err != nil {
 		return nil, nil, err
 	}
-	if train, val, err = data.SplitValidation(train, job.Validation); err != nil {
-		return nil, nil, err
+	if val == nil { // the training set's last samples
+		if train, val, err = data.SplitValidation(train, job.Validation); err != nil {
+			return nil, nil, err
+		}
 	}
 	c.key, c.train, c.val = key, train, val
 	return train, val, nil

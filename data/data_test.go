@@ -244,3 +244,67 @@ func TestFlipMirrorsHalfAndKeepsShifts(t *testing.T) {
 		t.Fatalf("%d of %d flipped", flipped, n)
 	}
 }
+
+// TestTruncate: with augment.truncate, about that share of text windows
+// keep a random prefix of their bytes (at least 8, never past their own
+// length) and pad the rest, the same for the same (seed, epoch, sample)
+// and another cut in another epoch; short windows stay whole.
+func TestTruncate(t *testing.T) {
+	const n, w = 400, 32
+	s := &Set{Name: "text/train", Rows: 1, Cols: w, Classes: 2, Images: make([]byte, n*w), Labels: make([]byte, n)}
+	for i := range n {
+		length := w
+		if i%2 == 1 {
+			length = 20 // a document's last window: padding after 20 bytes
+		}
+		if i%10 == 9 {
+			length = 5 // shorter than the least kept: whole
+		}
+		for j := range length {
+			s.Images[i*w+j] = byte(1 + (i+j)%200)
+		}
+	}
+	b := &Batcher{Set: s, Augment: Augment{Truncate: 0.5}, Seed: 3}
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	fill := func(epoch int) []float32 {
+		x, y := make([]float32, n*w), make([]float32, n)
+		b.Fill(x, y, idx, epoch)
+		return x
+	}
+	e0, again, e1 := fill(0), fill(0), fill(1)
+	cut, moved := 0, 0
+	for i := range n {
+		row, orig := e0[i*w:(i+1)*w], s.Images[i*w:(i+1)*w]
+		kept := w
+		for kept > 0 && row[kept-1] == 0 {
+			kept--
+		}
+		full := w
+		for full > 0 && orig[full-1] == 0 {
+			full--
+		}
+		for j := range kept {
+			if row[j] != float32(orig[j])*(1.0/255) {
+				t.Fatalf("window %d: byte %d changed", i, j)
+			}
+		}
+		if kept < full {
+			cut++
+			if kept < 8 || full <= 8 {
+				t.Fatalf("window %d of %d bytes kept %d", i, full, kept)
+			}
+		}
+		if slices.Compare(row, again[i*w:(i+1)*w]) != 0 {
+			t.Fatalf("window %d: another cut for the same epoch", i)
+		}
+		if slices.Compare(row, e1[i*w:(i+1)*w]) != 0 {
+			moved++
+		}
+	}
+	if cut < n/2*80/100*9/10 || cut > n/2 || moved == 0 {
+		t.Errorf("%d of %d windows cut (about half of those over 8 bytes expected), %d differ in the next epoch", cut, n, moved)
+	}
+}

@@ -8,6 +8,7 @@ const (
 	streamShuffle uint64 = 0x53485546464c45 // "SHUFFLE"
 	streamAugment uint64 = 0x4155474d454e54 // "AUGMENT"
 	streamFlip    uint64 = 0x464c4950       // "FLIP"
+	streamCut     uint64 = 0x435554         // "CUT"
 )
 
 // Order returns the sample order of one epoch: a permutation of [0, n) that
@@ -48,7 +49,18 @@ type Augment struct {
 	// for digits), drawn from a stream of its own: turning it on leaves
 	// every sample's shift as it was.
 	Flip bool
+	// Truncate is the share of text windows cut short each epoch (a stream
+	// of its own): such a window keeps a random length of its bytes, at
+	// least truncateMin of them, the rest padding (0) — short texts, as a
+	// window at a document's end holds.
+	Truncate float64
 }
+
+// truncateMin is the fewest bytes a truncated window keeps.
+const truncateMin = 8
+
+// On says whether any augmentation is on.
+func (a Augment) On() bool { return a.Shift > 0 || a.Flip || a.Truncate > 0 }
 
 // Batcher fills input and label buffers for a list of sample indices.
 type Batcher struct {
@@ -73,6 +85,14 @@ func (b *Batcher) Fill(x, y []float32, idx []int, epoch int) {
 		src := s.Images[min(id*f, len(s.Images)):min((id+1)*f, len(s.Images))]
 		switch {
 		case s.Floats != nil:
+		case b.Augment.Truncate > 0:
+			keep := b.Kept(src, id, epoch)
+			for j, p := range src {
+				dst[j] = 0
+				if j < keep {
+					dst[j] = float32(p) * (1.0 / 255)
+				}
+			}
 		case b.Augment.Shift == 0 && !b.Augment.Flip:
 			for j, p := range src {
 				dst[j] = float32(p) * (1.0 / 255)
@@ -97,6 +117,24 @@ func (b *Batcher) Shift(id, epoch int) (dy, dx int) {
 	r := rand.New(rand.NewPCG(b.Seed^streamAugment, uint64(epoch)<<32|uint64(id)))
 	span := 2*b.Augment.Shift + 1
 	return r.IntN(span) - b.Augment.Shift, r.IntN(span) - b.Augment.Shift
+}
+
+// Kept is how many of a text window's bytes sample id keeps in epoch under
+// truncation: all, or (with probability Truncate) a length drawn uniformly
+// from [truncateMin, its length] — a pure function of (seed, epoch, id).
+func (b *Batcher) Kept(window []byte, id, epoch int) int {
+	n := len(window)
+	for n > 1 && window[n-1] == 0 { // its length: up to its last byte
+		n--
+	}
+	if b.Augment.Truncate == 0 || n <= truncateMin {
+		return len(window)
+	}
+	r := rand.New(rand.NewPCG(b.Seed^streamCut, uint64(epoch)<<32|uint64(id)))
+	if r.Float64() >= b.Augment.Truncate {
+		return len(window)
+	}
+	return truncateMin + r.IntN(n-truncateMin+1)
 }
 
 // Flipped says whether sample id is mirrored in epoch under augmentation:

@@ -93,9 +93,13 @@ type Checkpoint struct {
 
 // Augment is the job's input augmentation.
 type Augment struct {
-	Shift int  // largest random translation in pixels (0: none)
-	Flip  bool // mirror half the images left to right
+	Shift    int     // largest random translation in pixels (0: none)
+	Flip     bool    // mirror half the images left to right
+	Truncate float64 // share of text windows cut short each epoch
 }
+
+// On says whether the block augments at all.
+func (a Augment) On() bool { return a.Shift > 0 || a.Flip || a.Truncate > 0 }
 
 // Model is the job's model block.
 type Model struct {
@@ -314,6 +318,7 @@ var jobSection = section[Job]{name: "job", doc: "The recipe's one block, labelle
 var augmentSection = section[Augment]{name: "augment", doc: "Inside `job`, at most one: random input augmentation during training.", fields: []field[Augment]{
 	{name: "shift", doc: "Largest random translation in pixels, each image and axis drawn from the seed (0: none).", at: func(a *Augment) any { return &a.Shift }, hi: 8},
 	{name: "flip", doc: "Mirror half the images left to right (valid for Fashion-MNIST, not for digits).", at: func(a *Augment) any { return &a.Flip }, omit: func(a *Augment) bool { return !a.Flip }},
+	{name: "truncate", doc: "Text classification (`langid`, a `text` folder): the share of training windows cut short each epoch — each keeps a random length of its bytes (at least 8), the rest padding — so that the model sees as many short texts as a document's last window holds (0: none).", at: func(a *Augment) any { return &a.Truncate }, hi: 1, omit: func(a *Augment) bool { return a.Truncate == 0 }},
 }}
 
 var modelSection = section[Model]{name: "model", doc: "Inside `job`, exactly one: the network trained (the student, when distilling). With `arch = \"graph\"` it holds `layer` and `repeat` blocks.", fields: []field[Model]{

@@ -513,9 +513,9 @@ func (d *decoder) checkJob(j *Job) {
 	if j.Distill != nil && j.Distill.Offline {
 		r := d.rangeOf("distill.offline")
 		switch {
-		case j.Augment.Shift > 0 || j.Augment.Flip:
-			d.errorf(r, "invalid offline distillation", "offline teacher logits are computed once, on the images as they are: with augment.shift = %d, flip = %v "+
-				"every batch is augmented anew, so the teacher must run each step (drop offline, or the augmentation)", j.Augment.Shift, j.Augment.Flip)
+		case j.Augment.On():
+			d.errorf(r, "invalid offline distillation", "offline teacher logits are computed once, on the samples as they are: with augment.shift = %d, flip = %v, truncate = %g "+
+				"every batch is augmented anew, so the teacher must run each step (drop offline, or the augmentation)", j.Augment.Shift, j.Augment.Flip, j.Augment.Truncate)
 		case j.Distill.Hint != nil:
 			d.errorf(r, "invalid offline distillation", "a hint needs the teacher's hidden activations every step: it cannot be offline")
 		}

@@ -181,6 +181,7 @@ func TestEveryFieldRoundTrips(t *testing.T) {
   augment {
     shift = 2
     flip = true
+    truncate = 0.25
   }
   model {
     mean = [0.25]

@@ -417,6 +417,9 @@ func Check(job *recipes.Job) error {
 	if data.IsText(job.Dataset) && (job.Augment.Shift > 0 || job.Augment.Flip) {
 		return job.Errorf("augment", "augment shifts and flips images; dataset %s is text", job.Dataset)
 	}
+	if job.Augment.Truncate > 0 && (!data.IsText(job.Dataset) || data.OwnValidation(job.Dataset, job.DataDir)) {
+		return job.Errorf("augment", "augment.truncate cuts the windows of a text classifier (langid, a text folder); dataset %s is not one (a language model's every byte is labelled)", job.Dataset)
+	}
 	if job.PostTraining != nil && (job.Model.File == "" || job.Target != nil) {
 		return job.Errorf("post_training", "post_training compresses the model file a model block names (model.file), and not in a target search")
 	}

@@ -269,7 +269,7 @@ func (st *jobRun) run(ctx context.Context) (sum *rundir.Summary, trained *model.
 	cfg := trainer.Config{
 		Resume: resume, Checkpoint: ckpt.Write, CheckpointEpochs: job.Checkpoint.EveryEpochs, CheckpointSteps: every,
 		Model: startModel, Engine: st.eng, Train: st.train, Val: st.val, Test: st.test, Batch: job.Batch, EvalBatch: job.EvalBatch,
-		Epochs: job.Epochs, Seed: job.Seed, Augment: data.Augment{Shift: job.Augment.Shift, Flip: job.Augment.Flip}, Optimizer: st.opt,
+		Epochs: job.Epochs, Seed: job.Seed, Augment: data.Augment{Shift: job.Augment.Shift, Flip: job.Augment.Flip, Truncate: job.Augment.Truncate}, Optimizer: st.opt,
 		ClipNorm: job.Optimizer.ClipNorm,
 		Policies: append(st.policies, opts.Policies...),
 		Logger:   log.Named("trainer"), Progress: opts.Progress, Factorize: st.plan.Factorize, ThinAtEpoch: job.ThinAtEpoch,

@@ -364,3 +364,32 @@ func TestLanguageModelRun(t *testing.T) {
 		t.Fatalf("the most likely continuation: %q", greedy)
 	}
 }
+
+// TestTruncateAugment: a text classifier trains with augment.truncate (its
+// windows cut short at random each epoch); an image set and a language
+// model refuse it, naming the block.
+func TestTruncateAugment(t *testing.T) {
+	dir := t.TempDir()
+	path := writeTexts(t, dir, strings.Replace(textRecipe, "validation = 40", "validation = 40\n  augment {\n    truncate = 0.5\n  }", 1))
+	j, err := recipes.Load(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.Augment.Truncate != 0.5 {
+		t.Fatalf("augment %+v", j.Augment)
+	}
+	sum, err := Execute(context.Background(), j, Options{RunDir: filepath.Join(dir, "run"), Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.TestAccuracy < 0.5 {
+		t.Errorf("truncated windows: test accuracy %v", sum.TestAccuracy)
+	}
+	j, err = recipes.Parse([]byte(withBlock("augment {\n    truncate = 0.5\n  }")), "tiny.hcl", nil)
+	if err == nil {
+		_, err = Execute(context.Background(), j, Options{RunDir: t.TempDir(), Threads: 2})
+	}
+	if err == nil || !strings.Contains(err.Error(), "tiny.hcl:14,3: augment.truncate cuts the windows of a text classifier") {
+		t.Errorf("truncate on mnist: %v", err)
+	}
+}

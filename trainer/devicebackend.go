@@ -72,7 +72,7 @@ func newDeviceBackend(t *Trainer) (d *deviceBackend, err error) {
 	if d.idx, err = cfg.Device.Alloc(d.trainSet.N); err != nil {
 		return nil, err
 	}
-	if cfg.Augment.Shift > 0 || cfg.Augment.Flip {
+	if cfg.Augment.On() {
 		if d.shifts, err = cfg.Device.Alloc(3 * d.trainSet.N); err != nil {
 			return nil, err
 		}

@@ -268,7 +268,7 @@ func (t *Trainer) build() error {
 		if len(t.cfg.Teachers) == 0 && t.cfg.TeacherLogits == nil {
 			return errors.New("trainer: distillation needs a teacher")
 		}
-		if t.cfg.TeacherLogits != nil && (t.cfg.Augment.Shift > 0 || t.cfg.Augment.Flip || t.cfg.Hint != nil) {
+		if t.cfg.TeacherLogits != nil && (t.cfg.Augment.On() || t.cfg.Hint != nil) {
 			return errors.New("trainer: offline teacher logits need unaugmented inputs and no hint")
 		}
 		var hint *distill.Hint

@@ -34,7 +34,8 @@ type modelAndData struct {
 // loadModelAndData reads the model at path and its dataset: dataset, or
 // the one the file names (an imported model names none: then dataset is
 // required) — its test split held out as the file records for the
-// dataset it was trained on.
+// dataset it was trained on, image folders' images brought to the size
+// it records (else to the model's input).
 func loadModelAndData(path, dataset, dataDir string) (*modelAndData, error) {
 	f, err := readModel(path, dataset)
 	if err != nil {
@@ -51,6 +52,9 @@ func loadModelAndData(path, dataset, dataDir string) (*modelAndData, error) {
 	var sp data.FileOptions
 	if ds == st.Dataset {
 		sp = st.Files
+	}
+	if ds == "images" && sp.ImageSize == [2]int{} { // images of other sizes: brought to the model's input
+		sp.ImageSize = [2]int{m.Input.Rows, m.Input.Cols}
 	}
 	train, test, err := data.LoadWith(ds, dataDir, sp)
 	if err != nil {

@@ -228,8 +228,8 @@ func tensorShape(meta string, n int) (dims [3]int, last bool, err error) {
 	}
 	size := 1
 	for _, d := range m.Shape {
-		if d <= 0 {
-			return dims, false, fmt.Errorf("shape %v", m.Shape)
+		if d <= 0 || d > n { // (each dimension at most n: no product wraps around)
+			return dims, false, fmt.Errorf("shape %v for lists of %d values", m.Shape, n)
 		}
 		size *= d
 	}

@@ -228,7 +228,7 @@ func tensorShape(meta string, n int) (dims [3]int, last bool, err error) {
 	}
 	size := 1
 	for _, d := range m.Shape {
-		if d <= 0 || d > n { // (each dimension at most n: no product wraps around)
+		if d <= 0 || size > n/d { // (the product stays at most n: it cannot wrap around)
 			return dims, false, fmt.Errorf("shape %v for lists of %d values", m.Shape, n)
 		}
 		size *= d

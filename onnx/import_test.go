@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/graph"
@@ -280,19 +281,7 @@ func TestNormalizedTrainingGraph(t *testing.T) {
 	}
 	// Its export normalizes too (Sub, Div at the input): onnxruntime on the
 	// raw inputs agrees.
-	var buf bytes.Buffer
-	if _, err := infer.ExportONNX(m.File, &buf, infer.ONNXOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "again.onnx")
-	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	for i, v := range ort.Run(t, path, x, n, 3, 8, 8) {
-		if math.Abs(float64(v-logits[i])) > 1e-4 {
-			t.Fatalf("export: logit %d is %g, the runtime's %g", i, v, logits[i])
-		}
-	}
+	exportAgrees(t, m.File, x, n, 3, 8, 8, logits, 1e-4)
 	gm, _, err := rundir.LoadModel(m.File)
 	if err != nil {
 		t.Fatal(err)
@@ -348,19 +337,7 @@ func TestSoftmaxOutput(t *testing.T) {
 			t.Fatalf("sample %d: probabilities summing to %g", s, sum)
 		}
 	}
-	var buf bytes.Buffer
-	if _, err := infer.ExportONNX(m.File, &buf, infer.ONNXOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "again.onnx")
-	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	for i, v := range ort.Run(t, path, x, n, 1, 4, 4) {
-		if math.Abs(float64(v-probs[i])) > 1e-6 {
-			t.Fatalf("export: output %d is %g, the runtime's %g", i, v, probs[i])
-		}
-	}
+	exportAgrees(t, m.File, x, n, 1, 4, 4, probs, 1e-6)
 	gm, _, err := rundir.LoadModel(m.File)
 	if err != nil {
 		t.Fatal(err)
@@ -373,6 +350,26 @@ func TestSoftmaxOutput(t *testing.T) {
 	for s := range n {
 		if preds.Class[s] != argmax(probs[s*4:(s+1)*4]) {
 			t.Errorf("sample %d: the training graph's class %d, the runtime's %d", s, preds.Class[s], argmax(probs[s*4:(s+1)*4]))
+		}
+	}
+}
+
+// exportAgrees exports f to ONNX and runs it in onnxruntime on x (n
+// samples c×h×w, channels first): every output within tol of want, the
+// runtime's.
+func exportAgrees(t *testing.T, f *checkpoint.File, x []float32, n, c, h, w int, want []float32, tol float64) {
+	t.Helper()
+	var buf bytes.Buffer
+	if _, err := infer.ExportONNX(f, &buf, infer.ONNXOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "again.onnx")
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range ort.Run(t, path, x, n, c, h, w) {
+		if math.Abs(float64(v-want[i])) > tol {
+			t.Fatalf("export: output %d is %g, the runtime's %g", i, v, want[i])
 		}
 	}
 }

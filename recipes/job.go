@@ -6,6 +6,8 @@ import (
 	"slices"
 
 	"github.com/hashicorp/hcl/v2"
+
+	"github.com/lathe-ml/lathe/data"
 )
 
 // Job is a decoded, validated recipe.
@@ -92,14 +94,17 @@ type Checkpoint struct {
 }
 
 // Augment is the job's input augmentation.
-type Augment struct {
-	Shift    int     // largest random translation in pixels (0: none)
-	Flip     bool    // mirror half the images left to right
-	Truncate float64 // share of text windows cut short each epoch
-}
+type Augment = data.Augment
 
-// On says whether the block augments at all.
-func (a Augment) On() bool { return a.Shift > 0 || a.Flip || a.Truncate > 0 }
+// Files is how the job reads a user's files: the test split held out of
+// a folder without one, the images' size.
+func (j *Job) Files() data.FileOptions {
+	opt := data.FileOptions{TestFraction: j.TestFraction, Seed: j.SplitSeed}
+	if len(j.ImageSize) == 2 {
+		opt.ImageSize = [2]int{j.ImageSize[0], j.ImageSize[1]}
+	}
+	return opt
+}
 
 // Model is the job's model block.
 type Model struct {

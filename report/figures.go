@@ -93,7 +93,7 @@ func (r *source) plan() (*run.Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	info, err := data.Describe(job.Dataset, job.DataDir, data.FileOptions{TestFraction: job.TestFraction, Seed: job.SplitSeed})
+	info, err := data.Describe(job.Dataset, job.DataDir, job.Files())
 	if err != nil {
 		return nil, err
 	}

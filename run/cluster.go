@@ -30,7 +30,7 @@ type storeFiles struct {
 func teacherObjects(job *recipes.Job, teachers []*model.Model) (*storeFiles, error) {
 	sf := &storeFiles{files: map[string][]byte{}}
 	for k, tm := range teachers {
-		mf, err := rundir.ExportModel(tm, fmt.Sprintf("%s-teacher-%d", job.Name, k+1), job.Dataset, filesOf(job))
+		mf, err := rundir.ExportModel(tm, fmt.Sprintf("%s-teacher-%d", job.Name, k+1), job.Dataset, job.Files())
 		if err != nil {
 			return nil, err
 		}

@@ -89,14 +89,7 @@ func TestUserCSV(t *testing.T) {
 	if sum, err = Execute(context.Background(), j, Options{RunDir: run, Threads: 2}); err != nil {
 		t.Fatal(err)
 	}
-	mf, err := checkpoint.Read(filepath.Join(run, rundir.ModelFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, st, err := rundir.LoadModel(mf)
-	if err != nil {
-		t.Fatal(err)
-	}
+	mf, st := modelFileOf(t, run)
 	_, test, err := data.LoadWith("csv", one, st.Files)
 	if err != nil {
 		t.Fatal(err)
@@ -135,14 +128,7 @@ func TestUserImages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := checkpoint.Read(filepath.Join(run, rundir.ModelFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, st, err := rundir.LoadModel(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, st := modelFileOf(t, run)
 	if sum.TestAccuracy < 0.9 || st.Input.Channels != 3 || st.Input.Rows != 4 || st.Input.Classes != 3 {
 		t.Errorf("RGB folders: test accuracy %v, input %+v", sum.TestAccuracy, st.Input)
 	}
@@ -274,4 +260,18 @@ func TestUserValidationFile(t *testing.T) {
 	if sum.ValAccuracy < 0.8 || sum.TestAccuracy < 0.8 {
 		t.Errorf("validation %v, test %v", sum.ValAccuracy, sum.TestAccuracy)
 	}
+}
+
+// modelFileOf reads a run directory's model file and its state.
+func modelFileOf(t *testing.T, run string) (*checkpoint.File, *rundir.ModelState) {
+	t.Helper()
+	f, err := checkpoint.Read(filepath.Join(run, rundir.ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, st, err := rundir.LoadModel(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, st
 }

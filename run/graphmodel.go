@@ -165,11 +165,11 @@ var postTrained sync.Map
 // bits in every process of a cluster).
 func postTraining(job *recipes.Job, f *checkpoint.File) (*checkpoint.File, error) {
 	p := job.PostTraining
-	key := fmt.Sprintf("%s %s %s %d %d %+v %+v", f.SHA256, job.Dataset, job.DataDir, job.Validation, job.Seed, *p, filesOf(job))
+	key := fmt.Sprintf("%s %s %s %d %d %+v %+v", f.SHA256, job.Dataset, job.DataDir, job.Validation, job.Seed, *p, job.Files())
 	if c, ok := postTrained.Load(key); ok {
 		return c.(*checkpoint.File), nil
 	}
-	train, _, err := data.LoadWith(job.Dataset, job.DataDir, filesOf(job))
+	train, _, err := data.LoadWith(job.Dataset, job.DataDir, job.Files())
 	if err != nil {
 		return nil, err
 	}

@@ -132,7 +132,7 @@ func Build(job *recipes.Job, info data.Info, log hclog.Logger) (*Plan, error) {
 // specOf is a recipe's model block as an architecture.
 // describe is job's dataset's Info, an error naming the recipe's dataset.
 func describe(job *recipes.Job) (data.Info, error) {
-	info, err := data.Describe(job.Dataset, job.DataDir, filesOf(job))
+	info, err := data.Describe(job.Dataset, job.DataDir, job.Files())
 	if err != nil {
 		return info, job.Errorf("dataset", "%v", err)
 	}
@@ -141,16 +141,6 @@ func describe(job *recipes.Job) (data.Info, error) {
 
 // inputOf is the model input a dataset gives: its samples' shape and
 // classes.
-// filesOf is how the job reads a user's files: the test split held out
-// of a folder without one, the images' size.
-func filesOf(job *recipes.Job) data.FileOptions {
-	opt := data.FileOptions{TestFraction: job.TestFraction, Seed: job.SplitSeed}
-	if len(job.ImageSize) == 2 {
-		opt.ImageSize = [2]int{job.ImageSize[0], job.ImageSize[1]}
-	}
-	return opt
-}
-
 func inputOf(info data.Info) model.Input {
 	return model.Input{Rows: info.Rows, Cols: info.Cols, Channels: max(info.Channels, 1), Classes: info.Classes, PerPosition: info.Positions > 0}
 }

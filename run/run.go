@@ -84,7 +84,7 @@ func runDir(job *recipes.Job, opts Options) string {
 // training set's last samples, or the set's own text); val is nil when
 // it is empty. info describes the whole training set.
 func splits(job *recipes.Job) (train, val, test *data.Set, info data.Info, err error) {
-	train, val, test, err = data.LoadSplits(job.Dataset, job.DataDir, filesOf(job))
+	train, val, test, err = data.LoadSplits(job.Dataset, job.DataDir, job.Files())
 	if err != nil {
 		return nil, nil, nil, info, job.Errorf("dataset", "%v", err)
 	}
@@ -269,7 +269,7 @@ func (st *jobRun) run(ctx context.Context) (sum *rundir.Summary, trained *model.
 	cfg := trainer.Config{
 		Resume: resume, Checkpoint: ckpt.Write, CheckpointEpochs: job.Checkpoint.EveryEpochs, CheckpointSteps: every,
 		Model: startModel, Engine: st.eng, Train: st.train, Val: st.val, Test: st.test, Batch: job.Batch, EvalBatch: job.EvalBatch,
-		Epochs: job.Epochs, Seed: job.Seed, Augment: data.Augment{Shift: job.Augment.Shift, Flip: job.Augment.Flip, Truncate: job.Augment.Truncate}, Optimizer: st.opt,
+		Epochs: job.Epochs, Seed: job.Seed, Augment: job.Augment, Optimizer: st.opt,
 		ClipNorm: job.Optimizer.ClipNorm,
 		Policies: append(st.policies, opts.Policies...),
 		Logger:   log.Named("trainer"), Progress: opts.Progress, Factorize: st.plan.Factorize, ThinAtEpoch: job.ThinAtEpoch,
@@ -510,7 +510,7 @@ func (st *jobRun) finish(res *trainer.Result, tr *trainer.Trainer, resume *train
 		}
 	}
 	sum.MACs, sum.DenseMACs = final.Net.MACs(), tr.Model().Net.MACs()
-	mf, err := rundir.ExportModel(final, job.Name, job.Dataset, filesOf(job))
+	mf, err := rundir.ExportModel(final, job.Name, job.Dataset, job.Files())
 	if err != nil {
 		return nil, err
 	}
@@ -624,7 +624,7 @@ func trainTeachers(ctx context.Context, job *recipes.Job, dir string, opts Optio
 				return nil, nil, fmt.Errorf("run: teacher: %w", err)
 			}
 		}
-		f, err := rundir.ExportModel(tm, tj.Name, tj.Dataset, filesOf(tj))
+		f, err := rundir.ExportModel(tm, tj.Name, tj.Dataset, tj.Files())
 		if err != nil {
 			return nil, nil, err
 		}

@@ -89,7 +89,7 @@ type splitCache struct {
 // coordinator's dataset objects.
 func (c *splitCache) get(job *recipes.Job, dataDir string, objects []string, files map[string][]byte, log hclog.Logger) (train, val *data.Set, err error) {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s %d %s %+v\n", job.Dataset, job.Validation, dataDir, filesOf(job))
+	fmt.Fprintf(h, "%s %d %s %+v\n", job.Dataset, job.Validation, dataDir, job.Files())
 	if dataDir == "" {
 		for _, n := range objects {
 			h.Write(files[n])
@@ -106,7 +106,7 @@ func (c *splitCache) get(job *recipes.Job, dataDir string, objects []string, fil
 		return nil, nil, err
 	}
 	defer cleanup()
-	if train, val, _, err = data.LoadSplits(job.Dataset, dir, filesOf(job)); err != nil {
+	if train, val, _, err = data.LoadSplits(job.Dataset, dir, job.Files()); err != nil {
 		return nil, nil, err
 	}
 	if val == nil { // the training set's last samples
@@ -336,7 +336,7 @@ type sensitivityResult struct {
 // cells, one task each, from a model file of the weights as they are now
 // (tasks for the unpruned weights first: the baseline).
 func clusterSensitivity(ctx context.Context, job *recipes.Job, opts Options, m *model.Model, cells []trainer.SensitivityRow, log hclog.Logger) (float64, []float64, error) {
-	mf, err := rundir.ExportModel(m, job.Name+"-sensitivity", job.Dataset, filesOf(job))
+	mf, err := rundir.ExportModel(m, job.Name+"-sensitivity", job.Dataset, job.Files())
 	if err != nil {
 		return 0, nil, err
 	}

@@ -124,7 +124,7 @@ func window(l *Layer) []*onnxpb.AttributeProto {
 func (e *onnxExport) layer(i int, l *Layer) error {
 	src := e.input(l, 0) // (its quantized name is made once for every reader)
 	in := *src
-	out := onnxValue{c: in.c, h: l.OH, w: l.OW}
+	out := onnxValue{c: in.c, h: l.OH, w: l.OW, flat: in.flat} // (a batch norm or addition of [batch, C] stays flat)
 	switch graph.Kind(l.Kind) {
 	case graph.Linear:
 		v := src // (a flat value's quantized forms are shared by its readers)
@@ -198,6 +198,9 @@ func (e *onnxExport) layer(i int, l *Layer) error {
 		out = e.flatten(l.Name, in)
 	case graph.BatchNorm:
 		dims := []int{l.C, 1, 1}
+		if in.flat {
+			dims = []int{l.C}
+		}
 		mul := e.g.node("Mul", l.Name+".scale", []string{e.valueQ(src), e.g.floats(l.Name+".scale_c", l.scale, dims...)})
 		out.name = e.g.node("Add", l.Name, []string{mul, e.g.floats(l.Name+".shift_c", l.shift, dims...)})
 	case graph.Add:

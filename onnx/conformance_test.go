@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -22,7 +23,7 @@ const nodeTests = "/usr/share/libonnx-testdata/data/node"
 // The test cases of the operators lathe imports.
 var conformanceOps = []string{"test_conv_", "test_gemm_", "test_matmul_", "test_relu", "test_clip", "test_maxpool_", "test_averagepool_",
 	"test_globalaveragepool", "test_batchnorm_", "test_flatten_", "test_reshape_", "test_layer_normalization_", "test_gelu", "test_softmax_",
-	"test_add", "test_sum_", "test_reduce_mean_", "test_pad", "test_transpose_", "test_gather_", "test_identity", "test_dropout_", "test_erf", "test_sigmoid"}
+	"test_add", "test_sum_", "test_reduce_mean_", "test_pad", "test_transpose_", "test_gather_", "test_identity", "test_dropout_", "test_erf", "test_sigmoid", "test_slice"}
 
 func readProto(t *testing.T, path string, m proto.Message) {
 	t.Helper()
@@ -153,3 +154,56 @@ func conformanceCase(t *testing.T, dir string) (bool, string) {
 }
 
 func itoa(k int) string { return string(rune('0' + k)) }
+
+// TestConstantFoldingOperatorTests computes ONNX's own test cases of the
+// operators folded at import (Slice, the shape ops) with every input a
+// constant: the result is ONNX's expected output exactly.
+func TestConstantFoldingOperatorTests(t *testing.T) {
+	dirs, err := os.ReadDir(nodeTests)
+	if err != nil {
+		t.Fatalf("ONNX's operator tests: %v (make deps installs Debian's libonnx-testdata)", err)
+	}
+	done := 0
+	for _, d := range dirs {
+		name := d.Name()
+		if !hasPrefix(name, []string{"test_slice", "test_concat_", "test_unsqueeze", "test_squeeze", "test_transpose_"}) || strings.Contains(name, "_expanded") {
+			continue
+		}
+		var mp onnxpb.ModelProto
+		readProto(t, filepath.Join(nodeTests, name, "model.onnx"), &mp)
+		nodes := mp.GetGraph().GetNode()
+		if len(nodes) != 1 {
+			continue
+		}
+		set := filepath.Join(nodeTests, name, "test_data_set_0")
+		var in []*tensor
+		for k := range mp.GetGraph().GetInput() {
+			var tp onnxpb.TensorProto
+			readProto(t, filepath.Join(set, "input_"+itoa(k)+".pb"), &tp)
+			c, err := readTensor(&tp)
+			if err != nil {
+				t.Fatalf("%s: input %d: %v", name, k, err)
+			}
+			in = append(in, c)
+		}
+		var wp onnxpb.TensorProto
+		readProto(t, filepath.Join(set, "output_0.pb"), &wp)
+		want, err := readTensor(&wp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := fold(nodes[0], in)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if !slices.Equal(got.dims, want.dims) || !slices.Equal(got.floats(), want.floats()) {
+			t.Errorf("%s: %v %v, ONNX expects %v %v", name, got.dims, got.floats(), want.dims, want.floats())
+		}
+		done++
+	}
+	t.Logf("%d cases folded as ONNX expects", done)
+	if done < 10 {
+		t.Errorf("only %d of ONNX's cases found", done)
+	}
+}

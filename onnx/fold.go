@@ -15,7 +15,7 @@ import (
 var foldable = map[string]bool{
 	"Identity": true, "Cast": true, "Unsqueeze": true, "Squeeze": true, "Concat": true, "Gather": true,
 	"Reshape": true, "Transpose": true, "Add": true, "Sub": true, "Mul": true, "Div": true, "Pow": true,
-	"Sqrt": true, "Neg": true, "Shape": true,
+	"Sqrt": true, "Neg": true, "Shape": true, "Slice": true,
 }
 
 var binaryOps = map[string]func(x, y float64) float64{
@@ -34,11 +34,11 @@ func fold(n *onnxpb.NodeProto, in []*tensor) (*tensor, error) {
 			return nil, fmt.Errorf("input %d is missing", k)
 		}
 	}
-	if f := binaryOps[op]; f != nil {
+	if binaryOps[op] != nil {
 		if len(in) != 2 {
 			return nil, fmt.Errorf("%d inputs", len(in))
 		}
-		return broadcast(in[0], in[1], f) // integers: int64(x/y) truncates, as ONNX divides them
+		return broadcast(in[0], in[1], op) // integers: x/y truncates, as ONNX divides them
 	}
 	if len(in) == 0 {
 		return nil, fmt.Errorf("no inputs")
@@ -92,6 +92,8 @@ func fold(n *onnxpb.NodeProto, in []*tensor) (*tensor, error) {
 		return squeeze(n, in)
 	case "Concat":
 		return concat(in, int(attrInt(n, "axis", 0)))
+	case "Slice":
+		return slice(n, in)
 	case "Reshape":
 		if len(in) != 2 {
 			return nil, fmt.Errorf("%d inputs", len(in))
@@ -105,6 +107,83 @@ func fold(n *onnxpb.NodeProto, in []*tensor) (*tensor, error) {
 		return &out, nil
 	}
 	return nil, fmt.Errorf("%s is not folded", op)
+}
+
+// slice is Slice of a constant (a learned position table cut to the
+// sequence's length, say): starts, ends, axes and steps from attributes
+// (opsets before 10) or inputs 1 to 4.
+func slice(n *onnxpb.NodeProto, in []*tensor) (*tensor, error) {
+	x := in[0]
+	r := len(x.dims)
+	starts, ends, axes, steps := attrInts(n, "starts"), attrInts(n, "ends"), attrInts(n, "axes"), []int64(nil)
+	for k, dst := range []*[]int64{&starts, &ends, &axes, &steps} {
+		if k+1 < len(in) && in[k+1] != nil {
+			*dst = in[k+1].ints()
+		}
+	}
+	if axes == nil {
+		for a := range starts {
+			axes = append(axes, int64(a))
+		}
+	}
+	if steps == nil {
+		steps = slices.Repeat([]int64{1}, len(starts))
+	}
+	if len(ends) != len(starts) || len(axes) != len(starts) || len(steps) != len(starts) {
+		return nil, fmt.Errorf("starts %v, ends %v, axes %v and steps %v differ in length", starts, ends, axes, steps)
+	}
+	lo, step, count := make([]int, r), slices.Repeat([]int{1}, r), slices.Clone(x.dims)
+	for k, a := range axes {
+		if a < 0 {
+			a += int64(r)
+		}
+		if a < 0 || a >= int64(r) || steps[k] == 0 {
+			return nil, fmt.Errorf("axis %d, step %d of a rank-%d constant", axes[k], steps[k], r)
+		}
+		if _, ok := batchFactor(starts[k]); ok {
+			return nil, errors.New("a constant sliced by the batch size")
+		}
+		if _, ok := batchFactor(ends[k]); ok {
+			return nil, errors.New("a constant sliced by the batch size")
+		}
+		d, st := int64(x.dims[a]), steps[k]
+		b, e := starts[k], ends[k]
+		if b < 0 {
+			b += d
+		}
+		if e < 0 {
+			e += d
+		}
+		if st > 0 {
+			b, e = min(max(b, 0), d), min(max(e, 0), d)
+		} else {
+			b, e = min(max(b, 0), d-1), min(max(e, -1), d-1)
+		}
+		c := int64(0)
+		if st > 0 && e > b {
+			c = (e - b + st - 1) / st
+		} else if st < 0 && b > e {
+			c = (b - e - st - 1) / -st
+		}
+		lo[a], step[a], count[a] = int(b), int(st), int(c)
+	}
+	out := &tensor{isInt: x.isInt, dims: count}
+	src, n2 := strides(x.dims), out.size()
+	dst := strides(count)
+	for k := range n2 {
+		off, rem := 0, k
+		for a := range r {
+			c := rem / dst[a]
+			rem %= dst[a]
+			off += (lo[a] + c*step[a]) * src[a]
+		}
+		if x.isInt {
+			out.i = append(out.i, x.i[off])
+		} else {
+			out.f = append(out.f, x.f[off])
+		}
+	}
+	return out, nil
 }
 
 // axesOf is a node's axes: its attribute (older opsets) or its second

@@ -159,6 +159,10 @@ type value struct {
 	pooled string
 	// ids: the network's byte ids [batch, T] (rank 3, {1, T, 1}).
 	ids bool
+	// tmajor: a sequence in ONNX's time-major order [T, batch, D] (a
+	// Transpose of [batch, T, D], as nn.MultiheadAttention and PyTorch's
+	// batch_first=False layers take it); lathe's layer is the same.
+	tmajor bool
 	// pend is a computation not yet made a layer (seq.go): a projection,
 	// or a step of the attention, GELU or LayerNorm patterns.
 	pend any
@@ -301,6 +305,8 @@ func (im *importer) output(g *onnxpb.GraphProto) error {
 		return fmt.Errorf("onnx: output %q is an image %dx%dx%d; lathe's networks end in the class scores [batch, classes]", name, v.shape.C, v.shape.H, v.shape.W)
 	case v.perm != nil:
 		return fmt.Errorf("onnx: output %q flattens an image in ONNX's channel-first order, which lathe's last layer does not give", name)
+	case v.tmajor:
+		return fmt.Errorf("onnx: output %q is time-major [T, batch, classes]; lathe's language models give [batch, T, classes] (transpose it back before the output)", name)
 	}
 	im.net.Classes = v.shape.Size()
 	if v.rank == 3 { // scores at every position: a language model
@@ -376,9 +382,14 @@ func (im *importer) node(n *onnxpb.NodeProto) error {
 
 // shapeOf is a value's ONNX shape, its batch dimension unknown.
 func shapeOf(v *value) *tensor {
+	if r, ok := v.pend.(*rows); ok { // [T·batch, E]
+		return &tensor{isInt: true, dims: []int{2}, i: []int64{batchTimes(int64(r.x.shape.W)), int64(r.x.shape.C)}}
+	}
 	switch {
 	case v.ids:
 		return &tensor{isInt: true, dims: []int{2}, i: []int64{batch, int64(v.shape.W)}}
+	case v.rank == 3 && v.tmajor:
+		return &tensor{isInt: true, dims: []int{3}, i: []int64{int64(v.shape.W), batch, int64(v.shape.C)}}
 	case v.rank == 3:
 		return &tensor{isInt: true, dims: []int{3}, i: []int64{batch, int64(v.shape.W), int64(v.shape.C)}}
 	case v.rank == 2:

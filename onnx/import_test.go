@@ -39,6 +39,8 @@ var fixtures = []struct {
 	{"sigmoid_out", 1, 4, 4, false},
 	{"silu", 2, 8, 8, false},
 	{"softmax_out", 1, 4, 4, false},
+	{"torch_encoder", 1, 1, 16, true},
+	{"torch_lm", 1, 1, 12, true},
 }
 
 func readF32(t *testing.T, path string) []float32 {
@@ -70,7 +72,8 @@ func nhwc(x []float32, n, c, h, w int) []float32 {
 // TestImportAgreesWithOnnxruntime imports each PyTorch-made fixture at
 // opsets 13 and 17 and runs the model file in lathe's runtime and the
 // original ONNX file in onnxruntime on the fixture's inputs: the same
-// top-1 class and logits within 1e-4.
+// top-1 class and logits within 1e-4; lathe's ONNX export of the model
+// file computes the runtime's logits in onnxruntime too.
 func TestImportAgreesWithOnnxruntime(t *testing.T) {
 	for _, fx := range fixtures {
 		x := readF32(t, filepath.Join("testdata", fx.name+".x.f32"))
@@ -112,6 +115,7 @@ func TestImportAgreesWithOnnxruntime(t *testing.T) {
 				if worst > 1e-4 {
 					t.Errorf("logits differ by up to %g", worst)
 				}
+				exportAgrees(t, m.File, x, n, fx.c, fx.h, fx.w, got, 1e-4, extra...) // and lathe's export of it
 			})
 		}
 	}
@@ -213,12 +217,24 @@ func TestImportMakesTransformers(t *testing.T) {
 		file           string
 		heads, norms   int
 		causal, perPos bool
-	}{{"transformer.op13.onnx", 4, 5, false, false}, {"transformer.op17.onnx", 4, 5, false, false}, {"charlm.op17.onnx", 2, 3, true, true}} {
+		attn, fc1      string
+		act            graph.Activation
+	}{
+		{"transformer.op13.onnx", 4, 5, false, false, "blocks.0", "blocks.0.fc1", graph.GELU},
+		{"transformer.op17.onnx", 4, 5, false, false, "blocks.0", "blocks.0.fc1", graph.GELU},
+		{"charlm.op17.onnx", 2, 3, true, true, "blocks.0", "blocks.0.fc1", graph.GELU},
+		// nn.TransformerEncoderLayer's own export (nn.MultiheadAttention's
+		// packed, time-major form): pre-norm batch-first, and post-norm
+		// time-major with a causal mask.
+		{"torch_encoder.op13.onnx", 4, 5, false, false, "enc.layers.1.self_attn", "enc.layers.1.linear1", graph.GELU},
+		{"torch_encoder.op17.onnx", 4, 5, false, false, "enc.layers.0.self_attn", "enc.layers.0.linear1", graph.GELU},
+		{"torch_lm.op17.onnx", 2, 2, true, true, "enc.layers.0.self_attn", "enc.layers.0.linear1", graph.ReLU},
+	} {
 		m, err := ReadFile(filepath.Join("testdata", c.file), Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		attn, fc1, emb, norms := m.Net.Layer("blocks.0"), m.Net.Layer("blocks.0.fc1"), m.Net.Layer("tok"), 0
+		attn, fc1, emb, norms := m.Net.Layer(c.attn), m.Net.Layer(c.fc1), m.Net.Layer("tok"), 0
 		for _, l := range m.Net.Layers {
 			if l.Kind == graph.LayerNorm {
 				norms++
@@ -227,7 +243,7 @@ func TestImportMakesTransformers(t *testing.T) {
 		switch {
 		case attn == nil || attn.Kind != graph.Attention || attn.Heads != c.heads || attn.Causal != c.causal:
 			t.Errorf("%s: attention %+v", c.file, attn)
-		case fc1 == nil || fc1.Kind != graph.Conv || fc1.Kernel != 1 || fc1.Act != graph.GELU:
+		case fc1 == nil || fc1.Kind != graph.Conv || fc1.Kernel != 1 || fc1.Act != c.act:
 			t.Errorf("%s: feed-forward layer %+v", c.file, fc1)
 		case emb == nil || emb.Kind != graph.Embedding || m.Net.PerPosition != c.perPos:
 			t.Errorf("%s: embedding %+v, per position %v", c.file, emb, m.Net.PerPosition)
@@ -243,6 +259,7 @@ func TestImportRefusesWhatLatheCannotExpress(t *testing.T) {
 	for file, want := range map[string][]string{
 		"bad_dilation.op13.onnx": {"/c/Conv", "Conv", "dilations [2 2]"},
 		"bad_tanh.op17.onnx":     {"/Tanh", "Tanh", "cannot express operator Tanh"},
+		"bad_slice.op17.onnx":    {"/Slice", "Slice", "slices only a linear layer's outputs"},
 	} {
 		_, err := ReadFile(filepath.Join("testdata", file), Options{})
 		var ne *NodeError
@@ -357,7 +374,7 @@ func TestSoftmaxOutput(t *testing.T) {
 // exportAgrees exports f to ONNX and runs it in onnxruntime on x (n
 // samples c×h×w, channels first): every output within tol of want, the
 // runtime's.
-func exportAgrees(t *testing.T, f *checkpoint.File, x []float32, n, c, h, w int, want []float32, tol float64) {
+func exportAgrees(t *testing.T, f *checkpoint.File, x []float32, n, c, h, w int, want []float32, tol float64, extra ...string) {
 	t.Helper()
 	var buf bytes.Buffer
 	if _, err := infer.ExportONNX(f, &buf, infer.ONNXOptions{}); err != nil {
@@ -367,7 +384,7 @@ func exportAgrees(t *testing.T, f *checkpoint.File, x []float32, n, c, h, w int,
 	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for i, v := range ort.Run(t, path, x, n, c, h, w) {
+	for i, v := range ort.Run(t, path, x, n, c, h, w, extra...) {
 		if math.Abs(float64(v-want[i])) > tol {
 			t.Fatalf("export: output %d is %g, the runtime's %g", i, v, want[i])
 		}

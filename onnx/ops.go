@@ -27,7 +27,7 @@ func init() {
 		"Transpose": (*importer).seqTranspose, "Gather": (*importer).gather, "LayerNormalization": (*importer).layerNorm,
 		"Sub": (*importer).arith, "Mul": (*importer).arith, "Div": (*importer).arith, "Pow": (*importer).arith,
 		"Sqrt": (*importer).arith, "Erf": (*importer).arith, "Softmax": (*importer).softmax, "Gelu": (*importer).geluOp,
-		"Sigmoid": (*importer).sigmoid,
+		"Sigmoid": (*importer).sigmoid, "Slice": (*importer).slice,
 	}
 }
 
@@ -91,7 +91,7 @@ func (im *importer) addLayer(l graph.Layer, ins ...*value) *value {
 	if rank == 2 && (out.H != 1 || out.W != 1) {
 		rank = 4
 	}
-	return &value{layer: l.Name, shape: out, rank: rank, sole: true}
+	return &value{layer: l.Name, shape: out, rank: rank, sole: true, tmajor: rank == 3 && ins[0].tmajor}
 }
 
 func (im *importer) layer(name string) *graph.Layer { return im.net.Layer(name) }
@@ -336,6 +336,9 @@ func (im *importer) conv(n *onnxpb.NodeProto) (*value, error) {
 // linear adds a linear layer over x with W [out, F] in ONNX's feature
 // order (columns permuted to lathe's) and a bias (nil: zeros).
 func (im *importer) linear(n *onnxpb.NodeProto, x *value, base string, w []float32, out int, bias []float32) (*value, error) {
+	if x.rank == 3 {
+		return nil, errors.New("a Gemm of a sequence: lathe multiplies a sequence's positions by a MatMul")
+	}
 	if x.rank != 2 {
 		return nil, fmt.Errorf("its input is an image [batch, %d, %d, %d]; flatten it first", x.shape.C, x.shape.H, x.shape.W)
 	}
@@ -364,9 +367,12 @@ func (im *importer) linear(n *onnxpb.NodeProto, x *value, base string, w []float
 
 // gemm is Y = alpha·A·B(ᵀ) + beta·C with B and C constants.
 func (im *importer) gemm(n *onnxpb.NodeProto) (*value, error) {
-	x, err := im.val(n, 0)
-	if err != nil {
-		return nil, err
+	x := im.raw(n, 0)
+	if sc, ok := x.pend.(*scores); !ok || !sc.joined { // else nn.MultiheadAttention's out_proj
+		var err error
+		if x, err = im.val(n, 0); err != nil {
+			return nil, err
+		}
 	}
 	if attrInt(n, "transA", 0) != 0 {
 		return nil, errors.New("transA 1: lathe's linear layers take [batch, features]")
@@ -398,6 +404,9 @@ func (im *importer) gemm(n *onnxpb.NodeProto) (*value, error) {
 		for k := range bias {
 			bias[k] *= beta
 		}
+	}
+	if sc, ok := x.pend.(*scores); ok && sc.joined { // nn.MultiheadAttention's out_proj
+		return im.attention(n, sc, wf, w.dims[1], out, bias)
 	}
 	return im.linear(n, x, n.GetInput()[1], wf, out, bias)
 }
@@ -591,6 +600,9 @@ func (im *importer) flattened(n *onnxpb.NodeProto, x *value) (*value, error) {
 	if x.pad > 0 {
 		return nil, image(x)
 	}
+	if x.tmajor {
+		return nil, errors.New("flattens a time-major sequence [T, batch, D]")
+	}
 	v := im.aliasOf(n, x)
 	if x.rank == 4 {
 		v.rank = 2
@@ -623,6 +635,9 @@ func (im *importer) reshape(n *onnxpb.NodeProto) (*value, error) {
 	x, err := im.val(n, 0)
 	if err != nil {
 		return nil, err
+	}
+	if x.tmajor {
+		return nil, errors.New("reshapes a time-major sequence [T, batch, D]: lathe follows that only inside nn.MultiheadAttention's pattern")
 	}
 	if len(shape) == 0 || (shape[0] != batch && shape[0] != 0 && shape[0] != -1) {
 		return nil, fmt.Errorf("target shape %v does not keep the batch first", shape)
@@ -730,6 +745,9 @@ func (im *importer) add(n *onnxpb.NodeProto) (*value, error) {
 		vals[k] = im.flat(n, v)
 		if vals[k].shape != vals[0].shape || vals[k].rank != vals[0].rank || !slices.Equal(vals[k].perm, vals[0].perm) {
 			return nil, fmt.Errorf("adds values of shapes %v and %v: lathe adds values of one shape", vals[0].shape, vals[k].shape)
+		}
+		if vals[k].tmajor != vals[0].tmajor {
+			return nil, errors.New("adds a time-major sequence [T, batch, D] to a batch-major one [batch, T, D]")
 		}
 	}
 	v := im.addLayer(graph.Layer{Name: im.name(n, "", "add"), Kind: graph.Add}, vals...)

@@ -28,13 +28,35 @@ type proj struct {
 	base string // the layer's name-to-be (its weight's or bias's)
 	node *onnxpb.NodeProto
 	made *value // the 1×1 convolution, once made
+	// whole is the packed projection this one was sliced from (mha.go).
+	whole *proj
 }
 
-// heads is a projection viewed as [batch, T, H, dh], its axes permuted.
+// heads is a projection viewed as [batch, T, H, dh], its axes permuted
+// — or, folded, as [T, batch·H, dh] with perm over the axes (batch·H, T,
+// dh) (mha.go) — and multiplied by scale.
 type heads struct {
-	p     *proj
-	h, dh int
-	perm  []int
+	p      *proj
+	h, dh  int
+	perm   []int
+	folded bool
+	scale  float64
+}
+
+// The heads' axes q, k and v take in q·kᵀ and its product with v, and the
+// context's after that product.
+func qPerm(folded bool) []int {
+	if folded {
+		return []int{0, 1, 2}
+	}
+	return []int{0, 2, 1, 3}
+}
+
+func kPerm(folded bool) []int {
+	if folded {
+		return []int{0, 2, 1}
+	}
+	return []int{0, 2, 3, 1}
 }
 
 // scores are q·kᵀ of two projections' heads [batch, H, T, T], scaled,
@@ -48,7 +70,8 @@ type scores struct {
 	causal  bool
 	softmax bool
 	perm    []int
-	joined  bool // ctx reshaped to [batch, T, E]
+	joined  bool // ctx reshaped to [batch, T, E] (folded: [T·batch, E])
+	folded  bool // of folded heads
 }
 
 // erfGELU follows x·(1 + erf(x/√2))/2: stage 1 x/√2, 2 its erf, 3 plus
@@ -116,7 +139,7 @@ func (im *importer) seqMatMul(n *onnxpb.NodeProto, a, b *value) (*value, error) 
 			return nil, err
 		}
 		if s, ok := a.pend.(*scores); ok && s.joined {
-			return im.attention(n, s, wt.floats(), w.dims[0], w.dims[1])
+			return im.attention(n, s, wt.floats(), w.dims[0], w.dims[1], nil)
 		}
 		x, err := im.ready(a)
 		if err != nil {
@@ -126,34 +149,34 @@ func (im *importer) seqMatMul(n *onnxpb.NodeProto, a, b *value) (*value, error) 
 			return nil, fmt.Errorf("a %v weight for %d values per position", w.dims, x.shape.C)
 		}
 		p := &proj{x: x, w: slices.Clone(wt.floats()), b: make([]float32, w.dims[1]), out: w.dims[1], base: n.GetInput()[1], node: n}
-		return &value{layer: x.layer, shape: graph.Shape{H: 1, W: x.shape.W, C: p.out}, rank: 3, sole: true, pend: p}, nil
+		return &value{layer: x.layer, shape: graph.Shape{H: 1, W: x.shape.W, C: p.out}, rank: 3, sole: true, tmajor: x.tmajor, pend: p}, nil
 	}
 	qh, qok := a.pend.(*heads)
 	kh, kok := b.pend.(*heads)
-	if qok && kok && slices.Equal(qh.perm, []int{0, 2, 1, 3}) && slices.Equal(kh.perm, []int{0, 2, 3, 1}) {
+	if qok && kok && qh.folded == kh.folded && slices.Equal(qh.perm, qPerm(qh.folded)) && slices.Equal(kh.perm, kPerm(kh.folded)) {
 		if qh.h != kh.h || qh.dh != kh.dh || qh.p.x.layer != kh.p.x.layer {
 			return nil, errors.New("q and k of different widths or inputs")
 		}
-		s := &scores{q: qh.p, k: kh.p, h: qh.h, scale: 1}
-		return &value{layer: a.layer, rank: 4, pend: s}, nil
+		s := &scores{q: qh.p, k: kh.p, h: qh.h, scale: qh.scale * kh.scale, folded: qh.folded}
+		return &value{layer: a.layer, rank: a.rank, pend: s}, nil
 	}
 	s, sok := a.pend.(*scores)
 	vh, vok := b.pend.(*heads)
-	if sok && vok && s.softmax && s.v == nil && slices.Equal(vh.perm, []int{0, 2, 1, 3}) {
-		if vh.h != s.h || vh.p.x.layer != s.q.x.layer {
-			return nil, errors.New("v of another width or input than q and k")
+	if sok && vok && s.softmax && s.v == nil && vh.folded == s.folded && slices.Equal(vh.perm, qPerm(s.folded)) {
+		if vh.h != s.h || vh.p.x.layer != s.q.x.layer || vh.scale != 1 {
+			return nil, errors.New("v of another width or input than q and k, or scaled")
 		}
 		c := *s
-		c.v, c.perm = vh.p, []int{0, 2, 1, 3}
-		return &value{layer: a.layer, rank: 4, pend: &c}, nil
+		c.v, c.perm = vh.p, qPerm(s.folded)
+		return &value{layer: a.layer, rank: a.rank, pend: &c}, nil
 	}
-	return nil, errors.New("a product of two computed values other than the attention pattern's q·kᵀ ([batch, H, T, dh] by [batch, H, dh, T]) and its scores times v")
+	return nil, errors.New("a product of two computed values other than the attention pattern's q·kᵀ ([batch, H, T, dh] by [batch, H, dh, T], or nn.MultiheadAttention's [batch·H, T, dh] by [batch·H, dh, T]) and its scores times v")
 }
 
 // attention makes the attention layer once its output projection (W
 // [E, D] as ONNX multiplies by it: wt is its transpose [D, E]) arrives.
 // lathe scales the scores by 1/√dh; another scale goes into q.
-func (im *importer) attention(n *onnxpb.NodeProto, s *scores, wt []float32, e, d int) (*value, error) {
+func (im *importer) attention(n *onnxpb.NodeProto, s *scores, wt []float32, e, d int, bias []float32) (*value, error) {
 	q, k, v := s.q, s.k, s.v
 	if q.out != e || k.out != e || v.out != e || e%s.h != 0 || q.x.shape.C != d {
 		return nil, fmt.Errorf("an attention of width %d over %d values per position with an output projection %d×%d", q.out, q.x.shape.C, e, d)
@@ -172,6 +195,9 @@ func (im *importer) attention(n *onnxpb.NodeProto, s *scores, wt []float32, e, d
 	if pre, ok := strings.CutSuffix(trimWeight(q.base), ".q"); ok && trimWeight(k.base) == pre+".k" && trimWeight(v.base) == pre+".v" {
 		base = pre
 	}
+	if q.whole != nil && q.whole == k.whole && q.whole == v.whole {
+		base = packedName(q.whole.base, n)
+	}
 	l := graph.Layer{Name: im.name(n, base, "attn"), Kind: graph.Attention, Heads: s.h, Causal: s.causal}
 	if e != d {
 		l.Out = e
@@ -182,7 +208,14 @@ func (im *importer) attention(n *onnxpb.NodeProto, s *scores, wt []float32, e, d
 	}{{".q", q.w, q.b}, {".k", k.w, k.b}, {".v", v.w, v.b}, {".o", wt, make([]float32, d)}} {
 		im.params[l.Name+part.suffix], im.params[l.Name+part.suffix+".bias"] = part.w, part.b
 	}
-	return im.addLayer(l, q.x), nil
+	if bias != nil {
+		im.params[l.Name+".o.bias"] = bias
+	}
+	out := im.addLayer(l, q.x)
+	if s.folded { // [T·batch, E] until reshaped back
+		return &value{layer: out.layer, shape: out.shape, rank: 2, pend: &rows{x: out}}, nil
+	}
+	return out, nil
 }
 
 // trimWeight is an initializer's name less ".weight" or ".bias".
@@ -194,6 +227,9 @@ func trimWeight(s string) string {
 func (im *importer) seqTranspose(n *onnxpb.NodeProto) (*value, error) {
 	x := im.raw(n, 0)
 	p := attrInts(n, "perm")
+	if x != nil && len(p) == 3 {
+		return im.transpose3(n, x, p)
+	}
 	seen := map[int64]bool{}
 	for _, a := range p {
 		seen[a] = a >= 0 && a < 4
@@ -212,9 +248,11 @@ func (im *importer) seqTranspose(n *onnxpb.NodeProto) (*value, error) {
 	case *heads:
 		c := *h
 		c.perm = compose(h.perm)
-		return &value{layer: x.layer, rank: 4, pend: &c}, nil
+		if !h.folded {
+			return &value{layer: x.layer, rank: 4, pend: &c}, nil
+		}
 	case *scores:
-		if h.v != nil && !h.joined {
+		if h.v != nil && !h.joined && !h.folded {
 			c := *h
 			c.perm = compose(h.perm)
 			return &value{layer: x.layer, rank: 4, pend: &c}, nil
@@ -228,20 +266,28 @@ func (im *importer) seqTranspose(n *onnxpb.NodeProto) (*value, error) {
 func (im *importer) seqReshape(n *onnxpb.NodeProto, x *value, target []int64) (*value, bool, error) {
 	switch p := x.pend.(type) {
 	case *proj:
+		if x.tmajor {
+			return im.foldHeads(x, p, target)
+		}
 		if len(target) == 4 && target[2] > 0 && (target[3] > 0 || target[3] == -1) {
 			h := int(target[2])
 			if p.out%h != 0 || (target[3] > 0 && int(target[3])*h != p.out) || (target[1] != int64(x.shape.W) && target[1] != 0) {
 				return nil, true, fmt.Errorf("%d values per position viewed as %v", p.out, target)
 			}
-			return &value{layer: x.layer, rank: 4, pend: &heads{p: p, h: h, dh: p.out / h, perm: []int{0, 1, 2, 3}}}, true, nil
+			return &value{layer: x.layer, rank: 4, pend: &heads{p: p, h: h, dh: p.out / h, perm: []int{0, 1, 2, 3}, scale: 1}}, true, nil
 		}
 	case *scores:
+		if p.folded {
+			return im.joinHeads(x, p, target)
+		}
 		if p.v != nil && !p.joined && slices.Equal(p.perm, []int{0, 1, 2, 3}) && len(target) == 3 {
 			c := *p
 			c.joined = true
 			return &value{layer: x.layer, rank: 3, pend: &c}, true, nil
 		}
 		return nil, true, errors.New("reshapes the attention's heads other than back to [batch, T, E]")
+	case *rows:
+		return im.unfoldRows(x, p, target)
 	}
 	return nil, false, nil
 }
@@ -349,7 +395,17 @@ func (im *importer) arith(n *onnxpb.NodeProto) (*value, error) {
 			} else {
 				s.scale /= v
 			}
-			return &value{layer: a.layer, rank: 4, pend: &s}, nil
+			return &value{layer: a.layer, rank: a.rank, pend: &s}, nil
+		}
+	case *heads: // q scaled before q·kᵀ
+		if v, ok := im.scalarIn(n, ck); ok && b == nil && (op == "Mul" || op == "Div") {
+			h := *p
+			if op == "Mul" {
+				h.scale *= v
+			} else {
+				h.scale /= v
+			}
+			return &value{layer: a.layer, rank: a.rank, pend: &h}, nil
 		}
 	case *erfGELU:
 		switch {
@@ -405,7 +461,7 @@ func readyLayer(v *value) string {
 }
 
 func (im *importer) stage(x *value, pend any) *value {
-	return &value{layer: x.layer, shape: x.shape, rank: x.rank, pend: pend}
+	return &value{layer: x.layer, shape: x.shape, rank: x.rank, tmajor: x.tmajor, pend: pend}
 }
 
 // gelu joins GELU to the layer computing p.x, read only by the pattern
@@ -486,7 +542,7 @@ func (im *importer) seqAdd(n *onnxpb.NodeProto, x *value, c *tensor) (*value, bo
 				}
 			}
 		}
-		return &value{layer: x.layer, shape: x.shape, rank: 3, sole: true, pend: &q}, true, nil
+		return &value{layer: x.layer, shape: x.shape, rank: 3, sole: true, tmajor: x.tmajor, pend: &q}, true, nil
 	case *scores:
 		if p.softmax || p.v != nil || p.causal {
 			break
@@ -505,7 +561,17 @@ func (im *importer) seqAdd(n *onnxpb.NodeProto, x *value, c *tensor) (*value, bo
 		}
 		s := *p
 		s.causal = true
-		return &value{layer: x.layer, rank: 4, pend: &s}, true, nil
+		return &value{layer: x.layer, rank: x.rank, pend: &s}, true, nil
+	case *rows: // the output projection's bias
+		b, err := biasOf(c, p.x.shape.C)
+		if err != nil {
+			return nil, true, err
+		}
+		ob := im.params[p.x.layer+".o.bias"]
+		for i := range b {
+			ob[i] += b[i]
+		}
+		return x, true, nil
 	case *erfGELU:
 		if p.stage == 2 && isScalar && v == 1 {
 			return im.stage(x, &erfGELU{x: p.x, name: p.name, stage: 3}), true, nil
@@ -560,14 +626,18 @@ func (im *importer) seqMean(n *onnxpb.NodeProto, x *value, axes []int64) (*value
 	if len(axes) != 1 {
 		return nil, fmt.Errorf("a mean over axes %v of a sequence", axes)
 	}
-	switch (axes[0] + 3) % 3 {
+	ax := (axes[0] + 3) % 3
+	if x.tmajor && ax < 2 { // [T, batch, D]
+		ax = 1 - ax
+	}
+	switch ax {
 	case 1:
 		v, err := im.ready(x)
 		if err != nil {
 			return nil, err
 		}
 		out := im.addLayer(graph.Layer{Name: im.name(n, "", "pool"), Kind: graph.GlobalAvgPool}, v)
-		out.rank = 2
+		out.rank, out.tmajor = 2, false
 		if keep {
 			return nil, errors.New("a mean over the positions keeping its axis")
 		}
@@ -592,10 +662,10 @@ func (im *importer) softmax(n *onnxpb.NodeProto) (*value, error) {
 	x := im.raw(n, 0)
 	if x != nil {
 		if s, ok := x.pend.(*scores); ok && !s.softmax && s.v == nil {
-			if a := attrInt(n, "axis", -1); a == -1 || a == 3 {
+			if a := attrInt(n, "axis", -1); a == -1 || a == int64(x.rank-1) {
 				c := *s
 				c.softmax = true
-				return &value{layer: x.layer, rank: 4, pend: &c}, nil
+				return &value{layer: x.layer, rank: x.rank, pend: &c}, nil
 			}
 		}
 	}

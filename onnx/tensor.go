@@ -2,6 +2,7 @@ package onnx
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -24,7 +25,58 @@ const maxElems = 1 << 26
 
 // batch stands for the batch dimension in a shape computed from a value
 // (Shape of x: [batch, C, H, W]); a Reshape reading it keeps the batch.
+// Shape arithmetic may multiply it by a constant: batch·k is batchTimes(k)
+// (k ≥ 1; batchTimes(1) = batch), as nn.MultiheadAttention's export folds
+// the heads into the batch ([T, batch·H, dh]).
 const batch = math.MinInt64 / 2
+
+// maxFactor bounds k in batchTimes(k).
+const maxFactor = 1 << 40
+
+func batchTimes(k int64) int64 { return batch - (k - 1) }
+
+// batchFactor is k where v = batchTimes(k).
+func batchFactor(v int64) (int64, bool) {
+	if v <= batch && v > batch-maxFactor {
+		return batch - v + 1, true
+	}
+	return 0, false
+}
+
+// intOp is a binary operator on integers that follows the batch's
+// multiples; other arithmetic on the batch is refused.
+func intOp(op string, x, y int64) (int64, error) {
+	kx, sx := batchFactor(x)
+	ky, sy := batchFactor(y)
+	switch {
+	case !sx && !sy:
+		switch op {
+		case "Add":
+			return x + y, nil
+		case "Sub":
+			return x - y, nil
+		case "Mul":
+			return x * y, nil
+		case "Div":
+			if y == 0 {
+				return 0, errors.New("an integer division by zero")
+			}
+			return x / y, nil
+		}
+		return int64(binaryOps[op](float64(x), float64(y))), nil
+	case op == "Mul" && sx != sy:
+		c, k := y, kx
+		if sy {
+			c, k = x, ky
+		}
+		if c > 0 && k*c < maxFactor {
+			return batchTimes(k * c), nil
+		}
+	case op == "Div" && sx && !sy && y > 0 && kx%y == 0:
+		return batchTimes(kx / y), nil
+	}
+	return 0, fmt.Errorf("%s of the batch size (lathe follows only its multiples by constants)", op)
+}
 
 // tensor is a constant: an initializer, a Constant node's value or what
 // folding computed from them. Floats live in f, integers (and booleans)
@@ -261,8 +313,9 @@ func (t *tensor) transpose(perm []int64) (*tensor, error) {
 	return out, nil
 }
 
-// broadcast applies op elementwise under NumPy's broadcasting.
-func broadcast(a, b *tensor, op func(x, y float64) float64) (*tensor, error) {
+// broadcast applies op elementwise under NumPy's broadcasting: on
+// integers (both inputs integers) by intOp, else on floats by binaryOps.
+func broadcast(a, b *tensor, op string) (*tensor, error) {
 	r := max(len(a.dims), len(b.dims))
 	pad := func(d []int) []int { return append(slices.Repeat([]int{1}, r-len(d)), d...) }
 	ad, bd := pad(a.dims), pad(b.dims)
@@ -295,11 +348,14 @@ func broadcast(a, b *tensor, op func(x, y float64) float64) (*tensor, error) {
 				ib += c * bs[d]
 			}
 		}
-		v := op(float64(af[ia]), float64(bf[ib]))
 		if out.isInt {
-			out.i = append(out.i, int64(v))
+			v, err := intOp(op, a.i[ia], b.i[ib])
+			if err != nil {
+				return nil, err
+			}
+			out.i = append(out.i, v)
 		} else {
-			out.f = append(out.f, float32(v))
+			out.f = append(out.f, float32(binaryOps[op](float64(af[ia]), float64(bf[ib]))))
 		}
 	}
 	return out, nil

@@ -28,6 +28,9 @@ def randomize(m, seed):
         if isinstance(mod, nn.LayerNorm):
             mod.weight.data.copy_(torch.rand(mod.weight.shape, generator=g) + 0.5)
             mod.bias.data.copy_(torch.randn(mod.bias.shape, generator=g) * 0.2)
+        if isinstance(mod, nn.MultiheadAttention):  # PyTorch starts these biases at zero
+            mod.in_proj_bias.data.copy_(torch.randn(mod.in_proj_bias.shape, generator=g) * 0.2)
+            mod.out_proj.bias.data.copy_(torch.randn(mod.out_proj.bias.shape, generator=g) * 0.2)
         if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
             c = mod.num_features
             mod.running_mean.copy_(torch.randn(c, generator=g) * 0.3)
@@ -180,6 +183,34 @@ class Transformer(nn.Module):
         return self.head(x) if self.lm else self.head(x.mean(1))
 
 
+class TorchEncoder(nn.Module):
+    """A byte transformer built of PyTorch's own nn.TransformerEncoderLayer (so its attention is
+    nn.MultiheadAttention's export: one packed in_proj, q, k and v sliced from it, the heads
+    folded into a time-major batch [T, batch·H, dh], out_proj). lm=False: batch_first, pre-norm,
+    GELU, two layers, the mean over the positions and a classifier head. lm=True: time-major
+    (batch_first=False, the default: the model transposes), post-norm, ReLU, a causal mask, a
+    head at every position. Input: byte ids, int64 [batch, T]."""
+
+    def __init__(self, t=16, d=32, heads=4, blocks=2, mlp=64, classes=9, lm=False):
+        super().__init__()
+        self.lm = lm
+        self.tok = nn.Embedding(256, d)
+        self.pos = nn.Parameter(torch.randn(t, d) * 0.3)
+        layer = nn.TransformerEncoderLayer(d, heads, mlp, dropout=0.0, activation="relu" if lm else "gelu",
+                                           batch_first=not lm, norm_first=not lm)
+        self.enc = nn.TransformerEncoder(layer, blocks, enable_nested_tensor=False)
+        self.ln = nn.LayerNorm(d)
+        self.head = nn.Linear(d, 256 if lm else classes)
+        self.register_buffer("mask", torch.triu(torch.full((t, t), float("-inf")), 1))
+
+    def forward(self, ids):
+        x = self.tok(ids) + self.pos
+        if self.lm:
+            x = self.enc(x.transpose(0, 1), mask=self.mask).transpose(0, 1)
+            return self.head(x)
+        return self.head(self.ln(self.enc(x)).mean(1))
+
+
 class Normalized(nn.Module):
     """The input normalized inside forward, as torchvision's Normalize does outside it:
     (x − mean) / std per channel, then a padded convolution (its border sees the normalized zeros)."""
@@ -243,6 +274,18 @@ class BadTanh(nn.Module):
         return torch.tanh(self.fc(torch.flatten(x, 1)))
 
 
+class BadSlice(nn.Module):
+    """Keeps the first two of a convolution's channels: a Slice lathe cannot express."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(1, 4, 3)
+        self.fc = nn.Linear(2 * 4 * 4, 3)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.c(x)[:, :2], 1))
+
+
 class BadDilation(nn.Module):
     def __init__(self):
         super().__init__()
@@ -267,6 +310,9 @@ FIXTURES = [
     ("softmax_out", SoftmaxOut, (1, 4, 4)),
     ("silu", SiLUNet, (2, 8, 8)),
     ("bad_tanh", BadTanh, (1, 4, 4)),
+    ("torch_encoder", TorchEncoder, (16,)),
+    ("bad_slice", BadSlice, (1, 6, 6)),
+    ("torch_lm", lambda: TorchEncoder(t=12, d=16, heads=2, blocks=1, mlp=32, lm=True), (12,)),
 ]
 
 

@@ -5,9 +5,11 @@ blocks of 4-head attention and a GELU feed-forward layer of 128, mean over the p
 linear head) on lathe's langid windows (64 bytes of fortune cookies in nine languages), dumped by
 `go run ./bench/dataset-dump -dataset langid -o DIR` so that PyTorch sees exactly lathe's samples;
 1 epoch of AdamW (lr 2e-3, batch 128, seed 1) over the whole training set; exported at opset 17 as langid_transformer.onnx
-(input "input": byte ids int64 [batch, 64], output "logits" [batch, 9]).
+(input "input": byte ids int64 [batch, 64], output "logits" [batch, 9]). With --torch-layers the
+blocks are PyTorch's own nn.TransformerEncoderLayer (make_fixtures.py's TorchEncoder, the same
+widths; nn.MultiheadAttention's export).
 
-    /usr/bin/python3 onnx/testdata/train_langid.py DUMP_DIR [OUT.onnx]
+    /usr/bin/python3 onnx/testdata/train_langid.py DUMP_DIR [OUT.onnx] [--torch-layers]
 """
 import json
 import os
@@ -18,10 +20,12 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_fixtures import Transformer, export  # noqa: E402
+from make_fixtures import TorchEncoder, Transformer, export  # noqa: E402
 
-DUMP = sys.argv[1]
-OUT = sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "langid_transformer.onnx")
+TORCH_LAYERS = "--torch-layers" in sys.argv
+ARGS = [a for a in sys.argv[1:] if a != "--torch-layers"]
+DUMP = ARGS[0]
+OUT = ARGS[1] if len(ARGS) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "langid_transformer.onnx")
 
 
 def load(split, cols):
@@ -37,7 +41,8 @@ def main():
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     xs, ys = load("train", t)
     xt, yt = load("test", t)
-    m = Transformer(t=t, d=64, heads=4, blocks=2, mlp=128, classes=classes)
+    arch = TorchEncoder if TORCH_LAYERS else Transformer
+    m = arch(t=t, d=64, heads=4, blocks=2, mlp=128, classes=classes)
     opt = torch.optim.AdamW(m.parameters(), lr=2e-3, weight_decay=0.01)
     for epoch in range(1):
         m.train()

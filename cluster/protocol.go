@@ -93,6 +93,9 @@ type PhaseSpec struct {
 	// TeacherLogits is an object holding the teachers' logits for the
 	// training set (offline distillation), computed once by the coordinator.
 	TeacherLogits string `json:"teacher_logits,omitempty"`
+	// PostTrained is an object holding the recipe's model file after its
+	// post_training block, compressed once by the coordinator.
+	PostTrained string `json:"post_trained,omitempty"`
 	Resume        string `json:"resume,omitempty"` // object: the checkpoint to resume from
 	// StartStep is the step the phase starts at: 0, or a resumed run's
 	// checkpoint step.

@@ -18,7 +18,8 @@ import (
 // recipe run (one point of a sweep); "logits", a teacher's logits for a
 // range of the training set (offline distillation), split across the
 // workers; "sensitivity", one cell of a sensitivity analysis (a layer
-// pruned to a sparsity, evaluated on the validation split).
+// pruned to a sparsity, evaluated on the validation split); "calibrate",
+// a range of a post-training calibration pass's batches (Lo, Hi).
 type TaskSpec struct {
 	ID     string `json:"id"`
 	Kind   string `json:"kind"`
@@ -33,9 +34,12 @@ type TaskSpec struct {
 	Lo int `json:"lo,omitempty"`
 	Hi int `json:"hi,omitempty"`
 	// Layer and Sparsity are a sensitivity task's cell: the layer pruned
-	// alone to that sparsity (none: the weights as they are).
-	Layer    string  `json:"layer,omitempty"`
-	Sparsity float64 `json:"sparsity,omitempty"`
+	// alone to that sparsity (none: the weights as they are). A calibrate
+	// task's Layer is the layer whose inputs it collects, Observed the
+	// layers whose outputs it samples.
+	Layer    string   `json:"layer,omitempty"`
+	Sparsity float64  `json:"sparsity,omitempty"`
+	Observed []string `json:"observed,omitempty"`
 }
 
 // TaskResult is a worker's answer to a task, published on its

@@ -424,8 +424,10 @@ func (w *Worker) files(spec *PhaseSpec) (map[string][]byte, error) {
 	if spec.Resume != "" {
 		names = append(names, spec.Resume)
 	}
-	if spec.TeacherLogits != "" {
-		names = append(names, spec.TeacherLogits)
+	for _, n := range []string{spec.TeacherLogits, spec.PostTrained} {
+		if n != "" {
+			names = append(names, n)
+		}
 	}
 	return w.fetch(spec.Bucket, names, spec.Data)
 }

@@ -22,7 +22,6 @@ import (
 	"github.com/lathe-ml/lathe/compute"
 	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/graph"
-	"github.com/lathe-ml/lathe/infer"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/rundir"
 )
@@ -54,6 +53,9 @@ type Options struct {
 	Damp float64
 	// Job names the model file written (default: the input's).
 	Job string
+	// Tracer runs the calibration passes (default: Local, on the samples
+	// and engine Compress is given).
+	Tracer Tracer
 	// Progress, when set, hears about each layer.
 	Progress func(LayerReport)
 }
@@ -143,7 +145,11 @@ func Compress(f *checkpoint.File, x []float32, eng compute.Engine, opt Options) 
 		rep.Folded = len(pairs)
 	}
 	job := cmp.Or(opt.Job, f.Job)
-	c := &compressor{m: m, x: x, n: rep.Samples, eng: eng, opt: opt, job: job, dataset: st.Dataset, files: st.Files, stash: map[string]stashed{}}
+	tracer := opt.Tracer
+	if tracer == nil {
+		tracer = Local{X: x, Eng: eng}
+	}
+	c := &compressor{m: m, tracer: tracer, opt: opt, job: job, dataset: st.Dataset, files: st.Files, stash: map[string]stashed{}}
 	for _, l := range m.Net.Layers {
 		if l.Kind != graph.Linear && l.Kind != graph.Conv {
 			continue
@@ -179,9 +185,7 @@ type stashed struct {
 
 type compressor struct {
 	m            *model.Model
-	x            []float32
-	n            int
-	eng          compute.Engine
+	tracer       Tracer
 	opt          Options
 	job, dataset string
 	files        data.FileOptions
@@ -226,28 +230,17 @@ func (c *compressor) file(quantize bool) (*checkpoint.File, error) {
 	return f, nil
 }
 
-// trace runs the calibration samples through the model as it is now (in
-// float) and calls fn for each layer.
-func (c *compressor) trace(fn func(l *infer.Layer, in, out []float32, batch int)) error {
+// trace runs a calibration pass through the model as it is now (in
+// float).
+func (c *compressor) trace(want Want) ([]BatchStats, error) {
 	saved := c.m.ActQuant
 	c.m.ActQuant = nil
 	f, err := c.file(false)
 	c.m.ActQuant = saved
 	if err != nil {
-		return err
+		return nil, err
 	}
-	rt, err := infer.Load(f, c.eng)
-	if err != nil {
-		return err
-	}
-	const batch = 128
-	for lo := 0; lo < c.n; lo += batch {
-		b := min(batch, c.n-lo)
-		if _, err := rt.Trace(c.x[lo*rt.Features:(lo+b)*rt.Features], b, func(l *infer.Layer, in, out []float32) { fn(l, in, out, b) }); err != nil {
-			return err
-		}
-	}
-	return nil
+	return c.tracer.Trace(f, want)
 }
 
 // layer compresses one linear layer's or convolution's weight.
@@ -259,19 +252,16 @@ func (c *compressor) layer(l graph.Layer) (LayerReport, error) {
 	rows := l.Out
 	cols := len(w) / rows // one filter's inputs (within its group)
 	rep := LayerReport{Layer: l.Name}
-	hs := make([]*compress.Hessian, groups)
-	for g := range hs {
-		hs[g] = compress.NewHessian(cols)
-	}
-	mean := make([]float64, groups*cols)
+	hs, mean, err := inputs(nil, groups, cols)
 	if opt.GPTQ || opt.Prune == "sparsegpt" || opt.BiasCorrection {
-		if err := c.trace(func(il *infer.Layer, in, _ []float32, batch int) {
-			if il.Name == l.Name {
-				addInputs(il, in, batch, hs, mean)
-			}
-		}); err != nil {
-			return rep, err
+		stats, terr := c.trace(Want{Layer: l.Name})
+		if terr != nil {
+			return rep, terr
 		}
+		hs, mean, err = inputs(stats, groups, cols)
+	}
+	if err != nil {
+		return rep, err
 	}
 	per := rows / groups
 	baseline := slices.Clone(orig)
@@ -355,48 +345,6 @@ func (c *compressor) compressGroup(w, baseline []float32, h *compress.Hessian, l
 	return nil
 }
 
-// addInputs adds a layer's calibration inputs to its groups' Hessians and
-// input means: a linear layer's input vectors, a convolution's patches in
-// its weight's column order ([ky][kx][channel of the group]).
-func addInputs(l *infer.Layer, in []float32, batch int, hs []*compress.Hessian, mean []float64) {
-	cols := hs[0].Cols
-	if graph.Kind(l.Kind) == graph.Linear {
-		hs[0].Add(in[:batch*cols])
-		for i, v := range in[:batch*cols] {
-			mean[i%cols] += float64(v)
-		}
-		return
-	}
-	groups := len(hs)
-	cg := l.C / groups
-	isz := l.H * l.W * l.C
-	rows := make([]float32, 0, l.OH*l.OW*cols)
-	for g := range groups {
-		rows = rows[:0]
-		for s := range batch {
-			img := in[s*isz : (s+1)*isz]
-			for oy := range l.OH {
-				for ox := range l.OW {
-					for ky := range l.K {
-						for kx := range l.K {
-							iy, ix := oy*l.Stride-l.Pad+ky, ox*l.Stride-l.Pad+kx
-							if iy < 0 || iy >= l.H || ix < 0 || ix >= l.W {
-								rows = append(rows, make([]float32, cg)...)
-								continue
-							}
-							rows = append(rows, img[(iy*l.W+ix)*l.C+g*cg:(iy*l.W+ix)*l.C+(g+1)*cg]...)
-						}
-					}
-				}
-			}
-		}
-		hs[g].Add(rows)
-		for i, v := range rows {
-			mean[g*cols+i%cols] += float64(v)
-		}
-	}
-}
-
 // correctBias adds (W − Ŵ)·E[x] to each output's bias: the layer's mean
 // output on the calibration inputs is what it was.
 func (c *compressor) correctBias(l graph.Layer, orig, w []float32, mean []float64, cols, n int) error {
@@ -428,26 +376,11 @@ func (c *compressor) activations() (map[string][2]float32, error) {
 		names = append(names, w.Name)
 	}
 	observed := c.m.Observed(names)
-	const keep = 1 << 20 // values sampled per layer
-	samples := map[string][]float32{}
-	lo, hi := map[string]float32{}, map[string]float32{}
-	stride := map[string]int{}
-	if err := c.trace(func(l *infer.Layer, _, out []float32, batch int) {
-		if !slices.Contains(observed, l.Name) {
-			return
-		}
-		a, b := compress.MinMax(out)
-		if _, ok := lo[l.Name]; !ok {
-			lo[l.Name], hi[l.Name] = a, b
-			stride[l.Name] = max(1, len(out)/batch*c.n/keep)
-		}
-		lo[l.Name], hi[l.Name] = min(lo[l.Name], a), max(hi[l.Name], b)
-		for i := 0; i < len(out); i += stride[l.Name] {
-			samples[l.Name] = append(samples[l.Name], out[i])
-		}
-	}); err != nil {
+	stats, err := c.trace(Want{Observed: observed})
+	if err != nil {
 		return nil, err
 	}
+	lo, hi, samples := outputs(stats)
 	ranges := map[string][2]float32{}
 	c.m.ActQuant = map[string]*model.Observer{}
 	spec := model.QuantSpec{Bits: c.opt.Activations}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/cluster"
 	"github.com/lathe-ml/lathe/recipes"
@@ -22,7 +23,13 @@ type coordinatorRun struct {
 	c           *cluster.Coordinator
 	tobj        *storeFiles // the teachers' model files for the cluster's store, made once
 	tlogitsFile []byte      // offline distillation's logits file, for the replicas
+	postFile    []byte      // the post-trained model file, for the replicas
 	par         *cluster.Replica
+}
+
+func (c *coordinatorRun) postTrain(ctx context.Context, job *recipes.Job, opts Options, log hclog.Logger) (err error) {
+	c.postFile, _, err = postTrainOn(ctx, job, opts, log)
+	return err
 }
 
 func (*coordinatorRun) ownsDir() bool                { return true }
@@ -70,7 +77,7 @@ func (c *coordinatorRun) attach(ctx context.Context, st *jobRun, cfg *trainer.Co
 	if err != nil {
 		return nil, err
 	}
-	if c.par, err = startPhase(ctx, st.job, st.opts, tf, st.rp, c.tlogitsFile); err != nil {
+	if c.par, err = startPhase(ctx, st.job, st.opts, tf, st.rp, c.tlogitsFile, c.postFile); err != nil {
 		return nil, err
 	}
 	cfg.Parallel = c.par
@@ -127,7 +134,7 @@ func microShards(batch, want int) (int, error) {
 
 // startPhase sends the phase to the cluster's workers with the files its
 // replicas start from, and returns the coordinator's replica.
-func startPhase(ctx context.Context, job *recipes.Job, opts Options, teachers *storeFiles, rp *resumePoint, logits []byte) (*cluster.Replica, error) {
+func startPhase(ctx context.Context, job *recipes.Job, opts Options, teachers *storeFiles, rp *resumePoint, logits, post []byte) (*cluster.Replica, error) {
 	shards, err := microShards(job.Batch, opts.MicroShards)
 	if err != nil {
 		return nil, job.Errorf("batch", "%v", err)
@@ -141,6 +148,10 @@ func startPhase(ctx context.Context, job *recipes.Job, opts Options, teachers *s
 	if logits != nil {
 		spec.TeacherLogits = cluster.Token(job.Name) + ".teacher-logits.arrow"
 		files[spec.TeacherLogits] = logits
+	}
+	if post != nil {
+		spec.PostTrained = cluster.Token(job.Name) + ".post-trained.arrow"
+		files[spec.PostTrained] = post
 	}
 	if rp != nil {
 		b, err := os.ReadFile(rp.path)

@@ -2,20 +2,13 @@ package run
 
 import (
 	"errors"
-	"fmt"
 	"path/filepath"
 	"slices"
-	"sync"
 
-	"github.com/hashicorp/go-hclog"
-
-	"github.com/lathe-ml/lathe/checkpoint"
-	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/graph"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/onnx"
-	"github.com/lathe-ml/lathe/ptq"
 	"github.com/lathe-ml/lathe/recipes"
 	"github.com/lathe-ml/lathe/rundir"
 )
@@ -154,41 +147,4 @@ func modelName(job *recipes.Job) string {
 		return filepath.Base(job.Model.File)
 	}
 	return job.Model.Arch
-}
-
-// postTrained caches post_training's results in the process (a plan is
-// built more than once), by the file's digest and the block.
-var postTrained sync.Map
-
-// postTraining compresses the model file as the post_training block says,
-// calibrating on the job's training split (one compute thread: the same
-// bits in every process of a cluster).
-func postTraining(job *recipes.Job, f *checkpoint.File) (*checkpoint.File, error) {
-	p := job.PostTraining
-	key := fmt.Sprintf("%s %s %s %d %d %+v %+v", f.SHA256, job.Dataset, job.DataDir, job.Validation, job.Seed, *p, job.Files())
-	if c, ok := postTrained.Load(key); ok {
-		return c.(*checkpoint.File), nil
-	}
-	train, _, err := data.LoadWith(job.Dataset, job.DataDir, job.Files())
-	if err != nil {
-		return nil, err
-	}
-	rest, _, err := data.SplitValidation(train, job.Validation)
-	if err != nil {
-		return nil, job.Errorf("validation", "%v", err)
-	}
-	opt := ptq.Options{Bits: p.Bits, GPTQ: p.GPTQ, Activations: p.Activations, Range: p.Range, BiasCorrection: p.BiasCorrection,
-		Prune: p.Prune, Sparsity: p.Sparsity}
-	if len(p.NM) == 2 {
-		opt.N, opt.M, opt.Sparsity = p.NM[0], p.NM[1], 0
-	}
-	out, _, err := ptq.Compress(f, ptq.Calibration(rest, p.Samples, job.Seed), cpu.New(cpu.Options{Threads: 1, Logger: hclog.NewNullLogger()}), opt)
-	if err != nil {
-		return nil, job.Errorf("post_training", "%v", err)
-	}
-	if _, err := checkpoint.Encode(out); err != nil { // its digest and sizes, as a read file has
-		return nil, err
-	}
-	postTrained.Store(key, out)
-	return out, nil
 }

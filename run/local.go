@@ -4,7 +4,9 @@ import (
 	"context"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/lathe-ml/lathe/checkpoint"
+	"github.com/lathe-ml/lathe/recipes"
 	"github.com/lathe-ml/lathe/rundir"
 	"github.com/lathe-ml/lathe/trainer"
 )
@@ -35,3 +37,5 @@ func (localRun) evaluateAll(context.Context, *jobRun, *trainer.Trainer) func([]t
 }
 
 func (localRun) summarize(*rundir.Summary, *trainer.Trainer) {}
+
+func (localRun) postTrain(context.Context, *recipes.Job, Options, hclog.Logger) error { return nil }

@@ -26,6 +26,14 @@ type replicaOpts struct {
 	deviceAuto    bool      // the worker's --device auto: fall back to the CPU for what the device cannot do
 	teachers      []*model.Model
 	resume        *checkpoint.File
+	postTrained   *checkpoint.File // the coordinator's post-trained model file
+}
+
+func (p *replicaRun) postTrain(_ context.Context, job *recipes.Job, _ Options, _ hclog.Logger) error {
+	if p.r.postTrained == nil {
+		return nil
+	}
+	return usePostTrained(job, p.r.postTrained)
 }
 
 // replicaRun is a worker's replica of a cluster phase: it computes its
@@ -145,6 +153,11 @@ func replicaPhase(dataDir string, log hclog.Logger, extra []trainer.Policy, dev 
 		if spec.Resume != "" {
 			if r.resume, err = checkpoint.Decode(files[spec.Resume]); err != nil {
 				return fmt.Errorf("run: the phase's checkpoint: %w", err)
+			}
+		}
+		if spec.PostTrained != "" {
+			if r.postTrained, err = checkpoint.Decode(files[spec.PostTrained]); err != nil {
+				return fmt.Errorf("run: the phase's post-trained model file: %w", err)
 			}
 		}
 		if spec.TeacherLogits != "" {

@@ -6,7 +6,9 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/lathe-ml/lathe/checkpoint"
+	"github.com/lathe-ml/lathe/recipes"
 	"github.com/lathe-ml/lathe/rundir"
 	"github.com/lathe-ml/lathe/trainer"
 )
@@ -40,6 +42,11 @@ type role interface {
 	evaluateAll(ctx context.Context, st *jobRun, tr *trainer.Trainer) func([]trainer.SensitivityRow) (float64, []float64, error)
 	// summarize adds the role's account to the summary of a finished run.
 	summarize(sum *rundir.Summary, tr *trainer.Trainer)
+	// postTrain readies the post_training block's compressed model file
+	// before the plan is built: the coordinator calibrates on its workers,
+	// a replica takes the coordinator's file, a local run leaves it to
+	// Build.
+	postTrain(ctx context.Context, job *recipes.Job, opts Options, log hclog.Logger) error
 }
 
 // roleOf is the role opts ask for.

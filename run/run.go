@@ -130,6 +130,11 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *rundir.S
 	if err != nil {
 		return nil, nil, err
 	}
+	if job.PostTraining != nil && job.Model.File != "" {
+		if err := role.postTrain(ctx, job, opts, log); err != nil {
+			return nil, nil, err
+		}
+	}
 	plan, err := Build(job, set, log)
 	if err != nil {
 		return nil, nil, err

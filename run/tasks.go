@@ -41,7 +41,10 @@ import (
 //     is split;
 //   - "sensitivity": one cell of a sensitivity analysis — the model file
 //     the coordinator sent, one layer pruned alone (magnitude) to the
-//     cell's sparsity, evaluated on the validation split with one thread.
+//     cell's sparsity, evaluated on the validation split with one thread;
+//   - "calibrate": batches [Lo, Hi) of a post_training calibration pass
+//     through the model file the coordinator sent, with one thread
+//     (ptq.TraceBatches).
 func Task(dataDir string, threads int, log hclog.Logger) cluster.TaskFunc {
 	if log == nil {
 		log = hclog.NewNullLogger()
@@ -63,13 +66,16 @@ func Task(dataDir string, threads int, log hclog.Logger) cluster.TaskFunc {
 			}
 			defer cleanup()
 			return runTask(ctx, job, dir, threads, log)
-		case "logits", "sensitivity":
+		case "logits", "sensitivity", "calibrate":
 			train, val, err := sets.get(job, dataDir, spec.Data, files, log)
 			if err != nil {
 				return nil, nil, err
 			}
-			if spec.Kind == "logits" {
+			switch spec.Kind {
+			case "logits":
 				return logitsTask(job, train, spec, files)
+			case "calibrate":
+				return calibrateTask(job, train, spec, files)
 			}
 			return sensitivityTask(job, val, spec, files)
 		}

@@ -96,7 +96,7 @@ type PhaseSpec struct {
 	// PostTrained is an object holding the recipe's model file after its
 	// post_training block, compressed once by the coordinator.
 	PostTrained string `json:"post_trained,omitempty"`
-	Resume        string `json:"resume,omitempty"` // object: the checkpoint to resume from
+	Resume      string `json:"resume,omitempty"` // object: the checkpoint to resume from
 	// StartStep is the step the phase starts at: 0, or a resumed run's
 	// checkpoint step.
 	StartStep int64 `json:"start_step,omitempty"`

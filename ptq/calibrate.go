@@ -1,7 +1,9 @@
 package ptq
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"slices"
 
 	"github.com/lathe-ml/lathe/checkpoint"
@@ -212,4 +214,53 @@ func outputs(stats []BatchStats) (lo, hi map[string]float32, samples map[string]
 		}
 	}
 	return lo, hi, samples
+}
+
+// Check refuses statistics that a pass asking want cannot have given (a
+// worker's answer): another layer's outputs, Hessians where none were
+// asked, values that are not finite. Shapes are checked where they are
+// added up.
+func (st *BatchStats) Check(want Want) error {
+	if want.Layer == "" && (len(st.H) > 0 || len(st.Sum) > 0) {
+		return errors.New("Hessians no pass asked for")
+	}
+	for _, h := range st.H {
+		if !finite64(h) {
+			return errors.New("a Hessian that is not finite")
+		}
+	}
+	if !finite64(st.Sum) {
+		return errors.New("input sums that are not finite")
+	}
+	for name, s := range st.Samples {
+		if !slices.Contains(want.Observed, name) {
+			return fmt.Errorf("the outputs of %q, which no pass asked for", name)
+		}
+		lo, hi := st.Lo[name], st.Hi[name]
+		if !finite32(s) || !finite32([]float32{lo, hi}) || lo > hi {
+			return fmt.Errorf("a range [%g, %g] or samples of %q that are not finite", lo, hi, name)
+		}
+	}
+	if len(st.Lo) != len(st.Samples) || len(st.Hi) != len(st.Samples) {
+		return errors.New("ranges without their samples")
+	}
+	return nil
+}
+
+func finite64(v []float64) bool {
+	for _, x := range v {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return false
+		}
+	}
+	return true
+}
+
+func finite32(v []float32) bool {
+	for _, x := range v {
+		if x != x || math.IsInf(float64(x), 0) {
+			return false
+		}
+	}
+	return true
 }

@@ -1,6 +1,7 @@
 package ptq
 
 import (
+	"math"
 	"reflect"
 	"testing"
 
@@ -85,5 +86,18 @@ func TestPassesSplit(t *testing.T) {
 	}
 	if _, _, err := inputs([]BatchStats{{Rows: 1, H: [][]float64{{1}}}}, 1, 2); err == nil {
 		t.Error("a batch of the wrong shape added")
+	}
+	for i, bad := range []BatchStats{
+		{H: [][]float64{{1}}},
+		{Lo: map[string]float32{"c2": 0}, Hi: map[string]float32{"c2": 1}, Samples: map[string][]float32{"c2": {0}}},
+		{Lo: map[string]float32{"c1": 0}, Hi: map[string]float32{"c1": float32(math.NaN())}, Samples: map[string][]float32{"c1": {0}}},
+		{Lo: map[string]float32{"c1": 2}, Hi: map[string]float32{"c1": 1}, Samples: map[string][]float32{"c1": {0}}},
+	} {
+		if err := bad.Check(Want{Observed: []string{"c1"}}); err == nil {
+			t.Errorf("statistics %d passed the check", i)
+		}
+	}
+	if err := a[0].Check(Want{Observed: []string{"c1"}}); err != nil {
+		t.Errorf("a pass's own statistics: %v", err)
 	}
 }

@@ -197,6 +197,11 @@ func (t *clusterTracer) Trace(f *checkpoint.File, want ptq.Want) ([]ptq.BatchSta
 		if err := gob.NewDecoder(bytes.NewReader(o.Files["stats.gob"])).Decode(&part); err != nil || len(part) != task.Hi-task.Lo {
 			return fmt.Errorf("run: calibration batches [%d, %d) from %s: %d batches back (%v)", task.Lo, task.Hi, o.Worker, len(part), err)
 		}
+		for b := range part {
+			if err := part[b].Check(want); err != nil {
+				return fmt.Errorf("run: calibration batch %d from %s: %v", task.Lo+b, o.Worker, err)
+			}
+		}
 		copy(out[task.Lo:], part)
 		return nil
 	})

@@ -194,8 +194,15 @@ func escapeModulePath(p string) string {
 }
 
 // LoadSplits is LoadWith with the dataset's own validation split where it
-// has one (OwnValidation); val is nil for the others.
+// has one (OwnValidation, or opt.ValidationFraction of a user's files);
+// val is nil for the others.
 func LoadSplits(name, dir string, opt FileOptions) (train, val, test *Set, err error) {
+	if opt.ValidationFraction != 0 {
+		if !IsFiles(name) {
+			return nil, nil, nil, fmt.Errorf("data: validation_fraction holds out a validation split of your own files (%s); dataset %s holds out its last samples (validation)", strings.Join(FileFormats, ", "), name)
+		}
+		return loadFiles(name, dir, opt)
+	}
 	if !OwnValidation(name, dir) {
 		train, test, err = LoadWith(name, dir, opt)
 		return train, nil, test, err
@@ -248,8 +255,8 @@ func LoadWith(name, dir string, opt FileOptions) (train, test *Set, err error) {
 	if IsFiles(name) {
 		return LoadFiles(name, dir, opt)
 	}
-	if opt.TestFraction != 0 {
-		return nil, nil, fmt.Errorf("data: test_fraction holds out a test split of your own files (%s); dataset %s has its own", strings.Join(FileFormats, ", "), name)
+	if opt.TestFraction != 0 || opt.ValidationFraction != 0 {
+		return nil, nil, fmt.Errorf("data: test_fraction and validation_fraction hold out splits of your own files (%s); dataset %s has its own test split and holds out its last training samples (validation)", strings.Join(FileFormats, ", "), name)
 	}
 	switch name {
 	case "kjv":

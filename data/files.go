@@ -47,14 +47,18 @@ func IsFiles(name string) bool { return slices.Contains(FileFormats, name) }
 
 // FileOptions say how a user's files are read: where the folder holds no
 // test file, the fraction of the training file's samples held out as the
-// test split, drawn by Seed (the same samples for every run with the same
-// two, whatever the training seed); for image folders, the size [rows,
-// cols] every image is brought to (scaled to cover it, the centre cropped:
-// torchvision's Resize then CenterCrop), none: all of one size already.
+// test split; where it holds no validation file, the fraction of the
+// training samples left held out as the validation split (LoadSplits);
+// both drawn by Seed (the same samples for every run with the same
+// options, whatever the training seed); for image folders, the size
+// [rows, cols] every image is brought to (scaled to cover it, the centre
+// cropped: torchvision's Resize then CenterCrop), none: all of one size
+// already.
 type FileOptions struct {
-	TestFraction float64 `json:"test_fraction,omitempty"`
-	Seed         uint64  `json:"split_seed,omitempty"`
-	ImageSize    [2]int  `json:"image_size,omitzero"`
+	TestFraction       float64 `json:"test_fraction,omitempty"`
+	ValidationFraction float64 `json:"validation_fraction,omitempty"`
+	Seed               uint64  `json:"split_seed,omitempty"`
+	ImageSize          [2]int  `json:"image_size,omitzero"`
 }
 
 // FilesIn lists the files of a user's dataset in dir that LoadFiles
@@ -121,14 +125,36 @@ func testFile(format, dir string) string { return splitFile(format, dir, "test")
 // from its test file, or — where there is none and opt says so — held out
 // from the training file.
 func LoadFiles(format, dir string, opt FileOptions) (train, test *Set, err error) {
+	train, _, test, err = loadFiles(format, dir, opt)
+	return train, test, err
+}
+
+// loadFiles is LoadFiles with the validation split opt holds out of the
+// training samples (nil when it holds none out).
+func loadFiles(format, dir string, opt FileOptions) (train, val, test *Set, err error) {
+	train, test, err = loadTrainTest(format, dir, opt)
+	if err != nil || opt.ValidationFraction == 0 {
+		return train, nil, test, err
+	}
+	if _, err := os.Stat(splitFile(format, dir, "val")); err == nil {
+		return nil, nil, nil, fmt.Errorf("data: %s has its validation split (%s); validation_fraction holds one out only where the folder has none", dir, splitFile(format, dir, "val"))
+	}
+	if train, val, err = holdOut(train, "validation_fraction", opt.ValidationFraction, opt.Seed, 0x56414c4944); err != nil { // "VALID"
+		return nil, nil, nil, err
+	}
+	train.Name, val.Name = format+"/train", format+"/val"
+	return train, val, test, nil
+}
+
+func loadTrainTest(format, dir string, opt FileOptions) (train, test *Set, err error) {
 	if dir == "" {
 		return nil, nil, fmt.Errorf("data: dataset %s reads your files from a folder: set the recipe's data_dir or pass --data-dir", format)
 	}
 	if !IsFiles(format) {
 		return nil, nil, fmt.Errorf("data: unknown file format %q (%s)", format, strings.Join(FileFormats, ", "))
 	}
-	if !(opt.TestFraction >= 0 && opt.TestFraction < 1) {
-		return nil, nil, fmt.Errorf("data: test_fraction %g: a fraction in [0, 1)", opt.TestFraction)
+	if !(opt.TestFraction >= 0 && opt.TestFraction < 1) || !(opt.ValidationFraction >= 0 && opt.ValidationFraction < 1) {
+		return nil, nil, fmt.Errorf("data: test_fraction %g, validation_fraction %g: fractions in [0, 1)", opt.TestFraction, opt.ValidationFraction)
 	}
 	if sz := opt.ImageSize; sz != [2]int{} && (format != "images" || sz[0] < 1 || sz[1] < 1 || sz[0] > 4096 || sz[1] > 4096) {
 		return nil, nil, fmt.Errorf("data: image_size %v: rows and columns in [1, 4096], for dataset images (not %s)", sz, format)
@@ -147,7 +173,7 @@ func LoadFiles(format, dir string, opt FileOptions) (train, test *Set, err error
 	if hasTest {
 		test, err = loadFileSplit(format, dir, "test", train, opt.ImageSize)
 	} else {
-		train, test, err = holdOut(train, opt)
+		train, test, err = holdOut(train, "test_fraction", opt.TestFraction, opt.Seed, 0x53504c4954) // "SPLIT"
 	}
 	if err != nil {
 		return nil, nil, err
@@ -180,15 +206,16 @@ func loadFileSplit(format, dir, split string, like *Set, size [2]int) (*Set, err
 	return loadTable(format, dir, split)
 }
 
-// holdOut takes round(TestFraction·N) of the samples, drawn by the seed,
-// as the test set; the rest, in their order, stay the training set.
-func holdOut(s *Set, opt FileOptions) (train, test *Set, err error) {
+// holdOut takes round(fraction·N) of the samples, drawn by the seed (and
+// stream, one per split), as another split; the rest, in their order,
+// stay the training set. field names the fraction in errors.
+func holdOut(s *Set, field string, fraction float64, seed, stream uint64) (train, held *Set, err error) {
 	n := s.Len()
-	k := int(math.Round(opt.TestFraction * float64(n)))
+	k := int(math.Round(fraction * float64(n)))
 	if k < 1 || k >= n {
-		return nil, nil, fmt.Errorf("data: test_fraction %g of %d samples holds out %d: leave at least one sample in each split", opt.TestFraction, n, k)
+		return nil, nil, fmt.Errorf("data: %s %g of %d samples holds out %d: leave at least one sample in each split", field, fraction, n, k)
 	}
-	perm := rand.New(rand.NewPCG(opt.Seed, 0x53504c4954)).Perm(n) // "SPLIT"
+	perm := rand.New(rand.NewPCG(seed, stream)).Perm(n)
 	inTest := make([]bool, n)
 	for _, i := range perm[:k] {
 		inTest[i] = true

@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -303,6 +304,56 @@ func TestHeldOutTestSplit(t *testing.T) {
 	write(t, filepath.Join(dir, "test.csv"), "v,label\n1,0\n")
 	if _, _, err := LoadWith("csv", dir, FileOptions{TestFraction: 0.25}); err == nil || !strings.Contains(err.Error(), "has its test split") {
 		t.Errorf("a fraction beside a test file: %v", err)
+	}
+}
+
+// TestValidationFraction: validation_fraction holds out that share of
+// the training samples test_fraction leaves, drawn by the split seed: the
+// three splits part the file, LoadWith's training set is LoadSplits',
+// and a folder with a val file or a dataset other than your files refuse
+// it.
+func TestValidationFraction(t *testing.T) {
+	dir := t.TempDir()
+	var b strings.Builder
+	b.WriteString("v,label\n")
+	for i := range 100 {
+		fmt.Fprintf(&b, "%d,%d\n", i, i%4)
+	}
+	write(t, filepath.Join(dir, "train.csv"), b.String())
+	values := func(s *Set) []float32 { return slices.Clone(s.Floats) }
+	opt := FileOptions{TestFraction: 0.2, ValidationFraction: 0.25, Seed: 3}
+	train, val, test, err := LoadSplits("csv", dir, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if train.Len() != 60 || val.Len() != 20 || test.Len() != 20 || val.Name != "csv/val" {
+		t.Fatalf("%d, %d and %d samples (%s)", train.Len(), val.Len(), test.Len(), val.Name)
+	}
+	seen := map[float32]bool{}
+	for _, s := range []*Set{train, val, test} {
+		for i, v := range s.Floats {
+			if seen[v] || int(s.Labels[i]) != int(v)%4 {
+				t.Fatalf("sample %v in two splits or with another label", v)
+			}
+			seen[v] = true
+		}
+	}
+	tr, _, err := LoadWith("csv", dir, opt)
+	if err != nil || !slices.Equal(values(tr), values(train)) {
+		t.Fatalf("LoadWith's training set differs from LoadSplits' (%v)", err)
+	}
+	_, again, _, _ := LoadSplits("csv", dir, opt)
+	opt.Seed = 4
+	_, other, _, _ := LoadSplits("csv", dir, opt)
+	if !slices.Equal(values(val), values(again)) || slices.Equal(values(val), values(other)) {
+		t.Error("the validation samples are not a function of the split seed")
+	}
+	if _, _, _, err := LoadSplits("mnist", "", FileOptions{ValidationFraction: 0.1}); err == nil || !strings.Contains(err.Error(), "your own files") {
+		t.Errorf("mnist with validation_fraction: %v", err)
+	}
+	write(t, filepath.Join(dir, "val.csv"), "v,label\n1,1\n")
+	if _, _, _, err := LoadSplits("csv", dir, FileOptions{TestFraction: 0.2, ValidationFraction: 0.1}); err == nil || !strings.Contains(err.Error(), "has its validation split") {
+		t.Errorf("a fraction beside a val file: %v", err)
 	}
 }
 

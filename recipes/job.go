@@ -23,10 +23,12 @@ type Job struct {
 	Batch      int // training samples per step
 	EvalBatch  int // samples per evaluation forward pass
 	Validation int // training samples held out as the validation split
-	// TestFraction and SplitSeed hold out a test split of a user's files
-	// that have no test file (data.FileOptions).
-	TestFraction float64
-	SplitSeed    uint64
+	// TestFraction, ValidationFraction and SplitSeed hold out a test and
+	// a validation split of a user's files that have no test or validation
+	// file (data.FileOptions).
+	TestFraction       float64
+	ValidationFraction float64
+	SplitSeed          uint64
 	// ImageSize brings every image of an image folder to [rows, cols]
 	// (data.FileOptions).
 	ImageSize []int
@@ -99,7 +101,7 @@ type Augment = data.Augment
 // Files is how the job reads a user's files: the test split held out of
 // a folder without one, the images' size.
 func (j *Job) Files() data.FileOptions {
-	opt := data.FileOptions{TestFraction: j.TestFraction, Seed: j.SplitSeed}
+	opt := data.FileOptions{TestFraction: j.TestFraction, ValidationFraction: j.ValidationFraction, Seed: j.SplitSeed}
 	if len(j.ImageSize) == 2 {
 		opt.ImageSize = [2]int{j.ImageSize[0], j.ImageSize[1]}
 	}
@@ -314,7 +316,8 @@ var jobSection = section[Job]{name: "job", doc: "The recipe's one block, labelle
 	{name: "eval_batch", doc: "Samples per forward pass when evaluating.", at: func(j *Job) any { return &j.EvalBatch }, def: 1000, lo: 1, hi: 1 << 20},
 	{name: "validation", doc: "Training samples held out as the validation split (the last ones of the training set; `kjv`, a `text` file and a folder of your files with a val file — `val.csv`, `val_x.npy`/`val_y.npy`, `val/`, `val.arrow`, `val.parquet` — hold out their own instead: leave it out).", at: func(j *Job) any { return &j.Validation }, def: 5000, hi: 1 << 30}, // below the training set's size (the plan checks)
 	{name: "test_fraction", doc: "Your own files (`csv`, `npy`, `images`, `arrow`, `parquet`) without a test file: the fraction of the training file's samples held out as the test split, drawn by `split_seed` (0: the folder must hold a test file). The model file records it, so that `lathe eval` scores the same samples.", at: func(j *Job) any { return &j.TestFraction }, hi: 0.9, omit: func(j *Job) bool { return j.TestFraction == 0 }},
-	{name: "split_seed", doc: "Draws the samples `test_fraction` holds out — kept apart from `seed`, so that runs of several seeds are scored on the same test split.", at: func(j *Job) any { return &j.SplitSeed }, def: uint64(1), hi: math.MaxInt32, omit: func(j *Job) bool { return j.TestFraction == 0 }},
+	{name: "validation_fraction", doc: "Your own files without a validation file: the fraction of the training samples (what `test_fraction` leaves) held out as the validation split, drawn by `split_seed`, instead of `validation`'s last samples (leave `validation` out).", at: func(j *Job) any { return &j.ValidationFraction }, hi: 0.9, omit: func(j *Job) bool { return j.ValidationFraction == 0 }},
+	{name: "split_seed", doc: "Draws the samples `test_fraction` and `validation_fraction` hold out — kept apart from `seed`, so that runs of several seeds are scored on the same splits.", at: func(j *Job) any { return &j.SplitSeed }, def: uint64(1), hi: math.MaxInt32, omit: func(j *Job) bool { return j.TestFraction == 0 && j.ValidationFraction == 0 }},
 	{name: "image_size", doc: "`images`: the size `[rows, cols]` every image is brought to — scaled to cover it, the centre cropped (torchvision's Resize then CenterCrop) — where the folders' images differ in size or are larger than the network's input. Empty: all of one size already.", at: func(j *Job) any { return &j.ImageSize }, lo: 1, hi: 4096, omit: func(j *Job) bool { return len(j.ImageSize) == 0 }},
 	{name: "class_balance", doc: "Weigh each class's term of the training loss by N/(classes × its training samples), so that every class counts alike (for sets whose classes differ in size, as `langid`'s languages do); with `distill`, both terms of each sample are weighed so.", at: func(j *Job) any { return &j.ClassBalance }, omit: func(j *Job) bool { return !j.ClassBalance }},
 	{name: "threads", doc: "Compute threads; 0: every core (`--threads` overrides).", at: func(j *Job) any { return &j.Threads }, hi: 1024},

@@ -460,17 +460,28 @@ func (d *decoder) job(b *hcl.Block, j *Job) {
 }
 
 // ownValidation says whether the job's dataset holds out its own
-// validation split (data.OwnValidation).
-func ownValidation(j *Job) bool { return data.OwnValidation(j.Dataset, j.DataDir) }
+// validation split (data.OwnValidation, or validation_fraction of a
+// user's files).
+func ownValidation(j *Job) bool {
+	return data.OwnValidation(j.Dataset, j.DataDir) || j.ValidationFraction > 0
+}
 
 // checkJob makes the checks across blocks.
 func (d *decoder) checkJob(j *Job) {
 	if j.DataDir != "" && !filepath.IsAbs(j.DataDir) && d.filename != "" {
 		j.DataDir = filepath.Join(filepath.Dir(d.filename), j.DataDir)
 	}
+	if f := j.ValidationFraction; f > 0 {
+		switch r := d.rangeOf("validation_fraction"); {
+		case !data.IsFiles(j.Dataset):
+			d.errorf(r, "invalid validation_fraction", "validation_fraction holds out a validation split of your own files (%s); dataset %s holds out its last training samples (validation)", strings.Join(data.FileFormats, ", "), j.Dataset)
+		case data.OwnValidation(j.Dataset, j.DataDir):
+			d.errorf(r, "invalid validation_fraction", "%s holds a validation file; validation_fraction holds one out only where the folder has none", j.DataDir)
+		}
+	}
 	if ownValidation(j) { // a corpus: its validation split is its own
 		if _, set := d.ranges["validation"]; set && j.Validation != 0 {
-			d.errorf(d.rangeOf("validation"), "invalid validation", "dataset %s holds out its own validation split (kjv: Proverbs and Romans; a text file: its second-last tenth; your files: the folder's val file); leave validation out", j.Dataset)
+			d.errorf(d.rangeOf("validation"), "invalid validation", "dataset %s holds out its own validation split (kjv: Proverbs and Romans; a text file: its second-last tenth; your files: the folder's val file or validation_fraction); leave validation out", j.Dataset)
 		}
 		j.Validation = 0
 	}

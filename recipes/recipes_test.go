@@ -120,6 +120,7 @@ func TestRecipeMistakes(t *testing.T) {
 		{"mean without std", strings.Replace(base, `arch = "lenet300"`, "arch = \"lenet300\"\n    mean = [0.5]", 1), nil, "r.hcl:12,12: invalid input normalization; model.mean has 1 values and model.std 0"},
 		{"std zero", strings.Replace(base, `arch = "lenet300"`, "arch = \"lenet300\"\n    mean = [0.5, 0.5]\n    std = [0.5, 0]", 1), nil, "r.hcl:13,11: invalid input normalization; model.std [0.5 0]: every deviation must be above 0"},
 		{"image_size of one value", strings.Replace(base, "  model {", "  image_size = [28]\n  model {", 1), nil, "r.hcl:10,16: invalid image_size; image_size has 1 values: give [rows, cols]"},
+		{"validation_fraction of mnist", strings.Replace(base, "  model {", "  validation_fraction = 0.1\n  model {", 1), nil, "r.hcl:10,25: invalid validation_fraction; validation_fraction holds out a validation split of your own files"},
 		{"thin inside a window", withBlock("prune \"structured\" {\n    layers = [\"fc1\"]\n    target = 0.5\n    to_epoch = 2\n  }\n  thin {\n    at_epoch = 2\n  }"), nil, "r.hcl:16,16: invalid window; thin.at_epoch = 2 is not after prune.0's window"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -292,6 +293,7 @@ func TestEveryFieldRoundTrips(t *testing.T) {
   dataset = "csv"
   data_dir = "/srv/table"
   test_fraction = 0.2
+  validation_fraction = 0.1
   split_seed = 5
   image_size = [32, 24]
   model {

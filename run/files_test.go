@@ -275,3 +275,47 @@ func modelFileOf(t *testing.T, run string) (*checkpoint.File, *rundir.ModelState
 	}
 	return f, st
 }
+
+// TestValidationFractionRun: validation_fraction holds out that share of
+// the training samples as the run's validation split (scored as such),
+// and the model file records it with the test split's fraction.
+func TestValidationFractionRun(t *testing.T) {
+	dir := t.TempDir()
+	r := rand.New(rand.NewPCG(5, 6))
+	var b strings.Builder
+	b.WriteString("x1,x2,label\n")
+	for range 300 {
+		x1, x2 := r.NormFloat64(), r.NormFloat64()
+		label := 0
+		if x1+x2 > 0 {
+			label = 1
+		}
+		fmt.Fprintf(&b, "%.4f,%.4f,%d\n", x1, x2, label)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "train.csv"), []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src := strings.Replace(userRecipe("csv", dir), "  validation = 40\n", "  test_fraction = 0.2\n  validation_fraction = 0.25\n", 1)
+	j, err := recipes.Parse([]byte(src), "user.hcl", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	train, val, test, _, err := splits(j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if train.Len() != 180 || val.Len() != 60 || test.Len() != 60 {
+		t.Fatalf("%d training, %d validation and %d test samples of 300", train.Len(), val.Len(), test.Len())
+	}
+	run := t.TempDir()
+	sum, err := Execute(context.Background(), j, Options{RunDir: run, Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.ValAccuracy < 0.8 || sum.TestAccuracy < 0.8 {
+		t.Errorf("validation %v, test %v", sum.ValAccuracy, sum.TestAccuracy)
+	}
+	if _, st := modelFileOf(t, run); st.Files.ValidationFraction != 0.25 || st.Files.TestFraction != 0.2 {
+		t.Errorf("the model file records %+v", st.Files)
+	}
+}

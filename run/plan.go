@@ -1,6 +1,7 @@
 package run
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"os"
@@ -185,7 +186,9 @@ func DryRun(w io.Writer, job *recipes.Job) error {
 	if err != nil {
 		return err
 	}
-	p, err := Build(job, info, nil)
+	plain := *job // the plan of the file as it is: post_training changes weights, not the network
+	plain.PostTraining = nil
+	p, err := Build(&plain, info, nil)
 	if err != nil {
 		return err
 	}
@@ -220,6 +223,9 @@ func DryRun(w io.Writer, job *recipes.Job) error {
 	oc := p.Optimizer
 	fmt.Fprintf(w, "model: %d parameters in %d layers; optimizer %s (momentum %g, weight decay %g); policies: %s\n",
 		p.Model.NumParams(), len(p.Model.Net.Layers), oc.Kind, oc.Momentum, oc.WeightDecay, strings.Join(names, ", "))
+	if pt := job.PostTraining; pt != nil {
+		fmt.Fprintf(w, "post_training: %s compressed before the run on %d calibration samples (%s; not run here)\n", job.Model.File, pt.Samples, postSummary(pt))
+	}
 	if q := p.Quantize; q != nil {
 		fmt.Fprintf(w, "quantize: %d weights; %d batch norms folded into their convolutions; %d activations quantized\n",
 			len(q.Layers), len(p.Model.Fold), len(q.Observers))
@@ -312,6 +318,32 @@ func DryRun(w io.Writer, job *recipes.Job) error {
 		fmt.Fprintln(tw, strings.Join(row, "\t"))
 	}
 	return tw.Flush()
+}
+
+// postSummary says what a post_training block does.
+func postSummary(p *recipes.PostTraining) string {
+	var parts []string
+	if p.Bits > 0 {
+		w := fmt.Sprintf("%d-bit weights", p.Bits)
+		if p.GPTQ {
+			w += " by GPTQ"
+		}
+		parts = append(parts, w)
+	}
+	if p.Activations > 0 {
+		parts = append(parts, fmt.Sprintf("%d-bit activations (%s)", p.Activations, cmp.Or(p.Range, "minmax")))
+	}
+	if p.Prune != "" {
+		s := fmt.Sprintf("%g", p.Sparsity)
+		if len(p.NM) == 2 {
+			s = fmt.Sprintf("%d:%d", p.NM[0], p.NM[1])
+		}
+		parts = append(parts, fmt.Sprintf("%s pruning to %s", p.Prune, s))
+	}
+	if p.BiasCorrection {
+		parts = append(parts, "bias correction")
+	}
+	return strings.Join(parts, ", ")
 }
 
 // pruneCell is the target a prune block has reached by sample end.

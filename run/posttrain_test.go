@@ -82,3 +82,29 @@ func TestClusterCalibrates(t *testing.T) {
 		cancel()
 	}
 }
+
+// TestDryRunLeavesPostTraining: lint's dry run plans the model file's
+// network and says what post_training will do, without compressing.
+func TestDryRunLeavesPostTraining(t *testing.T) {
+	const file = "../onnx/testdata/mnist_cnn.op17.onnx"
+	src := strings.Replace(recipe, "    arch   = \"mlp\"\n    hidden = [32]\n", "    file = \""+file+"\"\n", 1)
+	src = strings.Replace(src, "  optimizer", "  post_training {\n    bits    = 3\n    gptq    = true\n    samples = 40\n  }\n  optimizer", 1)
+	j, err := recipes.Parse([]byte(src), "tiny.hcl", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	if err := DryRun(&out, j); err != nil {
+		t.Fatal(err)
+	}
+	if want := "post_training: " + j.Model.File + " compressed before the run on 40 calibration samples (3-bit weights by GPTQ; not run here)"; !strings.Contains(out.String(), want) {
+		t.Errorf("the dry run says:\n%s\nwant %q", out.String(), want)
+	}
+	f, err := recipeModelFile(j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := postTrained.Load(postKey(j, f)); ok {
+		t.Error("the dry run compressed the model file")
+	}
+}

@@ -57,16 +57,11 @@ func postTraining(job *recipes.Job, f *checkpoint.File) (*checkpoint.File, error
 // compressPost runs job's post_training on f; tracer, when set, runs the
 // calibration passes (else this process, on one thread).
 func compressPost(job *recipes.Job, f *checkpoint.File, tracer func(x []float32) ptq.Tracer) (*checkpoint.File, error) {
-	p := job.PostTraining
-	x, err := calibrationSamples(job)
+	x, err := CalibrationSamples(job)
 	if err != nil {
 		return nil, err
 	}
-	opt := ptq.Options{Bits: p.Bits, GPTQ: p.GPTQ, Activations: p.Activations, Range: p.Range, BiasCorrection: p.BiasCorrection,
-		Prune: p.Prune, Sparsity: p.Sparsity}
-	if len(p.NM) == 2 {
-		opt.N, opt.M, opt.Sparsity = p.NM[0], p.NM[1], 0
-	}
+	opt := PostTrainingOptions(job.PostTraining)
 	if tracer != nil {
 		opt.Tracer = tracer(x)
 	}
@@ -80,9 +75,19 @@ func compressPost(job *recipes.Job, f *checkpoint.File, tracer func(x []float32)
 	return out, nil
 }
 
-// calibrationSamples are post_training's samples of the job's training
+// PostTrainingOptions are the compression a post_training block asks.
+func PostTrainingOptions(p *recipes.PostTraining) ptq.Options {
+	opt := ptq.Options{Bits: p.Bits, GPTQ: p.GPTQ, Activations: p.Activations, Range: p.Range, BiasCorrection: p.BiasCorrection,
+		Prune: p.Prune, Sparsity: p.Sparsity}
+	if len(p.NM) == 2 {
+		opt.N, opt.M, opt.Sparsity = p.NM[0], p.NM[1], 0
+	}
+	return opt
+}
+
+// CalibrationSamples are post_training's samples of the job's training
 // split (what validation leaves), as the network reads them.
-func calibrationSamples(job *recipes.Job) ([]float32, error) {
+func CalibrationSamples(job *recipes.Job) ([]float32, error) {
 	train, _, err := data.LoadWith(job.Dataset, job.DataDir, job.Files())
 	if err != nil {
 		return nil, err
@@ -94,8 +99,9 @@ func calibrationSamples(job *recipes.Job) ([]float32, error) {
 	return ptq.Calibration(rest, job.PostTraining.Samples, job.Seed), nil
 }
 
-// recipeModelFile is the recipe's model file as the plan reads it.
-func recipeModelFile(job *recipes.Job) (*checkpoint.File, error) {
+// RecipeModelFile is the recipe's model file as the plan reads it (an
+// ONNX file imported with the model block's normalization).
+func RecipeModelFile(job *recipes.Job) (*checkpoint.File, error) {
 	f, err := onnx.ReadModelWith(job.Model.File, importOptions(job, job.Model))
 	if err != nil {
 		return nil, job.Errorf("model.file", "%v", err)
@@ -107,7 +113,7 @@ func recipeModelFile(job *recipes.Job) (*checkpoint.File, error) {
 // run on the workers; the result is cached for the plan and returned
 // encoded, for the replicas, with the tasks each worker ran.
 func postTrainOn(ctx context.Context, job *recipes.Job, opts Options, log hclog.Logger) ([]byte, map[string]int, error) {
-	f, err := recipeModelFile(job)
+	f, err := RecipeModelFile(job)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -141,7 +147,7 @@ func postTrainOn(ctx context.Context, job *recipes.Job, opts Options, log hclog.
 // usePostTrained caches the coordinator's post-trained file for this
 // replica's plan.
 func usePostTrained(job *recipes.Job, out *checkpoint.File) error {
-	f, err := recipeModelFile(job)
+	f, err := RecipeModelFile(job)
 	if err != nil {
 		return err
 	}

@@ -28,7 +28,7 @@ func TestClusterCalibrates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := recipeModelFile(j)
+	f, err := RecipeModelFile(j)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func TestDryRunLeavesPostTraining(t *testing.T) {
 	if want := "post_training: " + j.Model.File + " compressed before the run on 40 calibration samples (3-bit weights by GPTQ; not run here)"; !strings.Contains(out.String(), want) {
 		t.Errorf("the dry run says:\n%s\nwant %q", out.String(), want)
 	}
-	f, err := recipeModelFile(j)
+	f, err := RecipeModelFile(j)
 	if err != nil {
 		t.Fatal(err)
 	}

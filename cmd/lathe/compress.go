@@ -6,13 +6,19 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/compute/cpu"
+	"github.com/lathe-ml/lathe/data"
 	"github.com/lathe-ml/lathe/infer"
 	"github.com/lathe-ml/lathe/ptq"
+	"github.com/lathe-ml/lathe/recipes"
+	"github.com/lathe-ml/lathe/run"
 	"github.com/lathe-ml/lathe/rundir"
 )
 
@@ -39,6 +45,9 @@ func compressCmd(args []string, stdout, stderr io.Writer) error {
 	onnxOut := fs.String("onnx", "", "also export the result as ONNX to this file")
 	noEval := fs.Bool("no-eval", false, "skip the test-set accuracy before and after")
 	asJSON := fs.Bool("json", false, "print what was done (each layer's calibration error, the activation ranges, the accuracies) as JSON")
+	recipe := fs.String("recipe", "", "take the compression from this recipe's post_training block, and the data, validation split and calibration draw from its job (instead of the flags above)")
+	var vars multiFlag
+	fs.Var(&vars, "var", "set a recipe variable: -var name=value (repeatable)")
 	path, err := parse(fs, args, "model file")
 	if err != nil {
 		return err
@@ -47,26 +56,22 @@ func compressCmd(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "lathe compress: -o OUT.arrow is required")
 		return errUsage
 	}
-	if *nm != "" {
-		if _, err := fmt.Sscanf(*nm, "%d:%d", &o.N, &o.M); err != nil {
-			return fmt.Errorf("--nm %q: N:M, e.g. 2:4", *nm)
-		}
+	var in *compressInput
+	if *recipe != "" {
+		in, err = fromRecipe(fs, path, *recipe, vars)
+	} else {
+		in, err = fromFlags(path, *dataset, *dataDir, *nm, *samples, *seed, o)
 	}
-	if o.Prune == "" {
-		o.Sparsity = 0
-	}
-	mf, err := loadModelAndData(path, *dataset, *dataDir)
 	if err != nil {
 		return err
 	}
-	f, ds, train, test := mf.file, mf.dataset, mf.train, mf.test
+	f, ds, test, x, o := in.file, in.dataset, in.test, in.x, in.opt
 	eng := cpu.New(cpu.Options{Logger: hclog.NewNullLogger(), Spin: infer.Spin})
 	if !*asJSON {
 		o.Progress = func(r ptq.LayerReport) {
 			fmt.Fprintf(stderr, "  %-24s %-10s output error %.4g (plain method %.4g), sparsity %.3f\n", r.Layer, r.Method, r.Error, r.Baseline, r.Sparsity)
 		}
 	}
-	x := ptq.Calibration(train, *samples, *seed)
 	res, rep, err := ptq.Compress(f, x, eng, o)
 	if err != nil {
 		return err
@@ -114,6 +119,81 @@ func compressCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "test accuracy on %s (lathe's runtime): %.4f before, %.4f after\n", ds, result.Accuracy[0], result.Accuracy[1])
 	return nil
+}
+
+// compressInput is what compress works on: the model file, its dataset's
+// test split, the calibration samples and the compression.
+type compressInput struct {
+	file    *checkpoint.File
+	dataset string
+	test    *data.Set
+	x       []float32
+	opt     ptq.Options
+}
+
+// fromFlags takes the compression from the command's flags.
+func fromFlags(path, dataset, dataDir, nm string, samples int, seed uint64, o ptq.Options) (*compressInput, error) {
+	if nm != "" {
+		if _, err := fmt.Sscanf(nm, "%d:%d", &o.N, &o.M); err != nil {
+			return nil, fmt.Errorf("--nm %q: N:M, e.g. 2:4", nm)
+		}
+	}
+	if o.Prune == "" {
+		o.Sparsity = 0
+	}
+	mf, err := loadModelAndData(path, dataset, dataDir)
+	if err != nil {
+		return nil, err
+	}
+	return &compressInput{file: mf.file, dataset: mf.dataset, test: mf.test, x: ptq.Calibration(mf.train, samples, seed), opt: o}, nil
+}
+
+// fromRecipe takes the compression from a recipe's post_training block
+// and the data from its job, as a run calibrates; the model is path (read
+// with the model block's normalization when it is the recipe's
+// model.file). The flags the recipe replaces are refused.
+func fromRecipe(fs *flag.FlagSet, path, recipe string, vars []string) (*compressInput, error) {
+	var clash []string
+	fs.Visit(func(f *flag.Flag) {
+		if !slices.Contains([]string{"o", "onnx", "no-eval", "json", "recipe", "var"}, f.Name) {
+			clash = append(clash, "--"+f.Name)
+		}
+	})
+	if len(clash) > 0 {
+		return nil, fmt.Errorf("%s: with --recipe the recipe says these (its post_training block, dataset, validation and seed)", strings.Join(clash, ", "))
+	}
+	job, err := recipes.Load(recipe, vars)
+	if err != nil {
+		return nil, err
+	}
+	if job.PostTraining == nil {
+		return nil, fmt.Errorf("%s: no post_training block to take the compression from", recipe)
+	}
+	var f *checkpoint.File
+	if a, b := absPath(path), absPath(job.Model.File); job.Model.File != "" && a == b {
+		f, err = run.RecipeModelFile(job)
+	} else {
+		f, err = readModel(path, job.Dataset)
+	}
+	if err != nil {
+		return nil, err
+	}
+	x, err := run.CalibrationSamples(job)
+	if err != nil {
+		return nil, err
+	}
+	_, test, err := data.LoadWith(job.Dataset, job.DataDir, job.Files())
+	if err != nil {
+		return nil, err
+	}
+	return &compressInput{file: f, dataset: job.Dataset, test: test, x: x, opt: run.PostTrainingOptions(job.PostTraining)}, nil
+}
+
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
 }
 
 // compressResult is compress's JSON output.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/profile"
+	"github.com/lathe-ml/lathe/rundir"
 )
 
 func runLathe(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -330,4 +331,66 @@ func TestCompress(t *testing.T) {
 	if code, _, stderr := runLathe(t, "compress", "../../onnx/testdata/mnist_cnn.op17.onnx", "--dataset", "mnist", "-o", out, "--gptq"); code != 1 || !strings.Contains(stderr, "GPTQ needs weight bits") {
 		t.Errorf("GPTQ without bits: code %d, %s", code, stderr)
 	}
+}
+
+// TestCompressRecipe: lathe compress --recipe takes the compression from
+// the recipe's post_training block and calibrates on its job's data as a
+// run does (what validation leaves, the job's seed); the flags it
+// replaces are refused, as is a recipe without the block.
+func TestCompressRecipe(t *testing.T) {
+	dir := t.TempDir()
+	recipe := filepath.Join(dir, "post.hcl")
+	src := `job "post" {
+  dataset    = "mnist"
+  epochs     = 1
+  batch      = 64
+  validation = 50000
+  model {
+    file = "` + absTest(t, "../../onnx/testdata/mnist_cnn.op17.onnx") + `"
+  }
+  post_training {
+    bits        = 3
+    gptq        = true
+    activations = 8
+    samples     = 48
+  }
+}
+`
+	if err := os.WriteFile(recipe, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "w3.arrow")
+	code, stdout, stderr := runLathe(t, "compress", "../../onnx/testdata/mnist_cnn.op17.onnx", "--recipe", recipe, "-o", out, "--no-eval")
+	if code != 0 {
+		t.Fatalf("code %d: %s", code, stderr)
+	}
+	if !strings.Contains(stdout, "48 calibration samples") {
+		t.Errorf("stdout: %s", stdout)
+	}
+	f, err := checkpoint.Read(out)
+	if err != nil || f.Tensor("c2").Quant == nil || f.Tensor("c2").Quant.Bits != 3 {
+		t.Fatalf("the written file: %v", err)
+	}
+	if m, _, err := rundir.LoadModel(f); err != nil || len(m.ActQuant) == 0 {
+		t.Errorf("no activation ranges in the file (%v)", err)
+	}
+	if code, _, stderr := runLathe(t, "compress", "../../onnx/testdata/mnist_cnn.op17.onnx", "--recipe", recipe, "-o", out, "--bits", "4"); code != 1 || !strings.Contains(stderr, "--bits: with --recipe") {
+		t.Errorf("--bits beside --recipe: code %d, %s", code, stderr)
+	}
+	bare := filepath.Join(dir, "bare.hcl")
+	if err := os.WriteFile(bare, []byte(strings.Replace(src, "  post_training {\n    bits        = 3\n    gptq        = true\n    activations = 8\n    samples     = 48\n  }\n", "", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := runLathe(t, "compress", "../../onnx/testdata/mnist_cnn.op17.onnx", "--recipe", bare, "-o", out); code != 1 || !strings.Contains(stderr, "no post_training block") {
+		t.Errorf("a recipe without post_training: code %d, %s", code, stderr)
+	}
+}
+
+func absTest(t *testing.T, p string) string {
+	t.Helper()
+	a, err := filepath.Abs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }

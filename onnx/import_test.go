@@ -274,6 +274,11 @@ func TestImportRefusesWhatLatheCannotExpress(t *testing.T) {
 	if _, err := Import([]byte("not a model"), Options{}); err == nil {
 		t.Error("garbage imported")
 	}
+	// A whole-graph mistake names the output: a time-major model whose
+	// head reads [T, batch, D].
+	if _, err := ReadFile(filepath.Join("testdata", "bad_time_major.op17.onnx"), Options{}); err == nil || !strings.Contains(err.Error(), `output "logits" is time-major`) {
+		t.Errorf("a time-major output: %v", err)
+	}
 }
 
 // TestNormalizedTrainingGraph: the training graph (what a fine-tune

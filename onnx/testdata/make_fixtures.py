@@ -286,6 +286,20 @@ class BadSlice(nn.Module):
         return self.fc(torch.flatten(self.c(x)[:, :2], 1))
 
 
+class BadTimeMajor(nn.Module):
+    """A time-major encoder (batch_first=False) whose per-position head reads [T, batch, D]: its
+    output is [T, batch, classes], not lathe's [batch, T, classes]."""
+
+    def __init__(self):
+        super().__init__()
+        self.tok = nn.Embedding(256, 8)
+        self.enc = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, ids):
+        return self.head(self.enc(self.tok(ids).transpose(0, 1)))
+
+
 class BadDilation(nn.Module):
     def __init__(self):
         super().__init__()
@@ -312,6 +326,7 @@ FIXTURES = [
     ("bad_tanh", BadTanh, (1, 4, 4)),
     ("torch_encoder", TorchEncoder, (16,)),
     ("bad_slice", BadSlice, (1, 6, 6)),
+    ("bad_time_major", BadTimeMajor, (6,)),
     ("torch_lm", lambda: TorchEncoder(t=12, d=16, heads=2, blocks=1, mlp=32, lm=True), (12,)),
 ]
 

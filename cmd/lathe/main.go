@@ -39,6 +39,8 @@ const usage = `usage:
                                               a float ONNX model (PyTorch's export) as a model file
   lathe compress FILE -o OUT.arrow [--bits 8 [--gptq]] [--activations 8] [--prune sparsegpt --sparsity 0.5|--nm 2:4]
                                               post-training compression: no training, a few hundred calibration samples
+  lathe balance FILE -o OUT.arrow [--validation N]
+                                              per-class offsets on the output bias, tuned on the validation split for macro accuracy
   lathe inspect FILE [--json]                 tensors, encodings and sizes of a model file or checkpoint
   lathe eval FILE [--dataset D] [--json]      test accuracy of a model file (a language model's: bits per character)
   lathe lint RECIPE [-var name=value]...      validate a recipe and print what happens when
@@ -63,6 +65,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = importCmd(args[1:], stdout, stderr)
 	case "compress":
 		err = compressCmd(args[1:], stdout, stderr)
+	case "balance":
+		err = balanceCmd(args[1:], stdout, stderr)
 	case "inspect":
 		err = inspect(args[1:], stdout, stderr)
 	case "eval":

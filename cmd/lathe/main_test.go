@@ -394,3 +394,41 @@ func absTest(t *testing.T, p string) string {
 	}
 	return a
 }
+
+// TestBalance: lathe balance adds per-class offsets to the output layer's
+// bias, tuned on the validation split: validation macro accuracy does not
+// fall, and lathe eval of the written file gives the test accuracy and
+// macro accuracy balance reported.
+func TestBalance(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "bal.arrow")
+	code, stdout, stderr := runLathe(t, "balance", "../../onnx/testdata/mnist_cnn.op17.onnx", "--dataset", "mnist", "-o", out, "--validation", "2000", "--json")
+	if code != 0 {
+		t.Fatalf("code %d: %s", code, stderr)
+	}
+	var r struct {
+		Offsets      []float64  `json:"offsets"`
+		ValMacro     [2]float64 `json:"val_macro_accuracy"`
+		TestAccuracy [2]float64 `json:"test_accuracy"`
+		TestMacro    [2]float64 `json:"test_macro_accuracy"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &r); err != nil {
+		t.Fatalf("%v: %s", err, stdout)
+	}
+	if len(r.Offsets) != 10 || r.ValMacro[1] < r.ValMacro[0] {
+		t.Fatalf("report %+v", r)
+	}
+	code, stdout, stderr = runLathe(t, "eval", out, "--json")
+	if code != 0 {
+		t.Fatalf("eval: code %d: %s", code, stderr)
+	}
+	var ev Evaluation
+	if err := json.Unmarshal([]byte(stdout), &ev); err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(ev.TestAccuracy-r.TestAccuracy[1]) > 1e-9 || math.Abs(ev.MacroAccuracy-r.TestMacro[1]) > 1e-9 {
+		t.Errorf("eval of the written file: %v, macro %v; balance said %v, %v", ev.TestAccuracy, ev.MacroAccuracy, r.TestAccuracy[1], r.TestMacro[1])
+	}
+	if code, _, stderr := runLathe(t, "balance", "../../onnx/testdata/mnist_cnn.op17.onnx", "--dataset", "mnist"); code != 2 || !strings.Contains(stderr, "-o OUT.arrow is required") {
+		t.Errorf("without -o: code %d, %s", code, stderr)
+	}
+}

@@ -14,19 +14,8 @@ import (
 func Macro(logits []float32, labels []byte, classes int, offsets []float64) (float64, []float64) {
 	right, count := make([]float64, classes), make([]float64, classes)
 	for s, y := range labels {
-		row := logits[s*classes : (s+1)*classes]
-		best, bv := 0, math.Inf(-1)
-		for j, v := range row {
-			f := float64(v)
-			if offsets != nil {
-				f += offsets[j]
-			}
-			if f > bv {
-				best, bv = j, f
-			}
-		}
 		count[y]++
-		if best == int(y) {
+		if top(logits[s*classes:(s+1)*classes], offsets) == int(y) {
 			right[y]++
 		}
 	}
@@ -45,28 +34,23 @@ func Macro(logits []float32, labels []byte, classes int, offsets []float64) (flo
 // Logits are a classifier's logits for every sample of a set, in batches
 // of the given size.
 func Logits(m *Model, set *data.Set, batch int) ([]float32, error) {
-	f, per := set.Features(), set.LabelsPer()
-	if per != 1 {
+	if set.LabelsPer() != 1 {
 		return nil, errors.New("infer: logits of a classifier (one label per sample), not a language model's")
 	}
-	x, labels := make([]float32, batch*f), make([]float32, batch)
-	b := data.Batcher{Set: set}
 	out := make([]float32, 0, set.Len()*m.Classes)
-	idx := make([]int, 0, batch)
-	for lo := 0; lo < set.Len(); lo += batch {
-		idx = idx[:0]
-		for i := lo; i < min(lo+batch, set.Len()); i++ {
-			idx = append(idx, i)
+	err := forward(m, set, batch, func(logits []float32, _ int) { out = append(out, logits...) })
+	return out, err
+}
+
+// Top1 is the accuracy of logits shifted by offsets (nil: none).
+func Top1(logits []float32, labels []byte, classes int, offsets []float64) float64 {
+	right := 0
+	for s, y := range labels {
+		if top(logits[s*classes:(s+1)*classes], offsets) == int(y) {
+			right++
 		}
-		n := len(idx)
-		b.Fill(x[:n*f], labels[:n], idx, 0)
-		l, err := m.Forward(x[:n*f], n)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, l...)
 	}
-	return out, nil
+	return float64(right) / float64(max(len(labels), 1))
 }
 
 // ClassOffsets are per-class offsets to add to a classifier's logits that

@@ -1,41 +1,62 @@
 package infer
 
-import "github.com/lathe-ml/lathe/data"
+import (
+	"math"
+
+	"github.com/lathe-ml/lathe/data"
+)
 
 // Predict returns the runtime's top-1 class for every sample of a set (for
 // every position of a language model's, in order),
 // feeding it in batches of the given size (the last one partial).
 func Predict(m *Model, set *data.Set, batch int) ([]int, error) {
+	out := make([]int, 0, set.Len())
+	err := forward(m, set, batch, func(logits []float32, rows int) {
+		for s := range rows { // a sample's, or each of its positions' classes
+			out = append(out, top(logits[s*m.Classes:(s+1)*m.Classes], nil))
+		}
+	})
+	return out, err
+}
+
+// forward runs a set through m in batches of the given size and hands fn
+// each batch's logits and their rows (samples times labels per sample).
+func forward(m *Model, set *data.Set, batch int, fn func(logits []float32, rows int)) error {
 	f, per := set.Features(), set.LabelsPer()
 	x := make([]float32, batch*f)
 	labels := make([]float32, batch*per)
 	b := data.Batcher{Set: set}
-	out := make([]int, 0, set.Len())
 	idx := make([]int, 0, batch)
 	for lo := 0; lo < set.Len(); lo += batch {
-		hi := min(lo+batch, set.Len())
 		idx = idx[:0]
-		for i := lo; i < hi; i++ {
+		for i := lo; i < min(lo+batch, set.Len()); i++ {
 			idx = append(idx, i)
 		}
 		n := len(idx)
 		b.Fill(x[:n*f], labels[:n*per], idx, 0)
 		logits, err := m.Forward(x[:n*f], n)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		for s := 0; s < n*per; s++ { // a sample's, or each of its positions' classes
-			row := logits[s*m.Classes : (s+1)*m.Classes]
-			best := 0
-			for j, v := range row {
-				if v > row[best] {
-					best = j
-				}
-			}
-			out = append(out, best)
+		fn(logits, n*per)
+	}
+	return nil
+}
+
+// top is the index of row's largest value, each shifted by its offset
+// (nil: none); the first on a tie.
+func top(row []float32, offsets []float64) int {
+	best, bv := 0, math.Inf(-1)
+	for j, v := range row {
+		f := float64(v)
+		if offsets != nil {
+			f += offsets[j]
+		}
+		if f > bv {
+			best, bv = j, f
 		}
 	}
-	return out, nil
+	return best
 }
 
 // Accuracy is the share of a set's labels (every position's, for a

@@ -73,7 +73,7 @@ func balanceCmd(args []string, stdout, stderr io.Writer) error {
 	for k, off := range [][]float64{nil, res.Offsets} {
 		res.ValMacro[k], _ = infer.Macro(lv, val.Labels, c, off)
 		res.TestMacro[k], _ = infer.Macro(lt, test.Labels, c, off)
-		res.TestAccuracy[k] = accuracyWith(lt, test.Labels, c, off)
+		res.TestAccuracy[k] = infer.Top1(lt, test.Labels, c, off)
 	}
 	for j, o := range res.Offsets {
 		bias.Data[j] += float32(o)
@@ -93,12 +93,8 @@ func balanceCmd(args []string, stdout, stderr io.Writer) error {
 // validationSplit is the model's dataset's validation split: its own, or
 // the training set's last n samples.
 func validationSplit(mf *modelAndData, dataDir string, n int) (*data.Set, error) {
-	sp := data.FileOptions{}
-	if mf.dataset == mf.state.Dataset {
-		sp = mf.state.Files
-	}
-	if data.OwnValidation(mf.dataset, dataDir) || sp.ValidationFraction > 0 {
-		_, val, _, err := data.LoadSplits(mf.dataset, dataDir, sp)
+	if data.OwnValidation(mf.dataset, dataDir) || mf.files.ValidationFraction > 0 {
+		_, val, _, err := data.LoadSplits(mf.dataset, dataDir, mf.files)
 		return val, err
 	}
 	_, val, err := data.SplitValidation(mf.train, n)
@@ -106,25 +102,4 @@ func validationSplit(mf *modelAndData, dataDir string, n int) (*data.Set, error)
 		err = fmt.Errorf("--validation %d: no validation samples to tune on", n)
 	}
 	return val, err
-}
-
-// accuracyWith is the top-1 accuracy of logits shifted by offsets.
-func accuracyWith(logits []float32, labels []byte, classes int, off []float64) float64 {
-	right := 0
-	for s, y := range labels {
-		best, bv := 0, 0.0
-		for j := range classes {
-			v := float64(logits[s*classes+j])
-			if off != nil {
-				v += off[j]
-			}
-			if j == 0 || v > bv {
-				best, bv = j, v
-			}
-		}
-		if best == int(y) {
-			right++
-		}
-	}
-	return float64(right) / float64(max(len(labels), 1))
 }

@@ -28,6 +28,7 @@ type modelAndData struct {
 	model       *model.Model
 	state       *rundir.ModelState
 	dataset     string
+	files       data.FileOptions // how the dataset's files were split
 	train, test *data.Set
 }
 
@@ -60,7 +61,7 @@ func loadModelAndData(path, dataset, dataDir string) (*modelAndData, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &modelAndData{file: f, model: m, state: st, dataset: ds, train: train, test: test}, nil
+	return &modelAndData{file: f, model: m, state: st, dataset: ds, files: sp, train: train, test: test}, nil
 }
 
 func importCmd(args []string, stdout, stderr io.Writer) error {

@@ -33,6 +33,12 @@ type WorkerInfo struct {
 	// Data bytes the worker published and received in the current phase.
 	BytesSent     int64 `json:"bytes_sent"`
 	BytesReceived int64 `json:"bytes_received"`
+	// PeerBytesSent of them went over peer connections; NATSBytesOut is
+	// everything the worker published through the NATS server.
+	PeerBytesSent int64 `json:"peer_bytes_sent"`
+	NATSBytesOut  int64 `json:"nats_bytes_out"`
+	// Samples the worker computed gradients of in the current phase.
+	Samples int64 `json:"samples"`
 	// SamplesPerSecond is the worker's own computing throughput in the
 	// phase, from its heartbeats (smoothed).
 	SamplesPerSecond float64 `json:"samples_per_second"`
@@ -118,6 +124,10 @@ type Coordinator struct {
 	proposed   []int
 	proposedAt time.Time
 	asked      map[string]time.Time // when unknown workers were last asked to register
+	// plane is the job's data plane; peers the coordinator's end of it
+	// (nil on PlaneNATS).
+	plane string
+	peers *Peers
 	stored     map[string][32]byte  // objects put in the store, by SHA-256
 	rep        *Replica
 	shared     map[string][]byte // values decided here for the running phase's replicas, by key
@@ -178,9 +188,49 @@ func NewCoordinator(nc *nats.Conn, job string, secret []byte, log hclog.Logger) 
 		c.Close()
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
+	if err := c.SetDataPlane(PlaneAuto, PeerConfig{}); err != nil {
+		c.Close()
+		return nil, err
+	}
 	c.wg.Add(1)
 	go c.monitor()
 	return c, nil
+}
+
+// SetDataPlane chooses how the phases' bulk data travels (PlaneAuto, the
+// default, listening on every interface; PlanePeer; PlaneNATS) and where
+// the coordinator's end of the peer data plane listens; it applies from
+// the next phase.
+func (c *Coordinator) SetDataPlane(plane string, cfg PeerConfig) error {
+	plane, err := ParsePlane(plane)
+	if err != nil {
+		return err
+	}
+	var p *Peers
+	if plane != PlaneNATS {
+		if p, err = ListenPeers(c.job, coordinatorName, c.Secret, cfg, c.nc.ConnectedUrl(), c.log.Named("peers")); err != nil {
+			return err
+		}
+	}
+	c.mu.Lock()
+	old := c.peers
+	c.plane, c.peers = plane, p
+	c.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	return nil
+}
+
+// DataPlane is the job's data plane and the coordinator's peer address
+// ("" on PlaneNATS).
+func (c *Coordinator) DataPlane() (plane, addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.peers != nil {
+		addr = c.peers.Addr()
+	}
+	return c.plane, addr
 }
 
 // Close stops the coordinator's subscriptions and tells the workers the
@@ -198,9 +248,31 @@ func (c *Coordinator) Close() {
 	for _, s := range c.subs {
 		_ = s.Unsubscribe()
 	}
+	c.mu.Lock()
+	p := c.peers
+	c.peers = nil
+	c.mu.Unlock()
+	if p != nil {
+		p.Close()
+	}
 }
 
+// control sends m to every worker; phase, join and gen messages, sent
+// with c.mu held, carry the data plane and the peers' addresses.
 func (c *Coordinator) control(m Control) {
+	switch m.Kind {
+	case "phase", "join", "gen":
+		m.Plane = c.plane
+		if c.peers != nil {
+			m.Peers = map[string]string{coordinatorName: c.peers.Addr()}
+			for _, n := range c.members {
+				if w := c.workers[n]; w != nil && w.Peer != "" {
+					m.Peers[n] = w.Peer
+				}
+			}
+			c.peers.SetAddrs(m.Peers)
+		}
+	}
 	b, _ := json.Marshal(m)
 	if err := c.l.publish("lathe."+c.job+".c.ctl", nil, b); err != nil {
 		c.log.Warn("control message not sent", "kind", m.Kind, "error", err)
@@ -305,6 +377,8 @@ func (c *Coordinator) onHeartbeat(m *nats.Msg) {
 	w.rejected = max(w.rejected, hb.MessagesRejected)
 	if hb.Phase == c.phase {
 		w.BytesSent, w.BytesReceived = hb.BytesSent, hb.BytesReceived
+		w.PeerBytesSent, w.NATSBytesOut = hb.PeerBytesSent, hb.NATSBytesOut
+		w.Samples = hb.Shards * int64(c.samplesPerShard)
 		now := time.Now()
 		if !w.shardsAt.IsZero() && hb.Shards >= w.shards && c.samplesPerShard > 0 {
 			done := float64((hb.Shards - w.shards) * int64(c.samplesPerShard))
@@ -728,6 +802,9 @@ func (c *Coordinator) Phase(ctx context.Context, spec PhaseSpec, files map[strin
 	rep, err := NewReplica(c.nc, c.Secret, c.job, coordinatorName, c.phase, spec.MicroShards, c.gen, c.members, c.log.Named("replica"))
 	if err != nil {
 		return nil, err
+	}
+	if c.peers != nil {
+		rep.usePeers(c.peers, c.plane)
 	}
 	rep.Start(spec.StartStep)
 	// Workers measured in earlier phases start with a split by their

@@ -13,7 +13,7 @@ import (
 
 // Version is the protocol version; the coordinator refuses workers that
 // announce another.
-const Version = "lathe-cluster/5" // 5: signed messages with sequence numbers; 4: owners update their chunks (.wg, .moments); 3: generations with a first step, joins mid-phase, tasks, shared values
+const Version = "lathe-cluster/6" // 6: the peer data plane (Hello.Peer, Control.Peers); 5: signed messages with sequence numbers; 4: owners update their chunks (.wg, .moments); 3: generations with a first step, joins mid-phase, tasks, shared values
 
 // Hello is a worker's registration.
 type Hello struct {
@@ -22,6 +22,9 @@ type Hello struct {
 	Cores   int    `json:"cores"`
 	Device  string `json:"device"`
 	PID     int    `json:"pid"`
+	// Peer is the address the worker's peer data plane listens at ("":
+	// none; its data goes through NATS).
+	Peer string `json:"peer,omitempty"`
 }
 
 // Welcome answers a Hello.
@@ -40,6 +43,11 @@ type Heartbeat struct {
 	// Bytes of data messages sent and received, and steps, in the phase.
 	BytesSent     int64 `json:"bytes_sent"`
 	BytesReceived int64 `json:"bytes_received"`
+	// PeerBytesSent are the data bytes of BytesSent that went over peer
+	// connections; NATSBytesOut everything the worker published through
+	// the NATS server in the phase (data, heartbeats, requests).
+	PeerBytesSent int64 `json:"peer_bytes_sent,omitempty"`
+	NATSBytesOut  int64 `json:"nats_bytes_out,omitempty"`
 	Shards        int64 `json:"shards"` // micro-shards computed in the phase
 	// ComputeSeconds is the time spent computing those micro-shards (not
 	// waiting for the others): shards per compute second is the worker's
@@ -76,6 +84,11 @@ type Control struct {
 	// Task is the job-parallel task for the one worker in Members.
 	Task  *TaskSpec `json:"task,omitempty"`
 	Error string    `json:"error,omitempty"`
+	// Plane is the job's data plane (PlaneAuto, PlanePeer, PlaneNATS) and
+	// Peers the replicas' peer addresses by name, the coordinator's
+	// included, on phase, join and gen messages.
+	Plane string            `json:"plane,omitempty"`
+	Peers map[string]string `json:"peers,omitempty"`
 }
 
 // PhaseSpec is one training run the cluster performs (a teacher, then the

@@ -34,6 +34,15 @@ type Stats struct {
 	BytesReceived    int64 `json:"bytes_received"`
 	MessagesRejected int64 `json:"messages_rejected"`
 	Resends          int64 `json:"resends"`
+	// PeerBytesSent are the data bytes sent over peer connections (one
+	// count per receiver), BrokerBytesSent those published through NATS
+	// (one count per message, whatever its receivers); BytesSent is both.
+	PeerBytesSent   int64 `json:"peer_bytes_sent"`
+	BrokerBytesSent int64 `json:"broker_bytes_sent"`
+	// NATSBytesOut is everything the replica's NATS connection published
+	// since the replica started (data, heartbeats, requests: the bytes it
+	// put through the server; shared with whatever else uses it).
+	NATSBytesOut int64 `json:"nats_bytes_out"`
 	Redone           int64 `json:"steps_redone"` // steps computed again after a membership change
 	Shards           int64 `json:"shards"`       // micro-shards computed
 	// StateServed counts the chunks' optimizer states the coordinator
@@ -113,6 +122,9 @@ type Replica struct {
 	momentReqs []momentsReq
 	moments    func(lo, hi int) []float32 // the running step's (Step.Moments)
 	momentsN   int
+	// The peer data plane (nil: NATS only) and its mode.
+	peers *Peers
+	plane string
 	// Data messages this replica cannot place yet — of a generation not
 	// installed, or sized for a vector it has not reached (a rebuilt
 	// model's, sent by workers running ahead) — kept raw, at most
@@ -123,6 +135,7 @@ type Replica struct {
 	nStep     int64 // the step Reduce last ran
 	subs      []*nats.Subscription
 	stats     Stats
+	natsOut0  uint64 // the connection's published bytes when the replica started
 	steps     atomic.Int64
 	// The coordinator's completed steps, as it announces them (workers
 	// wait when they get Window/2 steps ahead).
@@ -161,6 +174,9 @@ func NewReplica(nc *nats.Conn, secret []byte, job, name string, phase uint64, sh
 		changed: make(chan struct{}), notify: make(chan struct{}, 1),
 		partials: map[key]*assembly{}, chunks: map[key]*assembly{}, done: map[int64]doneStep{}, coordMoved: make(chan struct{}, 1)}
 	r.joinAt.Store(-1)
+	if nc != nil {
+		r.natsOut0 = nc.Stats().OutBytes
+	}
 	r.nStep = -1
 	r.prefix = "lathe." + r.job + ".w." + r.name
 	if r.name == coordinatorName {
@@ -221,8 +237,11 @@ func (r *Replica) Start(step int64) {
 	}
 }
 
-// Close unsubscribes.
+// Close unsubscribes, and stops taking peers' frames.
 func (r *Replica) Close() {
+	if r.peers != nil {
+		r.peers.detach(r)
+	}
 	for _, s := range r.subs {
 		_ = s.Unsubscribe()
 	}
@@ -238,6 +257,9 @@ func (r *Replica) Stats() Stats {
 	defer r.mu.Unlock()
 	s := r.stats
 	s.Steps = r.steps.Load()
+	if r.nc != nil {
+		s.NATSBytesOut = int64(r.nc.Stats().OutBytes - r.natsOut0)
+	}
 	return s
 }
 
@@ -616,7 +638,7 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 		for j, o := range members {
 			if j != rank {
 				lo, hi := chunk(n, size, j)
-				r.publishInt64s(r.prefix+".rs."+o, meta{job: r.job, phase: r.phase, gen: gen, step: step, n: n}, lo, partial[lo:hi])
+				r.publishInt64s(r.prefix+".rs."+o, []string{o}, meta{job: r.job, phase: r.phase, gen: gen, step: step, n: n}, lo, partial[lo:hi])
 			}
 		}
 		lo, hi := chunk(n, size, rank)
@@ -701,8 +723,8 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 		r.mu.Unlock()
 		// The reduced chunk first: a replica that has a step's updated
 		// chunks knows the coordinator was sent its reduced ones.
-		r.publishFloat32s(r.prefix+".ag", "", md, lo, out)
-		r.publishFloat32s(r.prefix+".wg", "", md, lo, upd)
+		r.publishFloat32s(r.prefix+".ag", "", []string{coordinatorName}, md, lo, out)
+		r.publishFloat32s(r.prefix+".wg", "", others(members, r.name), md, lo, upd)
 	}
 	var full []float32
 	err := r.wait(ctx, step, gen, changed, func() (bool, []string) {
@@ -829,6 +851,7 @@ func (r *Replica) onResend(m *nats.Msg) {
 		r.reject("resend", subjectFrom(m.Subject), err)
 		return
 	}
+	asker := subjectFrom(m.Subject)
 	r.mu.Lock()
 	p, c := r.partial, r.reduced
 	if q.Kind == "wg" {
@@ -852,11 +875,11 @@ func (r *Replica) onResend(m *nats.Msg) {
 	case q.Kind == "rs" && p != nil && p.gen == q.Gen && p.step == q.Step:
 		if j := slices.Index(members, q.To); j >= 0 {
 			lo, hi := chunk(p.n, len(members), j)
-			r.publishInt64s(r.prefix+".rs."+q.To, meta{job: r.job, phase: r.phase, gen: p.gen, step: p.step, n: p.n}, lo, p.i64[lo:hi])
+			r.publishInt64s(r.prefix+".rs."+q.To, []string{q.To}, meta{job: r.job, phase: r.phase, gen: p.gen, step: p.step, n: p.n}, lo, p.i64[lo:hi])
 			answer = "ok"
 		}
 	case (q.Kind == "ag" || q.Kind == "wg") && c != nil && c.gen == q.Gen && c.step == q.Step:
-		r.publishFloat32s(r.prefix+"."+q.Kind, "", meta{job: r.job, phase: r.phase, gen: c.gen, step: c.step, n: c.n}, c.lo, c.f32)
+		r.publishFloat32s(r.prefix+"."+q.Kind, "", []string{asker}, meta{job: r.job, phase: r.phase, gen: c.gen, step: c.step, n: c.n}, c.lo, c.f32)
 		answer = "ok"
 	}
 	_ = r.l.respond(m, nil, []byte(answer))
@@ -955,7 +978,7 @@ func (r *Replica) onFetch(m *nats.Msg) {
 	if !ok || q.Kind != fetchKind(d.updated) {
 		return
 	}
-	r.publishFloat32s(m.Reply, r.name, meta{job: r.job, phase: r.phase, step: q.Step, n: len(d.v)}, 0, d.v)
+	r.publishFloat32s(m.Reply, r.name, nil, meta{job: r.job, phase: r.phase, step: q.Step, n: len(d.v)}, 0, d.v)
 }
 
 func fetchKind(updated bool) string {
@@ -981,7 +1004,8 @@ func (r *Replica) reject(what, from string, err error) {
 	r.log.Warn("message rejected", "kind", what, "from", from, "error", err)
 }
 
-// accept checks a data message's identity against the replica's state.
+// accept checks a data message's signature and identity against the
+// replica's state.
 func (r *Replica) accept(m *nats.Msg, kind string) (meta, string, bool) {
 	from := subjectFrom(m.Subject)
 	if err := r.l.check(m); err != nil {
@@ -993,11 +1017,18 @@ func (r *Replica) accept(m *nats.Msg, kind string) (meta, string, bool) {
 		r.reject(kind, from, err)
 		return md, from, false
 	}
+	return md, from, r.acceptMeta(md, from, kind)
+}
+
+// acceptMeta checks a data message's identity against the replica's
+// state, counting a refusal.
+func (r *Replica) acceptMeta(md meta, from, kind string) bool {
 	r.mu.Lock()
 	gen, step := r.gen, r.curStep
 	r.mu.Unlock()
 	// An older generation's message for a step not reduced yet is still
 	// that step's data (onPart refuses generations it no longer keeps).
+	var err error
 	switch {
 	case md.job != r.job:
 		err = fmt.Errorf("job %q, not %q", md.job, r.job)
@@ -1012,21 +1043,19 @@ func (r *Replica) accept(m *nats.Msg, kind string) (meta, string, bool) {
 	}
 	if err != nil {
 		r.reject(kind, from, err)
-		return md, from, false
+		return false
 	}
-	return md, from, true
+	return true
 }
 
 func (r *Replica) onPartial(m *nats.Msg) { r.onPart(m, true) }
 func (r *Replica) onChunk(m *nats.Msg)   { r.onPart(m, false) }
 
-// onPart files a data message: a partial sum of our chunk (reduce-scatter,
-// int64) or another owner's reduced chunk (all-gather, float32).
+// onPart files a data message from NATS: a partial sum of our chunk
+// (reduce-scatter, int64) or another owner's reduced chunk (all-gather,
+// float32).
 func (r *Replica) onPart(m *nats.Msg, partial bool) {
-	kind := "all-gather"
-	if partial {
-		kind = "reduce-scatter"
-	}
+	kind := partKind(partial)
 	if !partial && subjectFrom(m.Subject) == r.name {
 		return // our own chunk, kept when published
 	}
@@ -1034,14 +1063,70 @@ func (r *Replica) onPart(m *nats.Msg, partial bool) {
 	if !ok {
 		return
 	}
+	r.file(md, from, m.Data, partial, func() *nats.Msg { return m })
+}
+
+// onFrame files a data message from the peer data plane: the connection
+// authenticated its sender, so it carries no signature (a frame held for
+// later is signed here, to be offered again as a NATS message is).
+func (r *Replica) onFrame(from string, kind byte, md meta, data []byte) {
+	partial := kind == frameRS
+	if from == r.name {
+		return // ours: never sent to ourselves
+	}
+	if !partial && kind != frameKinds[r.gather] {
+		r.reject(partKind(partial), from, fmt.Errorf("a chunk of kind %d: this replica gathers %s", kind, r.gather))
+		return
+	}
+	if !r.acceptMeta(md, from, partKind(partial)) {
+		return
+	}
+	r.file(md, from, data, partial, func() *nats.Msg {
+		subject := "lathe." + r.job + ".w." + from + "." + r.gather
+		if partial {
+			subject = "lathe." + r.job + ".w." + from + ".rs." + r.name
+		}
+		return r.l.sign(&nats.Msg{Subject: subject, Header: md.header(), Data: slices.Clone(data)})
+	})
+}
+
+// others are members but name.
+func others(members []string, name string) []string {
+	out := make([]string, 0, len(members))
+	for _, m := range members {
+		if m != name {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// usePeers sends the replica's data over p's connections where it can,
+// and hands it what p receives (plane: PlaneAuto or PlanePeer).
+func (r *Replica) usePeers(p *Peers, plane string) {
+	r.peers, r.plane = p, plane
+	p.attach(r)
+}
+
+func partKind(partial bool) string {
+	if partial {
+		return "reduce-scatter"
+	}
+	return "all-gather"
+}
+
+// file places a data message whose identity was accepted; held makes the
+// message to keep when it cannot be placed yet. data is not kept.
+func (r *Replica) file(md meta, from string, data []byte, partial bool, held func() *nats.Msg) {
+	kind := partKind(partial)
 	// Checked here, decoded straight into the assembly below (a float
 	// part's values are checked as they are decoded).
 	var count int
 	var err error
 	if partial {
-		count, err = int64sCount(m.Data)
+		count, err = int64sCount(data)
 	} else {
-		count, err = float32sCount(m.Data)
+		count, err = float32sCount(data)
 	}
 	if err != nil {
 		r.reject(kind, from, err)
@@ -1053,8 +1138,8 @@ func (r *Replica) onPart(m *nats.Msg, partial bool) {
 		// installed yet, or sized for another vector than the one running,
 		// waits (bounded) until the replica gets there; it is stale by then
 		// unless it was real.
-		held := md.gen > r.gen || md.step > r.nStep
-		if held && r.holdLocked(m) {
+		wait := md.gen > r.gen || md.step > r.nStep
+		if wait && r.holdLocked(held()) {
 			r.mu.Unlock()
 			return
 		}
@@ -1092,13 +1177,13 @@ func (r *Replica) onPart(m *nats.Msg, partial bool) {
 	}
 	err = a.place(md.off, count, func(at int) error {
 		if partial {
-			decodeInt64s(a.i64[at:at+count], m.Data)
+			decodeInt64s(a.i64[at:at+count], data)
 			return nil
 		}
-		return decodeFloat32s(a.f32[at:at+count], m.Data)
+		return decodeFloat32s(a.f32[at:at+count], data)
 	})
 	if err == nil {
-		r.stats.BytesReceived += int64(len(m.Data))
+		r.stats.BytesReceived += int64(len(data))
 	}
 	r.mu.Unlock()
 	if err != nil {
@@ -1171,12 +1256,12 @@ func (r *Replica) partElems(size int) int {
 	return max(1, room/size)
 }
 
-func (r *Replica) publishInt64s(subject string, md meta, lo int, v []int64) {
-	r.publish(subject, "", md, lo, len(v), 8, func(dst []byte, i, j int) []byte { return encodeInt64s(dst, v[i:j]) })
+func (r *Replica) publishInt64s(subject string, to []string, md meta, lo int, v []int64) {
+	r.publish(subject, "", to, md, lo, len(v), 8, func(dst []byte, i, j int) []byte { return encodeInt64s(dst, v[i:j]) })
 }
 
-func (r *Replica) publishFloat32s(subject, from string, md meta, lo int, v []float32) {
-	r.publish(subject, from, md, lo, len(v), 4, func(dst []byte, i, j int) []byte { return encodeFloat32s(dst, v[i:j]) })
+func (r *Replica) publishFloat32s(subject, from string, to []string, md meta, lo int, v []float32) {
+	r.publish(subject, from, to, md, lo, len(v), 4, func(dst []byte, i, j int) []byte { return encodeFloat32s(dst, v[i:j]) })
 }
 
 // encodeBufs holds the buffers parts are encoded in.
@@ -1184,29 +1269,67 @@ var encodeBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // publish sends count elements of size bytes in parts below the server's
 // payload limit, each part's offset in its header (at least one part, even
-// for an empty range).
-func (r *Replica) publish(subject, from string, md meta, lo, count, size int, encode func(dst []byte, i, j int) []byte) {
+// for an empty range). With a peer data plane the parts go to the replicas
+// named in to over their connections, and through NATS (subject) only
+// where one cannot be reached; to nil sends through NATS. Parts are cut
+// the same way on both paths, so a part that arrives both ways is one
+// part, placed once.
+func (r *Replica) publish(subject, from string, to []string, md meta, lo, count, size int, encode func(dst []byte, i, j int) []byte) {
 	// The client copies what it publishes: one buffer serves every part.
 	buf := encodeBufs.Get().(*[]byte)
 	defer encodeBufs.Put(buf)
 	per := r.partElems(size)
+	kind := byte(0)
+	if r.peers != nil && len(to) > 0 {
+		kind = frameKinds[subjectKind(subject)]
+	}
 	for i := 0; ; i += per {
 		j := min(i+per, count)
 		md.off = lo + i
-		h := md.header()
-		if from != "" {
-			h.Set("Lathe-From", from)
-		}
 		b := encode(*buf, i, j)
 		*buf = b
-		if err := r.l.publish(subject, h, b); err != nil {
-			r.log.Warn("publish failed", "subject", subject, "error", err)
+		viaNATS, peerBytes := true, 0
+		if kind != 0 {
+			rest := r.peers.send(to, kind, md, b)
+			peerBytes = len(b) * (len(to) - len(rest))
+			if viaNATS = len(rest) > 0; viaNATS && r.plane == PlanePeer {
+				r.mu.Lock()
+				if r.fault == nil {
+					r.fault = fmt.Errorf("cluster: step %d: peers %v cannot be reached, and the data plane is %q (no NATS path)", md.step+1, rest, PlanePeer)
+				}
+				r.mu.Unlock()
+				r.poke()
+				viaNATS = false
+			}
+		}
+		if viaNATS {
+			h := md.header()
+			if from != "" {
+				h.Set("Lathe-From", from)
+			}
+			if err := r.l.publish(subject, h, b); err != nil {
+				r.log.Warn("publish failed", "subject", subject, "error", err)
+			}
 		}
 		r.mu.Lock()
-		r.stats.BytesSent += int64(len(b))
+		r.stats.PeerBytesSent += int64(peerBytes)
+		if viaNATS {
+			r.stats.BytesSent += int64(len(b))
+			r.stats.BrokerBytesSent += int64(len(b))
+		}
+		r.stats.BytesSent += int64(peerBytes)
 		r.mu.Unlock()
 		if j == count {
 			return
 		}
 	}
+}
+
+// subjectKind is a data subject's kind: rs, ag or wg.
+func subjectKind(subject string) string {
+	parts := strings.Split(subject, ".")
+	if len(parts) >= 6 && parts[4] == "rs" {
+		return "rs"
+	}
+	return parts[len(parts)-1]
 }

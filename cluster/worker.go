@@ -35,10 +35,15 @@ type Worker struct {
 	// Secret is the job's secret: objects from the store must carry its
 	// HMAC (nil: they must carry none).
 	Secret []byte
+	// Peer is where the worker's end of the peer data plane listens
+	// (Listen "off": nowhere; the worker's data goes through NATS).
+	Peer PeerConfig
 
 	l        link // NC with Secret
 	ctlSeqs  seqs // the newest control message
 	rejected atomic.Int64
+
+	peers *Peers // the job's peer data plane (nil: none)
 
 	mu    sync.Mutex
 	rep   *Replica
@@ -142,6 +147,18 @@ func (w *Worker) serveJob(ctx context.Context, discovered bool) error {
 	defer sub.Unsubscribe()
 	_ = sub.SetPendingLimits(-1, -1)
 	w.state = "idle"
+	if w.Peer.Listen != "off" {
+		p, err := ListenPeers(job, name, w.Secret, w.Peer, w.NC.ConnectedUrl(), w.Log.Named("peers"))
+		if err != nil {
+			return err
+		}
+		w.peers = p
+		defer func() {
+			p.Close()
+			w.peers = nil
+		}()
+		w.Log.Debug("peer data plane listening", "addr", p.Addr())
+	}
 	if err := w.register(ctx, prefix, discovered); err != nil {
 		return err
 	}
@@ -235,6 +252,7 @@ func (w *Worker) serveJob(ctx context.Context, discovered bool) error {
 					phaseDone <- nil
 				}(*c.Task)
 			case "gen":
+				w.setPeers(c)
 				w.mu.Lock()
 				if w.rep != nil && c.Phase == w.phase {
 					w.rep.SetGen(c.Gen, c.Members, c.Shares, c.Error, c.From)
@@ -293,6 +311,12 @@ func (w *Worker) serveJob(ctx context.Context, discovered bool) error {
 				if err != nil {
 					return err
 				}
+				if w.setPeers(c) {
+					rep.usePeers(w.peers, c.Plane)
+				} else if c.Plane == PlanePeer {
+					rep.Close()
+					return errors.New("cluster: the job's data plane is peer-to-peer only, and this worker has none (--peer-listen off)")
+				}
 				rep.Start(c.Spec.StartStep)
 				rep.SetShares(c.Shares)
 				rep.joined = c.Kind == "join"
@@ -315,6 +339,16 @@ func (w *Worker) serveJob(ctx context.Context, discovered bool) error {
 			}
 		}
 	}
+}
+
+// setPeers records the peers' addresses a control message carries, and
+// says whether the job's data plane uses the worker's peer connections.
+func (w *Worker) setPeers(c Control) bool {
+	if w.peers == nil || c.Plane == PlaneNATS || c.Plane == "" {
+		return false
+	}
+	w.peers.SetAddrs(c.Peers)
+	return true
 }
 
 // closeReplicaLocked closes the phase's replica, if any, keeping its
@@ -354,7 +388,11 @@ func (w *Worker) control(m *nats.Msg) (Control, error) {
 func (w *Worker) register(ctx context.Context, prefix string, giveUp bool) error {
 	start := time.Now()
 	cores := runtime.NumCPU()
-	b, _ := json.Marshal(Hello{Name: w.Name, Version: Version, Cores: cores, Device: w.Device, PID: os.Getpid()})
+	h := Hello{Name: w.Name, Version: Version, Cores: cores, Device: w.Device, PID: os.Getpid()}
+	if w.peers != nil {
+		h.Peer = w.peers.Addr()
+	}
+	b, _ := json.Marshal(h)
 	logged := false
 	for {
 		m, err := w.l.request(ctx, prefix+".join", b)
@@ -399,6 +437,7 @@ func (w *Worker) Heartbeat() Heartbeat {
 		st := w.rep.Stats()
 		hb.MessagesRejected += st.MessagesRejected
 		hb.Step, hb.BytesSent, hb.BytesReceived, hb.Shards, hb.ComputeSeconds = st.Steps, st.BytesSent, st.BytesReceived, st.Shards, st.ComputeSeconds
+		hb.PeerBytesSent, hb.NATSBytesOut = st.PeerBytesSent, st.NATSBytesOut
 		hb.DigestStep, hb.Digest = w.rep.lastDigest()
 	}
 	return hb

@@ -179,17 +179,27 @@ func clusterSummary(c *cluster.Coordinator, par *cluster.Replica) *rundir.Cluste
 	ms, rs := c.Stats(), par.Stats()
 	s := &rundir.ClusterSummary{Workers: ms.MaxWorkers, WorkersJoined: ms.WorkersJoined, WorkersLost: ms.WorkersLost, WorkersFailed: ms.WorkersFailed, StepsReplanned: rs.Redone, OptimizerStatesMoved: rs.StateServed,
 		Rebalances: ms.Rebalances, Shares: c.Shares(), DigestsCompared: ms.DigestsCompared, DigestMismatches: ms.DigestMismatches, MessagesRejected: ms.MessagesRejected, WorkersRefused: ms.Refused, MicroShards: par.MicroShards()}
+	s.DataPlane, _ = c.DataPlane()
 	var n int
 	for _, w := range c.Workers() {
+		if w.Samples > 0 {
+			if s.Samples == nil {
+				s.Samples = map[string]int64{}
+			}
+			s.Samples[w.Name] = w.Samples
+		}
 		if w.Step > 0 && w.BytesSent > 0 {
 			s.BytesSentPerStep += float64(w.BytesSent) / float64(w.Step)
 			s.BytesReceivedPerStep += float64(w.BytesReceived) / float64(w.Step)
+			s.BrokerBytesPerStep += float64(w.NATSBytesOut) / float64(w.Step)
+			s.PeerBytesPerStep += float64(w.PeerBytesSent) / float64(w.Step)
 			n++
 		}
 	}
 	if n > 0 {
-		s.BytesSentPerStep /= float64(n)
-		s.BytesReceivedPerStep /= float64(n)
+		for _, v := range []*float64{&s.BytesSentPerStep, &s.BytesReceivedPerStep, &s.BrokerBytesPerStep, &s.PeerBytesPerStep} {
+			*v /= float64(n)
+		}
 	}
 	return s
 }

@@ -130,4 +130,15 @@ type ClusterSummary struct {
 	BytesSentPerStep     float64 `json:"bytes_sent_per_step"`
 	BytesReceivedPerStep float64 `json:"bytes_received_per_step"`
 	GradientBytes        int     `json:"gradient_bytes"`
+	// DataPlane is how the step's data travelled (auto, peer, nats).
+	// BrokerBytesPerStep is what a worker put through the NATS server per
+	// step (its data messages that went that way, heartbeats, requests),
+	// PeerBytesPerStep what it sent over peer connections; means over the
+	// workers that trained.
+	DataPlane          string  `json:"data_plane,omitempty"`
+	BrokerBytesPerStep float64 `json:"broker_bytes_per_step"`
+	PeerBytesPerStep   float64 `json:"peer_bytes_per_step"`
+	// Samples are the samples each worker computed gradients of in the
+	// phase.
+	Samples map[string]int64 `json:"samples,omitempty"`
 }

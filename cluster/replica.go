@@ -798,6 +798,12 @@ func (r *Replica) wait(ctx context.Context, step int64, gen uint64, changed chan
 	defer t.Stop()
 	for {
 		r.serveMoments(step)
+		r.mu.Lock()
+		fault := r.fault
+		r.mu.Unlock()
+		if fault != nil {
+			return fault
+		}
 		ok, missing := ready()
 		if ok {
 			return nil

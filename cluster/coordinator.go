@@ -126,18 +126,18 @@ type Coordinator struct {
 	asked      map[string]time.Time // when unknown workers were last asked to register
 	// plane is the job's data plane; peers the coordinator's end of it
 	// (nil on PlaneNATS).
-	plane string
-	peers *Peers
-	stored     map[string][32]byte  // objects put in the store, by SHA-256
-	rep        *Replica
-	shared     map[string][]byte // values decided here for the running phase's replicas, by key
-	spec       PhaseSpec         // the running phase's
-	pending    *joinPlan         // workers joining the running phase, not yet admitted
-	stats      MemberStats
-	joined     chan struct{}
-	subs       []*nats.Subscription
-	stop       chan struct{}
-	wg         sync.WaitGroup
+	plane   string
+	peers   *Peers
+	stored  map[string][32]byte // objects put in the store, by SHA-256
+	rep     *Replica
+	shared  map[string][]byte // values decided here for the running phase's replicas, by key
+	spec    PhaseSpec         // the running phase's
+	pending *joinPlan         // workers joining the running phase, not yet admitted
+	stats   MemberStats
+	joined  chan struct{}
+	subs    []*nats.Subscription
+	stop    chan struct{}
+	wg      sync.WaitGroup
 }
 
 // JoinAhead is how many steps past the farthest any member may have

@@ -43,8 +43,8 @@ type Stats struct {
 	// since the replica started (data, heartbeats, requests: the bytes it
 	// put through the server; shared with whatever else uses it).
 	NATSBytesOut int64 `json:"nats_bytes_out"`
-	Redone           int64 `json:"steps_redone"` // steps computed again after a membership change
-	Shards           int64 `json:"shards"`       // micro-shards computed
+	Redone       int64 `json:"steps_redone"` // steps computed again after a membership change
+	Shards       int64 `json:"shards"`       // micro-shards computed
 	// StateServed counts the chunks' optimizer states the coordinator
 	// sent workers that took a chunk over.
 	StateServed int64 `json:"optimizer_states_served"`

@@ -19,10 +19,17 @@ import (
 	"github.com/lathe-ml/lathe/rundir"
 )
 
+// dataPlane is the cluster's data plane, and where the coordinator's end
+// of it listens.
+type dataPlane struct {
+	plane string
+	peer  cluster.PeerConfig
+}
+
 // startCluster connects the coordinator to NATS — an embedded server in
 // the run directory unless url is given — and starts the local workers.
 // The returned function stops the workers and the server.
-func startCluster(ctx context.Context, log hclog.Logger, job, dir, url string, workers, minWorkers int, dataDir string, devices []string, af workercli.AuthFlags) (*cluster.Coordinator, func(), error) {
+func startCluster(ctx context.Context, log hclog.Logger, job, dir, url string, workers, minWorkers int, dataDir string, devices []string, af workercli.AuthFlags, dp dataPlane) (*cluster.Coordinator, func(), error) {
 	var auth cluster.Auth
 	var srv *cluster.Embedded
 	if url == "" {
@@ -79,6 +86,22 @@ func startCluster(ctx context.Context, log hclog.Logger, job, dir, url string, w
 		}
 		return nil, nil, err
 	}
+	if dp.peer.Listen == "" && srv != nil {
+		dp.peer.Listen = "127.0.0.1:0" // an embedded server listens on loopback only: so do its peers
+	}
+	if err := c.SetDataPlane(dp.plane, dp.peer); err != nil {
+		c.Close()
+		nc.Close()
+		if srv != nil {
+			srv.Shutdown()
+		}
+		return nil, nil, err
+	}
+	if plane, addr := c.DataPlane(); addr != "" {
+		log.Info("data plane", "plane", plane, "peer_addr", addr)
+	} else {
+		log.Info("data plane", "plane", plane)
+	}
 	var procs []*exec.Cmd
 	var exits []chan struct{}                   // closed when a local worker has exited
 	exited := make(chan error, max(workers, 1)) // why, for those that exit early
@@ -109,7 +132,7 @@ func startCluster(ctx context.Context, log hclog.Logger, job, dir, url string, w
 			// runs they do whole (a sweep's points); a replica of a
 			// data-parallel phase computes with one thread anyway.
 			args := []string{"worker", "--local", "--nats", url, "--job", job, "--name", fmt.Sprintf("local-%d", k+1),
-				"--threads", strconv.Itoa(max(1, runtime.NumCPU()/workers))}
+				"--threads", strconv.Itoa(max(1, runtime.NumCPU()/workers)), "--peer-listen", "127.0.0.1:0"}
 			if dataDir != "" {
 				args = append(args, "--data-dir", dataDir)
 			}

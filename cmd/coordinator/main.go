@@ -76,6 +76,9 @@ func realMain(args []string, stderr io.Writer) int {
 		wdevs    = fs.String("worker-devices", "", "the local workers' devices in order, comma-separated (cpu, cuda, cuda:N; default cpu): e.g. --workers 2 --worker-devices cpu,cuda")
 		httpAddr = fs.String("http", "", "serve a live page, /metrics (Prometheus) and /debug/pprof on this address while the job runs (host:port; a bare :port listens on loopback only)")
 		device   = fs.String("device", "cpu", "cpu, or cuda / cuda:N: train device-resident on that GPU (MLP, LeNet-5, ResNet and MobileNet recipes with sgd, pruning, QAT and distillation; what it cannot do yet is refused naming the field)")
+		plane    = fs.String("data-plane", cluster.PlaneAuto, "how the cluster's workers exchange each step's gradients and weights: auto (direct connections between them, NATS where one cannot be reached), peer (direct connections only) or nats (all through the NATS server)")
+		peerAt   = fs.String("peer-listen", "", "host:port the coordinator's end of the peer data plane listens on (default: loopback with an embedded server, else every interface; any port)")
+		peerAdv  = fs.String("peer-advertise", "", "host[:port] the workers dial to reach the coordinator's end of the peer data plane (default: the address this machine reaches NATS from)")
 		af       = workercli.Register(fs)
 		vars     multiFlag
 		sweeps   multiFlag
@@ -98,6 +101,12 @@ func realMain(args []string, stderr io.Writer) int {
 	}
 	if err := checkFlags(fs, *threads, *workers, *minWork, *shards, *every, *logLevel, *resume, *from); err != nil {
 		fmt.Fprintln(stderr, "coordinator:", err)
+		return 2
+	}
+	dp := dataPlane{peer: cluster.PeerConfig{Listen: *peerAt, Advertise: *peerAdv}}
+	var err error
+	if dp.plane, err = cluster.ParsePlane(*plane); err != nil {
+		fmt.Fprintln(stderr, "coordinator: --data-plane:", err)
 		return 2
 	}
 	var opts run.Options
@@ -188,7 +197,7 @@ func realMain(args []string, stderr io.Writer) int {
 				}
 			}
 		}
-		c, closeCluster, err := startCluster(ctx, log, job.Name, dir, *natsURL, *workers, *minWork, *dataDir, devices, af)
+		c, closeCluster, err := startCluster(ctx, log, job.Name, dir, *natsURL, *workers, *minWork, *dataDir, devices, af, dp)
 		if err != nil {
 			log.Error("cluster", "error", err)
 			return 1

@@ -81,6 +81,8 @@ func Main(args []string, stderr io.Writer) int {
 		local    = fs.Bool("local", false, "a local worker of an embedded server: exit when the coordinator does")
 		httpAddr = fs.String("http", "", "serve this worker's Prometheus metrics on /metrics at this address (host:port; a bare :port listens on loopback only)")
 		threads  = fs.Int("threads", 0, "compute threads for the whole runs the coordinator hands this worker (a sweep's points; default: the recipe's, else every core)")
+		peerAt   = fs.String("peer-listen", "", "host:port this worker's end of the peer data plane listens on (default: every interface, any port; off: none, its data goes through NATS)")
+		peerAdv  = fs.String("peer-advertise", "", "host[:port] the other replicas dial to reach this worker (default: the address this machine reaches NATS from)")
 		af       = Register(fs)
 	)
 	fs.Usage = func() {
@@ -171,7 +173,7 @@ func Main(args []string, stderr io.Writer) int {
 		return 2
 	}
 	w := &cluster.Worker{NC: nc, Job: *job, Name: *name, Device: "cpu", Log: log, Run: run.ReplicaPhase(*dataDir, log), Secret: []byte(secret),
-		Task: run.Task(*dataDir, *threads, log)}
+		Task: run.Task(*dataDir, *threads, log), Peer: cluster.PeerConfig{Listen: *peerAt, Advertise: *peerAdv}}
 	if engine != nil {
 		w.Device, w.Run = engine.Name(), run.ReplicaPhaseOn(*dataDir, log, engine, kind == "auto")
 	}

@@ -112,6 +112,7 @@ type Replica struct {
 	spare        *sent             // the one before, reused once no resend reads it
 	free64       [][]int64         // buffers of finished steps' assemblies
 	free32       [][]float32
+	freeFull     [][]float32 // completed steps' vectors the trainer is done with
 	reduced      *sent // our last reduced chunk, for the coordinator's resends
 	updated      *sent // our last updated chunk, for the workers' resends
 	// The ones before, whose buffers the next chunks reuse once no resend
@@ -596,7 +597,12 @@ func (r *Replica) Reduce(ctx context.Context, step int64, n int, f trainer.Step)
 		}
 		r.mu.Lock()
 		r.done[step] = doneStep{full, updated}
-		delete(r.done, step-2)
+		if old, ok := r.done[step-2]; ok {
+			// The trainer copied it out two steps ago: the next full
+			// vector reuses it.
+			r.freeFull = keep(r.freeFull, old.v)
+			delete(r.done, step-2)
+		}
 		r.curStep = step + 1 // the step's messages are stale from now on
 		r.mu.Unlock()
 		r.steps.Store(step + 1)
@@ -773,7 +779,8 @@ func (r *Replica) assembledLocked(step int64, n int) []float32 {
 		if !complete {
 			continue
 		}
-		full := make([]float32, n)
+		var full []float32
+		full, r.freeFull = take(r.freeFull, n)
 		for j, o := range members {
 			a := r.chunks[key{o, gen, step}]
 			lo, hi := chunk(n, len(members), j)
@@ -980,6 +987,9 @@ func (r *Replica) onFetch(m *nats.Msg) {
 	}
 	r.mu.Lock()
 	d, ok := r.done[q.Step]
+	if ok {
+		d.v = slices.Clone(d.v) // its buffer is reused once the step is two behind
+	}
 	r.mu.Unlock()
 	if !ok || q.Kind != fetchKind(d.updated) {
 		return

@@ -113,8 +113,8 @@ type Replica struct {
 	free64       [][]int64         // buffers of finished steps' assemblies
 	free32       [][]float32
 	freeFull     [][]float32 // completed steps' vectors the trainer is done with
-	reduced      *sent // our last reduced chunk, for the coordinator's resends
-	updated      *sent // our last updated chunk, for the workers' resends
+	reduced      *sent       // our last reduced chunk, for the coordinator's resends
+	updated      *sent       // our last updated chunk, for the workers' resends
 	// The ones before, whose buffers the next chunks reuse once no resend
 	// reads them.
 	prevReduced, prevUpdated *sent

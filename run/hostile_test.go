@@ -250,6 +250,12 @@ func TestForgedMessagesDoNotChangeTheRun(t *testing.T) {
 	}{{"outsider", nil}, {"insider", secret}} {
 		t.Run(tt.name, func(t *testing.T) {
 			tc := startSignedCluster(t, 2, secret)
+			// The step's data through NATS, where the forger sees (and
+			// spoils) every kind of message; forged frames on the peer
+			// data plane are cluster's TestForgedFramesAreRefused.
+			if err := tc.coord.SetDataPlane(cluster.PlaneNATS, cluster.PeerConfig{}); err != nil {
+				t.Fatal(err)
+			}
 			f := startForger(t, tc, tt.secret, uint64(time.Now().UnixNano()))
 			dir := t.TempDir()
 			s := clusterRun(t, tc, dir, nil)

@@ -536,11 +536,8 @@ func (r *Replica) Reduce(ctx context.Context, step int64, n int, f trainer.Step)
 	r.serveMoments(step)
 	first, gone := true, 0
 	for {
-		r.mu.Lock()
-		fault := r.fault
-		r.mu.Unlock()
-		if fault != nil {
-			return nil, false, fault
+		if err := r.faulted(); err != nil {
+			return nil, false, err
 		}
 		gen, members, shares, failure, changed := r.view(step)
 		if len(members) == 0 {
@@ -730,7 +727,7 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 		// The reduced chunk first: a replica that has a step's updated
 		// chunks knows the coordinator was sent its reduced ones.
 		r.publishFloat32s(r.prefix+".ag", "", []string{coordinatorName}, md, lo, out)
-		r.publishFloat32s(r.prefix+".wg", "", others(members, r.name), md, lo, upd)
+		r.publishFloat32s(r.prefix+".wg", "", slices.DeleteFunc(slices.Clone(members), func(m string) bool { return m == r.name }), md, lo, upd)
 	}
 	var full []float32
 	err := r.wait(ctx, step, gen, changed, func() (bool, []string) {
@@ -805,11 +802,8 @@ func (r *Replica) wait(ctx context.Context, step int64, gen uint64, changed chan
 	defer t.Stop()
 	for {
 		r.serveMoments(step)
-		r.mu.Lock()
-		fault := r.fault
-		r.mu.Unlock()
-		if fault != nil {
-			return fault
+		if err := r.faulted(); err != nil {
+			return err
 		}
 		ok, missing := ready()
 		if ok {
@@ -1106,15 +1100,11 @@ func (r *Replica) onFrame(from string, kind byte, md meta, data []byte) {
 	})
 }
 
-// others are members but name.
-func others(members []string, name string) []string {
-	out := make([]string, 0, len(members))
-	for _, m := range members {
-		if m != name {
-			out = append(out, m)
-		}
-	}
-	return out
+// faulted is the fault that ends this replica's steps, if any.
+func (r *Replica) faulted() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.fault
 }
 
 // usePeers sends the replica's data over p's connections where it can,

@@ -121,7 +121,6 @@ type Peers struct {
 type peerOut struct {
 	mu sync.Mutex
 	c  net.Conn
-	w  *bufio.Writer
 }
 
 // ListenPeers opens job's peer data plane for the replica called name
@@ -299,7 +298,7 @@ func (p *Peers) conn(name string) (*peerOut, error) {
 		return o, nil
 	}
 	delete(p.down, name)
-	o := &peerOut{c: c, w: bufio.NewWriterSize(c, 256<<10)}
+	o := &peerOut{c: c}
 	p.out[name] = o
 	p.log.Debug("peer connected", "peer", name, "addr", addr)
 	return o, nil
@@ -329,13 +328,10 @@ func (o *peerOut) write(kind byte, md meta, data []byte) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	_ = o.c.SetWriteDeadline(time.Now().Add(PeerWriteTimeout))
-	if _, err := o.w.Write(h[:]); err != nil {
-		return err
-	}
-	if _, err := o.w.Write(data); err != nil {
-		return err
-	}
-	return o.w.Flush()
+	// Head and part in one gathered write, the part not copied first.
+	bufs := net.Buffers{h[:], data}
+	_, err := bufs.WriteTo(o.c)
+	return err
 }
 
 // proof is the HMAC each end of a connection shows: of the role, the

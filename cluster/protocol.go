@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/bits"
 	"strconv"
+	"unsafe"
 
 	"github.com/nats-io/nats.go"
 )
@@ -239,6 +240,20 @@ func encodeFloat32s(dst []byte, v []float32) []byte {
 	return b
 }
 
+// littleEndian says the machine stores a float32 as the wire does: a
+// float part is then its vector's own bytes.
+var littleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+
+// float32Bytes is v's float32 part: v's own bytes on a little-endian
+// machine (not copied: v must not change while they are sent), else v
+// encoded into dst's storage.
+func float32Bytes(dst []byte, v []float32) []byte {
+	if littleEndian && len(v) > 0 {
+		return unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 4*len(v))
+	}
+	return encodeFloat32s(dst, v)
+}
+
 // grow returns n bytes of dst's storage, or new ones where it is short.
 func grow(dst []byte, n int) []byte {
 	if cap(dst) >= n {
@@ -257,17 +272,53 @@ func float32sCount(b []byte) (int, error) {
 }
 
 // decodeFloat32s decodes a part float32sCount accepted into v (its
-// length), refusing NaN and Inf (all exponent bits set) in the same pass;
-// on a refusal v holds the values before it.
+// length), refusing NaN and Inf (all exponent bits set); on a refusal v
+// holds undefined values (the part is not placed, and the elements are
+// written again by the part that is).
 func decodeFloat32s(v []float32, b []byte) error {
+	b = b[:4*len(v)]
+	if i := nonFinite(b); i >= 0 {
+		return fmt.Errorf("non-finite value at %d", i)
+	}
+	if littleEndian && len(v) > 0 {
+		copy(unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), len(b)), b)
+		return nil
+	}
 	for i := range v {
-		u := binary.LittleEndian.Uint32(b[4*i:])
-		if u&0x7f800000 == 0x7f800000 {
-			return fmt.Errorf("non-finite value at %d", i)
-		}
-		v[i] = math.Float32frombits(u)
+		v[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
 	}
 	return nil
+}
+
+// nonFinite returns the index of the first NaN or Inf among the
+// little-endian float32s in b, -1 when there is none. Two values a word:
+// a value is not finite when its exponent bits are all set, so where the
+// word's exponent bits xor all-ones leave a zero lane (the classic
+// zero-lane test: the lane's borrow reaches its top bit).
+func nonFinite(b []byte) int {
+	const (
+		exp  = 0x7f8000007f800000
+		one  = 0x0000000100000001
+		high = 0x8000000080000000
+	)
+	n := len(b) / 4
+	i := 0
+	for ; i+8 <= n; i += 8 {
+		w := b[4*i : 4*i+32]
+		t0 := binary.LittleEndian.Uint64(w[0:])&exp ^ exp
+		t1 := binary.LittleEndian.Uint64(w[8:])&exp ^ exp
+		t2 := binary.LittleEndian.Uint64(w[16:])&exp ^ exp
+		t3 := binary.LittleEndian.Uint64(w[24:])&exp ^ exp
+		if ((t0-one)&^t0|(t1-one)&^t1|(t2-one)&^t2|(t3-one)&^t3)&high != 0 {
+			break
+		}
+	}
+	for ; i < n; i++ {
+		if binary.LittleEndian.Uint32(b[4*i:])&0x7f800000 == 0x7f800000 {
+			return i
+		}
+	}
+	return -1
 }
 
 // chunk is owner j's range of an n-element vector split among size owners.

@@ -1263,14 +1263,28 @@ func (r *Replica) partElems(size int) int {
 }
 
 func (r *Replica) publishInt64s(subject string, to []string, md meta, lo int, v []int64) {
-	r.publish(subject, "", to, md, lo, len(v), 8, func(dst []byte, i, j int) []byte { return encodeInt64s(dst, v[i:j]) })
+	buf := encodeBufs.Get().(*[]byte)
+	defer encodeBufs.Put(buf)
+	r.publish(subject, "", to, md, lo, len(v), 8, func(i, j int) []byte {
+		*buf = encodeInt64s(*buf, v[i:j])
+		return *buf
+	})
 }
 
 func (r *Replica) publishFloat32s(subject, from string, to []string, md meta, lo int, v []float32) {
-	r.publish(subject, from, to, md, lo, len(v), 4, func(dst []byte, i, j int) []byte { return encodeFloat32s(dst, v[i:j]) })
+	buf := encodeBufs.Get().(*[]byte)
+	defer encodeBufs.Put(buf)
+	r.publish(subject, from, to, md, lo, len(v), 4, func(i, j int) []byte {
+		b := float32Bytes(*buf, v[i:j])
+		if !littleEndian {
+			*buf = b
+		}
+		return b
+	})
 }
 
-// encodeBufs holds the buffers parts are encoded in.
+// encodeBufs holds the buffers parts are encoded in (the peers and the
+// NATS client copy what they send: one buffer serves every part).
 var encodeBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // publish sends count elements of size bytes in parts below the server's
@@ -1280,10 +1294,7 @@ var encodeBufs = sync.Pool{New: func() any { return new([]byte) }}
 // where one cannot be reached; to nil sends through NATS. Parts are cut
 // the same way on both paths, so a part that arrives both ways is one
 // part, placed once.
-func (r *Replica) publish(subject, from string, to []string, md meta, lo, count, size int, encode func(dst []byte, i, j int) []byte) {
-	// The client copies what it publishes: one buffer serves every part.
-	buf := encodeBufs.Get().(*[]byte)
-	defer encodeBufs.Put(buf)
+func (r *Replica) publish(subject, from string, to []string, md meta, lo, count, size int, part func(i, j int) []byte) {
 	per := r.partElems(size)
 	kind := byte(0)
 	if r.peers != nil && len(to) > 0 {
@@ -1292,8 +1303,7 @@ func (r *Replica) publish(subject, from string, to []string, md meta, lo, count,
 	for i := 0; ; i += per {
 		j := min(i+per, count)
 		md.off = lo + i
-		b := encode(*buf, i, j)
-		*buf = b
+		b := part(i, j)
 		viaNATS, peerBytes := true, 0
 		if kind != 0 {
 			rest := r.peers.send(to, kind, md, b)

@@ -804,7 +804,7 @@ func (c *Coordinator) Phase(ctx context.Context, spec PhaseSpec, files map[strin
 		return nil, err
 	}
 	if c.peers != nil {
-		rep.usePeers(c.peers, c.plane)
+		rep.useDirect(c.peers, c.plane)
 	}
 	rep.Start(spec.StartStep)
 	// Workers measured in earlier phases start with a split by their

@@ -13,7 +13,7 @@
 //	lathe.J.w.W.rs.O           W's partial sums of owner O's chunk (reduce-scatter)
 //	lathe.J.w.W.ag             W's reduced chunk, read by the coordinator (it applies the whole update)
 //	lathe.J.w.W.wg             W's chunk of parameters after W's update of it (all-gather, read by the workers)
-//	lathe.J.w.W.resend.T       W asks T to publish a message again (request)
+//	lathe.J.w.W.resend.T       W asks T to publish a message again (request; the coordinator asks as lathe.J.c.coordinator.resend.T)
 //	lathe.J.w.W.fetch          W asks any replica for a whole completed step (request)
 //	lathe.J.w.W.moments        W asks the coordinator for the optimizer state of a chunk it takes over (request)
 //	lathe.J.w.W.done           W's result of a job-parallel task

@@ -179,7 +179,7 @@ func (r *Replica) serveMoments(step int64) {
 			r.stats.StateServed++
 			r.mu.Unlock()
 			r.log.Debug("serving a chunk's optimizer state", "to", q.from, "step", step+1, "lo", q.Lo, "hi", q.Hi, "values", len(v))
-			r.publishFloat32s(q.reply, r.name, nil, md, 0, v)
+			r.answerFloat32s(q.reply, md, v)
 		}
 	}
 }

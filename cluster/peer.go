@@ -103,7 +103,7 @@ type Peers struct {
 	log       hclog.Logger
 	dial      func(addr string) (net.Conn, error)
 
-	sink atomic.Pointer[Replica] // the phase's replica, nil between phases
+	sink // the phase's replica, none between phases (frames are dropped; their senders resend what is missing)
 
 	mu     sync.Mutex
 	addrs  map[string]string    // the peers' advertised addresses, by name
@@ -207,13 +207,6 @@ func (p *Peers) SetAddrs(addrs map[string]string) {
 	}
 }
 
-// attach makes r the replica frames are handed to (nil: none; frames are
-// dropped, and their senders resend what is missing).
-func (p *Peers) attach(r *Replica) { p.sink.Store(r) }
-
-// detach forgets r if it is still the one attached.
-func (p *Peers) detach(r *Replica) { p.sink.CompareAndSwap(r, nil) }
-
 // Close stops listening and closes every connection.
 func (p *Peers) Close() {
 	p.mu.Lock()
@@ -240,14 +233,13 @@ func (p *Peers) Refused() int64 { return p.refused.Load() }
 // Broken counts the connections dropped on a write error or timeout.
 func (p *Peers) Broken() int64 { return p.broken.Load() }
 
-// send writes one frame to each peer in to and returns those it could not
-// reach (the caller sends theirs through NATS, or fails).
-func (p *Peers) send(to []string, kind byte, md meta, data []byte) []string {
+// send implements transport: one frame to each peer in to.
+func (p *Peers) send(to []string, pt part) []string {
 	var rest []string
 	for _, name := range to {
 		o, err := p.conn(name)
 		if err == nil {
-			err = o.write(kind, md, data)
+			err = o.write(pt.kind, pt.md, pt.data)
 			if err != nil {
 				p.drop(name, o, err)
 			}
@@ -492,8 +484,8 @@ func (p *Peers) read(c net.Conn, from string) error {
 			v[i] = binary.LittleEndian.Uint64(h[5+8*i:])
 		}
 		md := meta{job: p.job, phase: v[0], gen: v[1], step: int64(v[2]), off: int(int64(v[3])), n: int(int64(v[4]))}
-		if rep := p.sink.Load(); rep != nil {
-			rep.onFrame(from, kind, md, buf)
+		if rcv := p.get(); rcv != nil {
+			rcv.deliver(from, part{kind: kind, md: md, data: buf})
 		}
 	}
 }

@@ -54,7 +54,7 @@ func newPeerJob(t *testing.T, conn func(string) *nats.Conn, secret []byte, membe
 			t.Fatal(err)
 		}
 		t.Cleanup(r.Close)
-		r.usePeers(j.peers[name], plane)
+		r.useDirect(j.peers[name], plane)
 		j.reps[name] = r
 	}
 	return j
@@ -200,10 +200,10 @@ func TestPeerWithAWrongSecretIsRefused(t *testing.T) {
 	mine.SetAddrs(map[string]string{"b": theirs.Addr()})
 	theirs.SetAddrs(map[string]string{"a": mine.Addr()})
 	md := meta{job: "job", phase: 1, gen: 1, n: 4}
-	if rest := mine.send([]string{"b"}, frameWG, md, encodeFloat32s(nil, make([]float32, 4))); !slices.Equal(rest, []string{"b"}) {
+	if rest := mine.send([]string{"b"}, part{frameWG, md, encodeFloat32s(nil, make([]float32, 4))}); !slices.Equal(rest, []string{"b"}) {
 		t.Fatalf("a frame reached a peer with another secret (not reached: %v)", rest)
 	}
-	if rest := theirs.send([]string{"a"}, frameWG, md, encodeFloat32s(nil, make([]float32, 4))); !slices.Equal(rest, []string{"a"}) {
+	if rest := theirs.send([]string{"a"}, part{frameWG, md, encodeFloat32s(nil, make([]float32, 4))}); !slices.Equal(rest, []string{"a"}) {
 		t.Fatalf("a peer with another secret got a frame through (not reached: %v)", rest)
 	}
 	// Each end refused the other's proof once: the dialler checks the
@@ -260,7 +260,7 @@ func TestForgedFramesAreRefused(t *testing.T) {
 		{frameWG, meta{job: "job", phase: 1, gen: 1, off: 50, n: n}, nan},
 		{frameAG, meta{job: "job", phase: 1, gen: 1, off: 50, n: n}, encodeFloat32s(nil, make([]float32, 10))},
 	} {
-		if rest := forger.send([]string{"a"}, f.kind, f.md, f.data); len(rest) > 0 {
+		if rest := forger.send([]string{"a"}, part{f.kind, f.md, f.data}); len(rest) > 0 {
 			t.Fatal("the forger did not connect")
 		}
 	}

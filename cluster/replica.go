@@ -113,24 +113,30 @@ type Replica struct {
 	free64       [][]int64         // buffers of finished steps' assemblies
 	free32       [][]float32
 	freeFull     [][]float32 // completed steps' vectors the trainer is done with
-	reduced      *sent       // our last reduced chunk, for the coordinator's resends
-	updated      *sent       // our last updated chunk, for the workers' resends
-	// The ones before, whose buffers the next chunks reuse once no resend
-	// reads them.
-	prevReduced, prevUpdated *sent
+	// Our reduced chunks of the steps the coordinator has not announced
+	// complete (it may lag up to Window/2 steps, and ask for any of them
+	// again), and of a step or two it has, whose buffers the next reuse.
+	reduced []*sent
+	updated *sent // our last updated chunk, for the workers' resends
+	// The one before, whose buffer the next updated chunk reuses once no
+	// resend reads it.
+	prevUpdated *sent
 	done                     map[int64]doneStep
 	// Requests for the optimizer state of a chunk (the coordinator's).
 	momentReqs []momentsReq
 	moments    func(lo, hi int) []float32 // the running step's (Step.Moments)
 	momentsN   int
-	// The peer data plane (nil: NATS only) and its mode.
-	peers *Peers
-	plane string
-	// Data messages this replica cannot place yet — of a generation not
-	// installed, or sized for a vector it has not reached (a rebuilt
-	// model's, sent by workers running ahead) — kept raw, at most
-	// holdLimit bytes, and offered again when either changes.
-	held      []*nats.Msg
+	// The transports: direct, the peer data plane's (nil: NATS only),
+	// with its mode, and broker, the NATS server's (every part a direct
+	// transport cannot deliver, requests and answers).
+	direct transport
+	plane  string
+	broker *natsPlane
+	// Parts this replica cannot place yet — of a generation not installed,
+	// or sized for a vector it has not reached (a rebuilt model's, sent by
+	// workers running ahead) — kept (at most holdLimit bytes) and offered
+	// again when either changes.
+	held      []heldPart
 	heldBytes int
 	n         int   // the length of the vector of step nStep (0: none yet)
 	nStep     int64 // the step Reduce last ran
@@ -149,6 +155,12 @@ type Replica struct {
 type doneStep struct {
 	v       []float32
 	updated bool
+}
+
+// heldPart is a part kept to place later, with its sender.
+type heldPart struct {
+	from string
+	p    part
 }
 
 // sent is a vector a replica published, kept until the next step.
@@ -191,13 +203,15 @@ func NewReplica(nc *nats.Conn, secret []byte, job, name string, phase uint64, sh
 	if r.name == coordinatorName {
 		r.gather = "ag"
 	}
+	r.broker = &natsPlane{l: r.l, prefix: r.prefix}
+	r.broker.attach(r)
 	handlers := []struct {
 		subject string
 		fn      nats.MsgHandler
 	}{
-		{base + ".w.*.rs." + r.name, r.onPartial},
-		{base + ".w.*." + r.gather, r.onChunk},
-		{base + ".w.*.resend." + r.name, r.onResend},
+		{base + ".w.*.rs." + r.name, r.broker.onMsg},
+		{base + ".w.*." + r.gather, r.broker.onMsg},
+		{base + ".*.*.resend." + r.name, r.onResend},
 		{base + ".*.*.fetch", r.onFetch},
 		{base + ".c." + coordinatorName + ".at", r.onCoordinatorAt},
 	}
@@ -240,9 +254,10 @@ func (r *Replica) Start(step int64) {
 
 // Close unsubscribes, and stops taking peers' frames.
 func (r *Replica) Close() {
-	if r.peers != nil {
-		r.peers.detach(r)
+	if r.direct != nil {
+		r.direct.detach(r)
 	}
+	r.broker.detach(r)
 	for _, s := range r.subs {
 		_ = s.Unsubscribe()
 	}
@@ -370,15 +385,16 @@ func (r *Replica) SetGen(gen uint64, members []string, shares []int, failure str
 	r.replayLocked()
 }
 
-// holdLocked keeps a data message to place later (r.mu held); false when
-// the held messages would pass holdLimit (the sender resends what is
+// holdLocked keeps a copy of a part to place later (r.mu held); false
+// when the held parts would pass holdLimit (the sender resends what is
 // refused).
-func (r *Replica) holdLocked(m *nats.Msg) bool {
-	if r.heldBytes+len(m.Data) > r.holdLimitLocked() {
+func (r *Replica) holdLocked(from string, p part) bool {
+	if r.heldBytes+len(p.data) > r.holdLimitLocked() {
 		return false
 	}
-	r.held = append(r.held, m)
-	r.heldBytes += len(m.Data)
+	p.data = slices.Clone(p.data)
+	r.held = append(r.held, heldPart{from, p})
+	r.heldBytes += len(p.data)
 	return true
 }
 
@@ -397,12 +413,8 @@ func (r *Replica) replayLocked() {
 		return
 	}
 	go func() {
-		for _, m := range held {
-			if strings.HasSuffix(m.Subject, ".ag") || strings.HasSuffix(m.Subject, ".wg") {
-				r.onChunk(m)
-			} else {
-				r.onPartial(m)
-			}
+		for _, h := range held {
+			r.deliver(h.from, h.p)
 		}
 	}()
 }
@@ -641,7 +653,7 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 		for j, o := range members {
 			if j != rank {
 				lo, hi := chunk(n, size, j)
-				r.publishInt64s(r.prefix+".rs."+o, []string{o}, meta{job: r.job, phase: r.phase, gen: gen, step: step, n: n}, lo, partial[lo:hi])
+				r.sendInt64s([]string{o}, meta{job: r.job, phase: r.phase, gen: gen, step: step, n: n}, lo, partial[lo:hi])
 			}
 		}
 		lo, hi := chunk(n, size, rank)
@@ -692,7 +704,7 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 		}
 		var out, upd []float32
 		if f.Update != nil {
-			out, upd = reuse(&r.prevReduced, len(sum)), reuse(&r.prevUpdated, len(sum))
+			out, upd = r.reuseReducedLocked(len(sum)), reuse(&r.prevUpdated, len(sum))
 		}
 		r.mu.Unlock()
 		if out == nil {
@@ -718,16 +730,16 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 		md := meta{job: r.job, phase: r.phase, gen: gen, step: step, n: n}
 		r.mu.Lock()
 		if f.Update != nil {
-			r.prevReduced, r.prevUpdated = r.reduced, r.updated
+			r.prevUpdated = r.updated
 		}
-		r.reduced = &sent{gen: gen, step: step, n: n, f32: out, lo: lo}
+		r.reduced = append(r.reduced, &sent{gen: gen, step: step, n: n, f32: out, lo: lo})
 		r.updated = &sent{gen: gen, step: step, n: n, f32: upd, lo: lo}
 		r.chunks[key{r.name, gen, step}] = &assembly{lo: lo, hi: hi, got: hi - lo, f32: upd}
 		r.mu.Unlock()
 		// The reduced chunk first: a replica that has a step's updated
 		// chunks knows the coordinator was sent its reduced ones.
-		r.publishFloat32s(r.prefix+".ag", "", []string{coordinatorName}, md, lo, out)
-		r.publishFloat32s(r.prefix+".wg", "", slices.DeleteFunc(slices.Clone(members), func(m string) bool { return m == r.name }), md, lo, upd)
+		r.sendFloat32s(frameAG, []string{coordinatorName}, md, lo, out)
+		r.sendFloat32s(frameWG, slices.DeleteFunc(slices.Clone(members), func(m string) bool { return m == r.name }), md, lo, upd)
 	}
 	var full []float32
 	err := r.wait(ctx, step, gen, changed, func() (bool, []string) {
@@ -860,9 +872,14 @@ func (r *Replica) onResend(m *nats.Msg) {
 	}
 	asker := subjectFrom(m.Subject)
 	r.mu.Lock()
-	p, c := r.partial, r.reduced
-	if q.Kind == "wg" {
-		c = r.updated
+	p, c := r.partial, r.updated
+	if q.Kind == "ag" {
+		c = nil
+		for _, v := range r.reduced {
+			if v.gen == q.Gen && v.step == q.Step {
+				c = v
+			}
+		}
 	}
 	// Not reused for a step's partials or chunks while encoded here.
 	for _, v := range []*sent{p, c} {
@@ -882,11 +899,11 @@ func (r *Replica) onResend(m *nats.Msg) {
 	case q.Kind == "rs" && p != nil && p.gen == q.Gen && p.step == q.Step:
 		if j := slices.Index(members, q.To); j >= 0 {
 			lo, hi := chunk(p.n, len(members), j)
-			r.publishInt64s(r.prefix+".rs."+q.To, []string{q.To}, meta{job: r.job, phase: r.phase, gen: p.gen, step: p.step, n: p.n}, lo, p.i64[lo:hi])
+			r.sendInt64s([]string{q.To}, meta{job: r.job, phase: r.phase, gen: p.gen, step: p.step, n: p.n}, lo, p.i64[lo:hi])
 			answer = "ok"
 		}
 	case (q.Kind == "ag" || q.Kind == "wg") && c != nil && c.gen == q.Gen && c.step == q.Step:
-		r.publishFloat32s(r.prefix+"."+q.Kind, "", []string{asker}, meta{job: r.job, phase: r.phase, gen: c.gen, step: c.step, n: c.n}, c.lo, c.f32)
+		r.sendFloat32s(frameKinds[q.Kind], []string{asker}, meta{job: r.job, phase: r.phase, gen: c.gen, step: c.step, n: c.n}, c.lo, c.f32)
 		answer = "ok"
 	}
 	_ = r.l.respond(m, nil, []byte(answer))
@@ -988,7 +1005,7 @@ func (r *Replica) onFetch(m *nats.Msg) {
 	if !ok || q.Kind != fetchKind(d.updated) {
 		return
 	}
-	r.publishFloat32s(m.Reply, r.name, nil, meta{job: r.job, phase: r.phase, step: q.Step, n: len(d.v)}, 0, d.v)
+	r.answerFloat32s(m.Reply, meta{job: r.job, phase: r.phase, step: q.Step, n: len(d.v)}, d.v)
 }
 
 func fetchKind(updated bool) string {
@@ -1012,22 +1029,6 @@ func (r *Replica) reject(what, from string, err error) {
 	r.stats.MessagesRejected++
 	r.mu.Unlock()
 	r.log.Warn("message rejected", "kind", what, "from", from, "error", err)
-}
-
-// accept checks a data message's signature and identity against the
-// replica's state.
-func (r *Replica) accept(m *nats.Msg, kind string) (meta, string, bool) {
-	from := subjectFrom(m.Subject)
-	if err := r.l.check(m); err != nil {
-		r.reject(kind, from, err)
-		return meta{}, from, false
-	}
-	md, err := parseMeta(m.Header)
-	if err != nil {
-		r.reject(kind, from, err)
-		return md, from, false
-	}
-	return md, from, r.acceptMeta(md, from, kind)
 }
 
 // acceptMeta checks a data message's identity against the replica's
@@ -1058,47 +1059,27 @@ func (r *Replica) acceptMeta(md meta, from, kind string) bool {
 	return true
 }
 
-func (r *Replica) onPartial(m *nats.Msg) { r.onPart(m, true) }
-func (r *Replica) onChunk(m *nats.Msg)   { r.onPart(m, false) }
-
-// onPart files a data message from NATS: a partial sum of our chunk
-// (reduce-scatter, int64) or another owner's reduced chunk (all-gather,
-// float32).
-func (r *Replica) onPart(m *nats.Msg, partial bool) {
-	kind := partKind(partial)
-	if !partial && subjectFrom(m.Subject) == r.name {
-		return // our own chunk, kept when published
-	}
-	md, from, ok := r.accept(m, kind)
-	if !ok {
-		return
-	}
-	r.file(md, from, m.Data, partial, func() *nats.Msg { return m })
-}
-
-// onFrame files a data message from the peer data plane: the connection
-// authenticated its sender, so it carries no signature (a frame held for
-// later is signed here, to be offered again as a NATS message is).
-func (r *Replica) onFrame(from string, kind byte, md meta, data []byte) {
-	partial := kind == frameRS
+// deliver implements receiver: it files a part a transport brought —
+// a partial sum of our chunk (reduce-scatter, int64) or another owner's
+// chunk (all-gather, float32) — once its identity is checked against the
+// replica's state.
+func (r *Replica) deliver(from string, p part) {
+	partial := p.kind == frameRS
 	if from == r.name {
-		return // ours: never sent to ourselves
+		return // ours: kept when sent
 	}
-	if !partial && kind != frameKinds[r.gather] {
-		r.reject(partKind(partial), from, fmt.Errorf("a chunk of kind %d: this replica gathers %s", kind, r.gather))
+	if !partial && p.kind != frameKinds[r.gather] {
+		r.reject(partKind(partial), from, fmt.Errorf("a chunk of kind %d: this replica gathers %s", p.kind, r.gather))
 		return
 	}
-	if !r.acceptMeta(md, from, partKind(partial)) {
+	if !r.acceptMeta(p.md, from, partKind(partial)) {
 		return
 	}
-	r.file(md, from, data, partial, func() *nats.Msg {
-		subject := "lathe." + r.job + ".w." + from + "." + r.gather
-		if partial {
-			subject = "lathe." + r.job + ".w." + from + ".rs." + r.name
-		}
-		return r.l.sign(&nats.Msg{Subject: subject, Header: md.header(), Data: slices.Clone(data)})
-	})
+	r.file(from, p)
 }
+
+// refuse implements receiver.
+func (r *Replica) refuse(kind, from string, err error) { r.reject(kind, from, err) }
 
 // faulted is the fault that ends this replica's steps, if any.
 func (r *Replica) faulted() error {
@@ -1107,11 +1088,11 @@ func (r *Replica) faulted() error {
 	return r.fault
 }
 
-// usePeers sends the replica's data over p's connections where it can,
-// and hands it what p receives (plane: PlaneAuto or PlanePeer).
-func (r *Replica) usePeers(p *Peers, plane string) {
-	r.peers, r.plane = p, plane
-	p.attach(r)
+// useDirect sends the replica's parts over t where it can, and hands it
+// what t receives (plane: PlaneAuto or PlanePeer).
+func (r *Replica) useDirect(t transport, plane string) {
+	r.direct, r.plane = t, plane
+	t.attach(r)
 }
 
 func partKind(partial bool) string {
@@ -1121,9 +1102,10 @@ func partKind(partial bool) string {
 	return "all-gather"
 }
 
-// file places a data message whose identity was accepted; held makes the
-// message to keep when it cannot be placed yet. data is not kept.
-func (r *Replica) file(md meta, from string, data []byte, partial bool, held func() *nats.Msg) {
+// file places a part whose identity was accepted, or keeps a copy when
+// it cannot be placed yet. p.data is not kept.
+func (r *Replica) file(from string, p part) {
+	md, data, partial := p.md, p.data, p.kind == frameRS
 	kind := partKind(partial)
 	// Checked here, decoded straight into the assembly below (a float
 	// part's values are checked as they are decoded).
@@ -1145,7 +1127,7 @@ func (r *Replica) file(md meta, from string, data []byte, partial bool, held fun
 		// waits (bounded) until the replica gets there; it is stale by then
 		// unless it was real.
 		wait := md.gen > r.gen || md.step > r.nStep
-		if wait && r.holdLocked(held()) {
+		if wait && r.holdLocked(from, p) {
 			r.mu.Unlock()
 			return
 		}
@@ -1210,6 +1192,27 @@ func reuse(prev **sent, n int) []float32 {
 	return v.f32[:n]
 }
 
+// reuseReducedLocked takes the buffer of a reduced chunk the coordinator
+// is done with and no resend reads, when it holds n values, and forgets
+// the other such chunks but one (r.mu held); nil when there is none.
+func (r *Replica) reuseReducedLocked(n int) []float32 {
+	done := r.coordSteps.Load()
+	var out []float32
+	spare := 0
+	r.reduced = slices.DeleteFunc(r.reduced, func(v *sent) bool {
+		if v.step >= done || v.readers > 0 {
+			return false
+		}
+		if out == nil && cap(v.f32) >= n {
+			out = v.f32[:n]
+			return true
+		}
+		spare++
+		return spare > 1
+	})
+	return out
+}
+
 // keep adds a finished buffer to a free list of a few.
 func keep[T any](free [][]T, b []T) [][]T {
 	if b == nil || len(free) >= 4 {
@@ -1262,83 +1265,103 @@ func (r *Replica) partElems(size int) int {
 	return max(1, room/size)
 }
 
-func (r *Replica) publishInt64s(subject string, to []string, md meta, lo int, v []int64) {
+// sendInt64s sends the partial sums v of the range at lo to its owners
+// in to (reduce-scatter).
+func (r *Replica) sendInt64s(to []string, md meta, lo int, v []int64) {
 	buf := encodeBufs.Get().(*[]byte)
 	defer encodeBufs.Put(buf)
-	r.publish(subject, "", to, md, lo, len(v), 8, func(i, j int) []byte {
+	r.parts(md, lo, len(v), 8, func(md meta, i, j int) {
 		*buf = encodeInt64s(*buf, v[i:j])
-		return *buf
+		r.sendPart(to, part{kind: frameRS, md: md, data: *buf})
 	})
 }
 
-func (r *Replica) publishFloat32s(subject, from string, to []string, md meta, lo int, v []float32) {
+// sendFloat32s sends the chunk v at lo to the replicas in to: kind frameAG
+// (reduced) or frameWG (updated).
+func (r *Replica) sendFloat32s(kind byte, to []string, md meta, lo int, v []float32) {
 	buf := encodeBufs.Get().(*[]byte)
 	defer encodeBufs.Put(buf)
-	r.publish(subject, from, to, md, lo, len(v), 4, func(i, j int) []byte {
+	r.parts(md, lo, len(v), 4, func(md meta, i, j int) {
 		b := float32Bytes(*buf, v[i:j])
 		if !littleEndian {
 			*buf = b
 		}
-		return b
+		r.sendPart(to, part{kind: kind, md: md, data: b})
 	})
 }
 
-// encodeBufs holds the buffers parts are encoded in (the peers and the
-// NATS client copy what they send: one buffer serves every part).
+// answerFloat32s answers a request (a completed step, a chunk's
+// optimizer state) with v, through NATS, in parts cut as chunks are.
+func (r *Replica) answerFloat32s(subject string, md meta, v []float32) {
+	buf := encodeBufs.Get().(*[]byte)
+	defer encodeBufs.Put(buf)
+	r.parts(md, 0, len(v), 4, func(md meta, i, j int) {
+		b := float32Bytes(*buf, v[i:j])
+		if !littleEndian {
+			*buf = b
+		}
+		h := md.header()
+		h.Set("Lathe-From", r.name)
+		if err := r.l.publish(subject, h, b); err != nil {
+			r.log.Warn("publish failed", "subject", subject, "error", err)
+		}
+		r.mu.Lock()
+		r.stats.BytesSent += int64(len(b))
+		r.stats.BrokerBytesSent += int64(len(b))
+		r.mu.Unlock()
+	})
+}
+
+// encodeBufs holds the buffers parts are encoded in (the transports copy
+// what they send: one buffer serves every part).
 var encodeBufs = sync.Pool{New: func() any { return new([]byte) }}
 
-// publish sends count elements of size bytes in parts below the server's
-// payload limit, each part's offset in its header (at least one part, even
-// for an empty range). With a peer data plane the parts go to the replicas
-// named in to over their connections, and through NATS (subject) only
-// where one cannot be reached; to nil sends through NATS. Parts are cut
-// the same way on both paths, so a part that arrives both ways is one
-// part, placed once.
-func (r *Replica) publish(subject, from string, to []string, md meta, lo, count, size int, part func(i, j int) []byte) {
+// parts cuts count elements of size bytes at lo into parts below the
+// server's payload limit, each part's offset in its identity, and calls
+// put with each (at least one, even for an empty range). The cut is the
+// same whichever transport carries a part, so a part that arrives both
+// ways is one part, placed once.
+func (r *Replica) parts(md meta, lo, count, size int, put func(md meta, i, j int)) {
 	per := r.partElems(size)
-	kind := byte(0)
-	if r.peers != nil && len(to) > 0 {
-		kind = frameKinds[subjectKind(subject)]
-	}
 	for i := 0; ; i += per {
 		j := min(i+per, count)
 		md.off = lo + i
-		b := part(i, j)
-		viaNATS, peerBytes := true, 0
-		if kind != 0 {
-			rest := r.peers.send(to, kind, md, b)
-			peerBytes = len(b) * (len(to) - len(rest))
-			if viaNATS = len(rest) > 0; viaNATS && r.plane == PlanePeer {
-				r.mu.Lock()
-				if r.fault == nil {
-					r.fault = fmt.Errorf("cluster: step %d: peers %v cannot be reached, and the data plane is %q (no NATS path)", md.step+1, rest, PlanePeer)
-				}
-				r.mu.Unlock()
-				r.poke()
-				viaNATS = false
-			}
-		}
-		if viaNATS {
-			h := md.header()
-			if from != "" {
-				h.Set("Lathe-From", from)
-			}
-			if err := r.l.publish(subject, h, b); err != nil {
-				r.log.Warn("publish failed", "subject", subject, "error", err)
-			}
-		}
-		r.mu.Lock()
-		r.stats.PeerBytesSent += int64(peerBytes)
-		if viaNATS {
-			r.stats.BytesSent += int64(len(b))
-			r.stats.BrokerBytesSent += int64(len(b))
-		}
-		r.stats.BytesSent += int64(peerBytes)
-		r.mu.Unlock()
+		put(md, i, j)
 		if j == count {
 			return
 		}
 	}
+}
+
+// sendPart sends p to the replicas in to: over the direct transport where
+// there is one and it reaches them, through NATS to the rest — or, on the
+// peer-only plane, not at all: the step fails, naming them.
+func (r *Replica) sendPart(to []string, p part) {
+	rest, direct := to, 0
+	if r.direct != nil {
+		rest = r.direct.send(to, p)
+		direct = len(p.data) * (len(to) - len(rest))
+		if len(rest) > 0 && r.plane == PlanePeer {
+			r.mu.Lock()
+			if r.fault == nil {
+				r.fault = fmt.Errorf("cluster: step %d: peers %v cannot be reached, and the data plane is %q (no NATS path)", p.md.step+1, rest, PlanePeer)
+			}
+			r.mu.Unlock()
+			r.poke()
+			rest = nil
+		}
+	}
+	if len(rest) > 0 {
+		r.broker.send(rest, p)
+	}
+	r.mu.Lock()
+	r.stats.PeerBytesSent += int64(direct)
+	r.stats.BytesSent += int64(direct)
+	if len(rest) > 0 {
+		r.stats.BytesSent += int64(len(p.data))
+		r.stats.BrokerBytesSent += int64(len(p.data))
+	}
+	r.mu.Unlock()
 }
 
 // subjectKind is a data subject's kind: rs, ag or wg.

@@ -312,7 +312,7 @@ func (w *Worker) serveJob(ctx context.Context, discovered bool) error {
 					return err
 				}
 				if w.setPeers(c) {
-					rep.usePeers(w.peers, c.Plane)
+					rep.useDirect(w.peers, c.Plane)
 				} else if c.Plane == PlanePeer {
 					rep.Close()
 					return errors.New("cluster: the job's data plane is peer-to-peer only, and this worker has none (--peer-listen off)")

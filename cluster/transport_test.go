@@ -1,0 +1,181 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// fate is what an in-memory transport does with one part for one
+// receiver.
+type fate int
+
+const (
+	arrive      fate = iota
+	lose             // dropped silently, as a lost message: the receiver asks for it again
+	unreachable      // send reports the receiver unreached: the sender's fallback carries it
+	twice            // delivered twice
+	late             // delivered after a while, from another goroutine: after later parts, or after the step moved on
+)
+
+// memNet is an in-memory data plane for tests: an end per replica, and a
+// fault function that decides each part's fate for each receiver.
+type memNet struct {
+	mu    sync.Mutex
+	ends  map[string]*memEnd
+	fault func(from, to string, p part) fate
+	fates map[fate]int // how often each fate was dealt
+	late  sync.WaitGroup
+}
+
+func newMemNet(fault func(from, to string, p part) fate) *memNet {
+	return &memNet{ends: map[string]*memEnd{}, fault: fault, fates: map[fate]int{}}
+}
+
+// memEnd is one replica's end of a memNet; it implements transport.
+type memEnd struct {
+	net  *memNet
+	name string
+	sink
+}
+
+func (n *memNet) end(name string) *memEnd {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	e := &memEnd{net: n, name: name}
+	n.ends[name] = e
+	return e
+}
+
+func (e *memEnd) send(to []string, p part) []string {
+	var rest []string
+	for _, o := range to {
+		e.net.mu.Lock()
+		dst, f := e.net.ends[o], arrive
+		if e.net.fault != nil {
+			f = e.net.fault(e.name, o, p)
+		}
+		e.net.fates[f]++
+		e.net.mu.Unlock()
+		if dst == nil || f == unreachable {
+			rest = append(rest, o)
+			continue
+		}
+		deliver := func(p part) {
+			if rcv := dst.get(); rcv != nil {
+				rcv.deliver(e.name, p)
+			}
+		}
+		switch f {
+		case lose:
+		case twice:
+			deliver(p)
+			deliver(p)
+		case late:
+			q := p
+			q.data = slices.Clone(p.data) // p.data is the sender's again once send returns
+			e.net.late.Add(1)
+			go func() {
+				defer e.net.late.Done()
+				time.Sleep(30 * time.Millisecond)
+				deliver(q)
+			}()
+		default:
+			deliver(p)
+		}
+	}
+	return rest
+}
+
+// newMemJob starts the replicas of members and the coordinator, each with
+// its end of net as its direct transport on plane.
+func newMemJob(t *testing.T, conn func(string) *nats.Conn, net *memNet, members []string, shards int, plane string) *peerJob {
+	t.Helper()
+	j := &peerJob{reps: map[string]*Replica{}, names: append(slices.Clone(members), coordinatorName)}
+	for _, name := range j.names {
+		r, err := NewReplica(conn(name), []byte("job secret"), "job", name, 1, shards, 1, members, testLog(t, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(r.Close)
+		r.useDirect(net.end(name), plane)
+		j.reps[name] = r
+	}
+	t.Cleanup(net.late.Wait)
+	return j
+}
+
+// TestReductionIsExactOverAFaultyTransport reduces steps among three
+// workers and the coordinator over an in-memory transport that loses,
+// duplicates, delays and refuses parts (a fifth of them each, decided by a
+// hash of the part, its receiver and how often it was sent): every replica still gets the exact sum
+// every step — lost parts are asked for again, refused ones go through
+// NATS, duplicates are placed once, late ones are placed or refused as
+// stale — and the parts that went through NATS are counted as the
+// broker's.
+func TestReductionIsExactOverAFaultyTransport(t *testing.T) {
+	_, conn := embedded(t)
+	defer func(d time.Duration) { ResendAfter = d }(ResendAfter)
+	ResendAfter = 100 * time.Millisecond
+	const n, shards, steps = 3000, 6, 6
+	// A part sent again (asked for) meets another fate than the first time.
+	tries := map[string]byte{}
+	net := newMemNet(func(from, to string, p part) fate {
+		id := fmt.Sprint(from, ">", to, p.kind, p.md.step, p.md.off)
+		tries[id]++
+		h := fnv.New32a()
+		h.Write([]byte(id))
+		h.Write([]byte{tries[id]})
+		return fate(h.Sum32() % 5)
+	})
+	j := newMemJob(t, conn, net, []string{"a", "b", "c"}, shards, PlaneAuto)
+	j.run(t, steps, exactSum(n, shards), shardAdder(0))
+	net.mu.Lock()
+	fates := maps.Clone(net.fates)
+	net.mu.Unlock()
+	for f := arrive; f <= late; f++ {
+		if fates[f] == 0 {
+			t.Errorf("no part met fate %d: the faults were not exercised (%v)", f, fates)
+		}
+	}
+	var broker, resends int64
+	for _, name := range j.names {
+		st := j.reps[name].Stats()
+		broker += st.BrokerBytesSent
+		resends += st.Resends
+	}
+	if broker == 0 || resends == 0 {
+		t.Fatalf("%d bytes through NATS, %d resends asked for: want both, for the refused and the lost parts", broker, resends)
+	}
+}
+
+// TestPeerOnlyPlaneFaultsOnAnUnreachableReplica: on PlanePeer a part the
+// direct transport cannot deliver fails the step, naming the replica,
+// rather than going through NATS.
+func TestPeerOnlyPlaneFaultsOnAnUnreachableReplica(t *testing.T) {
+	_, conn := embedded(t)
+	net := newMemNet(func(from, to string, p part) fate {
+		if to == "b" {
+			return unreachable
+		}
+		return arrive
+	})
+	j := newMemJob(t, conn, net, []string{"a", "b"}, 2, PlanePeer)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := reduce(ctx, j.reps["a"], 0, 100, shardAdder(0))
+	if err == nil || !strings.Contains(err.Error(), "[b]") || !strings.Contains(err.Error(), PlanePeer) {
+		t.Fatalf("a's step: %v; want a failure naming b and the plane", err)
+	}
+	if st := j.reps["a"].Stats(); st.BrokerBytesSent != 0 {
+		t.Fatalf("%d bytes through NATS on the peer-only plane", st.BrokerBytesSent)
+	}
+}

@@ -121,7 +121,7 @@ type Replica struct {
 	// The one before, whose buffer the next updated chunk reuses once no
 	// resend reads it.
 	prevUpdated *sent
-	done                     map[int64]doneStep
+	done        map[int64]doneStep
 	// Requests for the optimizer state of a chunk (the coordinator's).
 	momentReqs []momentsReq
 	moments    func(lo, hi int) []float32 // the running step's (Step.Moments)

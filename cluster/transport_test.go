@@ -179,3 +179,36 @@ func TestPeerOnlyPlaneFaultsOnAnUnreachableReplica(t *testing.T) {
 		t.Fatalf("%d bytes through NATS on the peer-only plane", st.BrokerBytesSent)
 	}
 }
+
+// TestLaggingCoordinatorGetsLostChunksAgain: a worker runs several steps
+// ahead of the coordinator, and every reduced chunk it sends the
+// coordinator is lost the first time; the coordinator, reducing those
+// steps later, asks for each again and gets it — the worker keeps the
+// reduced chunks of the steps the coordinator has not completed.
+func TestLaggingCoordinatorGetsLostChunksAgain(t *testing.T) {
+	_, conn := embedded(t)
+	defer func(d time.Duration) { ResendAfter = d }(ResendAfter)
+	ResendAfter = 50 * time.Millisecond
+	const n, shards, steps = 500, 2, 4
+	sent := map[int64]bool{}
+	net := newMemNet(func(from, to string, p part) fate {
+		if p.kind == frameAG && !sent[p.md.step] {
+			sent[p.md.step] = true
+			return lose
+		}
+		return arrive
+	})
+	j := newMemJob(t, conn, net, []string{"a"}, shards, PlaneAuto)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	want := exactSum(n, shards)
+	if err := reduceSteps(ctx, j.reps["a"], "a", 0, steps, want, shardAdder(0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := reduceSteps(ctx, j.reps[coordinatorName], coordinatorName, 0, steps, want, nil); err != nil {
+		t.Fatal(err)
+	}
+	if st := j.reps[coordinatorName].Stats(); st.Resends < steps {
+		t.Fatalf("the coordinator asked %d times for a chunk again, want at least %d", st.Resends, steps)
+	}
+}

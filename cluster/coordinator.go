@@ -125,9 +125,11 @@ type Coordinator struct {
 	proposedAt time.Time
 	asked      map[string]time.Time // when unknown workers were last asked to register
 	// plane is the job's data plane; peers the coordinator's end of it
-	// (nil on PlaneNATS).
+	// (nil on PlaneNATS); peerTLS whether the workers encrypt their peer
+	// connections.
 	plane   string
 	peers   *Peers
+	peerTLS bool
 	stored  map[string][32]byte // objects put in the store, by SHA-256
 	rep     *Replica
 	shared  map[string][]byte // values decided here for the running phase's replicas, by key
@@ -206,6 +208,15 @@ func (c *Coordinator) SetDataPlane(plane string, cfg PeerConfig) error {
 	if err != nil {
 		return err
 	}
+	mode, err := ParsePeerTLS(cfg.TLS)
+	if err != nil {
+		return err
+	}
+	encrypt := mode == PeerTLSOn
+	if mode == PeerTLSAuto {
+		_, err := c.nc.TLSConnectionState()
+		encrypt = err == nil
+	}
 	var p *Peers
 	if plane != PlaneNATS {
 		if p, err = ListenPeers(c.job, coordinatorName, c.Secret, cfg, c.nc.ConnectedUrl(), c.log.Named("peers")); err != nil {
@@ -214,7 +225,7 @@ func (c *Coordinator) SetDataPlane(plane string, cfg PeerConfig) error {
 	}
 	c.mu.Lock()
 	old := c.peers
-	c.plane, c.peers = plane, p
+	c.plane, c.peers, c.peerTLS = plane, p, encrypt
 	c.mu.Unlock()
 	if old != nil {
 		old.Close()
@@ -262,7 +273,7 @@ func (c *Coordinator) Close() {
 func (c *Coordinator) control(m Control) {
 	switch m.Kind {
 	case "phase", "join", "gen":
-		m.Plane = c.plane
+		m.Plane, m.PeerTLS = c.plane, c.peerTLS
 		if c.peers != nil {
 			m.Peers = map[string]string{coordinatorName: c.peers.Addr()}
 			for _, n := range c.members {

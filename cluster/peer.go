@@ -2,13 +2,19 @@ package cluster
 
 import (
 	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/url"
 	"sync"
@@ -54,6 +60,28 @@ type PeerConfig struct {
 	// address this machine reaches the NATS server from, with the port
 	// listened on).
 	Advertise string
+	// TLS encrypts the job's peer connections (a coordinator's setting,
+	// sent to the workers with each phase): PeerTLSOn, PeerTLSOff, or
+	// PeerTLSAuto ("") — on when the coordinator's NATS connection is.
+	TLS string
+}
+
+// The settings of PeerConfig.TLS.
+const (
+	PeerTLSAuto = "auto"
+	PeerTLSOn   = "on"
+	PeerTLSOff  = "off"
+)
+
+// ParsePeerTLS checks a PeerConfig.TLS setting ("" is PeerTLSAuto).
+func ParsePeerTLS(s string) (string, error) {
+	switch s {
+	case "", PeerTLSAuto:
+		return PeerTLSAuto, nil
+	case PeerTLSOn, PeerTLSOff:
+		return s, nil
+	}
+	return "", fmt.Errorf("cluster: peer TLS %q: auto, on or off", s)
 }
 
 // PeerWriteTimeout bounds one frame's write to a peer: past it the
@@ -93,8 +121,12 @@ var ErrPeerRefused = errors.New("cluster: peer refused")
 // and hands what arrives to the current phase's replica. A connection
 // carries frames one way, from the dialler; both ends prove they hold the
 // job's secret before any frame passes (an HMAC-SHA256 challenge and
-// response each way), so frames need no signature of their own. Safe for
-// concurrent use.
+// response each way), so frames need no signature of their own. With TLS
+// (SetTLS) the dialler encrypts: the listener answers TLS with a
+// certificate made for the process, which nobody verifies — the proofs of
+// the secret cover the session's exported keying material, so only the
+// two ends of one TLS session can show them, and a relay between two
+// sessions is refused. Safe for concurrent use.
 type Peers struct {
 	job, name string
 	secret    []byte
@@ -115,6 +147,12 @@ type Peers struct {
 
 	refused atomic.Int64 // connections refused for their credential
 	broken  atomic.Int64 // connections dropped on a write error or timeout
+
+	tls      atomic.Bool  // dial with TLS
+	tlsIn    atomic.Int64 // connections accepted with TLS
+	certOnce sync.Once
+	cert     tls.Certificate
+	certErr  error
 }
 
 // peerOut is a connection to a peer; mu serializes its frames.
@@ -233,6 +271,49 @@ func (p *Peers) Refused() int64 { return p.refused.Load() }
 // Broken counts the connections dropped on a write error or timeout.
 func (p *Peers) Broken() int64 { return p.broken.Load() }
 
+// SetTLS says whether the connections this end dials from now on are
+// encrypted (those open stay as they are).
+func (p *Peers) SetTLS(on bool) { p.tls.Store(on) }
+
+// bindingLabel names the TLS exporter whose keying material the proofs
+// of a TLS connection cover.
+const bindingLabel = "EXPORTER-lathe-peer-binding"
+
+// binding is the keying material both ends of c's TLS session export.
+func binding(c *tls.Conn) ([]byte, error) {
+	cs := c.ConnectionState()
+	return cs.ExportKeyingMaterial(bindingLabel, nil, 32)
+}
+
+// serverTLS is the listening end's TLS configuration, with a certificate
+// made once for the process (ECDSA P-256, self-signed).
+func (p *Peers) serverTLS() (*tls.Config, error) {
+	p.certOnce.Do(func() {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			p.certErr = err
+			return
+		}
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "lathe peer " + p.name},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(10 * 365 * 24 * time.Hour)}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+		if err != nil {
+			p.certErr = err
+			return
+		}
+		p.cert = tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	})
+	if p.certErr != nil {
+		return nil, fmt.Errorf("cluster: peer TLS certificate: %w", p.certErr)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{p.cert}, MinVersion: tls.VersionTLS13}, nil
+}
+
+// clientTLS is the dialling end's: the certificate is not what
+// authenticates the peer (the proofs bound to the session are), so it is
+// not verified.
+var clientTLS = &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}
+
 // send implements transport: one frame to each peer in to.
 func (p *Peers) send(to []string, pt part) []string {
 	var rest []string
@@ -270,10 +351,7 @@ func (p *Peers) conn(name string) (*peerOut, error) {
 	p.mu.Unlock()
 	c, err := p.dial(addr)
 	if err == nil {
-		err = p.handshake(c, name)
-		if err != nil {
-			c.Close()
-		}
+		c, err = p.open(c, name)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -326,9 +404,35 @@ func (o *peerOut) write(kind byte, md meta, data []byte) error {
 	return err
 }
 
+// open starts TLS on a dialled connection when the job asks for it, and
+// runs the handshake; it returns the connection frames go on, or closes
+// it.
+func (p *Peers) open(c net.Conn, name string) (net.Conn, error) {
+	var bind []byte
+	if p.tls.Load() {
+		tc := tls.Client(c, clientTLS)
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		err := tc.Handshake()
+		if err == nil {
+			bind, err = binding(tc)
+		}
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("TLS with %s: %w", name, err)
+		}
+		c = tc
+	}
+	if err := p.handshake(c, name, bind); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
 // proof is the HMAC each end of a connection shows: of the role, the
-// job, both names and both nonces.
-func (p *Peers) proof(role, from, to string, a, b []byte) []byte {
+// job, both names, both nonces and the TLS session's binding (none
+// without TLS).
+func (p *Peers) proof(role, from, to string, a, b, bind []byte) []byte {
 	m := hmac.New(sha256.New, p.secret)
 	for _, s := range []string{role, p.job, from, to} {
 		m.Write([]byte(s))
@@ -336,12 +440,13 @@ func (p *Peers) proof(role, from, to string, a, b []byte) []byte {
 	}
 	m.Write(a)
 	m.Write(b)
+	m.Write(bind)
 	return m.Sum(nil)
 }
 
 // handshake opens a connection to the peer name: both prove they hold
 // the job's secret.
-func (p *Peers) handshake(c net.Conn, name string) error {
+func (p *Peers) handshake(c net.Conn, name string, bind []byte) error {
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	defer c.SetDeadline(time.Time{})
 	a := make([]byte, 32)
@@ -359,11 +464,11 @@ func (p *Peers) handshake(c net.Conn, name string) error {
 		return fmt.Errorf("%w: %s closed the connection (another job, or not the peer dialled): %v", ErrPeerRefused, name, err)
 	}
 	b, theirs := reply[:32], reply[32:]
-	if !hmac.Equal(theirs, p.proof("listener", p.name, name, a, b)) {
+	if !hmac.Equal(theirs, p.proof("listener", p.name, name, a, b, bind)) {
 		p.refused.Add(1)
-		return fmt.Errorf("%w: %s does not hold the job's secret", ErrPeerRefused, name)
+		return fmt.Errorf("%w: %s does not hold the job's secret (or a relay stands between)", ErrPeerRefused, name)
 	}
-	if _, err := c.Write(p.proof("dialler", p.name, name, a, b)); err != nil {
+	if _, err := c.Write(p.proof("dialler", p.name, name, a, b, bind)); err != nil {
 		return err
 	}
 	ok := make([]byte, 1)
@@ -398,20 +503,59 @@ func (p *Peers) accept() {
 				delete(p.in, c)
 				p.mu.Unlock()
 			}()
-			from, err := p.answer(c)
+			conn, from, err := p.serve(c)
 			if err != nil {
 				p.log.Warn("peer connection refused", "remote", c.RemoteAddr().String(), "error", err)
 				return
 			}
-			if err := p.read(c, from); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+			if err := p.read(conn, from); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				p.log.Warn("peer connection ended", "peer", from, "error", err)
 			}
 		}()
 	}
 }
 
+// peeked is a connection whose first bytes were read ahead into r.
+type peeked struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c peeked) Read(b []byte) (int, error) { return c.r.Read(b) }
+
+// serve is the listening end of open: TLS when the dialler starts it (a
+// TLS record opens with 22, a plain connection with the magic), then
+// answer. It returns the connection frames come on and the dialler's name.
+func (p *Peers) serve(c net.Conn) (net.Conn, string, error) {
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(c)
+	first, err := r.Peek(1)
+	if err != nil {
+		return nil, "", err
+	}
+	var conn net.Conn = peeked{c, r}
+	var bind []byte
+	if first[0] == 22 {
+		cfg, err := p.serverTLS()
+		if err != nil {
+			return nil, "", err
+		}
+		tc := tls.Server(conn, cfg)
+		if err := tc.Handshake(); err != nil {
+			return nil, "", fmt.Errorf("TLS: %w", err)
+		}
+		if bind, err = binding(tc); err != nil {
+			return nil, "", err
+		}
+		p.tlsIn.Add(1)
+		conn = tc
+	}
+	from, err := p.answer(conn, bind)
+	return conn, from, err
+}
+
 // answer is the listening end of handshake; it returns the dialler's name.
-func (p *Peers) answer(c net.Conn) (string, error) {
+func (p *Peers) answer(c net.Conn, bind []byte) (string, error) {
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	defer c.SetDeadline(time.Time{})
 	magic := make([]byte, len(peerMagic))
@@ -440,14 +584,14 @@ func (p *Peers) answer(c net.Conn) (string, error) {
 	}
 	b := make([]byte, 32)
 	_, _ = rand.Read(b)
-	if _, err := c.Write(append(b, p.proof("listener", from, p.name, a, b)...)); err != nil {
+	if _, err := c.Write(append(b, p.proof("listener", from, p.name, a, b, bind)...)); err != nil {
 		return "", err
 	}
 	theirs := make([]byte, sha256.Size)
 	if _, err := io.ReadFull(c, theirs); err != nil {
 		return "", err
 	}
-	if !hmac.Equal(theirs, p.proof("dialler", from, p.name, a, b)) {
+	if !hmac.Equal(theirs, p.proof("dialler", from, p.name, a, b, bind)) {
 		p.refused.Add(1)
 		_, _ = c.Write([]byte{0})
 		return "", fmt.Errorf("%w: %s does not hold the job's secret", ErrPeerRefused, from)

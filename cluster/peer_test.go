@@ -2,8 +2,10 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"slices"
 	"strings"
@@ -287,5 +289,113 @@ func TestForgedFramesAreRefused(t *testing.T) {
 	j.run(t, 1, exactSum(n, 2), shardAdder(0))
 	if got := j.reps["a"].Stats().MessagesRejected; got != 4 {
 		t.Fatalf("%d frames rejected, want 4", got)
+	}
+}
+
+// TestPeerTLSReductionIsExact reduces steps among two workers and the
+// coordinator with every dialled connection encrypted: the exact sum, and
+// every connection each listener took was TLS (a first byte of 22, then a
+// TLS 1.3 session the proofs are bound to).
+func TestPeerTLSReductionIsExact(t *testing.T) {
+	_, conn := embedded(t)
+	const n, shards = 3000, 4
+	var plain atomic.Int64
+	j := newPeerJob(t, conn, []byte("job secret"), []string{"a", "b"}, shards, PlanePeer, func(name string, c net.Conn) net.Conn {
+		return &firstByteConn{Conn: c, plain: &plain}
+	})
+	for _, p := range j.peers {
+		p.SetTLS(true)
+	}
+	j.run(t, 3, exactSum(n, shards), shardAdder(0))
+	var tlsIn int64
+	for _, p := range j.peers {
+		tlsIn += p.tlsIn.Load()
+	}
+	// a dials b and the coordinator, b dials a and the coordinator.
+	if tlsIn != 4 || plain.Load() != 0 {
+		t.Fatalf("%d TLS connections accepted, %d dialled without TLS; want 4 and 0", tlsIn, plain.Load())
+	}
+}
+
+// firstByteConn counts connections whose first write is not a TLS record.
+type firstByteConn struct {
+	net.Conn
+	plain *atomic.Int64
+	seen  bool
+}
+
+func (c *firstByteConn) Write(b []byte) (int, error) {
+	if !c.seen && len(b) > 0 {
+		c.seen = true
+		if b[0] != 22 {
+			c.plain.Add(1)
+		}
+	}
+	return c.Conn.Write(b)
+}
+
+// TestPeerTLSRelayIsRefused puts a relay between a and b that holds no
+// secret but terminates TLS on both sides and passes the bytes within:
+// every proof it forwards is bound to the other session, so both ends
+// refuse it and no frame passes.
+func TestPeerTLSRelayIsRefused(t *testing.T) {
+	secret := []byte("job secret")
+	a, err := ListenPeers("job", "a", secret, PeerConfig{Listen: "127.0.0.1:0"}, "", testLog(t, "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := ListenPeers("job", "b", secret, PeerConfig{Listen: "127.0.0.1:0"}, "", testLog(t, "b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	// The relay: its own certificate towards a, a TLS client towards b.
+	relayCert, err := (&Peers{name: "relay"}).serverTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				in := tls.Server(c, relayCert)
+				raw, err := net.Dial("tcp", b.Addr())
+				if err != nil {
+					return
+				}
+				out := tls.Client(raw, clientTLS)
+				defer out.Close()
+				go io.Copy(out, in)
+				io.Copy(in, out)
+			}()
+		}
+	}()
+	a.SetTLS(true)
+	a.SetAddrs(map[string]string{"b": ln.Addr().String()})
+	md := meta{job: "job", phase: 1, gen: 1, n: 4}
+	if rest := a.send([]string{"b"}, part{frameWG, md, encodeFloat32s(nil, make([]float32, 4))}); !slices.Equal(rest, []string{"b"}) {
+		t.Fatalf("a frame passed the relay (not reached: %v)", rest)
+	}
+	if a.Refused() != 1 {
+		t.Fatalf("a refused %d proofs, want the relayed listener's", a.Refused())
+	}
+	// Without the relay the same two connect.
+	a.SetAddrs(map[string]string{"b": b.Addr()})
+	time.Sleep(10 * time.Millisecond)
+	a.mu.Lock()
+	delete(a.down, "b")
+	a.mu.Unlock()
+	if rest := a.send([]string{"b"}, part{frameWG, md, encodeFloat32s(nil, make([]float32, 4))}); len(rest) != 0 {
+		t.Fatalf("a could not reach b directly: %v", rest)
 	}
 }

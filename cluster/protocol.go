@@ -14,7 +14,7 @@ import (
 
 // Version is the protocol version; the coordinator refuses workers that
 // announce another.
-const Version = "lathe-cluster/6" // 6: the peer data plane (Hello.Peer, Control.Peers); 5: signed messages with sequence numbers; 4: owners update their chunks (.wg, .moments); 3: generations with a first step, joins mid-phase, tasks, shared values
+const Version = "lathe-cluster/7" // 7: TLS on peer connections (Control.PeerTLS); 6: the peer data plane (Hello.Peer, Control.Peers); 5: signed messages with sequence numbers; 4: owners update their chunks (.wg, .moments); 3: generations with a first step, joins mid-phase, tasks, shared values
 
 // Hello is a worker's registration.
 type Hello struct {
@@ -90,6 +90,8 @@ type Control struct {
 	// included, on phase, join and gen messages.
 	Plane string            `json:"plane,omitempty"`
 	Peers map[string]string `json:"peers,omitempty"`
+	// PeerTLS says the workers encrypt the peer connections they dial.
+	PeerTLS bool `json:"peer_tls,omitempty"`
 }
 
 // PhaseSpec is one training run the cluster performs (a teacher, then the

@@ -348,6 +348,7 @@ func (w *Worker) setPeers(c Control) bool {
 		return false
 	}
 	w.peers.SetAddrs(c.Peers)
+	w.peers.SetTLS(c.PeerTLS)
 	return true
 }
 

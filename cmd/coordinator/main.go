@@ -78,6 +78,7 @@ func realMain(args []string, stderr io.Writer) int {
 		device   = fs.String("device", "cpu", "cpu, or cuda / cuda:N: train device-resident on that GPU (MLP, LeNet-5, ResNet and MobileNet recipes with sgd, pruning, QAT and distillation; what it cannot do yet is refused naming the field)")
 		plane    = fs.String("data-plane", cluster.PlaneAuto, "how the cluster's workers exchange each step's gradients and weights: auto (direct connections between them, NATS where one cannot be reached), peer (direct connections only) or nats (all through the NATS server)")
 		peerAt   = fs.String("peer-listen", "", "host:port the coordinator's end of the peer data plane listens on (default: loopback with an embedded server, else every interface; any port)")
+		peerTLS  = fs.String("peer-tls", cluster.PeerTLSAuto, "encrypt the peer data plane's connections: auto (when the connection to NATS is encrypted), on or off")
 		peerAdv  = fs.String("peer-advertise", "", "host[:port] the workers dial to reach the coordinator's end of the peer data plane (default: the address this machine reaches NATS from)")
 		af       = workercli.Register(fs)
 		vars     multiFlag
@@ -103,10 +104,14 @@ func realMain(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "coordinator:", err)
 		return 2
 	}
-	dp := dataPlane{peer: cluster.PeerConfig{Listen: *peerAt, Advertise: *peerAdv}}
+	dp := dataPlane{peer: cluster.PeerConfig{Listen: *peerAt, Advertise: *peerAdv, TLS: *peerTLS}}
 	var err error
 	if dp.plane, err = cluster.ParsePlane(*plane); err != nil {
 		fmt.Fprintln(stderr, "coordinator: --data-plane:", err)
+		return 2
+	}
+	if _, err := cluster.ParsePeerTLS(*peerTLS); err != nil {
+		fmt.Fprintln(stderr, "coordinator: --peer-tls:", err)
 		return 2
 	}
 	var opts run.Options

@@ -25,6 +25,8 @@ func TestUsageAndRecipeErrors(t *testing.T) {
 		{"negative workers", []string{"--recipe", bad, "--workers", "-5"}, 2, "--workers -5"},
 		{"negative checkpoint steps", []string{"--recipe", bad, "--checkpoint-every-steps", "-1"}, 2, "--checkpoint-every-steps -1"},
 		{"bogus log level", []string{"--recipe", bad, "--log-level", "bogus"}, 2, `--log-level "bogus"`},
+		{"unknown data plane", []string{"--recipe", bad, "--data-plane", "carrier-pigeon"}, 2, `--data-plane: cluster: data plane "carrier-pigeon"`},
+		{"unknown peer TLS", []string{"--recipe", bad, "--peer-tls", "maybe"}, 2, `--peer-tls: cluster: peer TLS "maybe": auto, on or off`},
 		{"two resumes", []string{"--recipe", bad, "--resume", "--resume-from", "x.arrow"}, 2, "--resume and --resume-from"},
 		{"unknown device in a dry run", []string{"--recipe", "../../recipes/mnist-lenet300.hcl", "--device", "tpu", "--dry-run"}, 2, `--device "tpu"`},
 		{"missing file", []string{"--recipe", "nope.hcl"}, 1, "nope.hcl"},

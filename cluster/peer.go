@@ -157,8 +157,26 @@ type Peers struct {
 
 // peerOut is a connection to a peer; mu serializes its frames.
 type peerOut struct {
-	mu sync.Mutex
-	c  net.Conn
+	mu    sync.Mutex
+	c     net.Conn
+	batch *batchConn // under TLS: what the frame's records go through, flushed after each
+}
+
+// batchConn gathers the records TLS writes — one a 16 KiB, each its own
+// system call otherwise — and passes them on when flushed; until hold is
+// set (the handshakes) every write goes straight through.
+type batchConn struct {
+	net.Conn
+	w    *bufio.Writer
+	hold bool
+}
+
+func (c *batchConn) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	if err == nil && !c.hold {
+		err = c.w.Flush()
+	}
+	return n, err
 }
 
 // ListenPeers opens job's peer data plane for the replica called name
@@ -350,8 +368,9 @@ func (p *Peers) conn(name string) (*peerOut, error) {
 	}
 	p.mu.Unlock()
 	c, err := p.dial(addr)
+	var batch *batchConn
 	if err == nil {
-		c, err = p.open(c, name)
+		c, batch, err = p.open(c, name)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -368,7 +387,7 @@ func (p *Peers) conn(name string) (*peerOut, error) {
 		return o, nil
 	}
 	delete(p.down, name)
-	o := &peerOut{c: c}
+	o := &peerOut{c: c, batch: batch}
 	p.out[name] = o
 	p.log.Debug("peer connected", "peer", name, "addr", addr)
 	return o, nil
@@ -398,19 +417,25 @@ func (o *peerOut) write(kind byte, md meta, data []byte) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	_ = o.c.SetWriteDeadline(time.Now().Add(PeerWriteTimeout))
-	// Head and part in one gathered write, the part not copied first.
+	// Head and part in one gathered write, the part not copied first
+	// (under TLS: records gathered, then one flush).
 	bufs := net.Buffers{h[:], data}
 	_, err := bufs.WriteTo(o.c)
+	if err == nil && o.batch != nil {
+		err = o.batch.w.Flush()
+	}
 	return err
 }
 
 // open starts TLS on a dialled connection when the job asks for it, and
-// runs the handshake; it returns the connection frames go on, or closes
-// it.
-func (p *Peers) open(c net.Conn, name string) (net.Conn, error) {
+// runs the handshake; it returns the connection frames go on (and, under
+// TLS, the batching beneath it), or closes it.
+func (p *Peers) open(c net.Conn, name string) (net.Conn, *batchConn, error) {
 	var bind []byte
+	var batch *batchConn
 	if p.tls.Load() {
-		tc := tls.Client(c, clientTLS)
+		batch = &batchConn{Conn: c, w: bufio.NewWriterSize(c, 256<<10)}
+		tc := tls.Client(batch, clientTLS)
 		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 		err := tc.Handshake()
 		if err == nil {
@@ -418,15 +443,18 @@ func (p *Peers) open(c net.Conn, name string) (net.Conn, error) {
 		}
 		if err != nil {
 			c.Close()
-			return nil, fmt.Errorf("TLS with %s: %w", name, err)
+			return nil, nil, fmt.Errorf("TLS with %s: %w", name, err)
 		}
 		c = tc
 	}
 	if err := p.handshake(c, name, bind); err != nil {
 		c.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	return c, nil
+	if batch != nil {
+		batch.hold = true
+	}
+	return c, batch, nil
 }
 
 // proof is the HMAC each end of a connection shows: of the role, the

@@ -395,7 +395,7 @@ var PruneMethods = []string{"magnitude", "structured", "nm"}
 
 var sparsity = []string{"magnitude", "structured"} // methods with a target sparsity
 
-var pruneSection = section[Prune]{name: "prune", doc: "Inside `job`, any number, labelled with the method: `magnitude` (unstructured), `structured`, `nm` (N:M). A layer is pruned by at most one block. Windows are in epochs of training done; the schedule runs on samples seen.", labels: PruneMethods, label: func(p *Prune) *string { return &p.Method }, fields: []field[Prune]{
+var pruneSection = section[Prune]{name: "prune", doc: "Inside `job`, any number, labelled with the method: `magnitude` (unstructured), `structured`, `nm` (N:M). A layer is pruned by at most one block (with `granularity = \"groups\"` a convolution can still belong to two blocks' groups — reading one, producing another: it keeps what each removes). Windows are in epochs of training done; the schedule runs on samples seen.", labels: PruneMethods, label: func(p *Prune) *string { return &p.Method }, fields: []field[Prune]{
 	{name: "layers", doc: "Weight names, or patterns (`block*.conv1`, path.Match syntax); every weight when absent.", at: func(p *Prune) any { return &p.Layers }},
 	{name: "target", doc: "The final sparsity, a fraction of each layer's weights (of its groups, for structured pruning).", at: func(p *Prune) any { return &p.Target }, hi: 1, when: is(sparsity...)},
 	{name: "scope", doc: "`layer`: each layer to the target; `global`: one threshold over all the layers named.", at: func(p *Prune) any { return &p.Scope }, def: "layer", choices: []string{"layer", "global"}, when: is("magnitude")},

@@ -122,10 +122,20 @@ func (p *PrunePolicy) BeforeStep(s *State) error {
 }
 
 // setMasks installs an event's masks (keeping what the guard's undo
-// needs) and zeroes what they remove.
+// needs) and zeroes what they remove. A mask only adds to what the
+// parameter's mask already removes: another policy may prune the same
+// parameter (a convolution reads one channel group and produces another,
+// each pruned by its own policy), and neither may bring back what the
+// other removed; a policy's own earlier removals are among its smallest
+// anyway (they are zero).
 func (p *PrunePolicy) setMasks(s *State, params []int, masks [][]byte, at int64, target float64) {
 	p.undo = p.undo[:0]
 	for k, i := range params {
+		if old := s.Masks[i]; len(old) == len(masks[k]) {
+			for j, keep := range old {
+				masks[k][j] &= keep
+			}
+		}
 		if p.Guard != nil && p.Guard.Undo {
 			e := undoEntry{Param: i, Mask: s.Masks[i]}
 			for j, keep := range masks[k] {

@@ -18,14 +18,7 @@ import (
 // channels ranked by their producers' filters, and in evaluation those
 // channels carry exactly zero wherever they go.
 func TestDependencyGroupPruning(t *testing.T) {
-	net, err := graph.ResNet(graph.Shape{H: 28, W: 28, C: 1}, 8, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := model.FromNetwork(net, "kaiming", 3)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := resNet8(t)
 	for _, b := range m.Buffers { // running statistics away from their start
 		for i := range b.Data() {
 			b.Data()[i] = 0.5 + float32(i%3)*0.25
@@ -41,10 +34,7 @@ func TestDependencyGroupPruning(t *testing.T) {
 			}
 		}
 	}
-	s := &State{Model: m, Batch: 8, Masks: make([][]byte, len(m.Params))}
-	for _, p := range m.Params {
-		s.Params = append(s.Params, p.Data())
-	}
+	s := stateOf(m)
 	pol := &PrunePolicy{Label: "g", Layers: []string{"conv1", "block1.conv2", "block2.conv1"}, Granularity: compress.DependencyGroups,
 		Norm: compress.L2, Schedule: schedule.Sparsity{Kind: "one_shot", Final: 0.5, Start: 0, End: 0, Every: 1}}
 	if err := pol.BeforeStep(s); err != nil {
@@ -121,4 +111,65 @@ func TestClipAndNoDecay(t *testing.T) {
 	if w[0][0] != 2 || w[1][0] != 1 {
 		t.Fatalf("after the rebuild: %v, want [[2] [1]]", w)
 	}
+}
+
+// TestOverlappingPrunePoliciesKeepEachOthersMasks prunes ResNet-8's stem
+// group (conv1, block1.conv2 and their residual addition) with one policy
+// and block 1's inner group (block1.conv1's filters, block1.conv2's input
+// channels) with another, each an event after the other: block1.conv2,
+// a member of both groups, keeps both policies' removals — its output
+// channels of the stem group and its input channels of the inner one —
+// whichever ran last.
+func TestOverlappingPrunePoliciesKeepEachOthersMasks(t *testing.T) {
+	m := resNet8(t)
+	s := stateOf(m)
+	stem := &PrunePolicy{Label: "stem", Layers: []string{"conv1"}, Granularity: compress.DependencyGroups,
+		Norm: compress.L2, Schedule: schedule.Sparsity{Kind: "one_shot", Final: 0.25, Start: 0, End: 0, Every: 1}}
+	inner := &PrunePolicy{Label: "inner", Layers: []string{"block1.conv1"}, Granularity: compress.DependencyGroups,
+		Norm: compress.L2, Schedule: schedule.Sparsity{Kind: "one_shot", Final: 0.75, Start: 0, End: 0, Every: 1}}
+	for _, pol := range []*PrunePolicy{stem, inner} {
+		if err := pol.BeforeStep(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	i := slices.IndexFunc(m.Params, func(p *model.Param) bool { return p.Name == "block1.conv2" })
+	shape := m.Params[i].Shape
+	count := func(axis int) int { // channels along axis with every element masked
+		n := 0
+		for k := range shape[axis] {
+			all := true
+			graph.Member{Axis: axis}.Each(shape, k, func(j int) { all = all && s.Masks[i][j] == 0 })
+			if all {
+				n++
+			}
+		}
+		return n
+	}
+	if out, in := count(0), count(3); out != 4 || in != 12 {
+		t.Fatalf("block1.conv2 has %d output channels (stem group, want 4) and %d input channels (inner group, want 12) masked", out, in)
+	}
+}
+
+// resNet8 is a Kaiming-initialised ResNet-8 for 28×28 single-channel
+// inputs.
+func resNet8(t *testing.T) *model.Model {
+	t.Helper()
+	net, err := graph.ResNet(graph.Shape{H: 28, W: 28, C: 1}, 8, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.FromNetwork(net, "kaiming", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// stateOf is a training state over m's parameters, without masks.
+func stateOf(m *model.Model) *State {
+	s := &State{Model: m, Batch: 8, Masks: make([][]byte, len(m.Params))}
+	for _, p := range m.Params {
+		s.Params = append(s.Params, p.Data())
+	}
+	return s
 }

@@ -203,7 +203,7 @@ func NewReplica(nc *nats.Conn, secret []byte, job, name string, phase uint64, sh
 	if r.name == coordinatorName {
 		r.gather = "ag"
 	}
-	r.broker = &natsPlane{l: r.l, prefix: r.prefix}
+	r.broker = &natsPlane{l: r.l, prefix: r.prefix, log: log}
 	r.broker.attach(r)
 	handlers := []struct {
 		subject string

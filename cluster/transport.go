@@ -3,6 +3,8 @@ package cluster
 import (
 	"sync/atomic"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/nats-io/nats.go"
 )
 
@@ -77,6 +79,7 @@ var subjectKinds = map[byte]string{frameRS: "rs", frameAG: "ag", frameWG: "wg"}
 type natsPlane struct {
 	l      link
 	prefix string // the sender's lathe.<job>.w.<name>
+	log    hclog.Logger
 	sink
 }
 
@@ -95,7 +98,9 @@ func (t *natsPlane) send(to []string, p part) []string {
 func (t *natsPlane) publish(subject string, h nats.Header, data []byte) {
 	// Core NATS delivers at most once: a message lost here is asked for
 	// again by its receiver (ResendAfter).
-	_ = t.l.publish(subject, h, data)
+	if err := t.l.publish(subject, h, data); err != nil {
+		t.log.Warn("publish failed", "subject", subject, "error", err)
+	}
 }
 
 // onMsg makes a part of a data message: its signature and headers checked,

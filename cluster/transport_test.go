@@ -123,8 +123,7 @@ func newMemJob(t *testing.T, conn func(string) *nats.Conn, net *memNet, members 
 // broker's.
 func TestReductionIsExactOverAFaultyTransport(t *testing.T) {
 	_, conn := embedded(t)
-	defer func(d time.Duration) { ResendAfter = d }(ResendAfter)
-	ResendAfter = 100 * time.Millisecond
+	resendAfter(t, 100*time.Millisecond)
 	const n, shards, steps = 3000, 6, 6
 	// A part sent again (asked for) meets another fate than the first time.
 	tries := map[string]byte{}
@@ -187,8 +186,7 @@ func TestPeerOnlyPlaneFaultsOnAnUnreachableReplica(t *testing.T) {
 // reduced chunks of the steps the coordinator has not completed.
 func TestLaggingCoordinatorGetsLostChunksAgain(t *testing.T) {
 	_, conn := embedded(t)
-	defer func(d time.Duration) { ResendAfter = d }(ResendAfter)
-	ResendAfter = 50 * time.Millisecond
+	resendAfter(t, 50*time.Millisecond)
 	const n, shards, steps = 500, 2, 4
 	sent := map[int64]bool{}
 	net := newMemNet(func(from, to string, p part) fate {
@@ -211,4 +209,11 @@ func TestLaggingCoordinatorGetsLostChunksAgain(t *testing.T) {
 	if st := j.reps[coordinatorName].Stats(); st.Resends < steps {
 		t.Fatalf("the coordinator asked %d times for a chunk again, want at least %d", st.Resends, steps)
 	}
+}
+
+// resendAfter sets ResendAfter to d until the test ends.
+func resendAfter(t *testing.T, d time.Duration) {
+	old := ResendAfter
+	ResendAfter = d
+	t.Cleanup(func() { ResendAfter = old })
 }

@@ -14,7 +14,7 @@ import (
 
 // Version is the protocol version; the coordinator refuses workers that
 // announce another.
-const Version = "lathe-cluster/7" // 7: TLS on peer connections (Control.PeerTLS); 6: the peer data plane (Hello.Peer, Control.Peers); 5: signed messages with sequence numbers; 4: owners update their chunks (.wg, .moments); 3: generations with a first step, joins mid-phase, tasks, shared values
+const Version = "lathe-cluster/8" // 8: target searches' cost tasks (TaskSpec.Cell); 7: TLS on peer connections (Control.PeerTLS); 6: the peer data plane (Hello.Peer, Control.Peers); 5: signed messages with sequence numbers; 4: owners update their chunks (.wg, .moments); 3: generations with a first step, joins mid-phase, tasks, shared values
 
 // Hello is a worker's registration.
 type Hello struct {

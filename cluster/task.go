@@ -19,7 +19,9 @@ import (
 // range of the training set (offline distillation), split across the
 // workers; "sensitivity", one cell of a sensitivity analysis (a layer
 // pruned to a sparsity, evaluated on the validation split); "calibrate",
-// a range of a post-training calibration pass's batches (Lo, Hi).
+// a range of a post-training calibration pass's batches (Lo, Hi); "cost",
+// one setting of a target search (Cell), evaluated on the validation
+// split.
 type TaskSpec struct {
 	ID     string `json:"id"`
 	Kind   string `json:"kind"`
@@ -40,6 +42,8 @@ type TaskSpec struct {
 	Layer    string   `json:"layer,omitempty"`
 	Sparsity float64  `json:"sparsity,omitempty"`
 	Observed []string `json:"observed,omitempty"`
+	// Cell is a cost task's setting, as the run package encodes it.
+	Cell json.RawMessage `json:"cell,omitempty"`
 }
 
 // TaskResult is a worker's answer to a task, published on its

@@ -609,22 +609,32 @@ func (m *Model) Bytes() int {
 	}
 	n += 4*(cap(m.col)+cap(m.padded)) + cap(m.padded8)
 	for _, l := range m.Layers {
-		n += 4*(len(l.w)+len(l.b)+len(l.taps)) + 8*len(l.vals) + 4*len(l.rowPtr)
-		if l.direct != nil {
-			n += 4 * l.direct.Weights()
-		}
-		if l.direct8 != nil {
-			n += len(l.direct8.w) + 4*4*len(l.direct8.scale)
-		}
-		if l.k8 != nil {
-			n += len(l.k8.w) + 4*(len(l.k8.rowSum)+len(l.k8.zw)+len(l.k8.scale))
-		}
-		if l.nm != nil {
-			n += 5*len(l.nm.vals) + 4*len(l.nm.x)
-		}
+		n += l.Bytes()
 	}
 	return n
 }
+
+// Bytes is the memory the layer's parameters hold, in every kernel's
+// layout it keeps.
+func (l *Layer) Bytes() int {
+	n := 4*(len(l.w)+len(l.b)+len(l.taps)) + 8*len(l.vals) + 4*len(l.rowPtr)
+	if l.direct != nil {
+		n += 4 * l.direct.Weights()
+	}
+	if l.direct8 != nil {
+		n += len(l.direct8.w) + 4*4*len(l.direct8.scale)
+	}
+	if l.k8 != nil {
+		n += len(l.k8.w) + 4*(len(l.k8.rowSum)+len(l.k8.zw)+len(l.k8.scale))
+	}
+	if l.nm != nil {
+		n += 5*len(l.nm.vals) + 4*len(l.nm.x)
+	}
+	return n
+}
+
+// Outputs is the layer's outputs per sample.
+func (l *Layer) Outputs() int { return l.size }
 
 // Kernel is the kernel the layer runs a batch with (empty for a layer
 // without weights).

@@ -207,6 +207,16 @@ func Measure(f *checkpoint.File, eng compute.Engine, o Options) (*Profile, error
 			p.Layers[k].Bytes = table(p.sizeKeys(), n, sizes[k])
 		}
 	}
+	if p.DenseUs == 0 { // float is not among the precisions: the dense network is timed alone
+		if p.DenseUs, err = Measured(f, eng, Config{}, o.Batch, o.Budget); err != nil {
+			return nil, err
+		}
+		b, err := checkpoint.Encode(dense)
+		if err != nil {
+			return nil, err
+		}
+		p.DenseBytes = float64(len(b))
+	}
 	slices.Sort(overhead)
 	slices.Sort(overBytes)
 	p.OverheadUs, p.OverheadBytes = overhead[len(overhead)/2], overBytes[len(overBytes)/2]

@@ -249,4 +249,10 @@ func TestMeasure(t *testing.T) {
 	if g := groupOf["conv1"]; g == 0 || groupOf["block1.conv2"] != g || groupOf["block1.add"] != g || groupOf["block1.conv1"] == g || groupOf["block2.sc"] != groupOf["block2.add"] {
 		t.Fatalf("residual groups: %v", groupOf)
 	}
+	// Integer kernels only: the dense network, which no variant is, is
+	// still timed (a latency_fraction needs it).
+	o.Precisions, o.Widths = []string{Int8}, []float64{1}
+	if p, err = Measure(r, engine(), o); err != nil || p.DenseUs <= 0 || p.DenseBytes <= 0 {
+		t.Fatalf("int8 only: dense %g µs, %g bytes: %v", p.DenseUs, p.DenseBytes, err)
+	}
 }

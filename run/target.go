@@ -112,7 +112,11 @@ func searchTarget(ctx context.Context, job *recipes.Job, opts Options) (*rundir.
 		return nil, err
 	}
 	eng := cpu.New(cpu.Options{Threads: t.Threads, Logger: hclog.NewNullLogger(), Spin: infer.Spin})
-	s, p, loss, err := searchSetup(job, dense, densePath, eng, dir, log)
+	var workers costEvaluator
+	if opts.Cluster != nil {
+		workers = evalCostsOnWorkers(ctx, job, opts, dense, log)
+	}
+	s, p, loss, err := searchSetup(job, dense, densePath, eng, dir, workers, log)
 	if err != nil {
 		return nil, err
 	}
@@ -244,8 +248,9 @@ func (r *rounds) run(ctx context.Context, pt *SearchPoint) (*rundir.Summary, err
 
 // searchSetup is what a search knows before its rounds: the profile
 // (measured here and written into dir, or the recipe's), the budget, the
-// dense model's accuracies and each setting's one-shot cost.
-func searchSetup(job *recipes.Job, dense *checkpoint.File, densePath string, eng compute.Engine, dir string, log hclog.Logger) (*Search, *profile.Profile, profile.Loss, error) {
+// dense model's accuracies and each setting's one-shot cost (by the
+// cluster's workers when workers is not nil).
+func searchSetup(job *recipes.Job, dense *checkpoint.File, densePath string, eng compute.Engine, dir string, workers costEvaluator, log hclog.Logger) (*Search, *profile.Profile, profile.Loss, error) {
 	t := job.Target
 	var loss profile.Loss
 	p, here, err := targetProfile(job, dense, densePath, eng, dir, log)
@@ -273,7 +278,11 @@ func searchSetup(job *recipes.Job, dense *checkpoint.File, densePath string, eng
 	}
 	s.DenseBytes = int64(dense.Bytes) // as a model file (an ONNX model's import)
 	log.Info("dense model", "path", densePath, "latency_us", p.DenseUs, "val_accuracy", s.DenseValAccuracy, "budget_us", s.BudgetUs, "budget_bytes", s.BudgetBytes)
-	loss, err = searchLoss(dense, p, eng, val, s.DenseValAccuracy, log)
+	eval := workers
+	if eval == nil {
+		eval = evalCostsHere(dense, val, log)
+	}
+	loss, err = searchLoss(dense, p, eval, log)
 	return s, p, loss, err
 }
 
@@ -299,7 +308,7 @@ func TargetDryRun(w io.Writer, job *recipes.Job, log hclog.Logger) error {
 		return job.Errorf("model.file", "%v", err)
 	}
 	eng := cpu.New(cpu.Options{Threads: t.Threads, Logger: hclog.NewNullLogger(), Spin: infer.Spin})
-	s, p, loss, err := searchSetup(job, dense, job.Model.File, eng, "", log)
+	s, p, loss, err := searchSetup(job, dense, job.Model.File, eng, "", nil, log)
 	if err != nil {
 		return err
 	}
@@ -387,84 +396,6 @@ func fileAccuracy(f *checkpoint.File, eng compute.Engine, set *data.Set) (float6
 		return 0, err
 	}
 	return infer.Accuracy(m, set, 256)
-}
-
-// searchLoss measures each setting's one-shot cost: the validation
-// accuracy the dense model loses with that setting alone (a group thinned,
-// a layer sparse or 2:4, the network quantized — its weights to 8 bits;
-// the activations' ranges are learned in the fine-tune —, a layer's
-// weights in 4 bits rather than 8), not retrained, at least 0. It ranks settings; the fine-tune recovers much of it.
-func searchLoss(dense *checkpoint.File, p *profile.Profile, eng compute.Engine, val *data.Set, denseAcc float64, log hclog.Logger) (profile.Loss, error) {
-	cost := func(c profile.Config) (float64, error) {
-		f, err := profile.Build(dense, c)
-		if err != nil {
-			return 0, err
-		}
-		acc, err := fileAccuracy(f, eng, val)
-		return max(0, denseAcc-acc), err
-	}
-	loss := profile.Loss{Width: make([][]float64, len(p.Groups)), Format: map[string]map[string]float64{}}
-	for g, grp := range p.Groups {
-		if !grp.Prunable {
-			continue
-		}
-		loss.Width[g] = []float64{0}
-		for _, w := range p.Widths[1:] {
-			keep := slices.Repeat([]float64{1}, len(p.Groups))
-			keep[g] = w
-			v, err := cost(profile.Config{Keep: keep})
-			if err != nil {
-				return loss, err
-			}
-			loss.Width[g] = append(loss.Width[g], v)
-		}
-	}
-	for _, l := range p.Layers {
-		if !l.Weighted {
-			continue
-		}
-		loss.Format[l.Name] = map[string]float64{}
-		for _, f := range p.Formats {
-			if f == profile.Dense {
-				continue
-			}
-			v, err := cost(profile.Config{Format: map[string]string{l.Name: f}})
-			if err != nil {
-				return loss, err
-			}
-			loss.Format[l.Name][f] = v
-		}
-	}
-	if slices.Contains(p.Precisions, profile.Int8) {
-		m, _, err := rundir.LoadModel(dense)
-		if err != nil {
-			return loss, err
-		}
-		ev := cpu.New(cpu.Options{Logger: hclog.NewNullLogger()})
-		q, err := ptqAccuracy(m, ev, val, 500, []int{8})
-		if err != nil {
-			return loss, err
-		}
-		v := max(0, denseAcc-q["8"])
-		loss.Int8 = &v
-		// Each layer's weights in 4 bits, the others' in 8: what 4 bits
-		// cost beyond 8.
-		loss.Bits4 = map[string]float64{}
-		for _, w := range m.Weights() {
-			acc, err := quantizedAccuracy(m, ev, val, 500, func(name string) int {
-				if name == w.Name {
-					return 4
-				}
-				return 8
-			})
-			if err != nil {
-				return loss, err
-			}
-			loss.Bits4[w.Name] = max(0, q["8"]-acc)
-		}
-	}
-	log.Info("settings' one-shot costs measured")
-	return loss, nil
 }
 
 // roundJob is a round's recipe: the search's job fine-tuning the dense

@@ -3,6 +3,7 @@ package run
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -135,5 +136,66 @@ func TestTargetSearch(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(base, "given", ProfileFile)); err == nil {
 		t.Fatal("a given profile was measured again")
+	}
+}
+
+// TestTargetSearchOnWorkers: with a cluster, the settings' one-shot costs
+// are "cost" tasks on the workers and the rounds train there; the costs
+// are the same bits as the search's in this process, so with the same
+// profile the solver picks the same first round.
+func TestTargetSearchOnWorkers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains a dense model and two searches")
+	}
+	base := t.TempDir()
+	if _, err := Execute(context.Background(), load(t), Options{RunDir: filepath.Join(base, "dense"), Threads: 2}); err != nil {
+		t.Fatal(err)
+	}
+	dense := filepath.Join(base, "dense", rundir.ModelFile)
+	target := "    latency_fraction = 0.7\n    rounds = 1\n    max_accuracy_drop = 1\n    precisions = [\"int8\"]"
+	job := func(target string) *recipes.Job {
+		j, err := recipes.Parse([]byte(targetRecipe(dense, target)), filepath.Join(base, "search.hcl"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return j
+	}
+	if _, err := Execute(context.Background(), job(target), Options{RunDir: filepath.Join(base, "here"), Threads: 2}); err != nil {
+		t.Fatal(err)
+	}
+	// The cluster's search takes the profile measured here, so that both
+	// solve the same problem.
+	tc := startCluster(t, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*clusterTimeout)
+	defer cancel()
+	if err := tc.coord.WaitWorkers(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	given := target + "\n    profile = \"" + filepath.Join(base, "here", ProfileFile) + "\""
+	if _, err := Execute(ctx, job(given), Options{RunDir: filepath.Join(base, "workers"), Cluster: tc.coord, Logger: testLog("run")}); err != nil {
+		dumpCluster(t)
+		t.Fatal(err)
+	}
+	if !strings.Contains(clusterLog.String(), "settings' costs evaluated by the workers") {
+		t.Fatal("the settings' costs were not evaluated by the workers")
+	}
+	read := func(dir, name string, v any) []byte {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(base, dir, name))
+		if err != nil || json.Unmarshal(b, v) != nil {
+			t.Fatalf("%s/%s: %v", dir, name, err)
+		}
+		return b
+	}
+	var lh, lw profile.Loss
+	bh, bw := read("here", SearchLossFile, &lh), read("workers", SearchLossFile, &lw)
+	if string(bh) != string(bw) || lh.Int8 == nil || len(lh.Bits4) == 0 || len(lh.Format) == 0 {
+		t.Fatalf("the costs differ:\nhere    %s\nworkers %s", bh, bw)
+	}
+	var sh, sw Search
+	read("here", SearchFile, &sh)
+	read("workers", SearchFile, &sw)
+	if len(sh.Points) == 0 || len(sw.Points) == 0 || fmt.Sprint(sh.Points[0].Config) != fmt.Sprint(sw.Points[0].Config) || sw.Points[0].ValAccuracy <= 0 {
+		t.Fatalf("first rounds: here %+v, workers %+v", sh.Points, sw.Points)
 	}
 }

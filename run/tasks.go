@@ -44,7 +44,10 @@ import (
 //     cell's sparsity, evaluated on the validation split with one thread;
 //   - "calibrate": batches [Lo, Hi) of a post_training calibration pass
 //     through the model file the coordinator sent, with one thread
-//     (ptq.TraceBatches).
+//     (ptq.TraceBatches);
+//   - "cost": one setting of a target search (costCell) — the dense model
+//     file the coordinator sent, built under the setting and evaluated on
+//     the validation split with one thread.
 func Task(dataDir string, threads int, log hclog.Logger) cluster.TaskFunc {
 	if log == nil {
 		log = hclog.NewNullLogger()
@@ -66,7 +69,7 @@ func Task(dataDir string, threads int, log hclog.Logger) cluster.TaskFunc {
 			}
 			defer cleanup()
 			return runTask(ctx, job, dir, threads, log)
-		case "logits", "sensitivity", "calibrate":
+		case "logits", "sensitivity", "calibrate", "cost":
 			train, val, err := sets.get(job, dataDir, spec.Data, files, log)
 			if err != nil {
 				return nil, nil, err
@@ -76,6 +79,8 @@ func Task(dataDir string, threads int, log hclog.Logger) cluster.TaskFunc {
 				return logitsTask(job, train, spec, files)
 			case "calibrate":
 				return calibrateTask(job, train, spec, files)
+			case "cost":
+				return costTask(val, spec, files)
 			}
 			return sensitivityTask(job, val, spec, files)
 		}

@@ -348,3 +348,32 @@ func directInt8MatchesInt8(t *testing.T, m *Model, x []float32, batch int) {
 		}
 	}
 }
+
+// TestLoadKeepsNoProbeScratch: the kernel probes at load run convolutions
+// of up to 256 images; their scratch is not kept, so a model loaded and
+// run at batch 1 holds its parameters and one image's buffers, not
+// 256 images' patch rows.
+func TestLoadKeepsNoProbeScratch(t *testing.T) {
+	gm, err := model.New(model.Spec{Arch: "resnet", Depth: 8}, model.Input{Rows: 28, Cols: 28, Channels: 1, Classes: 10}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Load(modelFile(t, gm, "resnet8"), cpu.New(cpu.Options{Threads: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	params := 0
+	for _, l := range m.Layers {
+		params += l.Bytes()
+	}
+	if m.Bytes() != params {
+		t.Fatalf("loaded: %d bytes held, %d of them parameters", m.Bytes(), params)
+	}
+	if _, err := m.Forward(make([]float32, m.Features), 1); err != nil {
+		t.Fatal(err)
+	}
+	// One image's patch rows for the widest convolution: 28·28·9·16 floats.
+	if grown := m.Bytes() - params; grown <= 0 || grown > 4*(28*28*9*16+8*28*28*16) {
+		t.Fatalf("after a call at batch 1: %d bytes beyond the parameters", grown)
+	}
+}

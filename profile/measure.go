@@ -113,7 +113,17 @@ func Measure(f *checkpoint.File, eng compute.Engine, o Options) (*Profile, error
 			sizes[k][key] = grid(n, func() []float64 { return nil })
 		}
 	}
-	var overhead, overBytes []float64
+	// held and act: each layer's parameter memory and output buffer
+	// bytes, laid out as samples.
+	held, act := make([]map[string][][][]float64, len(p.Layers)), make([]map[string][][][]float64, len(p.Layers))
+	for k := range held {
+		held[k], act[k] = map[string][][][]float64{}, map[string][][][]float64{}
+		for _, key := range p.keys() {
+			held[k][key] = grid(n, func() []float64 { return nil })
+			act[k][key] = grid(n, func() []float64 { return nil })
+		}
+	}
+	var overhead, overBytes, memRest, memAct []float64
 	total := len(o.Precisions) * len(o.Formats) * len(pairs)
 	warm := true
 	for _, pr := range o.Precisions {
@@ -128,7 +138,7 @@ func Measure(f *checkpoint.File, eng compute.Engine, o Options) (*Profile, error
 				}
 				c := p.uniform(keep, pr, s)
 				if warm {
-					if _, _, err := timeConfig(f, eng, c, o.Batch, o.Budget); err != nil {
+					if _, _, _, err := timeConfig(f, eng, c, o.Batch, o.Budget); err != nil {
 						return nil, fmt.Errorf("profile: %w", err)
 					}
 					warm = false
@@ -159,14 +169,14 @@ func Measure(f *checkpoint.File, eng compute.Engine, o Options) (*Profile, error
 					}
 					stored4 = storedBytes(v4)
 				}
-				layers, call, err := timeFile(vf, eng, o.Batch, o.Budget)
+				layers, call, rt, err := timeFile(vf, eng, o.Batch, o.Budget)
 				if err != nil {
 					return nil, fmt.Errorf("profile: %s, format %s, widths %v: %w", pr, s, keep, err)
 				}
 				if len(layers) != len(p.Layers) {
 					return nil, fmt.Errorf("profile: format %s, widths %v: the runtime made %d layers of the network, the dense one %d", s, keep, len(layers), len(p.Layers))
 				}
-				sum, weights := 0.0, 0
+				sum, weights, heldSum, actSum := 0.0, 0, 0.0, 0.0
 				for k, l := range p.Layers {
 					i, j := ij[colour[l.In]], ij[colour[l.Out]]
 					if !groups[l.In].Prunable {
@@ -178,6 +188,11 @@ func Measure(f *checkpoint.File, eng compute.Engine, o Options) (*Profile, error
 					key := Key(pr, s)
 					samples[k][key][i][j] = append(samples[k][key][i][j], us(layers[k]))
 					sum += us(layers[k])
+					h, a := float64(rt.Layers[k].Bytes()), float64(4*o.Batch*rt.Layers[k].Outputs())
+					held[k][key][i][j] = append(held[k][key][i][j], h)
+					act[k][key][i][j] = append(act[k][key][i][j], a)
+					heldSum += h
+					actSum += a
 					if l.Weighted {
 						b := stored[l.Name] + stored[l.Name+".bias"]
 						sizes[k][key][i][j] = append(sizes[k][key][i][j], float64(b))
@@ -190,9 +205,10 @@ func Measure(f *checkpoint.File, eng compute.Engine, o Options) (*Profile, error
 				}
 				overhead = append(overhead, us(call)-sum)
 				overBytes = append(overBytes, float64(len(encoded)-weights))
-				v := Variant{Format: s, Precision: pr, Keep: keep, MeasuredUs: us(call), Bytes: len(encoded)}
+				memRest, memAct = append(memRest, float64(rt.Bytes())-heldSum), append(memAct, actSum)
+				v := Variant{Format: s, Precision: pr, Keep: keep, MeasuredUs: us(call), Bytes: len(encoded), Memory: rt.Bytes()}
 				if s == Dense && pr == Float && ij == [2]int{0, 0} {
-					p.DenseUs, p.DenseBytes = v.MeasuredUs, float64(v.Bytes)
+					p.DenseUs, p.DenseBytes, p.DenseMemory = v.MeasuredUs, float64(v.Bytes), float64(v.Memory)
 				}
 				p.Variants = append(p.Variants, v)
 				if o.Progress != nil {
@@ -201,21 +217,34 @@ func Measure(f *checkpoint.File, eng compute.Engine, o Options) (*Profile, error
 			}
 		}
 	}
+	p.ActivationShare, p.OverheadMemory = fitLine(memAct, memRest)
 	for k := range p.Layers {
 		p.Layers[k].Us = table(p.keys(), n, samples[k])
 		if p.Layers[k].Weighted {
 			p.Layers[k].Bytes = table(p.sizeKeys(), n, sizes[k])
 		}
+		h, a := table(p.keys(), n, held[k]), table(p.keys(), n, act[k])
+		for key, t := range h {
+			for i := range t {
+				for j, v := range t[i] {
+					if v >= 0 {
+						t[i][j] = v + p.ActivationShare*a[key][i][j]
+					}
+				}
+			}
+		}
+		p.Layers[k].Memory = h
 	}
 	if p.DenseUs == 0 { // float is not among the precisions: the dense network is timed alone
-		if p.DenseUs, err = Measured(f, eng, Config{}, o.Batch, o.Budget); err != nil {
+		_, call, rt, err := timeFile(dense, eng, o.Batch, o.Budget)
+		if err != nil {
 			return nil, err
 		}
 		b, err := checkpoint.Encode(dense)
 		if err != nil {
 			return nil, err
 		}
-		p.DenseBytes = float64(len(b))
+		p.DenseUs, p.DenseBytes, p.DenseMemory = us(call), float64(len(b)), float64(rt.Bytes())
 	}
 	slices.Sort(overhead)
 	slices.Sort(overBytes)
@@ -226,12 +255,15 @@ func Measure(f *checkpoint.File, eng compute.Engine, o Options) (*Profile, error
 		if v.PredictedUs, err = p.Predict(c); err != nil {
 			return nil, err
 		}
+		if v.PredictedMemory, err = p.PredictMemory(c); err != nil {
+			return nil, err
+		}
 		// A measurement 15 % off the table (whose cells are medians over
 		// the variants sharing them) is timed once more, the lesser kept
 		// — as LayerTimes keeps the least of its rounds: a slow spell
 		// that outlasted one variant's rounds.
 		if v.MeasuredUs > 0 && math.Abs(v.PredictedUs/v.MeasuredUs-1) > 0.15 {
-			again, err := Measured(f, eng, c, o.Batch, o.Budget)
+			again, _, err := Measured(f, eng, c, o.Batch, o.Budget)
 			if err != nil {
 				return nil, err
 			}
@@ -239,6 +271,31 @@ func Measure(f *checkpoint.File, eng compute.Engine, o Options) (*Profile, error
 		}
 	}
 	return p, nil
+}
+
+// fitLine fits y ≈ a·x + b by least squares; where x does not vary, a is
+// 1 and b the median of y − x.
+func fitLine(x, y []float64) (a, b float64) {
+	n := float64(len(x))
+	var mx, my float64
+	for i := range x {
+		mx, my = mx+x[i]/n, my+y[i]/n
+	}
+	var sxx, sxy float64
+	for i := range x {
+		sxx += (x[i] - mx) * (x[i] - mx)
+		sxy += (x[i] - mx) * (y[i] - my)
+	}
+	if sxx <= 1e-9*max(1, mx*mx)*n {
+		r := make([]float64, len(x))
+		for i := range x {
+			r[i] = y[i] - x[i]
+		}
+		slices.Sort(r)
+		return 1, r[len(r)/2]
+	}
+	a = sxy / sxx
+	return a, my - a*mx
 }
 
 // storedBytes is each tensor's stored bytes in an encoded file.
@@ -281,44 +338,53 @@ func (p *Profile) uniform(keep []float64, precision, format string) Config {
 
 // timeConfig builds a configuration's network, loads it in the runtime
 // and times it: each layer's median and a whole call's.
-func timeConfig(f *checkpoint.File, eng compute.Engine, c Config, batch int, budget time.Duration) ([]time.Duration, time.Duration, error) {
+func timeConfig(f *checkpoint.File, eng compute.Engine, c Config, batch int, budget time.Duration) ([]time.Duration, time.Duration, *infer.Model, error) {
 	vf, err := Build(f, c)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	return timeFile(vf, eng, batch, budget)
 }
 
 // timeFile loads a model file in the runtime and times it: each layer's
-// median and a whole call's.
-func timeFile(vf *checkpoint.File, eng compute.Engine, batch int, budget time.Duration) ([]time.Duration, time.Duration, error) {
+// median and a whole call's; and the runtime's model, its buffers grown.
+func timeFile(vf *checkpoint.File, eng compute.Engine, batch int, budget time.Duration) ([]time.Duration, time.Duration, *infer.Model, error) {
 	rt, err := infer.Load(vf, eng)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	x := Inputs(rt, batch, 1)
 	t0 := time.Now()
 	if _, err := rt.Forward(x, batch); err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	one := max(time.Since(t0), time.Microsecond)
 	reps := int(min(5000, max(9, budget/2/one)))
-	return rt.LayerTimes(x, batch, reps)
+	layers, call, err := rt.LayerTimes(x, batch, reps)
+	return layers, call, rt, err
 }
 
 // Measured is the whole forward call's median time in µs of a
-// configuration's network at a batch size, measured now on eng.
-func Measured(f *checkpoint.File, eng compute.Engine, c Config, batch int, budget time.Duration) (float64, error) {
-	_, call, err := timeConfig(f, eng, c, batch, max(budget, 10*time.Millisecond))
-	return us(call), err
+// configuration's network at a batch size, measured now on eng, and the
+// runtime's memory then.
+func Measured(f *checkpoint.File, eng compute.Engine, c Config, batch int, budget time.Duration) (latencyUs float64, memory int, err error) {
+	_, call, rt, err := timeConfig(f, eng, c, batch, max(budget, 10*time.Millisecond))
+	if err != nil {
+		return 0, 0, err
+	}
+	return us(call), rt.Bytes(), nil
 }
 
 // MeasuredFile is a model file's whole forward call's median time in µs
 // at a batch size, measured now on eng, the file as it is (its
-// quantization, sparsity and widths).
-func MeasuredFile(f *checkpoint.File, eng compute.Engine, batch int, budget time.Duration) (float64, error) {
-	_, call, err := timeFile(f, eng, batch, max(budget, 10*time.Millisecond))
-	return us(call), err
+// quantization, sparsity and widths); and the runtime's memory then
+// (infer.Model.Bytes).
+func MeasuredFile(f *checkpoint.File, eng compute.Engine, batch int, budget time.Duration) (latencyUs float64, memory int, err error) {
+	_, call, rt, err := timeFile(f, eng, batch, max(budget, 10*time.Millisecond))
+	if err != nil {
+		return 0, 0, err
+	}
+	return us(call), rt.Bytes(), nil
 }
 
 // Inputs is a batch of inputs the model accepts, a pure function of seed:

@@ -71,6 +71,16 @@ type Profile struct {
 	// model file's.
 	OverheadBytes float64 `json:"overhead_bytes"`
 	DenseBytes    float64 `json:"dense_bytes"`
+	// The runtime's memory (infer.Model.Bytes after a forward call at the
+	// batch: parameters in their kernels' layouts, activation buffers and
+	// scratch) is predicted as OverheadMemory plus each layer's Memory;
+	// ActivationShare is the share of a layer's output buffer its Memory
+	// counts (the runtime reuses buffers), both fitted over the variants.
+	// DenseMemory is the dense network's, measured. Zero in a profile
+	// measured before lathe recorded memory.
+	OverheadMemory  float64 `json:"overhead_memory_bytes,omitempty"`
+	ActivationShare float64 `json:"activation_share,omitempty"`
+	DenseMemory     float64 `json:"dense_memory_bytes,omitempty"`
 	// Variants are the networks measured, each with its whole call's
 	// measured time and the time Predict gives it from the table.
 	Variants []Variant `json:"variants"`
@@ -116,6 +126,10 @@ type Layer struct {
 	// variants' with every weight in 4 bits); nil for a layer without
 	// weights.
 	Bytes map[string][][]float64 `json:"bytes,omitempty"`
+	// Memory, laid out as Us, is the runtime memory the layer adds: its
+	// parameters as its kernels hold them and ActivationShare of its
+	// output buffer at the batch.
+	Memory map[string][][]float64 `json:"memory,omitempty"`
 }
 
 // Variant is one measured network.
@@ -126,6 +140,10 @@ type Variant struct {
 	MeasuredUs  float64   `json:"measured_us"`
 	PredictedUs float64   `json:"predicted_us"`
 	Bytes       int       `json:"bytes"` // its model file's
+	// Memory is the runtime's memory after its forward calls, and
+	// PredictedMemory the table's prediction of it.
+	Memory          int     `json:"memory_bytes,omitempty"`
+	PredictedMemory float64 `json:"predicted_memory_bytes,omitempty"`
 	// Remeasured: the first measurement was 15 % off the prediction and
 	// the variant was timed again (MeasuredUs is the lesser).
 	Remeasured bool `json:"remeasured,omitempty"`
@@ -249,6 +267,30 @@ func (p *Profile) PredictBytes(c Config) (float64, error) {
 	}
 	return total, nil
 }
+
+// PredictMemory is a configuration's runtime memory from the table: each
+// layer's at its format, precision and widths, plus the overhead.
+func (p *Profile) PredictMemory(c Config) (float64, error) {
+	if !p.HasMemory() {
+		return 0, fmt.Errorf("profile: measured without memory tables (an older lathe): measure it again for a memory budget")
+	}
+	total := p.OverheadMemory
+	err := p.walk(c, func(l *Layer, key string, i, j int) error {
+		t := l.Memory[key]
+		if t == nil {
+			return fmt.Errorf("profile: layer %s has no memory for %s", l.Name, key)
+		}
+		total += cell(t, i, j)
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return total, nil
+}
+
+// HasMemory says whether the profile predicts runtime memory.
+func (p *Profile) HasMemory() bool { return p.DenseMemory > 0 }
 
 // Predict is a configuration's latency in µs from the table: each
 // layer's time at its format and its groups' widths, plus the call's

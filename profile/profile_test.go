@@ -234,6 +234,19 @@ func TestMeasure(t *testing.T) {
 	if back, err := p.Predict(Config{}); err != nil || back <= 0 {
 		t.Fatalf("dense prediction %g: %v", back, err)
 	}
+	// Runtime memory: measured for every variant, predicted within 15 %
+	// (its parts are counted, not timed), the thinned ones below the dense.
+	if p.DenseMemory <= 0 || !p.HasMemory() {
+		t.Fatalf("dense memory %g", p.DenseMemory)
+	}
+	for _, v := range p.Variants {
+		if v.Memory <= 0 || math.Abs(v.PredictedMemory/float64(v.Memory)-1) > 0.15 {
+			t.Fatalf("variant %s %s %v: memory %d, predicted %g", v.Precision, v.Format, v.Keep, v.Memory, v.PredictedMemory)
+		}
+		if v.Format == Dense && v.Keep[1] < 1 && v.Keep[2] < 1 && float64(v.Memory) >= p.DenseMemory {
+			t.Fatalf("thinned %v: %d bytes of memory, the dense %g", v.Keep, v.Memory, p.DenseMemory)
+		}
+	}
 
 	r := modelFile(t, model.Spec{Arch: "resnet", Depth: 8})
 	o.Precisions, o.Formats = []string{Float, Int8}, []string{Dense} // int8: the classifier after the global pooling stays float

@@ -24,22 +24,26 @@ type Loss struct {
 	Bits4 map[string]float64 `json:"bits4,omitempty"`
 }
 
-// Budget bounds a configuration's predicted latency and model file
-// bytes; a bound of 0 is none (at least one is set).
+// Budget bounds a configuration's predicted latency, model file bytes
+// and runtime memory; a bound of 0 is none (at least one is set).
 type Budget struct {
-	LatencyUs  float64 `json:"latency_us,omitempty"`
-	ModelBytes float64 `json:"model_bytes,omitempty"`
+	LatencyUs   float64 `json:"latency_us,omitempty"`
+	ModelBytes  float64 `json:"model_bytes,omitempty"`
+	MemoryBytes float64 `json:"memory_bytes,omitempty"`
 }
 
 // Cost is how far a prediction is from the budget: the largest of
-// latency/budget and bytes/budget (≤ 1: met).
-func (b Budget) Cost(us, bytes float64) float64 {
+// latency/budget, bytes/budget and memory/budget (≤ 1: met).
+func (b Budget) Cost(us, bytes, memory float64) float64 {
 	c := 0.0
 	if b.LatencyUs > 0 {
 		c = us / b.LatencyUs
 	}
 	if b.ModelBytes > 0 {
 		c = max(c, bytes/b.ModelBytes)
+	}
+	if b.MemoryBytes > 0 {
+		c = max(c, memory/b.MemoryBytes)
 	}
 	return c
 }
@@ -49,7 +53,10 @@ type Solution struct {
 	Config         Config  `json:"config"`
 	PredictedUs    float64 `json:"predicted_us"`
 	PredictedBytes float64 `json:"predicted_bytes"`
-	Loss           float64 `json:"loss"`
+	// PredictedMemory is the runtime's memory (0 from a profile without
+	// memory tables).
+	PredictedMemory float64 `json:"predicted_memory_bytes,omitempty"`
+	Loss            float64 `json:"loss"`
 	// Met is false when no configuration of the candidates meets the
 	// budget: Config is then the closest one found (the least of
 	// latency/budget and bytes/budget's larger).
@@ -83,6 +90,7 @@ type space struct {
 	layers    [][5]int         // …, and the layer's bits knob (-1: 8 bits)
 	tables    [][]*[][]float64 // per layer, per (precision, format) key index: µs
 	sizes     [][]*[][]float64 // and bytes (weighted layers)
+	mems      [][]*[][]float64 // and runtime memory (nil where the profile has none)
 	keyIndex  map[string]int
 	precision int
 }
@@ -159,7 +167,7 @@ func (p *Profile) compile(loss Loss) (*space, error) {
 			bk = -1
 		}
 		s.layers = append(s.layers, [5]int{fk, find(groupKnob, l.In), find(groupKnob, l.Out), s.precision, bk})
-		tab, size := make([]*[][]float64, len(s.keyIndex)), make([]*[][]float64, len(s.keyIndex))
+		tab, size, mem := make([]*[][]float64, len(s.keyIndex)), make([]*[][]float64, len(s.keyIndex)), make([]*[][]float64, len(s.keyIndex))
 		for key, i := range s.keyIndex {
 			if t, ok := l.Us[key]; ok {
 				tab[i] = &t
@@ -167,16 +175,19 @@ func (p *Profile) compile(loss Loss) (*space, error) {
 			if t, ok := l.Bytes[key]; ok {
 				size[i] = &t
 			}
+			if t, ok := l.Memory[key]; ok {
+				mem[i] = &t
+			}
 		}
-		s.tables, s.sizes = append(s.tables, tab), append(s.sizes, size)
+		s.tables, s.sizes, s.mems = append(s.tables, tab), append(s.sizes, size), append(s.mems, mem)
 	}
 	return s, nil
 }
 
-// eval is a choice's (one index per knob) predicted latency, bytes and
-// loss.
-func (s *space) eval(x []int) (us, bytes, loss float64) {
-	us, bytes = s.p.OverheadUs, s.p.OverheadBytes
+// eval is a choice's (one index per knob) predicted latency, bytes,
+// memory and loss.
+func (s *space) eval(x []int) (us, bytes, mem, loss float64) {
+	us, bytes, mem = s.p.OverheadUs, s.p.OverheadBytes, s.p.OverheadMemory
 	for k, v := range x {
 		loss += s.knobs[k].loss[v]
 	}
@@ -192,7 +203,7 @@ func (s *space) eval(x []int) (us, bytes, loss float64) {
 		if f != Dense && s.p.Layers[li].Weighted && dep[2] >= 0 && x[dep[2]] > 0 {
 			// A layer whose outputs are thinned is pruned by that alone
 			// (a recipe prunes a weight by one method).
-			return math.Inf(1), math.Inf(1), loss
+			return math.Inf(1), math.Inf(1), math.Inf(1), loss
 		}
 		i, j := 0, 0
 		if dep[1] >= 0 {
@@ -203,9 +214,12 @@ func (s *space) eval(x []int) (us, bytes, loss float64) {
 		}
 		key := s.keyIndex[Key(prec, f)]
 		us += cell(*s.tables[li][key], i, j)
+		if m := s.mems[li][key]; m != nil {
+			mem += cell(*m, i, j)
+		}
 		if b := dep[4]; b >= 0 && x[b] == 1 {
 			if prec == Float { // 4-bit weights run on integer kernels only
-				return math.Inf(1), math.Inf(1), loss
+				return math.Inf(1), math.Inf(1), math.Inf(1), loss
 			}
 			key = s.keyIndex[Key4(f)]
 		}
@@ -213,7 +227,7 @@ func (s *space) eval(x []int) (us, bytes, loss float64) {
 			bytes += cell(*sz, i, j)
 		}
 	}
-	return us, bytes, loss
+	return us, bytes, mem, loss
 }
 
 // cell is a table's value at widths i, j: the geometric mean of the equal
@@ -253,14 +267,17 @@ func (s *space) config(x []int) Config {
 	return c
 }
 
-// Solve finds the configuration of least loss whose predicted latency
-// meets the budget (see ExhaustiveLimit for how). A layer whose output
+// Solve finds the configuration of least loss whose predicted latency,
+// model bytes and runtime memory meet the budget (see ExhaustiveLimit for how). A layer whose output
 // group is thinned keeps dense weights: a recipe prunes each weight by
 // one method, and the thinning is that layer's. A budget no candidate
 // meets is reported as such, with the fastest configuration found.
 func (p *Profile) Solve(loss Loss, b Budget) (Solution, error) {
-	if b.LatencyUs <= 0 && b.ModelBytes <= 0 {
-		return Solution{}, fmt.Errorf("profile: a budget of latency, model bytes or both")
+	if b.LatencyUs <= 0 && b.ModelBytes <= 0 && b.MemoryBytes <= 0 {
+		return Solution{}, fmt.Errorf("profile: a budget of latency, model bytes, memory or some of them")
+	}
+	if b.MemoryBytes > 0 && !p.HasMemory() {
+		return Solution{}, fmt.Errorf("profile: measured without memory tables (an older lathe): measure it again for a memory budget")
 	}
 	s, err := p.compile(loss)
 	if err != nil {
@@ -274,14 +291,14 @@ func (p *Profile) Solve(loss Loss, b Budget) (Solution, error) {
 	best, closest := solution{loss: math.Inf(1)}, solution{cost: math.Inf(1)}
 	explored := 0
 	consider := func(x []int) (cost, loss float64) {
-		us, bytes, loss := s.eval(x)
-		cost = b.Cost(us, bytes)
+		us, bytes, mem, loss := s.eval(x)
+		cost = b.Cost(us, bytes, mem)
 		explored++
 		if cost <= 1 && loss < best.loss {
-			best = solution{x: slices.Clone(x), us: us, bytes: bytes, cost: cost, loss: loss}
+			best = solution{x: slices.Clone(x), us: us, bytes: bytes, mem: mem, cost: cost, loss: loss}
 		}
 		if cost < closest.cost-1e-12 || (cost <= closest.cost+1e-12 && loss < closest.loss) {
-			closest = solution{x: slices.Clone(x), us: us, bytes: bytes, cost: cost, loss: loss}
+			closest = solution{x: slices.Clone(x), us: us, bytes: bytes, mem: mem, cost: cost, loss: loss}
 		}
 		return cost, loss
 	}
@@ -321,13 +338,13 @@ func (p *Profile) Solve(loss Loss, b Budget) (Solution, error) {
 	if !out.Met {
 		pick = closest
 	}
-	out.Config, out.PredictedUs, out.PredictedBytes, out.Loss = s.config(pick.x), pick.us, pick.bytes, pick.loss
+	out.Config, out.PredictedUs, out.PredictedBytes, out.PredictedMemory, out.Loss = s.config(pick.x), pick.us, pick.bytes, pick.mem, pick.loss
 	return out, nil
 }
 
 type solution struct {
-	x                     []int
-	us, bytes, cost, loss float64
+	x                          []int
+	us, bytes, mem, cost, loss float64
 }
 
 // lagrangian minimises loss + λ·latency by coordinate descent (each knob

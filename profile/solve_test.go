@@ -173,3 +173,60 @@ func TestSolveBytes(t *testing.T) {
 		t.Fatal("an empty budget was accepted")
 	}
 }
+
+// TestSolveMemory: a memory budget picks the least loss whose predicted
+// runtime memory fits (the synthetic table's memory twice its float
+// bytes, integer kernels saving none: they only cost loss here); one
+// nothing meets is reported unmet; a profile without memory tables is
+// refused a memory budget.
+func TestSolveMemory(t *testing.T) {
+	p := synthetic()
+	b := func(a, b, c, d float64) [][]float64 { return [][]float64{{a, b}, {c, d}} }
+	mem := map[string]map[string][][]float64{
+		"conv1": {Dense: b(200, 100, -1, -1), Sparse(0.9): b(60, 30, -1, -1)},
+		"fc1":   {Dense: b(2000, 1000, 1000, 500), Sparse(0.9): b(200, -1, -1, 50)},
+		"fc2":   {Dense: b(20, -1, 10, -1), Sparse(0.9): b(20, -1, 10, -1)},
+	}
+	loss := Loss{Width: [][]float64{nil, {0, 0.2}, {0, 0.5}}, Format: map[string]map[string]float64{"fc1": {Sparse(0.9): 0.1}}, Int8: ptr(0.3)}
+	if _, err := p.Solve(loss, Budget{MemoryBytes: 1000}); err == nil {
+		t.Fatal("a memory budget was accepted from a profile without memory tables")
+	}
+	p.DenseMemory = 2220
+	for i := range p.Layers {
+		l := &p.Layers[i]
+		l.Memory = map[string][][]float64{}
+		for _, pr := range p.Precisions {
+			for _, f := range p.Formats {
+				l.Memory[Key(pr, f)] = b(0, 0, 0, 0) // a layer without weights: nothing
+				if tab, ok := mem[l.Name][f]; ok {
+					l.Memory[Key(pr, f)] = tab
+				}
+			}
+		}
+	}
+	for _, tc := range []struct {
+		budget Budget
+		want   Config
+		mem    float64
+		met    bool
+	}{
+		// 2 220 dense; fc1 sparse: 420 at 0.1.
+		{Budget{MemoryBytes: 800}, Config{Keep: []float64{1, 1, 1, 1}, Format: map[string]string{"fc1": Sparse(0.9)}}, 420, true},
+		// conv1 halved, fc1 sparse: 100 + √(200·50) + 20 = 220 at 0.3.
+		{Budget{MemoryBytes: 300}, Config{Keep: []float64{1, 0.5, 1, 1}, Format: map[string]string{"fc1": Sparse(0.9)}}, 220, true},
+		// Nothing fits 100: the least memory there is, unmet (fc1 thinned
+		// at its outputs stays dense: 100 + 500 + 10).
+		{Budget{MemoryBytes: 100}, Config{Keep: []float64{1, 0.5, 1, 1}, Format: map[string]string{"fc1": Sparse(0.9)}}, 220, false},
+	} {
+		sol, err := p.Solve(loss, tc.budget)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sol.Met != tc.met || math.Abs(sol.PredictedMemory-tc.mem) > 1e-9 || !reflect.DeepEqual(sol.Config, tc.want) {
+			t.Errorf("%+v: %+v, %g bytes of memory, met %v; want %+v, %g, met %v", tc.budget, sol.Config, sol.PredictedMemory, sol.Met, tc.want, tc.mem, tc.met)
+		}
+		if got, err := p.PredictMemory(sol.Config); err != nil || math.Abs(got-sol.PredictedMemory) > 1e-9 {
+			t.Errorf("PredictMemory %g (%v), the solver's %g", got, err, sol.PredictedMemory)
+		}
+	}
+}

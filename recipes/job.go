@@ -268,6 +268,7 @@ type Target struct {
 	LatencyUs       float64 // the budget in µs per forward call
 	LatencyFraction float64 // or as a fraction of the dense model's measured latency
 	ModelBytes      int     // the model file's bytes at most (0: no bound)
+	MemoryBytes     int     // the runtime's memory at the batch at most (0: no bound)
 	Batch, Threads  int
 	Profile         string // a profile file (lathe profile); empty: measured here
 	MaxAccuracyDrop float64
@@ -519,11 +520,12 @@ var postTrainingSection = section[PostTraining]{name: "post_training", doc: "Ins
 	{name: "samples", doc: "Calibration samples drawn from the training split (the job's seed).", at: func(p *PostTraining) any { return &p.Samples }, def: 512, lo: 1, hi: 1 << 20},
 }}
 
-var targetSection = section[Target]{name: "target", doc: "Inside `job`, at most one: search for the per-layer settings (channel-group widths, sparse or 2:4 weights, integer kernels) that meet a latency budget on this machine (or the one a profile was measured on) — each round solves on the profile and the measured sensitivities, fine-tunes from the dense model for the job's epochs, measures the result and tightens. The job's model is the dense one (`model.file`, or trained first in `<run-dir>/dense`); the search writes the pruning and quantization itself. See docs/target.md.", fields: []field[Target]{
+var targetSection = section[Target]{name: "target", doc: "Inside `job`, at most one: search for the per-layer settings (channel-group widths, sparse or 2:4 weights, integer kernels) that meet a latency, model-file or memory budget on this machine (or the one a profile was measured on) — each round solves on the profile and the measured sensitivities, fine-tunes from the dense model for the job's epochs, measures the result and tightens. The job's model is the dense one (`model.file`, or trained first in `<run-dir>/dense`); the search writes the pruning and quantization itself. See docs/target.md.", fields: []field[Target]{
 	{name: "latency_us", doc: "The budget: µs per forward call at `batch` and `threads`, measured in lathe's runtime.", at: func(t *Target) any { return &t.LatencyUs }, hi: 1e9, omit: func(t *Target) bool { return t.LatencyUs == 0 }},
 	{name: "latency_fraction", doc: "Or the budget as a fraction of the dense model's measured latency.", at: func(t *Target) any { return &t.LatencyFraction }, hi: 1, omit: func(t *Target) bool { return t.LatencyFraction == 0 }},
 	{name: "model_bytes", doc: "The model file's bytes at most (with or without a latency budget).", at: func(t *Target) any { return &t.ModelBytes }, hi: 1 << 40, omit: func(t *Target) bool { return t.ModelBytes == 0 }},
-	{name: "batch", doc: "Samples per forward call the latency is measured at.", at: func(t *Target) any { return &t.Batch }, def: 1, lo: 1, hi: 1 << 16},
+	{name: "memory_bytes", doc: "The runtime's memory at `batch` at most: parameters as its kernels hold them, activation buffers and scratch (`infer.Model.Bytes`, what `lathe bench` prints as model memory), alone or with the other budgets.", at: func(t *Target) any { return &t.MemoryBytes }, hi: 1 << 40, omit: func(t *Target) bool { return t.MemoryBytes == 0 }},
+	{name: "batch", doc: "Samples per forward call the latency and memory are measured at.", at: func(t *Target) any { return &t.Batch }, def: 1, lo: 1, hi: 1 << 16},
 	{name: "threads", doc: "Compute threads the latency is measured with.", at: func(t *Target) any { return &t.Threads }, def: 1, lo: 1, hi: 1024},
 	{name: "profile", doc: "A profile file (`lathe profile`) measured on the deployment machine, used as given; empty: profiled here (`<run-dir>/profile.json`). Relative to the recipe's directory.", at: func(t *Target) any { return &t.Profile }, omit: func(t *Target) bool { return t.Profile == "" }},
 	{name: "max_accuracy_drop", doc: "The validation accuracy (a fraction) the result may lose against the dense model.", at: func(t *Target) any { return &t.MaxAccuracyDrop }, def: 0.005, hi: 1},

@@ -728,8 +728,8 @@ func (d *decoder) target(b *hcl.Block, j *Job) {
 	switch {
 	case t.LatencyUs > 0 && t.LatencyFraction > 0:
 		d.errorf(b.DefRange, "invalid target", "a target sets its latency budget once: latency_us, or latency_fraction of the dense model's")
-	case t.LatencyUs == 0 && t.LatencyFraction == 0 && t.ModelBytes == 0:
-		d.errorf(b.DefRange, "invalid target", "a target sets a budget: latency_us or latency_fraction, model_bytes, or both")
+	case t.LatencyUs == 0 && t.LatencyFraction == 0 && t.ModelBytes == 0 && t.MemoryBytes == 0:
+		d.errorf(b.DefRange, "invalid target", "a target sets a budget: latency_us or latency_fraction, model_bytes, memory_bytes, or some of them")
 	}
 	if t.Profile != "" && !filepath.IsAbs(t.Profile) && d.filename != "" {
 		t.Profile = filepath.Join(filepath.Dir(d.filename), t.Profile)

@@ -41,8 +41,9 @@ const (
 // Search is search.json: the dense model, every point explored and the
 // one chosen.
 type Search struct {
-	BudgetUs          float64       `json:"budget_us"`    // 0: no latency budget
-	BudgetBytes       int64         `json:"budget_bytes"` // 0: no size budget
+	BudgetUs          float64       `json:"budget_us"`                     // 0: no latency budget
+	BudgetBytes       int64         `json:"budget_bytes"`                  // 0: no size budget
+	BudgetMemory      int64         `json:"budget_memory_bytes,omitempty"` // 0: no memory budget
 	Batch             int           `json:"batch"`
 	Threads           int           `json:"threads"`
 	MaxAccuracyDrop   float64       `json:"max_accuracy_drop"`
@@ -52,6 +53,7 @@ type Search struct {
 	DenseValAccuracy  float64       `json:"dense_val_accuracy"`
 	DenseTestAccuracy float64       `json:"dense_test_accuracy"`
 	DenseBytes        int64         `json:"dense_model_bytes"`
+	DenseMemory       int64         `json:"dense_memory_bytes,omitempty"` // the profile's: the runtime's memory at the batch
 	Points            []SearchPoint `json:"points"`
 	Chosen            int           `json:"chosen"` // index into Points; -1: none
 	Met               bool          `json:"met"`    // the chosen point meets the budget and the accuracy bound
@@ -66,17 +68,42 @@ type SearchPoint struct {
 	PredictedLoss      float64        `json:"predicted_loss"`
 	PredictedLatencyUs float64        `json:"predicted_latency_us"`
 	PredictedBytes     float64        `json:"predicted_bytes"`
+	PredictedMemory    float64        `json:"predicted_memory_bytes,omitempty"`
 	// MeasuredLatencyUs is the fine-tuned model file's, in the runtime on
 	// this machine (-1 with a profile from another machine: its
 	// prediction is then what the budget is held to).
 	MeasuredLatencyUs float64 `json:"measured_latency_us"`
 	PredictionError   float64 `json:"prediction_error"` // predicted/measured − 1
-	ModelBytes        int64   `json:"model_bytes"`
-	ValAccuracy       float64 `json:"val_accuracy"`
-	TestAccuracy      float64 `json:"test_accuracy"`
-	Met               bool    `json:"met"`
-	RunDir            string  `json:"run_dir"`
-	Recipe            string  `json:"recipe"`
+	// MeasuredMemory is the runtime's memory with the model file at the
+	// target's batch, measured with the latency (-1 where that is not).
+	MeasuredMemory int64   `json:"measured_memory_bytes"`
+	ModelBytes     int64   `json:"model_bytes"`
+	ValAccuracy    float64 `json:"val_accuracy"`
+	TestAccuracy   float64 `json:"test_accuracy"`
+	Met            bool    `json:"met"`
+	RunDir         string  `json:"run_dir"`
+	Recipe         string  `json:"recipe"`
+}
+
+// budget is the search's budget.
+func (s *Search) budget() profile.Budget {
+	return profile.Budget{LatencyUs: s.BudgetUs, ModelBytes: float64(s.BudgetBytes), MemoryBytes: float64(s.BudgetMemory)}
+}
+
+// latency is the point's measured latency, or its prediction where it
+// was not measured; memory likewise.
+func (p *SearchPoint) latency() float64 {
+	if p.MeasuredLatencyUs >= 0 {
+		return p.MeasuredLatencyUs
+	}
+	return p.PredictedLatencyUs
+}
+
+func (p *SearchPoint) memory() float64 {
+	if p.MeasuredMemory >= 0 {
+		return float64(p.MeasuredMemory)
+	}
+	return p.PredictedMemory
 }
 
 // searchTarget runs a recipe's target search (docs/target.md): the dense
@@ -133,7 +160,7 @@ func searchTarget(ctx context.Context, job *recipes.Job, opts Options) (*rundir.
 	}
 	rr := &rounds{job: job, opts: opts, dir: dir, densePath: densePath, dense: dm, p: p, eng: eng, measure: here, log: log}
 	var sums []*rundir.Summary
-	solverBudget := profile.Budget{LatencyUs: s.BudgetUs, ModelBytes: float64(s.BudgetBytes)}
+	solverBudget := s.budget()
 	for round := 1; round <= t.Rounds; round++ {
 		sol, err := p.Solve(loss, solverBudget)
 		if err != nil {
@@ -143,23 +170,23 @@ func searchTarget(ctx context.Context, job *recipes.Job, opts Options) (*rundir.
 			log.Info("nothing closer to the budget: the search stops", "round", round)
 			break // the solver's closest is a configuration already trained
 		}
-		log.Info("round", "round", round, "solver_budget_us", solverBudget.LatencyUs, "solver_budget_bytes", solverBudget.ModelBytes, "predicted_us", sol.PredictedUs, "predicted_bytes", sol.PredictedBytes, "predicted_loss", sol.Loss, "met", sol.Met, "method", sol.Method)
-		pt := SearchPoint{Round: round, SolverBudget: solverBudget, Config: sol.Config, PredictedLoss: sol.Loss, PredictedLatencyUs: sol.PredictedUs, PredictedBytes: sol.PredictedBytes, MeasuredLatencyUs: -1}
+		log.Info("round", "round", round, "solver_budget_us", solverBudget.LatencyUs, "solver_budget_bytes", solverBudget.ModelBytes, "solver_budget_memory", solverBudget.MemoryBytes,
+			"predicted_us", sol.PredictedUs, "predicted_bytes", sol.PredictedBytes, "predicted_memory", sol.PredictedMemory, "predicted_loss", sol.Loss, "met", sol.Met, "method", sol.Method)
+		pt := SearchPoint{Round: round, SolverBudget: solverBudget, Config: sol.Config, PredictedLoss: sol.Loss, PredictedLatencyUs: sol.PredictedUs, PredictedBytes: sol.PredictedBytes,
+			PredictedMemory: sol.PredictedMemory, MeasuredLatencyUs: -1, MeasuredMemory: -1}
 		sum, err := rr.run(ctx, &pt)
 		if err != nil {
 			return nil, err
 		}
 		sums = append(sums, sum)
-		latency := pt.PredictedLatencyUs
-		if here {
-			latency = pt.MeasuredLatencyUs
-		}
+		latency, memory := pt.latency(), pt.memory()
 		fast := s.BudgetUs == 0 || latency <= s.BudgetUs
 		small := s.BudgetBytes == 0 || pt.ModelBytes <= s.BudgetBytes
-		pt.Met = fast && small && s.DenseValAccuracy-pt.ValAccuracy <= t.MaxAccuracyDrop
+		light := s.BudgetMemory == 0 || memory <= float64(s.BudgetMemory)
+		pt.Met = fast && small && light && s.DenseValAccuracy-pt.ValAccuracy <= t.MaxAccuracyDrop
 		s.Points = append(s.Points, pt)
-		log.Info("round done", "round", round, "latency_us", latency, "val_accuracy", pt.ValAccuracy, "test_accuracy", pt.TestAccuracy, "bytes", pt.ModelBytes, "met", pt.Met)
-		if pt.Met || (fast && small) {
+		log.Info("round done", "round", round, "latency_us", latency, "val_accuracy", pt.ValAccuracy, "test_accuracy", pt.TestAccuracy, "bytes", pt.ModelBytes, "memory", memory, "met", pt.Met)
+		if pt.Met || (fast && small && light) {
 			break // met; or the budget met and the accuracy not: a tighter budget only loses more
 		}
 		if !fast { // tighten by the miss
@@ -167,6 +194,9 @@ func searchTarget(ctx context.Context, job *recipes.Job, opts Options) (*rundir.
 		}
 		if !small {
 			solverBudget.ModelBytes *= float64(s.BudgetBytes) / float64(pt.ModelBytes)
+		}
+		if !light {
+			solverBudget.MemoryBytes *= float64(s.BudgetMemory) / memory
 		}
 	}
 	s.Chosen, s.Met = choose(s)
@@ -238,9 +268,11 @@ func (r *rounds) run(ctx context.Context, pt *SearchPoint) (*rundir.Summary, err
 		pt.ModelBytes = st.Size()
 	}
 	if r.measure {
-		if pt.MeasuredLatencyUs, err = profile.MeasuredFile(mf, r.eng, r.job.Target.Batch, searchTimingDur); err != nil {
+		var mem int
+		if pt.MeasuredLatencyUs, mem, err = profile.MeasuredFile(mf, r.eng, r.job.Target.Batch, searchTimingDur); err != nil {
 			return nil, err
 		}
+		pt.MeasuredMemory = int64(mem)
 		pt.PredictionError = pt.PredictedLatencyUs/pt.MeasuredLatencyUs - 1
 	}
 	return sum, nil
@@ -262,7 +294,11 @@ func searchSetup(job *recipes.Job, dense *checkpoint.File, densePath string, eng
 		s.Profile = filepath.Join(dir, ProfileFile)
 	}
 	s.DenseLatencyUs = p.DenseUs
-	s.BudgetUs, s.BudgetBytes = t.LatencyUs, int64(t.ModelBytes)
+	s.BudgetUs, s.BudgetBytes, s.BudgetMemory = t.LatencyUs, int64(t.ModelBytes), int64(t.MemoryBytes)
+	s.DenseMemory = int64(p.DenseMemory)
+	if s.BudgetMemory > 0 && !p.HasMemory() {
+		return nil, nil, loss, job.Errorf("target.memory_bytes", "the profile %s has no memory tables (measured by an older lathe): measure it again", t.Profile)
+	}
 	if t.LatencyFraction > 0 {
 		s.BudgetUs = t.LatencyFraction * p.DenseUs
 	}
@@ -277,7 +313,7 @@ func searchSetup(job *recipes.Job, dense *checkpoint.File, densePath string, eng
 		return nil, nil, loss, err
 	}
 	s.DenseBytes = int64(dense.Bytes) // as a model file (an ONNX model's import)
-	log.Info("dense model", "path", densePath, "latency_us", p.DenseUs, "val_accuracy", s.DenseValAccuracy, "budget_us", s.BudgetUs, "budget_bytes", s.BudgetBytes)
+	log.Info("dense model", "path", densePath, "latency_us", p.DenseUs, "memory", s.DenseMemory, "val_accuracy", s.DenseValAccuracy, "budget_us", s.BudgetUs, "budget_bytes", s.BudgetBytes, "budget_memory", s.BudgetMemory)
 	eval := workers
 	if eval == nil {
 		eval = evalCostsHere(dense, val, log)
@@ -312,14 +348,14 @@ func TargetDryRun(w io.Writer, job *recipes.Job, log hclog.Logger) error {
 	if err != nil {
 		return err
 	}
-	sol, err := p.Solve(loss, profile.Budget{LatencyUs: s.BudgetUs, ModelBytes: float64(s.BudgetBytes)})
+	sol, err := p.Solve(loss, s.budget())
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "target: dense %.1f µs, %d bytes, validation %.2f %%; budget %.1f µs, %d bytes (0: none)\n",
-		p.DenseUs, s.DenseBytes, 100*s.DenseValAccuracy, s.BudgetUs, s.BudgetBytes)
-	fmt.Fprintf(w, "first round (%s, met %v): keep %v, formats %v, int8 %v\n  predicted %.1f µs, %.0f bytes, one-shot loss %.2f pp\n",
-		sol.Method, sol.Met, sol.Config.Keep, sol.Config.Format, sol.Config.Int8, sol.PredictedUs, sol.PredictedBytes, 100*sol.Loss)
+	fmt.Fprintf(w, "target: dense %.1f µs, %d bytes, %d bytes of memory, validation %.2f %%; budget %.1f µs, %d bytes, %d bytes of memory (0: none)\n",
+		p.DenseUs, s.DenseBytes, s.DenseMemory, 100*s.DenseValAccuracy, s.BudgetUs, s.BudgetBytes, s.BudgetMemory)
+	fmt.Fprintf(w, "first round (%s, met %v): keep %v, formats %v, int8 %v\n  predicted %.1f µs, %.0f bytes, %.0f bytes of memory, one-shot loss %.2f pp\n",
+		sol.Method, sol.Met, sol.Config.Keep, sol.Config.Format, sol.Config.Int8, sol.PredictedUs, sol.PredictedBytes, sol.PredictedMemory, 100*sol.Loss)
 	return nil
 }
 
@@ -501,17 +537,12 @@ func roundJob(job *recipes.Job, densePath string, dense *model.Model, p *profile
 
 // choose picks the point that met the budget and the accuracy bound with
 // the best validation accuracy; with none, the closest to the budget (the
-// least of latency/budget and bytes/budget's larger).
+// least of the largest of latency/budget, bytes/budget and
+// memory/budget).
 func choose(s *Search) (int, bool) {
 	best, met := -1, false
-	b := profile.Budget{LatencyUs: s.BudgetUs, ModelBytes: float64(s.BudgetBytes)}
-	cost := func(p SearchPoint) float64 {
-		lat := p.PredictedLatencyUs
-		if p.MeasuredLatencyUs >= 0 {
-			lat = p.MeasuredLatencyUs
-		}
-		return b.Cost(lat, float64(p.ModelBytes))
-	}
+	b := s.budget()
+	cost := func(p SearchPoint) float64 { return b.Cost(p.latency(), float64(p.ModelBytes), p.memory()) }
 	for i, p := range s.Points {
 		switch {
 		case p.Met && (!met || p.ValAccuracy > s.Points[best].ValAccuracy):
@@ -524,8 +555,8 @@ func choose(s *Search) (int, bool) {
 }
 
 // writeSearch writes search.json and pareto.csv (each point, and whether
-// no other point is at least as fast, as small and as accurate and better
-// in one).
+// no other point is at least as fast, as small in file and memory and as
+// accurate, and better in one).
 func writeSearch(dir string, s *Search, job *recipes.Job) error {
 	if err := rundir.WriteJSON(filepath.Join(dir, SearchFile), s); err != nil {
 		return fmt.Errorf("run: %w", err)
@@ -535,18 +566,18 @@ func writeSearch(dir string, s *Search, job *recipes.Job) error {
 		return fmt.Errorf("run: %w", err)
 	}
 	w := csv.NewWriter(f)
-	w.Write([]string{"round", "predicted_latency_us", "measured_latency_us", "model_bytes", "val_accuracy", "test_accuracy", "met", "pareto"})
+	w.Write([]string{"round", "predicted_latency_us", "measured_latency_us", "model_bytes", "predicted_memory_bytes", "measured_memory_bytes", "val_accuracy", "test_accuracy", "met", "pareto"})
 	for i, p := range s.Points {
 		front := true
 		for j, q := range s.Points {
-			if j != i && q.MeasuredLatencyUs <= p.MeasuredLatencyUs && q.ModelBytes <= p.ModelBytes && q.ValAccuracy >= p.ValAccuracy &&
-				(q.MeasuredLatencyUs < p.MeasuredLatencyUs || q.ModelBytes < p.ModelBytes || q.ValAccuracy > p.ValAccuracy) {
+			if j != i && q.latency() <= p.latency() && q.ModelBytes <= p.ModelBytes && q.memory() <= p.memory() && q.ValAccuracy >= p.ValAccuracy &&
+				(q.latency() < p.latency() || q.ModelBytes < p.ModelBytes || q.memory() < p.memory() || q.ValAccuracy > p.ValAccuracy) {
 				front = false
 			}
 		}
 		w.Write([]string{strconv.Itoa(p.Round), fmt.Sprintf("%.2f", p.PredictedLatencyUs), fmt.Sprintf("%.2f", p.MeasuredLatencyUs),
-			strconv.FormatInt(p.ModelBytes, 10), fmt.Sprintf("%.6f", p.ValAccuracy), fmt.Sprintf("%.6f", p.TestAccuracy),
-			strconv.FormatBool(p.Met), strconv.FormatBool(front)})
+			strconv.FormatInt(p.ModelBytes, 10), fmt.Sprintf("%.0f", p.PredictedMemory), strconv.FormatInt(p.MeasuredMemory, 10),
+			fmt.Sprintf("%.6f", p.ValAccuracy), fmt.Sprintf("%.6f", p.TestAccuracy), strconv.FormatBool(p.Met), strconv.FormatBool(front)})
 	}
 	w.Flush()
 	if err := w.Error(); err != nil {

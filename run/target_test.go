@@ -101,6 +101,14 @@ func TestTargetSearch(t *testing.T) {
 		t.Fatalf("a size budget: %+v", s)
 	}
 
+	// A memory budget alone: 60 % of the dense network's runtime memory,
+	// met as measured.
+	dm := s.DenseMemory
+	s = search("light", fmt.Sprintf("    memory_bytes = %d\n    rounds = 2\n    max_accuracy_drop = 1", dm*6/10))
+	if pt = s.Points[s.Chosen]; dm <= 0 || !s.Met || s.BudgetMemory != dm*6/10 || pt.PredictedMemory <= 0 || pt.MeasuredMemory <= 0 || pt.MeasuredMemory > s.BudgetMemory {
+		t.Fatalf("a memory budget (dense %d): %+v", dm, s)
+	}
+
 	// 20 KB: under the 8-bit file (≈ 27 KB) — 4-bit weights in the round's recipe.
 	s = search("four", "    model_bytes = 20000\n    rounds = 2\n    max_accuracy_drop = 1\n    precisions = [\"int8\"]")
 	pt = s.Points[s.Chosen]

@@ -63,15 +63,15 @@ func profileCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "%s: %d layers, %d channel groups, %d precisions × %d formats × %d widths, batch %d, %d threads; %d variants in %.0f s\n",
 		path, len(p.Layers), len(p.Groups), len(p.Precisions), len(p.Formats), len(p.Widths), p.Batch, p.Threads, len(p.Variants), time.Since(start).Seconds())
-	fmt.Fprintf(stdout, "dense network %.1f µs per call (overhead beyond the layers %.1f µs)\n", p.DenseUs, p.OverheadUs)
+	fmt.Fprintf(stdout, "dense network %.1f µs per call (overhead beyond the layers %.1f µs), %.0f bytes of runtime memory\n", p.DenseUs, p.OverheadUs, p.DenseMemory)
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "variant\tkeep\tmeasured µs\tpredicted µs\terror\t")
-	worst := 0.0
+	fmt.Fprintln(tw, "variant\tkeep\tmeasured µs\tpredicted µs\terror\tmemory\tpredicted\terror\t")
+	worst, worstMem := 0.0, 0.0
 	for _, v := range p.Variants {
-		e := v.PredictedUs/v.MeasuredUs - 1
-		worst = math.Max(worst, math.Abs(e))
+		e, em := v.PredictedUs/v.MeasuredUs-1, v.PredictedMemory/float64(v.Memory)-1
+		worst, worstMem = math.Max(worst, math.Abs(e)), math.Max(worstMem, math.Abs(em))
 		if allOne(v.Keep) || v.Format == profile.Dense {
-			fmt.Fprintf(tw, "%s\t%v\t%.1f\t%.1f\t%+.1f%%\t\n", profile.Key(v.Precision, v.Format), v.Keep, v.MeasuredUs, v.PredictedUs, 100*e)
+			fmt.Fprintf(tw, "%s\t%v\t%.1f\t%.1f\t%+.1f%%\t%d\t%.0f\t%+.1f%%\t\n", profile.Key(v.Precision, v.Format), v.Keep, v.MeasuredUs, v.PredictedUs, 100*e, v.Memory, v.PredictedMemory, 100*em)
 		}
 	}
 	r := rand.New(rand.NewPCG(*seed, 1))
@@ -81,16 +81,20 @@ func profileCmd(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		meas, err := profile.Measured(f, eng, c, p.Batch, *budget)
+		predMem, err := p.PredictMemory(c)
 		if err != nil {
 			return err
 		}
-		e := pred/meas - 1
-		worst = math.Max(worst, math.Abs(e))
-		fmt.Fprintf(tw, "random %d (%s)\t%v\t%.1f\t%.1f\t%+.1f%%\t\n", i+1, c.Precision(), c.Keep, meas, pred, 100*e)
+		meas, mem, err := profile.Measured(f, eng, c, p.Batch, *budget)
+		if err != nil {
+			return err
+		}
+		e, em := pred/meas-1, predMem/float64(mem)-1
+		worst, worstMem = math.Max(worst, math.Abs(e)), math.Max(worstMem, math.Abs(em))
+		fmt.Fprintf(tw, "random %d (%s)\t%v\t%.1f\t%.1f\t%+.1f%%\t%d\t%.0f\t%+.1f%%\t\n", i+1, c.Precision(), c.Keep, meas, pred, 100*e, mem, predMem, 100*em)
 	}
 	tw.Flush()
-	fmt.Fprintf(stdout, "largest prediction error %.1f%%; profile: %s\n", 100*worst, *out)
+	fmt.Fprintf(stdout, "largest prediction error %.1f%% (latency), %.1f%% (memory); profile: %s\n", 100*worst, 100*worstMem, *out)
 	return nil
 }
 

@@ -7,7 +7,7 @@
 # missed (see docs/target.md). `-var dense=RUN/model.arrow` starts from a trained
 # fashion-resnet20.hcl model; empty, the dense model is trained first (<run-dir>/dense, 30 epochs).
 variable "epochs" {
-  default = 8
+  default = 10
 }
 
 variable "batch" {

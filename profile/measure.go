@@ -388,15 +388,16 @@ func MeasuredFile(f *checkpoint.File, eng compute.Engine, batch int, budget time
 }
 
 // Inputs is a batch of inputs the model accepts, a pure function of seed:
-// byte ids 1–255 for a network that starts with an embedding, pixels in
-// [0, 1) for the others.
+// token ids from 1 up for a network that starts with an embedding (as the
+// runtime takes them: id/255, the way bytes arrive), pixels in [0, 1) for
+// the others.
 func Inputs(m *infer.Model, batch int, seed uint64) []float32 {
 	r := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
 	x := make([]float32, batch*m.Features)
 	tokens := len(m.Net.Layers) > 0 && m.Net.Layers[0].Kind == graph.Embedding
 	for i := range x {
 		if tokens {
-			x[i] = float32(1 + r.IntN(255))
+			x[i] = float32(1+r.IntN(max(1, m.Layers[0].In-1))) / 255
 		} else {
 			x[i] = r.Float32()
 		}

@@ -262,6 +262,19 @@ func TestMeasure(t *testing.T) {
 	if g := groupOf["conv1"]; g == 0 || groupOf["block1.conv2"] != g || groupOf["block1.add"] != g || groupOf["block1.conv1"] == g || groupOf["block2.sc"] != groupOf["block2.add"] {
 		t.Fatalf("residual groups: %v", groupOf)
 	}
+	// A network of tokens: its inputs are ids as the runtime takes them.
+	tm, err := model.New(model.Spec{Arch: "transformer", Dim: 16, Heads: 2, Blocks: 1, MLP: 32}, model.Input{Rows: 1, Cols: 16, Channels: 1, Classes: 4}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tf, err := rundir.ExportModel(tm, "t", "langid", data.FileOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err = Measure(tf, engine(), Options{Widths: []float64{1, 0.5}, Formats: []string{Dense}, Precisions: []string{Float}, Budget: time.Millisecond}); err != nil || p.DenseUs <= 0 {
+		t.Fatalf("a transformer: %v", err)
+	}
+
 	// Integer kernels only: the dense network, which no variant is, is
 	// still timed (a latency_fraction needs it).
 	o.Precisions, o.Widths = []string{Int8}, []float64{1}

@@ -40,25 +40,8 @@ type Options struct {
 // layers timed in the runtime's own forward pass. The first variant is
 // timed twice, the first time to warm the machine up.
 func Measure(f *checkpoint.File, eng compute.Engine, o Options) (*Profile, error) {
-	o.Batch = max(o.Batch, 1)
-	o.Widths = cmpSlice(o.Widths, DefaultWidths)
-	o.Formats = cmpSlice(o.Formats, DefaultFormats)
-	o.Precisions = cmpSlice(o.Precisions, DefaultPrecisions)
-	if o.Budget <= 0 {
-		o.Budget = 150 * time.Millisecond
-	}
-	if err := checkWidths(o.Widths); err != nil {
+	if err := o.fill(); err != nil {
 		return nil, err
-	}
-	for _, s := range o.Formats {
-		if _, err := parseFormat(s); err != nil {
-			return nil, err
-		}
-	}
-	for _, s := range o.Precisions {
-		if err := checkPrecision(s); err != nil {
-			return nil, err
-		}
 	}
 	m, _, err := rundir.LoadModel(f)
 	if err != nil {
@@ -98,34 +81,8 @@ func Measure(f *checkpoint.File, eng compute.Engine, o Options) (*Profile, error
 			}
 		}
 	}
-	// samples[layer][format][i][j]: the times measured at those widths.
-	samples := make([]map[string][][][]float64, len(p.Layers))
-	for k := range samples {
-		samples[k] = map[string][][][]float64{}
-		for _, key := range p.keys() {
-			samples[k][key] = grid(n, func() []float64 { return nil })
-		}
-	}
-	sizes := make([]map[string][][][]float64, len(p.Layers))
-	for k := range sizes {
-		sizes[k] = map[string][][][]float64{}
-		for _, key := range p.sizeKeys() {
-			sizes[k][key] = grid(n, func() []float64 { return nil })
-		}
-	}
-	// held and act: each layer's parameter memory and output buffer
-	// bytes, laid out as samples.
-	held, act := make([]map[string][][][]float64, len(p.Layers)), make([]map[string][][][]float64, len(p.Layers))
-	for k := range held {
-		held[k], act[k] = map[string][][][]float64{}, map[string][][][]float64{}
-		for _, key := range p.keys() {
-			held[k][key] = grid(n, func() []float64 { return nil })
-			act[k][key] = grid(n, func() []float64 { return nil })
-		}
-	}
-	var overhead, overBytes, memRest, memAct []float64
+	smp := newSamples(p, n)
 	total := len(o.Precisions) * len(o.Formats) * len(pairs)
-	warm := true
 	for _, pr := range o.Precisions {
 		for _, s := range o.Formats {
 			for _, ij := range pairs {
@@ -137,47 +94,12 @@ func Measure(f *checkpoint.File, eng compute.Engine, o Options) (*Profile, error
 					}
 				}
 				c := p.uniform(keep, pr, s)
-				if warm {
+				if len(p.Variants) == 0 { // warm the machine up
 					if _, _, _, err := timeConfig(f, eng, c, o.Batch, o.Budget); err != nil {
 						return nil, fmt.Errorf("profile: %w", err)
 					}
-					warm = false
 				}
-				vf, err := Build(f, c)
-				if err != nil {
-					return nil, fmt.Errorf("profile: %s, format %s, widths %v: %w", pr, s, keep, err)
-				}
-				encoded, err := checkpoint.Encode(vf) // fills each tensor's stored bytes
-				if err != nil {
-					return nil, err
-				}
-				stored, stored4 := storedBytes(vf), map[string]int(nil)
-				if c.Int8 { // the same network in 4-bit codes: its sizes (its kernels are int8's)
-					c4 := c
-					c4.Bits = map[string]int{}
-					for _, l := range p.Layers {
-						if l.Weighted {
-							c4.Bits[l.Name] = 4
-						}
-					}
-					v4, err := Build(f, c4)
-					if err != nil {
-						return nil, err
-					}
-					if _, err := checkpoint.Encode(v4); err != nil {
-						return nil, err
-					}
-					stored4 = storedBytes(v4)
-				}
-				layers, call, rt, err := timeFile(vf, eng, o.Batch, o.Budget)
-				if err != nil {
-					return nil, fmt.Errorf("profile: %s, format %s, widths %v: %w", pr, s, keep, err)
-				}
-				if len(layers) != len(p.Layers) {
-					return nil, fmt.Errorf("profile: format %s, widths %v: the runtime made %d layers of the network, the dense one %d", s, keep, len(layers), len(p.Layers))
-				}
-				sum, weights, heldSum, actSum := 0.0, 0, 0.0, 0.0
-				for k, l := range p.Layers {
+				v, err := smp.variant(f, eng, o, c, func(l Layer) (int, int) {
 					i, j := ij[colour[l.In]], ij[colour[l.Out]]
 					if !groups[l.In].Prunable {
 						i = 0
@@ -185,28 +107,11 @@ func Measure(f *checkpoint.File, eng compute.Engine, o Options) (*Profile, error
 					if !groups[l.Out].Prunable {
 						j = 0
 					}
-					key := Key(pr, s)
-					samples[k][key][i][j] = append(samples[k][key][i][j], us(layers[k]))
-					sum += us(layers[k])
-					h, a := float64(rt.Layers[k].Bytes()), float64(4*o.Batch*rt.Layers[k].Outputs())
-					held[k][key][i][j] = append(held[k][key][i][j], h)
-					act[k][key][i][j] = append(act[k][key][i][j], a)
-					heldSum += h
-					actSum += a
-					if l.Weighted {
-						b := stored[l.Name] + stored[l.Name+".bias"]
-						sizes[k][key][i][j] = append(sizes[k][key][i][j], float64(b))
-						weights += b
-						if stored4 != nil {
-							k4 := Key4(s)
-							sizes[k][k4][i][j] = append(sizes[k][k4][i][j], float64(stored4[l.Name]+stored4[l.Name+".bias"]))
-						}
-					}
+					return i, j
+				})
+				if err != nil {
+					return nil, fmt.Errorf("profile: %s, format %s, widths %v: %w", pr, s, keep, err)
 				}
-				overhead = append(overhead, us(call)-sum)
-				overBytes = append(overBytes, float64(len(encoded)-weights))
-				memRest, memAct = append(memRest, float64(rt.Bytes())-heldSum), append(memAct, actSum)
-				v := Variant{Format: s, Precision: pr, Keep: keep, MeasuredUs: us(call), Bytes: len(encoded), Memory: rt.Bytes()}
 				if s == Dense && pr == Float && ij == [2]int{0, 0} {
 					p.DenseUs, p.DenseBytes, p.DenseMemory = v.MeasuredUs, float64(v.Bytes), float64(v.Memory)
 				}
@@ -217,24 +122,7 @@ func Measure(f *checkpoint.File, eng compute.Engine, o Options) (*Profile, error
 			}
 		}
 	}
-	p.ActivationShare, p.OverheadMemory = fitLine(memAct, memRest)
-	for k := range p.Layers {
-		p.Layers[k].Us = table(p.keys(), n, samples[k])
-		if p.Layers[k].Weighted {
-			p.Layers[k].Bytes = table(p.sizeKeys(), n, sizes[k])
-		}
-		h, a := table(p.keys(), n, held[k]), table(p.keys(), n, act[k])
-		for key, t := range h {
-			for i := range t {
-				for j, v := range t[i] {
-					if v >= 0 {
-						t[i][j] = v + p.ActivationShare*a[key][i][j]
-					}
-				}
-			}
-		}
-		p.Layers[k].Memory = h
-	}
+	smp.tables(p, n)
 	if p.DenseUs == 0 { // float is not among the precisions: the dense network is timed alone
 		_, call, rt, err := timeFile(dense, eng, o.Batch, o.Budget)
 		if err != nil {
@@ -246,31 +134,181 @@ func Measure(f *checkpoint.File, eng compute.Engine, o Options) (*Profile, error
 		}
 		p.DenseUs, p.DenseBytes, p.DenseMemory = us(call), float64(len(b)), float64(rt.Bytes())
 	}
-	slices.Sort(overhead)
-	slices.Sort(overBytes)
-	p.OverheadUs, p.OverheadBytes = overhead[len(overhead)/2], overBytes[len(overBytes)/2]
+	return p, p.predictVariants(f, eng, o)
+}
+
+// fill sets the defaults of what is not given and checks the rest.
+func (o *Options) fill() error {
+	o.Batch = max(o.Batch, 1)
+	o.Widths = cmpSlice(o.Widths, DefaultWidths)
+	o.Formats = cmpSlice(o.Formats, DefaultFormats)
+	o.Precisions = cmpSlice(o.Precisions, DefaultPrecisions)
+	if o.Budget <= 0 {
+		o.Budget = 150 * time.Millisecond
+	}
+	if err := checkWidths(o.Widths); err != nil {
+		return err
+	}
+	for _, s := range o.Formats {
+		if _, err := parseFormat(s); err != nil {
+			return err
+		}
+	}
+	for _, s := range o.Precisions {
+		if err := checkPrecision(s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// samples are what the variants measured, per layer, table key and pair
+// of widths ([layer][key][i][j]): times, stored bytes (weighted layers),
+// parameter memory and output buffer bytes; and per variant the call's
+// time beyond its layers', the file's bytes beyond its weights, and the
+// memory beyond the layers' parameters with the output buffers' sum.
+type samples struct {
+	p                   *Profile
+	us, size, held, act []map[string][][][]float64
+	overhead, overBytes []float64
+	memRest, memAct     []float64
+}
+
+func newSamples(p *Profile, n int) *samples {
+	s := &samples{p: p}
+	layout := func(keys []string) []map[string][][][]float64 {
+		out := make([]map[string][][][]float64, len(p.Layers))
+		for k := range out {
+			out[k] = map[string][][][]float64{}
+			for _, key := range keys {
+				out[k][key] = grid(n, func() []float64 { return nil })
+			}
+		}
+		return out
+	}
+	s.us, s.size, s.held, s.act = layout(p.keys()), layout(p.sizeKeys()), layout(p.keys()), layout(p.keys())
+	return s
+}
+
+// variant builds a uniform configuration's network, times it and records
+// what it measured; widths gives each layer's pair of width indexes.
+func (s *samples) variant(f *checkpoint.File, eng compute.Engine, o Options, c Config, widths func(Layer) (int, int)) (Variant, error) {
+	p := s.p
+	vf, err := Build(f, c)
+	if err != nil {
+		return Variant{}, err
+	}
+	encoded, err := checkpoint.Encode(vf) // fills each tensor's stored bytes
+	if err != nil {
+		return Variant{}, err
+	}
+	stored, stored4 := storedBytes(vf), map[string]int(nil)
+	if c.Int8 { // the same network in 4-bit codes: its sizes (its kernels are int8's)
+		c4 := c
+		c4.Bits = map[string]int{}
+		for _, l := range p.Layers {
+			if l.Weighted {
+				c4.Bits[l.Name] = 4
+			}
+		}
+		v4, err := Build(f, c4)
+		if err != nil {
+			return Variant{}, err
+		}
+		if _, err := checkpoint.Encode(v4); err != nil {
+			return Variant{}, err
+		}
+		stored4 = storedBytes(v4)
+	}
+	layers, call, rt, err := timeFile(vf, eng, o.Batch, o.Budget)
+	if err != nil {
+		return Variant{}, err
+	}
+	if len(layers) != len(p.Layers) {
+		return Variant{}, fmt.Errorf("the runtime made %d layers of the network, the dense one %d", len(layers), len(p.Layers))
+	}
+	format := Dense
+	for _, f := range c.Format {
+		format = f // uniform: every weighted layer's
+	}
+	key := Key(c.Precision(), format)
+	sum, weights, heldSum, actSum := 0.0, 0, 0.0, 0.0
+	for k, l := range p.Layers {
+		i, j := widths(l)
+		s.us[k][key][i][j] = append(s.us[k][key][i][j], us(layers[k]))
+		sum += us(layers[k])
+		h, a := float64(rt.Layers[k].Bytes()), float64(4*o.Batch*rt.Layers[k].Outputs())
+		s.held[k][key][i][j] = append(s.held[k][key][i][j], h)
+		s.act[k][key][i][j] = append(s.act[k][key][i][j], a)
+		heldSum += h
+		actSum += a
+		if l.Weighted {
+			b := stored[l.Name] + stored[l.Name+".bias"]
+			s.size[k][key][i][j] = append(s.size[k][key][i][j], float64(b))
+			weights += b
+			if stored4 != nil {
+				k4 := Key4(format)
+				s.size[k][k4][i][j] = append(s.size[k][k4][i][j], float64(stored4[l.Name]+stored4[l.Name+".bias"]))
+			}
+		}
+	}
+	s.overhead = append(s.overhead, us(call)-sum)
+	s.overBytes = append(s.overBytes, float64(len(encoded)-weights))
+	s.memRest, s.memAct = append(s.memRest, float64(rt.Bytes())-heldSum), append(s.memAct, actSum)
+	return Variant{Format: format, Precision: c.Precision(), Keep: c.Keep, MeasuredUs: us(call), Bytes: len(encoded), Memory: rt.Bytes()}, nil
+}
+
+// tables sets the profile's tables — each cell the median of its samples
+// — and its overheads.
+func (s *samples) tables(p *Profile, n int) {
+	p.ActivationShare, p.OverheadMemory = fitLine(s.memAct, s.memRest)
+	for k := range p.Layers {
+		p.Layers[k].Us = table(p.keys(), n, s.us[k])
+		if p.Layers[k].Weighted {
+			p.Layers[k].Bytes = table(p.sizeKeys(), n, s.size[k])
+		}
+		h, a := table(p.keys(), n, s.held[k]), table(p.keys(), n, s.act[k])
+		for key, t := range h {
+			for i := range t {
+				for j, v := range t[i] {
+					if v >= 0 {
+						t[i][j] = v + p.ActivationShare*a[key][i][j]
+					}
+				}
+			}
+		}
+		p.Layers[k].Memory = h
+	}
+	slices.Sort(s.overhead)
+	slices.Sort(s.overBytes)
+	p.OverheadUs, p.OverheadBytes = s.overhead[len(s.overhead)/2], s.overBytes[len(s.overBytes)/2]
+}
+
+// predictVariants gives each variant the table's predictions; a
+// measurement 15 % off the table (whose cells are medians over the
+// variants sharing them) is timed once more, the lesser kept — as
+// LayerTimes keeps the least of its rounds: a slow spell that outlasted
+// one variant's rounds.
+func (p *Profile) predictVariants(f *checkpoint.File, eng compute.Engine, o Options) error {
 	for i := range p.Variants {
 		v := &p.Variants[i]
 		c := p.uniform(v.Keep, v.Precision, v.Format)
+		var err error
 		if v.PredictedUs, err = p.Predict(c); err != nil {
-			return nil, err
+			return err
 		}
 		if v.PredictedMemory, err = p.PredictMemory(c); err != nil {
-			return nil, err
+			return err
 		}
-		// A measurement 15 % off the table (whose cells are medians over
-		// the variants sharing them) is timed once more, the lesser kept
-		// — as LayerTimes keeps the least of its rounds: a slow spell
-		// that outlasted one variant's rounds.
 		if v.MeasuredUs > 0 && math.Abs(v.PredictedUs/v.MeasuredUs-1) > 0.15 {
 			again, _, err := Measured(f, eng, c, o.Batch, o.Budget)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			v.Remeasured, v.MeasuredUs = true, min(v.MeasuredUs, again)
 		}
 	}
-	return p, nil
+	return nil
 }
 
 // fitLine fits y ≈ a·x + b by least squares; where x does not vary, a is

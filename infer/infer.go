@@ -149,13 +149,14 @@ func Load(f *checkpoint.File, eng compute.Engine) (*Model, error) {
 		return nil, err
 	}
 	m.eng = eng
+	var scratch probeScratch // shared by the layers' probes: load's peak memory is one layer's
 	for _, l := range m.Layers {
 		switch {
 		case l.Weighted() && l.Groups > 1:
 			// A grouped convolution runs a GEMM per group: nothing to choose.
 			l.Kernels = slices.Repeat([]string{Dense}, len(Probes))
 		case l.Weighted():
-			m.choose(l)
+			m.choose(l, &scratch)
 		}
 	}
 	// The probes grew the convolutions' scratch to their largest batch
@@ -325,6 +326,9 @@ func (l *Layer) available() []string {
 	return c
 }
 
+// probeScratch holds the kernel probes' inputs and outputs.
+type probeScratch struct{ x, y, xT, yT []float32 }
+
 // choose times each candidate kernel at each probe batch (for a
 // convolution, that many samples' patch rows) and keeps the fastest at
 // each. CSRT is timed with the transposes into and out of its layout, as
@@ -334,20 +338,21 @@ func (l *Layer) available() []string {
 // not timed at the larger ones (it would only make loading slow); its
 // timing there is NotTimed. The dense GEMM, the baseline, and CSRT, whose
 // SIMD lanes fill up as the batch grows, are timed at every probe.
-func (m *Model) choose(l *Layer) {
+func (m *Model) choose(l *Layer, scratch *probeScratch) {
 	l.measure = map[string][]time.Duration{}
 	rowsPer := l.Positions()
 	dropped := map[string]bool{}
 	for _, samples := range Probes {
 		batch := samples * rowsPer
-		x := make([]float32, batch*l.In)
+		n := batch * l.In
 		if l.Kind == string(graph.Conv) { // whole convolutions: images in (patches or not)
-			x = make([]float32, samples*l.H*l.W*l.C)
+			n = samples * l.H * l.W * l.C
 		}
+		x := grow(&scratch.x, n)
 		for j := range x {
 			x[j] = float32(j%7) * 0.1
 		}
-		y := make([]float32, batch*l.Out)
+		y := grow(&scratch.y, batch*l.Out)
 		fastest := time.Duration(math.MaxInt64)
 		for _, k := range l.Candidates() {
 			if dropped[k] {
@@ -357,7 +362,7 @@ func (m *Model) choose(l *Layer) {
 			var xT, yT []float32
 			ld := ldFor(batch)
 			if k == CSRT {
-				xT, yT = make([]float32, l.In*ld), make([]float32, l.Out*ld)
+				xT, yT = grow(&scratch.xT, l.In*ld), grow(&scratch.yT, l.Out*ld)
 			}
 			call := func() {
 				if k == CSRT {

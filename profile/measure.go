@@ -99,7 +99,7 @@ func Measure(f *checkpoint.File, eng compute.Engine, o Options) (*Profile, error
 						return nil, fmt.Errorf("profile: %w", err)
 					}
 				}
-				v, err := smp.variant(f, eng, o, c, func(l Layer) (int, int) {
+				v, err := smp.variant(f, eng, o, c, s, func(l Layer) (int, int) {
 					i, j := ij[colour[l.In]], ij[colour[l.Out]]
 					if !groups[l.In].Prunable {
 						i = 0
@@ -190,9 +190,10 @@ func newSamples(p *Profile, n int) *samples {
 	return s
 }
 
-// variant builds a uniform configuration's network, times it and records
-// what it measured; widths gives each layer's pair of width indexes.
-func (s *samples) variant(f *checkpoint.File, eng compute.Engine, o Options, c Config, widths func(Layer) (int, int)) (Variant, error) {
+// variant builds a uniform configuration's network (every weighted layer
+// in format), times it and records what it measured; widths gives each
+// layer's pair of width indexes.
+func (s *samples) variant(f *checkpoint.File, eng compute.Engine, o Options, c Config, format string, widths func(Layer) (int, int)) (Variant, error) {
 	p := s.p
 	vf, err := Build(f, c)
 	if err != nil {
@@ -226,10 +227,6 @@ func (s *samples) variant(f *checkpoint.File, eng compute.Engine, o Options, c C
 	}
 	if len(layers) != len(p.Layers) {
 		return Variant{}, fmt.Errorf("the runtime made %d layers of the network, the dense one %d", len(layers), len(p.Layers))
-	}
-	format := Dense
-	for _, f := range c.Format {
-		format = f // uniform: every weighted layer's
 	}
 	key := Key(c.Precision(), format)
 	sum, weights, heldSum, actSum := 0.0, 0, 0.0, 0.0

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -158,25 +159,15 @@ func evalCostsHere(dense *checkpoint.File, val *data.Set, log hclog.Logger) cost
 	return func(cells []costCell) ([]float64, error) {
 		accs := make([]float64, len(cells))
 		errs := make([]error, len(cells))
-		var next, done int
-		var mu sync.Mutex
+		var next, done atomic.Int64
 		var wg sync.WaitGroup
 		for range min(runtime.GOMAXPROCS(0), len(cells)) {
 			wg.Go(func() {
-				for {
-					mu.Lock()
-					i := next
-					next++
-					mu.Unlock()
-					if i >= len(cells) {
-						return
-					}
+				for i := int(next.Add(1) - 1); i < len(cells); i = int(next.Add(1) - 1) {
 					accs[i], errs[i] = cells[i].accuracy(dense, val)
-					mu.Lock()
-					if done++; done%max(1, len(cells)/5) == 0 {
-						log.Info("settings' costs", "done", done, "of", len(cells))
+					if d := int(done.Add(1)); d%max(1, len(cells)/5) == 0 {
+						log.Info("settings' costs", "done", d, "of", len(cells))
 					}
-					mu.Unlock()
 				}
 			})
 		}
@@ -195,40 +186,11 @@ func evalCostsHere(dense *checkpoint.File, val *data.Set, log hclog.Logger) cost
 // job's store once.
 func evalCostsOnWorkers(ctx context.Context, job *recipes.Job, opts Options, dense *checkpoint.File, log hclog.Logger) costEvaluator {
 	return func(cells []costCell) ([]float64, error) {
-		b, err := checkpoint.Encode(dense)
-		if err != nil {
-			return nil, err
-		}
-		name := cluster.Token(job.Name) + ".target-dense.arrow"
-		files := map[string][]byte{name: b}
-		dataObjs, err := datasetObjects(job, opts.DataDir, files)
-		if err != nil {
-			return nil, err
-		}
-		tasks := make([]cluster.TaskSpec, len(cells))
-		index := map[string]int{}
-		for k, c := range cells {
-			cb, err := json.Marshal(c)
-			if err != nil {
-				return nil, err
-			}
-			id := fmt.Sprintf("%s-cost-%d", cluster.Token(job.Name), k)
-			index[id] = k
-			tasks[k] = cluster.TaskSpec{ID: id, Kind: "cost", Recipe: job.HCL(), File: job.File, Data: dataObjs, Inputs: []string{name}, Cell: cb}
-		}
-		accs := make([]float64, len(cells))
 		t0 := time.Now()
-		st, err := opts.Cluster.RunTasks(ctx, tasks, files, func(t cluster.TaskSpec, o cluster.TaskOutcome) error {
-			if o.Error != "" {
-				return fmt.Errorf("run: target: setting %s on %s: %s", t.Cell, o.Worker, o.Error)
-			}
-			var r map[string]float64
-			if err := json.Unmarshal(o.Summary, &r); err != nil {
-				return fmt.Errorf("run: target: a setting's result from %s: %w", o.Worker, err)
-			}
-			accs[index[t.ID]] = r["val_accuracy"]
-			return nil
-		})
+		accs, st, err := accuracyTasks(ctx, job, opts, dense, "cost", len(cells), func(k int, t *cluster.TaskSpec) (err error) {
+			t.Cell, err = json.Marshal(cells[k])
+			return err
+		}, func(t cluster.TaskSpec) string { return "target setting " + string(t.Cell) })
 		if err != nil {
 			return nil, err
 		}
@@ -254,6 +216,5 @@ func costTask(val *data.Set, spec cluster.TaskSpec, files map[string][]byte) ([]
 	if err != nil {
 		return nil, nil, err
 	}
-	b, err := json.Marshal(map[string]float64{"val_accuracy": acc})
-	return b, nil, err
+	return accuracyAnswer(acc)
 }

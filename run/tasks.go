@@ -314,8 +314,7 @@ func sensitivityTask(job *recipes.Job, val *data.Set, spec cluster.TaskSpec, fil
 	if err != nil {
 		return nil, nil, err
 	}
-	b, err := json.Marshal(map[string]float64{"val_accuracy": acc})
-	return b, nil, err
+	return accuracyAnswer(acc)
 }
 
 // cellAccuracy is m's accuracy on val with layer (none: no layer) pruned
@@ -351,41 +350,62 @@ func clusterSensitivity(ctx context.Context, job *recipes.Job, opts Options, m *
 	if err != nil {
 		return 0, nil, err
 	}
-	b, err := checkpoint.Encode(mf)
-	if err != nil {
-		return 0, nil, err
-	}
-	name := cluster.Token(job.Name) + ".sensitivity.arrow"
-	files := map[string][]byte{name: b}
-	dataObjs, err := datasetObjects(job, opts.DataDir, files)
-	if err != nil {
-		return 0, nil, err
-	}
 	all := append([]trainer.SensitivityRow{{}}, cells...)
-	var tasks []cluster.TaskSpec
-	index := map[string]int{}
-	for k, c := range all {
-		id := fmt.Sprintf("%s-sensitivity-%d", cluster.Token(job.Name), k)
-		index[id] = k
-		tasks = append(tasks, cluster.TaskSpec{ID: id, Kind: "sensitivity",
-			Recipe: job.HCL(), File: job.File, Data: dataObjs, Inputs: []string{name}, Layer: c.Layer, Sparsity: c.Sparsity})
-	}
-	accs := make([]float64, len(all))
 	t0 := time.Now()
-	st, err := opts.Cluster.RunTasks(ctx, tasks, files, func(t cluster.TaskSpec, o cluster.TaskOutcome) error {
-		if o.Error != "" {
-			return fmt.Errorf("run: sensitivity cell %s at %v on %s: %s", t.Layer, t.Sparsity, o.Worker, o.Error)
-		}
-		var r map[string]float64
-		if err := json.Unmarshal(o.Summary, &r); err != nil {
-			return fmt.Errorf("run: sensitivity cell from %s: %w", o.Worker, err)
-		}
-		accs[index[t.ID]] = r["val_accuracy"]
+	accs, st, err := accuracyTasks(ctx, job, opts, mf, "sensitivity", len(all), func(k int, t *cluster.TaskSpec) error {
+		t.Layer, t.Sparsity = all[k].Layer, all[k].Sparsity
 		return nil
-	})
+	}, func(t cluster.TaskSpec) string { return fmt.Sprintf("sensitivity cell %s at %v", t.Layer, t.Sparsity) })
 	if err != nil {
 		return 0, nil, err
 	}
 	log.Info("sensitivity cells evaluated by the workers", "cells", len(all), "per_worker", st.PerWorker, "seconds", fmt.Sprintf("%.1f", time.Since(t0).Seconds()))
 	return accs[0], accs[1:], nil
+}
+
+// accuracyTasks has the workers run n tasks of a kind that each answer a
+// validation accuracy (accuracyAnswer) from one model file, f, which goes
+// to the job's store once; fill sets task k's own fields, what names a
+// task in an error. It returns the accuracies in the tasks' order.
+func accuracyTasks(ctx context.Context, job *recipes.Job, opts Options, f *checkpoint.File, kind string, n int,
+	fill func(k int, t *cluster.TaskSpec) error, what func(cluster.TaskSpec) string) ([]float64, cluster.TaskStats, error) {
+	b, err := checkpoint.Encode(f)
+	if err != nil {
+		return nil, cluster.TaskStats{}, err
+	}
+	name := cluster.Token(job.Name) + "." + kind + ".arrow"
+	files := map[string][]byte{name: b}
+	dataObjs, err := datasetObjects(job, opts.DataDir, files)
+	if err != nil {
+		return nil, cluster.TaskStats{}, err
+	}
+	tasks := make([]cluster.TaskSpec, n)
+	index := map[string]int{}
+	for k := range tasks {
+		id := fmt.Sprintf("%s-%s-%d", cluster.Token(job.Name), kind, k)
+		index[id] = k
+		tasks[k] = cluster.TaskSpec{ID: id, Kind: kind, Recipe: job.HCL(), File: job.File, Data: dataObjs, Inputs: []string{name}}
+		if err := fill(k, &tasks[k]); err != nil {
+			return nil, cluster.TaskStats{}, err
+		}
+	}
+	accs := make([]float64, n)
+	st, err := opts.Cluster.RunTasks(ctx, tasks, files, func(t cluster.TaskSpec, o cluster.TaskOutcome) error {
+		if o.Error != "" {
+			return fmt.Errorf("run: %s on %s: %s", what(t), o.Worker, o.Error)
+		}
+		var r map[string]float64
+		if err := json.Unmarshal(o.Summary, &r); err != nil {
+			return fmt.Errorf("run: %s from %s: %w", what(t), o.Worker, err)
+		}
+		accs[index[t.ID]] = r["val_accuracy"]
+		return nil
+	})
+	return accs, st, err
+}
+
+// accuracyAnswer is an accuracy task's summary.
+func accuracyAnswer(acc float64) ([]byte, map[string][]byte, error) {
+	b, err := json.Marshal(map[string]float64{"val_accuracy": acc})
+	return b, nil, err
 }

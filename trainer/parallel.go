@@ -277,15 +277,11 @@ func (t *Trainer) parallelStep(ctx context.Context, idx []int, epoch int) error 
 	} else {
 		t.gradBuffers()
 		for i, p := range t.cfg.Model.Params {
-			for j, q := range v[l.params[i] : l.params[i]+p.Size()] {
-				t.pgrads[i][j] = q / inv
-			}
+			divide(t.pgrads[i], v[l.params[i]:l.params[i]+p.Size()], inv)
 			s.Grads[i] = t.pgrads[i]
 		}
 		if l.proj >= 0 {
-			for j, q := range v[l.proj : l.proj+t.proj.Size()] {
-				t.projGradPar[j] = q / inv
-			}
+			divide(t.projGradPar, v[l.proj:l.proj+t.proj.Size()], inv)
 		}
 	}
 	for j, name := range l.obsNames {
@@ -304,4 +300,21 @@ func (t *Trainer) parallelStep(ctx context.Context, idx []int, epoch int) error 
 	t.lastKD = float64(v[l.loss+1] / inv)
 	t.lastCorrect = int(math.Round(float64(v[l.loss+2])))
 	return nil
+}
+
+// divide sets dst[i] = src[i] / d. A power of two divides as a product
+// with its reciprocal, which is exact: the same bits, without a division
+// per element (the usual micro-shard counts are powers of two).
+func divide(dst, src []float32, d float32) {
+	dst = dst[:len(src)]
+	if m, _ := math.Frexp(float64(d)); m == 0.5 && d >= 1 {
+		r := 1 / d
+		for i, q := range src {
+			dst[i] = q * r
+		}
+		return
+	}
+	for i, q := range src {
+		dst[i] = q / d
+	}
 }

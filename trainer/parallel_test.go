@@ -2,6 +2,8 @@ package trainer
 
 import (
 	"context"
+	"math"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"testing"
@@ -283,5 +285,24 @@ func TestFixedPointRefusesNonFinite(t *testing.T) {
 	}
 	if q, ok := ToFixed(-0.5); !ok || FromFixed(q) != -0.5 {
 		t.Fatalf("ToFixed(-0.5) = %d, %v", q, ok)
+	}
+}
+
+// TestDivideIsDivision: the reciprocal's product that divide uses for a
+// power of two gives a division's bits, subnormal and huge values too.
+func TestDivideIsDivision(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	src := []float32{0, -0, 1, -1, math.MaxFloat32, -math.MaxFloat32, math.SmallestNonzeroFloat32, 3e-38, -1.17549435e-38}
+	for range 100000 {
+		src = append(src, math.Float32frombits(rng.Uint32()&^(0xff<<23)|uint32(rng.IntN(255))<<23))
+	}
+	for _, d := range []float32{1, 2, 3, 4, 6, 8, 16, 64, 1024} {
+		dst := make([]float32, len(src))
+		divide(dst, src, d)
+		for i, q := range src {
+			if want := q / d; math.Float32bits(dst[i]) != math.Float32bits(want) {
+				t.Fatalf("%v / %v: %v (bits %#x), want %v (bits %#x)", q, d, dst[i], math.Float32bits(dst[i]), want, math.Float32bits(want))
+			}
+		}
 	}
 }

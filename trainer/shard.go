@@ -136,9 +136,7 @@ func (t *Trainer) updateChunk(ctx context.Context, lo int, v []float32) error {
 		pieces[r] = g.pieces(lo, hi)
 		for _, p := range pieces[r] {
 			dst := g.grads[p.i][p.a:p.b]
-			for j, q := range v[p.at : p.at+len(dst)] {
-				dst[j] = q / inv
-			}
+			divide(dst, v[p.at:p.at+len(dst)], inv)
 			want += k * len(dst)
 		}
 	}

@@ -21,7 +21,7 @@ import (
 	"github.com/lathe-ml/lathe/trainer"
 )
 
-func embedded(t *testing.T) (*Embedded, func(name string) *nats.Conn) {
+func embedded(t testing.TB) (*Embedded, func(name string) *nats.Conn) {
 	t.Helper()
 	srv, err := StartEmbedded(t.TempDir())
 	if err != nil {
@@ -198,7 +198,7 @@ func newSignedCoordinator(t *testing.T, conn func(string) *nats.Conn, secret []b
 var testLogs sync.Map // *testing.T → *testlog.Buffer
 
 // testLog is a debug logger named name writing to t's log buffer.
-func testLog(t *testing.T, name string) hclog.Logger {
+func testLog(t testing.TB, name string) hclog.Logger {
 	buf, loaded := testLogs.LoadOrStore(t, &testlog.Buffer{})
 	lb := buf.(*testlog.Buffer)
 	if !loaded {

@@ -212,7 +212,7 @@ func TestLaggingCoordinatorGetsLostChunksAgain(t *testing.T) {
 }
 
 // resendAfter sets ResendAfter to d until the test ends.
-func resendAfter(t *testing.T, d time.Duration) {
+func resendAfter(t testing.TB, d time.Duration) {
 	old := ResendAfter
 	ResendAfter = d
 	t.Cleanup(func() { ResendAfter = old })

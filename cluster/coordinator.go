@@ -48,12 +48,18 @@ type WorkerInfo struct {
 	Capacity float64 `json:"capacity_samples_per_second"`
 	// Share is the micro-shards of each step the worker computes in the
 	// current generation.
-	Share       int `json:"share"`
-	shards      int64
-	shardsAt    time.Time
-	computeSecs float64
-	digests     map[int64]string // reported, not yet compared
-	rejected    int64            // messages the worker refused, as it last reported
+	Share int `json:"share"`
+	// ComputeSeconds, StepSeconds and WaitSeconds are the worker's time
+	// computing micro-shards, in steps, and waiting on other replicas in
+	// the current phase (Heartbeat).
+	ComputeSeconds float64 `json:"compute_seconds"`
+	StepSeconds    float64 `json:"step_seconds"`
+	WaitSeconds    float64 `json:"wait_seconds"`
+	shards         int64
+	shardsAt       time.Time
+	computeSecs    float64
+	digests        map[int64]string // reported, not yet compared
+	rejected       int64            // messages the worker refused, as it last reported
 }
 
 // MemberStats are the coordinator's counts over the job.
@@ -389,6 +395,7 @@ func (c *Coordinator) onHeartbeat(m *nats.Msg) {
 	if hb.Phase == c.phase {
 		w.BytesSent, w.BytesReceived = hb.BytesSent, hb.BytesReceived
 		w.PeerBytesSent, w.NATSBytesOut = hb.PeerBytesSent, hb.NATSBytesOut
+		w.ComputeSeconds, w.StepSeconds, w.WaitSeconds = hb.ComputeSeconds, hb.StepSeconds, hb.WaitSeconds
 		w.Samples = hb.Shards * int64(c.samplesPerShard)
 		now := time.Now()
 		if !w.shardsAt.IsZero() && hb.Shards >= w.shards && c.samplesPerShard > 0 {

@@ -54,6 +54,10 @@ type Heartbeat struct {
 	// waiting for the others): shards per compute second is the worker's
 	// capacity.
 	ComputeSeconds float64 `json:"compute_seconds"`
+	// StepSeconds is the time spent in the phase's steps, WaitSeconds the
+	// part of it spent waiting on other replicas (ReplicaStats).
+	StepSeconds float64 `json:"step_seconds,omitempty"`
+	WaitSeconds float64 `json:"wait_seconds,omitempty"`
 	// Digest is the SHA-256 (hex) of the worker's weights after step
 	// DigestStep (1-based), which the coordinator compares with its own.
 	DigestStep int64  `json:"digest_step,omitempty"`

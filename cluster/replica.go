@@ -50,6 +50,13 @@ type Stats struct {
 	StateServed int64 `json:"optimizer_states_served"`
 	// ComputeSeconds is the time spent computing them.
 	ComputeSeconds float64 `json:"compute_seconds"`
+	// StepSeconds is the time spent in steps (Reduce), WaitSeconds the
+	// part of it spent waiting on other replicas — their partials and
+	// chunks, or a coordinator Window/2 steps behind; what is neither
+	// compute nor waiting is the exchange's own work (encoding, sums, the
+	// chunk's update, sending).
+	StepSeconds float64 `json:"step_seconds"`
+	WaitSeconds float64 `json:"wait_seconds"`
 }
 
 // key identifies one sender's vector for one step.
@@ -504,14 +511,15 @@ func (r *Replica) onCoordinatorAt(m *nats.Msg) {
 // serves the optimizer state of chunks (f.Moments) while it waits.
 func (r *Replica) Reduce(ctx context.Context, step int64, n int, f trainer.Step) ([]float32, bool, error) {
 	updated := r.name != coordinatorName && f.Update != nil
+	start := time.Now()
+	defer func() {
+		r.mu.Lock()
+		r.stats.StepSeconds += time.Since(start).Seconds()
+		r.mu.Unlock()
+	}()
 	if r.name != coordinatorName {
-		for step > r.coordSteps.Load()+Window/2 {
-			select {
-			case <-ctx.Done():
-				return nil, false, ctx.Err()
-			case <-r.coordMoved:
-			case <-time.After(time.Second):
-			}
+		if err := r.awaitCoordinator(ctx, step); err != nil {
+			return nil, false, err
 		}
 	}
 	r.mu.Lock()
@@ -810,6 +818,7 @@ func (r *Replica) assembledLocked(step int64, n int) []float32 {
 // again every ResendAfter; it gives up when another generation takes over
 // step.
 func (r *Replica) wait(ctx context.Context, step int64, gen uint64, changed chan struct{}, ready func() (bool, []string), req func(string) resendReq) error {
+	defer r.waited(time.Now())
 	t := time.NewTimer(ResendAfter)
 	defer t.Stop()
 	for {
@@ -838,6 +847,31 @@ func (r *Replica) wait(ctx context.Context, step int64, gen uint64, changed chan
 			t.Reset(ResendAfter)
 		}
 	}
+}
+
+// awaitCoordinator holds a worker's step until the coordinator is at most
+// Window/2 steps behind it.
+func (r *Replica) awaitCoordinator(ctx context.Context, step int64) error {
+	if step <= r.coordSteps.Load()+Window/2 {
+		return nil
+	}
+	defer r.waited(time.Now())
+	for step > r.coordSteps.Load()+Window/2 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-r.coordMoved:
+		case <-time.After(time.Second):
+		}
+	}
+	return nil
+}
+
+// waited counts the time since start as waiting on other replicas.
+func (r *Replica) waited(start time.Time) {
+	r.mu.Lock()
+	r.stats.WaitSeconds += time.Since(start).Seconds()
+	r.mu.Unlock()
 }
 
 type resendReq struct {

@@ -226,9 +226,9 @@ func current(dir string) (phase, rundir.Status, bool) { return newest(phaseStatu
 type workerCollector struct {
 	hb func() cluster.Heartbeat
 
-	mu                           sync.Mutex
-	sent, recv, shards, computed accum
-	rejected                     float64
+	mu                                            sync.Mutex
+	sent, recv, shards, computed, stepped, waited accum
+	rejected                                      float64
 }
 
 var (
@@ -237,11 +237,13 @@ var (
 	dWBytes    = desc("worker_bytes_total", "Data bytes the worker published and received.", "direction")
 	dWShards   = desc("worker_shards_total", "Micro-shards the worker computed.")
 	dWCompute  = desc("worker_compute_seconds_total", "Seconds the worker spent computing its micro-shards.")
+	dWSteps    = desc("worker_step_seconds_total", "Seconds the worker spent in steps: computing, waiting on the other replicas, and exchanging.")
+	dWWait     = desc("worker_wait_seconds_total", "Seconds of its steps the worker spent waiting on the other replicas (their partials and chunks, a coordinator too far behind).")
 	dWRejected = desc("worker_messages_rejected_total", "Messages the worker refused (forged, stale, malformed).")
 )
 
 func (c *workerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dWStep, dWState, dWBytes, dWShards, dWCompute, dWRejected} {
+	for _, d := range []*prometheus.Desc{dWStep, dWState, dWBytes, dWShards, dWCompute, dWSteps, dWWait, dWRejected} {
 		ch <- d
 	}
 }
@@ -261,6 +263,8 @@ func (c *workerCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(dWBytes, prometheus.CounterValue, c.recv.see(float64(hb.BytesReceived)), "received")
 	ch <- prometheus.MustNewConstMetric(dWShards, prometheus.CounterValue, c.shards.see(float64(hb.Shards)))
 	ch <- prometheus.MustNewConstMetric(dWCompute, prometheus.CounterValue, c.computed.see(hb.ComputeSeconds))
+	ch <- prometheus.MustNewConstMetric(dWSteps, prometheus.CounterValue, c.stepped.see(hb.StepSeconds))
+	ch <- prometheus.MustNewConstMetric(dWWait, prometheus.CounterValue, c.waited.see(hb.WaitSeconds))
 	ch <- prometheus.MustNewConstMetric(dWRejected, prometheus.CounterValue, c.rejected)
 }
 

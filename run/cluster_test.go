@@ -271,6 +271,15 @@ func TestClusterWeightsDoNotDependOnWorkers(t *testing.T) {
 	if s2.Cluster.Workers != 2 || s2.Cluster.BytesSentPerStep <= 0 {
 		t.Fatalf("two workers: %+v", s2.Cluster)
 	}
+	// Where each worker's step time went, from its heartbeats.
+	if len(s2.Cluster.StepTime) != 2 {
+		t.Fatalf("step time of %d workers: %+v", len(s2.Cluster.StepTime), s2.Cluster.StepTime)
+	}
+	for name, st := range s2.Cluster.StepTime {
+		if st.Seconds <= 0 || st.Compute <= 0 || st.Wait < 0 || st.Exchange < 0 || st.Compute+st.Wait > 1 {
+			t.Fatalf("%s's step time: %+v", name, st)
+		}
+	}
 	// The replicas' weight digests were compared during the run, and agreed.
 	if s2.Cluster.DigestsCompared == 0 || s2.Cluster.DigestMismatches != 0 {
 		t.Fatalf("digests compared %d, mismatches %d", s2.Cluster.DigestsCompared, s2.Cluster.DigestMismatches)

@@ -188,6 +188,13 @@ func clusterSummary(c *cluster.Coordinator, par *cluster.Replica) *rundir.Cluste
 			}
 			s.Samples[w.Name] = w.Samples
 		}
+		if w.StepSeconds > 0 {
+			if s.StepTime == nil {
+				s.StepTime = map[string]rundir.StepTime{}
+			}
+			c, wt := w.ComputeSeconds/w.StepSeconds, w.WaitSeconds/w.StepSeconds
+			s.StepTime[w.Name] = rundir.StepTime{Seconds: w.StepSeconds, Compute: c, Wait: wt, Exchange: max(0, 1-c-wt)}
+		}
 		if w.Step > 0 && w.BytesSent > 0 {
 			s.BytesSentPerStep += float64(w.BytesSent) / float64(w.Step)
 			s.BytesReceivedPerStep += float64(w.BytesReceived) / float64(w.Step)

@@ -141,4 +141,18 @@ type ClusterSummary struct {
 	// Samples are the samples each worker computed gradients of in the
 	// phase.
 	Samples map[string]int64 `json:"samples,omitempty"`
+	// StepTime is where each worker's time in steps went.
+	StepTime map[string]StepTime `json:"step_time,omitempty"`
+}
+
+// StepTime divides a worker's time in the phase's steps: computing its
+// micro-shards, waiting on the other replicas (their partials and chunks,
+// or a coordinator too far behind), and the rest, the exchange's own work
+// (fixed-point sums, encoding, sending, its chunk's update) — shares of
+// Seconds.
+type StepTime struct {
+	Seconds  float64 `json:"seconds"`
+	Compute  float64 `json:"compute"`
+	Wait     float64 `json:"wait"`
+	Exchange float64 `json:"exchange"`
 }

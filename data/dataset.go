@@ -252,6 +252,9 @@ func Load(name, dir string) (train, test *Set, err error) {
 // LoadWith is Load with a split of a user's files that have no test file
 // (the other datasets have their own test splits and refuse one).
 func LoadWith(name, dir string, opt FileOptions) (train, test *Set, err error) {
+	if opt.TrainWindows != 0 && name != "langid" && (name != "text" || OwnValidation(name, dir)) {
+		return nil, nil, fmt.Errorf("data: train_windows caps the windows of a text classification set's training documents (langid, a text folder), not %s's samples", name)
+	}
 	if IsFiles(name) {
 		return LoadFiles(name, dir, opt)
 	}
@@ -266,7 +269,7 @@ func LoadWith(name, dir string, opt FileOptions) (train, test *Set, err error) {
 		if dir != "" {
 			return nil, nil, fmt.Errorf("data: dataset langid reads the installed fortune packages, not a folder (%s)", dir)
 		}
-		train, test, _, err = LoadLangID(LangIDOptions{})
+		train, test, _, err = LoadLangID(LangIDOptions{TrainPerCookie: opt.TrainWindows})
 		return train, test, err
 	case "text":
 		if dir == "" {
@@ -276,7 +279,7 @@ func LoadWith(name, dir string, opt FileOptions) (train, test *Set, err error) {
 			train, _, test, err = LoadSplits(name, dir, FileOptions{})
 			return train, test, err
 		}
-		train, test, _, err = LoadTextDir(dir, TextOptions{})
+		train, test, _, err = LoadTextDir(dir, TextOptions{TrainPerDoc: opt.TrainWindows})
 		return train, test, err
 	}
 	if dir == "" {

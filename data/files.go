@@ -59,6 +59,10 @@ type FileOptions struct {
 	ValidationFraction float64 `json:"validation_fraction,omitempty"`
 	Seed               uint64  `json:"split_seed,omitempty"`
 	ImageSize          [2]int  `json:"image_size,omitzero"`
+	// TrainWindows, for a text classification set (langid, a text
+	// folder), caps the windows each training document gives (0: as many
+	// as the test split's, 4); the test split is the same whatever it is.
+	TrainWindows int `json:"train_windows,omitempty"`
 }
 
 // FilesIn lists the files of a user's dataset in dir that LoadFiles

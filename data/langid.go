@@ -34,8 +34,12 @@ type LangIDOptions struct {
 	// windows taken from one cookie (4 by default), so long cookies do not
 	// swamp the set; TestShare is the share of cookies held out (0.1).
 	Window, PerCookie int
-	TestShare         float64
-	Seed              uint64
+	// TrainPerCookie, when not 0, caps the training split's windows per
+	// cookie instead of PerCookie: more of a long cookie's text to learn
+	// from, the test split as it is.
+	TrainPerCookie int
+	TestShare      float64
+	Seed           uint64
 	// DpkgInfo is where dpkg lists each package's files (/var/lib/dpkg/info).
 	DpkgInfo string
 	// Languages are the classes (LangIDLanguages by default).
@@ -80,7 +84,7 @@ func LoadLangID(opts LangIDOptions) (train, test *Set, counts []TextCount, err e
 		}
 		classes = append(classes, c)
 	}
-	return textSet("langid", classes, TextOptions{Window: opts.Window, PerDoc: opts.PerCookie, TestShare: opts.TestShare, Seed: opts.Seed})
+	return textSet("langid", classes, TextOptions{Window: opts.Window, PerDoc: opts.PerCookie, TrainPerDoc: opts.TrainPerCookie, TestShare: opts.TestShare, Seed: opts.Seed})
 }
 
 // packageFiles lists the fortune files a package installs, from dpkg's

@@ -21,8 +21,11 @@ type TextOptions struct {
 	// not swamp the set; TestShare is the share of documents held out
 	// (0.1).
 	Window, PerDoc int
-	TestShare      float64
-	Seed           uint64
+	// TrainPerDoc, when not 0, caps the training split's windows per
+	// document instead of PerDoc (the test split keeps PerDoc's).
+	TrainPerDoc int
+	TestShare   float64
+	Seed        uint64
 }
 
 // TextCount is one class's files, documents and samples in each split.
@@ -80,7 +83,7 @@ func textSet(name string, classes []textClass, o TextOptions) (train, test *Set,
 			}
 		}
 	}
-	build := func(split string, ds []doc, count func(*TextCount) *int) *Set {
+	build := func(split string, ds []doc, most int, count func(*TextCount) *int) *Set {
 		slices.SortFunc(ds, func(a, b doc) int {
 			switch {
 			case a.key < b.key:
@@ -95,7 +98,7 @@ func textSet(name string, classes []textClass, o TextOptions) (train, test *Set,
 			s.ClassNames = append(s.ClassNames, c.name)
 		}
 		for _, d := range ds {
-			for _, w := range windows(d.text, o.Window, o.PerDoc) {
+			for _, w := range windows(d.text, o.Window, most) {
 				s.Images = append(s.Images, w...)
 				s.Labels = append(s.Labels, d.label)
 				(*count(&counts[d.label]))++
@@ -103,8 +106,12 @@ func textSet(name string, classes []textClass, o TextOptions) (train, test *Set,
 		}
 		return s
 	}
-	train = build("train", trainD, func(c *TextCount) *int { return &c.Train })
-	test = build("test", testD, func(c *TextCount) *int { return &c.Test })
+	trainMost := o.PerDoc
+	if o.TrainPerDoc > 0 {
+		trainMost = o.TrainPerDoc
+	}
+	train = build("train", trainD, trainMost, func(c *TextCount) *int { return &c.Train })
+	test = build("test", testD, o.PerDoc, func(c *TextCount) *int { return &c.Test })
 	return train, test, counts, nil
 }
 

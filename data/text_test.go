@@ -99,3 +99,47 @@ func TestTextFileSplits(t *testing.T) {
 		t.Fatalf("splits of %d, %d, %d bytes", len(c.Train), len(c.Val), len(c.Test))
 	}
 }
+
+// TestTrainWindows: a cap on the training documents' windows gives more
+// training windows from the long documents and leaves the test split as
+// it is; a dataset that is not a text classification set refuses it.
+func TestTrainWindows(t *testing.T) {
+	dir := t.TempDir()
+	for name, word := range map[string]string{"a.txt": "xyx", "b.txt": "qpq"} {
+		var ps []string
+		for i := range 200 {
+			ps = append(ps, strings.Repeat(word+" ", 2+i%200)+strconv.Itoa(i))
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(strings.Join(ps, "\n\n")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	train4, test4, err := LoadWith("text", dir, FileOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	train16, test16, err := LoadWith("text", dir, FileOptions{TrainWindows: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(test4.Images, test16.Images) || !bytes.Equal(test4.Labels, test16.Labels) {
+		t.Fatal("train_windows changed the test split")
+	}
+	if train16.Len() <= train4.Len() {
+		t.Fatalf("16 windows per training document: %d samples, 4: %d", train16.Len(), train4.Len())
+	}
+	train1, _, err := LoadWith("text", dir, FileOptions{TrainWindows: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, counts, err := LoadTextDir(dir, TextOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if docs := counts[0].TrainDocs + counts[1].TrainDocs; train1.Len() != docs {
+		t.Fatalf("one window per training document: %d samples of %d documents", train1.Len(), docs)
+	}
+	if _, _, err := LoadWith("mnist", "", FileOptions{TrainWindows: 8}); err == nil || !strings.Contains(err.Error(), "train_windows") {
+		t.Fatalf("mnist with train_windows: %v", err)
+	}
+}

@@ -32,7 +32,10 @@ type Job struct {
 	// ImageSize brings every image of an image folder to [rows, cols]
 	// (data.FileOptions).
 	ImageSize []int
-	Threads   int // compute threads; 0: all cores
+	// TrainWindows caps the windows each training document of a text
+	// classification set gives (data.FileOptions).
+	TrainWindows int
+	Threads      int // compute threads; 0: all cores
 	// ClassBalance weighs each class's cross-entropy by N/(classes·its
 	// training samples).
 	ClassBalance bool
@@ -101,7 +104,7 @@ type Augment = data.Augment
 // Files is how the job reads a user's files: the test split held out of
 // a folder without one, the images' size.
 func (j *Job) Files() data.FileOptions {
-	opt := data.FileOptions{TestFraction: j.TestFraction, ValidationFraction: j.ValidationFraction, Seed: j.SplitSeed}
+	opt := data.FileOptions{TestFraction: j.TestFraction, ValidationFraction: j.ValidationFraction, Seed: j.SplitSeed, TrainWindows: j.TrainWindows}
 	if len(j.ImageSize) == 2 {
 		opt.ImageSize = [2]int{j.ImageSize[0], j.ImageSize[1]}
 	}
@@ -320,6 +323,7 @@ var jobSection = section[Job]{name: "job", doc: "The recipe's one block, labelle
 	{name: "validation_fraction", doc: "Your own files without a validation file: the fraction of the training samples (what `test_fraction` leaves) held out as the validation split, drawn by `split_seed`, instead of `validation`'s last samples (leave `validation` out).", at: func(j *Job) any { return &j.ValidationFraction }, hi: 0.9, omit: func(j *Job) bool { return j.ValidationFraction == 0 }},
 	{name: "split_seed", doc: "Draws the samples `test_fraction` and `validation_fraction` hold out — kept apart from `seed`, so that runs of several seeds are scored on the same splits.", at: func(j *Job) any { return &j.SplitSeed }, def: uint64(1), hi: math.MaxInt32, omit: func(j *Job) bool { return j.TestFraction == 0 && j.ValidationFraction == 0 }},
 	{name: "image_size", doc: "`images`: the size `[rows, cols]` every image is brought to — scaled to cover it, the centre cropped (torchvision's Resize then CenterCrop) — where the folders' images differ in size or are larger than the network's input. Empty: all of one size already.", at: func(j *Job) any { return &j.ImageSize }, lo: 1, hi: 4096, omit: func(j *Job) bool { return len(j.ImageSize) == 0 }},
+	{name: "train_windows", doc: "Text classification (`langid`, a `text` folder): the windows each training document gives at most — a long document's first windows, one after another (0: as many as a test document, 4). The test split is the same whatever it is; `validation` holds out the last of these windows.", at: func(j *Job) any { return &j.TrainWindows }, hi: 4096, omit: func(j *Job) bool { return j.TrainWindows == 0 }},
 	{name: "class_balance", doc: "Weigh each class's term of the training loss by N/(classes × its training samples), so that every class counts alike (for sets whose classes differ in size, as `langid`'s languages do); with `distill`, both terms of each sample are weighed so.", at: func(j *Job) any { return &j.ClassBalance }, omit: func(j *Job) bool { return !j.ClassBalance }},
 	{name: "threads", doc: "Compute threads; 0: every core (`--threads` overrides).", at: func(j *Job) any { return &j.Threads }, hi: 1024},
 }}

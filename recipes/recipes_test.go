@@ -403,6 +403,7 @@ func TestEveryFieldRoundTrips(t *testing.T) {
   dataset = "text"
   data_dir = "/srv/texts"
   class_balance = true
+  train_windows = 16
   model {
     arch = "transformer"
     dim = 64

@@ -149,7 +149,8 @@ type Replica struct {
 	nStep     int64 // the step Reduce last ran
 	subs      []*nats.Subscription
 	stats     Stats
-	natsOut0  uint64 // the connection's published bytes when the replica started
+	stepStart time.Time // when the step under way began (zero: none)
+	natsOut0  uint64    // the connection's published bytes when the replica started
 	steps     atomic.Int64
 	// The coordinator's completed steps, as it announces them (workers
 	// wait when they get Window/2 steps ahead).
@@ -280,6 +281,11 @@ func (r *Replica) Stats() Stats {
 	defer r.mu.Unlock()
 	s := r.stats
 	s.Steps = r.steps.Load()
+	if !r.stepStart.IsZero() {
+		// The step under way counts so far: what it has computed and
+		// waited is already in the other counts.
+		s.StepSeconds += time.Since(r.stepStart).Seconds()
+	}
 	if r.nc != nil {
 		s.NATSBytesOut = int64(r.nc.Stats().OutBytes - r.natsOut0)
 	}
@@ -511,10 +517,13 @@ func (r *Replica) onCoordinatorAt(m *nats.Msg) {
 // serves the optimizer state of chunks (f.Moments) while it waits.
 func (r *Replica) Reduce(ctx context.Context, step int64, n int, f trainer.Step) ([]float32, bool, error) {
 	updated := r.name != coordinatorName && f.Update != nil
-	start := time.Now()
+	r.mu.Lock()
+	r.stepStart = time.Now()
+	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()
-		r.stats.StepSeconds += time.Since(start).Seconds()
+		r.stats.StepSeconds += time.Since(r.stepStart).Seconds()
+		r.stepStart = time.Time{}
 		r.mu.Unlock()
 	}()
 	if r.name != coordinatorName {

@@ -57,7 +57,6 @@ type WorkerInfo struct {
 	WaitSeconds    float64 `json:"wait_seconds"`
 	shards         int64
 	shardsAt       time.Time
-	computeSecs    float64
 	digests        map[int64]string // reported, not yet compared
 	rejected       int64            // messages the worker refused, as it last reported
 }
@@ -395,14 +394,13 @@ func (c *Coordinator) onHeartbeat(m *nats.Msg) {
 	if hb.Phase == c.phase {
 		w.BytesSent, w.BytesReceived = hb.BytesSent, hb.BytesReceived
 		w.PeerBytesSent, w.NATSBytesOut = hb.PeerBytesSent, hb.NATSBytesOut
-		w.ComputeSeconds, w.StepSeconds, w.WaitSeconds = hb.ComputeSeconds, hb.StepSeconds, hb.WaitSeconds
 		w.Samples = hb.Shards * int64(c.samplesPerShard)
 		now := time.Now()
 		if !w.shardsAt.IsZero() && hb.Shards >= w.shards && c.samplesPerShard > 0 {
 			done := float64((hb.Shards - w.shards) * int64(c.samplesPerShard))
 			rate := done / now.Sub(w.shardsAt).Seconds()
 			w.SamplesPerSecond = 0.5*w.SamplesPerSecond + 0.5*rate
-			if busy := hb.ComputeSeconds - w.computeSecs; busy > 0 && done > 0 {
+			if busy := hb.ComputeSeconds - w.ComputeSeconds; busy > 0 && done > 0 {
 				if capa := done / busy; w.Capacity == 0 {
 					w.Capacity = capa
 				} else {
@@ -410,7 +408,8 @@ func (c *Coordinator) onHeartbeat(m *nats.Msg) {
 				}
 			}
 		}
-		w.shards, w.shardsAt, w.computeSecs = hb.Shards, now, hb.ComputeSeconds
+		w.shards, w.shardsAt = hb.Shards, now
+		w.ComputeSeconds, w.StepSeconds, w.WaitSeconds = hb.ComputeSeconds, hb.StepSeconds, hb.WaitSeconds
 		if hb.Digest != "" && w.State == "training" && len(w.digests) < maxDigests {
 			if w.digests == nil {
 				w.digests = map[int64]string{}
@@ -709,7 +708,8 @@ func (c *Coordinator) Admit(step int64, state []byte) error {
 	for _, n := range p.names {
 		w := c.workers[n]
 		w.State = "training"
-		w.SamplesPerSecond, w.shards, w.shardsAt, w.computeSecs, w.digests = 0, 0, time.Time{}, 0, nil
+		w.SamplesPerSecond, w.shards, w.shardsAt, w.digests = 0, 0, time.Time{}, nil
+		w.ComputeSeconds, w.StepSeconds, w.WaitSeconds = 0, 0, 0
 	}
 	c.stats.WorkersJoined += len(p.names)
 	c.stats.MaxWorkers = max(c.stats.MaxWorkers, len(c.members))
@@ -809,7 +809,8 @@ func (c *Coordinator) Phase(ctx context.Context, spec PhaseSpec, files map[strin
 	for _, n := range c.order {
 		if w := c.workers[n]; w.State == "ready" || w.State == "training" {
 			w.State = "training"
-			w.SamplesPerSecond, w.shards, w.shardsAt, w.computeSecs, w.digests = 0, 0, time.Time{}, 0, nil
+			w.SamplesPerSecond, w.shards, w.shardsAt, w.digests = 0, 0, time.Time{}, nil
+			w.ComputeSeconds, w.StepSeconds, w.WaitSeconds = 0, 0, 0
 			c.members = append(c.members, n)
 		}
 	}

@@ -127,18 +127,9 @@ func BenchmarkShapedScaling(b *testing.B) {
 				for i := range workers {
 					members = append(members, fmt.Sprintf("w%02d", i))
 				}
-				names := append(slices.Clone(members), coordinatorName)
-				reps := map[string]*Replica{}
-				for _, name := range names {
-					r, err := NewReplica(conn(name), []byte("job secret"), "job", name, 1, shards, 1, members, testLog(b, name))
-					if err != nil {
-						b.Fatal(err)
-					}
-					b.Cleanup(r.Close)
-					r.useDirect(net.end(name), PlanePeer)
-					reps[name] = r
-				}
-				b.Cleanup(net.inflight.Wait)
+				j := newDirectJob(b, conn, func(name string) transport { return net.end(name) }, members, shards, PlanePeer)
+				b.Cleanup(net.inflight.Wait) // before the replicas close
+				names, reps := j.names, j.reps
 				compute := func(ks []int, into []int64) error {
 					time.Sleep(time.Duration(len(ks)) * perShard * dilation)
 					for range ks {

@@ -99,6 +99,15 @@ func (e *memEnd) send(to []string, p part) []string {
 // its end of net as its direct transport on plane.
 func newMemJob(t *testing.T, conn func(string) *nats.Conn, net *memNet, members []string, shards int, plane string) *peerJob {
 	t.Helper()
+	j := newDirectJob(t, conn, func(name string) transport { return net.end(name) }, members, shards, plane)
+	t.Cleanup(net.late.Wait) // before the replicas close
+	return j
+}
+
+// newDirectJob starts the replicas of members and the coordinator, each
+// with end(its name) as its direct transport on plane.
+func newDirectJob(t testing.TB, conn func(string) *nats.Conn, end func(string) transport, members []string, shards int, plane string) *peerJob {
+	t.Helper()
 	j := &peerJob{reps: map[string]*Replica{}, names: append(slices.Clone(members), coordinatorName)}
 	for _, name := range j.names {
 		r, err := NewReplica(conn(name), []byte("job secret"), "job", name, 1, shards, 1, members, testLog(t, name))
@@ -106,10 +115,9 @@ func newMemJob(t *testing.T, conn func(string) *nats.Conn, net *memNet, members 
 			t.Fatal(err)
 		}
 		t.Cleanup(r.Close)
-		r.useDirect(net.end(name), plane)
+		r.useDirect(end(name), plane)
 		j.reps[name] = r
 	}
-	t.Cleanup(net.late.Wait)
 	return j
 }
 

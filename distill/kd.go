@@ -20,6 +20,9 @@ type Config struct {
 	// class weight: the batch mean becomes Σ w·term / Σ w, as the weighted
 	// cross-entropy of plain training (model.Model.ClassWeights).
 	ClassWeights []float32
+	// LabelSmoothing ε, when positive, smooths the task term's target to
+	// (1 − ε)·onehot(y) + ε/classes (model.Model.LabelSmoothing).
+	LabelSmoothing float64
 }
 
 // Validate reports settings the loss cannot use.
@@ -29,6 +32,9 @@ func (c Config) Validate() error {
 	}
 	if !(c.Alpha >= 0 && c.Alpha <= 1) {
 		return fmt.Errorf("distill: alpha %v outside [0, 1]", c.Alpha)
+	}
+	if !(c.LabelSmoothing >= 0 && c.LabelSmoothing < 1) {
+		return fmt.Errorf("distill: label smoothing %v outside [0, 1)", c.LabelSmoothing)
 	}
 	return nil
 }
@@ -49,6 +55,19 @@ func softmax(p []float64, x []float32, T float64) {
 	}
 }
 
+// logSumExp returns log Σ exp(x) of one row.
+func logSumExp(x []float32) float64 {
+	m := math.Inf(-1)
+	for _, v := range x {
+		m = max(m, float64(v))
+	}
+	var z float64
+	for _, v := range x {
+		z += math.Exp(float64(v) - m)
+	}
+	return m + math.Log(z)
+}
+
 // Loss computes the mean over the batch of
 //
 //	α·T²·KL(softmax(t/T) ‖ softmax(s/T)) + (1 − α)·CE(softmax(s), y)
@@ -57,7 +76,8 @@ func softmax(p []float64, x []float32, T float64) {
 // labels y, and, when grad is not nil, writes its gradient with respect to
 // the student logits: α·T·(softmax(s/T) − softmax(t/T))/n +
 // (1 − α)·(softmax(s) − onehot(y))/n. With cfg.ClassWeights each sample's
-// terms are weighed by w[y] and n becomes Σ w[y].
+// terms are weighed by w[y] and n becomes Σ w[y]; with cfg.LabelSmoothing ε
+// onehot(y) becomes (1 − ε)·onehot(y) + ε/c.
 func Loss(cfg Config, student, teacher, labels []float32, c int, grad []float32) float64 {
 	kd, ce := Parts(cfg, student, teacher, labels, c, grad)
 	return kd + ce
@@ -94,13 +114,23 @@ func Parts(cfg Config, student, teacher, labels []float32, c int, grad []float32
 		y := int(labels[i])
 		w := weight(y)
 		kdSum += w * a * T * T * kl
-		ceSum -= w * (1 - a) * math.Log(p1[y])
+		e := cfg.LabelSmoothing
+		ce := -math.Log(p1[y])
+		if e > 0 { // mean of −log p over the classes: log Σ exp(s) − mean(s)
+			lse := logSumExp(s)
+			var mean float64
+			for _, v := range s {
+				mean += lse - float64(v)
+			}
+			ce = (1-e)*ce + e*mean/float64(c)
+		}
+		ceSum += w * (1 - a) * ce
 		if grad != nil {
 			g := grad[i*c : (i+1)*c]
 			for j := range g {
-				oh := 0.0
+				oh := e / float64(c)
 				if j == y {
-					oh = 1
+					oh += 1 - e
 				}
 				g[j] = float32(w * (a*T*(ps[j]-pt[j]) + (1-a)*(p1[j]-oh)) / wsum)
 			}

@@ -155,3 +155,51 @@ func TestClassWeightedLoss(t *testing.T) {
 	}
 	checkGradient(t, w, s, tl, y, c)
 }
+
+// TestLabelSmoothedLoss: the smoothed task term is −Σ q·log softmax(s)
+// with q = (1 − ε)·onehot(y) + ε/c, its gradient matches finite
+// differences, and ε = 0 gives the plain loss's bits.
+func TestLabelSmoothedLoss(t *testing.T) {
+	r := rand.New(rand.NewPCG(4, 5))
+	n, c := 3, 4
+	s, tl := make([]float32, n*c), make([]float32, n*c)
+	for i := range s {
+		s[i], tl[i] = float32(r.NormFloat64()*2), float32(r.NormFloat64()*2)
+	}
+	y := []float32{3, 0, 1}
+	plain := Config{Temperature: 2, Alpha: 0.4, ClassWeights: []float32{1, 2, 0.5, 1}}
+	zero := plain
+	zero.LabelSmoothing = 0
+	if Loss(plain, s, tl, y, c, nil) != Loss(zero, s, tl, y, c, nil) {
+		t.Fatal("ε = 0 changed the loss")
+	}
+	e := 0.2
+	sm := plain
+	sm.LabelSmoothing = e
+	kd0, _ := Parts(plain, s, tl, y, c, nil)
+	kd, ce := Parts(sm, s, tl, y, c, nil)
+	if kd != kd0 {
+		t.Fatalf("smoothing changed the distillation term: %v, want %v", kd, kd0)
+	}
+	var want, wsum float64
+	p := make([]float64, c)
+	for i := range y {
+		softmax(p, s[i*c:(i+1)*c], 1)
+		w := float64(plain.ClassWeights[int(y[i])])
+		for j := range p {
+			q := e / float64(c)
+			if j == int(y[i]) {
+				q += 1 - e
+			}
+			want -= w * (1 - plain.Alpha) * q * math.Log(p[j])
+		}
+		wsum += w
+	}
+	if want /= wsum; math.Abs(ce-want) > 1e-12 {
+		t.Fatalf("smoothed task term %v, want %v", ce, want)
+	}
+	checkGradient(t, sm, s, tl, y, c)
+	if err := (Config{Temperature: 1, LabelSmoothing: 1}).Validate(); err == nil {
+		t.Fatal("ε = 1 accepted")
+	}
+}

@@ -69,7 +69,7 @@ func (m *Model) Factorize(name string, rank int, energy float64) (*Model, int, e
 	if err != nil {
 		return nil, 0, err
 	}
-	f.ClassWeights = m.ClassWeights
+	f.ClassWeights, f.LabelSmoothing = m.ClassWeights, m.LabelSmoothing
 	if ctl := m.Quant[name]; ctl != nil {
 		f.Quant = maps.Clone(m.Quant)
 		delete(f.Quant, name)

@@ -122,6 +122,10 @@ type Model struct {
 	// ClassWeights, when set, weigh each class's term of a training
 	// graph's cross-entropy (Σ w·CE / Σ w): class-balanced training.
 	ClassWeights []float32
+	// LabelSmoothing, when positive, trains against (1 − ε)·onehot(y) +
+	// ε/classes instead of onehot(y) (Szegedy et al.'s label smoothing):
+	// the training graph's loss and gradient only, never evaluation.
+	LabelSmoothing float32
 	// Buffers are the state layers keep besides parameters, not trained
 	// by gradients: each batch norm's running mean and variance, which
 	// training graphs update and evaluation graphs use.
@@ -641,7 +645,7 @@ func (m *Model) Build(eng compute.Engine, batch int, train bool, seed uint64, ho
 			}
 			return net, nil
 		}
-		net.ce = &softmaxCEOp{opBase: newBase("softmax_ce", eng), weights: m.ClassWeights}
+		net.ce = &softmaxCEOp{opBase: newBase("softmax_ce", eng), weights: m.ClassWeights, smooth: m.LabelSmoothing}
 		if net.Loss, err = G.ApplyOp(net.ce, net.Logits, net.Y); err != nil {
 			return nil, fmt.Errorf("model: loss: %w", err)
 		}

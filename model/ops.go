@@ -411,6 +411,9 @@ type softmaxCEOp struct {
 	// batch's Σ w.
 	weights []float32
 	wsum    float64
+	// smooth is the label smoothing ε: the target is (1 − ε)·onehot(y) +
+	// ε/classes.
+	smooth float32
 }
 
 func (o *softmaxCEOp) Arity() int    { return 2 }
@@ -461,7 +464,15 @@ func (o *softmaxCEOp) Do(vs ...G.Value) (G.Value, error) {
 		if o.weights != nil {
 			w = float64(o.weights[y])
 		}
-		sum += w * (float64(m-row[y]) + math.Log(float64(z)))
+		ce := float64(m-row[y]) + math.Log(float64(z))
+		if e := float64(o.smooth); e > 0 { // −Σ q·log p with q smoothed
+			var mean float64
+			for _, v := range row {
+				mean += float64(m-v) + math.Log(float64(z))
+			}
+			ce = (1-e)*ce + e*mean/float64(c)
+		}
+		sum += w * ce
 		wsum += w
 	}
 	o.Correct, o.wsum = correct, wsum
@@ -478,7 +489,8 @@ func (o *softmaxCEOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error)
 	return G.Nodes{d, nil}, nil
 }
 
-// softmaxCEGradOp computes (softmax − onehot)·dloss/n from the forward op's
+// softmaxCEGradOp computes (softmax − target)·dloss/n (target onehot(y),
+// smoothed when the forward op smooths) from the forward op's
 // probabilities; inputs logits (for the shape), labels and dloss.
 type softmaxCEGradOp struct {
 	opBase
@@ -498,8 +510,16 @@ func (o *softmaxCEGradOp) Do(vs ...G.Value) (G.Value, error) {
 	dd := d.Float32s()
 	scale := scalar(vs[2]) / float32(n)
 	copy(dd, o.fwd.probs)
+	on := float32(1)
+	if e := o.fwd.smooth; e > 0 { // softmax − ((1 − ε)·onehot + ε/c)
+		on = 1 - e
+		off := e / float32(c)
+		for i := range dd {
+			dd[i] -= off
+		}
+	}
 	for i, l := range labels {
-		dd[i*c+int(l)] -= 1
+		dd[i*c+int(l)] -= on
 	}
 	if w := o.fwd.weights; w != nil { // row i scaled by w[y]/Σw
 		for i, l := range labels {

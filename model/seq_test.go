@@ -367,3 +367,27 @@ func TestPoolSkipsPadding(t *testing.T) {
 		}
 	}
 }
+
+// TestLabelSmoothingGradients: a label-smoothed cross-entropy has the
+// gradients of its loss, raises the loss of a confident model, and with
+// class weights still matches finite differences.
+func TestLabelSmoothingGradients(t *testing.T) {
+	m, err := New(Spec{Arch: "mlp", Hidden: []int{7}}, Input{Rows: 1, Cols: 6, Channels: 1, Classes: 3}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, _, vm := gradNet(t, m, 5)
+	feed(plain, 4, 3)
+	want := lossOf(t, plain, vm)
+	m.LabelSmoothing = 0.3
+	net, grads, vm1 := gradNet(t, m, 5)
+	feed(net, 4, 3)
+	if got := lossOf(t, net, vm1); got == want {
+		t.Fatal("smoothing changed nothing")
+	}
+	checkGradients(t, m, net, grads, vm1, 6, 1e-2, 3)
+	m.ClassWeights = []float32{0.5, 2, 3.5}
+	wnet, wgrads, vm2 := gradNet(t, m, 5)
+	feed(wnet, 4, 3)
+	checkGradients(t, m, wnet, wgrads, vm2, 6, 1e-2, 3)
+}

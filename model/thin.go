@@ -117,7 +117,7 @@ func (m *Model) Thin() (*Model, ThinReport, error) {
 	}
 	out.Quant = m.Quant
 	out.ActQuant = m.ActQuant
-	out.ClassWeights = m.ClassWeights
+	out.ClassWeights, out.LabelSmoothing = m.ClassWeights, m.LabelSmoothing
 	for _, l := range layers {
 		copy(out.Param(l.def.Name).Data(), l.w)
 		copy(out.Param(l.def.Name+".bias").Data(), l.b)

@@ -80,7 +80,7 @@ func (m *Model) ThinGroups() (*Model, ThinReport, error) {
 		}
 		gather(p.Data(), p.Shape, old.Data(), old.Shape, keep[p.Name])
 	}
-	small.Quant, small.ActQuant, small.Fold, small.BN, small.ClassWeights = m.Quant, m.ActQuant, m.Fold, m.BN, m.ClassWeights
+	small.Quant, small.ActQuant, small.Fold, small.BN, small.ClassWeights, small.LabelSmoothing = m.Quant, m.ActQuant, m.Fold, m.BN, m.ClassWeights, m.LabelSmoothing
 	for _, name := range rep.Layers {
 		rep.Before = append(rep.Before, slices.Clone(m.Param(name).Shape))
 		rep.After = append(rep.After, slices.Clone(small.Param(name).Shape))

@@ -39,6 +39,8 @@ type Job struct {
 	// ClassBalance weighs each class's cross-entropy by N/(classes·its
 	// training samples).
 	ClassBalance bool
+	// LabelSmoothing trains against (1 − ε)·onehot + ε/classes.
+	LabelSmoothing float64
 
 	Augment    Augment
 	Model      Model
@@ -325,6 +327,7 @@ var jobSection = section[Job]{name: "job", doc: "The recipe's one block, labelle
 	{name: "image_size", doc: "`images`: the size `[rows, cols]` every image is brought to — scaled to cover it, the centre cropped (torchvision's Resize then CenterCrop) — where the folders' images differ in size or are larger than the network's input. Empty: all of one size already.", at: func(j *Job) any { return &j.ImageSize }, lo: 1, hi: 4096, omit: func(j *Job) bool { return len(j.ImageSize) == 0 }},
 	{name: "train_windows", doc: "Text classification (`langid`, a `text` folder): the windows each training document gives at most — a long document's first windows, one after another (0: as many as a test document, 4). The test split is the same whatever it is; `validation` holds out the last of these windows.", at: func(j *Job) any { return &j.TrainWindows }, hi: 4096, omit: func(j *Job) bool { return j.TrainWindows == 0 }},
 	{name: "class_balance", doc: "Weigh each class's term of the training loss by N/(classes × its training samples), so that every class counts alike (for sets whose classes differ in size, as `langid`'s languages do); with `distill`, both terms of each sample are weighed so.", at: func(j *Job) any { return &j.ClassBalance }, omit: func(j *Job) bool { return !j.ClassBalance }},
+	{name: "label_smoothing", doc: "Label smoothing ε: train against the target (1 − ε)·onehot(label) + ε/classes instead of the label alone (with `distill`, the task term's target), so that the model is not pushed to ever larger logits (0: none; 0.1 is usual). Training's loss only: evaluation scores the plain cross-entropy.", at: func(j *Job) any { return &j.LabelSmoothing }, hi: 0.99, omit: func(j *Job) bool { return j.LabelSmoothing == 0 }},
 	{name: "threads", doc: "Compute threads; 0: every core (`--threads` overrides).", at: func(j *Job) any { return &j.Threads }, hi: 1024},
 }}
 

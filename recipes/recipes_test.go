@@ -404,6 +404,7 @@ func TestEveryFieldRoundTrips(t *testing.T) {
   data_dir = "/srv/texts"
   class_balance = true
   train_windows = 16
+  label_smoothing = 0.1
   model {
     arch = "transformer"
     dim = 64

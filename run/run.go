@@ -143,6 +143,7 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *rundir.S
 	if job.ClassBalance {
 		m.ClassWeights = data.BalancedWeights(train)
 	}
+	m.LabelSmoothing = float32(job.LabelSmoothing)
 	rp, threads, resumeTeachers, err := resumeState(job, role, &opts, dir, log)
 	if err != nil {
 		return nil, nil, err
@@ -259,7 +260,7 @@ func (st *jobRun) run(ctx context.Context) (sum *rundir.Summary, trained *model.
 	if rp != nil {
 		// The policies were built for the recipe's model; training goes on
 		// with the checkpoint's, which shares its quantization controls.
-		rp.model.Quant, rp.model.ActQuant, rp.model.Fold, rp.model.BN, rp.model.ClassWeights = m.Quant, m.ActQuant, m.Fold, m.BN, m.ClassWeights
+		rp.model.Quant, rp.model.ActQuant, rp.model.Fold, rp.model.BN, rp.model.ClassWeights, rp.model.LabelSmoothing = m.Quant, m.ActQuant, m.Fold, m.BN, m.ClassWeights, m.LabelSmoothing
 		startModel, resume, ckpt.Best = rp.model, rp.state.Snapshot, rp.state.BestValAccuracy
 	}
 	// Offline distillation: the teachers' logits for the training set, once.
@@ -707,7 +708,7 @@ func teacherJob(job *recipes.Job, k int) *recipes.Job {
 		name = fmt.Sprintf("%s-teacher-%d", job.Name, k+1)
 	}
 	tj := &recipes.Job{Name: name, Dataset: job.Dataset, DataDir: job.DataDir, TestFraction: job.TestFraction, SplitSeed: job.SplitSeed, ImageSize: job.ImageSize, Seed: job.Seed + uint64(k), Epochs: job.Teacher.Epochs,
-		Batch: job.Batch, EvalBatch: job.EvalBatch, Validation: job.Validation, ClassBalance: job.ClassBalance, Threads: job.Threads,
+		Batch: job.Batch, EvalBatch: job.EvalBatch, Validation: job.Validation, ClassBalance: job.ClassBalance, LabelSmoothing: job.LabelSmoothing, Threads: job.Threads,
 		Augment: job.Augment, Model: job.Teacher.Model, Optimizer: job.Optimizer, File: job.File, Ranges: job.Ranges, Checkpoint: job.Checkpoint,
 		Variables: job.Variables}
 	return tj

@@ -40,6 +40,9 @@ func DeviceSupports(cfg Config, gradientsOnly bool) error {
 	if m.ClassWeights != nil {
 		return no("class_balance", "class-balanced training")
 	}
+	if m.LabelSmoothing != 0 {
+		return no("label_smoothing", "label smoothing")
+	}
 	if _, _, err := deviceLayers(m.Net.Layers); err != nil {
 		u := no("model.arch", "model %q (%v)", m.Spec.Arch, err).(*Unsupported)
 		var le *graph.LayerError

@@ -278,7 +278,7 @@ func (t *Trainer) build() error {
 			}
 		}
 		kd := *t.cfg.KD
-		kd.ClassWeights = t.cfg.Model.ClassWeights
+		kd.ClassWeights, kd.LabelSmoothing = t.cfg.Model.ClassWeights, float64(t.cfg.Model.LabelSmoothing)
 		t.kdLoss = distill.NewKDLoss(t.cfg.Engine, kd, hint)
 		hooks := compress.Hooks()
 		hooks.Loss = t.kdLoss.Build

@@ -700,14 +700,17 @@ func beyondAccuracy(sum *rundir.Summary, m *model.Model, teachers []*model.Model
 }
 
 // teacherJob is the job that trains a recipe's k-th teacher: the recipe's
-// dataset, batch, validation, class balance, augmentation and optimizer, seed + k, the
-// teacher block's model and epochs, and no compression.
+// dataset and its splits (the same training, validation and test samples
+// as the student's), batch, class balance, label smoothing, augmentation
+// and optimizer, seed + k, the teacher block's model and epochs, and no
+// compression.
 func teacherJob(job *recipes.Job, k int) *recipes.Job {
 	name := job.Name + "-teacher"
 	if job.Teacher.Count > 1 {
 		name = fmt.Sprintf("%s-teacher-%d", job.Name, k+1)
 	}
-	tj := &recipes.Job{Name: name, Dataset: job.Dataset, DataDir: job.DataDir, TestFraction: job.TestFraction, SplitSeed: job.SplitSeed, ImageSize: job.ImageSize, Seed: job.Seed + uint64(k), Epochs: job.Teacher.Epochs,
+	tj := &recipes.Job{Name: name, Dataset: job.Dataset, DataDir: job.DataDir, TestFraction: job.TestFraction, ValidationFraction: job.ValidationFraction, SplitSeed: job.SplitSeed,
+		ImageSize: job.ImageSize, TrainWindows: job.TrainWindows, Seed: job.Seed + uint64(k), Epochs: job.Teacher.Epochs,
 		Batch: job.Batch, EvalBatch: job.EvalBatch, Validation: job.Validation, ClassBalance: job.ClassBalance, LabelSmoothing: job.LabelSmoothing, Threads: job.Threads,
 		Augment: job.Augment, Model: job.Teacher.Model, Optimizer: job.Optimizer, File: job.File, Ranges: job.Ranges, Checkpoint: job.Checkpoint,
 		Variables: job.Variables}

@@ -733,3 +733,28 @@ func TestClipNormAndNoDecayRun(t *testing.T) {
 		t.Fatalf("test accuracy %.3f; resolved recipe:\n%s", sum.TestAccuracy, b)
 	}
 }
+
+// TestTeacherJobKeepsTheSplits: a teacher the recipe trains sees the
+// student's data — the same files, held-out fractions, split seed, windows
+// per document and validation count — and none of its compression.
+func TestTeacherJobKeepsTheSplits(t *testing.T) {
+	job := &recipes.Job{Name: "j", Dataset: "text", DataDir: "/srv/t", Seed: 3, Batch: 32, Validation: 0,
+		TestFraction: 0.2, ValidationFraction: 0.1, SplitSeed: 7, TrainWindows: 16, ImageSize: []int{8, 8},
+		ClassBalance: true, LabelSmoothing: 0.1,
+		Teacher:   &recipes.Teacher{Count: 2, Epochs: 4, Model: recipes.Model{Arch: "transformer"}},
+		Prune:     []recipes.Prune{{Layers: []string{"b1.fc1"}}},
+		Quantize:  &recipes.Quantize{Bits: 8},
+	}
+	tj := teacherJob(job, 1)
+	if got, want := tj.Files(), job.Files(); got.TestFraction != want.TestFraction || got.ValidationFraction != want.ValidationFraction ||
+		got.Seed != want.Seed || got.TrainWindows != want.TrainWindows || got.ImageSize != want.ImageSize {
+		t.Fatalf("teacher's files %+v, the student's %+v", got, want)
+	}
+	if tj.Dataset != job.Dataset || tj.DataDir != job.DataDir || tj.Validation != job.Validation || tj.Batch != job.Batch ||
+		!tj.ClassBalance || tj.LabelSmoothing != job.LabelSmoothing {
+		t.Fatalf("teacher job %+v differs from the student's data settings", tj)
+	}
+	if tj.Seed != 4 || tj.Epochs != 4 || tj.Model.Arch != "transformer" || tj.Teacher != nil || tj.Prune != nil || tj.Quantize != nil {
+		t.Fatalf("teacher job %+v: want seed 4, 4 epochs, the teacher's model and no compression", tj)
+	}
+}

@@ -741,9 +741,9 @@ func TestTeacherJobKeepsTheSplits(t *testing.T) {
 	job := &recipes.Job{Name: "j", Dataset: "text", DataDir: "/srv/t", Seed: 3, Batch: 32, Validation: 0,
 		TestFraction: 0.2, ValidationFraction: 0.1, SplitSeed: 7, TrainWindows: 16, ImageSize: []int{8, 8},
 		ClassBalance: true, LabelSmoothing: 0.1,
-		Teacher:   &recipes.Teacher{Count: 2, Epochs: 4, Model: recipes.Model{Arch: "transformer"}},
-		Prune:     []recipes.Prune{{Layers: []string{"b1.fc1"}}},
-		Quantize:  &recipes.Quantize{Bits: 8},
+		Teacher:  &recipes.Teacher{Count: 2, Epochs: 4, Model: recipes.Model{Arch: "transformer"}},
+		Prune:    []recipes.Prune{{Layers: []string{"b1.fc1"}}},
+		Quantize: &recipes.Quantize{Bits: 8},
 	}
 	tj := teacherJob(job, 1)
 	if got, want := tj.Files(), job.Files(); got.TestFraction != want.TestFraction || got.ValidationFraction != want.ValidationFraction ||

@@ -1,6 +1,9 @@
 package graph
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
 
 // Chain builds a network from layers given in order: each receives what
 // the one before produces (the first, the input) unless it names its
@@ -200,9 +203,23 @@ func divisible(v float64) int {
 	return n
 }
 
+// TransformerShape is a transformer's size: the width of every position's
+// values, the heads of each attention layer, the blocks, the feed-forward
+// width, and Ngram, the kernel of an optional convolution over the byte
+// embeddings (0: none).
+type TransformerShape struct {
+	Dim, Heads, Blocks, MLP int
+	Ngram                   int
+}
+
 // Transformer is a pre-norm transformer over {1, T, 1} bytes (Vaswani et
 // al. 2017; the pre-norm order of GPT-2): emb (embedding of width dim with
-// learned positions), then blocks of
+// learned positions), with sh.Ngram the local features
+//
+//	ngram (Ngram×Ngram convolution, zero padding Ngram/2, dim wide, GELU) → ngram.add (+ emb)
+//
+// — over a sequence {1, T, dim} only the kernel's middle row meets bytes,
+// so each position sees the Ngram bytes around it — then blocks of
 //
 //	bN.ln1 → bN.attn (heads) → bN.add1 (+ the block's input)
 //	bN.ln2 → bN.fc1 (1×1, mlp wide, GELU) → bN.fc2 (1×1, dim) → bN.add2 (+ bN.add1)
@@ -210,13 +227,26 @@ func divisible(v float64) int {
 // and a final LayerNorm ln. A classifier (perPosition false) then averages
 // the positions (pool) and maps them to the classes (head, linear); a
 // language model (perPosition true, causal attention) maps each position
-// to the classes (head, 1×1), its output {1, T, classes}.
-func Transformer(input Shape, dim, heads, blocks, mlp, classes int, perPosition bool) (Network, error) {
+// to the classes (head, 1×1), its output {1, T, classes}. A language model
+// takes no ngram convolution: it would show each position the bytes after
+// it.
+func Transformer(input Shape, sh TransformerShape, classes int, perPosition bool) (Network, error) {
+	dim, heads, blocks, mlp := sh.Dim, sh.Heads, sh.Blocks, sh.MLP
 	if dim < 1 || heads < 1 || blocks < 1 || mlp < 1 {
 		return Network{}, fmt.Errorf("graph: a transformer of width %d, %d heads, %d blocks and MLP width %d (want each ≥ 1)", dim, heads, blocks, mlp)
 	}
+	switch {
+	case sh.Ngram < 0 || sh.Ngram > 0 && sh.Ngram%2 == 0:
+		return Network{}, fmt.Errorf("graph: a transformer's ngram convolution of %d bytes (want an odd width, or 0 for none)", sh.Ngram)
+	case sh.Ngram > 0 && perPosition:
+		return Network{}, errors.New("graph: a language model's transformer takes no ngram convolution (it would see the bytes after each position)")
+	}
 	c := NewChain(input, classes)
 	c.Add(Layer{Name: "emb", Kind: Embedding, Out: dim})
+	if sh.Ngram > 0 {
+		c.Add(Layer{Name: "ngram", Kind: Conv, Out: dim, Kernel: sh.Ngram, Pad: sh.Ngram / 2, Act: GELU})
+		c.Add(Layer{Name: "ngram.add", Kind: Add, Inputs: []string{"emb", "ngram"}})
+	}
 	for i := 1; i <= blocks; i++ {
 		b := fmt.Sprintf("b%d", i)
 		in := c.Last()

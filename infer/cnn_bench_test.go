@@ -61,7 +61,7 @@ func BenchmarkTransformerForward(b *testing.B) {
 		t, classes int
 		lm         bool
 	}{{"LangID", 64, 9, false}, {"CharLM", 128, 256, true}} {
-		net, err := graph.Transformer(graph.Shape{H: 1, W: tc.t, C: 1}, 128, 4, 2, 512, tc.classes, tc.lm)
+		net, err := graph.Transformer(graph.Shape{H: 1, W: tc.t, C: 1}, graph.TransformerShape{Dim: 128, Heads: 4, Blocks: 2, MLP: 512}, tc.classes, tc.lm)
 		if err != nil {
 			b.Fatal(err)
 		}

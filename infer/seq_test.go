@@ -18,15 +18,20 @@ import (
 // TestTransformerAgreesWithTheTrainingGraph: the runtime runs a
 // transformer — embedding with positions, layer norms, attention (causal
 // and not) as its projections and core, GELU feed-forward layers,
-// residual additions, mean pooling — as the training graph's evaluation
+// residual additions, mean pooling, an ngram convolution over the
+// embeddings — as the training graph's evaluation
 // pass does: logits within 1e-4 (relative) at batches of 1 and 5, with
 // the kernels measurement chose, and the projections forced to the GEMM
 // and to the direct kernel; skipping padding too, on windows padded with
 // zero bytes after lengths from 1 to 16.
 func TestTransformerAgreesWithTheTrainingGraph(t *testing.T) {
-	for _, mode := range []struct{ causal, skip bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+	type seqMode struct {
+		causal, skip bool
+		ngram        int
+	}
+	for _, mode := range []seqMode{{false, false, 0}, {true, false, 0}, {false, true, 0}, {true, true, 0}, {false, false, 3}, {false, true, 5}} {
 		causal := mode.causal
-		net, err := graph.Transformer(graph.Shape{H: 1, W: 16, C: 1}, 32, 4, 2, 48, 5, false)
+		net, err := graph.Transformer(graph.Shape{H: 1, W: 16, C: 1}, graph.TransformerShape{Dim: 32, Heads: 4, Blocks: 2, MLP: 48, Ngram: mode.ngram}, 5, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -37,10 +42,8 @@ func TestTransformerAgreesWithTheTrainingGraph(t *testing.T) {
 				net.Layers[i].SkipPadding = mode.skip
 			}
 		}
-		if net.Layers[2].Name != "b1.attn" {
-			t.Fatalf("layer 2 is %s", net.Layers[2].Name)
-		}
-		net.Layers[2].Out, net.Layers[2].Heads = 24, 3 // three heads of 8 left
+		attn := slices.IndexFunc(net.Layers, func(l graph.Layer) bool { return l.Name == "b1.attn" })
+		net.Layers[attn].Out, net.Layers[attn].Heads = 24, 3 // three heads of 8 left
 		if err := net.Validate(); err != nil {
 			t.Fatal(err)
 		}
@@ -103,16 +106,21 @@ func TestTransformerAgreesWithTheTrainingGraph(t *testing.T) {
 // TestTransformerExportsToONNX: the ONNX export of a transformer — byte ids
 // as int64 [batch, T] gathered from the token table, LayerNormalization,
 // attention as MatMul and Softmax, GELU through Erf, its projections
-// narrowed by head pruning — a classifier, and a language model (causal,
+// narrowed by head pruning, an ngram convolution as a Conv over [1, T] —
+// a classifier, and a language model (causal,
 // 8-bit weights, logits [batch, T, classes]) — computes in onnxruntime
 // what the runtime does: the same top-1 on every window (every position),
 // logits within 1e-3; a classifier that skips padding too, on padded
 // windows.
 func TestTransformerExportsToONNX(t *testing.T) {
-	for _, mode := range []struct{ causal, skip bool }{{false, false}, {true, false}, {false, true}} {
+	type seqMode struct {
+		causal, skip bool
+		ngram        int
+	}
+	for _, mode := range []seqMode{{false, false, 0}, {true, false, 0}, {false, true, 0}, {false, false, 3}} {
 		causal := mode.causal
 		// Causal: a language model, scoring 5 classes at every position.
-		net, err := graph.Transformer(graph.Shape{H: 1, W: 16, C: 1}, 32, 4, 2, 48, 5, causal)
+		net, err := graph.Transformer(graph.Shape{H: 1, W: 16, C: 1}, graph.TransformerShape{Dim: 32, Heads: 4, Blocks: 2, MLP: 48, Ngram: mode.ngram}, 5, causal)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -121,7 +129,8 @@ func TestTransformerExportsToONNX(t *testing.T) {
 				net.Layers[i].SkipPadding = mode.skip
 			}
 		}
-		net.Layers[2].Out, net.Layers[2].Heads = 16, 2 // b1.attn: two heads of 8 left
+		attn := slices.IndexFunc(net.Layers, func(l graph.Layer) bool { return l.Name == "b1.attn" })
+		net.Layers[attn].Out, net.Layers[attn].Heads = 16, 2 // two heads of 8 left
 		gm, err := model.FromNetwork(net, "uniform", 3)
 		if err != nil {
 			t.Fatal(err)

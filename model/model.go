@@ -67,6 +67,9 @@ type Spec struct {
 	// the padding of windows shorter than the context
 	// (graph.Layer.SkipPadding).
 	SkipPadding bool `json:"skip_padding,omitempty"`
+	// Ngram is the kernel of a convolution over a transformer's byte
+	// embeddings, before its blocks (graph.TransformerShape; 0: none).
+	Ngram int `json:"ngram,omitempty"`
 }
 
 // Factor is one factorized linear layer.
@@ -202,8 +205,10 @@ func (s Spec) Validate() error {
 		return fmt.Errorf("model: width applies to mobilenet only")
 	case cnn && (len(s.Hidden) > 0 || s.Dropout > 0 || s.InputDropout > 0):
 		return fmt.Errorf("model: arch %s takes no hidden sizes or dropout (its blocks are fixed; depth or width scale it)", s.Arch)
-	case s.Arch != "transformer" && (s.Dim+s.Heads+s.Blocks+s.MLP != 0 || s.SkipPadding):
-		return fmt.Errorf("model: dim, heads, blocks, mlp and skip_padding apply to transformer only")
+	case s.Arch != "transformer" && (s.Dim+s.Heads+s.Blocks+s.MLP+s.Ngram != 0 || s.SkipPadding):
+		return fmt.Errorf("model: dim, heads, blocks, mlp, ngram and skip_padding apply to transformer only")
+	case s.Ngram < 0 || s.Ngram%2 == 0 && s.Ngram != 0:
+		return fmt.Errorf("model: ngram %d: the bytes a transformer's convolution spans, an odd number (0: none)", s.Ngram)
 	case s.Arch == "transformer" && (len(s.Hidden) > 0 || s.Dropout > 0 || s.InputDropout > 0):
 		return fmt.Errorf("model: arch transformer takes no hidden sizes or dropout (dim, heads, blocks and mlp shape it)")
 	case s.Arch == "transformer" && s.Heads > 0 && s.Dim%s.Heads != 0:
@@ -275,6 +280,7 @@ func build(spec Spec, in Input, net graph.Network, seed uint64) (*Model, error) 
 		p.Value = tensor.New(tensor.Of(tensor.Float32), tensor.WithShape(p.Shape...))
 		initParam(p, spec.Init, seed)
 	}
+	zeroOffSequence(m, net)
 	for _, l := range net.Layers {
 		for _, b := range l.Buffers() {
 			p := &Param{Name: b.Name, Layer: b.Layer, Shape: b.Shape, Norm: true, Value: tensor.New(tensor.Of(tensor.Float32), tensor.WithShape(b.Shape...))}
@@ -287,6 +293,30 @@ func build(spec Spec, in Input, net graph.Network, seed uint64) (*Model, error) 
 		}
 	}
 	return m, nil
+}
+
+// zeroOffSequence zeroes the kernel rows of each convolution over a
+// sequence ({1, T, C}) that meet only its zero padding — every row but the
+// one at the padding's offset: they never touch a value, their gradients
+// are zero, and kept at zero they cost a model file next to nothing.
+func zeroOffSequence(m *Model, net graph.Network) {
+	for _, l := range net.Layers {
+		if l.Kind != graph.Conv || l.In.H != 1 || l.Kernel < 2 {
+			continue
+		}
+		p := m.Param(l.Name)
+		if p == nil || len(p.Shape) != 4 {
+			continue
+		}
+		d, k, row := p.Data(), p.Shape[1], p.Shape[2]*p.Shape[3] // [out, k, k, in/groups]
+		for i := 0; i < len(d); i += k * row {
+			for r := range k {
+				if r != l.Pad {
+					clear(d[i+r*row : i+(r+1)*row])
+				}
+			}
+		}
+	}
 }
 
 // Network is the description of the network spec makes on input in: the
@@ -318,7 +348,7 @@ func (s Spec) Network(in Input) (graph.Network, error) {
 			return net, fmt.Errorf("model: a transformer reads windows of text (1 row of bytes), not %d×%d×%d images", in.Rows, in.Cols, in.Channels)
 		}
 		var err error
-		if net, err = graph.Transformer(shape, s.Dim, s.Heads, s.Blocks, s.MLP, in.Classes, in.PerPosition); err != nil {
+		if net, err = graph.Transformer(shape, graph.TransformerShape{Dim: s.Dim, Heads: s.Heads, Blocks: s.Blocks, MLP: s.MLP, Ngram: s.Ngram}, in.Classes, in.PerPosition); err != nil {
 			return net, fmt.Errorf("model: %w", err)
 		}
 		for i, l := range net.Layers {

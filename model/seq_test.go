@@ -19,7 +19,7 @@ import (
 // the width (8), as after pruning a head.
 func seqNet(t *testing.T, causal bool) graph.Network {
 	t.Helper()
-	net, err := graph.Transformer(graph.Shape{H: 1, W: 6, C: 1}, 8, 2, 1, 12, 3, false)
+	net, err := graph.Transformer(graph.Shape{H: 1, W: 6, C: 1}, graph.TransformerShape{Dim: 8, Heads: 2, Blocks: 1, MLP: 12}, 3, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -390,4 +390,70 @@ func TestLabelSmoothingGradients(t *testing.T) {
 	wnet, wgrads, vm2 := gradNet(t, m, 5)
 	feed(wnet, 4, 3)
 	checkGradients(t, m, wnet, wgrads, vm2, 6, 1e-2, 3)
+}
+
+// TestNgramTransformer: a transformer classifier with an ngram convolution
+// over its byte embeddings has the gradients of its loss (every parameter,
+// by central differences), the convolution's kernel rows that meet only
+// padding start at zero and get no gradient, and the preset refuses an
+// even width and a language model's convolution.
+func TestNgramTransformer(t *testing.T) {
+	net, err := graph.Transformer(graph.Shape{H: 1, W: 6, C: 1}, graph.TransformerShape{Dim: 8, Heads: 2, Blocks: 1, MLP: 12, Ngram: 3}, 3, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	net.Layers[0].Vocab = 8
+	if net.Layers[1].Name != "ngram" || net.Layers[2].Name != "ngram.add" || !slices.Equal(net.Layers[5].Inputs, []string{"ngram.add", "b1.attn"}) {
+		t.Fatalf("layers %s, %s; b1.add1 reads %v", net.Layers[1].Name, net.Layers[2].Name, net.Layers[5].Inputs)
+	}
+	m, err := FromNetwork(net, "uniform", 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := m.Param("ngram")
+	row := 3 * 8 // [out, 3, 3, in]: a kernel row is 3 taps of 8 inputs
+	var middle float32
+	for i, v := range w.Data() {
+		if r := i / row % 3; r != 1 && v != 0 {
+			t.Fatalf("ngram weight %d (kernel row %d) is %v, want 0", i, r, v)
+		} else if r == 1 {
+			middle += v * v
+		}
+	}
+	if middle == 0 {
+		t.Fatal("the kernel's middle row is zero too")
+	}
+	r := rand.New(rand.NewPCG(3, 3))
+	for _, p := range m.Params {
+		if p.Norm || p.Zero {
+			for i := range p.Data() {
+				p.Data()[i] += float32(0.3 * r.NormFloat64())
+			}
+		}
+	}
+	gn, grads, vm := gradNet(t, m, 4)
+	feedTokens(gn, 9, 8, 3)
+	checkGradients(t, m, gn, grads, vm, 10, 1e-2, 5)
+	vm.Reset()
+	if err := vm.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range m.Params {
+		if p.Name != "ngram" {
+			continue
+		}
+		for j, g := range data(grads[i].Value()) {
+			if j/row%3 != 1 && g != 0 {
+				t.Fatalf("ngram gradient %d (an off-sequence row) is %v", j, g)
+			}
+		}
+	}
+	for _, bad := range []struct {
+		ngram int
+		lm    bool
+	}{{2, false}, {-1, false}, {3, true}} {
+		if _, err := graph.Transformer(graph.Shape{H: 1, W: 6, C: 1}, graph.TransformerShape{Dim: 8, Heads: 2, Blocks: 1, MLP: 12, Ngram: bad.ngram}, 3, bad.lm); err == nil {
+			t.Errorf("ngram %d (language model %v) accepted", bad.ngram, bad.lm)
+		}
+	}
 }

@@ -132,6 +132,7 @@ type Model struct {
 	// transformer: the width, heads, blocks and feed-forward width.
 	Dim, Heads, Blocks, MLP int
 	SkipPadding             bool        // transformer: attention and pooling skip windows' padding
+	Ngram                   int         // transformer: a convolution over that many bytes' embeddings
 	Graph                   []GraphItem // arch "graph": its layer and repeat blocks (graph.go)
 }
 
@@ -352,6 +353,7 @@ var modelSection = section[Model]{name: "model", doc: "Inside `job`, exactly one
 	{name: "heads", doc: "`transformer`: attention heads per block, dividing `dim` (default 4).", at: func(m *Model) any { return &m.Heads }, lo: 1, hi: 1 << 10, omit: func(m *Model) bool { return m.Heads == 0 }},
 	{name: "blocks", doc: "`transformer`: pre-norm transformer blocks (default 2).", at: func(m *Model) any { return &m.Blocks }, lo: 1, hi: 1 << 10, omit: func(m *Model) bool { return m.Blocks == 0 }},
 	{name: "mlp", doc: "`transformer`: each block's feed-forward width (default 4 × `dim`).", at: func(m *Model) any { return &m.MLP }, lo: 1, hi: 1 << 16, omit: func(m *Model) bool { return m.MLP == 0 }},
+	{name: "ngram", doc: "`transformer` classifiers: a convolution over the embeddings of this many bytes around each position (odd; GELU, added to the embeddings) before the first block, so that the blocks start from local n-gram features (0: none; not for a language model, which must not see the bytes after a position).", at: func(m *Model) any { return &m.Ngram }, hi: 15, omit: func(m *Model) bool { return m.Ngram == 0 }},
 	{name: "skip_padding", doc: "`transformer`: attention and the pooling skip the padding of windows shorter than the context (the positions after a window's last non-zero byte: a cookie's short tail in `langid`).", at: func(m *Model) any { return &m.SkipPadding }, omit: func(m *Model) bool { return !m.SkipPadding }},
 }}
 

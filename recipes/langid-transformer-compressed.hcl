@@ -41,6 +41,7 @@ job "langid-transformer-compressed" {
     heads  = 4
     blocks = 2
     mlp    = 512
+    ngram  = 3
   }
 
   teacher {
@@ -50,6 +51,7 @@ job "langid-transformer-compressed" {
     heads  = 4
     blocks = 2
     mlp    = 512
+    ngram  = 3
     epochs = var.teacher_epochs
   }
 

@@ -1,6 +1,7 @@
 # Language identification on 64-byte windows of fortune cookies in nine languages (Debian's
 # fortune packages: en, de, es, it, pl, ru, cs, pt, zh; whole cookies held out for test), dense:
-# a byte transformer — embedding of width 128 with learned positions, two pre-norm blocks of
+# a byte transformer — embedding of width 128 with learned positions, a convolution over each
+# position's 3 bytes added to it (local n-gram features), two pre-norm blocks of
 # 4-head self-attention and a GELU feed-forward layer of 512, mean pooling over the positions,
 # a linear head. AdamW with warm-up on a cosine schedule, gradients clipped, no weight decay on
 # biases, norms and embeddings; every language weighs alike in the loss. The dense reference
@@ -33,6 +34,7 @@ job "langid-transformer" {
     heads  = 4
     blocks = 2
     mlp    = 512
+    ngram  = 3
   }
 
   optimizer "adamw" {

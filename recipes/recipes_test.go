@@ -412,6 +412,7 @@ func TestEveryFieldRoundTrips(t *testing.T) {
     blocks = 3
     mlp = 96
     skip_padding = true
+    ngram = 3
   }
   teacher {
     arch = "transformer"

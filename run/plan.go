@@ -148,7 +148,7 @@ func inputOf(info data.Info) model.Input {
 
 func specOf(m recipes.Model) model.Spec {
 	return model.Spec{Arch: m.Arch, Hidden: m.Hidden, Dropout: m.Dropout, InputDropout: m.InputDropout, Init: m.Init, Depth: m.Depth, Width: m.Width,
-		Dim: m.Dim, Heads: m.Heads, Blocks: m.Blocks, MLP: m.MLP, SkipPadding: m.SkipPadding}
+		Dim: m.Dim, Heads: m.Heads, Blocks: m.Blocks, MLP: m.MLP, SkipPadding: m.SkipPadding, Ngram: m.Ngram}
 }
 
 // Policies are the plan's policies in the order they run: the learning

@@ -28,7 +28,7 @@ func TestHeadPruning(t *testing.T) {
 }
 
 func testHeadPruning(t *testing.T, lm bool) {
-	net, err := graph.Transformer(graph.Shape{H: 1, W: 12, C: 1}, 16, 4, 2, 24, 3, lm)
+	net, err := graph.Transformer(graph.Shape{H: 1, W: 12, C: 1}, graph.TransformerShape{Dim: 16, Heads: 4, Blocks: 2, MLP: 24}, 3, lm)
 	if err != nil {
 		t.Fatal(err)
 	}

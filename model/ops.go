@@ -464,11 +464,12 @@ func (o *softmaxCEOp) Do(vs ...G.Value) (G.Value, error) {
 		if o.weights != nil {
 			w = float64(o.weights[y])
 		}
-		ce := float64(m-row[y]) + math.Log(float64(z))
+		lz := math.Log(float64(z))
+		ce := float64(m-row[y]) + lz
 		if e := float64(o.smooth); e > 0 { // −Σ q·log p with q smoothed
 			var mean float64
 			for _, v := range row {
-				mean += float64(m-v) + math.Log(float64(z))
+				mean += float64(m-v) + lz
 			}
 			ce = (1-e)*ce + e*mean/float64(c)
 		}

@@ -37,6 +37,19 @@ func seqNet(t *testing.T, causal bool) graph.Network {
 	return net
 }
 
+// offIdentity moves the norms and the zero-started parameters (positions)
+// of m off their start, by normal noise of deviation 0.3 drawn from seed.
+func offIdentity(m *Model, seed uint64) {
+	r := rand.New(rand.NewPCG(seed, seed))
+	for _, p := range m.Params {
+		if p.Norm || p.Zero {
+			for i := range p.Data() {
+				p.Data()[i] += float32(0.3 * r.NormFloat64())
+			}
+		}
+	}
+}
+
 // feedTokens fills a graph's input with token ids below vocab (as the
 // input bytes' scaling, id/255) and its labels with classes.
 func feedTokens(net *Net, seed uint64, vocab, classes int) {
@@ -61,14 +74,7 @@ func TestTransformerGradientsMatchFiniteDifferences(t *testing.T) {
 		}
 		// Move the norms off the identity so that their gradients are
 		// exercised in general position.
-		r := rand.New(rand.NewPCG(3, 3))
-		for _, p := range m.Params {
-			if p.Norm || p.Zero {
-				for i := range p.Data() {
-					p.Data()[i] += float32(0.3 * r.NormFloat64())
-				}
-			}
-		}
+		offIdentity(m, 3)
 		net, grads, vm := gradNet(t, m, 4)
 		feedTokens(net, 9, 8, 3)
 		checkGradients(t, m, net, grads, vm, 10, 1e-2, 5)
@@ -423,14 +429,7 @@ func TestNgramTransformer(t *testing.T) {
 	if middle == 0 {
 		t.Fatal("the kernel's middle row is zero too")
 	}
-	r := rand.New(rand.NewPCG(3, 3))
-	for _, p := range m.Params {
-		if p.Norm || p.Zero {
-			for i := range p.Data() {
-				p.Data()[i] += float32(0.3 * r.NormFloat64())
-			}
-		}
-	}
+	offIdentity(m, 3)
 	gn, grads, vm := gradNet(t, m, 4)
 	feedTokens(gn, 9, 8, 3)
 	checkGradients(t, m, gn, grads, vm, 10, 1e-2, 5)

@@ -331,13 +331,13 @@ func directInt8MatchesInt8(t *testing.T, m *Model, x []float32, batch int) {
 	}
 	for _, b := range []int{1, batch} {
 		set(false)
-		want, err := m.Forward(x[:b*784], b)
+		want, err := m.Forward(x[:b*m.Features], b)
 		if err != nil {
 			t.Fatal(err)
 		}
 		want = slices.Clone(want)
 		set(true)
-		got, err := m.Forward(x[:b*784], b)
+		got, err := m.Forward(x[:b*m.Features], b)
 		if err != nil {
 			t.Fatal(err)
 		}

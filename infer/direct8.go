@@ -44,7 +44,7 @@ func newDirect8(l *Layer, k8 *int8Layer) *direct8 {
 			return nil
 		}
 	}
-	win := l.window()
+	win := l.directWindow()
 	d := &direct8{win: win, out: l.Out, blocks: (l.Out + 15) / 16, act: kernels.ActOf(string(l.act)),
 		in: k8.in, xOff: k8.xOff, zx: int32(k8.in.Zero) + k8.xOff}
 	kc := win.K * win.C

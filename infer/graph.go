@@ -23,6 +23,16 @@ func (l *Layer) window() kernels.Window {
 	return kernels.Window{H: l.H, W: l.W, C: l.C, K: l.K, Stride: l.Stride, Pad: l.Pad}
 }
 
+// directWindow is the geometry the direct kernels run: the layer's window,
+// or for a convolution over one-row images (oneRow) a 1×1 one over its
+// patches (Model.rowPatches).
+func (l *Layer) directWindow() kernels.Window {
+	if l.oneRow {
+		return kernels.Window{H: 1, W: l.OW, C: l.In, K: 1, Stride: 1}
+	}
+	return l.window()
+}
+
 // foldNorms folds each batch norm that follows a convolution with float
 // weights into it (graph.Network.Fold: the convolution's filters times
 // γ/σ, its bias β + (b − μ)·γ/σ, the batch norm's activation), so that it
@@ -341,6 +351,10 @@ func (m *Model) convWith(l *Layer, k string, dst, src []float32, batch int) {
 		return
 	}
 	rows := batch * l.OH * l.OW
+	if l.oneRow {
+		m.run(l, k, dst, m.rowPatches(l, src, batch), rows)
+		return
+	}
 	per, isz, win := l.OH*l.OW*l.In, l.H*l.W*l.C, l.window()
 	col := grow(&m.col, rows*l.In)
 	if l.Groups == 1 {
@@ -370,6 +384,27 @@ func (m *Model) convWith(l *Layer, k string, dst, src []float32, batch int) {
 	l.activate(dst)
 }
 
+// rowPatches returns the patches of a convolution over one-row images
+// (Layer.oneRow) in m.col: per output position the K·C values of the
+// kernel row that meets the image, padding as zero — for the direct
+// kernels, one-row images of OW positions of K·C channels.
+func (m *Model) rowPatches(l *Layer, src []float32, batch int) []float32 {
+	col, run := grow(&m.col, batch*l.OW*l.In), l.In
+	for r := range batch * l.OW {
+		s, ox := r/l.OW, r%l.OW
+		x, dst := src[s*l.W*l.C:(s+1)*l.W*l.C], col[r*run:(r+1)*run]
+		for kx := range l.K {
+			d := dst[kx*l.C : (kx+1)*l.C]
+			if ix := ox*l.Stride - l.Pad + kx; ix < 0 || ix >= l.W {
+				clear(d)
+			} else {
+				copy(d, x[ix*l.C:(ix+1)*l.C])
+			}
+		}
+	}
+	return col
+}
+
 // grow returns (*buf)[:n], growing the buffer when it is shorter.
 func grow(buf *[]float32, n int) []float32 {
 	if cap(*buf) < n {
@@ -386,6 +421,9 @@ func isDirect(k string) bool { return k == Direct || k == DirectInt8 }
 // engine's threads. after, when set, runs on each output row instead of the activation's
 // quantization (the bias and activation are the kernel's).
 func (m *Model) directConv(l *Layer, k string, dst, src []float32, batch int, after func(off int, row []float32)) {
+	if l.oneRow { // a 1×1 convolution over the patches
+		src = m.rowPatches(l, src, batch)
+	}
 	if l.act.Separate() { // not one the kernels fuse
 		after = func(_ int, row []float32) { l.activate(row) }
 	} else if after == nil && l.actQ != nil {

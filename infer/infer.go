@@ -12,7 +12,9 @@
 // fastest, and the same in the ONNX export's integer arithmetic), so that
 // no float rounding moves a later activation across a code boundary.
 // Convolutions run as im2col (stride, padding) then the dense, CSR, int8
-// or N:M kernel over the patches (a grouped one, a GEMM per group); batch
+// or N:M kernel over the patches (a grouped one, a GEMM per group; one
+// over one-row images, a sequence's ngram, only its kernel row that meets
+// them: a 1×K convolution, Layer.oneRow); batch
 // norms run folded into a per-channel scale and shift; the network runs as
 // the DAG its layer table describes. ExportONNX writes a model file as
 // ONNX.
@@ -93,6 +95,10 @@ type Layer struct {
 	// skipPadding: attention and a global pooling over the samples'
 	// lengths only (Model.lens).
 	skipPadding bool
+	// oneRow: a convolution over a one-row input (a sequence's ngram) keeps
+	// only the kernel row that meets it — the others meet only padding —
+	// and runs as a 1×K convolution: In is K·C.
+	oneRow bool
 }
 
 // Model is a loaded model file. It reuses its buffers between calls, so
@@ -253,6 +259,9 @@ func parse(f *checkpoint.File) (*Model, error) {
 		if l.b = make([]float32, l.Out); b != nil {
 			l.b = b.Data
 		}
+		if ls.Kind == graph.Conv && l.H == 1 && l.OH == 1 && l.K > 1 && l.Groups == 1 {
+			l.keepRow(l.Pad)
+		}
 		l.buildCSR()
 		if l.Groups > 1 && l.Groups == l.C && l.Groups == l.Out { // depthwise
 			l.taps = make([]float32, len(l.w))
@@ -263,7 +272,7 @@ func parse(f *checkpoint.File) (*Model, error) {
 			l.direct8 = newDirect8(l, l.k8)
 			l.nm = newNM(l.w, l.Out, l.In)
 			if ls.Kind == graph.Conv && kernels.HasDirect() {
-				l.direct = kernels.NewDirectConv(l.window(), l.Out, l.w, l.b, kernels.ActOf(string(l.act)))
+				l.direct = kernels.NewDirectConv(l.directWindow(), l.Out, l.w, l.b, kernels.ActOf(string(l.act)))
 			}
 		}
 		l.outQ = l.actQ
@@ -652,4 +661,24 @@ func (l *Layer) Kernel(batch int) string {
 		return ""
 	}
 	return l.kernel(batch)
+}
+
+// keepRow makes a convolution over a one-row input a 1×K one: of each
+// filter's K rows of K·C weights (and their integer codes) it keeps row ky,
+// the only one that meets the input (the others meet padding alone and add
+// nothing).
+func (l *Layer) keepRow(ky int) {
+	kc := l.K * l.C
+	w := make([]float32, l.Out*kc)
+	for o := range l.Out {
+		copy(w[o*kc:(o+1)*kc], l.w[o*l.In+ky*kc:])
+	}
+	if q := l.wq; q != nil {
+		codes := make([]int32, l.Out*kc)
+		for o := range l.Out {
+			copy(codes[o*kc:(o+1)*kc], q.Codes[o*l.In+ky*kc:])
+		}
+		l.wq = &checkpoint.Quant{Bits: q.Bits, QMin: q.QMin, Scale: q.Scale, Zero: q.Zero, Codes: codes}
+	}
+	l.w, l.In, l.oneRow = w, kc, true
 }

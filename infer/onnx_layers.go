@@ -114,10 +114,23 @@ func (e *onnxExport) act(l *Layer, cur string) string {
 	return cur
 }
 
-// window is a pooling's or convolution's attributes.
+// window is a pooling's or convolution's attributes: a convolution over
+// one-row images (Layer.oneRow) is a 1×K one, unpadded above and below.
 func window(l *Layer) []*onnxpb.AttributeProto {
 	k, s, p := int64(l.K), int64(l.Stride), int64(l.Pad)
+	if l.oneRow {
+		return []*onnxpb.AttributeProto{attrInts("kernel_shape", 1, k), attrInts("strides", s, s), attrInts("pads", 0, p, 0, p)}
+	}
 	return []*onnxpb.AttributeProto{attrInts("kernel_shape", k, k), attrInts("strides", s, s), attrInts("pads", p, p, p, p)}
+}
+
+// kernelRows is the height of a convolution's filters as the runtime holds
+// them: 1 for one over one-row images (Layer.oneRow), else K.
+func kernelRows(l *Layer) int {
+	if l.oneRow {
+		return 1
+	}
+	return l.K
 }
 
 // layer adds layer i.
@@ -151,16 +164,17 @@ func (e *onnxExport) layer(i int, l *Layer) error {
 		if in.flat {
 			return fmt.Errorf("infer: layer %s: a convolution after a fully connected layer has no image to run on", l.Name)
 		}
-		k, ch := l.K, l.In/(l.K*l.K) // channels per group
+		k, kh := l.K, kernelRows(l)
+		ch := l.In / (kh * k) // channels per group
 		// lathe's filters are [out][ky][kx][c] (its im2col order), ONNX's [out][c][ky][kx].
 		perm := func(i int) int {
-			o, r := i/(ch*k*k), i%(ch*k*k)
-			ci, ky, kx := r/(k*k), r%(k*k)/k, r%k
-			return o*k*k*ch + (ky*k+kx)*ch + ci
+			o, r := i/(ch*kh*k), i%(ch*kh*k)
+			ci, ky, kx := r/(kh*k), r%(kh*k)/k, r%k
+			return o*kh*k*ch + (ky*k+kx)*ch + ci
 		}
 		out.c = l.Out
 		if e.integerForm(l) {
-			name, ok, err := e.integer(l, src, []int{l.Out, ch, k, k}, perm)
+			name, ok, err := e.integer(l, src, []int{l.Out, ch, kh, k}, perm)
 			if err != nil {
 				return err
 			}
@@ -168,7 +182,7 @@ func (e *onnxExport) layer(i int, l *Layer) error {
 				break
 			}
 		}
-		wname, err := e.g.weight(l, []int{l.Out, ch, k, k}, perm)
+		wname, err := e.g.weight(l, []int{l.Out, ch, kh, k}, perm)
 		if err != nil {
 			return err
 		}

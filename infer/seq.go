@@ -104,14 +104,14 @@ func (l *Layer) embed(dst, src []float32, batch int) {
 	}
 }
 
-// layerNorm normalizes each position's channels (kernels.LayerNormRows, as
-// training does).
+// layerNorm normalizes each position's channels (kernels.LayerNormFast:
+// training's arithmetic but for the order of its float64 sums).
 func (l *Layer) layerNorm(eng interface {
 	Parallel(n, grain int, fn func(lo, hi int))
 }, dst, src []float32) {
 	c := l.C
 	eng.Parallel(len(src)/c, max(1, 4096/c), func(lo, hi int) {
-		kernels.LayerNormRows(dst[lo*c:hi*c], nil, src[lo*c:hi*c], l.scale, l.shift, c, graph.LNEpsilon, nil)
+		kernels.LayerNormFast(dst[lo*c:hi*c], src[lo*c:hi*c], l.scale, l.shift, c, graph.LNEpsilon)
 	})
 }
 

@@ -1,6 +1,7 @@
 package infer
 
 import (
+	"cmp"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -8,6 +9,9 @@ import (
 	"slices"
 	"testing"
 
+	G "gorgonia.org/gorgonia"
+
+	"github.com/lathe-ml/lathe/compress"
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/graph"
 	"github.com/lathe-ml/lathe/internal/kernels"
@@ -143,10 +147,12 @@ func TestTransformerExportsToONNX(t *testing.T) {
 				}
 			}
 		}
-		if causal { // 8-bit weights too
+		if causal || mode.ngram > 0 { // 8-bit weights too (the ngram's kept row's codes: Layer.keepRow)
 			gm.Quant = map[string]*model.QuantControl{}
-			for _, name := range []string{"b1.attn.q", "b2.fc1", "head"} {
-				gm.Quant[name] = &model.QuantControl{Spec: model.QuantSpec{Bits: 8, Symmetric: true, PerChannel: true}, Enabled: true}
+			for _, name := range []string{"b1.attn.q", "b2.fc1", "head", "ngram"} {
+				if gm.Param(name) != nil {
+					gm.Quant[name] = &model.QuantControl{Spec: model.QuantSpec{Bits: 8, Symmetric: true, PerChannel: true}, Enabled: true}
+				}
 			}
 		}
 		f := modelFile(t, gm, "seq")
@@ -201,5 +207,122 @@ func TestTransformerExportsToONNX(t *testing.T) {
 func padWindows(x []float32, t int, r *rand.Rand) {
 	for w := range len(x) / t {
 		clear(x[w*t+1+r.IntN(t) : (w+1)*t])
+	}
+}
+
+// TestOneRowConvolutions: a convolution over one-row images (a sequence's
+// ngram) runs as a 1×K one on its kernel's middle row — the others meet
+// only padding — and computes what the training graph's K×K one does:
+// float weights within 1e-4 with every kernel forced (the patch GEMM, CSR,
+// the direct kernel on the patches); 8-bit weights on 8-bit inputs and
+// outputs on the integer kernels within 5e-3, the direct integer kernel
+// bit for bit the int8 one's; and its ONNX export (a [1, K] Conv, a
+// ConvInteger on codes) within 1e-3 in onnxruntime.
+func TestOneRowConvolutions(t *testing.T) {
+	c := graph.NewChain(graph.Shape{H: 1, W: 20, C: 6}, 4)
+	c.Add(graph.Layer{Name: "c1", Kind: graph.Conv, Out: 16, Kernel: 3, Pad: 1, Act: graph.ReLU})
+	c.Add(graph.Layer{Name: "c2", Kind: graph.Conv, Out: 16, Kernel: 5, Pad: 2, Stride: 2})
+	c.Add(graph.Layer{Name: "gap", Kind: graph.GlobalAvgPool})
+	c.Add(graph.Layer{Name: "flat", Kind: graph.Flatten})
+	c.Add(graph.Layer{Name: "fc", Kind: graph.Linear, Out: 4})
+	if err := c.Net.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(12, 12))
+	const batch = 5
+	x := make([]float32, batch*120)
+	for i := range x {
+		x[i] = float32(r.IntN(256)) * (1.0 / 255)
+	}
+	close := func(m *Model, want []float32, tol float64, what string) {
+		t.Helper()
+		got, err := m.Forward(x, batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, w := range want {
+			if math.Abs(float64(got[i]-w)) > tol*max(1, math.Abs(float64(w))) {
+				t.Fatalf("%s: logit %d: runtime %g, training graph %g", what, i, got[i], w)
+			}
+		}
+	}
+	for _, quantized := range []bool{false, true} {
+		gm, err := model.FromNetwork(c.Net, "kaiming", 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		eng := cpu.New(cpu.Options{Threads: 2})
+		if quantized {
+			gm.Quant = map[string]*model.QuantControl{}
+			for _, w := range gm.Weights() {
+				gm.Quant[w.Name] = &model.QuantControl{Spec: model.QuantSpec{Bits: 8, Symmetric: true, PerChannel: true}, Enabled: true}
+			}
+			gm.ActQuant = map[string]*model.Observer{"c1": {Spec: model.QuantSpec{Bits: 8}, Momentum: 0.9, Enabled: true}}
+			tn, err := gm.Build(eng, batch, true, 1, compress.Hooks())
+			if err != nil {
+				t.Fatal(err)
+			}
+			copy(tn.XValue.Float32s(), x)
+			vm := G.NewTapeMachine(tn.Graph, G.WithEngine(eng))
+			if err := vm.RunAll(); err != nil {
+				t.Fatal(err)
+			}
+			vm.Close()
+			gm.ActQuant["c1"].Frozen = true
+		}
+		f := modelFile(t, gm, "rows")
+		m, err := Load(f, eng)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, k := range []int{3, 5} {
+			if l := m.Layers[i]; !l.oneRow || l.In != k*6 && i == 0 || l.In != k*16 && i == 1 {
+				t.Fatalf("layer %s: one row %v, %d inputs per position", l.Name, l.oneRow, l.In)
+			}
+		}
+		want := evalLogits(t, gm, x, batch)
+		if !quantized {
+			for _, kernel := range []string{"", Dense, CSR, Direct} {
+				if kernel == Direct && !kernels.HasDirect() {
+					continue
+				}
+				if kernel != "" {
+					if err := m.Force(kernel); err != nil {
+						t.Fatal(err)
+					}
+				}
+				close(m, want, 1e-4, "kernel "+cmp.Or(kernel, "measured"))
+			}
+		} else {
+			if got := m.Layers[0].Candidates(); slices.ContainsFunc(got, func(k string) bool { return k != Int8 && k != DirectInt8 }) {
+				t.Fatalf("c1 (8-bit inputs, weights and outputs) may run %v", got)
+			}
+			close(m, want, 5e-3, "integer kernels")
+			directInt8MatchesInt8(t, m, x, batch)
+		}
+		path := filepath.Join(t.TempDir(), "rows.onnx")
+		out, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ExportONNX(f, out, ONNXOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		out.Close()
+		want, err = m.Forward(x, batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nchw := make([]float32, len(x)) // onnxruntime's input is [batch, C, H, W]
+		for i, v := range x {
+			b, w, ch := i/120, i%120/6, i%6
+			nchw[b*120+ch*20+w] = v
+		}
+		got := ort.Run(t, path, nchw, batch, 6, 1, 20)
+		for i := range want {
+			if math.Abs(float64(got[i]-want[i])) > 1e-3 {
+				t.Fatalf("quantized %v: logit %d: onnxruntime %v, runtime %v", quantized, i, got[i], want[i])
+			}
+		}
 	}
 }

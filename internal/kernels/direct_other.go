@@ -31,3 +31,11 @@ func geluPass(y, x, dy *float32, n int, k *[20]float32) {
 func expShift(x *float32, n int, m float32, k *[20]float32) {
 	panic("kernels: no AVX-512 here")
 }
+
+func meanSquares(x *float32, n int) (mu, ss float64) {
+	panic("kernels: no AVX-512 here")
+}
+
+func normalizeRow(y, x, gamma, beta *float32, n int, m, inv float32) {
+	panic("kernels: no AVX-512 here")
+}

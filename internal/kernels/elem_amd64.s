@@ -261,3 +261,94 @@ esloop:
 esdone:
 	VZEROUPPER
 	RET
+
+// func meanSquares(x *float32, n int) (mu, ss float64)
+//
+// The mean of n floats (n a multiple of 16) and the sum of their squared
+// distances from it, both summed in float64: sixteen lanes (two registers
+// of eight), added together at the end.
+TEXT ·meanSquares(SB), NOSPLIT, $0-32
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	SHRQ $4, CX
+	VXORPD Z0, Z0, Z0
+	VXORPD Z1, Z1, Z1
+	MOVQ SI, DI
+	MOVQ CX, DX
+
+mssum:
+	VCVTPS2PD (DI), Z2
+	VCVTPS2PD 32(DI), Z3
+	VADDPD Z2, Z0, Z0
+	VADDPD Z3, Z1, Z1
+	ADDQ $64, DI
+	DECQ DX
+	JNZ mssum
+	VADDPD Z1, Z0, Z0
+	VEXTRACTF64X4 $1, Z0, Y1
+	VADDPD Y1, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPD X1, X0, X0
+	VPERMILPD $1, X0, X1
+	VADDSD X1, X0, X0
+	MOVQ n+8(FP), AX
+	CVTSQ2SD AX, X4
+	VDIVSD X4, X0, X0 // μ
+	VMOVSD X0, mu+16(FP)
+	VBROADCASTSD X0, Z5
+	VXORPD Z0, Z0, Z0
+	VXORPD Z1, Z1, Z1
+
+mssq:
+	VCVTPS2PD (SI), Z2
+	VCVTPS2PD 32(SI), Z3
+	VSUBPD Z5, Z2, Z2
+	VSUBPD Z5, Z3, Z3
+	VFMADD231PD Z2, Z2, Z0
+	VFMADD231PD Z3, Z3, Z1
+	ADDQ $64, SI
+	DECQ CX
+	JNZ mssq
+	VADDPD Z1, Z0, Z0
+	VEXTRACTF64X4 $1, Z0, Y1
+	VADDPD Y1, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPD X1, X0, X0
+	VPERMILPD $1, X0, X1
+	VADDSD X1, X0, X0
+	VMOVSD X0, ss+24(FP)
+	VZEROUPPER
+	RET
+
+// func normalizeRow(y, x, gamma, beta *float32, n int, m, inv float32)
+//
+// y = (x − m)·inv·γ + β, 16 at a time (n a multiple of 16), each product
+// and sum rounded as normalize's are.
+TEXT ·normalizeRow(SB), NOSPLIT, $0-48
+	MOVQ y+0(FP), DI
+	MOVQ x+8(FP), SI
+	MOVQ gamma+16(FP), AX
+	MOVQ beta+24(FP), BX
+	MOVQ n+32(FP), CX
+	VBROADCASTSS m+40(FP), Z6
+	VBROADCASTSS inv+44(FP), Z7
+	SHRQ $4, CX
+	JZ nrdone
+
+nrloop:
+	VMOVUPS (SI), Z0
+	VSUBPS Z6, Z0, Z0
+	VMULPS Z7, Z0, Z0
+	VMULPS (AX), Z0, Z0
+	VADDPS (BX), Z0, Z0
+	VMOVUPS Z0, (DI)
+	ADDQ $64, SI
+	ADDQ $64, DI
+	ADDQ $64, AX
+	ADDQ $64, BX
+	DECQ CX
+	JNZ nrloop
+
+nrdone:
+	VZEROUPPER
+	RET

@@ -215,6 +215,25 @@ func LayerNormRows(y, xhat, x, gamma, beta []float32, c int, eps float64, inv []
 	}
 }
 
+// LayerNormFast is LayerNormRows without x̂ and 1/σ, for inference: where
+// the AVX-512 kernels run and c is a multiple of 16, each row's float64
+// sums run in sixteen lanes, added together at the end — not training's
+// order, so a row's mean can differ from LayerNormRows' in its last bit —
+// and the normalization runs 16 values at a time, rounded as
+// LayerNormRows' is. Elsewhere it is LayerNormRows.
+func LayerNormFast(y, x, gamma, beta []float32, c int, eps float64) {
+	if !hasDirect || c%16 != 0 || len(x) == 0 {
+		LayerNormRows(y, nil, x, gamma, beta, c, eps, nil)
+		return
+	}
+	y, gamma, beta = y[:len(x)], gamma[:c], beta[:c]
+	for r := 0; r+c <= len(x); r += c {
+		mu, ss := meanSquares(&x[r], c)
+		inv := float32(1 / math.Sqrt(ss/float64(c)+eps))
+		normalizeRow(&y[r], &x[r], &gamma[0], &beta[0], c, float32(mu), inv)
+	}
+}
+
 // SoftmaxRow turns a row of attention scores into probabilities in place,
 // over its first live entries (a causal row's positions up to its own);
 // the rest become 0. The exponentials (Exp) are summed in float64.

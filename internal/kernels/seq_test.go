@@ -139,3 +139,33 @@ func TestLayerNormRows(t *testing.T) {
 		}
 	}
 }
+
+// TestLayerNormFast: the inference LayerNorm within 2e-6 (relative to the
+// row's spread, γ and β) of LayerNormRows, on rows far off zero and rows
+// of a constant too, for widths of a multiple of 16 (the SIMD kernel,
+// where it runs) and not (LayerNormRows itself).
+func TestLayerNormFast(t *testing.T) {
+	r := rand.New(rand.NewPCG(10, 11))
+	for _, c := range []int{16, 128, 48, 37} {
+		for _, off := range []float64{0, 1000} {
+			rows := 7
+			x, gamma, beta := make([]float32, rows*c), make([]float32, c), make([]float32, c)
+			for i := range x {
+				x[i] = float32(r.NormFloat64()*3 + off)
+			}
+			for j := range c {
+				x[3*c+j] = 2.5 // a constant row: σ = 0, ε alone
+				gamma[j], beta[j] = float32(r.NormFloat64()), float32(r.NormFloat64())
+			}
+			got, want := make([]float32, rows*c), make([]float32, rows*c)
+			LayerNormFast(got, x, gamma, beta, c, 1e-5)
+			LayerNormRows(want, nil, x, gamma, beta, c, 1e-5, nil)
+			for i := range want {
+				j := i % c
+				if d := math.Abs(float64(got[i] - want[i])); d > 2e-6*(1+math.Abs(float64(gamma[j]))*4+math.Abs(float64(beta[j]))) || math.IsNaN(float64(got[i])) {
+					t.Fatalf("c %d, offset %v, value %d: %v, LayerNormRows' %v", c, off, i, got[i], want[i])
+				}
+			}
+		}
+	}
+}

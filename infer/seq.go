@@ -118,7 +118,7 @@ func (l *Layer) layerNorm(eng interface {
 // attend is the attention core on projections q, k, v [batch, T·D]: per
 // sample and head softmax(q·kᵀ/√dh) (causal: over the positions up to
 // each one's own; skipping padding: over the sample's length at most)
-// times v, into dst [batch, T·D].
+// times v, into dst [batch, T·D] (the softmax kernels.SoftmaxFast).
 func (m *Model) attend(l *Layer, dst []float32, srcs [][]float32, batch int) {
 	t, d := l.W, l.C
 	dh := d / l.heads
@@ -138,7 +138,7 @@ func (m *Model) attend(l *Layer, dst []float32, srcs [][]float32, batch int) {
 				if l.causal {
 					live = min(i+1, keys)
 				}
-				kernels.SoftmaxRow(s[i*t:(i+1)*t], live)
+				kernels.SoftmaxFast(s[i*t:(i+1)*t], live)
 			}
 			m.eng.Sgemm(false, false, t, dh, t, 1, s, t, v[off:], d, 0, dst[off:], d)
 		}

@@ -61,3 +61,19 @@ func meanSquares(x *float32, n int) (mu, ss float64)
 //
 //go:noescape
 func normalizeRow(y, x, gamma, beta *float32, n int, m, inv float32)
+
+// maxLanes returns the largest of n floats at x (n a positive multiple of 16).
+//
+//go:noescape
+func maxLanes(x *float32, n int) float32
+
+// sumLanes returns the sum of n floats at x (a multiple of 16) in float64,
+// in sixteen lanes.
+//
+//go:noescape
+func sumLanes(x *float32, n int) float64
+
+// scaleLanes multiplies n floats at x (a multiple of 16) by a.
+//
+//go:noescape
+func scaleLanes(x *float32, n int, a float32)

@@ -39,3 +39,15 @@ func meanSquares(x *float32, n int) (mu, ss float64) {
 func normalizeRow(y, x, gamma, beta *float32, n int, m, inv float32) {
 	panic("kernels: no AVX-512 here")
 }
+
+func maxLanes(x *float32, n int) float32 {
+	panic("kernels: no AVX-512 here")
+}
+
+func sumLanes(x *float32, n int) float64 {
+	panic("kernels: no AVX-512 here")
+}
+
+func scaleLanes(x *float32, n int, a float32) {
+	panic("kernels: no AVX-512 here")
+}

@@ -352,3 +352,83 @@ nrloop:
 nrdone:
 	VZEROUPPER
 	RET
+
+// func maxLanes(x *float32, n int) float32
+//
+// The largest of n floats (n a positive multiple of 16).
+TEXT ·maxLanes(SB), NOSPLIT, $0-20
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	SHRQ $4, CX
+	VMOVUPS (SI), Z0
+
+mlloop:
+	VMAXPS (SI), Z0, Z0
+	ADDQ $64, SI
+	DECQ CX
+	JNZ mlloop
+	VEXTRACTF32X8 $1, Z0, Y1
+	VMAXPS Y1, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VMAXPS X1, X0, X0
+	VPERMILPS $0x4e, X0, X1
+	VMAXPS X1, X0, X0
+	VPERMILPS $0xb1, X0, X1
+	VMAXPS X1, X0, X0
+	VMOVSS X0, ret+16(FP)
+	VZEROUPPER
+	RET
+
+// func sumLanes(x *float32, n int) float64
+//
+// The sum of n floats (n a multiple of 16) in float64: sixteen lanes, added
+// together at the end.
+TEXT ·sumLanes(SB), NOSPLIT, $0-24
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	SHRQ $4, CX
+	VXORPD Z0, Z0, Z0
+	VXORPD Z1, Z1, Z1
+	JZ slsum
+
+slloop:
+	VCVTPS2PD (SI), Z2
+	VCVTPS2PD 32(SI), Z3
+	VADDPD Z2, Z0, Z0
+	VADDPD Z3, Z1, Z1
+	ADDQ $64, SI
+	DECQ CX
+	JNZ slloop
+
+slsum:
+	VADDPD Z1, Z0, Z0
+	VEXTRACTF64X4 $1, Z0, Y1
+	VADDPD Y1, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPD X1, X0, X0
+	VPERMILPD $1, X0, X1
+	VADDSD X1, X0, X0
+	VMOVSD X0, ret+16(FP)
+	VZEROUPPER
+	RET
+
+// func scaleLanes(x *float32, n int, a float32)
+//
+// x *= a for n floats (n a multiple of 16).
+TEXT ·scaleLanes(SB), NOSPLIT, $0-20
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	VBROADCASTSS a+16(FP), Z1
+	SHRQ $4, CX
+	JZ scdone
+
+scloop:
+	VMULPS (SI), Z1, Z0
+	VMOVUPS Z0, (SI)
+	ADDQ $64, SI
+	DECQ CX
+	JNZ scloop
+
+scdone:
+	VZEROUPPER
+	RET

@@ -234,6 +234,38 @@ func LayerNormFast(y, x, gamma, beta []float32, c int, eps float64) {
 	}
 }
 
+// SoftmaxFast is SoftmaxRow for inference: where the AVX-512 kernels run,
+// the maximum, the float64 sum (sixteen lanes, not SoftmaxRow's order)
+// and the scaling run 16 entries at a time, the exponentials as
+// SoftmaxRow's; elsewhere, and for rows of fewer than 16 live entries, it
+// is SoftmaxRow.
+func SoftmaxFast(s []float32, live int) {
+	if !hasDirect || live < 16 {
+		SoftmaxRow(s, live)
+		return
+	}
+	clear(s[live:])
+	s = s[:live]
+	done := live &^ 15
+	m := maxLanes(&s[0], done)
+	for _, v := range s[done:] {
+		m = max(m, v)
+	}
+	expShift(&s[0], done, m, &geluK)
+	for j := done; j < live; j++ {
+		s[j] = Exp(s[j] - m)
+	}
+	z := sumLanes(&s[0], done)
+	for _, e := range s[done:] {
+		z += float64(e)
+	}
+	inv := float32(1 / z)
+	scaleLanes(&s[0], done, inv)
+	for j := done; j < live; j++ {
+		s[j] *= inv
+	}
+}
+
 // SoftmaxRow turns a row of attention scores into probabilities in place,
 // over its first live entries (a causal row's positions up to its own);
 // the rest become 0. The exponentials (Exp) are summed in float64.

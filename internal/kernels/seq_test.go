@@ -169,3 +169,32 @@ func TestLayerNormFast(t *testing.T) {
 		}
 	}
 }
+
+// TestSoftmaxFast: the inference softmax within 1e-6 (absolute) of
+// SoftmaxRow for live lengths around multiples of 16 and scores spread
+// wider than an exponential's range (a wrong maximum would overflow), the
+// dead entries 0, the live ones summing to 1.
+func TestSoftmaxFast(t *testing.T) {
+	r := rand.New(rand.NewPCG(12, 13))
+	for _, n := range []int{64, 128, 40} {
+		for i, live := range []int{1, 15, 16, 17, 31, 33, 40, n} {
+			s := make([]float32, n)
+			for j := range s {
+				s[j] = float32(r.NormFloat64() * []float64{4, 60}[i%2])
+			}
+			want := append([]float32(nil), s...)
+			SoftmaxFast(s, live)
+			SoftmaxRow(want, live)
+			var z float64
+			for j := range s {
+				if d := math.Abs(float64(s[j] - want[j])); !(d <= 1e-6) || (j >= live && s[j] != 0) {
+					t.Fatalf("n %d, live %d, entry %d: %v, SoftmaxRow's %v", n, live, j, s[j], want[j])
+				}
+				z += float64(s[j])
+			}
+			if math.Abs(z-1) > 1e-5 {
+				t.Fatalf("n %d, live %d: sums to %v", n, live, z)
+			}
+		}
+	}
+}

@@ -119,6 +119,9 @@ func traceBatches(rt *infer.Model, x []float32, lo, hi int, want Want) ([]BatchS
 // [channel of the group]).
 func (st *BatchStats) addInputs(l *infer.Layer, in []float32, batch int) {
 	cols, groups := l.In, max(l.Groups, 1)
+	if l.Kind != "linear" { // the file's K·K columns (the runtime keeps fewer of a one-row convolution's)
+		cols = l.K * l.K * (l.C / groups)
+	}
 	st.Sum = make([]float64, groups*cols)
 	add := func(g int, rows []float32) {
 		h := compress.NewHessian(cols)

@@ -2,12 +2,14 @@ package ptq
 
 import (
 	"math"
+	"math/rand/v2"
 	"slices"
 	"testing"
 
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/data"
+	"github.com/lathe-ml/lathe/graph"
 	"github.com/lathe-ml/lathe/infer"
 	"github.com/lathe-ml/lathe/model"
 	"github.com/lathe-ml/lathe/onnx"
@@ -175,5 +177,52 @@ func TestDepthwise(t *testing.T) {
 		if grouped == 0 {
 			t.Errorf("no depthwise layer among %d", len(rep.Layers))
 		}
+	}
+}
+
+// TestNgramTransformer: a transformer with an ngram convolution over its
+// sequence (which the runtime runs on its middle kernel row only)
+// compresses by GPTQ with the file's K·K columns — each layer's error at
+// most round-to-nearest's — and the result loads and runs.
+func TestNgramTransformer(t *testing.T) {
+	net, err := graph.Transformer(graph.Shape{H: 1, W: 16, C: 1}, graph.TransformerShape{Dim: 32, Heads: 4, Blocks: 1, MLP: 48, Ngram: 3}, 5, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.FromNetwork(net, "uniform", 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := rundir.ExportModel(m, "seq", "langid", data.FileOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(4, 4))
+	x := make([]float32, 256*16)
+	for i := range x {
+		x[i] = float32(r.IntN(256)) / 255
+	}
+	eng := cpu.New(cpu.Options{Threads: 2})
+	out, rep, err := Compress(f, x, eng, Options{Bits: 4, GPTQ: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(rep.Layers, func(l LayerReport) bool { return l.Layer == "ngram" }) {
+		t.Fatalf("the ngram convolution not compressed: %+v", rep.Layers)
+	}
+	for _, l := range rep.Layers {
+		if l.Error > l.Baseline*1.0001+1e-12 {
+			t.Errorf("layer %s: error %g above the plain method's %g", l.Layer, l.Error, l.Baseline)
+		}
+	}
+	if w := out.Tensor("ngram"); w == nil || w.Quant == nil || len(w.Quant.Codes) != 32*3*3*32 {
+		t.Fatalf("ngram's weight in the compressed file: %+v", w)
+	}
+	rt, err := infer.Load(out, eng)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rt.Forward(x[:16*8], 8); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -259,7 +259,8 @@ func parse(f *checkpoint.File) (*Model, error) {
 		if l.b = make([]float32, l.Out); b != nil {
 			l.b = b.Data
 		}
-		if ls.Kind == graph.Conv && l.H == 1 && l.OH == 1 && l.K > 1 && l.Groups == 1 {
+		// Over one row, kernel row Pad alone meets the input (none does when Pad ≥ K).
+		if ls.Kind == graph.Conv && l.H == 1 && l.OH == 1 && l.K > 1 && l.Pad < l.K && l.Groups == 1 {
 			l.keepRow(l.Pad)
 		}
 		l.buildCSR()

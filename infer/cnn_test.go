@@ -208,22 +208,7 @@ func TestFoldedQuantizedResNet(t *testing.T) {
 	// One training pass (statistics frozen: as in evaluation) sets the
 	// observers' ranges; then they freeze.
 	eng := cpu.New(cpu.Options{Threads: 2})
-	tn, err := gm.Build(eng, batch, true, 1, compress.Hooks())
-	if err != nil {
-		t.Fatal(err)
-	}
-	copy(tn.XValue.Float32s(), x)
-	vm := G.NewTapeMachine(tn.Graph, G.WithEngine(eng))
-	if err := vm.RunAll(); err != nil {
-		t.Fatal(err)
-	}
-	vm.Close()
-	for name, o := range gm.ActQuant {
-		if !o.Initialized || !(o.Max > 0) {
-			t.Fatalf("observer %s: %+v", name, o)
-		}
-		o.Frozen = true
-	}
+	observeOnce(t, gm, eng, x, batch)
 	f := modelFile(t, gm, "folded")
 	m, err := Load(f, eng)
 	if err != nil {
@@ -375,5 +360,27 @@ func TestLoadKeepsNoProbeScratch(t *testing.T) {
 	// One image's patch rows for the widest convolution: 28·28·9·16 floats.
 	if grown := m.Bytes() - params; grown <= 0 || grown > 4*(28*28*9*16+8*28*28*16) {
 		t.Fatalf("after a call at batch 1: %d bytes beyond the parameters", grown)
+	}
+}
+
+// observeOnce runs one training pass of gm over x (batch samples), which
+// sets its activation observers' ranges, and freezes them.
+func observeOnce(t *testing.T, gm *model.Model, eng *cpu.Engine, x []float32, batch int) {
+	t.Helper()
+	tn, err := gm.Build(eng, batch, true, 1, compress.Hooks())
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(tn.XValue.Float32s(), x)
+	vm := G.NewTapeMachine(tn.Graph, G.WithEngine(eng))
+	defer vm.Close()
+	if err := vm.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	for name, o := range gm.ActQuant {
+		if !o.Initialized || !(o.Max > 0) {
+			t.Fatalf("observer %s: %+v", name, o)
+		}
+		o.Frozen = true
 	}
 }

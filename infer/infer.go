@@ -670,16 +670,18 @@ func (l *Layer) Kernel(batch int) string {
 // nothing).
 func (l *Layer) keepRow(ky int) {
 	kc := l.K * l.C
-	w := make([]float32, l.Out*kc)
-	for o := range l.Out {
-		copy(w[o*kc:(o+1)*kc], l.w[o*l.In+ky*kc:])
-	}
 	if q := l.wq; q != nil {
-		codes := make([]int32, l.Out*kc)
-		for o := range l.Out {
-			copy(codes[o*kc:(o+1)*kc], q.Codes[o*l.In+ky*kc:])
-		}
-		l.wq = &checkpoint.Quant{Bits: q.Bits, QMin: q.QMin, Scale: q.Scale, Zero: q.Zero, Codes: codes}
+		l.wq = &checkpoint.Quant{Bits: q.Bits, QMin: q.QMin, Scale: q.Scale, Zero: q.Zero, Codes: kernelRow(q.Codes, l.Out, l.In, ky*kc, kc)}
 	}
-	l.w, l.In, l.oneRow = w, kc, true
+	l.w, l.In, l.oneRow = kernelRow(l.w, l.Out, l.In, ky*kc, kc), kc, true
+}
+
+// kernelRow returns the n values from off of each of out filters of in
+// values in v, filter after filter.
+func kernelRow[T any](v []T, out, in, off, n int) []T {
+	r := make([]T, out*n)
+	for o := range out {
+		copy(r[o*n:(o+1)*n], v[o*in+off:])
+	}
+	return r
 }

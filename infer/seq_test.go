@@ -9,9 +9,7 @@ import (
 	"slices"
 	"testing"
 
-	G "gorgonia.org/gorgonia"
-
-	"github.com/lathe-ml/lathe/compress"
+	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/graph"
 	"github.com/lathe-ml/lathe/internal/kernels"
@@ -173,15 +171,7 @@ func TestTransformerExportsToONNX(t *testing.T) {
 			t.Fatal(err)
 		}
 		want = slices.Clone(want)
-		path := filepath.Join(t.TempDir(), "seq.onnx")
-		out, err := os.Create(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := ExportONNX(f, out, ONNXOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		out.Close()
+		path := exportFile(t, f, "seq.onnx")
 		got := ort.Run(t, path, x, n, 1, 1, 16, "ids")
 		if len(got) != len(want) {
 			t.Fatalf("onnxruntime gave %d logits, the runtime %d", len(got), len(want))
@@ -258,17 +248,7 @@ func TestOneRowConvolutions(t *testing.T) {
 				gm.Quant[w.Name] = &model.QuantControl{Spec: model.QuantSpec{Bits: 8, Symmetric: true, PerChannel: true}, Enabled: true}
 			}
 			gm.ActQuant = map[string]*model.Observer{"c1": {Spec: model.QuantSpec{Bits: 8}, Momentum: 0.9, Enabled: true}}
-			tn, err := gm.Build(eng, batch, true, 1, compress.Hooks())
-			if err != nil {
-				t.Fatal(err)
-			}
-			copy(tn.XValue.Float32s(), x)
-			vm := G.NewTapeMachine(tn.Graph, G.WithEngine(eng))
-			if err := vm.RunAll(); err != nil {
-				t.Fatal(err)
-			}
-			vm.Close()
-			gm.ActQuant["c1"].Frozen = true
+			observeOnce(t, gm, eng, x, batch)
 		}
 		f := modelFile(t, gm, "rows")
 		m, err := Load(f, eng)
@@ -300,15 +280,7 @@ func TestOneRowConvolutions(t *testing.T) {
 			close(m, want, 5e-3, "integer kernels")
 			directInt8MatchesInt8(t, m, x, batch)
 		}
-		path := filepath.Join(t.TempDir(), "rows.onnx")
-		out, err := os.Create(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := ExportONNX(f, out, ONNXOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		out.Close()
+		path := exportFile(t, f, "rows.onnx")
 		want, err = m.Forward(x, batch)
 		if err != nil {
 			t.Fatal(err)
@@ -325,4 +297,20 @@ func TestOneRowConvolutions(t *testing.T) {
 			}
 		}
 	}
+}
+
+// exportFile writes model file f's ONNX export as name in a temporary
+// folder and returns its path.
+func exportFile(t *testing.T, f *checkpoint.File, name string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	out, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	if _, err := ExportONNX(f, out, ONNXOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

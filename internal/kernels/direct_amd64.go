@@ -50,12 +50,11 @@ func geluPass(y, x, dy *float32, n int, k *[20]float32)
 //go:noescape
 func expShift(x *float32, n int, m float32, k *[20]float32)
 
-// meanSquares returns the mean of n floats at x (n a multiple of 16) and
-// the sum of their squared distances from it, both summed in float64 in
-// sixteen lanes.
+// squaresLanes returns the sum of the squared distances of n floats at x
+// (a multiple of 16) from mu, in float64, in sixteen lanes.
 //
 //go:noescape
-func meanSquares(x *float32, n int) (mu, ss float64)
+func squaresLanes(x *float32, n int, mu float64) float64
 
 // normalizeRow writes y = (x − m)·inv·γ + β for n floats (a multiple of 16).
 //

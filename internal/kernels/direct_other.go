@@ -32,7 +32,7 @@ func expShift(x *float32, n int, m float32, k *[20]float32) {
 	panic("kernels: no AVX-512 here")
 }
 
-func meanSquares(x *float32, n int) (mu, ss float64) {
+func squaresLanes(x *float32, n int, mu float64) float64 {
 	panic("kernels: no AVX-512 here")
 }
 

@@ -31,6 +31,17 @@
 	VCMPPS $1, Z22, Z2, K1 \
 	VMOVAPS Z9, K1, Z3
 
+// LANESUM sets X0 to the sum of the sixteen float64 lanes of Z0 and Z1
+// (Z0 + Z1, then halves folded); it uses Y1 and X1.
+#define LANESUM \
+	VADDPD Z1, Z0, Z0 \
+	VEXTRACTF64X4 $1, Z0, Y1 \
+	VADDPD Y1, Y0, Y0 \
+	VEXTRACTF128 $1, Y0, X1 \
+	VADDPD X1, X0, X0 \
+	VPERMILPD $1, X0, X1 \
+	VADDSD X1, X0, X0
+
 // func addAct(dst, a, b *float32, n, act int)
 //
 // dst = act(a + b), 16 at a time. ReLU is VMAXPS with the sum as its
@@ -262,44 +273,20 @@ esdone:
 	VZEROUPPER
 	RET
 
-// func meanSquares(x *float32, n int) (mu, ss float64)
+// func squaresLanes(x *float32, n int, mu float64) float64
 //
-// The mean of n floats (n a multiple of 16) and the sum of their squared
-// distances from it, both summed in float64: sixteen lanes (two registers
-// of eight), added together at the end.
-TEXT ·meanSquares(SB), NOSPLIT, $0-32
+// The sum of the squared distances of n floats (n a multiple of 16) from
+// mu, in float64: sixteen lanes, added together at the end.
+TEXT ·squaresLanes(SB), NOSPLIT, $0-32
 	MOVQ x+0(FP), SI
 	MOVQ n+8(FP), CX
+	VBROADCASTSD mu+16(FP), Z5
 	SHRQ $4, CX
 	VXORPD Z0, Z0, Z0
 	VXORPD Z1, Z1, Z1
-	MOVQ SI, DI
-	MOVQ CX, DX
+	JZ sqsum
 
-mssum:
-	VCVTPS2PD (DI), Z2
-	VCVTPS2PD 32(DI), Z3
-	VADDPD Z2, Z0, Z0
-	VADDPD Z3, Z1, Z1
-	ADDQ $64, DI
-	DECQ DX
-	JNZ mssum
-	VADDPD Z1, Z0, Z0
-	VEXTRACTF64X4 $1, Z0, Y1
-	VADDPD Y1, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPD X1, X0, X0
-	VPERMILPD $1, X0, X1
-	VADDSD X1, X0, X0
-	MOVQ n+8(FP), AX
-	CVTSQ2SD AX, X4
-	VDIVSD X4, X0, X0 // μ
-	VMOVSD X0, mu+16(FP)
-	VBROADCASTSD X0, Z5
-	VXORPD Z0, Z0, Z0
-	VXORPD Z1, Z1, Z1
-
-mssq:
+sqloop:
 	VCVTPS2PD (SI), Z2
 	VCVTPS2PD 32(SI), Z3
 	VSUBPD Z5, Z2, Z2
@@ -308,15 +295,11 @@ mssq:
 	VFMADD231PD Z3, Z3, Z1
 	ADDQ $64, SI
 	DECQ CX
-	JNZ mssq
-	VADDPD Z1, Z0, Z0
-	VEXTRACTF64X4 $1, Z0, Y1
-	VADDPD Y1, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPD X1, X0, X0
-	VPERMILPD $1, X0, X1
-	VADDSD X1, X0, X0
-	VMOVSD X0, ss+24(FP)
+	JNZ sqloop
+
+sqsum:
+	LANESUM
+	VMOVSD X0, ret+24(FP)
 	VZEROUPPER
 	RET
 
@@ -401,13 +384,7 @@ slloop:
 	JNZ slloop
 
 slsum:
-	VADDPD Z1, Z0, Z0
-	VEXTRACTF64X4 $1, Z0, Y1
-	VADDPD Y1, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPD X1, X0, X0
-	VPERMILPD $1, X0, X1
-	VADDSD X1, X0, X0
+	LANESUM
 	VMOVSD X0, ret+16(FP)
 	VZEROUPPER
 	RET

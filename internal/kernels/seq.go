@@ -228,7 +228,8 @@ func LayerNormFast(y, x, gamma, beta []float32, c int, eps float64) {
 	}
 	y, gamma, beta = y[:len(x)], gamma[:c], beta[:c]
 	for r := 0; r+c <= len(x); r += c {
-		mu, ss := meanSquares(&x[r], c)
+		mu := sumLanes(&x[r], c) / float64(c)
+		ss := squaresLanes(&x[r], c, mu)
 		inv := float32(1 / math.Sqrt(ss/float64(c)+eps))
 		normalizeRow(&y[r], &x[r], &gamma[0], &beta[0], c, float32(mu), inv)
 	}

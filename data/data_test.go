@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"encoding/binary"
 	"errors"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -306,5 +307,40 @@ func TestTruncate(t *testing.T) {
 	}
 	if cut < n/2*80/100*9/10 || cut > n/2 || moved == 0 {
 		t.Errorf("%d of %d windows cut (about half of those over 8 bytes expected), %d differ in the next epoch", cut, n, moved)
+	}
+}
+
+// TestShiftRunsMatchPixels checks shift's row runs against a pixel-by-pixel
+// translation, for several channel counts and shifts past the border.
+func TestShiftRunsMatchPixels(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, ch := range []int{1, 3} {
+		rows, cols := 5, 6
+		src := make([]byte, rows*cols*ch)
+		for i := range src {
+			src[i] = byte(r.IntN(256))
+		}
+		for dy := -6; dy <= 6; dy++ {
+			for dx := -7; dx <= 7; dx++ {
+				got := make([]float32, len(src))
+				for i := range got {
+					got[i] = -1 // every value must be written
+				}
+				shift(got, src, rows, cols, ch, dy, dx, false)
+				for y := range rows {
+					for x := range cols {
+						for k := range ch {
+							want := float32(0)
+							if sy, sx := y-dy, x-dx; sy >= 0 && sy < rows && sx >= 0 && sx < cols {
+								want = float32(src[(sy*cols+sx)*ch+k]) * (1.0 / 255)
+							}
+							if g := got[(y*cols+x)*ch+k]; g != want {
+								t.Fatalf("ch %d shift (%d, %d): pixel (%d, %d, %d) = %v, want %v", ch, dy, dx, y, x, k, g, want)
+							}
+						}
+					}
+				}
+			}
+		}
 	}
 }

@@ -159,6 +159,21 @@ func shift(dst []float32, src []byte, rows, cols, ch, dy, dx int, flip bool) {
 			clear(row)
 			continue
 		}
+		if !flip {
+			// The columns that meet the source, one run of the row.
+			lo, hi := max(0, dx), min(cols, cols+dx)
+			if lo >= hi {
+				clear(row)
+				continue
+			}
+			clear(row[:lo*ch])
+			clear(row[hi*ch:])
+			from := src[(sr*cols+lo-dx)*ch : (sr*cols+hi-dx)*ch]
+			for k, v := range from {
+				row[lo*ch+k] = float32(v) * (1.0 / 255)
+			}
+			continue
+		}
 		for c := 0; c < cols; c++ {
 			sc := c - dx
 			px := row[c*ch : (c+1)*ch]

@@ -188,18 +188,14 @@ func parseMeta(h nats.Header) (meta, error) {
 func encodeInt64s(dst []byte, v []int64) []byte {
 	// The widest value decides: fold negatives onto their complement and
 	// OR everything, one pass.
-	var folded uint64
-	for _, x := range v {
-		folded |= uint64(x ^ (x >> 63))
-	}
-	w := (bits.Len64(folded) + 1 + 7) / 8
+	w := (bits.Len64(foldInt64s(v)) + 1 + 7) / 8
 	// Each value is stored as 8 bytes at its place, the next one
-	// overwriting the first's high bytes (8 spare bytes at the end, cut
-	// off the slice).
-	b := grow(dst, 1+w*len(v)+8)
+	// overwriting the first's high bytes (64 spare bytes at the end, for
+	// the blocks of eight, cut off the slice).
+	b := grow(dst, 1+w*len(v)+64)
 	b[0] = byte(w)
-	for i, x := range v {
-		binary.LittleEndian.PutUint64(b[1+i*w:], uint64(x))
+	for i := packInt64s(b[1:], v, w); i < len(v); i++ {
+		binary.LittleEndian.PutUint64(b[1+i*w:], uint64(v[i]))
 	}
 	return b[:1+w*len(v)]
 }
@@ -221,7 +217,7 @@ func int64sCount(b []byte) (int, error) {
 func decodeInt64s(v []int64, b []byte) {
 	w := int(b[0])
 	shift := 64 - 8*w
-	i := 0
+	i := unpackInt64s(v, b[1:], w)
 	// Eight bytes at a time while eight remain, the value in the low w
 	// and sign-extended from there.
 	for ; i < len(v) && 1+i*w+8 <= len(b); i++ {

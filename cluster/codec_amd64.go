@@ -1,0 +1,86 @@
+package cluster
+
+import "golang.org/x/sys/cpu"
+
+// hasVBMI says whether the narrow codec's AVX-512 forms run here: eight
+// values a block, their bytes moved by one VPERMB (the Go loops elsewhere;
+// both give the same bytes and values).
+var hasVBMI = cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VBMI
+
+// foldInt64s16 ORs x ^ (x >> 63) over v[:16·blocks].
+//
+//go:noescape
+func foldInt64s16(v *int64, blocks int) uint64
+
+// packInt64s8 writes the low w bytes of each of the values v[:8·blocks],
+// in order, at dst, by table idx (packIndex); it stores 64 bytes a block,
+// so dst must hold 64 − 8w bytes past the last value's.
+//
+//go:noescape
+func packInt64s8(dst *byte, v *int64, blocks, w int, idx *[64]byte)
+
+// unpackInt64s8 reads 8·blocks values of w bytes from src into v,
+// sign-extended, by table idx (unpackIndex); it loads 64 bytes a block, so
+// src must hold 64 − 8w bytes past the last value's.
+//
+//go:noescape
+func unpackInt64s8(v *int64, src *byte, blocks, w int, idx *[64]byte)
+
+// narrowTables are the byte tables of each width: pack[w] takes output
+// byte j from the block's value j/w, byte j%w; unpack[w] puts byte k of
+// value q from input byte q·w+k (the bytes past w are shifted out).
+var narrowTables = func() (t struct{ pack, unpack [9][64]byte }) {
+	for w := 1; w <= 8; w++ {
+		for j := range 8 * w {
+			t.pack[w][j] = byte(j/w*8 + j%w)
+		}
+		for q := range 8 {
+			for k := range 8 {
+				t.unpack[w][q*8+k] = byte(q*w + k)
+			}
+		}
+	}
+	return t
+}()
+
+// foldInt64s is the OR of x ^ (x >> 63) over v: its bit length, plus
+// one, is the width of the widest value.
+func foldInt64s(v []int64) uint64 {
+	var folded uint64
+	i := 0
+	if hasVBMI && len(v) >= 16 {
+		folded = foldInt64s16(&v[0], len(v)/16)
+		i = len(v) / 16 * 16
+	}
+	for _, x := range v[i:] {
+		folded |= uint64(x ^ (x >> 63))
+	}
+	return folded
+}
+
+// packInt64s writes v's values, w bytes each, at b (room for
+// w·len(v)+64 bytes), and returns how many it wrote: whole blocks of
+// eight, the rest for the caller's loop.
+func packInt64s(b []byte, v []int64, w int) int {
+	if !hasVBMI || len(v) < 8 || len(b) < w*len(v)+64 {
+		return 0
+	}
+	blocks := len(v) / 8
+	packInt64s8(&b[0], &v[0], blocks, w, &narrowTables.pack[w])
+	return 8 * blocks
+}
+
+// unpackInt64s reads values of w bytes from b into v while a whole block
+// and 64 bytes remain, and returns how many it read.
+func unpackInt64s(v []int64, b []byte, w int) int {
+	if !hasVBMI {
+		return 0
+	}
+	// Block k loads b[8wk : 8wk+64]: it must lie inside b.
+	blocks := min(len(v)/8, (len(b)-64)/(8*w)+1)
+	if len(b) < 64 || blocks <= 0 {
+		return 0
+	}
+	unpackInt64s8(&v[0], &b[0], blocks, w, &narrowTables.unpack[w])
+	return 8 * blocks
+}

@@ -1,0 +1,81 @@
+#include "textflag.h"
+
+// func foldInt64s16(v *int64, blocks int) uint64
+TEXT ·foldInt64s16(SB), NOSPLIT, $0-24
+	MOVQ    v+0(FP), SI
+	MOVQ    blocks+8(FP), CX
+	VPXORQ  Z4, Z4, Z4
+	VPXORQ  Z5, Z5, Z5
+
+fold:
+	VMOVDQU64 (SI), Z0
+	VMOVDQU64 64(SI), Z1
+	VPSRAQ    $63, Z0, Z2
+	VPSRAQ    $63, Z1, Z3
+	VPXORQ    Z0, Z2, Z2
+	VPXORQ    Z1, Z3, Z3
+	VPORQ     Z2, Z4, Z4
+	VPORQ     Z3, Z5, Z5
+	ADDQ      $128, SI
+	DECQ      CX
+	JNZ       fold
+
+	VPORQ         Z5, Z4, Z4
+	VEXTRACTI64X4 $1, Z4, Y5
+	VPORQ         Y5, Y4, Y4
+	VEXTRACTI128  $1, Y4, X5
+	VPOR          X5, X4, X4
+	VPSHUFD       $0x4e, X4, X5
+	VPOR          X5, X4, X4
+	MOVQ          X4, AX
+	MOVQ          AX, ret+16(FP)
+	VZEROUPPER
+	RET
+
+// func packInt64s8(dst *byte, v *int64, blocks, w int, idx *[64]byte)
+TEXT ·packInt64s8(SB), NOSPLIT, $0-40
+	MOVQ      dst+0(FP), DI
+	MOVQ      v+8(FP), SI
+	MOVQ      blocks+16(FP), CX
+	MOVQ      w+24(FP), DX
+	SHLQ      $3, DX // 8w bytes a block
+	MOVQ      idx+32(FP), AX
+	VMOVDQU8  (AX), Z7
+
+pack:
+	VMOVDQU64 (SI), Z0
+	VPERMB    Z0, Z7, Z1
+	VMOVDQU8  Z1, (DI)
+	ADDQ      $64, SI
+	ADDQ      DX, DI
+	DECQ      CX
+	JNZ       pack
+	VZEROUPPER
+	RET
+
+// func unpackInt64s8(v *int64, src *byte, blocks, w int, idx *[64]byte)
+TEXT ·unpackInt64s8(SB), NOSPLIT, $0-40
+	MOVQ      v+0(FP), DI
+	MOVQ      src+8(FP), SI
+	MOVQ      blocks+16(FP), CX
+	MOVQ      w+24(FP), DX
+	MOVQ      $8, BX
+	SUBQ      DX, BX
+	SHLQ      $3, BX // 64 − 8w: the bits above each value
+	MOVQ      BX, X6
+	SHLQ      $3, DX // 8w bytes a block
+	MOVQ      idx+32(FP), AX
+	VMOVDQU8  (AX), Z7
+
+unpack:
+	VMOVDQU8  (SI), Z0
+	VPERMB    Z0, Z7, Z1
+	VPSLLQ    X6, Z1, Z1
+	VPSRAQ    X6, Z1, Z1
+	VMOVDQU64 Z1, (DI)
+	ADDQ      DX, SI
+	ADDQ      $64, DI
+	DECQ      CX
+	JNZ       unpack
+	VZEROUPPER
+	RET

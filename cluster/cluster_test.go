@@ -226,7 +226,12 @@ func int64s(b []byte) ([]int64, error) {
 // reduce runs a step whose micro-shards compute computes, without an
 // update: the vector reduced.
 func reduce(ctx context.Context, r *Replica, step int64, n int, compute func([]int, []int64) error) ([]float32, error) {
-	v, _, err := r.Reduce(ctx, step, n, trainer.Step{Compute: compute})
+	v, _, err := r.Reduce(ctx, step, n, trainer.Step{Compute: func(ks []int, into []int64, fresh bool) error {
+		if fresh {
+			clear(into)
+		}
+		return compute(ks, into)
+	}})
 	return v, err
 }
 

@@ -648,8 +648,7 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 		var partial []int64
 		r.mu.Lock()
 		if sp := r.spare; sp != nil && sp.readers == 0 && len(sp.i64) == n {
-			partial = sp.i64
-			clear(partial)
+			partial = sp.i64 // Compute puts its sum in place of the old one
 		}
 		r.spare = nil
 		r.mu.Unlock()
@@ -658,7 +657,7 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 		}
 		mine := plan(r.shards, shares, size, rank)
 		start := time.Now()
-		if err := f.Compute(mine, partial); err != nil {
+		if err := f.Compute(mine, partial, true); err != nil {
 			return nil, err
 		}
 		took := time.Since(start).Seconds()

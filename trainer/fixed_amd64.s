@@ -1,18 +1,20 @@
 #include "textflag.h"
 
-// func addFixed4(into *int64, vs *float32, n int) int
+// func fixed4(into *int64, vs *float32, n int, add bool) int
 //
 // From the start, four at a time while every value of a block satisfies
-// |v·2^40| < 2^51 (NaN does not): into[i] += RoundToEven(v·2^40) — the
+// |v·2^40| < 2^51 (NaN does not): into[i] += RoundToEven(v·2^40), or =
+// when add is false — the
 // same integers as ToFixed. v·2^40 is exact in float64; adding 1.5·2^52
 // rounds it to an integer (to even, the default rounding) in a binade
 // whose unit is 1, and subtracting that constant's bits leaves the
 // integer. Returns how many values it added (a multiple of 4): the block
 // after them, if any, is the Go loop's to convert or refuse.
-TEXT ·addFixed4(SB), NOSPLIT, $0-32
+TEXT ·fixed4(SB), NOSPLIT, $0-40
 	MOVQ into+0(FP), DI
 	MOVQ vs+8(FP), SI
 	MOVQ n+16(FP), CX
+	MOVBQZX add+24(FP), BX
 	XORQ AX, AX
 	SHRQ $2, CX
 	JZ   done
@@ -39,7 +41,11 @@ loop:
 	JNE       done
 	VADDPD    Y9, Y0, Y0         // rounds to an integer, to even
 	VPSUBQ    Y9, Y0, Y0         // the integer, as int64
+	TESTQ     BX, BX
+	JZ        store
 	VPADDQ    (DI), Y0, Y0
+
+store:
 	VMOVDQU   Y0, (DI)
 	ADDQ      $16, SI
 	ADDQ      $32, DI
@@ -48,6 +54,6 @@ loop:
 	JNZ       loop
 
 done:
-	MOVQ AX, ret+24(FP)
+	MOVQ AX, ret+32(FP)
 	VZEROUPPER
 	RET

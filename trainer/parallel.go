@@ -37,10 +37,11 @@ type Parallel interface {
 // Step is the trainer's side of a data-parallel step.
 type Step struct {
 	// Compute adds the fixed-point vectors (length n) of the micro-shards
-	// given to into, zeroed by Reduce; Reduce calls it with the
+	// given to into — or, when fresh, puts their sum in place of what into
+	// holds (Reduce need not zero it first); Reduce calls it with the
 	// micro-shards this replica is to compute (none, some or all; and
 	// again, with others, if the plan changes while the step runs).
-	Compute func(shards []int, into []int64) error
+	Compute func(shards []int, into []int64, fresh bool) error
 	// Update, on a replica that owns the chunk v of the reduced vector
 	// starting at lo, replaces the gradients in it by the parameters after
 	// the step's update (other values, the losses and observer ranges,
@@ -99,14 +100,20 @@ func FromFixed(q int64) float32 { return float32(float64(q) / (1 << FixedShift))
 // ToFixed refuses. With AVX2 the values of magnitude below 2^11 (every
 // gradient of a healthy run) are converted four at a time, to the same
 // integers; the rest go through ToFixed.
-func AddFixed(into []int64, vs []float32) error {
+func AddFixed(into []int64, vs []float32) error { return putFixed(into, vs, true) }
+
+// SetFixed is AddFixed into a vector of zeros: into holds vs in fixed
+// point afterwards, whatever it held before.
+func SetFixed(into []int64, vs []float32) error { return putFixed(into, vs, false) }
+
+func putFixed(into []int64, vs []float32, add bool) error {
 	if len(vs) == 0 {
 		return nil
 	}
 	into = into[:len(vs)]
 	for i := 0; i < len(vs); {
 		if hasAVX2 && len(vs)-i >= 4 {
-			i += addFixed4(&into[i], &vs[i], len(vs)-i)
+			i += fixed4(&into[i], &vs[i], len(vs)-i, add)
 		}
 		// The block the AVX2 pass stopped at, or the tail.
 		for end := min(i+4, len(vs)); i < end; i++ {
@@ -114,7 +121,10 @@ func AddFixed(into []int64, vs []float32) error {
 			if !ok {
 				return fmt.Errorf("%w: value %v at %d cannot be reduced exactly", ErrNonFinite, vs[i], i)
 			}
-			into[i] += q
+			if add {
+				q += into[i]
+			}
+			into[i] = q
 		}
 	}
 	return nil
@@ -199,10 +209,24 @@ func (t *Trainer) parallelStep(ctx context.Context, idx []int, epoch int) error 
 		}
 	}()
 	prepared := false
-	compute := func(ks []int, into []int64) error {
-		for _, k := range ks {
+	compute := func(ks []int, into []int64, fresh bool) error {
+		if fresh {
+			// The first micro-shard's gradients are put in place of what
+			// into holds (they are its whole [0, l.obs) when the graph
+			// runs); the rest starts from zero.
+			clear(into[l.obs:])
+			if len(ks) == 0 || t.cfg.Gradients != nil || len(t.grads) != len(l.params) || (l.proj >= 0) != (t.projGrad != nil) {
+				clear(into[:l.obs])
+				fresh = false
+			}
+		}
+		for j, k := range ks {
 			if k < 0 || k >= shards {
 				return fmt.Errorf("trainer: step %d: micro-shard %d outside [0, %d)", s.Step+1, k, shards)
+			}
+			put := AddFixed
+			if fresh && j == 0 {
+				put = SetFixed
 			}
 			t.batch.Fill(x, y, idx[k*micro:(k+1)*micro], epoch)
 			t.curIdx = idx[k*micro : (k+1)*micro]
@@ -237,12 +261,12 @@ func (t *Trainer) parallelStep(ctx context.Context, idx []int, epoch int) error 
 				return err
 			}
 			for i, g := range t.grads {
-				if err := AddFixed(into[l.params[i]:], f32s(g.Value())); err != nil {
+				if err := put(into[l.params[i]:], f32s(g.Value())); err != nil {
 					return fmt.Errorf("trainer: step %d: %s: %w", s.Step+1, t.cfg.Model.Params[i].Name, err)
 				}
 			}
 			if l.proj >= 0 {
-				if err := AddFixed(into[l.proj:], f32s(t.projGrad.Value())); err != nil {
+				if err := put(into[l.proj:], f32s(t.projGrad.Value())); err != nil {
 					return fmt.Errorf("trainer: step %d: hint projection: %w", s.Step+1, err)
 				}
 			}

@@ -71,9 +71,17 @@ func (c *memCluster) owner(r int, step int64) (int, int) {
 
 func (m memReplica) Reduce(ctx context.Context, step int64, n int, f Step) ([]float32, bool, error) {
 	into := make([]int64, n)
+	for i := range into {
+		into[i] = int64(i)*7919 - 1 // not zeroed: the first call puts its sum in place
+	}
+	if len(m.c.assign[m.r]) == 0 {
+		if err := f.Compute(nil, into, true); err != nil {
+			return nil, false, err
+		}
+	}
 	// Several calls, as a re-plan would make them.
-	for _, k := range m.c.assign[m.r] {
-		if err := f.Compute([]int{k}, into); err != nil {
+	for j, k := range m.c.assign[m.r] {
+		if err := f.Compute([]int{k}, into, j == 0); err != nil {
 			return nil, false, err
 		}
 	}

@@ -13,4 +13,4 @@ func sgdMomentum8(w, v, grad *float32, n int, mu, wd, lr float32)
 func sgdMomentumMasked8(w, v, grad *float32, mask *byte, n int, mu, wd, lr float32)
 
 //go:noescape
-func addFixed4(into *int64, vs *float32, n int) int
+func fixed4(into *int64, vs *float32, n int, add bool) int

@@ -113,18 +113,28 @@ func TestAVX2FixedPointMatchesToFixed(t *testing.T) {
 	}
 	conv := func(avx bool, vs []float32) ([]int64, error) {
 		hasAVX2 = avx
-		into := make([]int64, len(vs))
+		into, set := make([]int64, len(vs)), make([]int64, len(vs))
 		for i := range into {
-			into[i] = int64(i) * 12345 // adds to what is there
+			into[i] = int64(i) * 12345 // AddFixed adds to what is there,
+			set[i] = -int64(i) * 777   // SetFixed replaces it
 		}
-		return into, AddFixed(into, vs)
+		errAdd, errSet := AddFixed(into, vs), SetFixed(set, vs)
+		if (errAdd == nil) != (errSet == nil) || errAdd != nil && errAdd.Error() != errSet.Error() {
+			t.Fatalf("AddFixed: %v, SetFixed: %v", errAdd, errSet)
+		}
+		for i := range set {
+			if errAdd == nil && into[i]-int64(i)*12345 != set[i] {
+				t.Fatalf("value %d (%g): AddFixed to zero %d, SetFixed %d", i, vs[i], into[i]-int64(i)*12345, set[i])
+			}
+		}
+		return into, errAdd
 	}
 	// A healthy gradient goes through the pass whole, but for its tail.
 	healthy := make([]float32, 1003)
 	for i := range healthy {
 		healthy[i] = float32(r.NormFloat64())
 	}
-	if k := addFixed4(&make([]int64, 1003)[0], &healthy[0], 1003); k != 1000 {
+	if k := fixed4(&make([]int64, 1003)[0], &healthy[0], 1003, true); k != 1000 {
 		t.Fatalf("the AVX2 pass took %d of 1003 healthy values, want 1000", k)
 	}
 	for _, n := range []int{1, 3, 4, 5, 8, 1003, 4096} {

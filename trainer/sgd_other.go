@@ -10,4 +10,4 @@ func sgdMomentumMasked8(w, v, grad *float32, mask *byte, n int, mu, wd, lr float
 	panic("trainer: no AVX2 here")
 }
 
-func addFixed4(into *int64, vs *float32, n int) int { panic("trainer: no AVX2 here") }
+func fixed4(into *int64, vs *float32, n int, add bool) int { panic("trainer: no AVX2 here") }

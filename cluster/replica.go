@@ -706,6 +706,7 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 			return nil, err
 		}
 		r.mu.Lock()
+		var others [][]int64
 		for j, o := range members {
 			if j != rank {
 				a := r.partials[key{o, gen, step}]
@@ -713,22 +714,32 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 					r.mu.Unlock()
 					return nil, fmt.Errorf("cluster: step %d: %s sent range [%d, %d), want [%d, %d)", step+1, o, a.lo, a.hi, lo, hi)
 				}
-				for i, v := range a.i64 {
-					sum[i] += v
-				}
+				others = append(others, a.i64)
 			}
 		}
 		var out, upd []float32
 		if f.Update != nil {
 			out, upd = r.reuseReducedLocked(len(sum)), reuse(&r.prevUpdated, len(sum))
 		}
-		r.mu.Unlock()
 		if out == nil {
 			out = make([]float32, len(sum))
 		}
-		for i, v := range sum {
-			out[i] = trainer.FromFixed(v)
+		// The others' partials added to ours, the last with the
+		// conversion to float32 in the same pass (under r.mu: theirs are
+		// the map's).
+		if k := len(others); k > 0 {
+			for _, a := range others[:k-1] {
+				for i, v := range a {
+					sum[i] += v
+				}
+			}
+			trainer.FromFixedAdd(out, sum, others[k-1])
+		} else {
+			for i, v := range sum {
+				out[i] = trainer.FromFixed(v)
+			}
 		}
+		r.mu.Unlock()
 		// The update before either chunk goes out: it may need the
 		// chunk's optimizer state from the coordinator, which serves it
 		// only while it has not completed the step.

@@ -57,3 +57,36 @@ done:
 	MOVQ AX, ret+32(FP)
 	VZEROUPPER
 	RET
+
+// func fromFixed8(dst *float32, q, add *int64, n int)
+//
+// dst[i] = float32(float64(q[i]+add[i]) · 2^-40) for the n/8 blocks of
+// eight: VCVTQQ2PD rounds to nearest even as CVTSQ2SD does, the product
+// is exact, and VCVTPD2PS rounds as CVTSD2SS — FromFixed's bits.
+TEXT ·fromFixed8(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ q+8(FP), SI
+	MOVQ add+16(FP), DX
+	MOVQ n+24(FP), CX
+	SHRQ $3, CX
+	JZ   fdone
+	MOVQ $0x3d70000000000000, AX // 2^-40
+	MOVQ AX, X8
+	VBROADCASTSD X8, Z8
+
+floop:
+	VMOVDQU64 (SI), Z0
+	VPADDQ    (DX), Z0, Z0
+	VCVTQQ2PD Z0, Z0
+	VMULPD    Z8, Z0, Z0
+	VCVTPD2PS Z0, Y0
+	VMOVUPS   Y0, (DI)
+	ADDQ      $64, SI
+	ADDQ      $64, DX
+	ADDQ      $32, DI
+	DECQ      CX
+	JNZ       floop
+
+fdone:
+	VZEROUPPER
+	RET

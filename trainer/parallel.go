@@ -96,6 +96,21 @@ func ToFixed(v float32) (q int64, ok bool) {
 // same everywhere).
 func FromFixed(q int64) float32 { return float32(float64(q) / (1 << FixedShift)) }
 
+// FromFixedAdd sets dst[i] = FromFixed(q[i] + add[i]) over q's length:
+// the last of a reduction's sums and its conversion in one pass, eight at
+// a time with AVX-512.
+func FromFixedAdd(dst []float32, q, add []int64) {
+	dst, add = dst[:len(q)], add[:len(q)]
+	i := 0
+	if hasAVX512DQ && len(q) >= 8 {
+		fromFixed8(&dst[0], &q[0], &add[0], len(q))
+		i = len(q) / 8 * 8
+	}
+	for ; i < len(q); i++ {
+		dst[i] = FromFixed(q[i] + add[i])
+	}
+}
+
 // AddFixed adds vs, in fixed point, to into; it fails on the first value
 // ToFixed refuses. With AVX2 the values of magnitude below 2^11 (every
 // gradient of a healthy run) are converted four at a time, to the same

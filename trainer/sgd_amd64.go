@@ -6,6 +6,12 @@ import "golang.org/x/sys/cpu"
 // (the Go loops elsewhere; both give the same bits).
 var hasAVX2 = cpu.X86.HasAVX2
 
+// hasAVX512DQ says whether FromFixedAdd's eight-at-a-time form runs here.
+var hasAVX512DQ = cpu.X86.HasAVX512F && cpu.X86.HasAVX512DQ
+
+//go:noescape
+func fromFixed8(dst *float32, q, add *int64, n int)
+
 //go:noescape
 func sgdMomentum8(w, v, grad *float32, n int, mu, wd, lr float32)
 

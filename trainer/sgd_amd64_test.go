@@ -167,3 +167,32 @@ func TestAVX2FixedPointMatchesToFixed(t *testing.T) {
 		}
 	}
 }
+
+// TestFromFixedAddMatchesFromFixed converts sums of every magnitude — past
+// 2^53, where int64 → float64 rounds, and past float32's range at the 2^-40
+// scale's other end — with the AVX-512 blocks and with FromFixed alone:
+// the same bits, over lengths with and without a tail.
+func TestFromFixedAddMatchesFromFixed(t *testing.T) {
+	if !hasAVX512DQ {
+		t.Skip("no AVX-512 DQ on this CPU: only the Go loop runs")
+	}
+	r := rand.New(rand.NewPCG(9, 10))
+	for _, n := range []int{0, 1, 7, 8, 9, 16, 31, 1003} {
+		q, add := make([]int64, n), make([]int64, n)
+		for i := range q {
+			shift := r.IntN(62)
+			q[i] = r.Int64N(1<<shift+1) - r.Int64N(1<<shift+1)
+			add[i] = r.Int64N(1<<shift+1) - r.Int64N(1<<shift+1)
+			if i%9 == 4 {
+				q[i], add[i] = 1<<54, 2 // a tie past 2^53: 2^54 + 2 rounds to 2^54
+			}
+		}
+		got := make([]float32, n)
+		FromFixedAdd(got, q, add)
+		for i := range q {
+			if want := FromFixed(q[i] + add[i]); math.Float32bits(got[i]) != math.Float32bits(want) {
+				t.Fatalf("n=%d: value %d (%d + %d): %v, want %v", n, i, q[i], add[i], got[i], want)
+			}
+		}
+	}
+}

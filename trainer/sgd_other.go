@@ -2,7 +2,9 @@
 
 package trainer
 
-const hasAVX2 = false
+const hasAVX2, hasAVX512DQ = false, false
+
+func fromFixed8(dst *float32, q, add *int64, n int) { panic("trainer: no AVX-512 here") }
 
 func sgdMomentum8(w, v, grad *float32, n int, mu, wd, lr float32) { panic("trainer: no AVX2 here") }
 

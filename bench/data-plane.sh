@@ -5,27 +5,42 @@
 # Each lathe line gives samples/s, wall time, the bytes per worker and step through the broker and
 # over peer connections (summary.json), and the weights' digest (the same on both planes).
 #
-#   bench/data-plane.sh [mlp|teacher] [ROUNDS]
+#   bench/data-plane.sh [mlp|teacher|kd] [ROUNDS]
 #
 # mlp is LeNet-300-100 (recipes/mnist-lenet300.hcl), teacher the 784-1200-1200-10 teacher
-# (recipes/mnist-teacher.hcl); ROUNDS defaults to 2. DDP_SECONDS (default 10) is the anchor's
-# timed seconds per measurement.
+# (recipes/mnist-teacher.hcl), kd LeNet-300-100 distilling a trained teacher (bench/kd-step.hcl;
+# TEACHER=model.arrow names it, else one epoch of mnist-teacher.hcl trains one first); ROUNDS
+# defaults to 2. DDP_SECONDS (default 10) is the anchor's timed seconds per measurement.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:-mlp} rounds=${2:-2}
+vars=()
 case $model in
   mlp) recipe=recipes/mnist-lenet300.hcl ;;
   teacher) recipe=recipes/mnist-teacher.hcl ;;
-  *) echo "usage: bench/data-plane.sh [mlp|teacher] [ROUNDS]" >&2; exit 2 ;;
+  kd) recipe=bench/kd-step.hcl ;;
+  *) echo "usage: bench/data-plane.sh [mlp|teacher|kd] [ROUNDS]" >&2; exit 2 ;;
 esac
 anchor=${ANCHOR:-../shared/bench/torch-ddp.sh}
 make build >/dev/null
+if [ "$model" = kd ]; then
+  teacher=${TEACHER:-}
+  if [ -z "$teacher" ]; then
+    tdir=$(mktemp -d)
+    trap 'rm -rf "$tdir"' EXIT
+    echo "training a teacher for one epoch (TEACHER=model.arrow skips this)" >&2
+    ./bin/coordinator --recipe recipes/mnist-teacher.hcl -var epochs=1 --run-dir "$tdir/teacher" \
+      --no-progress --log-level warn >/dev/null 2>&1
+    teacher=$tdir/teacher/model.arrow
+  fi
+  vars=(-var "teacher=$(realpath "$teacher")")
+fi
 field() { sed -n "s/.*\"$1\": \\([0-9.e+]*\\).*/\\1/p" "$2" | head -1; }
 for r in $(seq "$rounds"); do
   for plane in peer nats; do
     d=$(mktemp -d)
     start=$(date +%s.%N)
-    ./bin/coordinator --recipe "$recipe" -var epochs=1 -var batch=128 --workers 2 --data-plane "$plane" \
+    ./bin/coordinator --recipe "$recipe" "${vars[@]}" -var epochs=1 -var batch=128 --workers 2 --data-plane "$plane" \
       --run-dir "$d" --no-progress --log-level warn >/dev/null 2>&1
     end=$(date +%s.%N)
     sha=$(./bin/lathe inspect "$d/model.arrow" --json | sed -n 's/.*"weights_sha256": "\(.*\)".*/\1/p')

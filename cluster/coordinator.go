@@ -51,10 +51,12 @@ type WorkerInfo struct {
 	Share int `json:"share"`
 	// ComputeSeconds, StepSeconds and WaitSeconds are the worker's time
 	// computing micro-shards, in steps, and waiting on other replicas in
-	// the current phase (Heartbeat).
+	// the current phase, CPUSeconds its process's CPU time in those steps
+	// (Heartbeat).
 	ComputeSeconds float64 `json:"compute_seconds"`
 	StepSeconds    float64 `json:"step_seconds"`
 	WaitSeconds    float64 `json:"wait_seconds"`
+	CPUSeconds     float64 `json:"cpu_seconds"`
 	shards         int64
 	shardsAt       time.Time
 	digests        map[int64]string // reported, not yet compared
@@ -409,7 +411,7 @@ func (c *Coordinator) onHeartbeat(m *nats.Msg) {
 			}
 		}
 		w.shards, w.shardsAt = hb.Shards, now
-		w.ComputeSeconds, w.StepSeconds, w.WaitSeconds = hb.ComputeSeconds, hb.StepSeconds, hb.WaitSeconds
+		w.ComputeSeconds, w.StepSeconds, w.WaitSeconds, w.CPUSeconds = hb.ComputeSeconds, hb.StepSeconds, hb.WaitSeconds, hb.CPUSeconds
 		if hb.Digest != "" && w.State == "training" && len(w.digests) < maxDigests {
 			if w.digests == nil {
 				w.digests = map[int64]string{}
@@ -709,7 +711,7 @@ func (c *Coordinator) Admit(step int64, state []byte) error {
 		w := c.workers[n]
 		w.State = "training"
 		w.SamplesPerSecond, w.shards, w.shardsAt, w.digests = 0, 0, time.Time{}, nil
-		w.ComputeSeconds, w.StepSeconds, w.WaitSeconds = 0, 0, 0
+		w.ComputeSeconds, w.StepSeconds, w.WaitSeconds, w.CPUSeconds = 0, 0, 0, 0
 	}
 	c.stats.WorkersJoined += len(p.names)
 	c.stats.MaxWorkers = max(c.stats.MaxWorkers, len(c.members))
@@ -810,7 +812,7 @@ func (c *Coordinator) Phase(ctx context.Context, spec PhaseSpec, files map[strin
 		if w := c.workers[n]; w.State == "ready" || w.State == "training" {
 			w.State = "training"
 			w.SamplesPerSecond, w.shards, w.shardsAt, w.digests = 0, 0, time.Time{}, nil
-			w.ComputeSeconds, w.StepSeconds, w.WaitSeconds = 0, 0, 0
+			w.ComputeSeconds, w.StepSeconds, w.WaitSeconds, w.CPUSeconds = 0, 0, 0, 0
 			c.members = append(c.members, n)
 		}
 	}

@@ -58,6 +58,9 @@ type Heartbeat struct {
 	// part of it spent waiting on other replicas (ReplicaStats).
 	StepSeconds float64 `json:"step_seconds,omitempty"`
 	WaitSeconds float64 `json:"wait_seconds,omitempty"`
+	// CPUSeconds is the worker process's CPU time during those steps
+	// (ReplicaStats).
+	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
 	// Digest is the SHA-256 (hex) of the worker's weights after step
 	// DigestStep (1-based), which the coordinator compares with its own.
 	DigestStep int64  `json:"digest_step,omitempty"`

@@ -57,6 +57,10 @@ type Stats struct {
 	// chunk's update, sending).
 	StepSeconds float64 `json:"step_seconds"`
 	WaitSeconds float64 `json:"wait_seconds"`
+	// CPUSeconds is the CPU time the process used during the steps, every
+	// thread's (the peer connections' readers too): over StepSeconds, the
+	// cores it kept busy.
+	CPUSeconds float64 `json:"cpu_seconds"`
 }
 
 // key identifies one sender's vector for one step.
@@ -149,8 +153,9 @@ type Replica struct {
 	nStep     int64 // the step Reduce last ran
 	subs      []*nats.Subscription
 	stats     Stats
-	stepStart time.Time // when the step under way began (zero: none)
-	natsOut0  uint64    // the connection's published bytes when the replica started
+	stepStart time.Time     // when the step under way began (zero: none)
+	stepCPU   time.Duration // the process's CPU time then
+	natsOut0  uint64        // the connection's published bytes when the replica started
 	steps     atomic.Int64
 	// The coordinator's completed steps, as it announces them (workers
 	// wait when they get Window/2 steps ahead).
@@ -285,6 +290,7 @@ func (r *Replica) Stats() Stats {
 		// The step under way counts so far: what it has computed and
 		// waited is already in the other counts.
 		s.StepSeconds += time.Since(r.stepStart).Seconds()
+		s.CPUSeconds += (processCPU() - r.stepCPU).Seconds()
 	}
 	if r.nc != nil {
 		s.NATSBytesOut = int64(r.nc.Stats().OutBytes - r.natsOut0)
@@ -518,11 +524,12 @@ func (r *Replica) onCoordinatorAt(m *nats.Msg) {
 func (r *Replica) Reduce(ctx context.Context, step int64, n int, f trainer.Step) ([]float32, bool, error) {
 	updated := r.name != coordinatorName && f.Update != nil
 	r.mu.Lock()
-	r.stepStart = time.Now()
+	r.stepStart, r.stepCPU = time.Now(), processCPU()
 	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()
 		r.stats.StepSeconds += time.Since(r.stepStart).Seconds()
+		r.stats.CPUSeconds += (processCPU() - r.stepCPU).Seconds()
 		r.stepStart = time.Time{}
 		r.mu.Unlock()
 	}()

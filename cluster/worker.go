@@ -439,7 +439,7 @@ func (w *Worker) Heartbeat() Heartbeat {
 		hb.MessagesRejected += st.MessagesRejected
 		hb.Step, hb.BytesSent, hb.BytesReceived, hb.Shards, hb.ComputeSeconds = st.Steps, st.BytesSent, st.BytesReceived, st.Shards, st.ComputeSeconds
 		hb.PeerBytesSent, hb.NATSBytesOut = st.PeerBytesSent, st.NATSBytesOut
-		hb.StepSeconds, hb.WaitSeconds = st.StepSeconds, st.WaitSeconds
+		hb.StepSeconds, hb.WaitSeconds, hb.CPUSeconds = st.StepSeconds, st.WaitSeconds, st.CPUSeconds
 		hb.DigestStep, hb.Digest = w.rep.lastDigest()
 	}
 	return hb

@@ -226,9 +226,9 @@ func current(dir string) (phase, rundir.Status, bool) { return newest(phaseStatu
 type workerCollector struct {
 	hb func() cluster.Heartbeat
 
-	mu                                            sync.Mutex
-	sent, recv, shards, computed, stepped, waited accum
-	rejected                                      float64
+	mu                                                 sync.Mutex
+	sent, recv, shards, computed, stepped, waited, cpu accum
+	rejected                                           float64
 }
 
 var (
@@ -239,11 +239,12 @@ var (
 	dWCompute  = desc("worker_compute_seconds_total", "Seconds the worker spent computing its micro-shards.")
 	dWSteps    = desc("worker_step_seconds_total", "Seconds the worker spent in steps: computing, waiting on the other replicas, and exchanging.")
 	dWWait     = desc("worker_wait_seconds_total", "Seconds of its steps the worker spent waiting on the other replicas (their partials and chunks, a coordinator too far behind).")
+	dWCPU      = desc("worker_step_cpu_seconds_total", "CPU seconds the worker's process used during its steps, every thread's.")
 	dWRejected = desc("worker_messages_rejected_total", "Messages the worker refused (forged, stale, malformed).")
 )
 
 func (c *workerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dWStep, dWState, dWBytes, dWShards, dWCompute, dWSteps, dWWait, dWRejected} {
+	for _, d := range []*prometheus.Desc{dWStep, dWState, dWBytes, dWShards, dWCompute, dWSteps, dWWait, dWCPU, dWRejected} {
 		ch <- d
 	}
 }
@@ -265,6 +266,7 @@ func (c *workerCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(dWCompute, prometheus.CounterValue, c.computed.see(hb.ComputeSeconds))
 	ch <- prometheus.MustNewConstMetric(dWSteps, prometheus.CounterValue, c.stepped.see(hb.StepSeconds))
 	ch <- prometheus.MustNewConstMetric(dWWait, prometheus.CounterValue, c.waited.see(hb.WaitSeconds))
+	ch <- prometheus.MustNewConstMetric(dWCPU, prometheus.CounterValue, c.cpu.see(hb.CPUSeconds))
 	ch <- prometheus.MustNewConstMetric(dWRejected, prometheus.CounterValue, c.rejected)
 }
 

@@ -26,7 +26,7 @@ func parse(t *testing.T, body string) map[string]*dto.MetricFamily {
 // A worker's byte and shard counts restart with each phase; its metrics
 // keep counting up across the restart.
 func TestWorkerMetricsOnlyGrow(t *testing.T) {
-	hb := cluster.Heartbeat{Name: "w", State: "training", Step: 10, BytesSent: 1000, BytesReceived: 500, Shards: 40, ComputeSeconds: 2, StepSeconds: 5, WaitSeconds: 1}
+	hb := cluster.Heartbeat{Name: "w", State: "training", Step: 10, BytesSent: 1000, BytesReceived: 500, Shards: 40, ComputeSeconds: 2, StepSeconds: 5, WaitSeconds: 1, CPUSeconds: 4}
 	h := WorkerMetrics(func() cluster.Heartbeat { return hb })
 	scrape := func() map[string]*dto.MetricFamily {
 		rec := httptest.NewRecorder()
@@ -49,13 +49,13 @@ func TestWorkerMetricsOnlyGrow(t *testing.T) {
 	if v := value(first, "lathe_worker_bytes_total", "sent"); v != 1000 {
 		t.Fatalf("bytes sent %v", v)
 	}
-	hb = cluster.Heartbeat{Name: "w", State: "training", Step: 3, BytesSent: 300, Shards: 12, ComputeSeconds: 0.5, StepSeconds: 1, WaitSeconds: 0.25, MessagesRejected: 2} // a new phase
+	hb = cluster.Heartbeat{Name: "w", State: "training", Step: 3, BytesSent: 300, Shards: 12, ComputeSeconds: 0.5, StepSeconds: 1, WaitSeconds: 0.25, CPUSeconds: 0.75, MessagesRejected: 2} // a new phase
 	second := scrape()
 	for _, c := range []struct {
 		name, label string
 		want        float64
 	}{{"lathe_worker_bytes_total", "sent", 1300}, {"lathe_worker_bytes_total", "received", 500}, {"lathe_worker_shards_total", "", 52},
-		{"lathe_worker_compute_seconds_total", "", 2.5}, {"lathe_worker_step_seconds_total", "", 6}, {"lathe_worker_wait_seconds_total", "", 1.25}, {"lathe_worker_messages_rejected_total", "", 2}, {"lathe_worker_step", "", 3}} {
+		{"lathe_worker_compute_seconds_total", "", 2.5}, {"lathe_worker_step_seconds_total", "", 6}, {"lathe_worker_wait_seconds_total", "", 1.25}, {"lathe_worker_step_cpu_seconds_total", "", 4.75}, {"lathe_worker_messages_rejected_total", "", 2}, {"lathe_worker_step", "", 3}} {
 		if got := value(second, c.name, c.label); got != c.want {
 			t.Fatalf("%s{%s} = %v after the phase restarted, want %v", c.name, c.label, got, c.want)
 		}

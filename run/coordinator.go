@@ -193,7 +193,7 @@ func clusterSummary(c *cluster.Coordinator, par *cluster.Replica) *rundir.Cluste
 				s.StepTime = map[string]rundir.StepTime{}
 			}
 			c, wt := w.ComputeSeconds/w.StepSeconds, w.WaitSeconds/w.StepSeconds
-			s.StepTime[w.Name] = rundir.StepTime{Seconds: w.StepSeconds, Compute: c, Wait: wt, Exchange: max(0, 1-c-wt)}
+			s.StepTime[w.Name] = rundir.StepTime{Seconds: w.StepSeconds, Compute: c, Wait: wt, Exchange: max(0, 1-c-wt), CPU: w.CPUSeconds / w.StepSeconds}
 		}
 		if w.Step > 0 && w.BytesSent > 0 {
 			s.BytesSentPerStep += float64(w.BytesSent) / float64(w.Step)

@@ -149,10 +149,12 @@ type ClusterSummary struct {
 // micro-shards, waiting on the other replicas (their partials and chunks,
 // or a coordinator too far behind), and the rest, the exchange's own work
 // (fixed-point sums, encoding, sending, its chunk's update) — shares of
-// Seconds.
+// Seconds; and the cores its process kept busy meanwhile (CPU time over
+// Seconds, every thread's; absent where the system does not tell).
 type StepTime struct {
 	Seconds  float64 `json:"seconds"`
 	Compute  float64 `json:"compute"`
 	Wait     float64 `json:"wait"`
 	Exchange float64 `json:"exchange"`
+	CPU      float64 `json:"cpu,omitempty"`
 }

@@ -245,7 +245,13 @@ func (o *sgd) update(i, lo, hi int, params, grads [][]float32, masks [][]byte, l
 		}
 	case o.c.Nesterov:
 		v := o.v[i][lo:hi]
-		for j := range w {
+		v, g = v[:len(w)], g[:len(w)]
+		j0 := 0
+		if n := len(w) &^ 7; hasAVX2 && n > 0 {
+			sgdNesterov8(&w[0], &v[0], &g[0], n, mu, wd, lr)
+			j0 = n
+		}
+		for j := j0; j < len(w); j++ {
 			d := g[j] + wd*w[j]
 			v[j] = mu*v[j] + d
 			w[j] -= lr * (d + mu*v[j])

@@ -16,6 +16,9 @@ func fromFixed8(dst *float32, q, add *int64, n int)
 func sgdMomentum8(w, v, grad *float32, n int, mu, wd, lr float32)
 
 //go:noescape
+func sgdNesterov8(w, v, grad *float32, n int, mu, wd, lr float32)
+
+//go:noescape
 func sgdMomentumMasked8(w, v, grad *float32, mask *byte, n int, mu, wd, lr float32)
 
 //go:noescape

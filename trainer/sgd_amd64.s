@@ -80,3 +80,42 @@ mloop:
 mdone:
 	VZEROUPPER
 	RET
+
+// func sgdNesterov8(w, v, grad *float32, n int, mu, wd, lr float32)
+//
+// For i < n (a multiple of 8): d = g + wd·w; v = mu·v + d;
+// w = w − lr·(d + mu·v) — the Go loop's operations in its order, each one
+// IEEE single rounding (no fused multiply-add), eight at a time.
+TEXT ·sgdNesterov8(SB), NOSPLIT, $0-44
+	MOVQ w+0(FP), DI
+	MOVQ v+8(FP), SI
+	MOVQ grad+16(FP), DX
+	MOVQ n+24(FP), CX
+	VBROADCASTSS mu+32(FP), Y8
+	VBROADCASTSS wd+36(FP), Y9
+	VBROADCASTSS lr+40(FP), Y10
+	SHRQ $3, CX
+	JZ   ndone
+
+nloop:
+	VMOVUPS (DI), Y0        // w
+	VMULPS  Y9, Y0, Y3      // wd·w
+	VADDPS  (DX), Y3, Y3    // d = g + wd·w
+	VMOVUPS (SI), Y1        // v
+	VMULPS  Y8, Y1, Y1      // mu·v
+	VADDPS  Y3, Y1, Y1      // v' = mu·v + d
+	VMOVUPS Y1, (SI)
+	VMULPS  Y8, Y1, Y4      // mu·v'
+	VADDPS  Y4, Y3, Y4      // d + mu·v'
+	VMULPS  Y10, Y4, Y4     // lr·(d + mu·v')
+	VSUBPS  Y4, Y0, Y0      // w − lr·(d + mu·v')
+	VMOVUPS Y0, (DI)
+	ADDQ    $32, DI
+	ADDQ    $32, SI
+	ADDQ    $32, DX
+	DECQ    CX
+	JNZ     nloop
+
+ndone:
+	VZEROUPPER
+	RET

@@ -7,8 +7,8 @@ import (
 	"testing"
 )
 
-// TestAVX2MomentumMatchesTheGoLoop: SGD with momentum, with and without
-// masks and weight decay, gives the same bits with the AVX2 update as with
+// TestAVX2MomentumMatchesTheGoLoop: SGD with momentum, plain and Nesterov,
+// with and without masks and weight decay, gives the same bits with the AVX2 update as with
 // the Go loop, over tensor lengths with and without a tail of fewer than
 // eight, on values that include zeros of both signs and subnormals.
 func TestAVX2MomentumMatchesTheGoLoop(t *testing.T) {
@@ -29,52 +29,54 @@ func TestAVX2MomentumMatchesTheGoLoop(t *testing.T) {
 			return float32(r.NormFloat64())
 		}
 	}
-	for _, wd := range []float64{0, 1e-4} {
-		for _, masked := range []bool{false, true} {
-			run := func(avx bool) ([][]float32, [][]float32) {
-				hasAVX2 = avx
-				r := rand.New(rand.NewPCG(3, 4))
-				o, err := NewOptimizer(OptimConfig{Kind: "sgd", Momentum: 0.9, WeightDecay: wd}, sizes)
-				if err != nil {
-					t.Fatal(err)
+	for _, c := range []struct {
+		wd               float64
+		masked, nesterov bool
+	}{{0, false, false}, {1e-4, false, false}, {0, true, false}, {1e-4, true, false}, {0, false, true}, {1e-4, false, true}, {1e-4, true, true}} {
+		wd, masked := c.wd, c.masked
+		run := func(avx bool) ([][]float32, [][]float32) {
+			hasAVX2 = avx
+			r := rand.New(rand.NewPCG(3, 4))
+			o, err := NewOptimizer(OptimConfig{Kind: "sgd", Momentum: 0.9, WeightDecay: wd, Nesterov: c.nesterov}, sizes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			params, grads := make([][]float32, len(sizes)), make([][]float32, len(sizes))
+			var masks [][]byte
+			if masked {
+				masks = make([][]byte, len(sizes))
+			}
+			for i, n := range sizes {
+				params[i], grads[i] = make([]float32, n), make([]float32, n)
+				for j := range params[i] {
+					params[i][j] = awkward(r)
 				}
-				params, grads := make([][]float32, len(sizes)), make([][]float32, len(sizes))
-				var masks [][]byte
 				if masked {
-					masks = make([][]byte, len(sizes))
-				}
-				for i, n := range sizes {
-					params[i], grads[i] = make([]float32, n), make([]float32, n)
-					for j := range params[i] {
-						params[i][j] = awkward(r)
-					}
-					if masked {
-						masks[i] = make([]byte, n)
-						for j := range masks[i] {
-							masks[i][j] = byte(r.IntN(2))
-						}
+					masks[i] = make([]byte, n)
+					for j := range masks[i] {
+						masks[i][j] = byte(r.IntN(2))
 					}
 				}
-				for range 5 {
-					for i := range grads {
-						for j := range grads[i] {
-							grads[i][j] = awkward(r)
-						}
+			}
+			for range 5 {
+				for i := range grads {
+					for j := range grads[i] {
+						grads[i][j] = awkward(r)
 					}
-					o.Step(params, grads, masks, 0.05)
 				}
-				return params, o.State()
+				o.Step(params, grads, masks, 0.05)
 			}
-			pa, va := run(true)
-			pb, vb := run(false)
-			same := func(a, b [][]float32) bool {
-				return slices.EqualFunc(a, b, func(x, y []float32) bool {
-					return slices.EqualFunc(x, y, func(p, q float32) bool { return math.Float32bits(p) == math.Float32bits(q) })
-				})
-			}
-			if !same(pa, pb) || !same(va, vb) {
-				t.Fatalf("weight decay %v, masked %v: the AVX2 update differs from the Go loop", wd, masked)
-			}
+			return params, o.State()
+		}
+		pa, va := run(true)
+		pb, vb := run(false)
+		same := func(a, b [][]float32) bool {
+			return slices.EqualFunc(a, b, func(x, y []float32) bool {
+				return slices.EqualFunc(x, y, func(p, q float32) bool { return math.Float32bits(p) == math.Float32bits(q) })
+			})
+		}
+		if !same(pa, pb) || !same(va, vb) {
+			t.Fatalf("weight decay %v, masked %v, Nesterov %v: the AVX2 update differs from the Go loop", wd, masked, c.nesterov)
 		}
 	}
 }

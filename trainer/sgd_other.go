@@ -8,6 +8,8 @@ func fromFixed8(dst *float32, q, add *int64, n int) { panic("trainer: no AVX-512
 
 func sgdMomentum8(w, v, grad *float32, n int, mu, wd, lr float32) { panic("trainer: no AVX2 here") }
 
+func sgdNesterov8(w, v, grad *float32, n int, mu, wd, lr float32) { panic("trainer: no AVX2 here") }
+
 func sgdMomentumMasked8(w, v, grad *float32, mask *byte, n int, mu, wd, lr float32) {
 	panic("trainer: no AVX2 here")
 }

@@ -43,19 +43,13 @@ var narrowTables = func() (t struct{ pack, unpack [9][64]byte }) {
 	return t
 }()
 
-// foldInt64s is the OR of x ^ (x >> 63) over v: its bit length, plus
-// one, is the width of the widest value.
-func foldInt64s(v []int64) uint64 {
-	var folded uint64
-	i := 0
-	if hasVBMI && len(v) >= 16 {
-		folded = foldInt64s16(&v[0], len(v)/16)
-		i = len(v) / 16 * 16
+// foldBlocks ORs x ^ (x >> 63) over v's whole blocks of sixteen, and
+// returns how many values it took: the rest is the caller's loop.
+func foldBlocks(v []int64) (folded uint64, n int) {
+	if !hasVBMI || len(v) < 16 {
+		return 0, 0
 	}
-	for _, x := range v[i:] {
-		folded |= uint64(x ^ (x >> 63))
-	}
-	return folded
+	return foldInt64s16(&v[0], len(v)/16), len(v) / 16 * 16
 }
 
 // packInt64s writes v's values, w bytes each, at b (room for
@@ -73,12 +67,12 @@ func packInt64s(b []byte, v []int64, w int) int {
 // unpackInt64s reads values of w bytes from b into v while a whole block
 // and 64 bytes remain, and returns how many it read.
 func unpackInt64s(v []int64, b []byte, w int) int {
-	if !hasVBMI {
+	if !hasVBMI || len(b) < 64 {
 		return 0
 	}
 	// Block k loads b[8wk : 8wk+64]: it must lie inside b.
 	blocks := min(len(v)/8, (len(b)-64)/(8*w)+1)
-	if len(b) < 64 || blocks <= 0 {
+	if blocks == 0 {
 		return 0
 	}
 	unpackInt64s8(&v[0], &b[0], blocks, w, &narrowTables.unpack[w])

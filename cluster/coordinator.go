@@ -83,6 +83,14 @@ type MemberStats struct {
 	Refused []Refusal `json:"workers_refused,omitempty"`
 }
 
+// startPhase sets a worker training with the counts its heartbeats
+// restart from in a new phase.
+func (w *WorkerInfo) startPhase() {
+	w.State = "training"
+	w.SamplesPerSecond, w.shards, w.shardsAt, w.digests = 0, 0, time.Time{}, nil
+	w.ComputeSeconds, w.StepSeconds, w.WaitSeconds, w.CPUSeconds = 0, 0, 0, 0
+}
+
 // Refusal is a registration the coordinator turned away.
 type Refusal struct {
 	Name   string `json:"name"`
@@ -709,9 +717,7 @@ func (c *Coordinator) Admit(step int64, state []byte) error {
 	spec.Resume, spec.StartStep = name, step
 	for _, n := range p.names {
 		w := c.workers[n]
-		w.State = "training"
-		w.SamplesPerSecond, w.shards, w.shardsAt, w.digests = 0, 0, time.Time{}, nil
-		w.ComputeSeconds, w.StepSeconds, w.WaitSeconds, w.CPUSeconds = 0, 0, 0, 0
+		w.startPhase()
 	}
 	c.stats.WorkersJoined += len(p.names)
 	c.stats.MaxWorkers = max(c.stats.MaxWorkers, len(c.members))
@@ -810,9 +816,7 @@ func (c *Coordinator) Phase(ctx context.Context, spec PhaseSpec, files map[strin
 	c.members = nil
 	for _, n := range c.order {
 		if w := c.workers[n]; w.State == "ready" || w.State == "training" {
-			w.State = "training"
-			w.SamplesPerSecond, w.shards, w.shardsAt, w.digests = 0, 0, time.Time{}, nil
-			w.ComputeSeconds, w.StepSeconds, w.WaitSeconds, w.CPUSeconds = 0, 0, 0, 0
+			w.startPhase()
 			c.members = append(c.members, n)
 		}
 	}

@@ -190,8 +190,12 @@ func parseMeta(h nats.Header) (meta, error) {
 // The bytes go into dst's storage when it has room.
 func encodeInt64s(dst []byte, v []int64) []byte {
 	// The widest value decides: fold negatives onto their complement and
-	// OR everything, one pass.
-	w := (bits.Len64(foldInt64s(v)) + 1 + 7) / 8
+	// OR everything, one pass (sixteen at a time where the CPU can).
+	folded, i := foldBlocks(v)
+	for _, x := range v[i:] {
+		folded |= uint64(x ^ (x >> 63))
+	}
+	w := (bits.Len64(folded) + 1 + 7) / 8
 	// Each value is stored as 8 bytes at its place, the next one
 	// overwriting the first's high bytes (64 spare bytes at the end, for
 	// the blocks of eight, cut off the slice).

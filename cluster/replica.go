@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/nats-io/nats.go"
 
+	"github.com/lathe-ml/lathe/internal/proc"
 	"github.com/lathe-ml/lathe/trainer"
 )
 
@@ -290,7 +291,7 @@ func (r *Replica) Stats() Stats {
 		// The step under way counts so far: what it has computed and
 		// waited is already in the other counts.
 		s.StepSeconds += time.Since(r.stepStart).Seconds()
-		s.CPUSeconds += (processCPU() - r.stepCPU).Seconds()
+		s.CPUSeconds += (proc.CPUTime() - r.stepCPU).Seconds()
 	}
 	if r.nc != nil {
 		s.NATSBytesOut = int64(r.nc.Stats().OutBytes - r.natsOut0)
@@ -524,12 +525,12 @@ func (r *Replica) onCoordinatorAt(m *nats.Msg) {
 func (r *Replica) Reduce(ctx context.Context, step int64, n int, f trainer.Step) ([]float32, bool, error) {
 	updated := r.name != coordinatorName && f.Update != nil
 	r.mu.Lock()
-	r.stepStart, r.stepCPU = time.Now(), processCPU()
+	r.stepStart, r.stepCPU = time.Now(), proc.CPUTime()
 	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()
 		r.stats.StepSeconds += time.Since(r.stepStart).Seconds()
-		r.stats.CPUSeconds += (processCPU() - r.stepCPU).Seconds()
+		r.stats.CPUSeconds += (proc.CPUTime() - r.stepCPU).Seconds()
 		r.stepStart = time.Time{}
 		r.mu.Unlock()
 	}()

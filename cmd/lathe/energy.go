@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lathe-ml/lathe/internal/proc"
 )
 
 // wattsPerCore is the power assumed for a busy core where the machine
@@ -61,12 +63,12 @@ func (e *energyMeter) Start() {
 		v, _ := readFloat(d)
 		e.start = append(e.start, v)
 	}
-	e.cpu0 = cpuTime()
+	e.cpu0 = proc.CPUTime()
 }
 
 // Joules since Start, and the CPU time used.
 func (e *energyMeter) Stop() (joules float64, cpu time.Duration) {
-	cpu = cpuTime() - e.cpu0
+	cpu = proc.CPUTime() - e.cpu0
 	if len(e.domains) == 0 {
 		return cpu.Seconds() * wattsPerCore, cpu
 	}

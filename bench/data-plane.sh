@@ -2,15 +2,20 @@
 # The cluster's data planes beside PyTorch DDP, A B A B in one run: one epoch of a recipe on 2
 # local workers over the peer data plane (--data-plane peer), the same through the NATS server
 # (--data-plane nats), and the shared DDP anchor (gloo, 2 processes, same model and global batch).
-# Each lathe line gives samples/s, wall time, the bytes per worker and step through the broker and
-# over peer connections (summary.json), and the weights' digest (the same on both planes).
+# Each lathe line gives the run's samples/s (summary.json's samples_per_second: the workers'
+# start-up in its first step), its steady samples/s (cluster.steady_samples_per_second: the steps
+# after the first 20, as the anchor times a loop after 20 warm-up steps), wall time, the bytes per
+# worker and step through the broker and over peer connections, and the weights' digest (the same
+# on both planes).
 #
 #   bench/data-plane.sh [mlp|teacher|kd] [ROUNDS]
 #
 # mlp is LeNet-300-100 (recipes/mnist-lenet300.hcl), teacher the 784-1200-1200-10 teacher
 # (recipes/mnist-teacher.hcl), kd LeNet-300-100 distilling a trained teacher (bench/kd-step.hcl;
 # TEACHER=model.arrow names it, else one epoch of mnist-teacher.hcl trains one first); ROUNDS
-# defaults to 2. DDP_SECONDS (default 10) is the anchor's timed seconds per measurement.
+# defaults to 2. DDP_SECONDS (default 10) is the anchor's timed seconds per measurement. PLANES
+# (default "peer nats") are the data planes run; MICRO (default: the job's, 8) the --micro-shards
+# counts, each run on every plane (MICRO="8 2": the default beside one micro-shard per worker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:-mlp} rounds=${2:-2}
@@ -37,17 +42,22 @@ if [ "$model" = kd ]; then
 fi
 field() { sed -n "s/.*\"$1\": \\([0-9.e+]*\\).*/\\1/p" "$2" | head -1; }
 for r in $(seq "$rounds"); do
-  for plane in peer nats; do
-    d=$(mktemp -d)
-    start=$(date +%s.%N)
-    ./bin/coordinator --recipe "$recipe" "${vars[@]}" -var epochs=1 -var batch=128 --workers 2 --data-plane "$plane" \
-      --run-dir "$d" --no-progress --log-level warn >/dev/null 2>&1
-    end=$(date +%s.%N)
-    sha=$(./bin/lathe inspect "$d/model.arrow" --json | sed -n 's/.*"weights_sha256": "\(.*\)".*/\1/p')
-    printf '%s lathe-%s samples/s=%.0f wall=%.1f broker_bytes_per_step=%.0f peer_bytes_per_step=%.0f sha=%s\n' \
-      "$r" "$plane" "$(field samples_per_second "$d/summary.json")" "$(awk -v a="$start" -v b="$end" 'BEGIN{print b-a}')" \
-      "$(field broker_bytes_per_step "$d/summary.json")" "$(field peer_bytes_per_step "$d/summary.json")" "${sha:0:12}"
-    rm -rf "$d"
+  for micro in ${MICRO:-default}; do
+    for plane in ${PLANES:-peer nats}; do
+      d=$(mktemp -d)
+      ms=() name=lathe-$plane
+      if [ "$micro" != default ]; then ms=(--micro-shards "$micro") name=$name-ms$micro; fi
+      start=$(date +%s.%N)
+      ./bin/coordinator --recipe "$recipe" "${vars[@]}" -var epochs=1 -var batch=128 --workers 2 --data-plane "$plane" \
+        "${ms[@]}" --run-dir "$d" --no-progress --log-level warn >/dev/null 2>&1
+      end=$(date +%s.%N)
+      sha=$(./bin/lathe inspect "$d/model.arrow" --json | sed -n 's/.*"weights_sha256": "\(.*\)".*/\1/p')
+      printf '%s %s samples/s=%.0f steady=%.0f wall=%.1f broker_bytes_per_step=%.0f peer_bytes_per_step=%.0f sha=%s\n' \
+        "$r" "$name" "$(field samples_per_second "$d/summary.json")" "$(field steady_samples_per_second "$d/summary.json")" \
+        "$(awk -v a="$start" -v b="$end" 'BEGIN{print b-a}')" \
+        "$(field broker_bytes_per_step "$d/summary.json")" "$(field peer_bytes_per_step "$d/summary.json")" "${sha:0:12}"
+      rm -rf "$d"
+    done
   done
   ddp=$("$anchor" --model "$model" --batch 128 --workers 2 --seconds "${DDP_SECONDS:-10}" 2>/dev/null | sed -n "s/^ddp_${model}_w2 \\([0-9.]*\\).*/\\1/p")
   echo "$r ddp-gloo-w2 samples/s=$ddp"

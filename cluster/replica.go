@@ -62,7 +62,20 @@ type Stats struct {
 	// thread's (the peer connections' readers too): over StepSeconds, the
 	// cores it kept busy.
 	CPUSeconds float64 `json:"cpu_seconds"`
+	// SteadySteps are the steps the replica completed after its first
+	// SteadyAfter, and SteadySeconds the wall time from the completion of
+	// the SteadyAfter-th to that of the last: the phase's pace once
+	// started, as a timed loop after warm-up steps measures it (the
+	// workers' start-up — connecting, loading the data — and the first
+	// steps left out; anything else between those steps, an evaluation
+	// at an epoch's end say, counted).
+	SteadySteps   int64   `json:"steady_steps"`
+	SteadySeconds float64 `json:"steady_seconds"`
 }
+
+// SteadyAfter is how many of a phase's first steps Stats.SteadySteps
+// leaves out: as many as the PyTorch DDP anchor runs before it times.
+const SteadyAfter = 20
 
 // key identifies one sender's vector for one step.
 type key struct {
@@ -157,6 +170,8 @@ type Replica struct {
 	stepStart time.Time     // when the step under way began (zero: none)
 	stepCPU   time.Duration // the process's CPU time then
 	natsOut0  uint64        // the connection's published bytes when the replica started
+	completed int64         // steps completed in this replica's phase (redone ones again)
+	steadyAt  time.Time     // when the SteadyAfter-th completed
 	steps     atomic.Int64
 	// The coordinator's completed steps, as it announces them (workers
 	// wait when they get Window/2 steps ahead).
@@ -638,6 +653,7 @@ func (r *Replica) Reduce(ctx context.Context, step int64, n int, f trainer.Step)
 			delete(r.done, step-2)
 		}
 		r.curStep = step + 1 // the step's messages are stale from now on
+		r.paceLocked()
 		r.mu.Unlock()
 		r.steps.Store(step + 1)
 		if r.name == coordinatorName {
@@ -645,6 +661,19 @@ func (r *Replica) Reduce(ctx context.Context, step int64, n int, f trainer.Step)
 			_ = r.l.publish(r.prefix+".at", h, nil)
 		}
 		return full, updated, nil
+	}
+}
+
+// paceLocked counts a completed step towards Stats' steady pace (r.mu
+// held).
+func (r *Replica) paceLocked() {
+	r.completed++
+	switch {
+	case r.completed == SteadyAfter:
+		r.steadyAt = time.Now()
+	case r.completed > SteadyAfter:
+		r.stats.SteadySteps = r.completed - SteadyAfter
+		r.stats.SteadySeconds = time.Since(r.steadyAt).Seconds()
 	}
 }
 

@@ -111,7 +111,7 @@ func (c *coordinatorRun) evaluateAll(ctx context.Context, st *jobRun, tr *traine
 }
 
 func (c *coordinatorRun) summarize(sum *rundir.Summary, tr *trainer.Trainer) {
-	sum.Cluster = clusterSummary(c.c, c.par)
+	sum.Cluster = clusterSummary(c.c, c.par, sum.Batch)
 	sum.Cluster.GradientBytes = 4 * tr.Model().NumParams()
 }
 
@@ -174,12 +174,16 @@ func startPhase(ctx context.Context, job *recipes.Job, opts Options, teachers *s
 }
 
 // clusterSummary gathers the cluster's counts at the end of a phase.
-func clusterSummary(c *cluster.Coordinator, par *cluster.Replica) *rundir.ClusterSummary {
+func clusterSummary(c *cluster.Coordinator, par *cluster.Replica, batch int) *rundir.ClusterSummary {
 	c.CompareDigests()
 	ms, rs := c.Stats(), par.Stats()
 	s := &rundir.ClusterSummary{Workers: ms.MaxWorkers, WorkersJoined: ms.WorkersJoined, WorkersLost: ms.WorkersLost, WorkersFailed: ms.WorkersFailed, StepsReplanned: rs.Redone, OptimizerStatesMoved: rs.StateServed,
 		Rebalances: ms.Rebalances, Shares: c.Shares(), DigestsCompared: ms.DigestsCompared, DigestMismatches: ms.DigestMismatches, MessagesRejected: ms.MessagesRejected, WorkersRefused: ms.Refused, MicroShards: par.MicroShards()}
 	s.DataPlane, _ = c.DataPlane()
+	if rs.SteadySteps > 0 && rs.SteadySeconds > 0 {
+		s.SteadySamplesPerSecond = float64(rs.SteadySteps*int64(batch)) / rs.SteadySeconds
+		s.SteadyFromStep = cluster.SteadyAfter
+	}
 	var n int
 	for _, w := range c.Workers() {
 		if w.Samples > 0 {

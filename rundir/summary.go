@@ -143,6 +143,13 @@ type ClusterSummary struct {
 	Samples map[string]int64 `json:"samples,omitempty"`
 	// StepTime is where each worker's time in steps went.
 	StepTime map[string]StepTime `json:"step_time,omitempty"`
+	// SteadySamplesPerSecond is the phase's pace once started: the samples
+	// of its steps after the first SteadyFromStep, over the wall time from
+	// the completion of that step to that of the last — what a timed loop
+	// after warm-up steps (the PyTorch DDP anchor's) measures. The run's
+	// samples_per_second counts the workers' start-up in its first step.
+	SteadySamplesPerSecond float64 `json:"steady_samples_per_second,omitempty"`
+	SteadyFromStep         int     `json:"steady_from_step,omitempty"`
 }
 
 // StepTime divides a worker's time in the phase's steps: computing its

@@ -91,6 +91,13 @@ type assembly struct {
 	parts  map[int]bool
 	i64    []int64
 	f32    []float32
+	view   bool // f32 is its range of the step's gathered vector (Replica.gathered), not a buffer of its own
+}
+
+// genStep names one generation's run of a step.
+type genStep struct {
+	gen  uint64
+	step int64
 }
 
 func (a *assembly) complete() bool { return a.got == a.hi-a.lo }
@@ -138,6 +145,9 @@ type Replica struct {
 	free64       [][]int64         // buffers of finished steps' assemblies
 	free32       [][]float32
 	freeFull     [][]float32 // completed steps' vectors the trainer is done with
+	// The vector each generation's run of a step gathers into: the chunks'
+	// assemblies are its ranges, so a complete one is returned as it is.
+	gathered map[genStep][]float32
 	// Our reduced chunks of the steps the coordinator has not announced
 	// complete (it may lag up to Window/2 steps, and ask for any of them
 	// again), and of a step or two it has, whose buffers the next reuse.
@@ -214,7 +224,8 @@ func NewReplica(nc *nats.Conn, secret []byte, job, name string, phase uint64, sh
 		gen: gen, byGen: map[uint64][]string{gen: slices.Clone(members)},
 		sharesOf: map[uint64][]int{}, fromOf: map[uint64]int64{gen: 0}, supersededAt: map[uint64]int64{},
 		changed: make(chan struct{}), notify: make(chan struct{}, 1),
-		partials: map[key]*assembly{}, chunks: map[key]*assembly{}, done: map[int64]doneStep{}, coordMoved: make(chan struct{}, 1)}
+		partials: map[key]*assembly{}, chunks: map[key]*assembly{}, gathered: map[genStep][]float32{},
+		done: map[int64]doneStep{}, coordMoved: make(chan struct{}, 1)}
 	r.joinAt.Store(-1)
 	if nc != nil {
 		r.natsOut0 = nc.Stats().OutBytes
@@ -565,9 +576,15 @@ func (r *Replica) Reduce(ctx context.Context, step int64, n int, f trainer.Step)
 	for k, a := range r.chunks {
 		if k.step < step {
 			delete(r.chunks, k)
-			if k.from != r.name { // our own is the reduced chunk resends read
+			if k.from != r.name && !a.view { // our own is the reduced chunk resends read
 				r.free32 = keep(r.free32, a.f32)
 			}
+		}
+	}
+	for k, v := range r.gathered {
+		if k.step < step { // a generation's run that did not complete the step
+			delete(r.gathered, k)
+			r.freeFull = keep(r.freeFull, v)
 		}
 	}
 	if r.name == coordinatorName {
@@ -798,7 +815,9 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 		}
 		r.reduced = append(r.reduced, &sent{gen: gen, step: step, n: n, f32: out, lo: lo})
 		r.updated = &sent{gen: gen, step: step, n: n, f32: upd, lo: lo}
-		r.chunks[key{r.name, gen, step}] = &assembly{lo: lo, hi: hi, got: hi - lo, f32: upd}
+		own := r.gatheredLocked(gen, step, n)[lo:hi]
+		copy(own, upd)
+		r.chunks[key{r.name, gen, step}] = &assembly{lo: lo, hi: hi, got: hi - lo, f32: own, view: true}
 		r.mu.Unlock()
 		// The reduced chunk first: a replica that has a step's updated
 		// chunks knows the coordinator was sent its reduced ones.
@@ -852,8 +871,7 @@ func (r *Replica) assembledLocked(step int64, n int) []float32 {
 		if !complete {
 			continue
 		}
-		var full []float32
-		full, r.freeFull = take(r.freeFull, n)
+		views := true
 		for j, o := range members {
 			a := r.chunks[key{o, gen, step}]
 			lo, hi := chunk(n, len(members), j)
@@ -861,11 +879,24 @@ func (r *Replica) assembledLocked(step int64, n int) []float32 {
 				complete = false
 				break
 			}
-			copy(full[lo:hi], a.f32)
+			views = views && a.view
 		}
-		if complete {
+		if !complete {
+			continue
+		}
+		// Every chunk was placed in the generation's vector: it is the
+		// step's, handed on (the assemblies go with the step).
+		if full, ok := r.gathered[genStep{gen, step}]; ok && views && len(full) == n {
+			delete(r.gathered, genStep{gen, step})
 			return full
 		}
+		var full []float32
+		full, r.freeFull = take(r.freeFull, n)
+		for _, o := range members {
+			a := r.chunks[key{o, gen, step}]
+			copy(full[a.lo:a.hi], a.f32)
+		}
+		return full
 	}
 	return nil
 }
@@ -1249,7 +1280,7 @@ func (r *Replica) file(from string, p part) {
 		if partial {
 			a.i64, r.free64 = take(r.free64, hi-lo)
 		} else {
-			a.f32, r.free32 = take(r.free32, hi-lo)
+			a.f32, a.view = r.gatheredLocked(md.gen, md.step, md.n)[lo:hi], true
 		}
 		store[k] = a
 	}
@@ -1269,6 +1300,18 @@ func (r *Replica) file(from string, p part) {
 		return
 	}
 	r.poke()
+}
+
+// gatheredLocked is the vector the generation gen's run of step gathers
+// into, n values (r.mu held).
+func (r *Replica) gatheredLocked(gen uint64, step int64, n int) []float32 {
+	k := genStep{gen, step}
+	v, ok := r.gathered[k]
+	if !ok || len(v) != n {
+		v, r.freeFull = take(r.freeFull, n)
+		r.gathered[k] = v
+	}
+	return v
 }
 
 // reuse takes the buffer of a chunk sent two chunks ago, when no resend

@@ -54,8 +54,7 @@ func (g *region) kinds() int {
 type pendingUpdate struct {
 	step   int64
 	lo, hi int
-	subs   []Optimizer   // per region; nil where the chunk has none of it
-	params [][][]float32 // per region, the chunk's pieces of parameters, updated
+	subs   []Optimizer // per region; nil where the chunk has none of it
 }
 
 // regions are the vector's parameter regions for the current model.
@@ -167,9 +166,13 @@ func (t *Trainer) updateChunk(ctx context.Context, lo int, v []float32) error {
 		if sub == nil {
 			continue
 		}
+		// The update runs on copies of the parameters in v's ranges (their
+		// gradients were divided out above), which it leaves holding the
+		// updated values.
 		ps := pieces[r]
-		params, grads, masks := pend.params[r], make([][]float32, len(ps)), make([][]byte, len(ps))
+		params, grads, masks := make([][]float32, len(ps)), make([][]float32, len(ps)), make([][]byte, len(ps))
 		for j, p := range ps {
+			params[j] = v[p.at : p.at+p.b-p.a]
 			copy(params[j], g.params[p.i][p.a:p.b])
 			grads[j] = g.grads[p.i][p.a:p.b]
 			if g.masks != nil && g.masks[p.i] != nil {
@@ -177,9 +180,6 @@ func (t *Trainer) updateChunk(ctx context.Context, lo int, v []float32) error {
 			}
 		}
 		sub.Step(params, grads, masks, float32(s.LR))
-		for j, p := range ps {
-			copy(v[p.at:p.at+len(params[j])], params[j])
-		}
 	}
 	t.pending = pend
 	return nil
@@ -207,7 +207,7 @@ func (t *Trainer) newPending(ctx context.Context, regs []*region, pieces [][]pie
 	if len(mom) != want {
 		return nil, fmt.Errorf("trainer: step %d: optimizer state of %d values for [%d, %d), want %d", s.Step+1, len(mom), lo, hi, want)
 	}
-	pend := &pendingUpdate{lo: lo, hi: hi, subs: make([]Optimizer, len(regs)), params: make([][][]float32, len(regs))}
+	pend := &pendingUpdate{lo: lo, hi: hi, subs: make([]Optimizer, len(regs))}
 	at := 0
 	for r, g := range regs {
 		ps := pieces[r]
@@ -229,7 +229,7 @@ func (t *Trainer) newPending(ctx context.Context, regs []*region, pieces [][]pie
 		if err := sub.Load(st, g.opt.Steps()); err != nil {
 			return nil, fmt.Errorf("trainer: step %d: %w", s.Step+1, err)
 		}
-		pend.subs[r], pend.params[r] = sub, alloc(sizes)
+		pend.subs[r] = sub
 	}
 	return pend, nil
 }

@@ -7,6 +7,28 @@ import "golang.org/x/sys/cpu"
 // both give the same bytes and values).
 var hasVBMI = cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VBMI
 
+// hasAVX2 says whether decodeFloat32s checks and copies eight values at a
+// time (copyFinite8).
+var hasAVX2 = cpu.X86.HasAVX2
+
+// copyFinite copies b's little-endian float32s into v (its length) eight
+// at a time while they are finite, and returns how many it copied: whole
+// blocks of eight, up to the first block with a NaN or an Inf; the rest
+// is the caller's.
+func copyFinite(v []float32, b []byte) int {
+	if !hasAVX2 || len(v) < 8 || len(b) < 4*len(v) {
+		return 0
+	}
+	return 8 * copyFinite8(&v[0], &b[0], len(v)/8)
+}
+
+// copyFinite8 copies blocks of eight little-endian float32s from src to
+// dst, stopping before the first block with a NaN or an Inf; it returns
+// the blocks copied.
+//
+//go:noescape
+func copyFinite8(dst *float32, src *byte, blocks int) int
+
 // foldInt64s16 ORs x ^ (x >> 63) over v[:16·blocks].
 //
 //go:noescape

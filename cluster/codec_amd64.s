@@ -79,3 +79,36 @@ unpack:
 	JNZ       unpack
 	VZEROUPPER
 	RET
+
+// func copyFinite8(dst *float32, src *byte, blocks int) int
+//
+// Copies blocks of eight little-endian float32s from src to dst, and stops
+// before the first block holding a NaN or an Inf (exponent bits all set);
+// it returns the blocks copied.
+TEXT ·copyFinite8(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ blocks+16(FP), CX
+	XORQ AX, AX
+	MOVL $0x7f800000, DX
+	MOVQ DX, X1
+	VPBROADCASTD X1, Y1
+
+fcloop:
+	CMPQ AX, CX
+	JEQ  fcdone
+	VMOVDQU  (SI), Y0
+	VPAND    Y1, Y0, Y2
+	VPCMPEQD Y1, Y2, Y2
+	VPTEST   Y2, Y2
+	JNZ      fcdone
+	VMOVDQU  Y0, (DI)
+	ADDQ     $32, SI
+	ADDQ     $32, DI
+	INCQ     AX
+	JMP      fcloop
+
+fcdone:
+	VZEROUPPER
+	MOVQ AX, ret+24(FP)
+	RET

@@ -7,3 +7,4 @@ package cluster
 func foldBlocks([]int64) (uint64, int)      { return 0, 0 }
 func packInt64s([]byte, []int64, int) int   { return 0 }
 func unpackInt64s([]int64, []byte, int) int { return 0 }
+func copyFinite([]float32, []byte) int      { return 0 }

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -9,7 +10,8 @@ import (
 
 // TestDecodeFloat32sRefusesNonFinite puts a NaN or an Inf at every
 // position of parts of every length up to 40 (both lanes of a word, every
-// word of the unrolled block, the tail): each is found at its index; finite
+// word of the unrolled block, every lane of the eight-value blocks, the
+// tail): each is found, and refused, at its index; finite
 // values — zeros of both signs, subnormals, the largest float — pass and
 // arrive unchanged.
 func TestDecodeFloat32sRefusesNonFinite(t *testing.T) {
@@ -34,8 +36,8 @@ func TestDecodeFloat32sRefusesNonFinite(t *testing.T) {
 				if i := nonFinite(b); i != at {
 					t.Fatalf("n=%d: %v at %d found at %d", n, bad, at, i)
 				}
-				if err := decodeFloat32s(got, b); err == nil {
-					t.Fatalf("n=%d: %v at %d accepted", n, bad, at)
+				if err := decodeFloat32s(got, b); err == nil || err.Error() != fmt.Sprintf("non-finite value at %d", at) {
+					t.Fatalf("n=%d: %v at %d: %v", n, bad, at, err)
 				}
 			}
 		}

@@ -286,8 +286,15 @@ func float32sCount(b []byte) (int, error) {
 // written again by the part that is).
 func decodeFloat32s(v []float32, b []byte) error {
 	b = b[:4*len(v)]
+	k := 0
+	if littleEndian {
+		// Checked and copied in one pass, eight at a time where the
+		// machine can; a part refused half-way is placed again whole.
+		k = copyFinite(v, b)
+		v, b = v[k:], b[4*k:]
+	}
 	if i := nonFinite(b); i >= 0 {
-		return fmt.Errorf("non-finite value at %d", i)
+		return fmt.Errorf("non-finite value at %d", k+i)
 	}
 	if littleEndian && len(v) > 0 {
 		copy(unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), len(b)), b)

@@ -346,14 +346,20 @@ func (t *Trainer) parallelStep(ctx context.Context, idx []int, epoch int) error 
 // per element (the usual micro-shard counts are powers of two).
 func divide(dst, src []float32, d float32) {
 	dst = dst[:len(src)]
-	if m, _ := math.Frexp(float64(d)); m == 0.5 && d >= 1 {
-		r := 1 / d
-		for i, q := range src {
-			dst[i] = q * r
-		}
-		return
+	m, div := d, true
+	if f, _ := math.Frexp(float64(d)); f == 0.5 && d >= 1 {
+		m, div = 1/d, false
 	}
-	for i, q := range src {
-		dst[i] = q / d
+	i := 0
+	if n := len(src) &^ 7; hasAVX2 && n > 0 {
+		scale8(&dst[0], &src[0], n, m, div) // eight at a time, the same operations
+		i = n
+	}
+	for ; i < len(src); i++ {
+		if div {
+			dst[i] = src[i] / m
+		} else {
+			dst[i] = src[i] * m
+		}
 	}
 }

@@ -23,3 +23,6 @@ func sgdMomentumMasked8(w, v, grad *float32, mask *byte, n int, mu, wd, lr float
 
 //go:noescape
 func fixed4(into *int64, vs *float32, n int, add bool) int
+
+//go:noescape
+func scale8(dst, src *float32, n int, m float32, div bool)

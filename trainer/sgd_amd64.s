@@ -119,3 +119,40 @@ nloop:
 ndone:
 	VZEROUPPER
 	RET
+
+// func scale8(dst, src *float32, n int, m float32, div bool)
+//
+// For i < n (a multiple of 8): dst = src·m, or src/m with div — one IEEE
+// single rounding each, as the Go loops: the same bits.
+TEXT ·scale8(SB), NOSPLIT, $0-29
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	VBROADCASTSS m+24(FP), Y1
+	MOVBLZX div+28(FP), DX
+	SHRQ $3, CX
+	JZ   sdone
+	TESTQ DX, DX
+	JNZ  sdiv
+
+smul:
+	VMULPS  (SI), Y1, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ    $32, SI
+	ADDQ    $32, DI
+	DECQ    CX
+	JNZ     smul
+	JMP     sdone
+
+sdiv:
+	VMOVUPS (SI), Y0
+	VDIVPS  Y1, Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ    $32, SI
+	ADDQ    $32, DI
+	DECQ    CX
+	JNZ     sdiv
+
+sdone:
+	VZEROUPPER
+	RET

@@ -72,7 +72,7 @@ func realMain(args []string, stderr io.Writer) int {
 		workers  = fs.Int("workers", -1, "train on a cluster with N local worker processes (0: remote workers only); default: in-process")
 		natsURL  = fs.String("nats", "", "use this NATS deployment instead of an embedded server")
 		minWork  = fs.Int("min-workers", 1, "workers to wait for before training starts")
-		shards   = fs.Int("micro-shards", 0, "micro-shards per batch in cluster mode (default 8, or the largest divisor of the batch below it)")
+		shards   = fs.Int("micro-shards", 0, "micro-shards per batch in cluster mode (default 8, or the largest divisor of the batch below it): the weights are the same for any number of workers up to it; a fixed cluster runs fastest with it set to its worker count")
 		wdevs    = fs.String("worker-devices", "", "the local workers' devices in order, comma-separated (cpu, cuda, cuda:N; default cpu): e.g. --workers 2 --worker-devices cpu,cuda")
 		httpAddr = fs.String("http", "", "serve a live page, /metrics (Prometheus) and /debug/pprof on this address while the job runs (host:port; a bare :port listens on loopback only)")
 		device   = fs.String("device", "cpu", "cpu, or cuda / cuda:N: train device-resident on that GPU (MLP, LeNet-5, ResNet and MobileNet recipes with sgd, pruning, QAT and distillation; what it cannot do yet is refused naming the field)")

@@ -90,8 +90,7 @@ type assembly struct {
 	got    int // elements received
 	parts  map[int]bool
 	i64    []int64
-	f32    []float32
-	view   bool // f32 is its range of the step's gathered vector (Replica.gathered), not a buffer of its own
+	f32    []float32 // its range of the step's gathered vector (Replica.gathered)
 }
 
 // genStep names one generation's run of a step.
@@ -143,8 +142,7 @@ type Replica struct {
 	partial      *sent             // our last partial vector, for resends
 	spare        *sent             // the one before, reused once no resend reads it
 	free64       [][]int64         // buffers of finished steps' assemblies
-	free32       [][]float32
-	freeFull     [][]float32 // completed steps' vectors the trainer is done with
+	freeFull     [][]float32       // completed steps' vectors the trainer is done with
 	// The vector each generation's run of a step gathers into: the chunks'
 	// assemblies are its ranges, so a complete one is returned as it is.
 	gathered map[genStep][]float32
@@ -573,12 +571,9 @@ func (r *Replica) Reduce(ctx context.Context, step int64, n int, f trainer.Step)
 			r.free64 = keep(r.free64, a.i64)
 		}
 	}
-	for k, a := range r.chunks {
-		if k.step < step {
+	for k := range r.chunks {
+		if k.step < step { // its values are the gathered vector's
 			delete(r.chunks, k)
-			if k.from != r.name && !a.view { // our own is the reduced chunk resends read
-				r.free32 = keep(r.free32, a.f32)
-			}
 		}
 	}
 	for k, v := range r.gathered {
@@ -817,7 +812,7 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 		r.updated = &sent{gen: gen, step: step, n: n, f32: upd, lo: lo}
 		own := r.gatheredLocked(gen, step, n)[lo:hi]
 		copy(own, upd)
-		r.chunks[key{r.name, gen, step}] = &assembly{lo: lo, hi: hi, got: hi - lo, f32: own, view: true}
+		r.chunks[key{r.name, gen, step}] = &assembly{lo: lo, hi: hi, got: hi - lo, f32: own}
 		r.mu.Unlock()
 		// The reduced chunk first: a replica that has a step's updated
 		// chunks knows the coordinator was sent its reduced ones.
@@ -871,7 +866,6 @@ func (r *Replica) assembledLocked(step int64, n int) []float32 {
 		if !complete {
 			continue
 		}
-		views := true
 		for j, o := range members {
 			a := r.chunks[key{o, gen, step}]
 			lo, hi := chunk(n, len(members), j)
@@ -879,17 +873,17 @@ func (r *Replica) assembledLocked(step int64, n int) []float32 {
 				complete = false
 				break
 			}
-			views = views && a.view
 		}
 		if !complete {
 			continue
 		}
 		// Every chunk was placed in the generation's vector: it is the
 		// step's, handed on (the assemblies go with the step).
-		if full, ok := r.gathered[genStep{gen, step}]; ok && views && len(full) == n {
+		if full, ok := r.gathered[genStep{gen, step}]; ok && len(full) == n {
 			delete(r.gathered, genStep{gen, step})
 			return full
 		}
+		// Handed on before: a copy of its chunks.
 		var full []float32
 		full, r.freeFull = take(r.freeFull, n)
 		for _, o := range members {
@@ -1280,7 +1274,7 @@ func (r *Replica) file(from string, p part) {
 		if partial {
 			a.i64, r.free64 = take(r.free64, hi-lo)
 		} else {
-			a.f32, a.view = r.gatheredLocked(md.gen, md.step, md.n)[lo:hi], true
+			a.f32 = r.gatheredLocked(md.gen, md.step, md.n)[lo:hi]
 		}
 		store[k] = a
 	}

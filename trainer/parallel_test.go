@@ -36,10 +36,17 @@ type memCluster struct {
 	moments func(lo, hi int) []float32
 	fetched int
 	taken   int
+	// Following: the replica that computes none skips the steps between
+	// sync points; the others offer their state there.
+	syncEvery int
+	offers    map[int64]*SyncState
+	offered   map[int64]int
+	reduced   []int // Reduce calls per replica
+	takes     int
 }
 
 func newMemCluster(shards int, assign [][]int) *memCluster {
-	c := &memCluster{shards: shards, assign: assign, step: -1}
+	c := &memCluster{shards: shards, assign: assign, step: -1, offers: map[int64]*SyncState{}, offered: map[int64]int{}, reduced: make([]int, len(assign))}
 	c.cond = sync.NewCond(&c.mu)
 	return c
 }
@@ -101,8 +108,9 @@ func (m memReplica) Reduce(ctx context.Context, step int64, n int, f Step) ([]fl
 	if pos < 0 {
 		c.moments = f.Moments
 	}
+	c.reduced[m.r]++
 	c.arrived++
-	if c.arrived == len(c.assign) {
+	if c.arrived == c.reducers() {
 		c.done = make([]float32, n)
 		for i, v := range c.sum {
 			c.done[i] = FromFixed(v)
@@ -134,11 +142,68 @@ func (m memReplica) Reduce(ctx context.Context, step int64, n int, f Step) ([]fl
 	if pos >= 0 {
 		out = slices.Clone(c.upd)
 	}
-	if c.taken++; c.taken == len(c.assign) {
+	if c.taken++; c.taken == c.reducers() {
 		c.done, c.step, c.moments = nil, -1, nil
 		c.cond.Broadcast()
 	}
 	return out, pos >= 0, nil
+}
+
+// reducers is the number of replicas that take every step: all but the
+// one that computes none when it follows.
+func (c *memCluster) reducers() int {
+	if c.syncEvery == 0 {
+		return len(c.assign)
+	}
+	owners, _ := c.owner(0, 0)
+	return owners
+}
+
+func (m memReplica) SyncEvery() int { return m.c.syncEvery }
+func (m memReplica) Follows() bool  { return len(m.c.assign[m.r]) == 0 }
+
+// Offer implements Follower: the snapshot kept is that of a replica that
+// changes from one sync point to the next (any replica's will do), a copy.
+func (m memReplica) Offer(_ context.Context, st *SyncState) error {
+	c := m.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	sn := st.Snapshot
+	o := c.offers[sn.Step]
+	if o == nil {
+		o = &SyncState{}
+		c.offers[sn.Step] = o
+	}
+	owners, pos := c.owner(m.r, sn.Step)
+	if int(sn.Step/int64(c.syncEvery))%owners == pos {
+		cp := *sn
+		cp.Params, cp.Masks, cp.History = nil, nil, slices.Clone(sn.History)
+		for _, p := range sn.Params {
+			cp.Params = append(cp.Params, slices.Clone(p))
+		}
+		for _, b := range sn.Masks {
+			cp.Masks = append(cp.Masks, slices.Clone(b))
+		}
+		o.Snapshot, o.LR = &cp, st.LR
+	}
+	for _, ch := range st.Chunks {
+		o.Chunks = append(o.Chunks, ChunkState{ch.Lo, ch.Hi, slices.Clone(ch.Moments)})
+	}
+	c.offered[sn.Step]++
+	c.cond.Broadcast()
+	return nil
+}
+
+// Take implements Follower.
+func (m memReplica) Take(_ context.Context, step int64) (*SyncState, error) {
+	c := m.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.offered[step] < c.reducers() {
+		c.cond.Wait()
+	}
+	c.takes++
+	return c.offers[step], nil
 }
 
 // FetchMoments implements MomentSource: the replica that computes none
@@ -166,13 +231,30 @@ func parallelRun(t *testing.T, assign [][]int, rotate bool, opt OptimConfig) [][
 // parallelRunState is parallelRun that also returns how many optimizer
 // state values each replica held at the end.
 func parallelRunState(t *testing.T, assign [][]int, rotate bool, opt OptimConfig) ([][][]float32, []int) {
+	out := parallelRunWith(t, newMemCluster(4, assign), rotate, opt, 0)
+	return out.params, out.held
+}
+
+// parallelOut is what each replica of a parallel run ends with.
+type parallelOut struct {
+	params [][][]float32
+	held   []int
+	state  [][][]float32 // the optimizer's state
+	res    []*Result
+	ckpts  []map[int64]*Snapshot // copies of the checkpoints written, by step
+}
+
+// parallelRunWith is parallelRun on cluster c, its replicas writing a
+// checkpoint every ckptSteps steps (0: none).
+func parallelRunWith(t *testing.T, c *memCluster, rotate bool, opt OptimConfig, ckptSteps int) parallelOut {
 	t.Helper()
+	assign := c.assign
 	train, val := synthetic(256, 1), synthetic(100, 2)
-	c := newMemCluster(4, assign)
 	c.rotate = rotate
-	out := make([][][]float32, len(assign))
-	held := make([]int, len(assign))
-	errs := make([]error, len(assign))
+	n := len(assign)
+	out := parallelOut{params: make([][][]float32, n), held: make([]int, n), state: make([][][]float32, n),
+		res: make([]*Result, n), ckpts: make([]map[int64]*Snapshot, n)}
+	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for r := range assign {
 		m, err := model.New(model.Spec{Arch: "mlp", Hidden: []int{32}, Dropout: 0.2}, model.MNISTInput, 7)
@@ -187,13 +269,30 @@ func parallelRunState(t *testing.T, assign [][]int, rotate bool, opt OptimConfig
 		}
 		sched := schedule.Sparsity{Kind: "agp", Initial: 0, Final: 0.6, Start: 64, End: 512, Every: 64}
 		policies := []Policy{
-			&LRPolicy{Schedule: schedule.LR{Kind: "constant", Base: 0.05, Total: 1}},
+			&LRPolicy{Schedule: schedule.LR{Kind: "cosine", Base: 0.05, Total: 1024}},
 			&PrunePolicy{Layers: []string{"fc1"}, Schedule: sched, Granularity: compress.Element},
 			&QuantPolicy{Layers: []string{"fc1", "fc2"}, Steps: []QuantStep{{Start: 128, Bits: 6}}, Observers: []string{"fc1"}},
 		}
-		tr, err := New(Config{Model: m, Engine: cpu.New(cpu.Options{Threads: 1}), Train: train, Val: val,
+		cfg := Config{Model: m, Engine: cpu.New(cpu.Options{Threads: 1}), Train: train, Val: val,
 			Batch: 32, EvalBatch: 50, Epochs: 3, Seed: 5, Optimizer: o, Augment: data.Augment{Shift: 1},
-			Policies: policies, Parallel: memReplica{c, r}})
+			Policies: policies, Parallel: memReplica{c, r}}
+		if ckptSteps > 0 {
+			out.ckpts[r] = map[int64]*Snapshot{}
+			cfg.CheckpointSteps = ckptSteps
+			cfg.Checkpoint = func(sn *Snapshot) error {
+				cp := *sn
+				cp.Params, cp.Optimizer = nil, nil
+				for _, p := range sn.Params {
+					cp.Params = append(cp.Params, slices.Clone(p))
+				}
+				for _, p := range sn.Optimizer {
+					cp.Optimizer = append(cp.Optimizer, slices.Clone(p))
+				}
+				out.ckpts[r][sn.Step] = &cp
+				return nil
+			}
+		}
+		tr, err := New(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -201,11 +300,14 @@ func parallelRunState(t *testing.T, assign [][]int, rotate bool, opt OptimConfig
 		go func(r int) {
 			defer wg.Done()
 			defer tr.Close()
-			if _, errs[r] = tr.Run(context.Background()); errs[r] == nil {
+			if out.res[r], errs[r] = tr.Run(context.Background()); errs[r] == nil {
 				for _, p := range m.Params {
-					out[r] = append(out[r], slices.Clone(p.Data()))
+					out.params[r] = append(out.params[r], slices.Clone(p.Data()))
 				}
-				held[r] = tr.optimizerValues()
+				out.held[r] = tr.optimizerValues()
+				for _, b := range tr.cfg.Optimizer.State() {
+					out.state[r] = append(out.state[r], slices.Clone(b))
+				}
 			}
 		}(r)
 	}
@@ -218,7 +320,7 @@ func parallelRunState(t *testing.T, assign [][]int, rotate bool, opt OptimConfig
 	if rotate && c.fetched == 0 {
 		t.Fatal("no owner fetched its chunk's optimizer state")
 	}
-	return out, held
+	return out
 }
 
 func TestParallelReplicasMatchWhoeverComputes(t *testing.T) {
@@ -311,6 +413,77 @@ func TestDivideIsDivision(t *testing.T) {
 			if want := q / d; math.Float32bits(dst[i]) != math.Float32bits(want) {
 				t.Fatalf("%v / %v: %v (bits %#x), want %v (bits %#x)", q, d, dst[i], math.Float32bits(dst[i]), want, math.Float32bits(want))
 			}
+		}
+	}
+}
+
+// A coordinator that follows — it skips the steps between sync points and
+// takes the computing replicas' state at each — ends every epoch, every
+// checkpoint and the run with the state of one that reduces every step:
+// parameters, optimizer state, the epochs' metrics.
+func TestFollowerTakesTheSameState(t *testing.T) {
+	sgd := OptimConfig{Kind: "sgd", Momentum: 0.9, Nesterov: true}
+	assign := [][]int{{3, 1}, {}, {2, 0}}
+	full := parallelRunWith(t, newMemCluster(4, assign), false, sgd, 5)
+	c := newMemCluster(4, assign)
+	c.syncEvery = 3 // 8 steps an epoch: sync points fall inside epochs and at their ends
+	got := parallelRunWith(t, c, false, sgd, 5)
+	const coord = 1
+	if c.reduced[coord] != 0 || c.reduced[0] != 24 || c.takes == 0 || c.takes >= 24 {
+		t.Fatalf("the follower reduced %d steps and took %d states (the others reduced %d)", c.reduced[coord], c.takes, c.reduced[0])
+	}
+	// Sync points: every 3 steps, each epoch's end (8, 16, 24), each
+	// checkpoint step (5, 10, 15, 20).
+	if want := 13; c.takes != want {
+		t.Fatalf("the follower took the state %d times, want %d", c.takes, want)
+	}
+	for i := range full.params[coord] {
+		if !slices.Equal(got.params[coord][i], full.params[coord][i]) {
+			t.Fatalf("parameter %d differs from the reducing coordinator's", i)
+		}
+	}
+	if len(got.state[coord]) == 0 || len(got.state[coord]) != len(full.state[coord]) {
+		t.Fatalf("optimizer state of %d buffers, want %d", len(got.state[coord]), len(full.state[coord]))
+	}
+	for i := range full.state[coord] {
+		if !slices.Equal(got.state[coord][i], full.state[coord][i]) {
+			t.Fatalf("optimizer buffer %d differs from the reducing coordinator's", i)
+		}
+	}
+	ge, fe := got.res[coord].Epochs, full.res[coord].Epochs
+	if len(ge) != 3 || len(fe) != 3 {
+		t.Fatalf("%d and %d epochs", len(ge), len(fe))
+	}
+	for i := range fe {
+		g, f := ge[i], fe[i]
+		if g.TrainLoss != f.TrainLoss || g.TrainAccuracy != f.TrainAccuracy || g.ValAccuracy != f.ValAccuracy ||
+			g.ValLoss != f.ValLoss || g.LR != f.LR || g.Sparsity != f.Sparsity || g.Steps != f.Steps {
+			t.Fatalf("epoch %d: following %+v, reducing %+v", i+1, g, f)
+		}
+	}
+	if fe[2].Sparsity == 0 || fe[0].LR == fe[2].LR {
+		t.Fatalf("nothing to take: sparsity %v, LR %v then %v", fe[2].Sparsity, fe[0].LR, fe[2].LR)
+	}
+	if len(full.ckpts[coord]) != 4 || len(got.ckpts[coord]) != 4 {
+		t.Fatalf("%d and %d checkpoints, want 4", len(got.ckpts[coord]), len(full.ckpts[coord]))
+	}
+	for step, f := range full.ckpts[coord] {
+		g := got.ckpts[coord][step]
+		if g == nil {
+			t.Fatalf("no checkpoint at step %d", step)
+		}
+		for i := range f.Params {
+			if !slices.Equal(g.Params[i], f.Params[i]) {
+				t.Fatalf("checkpoint at step %d: parameter %d differs", step, i)
+			}
+		}
+		for i := range f.Optimizer {
+			if !slices.Equal(g.Optimizer[i], f.Optimizer[i]) {
+				t.Fatalf("checkpoint at step %d: optimizer buffer %d differs", step, i)
+			}
+		}
+		if g.LossSum != f.LossSum || g.Correct != f.Correct || g.StepInEpoch != f.StepInEpoch || string(g.Policies[1]) != string(f.Policies[1]) {
+			t.Fatalf("checkpoint at step %d: following %+v, reducing %+v", step, g, f)
 		}
 	}
 }

@@ -463,6 +463,7 @@ func (t *Trainer) Run(ctx context.Context) (res *Result, err error) {
 		}
 		return cfg.Checkpoint(sn)
 	}
+	fw := t.follower()
 	for epoch := startEpoch; epoch < cfg.Epochs; epoch++ {
 		first := 0
 		if epoch == startEpoch && (startStep > 0 || started) {
@@ -495,25 +496,38 @@ func (t *Trainer) Run(ctx context.Context) (res *Result, err error) {
 					return nil, err
 				}
 			}
-			idx := data.BatchIndices(order, cfg.Batch, s)
-			t.be.load(idx, epoch)
-			start := time.Now()
 			t.state.Epoch = epoch
-			if err := t.step(ctx, idx, epoch, s); err != nil {
+			var err error
+			if fw != nil && fw.Follows() {
+				// To the next sync point, whose state the others offer.
+				var done int
+				var sums running
+				if done, sums, err = t.follow(ctx, fw, epoch, s, steps); err == nil {
+					s, r = done-1, sums
+				}
+			} else {
+				err = t.runStep(ctx, order, epoch, s, &r)
+			}
+			if err != nil {
 				if ctx.Err() != nil && cfg.Checkpoint != nil {
 					// Interrupted inside a data-parallel step, before its
-					// update: the state is the step's start.
+					// update (or a follower before its next sync point):
+					// the state is the step's start.
 					if cerr := checkpoint(epoch, s, true, r); cerr != nil {
 						return nil, errors.Join(err, cerr)
 					}
 				}
 				return nil, err
 			}
-			r.seconds += time.Since(start).Seconds()
-			r.loss += t.state.Loss
-			r.extra += t.state.ExtraLoss
-			r.kd += t.lastKD
-			r.correct += t.lastCorrect
+			if fw != nil && !fw.Follows() && t.syncPoint(fw, t.state.Step, s+1 == steps) {
+				sn, err := snap(epoch, s+1, true, r)
+				if err != nil {
+					return nil, err
+				}
+				if err := t.offer(ctx, fw, sn); err != nil {
+					return nil, err
+				}
+			}
 			if cfg.Progress != nil {
 				sps := float64((s+1-first)*cfg.Batch) / r.seconds
 				left := float64((steps-s-1)*cfg.Batch) / sps
@@ -552,6 +566,23 @@ func (t *Trainer) Run(ctx context.Context) (res *Result, err error) {
 		}
 	}
 	return res, nil
+}
+
+// runStep runs the inEpoch-th step of epoch on its batch of order and adds
+// it to the epoch's running sums r.
+func (t *Trainer) runStep(ctx context.Context, order []int, epoch, inEpoch int, r *running) error {
+	idx := data.BatchIndices(order, t.cfg.Batch, inEpoch)
+	t.be.load(idx, epoch)
+	start := time.Now()
+	if err := t.step(ctx, idx, epoch, inEpoch); err != nil {
+		return err
+	}
+	r.seconds += time.Since(start).Seconds()
+	r.loss += t.state.Loss
+	r.extra += t.state.ExtraLoss
+	r.kd += t.lastKD
+	r.correct += t.lastCorrect
+	return nil
 }
 
 // startEpoch runs the events due at an epoch's start: factorizations and

@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -43,6 +44,7 @@ type memCluster struct {
 	offered   map[int64]int
 	reduced   []int // Reduce calls per replica
 	takes     int
+	dropChunk bool // Take leaves a chunk's optimizer state out
 }
 
 func newMemCluster(shards int, assign [][]int) *memCluster {
@@ -203,7 +205,13 @@ func (m memReplica) Take(_ context.Context, step int64) (*SyncState, error) {
 		c.cond.Wait()
 	}
 	c.takes++
-	return c.offers[step], nil
+	st := c.offers[step]
+	if c.dropChunk { // an owner's state did not come
+		cp := *st
+		cp.Chunks = cp.Chunks[1:]
+		return &cp, nil
+	}
+	return st, nil
 }
 
 // FetchMoments implements MomentSource: the replica that computes none
@@ -422,12 +430,17 @@ func TestDivideIsDivision(t *testing.T) {
 // checkpoint and the run with the state of one that reduces every step:
 // parameters, optimizer state, the epochs' metrics.
 func TestFollowerTakesTheSameState(t *testing.T) {
-	sgd := OptimConfig{Kind: "sgd", Momentum: 0.9, Nesterov: true}
+	for _, opt := range []OptimConfig{{Kind: "sgd", Momentum: 0.9, Nesterov: true}, {Kind: "adamw", WeightDecay: 0.01}} {
+		t.Run(opt.Kind, func(t *testing.T) { followerTakesTheSameState(t, opt) })
+	}
+}
+
+func followerTakesTheSameState(t *testing.T, opt OptimConfig) {
 	assign := [][]int{{3, 1}, {}, {2, 0}}
-	full := parallelRunWith(t, newMemCluster(4, assign), false, sgd, 5)
+	full := parallelRunWith(t, newMemCluster(4, assign), false, opt, 5)
 	c := newMemCluster(4, assign)
 	c.syncEvery = 3 // 8 steps an epoch: sync points fall inside epochs and at their ends
-	got := parallelRunWith(t, c, false, sgd, 5)
+	got := parallelRunWith(t, c, false, opt, 5)
 	const coord = 1
 	if c.reduced[coord] != 0 || c.reduced[0] != 24 || c.takes == 0 || c.takes >= 24 {
 		t.Fatalf("the follower reduced %d steps and took %d states (the others reduced %d)", c.reduced[coord], c.takes, c.reduced[0])
@@ -485,5 +498,45 @@ func TestFollowerTakesTheSameState(t *testing.T) {
 		if g.LossSum != f.LossSum || g.Correct != f.Correct || g.StepInEpoch != f.StepInEpoch || string(g.Policies[1]) != string(f.Policies[1]) {
 			t.Fatalf("checkpoint at step %d: following %+v, reducing %+v", step, g, f)
 		}
+	}
+}
+
+// A follower refuses a state whose chunks do not cover the vector (an
+// owner's optimizer state missing), before it changes anything.
+func TestFollowerRefusesAnIncompleteState(t *testing.T) {
+	c := newMemCluster(4, [][]int{{3, 1}, {}, {2, 0}})
+	c.syncEvery, c.dropChunk = 3, true
+	train := synthetic(256, 1)
+	m, err := model.New(model.Spec{Arch: "mlp", Hidden: []int{32}}, model.MNISTInput, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := NewOptimizer(OptimConfig{Kind: "sgd", Momentum: 0.9}, sizes(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := slices.Clone(m.Params[0].Data())
+	tr, err := New(Config{Model: m, Engine: cpu.New(cpu.Options{Threads: 1}), Train: train, Batch: 32, Epochs: 1, Seed: 5,
+		Optimizer: o, Policies: []Policy{&LRPolicy{Schedule: schedule.LR{Kind: "constant", Base: 0.05, Total: 1}}}, Parallel: memReplica{c, 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	// The computing replicas are not run: the follower's Take is answered
+	// from offers made here, a copy of its own state at step 3.
+	sn, err := tr.snapshot(0, 3, &Result{}, running{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn.Step = 3
+	n := tr.layout().n
+	c.offers[3] = &SyncState{Snapshot: sn, Chunks: []ChunkState{{0, n / 2, tr.moments(0, n/2)}, {n / 2, n, tr.moments(n/2, n)}}}
+	c.offered[3] = 2
+	_, err = tr.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "step 3: optimizer state of [") || !strings.Contains(err.Error(), "is due") {
+		t.Fatalf("a state without a chunk's optimizer state: %v", err)
+	}
+	if !slices.Equal(m.Params[0].Data(), before) {
+		t.Fatal("the parameters changed")
 	}
 }

@@ -126,6 +126,7 @@ func TestTargetSearch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	local := p.DenseUs // this machine's dense latency, ≈ its layers' sum
 	p.DenseUs, p.Machine.CPU = 1e6, "elsewhere"
 	for i := range p.Layers {
 		for _, tab := range p.Layers[i].Us {
@@ -140,8 +141,8 @@ func TestTargetSearch(t *testing.T) {
 		t.Fatal(err)
 	}
 	s = search("given", "    latency_fraction = 0.7\n    rounds = 1\n    max_accuracy_drop = 1\n    profile = \"elsewhere.json\"")
-	if s.ProfiledHere || s.DenseLatencyUs != 1e6 || s.Points[0].MeasuredLatencyUs != -1 || s.Points[0].PredictedLatencyUs < 1000 {
-		t.Fatalf("a given profile: %+v", s)
+	if s.ProfiledHere || s.DenseLatencyUs != 1e6 || s.Points[0].MeasuredLatencyUs != -1 || s.Points[0].PredictedLatencyUs < 100*local {
+		t.Fatalf("a given profile (this machine's dense %.2f µs): %+v", local, s)
 	}
 	if _, err := os.Stat(filepath.Join(base, "given", ProfileFile)); err == nil {
 		t.Fatal("a given profile was measured again")

@@ -77,8 +77,9 @@ func (t *Trainer) syncPoint(f Follower, done int64, epochEnd bool) bool {
 	return t.cfg.CheckpointSteps > 0 && done%int64(t.cfg.CheckpointSteps) == 0
 }
 
-// offer hands a computing replica's state at a sync point on: after the
-// inEpoch-th step of epoch (of steps) completed.
+// offer hands a computing replica's state at a sync point on: its
+// snapshot sn, its learning rate and, when current, its chunk's optimizer
+// state.
 func (t *Trainer) offer(ctx context.Context, f Follower, sn *Snapshot) error {
 	st := &SyncState{Snapshot: sn, LR: t.state.LR}
 	if c := t.chunk; c != nil && c.step+1 == t.state.Step {

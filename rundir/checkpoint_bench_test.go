@@ -13,7 +13,7 @@ import (
 
 // lenet300Snapshot is a LeNet-300-100 training state as a pruning run
 // holds it: weights, SGD momentum, and a mask per weight.
-func lenet300Snapshot(b *testing.B) (*Checkpointer, *trainer.Snapshot, *model.Model) {
+func lenet300Snapshot(b testing.TB) (*Checkpointer, *trainer.Snapshot, *model.Model) {
 	m, err := model.New(model.Spec{Arch: "lenet300"}, model.MNISTInput, 1)
 	if err != nil {
 		b.Fatal(err)

@@ -4,11 +4,8 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/model"
-	"github.com/lathe-ml/lathe/trainer"
 )
 
 // A data-parallel worker's snapshot holds no optimizer values (each
@@ -18,24 +15,11 @@ import (
 // buffers as it had — what a following coordinator takes at a sync point
 // (trainer.Follower).
 func TestWorkerSnapshotRoundTrips(t *testing.T) {
-	m, err := model.New(model.Spec{Arch: "lenet300"}, model.MNISTInput, 1)
-	if err != nil {
-		t.Fatal(err)
+	c, sn, m := lenet300Snapshot(t)
+	sn.Step, sn.StepInEpoch, sn.EpochStarted, sn.LossSum, sn.Correct = 96, 96, true, 41.5, 9000
+	for i := range sn.Optimizer {
+		sn.Optimizer[i] = []float32{}
 	}
-	sn := &trainer.Snapshot{Spec: m.Spec, Step: 96, Epoch: 0, StepInEpoch: 96, EpochStarted: true, LossSum: 41.5, Correct: 9000}
-	for i, p := range m.Params {
-		sn.Params = append(sn.Params, p.Data())
-		sn.Optimizer = append(sn.Optimizer, []float32{})
-		var mask []byte
-		if !p.Bias {
-			mask = make([]byte, p.Size())
-			for j := range mask {
-				mask[j] = byte((i + j) % 2)
-			}
-		}
-		sn.Masks = append(sn.Masks, mask)
-	}
-	c := &Checkpointer{Dir: t.TempDir(), Job: "sync", Threads: 1, Log: hclog.NewNullLogger()}
 	f, err := c.File(sn, m)
 	if err != nil {
 		t.Fatal(err)

@@ -154,7 +154,7 @@ func (t *Trainer) takeState(st *SyncState) error {
 		if c.Lo != covered || c.Hi <= c.Lo || c.Hi > n {
 			return fmt.Errorf("optimizer state of [%d, %d) where [%d, ...) of %d values is due", c.Lo, c.Hi, covered, n)
 		}
-		if want := len(t.moments(c.Lo, c.Hi)); len(c.Moments) != want {
+		if want := t.momentCount(c.Lo, c.Hi); len(c.Moments) != want {
 			return fmt.Errorf("optimizer state of [%d, %d): %d values, want %d", c.Lo, c.Hi, len(c.Moments), want)
 		}
 		covered = c.Hi
@@ -191,6 +191,17 @@ func (t *Trainer) takeState(st *SyncState) error {
 	t.resume = nil
 	s.LR = st.LR
 	return t.be.push()
+}
+
+// momentCount is the number of values moments(lo, hi) returns.
+func (t *Trainer) momentCount(lo, hi int) int {
+	n := 0
+	for _, g := range t.regions() {
+		for _, p := range g.pieces(lo, hi) {
+			n += g.kinds() * (p.b - p.a)
+		}
+	}
+	return n
 }
 
 // putMoments writes vals, the optimizers' state of elements [lo, hi) of

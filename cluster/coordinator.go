@@ -65,7 +65,10 @@ type WorkerInfo struct {
 
 // MemberStats are the coordinator's counts over the job.
 type MemberStats struct {
-	MaxWorkers    int `json:"workers"`        // the most that took part at once
+	MaxWorkers int `json:"workers"` // the most that took part at once
+	// Restarts counts the membership changes that restarted every worker
+	// from a following coordinator's last sync point.
+	Restarts      int `json:"restarts,omitempty"`
 	WorkersJoined int `json:"workers_joined"` // admitted to a phase while it ran
 	WorkersLost   int `json:"workers_lost"`   // silent past the deadline
 	WorkersFailed int `json:"workers_failed"` // reported a failure (a NaN or Inf in its gradient, say) and were left out
@@ -169,6 +172,10 @@ type joinPlan struct {
 	from    int64
 	names   []string // the joining workers
 	members []string // the members before them
+	// restart: the coordinator follows (PhaseSpec.SyncEvery), and every
+	// member (names) restarts from its state at from, joiners new ones.
+	restart bool
+	joiners int
 }
 
 // NewCoordinator starts serving job's registrations on nc; with a secret,
@@ -576,6 +583,10 @@ func (c *Coordinator) rebalanceLocked() {
 // generation (c.mu held). A join not yet admitted is called off and
 // planned again among those left.
 func (c *Coordinator) dropLocked(name string) {
+	if c.rep != nil && c.rep.Follows() {
+		c.dropFollowingLocked(name)
+		return
+	}
 	p := c.pending
 	if p != nil {
 		c.pending = nil
@@ -619,6 +630,10 @@ func (c *Coordinator) dropLocked(name string) {
 // be waiting there) and takes the newcomers along.
 func (c *Coordinator) planJoinLocked(afresh bool) {
 	if c.rep == nil || !c.rep.joinable.Load() || len(c.members) == 0 {
+		return
+	}
+	if c.rep.Follows() {
+		c.joinFollowingLocked()
 		return
 	}
 	before := c.members
@@ -719,9 +734,15 @@ func (c *Coordinator) Admit(step int64, state []byte) error {
 		w := c.workers[n]
 		w.startPhase()
 	}
-	c.stats.WorkersJoined += len(p.names)
 	c.stats.MaxWorkers = max(c.stats.MaxWorkers, len(c.members))
-	c.log.Info("joining workers admitted with the state at their first step", "workers", p.names, "step", step+1, "state_bytes", len(state))
+	if p.restart {
+		c.stats.WorkersJoined += p.joiners
+		c.stats.Restarts++
+		c.log.Info("every worker restarts from the coordinator's state", "workers", p.names, "step", step+1, "state_bytes", len(state))
+	} else {
+		c.stats.WorkersJoined += len(p.names)
+		c.log.Info("joining workers admitted with the state at their first step", "workers", p.names, "step", step+1, "state_bytes", len(state))
+	}
 	c.control(Control{Kind: "join", Phase: c.phase, Gen: p.gen, Members: c.members, Shares: c.shares, From: step, Join: p.names, Spec: &spec})
 	return nil
 }
@@ -828,6 +849,10 @@ func (c *Coordinator) Phase(ctx context.Context, spec PhaseSpec, files map[strin
 	if err != nil {
 		return nil, err
 	}
+	if err := rep.follow(spec.SyncEvery); err != nil {
+		rep.Close()
+		return nil, err
+	}
 	if c.peers != nil {
 		rep.useDirect(c.peers, c.plane)
 	}
@@ -871,4 +896,79 @@ func (c *Coordinator) objectStore() (nats.ObjectStore, error) {
 		return nil, fmt.Errorf("cluster: object store %s: %w", c.bucket, err)
 	}
 	return obs, nil
+}
+
+// dropFollowingLocked removes a worker from a following phase (c.mu
+// held): the optimizer state of its chunk since the last sync point is
+// gone with it, so those left restart from the coordinator's state there.
+func (c *Coordinator) dropFollowingLocked(name string) {
+	i := slices.Index(c.members, name)
+	if i < 0 {
+		return
+	}
+	c.members = slices.Delete(slices.Clone(c.members), i, i+1)
+	joiners := 0
+	if p := c.pending; p != nil {
+		joiners = max(0, p.joiners-boolInt(!slices.Contains(p.members, name)))
+	}
+	if len(c.members) == 0 {
+		c.pending = nil
+		c.rep.joinAt.Store(-1)
+		c.gen++
+		c.stats.Generations++
+		failure := "no worker left in the phase"
+		for _, n := range c.order {
+			if w := c.workers[n]; w.State == "failed" {
+				failure = fmt.Sprintf("every worker failed; %s: %s", n, w.Error)
+			}
+		}
+		c.control(Control{Kind: "gen", Phase: c.phase, Gen: c.gen, Error: failure})
+		c.rep.SetGen(c.gen, nil, nil, failure, 0)
+		return
+	}
+	c.restartLocked(joiners)
+}
+
+// joinFollowingLocked adds the ready workers outside the membership to a
+// following phase (c.mu held): every member restarts with them from the
+// coordinator's state at its last sync point.
+func (c *Coordinator) joinFollowingLocked() {
+	var joiners []string
+	for _, n := range c.order {
+		if w := c.workers[n]; w.State == "ready" && !slices.Contains(c.members, n) {
+			joiners = append(joiners, n)
+		}
+	}
+	if len(joiners) == 0 {
+		return
+	}
+	n := len(joiners)
+	if p := c.pending; p != nil {
+		n += p.joiners
+	}
+	c.members = append(slices.Clone(c.members), joiners...)
+	c.restartLocked(n)
+}
+
+// restartLocked plans a generation of the present members that starts
+// from the following coordinator's state (its last sync point), which
+// Admit hands every member when the coordinator's trainer shares it
+// (c.mu held).
+func (c *Coordinator) restartLocked(joiners int) {
+	from := c.rep.takenStep()
+	c.gen++
+	c.stats.Generations++
+	before := c.members[:len(c.members)-joiners]
+	c.pending = &joinPlan{gen: c.gen, from: from, names: slices.Clone(c.members), members: slices.Clone(before), restart: true, joiners: joiners}
+	c.setSharesLocked(c.weightedLocked())
+	c.log.Info("membership changed: every worker restarts from the coordinator's last sync point", "workers", c.members, "at_step", from+1, "generation", c.gen)
+	c.rep.SetGen(c.gen, c.members, c.shares, "", from)
+	c.rep.joinAt.Store(from)
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -207,3 +207,16 @@ func Sign(m *nats.Msg, secret []byte) *nats.Msg {
 	}
 	return m
 }
+
+// requestMsg sends data with headers h to subject and returns the checked
+// answer.
+func (l link) requestMsg(ctx context.Context, subject string, h nats.Header, data []byte) (*nats.Msg, error) {
+	m, err := l.nc.RequestMsgWithContext(ctx, l.sign(&nats.Msg{Subject: subject, Header: h, Data: data}))
+	if err != nil {
+		return nil, err
+	}
+	if err := l.check(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}

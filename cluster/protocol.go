@@ -14,7 +14,7 @@ import (
 
 // Version is the protocol version; the coordinator refuses workers that
 // announce another.
-const Version = "lathe-cluster/8" // 8: target searches' cost tasks (TaskSpec.Cell); 7: TLS on peer connections (Control.PeerTLS); 6: the peer data plane (Hello.Peer, Control.Peers); 5: signed messages with sequence numbers; 4: owners update their chunks (.wg, .moments); 3: generations with a first step, joins mid-phase, tasks, shared values
+const Version = "lathe-cluster/9" // 9: a coordinator that follows (PhaseSpec.SyncEvery, .sync parts, restarts); 8: target searches' cost tasks (TaskSpec.Cell); 7: TLS on peer connections (Control.PeerTLS); 6: the peer data plane (Hello.Peer, Control.Peers); 5: signed messages with sequence numbers; 4: owners update their chunks (.wg, .moments); 3: generations with a first step, joins mid-phase, tasks, shared values
 
 // Hello is a worker's registration.
 type Hello struct {
@@ -109,6 +109,10 @@ type PhaseSpec struct {
 	Recipe      []byte `json:"recipe"` // resolved HCL
 	File        string `json:"file"`   // the recipe's file name, for messages
 	MicroShards int    `json:"micro_shards"`
+	// SyncEvery, when positive, takes the coordinator off the step: it
+	// takes the workers' state every SyncEvery steps (and at each epoch's
+	// end and checkpoint) instead of reducing each step (trainer.Follower).
+	SyncEvery int `json:"sync_every,omitempty"`
 	// SamplesPerShard turns the workers' micro-shard counts into samples/s.
 	SamplesPerShard int      `json:"samples_per_shard,omitempty"`
 	Bucket          string   `json:"bucket"`

@@ -149,8 +149,9 @@ type Replica struct {
 	// Our reduced chunks of the steps the coordinator has not announced
 	// complete (it may lag up to Window/2 steps, and ask for any of them
 	// again), and of a step or two it has, whose buffers the next reuse.
-	reduced []*sent
-	updated *sent // our last updated chunk, for the workers' resends
+	reduced      []*sent
+	reducedSpare []float32 // the last one, when the coordinator follows
+	updated      *sent     // our last updated chunk, for the workers' resends
 	// The one before, whose buffer the next updated chunk reuses once no
 	// resend reads it.
 	prevUpdated *sent
@@ -185,6 +186,13 @@ type Replica struct {
 	// wait when they get Window/2 steps ahead).
 	coordSteps atomic.Int64
 	coordMoved chan struct{}
+	// A following phase's (sync.go): its spacing of sync points, the
+	// snapshots' encoding, and on the coordinator the sync points' parts
+	// and the step of the state it took last.
+	syncEvery int
+	codec     StateCodec
+	syncs     map[int64]*syncPoint
+	taken     int64
 }
 
 // doneStep is a completed step's vector, and whether it holds the
@@ -284,6 +292,7 @@ func NewReplica(nc *nats.Conn, secret []byte, job, name string, phase uint64, sh
 func (r *Replica) Start(step int64) {
 	r.mu.Lock()
 	r.curStep = max(r.curStep, step)
+	r.taken = max(r.taken, step)
 	r.mu.Unlock()
 	if r.coordSteps.Load() < step {
 		r.coordSteps.Store(step)
@@ -342,7 +351,7 @@ func (r *Replica) SetDigest(step int64, digest string) {
 	}
 	r.digests[step] = digest
 	for s := range r.digests {
-		if s <= step-int64(DigestKeep)*DigestEvery {
+		if s <= step-int64(DigestKeep)*r.DigestEvery() {
 			delete(r.digests, s)
 		}
 	}
@@ -808,7 +817,13 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 		if f.Update != nil {
 			r.prevUpdated = r.updated
 		}
-		r.reduced = append(r.reduced, &sent{gen: gen, step: step, n: n, f32: out, lo: lo})
+		if r.syncEvery > 0 {
+			// A following coordinator takes no reduced chunks: the next
+			// step's reuses it.
+			r.reducedSpare = out
+		} else {
+			r.reduced = append(r.reduced, &sent{gen: gen, step: step, n: n, f32: out, lo: lo})
+		}
 		r.updated = &sent{gen: gen, step: step, n: n, f32: upd, lo: lo}
 		own := r.gatheredLocked(gen, step, n)[lo:hi]
 		copy(own, upd)
@@ -816,7 +831,9 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 		r.mu.Unlock()
 		// The reduced chunk first: a replica that has a step's updated
 		// chunks knows the coordinator was sent its reduced ones.
-		r.sendFloat32s(frameAG, []string{coordinatorName}, md, lo, out)
+		if r.syncEvery == 0 {
+			r.sendFloat32s(frameAG, []string{coordinatorName}, md, lo, out)
+		}
 		r.sendFloat32s(frameWG, slices.DeleteFunc(slices.Clone(members), func(m string) bool { return m == r.name }), md, lo, upd)
 	}
 	var full []float32
@@ -931,13 +948,15 @@ func (r *Replica) wait(ctx context.Context, step int64, gen uint64, changed chan
 }
 
 // awaitCoordinator holds a worker's step until the coordinator is at most
-// Window/2 steps behind it.
+// Window/2 steps behind it — or, when it follows, Window/2 steps past the
+// next sync point after the state it took last.
 func (r *Replica) awaitCoordinator(ctx context.Context, step int64) error {
-	if step <= r.coordSteps.Load()+Window/2 {
+	ahead := Window/2 + int64(r.syncEvery)
+	if step <= r.coordSteps.Load()+ahead {
 		return nil
 	}
 	defer r.waited(time.Now())
-	for step > r.coordSteps.Load()+Window/2 {
+	for step > r.coordSteps.Load()+ahead {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -1323,6 +1342,13 @@ func reuse(prev **sent, n int) []float32 {
 // is done with and no resend reads, when it holds n values, and forgets
 // the other such chunks but one (r.mu held); nil when there is none.
 func (r *Replica) reuseReducedLocked(n int) []float32 {
+	if sp := r.reducedSpare; r.syncEvery > 0 {
+		r.reducedSpare = nil
+		if cap(sp) >= n {
+			return sp[:n]
+		}
+		return nil
+	}
 	done := r.coordSteps.Load()
 	var out []float32
 	spare := 0

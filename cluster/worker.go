@@ -293,8 +293,17 @@ func (w *Worker) serveJob(ctx context.Context, discovered bool) error {
 					// The coordinator has moved on, so the last phase is over
 					// for everyone; it may still be winding down here (its
 					// last evaluation). Stop it and take part in this one:
-					// the others wait for this worker's share.
-					w.Log.Info("the next phase starts while the last one winds down here; stopping it", "phase", c.Phase)
+					// the others wait for this worker's share. Or, in a phase
+					// whose coordinator follows, a membership change restarts
+					// every worker from the coordinator's last sync point.
+					w.mu.Lock()
+					same := w.phase == c.Phase
+					w.mu.Unlock()
+					if same && c.Kind == "join" {
+						w.Log.Info("the membership changed: restarting the phase from the coordinator's state", "phase", c.Phase, "at_step", c.From+1)
+					} else {
+						w.Log.Info("the next phase starts while the last one winds down here; stopping it", "phase", c.Phase)
+					}
 					if err := stopPhase(); err != nil {
 						return err
 					}
@@ -311,6 +320,7 @@ func (w *Worker) serveJob(ctx context.Context, discovered bool) error {
 				if err != nil {
 					return err
 				}
+				_ = rep.follow(c.Spec.SyncEvery) // a worker's subscribes to nothing more
 				if w.setPeers(c) {
 					rep.useDirect(w.peers, c.Plane)
 				} else if c.Plane == PlanePeer {

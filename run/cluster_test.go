@@ -64,6 +64,8 @@ type testCluster struct {
 	url     string
 	token   string
 	secret  []byte // the job's (nil: unsigned)
+	// syncEvery takes the coordinator off the step (Options.SyncEvery).
+	syncEvery int
 	coord   *cluster.Coordinator
 	cancels map[string]context.CancelFunc
 	conns   map[string]interface{ Close() }
@@ -221,7 +223,7 @@ func clusterRunBlocks(t *testing.T, tc *testCluster, dir, blocks string, progres
 	if err := tc.coord.WaitWorkers(ctx, len(tc.conns)); err != nil {
 		t.Fatal(err)
 	}
-	opts := Options{RunDir: dir, Cluster: tc.coord, Logger: testLog("run")}
+	opts := Options{RunDir: dir, Cluster: tc.coord, Logger: testLog("run"), SyncEvery: tc.syncEvery}
 	if progress != nil {
 		opts.Progress = progress
 	}

@@ -93,6 +93,9 @@ func (c *coordinatorRun) attach(ctx context.Context, st *jobRun, cfg *trainer.Co
 		return st.opts.Cluster.Admit(sn.Step, b)
 	}
 	c.par.Joinable()
+	c.par.SetStateCodec(cluster.StateCodec{Decode: func(b []byte) (*trainer.Snapshot, error) {
+		return rundir.ReadSyncState(b, tr().Model())
+	}})
 	return st.opts.Cluster.EndPhase, nil
 }
 
@@ -112,6 +115,7 @@ func (c *coordinatorRun) evaluateAll(ctx context.Context, st *jobRun, tr *traine
 
 func (c *coordinatorRun) summarize(sum *rundir.Summary, tr *trainer.Trainer) {
 	sum.Cluster = clusterSummary(c.c, c.par, sum.Batch)
+	sum.Cluster.SyncEvery = c.par.SyncEvery()
 	sum.Cluster.GradientBytes = 4 * tr.Model().NumParams()
 }
 
@@ -139,7 +143,10 @@ func startPhase(ctx context.Context, job *recipes.Job, opts Options, teachers *s
 	if err != nil {
 		return nil, job.Errorf("batch", "%v", err)
 	}
-	spec := cluster.PhaseSpec{Name: job.Name, Recipe: job.HCL(), File: job.File, MicroShards: shards, SamplesPerShard: job.Batch / shards}
+	if opts.SyncEvery < 0 {
+		return nil, fmt.Errorf("run: sync every %d steps: a number of steps ≥ 1 (0: the coordinator reduces every step)", opts.SyncEvery)
+	}
+	spec := cluster.PhaseSpec{Name: job.Name, Recipe: job.HCL(), File: job.File, MicroShards: shards, SamplesPerShard: job.Batch / shards, SyncEvery: opts.SyncEvery}
 	files := maps.Clone(teachers.files)
 	if files == nil {
 		files = map[string][]byte{}
@@ -177,7 +184,7 @@ func startPhase(ctx context.Context, job *recipes.Job, opts Options, teachers *s
 func clusterSummary(c *cluster.Coordinator, par *cluster.Replica, batch int) *rundir.ClusterSummary {
 	c.CompareDigests()
 	ms, rs := c.Stats(), par.Stats()
-	s := &rundir.ClusterSummary{Workers: ms.MaxWorkers, WorkersJoined: ms.WorkersJoined, WorkersLost: ms.WorkersLost, WorkersFailed: ms.WorkersFailed, StepsReplanned: rs.Redone, OptimizerStatesMoved: rs.StateServed,
+	s := &rundir.ClusterSummary{Workers: ms.MaxWorkers, WorkersJoined: ms.WorkersJoined, WorkersLost: ms.WorkersLost, WorkersFailed: ms.WorkersFailed, Restarts: ms.Restarts, StepsReplanned: rs.Redone, OptimizerStatesMoved: rs.StateServed,
 		Rebalances: ms.Rebalances, Shares: c.Shares(), DigestsCompared: ms.DigestsCompared, DigestMismatches: ms.DigestMismatches, MessagesRejected: ms.MessagesRejected, WorkersRefused: ms.Refused, MicroShards: par.MicroShards()}
 	s.DataPlane, _ = c.DataPlane()
 	if rs.SteadySteps > 0 && rs.SteadySeconds > 0 {

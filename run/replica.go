@@ -55,8 +55,11 @@ func (p *replicaRun) teacherLogits(context.Context, *jobRun) ([]float32, error) 
 
 // attach trains as the phase's replica, without checkpoints or a test
 // evaluation, its gradients from the worker's device when it has one.
-func (p *replicaRun) attach(_ context.Context, st *jobRun, cfg *trainer.Config, _ *rundir.Checkpointer, _ func() *trainer.Trainer) (func(), error) {
+func (p *replicaRun) attach(_ context.Context, st *jobRun, cfg *trainer.Config, _ *rundir.Checkpointer, tr func() *trainer.Trainer) (func(), error) {
 	cfg.Parallel, cfg.Checkpoint, cfg.Test = p.r.par, nil, nil
+	p.r.par.SetStateCodec(cluster.StateCodec{Encode: func(sn *trainer.Snapshot) ([]byte, error) {
+		return rundir.SyncState(sn, st.job.Name, tr().Model())
+	}})
 	return replicaGradients(st.job, &st.opts, cfg, st.plan.Fields, st.log)
 }
 

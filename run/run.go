@@ -50,9 +50,12 @@ type Options struct {
 	// and this process keeps the state, applies the policies and writes
 	// the files without computing gradients. MicroShards is the number of
 	// micro-shards a batch is cut into (0: 8, or the largest divisor of the
-	// batch below it).
+	// batch below it). SyncEvery, when > 0, takes the coordinator off the
+	// step: it takes the workers' state every SyncEvery steps (and at each
+	// epoch's end and checkpoint) instead of reducing every step.
 	Cluster     *cluster.Coordinator
 	MicroShards int
+	SyncEvery   int
 	// Device, when set, trains device-resident on it (a GPU through
 	// compute/cuda) through the trainer's one loop (trainer.Config.Device);
 	// what it cannot do yet (trainer.DeviceSupports) is refused naming the
@@ -292,7 +295,7 @@ func (st *jobRun) run(ctx context.Context) (sum *rundir.Summary, trained *model.
 	if rep, ok := cfg.Parallel.(*cluster.Replica); ok && rep != nil {
 		// Last, after every policy that changes the weights: the replicas'
 		// digests, which the coordinator compares.
-		cfg.Policies = append(cfg.Policies, &trainer.DigestPolicy{Every: cluster.DigestEvery, Publish: rep.SetDigest})
+		cfg.Policies = append(cfg.Policies, &trainer.DigestPolicy{Every: rep.DigestEvery(), Publish: rep.SetDigest})
 	}
 	if st.role.ownsDir() {
 		status := rundir.StartStatus(dir, job.Name, job.Epochs, job.Batch, opts.Cluster, log)

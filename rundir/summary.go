@@ -102,6 +102,12 @@ type ClusterSummary struct {
 	WorkersLost    int   `json:"workers_lost"`
 	WorkersFailed  int   `json:"workers_quarantined"` // left out after reporting a failure, e.g. a NaN or Inf
 	StepsReplanned int64 `json:"steps_replanned"`
+	// SyncEvery is the spacing of the sync points at which a following
+	// coordinator took the workers' state (0: it reduced every step), and
+	// Restarts the membership changes that restarted every worker from
+	// its last sync point.
+	SyncEvery int `json:"sync_every,omitempty"`
+	Restarts  int `json:"restarts,omitempty"`
 	// OptimizerStatesMoved counts the chunks whose optimizer state the
 	// coordinator sent a worker that took the chunk over (after a
 	// membership change or a rebuilt model); each worker keeps its own

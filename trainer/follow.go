@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -34,9 +35,16 @@ type Follower interface {
 	Offer(ctx context.Context, st *SyncState) error
 	// Take, on the follower, returns the state after step steps (a sync
 	// point) once the computing replicas have offered it: a snapshot and
-	// chunks that cover the reduced vector.
+	// chunks that cover the reduced vector. It returns ErrShareFirst when
+	// the computing replicas are to restart from the follower's present
+	// state (a membership change: Joinable.JoinAt names the present step):
+	// the trainer hands that state to Config.ShareState, then takes again.
 	Take(ctx context.Context, step int64) (*SyncState, error)
 }
+
+// ErrShareFirst is what Follower.Take returns when the follower's present
+// state is to be shared before the next one is taken.
+var ErrShareFirst = errors.New("trainer: the follower's state is to be shared first")
 
 // SyncState is the replicas' state at a sync point.
 type SyncState struct {

@@ -502,7 +502,12 @@ func (t *Trainer) Run(ctx context.Context) (res *Result, err error) {
 				// To the next sync point, whose state the others offer.
 				var done int
 				var sums running
-				if done, sums, err = t.follow(ctx, fw, epoch, s, steps); err == nil {
+				done, sums, err = t.follow(ctx, fw, epoch, s, steps)
+				if errors.Is(err, ErrShareFirst) {
+					s-- // the same step again: its state is shared first (JoinAt)
+					continue
+				}
+				if err == nil {
 					s, r = done-1, sums
 				}
 			} else {

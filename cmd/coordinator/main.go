@@ -3,7 +3,7 @@
 //	coordinator --recipe FILE [-var name=value]... [--run-dir DIR] [--data-dir DIR] [--threads N]
 //	            [--resume | --resume-from FILE] [--checkpoint-every-steps N]
 //	            [--workers N] [--nats URL [credentials]] [--min-workers N] [--micro-shards K]
-//	            [--http ADDR]
+//	            [--sync-every K] [--http ADDR]
 //
 // Without --workers or --nats it trains in-process. With --workers N it
 // starts an embedded nats-server (loopback, random port, a per-run token,
@@ -73,6 +73,7 @@ func realMain(args []string, stderr io.Writer) int {
 		natsURL  = fs.String("nats", "", "use this NATS deployment instead of an embedded server")
 		minWork  = fs.Int("min-workers", 1, "workers to wait for before training starts")
 		shards   = fs.Int("micro-shards", 0, "micro-shards per batch in cluster mode (default 8, or the largest divisor of the batch below it): the weights are the same for any number of workers up to it; a fixed cluster runs fastest with it set to its worker count")
+		syncK    = fs.Int("sync-every", 0, "in cluster mode, take the coordinator off the step: it takes the workers' state every K steps (and at each epoch's end and checkpoint) instead of reducing every step; a lost or joining worker restarts every worker from the last such point (0: reduce every step)")
 		wdevs    = fs.String("worker-devices", "", "the local workers' devices in order, comma-separated (cpu, cuda, cuda:N; default cpu): e.g. --workers 2 --worker-devices cpu,cuda")
 		httpAddr = fs.String("http", "", "serve a live page, /metrics (Prometheus) and /debug/pprof on this address while the job runs (host:port; a bare :port listens on loopback only)")
 		device   = fs.String("device", "cpu", "cpu, or cuda / cuda:N: train device-resident on that GPU (MLP, LeNet-5, ResNet and MobileNet recipes with sgd, pruning, QAT and distillation; what it cannot do yet is refused naming the field)")
@@ -100,7 +101,7 @@ func realMain(args []string, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
-	if err := checkFlags(fs, *threads, *workers, *minWork, *shards, *every, *logLevel, *resume, *from); err != nil {
+	if err := checkFlags(fs, *threads, *workers, *minWork, *shards, *every, *syncK, *logLevel, *resume, *from); err != nil {
 		fmt.Fprintln(stderr, "coordinator:", err)
 		return 2
 	}
@@ -208,7 +209,7 @@ func realMain(args []string, stderr io.Writer) int {
 			return 1
 		}
 		defer closeCluster()
-		opts.Cluster, opts.MicroShards = c, *shards
+		opts.Cluster, opts.MicroShards, opts.SyncEvery = c, *shards, *syncK
 	}
 	if *httpAddr != "" {
 		if len(sweep) > 0 {
@@ -277,7 +278,7 @@ func realMain(args []string, stderr io.Writer) int {
 
 // checkFlags refuses flag values out of range and combinations that do not
 // go together, naming the flag; and arguments that are not flags.
-func checkFlags(fs *flag.FlagSet, threads, workers, minWorkers, shards, every int, logLevel string, resume bool, from string) error {
+func checkFlags(fs *flag.FlagSet, threads, workers, minWorkers, shards, every, syncEvery int, logLevel string, resume bool, from string) error {
 	switch {
 	case fs.NArg() > 0:
 		return fmt.Errorf("unexpected argument %q (flags start with -; -var name=value sets a variable)", fs.Arg(0))
@@ -291,6 +292,8 @@ func checkFlags(fs *flag.FlagSet, threads, workers, minWorkers, shards, every in
 		return fmt.Errorf("--micro-shards %d: a number of micro-shards ≥ 1 (0: the default)", shards)
 	case every < 0:
 		return fmt.Errorf("--checkpoint-every-steps %d: a number of steps ≥ 1 (0: the recipe's)", every)
+	case syncEvery < 0:
+		return fmt.Errorf("--sync-every %d: a number of steps ≥ 1 (0: the coordinator reduces every step)", syncEvery)
 	case resume && from != "":
 		return errors.New("--resume and --resume-from: give one (--resume takes the newest checkpoint of the run directory)")
 	}

@@ -334,7 +334,9 @@ func (r *Replica) Stats() Stats {
 
 // DigestEvery is how often (in steps) replicas hash their weights, and
 // DigestKeep how many of their own digests they keep for comparison (the
-// workers run up to Window/2 steps ahead of the coordinator).
+// workers run up to Window/2 steps ahead of the coordinator): those of
+// the last DigestKeep·DigestEvery steps at least, however often a
+// following phase hashes (Replica.DigestEvery).
 var (
 	DigestEvery int64 = 25
 	DigestKeep        = 8
@@ -351,7 +353,7 @@ func (r *Replica) SetDigest(step int64, digest string) {
 	}
 	r.digests[step] = digest
 	for s := range r.digests {
-		if s <= step-int64(DigestKeep)*r.DigestEvery() {
+		if s <= step-int64(DigestKeep)*max(DigestEvery, r.DigestEvery()) {
 			delete(r.digests, s)
 		}
 	}

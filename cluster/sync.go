@@ -92,10 +92,11 @@ func (b *blob) place(off int, data []byte) error {
 
 func (b *blob) complete() bool { return b.got == len(b.b) && len(b.placed) > 0 }
 
-// chunkKey names one sender's optimizer state of [lo, hi).
+// chunkKey names one sender's optimizer state of [lo, hi) of an
+// n-element vector.
 type chunkKey struct {
-	lo, hi int
-	from   string
+	lo, hi, n int
+	from      string
 }
 
 // syncPoint is what the coordinator holds of one sync point's state.
@@ -103,7 +104,6 @@ type syncPoint struct {
 	states map[string]*blob // encoded snapshots by sender
 	lr     map[string]float64
 	chunks map[chunkKey]*blob
-	n      int // the reduced vector's length, as the chunks' senders give it
 }
 
 // SyncEvery implements trainer.Follower: the phase's spacing of sync
@@ -322,13 +322,10 @@ func (r *Replica) placeSync(from string, m *nats.Msg) error {
 		switch {
 		case err1 != nil || err2 != nil || err3 != nil || lo < 0 || hi <= lo || hi > n:
 			return fmt.Errorf("optimizer state of [%s, %s) of %s values", m.Header.Get(hSyncLo), m.Header.Get(hSyncHi), m.Header.Get(hSyncN))
-		case sp.n != 0 && n != sp.n:
-			return fmt.Errorf("a vector of %d values, others sent %d", n, sp.n)
 		case md.n%4 != 0:
 			return fmt.Errorf("optimizer state of %d bytes", md.n)
 		}
-		sp.n = n
-		k := chunkKey{lo, hi, from}
+		k := chunkKey{lo, hi, n, from}
 		if b = sp.chunks[k]; b == nil {
 			b = &blob{b: make([]byte, md.n), placed: map[int]int{}}
 			sp.chunks[k] = b
@@ -355,27 +352,46 @@ func (sp *syncPoint) readyLocked() (state []byte, lr float64, chunks []trainer.C
 			break
 		}
 	}
-	if state == nil || sp.n == 0 {
+	if state == nil {
 		return nil, 0, nil, false
 	}
-	// Any complete chunks that tile [0, n) will do: every owner's state
-	// of a range is the same bits.
+	// Any complete chunks that tile [0, n) will do (every owner's state
+	// of a range is the same bits), for any n a sender gave: the trainer
+	// refuses a vector of another length.
 	byLo := map[int][]chunkKey{}
+	ns := map[int]bool{}
 	for k, b := range sp.chunks {
 		if b.complete() {
 			byLo[k.lo] = append(byLo[k.lo], k)
+			ns[k.n] = true
 		}
 	}
-	for at := 0; at < sp.n; {
-		ks := byLo[at]
-		if len(ks) == 0 {
-			return nil, 0, nil, false
+	for n := range ns {
+		if chunks = tile(sp, byLo, n); chunks != nil {
+			return state, lr, chunks, true
 		}
-		k := slices.MaxFunc(ks, func(a, b chunkKey) int { return a.hi - b.hi })
-		chunks = append(chunks, trainer.ChunkState{Lo: k.lo, Hi: k.hi, Moments: float32s(sp.chunks[k].b)})
-		at = k.hi
 	}
-	return state, lr, chunks, true
+	return nil, 0, nil, false
+}
+
+// tile returns complete chunks of an n-element vector that cover it from
+// 0, each starting where the one before ends (nil: none do).
+func tile(sp *syncPoint, byLo map[int][]chunkKey, n int) []trainer.ChunkState {
+	var chunks []trainer.ChunkState
+	for at := 0; at < n; {
+		var next *chunkKey
+		for _, k := range byLo[at] {
+			if k.n == n && (next == nil || k.hi > next.hi) {
+				next = &k
+			}
+		}
+		if next == nil {
+			return nil
+		}
+		chunks = append(chunks, trainer.ChunkState{Lo: next.lo, Hi: next.hi, Moments: float32s(sp.chunks[*next].b)})
+		at = next.hi
+	}
+	return chunks
 }
 
 // Take implements trainer.Follower on the coordinator: it waits until the

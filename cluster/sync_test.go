@@ -1,0 +1,169 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/lathe-ml/lathe/trainer"
+)
+
+// TestFollowerTakesTheWorkersState: at a sync point each worker offers
+// its chunk's optimizer state and one of them its snapshot; the following
+// coordinator's Take returns them whole — after refusing forged, foreign
+// and malformed parts without a change — and ErrShareFirst once a restart
+// is planned from the state it holds.
+func TestFollowerTakesTheWorkersState(t *testing.T) {
+	_, conn := embedded(t)
+	secret := []byte("the job's secret")
+	members := []string{"a", "b"}
+	const n, k = 1000, 4
+	type encoded struct { // the snapshot's JSON leaves its tensors out
+		Snapshot *trainer.Snapshot
+		Params   [][]float32
+	}
+	codec := StateCodec{
+		Encode: func(sn *trainer.Snapshot) ([]byte, error) { return json.Marshal(encoded{sn, sn.Params}) },
+		Decode: func(b []byte) (*trainer.Snapshot, error) {
+			var e encoded
+			if err := json.Unmarshal(b, &e); err != nil {
+				return nil, err
+			}
+			e.Snapshot.Params = e.Params
+			return e.Snapshot, nil
+		},
+	}
+	reps := map[string]*Replica{}
+	for _, name := range append(slices.Clone(members), coordinatorName) {
+		r, err := NewReplica(conn(name), secret, "job", name, 1, 2, 1, members, testLog(t, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		if err := r.follow(k); err != nil {
+			t.Fatal(err)
+		}
+		r.SetStateCodec(codec)
+		r.n = n
+		reps[name] = r
+	}
+	coord := reps[coordinatorName]
+	if !coord.Follows() || reps["a"].Follows() || coord.DigestEvery() != k {
+		t.Fatal("the coordinator's replica should follow, every 4 steps, and the workers' not")
+	}
+
+	// Forgeries: unsigned; signed but from outside the membership, for a
+	// step far ahead, a range beyond the vector, another vector's length,
+	// and an unknown kind.
+	forger := conn("forger")
+	part := func(step int64, kind string, lo, hi, vec int, data []byte) nats.Header {
+		h := meta{job: "job", phase: 1, step: step, n: len(data)}.header()
+		h.Set(hSync, kind)
+		h.Set(hSyncLo, strconv.Itoa(lo))
+		h.Set(hSyncHi, strconv.Itoa(hi))
+		h.Set(hSyncN, strconv.Itoa(vec))
+		h.Set(hLR, "0.1")
+		return h
+	}
+	moments := func(lo, hi int) []float32 {
+		v := make([]float32, 2*(hi-lo))
+		for i := range v {
+			v[i] = float32(lo + i)
+		}
+		return v
+	}
+	if err := forger.PublishMsg(&nats.Msg{Subject: "lathe.job.w.a.sync", Header: part(k, "moments", 0, 500, n, make([]byte, 8)), Data: make([]byte, 8)}); err != nil {
+		t.Fatal(err)
+	}
+	signed := newLink(forger, secret)
+	refused := 0
+	for _, f := range []struct {
+		subject string
+		h       nats.Header
+		want    string
+	}{
+		{"lathe.job.w.x.sync", part(k, "moments", 0, 500, n, make([]byte, 8)), "not a member"},
+		{"lathe.job.w.a.sync", part(100*k, "moments", 0, 500, n, make([]byte, 8)), "past the state taken"},
+		{"lathe.job.w.a.sync", part(k, "moments", 0, 2*n, n, make([]byte, 8)), "optimizer state of"},
+		{"lathe.job.w.a.sync", part(k, "weights", 0, 500, n, make([]byte, 8)), "kind"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		m, err := signed.requestMsg(ctx, f.subject, f.h, make([]byte, 8))
+		cancel()
+		if err != nil || !bytesContain(m.Data, f.want) {
+			t.Fatalf("a forged part %s: answer %q, %v; want %q", f.h.Get(hSync), answerOf(m), err, f.want)
+		}
+		refused++
+	}
+	// A member's chunk of a vector of another length is placed, and never
+	// taken for this one's.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if m, err := signed.requestMsg(ctx, "lathe.job.w.a.sync", part(k, "moments", 500, 1000, 2*n, make([]byte, 8)), make([]byte, 8)); err != nil || string(m.Data) != "ok" {
+		t.Fatalf("a chunk of another vector: %q, %v", answerOf(m), err)
+	}
+	sn := &trainer.Snapshot{Step: k, Epoch: 0, StepInEpoch: k, Params: [][]float32{{1, 2, 3}}, LossSum: 1.5}
+	errs := make(chan error, 2)
+	for j, name := range members {
+		lo, hi := chunk(n, 2, j)
+		go func() {
+			errs <- reps[name].Offer(ctx, &trainer.SyncState{Snapshot: sn, LR: 0.1, Chunks: []trainer.ChunkState{{Lo: lo, Hi: hi, Moments: moments(lo, hi)}}})
+		}()
+	}
+	st, err := coord.Take(ctx, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range members {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st.LR != 0.1 || st.Snapshot.Step != k || st.Snapshot.LossSum != 1.5 || !slices.Equal(st.Snapshot.Params[0], []float32{1, 2, 3}) {
+		t.Fatalf("the state taken: LR %v, snapshot %+v", st.LR, st.Snapshot)
+	}
+	if len(st.Chunks) != 2 || st.Chunks[0].Lo != 0 || st.Chunks[1].Hi != n || st.Chunks[0].Hi != st.Chunks[1].Lo {
+		t.Fatalf("chunks %v", st.Chunks)
+	}
+	for _, c := range st.Chunks {
+		if !slices.Equal(c.Moments, moments(c.Lo, c.Hi)) {
+			t.Fatalf("the optimizer state of [%d, %d) changed on the way", c.Lo, c.Hi)
+		}
+	}
+	if got := coord.Stats().MessagesRejected; got != int64(refused+1) {
+		t.Fatalf("%d messages refused, want %d", got, refused+1)
+	}
+	if d, ok, _ := coord.digest(k); !ok || d != trainer.ParamsDigest(sn.Params) {
+		t.Fatal("the coordinator keeps no digest of the state it took")
+	}
+	// A restart planned from the state taken: Take asks for it to be
+	// shared first.
+	coord.joinAt.Store(k)
+	if _, err := coord.Take(ctx, 2*k); !errors.Is(err, trainer.ErrShareFirst) {
+		t.Fatalf("Take with a restart planned: %v", err)
+	}
+}
+
+func bytesContain(b []byte, s string) bool { return len(s) > 0 && string(b) != "ok" && contains(string(b), s) }
+
+func contains(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
+}
+
+func answerOf(m *nats.Msg) string {
+	if m == nil {
+		return ""
+	}
+	return string(m.Data)
+}

@@ -150,7 +150,9 @@ func TestFollowerTakesTheWorkersState(t *testing.T) {
 	}
 }
 
-func bytesContain(b []byte, s string) bool { return len(s) > 0 && string(b) != "ok" && contains(string(b), s) }
+func bytesContain(b []byte, s string) bool {
+	return len(s) > 0 && string(b) != "ok" && contains(string(b), s)
+}
 
 func contains(s, sub string) bool {
 	for i := 0; i+len(sub) <= len(s); i++ {

@@ -61,15 +61,15 @@ const clusterBlocks = `teacher {
 // testCluster is an embedded server, a coordinator and in-process workers,
 // each with a connection of its own.
 type testCluster struct {
-	url     string
-	token   string
-	secret  []byte // the job's (nil: unsigned)
+	url    string
+	token  string
+	secret []byte // the job's (nil: unsigned)
 	// syncEvery takes the coordinator off the step (Options.SyncEvery).
 	syncEvery int
-	coord   *cluster.Coordinator
-	cancels map[string]context.CancelFunc
-	conns   map[string]interface{ Close() }
-	wg      sync.WaitGroup
+	coord     *cluster.Coordinator
+	cancels   map[string]context.CancelFunc
+	conns     map[string]interface{ Close() }
+	wg        sync.WaitGroup
 }
 
 func startCluster(t *testing.T, workers int) *testCluster {

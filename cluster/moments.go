@@ -128,7 +128,7 @@ func (r *Replica) onMoments(m *nats.Msg) {
 	switch {
 	case !slices.Contains(r.byGen[r.gen], from):
 		err = fmt.Errorf("%s is not a member of generation %d", from, r.gen)
-	case q.Step < r.curStep-Window || q.Step > r.curStep+Window:
+	case q.Step < r.curStep-Window || q.Step > r.curStep+Window+int64(r.syncEvery):
 		err = fmt.Errorf("step %d, current %d", q.Step+1, r.curStep+1)
 	case len(r.momentReqs) >= maxMomentReqs:
 		err = fmt.Errorf("%d requests waiting already", len(r.momentReqs))

@@ -397,12 +397,23 @@ func tile(sp *syncPoint, byLo map[int][]chunkKey, n int) []trainer.ChunkState {
 // Take implements trainer.Follower on the coordinator: it waits until the
 // workers have offered the state after step, and returns it — or
 // trainer.ErrShareFirst when a membership change restarts them from the
-// state the coordinator holds now.
-func (r *Replica) Take(ctx context.Context, step int64) (*trainer.SyncState, error) {
+// state the coordinator holds now. Meanwhile it serves that state's
+// optimizer chunks (f.Moments) to workers that ask for them (FetchMoments:
+// a rebuilt model moved their chunks).
+func (r *Replica) Take(ctx context.Context, step int64, n int, f trainer.Step) (*trainer.SyncState, error) {
 	start := time.Now()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	r.mu.Lock()
+	r.moments, r.momentsN = f.Moments, n
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		r.moments = nil
+		r.mu.Unlock()
+	}()
 	for {
+		r.serveMoments(r.takenStep())
 		r.mu.Lock()
 		gen, failure, changed, taken, dec := r.gen, r.failure, r.changed, r.taken, r.codec.Decode
 		members := r.byGen[gen]

@@ -116,7 +116,7 @@ func TestFollowerTakesTheWorkersState(t *testing.T) {
 			errs <- reps[name].Offer(ctx, &trainer.SyncState{Snapshot: sn, LR: 0.1, Chunks: []trainer.ChunkState{{Lo: lo, Hi: hi, Moments: moments(lo, hi)}}})
 		}()
 	}
-	st, err := coord.Take(ctx, k)
+	st, err := coord.Take(ctx, k, n, trainer.Step{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +145,7 @@ func TestFollowerTakesTheWorkersState(t *testing.T) {
 	// A restart planned from the state taken: Take asks for it to be
 	// shared first.
 	coord.joinAt.Store(k)
-	if _, err := coord.Take(ctx, 2*k); !errors.Is(err, trainer.ErrShareFirst) {
+	if _, err := coord.Take(ctx, 2*k, n, trainer.Step{}); !errors.Is(err, trainer.ErrShareFirst) {
 		t.Fatalf("Take with a restart planned: %v", err)
 	}
 }

@@ -578,16 +578,23 @@ func TestClusterRebuiltModelMovesOptimizerState(t *testing.T) {
     rank     = 8
     at_epoch = 1
   }`
-	digests := map[int]string{}
-	for _, n := range []int{1, 2} {
+	digests := map[string]string{}
+	// (2f: two workers and a coordinator that follows, serving the
+	// rebuilt state from the sync point at the epoch's end.)
+	for _, run := range []struct {
+		name         string
+		n, syncEvery int
+	}{{"1", 1, 0}, {"2", 2, 0}, {"2f", 2, 4}} {
 		dir := t.TempDir()
-		s := clusterRunBlocks(t, startCluster(t, n), dir, block, nil)
-		if s.Cluster.DigestMismatches != 0 || s.Cluster.OptimizerStatesMoved < int64(n) || len(s.Ranks) != 1 {
-			t.Fatalf("%d workers: ranks %v, cluster %+v", n, s.Ranks, s.Cluster)
+		tc := startCluster(t, run.n)
+		tc.syncEvery = run.syncEvery
+		s := clusterRunBlocks(t, tc, dir, block, nil)
+		if s.Cluster.DigestMismatches != 0 || s.Cluster.OptimizerStatesMoved < int64(run.n) || len(s.Ranks) != 1 {
+			t.Fatalf("%s workers: ranks %v, cluster %+v", run.name, s.Ranks, s.Cluster)
 		}
-		digests[n] = weightsDigest(t, filepath.Join(dir, rundir.ModelFile))
+		digests[run.name] = weightsDigest(t, filepath.Join(dir, rundir.ModelFile))
 	}
-	if digests[1] != digests[2] {
-		t.Fatalf("1 worker %s, 2 workers %s", digests[1], digests[2])
+	if digests["1"] != digests["2"] || digests["1"] != digests["2f"] {
+		t.Fatalf("1 worker %s, 2 workers %s, 2 following %s", digests["1"], digests["2"], digests["2f"])
 	}
 }

@@ -39,7 +39,11 @@ type Follower interface {
 	// the computing replicas are to restart from the follower's present
 	// state (a membership change: Joinable.JoinAt names the present step):
 	// the trainer hands that state to Config.ShareState, then takes again.
-	Take(ctx context.Context, step int64) (*SyncState, error)
+	// While it waits it serves the optimizer state the follower holds now
+	// (f.Moments, of its n-element vector) to computing replicas whose
+	// chunks it does not cover — after a rebuilt model (thinning,
+	// factorization) at an epoch's start, say.
+	Take(ctx context.Context, step int64, n int, f Step) (*SyncState, error)
 }
 
 // ErrShareFirst is what Follower.Take returns when the follower's present
@@ -107,7 +111,7 @@ func (t *Trainer) follow(ctx context.Context, f Follower, epoch, inEpoch, steps 
 	for ; done < steps && !t.syncPoint(f, t.state.Step+int64(done-inEpoch), false); done++ {
 	}
 	step := t.state.Step + int64(done-inEpoch)
-	st, err := f.Take(ctx, step)
+	st, err := f.Take(ctx, step, t.layout().n, Step{Moments: t.moments})
 	if err != nil {
 		return 0, running{}, err
 	}

@@ -197,7 +197,7 @@ func (m memReplica) Offer(_ context.Context, st *SyncState) error {
 }
 
 // Take implements Follower.
-func (m memReplica) Take(_ context.Context, step int64) (*SyncState, error) {
+func (m memReplica) Take(_ context.Context, step int64, _ int, _ Step) (*SyncState, error) {
 	c := m.c
 	c.mu.Lock()
 	defer c.mu.Unlock()

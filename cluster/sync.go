@@ -76,7 +76,7 @@ func (b *blob) place(off int, data []byte) error {
 		}
 		return nil
 	}
-	if off < 0 || off+len(data) > len(b.b) || (len(data) == 0 && len(b.b) > 0) {
+	if off < 0 || len(data) > len(b.b) || off > len(b.b)-len(data) || (len(data) == 0 && len(b.b) > 0) {
 		return fmt.Errorf("part of %d bytes at byte %d of a %d-byte state", len(data), off, len(b.b))
 	}
 	for o, n := range b.placed {

@@ -92,6 +92,8 @@ func TestFollowerTakesTheWorkersState(t *testing.T) {
 		{"lathe.job.w.a.sync", part(100*k, "moments", 0, 500, n, make([]byte, 8)), "past the state taken"},
 		{"lathe.job.w.a.sync", part(k, "moments", 0, 2*n, n, make([]byte, 8)), "optimizer state of"},
 		{"lathe.job.w.a.sync", part(k, "weights", 0, 500, n, make([]byte, 8)), "kind"},
+		{"lathe.job.w.b.sync", at(part(k, "moments", 0, 500, n, make([]byte, 8)), "9223372036854775807"), "at byte"},
+		{"lathe.job.w.b.sync", at(part(k, "moments", 0, 500, n, make([]byte, 8)), "-8"), "at byte"},
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		m, err := signed.requestMsg(ctx, f.subject, f.h, make([]byte, 8))
@@ -148,6 +150,12 @@ func TestFollowerTakesTheWorkersState(t *testing.T) {
 	if _, err := coord.Take(ctx, 2*k, n, trainer.Step{}); !errors.Is(err, trainer.ErrShareFirst) {
 		t.Fatalf("Take with a restart planned: %v", err)
 	}
+}
+
+// at sets a part's offset.
+func at(h nats.Header, off string) nats.Header {
+	h.Set(hOff, off)
+	return h
 }
 
 func bytesContain(b []byte, s string) bool {

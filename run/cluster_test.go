@@ -327,7 +327,7 @@ func TestClusterWeightsDoNotDependOnWorkers(t *testing.T) {
 		case p.Step >= 10 && p.Step < 20: // past the loss, which takes 3 s to notice
 			time.Sleep(400 * time.Millisecond)
 		}
-		if p.Step == 10 {
+		if p.Step >= 10 {
 			once.Do(func() { go tc.kill("w2") })
 		}
 	})
@@ -352,12 +352,13 @@ func TestClusterWeightsDoNotDependOnWorkers(t *testing.T) {
 	// weights are the fault-free ones.
 	tc = startCluster(t, 1)
 	joined := t.TempDir()
+	var joinOnce sync.Once
 	s5 := clusterRun(t, tc, joined, func(p trainer.Progress) {
 		if p.Epochs != 2 || p.Epoch != 1 {
 			return
 		}
-		if p.Step == 3 {
-			tc.addWorker(t, "w2")
+		if p.Step >= 3 {
+			joinOnce.Do(func() { tc.addWorker(t, "w2") })
 		}
 		if p.Step >= 3 && p.Step < 30 {
 			time.Sleep(20 * time.Millisecond) // the join lands inside the phase

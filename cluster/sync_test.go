@@ -177,3 +177,28 @@ func answerOf(m *nats.Msg) string {
 	}
 	return string(m.Data)
 }
+
+// FuzzSyncPart: a sync part's offset and bytes, whatever they claim, are
+// refused or placed inside the state they belong to — never a panic.
+func FuzzSyncPart(f *testing.F) {
+	f.Add(0, 64, []byte{1, 2, 3, 4})
+	f.Add(1<<62, 64, []byte{1, 2, 3, 4})
+	f.Add(-4, 8, []byte{1, 2, 3, 4})
+	f.Add(60, 64, []byte{1, 2, 3, 4, 5})
+	f.Fuzz(func(t *testing.T, off, size int, data []byte) {
+		if size < 0 || size > 1<<16 {
+			return // refused before a blob is made (MaxSyncBlob bounds it)
+		}
+		b := &blob{b: make([]byte, size), placed: map[int]int{}}
+		first := b.place(off, data)
+		if first == nil && (off < 0 || off+len(data) > size) {
+			t.Fatalf("%d bytes placed at %d of %d", len(data), off, size)
+		}
+		if again := b.place(off, data); (first == nil) != (again == nil) {
+			t.Fatalf("the same part again: %v, first %v", again, first)
+		}
+		if b.got > size {
+			t.Fatalf("%d bytes placed of %d", b.got, size)
+		}
+	})
+}

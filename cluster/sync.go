@@ -158,10 +158,11 @@ func (r *Replica) Offer(ctx context.Context, st *trainer.SyncState) error {
 	enc, n := r.codec.Encode, r.n
 	r.mu.Unlock()
 	_, members, _, _, _ := r.view(step - 1)
-	var blobs []struct {
+	type outgoing struct {
 		h    nats.Header
 		data []byte
 	}
+	var blobs []outgoing
 	if len(members) > 0 && members[int(step/int64(r.syncEvery))%len(members)] == r.name {
 		if enc == nil {
 			return errors.New("cluster: no snapshot encoding (SetStateCodec)")
@@ -173,10 +174,7 @@ func (r *Replica) Offer(ctx context.Context, st *trainer.SyncState) error {
 		h := nats.Header{}
 		h.Set(hSync, "state")
 		h.Set(hLR, strconv.FormatFloat(st.LR, 'g', -1, 64))
-		blobs = append(blobs, struct {
-			h    nats.Header
-			data []byte
-		}{h, b})
+		blobs = append(blobs, outgoing{h, b})
 	}
 	if len(st.Chunks) == 0 {
 		r.log.Warn("no current optimizer state of a chunk to offer at a sync point: the coordinator waits for a restart", "step", step)
@@ -187,10 +185,7 @@ func (r *Replica) Offer(ctx context.Context, st *trainer.SyncState) error {
 		h.Set(hSyncLo, strconv.Itoa(c.Lo))
 		h.Set(hSyncHi, strconv.Itoa(c.Hi))
 		h.Set(hSyncN, strconv.Itoa(n))
-		blobs = append(blobs, struct {
-			h    nats.Header
-			data []byte
-		}{h, float32Bytes(nil, c.Moments)})
+		blobs = append(blobs, outgoing{h, float32Bytes(nil, c.Moments)})
 	}
 	for _, b := range blobs {
 		if err := r.sendBlob(ctx, step, b.h, b.data); err != nil {

@@ -2,6 +2,7 @@ package trainer
 
 import (
 	"context"
+	"errors"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -538,5 +539,70 @@ func TestFollowerRefusesAnIncompleteState(t *testing.T) {
 	}
 	if !slices.Equal(m.Params[0].Data(), before) {
 		t.Fatal("the parameters changed")
+	}
+}
+
+// sharingReplica is a follower whose first Take asks for its state to be
+// shared first (a restart planned from it), as a cluster's does after a
+// membership change.
+type sharingReplica struct {
+	memReplica
+	shared *[]int64 // the steps ShareState was called at
+	takes  *int
+}
+
+var errStopped = errors.New("stopped")
+
+func (s sharingReplica) JoinAt(step int64) bool { return *s.takes > 0 && len(*s.shared) == 0 && step == 0 }
+
+func (s sharingReplica) Take(ctx context.Context, step int64, n int, f Step) (*SyncState, error) {
+	*s.takes++
+	switch {
+	case len(*s.shared) == 0:
+		return nil, ErrShareFirst
+	case step > 3:
+		return nil, errStopped
+	}
+	return s.memReplica.Take(ctx, step, n, f)
+}
+
+// TestFollowerSharesFirstWhenAsked: a Take that returns ErrShareFirst
+// makes the follower hand its present state to ShareState, then take
+// the same sync point again.
+func TestFollowerSharesFirstWhenAsked(t *testing.T) {
+	c := newMemCluster(4, [][]int{{3, 1}, {}, {2, 0}})
+	c.syncEvery = 3
+	m, err := model.New(model.Spec{Arch: "mlp", Hidden: []int{32}}, model.MNISTInput, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := NewOptimizer(OptimConfig{Kind: "sgd", Momentum: 0.9}, sizes(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shared []int64
+	takes := 0
+	tr, err := New(Config{Model: m, Engine: cpu.New(cpu.Options{Threads: 1}), Train: synthetic(256, 1), Batch: 32, Epochs: 1, Seed: 5,
+		Optimizer: o, Policies: []Policy{&LRPolicy{Schedule: schedule.LR{Kind: "constant", Base: 0.05, Total: 1}}},
+		Parallel:   sharingReplica{memReplica{c, 1}, &shared, &takes},
+		ShareState: func(sn *Snapshot) error { shared = append(shared, sn.Step); return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	sn, err := tr.snapshot(0, 3, &Result{}, running{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn.Step, sn.LossSum = 3, 2.5
+	n := tr.layout().n
+	c.offers[3] = &SyncState{Snapshot: sn, LR: 0.05, Chunks: []ChunkState{{0, n / 2, tr.moments(0, n/2)}, {n / 2, n, tr.moments(n/2, n)}}}
+	c.offered[3] = 2
+	_, err = tr.Run(context.Background())
+	if !errors.Is(err, errStopped) {
+		t.Fatalf("the run ended with %v, want the stop at the second sync point", err)
+	}
+	if !slices.Equal(shared, []int64{0}) || takes != 3 || tr.state.Step != 3 {
+		t.Fatalf("shared at %v, %d takes, at step %d; want shared at step 0, 3 takes (asked to share, the state at 3, the stop), step 3", shared, takes, tr.state.Step)
 	}
 }

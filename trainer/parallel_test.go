@@ -553,7 +553,9 @@ type sharingReplica struct {
 
 var errStopped = errors.New("stopped")
 
-func (s sharingReplica) JoinAt(step int64) bool { return *s.takes > 0 && len(*s.shared) == 0 && step == 0 }
+func (s sharingReplica) JoinAt(step int64) bool {
+	return *s.takes > 0 && len(*s.shared) == 0 && step == 0
+}
 
 func (s sharingReplica) Take(ctx context.Context, step int64, n int, f Step) (*SyncState, error) {
 	*s.takes++

@@ -909,7 +909,10 @@ func (c *Coordinator) dropFollowingLocked(name string) {
 	c.members = slices.Delete(slices.Clone(c.members), i, i+1)
 	joiners := 0
 	if p := c.pending; p != nil {
-		joiners = max(0, p.joiners-boolInt(!slices.Contains(p.members, name)))
+		joiners = p.joiners
+		if !slices.Contains(p.members, name) { // a joiner not admitted yet
+			joiners = max(0, joiners-1)
+		}
 	}
 	if len(c.members) == 0 {
 		c.pending = nil
@@ -964,11 +967,4 @@ func (c *Coordinator) restartLocked(joiners int) {
 	c.log.Info("membership changed: every worker restarts from the coordinator's last sync point", "workers", c.members, "at_step", from+1, "generation", c.gen)
 	c.rep.SetGen(c.gen, c.members, c.shares, "", from)
 	c.rep.joinAt.Store(from)
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -159,16 +160,7 @@ func at(h nats.Header, off string) nats.Header {
 }
 
 func bytesContain(b []byte, s string) bool {
-	return len(s) > 0 && string(b) != "ok" && contains(string(b), s)
-}
-
-func contains(s, sub string) bool {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return true
-		}
-	}
-	return false
+	return len(s) > 0 && string(b) != "ok" && strings.Contains(string(b), s)
 }
 
 func answerOf(m *nats.Msg) string {

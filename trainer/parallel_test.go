@@ -525,14 +525,7 @@ func TestFollowerRefusesAnIncompleteState(t *testing.T) {
 	defer tr.Close()
 	// The computing replicas are not run: the follower's Take is answered
 	// from offers made here, a copy of its own state at step 3.
-	sn, err := tr.snapshot(0, 3, &Result{}, running{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sn.Step = 3
-	n := tr.layout().n
-	c.offers[3] = &SyncState{Snapshot: sn, Chunks: []ChunkState{{0, n / 2, tr.moments(0, n/2)}, {n / 2, n, tr.moments(n/2, n)}}}
-	c.offered[3] = 2
+	offerOwnState(t, tr, c, 0)
 	_, err = tr.Run(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "step 3: optimizer state of [") || !strings.Contains(err.Error(), "is due") {
 		t.Fatalf("a state without a chunk's optimizer state: %v", err)
@@ -592,14 +585,7 @@ func TestFollowerSharesFirstWhenAsked(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tr.Close()
-	sn, err := tr.snapshot(0, 3, &Result{}, running{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sn.Step, sn.LossSum = 3, 2.5
-	n := tr.layout().n
-	c.offers[3] = &SyncState{Snapshot: sn, LR: 0.05, Chunks: []ChunkState{{0, n / 2, tr.moments(0, n/2)}, {n / 2, n, tr.moments(n/2, n)}}}
-	c.offered[3] = 2
+	offerOwnState(t, tr, c, 0.05)
 	_, err = tr.Run(context.Background())
 	if !errors.Is(err, errStopped) {
 		t.Fatalf("the run ended with %v, want the stop at the second sync point", err)
@@ -607,4 +593,19 @@ func TestFollowerSharesFirstWhenAsked(t *testing.T) {
 	if !slices.Equal(shared, []int64{0}) || takes != 3 || tr.state.Step != 3 {
 		t.Fatalf("shared at %v, %d takes, at step %d; want shared at step 0, 3 takes (asked to share, the state at 3, the stop), step 3", shared, takes, tr.state.Step)
 	}
+}
+
+// offerOwnState makes c's offers at step 3 — as two owners' — a copy of
+// the follower tr's own state, for a follower run without the computing
+// replicas.
+func offerOwnState(t *testing.T, tr *Trainer, c *memCluster, lr float64) {
+	t.Helper()
+	sn, err := tr.snapshot(0, 3, &Result{}, running{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn.Step = 3
+	n := tr.layout().n
+	c.offers[3] = &SyncState{Snapshot: sn, LR: lr, Chunks: []ChunkState{{0, n / 2, tr.moments(0, n/2)}, {n / 2, n, tr.moments(n/2, n)}}}
+	c.offered[3] = 2
 }

@@ -16,8 +16,9 @@
 # defaults to 2. DDP_SECONDS (default 10) is the anchor's timed seconds per measurement. PLANES
 # (default "peer nats") are the data planes run; MICRO (default: the job's, 8) the --micro-shards
 # counts, each run on every plane (MICRO="8 2": the default beside one micro-shard per worker);
-# SYNC (default 0) the --sync-every values, each run with every count and plane (SYNC="0 64": the
-# coordinator reducing every step beside one that takes the workers' state every 64 steps).
+# SYNC (default 64, the coordinator's default) the --sync-every values, each run with every count
+# and plane (SYNC="0 64": the coordinator reducing every step beside one that takes the workers'
+# state every 64 steps).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:-mlp} rounds=${2:-2}
@@ -44,13 +45,13 @@ if [ "$model" = kd ]; then
 fi
 field() { sed -n "s/.*\"$1\": \\([0-9.e+]*\\).*/\\1/p" "$2" | head -1; }
 for r in $(seq "$rounds"); do
-  for sync in ${SYNC:-0}; do
+  for sync in ${SYNC:-64}; do
   for micro in ${MICRO:-default}; do
     for plane in ${PLANES:-peer nats}; do
       d=$(mktemp -d)
       ms=(--sync-every "$sync") name=lathe-$plane
       if [ "$micro" != default ]; then ms+=(--micro-shards "$micro") name=$name-ms$micro; fi
-      if [ "$sync" != 0 ]; then name=$name-sync$sync; fi
+      if [ "$sync" != 64 ]; then name=$name-sync$sync; fi
       start=$(date +%s.%N)
       ./bin/coordinator --recipe "$recipe" "${vars[@]}" -var epochs=1 -var batch=128 --workers 2 --data-plane "$plane" \
         "${ms[@]}" --run-dir "$d" --no-progress --log-level warn >/dev/null 2>&1

@@ -335,8 +335,8 @@ func (r *Replica) Stats() Stats {
 // DigestEvery is how often (in steps) replicas hash their weights, and
 // DigestKeep how many of their own digests they keep for comparison (the
 // workers run up to Window/2 steps ahead of the coordinator): those of
-// the last DigestKeep·DigestEvery steps at least, however often a
-// following phase hashes (Replica.DigestEvery).
+// the last DigestKeep·DigestEvery steps at least, and DigestKeep sync
+// points' spacing in a following phase (which hashes at its sync points).
 var (
 	DigestEvery int64 = 25
 	DigestKeep        = 8
@@ -353,7 +353,7 @@ func (r *Replica) SetDigest(step int64, digest string) {
 	}
 	r.digests[step] = digest
 	for s := range r.digests {
-		if s <= step-int64(DigestKeep)*max(DigestEvery, r.DigestEvery()) {
+		if s <= step-int64(DigestKeep)*max(DigestEvery, int64(r.syncEvery)) {
 			delete(r.digests, s)
 		}
 	}

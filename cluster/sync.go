@@ -28,6 +28,12 @@ import (
 // owners' optimizer state since then is gone with a lost owner, and exact
 // arithmetic makes the replayed steps the same bits.
 
+// DefaultSyncEvery is the spacing of sync points a cluster run uses unless
+// told otherwise: the workers run up to DefaultSyncEvery + Window/2 steps
+// past the coordinator's state, and a membership change computes that
+// many again at most.
+const DefaultSyncEvery = 64
+
 // Headers of a sync part; its meta's step is the sync point's, its offset
 // and length count bytes of the whole encoded blob.
 const (
@@ -121,11 +127,12 @@ func (r *Replica) SetStateCodec(c StateCodec) {
 }
 
 // DigestEvery is how often (in steps) this phase's replicas hash their
-// weights: every sync point's multiple of SyncEvery when the coordinator
-// follows (it holds the weights only there), DigestEvery otherwise.
+// weights after an update (trainer.DigestPolicy): DigestEvery, or 0 when
+// the coordinator follows — it holds the weights only at sync points, so
+// the replicas hash them there instead (Offer, Take), every sync point.
 func (r *Replica) DigestEvery() int64 {
 	if r.syncEvery > 0 {
-		return int64(r.syncEvery)
+		return 0
 	}
 	return DigestEvery
 }
@@ -154,6 +161,9 @@ func (r *Replica) follow(k int) error {
 func (r *Replica) Offer(ctx context.Context, st *trainer.SyncState) error {
 	sn := st.Snapshot
 	step := sn.Step
+	// The weights the coordinator takes at this sync point: their digest
+	// is compared with its own.
+	r.SetDigest(step, trainer.ParamsDigest(sn.Params))
 	r.mu.Lock()
 	enc, n := r.codec.Encode, r.n
 	r.mu.Unlock()
@@ -461,9 +471,7 @@ func (r *Replica) took(step int64, state []byte, lr float64, chunks []trainer.Ch
 	}
 	r.mu.Unlock()
 	r.steps.Store(step)
-	if step%r.DigestEvery() == 0 {
-		r.SetDigest(step, trainer.ParamsDigest(sn.Params))
-	}
+	r.SetDigest(step, trainer.ParamsDigest(sn.Params))
 	h := meta{job: r.job, phase: r.phase, step: step, n: 1}.header()
 	_ = r.l.publish(r.prefix+".at", h, nil)
 	return &trainer.SyncState{Snapshot: sn, LR: lr, Chunks: chunks}, nil

@@ -55,8 +55,8 @@ func TestFollowerTakesTheWorkersState(t *testing.T) {
 		reps[name] = r
 	}
 	coord := reps[coordinatorName]
-	if !coord.Follows() || reps["a"].Follows() || coord.DigestEvery() != k {
-		t.Fatal("the coordinator's replica should follow, every 4 steps, and the workers' not")
+	if !coord.Follows() || reps["a"].Follows() || coord.SyncEvery() != k || coord.DigestEvery() != 0 {
+		t.Fatal("the coordinator's replica should follow, every 4 steps, hashing at sync points only, and the workers' not")
 	}
 
 	// Forgeries: unsigned; signed but from outside the membership, for a
@@ -144,6 +144,11 @@ func TestFollowerTakesTheWorkersState(t *testing.T) {
 	}
 	if d, ok, _ := coord.digest(k); !ok || d != trainer.ParamsDigest(sn.Params) {
 		t.Fatal("the coordinator keeps no digest of the state it took")
+	}
+	for _, name := range members {
+		if d, ok, _ := reps[name].digest(k); !ok || d != trainer.ParamsDigest(sn.Params) {
+			t.Fatalf("%s keeps no digest of the state it offered", name)
+		}
 	}
 	// A restart planned from the state taken: Take asks for it to be
 	// shared first.

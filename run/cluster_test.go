@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -15,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -64,7 +66,8 @@ type testCluster struct {
 	url    string
 	token  string
 	secret []byte // the job's (nil: unsigned)
-	// syncEvery takes the coordinator off the step (Options.SyncEvery).
+	// syncEvery is Options.SyncEvery: 0, the default spacing of sync
+	// points; ReduceEveryStep, a coordinator that reduces every step.
 	syncEvery int
 	coord     *cluster.Coordinator
 	cancels   map[string]context.CancelFunc
@@ -75,6 +78,15 @@ type testCluster struct {
 func startCluster(t *testing.T, workers int) *testCluster {
 	t.Helper()
 	return startSignedCluster(t, workers, nil)
+}
+
+// startReducingCluster is startCluster with a coordinator that reduces
+// every step (ReduceEveryStep) instead of following the workers.
+func startReducingCluster(t *testing.T, workers int) *testCluster {
+	t.Helper()
+	tc := startCluster(t, workers)
+	tc.syncEvery = ReduceEveryStep
+	return tc
 }
 
 // startSignedCluster is startCluster for a job with a secret.
@@ -245,14 +257,16 @@ func weightsDigest(t *testing.T, path string) string {
 }
 
 // TestClusterWeightsDoNotDependOnWorkers trains the same recipe on one and
-// on two workers, and on two of which one is killed mid-run: the model
-// files hold the same weights to the bit.
+// on two workers, and on two of which one is killed mid-run, with a
+// coordinator that reduces every step: the model files hold the same
+// weights to the bit (TestClusterFollowingCoordinator: the same with the
+// default, a coordinator that follows the workers).
 func TestClusterWeightsDoNotDependOnWorkers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("trains three clusters")
 	}
 	one := t.TempDir()
-	s1 := clusterRun(t, startCluster(t, 1), one, nil)
+	s1 := clusterRun(t, startReducingCluster(t, 1), one, nil)
 	if s1.Cluster == nil || s1.Cluster.Workers != 1 || s1.TestAccuracy < 0.8 {
 		t.Fatalf("one worker: cluster %+v, accuracy %v", s1.Cluster, s1.TestAccuracy)
 	}
@@ -261,14 +275,33 @@ func TestClusterWeightsDoNotDependOnWorkers(t *testing.T) {
 		t.Fatal("a worker without a dataset did not train on the one the coordinator sent")
 	}
 	two := t.TempDir()
-	tc2 := startCluster(t, 2)
-	var fastest float64 // the workers' own throughput, from their heartbeats
-	s2 := clusterRun(t, tc2, two, func(p trainer.Progress) {
-		for _, w := range tc2.coord.Workers() {
-			fastest = max(fastest, w.SamplesPerSecond)
+	tc2 := startReducingCluster(t, 2)
+	// The workers' own throughput, from their heartbeats, looked at while
+	// the run goes on.
+	var fastest atomic.Uint64
+	stop := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			for _, w := range tc2.coord.Workers() {
+				if w.SamplesPerSecond > math.Float64frombits(fastest.Load()) {
+					fastest.Store(math.Float64bits(w.SamplesPerSecond))
+				}
+			}
 		}
-	})
-	if fastest <= 0 {
+	}()
+	s2 := clusterRun(t, tc2, two, nil)
+	close(stop)
+	<-watched
+	if fastest.Load() == 0 {
 		t.Error("no worker's throughput was known during the run")
 	}
 	if s2.Cluster.Workers != 2 || s2.Cluster.BytesSentPerStep <= 0 {
@@ -314,7 +347,7 @@ func TestClusterWeightsDoNotDependOnWorkers(t *testing.T) {
 	// coordinator lags behind them (slowed here, as a busy machine slows
 	// it): the steps the workers finished before the loss must reach the
 	// coordinator from the generation they were reduced in.
-	tc := startCluster(t, 2)
+	tc := startReducingCluster(t, 2)
 	lost := t.TempDir()
 	var once sync.Once
 	s3 := clusterRun(t, tc, lost, func(p trainer.Progress) {
@@ -350,7 +383,7 @@ func TestClusterWeightsDoNotDependOnWorkers(t *testing.T) {
 	// ranges) and computes its share from then on — the members wait for
 	// it from that step, so the run cannot finish without it — and the
 	// weights are the fault-free ones.
-	tc = startCluster(t, 1)
+	tc = startReducingCluster(t, 1)
 	joined := t.TempDir()
 	var joinOnce sync.Once
 	s5 := clusterRun(t, tc, joined, func(p trainer.Progress) {
@@ -378,7 +411,7 @@ func TestClusterWeightsDoNotDependOnWorkers(t *testing.T) {
 	// epoch (its own weights poisoned, as faulty memory would): it is
 	// quarantined, its gradient never reaches the sum, and the other
 	// finishes with the fault-free weights.
-	tc = startCluster(t, 1)
+	tc = startReducingCluster(t, 1)
 	tc.addWorker(t, "w2", poison{at: 50})
 	sick := t.TempDir()
 	s4 := clusterRun(t, tc, sick, nil)
@@ -585,7 +618,7 @@ func TestClusterRebuiltModelMovesOptimizerState(t *testing.T) {
 	for _, run := range []struct {
 		name         string
 		n, syncEvery int
-	}{{"1", 1, 0}, {"2", 2, 0}, {"2f", 2, 4}} {
+	}{{"1", 1, ReduceEveryStep}, {"2", 2, ReduceEveryStep}, {"2f", 2, 4}} {
 		dir := t.TempDir()
 		tc := startCluster(t, run.n)
 		tc.syncEvery = run.syncEvery

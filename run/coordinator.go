@@ -136,6 +136,24 @@ func microShards(batch, want int) (int, error) {
 	return 1, nil
 }
 
+// ReduceEveryStep, as Options.SyncEvery, makes the coordinator a replica
+// that takes part in every step's reduction and applies the whole update
+// itself (the mode before the coordinator followed the workers).
+const ReduceEveryStep = -1
+
+// syncSpacing is the phase's PhaseSpec.SyncEvery for Options.SyncEvery.
+func syncSpacing(opt int) (int, error) {
+	switch {
+	case opt == 0:
+		return cluster.DefaultSyncEvery, nil
+	case opt == ReduceEveryStep:
+		return 0, nil
+	case opt < 0:
+		return 0, fmt.Errorf("run: sync every %d steps: a number of steps ≥ 1 (0: %d; ReduceEveryStep: the coordinator reduces every step)", opt, cluster.DefaultSyncEvery)
+	}
+	return opt, nil
+}
+
 // startPhase sends the phase to the cluster's workers with the files its
 // replicas start from, and returns the coordinator's replica.
 func startPhase(ctx context.Context, job *recipes.Job, opts Options, teachers *storeFiles, rp *resumePoint, logits, post []byte) (*cluster.Replica, error) {
@@ -143,10 +161,11 @@ func startPhase(ctx context.Context, job *recipes.Job, opts Options, teachers *s
 	if err != nil {
 		return nil, job.Errorf("batch", "%v", err)
 	}
-	if opts.SyncEvery < 0 {
-		return nil, fmt.Errorf("run: sync every %d steps: a number of steps ≥ 1 (0: the coordinator reduces every step)", opts.SyncEvery)
+	syncEvery, err := syncSpacing(opts.SyncEvery)
+	if err != nil {
+		return nil, err
 	}
-	spec := cluster.PhaseSpec{Name: job.Name, Recipe: job.HCL(), File: job.File, MicroShards: shards, SamplesPerShard: job.Batch / shards, SyncEvery: opts.SyncEvery}
+	spec := cluster.PhaseSpec{Name: job.Name, Recipe: job.HCL(), File: job.File, MicroShards: shards, SamplesPerShard: job.Batch / shards, SyncEvery: syncEvery}
 	files := maps.Clone(teachers.files)
 	if files == nil {
 		files = map[string][]byte{}

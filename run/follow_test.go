@@ -15,15 +15,16 @@ import (
 // then a pruned, quantized, distilled student, with momentum) with a
 // coordinator that takes the workers' state every 4 steps instead of
 // reducing each step: on two workers, on two of which one is killed
-// mid-phase (both restart from the coordinator's last sync point), and on
-// one that a second joins mid-phase. Every run's model holds the weights
-// of one worker with a coordinator that reduces every step, to the bit.
+// mid-phase (both restart from the coordinator's last sync point), on one
+// that a second joins mid-phase, and on two of which one computes a NaN.
+// Every run's model holds the weights of one worker with a coordinator
+// that reduces every step, to the bit.
 func TestClusterFollowingCoordinator(t *testing.T) {
 	if testing.Short() {
-		t.Skip("trains four clusters")
+		t.Skip("trains five clusters")
 	}
 	base := t.TempDir()
-	clusterRun(t, startCluster(t, 1), base, nil)
+	clusterRun(t, startReducingCluster(t, 1), base, nil)
 	want := weightsDigest(t, filepath.Join(base, rundir.ModelFile))
 
 	tc := startCluster(t, 2)
@@ -86,5 +87,20 @@ func TestClusterFollowingCoordinator(t *testing.T) {
 	}
 	if got := weightsDigest(t, filepath.Join(joined, rundir.ModelFile)); got != want {
 		t.Fatalf("after a worker joined mid-phase, the coordinator following: %s, fault-free %s", got, want)
+	}
+
+	// Two workers, one of which computes a NaN in the student's second
+	// epoch: it is quarantined, and the other restarts from the last sync
+	// point without it.
+	tc = startCluster(t, 1)
+	tc.syncEvery = 4
+	tc.addWorker(t, "w2", poison{at: 50})
+	sick := t.TempDir()
+	s4 := clusterRun(t, tc, sick, nil)
+	if s4.Cluster.WorkersFailed != 1 || s4.Cluster.WorkersLost != 0 || s4.Cluster.Restarts == 0 {
+		t.Fatalf("a quarantined worker, the coordinator following: %+v", s4.Cluster)
+	}
+	if got := weightsDigest(t, filepath.Join(sick, rundir.ModelFile)); got != want {
+		t.Fatalf("after a quarantined worker, the coordinator following: %s, fault-free %s", got, want)
 	}
 }

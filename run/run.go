@@ -50,9 +50,10 @@ type Options struct {
 	// and this process keeps the state, applies the policies and writes
 	// the files without computing gradients. MicroShards is the number of
 	// micro-shards a batch is cut into (0: 8, or the largest divisor of the
-	// batch below it). SyncEvery, when > 0, takes the coordinator off the
-	// step: it takes the workers' state every SyncEvery steps (and at each
-	// epoch's end and checkpoint) instead of reducing every step.
+	// batch below it). The coordinator is off the step: it takes the
+	// workers' state every SyncEvery steps (0: cluster.DefaultSyncEvery)
+	// and at each epoch's end and checkpoint; ReduceEveryStep makes it a
+	// replica that reduces every step instead.
 	Cluster     *cluster.Coordinator
 	MicroShards int
 	SyncEvery   int
@@ -292,9 +293,10 @@ func (st *jobRun) run(ctx context.Context) (sum *rundir.Summary, trained *model.
 		return nil, nil, err
 	}
 	defer detach()
-	if rep, ok := cfg.Parallel.(*cluster.Replica); ok && rep != nil {
+	if rep, ok := cfg.Parallel.(*cluster.Replica); ok && rep != nil && rep.DigestEvery() > 0 {
 		// Last, after every policy that changes the weights: the replicas'
-		// digests, which the coordinator compares.
+		// digests, which the coordinator compares (a following phase's
+		// replicas hash at its sync points instead).
 		cfg.Policies = append(cfg.Policies, &trainer.DigestPolicy{Every: rep.DigestEvery(), Publish: rep.SetDigest})
 	}
 	if st.role.ownsDir() {

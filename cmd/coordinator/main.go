@@ -73,7 +73,7 @@ func realMain(args []string, stderr io.Writer) int {
 		natsURL  = fs.String("nats", "", "use this NATS deployment instead of an embedded server")
 		minWork  = fs.Int("min-workers", 1, "workers to wait for before training starts")
 		shards   = fs.Int("micro-shards", 0, "micro-shards per batch in cluster mode (default 8, or the largest divisor of the batch below it): the weights are the same for any number of workers up to it; a fixed cluster runs fastest with it set to its worker count")
-		syncK    = fs.Int("sync-every", 0, "in cluster mode, take the coordinator off the step: it takes the workers' state every K steps (and at each epoch's end and checkpoint) instead of reducing every step; a lost or joining worker restarts every worker from the last such point (0: reduce every step)")
+		syncK    = fs.Int("sync-every", cluster.DefaultSyncEvery, "in cluster mode, the coordinator takes the workers' state every K steps (and at each epoch's end and checkpoint) instead of reducing every step; a lost or joining worker restarts every worker from the last such point (0: the coordinator reduces every step)")
 		wdevs    = fs.String("worker-devices", "", "the local workers' devices in order, comma-separated (cpu, cuda, cuda:N; default cpu): e.g. --workers 2 --worker-devices cpu,cuda")
 		httpAddr = fs.String("http", "", "serve a live page, /metrics (Prometheus) and /debug/pprof on this address while the job runs (host:port; a bare :port listens on loopback only)")
 		device   = fs.String("device", "cpu", "cpu, or cuda / cuda:N: train device-resident on that GPU (MLP, LeNet-5, ResNet and MobileNet recipes with sgd, pruning, QAT and distillation; what it cannot do yet is refused naming the field)")
@@ -210,6 +210,9 @@ func realMain(args []string, stderr io.Writer) int {
 		}
 		defer closeCluster()
 		opts.Cluster, opts.MicroShards, opts.SyncEvery = c, *shards, *syncK
+		if *syncK == 0 {
+			opts.SyncEvery = run.ReduceEveryStep
+		}
 	}
 	if *httpAddr != "" {
 		if len(sweep) > 0 {

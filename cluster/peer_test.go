@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"slices"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/lathe-ml/lathe/trainer"
 )
 
 // peerJob is one phase's replicas — the members and the coordinator —
@@ -398,4 +401,101 @@ func TestPeerTLSRelayIsRefused(t *testing.T) {
 	if rest := a.send([]string{"b"}, part{frameWG, md, encodeFloat32s(nil, make([]float32, 4))}); len(rest) != 0 {
 		t.Fatalf("a could not reach b directly: %v", rest)
 	}
+}
+
+// TestOwnersUpdateTheirChunksPartByPart runs steps whose owners update
+// their chunks (a stand-in update, 2v+1) with parts of 97 elements, over
+// the peer plane and through NATS: each owner's update is given its chunk
+// once, part by part in order — or whole when the step asks — and every
+// worker gathers the updated vector exactly; the coordinator, which
+// reduces, the plain sum.
+func TestOwnersUpdateTheirChunksPartByPart(t *testing.T) {
+	_, conn := embedded(t)
+	defer func(old int) { PartElems = old }(PartElems)
+	PartElems = 97
+	const n, shards = 5000, 6
+	sum := exactSum(n, shards)
+	updated := make([]float32, n)
+	for i, v := range sum {
+		updated[i] = 2*v + 1
+	}
+	members := []string{"a", "b", "c"}
+	for _, plane := range []string{PlaneAuto, PlaneNATS} {
+		for _, whole := range []bool{false, true} {
+			j := newPeerJob(t, conn, []byte("job secret"), members, shards, plane, nil)
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			var wg sync.WaitGroup
+			errs := make(chan error, len(j.names))
+			for _, name := range j.names {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					errs <- ownerSteps(ctx, j.reps[name], name, n, whole, sum, updated)
+				}()
+			}
+			wg.Wait()
+			cancel()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					t.Fatalf("plane %s, whole %v: %v", plane, whole, err)
+				}
+			}
+		}
+	}
+}
+
+// ownerSteps runs three steps as the replica name (the coordinator
+// computes nothing and updates nothing) and checks its update's parts and
+// the vector it ends with.
+func ownerSteps(ctx context.Context, r *Replica, name string, n int, whole bool, sum, updated []float32) error {
+	for s := range int64(3) {
+		var parts [][2]int
+		var chunk [2]int
+		f := trainer.Step{WholeUpdate: whole, Compute: func(ks []int, into []int64, fresh bool) error {
+			if fresh {
+				clear(into)
+			}
+			return shardAdder(0)(ks, into)
+		}}
+		if name != coordinatorName {
+			f.Update = func(_ context.Context, lo, hi int) (func(int, []float32) error, error) {
+				chunk = [2]int{lo, hi}
+				return func(at int, v []float32) error {
+					parts = append(parts, [2]int{at, at + len(v)})
+					for i := range v {
+						v[i] = 2*v[i] + 1
+					}
+					return nil
+				}, nil
+			}
+		}
+		v, upd, err := r.Reduce(ctx, s, n, f)
+		if err != nil {
+			return err
+		}
+		want := sum
+		if name != coordinatorName {
+			want = updated
+		}
+		if upd != (name != coordinatorName) || !slices.Equal(v, want) {
+			return fmt.Errorf("%s: step %d: updated %v, a different vector", name, s, upd)
+		}
+		if name == coordinatorName {
+			continue
+		}
+		// The parts tile the chunk in order, each at most PartElems (one
+		// part, the chunk, when whole).
+		at := chunk[0]
+		for _, p := range parts {
+			if p[0] != at || p[1] <= p[0] || !whole && p[1]-p[0] > PartElems {
+				return fmt.Errorf("%s: step %d: parts %v of the chunk %v", name, s, parts, chunk)
+			}
+			at = p[1]
+		}
+		if at != chunk[1] || whole && len(parts) != 1 || !whole && len(parts) < (chunk[1]-chunk[0])/PartElems {
+			return fmt.Errorf("%s: step %d: parts %v of the chunk %v", name, s, parts, chunk)
+		}
+	}
+	return nil
 }

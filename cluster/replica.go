@@ -101,6 +101,21 @@ type genStep struct {
 
 func (a *assembly) complete() bool { return a.got == a.hi-a.lo }
 
+// covers reports whether the assembly holds elements [lo, hi): whole, or
+// in the parts of per elements a sender cuts its range in (Replica.parts)
+// that overlap them.
+func (a *assembly) covers(lo, hi, per int) bool {
+	if a.complete() {
+		return true
+	}
+	for off := a.lo + max(lo-a.lo, 0)/per*per; off < hi; off += per {
+		if !a.parts[off] {
+			return false
+		}
+	}
+	return true
+}
+
 // Replica is one participant of a phase's data-parallel training: a worker
 // that computes micro-shards and owns a chunk of the reduction, or the
 // coordinator, which computes nothing and gathers the reduced vector to
@@ -733,8 +748,6 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 			}
 		}
 		lo, hi := chunk(n, size, rank)
-		// Our own range of the partials is never resent: sum there.
-		sum := partial[lo:hi]
 		r.mu.Lock()
 		joined := r.joined
 		r.joined = false
@@ -748,73 +761,20 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 				}
 			}
 		}
-		err := r.wait(ctx, step, gen, changed, func() (bool, []string) {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			var missing []string
-			for j, o := range members {
-				if j == rank {
-					continue
-				}
-				if a := r.partials[key{o, gen, step}]; a == nil || !a.complete() {
-					missing = append(missing, o)
-				}
-			}
-			return len(missing) == 0, missing
-		}, func(o string) resendReq { return resendReq{Kind: "rs", Gen: gen, Step: step, To: r.name} })
-		if err != nil {
-			return nil, err
-		}
-		r.mu.Lock()
-		var others [][]int64
-		for j, o := range members {
-			if j != rank {
-				a := r.partials[key{o, gen, step}]
-				if a.lo != lo || a.hi != hi {
-					r.mu.Unlock()
-					return nil, fmt.Errorf("cluster: step %d: %s sent range [%d, %d), want [%d, %d)", step+1, o, a.lo, a.hi, lo, hi)
-				}
-				others = append(others, a.i64)
-			}
-		}
-		var out, upd []float32
+		// The update is prepared before any chunk goes out: it may need the
+		// chunk's optimizer state from the coordinator, which serves it only
+		// while it has not completed the step.
+		var part func(int, []float32) error
 		if f.Update != nil {
-			out, upd = r.reuseReducedLocked(len(sum)), reuse(&r.prevUpdated, len(sum))
-		}
-		if out == nil {
-			out = make([]float32, len(sum))
-		}
-		// The others' partials added to ours, the last with the
-		// conversion to float32 in the same pass (under r.mu: theirs are
-		// the map's).
-		if k := len(others); k > 0 {
-			for _, a := range others[:k-1] {
-				for i, v := range a {
-					sum[i] += v
-				}
-			}
-			trainer.FromFixedAdd(out, sum, others[k-1])
-		} else {
-			for i, v := range sum {
-				out[i] = trainer.FromFixed(v)
-			}
-		}
-		r.mu.Unlock()
-		// The update before either chunk goes out: it may need the
-		// chunk's optimizer state from the coordinator, which serves it
-		// only while it has not completed the step.
-		if f.Update == nil {
-			upd = out
-		} else {
-			if upd == nil {
-				upd = make([]float32, len(out))
-			}
-			copy(upd, out)
-			if err := f.Update(ctx, lo, upd); err != nil {
+			var err error
+			if part, err = f.Update(ctx, lo, hi); err != nil {
 				return nil, err
 			}
 		}
-		md := meta{job: r.job, phase: r.phase, gen: gen, step: step, n: n}
+		out, upd := r.chunkBuffers(hi-lo, f.Update != nil)
+		if err := r.reducePieces(ctx, gen, step, changed, members, rank, f.WholeUpdate, partial, out, upd, part); err != nil {
+			return nil, err
+		}
 		r.mu.Lock()
 		if f.Update != nil {
 			r.prevUpdated = r.updated
@@ -831,12 +791,6 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 		copy(own, upd)
 		r.chunks[key{r.name, gen, step}] = &assembly{lo: lo, hi: hi, got: hi - lo, f32: own}
 		r.mu.Unlock()
-		// The reduced chunk first: a replica that has a step's updated
-		// chunks knows the coordinator was sent its reduced ones.
-		if r.syncEvery == 0 {
-			r.sendFloat32s(frameAG, []string{coordinatorName}, md, lo, out)
-		}
-		r.sendFloat32s(frameWG, slices.DeleteFunc(slices.Clone(members), func(m string) bool { return m == r.name }), md, lo, upd)
 	}
 	var full []float32
 	err := r.wait(ctx, step, gen, changed, func() (bool, []string) {
@@ -857,6 +811,103 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 		return nil, err
 	}
 	return full, nil
+}
+
+// chunkBuffers returns the buffers of a step's reduced chunk (out) and,
+// when the replica updates, of its updated one (upd; else out itself).
+func (r *Replica) chunkBuffers(n int, updates bool) (out, upd []float32) {
+	r.mu.Lock()
+	if updates {
+		out, upd = r.reuseReducedLocked(n), reuse(&r.prevUpdated, n)
+	}
+	r.mu.Unlock()
+	if out == nil {
+		out = make([]float32, n)
+	}
+	switch {
+	case !updates:
+		upd = out
+	case upd == nil:
+		upd = make([]float32, n)
+	}
+	return out, upd
+}
+
+// reducePieces completes the replica's chunk of a step piece by piece, in
+// the pieces an updated chunk's parts are cut in (the whole chunk when
+// whole): as soon as every other member's partials of a piece are in, it
+// sums them into the replica's own (partial) and converts the piece to
+// out, updates it into upd with part (nil: upd is out), and sends both —
+// the reduced piece first (to a coordinator that reduces: a replica that
+// has a step's updated chunks knows the coordinator was sent its reduced
+// ones), while the next pieces' partials still travel.
+func (r *Replica) reducePieces(ctx context.Context, gen uint64, step int64, changed chan struct{}, members []string, rank int, whole bool, partial []int64, out, upd []float32, part func(int, []float32) error) error {
+	n := len(partial)
+	lo, hi := chunk(n, len(members), rank)
+	md := meta{job: r.job, phase: r.phase, gen: gen, step: step, n: n}
+	others := slices.Delete(slices.Clone(members), rank, rank+1)
+	per, each := r.partElems(8), r.partElems(4)
+	if whole {
+		each = max(hi-lo, 1)
+	}
+	for a := lo; ; a += each {
+		b := min(a+each, hi)
+		err := r.wait(ctx, step, gen, changed, func() (bool, []string) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			var missing []string
+			for _, o := range others {
+				if p := r.partials[key{o, gen, step}]; p == nil || !p.covers(a, b, per) {
+					missing = append(missing, o)
+				}
+			}
+			return len(missing) == 0, missing
+		}, func(o string) resendReq { return resendReq{Kind: "rs", Gen: gen, Step: step, To: r.name} })
+		if err != nil {
+			return err
+		}
+		// Our own range of the partials is never resent: sum there — the
+		// others' partials added to ours, the last with the conversion to
+		// float32 in the same pass (under r.mu: theirs are the map's).
+		sum, o := partial[a:b], out[a-lo:b-lo]
+		r.mu.Lock()
+		var rest [][]int64
+		for _, m := range others {
+			p := r.partials[key{m, gen, step}]
+			if p.lo != lo || p.hi != hi {
+				r.mu.Unlock()
+				return fmt.Errorf("cluster: step %d: %s sent range [%d, %d), want [%d, %d)", step+1, m, p.lo, p.hi, lo, hi)
+			}
+			rest = append(rest, p.i64[a-lo:b-lo])
+		}
+		if k := len(rest); k > 0 {
+			for _, p := range rest[:k-1] {
+				for i, v := range p {
+					sum[i] += v
+				}
+			}
+			trainer.FromFixedAdd(o, sum, rest[k-1])
+		} else {
+			for i, v := range sum {
+				o[i] = trainer.FromFixed(v)
+			}
+		}
+		r.mu.Unlock()
+		u := upd[a-lo : b-lo]
+		if part != nil {
+			copy(u, o)
+			if err := part(a, u); err != nil {
+				return err
+			}
+		}
+		if r.syncEvery == 0 {
+			r.sendFloat32s(frameAG, []string{coordinatorName}, md, a, o)
+		}
+		r.sendFloat32s(frameWG, others, md, a, u)
+		if b == hi {
+			return nil
+		}
+	}
 }
 
 // assembledLocked returns step's reduced vector when every member of some
@@ -1414,10 +1465,18 @@ func (r *Replica) poke() {
 	}
 }
 
-// partElems is how many elements of size bytes fit one message.
+// PartElems bounds the elements of one part of a step's vectors: an
+// owner reduces, updates and sends its chunk part by part as the others'
+// partials of each come in (a teacher of 2.4 M parameters on 2 workers: 19
+// parts a chunk), so that the parts still travelling overlap the work on
+// those in.
+var PartElems = 1 << 16
+
+// partElems is how many elements of size bytes one part holds: PartElems,
+// or fewer where the server's payload limit is lower.
 func (r *Replica) partElems(size int) int {
 	room := int(r.nc.MaxPayload()) - 4096
-	return max(1, room/size)
+	return max(1, min(room/size, PartElems))
 }
 
 // sendInt64s sends the partial sums v of the range at lo to its owners

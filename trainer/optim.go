@@ -199,14 +199,32 @@ func spans(eng compute.Engine, tensors [][]float32, fn func(i, lo, hi int)) {
 	eng.Parallel(total, minChunk, each)
 }
 
+// partStepper is an Optimizer whose update of an element reads that
+// element's values alone (and the count of updates): a chunk's owner
+// updates the chunk in parts, each as soon as it is reduced (Step.Update).
+type partStepper interface {
+	// stepPart applies the update numbered Steps() — the caller advanced
+	// the count — to w, elements [off, off+len(w)) of tensor i, with
+	// their gradients g and mask (nil: unmasked).
+	stepPart(i, off int, w, g []float32, mask []byte, lr float32)
+}
+
+var (
+	_ partStepper = (*sgd)(nil)
+	_ partStepper = (*adam)(nil)
+)
+
 func (o *sgd) update(i, lo, hi int, params, grads [][]float32, masks [][]byte, lr float32) {
-	mu, wd := float32(o.c.Momentum), o.c.decay(i)
-	w := params[i][lo:hi]
-	g := grads[i][lo:hi]
 	var mask []byte
 	if masks != nil && masks[i] != nil {
 		mask = masks[i][lo:hi]
 	}
+	o.stepPart(i, lo, params[i][lo:hi], grads[i][lo:hi], mask, lr)
+}
+
+func (o *sgd) stepPart(i, lo int, w, g []float32, mask []byte, lr float32) {
+	mu, wd := float32(o.c.Momentum), o.c.decay(i)
+	hi := lo + len(w)
 	switch {
 	case o.v == nil:
 		for j := range w {
@@ -298,18 +316,35 @@ func (o *adam) Load(state [][]float32, steps int) error {
 
 func (o *adam) Step(params, grads [][]float32, masks [][]byte, lr float32) {
 	o.t++
-	c1 := float32(1 - math.Pow(o.c.Beta1, float64(o.t)))
-	c2 := float32(1 - math.Pow(o.c.Beta2, float64(o.t)))
-	sc2 := float32(1 / math.Sqrt(float64(c2)))
-	spans(o.c.Engine, params, func(i, lo, hi int) { o.update(i, lo, hi, params, grads, masks, lr, c1, sc2) })
+	c1, sc2 := o.corrections()
+	spans(o.c.Engine, params, func(i, lo, hi int) {
+		var mask []byte
+		if masks != nil && masks[i] != nil {
+			mask = masks[i][lo:hi]
+		}
+		o.update(i, lo, params[i][lo:hi], grads[i][lo:hi], mask, lr, c1, sc2)
+	})
 }
 
-func (o *adam) update(i, lo, hi int, params, grads [][]float32, masks [][]byte, lr, c1, sc2 float32) {
+// corrections are the bias corrections of the update numbered Steps():
+// 1−β₁ᵗ, and 1/√(1−β₂ᵗ).
+func (o *adam) corrections() (c1, sc2 float32) {
+	c1 = float32(1 - math.Pow(o.c.Beta1, float64(o.t)))
+	c2 := float32(1 - math.Pow(o.c.Beta2, float64(o.t)))
+	return c1, float32(1 / math.Sqrt(float64(c2)))
+}
+
+func (o *adam) stepPart(i, lo int, w, g []float32, mask []byte, lr float32) {
+	c1, sc2 := o.corrections()
+	o.update(i, lo, w, g, mask, lr, c1, sc2)
+}
+
+func (o *adam) update(i, lo int, w, g []float32, mask []byte, lr, c1, sc2 float32) {
 	fb1, fb2, eps, wd := float32(o.c.Beta1), float32(o.c.Beta2), float32(o.c.Eps), o.c.decay(i)
 	decoupled := o.c.Kind == "adamw"
 	{
-		w := params[i][lo:hi]
-		g, m, v := grads[i][lo:hi], o.m[i][lo:hi], o.v[i][lo:hi]
+		hi := lo + len(w)
+		m, v := o.m[i][lo:hi], o.v[i][lo:hi]
 		for j := range w {
 			d := g[j]
 			if decoupled {
@@ -322,10 +357,10 @@ func (o *adam) update(i, lo, hi int, params, grads [][]float32, masks [][]byte, 
 			denom := float32(math.Sqrt(float64(v[j])))*sc2 + eps
 			w[j] -= lr * (m[j] / c1) / denom
 		}
-		if masks != nil && masks[i] != nil {
-			applyMask(masks[i][lo:hi], w)
-			applyMask(masks[i][lo:hi], m)
-			applyMask(masks[i][lo:hi], v)
+		if mask != nil {
+			applyMask(mask, w)
+			applyMask(mask, m)
+			applyMask(mask, v)
 		}
 	}
 }

@@ -42,13 +42,20 @@ type Step struct {
 	// micro-shards this replica is to compute (none, some or all; and
 	// again, with others, if the plan changes while the step runs).
 	Compute func(shards []int, into []int64, fresh bool) error
-	// Update, on a replica that owns the chunk v of the reduced vector
-	// starting at lo, replaces the gradients in it by the parameters after
-	// the step's update (other values, the losses and observer ranges,
-	// stay). It leaves the trainer's parameters and optimizer state as they
-	// are until the step completes (a membership change may make the chunk
-	// another replica's), and may be called again for another chunk.
-	Update func(ctx context.Context, lo int, v []float32) error
+	// Update, on a replica that owns the chunk [lo, hi) of the reduced
+	// vector, prepares the step's update of the parameters in it and
+	// returns part, which replaces the gradients in v — the chunk's
+	// elements [at, at+len(v)) — by the parameters after the update (other
+	// values, the losses and observer ranges, stay). Parts that cover the
+	// chunk once may be given in any order, each as soon as it is reduced;
+	// with WholeUpdate, one part: the whole chunk. Update leaves the
+	// trainer's parameters and optimizer state as they are until the step
+	// completes (a membership change may make the chunk another
+	// replica's), and may be called again for another chunk.
+	Update func(ctx context.Context, lo, hi int) (part func(at int, v []float32) error, err error)
+	// WholeUpdate says Update's part takes the whole chunk at once (a
+	// policy's extra loss term adds to the whole gradient).
+	WholeUpdate bool
 	// Moments returns the optimizer state of elements [lo, hi) of the
 	// vector as it stands before the step's update: the coordinator's
 	// replica serves it to a replica that takes over a chunk whose state
@@ -302,7 +309,7 @@ func (t *Trainer) parallelStep(ctx context.Context, idx []int, epoch int) error 
 		return nil
 	}
 	t.pending = nil
-	v, updated, err := par.Reduce(ctx, s.Step, l.n, Step{Compute: compute, Update: t.updateChunk, Moments: t.moments})
+	v, updated, err := par.Reduce(ctx, s.Step, l.n, Step{Compute: compute, Update: t.updateChunk, WholeUpdate: t.wholeUpdate(), Moments: t.moments})
 	if err != nil {
 		return err
 	}

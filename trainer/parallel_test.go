@@ -129,7 +129,7 @@ func (m memReplica) Reduce(ctx context.Context, step int64, n int, f Step) ([]fl
 		lo, hi := pos*n/owners, (pos+1)*n/owners
 		chunk := slices.Clone(c.done[lo:hi])
 		c.mu.Unlock()
-		err := f.Update(ctx, lo, chunk)
+		err := updateInParts(ctx, f, lo, chunk)
 		c.mu.Lock()
 		if err != nil {
 			return nil, false, err
@@ -150,6 +150,26 @@ func (m memReplica) Reduce(ctx context.Context, step int64, n int, f Step) ([]fl
 		c.cond.Broadcast()
 	}
 	return out, pos >= 0, nil
+}
+
+// updateInParts updates the chunk at lo with f.Update: in three parts,
+// the last first (parts come in any order, each as it is reduced), or
+// whole when the step asks.
+func updateInParts(ctx context.Context, f Step, lo int, chunk []float32) error {
+	part, err := f.Update(ctx, lo, lo+len(chunk))
+	if err != nil || f.WholeUpdate {
+		if err == nil {
+			err = part(lo, chunk)
+		}
+		return err
+	}
+	each := max(1, len(chunk)/3)
+	for a := (len(chunk) - 1) / each * each; a >= 0; a -= each {
+		if err := part(lo+a, chunk[a:min(a+each, len(chunk))]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // reducers is the number of replicas that take every step: all but the

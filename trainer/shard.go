@@ -117,41 +117,30 @@ func (t *Trainer) moments(lo, hi int) []float32 {
 	return out
 }
 
-// updateChunk is Step.Update: the optimizer's update of the parameters in
-// the chunk v at lo, from the chunk's reduced gradients (and the policies'
-// extra loss terms), computed on copies of the parameters and of the
-// chunk's optimizer state — this replica's own when current, else fetched
-// from a replica that holds the whole state — and kept until the step
-// completes.
-func (t *Trainer) updateChunk(ctx context.Context, lo int, v []float32) error {
+// updateChunk is Step.Update: it prepares the optimizer's update of the
+// parameters in the chunk [lo, hi) — on a copy of the chunk's optimizer
+// state, this replica's own when current, else fetched from a replica that
+// holds the whole state, kept until the step completes — and returns the
+// function that applies it to each part of the chunk as it is reduced.
+func (t *Trainer) updateChunk(ctx context.Context, lo, hi int) (func(at int, v []float32) error, error) {
 	s := &t.state
-	hi := lo + len(v)
 	regs := t.regions()
 	pieces := make([][]piece, len(regs))
-	inv := float32(t.cfg.Parallel.MicroShards())
 	want := 0
 	for r, g := range regs {
-		k := g.kinds()
 		pieces[r] = g.pieces(lo, hi)
 		for _, p := range pieces[r] {
-			dst := g.grads[p.i][p.a:p.b]
-			divide(dst, v[p.at:p.at+len(dst)], inv)
-			want += k * len(dst)
+			want += g.kinds() * (p.b - p.a)
 		}
 	}
-	copy(s.Grads, t.pgrads)
-	extra, err := t.extraLoss()
-	if err != nil {
-		return err
-	}
-	s.ExtraLoss, t.extraDone = extra, true
 	// The common case, the chunk of the last step again: the spare
 	// buffers (those of the step before) take a copy of its state.
 	pend := t.spare
 	t.spare = nil
+	var err error
 	if c := t.chunk; pend == nil || c == nil || t.wholeState || c.lo != lo || c.hi != hi || pend.lo != lo || pend.hi != hi {
 		if pend, err = t.newPending(ctx, regs, pieces, lo, hi, want); err != nil {
-			return err
+			return nil, err
 		}
 	} else {
 		for r, sub := range pend.subs {
@@ -161,28 +150,78 @@ func (t *Trainer) updateChunk(ctx context.Context, lo int, v []float32) error {
 		}
 	}
 	pend.step = s.Step
-	for r, g := range regs {
-		sub := pend.subs[r]
+	steppers := make([]partStepper, len(regs))
+	for r, sub := range pend.subs {
 		if sub == nil {
 			continue
+		}
+		ps, ok := sub.(partStepper)
+		if !ok {
+			return nil, fmt.Errorf("trainer: step %d: the optimizer cannot update a chunk's parts", s.Step+1)
+		}
+		sub.SetSteps(sub.Steps() + 1) // the parts' updates are this step's
+		steppers[r] = ps
+	}
+	t.pending = pend
+	copy(s.Grads, t.pgrads)
+	whole := t.wholeUpdate()
+	if !whole {
+		s.ExtraLoss, t.extraDone = 0, true // no policy adds a term
+	}
+	inv := float32(t.cfg.Parallel.MicroShards())
+	return func(at int, v []float32) error {
+		if at < lo || at+len(v) > hi || whole && (at != lo || len(v) != hi-lo) {
+			return fmt.Errorf("trainer: step %d: an update of [%d, %d) in the chunk [%d, %d)", s.Step+1, at, at+len(v), lo, hi)
+		}
+		// The part's share of each piece: [x0, x1) of the chunk, [a, b) of
+		// the piece's tensor, v[x0-d : x1-d].
+		d := at - lo
+		each := func(fn func(r, j int, p piece, a, b int, v []float32)) {
+			for r := range regs {
+				for j, p := range pieces[r] {
+					x0, x1 := max(p.at, d), min(p.at+p.b-p.a, d+len(v))
+					if x0 < x1 {
+						fn(r, j, p, p.a+x0-p.at, p.a+x1-p.at, v[x0-d:x1-d])
+					}
+				}
+			}
+		}
+		each(func(r, _ int, p piece, a, b int, v []float32) { divide(regs[r].grads[p.i][a:b], v, inv) })
+		if whole {
+			// The policies' extra terms add to the whole gradient: the chunk
+			// is one part.
+			extra, err := t.extraLoss()
+			if err != nil {
+				return err
+			}
+			s.ExtraLoss, t.extraDone = extra, true
 		}
 		// The update runs on copies of the parameters in v's ranges (their
 		// gradients were divided out above), which it leaves holding the
 		// updated values.
-		ps := pieces[r]
-		params, grads, masks := make([][]float32, len(ps)), make([][]float32, len(ps)), make([][]byte, len(ps))
-		for j, p := range ps {
-			params[j] = v[p.at : p.at+p.b-p.a]
-			copy(params[j], g.params[p.i][p.a:p.b])
-			grads[j] = g.grads[p.i][p.a:p.b]
+		each(func(r, j int, p piece, a, b int, v []float32) {
+			g := regs[r]
+			copy(v, g.params[p.i][a:b])
+			var mask []byte
 			if g.masks != nil && g.masks[p.i] != nil {
-				masks[j] = g.masks[p.i][p.a:p.b]
+				mask = g.masks[p.i][a:b]
 			}
+			steppers[r].stepPart(j, a-p.a, v, g.grads[p.i][a:b], mask, float32(s.LR))
+		})
+		return nil
+	}, nil
+}
+
+// wholeUpdate reports whether a chunk's owner updates the chunk in one
+// part: a policy's extra loss term adds to the whole gradient, so every
+// part's gradients must be in before it runs.
+func (t *Trainer) wholeUpdate() bool {
+	for _, p := range t.cfg.Policies {
+		if _, ok := p.(ExtraLosser); ok {
+			return true
 		}
-		sub.Step(params, grads, masks, float32(s.LR))
 	}
-	t.pending = pend
-	return nil
+	return false
 }
 
 // newPending makes the buffers of a chunk's update (the regions' pieces

@@ -208,6 +208,10 @@ type Replica struct {
 	codec     StateCodec
 	syncs     map[int64]*syncPoint
 	taken     int64
+	// offers are a worker's sync points' parts, which sendOffers sends in
+	// order while the worker trains on; offersStop ends it (Close).
+	offers     chan offered
+	offersStop context.CancelFunc
 }
 
 // doneStep is a completed step's vector, and whether it holds the
@@ -316,6 +320,11 @@ func (r *Replica) Start(step int64) {
 
 // Close unsubscribes, and stops taking peers' frames.
 func (r *Replica) Close() {
+	r.mu.Lock()
+	if r.offersStop != nil {
+		r.offersStop()
+	}
+	r.mu.Unlock()
 	if r.direct != nil {
 		r.direct.detach(r)
 	}

@@ -154,10 +154,12 @@ func (r *Replica) follow(k int) error {
 	return nil
 }
 
-// Offer implements trainer.Follower on a worker: at a sync point it sends
-// the coordinator its chunk's optimizer state and — one worker at each
-// sync point, in turn — its snapshot, and returns once the coordinator
-// has every part.
+// Offer implements trainer.Follower on a worker: at a sync point it
+// encodes its chunk's optimizer state and — one worker at each sync point,
+// in turn — its snapshot, and returns while they are sent to the
+// coordinator (sendOffers), in order; a state the coordinator refuses
+// fails the worker's next step. It waits only while a sync point's parts
+// before are still on their way.
 func (r *Replica) Offer(ctx context.Context, st *trainer.SyncState) error {
 	sn := st.Snapshot
 	step := sn.Step
@@ -168,10 +170,6 @@ func (r *Replica) Offer(ctx context.Context, st *trainer.SyncState) error {
 	enc, n := r.codec.Encode, r.n
 	r.mu.Unlock()
 	_, members, _, _, _ := r.view(step - 1)
-	type outgoing struct {
-		h    nats.Header
-		data []byte
-	}
 	var blobs []outgoing
 	if len(members) > 0 && members[int(step/int64(r.syncEvery))%len(members)] == r.name {
 		if enc == nil {
@@ -197,12 +195,62 @@ func (r *Replica) Offer(ctx context.Context, st *trainer.SyncState) error {
 		h.Set(hSyncN, strconv.Itoa(n))
 		blobs = append(blobs, outgoing{h, float32Bytes(nil, c.Moments)})
 	}
-	for _, b := range blobs {
-		if err := r.sendBlob(ctx, step, b.h, b.data); err != nil {
-			return err
+	r.mu.Lock()
+	if r.offers == nil {
+		// The sender lives as long as the replica: a phase's last state is
+		// still on its way when the worker's trainer is done.
+		octx, stop := context.WithCancel(context.Background())
+		r.offers, r.offersStop = make(chan offered), stop
+		go r.sendOffers(octx, r.offers)
+	}
+	offers := r.offers
+	r.mu.Unlock()
+	select {
+	case offers <- offered{step, blobs}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// offered is one sync point's parts of a worker's state.
+type offered struct {
+	step  int64
+	blobs []outgoing
+}
+
+// outgoing is one part of a sync point's state: its kind's headers and
+// its bytes.
+type outgoing struct {
+	h    nats.Header
+	data []byte
+}
+
+// sendOffers sends the offered states to the coordinator in order until
+// ctx ends; a refusal is the replica's fault.
+func (r *Replica) sendOffers(ctx context.Context, offers <-chan offered) {
+	for {
+		var o offered
+		select {
+		case <-ctx.Done():
+			return
+		case o = <-offers:
+		}
+		for _, b := range o.blobs {
+			if err := r.sendBlob(ctx, o.step, b.h, b.data); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				r.mu.Lock()
+				if r.fault == nil {
+					r.fault = err
+				}
+				r.mu.Unlock()
+				r.poke()
+				break
+			}
 		}
 	}
-	return nil
 }
 
 // sendBlob sends data to the coordinator in parts, each until it is

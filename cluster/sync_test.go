@@ -150,6 +150,22 @@ func TestFollowerTakesTheWorkersState(t *testing.T) {
 			t.Fatalf("%s keeps no digest of the state it offered", name)
 		}
 	}
+	// Offer returns while the parts travel; a state the coordinator
+	// refuses (a step too far past the one it took) fails the worker's
+	// next step.
+	far := int64(k) + int64(k) + Window + 8
+	lo, hi := chunk(n, 2, 0)
+	if err := reps["a"].Offer(ctx, &trainer.SyncState{Snapshot: &trainer.Snapshot{Step: far, Params: sn.Params}, Chunks: []trainer.ChunkState{{Lo: lo, Hi: hi, Moments: moments(lo, hi)}}}); err != nil {
+		t.Fatalf("an offer returned %v", err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); reps["a"].faulted() == nil; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("a state the coordinator refused left the worker going")
+		}
+	}
+	if err := reps["a"].faulted(); !strings.Contains(err.Error(), "refused the state") {
+		t.Fatalf("the worker's fault: %v", err)
+	}
 	// A restart planned from the state taken: Take asks for it to be
 	// shared first.
 	coord.joinAt.Store(k)

@@ -356,6 +356,22 @@ func (r *Replica) Stats() Stats {
 	return s
 }
 
+// carry continues the counts of old, the replica of the same phase this
+// one replaces (a restart from the coordinator's state): a worker's figures
+// — micro-shards computed, bytes, step time — are the phase's, not the
+// restart's. Refused messages are not carried: the worker counts old's
+// when it closes it.
+func (r *Replica) carry(old *Replica) {
+	st := old.Stats()
+	old.mu.Lock()
+	n0 := old.natsOut0
+	old.mu.Unlock()
+	st.Steps, st.NATSBytesOut, st.MessagesRejected = 0, 0, 0
+	r.mu.Lock()
+	r.stats, r.natsOut0 = st, n0
+	r.mu.Unlock()
+}
+
 // DigestEvery is how often (in steps) replicas hash their weights, and
 // DigestKeep how many of their own digests they keep for comparison (the
 // workers run up to Window/2 steps ahead of the coordinator): those of

@@ -215,3 +215,37 @@ func FuzzSyncPart(f *testing.F) {
 		}
 	})
 }
+
+// TestRestartedReplicaCarriesTheCounts: a worker's replica that replaces
+// another of the same phase (a restart from the coordinator's state)
+// carries its counts on — micro-shards, bytes, step time, what its NATS
+// connection published — but not its refused messages, which the worker
+// counts when it closes the old one.
+func TestRestartedReplicaCarriesTheCounts(t *testing.T) {
+	_, conn := embedded(t)
+	nc := conn("a")
+	old, err := NewReplica(nc, nil, "job", "a", 1, 2, 1, []string{"a"}, testLog(t, "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.stats = Stats{Shards: 10, BytesSent: 1000, PeerBytesSent: 600, BrokerBytesSent: 400, MessagesRejected: 3, ComputeSeconds: 1.5, StepSeconds: 2, WaitSeconds: 0.25}
+	if err := nc.Publish("lathe.job.elsewhere", make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.Flush()
+	published := old.Stats().NATSBytesOut
+	old.Close()
+	r, err := NewReplica(nc, nil, "job", "a", 1, 2, 2, []string{"a", "b"}, testLog(t, "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	r.carry(old)
+	st := r.Stats()
+	if st.Shards != 10 || st.BytesSent != 1000 || st.PeerBytesSent != 600 || st.BrokerBytesSent != 400 || st.ComputeSeconds != 1.5 || st.StepSeconds != 2 || st.WaitSeconds != 0.25 {
+		t.Fatalf("counts carried: %+v", st)
+	}
+	if st.MessagesRejected != 0 || published < 100 || st.NATSBytesOut < published {
+		t.Fatalf("refused %d (want 0), published %d before and %d after", st.MessagesRejected, published, st.NATSBytesOut)
+	}
+}

@@ -331,6 +331,9 @@ func (w *Worker) serveJob(ctx context.Context, discovered bool) error {
 				rep.SetShares(c.Shares)
 				rep.joined = c.Kind == "join"
 				w.mu.Lock()
+				if w.rep != nil && w.phase == c.Phase {
+					rep.carry(w.rep) // a restart: the phase's counts go on
+				}
 				w.closeReplicaLocked()
 				w.rep, w.phase, w.state, w.err = rep, c.Phase, "training", ""
 				w.mu.Unlock()

@@ -151,6 +151,9 @@ func (r *Replica) follow(k int) error {
 	}
 	_ = sub.SetPendingLimits(-1, -1)
 	r.subs = append(r.subs, sub)
+	if err := r.nc.Flush(); err != nil { // the server has it before any worker sends
+		return fmt.Errorf("cluster: %w", err)
+	}
 	return nil
 }
 
@@ -494,8 +497,19 @@ func (r *Replica) Take(ctx context.Context, step int64, n int, f trainer.Step) (
 		case <-changed:
 		case <-r.notify:
 		case <-tick.C:
+			// Again, every tick: a worker that missed the last
+			// announcement (core NATS delivers at most once) would wait
+			// for it while this waits for that worker's state.
+			r.announce(taken)
 		}
 	}
+}
+
+// announce tells the workers the coordinator holds the state after step:
+// they may run up to SyncEvery + Window/2 steps past it.
+func (r *Replica) announce(step int64) {
+	h := meta{job: r.job, phase: r.phase, step: step, n: 1}.header()
+	_ = r.l.publish(r.prefix+".at", h, nil)
 }
 
 // took decodes a sync point's state, drops what is held of it and of the
@@ -520,8 +534,7 @@ func (r *Replica) took(step int64, state []byte, lr float64, chunks []trainer.Ch
 	r.mu.Unlock()
 	r.steps.Store(step)
 	r.SetDigest(step, trainer.ParamsDigest(sn.Params))
-	h := meta{job: r.job, phase: r.phase, step: step, n: 1}.header()
-	_ = r.l.publish(r.prefix+".at", h, nil)
+	r.announce(step)
 	return &trainer.SyncState{Snapshot: sn, LR: lr, Chunks: chunks}, nil
 }
 

@@ -150,6 +150,30 @@ func TestFollowerTakesTheWorkersState(t *testing.T) {
 			t.Fatalf("%s keeps no digest of the state it offered", name)
 		}
 	}
+	// A worker that missed the coordinator's announcement of the state it
+	// took (core NATS delivers at most once) hears it again while the
+	// coordinator waits for the next sync point.
+	for deadline := time.Now().Add(10 * time.Second); reps["b"].coordSteps.Load() != k; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the coordinator did not announce the state it took")
+		}
+	}
+	reps["b"].coordSteps.Store(0) // the announcement lost
+	wctx, stopWaiting := context.WithCancel(ctx)
+	waited := make(chan error, 1)
+	go func() {
+		_, err := coord.Take(wctx, 2*k, n, trainer.Step{})
+		waited <- err
+	}()
+	for deadline := time.Now().Add(10 * time.Second); reps["b"].coordSteps.Load() != k; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the coordinator's state was not announced again to a worker that missed it")
+		}
+	}
+	stopWaiting()
+	if err := <-waited; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Take, cancelled: %v", err)
+	}
 	// Offer returns while the parts travel; a state the coordinator
 	// refuses (a step too far past the one it took) fails the worker's
 	// next step.

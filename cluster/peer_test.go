@@ -69,6 +69,18 @@ func newPeerJob(t *testing.T, conn func(string) *nats.Conn, secret []byte, membe
 // step's vector is want.
 func (j *peerJob) run(t *testing.T, steps int64, want []float32, add func([]int, []int64) error) {
 	t.Helper()
+	j.each(t, func(ctx context.Context, name string, r *Replica) error {
+		a := add
+		if name == coordinatorName {
+			a = nil
+		}
+		return reduceSteps(ctx, r, name, 0, steps, want, a)
+	})
+}
+
+// each runs fn on every replica at once and fails on the first error.
+func (j *peerJob) each(t *testing.T, fn func(ctx context.Context, name string, r *Replica) error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -77,11 +89,7 @@ func (j *peerJob) run(t *testing.T, steps int64, want []float32, add func([]int,
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			a := add
-			if name == coordinatorName {
-				a = nil
-			}
-			if err := reduceSteps(ctx, j.reps[name], name, 0, steps, want, a); err != nil {
+			if err := fn(ctx, name, j.reps[name]); err != nil {
 				errs <- err
 			}
 		}()
@@ -423,24 +431,12 @@ func TestOwnersUpdateTheirChunksPartByPart(t *testing.T) {
 	for _, plane := range []string{PlaneAuto, PlaneNATS} {
 		for _, whole := range []bool{false, true} {
 			j := newPeerJob(t, conn, []byte("job secret"), members, shards, plane, nil)
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			var wg sync.WaitGroup
-			errs := make(chan error, len(j.names))
-			for _, name := range j.names {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					errs <- ownerSteps(ctx, j.reps[name], name, n, whole, sum, updated)
-				}()
-			}
-			wg.Wait()
-			cancel()
-			close(errs)
-			for err := range errs {
-				if err != nil {
-					t.Fatalf("plane %s, whole %v: %v", plane, whole, err)
+			j.each(t, func(ctx context.Context, name string, r *Replica) error {
+				if err := ownerSteps(ctx, r, name, n, whole, sum, updated); err != nil {
+					return fmt.Errorf("plane %s, whole %v: %w", plane, whole, err)
 				}
-			}
+				return nil
+			})
 		}
 	}
 }

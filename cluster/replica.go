@@ -720,8 +720,7 @@ func (r *Replica) Reduce(ctx context.Context, step int64, n int, f trainer.Step)
 		r.mu.Unlock()
 		r.steps.Store(step + 1)
 		if r.name == coordinatorName {
-			h := meta{job: r.job, phase: r.phase, gen: 0, step: step + 1, n: 1}.header()
-			_ = r.l.publish(r.prefix+".at", h, nil)
+			r.announce(step + 1)
 		}
 		return full, updated, nil
 	}

@@ -506,7 +506,7 @@ func (r *Replica) Take(ctx context.Context, step int64, n int, f trainer.Step) (
 }
 
 // announce tells the workers the coordinator holds the state after step:
-// they may run up to SyncEvery + Window/2 steps past it.
+// they may run up to Window/2 (+ SyncEvery when it follows) steps past it.
 func (r *Replica) announce(step int64) {
 	h := meta{job: r.job, phase: r.phase, step: step, n: 1}.header()
 	_ = r.l.publish(r.prefix+".at", h, nil)

@@ -528,14 +528,7 @@ func TestFollowerRefusesAnIncompleteState(t *testing.T) {
 	c := newMemCluster(4, [][]int{{3, 1}, {}, {2, 0}})
 	c.syncEvery, c.dropChunk = 3, true
 	train := synthetic(256, 1)
-	m, err := model.New(model.Spec{Arch: "mlp", Hidden: []int{32}}, model.MNISTInput, 7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	o, err := NewOptimizer(OptimConfig{Kind: "sgd", Momentum: 0.9}, sizes(m))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, o := smallMomentumMLP(t)
 	before := slices.Clone(m.Params[0].Data())
 	tr, err := New(Config{Model: m, Engine: cpu.New(cpu.Options{Threads: 1}), Train: train, Batch: 32, Epochs: 1, Seed: 5,
 		Optimizer: o, Policies: []Policy{&LRPolicy{Schedule: schedule.LR{Kind: "constant", Base: 0.05, Total: 1}}}, Parallel: memReplica{c, 1}})
@@ -553,6 +546,21 @@ func TestFollowerRefusesAnIncompleteState(t *testing.T) {
 	if !slices.Equal(m.Params[0].Data(), before) {
 		t.Fatal("the parameters changed")
 	}
+}
+
+// smallMomentumMLP is the follower tests' model (an MLP of 32 hidden
+// units) and its optimizer (SGD with momentum).
+func smallMomentumMLP(t *testing.T) (*model.Model, Optimizer) {
+	t.Helper()
+	m, err := model.New(model.Spec{Arch: "mlp", Hidden: []int{32}}, model.MNISTInput, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := NewOptimizer(OptimConfig{Kind: "sgd", Momentum: 0.9}, sizes(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, o
 }
 
 // sharingReplica is a follower whose first Take asks for its state to be
@@ -587,14 +595,7 @@ func (s sharingReplica) Take(ctx context.Context, step int64, n int, f Step) (*S
 func TestFollowerSharesFirstWhenAsked(t *testing.T) {
 	c := newMemCluster(4, [][]int{{3, 1}, {}, {2, 0}})
 	c.syncEvery = 3
-	m, err := model.New(model.Spec{Arch: "mlp", Hidden: []int{32}}, model.MNISTInput, 7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	o, err := NewOptimizer(OptimConfig{Kind: "sgd", Momentum: 0.9}, sizes(m))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, o := smallMomentumMLP(t)
 	var shared []int64
 	takes := 0
 	tr, err := New(Config{Model: m, Engine: cpu.New(cpu.Options{Threads: 1}), Train: synthetic(256, 1), Batch: 32, Epochs: 1, Seed: 5,

@@ -63,14 +63,18 @@ type Stats struct {
 	// cores it kept busy.
 	CPUSeconds float64 `json:"cpu_seconds"`
 	// SteadySteps are the steps the replica completed after its first
-	// SteadyAfter, and SteadySeconds the wall time from the completion of
-	// the SteadyAfter-th to that of the last: the phase's pace once
+	// SteadyFrom, and SteadySeconds the wall time from the completion of
+	// the SteadyFrom-th to that of the last: the phase's pace once
 	// started, as a timed loop after warm-up steps measures it (the
 	// workers' start-up — connecting, loading the data — and the first
 	// steps left out; anything else between those steps, an evaluation
-	// at an epoch's end say, counted).
+	// at an epoch's end say, counted). SteadyFrom is SteadyAfter where
+	// the replica completes steps one by one, and the first sync point at
+	// or past it where a following coordinator takes them SyncEvery at a
+	// time.
 	SteadySteps   int64   `json:"steady_steps"`
 	SteadySeconds float64 `json:"steady_seconds"`
+	SteadyFrom    int64   `json:"steady_from"`
 }
 
 // SteadyAfter is how many of a phase's first steps Stats.SteadySteps
@@ -195,7 +199,7 @@ type Replica struct {
 	stepCPU   time.Duration // the process's CPU time then
 	natsOut0  uint64        // the connection's published bytes when the replica started
 	completed int64         // steps completed in this replica's phase (redone ones again)
-	steadyAt  time.Time     // when the SteadyAfter-th completed
+	steadyAt  time.Time     // when the Stats.SteadyFrom-th completed
 	steps     atomic.Int64
 	// The coordinator's completed steps, as it announces them (workers
 	// wait when they get Window/2 steps ahead).
@@ -716,7 +720,7 @@ func (r *Replica) Reduce(ctx context.Context, step int64, n int, f trainer.Step)
 			delete(r.done, step-2)
 		}
 		r.curStep = step + 1 // the step's messages are stale from now on
-		r.paceLocked()
+		r.paceLocked(1)
 		r.mu.Unlock()
 		r.steps.Store(step + 1)
 		if r.name == coordinatorName {
@@ -726,15 +730,18 @@ func (r *Replica) Reduce(ctx context.Context, step int64, n int, f trainer.Step)
 	}
 }
 
-// paceLocked counts a completed step towards Stats' steady pace (r.mu
-// held).
-func (r *Replica) paceLocked() {
-	r.completed++
+// paceLocked counts done steps completed now towards Stats' steady pace
+// (r.mu held). A following coordinator completes a sync interval's steps
+// at once: the window starts at the completion that reaches SteadyAfter,
+// and counts only the steps completed after that one.
+func (r *Replica) paceLocked(done int64) {
+	before := r.completed
+	r.completed += done
 	switch {
-	case r.completed == SteadyAfter:
-		r.steadyAt = time.Now()
-	case r.completed > SteadyAfter:
-		r.stats.SteadySteps = r.completed - SteadyAfter
+	case before < SteadyAfter && r.completed >= SteadyAfter:
+		r.steadyAt, r.stats.SteadyFrom = time.Now(), r.completed
+	case before >= SteadyAfter && done > 0:
+		r.stats.SteadySteps = r.completed - r.stats.SteadyFrom
 		r.stats.SteadySeconds = time.Since(r.steadyAt).Seconds()
 	}
 }

@@ -528,9 +528,7 @@ func (r *Replica) took(step int64, state []byte, lr float64, chunks []trainer.Ch
 	done := step - r.taken
 	r.taken, r.curStep = step, step
 	r.stats.WaitSeconds += time.Since(start).Seconds()
-	for range done {
-		r.paceLocked()
-	}
+	r.paceLocked(done)
 	r.mu.Unlock()
 	r.steps.Store(step)
 	r.SetDigest(step, trainer.ParamsDigest(sn.Params))

@@ -273,3 +273,43 @@ func TestRestartedReplicaCarriesTheCounts(t *testing.T) {
 		t.Fatalf("refused %d (want 0), published %d before and %d after", st.MessagesRejected, published, st.NATSBytesOut)
 	}
 }
+
+// TestSteadyPaceStartsWhereItsStepsWereTimed: a replica that completes
+// steps one by one times its pace from the SteadyAfter-th; a following
+// coordinator completes a sync interval's steps at once, and its window
+// starts at the first sync point past SteadyAfter and counts only the
+// steps after it — not the ones it took with that sync point.
+func TestSteadyPaceStartsWhereItsStepsWereTimed(t *testing.T) {
+	_, conn := embedded(t)
+	r, err := NewReplica(conn("a"), nil, "job", "a", 1, 2, 1, []string{"a"}, testLog(t, "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	pace := func(done int64) Stats {
+		r.mu.Lock()
+		r.paceLocked(done)
+		r.mu.Unlock()
+		return r.Stats()
+	}
+	for range SteadyAfter + 4 {
+		pace(1)
+	}
+	if st := r.Stats(); st.SteadyFrom != SteadyAfter || st.SteadySteps != 4 {
+		t.Fatalf("one by one: from %d, %d steps; want from %d, 4", st.SteadyFrom, st.SteadySteps, SteadyAfter)
+	}
+	f, err := NewReplica(conn("c"), nil, "job", "c", 1, 2, 1, []string{"a"}, testLog(t, "c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r = f
+	if st := pace(64); st.SteadyFrom != 64 || st.SteadySteps != 0 {
+		t.Fatalf("after the first sync point: from %d, %d steps; want from 64, none", st.SteadyFrom, st.SteadySteps)
+	}
+	time.Sleep(20 * time.Millisecond)
+	st := pace(64)
+	if st.SteadyFrom != 64 || st.SteadySteps != 64 || st.SteadySeconds < 0.02 {
+		t.Fatalf("after the second: from %d, %d steps in %.3f s; want from 64, 64 steps in 0.02 s or more", st.SteadyFrom, st.SteadySteps, st.SteadySeconds)
+	}
+}

@@ -208,7 +208,7 @@ func clusterSummary(c *cluster.Coordinator, par *cluster.Replica, batch int) *ru
 	s.DataPlane, _ = c.DataPlane()
 	if rs.SteadySteps > 0 && rs.SteadySeconds > 0 {
 		s.SteadySamplesPerSecond = float64(rs.SteadySteps*int64(batch)) / rs.SteadySeconds
-		s.SteadyFromStep = cluster.SteadyAfter
+		s.SteadyFromStep = int(rs.SteadyFrom)
 	}
 	var n int
 	for _, w := range c.Workers() {

@@ -152,7 +152,10 @@ type ClusterSummary struct {
 	// SteadySamplesPerSecond is the phase's pace once started: the samples
 	// of its steps after the first SteadyFromStep, over the wall time from
 	// the completion of that step to that of the last — what a timed loop
-	// after warm-up steps (the PyTorch DDP anchor's) measures. The run's
+	// after warm-up steps (the PyTorch DDP anchor's) measures.
+	// SteadyFromStep is the 20th step, or the first sync point at or past
+	// it where the coordinator follows the workers (it completes steps
+	// SyncEvery at a time). The run's
 	// samples_per_second counts the workers' start-up in its first step.
 	SteadySamplesPerSecond float64 `json:"steady_samples_per_second,omitempty"`
 	SteadyFromStep         int     `json:"steady_from_step,omitempty"`

@@ -104,9 +104,15 @@ const (
 	frameRS byte = 1 + iota // a partial sum of the receiver's chunk (int64, narrow)
 	frameAG                 // the sender's reduced chunk (float32), for the coordinator
 	frameWG                 // the sender's updated chunk (float32), for the workers
+	frameRF                 // a partial of the receiver's chunk that is one micro-shard's (float32)
 )
 
-var frameKinds = map[string]byte{"rs": frameRS, "ag": frameAG, "wg": frameWG}
+var frameKinds = map[string]byte{"rs": frameRS, "ag": frameAG, "wg": frameWG, "rf": frameRF}
+
+// isPartial says a part of kind holds partial sums of the receiver's chunk
+// (reduce-scatter): fixed-point integers, or one micro-shard's float32
+// values that the receiver converts to them.
+func isPartial(kind byte) bool { return kind == frameRS || kind == frameRF }
 
 // frameHead is a frame's fixed part: its body's length, kind and the
 // data message's identity (the job is the connection's).
@@ -640,7 +646,7 @@ func (p *Peers) read(c net.Conn, from string) error {
 		}
 		size := int(binary.LittleEndian.Uint32(h[0:]))
 		kind := h[4]
-		if size < frameHead-4 || size-(frameHead-4) > maxFrame || kind < frameRS || kind > frameWG {
+		if size < frameHead-4 || size-(frameHead-4) > maxFrame || kind < frameRS || kind > frameRF {
 			return fmt.Errorf("a frame of kind %d and %d bytes: not one of this protocol", kind, size)
 		}
 		n := size - (frameHead - 4)

@@ -59,7 +59,9 @@ func newPeerJob(t *testing.T, conn func(string) *nats.Conn, secret []byte, membe
 			t.Fatal(err)
 		}
 		t.Cleanup(r.Close)
-		r.useDirect(j.peers[name], plane)
+		if plane != PlaneNATS { // as a worker does: no direct transport
+			r.useDirect(j.peers[name], plane)
+		}
 		j.reps[name] = r
 	}
 	return j
@@ -250,7 +252,8 @@ func TestPeerOnlyPlaneFailsWithoutAPeer(t *testing.T) {
 
 // TestForgedFramesAreRefused sends frames over an authenticated
 // connection that a replica must refuse (another phase, a stale step, a
-// NaN, a chunk of the wrong kind), and bytes that are no frame at all.
+// NaN, a chunk of the wrong kind, float32 partials no fixed-point integer
+// holds), and bytes that are no frame at all.
 func TestForgedFramesAreRefused(t *testing.T) {
 	_, conn := embedded(t)
 	secret := []byte("job secret")
@@ -272,6 +275,10 @@ func TestForgedFramesAreRefused(t *testing.T) {
 		{frameWG, meta{job: "job", phase: 1, gen: 1, step: 99, n: n}, encodeFloat32s(nil, make([]float32, 10))},
 		{frameWG, meta{job: "job", phase: 1, gen: 1, off: 50, n: n}, nan},
 		{frameAG, meta{job: "job", phase: 1, gen: 1, off: 50, n: n}, encodeFloat32s(nil, make([]float32, 10))},
+		// One micro-shard's partials of a's chunk: a NaN, and a finite
+		// value no fixed-point integer holds.
+		{frameRF, meta{job: "job", phase: 1, gen: 1, off: 0, n: n}, nan},
+		{frameRF, meta{job: "job", phase: 1, gen: 1, off: 10, n: n}, encodeFloat32s(nil, []float32{1, trainer.FixedLimit})},
 	} {
 		if rest := forger.send([]string{"a"}, part{f.kind, f.md, f.data}); len(rest) > 0 {
 			t.Fatal("the forger did not connect")
@@ -298,8 +305,8 @@ func TestForgedFramesAreRefused(t *testing.T) {
 	// with a NaN, sized for a vector not running yet, was held and is
 	// refused when the step starts.)
 	j.run(t, 1, exactSum(n, 2), shardAdder(0))
-	if got := j.reps["a"].Stats().MessagesRejected; got != 4 {
-		t.Fatalf("%d frames rejected, want 4", got)
+	if got := j.reps["a"].Stats().MessagesRejected; got != 6 {
+		t.Fatalf("%d frames rejected, want 6", got)
 	}
 }
 

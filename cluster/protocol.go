@@ -10,11 +10,13 @@ import (
 	"unsafe"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/lathe-ml/lathe/trainer"
 )
 
 // Version is the protocol version; the coordinator refuses workers that
 // announce another.
-const Version = "lathe-cluster/9" // 9: a coordinator that follows (PhaseSpec.SyncEvery, .sync parts, restarts); 8: target searches' cost tasks (TaskSpec.Cell); 7: TLS on peer connections (Control.PeerTLS); 6: the peer data plane (Hello.Peer, Control.Peers); 5: signed messages with sequence numbers; 4: owners update their chunks (.wg, .moments); 3: generations with a first step, joins mid-phase, tasks, shared values
+const Version = "lathe-cluster/10" // 10: a worker that computes one micro-shard sends its partials as float32 (.rf, frameRF); 9: a coordinator that follows (PhaseSpec.SyncEvery, .sync parts, restarts); 8: target searches' cost tasks (TaskSpec.Cell); 7: TLS on peer connections (Control.PeerTLS); 6: the peer data plane (Hello.Peer, Control.Peers); 5: signed messages with sequence numbers; 4: owners update their chunks (.wg, .moments); 3: generations with a first step, joins mid-phase, tasks, shared values
 
 // Hello is a worker's registration.
 type Hello struct {
@@ -308,6 +310,24 @@ func decodeFloat32s(v []float32, b []byte) error {
 		v[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
 	}
 	return nil
+}
+
+// decodeFixedFloats converts a part of one micro-shard's float32 values
+// (frameRF), float32sCount accepted, to fixed point in v (its length) —
+// the integers the sender's own conversion would give — refusing a value
+// ToFixed refuses (NaN, ±Inf, out of range).
+func decodeFixedFloats(v []int64, b []byte) error {
+	b = b[:4*len(v)]
+	if len(v) == 0 {
+		return nil
+	}
+	var vs []float32
+	if littleEndian {
+		vs = unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), len(v))
+	} else {
+		vs = float32s(b)
+	}
+	return trainer.SetFixed(v, vs)
 }
 
 // nonFinite returns the index of the first NaN or Inf among the

@@ -240,6 +240,11 @@ type sent struct {
 	i64     []int64
 	f32     []float32
 	lo      int
+	// A partial of one micro-shard: i64 holds the replica's own chunk
+	// only, the others' ranges are sent from segs (the trainer's
+	// gradients, Step.Single's), nil once the trainer may overwrite them.
+	single bool
+	segs   [][]float32
 }
 
 var _ trainer.Parallel = (*Replica)(nil)
@@ -279,6 +284,7 @@ func NewReplica(nc *nats.Conn, secret []byte, job, name string, phase uint64, sh
 		fn      nats.MsgHandler
 	}{
 		{base + ".w.*.rs." + r.name, r.broker.onMsg},
+		{base + ".w.*.rf." + r.name, r.broker.onMsg},
 		{base + ".w.*." + r.gather, r.broker.onMsg},
 		{base + ".*.*.resend." + r.name, r.onResend},
 		{base + ".*.*.fetch", r.onFetch},
@@ -711,6 +717,7 @@ func (r *Replica) Reduce(ctx context.Context, step int64, n int, f trainer.Step)
 		if err != nil {
 			return nil, false, err
 		}
+		r.dropSegs() // every owner has the step's partials: the trainer goes on
 		r.mu.Lock()
 		r.done[step] = doneStep{full, updated}
 		if old, ok := r.done[step-2]; ok {
@@ -762,23 +769,35 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 			partial = make([]int64, n)
 		}
 		mine := plan(r.shards, shares, size, rank)
+		lo, hi := chunk(n, size, rank)
 		start := time.Now()
-		if err := f.Compute(mine, partial, true); err != nil {
-			return nil, err
+		r.dropSegs()
+		var segs [][]float32
+		if len(mine) == 1 && size > 1 && f.Single != nil {
+			// One micro-shard: its own chunk converted, the others' ranges
+			// sent as the trainer's float32 values.
+			var err error
+			if segs, err = f.Single(mine[0], lo, hi, partial); err != nil {
+				return nil, err
+			}
+		}
+		if segs == nil {
+			if err := f.Compute(mine, partial, true); err != nil {
+				return nil, err
+			}
 		}
 		took := time.Since(start).Seconds()
+		p := &sent{gen: gen, step: step, n: n, i64: partial, single: segs != nil, segs: segs}
 		r.mu.Lock()
 		r.stats.Shards += int64(len(mine))
 		r.stats.ComputeSeconds += took
-		r.spare, r.partial = r.partial, &sent{gen: gen, step: step, n: n, i64: partial}
+		r.spare, r.partial = r.partial, p
 		r.mu.Unlock()
 		for j, o := range members {
 			if j != rank {
-				lo, hi := chunk(n, size, j)
-				r.sendInt64s([]string{o}, meta{job: r.job, phase: r.phase, gen: gen, step: step, n: n}, lo, partial[lo:hi])
+				r.sendPartial(o, p, j, size)
 			}
 		}
-		lo, hi := chunk(n, size, rank)
 		r.mu.Lock()
 		joined := r.joined
 		r.joined = false
@@ -1114,10 +1133,9 @@ func (r *Replica) onResend(m *nats.Msg) {
 	r.mu.Unlock()
 	answer := "none"
 	switch {
-	case q.Kind == "rs" && p != nil && p.gen == q.Gen && p.step == q.Step:
+	case q.Kind == "rs" && p != nil && p.gen == q.Gen && p.step == q.Step && (!p.single || p.segs != nil):
 		if j := slices.Index(members, q.To); j >= 0 {
-			lo, hi := chunk(p.n, len(members), j)
-			r.sendInt64s([]string{q.To}, meta{job: r.job, phase: r.phase, gen: p.gen, step: p.step, n: p.n}, lo, p.i64[lo:hi])
+			r.sendPartial(q.To, p, j, len(members))
 			answer = "ok"
 		}
 	case (q.Kind == "ag" || q.Kind == "wg") && c != nil && c.gen == q.Gen && c.step == q.Step:
@@ -1282,7 +1300,7 @@ func (r *Replica) acceptMeta(md meta, from, kind string) bool {
 // chunk (all-gather, float32) — once its identity is checked against the
 // replica's state.
 func (r *Replica) deliver(from string, p part) {
-	partial := p.kind == frameRS
+	partial := isPartial(p.kind)
 	if from == r.name {
 		return // ours: kept when sent
 	}
@@ -1323,13 +1341,13 @@ func partKind(partial bool) string {
 // file places a part whose identity was accepted, or keeps a copy when
 // it cannot be placed yet. p.data is not kept.
 func (r *Replica) file(from string, p part) {
-	md, data, partial := p.md, p.data, p.kind == frameRS
+	md, data, partial := p.md, p.data, isPartial(p.kind)
 	kind := partKind(partial)
 	// Checked here, decoded straight into the assembly below (a float
 	// part's values are checked as they are decoded).
 	var count int
 	var err error
-	if partial {
+	if p.kind == frameRS {
 		count, err = int64sCount(data)
 	} else {
 		count, err = float32sCount(data)
@@ -1382,9 +1400,12 @@ func (r *Replica) file(from string, p part) {
 		store[k] = a
 	}
 	err = a.place(md.off, count, func(at int) error {
-		if partial {
+		switch p.kind {
+		case frameRS:
 			decodeInt64s(a.i64[at:at+count], data)
 			return nil
+		case frameRF:
+			return decodeFixedFloats(a.i64[at:at+count], data)
 		}
 		return decodeFloat32s(a.f32[at:at+count], data)
 	})
@@ -1510,6 +1531,70 @@ func (r *Replica) partElems(size int) int {
 	return max(1, min(room/size, PartElems))
 }
 
+// sendPartial sends the partial p's range of owner o, rank j of size
+// (reduce-scatter): fixed-point integers, or one micro-shard's float32
+// values (cut as the integers are, so that a part is one part on every
+// path).
+func (r *Replica) sendPartial(o string, p *sent, j, size int) {
+	md := meta{job: r.job, phase: r.phase, gen: p.gen, step: p.step, n: p.n}
+	lo, hi := chunk(p.n, size, j)
+	if !p.single {
+		r.sendInt64s([]string{o}, md, lo, p.i64[lo:hi])
+		return
+	}
+	var gather []float32 // for a part that spans segments
+	r.parts(md, lo, hi-lo, 8, func(md meta, i, j int) {
+		v := segmentsRange(p.segs, lo+i, lo+j, &gather)
+		buf := encodeBufs.Get().(*[]byte)
+		defer encodeBufs.Put(buf)
+		r.sendPart([]string{o}, part{kind: frameRF, md: md, data: float32Bytes(*buf, v)})
+	})
+}
+
+// segmentsRange is the elements [a, b) of the vector segs cover in
+// order: a segment's own values where one holds them all, else a copy in
+// *gather.
+func segmentsRange(segs [][]float32, a, b int, gather *[]float32) []float32 {
+	at := 0
+	for k, s := range segs {
+		if a >= at+len(s) {
+			at += len(s)
+			continue
+		}
+		if b <= at+len(s) {
+			return s[a-at : b-at]
+		}
+		out := append((*gather)[:0], s[a-at:]...)
+		for _, s := range segs[k+1:] {
+			out = append(out, s[:min(len(s), b-a-len(out))]...)
+			if len(out) == b-a {
+				break
+			}
+		}
+		*gather = out
+		return out
+	}
+	return nil
+}
+
+// dropSegs lets go of the last partial's float32 segments once no resend
+// reads them: the trainer is about to compute again, over them.
+func (r *Replica) dropSegs() {
+	for {
+		r.mu.Lock()
+		p := r.partial
+		if p == nil || p.segs == nil || p.readers == 0 {
+			if p != nil {
+				p.segs = nil
+			}
+			r.mu.Unlock()
+			return
+		}
+		r.mu.Unlock()
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // sendInt64s sends the partial sums v of the range at lo to its owners
 // in to (reduce-scatter).
 func (r *Replica) sendInt64s(to []string, md meta, lo int, v []int64) {
@@ -1612,8 +1697,8 @@ func (r *Replica) sendPart(to []string, p part) {
 // subjectKind is a data subject's kind: rs, ag or wg.
 func subjectKind(subject string) string {
 	parts := strings.Split(subject, ".")
-	if len(parts) >= 6 && parts[4] == "rs" {
-		return "rs"
+	if len(parts) >= 6 && (parts[4] == "rs" || parts[4] == "rf") {
+		return parts[4]
 	}
 	return parts[len(parts)-1]
 }

@@ -17,9 +17,9 @@ import (
 // in-memory one with injected faults for tests. A GPU collective library
 // would be a fourth (docs/cluster.md, "Another transport").
 
-// part is one message of a step's exchange: its kind (frameRS, frameAG,
-// frameWG), the identity of the step and range it belongs to, and its
-// encoded values (encodeInt64s, float32Bytes).
+// part is one message of a step's exchange: its kind (frameRS, frameRF,
+// frameAG, frameWG), the identity of the step and range it belongs to, and
+// its encoded values (encodeInt64s, float32Bytes).
 type part struct {
 	kind byte
 	md   meta
@@ -70,11 +70,11 @@ func (s *sink) get() receiver {
 }
 
 // subjectKinds are the data subjects' last tokens by part kind.
-var subjectKinds = map[byte]string{frameRS: "rs", frameAG: "ag", frameWG: "wg"}
+var subjectKinds = map[byte]string{frameRS: "rs", frameAG: "ag", frameWG: "wg", frameRF: "rf"}
 
 // natsPlane is the transport through the job's NATS server: a part is a
-// signed message under the sender's subjects (lathe.J.w.W.rs.O to owner
-// O; lathe.J.w.W.ag and .wg once for every reader), and reaches every
+// signed message under the sender's subjects (lathe.J.w.W.rs.O or .rf.O
+// to owner O; lathe.J.w.W.ag and .wg once for every reader), and reaches every
 // replica that listens — it never reports one unreached.
 type natsPlane struct {
 	l      link
@@ -85,9 +85,9 @@ type natsPlane struct {
 
 func (t *natsPlane) send(to []string, p part) []string {
 	h := p.md.header()
-	if p.kind == frameRS {
+	if isPartial(p.kind) {
 		for _, o := range to {
-			t.publish(t.prefix+".rs."+o, h, p.data)
+			t.publish(t.prefix+"."+subjectKinds[p.kind]+"."+o, h, p.data)
 		}
 		return nil
 	}
@@ -113,12 +113,12 @@ func (t *natsPlane) onMsg(m *nats.Msg) {
 	from := subjectFrom(m.Subject)
 	kind := frameKinds[subjectKind(m.Subject)]
 	if err := t.l.check(m); err != nil {
-		rcv.refuse(partKind(kind == frameRS), from, err)
+		rcv.refuse(partKind(isPartial(kind)), from, err)
 		return
 	}
 	md, err := parseMeta(m.Header)
 	if err != nil {
-		rcv.refuse(partKind(kind == frameRS), from, err)
+		rcv.refuse(partKind(isPartial(kind)), from, err)
 		return
 	}
 	rcv.deliver(from, part{kind: kind, md: md, data: m.Data})

@@ -8,10 +8,13 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/lathe-ml/lathe/trainer"
 )
 
 // fate is what an in-memory transport does with one part for one
@@ -133,16 +136,7 @@ func TestReductionIsExactOverAFaultyTransport(t *testing.T) {
 	_, conn := embedded(t)
 	resendAfter(t, 100*time.Millisecond)
 	const n, shards, steps = 3000, 6, 6
-	// A part sent again (asked for) meets another fate than the first time.
-	tries := map[string]byte{}
-	net := newMemNet(func(from, to string, p part) fate {
-		id := fmt.Sprint(from, ">", to, p.kind, p.md.step, p.md.off)
-		tries[id]++
-		h := fnv.New32a()
-		h.Write([]byte(id))
-		h.Write([]byte{tries[id]})
-		return fate(h.Sum32() % 5)
-	})
+	net := newMemNet(faults())
 	j := newMemJob(t, conn, net, []string{"a", "b", "c"}, shards, PlaneAuto)
 	j.run(t, steps, exactSum(n, shards), shardAdder(0))
 	net.mu.Lock()
@@ -161,6 +155,114 @@ func TestReductionIsExactOverAFaultyTransport(t *testing.T) {
 	}
 	if broker == 0 || resends == 0 {
 		t.Fatalf("%d bytes through NATS, %d resends asked for: want both, for the refused and the lost parts", broker, resends)
+	}
+}
+
+// faults deals a fifth of the parts each fate, by a hash of the part, its
+// receiver and how often it was sent: a part sent again (asked for) meets
+// another fate than the first time.
+func faults() func(from, to string, p part) fate {
+	tries := map[string]byte{}
+	return func(from, to string, p part) fate {
+		id := fmt.Sprint(from, ">", to, p.kind, p.md.step, p.md.off)
+		tries[id]++
+		h := fnv.New32a()
+		h.Write([]byte(id))
+		h.Write([]byte{tries[id]})
+		return fate(h.Sum32() % 5)
+	}
+}
+
+// TestOneMicroShardTravelsAsFloat32 runs steps whose workers compute one
+// micro-shard each (Step.Single, the trainer's float32 gradients in
+// segments a part spans): their partials go as float32 (frameRF), are
+// converted by the owners, and reduce exactly — through the faulty
+// transport's losses (asked for again: resent from the segments),
+// duplicates, delays and refusals (through NATS), and over the peer plane
+// and NATS alone.
+func TestOneMicroShardTravelsAsFloat32(t *testing.T) {
+	_, conn := embedded(t)
+	resendAfter(t, 100*time.Millisecond)
+	defer func(old int) { PartElems = old }(PartElems)
+	PartElems = 97
+	const n, shards, steps = 3000, 3, 5
+	members := []string{"a", "b", "c"}
+	kinds := map[byte]int{}
+	var mu sync.Mutex
+	fault := faults()
+	net := newMemNet(func(from, to string, p part) fate {
+		mu.Lock()
+		kinds[p.kind]++
+		mu.Unlock()
+		return fault(from, to, p)
+	})
+	jobs := map[string]*peerJob{"faulty": newMemJob(t, conn, net, members, shards, PlaneAuto)}
+	for _, plane := range []string{PlaneAuto, PlaneNATS} {
+		jobs[plane] = newPeerJob(t, conn, []byte("job secret"), members, shards, plane, nil)
+	}
+	want := exactSum(n, shards)
+	for name, j := range jobs {
+		var singles atomic.Int64
+		j.each(t, func(ctx context.Context, rep string, r *Replica) error {
+			for s := range int64(steps) {
+				f := singleStep(&singles)
+				if rep == coordinatorName {
+					f = trainer.Step{}
+				}
+				v, _, err := r.Reduce(ctx, s, n, f)
+				if err != nil {
+					return err
+				}
+				if !slices.Equal(v, want) {
+					return fmt.Errorf("%s: %s: step %d reduced a different vector", name, rep, s)
+				}
+			}
+			return nil
+		})
+		if got := singles.Load(); got < int64(len(members))*steps {
+			t.Fatalf("%s: %d micro-shards computed with Single, want %d", name, got, len(members)*steps)
+		}
+		var broker int64
+		for _, rep := range members {
+			st := j.reps[rep].Stats()
+			broker += st.BrokerBytesSent
+			// Four bytes a value: the others' chunks' partials and the
+			// updated chunk to each of them, the reduced one to the
+			// coordinator — 7-byte integers would add 6 000 a step.
+			if name != "faulty" && st.BytesSent > steps*(5*(n/3)*4+1000) {
+				t.Errorf("%s: %s sent %d bytes in %d steps: more than float32 partials and chunks", name, rep, st.BytesSent, steps)
+			}
+		}
+		if name == PlaneNATS && broker == 0 {
+			t.Errorf("nothing went through NATS on the NATS plane")
+		}
+	}
+	if kinds[frameRF] == 0 || kinds[frameRS] != 0 {
+		t.Fatalf("parts by kind %v: want float32 partials (%d) only", kinds, frameRF)
+	}
+}
+
+// singleStep is a worker's step: its micro-shards' contributions added
+// in fixed point (Compute), or, one alone, returned as float32 segments of
+// uneven sizes with its own chunk converted (Single) — counted in singles.
+func singleStep(singles *atomic.Int64) trainer.Step {
+	return trainer.Step{
+		Compute: func(ks []int, into []int64, fresh bool) error {
+			if fresh {
+				clear(into)
+			}
+			return shardAdder(0)(ks, into)
+		},
+		Single: func(k, lo, hi int, into []int64) ([][]float32, error) {
+			singles.Add(1)
+			n := len(into)
+			v := make([]float32, n)
+			for i := range v {
+				v[i] = contribution(k, i)
+			}
+			segs := [][]float32{v[:n/3], v[n/3 : n/3+1], v[n/3+1:]}
+			return segs, trainer.SetFixed(into[lo:hi], v[lo:hi])
+		},
 	}
 }
 

@@ -90,3 +90,40 @@ floop:
 fdone:
 	VZEROUPPER
 	RET
+
+// func fixable8(vs *float32, n int) int
+//
+// From the start, eight at a time while every value of a block has
+// |v| < 2^20 (FixedLimit; NaN and ±Inf do not: their magnitude bits are
+// above it): returns how many values passed (a multiple of 8), so that
+// the block after them, if any, is the Go loop's to find the value
+// ToFixed refuses. Magnitudes compare as integers: float32 bits without
+// the sign order as the values do.
+TEXT ·fixable8(SB), NOSPLIT, $0-24
+	MOVQ vs+0(FP), SI
+	MOVQ n+8(FP), CX
+	XORQ AX, AX
+	SHRQ $3, CX
+	JZ   cdone
+	MOVQ $0x7fffffff, DX // |·|
+	MOVQ DX, X8
+	VPBROADCASTD X8, Y8
+	MOVQ $0x49800000, DX // 2^20
+	MOVQ DX, X9
+	VPBROADCASTD X9, Y9
+
+cloop:
+	VPAND     (SI), Y8, Y0
+	VPCMPGTD  Y0, Y9, Y1 // 2^20 > |v|
+	VMOVMSKPS Y1, DX
+	CMPQ      DX, $0xff
+	JNE       cdone
+	ADDQ      $32, SI
+	ADDQ      $8, AX
+	DECQ      CX
+	JNZ       cloop
+
+cdone:
+	MOVQ AX, ret+16(FP)
+	VZEROUPPER
+	RET

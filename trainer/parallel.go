@@ -56,6 +56,19 @@ type Step struct {
 	// WholeUpdate says Update's part takes the whole chunk at once (a
 	// policy's extra loss term adds to the whole gradient).
 	WholeUpdate bool
+	// Single, where set, computes the micro-shard k alone, for a replica
+	// that computes one micro-shard of the step: it puts the elements
+	// [lo, hi) of the micro-shard's vector (the replica's own chunk) in
+	// into in fixed point, as Compute would (the rest of into is left as
+	// it is), and returns the whole vector as float32 segments that
+	// cover it in order, every value one ToFixed accepts (checked: it
+	// fails as Compute does). The replica sends the other owners their
+	// ranges as they are — four bytes a value, converted by the owner to
+	// the same integers — instead of converting them first. It returns
+	// no segments where it cannot (a device computes the gradients):
+	// the replica calls Compute then. The segments are the trainer's
+	// until it computes again.
+	Single func(k, lo, hi int, into []int64) ([][]float32, error)
 	// Moments returns the optimizer state of elements [lo, hi) of the
 	// vector as it stands before the step's update: the coordinator's
 	// replica serves it to a replica that takes over a chunk whose state
@@ -147,6 +160,21 @@ func putFixed(into []int64, vs []float32, add bool) error {
 				q += into[i]
 			}
 			into[i] = q
+		}
+	}
+	return nil
+}
+
+// checkFixed fails as AddFixed does on the first value of vs that ToFixed
+// refuses (eight values at a time compared with FixedLimit, with AVX2).
+func checkFixed(vs []float32) error {
+	i := 0
+	if hasAVX2 && len(vs) >= 8 {
+		i = fixable8(&vs[0], len(vs))
+	}
+	for ; i < len(vs); i++ {
+		if _, ok := ToFixed(vs[i]); !ok {
+			return fmt.Errorf("%w: value %v at %d cannot be reduced exactly", ErrNonFinite, vs[i], i)
 		}
 	}
 	return nil
@@ -273,13 +301,7 @@ func (t *Trainer) parallelStep(ctx context.Context, idx []int, epoch int) error 
 				}
 				continue
 			}
-			for _, d := range t.net.Dropouts {
-				d.Calls = uint64(s.Step)*uint64(shards) + uint64(k)
-			}
-			for _, name := range l.obsNames {
-				t.cfg.Model.ActQuant[name].Seen = false
-			}
-			if err := t.forwardBackward(); err != nil {
+			if err := t.runShard(k, shards); err != nil {
 				return err
 			}
 			for i, g := range t.grads {
@@ -301,15 +323,25 @@ func (t *Trainer) parallelStep(ctx context.Context, idx []int, epoch int) error 
 					}
 				}
 			}
-			stats := []float32{f32s(t.net.Loss.Value())[0], float32(t.distillTerm()), float32(t.net.Correct())}
-			if err := AddFixed(into[l.loss:], stats); err != nil {
+			if err := AddFixed(into[l.loss:], t.shardFigures()); err != nil {
 				return fmt.Errorf("trainer: step %d: loss: %w", s.Step+1, err)
 			}
 		}
 		return nil
 	}
+	single := func(k, lo, hi int, into []int64) ([][]float32, error) {
+		if t.cfg.Gradients != nil || len(t.grads) != len(l.params) || (l.proj >= 0) != (t.projGrad != nil) || k < 0 || k >= shards {
+			return nil, nil
+		}
+		t.batch.Fill(x, y, idx[k*micro:(k+1)*micro], epoch)
+		t.curIdx = idx[k*micro : (k+1)*micro]
+		if err := t.runShard(k, shards); err != nil {
+			return nil, err
+		}
+		return t.singleSegments(k, lo, hi, into)
+	}
 	t.pending = nil
-	v, updated, err := par.Reduce(ctx, s.Step, l.n, Step{Compute: compute, Update: t.updateChunk, WholeUpdate: t.wholeUpdate(), Moments: t.moments})
+	v, updated, err := par.Reduce(ctx, s.Step, l.n, Step{Compute: compute, Single: single, Update: t.updateChunk, WholeUpdate: t.wholeUpdate(), Moments: t.moments})
 	if err != nil {
 		return err
 	}
@@ -346,6 +378,77 @@ func (t *Trainer) parallelStep(ctx context.Context, idx []int, epoch int) error 
 	t.lastKD = float64(v[l.loss+1] / inv)
 	t.lastCorrect = int(math.Round(float64(v[l.loss+2])))
 	return nil
+}
+
+// runShard runs the graph on the micro-shard k of shards whose samples
+// the batch holds: its dropout stream and its own observer ranges.
+func (t *Trainer) runShard(k, shards int) error {
+	for _, d := range t.net.Dropouts {
+		d.Calls = uint64(t.state.Step)*uint64(shards) + uint64(k)
+	}
+	for _, name := range t.layout().obsNames {
+		t.cfg.Model.ActQuant[name].Seen = false
+	}
+	return t.forwardBackward()
+}
+
+// shardFigures are a micro-shard's loss, distillation term and correct
+// count, as the graph last ran.
+func (t *Trainer) shardFigures() []float32 {
+	return []float32{f32s(t.net.Loss.Value())[0], float32(t.distillTerm()), float32(t.net.Correct())}
+}
+
+// singleSegments is Step.Single's result for the micro-shard k the graph
+// last ran: its vector as segments — each parameter's gradient, the
+// projection's, then the observer slots and figures — with the elements
+// [lo, hi) put in into in fixed point and the rest checked.
+func (t *Trainer) singleSegments(k, lo, hi int, into []int64) ([][]float32, error) {
+	l := t.layout()
+	shards := t.cfg.Parallel.MicroShards()
+	segs := make([][]float32, 0, len(t.grads)+2)
+	names := make([]string, 0, cap(segs))
+	sizes := make([]int, 0, cap(segs))
+	for i, g := range t.grads {
+		p := t.cfg.Model.Params[i]
+		segs, names, sizes = append(segs, f32s(g.Value())), append(names, p.Name), append(sizes, p.Size())
+	}
+	if l.proj >= 0 {
+		segs, names, sizes = append(segs, f32s(t.projGrad.Value())), append(names, "hint projection"), append(sizes, t.proj.Size())
+	}
+	if len(t.singleTail) != l.n-l.obs {
+		t.singleTail = make([]float32, l.n-l.obs)
+	}
+	tail := t.singleTail
+	clear(tail)
+	for j, name := range l.obsNames {
+		if o := t.cfg.Model.ActQuant[name]; o.Seen {
+			slot := 2 * (j*shards + k)
+			tail[slot], tail[slot+1] = o.SeenMin, o.SeenMax
+		}
+	}
+	copy(tail[l.loss-l.obs:], t.shardFigures())
+	segs, names, sizes = append(segs, tail), append(names, "observer ranges and loss"), append(sizes, len(tail))
+	at := 0
+	for i, seg := range segs {
+		if len(seg) != sizes[i] {
+			return nil, fmt.Errorf("trainer: step %d: %s: %d values, want %d", t.state.Step+1, names[i], len(seg), sizes[i])
+		}
+		// The segment's elements in [lo, hi) go into into; those before
+		// and after are checked.
+		a, b := min(max(lo-at, 0), len(seg)), min(max(hi-at, 0), len(seg))
+		err := SetFixed(into[at+a:at+b], seg[a:b])
+		if err == nil {
+			err = checkFixed(seg[:a])
+		}
+		if err == nil {
+			err = checkFixed(seg[b:])
+		}
+		if err != nil {
+			return nil, fmt.Errorf("trainer: step %d: %s: %w", t.state.Step+1, names[i], err)
+		}
+		at += len(seg)
+	}
+	return segs, nil
 }
 
 // divide sets dst[i] = src[i] / d. A power of two divides as a product

@@ -3,11 +3,13 @@ package trainer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/lathe-ml/lathe/compress"
@@ -89,8 +91,15 @@ func (m memReplica) Reduce(ctx context.Context, step int64, n int, f Step) ([]fl
 			return nil, false, err
 		}
 	}
+	single, err := m.single(step, f, into)
+	if err != nil {
+		return nil, false, err
+	}
 	// Several calls, as a re-plan would make them.
 	for j, k := range m.c.assign[m.r] {
+		if single {
+			break
+		}
 		if err := f.Compute([]int{k}, into, j == 0); err != nil {
 			return nil, false, err
 		}
@@ -150,6 +159,44 @@ func (m memReplica) Reduce(ctx context.Context, step int64, n int, f Step) ([]fl
 		c.cond.Broadcast()
 	}
 	return out, pos >= 0, nil
+}
+
+// singles counts the steps memReplica computed with Step.Single.
+var singles atomic.Int64
+
+// single computes a replica's one micro-shard with f.Single, as a
+// cluster's replica does: its own chunk in fixed point from the trainer,
+// the rest converted from the float32 segments as their owners would.
+func (m memReplica) single(step int64, f Step, into []int64) (bool, error) {
+	a := m.c.assign[m.r]
+	if len(a) != 1 || f.Single == nil {
+		return false, nil
+	}
+	owners, pos := m.c.owner(m.r, step)
+	lo, hi := pos*len(into)/owners, (pos+1)*len(into)/owners
+	segs, err := f.Single(a[0], lo, hi, into)
+	if err != nil || segs == nil {
+		return false, err
+	}
+	at := 0
+	for _, s := range segs {
+		for i, v := range s {
+			if at+i >= lo && at+i < hi {
+				continue
+			}
+			q, ok := ToFixed(v)
+			if !ok {
+				return false, fmt.Errorf("segment value %v at %d: Single did not check it", v, at+i)
+			}
+			into[at+i] = q
+		}
+		at += len(s)
+	}
+	if at != len(into) {
+		return false, fmt.Errorf("segments of %d values, want %d", at, len(into))
+	}
+	singles.Add(1)
+	return true, nil
 }
 
 // updateInParts updates the chunk at lo with f.Update: in three parts,
@@ -405,6 +452,9 @@ func TestParallelReplicasMatchWhoeverComputes(t *testing.T) {
 	}
 	if slices.Equal(oneAdam[0][0], one[0][0]) {
 		t.Fatal("adam and sgd trained the same weights")
+	}
+	if singles.Load() == 0 {
+		t.Fatal("no replica computed its one micro-shard with Step.Single")
 	}
 	var zeros int
 	for _, v := range one[0][0] {

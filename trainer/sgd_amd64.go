@@ -25,4 +25,7 @@ func sgdMomentumMasked8(w, v, grad *float32, mask *byte, n int, mu, wd, lr float
 func fixed4(into *int64, vs *float32, n int, add bool) int
 
 //go:noescape
+func fixable8(vs *float32, n int) int
+
+//go:noescape
 func scale8(dst, src *float32, n int, m float32, div bool)

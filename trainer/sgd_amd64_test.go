@@ -1,9 +1,12 @@
 package trainer
 
 import (
+	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -194,6 +197,46 @@ func TestFromFixedAddMatchesFromFixed(t *testing.T) {
 		for i := range q {
 			if want := FromFixed(q[i] + add[i]); math.Float32bits(got[i]) != math.Float32bits(want) {
 				t.Fatalf("n=%d: value %d (%d + %d): %v, want %v", n, i, q[i], add[i], got[i], want)
+			}
+		}
+	}
+}
+
+// TestAVX2CheckMatchesToFixed: checkFixed's eight-at-a-time comparison
+// accepts exactly the values ToFixed accepts — around FixedLimit, the
+// largest finite values, ±Inf, NaNs of every payload, zeros of both signs
+// — and names the first one it refuses, with and without AVX2.
+func TestAVX2CheckMatchesToFixed(t *testing.T) {
+	if !hasAVX2 {
+		t.Skip("no AVX2 on this CPU: only the Go loop runs")
+	}
+	defer func() { hasAVX2 = true }()
+	limit := float32(FixedLimit)
+	edges := []float32{limit, -limit, math.Nextafter32(limit, 0), -math.Nextafter32(limit, 0), math.MaxFloat32,
+		float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()), math.Float32frombits(0xffc00001),
+		math.Float32frombits(0x7f800001), 0, float32(math.Copysign(0, -1)), 1e-45, 2047.9}
+	r := rand.New(rand.NewPCG(7, 8))
+	for trial := range 3000 {
+		vs := make([]float32, 1+r.IntN(40))
+		for i := range vs {
+			vs[i] = float32(r.NormFloat64())
+		}
+		bad := -1
+		if trial%3 != 0 {
+			at := r.IntN(len(vs))
+			vs[at] = edges[r.IntN(len(edges))]
+		}
+		for i, v := range vs {
+			if _, ok := ToFixed(v); !ok {
+				bad = i
+				break
+			}
+		}
+		for _, avx := range []bool{true, false} {
+			hasAVX2 = avx
+			err := checkFixed(vs)
+			if bad < 0 && err != nil || bad >= 0 && (err == nil || !errors.Is(err, ErrNonFinite) || !strings.Contains(err.Error(), fmt.Sprintf(" at %d ", bad))) {
+				t.Fatalf("AVX2 %v, %v: %v; want the value at %d refused (-1: none)", avx, vs, err, bad)
 			}
 		}
 	}

@@ -190,6 +190,7 @@ type Trainer struct {
 	pgrads      [][]float32
 	projGradPar []float32
 	parLayout   *parallelLayout
+	singleTail  []float32 // Step.Single's last segment: observer slots and the step's figures
 	pending     *pendingUpdate
 	wholeState  bool
 	chunk       *pendingUpdate // the own chunk's optimizer state, once the whole is given up

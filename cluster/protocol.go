@@ -312,22 +312,21 @@ func decodeFloat32s(v []float32, b []byte) error {
 	return nil
 }
 
-// decodeFixedFloats converts a part of one micro-shard's float32 values
-// (frameRF), float32sCount accepted, to fixed point in v (its length) —
-// the integers the sender's own conversion would give — refusing a value
-// ToFixed refuses (NaN, ±Inf, out of range).
-func decodeFixedFloats(v []int64, b []byte) error {
+// decodeFixable decodes a part of one micro-shard's float32 values
+// (frameRF), float32sCount accepted, into v (its length), refusing a
+// value ToFixed refuses (NaN, ±Inf, out of the fixed-point range): the
+// owner converts them as it sums them.
+func decodeFixable(v []float32, b []byte) error {
 	b = b[:4*len(v)]
 	if len(v) == 0 {
 		return nil
 	}
-	var vs []float32
 	if littleEndian {
-		vs = unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), len(v))
+		copy(unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), len(b)), b)
 	} else {
-		vs = float32s(b)
+		copy(v, float32s(b))
 	}
-	return trainer.SetFixed(v, vs)
+	return trainer.CheckFixed(v)
 }
 
 // nonFinite returns the index of the first NaN or Inf among the

@@ -94,7 +94,8 @@ type assembly struct {
 	got    int // elements received
 	parts  map[int]bool
 	i64    []int64
-	f32    []float32 // its range of the step's gathered vector (Replica.gathered)
+	f32    []float32 // its range of the step's gathered vector (Replica.gathered), or float32 partials
+	floats bool      // partials that came as one micro-shard's float32 values (frameRF)
 }
 
 // genStep names one generation's run of a step.
@@ -161,7 +162,12 @@ type Replica struct {
 	partial      *sent             // our last partial vector, for resends
 	spare        *sent             // the one before, reused once no resend reads it
 	free64       [][]int64         // buffers of finished steps' assemblies
-	freeFull     [][]float32       // completed steps' vectors the trainer is done with
+	free32       [][]float32       // the same, of float32 partials
+	// The step's own buffers (Reduce's goroutine): a piece's sums where
+	// float32 partials come in, and a piece of the replica's segments.
+	fold     [2][]int64
+	piece    []float32
+	freeFull [][]float32 // completed steps' vectors the trainer is done with
 	// The vector each generation's run of a step gathers into: the chunks'
 	// assemblies are its ranges, so a complete one is returned as it is.
 	gathered map[genStep][]float32
@@ -629,7 +635,11 @@ func (r *Replica) Reduce(ctx context.Context, step int64, n int, f trainer.Step)
 	for k, a := range r.partials {
 		if k.step < step {
 			delete(r.partials, k)
-			r.free64 = keep(r.free64, a.i64)
+			if a.floats {
+				r.free32 = keep(r.free32, a.f32)
+			} else {
+				r.free64 = keep(r.free64, a.i64)
+			}
 		}
 	}
 	for k := range r.chunks {
@@ -758,30 +768,22 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 	size := len(members)
 	rank := slices.Index(members, r.name)
 	if rank >= 0 {
-		var partial []int64
-		r.mu.Lock()
-		if sp := r.spare; sp != nil && sp.readers == 0 && len(sp.i64) == n {
-			partial = sp.i64 // Compute puts its sum in place of the old one
-		}
-		r.spare = nil
-		r.mu.Unlock()
-		if partial == nil {
-			partial = make([]int64, n)
-		}
 		mine := plan(r.shards, shares, size, rank)
 		lo, hi := chunk(n, size, rank)
 		start := time.Now()
 		r.dropSegs()
 		var segs [][]float32
 		if len(mine) == 1 && size > 1 && f.Single != nil {
-			// One micro-shard: its own chunk converted, the others' ranges
-			// sent as the trainer's float32 values.
+			// One micro-shard: the trainer's float32 values, sent to the
+			// others as they are and converted here as they are summed.
 			var err error
-			if segs, err = f.Single(mine[0], lo, hi, partial); err != nil {
+			if segs, err = f.Single(mine[0]); err != nil {
 				return nil, err
 			}
 		}
+		var partial []int64
 		if segs == nil {
+			partial = r.partialBuffer(n)
 			if err := f.Compute(mine, partial, true); err != nil {
 				return nil, err
 			}
@@ -822,7 +824,7 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 			}
 		}
 		out, upd := r.chunkBuffers(hi-lo, f.Update != nil)
-		if err := r.reducePieces(ctx, gen, step, changed, members, rank, f.WholeUpdate, partial, out, upd, part); err != nil {
+		if err := r.reducePieces(ctx, gen, step, changed, members, rank, f.WholeUpdate, p, out, upd, part); err != nil {
 			return nil, err
 		}
 		r.mu.Lock()
@@ -863,6 +865,20 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 	return full, nil
 }
 
+// partialBuffer is a buffer for a step's partial sums: the one of the
+// step before the last when no resend reads it (Compute puts its sum in
+// place of the old one), or a new one.
+func (r *Replica) partialBuffer(n int) []int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	sp := r.spare
+	r.spare = nil
+	if sp != nil && sp.readers == 0 && len(sp.i64) == n {
+		return sp.i64
+	}
+	return make([]int64, n)
+}
+
 // chunkBuffers returns the buffers of a step's reduced chunk (out) and,
 // when the replica updates, of its updated one (upd; else out itself).
 func (r *Replica) chunkBuffers(n int, updates bool) (out, upd []float32) {
@@ -886,13 +902,13 @@ func (r *Replica) chunkBuffers(n int, updates bool) (out, upd []float32) {
 // reducePieces completes the replica's chunk of a step piece by piece, in
 // the pieces an updated chunk's parts are cut in (the whole chunk when
 // whole): as soon as every other member's partials of a piece are in, it
-// sums them into the replica's own (partial) and converts the piece to
-// out, updates it into upd with part (nil: upd is out), and sends both —
-// the reduced piece first (to a coordinator that reduces: a replica that
-// has a step's updated chunks knows the coordinator was sent its reduced
-// ones), while the next pieces' partials still travel.
-func (r *Replica) reducePieces(ctx context.Context, gen uint64, step int64, changed chan struct{}, members []string, rank int, whole bool, partial []int64, out, upd []float32, part func(int, []float32) error) error {
-	n := len(partial)
+// sums them and the replica's own (mine) and converts the piece to out
+// (sumPiece), updates it into upd with part (nil: upd is out), and sends
+// both — the reduced piece first (to a coordinator that reduces: a
+// replica that has a step's updated chunks knows the coordinator was sent
+// its reduced ones), while the next pieces' partials still travel.
+func (r *Replica) reducePieces(ctx context.Context, gen uint64, step int64, changed chan struct{}, members []string, rank int, whole bool, mine *sent, out, upd []float32, part func(int, []float32) error) error {
+	n := mine.n
 	lo, hi := chunk(n, len(members), rank)
 	md := meta{job: r.job, phase: r.phase, gen: gen, step: step, n: n}
 	others := slices.Delete(slices.Clone(members), rank, rank+1)
@@ -916,33 +932,22 @@ func (r *Replica) reducePieces(ctx context.Context, gen uint64, step int64, chan
 		if err != nil {
 			return err
 		}
-		// Our own range of the partials is never resent: sum there — the
-		// others' partials added to ours, the last with the conversion to
-		// float32 in the same pass (under r.mu: theirs are the map's).
-		sum, o := partial[a:b], out[a-lo:b-lo]
 		r.mu.Lock()
-		var rest [][]int64
+		var rest []*assembly
 		for _, m := range others {
 			p := r.partials[key{m, gen, step}]
 			if p.lo != lo || p.hi != hi {
 				r.mu.Unlock()
 				return fmt.Errorf("cluster: step %d: %s sent range [%d, %d), want [%d, %d)", step+1, m, p.lo, p.hi, lo, hi)
 			}
-			rest = append(rest, p.i64[a-lo:b-lo])
+			rest = append(rest, p)
 		}
-		if k := len(rest); k > 0 {
-			for _, p := range rest[:k-1] {
-				for i, v := range p {
-					sum[i] += v
-				}
-			}
-			trainer.FromFixedAdd(o, sum, rest[k-1])
-		} else {
-			for i, v := range sum {
-				o[i] = trainer.FromFixed(v)
-			}
-		}
+		err = r.sumPiece(mine, rest, a, b, lo, out[a-lo:b-lo]) // under r.mu: theirs are the map's
 		r.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("cluster: step %d: %w", step+1, err)
+		}
+		o := out[a-lo : b-lo]
 		u := upd[a-lo : b-lo]
 		if part != nil {
 			copy(u, o)
@@ -958,6 +963,64 @@ func (r *Replica) reducePieces(ctx context.Context, gen uint64, step int64, chan
 			return nil
 		}
 	}
+}
+
+// sumPiece sums the elements [a, b) of the replica's partial (mine) and
+// the others' (rest, whose chunks start at lo) into o, converted to
+// float32: exact integer sums, in place in mine's own range — never resent
+// — or, where float32 values come in (one micro-shard's), in buffers of
+// the piece's size after converting them, the last with the conversion in
+// the same pass.
+func (r *Replica) sumPiece(mine *sent, rest []*assembly, a, b, lo int, o []float32) error {
+	var sum []int64
+	if mine.single {
+		sum = grow64(&r.fold[0], b-a)
+		if err := trainer.SetFixed(sum, segmentsRange(mine.segs, a, b, &r.piece)); err != nil {
+			return err
+		}
+	} else {
+		sum = mine.i64[a:b]
+	}
+	if len(rest) == 0 {
+		for i, v := range sum {
+			o[i] = trainer.FromFixed(v)
+		}
+		return nil
+	}
+	for k, p := range rest {
+		last := k == len(rest)-1
+		var theirs []int64
+		switch {
+		case p.floats && last:
+			theirs = grow64(&r.fold[1], b-a)
+			if err := trainer.SetFixed(theirs, p.f32[a-lo:b-lo]); err != nil {
+				return err
+			}
+		case p.floats:
+			if err := trainer.AddFixed(sum, p.f32[a-lo:b-lo]); err != nil {
+				return err
+			}
+			continue
+		default:
+			theirs = p.i64[a-lo : b-lo]
+		}
+		if last {
+			trainer.FromFixedAdd(o, sum, theirs)
+			return nil
+		}
+		for i, v := range theirs {
+			sum[i] += v
+		}
+	}
+	return nil
+}
+
+// grow64 returns n elements of *buf's storage, growing it where short.
+func grow64(buf *[]int64, n int) []int64 {
+	if cap(*buf) < n {
+		*buf = make([]int64, n)
+	}
+	return (*buf)[:n]
 }
 
 // assembledLocked returns step's reduced vector when every member of some
@@ -1389,15 +1452,36 @@ func (r *Replica) file(from string, p part) {
 	a := store[k]
 	if a == nil {
 		lo, hi := chunk(md.n, len(members), j)
-		a = &assembly{lo: lo, hi: hi, parts: map[int]bool{}}
+		a = &assembly{lo: lo, hi: hi, parts: map[int]bool{}, floats: p.kind == frameRF}
 		// Buffers of finished steps are reused: every element is written
 		// before the assembly is complete and read.
-		if partial {
+		switch {
+		case a.floats:
+			a.f32, r.free32 = take(r.free32, hi-lo)
+		case partial:
 			a.i64, r.free64 = take(r.free64, hi-lo)
-		} else {
+		default:
 			a.f32 = r.gatheredLocked(md.gen, md.step, md.n)[lo:hi]
 		}
 		store[k] = a
+	}
+	if partial && a.floats != (p.kind == frameRF) {
+		if a.got > 0 {
+			r.mu.Unlock()
+			r.reject(kind, from, fmt.Errorf("step %d: partials both as integers and as float32", md.step+1))
+			return
+		}
+		// Only refused parts came before: the first placed decides.
+		a.floats = p.kind == frameRF
+		if a.floats {
+			r.free64 = keep(r.free64, a.i64)
+			a.i64 = nil
+			a.f32, r.free32 = take(r.free32, a.hi-a.lo)
+		} else {
+			r.free32 = keep(r.free32, a.f32)
+			a.f32 = nil
+			a.i64, r.free64 = take(r.free64, a.hi-a.lo)
+		}
 	}
 	err = a.place(md.off, count, func(at int) error {
 		switch p.kind {
@@ -1405,7 +1489,7 @@ func (r *Replica) file(from string, p part) {
 			decodeInt64s(a.i64[at:at+count], data)
 			return nil
 		case frameRF:
-			return decodeFixedFloats(a.i64[at:at+count], data)
+			return decodeFixable(a.f32[at:at+count], data)
 		}
 		return decodeFloat32s(a.f32[at:at+count], data)
 	})

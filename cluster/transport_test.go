@@ -205,7 +205,7 @@ func TestOneMicroShardTravelsAsFloat32(t *testing.T) {
 		var singles atomic.Int64
 		j.each(t, func(ctx context.Context, rep string, r *Replica) error {
 			for s := range int64(steps) {
-				f := singleStep(&singles)
+				f := singleStep(n, &singles)
 				if rep == coordinatorName {
 					f = trainer.Step{}
 				}
@@ -245,7 +245,7 @@ func TestOneMicroShardTravelsAsFloat32(t *testing.T) {
 // singleStep is a worker's step: its micro-shards' contributions added
 // in fixed point (Compute), or, one alone, returned as float32 segments of
 // uneven sizes with its own chunk converted (Single) — counted in singles.
-func singleStep(singles *atomic.Int64) trainer.Step {
+func singleStep(n int, singles *atomic.Int64) trainer.Step {
 	return trainer.Step{
 		Compute: func(ks []int, into []int64, fresh bool) error {
 			if fresh {
@@ -253,15 +253,13 @@ func singleStep(singles *atomic.Int64) trainer.Step {
 			}
 			return shardAdder(0)(ks, into)
 		},
-		Single: func(k, lo, hi int, into []int64) ([][]float32, error) {
+		Single: func(k int) ([][]float32, error) {
 			singles.Add(1)
-			n := len(into)
 			v := make([]float32, n)
 			for i := range v {
 				v[i] = contribution(k, i)
 			}
-			segs := [][]float32{v[:n/3], v[n/3 : n/3+1], v[n/3+1:]}
-			return segs, trainer.SetFixed(into[lo:hi], v[lo:hi])
+			return [][]float32{v[:n/3], v[n/3 : n/3+1], v[n/3+1:]}, nil
 		},
 	}
 }

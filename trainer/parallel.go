@@ -57,18 +57,15 @@ type Step struct {
 	// policy's extra loss term adds to the whole gradient).
 	WholeUpdate bool
 	// Single, where set, computes the micro-shard k alone, for a replica
-	// that computes one micro-shard of the step: it puts the elements
-	// [lo, hi) of the micro-shard's vector (the replica's own chunk) in
-	// into in fixed point, as Compute would (the rest of into is left as
-	// it is), and returns the whole vector as float32 segments that
-	// cover it in order, every value one ToFixed accepts (checked: it
-	// fails as Compute does). The replica sends the other owners their
-	// ranges as they are — four bytes a value, converted by the owner to
-	// the same integers — instead of converting them first. It returns
-	// no segments where it cannot (a device computes the gradients):
-	// the replica calls Compute then. The segments are the trainer's
-	// until it computes again.
-	Single func(k, lo, hi int, into []int64) ([][]float32, error)
+	// that computes one micro-shard of the step, and returns its vector
+	// as float32 segments that cover it in order, every value one ToFixed
+	// accepts (checked: it fails as Compute does). The replica sends the
+	// other owners their ranges as they are — four bytes a value — and
+	// every owner converts its chunk's values to the integers Compute
+	// would have summed, as it sums them. It returns no segments where it
+	// cannot (a device computes the gradients): the replica calls Compute
+	// then. The segments are the trainer's until it computes again.
+	Single func(k int) ([][]float32, error)
 	// Moments returns the optimizer state of elements [lo, hi) of the
 	// vector as it stands before the step's update: the coordinator's
 	// replica serves it to a replica that takes over a chunk whose state
@@ -165,9 +162,9 @@ func putFixed(into []int64, vs []float32, add bool) error {
 	return nil
 }
 
-// checkFixed fails as AddFixed does on the first value of vs that ToFixed
+// CheckFixed fails as AddFixed does on the first value of vs that ToFixed
 // refuses (eight values at a time compared with FixedLimit, with AVX2).
-func checkFixed(vs []float32) error {
+func CheckFixed(vs []float32) error {
 	i := 0
 	if hasAVX2 && len(vs) >= 8 {
 		i = fixable8(&vs[0], len(vs))
@@ -329,7 +326,7 @@ func (t *Trainer) parallelStep(ctx context.Context, idx []int, epoch int) error 
 		}
 		return nil
 	}
-	single := func(k, lo, hi int, into []int64) ([][]float32, error) {
+	single := func(k int) ([][]float32, error) {
 		if t.cfg.Gradients != nil || len(t.grads) != len(l.params) || (l.proj >= 0) != (t.projGrad != nil) || k < 0 || k >= shards {
 			return nil, nil
 		}
@@ -338,7 +335,7 @@ func (t *Trainer) parallelStep(ctx context.Context, idx []int, epoch int) error 
 		if err := t.runShard(k, shards); err != nil {
 			return nil, err
 		}
-		return t.singleSegments(k, lo, hi, into)
+		return t.singleSegments(k)
 	}
 	t.pending = nil
 	v, updated, err := par.Reduce(ctx, s.Step, l.n, Step{Compute: compute, Single: single, Update: t.updateChunk, WholeUpdate: t.wholeUpdate(), Moments: t.moments})
@@ -400,9 +397,8 @@ func (t *Trainer) shardFigures() []float32 {
 
 // singleSegments is Step.Single's result for the micro-shard k the graph
 // last ran: its vector as segments — each parameter's gradient, the
-// projection's, then the observer slots and figures — with the elements
-// [lo, hi) put in into in fixed point and the rest checked.
-func (t *Trainer) singleSegments(k, lo, hi int, into []int64) ([][]float32, error) {
+// projection's, then the observer slots and figures — every value checked.
+func (t *Trainer) singleSegments(k int) ([][]float32, error) {
 	l := t.layout()
 	shards := t.cfg.Parallel.MicroShards()
 	segs := make([][]float32, 0, len(t.grads)+2)
@@ -428,25 +424,13 @@ func (t *Trainer) singleSegments(k, lo, hi int, into []int64) ([][]float32, erro
 	}
 	copy(tail[l.loss-l.obs:], t.shardFigures())
 	segs, names, sizes = append(segs, tail), append(names, "observer ranges and loss"), append(sizes, len(tail))
-	at := 0
 	for i, seg := range segs {
 		if len(seg) != sizes[i] {
 			return nil, fmt.Errorf("trainer: step %d: %s: %d values, want %d", t.state.Step+1, names[i], len(seg), sizes[i])
 		}
-		// The segment's elements in [lo, hi) go into into; those before
-		// and after are checked.
-		a, b := min(max(lo-at, 0), len(seg)), min(max(hi-at, 0), len(seg))
-		err := SetFixed(into[at+a:at+b], seg[a:b])
-		if err == nil {
-			err = checkFixed(seg[:a])
-		}
-		if err == nil {
-			err = checkFixed(seg[b:])
-		}
-		if err != nil {
+		if err := CheckFixed(seg); err != nil {
 			return nil, fmt.Errorf("trainer: step %d: %s: %w", t.state.Step+1, names[i], err)
 		}
-		at += len(seg)
 	}
 	return segs, nil
 }

@@ -165,25 +165,20 @@ func (m memReplica) Reduce(ctx context.Context, step int64, n int, f Step) ([]fl
 var singles atomic.Int64
 
 // single computes a replica's one micro-shard with f.Single, as a
-// cluster's replica does: its own chunk in fixed point from the trainer,
-// the rest converted from the float32 segments as their owners would.
+// cluster's replica does, and converts its float32 segments as their
+// owners would.
 func (m memReplica) single(step int64, f Step, into []int64) (bool, error) {
 	a := m.c.assign[m.r]
 	if len(a) != 1 || f.Single == nil {
 		return false, nil
 	}
-	owners, pos := m.c.owner(m.r, step)
-	lo, hi := pos*len(into)/owners, (pos+1)*len(into)/owners
-	segs, err := f.Single(a[0], lo, hi, into)
+	segs, err := f.Single(a[0])
 	if err != nil || segs == nil {
 		return false, err
 	}
 	at := 0
 	for _, s := range segs {
 		for i, v := range s {
-			if at+i >= lo && at+i < hi {
-				continue
-			}
 			q, ok := ToFixed(v)
 			if !ok {
 				return false, fmt.Errorf("segment value %v at %d: Single did not check it", v, at+i)

@@ -202,7 +202,7 @@ func TestFromFixedAddMatchesFromFixed(t *testing.T) {
 	}
 }
 
-// TestAVX2CheckMatchesToFixed: checkFixed's eight-at-a-time comparison
+// TestAVX2CheckMatchesToFixed: CheckFixed's eight-at-a-time comparison
 // accepts exactly the values ToFixed accepts — around FixedLimit, the
 // largest finite values, ±Inf, NaNs of every payload, zeros of both signs
 // — and names the first one it refuses, with and without AVX2.
@@ -234,7 +234,7 @@ func TestAVX2CheckMatchesToFixed(t *testing.T) {
 		}
 		for _, avx := range []bool{true, false} {
 			hasAVX2 = avx
-			err := checkFixed(vs)
+			err := CheckFixed(vs)
 			if bad < 0 && err != nil || bad >= 0 && (err == nil || !errors.Is(err, ErrNonFinite) || !strings.Contains(err.Error(), fmt.Sprintf(" at %d ", bad))) {
 				t.Fatalf("AVX2 %v, %v: %v; want the value at %d refused (-1: none)", avx, vs, err, bad)
 			}

@@ -462,12 +462,12 @@ func ownerSteps(ctx context.Context, r *Replica, name string, n int, whole bool,
 			return shardAdder(0)(ks, into)
 		}}
 		if name != coordinatorName {
-			f.Update = func(_ context.Context, lo, hi int) (func(int, []float32) error, error) {
+			f.Update = func(_ context.Context, lo, hi int) (func(int, []float32, []float32) error, error) {
 				chunk = [2]int{lo, hi}
-				return func(at int, v []float32) error {
-					parts = append(parts, [2]int{at, at + len(v)})
-					for i := range v {
-						v[i] = 2*v[i] + 1
+				return func(at int, grad, into []float32) error {
+					parts = append(parts, [2]int{at, at + len(grad)})
+					for i := range grad {
+						into[i] = 2*grad[i] + 1
 					}
 					return nil
 				}, nil

@@ -176,11 +176,12 @@ type Replica struct {
 	// again), and of a step or two it has, whose buffers the next reuse.
 	reduced      []*sent
 	reducedSpare []float32 // the last one, when the coordinator follows
-	updated      *sent     // our last updated chunk, for the workers' resends
-	// The one before, whose buffer the next updated chunk reuses once no
-	// resend reads it.
-	prevUpdated *sent
-	done        map[int64]doneStep
+	// Our last updated chunk, for the workers' resends: our range of the
+	// step's gathered vector, which the trainer takes — with the step's
+	// vector, it is reused once the trainer is done with it (two steps
+	// on; no replica asks for a chunk of a step two behind ours).
+	updated *sent
+	done    map[int64]doneStep
 	// Requests for the optimizer state of a chunk (the coordinator's).
 	momentReqs []momentsReq
 	moments    func(lo, hi int) []float32 // the running step's (Step.Moments)
@@ -816,21 +817,18 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 		// The update is prepared before any chunk goes out: it may need the
 		// chunk's optimizer state from the coordinator, which serves it only
 		// while it has not completed the step.
-		var part func(int, []float32) error
+		var part func(int, []float32, []float32) error
 		if f.Update != nil {
 			var err error
 			if part, err = f.Update(ctx, lo, hi); err != nil {
 				return nil, err
 			}
 		}
-		out, upd := r.chunkBuffers(hi-lo, f.Update != nil)
+		out, upd := r.chunkBuffers(gen, step, n, lo, hi, f.Update != nil)
 		if err := r.reducePieces(ctx, gen, step, changed, members, rank, f.WholeUpdate, p, out, upd, part); err != nil {
 			return nil, err
 		}
 		r.mu.Lock()
-		if f.Update != nil {
-			r.prevUpdated = r.updated
-		}
 		if r.syncEvery > 0 {
 			// A following coordinator takes no reduced chunks: the next
 			// step's reuses it.
@@ -840,7 +838,9 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 		}
 		r.updated = &sent{gen: gen, step: step, n: n, f32: upd, lo: lo}
 		own := r.gatheredLocked(gen, step, n)[lo:hi]
-		copy(own, upd)
+		if f.Update == nil {
+			copy(own, upd) // upd is out, kept for the coordinator
+		}
 		r.chunks[key{r.name, gen, step}] = &assembly{lo: lo, hi: hi, got: hi - lo, f32: own}
 		r.mu.Unlock()
 	}
@@ -879,22 +879,21 @@ func (r *Replica) partialBuffer(n int) []int64 {
 	return make([]int64, n)
 }
 
-// chunkBuffers returns the buffers of a step's reduced chunk (out) and,
-// when the replica updates, of its updated one (upd; else out itself).
-func (r *Replica) chunkBuffers(n int, updates bool) (out, upd []float32) {
+// chunkBuffers returns the buffers of a step's reduced chunk [lo, hi)
+// (out) and, when the replica updates, of its updated one (upd): the
+// replica's range of the vector the generation's run of the step gathers,
+// which the update writes straight into (else out itself).
+func (r *Replica) chunkBuffers(gen uint64, step int64, n, lo, hi int, updates bool) (out, upd []float32) {
 	r.mu.Lock()
 	if updates {
-		out, upd = r.reuseReducedLocked(n), reuse(&r.prevUpdated, n)
+		out, upd = r.reuseReducedLocked(hi-lo), r.gatheredLocked(gen, step, n)[lo:hi]
 	}
 	r.mu.Unlock()
 	if out == nil {
-		out = make([]float32, n)
+		out = make([]float32, hi-lo)
 	}
-	switch {
-	case !updates:
+	if !updates {
 		upd = out
-	case upd == nil:
-		upd = make([]float32, n)
 	}
 	return out, upd
 }
@@ -907,7 +906,7 @@ func (r *Replica) chunkBuffers(n int, updates bool) (out, upd []float32) {
 // both — the reduced piece first (to a coordinator that reduces: a
 // replica that has a step's updated chunks knows the coordinator was sent
 // its reduced ones), while the next pieces' partials still travel.
-func (r *Replica) reducePieces(ctx context.Context, gen uint64, step int64, changed chan struct{}, members []string, rank int, whole bool, mine *sent, out, upd []float32, part func(int, []float32) error) error {
+func (r *Replica) reducePieces(ctx context.Context, gen uint64, step int64, changed chan struct{}, members []string, rank int, whole bool, mine *sent, out, upd []float32, part func(int, []float32, []float32) error) error {
 	n := mine.n
 	lo, hi := chunk(n, len(members), rank)
 	md := meta{job: r.job, phase: r.phase, gen: gen, step: step, n: n}
@@ -950,8 +949,7 @@ func (r *Replica) reducePieces(ctx context.Context, gen uint64, step int64, chan
 		o := out[a-lo : b-lo]
 		u := upd[a-lo : b-lo]
 		if part != nil {
-			copy(u, o)
-			if err := part(a, u); err != nil {
+			if err := part(a, o, u); err != nil {
 				return err
 			}
 		}
@@ -1514,17 +1512,6 @@ func (r *Replica) gatheredLocked(gen uint64, step int64, n int) []float32 {
 		r.gathered[k] = v
 	}
 	return v
-}
-
-// reuse takes the buffer of a chunk sent two chunks ago, when no resend
-// reads it and it holds n values (r.mu held); nil otherwise.
-func reuse(prev **sent, n int) []float32 {
-	v := *prev
-	if v == nil || v.readers > 0 || cap(v.f32) < n {
-		return nil
-	}
-	*prev = nil
-	return v.f32[:n]
 }
 
 // reuseReducedLocked takes the buffer of a reduced chunk the coordinator

@@ -44,15 +44,16 @@ type Step struct {
 	Compute func(shards []int, into []int64, fresh bool) error
 	// Update, on a replica that owns the chunk [lo, hi) of the reduced
 	// vector, prepares the step's update of the parameters in it and
-	// returns part, which replaces the gradients in v — the chunk's
-	// elements [at, at+len(v)) — by the parameters after the update (other
-	// values, the losses and observer ranges, stay). Parts that cover the
+	// returns part, which takes the reduced values grad — the chunk's
+	// elements [at, at+len(grad)) — and puts in into (of grad's length;
+	// grad itself may be given) the parameters after the update, and the
+	// other values (the losses and observer ranges) as they are. Parts that cover the
 	// chunk once may be given in any order, each as soon as it is reduced;
 	// with WholeUpdate, one part: the whole chunk. Update leaves the
 	// trainer's parameters and optimizer state as they are until the step
 	// completes (a membership change may make the chunk another
 	// replica's), and may be called again for another chunk.
-	Update func(ctx context.Context, lo, hi int) (part func(at int, v []float32) error, err error)
+	Update func(ctx context.Context, lo, hi int) (part func(at int, grad, into []float32) error, err error)
 	// WholeUpdate says Update's part takes the whole chunk at once (a
 	// policy's extra loss term adds to the whole gradient).
 	WholeUpdate bool

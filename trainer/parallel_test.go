@@ -195,21 +195,31 @@ func (m memReplica) single(step int64, f Step, into []int64) (bool, error) {
 }
 
 // updateInParts updates the chunk at lo with f.Update: in three parts,
-// the last first (parts come in any order, each as it is reduced), or
-// whole when the step asks.
+// the last first (parts come in any order, each as it is reduced), into
+// buffers of NaNs that must come back whole, or in place when the step
+// asks for the whole chunk.
 func updateInParts(ctx context.Context, f Step, lo int, chunk []float32) error {
 	part, err := f.Update(ctx, lo, lo+len(chunk))
 	if err != nil || f.WholeUpdate {
 		if err == nil {
-			err = part(lo, chunk)
+			err = part(lo, chunk, chunk)
 		}
 		return err
 	}
 	each := max(1, len(chunk)/3)
 	for a := (len(chunk) - 1) / each * each; a >= 0; a -= each {
-		if err := part(lo+a, chunk[a:min(a+each, len(chunk))]); err != nil {
+		grad := chunk[a:min(a+each, len(chunk))]
+		into := make([]float32, len(grad))
+		for i := range into {
+			into[i] = float32(math.NaN())
+		}
+		if err := part(lo+a, grad, into); err != nil {
 			return err
 		}
+		if i := slices.IndexFunc(into, func(v float32) bool { return v != v }); i >= 0 {
+			return fmt.Errorf("the update of [%d, %d) left element %d unwritten", lo+a, lo+a+len(grad), lo+a+i)
+		}
+		copy(grad, into)
 	}
 	return nil
 }

@@ -122,7 +122,7 @@ func (t *Trainer) moments(lo, hi int) []float32 {
 // state, this replica's own when current, else fetched from a replica that
 // holds the whole state, kept until the step completes — and returns the
 // function that applies it to each part of the chunk as it is reduced.
-func (t *Trainer) updateChunk(ctx context.Context, lo, hi int) (func(at int, v []float32) error, error) {
+func (t *Trainer) updateChunk(ctx context.Context, lo, hi int) (func(at int, grad, into []float32) error, error) {
 	s := &t.state
 	regs := t.regions()
 	pieces := make([][]piece, len(regs))
@@ -169,24 +169,30 @@ func (t *Trainer) updateChunk(ctx context.Context, lo, hi int) (func(at int, v [
 		s.ExtraLoss, t.extraDone = 0, true // no policy adds a term
 	}
 	inv := float32(t.cfg.Parallel.MicroShards())
-	return func(at int, v []float32) error {
-		if at < lo || at+len(v) > hi || whole && (at != lo || len(v) != hi-lo) {
-			return fmt.Errorf("trainer: step %d: an update of [%d, %d) in the chunk [%d, %d)", s.Step+1, at, at+len(v), lo, hi)
+	return func(at int, grad, into []float32) error {
+		if at < lo || at+len(grad) > hi || len(into) != len(grad) || whole && (at != lo || len(grad) != hi-lo) {
+			return fmt.Errorf("trainer: step %d: an update of [%d, %d) in the chunk [%d, %d)", s.Step+1, at, at+len(grad), lo, hi)
 		}
 		// The part's share of each piece: [x0, x1) of the chunk, [a, b) of
-		// the piece's tensor, v[x0-d : x1-d].
+		// the piece's tensor, grad[x0-d : x1-d] and into's same range. The
+		// values no piece covers are copied as they are.
 		d := at - lo
-		each := func(fn func(r, j int, p piece, a, b int, v []float32)) {
+		var covered [][2]int
+		each := func(fn func(r, j int, p piece, a, b int, grad, into []float32)) {
 			for r := range regs {
 				for j, p := range pieces[r] {
-					x0, x1 := max(p.at, d), min(p.at+p.b-p.a, d+len(v))
+					x0, x1 := max(p.at, d), min(p.at+p.b-p.a, d+len(grad))
 					if x0 < x1 {
-						fn(r, j, p, p.a+x0-p.at, p.a+x1-p.at, v[x0-d:x1-d])
+						fn(r, j, p, p.a+x0-p.at, p.a+x1-p.at, grad[x0-d:x1-d], into[x0-d:x1-d])
 					}
 				}
 			}
 		}
-		each(func(r, _ int, p piece, a, b int, v []float32) { divide(regs[r].grads[p.i][a:b], v, inv) })
+		each(func(r, _ int, p piece, a, b int, grad, into []float32) {
+			divide(regs[r].grads[p.i][a:b], grad, inv)
+			covered = append(covered, [2]int{a - p.a + p.at - d, b - p.a + p.at - d})
+		})
+		copyUncovered(into, grad, covered)
 		if whole {
 			// The policies' extra terms add to the whole gradient: the chunk
 			// is one part.
@@ -196,20 +202,38 @@ func (t *Trainer) updateChunk(ctx context.Context, lo, hi int) (func(at int, v [
 			}
 			s.ExtraLoss, t.extraDone = extra, true
 		}
-		// The update runs on copies of the parameters in v's ranges (their
-		// gradients were divided out above), which it leaves holding the
-		// updated values.
-		each(func(r, j int, p piece, a, b int, v []float32) {
+		// The update runs on copies of the parameters in into's ranges
+		// (their gradients were divided out above), which it leaves
+		// holding the updated values.
+		each(func(r, j int, p piece, a, b int, _, into []float32) {
 			g := regs[r]
-			copy(v, g.params[p.i][a:b])
+			copy(into, g.params[p.i][a:b])
 			var mask []byte
 			if g.masks != nil && g.masks[p.i] != nil {
 				mask = g.masks[p.i][a:b]
 			}
-			steppers[r].stepPart(j, a-p.a, v, g.grads[p.i][a:b], mask, float32(s.LR))
+			steppers[r].stepPart(j, a-p.a, into, g.grads[p.i][a:b], mask, float32(s.LR))
 		})
 		return nil
 	}, nil
+}
+
+// copyUncovered copies into dst the elements of src that none of the
+// ranges covered (each [lo, hi) of both) holds.
+func copyUncovered(dst, src []float32, covered [][2]int) {
+	if len(covered) == 0 {
+		copy(dst, src)
+		return
+	}
+	slices.SortFunc(covered, func(x, y [2]int) int { return x[0] - y[0] })
+	at := 0
+	for _, c := range covered {
+		if c[0] > at {
+			copy(dst[at:c[0]], src[at:c[0]])
+		}
+		at = max(at, c[1])
+	}
+	copy(dst[at:], src[at:])
 }
 
 // wholeUpdate reports whether a chunk's owner updates the chunk in one

@@ -425,7 +425,6 @@ func TestPeerTLSRelayIsRefused(t *testing.T) {
 // worker gathers the updated vector exactly; the coordinator, which
 // reduces, the plain sum.
 func TestOwnersUpdateTheirChunksPartByPart(t *testing.T) {
-	_, conn := embedded(t)
 	defer func(old int) { PartElems = old }(PartElems)
 	PartElems = 97
 	const n, shards = 5000, 6
@@ -437,6 +436,7 @@ func TestOwnersUpdateTheirChunksPartByPart(t *testing.T) {
 	members := []string{"a", "b", "c"}
 	for _, plane := range []string{PlaneAuto, PlaneNATS} {
 		for _, whole := range []bool{false, true} {
+			_, conn := embedded(t) // a server each: the jobs share names
 			j := newPeerJob(t, conn, []byte("job secret"), members, shards, plane, nil)
 			j.each(t, func(ctx context.Context, name string, r *Replica) error {
 				if err := ownerSteps(ctx, r, name, n, whole, sum, updated); err != nil {

@@ -1,7 +1,7 @@
 # lathe — the two commands of the quickstart:
 #   make demo   installs what is missing, runs the flagship recipe (recipes/mnist-lenet300-kd-prune-qat.hcl),
 #               prints where the summary is; DEVICE=cuda runs it on the GPU, WORKERS=2 on embedded
-#               NATS with 2 local workers
+#               NATS with 2 local workers (MICRO=2: --micro-shards 2, one micro-shard a worker)
 #   make test   installs what is missing, runs go vet and every test
 GO      ?= go
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -36,8 +36,9 @@ build: deps
 
 DEVICE ?= cpu
 WORKERS ?=
+MICRO   ?=
 demo: build
-	./bin/coordinator --recipe recipes/mnist-lenet300-kd-prune-qat.hcl --device $(DEVICE) $(if $(WORKERS),--workers $(WORKERS))
+	./bin/coordinator --recipe recipes/mnist-lenet300-kd-prune-qat.hcl --device $(DEVICE) $(if $(WORKERS),--workers $(WORKERS)) $(if $(MICRO),--micro-shards $(MICRO))
 
 test: deps
 	$(GO) vet ./...

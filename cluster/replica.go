@@ -247,12 +247,15 @@ type sent struct {
 	i64     []int64
 	f32     []float32
 	lo      int
-	// A partial of one micro-shard: i64 holds the replica's own chunk
-	// only, the others' ranges are sent from segs (the trainer's
-	// gradients, Step.Single's), nil once the trainer may overwrite them.
-	single bool
-	segs   [][]float32
+	// A partial of one micro-shard (no i64): it is sent from segs (the
+	// trainer's gradients, Step.Single's), nil once the trainer may
+	// overwrite them.
+	segs [][]float32
 }
+
+// single says a partial is one micro-shard's float32 values (segs), not
+// fixed-point sums.
+func (p *sent) single() bool { return p.i64 == nil }
 
 var _ trainer.Parallel = (*Replica)(nil)
 
@@ -790,7 +793,7 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 			}
 		}
 		took := time.Since(start).Seconds()
-		p := &sent{gen: gen, step: step, n: n, i64: partial, single: segs != nil, segs: segs}
+		p := &sent{gen: gen, step: step, n: n, i64: partial, segs: segs}
 		r.mu.Lock()
 		r.stats.Shards += int64(len(mine))
 		r.stats.ComputeSeconds += took
@@ -941,13 +944,12 @@ func (r *Replica) reducePieces(ctx context.Context, gen uint64, step int64, chan
 			}
 			rest = append(rest, p)
 		}
-		err = r.sumPiece(mine, rest, a, b, lo, out[a-lo:b-lo]) // under r.mu: theirs are the map's
+		o, u := out[a-lo:b-lo], upd[a-lo:b-lo]
+		err = r.sumPiece(mine, rest, a, b, lo, o) // under r.mu: theirs are the map's
 		r.mu.Unlock()
 		if err != nil {
 			return fmt.Errorf("cluster: step %d: %w", step+1, err)
 		}
-		o := out[a-lo : b-lo]
-		u := upd[a-lo : b-lo]
 		if part != nil {
 			if err := part(a, o, u); err != nil {
 				return err
@@ -971,7 +973,7 @@ func (r *Replica) reducePieces(ctx context.Context, gen uint64, step int64, chan
 // the same pass.
 func (r *Replica) sumPiece(mine *sent, rest []*assembly, a, b, lo int, o []float32) error {
 	var sum []int64
-	if mine.single {
+	if mine.single() {
 		sum = grow64(&r.fold[0], b-a)
 		if err := trainer.SetFixed(sum, segmentsRange(mine.segs, a, b, &r.piece)); err != nil {
 			return err
@@ -1194,7 +1196,7 @@ func (r *Replica) onResend(m *nats.Msg) {
 	r.mu.Unlock()
 	answer := "none"
 	switch {
-	case q.Kind == "rs" && p != nil && p.gen == q.Gen && p.step == q.Step && (!p.single || p.segs != nil):
+	case q.Kind == "rs" && p != nil && p.gen == q.Gen && p.step == q.Step && (!p.single() || p.segs != nil):
 		if j := slices.Index(members, q.To); j >= 0 {
 			r.sendPartial(q.To, p, j, len(members))
 			answer = "ok"
@@ -1450,15 +1452,10 @@ func (r *Replica) file(from string, p part) {
 	a := store[k]
 	if a == nil {
 		lo, hi := chunk(md.n, len(members), j)
-		a = &assembly{lo: lo, hi: hi, parts: map[int]bool{}, floats: p.kind == frameRF}
-		// Buffers of finished steps are reused: every element is written
-		// before the assembly is complete and read.
-		switch {
-		case a.floats:
-			a.f32, r.free32 = take(r.free32, hi-lo)
-		case partial:
-			a.i64, r.free64 = take(r.free64, hi-lo)
-		default:
+		a = &assembly{lo: lo, hi: hi, parts: map[int]bool{}}
+		if partial {
+			r.partialBuffersLocked(a, p.kind == frameRF)
+		} else {
 			a.f32 = r.gatheredLocked(md.gen, md.step, md.n)[lo:hi]
 		}
 		store[k] = a
@@ -1470,16 +1467,7 @@ func (r *Replica) file(from string, p part) {
 			return
 		}
 		// Only refused parts came before: the first placed decides.
-		a.floats = p.kind == frameRF
-		if a.floats {
-			r.free64 = keep(r.free64, a.i64)
-			a.i64 = nil
-			a.f32, r.free32 = take(r.free32, a.hi-a.lo)
-		} else {
-			r.free32 = keep(r.free32, a.f32)
-			a.f32 = nil
-			a.i64, r.free64 = take(r.free64, a.hi-a.lo)
-		}
+		r.partialBuffersLocked(a, p.kind == frameRF)
 	}
 	err = a.place(md.off, count, func(at int) error {
 		switch p.kind {
@@ -1500,6 +1488,20 @@ func (r *Replica) file(from string, p part) {
 		return
 	}
 	r.poke()
+}
+
+// partialBuffersLocked gives a partials' assembly the buffer of its kind —
+// float32 values or fixed-point sums — and hands back the other's, if it
+// had one (r.mu held). Buffers of finished steps are reused: every element
+// is written before the assembly is complete and read.
+func (r *Replica) partialBuffersLocked(a *assembly, floats bool) {
+	r.free32, r.free64 = keep(r.free32, a.f32), keep(r.free64, a.i64)
+	a.f32, a.i64, a.floats = nil, nil, floats
+	if floats {
+		a.f32, r.free32 = take(r.free32, a.hi-a.lo)
+	} else {
+		a.i64, r.free64 = take(r.free64, a.hi-a.lo)
+	}
 }
 
 // gatheredLocked is the vector the generation gen's run of step gathers
@@ -1609,15 +1611,15 @@ func (r *Replica) partElems(size int) int {
 func (r *Replica) sendPartial(o string, p *sent, j, size int) {
 	md := meta{job: r.job, phase: r.phase, gen: p.gen, step: p.step, n: p.n}
 	lo, hi := chunk(p.n, size, j)
-	if !p.single {
+	if !p.single() {
 		r.sendInt64s([]string{o}, md, lo, p.i64[lo:hi])
 		return
 	}
 	var gather []float32 // for a part that spans segments
+	buf := encodeBufs.Get().(*[]byte)
+	defer encodeBufs.Put(buf)
 	r.parts(md, lo, hi-lo, 8, func(md meta, i, j int) {
 		v := segmentsRange(p.segs, lo+i, lo+j, &gather)
-		buf := encodeBufs.Get().(*[]byte)
-		defer encodeBufs.Put(buf)
 		r.sendPart([]string{o}, part{kind: frameRF, md: md, data: float32Bytes(*buf, v)})
 	})
 }
@@ -1765,7 +1767,7 @@ func (r *Replica) sendPart(to []string, p part) {
 	r.mu.Unlock()
 }
 
-// subjectKind is a data subject's kind: rs, ag or wg.
+// subjectKind is a data subject's kind: rs, rf, ag or wg.
 func subjectKind(subject string) string {
 	parts := strings.Split(subject, ".")
 	if len(parts) >= 6 && (parts[4] == "rs" || parts[4] == "rf") {

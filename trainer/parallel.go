@@ -256,6 +256,10 @@ func (t *Trainer) parallelStep(ctx context.Context, idx []int, epoch int) error 
 			o.Hold, o.Seen = false, false
 		}
 	}()
+	load := func(k int) { // the micro-shard k's samples into the batch
+		t.curIdx = idx[k*micro : (k+1)*micro]
+		t.batch.Fill(x, y, t.curIdx, epoch)
+	}
 	prepared := false
 	compute := func(ks []int, into []int64, fresh bool) error {
 		if fresh {
@@ -276,8 +280,7 @@ func (t *Trainer) parallelStep(ctx context.Context, idx []int, epoch int) error 
 			if fresh && j == 0 {
 				put = SetFixed
 			}
-			t.batch.Fill(x, y, idx[k*micro:(k+1)*micro], epoch)
-			t.curIdx = idx[k*micro : (k+1)*micro]
+			load(k)
 			if g := t.cfg.Gradients; g != nil {
 				if !prepared {
 					if err := g.Prepare(t.cfg.Model); err != nil {
@@ -331,8 +334,7 @@ func (t *Trainer) parallelStep(ctx context.Context, idx []int, epoch int) error 
 		if t.cfg.Gradients != nil || len(t.grads) != len(l.params) || (l.proj >= 0) != (t.projGrad != nil) || k < 0 || k >= shards {
 			return nil, nil
 		}
-		t.batch.Fill(x, y, idx[k*micro:(k+1)*micro], epoch)
-		t.curIdx = idx[k*micro : (k+1)*micro]
+		load(k)
 		if err := t.runShard(k, shards); err != nil {
 			return nil, err
 		}

@@ -6,7 +6,8 @@ import "golang.org/x/sys/cpu"
 // (the Go loops elsewhere; both give the same bits).
 var hasAVX2 = cpu.X86.HasAVX2
 
-// hasAVX512DQ says whether FromFixedAdd's eight-at-a-time form runs here.
+// hasAVX512DQ says whether the AVX-512 forms of the fixed-point conversions
+// (FromFixedAdd's, AddFixed's) run here.
 var hasAVX512DQ = cpu.X86.HasAVX512F && cpu.X86.HasAVX512DQ
 
 //go:noescape
@@ -23,6 +24,9 @@ func sgdMomentumMasked8(w, v, grad *float32, mask *byte, n int, mu, wd, lr float
 
 //go:noescape
 func fixed4(into *int64, vs *float32, n int, add bool) int
+
+//go:noescape
+func fixed16(into *int64, vs *float32, n int, add bool) int
 
 //go:noescape
 func fixable8(vs *float32, n int) int

@@ -84,8 +84,9 @@ func TestAVX2MomentumMatchesTheGoLoop(t *testing.T) {
 	}
 }
 
-// TestAVX2FixedPointMatchesToFixed: AddFixed's AVX2 pass gives the same
-// integers as ToFixed element by element — ties of both signs (x.5 after
+// TestAVX2FixedPointMatchesToFixed: AddFixed's vector passes (AVX2, and
+// AVX-512 where the CPU has it) give the same integers as ToFixed element
+// by element — ties of both signs (x.5 after
 // scaling, to even), zeros of both signs, subnormals, values around the
 // pass's 2^11 limit and beyond it up to FixedLimit, over lengths with and
 // without a tail — and stops at a NaN or an out-of-range value with the
@@ -94,7 +95,8 @@ func TestAVX2FixedPointMatchesToFixed(t *testing.T) {
 	if !hasAVX2 {
 		t.Skip("no AVX2 on this CPU: only the Go loop runs")
 	}
-	defer func() { hasAVX2 = true }()
+	avx512 := hasAVX512DQ
+	defer func() { hasAVX2, hasAVX512DQ = true, avx512 }()
 	r := rand.New(rand.NewPCG(5, 6))
 	awkward := func() float32 {
 		switch r.IntN(10) {
@@ -112,12 +114,15 @@ func TestAVX2FixedPointMatchesToFixed(t *testing.T) {
 			return float32(r.NormFloat64()) * 1e5 // beyond it: the Go loop's
 		case 6:
 			return float32(r.NormFloat64()) * 1e-9
+		case 7: // the largest magnitude ToFixed takes
+			return float32(2*r.IntN(2)-1) * math.Nextafter32(FixedLimit, 0)
 		default:
 			return float32(r.NormFloat64())
 		}
 	}
-	conv := func(avx bool, vs []float32) ([]int64, error) {
-		hasAVX2 = avx
+	// conv converts with the Go loop (level 0), AVX2 (1) or AVX-512 (2).
+	conv := func(level int, vs []float32) ([]int64, error) {
+		hasAVX2, hasAVX512DQ = level >= 1, level >= 2 && avx512
 		into, set := make([]int64, len(vs)), make([]int64, len(vs))
 		for i := range into {
 			into[i] = int64(i) * 12345 // AddFixed adds to what is there,
@@ -142,32 +147,41 @@ func TestAVX2FixedPointMatchesToFixed(t *testing.T) {
 	if k := fixed4(&make([]int64, 1003)[0], &healthy[0], 1003, true); k != 1000 {
 		t.Fatalf("the AVX2 pass took %d of 1003 healthy values, want 1000", k)
 	}
-	for _, n := range []int{1, 3, 4, 5, 8, 1003, 4096} {
+	if avx512 {
+		healthy[5] = 1e5 // beyond AVX2's limit, within AVX-512's
+		if k := fixed16(&make([]int64, 1003)[0], &healthy[0], 1003, true); k != 992 {
+			t.Fatalf("the AVX-512 pass took %d of 1003 healthy values, want 992", k)
+		}
+	}
+	for _, n := range []int{1, 3, 4, 5, 8, 15, 16, 17, 33, 1003, 4096} {
 		vs := make([]float32, n)
 		for i := range vs {
 			vs[i] = awkward()
 		}
-		want, err := conv(false, vs)
+		want, err := conv(0, vs)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := conv(true, vs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := range want {
-			if got[i] != want[i] {
-				t.Fatalf("n=%d: value %d (%g): AVX2 %d, Go %d", n, i, vs[i], got[i], want[i])
+		for level := 1; level <= 2; level++ {
+			got, err := conv(level, vs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range want {
+				if got[i] != want[i] {
+					t.Fatalf("n=%d: value %d (%g): pass %d %d, Go %d", n, i, vs[i], level, got[i], want[i])
+				}
 			}
 		}
-		for _, bad := range []float32{float32(math.NaN()), float32(math.Inf(-1)), FixedLimit} {
+		for _, bad := range []float32{float32(math.NaN()), float32(math.Inf(-1)), FixedLimit, -FixedLimit} {
 			at := r.IntN(n)
 			spoilt := slices.Clone(vs)
 			spoilt[at] = bad
-			_, errGo := conv(false, spoilt)
-			_, errAVX := conv(true, spoilt)
-			if errGo == nil || errAVX == nil || errGo.Error() != errAVX.Error() {
-				t.Fatalf("n=%d, %v at %d: Go %v, AVX2 %v", n, bad, at, errGo, errAVX)
+			_, errGo := conv(0, spoilt)
+			for level := 1; level <= 2; level++ {
+				if _, errAVX := conv(level, spoilt); errGo == nil || errAVX == nil || errGo.Error() != errAVX.Error() {
+					t.Fatalf("n=%d, %v at %d: Go %v, pass %d %v", n, bad, at, errGo, level, errAVX)
+				}
 			}
 		}
 	}

@@ -16,6 +16,8 @@ func sgdMomentumMasked8(w, v, grad *float32, mask *byte, n int, mu, wd, lr float
 
 func fixed4(into *int64, vs *float32, n int, add bool) int { panic("trainer: no AVX2 here") }
 
+func fixed16(into *int64, vs *float32, n int, add bool) int { panic("trainer: no AVX-512 here") }
+
 func fixable8(vs *float32, n int) int { panic("trainer: no AVX2 here") }
 
 func scale8(dst, src *float32, n int, m float32, div bool) { panic("trainer: no AVX2 here") }

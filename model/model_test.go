@@ -265,3 +265,38 @@ func TestTooLargeIsRefusedBeforeAllocating(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 }
+
+// TestDropoutMaskIsItsStream: call c of a dropout op keeps element i where
+// the i-th 24-bit draw of PCG(seed, c) — the high 24 bits of each 32-bit
+// half of a Uint64, low half first — is at least P·2^24, with the others
+// scaled by 1/(1−P): the masks (so the trained bits) are defined by that
+// stream, however the loop computes them.
+func TestDropoutMaskIsItsStream(t *testing.T) {
+	for _, p := range []float32{0, 0.2, 0.5, 0.9} {
+		op := &DropoutOp{opBase: newBase("d", cpu.New(cpu.Options{})), P: p, Seed: 7, Calls: 11}
+		n := 1001
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = float32(i%7) - 3
+		}
+		y, err := op.Do(tensorFrom(x, 1, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := rand.New(rand.NewPCG(7, 11))
+		keep, thr := 1/(1-p), uint32(float64(p)*(1<<24))
+		var bits uint64
+		for i, v := range data(y) {
+			if i%2 == 0 {
+				bits = r.Uint64()
+			}
+			want := float32(0)
+			if uint32(bits>>(32*(i%2)))>>8 >= thr {
+				want = keep
+			}
+			if want *= x[i]; math.Float32bits(v) != math.Float32bits(want) {
+				t.Fatalf("P %v: element %d: %v, want %v", p, i, v, want)
+			}
+		}
+	}
+}

@@ -570,16 +570,15 @@ func (o *DropoutOp) Do(vs ...G.Value) (G.Value, error) {
 	keep := 1 / (1 - o.P)
 	// 24 random bits per element against the threshold: exact to 2^-24.
 	thr := uint32(float64(o.P) * (1 << 24))
-	m := o.mask
+	// Kept or not is a coin toss: a bit mask, not a branch that
+	// mispredicts half the time.
+	m, kb := o.mask, math.Float32bits(keep)
 	for i := 0; i < len(m); {
 		bits := r.Uint64()
 		for k := 0; k < 2 && i < len(m); k++ {
-			u := uint32(bits>>(32*k)) >> 8
-			if u >= thr {
-				m[i] = keep
-			} else {
-				m[i] = 0
-			}
+			u := int32(uint32(bits>>(32*k)) >> 8)
+			kept := uint32(^(u - int32(thr))) >> 31 // 1 iff u ≥ thr
+			m[i] = math.Float32frombits(kb & -kept)
 			i++
 		}
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/lathe-ml/lathe/compute"
 	"github.com/lathe-ml/lathe/graph"
+	"github.com/lathe-ml/lathe/internal/graphop"
 	"github.com/lathe-ml/lathe/internal/kernels"
 )
 
@@ -216,7 +217,8 @@ func (o *conv2dOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	return G.Nodes{dx, dw, db}, nil
 }
 
-// convGradWOp computes, per group, dzᵀ·col from the forward op's patches —
+// convGradWOp computes, into the slot its user chose (graphop.Slotted),
+// per group, dzᵀ·col from the forward op's patches —
 // or, for a convolution on the direct kernel with filters and channels in
 // whole SIMD tiles, the same sums without patches (kernels.GradW); inputs
 // dz and W (for the shape).
@@ -225,8 +227,10 @@ type convGradWOp struct {
 	fwd      *conv2dOp
 	taps     []float32 // a depthwise convolution's filter gradient, [K·K][C]
 	partials []float32 // kernels.GradW's chunks
-	out      buffer
+	out      graphop.Slots
 }
+
+func (o *convGradWOp) UseSlot(k int) { o.out.Use(k) }
 
 func (o *convGradWOp) Arity() int    { return 2 }
 func (o *convGradWOp) Type() hm.Type { return fnType(f32T(4), f32T(2), f32T(4)) }

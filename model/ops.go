@@ -315,11 +315,14 @@ func reluGrad(dst, y, dy []float32) {
 	}
 }
 
-// linearGradWOp computes dzᵀ·x: [out, in] from dz [n, out] and x [n, in].
+// linearGradWOp computes dzᵀ·x: [out, in] from dz [n, out] and x [n, in],
+// into the slot its user chose (graphop.Slotted).
 type linearGradWOp struct {
 	opBase
-	out buffer
+	out graphop.Slots
 }
+
+func (o *linearGradWOp) UseSlot(k int) { o.out.Use(k) }
 
 func (o *linearGradWOp) Arity() int    { return 2 }
 func (o *linearGradWOp) Type() hm.Type { return fnType(f32T(2), f32T(2), f32T(2)) }

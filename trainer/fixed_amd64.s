@@ -115,6 +115,75 @@ xdone:
 	VZEROUPPER
 	RET
 
+// func fixedSum16(into *int64, vs **float32, m, from, n int, add bool) int
+//
+// fixed16 over m vectors of n values at once, from index from:
+// into[i] (+)= Σ_j RoundToEven(vs[j][i]·2^40), sixteen at a time, each sum
+// in registers and into written once. It stops before the first block in
+// which a value of any of the vectors has |v| ≥ 2^20 (or is NaN or ±Inf),
+// leaving that block of into as it was, or where fewer than sixteen
+// values are left; returns the index it stopped at.
+TEXT ·fixedSum16(SB), NOSPLIT, $0-56
+	MOVQ    into+0(FP), DI
+	MOVQ    vs+8(FP), R8
+	MOVQ    m+16(FP), R9
+	MOVQ    from+24(FP), AX
+	MOVQ    n+32(FP), CX
+	MOVBQZX add+40(FP), BX
+	SUBQ    AX, CX
+	JLE     sdone
+	SHRQ    $4, CX
+	JZ      sdone
+	TESTQ   R9, R9
+	JZ      sdone
+	MOVL    $0x7fffffff, DX // |·|
+	VPBROADCASTD DX, Z10
+	MOVL    $0x49800000, DX // 2^20
+	VPBROADCASTD DX, Z11
+	MOVQ    $0x4270000000000000, DX // 2^40
+	VPBROADCASTQ DX, Z12
+
+sloop:
+	VPXORQ    Z4, Z4, Z4
+	VPXORQ    Z5, Z5, Z5
+	TESTQ     BX, BX
+	JZ        sfirst
+	VMOVDQU64 (DI)(AX*8), Z4
+	VMOVDQU64 64(DI)(AX*8), Z5
+
+sfirst:
+	XORQ R10, R10
+
+svec:
+	MOVQ          (R8)(R10*8), R11
+	VMOVDQU32     (R11)(AX*4), Z0
+	VPANDD        Z10, Z0, Z1
+	VPCMPD        $1, Z11, Z1, K1 // |v| < 2^20
+	KORTESTW      K1, K1
+	JCC           sdone           // not all sixteen: into's block untouched
+	VCVTPS2PD     Y0, Z2
+	VEXTRACTF32X8 $1, Z0, Y3
+	VCVTPS2PD     Y3, Z3
+	VMULPD        Z12, Z2, Z2
+	VMULPD        Z12, Z3, Z3
+	VCVTPD2QQ.RN_SAE Z2, Z2
+	VCVTPD2QQ.RN_SAE Z3, Z3
+	VPADDQ        Z2, Z4, Z4
+	VPADDQ        Z3, Z5, Z5
+	INCQ          R10
+	CMPQ          R10, R9
+	JLT           svec
+	VMOVDQU64     Z4, (DI)(AX*8)
+	VMOVDQU64     Z5, 64(DI)(AX*8)
+	ADDQ          $16, AX
+	DECQ          CX
+	JNZ           sloop
+
+sdone:
+	MOVQ AX, ret+48(FP)
+	VZEROUPPER
+	RET
+
 // func fromFixed8(dst *float32, q, add *int64, n int)
 //
 // dst[i] = float32(float64(q[i]+add[i]) · 2^-40) for the n/8 blocks of

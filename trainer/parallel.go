@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 
+	"github.com/lathe-ml/lathe/internal/graphop"
 	"github.com/lathe-ml/lathe/model"
 )
 
@@ -168,6 +169,62 @@ func putFixed(into []int64, vs []float32, add bool) error {
 	return nil
 }
 
+// AddFixedSum adds the sum over vss of each vector in fixed point to
+// into — the integers AddFixed of each in turn would leave — reading into
+// and writing it once (with AVX-512, sixteen values of every vector at a
+// time); it fails on the first value ToFixed refuses, the vectors' values
+// at one index checked in order before the next index's. Every vector has
+// into's length.
+func AddFixedSum(into []int64, vss [][]float32) error { return putFixedSum(into, vss, true) }
+
+// SetFixedSum is AddFixedSum into a vector of zeros.
+func SetFixedSum(into []int64, vss [][]float32) error { return putFixedSum(into, vss, false) }
+
+func putFixedSum(into []int64, vss [][]float32, add bool) error {
+	switch len(vss) {
+	case 0:
+		if !add {
+			clear(into)
+		}
+		return nil
+	case 1:
+		return putFixed(into[:len(vss[0])], vss[0], add)
+	}
+	n := len(into)
+	ptrs := make([]*float32, len(vss))
+	for j, vs := range vss {
+		if len(vs) != n {
+			return fmt.Errorf("trainer: fixed-point sum of %d values and %d", n, len(vs))
+		}
+		if n > 0 {
+			ptrs[j] = &vs[0]
+		}
+	}
+	for i := 0; i < n; {
+		block := 1
+		if hasAVX512DQ && n-i >= 16 {
+			i = fixedSum16(&into[0], &ptrs[0], len(ptrs), i, n, add)
+			block = 16
+		}
+		// The block the vector pass stopped at, or the tail.
+		for end := min(i+block, n); i < end; i++ {
+			var q int64
+			if add {
+				q = into[i]
+			}
+			for _, vs := range vss {
+				v, ok := ToFixed(vs[i])
+				if !ok {
+					return fmt.Errorf("%w: value %v at %d cannot be reduced exactly", ErrNonFinite, vs[i], i)
+				}
+				q += v
+			}
+			into[i] = q
+		}
+	}
+	return nil
+}
+
 // CheckFixed fails as AddFixed does on the first value of vs that ToFixed
 // refuses (eight values at a time compared with FixedLimit, with AVX2).
 func CheckFixed(vs []float32) error {
@@ -268,72 +325,36 @@ func (t *Trainer) parallelStep(ctx context.Context, idx []int, epoch int) error 
 	prepared := false
 	compute := func(ks []int, into []int64, fresh bool) error {
 		if fresh {
-			// The first micro-shard's gradients are put in place of what
-			// into holds (they are its whole [0, l.obs) when the graph
-			// runs); the rest starts from zero.
+			// The micro-shards' gradients are put in place of what into
+			// holds (they are its whole [0, l.obs) when the graph runs);
+			// the rest starts from zero.
 			clear(into[l.obs:])
 			if len(ks) == 0 || t.cfg.Gradients != nil || len(t.grads) != len(l.params) || (l.proj >= 0) != (t.projGrad != nil) {
 				clear(into[:l.obs])
 				fresh = false
 			}
 		}
-		for j, k := range ks {
+		for _, k := range ks {
 			if k < 0 || k >= shards {
 				return fmt.Errorf("trainer: step %d: micro-shard %d outside [0, %d)", s.Step+1, k, shards)
 			}
-			put := AddFixed
-			if fresh && j == 0 {
-				put = SetFixed
-			}
-			load(k)
-			if g := t.cfg.Gradients; g != nil {
+		}
+		if g := t.cfg.Gradients; g != nil {
+			for _, k := range ks {
+				load(k)
 				if !prepared {
 					if err := g.Prepare(t.cfg.Model); err != nil {
 						return fmt.Errorf("trainer: step %d: %w", s.Step+1, err)
 					}
 					prepared = true
 				}
-				grads, st, err := g.Shard(x[:micro*t.cfg.Train.Features()], y[:micro], uint64(s.Step)*uint64(shards)+uint64(k))
-				if err != nil {
-					return fmt.Errorf("trainer: step %d: %w", s.Step+1, err)
-				}
-				for i, gr := range grads {
-					if err := AddFixed(into[l.params[i]:], gr); err != nil {
-						return fmt.Errorf("trainer: step %d: %s: %w", s.Step+1, t.cfg.Model.Params[i].Name, err)
-					}
-				}
-				if err := AddFixed(into[l.loss:], []float32{st.Loss, st.Distill, st.Correct}); err != nil {
-					return fmt.Errorf("trainer: step %d: loss: %w", s.Step+1, err)
-				}
-				continue
-			}
-			if err := t.runShard(k, shards); err != nil {
-				return err
-			}
-			for i, g := range t.grads {
-				if err := put(into[l.params[i]:], f32s(g.Value())); err != nil {
-					return fmt.Errorf("trainer: step %d: %s: %w", s.Step+1, t.cfg.Model.Params[i].Name, err)
+				if err := t.addDeviceShard(g, k, micro, into); err != nil {
+					return err
 				}
 			}
-			if l.proj >= 0 {
-				if err := put(into[l.proj:], f32s(t.projGrad.Value())); err != nil {
-					return fmt.Errorf("trainer: step %d: hint projection: %w", s.Step+1, err)
-				}
-			}
-			for j, name := range l.obsNames {
-				o := t.cfg.Model.ActQuant[name]
-				if o.Seen {
-					slot := l.obs + 2*(j*shards+k)
-					if err := AddFixed(into[slot:slot+2], []float32{o.SeenMin, o.SeenMax}); err != nil {
-						return fmt.Errorf("trainer: step %d: observer %s: %w", s.Step+1, name, err)
-					}
-				}
-			}
-			if err := AddFixed(into[l.loss:], t.shardFigures()); err != nil {
-				return fmt.Errorf("trainer: step %d: loss: %w", s.Step+1, err)
-			}
+			return nil
 		}
-		return nil
+		return t.computeShards(ks, into, fresh, load)
 	}
 	single := func(k int) ([][]float32, error) {
 		if t.cfg.Gradients != nil || len(t.grads) != len(l.params) || (l.proj >= 0) != (t.projGrad != nil) || k < 0 || k >= shards {
@@ -383,6 +404,118 @@ func (t *Trainer) parallelStep(ctx context.Context, idx []int, epoch int) error 
 	t.lastKD = float64(v[l.loss+1] / inv)
 	t.lastCorrect = int(math.Round(float64(v[l.loss+2])))
 	return nil
+}
+
+// addDeviceShard adds the micro-shard k's gradients, computed by g, and
+// its figures to into.
+func (t *Trainer) addDeviceShard(g ShardGradients, k, micro int, into []int64) error {
+	s, l := &t.state, t.layout()
+	x, y := t.net.XValue.Float32s(), t.net.YValue.Float32s()
+	shards := t.cfg.Parallel.MicroShards()
+	grads, st, err := g.Shard(x[:micro*t.cfg.Train.Features()], y[:micro], uint64(s.Step)*uint64(shards)+uint64(k))
+	if err != nil {
+		return fmt.Errorf("trainer: step %d: %w", s.Step+1, err)
+	}
+	for i, gr := range grads {
+		if err := AddFixed(into[l.params[i]:], gr); err != nil {
+			return fmt.Errorf("trainer: step %d: %s: %w", s.Step+1, t.cfg.Model.Params[i].Name, err)
+		}
+	}
+	if err := AddFixed(into[l.loss:], []float32{st.Loss, st.Distill, st.Correct}); err != nil {
+		return fmt.Errorf("trainer: step %d: loss: %w", s.Step+1, err)
+	}
+	return nil
+}
+
+// computeShards runs the graph on the micro-shards ks one after the other
+// and sums their gradients into into (in place of what it holds, when
+// fresh) in one pass at the end: a gradient whose op keeps each run's
+// output in a slot of its own (graphop.Slotted: the weights' gradients)
+// is read where it lies, the others are copied aside until then. Each
+// micro-shard's observer ranges and figures are added as it runs.
+func (t *Trainer) computeShards(ks []int, into []int64, fresh bool, load func(k int)) error {
+	if len(ks) == 0 {
+		return nil
+	}
+	s, l := &t.state, t.layout()
+	shards := t.cfg.Parallel.MicroShards()
+	nodes := t.grads
+	if l.proj >= 0 {
+		nodes = append(slices.Clip(nodes), t.projGrad)
+	}
+	slotted := make([]graphop.Slotted, len(nodes))
+	for i, g := range nodes {
+		slotted[i], _ = g.Op().(graphop.Slotted)
+	}
+	held := t.heldGrads(len(nodes), len(ks))
+	for j, k := range ks {
+		load(k)
+		for _, o := range slotted {
+			if o != nil {
+				o.UseSlot(j)
+			}
+		}
+		if err := t.runShard(k, shards); err != nil {
+			return err
+		}
+		for i, g := range nodes {
+			v := f32s(g.Value())
+			if slotted[i] == nil && j < len(ks)-1 { // the next run overwrites it
+				held[j][i] = append(held[j][i][:0], v...)
+				v = held[j][i]
+			}
+			t.gradViews[i][j] = v
+		}
+		for q, name := range l.obsNames {
+			o := t.cfg.Model.ActQuant[name]
+			if o.Seen {
+				slot := l.obs + 2*(q*shards+k)
+				if err := AddFixed(into[slot:slot+2], []float32{o.SeenMin, o.SeenMax}); err != nil {
+					return fmt.Errorf("trainer: step %d: observer %s: %w", s.Step+1, name, err)
+				}
+			}
+		}
+		if err := AddFixed(into[l.loss:], t.shardFigures()); err != nil {
+			return fmt.Errorf("trainer: step %d: loss: %w", s.Step+1, err)
+		}
+	}
+	put := AddFixedSum
+	if fresh {
+		put = SetFixedSum
+	}
+	for i := range nodes {
+		vs := t.gradViews[i][:len(ks)]
+		off, name := l.proj, "hint projection"
+		if i < len(l.params) {
+			off, name = l.params[i], t.cfg.Model.Params[i].Name
+		}
+		if err := put(into[off:off+len(vs[0])], vs); err != nil {
+			return fmt.Errorf("trainer: step %d: %s: %w", s.Step+1, name, err)
+		}
+	}
+	return nil
+}
+
+// heldGrads returns the buffers that keep grads gradients of up to ks-1
+// runs aside ([run][gradient]), and sizes gradViews for them.
+func (t *Trainer) heldGrads(grads, ks int) [][][]float32 {
+	for len(t.held) < ks {
+		t.held = append(t.held, nil)
+	}
+	for j := range t.held[:ks] {
+		for len(t.held[j]) < grads {
+			t.held[j] = append(t.held[j], nil)
+		}
+	}
+	for len(t.gradViews) < grads {
+		t.gradViews = append(t.gradViews, nil)
+	}
+	for i := range t.gradViews[:grads] {
+		for len(t.gradViews[i]) < ks {
+			t.gradViews[i] = append(t.gradViews[i], nil)
+		}
+	}
+	return t.held
 }
 
 // runShard runs the graph on the micro-shard k of shards whose samples

@@ -27,6 +27,8 @@ import (
 // that every owner fetches the state of its chunk from that replica.
 type memCluster struct {
 	shards  int
+	plain   bool    // the replicas' model without quantization: its weights' gradients are kept in slots
+	arch    string  // the replicas' model ("": an MLP with dropout)
 	assign  [][]int // micro-shards per replica (empty: computes none)
 	rotate  bool
 	mu      sync.Mutex
@@ -95,12 +97,16 @@ func (m memReplica) Reduce(ctx context.Context, step int64, n int, f Step) ([]fl
 	if err != nil {
 		return nil, false, err
 	}
-	// Several calls, as a re-plan would make them.
-	for j, k := range m.c.assign[m.r] {
-		if single {
-			break
+	// On odd steps one call a micro-shard, as a re-plan would make them;
+	// on even steps one call with them all (the runs' gradients kept aside
+	// and summed in one pass).
+	ks := m.c.assign[m.r]
+	for j := 0; j < len(ks) && !single; j++ {
+		call := ks[j : j+1]
+		if step%2 == 0 {
+			call, j = ks, len(ks)
 		}
-		if err := f.Compute([]int{k}, into, j == 0); err != nil {
+		if err := f.Compute(call, into, j == 0 || step%2 == 0); err != nil {
 			return nil, false, err
 		}
 	}
@@ -338,12 +344,18 @@ func parallelRunWith(t *testing.T, c *memCluster, rotate bool, opt OptimConfig, 
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for r := range assign {
-		m, err := model.New(model.Spec{Arch: "mlp", Hidden: []int{32}, Dropout: 0.2}, model.MNISTInput, 7)
+		spec := model.Spec{Arch: "mlp", Hidden: []int{32}, Dropout: 0.2}
+		if c.arch != "" {
+			spec = model.Spec{Arch: c.arch}
+		}
+		m, err := model.New(spec, model.MNISTInput, 7)
 		if err != nil {
 			t.Fatal(err)
 		}
-		m.Quant = map[string]*model.QuantControl{"fc1": {Spec: model.QuantSpec{Bits: 6}}, "fc2": {Spec: model.QuantSpec{Bits: 6}}}
-		m.ActQuant = map[string]*model.Observer{"fc1": {Spec: model.QuantSpec{Bits: 8}, Momentum: 0.9}}
+		if !c.plain {
+			m.Quant = map[string]*model.QuantControl{"fc1": {Spec: model.QuantSpec{Bits: 6}}, "fc2": {Spec: model.QuantSpec{Bits: 6}}}
+			m.ActQuant = map[string]*model.Observer{"fc1": {Spec: model.QuantSpec{Bits: 8}, Momentum: 0.9}}
+		}
 		o, err := NewOptimizer(opt, sizes(m))
 		if err != nil {
 			t.Fatal(err)
@@ -352,7 +364,9 @@ func parallelRunWith(t *testing.T, c *memCluster, rotate bool, opt OptimConfig, 
 		policies := []Policy{
 			&LRPolicy{Schedule: schedule.LR{Kind: "cosine", Base: 0.05, Total: 1024}},
 			&PrunePolicy{Layers: []string{"fc1"}, Schedule: sched, Granularity: compress.Element},
-			&QuantPolicy{Layers: []string{"fc1", "fc2"}, Steps: []QuantStep{{Start: 128, Bits: 6}}, Observers: []string{"fc1"}},
+		}
+		if !c.plain {
+			policies = append(policies, &QuantPolicy{Layers: []string{"fc1", "fc2"}, Steps: []QuantStep{{Start: 128, Bits: 6}}, Observers: []string{"fc1"}})
 		}
 		cfg := Config{Model: m, Engine: cpu.New(cpu.Options{Threads: 1}), Train: train, Val: val,
 			Batch: 32, EvalBatch: 50, Epochs: 3, Seed: 5, Optimizer: o, Augment: data.Augment{Shift: 1},
@@ -440,6 +454,28 @@ func TestParallelReplicasMatchWhoeverComputes(t *testing.T) {
 			for i := range ps {
 				if !slices.Equal(ps[i], one[0][i]) {
 					t.Fatalf("%v (rotating %v): replica %d, parameter %d differs from the single replica's", run.assign, run.rotate, r, i)
+				}
+			}
+		}
+	}
+	// Without quantization the weights' gradients come straight from the
+	// linear layers' ops, which keep each run's in a slot of its own: a
+	// replica computing several micro-shards in one call sums them from
+	// there (the biases' are copied aside).
+	// So do a convolution's (LeNet-5).
+	for _, arch := range []string{"", "lenet5"} {
+		plain := func(assign [][]int) [][][]float32 {
+			c := newMemCluster(4, assign)
+			c.plain, c.arch = true, arch
+			return parallelRunWith(t, c, false, sgd, 0).params
+		}
+		onePlain := plain([][]int{{0, 1, 2, 3}})
+		for _, assign := range [][][]int{{{0}, {1}, {2}, {3}}, {{3, 1}, {2, 0}}} {
+			for r, ps := range plain(assign) {
+				for i := range ps {
+					if !slices.Equal(ps[i], onePlain[0][i]) {
+						t.Fatalf("%q without quantization, %v: replica %d, parameter %d differs from the single replica's", arch, assign, r, i)
+					}
 				}
 			}
 		}

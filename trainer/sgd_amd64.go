@@ -29,6 +29,9 @@ func fixed4(into *int64, vs *float32, n int, add bool) int
 func fixed16(into *int64, vs *float32, n int, add bool) int
 
 //go:noescape
+func fixedSum16(into *int64, vs **float32, m, from, n int, add bool) int
+
+//go:noescape
 func fixable8(vs *float32, n int) int
 
 //go:noescape

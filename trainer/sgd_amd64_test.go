@@ -255,3 +255,83 @@ func TestAVX2CheckMatchesToFixed(t *testing.T) {
 		}
 	}
 }
+
+// TestFixedSumMatchesAddFixed: AddFixedSum and SetFixedSum leave the
+// integers AddFixed of each vector in turn leaves, with the AVX-512 pass
+// and without, for one to eight vectors over lengths with and without a
+// tail; a refused value anywhere gives the Go loop's error, and a block the
+// pass refuses is left for the Go loop whole.
+func TestFixedSumMatchesAddFixed(t *testing.T) {
+	avx512 := hasAVX512DQ
+	defer func() { hasAVX512DQ = avx512 }()
+	r := rand.New(rand.NewPCG(9, 10))
+	value := func() float32 {
+		switch r.IntN(6) {
+		case 0:
+			return float32(math.Copysign(0, -1))
+		case 1: // a tie after scaling
+			return float32(2*r.IntN(1000)+1-1000) * float32(math.Ldexp(1, -41))
+		case 2:
+			return float32(2*r.IntN(2)-1) * math.Nextafter32(FixedLimit, 0)
+		default:
+			return float32(r.NormFloat64())
+		}
+	}
+	for _, m := range []int{1, 2, 3, 4, 8} {
+		for _, n := range []int{0, 1, 15, 16, 17, 100, 1003} {
+			vss := make([][]float32, m)
+			for j := range vss {
+				vss[j] = make([]float32, n)
+				for i := range vss[j] {
+					vss[j][i] = value()
+				}
+			}
+			start := make([]int64, n)
+			for i := range start {
+				start[i] = r.Int64N(1<<40) - 1<<39
+			}
+			want := slices.Clone(start)
+			for _, vs := range vss {
+				if err := AddFixed(want, vs); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, fast := range []bool{false, true} {
+				hasAVX512DQ = fast && avx512
+				got := slices.Clone(start)
+				if err := AddFixedSum(got, vss); err != nil {
+					t.Fatal(err)
+				}
+				set := make([]int64, n)
+				for i := range set {
+					set[i] = -7
+				}
+				if err := SetFixedSum(set, vss); err != nil {
+					t.Fatal(err)
+				}
+				for i := range want {
+					if got[i] != want[i] || set[i] != want[i]-start[i] {
+						t.Fatalf("%d vectors of %d, AVX-512 %v: value %d: add %d, set %d, want %d and %d", m, n, hasAVX512DQ, i, got[i], set[i], want[i], want[i]-start[i])
+					}
+				}
+				if n == 0 {
+					continue
+				}
+				j, at := r.IntN(m), r.IntN(n)
+				spoilt := slices.Clone(vss)
+				spoilt[j] = slices.Clone(vss[j])
+				spoilt[j][at] = []float32{float32(math.NaN()), FixedLimit, -FixedLimit}[r.IntN(3)]
+				hasAVX512DQ = false
+				errGo := AddFixedSum(slices.Clone(start), spoilt)
+				hasAVX512DQ = fast && avx512
+				errFast := AddFixedSum(slices.Clone(start), spoilt)
+				if errGo == nil || errFast == nil || errGo.Error() != errFast.Error() {
+					t.Fatalf("%d vectors of %d, %v in vector %d at %d: Go %v, pass %v", m, n, spoilt[j][at], j, at, errGo, errFast)
+				}
+			}
+		}
+	}
+	if err := AddFixedSum(make([]int64, 3), [][]float32{{1, 2, 3}, {1, 2}}); err == nil {
+		t.Fatal("vectors of different lengths summed")
+	}
+}

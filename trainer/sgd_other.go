@@ -18,6 +18,10 @@ func fixed4(into *int64, vs *float32, n int, add bool) int { panic("trainer: no 
 
 func fixed16(into *int64, vs *float32, n int, add bool) int { panic("trainer: no AVX-512 here") }
 
+func fixedSum16(into *int64, vs **float32, m, from, n int, add bool) int {
+	panic("trainer: no AVX-512 here")
+}
+
 func fixable8(vs *float32, n int) int { panic("trainer: no AVX2 here") }
 
 func scale8(dst, src *float32, n int, m float32, div bool) { panic("trainer: no AVX2 here") }

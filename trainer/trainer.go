@@ -190,7 +190,9 @@ type Trainer struct {
 	pgrads      [][]float32
 	projGradPar []float32
 	parLayout   *parallelLayout
-	singleTail  []float32 // Step.Single's last segment: observer slots and the step's figures
+	singleTail  []float32     // Step.Single's last segment: observer slots and the step's figures
+	held        [][][]float32 // gradients of a step's runs kept aside until their sum ([run][gradient])
+	gradViews   [][][]float32 // each gradient's values in each of a step's runs ([gradient][run])
 	pending     *pendingUpdate
 	wholeState  bool
 	chunk       *pendingUpdate // the own chunk's optimizer state, once the whole is given up

@@ -96,6 +96,33 @@ func (b *Buffer) Get(shape ...int) *tensor.Dense {
 	return b.T
 }
 
+// Slots is an op-owned output with a buffer per slot, for an output its
+// caller keeps across runs: the trainer runs a step's micro-shards one
+// after the other and sums their weight gradients in one pass at the end,
+// each run's gradient in a slot of its own. Slot 0 until Use says
+// otherwise.
+type Slots struct {
+	bufs []Buffer
+	at   int
+}
+
+// Use makes slot k the buffer Get returns.
+func (s *Slots) Use(k int) { s.at = k }
+
+// Get returns the current slot's buffer with the given shape.
+func (s *Slots) Get(shape ...int) *tensor.Dense {
+	for len(s.bufs) <= s.at {
+		s.bufs = append(s.bufs, Buffer{})
+	}
+	return s.bufs[s.at].Get(shape...)
+}
+
+// Slotted is an op whose output is Slots: UseSlot(k) makes the next runs
+// write it to slot k, leaving what the other slots hold.
+type Slotted interface {
+	UseSlot(k int)
+}
+
 // Scalar returns the buffer as a 0-d tensor.
 func (b *Buffer) Scalar() *tensor.Dense {
 	if b.T == nil {

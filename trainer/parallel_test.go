@@ -28,6 +28,7 @@ import (
 type memCluster struct {
 	shards  int
 	plain   bool    // the replicas' model without quantization: its weights' gradients are kept in slots
+	failed  error   // a replica's run ended in an error: the others stop waiting
 	arch    string  // the replicas' model ("": an MLP with dropout)
 	assign  [][]int // micro-shards per replica (empty: computes none)
 	rotate  bool
@@ -50,6 +51,26 @@ type memCluster struct {
 	reduced   []int // Reduce calls per replica
 	takes     int
 	dropChunk bool // Take leaves a chunk's optimizer state out
+}
+
+// wait waits for a change, with c.mu held, and says whether a replica
+// has failed since: a test whose replica fails then fails instead of
+// hanging with the others.
+func (c *memCluster) wait() error {
+	if c.failed == nil {
+		c.cond.Wait()
+	}
+	return c.failed
+}
+
+// fail records replica r's error and wakes the replicas that wait.
+func (c *memCluster) fail(r int, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.failed == nil {
+		c.failed = fmt.Errorf("replica %d failed: %w", r, err)
+	}
+	c.cond.Broadcast()
 }
 
 func newMemCluster(shards int, assign [][]int) *memCluster {
@@ -114,7 +135,9 @@ func (m memReplica) Reduce(ctx context.Context, step int64, n int, f Step) ([]fl
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for c.done != nil { // the previous step's result is still being taken
-		c.cond.Wait()
+		if err := c.wait(); err != nil {
+			return nil, false, err
+		}
 	}
 	if c.step != step {
 		c.step, c.sum, c.arrived, c.owned = step, make([]int64, n), 0, 0
@@ -138,7 +161,9 @@ func (m memReplica) Reduce(ctx context.Context, step int64, n int, f Step) ([]fl
 		c.cond.Broadcast()
 	}
 	for c.done == nil || c.step != step {
-		c.cond.Wait()
+		if err := c.wait(); err != nil {
+			return nil, false, err
+		}
 	}
 	if pos >= 0 {
 		lo, hi := pos*n/owners, (pos+1)*n/owners
@@ -154,7 +179,9 @@ func (m memReplica) Reduce(ctx context.Context, step int64, n int, f Step) ([]fl
 		c.cond.Broadcast()
 	}
 	for c.owned < owners {
-		c.cond.Wait()
+		if err := c.wait(); err != nil {
+			return nil, false, err
+		}
 	}
 	out := slices.Clone(c.done)
 	if pos >= 0 {
@@ -281,7 +308,9 @@ func (m memReplica) Take(_ context.Context, step int64, _ int, _ Step) (*SyncSta
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for c.offered[step] < c.reducers() {
-		c.cond.Wait()
+		if err := c.wait(); err != nil {
+			return nil, err
+		}
 	}
 	c.takes++
 	st := c.offers[step]
@@ -299,7 +328,10 @@ func (m memReplica) FetchMoments(_ context.Context, step int64, lo, hi int) ([]f
 	c := m.c
 	c.mu.Lock()
 	for c.moments == nil || c.step != step {
-		c.cond.Wait()
+		if err := c.wait(); err != nil {
+			c.mu.Unlock()
+			return nil, err
+		}
 	}
 	fn := c.moments
 	c.fetched++
@@ -395,7 +427,9 @@ func parallelRunWith(t *testing.T, c *memCluster, rotate bool, opt OptimConfig, 
 		go func(r int) {
 			defer wg.Done()
 			defer tr.Close()
-			if out.res[r], errs[r] = tr.Run(context.Background()); errs[r] == nil {
+			if out.res[r], errs[r] = tr.Run(context.Background()); errs[r] != nil {
+				c.fail(r, errs[r])
+			} else {
 				for _, p := range m.Params {
 					out.params[r] = append(out.params[r], slices.Clone(p.Data()))
 				}

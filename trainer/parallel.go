@@ -181,6 +181,12 @@ func AddFixedSum(into []int64, vss [][]float32) error { return putFixedSum(into,
 func SetFixedSum(into []int64, vss [][]float32) error { return putFixedSum(into, vss, false) }
 
 func putFixedSum(into []int64, vss [][]float32, add bool) error {
+	n := len(into)
+	for _, vs := range vss {
+		if len(vs) != n {
+			return fmt.Errorf("trainer: fixed-point sum of %d values and %d", n, len(vs))
+		}
+	}
 	switch len(vss) {
 	case 0:
 		if !add {
@@ -188,14 +194,10 @@ func putFixedSum(into []int64, vss [][]float32, add bool) error {
 		}
 		return nil
 	case 1:
-		return putFixed(into[:len(vss[0])], vss[0], add)
+		return putFixed(into, vss[0], add)
 	}
-	n := len(into)
 	ptrs := make([]*float32, len(vss))
 	for j, vs := range vss {
-		if len(vs) != n {
-			return fmt.Errorf("trainer: fixed-point sum of %d values and %d", n, len(vs))
-		}
 		if n > 0 {
 			ptrs[j] = &vs[0]
 		}

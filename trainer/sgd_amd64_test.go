@@ -331,7 +331,9 @@ func TestFixedSumMatchesAddFixed(t *testing.T) {
 			}
 		}
 	}
-	if err := AddFixedSum(make([]int64, 3), [][]float32{{1, 2, 3}, {1, 2}}); err == nil {
-		t.Fatal("vectors of different lengths summed")
+	for _, vss := range [][][]float32{{{1, 2, 3}, {1, 2}}, {{1, 2, 3, 4}}} {
+		if err := AddFixedSum(make([]int64, 3), vss); err == nil {
+			t.Fatalf("vectors of %d values summed into 3", len(vss[len(vss)-1]))
+		}
 	}
 }

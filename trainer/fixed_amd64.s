@@ -58,71 +58,18 @@ done:
 	VZEROUPPER
 	RET
 
-// func fixed16(into *int64, vs *float32, n int, add bool) int
-//
-// fixed4 with AVX-512, sixteen at a time, over every value ToFixed takes:
-// from the start, while every value of a block has |v| < 2^20 (FixedLimit;
-// magnitudes compare as integers, as in fixable8, so NaN and ±Inf stop
-// it), into[i] += RoundToEven(v·2^40), or = when add is false. v·2^40 is
-// exact in float64 and below 2^60; VCVTPD2QQ with embedded round-to-
-// nearest-even gives the integer ToFixed gives. Returns how many values it
-// converted (a multiple of 16); the block after them, if any, is the Go
-// loop's to convert or refuse.
-TEXT ·fixed16(SB), NOSPLIT, $0-40
-	MOVQ    into+0(FP), DI
-	MOVQ    vs+8(FP), SI
-	MOVQ    n+16(FP), CX
-	MOVBQZX add+24(FP), BX
-	XORQ    AX, AX
-	SHRQ    $4, CX
-	JZ      xdone
-	MOVL    $0x7fffffff, DX // |·|
-	VPBROADCASTD DX, Z10
-	MOVL    $0x49800000, DX // 2^20
-	VPBROADCASTD DX, Z11
-	MOVQ    $0x4270000000000000, DX // 2^40
-	VPBROADCASTQ DX, Z12
-
-xloop:
-	VMOVDQU32     (SI), Z0
-	VPANDD        Z10, Z0, Z1
-	VPCMPD        $1, Z11, Z1, K1 // |v| < 2^20
-	KORTESTW      K1, K1
-	JCC           xdone           // not all sixteen
-	VCVTPS2PD     Y0, Z2
-	VEXTRACTF32X8 $1, Z0, Y3
-	VCVTPS2PD     Y3, Z3
-	VMULPD        Z12, Z2, Z2
-	VMULPD        Z12, Z3, Z3
-	VCVTPD2QQ.RN_SAE Z2, Z2
-	VCVTPD2QQ.RN_SAE Z3, Z3
-	TESTQ         BX, BX
-	JZ            xstore
-	VPADDQ        (DI), Z2, Z2
-	VPADDQ        64(DI), Z3, Z3
-
-xstore:
-	VMOVDQU64 Z2, (DI)
-	VMOVDQU64 Z3, 64(DI)
-	ADDQ      $64, SI
-	ADDQ      $128, DI
-	ADDQ      $16, AX
-	DECQ      CX
-	JNZ       xloop
-
-xdone:
-	MOVQ AX, ret+32(FP)
-	VZEROUPPER
-	RET
-
 // func fixedSum16(into *int64, vs **float32, m, from, n int, add bool) int
 //
-// fixed16 over m vectors of n values at once, from index from:
-// into[i] (+)= Σ_j RoundToEven(vs[j][i]·2^40), sixteen at a time, each sum
-// in registers and into written once. It stops before the first block in
-// which a value of any of the vectors has |v| ≥ 2^20 (or is NaN or ±Inf),
-// leaving that block of into as it was, or where fewer than sixteen
-// values are left; returns the index it stopped at.
+// fixed4 with AVX-512 over m vectors of n values at once (m = 1: one
+// vector), from index from: into[i] (+)= Σ_j RoundToEven(vs[j][i]·2^40),
+// sixteen at a time, each sum in registers and into written once, over
+// every value ToFixed takes. It stops before the first block in which a
+// value of any of the vectors has |v| ≥ 2^20 (FixedLimit; magnitudes
+// compare as integers, as in fixable8, so NaN and ±Inf stop it), leaving
+// that block of into as it was, or where fewer than sixteen values are
+// left; returns the index it stopped at. v·2^40 is exact in float64 and
+// below 2^60; VCVTPD2QQ with embedded round-to-nearest-even gives the
+// integer ToFixed gives.
 TEXT ·fixedSum16(SB), NOSPLIT, $0-56
 	MOVQ    into+0(FP), DI
 	MOVQ    vs+8(FP), R8

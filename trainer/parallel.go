@@ -146,10 +146,11 @@ func putFixed(into []int64, vs []float32, add bool) error {
 		return nil
 	}
 	into = into[:len(vs)]
+	ptr := &vs[0]
 	for i := 0; i < len(vs); {
 		block := 4
 		if hasAVX512DQ && len(vs)-i >= 16 {
-			i += fixed16(&into[i], &vs[i], len(vs)-i, add)
+			i = fixedSum16(&into[0], &ptr, 1, i, len(vs), add)
 			block = 16
 		} else if hasAVX2 && len(vs)-i >= 4 {
 			i += fixed4(&into[i], &vs[i], len(vs)-i, add)

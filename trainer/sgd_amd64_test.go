@@ -149,7 +149,7 @@ func TestAVX2FixedPointMatchesToFixed(t *testing.T) {
 	}
 	if avx512 {
 		healthy[5] = 1e5 // beyond AVX2's limit, within AVX-512's
-		if k := fixed16(&make([]int64, 1003)[0], &healthy[0], 1003, true); k != 992 {
+		if k := fixedSum16(&make([]int64, 1003)[0], &[]*float32{&healthy[0]}[0], 1, 0, 1003, true); k != 992 {
 			t.Fatalf("the AVX-512 pass took %d of 1003 healthy values, want 992", k)
 		}
 	}

@@ -16,8 +16,6 @@ func sgdMomentumMasked8(w, v, grad *float32, mask *byte, n int, mu, wd, lr float
 
 func fixed4(into *int64, vs *float32, n int, add bool) int { panic("trainer: no AVX2 here") }
 
-func fixed16(into *int64, vs *float32, n int, add bool) int { panic("trainer: no AVX-512 here") }
-
 func fixedSum16(into *int64, vs **float32, m, from, n int, add bool) int {
 	panic("trainer: no AVX-512 here")
 }

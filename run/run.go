@@ -152,7 +152,9 @@ func execute(ctx context.Context, job *recipes.Job, opts Options) (sum *rundir.S
 	if err != nil {
 		return nil, nil, err
 	}
-	eng := cpu.New(cpu.Options{Threads: threads, Logger: log})
+	// A cluster's roles compute with the exact product: a micro-shard's
+	// bits then do not depend on the BLAS, nor on what else a product holds.
+	eng := cpu.New(cpu.Options{Threads: threads, Logger: log, Exact: role.oneThread()})
 	info, engine := eng.Describe(), eng.Name()
 	cpuThreads := info.Threads // a device's results can depend on them too (the host device's BLAS)
 	device := opts.Device      // trains the whole step there (a replica's device computes gradients only)
@@ -349,8 +351,9 @@ func resumeState(job *recipes.Job, role role, opts *Options, dir string, log hcl
 		threads = opts.Threads
 	}
 	if role.oneThread() {
-		// Replicas must agree to the bit: one thread (OpenBLAS's results
-		// depend on its thread count), the same everywhere.
+		// Replicas must agree to the bit: one thread, the same everywhere
+		// (with the exact product the bits would not depend on it; the
+		// cores are the workers').
 		threads = 1
 	}
 	if f := role.resumeFile(); f != nil {

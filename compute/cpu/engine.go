@@ -30,6 +30,12 @@ type Options struct {
 	// (compute.Pool): lower latency for many short loops — the inference
 	// runtime at small batches — at the cost of CPU spent waiting.
 	Spin time.Duration
+	// Exact computes Sgemm with lathe's own kernels instead of the BLAS,
+	// in an order that makes every output a function of its operands
+	// alone — whatever the product's shape, the output's place in it, the
+	// thread count or the machine (exact.go). A cluster replica's
+	// micro-shards then give the same bits however they are grouped.
+	Exact bool
 }
 
 // Engine is the CPU engine. It is also a gorgonia tensor.Engine (the standard
@@ -42,6 +48,9 @@ type Engine struct {
 
 	lastThreaded time.Time // when a product last used OpenBLAS's threads
 	pool         *compute.Pool
+
+	exact   bool      // Options.Exact
+	scratch []float32 // the exact product's chains where alpha ≠ 1 or beta ≠ 0
 }
 
 var (
@@ -60,7 +69,7 @@ func New(opts Options) *Engine {
 	if threads <= 0 {
 		threads = runtime.NumCPU()
 	}
-	e := &Engine{threads: threads}
+	e := &Engine{threads: threads, exact: opts.Exact}
 	if opts.Spin > 0 && threads > 1 {
 		e.pool = compute.NewPool(threads, opts.Spin)
 	}
@@ -84,6 +93,9 @@ func New(opts Options) *Engine {
 
 // Name implements compute.Engine.
 func (e *Engine) Name() string {
+	if e.exact {
+		return "cpu/exact"
+	}
 	if e.blas != nil {
 		return "cpu/openblas"
 	}
@@ -95,6 +107,13 @@ func (e *Engine) Threads() int { return e.threads }
 
 // Describe implements compute.Describer.
 func (e *Engine) Describe() compute.Info {
+	if e.exact {
+		kernels := "lathe exact GEMM (Go)"
+		if hasExactAsm {
+			kernels = "lathe exact GEMM (AVX-512)"
+		}
+		return compute.Info{Engine: "cpu", BLAS: kernels, Threads: e.threads}
+	}
 	if e.blas != nil {
 		return compute.Info{Engine: "cpu", BLAS: fmt.Sprintf("%s (%s)", e.blas.config, e.blas.path), CoreType: e.blas.coreType, Threads: e.threads}
 	}
@@ -133,6 +152,10 @@ func (e *Engine) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []floa
 	checkMat("a", transA, m, k, a, lda)
 	checkMat("b", transB, k, n, b, ldb)
 	checkMat("c", false, m, n, c, ldc)
+	if e.exact {
+		e.exactGemm(true, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+		return
+	}
 	if e.blas == nil || k == 0 {
 		e.gemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
@@ -202,6 +225,10 @@ func (e *Engine) serialGemm(transA, transB bool, m, n, k int, alpha float32, a [
 	checkMat("a", transA, m, k, a, lda)
 	checkMat("b", transB, k, n, b, ldb)
 	checkMat("c", false, m, n, c, ldc)
+	if e.exact {
+		e.exactGemm(false, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+		return
+	}
 	e.gemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 

@@ -316,13 +316,18 @@ func reluGrad(dst, y, dy []float32) {
 }
 
 // linearGradWOp computes dzᵀ·x: [out, in] from dz [n, out] and x [n, in],
-// into the slot its user chose (graphop.Slotted).
+// into the slot its user chose (graphop.Slotted), or keeps dz and x there
+// for its user to sum (graphop.Deferrable).
 type linearGradWOp struct {
 	opBase
-	out graphop.Slots
+	out      graphop.Slots
+	deferred bool
+	kept     graphop.Kept
 }
 
-func (o *linearGradWOp) UseSlot(k int) { o.out.Use(k) }
+func (o *linearGradWOp) UseSlot(k int)                              { o.out.Use(k) }
+func (o *linearGradWOp) Defer(on bool)                              { o.deferred = on }
+func (o *linearGradWOp) Operands(k int) ([]float32, []float32, int) { return o.kept.Operands(k) }
 
 func (o *linearGradWOp) Arity() int    { return 2 }
 func (o *linearGradWOp) Type() hm.Type { return fnType(f32T(2), f32T(2), f32T(2)) }
@@ -332,6 +337,14 @@ func (o *linearGradWOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
 func (o *linearGradWOp) Do(vs ...G.Value) (G.Value, error) {
 	ds, xs := vs[0].Shape(), vs[1].Shape()
 	n, out, in := ds[0], ds[1], xs[1]
+	if o.deferred {
+		at := o.out.At()
+		o.kept.Keep(at, data(vs[0])[:n*out], data(vs[1])[:n*in], n)
+		o.out.Use(0) // one placeholder for every slot
+		dw := o.out.Get(out, in)
+		o.out.Use(at)
+		return dw, nil
+	}
 	dw := o.out.Get(out, in)
 	o.Eng.Sgemm(true, false, out, in, n, 1, data(vs[0]), out, data(vs[1]), in, 0, dw.Float32s(), in)
 	return dw, nil

@@ -6,6 +6,8 @@ import (
 	"math"
 	"slices"
 
+	G "gorgonia.org/gorgonia"
+
 	"github.com/lathe-ml/lathe/internal/graphop"
 	"github.com/lathe-ml/lathe/model"
 )
@@ -450,6 +452,14 @@ func (t *Trainer) computeShards(ks []int, into []int64, fresh bool, load func(k 
 	for i, g := range nodes {
 		slotted[i], _ = g.Op().(graphop.Slotted)
 	}
+	deferred := t.deferProducts(nodes, len(ks))
+	defer func() {
+		for _, o := range deferred {
+			if o != nil {
+				o.Defer(false)
+			}
+		}
+	}()
 	held := t.heldGrads(len(nodes), len(ks))
 	for j, k := range ks {
 		load(k)
@@ -492,11 +502,59 @@ func (t *Trainer) computeShards(ks []int, into []int64, fresh bool, load func(k 
 		if i < len(l.params) {
 			off, name = l.params[i], t.cfg.Model.Params[i].Name
 		}
-		if err := put(into[off:off+len(vs[0])], vs); err != nil {
+		var err error
+		if o := deferred[i]; o != nil {
+			err = t.sumProducts(into[off:], nodes[i], o, len(ks), !fresh)
+		} else {
+			err = put(into[off:off+len(vs[0])], vs)
+		}
+		if err != nil {
 			return fmt.Errorf("trainer: step %d: %s: %w", s.Step+1, name, err)
 		}
 	}
 	return nil
+}
+
+// deferProducts makes the gradients whose runs fixedProducts can sum keep
+// their operands instead of their products (graphop.Deferrable), and
+// returns them by node (nil: the others): with runs > 1 and the exact
+// GEMM, whose chains fixedProducts computes.
+func (t *Trainer) deferProducts(nodes []*G.Node, runs int) []graphop.Deferrable {
+	out := make([]graphop.Deferrable, len(nodes))
+	if e, ok := t.cfg.Engine.(interface{ Exact() bool }); runs < 2 || !ok || !e.Exact() {
+		return out
+	}
+	for i, g := range nodes {
+		o, ok := g.Op().(graphop.Deferrable)
+		if sh := g.Shape(); ok && len(sh) == 2 && canFixProducts(sh[0], sh[1]) {
+			o.Defer(true)
+			out[i] = o
+		}
+	}
+	return out
+}
+
+// sumProducts puts the deferred gradient of node g, over its runs, into
+// into in fixed point (added to what it holds with add); where a value is
+// refused it computes the runs' products to name it.
+func (t *Trainer) sumProducts(into []int64, g *G.Node, o graphop.Deferrable, runs int, add bool) error {
+	out, in := g.Shape()[0], g.Shape()[1]
+	dzs, xs, ns := make([][]float32, runs), make([][]float32, runs), make([]int, runs)
+	for j := range runs {
+		dzs[j], xs[j], ns[j] = o.Operands(j)
+	}
+	if fixedProducts(into, dzs, xs, ns, out, in, add) {
+		return nil
+	}
+	vs := make([][]float32, runs)
+	for j := range vs {
+		vs[j] = make([]float32, out*in)
+		t.cfg.Engine.Sgemm(true, false, out, in, ns[j], 1, dzs[j], out, xs[j], in, 0, vs[j], in)
+	}
+	if err := SetFixedSum(make([]int64, out*in), vs); err != nil {
+		return err
+	}
+	return fmt.Errorf("trainer: the fixed-point products refused a value the exact GEMM's do not")
 }
 
 // heldGrads returns the buffers that keep grads gradients of up to ks-1

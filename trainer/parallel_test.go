@@ -28,6 +28,7 @@ import (
 type memCluster struct {
 	shards  int
 	plain   bool    // the replicas' model without quantization: its weights' gradients are kept in slots
+	exact   bool    // the replicas compute with the exact GEMM, replica r on 1 + r%2 threads
 	failed  error   // a replica's run ended in an error: the others stop waiting
 	arch    string  // the replicas' model ("": an MLP with dropout)
 	assign  [][]int // micro-shards per replica (empty: computes none)
@@ -400,7 +401,11 @@ func parallelRunWith(t *testing.T, c *memCluster, rotate bool, opt OptimConfig, 
 		if !c.plain {
 			policies = append(policies, &QuantPolicy{Layers: []string{"fc1", "fc2"}, Steps: []QuantStep{{Start: 128, Bits: 6}}, Observers: []string{"fc1"}})
 		}
-		cfg := Config{Model: m, Engine: cpu.New(cpu.Options{Threads: 1}), Train: train, Val: val,
+		eng := cpu.New(cpu.Options{Threads: 1})
+		if c.exact {
+			eng = cpu.New(cpu.Options{Threads: 1 + r%2, Exact: true})
+		}
+		cfg := Config{Model: m, Engine: eng, Train: train, Val: val,
 			Batch: 32, EvalBatch: 50, Epochs: 3, Seed: 5, Optimizer: o, Augment: data.Augment{Shift: 1},
 			Policies: policies, Parallel: memReplica{c, r}}
 		if ckptSteps > 0 {
@@ -497,18 +502,23 @@ func TestParallelReplicasMatchWhoeverComputes(t *testing.T) {
 	// replica computing several micro-shards in one call sums them from
 	// there (the biases' are copied aside).
 	// So do a convolution's (LeNet-5).
-	for _, arch := range []string{"", "lenet5"} {
+	// With the exact GEMM (a cluster's engine) the replicas may also
+	// differ in thread count: 1 + r%2 here.
+	for _, c := range []struct {
+		arch  string
+		exact bool
+	}{{"", false}, {"lenet5", false}, {"", true}, {"lenet5", true}} {
 		plain := func(assign [][]int) [][][]float32 {
-			c := newMemCluster(4, assign)
-			c.plain, c.arch = true, arch
-			return parallelRunWith(t, c, false, sgd, 0).params
+			mc := newMemCluster(4, assign)
+			mc.plain, mc.arch, mc.exact = true, c.arch, c.exact
+			return parallelRunWith(t, mc, false, sgd, 0).params
 		}
 		onePlain := plain([][]int{{0, 1, 2, 3}})
 		for _, assign := range [][][]int{{{0}, {1}, {2}, {3}}, {{3, 1}, {2, 0}}} {
 			for r, ps := range plain(assign) {
 				for i := range ps {
 					if !slices.Equal(ps[i], onePlain[0][i]) {
-						t.Fatalf("%q without quantization, %v: replica %d, parameter %d differs from the single replica's", arch, assign, r, i)
+						t.Fatalf("%q without quantization (exact GEMM %v), %v: replica %d, parameter %d differs from the single replica's", c.arch, c.exact, assign, r, i)
 					}
 				}
 			}

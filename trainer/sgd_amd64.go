@@ -33,3 +33,12 @@ func fixable8(vs *float32, n int) int
 
 //go:noescape
 func scale8(dst, src *float32, n int, m float32, div bool)
+
+// fixedChain64 and fixedChain1 sum runs' products in fixed point over a
+// panel of 64 or 16 columns (fixedchain.go, fixed_amd64.s).
+//
+//go:noescape
+func fixedChain64(into *int64, segs *fixedSeg, sh *fixedChainShape) bool
+
+//go:noescape
+func fixedChain1(into *int64, segs *fixedSeg, sh *fixedChainShape) bool

@@ -23,3 +23,11 @@ func fixedSum16(into *int64, vs **float32, m, from, n int, add bool) int {
 func fixable8(vs *float32, n int) int { panic("trainer: no AVX2 here") }
 
 func scale8(dst, src *float32, n int, m float32, div bool) { panic("trainer: no AVX2 here") }
+
+func fixedChain64(into *int64, segs *fixedSeg, sh *fixedChainShape) bool {
+	panic("trainer: no AVX-512 here")
+}
+
+func fixedChain1(into *int64, segs *fixedSeg, sh *fixedChainShape) bool {
+	panic("trainer: no AVX-512 here")
+}

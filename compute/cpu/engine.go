@@ -102,6 +102,9 @@ func (e *Engine) Name() string {
 	return "cpu/gonum"
 }
 
+// Exact says whether Sgemm is the exact product (Options.Exact).
+func (e *Engine) Exact() bool { return e.exact }
+
 // Threads implements compute.Engine.
 func (e *Engine) Threads() int { return e.threads }
 

@@ -143,21 +143,30 @@ func fma32(x, y, z float32) float32 {
 	return float32(s)
 }
 
-// chainRowsAsm runs chainTile over rows [i0, i1) in tiles of four rows by
-// sixty-four columns, column panels outside so that a panel of B stays in
-// cache across the row blocks.
+// chainRowsAsm runs chainTile over rows [i0, i1) in panels of sixty-four
+// columns, each panel's full four-row blocks in one call (a panel of B
+// stays in cache across them) and a last, shorter block in another.
 func chainRowsAsm(i0, i1, n, k int, a []float32, ars, aks int, b []float32, ldb int, out []float32, ldo int) {
+	if k == 0 {
+		return
+	}
 	var s chainShape
-	s.ldc, s.aks, s.ldb, s.k = 4*ldo, 4*aks, 4*ldb, k
+	s.ldc, s.aks, s.ldb, s.k, s.ablock = 4*ldo, 4*aks, 4*ldb, k, 16*ars
+	full := (i1 - i0) / 4
 	for j := 0; j < n; j += 64 {
 		w := min(64, n-j)
 		s.masks = 0
 		for z := 0; z < 4; z++ {
 			s.masks |= uint64(laneMask(w-16*z)) << (16 * z)
 		}
-		for i := i0; i < i1; i += 4 {
-			rows := min(4, i1-i)
-			s.rows = rows
+		if full > 0 {
+			s.rows, s.blocks = 4, full
+			s.a1, s.a2, s.a3 = 4*ars, 8*ars, 12*ars
+			chainTile(&out[i0*ldo+j], &a[i0*ars], &b[j], &s)
+		}
+		if i := i0 + 4*full; i < i1 {
+			rows := i1 - i
+			s.rows, s.blocks = rows, 1
 			s.a1, s.a2, s.a3 = 4*ars*min(1, rows-1), 4*ars*min(2, rows-1), 4*ars*min(3, rows-1)
 			chainTile(&out[i*ldo+j], &a[i*ars], &b[j], &s)
 		}
@@ -190,13 +199,15 @@ func laneMask(w int) uint16 {
 	return uint16(1<<w - 1)
 }
 
-// chainShape is chainTile's layout, all offsets in bytes: C's row stride,
-// A's rows 1–3 from row 0 (the last row repeated where the tile has
-// fewer), A's step in k, B's row stride, k, the rows to store, and four
-// 16-bit lane masks for the four column vectors.
+// chainShape is chainTile's layout, offsets in bytes: C's row stride, A's
+// rows 1–3 from row 0 (the last row repeated where the block has fewer),
+// A's step in k, B's row stride, k, the rows to store of each block, four
+// 16-bit lane masks for the four column vectors, the blocks, and A's step
+// from one block to the next.
 type chainShape struct {
 	ldc, a1, a2, a3, aks, ldb, k, rows int
 	masks                              uint64
+	blocks, ablock                     int
 }
 
 // dotShape is dotTile's layout: A's and B's rows 1–3 from row 0 in bytes,

@@ -4,20 +4,22 @@
 
 // func chainTile(c, a, b *float32, s *chainShape)
 //
-// Z0–Z15 hold four rows (Z0–Z3 row 0, …) of four sixteen-lane column
-// vectors; per k, B's row is loaded under the column masks (zeros past
-// the shape), each row's A value broadcast, and t = fma(a, b, t).
-TEXT ·chainTile(SB), NOSPLIT, $0-32
+// For each of s.blocks blocks of four rows: Z0–Z15 hold the block's four
+// rows (Z0–Z3 row 0, …) of four sixteen-lane column vectors; per k, B's
+// row is loaded under the column masks (zeros past the shape), each row's
+// A value broadcast, and t = fma(a, b, t); then the rows are stored and A
+// and C move on four rows.
+TEXT ·chainTile(SB), NOSPLIT, $8-32
 	MOVQ c+0(FP), DI
 	MOVQ a+8(FP), SI
-	MOVQ b+16(FP), DX
 	MOVQ s+24(FP), BX
 	MOVQ 8(BX), R8   // A's row 1
 	MOVQ 16(BX), R9  // row 2
 	MOVQ 24(BX), R10 // row 3
 	MOVQ 32(BX), R11 // A's step in k
 	MOVQ 40(BX), R12 // B's row stride
-	MOVQ 48(BX), CX  // k
+	MOVQ 0(BX), R13  // C's row stride
+	MOVQ 56(BX), R14 // rows to store
 	MOVQ 64(BX), AX  // lane masks
 	KMOVW AX, K1
 	SHRQ $16, AX
@@ -26,6 +28,12 @@ TEXT ·chainTile(SB), NOSPLIT, $0-32
 	KMOVW AX, K3
 	SHRQ $16, AX
 	KMOVW AX, K4
+	MOVQ 72(BX), AX  // blocks
+
+chainblock:
+	MOVQ SI, ablock-8(SP)
+	MOVQ b+16(FP), DX
+	MOVQ 48(BX), CX  // k
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -42,8 +50,6 @@ TEXT ·chainTile(SB), NOSPLIT, $0-32
 	VPXORD Z13, Z13, Z13
 	VPXORD Z14, Z14, Z14
 	VPXORD Z15, Z15, Z15
-	TESTQ CX, CX
-	JZ    chainstore
 
 chainloop:
 	VMOVUPS.Z (DX), K1, Z16
@@ -75,9 +81,6 @@ chainloop:
 	DECQ CX
 	JNZ  chainloop
 
-chainstore:
-	MOVQ 0(BX), R13  // C's row stride
-	MOVQ 56(BX), R14 // rows to store
 	VMOVUPS Z0, K1, 0(DI)
 	VMOVUPS Z1, K2, 64(DI)
 	VMOVUPS Z2, K3, 128(DI)
@@ -103,6 +106,11 @@ chainstore:
 	VMOVUPS Z13, K2, 64(DI)
 	VMOVUPS Z14, K3, 128(DI)
 	VMOVUPS Z15, K4, 192(DI)
+	ADDQ R13, DI
+	MOVQ ablock-8(SP), SI
+	ADDQ 80(BX), SI  // A's next four rows
+	DECQ AX
+	JNZ  chainblock
 
 chaindone:
 	VZEROUPPER

@@ -109,6 +109,9 @@ type Slots struct {
 // Use makes slot k the buffer Get returns.
 func (s *Slots) Use(k int) { s.at = k }
 
+// At is the slot Get returns.
+func (s *Slots) At() int { return s.at }
+
 // Get returns the current slot's buffer with the given shape.
 func (s *Slots) Get(shape ...int) *tensor.Dense {
 	for len(s.bufs) <= s.at {
@@ -121,6 +124,39 @@ func (s *Slots) Get(shape ...int) *tensor.Dense {
 // write it to slot k, leaving what the other slots hold.
 type Slotted interface {
 	UseSlot(k int)
+}
+
+// Deferrable is a Slotted op whose output is a weight gradient dzᵀ·x
+// (dz [n, out], x [n, in]) that its user may sum in a form of its own:
+// after Defer(true), a run keeps copies of its operands in its slot
+// instead of computing the product (its output then holds nothing
+// meaningful), and Operands(k) returns slot k's.
+type Deferrable interface {
+	Slotted
+	Defer(on bool)
+	Operands(k int) (dz, x []float32, n int)
+}
+
+// Kept holds a Deferrable op's operands, slot by slot.
+type Kept struct {
+	dz, x [][]float32
+	n     []int
+}
+
+// Keep copies a run's operands into slot k.
+func (p *Kept) Keep(k int, dz, x []float32, n int) {
+	for len(p.n) <= k {
+		p.dz, p.x, p.n = append(p.dz, nil), append(p.x, nil), append(p.n, 0)
+	}
+	p.dz[k], p.x[k], p.n[k] = append(p.dz[k][:0], dz...), append(p.x[k][:0], x...), n
+}
+
+// Operands returns slot k's operands (nil and 0 before a run kept any).
+func (p *Kept) Operands(k int) (dz, x []float32, n int) {
+	if k >= len(p.n) {
+		return nil, nil, 0
+	}
+	return p.dz[k], p.x[k], p.n[k]
 }
 
 // Scalar returns the buffer as a 0-d tensor.

@@ -1,0 +1,89 @@
+package trainer
+
+import (
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/lathe-ml/lathe/compute/cpu"
+)
+
+// fixedProducts gives the integers of the slots path it replaces: each
+// run's dzᵀ·x through the exact GEMM, then SetFixedSum / AddFixedSum —
+// for 1 to 5 runs of different sample counts (none included), panels of
+// 64 and 16 columns, and a refused value (NaN, or beyond FixedLimit) in
+// any run reported, as the slots path reports it, by a false.
+func TestFixedProductsMatchTheExactGEMM(t *testing.T) {
+	if !hasAVX512DQ {
+		t.Skip("no AVX-512 here: the slots path is the only form")
+	}
+	r := rand.New(rand.NewPCG(9, 10))
+	eng := cpu.New(cpu.Options{Threads: 1, Exact: true})
+	for _, sh := range [][2]int{{4, 16}, {8, 64}, {12, 80}, {4, 144}, {20, 784}, {8, 1200}} {
+		out, in := sh[0], sh[1]
+		for runs := 1; runs <= 5; runs++ {
+			for _, add := range []bool{false, true} {
+				dzs, xs, ns := make([][]float32, runs), make([][]float32, runs), make([]int, runs)
+				prods := make([][]float32, runs)
+				for k := range runs {
+					ns[k] = []int{16, 16, 7, 0, 1}[k]
+					dzs[k], xs[k] = make([]float32, ns[k]*out), make([]float32, ns[k]*in)
+					for _, v := range [][]float32{dzs[k], xs[k]} {
+						for i := range v {
+							v[i] = float32(r.NormFloat64() * 4)
+						}
+					}
+					prods[k] = make([]float32, out*in)
+					if ns[k] > 0 {
+						eng.Sgemm(true, false, out, in, ns[k], 1, dzs[k], out, xs[k], in, 0, prods[k], in)
+					}
+				}
+				start := make([]int64, out*in)
+				for i := range start {
+					start[i] = r.Int64N(1<<50) - 1<<49
+				}
+				want, got := slices.Clone(start), slices.Clone(start)
+				put := SetFixedSum
+				if add {
+					put = AddFixedSum
+				}
+				if err := put(want, prods); err != nil {
+					t.Fatal(err)
+				}
+				if !fixedProducts(got, dzs, xs, ns, out, in, add) {
+					t.Fatalf("%dx%d, %d runs: refused values the slots path takes", out, in, runs)
+				}
+				if i := firstDiff(got, want); i >= 0 {
+					t.Fatalf("%dx%d, %d runs, add %v: into[%d] = %d, the slots path gives %d", out, in, runs, add, i, got[i], want[i])
+				}
+				// A refused value in the last run: both refuse.
+				k := runs - 1
+				if ns[k] == 0 {
+					continue
+				}
+				for _, bad := range []float32{float32(math.NaN()), 2 * FixedLimit} {
+					dz := slices.Clone(dzs[k])
+					dz[r.IntN(len(dz))] = bad
+					dzs[k] = dz
+					eng.Sgemm(true, false, out, in, ns[k], 1, dzs[k], out, xs[k], in, 0, prods[k], in)
+					if err := put(slices.Clone(start), prods); err == nil {
+						continue // 2·FixedLimit times small x may stay in range
+					}
+					if fixedProducts(slices.Clone(start), dzs, xs, ns, out, in, add) {
+						t.Fatalf("%dx%d, %d runs: %g in a run's dz taken where the slots path refuses it", out, in, runs, bad)
+					}
+				}
+			}
+		}
+	}
+}
+
+func firstDiff(a, b []int64) int {
+	for i := range a {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return -1
+}

@@ -80,6 +80,10 @@ func exactRows(transA, transB bool, i0, i1, n, k int, a []float32, lda int, b []
 		dotRowsAsm(i0, i1, n, k, a, lda, b, ldb, out, ldo)
 	case hasExactAsm && !transB && k > 0:
 		chainRowsAsm(i0, i1, n, k, a, ars, aks, b, ldb, out, ldo)
+	case hasExactAVX2 && transB && !transA && k > 0:
+		dotRowsAVX2(i0, i1, n, k, a, lda, b, ldb, out, ldo)
+	case hasExactAVX2 && !transB && k > 0:
+		chainRowsAVX2(i0, i1, n, k, a, ars, aks, b, ldb, out, ldo)
 	case transB:
 		dotRowsGo(i0, i1, n, k, a, ars, aks, b, ldb, out, ldo)
 	default:
@@ -189,6 +193,61 @@ func dotRowsAsm(i0, i1, n, k int, a []float32, lda int, b []float32, ldb int, ou
 			for r := range rows {
 				copy(out[(i+r)*ldo+j:(i+r)*ldo+j+cols], res[4*r:4*r+cols])
 			}
+		}
+	}
+}
+
+// chainRowsAVX2 is chainRowsAsm with chainTile2, in panels of sixteen
+// columns.
+func chainRowsAVX2(i0, i1, n, k int, a []float32, ars, aks int, b []float32, ldb int, out []float32, ldo int) {
+	var s chainShape
+	s.ldc, s.aks, s.ldb, s.k, s.ablock = 4*ldo, 4*aks, 4*ldb, k, 16*ars
+	full := (i1 - i0) / 4
+	var masks [16]int32
+	for j := 0; j < n; j += 16 {
+		laneVector(&masks, n-j)
+		if full > 0 {
+			s.rows, s.blocks = 4, full
+			s.a1, s.a2, s.a3 = 4*ars, 8*ars, 12*ars
+			chainTile2(&out[i0*ldo+j], &a[i0*ars], &b[j], &s, &masks)
+		}
+		if i := i0 + 4*full; i < i1 {
+			rows := i1 - i
+			s.rows, s.blocks = rows, 1
+			s.a1, s.a2, s.a3 = 4*ars*min(1, rows-1), 4*ars*min(2, rows-1), 4*ars*min(3, rows-1)
+			chainTile2(&out[i*ldo+j], &a[i*ars], &b[j], &s, &masks)
+		}
+	}
+}
+
+// dotRowsAVX2 is dotRowsAsm with dotTile2, in tiles of two rows by two.
+func dotRowsAVX2(i0, i1, n, k int, a []float32, lda int, b []float32, ldb int, out []float32, ldo int) {
+	var s dotShape
+	s.blocks, s.tail = k/16, uint64(k%16)
+	var tail [16]int32
+	laneVector(&tail, k%16)
+	var res [4]float32
+	for j := 0; j < n; j += 2 {
+		cols := min(2, n-j)
+		s.b1 = 4 * ldb * min(1, cols-1)
+		for i := i0; i < i1; i += 2 {
+			rows := min(2, i1-i)
+			s.a1 = 4 * lda * min(1, rows-1)
+			dotTile2(&res, &a[i*lda], &b[j*ldb], &s, &tail)
+			for r := range rows {
+				copy(out[(i+r)*ldo+j:(i+r)*ldo+j+cols], res[2*r:2*r+cols])
+			}
+		}
+	}
+}
+
+// laneVector sets the first w of v's sixteen lanes to all ones, the rest
+// to zero (w clamped to [0, 16]).
+func laneVector(v *[16]int32, w int) {
+	for l := range v {
+		v[l] = 0
+		if l < w {
+			v[l] = -1
 		}
 	}
 }

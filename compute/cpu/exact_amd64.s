@@ -260,3 +260,179 @@ dotsum:
 	VMOVSS X15, 60(DI)
 	VZEROUPPER
 	RET
+
+// ---- AVX2 forms (generated): the same chains, eight lanes a register ----
+
+// func chainTile2(c, a, b *float32, s *chainShape, masks *[16]int32)
+//
+// chainTile with AVX2 over a panel of sixteen columns: Y0–Y7 hold the
+// block's four rows of two eight-lane vectors; B's row is loaded under
+// masks' two halves (all ones on the panel's columns, zeros past them).
+TEXT ·chainTile2(SB), NOSPLIT, $8-40
+	MOVQ c+0(FP), DI
+	MOVQ a+8(FP), SI
+	MOVQ s+24(FP), BX
+	MOVQ masks+32(FP), AX
+	VMOVDQU (AX), Y14
+	VMOVDQU 32(AX), Y15
+	MOVQ 8(BX), R8   // A's row 1
+	MOVQ 16(BX), R9  // row 2
+	MOVQ 24(BX), R10 // row 3
+	MOVQ 32(BX), R11 // A's step in k
+	MOVQ 40(BX), R12 // B's row stride
+	MOVQ 0(BX), R13  // C's row stride
+	MOVQ 56(BX), R14 // rows to store
+	MOVQ 72(BX), AX  // blocks
+
+c2block:
+	MOVQ SI, ablock-8(SP)
+	MOVQ b+16(FP), DX
+	MOVQ 48(BX), CX  // k
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+
+c2loop:
+	VMASKMOVPS (DX), Y14, Y8
+	VMASKMOVPS 32(DX), Y15, Y9
+	VBROADCASTSS (SI), Y10
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y9, Y10, Y1
+	VBROADCASTSS (SI)(R8*1), Y10
+	VFMADD231PS Y8, Y10, Y2
+	VFMADD231PS Y9, Y10, Y3
+	VBROADCASTSS (SI)(R9*1), Y10
+	VFMADD231PS Y8, Y10, Y4
+	VFMADD231PS Y9, Y10, Y5
+	VBROADCASTSS (SI)(R10*1), Y10
+	VFMADD231PS Y8, Y10, Y6
+	VFMADD231PS Y9, Y10, Y7
+	ADDQ R11, SI
+	ADDQ R12, DX
+	DECQ CX
+	JNZ  c2loop
+
+	VMASKMOVPS Y0, Y14, (DI)
+	VMASKMOVPS Y1, Y15, 32(DI)
+	CMPQ R14, $2
+	JLT  c2done
+	ADDQ R13, DI
+	VMASKMOVPS Y2, Y14, (DI)
+	VMASKMOVPS Y3, Y15, 32(DI)
+	CMPQ R14, $3
+	JLT  c2done
+	ADDQ R13, DI
+	VMASKMOVPS Y4, Y14, (DI)
+	VMASKMOVPS Y5, Y15, 32(DI)
+	CMPQ R14, $4
+	JLT  c2done
+	ADDQ R13, DI
+	VMASKMOVPS Y6, Y14, (DI)
+	VMASKMOVPS Y7, Y15, 32(DI)
+	ADDQ R13, DI
+	MOVQ ablock-8(SP), SI
+	ADDQ 80(BX), SI  // A's next four rows
+	DECQ AX
+	JNZ  c2block
+
+c2done:
+	VZEROUPPER
+	RET
+
+// SUM8x2 leaves in lane 0 of X(lo) the tree sum of sixteen lanes held as
+// Y(lo) (lanes 0–7) and Y(hi) (8–15): l + l+8, l + l+4, l + l+2, l + l+1.
+#define SUM8x2(ylo, yhi, xlo) \
+	VADDPS       yhi, ylo, ylo; \
+	VEXTRACTF128 $1, ylo, X15; \
+	VADDPS       X15, xlo, xlo; \
+	VMOVHLPS     xlo, xlo, X15; \
+	VADDPS       X15, xlo, xlo; \
+	VMOVSHDUP    xlo, X15; \
+	VADDSS       X15, xlo, xlo
+
+// func dotTile2(out *[4]float32, a, b *float32, s *dotShape, tail *[16]int32)
+//
+// dotTile with AVX2 for two rows of A against two rows of B: Y(4r+2c)
+// and Y(4r+2c+1) hold the sixteen lane chains of A's row r against B's
+// row c; the last, partial block is loaded under tail's two halves.
+TEXT ·dotTile2(SB), NOSPLIT, $0-40
+	MOVQ out+0(FP), DI
+	MOVQ a+8(FP), SI
+	MOVQ b+16(FP), DX
+	MOVQ s+24(FP), BX
+	MOVQ 0(BX), R8   // A's row 1
+	MOVQ 24(BX), R11 // B's row 1
+	MOVQ 48(BX), CX  // full blocks
+	MOVQ 56(BX), AX  // the last block's lanes (0: none)
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	TESTQ CX, CX
+	JZ    d2tail
+
+d2loop:
+	VMOVUPS (SI), Y8
+	VMOVUPS 32(SI), Y9
+	VMOVUPS (SI)(R8*1), Y10
+	VMOVUPS 32(SI)(R8*1), Y11
+	VMOVUPS (DX), Y12
+	VFMADD231PS Y12, Y8, Y0
+	VFMADD231PS Y12, Y10, Y4
+	VMOVUPS 32(DX), Y12
+	VFMADD231PS Y12, Y9, Y1
+	VFMADD231PS Y12, Y11, Y5
+	VMOVUPS (DX)(R11*1), Y12
+	VFMADD231PS Y12, Y8, Y2
+	VFMADD231PS Y12, Y10, Y6
+	VMOVUPS 32(DX)(R11*1), Y12
+	VFMADD231PS Y12, Y9, Y3
+	VFMADD231PS Y12, Y11, Y7
+	ADDQ $64, SI
+	ADDQ $64, DX
+	DECQ CX
+	JNZ  d2loop
+
+d2tail:
+	TESTQ AX, AX
+	JZ    d2sum
+	MOVQ tail+32(FP), AX
+	VMOVDQU (AX), Y13
+	VMOVDQU 32(AX), Y14
+	VMASKMOVPS (SI), Y13, Y8
+	VMASKMOVPS 32(SI), Y14, Y9
+	VMASKMOVPS (SI)(R8*1), Y13, Y10
+	VMASKMOVPS 32(SI)(R8*1), Y14, Y11
+	VMASKMOVPS (DX), Y13, Y12
+	VFMADD231PS Y12, Y8, Y0
+	VFMADD231PS Y12, Y10, Y4
+	VMASKMOVPS 32(DX), Y14, Y12
+	VFMADD231PS Y12, Y9, Y1
+	VFMADD231PS Y12, Y11, Y5
+	VMASKMOVPS (DX)(R11*1), Y13, Y12
+	VFMADD231PS Y12, Y8, Y2
+	VFMADD231PS Y12, Y10, Y6
+	VMASKMOVPS 32(DX)(R11*1), Y14, Y12
+	VFMADD231PS Y12, Y9, Y3
+	VFMADD231PS Y12, Y11, Y7
+
+d2sum:
+	SUM8x2(Y0, Y1, X0)
+	VMOVSS X0, 0(DI)
+	SUM8x2(Y2, Y3, X2)
+	VMOVSS X2, 4(DI)
+	SUM8x2(Y4, Y5, X4)
+	VMOVSS X4, 8(DI)
+	SUM8x2(Y6, Y7, X6)
+	VMOVSS X6, 12(DI)
+	VZEROUPPER
+	RET

@@ -61,13 +61,25 @@ func exactFMA(x, y, z float32) float32 {
 	return v
 }
 
-// The AVX-512 kernels give the Go loops' bits, in all four transpose
-// forms, with alpha and beta, on shapes with and without row, column and
-// k tails, and with zeros of both signs among the values.
+// The AVX-512 and AVX2 kernels give the Go loops' bits, in all four
+// transpose forms, with alpha and beta, on shapes with and without row,
+// column and k tails, and with zeros of both signs among the values.
 func TestExactKernelsMatchTheGoLoops(t *testing.T) {
-	if !hasExactAsm {
-		t.Skip("no AVX-512 here: the Go loops are the only form")
+	if !hasExactAsm && !hasExactAVX2 {
+		t.Skip("neither AVX-512 nor AVX2 here: the Go loops are the only form")
 	}
+	avx512, avx2 := hasExactAsm, hasExactAVX2
+	defer func() { hasExactAsm, hasExactAVX2 = avx512, avx2 }()
+	if avx512 {
+		t.Run("AVX-512", exactKernelsMatch)
+	}
+	if avx2 {
+		hasExactAsm = false
+		t.Run("AVX2", exactKernelsMatch)
+	}
+}
+
+func exactKernelsMatch(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
 	vals := func(n int) []float32 {
 		v := make([]float32, n)
@@ -185,11 +197,15 @@ func BenchmarkExactAgainstOpenBLAS(b *testing.B) {
 			}
 		}
 		y, dx, dw := make([]float32, 64*out), make([]float32, 64*in), make([]float32, in*out)
-		for _, exact := range []bool{false, true} {
-			e := New(Options{Threads: 1, Exact: exact})
-			name := "openblas"
-			if exact {
-				name = "exact"
+		for _, form := range []string{"openblas", "exact", "exact-avx2"} {
+			e := New(Options{Threads: 1, Exact: form != "openblas"})
+			name := form
+			avx512 := hasExactAsm
+			if form == "exact-avx2" {
+				if !hasExactAVX2 {
+					continue
+				}
+				hasExactAsm = false
 			}
 			for _, rows := range []int{16, 64} {
 				b.Run(fmt.Sprintf("%s/fwd-%dx%d-rows%d", name, in, out, rows), func(b *testing.B) {
@@ -214,6 +230,7 @@ func BenchmarkExactAgainstOpenBLAS(b *testing.B) {
 					}
 				})
 			}
+			hasExactAsm = avx512
 		}
 	}
 }

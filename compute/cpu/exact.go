@@ -148,31 +148,40 @@ func fma32(x, y, z float32) float32 {
 }
 
 // chainRowsAsm runs chainTile over rows [i0, i1) in panels of sixty-four
-// columns, each panel's full four-row blocks in one call (a panel of B
-// stays in cache across them) and a last, shorter block in another.
+// columns.
 func chainRowsAsm(i0, i1, n, k int, a []float32, ars, aks int, b []float32, ldb int, out []float32, ldo int) {
+	chainPanels(i0, i1, n, k, a, ars, aks, b, ldb, out, ldo, 64, func(s *chainShape, w int) {
+		s.masks = 0
+		for z := 0; z < 4; z++ {
+			s.masks |= uint64(laneMask(w-16*z)) << (16 * z)
+		}
+	}, chainTile)
+}
+
+// chainPanels runs tile over rows [i0, i1) in panels of width columns,
+// each panel's full four-row blocks in one call (a panel of B stays in
+// cache across them) and a last, shorter block in another; panel sets the
+// shape's lanes for a panel of w columns.
+func chainPanels(i0, i1, n, k int, a []float32, ars, aks int, b []float32, ldb int, out []float32, ldo, width int,
+	panel func(s *chainShape, w int), tile func(c, a, b *float32, s *chainShape)) {
 	if k == 0 {
 		return
 	}
 	var s chainShape
 	s.ldc, s.aks, s.ldb, s.k, s.ablock = 4*ldo, 4*aks, 4*ldb, k, 16*ars
 	full := (i1 - i0) / 4
-	for j := 0; j < n; j += 64 {
-		w := min(64, n-j)
-		s.masks = 0
-		for z := 0; z < 4; z++ {
-			s.masks |= uint64(laneMask(w-16*z)) << (16 * z)
-		}
+	for j := 0; j < n; j += width {
+		panel(&s, min(width, n-j))
 		if full > 0 {
 			s.rows, s.blocks = 4, full
 			s.a1, s.a2, s.a3 = 4*ars, 8*ars, 12*ars
-			chainTile(&out[i0*ldo+j], &a[i0*ars], &b[j], &s)
+			tile(&out[i0*ldo+j], &a[i0*ars], &b[j], &s)
 		}
 		if i := i0 + 4*full; i < i1 {
 			rows := i1 - i
 			s.rows, s.blocks = rows, 1
 			s.a1, s.a2, s.a3 = 4*ars*min(1, rows-1), 4*ars*min(2, rows-1), 4*ars*min(3, rows-1)
-			chainTile(&out[i*ldo+j], &a[i*ars], &b[j], &s)
+			tile(&out[i*ldo+j], &a[i*ars], &b[j], &s)
 		}
 	}
 }
@@ -197,27 +206,12 @@ func dotRowsAsm(i0, i1, n, k int, a []float32, lda int, b []float32, ldb int, ou
 	}
 }
 
-// chainRowsAVX2 is chainRowsAsm with chainTile2, in panels of sixteen
+// chainRowsAVX2 runs chainTile2 over rows [i0, i1) in panels of sixteen
 // columns.
 func chainRowsAVX2(i0, i1, n, k int, a []float32, ars, aks int, b []float32, ldb int, out []float32, ldo int) {
-	var s chainShape
-	s.ldc, s.aks, s.ldb, s.k, s.ablock = 4*ldo, 4*aks, 4*ldb, k, 16*ars
-	full := (i1 - i0) / 4
 	var masks [16]int32
-	for j := 0; j < n; j += 16 {
-		laneVector(&masks, n-j)
-		if full > 0 {
-			s.rows, s.blocks = 4, full
-			s.a1, s.a2, s.a3 = 4*ars, 8*ars, 12*ars
-			chainTile2(&out[i0*ldo+j], &a[i0*ars], &b[j], &s, &masks)
-		}
-		if i := i0 + 4*full; i < i1 {
-			rows := i1 - i
-			s.rows, s.blocks = rows, 1
-			s.a1, s.a2, s.a3 = 4*ars*min(1, rows-1), 4*ars*min(2, rows-1), 4*ars*min(3, rows-1)
-			chainTile2(&out[i*ldo+j], &a[i*ars], &b[j], &s, &masks)
-		}
-	}
+	chainPanels(i0, i1, n, k, a, ars, aks, b, ldb, out, ldo, 16, func(_ *chainShape, w int) { laneVector(&masks, w) },
+		func(c, a, b *float32, s *chainShape) { chainTile2(c, a, b, s, &masks) })
 }
 
 // dotRowsAVX2 is dotRowsAsm with dotTile2, in tiles of two rows by two.

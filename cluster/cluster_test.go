@@ -224,13 +224,27 @@ func int64s(b []byte) ([]int64, error) {
 }
 
 // reduce runs a step whose micro-shards compute computes, without an
-// update: the vector reduced.
+// update: the vector reduced. The ranges it finishes are reported as a
+// trainer might: the others' in five pieces, last first, then its own.
 func reduce(ctx context.Context, r *Replica, step int64, n int, compute func([]int, []int64) error) ([]float32, error) {
-	v, _, err := r.Reduce(ctx, step, n, trainer.Step{Compute: func(ks []int, into []int64, fresh bool) error {
+	v, _, err := r.Reduce(ctx, step, n, trainer.Step{Compute: func(ks []int, into []int64, fresh bool, fin *trainer.Finishing) error {
 		if fresh {
 			clear(into)
 		}
-		return compute(ks, into)
+		if err := compute(ks, into); err != nil || fin == nil {
+			return err
+		}
+		for k := 4; k >= 0; k-- {
+			a, b := k*n/5, (k+1)*n/5
+			if a < fin.Lo {
+				fin.Done(a, min(b, fin.Lo))
+			}
+			if b > fin.Hi {
+				fin.Done(max(a, fin.Hi), b)
+			}
+		}
+		fin.Done(fin.Lo, fin.Hi)
+		return nil
 	}})
 	return v, err
 }

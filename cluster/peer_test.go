@@ -455,7 +455,7 @@ func ownerSteps(ctx context.Context, r *Replica, name string, n int, whole bool,
 	for s := range int64(3) {
 		var parts [][2]int
 		var chunk [2]int
-		f := trainer.Step{WholeUpdate: whole, Compute: func(ks []int, into []int64, fresh bool) error {
+		f := trainer.Step{WholeUpdate: whole, Compute: func(ks []int, into []int64, fresh bool, _ *trainer.Finishing) error {
 			if fresh {
 				clear(into)
 			}

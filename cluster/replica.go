@@ -785,23 +785,30 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 				return nil, err
 			}
 		}
-		var partial []int64
+		p := &sent{gen: gen, step: step, n: n, segs: segs}
+		var sc *scatter
 		if segs == nil {
-			partial = r.partialBuffer(n)
-			if err := f.Compute(mine, partial, true); err != nil {
+			// The others' ranges go out as the trainer finishes them, its
+			// own chunk computed last: the exchange overlaps the sums.
+			p.i64 = r.partialBuffer(n)
+			sc = r.newScatter(p, members, rank)
+			if err := f.Compute(mine, p.i64, true, sc.finishing()); err != nil {
 				return nil, err
 			}
 		}
 		took := time.Since(start).Seconds()
-		p := &sent{gen: gen, step: step, n: n, i64: partial, segs: segs}
 		r.mu.Lock()
 		r.stats.Shards += int64(len(mine))
 		r.stats.ComputeSeconds += took
 		r.spare, r.partial = r.partial, p
 		r.mu.Unlock()
-		for j, o := range members {
-			if j != rank {
-				r.sendPartial(o, p, j, size)
+		if sc != nil {
+			sc.flush()
+		} else {
+			for j, o := range members {
+				if j != rank {
+					r.sendPartial(o, p, j, size)
+				}
 			}
 		}
 		r.mu.Lock()

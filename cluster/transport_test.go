@@ -252,7 +252,7 @@ func TestOneMicroShardTravelsAsFloat32(t *testing.T) {
 // uneven sizes with its own chunk converted (Single) — counted in singles.
 func singleStep(n int, singles *atomic.Int64) trainer.Step {
 	return trainer.Step{
-		Compute: func(ks []int, into []int64, fresh bool) error {
+		Compute: func(ks []int, into []int64, fresh bool, _ *trainer.Finishing) error {
 			if fresh {
 				clear(into)
 			}

@@ -31,18 +31,19 @@ func canFixProducts(out, in int) bool {
 
 var noOperand [1]float32
 
-// fixedProducts sets into (out × in, row-major; with add, adds to it)
-// to Σ_r ToFixed(dz_rᵀ·x_r)[o, i], dz_r [ns[r], out] and x_r [ns[r], in]
-// (canFixProducts must hold). It returns false, into partly written, when
-// a product holds a value ToFixed refuses; the caller then finds which.
-func fixedProducts(into []int64, dzs, xs [][]float32, ns []int, out, in int, add bool) bool {
-	into = into[:out*in]
+// fixedProducts sets rows [r0, r1) of into (out × in, row-major; with
+// add, adds to them) to Σ_r ToFixed(dz_rᵀ·x_r)[o, i], dz_r [ns[r], out]
+// and x_r [ns[r], in] (canFixProducts must hold, and r0 and r1 be
+// multiples of four). It returns false, into partly written, when a
+// product holds a value ToFixed refuses; the caller then finds which.
+func fixedProducts(into []int64, dzs, xs [][]float32, ns []int, out, in, r0, r1 int, add bool) bool {
+	into = into[r0*in : r1*in]
 	segs := make([]fixedSeg, len(ns))
-	sh := fixedChainShape{dzStride: 4 * out, xStride: 4 * in, intoStride: 8 * in, blocks: out / 4, runs: len(ns)}
+	sh := fixedChainShape{dzStride: 4 * out, xStride: 4 * in, intoStride: 8 * in, blocks: (r1 - r0) / 4, runs: len(ns)}
 	if add {
 		sh.add = 1
 	}
-	if len(ns) == 0 {
+	if len(ns) == 0 || r0 == r1 {
 		if !add {
 			clear(into)
 		}
@@ -57,7 +58,7 @@ func fixedProducts(into []int64, dzs, xs [][]float32, ns []int, out, in int, add
 			segs[r] = fixedSeg{dz: &noOperand[0], x: &noOperand[0]}
 			if n > 0 {
 				_, _ = dzs[r][n*out-1], xs[r][(n-1)*in+j+w-1]
-				segs[r] = fixedSeg{dz: &dzs[r][0], x: &xs[r][j], n: n}
+				segs[r] = fixedSeg{dz: &dzs[r][r0], x: &xs[r][j], n: n}
 			}
 		}
 		ok := false

@@ -13,7 +13,8 @@ import (
 // run's dzᵀ·x through the exact GEMM, then SetFixedSum / AddFixedSum —
 // for 1 to 5 runs of different sample counts (none included), panels of
 // 64 and 16 columns, and a refused value (NaN, or beyond FixedLimit) in
-// any run reported, as the slots path reports it, by a false.
+// any run reported, as the slots path reports it, by a false; summed in
+// two ranges of rows, the later first.
 func TestFixedProductsMatchTheExactGEMM(t *testing.T) {
 	if !hasAVX512DQ {
 		t.Skip("no AVX-512 here: the slots path is the only form")
@@ -51,7 +52,17 @@ func TestFixedProductsMatchTheExactGEMM(t *testing.T) {
 				if err := put(want, prods); err != nil {
 					t.Fatal(err)
 				}
-				if !fixedProducts(got, dzs, xs, ns, out, in, add) {
+				// In two row ranges, the later first (as a replica sums the
+				// others' chunks before its own): the first leaves the
+				// rows before it as they were.
+				cut := out / 8 * 4
+				if !fixedProducts(got, dzs, xs, ns, out, in, cut, out, add) {
+					t.Fatalf("%dx%d, %d runs: refused values the slots path takes", out, in, runs)
+				}
+				if i := firstDiff(got[:cut*in], start[:cut*in]); i >= 0 {
+					t.Fatalf("%dx%d, rows [%d, %d) wrote into[%d]", out, in, cut, out, i)
+				}
+				if !fixedProducts(got, dzs, xs, ns, out, in, 0, cut, add) {
 					t.Fatalf("%dx%d, %d runs: refused values the slots path takes", out, in, runs)
 				}
 				if i := firstDiff(got, want); i >= 0 {
@@ -70,7 +81,7 @@ func TestFixedProductsMatchTheExactGEMM(t *testing.T) {
 					if err := put(slices.Clone(start), prods); err == nil {
 						continue // 2·FixedLimit times small x may stay in range
 					}
-					if fixedProducts(slices.Clone(start), dzs, xs, ns, out, in, add) {
+					if fixedProducts(slices.Clone(start), dzs, xs, ns, out, in, 0, out, add) {
 						t.Fatalf("%dx%d, %d runs: %g in a run's dz taken where the slots path refuses it", out, in, runs, bad)
 					}
 				}

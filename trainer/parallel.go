@@ -43,8 +43,10 @@ type Step struct {
 	// given to into — or, when fresh, puts their sum in place of what into
 	// holds (Reduce need not zero it first); Reduce calls it with the
 	// micro-shards this replica is to compute (none, some or all; and
-	// again, with others, if the plan changes while the step runs).
-	Compute func(shards []int, into []int64, fresh bool) error
+	// again, with others, if the plan changes while the step runs). With
+	// fin, it reports the ranges of into it finishes as it goes, and
+	// finishes fin's own range last.
+	Compute func(shards []int, into []int64, fresh bool, fin *Finishing) error
 	// Update, on a replica that owns the chunk [lo, hi) of the reduced
 	// vector, prepares the step's update of the parameters in it and
 	// returns part, which takes the reduced values grad — the chunk's
@@ -75,6 +77,24 @@ type Step struct {
 	// replica serves it to a replica that takes over a chunk whose state
 	// it does not hold.
 	Moments func(lo, hi int) []float32
+}
+
+// Finishing lets Step.Compute hand over the ranges of a step's partial
+// sums it has finished while it computes the rest: a replica sends the
+// other owners their ranges as they are finished and sums its own chunk
+// last, so that the others' travel (and are reduced there) while it
+// computes — the overlap of the exchange with the computation that DDP
+// gets from its gradient buckets.
+type Finishing struct {
+	// Lo and Hi are the range Compute finishes last: the replica's own
+	// chunk. A range Compute finishes before it may hold a few of its
+	// elements (a gradient is cut in whole rows).
+	Lo, Hi int
+	// Done is called with each range [lo, hi) of into whose values are
+	// final: ranges that do not overlap, in the order Compute finishes
+	// them. Compute need not report every range (a device's gradients
+	// come whole): the replica sends what remains when it returns.
+	Done func(lo, hi int)
 }
 
 // MomentSource is a Parallel through which a replica fetches the
@@ -328,7 +348,7 @@ func (t *Trainer) parallelStep(ctx context.Context, idx []int, epoch int) error 
 		t.batch.Fill(x, y, t.curIdx, epoch)
 	}
 	prepared := false
-	compute := func(ks []int, into []int64, fresh bool) error {
+	compute := func(ks []int, into []int64, fresh bool, fin *Finishing) error {
 		if fresh {
 			// The micro-shards' gradients are put in place of what into
 			// holds (they are its whole [0, l.obs) when the graph runs);
@@ -359,7 +379,7 @@ func (t *Trainer) parallelStep(ctx context.Context, idx []int, epoch int) error 
 			}
 			return nil
 		}
-		return t.computeShards(ks, into, fresh, load)
+		return t.computeShards(ks, into, fresh, load, fin)
 	}
 	single := func(k int) ([][]float32, error) {
 		if t.cfg.Gradients != nil || len(t.grads) != len(l.params) || (l.proj >= 0) != (t.projGrad != nil) || k < 0 || k >= shards {
@@ -434,11 +454,12 @@ func (t *Trainer) addDeviceShard(g ShardGradients, k, micro int, into []int64) e
 
 // computeShards runs the graph on the micro-shards ks one after the other
 // and sums their gradients into into (in place of what it holds, when
-// fresh) in one pass at the end: a gradient whose op keeps each run's
-// output in a slot of its own (graphop.Slotted: the weights' gradients)
-// is read where it lies, the others are copied aside until then. Each
-// micro-shard's observer ranges and figures are added as it runs.
-func (t *Trainer) computeShards(ks []int, into []int64, fresh bool, load func(k int)) error {
+// fresh) in one pass at the end (sumShards): a gradient whose op keeps
+// each run's output in a slot of its own (graphop.Slotted: the weights'
+// gradients) is read where it lies, the others are copied aside until
+// then. Each micro-shard's observer ranges and figures are added as it
+// runs.
+func (t *Trainer) computeShards(ks []int, into []int64, fresh bool, load func(k int), fin *Finishing) error {
 	if len(ks) == 0 {
 		return nil
 	}
@@ -492,25 +513,92 @@ func (t *Trainer) computeShards(ks []int, into []int64, fresh bool, load func(k 
 			return fmt.Errorf("trainer: step %d: loss: %w", s.Step+1, err)
 		}
 	}
-	put := AddFixedSum
-	if fresh {
-		put = SetFixedSum
+	return t.sumShards(nodes, deferred, len(ks), into, fresh, fin)
+}
+
+// sumRange is a range [a, b) of a gradient's elements that sumShards
+// sums (node -1: the figures after the gradients, summed as they ran).
+type sumRange struct{ node, off, a, b int }
+
+// sumShards sums the runs' gradients of nodes into into, range by range:
+// with fin, the ranges outside its own range first, each reported
+// as it is finished — a deferred product cut in whole blocks of four rows,
+// the others where the own range starts and ends.
+func (t *Trainer) sumShards(nodes []*G.Node, deferred []graphop.Deferrable, runs int, into []int64, fresh bool, fin *Finishing) error {
+	l := t.layout()
+	var first, last []sumRange
+	cut := func(node, off, size, step int) {
+		a, b := size, size // the own range within [off, off+size), cut in steps
+		if fin != nil {
+			a = min(max(fin.Lo-off, 0), size)
+			b = min(max(fin.Hi-off, 0), size)
+			a, b = (a+step-1)/step*step, b/step*step // size is whole steps
+		}
+		if a >= b {
+			first = append(first, sumRange{node, off, 0, size})
+			return
+		}
+		if a > 0 {
+			first = append(first, sumRange{node, off, 0, a})
+		}
+		last = append(last, sumRange{node, off, a, b})
+		if b < size {
+			first = append(first, sumRange{node, off, b, size})
+		}
 	}
-	for i := range nodes {
-		vs := t.gradViews[i][:len(ks)]
-		off, name := l.proj, "hint projection"
+	for i, g := range nodes {
+		off, size := l.proj, len(t.gradViews[i][0])
 		if i < len(l.params) {
-			off, name = l.params[i], t.cfg.Model.Params[i].Name
+			off = l.params[i]
 		}
-		var err error
-		if o := deferred[i]; o != nil {
-			err = t.sumProducts(into[off:], nodes[i], o, len(ks), !fresh)
-		} else {
-			err = put(into[off:off+len(vs[0])], vs)
+		step := 1
+		if deferred[i] != nil {
+			step = 4 * g.Shape()[1]
 		}
-		if err != nil {
-			return fmt.Errorf("trainer: step %d: %s: %w", s.Step+1, name, err)
+		cut(i, off, size, step)
+	}
+	cut(-1, l.obs, l.n-l.obs, 1)
+	byOffset := func(x, y sumRange) int { return (x.off + x.a) - (y.off + y.a) }
+	slices.SortStableFunc(first, byOffset)
+	slices.SortStableFunc(last, byOffset)
+	for _, r := range append(first, last...) {
+		if err := t.sumRange(nodes, deferred, runs, into, fresh, r); err != nil {
+			return err
 		}
+		if fin != nil && fin.Done != nil {
+			fin.Done(r.off+r.a, r.off+r.b)
+		}
+	}
+	return nil
+}
+
+// sumRange sums the runs' values of one range of a gradient into into.
+func (t *Trainer) sumRange(nodes []*G.Node, deferred []graphop.Deferrable, runs int, into []int64, fresh bool, r sumRange) error {
+	if r.node < 0 {
+		return nil
+	}
+	l := t.layout()
+	name := "hint projection"
+	if r.node < len(l.params) {
+		name = t.cfg.Model.Params[r.node].Name
+	}
+	var err error
+	if o := deferred[r.node]; o != nil {
+		in := nodes[r.node].Shape()[1]
+		err = t.sumProducts(into[r.off:], nodes[r.node], o, runs, r.a/in, r.b/in, !fresh)
+	} else {
+		vs := make([][]float32, runs)
+		for j, v := range t.gradViews[r.node][:runs] {
+			vs[j] = v[r.a:r.b]
+		}
+		put := AddFixedSum
+		if fresh {
+			put = SetFixedSum
+		}
+		err = put(into[r.off+r.a:r.off+r.b], vs)
+	}
+	if err != nil {
+		return fmt.Errorf("trainer: step %d: %s: %w", t.state.Step+1, name, err)
 	}
 	return nil
 }
@@ -534,16 +622,17 @@ func (t *Trainer) deferProducts(nodes []*G.Node, runs int) []graphop.Deferrable 
 	return out
 }
 
-// sumProducts puts the deferred gradient of node g, over its runs, into
-// into in fixed point (added to what it holds with add); where a value is
-// refused it computes the runs' products to name it.
-func (t *Trainer) sumProducts(into []int64, g *G.Node, o graphop.Deferrable, runs int, add bool) error {
+// sumProducts puts rows [r0, r1) of the deferred gradient of node g,
+// over its runs, into into in fixed point (added to what it holds with
+// add); where a value is refused it computes the runs' products to name
+// it.
+func (t *Trainer) sumProducts(into []int64, g *G.Node, o graphop.Deferrable, runs, r0, r1 int, add bool) error {
 	out, in := g.Shape()[0], g.Shape()[1]
 	dzs, xs, ns := make([][]float32, runs), make([][]float32, runs), make([]int, runs)
 	for j := range runs {
 		dzs[j], xs[j], ns[j] = o.Operands(j)
 	}
-	if fixedProducts(into, dzs, xs, ns, out, in, add) {
+	if fixedProducts(into, dzs, xs, ns, out, in, r0, r1, add) {
 		return nil
 	}
 	vs := make([][]float32, runs)

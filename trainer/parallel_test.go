@@ -111,7 +111,7 @@ func (m memReplica) Reduce(ctx context.Context, step int64, n int, f Step) ([]fl
 		into[i] = int64(i)*7919 - 1 // not zeroed: the first call puts its sum in place
 	}
 	if len(m.c.assign[m.r]) == 0 {
-		if err := f.Compute(nil, into, true); err != nil {
+		if err := f.Compute(nil, into, true, nil); err != nil {
 			return nil, false, err
 		}
 	}
@@ -125,11 +125,19 @@ func (m memReplica) Reduce(ctx context.Context, step int64, n int, f Step) ([]fl
 	ks := m.c.assign[m.r]
 	for j := 0; j < len(ks) && !single; j++ {
 		call := ks[j : j+1]
+		var fin *finishLog
 		if step%2 == 0 {
 			call, j = ks, len(ks)
+			m.c.mu.Lock()
+			owners, pos := m.c.owner(m.r, step)
+			m.c.mu.Unlock()
+			fin = &finishLog{into: into, lo: pos * n / owners, hi: (pos + 1) * n / owners}
 		}
-		if err := f.Compute(call, into, j == 0 || step%2 == 0); err != nil {
+		if err := f.Compute(call, into, j == 0 || step%2 == 0, fin.finishing()); err != nil {
 			return nil, false, err
+		}
+		if err := fin.check(); err != nil {
+			return nil, false, fmt.Errorf("step %d: %w", step, err)
 		}
 	}
 	c := m.c
@@ -193,6 +201,67 @@ func (m memReplica) Reduce(ctx context.Context, step int64, n int, f Step) ([]fl
 		c.cond.Broadcast()
 	}
 	return out, pos >= 0, nil
+}
+
+// finishLog records the ranges a Compute call reports finished, and a
+// copy of each as it was then.
+type finishLog struct {
+	into   []int64
+	lo, hi int // the replica's own chunk
+	done   [][2]int
+	snaps  [][]int64
+}
+
+// finishes counts the ranges finishLogs were given.
+var finishes atomic.Int64
+
+func (f *finishLog) finishing() *Finishing {
+	if f == nil {
+		return nil
+	}
+	return &Finishing{Lo: f.lo, Hi: f.hi, Done: func(a, b int) {
+		f.done = append(f.done, [2]int{a, b})
+		f.snaps = append(f.snaps, slices.Clone(f.into[a:b]))
+		finishes.Add(1)
+	}}
+}
+
+// check says whether the ranges reported hold their final values, do
+// not overlap, cover the vector, and finish the own chunk last: no range
+// inside it comes before one outside it, and the ranges outside it take
+// few of its elements (whole rows of four at its two edges).
+func (f *finishLog) check() error {
+	if f == nil {
+		return nil
+	}
+	covered := make([]bool, len(f.into))
+	inside, early := false, 0
+	for i, r := range f.done {
+		if !slices.Equal(f.snaps[i], f.into[r[0]:r[1]]) {
+			return fmt.Errorf("range [%d, %d) reported finished changed afterwards", r[0], r[1])
+		}
+		for e := r[0]; e < r[1]; e++ {
+			if covered[e] {
+				return fmt.Errorf("element %d reported finished twice", e)
+			}
+			covered[e] = true
+		}
+		within := r[0] >= f.lo && r[1] <= f.hi
+		if inside && !within {
+			return fmt.Errorf("range [%d, %d) outside the own chunk [%d, %d) reported after one inside it", r[0], r[1], f.lo, f.hi)
+		}
+		inside = inside || within
+		if !within {
+			early += max(0, min(r[1], f.hi)-max(r[0], f.lo))
+		}
+	}
+	if e := slices.Index(covered, false); e >= 0 {
+		return fmt.Errorf("element %d of %d never reported finished", e, len(covered))
+	}
+	if early > 2*4*28*28 { // four rows of the widest layer at each edge
+		return fmt.Errorf("%d elements of the own chunk [%d, %d) finished with the others'", early, f.lo, f.hi)
+	}
+	return nil
 }
 
 // singles counts the steps memReplica computed with Step.Single.
@@ -540,6 +609,9 @@ func TestParallelReplicasMatchWhoeverComputes(t *testing.T) {
 	}
 	if singles.Load() == 0 {
 		t.Fatal("no replica computed its one micro-shard with Step.Single")
+	}
+	if finishes.Load() == 0 {
+		t.Fatal("no Compute reported a range finished")
 	}
 	var zeros int
 	for _, v := range one[0][0] {

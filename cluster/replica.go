@@ -49,7 +49,8 @@ type Stats struct {
 	// StateServed counts the chunks' optimizer states the coordinator
 	// sent workers that took a chunk over.
 	StateServed int64 `json:"optimizer_states_served"`
-	// ComputeSeconds is the time spent computing them.
+	// ComputeSeconds is the time spent computing them (the parts sent
+	// while the trainer computes are the exchange's time, not this).
 	ComputeSeconds float64 `json:"compute_seconds"`
 	// StepSeconds is the time spent in steps (Reduce), WaitSeconds the
 	// part of it spent waiting on other replicas — their partials and
@@ -796,10 +797,13 @@ func (r *Replica) attempt(ctx context.Context, gen uint64, members []string, sha
 				return nil, err
 			}
 		}
-		took := time.Since(start).Seconds()
+		took := time.Since(start)
+		if sc != nil {
+			took -= sc.sending
+		}
 		r.mu.Lock()
 		r.stats.Shards += int64(len(mine))
-		r.stats.ComputeSeconds += took
+		r.stats.ComputeSeconds += took.Seconds()
 		r.spare, r.partial = r.partial, p
 		r.mu.Unlock()
 		if sc != nil {

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"sort"
+	"time"
 
 	"github.com/lathe-ml/lathe/trainer"
 )
@@ -21,6 +22,9 @@ type scatter struct {
 	per     int      // a part's elements
 	next    []int    // by member: where its next unsent part starts
 	fin     [][2]int // the finished ranges, merged, in order
+	// sending is the time done spent sending: the exchange's, not the
+	// computation's, though Compute called it.
+	sending time.Duration
 }
 
 // newScatter prepares the reduce-scatter of p among members, the replica
@@ -51,7 +55,9 @@ func (s *scatter) done(lo, hi int) {
 		j++
 	}
 	s.fin = append(s.fin[:i], append([][2]int{{lo, hi}}, s.fin[j:]...)...)
+	start := time.Now()
 	s.send()
+	s.sending += time.Since(start)
 }
 
 // flush sends every part not sent yet.

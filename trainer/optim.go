@@ -204,9 +204,12 @@ func spans(eng compute.Engine, tensors [][]float32, fn func(i, lo, hi int)) {
 // updates the chunk in parts, each as soon as it is reduced (Step.Update).
 type partStepper interface {
 	// stepPart applies the update numbered Steps() — the caller advanced
-	// the count — to w, elements [off, off+len(w)) of tensor i, with
-	// their gradients g and mask (nil: unmasked).
-	stepPart(i, off int, w, g []float32, mask []byte, lr float32)
+	// the count — to elements [off, off+len(w)) of tensor i, with their
+	// gradients g and mask (nil: unmasked): the parameters read from w0
+	// (w itself, or the values before the update w is to hold) and
+	// written to w, the state read from from's (an optimizer of the same
+	// kind and sizes; nil: its own) and written to its own.
+	stepPart(i, off int, w, w0, g []float32, mask []byte, lr float32, from Optimizer)
 }
 
 var (
@@ -219,72 +222,74 @@ func (o *sgd) update(i, lo, hi int, params, grads [][]float32, masks [][]byte, l
 	if masks != nil && masks[i] != nil {
 		mask = masks[i][lo:hi]
 	}
-	o.stepPart(i, lo, params[i][lo:hi], grads[i][lo:hi], mask, lr)
+	w := params[i][lo:hi]
+	o.stepPart(i, lo, w, w, grads[i][lo:hi], mask, lr, nil)
 }
 
-func (o *sgd) stepPart(i, lo int, w, g []float32, mask []byte, lr float32) {
+func (o *sgd) stepPart(i, lo int, w, w0, g []float32, mask []byte, lr float32, from Optimizer) {
 	mu, wd := float32(o.c.Momentum), o.c.decay(i)
 	hi := lo + len(w)
-	switch {
-	case o.v == nil:
+	w0, g = w0[:len(w)], g[:len(w)]
+	if o.v == nil {
 		for j := range w {
-			w[j] -= lr * (g[j] + wd*w[j])
+			w[j] = w0[j] - lr*(g[j]+wd*w0[j])
 		}
 		if mask != nil {
 			applyMask(mask, w)
 		}
+		return
+	}
+	v, v0 := o.v[i][lo:hi], o.v[i][lo:hi]
+	if from != nil {
+		v0 = from.(*sgd).v[i][lo:hi]
+	}
+	v, v0 = v[:len(w)], v0[:len(w)]
+	n, j0 := len(w)&^7, 0
+	avx := hasAVX2 && n > 0
+	switch {
 	case mask != nil:
 		// One pass: update, then zero w and v where the mask is 0.
-		v := o.v[i][lo:hi]
-		v = v[:len(w)]
 		mask = mask[:len(w)]
 		// The arithmetic is the unmasked paths', term for term, so an
 		// all-ones mask gives the same bits as no mask.
 		if o.c.Nesterov {
 			for j := range w {
 				keep := -uint32(mask[j]) // all ones or zero
-				d := g[j] + wd*w[j]
-				vj := mu*v[j] + d
+				d := g[j] + wd*w0[j]
+				vj := mu*v0[j] + d
 				v[j] = math.Float32frombits(math.Float32bits(vj) & keep)
-				w[j] = math.Float32frombits(math.Float32bits(w[j]-lr*(d+mu*vj)) & keep)
+				w[j] = math.Float32frombits(math.Float32bits(w0[j]-lr*(d+mu*vj)) & keep)
 			}
 			return
 		}
-		j0 := 0
-		if n := len(w) &^ 7; hasAVX2 && n > 0 {
-			sgdMomentumMasked8(&w[0], &v[0], &g[0], &mask[0], n, mu, wd, lr)
+		if avx {
+			sgdMomentumMasked8(&w[0], &w0[0], &v[0], &v0[0], &g[0], &mask[0], n, mu, wd, lr)
 			j0 = n
 		}
 		for j := j0; j < len(w); j++ {
 			keep := -uint32(mask[j])
-			vj := mu*v[j] + g[j] + wd*w[j]
+			vj := mu*v0[j] + g[j] + wd*w0[j]
 			v[j] = math.Float32frombits(math.Float32bits(vj) & keep)
-			w[j] = math.Float32frombits(math.Float32bits(w[j]-lr*vj) & keep)
+			w[j] = math.Float32frombits(math.Float32bits(w0[j]-lr*vj) & keep)
 		}
 	case o.c.Nesterov:
-		v := o.v[i][lo:hi]
-		v, g = v[:len(w)], g[:len(w)]
-		j0 := 0
-		if n := len(w) &^ 7; hasAVX2 && n > 0 {
-			sgdNesterov8(&w[0], &v[0], &g[0], n, mu, wd, lr)
+		if avx {
+			sgdNesterov8(&w[0], &w0[0], &v[0], &v0[0], &g[0], n, mu, wd, lr)
 			j0 = n
 		}
 		for j := j0; j < len(w); j++ {
-			d := g[j] + wd*w[j]
-			v[j] = mu*v[j] + d
-			w[j] -= lr * (d + mu*v[j])
+			d := g[j] + wd*w0[j]
+			v[j] = mu*v0[j] + d
+			w[j] = w0[j] - lr*(d+mu*v[j])
 		}
 	default:
-		v := o.v[i][lo:hi]
-		v, g = v[:len(w)], g[:len(w)]
-		j0 := 0
-		if n := len(w) &^ 7; hasAVX2 && n > 0 {
-			sgdMomentum8(&w[0], &v[0], &g[0], n, mu, wd, lr)
+		if avx {
+			sgdMomentum8(&w[0], &w0[0], &v[0], &v0[0], &g[0], n, mu, wd, lr)
 			j0 = n
 		}
 		for j := j0; j < len(w); j++ {
-			v[j] = mu*v[j] + g[j] + wd*w[j]
-			w[j] -= lr * v[j]
+			v[j] = mu*v0[j] + g[j] + wd*w0[j]
+			w[j] = w0[j] - lr*v[j]
 		}
 	}
 }
@@ -334,7 +339,15 @@ func (o *adam) corrections() (c1, sc2 float32) {
 	return c1, float32(1 / math.Sqrt(float64(c2)))
 }
 
-func (o *adam) stepPart(i, lo int, w, g []float32, mask []byte, lr float32) {
+func (o *adam) stepPart(i, lo int, w, w0, g []float32, mask []byte, lr float32, from Optimizer) {
+	if len(w) > 0 && &w[0] != &w0[0] {
+		copy(w, w0)
+	}
+	if from != nil {
+		f, hi := from.(*adam), lo+len(w)
+		copy(o.m[i][lo:hi], f.m[i][lo:hi])
+		copy(o.v[i][lo:hi], f.v[i][lo:hi])
+	}
 	c1, sc2 := o.corrections()
 	o.update(i, lo, w, g, mask, lr, c1, sc2)
 }

@@ -14,13 +14,13 @@ var hasAVX512DQ = cpu.X86.HasAVX512F && cpu.X86.HasAVX512DQ
 func fromFixed8(dst *float32, q, add *int64, n int)
 
 //go:noescape
-func sgdMomentum8(w, v, grad *float32, n int, mu, wd, lr float32)
+func sgdMomentum8(w, w0, v, v0, grad *float32, n int, mu, wd, lr float32)
 
 //go:noescape
-func sgdNesterov8(w, v, grad *float32, n int, mu, wd, lr float32)
+func sgdNesterov8(w, w0, v, v0, grad *float32, n int, mu, wd, lr float32)
 
 //go:noescape
-func sgdMomentumMasked8(w, v, grad *float32, mask *byte, n int, mu, wd, lr float32)
+func sgdMomentumMasked8(w, w0, v, v0, grad *float32, mask *byte, n int, mu, wd, lr float32)
 
 //go:noescape
 func fixed4(into *int64, vs *float32, n int, add bool) int

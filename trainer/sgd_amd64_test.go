@@ -84,6 +84,99 @@ func TestAVX2MomentumMatchesTheGoLoop(t *testing.T) {
 	}
 }
 
+// TestPartUpdateFromSourcesMatchesInPlace: a chunk owner's update that
+// reads the parameters and the optimizer state from where they are
+// (stepPart's w0 and from) and writes them elsewhere gives the bits of
+// the update in place, and leaves its sources as they were — SGD plain,
+// with momentum, Nesterov, masked or not (AVX2 and the Go loops), and
+// Adam.
+func TestPartUpdateFromSourcesMatchesInPlace(t *testing.T) {
+	avx := hasAVX2
+	defer func() { hasAVX2 = avx }()
+	sizes := []int{3, 8, 301}
+	bits := func(a, b [][]float32) bool {
+		return slices.EqualFunc(a, b, func(x, y []float32) bool {
+			return slices.EqualFunc(x, y, func(p, q float32) bool { return math.Float32bits(p) == math.Float32bits(q) })
+		})
+	}
+	clone := func(a [][]float32) [][]float32 {
+		out := make([][]float32, len(a))
+		for i := range a {
+			out[i] = slices.Clone(a[i])
+		}
+		return out
+	}
+	for _, cfg := range []OptimConfig{
+		{Kind: "sgd", WeightDecay: 1e-4}, {Kind: "sgd", Momentum: 0.9, WeightDecay: 1e-4},
+		{Kind: "sgd", Momentum: 0.9, Nesterov: true}, {Kind: "adamw", WeightDecay: 0.01},
+	} {
+		for _, masked := range []bool{false, true} {
+			for _, useAVX := range []bool{false, avx} {
+				hasAVX2 = useAVX
+				r := rand.New(rand.NewPCG(7, 8))
+				o, err := NewOptimizer(cfg, sizes)
+				if err != nil {
+					t.Fatal(err)
+				}
+				params, grads := make([][]float32, len(sizes)), make([][]float32, len(sizes))
+				var masks [][]byte
+				for i, n := range sizes {
+					params[i], grads[i] = make([]float32, n), make([]float32, n)
+					for j := range n {
+						params[i][j], grads[i][j] = float32(r.NormFloat64()), float32(r.NormFloat64())
+					}
+					if masked {
+						m := make([]byte, n)
+						for j := range m {
+							m[j] = byte(r.IntN(2))
+						}
+						masks = append(masks, m)
+					}
+				}
+				o.Step(params, grads, masks, 0.05) // a state that is not zero
+				state, before := clone(o.State()), clone(params)
+				// In place, on copies.
+				inPlace := o.Like(sizes)
+				if err := inPlace.Load(state, o.Steps()); err != nil {
+					t.Fatal(err)
+				}
+				want := clone(params)
+				inPlace.Step(want, grads, masks, 0.05)
+				// From the sources, into buffers of NaNs.
+				dst := o.Like(sizes)
+				dst.SetSteps(o.Steps() + 1)
+				got := make([][]float32, len(sizes))
+				for i, n := range sizes {
+					got[i] = make([]float32, n)
+					for j := range got[i] {
+						got[i][j] = float32(math.NaN())
+					}
+					for _, b := range dst.State() {
+						if len(b) == n {
+							for j := range b {
+								b[j] = float32(math.NaN())
+							}
+						}
+					}
+				}
+				for i := range sizes {
+					var m []byte
+					if masked {
+						m = masks[i]
+					}
+					dst.(partStepper).stepPart(i, 0, got[i], params[i], grads[i], m, 0.05, o)
+				}
+				if !bits(got, want) || !bits(dst.State(), inPlace.State()) {
+					t.Fatalf("%+v, masked %v, AVX2 %v: the update from its sources differs from the one in place", cfg, masked, useAVX)
+				}
+				if !bits(params, before) || !bits(o.State(), state) {
+					t.Fatalf("%+v, masked %v, AVX2 %v: the update wrote its sources", cfg, masked, useAVX)
+				}
+			}
+		}
+	}
+}
+
 // TestAVX2FixedPointMatchesToFixed: AddFixed's vector passes (AVX2, and
 // AVX-512 where the CPU has it) give the same integers as ToFixed element
 // by element — ties of both signs (x.5 after

@@ -6,11 +6,15 @@ const hasAVX2, hasAVX512DQ = false, false
 
 func fromFixed8(dst *float32, q, add *int64, n int) { panic("trainer: no AVX-512 here") }
 
-func sgdMomentum8(w, v, grad *float32, n int, mu, wd, lr float32) { panic("trainer: no AVX2 here") }
+func sgdMomentum8(w, w0, v, v0, grad *float32, n int, mu, wd, lr float32) {
+	panic("trainer: no AVX2 here")
+}
 
-func sgdNesterov8(w, v, grad *float32, n int, mu, wd, lr float32) { panic("trainer: no AVX2 here") }
+func sgdNesterov8(w, w0, v, v0, grad *float32, n int, mu, wd, lr float32) {
+	panic("trainer: no AVX2 here")
+}
 
-func sgdMomentumMasked8(w, v, grad *float32, mask *byte, n int, mu, wd, lr float32) {
+func sgdMomentumMasked8(w, w0, v, v0, grad *float32, mask *byte, n int, mu, wd, lr float32) {
 	panic("trainer: no AVX2 here")
 }
 

@@ -133,10 +133,12 @@ func (t *Trainer) updateChunk(ctx context.Context, lo, hi int) (func(at int, gra
 			want += g.kinds() * (p.b - p.a)
 		}
 	}
-	// The common case, the chunk of the last step again: the spare
-	// buffers (those of the step before) take a copy of its state.
+	// The common case, the chunk of the last step again: the update
+	// reads its state and writes the spare buffers (those of the step
+	// before), no copy made first.
 	pend := t.spare
 	t.spare = nil
+	from := make([]Optimizer, len(regs))
 	var err error
 	if c := t.chunk; pend == nil || c == nil || t.wholeState || c.lo != lo || c.hi != hi || pend.lo != lo || pend.hi != hi {
 		if pend, err = t.newPending(ctx, regs, pieces, lo, hi, want); err != nil {
@@ -145,7 +147,8 @@ func (t *Trainer) updateChunk(ctx context.Context, lo, hi int) (func(at int, gra
 	} else {
 		for r, sub := range pend.subs {
 			if sub != nil {
-				copyState(sub, c.subs[r])
+				sub.SetSteps(c.subs[r].Steps())
+				from[r] = c.subs[r]
 			}
 		}
 	}
@@ -202,17 +205,15 @@ func (t *Trainer) updateChunk(ctx context.Context, lo, hi int) (func(at int, gra
 			}
 			s.ExtraLoss, t.extraDone = extra, true
 		}
-		// The update runs on copies of the parameters in into's ranges
-		// (their gradients were divided out above), which it leaves
-		// holding the updated values.
+		// The update reads the parameters (their gradients were divided
+		// out above) and writes the updated values to into's ranges.
 		each(func(r, j int, p piece, a, b int, _, into []float32) {
 			g := regs[r]
-			copy(into, g.params[p.i][a:b])
 			var mask []byte
 			if g.masks != nil && g.masks[p.i] != nil {
 				mask = g.masks[p.i][a:b]
 			}
-			steppers[r].stepPart(j, a-p.a, into, g.grads[p.i][a:b], mask, float32(s.LR))
+			steppers[r].stepPart(j, a-p.a, into, g.params[p.i][a:b], g.grads[p.i][a:b], mask, float32(s.LR), from[r])
 		})
 		return nil
 	}, nil
@@ -295,16 +296,6 @@ func (t *Trainer) newPending(ctx context.Context, regs []*region, pieces [][]pie
 		pend.subs[r] = sub
 	}
 	return pend, nil
-}
-
-// copyState copies an optimizer's state and count into another of the
-// same sizes.
-func copyState(dst, src Optimizer) {
-	d, s := dst.State(), src.State()
-	for i := range d {
-		copy(d[i], s[i])
-	}
-	dst.SetSteps(src.Steps())
 }
 
 // takeUpdated puts a completed step's updated parameters (v, the gathered

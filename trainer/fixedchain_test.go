@@ -90,6 +90,61 @@ func TestFixedProductsMatchTheExactGEMM(t *testing.T) {
 	}
 }
 
+// TestFixedProductsRoundAsToFixed: products that land on a tie after
+// scaling (odd multiples of 2^-41), subnormals, zeros of both signs and
+// values next to FixedLimit — one sample a run, x a power of two, so each
+// product is exact — convert to ToFixed's integers.
+func TestFixedProductsRoundAsToFixed(t *testing.T) {
+	if !hasAVX512DQ {
+		t.Skip("no AVX-512 here: the slots path is the only form")
+	}
+	r := rand.New(rand.NewPCG(11, 12))
+	const out, in = 8, 80
+	awkward := func() float32 {
+		switch r.IntN(6) {
+		case 0:
+			return float32(2*r.IntN(1000)+1-1000) * float32(math.Ldexp(1, -41)) // a tie
+		case 1:
+			return float32(r.NormFloat64()) * 1e-40 // subnormal
+		case 2:
+			return float32(math.Copysign(0, float64(r.IntN(2)*2-1)))
+		case 3:
+			return float32(2*r.IntN(2)-1) * math.Nextafter32(FixedLimit/4, 0)
+		default:
+			return float32(r.NormFloat64())
+		}
+	}
+	for runs := 1; runs <= 3; runs++ {
+		dzs, xs, ns := make([][]float32, runs), make([][]float32, runs), make([]int, runs)
+		want := make([]int64, out*in)
+		for k := range runs {
+			ns[k], dzs[k], xs[k] = 1, make([]float32, out), make([]float32, in)
+			for i := range dzs[k] {
+				dzs[k][i] = awkward()
+			}
+			for i := range xs[k] {
+				xs[k][i] = float32(math.Ldexp(float64(2*r.IntN(2)-1), r.IntN(3)-1)) // ±½, ±1, ±2
+			}
+			for o := range out {
+				for i := range in {
+					q, ok := ToFixed(dzs[k][o] * xs[k][i])
+					if !ok {
+						t.Fatalf("product %g refused", dzs[k][o]*xs[k][i])
+					}
+					want[o*in+i] += q
+				}
+			}
+		}
+		got := make([]int64, out*in)
+		if !fixedProducts(got, dzs, xs, ns, out, in, 0, out, false) {
+			t.Fatalf("%d runs: refused values ToFixed takes", runs)
+		}
+		if i := firstDiff(got, want); i >= 0 {
+			t.Fatalf("%d runs: into[%d] = %d, ToFixed gives %d", runs, i, got[i], want[i])
+		}
+	}
+}
+
 func firstDiff(a, b []int64) int {
 	for i := range a {
 		if a[i] != b[i] {

@@ -60,10 +60,17 @@ func (s *scatter) done(lo, hi int) {
 	s.sending += time.Since(start)
 }
 
-// flush sends every part not sent yet.
+// flush sends every part not sent yet — to a member whose range is
+// empty, one empty part, as sendInt64s does.
 func (s *scatter) flush() {
 	s.fin = append(s.fin[:0], [2]int{0, s.p.n})
 	s.send()
+	for j, o := range s.members {
+		if lo, hi := chunk(s.p.n, len(s.members), j); j != s.rank && lo == hi {
+			md := meta{job: s.r.job, phase: s.r.phase, gen: s.p.gen, step: s.p.step, n: s.p.n, off: lo}
+			s.r.sendPart([]string{o}, part{kind: frameRS, md: md, data: encodeInt64s(nil, nil)})
+		}
+	}
 }
 
 // finishedTo is the end of the finished range that holds a, or a where

@@ -94,3 +94,19 @@ func heldByOthers(ctx context.Context, j *peerJob, from string, members []string
 	}
 	return nil
 }
+
+// TestVectorShorterThanTheWorkers: with fewer elements than workers a
+// worker's chunk is empty; its owner still gets the (empty) part that says
+// the others' partials of it are in (no resend asked), and every step
+// reduces exactly.
+func TestVectorShorterThanTheWorkers(t *testing.T) {
+	_, conn := embedded(t)
+	const n, shards = 2, 6
+	j := newPeerJob(t, conn, []byte("job secret"), []string{"a", "b", "c"}, shards, PlaneAuto, nil)
+	j.run(t, 3, exactSum(n, shards), shardAdder(0))
+	for _, name := range j.names {
+		if st := j.reps[name].Stats(); st.Resends != 0 {
+			t.Errorf("%s asked for %d resends: an empty range's part did not go out", name, st.Resends)
+		}
+	}
+}

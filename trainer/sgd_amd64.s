@@ -1,5 +1,21 @@
 #include "textflag.h"
 
+// SGDARGS loads sgdMomentum8's and sgdNesterov8's arguments: w, w0, v, v0
+// and grad into DI, R9, SI, R10 and DX, n/8 into CX (flags set), mu, wd
+// and lr broadcast into Y8, Y9 and Y10, and zeroes the offset AX.
+#define SGDARGS \
+	MOVQ w+0(FP), DI; \
+	MOVQ w0+8(FP), R9; \
+	MOVQ v+16(FP), SI; \
+	MOVQ v0+24(FP), R10; \
+	MOVQ grad+32(FP), DX; \
+	MOVQ n+40(FP), CX; \
+	VBROADCASTSS mu+48(FP), Y8; \
+	VBROADCASTSS wd+52(FP), Y9; \
+	VBROADCASTSS lr+56(FP), Y10; \
+	XORQ AX, AX; \
+	SHRQ $3, CX
+
 // func sgdMomentum8(w, w0, v, v0, grad *float32, n int, mu, wd, lr float32)
 //
 // For i < n (a multiple of 8): v = (mu·v0 + g) + wd·w0; w = w0 − lr·v —
@@ -8,17 +24,7 @@
 // the sources (w and v themselves, or the committed state a chunk's
 // owner updates from without copying it first).
 TEXT ·sgdMomentum8(SB), NOSPLIT, $0-60
-	MOVQ w+0(FP), DI
-	MOVQ w0+8(FP), R9
-	MOVQ v+16(FP), SI
-	MOVQ v0+24(FP), R10
-	MOVQ grad+32(FP), DX
-	MOVQ n+40(FP), CX
-	VBROADCASTSS mu+48(FP), Y8
-	VBROADCASTSS wd+52(FP), Y9
-	VBROADCASTSS lr+56(FP), Y10
-	XORQ AX, AX
-	SHRQ $3, CX
+	SGDARGS
 	JZ   done
 
 loop:
@@ -91,17 +97,7 @@ mdone:
 // w = w0 − lr·(d + mu·v) — the Go loop's operations in its order, each one
 // IEEE single rounding (no fused multiply-add), eight at a time.
 TEXT ·sgdNesterov8(SB), NOSPLIT, $0-60
-	MOVQ w+0(FP), DI
-	MOVQ w0+8(FP), R9
-	MOVQ v+16(FP), SI
-	MOVQ v0+24(FP), R10
-	MOVQ grad+32(FP), DX
-	MOVQ n+40(FP), CX
-	VBROADCASTSS mu+48(FP), Y8
-	VBROADCASTSS wd+52(FP), Y9
-	VBROADCASTSS lr+56(FP), Y10
-	XORQ AX, AX
-	SHRQ $3, CX
+	SGDARGS
 	JZ   ndone
 
 nloop:

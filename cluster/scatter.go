@@ -67,10 +67,16 @@ func (s *scatter) flush() {
 	s.send()
 	for j, o := range s.members {
 		if lo, hi := chunk(s.p.n, len(s.members), j); j != s.rank && lo == hi {
-			md := meta{job: s.r.job, phase: s.r.phase, gen: s.p.gen, step: s.p.step, n: s.p.n, off: lo}
+			md := s.meta()
+			md.off = lo
 			s.r.sendPart([]string{o}, part{kind: frameRS, md: md, data: encodeInt64s(nil, nil)})
 		}
 	}
+}
+
+// meta is the partial's parts' metadata, without an offset.
+func (s *scatter) meta() meta {
+	return meta{job: s.r.job, phase: s.r.phase, gen: s.p.gen, step: s.p.step, n: s.p.n}
 }
 
 // finishedTo is the end of the finished range that holds a, or a where
@@ -86,7 +92,7 @@ func (s *scatter) finishedTo(a int) int {
 // send sends each other member the parts of its range that are finished,
 // in order, up to the first that is not.
 func (s *scatter) send() {
-	md := meta{job: s.r.job, phase: s.r.phase, gen: s.p.gen, step: s.p.step, n: s.p.n}
+	md := s.meta()
 	buf := encodeBufs.Get().(*[]byte)
 	defer encodeBufs.Put(buf)
 	for j, o := range s.members {

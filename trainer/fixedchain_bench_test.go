@@ -16,15 +16,8 @@ func BenchmarkFixedProductsTeacher(b *testing.B) {
 	const runs, n = 4, 16
 	for _, sh := range [][2]int{{1200, 784}, {1200, 1200}} {
 		out, in := sh[0], sh[1]
-		dzs, xs, ns := make([][]float32, runs), make([][]float32, runs), make([]int, runs)
-		for k := range runs {
-			ns[k], dzs[k], xs[k] = n, make([]float32, n*out), make([]float32, n*in)
-			for _, v := range [][]float32{dzs[k], xs[k]} {
-				for i := range v {
-					v[i] = float32(r.NormFloat64()) * 0.01
-				}
-			}
-		}
+		ns := []int{n, n, n, n}[:runs]
+		dzs, xs := randomRuns(r, ns, out, in, 0.01)
 		into := make([]int64, out*in)
 		b.Run(map[int]string{784: "784", 1200: "1200"}[in], func(b *testing.B) {
 			for b.Loop() {

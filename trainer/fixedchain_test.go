@@ -25,16 +25,10 @@ func TestFixedProductsMatchTheExactGEMM(t *testing.T) {
 		out, in := sh[0], sh[1]
 		for runs := 1; runs <= 5; runs++ {
 			for _, add := range []bool{false, true} {
-				dzs, xs, ns := make([][]float32, runs), make([][]float32, runs), make([]int, runs)
+				ns := []int{16, 16, 7, 0, 1}[:runs]
+				dzs, xs := randomRuns(r, ns, out, in, 4)
 				prods := make([][]float32, runs)
 				for k := range runs {
-					ns[k] = []int{16, 16, 7, 0, 1}[k]
-					dzs[k], xs[k] = make([]float32, ns[k]*out), make([]float32, ns[k]*in)
-					for _, v := range [][]float32{dzs[k], xs[k]} {
-						for i := range v {
-							v[i] = float32(r.NormFloat64() * 4)
-						}
-					}
 					prods[k] = make([]float32, out*in)
 					if ns[k] > 0 {
 						eng.Sgemm(true, false, out, in, ns[k], 1, dzs[k], out, xs[k], in, 0, prods[k], in)
@@ -143,6 +137,21 @@ func TestFixedProductsRoundAsToFixed(t *testing.T) {
 			t.Fatalf("%d runs: into[%d] = %d, ToFixed gives %d", runs, i, got[i], want[i])
 		}
 	}
+}
+
+// randomRuns draws runs' operands for fixedProducts: dz [ns[k], out] and
+// x [ns[k], in] for each run k, normal values times scale.
+func randomRuns(r *rand.Rand, ns []int, out, in int, scale float64) (dzs, xs [][]float32) {
+	dzs, xs = make([][]float32, len(ns)), make([][]float32, len(ns))
+	for k, n := range ns {
+		dzs[k], xs[k] = make([]float32, n*out), make([]float32, n*in)
+		for _, v := range [][]float32{dzs[k], xs[k]} {
+			for i := range v {
+				v[i] = float32(r.NormFloat64() * scale)
+			}
+		}
+	}
+	return dzs, xs
 }
 
 func firstDiff(a, b []int64) int {

@@ -131,6 +131,132 @@ sdone:
 	VZEROUPPER
 	RET
 
+// func fixedSum8(into *int64, vs **float32, m, from, n int, add bool) int
+//
+// fixedSum16 with AVX2 alone, eight at a time, over the values fixed4
+// takes: it stops before the first block in which a value of any of the
+// vectors has |v·2^40| ≥ 2^51 (NaN too), leaving that block of into as it
+// was, or where fewer than eight values are left; returns the index it
+// stopped at. Each value is rounded to an integer as fixed4 rounds it.
+TEXT ·fixedSum8(SB), NOSPLIT, $0-56
+	MOVQ    into+0(FP), DI
+	MOVQ    vs+8(FP), R8
+	MOVQ    m+16(FP), R9
+	MOVQ    from+24(FP), AX
+	MOVQ    n+32(FP), CX
+	MOVBQZX add+40(FP), BX
+	SUBQ    AX, CX
+	JLE     edone
+	SHRQ    $3, CX
+	JZ      edone
+	TESTQ   R9, R9
+	JZ      edone
+	MOVQ $0x4270000000000000, DX // 2^40
+	MOVQ DX, X8
+	VBROADCASTSD X8, Y8
+	MOVQ $0x4338000000000000, DX // 1.5·2^52
+	MOVQ DX, X9
+	VBROADCASTSD X9, Y9
+	MOVQ $0x4320000000000000, DX // 2^51
+	MOVQ DX, X10
+	VBROADCASTSD X10, Y10
+	MOVQ $0x7fffffffffffffff, DX // |·|
+	MOVQ DX, X11
+	VBROADCASTSD X11, Y11
+
+eloop:
+	VPXOR Y4, Y4, Y4
+	VPXOR Y5, Y5, Y5
+	TESTQ BX, BX
+	JZ    efirst
+	VMOVDQU (DI)(AX*8), Y4
+	VMOVDQU 32(DI)(AX*8), Y5
+
+efirst:
+	XORQ R10, R10
+
+evec:
+	MOVQ      (R8)(R10*8), R11
+	VCVTPS2PD (R11)(AX*4), Y0    // four float32 → float64, exact
+	VCVTPS2PD 16(R11)(AX*4), Y1
+	VMULPD    Y8, Y0, Y0         // ·2^40, exact
+	VMULPD    Y8, Y1, Y1
+	VANDPD    Y11, Y0, Y2
+	VANDPD    Y11, Y1, Y3
+	VCMPPD    $0x11, Y10, Y2, Y2 // |x| < 2^51, false for NaN
+	VCMPPD    $0x11, Y10, Y3, Y3
+	VANDPD    Y3, Y2, Y2
+	VMOVMSKPD Y2, DX
+	CMPQ      DX, $15
+	JNE       edone              // not all eight: into's block untouched
+	VADDPD    Y9, Y0, Y0         // rounds to an integer, to even
+	VADDPD    Y9, Y1, Y1
+	VPSUBQ    Y9, Y0, Y0         // the integer, as int64
+	VPSUBQ    Y9, Y1, Y1
+	VPADDQ    Y0, Y4, Y4
+	VPADDQ    Y1, Y5, Y5
+	INCQ      R10
+	CMPQ      R10, R9
+	JLT       evec
+	VMOVDQU   Y4, (DI)(AX*8)
+	VMOVDQU   Y5, 32(DI)(AX*8)
+	ADDQ      $8, AX
+	DECQ      CX
+	JNZ       eloop
+
+edone:
+	MOVQ AX, ret+48(FP)
+	VZEROUPPER
+	RET
+
+// func fromFixed4(dst *float32, q, add *int64, n int) int
+//
+// fromFixed8 with AVX2 alone, four at a time while every sum of a block
+// has |q+add| < 2^51: the sum's bits added to 1.5·2^52's are that float64
+// plus the sum, exactly; subtracting 1.5·2^52 leaves the sum as a float64
+// (exact, as CVTSQ2SD's below 2^53), the product with 2^-40 is exact, and
+// VCVTPD2PS rounds as CVTSD2SS — FromFixed's bits. Returns how many it
+// converted (a multiple of 4); the block after them, if any, is the Go
+// loop's.
+TEXT ·fromFixed4(SB), NOSPLIT, $0-40
+	MOVQ dst+0(FP), DI
+	MOVQ q+8(FP), SI
+	MOVQ add+16(FP), DX
+	MOVQ n+24(FP), CX
+	XORQ AX, AX
+	SHRQ $2, CX
+	JZ   gdone
+	MOVQ $0x3d70000000000000, R8 // 2^-40
+	MOVQ R8, X8
+	VBROADCASTSD X8, Y8
+	MOVQ $0x4338000000000000, R8 // 1.5·2^52
+	MOVQ R8, X9
+	VBROADCASTSD X9, Y9
+	MOVQ $0x0008000000000000, R8 // 2^51
+	MOVQ R8, X10
+	VPBROADCASTQ X10, Y10
+
+gloop:
+	VMOVDQU (SI)(AX*8), Y0
+	VPADDQ  (DX)(AX*8), Y0, Y0
+	VPADDQ  Y10, Y0, Y1          // in [0, 2^52) iff the sum is in [-2^51, 2^51)
+	VPSRLQ  $52, Y1, Y1
+	VPTEST  Y1, Y1
+	JNZ     gdone
+	VPADDQ  Y9, Y0, Y0           // 1.5·2^52 + q, as a float64's bits
+	VSUBPD  Y9, Y0, Y0           // q, exactly
+	VMULPD  Y8, Y0, Y0
+	VCVTPD2PSY Y0, X0
+	VMOVUPS X0, (DI)(AX*4)
+	ADDQ    $4, AX
+	DECQ    CX
+	JNZ     gloop
+
+gdone:
+	MOVQ AX, ret+32(FP)
+	VZEROUPPER
+	RET
+
 // func fromFixed8(dst *float32, q, add *int64, n int)
 //
 // dst[i] = float32(float64(q[i]+add[i]) · 2^-40) for the n/8 blocks of

@@ -139,7 +139,8 @@ func FromFixed(q int64) float32 { return float32(float64(q) / (1 << FixedShift))
 
 // FromFixedAdd sets dst[i] = FromFixed(q[i] + add[i]) over q's length:
 // the last of a reduction's sums and its conversion in one pass, eight at
-// a time with AVX-512.
+// a time with AVX-512; with AVX2 alone, four at a time where the sums are
+// below 2^51 in magnitude (every gradient of a healthy run).
 func FromFixedAdd(dst []float32, q, add []int64) {
 	dst, add = dst[:len(q)], add[:len(q)]
 	i := 0
@@ -147,8 +148,14 @@ func FromFixedAdd(dst []float32, q, add []int64) {
 		fromFixed8(&dst[0], &q[0], &add[0], len(q))
 		i = len(q) / 8 * 8
 	}
-	for ; i < len(q); i++ {
-		dst[i] = FromFixed(q[i] + add[i])
+	for i < len(q) {
+		if !hasAVX512DQ && hasAVX2 && len(q)-i >= 4 {
+			i += fromFixed4(&dst[i], &q[i], &add[i], len(q)-i)
+		}
+		// The block the vector pass stopped at, or the tail.
+		for end := min(i+4, len(q)); i < end; i++ {
+			dst[i] = FromFixed(q[i] + add[i])
+		}
 	}
 }
 
@@ -195,7 +202,8 @@ func putFixed(into []int64, vs []float32, add bool) error {
 // AddFixedSum adds the sum over vss of each vector in fixed point to
 // into — the integers AddFixed of each in turn would leave — reading into
 // and writing it once (with AVX-512, sixteen values of every vector at a
-// time); it fails on the first value ToFixed refuses, the vectors' values
+// time; with AVX2 alone, eight, where they are below 2^11 in magnitude);
+// it fails on the first value ToFixed refuses, the vectors' values
 // at one index checked in order before the next index's. Every vector has
 // into's length.
 func AddFixedSum(into []int64, vss [][]float32) error { return putFixedSum(into, vss, true) }
@@ -230,6 +238,9 @@ func putFixedSum(into []int64, vss [][]float32, add bool) error {
 		if hasAVX512DQ && n-i >= 16 {
 			i = fixedSum16(&into[0], &ptrs[0], len(ptrs), i, n, add)
 			block = 16
+		} else if hasAVX2 && n-i >= 8 {
+			i = fixedSum8(&into[0], &ptrs[0], len(ptrs), i, n, add)
+			block = 8
 		}
 		// The block the vector pass stopped at, or the tail.
 		for end := min(i+block, n); i < end; i++ {

@@ -29,6 +29,12 @@ func fixed4(into *int64, vs *float32, n int, add bool) int
 func fixedSum16(into *int64, vs **float32, m, from, n int, add bool) int
 
 //go:noescape
+func fixedSum8(into *int64, vs **float32, m, from, n int, add bool) int
+
+//go:noescape
+func fromFixed4(dst *float32, q, add *int64, n int) int
+
+//go:noescape
 func fixable8(vs *float32, n int) int
 
 //go:noescape

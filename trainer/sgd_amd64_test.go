@@ -281,31 +281,55 @@ func TestAVX2FixedPointMatchesToFixed(t *testing.T) {
 }
 
 // TestFromFixedAddMatchesFromFixed converts sums of every magnitude — past
-// 2^53, where int64 → float64 rounds, and past float32's range at the 2^-40
-// scale's other end — with the AVX-512 blocks and with FromFixed alone:
-// the same bits, over lengths with and without a tail.
+// 2^53, where int64 → float64 rounds, around the AVX2 pass's 2^51 limit,
+// and past float32's range at the 2^-40 scale's other end — with the
+// AVX-512 blocks, the AVX2 blocks and FromFixed alone: the same bits, over
+// lengths with and without a tail.
 func TestFromFixedAddMatchesFromFixed(t *testing.T) {
-	if !hasAVX512DQ {
-		t.Skip("no AVX-512 DQ on this CPU: only the Go loop runs")
+	if !hasAVX2 {
+		t.Skip("no AVX2 on this CPU: only the Go loop runs")
 	}
+	avx512 := hasAVX512DQ
+	defer func() { hasAVX2, hasAVX512DQ = true, avx512 }()
 	r := rand.New(rand.NewPCG(9, 10))
-	for _, n := range []int{0, 1, 7, 8, 9, 16, 31, 1003} {
+	edges := []int64{1 << 51, 1<<51 - 1, -1 << 51, -1<<51 - 1, 1 << 52, -1 << 62}
+	for _, n := range []int{0, 1, 3, 4, 5, 7, 8, 9, 16, 31, 1003} {
 		q, add := make([]int64, n), make([]int64, n)
 		for i := range q {
 			shift := r.IntN(62)
+			if i%2 == 0 {
+				shift = r.IntN(50) // below the AVX2 pass's limit
+			}
 			q[i] = r.Int64N(1<<shift+1) - r.Int64N(1<<shift+1)
 			add[i] = r.Int64N(1<<shift+1) - r.Int64N(1<<shift+1)
-			if i%9 == 4 {
+			switch i % 9 {
+			case 4:
 				q[i], add[i] = 1<<54, 2 // a tie past 2^53: 2^54 + 2 rounds to 2^54
+			case 7:
+				q[i], add[i] = edges[r.IntN(len(edges))], 0
 			}
 		}
-		got := make([]float32, n)
-		FromFixedAdd(got, q, add)
-		for i := range q {
-			if want := FromFixed(q[i] + add[i]); math.Float32bits(got[i]) != math.Float32bits(want) {
-				t.Fatalf("n=%d: value %d (%d + %d): %v, want %v", n, i, q[i], add[i], got[i], want)
+		for level := 1; level <= 2; level++ {
+			if level == 2 && !avx512 {
+				continue
+			}
+			hasAVX512DQ = level == 2
+			got := make([]float32, n)
+			FromFixedAdd(got, q, add)
+			for i := range q {
+				if want := FromFixed(q[i] + add[i]); math.Float32bits(got[i]) != math.Float32bits(want) {
+					t.Fatalf("n=%d, pass %d: value %d (%d + %d): %v, want %v", n, level, i, q[i], add[i], got[i], want)
+				}
 			}
 		}
+	}
+	// Healthy sums go through the AVX2 pass whole, but for the tail.
+	q := make([]int64, 1003)
+	for i := range q {
+		q[i] = r.Int64N(1<<51) - 1<<50
+	}
+	if k := fromFixed4(&make([]float32, 1003)[0], &q[0], &make([]int64, 1003)[0], 1003); k != 1000 {
+		t.Fatalf("the AVX2 pass took %d of 1003 healthy sums, want 1000", k)
 	}
 }
 
@@ -350,33 +374,51 @@ func TestAVX2CheckMatchesToFixed(t *testing.T) {
 }
 
 // TestFixedSumMatchesAddFixed: AddFixedSum and SetFixedSum leave the
-// integers AddFixed of each vector in turn leaves, with the AVX-512 pass
-// and without, for one to eight vectors over lengths with and without a
-// tail; a refused value anywhere gives the Go loop's error, and a block the
-// pass refuses is left for the Go loop whole.
+// integers AddFixed of each vector in turn leaves, with the AVX-512 pass,
+// the AVX2 pass and the Go loop, for one to eight vectors over lengths
+// with and without a tail, healthy values and values past the AVX2 pass's
+// limit; a refused value anywhere gives the Go loop's error, and a block
+// a pass refuses is left for the Go loop whole.
 func TestFixedSumMatchesAddFixed(t *testing.T) {
-	avx512 := hasAVX512DQ
-	defer func() { hasAVX512DQ = avx512 }()
+	avx2, avx512 := hasAVX2, hasAVX512DQ
+	defer func() { hasAVX2, hasAVX512DQ = avx2, avx512 }()
 	r := rand.New(rand.NewPCG(9, 10))
-	value := func() float32 {
+	value := func(healthy bool) float32 {
 		switch r.IntN(6) {
 		case 0:
 			return float32(math.Copysign(0, -1))
 		case 1: // a tie after scaling
 			return float32(2*r.IntN(1000)+1-1000) * float32(math.Ldexp(1, -41))
 		case 2:
+			if healthy {
+				return float32(2*r.IntN(2)-1) * math.Nextafter32(1<<11, 0) // the AVX2 pass's largest
+			}
 			return float32(2*r.IntN(2)-1) * math.Nextafter32(FixedLimit, 0)
 		default:
 			return float32(r.NormFloat64())
 		}
 	}
+	if avx2 {
+		vss := [][]float32{make([]float32, 1003), make([]float32, 1003), make([]float32, 1003)}
+		ptrs := make([]*float32, len(vss))
+		for j := range vss {
+			for i := range vss[j] {
+				vss[j][i] = value(true)
+			}
+			ptrs[j] = &vss[j][0]
+		}
+		if k := fixedSum8(&make([]int64, 1003)[0], &ptrs[0], 3, 0, 1003, true); k != 1000 {
+			t.Fatalf("the AVX2 pass took %d of 3×1003 healthy values, want 1000", k)
+		}
+	}
 	for _, m := range []int{1, 2, 3, 4, 8} {
-		for _, n := range []int{0, 1, 15, 16, 17, 100, 1003} {
+		for _, n := range []int{0, 1, 7, 8, 9, 15, 16, 17, 100, 1003} {
+			healthy := n%2 == 1
 			vss := make([][]float32, m)
 			for j := range vss {
 				vss[j] = make([]float32, n)
 				for i := range vss[j] {
-					vss[j][i] = value()
+					vss[j][i] = value(healthy)
 				}
 			}
 			start := make([]int64, n)
@@ -389,8 +431,11 @@ func TestFixedSumMatchesAddFixed(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			for _, fast := range []bool{false, true} {
-				hasAVX512DQ = fast && avx512
+			for level := range 3 { // the Go loop, AVX2, AVX-512
+				if level == 1 && !avx2 || level == 2 && !avx512 {
+					continue
+				}
+				hasAVX2, hasAVX512DQ = level >= 1, level == 2
 				got := slices.Clone(start)
 				if err := AddFixedSum(got, vss); err != nil {
 					t.Fatal(err)
@@ -404,7 +449,7 @@ func TestFixedSumMatchesAddFixed(t *testing.T) {
 				}
 				for i := range want {
 					if got[i] != want[i] || set[i] != want[i]-start[i] {
-						t.Fatalf("%d vectors of %d, AVX-512 %v: value %d: add %d, set %d, want %d and %d", m, n, hasAVX512DQ, i, got[i], set[i], want[i], want[i]-start[i])
+						t.Fatalf("%d vectors of %d, pass %d: value %d: add %d, set %d, want %d and %d", m, n, level, i, got[i], set[i], want[i], want[i]-start[i])
 					}
 				}
 				if n == 0 {
@@ -414,12 +459,12 @@ func TestFixedSumMatchesAddFixed(t *testing.T) {
 				spoilt := slices.Clone(vss)
 				spoilt[j] = slices.Clone(vss[j])
 				spoilt[j][at] = []float32{float32(math.NaN()), FixedLimit, -FixedLimit}[r.IntN(3)]
-				hasAVX512DQ = false
+				hasAVX2, hasAVX512DQ = false, false
 				errGo := AddFixedSum(slices.Clone(start), spoilt)
-				hasAVX512DQ = fast && avx512
+				hasAVX2, hasAVX512DQ = level >= 1, level == 2
 				errFast := AddFixedSum(slices.Clone(start), spoilt)
 				if errGo == nil || errFast == nil || errGo.Error() != errFast.Error() {
-					t.Fatalf("%d vectors of %d, %v in vector %d at %d: Go %v, pass %v", m, n, spoilt[j][at], j, at, errGo, errFast)
+					t.Fatalf("%d vectors of %d, %v in vector %d at %d: Go %v, pass %d %v", m, n, spoilt[j][at], j, at, errGo, level, errFast)
 				}
 			}
 		}

@@ -24,6 +24,12 @@ func fixedSum16(into *int64, vs **float32, m, from, n int, add bool) int {
 	panic("trainer: no AVX-512 here")
 }
 
+func fixedSum8(into *int64, vs **float32, m, from, n int, add bool) int {
+	panic("trainer: no AVX2 here")
+}
+
+func fromFixed4(dst *float32, q, add *int64, n int) int { panic("trainer: no AVX2 here") }
+
 func fixable8(vs *float32, n int) int { panic("trainer: no AVX2 here") }
 
 func scale8(dst, src *float32, n int, m float32, div bool) { panic("trainer: no AVX2 here") }

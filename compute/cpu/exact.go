@@ -210,7 +210,13 @@ func dotRowsAsm(i0, i1, n, k int, a []float32, lda int, b []float32, ldb int, ou
 // columns.
 func chainRowsAVX2(i0, i1, n, k int, a []float32, ars, aks int, b []float32, ldb int, out []float32, ldo int) {
 	var masks [16]int32
-	chainPanels(i0, i1, n, k, a, ars, aks, b, ldb, out, ldo, 16, func(_ *chainShape, w int) { laneVector(&masks, w) },
+	chainPanels(i0, i1, n, k, a, ars, aks, b, ldb, out, ldo, 16, func(s *chainShape, w int) {
+		laneVector(&masks, w)
+		s.full = 0
+		if w == 16 {
+			s.full = 1
+		}
+	},
 		func(c, a, b *float32, s *chainShape) { chainTile2(c, a, b, s, &masks) })
 }
 
@@ -255,12 +261,14 @@ func laneMask(w int) uint16 {
 // chainShape is chainTile's layout, offsets in bytes: C's row stride, A's
 // rows 1–3 from row 0 (the last row repeated where the block has fewer),
 // A's step in k, B's row stride, k, the rows to store of each block, four
-// 16-bit lane masks for the four column vectors, the blocks, and A's step
-// from one block to the next.
+// 16-bit lane masks for the four column vectors, the blocks, A's step
+// from one block to the next, and (chainTile2) whether the panel is full
+// (1: its masks are all ones).
 type chainShape struct {
 	ldc, a1, a2, a3, aks, ldb, k, rows int
 	masks                              uint64
 	blocks, ablock                     int
+	full                               int
 }
 
 // dotShape is dotTile's layout: A's and B's rows 1–3 from row 0 in bytes,

@@ -266,8 +266,11 @@ dotsum:
 // func chainTile2(c, a, b *float32, s *chainShape, masks *[16]int32)
 //
 // chainTile with AVX2 over a panel of sixteen columns: Y0–Y7 hold the
-// block's four rows of two eight-lane vectors; B's row is loaded under
-// masks' two halves (all ones on the panel's columns, zeros past them).
+// block's four rows of two eight-lane vectors; B's row is loaded, and C's
+// rows stored, under masks' two halves (all ones on the panel's columns,
+// zeros past them) — or, for a full panel (s.full), with plain loads and
+// stores, the same values: masked moves are slow on some processors (AMD
+// Zen: 23 ms against 8.7 for a 64×1200×1200 product).
 TEXT ·chainTile2(SB), NOSPLIT, $8-40
 	MOVQ c+0(FP), DI
 	MOVQ a+8(FP), SI
@@ -297,6 +300,9 @@ c2block:
 	VXORPS Y6, Y6, Y6
 	VXORPS Y7, Y7, Y7
 
+	CMPQ 88(BX), $0 // a full panel: plain loads and stores
+	JNE  c2fullloop
+
 c2loop:
 	VMASKMOVPS (DX), Y14, Y8
 	VMASKMOVPS 32(DX), Y15, Y9
@@ -316,7 +322,30 @@ c2loop:
 	ADDQ R12, DX
 	DECQ CX
 	JNZ  c2loop
+	JMP  c2store
 
+c2fullloop:
+	VMOVUPS (DX), Y8
+	VMOVUPS 32(DX), Y9
+	VBROADCASTSS (SI), Y10
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y9, Y10, Y1
+	VBROADCASTSS (SI)(R8*1), Y10
+	VFMADD231PS Y8, Y10, Y2
+	VFMADD231PS Y9, Y10, Y3
+	VBROADCASTSS (SI)(R9*1), Y10
+	VFMADD231PS Y8, Y10, Y4
+	VFMADD231PS Y9, Y10, Y5
+	VBROADCASTSS (SI)(R10*1), Y10
+	VFMADD231PS Y8, Y10, Y6
+	VFMADD231PS Y9, Y10, Y7
+	ADDQ R11, SI
+	ADDQ R12, DX
+	DECQ CX
+	JNZ  c2fullloop
+	JMP  c2fullstore
+
+c2store:
 	VMASKMOVPS Y0, Y14, (DI)
 	VMASKMOVPS Y1, Y15, 32(DI)
 	CMPQ R14, $2
@@ -334,6 +363,31 @@ c2loop:
 	ADDQ R13, DI
 	VMASKMOVPS Y6, Y14, (DI)
 	VMASKMOVPS Y7, Y15, 32(DI)
+	ADDQ R13, DI
+	MOVQ ablock-8(SP), SI
+	ADDQ 80(BX), SI  // A's next four rows
+	DECQ AX
+	JNZ  c2block
+	JMP  c2done
+
+c2fullstore:
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	CMPQ R14, $2
+	JLT  c2done
+	ADDQ R13, DI
+	VMOVUPS Y2, (DI)
+	VMOVUPS Y3, 32(DI)
+	CMPQ R14, $3
+	JLT  c2done
+	ADDQ R13, DI
+	VMOVUPS Y4, (DI)
+	VMOVUPS Y5, 32(DI)
+	CMPQ R14, $4
+	JLT  c2done
+	ADDQ R13, DI
+	VMOVUPS Y6, (DI)
+	VMOVUPS Y7, 32(DI)
 	ADDQ R13, DI
 	MOVQ ablock-8(SP), SI
 	ADDQ 80(BX), SI  // A's next four rows

@@ -112,8 +112,11 @@ func (e *Engine) Threads() int { return e.threads }
 func (e *Engine) Describe() compute.Info {
 	if e.exact {
 		kernels := "lathe exact GEMM (Go)"
-		if hasExactAsm {
+		switch {
+		case hasExactAsm:
 			kernels = "lathe exact GEMM (AVX-512)"
+		case hasExactAVX2:
+			kernels = "lathe exact GEMM (AVX2)"
 		}
 		return compute.Info{Engine: "cpu", BLAS: kernels, Threads: e.threads}
 	}

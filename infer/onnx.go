@@ -213,9 +213,17 @@ func scaleDims(q *checkpoint.Quant) []int {
 // (element i the file's element src(i)), in the narrowest type that holds
 // them (and the zero points); it returns their name and the type.
 func (g *onnxGraph) weightCodes(l *Layer, dims []int, src func(int) int) (codes string, typ int, err error) {
+	codes, typ, _, err = g.weightCodesAs(l, dims, src, false)
+	return codes, typ, err
+}
+
+// weightCodesAs is weightCodes; with unsigned, signed codes go as uint8
+// shifted by 128 (shift: the zero point must move as much), the same
+// differences w − z_w.
+func (g *onnxGraph) weightCodesAs(l *Layer, dims []int, src func(int) int, unsigned bool) (codes string, typ int, shift int32, err error) {
 	q, n := l.wq, len(l.w)
 	if len(q.Codes) != n || (len(q.Scale) != 1 && len(q.Scale) != l.Out) || len(q.Zero) != len(q.Scale) {
-		return "", 0, fmt.Errorf("infer: layer %s: %d codes, %d scales and %d zero points for a %d×%d weight",
+		return "", 0, 0, fmt.Errorf("infer: layer %s: %d codes, %d scales and %d zero points for a %d×%d weight",
 			l.Name, len(q.Codes), len(q.Scale), len(q.Zero), l.Out, l.In)
 	}
 	// The type must hold every code and zero point: symmetric b-bit
@@ -230,16 +238,22 @@ func (g *onnxGraph) weightCodes(l *Layer, dims []int, src func(int) int) (codes 
 		lo, hi = min(lo, q.QMin), max(hi, q.QMin+int32(1)<<q.Bits-1)
 	}
 	if typ, err = intType(lo, hi, g.int4 && q.Bits == 4); err != nil {
-		return "", 0, fmt.Errorf("infer: layer %s: %d-bit weights: %w", l.Name, q.Bits, err)
+		return "", 0, 0, fmt.Errorf("infer: layer %s: %d-bit weights: %w", l.Name, q.Bits, err)
 	}
 	v := make([]int32, n)
 	for i := range v {
 		v[i] = q.Codes[src(i)]
 	}
+	if unsigned && (typ == onnxInt4 || typ == onnxInt8) {
+		for i := range v {
+			v[i] += 128
+		}
+		typ, shift = onnxUint8, 128
+	}
 	if typ == onnxInt4 || typ == onnxUint4 {
 		g.usedInt4 = true
 	}
-	return g.init(l.Name+".weight_q", typ, dims, ints(typ, v)), typ, nil
+	return g.init(l.Name+".weight_q", typ, dims, ints(typ, v)), typ, shift, nil
 }
 
 // actQuant fake-quantizes a layer's output as training did: clipped to

@@ -153,17 +153,19 @@ func (e *onnxExport) integer(l *Layer, in *onnxValue, dims []int, src func(int) 
 		if !conv {
 			wdims, wsrc = []int{l.In, l.Out}, func(i int) int { return src(i%l.Out*l.In + i/l.Out) }
 		}
-		w, typ, err := g.weightCodes(l, wdims, wsrc)
+		// Signed codes go as uint8, shifted by 128 with their zero point:
+		// onnxruntime's uint8 × int8 kernel on CPUs without AVX-512 VNNI
+		// adds pairs of products in int16 with saturation (VPMADDUBSW), so
+		// its sums go wrong once |x·w + x′·w′| passes 32 767 (8-bit codes
+		// of 255 and ±127 do); its uint8 × uint8 kernel does not saturate.
+		w, typ, shift, err := g.weightCodesAs(l, wdims, wsrc, true)
 		if err != nil {
 			return "", false, err
 		}
-		switch typ { // 4-bit codes widened for the integer operators
-		case onnxInt4:
-			typ, w = onnxInt8, g.node("Cast", l.Name+".weight_i8", []string{w}, attrInt("to", onnxInt8))
-		case onnxUint4:
+		if typ == onnxUint4 { // 4-bit codes widened for the integer operators
 			typ, w = onnxUint8, g.node("Cast", l.Name+".weight_u8", []string{w}, attrInt("to", onnxUint8))
 		}
-		wzero := g.init(l.Name+".weight_zero", typ, nil, ints(typ, l.wq.Zero[:1]))
+		wzero := g.init(l.Name+".weight_zero", typ, nil, ints(typ, []int32{l.wq.Zero[0] + shift}))
 		x, xzero := e.codes(in, l.k8)
 		if conv {
 			sum = g.node("ConvInteger", l.Name+".sum", []string{x, w, xzero, wzero}, window(l)...)

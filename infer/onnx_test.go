@@ -11,8 +11,10 @@ import (
 	"github.com/lathe-ml/lathe/checkpoint"
 	"github.com/lathe-ml/lathe/compute/cpu"
 	"github.com/lathe-ml/lathe/data"
+	"github.com/lathe-ml/lathe/internal/onnxpb"
 	"github.com/lathe-ml/lathe/internal/ort"
 	"github.com/lathe-ml/lathe/model"
+	"google.golang.org/protobuf/proto"
 )
 
 // exportAndCompare exports f to ONNX with each of opts (wanting the given
@@ -148,6 +150,17 @@ func TestONNXIntegerSums(t *testing.T) {
 	}
 	if !bytes.Contains(buf.Bytes(), []byte("MatMulInteger")) || !bytes.Contains(buf.Bytes(), []byte("fc2.weight_steps")) {
 		t.Fatal("fc1 is not summed in int32, or fc2 not as float steps")
+	}
+	// The signed codes go as uint8 (onnxruntime's uint8 × int8 kernel
+	// saturates pairs of products on CPUs without AVX-512 VNNI).
+	var mp onnxpb.ModelProto
+	if err := proto.Unmarshal(buf.Bytes(), &mp); err != nil {
+		t.Fatal(err)
+	}
+	for _, init := range mp.GetGraph().GetInitializer() {
+		if n := init.GetName(); (n == "fc1.weight_q" || n == "fc1.weight_zero") && init.GetDataType() != int32(onnxpb.TensorProto_UINT8) {
+			t.Fatalf("%s is of ONNX type %d, not uint8", n, init.GetDataType())
+		}
 	}
 	exportAndCompare(t, f, 500, []ONNXOptions{{}}, []int{21})
 }

@@ -367,7 +367,11 @@ func (r *Replica) placeSync(from string, m *nats.Msg) error {
 		if err != nil || math.IsNaN(lr) || math.IsInf(lr, 0) {
 			return fmt.Errorf("learning rate %q", m.Header.Get(hLR))
 		}
-		if b = sp.states[from]; b == nil {
+		if b = sp.states[from]; b == nil || len(b.b) != md.n {
+			// A state of another size for a step the sender offered
+			// before is a newer offer — it redid the step after a
+			// membership change — and replaces the one before, whose
+			// parts have all been answered (sendOffers sends in order).
 			b = &blob{b: make([]byte, md.n), placed: map[int]int{}}
 			sp.states[from], sp.lr[from] = b, lr
 		}

@@ -111,6 +111,15 @@ func TestFollowerTakesTheWorkersState(t *testing.T) {
 	if m, err := signed.requestMsg(ctx, "lathe.job.w.a.sync", part(k, "moments", 500, 1000, 2*n, make([]byte, 8)), make([]byte, 8)); err != nil || string(m.Data) != "ok" {
 		t.Fatalf("a chunk of another vector: %q, %v", answerOf(m), err)
 	}
+	// Part of a state of step k offered before at another size (a worker
+	// that redid the step after a membership change offers it again):
+	// the newer offer replaces it.
+	older := meta{job: "job", phase: 1, step: k, n: 24}.header()
+	older.Set(hSync, "state")
+	older.Set(hLR, "0.2")
+	if m, err := signed.requestMsg(ctx, "lathe.job.w.b.sync", older, make([]byte, 8)); err != nil || string(m.Data) != "ok" {
+		t.Fatalf("part of a state: %q, %v", answerOf(m), err)
+	}
 	sn := &trainer.Snapshot{Step: k, Epoch: 0, StepInEpoch: k, Params: [][]float32{{1, 2, 3}}, LossSum: 1.5}
 	errs := make(chan error, 2)
 	for j, name := range members {

@@ -1,5 +1,21 @@
 #include "textflag.h"
 
+// FIXED4CONSTS loads fixed4's constants as four float64 lanes: Y8 2^40,
+// Y9 1.5·2^52, Y10 2^51, Y11 the mask of a magnitude's bits (DX used).
+#define FIXED4CONSTS \
+	MOVQ $0x4270000000000000, DX; \
+	MOVQ DX, X8; \
+	VBROADCASTSD X8, Y8; \
+	MOVQ $0x4338000000000000, DX; \
+	MOVQ DX, X9; \
+	VBROADCASTSD X9, Y9; \
+	MOVQ $0x4320000000000000, DX; \
+	MOVQ DX, X10; \
+	VBROADCASTSD X10, Y10; \
+	MOVQ $0x7fffffffffffffff, DX; \
+	MOVQ DX, X11; \
+	VBROADCASTSD X11, Y11
+
 // func fixed4(into *int64, vs *float32, n int, add bool) int
 //
 // From the start, four at a time while every value of a block satisfies
@@ -18,18 +34,7 @@ TEXT ·fixed4(SB), NOSPLIT, $0-40
 	XORQ AX, AX
 	SHRQ $2, CX
 	JZ   done
-	MOVQ $0x4270000000000000, DX // 2^40
-	MOVQ DX, X8
-	VBROADCASTSD X8, Y8
-	MOVQ $0x4338000000000000, DX // 1.5·2^52
-	MOVQ DX, X9
-	VBROADCASTSD X9, Y9
-	MOVQ $0x4320000000000000, DX // 2^51
-	MOVQ DX, X10
-	VBROADCASTSD X10, Y10
-	MOVQ $0x7fffffffffffffff, DX // |·|
-	MOVQ DX, X11
-	VBROADCASTSD X11, Y11
+	FIXED4CONSTS
 
 loop:
 	VCVTPS2PD (SI), Y0           // four float32 → float64, exact
@@ -151,18 +156,7 @@ TEXT ·fixedSum8(SB), NOSPLIT, $0-56
 	JZ      edone
 	TESTQ   R9, R9
 	JZ      edone
-	MOVQ $0x4270000000000000, DX // 2^40
-	MOVQ DX, X8
-	VBROADCASTSD X8, Y8
-	MOVQ $0x4338000000000000, DX // 1.5·2^52
-	MOVQ DX, X9
-	VBROADCASTSD X9, Y9
-	MOVQ $0x4320000000000000, DX // 2^51
-	MOVQ DX, X10
-	VBROADCASTSD X10, Y10
-	MOVQ $0x7fffffffffffffff, DX // |·|
-	MOVQ DX, X11
-	VBROADCASTSD X11, Y11
+	FIXED4CONSTS
 
 eloop:
 	VPXOR Y4, Y4, Y4

@@ -263,6 +263,26 @@ dotsum:
 
 // ---- AVX2 forms (generated): the same chains, eight lanes a register ----
 
+// C2CHAINS is one k of chainTile2's chains, B's row in Y8 and Y9: each
+// row's A value broadcast and fused into its two vectors; then A, B and
+// the count move on.
+#define C2CHAINS \
+	VBROADCASTSS (SI), Y10; \
+	VFMADD231PS Y8, Y10, Y0; \
+	VFMADD231PS Y9, Y10, Y1; \
+	VBROADCASTSS (SI)(R8*1), Y10; \
+	VFMADD231PS Y8, Y10, Y2; \
+	VFMADD231PS Y9, Y10, Y3; \
+	VBROADCASTSS (SI)(R9*1), Y10; \
+	VFMADD231PS Y8, Y10, Y4; \
+	VFMADD231PS Y9, Y10, Y5; \
+	VBROADCASTSS (SI)(R10*1), Y10; \
+	VFMADD231PS Y8, Y10, Y6; \
+	VFMADD231PS Y9, Y10, Y7; \
+	ADDQ R11, SI; \
+	ADDQ R12, DX; \
+	DECQ CX
+
 // func chainTile2(c, a, b *float32, s *chainShape, masks *[16]int32)
 //
 // chainTile with AVX2 over a panel of sixteen columns: Y0–Y7 hold the
@@ -306,42 +326,14 @@ c2block:
 c2loop:
 	VMASKMOVPS (DX), Y14, Y8
 	VMASKMOVPS 32(DX), Y15, Y9
-	VBROADCASTSS (SI), Y10
-	VFMADD231PS Y8, Y10, Y0
-	VFMADD231PS Y9, Y10, Y1
-	VBROADCASTSS (SI)(R8*1), Y10
-	VFMADD231PS Y8, Y10, Y2
-	VFMADD231PS Y9, Y10, Y3
-	VBROADCASTSS (SI)(R9*1), Y10
-	VFMADD231PS Y8, Y10, Y4
-	VFMADD231PS Y9, Y10, Y5
-	VBROADCASTSS (SI)(R10*1), Y10
-	VFMADD231PS Y8, Y10, Y6
-	VFMADD231PS Y9, Y10, Y7
-	ADDQ R11, SI
-	ADDQ R12, DX
-	DECQ CX
+	C2CHAINS
 	JNZ  c2loop
 	JMP  c2store
 
 c2fullloop:
 	VMOVUPS (DX), Y8
 	VMOVUPS 32(DX), Y9
-	VBROADCASTSS (SI), Y10
-	VFMADD231PS Y8, Y10, Y0
-	VFMADD231PS Y9, Y10, Y1
-	VBROADCASTSS (SI)(R8*1), Y10
-	VFMADD231PS Y8, Y10, Y2
-	VFMADD231PS Y9, Y10, Y3
-	VBROADCASTSS (SI)(R9*1), Y10
-	VFMADD231PS Y8, Y10, Y4
-	VFMADD231PS Y9, Y10, Y5
-	VBROADCASTSS (SI)(R10*1), Y10
-	VFMADD231PS Y8, Y10, Y6
-	VFMADD231PS Y9, Y10, Y7
-	ADDQ R11, SI
-	ADDQ R12, DX
-	DECQ CX
+	C2CHAINS
 	JNZ  c2fullloop
 	JMP  c2fullstore
 
